@@ -1,0 +1,879 @@
+//! The admin HTTP API (`listen.admin`): create, list, show, disable, enable,
+//! revoke and rotate tokens.
+//!
+//! Callers present the admin key, or a workspace token whose role holds
+//! `tokens:manage`; such a token manages only its own workspace and never
+//! creates a token above its own role. The secret of a token appears in the
+//! answer that creates it (create, rotate) and in no other answer, ever.
+//! `docs/admin-api.yaml` describes every route of [`ROUTES`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::decide::{Credentials, RequestFacts, authenticate};
+use crate::doors::forward_auth::credentials;
+use crate::doors::http::{Body, json as json_response};
+use crate::policy::roles::{PermissionSet, Roles, TOKENS_MANAGE};
+use crate::store::{
+    Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, StoreError, TokenStore, UpdateError,
+    update,
+};
+use crate::token::{
+    CreateToken, FieldErrors, Scope, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState,
+    record::RECORD_VERSION,
+};
+
+use super::AdminKey;
+
+/// Largest request body the admin API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    List,
+    Show,
+    Disable,
+    Enable,
+    Revoke,
+    Rotate,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::List => "list",
+            Op::Show => "show",
+            Op::Disable => "disable",
+            Op::Enable => "enable",
+            Op::Revoke => "revoke",
+            Op::Rotate => "rotate",
+        }
+    }
+}
+
+/// One route: method, path template (`{id}` captures a token id), operation.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    pub template: &'static str,
+    pub op: Op,
+}
+
+/// Every route of the admin API. The router matches only these, and a test
+/// checks that `docs/admin-api.yaml` describes each of them.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/tokens",
+        op: Op::Create,
+    },
+    Route {
+        method: Method::GET,
+        template: "/admin/v1/tokens",
+        op: Op::List,
+    },
+    Route {
+        method: Method::GET,
+        template: "/admin/v1/tokens/{id}",
+        op: Op::Show,
+    },
+    Route {
+        method: Method::DELETE,
+        template: "/admin/v1/tokens/{id}",
+        op: Op::Revoke,
+    },
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/tokens/{id}/disable",
+        op: Op::Disable,
+    },
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/tokens/{id}/enable",
+        op: Op::Enable,
+    },
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/tokens/{id}/rotate",
+        op: Op::Rotate,
+    },
+];
+
+/// Matches `path` against a template; returns the `{id}` capture, if any.
+fn match_template<'p>(template: &str, path: &'p str) -> Option<Option<&'p str>> {
+    let mut capture = None;
+    let mut t = template.split('/');
+    let mut p = path.split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(capture),
+            (Some("{id}"), Some(seg)) if !seg.is_empty() => capture = Some(seg),
+            (Some(a), Some(b)) if a == b => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The route for a request: `Ok((route, id))`, or `Err(allowed methods)`
+/// when the path exists under other methods (empty when it does not exist).
+fn route<'p>(
+    method: &Method,
+    path: &'p str,
+) -> Result<(&'static Route, Option<&'p str>), Vec<&'static str>> {
+    let mut allowed = Vec::new();
+    for r in ROUTES {
+        if let Some(id) = match_template(r.template, path) {
+            if r.method == method {
+                return Ok((r, id));
+            }
+            allowed.push(r.method.as_str());
+        }
+    }
+    Err(allowed)
+}
+
+// === errors ===
+
+/// A refusal of the admin API, rendered as
+/// `{"error","message","fields"?}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    fields: Option<FieldErrors>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            fields: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>, fields: FieldErrors) -> Self {
+        Self {
+            fields: Some(fields),
+            ..Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        }
+    }
+
+    fn validation(fields: FieldErrors) -> Self {
+        Self {
+            fields: Some(fields),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "The token request has invalid fields; see `fields`.",
+            )
+        }
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    fn not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("No token with id `{id}`."),
+        )
+    }
+
+    fn store(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "admin operation failed in the store");
+        match e {
+            StoreError::Conflict => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "A token with this id already exists; try again.",
+            ),
+            other => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("The token store cannot serve this request: {other}"),
+            ),
+        }
+    }
+
+    fn render(&self) -> Response<Body> {
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let Some(fields) = &self.fields {
+            body["fields"] = json!(fields);
+        }
+        let mut res = json_response(self.status, &body);
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"hawzu-admin\""),
+            );
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+fn field(name: &str, msg: impl Into<String>) -> FieldErrors {
+    BTreeMap::from([(name.to_owned(), msg.into())])
+}
+
+// === callers ===
+
+/// Who is calling the admin API.
+#[derive(Debug, Clone)]
+enum Caller {
+    /// The admin key: everything.
+    Admin,
+    /// A workspace token with `tokens:manage`: its own workspace, up to its
+    /// own permissions.
+    Token {
+        id: TokenId,
+        workspace_id: String,
+        permissions: PermissionSet,
+    },
+}
+
+impl Caller {
+    fn label(&self) -> String {
+        match self {
+            Caller::Admin => "admin".into(),
+            Caller::Token { id, .. } => format!("token:{id}"),
+        }
+    }
+
+    fn workspace(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Token { workspace_id, .. } => Some(workspace_id),
+        }
+    }
+
+    /// Whether this caller may touch tokens of `record`'s workspace.
+    fn may_manage(&self, record: &TokenRecord) -> bool {
+        self.workspace().is_none_or(|ws| ws == record.workspace_id)
+    }
+}
+
+// === impl AdminApi ===
+
+/// The admin API over a store.
+#[derive(Debug)]
+pub struct AdminApi<S> {
+    store: S,
+    roles: Arc<Roles>,
+    key: AdminKey,
+}
+
+impl<S: TokenStore> AdminApi<S> {
+    pub fn new(store: S, roles: Arc<Roles>, key: AdminKey) -> Arc<Self> {
+        Arc::new(Self { store, roles, key })
+    }
+
+    /// Serves one request of the admin listener.
+    pub async fn handle<B>(&self, req: Request<B>, _peer: SocketAddr) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let (route, id) = match route(&parts.method, parts.uri.path()) {
+            Ok(found) => found,
+            Err(allowed) if allowed.is_empty() => {
+                return ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "No such admin route; see docs/admin-api.yaml.",
+                )
+                .render();
+            }
+            Err(allowed) => {
+                let mut res = ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("This route accepts {}.", allowed.join(", ")),
+                )
+                .render();
+                if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                    res.headers_mut().insert(header::ALLOW, v);
+                }
+                return res;
+            }
+        };
+        let caller = match self.authenticate(&parts.headers).await {
+            Ok(c) => c,
+            Err(e) => return e.render(),
+        };
+        let id = match id.map(TokenId::parse).transpose() {
+            Ok(id) => id,
+            Err(e) => {
+                return ApiError::bad_request(
+                    "The token id in the path is malformed.",
+                    field("id", e.to_string()),
+                )
+                .render();
+            }
+        };
+        let now = Timestamp::now();
+        let result = match (route.op, id) {
+            (Op::Create, _) => match read_body(body).await {
+                Ok(bytes) => self.create(&caller, &bytes, now).await,
+                Err(e) => Err(e),
+            },
+            (Op::List, _) => {
+                self.list(&caller, parts.uri.query().unwrap_or(""), now)
+                    .await
+            }
+            (op, Some(id)) => self.on_token(&caller, op, &id, now).await,
+            (_, None) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No token id.",
+            )),
+        };
+        match result {
+            Ok((status, body)) => json_response(status, &body),
+            Err(e) => e.render(),
+        }
+    }
+
+    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let creds = credentials(headers);
+        let value = match creds {
+            Credentials::One(v) => v,
+            Credentials::None => {
+                return Err(unauthorized(
+                    "Send the admin key as `Authorization: Bearer <key>`.",
+                ));
+            }
+            Credentials::Several => return Err(unauthorized("Send one Authorization header.")),
+        };
+        let presented = value
+            .split_at_checked(7)
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+            .map(|(_, rest)| rest.trim_ascii())
+            .ok_or_else(|| unauthorized("Use the Bearer scheme: `Authorization: Bearer <key>`."))?;
+        if !presented.starts_with(b"hwz_") {
+            return if self.key.verify(presented) {
+                Ok(Caller::Admin)
+            } else {
+                Err(unauthorized("The admin key is not valid."))
+            };
+        }
+        // A workspace token with `tokens:manage`.
+        let facts = RequestFacts {
+            credentials: creds,
+            now: Timestamp::now(),
+        };
+        let record = authenticate(&self.store, &facts).await.map_err(|code| {
+            if code == crate::decide::DenyCode::StoreUnavailable {
+                ApiError::store(StoreError::Unavailable("token lookup failed".into()))
+            } else {
+                unauthorized(code.message())
+            }
+        })?;
+        let Scope::Workspace { role } = &record.scope else {
+            return Err(ApiError::forbidden(
+                "Only workspace tokens whose role has tokens:manage may manage tokens.",
+            ));
+        };
+        let permissions = self
+            .roles
+            .get(role)
+            .map(|r| r.permissions)
+            .unwrap_or_default();
+        if !permissions.contains(TOKENS_MANAGE) {
+            return Err(ApiError::forbidden(format!(
+                "Role `{role}` does not have tokens:manage."
+            )));
+        }
+        Ok(Caller::Token {
+            id: record.id,
+            workspace_id: record.workspace_id,
+            permissions,
+        })
+    }
+
+    /// The permissions a token of `scope` would hold (all its roles together).
+    fn permissions_of(&self, scope: &Scope) -> PermissionSet {
+        let role = |name: &str| {
+            self.roles
+                .get(name)
+                .map(|r| r.permissions)
+                .unwrap_or_default()
+        };
+        match scope {
+            Scope::Workspace { role: r } => role(r),
+            Scope::Project { projects } => projects
+                .iter()
+                .fold(PermissionSet::EMPTY, |acc, g| acc.union(role(&g.role))),
+        }
+    }
+
+    async fn create(
+        &self,
+        caller: &Caller,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let mut req: CreateToken = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(
+                format!("The body is not a token request: {e}"),
+                field("body", "a JSON object with name, workspace_id, scope, expires and optionally created_by"),
+            )
+        })?;
+        if let Caller::Token { .. } = caller {
+            // A token caller is the creator; it cannot claim to be someone else.
+            req.created_by = Some(caller.label());
+        }
+        let valid = req
+            .validate(&self.roles, now)
+            .map_err(ApiError::validation)?;
+        if let Caller::Token {
+            workspace_id,
+            permissions,
+            ..
+        } = caller
+        {
+            if &valid.workspace_id != workspace_id {
+                return Err(ApiError::forbidden(format!(
+                    "This token manages workspace `{workspace_id}` only."
+                )));
+            }
+            let wanted = self.permissions_of(&valid.scope);
+            if !wanted.is_subset_of(*permissions) {
+                let extra: Vec<String> = wanted
+                    .minus(*permissions)
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                return Err(ApiError::forbidden(format!(
+                    "A token cannot create a token above its own role; the new token would add {}.",
+                    extra.join(", ")
+                )));
+            }
+        }
+        let secret = TokenSecret::generate()
+            .map_err(|e| ApiError::store(StoreError::Unavailable(e.to_string())))?;
+        let record = TokenRecord {
+            v: RECORD_VERSION,
+            id: TokenId::generate()
+                .map_err(|e| ApiError::store(StoreError::Unavailable(e.to_string())))?,
+            name: valid.name,
+            workspace_id: valid.workspace_id,
+            scope: valid.scope,
+            created_by: valid.created_by,
+            created_at: now,
+            expires_at: valid.expires_at,
+            disabled_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            rotated_from: None,
+        };
+        self.store
+            .create(&secret.hash(), &record)
+            .await
+            .map_err(ApiError::store)?;
+        tracing::info!(
+            target: "hawzu_gate::admin",
+            op = "create",
+            token_id = %record.id,
+            workspace_id = %record.workspace_id,
+            token_type = record.scope.kind().as_str(),
+            by = %caller.label(),
+            "token created"
+        );
+        Ok((
+            StatusCode::CREATED,
+            json!({ "token": view(&record, now), "secret": secret.expose() }),
+        ))
+    }
+
+    async fn list(
+        &self,
+        caller: &Caller,
+        query: &str,
+        now: Timestamp,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let mut workspace = None;
+        let mut filter = ListFilter {
+            kind: None,
+            state: None,
+            now,
+        };
+        let mut cursor = None;
+        let mut limit = DEFAULT_PAGE;
+        let mut errors = FieldErrors::new();
+        let mut seen = std::collections::HashSet::new();
+        for (k, v) in parse_query(query) {
+            if !seen.insert(k.clone()) {
+                errors.insert(k.clone(), "is given more than once".into());
+                continue;
+            }
+            match k.as_str() {
+                "workspace" if crate::token::record::valid_id(&v) => workspace = Some(v),
+                "workspace" => {
+                    errors.insert(
+                        k,
+                        "must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
+                    );
+                }
+                "type" => match v.as_str() {
+                    "workspace" => filter.kind = Some(TokenKind::Workspace),
+                    "project" => filter.kind = Some(TokenKind::Project),
+                    _ => {
+                        errors.insert(k, format!("`{v}` is not a type; use workspace or project"));
+                    }
+                },
+                "state" => {
+                    match TokenState::parse(&v) {
+                        Some(s) => filter.state = Some(s),
+                        None => {
+                            errors.insert(
+                            k,
+                            format!("`{v}` is not a state; use enabled, disabled, expired or revoked"),
+                        );
+                        }
+                    }
+                }
+                "cursor" => match Cursor::decode(&v) {
+                    Some(c) => cursor = Some(c),
+                    None => {
+                        errors.insert(k, "is not a next_cursor from a previous page".into());
+                    }
+                },
+                "limit" => match v.parse::<usize>() {
+                    Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
+                    _ => {
+                        errors.insert(k, format!("must be a number from 1 to {MAX_PAGE}"));
+                    }
+                },
+                _ => {
+                    errors.insert(
+                        k,
+                        "is not a parameter; use workspace, type, state, cursor, limit".into(),
+                    );
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::bad_request(
+                "The list query has invalid parameters; see `fields`.",
+                errors,
+            ));
+        }
+        if let Some(own) = caller.workspace() {
+            match &workspace {
+                Some(ws) if ws != own => {
+                    return Err(ApiError::forbidden(format!(
+                        "This token manages workspace `{own}` only."
+                    )));
+                }
+                _ => workspace = Some(own.to_owned()),
+            }
+        }
+        let page = self
+            .store
+            .list(ListQuery {
+                workspace,
+                cursor,
+                limit,
+                filter,
+            })
+            .await
+            .map_err(ApiError::store)?;
+        let tokens: Vec<Value> = page.tokens.iter().map(|r| view(r, now)).collect();
+        Ok((
+            StatusCode::OK,
+            json!({ "tokens": tokens, "next_cursor": page.next.map(|c| c.encode()) }),
+        ))
+    }
+
+    async fn on_token(
+        &self,
+        caller: &Caller,
+        op: Op,
+        id: &TokenId,
+        now: Timestamp,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        if op == Op::Rotate {
+            return self.rotate(caller, id, now).await;
+        }
+        if op == Op::Show {
+            let stored = self
+                .store
+                .find(id)
+                .await
+                .map_err(ApiError::store)?
+                .filter(|s| caller.may_manage(&s.record))
+                .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+            return Ok((
+                StatusCode::OK,
+                json!({ "token": view(&stored.record, now) }),
+            ));
+        }
+        let stored = update(&self.store, id, |r| {
+            if !caller.may_manage(r) {
+                return Err(ApiError::not_found(id.as_str()));
+            }
+            let mut next = r.clone();
+            match op {
+                Op::Disable | Op::Enable if r.revoked_at.is_some() => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "token_revoked",
+                        "The token is revoked; a revoked token cannot be disabled or enabled.",
+                    ));
+                }
+                Op::Disable if r.disabled_at.is_none() => next.disabled_at = Some(now),
+                Op::Enable if r.disabled_at.is_some() => next.disabled_at = None,
+                Op::Revoke if r.revoked_at.is_none() => next.revoked_at = Some(now),
+                // Already in the asked state: nothing to write.
+                _ => return Ok(None),
+            }
+            Ok(Some(next))
+        })
+        .await
+        .map_err(|e| match e {
+            UpdateError::NotFound => ApiError::not_found(id.as_str()),
+            UpdateError::Refused(e) => e,
+            UpdateError::Store(e) => ApiError::store(e),
+        })?;
+        tracing::info!(
+            target: "hawzu_gate::admin",
+            op = op.as_str(),
+            token_id = %id,
+            workspace_id = %stored.record.workspace_id,
+            by = %caller.label(),
+            "token {}", past_tense(op)
+        );
+        Ok((
+            StatusCode::OK,
+            json!({ "token": view(&stored.record, now) }),
+        ))
+    }
+
+    /// A new secret and id with the same name, scope, expiry and enabled
+    /// state; the old token is revoked at once and named in `rotated_from`.
+    async fn rotate(
+        &self,
+        caller: &Caller,
+        id: &TokenId,
+        now: Timestamp,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let old = self
+            .store
+            .find(id)
+            .await
+            .map_err(ApiError::store)?
+            .filter(|s| caller.may_manage(&s.record))
+            .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+        match old.record.state(now) {
+            TokenState::Revoked => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "token_revoked",
+                    "The token is revoked; create a new token instead.",
+                ));
+            }
+            TokenState::Expired => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "token_expired",
+                    "The token has expired; create a new token instead.",
+                ));
+            }
+            TokenState::Enabled | TokenState::Disabled => {}
+        }
+        let secret = TokenSecret::generate()
+            .map_err(|e| ApiError::store(StoreError::Unavailable(e.to_string())))?;
+        let new = TokenRecord {
+            id: TokenId::generate()
+                .map_err(|e| ApiError::store(StoreError::Unavailable(e.to_string())))?,
+            created_by: caller.label(),
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+            rotated_from: Some(old.record.id.clone()),
+            ..old.record.clone()
+        };
+        self.store
+            .create(&secret.hash(), &new)
+            .await
+            .map_err(ApiError::store)?;
+        update(&self.store, id, |r| {
+            Ok::<_, ApiError>(r.revoked_at.is_none().then(|| TokenRecord {
+                revoked_at: Some(now),
+                ..r.clone()
+            }))
+        })
+        .await
+        .map_err(|e| match e {
+            UpdateError::NotFound => ApiError::not_found(id.as_str()),
+            UpdateError::Refused(e) => e,
+            UpdateError::Store(e) => ApiError::store(e),
+        })?;
+        tracing::info!(
+            target: "hawzu_gate::admin",
+            op = "rotate",
+            token_id = %new.id,
+            rotated_from = %id,
+            workspace_id = %new.workspace_id,
+            by = %caller.label(),
+            "token rotated"
+        );
+        Ok((
+            StatusCode::CREATED,
+            json!({ "token": view(&new, now), "secret": secret.expose() }),
+        ))
+    }
+}
+
+fn past_tense(op: Op) -> &'static str {
+    match op {
+        Op::Disable => "disabled",
+        Op::Enable => "enabled",
+        Op::Revoke => "revoked",
+        _ => op.as_str(),
+    }
+}
+
+/// A record as the API shows it: the record fields plus `state` at `now`.
+pub fn view(record: &TokenRecord, now: Timestamp) -> Value {
+    let mut v = serde_json::to_value(record).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("v");
+        obj.insert("state".into(), json!(record.state(now).as_str()));
+    }
+    v
+}
+
+async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("The body is larger than {MAX_BODY} bytes."),
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            format!("The body could not be read: {e}"),
+            FieldErrors::new(),
+        )),
+    }
+}
+
+/// `a=1&b=two%20words` → pairs, percent-decoded (`+` is a space).
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_their_templates_only() {
+        let (r, id) = route(
+            &Method::POST,
+            "/admin/v1/tokens/tok_0123456789abcdef/disable",
+        )
+        .unwrap();
+        assert_eq!(r.op, Op::Disable);
+        assert_eq!(id, Some("tok_0123456789abcdef"));
+        assert_eq!(
+            route(&Method::GET, "/admin/v1/tokens").unwrap().0.op,
+            Op::List
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/admin/v1/tokens/x").unwrap().0.op,
+            Op::Revoke
+        );
+        assert_eq!(
+            route(&Method::PUT, "/admin/v1/tokens").unwrap_err(),
+            vec!["POST", "GET"]
+        );
+        assert!(
+            route(&Method::GET, "/admin/v1/tokens/")
+                .unwrap_err()
+                .is_empty()
+        );
+        assert!(
+            route(&Method::GET, "/admin/v1/tokens/a/b")
+                .unwrap_err()
+                .is_empty()
+        );
+        assert!(
+            route(&Method::GET, "/admin/v2/tokens")
+                .unwrap_err()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        assert_eq!(
+            parse_query("workspace=ws%5F1&state=enabled&x"),
+            vec![
+                ("workspace".into(), "ws_1".into()),
+                ("state".into(), "enabled".into()),
+                ("x".into(), String::new())
+            ]
+        );
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("a+b"), "a b");
+    }
+}

@@ -1,0 +1,114 @@
+//! The admin API client the CLI uses: one JSON request, one JSON answer.
+//!
+//! It never prints; the CLI decides what a person or a script sees.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use thiserror::Error;
+
+/// How long the CLI waits for the admin API.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a call did not get an answer from the server.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("--admin-url `{0}` is not an http:// URL such as http://127.0.0.1:9091")]
+    Url(String),
+    #[error(
+        "cannot reach the admin API at {url}: {reason} (is `hawzu-gate serve` running? see --admin-url)"
+    )]
+    Connect { url: String, reason: String },
+    #[error("the admin API at {0} did not answer within {REQUEST_TIMEOUT:?}")]
+    Timeout(String),
+    #[error("the admin API at {url} answered {status} with a body that is not JSON")]
+    NotJson { url: String, status: StatusCode },
+}
+
+/// A client of one admin API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    base: String,
+    key: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl AdminClient {
+    /// `base` is like `http://127.0.0.1:9091`.
+    pub fn new(base: &str, key: String) -> Result<Self, ClientError> {
+        let trimmed = base.trim_end_matches('/');
+        let uri: Uri = trimmed
+            .parse()
+            .map_err(|_| ClientError::Url(base.to_owned()))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(ClientError::Url(base.to_owned()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        Ok(Self {
+            base: trimmed.to_owned(),
+            key,
+            http: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    /// Sends one request; any HTTP status is an answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let url = format!("{}{path_and_query}", self.base);
+        let bytes = body
+            .map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()))
+            .unwrap_or_default();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.key))
+            .header(header::ACCEPT, "application/json");
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(bytes))
+            .map_err(|_| ClientError::Url(self.base.clone()))?;
+        let exchange = async {
+            let res = self.http.request(req).await.map_err(|e| {
+                let reason = std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.to_string());
+                ClientError::Connect {
+                    url: self.base.clone(),
+                    reason,
+                }
+            })?;
+            let status = res.status();
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Connect {
+                    url: self.base.clone(),
+                    reason: e.to_string(),
+                })?
+                .to_bytes();
+            let value = serde_json::from_slice(&body).map_err(|_| ClientError::NotJson {
+                url: self.base.clone(),
+                status,
+            })?;
+            Ok((status, value))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err(ClientError::Timeout(self.base.clone())))
+    }
+}

@@ -1,0 +1,188 @@
+//! The token management plane: the admin HTTP API (`api`), the client the
+//! CLI uses (`client`), and the admin key they share.
+//!
+//! The admin key is compared by hash in constant time and never logged.
+//! With no key configured, the server generates one into
+//! `<data_dir>/admin.key` (mode 0600), where the CLI finds it.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+use crate::token::value::fill_base62;
+
+pub mod api;
+pub mod client;
+
+/// File name of the generated admin key inside `data_dir`.
+pub const KEY_FILE: &str = "admin.key";
+/// Environment variable the CLI reads the admin key from.
+pub const KEY_ENV: &str = "HAWZU_GATE_ADMIN_KEY";
+const KEY_PREFIX: &str = "hwzadm_";
+const KEY_RANDOM_LEN: usize = 43;
+const KEY_HASH_CONTEXT: &str = "hawzu-gate admin key v1";
+
+/// The admin key as the server holds it: a hash, compared in constant time.
+#[derive(Clone)]
+pub struct AdminKey {
+    hash: [u8; 32],
+}
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminKey(***)")
+    }
+}
+
+impl AdminKey {
+    pub fn new(secret: &str) -> Self {
+        Self {
+            hash: blake3::derive_key(KEY_HASH_CONTEXT, secret.as_bytes()),
+        }
+    }
+
+    /// Whether `presented` is the key. Time does not depend on where the
+    /// two differ, nor on their lengths.
+    pub fn verify(&self, presented: &[u8]) -> bool {
+        let h = blake3::derive_key(KEY_HASH_CONTEXT, presented);
+        h.ct_eq(&self.hash).into()
+    }
+}
+
+/// Why the admin key could not be had.
+#[derive(Debug, Error)]
+pub enum KeyError {
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error("cannot read the admin key {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot write the admin key {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("the admin key {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("the admin key file {path} is empty or not one line of text")]
+    Empty { path: PathBuf },
+    #[error(transparent)]
+    Random(#[from] crate::token::value::RandomError),
+}
+
+/// Where the server's admin key came from, for the start-up log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Config,
+    File(PathBuf),
+    Generated(PathBuf),
+}
+
+/// The key from config, else from `<data_dir>/admin.key`, else a new one
+/// written there with mode 0600.
+pub fn load_or_generate(
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> Result<(AdminKey, KeySource), KeyError> {
+    if let Some(k) = configured {
+        return Ok((AdminKey::new(k), KeySource::Config));
+    }
+    let path = data_dir.join(KEY_FILE);
+    match read_key_file(&path) {
+        Ok(k) => return Ok((AdminKey::new(&k), KeySource::File(path))),
+        Err(KeyError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    create_data_dir(data_dir)?;
+    let mut buf = [0u8; KEY_RANDOM_LEN];
+    fill_base62(&mut buf)?;
+    let mut key = String::from(KEY_PREFIX);
+    key.extend(buf.iter().map(|&b| b as char));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| KeyError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    file.write_all(format!("{key}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| KeyError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    Ok((AdminKey::new(&key), KeySource::Generated(path)))
+}
+
+/// Creates `data_dir` (mode 0700) if it does not exist.
+pub fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|source| KeyError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })
+}
+
+/// Reads a key file, refusing one that group or others may read.
+pub fn read_key_file(path: &Path) -> Result<String, KeyError> {
+    let meta = fs::metadata(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let text = fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let key = text.trim();
+    if key.is_empty() || key.contains(['\n', '\r']) {
+        return Err(KeyError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(key.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_is_written_0600_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (key, source) = load_or_generate(None, &data).unwrap();
+        let path = data.join(KEY_FILE);
+        assert_eq!(source, KeySource::Generated(path.clone()));
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = read_key_file(&path).unwrap();
+        assert!(key.verify(text.as_bytes()));
+        assert!(!key.verify(b"wrong"));
+        let (again, source) = load_or_generate(None, &data).unwrap();
+        assert_eq!(source, KeySource::File(path));
+        assert!(again.verify(text.as_bytes()));
+        assert_eq!(format!("{key:?}"), "AdminKey(***)");
+    }
+
+    #[test]
+    fn a_key_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        fs::write(&path, "hwzadm_0123456789012345678901234567890123\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_key_file(&path).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+}

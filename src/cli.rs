@@ -1,0 +1,678 @@
+//! The command line: `serve`, `token …`, `check-config`.
+//!
+//! Token commands talk to the admin API of a running gate (never to the store
+//! directly). Exit codes: 0 ok, 1 refused by the server (or the server could
+//! not be reached), 2 bad usage (flags, config). Every error names the flag,
+//! field or key at fault and says what would be accepted.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::admin::client::AdminClient;
+use crate::admin::{KEY_ENV, KEY_FILE, read_key_file};
+use crate::config::{self, Loaded};
+use crate::server::{Bound, shutdown_signal};
+use crate::token::expiry::{EXPIRY_HELP, ExpirySpec};
+use crate::token::{ProjectGrant, TokenId};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok, 1 refused by the server (or server unreachable), 2 bad usage.
+Docs: README.md and docs/ in the hawzu-gate repository.";
+
+/// hawzu-gate: the authorization sidecar for the Hawzu API.
+#[derive(Debug, Parser)]
+#[command(name = "hawzu-gate", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Config file (TOML). Default: $HAWZU_GATE_CONFIG, else ./hawzu-gate.toml if present.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Admin API of the gate. Default: http://<listen.admin> from the config
+    /// (http://127.0.0.1:9091).
+    #[arg(long, global = true, env = "HAWZU_GATE_ADMIN_URL", value_name = "URL")]
+    admin_url: Option<String>,
+
+    /// Admin key. Default: $HAWZU_GATE_ADMIN_KEY, admin.key from the config,
+    /// else <data_dir>/admin.key.
+    #[arg(long, global = true, value_name = "KEY", env = KEY_ENV, hide_env_values = true)]
+    admin_key: Option<String>,
+
+    /// Machine-readable JSON output instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gate: forward-auth and admin listeners over the configured store.
+    Serve,
+    /// Create, list, show, disable, enable, revoke and rotate access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Check the configuration and print the effective settings.
+    CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token. Its value is printed once and can never be read again.
+    Create(CreateArgs),
+    /// List tokens, newest first.
+    List(ListArgs),
+    /// Show one token.
+    Show(IdArg),
+    /// Disable a token (refused until enabled again).
+    Disable(IdArg),
+    /// Enable a disabled token.
+    Enable(IdArg),
+    /// Revoke a token, permanently.
+    Revoke(IdArg),
+    /// Replace a token's value: a new token with the same name, scope and
+    /// expiry; the old one is revoked at once.
+    Rotate(IdArg),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["role", "project"])))]
+struct CreateArgs {
+    /// A descriptive name, e.g. "CI Runner" (1-128 characters).
+    #[arg(long)]
+    name: String,
+    /// The workspace id the token belongs to.
+    #[arg(long, value_name = "WS")]
+    workspace: String,
+    /// Workspace token: its workspace role (workspace_viewer, workspace_member,
+    /// workspace_coordinator, workspace_manager, or a custom role).
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
+    /// Project token: a project and its role; repeat for more projects.
+    #[arg(long = "project", value_name = "ID=ROLE", value_parser = parse_grant)]
+    project: Vec<ProjectGrant>,
+    /// 1w, 1m, 6m, 1y, never, or an RFC 3339 date (2027-03-01 or 2027-03-01T12:00:00Z).
+    #[arg(long, value_name = "WHEN", value_parser = parse_expiry)]
+    expires: String,
+    /// Who the token is created by (default: $USER).
+    #[arg(long, value_name = "WHO")]
+    created_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StateArg {
+    Enabled,
+    Disabled,
+    Expired,
+    Revoked,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TypeArg {
+    Workspace,
+    Project,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Only tokens of this workspace.
+    #[arg(long, value_name = "WS")]
+    workspace: Option<String>,
+    /// Only tokens in this state.
+    #[arg(long, value_enum)]
+    state: Option<StateArg>,
+    /// Only tokens of this type.
+    #[arg(long = "type", value_enum)]
+    kind: Option<TypeArg>,
+    /// Tokens per page (1-500).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+    limit: u16,
+    /// Resume after a previous page (its next_cursor).
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Follow every page (people: the whole list; --json: one array).
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, Args)]
+struct IdArg {
+    /// The token id (tok_…).
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    id: TokenId,
+}
+
+fn parse_grant(s: &str) -> Result<ProjectGrant, String> {
+    match s.split_once('=') {
+        Some((p, r)) if !p.is_empty() && !r.is_empty() => Ok(ProjectGrant {
+            project_id: p.to_owned(),
+            role: r.to_owned(),
+        }),
+        _ => Err(format!(
+            "`{s}` is not ID=ROLE; write it like --project proj_a=project_member"
+        )),
+    }
+}
+
+fn parse_expiry(s: &str) -> Result<String, String> {
+    s.parse::<ExpirySpec>()
+        .map(|_| s.to_owned())
+        .map_err(|_| format!("use {EXPIRY_HELP}"))
+}
+
+fn parse_id(s: &str) -> Result<TokenId, String> {
+    TokenId::parse(s).map_err(|e| e.to_string())
+}
+
+/// Exit codes.
+const OK: u8 = 0;
+const REFUSED: u8 = 1;
+const USAGE: u8 = 2;
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(run(cli))
+}
+
+fn run(cli: Cli) -> u8 {
+    let file = config::config_path(cli.global.config.as_deref());
+    let loaded = match config::load(file.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return USAGE;
+        }
+    };
+    match cli.command {
+        Command::Serve => serve(&loaded),
+        Command::CheckConfig => check_config(&loaded, cli.global.json),
+        Command::Token(cmd) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return REFUSED;
+                }
+            };
+            runtime.block_on(token(&cli.global, &loaded, cmd))
+        }
+    }
+}
+
+fn serve(loaded: &Loaded) -> u8 {
+    if let Err(e) = crate::telemetry::init(&loaded.settings.log) {
+        eprintln!("error: {e}");
+        return USAGE;
+    }
+    if let Some(f) = &loaded.origin.file {
+        tracing::info!(file = %f.display(), "config file loaded");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return REFUSED;
+        }
+    };
+    runtime.block_on(async {
+        match Bound::new(loaded).await {
+            Ok(bound) => {
+                bound.run(shutdown_signal()).await;
+                OK
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("error: {e}");
+                USAGE
+            }
+        }
+    })
+}
+
+fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
+    let s = &loaded.settings;
+    let mut effective = serde_json::to_value(s).unwrap_or(Value::Null);
+    // Never print secrets.
+    if s.admin.key.is_some() {
+        effective["admin"]["key"] = json!("***");
+    }
+    effective["store"]["redis"]["url"] = json!(config::redact_url(&s.store.redis.url));
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "ok": true, "settings": effective }))
+                .unwrap_or_default()
+        );
+        return OK;
+    }
+    let file = loaded.origin.file.as_ref().map_or_else(
+        || "none (built-in defaults)".to_owned(),
+        |f| f.display().to_string(),
+    );
+    println!("config OK");
+    println!("  file: {file}");
+    if !loaded.origin.env_vars.is_empty() {
+        println!("  environment: {}", loaded.origin.env_vars.join(", "));
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&effective).unwrap_or_default()
+    );
+    OK
+}
+
+// === token commands ===
+
+fn admin_url(global: &Global, loaded: &Loaded) -> String {
+    if let Some(u) = &global.admin_url {
+        return u.clone();
+    }
+    let mut addr: SocketAddr = loaded.settings.listen.admin;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
+}
+
+fn admin_key(global: &Global, loaded: &Loaded) -> Result<String, String> {
+    if let Some(k) = global.admin_key.as_ref().filter(|k| !k.is_empty()) {
+        return Ok(k.clone());
+    }
+    if let Some(k) = &loaded.settings.admin.key {
+        return Ok(k.clone());
+    }
+    let path = loaded.settings.data_dir.join(KEY_FILE);
+    read_key_file(&path).map_err(|e| {
+        format!(
+            "no admin key: pass --admin-key, set {KEY_ENV}, or run where {} is readable ({e})",
+            path.display()
+        )
+    })
+}
+
+async fn token(global: &Global, loaded: &Loaded, cmd: TokenCommand) -> u8 {
+    let key = match admin_key(global, loaded) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return USAGE;
+        }
+    };
+    let client = match AdminClient::new(&admin_url(global, loaded), key) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return USAGE;
+        }
+    };
+    let out = Output { json: global.json };
+    match cmd {
+        TokenCommand::Create(args) => {
+            let scope = match args.role {
+                Some(role) => json!({ "type": "workspace", "role": role }),
+                None => json!({ "type": "project", "projects": args.project }),
+            };
+            let created_by = args
+                .created_by
+                .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+                .unwrap_or_else(|| "admin".into());
+            let body = json!({
+                "name": args.name,
+                "workspace_id": args.workspace,
+                "scope": scope,
+                "expires": args.expires,
+                "created_by": created_by,
+            });
+            let answer = client
+                .call(Method::POST, "/admin/v1/tokens", Some(&body))
+                .await;
+            out.finish(answer, |v| out.created(v, "Created"))
+        }
+        TokenCommand::List(args) => list(&client, &out, args).await,
+        TokenCommand::Show(a) => {
+            let answer = client
+                .call(Method::GET, &format!("/admin/v1/tokens/{}", a.id), None)
+                .await;
+            out.finish(answer, |v| out.show(&v["token"]))
+        }
+        TokenCommand::Disable(a) => {
+            change(&client, &out, Method::POST, &a.id, "/disable", "disabled").await
+        }
+        TokenCommand::Enable(a) => {
+            change(&client, &out, Method::POST, &a.id, "/enable", "enabled").await
+        }
+        TokenCommand::Revoke(a) => {
+            change(&client, &out, Method::DELETE, &a.id, "", "revoked").await
+        }
+        TokenCommand::Rotate(a) => {
+            let answer = client
+                .call(
+                    Method::POST,
+                    &format!("/admin/v1/tokens/{}/rotate", a.id),
+                    None,
+                )
+                .await;
+            out.finish(answer, |v| {
+                out.created(v, "Rotated; the old token is revoked. New token")
+            })
+        }
+    }
+}
+
+async fn change(
+    client: &AdminClient,
+    out: &Output,
+    method: Method,
+    id: &TokenId,
+    suffix: &str,
+    done: &str,
+) -> u8 {
+    let answer = client
+        .call(method, &format!("/admin/v1/tokens/{id}{suffix}"), None)
+        .await;
+    out.finish(answer, |v| {
+        let t = &v["token"];
+        println!(
+            "Token {} ({}) is {}; state: {}.",
+            s(&t["id"]),
+            s(&t["name"]),
+            done,
+            s(&t["state"])
+        );
+    })
+}
+
+async fn list(client: &AdminClient, out: &Output, args: ListArgs) -> u8 {
+    let mut params = vec![format!("limit={}", args.limit)];
+    if let Some(ws) = &args.workspace {
+        params.push(format!("workspace={}", encode(ws)));
+    }
+    if let Some(st) = args.state {
+        let v = match st {
+            StateArg::Enabled => "enabled",
+            StateArg::Disabled => "disabled",
+            StateArg::Expired => "expired",
+            StateArg::Revoked => "revoked",
+        };
+        params.push(format!("state={v}"));
+    }
+    if let Some(k) = args.kind {
+        let v = match k {
+            TypeArg::Workspace => "workspace",
+            TypeArg::Project => "project",
+        };
+        params.push(format!("type={v}"));
+    }
+    let mut cursor = args.cursor.clone();
+    let mut tokens: Vec<Value> = Vec::new();
+    loop {
+        let mut q = params.clone();
+        if let Some(c) = &cursor {
+            q.push(format!("cursor={}", encode(c)));
+        }
+        let answer = client
+            .call(
+                Method::GET,
+                &format!("/admin/v1/tokens?{}", q.join("&")),
+                None,
+            )
+            .await;
+        let page = match answer {
+            Ok((status, v)) if status.is_success() => v,
+            other => return out.finish(other, |_| {}),
+        };
+        tokens.extend(page["tokens"].as_array().cloned().unwrap_or_default());
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if !args.all || cursor.is_none() {
+            break;
+        }
+    }
+    if out.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "tokens": tokens, "next_cursor": cursor }))
+                .unwrap_or_default()
+        );
+    } else {
+        print_table(&tokens);
+        if let Some(c) = cursor {
+            println!("(more: --cursor {c}, or --all)");
+        }
+    }
+    OK
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// How answers are shown.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    /// Prints an answer: `show` for success, errors on stderr. Returns the exit code.
+    fn finish(
+        &self,
+        answer: Result<(StatusCode, Value), crate::admin::client::ClientError>,
+        show: impl FnOnce(Value),
+    ) -> u8 {
+        match answer {
+            Err(e) => {
+                eprintln!("error: {e}");
+                REFUSED
+            }
+            Ok((status, v)) if status.is_success() => {
+                if self.json {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                } else {
+                    show(v);
+                }
+                OK
+            }
+            Ok((status, v)) => {
+                if self.json {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                }
+                eprintln!(
+                    "error: {} ({}, {})",
+                    s(&v["message"]),
+                    status.as_u16(),
+                    s(&v["error"])
+                );
+                if let Some(fields) = v["fields"].as_object() {
+                    for (field, msg) in fields {
+                        eprintln!("  {}: {}", flag_for(field), s(msg));
+                    }
+                }
+                REFUSED
+            }
+        }
+    }
+
+    fn created(&self, v: Value, verb: &str) {
+        let t = &v["token"];
+        println!("{verb} {} \"{}\"", s(&t["id"]), s(&t["name"]));
+        println!("  workspace  {}", s(&t["workspace_id"]));
+        println!("  scope      {}", scope_text(t));
+        println!("  expires    {}", when(&t["expires_at"], "never"));
+        println!();
+        println!("{}", s(&v["secret"]));
+        println!();
+        println!("Copy this token now: it is shown only once and will not be shown again.");
+    }
+
+    fn show(&self, t: &Value) {
+        let rows = [
+            ("id", s(&t["id"]).to_owned()),
+            ("name", s(&t["name"]).to_owned()),
+            ("type", s(&t["scope"]["type"]).to_owned()),
+            ("workspace", s(&t["workspace_id"]).to_owned()),
+            ("scope", scope_text(t)),
+            ("state", s(&t["state"]).to_owned()),
+            ("created by", s(&t["created_by"]).to_owned()),
+            ("created", when(&t["created_at"], "")),
+            ("expires", when(&t["expires_at"], "never")),
+            ("disabled", when(&t["disabled_at"], "-")),
+            ("revoked", when(&t["revoked_at"], "-")),
+            ("last used", when(&t["last_used_at"], "never")),
+            (
+                "rotated from",
+                t["rotated_from"].as_str().unwrap_or("-").to_owned(),
+            ),
+        ];
+        for (k, v) in rows {
+            println!("{k:<13} {v}");
+        }
+    }
+}
+
+/// `workspace_member` or `proj_a=project_manager, proj_b=project_viewer`.
+fn scope_text(t: &Value) -> String {
+    let scope = &t["scope"];
+    match scope["type"].as_str() {
+        Some("workspace") => s(&scope["role"]).to_owned(),
+        _ => scope["projects"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| format!("{}={}", s(&p["project_id"]), s(&p["role"])))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// A timestamp as `2027-03-01 12:00 UTC`, or `none` when null.
+fn when(v: &Value, none: &str) -> String {
+    match v.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
+        Some(t) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        None => none.to_owned(),
+    }
+}
+
+fn print_table(tokens: &[Value]) {
+    let header = [
+        "ID",
+        "NAME",
+        "TYPE",
+        "WORKSPACE",
+        "ROLES",
+        "STATE",
+        "EXPIRES",
+        "CREATED",
+        "CREATED BY",
+        "LAST USED",
+    ];
+    let rows: Vec<[String; 10]> = tokens
+        .iter()
+        .map(|t| {
+            [
+                s(&t["id"]).to_owned(),
+                s(&t["name"]).to_owned(),
+                s(&t["scope"]["type"]).to_owned(),
+                s(&t["workspace_id"]).to_owned(),
+                scope_text(t),
+                s(&t["state"]).to_owned(),
+                when(&t["expires_at"], "never"),
+                when(&t["created_at"], ""),
+                s(&t["created_by"]).to_owned(),
+                when(&t["last_used_at"], "never"),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<w$}  ");
+            }
+        }
+        out
+    };
+    println!("{}", line(&header.map(str::to_owned)));
+    for row in &rows {
+        println!("{}", line(row));
+    }
+    if rows.is_empty() {
+        println!("(no tokens)");
+    }
+}
+
+/// The flag a server-side field error is about.
+fn flag_for(field: &str) -> String {
+    let map: BTreeMap<&str, &str> = BTreeMap::from([
+        ("name", "--name"),
+        ("workspace_id", "--workspace"),
+        ("workspace", "--workspace"),
+        ("scope", "--role/--project"),
+        ("scope.role", "--role"),
+        ("scope.projects", "--project"),
+        ("expires", "--expires"),
+        ("created_by", "--created-by"),
+        ("state", "--state"),
+        ("type", "--type"),
+        ("cursor", "--cursor"),
+        ("limit", "--limit"),
+        ("id", "ID"),
+    ]);
+    if let Some(f) = map.get(field) {
+        return (*f).to_owned();
+    }
+    // scope.projects[1].role → --project #2 (role)
+    if let Some(rest) = field.strip_prefix("scope.projects[")
+        && let Some((n, what)) = rest.split_once("].")
+        && let Ok(n) = n.parse::<usize>()
+    {
+        let what = if what == "project_id" { "ID" } else { "ROLE" };
+        return format!("--project #{} ({what})", n + 1);
+    }
+    field.to_owned()
+}
+
+/// Where the CLI looks for the admin key file, for docs and messages.
+pub fn key_file_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(KEY_FILE)
+}

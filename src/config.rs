@@ -1,0 +1,480 @@
+//! Settings and loading.
+//!
+//! One typed tree, loaded with the `config` crate in three layers: built-in
+//! defaults (the `Default` impls below, the only place defaults live) ← a
+//! TOML file ← `HAWZU_GATE__SECTION__KEY` environment variables. An unknown
+//! key or a malformed value is an error that names the key and the layer it
+//! came from; nothing falls back silently.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+use crate::policy::roles::{RoleScope, Roles};
+
+/// Environment variable naming the config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "HAWZU_GATE_CONFIG";
+/// Prefix of per-key environment overrides: `HAWZU_GATE__STORE__BACKEND`.
+pub const ENV_PREFIX: &str = "HAWZU_GATE";
+/// File read from the working directory when no file is named.
+pub const DEFAULT_CONFIG_FILE: &str = "hawzu-gate.toml";
+/// Shortest admin key accepted from config.
+pub const MIN_ADMIN_KEY_LEN: usize = 32;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Directory for the embedded store and the generated admin key.
+    pub data_dir: PathBuf,
+    /// Listener addresses.
+    pub listen: Listen,
+    /// Token storage.
+    pub store: StoreSettings,
+    /// The admin API.
+    pub admin: AdminSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Custom roles: name → permission patterns (`executions:write`, `*:read`).
+    /// Built-in roles cannot be redefined.
+    pub roles: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./hawzu-gate-data"),
+            listen: Listen::default(),
+            store: StoreSettings::default(),
+            admin: AdminSettings::default(),
+            log: LogSettings::default(),
+            roles: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where each listener binds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Forward-auth endpoints (`/auth/nginx`).
+    #[serde(deserialize_with = "socket_addr")]
+    pub auth: SocketAddr,
+    /// Token management API.
+    #[serde(deserialize_with = "socket_addr")]
+    pub admin: SocketAddr,
+}
+
+/// An `IP:port` address, with a message that shows the accepted form.
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not an IP:port address; write it like 127.0.0.1:8081 or [::]:8081"
+        ))
+    })
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            auth: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9091)),
+        }
+    }
+}
+
+/// Which store backs the tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Backend {
+    /// A file under `data_dir`; one gate.
+    Embedded,
+    /// Redis; a fleet of gates.
+    Redis,
+}
+
+/// Token storage settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `embedded` or `redis`.
+    pub backend: Backend,
+    /// Bound on every store call (embedded writes get ten times this).
+    pub timeout: HumanDuration,
+    /// How long Redis keeps revoked and expired records (tombstones).
+    pub retention: HumanDuration,
+    /// Redis connection.
+    pub redis: RedisSettings,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Embedded,
+            timeout: HumanDuration(Duration::from_millis(250)),
+            retention: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
+            redis: RedisSettings::default(),
+        }
+    }
+}
+
+/// Redis connection settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…`.
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub key_prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "hawzu-gate:v1:".into(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Admin API settings.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// The admin key. When unset, one is generated into `<data_dir>/admin.key`.
+    pub key: Option<String>,
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("key", &self.key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` for people, `json` for collectors.
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `hawzu_gate=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl TryFrom<String> for Backend {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "embedded" => Ok(Self::Embedded),
+            "redis" => Ok(Self::Redis),
+            _ => Err(format!(
+                "`{s}` is not a store backend; use embedded or redis"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("`{s}` is not a log format; use text or json")),
+        }
+    }
+}
+
+// === impl HumanDuration ===
+
+/// A duration written as `250ms`, `60s`, `5m`, `30d`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not a duration ({e}); write it like 250ms, 60s, 5m, 30d"
+                ))
+            })
+    }
+}
+
+// === loading ===
+
+/// A configuration that cannot be used. The message names the key and where
+/// it came from.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment ({vars}): {message}")]
+    Env { vars: String, message: String },
+    #[error("{key}: {message}{}", origin_hint(.origin))]
+    Invalid {
+        key: String,
+        message: String,
+        origin: Option<String>,
+    },
+}
+
+fn origin_hint(origin: &Option<String>) -> String {
+    origin
+        .as_ref()
+        .map(|s| format!(" (set in {s})"))
+        .unwrap_or_default()
+}
+
+/// Where the settings came from, for messages.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub file: Option<PathBuf>,
+    pub env_vars: Vec<String>,
+}
+
+impl Origin {
+    /// The layer that set `key` last, for error messages.
+    fn of(&self, key: &str) -> Option<String> {
+        let env = env_name(key);
+        if self.env_vars.contains(&env) {
+            return Some(env);
+        }
+        self.file.as_ref().map(|f| f.display().to_string())
+    }
+}
+
+/// `store.redis.url` → `HAWZU_GATE__STORE__REDIS__URL`.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase())
+}
+
+/// The loaded settings plus the pieces derived from them at load time.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub roles: Roles,
+    pub origin: Origin,
+}
+
+/// Finds the config file: `explicit`, else `$HAWZU_GATE_CONFIG`, else
+/// `./hawzu-gate.toml` if it exists, else none.
+pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+    default.is_file().then_some(default)
+}
+
+/// Loads settings from defaults, `file` and the process environment.
+pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    load_from(file, env)
+}
+
+/// Loads settings from defaults, `file` and the given environment variables
+/// (only `HAWZU_GATE__…` ones are read).
+pub fn load_from(
+    file: Option<&Path>,
+    env: BTreeMap<String, String>,
+) -> Result<Loaded, ConfigError> {
+    let defaults =
+        config::Config::try_from(&Settings::default()).map_err(|e| ConfigError::Invalid {
+            key: "defaults".into(),
+            message: e.to_string(),
+            origin: None,
+        })?;
+    let mut origin = Origin::default();
+    let mut builder = config::Config::builder().add_source(defaults);
+
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        // Deserialize once without the environment, so that a fault in the
+        // file is reported against the file.
+        builder
+            .build_cloned()
+            .and_then(|c| c.try_deserialize::<Settings>())
+            .map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        origin.file = Some(path.to_owned());
+    }
+
+    let env: BTreeMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    if !env.is_empty() {
+        origin.env_vars = env.keys().cloned().collect();
+        let mut env_source = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true);
+        // Custom roles are lists: `HAWZU_GATE__ROLES__RUNNER=executions:read,executions:write`.
+        for var in &origin.env_vars {
+            if let Some(role) = var.strip_prefix(&format!("{ENV_PREFIX}__ROLES__")) {
+                env_source = env_source
+                    .list_separator(",")
+                    .with_list_parse_key(&format!("roles.{}", role.to_lowercase()));
+            }
+        }
+        let env_source = env_source.source(Some(env.into_iter().collect()));
+        builder = builder.add_source(env_source);
+    }
+    let settings: Settings = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError::Env {
+            vars: origin.env_vars.join(", "),
+            message: e.to_string(),
+        })?;
+
+    let roles = settings.validate(&origin)?;
+    Ok(Loaded {
+        settings,
+        roles,
+        origin,
+    })
+}
+
+impl Settings {
+    /// Checks what types alone cannot, and builds the role table.
+    pub fn validate(&self, origin: &Origin) -> Result<Roles, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            message,
+            origin: origin.of(key),
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty".into()));
+        }
+        if self.store.timeout.0.is_zero() {
+            return Err(invalid("store.timeout", "must be more than 0".into()));
+        }
+        if self.store.retention.0 < Duration::from_secs(60) {
+            return Err(invalid("store.retention", "must be at least 1m".into()));
+        }
+        if self.store.backend == Backend::Redis {
+            let url = &self.store.redis.url;
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "store.redis.url",
+                    format!("`{}` is not a redis:// or rediss:// URL", redact_url(url)),
+                ));
+            }
+            if redis::Client::open(url.as_str()).is_err() {
+                return Err(invalid(
+                    "store.redis.url",
+                    format!("`{}` is not a valid Redis URL", redact_url(url)),
+                ));
+            }
+        }
+        let prefix = &self.store.redis.key_prefix;
+        if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "store.redis.key_prefix",
+                "must be non-empty, with no spaces or control characters".into(),
+            ));
+        }
+        if let Some(key) = &self.admin.key
+            && (key.len() < MIN_ADMIN_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "admin.key",
+                format!(
+                    "must be at least {MIN_ADMIN_KEY_LEN} printable ASCII characters, no spaces"
+                ),
+            ));
+        }
+        if self.listen.auth == self.listen.admin && self.listen.auth.port() != 0 {
+            return Err(invalid(
+                "listen.admin",
+                format!(
+                    "{} is also listen.auth; give each listener its own address",
+                    self.listen.admin
+                ),
+            ));
+        }
+        Roles::with_custom(
+            self.roles
+                .iter()
+                .map(|(name, perms)| (name.as_str(), RoleScope::Any, perms.as_slice())),
+        )
+        .map_err(|e| invalid("roles", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,20 @@
+//! hawzu-gate: the authorization sidecar for the Hawzu API.
+//!
+//! It holds Hawzu access tokens and decides, for each API request, whether
+//! the bearer token that came with it may make that request. The parts
+//! follow docs/design.md: tokens, stores, the decision, the front doors, the
+//! admin plane.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod decide;
+pub mod doors;
+pub mod headers;
+pub mod policy;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod token;

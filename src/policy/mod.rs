@@ -1,0 +1,3 @@
+//! Policy: roles and their permissions. Pure data; no I/O.
+
+pub mod roles;

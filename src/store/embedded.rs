@@ -1,0 +1,310 @@
+//! The embedded store: a redb file under `data_dir`, for a single gate.
+//!
+//! redb is synchronous, so every call runs on tokio's blocking pool and the
+//! async caller waits at most the configured timeout. Writes are ACID and
+//! durable when they return; the file survives restarts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Cursor, ListQuery, MAX_SCAN, Page, StoreError, Stored, TokenStore, created_ms};
+use crate::token::{TokenHash, TokenId, TokenRecord};
+
+/// File name of the database inside `data_dir`.
+pub const FILE_NAME: &str = "tokens.redb";
+
+/// hash → record JSON.
+const TOKENS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("tokens");
+/// token id → hash.
+const IDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("ids");
+/// (workspace, created ms, id): the per-workspace index.
+const BY_WORKSPACE: TableDefinition<'_, (&str, u64, &str), ()> =
+    TableDefinition::new("by_workspace");
+/// (created ms, id): every token.
+const ALL: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("all");
+
+/// Index entries read per blocking call while listing.
+const SCAN_BATCH: usize = 256;
+
+/// A token store in one local file.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+    read_timeout: Duration,
+    write_timeout: Duration,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Unavailable(e.into().to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) `<data_dir>/tokens.redb`. Reads wait at most
+    /// `timeout`; writes, which sync to disk, at most ten times that.
+    pub async fn open(data_dir: &Path, timeout: Duration) -> Result<Self, StoreError> {
+        let path = data_dir.join(FILE_NAME);
+        let p = path.clone();
+        let db = tokio::task::spawn_blocking(move || -> Result<Database, StoreError> {
+            let db = Database::create(&p).map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {}: {e}", p.display()))
+            })?;
+            // Create the tables so that read transactions always find them.
+            let txn = db.begin_write().map_err(unavailable)?;
+            txn.open_table(TOKENS).map_err(unavailable)?;
+            txn.open_table(IDS).map_err(unavailable)?;
+            txn.open_table(BY_WORKSPACE).map_err(unavailable)?;
+            txn.open_table(ALL).map_err(unavailable)?;
+            txn.commit().map_err(unavailable)?;
+            Ok(db)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        Ok(Self {
+            db: Arc::new(db),
+            path,
+            read_timeout: timeout,
+            write_timeout: timeout * 10,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the blocking pool, bounded by `limit`.
+    async fn run<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        let task = tokio::task::spawn_blocking(move || f(&db));
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(StoreError::Unavailable(join.to_string())),
+            Err(_) => Err(StoreError::Timeout(limit)),
+        }
+    }
+}
+
+fn read_stored(db: &Database, id: &str) -> Result<Option<Stored>, StoreError> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let ids = txn.open_table(IDS).map_err(unavailable)?;
+    let Some(hash) = ids.get(id).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let hash: [u8; 32] = hash
+        .value()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("id index of {id} holds no hash")))?;
+    let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+    let Some(raw) = tokens.get(&hash[..]).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let raw = raw.value().to_vec();
+    let record = TokenRecord::from_json(&raw).map_err(StoreError::Corrupt)?;
+    Ok(Some(Stored {
+        hash: TokenHash(hash),
+        record,
+        raw,
+    }))
+}
+
+impl TokenStore for EmbeddedStore {
+    async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        let hash = hash.0;
+        self.run(self.read_timeout, move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+            match tokens.get(&hash[..]).map_err(unavailable)? {
+                None => Ok(None),
+                Some(raw) => TokenRecord::from_json(raw.value())
+                    .map(Some)
+                    .map_err(StoreError::Corrupt),
+            }
+        })
+        .await
+    }
+
+    async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
+        let id = id.clone();
+        self.run(self.read_timeout, move |db| read_stored(db, id.as_str()))
+            .await
+    }
+
+    async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
+        let hash = hash.0;
+        let record = record.clone();
+        self.run(self.write_timeout, move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+                let mut ids = txn.open_table(IDS).map_err(unavailable)?;
+                if tokens.get(&hash[..]).map_err(unavailable)?.is_some()
+                    || ids.get(record.id.as_str()).map_err(unavailable)?.is_some()
+                {
+                    return Err(StoreError::Conflict);
+                }
+                tokens
+                    .insert(&hash[..], &record.to_json()[..])
+                    .map_err(unavailable)?;
+                ids.insert(record.id.as_str(), &hash[..])
+                    .map_err(unavailable)?;
+                let ms = created_ms(&record);
+                txn.open_table(BY_WORKSPACE)
+                    .map_err(unavailable)?
+                    .insert((record.workspace_id.as_str(), ms, record.id.as_str()), ())
+                    .map_err(unavailable)?;
+                txn.open_table(ALL)
+                    .map_err(unavailable)?
+                    .insert((ms, record.id.as_str()), ())
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        let hash = current.hash.0;
+        let expected = current.raw.clone();
+        let new = new.to_json();
+        self.run(self.write_timeout, move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+                let same = tokens
+                    .get(&hash[..])
+                    .map_err(unavailable)?
+                    .is_some_and(|raw| raw.value() == expected.as_slice());
+                if !same {
+                    return Ok(false);
+                }
+                tokens.insert(&hash[..], &new[..]).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        let mut tokens = Vec::with_capacity(query.limit.min(SCAN_BATCH));
+        let mut position = query.cursor.clone();
+        let mut scanned = 0;
+        loop {
+            let workspace = query.workspace.clone();
+            let after = position.clone();
+            let batch = self
+                .run(self.read_timeout, move |db| {
+                    scan_batch(db, workspace.as_deref(), after.as_ref())
+                })
+                .await?;
+            let exhausted = batch.len() < SCAN_BATCH;
+            for (cursor, record) in batch {
+                scanned += 1;
+                position = Some(cursor);
+                let Some(record) = record else { continue };
+                if !query.filter.matches(&record) {
+                    continue;
+                }
+                tokens.push(record);
+                if tokens.len() == query.limit {
+                    // More may follow; the client asks again from here.
+                    return Ok(Page {
+                        tokens,
+                        next: position,
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(Page { tokens, next: None });
+            }
+            if scanned >= MAX_SCAN {
+                return Ok(Page {
+                    tokens,
+                    next: position,
+                });
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(self.read_timeout, |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            txn.open_table(TOKENS).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Up to [`SCAN_BATCH`] index entries older than `after` (newest first),
+/// each with its record (`None` if the index points at nothing).
+fn scan_batch(
+    db: &Database,
+    workspace: Option<&str>,
+    after: Option<&Cursor>,
+) -> Result<Vec<(Cursor, Option<TokenRecord>)>, StoreError> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let mut entries: Vec<(u64, String)> = Vec::with_capacity(SCAN_BATCH);
+    match workspace {
+        Some(ws) => {
+            let index = txn.open_table(BY_WORKSPACE).map_err(unavailable)?;
+            let range = match after {
+                Some(c) => index.range((ws, 0, "")..(ws, c.created_ms, c.id.as_str())),
+                None => index.range((ws, 0, "")..=(ws, u64::MAX, "")),
+            }
+            .map_err(unavailable)?;
+            for entry in range.rev().take(SCAN_BATCH) {
+                let (key, _) = entry.map_err(unavailable)?;
+                let (_, ms, id) = key.value();
+                entries.push((ms, id.to_owned()));
+            }
+        }
+        None => {
+            let index = txn.open_table(ALL).map_err(unavailable)?;
+            let range = match after {
+                Some(c) => index.range((0, "")..(c.created_ms, c.id.as_str())),
+                None => index.range((0, "")..=(u64::MAX, "")),
+            }
+            .map_err(unavailable)?;
+            for entry in range.rev().take(SCAN_BATCH) {
+                let (key, _) = entry.map_err(unavailable)?;
+                let (ms, id) = key.value();
+                entries.push((ms, id.to_owned()));
+            }
+        }
+    }
+    let ids = txn.open_table(IDS).map_err(unavailable)?;
+    let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+    entries
+        .into_iter()
+        .map(|(ms, id)| {
+            let record = match ids.get(id.as_str()).map_err(unavailable)? {
+                None => None,
+                Some(hash) => match tokens.get(hash.value()).map_err(unavailable)? {
+                    None => None,
+                    Some(raw) => {
+                        Some(TokenRecord::from_json(raw.value()).map_err(StoreError::Corrupt)?)
+                    }
+                },
+            };
+            let id = TokenId::parse(&id)
+                .map_err(|_| StoreError::Corrupt(format!("index holds a bad token id {id:?}")))?;
+            Ok((Cursor { created_ms: ms, id }, record))
+        })
+        .collect()
+}

@@ -1,0 +1,251 @@
+//! Token stores: one contract, two backends.
+//!
+//! [`TokenStore`] is what the decision path and the admin API need from
+//! storage. `embedded` keeps tokens in a file under `data_dir` for a single
+//! gate; `redis` shares them across a fleet and publishes an invalidation
+//! event on every change. Every call is bounded in time; none blocks the
+//! async runtime. The store holds records keyed by the token hash, never a
+//! secret.
+
+use std::future::Future;
+
+use jiff::Timestamp;
+use thiserror::Error;
+
+use crate::token::{TokenHash, TokenId, TokenKind, TokenRecord, TokenState};
+
+pub mod embedded;
+pub mod redis;
+
+pub use self::embedded::EmbeddedStore;
+pub use self::redis::RedisStore;
+
+/// Largest page a list may ask for.
+pub const MAX_PAGE: usize = 500;
+/// Page size when a list does not say.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// The store's own faults. A missing token is not an error (`Ok(None)`).
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("the token store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the token store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a stored record could not be read: {0}")]
+    Corrupt(String),
+    #[error("a token with this id or hash already exists")]
+    Conflict,
+}
+
+/// A record as read, with the hash it is stored under and its stored bytes
+/// (the compare-and-set witness for [`TokenStore::replace`]).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub hash: TokenHash,
+    pub record: TokenRecord,
+    pub(crate) raw: Vec<u8>,
+}
+
+/// Where a listing resumes: after the token with this creation time and id
+/// (lists are newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_ms: u64,
+    pub id: TokenId,
+}
+
+impl Cursor {
+    pub fn after(record: &TokenRecord) -> Self {
+        Self {
+            created_ms: created_ms(record),
+            id: record.id.clone(),
+        }
+    }
+
+    /// The opaque form handed to clients: `<ms>.<id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_ms, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (ms, id) = s.split_once('.')?;
+        Some(Self {
+            created_ms: ms.parse().ok()?,
+            id: TokenId::parse(id).ok()?,
+        })
+    }
+}
+
+/// Creation time in milliseconds since the epoch: the index score.
+pub fn created_ms(record: &TokenRecord) -> u64 {
+    u64::try_from(record.created_at.as_millisecond()).unwrap_or(0)
+}
+
+/// Which tokens a listing keeps. Applied while scanning, so a page holds up
+/// to `limit` matching tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct ListFilter {
+    pub kind: Option<TokenKind>,
+    pub state: Option<TokenState>,
+    /// The instant the state is judged at.
+    pub now: Timestamp,
+}
+
+impl ListFilter {
+    pub fn matches(&self, record: &TokenRecord) -> bool {
+        self.kind.is_none_or(|k| record.scope.kind() == k)
+            && self.state.is_none_or(|st| record.state(self.now) == st)
+    }
+}
+
+/// A listing request.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub workspace: Option<String>,
+    pub cursor: Option<Cursor>,
+    pub limit: usize,
+    pub filter: ListFilter,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub tokens: Vec<TokenRecord>,
+    /// Present when more tokens may follow.
+    pub next: Option<Cursor>,
+}
+
+/// Most index entries one list call scans for matches before it returns a
+/// short page with a cursor (so a rare filter cannot make one call unbounded).
+pub(crate) const MAX_SCAN: usize = 5_000;
+
+/// What the gate needs from token storage. Both backends pass the same
+/// suite (`tests/store_suite.rs`).
+pub trait TokenStore: Send + Sync + 'static {
+    /// The record stored under `hash`, revoked and expired ones included.
+    fn get(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// The record with public id `id`, with its hash.
+    fn find(&self, id: &TokenId)
+    -> impl Future<Output = Result<Option<Stored>, StoreError>> + Send;
+
+    /// Stores a new record; [`StoreError::Conflict`] if the id or hash exists.
+    fn create(
+        &self,
+        hash: &TokenHash,
+        record: &TokenRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces `current` by `new` if the stored record is still `current`.
+    /// `Ok(false)` means someone changed it since it was read.
+    fn replace(
+        &self,
+        current: &Stored,
+        new: &TokenRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// A page of tokens, newest first.
+    fn list(&self, query: ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// Checks that the store answers.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// How many times a read-modify-write retries after a concurrent change.
+const UPDATE_RETRIES: usize = 8;
+
+/// Why [`update`] did not change a record.
+#[derive(Debug, Error)]
+pub enum UpdateError<E> {
+    #[error("no token with this id")]
+    NotFound,
+    #[error(transparent)]
+    Refused(E),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reads the token `id`, lets `change` compute the new record (or refuse, or
+/// return `None` when nothing needs to change) and writes it with
+/// compare-and-set, retrying when another writer got there first.
+pub async fn update<S, E>(
+    store: &S,
+    id: &TokenId,
+    change: impl Fn(&TokenRecord) -> Result<Option<TokenRecord>, E>,
+) -> Result<Stored, UpdateError<E>>
+where
+    S: TokenStore,
+{
+    for _ in 0..UPDATE_RETRIES {
+        let current = store.find(id).await?.ok_or(UpdateError::NotFound)?;
+        let Some(new) = change(&current.record).map_err(UpdateError::Refused)? else {
+            return Ok(current);
+        };
+        if store.replace(&current, &new).await? {
+            let raw = new.to_json();
+            return Ok(Stored {
+                hash: current.hash,
+                record: new,
+                raw,
+            });
+        }
+    }
+    Err(UpdateError::Store(StoreError::Unavailable(
+        "the record kept changing under concurrent updates; try again".into(),
+    )))
+}
+
+/// The backend chosen by `store.backend`, as one type.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Embedded(EmbeddedStore),
+    Redis(RedisStore),
+}
+
+impl TokenStore for Store {
+    async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.get(hash).await,
+            Store::Redis(s) => s.get(hash).await,
+        }
+    }
+
+    async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.find(id).await,
+            Store::Redis(s) => s.find(id).await,
+        }
+    }
+
+    async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.create(hash, record).await,
+            Store::Redis(s) => s.create(hash, record).await,
+        }
+    }
+
+    async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(s) => s.replace(current, new).await,
+            Store::Redis(s) => s.replace(current, new).await,
+        }
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        match self {
+            Store::Embedded(s) => s.list(query).await,
+            Store::Redis(s) => s.list(query).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.ping().await,
+            Store::Redis(s) => s.ping().await,
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The token record: what the gate knows about a token, and the validation
+//! of a request to create one.
+//!
+//! The record never holds the secret or anything derived from it; the store
+//! keys it by the hash. Validation answers with every faulty field at once.
+
+use std::collections::{BTreeMap, HashSet};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::expiry::{EXPIRY_HELP, ExpirySpec};
+use super::value::TokenId;
+use crate::policy::roles::{RoleScope, Roles};
+
+/// Record format version written in every record.
+pub const RECORD_VERSION: u32 = 1;
+/// Longest token name, in characters, after trimming.
+pub const MAX_NAME_CHARS: usize = 128;
+/// Longest workspace or project id, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+/// Most projects one token may be linked to.
+pub const MAX_PROJECTS: usize = 256;
+
+/// A stored token, as JSON with `"v": 1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub v: u32,
+    pub id: TokenId,
+    pub name: String,
+    pub workspace_id: String,
+    pub scope: Scope,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub disabled_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+    pub rotated_from: Option<TokenId>,
+}
+
+/// What a token may reach: one workspace role, or one role per project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Scope {
+    Workspace { role: String },
+    Project { projects: Vec<ProjectGrant> },
+}
+
+/// One project of a project token and the role it has there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectGrant {
+    pub project_id: String,
+    pub role: String,
+}
+
+/// The kind of a token, as shown in lists and headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    Workspace,
+    Project,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Workspace => "workspace",
+            TokenKind::Project => "project",
+        }
+    }
+}
+
+impl Scope {
+    pub fn kind(&self) -> TokenKind {
+        match self {
+            Scope::Workspace { .. } => TokenKind::Workspace,
+            Scope::Project { .. } => TokenKind::Project,
+        }
+    }
+}
+
+/// The state of a token at an instant. When several apply, the first in
+/// this order wins, as in the decision path: revoked, disabled, expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    Enabled,
+    Disabled,
+    Expired,
+    Revoked,
+}
+
+impl TokenState {
+    pub const ALL: [TokenState; 4] = [
+        TokenState::Enabled,
+        TokenState::Disabled,
+        TokenState::Expired,
+        TokenState::Revoked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Enabled => "enabled",
+            TokenState::Disabled => "disabled",
+            TokenState::Expired => "expired",
+            TokenState::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl TokenRecord {
+    /// The state at `now`: an expiry is effective at its exact instant.
+    pub fn state(&self, now: Timestamp) -> TokenState {
+        if self.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if self.disabled_at.is_some() {
+            TokenState::Disabled
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            TokenState::Expired
+        } else {
+            TokenState::Enabled
+        }
+    }
+
+    /// Whether the record can never be valid again (revoked, or expired at `now`).
+    pub fn is_final(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_some() || self.expires_at.is_some_and(|e| e <= now)
+    }
+
+    /// Reads a stored record, refusing other format versions.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let rec: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if rec.v != RECORD_VERSION {
+            return Err(format!("record format version {} is not supported", rec.v));
+        }
+        Ok(rec)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // A record is plain data (strings, timestamps): serializing cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+// === create requests ===
+
+/// The body of a create request (`POST /admin/v1/tokens`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: Option<String>,
+    pub workspace_id: Option<String>,
+    pub scope: Option<Scope>,
+    /// `1w`, `1m`, `6m`, `1y`, `never` or an RFC 3339 date.
+    pub expires: Option<String>,
+    pub created_by: Option<String>,
+}
+
+/// Field-level validation errors: field path → what would be accepted.
+pub type FieldErrors = BTreeMap<String, String>;
+
+/// A create request that passed validation, ready to become a record.
+#[derive(Debug, Clone)]
+pub struct ValidCreate {
+    pub name: String,
+    pub workspace_id: String,
+    pub scope: Scope,
+    pub expires_at: Option<Timestamp>,
+    pub created_by: String,
+}
+
+/// Checks an id used in paths and headers: 1-64 of `A-Z a-z 0-9 _ -`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+const ID_HELP: &str = "must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`";
+
+impl CreateToken {
+    /// Validates every field against `roles` at `now`.
+    pub fn validate(&self, roles: &Roles, now: Timestamp) -> Result<ValidCreate, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let name = validate_text(self.name.as_deref(), "name", MAX_NAME_CHARS, &mut errors);
+        let created_by = match self.created_by.as_deref() {
+            None => Some("admin".to_owned()),
+            some => validate_text(some, "created_by", MAX_NAME_CHARS, &mut errors),
+        };
+
+        match self.workspace_id.as_deref() {
+            None => {
+                errors.insert("workspace_id".into(), "is required".into());
+            }
+            Some(ws) if !valid_id(ws) => {
+                errors.insert("workspace_id".into(), ID_HELP.into());
+            }
+            Some(_) => {}
+        }
+
+        match &self.scope {
+            None => {
+                errors.insert(
+                    "scope".into(),
+                    "is required: {\"type\":\"workspace\",\"role\":…} or {\"type\":\"project\",\"projects\":[…]}".into(),
+                );
+            }
+            Some(Scope::Workspace { role }) => {
+                check_role(roles, role, RoleScope::Workspace, "scope.role", &mut errors);
+            }
+            Some(Scope::Project { projects }) => {
+                if projects.is_empty() {
+                    errors.insert(
+                        "scope.projects".into(),
+                        "a project token needs at least one project".into(),
+                    );
+                }
+                if projects.len() > MAX_PROJECTS {
+                    errors.insert(
+                        "scope.projects".into(),
+                        format!("at most {MAX_PROJECTS} projects per token"),
+                    );
+                }
+                let mut seen = HashSet::new();
+                for (i, grant) in projects.iter().enumerate() {
+                    let field = format!("scope.projects[{i}].project_id");
+                    if !valid_id(&grant.project_id) {
+                        errors.insert(field, ID_HELP.into());
+                    } else if !seen.insert(grant.project_id.as_str()) {
+                        errors.insert(
+                            field,
+                            format!(
+                                "project `{}` is listed twice; give each project once",
+                                grant.project_id
+                            ),
+                        );
+                    }
+                    let field = format!("scope.projects[{i}].role");
+                    check_role(roles, &grant.role, RoleScope::Project, &field, &mut errors);
+                }
+            }
+        }
+
+        let expires_at = match self.expires.as_deref() {
+            None => {
+                errors.insert("expires".into(), format!("is required; use {EXPIRY_HELP}"));
+                None
+            }
+            Some(s) => match s.parse::<ExpirySpec>().and_then(|spec| spec.resolve(now)) {
+                Ok(at) => at,
+                Err(e) => {
+                    errors.insert("expires".into(), e.to_string());
+                    None
+                }
+            },
+        };
+
+        match (name, created_by, &self.workspace_id, &self.scope) {
+            (Some(name), Some(created_by), Some(ws), Some(scope)) if errors.is_empty() => {
+                Ok(ValidCreate {
+                    name,
+                    workspace_id: ws.clone(),
+                    scope: scope.clone(),
+                    expires_at,
+                    created_by,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+fn validate_text(
+    value: Option<&str>,
+    field: &str,
+    max_chars: usize,
+    errors: &mut FieldErrors,
+) -> Option<String> {
+    let Some(value) = value else {
+        errors.insert(field.into(), "is required".into());
+        return None;
+    };
+    let trimmed = value.trim();
+    let chars = trimmed.chars().count();
+    if chars == 0 || chars > max_chars {
+        errors.insert(
+            field.into(),
+            format!("must be 1-{max_chars} characters after trimming (got {chars})"),
+        );
+        return None;
+    }
+    if trimmed.chars().any(char::is_control) {
+        errors.insert(field.into(), "must not contain control characters".into());
+        return None;
+    }
+    Some(trimmed.to_owned())
+}
+
+fn check_role(roles: &Roles, role: &str, kind: RoleScope, field: &str, errors: &mut FieldErrors) {
+    let kind_name = if kind == RoleScope::Workspace {
+        "workspace"
+    } else {
+        "project"
+    };
+    let msg = match roles.get(role) {
+        Some(r) if r.scope.allows(kind) => return,
+        Some(_) => format!("`{role}` is not a {kind_name} role"),
+        None => format!("unknown role `{role}`"),
+    };
+    let accepted = roles.names_for(kind).join(", ");
+    errors.insert(
+        field.into(),
+        format!("{msg}; {kind_name} roles are: {accepted}"),
+    );
+}
+
+#[cfg(test)]
+#[path = "record_tests.rs"]
+mod tests;

@@ -1,0 +1,154 @@
+use super::*;
+
+fn now() -> Timestamp {
+    "2027-01-01T00:00:00Z".parse().unwrap()
+}
+
+fn workspace_req(role: &str) -> CreateToken {
+    CreateToken {
+        name: Some("CI Runner".into()),
+        workspace_id: Some("ws_1".into()),
+        scope: Some(Scope::Workspace { role: role.into() }),
+        expires: Some("1m".into()),
+        created_by: Some("alice".into()),
+    }
+}
+
+fn project_req(grants: &[(&str, &str)]) -> CreateToken {
+    CreateToken {
+        scope: Some(Scope::Project {
+            projects: grants
+                .iter()
+                .map(|(p, r)| ProjectGrant {
+                    project_id: (*p).into(),
+                    role: (*r).into(),
+                })
+                .collect(),
+        }),
+        ..workspace_req("workspace_viewer")
+    }
+}
+
+fn errors_of(req: &CreateToken) -> FieldErrors {
+    req.validate(&Roles::default(), now()).unwrap_err()
+}
+
+#[test]
+fn a_valid_workspace_request_passes_with_trimmed_name() {
+    let mut req = workspace_req("workspace_member");
+    req.name = Some("  Nightly Automation  ".into());
+    let ok = req.validate(&Roles::default(), now()).unwrap();
+    assert_eq!(ok.name, "Nightly Automation");
+    assert_eq!(ok.expires_at, Some("2027-02-01T00:00:00Z".parse().unwrap()));
+}
+
+#[test]
+fn the_guides_project_example_passes() {
+    let req = project_req(&[("proj_a", "project_manager"), ("proj_b", "project_viewer")]);
+    let ok = req.validate(&Roles::default(), now()).unwrap();
+    assert_eq!(ok.scope.kind(), TokenKind::Project);
+}
+
+#[test]
+fn names_must_be_1_to_128_characters_after_trimming() {
+    for bad in ["", "   ", &"x".repeat(129)] {
+        let mut req = workspace_req("workspace_viewer");
+        req.name = Some(bad.to_owned());
+        assert!(
+            errors_of(&req)["name"].contains("1-128 characters"),
+            "{bad:?}"
+        );
+    }
+    let mut req = workspace_req("workspace_viewer");
+    req.name = Some("é".repeat(128));
+    assert!(
+        req.validate(&Roles::default(), now()).is_ok(),
+        "128 characters, 256 bytes"
+    );
+    req.name = Some("line\nbreak".into());
+    assert!(errors_of(&req)["name"].contains("control"));
+}
+
+#[test]
+fn unknown_and_misplaced_roles_are_refused_with_the_accepted_list() {
+    let e = errors_of(&workspace_req("admin"));
+    assert!(e["scope.role"].contains("unknown role `admin`"), "{e:?}");
+    assert!(e["scope.role"].contains("workspace_viewer"), "{e:?}");
+    let e = errors_of(&workspace_req("project_manager"));
+    assert!(e["scope.role"].contains("not a workspace role"), "{e:?}");
+    let e = errors_of(&project_req(&[("p1", "workspace_manager")]));
+    assert!(
+        e["scope.projects[0].role"].contains("not a project role"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn project_tokens_need_projects_each_once() {
+    let e = errors_of(&project_req(&[]));
+    assert!(e["scope.projects"].contains("at least one project"));
+    let e = errors_of(&project_req(&[
+        ("p1", "project_viewer"),
+        ("p1", "project_member"),
+    ]));
+    assert!(
+        e["scope.projects[1].project_id"].contains("listed twice"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn malformed_ids_and_past_expiry_are_refused_together() {
+    let mut req = project_req(&[("p 1", "project_viewer")]);
+    req.workspace_id = Some("ws/1".into());
+    req.expires = Some("2026-06-01".into());
+    let e = errors_of(&req);
+    assert!(e["workspace_id"].contains("1-64 characters"));
+    assert!(e["scope.projects[0].project_id"].contains("1-64 characters"));
+    assert!(e["expires"].contains("not in the future"));
+    assert_eq!(e.len(), 3);
+}
+
+#[test]
+fn missing_fields_are_each_named() {
+    let e = errors_of(&CreateToken::default());
+    for f in ["name", "workspace_id", "scope", "expires"] {
+        assert!(e.contains_key(f), "{f}: {e:?}");
+    }
+}
+
+#[test]
+fn state_follows_the_decision_order_and_expires_at_the_instant() {
+    let ok = workspace_req("workspace_viewer")
+        .validate(&Roles::default(), now())
+        .unwrap();
+    let mut rec = TokenRecord {
+        v: RECORD_VERSION,
+        id: crate::token::TokenId::generate().unwrap(),
+        name: ok.name,
+        workspace_id: ok.workspace_id,
+        scope: ok.scope,
+        created_by: ok.created_by,
+        created_at: now(),
+        expires_at: Some("2027-01-02T00:00:00Z".parse().unwrap()),
+        disabled_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+    };
+    let exp = rec.expires_at.unwrap();
+    assert_eq!(
+        rec.state(exp - jiff::SignedDuration::from_nanos(1)),
+        TokenState::Enabled
+    );
+    assert_eq!(rec.state(exp), TokenState::Expired);
+    rec.disabled_at = Some(now());
+    assert_eq!(rec.state(exp), TokenState::Disabled);
+    rec.revoked_at = Some(now());
+    assert_eq!(rec.state(exp), TokenState::Revoked);
+    let back = TokenRecord::from_json(&rec.to_json()).unwrap();
+    assert_eq!(back, rec);
+    let json: serde_json::Value = serde_json::from_slice(&rec.to_json()).unwrap();
+    assert_eq!(json["v"], 1);
+    assert_eq!(json["scope"]["type"], "workspace");
+}
