@@ -1,0 +1,392 @@
+//! End to end, as a user: `hawzu-gate serve` runs as a process, the CLI
+//! binary manages tokens through it, and curl calls `/auth/nginx`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::process::Command;
+
+use common::{BIN, GateProcess, free_port};
+
+/// `curl` against `/auth/nginx`: (status, X-Hawzu-Error).
+fn curl_auth(gate: &GateProcess, token: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{}/auth/nginx", gate.auth))
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let error = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-hawzu-error: ")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, error)
+}
+
+/// The one line of stdout that is a token value.
+fn secret_of(stdout: &str) -> String {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("hwz_")
+                && l.len() == 40
+                && l[4..].bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "exactly one secret line in:\n{stdout}");
+    lines[0].to_owned()
+}
+
+fn id_of(stdout: &str) -> String {
+    let start = stdout.find("tok_").expect("an id");
+    stdout[start..start + 20].to_owned()
+}
+
+#[test]
+fn a_new_user_creates_uses_disables_rotates_and_revokes_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gate = GateProcess::start(dir.path(), "");
+
+    // Create: the secret on its own line, once, with the warning.
+    let run = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "CI Runner",
+        "--workspace",
+        "ws_1",
+        "--role",
+        "workspace_member",
+        "--expires",
+        "1m",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let secret = secret_of(&run.stdout);
+    let id = id_of(&run.stdout);
+    assert!(
+        run.stdout.contains("will not be shown again"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stdout.matches(&secret).count(), 1);
+
+    assert_eq!(curl_auth(&gate, &secret), (200, String::new()));
+
+    // The list, for people and for scripts; neither shows the secret.
+    let list = gate.cli(&["token", "list"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let header = list.stdout.lines().next().unwrap();
+    for col in [
+        "ID",
+        "NAME",
+        "TYPE",
+        "ROLES",
+        "STATE",
+        "EXPIRES",
+        "CREATED BY",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(
+        list.stdout.contains(&id)
+            && list.stdout.contains("CI Runner")
+            && list.stdout.contains("enabled")
+    );
+    assert!(!list.stdout.contains(&secret[4..]));
+    let json = gate
+        .cli(&["token", "list", "--json", "--workspace", "ws_1"])
+        .json();
+    assert_eq!(json["tokens"][0]["id"], id.as_str());
+    assert!(!json.to_string().contains(&secret[4..]));
+
+    let show = gate.cli(&["token", "show", &id]);
+    assert_eq!(show.code, 0);
+    assert!(show.stdout.contains("workspace_member") && show.stdout.contains("enabled"));
+
+    // Disable → refused; enable → accepted.
+    let run = gate.cli(&["token", "disable", &id]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("disabled"));
+    assert_eq!(curl_auth(&gate, &secret), (401, "token_disabled".into()));
+    assert_eq!(gate.cli(&["token", "enable", &id]).code, 0);
+    assert_eq!(curl_auth(&gate, &secret).0, 200);
+
+    // Rotate → the old value is refused, the new one works.
+    let run = gate.cli(&["token", "rotate", &id]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let new_secret = secret_of(&run.stdout);
+    assert!(run.stdout.contains("will not be shown again"));
+    assert_eq!(curl_auth(&gate, &secret), (401, "token_revoked".into()));
+    assert_eq!(curl_auth(&gate, &new_secret).0, 200);
+    let rotated = gate
+        .cli(&["token", "show", &id_of(&run.stdout), "--json"])
+        .json();
+    assert_eq!(rotated["token"]["rotated_from"], id.as_str());
+
+    // Revoke the new one.
+    let new_id = rotated["token"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(gate.cli(&["token", "revoke", &new_id]).code, 0);
+    assert_eq!(curl_auth(&gate, &new_secret), (401, "token_revoked".into()));
+    let revoked = gate
+        .cli(&["token", "list", "--state", "revoked", "--json"])
+        .json();
+    assert_eq!(revoked["tokens"].as_array().unwrap().len(), 2);
+
+    // A project token with two projects, in JSON for a script.
+    let run = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "Nightly",
+        "--workspace",
+        "ws_1",
+        "--project",
+        "proj_a=project_manager",
+        "--project",
+        "proj_b=project_viewer",
+        "--expires",
+        "never",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let v = run.json();
+    assert_eq!(v["token"]["scope"]["projects"][1]["role"], "project_viewer");
+    assert_eq!(v["token"]["expires_at"], serde_json::Value::Null);
+    let secret3 = v["secret"].as_str().unwrap().to_owned();
+    assert_eq!(curl_auth(&gate, &secret3).0, 200);
+
+    // No secret ever reached the gate's log.
+    let log = gate.log_text();
+    for s in [&secret, &new_secret, &secret3] {
+        assert!(!log.contains(&s[4..]), "secret in log:\n{log}");
+    }
+    assert!(log.contains("token created"), "{log}");
+
+    // SIGTERM: a clean exit.
+    assert!(gate.terminate().success());
+}
+
+#[test]
+fn bad_usage_exits_2_and_names_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(dir.path(), "");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "token",
+                "create",
+                "--name",
+                "x",
+                "--workspace",
+                "w",
+                "--role",
+                "workspace_viewer",
+                "--expires",
+                "2d",
+            ],
+            "--expires",
+        ),
+        (
+            &[
+                "token",
+                "create",
+                "--name",
+                "x",
+                "--workspace",
+                "w",
+                "--project",
+                "proj_a",
+                "--expires",
+                "1w",
+            ],
+            "--project",
+        ),
+        (
+            &[
+                "token",
+                "create",
+                "--name",
+                "x",
+                "--workspace",
+                "w",
+                "--expires",
+                "1w",
+            ],
+            "--role",
+        ),
+        (
+            &[
+                "token",
+                "create",
+                "--name",
+                "x",
+                "--workspace",
+                "w",
+                "--role",
+                "r",
+                "--project",
+                "p=r",
+                "--expires",
+                "1w",
+            ],
+            "--project",
+        ),
+        (&["token", "show", "tok_nope"], "<ID>"),
+        (&["token", "list", "--state", "asleep"], "--state"),
+        (&["token", "list", "--limit", "0"], "--limit"),
+        (&["token", "lisst"], "lisst"),
+        (&["token", "list", "--colour"], "--colour"),
+    ];
+    for (args, flag) in cases {
+        let run = gate.cli(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains(flag),
+            "{args:?} should name {flag}: {}",
+            run.stderr
+        );
+    }
+    // The expiry error says what would be accepted.
+    let run = gate.cli(cases[0].0);
+    assert!(
+        run.stderr.contains("1w, 1m, 6m, 1y, never"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn refusals_exit_1_and_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(dir.path(), "");
+    let run = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "x",
+        "--workspace",
+        "ws_1",
+        "--role",
+        "project_manager",
+        "--expires",
+        "1w",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("--role: `project_manager` is not a workspace role"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("workspace_viewer"),
+        "accepted roles listed: {}",
+        run.stderr
+    );
+
+    let run = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "x",
+        "--workspace",
+        "ws_1",
+        "--project",
+        "p1=project_viewer",
+        "--project",
+        "p1=project_member",
+        "--expires",
+        "2020-01-01",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("--project #2 (ID)"), "{}", run.stderr);
+    assert!(run.stderr.contains("--expires"), "{}", run.stderr);
+
+    let run = gate.cli(&["token", "show", "tok_0000000000000000"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("No token with id"), "{}", run.stderr);
+
+    // A wrong key, and a gate that is not there.
+    let run = gate.cli(&[
+        "token",
+        "list",
+        "--admin-key",
+        "hwzadm_wrongwrongwrongwrongwrongwrongwrong",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("admin key is not valid"),
+        "{}",
+        run.stderr
+    );
+    let run = gate.cli(&[
+        "token",
+        "list",
+        "--admin-url",
+        &format!("http://127.0.0.1:{}", free_port()),
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("cannot reach the admin API"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_config_reports_the_key_and_file_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    // The documented example loads as it is.
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hawzu-gate.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", good])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("execution_runner"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[store]\nbackend = \"postgres\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("store.backend")
+            && err.contains("embedded or redis"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("HAWZU_GATE__CACHE__TLL", "5s")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HAWZU_GATE__CACHE__TLL"));
+
+    // serve refuses the same bad file before binding anything.
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
