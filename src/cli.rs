@@ -66,6 +66,40 @@ enum Command {
     Token(TokenCommand),
     /// Check the configuration and print the effective settings.
     CheckConfig,
+    /// Explain why a token would be allowed or refused a request: the rule
+    /// that matched, the role used, the permission needed.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// The token id (tok_…).
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    token_id: TokenId,
+    /// The request method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
+    #[arg(long, value_name = "M", value_parser = parse_method)]
+    method: String,
+    /// The request path, as the client sends it (`/api/v1/workspaces/…`).
+    #[arg(long, value_name = "P", value_parser = parse_path)]
+    path: String,
+}
+
+fn parse_method(s: &str) -> Result<String, String> {
+    const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    let upper = s.to_ascii_uppercase();
+    if METHODS.contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        Err(format!("use one of {}", METHODS.join(", ")))
+    }
+}
+
+fn parse_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.to_owned())
+    } else {
+        Err("a request path starts with `/`, like /api/v1/workspaces/ws_1/projects".into())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,20 +233,59 @@ fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Serve => serve(&loaded),
         Command::CheckConfig => check_config(&loaded, cli.global.json),
-        Command::Token(cmd) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return REFUSED;
-                }
-            };
-            runtime.block_on(token(&cli.global, &loaded, cmd))
+        Command::Token(cmd) => client_runtime(token(&cli.global, &loaded, cmd)),
+        Command::Explain(args) => client_runtime(explain(&cli.global, &loaded, args)),
+    }
+}
+
+/// Runs a client command on a small runtime.
+fn client_runtime(command: impl Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r.block_on(command),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            REFUSED
         }
     }
+}
+
+/// The admin client for `global` and `loaded`, or the exit code of why not.
+fn client(global: &Global, loaded: &Loaded) -> Result<AdminClient, u8> {
+    let key = admin_key(global, loaded).map_err(|e| {
+        eprintln!("error: {e}");
+        USAGE
+    })?;
+    AdminClient::new(&admin_url(global, loaded), key).map_err(|e| {
+        eprintln!("error: {e}");
+        USAGE
+    })
+}
+
+async fn explain(global: &Global, loaded: &Loaded, args: ExplainArgs) -> u8 {
+    let client = match client(global, loaded) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let out = Output { json: global.json };
+    let body = json!({ "token_id": args.token_id, "method": args.method, "path": args.path });
+    let answer = client
+        .call(Method::POST, "/admin/v1/explain", Some(&body))
+        .await;
+    out.finish(answer, |v| {
+        let verdict = match v["code"].as_str() {
+            Some(code) => format!("deny: {code} ({})", v["status"]),
+            None => "allow".to_owned(),
+        };
+        println!("{verdict}  {} {}", args.method, args.path);
+        let steps = v["steps"].as_array().cloned().unwrap_or_default();
+        // The last step repeats the verdict.
+        for (i, step) in steps.iter().take(steps.len().saturating_sub(1)).enumerate() {
+            println!("  {}. {}", i + 1, s(step));
+        }
+    })
 }
 
 fn serve(loaded: &Loaded) -> u8 {
@@ -310,19 +383,9 @@ fn admin_key(global: &Global, loaded: &Loaded) -> Result<String, String> {
 }
 
 async fn token(global: &Global, loaded: &Loaded, cmd: TokenCommand) -> u8 {
-    let key = match admin_key(global, loaded) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return USAGE;
-        }
-    };
-    let client = match AdminClient::new(&admin_url(global, loaded), key) {
+    let client = match client(global, loaded) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return USAGE;
-        }
+        Err(code) => return code,
     };
     let out = Output { json: global.json };
     match cmd {
@@ -657,6 +720,9 @@ fn flag_for(field: &str) -> String {
         ("cursor", "--cursor"),
         ("limit", "--limit"),
         ("id", "ID"),
+        ("token_id", "--token-id"),
+        ("method", "--method"),
+        ("path", "--path"),
     ]);
     if let Some(f) = map.get(field) {
         return (*f).to_owned();

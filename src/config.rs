@@ -15,7 +15,11 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-use crate::policy::roles::{RoleScope, Roles};
+use std::sync::Arc;
+
+use crate::policy::Policy;
+use crate::policy::roles::{Permission, RoleScope, Roles};
+use crate::policy::rules::{MethodSet, Rule, RuleError, RuleSet, Template};
 
 /// Environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "HAWZU_GATE_CONFIG";
@@ -34,6 +38,16 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Listener addresses.
     pub listen: Listen,
+    /// TLS per listener (plain TCP where absent).
+    pub tls: TlsSettings,
+    /// The API the reverse proxy forwards to.
+    pub upstream: UpstreamSettings,
+    /// Reverse-proxy behaviour.
+    pub proxy: ProxySettings,
+    /// The token cache.
+    pub cache: CacheSettings,
+    /// Identity headers.
+    pub headers: HeaderSettings,
     /// Token storage.
     pub store: StoreSettings,
     /// The admin API.
@@ -43,6 +57,39 @@ pub struct Settings {
     /// Custom roles: name → permission patterns (`executions:write`, `*:read`).
     /// Built-in roles cannot be redefined.
     pub roles: BTreeMap<String, Vec<String>>,
+    /// Route rules.
+    pub policy: PolicySettings,
+}
+
+/// Route rules: yours first, then (unless turned off) the built-in set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// Append the built-in rules for the Hawzu REST API after `rules`.
+    pub default_rules: bool,
+    /// Rules checked in order before the built-in ones; the first match wins.
+    pub rules: Vec<RuleSettings>,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            default_rules: true,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One route rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// Template: literals, `{workspace}`, `{project}`, `*`, `**` (last).
+    pub path: String,
+    /// Methods it applies to: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS.
+    pub methods: Vec<String>,
+    /// The permission a token's role must have: `resource:action`.
+    pub permission: String,
 }
 
 impl Default for Settings {
@@ -50,10 +97,16 @@ impl Default for Settings {
         Self {
             data_dir: PathBuf::from("./hawzu-gate-data"),
             listen: Listen::default(),
+            tls: TlsSettings::default(),
+            upstream: UpstreamSettings::default(),
+            proxy: ProxySettings::default(),
+            cache: CacheSettings::default(),
+            headers: HeaderSettings::default(),
             store: StoreSettings::default(),
             admin: AdminSettings::default(),
             log: LogSettings::default(),
             roles: BTreeMap::new(),
+            policy: PolicySettings::default(),
         }
     }
 }
@@ -62,12 +115,130 @@ impl Default for Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
-    /// Forward-auth endpoints (`/auth/nginx`).
+    /// Reverse proxy in front of `upstream.url`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub proxy: SocketAddr,
+    /// Forward-auth endpoints (`/auth/nginx`, `/auth/traefik`, `/envoy/…`).
     #[serde(deserialize_with = "socket_addr")]
     pub auth: SocketAddr,
+    /// Envoy ext_authz gRPC.
+    #[serde(deserialize_with = "socket_addr")]
+    pub grpc: SocketAddr,
     /// Token management API.
     #[serde(deserialize_with = "socket_addr")]
     pub admin: SocketAddr,
+}
+
+impl Listen {
+    /// Every listener with its key, for messages and checks.
+    pub fn all(&self) -> [(&'static str, SocketAddr); 4] {
+        [
+            ("listen.proxy", self.proxy),
+            ("listen.auth", self.auth),
+            ("listen.grpc", self.grpc),
+            ("listen.admin", self.admin),
+        ]
+    }
+}
+
+/// TLS for the door listeners; a listener without an entry is plain TCP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    pub proxy: Option<ListenerTls>,
+    pub auth: Option<ListenerTls>,
+    pub grpc: Option<ListenerTls>,
+}
+
+/// Certificate and key of one listener (PEM files).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The API behind the reverse proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// `http://host:port` or `https://host:port` (no path).
+    pub url: String,
+    /// Extra CA (PEM) trusted for an https upstream, beside the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for a TCP connection.
+    pub connect_timeout: HumanDuration,
+    /// Longest wait for the upstream's response headers (then 504).
+    pub timeout: HumanDuration,
+    /// Idle pooled connections are closed after this.
+    pub pool_idle_timeout: HumanDuration,
+    /// Most idle pooled connections kept.
+    pub pool_max_idle: usize,
+    /// Speak HTTP/2 to the upstream.
+    pub http2: bool,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:3000".into(),
+            ca_file: None,
+            connect_timeout: HumanDuration(Duration::from_secs(2)),
+            timeout: HumanDuration(Duration::from_secs(30)),
+            pool_idle_timeout: HumanDuration(Duration::from_secs(90)),
+            pool_max_idle: 256,
+            http2: false,
+        }
+    }
+}
+
+/// Reverse-proxy behaviour.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    /// Forward the client's `Authorization` header to the upstream.
+    pub forward_authorization: bool,
+}
+
+/// The token cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Longest a found record is served from memory (the bound on a missed
+    /// invalidation).
+    pub ttl: HumanDuration,
+    /// Longest a "no such token" answer is served from memory.
+    pub negative_ttl: HumanDuration,
+    /// Most tokens held.
+    pub max_entries: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            ttl: HumanDuration(Duration::from_secs(60)),
+            negative_ttl: HumanDuration(Duration::from_secs(5)),
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+/// Identity headers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderSettings {
+    /// Prefix of every identity header; incoming headers with it are removed.
+    pub prefix: String,
+}
+
+impl Default for HeaderSettings {
+    fn default() -> Self {
+        Self {
+            prefix: crate::headers::DEFAULT_PREFIX.into(),
+        }
+    }
 }
 
 /// An `IP:port` address, with a message that shows the accepted form.
@@ -83,7 +254,9 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
 impl Default for Listen {
     fn default() -> Self {
         Self {
+            proxy: SocketAddr::from(([127, 0, 0, 1], 8080)),
             auth: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 9001)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9091)),
         }
     }
@@ -313,7 +486,7 @@ pub fn env_name(key: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub settings: Settings,
-    pub roles: Roles,
+    pub policy: Arc<Policy>,
     pub origin: Origin,
 }
 
@@ -400,17 +573,17 @@ pub fn load_from(
             message: e.to_string(),
         })?;
 
-    let roles = settings.validate(&origin)?;
+    let policy = Arc::new(settings.validate(&origin)?);
     Ok(Loaded {
         settings,
-        roles,
+        policy,
         origin,
     })
 }
 
 impl Settings {
-    /// Checks what types alone cannot, and builds the role table.
-    pub fn validate(&self, origin: &Origin) -> Result<Roles, ConfigError> {
+    /// Checks what types alone cannot, and builds the policy.
+    pub fn validate(&self, origin: &Origin) -> Result<Policy, ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             key: key.to_owned(),
             message,
@@ -466,12 +639,33 @@ impl Settings {
                 ),
             ));
         }
-        Roles::with_custom(
+        let roles = Roles::with_custom(
             self.roles
                 .iter()
                 .map(|(name, perms)| (name.as_str(), RoleScope::Any, perms.as_slice())),
         )
-        .map_err(|e| invalid("roles", e.to_string()))
+        .map_err(|e| invalid("roles", e.to_string()))?;
+        let mut rules = Vec::with_capacity(self.policy.rules.len());
+        for (i, r) in self.policy.rules.iter().enumerate() {
+            let key = format!("policy.rules[{i}]");
+            let rule = (|| {
+                Ok::<_, RuleError>(Rule {
+                    methods: MethodSet::parse(r.methods.iter().map(String::as_str))?,
+                    template: Template::parse(&r.path)?,
+                    permission: Permission::parse(&r.permission)?,
+                    origin: key.clone(),
+                })
+            })()
+            .map_err(|e| invalid(&key, e.to_string()))?;
+            rules.push(rule);
+        }
+        if self.policy.default_rules {
+            rules.extend(RuleSet::defaults().rules().iter().cloned());
+        }
+        Ok(Policy {
+            roles,
+            rules: RuleSet::new(rules),
+        })
     }
 }
 

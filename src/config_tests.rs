@@ -57,7 +57,7 @@ execution_runner = ["executions:read", "executions:write"]
     assert_eq!(s.store.redis.key_prefix, "t1:");
     assert_eq!(s.store.timeout.0, Duration::from_millis(500));
     assert_eq!(s.listen.auth.port(), 18081);
-    assert!(l.roles.get("execution_runner").is_some());
+    assert!(l.policy.roles.get("execution_runner").is_some());
 }
 
 #[test]
@@ -160,4 +160,37 @@ fn missing_file_is_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/nonexistent/hawzu.toml"), "{err}");
+}
+
+#[test]
+fn custom_rules_come_first_and_are_checked() {
+    let (_d, path) = file(
+        r#"
+[[policy.rules]]
+path = "/api/v1/workspaces/{workspace}/projects/{project}/executions/*/start"
+methods = ["POST"]
+permission = "executions:write"
+"#,
+    );
+    let l = load_from(Some(&path), BTreeMap::new()).unwrap();
+    let rules = l.policy.rules.rules();
+    assert_eq!(rules[0].origin, "policy.rules[0]");
+    assert!(rules.len() > 1, "defaults appended");
+
+    let (_d, path) = file(
+        "[[policy.rules]]\npath = \"/x\"\nmethods = [\"GET\"]\npermission = \"executions:run\"\n",
+    );
+    let err = load_from(Some(&path), BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("policy.rules[0]:"), "{err}");
+    assert!(err.contains("unknown action `run`"), "{err}");
+
+    let (_d, path) = file(
+        "[policy]\ndefault_rules = false\n[[policy.rules]]\npath = \"/x/**/y\"\nmethods = [\"GET\"]\npermission = \"reports:read\"\n",
+    );
+    let err = load_from(Some(&path), BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`**` may only be the last segment"), "{err}");
 }

@@ -2,14 +2,22 @@
 //!
 //! Every front door translates its protocol into [`RequestFacts`], calls
 //! [`decide`], and renders the [`Decision`] back. This module holds the
-//! policy and no HTTP; its only I/O is the token lookup. A deny is a
-//! `Decision`, not an error: errors are the gate's own faults, and even those
-//! end as a deny (`store_unavailable`) — the gate fails closed.
+//! whole policy path of docs/design.md — extract, parse, hash, cache/store,
+//! state, rule, role — and no HTTP; its only I/O is the cache lookup. A deny
+//! is a `Decision`, not an error: even the gate's own faults end as a deny
+//! (`store_unavailable`), so the gate fails closed.
 
+use std::sync::Arc;
+
+use http::Method;
 use jiff::Timestamp;
 
-use crate::store::{StoreError, TokenStore};
-use crate::token::{TokenKind, TokenRecord, TokenSecret};
+use crate::cache::{CachedRecord, TokenCache};
+use crate::policy::Policy;
+use crate::policy::roles::Permission;
+use crate::policy::rules::{AmbiguousPath, normalize};
+use crate::store::TokenStore;
+use crate::token::{Scope, TokenKind, TokenRecord, TokenSecret};
 
 /// Why a request was refused. The string forms are the documented codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,17 +28,27 @@ pub enum DenyCode {
     TokenRevoked,
     TokenDisabled,
     TokenExpired,
+    InsufficientRole,
+    WorkspaceMismatch,
+    ProjectNotGranted,
+    NoMatchingRule,
+    AmbiguousPath,
     StoreUnavailable,
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 7] = [
+    pub const ALL: [DenyCode; 12] = [
         DenyCode::MissingToken,
         DenyCode::MalformedToken,
         DenyCode::UnknownToken,
         DenyCode::TokenRevoked,
         DenyCode::TokenDisabled,
         DenyCode::TokenExpired,
+        DenyCode::InsufficientRole,
+        DenyCode::WorkspaceMismatch,
+        DenyCode::ProjectNotGranted,
+        DenyCode::NoMatchingRule,
+        DenyCode::AmbiguousPath,
         DenyCode::StoreUnavailable,
     ];
 
@@ -43,6 +61,11 @@ impl DenyCode {
             DenyCode::TokenRevoked => "token_revoked",
             DenyCode::TokenDisabled => "token_disabled",
             DenyCode::TokenExpired => "token_expired",
+            DenyCode::InsufficientRole => "insufficient_role",
+            DenyCode::WorkspaceMismatch => "workspace_mismatch",
+            DenyCode::ProjectNotGranted => "project_not_granted",
+            DenyCode::NoMatchingRule => "no_matching_rule",
+            DenyCode::AmbiguousPath => "ambiguous_path",
             DenyCode::StoreUnavailable => "store_unavailable",
         }
     }
@@ -50,8 +73,18 @@ impl DenyCode {
     /// The HTTP status every door uses for this code.
     pub fn status(self) -> u16 {
         match self {
+            DenyCode::MissingToken
+            | DenyCode::MalformedToken
+            | DenyCode::UnknownToken
+            | DenyCode::TokenRevoked
+            | DenyCode::TokenDisabled
+            | DenyCode::TokenExpired => 401,
+            DenyCode::InsufficientRole
+            | DenyCode::WorkspaceMismatch
+            | DenyCode::ProjectNotGranted
+            | DenyCode::NoMatchingRule => 403,
+            DenyCode::AmbiguousPath => 400,
             DenyCode::StoreUnavailable => 503,
-            _ => 401,
         }
     }
 
@@ -68,20 +101,45 @@ impl DenyCode {
             DenyCode::TokenRevoked => "This access token has been revoked.",
             DenyCode::TokenDisabled => "This access token is disabled.",
             DenyCode::TokenExpired => "This access token has expired.",
+            DenyCode::InsufficientRole => "The token's role does not allow this request.",
+            DenyCode::WorkspaceMismatch => "The token belongs to another workspace.",
+            DenyCode::ProjectNotGranted => "The token is not linked to this project.",
+            DenyCode::NoMatchingRule => {
+                "Access tokens cannot be used on this path; they work on API routes only."
+            }
+            DenyCode::AmbiguousPath => {
+                "The request path could be read more than one way and is refused."
+            }
             DenyCode::StoreUnavailable => "The token store cannot be reached; try again shortly.",
         }
     }
 
     /// The `WWW-Authenticate` challenge, where the code has one.
-    pub fn challenge(self) -> Option<String> {
-        let realm = crate::headers::REALM;
+    pub fn challenge(self) -> Option<&'static str> {
         match self {
-            DenyCode::MissingToken => Some(format!("Bearer realm=\"{realm}\"")),
-            DenyCode::StoreUnavailable => None,
-            _ => Some(format!(
-                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
-                self.message().trim_end_matches('.')
-            )),
+            DenyCode::MissingToken => Some(r#"Bearer realm="hawzu""#),
+            DenyCode::MalformedToken => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="The Authorization header does not hold a well-formed Hawzu access token""#,
+            ),
+            DenyCode::UnknownToken => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token is not known""#,
+            ),
+            DenyCode::TokenRevoked => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token has been revoked""#,
+            ),
+            DenyCode::TokenDisabled => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token is disabled""#,
+            ),
+            DenyCode::TokenExpired => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token has expired""#,
+            ),
+            DenyCode::InsufficientRole
+            | DenyCode::WorkspaceMismatch
+            | DenyCode::ProjectNotGranted
+            | DenyCode::NoMatchingRule => {
+                Some(r#"Bearer realm="hawzu", error="insufficient_scope""#)
+            }
+            DenyCode::AmbiguousPath | DenyCode::StoreUnavailable => None,
         }
     }
 }
@@ -100,28 +158,116 @@ pub enum Credentials<'a> {
 /// What a door knows about a request.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    /// The raw path, without the query.
+    pub path: &'a str,
     pub credentials: Credentials<'a>,
     /// The decision instant; expiry is exact to it.
     pub now: Timestamp,
 }
 
-/// Who is calling, once allowed.
+/// Which grant of the token allowed the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// The workspace role of a workspace token.
+    Workspace,
+    /// The grant at this index of a project token's projects.
+    Project(usize),
+}
+
+/// Who is calling and what allowed it. Borrowed views, no copies of the
+/// record on the hot path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub token_id: String,
-    pub kind: TokenKind,
-    pub workspace_id: String,
+pub struct Principal<'a> {
+    pub record: Arc<CachedRecord>,
+    pub grant: Grant,
+    pub permission: Permission,
+    /// The `{project}` the rule captured, if any (borrowed from the path).
+    pub project: Option<&'a str>,
+}
+
+impl Principal<'_> {
+    pub fn token_id(&self) -> &str {
+        self.record.id.as_str()
+    }
+
+    pub fn kind(&self) -> TokenKind {
+        self.record.scope.kind()
+    }
+
+    pub fn workspace_id(&self) -> &str {
+        &self.record.workspace_id
+    }
+
+    /// The project of the request, when the rule captured one.
+    pub fn project_id(&self) -> Option<&str> {
+        self.project
+    }
+
+    /// The one role that granted this request.
+    pub fn role(&self) -> &str {
+        match (self.grant, &self.record.scope) {
+            (Grant::Workspace, Scope::Workspace { role }) => role,
+            (Grant::Project(i), Scope::Project { projects }) => {
+                projects.get(i).map_or("", |g| g.role.as_str())
+            }
+            _ => "",
+        }
+    }
 }
 
 /// The outcome of [`decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Allow(Principal),
-    Deny(DenyCode),
+pub enum Decision<'a> {
+    Allow(Principal<'a>),
+    Deny(Deny),
+}
+
+/// A refusal, with what the gate knew when it refused (for logs, metrics
+/// and `explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub code: DenyCode,
+    /// The token, when it was found.
+    pub record: Option<Arc<CachedRecord>>,
+    pub detail: Option<Detail>,
+}
+
+/// Why a rule or role step refused, for `explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    Ambiguous(AmbiguousPath),
+    /// The rule that matched (origin, template) and the permission it needs.
+    Rule {
+        origin: String,
+        template: String,
+        permission: Permission,
+        /// The role that was checked, when one was.
+        role: Option<String>,
+    },
+}
+
+impl Decision<'_> {
+    /// A deny with nothing known but its code.
+    pub fn deny_only(code: DenyCode) -> Self {
+        Decision::Deny(Deny {
+            code,
+            record: None,
+            detail: None,
+        })
+    }
+
+    /// The deny code, if refused.
+    pub fn code(&self) -> Option<DenyCode> {
+        match self {
+            Decision::Allow(_) => None,
+            Decision::Deny(d) => Some(d.code),
+        }
+    }
 }
 
 /// The bearer token of a request, checked in memory. A malformed token never
-/// reaches the store.
+/// reaches the cache or the store.
 pub fn extract_token(credentials: Credentials<'_>) -> Result<TokenSecret, DenyCode> {
     let value = match credentials {
         Credentials::None => return Err(DenyCode::MissingToken),
@@ -167,37 +313,118 @@ pub fn check_state(record: &TokenRecord, now: Timestamp) -> Result<(), DenyCode>
     }
 }
 
-/// Parses the token, looks it up and checks its state. Also returns the
-/// record when one was found, for callers that need more than the decision.
+/// Steps 1-5: extract, parse, hash, look up (cache, then store), state.
 pub async fn authenticate<S: TokenStore>(
-    store: &S,
+    cache: &TokenCache<S>,
     facts: &RequestFacts<'_>,
-) -> Result<TokenRecord, DenyCode> {
-    let secret = extract_token(facts.credentials)?;
-    let hash = secret.hash();
-    let record = match store.get(&hash).await {
+) -> Result<Arc<CachedRecord>, Deny> {
+    let bare = |code| Deny {
+        code,
+        record: None,
+        detail: None,
+    };
+    let secret = extract_token(facts.credentials).map_err(bare)?;
+    let record = match cache.lookup(&secret.hash()).await {
         Ok(Some(record)) => record,
-        Ok(None) => return Err(DenyCode::UnknownToken),
-        Err(StoreError::Conflict) => return Err(DenyCode::StoreUnavailable),
+        Ok(None) => return Err(bare(DenyCode::UnknownToken)),
         Err(e) => {
             tracing::warn!(error = %e, "token lookup failed; refusing (fail closed)");
-            return Err(DenyCode::StoreUnavailable);
+            return Err(bare(DenyCode::StoreUnavailable));
         }
     };
-    check_state(&record, facts.now)?;
+    if let Err(code) = check_state(&record, facts.now) {
+        return Err(Deny {
+            code,
+            record: Some(record),
+            detail: None,
+        });
+    }
     Ok(record)
 }
 
 /// The one decision every door calls.
-pub async fn decide<S: TokenStore>(store: &S, facts: &RequestFacts<'_>) -> Decision {
-    match authenticate(store, facts).await {
-        Ok(record) => Decision::Allow(Principal {
-            token_id: record.id.as_str().to_owned(),
-            kind: record.scope.kind(),
-            workspace_id: record.workspace_id,
-        }),
-        Err(code) => Decision::Deny(code),
+pub async fn decide<'a, S: TokenStore>(
+    cache: &TokenCache<S>,
+    policy: &Policy,
+    facts: &RequestFacts<'a>,
+) -> Decision<'a> {
+    match authenticate(cache, facts).await {
+        Ok(record) => authorize(policy, record, facts.method, facts.path),
+        Err(deny) => Decision::Deny(deny),
     }
+}
+
+/// Steps 6-7 for a valid token: the rule for the request, then the role.
+/// Pure: no I/O. `explain` calls it with a record read by id.
+pub fn authorize<'a>(
+    policy: &Policy,
+    record: Arc<CachedRecord>,
+    method: &Method,
+    raw_path: &'a str,
+) -> Decision<'a> {
+    let path = match normalize(raw_path) {
+        Ok(p) => p,
+        Err(why) => {
+            return Decision::Deny(Deny {
+                code: DenyCode::AmbiguousPath,
+                record: Some(record),
+                detail: Some(Detail::Ambiguous(why)),
+            });
+        }
+    };
+    let Some(found) = policy.rules.find(method, &path) else {
+        return Decision::Deny(Deny {
+            code: DenyCode::NoMatchingRule,
+            record: Some(record),
+            detail: None,
+        });
+    };
+    let rule = found.rule;
+    let refuse = |code, role: Option<&str>, record: Arc<CachedRecord>| {
+        Decision::Deny(Deny {
+            code,
+            record: Some(record),
+            detail: Some(Detail::Rule {
+                origin: rule.origin.clone(),
+                template: rule.template.as_str().to_owned(),
+                permission: rule.permission,
+                role: role.map(str::to_owned),
+            }),
+        })
+    };
+    if let Some(ws) = found.captures.workspace
+        && ws != record.workspace_id
+    {
+        return refuse(DenyCode::WorkspaceMismatch, None, record);
+    }
+    let (grant, role_name) = match &record.scope {
+        Scope::Workspace { role } => (Grant::Workspace, role.as_str()),
+        Scope::Project { projects } => {
+            // Only the role of the project the request touches counts; a
+            // route without a project is not for project tokens.
+            let Some(project) = found.captures.project else {
+                return refuse(DenyCode::InsufficientRole, None, record);
+            };
+            match projects.iter().position(|g| g.project_id == project) {
+                Some(i) => (Grant::Project(i), projects[i].role.as_str()),
+                None => return refuse(DenyCode::ProjectNotGranted, None, record),
+            }
+        }
+    };
+    let allowed = policy
+        .roles
+        .get(role_name)
+        .is_some_and(|r| r.permissions.contains(rule.permission));
+    if !allowed {
+        let role = role_name.to_owned();
+        return refuse(DenyCode::InsufficientRole, Some(&role), record);
+    }
+    Decision::Allow(Principal {
+        record,
+        grant,
+        permission: rule.permission,
+        project: found.captures.project,
+    })
 }
 
 #[cfg(test)]

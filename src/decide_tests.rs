@@ -1,9 +1,262 @@
-use super::*;
-use crate::token::{Scope, TokenId, record::RECORD_VERSION};
+use std::time::Duration;
 
-fn token() -> TokenSecret {
-    TokenSecret::generate().unwrap()
+use super::*;
+use crate::cache::CacheOptions;
+use crate::policy::roles::{RoleScope, Roles};
+use crate::store::{EmbeddedStore, RedisStore, Store, redis::RedisOptions};
+use crate::token::{ProjectGrant, TokenId, record::RECORD_VERSION};
+
+const WS: &str = "/api/v1/workspaces/ws_1";
+
+fn now() -> Timestamp {
+    "2027-01-01T00:00:00Z".parse().unwrap()
 }
+
+fn record(scope: Scope) -> TokenRecord {
+    TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().unwrap(),
+        name: "CI".into(),
+        workspace_id: "ws_1".into(),
+        scope,
+        created_by: "alice".into(),
+        created_at: now(),
+        expires_at: None,
+        disabled_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+    }
+}
+
+fn workspace(role: &str) -> Arc<CachedRecord> {
+    Arc::new(CachedRecord::new(record(Scope::Workspace {
+        role: role.into(),
+    })))
+}
+
+fn project(grants: &[(&str, &str)]) -> Arc<CachedRecord> {
+    let projects = grants
+        .iter()
+        .map(|(p, r)| ProjectGrant {
+            project_id: (*p).into(),
+            role: (*r).into(),
+        })
+        .collect();
+    Arc::new(CachedRecord::new(record(Scope::Project { projects })))
+}
+
+fn policy() -> Policy {
+    let runner = vec!["executions:read".to_owned(), "executions:write".to_owned()];
+    Policy {
+        roles: Roles::with_custom([("execution_runner", RoleScope::Any, runner.as_slice())])
+            .unwrap(),
+        ..Policy::default()
+    }
+}
+
+/// The outcome as `Ok((role, project))` or `Err(code)`.
+fn check(
+    token: &Arc<CachedRecord>,
+    method: Method,
+    path: &str,
+) -> Result<(String, Option<String>), DenyCode> {
+    match authorize(&policy(), token.clone(), &method, path) {
+        Decision::Allow(p) => Ok((p.role().to_owned(), p.project_id().map(str::to_owned))),
+        Decision::Deny(d) => Err(d.code),
+    }
+}
+
+#[test]
+fn the_guides_example_evaluates_each_project_independently() {
+    // Project A → Project Manager, Project B → Project Viewer.
+    let t = project(&[("proj_a", "project_manager"), ("proj_b", "project_viewer")]);
+    let a = format!("{WS}/projects/proj_a");
+    let b = format!("{WS}/projects/proj_b");
+    let c = format!("{WS}/projects/proj_c");
+    // Full access in A…
+    for (m, p) in [
+        (Method::GET, format!("{a}/testcases/tc_1")),
+        (Method::POST, format!("{a}/testcases")),
+        (Method::DELETE, format!("{a}/defects/d_1")),
+        (Method::PATCH, a.clone()),
+        (Method::PUT, format!("{a}/requirements/r_1")),
+    ] {
+        assert_eq!(
+            check(&t, m.clone(), &p),
+            Ok(("project_manager".into(), Some("proj_a".into()))),
+            "{m} {p}"
+        );
+    }
+    // …read-only in B, with B's role only…
+    assert_eq!(
+        check(&t, Method::GET, &format!("{b}/testcases")),
+        Ok(("project_viewer".into(), Some("proj_b".into())))
+    );
+    for (m, p) in [
+        (Method::POST, format!("{b}/testcases")),
+        (Method::DELETE, format!("{b}/defects/d_1")),
+        (Method::PATCH, b.clone()),
+    ] {
+        assert_eq!(
+            check(&t, m.clone(), &p),
+            Err(DenyCode::InsufficientRole),
+            "{m} {p}"
+        );
+    }
+    // …nothing elsewhere.
+    assert_eq!(
+        check(&t, Method::GET, &format!("{c}/testcases")),
+        Err(DenyCode::ProjectNotGranted)
+    );
+}
+
+#[test]
+fn a_project_token_is_refused_on_workspace_level_routes() {
+    let t = project(&[("proj_a", "project_manager")]);
+    assert_eq!(
+        check(&t, Method::GET, &format!("{WS}/projects")),
+        Err(DenyCode::InsufficientRole)
+    );
+    assert_eq!(check(&t, Method::GET, WS), Err(DenyCode::InsufficientRole));
+    assert_eq!(
+        check(&t, Method::GET, &format!("{WS}/members")),
+        Err(DenyCode::InsufficientRole)
+    );
+}
+
+#[test]
+fn a_workspace_token_stays_in_its_workspace() {
+    let t = workspace("workspace_manager");
+    assert_eq!(
+        check(&t, Method::DELETE, &format!("{WS}/projects/p1/testcases/x")),
+        Ok(("workspace_manager".into(), Some("p1".into())))
+    );
+    assert_eq!(
+        check(&t, Method::GET, "/api/v1/workspaces/ws_2/projects"),
+        Err(DenyCode::WorkspaceMismatch)
+    );
+    // A project token of another workspace is refused the same way.
+    let p = project(&[("proj_a", "project_manager")]);
+    assert_eq!(
+        check(
+            &p,
+            Method::GET,
+            "/api/v1/workspaces/ws_2/projects/proj_a/testcases"
+        ),
+        Err(DenyCode::WorkspaceMismatch)
+    );
+}
+
+#[test]
+fn workspace_roles_follow_the_permission_table() {
+    let viewer = workspace("workspace_viewer");
+    assert!(check(&viewer, Method::GET, &format!("{WS}/projects/p/reports")).is_ok());
+    assert_eq!(
+        check(&viewer, Method::POST, &format!("{WS}/projects/p/testcases")),
+        Err(DenyCode::InsufficientRole)
+    );
+    assert_eq!(
+        check(&viewer, Method::GET, &format!("{WS}/settings/sso")),
+        Err(DenyCode::InsufficientRole)
+    );
+    let member = workspace("workspace_member");
+    assert!(
+        check(
+            &member,
+            Method::POST,
+            &format!("{WS}/projects/p/executions")
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        check(
+            &member,
+            Method::DELETE,
+            &format!("{WS}/projects/p/executions/e")
+        ),
+        Err(DenyCode::InsufficientRole)
+    );
+    let coordinator = workspace("workspace_coordinator");
+    assert!(
+        check(
+            &coordinator,
+            Method::DELETE,
+            &format!("{WS}/projects/p/executions/e")
+        )
+        .is_ok()
+    );
+    assert!(
+        check(
+            &coordinator,
+            Method::POST,
+            &format!("{WS}/projects/p/reports")
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        check(&coordinator, Method::POST, &format!("{WS}/members")),
+        Err(DenyCode::InsufficientRole)
+    );
+}
+
+#[test]
+fn a_custom_role_scoped_to_executions() {
+    let t = project(&[("proj_a", "execution_runner")]);
+    assert!(
+        check(
+            &t,
+            Method::POST,
+            &format!("{WS}/projects/proj_a/executions/run")
+        )
+        .is_ok()
+    );
+    assert!(check(&t, Method::GET, &format!("{WS}/projects/proj_a/executions")).is_ok());
+    assert_eq!(
+        check(&t, Method::GET, &format!("{WS}/projects/proj_a/testcases")),
+        Err(DenyCode::InsufficientRole)
+    );
+}
+
+#[test]
+fn tokens_get_no_ui_access_and_ambiguous_paths_are_refused() {
+    let t = workspace("workspace_manager");
+    for p in ["/settings/access-tokens", "/", "/login", "/app/projects"] {
+        assert_eq!(
+            check(&t, Method::GET, p),
+            Err(DenyCode::NoMatchingRule),
+            "{p}"
+        );
+    }
+    for p in [
+        "/api/v1/workspaces/ws_1/projects/p/../../ws_2",
+        "/api/v1/workspaces/ws_1/projects/p/%2e%2e/x",
+        "/api/v1/workspaces/ws_1//projects",
+        "/api/v1/workspaces/ws_1\\projects",
+        "/api/v1/workspaces/ws_1/projects/p%2ftestcases",
+    ] {
+        assert_eq!(
+            check(&t, Method::GET, p),
+            Err(DenyCode::AmbiguousPath),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn the_allow_names_the_role_and_permission_that_granted_it() {
+    let t = project(&[("proj_a", "project_member")]);
+    let path = format!("{WS}/projects/proj_a/testcases/1");
+    let Decision::Allow(p) = authorize(&policy(), t, &Method::PUT, &path) else {
+        panic!("allowed")
+    };
+    assert_eq!(p.role(), "project_member");
+    assert_eq!(p.permission.to_string(), "testcases:write");
+    assert_eq!(p.project_id(), Some("proj_a"));
+    assert_eq!(p.kind(), TokenKind::Project);
+}
+
+// === extraction and state ===
 
 fn extract(v: &str) -> Result<TokenSecret, DenyCode> {
     extract_token(Credentials::One(v.as_bytes()))
@@ -11,7 +264,7 @@ fn extract(v: &str) -> Result<TokenSecret, DenyCode> {
 
 #[test]
 fn bearer_scheme_is_case_insensitive() {
-    let t = token();
+    let t = TokenSecret::generate().unwrap();
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let got = extract(&format!("{scheme} {}", t.expose())).unwrap();
         assert_eq!(got.hash(), t.hash());
@@ -21,7 +274,7 @@ fn bearer_scheme_is_case_insensitive() {
 
 #[test]
 fn missing_and_malformed_are_told_apart() {
-    let t = token();
+    let t = TokenSecret::generate().unwrap();
     assert_eq!(
         extract_token(Credentials::None).unwrap_err(),
         DenyCode::MissingToken
@@ -59,57 +312,177 @@ fn missing_and_malformed_are_told_apart() {
 
 #[test]
 fn state_checks_follow_the_documented_order() {
-    let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
-    let mut rec = TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI".into(),
-        workspace_id: "ws".into(),
-        scope: Scope::Workspace {
-            role: "workspace_viewer".into(),
-        },
-        created_by: "alice".into(),
-        created_at: now,
-        expires_at: Some(now),
-        disabled_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-    };
-    assert_eq!(check_state(&rec, now), Err(DenyCode::TokenExpired));
-    rec.disabled_at = Some(now);
-    assert_eq!(check_state(&rec, now), Err(DenyCode::TokenDisabled));
-    rec.revoked_at = Some(now);
-    assert_eq!(check_state(&rec, now), Err(DenyCode::TokenRevoked));
-    rec.revoked_at = None;
-    rec.disabled_at = None;
-    rec.expires_at = None;
-    assert_eq!(check_state(&rec, now), Ok(()));
+    let mut rec = record(Scope::Workspace {
+        role: "workspace_viewer".into(),
+    });
+    rec.expires_at = Some(now());
+    assert_eq!(check_state(&rec, now()), Err(DenyCode::TokenExpired));
+    assert_eq!(
+        check_state(&rec, now() - jiff::SignedDuration::from_nanos(1)),
+        Ok(())
+    );
+    rec.disabled_at = Some(now());
+    assert_eq!(check_state(&rec, now()), Err(DenyCode::TokenDisabled));
+    rec.revoked_at = Some(now());
+    assert_eq!(check_state(&rec, now()), Err(DenyCode::TokenRevoked));
 }
 
 #[test]
-fn every_code_has_status_message_and_challenge() {
+fn every_code_has_the_documented_status_and_challenge() {
     for code in DenyCode::ALL {
         assert!(!code.message().is_empty());
+        let challenge = code.challenge();
         match code {
-            DenyCode::StoreUnavailable => {
-                assert_eq!(code.status(), 503);
-                assert!(code.challenge().is_none());
-            }
             DenyCode::MissingToken => {
                 assert_eq!(code.status(), 401);
-                assert_eq!(code.challenge().unwrap(), r#"Bearer realm="hawzu""#);
+                assert_eq!(challenge, Some(r#"Bearer realm="hawzu""#));
             }
-            _ => {
+            DenyCode::MalformedToken
+            | DenyCode::UnknownToken
+            | DenyCode::TokenRevoked
+            | DenyCode::TokenDisabled
+            | DenyCode::TokenExpired => {
                 assert_eq!(code.status(), 401);
-                let c = code.challenge().unwrap();
+                let c = challenge.unwrap();
                 assert!(
                     c.starts_with(
                         r#"Bearer realm="hawzu", error="invalid_token", error_description=""#
                     ),
                     "{c}"
                 );
+                assert!(c.contains(code.message().trim_end_matches('.')), "{c}");
+            }
+            DenyCode::InsufficientRole
+            | DenyCode::WorkspaceMismatch
+            | DenyCode::ProjectNotGranted
+            | DenyCode::NoMatchingRule => {
+                assert_eq!(code.status(), 403);
+                assert_eq!(
+                    challenge,
+                    Some(r#"Bearer realm="hawzu", error="insufficient_scope""#)
+                );
+            }
+            DenyCode::AmbiguousPath => {
+                assert_eq!(code.status(), 400);
+                assert_eq!(challenge, None);
+            }
+            DenyCode::StoreUnavailable => {
+                assert_eq!(code.status(), 503);
+                assert_eq!(challenge, None);
             }
         }
     }
+}
+
+// === decide, end to end over a real store ===
+
+fn options() -> CacheOptions {
+    CacheOptions {
+        ttl: Duration::from_secs(60),
+        negative_ttl: Duration::from_secs(5),
+        max_entries: 1000,
+    }
+}
+
+async fn run(cache: &TokenCache<Store>, auth: Option<String>, now: Timestamp) -> Option<DenyCode> {
+    let path = format!("{WS}/projects/p/testcases");
+    let facts = RequestFacts {
+        method: &Method::GET,
+        path: &path,
+        credentials: auth
+            .as_deref()
+            .map_or(Credentials::None, |a| Credentials::One(a.as_bytes())),
+        now,
+    };
+    decide(cache, &policy(), &facts).await.code()
+}
+
+#[tokio::test]
+async fn decide_walks_the_whole_path_over_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Embedded(
+        EmbeddedStore::open(dir.path(), Duration::from_secs(1))
+            .await
+            .unwrap(),
+    );
+    let cache = TokenCache::new(store, options());
+    let bearer = |s: &TokenSecret| Some(format!("Bearer {}", s.expose()));
+
+    let secret = TokenSecret::generate().unwrap();
+    let mut rec = record(Scope::Workspace {
+        role: "workspace_viewer".into(),
+    });
+    rec.expires_at = Some(Timestamp::now() + jiff::SignedDuration::from_hours(1));
+    cache.create(&secret.hash(), &rec).await.unwrap();
+
+    assert_eq!(run(&cache, bearer(&secret), Timestamp::now()).await, None);
+    assert_eq!(
+        run(&cache, None, Timestamp::now()).await,
+        Some(DenyCode::MissingToken)
+    );
+    assert_eq!(
+        run(&cache, Some("Bearer hwz_nope".into()), Timestamp::now()).await,
+        Some(DenyCode::MalformedToken)
+    );
+    let unknown = TokenSecret::generate().unwrap();
+    assert_eq!(
+        run(&cache, bearer(&unknown), Timestamp::now()).await,
+        Some(DenyCode::UnknownToken)
+    );
+    // Cached, and still refused at the instant of expiry.
+    assert_eq!(
+        run(&cache, bearer(&secret), rec.expires_at.unwrap()).await,
+        Some(DenyCode::TokenExpired)
+    );
+
+    let stored = cache.find(&rec.id).await.unwrap().unwrap();
+    let disabled = TokenRecord {
+        disabled_at: Some(Timestamp::now()),
+        ..rec.clone()
+    };
+    assert!(cache.replace(&stored, &disabled).await.unwrap());
+    assert_eq!(
+        run(&cache, bearer(&secret), Timestamp::now()).await,
+        Some(DenyCode::TokenDisabled)
+    );
+    let stored = cache.find(&rec.id).await.unwrap().unwrap();
+    let revoked = TokenRecord {
+        revoked_at: Some(Timestamp::now()),
+        ..disabled
+    };
+    assert!(cache.replace(&stored, &revoked).await.unwrap());
+    assert_eq!(
+        run(&cache, bearer(&secret), Timestamp::now()).await,
+        Some(DenyCode::TokenRevoked)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_store_fails_closed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = Store::Redis(
+        RedisStore::new(RedisOptions {
+            url: format!("redis://127.0.0.1:{port}"),
+            key_prefix: "x:".into(),
+            timeout: Duration::from_millis(100),
+            retention: Duration::from_secs(3600),
+        })
+        .unwrap(),
+    );
+    let cache = TokenCache::new(store, options());
+    let secret = TokenSecret::generate().unwrap();
+    let got = run(
+        &cache,
+        Some(format!("Bearer {}", secret.expose())),
+        Timestamp::now(),
+    )
+    .await;
+    assert_eq!(got, Some(DenyCode::StoreUnavailable));
+    // Errors are not cached: the hash is not remembered as missing.
+    cache.sync().await;
+    assert_eq!(cache.entry_count(), 0);
 }

@@ -1,18 +1,187 @@
 //! Header names the gate reads and writes, in one place so that code, tests
 //! and docs cannot drift.
+//!
+//! The identity headers share a configurable prefix (`headers.prefix`,
+//! default `X-Hawzu-`); every incoming header with that prefix is removed
+//! before a request is forwarded, so a client can never speak for the gate.
 
-/// Prefix of the identity headers; every incoming header with it is removed.
-pub const IDENTITY_PREFIX: &str = "x-hawzu-";
-/// The token's public id.
-pub const TOKEN_ID: &str = "x-hawzu-token-id";
-/// `workspace` or `project`.
-pub const TOKEN_TYPE: &str = "x-hawzu-token-type";
-/// The token's workspace.
-pub const WORKSPACE_ID: &str = "x-hawzu-workspace-id";
-/// The deny code, on every refusal.
-pub const ERROR: &str = "x-hawzu-error";
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use thiserror::Error;
+
+use crate::decide::Principal;
+
+/// Default prefix of the identity headers.
+pub const DEFAULT_PREFIX: &str = "X-Hawzu-";
 /// Kept when the client sent one, generated otherwise.
-pub const REQUEST_ID: &str = "x-request-id";
-
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The realm of every `WWW-Authenticate` challenge.
 pub const REALM: &str = "hawzu";
+
+/// nginx `auth_request`: the original method (from the nginx config).
+pub const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+/// ingress-nginx `auth-url`: the original full URL.
+pub const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+/// plain nginx `auth_request`: the original request URI (from the config).
+pub const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+/// Traefik `ForwardAuth`.
+pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Envoy HTTP ext_authz: headers the upstream must not receive.
+pub const X_ENVOY_AUTH_HEADERS_TO_REMOVE: HeaderName =
+    HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A prefix that cannot make header names.
+#[derive(Debug, Error)]
+#[error(
+    "`{0}` cannot start header names; use letters, digits and `-`, ending in `-` (like X-Hawzu-)"
+)]
+pub struct BadPrefix(String);
+
+/// The identity header names for one prefix.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    /// Lower-case prefix, for matching incoming names.
+    prefix: String,
+    pub token_id: HeaderName,
+    pub token_type: HeaderName,
+    pub workspace_id: HeaderName,
+    pub project_id: HeaderName,
+    pub role: HeaderName,
+    pub permission: HeaderName,
+    /// The deny code, on every refusal.
+    pub error: HeaderName,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        // The default prefix is valid; `new` cannot fail on it.
+        Self::new(DEFAULT_PREFIX).unwrap_or_else(|_| unreachable!("default prefix is valid"))
+    }
+}
+
+impl IdentityHeaders {
+    pub fn new(prefix: &str) -> Result<Self, BadPrefix> {
+        let valid = prefix.len() >= 2
+            && prefix.ends_with('-')
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !valid {
+            return Err(BadPrefix(prefix.to_owned()));
+        }
+        let lower = prefix.to_ascii_lowercase();
+        let name = |suffix: &str| {
+            HeaderName::from_bytes(format!("{lower}{suffix}").as_bytes())
+                .map_err(|_| BadPrefix(prefix.to_owned()))
+        };
+        Ok(Self {
+            token_id: name("token-id")?,
+            token_type: name("token-type")?,
+            workspace_id: name("workspace-id")?,
+            project_id: name("project-id")?,
+            role: name("role")?,
+            permission: name("permission")?,
+            error: name("error")?,
+            prefix: lower,
+        })
+    }
+
+    /// Whether `name` carries the identity prefix (names are lower case).
+    pub fn is_identity(&self, name: &HeaderName) -> bool {
+        name.as_str().starts_with(&self.prefix)
+    }
+
+    /// Removes every header with the identity prefix.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| self.is_identity(n))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(&name);
+        }
+    }
+
+    /// The names of the identity headers set for `p`, in order.
+    pub fn set_names(&self, p: &Principal<'_>) -> Vec<&HeaderName> {
+        let mut names = vec![
+            &self.token_id,
+            &self.token_type,
+            &self.workspace_id,
+            &self.role,
+            &self.permission,
+        ];
+        if p.project_id().is_some() {
+            names.push(&self.project_id);
+        }
+        names
+    }
+
+    /// Sets (overwrites) the identity headers for `p`.
+    pub fn insert(&self, headers: &mut HeaderMap, p: &Principal<'_>) {
+        for (name, value) in self.values(p) {
+            headers.insert(name.clone(), value);
+        }
+    }
+
+    /// The identity headers for `p` as (name, value) pairs. Ids, roles and
+    /// permissions are validated to header-safe characters, so none is
+    /// skipped in practice.
+    pub fn values(&self, p: &Principal<'_>) -> Vec<(&HeaderName, HeaderValue)> {
+        let permission = p.permission.to_string();
+        let mut pairs: Vec<(&HeaderName, &str)> = vec![
+            (&self.token_id, p.token_id()),
+            (&self.token_type, p.kind().as_str()),
+            (&self.workspace_id, p.workspace_id()),
+            (&self.role, p.role()),
+            (&self.permission, &permission),
+        ];
+        if let Some(project) = p.project_id() {
+            pairs.push((&self.project_id, project));
+        }
+        pairs
+            .into_iter()
+            .filter_map(|(name, value)| match HeaderValue::from_str(value) {
+                Ok(v) => Some((name, v)),
+                Err(_) => {
+                    tracing::warn!(header = %name, "identity value is not header-safe; not set");
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+/// Removes hop-by-hop headers, including those named by `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}

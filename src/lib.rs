@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod decide;
@@ -17,4 +18,6 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
+pub mod usage;

@@ -160,7 +160,18 @@ async fn lifecycle(gate: InProcessGate) {
         &nginx_auth(&gate, std::str::from_utf8(&typo).unwrap()).await,
         "malformed_token",
     );
-    let none = gate.auth().get("/auth/nginx").await;
+    let none = gate
+        .auth()
+        .send(
+            Method::GET,
+            "/auth/nginx",
+            &[
+                ("x-original-method", "GET"),
+                ("x-original-uri", common::WS1_PROJECTS),
+            ],
+            None,
+        )
+        .await;
     assert_denied(&none, "missing_token");
     assert_eq!(
         none.header("www-authenticate"),
@@ -174,6 +185,8 @@ async fn lifecycle(gate: InProcessGate) {
             &[
                 ("authorization", &format!("Bearer {new_secret}")),
                 ("authorization", "Bearer x"),
+                ("x-original-method", "GET"),
+                ("x-original-uri", common::WS1_PROJECTS),
             ],
             None,
         )

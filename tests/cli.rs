@@ -11,10 +11,17 @@ use common::{BIN, GateProcess, free_port};
 
 /// `curl` against `/auth/nginx`: (status, X-Hawzu-Error).
 fn curl_auth(gate: &GateProcess, token: &str) -> (u16, String) {
+    curl_auth_path(gate, token, "/api/v1/workspaces/ws_1/projects")
+}
+
+/// `curl` against `/auth/nginx` for `GET path`.
+fn curl_auth_path(gate: &GateProcess, token: &str, path: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
         .arg("-H")
         .arg(format!("Authorization: Bearer {token}"))
+        .args(["-H", "X-Original-Method: GET", "-H"])
+        .arg(format!("X-Original-URI: {path}"))
         .arg(format!("http://{}/auth/nginx", gate.auth))
         .output()
         .expect("curl is installed (.ci/run installs it)");
@@ -165,7 +172,19 @@ fn a_new_user_creates_uses_disables_rotates_and_revokes_a_token() {
     assert_eq!(v["token"]["scope"]["projects"][1]["role"], "project_viewer");
     assert_eq!(v["token"]["expires_at"], serde_json::Value::Null);
     let secret3 = v["secret"].as_str().unwrap().to_owned();
-    assert_eq!(curl_auth(&gate, &secret3).0, 200);
+    assert_eq!(
+        curl_auth_path(
+            &gate,
+            &secret3,
+            "/api/v1/workspaces/ws_1/projects/proj_b/testcases"
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        curl_auth(&gate, &secret3),
+        (403, "insufficient_role".into())
+    );
 
     // No secret ever reached the gate's log.
     let log = gate.log_text();

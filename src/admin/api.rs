@@ -13,17 +13,22 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::decide::{Credentials, RequestFacts, authenticate};
-use crate::doors::forward_auth::credentials;
-use crate::doors::http::{Body, json as json_response};
+use crate::cache::{CachedRecord, TokenCache};
+use crate::decide::{
+    Credentials, Decision, DenyCode, Detail, RequestFacts, authenticate, authorize, check_state,
+};
+use crate::doors::credentials;
+use crate::doors::listener::json as json_response;
+use crate::policy::Policy;
 use crate::policy::roles::{PermissionSet, Roles, TOKENS_MANAGE};
+use crate::policy::rules::normalize;
 use crate::store::{
-    Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, StoreError, TokenStore, UpdateError,
-    update,
+    Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore,
+    UpdateError, update,
 };
 use crate::token::{
     CreateToken, FieldErrors, Scope, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState,
@@ -45,6 +50,7 @@ pub enum Op {
     Enable,
     Revoke,
     Rotate,
+    Explain,
 }
 
 impl Op {
@@ -57,6 +63,7 @@ impl Op {
             Op::Enable => "enable",
             Op::Revoke => "revoke",
             Op::Rotate => "rotate",
+            Op::Explain => "explain",
         }
     }
 }
@@ -106,6 +113,11 @@ pub const ROUTES: &[Route] = &[
         method: Method::POST,
         template: "/admin/v1/tokens/{id}/rotate",
         op: Op::Rotate,
+    },
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/explain",
+        op: Op::Explain,
     },
 ];
 
@@ -210,7 +222,7 @@ impl ApiError {
         }
     }
 
-    fn render(&self) -> Response<Body> {
+    fn render(&self) -> Response<Full<Bytes>> {
         let mut body = json!({ "error": self.code, "message": self.message });
         if let Some(fields) = &self.fields {
             body["fields"] = json!(fields);
@@ -273,21 +285,26 @@ impl Caller {
 
 // === impl AdminApi ===
 
-/// The admin API over a store.
+/// The admin API. It writes through the cache, so this gate sees its own
+/// changes at once (and the Redis store tells the others).
 #[derive(Debug)]
-pub struct AdminApi<S> {
-    store: S,
-    roles: Arc<Roles>,
+pub struct AdminApi {
+    cache: Arc<TokenCache<Store>>,
+    policy: Arc<Policy>,
     key: AdminKey,
 }
 
-impl<S: TokenStore> AdminApi<S> {
-    pub fn new(store: S, roles: Arc<Roles>, key: AdminKey) -> Arc<Self> {
-        Arc::new(Self { store, roles, key })
+impl AdminApi {
+    pub fn new(cache: Arc<TokenCache<Store>>, policy: Arc<Policy>, key: AdminKey) -> Arc<Self> {
+        Arc::new(Self { cache, policy, key })
+    }
+
+    fn roles(&self) -> &Roles {
+        &self.policy.roles
     }
 
     /// Serves one request of the admin listener.
-    pub async fn handle<B>(&self, req: Request<B>, _peer: SocketAddr) -> Response<Body>
+    pub async fn handle<B>(&self, req: Request<B>, _peer: SocketAddr) -> Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -340,6 +357,10 @@ impl<S: TokenStore> AdminApi<S> {
                 self.list(&caller, parts.uri.query().unwrap_or(""), now)
                     .await
             }
+            (Op::Explain, _) => match read_body(body).await {
+                Ok(bytes) => self.explain(&caller, &bytes, now).await,
+                Err(e) => Err(e),
+            },
             (op, Some(id)) => self.on_token(&caller, op, &id, now).await,
             (_, None) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -379,14 +400,16 @@ impl<S: TokenStore> AdminApi<S> {
         }
         // A workspace token with `tokens:manage`.
         let facts = RequestFacts {
+            method: &Method::POST,
+            path: "/admin/v1",
             credentials: creds,
             now: Timestamp::now(),
         };
-        let record = authenticate(&self.store, &facts).await.map_err(|code| {
-            if code == crate::decide::DenyCode::StoreUnavailable {
+        let record = authenticate(&self.cache, &facts).await.map_err(|deny| {
+            if deny.code == DenyCode::StoreUnavailable {
                 ApiError::store(StoreError::Unavailable("token lookup failed".into()))
             } else {
-                unauthorized(code.message())
+                unauthorized(deny.code.message())
             }
         })?;
         let Scope::Workspace { role } = &record.scope else {
@@ -395,7 +418,7 @@ impl<S: TokenStore> AdminApi<S> {
             ));
         };
         let permissions = self
-            .roles
+            .roles()
             .get(role)
             .map(|r| r.permissions)
             .unwrap_or_default();
@@ -405,8 +428,8 @@ impl<S: TokenStore> AdminApi<S> {
             )));
         }
         Ok(Caller::Token {
-            id: record.id,
-            workspace_id: record.workspace_id,
+            id: record.id.clone(),
+            workspace_id: record.workspace_id.clone(),
             permissions,
         })
     }
@@ -414,7 +437,7 @@ impl<S: TokenStore> AdminApi<S> {
     /// The permissions a token of `scope` would hold (all its roles together).
     fn permissions_of(&self, scope: &Scope) -> PermissionSet {
         let role = |name: &str| {
-            self.roles
+            self.roles()
                 .get(name)
                 .map(|r| r.permissions)
                 .unwrap_or_default()
@@ -444,7 +467,7 @@ impl<S: TokenStore> AdminApi<S> {
             req.created_by = Some(caller.label());
         }
         let valid = req
-            .validate(&self.roles, now)
+            .validate(self.roles(), now)
             .map_err(ApiError::validation)?;
         if let Caller::Token {
             workspace_id,
@@ -487,7 +510,7 @@ impl<S: TokenStore> AdminApi<S> {
             last_used_at: None,
             rotated_from: None,
         };
-        self.store
+        self.cache
             .create(&secret.hash(), &record)
             .await
             .map_err(ApiError::store)?;
@@ -590,7 +613,7 @@ impl<S: TokenStore> AdminApi<S> {
             }
         }
         let page = self
-            .store
+            .cache
             .list(ListQuery {
                 workspace,
                 cursor,
@@ -618,7 +641,7 @@ impl<S: TokenStore> AdminApi<S> {
         }
         if op == Op::Show {
             let stored = self
-                .store
+                .cache
                 .find(id)
                 .await
                 .map_err(ApiError::store)?
@@ -629,7 +652,7 @@ impl<S: TokenStore> AdminApi<S> {
                 json!({ "token": view(&stored.record, now) }),
             ));
         }
-        let stored = update(&self.store, id, |r| {
+        let stored = update(&*self.cache, id, |r| {
             if !caller.may_manage(r) {
                 return Err(ApiError::not_found(id.as_str()));
             }
@@ -679,7 +702,7 @@ impl<S: TokenStore> AdminApi<S> {
         now: Timestamp,
     ) -> Result<(StatusCode, Value), ApiError> {
         let old = self
-            .store
+            .cache
             .find(id)
             .await
             .map_err(ApiError::store)?
@@ -714,11 +737,11 @@ impl<S: TokenStore> AdminApi<S> {
             rotated_from: Some(old.record.id.clone()),
             ..old.record.clone()
         };
-        self.store
+        self.cache
             .create(&secret.hash(), &new)
             .await
             .map_err(ApiError::store)?;
-        update(&self.store, id, |r| {
+        update(&*self.cache, id, |r| {
             Ok::<_, ApiError>(r.revoked_at.is_none().then(|| TokenRecord {
                 revoked_at: Some(now),
                 ..r.clone()
@@ -742,6 +765,169 @@ impl<S: TokenStore> AdminApi<S> {
         Ok((
             StatusCode::CREATED,
             json!({ "token": view(&new, now), "secret": secret.expose() }),
+        ))
+    }
+}
+
+/// The body of `POST /admin/v1/explain`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainRequest {
+    token_id: String,
+    method: String,
+    path: String,
+}
+
+impl AdminApi {
+    /// Why a request with this token would be allowed or refused, step by
+    /// step. The verdict is `decide`'s own (state, then `authorize`); the
+    /// steps only put it into words.
+    async fn explain(
+        &self,
+        caller: &Caller,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<(StatusCode, Value), ApiError> {
+        let req: ExplainRequest = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(
+                format!("The body is not an explain request: {e}"),
+                field("body", "a JSON object with token_id, method and path"),
+            )
+        })?;
+        let mut errors = FieldErrors::new();
+        let id = TokenId::parse(&req.token_id)
+            .map_err(|e| errors.insert("token_id".into(), e.to_string()))
+            .ok();
+        let method = Method::from_bytes(req.method.as_bytes())
+            .ok()
+            .filter(|m| m.as_str().bytes().all(|b| b.is_ascii_uppercase()));
+        if method.is_none() {
+            errors.insert(
+                "method".into(),
+                "must be an HTTP method in capitals, like GET or POST".into(),
+            );
+        }
+        let raw_path = req
+            .path
+            .split_once('?')
+            .map_or(req.path.as_str(), |(p, _)| p);
+        if !raw_path.starts_with('/') {
+            errors.insert(
+                "path".into(),
+                "must be a request path starting with `/`".into(),
+            );
+        }
+        let (Some(id), Some(method), true) = (id, method, errors.is_empty()) else {
+            return Err(ApiError::bad_request(
+                "The explain request has invalid fields; see `fields`.",
+                errors,
+            ));
+        };
+        let stored = self
+            .cache
+            .find(&id)
+            .await
+            .map_err(ApiError::store)?
+            .filter(|s| caller.may_manage(&s.record))
+            .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+        let record = Arc::new(CachedRecord::new(stored.record));
+        let mut steps = vec![format!(
+            "token {} is a {} token of workspace {}, {} now",
+            record.id,
+            record.scope.kind().as_str(),
+            record.workspace_id,
+            record.state(now).as_str()
+        )];
+        let decision = match check_state(&record, now) {
+            Err(code) => Decision::Deny(crate::decide::Deny {
+                code,
+                record: None,
+                detail: None,
+            }),
+            Ok(()) => authorize(&self.policy, record.clone(), &method, raw_path),
+        };
+        let mut rule_json = Value::Null;
+        match normalize(raw_path) {
+            Err(why) => steps.push(format!("path {raw_path} is refused as ambiguous: {why}")),
+            Ok(path) => match self.policy.rules.find(&method, &path) {
+                None => steps.push(format!(
+                    "no rule matches {method} {raw_path}: tokens are refused here (deny by default)"
+                )),
+                Some(m) => {
+                    let r = m.rule;
+                    steps.push(format!(
+                        "rule {} matches: {:?} {} needs {}",
+                        r.origin,
+                        r.methods,
+                        r.template.as_str(),
+                        r.permission
+                    ));
+                    if let Some(ws) = m.captures.workspace {
+                        steps.push(format!("the path's workspace is {ws}"));
+                    }
+                    if let Some(p) = m.captures.project {
+                        steps.push(format!("the path's project is {p}"));
+                    }
+                    rule_json = json!({
+                        "origin": r.origin,
+                        "methods": format!("{:?}", r.methods),
+                        "template": r.template.as_str(),
+                        "permission": r.permission.to_string(),
+                    });
+                }
+            },
+        }
+        let (verdict, code, role, project, permission) = match &decision {
+            Decision::Allow(p) => {
+                steps.push(format!("role {} has {}", p.role(), p.permission));
+                (
+                    "allow",
+                    None,
+                    Some(p.role().to_owned()),
+                    p.project_id().map(str::to_owned),
+                    Some(p.permission.to_string()),
+                )
+            }
+            Decision::Deny(d) => {
+                let why = match (&d.code, &d.detail) {
+                    (DenyCode::InsufficientRole, Some(Detail::Rule { role: Some(role), permission, .. })) => {
+                        format!("role {role} lacks {permission}")
+                    }
+                    (DenyCode::InsufficientRole, _) => {
+                        "the route names no project, and a project token acts only inside its projects".into()
+                    }
+                    (DenyCode::WorkspaceMismatch, _) => {
+                        format!("the token belongs to workspace {}", record.workspace_id)
+                    }
+                    (DenyCode::ProjectNotGranted, _) => "the token is not linked to that project".into(),
+                    _ => d.code.message().trim_end_matches('.').to_owned(),
+                };
+                steps.push(why);
+                let role = match &d.detail {
+                    Some(Detail::Rule { role, .. }) => role.clone(),
+                    _ => None,
+                };
+                ("deny", Some(d.code.as_str()), role, None, None)
+            }
+        };
+        let status = decision.code().map_or(200, DenyCode::status);
+        steps.push(match code {
+            None => "allow".to_owned(),
+            Some(c) => format!("deny: {c} ({status})"),
+        });
+        Ok((
+            StatusCode::OK,
+            json!({
+                "decision": verdict,
+                "code": code,
+                "status": status,
+                "token": view(&record, now),
+                "rule": rule_json,
+                "role": role,
+                "project": project,
+                "permission": permission,
+                "steps": steps,
+            }),
         ))
     }
 }

@@ -1,105 +1,195 @@
-//! Forward-auth door (`listen.auth`): answers 2xx/401/403 for an ingress that
-//! asks before it forwards.
+//! Forward-auth door (`listen.auth`): answers 2xx/401/403 for a proxy that
+//! asks before it forwards. One endpoint per proxy, each reading only the
+//! headers its proxy sets:
 //!
-//! `/auth/nginx` serves nginx `auth_request` and ingress-nginx `auth-url`.
-//! The door only reads the request into facts and renders the decision; the
-//! policy is in [`crate::decide`]. Its answers never carry a body: nginx
-//! shows none of it and keeps its keep-alive connection only for empty ones.
+//! - `/auth/nginx`: nginx `auth_request` and ingress-nginx `auth-url`
+//!   (`X-Original-Method` + `X-Original-URL` or `X-Original-URI`). Answers
+//!   never carry a body: nginx shows none of it and keeps its keep-alive
+//!   connection to us only for empty answers.
+//! - `/auth/traefik`: Traefik `ForwardAuth` (`X-Forwarded-Method`,
+//!   `X-Forwarded-Uri`).
+//! - `/envoy/<original path>`: Envoy's HTTP ext_authz service; the method
+//!   and headers are the original request's.
+//!
+//! The door only turns a request into facts and renders the decision; the
+//! policy is in [`crate::decide`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::Full;
 use jiff::Timestamp;
 
-use super::http::{Body, json};
-use crate::decide::{Credentials, Decision, DenyCode, RequestFacts, decide};
-use crate::headers;
-use crate::store::TokenStore;
+use super::{Shared, credentials};
+use crate::decide::{Decision, DenyCode, RequestFacts};
+use crate::headers::{
+    X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD,
+    X_ORIGINAL_URI, X_ORIGINAL_URL,
+};
 
-/// The forward-auth door over a store.
+/// Path prefix of the Envoy HTTP ext_authz endpoint (`path_prefix` in Envoy).
+pub const ENVOY_PREFIX: &str = "/envoy";
+
+/// The forward-auth door.
 #[derive(Debug)]
-pub struct ForwardAuth<S> {
-    store: S,
+pub struct ForwardAuth {
+    shared: Arc<Shared>,
 }
 
-impl<S: TokenStore> ForwardAuth<S> {
-    pub fn new(store: S) -> Arc<Self> {
-        Arc::new(Self { store })
+/// Which proxy asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    Nginx,
+    Traefik,
+    Envoy,
+}
+
+impl ForwardAuth {
+    pub fn new(shared: Arc<Shared>) -> Arc<Self> {
+        Arc::new(Self { shared })
     }
 
-    /// Routes one request of the auth listener.
-    pub async fn handle<B>(&self, req: Request<B>, _peer: SocketAddr) -> Response<Body> {
-        match req.uri().path() {
-            "/auth/nginx" => self.nginx(req.headers()).await,
-            _ => json(
-                StatusCode::NOT_FOUND,
-                &serde_json::json!({
-                    "error": "not_found",
-                    "message": "This listener serves /auth/nginx.",
-                }),
-            ),
-        }
-    }
-
-    async fn nginx(&self, headers: &HeaderMap) -> Response<Body> {
+    /// Serves one request of the auth listener.
+    pub async fn handle<B>(&self, req: Request<B>, _peer: SocketAddr) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        let headers = req.headers();
+        let (asker, method, original) = match path {
+            "/auth/nginx" => match nginx_original(headers) {
+                Ok((m, p)) => (Asker::Nginx, m, p),
+                Err(code) => return self.render(Asker::Nginx, Decision::deny_only(code), headers),
+            },
+            "/auth/traefik" => match traefik_original(headers) {
+                Ok((m, p)) => (Asker::Traefik, m, p),
+                Err(code) => {
+                    return self.render(Asker::Traefik, Decision::deny_only(code), headers);
+                }
+            },
+            p if p == ENVOY_PREFIX || p.starts_with("/envoy/") => {
+                let original = p
+                    .strip_prefix(ENVOY_PREFIX)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("/");
+                (Asker::Envoy, req.method().clone(), original.to_owned())
+            }
+            _ => {
+                return super::listener::json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({
+                        "error": "not_found",
+                        "message": "This listener serves /auth/nginx, /auth/traefik and /envoy/<path>.",
+                    }),
+                );
+            }
+        };
         let facts = RequestFacts {
+            method: &method,
+            path: &original,
             credentials: credentials(headers),
             now: Timestamp::now(),
         };
-        let decision = decide(&self.store, &facts).await;
-        let mut res = Response::new(Full::new(Bytes::new()));
-        let h = res.headers_mut();
+        let decision = self.shared.decide(&facts).await;
+        self.render(asker, decision, headers)
+    }
+
+    fn render(
+        &self,
+        asker: Asker,
+        decision: Decision<'_>,
+        req: &HeaderMap,
+    ) -> Response<Full<Bytes>> {
+        let shared = &self.shared;
         match decision {
             Decision::Allow(p) => {
-                insert(h, headers::TOKEN_ID, &p.token_id);
-                insert(h, headers::TOKEN_TYPE, p.kind.as_str());
-                insert(h, headers::WORKSPACE_ID, &p.workspace_id);
+                let mut res = Response::new(Full::new(Bytes::new()));
+                let h = res.headers_mut();
+                shared.identity(h, &p);
+                if asker == Asker::Envoy {
+                    // Envoy's HTTP mode keeps client headers the answer does
+                    // not set; name them for removal (never one we set:
+                    // Envoy removes after setting).
+                    let set = shared.headers.set_names(&p);
+                    let mut remove = vec!["authorization".to_owned()];
+                    remove.extend(
+                        req.keys()
+                            .filter(|n| shared.headers.is_identity(n) && !set.contains(n))
+                            .map(|n| n.as_str().to_owned()),
+                    );
+                    remove.dedup();
+                    if let Ok(v) = HeaderValue::from_str(&remove.join(",")) {
+                        h.insert(X_ENVOY_AUTH_HEADERS_TO_REMOVE, v);
+                    }
+                }
+                res
             }
-            Decision::Deny(code) => {
-                *res.status_mut() = status(code);
-                deny_headers(res.headers_mut(), code);
+            Decision::Deny(deny) => {
+                if asker == Asker::Nginx {
+                    // No body: nginx discards it and would reconnect per request.
+                    let mut res = Response::new(Full::new(Bytes::new()));
+                    *res.status_mut() = super::status(deny.code);
+                    shared.deny_headers(res.headers_mut(), deny.code);
+                    res.headers_mut()
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                    return res;
+                }
+                let id = shared.request_id(req);
+                shared.deny_response(deny.code, &id)
             }
         }
-        res.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        res
     }
 }
 
-/// The `Authorization` headers of a request as decision input.
-pub fn credentials(headers: &HeaderMap) -> Credentials<'_> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+/// The original method and path as nginx reports them. ingress-nginx sends
+/// the full URL, a plain nginx config the request URI; when both come they
+/// must agree. Without them the request cannot be judged.
+fn nginx_original(h: &HeaderMap) -> Result<(Method, String), DenyCode> {
+    let method = original_method(h.get(X_ORIGINAL_METHOD))?;
+    let from_url = one(h, &X_ORIGINAL_URL)?
+        .map(|v| v.parse::<Uri>().map_err(|_| DenyCode::AmbiguousPath))
+        .transpose()?
+        .map(|u| u.path().to_owned());
+    let from_uri = one(h, &X_ORIGINAL_URI)?.map(path_of);
+    let path = match (from_url, from_uri) {
+        (Some(a), Some(b)) if a != b => return Err(DenyCode::AmbiguousPath),
+        (Some(a), _) => a,
+        (None, Some(b)) => b,
+        (None, None) => {
+            tracing::warn!(
+                "/auth/nginx without X-Original-URL or X-Original-URI; see deploy/nginx"
+            );
+            return Err(DenyCode::AmbiguousPath);
+        }
+    };
+    Ok((method, path))
+}
+
+/// The original method and path as Traefik reports them.
+fn traefik_original(h: &HeaderMap) -> Result<(Method, String), DenyCode> {
+    let method = original_method(h.get(X_FORWARDED_METHOD))?;
+    let Some(uri) = one(h, &X_FORWARDED_URI)? else {
+        tracing::warn!("/auth/traefik without X-Forwarded-Uri; see deploy/traefik");
+        return Err(DenyCode::AmbiguousPath);
+    };
+    Ok((method, path_of(uri)))
+}
+
+fn original_method(v: Option<&HeaderValue>) -> Result<Method, DenyCode> {
+    v.and_then(|v| Method::from_bytes(v.as_bytes()).ok())
+        .ok_or(DenyCode::AmbiguousPath)
+}
+
+/// The single value of a header; two values are ambiguous.
+fn one<'h>(h: &'h HeaderMap, name: &http::HeaderName) -> Result<Option<&'h str>, DenyCode> {
+    let mut values = h.get_all(name).iter();
     match (values.next(), values.next()) {
-        (None, _) => Credentials::None,
-        (Some(v), None) => Credentials::One(v.as_bytes()),
-        (Some(_), Some(_)) => Credentials::Several,
+        (None, _) => Ok(None),
+        (Some(v), None) => v.to_str().map(Some).map_err(|_| DenyCode::AmbiguousPath),
+        _ => Err(DenyCode::AmbiguousPath),
     }
 }
 
-/// The HTTP status of a deny code.
-pub fn status(code: DenyCode) -> StatusCode {
-    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::FORBIDDEN)
-}
-
-/// `X-Hawzu-Error`, `WWW-Authenticate` and `Retry-After` for a deny.
-pub fn deny_headers(h: &mut HeaderMap, code: DenyCode) {
-    h.insert(headers::ERROR, HeaderValue::from_static(code.as_str()));
-    if let Some(challenge) = code.challenge()
-        && let Ok(v) = HeaderValue::from_str(&challenge)
-    {
-        h.insert(header::WWW_AUTHENTICATE, v);
-    }
-    if code == DenyCode::StoreUnavailable {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-}
-
-fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
-    // Ids are validated to header-safe characters at creation.
-    if let Ok(v) = HeaderValue::from_str(value) {
-        h.insert(name, v);
-    }
+/// `/a/b?x=1` → `/a/b`.
+fn path_of(uri: &str) -> String {
+    uri.split_once('?').map_or(uri, |(p, _)| p).to_owned()
 }

@@ -1,5 +1,152 @@
 //! Front doors: each translates its protocol into request facts, calls
-//! [`crate::decide::decide`], and renders the decision. No policy lives here.
+//! [`crate::decide::decide`], and renders the decision. No policy lives
+//! here; what the doors share is the context below and the way a deny is
+//! rendered over HTTP.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::cache::TokenCache;
+use crate::decide::{Decision, DenyCode, Principal, RequestFacts, decide};
+use crate::headers::{IdentityHeaders, REQUEST_ID};
+use crate::policy::Policy;
+use crate::store::Store;
+use crate::usage::UsageRecorder;
+
+pub mod ext_authz;
 pub mod forward_auth;
-pub(crate) mod http;
+pub mod listener;
+pub mod proxy;
+
+/// What every door needs: the cache over the store, the policy, the header
+/// names, and the last-used recorder.
+#[derive(Debug)]
+pub struct Shared {
+    pub cache: Arc<TokenCache<Store>>,
+    pub policy: Arc<Policy>,
+    pub headers: IdentityHeaders,
+    pub usage: UsageRecorder,
+    request_ids: RequestIds,
+}
+
+impl Shared {
+    pub fn new(
+        cache: Arc<TokenCache<Store>>,
+        policy: Arc<Policy>,
+        headers: IdentityHeaders,
+        usage: UsageRecorder,
+    ) -> Self {
+        Self {
+            cache,
+            policy,
+            headers,
+            usage,
+            request_ids: RequestIds::new(),
+        }
+    }
+
+    /// Decides, and notes the use of an allowed token (off the request path).
+    pub async fn decide<'a>(&self, facts: &RequestFacts<'a>) -> Decision<'a> {
+        let decision = decide(&self.cache, &self.policy, facts).await;
+        if let Decision::Allow(p) = &decision {
+            self.usage.note(p, facts.now);
+        }
+        decision
+    }
+
+    /// The request's id: the client's `X-Request-Id` when it is sane, else a
+    /// new one.
+    pub fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
+        headers
+            .get(REQUEST_ID)
+            .filter(|v| {
+                let b = v.as_bytes();
+                !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+            })
+            .cloned()
+            .unwrap_or_else(|| self.request_ids.next())
+    }
+
+    /// A deny as the JSON answer every door but `/auth/nginx` gives.
+    pub fn deny_response(&self, code: DenyCode, request_id: &HeaderValue) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({
+            "error": code.as_str(),
+            "message": code.message(),
+            "request_id": request_id.to_str().unwrap_or(""),
+        });
+        let mut res = listener::json(status(code), &body);
+        self.deny_headers(res.headers_mut(), code);
+        res.headers_mut().insert(REQUEST_ID, request_id.clone());
+        res
+    }
+
+    /// The deny code header, the challenge and `Retry-After`.
+    pub fn deny_headers(&self, h: &mut HeaderMap, code: DenyCode) {
+        h.insert(
+            self.headers.error.clone(),
+            HeaderValue::from_static(code.as_str()),
+        );
+        if let Some(challenge) = code.challenge() {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        if code == DenyCode::StoreUnavailable {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+    }
+
+    /// Sets the identity headers of an allowed request.
+    pub fn identity(&self, h: &mut HeaderMap, p: &Principal<'_>) {
+        self.headers.insert(h, p);
+    }
+}
+
+/// The HTTP status of a deny code.
+pub fn status(code: DenyCode) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::FORBIDDEN)
+}
+
+/// The `Authorization` headers of a request as decision input.
+pub fn credentials(headers: &HeaderMap) -> crate::decide::Credentials<'_> {
+    use crate::decide::Credentials;
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Credentials::None,
+        (Some(v), None) => Credentials::One(v.as_bytes()),
+        (Some(_), Some(_)) => Credentials::Several,
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter; unique, cheap,
+/// no system call per request.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut buf = [0u8; 10];
+        let prefix = match crate::token::value::fill_base62(&mut buf) {
+            Ok(()) => buf.iter().map(|&b| b as char).collect(),
+            Err(_) => format!("{:x}", std::process::id()),
+        };
+        Self {
+            prefix,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("hg-{}-{n:x}", self.prefix))
+            .unwrap_or_else(|_| HeaderValue::from_static("hg-unknown"))
+    }
+}

@@ -26,7 +26,7 @@ pub const MAX_PAGE: usize = 500;
 pub const DEFAULT_PAGE: usize = 50;
 
 /// The store's own faults. A missing token is not an error (`Ok(None)`).
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     #[error("the token store did not answer within {0:?}")]
     Timeout(std::time::Duration),

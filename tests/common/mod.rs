@@ -154,7 +154,9 @@ impl Drop for RedisServer {
 pub fn test_config(data_dir: &Path, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([
         (config::env_name("data_dir"), data_dir.display().to_string()),
+        (config::env_name("listen.proxy"), "127.0.0.1:0".to_owned()),
         (config::env_name("listen.auth"), "127.0.0.1:0".to_owned()),
+        (config::env_name("listen.grpc"), "127.0.0.1:0".to_owned()),
         (config::env_name("listen.admin"), "127.0.0.1:0".to_owned()),
     ]);
     for (k, v) in extra {
@@ -225,6 +227,10 @@ impl InProcessGate {
 
     pub fn auth(&self) -> Http {
         Http::new(format!("http://{}", self.addrs.auth))
+    }
+
+    pub fn proxy(&self) -> Http {
+        Http::new(format!("http://{}", self.addrs.proxy))
     }
 
     /// Stops accepting, drains, and waits for the gate to finish.
@@ -346,13 +352,26 @@ impl Http {
     }
 }
 
-/// `/auth/nginx` with this token as bearer.
+/// The path `nginx_auth` asks about: readable by any role of workspace `ws_1`.
+pub const WS1_PROJECTS: &str = "/api/v1/workspaces/ws_1/projects";
+
+/// `/auth/nginx` as nginx asks it, for `GET /api/v1/workspaces/ws_1/projects`
+/// with this token.
 pub async fn nginx_auth(gate: &InProcessGate, token: &str) -> Answer {
+    nginx_check(gate, token, "GET", WS1_PROJECTS).await
+}
+
+/// `/auth/nginx` as nginx asks it, for `method path` with this token.
+pub async fn nginx_check(gate: &InProcessGate, token: &str, method: &str, path: &str) -> Answer {
     gate.auth()
         .send(
             Method::GET,
             "/auth/nginx",
-            &[("authorization", &format!("Bearer {token}"))],
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("x-original-method", method),
+                ("x-original-uri", path),
+            ],
             None,
         )
         .await
@@ -396,7 +415,9 @@ pub struct GateProcess {
     child: Option<Child>,
     pub dir: PathBuf,
     pub config: PathBuf,
+    pub proxy: SocketAddr,
     pub auth: SocketAddr,
+    pub grpc: SocketAddr,
     pub admin: SocketAddr,
     pub log: PathBuf,
 }
@@ -404,13 +425,13 @@ pub struct GateProcess {
 impl GateProcess {
     /// Writes a config file into `dir` and starts the gate with it.
     pub fn start(dir: &Path, extra_toml: &str) -> Self {
-        let auth = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let [proxy, auth, grpc, admin] =
+            [(); 4].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port())));
         let config = dir.join("hawzu-gate.toml");
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n{extra_toml}\n[listen]\nauth = \"{auth}\"\nadmin = \"{admin}\"\n",
+                "data_dir = \"{}\"\n{extra_toml}\n[listen]\nproxy = \"{proxy}\"\nauth = \"{auth}\"\ngrpc = \"{grpc}\"\nadmin = \"{admin}\"\n",
                 dir.join("data").display()
             ),
         )
@@ -429,7 +450,9 @@ impl GateProcess {
             child: Some(child),
             dir: dir.to_owned(),
             config,
+            proxy,
             auth,
+            grpc,
             admin,
             log,
         };

@@ -1,0 +1,162 @@
+//! Envoy ext_authz gRPC door (`listen.grpc`):
+//! `envoy.service.auth.v3.Authorization/Check`, spoken by Envoy, Envoy
+//! Gateway `SecurityPolicy` extAuth, Istio `CUSTOM` authorization and
+//! Contour.
+//!
+//! Allow → `OkHttpResponse`: the identity headers in `headers`, overwriting;
+//! in `headers_to_remove`, `authorization` and every identity-prefixed
+//! header the client sent that the answer does not set (Envoy removes after
+//! setting, so a header both set and removed would reach the upstream
+//! nowhere). Deny → `DeniedHttpResponse` with the status, the challenge, the
+//! deny code header and the JSON body. The door translates; `decide` decides.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
+    HttpStatusCode,
+};
+use envoy_types::ext_authz::v3::{
+    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
+};
+use http::{HeaderName, HeaderValue, Method};
+use jiff::Timestamp;
+
+use super::Shared;
+use crate::decide::{Credentials, Decision, DenyCode, RequestFacts};
+use crate::headers::REQUEST_ID;
+
+/// The gRPC door.
+#[derive(Debug, Clone)]
+pub struct ExtAuthz {
+    shared: Arc<Shared>,
+}
+
+impl ExtAuthz {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The tonic service to serve on `listen.grpc`.
+    pub fn service(self) -> AuthorizationServer<Self> {
+        AuthorizationServer::new(self)
+    }
+
+    /// Answers one check; also used by tests without a socket.
+    pub async fn answer(&self, req: &CheckRequest) -> CheckResponse {
+        let http = req
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let Some(http) = http else {
+            return self.denied(DenyCode::AmbiguousPath, None);
+        };
+        let Ok(method) = Method::from_bytes(http.method.as_bytes()) else {
+            return self.denied(DenyCode::AmbiguousPath, None);
+        };
+        // `path` is the request target as received: path and query, undecoded.
+        let path = http
+            .path
+            .split_once('?')
+            .map_or(http.path.as_str(), |(p, _)| p);
+        // Envoy joins repeated headers with ","; a joined Authorization is
+        // not one bearer token and is refused as malformed.
+        let credentials = match http.headers.get("authorization") {
+            None => Credentials::None,
+            Some(v) => Credentials::One(v.as_bytes()),
+        };
+        let facts = RequestFacts {
+            method: &method,
+            path,
+            credentials,
+            now: Timestamp::now(),
+        };
+        let request_id = http.headers.get("x-request-id").map(String::as_str);
+        match self.shared.decide(&facts).await {
+            Decision::Allow(p) => {
+                let headers = &self.shared.headers;
+                let mut ok = OkHttpResponseBuilder::new();
+                let set = headers.set_names(&p);
+                for (name, value) in headers.values(&p) {
+                    ok.add_header(
+                        name.as_str(),
+                        value.to_str().unwrap_or_default(),
+                        Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                        false,
+                    );
+                }
+                ok.remove_header("authorization");
+                for name in http.headers.keys() {
+                    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                        continue;
+                    };
+                    if headers.is_identity(&name) && !set.contains(&&name) {
+                        ok.remove_header(name.as_str());
+                    }
+                }
+                let mut res = CheckResponse::with_status(tonic::Status::ok("allowed"));
+                res.set_http_response(ok);
+                res
+            }
+            Decision::Deny(d) => self.denied(d.code, request_id),
+        }
+    }
+
+    fn denied(&self, code: DenyCode, request_id: Option<&str>) -> CheckResponse {
+        let mut denied = DeniedHttpResponseBuilder::new();
+        let status =
+            HttpStatusCode::try_from(i32::from(code.status())).unwrap_or(HttpStatusCode::Forbidden);
+        denied.set_http_status(status);
+        let mut h = http::HeaderMap::new();
+        self.shared.deny_headers(&mut h, code);
+        for (name, value) in &h {
+            denied.add_header(
+                name.as_str(),
+                value.to_str().unwrap_or_default(),
+                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                false,
+            );
+        }
+        denied.add_header(
+            "content-type",
+            "application/json",
+            Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+            false,
+        );
+        let id = request_id
+            .and_then(|v| HeaderValue::from_str(v).ok())
+            .unwrap_or_else(|| self.shared.request_id(&http::HeaderMap::new()));
+        denied.add_header(
+            REQUEST_ID.as_str(),
+            id.to_str().unwrap_or_default(),
+            None,
+            false,
+        );
+        let body = serde_json::json!({
+            "error": code.as_str(),
+            "message": code.message(),
+            "request_id": id.to_str().unwrap_or(""),
+        });
+        denied.set_body(body.to_string());
+        let grpc = match code.status() {
+            401 => tonic::Status::unauthenticated(code.as_str()),
+            503 => tonic::Status::unavailable(code.as_str()),
+            400 => tonic::Status::invalid_argument(code.as_str()),
+            _ => tonic::Status::permission_denied(code.as_str()),
+        };
+        let mut res = CheckResponse::with_status(grpc);
+        res.set_http_response(denied);
+        res
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(self.answer(request.get_ref()).await))
+    }
+}

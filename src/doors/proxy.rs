@@ -1,0 +1,268 @@
+//! Reverse-proxy door (`listen.proxy`): decides, then forwards allowed
+//! requests to `upstream.url` over pooled connections, streaming bodies both
+//! ways (never buffering them).
+//!
+//! On the way up it removes hop-by-hop headers, every header with the
+//! identity prefix the client sent, and `Authorization` (unless
+//! `proxy.forward_authorization`); it sets the identity headers and
+//! `X-Request-Id`, and appends `X-Forwarded-For/-Proto/-Host`. The path is
+//! forwarded exactly as received — the one `decide` judged. Upstream faults
+//! answer 502 (cannot connect, broken) or 504 (no answer in time) with the
+//! JSON error body.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use jiff::Timestamp;
+use thiserror::Error;
+
+use super::listener::{Conn, json};
+use super::{Shared, credentials};
+use crate::decide::{Decision, RequestFacts};
+use crate::headers::{
+    REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, strip_hop_by_hop,
+};
+
+/// Answers of the proxy: the upstream's streamed body, or the gate's own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// How the proxy reaches the upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamOptions {
+    /// `http://host:port` or `https://host:port`, no path.
+    pub url: Uri,
+    /// Extra CA for an `https` upstream with a private certificate.
+    pub ca_file: Option<std::path::PathBuf>,
+    pub connect_timeout: Duration,
+    /// Longest wait for the upstream's response headers.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Speak HTTP/2 to the upstream (prior knowledge on http, ALPN on https).
+    pub http2: bool,
+    /// Forward the client's `Authorization` header.
+    pub forward_authorization: bool,
+}
+
+/// An upstream setting that cannot be used.
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    #[error("`{0}` is not an http:// or https:// URL with a host and no path")]
+    Url(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// The reverse-proxy door.
+#[derive(Debug)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    scheme: Scheme,
+    authority: Authority,
+    response_timeout: Duration,
+    forward_authorization: bool,
+    http2: bool,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>, up: &UpstreamOptions) -> Result<Arc<Self>, UpstreamError> {
+        let bad = || UpstreamError::Url(up.url.to_string());
+        let scheme = up.url.scheme().cloned().ok_or_else(bad)?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(bad());
+        }
+        let authority = up.url.authority().cloned().ok_or_else(bad)?;
+        if !matches!(up.url.path(), "" | "/") || up.url.query().is_some() {
+            return Err(bad());
+        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(up.connect_timeout));
+        let tls = crate::tls::client_config(up.ca_file.as_deref())?;
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = if up.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(up.pool_idle_timeout)
+            .pool_max_idle_per_host(up.pool_max_idle_per_host)
+            .http2_only(up.http2)
+            .build(connector);
+        Ok(Arc::new(Self {
+            shared,
+            client,
+            scheme,
+            authority,
+            response_timeout: up.response_timeout,
+            forward_authorization: up.forward_authorization,
+            http2: up.http2,
+        }))
+    }
+
+    /// Serves one request of the proxy listener.
+    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+        let shared = &self.shared;
+        let (mut parts, body) = req.into_parts();
+        let request_id = shared.request_id(&parts.headers);
+        let uri = std::mem::take(&mut parts.uri);
+
+        let identity = {
+            let facts = RequestFacts {
+                method: &parts.method,
+                path: uri.path(),
+                credentials: credentials(&parts.headers),
+                now: Timestamp::now(),
+            };
+            match shared.decide(&facts).await {
+                Decision::Allow(p) => shared.headers.values(&p),
+                Decision::Deny(d) => {
+                    return shared.deny_response(d.code, &request_id).map(Either::Right);
+                }
+            }
+        };
+
+        // The request as the upstream sees it.
+        let h = &mut parts.headers;
+        if !h.contains_key(header::HOST)
+            && let Some(a) = uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            // HTTP/2 clients send `:authority` instead of Host.
+            h.insert(header::HOST, v);
+        }
+        strip_hop_by_hop(h);
+        shared.headers.strip(h);
+        if !self.forward_authorization {
+            h.remove(header::AUTHORIZATION);
+        }
+        for (name, value) in identity {
+            h.insert(name.clone(), value);
+        }
+        h.insert(REQUEST_ID, request_id.clone());
+        forwarded(h, conn.peer, conn.tls);
+
+        let path_and_query = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = match Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+        {
+            Ok(u) => u,
+            Err(_) => {
+                return self.fault(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "The request could not be forwarded.",
+                    &request_id,
+                );
+            }
+        };
+        parts.version = if self.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+
+        let upstream = Request::from_parts(parts, body);
+        match tokio::time::timeout(self.response_timeout, self.client.request(upstream)).await {
+            Ok(Ok(mut res)) => {
+                strip_hop_by_hop(res.headers_mut());
+                res.headers_mut().entry(REQUEST_ID).or_insert(request_id);
+                res.map(Either::Left)
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                tracing::warn!(error = %e, "upstream unreachable");
+                self.fault(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "The API behind the gate cannot be reached.",
+                    &request_id,
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "upstream request failed");
+                self.fault(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "The API behind the gate failed to answer.",
+                    &request_id,
+                )
+            }
+            Err(_) => self.fault(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "The API behind the gate did not answer in time.",
+                &request_id,
+            ),
+        }
+    }
+
+    fn fault(
+        &self,
+        status: StatusCode,
+        code: &'static str,
+        message: &str,
+        id: &HeaderValue,
+    ) -> Response<ProxyBody> {
+        let mut res = json(
+            status,
+            &serde_json::json!({ "error": code, "message": message, "request_id": id.to_str().unwrap_or("") }),
+        );
+        res.headers_mut().insert(
+            self.shared.headers.error.clone(),
+            HeaderValue::from_static(code),
+        );
+        res.headers_mut().insert(REQUEST_ID, id.clone());
+        res.map(Either::Right)
+    }
+}
+
+/// Appends this hop to `X-Forwarded-For`, `-Proto` and `-Host`.
+fn forwarded(h: &mut HeaderMap, peer: SocketAddr, tls: bool) {
+    let host = h.get(header::HOST).cloned();
+    append(h, X_FORWARDED_FOR, &peer.ip().to_string());
+    append(h, X_FORWARDED_PROTO, if tls { "https" } else { "http" });
+    if let Some(host) = host.as_ref().and_then(|v| v.to_str().ok()) {
+        append(h, X_FORWARDED_HOST, host);
+    }
+}
+
+fn append(h: &mut HeaderMap, name: http::HeaderName, value: &str) {
+    let joined = {
+        let existing: Vec<&str> = h
+            .get_all(&name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if existing.is_empty() {
+            value.to_owned()
+        } else {
+            format!("{}, {value}", existing.join(", "))
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        h.insert(name, v);
+    }
+}

@@ -1,0 +1,445 @@
+//! Route rules and path handling.
+//!
+//! A rule is methods + a path template + the permission it needs. Rules are
+//! ordered and the first whose method and template match wins; no match is a
+//! deny (`no_matching_rule`), which is how tokens get no UI access.
+//!
+//! Paths are read exactly one way or refused: [`normalize`] turns the raw
+//! request path into decoded segments and refuses anything a server behind
+//! the gate could read differently (dot segments, encoded `/` `\` `.` or NUL,
+//! `//`, a trailing `/`, `;` parameters, double encoding, bad
+//! percent-encoding, invalid UTF-8). Nothing here does I/O.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::Method;
+use thiserror::Error;
+
+use super::roles::{Permission, PermissionError};
+use crate::token::record::valid_id;
+
+// === paths ===
+
+/// Why a path was refused as ambiguous. The variants name the shape, for
+/// logs and `explain`; every one is the deny code `ambiguous_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum AmbiguousPath {
+    #[error("the path does not start with `/`")]
+    NotAbsolute,
+    #[error("the path has an empty segment (`//` or a trailing `/`)")]
+    EmptySegment,
+    #[error("the path has a `.` or `..` segment")]
+    DotSegment,
+    #[error("the path has an encoded `/`, `\\`, `.` or NUL")]
+    EncodedSeparator,
+    #[error("the path has a backslash, NUL, control character or `;`")]
+    ForbiddenCharacter,
+    #[error("the path has a `%` not followed by two hex digits")]
+    BadPercentEncoding,
+    #[error("the path is percent-encoded twice")]
+    DoubleEncoding,
+    #[error("the path does not decode to UTF-8")]
+    NotUtf8,
+    #[error("the path has more than {MAX_SEGMENTS} segments")]
+    TooLong,
+}
+
+/// Most segments a path may have.
+pub const MAX_SEGMENTS: usize = 64;
+
+/// A path read exactly one way: its decoded segments (borrowed from the raw
+/// path when nothing needed decoding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath<'a> {
+    segments: Vec<Cow<'a, str>>,
+}
+
+impl<'a> NormalPath<'a> {
+    pub fn segments(&self) -> &[Cow<'a, str>] {
+        &self.segments
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Reads a raw request path (no query) into segments, or refuses it.
+pub fn normalize(raw: &str) -> Result<NormalPath<'_>, AmbiguousPath> {
+    let rest = raw.strip_prefix('/').ok_or(AmbiguousPath::NotAbsolute)?;
+    if rest.is_empty() {
+        return Ok(NormalPath {
+            segments: Vec::new(),
+        });
+    }
+    let mut segments = Vec::with_capacity(12);
+    for seg in rest.split('/') {
+        if segments.len() == MAX_SEGMENTS {
+            return Err(AmbiguousPath::TooLong);
+        }
+        segments.push(segment(seg)?);
+    }
+    Ok(NormalPath { segments })
+}
+
+fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
+    if seg.is_empty() {
+        return Err(AmbiguousPath::EmptySegment);
+    }
+    if seg == "." || seg == ".." {
+        return Err(AmbiguousPath::DotSegment);
+    }
+    let bytes = seg.as_bytes();
+    if bytes
+        .iter()
+        .any(|&b| b == b'\\' || b == b';' || b < 0x20 || b == 0x7f)
+    {
+        return Err(AmbiguousPath::ForbiddenCharacter);
+    }
+    if !bytes.contains(&b'%') {
+        return Ok(Cow::Borrowed(seg));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
+            return Err(AmbiguousPath::BadPercentEncoding);
+        };
+        let (Some(h), Some(l)) = (hex(h), hex(l)) else {
+            return Err(AmbiguousPath::BadPercentEncoding);
+        };
+        let b = h * 16 + l;
+        match b {
+            b'/' | b'\\' | b'.' | 0 => return Err(AmbiguousPath::EncodedSeparator),
+            b';' => return Err(AmbiguousPath::ForbiddenCharacter),
+            _ if b < 0x20 || b == 0x7f => return Err(AmbiguousPath::ForbiddenCharacter),
+            _ => out.push(b),
+        }
+        i += 3;
+    }
+    // A decoded `%xx` would be decoded again by a server that decodes twice.
+    if out
+        .windows(3)
+        .any(|w| w[0] == b'%' && hex(w[1]).is_some() && hex(w[2]).is_some())
+    {
+        return Err(AmbiguousPath::DoubleEncoding);
+    }
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| AmbiguousPath::NotUtf8)
+}
+
+// === methods ===
+
+/// The methods rules may name, in bit order.
+const METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// A set of HTTP methods.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct MethodSet(u8);
+
+impl MethodSet {
+    pub fn parse<'s>(names: impl IntoIterator<Item = &'s str>) -> Result<Self, RuleError> {
+        let mut set = 0u8;
+        for name in names {
+            let i = METHODS
+                .iter()
+                .position(|m| m.as_str() == name)
+                .ok_or_else(|| RuleError::Method(name.to_owned()))?;
+            set |= 1 << i;
+        }
+        if set == 0 {
+            return Err(RuleError::NoMethod);
+        }
+        Ok(Self(set))
+    }
+
+    pub fn contains(self, method: &Method) -> bool {
+        METHODS
+            .iter()
+            .position(|m| m == method)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+impl fmt::Debug for MethodSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = METHODS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.0 & (1 << i) != 0)
+            .map(|(_, m)| m.as_str())
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+// === templates ===
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Literal(Box<str>),
+    Workspace,
+    Project,
+    /// `*`: exactly one segment.
+    One,
+    /// `**`: zero or more segments; last only.
+    Rest,
+}
+
+/// A path template: literal segments, `{workspace}`, `{project}`, `*`, `**`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Template {
+    text: Box<str>,
+    segs: Box<[Seg]>,
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A rule that cannot be used. Messages say what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RuleError {
+    #[error("template `{0}` must start with `/` and have no empty segments")]
+    Shape(String),
+    #[error("template `{0}`: `**` may only be the last segment")]
+    RestNotLast(String),
+    #[error("template `{0}`: `{1}` is captured twice")]
+    Twice(String, &'static str),
+    #[error(
+        "template `{0}`: `{1}` is not a segment; use literals, {{workspace}}, {{project}}, * or **"
+    )]
+    Segment(String, String),
+    #[error("`{0}` is not a method; use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")]
+    Method(String),
+    #[error("a rule needs at least one method")]
+    NoMethod,
+    #[error("permission: {0}")]
+    Permission(#[from] PermissionError),
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Self, RuleError> {
+        let shape = || RuleError::Shape(text.to_owned());
+        let rest = text.strip_prefix('/').ok_or_else(shape)?;
+        let mut segs = Vec::new();
+        if !rest.is_empty() {
+            for s in rest.split('/') {
+                let seg = match s {
+                    "" => return Err(shape()),
+                    "{workspace}" => Seg::Workspace,
+                    "{project}" => Seg::Project,
+                    "*" => Seg::One,
+                    "**" => Seg::Rest,
+                    lit => {
+                        // A literal must itself be a normal segment.
+                        let ok = !lit.contains(['{', '}', '*', '%'])
+                            && segment(lit).is_ok_and(|c| matches!(c, Cow::Borrowed(_)));
+                        if !ok {
+                            return Err(RuleError::Segment(text.to_owned(), lit.to_owned()));
+                        }
+                        Seg::Literal(lit.into())
+                    }
+                };
+                if matches!(segs.last(), Some(Seg::Rest)) {
+                    return Err(RuleError::RestNotLast(text.to_owned()));
+                }
+                for (kind, name) in [(Seg::Workspace, "{workspace}"), (Seg::Project, "{project}")] {
+                    if seg == kind && segs.contains(&kind) {
+                        return Err(RuleError::Twice(text.to_owned(), name));
+                    }
+                }
+                segs.push(seg);
+            }
+        }
+        Ok(Self {
+            text: text.into(),
+            segs: segs.into(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Matches decoded segments; returns the captures. A capture must be an
+    /// id (`A-Z a-z 0-9 _ -`, as ids are validated at creation), so it was
+    /// never percent-decoded and borrows from the raw path.
+    fn capture<'p>(&self, path: &[Cow<'p, str>]) -> Option<Captures<'p>> {
+        let id = |seg: &Cow<'p, str>| match seg {
+            Cow::Borrowed(s) if valid_id(s) => Some(*s),
+            _ => None,
+        };
+        let mut caps = Captures::default();
+        let mut i = 0;
+        for seg in self.segs.iter() {
+            match seg {
+                Seg::Rest => return Some(caps),
+                _ if i == path.len() => return None,
+                Seg::Literal(l) if **l == *path[i] => {}
+                Seg::Literal(_) => return None,
+                Seg::Workspace => caps.workspace = Some(id(&path[i])?),
+                Seg::Project => caps.project = Some(id(&path[i])?),
+                Seg::One => {}
+            }
+            i += 1;
+        }
+        (i == path.len()).then_some(caps)
+    }
+}
+
+/// What a template captured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Captures<'p> {
+    pub workspace: Option<&'p str>,
+    pub project: Option<&'p str>,
+}
+
+// === rules ===
+
+/// One route rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub methods: MethodSet,
+    pub template: Template,
+    pub permission: Permission,
+    /// Where the rule came from (`policy.rules[2]`, `default`), for explain.
+    pub origin: String,
+}
+
+/// The first rule that matched, with its captures.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'r, 'p> {
+    pub rule: &'r Rule,
+    pub captures: Captures<'p>,
+}
+
+/// An ordered rule list; the first match wins.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+/// Resources of the built-in `…/projects/{project}/<R>/**` rules.
+const PROJECT_RESOURCES: [&str; 6] = [
+    "testcases",
+    "testplans",
+    "executions",
+    "defects",
+    "requirements",
+    "reports",
+];
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self { rules }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The built-in rules for the Hawzu REST API (docs/design.md).
+    pub fn defaults() -> Self {
+        let ws = "/api/v1/workspaces/{workspace}";
+        let own = |s: &str| s.to_owned();
+        // template, GET/HEAD, POST/PUT/PATCH, DELETE
+        let mut rows: Vec<(String, String, String, Option<String>)> = vec![
+            (own(ws), own("workspace:read"), own("workspace:write"), None),
+            (
+                format!("{ws}/projects"),
+                own("projects:read"),
+                own("projects:write"),
+                None,
+            ),
+            (
+                format!("{ws}/projects/{{project}}"),
+                own("projects:read"),
+                own("projects:write"),
+                Some(own("projects:delete")),
+            ),
+        ];
+        for r in PROJECT_RESOURCES {
+            rows.push((
+                format!("{ws}/projects/{{project}}/{r}/**"),
+                format!("{r}:read"),
+                format!("{r}:write"),
+                Some(format!("{r}:delete")),
+            ));
+        }
+        for (r, read) in [("members", "members:read"), ("settings", "settings:read")] {
+            let manage = format!("{r}:manage");
+            rows.push((
+                format!("{ws}/{r}/**"),
+                own(read),
+                manage.clone(),
+                Some(manage),
+            ));
+        }
+
+        let mut rules = Vec::new();
+        for (template, read, write, delete) in rows {
+            let groups: [(&[&str], Option<&String>); 3] = [
+                (&["GET", "HEAD"], Some(&read)),
+                (&["POST", "PUT", "PATCH"], Some(&write)),
+                (&["DELETE"], delete.as_ref()),
+            ];
+            for (methods, perm) in groups {
+                let Some(perm) = perm else { continue };
+                // The built-in table is fixed and valid (checked by this
+                // module's tests), so nothing is dropped here.
+                if let (Ok(methods), Ok(template), Ok(permission)) = (
+                    MethodSet::parse(methods.iter().copied()),
+                    Template::parse(&template),
+                    Permission::parse(perm),
+                ) {
+                    rules.push(Rule {
+                        methods,
+                        template,
+                        permission,
+                        origin: "default".into(),
+                    });
+                }
+            }
+        }
+        Self { rules }
+    }
+
+    /// The first rule matching `method` and the decoded `path`.
+    pub fn find<'r, 'p>(
+        &'r self,
+        method: &Method,
+        path: &NormalPath<'p>,
+    ) -> Option<Matched<'r, 'p>> {
+        let segs = path.segments();
+        self.rules.iter().find_map(|rule| {
+            if !rule.methods.contains(method) {
+                return None;
+            }
+            rule.template
+                .capture(segs)
+                .map(|captures| Matched { rule, captures })
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

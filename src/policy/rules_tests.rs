@@ -1,0 +1,300 @@
+use super::*;
+use proptest::prelude::*;
+
+fn segs(raw: &str) -> Vec<String> {
+    normalize(raw)
+        .unwrap()
+        .segments()
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn find(
+    rules: &RuleSet,
+    method: Method,
+    raw: &str,
+) -> Option<(String, Option<String>, Option<String>)> {
+    let path = normalize(raw).unwrap();
+    rules.find(&method, &path).map(|m| {
+        (
+            m.rule.permission.to_string(),
+            m.captures.workspace.map(str::to_owned),
+            m.captures.project.map(str::to_owned),
+        )
+    })
+}
+
+#[test]
+fn plain_and_encoded_paths_decode_once() {
+    assert_eq!(segs("/"), Vec::<String>::new());
+    assert_eq!(
+        segs("/api/v1/workspaces/ws_1"),
+        ["api", "v1", "workspaces", "ws_1"]
+    );
+    assert_eq!(segs("/a/b%20c/%41"), ["a", "b c", "A"]);
+    assert_eq!(segs("/a/caf%C3%A9"), ["a", "café"]);
+}
+
+#[test]
+fn ambiguous_paths_are_refused() {
+    use AmbiguousPath::*;
+    let cases = [
+        ("api", NotAbsolute),
+        ("", NotAbsolute),
+        ("/a//b", EmptySegment),
+        ("//a", EmptySegment),
+        ("/a/", EmptySegment),
+        ("/a/./b", DotSegment),
+        ("/a/../b", DotSegment),
+        ("/a/..", DotSegment),
+        ("/a/%2e%2e/b", EncodedSeparator),
+        ("/a/%2E/b", EncodedSeparator),
+        ("/a/.%2e/b", EncodedSeparator),
+        ("/a%2fb", EncodedSeparator),
+        ("/a%2Fb", EncodedSeparator),
+        ("/a%5cb", EncodedSeparator),
+        ("/a%00b", EncodedSeparator),
+        ("/a\\b", ForbiddenCharacter),
+        ("/a\0b", ForbiddenCharacter),
+        ("/a;x=1/b", ForbiddenCharacter),
+        ("/a%3bx", ForbiddenCharacter),
+        ("/a%0d%0ab", ForbiddenCharacter),
+        ("/a%", BadPercentEncoding),
+        ("/a%2", BadPercentEncoding),
+        ("/a%zz", BadPercentEncoding),
+        ("/a%252e", DoubleEncoding),
+        ("/a%252f", DoubleEncoding),
+        ("/a%c0%ae", NotUtf8),
+        ("/a%ff", NotUtf8),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(normalize(raw), Err(want), "{raw:?}");
+    }
+    assert_eq!(normalize(&"/a".repeat(MAX_SEGMENTS + 1)), Err(TooLong));
+}
+
+#[test]
+fn default_rules_follow_the_design_table() {
+    let r = RuleSet::defaults();
+    let ws = "/api/v1/workspaces/ws_1";
+    let cases = [
+        (Method::GET, ws.to_owned(), Some("workspace:read")),
+        (Method::HEAD, ws.to_owned(), Some("workspace:read")),
+        (Method::PATCH, ws.to_owned(), Some("workspace:write")),
+        (Method::DELETE, ws.to_owned(), None),
+        (Method::GET, format!("{ws}/projects"), Some("projects:read")),
+        (
+            Method::POST,
+            format!("{ws}/projects"),
+            Some("projects:write"),
+        ),
+        (
+            Method::DELETE,
+            format!("{ws}/projects/p1"),
+            Some("projects:delete"),
+        ),
+        (
+            Method::GET,
+            format!("{ws}/projects/p1/testcases"),
+            Some("testcases:read"),
+        ),
+        (
+            Method::GET,
+            format!("{ws}/projects/p1/testcases/tc_9/steps"),
+            Some("testcases:read"),
+        ),
+        (
+            Method::POST,
+            format!("{ws}/projects/p1/executions/run"),
+            Some("executions:write"),
+        ),
+        (
+            Method::PUT,
+            format!("{ws}/projects/p1/defects/d1"),
+            Some("defects:write"),
+        ),
+        (
+            Method::DELETE,
+            format!("{ws}/projects/p1/requirements/r1"),
+            Some("requirements:delete"),
+        ),
+        (
+            Method::GET,
+            format!("{ws}/projects/p1/reports"),
+            Some("reports:read"),
+        ),
+        (Method::GET, format!("{ws}/members"), Some("members:read")),
+        (
+            Method::POST,
+            format!("{ws}/members/u1"),
+            Some("members:manage"),
+        ),
+        (
+            Method::DELETE,
+            format!("{ws}/settings/sso"),
+            Some("settings:manage"),
+        ),
+        (Method::GET, format!("{ws}/projects/p1/unknown"), None),
+        (Method::OPTIONS, format!("{ws}/projects"), None),
+        (Method::GET, "/".into(), None),
+        (Method::GET, "/login".into(), None),
+        (Method::GET, "/settings/access-tokens".into(), None),
+        (Method::GET, "/API/v1/workspaces/ws_1".into(), None),
+    ];
+    for (m, path, want) in cases {
+        let got = find(&r, m.clone(), &path).map(|(p, _, _)| p);
+        assert_eq!(got.as_deref(), want, "{m} {path}");
+    }
+    let (_, ws_cap, p_cap) =
+        find(&r, Method::GET, &format!("{ws}/projects/p1/testcases/x")).unwrap();
+    assert_eq!(ws_cap.as_deref(), Some("ws_1"));
+    assert_eq!(p_cap.as_deref(), Some("p1"));
+    // 3 + 6 resources × 3 + members and settings × 3 + 2 for the first two rows
+    assert_eq!(r.rules().len(), 2 + 2 + 3 + 6 * 3 + 2 * 3);
+}
+
+#[test]
+fn first_match_wins() {
+    let rule = |t: &str, p: &str, origin: &str| Rule {
+        methods: MethodSet::parse(["GET"]).unwrap(),
+        template: Template::parse(t).unwrap(),
+        permission: Permission::parse(p).unwrap(),
+        origin: origin.into(),
+    };
+    let rules = RuleSet::new(vec![
+        rule(
+            "/api/v1/workspaces/{workspace}/projects/{project}/executions/**",
+            "executions:read",
+            "custom",
+        ),
+        rule(
+            "/api/v1/workspaces/{workspace}/projects/{project}/*/**",
+            "reports:read",
+            "catch-all",
+        ),
+    ]);
+    let path = normalize("/api/v1/workspaces/w/projects/p/executions/1").unwrap();
+    assert_eq!(
+        rules.find(&Method::GET, &path).unwrap().rule.origin,
+        "custom"
+    );
+    let path = normalize("/api/v1/workspaces/w/projects/p/defects").unwrap();
+    assert_eq!(
+        rules.find(&Method::GET, &path).unwrap().rule.origin,
+        "catch-all"
+    );
+    // `**` matches zero segments; `*` exactly one.
+    let path = normalize("/api/v1/workspaces/w/projects/p/executions").unwrap();
+    assert_eq!(
+        rules.find(&Method::GET, &path).unwrap().rule.origin,
+        "custom"
+    );
+    let path = normalize("/api/v1/workspaces/w/projects/p").unwrap();
+    assert!(rules.find(&Method::GET, &path).is_none());
+}
+
+#[test]
+fn bad_templates_and_methods_are_refused() {
+    for t in [
+        "api",
+        "/a//b",
+        "/a/**/b",
+        "/{workspace}/{workspace}",
+        "/{team}",
+        "/a*",
+        "/a%2f",
+        "/./a",
+        "/a;b",
+    ] {
+        assert!(Template::parse(t).is_err(), "{t}");
+    }
+    assert!(Template::parse("/").is_ok());
+    assert!(matches!(
+        MethodSet::parse(["get"]),
+        Err(RuleError::Method(_))
+    ));
+    assert!(matches!(MethodSet::parse([]), Err(RuleError::NoMethod)));
+}
+
+/// Another server's reading of a path, as lenient as the common ones:
+/// decode everything (repeatedly), treat `\` as `/`, drop `;params`, skip
+/// empty segments and resolve dot segments.
+fn lenient_reading(raw: &str) -> Option<Vec<String>> {
+    let mut bytes = raw.as_bytes().to_vec();
+    for _ in 0..3 {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).and_then(|&b| hex(b)),
+                    bytes.get(i + 2).and_then(|&b| hex(b)),
+                )
+            {
+                out.push(h * 16 + l);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        bytes = out;
+    }
+    let text = String::from_utf8(bytes).ok()?.replace('\\', "/");
+    let mut segs: Vec<String> = Vec::new();
+    for s in text.split('/') {
+        let s = s.split(';').next().unwrap_or("");
+        match s {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s.to_owned()),
+        }
+    }
+    Some(segs)
+}
+
+fn path_strategy() -> impl Strategy<Value = String> {
+    let atoms = prop::sample::select(vec![
+        "a", "b", "api", ".", "..", "/", "//", "%2e", "%2E", "%2f", "%5c", "%00", "%25", "%41",
+        "%", "%zz", "\\", ";", "x=1", "%c0%ae", "%C3%A9", "é", "~", "-", "_",
+    ]);
+    prop::collection::vec(atoms, 0..12).prop_map(|parts| format!("/{}", parts.concat()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn no_accepted_path_is_read_two_ways(raw in path_strategy()) {
+        if let Ok(ours) = normalize(&raw) {
+            let ours: Vec<String> = ours.segments().iter().map(|s| s.to_string()).collect();
+            prop_assert_eq!(Some(ours.clone()), lenient_reading(&raw), "raw {:?}", raw);
+            for s in &ours {
+                prop_assert!(s != "." && s != ".." && !s.contains(['/', '\\', ';', '\0']));
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_paths_never_panic(raw in "\\PC{0,80}") {
+        let _ = normalize(&raw);
+        let _ = Template::parse(&raw);
+    }
+
+    #[test]
+    fn default_rules_never_capture_an_unnormal_segment(raw in path_strategy()) {
+        if let Ok(path) = normalize(&raw) {
+            let rules = RuleSet::defaults();
+            for m in [Method::GET, Method::POST, Method::DELETE] {
+                if let Some(found) = rules.find(&m, &path) {
+                    for c in [found.captures.workspace, found.captures.project].into_iter().flatten() {
+                        prop_assert!(!c.is_empty() && !c.contains('/'));
+                    }
+                }
+            }
+        }
+    }
+}
