@@ -570,15 +570,30 @@ async fn listing_filters_and_pages_through_the_api() {
         let v = gate.admin().get(&q).await.json();
         for t in v["tokens"].as_array().unwrap() {
             assert_eq!(t["scope"]["type"], "workspace");
-            seen.push(t["id"].as_str().unwrap().to_owned());
+            seen.push((
+                t["created_at"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<Timestamp>()
+                    .unwrap(),
+                t["id"].as_str().unwrap().to_owned(),
+            ));
         }
         match v["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
         }
     }
-    ids.reverse();
-    assert_eq!(seen, ids, "newest first, each once");
+    // Newest first (tokens made in the same millisecond tie-break by id),
+    // each exactly once.
+    assert!(
+        seen.windows(2).all(|w| w[0].0 >= w[1].0),
+        "newest first: {seen:?}"
+    );
+    let mut got: Vec<String> = seen.into_iter().map(|(_, id)| id).collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
     let v = gate
         .admin()
         .get("/admin/v1/tokens?workspace=ws_list&state=disabled")

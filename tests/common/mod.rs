@@ -490,6 +490,25 @@ impl GateProcess {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// The gate's resident set: (current, peak) in KiB, from /proc.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -525,5 +544,332 @@ impl CliRun {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+// === a test upstream ===
+
+/// A small HTTP/1.1 + h2c upstream for proxy tests. Every request is
+/// counted. By query: `slow_ms=N` answers after N ms; `download=N` streams
+/// N bytes; `upload` counts the request body's bytes; otherwise it echoes the
+/// request (method, uri, version, headers) as JSON.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub requests: std::sync::Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestUpstream {
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The same upstream over TLS with this server configuration.
+    pub async fn start_tls(config: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(AtomicU64::new(0));
+        let count = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let count = count.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        upstream_answer(req)
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+type UpBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+async fn upstream_answer(
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<UpBody>, std::convert::Infallible> {
+    use http_body_util::StreamBody;
+    let query: BTreeMap<String, String> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    if let Some(ms) = query.get("slow_ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(n) = query.get("download").and_then(|v| v.parse::<u64>().ok()) {
+        // Streams `n` bytes in 64 KiB chunks, made as they are sent.
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let stream = futures_util::stream::unfold(n, move |left| {
+            let chunk = chunk.clone();
+            async move {
+                if left == 0 {
+                    return None;
+                }
+                let take = left.min(chunk.len() as u64);
+                let frame = hyper::body::Frame::data(chunk.slice(..take as usize));
+                Some((Ok::<_, std::io::Error>(frame), left - take))
+            }
+        });
+        let body = BodyExt::boxed(StreamBody::new(stream));
+        return Ok(http::Response::new(body));
+    }
+    if query.contains_key("upload") {
+        let mut body = req.into_body();
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.map(|f| f.into_data()) {
+                total += data.map(|d| d.len() as u64).unwrap_or(0);
+            } else {
+                break;
+            }
+        }
+        let body = Full::new(Bytes::from(format!("{{\"received\":{total}}}")))
+            .map_err(|never| match never {})
+            .boxed();
+        return Ok(http::Response::new(body));
+    }
+    let headers: BTreeMap<String, Vec<String>> = req
+        .headers()
+        .keys()
+        .map(|k| {
+            (
+                k.as_str().to_owned(),
+                req.headers()
+                    .get_all(k)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    let echo = serde_json::json!({
+        "method": req.method().as_str(),
+        "uri": req.uri().to_string(),
+        "version": format!("{:?}", req.version()),
+        "headers": headers,
+    });
+    let body = Full::new(Bytes::from(echo.to_string()))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut res = http::Response::new(body);
+    res.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    // Hop-by-hop headers the proxy must drop on the way back.
+    res.headers_mut()
+        .insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
+    Ok(res)
+}
+
+// === nginx ===
+
+/// Debian's nginx running `deploy/nginx/nginx.conf`, with its addresses
+/// pointed at this test's gate and upstream. Stopped on drop.
+pub struct Nginx {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(gate_auth: SocketAddr, upstream: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/nginx/nginx.conf"
+        ))
+        .unwrap();
+        // The example's own addresses, replaced; everything else as shipped.
+        for needle in [
+            "server 127.0.0.1:3000;",
+            "server 127.0.0.1:8081;",
+            "listen 127.0.0.1:8000;",
+        ] {
+            assert!(
+                example.contains(needle),
+                "deploy/nginx/nginx.conf no longer has `{needle}`"
+            );
+        }
+        let conf = example
+            .replace("server 127.0.0.1:3000;", &format!("server {upstream};"))
+            .replace("server 127.0.0.1:8081;", &format!("server {gate_auth};"))
+            .replace(
+                "listen 127.0.0.1:8000;",
+                &format!("listen 127.0.0.1:{port};"),
+            );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nginx must be installed (.ci/run installs nginx-light)");
+        let mut n = Self {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_until("nginx to listen", Duration::from_secs(10), || {
+            if let Some(status) = n.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let log =
+                    std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default();
+                panic!("nginx exited with {status}: {log}");
+            }
+            port_open(addr)
+        });
+        n
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs curl; returns (status, headers as lower-case lines, body).
+pub fn curl(args: &[&str]) -> (u16, Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("head");
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-D"])
+        .arg(&head)
+        .args(args)
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    let head = std::fs::read_to_string(&head).unwrap_or_default();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no status from curl {args:?}: {head:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let headers = head
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().to_ascii_lowercase())
+        .filter(|l| !l.is_empty())
+        .collect();
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+// === certificates ===
+
+/// A private CA and a `localhost` certificate it signed, as PEM files.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCerts {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&ca, ca_cert.pem()).unwrap();
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        Self { dir, ca, cert, key }
+    }
+
+    /// A client configuration trusting only this CA, offering `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(&self.ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
     }
 }

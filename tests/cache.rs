@@ -1,0 +1,295 @@
+//! The token cache: coalesced loads, fleet-wide invalidation over Redis
+//! pub/sub between two gate processes (timed), and the whole cache dropped
+//! when the subscription comes back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hawzu_gate::cache::{CacheOptions, TokenCache};
+use hawzu_gate::store::{EmbeddedStore, ListQuery, Page, StoreError, Stored, TokenStore};
+use hawzu_gate::token::record::RECORD_VERSION;
+use hawzu_gate::token::{Scope, TokenHash, TokenId, TokenRecord, TokenSecret};
+use http::StatusCode;
+use jiff::Timestamp;
+
+use common::{
+    GateProcess, Http, RedisServer, eventually, nginx_auth, redis_url, unique_prefix,
+    workspace_token,
+};
+
+/// A real store that counts its reads by hash.
+#[derive(Clone)]
+struct Counting<S> {
+    inner: S,
+    gets: Arc<AtomicU64>,
+}
+
+impl<S: TokenStore + Clone> TokenStore for Counting<S> {
+    async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        // Slow enough that every caller arrives while the first read runs.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.inner.get(hash).await
+    }
+    async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
+        self.inner.find(id).await
+    }
+    async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
+        self.inner.create(hash, record).await
+    }
+    async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        self.inner.replace(current, new).await
+    }
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+fn record() -> TokenRecord {
+    TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().unwrap(),
+        name: "CI".into(),
+        workspace_id: "ws_1".into(),
+        scope: Scope::Workspace {
+            role: "workspace_viewer".into(),
+        },
+        created_by: "tests".into(),
+        created_at: Timestamp::now(),
+        expires_at: None,
+        disabled_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_first_requests_make_one_store_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = EmbeddedStore::open(dir.path(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let gets = Arc::new(AtomicU64::new(0));
+    let store = Counting {
+        inner,
+        gets: gets.clone(),
+    };
+    let secret = TokenSecret::generate().unwrap();
+    let rec = record();
+    store.create(&secret.hash(), &rec).await.unwrap();
+    let cache = Arc::new(TokenCache::new(
+        store,
+        CacheOptions {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            max_entries: 100,
+        },
+    ));
+    let hash = secret.hash();
+    let lookups: Vec<_> = (0..100)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.lookup(&hash).await })
+        })
+        .collect();
+    for l in lookups {
+        assert_eq!(l.await.unwrap().unwrap().unwrap().id, rec.id);
+    }
+    assert_eq!(gets.load(Ordering::SeqCst), 1, "exactly one store read");
+
+    // "No such token" is cached too, and also read once.
+    let unknown = TokenSecret::generate().unwrap().hash();
+    let lookups: Vec<_> = (0..100)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.lookup(&unknown).await })
+        })
+        .collect();
+    for l in lookups {
+        assert!(l.await.unwrap().unwrap().is_none());
+    }
+    assert_eq!(gets.load(Ordering::SeqCst), 2);
+    // Hits do no I/O.
+    for _ in 0..1000 {
+        cache.lookup(&hash).await.unwrap();
+    }
+    assert_eq!(gets.load(Ordering::SeqCst), 2);
+}
+
+fn redis_gate(dir: &std::path::Path, url: &str, prefix: &str) -> GateProcess {
+    GateProcess::start(
+        dir,
+        &format!(
+            "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n"
+        ),
+    )
+}
+
+fn admin_of(g: &GateProcess) -> Http {
+    let key = hawzu_gate::admin::read_key_file(&g.dir.join("data/admin.key")).unwrap();
+    Http::new(format!("http://{}", g.admin)).bearer(&key)
+}
+
+/// `/auth/nginx` of a gate process for a `ws_1` route.
+async fn auth_status(g: &GateProcess, token: &str) -> (StatusCode, Option<String>) {
+    let a = Http::new(format!("http://{}", g.auth))
+        .send(
+            http::Method::GET,
+            "/auth/nginx",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("x-original-method", "GET"),
+                ("x-original-uri", common::WS1_PROJECTS),
+            ],
+            None,
+        )
+        .await;
+    (a.status, a.header("x-hawzu-error").map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_disabled_on_one_gate_is_refused_by_another_within_100_ms() {
+    let prefix = unique_prefix("fleet");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = redis_gate(da.path(), &redis_url(), &prefix);
+    let b = redis_gate(db.path(), &redis_url(), &prefix);
+    // The listeners are up; wait until b's subscription is too (its log says so).
+    eventually("gate b to subscribe", Duration::from_secs(10), || async {
+        b.log_text()
+            .contains("invalidation listener subscribed")
+            .then_some(())
+    })
+    .await;
+
+    let created = admin_of(&a)
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Fleet", "ws_1", "workspace_viewer", "1m"),
+        )
+        .await
+        .json();
+    let id = created["token"]["id"].as_str().unwrap().to_owned();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    // Gate b caches the token as valid.
+    assert_eq!(auth_status(&b, &secret).await.0, StatusCode::OK);
+    assert_eq!(auth_status(&b, &secret).await.0, StatusCode::OK);
+
+    let admin = admin_of(&a);
+    let disabled = admin
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK);
+    let start = Instant::now();
+    let refused = loop {
+        let (status, code) = auth_status(&b, &secret).await;
+        if status != StatusCode::OK {
+            break (status, code, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "gate b never refused"
+        );
+    };
+    println!("invalidation reached the second gate in {:?}", refused.2);
+    assert_eq!(refused.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.1.as_deref(), Some("token_disabled"));
+    assert!(
+        refused.2 < Duration::from_millis(100),
+        "took {:?}",
+        refused.2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_dropped_when_the_subscription_comes_back() {
+    let server = RedisServer::start();
+    let prefix = "flush:";
+    let dir = tempfile::tempdir().unwrap();
+    let gate = redis_gate(dir.path(), &server.url(), prefix);
+    eventually("the gate to subscribe", Duration::from_secs(10), || async {
+        gate.log_text()
+            .contains("invalidation listener subscribed")
+            .then_some(())
+    })
+    .await;
+    let created = admin_of(&gate)
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Flush", "ws_1", "workspace_viewer", "1m"),
+        )
+        .await
+        .json();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(auth_status(&gate, &secret).await.0, StatusCode::OK);
+
+    // A writer changes the record without publishing (a lost message).
+    let hash = TokenSecret::parse(&secret).unwrap().hash();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}token:{}", hash.to_hex());
+    let json: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["disabled_at"] = serde_json::json!(Timestamp::now().to_string());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(v.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Still cached as enabled: nothing told the gate.
+    assert_eq!(auth_status(&gate, &secret).await.0, StatusCode::OK);
+
+    // The subscription drops and comes back: the gate trusts nothing cached.
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let refused = eventually(
+        "the cache to be dropped",
+        Duration::from_secs(10),
+        || async {
+            let (status, code) = auth_status(&gate, &secret).await;
+            (status != StatusCode::OK).then_some(code)
+        },
+    )
+    .await;
+    assert_eq!(refused.as_deref(), Some("token_disabled"));
+    assert!(gate.log_text().contains("resubscribed; cache dropped"));
+}
+
+#[tokio::test]
+async fn an_in_process_gate_sees_its_own_admin_changes_at_once() {
+    let gate = common::InProcessGate::embedded().await;
+    let created = gate
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Local", "ws_1", "workspace_viewer", "1m"),
+        )
+        .await
+        .json();
+    let secret = created["secret"].as_str().unwrap();
+    let id = created["token"]["id"].as_str().unwrap();
+    assert_eq!(nginx_auth(&gate, secret).await.status, StatusCode::OK);
+    gate.admin().delete(&format!("/admin/v1/tokens/{id}")).await;
+    assert_eq!(
+        nginx_auth(&gate, secret).await.header("x-hawzu-error"),
+        Some("token_revoked")
+    );
+}

@@ -1,0 +1,400 @@
+//! The forward-auth endpoints (each reading only its own proxy's headers),
+//! Envoy's HTTP and gRPC ext_authz, `last_used_at` and `explain`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+use common::{InProcessGate, WS1_PROJECTS, project_token, workspace_token};
+
+async fn token(gate: &InProcessGate, body: Value) -> (String, String) {
+    let v = gate.admin().post("/admin/v1/tokens", body).await.json();
+    (
+        v["token"]["id"].as_str().unwrap().to_owned(),
+        v["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn traefik_reads_only_traefik_headers() {
+    let gate = InProcessGate::embedded().await;
+    let (_, viewer) = token(
+        &gate,
+        workspace_token("Viewer", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let auth = format!("Bearer {viewer}");
+    let ask = |extra: Vec<(&'static str, &'static str)>| {
+        let auth = auth.clone();
+        let gate = &gate;
+        async move {
+            let mut headers = vec![("authorization", auth.as_str())];
+            headers.extend(extra);
+            gate.auth()
+                .send(Method::GET, "/auth/traefik", &headers, None)
+                .await
+        }
+    };
+    // Traefik's own headers decide: a read the viewer may do.
+    let a = ask(vec![
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/api/v1/workspaces/ws_1/projects?x=1"),
+    ])
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("x-hawzu-permission"), Some("projects:read"));
+    // A client's X-Original-URI / -Method changes nothing on this endpoint.
+    let a = ask(vec![
+        ("x-forwarded-method", "POST"),
+        ("x-forwarded-uri", "/api/v1/workspaces/ws_1/projects"),
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/api/v1/workspaces/ws_1/projects"),
+    ])
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(a.json()["error"], "insufficient_role");
+    let a = ask(vec![
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/api/v1/workspaces/ws_1/projects"),
+    ])
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::BAD_REQUEST,
+        "no Traefik headers, no guess"
+    );
+    assert_eq!(a.json()["error"], "ambiguous_path");
+    // And nginx's endpoint ignores Traefik's headers.
+    let a = gate
+        .auth()
+        .send(
+            Method::GET,
+            "/auth/nginx",
+            &[
+                ("authorization", &format!("Bearer {viewer}")),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", WS1_PROJECTS),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body.is_empty());
+}
+
+#[tokio::test]
+async fn nginx_refuses_two_disagreeing_originals() {
+    let gate = InProcessGate::embedded().await;
+    let (_, viewer) = token(
+        &gate,
+        workspace_token("Viewer", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let send = |url: &'static str, uri: &'static str| {
+        let auth = format!("Bearer {viewer}");
+        let gate = &gate;
+        async move {
+            gate.auth()
+                .send(
+                    Method::GET,
+                    "/auth/nginx",
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("x-original-method", "GET"),
+                        ("x-original-url", url),
+                        ("x-original-uri", uri),
+                    ],
+                    None,
+                )
+                .await
+        }
+    };
+    let ok = send(
+        "https://api.hawzu.example/api/v1/workspaces/ws_1/projects?q=1",
+        WS1_PROJECTS,
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let bad = send(
+        "https://api.hawzu.example/api/v1/workspaces/ws_1/projects",
+        "/api/v1/workspaces/ws_2/projects",
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.header("x-hawzu-error"), Some("ambiguous_path"));
+}
+
+#[tokio::test]
+async fn envoy_http_names_the_client_headers_to_remove() {
+    let gate = InProcessGate::embedded().await;
+    let (_, ws) = token(
+        &gate,
+        workspace_token("Env", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let a = gate
+        .auth()
+        .send(
+            Method::GET,
+            "/envoy/api/v1/workspaces/ws_1/projects?page=1",
+            &[
+                ("authorization", &format!("Bearer {ws}")),
+                ("x-hawzu-role", "workspace_manager"),
+                ("x-hawzu-project-id", "proj_z"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("x-hawzu-role"), Some("workspace_viewer"));
+    let remove: Vec<&str> = a
+        .header("x-envoy-auth-headers-to-remove")
+        .unwrap()
+        .split(',')
+        .collect();
+    // The client's project id is not set by this answer (workspace route),
+    // so it is removed; the role is set (overwritten), so it is not.
+    assert!(remove.contains(&"authorization"));
+    assert!(remove.contains(&"x-hawzu-project-id"));
+    assert!(!remove.contains(&"x-hawzu-role"), "{remove:?}");
+    // The method is the original request's.
+    let a = gate
+        .auth()
+        .send(
+            Method::DELETE,
+            "/envoy/api/v1/workspaces/ws_1/projects/p1",
+            &[("authorization", &format!("Bearer {ws}"))],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(a.json()["error"], "insufficient_role");
+}
+
+fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_grpc_check_allows_with_headers_and_denies_with_status() {
+    let gate = InProcessGate::embedded().await;
+    let (_, p) = token(
+        &gate,
+        project_token("Grpc", "ws_1", &[("proj_a", "project_coordinator")], "1m"),
+    )
+    .await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", gate.addrs.grpc))
+        .await
+        .unwrap();
+
+    let auth = format!("Bearer {p}");
+    let res = client
+        .check(check_request(
+            "DELETE",
+            "/api/v1/workspaces/ws_1/projects/proj_a/defects/d1?force=1",
+            &[
+                ("authorization", &auth),
+                ("x-hawzu-role", "spoof"),
+                ("x-hawzu-extra", "spoof"),
+            ],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.status.as_ref().unwrap().code, 0, "OK");
+    let Some(HttpResponse::OkResponse(ok)) = res.http_response else {
+        panic!("an OkHttpResponse")
+    };
+    let set: HashMap<String, String> = ok
+        .headers
+        .iter()
+        .map(|h| {
+            let hv = h.header.as_ref().unwrap();
+            (hv.key.clone(), hv.value.clone())
+        })
+        .collect();
+    assert_eq!(set["x-hawzu-role"], "project_coordinator");
+    assert_eq!(set["x-hawzu-project-id"], "proj_a");
+    assert_eq!(set["x-hawzu-permission"], "defects:delete");
+    // Overwrite, not append.
+    assert!(
+        ok.headers.iter().all(|h| h.append_action == 2),
+        "OverwriteIfExistsOrAdd"
+    );
+    assert!(ok.headers_to_remove.contains(&"authorization".to_owned()));
+    assert!(ok.headers_to_remove.contains(&"x-hawzu-extra".to_owned()));
+    // Never remove what was just set: Envoy removes after setting.
+    for name in set.keys() {
+        assert!(
+            !ok.headers_to_remove.contains(name),
+            "{name} both set and removed"
+        );
+    }
+
+    // Denied: the HTTP status, challenge, code and JSON body.
+    let res = client
+        .check(check_request(
+            "GET",
+            "/api/v1/workspaces/ws_1/projects/proj_b/defects",
+            &[("authorization", &auth)],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.status.as_ref().unwrap().code, 7, "PERMISSION_DENIED");
+    let Some(HttpResponse::DeniedResponse(denied)) = res.http_response else {
+        panic!("a DeniedHttpResponse")
+    };
+    assert_eq!(denied.status.unwrap().code, 403);
+    let headers: HashMap<String, String> = denied
+        .headers
+        .iter()
+        .map(|h| {
+            let hv = h.header.as_ref().unwrap();
+            (hv.key.clone(), hv.value.clone())
+        })
+        .collect();
+    assert_eq!(headers["x-hawzu-error"], "project_not_granted");
+    assert_eq!(
+        headers["www-authenticate"],
+        r#"Bearer realm="hawzu", error="insufficient_scope""#
+    );
+    let body: Value = serde_json::from_str(&denied.body).unwrap();
+    assert_eq!(body["error"], "project_not_granted");
+
+    // No token: 401 with the bearer challenge.
+    let res = client
+        .check(check_request(
+            "GET",
+            "/api/v1/workspaces/ws_1/projects",
+            &[],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.status.as_ref().unwrap().code, 16, "UNAUTHENTICATED");
+    let Some(HttpResponse::DeniedResponse(denied)) = res.http_response else {
+        panic!("a DeniedHttpResponse")
+    };
+    assert_eq!(denied.status.unwrap().code, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_used_at_is_written_off_the_request_path_and_listed() {
+    let gate = InProcessGate::embedded().await;
+    let (id, secret) = token(
+        &gate,
+        workspace_token("Used", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let before = gate
+        .admin()
+        .get(&format!("/admin/v1/tokens/{id}"))
+        .await
+        .json();
+    assert_eq!(before["token"]["last_used_at"], Value::Null);
+    for _ in 0..50 {
+        assert_eq!(
+            common::nginx_auth(&gate, &secret).await.status,
+            StatusCode::OK
+        );
+    }
+    // Pending uses are written at the latest on shutdown.
+    let dir = gate.shutdown().await;
+    let gate = InProcessGate::start_in(dir, &[]).await;
+    let after = gate
+        .admin()
+        .get(&format!("/admin/v1/tokens/{id}"))
+        .await
+        .json();
+    let used: jiff::Timestamp = after["token"]["last_used_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(jiff::Timestamp::now().duration_since(used) < jiff::SignedDuration::from_secs(60));
+    let listed = gate.admin().get("/admin/v1/tokens").await.json();
+    assert_eq!(
+        listed["tokens"][0]["last_used_at"],
+        after["token"]["last_used_at"]
+    );
+}
+
+#[tokio::test]
+async fn explain_says_which_rule_role_and_permission_decided() {
+    let gate = InProcessGate::embedded().await;
+    let (id, _) = token(
+        &gate,
+        project_token(
+            "Explain",
+            "ws_1",
+            &[("proj_a", "project_manager"), ("proj_b", "project_viewer")],
+            "1m",
+        ),
+    )
+    .await;
+    let explain = |method: &str, path: &str| {
+        let body = serde_json::json!({ "token_id": id, "method": method, "path": path });
+        let gate = &gate;
+        async move { gate.admin().post("/admin/v1/explain", body).await }
+    };
+    let v = explain("POST", "/api/v1/workspaces/ws_1/projects/proj_b/testcases")
+        .await
+        .json();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["code"], "insufficient_role");
+    assert_eq!(v["status"], 403);
+    assert_eq!(v["role"], "project_viewer");
+    assert_eq!(v["rule"]["permission"], "testcases:write");
+    assert_eq!(v["rule"]["origin"], "default");
+    let steps = v["steps"].to_string();
+    assert!(
+        steps.contains("role project_viewer lacks testcases:write"),
+        "{steps}"
+    );
+
+    let v = explain("GET", "/api/v1/workspaces/ws_1/projects/proj_a/testcases")
+        .await
+        .json();
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["role"], "project_manager");
+    assert_eq!(v["project"], "proj_a");
+    assert_eq!(v["permission"], "testcases:read");
+
+    let v = explain("GET", "/settings/access-tokens").await.json();
+    assert_eq!(v["code"], "no_matching_rule");
+    assert_eq!(v["rule"], Value::Null);
+
+    let a = explain("get me", "nope").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let fields = a.json()["fields"].clone();
+    assert!(fields["method"].is_string() && fields["path"].is_string());
+}

@@ -1,0 +1,489 @@
+//! The reverse-proxy door on real sockets: identity and forwarding headers,
+//! denies that never reach the API, upstream faults, HTTP/2 from clients
+//! (h2c and ALPN over TLS), an https upstream with a private CA, and 200 MB
+//! streamed both ways with flat memory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use common::{
+    GateProcess, InProcessGate, TestCerts, TestUpstream, curl, project_token, workspace_token,
+};
+
+const TESTCASES: &str = "/api/v1/workspaces/ws_1/projects/proj_a/testcases";
+
+async fn token(gate: &InProcessGate, body: Value) -> String {
+    let a = gate.admin().post("/admin/v1/tokens", body).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    a.json()["secret"].as_str().unwrap().to_owned()
+}
+
+async fn gate_for(upstream: &TestUpstream, extra: &[(&str, &str)]) -> InProcessGate {
+    let url = upstream.url();
+    let mut all = vec![("upstream.url", url.as_str())];
+    all.extend_from_slice(extra);
+    InProcessGate::start(&all).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_requests_arrive_with_identity_and_forwarding_headers() {
+    let upstream = TestUpstream::start().await;
+    let gate = gate_for(&upstream, &[]).await;
+    let secret = token(
+        &gate,
+        project_token("CI", "ws_1", &[("proj_a", "project_member")], "1m"),
+    )
+    .await;
+    let a = gate
+        .proxy()
+        .send(
+            Method::POST,
+            &format!("{TESTCASES}/tc_1/steps?expand=all&x=%20y"),
+            &[
+                ("authorization", &format!("Bearer {secret}")),
+                ("x-hawzu-role", "workspace_manager"),
+                ("x-hawzu-project-id", "proj_z"),
+                ("x-hawzu-anything", "spoof"),
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-request-id", "req-123"),
+                ("connection", "x-drop-me"),
+                ("x-drop-me", "1"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("host", "api.hawzu.example"),
+            ],
+            Some(serde_json::json!({"name": "step"})),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(a.header("x-request-id"), Some("req-123"));
+    assert!(
+        a.header("keep-alive").is_none(),
+        "hop-by-hop header from upstream kept"
+    );
+    let echo = a.json();
+    let h = &echo["headers"];
+    let one = |name: &str| h[name][0].as_str().map(str::to_owned);
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(
+        echo["uri"],
+        format!("{TESTCASES}/tc_1/steps?expand=all&x=%20y")
+    );
+    assert_eq!(one("x-hawzu-role").as_deref(), Some("project_member"));
+    assert_eq!(one("x-hawzu-project-id").as_deref(), Some("proj_a"));
+    assert_eq!(one("x-hawzu-workspace-id").as_deref(), Some("ws_1"));
+    assert_eq!(one("x-hawzu-token-type").as_deref(), Some("project"));
+    assert_eq!(
+        one("x-hawzu-permission").as_deref(),
+        Some("testcases:write")
+    );
+    assert!(one("x-hawzu-token-id").unwrap().starts_with("tok_"));
+    assert!(
+        h.get("x-hawzu-anything").is_none(),
+        "spoofed header arrived"
+    );
+    assert_eq!(h["x-hawzu-role"].as_array().unwrap().len(), 1);
+    assert!(h.get("authorization").is_none(), "token forwarded");
+    for hop in ["connection", "x-drop-me", "keep-alive", "te"] {
+        assert!(h.get(hop).is_none(), "{hop} forwarded: {h}");
+    }
+    assert_eq!(
+        one("x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    assert_eq!(one("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        one("x-forwarded-host").as_deref(),
+        Some("api.hawzu.example")
+    );
+    assert_eq!(one("host").as_deref(), Some("api.hawzu.example"));
+    assert_eq!(one("x-request-id").as_deref(), Some("req-123"));
+
+    // Without a request id, one is made and returned both ways.
+    let a = gate
+        .proxy()
+        .send(
+            Method::GET,
+            TESTCASES,
+            &[("authorization", &format!("Bearer {secret}"))],
+            None,
+        )
+        .await;
+    let id = a.header("x-request-id").unwrap().to_owned();
+    assert!(id.starts_with("hg-"), "{id}");
+    assert_eq!(a.json()["headers"]["x-request-id"][0], id.as_str());
+}
+
+#[tokio::test]
+async fn refused_requests_never_reach_the_api() {
+    let upstream = TestUpstream::start().await;
+    let gate = gate_for(&upstream, &[]).await;
+    let viewer = token(
+        &gate,
+        workspace_token("Viewer", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let cases: [(Method, &str, Option<&str>, StatusCode, &str); 5] = [
+        (
+            Method::GET,
+            TESTCASES,
+            None,
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+        ),
+        (
+            Method::POST,
+            TESTCASES,
+            Some(viewer.as_str()),
+            StatusCode::FORBIDDEN,
+            "insufficient_role",
+        ),
+        (
+            Method::GET,
+            "/settings/access-tokens",
+            Some(viewer.as_str()),
+            StatusCode::FORBIDDEN,
+            "no_matching_rule",
+        ),
+        (
+            Method::GET,
+            "/api/v1/workspaces/ws_1/projects/proj_a/%2e%2e/testcases",
+            Some(viewer.as_str()),
+            StatusCode::BAD_REQUEST,
+            "ambiguous_path",
+        ),
+        (
+            Method::GET,
+            "/api/v1/workspaces/ws_1/projects/proj_a/testcases/..",
+            Some(viewer.as_str()),
+            StatusCode::BAD_REQUEST,
+            "ambiguous_path",
+        ),
+    ];
+    for (method, path, tok, status, code) in cases {
+        let mut headers = vec![];
+        let auth;
+        if let Some(t) = tok {
+            auth = format!("Bearer {t}");
+            headers.push(("authorization", auth.as_str()));
+        }
+        let a = gate.proxy().send(method, path, &headers, None).await;
+        assert_eq!(a.status, status, "{code}");
+        assert_eq!(a.header("x-hawzu-error"), Some(code));
+        let body = a.json();
+        assert_eq!(body["error"], code);
+        assert!(body["message"].as_str().unwrap().len() > 10);
+        assert_eq!(body["request_id"], a.header("x-request-id").unwrap());
+        if status != StatusCode::BAD_REQUEST {
+            assert!(
+                a.header("www-authenticate")
+                    .unwrap()
+                    .starts_with("Bearer realm=\"hawzu\"")
+            );
+        }
+    }
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn authorization_is_forwarded_only_when_configured() {
+    let upstream = TestUpstream::start().await;
+    let gate = gate_for(&upstream, &[("proxy.forward_authorization", "true")]).await;
+    let secret = token(
+        &gate,
+        workspace_token("Fwd", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let a = gate
+        .proxy()
+        .send(
+            Method::GET,
+            common::WS1_PROJECTS,
+            &[("authorization", &format!("Bearer {secret}"))],
+            None,
+        )
+        .await;
+    assert_eq!(
+        a.json()["headers"]["authorization"][0],
+        format!("Bearer {secret}")
+    );
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_at_once_and_slow_is_504() {
+    // Nothing listens on the upstream port.
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let gate = InProcessGate::start(&[("upstream.url", &url)]).await;
+    let secret = token(
+        &gate,
+        workspace_token("Down", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let start = Instant::now();
+    let a = gate
+        .proxy()
+        .send(
+            Method::GET,
+            common::WS1_PROJECTS,
+            &[("authorization", &format!("Bearer {secret}"))],
+            None,
+        )
+        .await;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.json()["error"], "upstream_unavailable");
+
+    let upstream = TestUpstream::start().await;
+    let gate = gate_for(&upstream, &[("upstream.timeout", "200ms")]).await;
+    let secret = token(
+        &gate,
+        workspace_token("Slow", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let start = Instant::now();
+    let a = gate
+        .proxy()
+        .send(
+            Method::GET,
+            &format!("{}?slow_ms=2000", common::WS1_PROJECTS),
+            &[("authorization", &format!("Bearer {secret}"))],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(a.json()["error"], "upstream_timeout");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_served_over_h2c_and_alpn() {
+    let upstream = TestUpstream::start().await;
+    let certs = TestCerts::new();
+    let cert = certs.cert.display().to_string();
+    let key = certs.key.display().to_string();
+    let gate = gate_for(
+        &upstream,
+        &[("tls.proxy.cert_file", &cert), ("tls.proxy.key_file", &key)],
+    )
+    .await;
+    let secret = token(
+        &gate,
+        workspace_token("H2", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let request = |scheme: &str| {
+        Request::builder()
+            .uri(format!(
+                "{scheme}://localhost:{}{}",
+                gate.addrs.proxy.port(),
+                common::WS1_PROJECTS
+            ))
+            .header("authorization", format!("Bearer {secret}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+
+    // TLS with ALPN: the client asks for h2 and gets it.
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(certs.client_config(&[]))
+        .https_only()
+        .enable_all_versions()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let res = client.request(request("https")).await.unwrap();
+    assert_eq!(res.version(), Version::HTTP_2);
+    assert_eq!(res.status(), StatusCode::OK);
+    let echo: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    // The upstream hop is HTTP/1.1 with the client's authority as Host.
+    assert_eq!(echo["version"], "HTTP/1.1");
+    assert_eq!(
+        echo["headers"]["host"][0],
+        format!("localhost:{}", gate.addrs.proxy.port())
+    );
+    assert_eq!(echo["headers"]["x-forwarded-proto"][0], "https");
+
+    // And HTTP/1.1 over the same TLS listener.
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(certs.client_config(&[]))
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let res = client.request(request("https")).await.unwrap();
+    assert_eq!(res.version(), Version::HTTP_11);
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // h2c with prior knowledge on a plain listener.
+    let plain = gate_for(&upstream, &[]).await;
+    let secret = token(
+        &plain,
+        workspace_token("H2C", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new());
+    let req = Request::builder()
+        .uri(format!(
+            "http://{}{}",
+            plain.addrs.proxy,
+            common::WS1_PROJECTS
+        ))
+        .header("authorization", format!("Bearer {secret}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.version(), Version::HTTP_2);
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_with_a_private_ca() {
+    let certs = TestCerts::new();
+    let server =
+        hawzu_gate::tls::server_config(&certs.cert, &certs.key, None, &[b"http/1.1"]).unwrap();
+    let upstream = TestUpstream::start_tls(server).await;
+    let url = format!("https://localhost:{}", upstream.addr.port());
+    let ca = certs.ca.display().to_string();
+
+    let gate = InProcessGate::start(&[("upstream.url", &url), ("upstream.ca_file", &ca)]).await;
+    let secret = token(
+        &gate,
+        workspace_token("TLS", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let a = gate
+        .proxy()
+        .send(
+            Method::GET,
+            common::WS1_PROJECTS,
+            &[("authorization", &format!("Bearer {secret}"))],
+            None,
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+
+    // Without the CA the upstream's certificate is not trusted: 502.
+    let gate = InProcessGate::start(&[("upstream.url", &url)]).await;
+    let secret = token(
+        &gate,
+        workspace_token("TLS", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let a = gate
+        .proxy()
+        .send(
+            Method::GET,
+            common::WS1_PROJECTS,
+            &[("authorization", &format!("Bearer {secret}"))],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_megabytes_stream_both_ways_with_flat_memory() {
+    const SIZE: u64 = 200 * 1000 * 1000;
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(
+        dir.path(),
+        &format!("[upstream]\nurl = \"{}\"\n", upstream.url()),
+    );
+    let run = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "Big",
+        "--workspace",
+        "ws_1",
+        "--project",
+        "proj_a=project_member",
+        "--expires",
+        "1w",
+        "--json",
+    ]);
+    let secret = run.json()["secret"].as_str().unwrap().to_owned();
+    let auth = format!("Authorization: Bearer {secret}");
+    let base = format!("http://{}{TESTCASES}", gate.proxy);
+    let (rss_before, _) = gate.rss_kib();
+
+    // Download: 200 MB from the upstream, counted by curl.
+    let url = format!("{base}?download={SIZE}");
+    let auth2 = auth.clone();
+    let (status, _, size) = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "-H",
+            &auth2,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &url,
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(size.trim(), SIZE.to_string());
+
+    // Upload: 200 MB from a pipe, chunked, counted by the upstream.
+    let url = format!("{base}?upload=1");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "head -c {SIZE} /dev/zero | curl -s --max-time 60 -X POST -T - -H '{auth}' '{url}'"
+            ))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["received"], SIZE);
+
+    let (rss_after, peak) = gate.rss_kib();
+    println!(
+        "gate RSS before {rss_before} KiB, after {rss_after} KiB, peak {peak} KiB for 2 x {} MB",
+        SIZE / 1_000_000
+    );
+    // Streaming, not buffering: the peak stays far below one body.
+    assert!(
+        peak < rss_before + 64 * 1024,
+        "peak {peak} KiB vs {rss_before} KiB before"
+    );
+}
