@@ -283,25 +283,40 @@ impl Template {
     /// id (`A-Z a-z 0-9 _ -`, as ids are validated at creation), so it was
     /// never percent-decoded and borrows from the raw path.
     fn capture<'p>(&self, path: &[Cow<'p, str>]) -> Option<Captures<'p>> {
-        let id = |seg: &Cow<'p, str>| match seg {
-            Cow::Borrowed(s) if valid_id(s) => Some(*s),
-            _ => None,
-        };
-        let mut caps = Captures::default();
+        // Match the shape first; check captured ids only once it matched
+        // (most rules fail on a literal, and cheaply).
+        let (mut workspace, mut project) = (None, None);
         let mut i = 0;
+        let mut rest = false;
         for seg in self.segs.iter() {
             match seg {
-                Seg::Rest => return Some(caps),
+                Seg::Rest => {
+                    rest = true;
+                    break;
+                }
                 _ if i == path.len() => return None,
                 Seg::Literal(l) if **l == *path[i] => {}
                 Seg::Literal(_) => return None,
-                Seg::Workspace => caps.workspace = Some(id(&path[i])?),
-                Seg::Project => caps.project = Some(id(&path[i])?),
+                Seg::Workspace => workspace = Some(i),
+                Seg::Project => project = Some(i),
                 Seg::One => {}
             }
             i += 1;
         }
-        (i == path.len()).then_some(caps)
+        if !rest && i != path.len() {
+            return None;
+        }
+        let id = |at: Option<usize>| -> Option<Option<&'p str>> {
+            match at.map(|i| &path[i]) {
+                None => Some(None),
+                Some(Cow::Borrowed(s)) if valid_id(s) => Some(Some(*s)),
+                Some(_) => None,
+            }
+        };
+        Some(Captures {
+            workspace: id(workspace)?,
+            project: id(project)?,
+        })
     }
 }
 
