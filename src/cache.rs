@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
+use moka::notification::RemovalCause;
+
+use crate::ops::{Metrics, StoreOp};
 
 use crate::store::{ListQuery, Page, StoreError, Stored, TokenStore};
 use crate::token::{TokenHash, TokenId, TokenRecord};
@@ -104,6 +107,7 @@ impl Expiry<TokenHash, Entry> for Lifetimes {
 pub struct TokenCache<S> {
     store: S,
     cache: Cache<TokenHash, Entry>,
+    metrics: Arc<Metrics>,
     /// Bumped before every invalidation, so a load that raced with one can
     /// tell (see [`TokenCache::lookup`]).
     epoch: AtomicU64,
@@ -120,17 +124,50 @@ impl<S> std::fmt::Debug for TokenCache<S> {
 }
 
 impl<S: TokenStore> TokenCache<S> {
+    /// A cache with its own metrics (tools and tests).
     pub fn new(store: S, options: CacheOptions) -> Self {
+        Self::with_metrics(store, options, Arc::new(Metrics::new()))
+    }
+
+    pub fn with_metrics(store: S, options: CacheOptions, metrics: Arc<Metrics>) -> Self {
+        let evictions = metrics.clone();
         let cache = Cache::builder()
             .max_capacity(options.max_entries)
             .expire_after(Lifetimes(options))
+            .eviction_listener(move |_, _, cause| match cause {
+                RemovalCause::Size => evictions.eviction("size"),
+                RemovalCause::Expired => evictions.eviction("expired"),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
             .build();
         Self {
             store,
             cache,
+            metrics,
             epoch: AtomicU64::new(0),
             subscribed: AtomicBool::new(true),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Runs one store call, counted and timed.
+    async fn timed<T>(
+        &self,
+        op: StoreOp,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(StoreError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        self.metrics.store_call(op, outcome, start.elapsed());
+        result
     }
 
     pub fn store(&self) -> &S {
@@ -142,17 +179,24 @@ impl<S: TokenStore> TokenCache<S> {
     pub async fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         // Hot path: a hit is a hash-map read; no I/O, no await on a lock.
         if let Some(entry) = self.cache.get(hash).await {
+            match &entry {
+                Entry::Found(_) => self.metrics.cache_hits.inc(),
+                Entry::Missing => self.metrics.cache_negative_hits.inc(),
+            }
             return Ok(entry_record(entry));
         }
+        self.metrics.cache_misses.inc();
         let before = self.epoch.load(Ordering::Acquire);
         let entry = self
             .cache
             .entry(*hash)
             .or_try_insert_with(async {
-                Ok::<_, StoreError>(match self.store.get(hash).await? {
-                    Some(r) => Entry::Found(Arc::new(CachedRecord::new(r))),
-                    None => Entry::Missing,
-                })
+                Ok::<_, StoreError>(
+                    match self.timed(StoreOp::Get, self.store.get(hash)).await? {
+                        Some(r) => Entry::Found(Arc::new(CachedRecord::new(r))),
+                        None => Entry::Missing,
+                    },
+                )
             })
             .await
             .map_err(|e| (*e).clone())?;
@@ -211,27 +255,31 @@ impl<S: TokenStore> TokenStore for TokenCache<S> {
     }
 
     async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
-        self.store.find(id).await
+        self.timed(StoreOp::Find, self.store.find(id)).await
     }
 
     async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
-        let result = self.store.create(hash, record).await;
+        let result = self
+            .timed(StoreOp::Create, self.store.create(hash, record))
+            .await;
         self.invalidate(hash).await;
         result
     }
 
     async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
-        let result = self.store.replace(current, new).await;
+        let result = self
+            .timed(StoreOp::Replace, self.store.replace(current, new))
+            .await;
         self.invalidate(&current.hash).await;
         result
     }
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
-        self.store.list(query).await
+        self.timed(StoreOp::List, self.store.list(query)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.store.ping().await
+        self.timed(StoreOp::Ping, self.store.ping()).await
     }
 }
 
@@ -299,6 +347,7 @@ pub async fn listen_for_invalidations<S: TokenStore>(
                 let Some(push) = push else { return };
                 match push.kind {
                     PushKind::Message => {
+                        cache.metrics.invalidations.inc();
                         if let Some(hash) = push.data.get(1).and_then(event_hash) {
                             cache.invalidate(&hash).await;
                         }

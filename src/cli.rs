@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::admin::client::AdminClient;
 use crate::admin::{KEY_ENV, KEY_FILE, read_key_file};
 use crate::config::{self, Loaded};
-use crate::server::{Bound, shutdown_signal};
+use crate::server::{Bound, check_tls, signals};
 use crate::token::expiry::{EXPIRY_HELP, ExpirySpec};
 use crate::token::{ProjectGrant, TokenId};
 
@@ -309,7 +309,7 @@ fn serve(loaded: &Loaded) -> u8 {
     runtime.block_on(async {
         match Bound::new(loaded).await {
             Ok(bound) => {
-                bound.run(shutdown_signal()).await;
+                bound.run(signals()).await;
                 OK
             }
             Err(e) => {
@@ -323,6 +323,10 @@ fn serve(loaded: &Loaded) -> u8 {
 
 fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
     let s = &loaded.settings;
+    if let Err(e) = check_tls(s) {
+        eprintln!("error: {e}");
+        return USAGE;
+    }
     let mut effective = serde_json::to_value(s).unwrap_or(Value::Null);
     // Never print secrets.
     if s.admin.key.is_some() {

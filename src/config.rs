@@ -59,6 +59,24 @@ pub struct Settings {
     pub roles: BTreeMap<String, Vec<String>>,
     /// Route rules.
     pub policy: PolicySettings,
+    /// Stopping.
+    pub shutdown: ShutdownSettings,
+}
+
+/// How the gate stops on SIGTERM/SIGINT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// Longest wait for in-flight requests once listeners stop accepting.
+    pub grace: HumanDuration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            grace: HumanDuration(Duration::from_secs(25)),
+        }
+    }
 }
 
 /// Route rules: yours first, then (unless turned off) the built-in set.
@@ -107,6 +125,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             roles: BTreeMap::new(),
             policy: PolicySettings::default(),
+            shutdown: ShutdownSettings::default(),
         }
     }
 }
@@ -127,31 +146,38 @@ pub struct Listen {
     /// Token management API.
     #[serde(deserialize_with = "socket_addr")]
     pub admin: SocketAddr,
+    /// Metrics, liveness and readiness.
+    #[serde(deserialize_with = "socket_addr")]
+    pub ops: SocketAddr,
 }
 
 impl Listen {
     /// Every listener with its key, for messages and checks.
-    pub fn all(&self) -> [(&'static str, SocketAddr); 4] {
+    pub fn all(&self) -> [(&'static str, SocketAddr); 5] {
         [
             ("listen.proxy", self.proxy),
             ("listen.auth", self.auth),
             ("listen.grpc", self.grpc),
             ("listen.admin", self.admin),
+            ("listen.ops", self.ops),
         ]
     }
 }
 
-/// TLS for the door listeners; a listener without an entry is plain TCP.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// TLS per listener; a listener without an entry is plain TCP. Certificates
+/// are read again on SIGHUP and when their files change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
     pub proxy: Option<ListenerTls>,
     pub auth: Option<ListenerTls>,
     pub grpc: Option<ListenerTls>,
+    pub admin: Option<ListenerTls>,
+    pub ops: Option<ListenerTls>,
 }
 
 /// Certificate and key of one listener (PEM files).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     pub cert_file: PathBuf,
@@ -258,6 +284,7 @@ impl Default for Listen {
             auth: SocketAddr::from(([127, 0, 0, 1], 8081)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 9001)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            ops: SocketAddr::from(([127, 0, 0, 1], 9090)),
         }
     }
 }

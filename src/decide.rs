@@ -248,6 +248,14 @@ pub enum Detail {
 }
 
 impl Decision<'_> {
+    /// The token's record, when it was found (for logs).
+    pub fn record(&self) -> Option<Arc<CachedRecord>> {
+        match self {
+            Decision::Allow(p) => Some(p.record.clone()),
+            Decision::Deny(d) => d.record.clone(),
+        }
+    }
+
     /// A deny with nothing known but its code.
     pub fn deny_only(code: DenyCode) -> Self {
         Decision::Deny(Deny {

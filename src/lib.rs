@@ -14,6 +14,7 @@ pub mod config;
 pub mod decide;
 pub mod doors;
 pub mod headers;
+pub mod ops;
 pub mod policy;
 pub mod server;
 pub mod store;

@@ -1,26 +1,36 @@
 //! `hawzu-gate serve`: opens the store, builds the cache and the doors,
-//! binds the listeners and runs them until shutdown.
+//! binds the listeners, and runs them until told to stop.
 //!
 //! Binding is separate from running so that tests (and the start-up log)
 //! learn the real addresses, port 0 included, before traffic starts.
+//!
+//! Lifecycle: on `Control::Shutdown` (SIGTERM/SIGINT) readiness turns 503
+//! at once, the door and admin listeners stop accepting, in-flight requests
+//! get up to `shutdown.grace`, pending `last_used_at` writes are flushed, and
+//! the ops listener stops last. On `Control::Reload` (SIGHUP) the config is
+//! read again: rules, roles and TLS certificates are swapped whole, or, when
+//! the new config is bad, kept as they were with a log line naming the fault.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, KeyError, KeySource, api::AdminApi};
 use crate::cache::{CacheOptions, TokenCache, listen_for_invalidations};
-use crate::config::{Backend, ListenerTls, Loaded, redact_url};
-use crate::doors::Shared;
+use crate::config::{self, Backend, ListenerTls, Loaded, Settings, redact_url};
 use crate::doors::ext_authz::ExtAuthz;
 use crate::doors::forward_auth::ForwardAuth;
-use crate::doors::listener::serve;
+use crate::doors::listener::{TlsHandle, serve};
 use crate::doors::proxy::{Proxy, UpstreamError, UpstreamOptions};
+use crate::doors::{PolicyHandle, Shared};
 use crate::headers::IdentityHeaders;
+use crate::ops::{Health, Metrics, Ops};
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, TokenStore, redis::RedisOptions};
 use crate::tls::TlsError;
 use crate::usage;
@@ -46,6 +56,15 @@ pub enum StartError {
     Headers(#[from] crate::headers::BadPrefix),
 }
 
+/// What a running gate can be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Read the config again (SIGHUP).
+    Reload,
+    /// Stop gracefully (SIGTERM, SIGINT).
+    Shutdown,
+}
+
 /// The store chosen by `store.backend`.
 pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
     let s = &loaded.settings;
@@ -63,40 +82,119 @@ pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
     })
 }
 
-/// The TLS acceptor of one listener, if it has TLS.
-pub fn acceptor(
-    key: &'static str,
-    tls: Option<&ListenerTls>,
-    alpn: &[&[u8]],
-) -> Result<Option<TlsAcceptor>, StartError> {
-    tls.map(|t| {
-        crate::tls::server_config(&t.cert_file, &t.key_file, t.client_ca_file.as_deref(), alpn)
-            .map(TlsAcceptor::from)
-            .map_err(|source| StartError::Tls { key, source })
-    })
-    .transpose()
-}
-
 const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 const GRPC_ALPN: &[&[u8]] = &[b"h2"];
 
+/// The listeners, in the order of `Settings::listen.all()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Proxy,
+    Auth,
+    Grpc,
+    Admin,
+    Ops,
+}
+
+impl Which {
+    const ALL: [Which; 5] = [
+        Which::Proxy,
+        Which::Auth,
+        Which::Grpc,
+        Which::Admin,
+        Which::Ops,
+    ];
+
+    fn listen_key(self) -> &'static str {
+        match self {
+            Which::Proxy => "listen.proxy",
+            Which::Auth => "listen.auth",
+            Which::Grpc => "listen.grpc",
+            Which::Admin => "listen.admin",
+            Which::Ops => "listen.ops",
+        }
+    }
+
+    fn tls_key(self) -> &'static str {
+        match self {
+            Which::Proxy => "tls.proxy",
+            Which::Auth => "tls.auth",
+            Which::Grpc => "tls.grpc",
+            Which::Admin => "tls.admin",
+            Which::Ops => "tls.ops",
+        }
+    }
+
+    fn addr(self, s: &Settings) -> SocketAddr {
+        match self {
+            Which::Proxy => s.listen.proxy,
+            Which::Auth => s.listen.auth,
+            Which::Grpc => s.listen.grpc,
+            Which::Admin => s.listen.admin,
+            Which::Ops => s.listen.ops,
+        }
+    }
+
+    fn tls(self, s: &Settings) -> Option<&ListenerTls> {
+        match self {
+            Which::Proxy => s.tls.proxy.as_ref(),
+            Which::Auth => s.tls.auth.as_ref(),
+            Which::Grpc => s.tls.grpc.as_ref(),
+            Which::Admin => s.tls.admin.as_ref(),
+            Which::Ops => s.tls.ops.as_ref(),
+        }
+    }
+
+    fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Which::Grpc => GRPC_ALPN,
+            _ => HTTP_ALPN,
+        }
+    }
+}
+
+/// A server configuration for one listener's TLS settings.
+fn tls_config(which: Which, t: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, StartError> {
+    crate::tls::server_config(
+        &t.cert_file,
+        &t.key_file,
+        t.client_ca_file.as_deref(),
+        which.alpn(),
+    )
+    .map_err(|source| StartError::Tls {
+        key: which.tls_key(),
+        source,
+    })
+}
+
+/// Checks every TLS file of `settings` (for `check-config` and reloads).
+pub fn check_tls(settings: &Settings) -> Result<(), StartError> {
+    for which in Which::ALL {
+        if let Some(t) = which.tls(settings) {
+            tls_config(which, t)?;
+        }
+    }
+    Ok(())
+}
+
 struct Listener {
-    key: &'static str,
+    which: Which,
     socket: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsHandle>,
 }
 
 /// A gate with its listeners bound, ready to run.
 pub struct Bound {
-    proxy: Listener,
-    auth: Listener,
-    grpc: Listener,
-    admin: Listener,
+    listeners: Vec<Listener>,
     proxy_door: Arc<Proxy>,
     forward_auth: Arc<ForwardAuth>,
     ext_authz: ExtAuthz,
     admin_api: Arc<AdminApi>,
+    ops: Arc<Ops>,
+    health: Arc<Health>,
     shared: Arc<Shared>,
+    policy: PolicyHandle,
+    settings: Settings,
+    config_file: Option<PathBuf>,
     background: Vec<tokio::task::JoinHandle<()>>,
     usage_writer: tokio::task::JoinHandle<()>,
 }
@@ -116,6 +214,7 @@ pub struct Addresses {
     pub auth: SocketAddr,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    pub ops: SocketAddr,
 }
 
 impl Bound {
@@ -123,14 +222,16 @@ impl Bound {
     /// generates the admin key, and binds every listener.
     pub async fn new(loaded: &Loaded) -> Result<Self, StartError> {
         let s = &loaded.settings;
+        let metrics = Arc::new(Metrics::new());
         let store = open_store(loaded).await?;
-        let cache = Arc::new(TokenCache::new(
+        let cache = Arc::new(TokenCache::with_metrics(
             store.clone(),
             CacheOptions {
                 ttl: s.cache.ttl.0,
                 negative_ttl: s.cache.negative_ttl.0,
                 max_entries: s.cache.max_entries,
             },
+            metrics.clone(),
         ));
         let mut background = Vec::new();
         match &store {
@@ -163,10 +264,11 @@ impl Bound {
                 tracing::info!(path = %p.display(), "admin key generated (mode 0600); the CLI reads it from there");
             }
         }
+        let policy: PolicyHandle = Arc::new(ArcSwap::new(loaded.policy.clone()));
         let (recorder, usage_writer) = usage::start(cache.clone());
         let shared = Arc::new(Shared::new(
             cache.clone(),
-            loaded.policy.clone(),
+            policy.clone(),
             IdentityHeaders::new(&s.headers.prefix)?,
             recorder,
         ));
@@ -186,156 +288,343 @@ impl Bound {
         };
         let proxy_door = Proxy::new(shared.clone(), &upstream)?;
 
-        let bind = |key: &'static str, addr: SocketAddr, tls: Option<TlsAcceptor>| async move {
+        let mut listeners = Vec::new();
+        for which in Which::ALL {
+            let tls = which
+                .tls(s)
+                .map(|t| tls_config(which, t).map(|c| Arc::new(ArcSwap::new(c))))
+                .transpose()?;
+            let addr = which.addr(s);
             let socket = TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Bind { key, addr, source })?;
-            Ok::<_, StartError>(Listener { key, socket, tls })
-        };
-        let proxy = bind(
-            "listen.proxy",
-            s.listen.proxy,
-            acceptor("tls.proxy", s.tls.proxy.as_ref(), HTTP_ALPN)?,
-        )
-        .await?;
-        let auth = bind(
-            "listen.auth",
-            s.listen.auth,
-            acceptor("tls.auth", s.tls.auth.as_ref(), HTTP_ALPN)?,
-        )
-        .await?;
-        let grpc = bind(
-            "listen.grpc",
-            s.listen.grpc,
-            acceptor("tls.grpc", s.tls.grpc.as_ref(), GRPC_ALPN)?,
-        )
-        .await?;
-        let admin = bind("listen.admin", s.listen.admin, None).await?;
+                .map_err(|source| StartError::Bind {
+                    key: which.listen_key(),
+                    addr,
+                    source,
+                })?;
+            listeners.push(Listener { which, socket, tls });
+        }
+        let health = Arc::new(Health::default());
         Ok(Self {
-            proxy,
-            auth,
-            grpc,
-            admin,
+            listeners,
             proxy_door,
             forward_auth: ForwardAuth::new(shared.clone()),
             ext_authz: ExtAuthz::new(shared.clone()),
-            admin_api: AdminApi::new(cache, loaded.policy.clone(), key),
+            admin_api: AdminApi::new(cache.clone(), policy.clone(), key),
+            ops: Ops::new(cache, metrics, health.clone()),
+            health,
             shared,
+            policy,
+            settings: s.clone(),
+            config_file: loaded.origin.file.clone(),
             background,
             usage_writer,
         })
     }
 
     pub fn addresses(&self) -> Addresses {
-        let addr = |l: &Listener| {
-            l.socket
-                .local_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        let addr = |w: Which| {
+            self.listeners
+                .iter()
+                .find(|l| l.which == w)
+                .and_then(|l| l.socket.local_addr().ok())
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
         };
         Addresses {
-            proxy: addr(&self.proxy),
-            auth: addr(&self.auth),
-            grpc: addr(&self.grpc),
-            admin: addr(&self.admin),
+            proxy: addr(Which::Proxy),
+            auth: addr(Which::Auth),
+            grpc: addr(Which::Grpc),
+            admin: addr(Which::Admin),
+            ops: addr(Which::Ops),
         }
     }
 
-    /// The cache (for tests and the ops endpoints).
+    /// The doors' shared context (for tests).
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }
 
-    /// Serves until `shutdown` resolves, then drains open requests and
-    /// writes pending `last_used_at` updates.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+    /// Serves until told to shut down; reloads when told to.
+    pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let a = self.addresses();
-        tracing::info!(proxy = %a.proxy, auth = %a.auth, grpc = %a.grpc, admin = %a.admin, "hawzu-gate listening");
-        let (stop_tx, stop_rx) = watch::channel(false);
+        tracing::info!(proxy = %a.proxy, auth = %a.auth, grpc = %a.grpc, admin = %a.admin, ops = %a.ops, "hawzu-gate listening");
+        let grace = self.settings.shutdown.grace.0;
+        let (doors_tx, doors_rx) = watch::channel(false);
+        let (ops_tx, ops_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        let mut tasks = Vec::new();
-
-        let door = self.proxy_door;
-        tasks.push(tokio::spawn(serve(
-            self.proxy.key,
-            self.proxy.socket,
-            self.proxy.tls,
-            move |req, conn| {
-                let door = door.clone();
-                async move { door.handle(req, conn).await }
-            },
-            stopped(stop_rx.clone()),
-        )));
-        let door = self.forward_auth;
-        tasks.push(tokio::spawn(serve(
-            self.auth.key,
-            self.auth.socket,
-            self.auth.tls,
-            move |req, conn| {
-                let door = door.clone();
-                async move { door.handle(req, conn.peer).await }
-            },
-            stopped(stop_rx.clone()),
-        )));
-        let grpc = self.ext_authz.service();
-        tasks.push(tokio::spawn(serve(
-            self.grpc.key,
-            self.grpc.socket,
-            self.grpc.tls,
-            move |req, _conn| {
-                let grpc = grpc.clone();
-                async move {
-                    use tower::ServiceExt;
-                    match grpc.oneshot(req).await {
-                        Ok(res) => res,
-                        Err(never) => match never {},
-                    }
+        let mut doors = Vec::new();
+        let mut ops_task = None;
+        let mut tls_handles = Vec::new();
+        for l in std::mem::take(&mut self.listeners) {
+            if let Some(t) = &l.tls {
+                tls_handles.push((l.which, t.clone()));
+            }
+            let name = l.which.listen_key();
+            match l.which {
+                Which::Proxy => {
+                    let door = self.proxy_door.clone();
+                    doors.push(tokio::spawn(serve(
+                        name,
+                        l.socket,
+                        l.tls,
+                        move |req, conn| {
+                            let door = door.clone();
+                            async move { door.handle(req, conn).await }
+                        },
+                        stopped(doors_rx.clone()),
+                        grace,
+                    )));
                 }
-            },
-            stopped(stop_rx.clone()),
-        )));
-        let api = self.admin_api;
-        tasks.push(tokio::spawn(serve(
-            self.admin.key,
-            self.admin.socket,
-            self.admin.tls,
-            move |req, conn| {
-                let api = api.clone();
-                async move { api.handle(req, conn.peer).await }
-            },
-            stopped(stop_rx),
-        )));
+                Which::Auth => {
+                    let door = self.forward_auth.clone();
+                    doors.push(tokio::spawn(serve(
+                        name,
+                        l.socket,
+                        l.tls,
+                        move |req, conn| {
+                            let door = door.clone();
+                            async move { door.handle(req, conn.peer).await }
+                        },
+                        stopped(doors_rx.clone()),
+                        grace,
+                    )));
+                }
+                Which::Grpc => {
+                    let grpc = self.ext_authz.clone().service();
+                    doors.push(tokio::spawn(serve(
+                        name,
+                        l.socket,
+                        l.tls,
+                        move |req, _conn| {
+                            let grpc = grpc.clone();
+                            async move {
+                                use tower::ServiceExt;
+                                match grpc.oneshot(req).await {
+                                    Ok(res) => res,
+                                    Err(never) => match never {},
+                                }
+                            }
+                        },
+                        stopped(doors_rx.clone()),
+                        grace,
+                    )));
+                }
+                Which::Admin => {
+                    let api = self.admin_api.clone();
+                    doors.push(tokio::spawn(serve(
+                        name,
+                        l.socket,
+                        l.tls,
+                        move |req, conn| {
+                            let api = api.clone();
+                            async move { api.handle(req, conn.peer).await }
+                        },
+                        stopped(doors_rx.clone()),
+                        grace,
+                    )));
+                }
+                Which::Ops => {
+                    let ops = self.ops.clone();
+                    ops_task = Some(tokio::spawn(serve(
+                        name,
+                        l.socket,
+                        l.tls,
+                        move |req, _conn| {
+                            let ops = ops.clone();
+                            async move { ops.handle(req).await }
+                        },
+                        stopped(ops_rx.clone()),
+                        Duration::from_secs(1),
+                    )));
+                }
+            }
+        }
+        // Certificates are also re-read when their files change.
+        let watcher = tokio::spawn(watch_tls_files(self.settings.clone(), tls_handles.clone()));
 
-        shutdown.await;
-        tracing::info!("shutting down: no new connections; finishing open requests");
-        let _ = stop_tx.send(true);
-        for t in tasks {
+        // Until a shutdown (or every sender is gone), reload when asked.
+        while let Some(Control::Reload) = control.recv().await {
+            self.reload(&tls_handles);
+        }
+
+        self.health.begin_shutdown();
+        tracing::info!(
+            ?grace,
+            "shutting down: readiness is 503, listeners stop accepting, open requests may finish"
+        );
+        let _ = doors_tx.send(true);
+        for t in doors {
             let _ = t.await;
         }
+        watcher.abort();
         for t in &self.background {
             t.abort();
         }
         // The doors are gone; dropping the last recorder lets the writer
-        // flush and end.
-        drop(self.shared);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.usage_writer).await;
+        // flush pending last-used times and end.
+        let Self {
+            shared,
+            proxy_door,
+            forward_auth,
+            ext_authz,
+            usage_writer,
+            ..
+        } = self;
+        drop((shared, proxy_door, forward_auth, ext_authz));
+        let _ = tokio::time::timeout(Duration::from_secs(5), usage_writer).await;
+        let _ = ops_tx.send(true);
+        if let Some(t) = ops_task {
+            let _ = t.await;
+        }
         tracing::info!("stopped");
+    }
+
+    /// Reads the config again and swaps what can change while running:
+    /// rules and roles, and TLS certificates. A bad config changes nothing.
+    fn reload(&mut self, tls_handles: &[(Which, TlsHandle)]) {
+        let loaded = match config::load(self.config_file.as_deref()) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the new config is invalid; the current one keeps serving");
+                return;
+            }
+        };
+        // Build every TLS config before swapping anything: all or nothing.
+        let mut fresh = Vec::new();
+        for (which, _) in tls_handles {
+            match which.tls(&loaded.settings).map(|t| tls_config(*which, t)) {
+                Some(Ok(c)) => fresh.push(c),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "reload refused: the current config keeps serving");
+                    return;
+                }
+                None => {
+                    tracing::error!(
+                        key = which.tls_key(),
+                        "reload refused: TLS cannot be turned off while running; restart to change it"
+                    );
+                    return;
+                }
+            }
+        }
+        let restart_needed = restart_only_changes(&self.settings, &loaded.settings);
+        if !restart_needed.is_empty() {
+            tracing::warn!(keys = %restart_needed.join(", "), "these changes take effect only after a restart");
+        }
+        self.policy.store(loaded.policy.clone());
+        for ((_, handle), config) in tls_handles.iter().zip(fresh) {
+            handle.store(config);
+        }
+        let rules = loaded.policy.rules.rules().len();
+        tracing::info!(
+            rules,
+            "config reloaded: rules, roles and TLS certificates swapped"
+        );
+        self.settings.roles = loaded.settings.roles;
+        self.settings.policy = loaded.settings.policy;
+        self.settings.tls = loaded.settings.tls;
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Top-level sections that differ and cannot change without a restart.
+fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let json = |s: &Settings| serde_json::to_value(s).unwrap_or_default();
+    let (a, b) = (json(old), json(new));
+    let reloadable = ["roles", "policy", "tls"];
+    let mut changed = Vec::new();
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (k, v) in a {
+            if !reloadable.contains(&k.as_str()) && b.get(k) != Some(v) {
+                changed.push(match k.as_str() {
+                    "data_dir" => "data_dir",
+                    "listen" => "listen",
+                    "upstream" => "upstream",
+                    "proxy" => "proxy",
+                    "cache" => "cache",
+                    "headers" => "headers",
+                    "store" => "store",
+                    "admin" => "admin",
+                    "log" => "log",
+                    "shutdown" => "shutdown",
+                    _ => "other",
+                });
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
     }
+    changed
+}
+
+/// Re-reads a listener's certificate when its files change (polled every
+/// two seconds; a bad new file is logged and the old certificate kept).
+async fn watch_tls_files(settings: Settings, handles: Vec<(Which, TlsHandle)>) {
+    if handles.is_empty() {
+        return;
+    }
+    let stamp = |t: &ListenerTls| -> Vec<Option<SystemTime>> {
+        [
+            Some(&t.cert_file),
+            Some(&t.key_file),
+            t.client_ca_file.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+    };
+    let mut seen: Vec<Vec<Option<SystemTime>>> = handles
+        .iter()
+        .map(|(w, _)| w.tls(&settings).map(stamp).unwrap_or_default())
+        .collect();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        for (i, (which, handle)) in handles.iter().enumerate() {
+            let Some(t) = which.tls(&settings) else {
+                continue;
+            };
+            let now = stamp(t);
+            if now == seen[i] {
+                continue;
+            }
+            seen[i] = now;
+            match tls_config(*which, t) {
+                Ok(c) => {
+                    handle.store(c);
+                    tracing::info!(key = which.tls_key(), "certificate files changed; reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate files changed but cannot be used; keeping the old ones")
+                }
+            }
+        }
+    }
+}
+
+/// Turns SIGTERM/SIGINT into `Shutdown` and SIGHUP into `Reload`.
+pub fn signals() -> mpsc::Receiver<Control> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            let control = tokio::select! {
+                _ = term.recv() => Control::Shutdown,
+                _ = int.recv() => Control::Shutdown,
+                _ = hup.recv() => Control::Reload,
+            };
+            if tx.send(control).await.is_err() || control == Control::Shutdown {
+                return;
+            }
+        }
+    });
+    rx
 }

@@ -21,10 +21,11 @@ use crate::cache::{CachedRecord, TokenCache};
 use crate::decide::{
     Credentials, Decision, DenyCode, Detail, RequestFacts, authenticate, authorize, check_state,
 };
+use crate::doors::PolicyHandle;
 use crate::doors::credentials;
 use crate::doors::listener::json as json_response;
 use crate::policy::Policy;
-use crate::policy::roles::{PermissionSet, Roles, TOKENS_MANAGE};
+use crate::policy::roles::{PermissionSet, TOKENS_MANAGE};
 use crate::policy::rules::normalize;
 use crate::store::{
     Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore,
@@ -290,17 +291,18 @@ impl Caller {
 #[derive(Debug)]
 pub struct AdminApi {
     cache: Arc<TokenCache<Store>>,
-    policy: Arc<Policy>,
+    policy: PolicyHandle,
     key: AdminKey,
 }
 
 impl AdminApi {
-    pub fn new(cache: Arc<TokenCache<Store>>, policy: Arc<Policy>, key: AdminKey) -> Arc<Self> {
+    pub fn new(cache: Arc<TokenCache<Store>>, policy: PolicyHandle, key: AdminKey) -> Arc<Self> {
         Arc::new(Self { cache, policy, key })
     }
 
-    fn roles(&self) -> &Roles {
-        &self.policy.roles
+    /// The policy now (reloads swap it whole).
+    fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
     }
 
     /// Serves one request of the admin listener.
@@ -347,7 +349,9 @@ impl AdminApi {
                 .render();
             }
         };
-        let now = Timestamp::now();
+        // Millisecond precision: the list index orders by milliseconds too.
+        let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond())
+            .unwrap_or_else(|_| Timestamp::now());
         let result = match (route.op, id) {
             (Op::Create, _) => match read_body(body).await {
                 Ok(bytes) => self.create(&caller, &bytes, now).await,
@@ -368,9 +372,16 @@ impl AdminApi {
                 "No token id.",
             )),
         };
+        let metrics = self.cache.metrics();
         match result {
-            Ok((status, body)) => json_response(status, &body),
-            Err(e) => e.render(),
+            Ok((status, body)) => {
+                metrics.admin(route.op.as_str(), "ok");
+                json_response(status, &body)
+            }
+            Err(e) => {
+                metrics.admin(route.op.as_str(), e.code);
+                e.render()
+            }
         }
     }
 
@@ -418,7 +429,8 @@ impl AdminApi {
             ));
         };
         let permissions = self
-            .roles()
+            .policy()
+            .roles
             .get(role)
             .map(|r| r.permissions)
             .unwrap_or_default();
@@ -437,7 +449,8 @@ impl AdminApi {
     /// The permissions a token of `scope` would hold (all its roles together).
     fn permissions_of(&self, scope: &Scope) -> PermissionSet {
         let role = |name: &str| {
-            self.roles()
+            self.policy()
+                .roles
                 .get(name)
                 .map(|r| r.permissions)
                 .unwrap_or_default()
@@ -467,7 +480,7 @@ impl AdminApi {
             req.created_by = Some(caller.label());
         }
         let valid = req
-            .validate(self.roles(), now)
+            .validate(&self.policy().roles, now)
             .map_err(ApiError::validation)?;
         if let Caller::Token {
             workspace_id,
@@ -831,6 +844,7 @@ impl AdminApi {
             .filter(|s| caller.may_manage(&s.record))
             .ok_or_else(|| ApiError::not_found(id.as_str()))?;
         let record = Arc::new(CachedRecord::new(stored.record));
+        let policy = self.policy();
         let mut steps = vec![format!(
             "token {} is a {} token of workspace {}, {} now",
             record.id,
@@ -844,12 +858,12 @@ impl AdminApi {
                 record: None,
                 detail: None,
             }),
-            Ok(()) => authorize(&self.policy, record.clone(), &method, raw_path),
+            Ok(()) => authorize(&policy, record.clone(), &method, raw_path),
         };
         let mut rule_json = Value::Null;
         match normalize(raw_path) {
             Err(why) => steps.push(format!("path {raw_path} is refused as ambiguous: {why}")),
-            Ok(path) => match self.policy.rules.find(&method, &path) {
+            Ok(path) => match policy.rules.find(&method, &path) {
                 None => steps.push(format!(
                     "no rule matches {method} {raw_path}: tokens are refused here (deny by default)"
                 )),

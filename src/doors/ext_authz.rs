@@ -11,6 +11,7 @@
 //! deny code header and the JSON body. The door translates; `decide` decides.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
@@ -23,8 +24,11 @@ use http::{HeaderName, HeaderValue, Method};
 use jiff::Timestamp;
 
 use super::Shared;
+use crate::cache::CachedRecord;
 use crate::decide::{Credentials, Decision, DenyCode, RequestFacts};
 use crate::headers::REQUEST_ID;
+use crate::ops::Door;
+use crate::telemetry::{self, Access};
 
 /// The gRPC door.
 #[derive(Debug, Clone)]
@@ -44,16 +48,27 @@ impl ExtAuthz {
 
     /// Answers one check; also used by tests without a socket.
     pub async fn answer(&self, req: &CheckRequest) -> CheckResponse {
+        let start = Instant::now();
         let http = req
             .attributes
             .as_ref()
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
+        let unjudgeable = |path: &str| {
+            // Envoy did not say what request it asks about.
+            let code = DenyCode::AmbiguousPath;
+            self.shared
+                .metrics
+                .decision(Door::Grpc, Some(code), start.elapsed());
+            let res = self.denied(code, None);
+            self.log("", "", path, &res, code.as_str(), None, start);
+            res
+        };
         let Some(http) = http else {
-            return self.denied(DenyCode::AmbiguousPath, None);
+            return unjudgeable("");
         };
         let Ok(method) = Method::from_bytes(http.method.as_bytes()) else {
-            return self.denied(DenyCode::AmbiguousPath, None);
+            return unjudgeable(&http.path);
         };
         // `path` is the request target as received: path and query, undecoded.
         let path = http
@@ -73,7 +88,10 @@ impl ExtAuthz {
             now: Timestamp::now(),
         };
         let request_id = http.headers.get("x-request-id").map(String::as_str);
-        match self.shared.decide(&facts).await {
+        let decision = self.shared.decide(Door::Grpc, &facts).await;
+        let record = decision.record();
+        let code = decision.code().map_or("allow", DenyCode::as_str);
+        let res = match decision {
             Decision::Allow(p) => {
                 let headers = &self.shared.headers;
                 let mut ok = OkHttpResponseBuilder::new();
@@ -100,7 +118,50 @@ impl ExtAuthz {
                 res
             }
             Decision::Deny(d) => self.denied(d.code, request_id),
-        }
+        };
+        self.log(
+            request_id.unwrap_or(""),
+            method.as_str(),
+            path,
+            &res,
+            code,
+            record.as_deref(),
+            start,
+        );
+        res
+    }
+
+    /// The access event of one check; the status is the HTTP one Envoy sends.
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        &self,
+        request_id: &str,
+        method: &str,
+        path: &str,
+        res: &CheckResponse,
+        code: &str,
+        record: Option<&CachedRecord>,
+        start: Instant,
+    ) {
+        use envoy_types::ext_authz::v3::pb::HttpResponse;
+        let status = match &res.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => d
+                .status
+                .as_ref()
+                .and_then(|s| u16::try_from(s.code).ok())
+                .unwrap_or(403),
+            _ => 200,
+        };
+        telemetry::access(&Access {
+            request_id,
+            door: Door::Grpc,
+            method,
+            path,
+            status,
+            code,
+            record: record.map(CachedRecord::record),
+            elapsed: start.elapsed(),
+        });
     }
 
     fn denied(&self, code: DenyCode, request_id: Option<&str>) -> CheckResponse {

@@ -16,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -23,11 +24,14 @@ use http_body_util::Full;
 use jiff::Timestamp;
 
 use super::{Shared, credentials};
+use crate::cache::CachedRecord;
 use crate::decide::{Decision, DenyCode, RequestFacts};
 use crate::headers::{
     X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD,
     X_ORIGINAL_URI, X_ORIGINAL_URL,
 };
+use crate::ops::Door;
+use crate::telemetry::{self, Access};
 
 /// Path prefix of the Envoy HTTP ext_authz endpoint (`path_prefix` in Envoy).
 pub const ENVOY_PREFIX: &str = "/envoy";
@@ -46,6 +50,16 @@ enum Asker {
     Envoy,
 }
 
+impl Asker {
+    fn door(self) -> Door {
+        match self {
+            Asker::Nginx => Door::Nginx,
+            Asker::Traefik => Door::Traefik,
+            Asker::Envoy => Door::EnvoyHttp,
+        }
+    }
+}
+
 impl ForwardAuth {
     pub fn new(shared: Arc<Shared>) -> Arc<Self> {
         Arc::new(Self { shared })
@@ -53,25 +67,21 @@ impl ForwardAuth {
 
     /// Serves one request of the auth listener.
     pub async fn handle<B>(&self, req: Request<B>, _peer: SocketAddr) -> Response<Full<Bytes>> {
+        let start = Instant::now();
         let path = req.uri().path();
         let headers = req.headers();
-        let (asker, method, original) = match path {
-            "/auth/nginx" => match nginx_original(headers) {
-                Ok((m, p)) => (Asker::Nginx, m, p),
-                Err(code) => return self.render(Asker::Nginx, Decision::deny_only(code), headers),
-            },
-            "/auth/traefik" => match traefik_original(headers) {
-                Ok((m, p)) => (Asker::Traefik, m, p),
-                Err(code) => {
-                    return self.render(Asker::Traefik, Decision::deny_only(code), headers);
-                }
-            },
+        let (asker, original) = match path {
+            "/auth/nginx" => (Asker::Nginx, nginx_original(headers)),
+            "/auth/traefik" => (Asker::Traefik, traefik_original(headers)),
             p if p == ENVOY_PREFIX || p.starts_with("/envoy/") => {
                 let original = p
                     .strip_prefix(ENVOY_PREFIX)
                     .filter(|s| !s.is_empty())
                     .unwrap_or("/");
-                (Asker::Envoy, req.method().clone(), original.to_owned())
+                (
+                    Asker::Envoy,
+                    Ok((req.method().clone(), original.to_owned())),
+                )
             }
             _ => {
                 return super::listener::json(
@@ -83,14 +93,48 @@ impl ForwardAuth {
                 );
             }
         };
+        let door = asker.door();
+        let request_id = self.shared.request_id(headers);
+        let log = |method: &str,
+                   path: &str,
+                   res: &Response<Full<Bytes>>,
+                   code: &str,
+                   record: Option<&CachedRecord>| {
+            telemetry::access(&Access {
+                request_id: request_id.to_str().unwrap_or(""),
+                door,
+                method,
+                path,
+                status: res.status().as_u16(),
+                code,
+                record: record.map(CachedRecord::record),
+                elapsed: start.elapsed(),
+            });
+        };
+        let (method, original) = match original {
+            Ok(found) => found,
+            Err(code) => {
+                // The proxy did not say what request it asks about.
+                self.shared
+                    .metrics
+                    .decision(door, Some(code), start.elapsed());
+                let res = self.render(asker, Decision::deny_only(code), headers, &request_id);
+                log(req.method().as_str(), path, &res, code.as_str(), None);
+                return res;
+            }
+        };
         let facts = RequestFacts {
             method: &method,
             path: &original,
             credentials: credentials(headers),
             now: Timestamp::now(),
         };
-        let decision = self.shared.decide(&facts).await;
-        self.render(asker, decision, headers)
+        let decision = self.shared.decide(door, &facts).await;
+        let record = decision.record();
+        let code = decision.code().map_or("allow", DenyCode::as_str);
+        let res = self.render(asker, decision, headers, &request_id);
+        log(method.as_str(), &original, &res, code, record.as_deref());
+        res
     }
 
     fn render(
@@ -98,6 +142,7 @@ impl ForwardAuth {
         asker: Asker,
         decision: Decision<'_>,
         req: &HeaderMap,
+        request_id: &HeaderValue,
     ) -> Response<Full<Bytes>> {
         let shared = &self.shared;
         match decision {
@@ -133,8 +178,7 @@ impl ForwardAuth {
                         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
                     return res;
                 }
-                let id = shared.request_id(req);
-                shared.deny_response(deny.code, &id)
+                shared.deny_response(deny.code, request_id)
             }
         }
     }

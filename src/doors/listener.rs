@@ -6,7 +6,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -45,15 +48,22 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Byte
     res
 }
 
+/// A listener's TLS configuration, swapped whole on reload: each new
+/// connection takes the configuration current at its handshake, open ones
+/// keep theirs.
+pub type TlsHandle = Arc<ArcSwap<rustls::ServerConfig>>;
+
 /// Accepts connections on `listener` (TLS when `tls` is given) and serves
 /// each request with `handle` until `shutdown` resolves; then stops
-/// accepting and waits for open connections to finish their requests.
+/// accepting and waits up to `grace` for open connections to finish their
+/// requests (idle keep-alive connections are closed at once).
 pub async fn serve<H, Fut, B>(
     name: &'static str,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsHandle>,
     handle: H,
     shutdown: impl Future<Output = ()>,
+    grace: Duration,
 ) where
     H: Fn(Request<Incoming>, Conn) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
@@ -103,8 +113,8 @@ pub async fn serve<H, Fut, B>(
                     }
                 });
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
+            Some(config) => {
+                let acceptor = TlsAcceptor::from(config.load_full());
                 tokio::spawn(async move {
                     let stream = match tokio::time::timeout(
                         HEADER_READ_TIMEOUT,
@@ -133,5 +143,14 @@ pub async fn serve<H, Fut, B>(
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            ?grace,
+            "requests still open after the grace period; closing them"
+        );
+    }
 }

@@ -5,6 +5,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -13,6 +16,7 @@ use http_body_util::Full;
 use crate::cache::TokenCache;
 use crate::decide::{Decision, DenyCode, Principal, RequestFacts, decide};
 use crate::headers::{IdentityHeaders, REQUEST_ID};
+use crate::ops::{Door, Metrics};
 use crate::policy::Policy;
 use crate::store::Store;
 use crate::usage::UsageRecorder;
@@ -27,34 +31,46 @@ pub mod proxy;
 #[derive(Debug)]
 pub struct Shared {
     pub cache: Arc<TokenCache<Store>>,
-    pub policy: Arc<Policy>,
+    pub policy: PolicyHandle,
     pub headers: IdentityHeaders,
     pub usage: UsageRecorder,
+    pub metrics: Arc<Metrics>,
     request_ids: RequestIds,
 }
+
+/// The current policy; replaced as a whole on reload (readers never see a
+/// half-applied one, and a request keeps the policy it started with).
+pub type PolicyHandle = Arc<ArcSwap<Policy>>;
 
 impl Shared {
     pub fn new(
         cache: Arc<TokenCache<Store>>,
-        policy: Arc<Policy>,
+        policy: PolicyHandle,
         headers: IdentityHeaders,
         usage: UsageRecorder,
     ) -> Self {
+        let metrics = cache.metrics().clone();
         Self {
             cache,
             policy,
             headers,
             usage,
+            metrics,
             request_ids: RequestIds::new(),
         }
     }
 
-    /// Decides, and notes the use of an allowed token (off the request path).
-    pub async fn decide<'a>(&self, facts: &RequestFacts<'a>) -> Decision<'a> {
-        let decision = decide(&self.cache, &self.policy, facts).await;
+    /// Decides, counts the decision, and notes the use of an allowed token
+    /// (written off the request path).
+    pub async fn decide<'a>(&self, door: Door, facts: &RequestFacts<'a>) -> Decision<'a> {
+        let start = Instant::now();
+        let policy = self.policy.load();
+        let decision = decide(&self.cache, &policy, facts).await;
         if let Decision::Allow(p) = &decision {
             self.usage.note(p, facts.now);
         }
+        self.metrics
+            .decision(door, decision.code(), start.elapsed());
         decision
     }
 

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -28,10 +28,13 @@ use thiserror::Error;
 
 use super::listener::{Conn, json};
 use super::{Shared, credentials};
+use crate::cache::CachedRecord;
 use crate::decide::{Decision, RequestFacts};
 use crate::headers::{
     REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, strip_hop_by_hop,
 };
+use crate::ops::Door;
+use crate::telemetry::{self, Access};
 
 /// Answers of the proxy: the upstream's streamed body, or the gate's own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -117,24 +120,52 @@ impl Proxy {
         }))
     }
 
-    /// Serves one request of the proxy listener.
+    /// Serves one request of the proxy listener, and logs it.
     pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let request_id = self.shared.request_id(req.headers());
+        let (res, code, record) = self.forward(req, conn, &request_id).await;
+        telemetry::access(&Access {
+            request_id: request_id.to_str().unwrap_or(""),
+            door: Door::Proxy,
+            method: method.as_str(),
+            path: &path,
+            status: res.status().as_u16(),
+            code,
+            record: record.as_deref().map(CachedRecord::record),
+            elapsed: start.elapsed(),
+        });
+        res
+    }
+
+    /// Decides, then forwards. Returns the answer, its code (`allow`, a
+    /// deny code or a fault) and the token's record when one was found.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        conn: Conn,
+        request_id: &HeaderValue,
+    ) -> (Response<ProxyBody>, &'static str, Option<Arc<CachedRecord>>) {
         let shared = &self.shared;
         let (mut parts, body) = req.into_parts();
-        let request_id = shared.request_id(&parts.headers);
         let uri = std::mem::take(&mut parts.uri);
 
-        let identity = {
+        let (identity, record) = {
             let facts = RequestFacts {
                 method: &parts.method,
                 path: uri.path(),
                 credentials: credentials(&parts.headers),
                 now: Timestamp::now(),
             };
-            match shared.decide(&facts).await {
-                Decision::Allow(p) => shared.headers.values(&p),
+            let decision = shared.decide(Door::Proxy, &facts).await;
+            let record = decision.record();
+            match decision {
+                Decision::Allow(p) => (shared.headers.values(&p), record),
                 Decision::Deny(d) => {
-                    return shared.deny_response(d.code, &request_id).map(Either::Right);
+                    let res = shared.deny_response(d.code, request_id).map(Either::Right);
+                    return (res, d.code.as_str(), record);
                 }
             }
         };
@@ -163,22 +194,22 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = match Uri::builder()
+        let built = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
-            .build()
-        {
-            Ok(u) => u,
-            Err(_) => {
-                return self.fault(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "The request could not be forwarded.",
-                    &request_id,
-                );
-            }
+            .build();
+        let Ok(upstream_uri) = built else {
+            let code = "upstream_error";
+            let res = self.fault(
+                StatusCode::BAD_GATEWAY,
+                code,
+                "The request could not be forwarded.",
+                request_id,
+            );
+            return (res, code, record);
         };
+        parts.uri = upstream_uri;
         parts.version = if self.http2 {
             Version::HTTP_2
         } else {
@@ -186,37 +217,50 @@ impl Proxy {
         };
 
         let upstream = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.response_timeout, self.client.request(upstream)).await {
+        let sent = Instant::now();
+        let answer =
+            tokio::time::timeout(self.response_timeout, self.client.request(upstream)).await;
+        let metrics = &shared.metrics;
+        let (res, code) = match answer {
             Ok(Ok(mut res)) => {
+                metrics.upstream(Some(res.status()), sent.elapsed());
                 strip_hop_by_hop(res.headers_mut());
-                res.headers_mut().entry(REQUEST_ID).or_insert(request_id);
-                res.map(Either::Left)
+                res.headers_mut()
+                    .entry(REQUEST_ID)
+                    .or_insert(request_id.clone());
+                (res.map(Either::Left), "allow")
             }
             Ok(Err(e)) if e.is_connect() => {
+                metrics.upstream(None, sent.elapsed());
                 tracing::warn!(error = %e, "upstream unreachable");
-                self.fault(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unavailable",
-                    "The API behind the gate cannot be reached.",
-                    &request_id,
+                let code = "upstream_unavailable";
+                let msg = "The API behind the gate cannot be reached.";
+                (
+                    self.fault(StatusCode::BAD_GATEWAY, code, msg, request_id),
+                    code,
                 )
             }
             Ok(Err(e)) => {
+                metrics.upstream(None, sent.elapsed());
                 tracing::warn!(error = %e, "upstream request failed");
-                self.fault(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "The API behind the gate failed to answer.",
-                    &request_id,
+                let code = "upstream_error";
+                let msg = "The API behind the gate failed to answer.";
+                (
+                    self.fault(StatusCode::BAD_GATEWAY, code, msg, request_id),
+                    code,
                 )
             }
-            Err(_) => self.fault(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "The API behind the gate did not answer in time.",
-                &request_id,
-            ),
-        }
+            Err(_) => {
+                metrics.upstream(None, sent.elapsed());
+                let code = "upstream_timeout";
+                let msg = "The API behind the gate did not answer in time.";
+                (
+                    self.fault(StatusCode::GATEWAY_TIMEOUT, code, msg, request_id),
+                    code,
+                )
+            }
+        };
+        (res, code, record)
     }
 
     fn fault(

@@ -25,7 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use hawzu_gate::config::{self, Loaded};
-use hawzu_gate::server::{Addresses, Bound};
+use hawzu_gate::server::{Addresses, Bound, Control};
 
 /// The shared Redis every Redis test uses, with its own key prefix.
 pub fn redis_url() -> String {
@@ -158,6 +158,7 @@ pub fn test_config(data_dir: &Path, extra: &[(&str, &str)]) -> BTreeMap<String, 
         (config::env_name("listen.auth"), "127.0.0.1:0".to_owned()),
         (config::env_name("listen.grpc"), "127.0.0.1:0".to_owned()),
         (config::env_name("listen.admin"), "127.0.0.1:0".to_owned()),
+        (config::env_name("listen.ops"), "127.0.0.1:0".to_owned()),
     ]);
     for (k, v) in extra {
         env.insert(config::env_name(k), (*v).to_owned());
@@ -171,7 +172,7 @@ pub struct InProcessGate {
     pub admin_key: String,
     pub loaded: Loaded,
     pub dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    control: tokio::sync::mpsc::Sender<Control>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -207,16 +208,14 @@ impl InProcessGate {
             None => hawzu_gate::admin::read_key_file(&loaded.settings.data_dir.join("admin.key"))
                 .unwrap(),
         };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(bound.run(async {
-            let _ = rx.await;
-        }));
+        let (control, rx) = tokio::sync::mpsc::channel(4);
+        let task = tokio::spawn(bound.run(rx));
         Self {
             addrs,
             admin_key,
             loaded,
             dir,
-            stop: Some(tx),
+            control,
             task: Some(task),
         }
     }
@@ -229,15 +228,22 @@ impl InProcessGate {
         Http::new(format!("http://{}", self.addrs.auth))
     }
 
+    pub fn ops(&self) -> Http {
+        Http::new(format!("http://{}", self.addrs.ops))
+    }
+
+    /// Tells the gate to read its config again (as SIGHUP does).
+    pub async fn reload(&self) {
+        self.control.send(Control::Reload).await.unwrap();
+    }
+
     pub fn proxy(&self) -> Http {
         Http::new(format!("http://{}", self.addrs.proxy))
     }
 
     /// Stops accepting, drains, and waits for the gate to finish.
     pub async fn shutdown(mut self) -> tempfile::TempDir {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.control.send(Control::Shutdown).await;
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
@@ -249,9 +255,7 @@ impl InProcessGate {
 
 impl Drop for InProcessGate {
     fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.control.try_send(Control::Shutdown);
     }
 }
 
@@ -419,19 +423,20 @@ pub struct GateProcess {
     pub auth: SocketAddr,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    pub ops: SocketAddr,
     pub log: PathBuf,
 }
 
 impl GateProcess {
     /// Writes a config file into `dir` and starts the gate with it.
     pub fn start(dir: &Path, extra_toml: &str) -> Self {
-        let [proxy, auth, grpc, admin] =
-            [(); 4].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let [proxy, auth, grpc, admin, ops] =
+            [(); 5].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port())));
         let config = dir.join("hawzu-gate.toml");
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n{extra_toml}\n[listen]\nproxy = \"{proxy}\"\nauth = \"{auth}\"\ngrpc = \"{grpc}\"\nadmin = \"{admin}\"\n",
+                "data_dir = \"{}\"\n{extra_toml}\n[listen]\nproxy = \"{proxy}\"\nauth = \"{auth}\"\ngrpc = \"{grpc}\"\nadmin = \"{admin}\"\nops = \"{ops}\"\n",
                 dir.join("data").display()
             ),
         )
@@ -454,6 +459,7 @@ impl GateProcess {
             auth,
             grpc,
             admin,
+            ops,
             log,
         };
         wait_until("the gate to listen", Duration::from_secs(20), || {
