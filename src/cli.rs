@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::admin::client::AdminClient;
+use crate::admin::client::{AdminClient, ClientTls};
 use crate::admin::{KEY_ENV, KEY_FILE, read_key_file};
 use crate::config::{self, Loaded};
 use crate::server::{Bound, check_tls, signals};
@@ -51,6 +51,30 @@ struct Global {
     /// else <data_dir>/admin.key.
     #[arg(long, global = true, value_name = "KEY", env = KEY_ENV, hide_env_values = true)]
     admin_key: Option<String>,
+
+    /// CA (PEM) trusted for an https:// admin URL, beside the public roots.
+    #[arg(long, global = true, env = "HAWZU_GATE_ADMIN_CA", value_name = "FILE")]
+    admin_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for an admin listener that requires mTLS.
+    #[arg(
+        long,
+        global = true,
+        env = "HAWZU_GATE_ADMIN_CERT",
+        value_name = "FILE",
+        requires = "admin_cert_key"
+    )]
+    admin_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --admin-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "HAWZU_GATE_ADMIN_CERT_KEY",
+        value_name = "FILE",
+        requires = "admin_cert"
+    )]
+    admin_cert_key: Option<PathBuf>,
 
     /// Machine-readable JSON output instead of tables.
     #[arg(long, global = true)]
@@ -258,7 +282,11 @@ fn client(global: &Global, loaded: &Loaded) -> Result<AdminClient, u8> {
         eprintln!("error: {e}");
         USAGE
     })?;
-    AdminClient::new(&admin_url(global, loaded), key).map_err(|e| {
+    let tls = ClientTls {
+        ca_file: global.admin_ca.clone(),
+        identity: global.admin_cert.clone().zip(global.admin_cert_key.clone()),
+    };
+    AdminClient::new(&admin_url(global, loaded), key, &tls).map_err(|e| {
         eprintln!("error: {e}");
         USAGE
     })
@@ -367,7 +395,12 @@ fn admin_url(global: &Global, loaded: &Loaded) -> String {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    format!("http://{addr}")
+    let scheme = if loaded.settings.tls.admin.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
 }
 
 fn admin_key(global: &Global, loaded: &Loaded) -> Result<String, String> {

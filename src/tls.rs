@@ -96,9 +96,18 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// The upstream client's configuration: the public web roots, plus the
-/// certificates of `extra_ca` when given.
+/// A client configuration: the public web roots, plus the certificates of
+/// `extra_ca` when given (the upstream client, and the CLI).
 pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> {
+    client_config_with_identity(extra_ca, None)
+}
+
+/// As [`client_config`], presenting a client certificate (`cert`, `key`)
+/// when given, for listeners that require mTLS.
+pub fn client_config_with_identity(
+    extra_ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = extra_ca {
@@ -109,10 +118,14 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
             })?;
         }
     }
-    let config = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", cert.display()))),
+    }
 }

@@ -2,11 +2,13 @@
 //!
 //! It never prints; the CLI decides what a person or a script sees.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -19,8 +21,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Why a call did not get an answer from the server.
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("--admin-url `{0}` is not an http:// URL such as http://127.0.0.1:9091")]
+    #[error("--admin-url `{0}` is not an http:// or https:// URL such as http://127.0.0.1:9091")]
     Url(String),
+    #[error("TLS for the admin API: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error(
         "cannot reach the admin API at {url}: {reason} (is `hawzu-gate serve` running? see --admin-url)"
     )]
@@ -36,22 +40,42 @@ pub enum ClientError {
 pub struct AdminClient {
     base: String,
     key: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// TLS settings of the client, for an `https://` admin URL.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// A CA (PEM) to trust beside the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// Certificate and key to present when the admin listener requires mTLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl AdminClient {
-    /// `base` is like `http://127.0.0.1:9091`.
-    pub fn new(base: &str, key: String) -> Result<Self, ClientError> {
+    /// `base` is like `http://127.0.0.1:9091` or `https://gate:9091`.
+    pub fn new(base: &str, key: String, tls: &ClientTls) -> Result<Self, ClientError> {
         let trimmed = base.trim_end_matches('/');
         let uri: Uri = trimmed
             .parse()
             .map_err(|_| ClientError::Url(base.to_owned()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(ClientError::Url(base.to_owned()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let identity = tls
+            .identity
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        let config = crate::tls::client_config_with_identity(tls.ca_file.as_deref(), identity)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Ok(Self {
             base: trimmed.to_owned(),
             key,

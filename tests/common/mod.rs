@@ -519,6 +519,11 @@ impl GateProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits for the process to exit (after a signal sent by the test).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.take().expect("running").wait().unwrap()
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -836,6 +841,27 @@ pub struct TestCerts {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A renewed leaf certificate and key (same CA), in files of their own.
+pub struct Renewed {
+    _dir: tempfile::TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, dir: &Path) -> (PathBuf, PathBuf) {
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, issuer)
+        .unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    (cert, key)
 }
 
 impl TestCerts {
@@ -847,18 +873,27 @@ impl TestCerts {
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &issuer)
-            .unwrap();
         let ca = dir.path().join("ca.pem");
-        let cert = dir.path().join("cert.pem");
-        let key = dir.path().join("key.pem");
         std::fs::write(&ca, ca_cert.pem()).unwrap();
-        std::fs::write(&cert, leaf.pem()).unwrap();
-        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
-        Self { dir, ca, cert, key }
+        let (cert, key) = leaf(&issuer, dir.path());
+        Self {
+            dir,
+            ca,
+            cert,
+            key,
+            issuer,
+        }
+    }
+
+    /// A new key and certificate for `localhost` from the same CA.
+    pub fn renew(&self) -> Renewed {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = leaf(&self.issuer, dir.path());
+        Renewed {
+            _dir: dir,
+            cert,
+            key,
+        }
     }
 
     /// A client configuration trusting only this CA, offering `alpn`.

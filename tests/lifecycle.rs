@@ -1,0 +1,314 @@
+//! The gate process over its life: graceful SIGTERM with a request in
+//! flight, SIGHUP reloads (a bad config refused, a good one applied), and TLS
+//! on every listener with mTLS on admin and certificates reloaded when their
+//! files change, without dropping open connections.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use common::{GateProcess, Http, TestCerts, TestUpstream, WS1_PROJECTS, curl, eventually};
+
+fn signal(gate: &GateProcess, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &gate.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn token(gate: &GateProcess, args: &[&str]) -> String {
+    let mut all = vec![
+        "token",
+        "create",
+        "--name",
+        "Life",
+        "--workspace",
+        "ws_1",
+        "--expires",
+        "1w",
+        "--json",
+    ];
+    all.extend_from_slice(args);
+    let run = gate.cli(&all);
+    assert_eq!(run.code, 0, "{run:?}");
+    run.json()["secret"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readiness_off_and_lets_the_request_in_flight_finish() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut gate = GateProcess::start(
+        dir.path(),
+        &format!(
+            "[upstream]\nurl = \"{}\"\n[shutdown]\ngrace = \"10s\"\n",
+            upstream.url()
+        ),
+    );
+    let secret = token(&gate, &["--role", "workspace_viewer"]);
+    let ops = Http::new(format!("http://{}", gate.ops));
+    assert_eq!(ops.get("/readyz").await.status, StatusCode::OK);
+
+    // A slow request is in flight at the upstream…
+    let url = format!("http://{}{WS1_PROJECTS}?slow_ms=1500", gate.proxy);
+    let auth = format!("Authorization: Bearer {secret}");
+    let in_flight = tokio::task::spawn_blocking(move || curl(&["-H", &auth, &url]));
+    eventually(
+        "the request to reach the upstream",
+        Duration::from_secs(5),
+        || async { (upstream.count() == 1).then_some(()) },
+    )
+    .await;
+
+    // …when SIGTERM comes: readiness is 503 at once, new connections are refused.
+    let stop = Instant::now();
+    signal(&gate, "-TERM");
+    let v = eventually("readiness to turn 503", Duration::from_secs(1), || async {
+        let r = ops.get("/readyz").await;
+        (r.status == StatusCode::SERVICE_UNAVAILABLE).then(|| r.json())
+    })
+    .await;
+    assert_eq!(v["checks"]["shutting_down"], true);
+    assert!(
+        stop.elapsed() < Duration::from_millis(500),
+        "readiness took {:?}",
+        stop.elapsed()
+    );
+    eventually(
+        "the proxy to stop accepting",
+        Duration::from_secs(1),
+        || async {
+            std::net::TcpStream::connect(gate.proxy)
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The request in flight still completes, and the gate exits 0.
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let exit = tokio::task::spawn_blocking(move || gate.wait_exit())
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[roles]\nexecution_runner = [\"executions:read\", \"executions:write\"]\n";
+    let gate = GateProcess::start(dir.path(), good);
+    let secret = token(&gate, &["--project", "proj_a=execution_runner"]);
+    let path = "/api/v1/workspaces/ws_1/projects/proj_a/executions/run";
+    let check = |secret: String, method: &'static str| {
+        let auth = gate.auth;
+        async move {
+            Http::new(format!("http://{auth}"))
+                .send(
+                    http::Method::GET,
+                    "/auth/nginx",
+                    &[
+                        ("authorization", &format!("Bearer {secret}")),
+                        ("x-original-method", method),
+                        ("x-original-uri", path),
+                    ],
+                    None,
+                )
+                .await
+                .status
+        }
+    };
+    assert_eq!(check(secret.clone(), "POST").await, StatusCode::OK);
+
+    // A bad config: refused with a log line naming the fault; the old one serves.
+    let config = std::fs::read_to_string(&gate.config).unwrap();
+    std::fs::write(
+        &gate.config,
+        config.replace("executions:write", "executions:launch"),
+    )
+    .unwrap();
+    signal(&gate, "-HUP");
+    eventually(
+        "the refusal to be logged",
+        Duration::from_secs(5),
+        || async { gate.log_text().contains("reload refused").then_some(()) },
+    )
+    .await;
+    let log = gate.log_text();
+    assert!(
+        log.contains("roles: role `execution_runner`: unknown action `launch`"),
+        "{log}"
+    );
+    assert_eq!(check(secret.clone(), "POST").await, StatusCode::OK);
+
+    // A good new config: the role loses write, at once, without a restart.
+    std::fs::write(&gate.config, config.replace(", \"executions:write\"", "")).unwrap();
+    signal(&gate, "-HUP");
+    eventually("the new roles to apply", Duration::from_secs(5), || async {
+        (check(secret.clone(), "POST").await == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
+    assert_eq!(check(secret.clone(), "GET").await, StatusCode::OK);
+    assert!(gate.log_text().contains("config reloaded"));
+}
+
+fn tls_config_toml(certs: &TestCerts, client_ca: bool) -> String {
+    let mut out = String::new();
+    for listener in ["proxy", "auth", "grpc", "admin", "ops"] {
+        out.push_str(&format!(
+            "[tls.{listener}]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            certs.cert.display(),
+            certs.key.display()
+        ));
+        if client_ca && listener == "admin" {
+            out.push_str(&format!("client_ca_file = \"{}\"\n", certs.ca.display()));
+        }
+    }
+    out
+}
+
+/// The certificate a fresh TLS connection to `port` is shown (DER).
+async fn presented_cert(certs: &TestCerts, port: u16) -> Vec<u8> {
+    let config = Arc::new(certs.client_config(&[]));
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_every_listener_with_mtls_admin_and_certificates_reloaded_live() {
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(dir.path(), &tls_config_toml(&certs, true));
+
+    // The CLI reaches the mTLS admin listener with the CA and a client certificate…
+    let url = format!("https://localhost:{}", gate.admin.port());
+    let ca = certs.ca.display().to_string();
+    let (cert, key) = (
+        certs.cert.display().to_string(),
+        certs.key.display().to_string(),
+    );
+    let with_cert = [
+        "--admin-url",
+        &url,
+        "--admin-ca",
+        &ca,
+        "--admin-cert",
+        &cert,
+        "--admin-cert-key",
+        &key,
+    ];
+    let mut args = vec![
+        "token",
+        "create",
+        "--name",
+        "TLS",
+        "--workspace",
+        "ws_1",
+        "--role",
+        "workspace_viewer",
+        "--expires",
+        "1w",
+        "--json",
+    ];
+    args.extend_from_slice(&with_cert);
+    let run = gate.cli(&args);
+    assert_eq!(run.code, 0, "{run:?}");
+    let secret = run.json()["secret"].as_str().unwrap().to_owned();
+    // …and is refused without one.
+    let run = gate.cli(&["token", "list", "--admin-url", &url, "--admin-ca", &ca]);
+    assert_eq!(run.code, 1, "{run:?}");
+
+    // The doors and ops answer over TLS (HTTP/2 by ALPN).
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(certs.client_config(&[]))
+        .https_only()
+        .enable_all_versions()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let get = |port: u16, path: &str, headers: Vec<(&str, String)>| {
+        let mut req = Request::builder().uri(format!("https://localhost:{port}{path}"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        client.request(req.body(Full::new(Bytes::new())).unwrap())
+    };
+    let res = get(gate.ops.port(), "/readyz", vec![]).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let auth_headers = vec![
+        ("authorization", format!("Bearer {secret}")),
+        ("x-original-method", "GET".to_owned()),
+        ("x-original-uri", WS1_PROJECTS.to_owned()),
+    ];
+    let res = get(gate.auth.port(), "/auth/nginx", auth_headers.clone())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.version(), http::Version::HTTP_2);
+
+    // An open connection, made before the certificate changes…
+    let before = presented_cert(&certs, gate.auth.port()).await;
+    let kept_open = client.clone();
+    let warm = kept_open
+        .request(
+            Request::builder()
+                .uri(format!("https://localhost:{}/auth/nginx", gate.auth.port()))
+                .header("authorization", format!("Bearer {secret}"))
+                .header("x-original-method", "GET")
+                .header("x-original-uri", WS1_PROJECTS)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    warm.into_body().collect().await.unwrap();
+
+    // …then new files at the same paths: a new key and certificate, same CA.
+    let renewed = certs.renew();
+    std::fs::copy(&renewed.cert, &certs.cert).unwrap();
+    std::fs::copy(&renewed.key, &certs.key).unwrap();
+    let after = eventually(
+        "the new certificate to be served",
+        Duration::from_secs(10),
+        || async {
+            let now = presented_cert(&certs, gate.auth.port()).await;
+            (now != before).then_some(now)
+        },
+    )
+    .await;
+    assert_ne!(after, before);
+    assert!(
+        gate.log_text()
+            .contains("certificate files changed; reloaded")
+    );
+    // The connection opened before still serves.
+    let res = kept_open
+        .request(
+            Request::builder()
+                .uri(format!("https://localhost:{}/auth/nginx", gate.auth.port()))
+                .header("authorization", format!("Bearer {secret}"))
+                .header("x-original-method", "GET")
+                .header("x-original-uri", WS1_PROJECTS)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}

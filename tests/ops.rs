@@ -1,0 +1,356 @@
+//! Operating the gate: Prometheus metrics after real traffic (checked by
+//! `promtool`), liveness and readiness, and logs that carry one access event
+//! per request and never a secret.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+use common::{
+    GateProcess, InProcessGate, TestUpstream, WS1_PROJECTS, curl, nginx_auth, workspace_token,
+};
+
+/// Sends real traffic through every door.
+async fn traffic(gate: &InProcessGate) -> String {
+    let v = gate
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Metrics", "ws_1", "workspace_viewer", "1m"),
+        )
+        .await
+        .json();
+    let secret = v["secret"].as_str().unwrap().to_owned();
+    let id = v["token"]["id"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {secret}");
+    for _ in 0..3 {
+        assert_eq!(nginx_auth(gate, &secret).await.status, StatusCode::OK);
+    }
+    nginx_auth(gate, "hwz_notatoken").await;
+    gate.auth()
+        .send(
+            Method::GET,
+            "/auth/traefik",
+            &[
+                ("authorization", &auth),
+                ("x-forwarded-method", "POST"),
+                ("x-forwarded-uri", WS1_PROJECTS),
+            ],
+            None,
+        )
+        .await;
+    gate.auth()
+        .send(
+            Method::GET,
+            &format!("/envoy{WS1_PROJECTS}"),
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    let p = gate
+        .proxy()
+        .send(Method::GET, WS1_PROJECTS, &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(p.status, StatusCode::OK);
+    gate.proxy()
+        .send(
+            Method::GET,
+            "/settings/access-tokens",
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    gate.admin().get(&format!("/admin/v1/tokens/{id}")).await;
+    gate.admin()
+        .get("/admin/v1/tokens/tok_0000000000000000")
+        .await;
+    secret
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_real_traffic_pass_promtool_and_hold_no_ids() {
+    let upstream = TestUpstream::start().await;
+    let url = upstream.url();
+    let gate = InProcessGate::start(&[("upstream.url", &url)]).await;
+    let secret = traffic(&gate).await;
+    let m = gate.ops().get("/metrics").await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(
+        m.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8(m.body.to_vec()).unwrap();
+
+    for name in [
+        "hawzu_gate_decisions_total",
+        "hawzu_gate_decision_duration_seconds_bucket",
+        "hawzu_gate_cache_hits_total",
+        "hawzu_gate_cache_negative_hits_total",
+        "hawzu_gate_cache_misses_total",
+        "hawzu_gate_cache_evictions_total",
+        "hawzu_gate_cache_entries",
+        "hawzu_gate_store_calls_total",
+        "hawzu_gate_store_call_duration_seconds_bucket",
+        "hawzu_gate_invalidations_received_total",
+        "hawzu_gate_pubsub_connected",
+        "hawzu_gate_upstream_requests_total",
+        "hawzu_gate_upstream_duration_seconds_bucket",
+        "hawzu_gate_admin_operations_total",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("no {series}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(r#"hawzu_gate_decisions_total{code="none",door="nginx",outcome="allow"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"hawzu_gate_decisions_total{code="malformed_token",door="nginx",outcome="deny"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(
+            r#"hawzu_gate_decisions_total{code="insufficient_role",door="traefik",outcome="deny"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(r#"hawzu_gate_decisions_total{code="none",door="envoy_http",outcome="allow"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"hawzu_gate_decisions_total{code="none",door="proxy",outcome="allow"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"hawzu_gate_decisions_total{code="no_matching_rule",door="proxy",outcome="deny"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"hawzu_gate_upstream_requests_total{class="2xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"hawzu_gate_admin_operations_total{op="create",result="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"hawzu_gate_admin_operations_total{op="show",result="not_found"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"hawzu_gate_admin_operations_total{op="show",result="ok"}"#),
+        1.0
+    );
+    assert!(value("hawzu_gate_cache_hits_total") >= 5.0);
+    assert_eq!(value("hawzu_gate_cache_misses_total"), 1.0);
+    assert_eq!(value("hawzu_gate_cache_entries"), 1.0);
+
+    // Bounded labels: no token id, no secret, no path.
+    assert!(!text.contains("tok_"), "a token id is a label");
+    assert!(!text.contains(&secret[4..]));
+    assert!(!text.contains("/api/v1"), "a path is a label");
+
+    // Prometheus' own checker accepts the exposition.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (.ci/run installs Debian's prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness_report_the_store() {
+    let gate = InProcessGate::embedded().await;
+    let h = gate.ops().get("/healthz").await;
+    assert_eq!(h.status, StatusCode::OK);
+    let r = gate.ops().get("/readyz").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["checks"]["store"], "ok");
+    assert_eq!(v["checks"]["config"], "loaded");
+
+    // Redis away: alive, but not ready, and the detail says why.
+    let port = common::free_port();
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", &format!("redis://127.0.0.1:{port}")),
+    ])
+    .await;
+    assert_eq!(gate.ops().get("/healthz").await.status, StatusCode::OK);
+    let r = gate.ops().get("/readyz").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let v = r.json();
+    assert_eq!(v["ready"], false);
+    assert!(
+        v["checks"]["store"]
+            .as_str()
+            .unwrap()
+            .starts_with("unavailable"),
+        "{v}"
+    );
+    assert_eq!(v["checks"]["subscription"], "down");
+
+    // Redis there: ready once subscribed.
+    let gate = InProcessGate::redis("ready").await;
+    let v = common::eventually("readiness", std::time::Duration::from_secs(10), || async {
+        let r = gate.ops().get("/readyz").await;
+        (r.status == StatusCode::OK).then(|| r.json())
+    })
+    .await;
+    assert_eq!(v["checks"]["subscription"], "up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_have_one_access_event_per_request_and_no_secret() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut gate = GateProcess::start(
+        dir.path(),
+        &format!(
+            "[log]\nformat = \"json\"\n[upstream]\nurl = \"{}\"\n",
+            upstream.url()
+        ),
+    );
+    let create = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "Logs",
+        "--workspace",
+        "ws_1",
+        "--role",
+        "workspace_member",
+        "--expires",
+        "1w",
+        "--json",
+    ]);
+    let secret = create.json()["secret"].as_str().unwrap().to_owned();
+    let id = create.json()["token"]["id"].as_str().unwrap().to_owned();
+    let admin_key = hawzu_gate::admin::read_key_file(&dir.path().join("data/admin.key")).unwrap();
+    let proxy = format!("http://{}", gate.proxy);
+    let auth = format!("Authorization: Bearer {secret}");
+    let typo = format!("Authorization: Bearer {}x", &secret[..39]);
+    // Allowed, refused, malformed, a token pasted in the path and the query.
+    let urls = [
+        (
+            format!("{proxy}{WS1_PROJECTS}?page=1&token={secret}"),
+            auth.clone(),
+        ),
+        (
+            format!("{proxy}/api/v1/workspaces/ws_1/projects/p/testcases/{secret}"),
+            auth.clone(),
+        ),
+        (format!("{proxy}/settings/access-tokens"), auth.clone()),
+        (format!("{proxy}{WS1_PROJECTS}"), typo.clone()),
+        (
+            format!("{proxy}{WS1_PROJECTS}"),
+            "Authorization: hwz_raw_value_without_scheme".to_owned(),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (i, (url, header)) in urls.iter().enumerate() {
+        let rid = format!("req-{i}");
+        let (status, _, _) = tokio::task::spawn_blocking({
+            let (url, header, rid) = (url.clone(), header.clone(), rid.clone());
+            move || curl(&["-H", &header, "-H", &format!("X-Request-Id: {rid}"), &url])
+        })
+        .await
+        .unwrap();
+        assert!(status > 0);
+        ids.push(rid);
+    }
+    assert_eq!(gate.cli(&["token", "disable", &id]).code, 0);
+    assert!(gate.terminate().success());
+
+    let log = gate.log_text();
+    for leak in [
+        &secret[4..],
+        &secret[10..30],
+        &typo[22..],
+        "hwz_raw_value_without_scheme",
+        &admin_key[7..],
+    ] {
+        assert!(
+            !log.contains(leak),
+            "secret or Authorization value in the log: {leak}\n{log}"
+        );
+    }
+    assert!(!log.to_ascii_lowercase().contains("authorization: bearer"));
+
+    // Every line is JSON; every request has one access event with its fields.
+    let events: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["target"] == "hawzu_gate::access")
+        .collect();
+    for rid in &ids {
+        let matching: Vec<_> = access
+            .iter()
+            .filter(|e| e["request_id"] == rid.as_str())
+            .collect();
+        assert_eq!(matching.len(), 1, "one access event for {rid}");
+    }
+    let first = access.iter().find(|e| e["request_id"] == "req-0").unwrap();
+    assert_eq!(first["door"], "proxy");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], WS1_PROJECTS, "no query in the path");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["code"], "allow");
+    assert_eq!(first["token_id"], id.as_str());
+    assert_eq!(first["workspace_id"], "ws_1");
+    assert!(first["latency_us"].as_u64().is_some());
+    let third = access.iter().find(|e| e["request_id"] == "req-2").unwrap();
+    assert_eq!(third["status"], 403);
+    assert_eq!(third["code"], "no_matching_rule");
+    // Admin events say who did what to which token.
+    let admin: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["target"] == "hawzu_gate::admin")
+        .collect();
+    assert!(
+        admin
+            .iter()
+            .any(|e| e["op"] == "create" && e["token_id"] == id.as_str() && e["by"].is_string())
+    );
+    assert!(
+        admin
+            .iter()
+            .any(|e| e["op"] == "disable" && e["token_id"] == id.as_str())
+    );
+}
