@@ -1,0 +1,132 @@
+//! Memory per cached token: fills a `TokenCache` with N distinct tokens and
+//! reports the resident-set growth per entry, next to the size of the
+//! record itself. Run: `cargo bench --bench cache_memory [-- N]` (default
+//! 1,000,000). Results: docs/performance.md.
+//!
+//! The store behind the cache is a generator (each hash gets a fresh record
+//! of realistic size), so that only the cache's own memory is measured.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hawzu_gate::cache::{CacheOptions, TokenCache};
+use hawzu_gate::store::{ListQuery, Page, StoreError, Stored, TokenStore};
+use hawzu_gate::token::record::RECORD_VERSION;
+use hawzu_gate::token::{ProjectGrant, Scope, TokenHash, TokenId, TokenRecord};
+use jiff::Timestamp;
+
+#[derive(Clone)]
+struct Generator;
+
+fn record() -> TokenRecord {
+    TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().expect("random"),
+        name: "CI Runner".into(),
+        workspace_id: "ws_0123456789".into(),
+        scope: Scope::Project {
+            projects: vec![ProjectGrant {
+                project_id: "proj_0123456789".into(),
+                role: "project_member".into(),
+            }],
+        },
+        created_by: "alice@example.com".into(),
+        created_at: Timestamp::now(),
+        expires_at: Some(Timestamp::now()),
+        disabled_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+    }
+}
+
+/// Heap bytes the record owns (its strings and vector), beside its struct.
+fn record_heap(r: &TokenRecord) -> usize {
+    let projects = match &r.scope {
+        Scope::Project { projects } => {
+            projects.capacity() * std::mem::size_of::<ProjectGrant>()
+                + projects.iter().map(|g| g.project_id.capacity() + g.role.capacity()).sum::<usize>()
+        }
+        Scope::Workspace { role } => role.capacity(),
+    };
+    r.id.as_str().len() + r.name.capacity() + r.workspace_id.capacity() + r.created_by.capacity() + projects
+}
+
+impl TokenStore for Generator {
+    async fn get(&self, _: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(Some(record()))
+    }
+    async fn find(&self, _: &TokenId) -> Result<Option<Stored>, StoreError> {
+        Ok(None)
+    }
+    async fn create(&self, _: &TokenHash, _: &TokenRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn replace(&self, _: &Stored, _: &TokenRecord) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    async fn list(&self, _: ListQuery) -> Result<Page, StoreError> {
+        Ok(Page { tokens: Vec::new(), next: None })
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let cache = Arc::new(TokenCache::new(
+            Generator,
+            CacheOptions {
+                ttl: Duration::from_secs(3600),
+                negative_ttl: Duration::from_secs(5),
+                max_entries: n + 1,
+            },
+        ));
+        // Warm the allocator and moka's internals first.
+        for i in 0..1000u64 {
+            let mut h = [0u8; 32];
+            h[..8].copy_from_slice(&(u64::MAX - i).to_le_bytes());
+            cache.lookup(&TokenHash(h)).await.expect("lookup");
+        }
+        cache.sync().await;
+        let before = rss_kib();
+        let start = Instant::now();
+        for i in 0..n {
+            let mut h = [0u8; 32];
+            h[..8].copy_from_slice(&i.to_le_bytes());
+            cache.lookup(&TokenHash(h)).await.expect("lookup");
+        }
+        cache.sync().await;
+        let after = rss_kib();
+        let sample = record();
+        let struct_size = std::mem::size_of::<TokenRecord>();
+        let heap = record_heap(&sample);
+        let per_entry = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+        println!("entries             {}", cache.entry_count());
+        println!("fill time           {:?}", start.elapsed());
+        println!("RSS delta           {} KiB", after.saturating_sub(before));
+        println!("per cached token    {per_entry:.0} bytes");
+        println!("record (struct)     {struct_size} bytes");
+        println!("record (heap)       {heap} bytes");
+        println!("cache overhead      {:.0} bytes per token beyond the record", per_entry - (struct_size + heap) as f64);
+    });
+}
