@@ -45,11 +45,18 @@ fn record_heap(r: &TokenRecord) -> usize {
     let projects = match &r.scope {
         Scope::Project { projects } => {
             projects.capacity() * std::mem::size_of::<ProjectGrant>()
-                + projects.iter().map(|g| g.project_id.capacity() + g.role.capacity()).sum::<usize>()
+                + projects
+                    .iter()
+                    .map(|g| g.project_id.capacity() + g.role.capacity())
+                    .sum::<usize>()
         }
         Scope::Workspace { role } => role.capacity(),
     };
-    r.id.as_str().len() + r.name.capacity() + r.workspace_id.capacity() + r.created_by.capacity() + projects
+    r.id.as_str().len()
+        + r.name.capacity()
+        + r.workspace_id.capacity()
+        + r.created_by.capacity()
+        + projects
 }
 
 impl TokenStore for Generator {
@@ -66,7 +73,10 @@ impl TokenStore for Generator {
         Ok(false)
     }
     async fn list(&self, _: ListQuery) -> Result<Page, StoreError> {
-        Ok(Page { tokens: Vec::new(), next: None })
+        Ok(Page {
+            tokens: Vec::new(),
+            next: None,
+        })
     }
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -127,6 +137,9 @@ fn main() {
         println!("per cached token    {per_entry:.0} bytes");
         println!("record (struct)     {struct_size} bytes");
         println!("record (heap)       {heap} bytes");
-        println!("cache overhead      {:.0} bytes per token beyond the record", per_entry - (struct_size + heap) as f64);
+        println!(
+            "cache overhead      {:.0} bytes per token beyond the record",
+            per_entry - (struct_size + heap) as f64
+        );
     });
 }

@@ -12,6 +12,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `println!` that never panics: a closed pipe (`| head`) ends output quietly.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics.
+macro_rules! complain {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -250,7 +266,7 @@ fn run(cli: Cli) -> u8 {
     let loaded = match config::load(file.as_deref()) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
+            complain!("error: {e}");
             return USAGE;
         }
     };
@@ -270,7 +286,7 @@ fn client_runtime(command: impl Future<Output = u8>) -> u8 {
     {
         Ok(r) => r.block_on(command),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            complain!("error: cannot start the async runtime: {e}");
             REFUSED
         }
     }
@@ -279,7 +295,7 @@ fn client_runtime(command: impl Future<Output = u8>) -> u8 {
 /// The admin client for `global` and `loaded`, or the exit code of why not.
 fn client(global: &Global, loaded: &Loaded) -> Result<AdminClient, u8> {
     let key = admin_key(global, loaded).map_err(|e| {
-        eprintln!("error: {e}");
+        complain!("error: {e}");
         USAGE
     })?;
     let tls = ClientTls {
@@ -287,7 +303,7 @@ fn client(global: &Global, loaded: &Loaded) -> Result<AdminClient, u8> {
         identity: global.admin_cert.clone().zip(global.admin_cert_key.clone()),
     };
     AdminClient::new(&admin_url(global, loaded), key, &tls).map_err(|e| {
-        eprintln!("error: {e}");
+        complain!("error: {e}");
         USAGE
     })
 }
@@ -307,18 +323,18 @@ async fn explain(global: &Global, loaded: &Loaded, args: ExplainArgs) -> u8 {
             Some(code) => format!("deny: {code} ({})", v["status"]),
             None => "allow".to_owned(),
         };
-        println!("{verdict}  {} {}", args.method, args.path);
+        say!("{verdict}  {} {}", args.method, args.path);
         let steps = v["steps"].as_array().cloned().unwrap_or_default();
         // The last step repeats the verdict.
         for (i, step) in steps.iter().take(steps.len().saturating_sub(1)).enumerate() {
-            println!("  {}. {}", i + 1, s(step));
+            say!("  {}. {}", i + 1, s(step));
         }
     })
 }
 
 fn serve(loaded: &Loaded) -> u8 {
     if let Err(e) = crate::telemetry::init(&loaded.settings.log) {
-        eprintln!("error: {e}");
+        complain!("error: {e}");
         return USAGE;
     }
     if let Some(f) = &loaded.origin.file {
@@ -330,7 +346,7 @@ fn serve(loaded: &Loaded) -> u8 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            complain!("error: cannot start the async runtime: {e}");
             return REFUSED;
         }
     };
@@ -342,7 +358,7 @@ fn serve(loaded: &Loaded) -> u8 {
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
-                eprintln!("error: {e}");
+                complain!("error: {e}");
                 USAGE
             }
         }
@@ -352,7 +368,7 @@ fn serve(loaded: &Loaded) -> u8 {
 fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
     let s = &loaded.settings;
     if let Err(e) = check_tls(s) {
-        eprintln!("error: {e}");
+        complain!("error: {e}");
         return USAGE;
     }
     let mut effective = serde_json::to_value(s).unwrap_or(Value::Null);
@@ -362,7 +378,7 @@ fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
     }
     effective["store"]["redis"]["url"] = json!(config::redact_url(&s.store.redis.url));
     if as_json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&json!({ "ok": true, "settings": effective }))
                 .unwrap_or_default()
@@ -373,12 +389,12 @@ fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
         || "none (built-in defaults)".to_owned(),
         |f| f.display().to_string(),
     );
-    println!("config OK");
-    println!("  file: {file}");
+    say!("config OK");
+    say!("  file: {file}");
     if !loaded.origin.env_vars.is_empty() {
-        println!("  environment: {}", loaded.origin.env_vars.join(", "));
+        say!("  environment: {}", loaded.origin.env_vars.join(", "));
     }
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(&effective).unwrap_or_default()
     );
@@ -491,7 +507,7 @@ async fn change(
         .await;
     out.finish(answer, |v| {
         let t = &v["token"];
-        println!(
+        say!(
             "Token {} ({}) is {}; state: {}.",
             s(&t["id"]),
             s(&t["name"]),
@@ -547,7 +563,7 @@ async fn list(client: &AdminClient, out: &Output, args: ListArgs) -> u8 {
         }
     }
     if out.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&json!({ "tokens": tokens, "next_cursor": cursor }))
                 .unwrap_or_default()
@@ -555,7 +571,7 @@ async fn list(client: &AdminClient, out: &Output, args: ListArgs) -> u8 {
     } else {
         print_table(&tokens);
         if let Some(c) = cursor {
-            println!("(more: --cursor {c}, or --all)");
+            say!("(more: --cursor {c}, or --all)");
         }
     }
     OK
@@ -592,12 +608,12 @@ impl Output {
     ) -> u8 {
         match answer {
             Err(e) => {
-                eprintln!("error: {e}");
+                complain!("error: {e}");
                 REFUSED
             }
             Ok((status, v)) if status.is_success() => {
                 if self.json {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 } else {
                     show(v);
                 }
@@ -605,9 +621,9 @@ impl Output {
             }
             Ok((status, v)) => {
                 if self.json {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 }
-                eprintln!(
+                complain!(
                     "error: {} ({}, {})",
                     s(&v["message"]),
                     status.as_u16(),
@@ -615,7 +631,7 @@ impl Output {
                 );
                 if let Some(fields) = v["fields"].as_object() {
                     for (field, msg) in fields {
-                        eprintln!("  {}: {}", flag_for(field), s(msg));
+                        complain!("  {}: {}", flag_for(field), s(msg));
                     }
                 }
                 REFUSED
@@ -625,14 +641,14 @@ impl Output {
 
     fn created(&self, v: Value, verb: &str) {
         let t = &v["token"];
-        println!("{verb} {} \"{}\"", s(&t["id"]), s(&t["name"]));
-        println!("  workspace  {}", s(&t["workspace_id"]));
-        println!("  scope      {}", scope_text(t));
-        println!("  expires    {}", when(&t["expires_at"], "never"));
-        println!();
-        println!("{}", s(&v["secret"]));
-        println!();
-        println!("Copy this token now: it is shown only once and will not be shown again.");
+        say!("{verb} {} \"{}\"", s(&t["id"]), s(&t["name"]));
+        say!("  workspace  {}", s(&t["workspace_id"]));
+        say!("  scope      {}", scope_text(t));
+        say!("  expires    {}", when(&t["expires_at"], "never"));
+        say!("");
+        say!("{}", s(&v["secret"]));
+        say!("");
+        say!("Copy this token now: it is shown only once and will not be shown again.");
     }
 
     fn show(&self, t: &Value) {
@@ -655,7 +671,7 @@ impl Output {
             ),
         ];
         for (k, v) in rows {
-            println!("{k:<13} {v}");
+            say!("{k:<13} {v}");
         }
     }
 }
@@ -732,12 +748,12 @@ fn print_table(tokens: &[Value]) {
         }
         out
     };
-    println!("{}", line(&header.map(str::to_owned)));
+    say!("{}", line(&header.map(str::to_owned)));
     for row in &rows {
-        println!("{}", line(row));
+        say!("{}", line(row));
     }
     if rows.is_empty() {
-        println!("(no tokens)");
+        say!("(no tokens)");
     }
 }
 

@@ -409,3 +409,19 @@ fn check_config_reports_the_key_and_file_at_fault() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `| head` closes the pipe early: no panic, no backtrace.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{BIN}' check-config --config '{}' | head -c 1 >/dev/null",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hawzu-gate.toml")
+        ))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
