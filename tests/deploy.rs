@@ -43,8 +43,8 @@ fn manifests() -> Vec<PathBuf> {
 /// Runs kubernetes-validate on `file`; fails on any error, and on a missing
 /// schema for anything but the known CRD kinds.
 fn kubernetes_validate(file: &Path) {
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", "-k", K8S])
+    let out = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", K8S])
         .arg(file)
         .output()
         .expect("kubernetes-validate must be installed (pip install kubernetes-validate; .ci/run does)");
