@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -789,9 +789,4 @@ fn flag_for(field: &str) -> String {
         return format!("--project #{} ({what})", n + 1);
     }
     field.to_owned()
-}
-
-/// Where the CLI looks for the admin key file, for docs and messages.
-pub fn key_file_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(KEY_FILE)
 }

@@ -47,13 +47,21 @@ fn kubernetes_validate(file: &Path) {
         .args(["-m", "kubernetes_validate", "--strict", "-k", K8S])
         .arg(file)
         .output()
-        .expect("kubernetes-validate must be installed (pip install kubernetes-validate; .ci/run does)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        .expect(
+            "kubernetes-validate must be installed (pip install kubernetes-validate; .ci/run does)",
+        );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{}: {text}", file.display());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let allowed_warning = line.starts_with("WARN")
             && line.contains("Couldn't find schema for kind")
-            && CRD_KINDS.iter().any(|k| line.contains(&format!("kind {k} ")));
+            && CRD_KINDS
+                .iter()
+                .any(|k| line.contains(&format!("kind {k} ")));
         assert!(
             line.starts_with("INFO") && line.contains("passed") || allowed_warning,
             "{}: {line}",
@@ -72,11 +80,25 @@ fn documents(file: &Path) -> Vec<Yaml> {
 
 /// Every document names its kind and itself; CRD documents carry a spec.
 fn check_shape(file: &Path, doc: &Yaml) {
-    let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{}: a document without kind", file.display()));
-    assert!(doc["apiVersion"].as_str().is_some(), "{}: {kind} without apiVersion", file.display());
-    assert!(doc["metadata"]["name"].as_str().is_some(), "{}: {kind} without a name", file.display());
+    let kind = doc["kind"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}: a document without kind", file.display()));
+    assert!(
+        doc["apiVersion"].as_str().is_some(),
+        "{}: {kind} without apiVersion",
+        file.display()
+    );
+    assert!(
+        doc["metadata"]["name"].as_str().is_some(),
+        "{}: {kind} without a name",
+        file.display()
+    );
     if CRD_KINDS.contains(&kind) {
-        assert!(!doc["spec"].is_badvalue(), "{}: {kind} without spec", file.display());
+        assert!(
+            !doc["spec"].is_badvalue(),
+            "{}: {kind} without spec",
+            file.display()
+        );
     }
 }
 
@@ -84,8 +106,13 @@ fn check_shape(file: &Path, doc: &Yaml) {
 /// tables are dropped first: their files exist only in the cluster.
 fn check_gate_configs(file: &Path, docs: &[Yaml]) -> usize {
     let mut checked = 0;
-    for doc in docs.iter().filter(|d| d["kind"].as_str() == Some("ConfigMap")) {
-        let Some(toml) = doc["data"]["hawzu-gate.toml"].as_str() else { continue };
+    for doc in docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("ConfigMap"))
+    {
+        let Some(toml) = doc["data"]["hawzu-gate.toml"].as_str() else {
+            continue;
+        };
         let mut kept = String::new();
         let mut in_tls = false;
         for line in toml.lines() {
@@ -131,14 +158,23 @@ fn every_manifest_validates_and_its_gate_config_is_accepted() {
         }
         configs += check_gate_configs(&file, &docs);
     }
-    assert!(configs >= 2, "the sidecar and standalone manifests carry gate configs");
+    assert!(
+        configs >= 2,
+        "the sidecar and standalone manifests carry gate configs"
+    );
 }
 
 #[test]
 fn manifests_run_non_root_on_a_read_only_root_filesystem_with_probes() {
-    for file in [Path::new(ROOT).join("deploy/k8s/sidecar-proxy.yaml"), Path::new(ROOT).join("deploy/k8s/standalone.yaml")] {
+    for file in [
+        Path::new(ROOT).join("deploy/k8s/sidecar-proxy.yaml"),
+        Path::new(ROOT).join("deploy/k8s/standalone.yaml"),
+    ] {
         let docs = documents(&file);
-        let deployment = docs.iter().find(|d| d["kind"].as_str() == Some("Deployment")).unwrap();
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Deployment"))
+            .unwrap();
         let pod = &deployment["spec"]["template"]["spec"];
         let gate = pod["containers"]
             .as_vec()
@@ -147,30 +183,49 @@ fn manifests_run_non_root_on_a_read_only_root_filesystem_with_probes() {
             .find(|c| c["image"].as_str().unwrap_or("").contains("hawzu-gate"))
             .unwrap_or_else(|| panic!("{}: no hawzu-gate container", file.display()));
         let sc = &gate["securityContext"];
-        assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{}", file.display());
+        assert_eq!(
+            sc["readOnlyRootFilesystem"].as_bool(),
+            Some(true),
+            "{}",
+            file.display()
+        );
         assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
-        let non_root = sc["runAsNonRoot"].as_bool() == Some(true) || pod["securityContext"]["runAsNonRoot"].as_bool() == Some(true);
+        let non_root = sc["runAsNonRoot"].as_bool() == Some(true)
+            || pod["securityContext"]["runAsNonRoot"].as_bool() == Some(true);
         assert!(non_root, "{}", file.display());
-        assert_eq!(gate["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
-        assert_eq!(gate["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"));
+        assert_eq!(
+            gate["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/healthz")
+        );
+        assert_eq!(
+            gate["readinessProbe"]["httpGet"]["path"].as_str(),
+            Some("/readyz")
+        );
         let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
-        assert!(grace > 25, "terminationGracePeriodSeconds above shutdown.grace");
+        assert!(
+            grace > 25,
+            "terminationGracePeriodSeconds above shutdown.grace"
+        );
     }
 }
 
 /// Runs `helm/lint_chart.py` (helm-sdkpy) with `values`; returns the
 /// rendered manifests file.
 fn lint_chart(values: Option<&str>, out: &Path) -> PathBuf {
-    let rendered = out.join(format!("{}.yaml", values.unwrap_or("default").replace('/', "_")));
+    let rendered = out.join(format!(
+        "{}.yaml",
+        values.unwrap_or("default").replace('/', "_")
+    ));
     let mut cmd = Command::new("python3");
     cmd.arg(Path::new(ROOT).join("helm/lint_chart.py"));
     if let Some(v) = values {
-        cmd.arg("-f").arg(Path::new(ROOT).join("helm/hawzu-gate/ci").join(v));
+        cmd.arg("-f")
+            .arg(Path::new(ROOT).join("helm/hawzu-gate/ci").join(v));
     }
     cmd.arg("--render").arg(&rendered);
-    let result = cmd
-        .output()
-        .expect("python3 with helm-sdkpy (pip install --ignore-requires-python helm-sdkpy; .ci/run does)");
+    let result = cmd.output().expect(
+        "python3 with helm-sdkpy (pip install --ignore-requires-python helm-sdkpy; .ci/run does)",
+    );
     assert!(
         result.status.success(),
         "helm lint ({values:?}) failed:\n{}{}",
@@ -183,12 +238,20 @@ fn lint_chart(values: Option<&str>, out: &Path) -> PathBuf {
 #[test]
 fn the_helm_chart_lints_and_renders_valid_manifests_in_every_mode() {
     let out = tempfile::tempdir().unwrap();
-    for values in [None, Some("sidecar-values.yaml"), Some("standalone-values.yaml"), Some("embedded-values.yaml")] {
+    for values in [
+        None,
+        Some("sidecar-values.yaml"),
+        Some("standalone-values.yaml"),
+        Some("embedded-values.yaml"),
+    ] {
         let rendered = lint_chart(values, out.path());
         kubernetes_validate(&rendered);
         let docs = documents(&rendered);
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-        assert!(kinds.contains(&"Deployment") && kinds.contains(&"Service"), "{values:?}: {kinds:?}");
+        assert!(
+            kinds.contains(&"Deployment") && kinds.contains(&"Service"),
+            "{values:?}: {kinds:?}"
+        );
         for doc in &docs {
             check_shape(&rendered, doc);
         }
