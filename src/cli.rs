@@ -340,10 +340,11 @@ fn serve(loaded: &Loaded) -> u8 {
     if let Some(f) = &loaded.origin.file {
         tracing::info!(file = %f.display(), "config file loaded");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if loaded.settings.runtime.worker_threads > 0 {
+        builder.worker_threads(loaded.settings.runtime.worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             complain!("error: cannot start the async runtime: {e}");

@@ -61,6 +61,16 @@ pub struct Settings {
     pub policy: PolicySettings,
     /// Stopping.
     pub shutdown: ShutdownSettings,
+    /// The async runtime.
+    pub runtime: RuntimeSettings,
+}
+
+/// The Tokio runtime that serves every listener.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// Worker threads; unset (0) means one per CPU.
+    pub worker_threads: usize,
 }
 
 /// How the gate stops on SIGTERM/SIGINT.
@@ -126,6 +136,7 @@ impl Default for Settings {
             roles: BTreeMap::new(),
             policy: PolicySettings::default(),
             shutdown: ShutdownSettings::default(),
+            runtime: RuntimeSettings::default(),
         }
     }
 }

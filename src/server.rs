@@ -176,16 +176,67 @@ pub fn check_tls(settings: &Settings) -> Result<(), StartError> {
     Ok(())
 }
 
+/// A bound listener: one socket on the shared runtime, or, for the hot
+/// doors, one `SO_REUSEPORT` socket per core, each served by its own
+/// single-threaded runtime (see `Bound::run`).
 struct Listener {
     which: Which,
-    socket: TcpListener,
+    sockets: Sockets,
     tls: Option<TlsHandle>,
+}
+
+enum Sockets {
+    Shared(TcpListener),
+    PerCore(Vec<std::net::TcpListener>),
+}
+
+impl Sockets {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Sockets::Shared(l) => l.local_addr().ok(),
+            Sockets::PerCore(ls) => ls.first().and_then(|l| l.local_addr().ok()),
+        }
+    }
+}
+
+/// A non-blocking listening socket with `SO_REUSEPORT`, so that several
+/// can share one address and the kernel spreads connections over them.
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// `cores` sockets on `addr` (the first one fixes the port when it is 0).
+fn bind_per_core(addr: SocketAddr, cores: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_reuseport(addr)?;
+    let bound = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..cores {
+        all.push(bind_reuseport(bound)?);
+    }
+    Ok(all)
+}
+
+/// Threads serving the hot doors: `runtime.worker_threads`, else one per CPU.
+fn door_threads(s: &Settings) -> usize {
+    match s.runtime.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
 }
 
 /// A gate with its listeners bound, ready to run.
 pub struct Bound {
     listeners: Vec<Listener>,
-    proxy_door: Arc<Proxy>,
+    /// One proxy per door thread: each keeps its own upstream pool, so a
+    /// request never hops threads to reach its connection.
+    proxy_doors: Vec<Arc<Proxy>>,
     forward_auth: Arc<ForwardAuth>,
     ext_authz: ExtAuthz,
     admin_api: Arc<AdminApi>,
@@ -286,7 +337,10 @@ impl Bound {
             http2: s.upstream.http2,
             forward_authorization: s.proxy.forward_authorization,
         };
-        let proxy_door = Proxy::new(shared.clone(), &upstream)?;
+        let threads = door_threads(s);
+        let proxy_doors = (0..threads)
+            .map(|_| Proxy::new(shared.clone(), &upstream))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let mut listeners = Vec::new();
         for which in Which::ALL {
@@ -295,19 +349,28 @@ impl Bound {
                 .map(|t| tls_config(which, t).map(|c| Arc::new(ArcSwap::new(c))))
                 .transpose()?;
             let addr = which.addr(s);
-            let socket = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    key: which.listen_key(),
-                    addr,
-                    source,
-                })?;
-            listeners.push(Listener { which, socket, tls });
+            let bind_error = |source| StartError::Bind {
+                key: which.listen_key(),
+                addr,
+                source,
+            };
+            let sockets = match which {
+                // The hot doors: a socket and a single-threaded runtime per core.
+                Which::Proxy | Which::Auth => {
+                    Sockets::PerCore(bind_per_core(addr, threads).map_err(bind_error)?)
+                }
+                _ => Sockets::Shared(TcpListener::bind(addr).await.map_err(bind_error)?),
+            };
+            listeners.push(Listener {
+                which,
+                sockets,
+                tls,
+            });
         }
         let health = Arc::new(Health::default());
         Ok(Self {
             listeners,
-            proxy_door,
+            proxy_doors,
             forward_auth: ForwardAuth::new(shared.clone()),
             ext_authz: ExtAuthz::new(shared.clone()),
             admin_api: AdminApi::new(cache.clone(), policy.clone(), key),
@@ -327,7 +390,7 @@ impl Bound {
             self.listeners
                 .iter()
                 .find(|l| l.which == w)
-                .and_then(|l| l.socket.local_addr().ok())
+                .and_then(|l| l.sockets.local_addr())
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
         };
         Addresses {
@@ -362,40 +425,49 @@ impl Bound {
                 tls_handles.push((l.which, t.clone()));
             }
             let name = l.which.listen_key();
-            match l.which {
-                Which::Proxy => {
-                    let door = self.proxy_door.clone();
-                    doors.push(tokio::spawn(serve(
-                        name,
-                        l.socket,
-                        l.tls,
-                        move |req, conn| {
-                            let door = door.clone();
-                            async move { door.handle(req, conn).await }
-                        },
-                        stopped(doors_rx.clone()),
-                        grace,
-                    )));
+            match (l.which, l.sockets) {
+                (Which::Proxy, Sockets::PerCore(sockets)) => {
+                    for (i, socket) in sockets.into_iter().enumerate() {
+                        let door = self.proxy_doors[i % self.proxy_doors.len()].clone();
+                        doors.push(serve_on_own_thread(
+                            name,
+                            i,
+                            socket,
+                            l.tls.clone(),
+                            move |req, conn| {
+                                let door = door.clone();
+                                async move { door.handle(req, conn).await }
+                            },
+                            doors_rx.clone(),
+                            grace,
+                        ));
+                    }
                 }
-                Which::Auth => {
-                    let door = self.forward_auth.clone();
-                    doors.push(tokio::spawn(serve(
-                        name,
-                        l.socket,
-                        l.tls,
-                        move |req, conn| {
-                            let door = door.clone();
-                            async move { door.handle(req, conn.peer).await }
-                        },
-                        stopped(doors_rx.clone()),
-                        grace,
-                    )));
+                (Which::Auth, Sockets::PerCore(sockets)) => {
+                    for (i, socket) in sockets.into_iter().enumerate() {
+                        let door = self.forward_auth.clone();
+                        doors.push(serve_on_own_thread(
+                            name,
+                            i,
+                            socket,
+                            l.tls.clone(),
+                            move |req, conn| {
+                                let door = door.clone();
+                                async move { door.handle(req, conn.peer).await }
+                            },
+                            doors_rx.clone(),
+                            grace,
+                        ));
+                    }
                 }
-                Which::Grpc => {
+                (_, Sockets::PerCore(_)) => {
+                    tracing::error!(listener = name, "no per-core server for this listener");
+                }
+                (Which::Grpc, Sockets::Shared(socket)) => {
                     let grpc = self.ext_authz.clone().service();
                     doors.push(tokio::spawn(serve(
                         name,
-                        l.socket,
+                        socket,
                         l.tls,
                         move |req, _conn| {
                             let grpc = grpc.clone();
@@ -411,11 +483,11 @@ impl Bound {
                         grace,
                     )));
                 }
-                Which::Admin => {
+                (Which::Admin, Sockets::Shared(socket)) => {
                     let api = self.admin_api.clone();
                     doors.push(tokio::spawn(serve(
                         name,
-                        l.socket,
+                        socket,
                         l.tls,
                         move |req, conn| {
                             let api = api.clone();
@@ -425,11 +497,11 @@ impl Bound {
                         grace,
                     )));
                 }
-                Which::Ops => {
+                (Which::Ops, Sockets::Shared(socket)) => {
                     let ops = self.ops.clone();
                     ops_task = Some(tokio::spawn(serve(
                         name,
-                        l.socket,
+                        socket,
                         l.tls,
                         move |req, _conn| {
                             let ops = ops.clone();
@@ -438,6 +510,9 @@ impl Bound {
                         stopped(ops_rx.clone()),
                         Duration::from_secs(1),
                     )));
+                }
+                (_, Sockets::Shared(_)) => {
+                    tracing::error!(listener = name, "no shared server for this listener");
                 }
             }
         }
@@ -466,13 +541,13 @@ impl Bound {
         // flush pending last-used times and end.
         let Self {
             shared,
-            proxy_door,
+            proxy_doors,
             forward_auth,
             ext_authz,
             usage_writer,
             ..
         } = self;
-        drop((shared, proxy_door, forward_auth, ext_authz));
+        drop((shared, proxy_doors, forward_auth, ext_authz));
         let _ = tokio::time::timeout(Duration::from_secs(5), usage_writer).await;
         let _ = ops_tx.send(true);
         if let Some(t) = ops_task {
@@ -548,6 +623,7 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
                     "admin" => "admin",
                     "log" => "log",
                     "shutdown" => "shutdown",
+                    "runtime" => "runtime",
                     _ => "other",
                 });
             }
@@ -600,6 +676,60 @@ async fn watch_tls_files(settings: Settings, handles: Vec<(Which, TlsHandle)>) {
             }
         }
     }
+}
+
+/// Serves `socket` on a thread of its own with a single-threaded runtime:
+/// a connection, its requests and (for the proxy) its upstream connections
+/// stay on one thread, with no cross-thread wake-ups. The returned handle
+/// ends when the thread does.
+#[allow(clippy::too_many_arguments)]
+fn serve_on_own_thread<H, Fut, B>(
+    name: &'static str,
+    index: usize,
+    socket: std::net::TcpListener,
+    tls: Option<TlsHandle>,
+    handle: H,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> tokio::task::JoinHandle<()>
+where
+    H: Fn(http::Request<hyper::body::Incoming>, crate::doors::listener::Conn) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = http::Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let thread_name = format!("{}-{index}", name.trim_start_matches("listen."));
+    let thread = std::thread::Builder::new().name(thread_name).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(listener = name, error = %e, "cannot start a door thread's runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => {
+                    let mut stop = stop;
+                    let stopped = async move {
+                        let _ = stop.wait_for(|v| *v).await;
+                    };
+                    serve(name, listener, tls, handle, stopped, grace).await;
+                }
+                Err(e) => tracing::error!(listener = name, error = %e, "cannot serve a door socket"),
+            }
+        });
+    });
+    tokio::task::spawn_blocking(move || match thread {
+        Ok(t) => {
+            let _ = t.join();
+        }
+        Err(e) => tracing::error!(listener = name, error = %e, "cannot start a door thread"),
+    })
 }
 
 /// Turns SIGTERM/SIGINT into `Shutdown` and SIGHUP into `Reload`.

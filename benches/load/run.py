@@ -1,0 +1,445 @@
+#!/usr/bin/env python3
+"""Side-by-side load harness for hawzu-gate.
+
+    python3 benches/load/run.py                 # the comparison (cases a-g), 3 rounds
+    python3 benches/load/run.py --scaling       # + worker threads and connection counts
+    python3 benches/load/run.py --revocation    # + disable-to-refusal latency under load
+
+Builds the release binaries, starts on loopback a minimal upstream (hyper,
+200 "ok"), a private redis-server, hawzu-gate (Redis store) and Debian's
+nginx, and drives every case with wrk for the same duration, interleaved
+(a b c ... a b c ...), N rounds. Prints the medians of req/s, p50 and p99,
+the ratios the targets are stated in, and where the CPU went: the load
+generator and the servers share this machine's cores.
+
+Cases:
+  a  upstream direct (the ceiling)
+  b  nginx proxy_pass -> upstream (keepalive), no auth
+  c  nginx auth_request -> gate /auth/nginx -> upstream (deploy/nginx/nginx.conf)
+  d  gate proxy mode -> upstream, one valid token (cache hit)
+  e  gate /auth/nginx alone (the decision service)
+  f  gate proxy mode, 100k distinct tokens picked at random (misses, then hits)
+  g  as f, with cache.max_entries (10k) below the working set
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RELEASE = os.path.join(ROOT, "target", "release")
+PATH = "/api/v1/workspaces/ws_1/projects"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} did not listen on {port}")
+
+
+class Procs:
+    """Child processes, stopped on exit."""
+
+    def __init__(self):
+        self.items = {}
+
+    def start(self, name, args, **kw):
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+        self.items[name] = p
+        return p
+
+    def stop(self, name):
+        p = self.items.pop(name, None)
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def stop_all(self):
+        for name in list(self.items):
+            self.stop(name)
+
+
+def tree_pids(pid):
+    """pid and its descendants (nginx workers)."""
+    out = [pid]
+    try:
+        for child in open(f"/proc/{pid}/task/{pid}/children").read().split():
+            out += tree_pids(int(child))
+    except OSError:
+        pass
+    return out
+
+
+def cpu_seconds(pid):
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(url, duration, connections, headers=(), script=None, watch=()):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+    for h in headers:
+        cmd += ["-H", h]
+    if script:
+        cmd += ["-s", script]
+    cmd.append(url)
+    before = {name: cpu_seconds(pid) for name, pid in watch}
+    children = os.times()
+    start = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - start
+    after = {name: cpu_seconds(pid) for name, pid in watch}
+    done = os.times()
+    # wrk is the only child that ends here, so the children's clock is its.
+    wrk_cpu = (done.children_user + done.children_system - children.children_user - children.children_system) / wall
+    out = p.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    cpu = {name: round((after[name] - before[name]) / wall, 2) for name, _ in watch}
+    cpu["wrk"] = round(wrk_cpu, 2)
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",
+        "cpu": cpu,
+    }
+
+
+def admin_call(port, key, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    req.add_header("Authorization", f"Bearer {key}")
+    if data:
+        req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def gate_config(tmp, name, redis_port, prefix, upstream_port, max_entries, threads):
+    ports = {k: free_port() for k in ("proxy", "auth", "grpc", "admin", "ops")}
+    data = os.path.join(tmp, name)
+    os.makedirs(data, exist_ok=True)
+    conf = os.path.join(tmp, f"{name}.toml")
+    with open(conf, "w") as f:
+        f.write(
+            f'data_dir = "{data}"\n'
+            f"[listen]\n" + "".join(f'{k} = "127.0.0.1:{v}"\n' for k, v in ports.items()) +
+            f'[upstream]\nurl = "http://127.0.0.1:{upstream_port}"\n'
+            f'[store]\nbackend = "redis"\n[store.redis]\nurl = "redis://127.0.0.1:{redis_port}"\nkey_prefix = "{prefix}"\n'
+            f'[cache]\nttl = "3600s"\nmax_entries = {max_entries}\n'
+            f'[log]\nlevel = "warn"\n'
+            f"[runtime]\nworker_threads = {threads}\n"
+        )
+    return conf, ports, data
+
+
+def start_gate(procs, name, conf, ports, data):
+    p = procs.start(name, [os.path.join(RELEASE, "hawzu-gate"), "serve", "--config", conf], cwd=os.path.dirname(conf))
+    for port in ports.values():
+        wait_port(port, name)
+    key = open(os.path.join(data, "admin.key")).read().strip()
+    return p, key
+
+
+def nginx_confs(tmp, upstream_port, gate_auth_port):
+    """b: plain proxy; c: deploy/nginx/nginx.conf as shipped, on 2 workers."""
+    b_port, c_port = free_port(), free_port()
+    b_dir, c_dir = os.path.join(tmp, "nginx-b"), os.path.join(tmp, "nginx-c")
+    os.makedirs(b_dir)
+    os.makedirs(c_dir)
+    with open(os.path.join(b_dir, "nginx.conf"), "w") as f:
+        f.write(
+            "worker_processes 2;\npid nginx.pid;\nerror_log error.log warn;\n"
+            "events { worker_connections 4096; }\n"
+            "http {\n  access_log off;\n"
+            "  client_body_temp_path client_body_temp; proxy_temp_path proxy_temp; fastcgi_temp_path fastcgi_temp;\n"
+            "  uwsgi_temp_path uwsgi_temp; scgi_temp_path scgi_temp;\n"
+            f"  upstream api {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}\n"
+            f"  server {{ listen 127.0.0.1:{b_port};\n"
+            "    location / { proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://api; }\n"
+            "  }\n}\n"
+        )
+    example = open(os.path.join(ROOT, "deploy", "nginx", "nginx.conf")).read()
+    for needle in ("server 127.0.0.1:3000;", "server 127.0.0.1:8081;", "listen 127.0.0.1:8000;", "worker_processes 1;"):
+        assert needle in example, needle
+    conf = (example.replace("server 127.0.0.1:3000;", f"server 127.0.0.1:{upstream_port};")
+            .replace("server 127.0.0.1:8081;", f"server 127.0.0.1:{gate_auth_port};")
+            .replace("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{c_port};")
+            .replace("worker_processes 1;", "worker_processes 2;")
+            .replace("worker_connections 1024;", "worker_connections 4096;"))
+    with open(os.path.join(c_dir, "nginx.conf"), "w") as f:
+        f.write(conf)
+    return (b_port, b_dir), (c_port, c_dir)
+
+
+LUA = """
+local tokens = {}
+for line in io.lines("%s") do tokens[#tokens + 1] = "Bearer " .. line end
+math.randomseed(%d)
+request = function()
+  return wrk.format("GET", "%s", { ["Authorization"] = tokens[math.random(#tokens)] })
+end
+"""
+
+
+def median_of(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--tokens", type=int, default=100_000)
+    ap.add_argument("--small-cache", type=int, default=10_000)
+    ap.add_argument("--cases", default="abcdefg")
+    ap.add_argument("--threads", type=int, default=2, help="worker threads of every server")
+    ap.add_argument("--scaling", action="store_true")
+    ap.add_argument("--revocation", action="store_true")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--no-build", action="store_true")
+    opts = ap.parse_args()
+
+    for tool in ("wrk", "nginx", "redis-server"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is needed: apt-get install wrk nginx-light redis-server")
+    if not opts.no_build:
+        subprocess.run(["cargo", "build", "--release", "--bin", "hawzu-gate",
+                        "--example", "load-upstream", "--example", "load-seed"], cwd=ROOT, check=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    procs = Procs()
+    tmp = tempfile.mkdtemp(prefix="hawzu-load-")
+    results = {"commit": commit + ("+dirty" if dirty else ""), "cpus": os.cpu_count(), "duration_s": opts.duration,
+               "connections": opts.connections, "threads": opts.threads}
+    try:
+        redis_port = free_port()
+        redis = procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"])
+        wait_port(redis_port, "redis")
+        up_port = free_port()
+        upstream = procs.start("upstream", [os.path.join(RELEASE, "examples", "load-upstream"),
+                                            f"127.0.0.1:{up_port}", str(opts.threads)])
+        wait_port(up_port, "upstream")
+        prefix = f"load:{int(time.time())}:"
+        conf, ports, data = gate_config(tmp, "gate", redis_port, prefix, up_port, 1_000_000, opts.threads)
+        gate, key = start_gate(procs, "gate", conf, ports, data)
+        conf2, ports2, data2 = gate_config(tmp, "gate-small", redis_port, prefix, up_port, opts.small_cache, opts.threads)
+        gate2, key2 = start_gate(procs, "gate-small", conf2, ports2, data2)
+
+        created = admin_call(ports["admin"], key, "POST", "/admin/v1/tokens", {
+            "name": "load", "workspace_id": "ws_1", "scope": {"type": "workspace", "role": "workspace_viewer"},
+            "expires": "never"})
+        token = created["secret"]
+        tokens_file = os.path.join(tmp, "tokens.txt")
+        t0 = time.time()
+        with open(tokens_file, "w") as f:
+            subprocess.run([os.path.join(RELEASE, "examples", "load-seed"), f"redis://127.0.0.1:{redis_port}",
+                            prefix, str(opts.tokens)], stdout=f, check=True)
+        print(f"seeded {opts.tokens} tokens in {time.time() - t0:.1f}s", file=sys.stderr)
+        lua = os.path.join(tmp, "random.lua")
+        with open(lua, "w") as f:
+            f.write(LUA % (tokens_file, 42, PATH))
+
+        (b_port, b_dir), (c_port, c_dir) = nginx_confs(tmp, up_port, ports["auth"])
+        nginx_b = procs.start("nginx-b", ["nginx", "-p", b_dir, "-c", os.path.join(b_dir, "nginx.conf"), "-g", "daemon off;"])
+        nginx_c = procs.start("nginx-c", ["nginx", "-p", c_dir, "-c", os.path.join(c_dir, "nginx.conf"), "-g", "daemon off;"])
+        wait_port(b_port, "nginx b")
+        wait_port(c_port, "nginx c")
+
+        auth = f"Authorization: Bearer {token}"
+        cases = {
+            "a": ("upstream direct", f"http://127.0.0.1:{up_port}{PATH}", [], None,
+                  [("upstream", upstream.pid)]),
+            "b": ("nginx proxy_pass", f"http://127.0.0.1:{b_port}{PATH}", [], None,
+                  [("nginx", nginx_b.pid), ("upstream", upstream.pid)]),
+            "c": ("nginx auth_request + gate", f"http://127.0.0.1:{c_port}{PATH}", [auth], None,
+                  [("nginx", nginx_c.pid), ("gate", gate.pid), ("upstream", upstream.pid)]),
+            "d": ("gate proxy, cache hit", f"http://127.0.0.1:{ports['proxy']}{PATH}", [auth], None,
+                  [("gate", gate.pid), ("upstream", upstream.pid)]),
+            "e": ("gate /auth/nginx alone", f"http://127.0.0.1:{ports['auth']}/auth/nginx",
+                  [auth, "X-Original-Method: GET", f"X-Original-URI: {PATH}"], None, [("gate", gate.pid)]),
+            "f": (f"gate proxy, {opts.tokens // 1000}k tokens", f"http://127.0.0.1:{ports['proxy']}{PATH}", [], lua,
+                  [("gate", gate.pid), ("upstream", upstream.pid), ("redis", redis.pid)]),
+            "g": (f"as f, cache {opts.small_cache // 1000}k entries", f"http://127.0.0.1:{ports2['proxy']}{PATH}", [], lua,
+                  [("gate", gate2.pid), ("upstream", upstream.pid), ("redis", redis.pid)]),
+        }
+        chosen = [c for c in opts.cases if c in cases]
+        runs = {c: [] for c in chosen}
+        for r in range(opts.rounds):
+            for c in chosen:
+                name, url, headers, script, watch = cases[c]
+                res = wrk(url, opts.duration, opts.connections, headers, script, watch)
+                runs[c].append(res)
+                print(f"round {r + 1} {c} {name:32s} {res['rps']:>10.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
+                      f"p99 {res['p99_ms']:.2f} ms  non-2xx {res['non2xx']}  cpu {res['cpu']}", file=sys.stderr)
+        summary = {}
+        for c in chosen:
+            summary[c] = {
+                "case": cases[c][0],
+                "rps": round(median_of(runs[c], "rps")),
+                "p50_ms": round(median_of(runs[c], "p50_ms"), 3),
+                "p99_ms": round(median_of(runs[c], "p99_ms"), 3),
+                "non2xx": sum(r["non2xx"] for r in runs[c]),
+                "cpu": {k: round(statistics.median(r["cpu"][k] for r in runs[c]), 2) for k in runs[c][0]["cpu"]},
+            }
+        results["cases"] = summary
+        results["memory_kib"] = {"gate": rss_kib(gate.pid), "gate_small_cache": rss_kib(gate2.pid)}
+
+        def ratio(x, y, key="rps"):
+            if x in summary and y in summary and summary[y][key]:
+                return round(summary[x][key] / summary[y][key], 2)
+            return None
+
+        results["ratios"] = {
+            "d/b (target >= 1.3)": ratio("d", "b"),
+            "e/a (target >= 0.8)": ratio("e", "a"),
+            "d/c (target >= 4)": ratio("d", "c"),
+            "p99 d / p99 b (target <= 1)": ratio("d", "b", "p99_ms"),
+        }
+
+        if opts.scaling:
+            results["scaling"] = scaling(procs, tmp, redis_port, prefix, up_port, token, opts)
+        if opts.revocation:
+            results["revocation"] = revocation(ports, key, ports2, token, opts, lua)
+
+        print_report(results)
+        if opts.json:
+            with open(opts.json, "w") as f:
+                json.dump(results, f, indent=2)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def scaling(procs, tmp, redis_port, prefix, up_port, token, opts):
+    """Throughput of case d with 1 and 2 worker threads, and latency of case
+    d (and b for reference) at 10, 50, 200 and 1000 connections."""
+    auth = f"Authorization: Bearer {token}"
+    out = {"threads": {}, "connections": {}}
+    for threads in (1, 2):
+        conf, ports, data = gate_config(tmp, f"gate-t{threads}", redis_port, prefix, up_port, 1_000_000, threads)
+        g, _ = start_gate(procs, f"gate-t{threads}", conf, ports, data)
+        url = f"http://127.0.0.1:{ports['proxy']}{PATH}"
+        rs = [wrk(url, opts.duration, opts.connections, [auth], None, [("gate", g.pid)]) for _ in range(opts.rounds)]
+        out["threads"][threads] = {"rps": round(median_of(rs, "rps")), "p99_ms": round(median_of(rs, "p99_ms"), 3),
+                                   "gate_cpu": statistics.median(r["cpu"]["gate"] for r in rs)}
+        if threads == 2:
+            for conns in (10, 50, 200, 1000):
+                rs = [wrk(url, opts.duration, conns, [auth], None, [("gate", g.pid)]) for _ in range(opts.rounds)]
+                out["connections"][conns] = {"rps": round(median_of(rs, "rps")), "p50_ms": round(median_of(rs, "p50_ms"), 3),
+                                             "p99_ms": round(median_of(rs, "p99_ms"), 3)}
+        procs.stop(f"gate-t{threads}")
+    return out
+
+
+def revocation(ports_a, key_a, ports_b, _token, opts, lua, samples=200):
+    """Disable on gate A, time until gate B refuses, while both serve load."""
+    load = [subprocess.Popen(["wrk", "-t1", "-c20", f"-d{samples}s", "-s", lua,
+                              f"http://127.0.0.1:{p['proxy']}{PATH}"], stdout=subprocess.DEVNULL)
+            for p in (ports_a, ports_b)]
+    conn = socket.create_connection(("127.0.0.1", ports_b["auth"]))
+
+    def ask(secret):
+        conn.sendall((f"GET /auth/nginx HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+                      f"X-Original-Method: GET\r\nX-Original-URI: {PATH}\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        return int(head.split()[1])
+
+    times = []
+    try:
+        for _ in range(samples):
+            made = admin_call(ports_a["admin"], key_a, "POST", "/admin/v1/tokens", {
+                "name": "revoke", "workspace_id": "ws_1",
+                "scope": {"type": "workspace", "role": "workspace_viewer"}, "expires": "1w"})
+            secret, tid = made["secret"], made["token"]["id"]
+            while ask(secret) != 200:  # cached on B as valid
+                pass
+            admin_call(ports_a["admin"], key_a, "POST", f"/admin/v1/tokens/{tid}/disable")
+            start = time.perf_counter()
+            while ask(secret) == 200:
+                if time.perf_counter() - start > 5:
+                    break
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        for p in load:
+            p.terminate()
+        conn.close()
+    times.sort()
+    return {"samples": len(times), "p50_ms": round(times[len(times) // 2], 3),
+            "p99_ms": round(times[int(len(times) * 0.99) - 1], 3), "max_ms": round(times[-1], 3)}
+
+
+def print_report(results):
+    print(f"\ncommit {results['commit']}, {results['cpus']} CPUs shared by wrk (1 thread) and the servers "
+          f"({results['threads']} threads each), {results['duration_s']} s per run, {results['connections']} connections\n")
+    print("| case | | req/s | p50 ms | p99 ms | non-2xx | CPU (cores) |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for c, s in results["cases"].items():
+        cpu = ", ".join(f"{k} {v}" for k, v in s["cpu"].items())
+        print(f"| {c} | {s['case']} | {s['rps']} | {s['p50_ms']} | {s['p99_ms']} | {s['non2xx']} | {cpu} |")
+    print()
+    for k, v in results["ratios"].items():
+        print(f"- {k}: {v}")
+    print(f"- gate RSS: {results['memory_kib']}")
+    if "scaling" in results:
+        print("\nworker threads (case d):", json.dumps(results["scaling"]["threads"]))
+        print("\n| connections | req/s | p50 ms | p99 ms |\n|---:|---:|---:|---:|")
+        for c, s in results["scaling"]["connections"].items():
+            print(f"| {c} | {s['rps']} | {s['p50_ms']} | {s['p99_ms']} |")
+    if "revocation" in results:
+        print("\nrevocation under load:", json.dumps(results["revocation"]))
+
+
+if __name__ == "__main__":
+    main()
