@@ -20,6 +20,7 @@ Cases:
   e  gate /auth/nginx alone (the decision service)
   f  gate proxy mode, 100k distinct tokens picked at random (misses, then hits)
   g  as f, with cache.max_entries (10k) below the working set
+  h  a bare hyper proxy -> upstream: the gate's HTTP stack with no auth (control)
 """
 import argparse
 import json
@@ -188,15 +189,15 @@ def start_gate(procs, name, conf, ports, data):
     return p, key
 
 
-def nginx_confs(tmp, upstream_port, gate_auth_port):
-    """b: plain proxy; c: deploy/nginx/nginx.conf as shipped, on 2 workers."""
+def nginx_confs(tmp, upstream_port, gate_auth_port, workers):
+    """b: plain proxy; c: deploy/nginx/nginx.conf as shipped; `workers` each."""
     b_port, c_port = free_port(), free_port()
     b_dir, c_dir = os.path.join(tmp, "nginx-b"), os.path.join(tmp, "nginx-c")
     os.makedirs(b_dir)
     os.makedirs(c_dir)
     with open(os.path.join(b_dir, "nginx.conf"), "w") as f:
         f.write(
-            "worker_processes 2;\npid nginx.pid;\nerror_log error.log warn;\n"
+            f"worker_processes {workers};\npid nginx.pid;\nerror_log error.log warn;\n"
             "events { worker_connections 4096; }\n"
             "http {\n  access_log off;\n"
             "  client_body_temp_path client_body_temp; proxy_temp_path proxy_temp; fastcgi_temp_path fastcgi_temp;\n"
@@ -212,7 +213,7 @@ def nginx_confs(tmp, upstream_port, gate_auth_port):
     conf = (example.replace("server 127.0.0.1:3000;", f"server 127.0.0.1:{upstream_port};")
             .replace("server 127.0.0.1:8081;", f"server 127.0.0.1:{gate_auth_port};")
             .replace("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{c_port};")
-            .replace("worker_processes 1;", "worker_processes 2;")
+            .replace("worker_processes 1;", f"worker_processes {workers};")
             .replace("worker_connections 1024;", "worker_connections 4096;"))
     with open(os.path.join(c_dir, "nginx.conf"), "w") as f:
         f.write(conf)
@@ -240,7 +241,7 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--tokens", type=int, default=100_000)
     ap.add_argument("--small-cache", type=int, default=10_000)
-    ap.add_argument("--cases", default="abcdefg")
+    ap.add_argument("--cases", default="abcdefgh")
     ap.add_argument("--threads", type=int, default=2, help="worker threads of every server")
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--revocation", action="store_true")
@@ -252,8 +253,8 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed: apt-get install wrk nginx-light redis-server")
     if not opts.no_build:
-        subprocess.run(["cargo", "build", "--release", "--bin", "hawzu-gate",
-                        "--example", "load-upstream", "--example", "load-seed"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--bin", "hawzu-gate", "--example", "load-upstream",
+                        "--example", "load-seed", "--example", "load-bare-proxy"], cwd=ROOT, check=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     procs = Procs()
@@ -289,11 +290,15 @@ def main():
         with open(lua, "w") as f:
             f.write(LUA % (tokens_file, 42, PATH))
 
-        (b_port, b_dir), (c_port, c_dir) = nginx_confs(tmp, up_port, ports["auth"])
+        (b_port, b_dir), (c_port, c_dir) = nginx_confs(tmp, up_port, ports["auth"], opts.threads)
         nginx_b = procs.start("nginx-b", ["nginx", "-p", b_dir, "-c", os.path.join(b_dir, "nginx.conf"), "-g", "daemon off;"])
         nginx_c = procs.start("nginx-c", ["nginx", "-p", c_dir, "-c", os.path.join(c_dir, "nginx.conf"), "-g", "daemon off;"])
         wait_port(b_port, "nginx b")
         wait_port(c_port, "nginx c")
+        bare_port = free_port()
+        bare = procs.start("bare", [os.path.join(RELEASE, "examples", "load-bare-proxy"), f"127.0.0.1:{bare_port}",
+                                    f"127.0.0.1:{up_port}", str(opts.threads)])
+        wait_port(bare_port, "bare proxy")
 
         auth = f"Authorization: Bearer {token}"
         cases = {
@@ -311,6 +316,8 @@ def main():
                   [("gate", gate.pid), ("upstream", upstream.pid), ("redis", redis.pid)]),
             "g": (f"as f, cache {opts.small_cache // 1000}k entries", f"http://127.0.0.1:{ports2['proxy']}{PATH}", [], lua,
                   [("gate", gate2.pid), ("upstream", upstream.pid), ("redis", redis.pid)]),
+            "h": ("bare hyper proxy (control)", f"http://127.0.0.1:{bare_port}{PATH}", [], None,
+                  [("bare", bare.pid), ("upstream", upstream.pid)]),
         }
         chosen = [c for c in opts.cases if c in cases]
         runs = {c: [] for c in chosen}
@@ -344,6 +351,8 @@ def main():
             "e/a (target >= 0.8)": ratio("e", "a"),
             "d/c (target >= 4)": ratio("d", "c"),
             "p99 d / p99 b (target <= 1)": ratio("d", "b", "p99_ms"),
+            "h/b: the bare hyper stack vs nginx (the ceiling of d/b)": ratio("h", "b"),
+            "d/h: the gate vs its own bare stack": ratio("d", "h"),
         }
 
         if opts.scaling:
