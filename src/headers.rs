@@ -144,27 +144,34 @@ impl IdentityHeaders {
     /// permissions are validated to header-safe characters, so none is
     /// skipped in practice.
     pub fn values(&self, p: &Principal<'_>) -> Vec<(&HeaderName, HeaderValue)> {
-        let permission = p.permission.to_string();
+        let mut out = Vec::with_capacity(6);
+        // Fixed strings need no copy.
+        out.push((
+            &self.token_type,
+            HeaderValue::from_static(p.kind().as_str()),
+        ));
+        out.push((
+            &self.permission,
+            HeaderValue::from_static(p.permission.as_str()),
+        ));
         let mut pairs: Vec<(&HeaderName, &str)> = vec![
             (&self.token_id, p.token_id()),
-            (&self.token_type, p.kind().as_str()),
             (&self.workspace_id, p.workspace_id()),
             (&self.role, p.role()),
-            (&self.permission, &permission),
         ];
         if let Some(project) = p.project_id() {
             pairs.push((&self.project_id, project));
         }
-        pairs
-            .into_iter()
-            .filter_map(|(name, value)| match HeaderValue::from_str(value) {
+        out.extend(pairs.into_iter().filter_map(|(name, value)| {
+            match HeaderValue::from_str(value) {
                 Ok(v) => Some((name, v)),
                 Err(_) => {
                     tracing::warn!(header = %name, "identity value is not header-safe; not set");
                     None
                 }
-            })
-            .collect()
+            }
+        }));
+        out
     }
 }
 

@@ -109,6 +109,9 @@ impl StoreOp {
     }
 }
 
+/// Upstream status classes, in `Metrics::upstream_requests` order.
+const UPSTREAM_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
+
 /// Buckets for in-process latencies (decisions): 10 µs … 1 s.
 const FAST_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -136,7 +139,8 @@ pub struct Metrics {
     store_seconds: HistogramVec,
     pub invalidations: IntCounter,
     pub pubsub_connected: IntGauge,
-    upstream_requests: IntCounterVec,
+    /// `[2xx, 3xx, 4xx, 5xx, error]`, resolved once.
+    upstream_requests: Vec<IntCounter>,
     pub upstream_seconds: Histogram,
     admin_operations: IntCounterVec,
     pub ready: IntGauge,
@@ -255,11 +259,17 @@ impl Metrics {
                 names::PUBSUB_CONNECTED,
                 "1 while the invalidation subscription is up (always 1 on the embedded store).",
             ),
-            upstream_requests: counter_vec(
-                names::UPSTREAM_REQUESTS,
-                "Proxied requests by upstream status class (error: no answer).",
-                &["class"],
-            ),
+            upstream_requests: {
+                let vec = counter_vec(
+                    names::UPSTREAM_REQUESTS,
+                    "Proxied requests by upstream status class (error: no answer).",
+                    &["class"],
+                );
+                UPSTREAM_CLASSES
+                    .iter()
+                    .map(|c| vec.with_label_values(&[c]))
+                    .collect()
+            },
             upstream_seconds,
             admin_operations: counter_vec(
                 names::ADMIN_OPERATIONS,
@@ -275,9 +285,6 @@ impl Metrics {
                 m.store_calls.with_label_values(&[op.as_str(), result]);
             }
             m.store_seconds.with_label_values(&[op.as_str()]);
-        }
-        for class in ["2xx", "3xx", "4xx", "5xx", "error"] {
-            m.upstream_requests.with_label_values(&[class]);
         }
         for cause in ["size", "expired"] {
             m.cache_evictions.with_label_values(&[cause]);
@@ -317,13 +324,15 @@ impl Metrics {
     /// Counts one upstream answer (or `None`: no answer).
     pub fn upstream(&self, status: Option<StatusCode>, elapsed: Duration) {
         let class = match status.map(|s| s.as_u16() / 100) {
-            Some(2) => "2xx",
-            Some(3) => "3xx",
-            Some(4) => "4xx",
-            Some(5) => "5xx",
-            _ => "error",
+            Some(2) => 0,
+            Some(3) => 1,
+            Some(4) => 2,
+            Some(5) => 3,
+            _ => 4,
         };
-        self.upstream_requests.with_label_values(&[class]).inc();
+        if let Some(c) = self.upstream_requests.get(class) {
+            c.inc();
+        }
         self.upstream_seconds.observe(elapsed.as_secs_f64());
     }
 

@@ -48,6 +48,11 @@ pub struct Access<'a> {
     pub elapsed: std::time::Duration,
 }
 
+/// Whether access events are logged at all (the filter may turn them off).
+pub fn access_enabled() -> bool {
+    tracing::enabled!(target: "hawzu_gate::access", tracing::Level::INFO)
+}
+
 /// Logs one access event (target `hawzu_gate::access`, level info).
 pub fn access(a: &Access<'_>) {
     let path = a.path.split_once('?').map_or(a.path, |(p, _)| p);

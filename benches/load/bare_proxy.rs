@@ -18,7 +18,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
 fn socket(addr: SocketAddr) -> std::net::TcpListener {
-    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).expect("socket");
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
     s.set_reuse_address(true).expect("reuseaddr");
     s.set_reuse_port(true).expect("reuseport");
     s.set_nonblocking(true).expect("nonblocking");
@@ -29,7 +34,10 @@ fn socket(addr: SocketAddr) -> std::net::TcpListener {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let listen: SocketAddr = args.next().and_then(|a| a.parse().ok()).expect("LISTEN address");
+    let listen: SocketAddr = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("LISTEN address");
     let upstream: String = args.next().expect("UPSTREAM host:port");
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
     let handles: Vec<_> = (0..threads)
@@ -37,12 +45,18 @@ fn main() {
             let sock = socket(listen);
             let upstream = upstream.clone();
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(sock).expect("listener");
-                    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build_http();
+                    let client: Client<HttpConnector, Incoming> =
+                        Client::builder(TokioExecutor::new()).build_http();
                     loop {
-                        let Ok((stream, _)) = listener.accept().await else { continue };
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let client = client.clone();
                         let upstream = upstream.clone();
@@ -59,9 +73,13 @@ fn main() {
                                 async move {
                                     Ok::<_, Infallible>(match client.request(req).await {
                                         Ok(res) => res.map(http_body_util::Either::Left),
-                                        Err(_) => http::Response::new(http_body_util::Either::Right(
-                                            http_body_util::Full::new(Bytes::from_static(b"bad gateway")),
-                                        )),
+                                        Err(_) => {
+                                            http::Response::new(http_body_util::Either::Right(
+                                                http_body_util::Full::new(Bytes::from_static(
+                                                    b"bad gateway",
+                                                )),
+                                            ))
+                                        }
                                     })
                                 }
                             });

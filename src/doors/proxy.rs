@@ -123,10 +123,15 @@ impl Proxy {
     /// Serves one request of the proxy listener, and logs it.
     pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
         let start = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
         let request_id = self.shared.request_id(req.headers());
+        // The request is consumed by forwarding; keep what the log needs,
+        // only when access events are on.
+        let logged = telemetry::access_enabled()
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let (res, code, record) = self.forward(req, conn, &request_id).await;
+        let Some((method, path)) = logged else {
+            return res;
+        };
         telemetry::access(&Access {
             request_id: request_id.to_str().unwrap_or(""),
             door: Door::Proxy,

@@ -54,6 +54,19 @@ impl Permission {
         })
     }
 
+    /// `resource:action`, without allocating (for headers on the hot path).
+    pub fn as_str(self) -> &'static str {
+        static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+            RESOURCES
+                .iter()
+                .flat_map(|r| ACTIONS.iter().map(move |a| format!("{r}:{a}")))
+                .collect()
+        });
+        NAMES
+            .get(self.resource as usize * ACTIONS.len() + self.action as usize)
+            .map_or("", String::as_str)
+    }
+
     fn bit(self) -> u64 {
         1 << (self.resource as u32 * ACTIONS.len() as u32 + self.action as u32)
     }
@@ -61,11 +74,7 @@ impl Permission {
 
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}",
-            RESOURCES[self.resource as usize], ACTIONS[self.action as usize]
-        )
+        f.write_str(self.as_str())
     }
 }
 
