@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 
@@ -46,7 +45,12 @@ pub struct CachedRecord {
 }
 
 impl CachedRecord {
-    pub fn new(record: TokenRecord) -> Self {
+    /// The record as the cache keeps it: the name and creator, which no
+    /// decision or log line reads, are dropped to save two allocations per
+    /// cached token (read them from the store).
+    pub fn new(mut record: TokenRecord) -> Self {
+        record.name = String::new();
+        record.created_by = String::new();
         Self {
             record,
             noted_ms: AtomicI64::new(i64::MIN / 2),
@@ -84,22 +88,14 @@ impl PartialEq for CachedRecord {
 
 impl Eq for CachedRecord {}
 
-/// A cached answer of the store.
+/// A cached answer of the store. Every entry lives at most `cache.ttl`
+/// (one cache-wide lifetime: no per-entry timer, which costs memory); a
+/// "no such token" answer also carries its own, shorter deadline, checked
+/// when it is read.
 #[derive(Debug, Clone)]
 enum Entry {
     Found(Arc<CachedRecord>),
-    Missing,
-}
-
-struct Lifetimes(CacheOptions);
-
-impl Expiry<TokenHash, Entry> for Lifetimes {
-    fn expire_after_create(&self, _: &TokenHash, value: &Entry, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Entry::Found(_) => self.0.ttl,
-            Entry::Missing => self.0.negative_ttl,
-        })
-    }
+    Missing { until: Instant },
 }
 
 /// The store behind a cache. Reads by hash go through the cache; writes go
@@ -107,6 +103,7 @@ impl Expiry<TokenHash, Entry> for Lifetimes {
 pub struct TokenCache<S> {
     store: S,
     cache: Cache<TokenHash, Entry>,
+    negative_ttl: Duration,
     metrics: Arc<Metrics>,
     /// Bumped before every invalidation, so a load that raced with one can
     /// tell (see [`TokenCache::lookup`]).
@@ -133,7 +130,7 @@ impl<S: TokenStore> TokenCache<S> {
         let evictions = metrics.clone();
         let cache = Cache::builder()
             .max_capacity(options.max_entries)
-            .expire_after(Lifetimes(options))
+            .time_to_live(options.ttl)
             .eviction_listener(move |_, _, cause| match cause {
                 RemovalCause::Size => evictions.eviction("size"),
                 RemovalCause::Expired => evictions.eviction("expired"),
@@ -143,6 +140,7 @@ impl<S: TokenStore> TokenCache<S> {
         Self {
             store,
             cache,
+            negative_ttl: options.negative_ttl,
             metrics,
             epoch: AtomicU64::new(0),
             subscribed: AtomicBool::new(true),
@@ -178,12 +176,18 @@ impl<S: TokenStore> TokenCache<S> {
     /// shared by every concurrent caller for that hash.
     pub async fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         // Hot path: a hit is a hash-map read; no I/O, no await on a lock.
-        if let Some(entry) = self.cache.get(hash).await {
-            match &entry {
-                Entry::Found(_) => self.metrics.cache_hits.inc(),
-                Entry::Missing => self.metrics.cache_negative_hits.inc(),
+        match self.cache.get(hash).await {
+            Some(Entry::Found(record)) => {
+                self.metrics.cache_hits.inc();
+                return Ok(Some(record));
             }
-            return Ok(entry_record(entry));
+            Some(Entry::Missing { until }) if Instant::now() < until => {
+                self.metrics.cache_negative_hits.inc();
+                return Ok(None);
+            }
+            // A "no such token" past its deadline: ask the store again.
+            Some(Entry::Missing { .. }) => self.cache.invalidate(hash).await,
+            None => {}
         }
         self.metrics.cache_misses.inc();
         let before = self.epoch.load(Ordering::Acquire);
@@ -194,7 +198,9 @@ impl<S: TokenStore> TokenCache<S> {
                 Ok::<_, StoreError>(
                     match self.timed(StoreOp::Get, self.store.get(hash)).await? {
                         Some(r) => Entry::Found(Arc::new(CachedRecord::new(r))),
-                        None => Entry::Missing,
+                        None => Entry::Missing {
+                            until: Instant::now() + self.negative_ttl,
+                        },
                     },
                 )
             })
@@ -243,15 +249,17 @@ impl<S: TokenStore> TokenCache<S> {
 fn entry_record(entry: Entry) -> Option<Arc<CachedRecord>> {
     match entry {
         Entry::Found(r) => Some(r),
-        Entry::Missing => None,
+        Entry::Missing { .. } => None,
     }
 }
 
 /// The admin API writes through the cache, so its own changes are seen at
 /// once by this gate; other gates learn them from the events channel.
 impl<S: TokenStore> TokenStore for TokenCache<S> {
+    /// The whole record, from the store (the cache keeps a trimmed copy;
+    /// decisions use [`TokenCache::lookup`]).
     async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
-        Ok(self.lookup(hash).await?.map(|r| r.record.clone()))
+        self.timed(StoreOp::Get, self.store.get(hash)).await
     }
 
     async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
@@ -272,6 +280,12 @@ impl<S: TokenStore> TokenStore for TokenCache<S> {
             .await;
         self.invalidate(&current.hash).await;
         result
+    }
+
+    /// Not a change to any decision: the cached record stays.
+    async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        self.timed(StoreOp::Replace, self.store.touch(current, new))
+            .await
     }
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::TokenCache;
 use crate::decide::Principal;
-use crate::store::{Store, UpdateError, update};
+use crate::store::{Store, UpdateError, touch_update};
 use crate::token::{TokenId, TokenRecord};
 
 /// Shortest interval between two writes of one token's `last_used_at`.
@@ -89,7 +89,7 @@ async fn writer(cache: Arc<TokenCache<Store>>, mut rx: mpsc::Receiver<(TokenId, 
 
 async fn flush(cache: &TokenCache<Store>, pending: &mut HashMap<TokenId, Timestamp>) {
     for (id, at) in pending.drain() {
-        let result = update(cache, &id, |r: &TokenRecord| {
+        let result = touch_update(cache, &id, |r: &TokenRecord| {
             Ok::<_, ()>(r.last_used_at.is_none_or(|t| t < at).then(|| TokenRecord {
                 last_used_at: Some(at),
                 ..r.clone()

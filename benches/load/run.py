@@ -370,8 +370,8 @@ def main():
 
 
 def scaling(procs, tmp, redis_port, prefix, up_port, token, opts):
-    """Throughput of case d with 1 and 2 worker threads, and latency of case
-    d (and b for reference) at 10, 50, 200 and 1000 connections."""
+    """Throughput of cases d and e with 1 and 2 door threads, and latency of
+    case d at 10, 50, 200 and 1000 connections."""
     auth = f"Authorization: Bearer {token}"
     out = {"threads": {}, "connections": {}}
     for threads in (1, 2):
@@ -379,8 +379,12 @@ def scaling(procs, tmp, redis_port, prefix, up_port, token, opts):
         g, _ = start_gate(procs, f"gate-t{threads}", conf, ports, data)
         url = f"http://127.0.0.1:{ports['proxy']}{PATH}"
         rs = [wrk(url, opts.duration, opts.connections, [auth], None, [("gate", g.pid)]) for _ in range(opts.rounds)]
-        out["threads"][threads] = {"rps": round(median_of(rs, "rps")), "p99_ms": round(median_of(rs, "p99_ms"), 3),
-                                   "gate_cpu": statistics.median(r["cpu"]["gate"] for r in rs)}
+        auth_url = f"http://127.0.0.1:{ports['auth']}/auth/nginx"
+        es = [wrk(auth_url, opts.duration, opts.connections, [auth, "X-Original-Method: GET", f"X-Original-URI: {PATH}"],
+                  None, [("gate", g.pid)]) for _ in range(opts.rounds)]
+        out["threads"][threads] = {"d_rps": round(median_of(rs, "rps")), "d_p99_ms": round(median_of(rs, "p99_ms"), 3),
+                                   "d_gate_cpu": statistics.median(r["cpu"]["gate"] for r in rs),
+                                   "e_rps": round(median_of(es, "rps")), "e_p99_ms": round(median_of(es, "p99_ms"), 3)}
         if threads == 2:
             for conns in (10, 50, 200, 1000):
                 rs = [wrk(url, opts.duration, conns, [auth], None, [("gate", g.pid)]) for _ in range(opts.rounds)]
@@ -442,7 +446,7 @@ def print_report(results):
         print(f"- {k}: {v}")
     print(f"- gate RSS: {results['memory_kib']}")
     if "scaling" in results:
-        print("\nworker threads (case d):", json.dumps(results["scaling"]["threads"]))
+        print("\ndoor threads (cases d and e):", json.dumps(results["scaling"]["threads"]))
         print("\n| connections | req/s | p50 ms | p99 ms |\n|---:|---:|---:|---:|")
         for c, s in results["scaling"]["connections"].items():
             print(f"| {c} | {s['rps']} | {s['p50_ms']} | {s['p99_ms']} |")

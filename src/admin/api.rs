@@ -349,9 +349,7 @@ impl AdminApi {
                 .render();
             }
         };
-        // Millisecond precision: the list index orders by milliseconds too.
-        let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond())
-            .unwrap_or_else(|_| Timestamp::now());
+        let now = Timestamp::now();
         let result = match (route.op, id) {
             (Op::Create, _) => match read_body(body).await {
                 Ok(bytes) => self.create(&caller, &bytes, now).await,
@@ -516,7 +514,7 @@ impl AdminApi {
             workspace_id: valid.workspace_id,
             scope: valid.scope,
             created_by: valid.created_by,
-            created_at: now,
+            created_at: stamp(now),
             expires_at: valid.expires_at,
             disabled_at: None,
             revoked_at: None,
@@ -678,9 +676,9 @@ impl AdminApi {
                         "The token is revoked; a revoked token cannot be disabled or enabled.",
                     ));
                 }
-                Op::Disable if r.disabled_at.is_none() => next.disabled_at = Some(now),
+                Op::Disable if r.disabled_at.is_none() => next.disabled_at = Some(stamp(now)),
                 Op::Enable if r.disabled_at.is_some() => next.disabled_at = None,
-                Op::Revoke if r.revoked_at.is_none() => next.revoked_at = Some(now),
+                Op::Revoke if r.revoked_at.is_none() => next.revoked_at = Some(stamp(now)),
                 // Already in the asked state: nothing to write.
                 _ => return Ok(None),
             }
@@ -744,7 +742,7 @@ impl AdminApi {
             id: TokenId::generate()
                 .map_err(|e| ApiError::store(StoreError::Unavailable(e.to_string())))?,
             created_by: caller.label(),
-            created_at: now,
+            created_at: stamp(now),
             last_used_at: None,
             revoked_at: None,
             rotated_from: Some(old.record.id.clone()),
@@ -756,7 +754,7 @@ impl AdminApi {
             .map_err(ApiError::store)?;
         update(&*self.cache, id, |r| {
             Ok::<_, ApiError>(r.revoked_at.is_none().then(|| TokenRecord {
-                revoked_at: Some(now),
+                revoked_at: Some(stamp(now)),
                 ..r.clone()
             }))
         })
@@ -843,7 +841,8 @@ impl AdminApi {
             .map_err(ApiError::store)?
             .filter(|s| caller.may_manage(&s.record))
             .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-        let record = Arc::new(CachedRecord::new(stored.record));
+        let full = stored.record;
+        let record = Arc::new(CachedRecord::new(full.clone()));
         let policy = self.policy();
         let mut steps = vec![format!(
             "token {} is a {} token of workspace {}, {} now",
@@ -935,7 +934,7 @@ impl AdminApi {
                 "decision": verdict,
                 "code": code,
                 "status": status,
-                "token": view(&record, now),
+                "token": view(&full, now),
                 "rule": rule_json,
                 "role": role,
                 "project": project,
@@ -944,6 +943,12 @@ impl AdminApi {
             }),
         ))
     }
+}
+
+/// A timestamp as the admin API writes it: whole milliseconds, as the list
+/// index orders them. (States are judged at the precise instant.)
+fn stamp(now: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now)
 }
 
 fn past_tense(op: Op) -> &'static str {

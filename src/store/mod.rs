@@ -148,6 +148,16 @@ pub trait TokenStore: Send + Sync + 'static {
         new: &TokenRecord,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// As [`TokenStore::replace`], for a change no decision depends on
+    /// (`last_used_at`): other gates are not told, so their caches stay warm.
+    fn touch(
+        &self,
+        current: &Stored,
+        new: &TokenRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.replace(current, new)
+    }
+
     /// A page of tokens, newest first.
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
@@ -180,12 +190,41 @@ pub async fn update<S, E>(
 where
     S: TokenStore,
 {
+    update_with(store, id, change, false).await
+}
+
+/// As [`update`], written with [`TokenStore::touch`]: for `last_used_at`.
+pub async fn touch_update<S, E>(
+    store: &S,
+    id: &TokenId,
+    change: impl Fn(&TokenRecord) -> Result<Option<TokenRecord>, E>,
+) -> Result<Stored, UpdateError<E>>
+where
+    S: TokenStore,
+{
+    update_with(store, id, change, true).await
+}
+
+async fn update_with<S, E>(
+    store: &S,
+    id: &TokenId,
+    change: impl Fn(&TokenRecord) -> Result<Option<TokenRecord>, E>,
+    quiet: bool,
+) -> Result<Stored, UpdateError<E>>
+where
+    S: TokenStore,
+{
     for _ in 0..UPDATE_RETRIES {
         let current = store.find(id).await?.ok_or(UpdateError::NotFound)?;
         let Some(new) = change(&current.record).map_err(UpdateError::Refused)? else {
             return Ok(current);
         };
-        if store.replace(&current, &new).await? {
+        let written = if quiet {
+            store.touch(&current, &new).await?
+        } else {
+            store.replace(&current, &new).await?
+        };
+        if written {
             let raw = new.to_json();
             return Ok(Stored {
                 hash: current.hash,
@@ -232,6 +271,13 @@ impl TokenStore for Store {
         match self {
             Store::Embedded(s) => s.replace(current, new).await,
             Store::Redis(s) => s.replace(current, new).await,
+        }
+    }
+
+    async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(s) => s.touch(current, new).await,
+            Store::Redis(s) => s.touch(current, new).await,
         }
     }
 

@@ -285,36 +285,11 @@ impl TokenStore for RedisStore {
     }
 
     async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
-        let expire_at = self.expire_at(new);
-        let token_key = self.token_key(&current.hash);
-        let id_key = self.id_key(new.id.as_str());
-        let new_raw = new.to_json();
-        self.timed(|mut conn| async move {
-            let swapped: i64 = self
-                .inner
-                .compare_and_set
-                .key(&token_key)
-                .arg(&current.raw[..])
-                .arg(&new_raw[..])
-                .arg(expire_at.unwrap_or(0))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            if swapped == 0 {
-                return Ok(false);
-            }
-            let mut pipe = redis::pipe();
-            if let Some(ms) = expire_at {
-                pipe.cmd("PEXPIREAT").arg(&id_key).arg(ms).ignore();
-            }
-            pipe.cmd("PUBLISH")
-                .arg(self.events_channel())
-                .arg(Self::event(&current.hash))
-                .ignore();
-            let _: Value = pipe.query_async(&mut conn).await.map_err(redis_err)?;
-            Ok(true)
-        })
-        .await
+        self.write(current, new, true).await
+    }
+
+    async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        self.write(current, new, false).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
@@ -365,6 +340,48 @@ impl TokenStore for RedisStore {
 }
 
 impl RedisStore {
+    /// Compare-and-set of one record; `notify` publishes the invalidation.
+    async fn write(
+        &self,
+        current: &Stored,
+        new: &TokenRecord,
+        notify: bool,
+    ) -> Result<bool, StoreError> {
+        let expire_at = self.expire_at(new);
+
+        let token_key = self.token_key(&current.hash);
+        let id_key = self.id_key(new.id.as_str());
+        let new_raw = new.to_json();
+        self.timed(|mut conn| async move {
+            let swapped: i64 = self
+                .inner
+                .compare_and_set
+                .key(&token_key)
+                .arg(&current.raw[..])
+                .arg(&new_raw[..])
+                .arg(expire_at.unwrap_or(0))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if swapped == 0 {
+                return Ok(false);
+            }
+            let mut pipe = redis::pipe();
+            if let Some(ms) = expire_at {
+                pipe.cmd("PEXPIREAT").arg(&id_key).arg(ms).ignore();
+            }
+            if notify {
+                pipe.cmd("PUBLISH")
+                    .arg(self.events_channel())
+                    .arg(Self::event(&current.hash))
+                    .ignore();
+            }
+            let _: Value = pipe.query_async(&mut conn).await.map_err(redis_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Up to [`SCAN_BATCH`] index entries older than `after`, newest first,
     /// each with its record. Entries whose record Redis has dropped
     /// (retention) are removed from the index on the way.
