@@ -12,12 +12,12 @@ use std::sync::Arc;
 use http::Method;
 use jiff::Timestamp;
 
-use crate::cache::{CachedRecord, TokenCache};
+use crate::cache::{CachedRecord, CachedScope, TokenCache};
 use crate::policy::Policy;
 use crate::policy::roles::Permission;
 use crate::policy::rules::{AmbiguousPath, normalize};
 use crate::store::TokenStore;
-use crate::token::{Scope, TokenKind, TokenRecord, TokenSecret};
+use crate::token::{TokenKind, TokenRecord, TokenSecret};
 
 /// Why a request was refused. The string forms are the documented codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,15 +188,15 @@ pub struct Principal<'a> {
 
 impl Principal<'_> {
     pub fn token_id(&self) -> &str {
-        self.record.id.as_str()
+        self.record.id()
     }
 
     pub fn kind(&self) -> TokenKind {
-        self.record.scope.kind()
+        self.record.kind()
     }
 
     pub fn workspace_id(&self) -> &str {
-        &self.record.workspace_id
+        self.record.workspace_id()
     }
 
     /// The project of the request, when the rule captured one.
@@ -206,10 +206,10 @@ impl Principal<'_> {
 
     /// The one role that granted this request.
     pub fn role(&self) -> &str {
-        match (self.grant, &self.record.scope) {
-            (Grant::Workspace, Scope::Workspace { role }) => role,
-            (Grant::Project(i), Scope::Project { projects }) => {
-                projects.get(i).map_or("", |g| g.role.as_str())
+        match (self.grant, self.record.scope()) {
+            (Grant::Workspace, CachedScope::Workspace { role }) => role,
+            (Grant::Project(i), CachedScope::Project { grants }) => {
+                grants.get(i).map_or("", |g| &*g.role)
             }
             _ => "",
         }
@@ -310,11 +310,35 @@ pub fn extract_token(credentials: Credentials<'_>) -> Result<TokenSecret, DenyCo
 /// The state checks of the decision path, at `now`: revoked, disabled,
 /// expired, in that order.
 pub fn check_state(record: &TokenRecord, now: Timestamp) -> Result<(), DenyCode> {
-    if record.revoked_at.is_some() {
+    state_at(
+        record.revoked_at.is_some(),
+        record.disabled_at.is_some(),
+        record.expires_at,
+        now,
+    )
+}
+
+/// [`check_state`] for a cached token.
+pub fn check_cached_state(record: &CachedRecord, now: Timestamp) -> Result<(), DenyCode> {
+    state_at(
+        record.is_revoked(),
+        record.is_disabled(),
+        record.expires_at(),
+        now,
+    )
+}
+
+fn state_at(
+    revoked: bool,
+    disabled: bool,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(), DenyCode> {
+    if revoked {
         Err(DenyCode::TokenRevoked)
-    } else if record.disabled_at.is_some() {
+    } else if disabled {
         Err(DenyCode::TokenDisabled)
-    } else if record.expires_at.is_some_and(|e| e <= now) {
+    } else if expires_at.is_some_and(|e| e <= now) {
         Err(DenyCode::TokenExpired)
     } else {
         Ok(())
@@ -340,7 +364,7 @@ pub async fn authenticate<S: TokenStore>(
             return Err(bare(DenyCode::StoreUnavailable));
         }
     };
-    if let Err(code) = check_state(&record, facts.now) {
+    if let Err(code) = check_cached_state(&record, facts.now) {
         return Err(Deny {
             code,
             record: Some(record),
@@ -401,20 +425,20 @@ pub fn authorize<'a>(
         })
     };
     if let Some(ws) = found.captures.workspace
-        && ws != record.workspace_id
+        && ws != record.workspace_id()
     {
         return refuse(DenyCode::WorkspaceMismatch, None, record);
     }
-    let (grant, role_name) = match &record.scope {
-        Scope::Workspace { role } => (Grant::Workspace, role.as_str()),
-        Scope::Project { projects } => {
+    let (grant, role_name) = match record.scope() {
+        CachedScope::Workspace { role } => (Grant::Workspace, &**role),
+        CachedScope::Project { grants } => {
             // Only the role of the project the request touches counts; a
             // route without a project is not for project tokens.
             let Some(project) = found.captures.project else {
                 return refuse(DenyCode::InsufficientRole, None, record);
             };
-            match projects.iter().position(|g| g.project_id == project) {
-                Some(i) => (Grant::Project(i), projects[i].role.as_str()),
+            match grants.iter().position(|g| &*g.project_id == project) {
+                Some(i) => (Grant::Project(i), &*grants[i].role),
                 None => return refuse(DenyCode::ProjectNotGranted, None, record),
             }
         }

@@ -4,7 +4,7 @@ use super::*;
 use crate::cache::CacheOptions;
 use crate::policy::roles::{RoleScope, Roles};
 use crate::store::{EmbeddedStore, RedisStore, Store, redis::RedisOptions};
-use crate::token::{ProjectGrant, TokenId, record::RECORD_VERSION};
+use crate::token::{ProjectGrant, Scope, TokenId, record::RECORD_VERSION};
 
 const WS: &str = "/api/v1/workspaces/ws_1";
 
@@ -30,7 +30,7 @@ fn record(scope: Scope) -> TokenRecord {
 }
 
 fn workspace(role: &str) -> Arc<CachedRecord> {
-    Arc::new(CachedRecord::new(record(Scope::Workspace {
+    Arc::new(CachedRecord::new(&record(Scope::Workspace {
         role: role.into(),
     })))
 }
@@ -43,7 +43,7 @@ fn project(grants: &[(&str, &str)]) -> Arc<CachedRecord> {
             role: (*r).into(),
         })
         .collect();
-    Arc::new(CachedRecord::new(record(Scope::Project { projects })))
+    Arc::new(CachedRecord::new(&record(Scope::Project { projects })))
 }
 
 fn policy() -> Policy {

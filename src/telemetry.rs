@@ -44,7 +44,7 @@ pub struct Access<'a> {
     pub status: u16,
     /// `allow`, a deny code, or a proxy fault (`upstream_timeout`, …).
     pub code: &'a str,
-    pub record: Option<&'a crate::token::TokenRecord>,
+    pub record: Option<&'a crate::cache::CachedRecord>,
     pub elapsed: std::time::Duration,
 }
 
@@ -64,8 +64,8 @@ pub fn access(a: &Access<'_>) {
         path = %redact_path(path),
         status = a.status,
         code = a.code,
-        token_id = a.record.map(|r| r.id.as_str()),
-        workspace_id = a.record.map(|r| r.workspace_id.as_str()),
+        token_id = a.record.map(|r| r.id()),
+        workspace_id = a.record.map(|r| r.workspace_id()),
         latency_us = u64::try_from(a.elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
     );

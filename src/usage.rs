@@ -45,8 +45,8 @@ impl UsageRecorder {
         let now_ms = now.as_millisecond();
         let resolution = RESOLUTION.as_millis() as i64;
         if p.record
-            .last_used_at
-            .is_some_and(|t| now_ms - t.as_millisecond() < resolution)
+            .last_used_ms()
+            .is_some_and(|t| now_ms - t < resolution)
         {
             return;
         }
@@ -54,7 +54,9 @@ impl UsageRecorder {
             return;
         }
         // Full queue: drop; the atomic above lets it through again in a minute.
-        let _ = tx.try_send((p.record.id.clone(), now));
+        if let Ok(id) = TokenId::parse(p.record.id()) {
+            let _ = tx.try_send((id, now));
+        }
     }
 }
 

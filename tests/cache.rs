@@ -102,7 +102,7 @@ async fn a_hundred_concurrent_first_requests_make_one_store_read() {
         })
         .collect();
     for l in lookups {
-        assert_eq!(l.await.unwrap().unwrap().unwrap().id, rec.id);
+        assert_eq!(l.await.unwrap().unwrap().unwrap().id(), rec.id.as_str());
     }
     assert_eq!(gets.load(Ordering::SeqCst), 1, "exactly one store read");
 

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::cache::{CachedRecord, TokenCache};
+use crate::cache::{CachedRecord, CachedScope, TokenCache};
 use crate::decide::{
     Credentials, Decision, DenyCode, Detail, RequestFacts, authenticate, authorize, check_state,
 };
@@ -257,7 +257,7 @@ enum Caller {
     /// A workspace token with `tokens:manage`: its own workspace, up to its
     /// own permissions.
     Token {
-        id: TokenId,
+        id: String,
         workspace_id: String,
         permissions: PermissionSet,
     },
@@ -421,7 +421,7 @@ impl AdminApi {
                 unauthorized(deny.code.message())
             }
         })?;
-        let Scope::Workspace { role } = &record.scope else {
+        let CachedScope::Workspace { role } = record.scope() else {
             return Err(ApiError::forbidden(
                 "Only workspace tokens whose role has tokens:manage may manage tokens.",
             ));
@@ -438,8 +438,8 @@ impl AdminApi {
             )));
         }
         Ok(Caller::Token {
-            id: record.id.clone(),
-            workspace_id: record.workspace_id.clone(),
+            id: record.id().to_owned(),
+            workspace_id: record.workspace_id().to_owned(),
             permissions,
         })
     }
@@ -842,16 +842,16 @@ impl AdminApi {
             .filter(|s| caller.may_manage(&s.record))
             .ok_or_else(|| ApiError::not_found(id.as_str()))?;
         let full = stored.record;
-        let record = Arc::new(CachedRecord::new(full.clone()));
+        let record = Arc::new(CachedRecord::new(&full));
         let policy = self.policy();
         let mut steps = vec![format!(
             "token {} is a {} token of workspace {}, {} now",
-            record.id,
-            record.scope.kind().as_str(),
-            record.workspace_id,
-            record.state(now).as_str()
+            full.id,
+            full.scope.kind().as_str(),
+            full.workspace_id,
+            full.state(now).as_str()
         )];
-        let decision = match check_state(&record, now) {
+        let decision = match check_state(&full, now) {
             Err(code) => Decision::Deny(crate::decide::Deny {
                 code,
                 record: None,
@@ -910,7 +910,7 @@ impl AdminApi {
                         "the route names no project, and a project token acts only inside its projects".into()
                     }
                     (DenyCode::WorkspaceMismatch, _) => {
-                        format!("the token belongs to workspace {}", record.workspace_id)
+                        format!("the token belongs to workspace {}", full.workspace_id)
                     }
                     (DenyCode::ProjectNotGranted, _) => "the token is not linked to that project".into(),
                     _ => d.code.message().trim_end_matches('.').to_owned(),

@@ -159,7 +159,7 @@ impl ExtAuthz {
             path,
             status,
             code,
-            record: record.map(CachedRecord::record),
+            record,
             elapsed: start.elapsed(),
         });
     }

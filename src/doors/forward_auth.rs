@@ -107,7 +107,7 @@ impl ForwardAuth {
                 path,
                 status: res.status().as_u16(),
                 code,
-                record: record.map(CachedRecord::record),
+                record,
                 elapsed: start.elapsed(),
             });
         };

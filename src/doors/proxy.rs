@@ -139,7 +139,7 @@ impl Proxy {
             path: &path,
             status: res.status().as_u16(),
             code,
-            record: record.as_deref().map(CachedRecord::record),
+            record: record.as_deref(),
             elapsed: start.elapsed(),
         });
         res
