@@ -14,6 +14,7 @@
 //! The door only turns a request into facts and renders the decision; the
 //! policy is in [`crate::decide`].
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +25,6 @@ use http_body_util::Full;
 use jiff::Timestamp;
 
 use super::{Shared, credentials};
-use crate::cache::CachedRecord;
 use crate::decide::{Decision, DenyCode, RequestFacts};
 use crate::headers::{
     X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD,
@@ -80,7 +80,7 @@ impl ForwardAuth {
                     .unwrap_or("/");
                 (
                     Asker::Envoy,
-                    Ok((req.method().clone(), original.to_owned())),
+                    Ok((req.method().clone(), Cow::Borrowed(original))),
                 )
             }
             _ => {
@@ -94,46 +94,46 @@ impl ForwardAuth {
             }
         };
         let door = asker.door();
-        let request_id = self.shared.request_id(headers);
-        let log = |method: &str,
-                   path: &str,
-                   res: &Response<Full<Bytes>>,
-                   code: &str,
-                   record: Option<&CachedRecord>| {
-            telemetry::access(&Access {
-                request_id: request_id.to_str().unwrap_or(""),
-                door,
-                method,
-                path,
-                status: res.status().as_u16(),
-                code,
-                record,
-                elapsed: start.elapsed(),
-            });
-        };
-        let (method, original) = match original {
-            Ok(found) => found,
+        let logging = telemetry::access_enabled();
+        let (method, original, decision) = match &original {
+            Ok((method, original)) => {
+                let facts = RequestFacts {
+                    method,
+                    path: original,
+                    credentials: credentials(headers),
+                    now: Timestamp::now(),
+                };
+                (method, &**original, self.shared.decide(door, &facts).await)
+            }
             Err(code) => {
                 // The proxy did not say what request it asks about.
                 self.shared
                     .metrics
-                    .decision(door, Some(code), start.elapsed());
-                let res = self.render(asker, Decision::deny_only(code), headers, &request_id);
-                log(req.method().as_str(), path, &res, code.as_str(), None);
-                return res;
+                    .decision(door, Some(*code), start.elapsed());
+                (req.method(), path, Decision::deny_only(*code))
             }
         };
-        let facts = RequestFacts {
-            method: &method,
-            path: &original,
-            credentials: credentials(headers),
-            now: Timestamp::now(),
-        };
-        let decision = self.shared.decide(door, &facts).await;
-        let record = decision.record();
+        // A request id is made only when something shows it: a JSON deny
+        // or an access event.
+        let shown = logging || (asker != Asker::Nginx && decision.code().is_some());
+        let request_id = shown.then(|| self.shared.request_id(headers));
+        let record = logging.then(|| decision.record()).flatten();
         let code = decision.code().map_or("allow", DenyCode::as_str);
-        let res = self.render(asker, decision, headers, &request_id);
-        log(method.as_str(), &original, &res, code, record.as_deref());
+        let res = self.render(asker, decision, headers, request_id.as_ref());
+        if let Some(id) = &request_id
+            && logging
+        {
+            telemetry::access(&Access {
+                request_id: id.to_str().unwrap_or(""),
+                door,
+                method: method.as_str(),
+                path: original,
+                status: res.status().as_u16(),
+                code,
+                record: record.as_deref(),
+                elapsed: start.elapsed(),
+            });
+        }
         res
     }
 
@@ -142,12 +142,13 @@ impl ForwardAuth {
         asker: Asker,
         decision: Decision<'_>,
         req: &HeaderMap,
-        request_id: &HeaderValue,
+        request_id: Option<&HeaderValue>,
     ) -> Response<Full<Bytes>> {
         let shared = &self.shared;
         match decision {
             Decision::Allow(p) => {
                 let mut res = Response::new(Full::new(Bytes::new()));
+                *res.headers_mut() = HeaderMap::with_capacity(8);
                 let h = res.headers_mut();
                 shared.identity(h, &p);
                 if asker == Asker::Envoy {
@@ -178,7 +179,10 @@ impl ForwardAuth {
                         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
                     return res;
                 }
-                shared.deny_response(deny.code, request_id)
+                let id = request_id
+                    .cloned()
+                    .unwrap_or_else(|| shared.request_id(req));
+                shared.deny_response(deny.code, &id)
             }
         }
     }
@@ -187,7 +191,7 @@ impl ForwardAuth {
 /// The original method and path as nginx reports them. ingress-nginx sends
 /// the full URL, a plain nginx config the request URI; when both come they
 /// must agree. Without them the request cannot be judged.
-fn nginx_original(h: &HeaderMap) -> Result<(Method, String), DenyCode> {
+fn nginx_original(h: &HeaderMap) -> Result<(Method, Cow<'_, str>), DenyCode> {
     let method = original_method(h.get(X_ORIGINAL_METHOD))?;
     let from_url = one(h, &X_ORIGINAL_URL)?
         .map(|v| v.parse::<Uri>().map_err(|_| DenyCode::AmbiguousPath))
@@ -196,8 +200,8 @@ fn nginx_original(h: &HeaderMap) -> Result<(Method, String), DenyCode> {
     let from_uri = one(h, &X_ORIGINAL_URI)?.map(path_of);
     let path = match (from_url, from_uri) {
         (Some(a), Some(b)) if a != b => return Err(DenyCode::AmbiguousPath),
-        (Some(a), _) => a,
-        (None, Some(b)) => b,
+        (Some(a), _) => Cow::Owned(a),
+        (None, Some(b)) => Cow::Borrowed(b),
         (None, None) => {
             tracing::warn!(
                 "/auth/nginx without X-Original-URL or X-Original-URI; see deploy/nginx"
@@ -209,13 +213,13 @@ fn nginx_original(h: &HeaderMap) -> Result<(Method, String), DenyCode> {
 }
 
 /// The original method and path as Traefik reports them.
-fn traefik_original(h: &HeaderMap) -> Result<(Method, String), DenyCode> {
+fn traefik_original(h: &HeaderMap) -> Result<(Method, Cow<'_, str>), DenyCode> {
     let method = original_method(h.get(X_FORWARDED_METHOD))?;
     let Some(uri) = one(h, &X_FORWARDED_URI)? else {
         tracing::warn!("/auth/traefik without X-Forwarded-Uri; see deploy/traefik");
         return Err(DenyCode::AmbiguousPath);
     };
-    Ok((method, path_of(uri)))
+    Ok((method, Cow::Borrowed(path_of(uri))))
 }
 
 fn original_method(v: Option<&HeaderValue>) -> Result<Method, DenyCode> {
@@ -234,6 +238,6 @@ fn one<'h>(h: &'h HeaderMap, name: &http::HeaderName) -> Result<Option<&'h str>,
 }
 
 /// `/a/b?x=1` → `/a/b`.
-fn path_of(uri: &str) -> String {
-    uri.split_once('?').map_or(uri, |(p, _)| p).to_owned()
+fn path_of(uri: &str) -> &str {
+    uri.split_once('?').map_or(uri, |(p, _)| p)
 }
