@@ -177,6 +177,14 @@ impl IdentityHeaders {
 
 /// Removes hop-by-hop headers, including those named by `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests and responses carry none: one scan instead of nine
+    // hashed removals.
+    let present = headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(&k.as_str()) || k.as_str() == "proxy-connection");
+    if !present {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
