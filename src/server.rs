@@ -402,11 +402,6 @@ impl Bound {
         }
     }
 
-    /// The doors' shared context (for tests).
-    pub fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
-    }
-
     /// Serves until told to shut down; reloads when told to.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let a = self.addresses();

@@ -34,11 +34,6 @@ pub struct UsageRecorder {
 }
 
 impl UsageRecorder {
-    /// A recorder that records nothing (tools and tests that do not serve).
-    pub fn disabled() -> Self {
-        Self { tx: None }
-    }
-
     /// Notes that `p`'s token was used at `now`, if it is due.
     pub fn note(&self, p: &Principal<'_>, now: Timestamp) {
         let Some(tx) = &self.tx else { return };

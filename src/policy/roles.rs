@@ -288,11 +288,6 @@ fn builtin_sets() -> [(&'static str, RoleScope, PermissionSet); 8] {
     ]
 }
 
-/// Names of the built-in roles.
-pub fn builtin_role_names() -> impl Iterator<Item = &'static str> {
-    builtin_sets().into_iter().map(|(n, _, _)| n)
-}
-
 impl Default for Roles {
     fn default() -> Self {
         let by_name = builtin_sets()

@@ -56,13 +56,6 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    pub fn after(record: &TokenRecord) -> Self {
-        Self {
-            created_ms: created_ms(record),
-            id: record.id.clone(),
-        }
-    }
-
     /// The opaque form handed to clients: `<ms>.<id>`.
     pub fn encode(&self) -> String {
         format!("{}.{}", self.created_ms, self.id)

@@ -128,11 +128,6 @@ impl TokenRecord {
         }
     }
 
-    /// Whether the record can never be valid again (revoked, or expired at `now`).
-    pub fn is_final(&self, now: Timestamp) -> bool {
-        self.revoked_at.is_some() || self.expires_at.is_some_and(|e| e <= now)
-    }
-
     /// Reads a stored record, refusing other format versions.
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
         let rec: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;

@@ -7,7 +7,6 @@
 use std::fmt;
 use std::sync::LazyLock;
 
-use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 /// Every token value starts with this.
@@ -150,11 +149,6 @@ impl TokenHash {
             out[i] = (hi * 16 + lo) as u8;
         }
         Some(Self(out))
-    }
-
-    /// Constant-time equality, for the few places that compare hashes of secrets.
-    pub fn ct_eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
     }
 }
 
