@@ -304,6 +304,14 @@ impl<S: TokenStore> TokenCache<S> {
         self.cache.invalidate_all();
     }
 
+    /// The record for `hash` when memory holds one; never reads the store.
+    pub async fn cached(&self, hash: &TokenHash) -> Option<Arc<CachedRecord>> {
+        match self.cache.get(hash).await {
+            Some(Entry::Found(record)) => Some(record),
+            _ => None,
+        }
+    }
+
     /// Entries held now (approximate; for metrics and tests).
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,6 +63,166 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// The async runtime.
     pub runtime: RuntimeSettings,
+    /// Connection, request and header limits of every listener.
+    pub limits: LimitSettings,
+    /// Refusing clients that keep sending invalid tokens.
+    pub failed_auth: FailedAuthSettings,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses): the
+    /// client is then the address they forwarded for. Everyone else's
+    /// `X-Forwarded-*` headers are replaced, never trusted.
+    #[serde(deserialize_with = "ip_nets")]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Limits that keep a listener serving under overload and slow clients.
+/// Each listener (proxy, auth, grpc, admin, ops) has its own counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Most open connections per listener; a connection beyond it gets a
+    /// 503 with `Retry-After` (plain HTTP) or is closed (TLS) at once.
+    pub max_connections: usize,
+    /// Most requests in progress per listener; a request beyond it gets
+    /// 503 `overloaded` with `Retry-After` at once, never a queue.
+    pub max_requests: usize,
+    /// Longest a client may take to send a request's headers, and to finish
+    /// the TLS handshake. On HTTP/1.1 the clock also runs while a keep-alive
+    /// connection waits for its next request.
+    pub header_read_timeout: HumanDuration,
+    /// A connection with no request in progress for this long is closed
+    /// (HTTP/2: GOAWAY; checked at this interval, so it may live up to twice it).
+    pub idle_timeout: HumanDuration,
+    /// Largest request head (request line and headers), bytes: 431 beyond.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request: 431 beyond.
+    pub max_headers: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            max_requests: 10_000,
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            idle_timeout: HumanDuration(Duration::from_secs(120)),
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// Per-client limit on failed authentication: every client address has a
+/// bucket of `limit` failures refilled over `window`; once it is empty the
+/// client gets 429 `rate_limited` (401 on `/auth/nginx`, which cannot pass a
+/// 429) with `Retry-After`, except for tokens the gate holds as valid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailedAuthSettings {
+    /// Failures a client may make in a burst, and per `window`; 0 turns the
+    /// limit off.
+    pub limit: u32,
+    /// The time over which `limit` failures are forgiven.
+    pub window: HumanDuration,
+    /// Most client addresses tracked (least recently seen are dropped first);
+    /// bounds the memory to about 100 bytes each.
+    pub max_clients: u64,
+}
+
+impl Default for FailedAuthSettings {
+    fn default() -> Self {
+        Self {
+            limit: 30,
+            window: HumanDuration(Duration::from_secs(60)),
+            max_clients: 100_000,
+        }
+    }
+}
+
+/// A list of networks; empty entries (an empty environment variable) are
+/// skipped.
+fn ip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// An IP network (`10.0.0.0/8`, `fd00::/8`) or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "`{s}` is not an IP address or network; write it like 10.0.0.0/8, 127.0.0.1 or fd00::/8"
+            )
+        };
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+        };
+        // An IPv4-mapped IPv6 network is the IPv4 network it maps.
+        Ok(match addr {
+            IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => Self {
+                addr: addr.to_canonical(),
+                prefix: prefix - 96,
+            },
+            _ => Self { addr, prefix },
+        })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for IpNet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// The Tokio runtime that serves every listener.
@@ -137,6 +297,12 @@ impl Default for Settings {
             policy: PolicySettings::default(),
             shutdown: ShutdownSettings::default(),
             runtime: RuntimeSettings::default(),
+            limits: LimitSettings::default(),
+            failed_auth: FailedAuthSettings::default(),
+            trusted_proxies: ["127.0.0.1", "::1"]
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
         }
     }
 }
@@ -591,13 +757,15 @@ pub fn load_from(
         let mut env_source = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true);
+            .try_parsing(true)
+            // `HAWZU_GATE__TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`; empty: none.
+            .list_separator(",")
+            .with_list_parse_key("trusted_proxies");
         // Custom roles are lists: `HAWZU_GATE__ROLES__RUNNER=executions:read,executions:write`.
         for var in &origin.env_vars {
             if let Some(role) = var.strip_prefix(&format!("{ENV_PREFIX}__ROLES__")) {
-                env_source = env_source
-                    .list_separator(",")
-                    .with_list_parse_key(&format!("roles.{}", role.to_lowercase()));
+                env_source =
+                    env_source.with_list_parse_key(&format!("roles.{}", role.to_lowercase()));
             }
         }
         let env_source = env_source.source(Some(env.into_iter().collect()));
@@ -667,6 +835,41 @@ impl Settings {
                     "must be at least {MIN_ADMIN_KEY_LEN} printable ASCII characters, no spaces"
                 ),
             ));
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_requests", l.max_requests),
+            ("limits.max_headers", l.max_headers),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be more than 0".into()));
+            }
+        }
+        if !(8192..=1 << 20).contains(&l.max_header_bytes) {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                "must be between 8192 and 1048576".into(),
+            ));
+        }
+        for (key, value) in [
+            ("limits.header_read_timeout", l.header_read_timeout),
+            ("limits.idle_timeout", l.idle_timeout),
+        ] {
+            if value.0 < Duration::from_millis(100) {
+                return Err(invalid(key, "must be at least 100ms".into()));
+            }
+        }
+        if self.failed_auth.limit > 0 {
+            if self.failed_auth.window.0 < Duration::from_secs(1) {
+                return Err(invalid("failed_auth.window", "must be at least 1s".into()));
+            }
+            if self.failed_auth.max_clients == 0 {
+                return Err(invalid(
+                    "failed_auth.max_clients",
+                    "must be more than 0 (set failed_auth.limit = 0 to turn the limit off)".into(),
+                ));
+            }
         }
         if self.listen.auth == self.listen.admin && self.listen.auth.port() != 0 {
             return Err(invalid(

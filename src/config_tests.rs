@@ -194,3 +194,61 @@ permission = "executions:write"
         .to_string();
     assert!(err.contains("`**` may only be the last segment"), "{err}");
 }
+
+#[test]
+fn trusted_proxies_from_env_and_file() {
+    let env = |v: &str| BTreeMap::from([(env_name("trusted_proxies"), v.to_owned())]);
+    let loaded = load_from(None, env("10.0.0.0/8, 127.0.0.1,fd00::/8")).unwrap();
+    let nets: Vec<String> = loaded
+        .settings
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
+    assert!(
+        load_from(None, env(""))
+            .unwrap()
+            .settings
+            .trusted_proxies
+            .is_empty()
+    );
+    let err = load_from(None, env("10.0.0.0/33")).unwrap_err().to_string();
+    assert!(err.contains("HAWZU_GATE__TRUSTED_PROXIES"), "{err}");
+    assert!(
+        err.contains("`10.0.0.0/33` is not an IP address or network"),
+        "{err}"
+    );
+    // The default trusts loopback only.
+    let d = Settings::default();
+    assert!(
+        d.trusted_proxies
+            .iter()
+            .any(|n| n.contains("127.0.0.1".parse().unwrap()))
+    );
+    assert!(
+        !d.trusted_proxies
+            .iter()
+            .any(|n| n.contains("10.0.0.1".parse().unwrap()))
+    );
+}
+
+#[test]
+fn limits_are_checked() {
+    let one = |k: &str, v: &str| BTreeMap::from([(env_name(k), v.to_owned())]);
+    for (key, value, message) in [
+        ("limits.max_requests", "0", "must be more than 0"),
+        ("limits.max_connections", "0", "must be more than 0"),
+        ("limits.max_header_bytes", "100", "between 8192"),
+        ("limits.header_read_timeout", "1ms", "at least 100ms"),
+        ("failed_auth.window", "10ms", "at least 1s"),
+    ] {
+        let err = load_from(None, one(key, value)).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{err}");
+        assert!(err.contains(message), "{err}");
+    }
+    let err = load_from(None, one("limits.max_requests", "lots"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_requests"), "{err}");
+}

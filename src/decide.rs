@@ -34,10 +34,11 @@ pub enum DenyCode {
     NoMatchingRule,
     AmbiguousPath,
     StoreUnavailable,
+    RateLimited,
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 12] = [
+    pub const ALL: [DenyCode; 13] = [
         DenyCode::MissingToken,
         DenyCode::MalformedToken,
         DenyCode::UnknownToken,
@@ -50,6 +51,7 @@ impl DenyCode {
         DenyCode::NoMatchingRule,
         DenyCode::AmbiguousPath,
         DenyCode::StoreUnavailable,
+        DenyCode::RateLimited,
     ];
 
     /// The code in `X-Hawzu-Error` and in JSON bodies.
@@ -67,6 +69,7 @@ impl DenyCode {
             DenyCode::NoMatchingRule => "no_matching_rule",
             DenyCode::AmbiguousPath => "ambiguous_path",
             DenyCode::StoreUnavailable => "store_unavailable",
+            DenyCode::RateLimited => "rate_limited",
         }
     }
 
@@ -85,6 +88,7 @@ impl DenyCode {
             | DenyCode::NoMatchingRule => 403,
             DenyCode::AmbiguousPath => 400,
             DenyCode::StoreUnavailable => 503,
+            DenyCode::RateLimited => 429,
         }
     }
 
@@ -111,6 +115,9 @@ impl DenyCode {
                 "The request path could be read more than one way and is refused."
             }
             DenyCode::StoreUnavailable => "The token store cannot be reached; try again shortly.",
+            DenyCode::RateLimited => {
+                "Too many requests with invalid tokens from this address; wait for Retry-After."
+            }
         }
     }
 
@@ -139,7 +146,7 @@ impl DenyCode {
             | DenyCode::NoMatchingRule => {
                 Some(r#"Bearer realm="hawzu", error="insufficient_scope""#)
             }
-            DenyCode::AmbiguousPath | DenyCode::StoreUnavailable => None,
+            DenyCode::AmbiguousPath | DenyCode::StoreUnavailable | DenyCode::RateLimited => None,
         }
     }
 }

@@ -370,6 +370,10 @@ fn every_code_has_the_documented_status_and_challenge() {
                 assert_eq!(code.status(), 503);
                 assert_eq!(challenge, None);
             }
+            DenyCode::RateLimited => {
+                assert_eq!(code.status(), 429);
+                assert_eq!(challenge, None);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod cache;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod decide;
 pub mod doors;

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::cache::TokenCache;
@@ -40,6 +40,8 @@ pub mod names {
     pub const UPSTREAM_SECONDS: &str = "hawzu_gate_upstream_duration_seconds";
     pub const ADMIN_OPERATIONS: &str = "hawzu_gate_admin_operations_total";
     pub const READY: &str = "hawzu_gate_ready";
+    pub const OPEN_CONNECTIONS: &str = "hawzu_gate_open_connections";
+    pub const OVERLOAD: &str = "hawzu_gate_overload_refusals_total";
 }
 
 /// The front door a decision came through.
@@ -144,6 +146,8 @@ pub struct Metrics {
     pub upstream_seconds: Histogram,
     admin_operations: IntCounterVec,
     pub ready: IntGauge,
+    open_connections: IntGaugeVec,
+    overload: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -277,6 +281,23 @@ impl Metrics {
                 &["op", "result"],
             ),
             ready: gauge(names::READY, "1 while /readyz answers 200."),
+            open_connections: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        names::OPEN_CONNECTIONS,
+                        "Open client connections, by listener.",
+                    ),
+                    &["listener"],
+                )
+                .expect("valid metric");
+                reg(Box::new(g.clone()));
+                g
+            },
+            overload: counter_vec(
+                names::OVERLOAD,
+                "Connections and requests refused at a listener's limits.",
+                &["listener", "limit"],
+            ),
             registry,
         };
         // Every series exists from the start, so rates work from zero.
@@ -305,6 +326,16 @@ impl Metrics {
         if let Some(h) = self.decision_seconds.get(door.index()) {
             h.observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// The open-connections gauge of a listener (`proxy`, `auth`, …).
+    pub fn open_connections(&self, listener: &str) -> IntGauge {
+        self.open_connections.with_label_values(&[listener])
+    }
+
+    /// The refusal counter of a listener's limit (`connections`, `requests`).
+    pub fn overload(&self, listener: &str, limit: &str) -> IntCounter {
+        self.overload.with_label_values(&[listener, limit])
     }
 
     /// Counts one store call.

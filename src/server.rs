@@ -23,10 +23,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, KeyError, KeySource, api::AdminApi};
 use crate::cache::{CacheOptions, TokenCache, listen_for_invalidations};
+use crate::clients::{FailedAuth, TrustedProxies};
 use crate::config::{self, Backend, ListenerTls, Loaded, Settings, redact_url};
 use crate::doors::ext_authz::ExtAuthz;
 use crate::doors::forward_auth::ForwardAuth;
-use crate::doors::listener::{TlsHandle, serve};
+use crate::doors::listener::{ListenerState, Protocol, TlsHandle, serve};
 use crate::doors::proxy::{Proxy, UpstreamError, UpstreamOptions};
 use crate::doors::{PolicyHandle, Shared};
 use crate::headers::IdentityHeaders;
@@ -183,6 +184,7 @@ struct Listener {
     which: Which,
     sockets: Sockets,
     tls: Option<TlsHandle>,
+    state: Arc<ListenerState>,
 }
 
 enum Sockets {
@@ -322,6 +324,8 @@ impl Bound {
             policy.clone(),
             IdentityHeaders::new(&s.headers.prefix)?,
             recorder,
+            TrustedProxies::new(&s.trusted_proxies),
+            FailedAuth::new(&s.failed_auth),
         ));
         let upstream = UpstreamOptions {
             url: s
@@ -361,13 +365,25 @@ impl Bound {
                 }
                 _ => Sockets::Shared(TcpListener::bind(addr).await.map_err(bind_error)?),
             };
+            let protocol = match which {
+                Which::Grpc => Protocol::Grpc,
+                _ => Protocol::Http,
+            };
             listeners.push(Listener {
                 which,
                 sockets,
                 tls,
+                state: ListenerState::new(
+                    which.listen_key(),
+                    &s.limits,
+                    protocol,
+                    shared.headers.error.clone(),
+                    &metrics,
+                ),
             });
         }
         let health = Arc::new(Health::default());
+        raise_open_files_limit();
         Ok(Self {
             listeners,
             proxy_doors,
@@ -420,12 +436,13 @@ impl Bound {
                 tls_handles.push((l.which, t.clone()));
             }
             let name = l.which.listen_key();
+            let state = l.state;
             match (l.which, l.sockets) {
                 (Which::Proxy, Sockets::PerCore(sockets)) => {
                     for (i, socket) in sockets.into_iter().enumerate() {
                         let door = self.proxy_doors[i % self.proxy_doors.len()].clone();
                         doors.push(serve_on_own_thread(
-                            name,
+                            state.clone(),
                             i,
                             socket,
                             l.tls.clone(),
@@ -442,7 +459,7 @@ impl Bound {
                     for (i, socket) in sockets.into_iter().enumerate() {
                         let door = self.forward_auth.clone();
                         doors.push(serve_on_own_thread(
-                            name,
+                            state.clone(),
                             i,
                             socket,
                             l.tls.clone(),
@@ -461,11 +478,13 @@ impl Bound {
                 (Which::Grpc, Sockets::Shared(socket)) => {
                     let grpc = self.ext_authz.clone().service();
                     doors.push(tokio::spawn(serve(
-                        name,
+                        state,
                         socket,
                         l.tls,
-                        move |req, _conn| {
+                        move |mut req, conn| {
                             let grpc = grpc.clone();
+                            // The caller's address, for the door's client.
+                            req.extensions_mut().insert(conn);
                             async move {
                                 use tower::ServiceExt;
                                 match grpc.oneshot(req).await {
@@ -481,7 +500,7 @@ impl Bound {
                 (Which::Admin, Sockets::Shared(socket)) => {
                     let api = self.admin_api.clone();
                     doors.push(tokio::spawn(serve(
-                        name,
+                        state,
                         socket,
                         l.tls,
                         move |req, conn| {
@@ -495,7 +514,7 @@ impl Bound {
                 (Which::Ops, Sockets::Shared(socket)) => {
                     let ops = self.ops.clone();
                     ops_task = Some(tokio::spawn(serve(
-                        name,
+                        state,
                         socket,
                         l.tls,
                         move |req, _conn| {
@@ -619,6 +638,9 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
                     "log" => "log",
                     "shutdown" => "shutdown",
                     "runtime" => "runtime",
+                    "limits" => "limits",
+                    "failed_auth" => "failed_auth",
+                    "trusted_proxies" => "trusted_proxies",
                     _ => "other",
                 });
             }
@@ -679,7 +701,7 @@ async fn watch_tls_files(settings: Settings, handles: Vec<(Which, TlsHandle)>) {
 /// ends when the thread does.
 #[allow(clippy::too_many_arguments)]
 fn serve_on_own_thread<H, Fut, B>(
-    name: &'static str,
+    state: Arc<ListenerState>,
     index: usize,
     socket: std::net::TcpListener,
     tls: Option<TlsHandle>,
@@ -697,6 +719,7 @@ where
     B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let name = state.name();
     let thread_name = format!("{}-{index}", name.trim_start_matches("listen."));
     let thread = std::thread::Builder::new().name(thread_name).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -713,7 +736,7 @@ where
                     let stopped = async move {
                         let _ = stop.wait_for(|v| *v).await;
                     };
-                    serve(name, listener, tls, handle, stopped, grace).await;
+                    serve(state, listener, tls, handle, stopped, grace).await;
                 }
                 Err(e) => tracing::error!(listener = name, error = %e, "cannot serve a door socket"),
             }
@@ -725,6 +748,15 @@ where
         }
         Err(e) => tracing::error!(listener = name, error = %e, "cannot start a door thread"),
     })
+}
+
+/// Raises the soft limit on open files to the hard one: every connection
+/// is a file, and `limits.max_connections` should be what bounds them.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }
 
 /// Turns SIGTERM/SIGINT into `Shutdown` and SIGHUP into `Reload`.

@@ -10,6 +10,7 @@
 //! nowhere). Deny → `DeniedHttpResponse` with the status, the challenge, the
 //! deny code header and the JSON body. The door translates; `decide` decides.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,8 +47,8 @@ impl ExtAuthz {
         AuthorizationServer::new(self)
     }
 
-    /// Answers one check; also used by tests without a socket.
-    pub async fn answer(&self, req: &CheckRequest) -> CheckResponse {
+    /// Answers one check from `peer` (the caller, when known).
+    pub async fn answer(&self, req: &CheckRequest, peer: Option<IpAddr>) -> CheckResponse {
         let start = Instant::now();
         let http = req
             .attributes
@@ -88,7 +89,8 @@ impl ExtAuthz {
             now: Timestamp::now(),
         };
         let request_id = http.headers.get("x-request-id").map(String::as_str);
-        let decision = self.shared.decide(Door::Grpc, &facts).await;
+        let client = self.client(req, peer);
+        let decision = self.shared.decide(Door::Grpc, &facts, client).await;
         let record = decision.record();
         let code = decision.code().map_or("allow", DenyCode::as_str);
         let res = match decision {
@@ -129,6 +131,26 @@ impl ExtAuthz {
             start,
         );
         res
+    }
+
+    /// The client of a check: the downstream address Envoy reports, when the
+    /// caller is a trusted proxy (or unknown); else the caller itself.
+    fn client(&self, req: &CheckRequest, peer: Option<IpAddr>) -> IpAddr {
+        use envoy_types::pb::envoy::config::core::v3::address::Address;
+        let reported = || {
+            let address = req.attributes.as_ref()?.source.as_ref()?.address.as_ref()?;
+            match address.address.as_ref()? {
+                Address::SocketAddress(s) => s.address.parse::<IpAddr>().ok(),
+                _ => None,
+            }
+        };
+        match peer {
+            Some(p) if !self.shared.trusted_proxies.trusts(p.to_canonical()) => p.to_canonical(),
+            _ => reported()
+                .or(peer)
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+                .to_canonical(),
+        }
     }
 
     /// The access event of one check; the status is the HTTP one Envoy sends.
@@ -203,6 +225,7 @@ impl ExtAuthz {
         let grpc = match code.status() {
             401 => tonic::Status::unauthenticated(code.as_str()),
             503 => tonic::Status::unavailable(code.as_str()),
+            429 => tonic::Status::resource_exhausted(code.as_str()),
             400 => tonic::Status::invalid_argument(code.as_str()),
             _ => tonic::Status::permission_denied(code.as_str()),
         };
@@ -218,6 +241,12 @@ impl Authorization for ExtAuthz {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(self.answer(request.get_ref()).await))
+        let peer = request
+            .extensions()
+            .get::<crate::doors::listener::Conn>()
+            .map(|c| c.peer.ip());
+        Ok(tonic::Response::new(
+            self.answer(request.get_ref(), peer).await,
+        ))
     }
 }

@@ -66,7 +66,7 @@ impl ForwardAuth {
     }
 
     /// Serves one request of the auth listener.
-    pub async fn handle<B>(&self, req: Request<B>, _peer: SocketAddr) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let start = Instant::now();
         let path = req.uri().path();
         let headers = req.headers();
@@ -103,7 +103,12 @@ impl ForwardAuth {
                     credentials: credentials(headers),
                     now: Timestamp::now(),
                 };
-                (method, &**original, self.shared.decide(door, &facts).await)
+                let client = self.shared.client(peer.ip(), headers);
+                (
+                    method,
+                    &**original,
+                    self.shared.decide(door, &facts, client).await,
+                )
             }
             Err(code) => {
                 // The proxy did not say what request it asks about.
@@ -173,7 +178,11 @@ impl ForwardAuth {
                 if asker == Asker::Nginx {
                     // No body: nginx discards it and would reconnect per request.
                     let mut res = Response::new(Full::new(Bytes::new()));
-                    *res.status_mut() = super::status(deny.code);
+                    // nginx passes on only 401 and 403 from auth_request.
+                    *res.status_mut() = match deny.code {
+                        DenyCode::RateLimited => StatusCode::UNAUTHORIZED,
+                        code => super::status(code),
+                    };
                     shared.deny_headers(res.headers_mut(), deny.code);
                     res.headers_mut()
                         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));

@@ -1,30 +1,46 @@
 //! Shared HTTP plumbing for the gate's listeners: the accept loop (plain or
-//! TLS, HTTP/1.1 and HTTP/2) with graceful shutdown, and small JSON answers.
+//! TLS, HTTP/1.1 and HTTP/2) with its limits and graceful shutdown, and
+//! small JSON answers.
 //!
-//! Holds no policy; it only moves bytes between sockets and services.
+//! Holds no policy; it only moves bytes between sockets and services, and
+//! keeps each listener serving when clients are too many, too slow or idle:
+//!
+//! - at most `limits.max_connections` open connections: one more is told
+//!   503 with `Retry-After` (plain HTTP) or closed (TLS) at once;
+//! - at most `limits.max_requests` requests in progress: one more gets 503
+//!   `overloaded` with `Retry-After` at once — no queue grows;
+//! - request heads must arrive within `limits.header_read_timeout`
+//!   (slowloris), stay under `limits.max_header_bytes` and
+//!   `limits.max_headers` (431 beyond);
+//! - a connection with no request in progress for `limits.idle_timeout` is
+//!   closed gracefully.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::GracefulConnection;
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-/// Longest a client may take to send its request headers (and, on TLS
-/// listeners, to finish the handshake).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::config::LimitSettings;
+use crate::ops::Metrics;
 
 /// The connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -53,12 +69,192 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Byte
 /// keep theirs.
 pub type TlsHandle = Arc<ArcSwap<rustls::ServerConfig>>;
 
+/// How a listener says it is too busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// 503 with a JSON body, `Retry-After` and the error-code header.
+    Http,
+    /// gRPC status UNAVAILABLE (14), trailers only.
+    Grpc,
+}
+
+/// One listener's limits and live counters, shared by all its sockets (the
+/// hot doors have one per core).
+#[derive(Debug)]
+pub struct ListenerState {
+    name: &'static str,
+    limits: LimitSettings,
+    protocol: Protocol,
+    /// The error-code header (`X-Hawzu-Error` by default).
+    error_header: HeaderName,
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+    open_gauge: IntGauge,
+    refused_connections: IntCounter,
+    refused_requests: IntCounter,
+}
+
+impl ListenerState {
+    /// `name` is the listener's config key (`listen.proxy`).
+    pub fn new(
+        name: &'static str,
+        limits: &LimitSettings,
+        protocol: Protocol,
+        error_header: HeaderName,
+        metrics: &Metrics,
+    ) -> Arc<Self> {
+        let label = name.trim_start_matches("listen.");
+        Arc::new(Self {
+            name,
+            limits: limits.clone(),
+            protocol,
+            error_header,
+            connections: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            open_gauge: metrics.open_connections(label),
+            refused_connections: metrics.overload(label, "connections"),
+            refused_requests: metrics.overload(label, "requests"),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Takes a connection slot, or `None` at the limit.
+    fn open_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        if self.connections.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            self.refused_connections.inc();
+            return None;
+        }
+        self.open_gauge.inc();
+        Some(ConnectionSlot(self.clone()))
+    }
+
+    /// Takes a request slot, or `None` at the limit.
+    fn begin_request(&self) -> Option<RequestSlot<'_>> {
+        if self.requests.fetch_add(1, Ordering::AcqRel) >= self.limits.max_requests {
+            self.requests.fetch_sub(1, Ordering::AcqRel);
+            self.refused_requests.inc();
+            return None;
+        }
+        Some(RequestSlot(self))
+    }
+
+    /// The answer to a request beyond `max_requests`.
+    fn overloaded(&self) -> Response<Full<Bytes>> {
+        match self.protocol {
+            Protocol::Http => {
+                let mut res = json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({
+                        "error": "overloaded",
+                        "message": "The gate is serving as many requests as it may; try again shortly.",
+                    }),
+                );
+                let h = res.headers_mut();
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                h.insert(
+                    self.error_header.clone(),
+                    HeaderValue::from_static("overloaded"),
+                );
+                res
+            }
+            Protocol::Grpc => {
+                let mut res = Response::new(Full::new(Bytes::new()));
+                let h = res.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                h.insert("grpc-status", HeaderValue::from_static("14"));
+                h.insert(
+                    "grpc-message",
+                    HeaderValue::from_static("hawzu-gate is overloaded"),
+                );
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                res
+            }
+        }
+    }
+}
+
+/// An open connection's place under `max_connections`.
+struct ConnectionSlot(Arc<ListenerState>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.open_gauge.dec();
+    }
+}
+
+/// A request's place under `max_requests`.
+struct RequestSlot<'a>(&'a ListenerState);
+
+impl Drop for RequestSlot<'_> {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What one connection is doing, for the idle timeout: requests in
+/// progress, and a count of request starts and ends.
+#[derive(Debug, Default)]
+struct Activity {
+    open: AtomicUsize,
+    events: AtomicU64,
+}
+
+/// Marks a request in progress on its connection until dropped.
+struct Busy<'a>(&'a Activity);
+
+impl<'a> Busy<'a> {
+    fn new(a: &'a Activity) -> Self {
+        a.open.fetch_add(1, Ordering::Relaxed);
+        a.events.fetch_add(1, Ordering::Relaxed);
+        Self(a)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The HTTP/1.1 answer to a connection beyond `max_connections`.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\n\
+content-length: 101\r\n\r\n\
+{\"error\":\"overloaded\",\"message\":\"The gate has as many connections as it may; try again shortly.\"}";
+
+/// Tells a connection beyond the limit to come back later, without serving
+/// it: the answer is written at once (plain HTTP) and the socket closed.
+/// Bounded to one second, so a flood of these cannot pile up.
+async fn refuse(mut stream: TcpStream, tls: bool) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if !tls {
+            stream.write_all(TOO_MANY_CONNECTIONS).await?;
+            stream.shutdown().await?;
+            // Read what the client sent until it closes, so that closing
+            // does not reset the connection before the answer is read.
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
 /// Accepts connections on `listener` (TLS when `tls` is given) and serves
 /// each request with `handle` until `shutdown` resolves; then stops
 /// accepting and waits up to `grace` for open connections to finish their
 /// requests (idle keep-alive connections are closed at once).
 pub async fn serve<H, Fut, B>(
-    name: &'static str,
+    state: Arc<ListenerState>,
     listener: TcpListener,
     tls: Option<TlsHandle>,
     handle: H,
@@ -70,13 +266,32 @@ pub async fn serve<H, Fut, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let name = state.name;
+    let limits = &state.limits;
+    let header_read_timeout = limits.header_read_timeout.0;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
+        .header_read_timeout(header_read_timeout)
+        // The read buffer bounds the request head: 431 when it fills first.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    if limits.max_headers != 100 {
+        // hyper's default is 100 on the stack; another value costs a heap
+        // allocation per request.
+        builder.http1().max_headers(limits.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+
+    // Each connection task holds a clone of `open_tx`; when the last is
+    // dropped, `open_rx` yields `None`: every connection has ended.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -90,34 +305,47 @@ pub async fn serve<H, Fut, B>(
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = state.open_connection() else {
+            tracing::debug!(listener = name, %peer, "connection refused: at limits.max_connections");
+            tokio::spawn(refuse(stream, tls.is_some()));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             peer,
             tls: tls.is_some(),
         };
-        let handle = handle.clone();
-        let service = service_fn(move |req| {
-            let handle = handle.clone();
-            async move { Ok::<_, Infallible>(handle(req, conn).await) }
-        });
+        let activity = Arc::new(Activity::default());
+        let service = {
+            let (handle, state, activity) = (handle.clone(), state.clone(), activity.clone());
+            service_fn(move |req| {
+                let (handle, state, activity) = (handle.clone(), state.clone(), activity.clone());
+                async move {
+                    let _busy = Busy::new(&activity);
+                    let res = match state.begin_request() {
+                        Some(_slot) => handle(req, conn).await.map(Either::Left),
+                        None => state.overloaded().map(Either::Right),
+                    };
+                    Ok::<_, Infallible>(res)
+                }
+            })
+        };
         let builder = builder.clone();
-        let watcher = graceful.watcher();
-        match &tls {
-            None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                tokio::spawn(async move {
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(listener = name, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            Some(config) => {
-                let acceptor = TlsAcceptor::from(config.load_full());
-                tokio::spawn(async move {
+        let stop = stop_rx.clone();
+        let open = open_tx.clone();
+        let idle = state.limits.idle_timeout.0;
+        let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.load_full()));
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _open = open;
+            let result = match acceptor {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    drive(conn, stop, &activity, idle).await
+                }
+                Some(acceptor) => {
                     let stream = match tokio::time::timeout(
-                        HEADER_READ_TIMEOUT,
+                        header_read_timeout,
                         acceptor.accept(stream),
                     )
                     .await
@@ -132,25 +360,60 @@ pub async fn serve<H, Fut, B>(
                             return;
                         }
                     };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(listener = name, error = %e, "connection ended with an error");
-                    }
-                });
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    drive(conn, stop, &activity, idle).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(listener = name, error = %e, "connection ended with an error");
             }
-        }
+        });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(open_tx);
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(grace, open_rx.recv()).await.is_err() {
         tracing::warn!(
             listener = name,
             ?grace,
             "requests still open after the grace period; closing them"
         );
+    }
+}
+
+/// Runs one connection until it ends; shuts it down gracefully (open
+/// requests finish, keep-alive ends, HTTP/2 gets GOAWAY) when the listener
+/// stops or the connection has been idle for `idle`.
+async fn drive<C>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    activity: &Activity,
+    idle: Duration,
+) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    let mut conn = pin!(conn);
+    let mut closing = false;
+    let mut seen = activity.events.load(Ordering::Relaxed);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            _ = stop.wait_for(|s| *s), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tick.tick(), if !closing => {
+                // Idle: nothing in progress, and nothing started or ended
+                // since the last tick, a whole `idle` ago.
+                let now = activity.events.load(Ordering::Relaxed);
+                if now == seen && activity.open.load(Ordering::Relaxed) == 0 {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                seen = now;
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! here; what the doors share is the context below and the way a deny is
 //! rendered over HTTP.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -14,7 +15,10 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
 use crate::cache::TokenCache;
-use crate::decide::{Decision, DenyCode, Principal, RequestFacts, decide};
+use crate::clients::{FailedAuth, TrustedProxies, is_failed_auth};
+use crate::decide::{
+    Decision, DenyCode, Principal, RequestFacts, check_cached_state, decide, extract_token,
+};
 use crate::headers::{IdentityHeaders, REQUEST_ID};
 use crate::ops::{Door, Metrics};
 use crate::policy::Policy;
@@ -27,7 +31,7 @@ pub mod listener;
 pub mod proxy;
 
 /// What every door needs: the cache over the store, the policy, the header
-/// names, and the last-used recorder.
+/// names, the last-used recorder, and who clients are and may they retry.
 #[derive(Debug)]
 pub struct Shared {
     pub cache: Arc<TokenCache<Store>>,
@@ -35,6 +39,8 @@ pub struct Shared {
     pub headers: IdentityHeaders,
     pub usage: UsageRecorder,
     pub metrics: Arc<Metrics>,
+    pub trusted_proxies: TrustedProxies,
+    pub failed_auth: FailedAuth,
     request_ids: RequestIds,
 }
 
@@ -48,6 +54,8 @@ impl Shared {
         policy: PolicyHandle,
         headers: IdentityHeaders,
         usage: UsageRecorder,
+        trusted_proxies: TrustedProxies,
+        failed_auth: FailedAuth,
     ) -> Self {
         let metrics = cache.metrics().clone();
         Self {
@@ -56,22 +64,53 @@ impl Shared {
             headers,
             usage,
             metrics,
+            trusted_proxies,
+            failed_auth,
             request_ids: RequestIds::new(),
         }
     }
 
-    /// Decides, counts the decision, and notes the use of an allowed token
-    /// (written off the request path).
-    pub async fn decide<'a>(&self, door: Door, facts: &RequestFacts<'a>) -> Decision<'a> {
+    /// Decides for a request from `client`, counts the decision, and notes
+    /// the use of an allowed token (written off the request path). A client
+    /// that has used up its failed authentications is refused before its
+    /// token is looked up, unless memory holds that token as valid.
+    pub async fn decide<'a>(
+        &self,
+        door: Door,
+        facts: &RequestFacts<'a>,
+        client: IpAddr,
+    ) -> Decision<'a> {
         let start = Instant::now();
         let policy = self.policy.load();
-        let decision = decide(&self.cache, &policy, facts).await;
-        if let Decision::Allow(p) = &decision {
-            self.usage.note(p, facts.now);
+        let decision = if self.failed_auth.is_refused(client) && !self.holds_valid(facts).await {
+            Decision::deny_only(DenyCode::RateLimited)
+        } else {
+            decide(&self.cache, &policy, facts).await
+        };
+        match &decision {
+            Decision::Allow(p) => self.usage.note(p, facts.now),
+            Decision::Deny(d) if is_failed_auth(d.code) => self.failed_auth.failed(client),
+            Decision::Deny(_) => {}
         }
         self.metrics
             .decision(door, decision.code(), start.elapsed());
         decision
+    }
+
+    /// Whether the request's token is in memory and usable now (no store read).
+    async fn holds_valid(&self, facts: &RequestFacts<'_>) -> bool {
+        let Ok(secret) = extract_token(facts.credentials) else {
+            return false;
+        };
+        self.cache
+            .cached(&secret.hash())
+            .await
+            .is_some_and(|r| check_cached_state(&r, facts.now).is_ok())
+    }
+
+    /// The client a request came from (see [`TrustedProxies::client`]).
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.trusted_proxies.client(peer, headers)
     }
 
     /// The request's id: the client's `X-Request-Id` when it is sane, else a
@@ -112,8 +151,14 @@ impl Shared {
                 HeaderValue::from_static(challenge),
             );
         }
-        if code == DenyCode::StoreUnavailable {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match code {
+            DenyCode::StoreUnavailable => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            DenyCode::RateLimited => {
+                h.insert(header::RETRY_AFTER, self.failed_auth.retry_after().clone());
+            }
+            _ => {}
         }
     }
 

@@ -164,7 +164,8 @@ impl Proxy {
                 credentials: credentials(&parts.headers),
                 now: Timestamp::now(),
             };
-            let decision = shared.decide(Door::Proxy, &facts).await;
+            let client = shared.client(conn.peer.ip(), &parts.headers);
+            let decision = shared.decide(Door::Proxy, &facts, client).await;
             let record = decision.record();
             match decision {
                 Decision::Allow(p) => (shared.headers.values(&p), record),
@@ -193,7 +194,8 @@ impl Proxy {
             h.insert(name.clone(), value);
         }
         h.insert(REQUEST_ID, request_id.clone());
-        forwarded(h, conn.peer, conn.tls);
+        let trusted = shared.trusted_proxies.trusts(conn.peer.ip().to_canonical());
+        forwarded(h, conn.peer, conn.tls, trusted);
 
         let path_and_query = uri
             .path_and_query()
@@ -288,8 +290,17 @@ impl Proxy {
     }
 }
 
-/// Appends this hop to `X-Forwarded-For`, `-Proto` and `-Host`.
-fn forwarded(h: &mut HeaderMap, peer: SocketAddr, tls: bool) {
+/// Appends this hop to `X-Forwarded-For`, `-Proto` and `-Host`. What an
+/// untrusted peer sent in them (or in `Forwarded`, `X-Real-IP`) is dropped
+/// first: the upstream learns only what a trusted hop or the gate saw.
+fn forwarded(h: &mut HeaderMap, peer: SocketAddr, tls: bool, trusted: bool) {
+    if !trusted {
+        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST] {
+            h.remove(name);
+        }
+        h.remove(header::FORWARDED);
+        h.remove("x-real-ip");
+    }
     let host = h.get(header::HOST).cloned();
     append(h, X_FORWARDED_FOR, &peer.ip().to_string());
     append(h, X_FORWARDED_PROTO, if tls { "https" } else { "http" });

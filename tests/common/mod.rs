@@ -297,6 +297,15 @@ impl Http {
         }
     }
 
+    /// Connects from `ip` (any 127.0.0.0/8 address is this host's), so one
+    /// test can be several clients.
+    pub fn bound_to(mut self, ip: std::net::IpAddr) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(ip));
+        self.client = Client::builder(TokioExecutor::new()).build(connector);
+        self
+    }
+
     /// Sends `Authorization: Bearer <value>` with every request.
     pub fn bearer(mut self, value: &str) -> Self {
         self.auth = Some(format!("Bearer {value}"));

@@ -1,0 +1,274 @@
+//! Failed-auth limiting: a client that keeps sending invalid tokens is
+//! refused with 429 `rate_limited` (401 on `/auth/nginx`) and `Retry-After`,
+//! before its tokens cost a store read; other clients, and tokens the gate
+//! holds as valid, are unaffected. Clients are told apart by address: the
+//! peer, or what a trusted proxy forwarded for.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::address::Address as EnvoyAddress;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use http::{Method, StatusCode};
+
+use common::{Http, InProcessGate, TestUpstream, WS1_PROJECTS, eventually, workspace_token};
+
+/// A well-formed token no store holds (a guess).
+fn unknown() -> String {
+    hawzu_gate::token::TokenSecret::generate()
+        .unwrap()
+        .expose()
+        .to_owned()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+async fn valid_token(gate: &InProcessGate) -> String {
+    let v = gate
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("CI", "ws_1", "workspace_viewer", "1m"),
+        )
+        .await
+        .json();
+    v["secret"].as_str().unwrap().to_owned()
+}
+
+async fn limited_gate(upstream: &TestUpstream, extra: &[(&str, &str)]) -> InProcessGate {
+    let mut settings = vec![
+        ("upstream.url", upstream.url()),
+        ("failed_auth.limit", "3".to_owned()),
+        ("failed_auth.window", "60s".to_owned()),
+    ];
+    settings.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    InProcessGate::start(&pairs).await
+}
+
+#[tokio::test]
+async fn proxy_refuses_a_guessing_client_and_no_one_else() {
+    let unknown = unknown();
+    let unknown = unknown.as_str();
+    let upstream = TestUpstream::start().await;
+    // No trusted proxies: each peer address is a client.
+    let gate = limited_gate(&upstream, &[("trusted_proxies", "")]).await;
+    let valid = valid_token(&gate).await;
+    let base = format!("http://{}", gate.addrs.proxy);
+    let attacker = Http::new(base.clone()).bound_to(ip("127.0.0.2"));
+    let neighbour = Http::new(base.clone()).bound_to(ip("127.0.0.3"));
+
+    // The attacker's valid token is in memory before the guessing starts.
+    let cached = attacker.clone().bearer(&valid).get(WS1_PROJECTS).await;
+    assert_eq!(cached.status, StatusCode::OK);
+
+    for i in 0..3 {
+        let a = attacker.clone().bearer(unknown).get(WS1_PROJECTS).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "guess {i}");
+        assert_eq!(a.header("x-hawzu-error"), Some("unknown_token"));
+    }
+    // A 4th failure, and a forged header, are refused before any lookup.
+    for token in [unknown, "hwz_nonsense", "not-even-a-token"] {
+        let a = attacker.clone().bearer(token).get(WS1_PROJECTS).await;
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(a.header("x-hawzu-error"), Some("rate_limited"));
+        // 3 failures per 60 s: one is forgiven every 20 s.
+        assert_eq!(a.header("retry-after"), Some("20"));
+        assert_eq!(a.json()["error"], "rate_limited");
+    }
+    // The token memory holds as valid still works from that address…
+    let a = attacker.clone().bearer(&valid).get(WS1_PROJECTS).await;
+    assert_eq!(a.status, StatusCode::OK);
+    // …and every other client is untouched, even with a bad token.
+    let n = neighbour.clone().bearer(&valid).get(WS1_PROJECTS).await;
+    assert_eq!(n.status, StatusCode::OK);
+    let n = neighbour.clone().bearer(unknown).get(WS1_PROJECTS).await;
+    assert_eq!(n.header("x-hawzu-error"), Some("unknown_token"));
+
+    // Refused requests never reached the upstream: 3 allowed requests did.
+    assert_eq!(upstream.count(), 3);
+    let metrics = gate.ops().get("/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(
+            r#"hawzu_gate_decisions_total{code="rate_limited",door="proxy",outcome="deny"} 3"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_and_an_untrusted_one_cannot() {
+    let unknown = unknown();
+    let unknown = unknown.as_str();
+    let upstream = TestUpstream::start().await;
+    let gate = limited_gate(&upstream, &[("trusted_proxies", "127.0.0.1")]).await;
+    let valid = valid_token(&gate).await;
+    let auth = |from: &str, token: &str, xff: &str| {
+        let http = gate.auth().bound_to(ip(from));
+        let (token, xff) = (format!("Bearer {token}"), xff.to_owned());
+        async move {
+            let mut headers = vec![
+                ("authorization", token.as_str()),
+                ("x-original-method", "GET"),
+                ("x-original-uri", WS1_PROJECTS),
+            ];
+            if !xff.is_empty() {
+                headers.push(("x-forwarded-for", xff.as_str()));
+            }
+            http.send(Method::GET, "/auth/nginx", &headers, None).await
+        }
+    };
+    // nginx (trusted, on 127.0.0.1) forwards for 192.0.2.10.
+    for _ in 0..3 {
+        let a = auth("127.0.0.1", unknown, "192.0.2.10").await;
+        assert_eq!(a.header("x-hawzu-error"), Some("unknown_token"));
+    }
+    // nginx passes on only 401 and 403: the nginx door says 401, with the code.
+    let a = auth("127.0.0.1", unknown, "192.0.2.10").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.header("x-hawzu-error"), Some("rate_limited"));
+    assert_eq!(a.header("retry-after"), Some("20"));
+    assert!(a.body.is_empty());
+    // The client's spoofed left-most entry does not move the blame.
+    let a = auth("127.0.0.1", unknown, "203.0.113.5, 192.0.2.10").await;
+    assert_eq!(a.header("x-hawzu-error"), Some("rate_limited"));
+    // Another client behind the same nginx is untouched.
+    let a = auth("127.0.0.1", &valid, "192.0.2.11").await;
+    assert_eq!(a.status, StatusCode::OK);
+
+    // An untrusted peer (127.0.0.4) cannot pose as someone else: its own
+    // failures count against it whatever it forwards…
+    for i in 0..3 {
+        let a = auth("127.0.0.4", unknown, &format!("198.51.100.{i}")).await;
+        assert_eq!(a.header("x-hawzu-error"), Some("unknown_token"));
+    }
+    let a = auth("127.0.0.4", unknown, "198.51.100.200").await;
+    assert_eq!(a.header("x-hawzu-error"), Some("rate_limited"));
+    // …nor put the blame on a real client.
+    let a = auth("127.0.0.4", unknown, "192.0.2.11").await;
+    assert_eq!(a.header("x-hawzu-error"), Some("rate_limited"));
+    let a = auth("127.0.0.1", &valid, "192.0.2.12").await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_door_limits_and_the_limit_wears_off() {
+    let unknown = unknown();
+    let unknown = unknown.as_str();
+    let upstream = TestUpstream::start().await;
+    // 2 failures per 2 s: one is forgiven every second.
+    let gate = limited_gate(
+        &upstream,
+        &[
+            ("trusted_proxies", "127.0.0.1"),
+            ("failed_auth.limit", "2"),
+            ("failed_auth.window", "2s"),
+        ],
+    )
+    .await;
+    let traefik = |xff: &'static str| {
+        let http = gate.auth();
+        async move {
+            http.send(
+                Method::GET,
+                "/auth/traefik",
+                &[
+                    ("authorization", &format!("Bearer {unknown}")),
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-uri", WS1_PROJECTS),
+                    ("x-forwarded-for", xff),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    traefik("192.0.2.20").await;
+    traefik("192.0.2.20").await;
+    let a = traefik("192.0.2.20").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.header("retry-after"), Some("1"));
+    // Envoy over HTTP: the same client, the same bucket.
+    let a = gate
+        .auth()
+        .send(
+            Method::GET,
+            &format!("/envoy{WS1_PROJECTS}"),
+            &[
+                ("authorization", &format!("Bearer {unknown}")),
+                ("x-forwarded-for", "192.0.2.20"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.json()["error"], "rate_limited");
+
+    // gRPC: the downstream address Envoy reports is the client.
+    let mut grpc = AuthorizationClient::connect(format!("http://{}", gate.addrs.grpc))
+        .await
+        .unwrap();
+    let check = |source: &str| CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    address: Some(EnvoyAddress::SocketAddress(SocketAddress {
+                        address: source.to_owned(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: WS1_PROJECTS.into(),
+                    headers: [("authorization".to_owned(), format!("Bearer {unknown}"))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let denied =
+        |res: envoy_types::pb::envoy::service::auth::v3::CheckResponse| match res.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => {
+                let status = d.status.unwrap().code;
+                let code = d
+                    .headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref())
+                    .find(|h| h.key == "x-hawzu-error")
+                    .map(|h| h.value.clone());
+                (status, code, res.status.unwrap().code)
+            }
+            other => panic!("expected a deny, got {other:?}"),
+        };
+    let (status, code, grpc_code) =
+        denied(grpc.check(check("192.0.2.20")).await.unwrap().into_inner());
+    assert_eq!((status, code.as_deref()), (429, Some("rate_limited")));
+    assert_eq!(grpc_code, tonic::Code::ResourceExhausted as i32);
+    let (_, code, _) = denied(grpc.check(check("192.0.2.21")).await.unwrap().into_inner());
+    assert_eq!(code.as_deref(), Some("unknown_token"));
+
+    // After Retry-After, the client may try again.
+    eventually("the limit to wear off", Duration::from_secs(5), || async {
+        let a = traefik("192.0.2.20").await;
+        (a.header("x-hawzu-error") == Some("unknown_token")).then_some(())
+    })
+    .await;
+}

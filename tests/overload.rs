@@ -1,0 +1,337 @@
+//! Overload and slow clients: per-listener limits on connections and
+//! requests answer 503 with `Retry-After` at once; slow, idle and oversized
+//! clients are cut off without holding a worker; and 10k idle connections do
+//! not stop fresh requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::{GateProcess, InProcessGate, TestUpstream, WS1_PROJECTS, eventually, workspace_token};
+
+async fn valid_token(gate: &InProcessGate) -> String {
+    let v = gate
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("CI", "ws_1", "workspace_viewer", "1m"),
+        )
+        .await
+        .json();
+    v["secret"].as_str().unwrap().to_owned()
+}
+
+/// One HTTP/1.1 request over a fresh connection; the whole answer as text.
+async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A Prometheus sample value from the gate's `/metrics`.
+async fn sample(gate: &InProcessGate, series: &str) -> Option<f64> {
+    let text = gate.ops().get("/metrics").await;
+    String::from_utf8_lossy(&text.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn requests_beyond_the_limit_get_503_at_once() {
+    let upstream = TestUpstream::start().await;
+    let gate = InProcessGate::start(&[
+        ("upstream.url", &upstream.url()),
+        ("limits.max_requests", "2"),
+    ])
+    .await;
+    let token = valid_token(&gate).await;
+    let proxy = gate.proxy().bearer(&token);
+    let slow = format!("{WS1_PROJECTS}?slow_ms=2000");
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let (proxy, slow) = (proxy.clone(), slow.clone());
+            tokio::spawn(async move { proxy.get(&slow).await })
+        })
+        .collect();
+    eventually(
+        "both slow requests upstream",
+        Duration::from_secs(5),
+        || async { (upstream.count() == 2).then_some(()) },
+    )
+    .await;
+
+    let start = Instant::now();
+    let a = proxy.get(WS1_PROJECTS).await;
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.header("retry-after"), Some("1"));
+    assert_eq!(a.header("x-hawzu-error"), Some("overloaded"));
+    assert_eq!(a.json()["error"], "overloaded");
+    assert_eq!(
+        upstream.count(),
+        2,
+        "the refused request never went upstream"
+    );
+    // Other listeners have their own limits.
+    assert_eq!(gate.ops().get("/healthz").await.status, StatusCode::OK);
+
+    for b in busy {
+        assert_eq!(b.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(proxy.get(WS1_PROJECTS).await.status, StatusCode::OK);
+    assert_eq!(
+        sample(
+            &gate,
+            r#"hawzu_gate_overload_refusals_total{limit="requests",listener="proxy"}"#
+        )
+        .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_told_to_come_back() {
+    let gate = InProcessGate::start(&[("limits.max_connections", "3")]).await;
+    let auth = gate.addrs.auth;
+    let held: Vec<_> = (0..3).map(|_| TcpStream::connect(auth).unwrap()).collect();
+    eventually("3 open connections", Duration::from_secs(5), || async {
+        (sample(&gate, r#"hawzu_gate_open_connections{listener="auth"}"#).await == Some(3.0))
+            .then_some(())
+    })
+    .await;
+    let start = Instant::now();
+    let answer = raw(auth, b"GET /auth/nginx HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\nX-Original-URI: /api/v1/workspaces/ws_1/projects\r\n\r\n").await;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("retry-after: 1\r\n"), "{answer}");
+    assert!(answer.contains(r#""error":"overloaded""#), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    serde_json::from_str::<serde_json::Value>(body).expect("a whole JSON body");
+
+    // One goes away: a fresh connection is served again.
+    drop(held);
+    eventually("a fresh connection served", Duration::from_secs(5), || async {
+        let a = raw(auth, b"GET /auth/nginx HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\nX-Original-URI: /api/v1/workspaces/ws_1/projects\r\nConnection: close\r\n\r\n").await;
+        a.starts_with("HTTP/1.1 401 ").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slowloris_clients_are_cut_off_and_hold_no_worker() {
+    // One door thread, so a held worker would show at once.
+    let gate = InProcessGate::start(&[
+        ("runtime.worker_threads", "1"),
+        ("limits.header_read_timeout", "500ms"),
+    ])
+    .await;
+    let auth = gate.addrs.auth;
+    // 200 clients, each sending a header line a byte every 100 ms.
+    let slow: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(auth).await.unwrap();
+                s.write_all(b"GET /auth/nginx HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\nX-Original-URI: /api/v1/workspaces/ws_1/projects\r\n")
+                    .await
+                    .unwrap();
+                let start = Instant::now();
+                for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+                    if s.write_all(&[*b]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // The gate has closed it: reading ends (or fails) at once.
+                let mut buf = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+                start.elapsed()
+            })
+        })
+        .collect();
+    // Meanwhile fresh requests are answered promptly.
+    for _ in 0..20 {
+        let start = Instant::now();
+        let a = gate
+            .auth()
+            .send(
+                http::Method::GET,
+                "/auth/nginx",
+                &[
+                    ("x-original-method", "GET"),
+                    ("x-original-uri", WS1_PROJECTS),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert!(
+            start.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for s in slow {
+        let held = s.await.unwrap();
+        // Cut off near the 500 ms timeout, long before the 5 s it asked for.
+        assert!(held < Duration::from_secs(2), "held {held:?}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_heads_get_431() {
+    let gate = InProcessGate::start(&[("limits.max_header_bytes", "16384")]).await;
+    let auth = gate.addrs.auth;
+    let big = format!(
+        "GET /auth/nginx HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\nX-Original-URI: /api/v1/workspaces/ws_1/projects\r\nAuthorization: Bearer {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let a = raw(auth, big.as_bytes()).await;
+    assert!(a.starts_with("HTTP/1.1 431 "), "{a}");
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let a = raw(
+        auth,
+        format!("GET /auth/nginx HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\nX-Original-URI: /api/v1/workspaces/ws_1/projects\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(a.starts_with("HTTP/1.1 431 "), "{a}");
+    // Just under the limits is served.
+    let fits: String = (0..90).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let a = raw(
+        auth,
+        format!("GET /auth/nginx HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\nX-Original-URI: /api/v1/workspaces/ws_1/projects\r\nConnection: close\r\n{fits}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(a.starts_with("HTTP/1.1 401 "), "{a}");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let gate = InProcessGate::start(&[
+        ("limits.idle_timeout", "300ms"),
+        ("limits.header_read_timeout", "30s"),
+    ])
+    .await;
+    // HTTP/1.1: one request, then silence.
+    let mut s = tokio::net::TcpStream::connect(gate.addrs.auth)
+        .await
+        .unwrap();
+    s.write_all(b"GET /auth/nginx HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\nX-Original-URI: /api/v1/workspaces/ws_1/projects\r\n\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("closed by the gate")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 401 "));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // HTTP/2 (prior knowledge): the gate ends the idle connection (GOAWAY).
+    let io = hyper_util::rt::TokioIo::new(
+        tokio::net::TcpStream::connect(gate.addrs.ops)
+            .await
+            .unwrap(),
+    );
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<
+        _,
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioExecutor::new(), io)
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let res = send
+        .send_request(
+            http::Request::get(format!("http://{}/healthz", gate.addrs.ops))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(res);
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the gate closes an idle HTTP/2 connection")
+        .unwrap()
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn ten_thousand_idle_connections_do_not_stop_fresh_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(
+        dir.path(),
+        "[limits]\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"\n",
+    );
+    let (rss_before, _) = gate.rss_kib();
+    let start = Instant::now();
+    let idle: Vec<TcpStream> = (0..10_000)
+        .map(|_| TcpStream::connect(gate.auth).expect("connect"))
+        .collect();
+    let opened = start.elapsed();
+    // Every one is accepted and held open by the gate.
+    let metrics = |gate: &GateProcess| {
+        let mut s = TcpStream::connect(gate.ops).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: gate\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    common::wait_until("10k connections held", Duration::from_secs(30), || {
+        metrics(&gate).contains("hawzu_gate_open_connections{listener=\"auth\"} 10000")
+    });
+    let (rss_held, _) = gate.rss_kib();
+    // A fresh client is served at once, on the same listener.
+    for _ in 0..10 {
+        let start = Instant::now();
+        let mut s = TcpStream::connect(gate.auth).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /auth/nginx HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\nX-Original-URI: /api/v1/workspaces/ws_1/projects\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    eprintln!(
+        "10k idle connections opened in {opened:?}; gate RSS {rss_before} KiB → {rss_held} KiB ({} bytes per connection)",
+        (rss_held.saturating_sub(rss_before)) * 1024 / 10_000
+    );
+    drop(idle);
+}
