@@ -257,6 +257,8 @@ const USAGE: u8 = 2;
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
+    // Before anything can panic: a panic message never shows a secret.
+    crate::telemetry::install_panic_hook();
     let cli = Cli::parse();
     ExitCode::from(run(cli))
 }

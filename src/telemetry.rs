@@ -1,7 +1,9 @@
 //! Logging set-up: tracing-subscriber, as JSON or text, on stderr.
 //!
 //! Nothing logged by the gate carries a token secret or an admin key: those
-//! types redact themselves, and no log line formats a raw `Authorization`.
+//! types redact themselves, no log line formats a raw `Authorization`, and
+//! the panic hook ([`install_panic_hook`]) redacts token-shaped text from
+//! panic messages before they are written.
 
 use tracing_subscriber::EnvFilter;
 
@@ -82,11 +84,99 @@ pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
     while let Some(i) = rest.find("hwz_") {
         out.push_str(&rest[..i]);
         let tail = &rest[i + 4..];
-        let run = tail.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        // `_` too: two values pasted together are one run, both redacted.
+        let run = tail
+            .bytes()
+            .take_while(|&b| b.is_ascii_alphanumeric() || b == b'_')
+            .count();
         out.push_str("hwz_…redacted");
         rest = &tail[run..];
     }
     out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Replaces the default panic hook (which prints the raw message) with one
+/// that writes the location and the message with every secret-shaped part
+/// redacted ([`redact_secrets`]): as an error event (target
+/// `hawzu_gate::panic`) when logging is set up, else on stderr.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(not a text message)");
+        let message = redact_secrets(text);
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        if tracing::enabled!(target: "hawzu_gate::panic", tracing::Level::ERROR) {
+            tracing::error!(target: "hawzu_gate::panic", %location, thread, "panic: {message}");
+        } else {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "thread '{thread}' panicked at {location}: {message}"
+            );
+        }
+    }));
+}
+
+/// Text with every secret-shaped part replaced by `…redacted`: token values
+/// (`hwz_` + base62), admin keys (`hwzadm_` + base62), and whatever follows
+/// `Bearer ` (any case) up to whitespace, a quote, a backslash or a comma.
+/// A `hwz_` run takes `_` too, so values pasted together all go.
+/// The prefixes stay, so a reader still sees what kind of value it was.
+pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    const REDACTED: &str = "…redacted";
+    let lower = text.to_ascii_lowercase();
+    let (lb, tb) = (lower.as_bytes(), text.as_bytes());
+    if !lower.contains("hwz") && !lower.contains("bearer ") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let run = |from: usize, keep: fn(u8) -> bool| {
+        from + tb[from..].iter().take_while(|&&b| keep(b)).count()
+    };
+    let mut out = String::with_capacity(text.len());
+    let (mut last, mut i) = (0, 0);
+    while i < lb.len() {
+        let rest = &lb[i..];
+        // (where the secret starts, where it ends); both on ASCII bytes.
+        let found = if rest.starts_with(b"bearer ") {
+            let start = run(i + 7, |b| b == b' ');
+            let end = run(start, |b| {
+                !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b'\\' | b',')
+            });
+            (end > start).then_some((start, end))
+        } else if rest.starts_with(b"hwzadm_") {
+            Some((
+                i + 7,
+                run(i + 7, |b| b.is_ascii_alphanumeric() || b == b'_'),
+            ))
+        } else if rest.starts_with(b"hwz_") {
+            Some((
+                i + 4,
+                run(i + 4, |b| b.is_ascii_alphanumeric() || b == b'_'),
+            ))
+        } else {
+            None
+        };
+        match found {
+            Some((start, end)) => {
+                out.push_str(&text[last..start]);
+                out.push_str(REDACTED);
+                last = end;
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+    out.push_str(&text[last..]);
     std::borrow::Cow::Owned(out)
 }
 
@@ -103,5 +193,53 @@ mod tests {
         assert!(!r.contains(&t.expose()[4..]), "{r}");
         assert_eq!(r, "/api/hwz_…redacted/x");
         assert_eq!(redact_path("/a/hwz_/b"), "/a/hwz_…redacted/b");
+        // Two values pasted together: neither survives.
+        let twice = format!("/a/{}{}/b", t.expose(), t.expose());
+        assert_eq!(redact_path(&twice), "/a/hwz_…redacted/b");
+    }
+
+    #[test]
+    fn secrets_in_free_text_are_redacted() {
+        let t = crate::token::TokenSecret::generate().unwrap();
+        let t = t.expose();
+        let cases = [
+            (
+                format!("bad token {t} here"),
+                "bad token hwz_…redacted here".to_owned(),
+            ),
+            (t.to_owned(), "hwz_…redacted".to_owned()),
+            (format!("a{t}{t}"), "ahwz_…redacted".to_owned()),
+            (
+                format!("header \"Bearer {t}\" sent"),
+                "header \"Bearer …redacted\" sent".to_owned(),
+            ),
+            (
+                "authorization: bearer   s3cr3t-value, next".to_owned(),
+                "authorization: bearer   …redacted, next".to_owned(),
+            ),
+            (
+                "BEARER hwzadm_AbC123 and hwzadm_x".to_owned(),
+                "BEARER …redacted and hwzadm_…redacted".to_owned(),
+            ),
+            (
+                "Bearer é€ after".to_owned(),
+                "Bearer …redacted after".to_owned(),
+            ),
+            ("Bearer\tx".to_owned(), "Bearer\tx".to_owned()),
+            (
+                "nothing secret here".to_owned(),
+                "nothing secret here".to_owned(),
+            ),
+            ("Bearer ".to_owned(), "Bearer ".to_owned()),
+            ("hwz".to_owned(), "hwz".to_owned()),
+            ("ü hwz_ü".to_owned(), "ü hwz_…redactedü".to_owned()),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(redact_secrets(&raw), want, "{raw:?}");
+        }
+        assert!(matches!(
+            redact_secrets("plain"),
+            std::borrow::Cow::Borrowed("plain")
+        ));
     }
 }

@@ -224,8 +224,12 @@ impl ApiError {
     }
 
     fn render(&self) -> Response<Full<Bytes>> {
-        let mut body = json!({ "error": self.code, "message": self.message });
+        // Messages may quote the caller's input; a token value or key in it
+        // (pasted into the wrong field) is not sent back.
+        let redact = |t: &str| crate::telemetry::redact_secrets(t).into_owned();
+        let mut body = json!({ "error": self.code, "message": redact(&self.message) });
         if let Some(fields) = &self.fields {
+            let fields: FieldErrors = fields.iter().map(|(k, v)| (redact(k), redact(v))).collect();
             body["fields"] = json!(fields);
         }
         let mut res = json_response(self.status, &body);
@@ -1028,6 +1032,24 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn errors_never_send_back_a_secret_quoted_from_the_input() {
+        use http_body_util::BodyExt;
+        let t = TokenSecret::generate().unwrap();
+        let t = t.expose();
+        let e = ApiError::bad_request(
+            format!("unknown field `{t}`"),
+            field(t, format!("unknown role `{t}`; admin hwzadm_Abc")),
+        );
+        let res = e.render();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!body.contains(&t[4..]), "{body}");
+        assert!(!body.contains("Abc"), "{body}");
+        assert!(body.contains("unknown role `hwz_…redacted`"), "{body}");
+    }
 
     #[test]
     fn routes_match_their_templates_only() {
