@@ -247,6 +247,18 @@ impl Proxy {
                     code,
                 )
             }
+            Ok(Err(e)) if client_body_failed(&e) => {
+                // The client's own body was malformed or cut short while it
+                // was being sent on: the client's fault, not the upstream's.
+                metrics.upstream(None, sent.elapsed());
+                tracing::debug!(error = %e, "request body failed while forwarding");
+                let code = "bad_request";
+                let msg = "The request body could not be read.";
+                (
+                    self.fault(StatusCode::BAD_REQUEST, code, msg, request_id),
+                    code,
+                )
+            }
             Ok(Err(e)) => {
                 metrics.upstream(None, sent.elapsed());
                 tracing::warn!(error = %e, "upstream request failed");
@@ -288,6 +300,21 @@ impl Proxy {
         res.headers_mut().insert(REQUEST_ID, id.clone());
         res.map(Either::Right)
     }
+}
+
+/// Whether a forward failed because the request body (the client's side)
+/// failed: hyper reports the body's error as a "user" error.
+fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && h.is_user()
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Appends this hop to `X-Forwarded-For`, `-Proto` and `-Host`. What an
