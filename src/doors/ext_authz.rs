@@ -238,11 +238,19 @@ pub fn facts_from_check(req: &CheckRequest) -> Result<CheckFacts<'_>, Unjudgeabl
         .path
         .split_once('?')
         .map_or(http.path.as_str(), |(p, _)| p);
-    // Envoy joins repeated headers with ","; a joined Authorization is
-    // not one bearer token and is refused as malformed.
-    let credentials = match http.headers.get("authorization") {
-        None => Credentials::None,
-        Some(v) => Credentials::One(v.as_bytes()),
+    // Envoy lower-cases names and joins repeated headers with ","; a joined
+    // Authorization is not one bearer token and is refused as malformed. A
+    // check that spells the name in two cases (never Envoy; found by
+    // fuzzing) has two values, as an HTTP door would read them: `Several`.
+    // One pass over a map of a few dozen names at most.
+    let mut values = http
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    let credentials = match (values.next(), values.next()) {
+        (None, _) => Credentials::None,
+        (Some((_, v)), None) => Credentials::One(v.as_bytes()),
+        (Some(_), Some(_)) => Credentials::Several,
     };
     Ok(CheckFacts {
         http,
@@ -261,3 +269,7 @@ impl Authorization for ExtAuthz {
         Ok(tonic::Response::new(self.answer(request.get_ref()).await))
     }
 }
+
+#[cfg(test)]
+#[path = "ext_authz_tests.rs"]
+mod tests;

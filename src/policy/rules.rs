@@ -7,7 +7,7 @@
 //! Paths are read exactly one way or refused: [`normalize`] turns the raw
 //! request path into decoded segments and refuses anything a server behind
 //! the gate could read differently (dot segments, encoded `/` `\` `.` or NUL,
-//! `//`, a trailing `/`, `;` parameters, double encoding, bad
+//! `//`, a trailing `/`, `;` parameters, a raw space or `#`, double encoding, bad
 //! percent-encoding, invalid UTF-8). Nothing here does I/O.
 
 use std::borrow::Cow;
@@ -33,7 +33,7 @@ pub enum AmbiguousPath {
     DotSegment,
     #[error("the path has an encoded `/`, `\\`, `.` or NUL")]
     EncodedSeparator,
-    #[error("the path has a backslash, NUL, control character or `;`")]
+    #[error("the path has a backslash, NUL, control character, space, `#` or `;`")]
     ForbiddenCharacter,
     #[error("the path has a `%` not followed by two hex digits")]
     BadPercentEncoding,
@@ -91,9 +91,11 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
         return Err(AmbiguousPath::DotSegment);
     }
     let bytes = seg.as_bytes();
+    // A raw space or `#` is never part of a request path (RFC 3986): a
+    // server may end the path there, reading a shorter one than we judged.
     if bytes
         .iter()
-        .any(|&b| b == b'\\' || b == b';' || b < 0x20 || b == 0x7f)
+        .any(|&b| matches!(b, b'\\' | b';' | b' ' | b'#') || b < 0x20 || b == 0x7f)
     {
         return Err(AmbiguousPath::ForbiddenCharacter);
     }

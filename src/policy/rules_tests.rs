@@ -60,6 +60,11 @@ fn ambiguous_paths_are_refused() {
         ("/a;x=1/b", ForbiddenCharacter),
         ("/a%3bx", ForbiddenCharacter),
         ("/a%0d%0ab", ForbiddenCharacter),
+        // A server may end the path at a raw space or `#`.
+        ("/a /b", ForbiddenCharacter),
+        ("/a/b c", ForbiddenCharacter),
+        ("/a/b#/c", ForbiddenCharacter),
+        ("/a/b\tc", ForbiddenCharacter),
         ("/a%", BadPercentEncoding),
         ("/a%2", BadPercentEncoding),
         ("/a%zz", BadPercentEncoding),
