@@ -490,3 +490,56 @@ async fn an_unreachable_store_fails_closed() {
     cache.sync().await;
     assert_eq!(cache.entry_count(), 0);
 }
+
+// === hostile Authorization values ===
+
+fn authorization_value() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let token = TokenSecret::generate()
+        .unwrap()
+        .expose()
+        .as_bytes()
+        .to_vec();
+    let scheme = prop::sample::select(vec!["Bearer", "bearer", "BEARER", "Basic", "Bearer:", ""]);
+    let sep = prop::sample::select(vec![" ", "   ", "\t", ""]);
+    let junk = prop::collection::vec(any::<u8>(), 0..6);
+    let tail = prop_oneof![3 => Just(Vec::new()), 1 => junk.clone()];
+    prop_oneof![
+        3 => (scheme, sep, junk, tail, any::<bool>()).prop_map(
+            move |(scheme, sep, before, after, keep)| {
+                let mut v = format!("{scheme}{sep}").into_bytes();
+                if keep {
+                    v.extend(&token);
+                } else {
+                    v.extend(before);
+                    v.extend(&token[..token.len() / 2]);
+                }
+                v.extend(after);
+                v
+            }
+        ),
+        1 => prop::collection::vec(any::<u8>(), 0..64),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn bearer_extraction_accepts_only_one_well_formed_token(value in authorization_value()) {
+        match extract_token(Credentials::One(&value)) {
+            Ok(secret) => {
+                // `Bearer` (any case), one or more spaces, the token, nothing else.
+                let (scheme, rest) = value.split_at(6);
+                proptest::prop_assert!(scheme.eq_ignore_ascii_case(b"bearer"));
+                proptest::prop_assert!(rest.len() > 40 && rest.starts_with(b" "));
+                proptest::prop_assert_eq!(rest.trim_ascii_start(), secret.expose().as_bytes());
+            }
+            Err(code) => proptest::prop_assert!(
+                matches!(code, DenyCode::MissingToken | DenyCode::MalformedToken),
+                "{:?}",
+                code
+            ),
+        }
+    }
+}

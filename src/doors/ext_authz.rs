@@ -21,6 +21,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::ext_authz::v3::{
     CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use http::{HeaderName, HeaderValue, Method};
 use jiff::Timestamp;
 
@@ -50,37 +51,23 @@ impl ExtAuthz {
     /// Answers one check from `peer` (the caller, when known).
     pub async fn answer(&self, req: &CheckRequest, peer: Option<IpAddr>) -> CheckResponse {
         let start = Instant::now();
-        let http = req
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref());
-        let unjudgeable = |path: &str| {
-            // Envoy did not say what request it asks about.
-            let code = DenyCode::AmbiguousPath;
-            self.shared
-                .metrics
-                .decision(Door::Grpc, Some(code), start.elapsed());
-            let res = self.denied(code, None);
-            self.log("", "", path, &res, code.as_str(), None, start);
-            res
-        };
-        let Some(http) = http else {
-            return unjudgeable("");
-        };
-        let Ok(method) = Method::from_bytes(http.method.as_bytes()) else {
-            return unjudgeable(&http.path);
-        };
-        // `path` is the request target as received: path and query, undecoded.
-        let path = http
-            .path
-            .split_once('?')
-            .map_or(http.path.as_str(), |(p, _)| p);
-        // Envoy joins repeated headers with ","; a joined Authorization is
-        // not one bearer token and is refused as malformed.
-        let credentials = match http.headers.get("authorization") {
-            None => Credentials::None,
-            Some(v) => Credentials::One(v.as_bytes()),
+        let CheckFacts {
+            http,
+            method,
+            path,
+            credentials,
+        } = match facts_from_check(req) {
+            Ok(checked) => checked,
+            Err(Unjudgeable { path }) => {
+                // Envoy did not say what request it asks about.
+                let code = DenyCode::AmbiguousPath;
+                self.shared
+                    .metrics
+                    .decision(Door::Grpc, Some(code), start.elapsed());
+                let res = self.denied(code, None);
+                self.log("", "", path, &res, code.as_str(), None, start);
+                return res;
+            }
         };
         let facts = RequestFacts {
             method: &method,
@@ -235,6 +222,67 @@ impl ExtAuthz {
     }
 }
 
+// === translation ===
+
+/// The request a check asks about, read from its HTTP attributes: what the
+/// door builds [`RequestFacts`] from. Pure, no I/O; the fuzz target
+/// `ext_authz_facts` and the tests call it directly.
+#[derive(Debug, Clone)]
+pub struct CheckFacts<'a> {
+    /// The HTTP attributes of the check.
+    pub http: &'a HttpRequest,
+    pub method: Method,
+    /// The request target without its query, undecoded.
+    pub path: &'a str,
+    pub credentials: Credentials<'a>,
+}
+
+/// A check that does not say what request it asks about: no HTTP
+/// attributes, or a method that is not a method. Carries the path (empty
+/// without attributes) for the access event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unjudgeable<'a> {
+    pub path: &'a str,
+}
+
+/// Translates a check into decision input; refuses one that cannot be
+/// judged.
+pub fn facts_from_check(req: &CheckRequest) -> Result<CheckFacts<'_>, Unjudgeable<'_>> {
+    let http = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .ok_or(Unjudgeable { path: "" })?;
+    let method =
+        Method::from_bytes(http.method.as_bytes()).map_err(|_| Unjudgeable { path: &http.path })?;
+    // `path` is the request target as received: path and query, undecoded.
+    let path = http
+        .path
+        .split_once('?')
+        .map_or(http.path.as_str(), |(p, _)| p);
+    // Envoy lower-cases names and joins repeated headers with ","; a joined
+    // Authorization is not one bearer token and is refused as malformed. A
+    // check that spells the name in two cases (never Envoy; found by
+    // fuzzing) has two values, as an HTTP door would read them: `Several`.
+    // One pass over a map of a few dozen names at most.
+    let mut values = http
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    let credentials = match (values.next(), values.next()) {
+        (None, _) => Credentials::None,
+        (Some((_, v)), None) => Credentials::One(v.as_bytes()),
+        (Some(_), Some(_)) => Credentials::Several,
+    };
+    Ok(CheckFacts {
+        http,
+        method,
+        path,
+        credentials,
+    })
+}
+
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
     async fn check(
@@ -250,3 +298,7 @@ impl Authorization for ExtAuthz {
         ))
     }
 }
+
+#[cfg(test)]
+#[path = "ext_authz_tests.rs"]
+mod tests;

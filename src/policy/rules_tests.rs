@@ -303,3 +303,162 @@ proptest! {
         }
     }
 }
+
+// === the matcher against a reference ===
+
+/// The rule a match names: origin, template and permission (the built-in
+/// rules share one origin).
+fn name(rule: &Rule) -> String {
+    format!("{} {:?} {}", rule.origin, rule.template, rule.permission)
+}
+
+/// A plain reading of "the first rule whose methods and template match":
+/// methods from the rule's listed names, the template from its text,
+/// literals against the percent-decoded raw segment, a capture only as an
+/// id exactly as sent.
+fn reference<'p>(rules: &RuleSet, m: &Method, raw: &'p str) -> Option<(String, Captures<'p>)> {
+    let split = |s: &'p str| -> Vec<&'p str> {
+        if s == "/" {
+            Vec::new()
+        } else {
+            s[1..].split('/').collect()
+        }
+    };
+    let path = split(raw);
+    rules.rules().iter().find_map(|rule| {
+        let names = format!("{:?}", rule.methods);
+        if !names.split(',').any(|n| n == m.as_str()) {
+            return None;
+        }
+        let text = rule.template.as_str().to_owned();
+        let template: Vec<&str> = if text == "/" {
+            Vec::new()
+        } else {
+            text[1..].split('/').collect()
+        };
+        let mut captures = Captures::default();
+        let mut i = 0;
+        for t in template {
+            if t == "**" {
+                i = path.len();
+                break;
+            }
+            let seg = *path.get(i)?;
+            let ok = match t {
+                "*" => true,
+                "{workspace}" => {
+                    captures.workspace = Some(seg);
+                    crate::token::record::valid_id(seg)
+                }
+                "{project}" => {
+                    captures.project = Some(seg);
+                    crate::token::record::valid_id(seg)
+                }
+                lit => lenient_reading(&format!("/{seg}")) == Some(vec![lit.to_owned()]),
+            };
+            if !ok {
+                return None;
+            }
+            i += 1;
+        }
+        (i == path.len()).then(|| (name(rule), captures))
+    })
+}
+
+const LITERALS: [&str; 8] = [
+    "api",
+    "v1",
+    "workspaces",
+    "projects",
+    "testcases",
+    "A",
+    "ws_1",
+    "café",
+];
+
+fn custom_rules() -> impl Strategy<Value = RuleSet> {
+    let seg = prop_oneof![
+        prop::sample::select(LITERALS.to_vec()),
+        Just("{workspace}"),
+        Just("{project}"),
+        Just("*"),
+        Just("**"),
+    ];
+    let rule = (1u8..128, prop::collection::vec(seg, 0..6));
+    prop::collection::vec(rule, 0..6).prop_map(|rules| {
+        let rules = rules
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (bits, segs))| {
+                let names = METHODS
+                    .iter()
+                    .enumerate()
+                    .filter(|(b, _)| bits & (1 << b) != 0)
+                    .map(|(_, m)| m.as_str());
+                Some(Rule {
+                    methods: MethodSet::parse(names).ok()?,
+                    // Some of these are invalid (`**` not last, a capture twice).
+                    template: Template::parse(&format!("/{}", segs.join("/"))).ok()?,
+                    permission: Permission::parse("testcases:read").ok()?,
+                    origin: format!("custom[{i}]"),
+                })
+            })
+            .collect();
+        RuleSet::new(rules)
+    })
+}
+
+fn api_path() -> impl Strategy<Value = String> {
+    let atom = prop::sample::select(vec![
+        "api",
+        "v1",
+        "workspaces",
+        "projects",
+        "testcases",
+        "members",
+        "A",
+        "%41",
+        "ws_1",
+        "ws-2",
+        "p1",
+        "caf%C3%A9",
+        "café",
+        "x%20y",
+        "%2e",
+        "",
+    ]);
+    prop::collection::vec(atom, 0..10).prop_map(|a| format!("/{}", a.join("/")))
+}
+
+fn method() -> impl Strategy<Value = Method> {
+    prop::sample::select(vec![
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::from_bytes(b"get").unwrap(),
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn rule_matching_agrees_with_a_reference_matcher(
+        m in method(),
+        raw in api_path(),
+        custom in custom_rules(),
+    ) {
+        let Ok(path) = normalize(&raw) else {
+            return Ok(());
+        };
+        for rules in [RuleSet::defaults(), custom] {
+            let got = rules.find(&m, &path).map(|f| (name(f.rule), f.captures));
+            prop_assert_eq!(got, reference(&rules, &m, &raw), "{} {:?}", m, raw);
+        }
+    }
+}
