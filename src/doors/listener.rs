@@ -199,6 +199,14 @@ impl Drop for RequestSlot<'_> {
     }
 }
 
+/// What every request of one connection shares.
+struct PerConnection<H> {
+    handle: H,
+    state: Arc<ListenerState>,
+    activity: Activity,
+    conn: Conn,
+}
+
 /// What one connection is doing, for the idle timeout: requests in
 /// progress, and a count of request starts and ends.
 #[derive(Debug, Default)]
@@ -315,16 +323,22 @@ pub async fn serve<H, Fut, B>(
             peer,
             tls: tls.is_some(),
         };
-        let activity = Arc::new(Activity::default());
+        // One allocation per connection holds what each request needs.
+        let ctx = Arc::new(PerConnection {
+            handle: handle.clone(),
+            state: state.clone(),
+            activity: Activity::default(),
+            conn,
+        });
         let service = {
-            let (handle, state, activity) = (handle.clone(), state.clone(), activity.clone());
+            let ctx = ctx.clone();
             service_fn(move |req| {
-                let (handle, state, activity) = (handle.clone(), state.clone(), activity.clone());
+                let ctx = ctx.clone();
                 async move {
-                    let _busy = Busy::new(&activity);
-                    let res = match state.begin_request() {
-                        Some(_slot) => handle(req, conn).await.map(Either::Left),
-                        None => state.overloaded().map(Either::Right),
+                    let _busy = Busy::new(&ctx.activity);
+                    let res = match ctx.state.begin_request() {
+                        Some(_slot) => (ctx.handle)(req, ctx.conn).await.map(Either::Left),
+                        None => ctx.state.overloaded().map(Either::Right),
                     };
                     Ok::<_, Infallible>(res)
                 }
@@ -341,7 +355,7 @@ pub async fn serve<H, Fut, B>(
             let result = match acceptor {
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    drive(conn, stop, &activity, idle).await
+                    drive(conn, stop, &ctx.activity, idle).await
                 }
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(
@@ -361,7 +375,7 @@ pub async fn serve<H, Fut, B>(
                         }
                     };
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    drive(conn, stop, &activity, idle).await
+                    drive(conn, stop, &ctx.activity, idle).await
                 }
             };
             if let Err(e) = result {
