@@ -150,6 +150,7 @@ fn redis_url_password_is_redacted() {
     let s = RedisSettings {
         url: "redis://:s3cret@host".into(),
         key_prefix: "p:".into(),
+        ..RedisSettings::default()
     };
     assert!(!format!("{s:?}").contains("s3cret"));
 }
