@@ -516,6 +516,9 @@ pub async fn listen_for_invalidations<S: TokenStore>(
                     if ever {
                         // Back after a disconnect: messages may have been
                         // missed meanwhile, so nothing cached is trusted.
+                        // The store connection is woken first, so that the
+                        // reads that refill the cache find it ready.
+                        let _ = cache.store().ping().await;
                         cache.invalidate_all();
                         tracing::info!(%channel, "invalidation listener resubscribed; cache dropped");
                     } else {

@@ -161,7 +161,7 @@ enum Target {
     },
     Sentinel(Arc<SentinelTarget>),
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         conn: OnceCell<ClusterConnection>,
     },
 }
@@ -371,11 +371,13 @@ impl RedisStore {
                 current: Mutex::new(None),
             })),
             Topology::Cluster { nodes } => Target::Cluster {
-                client: ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                    .connection_timeout(options.timeout)
-                    .response_timeout(options.timeout)
-                    .build()
-                    .map_err(invalid)?,
+                client: Box::new(
+                    ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                        .connection_timeout(options.timeout)
+                        .response_timeout(options.timeout)
+                        .build()
+                        .map_err(invalid)?,
+                ),
                 conn: OnceCell::new(),
             },
         };
