@@ -551,6 +551,14 @@ pub async fn listen_for_invalidations<S: TokenStore>(
                         up = false;
                         cache.set_subscribed(false);
                     }
+                    // This listener never unsubscribes: the server dropped
+                    // the subscription (a cluster node that lost the
+                    // channel's slot in a fail-over does so).
+                    PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                        tracing::warn!("invalidation listener unsubscribed by Redis; resubscribing");
+                        up = false;
+                        cache.set_subscribed(false);
+                    }
                     _ => {}
                 }
             }
