@@ -263,7 +263,7 @@ async fn redis_paused_by_debug_sleep_under_load() {
     let mut bench = Bench::start("fault-sleep", &[]).await;
     let outcome = under_load(
         &mut bench,
-        30,
+        10,
         |node| {
             // Blocks the server (and this redis-cli) for 1.5 s.
             std::process::Command::new("redis-cli")
@@ -290,16 +290,16 @@ async fn redis_paused_by_client_pause_under_load() {
     let mut bench = Bench::start("fault-pause", &[]).await;
     let outcome = under_load(
         &mut bench,
-        30,
-        |node| {
-            assert_eq!(node.cli(&["CLIENT", "PAUSE", "10000", "ALL"]), "OK");
-        },
+        10,
+        // Paused for 1.5 s (CLIENT UNPAUSE would itself wait: ALL blocks
+        // every client's commands).
+        |node| assert_eq!(node.cli(&["CLIENT", "PAUSE", "1500", "ALL"]), "OK"),
         async |node, ()| {
-            assert_eq!(node.cli(&["CLIENT", "UNPAUSE"]), "OK");
+            common::wait_redis_answers(&node.url(), Duration::from_secs(10)).await;
         },
     )
     .await;
-    outcome.check("CLIENT PAUSE");
+    outcome.check("CLIENT PAUSE 1500 ALL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1153,6 +1153,12 @@ impl RedisCluster {
 
     /// The port of the master serving `key` (or channel) now.
     pub fn master_for(&self, key: &str) -> u16 {
+        self.try_master_for(key)
+            .expect("a master serves every slot")
+    }
+
+    /// The master serving `key`, if one does (none during a fail-over).
+    pub fn try_master_for(&self, key: &str) -> Option<u16> {
         let slot: u16 = self
             .running()
             .cli(&["CLUSTER", "KEYSLOT", key])
@@ -1166,7 +1172,6 @@ impl RedisCluster {
                     && slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
             })
             .map(|n| n.1)
-            .expect("a master serves every slot")
     }
 
     /// The port of a replica of the master on `port`.
@@ -1536,4 +1541,27 @@ pub async fn create_tokens(admin: &Http, n: usize, expires: &str) -> Vec<(String
         ));
     }
     out
+}
+
+/// Polls Redis at `url` with PING (each try bounded to 100 ms) until it
+/// answers; how long that took. Unlike `redis-cli`, never stuck behind a
+/// `CLIENT PAUSE`.
+pub async fn wait_redis_answers(url: &str, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    let client = redis::Client::open(url).unwrap();
+    eventually("Redis to answer PING", deadline, || {
+        let client = client.clone();
+        async move {
+            tokio::time::timeout(Duration::from_millis(100), async {
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+            })
+            .await
+            .ok()
+            .flatten()
+            .map(|_| ())
+        }
+    })
+    .await;
+    start.elapsed()
 }
