@@ -540,11 +540,17 @@ impl TokenStore for RedisStore {
     async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
         let key = self.token_key(hash);
         self.timed(|mut conn| async move {
-            let raw: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
+            let mut get = redis::cmd("GET");
+            get.arg(&key);
+            let raw: Option<Vec<u8>> = match get.query_async(&mut conn).await {
+                // The connection was found closed (a restart, `CLIENT
+                // KILL`): one more try on the reconnected one, within the
+                // same bound. A read, so a retry is harmless.
+                Err(e) if e.is_connection_dropped() => {
+                    get.query_async(&mut conn).await.map_err(redis_err)?
+                }
+                other => other.map_err(redis_err)?,
+            };
             raw.map(|raw| TokenRecord::from_json(&raw).map_err(StoreError::Corrupt))
                 .transpose()
         })
