@@ -505,11 +505,44 @@ pub async fn listen_for_invalidations<S: TokenStore>(
     let mut ever = false;
     let mut up = false;
     let mut backoff = RESUBSCRIBE_FIRST;
-    let mut check = tokio::time::interval(Duration::from_secs(1));
+    // A probe this gate published and has not yet received back.
+    let mut pending: Option<(String, Instant)> = None;
+    let mut check = tokio::time::interval(PROBE_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if !up {
-            match tokio::time::timeout(timeout * 4, subscriber.subscribe()).await {
+            let attempt = async {
+                subscriber.subscribe().await?;
+                // Proof that messages arrive: a probe published now must
+                // come back (after a cluster fail-over the subscription can
+                // land on a replica that never sees the channel's messages).
+                let probe = probe_payload();
+                subscriber.probe(&probe).await?;
+                loop {
+                    let Some(push) = rx.recv().await else {
+                        return Err(StoreError::Unavailable("listener closed".into()));
+                    };
+                    match push.kind {
+                        PushKind::Message | PushKind::SMessage => {
+                            if push.data.get(1).is_some_and(|p| is_payload(p, &probe)) {
+                                return Ok(());
+                            }
+                            if let Some(hash) = push.data.get(1).and_then(event_hash) {
+                                cache.invalidate(&hash).await;
+                            }
+                        }
+                        PushKind::Disconnection
+                        | PushKind::Unsubscribe
+                        | PushKind::SUnsubscribe => {
+                            return Err(StoreError::Unavailable(
+                                "subscription lost while checked".into(),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            };
+            match tokio::time::timeout(timeout * 4, attempt).await {
                 Ok(Ok(())) => {
                     up = true;
                     backoff = RESUBSCRIBE_FIRST;
@@ -528,9 +561,15 @@ pub async fn listen_for_invalidations<S: TokenStore>(
                     cache.set_subscribed(true);
                 }
                 Ok(Err(e)) => {
+                    subscriber.reset();
                     tracing::warn!(error = %e, "invalidation listener: cannot subscribe yet");
                 }
-                Err(_) => tracing::warn!("invalidation listener: Redis did not answer; retrying"),
+                Err(_) => {
+                    subscriber.reset();
+                    tracing::warn!(
+                        "invalidation listener: no answer, or the probe did not come back; retrying"
+                    );
+                }
             }
         }
         let wait = if up { Duration::MAX } else { backoff };
@@ -539,6 +578,12 @@ pub async fn listen_for_invalidations<S: TokenStore>(
                 let Some(push) = push else { return };
                 match push.kind {
                     PushKind::Message | PushKind::SMessage => {
+                        if let Some((probe, _)) = &pending
+                            && push.data.get(1).is_some_and(|p| is_payload(p, probe))
+                        {
+                            pending = None;
+                            continue;
+                        }
                         cache.metrics.invalidations.inc();
                         if let Some(hash) = push.data.get(1).and_then(event_hash) {
                             cache.invalidate(&hash).await;
@@ -563,8 +608,32 @@ pub async fn listen_for_invalidations<S: TokenStore>(
                 }
             }
             _ = check.tick(), if up => {
-                if !subscriber.check().await {
+                let lost = if !subscriber.check().await {
+                    true
+                } else if let Some((_, sent)) = &pending {
+                    // Redis took the probe but it did not come back: the
+                    // subscription is somewhere that does not see the
+                    // channel (a cluster fail-over can leave it on the old
+                    // master) or the connection is dead without a word.
+                    if sent.elapsed() >= PROBE_EVERY {
+                        tracing::warn!("invalidation listener: probe not received back; resubscribing");
+                        subscriber.reset();
+                        true
+                    } else {
+                        false
+                    }
+                } else {
+                    let probe = probe_payload();
+                    // Only a probe Redis accepted counts: while Redis is
+                    // paused nothing is lost, and the cache is kept.
+                    if let Ok(Ok(())) = tokio::time::timeout(timeout, subscriber.probe(&probe)).await {
+                        pending = Some((probe, Instant::now()));
+                    }
+                    false
+                };
+                if lost {
                     up = false;
+                    pending = None;
                     cache.set_subscribed(false);
                 }
             }
@@ -575,10 +644,38 @@ pub async fn listen_for_invalidations<S: TokenStore>(
     }
 }
 
+/// How often the listener publishes a probe on the channel and checks the
+/// previous one came back (and, with Sentinel, that the master has not
+/// moved). A subscription lost without a word is found within two of these.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// First pause between subscription attempts, and the longest: recovery
 /// after Redis returns takes at most about this long.
 const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(50);
 const RESUBSCRIBE_MAX: Duration = Duration::from_millis(500);
+
+/// A message no other gate acts on (`op` is not `invalidate`), unique to
+/// this attempt.
+fn probe_payload() -> String {
+    let mut nonce = [0u8; 8];
+    // A clock-based nonce is as good here if the OS has no randomness.
+    if getrandom::fill(&mut nonce).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nonce = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    format!(r#"{{"op":"probe","id":"{hex}"}}"#)
+}
+
+fn is_payload(value: &redis::Value, expected: &str) -> bool {
+    match value {
+        redis::Value::BulkString(b) => b.as_slice() == expected.as_bytes(),
+        redis::Value::SimpleString(s) => s == expected,
+        _ => false,
+    }
+}
 
 /// The hash of an `{"op":"invalidate","hash":"<hex>"}` event.
 fn event_hash(payload: &redis::Value) -> Option<TokenHash> {

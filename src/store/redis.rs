@@ -459,15 +459,30 @@ impl RedisStore {
         result
     }
 
-    /// The publish command of this topology (sharded on a cluster).
-    fn publish_cmd(&self, hash: &TokenHash) -> Cmd {
-        let verb = match self.inner.target {
-            Target::Cluster { .. } => "SPUBLISH",
-            _ => "PUBLISH",
+    /// Publishes the invalidation of `hash` (sharded on a cluster).
+    async fn publish(&self, conn: &mut Conn, hash: &TokenHash) -> Result<(), StoreError> {
+        let channel = self.events_channel();
+        let verb = if let Conn::Cluster(c) = conn {
+            // A keyed read in the channel's slot first: right after a
+            // fail-over the slot map may still name the old master, now a
+            // replica, which takes an SPUBLISH for its own subscribers
+            // only; the read gets MOVED and refreshes the map.
+            let _: Value = redis::cmd("EXISTS")
+                .arg(&channel)
+                .query_async(c)
+                .await
+                .map_err(redis_err)?;
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
         };
-        let mut cmd = redis::cmd(verb);
-        cmd.arg(self.events_channel()).arg(Self::event(hash));
-        cmd
+        let _: Value = redis::cmd(verb)
+            .arg(&channel)
+            .arg(Self::event(hash))
+            .query_async(conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
     }
 
     fn key(&self, kind: &str, rest: &str) -> String {
@@ -617,11 +632,10 @@ impl TokenStore for RedisStore {
                 .each(vec![
                     zadd(self.index_key(Some(&record.workspace_id))),
                     zadd(self.index_key(None)),
-                    // A gate may hold a negative entry for this hash.
-                    self.publish_cmd(hash),
                 ])
                 .await?;
-            Ok(())
+            // A gate may hold a negative entry for this hash.
+            self.publish(&mut conn, hash).await
         })
         .await
     }
@@ -708,17 +722,16 @@ impl RedisStore {
             if swapped == 0 {
                 return Ok(false);
             }
-            let mut cmds = Vec::with_capacity(2);
             if let Some(ms) = expire_at {
-                let mut cmd = redis::cmd("PEXPIREAT");
-                cmd.arg(&id_key).arg(ms);
-                cmds.push(cmd);
+                let _: Value = redis::cmd("PEXPIREAT")
+                    .arg(&id_key)
+                    .arg(ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
             }
             if notify {
-                cmds.push(self.publish_cmd(&current.hash));
-            }
-            if !cmds.is_empty() {
-                let _: Vec<Value> = conn.each(cmds).await?;
+                self.publish(&mut conn, &current.hash).await?;
             }
             Ok(true)
         })
@@ -854,6 +867,8 @@ enum SubscriberKind {
     Cluster {
         nodes: Vec<String>,
         conn: Option<ClusterConnection>,
+        /// As for Sentinel: pushes of a dropped connection are ignored.
+        generation: Arc<AtomicU64>,
     },
 }
 
@@ -915,6 +930,7 @@ impl RedisStore {
             (Topology::Cluster { nodes }, _) => SubscriberKind::Cluster {
                 nodes: nodes.clone(),
                 conn: None,
+                generation: Arc::new(AtomicU64::new(0)),
             },
         };
         Ok(Subscriber {
@@ -987,25 +1003,97 @@ impl Subscriber {
                 *conn = Some(c);
                 Ok(())
             }
-            SubscriberKind::Cluster { nodes, conn } => {
+            SubscriberKind::Cluster {
+                nodes,
+                conn,
+                generation,
+            } => {
                 if conn.is_none() {
                     let mut infos = Vec::with_capacity(nodes.len());
                     for n in nodes.iter() {
                         infos.push(resp3(n).map_err(redis_err)?);
                     }
+                    let mine = generation.fetch_add(1, Ordering::AcqRel) + 1;
+                    let push = self.push.clone();
+                    let current = generation.clone();
                     let client = ClusterClientBuilder::new(infos)
                         .use_protocol(ProtocolVersion::RESP3)
                         .connection_timeout(timeout)
                         .response_timeout(timeout)
-                        .push_sender(self.push.clone())
+                        .push_sender(move |info: PushInfo| {
+                            if current.load(Ordering::Acquire) == mine {
+                                push.send(info).map_err(|_| redis::aio::SendError)
+                            } else {
+                                Ok(())
+                            }
+                        })
                         .build()
                         .map_err(redis_err)?;
                     *conn = Some(client.get_async_connection().await.map_err(redis_err)?);
                 }
                 if let Some(c) = conn {
+                    // A keyed read in the channel's slot first: after a
+                    // fail-over the slot map may still name the old master,
+                    // now a replica, which would accept the subscription
+                    // but never see the new master's messages; the read
+                    // gets MOVED and refreshes the map.
+                    let _: Value = redis::cmd("EXISTS")
+                        .arg(&self.channel)
+                        .query_async(c)
+                        .await
+                        .map_err(redis_err)?;
                     c.ssubscribe(&self.channel).await.map_err(redis_err)?;
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Publishes `payload` on the channel from the subscriber's own
+    /// connection (the listener checks that it comes back: proof that the
+    /// subscription is on a server that sees the channel's messages).
+    pub async fn probe(&mut self, payload: &str) -> Result<(), StoreError> {
+        let verb = match self.kind {
+            SubscriberKind::Cluster { .. } => "SPUBLISH",
+            _ => "PUBLISH",
+        };
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(&self.channel).arg(payload);
+        let result: redis::RedisResult<Value> = match &mut self.kind {
+            SubscriberKind::Single { conn: Some(c), .. } => cmd.query_async(c).await,
+            SubscriberKind::Sentinel { conn: Some(c), .. } => cmd.query_async(c).await,
+            SubscriberKind::Cluster { conn: Some(c), .. } => {
+                // Routed as other gates route their events: with a slot map
+                // refreshed by a keyed read (see `subscribe`), or a replica
+                // holding a stale subscription would echo the probe back.
+                let _: Value = redis::cmd("EXISTS")
+                    .arg(&self.channel)
+                    .query_async(c)
+                    .await
+                    .map_err(redis_err)?;
+                cmd.query_async(c).await
+            }
+            _ => return Err(StoreError::Unavailable("not subscribed".into())),
+        };
+        result.map(|_| ()).map_err(redis_err)
+    }
+
+    /// Drops the connection (Sentinel, Cluster), so that the next
+    /// [`Subscriber::subscribe`] starts from a fresh view of the topology.
+    pub fn reset(&mut self) {
+        match &mut self.kind {
+            SubscriberKind::Single { .. } => {}
+            SubscriberKind::Sentinel {
+                conn, generation, ..
+            } => {
+                generation.fetch_add(1, Ordering::AcqRel);
+                *conn = None;
+            }
+            SubscriberKind::Cluster {
+                conn, generation, ..
+            } => {
+                generation.fetch_add(1, Ordering::AcqRel);
+                *conn = None;
             }
         }
     }

@@ -216,6 +216,7 @@ async fn standalone(hold: Duration, rows: &mut Vec<Row>) {
         if drops {
             lost_change(&gate, &url, &prefix, &lost).await;
         }
+        load.reset_max();
         let before = load.counts();
         let back = match fault {
             "kill, down, restart" => {
@@ -292,6 +293,7 @@ async fn sentinel(hold: Duration, rows: &mut Vec<Row>) {
     for fault in ["SENTINEL FAILOVER", "master killed"] {
         wait_ready(&b, Duration::from_secs(30)).await;
         warm(b.addrs.auth, &cached).await;
+        load.reset_max();
         let before = load.counts();
         let old = set.master_port().unwrap();
         let start = Instant::now();
@@ -317,7 +319,8 @@ async fn sentinel(hold: Duration, rows: &mut Vec<Row>) {
         a.admin()
             .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
             .await;
-        eventually("b to see the disable", Duration::from_secs(5), || async {
+        let what = format!("b to see the disable after {fault}");
+        eventually(&what, Duration::from_secs(5), || async {
             (nginx_auth(&b, &secret).await.status == StatusCode::UNAUTHORIZED).then_some(())
         })
         .await;
@@ -363,6 +366,7 @@ async fn cluster(rows: &mut Vec<Row>) {
     ] {
         wait_ready(&b, Duration::from_secs(30)).await;
         warm(b.addrs.auth, &cached).await;
+        load.reset_max();
         let before = load.counts();
         let master = cluster.master_for(&channel);
         let replica = cluster.replica_of(master);
@@ -383,7 +387,8 @@ async fn cluster(rows: &mut Vec<Row>) {
         a.admin()
             .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
             .await;
-        eventually("b to see the disable", Duration::from_secs(5), || async {
+        let what = format!("b to see the disable after {fault}");
+        eventually(&what, Duration::from_secs(5), || async {
             (nginx_auth(&b, &secret).await.status == StatusCode::UNAUTHORIZED).then_some(())
         })
         .await;

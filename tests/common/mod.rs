@@ -1473,6 +1473,12 @@ impl Load {
         }
     }
 
+    /// Starts the latency maxima afresh (per fault).
+    pub fn reset_max(&self) {
+        self.counts.max_503_us.store(0, Ordering::Relaxed);
+        self.counts.max_latency_us.store(0, Ordering::Relaxed);
+    }
+
     /// Waits until `n` more requests were answered (the load's own pace,
     /// not a fixed sleep).
     pub async fn run_for(&self, n: u64, deadline: Duration) {
