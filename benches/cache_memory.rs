@@ -109,6 +109,7 @@ fn main() {
                 ttl: Duration::from_secs(3600),
                 negative_ttl: Duration::from_secs(5),
                 max_entries: n + 1,
+                stale_if_error: Duration::ZERO,
             },
         ));
         // Warm the allocator and moka's internals first.

@@ -88,6 +88,7 @@ fn benches(c: &mut Criterion) {
                 ttl: Duration::from_secs(3600),
                 negative_ttl: Duration::from_secs(5),
                 max_entries: 1000,
+                stale_if_error: Duration::ZERO,
             },
         );
         cache

@@ -36,6 +36,9 @@ pub struct CacheOptions {
     pub negative_ttl: Duration,
     /// Most entries held; the least useful are evicted beyond it.
     pub max_entries: u64,
+    /// How long past `ttl` a found record may still be served while the
+    /// store fails (zero: never). See [`TokenCache::lookup`].
+    pub stale_if_error: Duration,
 }
 
 /// A token as the cache holds it: what decisions, logs and token callers
@@ -165,14 +168,20 @@ impl PartialEq for CachedRecord {
 
 impl Eq for CachedRecord {}
 
-/// A cached answer of the store. Every entry lives at most `cache.ttl`
-/// (one cache-wide lifetime: no per-entry timer, which costs memory); a
-/// "no such token" answer also carries its own, shorter deadline, checked
-/// when it is read.
+/// A cached answer of the store. Every entry lives at most `cache.ttl` +
+/// `cache.stale_if_error` (one cache-wide lifetime: no per-entry timer,
+/// which costs memory); a found record is fresh until `cache.ttl` after it
+/// was read, a "no such token" answer carries its own, shorter deadline;
+/// both checked when read.
 #[derive(Debug, Clone)]
 enum Entry {
-    Found(Arc<CachedRecord>),
-    Missing { until: Instant },
+    Found {
+        record: Arc<CachedRecord>,
+        fresh_until: Instant,
+    },
+    Missing {
+        until: Instant,
+    },
 }
 
 /// The store behind a cache. Reads by hash go through the cache; writes go
@@ -187,7 +196,19 @@ pub struct TokenCache<S> {
     epoch: AtomicU64,
     /// Whether the invalidation subscription is up (always true without Redis).
     subscribed: AtomicBool,
+    ttl: Duration,
+    stale_if_error: Duration,
+    /// Concurrent refreshes of one stale record share one store read.
+    refreshes: Cache<TokenHash, Entry>,
+    /// Until when (ms after `started`) the store counts as failing: stale
+    /// records are then served without asking it again.
+    failing_until_ms: AtomicU64,
+    started: Instant,
 }
+
+/// How long one store failure lets stale records be served without a new
+/// attempt (any uncached lookup keeps probing meanwhile).
+const FAILING_FOR: Duration = Duration::from_secs(1);
 
 impl<S> std::fmt::Debug for TokenCache<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,7 +228,7 @@ impl<S: TokenStore> TokenCache<S> {
         let evictions = metrics.clone();
         let cache = Cache::builder()
             .max_capacity(options.max_entries)
-            .time_to_live(options.ttl)
+            .time_to_live(options.ttl.saturating_add(options.stale_if_error))
             .eviction_listener(move |_, _, cause| match cause {
                 RemovalCause::Size => evictions.eviction("size"),
                 RemovalCause::Expired => evictions.eviction("expired"),
@@ -221,6 +242,14 @@ impl<S: TokenStore> TokenCache<S> {
             metrics,
             epoch: AtomicU64::new(0),
             subscribed: AtomicBool::new(true),
+            ttl: options.ttl,
+            stale_if_error: options.stale_if_error,
+            refreshes: Cache::builder()
+                .max_capacity(options.max_entries.min(100_000))
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+            failing_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
         }
     }
 
@@ -251,12 +280,29 @@ impl<S: TokenStore> TokenCache<S> {
 
     /// The record for `hash`: from memory on a hit, else one store read
     /// shared by every concurrent caller for that hash.
+    ///
+    /// With `stale_if_error`, a found record past `ttl` (and within
+    /// `ttl + stale_if_error`) is read again; only if that read fails
+    /// (error or timeout) is the old record served, and only if nothing
+    /// invalidated it meanwhile. `decide` still checks its expiry, disabled
+    /// and revoked state on every request.
     pub async fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         // Hot path: a hit is a hash-map read; no I/O, no await on a lock.
+        let mut stale = None;
         match self.cache.get(hash).await {
-            Some(Entry::Found(record)) => {
-                self.metrics.cache_hits.inc();
-                return Ok(Some(record));
+            Some(Entry::Found {
+                record,
+                fresh_until,
+            }) => {
+                if self.stale_if_error.is_zero() || Instant::now() < fresh_until {
+                    self.metrics.cache_hits.inc();
+                    return Ok(Some(record));
+                }
+                if self.store_failing() {
+                    self.metrics.cache_stale_served.inc();
+                    return Ok(Some(record));
+                }
+                stale = Some(record);
             }
             Some(Entry::Missing { until }) if Instant::now() < until => {
                 self.metrics.cache_negative_hits.inc();
@@ -267,20 +313,32 @@ impl<S: TokenStore> TokenCache<S> {
             None => {}
         }
         self.metrics.cache_misses.inc();
+        let Some(stale) = stale else {
+            return self.load(hash).await;
+        };
+        match self.refresh(hash).await {
+            Err(e @ (StoreError::Timeout(_) | StoreError::Unavailable(_))) => {
+                // Served only if still cached: an invalidation (a change
+                // this gate has seen) or a resubscription removed it.
+                match self.cache.get(hash).await {
+                    Some(Entry::Found { record, .. }) if Arc::ptr_eq(&record, &stale) => {
+                        self.metrics.cache_stale_served.inc();
+                        Ok(Some(stale))
+                    }
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// A miss: one store read shared by every concurrent caller.
+    async fn load(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         let before = self.epoch.load(Ordering::Acquire);
         let entry = self
             .cache
             .entry(*hash)
-            .or_try_insert_with(async {
-                Ok::<_, StoreError>(
-                    match self.timed(StoreOp::Get, self.store.get(hash)).await? {
-                        Some(r) => Entry::Found(Arc::new(CachedRecord::new(&r))),
-                        None => Entry::Missing {
-                            until: Instant::now() + self.negative_ttl,
-                        },
-                    },
-                )
-            })
+            .or_try_insert_with(self.read(hash))
             .await
             .map_err(|e| (*e).clone())?;
         // An invalidation that arrived while this load was reading may have
@@ -290,6 +348,50 @@ impl<S: TokenStore> TokenCache<S> {
             self.cache.invalidate(hash).await;
         }
         Ok(entry_record(entry.into_value()))
+    }
+
+    /// A stale record read again (concurrent callers share the read); the
+    /// answer replaces it unless an invalidation raced with the read.
+    async fn refresh(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
+        let before = self.epoch.load(Ordering::Acquire);
+        let read = self.refreshes.try_get_with(*hash, self.read(hash)).await;
+        self.refreshes.invalidate(hash).await;
+        let entry = read.map_err(|e| (*e).clone())?;
+        if self.epoch.load(Ordering::Acquire) == before {
+            self.cache.insert(*hash, entry.clone()).await;
+        } else {
+            self.cache.invalidate(hash).await;
+        }
+        Ok(entry_record(entry))
+    }
+
+    /// One store read, as a cache entry. A failure marks the store failing.
+    async fn read(&self, hash: &TokenHash) -> Result<Entry, StoreError> {
+        match self.timed(StoreOp::Get, self.store.get(hash)).await {
+            Ok(Some(r)) => Ok(Entry::Found {
+                record: Arc::new(CachedRecord::new(&r)),
+                fresh_until: Instant::now() + self.ttl,
+            }),
+            Ok(None) => Ok(Entry::Missing {
+                until: Instant::now() + self.negative_ttl,
+            }),
+            Err(e) => {
+                if matches!(e, StoreError::Timeout(_) | StoreError::Unavailable(_)) {
+                    let until = self.started.elapsed() + FAILING_FOR;
+                    self.failing_until_ms.fetch_max(
+                        u64::try_from(until.as_millis()).unwrap_or(u64::MAX),
+                        Ordering::AcqRel,
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a store read failed within the last [`FAILING_FOR`].
+    fn store_failing(&self) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < self.failing_until_ms.load(Ordering::Acquire)
     }
 
     /// Forgets `hash` (a record changed).
@@ -304,10 +406,14 @@ impl<S: TokenStore> TokenCache<S> {
         self.cache.invalidate_all();
     }
 
-    /// The record for `hash` when memory holds one; never reads the store.
+    /// The record for `hash` when memory holds a fresh one (not one kept
+    /// only for `stale_if_error`); never reads the store.
     pub async fn cached(&self, hash: &TokenHash) -> Option<Arc<CachedRecord>> {
         match self.cache.get(hash).await {
-            Some(Entry::Found(record)) => Some(record),
+            Some(Entry::Found {
+                record,
+                fresh_until,
+            }) if Instant::now() < fresh_until => Some(record),
             _ => None,
         }
     }
@@ -333,7 +439,7 @@ impl<S: TokenStore> TokenCache<S> {
 
 fn entry_record(entry: Entry) -> Option<Arc<CachedRecord>> {
     match entry {
-        Entry::Found(r) => Some(r),
+        Entry::Found { record, .. } => Some(record),
         Entry::Missing { .. } => None,
     }
 }
@@ -384,97 +490,202 @@ impl<S: TokenStore> TokenStore for TokenCache<S> {
 
 // === invalidation listener (Redis) ===
 
-/// Follows the Redis `events` channel and invalidates `cache` accordingly,
-/// until the process ends. Resubscribes by itself after a disconnect and
-/// then drops the whole cache.
+/// Follows the Redis `events` channel of `store` (plain pub/sub; sharded
+/// on a cluster) and invalidates `cache` accordingly, until the process
+/// ends. Subscribes again after a disconnect (or, with Sentinel, when the
+/// master moved) and then drops the whole cache, since messages may have
+/// been missed meanwhile. While Redis is away the cache is kept: cached
+/// tokens keep working for their lifetime.
 pub async fn listen_for_invalidations<S: TokenStore>(
     cache: Arc<TokenCache<S>>,
-    url: String,
-    channel: String,
+    store: crate::store::RedisStore,
     timeout: Duration,
 ) {
-    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-    use redis::{IntoConnectionInfo, ProtocolVersion, PushKind};
+    use redis::PushKind;
 
-    let client = match url.as_str().into_connection_info().and_then(|info| {
-        let redis = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        redis::Client::open(info.set_redis_settings(redis))
-    }) {
-        Ok(c) => c,
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut subscriber = match store.subscriber(tx) {
+        Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "invalidation listener: bad Redis URL; cache invalidation is off");
+            tracing::error!(error = %e, "invalidation listener: bad Redis address; cache invalidation is off");
             return;
         }
     };
+    let channel = subscriber.channel().to_owned();
     cache.set_subscribed(false);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_push_sender(tx)
-        .set_automatic_resubscription();
-
-    // Connect and subscribe, retrying until Redis is there.
-    let mut backoff = Duration::from_millis(100);
-    let mut conn = loop {
-        let attempt = async {
-            let mut c = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
-            c.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(c)
-        };
-        match tokio::time::timeout(timeout * 4, attempt).await {
-            Ok(Ok(c)) => break c,
-            Ok(Err(e)) => tracing::warn!(error = %e, "invalidation listener: cannot subscribe yet"),
-            Err(_) => tracing::warn!("invalidation listener: Redis did not answer; retrying"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    };
-    // Subscribed for the first time: nothing can have been missed before.
-    tracing::info!(%channel, "invalidation listener subscribed");
-
-    let mut connected = true;
-    let mut probe = tokio::time::interval(Duration::from_millis(250));
-    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether a subscription was ever confirmed (nothing can be missed before).
+    let mut ever = false;
+    let mut up = false;
+    let mut backoff = RESUBSCRIBE_FIRST;
+    // A probe this gate published and has not yet received back.
+    let mut pending: Option<(String, Instant)> = None;
+    let mut check = tokio::time::interval(PROBE_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if !up {
+            let attempt = async {
+                subscriber.subscribe().await?;
+                // Proof that messages arrive: a probe published now must
+                // come back (after a cluster fail-over the subscription can
+                // land on a replica that never sees the channel's messages).
+                let probe = probe_payload();
+                subscriber.probe(&probe).await?;
+                loop {
+                    let Some(push) = rx.recv().await else {
+                        return Err(StoreError::Unavailable("listener closed".into()));
+                    };
+                    match push.kind {
+                        PushKind::Message | PushKind::SMessage => {
+                            if push.data.get(1).is_some_and(|p| is_payload(p, &probe)) {
+                                return Ok(());
+                            }
+                            if let Some(hash) = push.data.get(1).and_then(event_hash) {
+                                cache.invalidate(&hash).await;
+                            }
+                        }
+                        PushKind::Disconnection
+                        | PushKind::Unsubscribe
+                        | PushKind::SUnsubscribe => {
+                            return Err(StoreError::Unavailable(
+                                "subscription lost while checked".into(),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            };
+            match tokio::time::timeout(timeout * 4, attempt).await {
+                Ok(Ok(())) => {
+                    up = true;
+                    backoff = RESUBSCRIBE_FIRST;
+                    if ever {
+                        // Back after a disconnect: messages may have been
+                        // missed meanwhile, so nothing cached is trusted.
+                        // The store connection is woken first, so that the
+                        // reads that refill the cache find it ready.
+                        let _ = cache.store().ping().await;
+                        cache.invalidate_all();
+                        tracing::info!(%channel, "invalidation listener resubscribed; cache dropped");
+                    } else {
+                        tracing::info!(%channel, "invalidation listener subscribed");
+                    }
+                    ever = true;
+                    cache.set_subscribed(true);
+                }
+                Ok(Err(e)) => {
+                    subscriber.reset();
+                    tracing::warn!(error = %e, "invalidation listener: cannot subscribe yet");
+                }
+                Err(_) => {
+                    subscriber.reset();
+                    tracing::warn!(
+                        "invalidation listener: no answer, or the probe did not come back; retrying"
+                    );
+                }
+            }
+        }
+        let wait = if up { Duration::MAX } else { backoff };
         tokio::select! {
             push = rx.recv() => {
                 let Some(push) = push else { return };
                 match push.kind {
-                    PushKind::Message => {
+                    PushKind::Message | PushKind::SMessage => {
+                        if let Some((probe, _)) = &pending
+                            && push.data.get(1).is_some_and(|p| is_payload(p, probe))
+                        {
+                            pending = None;
+                            continue;
+                        }
                         cache.metrics.invalidations.inc();
                         if let Some(hash) = push.data.get(1).and_then(event_hash) {
                             cache.invalidate(&hash).await;
                         }
                     }
-                    PushKind::Subscribe => {
-                        if !connected {
-                            // Back after a disconnect: messages may have been
-                            // missed meanwhile, so nothing cached is trusted.
-                            cache.invalidate_all();
-                            connected = true;
-                            tracing::info!("invalidation listener resubscribed; cache dropped");
-                        }
-                        cache.set_subscribed(true);
-                    }
                     PushKind::Disconnection => {
-                        connected = false;
+                        if up {
+                            tracing::warn!("invalidation listener disconnected; resubscribing");
+                        }
+                        up = false;
                         cache.set_subscribed(false);
-                        tracing::warn!("invalidation listener disconnected; reconnecting");
+                    }
+                    // This listener never unsubscribes: the server dropped
+                    // the subscription (a cluster node that lost the
+                    // channel's slot in a fail-over does so).
+                    PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                        tracing::warn!("invalidation listener unsubscribed by Redis; resubscribing");
+                        up = false;
+                        cache.set_subscribed(false);
                     }
                     _ => {}
                 }
             }
-            _ = probe.tick(), if !connected => {
-                // The connection manager reconnects when used; resubscription
-                // follows the reconnect.
-                let _ = tokio::time::timeout(timeout, redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await;
+            _ = check.tick(), if up => {
+                let lost = if !subscriber.check().await {
+                    true
+                } else if let Some((_, sent)) = &pending {
+                    // Redis took the probe but it did not come back: the
+                    // subscription is somewhere that does not see the
+                    // channel (a cluster fail-over can leave it on the old
+                    // master) or the connection is dead without a word.
+                    if sent.elapsed() >= PROBE_EVERY {
+                        tracing::warn!("invalidation listener: probe not received back; resubscribing");
+                        subscriber.reset();
+                        true
+                    } else {
+                        false
+                    }
+                } else {
+                    let probe = probe_payload();
+                    // Only a probe Redis accepted counts: while Redis is
+                    // paused nothing is lost, and the cache is kept.
+                    if let Ok(Ok(())) = tokio::time::timeout(timeout, subscriber.probe(&probe)).await {
+                        pending = Some((probe, Instant::now()));
+                    }
+                    false
+                };
+                if lost {
+                    up = false;
+                    pending = None;
+                    cache.set_subscribed(false);
+                }
+            }
+            () = tokio::time::sleep(wait), if !up => {
+                backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
             }
         }
+    }
+}
+
+/// How often the listener publishes a probe on the channel and checks the
+/// previous one came back (and, with Sentinel, that the master has not
+/// moved). A subscription lost without a word is found within two of these.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// First pause between subscription attempts, and the longest: recovery
+/// after Redis returns takes at most about this long.
+const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(50);
+const RESUBSCRIBE_MAX: Duration = Duration::from_millis(500);
+
+/// A message no other gate acts on (`op` is not `invalidate`), unique to
+/// this attempt.
+fn probe_payload() -> String {
+    let mut nonce = [0u8; 8];
+    // A clock-based nonce is as good here if the OS has no randomness.
+    if getrandom::fill(&mut nonce).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nonce = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    format!(r#"{{"op":"probe","id":"{hex}"}}"#)
+}
+
+fn is_payload(value: &redis::Value, expected: &str) -> bool {
+    match value {
+        redis::Value::BulkString(b) => b.as_slice() == expected.as_bytes(),
+        redis::Value::SimpleString(s) => s == expected,
+        _ => false,
     }
 }
 

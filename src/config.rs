@@ -416,6 +416,11 @@ pub struct CacheSettings {
     pub negative_ttl: HumanDuration,
     /// Most tokens held.
     pub max_entries: u64,
+    /// How long past `ttl` a cached token may still be served while the
+    /// store fails (errors or timeouts); `0s` (the default): never. Never
+    /// past the token's own expiry, never for a token seen disabled or
+    /// revoked, and only while the store is failing.
+    pub stale_if_error: HumanDuration,
 }
 
 impl Default for CacheSettings {
@@ -424,6 +429,7 @@ impl Default for CacheSettings {
             ttl: HumanDuration(Duration::from_secs(60)),
             negative_ttl: HumanDuration(Duration::from_secs(5)),
             max_entries: 1_000_000,
+            stale_if_error: HumanDuration(Duration::ZERO),
         }
     }
 }
@@ -505,17 +511,76 @@ impl Default for StoreSettings {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://…`.
+    /// `standalone` (one server at `url`), `sentinel` (the master that the
+    /// sentinels in `nodes` name `sentinel.master_name`) or `cluster` (a
+    /// Redis Cluster reached through `nodes`).
+    pub mode: RedisMode,
+    /// Standalone: `redis://[user:password@]host:port[/db]` or `rediss://…`.
     pub url: String,
+    /// Sentinel: the sentinels' addresses; cluster: some of its nodes.
+    /// `redis://[user:password@]host:port` each (a cluster takes the
+    /// credentials of the first).
+    pub nodes: Vec<String>,
     /// Prefix of every key and channel.
     pub key_prefix: String,
+    /// Sentinel mode only.
+    pub sentinel: SentinelSettings,
+}
+
+/// How the gate finds Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum RedisMode {
+    Standalone,
+    Sentinel,
+    Cluster,
+}
+
+impl TryFrom<String> for RedisMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "standalone" => Ok(Self::Standalone),
+            "sentinel" => Ok(Self::Sentinel),
+            "cluster" => Ok(Self::Cluster),
+            _ => Err(format!(
+                "`{s}` is not a Redis mode; use standalone, sentinel or cluster"
+            )),
+        }
+    }
+}
+
+impl RedisMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Sentinel => "sentinel",
+            Self::Cluster => "cluster",
+        }
+    }
+}
+
+/// The Sentinel set-up (`store.redis.mode = "sentinel"`).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelSettings {
+    /// The master's name in the sentinels' configuration (required).
+    pub master_name: String,
+    /// The master's user (ACL), if any; the sentinels' own credentials go
+    /// in their URLs in `store.redis.nodes`.
+    pub username: Option<String>,
+    /// The master's password, if any.
+    pub password: Option<String>,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
+            mode: RedisMode::Standalone,
             url: "redis://127.0.0.1:6379".into(),
+            nodes: Vec::new(),
             key_prefix: "hawzu-gate:v1:".into(),
+            sentinel: SentinelSettings::default(),
         }
     }
 }
@@ -523,9 +588,99 @@ impl Default for RedisSettings {
 impl fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisSettings")
+            .field("mode", &self.mode)
             .field("url", &redact_url(&self.url))
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
+            )
             .field("key_prefix", &self.key_prefix)
+            .field("sentinel", &self.sentinel)
             .finish()
+    }
+}
+
+impl fmt::Debug for SentinelSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelSettings")
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl RedisSettings {
+    /// Checks the mode and its addresses; `invalid(key, message)` builds
+    /// the error naming the key at fault.
+    fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        let check_url = |key: &str, url: &str| {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid(
+                    key,
+                    format!("`{}` is not a redis:// or rediss:// URL", redact_url(url)),
+                ));
+            }
+            if redis::Client::open(url).is_err() {
+                return Err(invalid(
+                    key,
+                    format!("`{}` is not a valid Redis URL", redact_url(url)),
+                ));
+            }
+            Ok(())
+        };
+        let mode = self.mode.as_str();
+        match self.mode {
+            RedisMode::Standalone => {
+                check_url("store.redis.url", &self.url)?;
+                if !self.nodes.is_empty() {
+                    return Err(invalid(
+                        "store.redis.nodes",
+                        "is for sentinel and cluster modes; a standalone server is store.redis.url (or set store.redis.mode)".into(),
+                    ));
+                }
+            }
+            RedisMode::Sentinel | RedisMode::Cluster => {
+                if self.nodes.is_empty() {
+                    let what = if self.mode == RedisMode::Sentinel {
+                        "the sentinels' addresses"
+                    } else {
+                        "one or more cluster nodes"
+                    };
+                    return Err(invalid(
+                        "store.redis.nodes",
+                        format!("must list {what} when store.redis.mode is {mode}"),
+                    ));
+                }
+                for (i, node) in self.nodes.iter().enumerate() {
+                    check_url(&format!("store.redis.nodes[{i}]"), node)?;
+                }
+            }
+        }
+        let sentinel_set = !self.sentinel.master_name.is_empty()
+            || self.sentinel.username.is_some()
+            || self.sentinel.password.is_some();
+        if self.mode == RedisMode::Sentinel {
+            let name = &self.sentinel.master_name;
+            if name.is_empty() {
+                return Err(invalid(
+                    "store.redis.sentinel.master_name",
+                    "is required when store.redis.mode is sentinel".into(),
+                ));
+            }
+            if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "store.redis.sentinel.master_name",
+                    "must have no spaces or control characters".into(),
+                ));
+            }
+        } else if sentinel_set {
+            return Err(invalid(
+                "store.redis.sentinel",
+                format!("is only used when store.redis.mode is sentinel (it is {mode})"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -758,9 +913,11 @@ pub fn load_from(
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
-            // `HAWZU_GATE__TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`; empty: none.
             .list_separator(",")
-            .with_list_parse_key("trusted_proxies");
+            // `HAWZU_GATE__TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`; empty: none.
+            .with_list_parse_key("trusted_proxies")
+            // `HAWZU_GATE__STORE__REDIS__NODES=redis://a:7000,redis://b:7000`.
+            .with_list_parse_key("store.redis.nodes");
         // Custom roles are lists: `HAWZU_GATE__ROLES__RUNNER=executions:read,executions:write`.
         for var in &origin.env_vars {
             if let Some(role) = var.strip_prefix(&format!("{ENV_PREFIX}__ROLES__")) {
@@ -805,19 +962,7 @@ impl Settings {
             return Err(invalid("store.retention", "must be at least 1m".into()));
         }
         if self.store.backend == Backend::Redis {
-            let url = &self.store.redis.url;
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(invalid(
-                    "store.redis.url",
-                    format!("`{}` is not a redis:// or rediss:// URL", redact_url(url)),
-                ));
-            }
-            if redis::Client::open(url.as_str()).is_err() {
-                return Err(invalid(
-                    "store.redis.url",
-                    format!("`{}` is not a valid Redis URL", redact_url(url)),
-                ));
-            }
+            self.store.redis.validate(invalid)?;
         }
         let prefix = &self.store.redis.key_prefix;
         if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -150,6 +150,7 @@ fn redis_url_password_is_redacted() {
     let s = RedisSettings {
         url: "redis://:s3cret@host".into(),
         key_prefix: "p:".into(),
+        ..RedisSettings::default()
     };
     assert!(!format!("{s:?}").contains("s3cret"));
 }
@@ -193,6 +194,114 @@ permission = "executions:write"
         .unwrap_err()
         .to_string();
     assert!(err.contains("`**` may only be the last segment"), "{err}");
+}
+
+// === store.redis modes and cache.stale_if_error ===
+
+fn redis_err(toml: &str) -> String {
+    let (_d, path) = file(&format!("[store]\nbackend = \"redis\"\n{toml}"));
+    load_from(Some(&path), BTreeMap::new())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn redis_mode_defaults_to_standalone_and_stale_if_error_to_off() {
+    let s = load_from(None, BTreeMap::new()).unwrap().settings;
+    assert_eq!(s.store.redis.mode, RedisMode::Standalone);
+    assert!(s.store.redis.nodes.is_empty());
+    assert_eq!(s.cache.stale_if_error.0, Duration::ZERO);
+}
+
+#[test]
+fn sentinel_mode_needs_a_master_name() {
+    let err =
+        redis_err("[store.redis]\nmode = \"sentinel\"\nnodes = [\"redis://127.0.0.1:26379\"]\n");
+    assert!(
+        err.starts_with("store.redis.sentinel.master_name:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("required when store.redis.mode is sentinel"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sentinel_and_cluster_modes_need_nodes() {
+    let err = redis_err(
+        "[store.redis]\nmode = \"sentinel\"\n[store.redis.sentinel]\nmaster_name = \"m\"\n",
+    );
+    assert!(err.starts_with("store.redis.nodes:"), "{err}");
+    assert!(err.contains("sentinels"), "{err}");
+    let err = redis_err("[store.redis]\nmode = \"cluster\"\n");
+    assert!(err.starts_with("store.redis.nodes:"), "{err}");
+    assert!(err.contains("cluster nodes"), "{err}");
+}
+
+#[test]
+fn a_bad_node_url_is_named_by_its_index() {
+    let err = redis_err(
+        "[store.redis]\nmode = \"cluster\"\nnodes = [\"redis://a:7000\", \"http://:pw@b:7000\"]\n",
+    );
+    assert!(err.starts_with("store.redis.nodes[1]:"), "{err}");
+    assert!(!err.contains("pw"), "passwords are redacted: {err}");
+}
+
+#[test]
+fn nodes_or_sentinel_settings_outside_their_mode_are_refused() {
+    let err = redis_err("[store.redis]\nnodes = [\"redis://a:7000\"]\n");
+    assert!(err.starts_with("store.redis.nodes:"), "{err}");
+    let err = redis_err(
+        "[store.redis]\nmode = \"cluster\"\nnodes = [\"redis://a:7000\"]\n[store.redis.sentinel]\nmaster_name = \"m\"\n",
+    );
+    assert!(err.starts_with("store.redis.sentinel:"), "{err}");
+}
+
+#[test]
+fn a_bad_redis_mode_lists_the_accepted_ones() {
+    let err = redis_err("[store.redis]\nmode = \"replicated\"\n");
+    assert!(err.contains("standalone, sentinel or cluster"), "{err}");
+}
+
+#[test]
+fn cluster_nodes_and_stale_if_error_come_from_the_environment() {
+    let s = load_from(
+        None,
+        env(&[
+            ("HAWZU_GATE__STORE__BACKEND", "redis"),
+            ("HAWZU_GATE__STORE__REDIS__MODE", "cluster"),
+            (
+                "HAWZU_GATE__STORE__REDIS__NODES",
+                "redis://a:7000,redis://b:7000,redis://c:7000",
+            ),
+            ("HAWZU_GATE__CACHE__STALE_IF_ERROR", "30s"),
+        ]),
+    )
+    .unwrap()
+    .settings;
+    assert_eq!(s.store.redis.mode, RedisMode::Cluster);
+    assert_eq!(s.store.redis.nodes.len(), 3);
+    assert_eq!(s.cache.stale_if_error.0, Duration::from_secs(30));
+}
+
+#[test]
+fn sentinel_password_is_redacted() {
+    let s = RedisSettings {
+        mode: RedisMode::Sentinel,
+        nodes: vec!["redis://:sentinelpw@h:26379".into()],
+        sentinel: SentinelSettings {
+            master_name: "m".into(),
+            username: None,
+            password: Some("masterpw".into()),
+        },
+        ..RedisSettings::default()
+    };
+    let shown = format!("{s:?}");
+    assert!(
+        !shown.contains("sentinelpw") && !shown.contains("masterpw"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -385,6 +385,7 @@ fn options() -> CacheOptions {
         ttl: Duration::from_secs(60),
         negative_ttl: Duration::from_secs(5),
         max_entries: 1000,
+        stale_if_error: Duration::ZERO,
     }
 }
 

@@ -30,6 +30,7 @@ pub mod names {
     pub const CACHE_HITS: &str = "hawzu_gate_cache_hits_total";
     pub const CACHE_NEGATIVE_HITS: &str = "hawzu_gate_cache_negative_hits_total";
     pub const CACHE_MISSES: &str = "hawzu_gate_cache_misses_total";
+    pub const CACHE_STALE_SERVED: &str = "hawzu_gate_cache_stale_served_total";
     pub const CACHE_EVICTIONS: &str = "hawzu_gate_cache_evictions_total";
     pub const CACHE_ENTRIES: &str = "hawzu_gate_cache_entries";
     pub const STORE_CALLS: &str = "hawzu_gate_store_calls_total";
@@ -135,6 +136,7 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_negative_hits: IntCounter,
     pub cache_misses: IntCounter,
+    pub cache_stale_served: IntCounter,
     cache_evictions: IntCounterVec,
     pub cache_entries: IntGauge,
     store_calls: IntCounterVec,
@@ -243,6 +245,10 @@ impl Metrics {
                 "Token lookups answered by a cached \"no such token\".",
             ),
             cache_misses: counter(names::CACHE_MISSES, "Token lookups that read the store."),
+            cache_stale_served: counter(
+                names::CACHE_STALE_SERVED,
+                "Token lookups answered by a record past cache.ttl while the store failed (cache.stale_if_error).",
+            ),
             cache_evictions: counter_vec(
                 names::CACHE_EVICTIONS,
                 "Cache entries removed by capacity or expiry.",

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::admin::{self, KeyError, KeySource, api::AdminApi};
 use crate::cache::{CacheOptions, TokenCache, listen_for_invalidations};
 use crate::clients::{FailedAuth, TrustedProxies};
-use crate::config::{self, Backend, ListenerTls, Loaded, Settings, redact_url};
+use crate::config::{self, Backend, ListenerTls, Loaded, RedisMode, Settings};
 use crate::doors::ext_authz::ExtAuthz;
 use crate::doors::forward_auth::ForwardAuth;
 use crate::doors::listener::{ListenerState, Protocol, TlsHandle, serve};
@@ -32,7 +32,8 @@ use crate::doors::proxy::{Proxy, UpstreamError, UpstreamOptions};
 use crate::doors::{PolicyHandle, Shared};
 use crate::headers::IdentityHeaders;
 use crate::ops::{Health, Metrics, Ops};
-use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, TokenStore, redis::RedisOptions};
+use crate::store::redis::{RedisOptions, Topology};
+use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, TokenStore};
 use crate::tls::TlsError;
 use crate::usage;
 
@@ -74,12 +75,30 @@ pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
             admin::create_data_dir(&s.data_dir)?;
             Store::Embedded(EmbeddedStore::open(&s.data_dir, s.store.timeout.0).await?)
         }
-        Backend::Redis => Store::Redis(RedisStore::new(RedisOptions {
-            url: s.store.redis.url.clone(),
-            key_prefix: s.store.redis.key_prefix.clone(),
-            timeout: s.store.timeout.0,
-            retention: s.store.retention.0,
-        })?),
+        Backend::Redis => {
+            let r = &s.store.redis;
+            let topology = match r.mode {
+                RedisMode::Standalone => Topology::Standalone { url: r.url.clone() },
+                RedisMode::Sentinel => Topology::Sentinel {
+                    sentinels: r.nodes.clone(),
+                    master_name: r.sentinel.master_name.clone(),
+                    username: r.sentinel.username.clone(),
+                    password: r.sentinel.password.clone(),
+                },
+                RedisMode::Cluster => Topology::Cluster {
+                    nodes: r.nodes.clone(),
+                },
+            };
+            Store::Redis(RedisStore::with_topology(
+                topology,
+                RedisOptions {
+                    url: r.url.clone(),
+                    key_prefix: r.key_prefix.clone(),
+                    timeout: s.store.timeout.0,
+                    retention: s.store.retention.0,
+                },
+            )?)
+        }
     })
 }
 
@@ -283,6 +302,7 @@ impl Bound {
                 ttl: s.cache.ttl.0,
                 negative_ttl: s.cache.negative_ttl.0,
                 max_entries: s.cache.max_entries,
+                stale_if_error: s.cache.stale_if_error.0,
             },
             metrics.clone(),
         ));
@@ -292,19 +312,18 @@ impl Bound {
                 tracing::info!(backend = "embedded", path = %e.path().display(), "token store open");
             }
             Store::Redis(r) => {
-                let url = redact_url(&s.store.redis.url);
+                let topology = format!("{:?}", r.topology());
                 match r.ping().await {
                     Ok(()) => {
-                        tracing::info!(backend = "redis", %url, prefix = r.key_prefix(), "token store reachable")
+                        tracing::info!(backend = "redis", %topology, prefix = r.key_prefix(), "token store reachable")
                     }
                     Err(e) => {
-                        tracing::warn!(backend = "redis", %url, error = %e, "token store not reachable yet; uncached tokens get store_unavailable until it is")
+                        tracing::warn!(backend = "redis", %topology, error = %e, "token store not reachable yet; uncached tokens get store_unavailable until it is")
                     }
                 }
                 background.push(tokio::spawn(listen_for_invalidations(
                     cache.clone(),
-                    s.store.redis.url.clone(),
-                    r.events_channel(),
+                    r.clone(),
                     s.store.timeout.0,
                 )));
             }

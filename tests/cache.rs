@@ -92,6 +92,7 @@ async fn a_hundred_concurrent_first_requests_make_one_store_read() {
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             max_entries: 100,
+            stale_if_error: Duration::ZERO,
         },
     ));
     let hash = secret.hash();

@@ -923,3 +923,660 @@ impl TestCerts {
         config
     }
 }
+
+// === Redis nodes, Sentinel and Cluster (redis_faults, redis_topologies, chaos) ===
+
+/// Runs `redis-cli -p <port> <args…>` and returns what it printed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .expect("redis-cli must be installed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A `redis-server` (or sentinel) with its own arguments and directory,
+/// which a test may kill and restart on the same port; killed on drop.
+pub struct RedisNode {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+    pub dir: PathBuf,
+}
+
+impl RedisNode {
+    /// `redis-server --port <port> --bind 127.0.0.1 --dir <dir> <extra…>`.
+    pub fn start_with(port: u16, dir: &Path, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir.display().to_string(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut node = Self {
+            child: None,
+            port,
+            args,
+            dir: dir.to_owned(),
+        };
+        node.restart();
+        node
+    }
+
+    /// A server whose data survives `kill -9` (append-only file, fsync on
+    /// every write).
+    pub fn persistent(dir: &Path) -> Self {
+        Self::start_with(
+            free_port(),
+            dir,
+            &[
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--enable-debug-command",
+                "local",
+            ],
+        )
+    }
+
+    /// A sentinel from `conf` (written to `<dir>/sentinel.conf`).
+    pub fn sentinel(port: u16, dir: &Path, conf: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join("sentinel.conf");
+        std::fs::write(&file, format!("port {port}\nbind 127.0.0.1\n{conf}")).unwrap();
+        let mut node = Self {
+            child: None,
+            port,
+            args: vec![file.display().to_string(), "--sentinel".into()],
+            dir: dir.to_owned(),
+        };
+        node.restart();
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (Re)starts it with the same arguments and waits until it answers
+    /// PING (after loading its data).
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("redis to answer PING", Duration::from_secs(10), || {
+            redis_cli(port, &["PING"]) == "PONG"
+        });
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Redis Cluster of 3 masters and 3 replicas on loopback free ports
+/// (node timeout 1 s, so a fail-over takes about 2 s), stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisNode>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<RedisNode> = (0..6)
+            .map(|i| {
+                let bus = free_port().to_string();
+                RedisNode::start_with(
+                    free_port(),
+                    &dir.path().join(format!("n{i}")),
+                    &[
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-port",
+                        &bus,
+                        "--cluster-node-timeout",
+                        "1000",
+                    ],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes, _dir: dir };
+        cluster.wait_healthy(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Waits until every running node says the cluster is ok, knows every
+    /// node, and every replica is in sync.
+    pub fn wait_healthy(&self, deadline: Duration) {
+        wait_until("the cluster to be ok", deadline, || {
+            self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                let info = n.cli(&["CLUSTER", "INFO"]);
+                let repl = n.cli(&["INFO", "replication"]);
+                info.contains("cluster_state:ok")
+                    && (repl.contains("role:master") || repl.contains("master_link_status:up"))
+            })
+        });
+    }
+
+    /// Seed URLs for the gate.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisNode::url).collect()
+    }
+
+    fn running(&self) -> &RedisNode {
+        self.nodes.iter().find(|n| n.is_running()).unwrap()
+    }
+
+    /// `CLUSTER NODES`, one line each.
+    pub fn topology(&self) -> Vec<ClusterNodeLine> {
+        self.running()
+            .cli(&["CLUSTER", "NODES"])
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let port = f
+                    .get(1)?
+                    .split('@')
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                let slots = f
+                    .iter()
+                    .skip(8)
+                    .filter_map(|r| {
+                        let (a, b) = r.split_once('-').unwrap_or((r, r));
+                        Some((a.parse().ok()?, b.parse().ok()?))
+                    })
+                    .collect();
+                Some((
+                    f[0].to_owned(),
+                    port,
+                    f.get(2)?.to_string(),
+                    f.get(3)?.to_string(),
+                    slots,
+                ))
+            })
+            .collect()
+    }
+
+    /// The port of the master serving `key` (or channel) now.
+    pub fn master_for(&self, key: &str) -> u16 {
+        self.try_master_for(key)
+            .expect("a master serves every slot")
+    }
+
+    /// The master serving `key`, if one does (none during a fail-over).
+    pub fn try_master_for(&self, key: &str) -> Option<u16> {
+        let slot: u16 = self
+            .running()
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .parse()
+            .unwrap();
+        self.topology()
+            .into_iter()
+            .find(|(_, _, flags, _, slots)| {
+                flags.contains("master")
+                    && !flags.contains("fail")
+                    && slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+            })
+            .map(|n| n.1)
+    }
+
+    /// The port of a replica of the master on `port`.
+    pub fn replica_of(&self, port: u16) -> u16 {
+        let nodes = self.topology();
+        let id = &nodes.iter().find(|n| n.1 == port).unwrap().0;
+        nodes
+            .iter()
+            .find(|n| &n.3 == id && !n.2.contains("fail"))
+            .map(|n| n.1)
+            .expect("every master has a replica")
+    }
+
+    pub fn node(&mut self, port: u16) -> &mut RedisNode {
+        self.nodes.iter_mut().find(|n| n.port == port).unwrap()
+    }
+}
+
+/// One line of `CLUSTER NODES`: id, port, flags, master id, slot ranges.
+pub type ClusterNodeLine = (String, u16, String, String, Vec<(u16, u16)>);
+
+/// A Sentinel set-up: a master, one replica and three sentinels (quorum 2,
+/// down after 1 s) on loopback free ports, stopped on drop.
+pub struct RedisSentinel {
+    pub master: RedisNode,
+    pub replica: RedisNode,
+    pub sentinels: Vec<RedisNode>,
+    pub name: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = ["--save", "", "--appendonly", "no"];
+        let master = RedisNode::start_with(free_port(), &dir.path().join("master"), &plain);
+        let of = master.port.to_string();
+        let mut args = plain.to_vec();
+        args.extend(["--replicaof", "127.0.0.1", &of]);
+        let replica = RedisNode::start_with(free_port(), &dir.path().join("replica"), &args);
+        wait_until("the replica to sync", Duration::from_secs(10), || {
+            replica
+                .cli(&["INFO", "replication"])
+                .contains("master_link_status:up")
+        });
+        let name = "hawzu-master".to_owned();
+        let conf = format!(
+            "sentinel monitor {name} 127.0.0.1 {of} 2\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n\
+             sentinel parallel-syncs {name} 1\n"
+        );
+        let sentinels: Vec<RedisNode> = (0..3)
+            .map(|i| RedisNode::sentinel(free_port(), &dir.path().join(format!("s{i}")), &conf))
+            .collect();
+        let set = Self {
+            master,
+            replica,
+            sentinels,
+            name,
+            _dir: dir,
+        };
+        set.wait_ready(Duration::from_secs(20));
+        set
+    }
+
+    /// Waits until every sentinel knows the replica and the other sentinels
+    /// (a fail-over needs their votes).
+    pub fn wait_ready(&self, deadline: Duration) {
+        wait_until("the sentinels to know each other", deadline, || {
+            self.sentinels.iter().all(|s| {
+                let info = s.cli(&["SENTINEL", "MASTER", &self.name]);
+                let field = |k: &str| {
+                    let mut lines = info.lines();
+                    while let Some(l) = lines.next() {
+                        if l == k {
+                            return lines.next().unwrap_or("").to_owned();
+                        }
+                    }
+                    String::new()
+                };
+                field("num-slaves") == "1" && field("num-other-sentinels") == "2"
+            })
+        });
+    }
+
+    pub fn sentinel_urls(&self) -> Vec<String> {
+        self.sentinels.iter().map(RedisNode::url).collect()
+    }
+
+    /// The master's port as the sentinels see it.
+    pub fn master_port(&self) -> Option<u16> {
+        let out = self.sentinels[0].cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", &self.name]);
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+// === steady load against the forward-auth door ===
+
+/// The tokens a [`Load`] sends, by what the right answer is.
+#[derive(Debug, Default, Clone)]
+pub struct TokenMix {
+    /// Valid and cached before the load starts.
+    pub cached: Vec<String>,
+    /// Valid, never asked before the load (each a store read the first time).
+    pub fresh: Vec<String>,
+    /// Revoked or disabled after the gate had cached them: never allowed.
+    pub revoked: Vec<String>,
+}
+
+/// What a load saw so far.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadCounts {
+    pub requests: u64,
+    pub allowed: u64,
+    /// An allow for a revoked or unknown token: must stay 0.
+    pub wrong_allows: u64,
+    /// A 401/403 for a valid token.
+    pub wrong_denies: u64,
+    /// 503 `store_unavailable`.
+    pub unavailable: u64,
+    /// 503 for a token that was cached valid.
+    pub cached_unavailable: u64,
+    /// Other 5xx answers.
+    pub other_5xx: u64,
+    /// No answer within 2 s.
+    pub hangs: u64,
+    pub max_503: Duration,
+    pub max_latency: Duration,
+}
+
+impl LoadCounts {
+    pub fn fivexx(&self) -> u64 {
+        self.unavailable + self.other_5xx
+    }
+
+    /// The counts since `before`.
+    pub fn since(&self, before: &LoadCounts) -> LoadCounts {
+        LoadCounts {
+            requests: self.requests - before.requests,
+            allowed: self.allowed - before.allowed,
+            wrong_allows: self.wrong_allows - before.wrong_allows,
+            wrong_denies: self.wrong_denies - before.wrong_denies,
+            unavailable: self.unavailable - before.unavailable,
+            cached_unavailable: self.cached_unavailable - before.cached_unavailable,
+            other_5xx: self.other_5xx - before.other_5xx,
+            hangs: self.hangs - before.hangs,
+            max_503: self.max_503,
+            max_latency: self.max_latency,
+        }
+    }
+}
+
+#[derive(Default)]
+struct LoadAtomics {
+    requests: AtomicU64,
+    allowed: AtomicU64,
+    wrong_allows: AtomicU64,
+    wrong_denies: AtomicU64,
+    unavailable: AtomicU64,
+    cached_unavailable: AtomicU64,
+    other_5xx: AtomicU64,
+    hangs: AtomicU64,
+    max_503_us: AtomicU64,
+    max_latency_us: AtomicU64,
+}
+
+/// Worker tasks asking `/auth/nginx` about a mix of tokens (cached valid,
+/// fresh valid, revoked, unknown), each at a steady pace, counting outcomes.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    counts: std::sync::Arc<LoadAtomics>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `workers` tasks, each sending one request every `period`.
+    pub fn start(auth: SocketAddr, mix: TokenMix, workers: usize, period: Duration) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(LoadAtomics::default());
+        let mix = Arc::new(mix);
+        let next_fresh = Arc::new(AtomicU64::new(0));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let tasks = (0..workers)
+            .map(|w| {
+                let (stop, counts, mix, next_fresh, client) = (
+                    stop.clone(),
+                    counts.clone(),
+                    mix.clone(),
+                    next_fresh.clone(),
+                    client.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(period);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    let mut i = w as u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        i += 1;
+                        // 6 cached, 1 fresh, 1 revoked, 2 unknown in 10.
+                        let (token, good, cached) = match i % 10 {
+                            0..=5 if !mix.cached.is_empty() => (
+                                mix.cached[(i as usize / 10) % mix.cached.len()].clone(),
+                                true,
+                                true,
+                            ),
+                            6 if !mix.fresh.is_empty() => {
+                                let n = next_fresh.fetch_add(1, Ordering::Relaxed) as usize;
+                                (mix.fresh[n % mix.fresh.len()].clone(), true, false)
+                            }
+                            7 if !mix.revoked.is_empty() => (
+                                mix.revoked[(i as usize / 10) % mix.revoked.len()].clone(),
+                                false,
+                                false,
+                            ),
+                            _ => (
+                                hawzu_gate::token::TokenSecret::generate()
+                                    .unwrap()
+                                    .expose()
+                                    .to_owned(),
+                                false,
+                                false,
+                            ),
+                        };
+                        let req = Request::builder()
+                            .method(Method::GET)
+                            .uri(format!("http://{auth}/auth/nginx"))
+                            .header("authorization", format!("Bearer {token}"))
+                            .header("x-original-method", "GET")
+                            .header("x-original-uri", WS1_PROJECTS)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
+                        let start = Instant::now();
+                        let answer =
+                            tokio::time::timeout(Duration::from_secs(2), client.request(req)).await;
+                        let took = start.elapsed();
+                        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                        counts.requests.fetch_add(1, Ordering::Relaxed);
+                        counts.max_latency_us.fetch_max(us, Ordering::Relaxed);
+                        let status = match answer {
+                            Ok(Ok(res)) => res.status(),
+                            Ok(Err(_)) => StatusCode::BAD_GATEWAY,
+                            Err(_) => {
+                                counts.hangs.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        };
+                        match status.as_u16() {
+                            200..=299 => {
+                                counts.allowed.fetch_add(1, Ordering::Relaxed);
+                                if !good {
+                                    counts.wrong_allows.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            401 | 403 => {
+                                if good {
+                                    counts.wrong_denies.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            503 => {
+                                counts.unavailable.fetch_add(1, Ordering::Relaxed);
+                                counts.max_503_us.fetch_max(us, Ordering::Relaxed);
+                                if cached {
+                                    counts.cached_unavailable.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            _ => {
+                                counts.other_5xx.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            counts,
+            tasks,
+        }
+    }
+
+    pub fn counts(&self) -> LoadCounts {
+        let c = &self.counts;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LoadCounts {
+            requests: get(&c.requests),
+            allowed: get(&c.allowed),
+            wrong_allows: get(&c.wrong_allows),
+            wrong_denies: get(&c.wrong_denies),
+            unavailable: get(&c.unavailable),
+            cached_unavailable: get(&c.cached_unavailable),
+            other_5xx: get(&c.other_5xx),
+            hangs: get(&c.hangs),
+            max_503: Duration::from_micros(get(&c.max_503_us)),
+            max_latency: Duration::from_micros(get(&c.max_latency_us)),
+        }
+    }
+
+    /// Starts the latency maxima afresh (per fault).
+    pub fn reset_max(&self) {
+        self.counts.max_503_us.store(0, Ordering::Relaxed);
+        self.counts.max_latency_us.store(0, Ordering::Relaxed);
+    }
+
+    /// Waits until `n` more requests were answered (the load's own pace,
+    /// not a fixed sleep).
+    pub async fn run_for(&self, n: u64, deadline: Duration) {
+        let target = self.counts().requests + n;
+        eventually("the load to make progress", deadline, || async {
+            (self.counts().requests >= target).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn stop(mut self) -> LoadCounts {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in std::mem::take(&mut self.tasks) {
+            t.await.expect("a load worker panicked");
+        }
+        self.counts()
+    }
+}
+
+/// Asks `/auth/nginx` about `token` (valid, never cached) until it is
+/// allowed; how long that took.
+pub async fn time_until_allowed(auth: SocketAddr, token: &str, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    let http = Http::new(format!("http://{auth}"));
+    loop {
+        let a = http
+            .send(
+                Method::GET,
+                "/auth/nginx",
+                &[
+                    ("authorization", &format!("Bearer {token}")),
+                    ("x-original-method", "GET"),
+                    ("x-original-uri", WS1_PROJECTS),
+                ],
+                None,
+            )
+            .await;
+        if a.status == StatusCode::OK {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "not allowed within {deadline:?} (last: {})",
+            a.status
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Creates `n` workspace tokens (viewer of `ws_1`) through the admin API;
+/// their secrets and ids.
+pub async fn create_tokens(admin: &Http, n: usize, expires: &str) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let created = admin
+            .post(
+                "/admin/v1/tokens",
+                workspace_token(&format!("load {i}"), "ws_1", "workspace_viewer", expires),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let v = created.json();
+        out.push((
+            v["secret"].as_str().unwrap().to_owned(),
+            v["token"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    out
+}
+
+/// Polls Redis at `url` with PING (each try bounded to 100 ms) until it
+/// answers; how long that took. Unlike `redis-cli`, never stuck behind a
+/// `CLIENT PAUSE`.
+pub async fn wait_redis_answers(url: &str, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    let client = redis::Client::open(url).unwrap();
+    eventually("Redis to answer PING", deadline, || {
+        let client = client.clone();
+        async move {
+            tokio::time::timeout(Duration::from_millis(100), async {
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+            })
+            .await
+            .ok()
+            .flatten()
+            .map(|_| ())
+        }
+    })
+    .await;
+    start.elapsed()
+}

@@ -1,0 +1,426 @@
+//! Redis faults under load: each fault on a private `redis-server`, with
+//! tokio tasks asking the forward-auth door about cached, fresh, revoked and
+//! unknown tokens the whole time. Every test checks: no wrong allow, no
+//! hang, 503 `store_unavailable` within the store timeout (plus slack) for
+//! what the cache cannot answer, cached tokens served throughout, and the
+//! gate back (uncached tokens allowed, subscription up) within 2 s of Redis.
+//! The long version is `tests/chaos/` (see docs/reliability.md).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use jiff::Timestamp;
+
+use common::{
+    InProcessGate, Load, LoadCounts, RedisNode, TokenMix, create_tokens, eventually, nginx_auth,
+    time_until_allowed, unique_prefix,
+};
+
+/// `store.timeout` (the default).
+const STORE_TIMEOUT: Duration = Duration::from_millis(250);
+/// What a 503 may take beyond the store timeout on a busy 2-core CI box.
+const SLACK: Duration = Duration::from_millis(350);
+const RECOVERY: Duration = Duration::from_secs(2);
+
+/// The fault tests measure latencies: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A private Redis whose data survives `kill -9`, a gate on it, and tokens.
+struct Bench {
+    node: RedisNode,
+    gate: InProcessGate,
+    prefix: String,
+    mix: TokenMix,
+    /// Valid, never asked: for measuring recovery.
+    probes: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    async fn start(test: &str, extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let node = RedisNode::persistent(dir.path());
+        let prefix = unique_prefix(test);
+        let url = node.url();
+        let mut settings = vec![
+            ("store.backend", "redis"),
+            ("store.redis.url", url.as_str()),
+            ("store.redis.key_prefix", prefix.as_str()),
+            // One test client sends every request, a fifth of them with
+            // unknown tokens: the per-client failed-auth limit would refuse
+            // it (tests/failed_auth.rs covers that limit).
+            ("failed_auth.limit", "0"),
+        ];
+        settings.extend_from_slice(extra);
+        let gate = InProcessGate::start(&settings).await;
+        wait_ready(&gate, Duration::from_secs(10)).await;
+        let admin = gate.admin();
+        let tokens = create_tokens(&admin, 40, "1w").await;
+        let secrets: Vec<String> = tokens.iter().map(|(s, _)| s.clone()).collect();
+        let mix = TokenMix {
+            cached: secrets[..12].to_vec(),
+            fresh: secrets[12..30].to_vec(),
+            revoked: secrets[30..34].to_vec(),
+        };
+        let probes = secrets[34..].to_vec();
+        // Cache the valid and the soon-revoked ones, then revoke: this gate
+        // has seen the change.
+        for t in mix.cached.iter().chain(&mix.revoked) {
+            assert_eq!(nginx_auth(&gate, t).await.status, StatusCode::OK);
+        }
+        for (_, id) in &tokens[30..34] {
+            let r = admin.delete(&format!("/admin/v1/tokens/{id}")).await;
+            assert!(r.status.is_success(), "revoke: {}", r.status);
+        }
+        for t in &mix.revoked {
+            assert_eq!(nginx_auth(&gate, t).await.status, StatusCode::UNAUTHORIZED);
+        }
+        Self {
+            node,
+            gate,
+            prefix,
+            mix,
+            probes,
+            _dir: dir,
+        }
+    }
+
+    fn auth(&self) -> SocketAddr {
+        self.gate.addrs.auth
+    }
+
+    /// A valid token outside the load, cached by the gate, then disabled
+    /// in Redis without an event (see [`Bench::disable_silently`]).
+    async fn lost_change(&mut self) -> String {
+        let token = self.probes.remove(0);
+        assert_eq!(nginx_auth(&self.gate, &token).await.status, StatusCode::OK);
+        self.disable_silently(&token).await;
+        assert_eq!(nginx_auth(&self.gate, &token).await.status, StatusCode::OK);
+        token
+    }
+
+    /// Disables `secret`'s record in Redis without publishing anything (an
+    /// invalidation lost). Only a dropped cache makes the gate see it.
+    async fn disable_silently(&self, secret: &str) {
+        let hash = hawzu_gate::token::TokenSecret::parse(secret)
+            .unwrap()
+            .hash();
+        let client = redis::Client::open(self.node.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let key = format!("{}token:{}", self.prefix, hash.to_hex());
+        let json: String = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["disabled_at"] = serde_json::json!(Timestamp::now().to_string());
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(v.to_string())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits for `/readyz` to be 200 (store reachable, subscription up).
+async fn wait_ready(gate: &InProcessGate, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    eventually("/readyz to be 200", deadline, || async {
+        (gate.ops().get("/readyz").await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    start.elapsed()
+}
+
+/// One fault's outcome.
+#[derive(Debug)]
+struct Outcome {
+    during: LoadCounts,
+    total: LoadCounts,
+    /// Redis back → an uncached valid token allowed.
+    served_after: Duration,
+    /// Redis back → `/readyz` 200 (subscription up, cache dropped if it was
+    /// disconnected).
+    ready_after: Duration,
+}
+
+impl Outcome {
+    fn print(&self, fault: &str) {
+        println!(
+            "{fault}: requests {} (during fault {}), wrong allows {}, wrong denies {}, 5xx {} \
+             (503 {}, cached-token 503 {}), hangs {}, max 503 latency {:?}, max latency {:?}, \
+             served again after {:?}, ready after {:?}",
+            self.total.requests,
+            self.during.requests,
+            self.total.wrong_allows,
+            self.total.wrong_denies,
+            self.total.fivexx(),
+            self.total.unavailable,
+            self.total.cached_unavailable,
+            self.total.hangs,
+            self.total.max_503,
+            self.total.max_latency,
+            self.served_after,
+            self.ready_after,
+        );
+    }
+
+    fn check(&self, fault: &str) {
+        self.print(fault);
+        let t = &self.total;
+        assert_eq!(
+            t.wrong_allows, 0,
+            "{fault}: a revoked or unknown token was allowed"
+        );
+        assert_eq!(t.wrong_denies, 0, "{fault}: a valid token was refused");
+        assert_eq!(t.hangs, 0, "{fault}: a request hung");
+        assert_eq!(t.other_5xx, 0, "{fault}: a 5xx other than 503");
+        assert_eq!(
+            t.cached_unavailable, 0,
+            "{fault}: a cached valid token got 503"
+        );
+        assert!(
+            t.max_503 <= STORE_TIMEOUT + SLACK,
+            "{fault}: a 503 took {:?}",
+            t.max_503
+        );
+        assert!(
+            self.served_after <= RECOVERY,
+            "{fault}: uncached tokens served again only after {:?}",
+            self.served_after
+        );
+        assert!(
+            self.ready_after <= RECOVERY,
+            "{fault}: ready again only after {:?}",
+            self.ready_after
+        );
+    }
+}
+
+/// Runs steady load, injects the fault, waits until the load saw `min_503`
+/// answers 503, heals, and measures recovery.
+async fn under_load<T>(
+    bench: &mut Bench,
+    min_503: u64,
+    inject: impl FnOnce(&mut RedisNode) -> T,
+    heal: impl AsyncFnOnce(&mut RedisNode, T),
+) -> Outcome {
+    let load = Load::start(bench.auth(), bench.mix.clone(), 6, Duration::from_millis(3));
+    load.run_for(300, Duration::from_secs(10)).await;
+    let before = load.counts();
+    assert_eq!(before.unavailable, 0, "503 before any fault: {before:?}");
+
+    let injected = inject(&mut bench.node);
+    eventually("the load to see 503s", Duration::from_secs(10), || async {
+        (load.counts().unavailable >= min_503).then_some(())
+    })
+    .await;
+    heal(&mut bench.node, injected).await;
+    let back = Instant::now();
+    let during = load.counts().since(&before);
+    let probe = bench.probes.pop().unwrap();
+    let served = time_until_allowed(bench.auth(), &probe, Duration::from_secs(10)).await;
+    let served_after = back.elapsed().max(served);
+    wait_ready(&bench.gate, Duration::from_secs(10)).await;
+    let ready_after = back.elapsed();
+    load.run_for(300, Duration::from_secs(10)).await;
+    let total = load.stop().await;
+    Outcome {
+        during,
+        total,
+        served_after,
+        ready_after,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut bench = Bench::start("fault-kill", &[]).await;
+    let lost = bench.lost_change().await;
+    let outcome = under_load(
+        &mut bench,
+        30,
+        |node| node.kill(),
+        async |node, ()| node.restart(),
+    )
+    .await;
+    outcome.check("kill + restart");
+    // The subscription came back and the cache was dropped: the change the
+    // gate never heard of is seen now.
+    assert_eq!(
+        nginx_auth(&bench.gate, &lost).await.header("x-hawzu-error"),
+        Some("token_disabled")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_by_debug_sleep_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut bench = Bench::start("fault-sleep", &[]).await;
+    let outcome = under_load(
+        &mut bench,
+        10,
+        |node| {
+            // Blocks the server (and this redis-cli) for 1.5 s.
+            std::process::Command::new("redis-cli")
+                .args(["-p", &node.port.to_string(), "DEBUG", "SLEEP", "1.5"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        },
+        async |_, mut sleeper| {
+            eventually("DEBUG SLEEP to end", Duration::from_secs(10), || {
+                let done = sleeper.try_wait().unwrap().is_some();
+                async move { done.then_some(()) }
+            })
+            .await;
+        },
+    )
+    .await;
+    outcome.check("DEBUG SLEEP 1.5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_by_client_pause_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut bench = Bench::start("fault-pause", &[]).await;
+    let outcome = under_load(
+        &mut bench,
+        10,
+        // Paused for 1.5 s (CLIENT UNPAUSE would itself wait: ALL blocks
+        // every client's commands).
+        |node| assert_eq!(node.cli(&["CLIENT", "PAUSE", "1500", "ALL"]), "OK"),
+        async |node, ()| {
+            common::wait_redis_answers(&node.url(), Duration::from_secs(10)).await;
+        },
+    )
+    .await;
+    outcome.check("CLIENT PAUSE 1500 ALL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_connections_killed_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut bench = Bench::start("fault-client-kill", &[]).await;
+    let lost = bench.lost_change().await;
+    let outcome = under_load(
+        &mut bench,
+        0,
+        |node| {
+            node.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+            node.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        },
+        async |_, ()| {},
+    )
+    .await;
+    outcome.check("CLIENT KILL");
+    // Resubscribed, so the cache was dropped.
+    assert_eq!(
+        nginx_auth(&bench.gate, &lost).await.header("x-hawzu-error"),
+        Some("token_disabled")
+    );
+}
+
+/// `cache.stale_if_error`: past `cache.ttl`, a cached valid token is still
+/// served while Redis is down; a token the gate saw revoked never is, and
+/// one whose own expiry passes is refused; without the setting, 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_cached_tokens_past_ttl_only_while_redis_fails() {
+    let _serial = SERIAL.lock().await;
+    let mut bench = Bench::start(
+        "fault-stale",
+        &[("cache.ttl", "1s"), ("cache.stale_if_error", "30s")],
+    )
+    .await;
+    // A second gate on the same Redis, without stale_if_error.
+    let strict = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", &bench.node.url()),
+        ("store.redis.key_prefix", &bench.prefix),
+        ("cache.ttl", "1s"),
+        ("failed_auth.limit", "0"),
+    ])
+    .await;
+    wait_ready(&strict, Duration::from_secs(10)).await;
+    let valid = bench.mix.cached[0].clone();
+    let revoked = bench.mix.revoked[0].clone();
+    // Expires in 3 s (its own expiry).
+    let soon = (Timestamp::now() + jiff::SignedDuration::from_secs(3)).to_string();
+    let expiring = create_tokens(&bench.gate.admin(), 1, &soon).await[0]
+        .0
+        .clone();
+    for t in [&valid, &expiring] {
+        assert_eq!(nginx_auth(&bench.gate, t).await.status, StatusCode::OK);
+        assert_eq!(nginx_auth(&strict, t).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        nginx_auth(&strict, &revoked).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    bench.node.kill();
+    let killed = Instant::now();
+    // Past the ttl: the lenient gate serves the cached token, the strict one
+    // says the store is unavailable.
+    eventually(
+        "the strict gate to answer 503",
+        Duration::from_secs(5),
+        || async {
+            (nginx_auth(&strict, &valid).await.status == StatusCode::SERVICE_UNAVAILABLE)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(killed.elapsed() >= Duration::from_millis(900));
+    let mut served = 0;
+    while killed.elapsed() < Duration::from_secs(4) {
+        assert_eq!(
+            nginx_auth(&bench.gate, &valid).await.status,
+            StatusCode::OK,
+            "stale_if_error: the cached token must be served while Redis is down"
+        );
+        assert_ne!(
+            nginx_auth(&bench.gate, &revoked).await.status,
+            StatusCode::OK
+        );
+        served += 1;
+    }
+    assert!(served > 0);
+    // Its own expiry has passed: refused even from the stale cache.
+    assert_eq!(
+        nginx_auth(&bench.gate, &expiring)
+            .await
+            .header("x-hawzu-error"),
+        Some("token_expired")
+    );
+    let stale: u64 = metric(&bench.gate, "hawzu_gate_cache_stale_served_total").await;
+    assert!(stale > 0, "stale answers are counted");
+
+    // Redis back: served fresh again (and the stale entries are gone).
+    bench.node.restart();
+    let back = time_until_allowed(
+        bench.auth(),
+        &bench.probes.pop().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(back <= RECOVERY, "recovery took {back:?}");
+    assert_eq!(nginx_auth(&bench.gate, &valid).await.status, StatusCode::OK);
+}
+
+/// A counter's value from `/metrics`.
+async fn metric(gate: &InProcessGate, name: &str) -> u64 {
+    let text = gate.ops().get("/metrics").await.body;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}

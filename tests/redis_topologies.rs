@@ -1,0 +1,323 @@
+//! The Redis store on a Sentinel set-up and on a Redis Cluster (3 masters +
+//! 3 replicas), started on loopback free ports: the admin API and the
+//! doors work (every command the store issues touches one key, or a
+//! cluster would refuse it), invalidations reach another gate (sharded
+//! pub/sub on the cluster), and a master fail-over under load gives no
+//! wrong allow and service back within the fail-over time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use common::{
+    InProcessGate, Load, LoadCounts, RedisCluster, RedisSentinel, TokenMix, create_tokens,
+    eventually, nginx_auth, redis_cli, time_until_allowed, unique_prefix,
+};
+
+/// How long after a fail-over a disable through one gate may take to reach
+/// the other. Normally milliseconds; an event lost in the fail-over is
+/// caught by the listener's probe (about 2 s) or, at worst, by `cache.ttl`
+/// (5 s in the cluster test): see docs/reliability.md.
+const AFTER_FAILOVER: Duration = Duration::from_secs(8);
+
+/// Fail-overs measure times: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn wait_ready(gate: &InProcessGate, deadline: Duration) {
+    eventually("/readyz to be 200", deadline, || async {
+        (gate.ops().get("/readyz").await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+}
+
+/// Two gates on one topology: `a` takes admin writes, `b` serves the load.
+struct Fleet {
+    a: InProcessGate,
+    b: InProcessGate,
+    prefix: String,
+}
+
+impl Fleet {
+    async fn start(test: &str, topology: &[(&str, &str)]) -> Self {
+        let prefix = unique_prefix(test);
+        let mut settings = vec![
+            ("store.backend", "redis"),
+            ("store.redis.key_prefix", prefix.as_str()),
+            // One test client sends every request, a fifth of them with
+            // unknown tokens: the per-client failed-auth limit would refuse
+            // it (tests/failed_auth.rs covers that limit).
+            ("failed_auth.limit", "0"),
+        ];
+        settings.extend_from_slice(topology);
+        let a = InProcessGate::start(&settings).await;
+        let b = InProcessGate::start(&settings).await;
+        wait_ready(&a, Duration::from_secs(10)).await;
+        wait_ready(&b, Duration::from_secs(10)).await;
+        Self { a, b, prefix }
+    }
+
+    /// A token disabled through gate `a` is refused by gate `b`, which had
+    /// it cached: the event went through Redis.
+    async fn invalidation_reaches_the_other_gate(&self, deadline: Duration) -> Duration {
+        let (secret, id) = create_tokens(&self.a.admin(), 1, "1w").await.remove(0);
+        assert_eq!(nginx_auth(&self.b, &secret).await.status, StatusCode::OK);
+        let start = Instant::now();
+        // Right after a fail-over a write may still meet the old topology
+        // (503): the admin would try again.
+        eventually("the disable to be written", deadline, || async {
+            let r = self
+                .a
+                .admin()
+                .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+                .await;
+            (r.status == StatusCode::OK).then_some(())
+        })
+        .await;
+        eventually("gate b to refuse the disabled token", deadline, || async {
+            (nginx_auth(&self.b, &secret).await.header("x-hawzu-error") == Some("token_disabled"))
+                .then_some(())
+        })
+        .await;
+        start.elapsed()
+    }
+
+    /// Tokens for a load on `b`: some cached, some fresh, some revoked
+    /// (through `a`, seen by `b`); plus never-asked probes.
+    async fn tokens(&self) -> (TokenMix, Vec<String>) {
+        let tokens = create_tokens(&self.a.admin(), 30, "1w").await;
+        let secrets: Vec<String> = tokens.iter().map(|(s, _)| s.clone()).collect();
+        let mix = TokenMix {
+            cached: secrets[..10].to_vec(),
+            fresh: secrets[10..22].to_vec(),
+            revoked: secrets[22..25].to_vec(),
+        };
+        for t in mix.cached.iter().chain(&mix.revoked) {
+            assert_eq!(nginx_auth(&self.b, t).await.status, StatusCode::OK);
+        }
+        for (_, id) in &tokens[22..25] {
+            let r = self
+                .a
+                .admin()
+                .delete(&format!("/admin/v1/tokens/{id}"))
+                .await;
+            assert!(r.status.is_success());
+        }
+        for t in &mix.revoked {
+            eventually(
+                "gate b to see the revoke",
+                Duration::from_secs(5),
+                || async {
+                    (nginx_auth(&self.b, t).await.status == StatusCode::UNAUTHORIZED).then_some(())
+                },
+            )
+            .await;
+        }
+        // Listing reads the indexes and every record (one key per command).
+        let listed = self
+            .a
+            .admin()
+            .get("/admin/v1/tokens?workspace=ws_1&limit=100")
+            .await;
+        assert_eq!(listed.status, StatusCode::OK);
+        assert!(listed.json()["tokens"].as_array().unwrap().len() >= 30);
+        (mix, secrets[25..].to_vec())
+    }
+}
+
+/// How a fail-over went.
+#[derive(Debug)]
+struct FailoverOutcome {
+    counts: LoadCounts,
+    /// Fail-over command → the new master in place (as its topology says).
+    switched_after: Duration,
+    /// Fail-over command → a never-cached token allowed on `b`, a token
+    /// created through `a`, and `b` ready.
+    service_after: Duration,
+    /// After the fail-over: a disable through `a` refused by `b` after…
+    invalidation: Duration,
+}
+
+impl FailoverOutcome {
+    fn check(&self, what: &str, bound: Duration) {
+        let c = &self.counts;
+        println!(
+            "{what}: requests {}, wrong allows {}, wrong denies {}, 5xx {} (503 {}), hangs {}, \
+             max 503 latency {:?}, new master after {:?}, service back after {:?}, \
+             invalidation after fail-over {:?}",
+            c.requests,
+            c.wrong_allows,
+            c.wrong_denies,
+            c.fivexx(),
+            c.unavailable,
+            c.hangs,
+            c.max_503,
+            self.switched_after,
+            self.service_after,
+            self.invalidation,
+        );
+        assert_eq!(c.wrong_allows, 0, "{what}: wrong allow");
+        assert_eq!(c.wrong_denies, 0, "{what}: a valid token was refused");
+        assert_eq!(c.hangs, 0, "{what}: a request hung");
+        assert_eq!(c.other_5xx, 0, "{what}: a 5xx other than 503");
+        assert!(
+            self.service_after <= bound,
+            "{what}: service back only after {:?}",
+            self.service_after
+        );
+    }
+}
+
+async fn failover_under_load(
+    fleet: &Fleet,
+    failover: impl FnOnce(),
+    switched: impl Fn() -> bool,
+) -> FailoverOutcome {
+    let (mix, mut probes) = fleet.tokens().await;
+    let load = Load::start(fleet.b.addrs.auth, mix, 4, Duration::from_millis(4));
+    load.run_for(200, Duration::from_secs(10)).await;
+
+    let start = Instant::now();
+    failover();
+    eventually("the new master", Duration::from_secs(20), || {
+        let done = switched();
+        async move { done.then_some(()) }
+    })
+    .await;
+    let switched_after = start.elapsed();
+    time_until_allowed(
+        fleet.b.addrs.auth,
+        &probes.pop().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    eventually("a token to be created", Duration::from_secs(20), || async {
+        let r = fleet
+            .a
+            .admin()
+            .post(
+                "/admin/v1/tokens",
+                common::workspace_token("after", "ws_1", "workspace_viewer", "1w"),
+            )
+            .await;
+        (r.status == StatusCode::CREATED).then_some(())
+    })
+    .await;
+    wait_ready(&fleet.b, Duration::from_secs(20)).await;
+    let service_after = start.elapsed();
+    load.run_for(200, Duration::from_secs(10)).await;
+    let invalidation = fleet
+        .invalidation_reaches_the_other_gate(AFTER_FAILOVER)
+        .await;
+    let counts = load.stop().await;
+    FailoverOutcome {
+        counts,
+        switched_after,
+        service_after,
+        invalidation,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_serves_invalidates_and_survives_a_master_failover_under_load() {
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let cluster = RedisCluster::start();
+    println!("cluster of 6 up in {:?}", started.elapsed());
+    let nodes = cluster.urls().join(",");
+    let fleet = Fleet::start(
+        "cluster",
+        &[
+            ("store.redis.mode", "cluster"),
+            // The bound on a lost event (see AFTER_FAILOVER).
+            ("cache.ttl", "5s"),
+            ("store.redis.nodes", &nodes),
+        ],
+    )
+    .await;
+    let took = fleet
+        .invalidation_reaches_the_other_gate(Duration::from_secs(2))
+        .await;
+    println!("cluster: invalidation (sharded pub/sub) reached the other gate in {took:?}");
+
+    // Fail over the master that carries the events channel: the sharded
+    // subscription must follow it.
+    let channel = format!("{}events", fleet.prefix);
+    let master = cluster.master_for(&channel);
+    let replica = cluster.replica_of(master);
+    let outcome = failover_under_load(
+        &fleet,
+        || assert_eq!(redis_cli(replica, &["CLUSTER", "FAILOVER"]), "OK"),
+        || cluster.master_for(&channel) == replica,
+    )
+    .await;
+    outcome.check("cluster: CLUSTER FAILOVER", Duration::from_secs(5));
+
+    // And back: the subscription must follow again (it once stayed on the
+    // demoted master, which never saw the new master's messages). The
+    // demoted master must be in sync first, or it refuses to take over.
+    cluster.wait_healthy(Duration::from_secs(20));
+    let mut asked = Instant::now() - Duration::from_secs(60);
+    eventually(
+        "the old master to take over again",
+        Duration::from_secs(30),
+        || {
+            let back = cluster.try_master_for(&channel) == Some(master);
+            // A manual fail-over that does not complete in time is given
+            // up by Redis: ask again every 3 s.
+            if !back && asked.elapsed() > Duration::from_secs(3) {
+                redis_cli(master, &["CLUSTER", "FAILOVER"]);
+                asked = Instant::now();
+            }
+            async move { back.then_some(()) }
+        },
+    )
+    .await;
+    wait_ready(&fleet.b, Duration::from_secs(10)).await;
+    let took = fleet
+        .invalidation_reaches_the_other_gate(AFTER_FAILOVER)
+        .await;
+    println!("cluster: invalidation after failing back took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_setup_serves_invalidates_and_survives_a_failover_under_load() {
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let set = RedisSentinel::start();
+    println!(
+        "sentinel set-up (master, replica, 3 sentinels) up in {:?}",
+        started.elapsed()
+    );
+    let sentinels = set.sentinel_urls().join(",");
+    let fleet = Fleet::start(
+        "sentinel",
+        &[
+            ("store.redis.mode", "sentinel"),
+            ("store.redis.nodes", &sentinels),
+            ("store.redis.sentinel.master_name", &set.name),
+        ],
+    )
+    .await;
+    let took = fleet
+        .invalidation_reaches_the_other_gate(Duration::from_secs(2))
+        .await;
+    println!("sentinel: invalidation reached the other gate in {took:?}");
+
+    let old = set.master.port;
+    let outcome = failover_under_load(
+        &fleet,
+        || {
+            assert_eq!(
+                set.sentinels[0].cli(&["SENTINEL", "FAILOVER", &set.name]),
+                "OK"
+            )
+        },
+        || set.master_port().is_some_and(|p| p != old),
+    )
+    .await;
+    outcome.check("sentinel: SENTINEL FAILOVER", Duration::from_secs(10));
+}
