@@ -361,3 +361,22 @@ fn limits_are_checked() {
         .to_string();
     assert!(err.contains("max_requests"), "{err}");
 }
+
+#[test]
+fn tls_redis_urls_are_refused_with_the_reason() {
+    let e = load_from(
+        None,
+        env(&[
+            ("HAWZU_GATE__STORE__BACKEND", "redis"),
+            ("HAWZU_GATE__STORE__REDIS__URL", "rediss://:pw@redis:6380"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("store.redis.url:"), "{e}");
+    assert!(
+        e.contains("TLS to Redis (rediss://) is not built into this gate"),
+        "{e}"
+    );
+    assert!(!e.contains("pw@"), "the password is redacted: {e}");
+}

@@ -58,7 +58,7 @@ const SCAN_BATCH: usize = 200;
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://` or `rediss://` URL (may carry a password; never logged).
+    /// `redis://` URL (may carry a password; never logged).
     pub url: String,
     pub key_prefix: String,
     /// Bound on every call, connection included.
