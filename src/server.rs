@@ -408,7 +408,12 @@ impl Bound {
             proxy_doors,
             forward_auth: ForwardAuth::new(shared.clone()),
             ext_authz: ExtAuthz::new(shared.clone()),
-            admin_api: AdminApi::new(cache.clone(), policy.clone(), key),
+            admin_api: AdminApi::new(
+                cache.clone(),
+                policy.clone(),
+                key,
+                FailedAuth::new(&s.failed_auth),
+            ),
             ops: Ops::new(cache, metrics, health.clone()),
             health,
             shared,

@@ -272,3 +272,38 @@ async fn every_door_limits_and_the_limit_wears_off() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_admin_listener_refuses_a_key_guesser() {
+    let upstream = TestUpstream::start().await;
+    let gate = limited_gate(&upstream, &[]).await;
+    let base = format!("http://{}", gate.addrs.admin);
+    let guesser = Http::new(base.clone())
+        .bound_to(ip("127.0.0.2"))
+        .bearer("not-the-admin-key-but-long-enough-to-look-like-one");
+    for _ in 0..3 {
+        let a = guesser.get("/admin/v1/tokens").await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    }
+    let a = guesser.get("/admin/v1/tokens").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.json()["error"], "rate_limited");
+    assert_eq!(a.header("retry-after"), Some("20"));
+    // Refused before the key is looked at: the right key from that address
+    // waits too…
+    let same = Http::new(base.clone())
+        .bound_to(ip("127.0.0.2"))
+        .bearer(&gate.admin_key);
+    assert_eq!(
+        same.get("/admin/v1/tokens").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // …while the operator on another address is served.
+    let operator = Http::new(base)
+        .bound_to(ip("127.0.0.3"))
+        .bearer(&gate.admin_key);
+    assert_eq!(
+        operator.get("/admin/v1/tokens").await.status,
+        StatusCode::OK
+    );
+}

@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::cache::{CachedRecord, CachedScope, TokenCache};
+use crate::clients::FailedAuth;
 use crate::decide::{
     Credentials, Decision, DenyCode, Detail, RequestFacts, authenticate, authorize, check_state,
 };
@@ -297,11 +298,24 @@ pub struct AdminApi {
     cache: Arc<TokenCache<Store>>,
     policy: PolicyHandle,
     key: AdminKey,
+    /// Wrong keys per client address: the same limit as the doors', its
+    /// own buckets.
+    failed_auth: FailedAuth,
 }
 
 impl AdminApi {
-    pub fn new(cache: Arc<TokenCache<Store>>, policy: PolicyHandle, key: AdminKey) -> Arc<Self> {
-        Arc::new(Self { cache, policy, key })
+    pub fn new(
+        cache: Arc<TokenCache<Store>>,
+        policy: PolicyHandle,
+        key: AdminKey,
+        failed_auth: FailedAuth,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cache,
+            policy,
+            key,
+            failed_auth,
+        })
     }
 
     /// The policy now (reloads swap it whole).
@@ -310,7 +324,7 @@ impl AdminApi {
     }
 
     /// Serves one request of the admin listener.
-    pub async fn handle<B>(&self, req: Request<B>, _peer: SocketAddr) -> Response<Full<Bytes>>
+    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -339,9 +353,32 @@ impl AdminApi {
                 return res;
             }
         };
+        // A client that keeps presenting wrong keys is refused before its
+        // next one is checked.
+        let client = peer.ip().to_canonical();
+        if self.failed_auth.is_refused(client) {
+            self.cache
+                .metrics()
+                .admin(route.op.as_str(), "rate_limited");
+            let mut res = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests with a wrong key from this address; wait for Retry-After.",
+            )
+            .render();
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, self.failed_auth.retry_after().clone());
+            return res;
+        }
         let caller = match self.authenticate(&parts.headers).await {
             Ok(c) => c,
-            Err(e) => return e.render(),
+            Err(e) => {
+                if e.status == StatusCode::UNAUTHORIZED {
+                    self.failed_auth.failed(client);
+                }
+                self.cache.metrics().admin(route.op.as_str(), e.code);
+                return e.render();
+            }
         };
         let id = match id.map(TokenId::parse).transpose() {
             Ok(id) => id,
