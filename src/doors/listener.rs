@@ -89,6 +89,8 @@ pub struct ListenerState {
     error_header: HeaderName,
     connections: AtomicUsize,
     requests: AtomicUsize,
+    /// Connections beyond the limit being told so (each for up to a second).
+    refusing: Arc<AtomicUsize>,
     open_gauge: IntGauge,
     refused_connections: IntCounter,
     refused_requests: IntCounter,
@@ -111,6 +113,7 @@ impl ListenerState {
             error_header,
             connections: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            refusing: Arc::new(AtomicUsize::new(0)),
             open_gauge: metrics.open_connections(label),
             refused_connections: metrics.overload(label, "connections"),
             refused_requests: metrics.overload(label, "requests"),
@@ -233,6 +236,9 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// Most connections beyond `max_connections` told so at once, per listener.
+const MAX_REFUSING: usize = 256;
+
 /// The HTTP/1.1 answer to a connection beyond `max_connections`.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\n\
@@ -315,7 +321,19 @@ pub async fn serve<H, Fut, B>(
         };
         let Some(slot) = state.open_connection() else {
             tracing::debug!(listener = name, %peer, "connection refused: at limits.max_connections");
-            tokio::spawn(refuse(stream, tls.is_some()));
+            // Telling a flood to come back must not itself hold a flood of
+            // sockets: beyond MAX_REFUSING at once, close without a word.
+            let refusing = state.refusing.clone();
+            if refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
+                let tls = tls.is_some();
+                tokio::spawn(async move {
+                    refuse(stream, tls).await;
+                    refusing.fetch_sub(1, Ordering::AcqRel);
+                });
+            } else {
+                refusing.fetch_sub(1, Ordering::AcqRel);
+                drop(stream);
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
