@@ -515,8 +515,13 @@ pub struct RedisSettings {
     /// sentinels in `nodes` name `sentinel.master_name`) or `cluster` (a
     /// Redis Cluster reached through `nodes`).
     pub mode: RedisMode,
-    /// Standalone: `redis://[user:password@]host:port[/db]`.
+    /// Standalone: `redis://[user:password@]host:port[/db]`, or `rediss://…`
+    /// for TLS (the server's certificate checked against the system's CAs,
+    /// or `ca_file`).
     pub url: String,
+    /// Standalone over TLS: the CA (PEM) that signed the server's
+    /// certificate, instead of the system's CAs.
+    pub ca_file: Option<PathBuf>,
     /// Sentinel: the sentinels' addresses; cluster: some of its nodes.
     /// `redis://[user:password@]host:port` each (a cluster takes the
     /// credentials of the first).
@@ -578,6 +583,7 @@ impl Default for RedisSettings {
         Self {
             mode: RedisMode::Standalone,
             url: "redis://127.0.0.1:6379".into(),
+            ca_file: None,
             nodes: Vec::new(),
             key_prefix: "hawzu-gate:v1:".into(),
             sentinel: SentinelSettings::default(),
@@ -590,6 +596,7 @@ impl fmt::Debug for RedisSettings {
         f.debug_struct("RedisSettings")
             .field("mode", &self.mode)
             .field("url", &redact_url(&self.url))
+            .field("ca_file", &self.ca_file)
             .field(
                 "nodes",
                 &self.nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
@@ -615,19 +622,20 @@ impl RedisSettings {
     /// the error naming the key at fault.
     fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
         let check_url = |key: &str, url: &str| {
-            if url.starts_with("rediss://") {
+            if url.starts_with("rediss://") && self.mode != RedisMode::Standalone {
                 return Err(invalid(
                     key,
                     format!(
-                        "`{}`: TLS to Redis (rediss://) is not built into this gate; use redis:// on a private network, or a TLS tunnel beside the gate",
-                        redact_url(url)
+                        "`{}`: TLS to Redis (rediss://) is supported for a standalone server only in this version; reach the {} nodes over redis:// on a private network",
+                        redact_url(url),
+                        self.mode.as_str()
                     ),
                 ));
             }
-            if !url.starts_with("redis://") {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(invalid(
                     key,
-                    format!("`{}` is not a redis:// URL", redact_url(url)),
+                    format!("`{}` is not a redis:// or rediss:// URL", redact_url(url)),
                 ));
             }
             if redis::Client::open(url).is_err() {
@@ -642,6 +650,16 @@ impl RedisSettings {
         match self.mode {
             RedisMode::Standalone => {
                 check_url("store.redis.url", &self.url)?;
+                if let Some(ca) = &self.ca_file {
+                    if !self.url.starts_with("rediss://") {
+                        return Err(invalid(
+                            "store.redis.ca_file",
+                            "is only used with a rediss:// store.redis.url".into(),
+                        ));
+                    }
+                    crate::tls::load_certs(ca)
+                        .map_err(|e| invalid("store.redis.ca_file", e.to_string()))?;
+                }
                 if !self.nodes.is_empty() {
                     return Err(invalid(
                         "store.redis.nodes",
@@ -650,6 +668,12 @@ impl RedisSettings {
                 }
             }
             RedisMode::Sentinel | RedisMode::Cluster => {
+                if self.ca_file.is_some() {
+                    return Err(invalid(
+                        "store.redis.ca_file",
+                        "is only used in standalone mode (with a rediss:// URL)".into(),
+                    ));
+                }
                 if self.nodes.is_empty() {
                     let what = if self.mode == RedisMode::Sentinel {
                         "the sentinels' addresses"

@@ -363,20 +363,36 @@ fn limits_are_checked() {
 }
 
 #[test]
-fn tls_redis_urls_are_refused_with_the_reason() {
-    let e = load_from(
-        None,
-        env(&[
-            ("HAWZU_GATE__STORE__BACKEND", "redis"),
-            ("HAWZU_GATE__STORE__REDIS__URL", "rediss://:pw@redis:6380"),
-        ]),
-    )
+fn tls_to_redis_is_standalone_only_and_its_ca_file_is_checked() {
+    let load = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("HAWZU_GATE__STORE__BACKEND", "redis")];
+        all.extend_from_slice(pairs);
+        load_from(None, env(&all))
+    };
+    // Standalone over TLS, with the system's CAs.
+    load(&[("HAWZU_GATE__STORE__REDIS__URL", "rediss://:pw@redis:6380")]).unwrap();
+    // Sentinel and cluster nodes: refused with the reason.
+    let e = load(&[
+        ("HAWZU_GATE__STORE__REDIS__MODE", "cluster"),
+        ("HAWZU_GATE__STORE__REDIS__NODES", "rediss://:pw@a:7000"),
+    ])
     .unwrap_err()
     .to_string();
-    assert!(e.starts_with("store.redis.url:"), "{e}");
-    assert!(
-        e.contains("TLS to Redis (rediss://) is not built into this gate"),
-        "{e}"
-    );
+    assert!(e.starts_with("store.redis.nodes[0]:"), "{e}");
+    assert!(e.contains("standalone server only"), "{e}");
     assert!(!e.contains("pw@"), "the password is redacted: {e}");
+    // A CA file needs a rediss:// URL, and must hold certificates.
+    let e = load(&[("HAWZU_GATE__STORE__REDIS__CA_FILE", "/etc/hostname")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("store.redis.ca_file:"), "{e}");
+    assert!(e.contains("only used with a rediss://"), "{e}");
+    let e = load(&[
+        ("HAWZU_GATE__STORE__REDIS__URL", "rediss://redis:6380"),
+        ("HAWZU_GATE__STORE__REDIS__CA_FILE", "/nonexistent/ca.pem"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("store.redis.ca_file:"), "{e}");
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
 }

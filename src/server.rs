@@ -78,7 +78,21 @@ pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
         Backend::Redis => {
             let r = &s.store.redis;
             let topology = match r.mode {
-                RedisMode::Standalone => Topology::Standalone { url: r.url.clone() },
+                RedisMode::Standalone => Topology::Standalone {
+                    url: r.url.clone(),
+                    ca: r
+                        .ca_file
+                        .as_ref()
+                        .map(|p| {
+                            std::fs::read(p).map(Arc::from).map_err(|e| {
+                                StoreError::Unavailable(format!(
+                                    "store.redis.ca_file {}: {e}",
+                                    p.display()
+                                ))
+                            })
+                        })
+                        .transpose()?,
+                },
                 RedisMode::Sentinel => Topology::Sentinel {
                     sentinels: r.nodes.clone(),
                     master_name: r.sentinel.master_name.clone(),

@@ -58,7 +58,7 @@ const SCAN_BATCH: usize = 200;
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://` URL (may carry a password; never logged).
+    /// `redis://` or `rediss://` URL (may carry a password; never logged).
     pub url: String,
     pub key_prefix: String,
     /// Bound on every call, connection included.
@@ -70,8 +70,10 @@ pub struct RedisOptions {
 /// Where Redis is (`store.redis.mode` and its addresses).
 #[derive(Clone)]
 pub enum Topology {
-    /// One server (`store.redis.url`).
-    Standalone { url: String },
+    /// One server (`store.redis.url`); over TLS (`rediss://`) its
+    /// certificate is checked against `ca` (PEM) when given, else the
+    /// system's CAs.
+    Standalone { url: String, ca: Option<Arc<[u8]>> },
     /// The master that the sentinels at `sentinels` name `master_name`;
     /// `username`/`password` are the data nodes' credentials (the
     /// sentinels' own go in their URLs).
@@ -92,7 +94,7 @@ impl std::fmt::Debug for Topology {
             urls.iter().map(|u| crate::config::redact_url(u)).collect()
         };
         match self {
-            Self::Standalone { url } => f
+            Self::Standalone { url, .. } => f
                 .debug_struct("Standalone")
                 .field("url", &crate::config::redact_url(url))
                 .finish(),
@@ -156,7 +158,7 @@ fn redis_err(e: redis::RedisError) -> StoreError {
 /// How the store reaches Redis.
 enum Target {
     Single {
-        client: Client,
+        client: Box<Client>,
         conn: OnceCell<ConnectionManager>,
     },
     Sentinel(Arc<SentinelTarget>),
@@ -266,7 +268,7 @@ fn sentinel_client(
 ) -> redis::RedisResult<SentinelClient> {
     SentinelClient::build(
         sentinels.to_vec(),
-        master_name.to_owned(),
+        master_name,
         Some(sentinel_node_info(username, password, protocol)),
         SentinelServerType::Master,
     )
@@ -337,6 +339,7 @@ impl RedisStore {
     pub fn new(options: RedisOptions) -> Result<Self, StoreError> {
         let topology = Topology::Standalone {
             url: options.url.clone(),
+            ca: None,
         };
         Self::with_topology(topology, options)
     }
@@ -347,8 +350,8 @@ impl RedisStore {
         let invalid =
             |e: redis::RedisError| StoreError::Unavailable(format!("invalid redis URL: {e}"));
         let target = match &topology {
-            Topology::Standalone { url } => Target::Single {
-                client: Client::open(url.as_str()).map_err(invalid)?,
+            Topology::Standalone { url, ca } => Target::Single {
+                client: Box::new(standalone_client(url.as_str(), ca.as_deref()).map_err(invalid)?),
                 conn: OnceCell::new(),
             },
             Topology::Sentinel {
@@ -405,7 +408,7 @@ impl RedisStore {
             Target::Single { client, conn } => conn
                 .get_or_try_init(|| async {
                     ConnectionManager::new_with_config(
-                        client.clone(),
+                        Client::clone(client),
                         manager_config(inner.timeout),
                     )
                     .await
@@ -880,6 +883,24 @@ impl std::fmt::Debug for Subscriber {
     }
 }
 
+/// A client for one server; with `ca`, a `rediss://` server's certificate
+/// must chain to it (the system's CAs otherwise).
+fn standalone_client(
+    info: impl redis::IntoConnectionInfo,
+    ca: Option<&[u8]>,
+) -> redis::RedisResult<Client> {
+    match ca {
+        Some(ca) => Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        ),
+        None => Client::open(info),
+    }
+}
+
 fn resp3(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
     let info = url.into_connection_info()?;
     let redis = info
@@ -898,8 +919,9 @@ impl RedisStore {
         let invalid =
             |e: redis::RedisError| StoreError::Unavailable(format!("invalid redis URL: {e}"));
         let kind = match (&self.inner.topology, &self.inner.target) {
-            (Topology::Standalone { url }, _) => SubscriberKind::Single {
-                client: Client::open(resp3(url).map_err(invalid)?).map_err(invalid)?,
+            (Topology::Standalone { url, ca }, _) => SubscriberKind::Single {
+                client: standalone_client(resp3(url).map_err(invalid)?, ca.as_deref())
+                    .map_err(invalid)?,
                 conn: None,
             },
             (

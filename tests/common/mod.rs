@@ -861,11 +861,21 @@ pub struct Renewed {
 }
 
 fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, dir: &Path) -> (PathBuf, PathBuf) {
+    leaf_for(issuer, dir, &["localhost"])
+}
+
+fn leaf_for(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    dir: &Path,
+    names: &[&str],
+) -> (PathBuf, PathBuf) {
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, issuer)
-        .unwrap();
+    // rcgen reads a name that parses as an IP address as an IP SAN.
+    let leaf =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&leaf_key, issuer)
+            .unwrap();
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     std::fs::write(&cert, leaf.pem()).unwrap();
@@ -891,6 +901,18 @@ impl TestCerts {
             cert,
             key,
             issuer,
+        }
+    }
+
+    /// A key and certificate for `names` (host names or IP addresses)
+    /// from the same CA.
+    pub fn issue(&self, names: &[&str]) -> Renewed {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = leaf_for(&self.issuer, dir.path(), names);
+        Renewed {
+            _dir: dir,
+            cert,
+            key,
         }
     }
 
