@@ -52,6 +52,11 @@ end
 return 1
 ";
 
+/// Tries of a cluster invalidation that no subscriber received, and the
+/// pause between them (kept well inside `store.timeout`).
+const PUBLISH_ATTEMPTS: u32 = 3;
+const PUBLISH_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 /// Index entries fetched per round trip while listing.
 const SCAN_BATCH: usize = 200;
 
@@ -465,7 +470,21 @@ impl RedisStore {
     /// Publishes the invalidation of `hash` (sharded on a cluster).
     async fn publish(&self, conn: &mut Conn, hash: &TokenHash) -> Result<(), StoreError> {
         let channel = self.events_channel();
-        let verb = if let Conn::Cluster(c) = conn {
+        let event = Self::event(hash);
+        let Conn::Cluster(c) = conn else {
+            let _: Value = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&event)
+                .query_async(conn)
+                .await
+                .map_err(redis_err)?;
+            return Ok(());
+        };
+        // SPUBLISH answers how many subscribers of that node got the event.
+        // Every ready gate subscribes, this one included, so none means it
+        // went to a node nobody listens on — a slot map not yet caught up
+        // with a fail-over: refresh and send again, briefly.
+        for attempt in 0..PUBLISH_ATTEMPTS {
             // A keyed read in the channel's slot first: right after a
             // fail-over the slot map may still name the old master, now a
             // replica, which takes an SPUBLISH for its own subscribers
@@ -475,16 +494,22 @@ impl RedisStore {
                 .query_async(c)
                 .await
                 .map_err(redis_err)?;
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        };
-        let _: Value = redis::cmd(verb)
-            .arg(&channel)
-            .arg(Self::event(hash))
-            .query_async(conn)
-            .await
-            .map_err(redis_err)?;
+            let receivers: i64 = redis::cmd("SPUBLISH")
+                .arg(&channel)
+                .arg(&event)
+                .query_async(c)
+                .await
+                .map_err(redis_err)?;
+            if receivers > 0 {
+                return Ok(());
+            }
+            if attempt + 1 < PUBLISH_ATTEMPTS {
+                tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
+            }
+        }
+        tracing::warn!(
+            "an invalidation reached no subscriber (a cluster fail-over in progress, or no gate subscribed yet); other gates enforce the change within cache.ttl"
+        );
         Ok(())
     }
 
