@@ -18,8 +18,8 @@ use http::StatusCode;
 use jiff::Timestamp;
 
 use common::{
-    GateProcess, Http, RedisServer, eventually, nginx_auth, redis_url, unique_prefix,
-    workspace_token,
+    GateProcess, Http, RedisServer, disable_in_redis_silently, eventually, nginx_auth, redis_url,
+    unique_prefix, workspace_token,
 };
 
 /// A real store that counts its reads by hash.
@@ -233,27 +233,16 @@ async fn the_cache_is_dropped_when_the_subscription_comes_back() {
     assert_eq!(auth_status(&gate, &secret).await.0, StatusCode::OK);
 
     // A writer changes the record without publishing (a lost message).
-    let hash = TokenSecret::parse(&secret).unwrap().hash();
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{prefix}token:{}", hash.to_hex());
-    let json: String = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    v["disabled_at"] = serde_json::json!(Timestamp::now().to_string());
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(v.to_string())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    disable_in_redis_silently(&server.url(), prefix, &secret).await;
     // Still cached as enabled: nothing told the gate.
     assert_eq!(auth_status(&gate, &secret).await.0, StatusCode::OK);
 
     // The subscription drops and comes back: the gate trusts nothing cached.
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let _: redis::Value = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")

@@ -18,13 +18,7 @@ use serde_json::Value;
 
 use common::{InProcessGate, WS1_PROJECTS, project_token, workspace_token};
 
-async fn token(gate: &InProcessGate, body: Value) -> (String, String) {
-    let v = gate.admin().post("/admin/v1/tokens", body).await.json();
-    (
-        v["token"]["id"].as_str().unwrap().to_owned(),
-        v["secret"].as_str().unwrap().to_owned(),
-    )
-}
+use common::create_token as token;
 
 #[tokio::test]
 async fn traefik_reads_only_traefik_headers() {

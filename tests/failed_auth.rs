@@ -21,7 +21,9 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use http::{Method, StatusCode};
 
-use common::{Http, InProcessGate, TestUpstream, WS1_PROJECTS, eventually, workspace_token};
+use common::{
+    Http, InProcessGate, TestUpstream, WS1_PROJECTS, create_token, eventually, workspace_token,
+};
 
 /// A well-formed token no store holds (a guess).
 fn unknown() -> String {
@@ -36,15 +38,12 @@ fn ip(s: &str) -> IpAddr {
 }
 
 async fn valid_token(gate: &InProcessGate) -> String {
-    let v = gate
-        .admin()
-        .post(
-            "/admin/v1/tokens",
-            workspace_token("CI", "ws_1", "workspace_viewer", "1m"),
-        )
-        .await
-        .json();
-    v["secret"].as_str().unwrap().to_owned()
+    create_token(
+        gate,
+        workspace_token("CI", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await
+    .1
 }
 
 async fn limited_gate(upstream: &TestUpstream, extra: &[(&str, &str)]) -> InProcessGate {

@@ -14,18 +14,18 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{GateProcess, InProcessGate, TestUpstream, WS1_PROJECTS, eventually, workspace_token};
+use common::{
+    GateProcess, InProcessGate, TestUpstream, WS1_PROJECTS, create_token, eventually,
+    workspace_token,
+};
 
 async fn valid_token(gate: &InProcessGate) -> String {
-    let v = gate
-        .admin()
-        .post(
-            "/admin/v1/tokens",
-            workspace_token("CI", "ws_1", "workspace_viewer", "1m"),
-        )
-        .await
-        .json();
-    v["secret"].as_str().unwrap().to_owned()
+    create_token(
+        gate,
+        workspace_token("CI", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await
+    .1
 }
 
 /// One HTTP/1.1 request over a fresh connection; the whole answer as text.

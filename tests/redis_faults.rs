@@ -17,8 +17,8 @@ use http::StatusCode;
 use jiff::Timestamp;
 
 use common::{
-    InProcessGate, Load, LoadCounts, RedisNode, TokenMix, create_tokens, eventually, nginx_auth,
-    time_until_allowed, unique_prefix,
+    InProcessGate, Load, LoadCounts, RedisNode, TokenMix, create_tokens, disable_in_redis_silently,
+    eventually, nginx_auth, time_until_allowed, unique_prefix,
 };
 
 /// `store.timeout` (the default).
@@ -107,25 +107,7 @@ impl Bench {
     /// Disables `secret`'s record in Redis without publishing anything (an
     /// invalidation lost). Only a dropped cache makes the gate see it.
     async fn disable_silently(&self, secret: &str) {
-        let hash = hawzu_gate::token::TokenSecret::parse(secret)
-            .unwrap()
-            .hash();
-        let client = redis::Client::open(self.node.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let key = format!("{}token:{}", self.prefix, hash.to_hex());
-        let json: String = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        v["disabled_at"] = serde_json::json!(Timestamp::now().to_string());
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg(v.to_string())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        disable_in_redis_silently(&self.node.url(), &self.prefix, secret).await;
     }
 }
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 use http::StatusCode;
 
 use common::{
-    InProcessGate, TestCerts, eventually, free_port, nginx_auth, unique_prefix, wait_until,
-    workspace_token,
+    InProcessGate, TestCerts, create_token, eventually, free_port, nginx_auth, unique_prefix,
+    wait_until, workspace_token,
 };
 
 /// redis-server listening on TLS only.
@@ -96,16 +96,8 @@ async fn the_store_and_its_invalidations_work_over_tls() {
         })
         .await;
     }
-    let created = a
-        .admin()
-        .post(
-            "/admin/v1/tokens",
-            workspace_token("CI", "ws_1", "workspace_viewer", "1m"),
-        )
-        .await
-        .json();
-    let secret = created["secret"].as_str().unwrap().to_owned();
-    let id = created["token"]["id"].as_str().unwrap().to_owned();
+    let (id, secret) =
+        create_token(&a, workspace_token("CI", "ws_1", "workspace_viewer", "1m")).await;
     // B reads the record A wrote, and caches it.
     assert_eq!(nginx_auth(&b, &secret).await.status, StatusCode::OK);
     // A disables it; the event reaches B over its TLS subscription.

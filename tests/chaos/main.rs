@@ -20,11 +20,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use jiff::Timestamp;
 
 use common::{
     InProcessGate, Load, LoadCounts, RedisCluster, RedisNode, RedisSentinel, TokenMix,
-    create_tokens, eventually, nginx_auth, redis_cli, time_until_allowed, unique_prefix,
+    create_tokens, disable_in_redis_silently, eventually, nginx_auth, redis_cli,
+    time_until_allowed, unique_prefix,
 };
 
 fn fault_secs() -> Duration {
@@ -127,23 +127,7 @@ async fn token_mix(
 /// Disables a cached token's record behind the gate's back (no event).
 async fn lost_change(gate: &InProcessGate, url: &str, prefix: &str, token: &str) {
     assert_eq!(nginx_auth(gate, token).await.status, StatusCode::OK);
-    let hash = hawzu_gate::token::TokenSecret::parse(token).unwrap().hash();
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{prefix}token:{}", hash.to_hex());
-    let json: String = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    v["disabled_at"] = serde_json::json!(Timestamp::now().to_string());
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(v.to_string())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    disable_in_redis_silently(url, prefix, token).await;
 }
 
 /// Waits until the gate serves an uncached token and is ready again; then

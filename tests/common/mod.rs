@@ -390,6 +390,40 @@ pub async fn nginx_check(gate: &InProcessGate, token: &str, method: &str, path: 
         .await
 }
 
+/// Creates a token through `gate`'s admin API: its (id, secret).
+pub async fn create_token(gate: &InProcessGate, body: serde_json::Value) -> (String, String) {
+    let v = gate.admin().post("/admin/v1/tokens", body).await.json();
+    (
+        v["token"]["id"].as_str().unwrap().to_owned(),
+        v["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Marks `secret`'s record disabled straight in Redis, publishing nothing:
+/// a change whose invalidation was lost. Only a cache drop (or the cache
+/// lifetime) makes a gate see it.
+pub async fn disable_in_redis_silently(url: &str, prefix: &str, secret: &str) {
+    let hash = hawzu_gate::token::TokenSecret::parse(secret)
+        .unwrap()
+        .hash();
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}token:{}", hash.to_hex());
+    let json: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["disabled_at"] = serde_json::json!(jiff::Timestamp::now().to_string());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(v.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
 /// A create body for a workspace token.
 pub fn workspace_token(name: &str, ws: &str, role: &str, expires: &str) -> serde_json::Value {
     serde_json::json!({
