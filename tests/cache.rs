@@ -260,7 +260,10 @@ async fn the_cache_is_dropped_when_the_subscription_comes_back() {
     )
     .await;
     assert_eq!(refused.as_deref(), Some("token_disabled"));
-    assert!(gate.log_text().contains("resubscribed; cache dropped"));
+    // The drop comes first, then its log line (written a moment later).
+    common::wait_until("the drop to be logged", Duration::from_secs(5), || {
+        gate.log_text().contains("resubscribed; cache dropped")
+    });
 }
 
 #[tokio::test]

@@ -161,7 +161,13 @@ async fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     })
     .await;
     assert_eq!(check(secret.clone(), "GET").await, StatusCode::OK);
-    assert!(gate.log_text().contains("config reloaded"));
+    // The swap comes first, then its log line (written a moment later).
+    eventually(
+        "the reload to be logged",
+        Duration::from_secs(5),
+        || async { gate.log_text().contains("config reloaded").then_some(()) },
+    )
+    .await;
 }
 
 fn tls_config_toml(certs: &TestCerts, client_ca: bool) -> String {
