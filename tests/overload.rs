@@ -70,10 +70,11 @@ async fn requests_beyond_the_limit_get_503_at_once() {
     )
     .await;
 
+    // At once: well before the 2 s the held requests take (no queue).
     let start = Instant::now();
     let a = proxy.get(WS1_PROJECTS).await;
     assert!(
-        start.elapsed() < Duration::from_millis(500),
+        start.elapsed() < Duration::from_secs(1),
         "{:?}",
         start.elapsed()
     );
@@ -116,7 +117,7 @@ async fn connections_beyond_the_limit_are_told_to_come_back() {
     let start = Instant::now();
     let answer = raw(auth, b"GET /auth/nginx HTTP/1.1\r\nHost: gate\r\nX-Original-Method: GET\r\nX-Original-URI: /api/v1/workspaces/ws_1/projects\r\n\r\n").await;
     assert!(
-        start.elapsed() < Duration::from_secs(1),
+        start.elapsed() < Duration::from_secs(2),
         "{:?}",
         start.elapsed()
     );
@@ -182,8 +183,10 @@ async fn slowloris_clients_are_cut_off_and_hold_no_worker() {
             )
             .await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        // Far below the 5 s each slow client asks for (room left for a busy
+        // 2-core machine running other tests at the same time).
         assert!(
-            start.elapsed() < Duration::from_millis(250),
+            start.elapsed() < Duration::from_secs(1),
             "{:?}",
             start.elapsed()
         );
@@ -192,7 +195,7 @@ async fn slowloris_clients_are_cut_off_and_hold_no_worker() {
     for s in slow {
         let held = s.await.unwrap();
         // Cut off near the 500 ms timeout, long before the 5 s it asked for.
-        assert!(held < Duration::from_secs(2), "held {held:?}");
+        assert!(held < Duration::from_secs(3), "held {held:?}");
     }
 }
 
@@ -324,7 +327,7 @@ fn ten_thousand_idle_connections_do_not_stop_fresh_requests() {
         s.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
         assert!(
-            start.elapsed() < Duration::from_millis(500),
+            start.elapsed() < Duration::from_secs(2),
             "{:?}",
             start.elapsed()
         );
