@@ -156,15 +156,22 @@ impl FailedAuth {
         u64::try_from(now.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Whether any client may be refused now: when not, nobody is, and
+    /// the caller need not even work out who the client is.
+    pub fn anyone_refused(&self) -> bool {
+        self.clients.is_some()
+            && self.now_ms(Instant::now()) < self.refused_until_ms.load(Ordering::Relaxed)
+    }
+
     /// Whether `client` has used up its failures.
     pub fn is_refused(&self, client: IpAddr) -> bool {
         let Some(clients) = &self.clients else {
             return false;
         };
-        let now = Instant::now();
-        if self.now_ms(now) >= self.refused_until_ms.load(Ordering::Relaxed) {
+        if !self.anyone_refused() {
             return false;
         }
+        let now = Instant::now();
         clients.get(&client_key(client)).is_some_and(|b| {
             let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
             self.refilled(&mut b, now);

@@ -76,7 +76,7 @@ impl ExtAuthz {
             now: Timestamp::now(),
         };
         let request_id = http.headers.get("x-request-id").map(String::as_str);
-        let client = self.client(req, peer);
+        let client = || self.client(req, peer);
         let decision = self.shared.decide(Door::Grpc, &facts, client).await;
         let record = decision.record();
         let code = decision.code().map_or("allow", DenyCode::as_str);

@@ -103,7 +103,7 @@ impl ForwardAuth {
                     credentials: credentials(headers),
                     now: Timestamp::now(),
                 };
-                let client = self.shared.client(peer.ip(), headers);
+                let client = || self.shared.client(peer.ip(), headers);
                 (
                     method,
                     &**original,

@@ -70,26 +70,28 @@ impl Shared {
         }
     }
 
-    /// Decides for a request from `client`, counts the decision, and notes
-    /// the use of an allowed token (written off the request path). A client
-    /// that has used up its failed authentications is refused before its
-    /// token is looked up, unless memory holds that token as valid.
+    /// Decides for a request from `client` (worked out only when a limit
+    /// needs it), counts the decision, and notes the use of an allowed token
+    /// (written off the request path). A client that has used up its failed
+    /// authentications is refused before its token is looked up, unless
+    /// memory holds that token as valid.
     pub async fn decide<'a>(
         &self,
         door: Door,
         facts: &RequestFacts<'a>,
-        client: IpAddr,
+        client: impl Fn() -> IpAddr,
     ) -> Decision<'a> {
         let start = Instant::now();
         let policy = self.policy.load();
-        let decision = if self.failed_auth.is_refused(client) && !self.holds_valid(facts).await {
+        let refused = self.failed_auth.anyone_refused() && self.failed_auth.is_refused(client());
+        let decision = if refused && !self.holds_valid(facts).await {
             Decision::deny_only(DenyCode::RateLimited)
         } else {
             decide(&self.cache, &policy, facts).await
         };
         match &decision {
             Decision::Allow(p) => self.usage.note(p, facts.now),
-            Decision::Deny(d) if is_failed_auth(d.code) => self.failed_auth.failed(client),
+            Decision::Deny(d) if is_failed_auth(d.code) => self.failed_auth.failed(client()),
             Decision::Deny(_) => {}
         }
         self.metrics

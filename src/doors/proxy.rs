@@ -164,7 +164,7 @@ impl Proxy {
                 credentials: credentials(&parts.headers),
                 now: Timestamp::now(),
             };
-            let client = shared.client(conn.peer.ip(), &parts.headers);
+            let client = || shared.client(conn.peer.ip(), &parts.headers);
             let decision = shared.decide(Door::Proxy, &facts, client).await;
             let record = decision.record();
             match decision {
