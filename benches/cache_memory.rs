@@ -34,6 +34,7 @@ fn record() -> TokenRecord {
         created_at: Timestamp::now(),
         expires_at: Some(Timestamp::now()),
         disabled_at: None,
+        disabled_by: None,
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,

@@ -44,6 +44,7 @@ fn record() -> TokenRecord {
         created_at: Timestamp::now(),
         expires_at: Some(Timestamp::now() + jiff::SignedDuration::from_hours(24)),
         disabled_at: None,
+        disabled_by: None,
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,

@@ -666,6 +666,10 @@ impl Output {
             ("created", when(&t["created_at"], "")),
             ("expires", when(&t["expires_at"], "never")),
             ("disabled", when(&t["disabled_at"], "-")),
+            (
+                "disabled by",
+                t["disabled_by"].as_str().unwrap_or("-").to_owned(),
+            ),
             ("revoked", when(&t["revoked_at"], "-")),
             ("last used", when(&t["last_used_at"], "never")),
             (

@@ -23,6 +23,7 @@ fn record(scope: Scope) -> TokenRecord {
         created_at: now(),
         expires_at: None,
         disabled_at: None,
+        disabled_by: None,
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,

@@ -230,6 +230,7 @@ async fn a_token_expires_at_the_exact_instant() {
         created_at: Timestamp::now(),
         expires_at: Some(expires_at),
         disabled_at: None,
+        disabled_by: None,
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
@@ -305,7 +306,7 @@ async fn a_workspace_token_with_tokens_manage_manages_only_its_workspace() {
     let gate = InProcessGate::embedded().await;
     let (_, manager) = create(
         &gate,
-        workspace_token("Admin tooling", "ws_a", "workspace_manager", "1w"),
+        workspace_token("Admin tooling", "ws_a", "workspace_manager", "1y"),
     )
     .await;
     let (other, _) = create(
@@ -419,7 +420,7 @@ async fn a_token_cannot_create_a_token_above_its_own_role() {
     .await;
     let (_, admin_token) = create(
         &gate,
-        workspace_token("Token admin", "ws_a", "token_admin", "1w"),
+        workspace_token("Token admin", "ws_a", "token_admin", "1y"),
     )
     .await;
     let api = common::Http::new(format!("http://{}", gate.addrs.admin)).bearer(&admin_token);

@@ -66,6 +66,7 @@ fn record() -> TokenRecord {
         created_at: Timestamp::now(),
         expires_at: None,
         disabled_at: None,
+        disabled_by: None,
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,

@@ -38,6 +38,7 @@ fn record(ws: &str, created_at: Timestamp) -> TokenRecord {
         created_at,
         expires_at: None,
         disabled_at: None,
+        disabled_by: None,
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,

@@ -54,6 +54,7 @@ fn main() {
                         created_at: Timestamp::now(),
                         expires_at: None,
                         disabled_at: None,
+                        disabled_by: None,
                         revoked_at: None,
                         last_used_at: None,
                         rotated_from: None,

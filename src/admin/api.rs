@@ -2,9 +2,13 @@
 //! revoke and rotate tokens.
 //!
 //! Callers present the admin key, or a workspace token whose role holds
-//! `tokens:manage`; such a token manages only its own workspace and never
-//! creates a token above its own role. The secret of a token appears in the
-//! answer that creates it (create, rotate) and in no other answer, ever.
+//! `tokens:manage`; such a token reaches only tokens of its own workspace
+//! whose permissions are within its own — to create, list, show, explain,
+//! disable, enable, revoke or rotate, all through one check
+//! (`Caller::may_reach`) — and never hands out a secret that outlives it.
+//! Every read-check-write is one compare-and-set. The secret of a token
+//! appears in the answer that creates it (create, rotate) and in no other
+//! answer, ever.
 //! `docs/admin-api.yaml` describes every route of [`ROUTES`].
 
 use std::collections::BTreeMap;
@@ -260,18 +264,30 @@ enum Caller {
     /// The admin key: everything.
     Admin,
     /// A workspace token with `tokens:manage`: its own workspace, up to its
-    /// own permissions.
+    /// own permissions and its own lifetime.
     Token {
         id: String,
         workspace_id: String,
         permissions: PermissionSet,
+        /// The caller's own expiry: nothing it makes may outlive it.
+        expires_at: Option<Timestamp>,
     },
+}
+
+/// What a caller is about to do to a token, for the words of a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Create a token with this scope.
+    Create,
+    /// Any action on an existing token: show, explain, disable, enable,
+    /// revoke, rotate (and seeing it in a list).
+    Existing,
 }
 
 impl Caller {
     fn label(&self) -> String {
         match self {
-            Caller::Admin => "admin".into(),
+            Caller::Admin => ADMIN_LABEL.into(),
             Caller::Token { id, .. } => format!("token:{id}"),
         }
     }
@@ -283,9 +299,106 @@ impl Caller {
         }
     }
 
-    /// Whether this caller may touch tokens of `record`'s workspace.
-    fn may_manage(&self, record: &TokenRecord) -> bool {
-        self.workspace().is_none_or(|ws| ws == record.workspace_id)
+    /// The one check between a caller and a token it creates or acts on:
+    /// the admin key reaches every token; a token caller reaches tokens of
+    /// its own workspace (others answer 404: their existence is not
+    /// revealed) whose permissions, all roles together, are within its own
+    /// (else 403). Every admin action on a token goes through here.
+    fn may_reach(
+        &self,
+        policy: &Policy,
+        workspace_id: &str,
+        scope: &Scope,
+        id: Option<&TokenId>,
+        reach: Reach,
+    ) -> Result<(), ApiError> {
+        let Caller::Token {
+            workspace_id: own,
+            permissions,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if workspace_id != own {
+            return Err(match id {
+                Some(id) => ApiError::not_found(id.as_str()),
+                None => ApiError::forbidden(format!("This token manages workspace `{own}` only.")),
+            });
+        }
+        let wanted = permissions_of(policy, scope);
+        if wanted.is_subset_of(*permissions) {
+            return Ok(());
+        }
+        let extra: Vec<String> = wanted
+            .minus(*permissions)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        Err(ApiError::forbidden(match reach {
+            Reach::Create => format!(
+                "A token cannot create a token above its own role; the new token would add {}.",
+                extra.join(", ")
+            ),
+            Reach::Existing => format!(
+                "A token cannot act on a token above its own role; that token also holds {}.",
+                extra.join(", ")
+            ),
+        }))
+    }
+
+    /// [`Caller::may_reach`] for a stored record.
+    fn may_act_on(&self, policy: &Policy, record: &TokenRecord) -> Result<(), ApiError> {
+        self.may_reach(
+            policy,
+            &record.workspace_id,
+            &record.scope,
+            Some(&record.id),
+            Reach::Existing,
+        )
+    }
+
+    /// A token caller cannot hand out a secret that outlives itself: what it
+    /// creates or rotates must expire no later than it does. `None` when
+    /// allowed, else why not.
+    fn outlived_by(&self, expires_at: Option<Timestamp>) -> Option<String> {
+        let Caller::Token {
+            expires_at: Some(own),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        match expires_at {
+            Some(at) if at <= *own => None,
+            Some(at) => Some(format!(
+                "must not be later than the creating token's own expiry ({own}); {at} is later"
+            )),
+            None => Some(format!(
+                "must not be `never`: the creating token expires at {own}, and what it creates must expire by then"
+            )),
+        }
+    }
+}
+
+/// Who did it, in `created_by` and `disabled_by`, for the admin key.
+const ADMIN_LABEL: &str = "admin";
+
+/// The permissions a token of `scope` holds under `policy` (all its roles
+/// together; a role the policy no longer knows holds nothing).
+fn permissions_of(policy: &Policy, scope: &Scope) -> PermissionSet {
+    let role = |name: &str| {
+        policy
+            .roles
+            .get(name)
+            .map(|r| r.permissions)
+            .unwrap_or_default()
+    };
+    match scope {
+        Scope::Workspace { role: r } => role(r),
+        Scope::Project { projects } => projects
+            .iter()
+            .fold(PermissionSet::EMPTY, |acc, g| acc.union(role(&g.role))),
     }
 }
 
@@ -482,24 +595,8 @@ impl AdminApi {
             id: record.id().to_owned(),
             workspace_id: record.workspace_id().to_owned(),
             permissions,
+            expires_at: record.expires_at(),
         })
-    }
-
-    /// The permissions a token of `scope` would hold (all its roles together).
-    fn permissions_of(&self, scope: &Scope) -> PermissionSet {
-        let role = |name: &str| {
-            self.policy()
-                .roles
-                .get(name)
-                .map(|r| r.permissions)
-                .unwrap_or_default()
-        };
-        match scope {
-            Scope::Workspace { role: r } => role(r),
-            Scope::Project { projects } => projects
-                .iter()
-                .fold(PermissionSet::EMPTY, |acc, g| acc.union(role(&g.role))),
-        }
     }
 
     async fn create(
@@ -521,29 +618,15 @@ impl AdminApi {
         let valid = req
             .validate(&self.policy().roles, now)
             .map_err(ApiError::validation)?;
-        if let Caller::Token {
-            workspace_id,
-            permissions,
-            ..
-        } = caller
-        {
-            if &valid.workspace_id != workspace_id {
-                return Err(ApiError::forbidden(format!(
-                    "This token manages workspace `{workspace_id}` only."
-                )));
-            }
-            let wanted = self.permissions_of(&valid.scope);
-            if !wanted.is_subset_of(*permissions) {
-                let extra: Vec<String> = wanted
-                    .minus(*permissions)
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect();
-                return Err(ApiError::forbidden(format!(
-                    "A token cannot create a token above its own role; the new token would add {}.",
-                    extra.join(", ")
-                )));
-            }
+        caller.may_reach(
+            &self.policy(),
+            &valid.workspace_id,
+            &valid.scope,
+            None,
+            Reach::Create,
+        )?;
+        if let Some(why) = caller.outlived_by(valid.expires_at) {
+            return Err(ApiError::validation(field("expires", why)));
         }
         let secret = TokenSecret::generate()
             .map_err(|e| ApiError::store(StoreError::Unavailable(e.to_string())))?;
@@ -558,6 +641,7 @@ impl AdminApi {
             created_at: stamp(now),
             expires_at: valid.expires_at,
             disabled_at: None,
+            disabled_by: None,
             revoked_at: None,
             last_used_at: None,
             rotated_from: None,
@@ -674,11 +758,31 @@ impl AdminApi {
             })
             .await
             .map_err(ApiError::store)?;
-        let tokens: Vec<Value> = page.tokens.iter().map(|r| view(r, now)).collect();
+        // A token caller sees only the tokens it may act on.
+        let policy = self.policy();
+        let tokens: Vec<Value> = page
+            .tokens
+            .iter()
+            .filter(|r| caller.may_act_on(&policy, r).is_ok())
+            .map(|r| view(r, now))
+            .collect();
         Ok((
             StatusCode::OK,
             json!({ "tokens": tokens, "next_cursor": page.next.map(|c| c.encode()) }),
         ))
+    }
+
+    /// Reads token `id` for `caller`: 404 when it does not exist or lies
+    /// outside the caller's workspace, 403 when it is above the caller.
+    async fn find_for(&self, caller: &Caller, id: &TokenId) -> Result<TokenRecord, ApiError> {
+        let stored = self
+            .cache
+            .find(id)
+            .await
+            .map_err(ApiError::store)?
+            .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+        caller.may_act_on(&self.policy(), &stored.record)?;
+        Ok(stored.record)
     }
 
     async fn on_token(
@@ -692,22 +796,14 @@ impl AdminApi {
             return self.rotate(caller, id, now).await;
         }
         if op == Op::Show {
-            let stored = self
-                .cache
-                .find(id)
-                .await
-                .map_err(ApiError::store)?
-                .filter(|s| caller.may_manage(&s.record))
-                .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-            return Ok((
-                StatusCode::OK,
-                json!({ "token": view(&stored.record, now) }),
-            ));
+            let record = self.find_for(caller, id).await?;
+            return Ok((StatusCode::OK, json!({ "token": view(&record, now) })));
         }
+        let policy = self.policy();
+        // The checks run inside the compare-and-set: they judge the record
+        // that is written over, never an older read.
         let stored = update(&*self.cache, id, |r| {
-            if !caller.may_manage(r) {
-                return Err(ApiError::not_found(id.as_str()));
-            }
+            caller.may_act_on(&policy, r)?;
             let mut next = r.clone();
             match op {
                 Op::Disable | Op::Enable if r.revoked_at.is_some() => {
@@ -717,8 +813,23 @@ impl AdminApi {
                         "The token is revoked; a revoked token cannot be disabled or enabled.",
                     ));
                 }
-                Op::Disable if r.disabled_at.is_none() => next.disabled_at = Some(stamp(now)),
-                Op::Enable if r.disabled_at.is_some() => next.disabled_at = None,
+                Op::Disable if r.disabled_at.is_none() => {
+                    next.disabled_at = Some(stamp(now));
+                    next.disabled_by = Some(caller.label());
+                }
+                Op::Enable if r.disabled_at.is_some() => {
+                    // A disable by the admin key (or of unknown origin: one
+                    // written before `disabled_by` was recorded) is an
+                    // operator's decision; a token caller cannot undo it.
+                    let by_admin = r.disabled_by.as_deref().is_none_or(|by| by == ADMIN_LABEL);
+                    if by_admin && !matches!(caller, Caller::Admin) {
+                        return Err(ApiError::forbidden(
+                            "The token was disabled with the admin key; only the admin key can enable it.",
+                        ));
+                    }
+                    next.disabled_at = None;
+                    next.disabled_by = None;
+                }
                 Op::Revoke if r.revoked_at.is_none() => next.revoked_at = Some(stamp(now)),
                 // Already in the asked state: nothing to write.
                 _ => return Ok(None),
@@ -726,11 +837,7 @@ impl AdminApi {
             Ok(Some(next))
         })
         .await
-        .map_err(|e| match e {
-            UpdateError::NotFound => ApiError::not_found(id.as_str()),
-            UpdateError::Refused(e) => e,
-            UpdateError::Store(e) => ApiError::store(e),
-        })?;
+        .map_err(|e| update_error(e, id))?;
         tracing::info!(
             target: "hawzu_gate::admin",
             op = op.as_str(),
@@ -746,65 +853,86 @@ impl AdminApi {
     }
 
     /// A new secret and id with the same name, scope, expiry and enabled
-    /// state; the old token is revoked at once and named in `rotated_from`.
+    /// state; the old token is revoked and named in `rotated_from`.
+    ///
+    /// The old token's state check and its revocation are one
+    /// compare-and-set, so of concurrent rotates (on any gate of a fleet)
+    /// exactly one wins and the others answer 409 `token_revoked`. Only the
+    /// winner creates the successor; should that write fail, the revocation
+    /// is undone (again by compare-and-set) and the caller gets the error.
     async fn rotate(
         &self,
         caller: &Caller,
         id: &TokenId,
         now: Timestamp,
     ) -> Result<(StatusCode, Value), ApiError> {
-        let old = self
-            .cache
-            .find(id)
-            .await
-            .map_err(ApiError::store)?
-            .filter(|s| caller.may_manage(&s.record))
-            .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-        match old.record.state(now) {
-            TokenState::Revoked => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "token_revoked",
-                    "The token is revoked; create a new token instead.",
-                ));
+        let fault = |e: String| ApiError::store(StoreError::Unavailable(e));
+        let secret = TokenSecret::generate().map_err(|e| fault(e.to_string()))?;
+        let new_id = TokenId::generate().map_err(|e| fault(e.to_string()))?;
+        let policy = self.policy();
+        let revoked_at = stamp(now);
+        let old = update(&*self.cache, id, |r| {
+            caller.may_act_on(&policy, r)?;
+            match r.state(now) {
+                TokenState::Revoked => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "token_revoked",
+                        "The token is revoked; create a new token instead.",
+                    ));
+                }
+                TokenState::Expired => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "token_expired",
+                        "The token has expired; create a new token instead.",
+                    ));
+                }
+                TokenState::Enabled | TokenState::Disabled => {}
             }
-            TokenState::Expired => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "token_expired",
-                    "The token has expired; create a new token instead.",
-                ));
+            if let Some(why) = caller.outlived_by(r.expires_at) {
+                return Err(ApiError::forbidden(format!(
+                    "A token cannot rotate a token that would outlive it: its expiry {why}."
+                )));
             }
-            TokenState::Enabled | TokenState::Disabled => {}
-        }
-        let secret = TokenSecret::generate()
-            .map_err(|e| ApiError::store(StoreError::Unavailable(e.to_string())))?;
+            Ok(Some(TokenRecord {
+                revoked_at: Some(revoked_at),
+                ..r.clone()
+            }))
+        })
+        .await
+        .map_err(|e| update_error(e, id))?;
         let new = TokenRecord {
-            id: TokenId::generate()
-                .map_err(|e| ApiError::store(StoreError::Unavailable(e.to_string())))?,
+            id: new_id,
             created_by: caller.label(),
             created_at: stamp(now),
             last_used_at: None,
             revoked_at: None,
             rotated_from: Some(old.record.id.clone()),
-            ..old.record.clone()
+            ..old.record
         };
-        self.cache
-            .create(&secret.hash(), &new)
-            .await
-            .map_err(ApiError::store)?;
-        update(&*self.cache, id, |r| {
-            Ok::<_, ApiError>(r.revoked_at.is_none().then(|| TokenRecord {
-                revoked_at: Some(stamp(now)),
-                ..r.clone()
-            }))
-        })
-        .await
-        .map_err(|e| match e {
-            UpdateError::NotFound => ApiError::not_found(id.as_str()),
-            UpdateError::Refused(e) => e,
-            UpdateError::Store(e) => ApiError::store(e),
-        })?;
+        if let Err(e) = self.cache.create(&secret.hash(), &new).await {
+            // Give the old token back: nobody holds a successor.
+            let undone = update(&*self.cache, id, |r| {
+                Ok::<_, std::convert::Infallible>((r.revoked_at == Some(revoked_at)).then(|| {
+                    TokenRecord {
+                        revoked_at: None,
+                        ..r.clone()
+                    }
+                }))
+            })
+            .await;
+            if let Err(undo) = undone {
+                tracing::error!(
+                    target: "hawzu_gate::admin",
+                    op = "rotate",
+                    token_id = %id,
+                    error = %undo,
+                    "a failed rotate could not restore the old token; it stays revoked"
+                );
+            }
+            return Err(ApiError::store(e));
+        }
         tracing::info!(
             target: "hawzu_gate::admin",
             op = "rotate",
@@ -818,6 +946,15 @@ impl AdminApi {
             StatusCode::CREATED,
             json!({ "token": view(&new, now), "secret": secret.expose() }),
         ))
+    }
+}
+
+/// An [`update`] that did not happen, as the API answers it.
+fn update_error(e: UpdateError<ApiError>, id: &TokenId) -> ApiError {
+    match e {
+        UpdateError::NotFound => ApiError::not_found(id.as_str()),
+        UpdateError::Refused(e) => e,
+        UpdateError::Store(e) => ApiError::store(e),
     }
 }
 
@@ -875,14 +1012,7 @@ impl AdminApi {
                 errors,
             ));
         };
-        let stored = self
-            .cache
-            .find(&id)
-            .await
-            .map_err(ApiError::store)?
-            .filter(|s| caller.may_manage(&s.record))
-            .ok_or_else(|| ApiError::not_found(id.as_str()))?;
-        let full = stored.record;
+        let full = self.find_for(caller, &id).await?;
         let record = Arc::new(CachedRecord::new(&full));
         let policy = self.policy();
         let mut steps = vec![format!(

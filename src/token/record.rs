@@ -34,6 +34,10 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub disabled_at: Option<Timestamp>,
+    /// Who disabled the token (`admin`, or `token:<id>`); absent while
+    /// enabled. A disable by the admin key is undone only by the admin key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_by: Option<String>,
     pub revoked_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
     pub rotated_from: Option<TokenId>,
@@ -296,7 +300,24 @@ fn validate_text(
         errors.insert(field.into(), "must not contain control characters".into());
         return None;
     }
+    if trimmed.chars().any(is_bidi_control) {
+        errors.insert(
+            field.into(),
+            "must not contain bidirectional control characters (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069): they make a name read differently from what it is".into(),
+        );
+        return None;
+    }
     Some(trimmed.to_owned())
+}
+
+/// The Unicode bidirectional formatting characters (UAX #9): they reorder
+/// the text around them, so a list could show a name other than the stored
+/// one ("Trojan Source").
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 fn check_role(roles: &Roles, role: &str, kind: RoleScope, field: &str, errors: &mut FieldErrors) {

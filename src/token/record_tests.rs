@@ -132,6 +132,7 @@ fn state_follows_the_decision_order_and_expires_at_the_instant() {
         created_at: now(),
         expires_at: Some("2027-01-02T00:00:00Z".parse().unwrap()),
         disabled_at: None,
+        disabled_by: None,
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,

@@ -1,0 +1,519 @@
+//! Privilege and integrity of the admin plane (issue 10, items 1–3): a
+//! `tokens:manage` caller never acts on a token above its own permissions,
+//! a disable by the admin key is undone only by the admin key, and every
+//! read-check-write (rotate above all) is one atomic step in both stores and
+//! across gates.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use common::{Answer, Http, InProcessGate, create_token, project_token, workspace_token};
+
+/// `token_admin` holds `tokens:manage` and nothing else (the issue's role).
+const TOKEN_ADMIN: (&str, &str) = ("roles.token_admin", "tokens:manage");
+
+/// Every admin action on an existing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Show,
+    Disable,
+    Enable,
+    Revoke,
+    Rotate,
+    Explain,
+}
+
+const ACTIONS: [Action; 6] = [
+    Action::Show,
+    Action::Disable,
+    Action::Enable,
+    Action::Revoke,
+    Action::Rotate,
+    Action::Explain,
+];
+
+impl Action {
+    async fn run(self, api: &Http, id: &str) -> Answer {
+        match self {
+            Action::Show => api.get(&format!("/admin/v1/tokens/{id}")).await,
+            Action::Disable => {
+                api.post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+                    .await
+            }
+            Action::Enable => {
+                api.post_empty(&format!("/admin/v1/tokens/{id}/enable"))
+                    .await
+            }
+            Action::Revoke => api.delete(&format!("/admin/v1/tokens/{id}")).await,
+            Action::Rotate => {
+                api.post_empty(&format!("/admin/v1/tokens/{id}/rotate"))
+                    .await
+            }
+            Action::Explain => {
+                api.post(
+                    "/admin/v1/explain",
+                    json!({
+                        "token_id": id,
+                        "method": "GET",
+                        "path": "/api/v1/workspaces/ws_a/projects",
+                    }),
+                )
+                .await
+            }
+        }
+    }
+
+    /// The status of a successful run.
+    fn ok(self) -> StatusCode {
+        match self {
+            Action::Rotate => StatusCode::CREATED,
+            _ => StatusCode::OK,
+        }
+    }
+}
+
+/// A create body for each target kind, all in workspace `ws_a`.
+fn target_body(kind: &str) -> Value {
+    match kind {
+        "project_manager" => project_token("Target", "ws_a", &[("p1", "project_manager")], "1m"),
+        role => workspace_token("Target", "ws_a", role, "1m"),
+    }
+}
+
+/// Whether `secret` authenticates at `/auth/nginx` (allowed, or refused only
+/// for what its role may do: never 401).
+async fn authenticates(gate: &InProcessGate, secret: &str) -> bool {
+    let a = common::nginx_check(gate, secret, "GET", "/api/v1/workspaces/ws_a/projects").await;
+    assert!(
+        a.status == StatusCode::OK
+            || a.status == StatusCode::FORBIDDEN
+            || a.status == StatusCode::UNAUTHORIZED,
+        "{}",
+        a.status
+    );
+    a.status != StatusCode::UNAUTHORIZED
+}
+
+/// The state of token `id` as the admin key sees it.
+async fn state_of(gate: &InProcessGate, id: &str) -> Value {
+    gate.admin()
+        .get(&format!("/admin/v1/tokens/{id}"))
+        .await
+        .json()["token"]
+        .clone()
+}
+
+/// Ids of the tokens in `ws_a` whose `rotated_from` is `id`.
+async fn successors_of(gate: &InProcessGate, id: &str) -> Vec<String> {
+    let listed = gate
+        .admin()
+        .get("/admin/v1/tokens?workspace=ws_a&limit=500")
+        .await
+        .json();
+    listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["rotated_from"] == id)
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_action_on_an_existing_token_checks_the_caller_against_the_target() {
+    let gate = InProcessGate::start(&[TOKEN_ADMIN]).await;
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    // The callers: the admin key, and two token callers of workspace ws_a.
+    let (_, manager) = create_token(
+        &gate,
+        workspace_token("Manager caller", "ws_a", "workspace_manager", "1y"),
+    )
+    .await;
+    let (_, token_admin) = create_token(
+        &gate,
+        workspace_token("Token-admin caller", "ws_a", "token_admin", "1y"),
+    )
+    .await;
+    let callers: [(&str, Http); 3] = [
+        ("admin key", gate.admin()),
+        (
+            "workspace_manager",
+            Http::new(admin_url.clone()).bearer(&manager),
+        ),
+        (
+            "token_admin",
+            Http::new(admin_url.clone()).bearer(&token_admin),
+        ),
+    ];
+    // Which targets each caller may act on: the admin key on all; a token
+    // caller on those whose permissions are a subset of its own.
+    let targets = [
+        "workspace_manager",
+        "workspace_viewer",
+        "token_admin",
+        "project_manager",
+    ];
+    let allowed = |caller: &str, target: &str| match caller {
+        "admin key" | "workspace_manager" => true,
+        _ => target == "token_admin",
+    };
+
+    let mut failures = Vec::new();
+    for action in ACTIONS {
+        for (caller, api) in &callers {
+            for target in targets {
+                let (id, secret) = create_token(&gate, target_body(target)).await;
+                if action == Action::Enable {
+                    // Disabled by a token caller that may: a disable by the
+                    // admin key has its own rule (tested below).
+                    let a = Action::Disable.run(&callers[1].1, &id).await;
+                    assert_eq!(a.status, StatusCode::OK);
+                }
+                let before = state_of(&gate, &id).await;
+                let a = action.run(api, &id).await;
+                let want = if allowed(caller, target) {
+                    action.ok()
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                if a.status != want {
+                    failures.push(format!(
+                        "{action:?} by {caller} on a {target} token: {} (want {want}) {}",
+                        a.status,
+                        String::from_utf8_lossy(&a.body)
+                    ));
+                    continue;
+                }
+                if want == StatusCode::FORBIDDEN {
+                    let body = a.json();
+                    assert_eq!(body["error"], "forbidden", "{body}");
+                    let message = body["message"].as_str().unwrap();
+                    assert!(message.contains("above its own"), "{message}");
+                    // Nothing of the target was shown, nothing changed, no
+                    // successor was made, and its secret still works.
+                    assert!(body.get("token").is_none(), "{body}");
+                    assert!(body.get("secret").is_none(), "{body}");
+                    assert_eq!(state_of(&gate, &id).await, before, "{action:?} changed it");
+                    assert!(successors_of(&gate, &id).await.is_empty());
+                    if action != Action::Enable {
+                        assert!(
+                            authenticates(&gate, &secret).await,
+                            "{action:?} on {target}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_tokens_manage_token_cannot_rotate_a_manager_token_into_its_own_hands() {
+    // The issue's reproduction, step by step.
+    let gate = InProcessGate::start(&[TOKEN_ADMIN]).await;
+    let (manager_id, manager_secret) = create_token(
+        &gate,
+        workspace_token("Manager", "ws_a", "workspace_manager", "1y"),
+    )
+    .await;
+    let (_, token_admin) = create_token(
+        &gate,
+        workspace_token("Token admin", "ws_a", "token_admin", "1y"),
+    )
+    .await;
+    let api = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&token_admin);
+    let created = api
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Escalate", "ws_a", "workspace_manager", "1w"),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::FORBIDDEN);
+    let rotated = api
+        .post_empty(&format!("/admin/v1/tokens/{manager_id}/rotate"))
+        .await;
+    assert_eq!(rotated.status, StatusCode::FORBIDDEN);
+    assert!(!String::from_utf8_lossy(&rotated.body).contains("hwz_"));
+    assert!(authenticates(&gate, &manager_secret).await);
+    // Nor may it list what it may not touch.
+    let listed = api.get("/admin/v1/tokens").await.json();
+    let ids: BTreeSet<&str> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(manager_id.as_str()), "{listed}");
+    assert!(!ids.is_empty(), "it sees its own level: {listed}");
+}
+
+#[tokio::test]
+async fn a_disable_by_the_admin_key_is_undone_only_by_the_admin_key() {
+    let gate = InProcessGate::start(&[TOKEN_ADMIN]).await;
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    let (_, manager) = create_token(
+        &gate,
+        workspace_token("Manager caller", "ws_a", "workspace_manager", "1y"),
+    )
+    .await;
+    let (_, token_admin) = create_token(
+        &gate,
+        workspace_token("Token-admin caller", "ws_a", "token_admin", "1y"),
+    )
+    .await;
+    let (id, secret) = create_token(&gate, target_body("token_admin")).await;
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["token"]["disabled_by"], "admin");
+
+    for caller in [&manager, &token_admin] {
+        let a = Http::new(admin_url.clone())
+            .bearer(caller)
+            .post_empty(&format!("/admin/v1/tokens/{id}/enable"))
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+        let message = a.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("admin key"), "{message}");
+        assert_eq!(state_of(&gate, &id).await["state"], "disabled");
+    }
+    assert!(!authenticates(&gate, &secret).await);
+    // A token caller may disable it again (idempotent) and revoke it; the
+    // admin key may enable it.
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/enable"))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.json()["token"].get("disabled_by").is_none());
+    assert!(authenticates(&gate, &secret).await);
+
+    // A disable by a token caller names it, and any caller that may act on
+    // the token may undo it.
+    let a = Http::new(admin_url.clone())
+        .bearer(&manager)
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    let by = a.json()["token"]["disabled_by"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(by.starts_with("token:tok_"), "{by}");
+    let a = Http::new(admin_url)
+        .bearer(&token_admin)
+        .post_empty(&format!("/admin/v1/tokens/{id}/enable"))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+}
+
+/// Six rotates of one token at once: exactly one succeeds, the others get
+/// 409 `token_revoked`, and exactly one successor exists.
+async fn concurrent_rotates_leave_one_successor(gates: &[&InProcessGate]) {
+    let (id, old_secret) = create_token(
+        gates[0],
+        workspace_token("Rotated", "ws_a", "workspace_member", "1m"),
+    )
+    .await;
+    let calls = (0..6).map(|i| {
+        let api = gates[i % gates.len()].admin();
+        let path = format!("/admin/v1/tokens/{id}/rotate");
+        async move { api.post_empty(&path).await }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let mut created = Vec::new();
+    for a in &answers {
+        match a.status {
+            StatusCode::CREATED => created.push(a.json()),
+            StatusCode::CONFLICT => assert_eq!(a.json()["error"], "token_revoked"),
+            other => panic!(
+                "rotate answered {other}: {}",
+                String::from_utf8_lossy(&a.body)
+            ),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one rotate wins: {answers:?}");
+    let new_id = created[0]["token"]["id"].as_str().unwrap().to_owned();
+    let new_secret = created[0]["secret"].as_str().unwrap().to_owned();
+    assert_eq!(successors_of(gates[0], &id).await, vec![new_id]);
+    assert_eq!(state_of(gates[0], &id).await["state"], "revoked");
+    for gate in gates {
+        assert!(!authenticates(gate, &old_secret).await);
+        assert!(authenticates(gate, &new_secret).await);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_rotates_of_one_token_leave_one_successor_on_the_embedded_store() {
+    let gate = InProcessGate::embedded().await;
+    for _ in 0..3 {
+        concurrent_rotates_leave_one_successor(&[&gate]).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_rotates_of_one_token_leave_one_successor_on_redis() {
+    let gate = InProcessGate::redis("rotate_race").await;
+    for _ in 0..3 {
+        concurrent_rotates_leave_one_successor(&[&gate]).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_rotates_across_two_gates_on_one_redis_leave_one_successor() {
+    let prefix = common::unique_prefix("rotate_race_fleet");
+    let url = common::redis_url();
+    let settings = [
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+        (
+            "admin.key",
+            "a-test-admin-key-that-is-long-enough-0123456789",
+        ),
+    ];
+    let a = InProcessGate::start(&settings).await;
+    let b = InProcessGate::start(&settings).await;
+    for _ in 0..3 {
+        concurrent_rotates_leave_one_successor(&[&a, &b]).await;
+    }
+}
+
+/// Enable and revoke of one disabled token at once, many times: a revoke
+/// is never undone by an enable that read the record before it.
+async fn enable_never_revives_a_concurrent_revoke(gate: &InProcessGate) {
+    for _ in 0..10 {
+        let (id, secret) = create_token(
+            gate,
+            workspace_token("Raced", "ws_a", "workspace_member", "1m"),
+        )
+        .await;
+        gate.admin()
+            .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+            .await;
+        let enable = gate.admin();
+        let revoke = gate.admin();
+        let enable_path = format!("/admin/v1/tokens/{id}/enable");
+        let revoke_path = format!("/admin/v1/tokens/{id}");
+        let (e, r) = tokio::join!(enable.post_empty(&enable_path), revoke.delete(&revoke_path));
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            e.status == StatusCode::OK || e.status == StatusCode::CONFLICT,
+            "{}",
+            e.status
+        );
+        assert_eq!(state_of(gate, &id).await["state"], "revoked");
+        assert!(!authenticates(gate, &secret).await);
+    }
+}
+
+#[tokio::test]
+async fn enable_never_revives_a_concurrent_revoke_on_either_store() {
+    enable_never_revives_a_concurrent_revoke(&InProcessGate::embedded().await).await;
+    enable_never_revives_a_concurrent_revoke(&InProcessGate::redis("enable_revoke_race").await)
+        .await;
+}
+
+#[tokio::test]
+async fn a_token_caller_cannot_mint_a_token_that_outlives_it() {
+    let gate = InProcessGate::start(&[TOKEN_ADMIN]).await;
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    let (caller_id, week) = create_token(
+        &gate,
+        workspace_token("Week-long caller", "ws_a", "token_admin", "1w"),
+    )
+    .await;
+    let api = Http::new(admin_url.clone()).bearer(&week);
+    // `1w` too: counted from now, it ends after the caller's own week.
+    for expires in ["never", "1y", "1m", "1w"] {
+        let a = api
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Longer", "ws_a", "token_admin", expires),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{expires}");
+        let fields = &a.json()["fields"];
+        let why = fields["expires"].as_str().unwrap();
+        assert!(why.contains("creating token"), "{why}");
+        assert!(!String::from_utf8_lossy(&a.body).contains("hwz_"));
+    }
+    // Up to its own expiry is fine.
+    let own_expiry = state_of(&gate, &caller_id).await["expires_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24)).to_string();
+    for expires in [tomorrow.as_str(), own_expiry.as_str()] {
+        let a = api
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Shorter", "ws_a", "token_admin", expires),
+            )
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::CREATED,
+            "{expires}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    // A caller that never expires may create a token that never expires.
+    let (_, forever) = create_token(
+        &gate,
+        workspace_token("Forever caller", "ws_a", "token_admin", "never"),
+    )
+    .await;
+    let a = Http::new(admin_url)
+        .bearer(&forever)
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Forever too", "ws_a", "token_admin", "never"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn token_names_with_bidirectional_controls_are_refused() {
+    let gate = InProcessGate::embedded().await;
+    for name in [
+        "CI \u{202E}rennuR",
+        "a\u{2066}b\u{2069}",
+        "\u{200F}Nightly",
+        "Sync\u{061C}",
+    ] {
+        let a = gate
+            .admin()
+            .post(
+                "/admin/v1/tokens",
+                workspace_token(name, "ws_a", "workspace_viewer", "1w"),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{name:?}");
+        let why = a.json()["fields"]["name"].as_str().unwrap().to_owned();
+        assert!(why.contains("bidirectional"), "{why}");
+    }
+    // Ordinary Unicode is fine.
+    let a = gate
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Zürich CI — 夜間", "ws_a", "workspace_viewer", "1w"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+}
