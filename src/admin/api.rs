@@ -330,19 +330,23 @@ impl Caller {
         if wanted.is_subset_of(*permissions) {
             return Ok(());
         }
+        // Name a few of the permissions beyond the caller's, not all 40.
+        const NAMED: usize = 6;
         let extra: Vec<String> = wanted
             .minus(*permissions)
             .iter()
             .map(|p| p.to_string())
             .collect();
+        let mut named = extra[..extra.len().min(NAMED)].join(", ");
+        if extra.len() > NAMED {
+            named.push_str(&format!(" and {} more", extra.len() - NAMED));
+        }
         Err(ApiError::forbidden(match reach {
             Reach::Create => format!(
-                "A token cannot create a token above its own role; the new token would add {}.",
-                extra.join(", ")
+                "A token cannot create a token above its own role; the new token would add {named}."
             ),
             Reach::Existing => format!(
-                "A token cannot act on a token above its own role; that token also holds {}.",
-                extra.join(", ")
+                "A token cannot act on a token above its own role; that token also holds {named}."
             ),
         }))
     }
