@@ -18,10 +18,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_hawzu-gate");
 const K8S: &str = "1.30.0";
 /// Kinds whose CRD schemas are not bundled with kubernetes-validate; these
 /// documents are checked for shape here instead.
-const CRD_KINDS: [&str; 6] = [
+const CRD_KINDS: [&str; 7] = [
     "Middleware",
     "IngressRoute",
     "SecurityPolicy",
+    "ClientTrafficPolicy",
     "HTTPRoute",
     "AuthorizationPolicy",
     "ServiceMonitor",
