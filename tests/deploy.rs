@@ -316,7 +316,11 @@ fn envoy_bootstraps() -> Vec<(String, Yaml, bool)> {
         ("deploy/envoy/envoy.yaml", false),
         ("deploy/envoy/envoy-http.yaml", true),
     ] {
-        out.push((rel.to_owned(), documents(&Path::new(ROOT).join(rel))[0].clone(), http));
+        out.push((
+            rel.to_owned(),
+            documents(&Path::new(ROOT).join(rel))[0].clone(),
+            http,
+        ));
     }
     for (rel, http) in [
         ("deploy/k8s/envoy.yaml", false),
@@ -567,7 +571,10 @@ fn the_nginx_file_clears_the_token_and_overrides_for_the_api_only() {
             api.contains(&format!("proxy_set_header {h} ")) && {
                 let line = api
                     .lines()
-                    .find(|l| l.trim_start().starts_with(&format!("proxy_set_header {h} ")))
+                    .find(|l| {
+                        l.trim_start()
+                            .starts_with(&format!("proxy_set_header {h} "))
+                    })
                     .unwrap();
                 line.trim_end().ends_with("\"\";")
             },
@@ -618,7 +625,10 @@ fn the_caddy_files_delete_hostile_headers_around_the_gate_and_refuse_upgrades() 
             // After the gate has read the request (the sidecar's gate is
             // the reverse_proxy itself), before the API is reached.
             let after_gate = gate == proxy || gate < d;
-            assert!(after_gate && d < proxy, "{file}: {h} after the gate, before the API");
+            assert!(
+                after_gate && d < proxy,
+                "{file}: {h} after the gate, before the API"
+            );
         }
     }
 }
@@ -640,10 +650,10 @@ fn ingress_nginx_clears_the_token_and_overrides_through_the_controllers_proxy_se
         let data = cm["data"].as_hash().unwrap();
         for h in NEVER_FORWARDED {
             assert!(
-                data.iter().any(|(k, v)| k
-                    .as_str()
-                    .is_some_and(|k| k.eq_ignore_ascii_case(h))
-                    && v.as_str() == Some("")),
+                data.iter().any(
+                    |(k, v)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(h))
+                        && v.as_str() == Some("")
+                ),
                 "{file}: {h} not cleared"
             );
         }
