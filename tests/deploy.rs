@@ -636,7 +636,7 @@ fn the_caddy_files_delete_hostile_headers_around_the_gate_and_refuse_upgrades() 
 }
 
 #[test]
-fn ingress_nginx_clears_the_token_and_overrides_through_the_controllers_proxy_set_headers() {
+fn ingress_nginx_clears_the_token_overrides_and_upgrade_connection_for_the_api() {
     for file in [
         "deploy/ingress-nginx/ingress.yaml",
         "deploy/k8s/ingress-nginx.yaml",
@@ -649,6 +649,16 @@ fn ingress_nginx_clears_the_token_and_overrides_through_the_controllers_proxy_se
                     && d["metadata"]["name"].as_str() == Some("hawzu-api-proxy-headers")
             })
             .unwrap_or_else(|| panic!("{file}: no ConfigMap hawzu-api-proxy-headers"));
+        let ingress = docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Ingress"))
+            .unwrap();
+        assert_eq!(
+            ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/connection-proxy-header"]
+                .as_str(),
+            Some("keep-alive"),
+            "{file}: the API would get Connection: upgrade with a client's Upgrade: h2c"
+        );
         let data = cm["data"].as_hash().unwrap();
         for h in NEVER_FORWARDED {
             assert!(
