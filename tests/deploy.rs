@@ -18,10 +18,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_hawzu-gate");
 const K8S: &str = "1.30.0";
 /// Kinds whose CRD schemas are not bundled with kubernetes-validate; these
 /// documents are checked for shape here instead.
-const CRD_KINDS: [&str; 6] = [
+const CRD_KINDS: [&str; 7] = [
     "Middleware",
     "IngressRoute",
     "SecurityPolicy",
+    "ClientTrafficPolicy",
     "HTTPRoute",
     "AuthorizationPolicy",
     "ServiceMonitor",
@@ -276,4 +277,397 @@ fn a_bad_values_file_fails_the_lint() {
         .output()
         .unwrap();
     assert!(!result.status.success(), "lint accepted mode: sideways");
+}
+
+// === what reaches the API through each shipped proxy file ===
+
+/// Headers a client may send that the API must never see: the bearer
+/// secret, and the method and path overrides the gate did not judge
+/// (`headers.strip`'s defaults).
+const NEVER_FORWARDED: [&str; 8] = [
+    "authorization",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-prefix",
+];
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every Envoy bootstrap shipped: the two files and the k8s ConfigMaps.
+fn envoy_bootstraps() -> Vec<(String, Yaml, bool)> {
+    let mut out = Vec::new();
+    for (rel, http) in [
+        ("deploy/envoy/envoy.yaml", false),
+        ("deploy/envoy/envoy-http.yaml", true),
+    ] {
+        out.push((
+            rel.to_owned(),
+            documents(&Path::new(ROOT).join(rel))[0].clone(),
+            http,
+        ));
+    }
+    for (rel, http) in [
+        ("deploy/k8s/envoy.yaml", false),
+        ("deploy/k8s/envoy-http.yaml", true),
+    ] {
+        let docs = documents(&Path::new(ROOT).join(rel));
+        let text = docs
+            .iter()
+            .find_map(|d| d["data"]["envoy.yaml"].as_str())
+            .unwrap_or_else(|| panic!("{rel}: no envoy.yaml in a ConfigMap"));
+        let boot = YamlLoader::load_from_str(text).unwrap().remove(0);
+        out.push((rel.to_owned(), boot, http));
+    }
+    out
+}
+
+/// The HTTP connection managers of an Envoy bootstrap.
+fn connection_managers(boot: &Yaml) -> Vec<&Yaml> {
+    let mut out = Vec::new();
+    for l in boot["static_resources"]["listeners"].as_vec().unwrap() {
+        for chain in l["filter_chains"].as_vec().unwrap() {
+            for f in chain["filters"].as_vec().unwrap() {
+                if f["name"].as_str() == Some("envoy.filters.network.http_connection_manager") {
+                    out.push(&f["typed_config"]);
+                }
+            }
+        }
+    }
+    assert!(!out.is_empty());
+    out
+}
+
+#[test]
+fn every_envoy_file_refuses_underscore_headers_and_removes_the_token_and_overrides() {
+    for (file, boot, _) in envoy_bootstraps() {
+        for hcm in connection_managers(&boot) {
+            assert_eq!(
+                hcm["common_http_protocol_options"]["headers_with_underscores_action"].as_str(),
+                Some("REJECT_REQUEST"),
+                "{file}: a header named X_Hawzu_Role would reach the API"
+            );
+            let removed = strings(&hcm["route_config"]["request_headers_to_remove"]);
+            for h in NEVER_FORWARDED {
+                assert!(
+                    removed.iter().any(|r| r == h),
+                    "{file}: {h} is not in route_config.request_headers_to_remove"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn envoy_passes_each_clients_own_address_to_the_gate() {
+    for (file, boot, http) in envoy_bootstraps() {
+        for hcm in connection_managers(&boot) {
+            // Envoy appends the peer it accepted to X-Forwarded-For and
+            // reports it as the source address.
+            assert_eq!(
+                hcm["use_remote_address"].as_bool(),
+                Some(true),
+                "{file}: every client behind Envoy would count as one"
+            );
+            if !http {
+                continue;
+            }
+            // HTTP mode: X-Forwarded-For is among the headers sent to the gate.
+            let authz = hcm["http_filters"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"].as_str() == Some("envoy.filters.http.ext_authz"))
+                .unwrap_or_else(|| panic!("{file}: no ext_authz filter"));
+            let sent: Vec<&str> = authz["typed_config"]["allowed_headers"]["patterns"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["exact"].as_str())
+                .collect();
+            assert!(
+                sent.contains(&"x-forwarded-for"),
+                "{file}: the gate never sees the client's address: {sent:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn envoy_gateway_refuses_underscore_headers_and_removes_the_token_and_overrides() {
+    let file = "deploy/k8s/envoy-gateway.yaml";
+    let docs = documents(&Path::new(ROOT).join(file));
+    let route = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("HTTPRoute"))
+        .unwrap();
+    for rule in route["spec"]["rules"].as_vec().unwrap() {
+        let removed: Vec<String> = rule["filters"]
+            .as_vec()
+            .unwrap_or_else(|| panic!("{file}: a route rule without filters"))
+            .iter()
+            .filter(|f| f["type"].as_str() == Some("RequestHeaderModifier"))
+            .flat_map(|f| strings(&f["requestHeaderModifier"]["remove"]))
+            .collect();
+        for h in NEVER_FORWARDED {
+            assert!(removed.iter().any(|r| r == h), "{file}: {h} not removed");
+        }
+    }
+    let client = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("ClientTrafficPolicy"))
+        .unwrap_or_else(|| panic!("{file}: no ClientTrafficPolicy"));
+    assert_eq!(
+        client["spec"]["headers"]["withUnderscoresAction"].as_str(),
+        Some("RejectRequest")
+    );
+}
+
+/// Each Traefik router's middlewares, resolved: (forwardAuth, headers
+/// middleware after it).
+fn traefik_chains(file: &str) -> Vec<(Yaml, Vec<Yaml>)> {
+    let docs = documents(&Path::new(ROOT).join(file));
+    let mut chains = Vec::new();
+    if file.ends_with("dynamic.yml") {
+        let http = &docs[0]["http"];
+        for (_, router) in http["routers"].as_hash().unwrap() {
+            let mws: Vec<Yaml> = strings(&router["middlewares"])
+                .iter()
+                .map(|n| http["middlewares"][n.as_str()].clone())
+                .collect();
+            chains.push(split_chain(file, mws));
+        }
+    } else {
+        let middleware = |name: &str| {
+            docs.iter()
+                .find(|d| {
+                    d["kind"].as_str() == Some("Middleware")
+                        && d["metadata"]["name"].as_str() == Some(name)
+                })
+                .unwrap_or_else(|| panic!("{file}: no Middleware {name}"))["spec"]
+                .clone()
+        };
+        for route in docs
+            .iter()
+            .filter(|d| d["kind"].as_str() == Some("IngressRoute"))
+        {
+            for r in route["spec"]["routes"].as_vec().unwrap() {
+                let mws: Vec<Yaml> = r["middlewares"]
+                    .as_vec()
+                    .unwrap()
+                    .iter()
+                    .map(|m| middleware(m["name"].as_str().unwrap()))
+                    .collect();
+                chains.push(split_chain(file, mws));
+            }
+        }
+    }
+    assert!(!chains.is_empty(), "{file}: no routers");
+    chains
+}
+
+fn split_chain(file: &str, mws: Vec<Yaml>) -> (Yaml, Vec<Yaml>) {
+    let at = mws
+        .iter()
+        .position(|m| !m["forwardAuth"].is_badvalue())
+        .unwrap_or_else(|| panic!("{file}: a router without the gate's forwardAuth"));
+    (mws[at]["forwardAuth"].clone(), mws[at + 1..].to_vec())
+}
+
+/// Whether Python's `re` (the same syntax as Go's for this) finds `regex`
+/// in each name: one bool per name.
+fn regex_matches(regex: &str, names: &[&str]) -> Vec<bool> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import re,sys; r=re.compile(sys.argv[1]); print(' '.join(str(bool(r.search(n))) for n in sys.argv[2:]))",
+            regex,
+        ])
+        .args(names)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|w| w == "True")
+        .collect()
+}
+
+#[test]
+fn every_traefik_file_strips_the_token_underscore_names_and_overrides_after_the_gate() {
+    for file in [
+        "deploy/traefik/dynamic.yml",
+        "deploy/traefik/forward-auth.yaml",
+        "deploy/k8s/traefik.yaml",
+    ] {
+        for (auth, after) in traefik_chains(file) {
+            // Deleted from the request once the gate has answered: an empty
+            // value in a headers middleware that runs after forwardAuth.
+            let cleared: Vec<String> = after
+                .iter()
+                .filter_map(|m| m["headers"]["customRequestHeaders"].as_hash())
+                .flat_map(|h| h.iter())
+                .filter(|(_, v)| v.as_str() == Some(""))
+                .filter_map(|(k, _)| k.as_str().map(str::to_ascii_lowercase))
+                .collect();
+            // Traefik hides Upgrade from the gate and would pass a
+            // websocket upgrade on: it is deleted too.
+            for h in NEVER_FORWARDED.iter().chain(&["upgrade"]) {
+                assert!(
+                    cleared.iter().any(|c| c == h),
+                    "{file}: {h} reaches the API (no empty customRequestHeaders after forwardAuth)"
+                );
+            }
+            // forwardAuth deletes what its regex matches before copying the
+            // gate's answer: every spelling of the prefix, every "_" name.
+            let regex = auth["authResponseHeadersRegex"].as_str().unwrap();
+            let hostile = [
+                "X-Hawzu-Role",
+                "X_hawzu_role",
+                "X-Hawzu_workspace_id",
+                "X_hawzu-Project-Id",
+                "X_http_method_override",
+            ];
+            assert_eq!(
+                regex_matches(regex, &hostile),
+                vec![true; hostile.len()],
+                "{file}: {regex} lets one of {hostile:?} through"
+            );
+            assert_eq!(
+                regex_matches(regex, &["Content-Type", "X-Request-Id", "Accept"]),
+                vec![false; 3],
+                "{file}: {regex} would delete ordinary headers"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_nginx_file_clears_the_token_and_overrides_for_the_api_only() {
+    let conf = read("deploy/nginx/nginx.conf");
+    let api = conf
+        .split("location / {")
+        .nth(1)
+        .unwrap()
+        .split("location ")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in NEVER_FORWARDED {
+        assert!(
+            api.contains(&format!("proxy_set_header {h} ")) && {
+                let line = api
+                    .lines()
+                    .find(|l| {
+                        l.trim_start()
+                            .starts_with(&format!("proxy_set_header {h} "))
+                    })
+                    .unwrap();
+                line.trim_end().ends_with("\"\";")
+            },
+            "deploy/nginx/nginx.conf: {h} is not cleared for the API"
+        );
+    }
+    // The auth subrequest sets X-Original-URI itself for the gate.
+    let auth = conf.split("location = /_hawzu_auth {").nth(1).unwrap();
+    assert!(auth.contains("proxy_set_header X-Original-URI $request_uri;"));
+}
+
+#[test]
+fn the_caddy_files_delete_hostile_headers_around_the_gate_and_refuse_upgrades() {
+    for file in ["deploy/caddy/Caddyfile", "deploy/caddy/Caddyfile.sidecar"] {
+        let text = read(file);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.eq_ignore_ascii_case(needle))
+                .unwrap_or_else(|| panic!("{file}: no `{needle}`"))
+        };
+        let proxy = lines
+            .iter()
+            .position(|l| l.starts_with("reverse_proxy "))
+            .unwrap();
+        // In written order (a route block), before the API is reached.
+        assert!(at("route {") < at("@upgrade header Upgrade *"));
+        assert!(at("handle @upgrade {") < proxy);
+        for d in ["request_header -X-Hawzu-*", "request_header -*_*"] {
+            assert!(at(d) < proxy, "{file}: {d}");
+        }
+        let gate = lines
+            .iter()
+            .position(|l| l.starts_with("forward_auth "))
+            .unwrap_or(proxy);
+        assert!(at("request_header -X-Hawzu-*") < gate);
+        for h in NEVER_FORWARDED {
+            if h == "authorization" && gate == proxy {
+                // The sidecar: the gate's proxy reads the token and removes it.
+                continue;
+            }
+            let d = at(&format!("request_header -{h}"));
+            // After the gate has read the request (the sidecar's gate is
+            // the reverse_proxy itself), before the API is reached.
+            let after_gate = gate == proxy || gate < d;
+            assert!(
+                after_gate && d < proxy,
+                "{file}: {h} after the gate, before the API"
+            );
+        }
+    }
+}
+
+#[test]
+fn ingress_nginx_clears_the_token_overrides_and_upgrade_connection_for_the_api() {
+    for file in [
+        "deploy/ingress-nginx/ingress.yaml",
+        "deploy/k8s/ingress-nginx.yaml",
+    ] {
+        let docs = documents(&Path::new(ROOT).join(file));
+        let cm = docs
+            .iter()
+            .find(|d| {
+                d["kind"].as_str() == Some("ConfigMap")
+                    && d["metadata"]["name"].as_str() == Some("hawzu-api-proxy-headers")
+            })
+            .unwrap_or_else(|| panic!("{file}: no ConfigMap hawzu-api-proxy-headers"));
+        let ingress = docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Ingress"))
+            .unwrap();
+        assert_eq!(
+            ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/connection-proxy-header"]
+                .as_str(),
+            Some("keep-alive"),
+            "{file}: the API would get Connection: upgrade with a client's Upgrade: h2c"
+        );
+        let data = cm["data"].as_hash().unwrap();
+        for h in NEVER_FORWARDED {
+            assert!(
+                data.iter().any(
+                    |(k, v)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(h))
+                        && v.as_str() == Some("")
+                ),
+                "{file}: {h} not cleared"
+            );
+        }
+    }
 }
