@@ -106,6 +106,8 @@ fn benches(c: &mut Criterion) {
             let facts = RequestFacts {
                 method: &Method::POST,
                 path: black_box(PATH),
+                query: None,
+                upgrade: false,
                 credentials: Credentials::One(header.as_bytes()),
                 now: Timestamp::now(),
             };
@@ -141,6 +143,8 @@ fn benches(c: &mut Criterion) {
         let facts = RequestFacts {
             method: &Method::POST,
             path: PATH,
+            query: None,
+            upgrade: false,
             credentials: Credentials::One(header.as_bytes()),
             now: Timestamp::now(),
         };
