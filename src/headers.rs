@@ -312,3 +312,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("proxy-connection");
 }
+
+#[cfg(test)]
+#[path = "headers_tests.rs"]
+mod tests;
