@@ -1198,6 +1198,41 @@ async fn x_forwarded_headers_from_the_client_do_not_hide_the_peer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_forwarded_headers_spelled_with_underscores_never_reach_the_api() {
+    // From a trusted peer (the default trusts 127.0.0.1) and from anyone:
+    // no proxy spells them so, and a CGI/WSGI/Rack upstream reads
+    // `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`.
+    for trusted in ["127.0.0.1", ""] {
+        let mut w = World::new_with(&[("trusted_proxies", trusted)]).await;
+        let bearer = w.bearer();
+        let sent: [&[u8]; 4] = [
+            b"X_Forwarded_For",
+            b"x_forwarded-proto",
+            b"X-Forwarded_Host",
+            b"X_Real_IP",
+        ];
+        let mut headers: Vec<(&[u8], &[u8])> = sent.iter().map(|n| (*n, &b"6.6.6.6"[..])).collect();
+        headers.push((b"Authorization", &bearer));
+        let got = w
+            .ask(
+                Door::Proxy,
+                "GET",
+                b"/api/v1/workspaces/ws_1/projects",
+                &headers,
+            )
+            .await;
+        check("X_Forwarded_* spellings", Door::Proxy, &got, Expect::Allow);
+        assert_not_forwarded("X_Forwarded_* spellings", Door::Proxy, &got, &sent);
+        let echo = got.echo.unwrap();
+        assert_eq!(
+            echo["headers"]["x-forwarded-for"],
+            serde_json::json!(["127.0.0.1"]),
+            "trusted_proxies = {trusted:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_forwarded_for_from_an_untrusted_peer_is_replaced() {
     let mut w = World::new_with(&[("trusted_proxies", "")]).await;
     let bearer = w.bearer();

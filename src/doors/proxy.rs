@@ -33,7 +33,7 @@ use crate::cache::CachedRecord;
 use crate::decide::{Decision, RequestFacts};
 use crate::headers::{
     REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade,
-    strip_hop_by_hop,
+    strip_hop_by_hop, strip_underscored,
 };
 use crate::ops::Door;
 use crate::telemetry::{self, Access};
@@ -324,7 +324,17 @@ fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
 /// Appends this hop to `X-Forwarded-For`, `-Proto` and `-Host`. What an
 /// untrusted peer sent in them (or in `Forwarded`, `X-Real-IP`) is dropped
 /// first: the upstream learns only what a trusted hop or the gate saw.
+/// Their `_` spellings (`X_Forwarded_For`) are dropped from anyone.
 fn forwarded(h: &mut HeaderMap, peer: SocketAddr, tls: bool, trusted: bool) {
+    strip_underscored(
+        h,
+        &[
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+        ],
+    );
     if !trusted {
         for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST] {
             h.remove(name);
