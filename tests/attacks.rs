@@ -1,5 +1,7 @@
-//! The attack corpus: hostile paths, spoofed and mangled headers, raw-byte
-//! header values, oversized tokens and request-smuggling shapes, run against
+//! The attack corpus: hostile paths (look-alike dot segments too), spoofed
+//! and mangled headers (underscore spellings too), method and path
+//! overrides, protocol upgrades, raw-byte header values, oversized tokens
+//! and request-smuggling shapes, run against
 //! every door — the reverse proxy, `/auth/nginx`, `/auth/traefik`,
 //! `/envoy/<path>` (Envoy HTTP ext_authz) and the gRPC ext_authz.
 //!
