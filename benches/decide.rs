@@ -107,6 +107,8 @@ fn benches(c: &mut Criterion) {
             let facts = RequestFacts {
                 method: &Method::POST,
                 path: black_box(PATH),
+                query: None,
+                upgrade: false,
                 credentials: Credentials::One(header.as_bytes()),
                 now: Timestamp::now(),
             };
@@ -142,6 +144,8 @@ fn benches(c: &mut Criterion) {
         let facts = RequestFacts {
             method: &Method::POST,
             path: PATH,
+            query: None,
+            upgrade: false,
             credentials: Credentials::One(header.as_bytes()),
             now: Timestamp::now(),
         };

@@ -434,20 +434,38 @@ impl Default for CacheSettings {
     }
 }
 
-/// Identity headers.
+/// Identity headers, and the client headers the API must never get.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderSettings {
-    /// Prefix of every identity header; incoming headers with it are removed.
+    /// Prefix of every identity header; incoming headers with it are removed
+    /// (`_` read as `-`, case ignored).
     pub prefix: String,
+    /// Client headers removed by the proxy before forwarding, and named for
+    /// removal in Envoy allow answers (`_` read as `-`, case ignored): method
+    /// and path overrides by default, which would make the API act on a
+    /// request the gate never judged. Environment: comma-separated.
+    #[serde(deserialize_with = "header_names")]
+    pub strip: Vec<String>,
 }
 
 impl Default for HeaderSettings {
     fn default() -> Self {
         Self {
             prefix: crate::headers::DEFAULT_PREFIX.into(),
+            strip: crate::headers::DEFAULT_STRIP.map(str::to_owned).to_vec(),
         }
     }
+}
+
+/// A list of header names, trimmed; empty entries (an empty environment
+/// variable) are skipped. Checked in [`Settings::validate`].
+fn header_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// An `IP:port` address, with a message that shows the accepted form.
@@ -949,6 +967,8 @@ pub fn load_from(
             .list_separator(",")
             // `HAWZU_GATE__TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`; empty: none.
             .with_list_parse_key("trusted_proxies")
+            // `HAWZU_GATE__HEADERS__STRIP=X-HTTP-Method-Override,X-Original-URL`.
+            .with_list_parse_key("headers.strip")
             // `HAWZU_GATE__STORE__REDIS__NODES=redis://a:7000,redis://b:7000`.
             .with_list_parse_key("store.redis.nodes");
         // Custom roles are lists: `HAWZU_GATE__ROLES__RUNNER=executions:read,executions:write`.
@@ -1013,6 +1033,9 @@ impl Settings {
                     "must be at least {MIN_ADMIN_KEY_LEN} printable ASCII characters, no spaces"
                 ),
             ));
+        }
+        if let Err(e) = crate::headers::IdentityHeaders::default().with_strip(&self.headers.strip) {
+            return Err(invalid("headers.strip", e.to_string()));
         }
         let l = &self.limits;
         for (key, value) in [

@@ -396,3 +396,46 @@ fn tls_to_redis_is_standalone_only_and_its_ca_file_is_checked() {
     assert!(e.starts_with("store.redis.ca_file:"), "{e}");
     assert!(e.contains("/nonexistent/ca.pem"), "{e}");
 }
+
+#[test]
+fn the_strip_list_defaults_to_the_overrides_and_reads_a_comma_separated_env() {
+    let s = load_from(None, BTreeMap::new()).unwrap().settings;
+    assert_eq!(s.headers.strip, crate::headers::DEFAULT_STRIP);
+    let s = load_from(
+        None,
+        env(&[(
+            "HAWZU_GATE__HEADERS__STRIP",
+            "X-HTTP-Method-Override, X_Legacy",
+        )]),
+    )
+    .unwrap()
+    .settings;
+    assert_eq!(s.headers.strip, ["X-HTTP-Method-Override", "X_Legacy"]);
+    // Empty: strip nothing.
+    let s = load_from(None, env(&[("HAWZU_GATE__HEADERS__STRIP", "")]))
+        .unwrap()
+        .settings;
+    assert!(s.headers.strip.is_empty());
+    let (_d, path) = file("[headers]\nstrip = [\"X-Original-URL\"]\n");
+    let s = load_from(Some(&path), BTreeMap::new()).unwrap().settings;
+    assert_eq!(s.headers.strip, ["X-Original-URL"]);
+}
+
+#[test]
+fn a_strip_entry_that_is_not_a_header_name_names_the_key_and_its_source() {
+    let err = load_from(
+        None,
+        env(&[("HAWZU_GATE__HEADERS__STRIP", "X-Ok,X Bad:name")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("headers.strip"), "{err}");
+    assert!(err.contains("HAWZU_GATE__HEADERS__STRIP"), "{err}");
+    assert!(err.contains("X Bad:name"), "{err}");
+    let (_d, path) = file("[headers]\nstrip = [\"X-Ok\", \"é\"]\n");
+    let err = load_from(Some(&path), BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("headers.strip"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+}

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use crate::cache::{CachedRecord, CachedScope, TokenCache};
 use crate::policy::Policy;
 use crate::policy::roles::Permission;
-use crate::policy::rules::{AmbiguousPath, normalize};
+use crate::policy::rules::{AmbiguousPath, names_method_override, normalize};
 use crate::store::TokenStore;
 use crate::token::{TokenKind, TokenRecord, TokenSecret};
 
@@ -35,10 +35,13 @@ pub enum DenyCode {
     AmbiguousPath,
     StoreUnavailable,
     RateLimited,
+    MethodOverride,
+    UpgradeRefused,
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 13] = [
+    /// Every code, in declaration order (metrics index by it).
+    pub const ALL: [DenyCode; 15] = [
         DenyCode::MissingToken,
         DenyCode::MalformedToken,
         DenyCode::UnknownToken,
@@ -52,6 +55,8 @@ impl DenyCode {
         DenyCode::AmbiguousPath,
         DenyCode::StoreUnavailable,
         DenyCode::RateLimited,
+        DenyCode::MethodOverride,
+        DenyCode::UpgradeRefused,
     ];
 
     /// The code in `X-Hawzu-Error` and in JSON bodies.
@@ -70,6 +75,8 @@ impl DenyCode {
             DenyCode::AmbiguousPath => "ambiguous_path",
             DenyCode::StoreUnavailable => "store_unavailable",
             DenyCode::RateLimited => "rate_limited",
+            DenyCode::MethodOverride => "method_override",
+            DenyCode::UpgradeRefused => "upgrade_refused",
         }
     }
 
@@ -86,7 +93,7 @@ impl DenyCode {
             | DenyCode::WorkspaceMismatch
             | DenyCode::ProjectNotGranted
             | DenyCode::NoMatchingRule => 403,
-            DenyCode::AmbiguousPath => 400,
+            DenyCode::AmbiguousPath | DenyCode::MethodOverride | DenyCode::UpgradeRefused => 400,
             DenyCode::StoreUnavailable => 503,
             DenyCode::RateLimited => 429,
         }
@@ -118,6 +125,12 @@ impl DenyCode {
             DenyCode::RateLimited => {
                 "Too many requests with invalid tokens from this address; wait for Retry-After."
             }
+            DenyCode::MethodOverride => {
+                "A `_method` query parameter asks for another method; send the request with the method it means."
+            }
+            DenyCode::UpgradeRefused => {
+                "Protocol upgrades (h2c, WebSocket) are not allowed through the gate."
+            }
         }
     }
 
@@ -146,7 +159,11 @@ impl DenyCode {
             | DenyCode::NoMatchingRule => {
                 Some(r#"Bearer realm="hawzu", error="insufficient_scope""#)
             }
-            DenyCode::AmbiguousPath | DenyCode::StoreUnavailable | DenyCode::RateLimited => None,
+            DenyCode::AmbiguousPath
+            | DenyCode::StoreUnavailable
+            | DenyCode::RateLimited
+            | DenyCode::MethodOverride
+            | DenyCode::UpgradeRefused => None,
         }
     }
 }
@@ -168,6 +185,12 @@ pub struct RequestFacts<'a> {
     pub method: &'a Method,
     /// The raw path, without the query.
     pub path: &'a str,
+    /// The raw query (after `?`), when the request has one. Read only for a
+    /// method override (`_method`); never for tokens.
+    pub query: Option<&'a str>,
+    /// The request asks to switch protocols: it has an `Upgrade` or an
+    /// `HTTP2-Settings` header (h2c, WebSocket).
+    pub upgrade: bool,
     pub credentials: Credentials<'a>,
     /// The decision instant; expiry is exact to it.
     pub now: Timestamp,
@@ -388,9 +411,32 @@ pub async fn decide<'a, S: TokenStore>(
     facts: &RequestFacts<'a>,
 ) -> Decision<'a> {
     match authenticate(cache, facts).await {
-        Ok(record) => authorize(policy, record, facts.method, facts.path),
+        Ok(record) => match check_request(facts.query, facts.upgrade) {
+            Ok(()) => authorize(policy, record, facts.method, facts.path),
+            Err(code) => Decision::Deny(Deny {
+                code,
+                record: Some(record),
+                detail: None,
+            }),
+        },
         Err(deny) => Decision::Deny(deny),
     }
+}
+
+/// The first checks of step 6, for a valid token: what the request asks
+/// beyond its method and path. No route allows a protocol upgrade (an h2c
+/// or WebSocket connection would carry requests the gate never judged), and
+/// a `_method` query parameter would have the API act on a method the gate
+/// never judged; neither can be removed without forwarding something other
+/// than what was judged, so both are refused. Pure: `explain` calls it too.
+pub fn check_request(query: Option<&str>, upgrade: bool) -> Result<(), DenyCode> {
+    if upgrade {
+        return Err(DenyCode::UpgradeRefused);
+    }
+    if query.is_some_and(names_method_override) {
+        return Err(DenyCode::MethodOverride);
+    }
+    Ok(())
 }
 
 /// Steps 6-7 for a valid token: the rule for the request, then the role.

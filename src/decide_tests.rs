@@ -363,7 +363,7 @@ fn every_code_has_the_documented_status_and_challenge() {
                     Some(r#"Bearer realm="hawzu", error="insufficient_scope""#)
                 );
             }
-            DenyCode::AmbiguousPath => {
+            DenyCode::AmbiguousPath | DenyCode::MethodOverride | DenyCode::UpgradeRefused => {
                 assert_eq!(code.status(), 400);
                 assert_eq!(challenge, None);
             }
@@ -395,6 +395,8 @@ async fn run(cache: &TokenCache<Store>, auth: Option<String>, now: Timestamp) ->
     let facts = RequestFacts {
         method: &Method::GET,
         path: &path,
+        query: None,
+        upgrade: false,
         credentials: auth
             .as_deref()
             .map_or(Credentials::None, |a| Credentials::One(a.as_bytes())),

@@ -4,6 +4,11 @@
 //! The identity headers share a configurable prefix (`headers.prefix`,
 //! default `X-Hawzu-`); every incoming header with that prefix is removed
 //! before a request is forwarded, so a client can never speak for the gate.
+//! So is every header on the strip list (`headers.strip`: method and path
+//! overrides by default), so the API never acts on what the gate did not
+//! judge. Both match names with `_` read as `-` and case ignored: a
+//! CGI/WSGI/Rack upstream reads `X_Hawzu_Role` as `HTTP_X_HAWZU_ROLE`, the
+//! same variable as `X-Hawzu-Role`.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use thiserror::Error;
@@ -32,6 +37,23 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 /// Envoy HTTP ext_authz: headers the upstream must not receive.
 pub const X_ENVOY_AUTH_HEADERS_TO_REMOVE: HeaderName =
     HeaderName::from_static("x-envoy-auth-headers-to-remove");
+/// A protocol switch (h2c, WebSocket): refused (`upgrade_refused`).
+pub const UPGRADE: HeaderName = http::header::UPGRADE;
+/// Sent with an h2c upgrade (RFC 7540 §3.2): refused like `Upgrade`.
+pub const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Default of `headers.strip`: method and path overrides that frameworks
+/// honour (Express method-override, Symfony/Laravel, IIS URL Rewrite) and
+/// that would make the API act on a request the gate never judged.
+pub const DEFAULT_STRIP: [&str; 7] = [
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Original-URI",
+    "X-Forwarded-Prefix",
+];
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
 pub const HOP_BY_HOP: [&str; 8] = [
@@ -45,6 +67,11 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// A name on the strip list that is not a header name.
+#[derive(Debug, Error)]
+#[error("`{0}` is not a header name; use letters, digits and `-` (like X-HTTP-Method-Override)")]
+pub struct BadHeaderName(pub String);
+
 /// A prefix that cannot make header names.
 #[derive(Debug, Error)]
 #[error(
@@ -57,6 +84,9 @@ pub struct BadPrefix(String);
 pub struct IdentityHeaders {
     /// Lower-case prefix, for matching incoming names.
     prefix: String,
+    /// Names removed before forwarding (`headers.strip`), lower case with
+    /// `-` for `_`.
+    strip: Box<[Box<str>]>,
     pub token_id: HeaderName,
     pub token_type: HeaderName,
     pub workspace_id: HeaderName,
@@ -98,24 +128,78 @@ impl IdentityHeaders {
             permission: name("permission")?,
             error: name("error")?,
             prefix: lower,
+            strip: DEFAULT_STRIP.iter().map(|n| folded(n)).collect(),
         })
     }
 
-    /// Whether `name` carries the identity prefix (names are lower case).
-    pub fn is_identity(&self, name: &HeaderName) -> bool {
-        name.as_str().starts_with(&self.prefix)
+    /// The same headers with another strip list (`headers.strip`).
+    pub fn with_strip<S: AsRef<str>>(mut self, names: &[S]) -> Result<Self, BadHeaderName> {
+        let mut strip = Vec::with_capacity(names.len());
+        for name in names {
+            let name = name.as_ref().trim();
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(BadHeaderName(name.to_owned()));
+            }
+            strip.push(folded(name));
+        }
+        self.strip = strip.into();
+        Ok(self)
     }
 
-    /// Removes every header with the identity prefix.
+    /// Whether `name` carries the identity prefix, with `_` read as `-` and
+    /// case ignored.
+    pub fn is_identity(&self, name: &str) -> bool {
+        folded_starts_with(name.as_bytes(), self.prefix.as_bytes())
+    }
+
+    /// Whether the API must never get `name` from the client: it carries the
+    /// identity prefix or is on the strip list, with `_` read as `-` and
+    /// case ignored. No allocation.
+    pub fn is_protected(&self, name: &str) -> bool {
+        let b = name.as_bytes();
+        self.is_identity(name)
+            || self
+                .strip
+                .iter()
+                .any(|s| s.len() == b.len() && folded_starts_with(b, s.as_bytes()))
+    }
+
+    /// Removes every protected header (see [`Self::is_protected`]). One
+    /// scan and no allocation when there is none, as on most requests.
     pub fn strip(&self, headers: &mut HeaderMap) {
+        if !headers.keys().any(|n| self.is_protected(n.as_str())) {
+            return;
+        }
         let spoofed: Vec<HeaderName> = headers
             .keys()
-            .filter(|n| self.is_identity(n))
+            .filter(|n| self.is_protected(n.as_str()))
             .cloned()
             .collect();
         for name in spoofed {
             headers.remove(&name);
         }
+    }
+
+    /// What an Envoy allow answer names for removal, given the names of the
+    /// client's headers: `authorization`, and every protected header the
+    /// client sent that the answer does not set (Envoy removes after
+    /// setting: a name both set and removed would reach the API nowhere).
+    pub fn removals<'n>(
+        &self,
+        client: impl IntoIterator<Item = &'n str>,
+        set: &[&HeaderName],
+    ) -> Vec<String> {
+        let mut remove = vec!["authorization".to_owned()];
+        for name in client {
+            if !self.is_protected(name) {
+                continue;
+            }
+            let name = name.to_ascii_lowercase();
+            if !set.iter().any(|s| s.as_str() == name) && !remove.contains(&name) {
+                remove.push(name);
+            }
+        }
+        remove
     }
 
     /// The names of the identity headers set for `p`, in order.
@@ -175,6 +259,55 @@ impl IdentityHeaders {
     }
 }
 
+/// Whether a request asks to switch protocols: an `Upgrade` or an
+/// `HTTP2-Settings` header (h2c, WebSocket).
+pub fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) || headers.contains_key(HTTP2_SETTINGS)
+}
+
+/// Removes every header spelled with `_` that reads as one of `names`
+/// (lower case, `-`) once `_` is read as `-`: `X_Forwarded_For` is
+/// `HTTP_X_FORWARDED_FOR` to a CGI/WSGI/Rack upstream, and no proxy spells
+/// it so. One scan and no allocation when no name has a `_`.
+pub fn strip_underscored(headers: &mut HeaderMap, names: &[&str]) {
+    let spelled = |n: &HeaderName| {
+        let b = n.as_str().as_bytes();
+        b.contains(&b'_')
+            && names
+                .iter()
+                .any(|c| c.len() == b.len() && folded_starts_with(b, c.as_bytes()))
+    };
+    if !headers.keys().any(spelled) {
+        return;
+    }
+    let found: Vec<HeaderName> = headers.keys().filter(|n| spelled(n)).cloned().collect();
+    for name in found {
+        headers.remove(&name);
+    }
+}
+
+/// `name` in lower case with `-` for `_`: the form protected names are
+/// matched in.
+fn folded(name: &str) -> Box<str> {
+    name.bytes()
+        .map(|b| char::from(fold(b)))
+        .collect::<String>()
+        .into()
+}
+
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// Whether `name` starts with `canon` (lower case, `-`) once folded.
+fn folded_starts_with(name: &[u8], canon: &[u8]) -> bool {
+    name.len() >= canon.len() && name.iter().zip(canon).all(|(&a, &b)| fold(a) == b)
+}
+
 /// Removes hop-by-hop headers, including those named by `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most requests and responses carry none: one scan instead of nine
@@ -200,3 +333,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("proxy-connection");
 }
+
+#[cfg(test)]
+#[path = "headers_tests.rs"]
+mod tests;

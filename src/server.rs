@@ -56,6 +56,8 @@ pub enum StartError {
     Upstream(#[from] UpstreamError),
     #[error("headers.prefix: {0}")]
     Headers(#[from] crate::headers::BadPrefix),
+    #[error("headers.strip: {0}")]
+    Strip(#[from] crate::headers::BadHeaderName),
 }
 
 /// What a running gate can be told.
@@ -355,7 +357,7 @@ impl Bound {
         let shared = Arc::new(Shared::new(
             cache.clone(),
             policy.clone(),
-            IdentityHeaders::new(&s.headers.prefix)?,
+            IdentityHeaders::new(&s.headers.prefix)?.with_strip(&s.headers.strip)?,
             recorder,
             TrustedProxies::new(&s.trusted_proxies),
             FailedAuth::new(&s.failed_auth),

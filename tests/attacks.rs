@@ -1,5 +1,7 @@
-//! The attack corpus: hostile paths, spoofed and mangled headers, raw-byte
-//! header values, oversized tokens and request-smuggling shapes, run against
+//! The attack corpus: hostile paths (look-alike dot segments too), spoofed
+//! and mangled headers (underscore spellings too), method and path
+//! overrides, protocol upgrades, raw-byte header values, oversized tokens
+//! and request-smuggling shapes, run against
 //! every door — the reverse proxy, `/auth/nginx`, `/auth/traefik`,
 //! `/envoy/<path>` (Envoy HTTP ext_authz) and the gRPC ext_authz.
 //!
@@ -441,7 +443,7 @@ fn status_of(code: &str) -> u16 {
         "insufficient_role" | "workspace_mismatch" | "project_not_granted" | "no_matching_rule" => {
             403
         }
-        "ambiguous_path" => 400,
+        "ambiguous_path" | "method_override" | "upgrade_refused" => 400,
         "store_unavailable" => 503,
         other => panic!("not a documented code: {other}"),
     }
@@ -551,6 +553,31 @@ fn path_cases() -> Vec<PathCase> {
         case("%c0%af", "GET", "/api/v1/workspaces/ws_1/projects/p1%c0%af..%c0%af..%c0%afsettings", AMBIGUOUS),
         case("%e0%80%af", "GET", "/api/v1/workspaces/ws_1/projects/p1%e0%80%afx", AMBIGUOUS),
         case("%c0%ae (overlong .)", "GET", "/api/v1/workspaces/ws_1/%c0%ae%c0%ae/projects", AMBIGUOUS),
+        // Look-alike dot segments under `**`: an upstream that trims
+        // spaces or folds Unicode (NFKC, Windows best-fit) reads `..`.
+        case("..%20 climbing out of a project", "DELETE", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%20/..%20/..%20/settings/x", AMBIGUOUS),
+        case("%20.. (a leading space)", "DELETE", "/api/v1/workspaces/ws_1/projects/p1/testcases/%20../%20../%20../settings/x", AMBIGUOUS),
+        case(".%20 (one dot and a space)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/.%20/t1", AMBIGUOUS),
+        case("..%C2%A0 (a no-break space)", "DELETE", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%C2%A0/..%C2%A0/..%C2%A0/settings/x", AMBIGUOUS),
+        case("..%E3%80%80 (an ideographic space)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%E3%80%80/x", AMBIGUOUS),
+        case("..%E2%80%8B (a zero-width space)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%E2%80%8B/x", AMBIGUOUS),
+        case("..%EF%BB%BF (a byte-order mark)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%EF%BB%BF/x", AMBIGUOUS),
+        case("%EF%BC%8E%EF%BC%8E (full-width dots)", "DELETE", "/api/v1/workspaces/ws_1/projects/p1/testcases/%EF%BC%8E%EF%BC%8E/%EF%BC%8E%EF%BC%8E/%EF%BC%8E%EF%BC%8E/settings/x", AMBIGUOUS),
+        case(".%EF%BC%8E (one full-width dot)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/.%EF%BC%8E/x", AMBIGUOUS),
+        case("%E2%80%A5 (two dot leader)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/%E2%80%A5/x", AMBIGUOUS),
+        case("%E2%80%A4 (one dot leader)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/%E2%80%A4%E2%80%A4/x", AMBIGUOUS),
+        case("%EF%B9%92 (small full stop)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/%EF%B9%92%EF%B9%92/x", AMBIGUOUS),
+        case("... (Windows drops trailing dots)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/.../x", AMBIGUOUS),
+        case("..%20. (Windows drops trailing dots and spaces)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%20./x", AMBIGUOUS),
+        // Raw UTF-8 (hyper takes it in a request line; a header value that
+        // is not ASCII is not read at all).
+        case("raw full-width dots", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/\u{ff0e}\u{ff0e}/x", AMBIGUOUS),
+        case("raw .. and a no-break space", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..\u{a0}/x", AMBIGUOUS),
+        // Dots beside other characters are names, and Unicode is welcome.
+        case("dots inside a name", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/a..b/x.json", Expect::Allow),
+        case("a name with a space", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/a%20b", Expect::Allow),
+        case("an accented name", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/caf%C3%A9", Expect::Allow),
+        case("a full-width name", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/%EF%BC%A1%EF%BC%8E", Expect::Allow),
         // path parameters
         case(";x in a capture", "GET", "/api/v1/workspaces/ws_1;x/projects", AMBIGUOUS),
         case(";x in a literal", "GET", "/api/v1/workspaces/ws_1/projects;jsessionid=1", AMBIGUOUS),
@@ -1173,6 +1200,41 @@ async fn x_forwarded_headers_from_the_client_do_not_hide_the_peer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_forwarded_headers_spelled_with_underscores_never_reach_the_api() {
+    // From a trusted peer (the default trusts 127.0.0.1) and from anyone:
+    // no proxy spells them so, and a CGI/WSGI/Rack upstream reads
+    // `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`.
+    for trusted in ["127.0.0.1", ""] {
+        let mut w = World::new_with(&[("trusted_proxies", trusted)]).await;
+        let bearer = w.bearer();
+        let sent: [&[u8]; 4] = [
+            b"X_Forwarded_For",
+            b"x_forwarded-proto",
+            b"X-Forwarded_Host",
+            b"X_Real_IP",
+        ];
+        let mut headers: Vec<(&[u8], &[u8])> = sent.iter().map(|n| (*n, &b"6.6.6.6"[..])).collect();
+        headers.push((b"Authorization", &bearer));
+        let got = w
+            .ask(
+                Door::Proxy,
+                "GET",
+                b"/api/v1/workspaces/ws_1/projects",
+                &headers,
+            )
+            .await;
+        check("X_Forwarded_* spellings", Door::Proxy, &got, Expect::Allow);
+        assert_not_forwarded("X_Forwarded_* spellings", Door::Proxy, &got, &sent);
+        let echo = got.echo.unwrap();
+        assert_eq!(
+            echo["headers"]["x-forwarded-for"],
+            serde_json::json!(["127.0.0.1"]),
+            "trusted_proxies = {trusted:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_forwarded_for_from_an_untrusted_peer_is_replaced() {
     let mut w = World::new_with(&[("trusted_proxies", "")]).await;
     let bearer = w.bearer();
@@ -1440,4 +1502,274 @@ async fn smuggling_shapes_forward_at_most_one_request_and_never_lend_identity() 
         }
     }
     assert!(w.upstream.count() >= 1, "some shapes were forwarded (once)");
+}
+
+// === what reaches the API (issue 10, items 5, 6 and 10) ===
+
+/// After an allowed request that carried the client headers `sent`, none
+/// of them reaches the API: the proxy removed them, the Envoy doors named
+/// them for removal. `/auth/nginx` and `/auth/traefik` cannot remove
+/// request headers; their deploy files do (tests/deploy.rs).
+fn assert_not_forwarded(what: &str, door: Door, got: &Outcome, sent: &[&[u8]]) {
+    for name in sent {
+        let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
+        match door {
+            Door::Proxy => {
+                let echo = got.echo.as_ref().expect("allowed through the proxy");
+                assert!(
+                    echo["headers"].get(&lower).is_none(),
+                    "{door:?} {what}: {lower} reached the API: {}",
+                    echo["headers"]
+                );
+            }
+            Door::Envoy | Door::Grpc => assert!(
+                got.remove.contains(&lower),
+                "{door:?} {what}: {lower} is not named for removal: {:?}",
+                got.remove
+            ),
+            Door::Nginx | Door::Traefik => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_spelled_with_underscores_never_reach_the_api() {
+    let mut w = World::new().await;
+    let bearer = w.bearer();
+    let ok = b"/api/v1/workspaces/ws_1/projects/p1/testcases".as_slice();
+    // A CGI/WSGI/Rack upstream reads each of these as HTTP_X_HAWZU_….
+    let spoof: Vec<(&[u8], &[u8])> = vec![
+        (b"X_Hawzu_Role", b"spoof_manager"),
+        (b"x-hawzu_workspace_id", b"ws_spoof"),
+        (b"X_HAWZU_TOKEN_ID", b"tok_spoof"),
+        (b"x_hawzu-project_id", b"p_spoof"),
+        (b"X_Hawzu_Permission", b"spoof:*"),
+        (b"x_hawzu_token_type", b"spoof"),
+        (b"x_hawzu_extra", b"spoof"),
+    ];
+    let names: Vec<&[u8]> = spoof.iter().map(|(n, _)| *n).collect();
+    for door in DOORS {
+        let mut headers = spoof.clone();
+        headers.push((b"Authorization", &bearer));
+        let got = w.ask(door, "GET", ok, &headers).await;
+        let what = "identity headers spelled with underscores";
+        check(what, door, &got, Expect::Allow);
+        assert_not_forwarded(what, door, &got, &names);
+        assert!(
+            got.identity.values().all(|v| !v.contains("spoof")),
+            "{door:?}: {:?}",
+            got.identity
+        );
+        if door == Door::Proxy {
+            // The API sees the gate's identity headers, once each, and no
+            // other name that folds into the prefix.
+            let echo = got.echo.unwrap();
+            for (name, values) in echo["headers"].as_object().unwrap() {
+                if name.replace('_', "-").starts_with("x-hawzu-") {
+                    assert!(!name.contains('_'), "{name} reached the API");
+                    assert_eq!(values.as_array().unwrap().len(), 1, "{name}");
+                    assert!(!values.to_string().contains("spoof"), "{name}: {values}");
+                }
+            }
+            assert_eq!(
+                echo["headers"]["x-hawzu-workspace-id"],
+                serde_json::json!(["ws_1"])
+            );
+        }
+    }
+}
+
+/// The override headers of issue 10 item 6, as a client spells them.
+const OVERRIDE_HEADERS: [&[u8]; 7] = [
+    b"X-HTTP-Method-Override",
+    b"X-HTTP-Method",
+    b"X-Method-Override",
+    b"X-Original-URL",
+    b"X-Rewrite-URL",
+    b"X-Original-URI",
+    b"X-Forwarded-Prefix",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_and_path_override_headers_never_reach_the_api() {
+    let mut w = World::new().await;
+    let bearer = w.bearer();
+    // Allowed as POST (testcases:write); the API must not be told DELETE
+    // or another workspace's path.
+    let ok = b"/api/v1/workspaces/ws_1/projects/p1/testcases".as_slice();
+    let values: [&[u8]; 7] = [
+        b"DELETE",
+        b"DELETE",
+        b"DELETE",
+        b"/api/v1/workspaces/ws_2/settings/x",
+        b"/api/v1/workspaces/ws_2/settings/x",
+        b"/api/v1/workspaces/ws_2/settings/x",
+        b"/api/v1/workspaces/ws_2",
+    ];
+    let underscored: [&[u8]; 3] = [
+        b"X_HTTP_Method_Override",
+        b"x_original_url",
+        b"X-Forwarded_Prefix",
+    ];
+    for door in DOORS {
+        let mut sent: Vec<(&[u8], &[u8])> = Vec::new();
+        for (name, value) in OVERRIDE_HEADERS.iter().zip(values) {
+            // `/auth/nginx` reads these two, set by nginx itself
+            // (tests/attacks.rs forward_auth_originals_…).
+            if door == Door::Nginx && matches!(*name, b"X-Original-URL" | b"X-Original-URI") {
+                continue;
+            }
+            sent.push((name, value));
+        }
+        for name in underscored {
+            sent.push((name, b"DELETE"));
+        }
+        let names: Vec<&[u8]> = sent.iter().map(|(n, _)| *n).collect();
+        let mut headers = sent.clone();
+        headers.push((b"Authorization", &bearer));
+        let got = w.ask(door, "POST", ok, &headers).await;
+        let what = "override headers on an allowed POST";
+        check(what, door, &got, Expect::Allow);
+        assert_not_forwarded(what, door, &got, &names);
+        if door == Door::Proxy {
+            let echo = got.echo.unwrap();
+            assert_eq!(echo["method"], "POST");
+            assert_eq!(echo["uri"], std::str::from_utf8(ok).unwrap());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_strip_list_is_configurable_and_folds_underscores() {
+    let mut w = World::new_with(&[("headers.strip", "X-Legacy-Override, X-Original-URL")]).await;
+    let bearer = w.bearer();
+    let ok = b"/api/v1/workspaces/ws_1/projects/p1/testcases".as_slice();
+    for door in [Door::Proxy, Door::Envoy, Door::Grpc] {
+        let got = w
+            .ask(
+                door,
+                "POST",
+                ok,
+                &[
+                    (b"Authorization", &bearer),
+                    (b"X-Legacy-Override", b"DELETE"),
+                    (b"x_legacy_override", b"DELETE"),
+                    (b"X-Original-URL", b"/api/v1/workspaces/ws_2"),
+                    // Not in this list: forwarded.
+                    (b"X-HTTP-Method-Override", b"PATCH"),
+                ],
+            )
+            .await;
+        check("a configured strip list", door, &got, Expect::Allow);
+        assert_not_forwarded(
+            "a configured strip list",
+            door,
+            &got,
+            &[
+                b"X-Legacy-Override",
+                b"x_legacy_override",
+                b"X-Original-URL",
+            ],
+        );
+        match door {
+            Door::Proxy => assert_eq!(
+                got.echo.unwrap()["headers"]["x-http-method-override"],
+                serde_json::json!(["PATCH"])
+            ),
+            _ => assert!(!got.remove.iter().any(|r| r == "x-http-method-override")),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_override_in_the_query_is_refused_at_every_door() {
+    let mut w = World::new().await;
+    let bearer = w.bearer();
+    let base = "/api/v1/workspaces/ws_1/projects/p1/testcases";
+    let refused = [
+        "?_method=DELETE",
+        "?_METHOD=delete",
+        "?_Method",
+        "?%5Fmethod=DELETE",
+        "?%5fmethod=DELETE",
+        "?%5F%6D%65%74%68%6F%64=DELETE",
+        "?page=2&_method=DELETE",
+        "?page=2;_method=DELETE",
+        // PHP drops leading spaces from a name and reads `.` and ` ` as `_`.
+        "?.method=DELETE",
+        "?%2Emethod=DELETE",
+        "?+_method=DELETE",
+        "?%20_method=DELETE",
+        "?%20method=DELETE",
+        "?_method%5B%5D=DELETE",
+        "?%255fmethod=DELETE",
+    ];
+    for query in refused {
+        let target = format!("{base}{query}");
+        for door in DOORS {
+            let got = w
+                .ask(
+                    door,
+                    "POST",
+                    target.as_bytes(),
+                    &[(b"Authorization", &bearer)],
+                )
+                .await;
+            check(&target, door, &got, Expect::Deny("method_override"));
+        }
+    }
+    // `method` as a plain name, or `_method` as a value, is no override.
+    for query in ["?method=DELETE", "?q=_method", "?sort=_method_name"] {
+        let target = format!("{base}{query}");
+        for door in DOORS {
+            let got = w
+                .ask(
+                    door,
+                    "POST",
+                    target.as_bytes(),
+                    &[(b"Authorization", &bearer)],
+                )
+                .await;
+            check(&target, door, &got, Expect::Allow);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_upgrades_are_refused_at_every_door() {
+    let mut w = World::new().await;
+    let bearer = w.bearer();
+    let ok = b"/api/v1/workspaces/ws_1/projects/p1/testcases".as_slice();
+    let settings: &[u8] = b"AAMAAABkAARAAAAAAAIAAAAA";
+    type Headers<'a> = Vec<(&'a [u8], &'a [u8])>;
+    let cases: Vec<(&str, Headers<'_>)> = vec![
+        (
+            "h2c",
+            vec![
+                (b"Connection", b"Upgrade, HTTP2-Settings"),
+                (b"Upgrade", b"h2c"),
+                (b"HTTP2-Settings", settings),
+            ],
+        ),
+        ("h2c without Connection", vec![(b"Upgrade", b"h2c")]),
+        ("h2c in capitals", vec![(b"UPGRADE", b"H2C")]),
+        (
+            "websocket",
+            vec![
+                (b"Connection", b"Upgrade"),
+                (b"Upgrade", b"websocket"),
+                (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+                (b"Sec-WebSocket-Version", b"13"),
+            ],
+        ),
+        ("HTTP2-Settings alone", vec![(b"HTTP2-Settings", settings)]),
+    ];
+    for (what, headers) in cases {
+        for door in DOORS {
+            let mut h = headers.clone();
+            h.push((b"Authorization", &bearer));
+            let got = w.ask(door, "GET", ok, &h).await;
+            check(what, door, &got, Expect::Deny("upgrade_refused"));
+        }
+    }
 }

@@ -387,6 +387,28 @@ async fn explain_says_which_rule_role_and_permission_decided() {
     assert_eq!(v["code"], "no_matching_rule");
     assert_eq!(v["rule"], Value::Null);
 
+    // As at the doors: a method override in the query, a look-alike dot
+    // segment.
+    let v = explain(
+        "POST",
+        "/api/v1/workspaces/ws_1/projects/proj_a/testcases?_method=DELETE",
+    )
+    .await
+    .json();
+    assert_eq!(v["code"], "method_override");
+    assert_eq!(v["status"], 400);
+    let v = explain(
+        "GET",
+        "/api/v1/workspaces/ws_1/projects/proj_a/testcases/..%20/x",
+    )
+    .await
+    .json();
+    assert_eq!(v["code"], "ambiguous_path");
+    assert!(
+        v["steps"].to_string().contains("segment of dots alone"),
+        "{v}"
+    );
+
     let a = explain("get me", "nope").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let fields = a.json()["fields"].clone();

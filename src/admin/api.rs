@@ -24,7 +24,8 @@ use serde_json::{Value, json};
 use crate::cache::{CachedRecord, CachedScope, TokenCache};
 use crate::clients::FailedAuth;
 use crate::decide::{
-    Credentials, Decision, DenyCode, Detail, RequestFacts, authenticate, authorize, check_state,
+    Credentials, Decision, DenyCode, Detail, RequestFacts, authenticate, authorize, check_request,
+    check_state,
 };
 use crate::doors::PolicyHandle;
 use crate::doors::credentials;
@@ -569,6 +570,8 @@ impl AdminApi {
         let facts = RequestFacts {
             method: &Method::POST,
             path: "/admin/v1",
+            query: None,
+            upgrade: false,
             credentials: creds,
             now: Timestamp::now(),
         };
@@ -1000,10 +1003,10 @@ impl AdminApi {
                 "must be an HTTP method in capitals, like GET or POST".into(),
             );
         }
-        let raw_path = req
-            .path
-            .split_once('?')
-            .map_or(req.path.as_str(), |(p, _)| p);
+        let (raw_path, query) = match req.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.path.as_str(), None),
+        };
         if !raw_path.starts_with('/') {
             errors.insert(
                 "path".into(),
@@ -1032,7 +1035,14 @@ impl AdminApi {
                 record: None,
                 detail: None,
             }),
-            Ok(()) => authorize(&policy, record.clone(), &method, raw_path),
+            Ok(()) => match check_request(query, false) {
+                Err(code) => Decision::Deny(crate::decide::Deny {
+                    code,
+                    record: Some(record.clone()),
+                    detail: None,
+                }),
+                Ok(()) => authorize(&policy, record.clone(), &method, raw_path),
+            },
         };
         let mut rule_json = Value::Null;
         match normalize(raw_path) {

@@ -22,13 +22,13 @@ use envoy_types::ext_authz::v3::{
     CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use jiff::Timestamp;
 
 use super::Shared;
 use crate::cache::CachedRecord;
 use crate::decide::{Credentials, Decision, DenyCode, RequestFacts};
-use crate::headers::REQUEST_ID;
+use crate::headers::{HTTP2_SETTINGS, REQUEST_ID, UPGRADE};
 use crate::ops::Door;
 use crate::telemetry::{self, Access};
 
@@ -55,6 +55,8 @@ impl ExtAuthz {
             http,
             method,
             path,
+            query,
+            upgrade,
             credentials,
         } = match facts_from_check(req) {
             Ok(checked) => checked,
@@ -72,6 +74,8 @@ impl ExtAuthz {
         let facts = RequestFacts {
             method: &method,
             path,
+            query,
+            upgrade,
             credentials,
             now: Timestamp::now(),
         };
@@ -93,14 +97,9 @@ impl ExtAuthz {
                         false,
                     );
                 }
-                ok.remove_header("authorization");
-                for name in http.headers.keys() {
-                    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                        continue;
-                    };
-                    if headers.is_identity(&name) && !set.contains(&&name) {
-                        ok.remove_header(name.as_str());
-                    }
+                let client = http.headers.keys().map(String::as_str);
+                for name in headers.removals(client, &set) {
+                    ok.remove_header(&name);
                 }
                 let mut res = CheckResponse::with_status(tonic::Status::ok("allowed"));
                 res.set_http_response(ok);
@@ -234,6 +233,11 @@ pub struct CheckFacts<'a> {
     pub method: Method,
     /// The request target without its query, undecoded.
     pub path: &'a str,
+    /// The query of the request target, undecoded.
+    pub query: Option<&'a str>,
+    /// The request asks to switch protocols (an `upgrade` or
+    /// `http2-settings` header).
+    pub upgrade: bool,
     pub credentials: Credentials<'a>,
 }
 
@@ -257,10 +261,15 @@ pub fn facts_from_check(req: &CheckRequest) -> Result<CheckFacts<'_>, Unjudgeabl
     let method =
         Method::from_bytes(http.method.as_bytes()).map_err(|_| Unjudgeable { path: &http.path })?;
     // `path` is the request target as received: path and query, undecoded.
-    let path = http
-        .path
-        .split_once('?')
-        .map_or(http.path.as_str(), |(p, _)| p);
+    // Envoy puts the query in `path`; a client that fills `query` instead
+    // is read too.
+    let (path, query) = match http.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (
+            http.path.as_str(),
+            Some(http.query.as_str()).filter(|q| !q.is_empty()),
+        ),
+    };
     // Envoy lower-cases names and joins repeated headers with ","; a joined
     // Authorization is not one bearer token and is refused as malformed. A
     // check that spells the name in two cases (never Envoy; found by
@@ -275,10 +284,16 @@ pub fn facts_from_check(req: &CheckRequest) -> Result<CheckFacts<'_>, Unjudgeabl
         (Some((_, v)), None) => Credentials::One(v.as_bytes()),
         (Some(_), Some(_)) => Credentials::Several,
     };
+    let upgrade = http.headers.keys().any(|name| {
+        name.eq_ignore_ascii_case(UPGRADE.as_str())
+            || name.eq_ignore_ascii_case(HTTP2_SETTINGS.as_str())
+    });
     Ok(CheckFacts {
         http,
         method,
         path,
+        query,
+        upgrade,
         credentials,
     })
 }

@@ -48,6 +48,38 @@ fn a_check_reads_method_path_without_query_and_the_bearer_header() {
 }
 
 #[test]
+fn a_check_reports_its_query_and_whether_it_asks_for_an_upgrade() {
+    let req = check("GET", "/a?_method=DELETE", &[("upgrade", "h2c")]);
+    let facts = facts_from_check(&req).unwrap();
+    assert_eq!(facts.query, Some("_method=DELETE"));
+    assert!(facts.upgrade);
+    let req = check(
+        "GET",
+        "/a",
+        &[("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")],
+    );
+    let facts = facts_from_check(&req).unwrap();
+    assert_eq!(facts.query, None);
+    assert!(facts.upgrade);
+    let mut req = check("GET", "/a", &[("connection", "keep-alive")]);
+    if let Some(http) = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.query = "_method=DELETE".into();
+    }
+    let facts = facts_from_check(&req).unwrap();
+    assert_eq!(
+        facts.query,
+        Some("_method=DELETE"),
+        "a separate query is read too"
+    );
+    assert!(!facts.upgrade);
+}
+
+#[test]
 fn a_check_that_does_not_name_its_request_is_unjudgeable() {
     let empty = CheckRequest::default();
     assert_eq!(

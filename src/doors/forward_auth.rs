@@ -28,7 +28,7 @@ use super::{Shared, credentials};
 use crate::decide::{Decision, DenyCode, RequestFacts};
 use crate::headers::{
     X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD,
-    X_ORIGINAL_URI, X_ORIGINAL_URL,
+    X_ORIGINAL_URI, X_ORIGINAL_URL, asks_upgrade,
 };
 use crate::ops::Door;
 use crate::telemetry::{self, Access};
@@ -78,9 +78,10 @@ impl ForwardAuth {
                     .strip_prefix(ENVOY_PREFIX)
                     .filter(|s| !s.is_empty())
                     .unwrap_or("/");
+                let query = req.uri().query().map(Cow::Borrowed);
                 (
                     Asker::Envoy,
-                    Ok((req.method().clone(), Cow::Borrowed(original))),
+                    Ok((req.method().clone(), Cow::Borrowed(original), query)),
                 )
             }
             _ => {
@@ -96,10 +97,12 @@ impl ForwardAuth {
         let door = asker.door();
         let logging = telemetry::access_enabled();
         let (method, original, decision) = match &original {
-            Ok((method, original)) => {
+            Ok((method, original, query)) => {
                 let facts = RequestFacts {
                     method,
                     path: original,
+                    query: query.as_deref(),
+                    upgrade: asks_upgrade(headers),
                     credentials: credentials(headers),
                     now: Timestamp::now(),
                 };
@@ -161,13 +164,9 @@ impl ForwardAuth {
                     // not set; name them for removal (never one we set:
                     // Envoy removes after setting).
                     let set = shared.headers.set_names(&p);
-                    let mut remove = vec!["authorization".to_owned()];
-                    remove.extend(
-                        req.keys()
-                            .filter(|n| shared.headers.is_identity(n) && !set.contains(n))
-                            .map(|n| n.as_str().to_owned()),
-                    );
-                    remove.dedup();
+                    let remove = shared
+                        .headers
+                        .removals(req.keys().map(http::HeaderName::as_str), &set);
                     if let Ok(v) = HeaderValue::from_str(&remove.join(",")) {
                         h.insert(X_ENVOY_AUTH_HEADERS_TO_REMOVE, v);
                     }
@@ -197,20 +196,29 @@ impl ForwardAuth {
     }
 }
 
-/// The original method and path as nginx reports them. ingress-nginx sends
-/// the full URL, a plain nginx config the request URI; when both come they
-/// must agree. Without them the request cannot be judged.
-fn nginx_original(h: &HeaderMap) -> Result<(Method, Cow<'_, str>), DenyCode> {
+/// The original method, path and query a proxy asks about.
+type Original<'h> = (Method, Cow<'h, str>, Option<Cow<'h, str>>);
+
+/// The original method, path and query as nginx reports them. ingress-nginx
+/// sends the full URL, a plain nginx config the request URI; when both come
+/// they must agree. Without them the request cannot be judged.
+fn nginx_original(h: &HeaderMap) -> Result<Original<'_>, DenyCode> {
     let method = original_method(h.get(X_ORIGINAL_METHOD))?;
     let from_url = one(h, &X_ORIGINAL_URL)?
         .map(|v| v.parse::<Uri>().map_err(|_| DenyCode::AmbiguousPath))
         .transpose()?
-        .map(|u| u.path().to_owned());
-    let from_uri = one(h, &X_ORIGINAL_URI)?.map(path_of);
-    let path = match (from_url, from_uri) {
-        (Some(a), Some(b)) if a != b => return Err(DenyCode::AmbiguousPath),
-        (Some(a), _) => Cow::Owned(a),
-        (None, Some(b)) => Cow::Borrowed(b),
+        .map(|u| (u.path().to_owned(), u.query().map(str::to_owned)));
+    let from_uri = one(h, &X_ORIGINAL_URI)?.map(split_target);
+    let (path, query) = match (from_url, from_uri) {
+        (Some((a, _)), Some((b, _))) if a != b => return Err(DenyCode::AmbiguousPath),
+        // Two queries must agree too; when one header has none, the other's
+        // is the query.
+        (Some((_, Some(qa))), Some((_, Some(qb)))) if qa != qb => {
+            return Err(DenyCode::AmbiguousPath);
+        }
+        (Some((a, None)), Some((_, Some(qb)))) => (Cow::Owned(a), Some(Cow::Borrowed(qb))),
+        (Some((a, qa)), _) => (Cow::Owned(a), qa.map(Cow::Owned)),
+        (None, Some((b, qb))) => (Cow::Borrowed(b), qb.map(Cow::Borrowed)),
         (None, None) => {
             tracing::warn!(
                 "/auth/nginx without X-Original-URL or X-Original-URI; see deploy/nginx"
@@ -218,17 +226,18 @@ fn nginx_original(h: &HeaderMap) -> Result<(Method, Cow<'_, str>), DenyCode> {
             return Err(DenyCode::AmbiguousPath);
         }
     };
-    Ok((method, path))
+    Ok((method, path, query))
 }
 
-/// The original method and path as Traefik reports them.
-fn traefik_original(h: &HeaderMap) -> Result<(Method, Cow<'_, str>), DenyCode> {
+/// The original method, path and query as Traefik reports them.
+fn traefik_original(h: &HeaderMap) -> Result<Original<'_>, DenyCode> {
     let method = original_method(h.get(X_FORWARDED_METHOD))?;
     let Some(uri) = one(h, &X_FORWARDED_URI)? else {
         tracing::warn!("/auth/traefik without X-Forwarded-Uri; see deploy/traefik");
         return Err(DenyCode::AmbiguousPath);
     };
-    Ok((method, Cow::Borrowed(path_of(uri))))
+    let (path, query) = split_target(uri);
+    Ok((method, Cow::Borrowed(path), query.map(Cow::Borrowed)))
 }
 
 fn original_method(v: Option<&HeaderValue>) -> Result<Method, DenyCode> {
@@ -246,7 +255,10 @@ fn one<'h>(h: &'h HeaderMap, name: &http::HeaderName) -> Result<Option<&'h str>,
     }
 }
 
-/// `/a/b?x=1` → `/a/b`.
-fn path_of(uri: &str) -> &str {
-    uri.split_once('?').map_or(uri, |(p, _)| p)
+/// `/a/b?x=1` → (`/a/b`, `x=1`).
+fn split_target(uri: &str) -> (&str, Option<&str>) {
+    match uri.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (uri, None),
+    }
 }

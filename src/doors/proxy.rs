@@ -3,7 +3,8 @@
 //! ways (never buffering them).
 //!
 //! On the way up it removes hop-by-hop headers, every header with the
-//! identity prefix the client sent, and `Authorization` (unless
+//! identity prefix the client sent and every one on `headers.strip` (both
+//! with `_` read as `-`), and `Authorization` (unless
 //! `proxy.forward_authorization`); it sets the identity headers and
 //! `X-Request-Id`, and appends `X-Forwarded-For/-Proto/-Host`. The path is
 //! forwarded exactly as received — the one `decide` judged. Upstream faults
@@ -31,7 +32,8 @@ use super::{Shared, credentials};
 use crate::cache::CachedRecord;
 use crate::decide::{Decision, RequestFacts};
 use crate::headers::{
-    REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, strip_hop_by_hop,
+    REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade,
+    strip_hop_by_hop, strip_underscored,
 };
 use crate::ops::Door;
 use crate::telemetry::{self, Access};
@@ -161,6 +163,8 @@ impl Proxy {
             let facts = RequestFacts {
                 method: &parts.method,
                 path: uri.path(),
+                query: uri.query(),
+                upgrade: asks_upgrade(&parts.headers),
                 credentials: credentials(&parts.headers),
                 now: Timestamp::now(),
             };
@@ -320,7 +324,17 @@ fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
 /// Appends this hop to `X-Forwarded-For`, `-Proto` and `-Host`. What an
 /// untrusted peer sent in them (or in `Forwarded`, `X-Real-IP`) is dropped
 /// first: the upstream learns only what a trusted hop or the gate saw.
+/// Their `_` spellings (`X_Forwarded_For`) are dropped from anyone.
 fn forwarded(h: &mut HeaderMap, peer: SocketAddr, tls: bool, trusted: bool) {
+    strip_underscored(
+        h,
+        &[
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+        ],
+    );
     if !trusted {
         for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST] {
             h.remove(name);

@@ -8,13 +8,15 @@
 //! request path into decoded segments and refuses anything a server behind
 //! the gate could read differently (dot segments, encoded `/` `\` `.` or NUL,
 //! `//`, a trailing `/`, `;` parameters, a raw space or `#`, double encoding, bad
-//! percent-encoding, invalid UTF-8). Nothing here does I/O.
+//! percent-encoding, invalid UTF-8, and segments that read as dots once a
+//! server trims spaces or folds Unicode). Nothing here does I/O.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use http::Method;
 use thiserror::Error;
+use unicode_normalization::UnicodeNormalization;
 
 use super::roles::{Permission, PermissionError};
 use crate::token::record::valid_id;
@@ -31,6 +33,10 @@ pub enum AmbiguousPath {
     EmptySegment,
     #[error("the path has a `.` or `..` segment")]
     DotSegment,
+    #[error(
+        "the path has a segment of dots alone once spaces and invisible characters are dropped or Unicode is folded (NFKC), like `..%20` or full-width `．．`"
+    )]
+    LookAlikeDotSegment,
     #[error("the path has an encoded `/`, `\\`, `.` or NUL")]
     EncodedSeparator,
     #[error("the path has a backslash, NUL, control character, space, `#` or `;`")]
@@ -100,6 +106,9 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
         return Err(AmbiguousPath::ForbiddenCharacter);
     }
     if !bytes.contains(&b'%') {
+        if reads_as_dots(seg) {
+            return Err(AmbiguousPath::LookAlikeDotSegment);
+        }
         return Ok(Cow::Borrowed(seg));
     }
     let mut out = Vec::with_capacity(bytes.len());
@@ -132,9 +141,129 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     {
         return Err(AmbiguousPath::DoubleEncoding);
     }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| AmbiguousPath::NotUtf8)
+    let decoded = String::from_utf8(out).map_err(|_| AmbiguousPath::NotUtf8)?;
+    if reads_as_dots(&decoded) {
+        return Err(AmbiguousPath::LookAlikeDotSegment);
+    }
+    Ok(Cow::Owned(decoded))
+}
+
+/// Whether a decoded segment is dots alone (`.`, `..`, `...`) once a server
+/// trims or drops spaces and invisible characters, drops combining marks,
+/// folds Unicode compatibility forms (NFKC: full-width `．`, `‥`, `﹒`), or
+/// drops trailing dots (Windows). Such a server would read a dot segment
+/// where the gate read a name, and climb out of the rule that allowed it.
+///
+/// Hot path: a plain ASCII segment is one scan, no allocation; only a
+/// segment with non-ASCII characters is folded (an iterator, no buffer for
+/// any realistic segment).
+fn reads_as_dots(seg: &str) -> bool {
+    let mut dots = false;
+    if seg.is_ascii() {
+        // NFKC leaves ASCII alone, and the only space left here is ` `
+        // (decoded from `%20`): controls were refused before.
+        for b in seg.bytes() {
+            match b {
+                b'.' => dots = true,
+                b' ' => {}
+                _ => return false,
+            }
+        }
+        return dots;
+    }
+    for c in seg.chars().filter(|&c| !invisible(c)).nfkc() {
+        match c {
+            '.' => dots = true,
+            c if invisible(c) => {}
+            _ => return false,
+        }
+    }
+    dots
+}
+
+/// Characters a server may trim, drop or ignore in a name: Unicode
+/// White_Space, zero-width and byte-order marks (trimmed by older .NET),
+/// the soft hyphen, and combining marks.
+fn invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
+        )
+        || unicode_normalization::char::is_combining_mark(c)
+}
+
+// === queries ===
+
+/// Whether a raw query (after `?`) carries a method override: a parameter
+/// whose name is `_method` in any case — percent-encoded or not (decoded
+/// until nothing changes, `+` as a space), with any mix of leading `_`,
+/// `.`, `-` or spaces (PHP reads a leading space away and ` ` and `.` as
+/// `_`), and any `[…]` after it (PHP arrays). Rails, Laravel, Symfony and
+/// Express `method-override` route such a request by that method.
+/// Parameters are split at `&` and `;` (older parsers split at both).
+///
+/// Hot path: a query with no `%` and no `method` in any case is one scan,
+/// no allocation.
+pub fn names_method_override(query: &str) -> bool {
+    let b = query.as_bytes();
+    if !b.contains(&b'%') && !b.windows(6).any(|w| w.eq_ignore_ascii_case(b"method")) {
+        return false;
+    }
+    query.split(['&', ';']).any(|param| {
+        let name = param.split_once('=').map_or(param, |(n, _)| n);
+        is_method_override_name(name.as_bytes())
+    })
+}
+
+fn is_method_override_name(raw: &[u8]) -> bool {
+    let mut name = Cow::Borrowed(raw);
+    // Each round decodes one layer (`%255f` → `%5f` → `_`); four is more
+    // than any server decodes.
+    for _ in 0..4 {
+        if !name.iter().any(|&b| b == b'%' || b == b'+') {
+            break;
+        }
+        let decoded = decode_query_name(&name);
+        if decoded == *name {
+            break;
+        }
+        name = Cow::Owned(decoded);
+    }
+    let name = name.split(|&b| b == b'[').next().unwrap_or_default();
+    let name = name.trim_ascii_end();
+    let rest = name
+        .iter()
+        .position(|&b| !matches!(b, b'_' | b'.' | b'-') && !b.is_ascii_whitespace())
+        .map_or(&[][..], |i| &name[i..]);
+    rest.len() < name.len() && rest.eq_ignore_ascii_case(b"method")
+}
+
+/// `%xx` decoded where it is one, `+` as a space, anything else kept.
+fn decode_query_name(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let pair = (
+            raw.get(i + 1).and_then(|&b| hex(b)),
+            raw.get(i + 2).and_then(|&b| hex(b)),
+        );
+        match (raw[i], pair) {
+            (b'%', (Some(h), Some(l))) => {
+                out.push(h * 16 + l);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 // === methods ===

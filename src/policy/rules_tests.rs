@@ -37,6 +37,86 @@ fn plain_and_encoded_paths_decode_once() {
 }
 
 #[test]
+fn look_alike_dot_segments_are_refused() {
+    for raw in [
+        "/a/..%20/b",
+        "/a/%20../b",
+        "/a/.%20/b",
+        "/a/%20.%20/b",
+        "/a/..%C2%A0/b",
+        "/a/..%E3%80%80/b",
+        "/a/..%E2%80%8B/b",
+        "/a/..%EF%BB%BF/b",
+        "/a/.%C2%AD./b",
+        "/a/.%CC%81./b",
+        "/a/%EF%BC%8E%EF%BC%8E/b",
+        "/a/.%EF%BC%8E/b",
+        "/a/%E2%80%A4/b",
+        "/a/%E2%80%A5/b",
+        "/a/%EF%B9%92%EF%B9%92/b",
+        "/a/.../b",
+        "/a/..%20./b",
+        "/a/\u{ff0e}\u{ff0e}/b",
+        "/a/..\u{a0}/b",
+        "/a/\u{2025}",
+    ] {
+        assert_eq!(
+            normalize(raw),
+            Err(AmbiguousPath::LookAlikeDotSegment),
+            "{raw}"
+        );
+    }
+    for (raw, seg) in [
+        ("/a/a..b", "a..b"),
+        ("/a/.hidden", ".hidden"),
+        ("/a/x.json", "x.json"),
+        ("/a/a%20b", "a b"),
+        ("/a/%EF%BC%A1%EF%BC%8E", "Ａ．"),
+        ("/a/caf%C3%A9", "café"),
+        ("/a/\u{65e5}\u{672c}", "日本"),
+    ] {
+        assert_eq!(segs(raw)[1], seg, "{raw}");
+    }
+}
+
+#[test]
+fn method_overrides_in_a_query_are_found_in_any_spelling() {
+    for q in [
+        "_method=DELETE",
+        "_METHOD=delete",
+        "_Method",
+        "a=1&_method=DELETE",
+        "a=1;_method=DELETE",
+        "%5Fmethod=DELETE",
+        "%5f%6d%65%74%68%6f%64=DELETE",
+        "%255fmethod=DELETE",
+        ".method=x",
+        "%2Emethod=x",
+        "+_method=x",
+        "%20_method=x",
+        "__method=x",
+        "-method=x",
+        "_method[]=x",
+        "_method%5B%5D=x",
+        "_method%20=x",
+    ] {
+        assert!(names_method_override(q), "{q}");
+    }
+    for q in [
+        "",
+        "method=DELETE",
+        "q=_method",
+        "sort=_method_name",
+        "_methods=x",
+        "x_method=x",
+        "_meth=x",
+        "%zz_method",
+    ] {
+        assert!(!names_method_override(q), "{q}");
+    }
+}
+
+#[test]
 fn ambiguous_paths_are_refused() {
     use AmbiguousPath::*;
     let cases = [
@@ -263,8 +343,40 @@ fn lenient_reading(raw: &str) -> Option<Vec<String>> {
 
 fn path_strategy() -> impl Strategy<Value = String> {
     let atoms = prop::sample::select(vec![
-        "a", "b", "api", ".", "..", "/", "//", "%2e", "%2E", "%2f", "%5c", "%00", "%25", "%41",
-        "%", "%zz", "\\", ";", "x=1", "%c0%ae", "%C3%A9", "é", "~", "-", "_",
+        "a",
+        "b",
+        "api",
+        ".",
+        "..",
+        "/",
+        "//",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%5c",
+        "%00",
+        "%25",
+        "%41",
+        "%",
+        "%zz",
+        "\\",
+        ";",
+        "x=1",
+        "%c0%ae",
+        "%C3%A9",
+        "é",
+        "~",
+        "-",
+        "_",
+        // Look-alikes of `.` and spaces a server may trim or fold.
+        "%20",
+        "%C2%A0",
+        "%E2%80%8B",
+        "%EF%BC%8E",
+        "\u{ff0e}",
+        "\u{2025}",
+        "\u{a0}",
+        "%E3%80%80",
     ]);
     prop::collection::vec(atoms, 0..12).prop_map(|parts| format!("/{}", parts.concat()))
 }
@@ -279,6 +391,12 @@ proptest! {
             prop_assert_eq!(Some(ours.clone()), lenient_reading(&raw), "raw {:?}", raw);
             for s in &ours {
                 prop_assert!(s != "." && s != ".." && !s.contains(['/', '\\', ';', '\0']));
+                // A server that trims Unicode spaces, or folds NFKC and
+                // then trims, reads no dot segment either.
+                let folded: String = s.nfkc().collect();
+                for read in [s.trim(), folded.trim()] {
+                    prop_assert!(read != "." && read != "..", "{:?} reads as {:?}", raw, read);
+                }
             }
         }
     }
@@ -460,5 +578,43 @@ proptest! {
             let got = rules.find(&m, &path).map(|f| (name(f.rule), f.captures));
             prop_assert_eq!(got, reference(&rules, &m, &raw), "{} {:?}", m, raw);
         }
+    }
+}
+
+/// `_method` spelled as a client may: each byte raw or `%xx` (either hex
+/// case), letters in either case.
+fn override_name() -> impl Strategy<Value = String> {
+    prop::collection::vec((any::<bool>(), any::<bool>(), any::<bool>()), 7).prop_map(|picks| {
+        "_method"
+            .bytes()
+            .zip(picks)
+            .map(|(b, (encode, upper, hex_upper))| {
+                let b = if upper { b.to_ascii_uppercase() } else { b };
+                match (encode, hex_upper) {
+                    (true, true) => format!("%{b:02X}"),
+                    (true, false) => format!("%{b:02x}"),
+                    (false, _) => char::from(b).to_string(),
+                }
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn a_method_override_is_found_however_it_is_spelled_and_wherever_it_stands(
+        name in override_name(),
+        before in prop::collection::vec("[a-z]{1,5}=[a-z0-9]{0,5}", 0..3),
+        after in prop::collection::vec("[a-z]{1,5}=[a-z0-9]{0,5}", 0..3),
+        sep in prop::sample::select(vec!["&", ";"]),
+        value in "[A-Za-z]{0,8}",
+    ) {
+        let mut params = before.clone();
+        params.push(format!("{name}={value}"));
+        params.extend(after);
+        let query = params.join(sep);
+        prop_assert!(names_method_override(&query), "{:?}", query);
     }
 }

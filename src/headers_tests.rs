@@ -1,0 +1,114 @@
+use super::*;
+
+fn map(names: &[&str]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for n in names {
+        h.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_static("v"),
+        );
+    }
+    h
+}
+
+#[test]
+fn identity_names_match_with_underscores_and_any_case() {
+    let h = IdentityHeaders::default();
+    for name in [
+        "x-hawzu-role",
+        "X-Hawzu-Role",
+        "x_hawzu_role",
+        "X_HAWZU_WORKSPACE_ID",
+        "x-hawzu_workspace_id",
+        "x_hawzu-anything",
+        "x-hawzu-",
+    ] {
+        assert!(h.is_identity(name), "{name}");
+        assert!(h.is_protected(name), "{name}");
+    }
+    for name in [
+        "x-hawzu",
+        "xhawzu-role",
+        "x-hawzurole",
+        "x-request-id",
+        "x-hawz-role",
+    ] {
+        assert!(!h.is_identity(name), "{name}");
+    }
+}
+
+#[test]
+fn the_strip_list_matches_whole_names_with_underscores_and_any_case() {
+    let h = IdentityHeaders::default();
+    for name in [
+        "x-http-method-override",
+        "X_HTTP_Method_Override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x_original_uri",
+        "x-rewrite-url",
+        "X-Forwarded_Prefix",
+    ] {
+        assert!(h.is_protected(name), "{name}");
+    }
+    for name in [
+        "x-http-method-overrides",
+        "x-original",
+        "x-forwarded-for",
+        "host",
+    ] {
+        assert!(!h.is_protected(name), "{name}");
+    }
+    let h = h.with_strip(&["X_Legacy"]).unwrap();
+    assert!(h.is_protected("x-legacy"));
+    assert!(!h.is_protected("x-original-url"));
+    assert!(h.is_protected("x_hawzu_role"), "the prefix always holds");
+    assert!(IdentityHeaders::default().with_strip(&["a b"]).is_err());
+    assert!(IdentityHeaders::default().with_strip(&[""]).is_err());
+}
+
+#[test]
+fn strip_removes_every_protected_header_and_keeps_the_rest() {
+    let h = IdentityHeaders::default();
+    let mut m = map(&[
+        "x_hawzu_role",
+        "x-hawzu-role",
+        "x-http-method-override",
+        "x_original_url",
+        "content-type",
+        "x-request-id",
+    ]);
+    h.strip(&mut m);
+    let mut left: Vec<&str> = m.keys().map(HeaderName::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["content-type", "x-request-id"]);
+}
+
+#[test]
+fn removals_name_protected_client_headers_but_never_one_the_answer_sets() {
+    let h = IdentityHeaders::default();
+    let role = HeaderName::from_static("x-hawzu-role");
+    let set = [&role];
+    let got = h.removals(
+        [
+            "x-hawzu-role",
+            "X_Hawzu_Role",
+            "x_hawzu_role",
+            "x-http-method-override",
+            "content-type",
+        ],
+        &set,
+    );
+    assert_eq!(
+        got,
+        ["authorization", "x_hawzu_role", "x-http-method-override"]
+    );
+}
+
+#[test]
+fn upgrades_are_asked_by_upgrade_or_http2_settings() {
+    assert!(asks_upgrade(&map(&["upgrade"])));
+    assert!(asks_upgrade(&map(&["http2-settings"])));
+    assert!(!asks_upgrade(&map(&["connection", "content-type"])));
+}
