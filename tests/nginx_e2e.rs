@@ -341,13 +341,31 @@ async fn nginx_never_forwards_underscore_override_or_upgrade_headers() {
         format!("X-Rewrite-URL: {other}"),
         format!("X-Original-URI: {other}"),
         "X-Forwarded-Prefix: /api/v1/workspaces/ws_2".into(),
-        "Upgrade: h2c".into(),
-        "Connection: Upgrade, HTTP2-Settings".into(),
-        "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA".into(),
     ] {
         args.push("-H".into());
         args.push(h);
     }
+    // An upgrade on top of all that is refused by the gate (nginx shows it
+    // the client's headers) with its own status and code.
+    let mut upgrade = args.clone();
+    for h in [
+        "Upgrade: h2c",
+        "Connection: Upgrade, HTTP2-Settings",
+        "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
+    ] {
+        upgrade.push("-H".into());
+        upgrade.push(h.into());
+    }
+    upgrade.push(url.clone());
+    let (status, headers, body) = curl_async(upgrade).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        header(&headers, "x-hawzu-error"),
+        ["upgrade_refused"],
+        "{headers:?}"
+    );
+    assert_eq!(upstream.count(), 0, "an upgrade reached the API");
+
     args.push(url);
     let (status, _, body) = curl_async(args).await;
     assert_eq!(status, 200, "{body}");
