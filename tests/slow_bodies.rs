@@ -140,6 +140,11 @@ async fn slow_admin_bodies_are_cut_with_408_and_hold_no_slot() {
         .collect();
     for t in trickles {
         let t = t.await.unwrap();
+        eprintln!(
+            "admin trickle answered {} after {:?}",
+            t.status(),
+            t.answered_after
+        );
         // Cut near the 300 ms timeout: far below the 30 s the trickle asks
         // for, with room for a busy 2-core machine.
         assert!(t.answered_after < Duration::from_secs(3), "{t:?}");
@@ -231,6 +236,10 @@ async fn the_admin_key_is_served_while_token_callers_hold_every_other_slot() {
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
         let listed = gate.admin().get("/admin/v1/tokens").await;
         assert_eq!(listed.status, StatusCode::OK);
+        eprintln!(
+            "admin key create + list while trickled: {:?}",
+            start.elapsed()
+        );
         assert!(
             start.elapsed() < Duration::from_secs(2),
             "{:?}",
@@ -275,6 +284,11 @@ async fn a_body_below_the_minimum_rate_is_cut_after_the_grace() {
         Duration::from_millis(100),
     )
     .await;
+    eprintln!(
+        "10 B/s body answered {} after {:?}",
+        t.status(),
+        t.answered_after
+    );
     assert_eq!(t.status(), 408, "{t:?}");
     assert_eq!(t.json()["error"], "body_timeout");
     assert!(t.answered_after >= Duration::from_millis(900), "{t:?}");
@@ -365,6 +379,11 @@ async fn a_slow_upload_through_the_proxy_is_cut_and_aborted_upstream() {
          Content-Type: application/json\r\nContent-Length: {TRICKLE_BYTES}\r\n\r\n"
     );
     let t = trickle(proxy, head, TRICKLE_BYTES, TRICKLE_EVERY).await;
+    eprintln!(
+        "proxy upload answered {} after {:?}",
+        t.status(),
+        t.answered_after
+    );
     assert!(t.answered_after < Duration::from_secs(3), "{t:?}");
     assert_eq!(t.status(), 408, "{t:?}");
     assert_eq!(t.json()["error"], "body_timeout");
@@ -428,6 +447,7 @@ async fn a_slow_grpc_message_is_cut_with_deadline_exceeded() {
         .await
         .expect("an answer while the message is incomplete")
         .unwrap();
+    eprintln!("gRPC message answered after {:?}", start.elapsed());
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "{:?}",
