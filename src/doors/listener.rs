@@ -608,11 +608,13 @@ struct BodyWatch {
     received: u64,
     /// Time spent waiting for the client, before the wait in progress.
     waited: Duration,
-    /// When the wait in progress began.
+    /// When the wait for the client in progress began.
     waiting_since: Option<Instant>,
-    /// When the wait in progress becomes too long.
-    deadline: Instant,
-    /// Fires at or before `deadline`; made on the first wait.
+    /// How long that wait may last. (Not an `Option<Instant>` deadline:
+    /// auto-trait checks of the doors' futures are at the compiler's
+    /// recursion limit, and that type is one level too deep.)
+    wait_limit: Duration,
+    /// Fires at or before the wait's deadline; made on the first wait.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -636,7 +638,7 @@ impl<B: Body> TimedBody<B> {
             received: 0,
             waited: Duration::ZERO,
             waiting_since: None,
-            deadline: Instant::now(),
+            wait_limit: Duration::ZERO,
             timer: None,
         };
         (
@@ -650,9 +652,9 @@ impl<B: Body> TimedBody<B> {
 }
 
 impl BodyWatch {
-    /// When the wait that began at `since` becomes too long: the read
-    /// timeout, or the moment the average rate would fall below the least.
-    fn deadline(&self, since: Instant) -> Instant {
+    /// How long the next wait may last: the read timeout, or until the
+    /// average rate would fall below the least.
+    fn wait_limit(&self) -> Duration {
         let mut wait = self.limits.read_timeout;
         if self.limits.min_rate > 0 {
             #[allow(clippy::cast_precision_loss)] // a deadline, not a count
@@ -662,8 +664,9 @@ impl BodyWatch {
             let allowed = self.limits.grace.max(earned);
             wait = wait.min(allowed.saturating_sub(self.waited));
         }
-        // `wait` is at most the read timeout (validated to at most 1h).
-        since + wait
+        // At most the read timeout (validated to at most 1h): adding it to
+        // an instant cannot overflow.
+        wait
     }
 
     fn trip(&mut self) -> BodyTimeout {
@@ -711,29 +714,35 @@ where
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                if w.waiting_since.is_none() {
-                    // A new wait for the client.
-                    let now = Instant::now();
-                    w.waiting_since = Some(now);
-                    w.deadline = w.deadline(now);
-                    match w.timer.as_mut() {
-                        // Only an earlier deadline moves the timer; for a
-                        // later one it fires early and is re-armed below,
-                        // so a fast body does not reset a timer per chunk.
-                        Some(t) if t.deadline() > w.deadline => t.as_mut().reset(w.deadline),
-                        Some(_) => {}
-                        None => w.timer = Some(Box::pin(tokio::time::sleep_until(w.deadline))),
+                let deadline = match w.waiting_since {
+                    Some(since) => since + w.wait_limit,
+                    None => {
+                        // A new wait for the client.
+                        let now = Instant::now();
+                        w.wait_limit = w.wait_limit();
+                        w.waiting_since = Some(now);
+                        let deadline = now + w.wait_limit;
+                        match w.timer.as_mut() {
+                            // Only an earlier deadline moves the timer; for
+                            // a later one it fires early and is re-armed
+                            // below, so a fast body does not reset a timer
+                            // per chunk.
+                            Some(t) if t.deadline() > deadline => t.as_mut().reset(deadline),
+                            Some(_) => {}
+                            None => w.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                        }
+                        deadline
                     }
-                }
+                };
                 loop {
                     let Some(timer) = w.timer.as_mut() else {
                         return Poll::Pending;
                     };
                     ready!(timer.as_mut().poll(cx));
-                    if Instant::now() >= w.deadline {
+                    if Instant::now() >= deadline {
                         return Poll::Ready(Some(Err(w.trip().into())));
                     }
-                    timer.as_mut().reset(w.deadline);
+                    timer.as_mut().reset(deadline);
                 }
             }
         }
