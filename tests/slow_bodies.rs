@@ -388,6 +388,10 @@ async fn a_slow_upload_through_the_proxy_is_cut_and_aborted_upstream() {
     assert_eq!(t.status(), 408, "{t:?}");
     assert_eq!(t.json()["error"], "body_timeout");
     assert_eq!(t.header("x-hawzu-error").as_deref(), Some("body_timeout"));
+    assert_eq!(t.header("connection").as_deref(), Some("close"));
+    // The proxy's own answer, with its request id.
+    let id = t.header("x-request-id").expect("a request id");
+    assert_eq!(t.json()["request_id"], id.as_str());
     assert!(t.closed_early, "{t:?}");
 
     // The upstream saw the request start, then cut off mid-body.

@@ -181,20 +181,13 @@ impl ListenerState {
         request_id: Option<HeaderValue>,
     ) -> Response<Full<Bytes>> {
         let mut res = match self.protocol {
-            Protocol::Http => {
-                let mut res = json(
-                    StatusCode::REQUEST_TIMEOUT,
-                    &serde_json::json!({
-                        "error": BODY_TIMEOUT,
-                        "message": "The request body came too slowly (limits.body_read_timeout, limits.min_body_rate).",
-                    }),
-                );
-                res.headers_mut().insert(
-                    self.error_header.clone(),
-                    HeaderValue::from_static(BODY_TIMEOUT),
-                );
-                res
-            }
+            Protocol::Http => json(
+                StatusCode::REQUEST_TIMEOUT,
+                &serde_json::json!({
+                    "error": BODY_TIMEOUT,
+                    "message": "The request body came too slowly (limits.body_read_timeout, limits.min_body_rate).",
+                }),
+            ),
             Protocol::Grpc => {
                 let mut res = Response::new(Full::new(Bytes::new()));
                 let h = res.headers_mut();
@@ -216,13 +209,25 @@ impl ListenerState {
         if let Some(id) = request_id {
             res.headers_mut().insert(REQUEST_ID, id);
         }
+        self.body_timeout_headers(&mut res, version);
+        res
+    }
+
+    /// The error-code header (HTTP) and, on HTTP/1.x, `Connection: close`
+    /// of a request whose body was cut.
+    fn body_timeout_headers<B>(&self, res: &mut Response<B>, version: Version) {
+        let h = res.headers_mut();
+        if self.protocol == Protocol::Http {
+            h.insert(
+                self.error_header.clone(),
+                HeaderValue::from_static(BODY_TIMEOUT),
+            );
+        }
         if version < Version::HTTP_2 {
             // The rest of the body is never read: the connection cannot
             // carry another request. (HTTP/2 ends only the stream.)
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        res
     }
 
     /// The answer to a request beyond `max_requests`.
@@ -442,11 +447,18 @@ pub async fn serve<H, Fut, B>(
                     let res = (ctx.handle)(req, ctx.conn).await;
                     // A body cut while the door read it: whatever the door
                     // made of the error, the client is told why, the same
-                    // way on every listener.
+                    // way on every listener (a door's own 408 is kept, with
+                    // the listener's headers).
                     let res = match cut {
                         Some(cut) if cut.load(Ordering::Acquire) => {
-                            let id = res.headers().get(REQUEST_ID).cloned();
-                            ctx.state.body_timeout(version, id).map(Either::Right)
+                            if res.status() == StatusCode::REQUEST_TIMEOUT {
+                                let mut res = res.map(Either::Left);
+                                ctx.state.body_timeout_headers(&mut res, version);
+                                res
+                            } else {
+                                let id = res.headers().get(REQUEST_ID).cloned();
+                                ctx.state.body_timeout(version, id).map(Either::Right)
+                            }
                         }
                         _ => res.map(Either::Left),
                     };
