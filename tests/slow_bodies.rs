@@ -482,3 +482,67 @@ fn tokio_stream_from<T: Send + 'static>(
         rx.recv().await.map(|v| (v, rx))
     }))
 }
+
+#[tokio::test]
+async fn over_http2_a_slow_body_ends_its_stream_not_the_connection() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let gate = InProcessGate::start(&[
+        ("roles.token_admin", "tokens:manage"),
+        ("limits.body_read_timeout", "300ms"),
+    ])
+    .await;
+    let token = token_admin(&gate).await;
+    let io = hyper_util::rt::TokioIo::new(
+        tokio::net::TcpStream::connect(gate.addrs.admin)
+            .await
+            .unwrap(),
+    );
+    type Fed = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send>,
+    >;
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, StreamBody<Fed>>(
+        hyper_util::rt::TokioExecutor::new(),
+        io,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Ok(Frame::data(Bytes::from_static(b"{"))))
+        .await
+        .unwrap();
+    let url = format!("http://{}/admin/v1/tokens", gate.addrs.admin);
+    let slow = http::Request::post(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(StreamBody::new(tokio_stream_from(rx)))
+        .unwrap();
+    let start = Instant::now();
+    let res = tokio::time::timeout(Duration::from_secs(5), send.send_request(slow))
+        .await
+        .expect("answered while the body is incomplete")
+        .unwrap();
+    eprintln!("HTTP/2 admin body answered after {:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(res.headers()["x-hawzu-error"], "body_timeout");
+    assert!(res.headers().get("connection").is_none());
+    drop(tx);
+
+    // The same connection serves the admin key next.
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    drop(_tx);
+    let list = http::Request::get(&url)
+        .header("authorization", format!("Bearer {}", gate.admin_key))
+        .body(StreamBody::new(tokio_stream_from(rx)))
+        .unwrap();
+    let res = send.send_request(list).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(listed["tokens"].is_array(), "{listed}");
+    assert!(!conn.is_finished());
+}
