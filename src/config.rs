@@ -96,6 +96,18 @@ pub struct LimitSettings {
     pub max_header_bytes: usize,
     /// Most header fields in a request: 431 beyond.
     pub max_headers: usize,
+    /// Longest wait for the next piece of a request body once a door reads
+    /// it (nginx's `client_body_timeout`): beyond it the request is refused
+    /// with 408 `body_timeout` and its connection closed; a proxied upload
+    /// is aborted upstream. Only time spent waiting for the client counts.
+    pub body_read_timeout: HumanDuration,
+    /// Least average rate of a request body, bytes per second of waiting
+    /// for the client, once `body_rate_grace` of waiting has passed
+    /// (Kestrel's `MinRequestBodyDataRate`); slower is 408 `body_timeout`.
+    /// 0 turns the rate check off (`body_read_timeout` still holds).
+    pub min_body_rate: u64,
+    /// Waiting for the client's body that `min_body_rate` forgives first.
+    pub body_rate_grace: HumanDuration,
 }
 
 impl Default for LimitSettings {
@@ -107,6 +119,9 @@ impl Default for LimitSettings {
             idle_timeout: HumanDuration(Duration::from_secs(120)),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
+            body_read_timeout: HumanDuration(Duration::from_secs(10)),
+            min_body_rate: 1024,
+            body_rate_grace: HumanDuration(Duration::from_secs(5)),
         }
     }
 }
@@ -753,12 +768,31 @@ pub fn redact_url(url: &str) -> String {
 pub struct AdminSettings {
     /// The admin key. When unset, one is generated into `<data_dir>/admin.key`.
     pub key: Option<String>,
+    /// Request slots of the admin listener (`limits.max_requests`) that
+    /// token callers may never hold: workspace tokens together hold at most
+    /// `max_requests - reserved_requests`, so the admin key always finds a
+    /// slot. Unset: a tenth of `limits.max_requests`, rounded up, leaving
+    /// token callers at least one. 0: no reserve.
+    pub reserved_requests: Option<usize>,
+}
+
+impl AdminSettings {
+    /// The admin key's reserve on the admin listener under `limits`.
+    pub fn reserved_requests(&self, limits: &LimitSettings) -> usize {
+        self.reserved_requests.unwrap_or_else(|| {
+            limits
+                .max_requests
+                .div_ceil(10)
+                .min(limits.max_requests.saturating_sub(1))
+        })
+    }
 }
 
 impl fmt::Debug for AdminSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminSettings")
             .field("key", &self.key.as_ref().map(|_| "***"))
+            .field("reserved_requests", &self.reserved_requests)
             .finish()
     }
 }
@@ -1060,6 +1094,25 @@ impl Settings {
             if value.0 < Duration::from_millis(100) {
                 return Err(invalid(key, "must be at least 100ms".into()));
             }
+        }
+        for (key, value) in [
+            ("limits.body_read_timeout", l.body_read_timeout),
+            ("limits.body_rate_grace", l.body_rate_grace),
+        ] {
+            if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&value.0) {
+                return Err(invalid(key, "must be between 100ms and 1h".into()));
+            }
+        }
+        if let Some(reserved) = self.admin.reserved_requests
+            && reserved >= l.max_requests
+        {
+            return Err(invalid(
+                "admin.reserved_requests",
+                format!(
+                    "must be less than limits.max_requests ({}), or token callers could never manage tokens",
+                    l.max_requests
+                ),
+            ));
         }
         if self.failed_auth.limit > 0 {
             if self.failed_auth.window.0 < Duration::from_secs(1) {

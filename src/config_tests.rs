@@ -439,3 +439,54 @@ fn a_strip_entry_that_is_not_a_header_name_names_the_key_and_its_source() {
     assert!(err.contains("headers.strip"), "{err}");
     assert!(err.contains(&path.display().to_string()), "{err}");
 }
+
+#[test]
+fn body_limits_and_the_admin_reserve_are_checked() {
+    let load = |pairs: &[(&str, &str)]| {
+        let pairs: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (env_name(k), (*v).to_owned()))
+            .collect();
+        load_from(None, pairs)
+    };
+    for (key, value, message) in [
+        ("limits.body_read_timeout", "10ms", "between 100ms and 1h"),
+        ("limits.body_read_timeout", "2h", "between 100ms and 1h"),
+        ("limits.body_rate_grace", "0s", "between 100ms and 1h"),
+    ] {
+        let err = load(&[(key, value)]).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{err}");
+        assert!(err.contains(message), "{err}");
+    }
+    let err = load(&[("limits.min_body_rate", "fast")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("min_body_rate"), "{err}");
+    let err = load(&[
+        ("limits.max_requests", "8"),
+        ("admin.reserved_requests", "8"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("admin.reserved_requests"), "{err}");
+    assert!(err.contains("less than limits.max_requests (8)"), "{err}");
+
+    // The defaults, and the reserve derived from max_requests when unset.
+    let s = load(&[]).unwrap().settings;
+    assert_eq!(s.limits.body_read_timeout.0, Duration::from_secs(10));
+    assert_eq!(s.limits.min_body_rate, 1024);
+    assert_eq!(s.limits.body_rate_grace.0, Duration::from_secs(5));
+    assert_eq!(s.admin.reserved_requests(&s.limits), 1000);
+    for (max, reserved) in [("1", 0), ("2", 1), ("3", 1), ("11", 2), ("10000", 1000)] {
+        let s = load(&[("limits.max_requests", max)]).unwrap().settings;
+        assert_eq!(s.admin.reserved_requests(&s.limits), reserved, "{max}");
+    }
+    let s = load(&[
+        ("admin.reserved_requests", "0"),
+        ("limits.min_body_rate", "0"),
+    ])
+    .unwrap()
+    .settings;
+    assert_eq!(s.admin.reserved_requests(&s.limits), 0);
+    assert_eq!(s.limits.min_body_rate, 0);
+}

@@ -6,6 +6,10 @@
 //! admin plane.
 
 #![forbid(unsafe_code)]
+// Proving a door's future `Send` walks decide → cache → store → the Redis
+// client's futures, which is about the default limit of 128 deep: small
+// changes anywhere on that path (or incremental builds) tip it over.
+#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod cache;

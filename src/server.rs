@@ -429,6 +429,10 @@ impl Bound {
                 policy.clone(),
                 key,
                 FailedAuth::new(&s.failed_auth),
+                // Validated below max_requests: token callers get at least one.
+                s.limits
+                    .max_requests
+                    .saturating_sub(s.admin.reserved_requests(&s.limits)),
             ),
             ops: Ops::new(cache, metrics, health.clone()),
             health,
@@ -750,7 +754,7 @@ fn serve_on_own_thread<H, Fut, B>(
     grace: Duration,
 ) -> tokio::task::JoinHandle<()>
 where
-    H: Fn(http::Request<hyper::body::Incoming>, crate::doors::listener::Conn) -> Fut
+    H: Fn(http::Request<crate::doors::listener::TimedBody>, crate::doors::listener::Conn) -> Fut
         + Clone
         + Send
         + Sync

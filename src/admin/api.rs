@@ -419,6 +419,8 @@ pub struct AdminApi {
     /// Wrong keys per client address: the same limit as the doors', its
     /// own buckets.
     failed_auth: FailedAuth,
+    /// The request slots token callers may hold together.
+    token_share: TokenShare,
 }
 
 impl AdminApi {
@@ -427,12 +429,18 @@ impl AdminApi {
         policy: PolicyHandle,
         key: AdminKey,
         failed_auth: FailedAuth,
+        token_requests: usize,
     ) -> Arc<Self> {
+        let token_share = TokenShare::new(
+            token_requests,
+            cache.metrics().overload("admin", ADMIN_RESERVE),
+        );
         Arc::new(Self {
             cache,
             policy,
             key,
             failed_auth,
+            token_share,
         })
     }
 
@@ -497,6 +505,24 @@ impl AdminApi {
                 self.cache.metrics().admin(route.op.as_str(), e.code);
                 return e.render();
             }
+        };
+        // Token callers hold at most their share of the listener's request
+        // slots, taken before any body is read: the admin key's reserve is
+        // never theirs, however slowly they send.
+        let _share = match &caller {
+            Caller::Admin => None,
+            Caller::Token { .. } => match self.token_share.take() {
+                Some(slot) => Some(slot),
+                None => {
+                    let e = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "overloaded",
+                        "Token callers hold all the admin request slots they may; try again shortly.",
+                    );
+                    self.cache.metrics().admin(route.op.as_str(), e.code);
+                    return e.render();
+                }
+            },
         };
         let id = match id.map(TokenId::parse).transpose() {
             Ok(id) => id,
@@ -1155,6 +1181,52 @@ pub fn view(record: &TokenRecord, now: Timestamp) -> Value {
     v
 }
 
+// === impl TokenShare ===
+
+/// The `limit` label of a token caller refused for the admin key's reserve.
+const ADMIN_RESERVE: &str = "admin_reserve";
+
+/// The admin listener's request slots that token callers may hold
+/// together: `limits.max_requests - admin.reserved_requests`.
+#[derive(Debug)]
+struct TokenShare {
+    max: usize,
+    held: std::sync::atomic::AtomicUsize,
+    refused: prometheus::IntCounter,
+}
+
+/// A token caller's place in the [`TokenShare`], until dropped.
+struct TokenShareSlot<'a>(&'a TokenShare);
+
+impl TokenShare {
+    fn new(max: usize, refused: prometheus::IntCounter) -> Self {
+        Self {
+            max,
+            held: std::sync::atomic::AtomicUsize::new(0),
+            refused,
+        }
+    }
+
+    /// A place, or `None` when token callers hold the whole share.
+    fn take(&self) -> Option<TokenShareSlot<'_>> {
+        use std::sync::atomic::Ordering;
+        if self.held.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            self.refused.inc();
+            return None;
+        }
+        Some(TokenShareSlot(self))
+    }
+}
+
+impl Drop for TokenShareSlot<'_> {
+    fn drop(&mut self) {
+        self.0
+            .held
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -1162,6 +1234,13 @@ where
 {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
+        // The listener answers it (408, connection closed); this is for
+        // the metrics and any caller outside a listener.
+        Err(e) if crate::doors::listener::is_body_timeout(&*e) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            crate::doors::listener::BODY_TIMEOUT,
+            "The request body came too slowly.",
+        )),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",

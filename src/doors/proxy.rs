@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jiff::Timestamp;
 use thiserror::Error;
 
-use super::listener::{Conn, json};
+use super::listener::{BODY_TIMEOUT, Conn, TimedBody, is_body_timeout, json};
 use super::{Shared, credentials};
 use crate::cache::CachedRecord;
 use crate::decide::{Decision, RequestFacts};
@@ -72,7 +72,7 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub struct Proxy {
     shared: Arc<Shared>,
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, TimedBody>,
     scheme: Scheme,
     authority: Authority,
     response_timeout: Duration,
@@ -123,7 +123,7 @@ impl Proxy {
     }
 
     /// Serves one request of the proxy listener, and logs it.
-    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<TimedBody>, conn: Conn) -> Response<ProxyBody> {
         let start = Instant::now();
         let request_id = self.shared.request_id(req.headers());
         // The request is consumed by forwarding; keep what the log needs,
@@ -151,7 +151,7 @@ impl Proxy {
     /// deny code or a fault) and the token's record when one was found.
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<TimedBody>,
         conn: Conn,
         request_id: &HeaderValue,
     ) -> (Response<ProxyBody>, &'static str, Option<Arc<CachedRecord>>) {
@@ -249,6 +249,16 @@ impl Proxy {
                 (
                     self.fault(StatusCode::BAD_GATEWAY, code, msg, request_id),
                     code,
+                )
+            }
+            Ok(Err(e)) if is_body_timeout(&e) => {
+                // The client's body came too slowly (`limits.body_read_*`):
+                // the upstream request was aborted with it.
+                metrics.upstream(None, sent.elapsed());
+                let msg = "The request body came too slowly; the request was aborted.";
+                (
+                    self.fault(StatusCode::REQUEST_TIMEOUT, BODY_TIMEOUT, msg, request_id),
+                    BODY_TIMEOUT,
                 )
             }
             Ok(Err(e)) if client_body_failed(&e) => {
