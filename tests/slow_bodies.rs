@@ -110,7 +110,7 @@ async fn sample(gate: &InProcessGate, series: &str) -> Option<f64> {
 async fn token_admin(gate: &InProcessGate) -> String {
     create_token(
         gate,
-        workspace_token("tenant admin", "ws_1", "token_admin", "1m"),
+        workspace_token("tenant admin", "ws_1", "token_admin", "1y"),
     )
     .await
     .1
