@@ -473,6 +473,7 @@ def revocation(procs, tmp, redis_port, prefix, up_port, opts, lua, samples=100):
     times = {"disable": [], "revoke": []}
     admin_ms = {"disable": [], "revoke": []}
     missed = {"disable": 0, "revoke": 0}
+    began = time.time()
     try:
         time.sleep(1)  # the load is running before the first sample
         for i in range(samples * 2):
@@ -516,6 +517,9 @@ def revocation(procs, tmp, redis_port, prefix, up_port, opts, lua, samples=100):
                 times[op].append((refused_at - start) * 1000)
     finally:
         load_totals = [wrk_stop(p) for p in load]
+        for t in load_totals:
+            t["seconds"] = round(time.time() - began, 1)
+            t["req_per_s"] = round(t["requests"] / t["seconds"])
         probe.close()
         procs.stop("rev-a")
         procs.stop("rev-b")
