@@ -171,6 +171,9 @@ struct Row {
     counts: LoadCounts,
     /// Changes sent while the fault was on.
     changes: usize,
+    /// Tracked tokens whose stored state differs from the last change the
+    /// admin API acknowledged (a write Redis lost).
+    lost_writes: usize,
     /// The bound a change made in one try during the fault was held to, and
     /// one that needed several tries (`cache.ttl` + slack).
     change_bound: Duration,
@@ -196,15 +199,15 @@ impl Row {
         println!(
             "| set-up | fault | requests | wrong allows | wrong denies | 5xx (503) | 503 for cached tokens | \
              fresh sent (503) | hangs | max 503 latency | changes during | slowest enforcement (bound: one try / in doubt) | \
-             recovery (bound) | cache dropped |"
+             recovery (bound) | cache dropped | acked changes lost by Redis |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     }
 
     fn print(&self) {
         let c = &self.counts;
         println!(
-            "| {} | {} | {} | {} | {} | {} ({}) | {} | {} ({}) | {} | {} ms | {} | {} ms ({} / {} ms) | {} ms ({} s) | {} |",
+            "| {} | {} | {} | {} | {} | {} ({}) | {} | {} ({}) | {} | {} ms | {} | {} ms ({} / {} ms) | {} ms ({} s) | {} | {} |",
             self.setup,
             self.fault,
             c.requests,
@@ -228,6 +231,7 @@ impl Row {
                 Some(false) => "NO",
                 None => "n/a",
             },
+            self.lost_writes,
         );
     }
 
@@ -235,6 +239,10 @@ impl Row {
     fn check(&self) {
         let c = &self.counts;
         let what = format!("{} / {}", self.setup, self.fault);
+        assert_eq!(
+            self.lost_writes, 0,
+            "{what}: Redis lost a change the admin API had acknowledged"
+        );
         assert_eq!(c.wrong_allows, 0, "{what}: a wrong allow");
         assert_eq!(c.wrong_denies, 0, "{what}: a wrong deny");
         assert_eq!(c.hangs, 0, "{what}: a request hung");
@@ -354,6 +362,7 @@ struct Fleet {
     /// `cache.ttl` of both gates: how long an entry is surely cached.
     ttl: Duration,
     cached: Vec<String>,
+    tracked: Vec<Arc<Tracked>>,
     /// Valid, never asked: recovery probes and lost-change canaries.
     spare: Vec<(String, String)>,
     load: Load,
@@ -414,6 +423,7 @@ impl Fleet {
             )
             .await;
         }
+        let mix_tracked = tracked.clone();
         let mix = TokenMix {
             cached: cached.clone(),
             fresh,
@@ -438,6 +448,7 @@ impl Fleet {
             prefix,
             ttl,
             cached,
+            tracked: mix_tracked,
             spare,
             load,
             changer,
@@ -520,8 +531,26 @@ impl Fleet {
             }
             None => None,
         };
+        // Changes the admin API answered 200 that the store no longer holds
+        // (a fail-over can lose writes the old master acknowledged): the
+        // judge goes by what the admin was told, so each shows up as wrong
+        // answers too. Counted here to tell the two apart.
+        let mut lost_writes = 0;
+        for t in &self.tracked {
+            // Only a token with no change under way, and none started
+            // while its record was read.
+            let (n, logged) = (t.changes(), t.is_valid_now());
+            if t.truth_at(Instant::now()) == common::Truth::InDoubt {
+                continue;
+            }
+            let stored = self.store.is_valid(&t.id).await;
+            if t.changes() == n && stored != logged {
+                lost_writes += 1;
+            }
+        }
         let counts = self.load.counts().since(&before);
         let row = Row {
+            lost_writes,
             setup: self.name,
             fault: fault.name(hold),
             counts,

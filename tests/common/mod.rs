@@ -1412,6 +1412,18 @@ impl TestStore {
         out
     }
 
+    /// Whether token `id`'s record in the store is neither disabled nor
+    /// revoked (tries again while a connection is being re-made).
+    pub async fn is_valid(&self, id: &str) -> bool {
+        use hawzu_gate::store::TokenStore;
+        let id = hawzu_gate::token::TokenId::parse(id).unwrap();
+        eventually("a read of the store", Duration::from_secs(10), || async {
+            let stored = self.store.find(&id).await.ok()?.unwrap();
+            Some(stored.record.disabled_at.is_none() && stored.record.revoked_at.is_none())
+        })
+        .await
+    }
+
     /// Marks token `id` disabled in the store without publishing an event:
     /// a change whose invalidation was lost (only a cache drop, or the
     /// cache lifetime, makes a gate see it).
@@ -1507,7 +1519,13 @@ impl Tracked {
         })
     }
 
-    fn is_valid_now(&self) -> bool {
+    /// How many changes the log holds.
+    pub fn changes(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// The state after the last change in the log.
+    pub fn is_valid_now(&self) -> bool {
         self.log
             .lock()
             .unwrap()
