@@ -1982,7 +1982,7 @@ impl Changer {
                         }
                         let t = live[n.wrapping_mul(7) % live.len()];
                         // Every 5th change a revoke, else flip.
-                        let revoke = n % 5 == 0 && live.len() > tracked.len() / 3;
+                        let revoke = n.is_multiple_of(5) && live.len() > tracked.len() / 3;
                         let valid_now = t.is_valid_now();
                         let (method, path, valid_after) = if revoke {
                             (Method::DELETE, format!("/admin/v1/tokens/{}", t.id), false)
