@@ -452,7 +452,7 @@ def percentile(sorted_values, q):
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-def revocation(procs, tmp, redis_port, prefix, up_port, opts, lua, samples=100):
+def revocation(procs, tmp, redis_port, prefix, up_port, opts, lua, samples=250):
     """Disable or revoke through gate A; time from just before the admin call
     to the first refusal by gate B, while both gates serve load.
 
