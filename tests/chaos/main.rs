@@ -12,7 +12,7 @@
 //! counted, and one past it is. Every column of the table is asserted.
 //!
 //! The short version of each topology runs in `cargo test` (a few seconds
-//! of faults each); the long one is a command (about three minutes):
+//! of faults each); the long one is a command (about four minutes):
 //!
 //! ```text
 //! cargo test --test chaos -- --ignored --nocapture --test-threads=1
@@ -835,7 +835,7 @@ async fn cluster_events_master_killed_under_judged_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long chaos run (about three minutes); see docs/reliability.md"]
+#[ignore = "long chaos run (about four minutes); see docs/reliability.md"]
 async fn chaos_every_redis_fault_under_steady_load() {
     let _serial = SERIAL.lock().await;
     let plan = Plan {
