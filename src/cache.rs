@@ -561,9 +561,20 @@ pub async fn listen_for_invalidations<S: TokenStore>(
                     if ever {
                         // Back after a disconnect: messages may have been
                         // missed meanwhile, so nothing cached is trusted.
-                        // The store connection is woken first, so that the
-                        // reads that refill the cache find it ready.
-                        let _ = cache.store().ping().await;
+                        // But the store must answer reads first: a Redis
+                        // that restarts takes SUBSCRIBE while it is still
+                        // loading its data and refuses reads (LOADING)
+                        // until done, and dropping the cache then would
+                        // turn every cached token into a 503 for the whole
+                        // load. Entries keep serving meanwhile (a loading
+                        // Redis takes no writes either; the wait is bounded,
+                        // and so is every entry, by cache.ttl).
+                        let waited = Instant::now();
+                        while cache.store().ping().await.is_err()
+                            && waited.elapsed() < STORE_WAIT_BEFORE_DROP
+                        {
+                            tokio::time::sleep(RESUBSCRIBE_FIRST).await;
+                        }
                         cache.invalidate_all();
                         tracing::info!(%channel, "invalidation listener resubscribed; cache dropped");
                     } else {
@@ -660,6 +671,11 @@ pub async fn listen_for_invalidations<S: TokenStore>(
 /// previous one came back (and, with Sentinel, that the master has not
 /// moved). A subscription lost without a word is found within two of these.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// After a resubscription, how long the listener waits for the store to
+/// answer reads (a restarted Redis loading its data) before it drops the
+/// cache anyway.
+const STORE_WAIT_BEFORE_DROP: Duration = Duration::from_secs(30);
 
 /// First pause between subscription attempts, and the longest: recovery
 /// after Redis returns takes at most about this long.

@@ -1334,17 +1334,219 @@ impl RedisSentinel {
     }
 }
 
-// === steady load against the forward-auth door ===
+// === steady load against the forward-auth door, judged by a change log ===
+
+/// Where a test's Redis is, for [`TestStore`].
+pub fn standalone(url: &str) -> hawzu_gate::store::redis::Topology {
+    hawzu_gate::store::redis::Topology::Standalone {
+        url: url.to_owned(),
+        ca: None,
+    }
+}
+
+/// The token store a test's gates use, reached directly (no gate, no
+/// request-path timeout): set-up that must not fail because a busy machine
+/// is slow, and changes made behind the gates' backs.
+#[derive(Clone)]
+pub struct TestStore {
+    store: hawzu_gate::store::RedisStore,
+}
+
+impl TestStore {
+    pub fn new(topology: hawzu_gate::store::redis::Topology, prefix: &str) -> Self {
+        let store = hawzu_gate::store::RedisStore::with_topology(
+            topology,
+            hawzu_gate::store::redis::RedisOptions {
+                url: String::new(),
+                key_prefix: prefix.to_owned(),
+                // Set-up, not the request path: a busy machine may be slow.
+                timeout: Duration::from_secs(10),
+                retention: Duration::from_secs(3600),
+            },
+        )
+        .unwrap();
+        Self { store }
+    }
+
+    /// `n` valid workspace tokens (viewer of `ws_1`, no expiry), written
+    /// straight into the store as the admin API would: their secrets and ids.
+    pub async fn seed(&self, n: usize) -> Vec<(String, String)> {
+        use hawzu_gate::store::TokenStore;
+        use hawzu_gate::token::record::RECORD_VERSION;
+        use hawzu_gate::token::{Scope, TokenId, TokenRecord, TokenSecret};
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let store = self.store.clone();
+            let count = n / 8 + usize::from(t < n % 8);
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let secret = TokenSecret::generate().unwrap();
+                    let record = TokenRecord {
+                        v: RECORD_VERSION,
+                        id: TokenId::generate().unwrap(),
+                        name: "seeded".into(),
+                        workspace_id: "ws_1".into(),
+                        scope: Scope::Workspace {
+                            role: "workspace_viewer".into(),
+                        },
+                        created_by: "test".into(),
+                        created_at: jiff::Timestamp::now(),
+                        expires_at: None,
+                        disabled_at: None,
+                        revoked_at: None,
+                        last_used_at: None,
+                        rotated_from: None,
+                    };
+                    let id = record.id.as_str().to_owned();
+                    store.create(&secret.hash(), &record).await.unwrap();
+                    out.push((secret.expose().to_owned(), id));
+                }
+                out
+            }));
+        }
+        let mut out = Vec::with_capacity(n);
+        for t in tasks {
+            out.extend(t.await.unwrap());
+        }
+        out
+    }
+
+    /// Whether token `id`'s record in the store is neither disabled nor
+    /// revoked (tries again while a connection is being re-made).
+    pub async fn is_valid(&self, id: &str) -> bool {
+        use hawzu_gate::store::TokenStore;
+        let id = hawzu_gate::token::TokenId::parse(id).unwrap();
+        eventually("a read of the store", Duration::from_secs(10), || async {
+            let stored = self.store.find(&id).await.ok()?.unwrap();
+            Some(stored.record.disabled_at.is_none() && stored.record.revoked_at.is_none())
+        })
+        .await
+    }
+
+    /// Marks token `id` disabled in the store without publishing an event:
+    /// a change whose invalidation was lost (only a cache drop, or the
+    /// cache lifetime, makes a gate see it).
+    pub async fn disable_silently(&self, id: &str) {
+        use hawzu_gate::store::TokenStore;
+        let id = hawzu_gate::token::TokenId::parse(id).unwrap();
+        // Tries again while the connection is being re-made (a test may
+        // have just cut every client's connection).
+        eventually("a silent disable", Duration::from_secs(10), || async {
+            let current = self.store.find(&id).await.ok()?.unwrap();
+            let mut next = current.record.clone();
+            next.disabled_at = Some(jiff::Timestamp::now());
+            // `touch` is the quiet write (for last_used_at): no event.
+            self.store.touch(&current, &next).await.ok().filter(|w| *w)
+        })
+        .await;
+    }
+}
+
+/// What the right answer about a token is at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truth {
+    Valid,
+    Invalid,
+    /// A change is under way (sent, not yet answered, or answered less than
+    /// its bound ago): either answer is right.
+    InDoubt,
+}
+
+/// One change of a token's state through the admin API.
+#[derive(Debug, Clone, Copy)]
+pub struct Change {
+    /// Valid after it (enable) or not (disable, revoke).
+    pub valid_after: bool,
+    /// Just before the first try was sent.
+    pub sent: Instant,
+    /// When the try that succeeded answered (`None`: not yet).
+    pub acked: Option<Instant>,
+    /// How long after `acked` a gate may still answer the old way.
+    pub bound: Duration,
+}
+
+/// A token whose state the test changes while the load asks about it,
+/// with the log of its changes: the judge of every answer about it.
+#[derive(Debug)]
+pub struct Tracked {
+    pub secret: String,
+    pub id: String,
+    log: std::sync::Mutex<Vec<Change>>,
+    revoked: std::sync::atomic::AtomicBool,
+}
+
+impl Tracked {
+    pub fn new(secret: String, id: String) -> Self {
+        Self {
+            secret,
+            id,
+            log: std::sync::Mutex::new(Vec::new()),
+            revoked: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Adds a change made outside a [`Changer`] to the log.
+    pub fn record(&self, change: Change) {
+        self.log.lock().unwrap().push(change);
+    }
+
+    /// The token's true state at `t`.
+    pub fn truth_at(&self, t: Instant) -> Truth {
+        let log = self.log.lock().unwrap();
+        let mut valid = true;
+        for c in log.iter() {
+            if t < c.sent {
+                break;
+            }
+            match c.acked {
+                Some(k) if t >= k + c.bound => valid = c.valid_after,
+                _ if c.valid_after == valid => {}
+                _ => return Truth::InDoubt,
+            }
+        }
+        if valid { Truth::Valid } else { Truth::Invalid }
+    }
+
+    /// The last change answered before `t`: (valid after it, when, its
+    /// bound).
+    fn settled_before(&self, t: Instant) -> Option<(bool, Instant, Duration)> {
+        let log = self.log.lock().unwrap();
+        log.iter().rev().find_map(|c| {
+            c.acked
+                .filter(|k| *k <= t)
+                .map(|k| (c.valid_after, k, c.bound))
+        })
+    }
+
+    /// How many changes the log holds.
+    pub fn changes(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// The state after the last change in the log.
+    pub fn is_valid_now(&self) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .last()
+            .is_none_or(|c| c.valid_after)
+    }
+}
 
 /// The tokens a [`Load`] sends, by what the right answer is.
 #[derive(Debug, Default, Clone)]
 pub struct TokenMix {
-    /// Valid and cached before the load starts.
+    /// Valid and never changed; cached by the gate before the load starts.
     pub cached: Vec<String>,
-    /// Valid, never asked before the load (each a store read the first time).
+    /// Valid, never asked before: each sent once (a store read), never
+    /// reused. When the pool runs out the load counts it
+    /// (`fresh_exhausted`) rather than reuse one.
     pub fresh: Vec<String>,
     /// Revoked or disabled after the gate had cached them: never allowed.
     pub revoked: Vec<String>,
+    /// Changed by a [`Changer`] while the load runs: judged by their logs.
+    pub tracked: Vec<std::sync::Arc<Tracked>>,
 }
 
 /// What a load saw so far.
@@ -1352,20 +1554,37 @@ pub struct TokenMix {
 pub struct LoadCounts {
     pub requests: u64,
     pub allowed: u64,
-    /// An allow for a revoked or unknown token: must stay 0.
+    /// An allow for a token that was invalid both when the request was
+    /// sent and when it was answered (revoked, disabled past its bound,
+    /// unknown): must stay 0.
     pub wrong_allows: u64,
-    /// A 401/403 for a valid token.
+    /// A 401/403 for a token valid both at send and at answer.
     pub wrong_denies: u64,
     /// 503 `store_unavailable`.
     pub unavailable: u64,
-    /// 503 for a token that was cached valid.
+    /// 503 for a token that was cached valid (see [`Load::cache_epoch`]).
     pub cached_unavailable: u64,
+    /// 503 for a fresh (uncached, valid) token.
+    pub fresh_unavailable: u64,
+    /// Fresh tokens sent (each once).
+    pub fresh_sent: u64,
+    /// Times the fresh pool was empty (a fresh token would have been
+    /// reused): must stay 0.
+    pub fresh_exhausted: u64,
+    /// Answers about tracked tokens.
+    pub tracked_requests: u64,
     /// Other 5xx answers.
     pub other_5xx: u64,
     /// No answer within 2 s.
     pub hangs: u64,
     pub max_503: Duration,
     pub max_latency: Duration,
+    /// The longest a gate answered the old way about a tracked token after
+    /// its change was answered (the request's send − the change's answer).
+    pub max_enforcement_lag: Duration,
+    /// Old-way answers to requests sent past the change's bound: must stay
+    /// 0 (each is also a wrong allow or deny, unless the answer was a 503).
+    pub late: u64,
 }
 
 impl LoadCounts {
@@ -1373,7 +1592,7 @@ impl LoadCounts {
         self.unavailable + self.other_5xx
     }
 
-    /// The counts since `before`.
+    /// The counts since `before` (maxima: since the last `reset_max`).
     pub fn since(&self, before: &LoadCounts) -> LoadCounts {
         LoadCounts {
             requests: self.requests - before.requests,
@@ -1382,10 +1601,16 @@ impl LoadCounts {
             wrong_denies: self.wrong_denies - before.wrong_denies,
             unavailable: self.unavailable - before.unavailable,
             cached_unavailable: self.cached_unavailable - before.cached_unavailable,
+            fresh_unavailable: self.fresh_unavailable - before.fresh_unavailable,
+            fresh_sent: self.fresh_sent - before.fresh_sent,
+            fresh_exhausted: self.fresh_exhausted - before.fresh_exhausted,
+            tracked_requests: self.tracked_requests - before.tracked_requests,
             other_5xx: self.other_5xx - before.other_5xx,
             hangs: self.hangs - before.hangs,
             max_503: self.max_503,
             max_latency: self.max_latency,
+            max_enforcement_lag: self.max_enforcement_lag,
+            late: self.late - before.late,
         }
     }
 }
@@ -1398,71 +1623,130 @@ struct LoadAtomics {
     wrong_denies: AtomicU64,
     unavailable: AtomicU64,
     cached_unavailable: AtomicU64,
+    fresh_unavailable: AtomicU64,
+    fresh_sent: AtomicU64,
+    fresh_exhausted: AtomicU64,
+    tracked_requests: AtomicU64,
     other_5xx: AtomicU64,
     hangs: AtomicU64,
     max_503_us: AtomicU64,
     max_latency_us: AtomicU64,
+    max_lag_us: AtomicU64,
+    late: AtomicU64,
+}
+
+/// Which cached tokens are surely still in the gate's cache.
+///
+/// A cache entry lives `cache.ttl` from when it was put in (not from its
+/// last use; `cache.stale_if_error` adds to that while the store fails),
+/// so a token allowed a moment ago may be gone the next. The load knows an
+/// entry's age only after a cache drop the test made and proved
+/// ([`Load::cache_epoch`]): an entry put in after a drop that began at `t`
+/// lives until `t + cover` at least.
+struct CacheEpoch {
+    id: AtomicU64,
+    /// `t + cover`, as µs after the load's origin.
+    until_us: AtomicU64,
+    /// Per cached token: the epoch in which it was last allowed.
+    allowed_in: Vec<AtomicU64>,
 }
 
 /// Worker tasks asking `/auth/nginx` about a mix of tokens (cached valid,
-/// fresh valid, revoked, unknown), each at a steady pace, counting outcomes.
+/// fresh valid, revoked, tracked, unknown), each at a steady pace, judging
+/// every answer by the token's true state at send and at answer.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     counts: std::sync::Arc<LoadAtomics>,
+    epoch: std::sync::Arc<CacheEpoch>,
+    origin: Instant,
+    refused_fresh: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// What one request was about.
+#[derive(Clone, Copy)]
+enum Kind {
+    Cached(usize),
+    Fresh(usize),
+    Revoked,
+    Tracked(usize),
+    Unknown,
+}
+
 impl Load {
-    /// `workers` tasks, each sending one request every `period`.
+    /// `workers` tasks, each sending one request every `period`. Of 20
+    /// requests: 10 cached, 4 tracked (or cached when there are none),
+    /// 2 fresh, 1 revoked, 3 unknown.
     pub fn start(auth: SocketAddr, mix: TokenMix, workers: usize, period: Duration) -> Self {
         use std::sync::Arc;
         use std::sync::atomic::AtomicBool;
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(LoadAtomics::default());
+        let origin = Instant::now();
+        let epoch = Arc::new(CacheEpoch {
+            id: AtomicU64::new(0),
+            until_us: AtomicU64::new(0),
+            allowed_in: (0..mix.cached.len())
+                .map(|_| AtomicU64::new(u64::MAX))
+                .collect(),
+        });
+        let refused_fresh = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mix = Arc::new(mix);
         let next_fresh = Arc::new(AtomicU64::new(0));
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let tasks = (0..workers)
             .map(|w| {
-                let (stop, counts, mix, next_fresh, client) = (
+                let (stop, counts, mix, next_fresh, client, epoch, refused_fresh) = (
                     stop.clone(),
                     counts.clone(),
                     mix.clone(),
                     next_fresh.clone(),
                     client.clone(),
+                    epoch.clone(),
+                    refused_fresh.clone(),
                 );
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(period);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    let mut i = w as u64;
+                    let mut i = w as u64 * 7;
+                    let us =
+                        |t: Instant| u64::try_from((t - origin).as_micros()).unwrap_or(u64::MAX);
                     while !stop.load(Ordering::Relaxed) {
                         tick.tick().await;
                         i += 1;
-                        // 6 cached, 1 fresh, 1 revoked, 2 unknown in 10.
-                        let (token, good, cached) = match i % 10 {
-                            0..=5 if !mix.cached.is_empty() => (
-                                mix.cached[(i as usize / 10) % mix.cached.len()].clone(),
-                                true,
-                                true,
-                            ),
-                            6 if !mix.fresh.is_empty() => {
-                                let n = next_fresh.fetch_add(1, Ordering::Relaxed) as usize;
-                                (mix.fresh[n % mix.fresh.len()].clone(), true, false)
+                        let n = (i / 20) as usize;
+                        let kind = match i % 20 {
+                            10..=13 if !mix.tracked.is_empty() => {
+                                Kind::Tracked((n * 4 + (i % 20) as usize) % mix.tracked.len())
                             }
-                            7 if !mix.revoked.is_empty() => (
-                                mix.revoked[(i as usize / 10) % mix.revoked.len()].clone(),
-                                false,
-                                false,
-                            ),
-                            _ => (
-                                hawzu_gate::token::TokenSecret::generate()
-                                    .unwrap()
-                                    .expose()
-                                    .to_owned(),
-                                false,
-                                false,
-                            ),
+                            0..=13 if !mix.cached.is_empty() => {
+                                Kind::Cached((n * 14 + (i % 20) as usize) % mix.cached.len())
+                            }
+                            14 | 15 => {
+                                let k = next_fresh.fetch_add(1, Ordering::Relaxed) as usize;
+                                if k < mix.fresh.len() {
+                                    Kind::Fresh(k)
+                                } else {
+                                    counts.fresh_exhausted.fetch_add(1, Ordering::Relaxed);
+                                    Kind::Unknown
+                                }
+                            }
+                            16 if !mix.revoked.is_empty() => Kind::Revoked,
+                            _ => Kind::Unknown,
+                        };
+                        let token = match kind {
+                            Kind::Cached(k) => mix.cached[k].clone(),
+                            Kind::Tracked(k) => mix.tracked[k].secret.clone(),
+                            Kind::Fresh(k) => {
+                                counts.fresh_sent.fetch_add(1, Ordering::Relaxed);
+                                mix.fresh[k].clone()
+                            }
+                            Kind::Revoked => mix.revoked[n % mix.revoked.len()].clone(),
+                            Kind::Unknown => hawzu_gate::token::TokenSecret::generate()
+                                .unwrap()
+                                .expose()
+                                .to_owned(),
                         };
                         let req = Request::builder()
                             .method(Method::GET)
@@ -1472,13 +1756,24 @@ impl Load {
                             .header("x-original-uri", WS1_PROJECTS)
                             .body(Full::new(Bytes::new()))
                             .unwrap();
-                        let start = Instant::now();
+                        // Cached for sure: allowed since the last proven
+                        // cache drop, which is recent enough.
+                        let sent = Instant::now();
+                        let epoch_now = epoch.id.load(Ordering::Acquire);
+                        let surely_cached = match kind {
+                            Kind::Cached(k) => {
+                                epoch.allowed_in[k].load(Ordering::Relaxed) == epoch_now
+                                    && us(sent) < epoch.until_us.load(Ordering::Relaxed)
+                            }
+                            _ => false,
+                        };
                         let answer =
                             tokio::time::timeout(Duration::from_secs(2), client.request(req)).await;
-                        let took = start.elapsed();
-                        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                        let answered = Instant::now();
+                        let took = answered - sent;
+                        let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
                         counts.requests.fetch_add(1, Ordering::Relaxed);
-                        counts.max_latency_us.fetch_max(us, Ordering::Relaxed);
+                        counts.max_latency_us.fetch_max(took_us, Ordering::Relaxed);
                         let status = match answer {
                             Ok(Ok(res)) => res.status(),
                             Ok(Err(_)) => StatusCode::BAD_GATEWAY,
@@ -1487,28 +1782,58 @@ impl Load {
                                 continue;
                             }
                         };
-                        match status.as_u16() {
-                            200..=299 => {
-                                counts.allowed.fetch_add(1, Ordering::Relaxed);
-                                if !good {
-                                    counts.wrong_allows.fetch_add(1, Ordering::Relaxed);
+                        // The right answer at send and at answer.
+                        let (at_send, at_answer) = match kind {
+                            Kind::Cached(_) | Kind::Fresh(_) => (Truth::Valid, Truth::Valid),
+                            Kind::Revoked | Kind::Unknown => (Truth::Invalid, Truth::Invalid),
+                            Kind::Tracked(k) => {
+                                let t = &mix.tracked[k];
+                                (t.truth_at(sent), t.truth_at(answered))
+                            }
+                        };
+                        let allowed = status.is_success();
+                        let denied = matches!(status.as_u16(), 401 | 403);
+                        if let Kind::Tracked(k) = kind {
+                            counts.tracked_requests.fetch_add(1, Ordering::Relaxed);
+                            // How long after a change a gate still answered
+                            // the old way.
+                            if let Some((valid, acked, bound)) = mix.tracked[k].settled_before(sent)
+                                && ((allowed && !valid) || (denied && valid))
+                            {
+                                let lag = sent - acked;
+                                counts.max_lag_us.fetch_max(
+                                    u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
+                                    Ordering::Relaxed,
+                                );
+                                if lag > bound {
+                                    counts.late.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
-                            401 | 403 => {
-                                if good {
-                                    counts.wrong_denies.fetch_add(1, Ordering::Relaxed);
-                                }
+                        }
+                        if allowed {
+                            counts.allowed.fetch_add(1, Ordering::Relaxed);
+                            if at_send == Truth::Invalid && at_answer == Truth::Invalid {
+                                counts.wrong_allows.fetch_add(1, Ordering::Relaxed);
                             }
-                            503 => {
-                                counts.unavailable.fetch_add(1, Ordering::Relaxed);
-                                counts.max_503_us.fetch_max(us, Ordering::Relaxed);
-                                if cached {
-                                    counts.cached_unavailable.fetch_add(1, Ordering::Relaxed);
-                                }
+                            if let Kind::Cached(k) = kind {
+                                epoch.allowed_in[k].store(epoch_now, Ordering::Relaxed);
                             }
-                            _ => {
-                                counts.other_5xx.fetch_add(1, Ordering::Relaxed);
+                        } else if denied {
+                            if at_send == Truth::Valid && at_answer == Truth::Valid {
+                                counts.wrong_denies.fetch_add(1, Ordering::Relaxed);
                             }
+                        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+                            counts.unavailable.fetch_add(1, Ordering::Relaxed);
+                            counts.max_503_us.fetch_max(took_us, Ordering::Relaxed);
+                            if surely_cached {
+                                counts.cached_unavailable.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if let Kind::Fresh(_) = kind {
+                                counts.fresh_unavailable.fetch_add(1, Ordering::Relaxed);
+                                refused_fresh.lock().unwrap().push(token);
+                            }
+                        } else {
+                            counts.other_5xx.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 })
@@ -1517,6 +1842,9 @@ impl Load {
         Self {
             stop,
             counts,
+            epoch,
+            origin,
+            refused_fresh,
             tasks,
         }
     }
@@ -1531,17 +1859,44 @@ impl Load {
             wrong_denies: get(&c.wrong_denies),
             unavailable: get(&c.unavailable),
             cached_unavailable: get(&c.cached_unavailable),
+            fresh_unavailable: get(&c.fresh_unavailable),
+            fresh_sent: get(&c.fresh_sent),
+            fresh_exhausted: get(&c.fresh_exhausted),
+            tracked_requests: get(&c.tracked_requests),
             other_5xx: get(&c.other_5xx),
             hangs: get(&c.hangs),
             max_503: Duration::from_micros(get(&c.max_503_us)),
             max_latency: Duration::from_micros(get(&c.max_latency_us)),
+            max_enforcement_lag: Duration::from_micros(get(&c.max_lag_us)),
+            late: get(&c.late),
         }
     }
 
-    /// Starts the latency maxima afresh (per fault).
+    /// Starts the maxima afresh (per fault).
     pub fn reset_max(&self) {
         self.counts.max_503_us.store(0, Ordering::Relaxed);
         self.counts.max_latency_us.store(0, Ordering::Relaxed);
+        self.counts.max_lag_us.store(0, Ordering::Relaxed);
+    }
+
+    /// Every entry the gate holds for the cached tokens was put in after
+    /// `began` (the gate had never seen them, or its whole cache was
+    /// dropped, provably, by a drop that began then), so each lives until
+    /// `began + cover` at least (`cover` = `cache.ttl`). From now on a 503
+    /// for a cached token that the load saw allowed after this call, sent
+    /// before `began + cover`, counts as `cached_unavailable`. Returns
+    /// `began + cover`.
+    pub fn cache_epoch(&self, began: Instant, cover: Duration) -> Instant {
+        let until = began + cover;
+        let us = u64::try_from((until - self.origin).as_micros()).unwrap_or(u64::MAX);
+        self.epoch.until_us.store(us, Ordering::Relaxed);
+        self.epoch.id.fetch_add(1, Ordering::Release);
+        until
+    }
+
+    /// Fresh tokens that got 503 (taken: each is returned once).
+    pub fn take_refused_fresh(&self) -> Vec<String> {
+        std::mem::take(&mut *self.refused_fresh.lock().unwrap())
     }
 
     /// Waits until `n` more requests were answered (the load's own pace,
@@ -1560,6 +1915,178 @@ impl Load {
             t.await.expect("a load worker panicked");
         }
         self.counts()
+    }
+}
+
+/// Changes tracked tokens through a gate's admin API, one at a time, at a
+/// steady pace: disable, enable, revoke. Every change goes into the
+/// token's log before it is sent and gets its answer time when a try
+/// succeeds; tries that fail (503 while Redis is away) are repeated until
+/// one succeeds, and such a change gets the in-doubt bound (the failed try
+/// may still have been written, without its event).
+pub struct Changer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bound_us: std::sync::Arc<AtomicU64>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Duration)>>>,
+    /// The latest `acked + bound` of any change so far.
+    settled: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Changer {
+    /// Changes under way at once (each lane has its own tokens), so that
+    /// several are in flight during an outage.
+    pub const LANES: usize = 4;
+
+    /// `delivered`: the bound of a change made in one try while no fault is
+    /// on; `in_doubt`: the bound of one that needed several tries.
+    pub fn start(
+        admin: Http,
+        tracked: Vec<std::sync::Arc<Tracked>>,
+        period: Duration,
+        delivered: Duration,
+        in_doubt: Duration,
+    ) -> Self {
+        use std::sync::Arc;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bound_us = Arc::new(AtomicU64::new(delivered.as_micros() as u64));
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let settled = Arc::new(std::sync::Mutex::new(None));
+        let tasks: Vec<_> = (0..Self::LANES)
+            .map(|lane| {
+                let (stop, bound_us, sent, settled, admin) = (
+                    stop.clone(),
+                    bound_us.clone(),
+                    sent.clone(),
+                    settled.clone(),
+                    admin.clone(),
+                );
+                let tracked: Vec<Arc<Tracked>> = tracked
+                    .iter()
+                    .skip(lane)
+                    .step_by(Self::LANES)
+                    .cloned()
+                    .collect();
+                tokio::spawn(async move {
+                    let mut n: usize = lane;
+                    while !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(period).await;
+                        n += 1;
+                        // Round-robin over the tokens not revoked yet.
+                        let live: Vec<&Arc<Tracked>> = tracked
+                            .iter()
+                            .filter(|t| !t.revoked.load(Ordering::Relaxed))
+                            .collect();
+                        if live.is_empty() {
+                            continue;
+                        }
+                        let t = live[n.wrapping_mul(7) % live.len()];
+                        // Every 5th change a revoke, else flip.
+                        let revoke = n.is_multiple_of(5) && live.len() > tracked.len() / 3;
+                        let valid_now = t.is_valid_now();
+                        let (method, path, valid_after) = if revoke {
+                            (Method::DELETE, format!("/admin/v1/tokens/{}", t.id), false)
+                        } else if valid_now {
+                            (
+                                Method::POST,
+                                format!("/admin/v1/tokens/{}/disable", t.id),
+                                false,
+                            )
+                        } else {
+                            (
+                                Method::POST,
+                                format!("/admin/v1/tokens/{}/enable", t.id),
+                                true,
+                            )
+                        };
+                        let bound_at =
+                            |b: &AtomicU64| Duration::from_micros(b.load(Ordering::Relaxed));
+                        let started = Instant::now();
+                        let index = {
+                            let mut log = t.log.lock().unwrap();
+                            log.push(Change {
+                                valid_after,
+                                sent: started,
+                                acked: None,
+                                bound: bound_at(&bound_us),
+                            });
+                            log.len() - 1
+                        };
+                        sent.lock().unwrap().push((started, bound_at(&bound_us)));
+                        let mut tries = 0;
+                        loop {
+                            tries += 1;
+                            let r = admin.send(method.clone(), &path, &[], None).await;
+                            if r.status == StatusCode::OK {
+                                break;
+                            }
+                            assert_eq!(
+                                r.status,
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "{method} {path}: {:?}",
+                                r.body
+                            );
+                            assert!(
+                                started.elapsed() < Duration::from_secs(60),
+                                "a change not written within 60 s"
+                            );
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        let acked = Instant::now();
+                        let mut log = t.log.lock().unwrap();
+                        let c = &mut log[index];
+                        c.acked = Some(acked);
+                        c.bound = c.bound.max(bound_at(&bound_us));
+                        if tries > 1 {
+                            c.bound = c.bound.max(in_doubt);
+                        }
+                        let by = acked + c.bound;
+                        let mut latest = settled.lock().unwrap();
+                        *latest = Some(latest.map_or(by, |l: Instant| l.max(by)));
+                        if revoke {
+                            t.revoked.store(true, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            bound_us,
+            sent,
+            settled,
+            tasks,
+        }
+    }
+
+    /// When every change answered so far is past its bound (from then on a
+    /// gate answering the old way about it is wrong).
+    pub fn settled_by(&self) -> Instant {
+        self.settled.lock().unwrap().unwrap_or_else(Instant::now)
+    }
+
+    /// The bound of changes sent or answered from now on.
+    pub fn set_bound(&self, bound: Duration) {
+        self.bound_us
+            .store(bound.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// How many changes were sent in `[from, to]`.
+    pub fn sent_between(&self, from: Instant, to: Instant) -> usize {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .count()
+    }
+
+    pub async fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in std::mem::take(&mut self.tasks) {
+            t.await.expect("the changer panicked");
+        }
+        self.sent.lock().unwrap().len()
     }
 }
 
@@ -1593,17 +2120,20 @@ pub async fn time_until_allowed(auth: SocketAddr, token: &str, deadline: Duratio
     }
 }
 
-/// Creates `n` workspace tokens (viewer of `ws_1`) through the admin API;
-/// their secrets and ids.
+/// Creates `n` workspace tokens (viewer of `ws_1`) through the admin API,
+/// trying again on 503 within 20 s; their secrets and ids.
 pub async fn create_tokens(admin: &Http, n: usize, expires: &str) -> Vec<(String, String)> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let created = admin
-            .post(
-                "/admin/v1/tokens",
-                workspace_token(&format!("load {i}"), "ws_1", "workspace_viewer", expires),
-            )
-            .await;
+        // Set-up: a busy machine can make a just-started Redis miss the
+        // request-path timeout (503); try again, within a deadline. A try
+        // that timed out may still have been written: one unused token.
+        let body = workspace_token(&format!("load {i}"), "ws_1", "workspace_viewer", expires);
+        let created = eventually("a token to be created", Duration::from_secs(20), || async {
+            let r = admin.post("/admin/v1/tokens", body.clone()).await;
+            (r.status != StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+        })
+        .await;
         assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
         let v = created.json();
         out.push((
