@@ -1394,6 +1394,7 @@ impl TestStore {
                         created_at: jiff::Timestamp::now(),
                         expires_at: None,
                         disabled_at: None,
+                        disabled_by: None,
                         revoked_at: None,
                         last_used_at: None,
                         rotated_from: None,
