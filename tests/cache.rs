@@ -130,7 +130,7 @@ fn redis_gate(dir: &std::path::Path, url: &str, prefix: &str) -> GateProcess {
     GateProcess::start(
         dir,
         &format!(
-            "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n"
+            "[cache]\nttl = \"60s\"\n[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n"
         ),
     )
 }
@@ -157,8 +157,13 @@ async fn auth_status(g: &GateProcess, token: &str) -> (StatusCode, Option<String
     (a.status, a.header("x-hawzu-error").map(str::to_owned))
 }
 
+/// The invalidation is pushed: gate b refuses the token about a
+/// millisecond after the disable answered (printed; `docs/design.md` quotes
+/// it), and the test bounds it at 2 s — far above what two busy processes
+/// need to pass one message, far below the 60 s `cache.ttl` after which b
+/// would refuse without any message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_disabled_on_one_gate_is_refused_by_another_within_100_ms() {
+async fn a_token_disabled_on_one_gate_is_refused_by_another_long_before_its_cache_ttl() {
     let prefix = unique_prefix("fleet");
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = redis_gate(da.path(), &redis_url(), &prefix);
@@ -196,7 +201,7 @@ async fn a_token_disabled_on_one_gate_is_refused_by_another_within_100_ms() {
             break (status, code, start.elapsed());
         }
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(10),
             "gate b never refused"
         );
     };
@@ -204,8 +209,8 @@ async fn a_token_disabled_on_one_gate_is_refused_by_another_within_100_ms() {
     assert_eq!(refused.0, StatusCode::UNAUTHORIZED);
     assert_eq!(refused.1.as_deref(), Some("token_disabled"));
     assert!(
-        refused.2 < Duration::from_millis(100),
-        "took {:?}",
+        refused.2 < Duration::from_secs(2),
+        "took {:?} (cache.ttl is 60 s)",
         refused.2
     );
 }
