@@ -82,20 +82,22 @@ async fn sigterm_turns_readiness_off_and_lets_the_request_in_flight_finish() {
     // …when SIGTERM comes: readiness is 503 at once, new connections are refused.
     let stop = Instant::now();
     signal(&gate, "-TERM");
-    let v = eventually("readiness to turn 503", Duration::from_secs(1), || async {
+    let v = eventually("readiness to turn 503", Duration::from_secs(5), || async {
         let r = ops.get("/readyz").await;
         (r.status == StatusCode::SERVICE_UNAVAILABLE).then(|| r.json())
     })
     .await;
     assert_eq!(v["checks"]["shutting_down"], true);
+    // At once: before the request in flight (1.5 s at the upstream) is done,
+    // so readiness did not wait for draining.
     assert!(
-        stop.elapsed() < Duration::from_millis(500),
-        "readiness took {:?}",
+        !in_flight.is_finished(),
+        "readiness turned 503 only after {:?}, when the request in flight had ended",
         stop.elapsed()
     );
     eventually(
         "the proxy to stop accepting",
-        Duration::from_secs(1),
+        Duration::from_secs(5),
         || async {
             std::net::TcpStream::connect(gate.proxy)
                 .is_err()
