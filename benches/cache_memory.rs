@@ -1,7 +1,12 @@
 //! Memory per cached token: fills a `TokenCache` with N distinct tokens and
-//! reports the resident-set growth per entry, next to the size of the
-//! record itself. Run: `cargo bench --bench cache_memory [-- N]` (default
-//! 1,000,000). Results: docs/performance.md.
+//! reports the resident-set growth per entry — the whole cost of a cached
+//! token — next to the part of it that is the cached record (the compact
+//! `CachedRecord`, not the full `TokenRecord` the store keeps). Run:
+//! `cargo bench --bench cache_memory [-- N]` (default 1,000,000). Results:
+//! docs/performance.md.
+//!
+//! `cargo bench --bench cache_memory -- clients [N]` measures the same for
+//! failed-auth limiting instead: the memory per tracked client address.
 //!
 //! The store behind the cache is a generator (each hash gets a fresh record
 //! of realistic size), so that only the cache's own memory is measured.
@@ -9,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hawzu_gate::cache::{CacheOptions, TokenCache};
+use hawzu_gate::cache::{CacheOptions, CachedGrant, CachedRecord, CachedScope, TokenCache};
 use hawzu_gate::store::{ListQuery, Page, StoreError, Stored, TokenStore};
 use hawzu_gate::token::record::RECORD_VERSION;
 use hawzu_gate::token::{ProjectGrant, Scope, TokenHash, TokenId, TokenRecord};
@@ -60,6 +65,22 @@ fn record_heap(r: &TokenRecord) -> usize {
         + projects
 }
 
+/// Heap bytes a cached record owns (the workspace id, the roles and grants).
+/// Allocator rounding is not counted; the RSS figure includes it.
+fn cached_heap(r: &CachedRecord) -> usize {
+    let scope = match r.scope() {
+        CachedScope::Workspace { role } => role.len(),
+        CachedScope::Project { grants } => {
+            grants.len() * std::mem::size_of::<CachedGrant>()
+                + grants
+                    .iter()
+                    .map(|g| g.project_id.len() + g.role.len())
+                    .sum::<usize>()
+        }
+    };
+    r.workspace_id().len() + scope
+}
+
 impl TokenStore for Generator {
     async fn get(&self, _: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
         Ok(Some(record()))
@@ -94,11 +115,42 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Memory per client address the failed-auth limiter tracks: N distinct
+/// addresses, one failure each, into a limiter sized to hold them all.
+fn clients(n: u64) {
+    use hawzu_gate::clients::FailedAuth;
+    use hawzu_gate::config::{FailedAuthSettings, HumanDuration};
+    let limiter = FailedAuth::new(&FailedAuthSettings {
+        limit: 30,
+        window: HumanDuration(Duration::from_secs(3600)),
+        max_clients: n + 1_000,
+    });
+    let addr = |i: u64| std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32));
+    // Warm the allocator and moka's internals first.
+    for i in 0..1000u64 {
+        limiter.failed(addr(u64::from(u32::MAX >> 1) - i));
+    }
+    let before = rss_kib();
+    let start = Instant::now();
+    for i in 0..n {
+        limiter.failed(addr(i));
+    }
+    let after = rss_kib();
+    let per_client = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+    println!("clients tracked       {n}");
+    println!("fill time             {:?}", start.elapsed());
+    println!("RSS delta             {} KiB", after.saturating_sub(before));
+    println!("per tracked client    {per_client:.0} bytes");
+}
+
 fn main() {
-    let n: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n_arg = || args.iter().find_map(|a| a.parse::<u64>().ok());
+    if args.iter().any(|a| a == "clients") {
+        clients(n_arg().unwrap_or(1_000_000));
+        return;
+    }
+    let n: u64 = n_arg().unwrap_or(1_000_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,18 +182,20 @@ fn main() {
         cache.sync().await;
         let after = rss_kib();
         let sample = record();
-        let struct_size = std::mem::size_of::<TokenRecord>();
-        let heap = record_heap(&sample);
+        let full = std::mem::size_of::<TokenRecord>() + record_heap(&sample);
+        let cached = CachedRecord::new(&sample);
+        let cached_struct = std::mem::size_of::<CachedRecord>();
+        let cached_heap = cached_heap(&cached);
         let per_entry = (after.saturating_sub(before) * 1024) as f64 / n as f64;
-        println!("entries             {}", cache.entry_count());
-        println!("fill time           {:?}", start.elapsed());
-        println!("RSS delta           {} KiB", after.saturating_sub(before));
-        println!("per cached token    {per_entry:.0} bytes");
-        println!("record (struct)     {struct_size} bytes");
-        println!("record (heap)       {heap} bytes");
+        println!("entries               {}", cache.entry_count());
+        println!("fill time             {:?}", start.elapsed());
+        println!("RSS delta             {} KiB", after.saturating_sub(before));
+        println!("per cached token      {per_entry:.0} bytes (all of it: record, key, cache)");
+        println!("cached record         {cached_struct} bytes + {cached_heap} on the heap");
         println!(
-            "cache overhead      {:.0} bytes per token beyond the record",
-            per_entry - (struct_size + heap) as f64
+            "cache and key         {:.0} bytes per token beyond the cached record",
+            per_entry - (cached_struct + cached_heap) as f64
         );
+        println!("(the full record, kept only in the store: {full} bytes)");
     });
 }

@@ -131,7 +131,7 @@ fn redis_gate(dir: &std::path::Path, url: &str, prefix: &str) -> GateProcess {
     GateProcess::start(
         dir,
         &format!(
-            "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n"
+            "[cache]\nttl = \"60s\"\n[store]\nbackend = \"redis\"\ntimeout = \"2s\"\n[store.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n"
         ),
     )
 }
@@ -158,8 +158,13 @@ async fn auth_status(g: &GateProcess, token: &str) -> (StatusCode, Option<String
     (a.status, a.header("x-hawzu-error").map(str::to_owned))
 }
 
+/// The invalidation is pushed: gate b refuses the token about a
+/// millisecond after the disable answered (printed; `docs/design.md` quotes
+/// it), and the test bounds it at 2 s — far above what two busy processes
+/// need to pass one message, far below the 60 s `cache.ttl` after which b
+/// would refuse without any message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_disabled_on_one_gate_is_refused_by_another_within_100_ms() {
+async fn a_token_disabled_on_one_gate_is_refused_by_another_long_before_its_cache_ttl() {
     let prefix = unique_prefix("fleet");
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = redis_gate(da.path(), &redis_url(), &prefix);
@@ -197,7 +202,7 @@ async fn a_token_disabled_on_one_gate_is_refused_by_another_within_100_ms() {
             break (status, code, start.elapsed());
         }
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(10),
             "gate b never refused"
         );
     };
@@ -205,8 +210,8 @@ async fn a_token_disabled_on_one_gate_is_refused_by_another_within_100_ms() {
     assert_eq!(refused.0, StatusCode::UNAUTHORIZED);
     assert_eq!(refused.1.as_deref(), Some("token_disabled"));
     assert!(
-        refused.2 < Duration::from_millis(100),
-        "took {:?}",
+        refused.2 < Duration::from_secs(2),
+        "took {:?} (cache.ttl is 60 s)",
         refused.2
     );
 }
@@ -223,20 +228,42 @@ async fn the_cache_is_dropped_when_the_subscription_comes_back() {
             .then_some(())
     })
     .await;
-    let created = admin_of(&gate)
-        .post(
-            "/admin/v1/tokens",
-            workspace_token("Flush", "ws_1", "workspace_viewer", "1m"),
-        )
-        .await
-        .json();
-    let secret = created["secret"].as_str().unwrap().to_owned();
-    assert_eq!(auth_status(&gate, &secret).await.0, StatusCode::OK);
+    let drops = || {
+        gate.log_text()
+            .matches("resubscribed; cache dropped")
+            .count()
+    };
+    let mut attempt = 0;
+    let secret = loop {
+        attempt += 1;
+        let dropped_before = drops();
+        let created = admin_of(&gate)
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Flush", "ws_1", "workspace_viewer", "1m"),
+            )
+            .await
+            .json();
+        let secret = created["secret"].as_str().unwrap().to_owned();
+        assert_eq!(auth_status(&gate, &secret).await.0, StatusCode::OK);
 
-    // A writer changes the record without publishing (a lost message).
-    disable_in_redis_silently(&server.url(), prefix, &secret).await;
-    // Still cached as enabled: nothing told the gate.
-    assert_eq!(auth_status(&gate, &secret).await.0, StatusCode::OK);
+        // A writer changes the record without publishing (a lost message).
+        disable_in_redis_silently(&server.url(), prefix, &secret).await;
+        // Still cached as enabled: nothing told the gate…
+        if auth_status(&gate, &secret).await.0 == StatusCode::OK {
+            break secret;
+        }
+        // …unless the subscription itself dropped and came back meanwhile
+        // (a probe late on a busy machine): the gate then rightly trusted
+        // nothing it held. Only that excuses a refusal here; try again.
+        common::wait_until(
+            "a resubscription to be logged",
+            Duration::from_secs(5),
+            || drops() > dropped_before,
+        );
+        assert!(attempt < 3, "the subscription kept dropping");
+    };
+    let dropped_before = drops();
 
     // The subscription drops and comes back: the gate trusts nothing cached.
     let mut conn = redis::Client::open(server.url())
@@ -263,7 +290,7 @@ async fn the_cache_is_dropped_when_the_subscription_comes_back() {
     assert_eq!(refused.as_deref(), Some("token_disabled"));
     // The drop comes first, then its log line (written a moment later).
     common::wait_until("the drop to be logged", Duration::from_secs(5), || {
-        gate.log_text().contains("resubscribed; cache dropped")
+        drops() > dropped_before
     });
 }
 

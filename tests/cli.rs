@@ -410,6 +410,35 @@ fn check_config_reports_the_key_and_file_at_fault() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// What the example's first line says: every value is the default but the
+/// custom role and the custom rule it shows.
+#[test]
+fn the_example_config_is_the_defaults_plus_one_role_and_one_rule() {
+    use hawzu_gate::config::load_from;
+    let example = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/hawzu-gate.toml"
+    ));
+    let mut example = serde_json::to_value(
+        load_from(Some(example), Default::default())
+            .unwrap()
+            .settings,
+    )
+    .unwrap();
+    let defaults =
+        serde_json::to_value(load_from(None, Default::default()).unwrap().settings).unwrap();
+    assert_eq!(
+        example["roles"],
+        serde_json::json!({ "execution_runner": ["executions:read", "executions:write"] })
+    );
+    assert_eq!(example["policy"]["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(defaults["roles"], serde_json::json!({}));
+    assert_eq!(defaults["policy"]["rules"], serde_json::json!([]));
+    example["roles"] = defaults["roles"].clone();
+    example["policy"]["rules"] = defaults["policy"]["rules"].clone();
+    assert_eq!(example, defaults);
+}
+
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     // `| head` closes the pipe early: no panic, no backtrace.

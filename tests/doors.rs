@@ -301,8 +301,68 @@ async fn envoy_grpc_check_allows_with_headers_and_denies_with_status() {
     assert_eq!(denied.status.unwrap().code, 401);
 }
 
+/// The request path only notes a use; the store write is done later, in the
+/// background. With Redis holding every write (`CLIENT PAUSE 3000 WRITE`:
+/// reads are served, writes wait), allowed requests are still answered at
+/// once — far inside the pause and the 10 s store timeout that a write on
+/// the path would have to wait out — and the write lands after the pause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn last_used_at_is_written_off_the_request_path_and_listed() {
+async fn last_used_at_is_written_off_the_request_path() {
+    let redis = common::RedisServer::start();
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", &redis.url()),
+        ("store.redis.key_prefix", "usage:"),
+        ("store.timeout", "10s"),
+    ])
+    .await;
+    let (id, secret) = token(
+        &gate,
+        workspace_token("Used", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let pause = common::redis_cli(redis.port, &["CLIENT", "PAUSE", "3000", "WRITE"]);
+    assert_eq!(pause, "OK");
+    let paused = std::time::Instant::now();
+    // The first request reads the token (a read: served) and notes its use.
+    for i in 0..20 {
+        let start = std::time::Instant::now();
+        let a = common::nginx_auth(&gate, &secret).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "request {i} took {:?}: it waited for a store write",
+            start.elapsed()
+        );
+    }
+    let answered = paused.elapsed();
+    let used = common::eventually(
+        "last_used_at to be written",
+        std::time::Duration::from_secs(30),
+        || async {
+            let v = gate
+                .admin()
+                .get(&format!("/admin/v1/tokens/{id}"))
+                .await
+                .json();
+            v["token"]["last_used_at"].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    let written = paused.elapsed();
+    println!(
+        "20 requests answered {answered:?} into the pause; written {written:?} after it began"
+    );
+    // Redis could not have taken the write before the pause ended.
+    assert!(written >= std::time::Duration::from_secs(3), "{written:?}");
+    let used: jiff::Timestamp = used.parse().unwrap();
+    assert!(jiff::Timestamp::now().duration_since(used) < jiff::SignedDuration::from_secs(60));
+}
+
+/// Uses still pending when the gate stops are written on shutdown, and the
+/// list shows `last_used_at` as `get` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_used_at_is_written_by_shutdown_at_the_latest_and_listed() {
     let gate = InProcessGate::embedded().await;
     let (id, secret) = token(
         &gate,

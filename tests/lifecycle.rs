@@ -1,7 +1,9 @@
 //! The gate process over its life: graceful SIGTERM with a request in
 //! flight, SIGHUP reloads (a bad config refused, a good one applied), and TLS
-//! on every listener with mTLS on admin and certificates reloaded when their
-//! files change, without dropping open connections.
+//! on every listener (each one asked over TLS: the proxy, forward-auth,
+//! ext_authz gRPC by a tonic client, ops, and admin with mTLS) with
+//! certificates reloaded when their files change, without
+//! dropping open connections.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -12,10 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tonic::transport::Channel;
 
 use common::{GateProcess, Http, TestCerts, TestUpstream, WS1_PROJECTS, curl, eventually};
 
@@ -74,20 +82,22 @@ async fn sigterm_turns_readiness_off_and_lets_the_request_in_flight_finish() {
     // …when SIGTERM comes: readiness is 503 at once, new connections are refused.
     let stop = Instant::now();
     signal(&gate, "-TERM");
-    let v = eventually("readiness to turn 503", Duration::from_secs(1), || async {
+    let v = eventually("readiness to turn 503", Duration::from_secs(5), || async {
         let r = ops.get("/readyz").await;
         (r.status == StatusCode::SERVICE_UNAVAILABLE).then(|| r.json())
     })
     .await;
     assert_eq!(v["checks"]["shutting_down"], true);
+    // At once: before the request in flight (1.5 s at the upstream) is done,
+    // so readiness did not wait for draining.
     assert!(
-        stop.elapsed() < Duration::from_millis(500),
-        "readiness took {:?}",
+        !in_flight.is_finished(),
+        "readiness turned 503 only after {:?}, when the request in flight had ended",
         stop.elapsed()
     );
     eventually(
         "the proxy to stop accepting",
-        Duration::from_secs(1),
+        Duration::from_secs(5),
         || async {
             std::net::TcpStream::connect(gate.proxy)
                 .is_err()
@@ -220,6 +230,47 @@ async fn ask_nginx(
     text.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// An ext_authz client for `port` over TLS, trusting the test CA: tonic
+/// over a rustls stream that offered only `h2`.
+async fn grpc_over_tls(certs: &TestCerts, port: u16) -> AuthorizationClient<Channel> {
+    let config = Arc::new(certs.client_config(&[b"h2"]));
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = connector.connect(name, tcp).await?;
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://localhost:{port}"))
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect_with_connector(connector)
+        .await
+        .unwrap();
+    AuthorizationClient::new(channel)
+}
+
+/// An ext_authz check of `GET` on the ws_1 projects route.
+fn check_request(authorization: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: WS1_PROJECTS.into(),
+                    headers: [("authorization".to_owned(), authorization.to_owned())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 /// The certificate a fresh TLS connection to `port` is shown (DER).
 async fn presented_cert(certs: &TestCerts, port: u16) -> Vec<u8> {
     let config = Arc::new(certs.client_config(&[]));
@@ -235,8 +286,16 @@ async fn presented_cert(certs: &TestCerts, port: u16) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_on_every_listener_with_mtls_admin_and_certificates_reloaded_live() {
     let certs = TestCerts::new();
+    let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gate = GateProcess::start(dir.path(), &tls_config_toml(&certs, true));
+    let gate = GateProcess::start(
+        dir.path(),
+        &format!(
+            "[upstream]\nurl = \"{}\"\n{}",
+            upstream.url(),
+            tls_config_toml(&certs, true)
+        ),
+    );
 
     // The CLI reaches the mTLS admin listener with the CA and a client certificate…
     let url = format!("https://localhost:{}", gate.admin.port());
@@ -302,6 +361,44 @@ async fn tls_on_every_listener_with_mtls_admin_and_certificates_reloaded_live() 
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.version(), http::Version::HTTP_2);
+    // The proxy door: allowed, and passed on to the (plain) upstream.
+    let res = get(
+        gate.proxy.port(),
+        WS1_PROJECTS,
+        vec![("authorization", format!("Bearer {secret}"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(upstream.count(), 1);
+    // The gRPC door: Envoy's ext_authz over TLS (a tonic client, h2 by ALPN).
+    let mut grpc = grpc_over_tls(&certs, gate.grpc.port()).await;
+    let allowed = grpc
+        .check(check_request(&format!("Bearer {secret}")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(allowed.status.unwrap().code, 0, "OK");
+    let denied = grpc
+        .check(check_request("Bearer hwz_not_a_token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(denied.status.unwrap().code, 16, "UNAUTHENTICATED");
+    // A plain-text gRPC client gets nothing from the TLS listener.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", gate.grpc))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let refused = AuthorizationClient::new(channel)
+            .check(check_request(&format!("Bearer {secret}")))
+            .await;
+        assert!(refused.is_err(), "plain gRPC answered: {refused:?}");
+    }
 
     // An open connection, made before the certificate changes…
     let before = presented_cert(&certs, gate.auth.port()).await;
@@ -322,10 +419,17 @@ async fn tls_on_every_listener_with_mtls_admin_and_certificates_reloaded_live() 
     )
     .await;
     assert_ne!(after, before);
-    assert!(
-        gate.log_text()
-            .contains("certificate files changed; reloaded")
-    );
+    // The swap comes first, then its log line (written a moment later).
+    eventually(
+        "the certificate reload to be logged",
+        Duration::from_secs(5),
+        || async {
+            gate.log_text()
+                .contains("certificate files changed; reloaded")
+                .then_some(())
+        },
+    )
+    .await;
     // The connection opened before still serves, on its old session.
     assert_eq!(ask_nginx(&mut open, &secret).await, 200);
 }

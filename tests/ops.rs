@@ -9,6 +9,11 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use http::{Method, StatusCode};
 use serde_json::Value;
 
@@ -233,6 +238,8 @@ async fn health_and_readiness_report_the_store() {
     assert_eq!(v["checks"]["subscription"], "up");
 }
 
+/// Every door — the proxy, `/auth/nginx`, `/auth/traefik`, `/envoy/…` and
+/// gRPC — with secrets in the header, the path and the query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_have_one_access_event_per_request_and_no_secret() {
     let upstream = TestUpstream::start().await;
@@ -280,7 +287,37 @@ async fn logs_have_one_access_event_per_request_and_no_secret() {
             "Authorization: hwz_raw_value_without_scheme".to_owned(),
         ),
     ];
-    let mut ids = Vec::new();
+    // The forward-auth doors, asked about the same kinds of request.
+    let auth_door = format!("http://{}", gate.auth);
+    let with_query = format!("{WS1_PROJECTS}?page=1&token={secret}");
+    let in_path = format!("/api/v1/workspaces/ws_1/projects/p/testcases/{secret}");
+    let doors: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "nginx",
+            format!("{auth_door}/auth/nginx"),
+            vec![
+                auth.clone(),
+                "X-Original-Method: GET".into(),
+                format!("X-Original-URI: {with_query}"),
+            ],
+        ),
+        (
+            "traefik",
+            format!("{auth_door}/auth/traefik"),
+            vec![
+                typo.clone(),
+                "X-Forwarded-Method: GET".into(),
+                format!("X-Forwarded-Uri: {in_path}"),
+            ],
+        ),
+        (
+            "envoy_http",
+            format!("{auth_door}/envoy{with_query}"),
+            vec![auth.clone()],
+        ),
+    ];
+    // (request id, door, status the client saw)
+    let mut sent: Vec<(String, &str, u16)> = Vec::new();
     for (i, (url, header)) in urls.iter().enumerate() {
         let rid = format!("req-{i}");
         let (status, _, _) = tokio::task::spawn_blocking({
@@ -289,9 +326,64 @@ async fn logs_have_one_access_event_per_request_and_no_secret() {
         })
         .await
         .unwrap();
-        assert!(status > 0);
-        ids.push(rid);
+        sent.push((rid, "proxy", status));
     }
+    for (door, url, headers) in doors {
+        let rid = format!("req-{}", sent.len());
+        let (status, _, _) = tokio::task::spawn_blocking({
+            let rid = rid.clone();
+            move || {
+                let mut args = vec![format!("X-Request-Id: {rid}")];
+                args.extend(headers);
+                let mut argv: Vec<&str> = Vec::new();
+                for h in &args {
+                    argv.extend(["-H", h.as_str()]);
+                }
+                argv.push(&url);
+                curl(&argv)
+            }
+        })
+        .await
+        .unwrap();
+        sent.push((rid, door, status));
+    }
+    // And Envoy's gRPC check.
+    let rid = format!("req-{}", sent.len());
+    let mut grpc = AuthorizationClient::connect(format!("http://{}", gate.grpc))
+        .await
+        .unwrap();
+    let checked = grpc
+        .check(CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(AttrRequest {
+                    http: Some(HttpRequest {
+                        method: "GET".into(),
+                        path: with_query.clone(),
+                        headers: [
+                            ("authorization".to_owned(), format!("Bearer {secret}")),
+                            ("x-request-id".to_owned(), rid.clone()),
+                        ]
+                        .into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(checked.status.unwrap().code, 0, "allowed over gRPC");
+    sent.push((rid, "grpc", 200));
+    let statuses: Vec<u16> = sent.iter().map(|(_, _, s)| *s).collect();
+    // proxy: allowed, allowed, no rule, a typo, no scheme; nginx allowed,
+    // traefik a typo, envoy allowed, gRPC allowed.
+    assert_eq!(
+        statuses,
+        [200, 200, 403, 401, 401, 200, 401, 200, 200],
+        "{sent:?}"
+    );
     assert_eq!(gate.cli(&["token", "disable", &id]).code, 0);
     assert!(gate.terminate().success());
 
@@ -319,12 +411,18 @@ async fn logs_have_one_access_event_per_request_and_no_secret() {
         .iter()
         .filter(|e| e["target"] == "hawzu_gate::access")
         .collect();
-    for rid in &ids {
+    for (rid, door, status) in &sent {
         let matching: Vec<_> = access
             .iter()
             .filter(|e| e["request_id"] == rid.as_str())
             .collect();
         assert_eq!(matching.len(), 1, "one access event for {rid}");
+        // Each door logs its own requests, with the status the client saw,
+        // and never the query (where a secret was).
+        assert_eq!(matching[0]["door"], *door, "{rid}: {}", matching[0]);
+        assert_eq!(matching[0]["status"], *status, "{rid}: {}", matching[0]);
+        let path = matching[0]["path"].as_str().unwrap();
+        assert!(!path.contains('?'), "{rid}: {path}");
     }
     let first = access.iter().find(|e| e["request_id"] == "req-0").unwrap();
     assert_eq!(first["door"], "proxy");

@@ -223,6 +223,33 @@ async fn authorization_is_forwarded_only_when_configured() {
         a.json()["headers"]["authorization"][0],
         format!("Bearer {secret}")
     );
+
+    // Not configured (the default): the upstream never sees the token.
+    let upstream = TestUpstream::start().await;
+    let gate = gate_for(&upstream, &[]).await;
+    let secret = token(
+        &gate,
+        workspace_token("Kept", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let a = gate
+        .proxy()
+        .send(
+            Method::GET,
+            common::WS1_PROJECTS,
+            &[("authorization", &format!("Bearer {secret}"))],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(upstream.count(), 1, "the request reached the upstream");
+    let headers = &a.json()["headers"];
+    assert!(headers.is_object(), "{headers}");
+    assert_eq!(headers["authorization"], Value::Null, "{headers}");
+    assert!(
+        !headers.to_string().contains(&secret[4..]),
+        "the token in another header: {headers}"
+    );
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use common::{
 
 /// redis-server listening on TLS only.
 struct TlsRedis {
-    child: Child,
+    child: Option<Child>,
     port: u16,
     _certs: TestCerts,
     ca: std::path::PathBuf,
@@ -28,8 +28,9 @@ struct TlsRedis {
 
 impl Drop for TlsRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(c) = self.child.take() {
+            common::stop_child(c, None, Duration::ZERO);
+        }
     }
 }
 
@@ -52,6 +53,14 @@ impl TlsRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (.ci/run installs it)");
+        // Owned before the wait, so a server that never listens is stopped too.
+        let ca = certs.ca.clone();
+        let redis = Self {
+            child: Some(child),
+            port,
+            _certs: certs,
+            ca,
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_until(
             "redis-server (TLS) to listen",
@@ -60,13 +69,7 @@ impl TlsRedis {
         );
         // The key files must outlive the server's start-up only.
         drop(server);
-        let ca = certs.ca.clone();
-        Self {
-            child,
-            port,
-            _certs: certs,
-            ca,
-        }
+        redis
     }
 }
 

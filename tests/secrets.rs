@@ -511,8 +511,26 @@ async fn the_admin_listener_refuses_bad_keys_with_401_and_no_detail() {
 /// time must not depend on how much of the key a guess gets right, nor on
 /// its length (within one 64-byte block, the hash's unit of work; a longer
 /// guess costs more to hash, which tells nothing about the key).
+///
+/// Both the minimum and the median of 31 interleaved batches must be within
+/// 0.7–1.4 of the `last byte wrong` guess's, for every guess. A busy machine
+/// can spoil one measurement, so up to three are taken; a real dependence
+/// (say, an early return for a wrong length) fails all three.
 #[test]
 fn admin_key_verification_time_does_not_depend_on_the_guess() {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match measure_admin_key_verification() {
+            Ok(()) => return,
+            Err(e) => failures.push(e),
+        }
+    }
+    panic!("verification time depends on the guess: {failures:#?}");
+}
+
+/// One measurement: `Err` names each guess whose minimum or median is out
+/// of range.
+fn measure_admin_key_verification() -> Result<(), Vec<String>> {
     let secret = "hwzadm_Qm9vc3RlZEtleUZvclRpbWluZ1Rlc3RzMDEyMzQ1Njc4";
     let key = AdminKey::new(secret);
     let mut last = secret.as_bytes().to_vec();
@@ -552,15 +570,22 @@ fn admin_key_verification_time_does_not_depend_on_the_guess() {
     };
     let stats: Vec<(f64, f64)> = times.iter_mut().map(stat).collect();
     let (base_min, base_median) = stats[1];
+    let mut out_of_range = Vec::new();
     for (i, (min, median)) in stats.iter().enumerate() {
         let (r_min, r_median) = (min / base_min, median / base_median);
-        // A noisy shared machine moves single batches; the minimum and the
-        // median of 31 batches stay close for equal work.
-        assert!(
-            (0.7..1.4).contains(&r_min) || (0.7..1.4).contains(&r_median),
-            "{}: min ratio {r_min:.3}, median ratio {r_median:.3} vs `last byte wrong` ({stats:?})",
-            guesses[i].0
-        );
+        // The minimum and the median of 31 batches stay close for equal
+        // work: both must.
+        if !((0.7..1.4).contains(&r_min) && (0.7..1.4).contains(&r_median)) {
+            out_of_range.push(format!(
+                "{}: min ratio {r_min:.3}, median ratio {r_median:.3} vs `last byte wrong`",
+                guesses[i].0
+            ));
+        }
+    }
+    if out_of_range.is_empty() {
+        Ok(())
+    } else {
+        Err(out_of_range)
     }
 }
 
@@ -667,10 +692,10 @@ fn the_binary_keeps_the_key_file_private_and_secrets_out_of_debug_logs() {
     .into_iter()
     .map(String::into_bytes)
     .collect();
-    for r in &requests {
-        let (status, _) = raw(gate.proxy, r);
-        assert!(status >= 200);
-    }
+    let statuses: Vec<u16> = requests.iter().map(|r| raw(gate.proxy, r).0).collect();
+    // Allowed, no permission, no token, a malformed one; then four that
+    // hyper refuses before they are requests.
+    assert_eq!(statuses, [200, 403, 401, 401, 400, 400, 400, 400]);
     // Admin: a wrong key close to the right one, and errors echoing input.
     let (status, _) = raw(
         gate.admin,

@@ -90,9 +90,92 @@ fn port_open(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
 }
 
+// === stopping what the tests start ===
+//
+// Every server a test starts is stopped on drop, and nothing it forked may
+// outlive it: nginx's workers, redis-server's save and sync children. A
+// program is stopped the way it is meant to be (nginx: SIGTERM, its master
+// then stops its workers and waits for them); whatever is still running
+// after a deadline is SIGKILLed together with every descendant, collected
+// before the kill (once the parent dies, its children belong to init).
+
+/// The processes descended from `pid`, from `/proc` (children first).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((child, ppid));
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(child, ppid) in &parent_of {
+            if ppid == p && !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Sends `signal` (`-TERM`, `-KILL`, …) to each pid; gone ones are ignored.
+pub fn send_signal(signal: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(signal)
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Stops `child`: `signal` first (`None`: straight to SIGKILL), up to
+/// `grace` for it to exit, then SIGKILL for it and all its descendants.
+/// Returns once it is reaped, and every descendant it had is signalled.
+pub fn stop_child(mut child: Child, signal: Option<&str>, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    if let Some(signal) = signal {
+        send_signal(signal, &[child.id()]);
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                // A well-behaved program has stopped its own children by now;
+                // any it left behind were re-parented: nothing to find.
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // Collected before the kill: afterwards they are init's, not ours.
+    let mut doomed = descendants(child.id());
+    doomed.push(child.id());
+    send_signal("-KILL", &doomed);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 // === redis-server ===
 
-/// A private `redis-server` on a free port, killed on drop.
+/// A private `redis-server` on a free port, killed (with anything it
+/// forked) on drop.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
@@ -119,24 +202,26 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (.ci/run installs it)");
+        // Owned before the wait, so a server that never listens is stopped too.
+        let server = Self {
+            child: Some(child),
+            port,
+        };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_until("redis-server to listen", Duration::from_secs(10), || {
             port_open(addr)
         });
-        Self {
-            child: Some(child),
-            port,
-        }
+        server
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `kill -9`, with any child it forked (a save or a replica sync).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            stop_child(c, None, Duration::ZERO);
         }
     }
 }
@@ -579,9 +664,10 @@ impl GateProcess {
 
 impl Drop for GateProcess {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        // The gate forks nothing; SIGKILL (no grace period to sit out) leaves
+        // nothing behind, and any descendant would be killed with it.
+        if let Some(c) = self.child.take() {
+            stop_child(c, None, Duration::ZERO);
         }
     }
 }
@@ -835,9 +921,11 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        // SIGTERM is nginx's fast shutdown: the master stops its workers and
+        // waits for them before it exits. SIGKILL on the master alone would
+        // leave the workers running, re-parented to init.
+        if let Some(c) = self.child.take() {
+            stop_child(c, Some("-TERM"), Duration::from_secs(10));
         }
     }
 }
@@ -1070,11 +1158,10 @@ impl RedisNode {
         redis_cli(self.port, args)
     }
 
-    /// `kill -9`.
+    /// `kill -9`, with any child it forked (a save or a replica sync).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            stop_child(c, None, Duration::ZERO);
         }
     }
 
