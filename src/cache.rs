@@ -479,6 +479,11 @@ impl<S: TokenStore> TokenStore for TokenCache<S> {
             .await
     }
 
+    async fn confirm(&self, current: &Stored) -> Result<(), StoreError> {
+        self.timed(StoreOp::Replace, self.store.confirm(current))
+            .await
+    }
+
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         self.timed(StoreOp::List, self.store.list(query)).await
     }
@@ -597,6 +602,11 @@ pub async fn listen_for_invalidations<S: TokenStore>(
         }
         let wait = if up { Duration::MAX } else { backoff };
         tokio::select! {
+            // Messages first: a probe's echo that is already here when the
+            // check ticks must count, or a busy machine (both ready at once,
+            // picked at random) would resubscribe and drop the whole cache
+            // for nothing — and lose the events sent meanwhile.
+            biased;
             push = rx.recv() => {
                 let Some(push) = push else { return };
                 match push.kind {

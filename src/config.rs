@@ -610,7 +610,16 @@ pub struct SentinelSettings {
     pub username: Option<String>,
     /// The master's password, if any.
     pub password: Option<String>,
+    /// How many replicas must hold each admin change (create, disable,
+    /// enable, revoke, rotate) before it is answered (Redis `WAIT`, within
+    /// `store.timeout`); fewer → 503 `store_unavailable`, and the caller
+    /// tries again. Default 1: a change answered 200 survives a fail-over.
+    /// 0 answers once the master has it (a fail-over may lose it).
+    pub replica_acks: Option<u32>,
 }
+
+/// [`SentinelSettings::replica_acks`] when not set.
+pub const DEFAULT_REPLICA_ACKS: u32 = 1;
 
 impl Default for RedisSettings {
     fn default() -> Self {
@@ -647,6 +656,7 @@ impl fmt::Debug for SentinelSettings {
             .field("master_name", &self.master_name)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("replica_acks", &self.replica_acks)
             .finish()
     }
 }
@@ -725,6 +735,7 @@ impl RedisSettings {
             }
         }
         let sentinel_set = !self.sentinel.master_name.is_empty()
+            || self.sentinel.replica_acks.is_some()
             || self.sentinel.username.is_some()
             || self.sentinel.password.is_some();
         if self.mode == RedisMode::Sentinel {

@@ -294,6 +294,7 @@ fn sentinel_password_is_redacted() {
             master_name: "m".into(),
             username: None,
             password: Some("masterpw".into()),
+            replica_acks: None,
         },
         ..RedisSettings::default()
     };

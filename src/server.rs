@@ -100,6 +100,10 @@ pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
                     master_name: r.sentinel.master_name.clone(),
                     username: r.sentinel.username.clone(),
                     password: r.sentinel.password.clone(),
+                    replica_acks: r
+                        .sentinel
+                        .replica_acks
+                        .unwrap_or(crate::config::DEFAULT_REPLICA_ACKS),
                 },
                 RedisMode::Cluster => Topology::Cluster {
                     nodes: r.nodes.clone(),

@@ -151,6 +151,17 @@ pub trait TokenStore: Send + Sync + 'static {
         self.replace(current, new)
     }
 
+    /// Makes sure the state in `current`, which an admin call found
+    /// already as asked (an idempotent disable, enable or revoke), is as
+    /// safe as a fresh write: a store that acknowledges writes only once
+    /// replicas have them (Redis Sentinel, `replica_acks`) writes it again
+    /// and waits, so a retry after a lost write does not answer 200 for a
+    /// change a fail-over undid. Others have nothing to do.
+    fn confirm(&self, current: &Stored) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = current;
+        std::future::ready(Ok(()))
+    }
+
     /// A page of tokens, newest first.
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
@@ -210,6 +221,9 @@ where
     for _ in 0..UPDATE_RETRIES {
         let current = store.find(id).await?.ok_or(UpdateError::NotFound)?;
         let Some(new) = change(&current.record).map_err(UpdateError::Refused)? else {
+            if !quiet {
+                store.confirm(&current).await?;
+            }
             return Ok(current);
         };
         let written = if quiet {
@@ -271,6 +285,13 @@ impl TokenStore for Store {
         match self {
             Store::Embedded(s) => s.touch(current, new).await,
             Store::Redis(s) => s.touch(current, new).await,
+        }
+    }
+
+    async fn confirm(&self, current: &Stored) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.confirm(current).await,
+            Store::Redis(s) => s.confirm(current).await,
         }
     }
 

@@ -87,6 +87,9 @@ pub enum Topology {
         master_name: String,
         username: Option<String>,
         password: Option<String>,
+        /// Replicas that must hold each admin change before it is answered
+        /// (`WAIT`); 0: answered once the master has it.
+        replica_acks: u32,
     },
     /// A Redis Cluster reached through any of `nodes` (credentials in the
     /// first URL apply to every node).
@@ -139,6 +142,8 @@ pub struct RedisStore {
 
 struct Inner {
     target: Target,
+    /// `WAIT` for this many replicas after each admin change (Sentinel).
+    replica_acks: u32,
     prefix: String,
     topology: Topology,
     timeout: Duration,
@@ -364,6 +369,7 @@ impl RedisStore {
                 master_name,
                 username,
                 password,
+                ..
             } => Target::Sentinel(Arc::new(SentinelTarget {
                 sentinel: tokio::sync::Mutex::new(
                     sentinel_client(
@@ -389,9 +395,14 @@ impl RedisStore {
                 conn: OnceCell::new(),
             },
         };
+        let replica_acks = match &topology {
+            Topology::Sentinel { replica_acks, .. } => *replica_acks,
+            _ => 0,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 target,
+                replica_acks,
                 topology,
                 prefix: options.key_prefix,
                 timeout: options.timeout,
@@ -510,6 +521,33 @@ impl RedisStore {
         tracing::warn!(
             "an invalidation reached no subscriber (a cluster fail-over in progress, or no gate subscribed yet); other gates enforce the change within cache.ttl"
         );
+        Ok(())
+    }
+
+    /// With `replica_acks`, waits until that many replicas hold every write
+    /// made so far on `conn` (`WAIT`, within the store timeout). Sentinel
+    /// replication is asynchronous: without it, a change the master took
+    /// just before a fail-over is answered 200 and then lost with the old
+    /// master (seen in the chaos run: 4–5 changes per fail-over).
+    async fn replicated(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let wanted = self.inner.replica_acks;
+        if wanted == 0 {
+            return Ok(());
+        }
+        // Half the store timeout: the answer must be read before the
+        // connection's own response timeout (the store timeout) fires.
+        let within = self.inner.timeout / 2;
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(conn)
+            .await
+            .map_err(redis_err)?;
+        if acked < i64::from(wanted) {
+            return Err(StoreError::Unavailable(format!(
+                "the change reached the master, but {acked} of {wanted} replicas confirmed it within {within:?}: a fail-over could lose it; try again"
+            )));
+        }
         Ok(())
     }
 
@@ -663,13 +701,22 @@ impl TokenStore for RedisStore {
                 ])
                 .await?;
             // A gate may hold a negative entry for this hash.
-            self.publish(&mut conn, hash).await
+            self.publish(&mut conn, hash).await?;
+            self.replicated(&mut conn).await
         })
         .await
     }
 
     async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
         self.write(current, new, true).await
+    }
+
+    /// The same record again (a compare-and-set, so a newer change is never
+    /// overwritten), its event, and with `replica_acks` the wait: a retry
+    /// of a change whose first try timed out after Redis took it (so its
+    /// event was never sent) now tells the gates, and the replicas hold it.
+    async fn confirm(&self, current: &Stored) -> Result<(), StoreError> {
+        self.write(current, &current.record, true).await.map(drop)
     }
 
     async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
@@ -760,6 +807,7 @@ impl RedisStore {
             }
             if notify {
                 self.publish(&mut conn, &current.hash).await?;
+                self.replicated(&mut conn).await?;
             }
             Ok(true)
         })
@@ -955,6 +1003,7 @@ impl RedisStore {
                     master_name,
                     username,
                     password,
+                    ..
                 },
                 Target::Sentinel(store),
             ) => SubscriberKind::Sentinel {

@@ -48,6 +48,12 @@ const SLACK: Duration = Duration::from_millis(350);
 /// misses share one read) gets that read's answer, and a read may take up
 /// to `store.timeout`: so `store.timeout` plus scheduling slack.
 const DELIVERED: Duration = Duration::from_millis(600);
+/// What the gate guarantees for a change answered in one try with no fault
+/// under way: its event is delivered ([`DELIVERED`]), or — should the
+/// listener's probe not come back in time on an overloaded machine — the
+/// listener takes its subscription again and drops the whole cache, which
+/// the probe finds within about 2 s. Asserted; the slowest seen is printed.
+const EVENT: Duration = DELIVERED.saturating_add(Duration::from_secs(2));
 /// Scheduling slack on a bound that is a cache lifetime.
 const TTL_SLACK: Duration = Duration::from_millis(500);
 /// Standalone: Redis answering again → an uncached token allowed and the
@@ -131,7 +137,7 @@ impl Fault {
     /// recovered from) is enforced by the other gate within this:
     ///
     /// - a pause loses no event (the subscription stays up, and a write
-    ///   is answered only after its event was published): `DELIVERED`;
+    ///   is answered only after its event was published): `EVENT`;
     /// - a kill or `CLIENT KILL` can publish while the other gate's
     ///   subscription is down; it resubscribes and drops its cache within
     ///   the recovery bound;
@@ -143,8 +149,8 @@ impl Fault {
     /// event, and the try that succeeded then finds nothing to change.
     fn change_bound(self, ttl: Duration) -> Duration {
         match self {
-            Fault::DebugSleep | Fault::ClientPause => DELIVERED,
-            Fault::Kill | Fault::ClientKill => RECOVERY + DELIVERED,
+            Fault::DebugSleep | Fault::ClientPause => EVENT,
+            Fault::Kill | Fault::ClientKill => RECOVERY + EVENT,
             _ => ttl + TTL_SLACK,
         }
     }
@@ -323,6 +329,7 @@ impl Redis {
                 master_name: set.name.clone(),
                 username: None,
                 password: None,
+                replica_acks: 1,
             },
             Redis::Cluster(c) => Topology::Cluster { nodes: c.urls() },
         }
@@ -435,7 +442,7 @@ impl Fleet {
             a.admin(),
             tracked,
             plan.change_every,
-            DELIVERED,
+            EVENT,
             ttl + TTL_SLACK,
         );
         load.run_for(plan.settle, Duration::from_secs(30)).await;
@@ -465,7 +472,7 @@ impl Fleet {
         self.store.disable_silently(&id).await;
         // Changes made while the subscriptions are cut are caught by the
         // resubscription's cache drop.
-        self.changer.set_bound(RECOVERY + DELIVERED);
+        self.changer.set_bound(RECOVERY + EVENT);
         let began = Instant::now();
         self.redis.kill_clients();
         eventually(
@@ -483,7 +490,7 @@ impl Fleet {
         for t in &self.cached {
             time_until_allowed(self.b.addrs.auth, t, Duration::from_secs(10)).await;
         }
-        self.changer.set_bound(DELIVERED);
+        self.changer.set_bound(EVENT);
         until
     }
 
@@ -513,7 +520,7 @@ impl Fleet {
         let recovery = back.elapsed();
         self.load.run_for(settle, Duration::from_secs(30)).await;
         let changes = self.changer.sent_between(start, service_back);
-        self.changer.set_bound(DELIVERED);
+        self.changer.set_bound(EVENT);
         // Every change of the fault must be judged past its bound: the load
         // runs on until then (waiting out the bound itself, not an event).
         tokio::time::sleep_until(self.changer.settled_by().into()).await;
@@ -626,6 +633,17 @@ impl Fleet {
                     async move { moved.then_some(()) }
                 })
                 .await;
+                if fault == Fault::SentinelMasterKilled {
+                    // As an operator's supervisor would: the old master
+                    // comes back, and the sentinels make it a replica of the
+                    // new one. Until then no replica can confirm a change
+                    // (`replica_acks`), and the admin API answers 503.
+                    if set.master.port == old {
+                        set.master.restart();
+                    } else {
+                        set.replica.restart();
+                    }
+                }
                 start
             }
             (Redis::Cluster(cluster), Fault::ClusterFailover | Fault::ClusterMasterKilled) => {
