@@ -13,6 +13,17 @@
 //! without `X-Hawzu-Error`.
 //!
 //! One gate per test (not per case) keeps the file fast.
+//!
+//! The outside attack round (issue 10; `docs/reliability.md`) added the
+//! request-path cases here (underscore spellings, overrides, look-alike dot
+//! segments, upgrades). Its other cases need more than a door, so they live
+//! beside what they attack: the admin plane (escalation by rotate and
+//! enable, concurrent rotates, tokens outliving their creator, bidi names)
+//! in `tests/admin_privilege.rs`; slow bodies in `tests/slow_bodies.rs`;
+//! what each shipped proxy file lets through (client address, bearer
+//! secret, underscore and override headers) in `tests/deploy.rs`,
+//! `tests/caddy_e2e.rs` (h2c through Caddy) and `tests/nginx_e2e.rs` (the
+//! gate's status through nginx).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
