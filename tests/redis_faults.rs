@@ -28,7 +28,7 @@ const SLACK: Duration = Duration::from_millis(350);
 const RECOVERY: Duration = Duration::from_secs(2);
 /// Fresh tokens per test: more than its load sends (6 tasks at one request
 /// per 3 ms, 1 in 10 fresh, for a few seconds), so none is sent twice.
-const FRESH: usize = 600;
+const FRESH: usize = 1500;
 /// `cache.ttl` (the default): the cached tokens' entries, put in at set-up,
 /// outlive every test here.
 const TTL: Duration = Duration::from_secs(60);

@@ -19,8 +19,10 @@ use common::{
 };
 use hawzu_gate::store::redis::Topology;
 
-/// Fresh tokens per fleet: more than the load sends (each sent once).
-const FRESH: usize = 1500;
+/// Fresh tokens per fleet: more than the load sends (each sent once), with
+/// room for a fail-over that takes longer on a loaded machine (1,647 were
+/// needed once under `stress-ng --cpu 2`).
+const FRESH: usize = 5000;
 
 /// How long after a fail-over a disable through one gate may take to reach
 /// the other. Normally milliseconds; an event lost in the fail-over is

@@ -54,8 +54,11 @@ const DELIVERED: Duration = Duration::from_millis(600);
 /// listener takes its subscription again and drops the whole cache, which
 /// the probe finds within about 2 s. Asserted; the slowest seen is printed.
 const EVENT: Duration = DELIVERED.saturating_add(Duration::from_secs(2));
-/// Scheduling slack on a bound that is a cache lifetime.
-const TTL_SLACK: Duration = Duration::from_millis(500);
+/// Slack on a bound that is a cache lifetime: an entry may be put in by a
+/// read that was in flight when the change landed (up to `store.timeout`),
+/// and a machine loaded to its last core (`stress-ng --cpu 2`) delays the
+/// rest (seen: 6.1 s against a 5 s `cache.ttl` with 0.5 s of slack).
+const TTL_SLACK: Duration = Duration::from_millis(1500);
 /// Standalone: Redis answering again → an uncached token allowed and the
 /// gate ready (its subscription back, the cache dropped).
 const RECOVERY: Duration = Duration::from_secs(2);
