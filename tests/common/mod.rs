@@ -1884,8 +1884,13 @@ impl Load {
                         if let Kind::Tracked(k) = kind {
                             counts.tracked_requests.fetch_add(1, Ordering::Relaxed);
                             // How long after a change a gate still answered
-                            // the old way.
-                            if let Some((valid, acked, bound)) = mix.tracked[k].settled_before(sent)
+                            // the old way. Not while a later change is under
+                            // way: it may already be in place in the store
+                            // (applied, then answered 503 and retried), so an
+                            // answer that follows it is not a late one.
+                            if at_send != Truth::InDoubt
+                                && let Some((valid, acked, bound)) =
+                                    mix.tracked[k].settled_before(sent)
                                 && ((allowed && !valid) || (denied && valid))
                             {
                                 let lag = sent - acked;
