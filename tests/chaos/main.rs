@@ -93,7 +93,7 @@ struct Plan {
 
 const LONG: Plan = Plan {
     hold: Duration::from_secs(5),
-    fresh: 12_000,
+    fresh: 40_000,
     workers: 8,
     period: Duration::from_millis(2),
     settle: 2000,
