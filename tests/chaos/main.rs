@@ -637,14 +637,18 @@ impl Fleet {
                 })
                 .await;
                 if fault == Fault::SentinelMasterKilled {
-                    // As an operator's supervisor would: the old master
-                    // comes back, and the sentinels make it a replica of the
-                    // new one. Until then no replica can confirm a change
-                    // (`replica_acks`), and the admin API answers 503.
+                    // The old master comes back, as a replica of the new one
+                    // (it keeps nothing on disk: restarted as a master it
+                    // would be an empty master until the sentinels turn it,
+                    // and a gate asking a sentinel that has not caught up
+                    // would find no tokens — the Redis docs warn against
+                    // exactly that). Until it has synced, no replica can
+                    // confirm a change (`replica_acks`): 503, retried.
+                    let new = set.master_port().unwrap();
                     if set.master.port == old {
-                        set.master.restart();
+                        set.master.restart_as_replica_of(new);
                     } else {
-                        set.replica.restart();
+                        set.replica.restart_as_replica_of(new);
                     }
                 }
                 start
