@@ -328,9 +328,11 @@ async fn logs_have_one_access_event_per_request_and_no_secret() {
         .unwrap();
         sent.push((rid, "proxy", status));
     }
+    // The deny codes the forward-auth doors answered, to name in a failure.
+    let mut codes: Vec<String> = Vec::new();
     for (door, url, headers) in doors {
         let rid = format!("req-{}", sent.len());
-        let (status, _, _) = tokio::task::spawn_blocking({
+        let (status, answer_headers, _) = tokio::task::spawn_blocking({
             let rid = rid.clone();
             move || {
                 let mut args = vec![format!("X-Request-Id: {rid}")];
@@ -345,6 +347,12 @@ async fn logs_have_one_access_event_per_request_and_no_secret() {
         })
         .await
         .unwrap();
+        codes.extend(
+            answer_headers
+                .iter()
+                .filter(|h| h.to_ascii_lowercase().starts_with("x-hawzu-error:"))
+                .map(|h| format!("{rid}: {h}")),
+        );
         sent.push((rid, door, status));
     }
     // And Envoy's gRPC check.
@@ -382,7 +390,7 @@ async fn logs_have_one_access_event_per_request_and_no_secret() {
     assert_eq!(
         statuses,
         [200, 200, 403, 401, 401, 200, 401, 200, 200],
-        "{sent:?}"
+        "{sent:?} {codes:?}"
     );
     assert_eq!(gate.cli(&["token", "disable", &id]).code, 0);
     assert!(gate.terminate().success());
