@@ -1182,21 +1182,6 @@ impl RedisNode {
         });
     }
 
-    /// Starts a killed node again as a replica of the master on `port`: how
-    /// a node without persistence must come back (Redis's replication docs:
-    /// restarted as a master it is empty, and a client that reaches it
-    /// before the sentinels turn it into a replica finds no data).
-    pub fn restart_as_replica_of(&mut self, port: u16) {
-        let keep = self.args.clone();
-        self.args.extend([
-            "--replicaof".to_owned(),
-            "127.0.0.1".to_owned(),
-            port.to_string(),
-        ]);
-        self.restart();
-        self.args = keep;
-    }
-
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
