@@ -188,23 +188,11 @@ impl ListenerState {
                     "message": "The request body came too slowly (limits.body_read_timeout, limits.min_body_rate).",
                 }),
             ),
-            Protocol::Grpc => {
-                let mut res = Response::new(Full::new(Bytes::new()));
-                let h = res.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/grpc"),
-                );
-                // DEADLINE_EXCEEDED: the message did not arrive in time.
-                h.insert("grpc-status", HeaderValue::from_static("4"));
-                h.insert(
-                    "grpc-message",
-                    HeaderValue::from_static(
-                        "hawzu-gate: the request message came too slowly (body_timeout)",
-                    ),
-                );
-                res
-            }
+            // DEADLINE_EXCEEDED: the message did not arrive in time.
+            Protocol::Grpc => grpc_refusal(
+                "4",
+                "hawzu-gate: the request message came too slowly (body_timeout)",
+            ),
         };
         if let Some(id) = request_id {
             res.headers_mut().insert(REQUEST_ID, id);
@@ -250,18 +238,10 @@ impl ListenerState {
                 res
             }
             Protocol::Grpc => {
-                let mut res = Response::new(Full::new(Bytes::new()));
-                let h = res.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/grpc"),
-                );
-                h.insert("grpc-status", HeaderValue::from_static("14"));
-                h.insert(
-                    "grpc-message",
-                    HeaderValue::from_static("hawzu-gate is overloaded"),
-                );
-                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                // UNAVAILABLE.
+                let mut res = grpc_refusal("14", "hawzu-gate is overloaded");
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 res
             }
         }
@@ -767,6 +747,20 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// A gRPC refusal with no message: `status` and `message` in the headers
+/// (a trailers-only answer), as the listener sends it before any door ran.
+fn grpc_refusal(status: &'static str, message: &'static str) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from_static(status));
+    h.insert("grpc-message", HeaderValue::from_static(message));
+    res
 }
 
 #[cfg(test)]
