@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 
-use crate::ops::{Metrics, StoreOp};
+use crate::metrics::{Metrics, StoreOp};
 
 use crate::store::{ListQuery, Page, StoreError, Stored, TokenStore};
 use jiff::Timestamp;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue};
 
 use crate::config::{FailedAuthSettings, IpNet};
-use crate::decide::DenyCode;
+use crate::refusal::DenyCode;
 
 /// The proxies whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default)]

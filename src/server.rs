@@ -31,7 +31,8 @@ use crate::doors::listener::{ListenerState, Protocol, TlsHandle, serve};
 use crate::doors::proxy::{Proxy, UpstreamError, UpstreamOptions};
 use crate::doors::{PolicyHandle, Shared};
 use crate::headers::IdentityHeaders;
-use crate::ops::{Health, Metrics, Ops};
+use crate::metrics::Metrics;
+use crate::ops::{Health, Ops};
 use crate::store::redis::{RedisOptions, Topology};
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, TokenStore};
 use crate::tls::TlsError;
@@ -416,7 +417,7 @@ impl Bound {
                     which.listen_key(),
                     &s.limits,
                     protocol,
-                    shared.headers.error.clone(),
+                    shared.render.clone(),
                     &metrics,
                 ),
             });

@@ -39,7 +39,7 @@ pub fn init(log: &LogSettings) -> Result<(), String> {
 #[derive(Debug)]
 pub struct Access<'a> {
     pub request_id: &'a str,
-    pub door: crate::ops::Door,
+    pub door: crate::metrics::Door,
     pub method: &'a str,
     /// The request path; the query is never logged.
     pub path: &'a str,

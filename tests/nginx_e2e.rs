@@ -416,7 +416,7 @@ fn the_shipped_nginx_file_drops_underscore_headers_explicitly() {
 
 #[test]
 fn the_nginx_refusal_map_gives_every_gate_code_its_status() {
-    use hawzu_gate::decide::DenyCode;
+    use hawzu_gate::refusal::DenyCode;
     let conf = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/nginx/nginx.conf"

@@ -3,7 +3,8 @@
 //! of the documented shape and round-trips through `expose`.
 #![no_main]
 
-use hawzu_gate::decide::{Credentials, DenyCode, extract_token};
+use hawzu_gate::decide::{Credentials, extract_token};
+use hawzu_gate::refusal::DenyCode;
 use hawzu_gate::token::value::{TOKEN_LEN, TOKEN_PREFIX};
 use hawzu_gate::token::{TokenHash, TokenId, TokenSecret};
 use libfuzzer_sys::fuzz_target;

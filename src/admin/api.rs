@@ -24,15 +24,15 @@ use serde_json::{Value, json};
 use crate::cache::{CachedRecord, CachedScope, TokenCache};
 use crate::clients::FailedAuth;
 use crate::decide::{
-    Credentials, Decision, DenyCode, Detail, RequestFacts, authenticate, authorize, check_request,
+    Credentials, Decision, Detail, RequestFacts, authenticate, authorize, check_request,
     check_state,
 };
 use crate::doors::PolicyHandle;
 use crate::doors::credentials;
-use crate::doors::listener::json as json_response;
 use crate::policy::Policy;
 use crate::policy::roles::{PermissionSet, TOKENS_MANAGE};
 use crate::policy::rules::normalize;
+use crate::refusal::DenyCode;
 use crate::store::{
     Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore,
     UpdateError, update,
@@ -41,6 +41,7 @@ use crate::token::{
     CreateToken, FieldErrors, Scope, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState,
     record::RECORD_VERSION,
 };
+use crate::web::json as json_response;
 
 use super::AdminKey;
 
@@ -1238,7 +1239,7 @@ where
         // the metrics and any caller outside a listener.
         Err(e) if crate::doors::listener::is_body_timeout(&*e) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            crate::doors::listener::BODY_TIMEOUT,
+            crate::refusal::Refusal::BodyTimeout.code(),
             "The request body came too slowly.",
         )),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(

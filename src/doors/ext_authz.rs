@@ -12,25 +12,21 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
-    HttpStatusCode,
 };
-use envoy_types::ext_authz::v3::{
-    CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
-};
+use envoy_types::ext_authz::v3::{CheckResponseExt, OkHttpResponseBuilder};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use http::{HeaderValue, Method};
 use jiff::Timestamp;
 
 use super::Shared;
-use crate::cache::CachedRecord;
-use crate::decide::{Credentials, Decision, DenyCode, RequestFacts};
-use crate::headers::{HTTP2_SETTINGS, REQUEST_ID, UPGRADE};
-use crate::ops::Door;
-use crate::telemetry::{self, Access};
+use super::lifecycle::Exchange;
+use crate::decide::{Credentials, Decision, RequestFacts};
+use crate::headers::{HTTP2_SETTINGS, UPGRADE};
+use crate::metrics::Door;
+use crate::refusal::DenyCode;
 
 /// The gRPC door.
 #[derive(Debug, Clone)]
@@ -50,7 +46,38 @@ impl ExtAuthz {
 
     /// Answers one check from `peer` (the caller, when known).
     pub async fn answer(&self, req: &CheckRequest, peer: Option<IpAddr>) -> CheckResponse {
-        let start = Instant::now();
+        // Read before the exchange begins: the access event borrows from it.
+        let checked = facts_from_check(req);
+        let mut exchange = self.shared.begin(Door::Grpc);
+        let (res, request_id) = match &checked {
+            Ok(checked) => {
+                exchange.asked(checked.method.as_str(), checked.path);
+                let request_id = checked.http.headers.get("x-request-id").map(String::as_str);
+                let res = self
+                    .judge(&mut exchange, req, checked, request_id, peer)
+                    .await;
+                (res, request_id)
+            }
+            Err(Unjudgeable { path }) => {
+                // Envoy did not say what request it asks about.
+                exchange.asked("", *path);
+                exchange.unjudgeable(DenyCode::AmbiguousPath);
+                (self.denied(DenyCode::AmbiguousPath, None), None)
+            }
+        };
+        exchange.finish(http_status(&res), request_id);
+        res
+    }
+
+    /// Decides for a check that says what it asks about, and renders it.
+    async fn judge(
+        &self,
+        exchange: &mut Exchange<'_, '_>,
+        req: &CheckRequest,
+        checked: &CheckFacts<'_>,
+        request_id: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> CheckResponse {
         let CheckFacts {
             http,
             method,
@@ -58,33 +85,17 @@ impl ExtAuthz {
             query,
             upgrade,
             credentials,
-        } = match facts_from_check(req) {
-            Ok(checked) => checked,
-            Err(Unjudgeable { path }) => {
-                // Envoy did not say what request it asks about.
-                let code = DenyCode::AmbiguousPath;
-                self.shared
-                    .metrics
-                    .decision(Door::Grpc, Some(code), start.elapsed());
-                let res = self.denied(code, None);
-                self.log("", "", path, &res, code.as_str(), None, start);
-                return res;
-            }
-        };
+        } = checked;
         let facts = RequestFacts {
-            method: &method,
+            method,
             path,
-            query,
-            upgrade,
-            credentials,
+            query: *query,
+            upgrade: *upgrade,
+            credentials: *credentials,
             now: Timestamp::now(),
         };
-        let request_id = http.headers.get("x-request-id").map(String::as_str);
         let client = || self.client(req, peer);
-        let decision = self.shared.decide(Door::Grpc, &facts, client).await;
-        let record = decision.record();
-        let code = decision.code().map_or("allow", DenyCode::as_str);
-        let res = match decision {
+        match exchange.decide(&facts, client).await {
             Decision::Allow(p) => {
                 let headers = &self.shared.headers;
                 let mut ok = OkHttpResponseBuilder::new();
@@ -106,17 +117,7 @@ impl ExtAuthz {
                 res
             }
             Decision::Deny(d) => self.denied(d.code, request_id),
-        };
-        self.log(
-            request_id.unwrap_or(""),
-            method.as_str(),
-            path,
-            &res,
-            code,
-            record.as_deref(),
-            start,
-        );
-        res
+        }
     }
 
     /// The client of a check: the downstream address Envoy reports, when the
@@ -139,85 +140,25 @@ impl ExtAuthz {
         }
     }
 
-    /// The access event of one check; the status is the HTTP one Envoy sends.
-    #[allow(clippy::too_many_arguments)]
-    fn log(
-        &self,
-        request_id: &str,
-        method: &str,
-        path: &str,
-        res: &CheckResponse,
-        code: &str,
-        record: Option<&CachedRecord>,
-        start: Instant,
-    ) {
-        use envoy_types::ext_authz::v3::pb::HttpResponse;
-        let status = match &res.http_response {
-            Some(HttpResponse::DeniedResponse(d)) => d
-                .status
-                .as_ref()
-                .and_then(|s| u16::try_from(s.code).ok())
-                .unwrap_or(403),
-            _ => 200,
-        };
-        telemetry::access(&Access {
-            request_id,
-            door: Door::Grpc,
-            method,
-            path,
-            status,
-            code,
-            record,
-            elapsed: start.elapsed(),
-        });
-    }
-
+    /// Envoy's answer to the client for a refused check.
     fn denied(&self, code: DenyCode, request_id: Option<&str>) -> CheckResponse {
-        let mut denied = DeniedHttpResponseBuilder::new();
-        let status =
-            HttpStatusCode::try_from(i32::from(code.status())).unwrap_or(HttpStatusCode::Forbidden);
-        denied.set_http_status(status);
-        let mut h = http::HeaderMap::new();
-        self.shared.deny_headers(&mut h, code);
-        for (name, value) in &h {
-            denied.add_header(
-                name.as_str(),
-                value.to_str().unwrap_or_default(),
-                Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-                false,
-            );
-        }
-        denied.add_header(
-            "content-type",
-            "application/json",
-            Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
-            false,
-        );
         let id = request_id
             .and_then(|v| HeaderValue::from_str(v).ok())
             .unwrap_or_else(|| self.shared.request_id(&http::HeaderMap::new()));
-        denied.add_header(
-            REQUEST_ID.as_str(),
-            id.to_str().unwrap_or_default(),
-            None,
-            false,
-        );
-        let body = serde_json::json!({
-            "error": code.as_str(),
-            "message": code.message(),
-            "request_id": id.to_str().unwrap_or(""),
-        });
-        denied.set_body(body.to_string());
-        let grpc = match code.status() {
-            401 => tonic::Status::unauthenticated(code.as_str()),
-            503 => tonic::Status::unavailable(code.as_str()),
-            429 => tonic::Status::resource_exhausted(code.as_str()),
-            400 => tonic::Status::invalid_argument(code.as_str()),
-            _ => tonic::Status::permission_denied(code.as_str()),
-        };
-        let mut res = CheckResponse::with_status(grpc);
-        res.set_http_response(denied);
-        res
+        self.shared.render.envoy_denied(code.into(), &id)
+    }
+}
+
+/// The HTTP status Envoy sends for a check's answer (the access event's).
+fn http_status(res: &CheckResponse) -> u16 {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
+    match &res.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => d
+            .status
+            .as_ref()
+            .and_then(|s| u16::try_from(s.code).ok())
+            .unwrap_or(403),
+        _ => 200,
     }
 }
 

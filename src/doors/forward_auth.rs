@@ -17,21 +17,20 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use jiff::Timestamp;
 
 use super::{Shared, credentials};
-use crate::decide::{Decision, DenyCode, RequestFacts};
+use crate::decide::{Decision, RequestFacts};
 use crate::headers::{
     X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD,
     X_ORIGINAL_URI, X_ORIGINAL_URL, asks_upgrade,
 };
-use crate::ops::Door;
-use crate::telemetry::{self, Access};
+use crate::metrics::Door;
+use crate::refusal::{DenyCode, Refusal};
 
 /// Path prefix of the Envoy HTTP ext_authz endpoint (`path_prefix` in Envoy).
 pub const ENVOY_PREFIX: &str = "/envoy";
@@ -67,7 +66,6 @@ impl ForwardAuth {
 
     /// Serves one request of the auth listener.
     pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        let start = Instant::now();
         let path = req.uri().path();
         let headers = req.headers();
         let (asker, original) = match path {
@@ -84,20 +82,13 @@ impl ForwardAuth {
                     Ok((req.method().clone(), Cow::Borrowed(original), query)),
                 )
             }
-            _ => {
-                return super::listener::json(
-                    StatusCode::NOT_FOUND,
-                    &serde_json::json!({
-                        "error": "not_found",
-                        "message": "This listener serves /auth/nginx, /auth/traefik and /envoy/<path>.",
-                    }),
-                );
-            }
+            _ => return self.shared.render.json(NOT_FOUND, None),
         };
-        let door = asker.door();
-        let logging = telemetry::access_enabled();
-        let (method, original, decision) = match &original {
+        let shared = &self.shared;
+        let mut exchange = shared.begin(asker.door());
+        let decision = match &original {
             Ok((method, original, query)) => {
+                exchange.asked(method.as_str(), &**original);
                 let facts = RequestFacts {
                     method,
                     path: original,
@@ -106,42 +97,22 @@ impl ForwardAuth {
                     credentials: credentials(headers),
                     now: Timestamp::now(),
                 };
-                let client = || self.shared.client(peer.ip(), headers);
-                (
-                    method,
-                    &**original,
-                    self.shared.decide(door, &facts, client).await,
-                )
+                let client = || shared.client(peer.ip(), headers);
+                exchange.decide(&facts, client).await
             }
             Err(code) => {
                 // The proxy did not say what request it asks about.
-                self.shared
-                    .metrics
-                    .decision(door, Some(*code), start.elapsed());
-                (req.method(), path, Decision::deny_only(*code))
+                exchange.asked(req.method().as_str(), path);
+                exchange.unjudgeable(*code)
             }
         };
         // A request id is made only when something shows it: a JSON deny
         // or an access event.
-        let shown = logging || (asker != Asker::Nginx && decision.code().is_some());
-        let request_id = shown.then(|| self.shared.request_id(headers));
-        let record = logging.then(|| decision.record()).flatten();
-        let code = decision.code().map_or("allow", DenyCode::as_str);
+        let shown = exchange.logging() || (asker != Asker::Nginx && decision.code().is_some());
+        let request_id = shown.then(|| shared.request_id(headers));
         let res = self.render(asker, decision, headers, request_id.as_ref());
-        if let Some(id) = &request_id
-            && logging
-        {
-            telemetry::access(&Access {
-                request_id: id.to_str().unwrap_or(""),
-                door,
-                method: method.as_str(),
-                path: original,
-                status: res.status().as_u16(),
-                code,
-                record: record.as_deref(),
-                elapsed: start.elapsed(),
-            });
-        }
+        let id = request_id.as_ref().and_then(|v| v.to_str().ok());
+        exchange.finish(res.status().as_u16(), id);
         res
     }
 
@@ -173,28 +144,20 @@ impl ForwardAuth {
                 }
                 res
             }
+            Decision::Deny(deny) if asker == Asker::Nginx => shared.render.empty(deny.code.into()),
             Decision::Deny(deny) => {
-                if asker == Asker::Nginx {
-                    // No body: nginx discards it and would reconnect per request.
-                    let mut res = Response::new(Full::new(Bytes::new()));
-                    // nginx passes on only 401 and 403 from auth_request.
-                    *res.status_mut() = match deny.code {
-                        DenyCode::RateLimited => StatusCode::UNAUTHORIZED,
-                        code => super::status(code),
-                    };
-                    shared.deny_headers(res.headers_mut(), deny.code);
-                    res.headers_mut()
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-                    return res;
-                }
                 let id = request_id
                     .cloned()
                     .unwrap_or_else(|| shared.request_id(req));
-                shared.deny_response(deny.code, &id)
+                shared.render.json(deny.code.into(), Some(&id))
             }
         }
     }
 }
+
+/// The answer to a path this listener does not serve.
+const NOT_FOUND: Refusal =
+    Refusal::NotFound("This listener serves /auth/nginx, /auth/traefik and /envoy/<path>.");
 
 /// The original method, path and query a proxy asks about.
 type Original<'h> = (Method, Cow<'h, str>, Option<Cow<'h, str>>);

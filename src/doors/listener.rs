@@ -33,7 +33,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
@@ -48,11 +48,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::LimitSettings;
-use crate::headers::REQUEST_ID;
-use crate::ops::Metrics;
-
-/// The error code of a request refused for a body that came too slowly.
-pub const BODY_TIMEOUT: &str = "body_timeout";
+use crate::metrics::Metrics;
+use crate::refusal::{Refusal, Render};
+use crate::web::REQUEST_ID;
 
 /// The connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -60,20 +58,6 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Whether the connection is TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
-}
-
-/// A JSON answer with `no-store` caching.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut res = Response::new(Full::new(Bytes::from(body)));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
 }
 
 /// A listener's TLS configuration, swapped whole on reload: each new
@@ -97,8 +81,8 @@ pub struct ListenerState {
     name: &'static str,
     limits: LimitSettings,
     protocol: Protocol,
-    /// The error-code header (`X-Hawzu-Error` by default).
-    error_header: HeaderName,
+    /// How its refusals are rendered.
+    render: Render,
     connections: AtomicUsize,
     requests: AtomicUsize,
     /// Connections beyond the limit being told so (each for up to a second).
@@ -116,7 +100,7 @@ impl ListenerState {
         name: &'static str,
         limits: &LimitSettings,
         protocol: Protocol,
-        error_header: HeaderName,
+        render: Render,
         metrics: &Metrics,
     ) -> Arc<Self> {
         let label = name.trim_start_matches("listen.");
@@ -124,14 +108,14 @@ impl ListenerState {
             name,
             limits: limits.clone(),
             protocol,
-            error_header,
+            render,
             connections: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             refusing: Arc::new(AtomicUsize::new(0)),
             open_gauge: metrics.open_connections(label),
             refused_connections: metrics.overload(label, "connections"),
             refused_requests: metrics.overload(label, "requests"),
-            refused_bodies: metrics.overload(label, BODY_TIMEOUT),
+            refused_bodies: metrics.overload(label, Refusal::BodyTimeout.code()),
         })
     }
 
@@ -180,35 +164,20 @@ impl ListenerState {
         version: Version,
         request_id: Option<HeaderValue>,
     ) -> Response<Full<Bytes>> {
-        let mut res = match self.protocol {
-            Protocol::Http => json(
-                StatusCode::REQUEST_TIMEOUT,
-                &serde_json::json!({
-                    "error": BODY_TIMEOUT,
-                    "message": "The request body came too slowly (limits.body_read_timeout, limits.min_body_rate).",
-                }),
-            ),
-            // DEADLINE_EXCEEDED: the message did not arrive in time.
-            Protocol::Grpc => grpc_refusal(
-                "4",
-                "hawzu-gate: the request message came too slowly (body_timeout)",
-            ),
-        };
-        if let Some(id) = request_id {
-            res.headers_mut().insert(REQUEST_ID, id);
-        }
+        let mut res = self.refusal(Refusal::BodyTimeout, request_id.as_ref());
         self.body_timeout_headers(&mut res, version);
         res
     }
 
-    /// The error-code header (HTTP) and, on HTTP/1.x, `Connection: close`
-    /// of a request whose body was cut.
+    /// The code header (HTTP) and, on HTTP/1.x, `Connection: close` of a
+    /// request whose body was cut: set on the door's own answer when the
+    /// body was cut after it answered.
     fn body_timeout_headers<B>(&self, res: &mut Response<B>, version: Version) {
         let h = res.headers_mut();
         if self.protocol == Protocol::Http {
             h.insert(
-                self.error_header.clone(),
-                HeaderValue::from_static(BODY_TIMEOUT),
+                self.render.error_header().clone(),
+                HeaderValue::from_static(Refusal::BodyTimeout.code()),
             );
         }
         if version < Version::HTTP_2 {
@@ -220,28 +189,18 @@ impl ListenerState {
 
     /// The answer to a request beyond `max_requests`.
     fn overloaded(&self) -> Response<Full<Bytes>> {
+        self.refusal(Refusal::Overloaded, None)
+    }
+
+    /// A refusal in this listener's protocol.
+    fn refusal(&self, r: Refusal, request_id: Option<&HeaderValue>) -> Response<Full<Bytes>> {
         match self.protocol {
-            Protocol::Http => {
-                let mut res = json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({
-                        "error": "overloaded",
-                        "message": "The gate is serving as many requests as it may; try again shortly.",
-                    }),
-                );
-                let h = res.headers_mut();
-                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                h.insert(
-                    self.error_header.clone(),
-                    HeaderValue::from_static("overloaded"),
-                );
-                res
-            }
+            Protocol::Http => self.render.json(r, request_id),
             Protocol::Grpc => {
-                // UNAVAILABLE.
-                let mut res = grpc_refusal("14", "hawzu-gate is overloaded");
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                let mut res = self.render.grpc_trailers(r);
+                if let Some(id) = request_id {
+                    res.headers_mut().insert(REQUEST_ID, id.clone());
+                }
                 res
             }
         }
@@ -747,20 +706,6 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// A gRPC refusal with no message: `status` and `message` in the headers
-/// (a trailers-only answer), as the listener sends it before any door ran.
-fn grpc_refusal(status: &'static str, message: &'static str) -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::new(Bytes::new()));
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    h.insert("grpc-status", HeaderValue::from_static(status));
-    h.insert("grpc-message", HeaderValue::from_static(message));
-    res
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -27,16 +27,17 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jiff::Timestamp;
 use thiserror::Error;
 
-use super::listener::{BODY_TIMEOUT, Conn, TimedBody, is_body_timeout, json};
+use super::lifecycle::Exchange;
+use super::listener::{Conn, TimedBody, is_body_timeout};
 use super::{Shared, credentials};
-use crate::cache::CachedRecord;
 use crate::decide::{Decision, RequestFacts};
 use crate::headers::{
-    REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade,
-    strip_hop_by_hop, strip_underscored,
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade, strip_hop_by_hop,
+    strip_underscored,
 };
-use crate::ops::Door;
-use crate::telemetry::{self, Access};
+use crate::metrics::Door;
+use crate::refusal::Refusal;
+use crate::web::REQUEST_ID;
 
 /// Answers of the proxy: the upstream's streamed body, or the gate's own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -124,42 +125,42 @@ impl Proxy {
 
     /// Serves one request of the proxy listener, and logs it.
     pub async fn handle(&self, req: Request<TimedBody>, conn: Conn) -> Response<ProxyBody> {
-        let start = Instant::now();
+        let mut exchange = self.shared.begin(Door::Proxy);
         let request_id = self.shared.request_id(req.headers());
-        // The request is consumed by forwarding; keep what the log needs,
-        // only when access events are on.
-        let logged = telemetry::access_enabled()
-            .then(|| (req.method().clone(), req.uri().path().to_owned()));
-        let (res, code, record) = self.forward(req, conn, &request_id).await;
-        let Some((method, path)) = logged else {
-            return res;
+        // The request is consumed by forwarding: the event gets a copy.
+        if exchange.logging() {
+            exchange.asked(
+                req.method().as_str().to_owned(),
+                req.uri().path().to_owned(),
+            );
+        }
+        let res = match self.forward(req, conn, &request_id, &mut exchange).await {
+            Ok(res) => res,
+            Err(refusal) => {
+                exchange.failed(refusal);
+                self.shared
+                    .render
+                    .json(refusal, Some(&request_id))
+                    .map(Either::Right)
+            }
         };
-        telemetry::access(&Access {
-            request_id: request_id.to_str().unwrap_or(""),
-            door: Door::Proxy,
-            method: method.as_str(),
-            path: &path,
-            status: res.status().as_u16(),
-            code,
-            record: record.as_deref(),
-            elapsed: start.elapsed(),
-        });
+        exchange.finish(res.status().as_u16(), request_id.to_str().ok());
         res
     }
 
-    /// Decides, then forwards. Returns the answer, its code (`allow`, a
-    /// deny code or a fault) and the token's record when one was found.
+    /// Decides, then forwards: the upstream's answer, or why there is none.
     async fn forward(
         &self,
         req: Request<TimedBody>,
         conn: Conn,
         request_id: &HeaderValue,
-    ) -> (Response<ProxyBody>, &'static str, Option<Arc<CachedRecord>>) {
+        exchange: &mut Exchange<'_, '_>,
+    ) -> Result<Response<ProxyBody>, Refusal> {
         let shared = &self.shared;
         let (mut parts, body) = req.into_parts();
         let uri = std::mem::take(&mut parts.uri);
 
-        let (identity, record) = {
+        let identity = {
             let facts = RequestFacts {
                 method: &parts.method,
                 path: uri.path(),
@@ -169,14 +170,9 @@ impl Proxy {
                 now: Timestamp::now(),
             };
             let client = || shared.client(conn.peer.ip(), &parts.headers);
-            let decision = shared.decide(Door::Proxy, &facts, client).await;
-            let record = decision.record();
-            match decision {
-                Decision::Allow(p) => (shared.headers.values(&p), record),
-                Decision::Deny(d) => {
-                    let res = shared.deny_response(d.code, request_id).map(Either::Right);
-                    return (res, d.code.as_str(), record);
-                }
+            match exchange.decide(&facts, client).await {
+                Decision::Allow(p) => shared.headers.values(&p),
+                Decision::Deny(d) => return Err(d.code.into()),
             }
         };
 
@@ -211,14 +207,7 @@ impl Proxy {
             .path_and_query(path_and_query)
             .build();
         let Ok(upstream_uri) = built else {
-            let code = "upstream_error";
-            let res = self.fault(
-                StatusCode::BAD_GATEWAY,
-                code,
-                "The request could not be forwarded.",
-                request_id,
-            );
-            return (res, code, record);
+            return Err(Refusal::UpstreamError);
         };
         parts.uri = upstream_uri;
         parts.version = if self.http2 {
@@ -232,87 +221,44 @@ impl Proxy {
         let answer =
             tokio::time::timeout(self.response_timeout, self.client.request(upstream)).await;
         let metrics = &shared.metrics;
-        let (res, code) = match answer {
+        match answer {
             Ok(Ok(mut res)) => {
                 metrics.upstream(Some(res.status()), sent.elapsed());
                 strip_hop_by_hop(res.headers_mut());
                 res.headers_mut()
                     .entry(REQUEST_ID)
                     .or_insert(request_id.clone());
-                (res.map(Either::Left), "allow")
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                metrics.upstream(None, sent.elapsed());
-                tracing::warn!(error = %e, "upstream unreachable");
-                let code = "upstream_unavailable";
-                let msg = "The API behind the gate cannot be reached.";
-                (
-                    self.fault(StatusCode::BAD_GATEWAY, code, msg, request_id),
-                    code,
-                )
-            }
-            Ok(Err(e)) if is_body_timeout(&e) => {
-                // The client's body came too slowly (`limits.body_read_*`):
-                // the upstream request was aborted with it.
-                metrics.upstream(None, sent.elapsed());
-                let msg = "The request body came too slowly; the request was aborted.";
-                (
-                    self.fault(StatusCode::REQUEST_TIMEOUT, BODY_TIMEOUT, msg, request_id),
-                    BODY_TIMEOUT,
-                )
-            }
-            Ok(Err(e)) if client_body_failed(&e) => {
-                // The client's own body was malformed or cut short while it
-                // was being sent on: the client's fault, not the upstream's.
-                metrics.upstream(None, sent.elapsed());
-                tracing::debug!(error = %e, "request body failed while forwarding");
-                let code = "bad_request";
-                let msg = "The request body could not be read.";
-                (
-                    self.fault(StatusCode::BAD_REQUEST, code, msg, request_id),
-                    code,
-                )
+                Ok(res.map(Either::Left))
             }
             Ok(Err(e)) => {
                 metrics.upstream(None, sent.elapsed());
-                tracing::warn!(error = %e, "upstream request failed");
-                let code = "upstream_error";
-                let msg = "The API behind the gate failed to answer.";
-                (
-                    self.fault(StatusCode::BAD_GATEWAY, code, msg, request_id),
-                    code,
-                )
+                Err(self.upstream_failed(&e))
             }
             Err(_) => {
                 metrics.upstream(None, sent.elapsed());
-                let code = "upstream_timeout";
-                let msg = "The API behind the gate did not answer in time.";
-                (
-                    self.fault(StatusCode::GATEWAY_TIMEOUT, code, msg, request_id),
-                    code,
-                )
+                Err(Refusal::UpstreamTimeout)
             }
-        };
-        (res, code, record)
+        }
     }
 
-    fn fault(
-        &self,
-        status: StatusCode,
-        code: &'static str,
-        message: &str,
-        id: &HeaderValue,
-    ) -> Response<ProxyBody> {
-        let mut res = json(
-            status,
-            &serde_json::json!({ "error": code, "message": message, "request_id": id.to_str().unwrap_or("") }),
-        );
-        res.headers_mut().insert(
-            self.shared.headers.error.clone(),
-            HeaderValue::from_static(code),
-        );
-        res.headers_mut().insert(REQUEST_ID, id.clone());
-        res.map(Either::Right)
+    /// What a failed forward means for the client.
+    fn upstream_failed(&self, e: &hyper_util::client::legacy::Error) -> Refusal {
+        if e.is_connect() {
+            tracing::warn!(upstream = %self.authority, error = %e, "upstream unreachable");
+            Refusal::UpstreamUnavailable
+        } else if is_body_timeout(e) {
+            // The client's body came too slowly (`limits.body_read_*`): the
+            // upstream request was aborted with it.
+            Refusal::BodyTimeout
+        } else if client_body_failed(e) {
+            // The client's own body was malformed or cut short while it was
+            // being sent on: the client's fault, not the upstream's.
+            tracing::debug!(error = %e, "request body failed while forwarding");
+            Refusal::BadRequest
+        } else {
+            tracing::warn!(upstream = %self.authority, error = %e, "upstream request failed");
+            Refusal::UpstreamError
+        }
     }
 }
 

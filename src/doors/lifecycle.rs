@@ -1,0 +1,147 @@
+//! The one request lifecycle every door runs, whatever its protocol:
+//!
+//! ```text
+//! begin ─ asked(method, path) ─┬─ decide(facts) ─┬─ [door forwards or answers] ─ finish(status)
+//!                              └─ unjudgeable ───┘        └─ failed(refusal)
+//! ```
+//!
+//! - **timing**: from `begin` (the access event's latency) and around the
+//!   decision alone (`hawzu_gate_decision_duration_seconds`);
+//! - **the failed-auth limit**: a client that has used up its failed
+//!   authentications is refused before its token is looked up, unless
+//!   memory holds that token as valid; a failed authentication counts
+//!   against the client;
+//! - **usage**: an allowed token's use is noted (written off the path);
+//! - **metrics**: every decision, judged or not, is counted once by door
+//!   and outcome;
+//! - **the access log**: one event per request, with the outcome code of
+//!   the decision or of the fault that ended it.
+//!
+//! A door never does any of these itself; it only turns its protocol into
+//! facts and renders what comes back. Nothing here blocks, and the client
+//! address is worked out only when a limit needs it.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cache::CachedRecord;
+use crate::clients::is_failed_auth;
+use crate::decide::{Decision, RequestFacts, decide};
+use crate::metrics::Door;
+use crate::refusal::{DenyCode, Refusal};
+use crate::telemetry::{self, Access};
+
+use super::Shared;
+
+/// One request's passage through a door, from `begin` to `finish`.
+#[derive(Debug)]
+#[must_use = "an exchange ends with `finish`, which logs it"]
+pub struct Exchange<'s, 'r> {
+    shared: &'s Shared,
+    door: Door,
+    start: Instant,
+    /// Method and path for the access event: kept only when events are on.
+    asked: Option<(Cow<'r, str>, Cow<'r, str>)>,
+    /// The token's record, when the decision found one (for the event).
+    record: Option<Arc<CachedRecord>>,
+    /// `allow`, or the code of the refusal that ended the request.
+    outcome: &'static str,
+}
+
+impl Shared {
+    /// Begins a request at `door`: the clock starts here.
+    pub fn begin<'r>(&self, door: Door) -> Exchange<'_, 'r> {
+        Exchange {
+            shared: self,
+            door,
+            start: Instant::now(),
+            asked: None,
+            record: None,
+            outcome: "allow",
+        }
+    }
+}
+
+impl<'s, 'r> Exchange<'s, 'r> {
+    /// Whether this request will be logged (access events are on). A door
+    /// that must copy something for the event asks first.
+    pub fn logging(&self) -> bool {
+        telemetry::access_enabled()
+    }
+
+    /// What the request asked for, as the access event shows it (the
+    /// original request's method and path at the forward-auth doors).
+    pub fn asked(&mut self, method: impl Into<Cow<'r, str>>, path: impl Into<Cow<'r, str>>) {
+        if self.logging() {
+            self.asked = Some((method.into(), path.into()));
+        }
+    }
+
+    /// Decides for the request, with the failed-auth limit around it; counts
+    /// the decision and notes an allowed token's use. `client` is the
+    /// request's client address, worked out only when a limit needs it.
+    pub async fn decide<'a>(
+        &mut self,
+        facts: &RequestFacts<'a>,
+        client: impl Fn() -> IpAddr,
+    ) -> Decision<'a> {
+        let shared = self.shared;
+        let start = Instant::now();
+        let limited =
+            shared.failed_auth.anyone_refused() && shared.failed_auth.is_refused(client());
+        let decision = if limited && !shared.holds_valid(facts).await {
+            Decision::deny_only(DenyCode::RateLimited)
+        } else {
+            let policy = shared.policy.load();
+            decide(&shared.cache, &policy, facts).await
+        };
+        match &decision {
+            Decision::Allow(p) => shared.usage.note(p, facts.now),
+            Decision::Deny(d) if is_failed_auth(d.code) => shared.failed_auth.failed(client()),
+            Decision::Deny(_) => {}
+        }
+        shared
+            .metrics
+            .decision(self.door, decision.code(), start.elapsed());
+        self.record = decision.record();
+        self.outcome = decision.code().map_or("allow", DenyCode::as_str);
+        decision
+    }
+
+    /// The request does not say what it asks about (a proxy left out the
+    /// original request, a check without HTTP attributes): refused with
+    /// `code` without deciding, counted as a decision like any other.
+    pub fn unjudgeable(&mut self, code: DenyCode) -> Decision<'static> {
+        self.shared
+            .metrics
+            .decision(self.door, Some(code), self.start.elapsed());
+        self.outcome = code.as_str();
+        Decision::deny_only(code)
+    }
+
+    /// The request was allowed but then failed (the upstream failed, the
+    /// body came too slowly): the event shows this refusal's code.
+    pub fn failed(&mut self, refusal: Refusal) {
+        self.outcome = refusal.code();
+    }
+
+    /// Ends the request: logs its access event with the answer's status.
+    pub fn finish(self, status: u16, request_id: Option<&str>) {
+        if !self.logging() {
+            return;
+        }
+        let (method, path) = self.asked.as_ref().map_or(("", ""), |(m, p)| (&**m, &**p));
+        telemetry::access(&Access {
+            request_id: request_id.unwrap_or(""),
+            door: self.door,
+            method,
+            path,
+            status,
+            code: self.outcome,
+            record: self.record.as_deref(),
+            elapsed: self.start.elapsed(),
+        });
+    }
+}

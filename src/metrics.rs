@@ -1,0 +1,382 @@
+//! Metrics: every Prometheus series of one gate, in its own registry.
+//!
+//! Metric names are constants here, so docs and tests cannot drift. Labels
+//! are bounded sets (door, outcome, refusal code, operation, result, status
+//! class): never a token id, a secret or a raw path. The hot-path series are
+//! resolved once at start-up, so counting a decision is an atomic add. This
+//! module sits below everything that counts (cache, store, doors, admin,
+//! ops) and imports nothing of theirs; `listen.ops` serves it (`crate::ops`).
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::refusal::DenyCode;
+
+/// Metric names.
+pub mod names {
+    pub const DECISIONS: &str = "hawzu_gate_decisions_total";
+    pub const DECISION_SECONDS: &str = "hawzu_gate_decision_duration_seconds";
+    pub const CACHE_HITS: &str = "hawzu_gate_cache_hits_total";
+    pub const CACHE_NEGATIVE_HITS: &str = "hawzu_gate_cache_negative_hits_total";
+    pub const CACHE_MISSES: &str = "hawzu_gate_cache_misses_total";
+    pub const CACHE_STALE_SERVED: &str = "hawzu_gate_cache_stale_served_total";
+    pub const CACHE_EVICTIONS: &str = "hawzu_gate_cache_evictions_total";
+    pub const CACHE_ENTRIES: &str = "hawzu_gate_cache_entries";
+    pub const STORE_CALLS: &str = "hawzu_gate_store_calls_total";
+    pub const STORE_SECONDS: &str = "hawzu_gate_store_call_duration_seconds";
+    pub const INVALIDATIONS: &str = "hawzu_gate_invalidations_received_total";
+    pub const PUBSUB_CONNECTED: &str = "hawzu_gate_pubsub_connected";
+    pub const UPSTREAM_REQUESTS: &str = "hawzu_gate_upstream_requests_total";
+    pub const UPSTREAM_SECONDS: &str = "hawzu_gate_upstream_duration_seconds";
+    pub const ADMIN_OPERATIONS: &str = "hawzu_gate_admin_operations_total";
+    pub const READY: &str = "hawzu_gate_ready";
+    pub const OPEN_CONNECTIONS: &str = "hawzu_gate_open_connections";
+    pub const OVERLOAD: &str = "hawzu_gate_overload_refusals_total";
+}
+
+/// The front door a decision came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Proxy,
+    Nginx,
+    Traefik,
+    EnvoyHttp,
+    Grpc,
+}
+
+impl Door {
+    pub const ALL: [Door; 5] = [
+        Door::Proxy,
+        Door::Nginx,
+        Door::Traefik,
+        Door::EnvoyHttp,
+        Door::Grpc,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Proxy => "proxy",
+            Door::Nginx => "nginx",
+            Door::Traefik => "traefik",
+            Door::EnvoyHttp => "envoy_http",
+            Door::Grpc => "grpc",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Store operations, for `store_calls_total{op}`.
+#[derive(Debug, Clone, Copy)]
+pub enum StoreOp {
+    Get,
+    Find,
+    Create,
+    Replace,
+    List,
+    Ping,
+}
+
+impl StoreOp {
+    const ALL: [StoreOp; 6] = [
+        StoreOp::Get,
+        StoreOp::Find,
+        StoreOp::Create,
+        StoreOp::Replace,
+        StoreOp::List,
+        StoreOp::Ping,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::Find => "find",
+            StoreOp::Create => "create",
+            StoreOp::Replace => "replace",
+            StoreOp::List => "list",
+            StoreOp::Ping => "ping",
+        }
+    }
+}
+
+/// Upstream status classes, in `Metrics::upstream_requests` order.
+const UPSTREAM_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
+
+/// Buckets for in-process latencies (decisions): 10 µs … 1 s.
+const FAST_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 1.0,
+];
+/// Buckets for network latencies (store, upstream): 100 µs … 30 s.
+const NET_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Every metric of one gate, in its own registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `[door][outcome]`: index 0 is allow, then each deny code.
+    decisions: Vec<Vec<IntCounter>>,
+    decision_seconds: Vec<Histogram>,
+    pub cache_hits: IntCounter,
+    pub cache_negative_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_stale_served: IntCounter,
+    cache_evictions: IntCounterVec,
+    pub cache_entries: IntGauge,
+    store_calls: IntCounterVec,
+    store_seconds: HistogramVec,
+    pub invalidations: IntCounter,
+    pub pubsub_connected: IntGauge,
+    /// `[2xx, 3xx, 4xx, 5xx, error]`, resolved once.
+    upstream_requests: Vec<IntCounter>,
+    pub upstream_seconds: Histogram,
+    admin_operations: IntCounterVec,
+    pub ready: IntGauge,
+    open_connections: IntGaugeVec,
+    overload: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// Registering fixed, distinct metrics in a fresh registry cannot fail; the
+// `expect`s below are start-up invariants, never on the request path.
+#[allow(clippy::expect_used)]
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique");
+        };
+        let decisions_vec = IntCounterVec::new(
+            Opts::new(
+                names::DECISIONS,
+                "Decisions by front door, outcome and deny code.",
+            ),
+            &["door", "outcome", "code"],
+        )
+        .expect("valid metric");
+        reg(Box::new(decisions_vec.clone()));
+        let decisions = Door::ALL
+            .iter()
+            .map(|d| {
+                let mut row = vec![decisions_vec.with_label_values(&[d.as_str(), "allow", "none"])];
+                row.extend(
+                    DenyCode::ALL.iter().map(|c| {
+                        decisions_vec.with_label_values(&[d.as_str(), "deny", c.as_str()])
+                    }),
+                );
+                row
+            })
+            .collect();
+        let decision_vec = HistogramVec::new(
+            HistogramOpts::new(names::DECISION_SECONDS, "Time to decide, by front door.")
+                .buckets(FAST_BUCKETS.to_vec()),
+            &["door"],
+        )
+        .expect("valid metric");
+        reg(Box::new(decision_vec.clone()));
+        let decision_seconds = Door::ALL
+            .iter()
+            .map(|d| decision_vec.with_label_values(&[d.as_str()]))
+            .collect();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let store_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                names::STORE_SECONDS,
+                "Token store call latency, by operation.",
+            )
+            .buckets(NET_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .expect("valid metric");
+        reg(Box::new(store_seconds.clone()));
+        let upstream_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                names::UPSTREAM_SECONDS,
+                "Time to the upstream's response headers.",
+            )
+            .buckets(NET_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        reg(Box::new(upstream_seconds.clone()));
+        let m = Self {
+            decisions,
+            decision_seconds,
+            cache_hits: counter(
+                names::CACHE_HITS,
+                "Token lookups answered by a cached record.",
+            ),
+            cache_negative_hits: counter(
+                names::CACHE_NEGATIVE_HITS,
+                "Token lookups answered by a cached \"no such token\".",
+            ),
+            cache_misses: counter(names::CACHE_MISSES, "Token lookups that read the store."),
+            cache_stale_served: counter(
+                names::CACHE_STALE_SERVED,
+                "Token lookups answered by a record past cache.ttl while the store failed (cache.stale_if_error).",
+            ),
+            cache_evictions: counter_vec(
+                names::CACHE_EVICTIONS,
+                "Cache entries removed by capacity or expiry.",
+                &["cause"],
+            ),
+            cache_entries: gauge(names::CACHE_ENTRIES, "Tokens held in the cache."),
+            store_calls: counter_vec(
+                names::STORE_CALLS,
+                "Token store calls by operation and result.",
+                &["op", "result"],
+            ),
+            store_seconds,
+            invalidations: counter(
+                names::INVALIDATIONS,
+                "Invalidation events received from the events channel.",
+            ),
+            pubsub_connected: gauge(
+                names::PUBSUB_CONNECTED,
+                "1 while the invalidation subscription is up (always 1 on the embedded store).",
+            ),
+            upstream_requests: {
+                let vec = counter_vec(
+                    names::UPSTREAM_REQUESTS,
+                    "Proxied requests by upstream status class (error: no answer).",
+                    &["class"],
+                );
+                UPSTREAM_CLASSES
+                    .iter()
+                    .map(|c| vec.with_label_values(&[c]))
+                    .collect()
+            },
+            upstream_seconds,
+            admin_operations: counter_vec(
+                names::ADMIN_OPERATIONS,
+                "Admin API operations by operation and result.",
+                &["op", "result"],
+            ),
+            ready: gauge(names::READY, "1 while /readyz answers 200."),
+            open_connections: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        names::OPEN_CONNECTIONS,
+                        "Open client connections, by listener.",
+                    ),
+                    &["listener"],
+                )
+                .expect("valid metric");
+                reg(Box::new(g.clone()));
+                g
+            },
+            overload: counter_vec(
+                names::OVERLOAD,
+                "Connections and requests refused at a listener's limits.",
+                &["listener", "limit"],
+            ),
+            registry,
+        };
+        // Every series exists from the start, so rates work from zero.
+        for op in StoreOp::ALL {
+            for result in ["ok", "error", "timeout"] {
+                m.store_calls.with_label_values(&[op.as_str(), result]);
+            }
+            m.store_seconds.with_label_values(&[op.as_str()]);
+        }
+        for cause in ["size", "expired"] {
+            m.cache_evictions.with_label_values(&[cause]);
+        }
+        m
+    }
+
+    /// Counts one decision and its latency.
+    pub fn decision(&self, door: Door, code: Option<DenyCode>, elapsed: Duration) {
+        let outcome = code.map_or(0, |c| 1 + c as usize);
+        if let Some(c) = self
+            .decisions
+            .get(door.index())
+            .and_then(|row| row.get(outcome))
+        {
+            c.inc();
+        }
+        if let Some(h) = self.decision_seconds.get(door.index()) {
+            h.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// The open-connections gauge of a listener (`proxy`, `auth`, …).
+    pub fn open_connections(&self, listener: &str) -> IntGauge {
+        self.open_connections.with_label_values(&[listener])
+    }
+
+    /// The refusal counter of a listener's limit (`connections`, `requests`).
+    pub fn overload(&self, listener: &str, limit: &str) -> IntCounter {
+        self.overload.with_label_values(&[listener, limit])
+    }
+
+    /// Counts one store call.
+    pub fn store_call(&self, op: StoreOp, result: &str, elapsed: Duration) {
+        self.store_calls
+            .with_label_values(&[op.as_str(), result])
+            .inc();
+        self.store_seconds
+            .with_label_values(&[op.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn eviction(&self, cause: &'static str) {
+        self.cache_evictions.with_label_values(&[cause]).inc();
+    }
+
+    /// Counts one upstream answer (or `None`: no answer).
+    pub fn upstream(&self, status: Option<StatusCode>, elapsed: Duration) {
+        let class = match status.map(|s| s.as_u16() / 100) {
+            Some(2) => 0,
+            Some(3) => 1,
+            Some(4) => 2,
+            Some(5) => 3,
+            _ => 4,
+        };
+        if let Some(c) = self.upstream_requests.get(class) {
+            c.inc();
+        }
+        self.upstream_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one admin operation; `result` is `ok` or an error code.
+    pub fn admin(&self, op: &'static str, result: &'static str) {
+        self.admin_operations.with_label_values(&[op, result]).inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
