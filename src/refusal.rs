@@ -294,7 +294,7 @@ impl Refusal {
         match self {
             Refusal::Deny(c) => c.message(),
             Refusal::Overloaded => {
-                "The gate is serving as many requests as it may; try again shortly."
+                "The gate is serving as many connections or requests as it may; try again shortly."
             }
             Refusal::BodyTimeout => {
                 "The request body came too slowly (limits.body_read_timeout, limits.min_body_rate); the request was aborted."
@@ -436,6 +436,30 @@ impl Render {
         let mut res = envoy_types::ext_authz::v3::pb::CheckResponse::with_status(grpc);
         res.set_http_response(denied);
         res
+    }
+
+    /// A whole HTTP/1.1 answer that closes the connection, as bytes: for a
+    /// connection refused before any HTTP was read (`limits.max_connections`).
+    pub fn http1_close(&self, r: Refusal) -> Bytes {
+        use std::fmt::Write as _;
+        let body = body(r, None).to_string();
+        let mut h = HeaderMap::new();
+        self.headers(&mut h, r);
+        let status = r.status();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length: {}\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        for (name, value) in &h {
+            if let Ok(v) = value.to_str() {
+                let _ = write!(out, "{name}: {v}\r\n");
+            }
+        }
+        out.push_str("\r\n");
+        out.push_str(&body);
+        Bytes::from(out)
     }
 
     /// A trailers-only gRPC answer (`grpc-status`, `grpc-message` in the

@@ -176,3 +176,20 @@ fn deny_codes_map_to_the_documented_grpc_codes() {
 fn grpc_messages_are_percent_encoded() {
     assert_eq!(grpc_percent_encode("a b%c…"), "a b%25c%E2%80%A6");
 }
+
+#[test]
+fn the_raw_http1_answer_parses_and_closes_the_connection() {
+    let bytes = render().http1_close(Refusal::Overloaded);
+    let text = std::str::from_utf8(&bytes).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    assert_eq!(lines.next(), Some("HTTP/1.1 503 Service Unavailable"));
+    let headers: Vec<(&str, &str)> = lines.map(|l| l.split_once(": ").unwrap()).collect();
+    let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    assert_eq!(get("connection"), Some("close"));
+    assert_eq!(get("retry-after"), Some("1"));
+    assert_eq!(get("x-hawzu-error"), Some("overloaded"));
+    assert_eq!(get("content-length"), Some(body.len().to_string().as_str()));
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"], "overloaded");
+}

@@ -24,10 +24,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -35,7 +34,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -44,13 +43,15 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::LimitSettings;
+
+mod body;
 use crate::metrics::Metrics;
 use crate::refusal::{Refusal, Render};
 use crate::web::REQUEST_ID;
+pub use body::{BodyLimits, BodyTimeout, TimedBody, is_body_timeout};
 
 /// The connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +84,8 @@ pub struct ListenerState {
     protocol: Protocol,
     /// How its refusals are rendered.
     render: Render,
+    /// The whole HTTP/1.1 answer to a connection beyond the limit, made once.
+    too_many_connections: Bytes,
     connections: AtomicUsize,
     requests: AtomicUsize,
     /// Connections beyond the limit being told so (each for up to a second).
@@ -108,6 +111,7 @@ impl ListenerState {
             name,
             limits: limits.clone(),
             protocol,
+            too_many_connections: render.http1_close(Refusal::Overloaded),
             render,
             connections: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
@@ -263,19 +267,13 @@ impl Drop for Busy<'_> {
 /// Most connections beyond `max_connections` told so at once, per listener.
 const MAX_REFUSING: usize = 256;
 
-/// The HTTP/1.1 answer to a connection beyond `max_connections`.
-const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\n\
-content-length: 101\r\n\r\n\
-{\"error\":\"overloaded\",\"message\":\"The gate has as many connections as it may; try again shortly.\"}";
-
 /// Tells a connection beyond the limit to come back later, without serving
 /// it: the answer is written at once (plain HTTP) and the socket closed.
 /// Bounded to one second, so a flood of these cannot pile up.
-async fn refuse(mut stream: TcpStream, tls: bool) {
+async fn refuse(mut stream: TcpStream, tls: bool, answer: Bytes) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         if !tls {
-            stream.write_all(TOO_MANY_CONNECTIONS).await?;
+            stream.write_all(&answer).await?;
             stream.shutdown().await?;
             // Read what the client sent until it closes, so that closing
             // does not reset the connection before the answer is read.
@@ -350,8 +348,9 @@ pub async fn serve<H, Fut, B>(
             let refusing = state.refusing.clone();
             if refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
                 let tls = tls.is_some();
+                let answer = state.too_many_connections.clone();
                 tokio::spawn(async move {
-                    refuse(stream, tls).await;
+                    refuse(stream, tls, answer).await;
                     refusing.fetch_sub(1, Ordering::AcqRel);
                 });
             } else {
@@ -490,354 +489,5 @@ where
                 seen = now;
             }
         }
-    }
-}
-
-// === impl TimedBody ===
-
-/// A request body that fails with [`BodyTimeout`] when the client sends it
-/// too slowly.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the request body came too slowly")]
-pub struct BodyTimeout;
-
-/// Whether `e` (or what caused it) is a [`BodyTimeout`].
-pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(err) = next {
-        if err.is::<BodyTimeout>() {
-            return true;
-        }
-        next = err.source();
-    }
-    false
-}
-
-/// The body limits of a listener (`[limits]`).
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
-    /// Longest single wait for the client.
-    pub read_timeout: Duration,
-    /// Least bytes per second of waiting, after `grace`; 0: no rate check.
-    pub min_rate: u64,
-    pub grace: Duration,
-}
-
-impl BodyLimits {
-    pub fn of(limits: &LimitSettings) -> Self {
-        Self {
-            read_timeout: limits.body_read_timeout.0,
-            min_rate: limits.min_body_rate,
-            grace: limits.body_rate_grace.0,
-        }
-    }
-}
-
-/// The request body every door gets: the client's body under its
-/// listener's [`BodyLimits`].
-///
-/// Only the time spent waiting for the client counts (from the moment a
-/// read finds nothing until data comes): a door that does not read, or an
-/// upstream that reads slowly, never makes a client look slow. A body that
-/// has already ended, or arrives whole with the head, costs no timer and no
-/// clock reads.
-#[derive(Debug)]
-pub struct TimedBody<B = Incoming> {
-    inner: B,
-    /// `None` when the body had ended before the door saw it.
-    watch: Option<BodyWatch>,
-}
-
-#[derive(Debug)]
-struct BodyWatch {
-    limits: BodyLimits,
-    /// Set when the body is cut; read by the listener for its answer.
-    cut: Arc<AtomicBool>,
-    refused: IntCounter,
-    listener: &'static str,
-    /// Body bytes received.
-    received: u64,
-    /// Time spent waiting for the client, before the wait in progress.
-    waited: Duration,
-    /// When the wait for the client in progress began.
-    waiting_since: Option<Instant>,
-    /// How long that wait may last. (Not an `Option<Instant>` deadline:
-    /// auto-trait checks of the doors' futures are at the compiler's
-    /// recursion limit, and that type is one level too deep.)
-    wait_limit: Duration,
-    /// Fires at or before the wait's deadline; made on the first wait.
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl<B: Body> TimedBody<B> {
-    /// Wraps `inner`; the flag is set if the body is cut.
-    pub fn new(
-        inner: B,
-        limits: BodyLimits,
-        refused: &IntCounter,
-        listener: &'static str,
-    ) -> (Self, Option<Arc<AtomicBool>>) {
-        if inner.is_end_stream() {
-            return (Self { inner, watch: None }, None);
-        }
-        let cut = Arc::new(AtomicBool::new(false));
-        let watch = BodyWatch {
-            limits,
-            cut: cut.clone(),
-            refused: refused.clone(),
-            listener,
-            received: 0,
-            waited: Duration::ZERO,
-            waiting_since: None,
-            wait_limit: Duration::ZERO,
-            timer: None,
-        };
-        (
-            Self {
-                inner,
-                watch: Some(watch),
-            },
-            Some(cut),
-        )
-    }
-}
-
-impl BodyWatch {
-    /// How long the next wait may last: the read timeout, or until the
-    /// average rate would fall below the least.
-    fn wait_limit(&self) -> Duration {
-        let mut wait = self.limits.read_timeout;
-        if self.limits.min_rate > 0 {
-            #[allow(clippy::cast_precision_loss)] // a deadline, not a count
-            let earned =
-                Duration::try_from_secs_f64(self.received as f64 / self.limits.min_rate as f64)
-                    .unwrap_or(Duration::MAX);
-            let allowed = self.limits.grace.max(earned);
-            wait = wait.min(allowed.saturating_sub(self.waited));
-        }
-        // At most the read timeout (validated to at most 1h): adding it to
-        // an instant cannot overflow.
-        wait
-    }
-
-    fn trip(&mut self) -> BodyTimeout {
-        if !self.cut.swap(true, Ordering::AcqRel) {
-            self.refused.inc();
-            tracing::debug!(
-                listener = self.listener,
-                received = self.received,
-                waited_ms = u64::try_from(self.waited.as_millis()).unwrap_or(u64::MAX),
-                "request body too slow: cut"
-            );
-        }
-        self.timer = None;
-        BodyTimeout
-    }
-}
-
-impl<B> Body for TimedBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let Some(w) = this.watch.as_mut() else {
-            return Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into);
-        };
-        if w.cut.load(Ordering::Relaxed) {
-            return Poll::Ready(Some(Err(BodyTimeout.into())));
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                if let Some(since) = w.waiting_since.take() {
-                    w.waited += since.elapsed();
-                }
-                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
-                    w.received += data.map_or(0, |d| d.len() as u64);
-                }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                let deadline = match w.waiting_since {
-                    Some(since) => since + w.wait_limit,
-                    None => {
-                        // A new wait for the client.
-                        let now = Instant::now();
-                        w.wait_limit = w.wait_limit();
-                        w.waiting_since = Some(now);
-                        let deadline = now + w.wait_limit;
-                        match w.timer.as_mut() {
-                            // Only an earlier deadline moves the timer; for
-                            // a later one it fires early and is re-armed
-                            // below, so a fast body does not reset a timer
-                            // per chunk.
-                            Some(t) if t.deadline() > deadline => t.as_mut().reset(deadline),
-                            Some(_) => {}
-                            None => w.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                        }
-                        deadline
-                    }
-                };
-                loop {
-                    let Some(timer) = w.timer.as_mut() else {
-                        return Poll::Pending;
-                    };
-                    ready!(timer.as_mut().poll(cx));
-                    if Instant::now() >= deadline {
-                        return Poll::Ready(Some(Err(w.trip().into())));
-                    }
-                    timer.as_mut().reset(deadline);
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-    use http_body_util::StreamBody;
-
-    type Chunks = tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::convert::Infallible>>;
-
-    /// A body fed by the test, one chunk at a time.
-    fn fed(rx: Chunks) -> impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin {
-        StreamBody::new(Box::pin(futures_util::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|v| (v, rx)) },
-        )))
-    }
-
-    fn limits(read_ms: u64, min_rate: u64, grace_ms: u64) -> BodyLimits {
-        BodyLimits {
-            read_timeout: Duration::from_millis(read_ms),
-            min_rate,
-            grace: Duration::from_millis(grace_ms),
-        }
-    }
-
-    fn counter() -> IntCounter {
-        IntCounter::new("cut", "cut").unwrap()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_body_that_stops_coming_is_cut_after_the_read_timeout() {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let refused = counter();
-        let (mut body, cut) = TimedBody::new(fed(rx), limits(300, 0, 100), &refused, "test");
-        let cut = cut.unwrap();
-        tx.send(Ok(Frame::data(Bytes::from_static(b"{"))))
-            .await
-            .unwrap();
-        assert!(body.frame().await.unwrap().is_ok());
-        let start = Instant::now();
-        let err = body.frame().await.unwrap().unwrap_err();
-        assert!(is_body_timeout(&*err), "{err}");
-        assert_eq!(start.elapsed(), Duration::from_millis(300));
-        assert!(cut.load(Ordering::Acquire));
-        assert_eq!(refused.get(), 1);
-        // Polled again, it stays cut, and is counted once.
-        assert!(body.frame().await.unwrap().is_err());
-        assert_eq!(refused.get(), 1);
-        drop(tx);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_steady_body_within_the_limits_is_read_whole() {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let refused = counter();
-        // 2 KiB every 200 ms: 10 KiB/s, above 1 KiB/s, never a 300 ms gap.
-        let (body, cut) = TimedBody::new(fed(rx), limits(300, 1024, 500), &refused, "test");
-        tokio::spawn(async move {
-            for _ in 0..20 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                tx.send(Ok(Frame::data(Bytes::from(vec![b' '; 2048]))))
-                    .await
-                    .unwrap();
-            }
-        });
-        let whole = body.collect().await.unwrap().to_bytes();
-        assert_eq!(whole.len(), 20 * 2048);
-        assert!(!cut.unwrap().load(Ordering::Acquire));
-        assert_eq!(refused.get(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_body_under_the_minimum_rate_is_cut_once_the_grace_is_spent() {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let refused = counter();
-        // 100 bytes every 200 ms: 500 B/s, under 1 KiB/s; no gap of 300 ms.
-        let (body, cut) = TimedBody::new(fed(rx), limits(300, 1024, 1000), &refused, "test");
-        tokio::spawn(async move {
-            for _ in 0..100 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if tx
-                    .send(Ok(Frame::data(Bytes::from(vec![b' '; 100]))))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let start = Instant::now();
-        let err = body.collect().await.unwrap_err();
-        assert!(is_body_timeout(&*err), "{err}");
-        // Past the grace; cut as soon as 500 B/s shows (no later than when
-        // 1 KiB/s would have sent what came: ~1.2 s).
-        let took = start.elapsed();
-        assert!(took >= Duration::from_millis(1000), "{took:?}");
-        assert!(took <= Duration::from_millis(1400), "{took:?}");
-        assert!(cut.unwrap().load(Ordering::Acquire));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn time_the_reader_spends_elsewhere_is_not_the_clients() {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let refused = counter();
-        let (mut body, _cut) = TimedBody::new(fed(rx), limits(300, 1024, 500), &refused, "test");
-        tx.send(Ok(Frame::data(Bytes::from_static(b"{"))))
-            .await
-            .unwrap();
-        assert!(body.frame().await.unwrap().is_ok());
-        // The reader (say, a slow upstream) does not poll for 10 s; the
-        // client had sent the rest meanwhile.
-        tx.send(Ok(Frame::data(Bytes::from_static(b"}"))))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(body.frame().await.unwrap().is_ok());
-        drop(tx);
-        assert!(body.frame().await.is_none());
-        assert_eq!(refused.get(), 0);
-    }
-
-    #[tokio::test]
-    async fn an_ended_body_costs_no_watch() {
-        let refused = counter();
-        let (body, cut) = TimedBody::new(
-            http_body_util::Empty::<Bytes>::new(),
-            limits(300, 1024, 500),
-            &refused,
-            "test",
-        );
-        assert!(cut.is_none());
-        assert!(body.watch.is_none());
     }
 }
