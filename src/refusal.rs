@@ -37,11 +37,12 @@ pub enum DenyCode {
     RateLimited,
     MethodOverride,
     UpgradeRefused,
+    MissingOriginal,
 }
 
 impl DenyCode {
     /// Every code, in declaration order (metrics index by it).
-    pub const ALL: [DenyCode; 15] = [
+    pub const ALL: [DenyCode; 16] = [
         DenyCode::MissingToken,
         DenyCode::MalformedToken,
         DenyCode::UnknownToken,
@@ -57,6 +58,7 @@ impl DenyCode {
         DenyCode::RateLimited,
         DenyCode::MethodOverride,
         DenyCode::UpgradeRefused,
+        DenyCode::MissingOriginal,
     ];
 
     /// The code in `X-Hawzu-Error` and in JSON bodies.
@@ -77,6 +79,7 @@ impl DenyCode {
             DenyCode::RateLimited => "rate_limited",
             DenyCode::MethodOverride => "method_override",
             DenyCode::UpgradeRefused => "upgrade_refused",
+            DenyCode::MissingOriginal => "missing_original",
         }
     }
 
@@ -93,7 +96,10 @@ impl DenyCode {
             | DenyCode::WorkspaceMismatch
             | DenyCode::ProjectNotGranted
             | DenyCode::NoMatchingRule => 403,
-            DenyCode::AmbiguousPath | DenyCode::MethodOverride | DenyCode::UpgradeRefused => 400,
+            DenyCode::AmbiguousPath
+            | DenyCode::MethodOverride
+            | DenyCode::UpgradeRefused
+            | DenyCode::MissingOriginal => 400,
             DenyCode::StoreUnavailable => 503,
             DenyCode::RateLimited => 429,
         }
@@ -131,6 +137,9 @@ impl DenyCode {
             DenyCode::UpgradeRefused => {
                 "Protocol upgrades (h2c, WebSocket) are not allowed through the gate."
             }
+            DenyCode::MissingOriginal => {
+                "The proxy did not say which request it asks about: /auth/nginx needs X-Original-Method and X-Original-URI (or X-Original-URL), /auth/traefik needs X-Forwarded-Method and X-Forwarded-Uri (see deploy/)."
+            }
         }
     }
 
@@ -163,7 +172,8 @@ impl DenyCode {
             | DenyCode::StoreUnavailable
             | DenyCode::RateLimited
             | DenyCode::MethodOverride
-            | DenyCode::UpgradeRefused => None,
+            | DenyCode::UpgradeRefused
+            | DenyCode::MissingOriginal => None,
         }
     }
 }

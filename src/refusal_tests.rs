@@ -193,3 +193,57 @@ fn the_raw_http1_answer_parses_and_closes_the_connection() {
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["error"], "overloaded");
 }
+
+#[test]
+fn every_code_has_the_documented_status_and_challenge() {
+    for code in DenyCode::ALL {
+        assert!(!code.message().is_empty());
+        let challenge = code.challenge();
+        match code {
+            DenyCode::MissingToken => {
+                assert_eq!(code.status(), 401);
+                assert_eq!(challenge, Some(r#"Bearer realm="hawzu""#));
+            }
+            DenyCode::MalformedToken
+            | DenyCode::UnknownToken
+            | DenyCode::TokenRevoked
+            | DenyCode::TokenDisabled
+            | DenyCode::TokenExpired => {
+                assert_eq!(code.status(), 401);
+                let c = challenge.unwrap();
+                assert!(
+                    c.starts_with(
+                        r#"Bearer realm="hawzu", error="invalid_token", error_description=""#
+                    ),
+                    "{c}"
+                );
+                assert!(c.contains(code.message().trim_end_matches('.')), "{c}");
+            }
+            DenyCode::InsufficientRole
+            | DenyCode::WorkspaceMismatch
+            | DenyCode::ProjectNotGranted
+            | DenyCode::NoMatchingRule => {
+                assert_eq!(code.status(), 403);
+                assert_eq!(
+                    challenge,
+                    Some(r#"Bearer realm="hawzu", error="insufficient_scope""#)
+                );
+            }
+            DenyCode::AmbiguousPath
+            | DenyCode::MethodOverride
+            | DenyCode::UpgradeRefused
+            | DenyCode::MissingOriginal => {
+                assert_eq!(code.status(), 400);
+                assert_eq!(challenge, None);
+            }
+            DenyCode::StoreUnavailable => {
+                assert_eq!(code.status(), 503);
+                assert_eq!(challenge, None);
+            }
+            DenyCode::RateLimited => {
+                assert_eq!(code.status(), 429);
+                assert_eq!(challenge, None);
+            }
+        }
+    }
+}

@@ -454,7 +454,7 @@ fn status_of(code: &str) -> u16 {
         "insufficient_role" | "workspace_mismatch" | "project_not_granted" | "no_matching_rule" => {
             403
         }
-        "ambiguous_path" | "method_override" | "upgrade_refused" => 400,
+        "ambiguous_path" | "method_override" | "upgrade_refused" | "missing_original" => 400,
         "store_unavailable" => 503,
         other => panic!("not a documented code: {other}"),
     }
@@ -528,6 +528,7 @@ const fn case(
 }
 
 const AMBIGUOUS: Expect = Expect::Deny("ambiguous_path");
+const MISSING: Expect = Expect::Deny("missing_original");
 const NO_RULE: Expect = Expect::Deny("no_matching_rule");
 
 #[rustfmt::skip]
@@ -737,7 +738,7 @@ async fn forward_auth_originals_that_disagree_or_repeat_are_refused() {
             "nginx: no method",
             "/auth/nginx",
             vec![(b"X-Original-URI", ws1)],
-            AMBIGUOUS,
+            MISSING,
         ),
         (
             "nginx: a method that is not one",
@@ -749,7 +750,7 @@ async fn forward_auth_originals_that_disagree_or_repeat_are_refused() {
             "nginx: Traefik's headers are not read",
             "/auth/nginx",
             vec![(b"X-Forwarded-Method", b"GET"), (b"X-Forwarded-Uri", ws1)],
-            AMBIGUOUS,
+            MISSING,
         ),
         (
             "nginx: a non-ASCII URI",
@@ -784,7 +785,7 @@ async fn forward_auth_originals_that_disagree_or_repeat_are_refused() {
             "traefik: only nginx's headers",
             "/auth/traefik",
             vec![(b"X-Original-Method", b"GET"), (b"X-Original-URI", ws1)],
-            AMBIGUOUS,
+            MISSING,
         ),
         (
             "traefik: two URIs",

@@ -68,7 +68,12 @@ async fn traefik_reads_only_traefik_headers() {
         StatusCode::BAD_REQUEST,
         "no Traefik headers, no guess"
     );
-    assert_eq!(a.json()["error"], "ambiguous_path");
+    assert_eq!(a.json()["error"], "missing_original");
+    let message = a.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("X-Forwarded-Uri") && message.contains("X-Original-URI"),
+        "the answer names the headers each endpoint needs: {message}"
+    );
     // And nginx's endpoint ignores Traefik's headers.
     let a = gate
         .auth()

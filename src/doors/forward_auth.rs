@@ -186,7 +186,7 @@ fn nginx_original(h: &HeaderMap) -> Result<Original<'_>, DenyCode> {
             tracing::warn!(
                 "/auth/nginx without X-Original-URL or X-Original-URI; see deploy/nginx"
             );
-            return Err(DenyCode::AmbiguousPath);
+            return Err(DenyCode::MissingOriginal);
         }
     };
     Ok((method, path, query))
@@ -197,15 +197,17 @@ fn traefik_original(h: &HeaderMap) -> Result<Original<'_>, DenyCode> {
     let method = original_method(h.get(X_FORWARDED_METHOD))?;
     let Some(uri) = one(h, &X_FORWARDED_URI)? else {
         tracing::warn!("/auth/traefik without X-Forwarded-Uri; see deploy/traefik");
-        return Err(DenyCode::AmbiguousPath);
+        return Err(DenyCode::MissingOriginal);
     };
     let (path, query) = split_target(uri);
     Ok((method, Cow::Borrowed(path), query.map(Cow::Borrowed)))
 }
 
+/// The original method: missing is `missing_original`, not a method is
+/// `ambiguous_path`.
 fn original_method(v: Option<&HeaderValue>) -> Result<Method, DenyCode> {
-    v.and_then(|v| Method::from_bytes(v.as_bytes()).ok())
-        .ok_or(DenyCode::AmbiguousPath)
+    let v = v.ok_or(DenyCode::MissingOriginal)?;
+    Method::from_bytes(v.as_bytes()).map_err(|_| DenyCode::AmbiguousPath)
 }
 
 /// The single value of a header; two values are ambiguous.
