@@ -10,8 +10,10 @@
 //! ([`Settings::validate`]); each TOML section has its file beside it with
 //! its types, defaults and checks (`listen.rs`, `store.rs`, `limits.rs`, …),
 //! and `load.rs` reads the layers. Nothing here may open a socket, a store
-//! or a file other than the config file and TLS/CA files it checks, and
-//! nothing here may import the server, the doors or the admin plane.
+//! or a file other than the config file and the CA files it checks. It
+//! imports only `policy` (to build the `Policy`), `headers` (defaults and
+//! the strip check) and `tls` (the CA check) — never the server, the doors,
+//! the store or the admin plane.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
