@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::LimitSettings;
+use super::limits::LimitSettings;
 
 /// Shortest admin key accepted from config.
 pub const MIN_ADMIN_KEY_LEN: usize = 32;

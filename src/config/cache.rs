@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::HumanDuration;
+use super::duration::HumanDuration;
 
 /// The token cache.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::HumanDuration;
+use super::duration::HumanDuration;
 
 /// Per-client limit on failed authentication: every client address has a
 /// bucket of `limit` failures refilled over `window`; once it is empty the

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::HumanDuration;
+use super::duration::HumanDuration;
 
 /// Limits that keep a listener serving under overload and slow clients.
 /// Each listener (proxy, auth, grpc, admin, ops) has its own counters.

@@ -8,56 +8,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use thiserror::Error;
-
-use super::{CONFIG_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX, Settings};
 use crate::policy::Policy;
 
-/// A configuration that cannot be used. The message names the key and where
-/// it came from.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("config file {path}: {message}")]
-    File { path: PathBuf, message: String },
-    #[error("environment ({vars}): {message}")]
-    Env { vars: String, message: String },
-    #[error("{key}: {message}{}", origin_hint(.origin))]
-    Invalid {
-        key: String,
-        message: String,
-        origin: Option<String>,
-    },
-}
+use super::origin::{ConfigError, ENV_PREFIX, Origin};
+use super::settings::Settings;
 
-fn origin_hint(origin: &Option<String>) -> String {
-    origin
-        .as_ref()
-        .map(|s| format!(" (set in {s})"))
-        .unwrap_or_default()
-}
-
-/// Where the settings came from, for messages.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    pub file: Option<PathBuf>,
-    pub env_vars: Vec<String>,
-}
-
-impl Origin {
-    /// The layer that set `key` last, for error messages.
-    pub(super) fn of(&self, key: &str) -> Option<String> {
-        let env = env_name(key);
-        if self.env_vars.contains(&env) {
-            return Some(env);
-        }
-        self.file.as_ref().map(|f| f.display().to_string())
-    }
-}
-
-/// `store.redis.url` → `HAWZU_GATE__STORE__REDIS__URL`.
-pub fn env_name(key: &str) -> String {
-    format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase())
-}
+/// Environment variable naming the config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "HAWZU_GATE_CONFIG";
+/// File read from the working directory when no file is named.
+pub const DEFAULT_CONFIG_FILE: &str = "hawzu-gate.toml";
 
 /// The loaded settings plus the pieces derived from them at load time.
 #[derive(Debug, Clone)]

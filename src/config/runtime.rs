@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::HumanDuration;
+use super::duration::HumanDuration;
 
 /// The Tokio runtime that serves every listener.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

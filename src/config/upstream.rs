@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::HumanDuration;
+use super::duration::HumanDuration;
 
 /// The API behind the reverse proxy.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,11 +13,15 @@ use http::HeaderName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::api::AdminApi;
 use crate::config::{ListenerTls, Settings};
+use crate::doors::ext_authz::ExtAuthz;
+use crate::doors::forward_auth::ForwardAuth;
 use crate::doors::listener::{ListenerState, Protocol, TlsHandle, serve};
-use crate::ops::Metrics;
+use crate::doors::proxy::Proxy;
+use crate::ops::{Metrics, Ops};
 
-use super::{Bound, StartError};
+use super::error::StartError;
 
 const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 const GRPC_ALPN: &[&[u8]] = &[b"h2"];
@@ -229,126 +233,136 @@ pub(super) struct Running {
     pub(super) tls_handles: Vec<(Which, TlsHandle)>,
 }
 
-impl Bound {
-    /// Starts serving every bound listener with its handler: the door and
-    /// admin listeners until `doors_rx` turns true (open requests get up to
-    /// `grace`), the ops listener until `ops_rx` does (one second).
-    pub(super) fn start_listeners(
-        &mut self,
-        doors_rx: watch::Receiver<bool>,
-        ops_rx: watch::Receiver<bool>,
-        grace: Duration,
-    ) -> Running {
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|v| *v).await;
-        };
-        let mut doors = Vec::new();
-        let mut ops_task = None;
-        let mut tls_handles = Vec::new();
-        for l in std::mem::take(&mut self.listeners) {
-            if let Some(t) = &l.tls {
-                tls_handles.push((l.which, t.clone()));
-            }
-            let name = l.which.listen_key();
-            let state = l.state;
-            match (l.which, l.sockets) {
-                (Which::Proxy, Sockets::PerCore(sockets)) => {
-                    for (i, socket) in sockets.into_iter().enumerate() {
-                        let door = self.proxy_doors[i % self.proxy_doors.len()].clone();
-                        doors.push(serve_on_own_thread(
-                            state.clone(),
-                            i,
-                            socket,
-                            l.tls.clone(),
-                            move |req, conn| {
-                                let door = door.clone();
-                                async move { door.handle(req, conn).await }
-                            },
-                            doors_rx.clone(),
-                            grace,
-                        ));
-                    }
-                }
-                (Which::Auth, Sockets::PerCore(sockets)) => {
-                    for (i, socket) in sockets.into_iter().enumerate() {
-                        let door = self.forward_auth.clone();
-                        doors.push(serve_on_own_thread(
-                            state.clone(),
-                            i,
-                            socket,
-                            l.tls.clone(),
-                            move |req, conn| {
-                                let door = door.clone();
-                                async move { door.handle(req, conn.peer).await }
-                            },
-                            doors_rx.clone(),
-                            grace,
-                        ));
-                    }
-                }
-                (_, Sockets::PerCore(_)) => {
-                    tracing::error!(listener = name, "no per-core server for this listener");
-                }
-                (Which::Grpc, Sockets::Shared(socket)) => {
-                    let grpc = self.ext_authz.clone().service();
-                    doors.push(tokio::spawn(serve(
-                        state,
+/// What each listener serves: the doors, the admin API and the ops
+/// endpoints, borrowed from the bound gate.
+pub(super) struct Handlers<'a> {
+    /// One proxy per door thread (see `Bound`).
+    pub(super) proxy_doors: &'a [Arc<Proxy>],
+    pub(super) forward_auth: &'a Arc<ForwardAuth>,
+    pub(super) ext_authz: &'a ExtAuthz,
+    pub(super) admin_api: &'a Arc<AdminApi>,
+    pub(super) ops: &'a Arc<Ops>,
+}
+
+/// Starts serving every bound listener with its handler: the door and
+/// admin listeners until `doors_rx` turns true (open requests get up to
+/// `grace`), the ops listener until `ops_rx` does (one second).
+pub(super) fn start(
+    listeners: Vec<Listener>,
+    handlers: Handlers<'_>,
+    doors_rx: watch::Receiver<bool>,
+    ops_rx: watch::Receiver<bool>,
+    grace: Duration,
+) -> Running {
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut doors = Vec::new();
+    let mut ops_task = None;
+    let mut tls_handles = Vec::new();
+    for l in listeners {
+        if let Some(t) = &l.tls {
+            tls_handles.push((l.which, t.clone()));
+        }
+        let name = l.which.listen_key();
+        let state = l.state;
+        match (l.which, l.sockets) {
+            (Which::Proxy, Sockets::PerCore(sockets)) => {
+                for (i, socket) in sockets.into_iter().enumerate() {
+                    let door = handlers.proxy_doors[i % handlers.proxy_doors.len()].clone();
+                    doors.push(serve_on_own_thread(
+                        state.clone(),
+                        i,
                         socket,
-                        l.tls,
-                        move |mut req, conn| {
-                            let grpc = grpc.clone();
-                            // The caller's address, for the door's client.
-                            req.extensions_mut().insert(conn);
-                            async move {
-                                use tower::ServiceExt;
-                                match grpc.oneshot(req).await {
-                                    Ok(res) => res,
-                                    Err(never) => match never {},
-                                }
-                            }
-                        },
-                        stopped(doors_rx.clone()),
-                        grace,
-                    )));
-                }
-                (Which::Admin, Sockets::Shared(socket)) => {
-                    let api = self.admin_api.clone();
-                    doors.push(tokio::spawn(serve(
-                        state,
-                        socket,
-                        l.tls,
+                        l.tls.clone(),
                         move |req, conn| {
-                            let api = api.clone();
-                            async move { api.handle(req, conn.peer).await }
+                            let door = door.clone();
+                            async move { door.handle(req, conn).await }
                         },
-                        stopped(doors_rx.clone()),
+                        doors_rx.clone(),
                         grace,
-                    )));
-                }
-                (Which::Ops, Sockets::Shared(socket)) => {
-                    let ops = self.ops.clone();
-                    ops_task = Some(tokio::spawn(serve(
-                        state,
-                        socket,
-                        l.tls,
-                        move |req, _conn| {
-                            let ops = ops.clone();
-                            async move { ops.handle(req).await }
-                        },
-                        stopped(ops_rx.clone()),
-                        Duration::from_secs(1),
-                    )));
-                }
-                (_, Sockets::Shared(_)) => {
-                    tracing::error!(listener = name, "no shared server for this listener");
+                    ));
                 }
             }
+            (Which::Auth, Sockets::PerCore(sockets)) => {
+                for (i, socket) in sockets.into_iter().enumerate() {
+                    let door = handlers.forward_auth.clone();
+                    doors.push(serve_on_own_thread(
+                        state.clone(),
+                        i,
+                        socket,
+                        l.tls.clone(),
+                        move |req, conn| {
+                            let door = door.clone();
+                            async move { door.handle(req, conn.peer).await }
+                        },
+                        doors_rx.clone(),
+                        grace,
+                    ));
+                }
+            }
+            (_, Sockets::PerCore(_)) => {
+                tracing::error!(listener = name, "no per-core server for this listener");
+            }
+            (Which::Grpc, Sockets::Shared(socket)) => {
+                let grpc = handlers.ext_authz.clone().service();
+                doors.push(tokio::spawn(serve(
+                    state,
+                    socket,
+                    l.tls,
+                    move |mut req, conn| {
+                        let grpc = grpc.clone();
+                        // The caller's address, for the door's client.
+                        req.extensions_mut().insert(conn);
+                        async move {
+                            use tower::ServiceExt;
+                            match grpc.oneshot(req).await {
+                                Ok(res) => res,
+                                Err(never) => match never {},
+                            }
+                        }
+                    },
+                    stopped(doors_rx.clone()),
+                    grace,
+                )));
+            }
+            (Which::Admin, Sockets::Shared(socket)) => {
+                let api = handlers.admin_api.clone();
+                doors.push(tokio::spawn(serve(
+                    state,
+                    socket,
+                    l.tls,
+                    move |req, conn| {
+                        let api = api.clone();
+                        async move { api.handle(req, conn.peer).await }
+                    },
+                    stopped(doors_rx.clone()),
+                    grace,
+                )));
+            }
+            (Which::Ops, Sockets::Shared(socket)) => {
+                let ops = handlers.ops.clone();
+                ops_task = Some(tokio::spawn(serve(
+                    state,
+                    socket,
+                    l.tls,
+                    move |req, _conn| {
+                        let ops = ops.clone();
+                        async move { ops.handle(req).await }
+                    },
+                    stopped(ops_rx.clone()),
+                    Duration::from_secs(1),
+                )));
+            }
+            (_, Sockets::Shared(_)) => {
+                tracing::error!(listener = name, "no shared server for this listener");
+            }
         }
-        Running {
-            doors,
-            ops: ops_task,
-            tls_handles,
-        }
+    }
+    Running {
+        doors,
+        ops: ops_task,
+        tls_handles,
     }
 }
 

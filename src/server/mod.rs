@@ -14,8 +14,10 @@
 //!
 //! This file only sequences; the jobs are beside it: `store.rs` (store,
 //! cache, invalidation listener), `listeners.rs` (binding and serving each
-//! listener), `reload.rs` (SIGHUP, certificate files). It may import every
-//! part of the gate, and nothing but `cli` (and tests) may import it.
+//! listener), `reload.rs` (SIGHUP, certificate files), `error.rs`
+//! ([`StartError`]). They never import this file, only each other. It may
+//! import every part of the gate, and nothing but `cli` (and tests) may
+//! import it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,10 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::{self, KeyError, KeySource, api::AdminApi};
+use crate::admin::{self, KeySource, api::AdminApi};
 use crate::clients::{FailedAuth, TrustedProxies};
 use crate::config::{Loaded, Settings};
 use crate::doors::ext_authz::ExtAuthz;
@@ -35,42 +36,19 @@ use crate::doors::proxy::{Proxy, UpstreamError, UpstreamOptions};
 use crate::doors::{PolicyHandle, Shared};
 use crate::headers::IdentityHeaders;
 use crate::ops::{Health, Metrics, Ops};
-use crate::store::StoreError;
-use crate::tls::TlsError;
 use crate::usage;
 
+mod error;
 mod listeners;
 mod reload;
 mod store;
 
+pub use error::StartError;
 pub use listeners::check_tls;
 pub use store::open_store;
 
-use listeners::{Listener, Which, bind_all, door_threads, raise_open_files_limit};
+use listeners::{Handlers, Listener, Which, bind_all, door_threads, raise_open_files_limit};
 use reload::watch_tls_files;
-
-/// Why the gate could not start.
-#[derive(Debug, Error)]
-pub enum StartError {
-    #[error("{key}: cannot listen on {addr}: {source}")]
-    Bind {
-        key: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-    #[error("admin key: {0}")]
-    AdminKey(#[from] KeyError),
-    #[error("{key}: {source}")]
-    Tls { key: &'static str, source: TlsError },
-    #[error("upstream: {0}")]
-    Upstream(#[from] UpstreamError),
-    #[error("headers.prefix: {0}")]
-    Headers(#[from] crate::headers::BadPrefix),
-    #[error("headers.strip: {0}")]
-    Strip(#[from] crate::headers::BadHeaderName),
-}
 
 /// What a running gate can be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,13 +198,30 @@ impl Bound {
             doors,
             ops: ops_task,
             tls_handles,
-        } = self.start_listeners(doors_rx, ops_rx, grace);
+        } = listeners::start(
+            std::mem::take(&mut self.listeners),
+            Handlers {
+                proxy_doors: &self.proxy_doors,
+                forward_auth: &self.forward_auth,
+                ext_authz: &self.ext_authz,
+                admin_api: &self.admin_api,
+                ops: &self.ops,
+            },
+            doors_rx,
+            ops_rx,
+            grace,
+        );
         // Certificates are also re-read when their files change.
         let watcher = tokio::spawn(watch_tls_files(self.settings.clone(), tls_handles.clone()));
 
         // Until a shutdown (or every sender is gone), reload when asked.
         while let Some(Control::Reload) = control.recv().await {
-            self.reload(&tls_handles);
+            reload::reload(
+                self.config_file.as_deref(),
+                &mut self.settings,
+                &self.policy,
+                &tls_handles,
+            );
         }
 
         self.health.begin_shutdown();

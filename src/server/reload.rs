@@ -4,60 +4,64 @@
 //! Owns what may change without a restart; it must never rebind a listener
 //! or reopen the store (those changes wait for a restart, and say so).
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{self, ListenerTls, Settings};
+use crate::doors::PolicyHandle;
 use crate::doors::listener::TlsHandle;
 
-use super::Bound;
 use super::listeners::{Which, tls_config};
 
-impl Bound {
-    /// Reads the config again and swaps what can change while running:
-    /// rules and roles, and TLS certificates. A bad config changes nothing.
-    pub(super) fn reload(&mut self, tls_handles: &[(Which, TlsHandle)]) {
-        let loaded = match config::load(self.config_file.as_deref()) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "reload refused: the new config is invalid; the current one keeps serving");
+/// Reads the config again and swaps what can change while running:
+/// rules and roles, and TLS certificates. A bad config changes nothing.
+pub(super) fn reload(
+    config_file: Option<&Path>,
+    settings: &mut Settings,
+    policy: &PolicyHandle,
+    tls_handles: &[(Which, TlsHandle)],
+) {
+    let loaded = match config::load(config_file) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the new config is invalid; the current one keeps serving");
+            return;
+        }
+    };
+    // Build every TLS config before swapping anything: all or nothing.
+    let mut fresh = Vec::new();
+    for (which, _) in tls_handles {
+        match which.tls(&loaded.settings).map(|t| tls_config(*which, t)) {
+            Some(Ok(c)) => fresh.push(c),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "reload refused: the current config keeps serving");
                 return;
             }
-        };
-        // Build every TLS config before swapping anything: all or nothing.
-        let mut fresh = Vec::new();
-        for (which, _) in tls_handles {
-            match which.tls(&loaded.settings).map(|t| tls_config(*which, t)) {
-                Some(Ok(c)) => fresh.push(c),
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "reload refused: the current config keeps serving");
-                    return;
-                }
-                None => {
-                    tracing::error!(
-                        key = which.tls_key(),
-                        "reload refused: TLS cannot be turned off while running; restart to change it"
-                    );
-                    return;
-                }
+            None => {
+                tracing::error!(
+                    key = which.tls_key(),
+                    "reload refused: TLS cannot be turned off while running; restart to change it"
+                );
+                return;
             }
         }
-        let restart_needed = restart_only_changes(&self.settings, &loaded.settings);
-        if !restart_needed.is_empty() {
-            tracing::warn!(keys = %restart_needed.join(", "), "these changes take effect only after a restart");
-        }
-        self.policy.store(loaded.policy.clone());
-        for ((_, handle), config) in tls_handles.iter().zip(fresh) {
-            handle.store(config);
-        }
-        let rules = loaded.policy.rules.rules().len();
-        tracing::info!(
-            rules,
-            "config reloaded: rules, roles and TLS certificates swapped"
-        );
-        self.settings.roles = loaded.settings.roles;
-        self.settings.policy = loaded.settings.policy;
-        self.settings.tls = loaded.settings.tls;
     }
+    let restart_needed = restart_only_changes(settings, &loaded.settings);
+    if !restart_needed.is_empty() {
+        tracing::warn!(keys = %restart_needed.join(", "), "these changes take effect only after a restart");
+    }
+    policy.store(loaded.policy.clone());
+    for ((_, handle), config) in tls_handles.iter().zip(fresh) {
+        handle.store(config);
+    }
+    let rules = loaded.policy.rules.rules().len();
+    tracing::info!(
+        rules,
+        "config reloaded: rules, roles and TLS certificates swapped"
+    );
+    settings.roles = loaded.settings.roles;
+    settings.policy = loaded.settings.policy;
+    settings.tls = loaded.settings.tls;
 }
 
 /// Top-level sections that differ and cannot change without a restart.

@@ -12,7 +12,7 @@ use crate::ops::Metrics;
 use crate::store::redis::{RedisOptions, Topology};
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, TokenStore};
 
-use super::StartError;
+use super::error::StartError;
 
 /// The store chosen by `store.backend`.
 pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
