@@ -1,7 +1,7 @@
 //! Loading: the three layers (built-in defaults ← TOML file ←
-//! `HAWZU_GATE__SECTION__KEY` environment variables), where each value came
-//! from, and the error that names the key and its layer. Owns reading the
-//! file and the environment; every check of a value is
+//! `HAWZU_GATE__SECTION__KEY` environment variables), finding the file, and
+//! noting which layer set what (`origin.rs` turns that into messages). Owns
+//! reading the file and the environment; every check of a value is
 //! [`Settings::validate`]'s, never this file's.
 
 use std::collections::BTreeMap;
