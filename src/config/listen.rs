@@ -1,0 +1,102 @@
+//! The `[listen]` and `[tls]` sections: where each listener binds, and the
+//! certificate each may serve. Owns the addresses, their defaults and the
+//! check that listeners do not collide; it must never bind or read a
+//! certificate (the server and `crate::tls` do).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Where each listener binds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Reverse proxy in front of `upstream.url`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub proxy: SocketAddr,
+    /// Forward-auth endpoints (`/auth/nginx`, `/auth/traefik`, `/envoy/…`).
+    #[serde(deserialize_with = "socket_addr")]
+    pub auth: SocketAddr,
+    /// Envoy ext_authz gRPC.
+    #[serde(deserialize_with = "socket_addr")]
+    pub grpc: SocketAddr,
+    /// Token management API.
+    #[serde(deserialize_with = "socket_addr")]
+    pub admin: SocketAddr,
+    /// Metrics, liveness and readiness.
+    #[serde(deserialize_with = "socket_addr")]
+    pub ops: SocketAddr,
+}
+
+impl Listen {
+    /// Every listener with its key, for messages and checks.
+    pub fn all(&self) -> [(&'static str, SocketAddr); 5] {
+        [
+            ("listen.proxy", self.proxy),
+            ("listen.auth", self.auth),
+            ("listen.grpc", self.grpc),
+            ("listen.admin", self.admin),
+            ("listen.ops", self.ops),
+        ]
+    }
+
+    /// Checks that listeners do not share an address; `invalid(key,
+    /// message)` builds the error naming the key at fault.
+    pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        if self.auth == self.admin && self.auth.port() != 0 {
+            return Err(invalid(
+                "listen.admin",
+                format!(
+                    "{} is also listen.auth; give each listener its own address",
+                    self.admin
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            proxy: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            ops: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// An `IP:port` address, with a message that shows the accepted form.
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not an IP:port address; write it like 127.0.0.1:8081 or [::]:8081"
+        ))
+    })
+}
+
+/// TLS per listener; a listener without an entry is plain TCP. Certificates
+/// are read again on SIGHUP and when their files change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    pub proxy: Option<ListenerTls>,
+    pub auth: Option<ListenerTls>,
+    pub grpc: Option<ListenerTls>,
+    pub admin: Option<ListenerTls>,
+    pub ops: Option<ListenerTls>,
+}
+
+/// Certificate and key of one listener (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+}

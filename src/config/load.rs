@@ -1,0 +1,124 @@
+//! Loading: the three layers (built-in defaults ← TOML file ←
+//! `HAWZU_GATE__SECTION__KEY` environment variables), finding the file, and
+//! noting which layer set what (`origin.rs` turns that into messages). Owns
+//! reading the file and the environment; every check of a value is
+//! [`Settings::validate`]'s, never this file's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::policy::Policy;
+
+use super::origin::{ConfigError, ENV_PREFIX, Origin};
+use super::settings::Settings;
+
+/// Environment variable naming the config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "HAWZU_GATE_CONFIG";
+/// File read from the working directory when no file is named.
+pub const DEFAULT_CONFIG_FILE: &str = "hawzu-gate.toml";
+
+/// The loaded settings plus the pieces derived from them at load time.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub policy: Arc<Policy>,
+    pub origin: Origin,
+}
+
+/// Finds the config file: `explicit`, else `$HAWZU_GATE_CONFIG`, else
+/// `./hawzu-gate.toml` if it exists, else none.
+pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+    default.is_file().then_some(default)
+}
+
+/// Loads settings from defaults, `file` and the process environment.
+pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    load_from(file, env)
+}
+
+/// Loads settings from defaults, `file` and the given environment variables
+/// (only `HAWZU_GATE__…` ones are read).
+pub fn load_from(
+    file: Option<&Path>,
+    env: BTreeMap<String, String>,
+) -> Result<Loaded, ConfigError> {
+    let defaults =
+        config::Config::try_from(&Settings::default()).map_err(|e| ConfigError::Invalid {
+            key: "defaults".into(),
+            message: e.to_string(),
+            origin: None,
+        })?;
+    let mut origin = Origin::default();
+    let mut builder = config::Config::builder().add_source(defaults);
+
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_owned(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        // Deserialize once without the environment, so that a fault in the
+        // file is reported against the file.
+        builder
+            .build_cloned()
+            .and_then(|c| c.try_deserialize::<Settings>())
+            .map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        origin.file = Some(path.to_owned());
+    }
+
+    let env: BTreeMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    if !env.is_empty() {
+        origin.env_vars = env.keys().cloned().collect();
+        let mut env_source = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            // `HAWZU_GATE__TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`; empty: none.
+            .with_list_parse_key("trusted_proxies")
+            // `HAWZU_GATE__HEADERS__STRIP=X-HTTP-Method-Override,X-Original-URL`.
+            .with_list_parse_key("headers.strip")
+            // `HAWZU_GATE__STORE__REDIS__NODES=redis://a:7000,redis://b:7000`.
+            .with_list_parse_key("store.redis.nodes");
+        // Custom roles are lists: `HAWZU_GATE__ROLES__RUNNER=executions:read,executions:write`.
+        for var in &origin.env_vars {
+            if let Some(role) = var.strip_prefix(&format!("{ENV_PREFIX}__ROLES__")) {
+                env_source =
+                    env_source.with_list_parse_key(&format!("roles.{}", role.to_lowercase()));
+            }
+        }
+        let env_source = env_source.source(Some(env.into_iter().collect()));
+        builder = builder.add_source(env_source);
+    }
+    let settings: Settings = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError::Env {
+            vars: origin.env_vars.join(", "),
+            message: e.to_string(),
+        })?;
+
+    let policy = Arc::new(settings.validate(&origin)?);
+    Ok(Loaded {
+        settings,
+        policy,
+        origin,
+    })
+}

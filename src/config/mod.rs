@@ -1,0 +1,58 @@
+//! Settings: one documented tree, loaded in three layers and checked once.
+//!
+//! One typed tree, loaded with the `config` crate in three layers: built-in
+//! defaults (the `Default` impls, one per section file, the only place
+//! defaults live) ← a TOML file ← `HAWZU_GATE__SECTION__KEY` environment
+//! variables. An unknown key or a malformed value is an error that names the
+//! key and the layer it came from; nothing falls back silently.
+//!
+//! This file is the index: it declares the parts and re-exports their types,
+//! so `crate::config::X` is the one path users write and no part imports
+//! this file (a part imports only its siblings, by their own paths, so the
+//! parts form no circle). `settings.rs` holds the root ([`Settings`]) and
+//! the one check entry point ([`Settings::validate`]); each TOML section has
+//! its file with its types, defaults and checks (`listen.rs`, `store.rs`,
+//! `limits.rs`, …); `load.rs` reads the layers and `origin.rs` names where a
+//! value came from. Nothing here may open a socket, a store
+//! or a file other than the config file and the CA files it checks. It
+//! imports only `policy` (to build the `Policy`), `headers` (defaults and
+//! the strip check) and `tls` (the CA check) — never the server, the doors,
+//! the store or the admin plane.
+
+mod admin;
+mod cache;
+mod clients;
+mod duration;
+mod headers;
+mod limits;
+mod listen;
+mod load;
+mod log;
+mod origin;
+mod policy;
+mod runtime;
+mod settings;
+mod store;
+mod upstream;
+
+pub use admin::{AdminSettings, MIN_ADMIN_KEY_LEN};
+pub use cache::CacheSettings;
+pub use clients::{FailedAuthSettings, IpNet};
+pub use duration::HumanDuration;
+pub use headers::HeaderSettings;
+pub use limits::LimitSettings;
+pub use listen::{Listen, ListenerTls, TlsSettings};
+pub use load::{CONFIG_ENV, DEFAULT_CONFIG_FILE, Loaded, config_path, load, load_from};
+pub use log::{LogFormat, LogSettings};
+pub use origin::{ConfigError, ENV_PREFIX, Origin, env_name};
+pub use policy::{PolicySettings, RuleSettings};
+pub use runtime::{RuntimeSettings, ShutdownSettings};
+pub use settings::Settings;
+pub use store::{
+    Backend, DEFAULT_REPLICA_ACKS, RedisMode, RedisSettings, SentinelSettings, StoreSettings,
+    redact_url,
+};
+pub use upstream::{ProxySettings, UpstreamSettings};
+
+#[cfg(test)]
+mod tests;

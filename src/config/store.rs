@@ -1,0 +1,317 @@
+//! The `[store]` section: which backend holds the tokens, and how the gate
+//! reaches Redis (standalone, Sentinel, cluster). Owns their defaults, the
+//! checks of modes and URLs, and the redaction of passwords in URLs; it must
+//! never connect (the server opens the store).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::HumanDuration;
+
+/// Which store backs the tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Backend {
+    /// A file under `data_dir`; one gate.
+    Embedded,
+    /// Redis; a fleet of gates.
+    Redis,
+}
+
+/// Token storage settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `embedded` or `redis`.
+    pub backend: Backend,
+    /// Bound on every store call (embedded writes get ten times this).
+    pub timeout: HumanDuration,
+    /// How long Redis keeps revoked and expired records (tombstones).
+    pub retention: HumanDuration,
+    /// Redis connection.
+    pub redis: RedisSettings,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Embedded,
+            timeout: HumanDuration(Duration::from_millis(250)),
+            retention: HumanDuration(Duration::from_secs(30 * 24 * 3600)),
+            redis: RedisSettings::default(),
+        }
+    }
+}
+
+impl StoreSettings {
+    /// Checks `store.*` (and `store.redis.*` when the backend is Redis);
+    /// `invalid(key, message)` builds the error naming the key at fault.
+    pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        if self.timeout.0.is_zero() {
+            return Err(invalid("store.timeout", "must be more than 0".into()));
+        }
+        if self.retention.0 < Duration::from_secs(60) {
+            return Err(invalid("store.retention", "must be at least 1m".into()));
+        }
+        if self.backend == Backend::Redis {
+            self.redis.validate(&invalid)?;
+        }
+        let prefix = &self.redis.key_prefix;
+        if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "store.redis.key_prefix",
+                "must be non-empty, with no spaces or control characters".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<String> for Backend {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "embedded" => Ok(Self::Embedded),
+            "redis" => Ok(Self::Redis),
+            _ => Err(format!(
+                "`{s}` is not a store backend; use embedded or redis"
+            )),
+        }
+    }
+}
+
+/// Redis connection settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `standalone` (one server at `url`), `sentinel` (the master that the
+    /// sentinels in `nodes` name `sentinel.master_name`) or `cluster` (a
+    /// Redis Cluster reached through `nodes`).
+    pub mode: RedisMode,
+    /// Standalone: `redis://[user:password@]host:port[/db]`, or `rediss://…`
+    /// for TLS (the server's certificate checked against the system's CAs,
+    /// or `ca_file`).
+    pub url: String,
+    /// Standalone over TLS: the CA (PEM) that signed the server's
+    /// certificate, instead of the system's CAs.
+    pub ca_file: Option<PathBuf>,
+    /// Sentinel: the sentinels' addresses; cluster: some of its nodes.
+    /// `redis://[user:password@]host:port` each (a cluster takes the
+    /// credentials of the first).
+    pub nodes: Vec<String>,
+    /// Prefix of every key and channel.
+    pub key_prefix: String,
+    /// Sentinel mode only.
+    pub sentinel: SentinelSettings,
+}
+
+/// How the gate finds Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum RedisMode {
+    Standalone,
+    Sentinel,
+    Cluster,
+}
+
+impl TryFrom<String> for RedisMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "standalone" => Ok(Self::Standalone),
+            "sentinel" => Ok(Self::Sentinel),
+            "cluster" => Ok(Self::Cluster),
+            _ => Err(format!(
+                "`{s}` is not a Redis mode; use standalone, sentinel or cluster"
+            )),
+        }
+    }
+}
+
+impl RedisMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Sentinel => "sentinel",
+            Self::Cluster => "cluster",
+        }
+    }
+}
+
+/// The Sentinel set-up (`store.redis.mode = "sentinel"`).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelSettings {
+    /// The master's name in the sentinels' configuration (required).
+    pub master_name: String,
+    /// The master's user (ACL), if any; the sentinels' own credentials go
+    /// in their URLs in `store.redis.nodes`.
+    pub username: Option<String>,
+    /// The master's password, if any.
+    pub password: Option<String>,
+    /// How many replicas must hold each admin change (create, disable,
+    /// enable, revoke, rotate) before it is answered (Redis `WAIT`, within
+    /// `store.timeout`); fewer → 503 `store_unavailable`, and the caller
+    /// tries again. Default 1: a change answered 200 survives a fail-over.
+    /// 0 answers once the master has it (a fail-over may lose it).
+    pub replica_acks: Option<u32>,
+}
+
+/// [`SentinelSettings::replica_acks`] when not set.
+pub const DEFAULT_REPLICA_ACKS: u32 = 1;
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            mode: RedisMode::Standalone,
+            url: "redis://127.0.0.1:6379".into(),
+            ca_file: None,
+            nodes: Vec::new(),
+            key_prefix: "hawzu-gate:v1:".into(),
+            sentinel: SentinelSettings::default(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("mode", &self.mode)
+            .field("url", &redact_url(&self.url))
+            .field("ca_file", &self.ca_file)
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
+            )
+            .field("key_prefix", &self.key_prefix)
+            .field("sentinel", &self.sentinel)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SentinelSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelSettings")
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("replica_acks", &self.replica_acks)
+            .finish()
+    }
+}
+
+impl RedisSettings {
+    /// Checks the mode and its addresses; `invalid(key, message)` builds
+    /// the error naming the key at fault.
+    fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        let check_url = |key: &str, url: &str| {
+            if url.starts_with("rediss://") && self.mode != RedisMode::Standalone {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "`{}`: TLS to Redis (rediss://) is supported for a standalone server only in this version; reach the {} nodes over redis:// on a private network",
+                        redact_url(url),
+                        self.mode.as_str()
+                    ),
+                ));
+            }
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid(
+                    key,
+                    format!("`{}` is not a redis:// or rediss:// URL", redact_url(url)),
+                ));
+            }
+            if redis::Client::open(url).is_err() {
+                return Err(invalid(
+                    key,
+                    format!("`{}` is not a valid Redis URL", redact_url(url)),
+                ));
+            }
+            Ok(())
+        };
+        let mode = self.mode.as_str();
+        match self.mode {
+            RedisMode::Standalone => {
+                check_url("store.redis.url", &self.url)?;
+                if let Some(ca) = &self.ca_file {
+                    if !self.url.starts_with("rediss://") {
+                        return Err(invalid(
+                            "store.redis.ca_file",
+                            "is only used with a rediss:// store.redis.url".into(),
+                        ));
+                    }
+                    crate::tls::load_certs(ca)
+                        .map_err(|e| invalid("store.redis.ca_file", e.to_string()))?;
+                }
+                if !self.nodes.is_empty() {
+                    return Err(invalid(
+                        "store.redis.nodes",
+                        "is for sentinel and cluster modes; a standalone server is store.redis.url (or set store.redis.mode)".into(),
+                    ));
+                }
+            }
+            RedisMode::Sentinel | RedisMode::Cluster => {
+                if self.ca_file.is_some() {
+                    return Err(invalid(
+                        "store.redis.ca_file",
+                        "is only used in standalone mode (with a rediss:// URL)".into(),
+                    ));
+                }
+                if self.nodes.is_empty() {
+                    let what = if self.mode == RedisMode::Sentinel {
+                        "the sentinels' addresses"
+                    } else {
+                        "one or more cluster nodes"
+                    };
+                    return Err(invalid(
+                        "store.redis.nodes",
+                        format!("must list {what} when store.redis.mode is {mode}"),
+                    ));
+                }
+                for (i, node) in self.nodes.iter().enumerate() {
+                    check_url(&format!("store.redis.nodes[{i}]"), node)?;
+                }
+            }
+        }
+        let sentinel_set = !self.sentinel.master_name.is_empty()
+            || self.sentinel.replica_acks.is_some()
+            || self.sentinel.username.is_some()
+            || self.sentinel.password.is_some();
+        if self.mode == RedisMode::Sentinel {
+            let name = &self.sentinel.master_name;
+            if name.is_empty() {
+                return Err(invalid(
+                    "store.redis.sentinel.master_name",
+                    "is required when store.redis.mode is sentinel".into(),
+                ));
+            }
+            if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "store.redis.sentinel.master_name",
+                    "must have no spaces or control characters".into(),
+                ));
+            }
+        } else if sentinel_set {
+            return Err(invalid(
+                "store.redis.sentinel",
+                format!("is only used when store.redis.mode is sentinel (it is {mode})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

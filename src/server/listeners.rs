@@ -1,0 +1,432 @@
+//! Binding and running each listener: the catalogue of listeners (`Which`),
+//! their sockets (one shared, or one `SO_REUSEPORT` socket per core for the
+//! hot doors), their TLS set-up, and which handler serves each. Owns sockets
+//! and threads; it must never decide a request (the doors do) nor read the
+//! config file (reload does).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::api::AdminApi;
+use crate::config::{ListenerTls, Settings};
+use crate::doors::ext_authz::ExtAuthz;
+use crate::doors::forward_auth::ForwardAuth;
+use crate::doors::listener::{ListenerState, Protocol, TlsHandle, serve};
+use crate::doors::proxy::Proxy;
+use crate::metrics::Metrics;
+use crate::ops::Ops;
+use crate::refusal::Render;
+
+use super::error::StartError;
+
+const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+
+/// The listeners, in the order of `Settings::listen.all()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Which {
+    Proxy,
+    Auth,
+    Grpc,
+    Admin,
+    Ops,
+}
+
+impl Which {
+    const ALL: [Which; 5] = [
+        Which::Proxy,
+        Which::Auth,
+        Which::Grpc,
+        Which::Admin,
+        Which::Ops,
+    ];
+
+    pub(super) fn listen_key(self) -> &'static str {
+        match self {
+            Which::Proxy => "listen.proxy",
+            Which::Auth => "listen.auth",
+            Which::Grpc => "listen.grpc",
+            Which::Admin => "listen.admin",
+            Which::Ops => "listen.ops",
+        }
+    }
+
+    pub(super) fn tls_key(self) -> &'static str {
+        match self {
+            Which::Proxy => "tls.proxy",
+            Which::Auth => "tls.auth",
+            Which::Grpc => "tls.grpc",
+            Which::Admin => "tls.admin",
+            Which::Ops => "tls.ops",
+        }
+    }
+
+    fn addr(self, s: &Settings) -> SocketAddr {
+        match self {
+            Which::Proxy => s.listen.proxy,
+            Which::Auth => s.listen.auth,
+            Which::Grpc => s.listen.grpc,
+            Which::Admin => s.listen.admin,
+            Which::Ops => s.listen.ops,
+        }
+    }
+
+    pub(super) fn tls(self, s: &Settings) -> Option<&ListenerTls> {
+        match self {
+            Which::Proxy => s.tls.proxy.as_ref(),
+            Which::Auth => s.tls.auth.as_ref(),
+            Which::Grpc => s.tls.grpc.as_ref(),
+            Which::Admin => s.tls.admin.as_ref(),
+            Which::Ops => s.tls.ops.as_ref(),
+        }
+    }
+
+    fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Which::Grpc => GRPC_ALPN,
+            _ => HTTP_ALPN,
+        }
+    }
+}
+
+/// A server configuration for one listener's TLS settings.
+pub(super) fn tls_config(
+    which: Which,
+    t: &ListenerTls,
+) -> Result<Arc<rustls::ServerConfig>, StartError> {
+    crate::tls::server_config(
+        &t.cert_file,
+        &t.key_file,
+        t.client_ca_file.as_deref(),
+        which.alpn(),
+    )
+    .map_err(|source| StartError::Tls {
+        key: which.tls_key(),
+        source,
+    })
+}
+
+/// Checks every TLS file of `settings` (for `check-config` and reloads).
+pub fn check_tls(settings: &Settings) -> Result<(), StartError> {
+    for which in Which::ALL {
+        if let Some(t) = which.tls(settings) {
+            tls_config(which, t)?;
+        }
+    }
+    Ok(())
+}
+
+/// A bound listener: one socket on the shared runtime, or, for the hot
+/// doors, one `SO_REUSEPORT` socket per core, each served by its own
+/// single-threaded runtime (see `Bound::run`).
+pub(super) struct Listener {
+    pub(super) which: Which,
+    pub(super) sockets: Sockets,
+    tls: Option<TlsHandle>,
+    state: Arc<ListenerState>,
+}
+
+pub(super) enum Sockets {
+    Shared(TcpListener),
+    PerCore(Vec<std::net::TcpListener>),
+}
+
+impl Sockets {
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Sockets::Shared(l) => l.local_addr().ok(),
+            Sockets::PerCore(ls) => ls.first().and_then(|l| l.local_addr().ok()),
+        }
+    }
+}
+
+/// A non-blocking listening socket with `SO_REUSEPORT`, so that several
+/// can share one address and the kernel spreads connections over them.
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// `cores` sockets on `addr` (the first one fixes the port when it is 0).
+fn bind_per_core(addr: SocketAddr, cores: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_reuseport(addr)?;
+    let bound = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..cores {
+        all.push(bind_reuseport(bound)?);
+    }
+    Ok(all)
+}
+
+/// Threads serving the hot doors: `runtime.worker_threads`, else one per CPU.
+pub(super) fn door_threads(s: &Settings) -> usize {
+    match s.runtime.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
+}
+
+/// Binds every listener of `s` (`threads` sockets for each hot door), with
+/// its TLS configuration and its own limits and counters.
+pub(super) async fn bind_all(
+    s: &Settings,
+    threads: usize,
+    render: &Render,
+    metrics: &Metrics,
+) -> Result<Vec<Listener>, StartError> {
+    let mut listeners = Vec::new();
+    for which in Which::ALL {
+        let tls = which
+            .tls(s)
+            .map(|t| tls_config(which, t).map(|c| Arc::new(ArcSwap::new(c))))
+            .transpose()?;
+        let addr = which.addr(s);
+        let bind_error = |source| StartError::Bind {
+            key: which.listen_key(),
+            addr,
+            source,
+        };
+        let sockets = match which {
+            // The hot doors: a socket and a single-threaded runtime per core.
+            Which::Proxy | Which::Auth => {
+                Sockets::PerCore(bind_per_core(addr, threads).map_err(bind_error)?)
+            }
+            _ => Sockets::Shared(TcpListener::bind(addr).await.map_err(bind_error)?),
+        };
+        let protocol = match which {
+            Which::Grpc => Protocol::Grpc,
+            _ => Protocol::Http,
+        };
+        listeners.push(Listener {
+            which,
+            sockets,
+            tls,
+            state: ListenerState::new(
+                which.listen_key(),
+                &s.limits,
+                protocol,
+                render.clone(),
+                metrics,
+            ),
+        });
+    }
+    Ok(listeners)
+}
+
+/// The tasks serving the started listeners.
+pub(super) struct Running {
+    /// The door and admin listeners: they stop when told on `doors_rx`.
+    pub(super) doors: Vec<tokio::task::JoinHandle<()>>,
+    /// The ops listener: it stops last, when told on `ops_rx`.
+    pub(super) ops: Option<tokio::task::JoinHandle<()>>,
+    /// The TLS configurations that reloads may swap.
+    pub(super) tls_handles: Vec<(Which, TlsHandle)>,
+}
+
+/// What each listener serves: the doors, the admin API and the ops
+/// endpoints, borrowed from the bound gate.
+pub(super) struct Handlers<'a> {
+    /// One proxy per door thread (see `Bound`).
+    pub(super) proxy_doors: &'a [Arc<Proxy>],
+    pub(super) forward_auth: &'a Arc<ForwardAuth>,
+    pub(super) ext_authz: &'a ExtAuthz,
+    pub(super) admin_api: &'a Arc<AdminApi>,
+    pub(super) ops: &'a Arc<Ops>,
+}
+
+/// Starts serving every bound listener with its handler: the door and
+/// admin listeners until `doors_rx` turns true (open requests get up to
+/// `grace`), the ops listener until `ops_rx` does (one second).
+pub(super) fn start(
+    listeners: Vec<Listener>,
+    handlers: Handlers<'_>,
+    doors_rx: watch::Receiver<bool>,
+    ops_rx: watch::Receiver<bool>,
+    grace: Duration,
+) -> Running {
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut doors = Vec::new();
+    let mut ops_task = None;
+    let mut tls_handles = Vec::new();
+    for l in listeners {
+        if let Some(t) = &l.tls {
+            tls_handles.push((l.which, t.clone()));
+        }
+        let name = l.which.listen_key();
+        let state = l.state;
+        match (l.which, l.sockets) {
+            (Which::Proxy, Sockets::PerCore(sockets)) => {
+                for (i, socket) in sockets.into_iter().enumerate() {
+                    let door = handlers.proxy_doors[i % handlers.proxy_doors.len()].clone();
+                    doors.push(serve_on_own_thread(
+                        state.clone(),
+                        i,
+                        socket,
+                        l.tls.clone(),
+                        move |req, conn| {
+                            let door = door.clone();
+                            async move { door.handle(req, conn).await }
+                        },
+                        doors_rx.clone(),
+                        grace,
+                    ));
+                }
+            }
+            (Which::Auth, Sockets::PerCore(sockets)) => {
+                for (i, socket) in sockets.into_iter().enumerate() {
+                    let door = handlers.forward_auth.clone();
+                    doors.push(serve_on_own_thread(
+                        state.clone(),
+                        i,
+                        socket,
+                        l.tls.clone(),
+                        move |req, conn| {
+                            let door = door.clone();
+                            async move { door.handle(req, conn.peer).await }
+                        },
+                        doors_rx.clone(),
+                        grace,
+                    ));
+                }
+            }
+            (_, Sockets::PerCore(_)) => {
+                tracing::error!(listener = name, "no per-core server for this listener");
+            }
+            (Which::Grpc, Sockets::Shared(socket)) => {
+                let grpc = handlers.ext_authz.clone().service();
+                doors.push(tokio::spawn(serve(
+                    state,
+                    socket,
+                    l.tls,
+                    move |mut req, conn| {
+                        let grpc = grpc.clone();
+                        // The caller's address, for the door's client.
+                        req.extensions_mut().insert(conn);
+                        async move {
+                            use tower::ServiceExt;
+                            match grpc.oneshot(req).await {
+                                Ok(res) => res,
+                                Err(never) => match never {},
+                            }
+                        }
+                    },
+                    stopped(doors_rx.clone()),
+                    grace,
+                )));
+            }
+            (Which::Admin, Sockets::Shared(socket)) => {
+                let api = handlers.admin_api.clone();
+                doors.push(tokio::spawn(serve(
+                    state,
+                    socket,
+                    l.tls,
+                    move |req, conn| {
+                        let api = api.clone();
+                        async move { api.handle(req, conn.peer).await }
+                    },
+                    stopped(doors_rx.clone()),
+                    grace,
+                )));
+            }
+            (Which::Ops, Sockets::Shared(socket)) => {
+                let ops = handlers.ops.clone();
+                ops_task = Some(tokio::spawn(serve(
+                    state,
+                    socket,
+                    l.tls,
+                    move |req, _conn| {
+                        let ops = ops.clone();
+                        async move { ops.handle(req).await }
+                    },
+                    stopped(ops_rx.clone()),
+                    Duration::from_secs(1),
+                )));
+            }
+            (_, Sockets::Shared(_)) => {
+                tracing::error!(listener = name, "no shared server for this listener");
+            }
+        }
+    }
+    Running {
+        doors,
+        ops: ops_task,
+        tls_handles,
+    }
+}
+
+/// Serves `socket` on a thread of its own with a single-threaded runtime:
+/// a connection, its requests and (for the proxy) its upstream connections
+/// stay on one thread, with no cross-thread wake-ups. The returned handle
+/// ends when the thread does.
+#[allow(clippy::too_many_arguments)]
+fn serve_on_own_thread<H, Fut, B>(
+    state: Arc<ListenerState>,
+    index: usize,
+    socket: std::net::TcpListener,
+    tls: Option<TlsHandle>,
+    handle: H,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> tokio::task::JoinHandle<()>
+where
+    H: Fn(http::Request<crate::doors::listener::TimedBody>, crate::doors::listener::Conn) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = http::Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let name = state.name();
+    let thread_name = format!("{}-{index}", name.trim_start_matches("listen."));
+    let thread = std::thread::Builder::new().name(thread_name).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(listener = name, error = %e, "cannot start a door thread's runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => {
+                    let mut stop = stop;
+                    let stopped = async move {
+                        let _ = stop.wait_for(|v| *v).await;
+                    };
+                    serve(state, listener, tls, handle, stopped, grace).await;
+                }
+                Err(e) => tracing::error!(listener = name, error = %e, "cannot serve a door socket"),
+            }
+        });
+    });
+    tokio::task::spawn_blocking(move || match thread {
+        Ok(t) => {
+            let _ = t.join();
+        }
+        Err(e) => tracing::error!(listener = name, error = %e, "cannot start a door thread"),
+    })
+}
+
+/// Raises the soft limit on open files to the hard one: every connection
+/// is a file, and `limits.max_connections` should be what bounds them.
+pub(super) fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
+}

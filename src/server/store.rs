@@ -1,0 +1,113 @@
+//! Opening the token store, the cache in front of it, and the cache's
+//! invalidation listener, with their start-up log lines. Owns the mapping
+//! from `[store]`/`[cache]` settings to the store and cache types; it must
+//! never bind a socket or serve a request.
+
+use std::sync::Arc;
+
+use crate::admin;
+use crate::cache::{CacheOptions, TokenCache, listen_for_invalidations};
+use crate::config::{Backend, Loaded, RedisMode};
+use crate::metrics::Metrics;
+use crate::store::redis::{RedisOptions, Topology};
+use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, TokenStore};
+
+use super::error::StartError;
+
+/// The store chosen by `store.backend`.
+pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
+    let s = &loaded.settings;
+    Ok(match s.store.backend {
+        Backend::Embedded => {
+            admin::create_data_dir(&s.data_dir)?;
+            Store::Embedded(EmbeddedStore::open(&s.data_dir, s.store.timeout.0).await?)
+        }
+        Backend::Redis => {
+            let r = &s.store.redis;
+            let topology = match r.mode {
+                RedisMode::Standalone => Topology::Standalone {
+                    url: r.url.clone(),
+                    ca: r
+                        .ca_file
+                        .as_ref()
+                        .map(|p| {
+                            std::fs::read(p).map(Arc::from).map_err(|e| {
+                                StoreError::Unavailable(format!(
+                                    "store.redis.ca_file {}: {e}",
+                                    p.display()
+                                ))
+                            })
+                        })
+                        .transpose()?,
+                },
+                RedisMode::Sentinel => Topology::Sentinel {
+                    sentinels: r.nodes.clone(),
+                    master_name: r.sentinel.master_name.clone(),
+                    username: r.sentinel.username.clone(),
+                    password: r.sentinel.password.clone(),
+                    replica_acks: r
+                        .sentinel
+                        .replica_acks
+                        .unwrap_or(crate::config::DEFAULT_REPLICA_ACKS),
+                },
+                RedisMode::Cluster => Topology::Cluster {
+                    nodes: r.nodes.clone(),
+                },
+            };
+            Store::Redis(RedisStore::with_topology(
+                topology,
+                RedisOptions {
+                    url: r.url.clone(),
+                    key_prefix: r.key_prefix.clone(),
+                    timeout: s.store.timeout.0,
+                    retention: s.store.retention.0,
+                },
+            )?)
+        }
+    })
+}
+
+/// Opens the store and starts the cache in front of it (counting into
+/// `metrics`), logs whether the store is reachable, and starts the cache's
+/// invalidation listener when the store has one. Returns the cache and the
+/// background tasks to abort at shutdown.
+pub(super) async fn start_store(
+    loaded: &Loaded,
+    metrics: &Arc<Metrics>,
+) -> Result<(Arc<TokenCache<Store>>, Vec<tokio::task::JoinHandle<()>>), StartError> {
+    let s = &loaded.settings;
+    let store = open_store(loaded).await?;
+    let cache = Arc::new(TokenCache::with_metrics(
+        store.clone(),
+        CacheOptions {
+            ttl: s.cache.ttl.0,
+            negative_ttl: s.cache.negative_ttl.0,
+            max_entries: s.cache.max_entries,
+            stale_if_error: s.cache.stale_if_error.0,
+        },
+        metrics.clone(),
+    ));
+    let mut background = Vec::new();
+    match &store {
+        Store::Embedded(e) => {
+            tracing::info!(backend = "embedded", path = %e.path().display(), "token store open");
+        }
+        Store::Redis(r) => {
+            let topology = format!("{:?}", r.topology());
+            match r.ping().await {
+                Ok(()) => {
+                    tracing::info!(backend = "redis", %topology, prefix = r.key_prefix(), "token store reachable")
+                }
+                Err(e) => {
+                    tracing::warn!(backend = "redis", %topology, error = %e, "token store not reachable yet; uncached tokens get store_unavailable until it is")
+                }
+            }
+            background.push(tokio::spawn(listen_for_invalidations(
+                cache.clone(),
+                r.clone(),
+                s.store.timeout.0,
+            )));
+        }
+    }
+    Ok((cache, background))
+}
