@@ -3,7 +3,8 @@
 //! on every listener (each one asked over TLS: the proxy, forward-auth,
 //! ext_authz gRPC by a tonic client, ops, and admin with mTLS) with
 //! certificates reloaded when their files change, without
-//! dropping open connections.
+//! dropping open connections; and a second gate on a running one's ports
+//! refusing to start.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -432,4 +433,75 @@ async fn tls_on_every_listener_with_mtls_admin_and_certificates_reloaded_live() 
     .await;
     // The connection opened before still serves, on its old session.
     assert_eq!(ask_nginx(&mut open, &secret).await, 200);
+}
+
+/// A second gate started on the ports of a running one (other ports free)
+/// must not start: with `SO_REUSEPORT` alone it would join the first gate's
+/// socket group and answer half its traffic with its own settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gate_on_the_same_ports_refuses_to_start() {
+    let upstream = TestUpstream::start().await;
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = GateProcess::start(
+        first_dir.path(),
+        &format!("[upstream]\nurl = \"{}\"\n", upstream.url()),
+    );
+    let secret = token(&first, &["--role", "workspace_viewer"]);
+
+    for shared in ["proxy", "auth"] {
+        let dir = tempfile::tempdir().unwrap();
+        let free = || std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+        let (proxy, auth) = match shared {
+            "proxy" => (first.proxy, free()),
+            _ => (free(), first.auth),
+        };
+        let config = dir.path().join("second.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n[upstream]\nurl = \"{}\"\n[listen]\nproxy = \"{proxy}\"\nauth = \"{auth}\"\ngrpc = \"{}\"\nadmin = \"{}\"\nops = \"{}\"\n",
+                dir.path().join("data").display(),
+                upstream.url(),
+                free(),
+                free(),
+                free(),
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("second.log");
+        let mut child = Command::new(common::BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("a second gate sharing listen.{shared} kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        assert!(!status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("listen.{shared}")) && stderr.contains("in use"),
+            "the error names the listener and the cause: {stderr}"
+        );
+    }
+
+    // The first gate kept all of its traffic.
+    let url = format!("http://{}{WS1_PROJECTS}", first.proxy);
+    let auth = format!("Authorization: Bearer {secret}");
+    for _ in 0..10 {
+        let (status, _, body) = curl(&["-H", &auth, &url]);
+        assert_eq!(status, 200, "{body}");
+    }
 }

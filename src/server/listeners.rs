@@ -159,7 +159,18 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// `cores` sockets on `addr` (the first one fixes the port when it is 0).
+///
+/// `SO_REUSEPORT` would also let *another process* of the same user join the
+/// group and take part of the traffic (a second gate started by mistake on
+/// the same port: every other request answered by a gate with other
+/// settings). So the address is first claimed without `SO_REUSEPORT`: if
+/// anything listens there, that bind fails with "address in use" and the
+/// gate does not start. (The claim is released just before the group binds;
+/// a second gate would have to start in that instant.)
 fn bind_per_core(addr: SocketAddr, cores: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
     let first = bind_reuseport(addr)?;
     let bound = first.local_addr()?;
     let mut all = vec![first];
