@@ -24,6 +24,39 @@ pub struct Loaded {
     pub settings: Settings,
     pub policy: Arc<Policy>,
     pub origin: Origin,
+    /// What was read but means nothing (a `HAWZU_GATE_…` variable with one
+    /// underscore, which sets no key): shown by `check-config` and logged
+    /// by `serve`, never silently ignored.
+    pub warnings: Vec<String>,
+}
+
+/// The `HAWZU_GATE_…` variables (one underscore) the command line reads.
+/// Every other one sets nothing.
+pub const COMMAND_LINE_ENV: [&str; 6] = [
+    CONFIG_ENV,
+    "HAWZU_GATE_ADMIN_URL",
+    "HAWZU_GATE_ADMIN_KEY",
+    "HAWZU_GATE_ADMIN_CA",
+    "HAWZU_GATE_ADMIN_CERT",
+    "HAWZU_GATE_ADMIN_CERT_KEY",
+];
+
+/// A warning for each `HAWZU_GATE_…` name in `names` that sets nothing: not
+/// a command-line variable and not `HAWZU_GATE__SECTION__KEY`.
+pub fn unread_env<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let settings_prefix = format!("{ENV_PREFIX}__");
+    names
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{ENV_PREFIX}_")))
+        .filter(|n| !n.starts_with(&settings_prefix) && !COMMAND_LINE_ENV.contains(n))
+        .map(|n| {
+            let rest = &n[ENV_PREFIX.len() + 1..];
+            format!(
+                "{n} sets nothing: settings are {ENV_PREFIX}__SECTION__KEY (two underscores after {ENV_PREFIX}, e.g. {ENV_PREFIX}__{rest}); the command line reads {}",
+                COMMAND_LINE_ENV.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Finds the config file: `explicit`, else `$HAWZU_GATE_CONFIG`, else
@@ -41,10 +74,15 @@ pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
 
 /// Loads settings from defaults, `file` and the process environment.
 pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
         .collect();
-    load_from(file, env)
+    let mut loaded = load_from(file, env)?;
+    loaded.warnings = unread_env(names.iter().map(String::as_str));
+    Ok(loaded)
 }
 
 /// Loads settings from defaults, `file` and the given environment variables
@@ -120,5 +158,6 @@ pub fn load_from(
         settings,
         policy,
         origin,
+        warnings: Vec::new(),
     })
 }

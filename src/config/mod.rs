@@ -42,7 +42,10 @@ pub use duration::HumanDuration;
 pub use headers::HeaderSettings;
 pub use limits::LimitSettings;
 pub use listen::{Listen, ListenerTls, TlsSettings};
-pub use load::{CONFIG_ENV, DEFAULT_CONFIG_FILE, Loaded, config_path, load, load_from};
+pub use load::{
+    COMMAND_LINE_ENV, CONFIG_ENV, DEFAULT_CONFIG_FILE, Loaded, config_path, load, load_from,
+    unread_env,
+};
 pub use log::{LogFormat, LogSettings};
 pub use origin::{ConfigError, ENV_PREFIX, Origin, env_name};
 pub use policy::{PolicySettings, RuleSettings};

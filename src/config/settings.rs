@@ -109,6 +109,8 @@ impl Settings {
             return Err(invalid("data_dir", "must not be empty".into()));
         }
         self.store.validate(invalid)?;
+        self.upstream.validate(invalid)?;
+        self.log.validate(invalid)?;
         self.admin.validate_key(invalid)?;
         self.headers.validate(invalid)?;
         self.limits.validate(invalid)?;

@@ -497,3 +497,66 @@ fn body_limits_and_the_admin_reserve_are_checked() {
     assert_eq!(s.admin.reserved_requests(&s.limits), 0);
     assert_eq!(s.limits.min_body_rate, 0);
 }
+
+/// The message of a config that must be refused.
+fn refused(toml: &str) -> String {
+    let (_d, path) = file(toml);
+    load_from(Some(&path), BTreeMap::new())
+        .expect_err("refused")
+        .to_string()
+}
+
+#[test]
+fn an_upstream_url_serve_could_not_use_is_refused_at_load() {
+    for (url, why) in [
+        ("localhost:3000", "http://localhost:3000"),
+        ("ftp://api:21", "scheme `ftp`"),
+        ("http://api:3000/v1", "path"),
+        ("http://api:3000?x=1", "path or query"),
+        ("http://user:pw@api:3000", "user or password"),
+        ("http://", "not a URL"),
+    ] {
+        let m = refused(&format!("[upstream]\nurl = \"{url}\"\n"));
+        assert!(m.contains("upstream.url"), "{url}: {m}");
+        assert!(m.contains(why), "{url}: {m}");
+        assert!(!m.contains("pw@"), "the password is not repeated: {m}");
+    }
+    for url in [
+        "http://127.0.0.1:3000",
+        "https://api.hawzu.example",
+        "http://[::1]:8080/",
+    ] {
+        let (_d, path) = file(&format!("[upstream]\nurl = \"{url}\"\n"));
+        load_from(Some(&path), BTreeMap::new()).unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
+
+#[test]
+fn a_log_level_that_is_no_level_is_refused_at_load() {
+    for level in ["verbose", "hawzu_gate=loud", ""] {
+        let m = refused(&format!("[log]\nlevel = \"{level}\"\n"));
+        assert!(m.contains("log.level"), "{level}: {m}");
+        assert!(m.contains("info") && m.contains("debug"), "{level}: {m}");
+    }
+    for level in ["info", "WARN", "hawzu_gate=debug,info", "off"] {
+        let (_d, path) = file(&format!("[log]\nlevel = \"{level}\"\n"));
+        load_from(Some(&path), BTreeMap::new()).unwrap_or_else(|e| panic!("{level}: {e}"));
+    }
+}
+
+#[test]
+fn a_gate_variable_with_one_underscore_is_named_as_setting_nothing() {
+    let w = unread_env([
+        "HAWZU_GATE_STORE__BACKEND",
+        "HAWZU_GATE_CONFIG",
+        "HAWZU_GATE_ADMIN_KEY",
+        "HAWZU_GATE__STORE__BACKEND",
+        "PATH",
+    ]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("HAWZU_GATE_STORE__BACKEND sets nothing"),
+        "{w:?}"
+    );
+    assert!(w[0].contains("HAWZU_GATE__STORE__BACKEND"), "{w:?}");
+}

@@ -43,6 +43,48 @@ impl Default for UpstreamSettings {
     }
 }
 
+impl UpstreamSettings {
+    /// `url` is `http(s)://host[:port]` with no path, query or user: checked
+    /// here so that `check-config` refuses what `serve` could not use, before
+    /// `serve` writes anything.
+    pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        let url = self.url.trim();
+        let shown = super::redact_url(url);
+        let fix = |why: &str| {
+            let hint = if url.contains("://") {
+                "e.g. http://127.0.0.1:3000".to_owned()
+            } else {
+                format!("e.g. http://{shown}")
+            };
+            invalid(
+                "upstream.url",
+                format!("`{shown}` {why}; write http://host:port or https://host:port ({hint})"),
+            )
+        };
+        let uri: http::Uri = url.parse().map_err(|_| fix("is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            Some(other) => return Err(fix(&format!("has the scheme `{other}`"))),
+            None => return Err(fix("has no scheme")),
+        }
+        let Some(authority) = uri.authority() else {
+            return Err(fix("names no host"));
+        };
+        if authority.as_str().contains('@') {
+            return Err(fix("carries a user or password"));
+        }
+        if authority.host().is_empty() {
+            return Err(fix("names no host"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(fix(
+                "has a path or query (requests keep their own path; the upstream URL is only where they go)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Reverse-proxy behaviour.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
