@@ -96,12 +96,6 @@ impl AdminApi {
             Err(never) => match never {},
         }
     }
-
-    /// The router as a tower service, for a caller that brings its own
-    /// server (requests need a [`Peer`] extension).
-    pub fn router(&self) -> Router {
-        self.router.clone()
-    }
 }
 
 impl AdminState {

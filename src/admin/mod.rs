@@ -22,14 +22,16 @@ use thiserror::Error;
 use crate::token::value::fill_base62;
 
 pub mod api;
-pub mod caller;
+mod caller;
 pub mod client;
-pub mod error;
+mod error;
 mod explain;
-pub mod extract;
-pub mod routes;
+mod extract;
+mod routes;
 mod tokens;
 pub mod wire;
+
+pub use error::ApiError;
 
 /// File name of the generated admin key inside `data_dir`.
 pub const KEY_FILE: &str = "admin.key";

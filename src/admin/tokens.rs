@@ -98,7 +98,12 @@ pub async fn list(
 ) -> Result<Reply<ListPage>, ApiError> {
     let now = Timestamp::now();
     // Percent-decoded pairs (`+` is a space), in order, repeats kept.
-    let pairs = query.map(|Query(q)| q).unwrap_or_default();
+    let Query(pairs) = query.map_err(|e| {
+        ApiError::bad_request(
+            "The list query cannot be read.",
+            field("query", e.body_text()),
+        )
+    })?;
     let mut workspace = None;
     let mut filter = ListFilter {
         kind: None,
