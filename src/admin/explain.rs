@@ -210,3 +210,78 @@ pub async fn explain(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::authorize;
+    use crate::policy::Policy;
+    use crate::token::{ProjectGrant, Scope, TokenRecord, record::RECORD_VERSION};
+
+    fn viewer_of_proj_a() -> Arc<CachedRecord> {
+        Arc::new(CachedRecord::new(&TokenRecord {
+            v: RECORD_VERSION,
+            id: TokenId::generate().unwrap(),
+            name: "CI".into(),
+            workspace_id: "ws_1".into(),
+            scope: Scope::Project {
+                projects: vec![ProjectGrant {
+                    project_id: "proj_a".into(),
+                    role: "project_viewer".into(),
+                }],
+            },
+            created_by: "alice".into(),
+            created_at: Timestamp::UNIX_EPOCH,
+            expires_at: None,
+            disabled_at: None,
+            disabled_by: None,
+            revoked_at: None,
+            last_used_at: None,
+            rotated_from: None,
+        }))
+    }
+
+    /// The steps `authorize_traced` tells, and whether its decision is
+    /// `authorize`'s own.
+    fn walk(method: Method, path: &str) -> (Vec<String>, Option<RuleView>) {
+        let policy = Policy::default();
+        let record = viewer_of_proj_a();
+        let mut steps = Steps {
+            method: &method,
+            raw_path: path,
+            words: Vec::new(),
+            rule: None,
+        };
+        let traced = authorize_traced(&policy, record.clone(), &method, path, &mut steps);
+        assert_eq!(traced, authorize(&policy, record, &method, path));
+        (steps.words, steps.rule)
+    }
+
+    #[test]
+    fn explain_steps_are_the_walk_authorize_took() {
+        let (words, rule) = walk(
+            Method::POST,
+            "/api/v1/workspaces/ws_1/projects/proj_a/testcases",
+        );
+        let rule = rule.unwrap();
+        assert_eq!(rule.permission, "testcases:write");
+        assert_eq!(rule.origin, "default");
+        assert!(words[0].starts_with("rule default matches"), "{words:?}");
+        assert_eq!(words[1], "the path's workspace is ws_1");
+        assert_eq!(words[2], "the path's project is proj_a");
+
+        let (words, rule) = walk(Method::GET, "/settings/access-tokens");
+        assert!(rule.is_none());
+        assert_eq!(
+            words,
+            [
+                "no rule matches GET /settings/access-tokens: tokens are refused here (deny by default)"
+            ]
+        );
+
+        let (words, rule) = walk(Method::GET, "/api/v1/workspaces/ws_1/..%20/x");
+        assert!(rule.is_none());
+        assert_eq!(words.len(), 1);
+        assert!(words[0].contains("is refused as ambiguous"), "{words:?}");
+    }
+}
