@@ -6,7 +6,7 @@
 //! writes an answer of the admin API. No policy, no store.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::StatusCode;
@@ -78,21 +78,27 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     }
 }
 
-/// The `{id}` of the path, a well-formed token id.
+/// The `{id}` of the path, a well-formed token id. It is read as sent, not
+/// percent-decoded: no character of a token id needs encoding, so an
+/// encoded one is refused as malformed.
 #[derive(Debug)]
 pub struct PathId(pub TokenId);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let malformed = |why: String| {
             ApiError::bad_request("The token id in the path is malformed.", field("id", why))
         };
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| malformed(e.body_text()))?;
-        TokenId::parse(&raw)
+        // The segment where the matched template has `{id}`.
+        let raw = parts
+            .extensions
+            .get::<MatchedPath>()
+            .and_then(|t| t.as_str().split('/').position(|seg| seg == "{id}"))
+            .and_then(|i| parts.uri.path().split('/').nth(i))
+            .ok_or_else(|| malformed("the path has no token id".into()))?;
+        TokenId::parse(raw)
             .map(PathId)
             .map_err(|e| malformed(e.to_string()))
     }
