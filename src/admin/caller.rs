@@ -18,8 +18,8 @@ use crate::refusal::DenyCode;
 use crate::store::StoreError;
 use crate::token::{Scope, TokenId, TokenRecord};
 
-use super::api::AdminState;
 use super::error::ApiError;
+use super::state::AdminState;
 
 /// Who is calling the admin API.
 #[derive(Debug, Clone)]

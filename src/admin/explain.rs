@@ -21,10 +21,10 @@ use crate::policy::rules::{AmbiguousPath, Captures, Rule};
 use crate::refusal::DenyCode;
 use crate::token::{FieldErrors, TokenId};
 
-use super::api::AdminState;
 use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{JsonBody, Reply};
+use super::state::AdminState;
 use super::tokens::find_for;
 use super::wire::{ExplainRequest, Explained, RuleView, TokenView};
 

@@ -2,8 +2,8 @@
 //! (`client`), the wire format they share (`wire`), and the admin key.
 //!
 //! The API is an axum router served by the gate's own listener: `api` (the
-//! service and its shared state), `routes` (the table, the router, who may
-//! get in), `caller` (who is asking; `may_reach`), `tokens` and `explain`
+//! service), `state` (what handlers share), `routes` (the table, the
+//! router, who may get in), `caller` (who is asking; `may_reach`), `tokens` and `explain`
 //! (the handlers), `extract` (bodies, path ids, answers), `error` (every
 //! refusal, rendered in one place).
 //!
@@ -28,6 +28,7 @@ mod error;
 mod explain;
 mod extract;
 mod routes;
+mod state;
 mod tokens;
 pub mod wire;
 

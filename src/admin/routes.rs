@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use http::Method;
 
-use super::api::{AdminState, Peer};
 use super::caller::{Caller, authenticate};
 use super::error::{ApiError, ErrorCode};
+use super::state::{AdminState, Peer};
 use super::{explain, tokens};
 
 /// What a route does.

@@ -20,11 +20,10 @@ use crate::token::{
     FieldErrors, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState, record::RECORD_VERSION,
 };
 
-use super::api::AdminState;
 use super::caller::{ADMIN_LABEL, Caller, Reach};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, PathId, Reply};
-use super::routes::Op;
+use super::state::AdminState;
 use super::wire::{CreateRequest, Created, ListPage, TokenAnswer, TokenView};
 
 /// `POST /admin/v1/tokens`.
@@ -245,7 +244,7 @@ pub async fn disable(
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
-    change(&api, &caller, Op::Disable, &id).await
+    change(&api, &caller, Change::Disable, &id).await
 }
 
 /// `POST /admin/v1/tokens/{id}/enable`.
@@ -254,7 +253,7 @@ pub async fn enable(
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
-    change(&api, &caller, Op::Enable, &id).await
+    change(&api, &caller, Change::Enable, &id).await
 }
 
 /// `DELETE /admin/v1/tokens/{id}`.
@@ -263,14 +262,14 @@ pub async fn revoke(
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
-    change(&api, &caller, Op::Revoke, &id).await
+    change(&api, &caller, Change::Revoke, &id).await
 }
 
 /// Disable, enable or revoke: one compare-and-set.
 async fn change(
     api: &AdminState,
     caller: &Caller,
-    op: Op,
+    op: Change,
     id: &TokenId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
     let now = Timestamp::now();
@@ -281,17 +280,17 @@ async fn change(
         caller.may_act_on(&policy, r)?;
         let mut next = r.clone();
         match op {
-            Op::Disable | Op::Enable if r.revoked_at.is_some() => {
+            Change::Disable | Change::Enable if r.revoked_at.is_some() => {
                 return Err(ApiError::State {
                     code: "token_revoked",
                     message: "The token is revoked; a revoked token cannot be disabled or enabled.",
                 });
             }
-            Op::Disable if r.disabled_at.is_none() => {
+            Change::Disable if r.disabled_at.is_none() => {
                 next.disabled_at = Some(stamp(now));
                 next.disabled_by = Some(caller.label());
             }
-            Op::Enable if r.disabled_at.is_some() => {
+            Change::Enable if r.disabled_at.is_some() => {
                 // A disable by the admin key (or of unknown origin: one
                 // written before `disabled_by` was recorded) is an
                 // operator's decision; a token caller cannot undo it.
@@ -304,7 +303,7 @@ async fn change(
                 next.disabled_at = None;
                 next.disabled_by = None;
             }
-            Op::Revoke if r.revoked_at.is_none() => next.revoked_at = Some(stamp(now)),
+            Change::Revoke if r.revoked_at.is_none() => next.revoked_at = Some(stamp(now)),
             // Already in the asked state: nothing to write.
             _ => return Ok(None),
         }
@@ -318,7 +317,7 @@ async fn change(
         token_id = %id,
         workspace_id = %stored.record.workspace_id,
         by = %caller.label(),
-        "token {}", past_tense(op)
+        "token {}", op.past_tense()
     );
     Ok(Reply(
         StatusCode::OK,
@@ -431,12 +430,29 @@ fn stamp(now: Timestamp) -> Timestamp {
     Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now)
 }
 
-fn past_tense(op: Op) -> &'static str {
-    match op {
-        Op::Disable => "disabled",
-        Op::Enable => "enabled",
-        Op::Revoke => "revoked",
-        _ => op.as_str(),
+/// The state changes of an existing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Disable,
+    Enable,
+    Revoke,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Disable => "disable",
+            Change::Enable => "enable",
+            Change::Revoke => "revoke",
+        }
+    }
+
+    fn past_tense(self) -> &'static str {
+        match self {
+            Change::Disable => "disabled",
+            Change::Enable => "enabled",
+            Change::Revoke => "revoked",
+        }
     }
 }
 
