@@ -5,16 +5,15 @@
 //! not be reached), 2 bad usage (flags, config). Every error names the flag,
 //! field or key at fault and says what would be accepted.
 //!
-//! This module parses the command line and hands off: `serve` (run the gate,
-//! check the config), `token` (token and explain commands, through the
+//! This module parses the command line and hands off: `global` (common
+//! flags, the admin client, exit codes), `serve` (run the gate, check the
+//! config), `token` (token and explain commands, through the
 //! admin client and the `admin::wire` structs), `output` (what a person or
 //! a script sees). It never talks to the store.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// `println!` that never panics: a closed pipe (`| head`) ends output quietly.
 macro_rules! say {
@@ -32,14 +31,14 @@ macro_rules! complain {
     }};
 }
 
+mod global;
 mod output;
 mod serve;
 mod token;
 
-use crate::admin::client::{AdminClient, ClientTls};
-use crate::admin::{KEY_ENV, KEY_FILE, read_key_file};
-use crate::config::{self, Loaded};
+use crate::config;
 
+use self::global::{Global, REFUSED, USAGE};
 use self::serve::{check_config, serve};
 use self::token::{ExplainArgs, TokenCommand, explain, token};
 
@@ -57,51 +56,6 @@ pub struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Args)]
-struct Global {
-    /// Config file (TOML). Default: $HAWZU_GATE_CONFIG, else ./hawzu-gate.toml if present.
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// Admin API of the gate. Default: http://<listen.admin> from the config
-    /// (http://127.0.0.1:9091).
-    #[arg(long, global = true, env = "HAWZU_GATE_ADMIN_URL", value_name = "URL")]
-    admin_url: Option<String>,
-
-    /// Admin key. Default: $HAWZU_GATE_ADMIN_KEY, admin.key from the config,
-    /// else <data_dir>/admin.key.
-    #[arg(long, global = true, value_name = "KEY", env = KEY_ENV, hide_env_values = true)]
-    admin_key: Option<String>,
-
-    /// CA (PEM) trusted for an https:// admin URL, beside the public roots.
-    #[arg(long, global = true, env = "HAWZU_GATE_ADMIN_CA", value_name = "FILE")]
-    admin_ca: Option<PathBuf>,
-
-    /// Client certificate (PEM) for an admin listener that requires mTLS.
-    #[arg(
-        long,
-        global = true,
-        env = "HAWZU_GATE_ADMIN_CERT",
-        value_name = "FILE",
-        requires = "admin_cert_key"
-    )]
-    admin_cert: Option<PathBuf>,
-
-    /// Private key (PEM) of --admin-cert.
-    #[arg(
-        long,
-        global = true,
-        env = "HAWZU_GATE_ADMIN_CERT_KEY",
-        value_name = "FILE",
-        requires = "admin_cert"
-    )]
-    admin_cert_key: Option<PathBuf>,
-
-    /// Machine-readable JSON output instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gate: forward-auth and admin listeners over the configured store.
@@ -115,11 +69,6 @@ enum Command {
     /// that matched, the role used, the permission needed.
     Explain(ExplainArgs),
 }
-
-/// Exit codes.
-const OK: u8 = 0;
-const REFUSED: u8 = 1;
-const USAGE: u8 = 2;
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
@@ -158,52 +107,4 @@ fn client_runtime(command: impl Future<Output = u8>) -> u8 {
             REFUSED
         }
     }
-}
-
-/// The admin client for `global` and `loaded`, or the exit code of why not.
-fn client(global: &Global, loaded: &Loaded) -> Result<AdminClient, u8> {
-    let key = admin_key(global, loaded).map_err(|e| {
-        complain!("error: {e}");
-        USAGE
-    })?;
-    let tls = ClientTls {
-        ca_file: global.admin_ca.clone(),
-        identity: global.admin_cert.clone().zip(global.admin_cert_key.clone()),
-    };
-    AdminClient::new(&admin_url(global, loaded), key, &tls).map_err(|e| {
-        complain!("error: {e}");
-        USAGE
-    })
-}
-
-fn admin_url(global: &Global, loaded: &Loaded) -> String {
-    if let Some(u) = &global.admin_url {
-        return u.clone();
-    }
-    let mut addr: SocketAddr = loaded.settings.listen.admin;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let scheme = if loaded.settings.tls.admin.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    format!("{scheme}://{addr}")
-}
-
-fn admin_key(global: &Global, loaded: &Loaded) -> Result<String, String> {
-    if let Some(k) = global.admin_key.as_ref().filter(|k| !k.is_empty()) {
-        return Ok(k.clone());
-    }
-    if let Some(k) = &loaded.settings.admin.key {
-        return Ok(k.clone());
-    }
-    let path = loaded.settings.data_dir.join(KEY_FILE);
-    read_key_file(&path).map_err(|e| {
-        format!(
-            "no admin key: pass --admin-key, set {KEY_ENV}, or run where {} is readable ({e})",
-            path.display()
-        )
-    })
 }

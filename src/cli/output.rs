@@ -17,7 +17,7 @@ use crate::admin::client::ClientError;
 use crate::admin::wire::{Created, ErrorBody, TokenView};
 use crate::token::Scope;
 
-use super::{OK, REFUSED};
+use super::global::{OK, REFUSED};
 
 /// How answers are shown.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::config::{self, Loaded};
 use crate::server::{Bound, check_tls, signals};
 
-use super::{OK, REFUSED, USAGE};
+use super::global::{OK, REFUSED, USAGE};
 
 pub(super) fn serve(loaded: &Loaded) -> u8 {
     if let Err(e) = crate::telemetry::init(&loaded.settings.log) {

@@ -17,8 +17,8 @@ use crate::config::Loaded;
 use crate::token::expiry::{EXPIRY_HELP, ExpirySpec};
 use crate::token::{ProjectGrant, Scope, TokenId};
 
+use super::global::{Global, OK, REFUSED, client};
 use super::output::{Output, print_table};
-use super::{Global, OK, REFUSED, client};
 
 #[derive(Debug, Args)]
 pub(super) struct ExplainArgs {
