@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use crate::cache::{CachedRecord, CachedScope, TokenCache};
 use crate::policy::Policy;
 use crate::policy::roles::Permission;
-use crate::policy::rules::{AmbiguousPath, names_method_override, normalize};
+use crate::policy::rules::{AmbiguousPath, Captures, Rule, names_method_override, normalize};
 use crate::refusal::DenyCode;
 use crate::store::TokenStore;
 use crate::token::{TokenKind, TokenRecord, TokenSecret};
@@ -292,16 +292,43 @@ pub fn check_request(query: Option<&str>, upgrade: bool) -> Result<(), DenyCode>
 }
 
 /// Steps 6-7 for a valid token: the rule for the request, then the role.
-/// Pure: no I/O. `explain` calls it with a record read by id.
+/// Pure: no I/O. The doors' path: [`authorize_traced`] with no trace.
 pub fn authorize<'a>(
     policy: &Policy,
     record: Arc<CachedRecord>,
     method: &Method,
     raw_path: &'a str,
 ) -> Decision<'a> {
+    authorize_traced(policy, record, method, raw_path, &mut ())
+}
+
+/// What [`authorize_traced`] looked at, step by step, told to whoever asked
+/// (`explain` renders it). The request path passes `()`, whose methods are
+/// all empty: it records and allocates nothing.
+pub trait Trace<'r> {
+    /// The path could not be read one way, so no rule was looked for.
+    fn ambiguous(&mut self, _why: &AmbiguousPath) {}
+    /// No rule matches the method and path (deny by default).
+    fn no_rule(&mut self) {}
+    /// This rule matched first, with what its template captured.
+    fn rule(&mut self, _rule: &'r Rule, _captures: &Captures<'_>) {}
+}
+
+impl Trace<'_> for () {}
+
+/// [`authorize`], telling `trace` each step it takes: `explain` shows the
+/// walk that decided, not a second one.
+pub fn authorize_traced<'a, 'r>(
+    policy: &'r Policy,
+    record: Arc<CachedRecord>,
+    method: &Method,
+    raw_path: &'a str,
+    trace: &mut impl Trace<'r>,
+) -> Decision<'a> {
     let path = match normalize(raw_path) {
         Ok(p) => p,
         Err(why) => {
+            trace.ambiguous(&why);
             return Decision::Deny(Deny {
                 code: DenyCode::AmbiguousPath,
                 record: Some(record),
@@ -310,6 +337,7 @@ pub fn authorize<'a>(
         }
     };
     let Some(found) = policy.rules.find(method, &path) else {
+        trace.no_rule();
         return Decision::Deny(Deny {
             code: DenyCode::NoMatchingRule,
             record: Some(record),
@@ -317,6 +345,7 @@ pub fn authorize<'a>(
         });
     };
     let rule = found.rule;
+    trace.rule(rule, &found.captures);
     let refuse = |code, role: Option<&str>, record: Arc<CachedRecord>| {
         Decision::Deny(Deny {
             code,

@@ -555,6 +555,41 @@ async fn routes_ids_and_methods_are_checked() {
     assert!(fields["colour"].is_string());
 }
 
+/// Methods the router does not name are refused before any key is looked
+/// at, HEAD included (a GET route does not answer it).
+#[tokio::test]
+async fn unnamed_methods_are_refused_before_the_key_is_checked() {
+    let gate = InProcessGate::embedded().await;
+    let anonymous = common::Http::new(format!("http://{}", gate.addrs.admin));
+    for (method, path, allow) in [
+        (Method::HEAD, "/admin/v1/tokens", "POST, GET"),
+        (Method::PUT, "/admin/v1/tokens", "POST, GET"),
+        (
+            Method::PATCH,
+            "/admin/v1/tokens/tok_0000000000000000",
+            "GET, DELETE",
+        ),
+        (
+            Method::GET,
+            "/admin/v1/tokens/tok_0000000000000000/rotate",
+            "POST",
+        ),
+        (Method::OPTIONS, "/admin/v1/explain", "POST"),
+    ] {
+        let a = anonymous.send(method.clone(), path, &[], None).await;
+        assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(a.header("allow"), Some(allow), "{method} {path}");
+    }
+    assert_eq!(
+        anonymous.get("/admin/v1/tokenz").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        anonymous.get("/admin/v1/tokens").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[tokio::test]
 async fn listing_filters_and_pages_through_the_api() {
     let gate = InProcessGate::redis("api_list").await;

@@ -1,4 +1,6 @@
 //! The admin API client the CLI uses: one JSON request, one JSON answer.
+//! Request bodies are the `admin::wire` structs; the answer is handed back
+//! as sent, for the CLI to print as is (`--json`) or read into its struct.
 //!
 //! It never prints; the CLI decides what a person or a script sees.
 
@@ -12,6 +14,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -83,17 +86,34 @@ impl AdminClient {
         })
     }
 
-    /// Sends one request; any HTTP status is an answer.
+    /// Sends one request without a body; any HTTP status is an answer.
     pub async fn call(
         &self,
         method: Method,
         path_and_query: &str,
-        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        self.exchange(method, path_and_query, None).await
+    }
+
+    /// Sends one request with `body` (one of the `admin::wire` requests) as
+    /// JSON; any HTTP status is an answer.
+    pub async fn send<B: Serialize>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: &B,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        self.exchange(method, path_and_query, Some(bytes)).await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Bytes>,
     ) -> Result<(StatusCode, Value), ClientError> {
         let url = format!("{}{path_and_query}", self.base);
-        let bytes = body
-            .map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()))
-            .unwrap_or_default();
         let mut req = Request::builder()
             .method(method)
             .uri(&url)
@@ -103,7 +123,7 @@ impl AdminClient {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         let req = req
-            .body(Full::new(bytes))
+            .body(Full::new(body.unwrap_or_default()))
             .map_err(|_| ClientError::Url(self.base.clone()))?;
         let exchange = async {
             let res = self.http.request(req).await.map_err(|e| {

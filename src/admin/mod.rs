@@ -1,5 +1,11 @@
-//! The token management plane: the admin HTTP API (`api`), the client the
-//! CLI uses (`client`), and the admin key they share.
+//! The token management plane: the admin HTTP API, the client the CLI uses
+//! (`client`), the wire format they share (`wire`), and the admin key.
+//!
+//! The API is an axum router served by the gate's own listener: `api` (the
+//! service), `state` (what handlers share), `routes` (the table, the
+//! router, who may get in), `caller` (who is asking; `may_reach`), `tokens` and `explain`
+//! (the handlers), `extract` (bodies, path ids, answers), `error` (every
+//! refusal, rendered in one place).
 //!
 //! The admin key is compared by hash in constant time and never logged.
 //! With no key configured, the server generates one into
@@ -16,7 +22,17 @@ use thiserror::Error;
 use crate::token::value::fill_base62;
 
 pub mod api;
+mod caller;
 pub mod client;
+mod error;
+mod explain;
+mod extract;
+mod routes;
+mod state;
+mod tokens;
+pub mod wire;
+
+pub use error::ApiError;
 
 /// File name of the generated admin key inside `data_dir`.
 pub const KEY_FILE: &str = "admin.key";

@@ -1,0 +1,238 @@
+//! Who is calling the admin API ([`Caller`]), and the one check between a
+//! caller and a token it creates or acts on ([`Caller::may_reach`]).
+//!
+//! The admin key reaches everything; a workspace token with `tokens:manage`
+//! reaches only tokens of its own workspace within its own permissions, and
+//! never hands out a secret that outlives it. This module decides; it never
+//! reads or writes the store, and never logs a presented key.
+
+use http::Method;
+use jiff::Timestamp;
+
+use crate::cache::CachedScope;
+use crate::decide::{self, Credentials, RequestFacts};
+use crate::doors::credentials;
+use crate::policy::Policy;
+use crate::policy::roles::{PermissionSet, TOKENS_MANAGE};
+use crate::refusal::DenyCode;
+use crate::store::StoreError;
+use crate::token::{Scope, TokenId, TokenRecord};
+
+use super::error::ApiError;
+use super::state::AdminState;
+
+/// Who is calling the admin API.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The admin key: everything.
+    Admin,
+    /// A workspace token with `tokens:manage`: its own workspace, up to its
+    /// own permissions and its own lifetime.
+    Token {
+        id: String,
+        workspace_id: String,
+        permissions: PermissionSet,
+        /// The caller's own expiry: nothing it makes may outlive it.
+        expires_at: Option<Timestamp>,
+    },
+}
+
+/// What a caller is about to do to a token, for the words of a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Create a token with this scope.
+    Create,
+    /// Any action on an existing token: show, explain, disable, enable,
+    /// revoke, rotate (and seeing it in a list).
+    Existing,
+}
+
+impl Caller {
+    pub fn label(&self) -> String {
+        match self {
+            Caller::Admin => ADMIN_LABEL.into(),
+            Caller::Token { id, .. } => format!("token:{id}"),
+        }
+    }
+
+    pub fn workspace(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Token { workspace_id, .. } => Some(workspace_id),
+        }
+    }
+
+    /// The one check between a caller and a token it creates or acts on:
+    /// the admin key reaches every token; a token caller reaches tokens of
+    /// its own workspace (others answer 404: their existence is not
+    /// revealed) whose permissions, all roles together, are within its own
+    /// (else 403). Every admin action on a token goes through here.
+    pub fn may_reach(
+        &self,
+        policy: &Policy,
+        workspace_id: &str,
+        scope: &Scope,
+        id: Option<&TokenId>,
+        reach: Reach,
+    ) -> Result<(), ApiError> {
+        let Caller::Token {
+            workspace_id: own,
+            permissions,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if workspace_id != own {
+            return Err(match id {
+                Some(id) => ApiError::not_found(id.as_str()),
+                None => ApiError::forbidden(format!("This token manages workspace `{own}` only.")),
+            });
+        }
+        let wanted = permissions_of(policy, scope);
+        if wanted.is_subset_of(*permissions) {
+            return Ok(());
+        }
+        // Name a few of the permissions beyond the caller's, not all 40.
+        const NAMED: usize = 6;
+        let extra: Vec<String> = wanted
+            .minus(*permissions)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        let mut named = extra[..extra.len().min(NAMED)].join(", ");
+        if extra.len() > NAMED {
+            named.push_str(&format!(" and {} more", extra.len() - NAMED));
+        }
+        Err(ApiError::forbidden(match reach {
+            Reach::Create => format!(
+                "A token cannot create a token above its own role; the new token would add {named}."
+            ),
+            Reach::Existing => format!(
+                "A token cannot act on a token above its own role; that token also holds {named}."
+            ),
+        }))
+    }
+
+    /// [`Caller::may_reach`] for a stored record.
+    pub fn may_act_on(&self, policy: &Policy, record: &TokenRecord) -> Result<(), ApiError> {
+        self.may_reach(
+            policy,
+            &record.workspace_id,
+            &record.scope,
+            Some(&record.id),
+            Reach::Existing,
+        )
+    }
+
+    /// A token caller cannot hand out a secret that outlives itself: what it
+    /// creates or rotates must expire no later than it does. `None` when
+    /// allowed, else why not.
+    pub fn outlived_by(&self, expires_at: Option<Timestamp>) -> Option<String> {
+        let Caller::Token {
+            expires_at: Some(own),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        match expires_at {
+            Some(at) if at <= *own => None,
+            Some(at) => Some(format!(
+                "must not be later than the creating token's own expiry ({own}); {at} is later"
+            )),
+            None => Some(format!(
+                "must not be `never`: the creating token expires at {own}, and what it creates must expire by then"
+            )),
+        }
+    }
+}
+
+/// Who did it, in `created_by` and `disabled_by`, for the admin key.
+pub const ADMIN_LABEL: &str = "admin";
+
+/// The permissions a token of `scope` holds under `policy` (all its roles
+/// together; a role the policy no longer knows holds nothing).
+fn permissions_of(policy: &Policy, scope: &Scope) -> PermissionSet {
+    let role = |name: &str| {
+        policy
+            .roles
+            .get(name)
+            .map(|r| r.permissions)
+            .unwrap_or_default()
+    };
+    match scope {
+        Scope::Workspace { role: r } => role(r),
+        Scope::Project { projects } => projects
+            .iter()
+            .fold(PermissionSet::EMPTY, |acc, g| acc.union(role(&g.role))),
+    }
+}
+
+/// Who is calling: the admin key, or a workspace token whose role holds
+/// `tokens:manage`. Never logs what was presented.
+pub async fn authenticate(api: &AdminState, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
+    let unauthorized = |m: &'static str| ApiError::unauthorized(m);
+    let creds = credentials(headers);
+    let value = match creds {
+        Credentials::One(v) => v,
+        Credentials::None => {
+            return Err(unauthorized(
+                "Send the admin key as `Authorization: Bearer <key>`.",
+            ));
+        }
+        Credentials::Several => return Err(unauthorized("Send one Authorization header.")),
+    };
+    let presented = value
+        .split_at_checked(7)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|(_, rest)| rest.trim_ascii())
+        .ok_or_else(|| unauthorized("Use the Bearer scheme: `Authorization: Bearer <key>`."))?;
+    if !presented.starts_with(b"hwz_") {
+        return if api.key.verify(presented) {
+            Ok(Caller::Admin)
+        } else {
+            Err(unauthorized("The admin key is not valid."))
+        };
+    }
+    // A workspace token with `tokens:manage`.
+    let facts = RequestFacts {
+        method: &Method::POST,
+        path: "/admin/v1",
+        query: None,
+        upgrade: false,
+        credentials: creds,
+        now: Timestamp::now(),
+    };
+    let record = decide::authenticate(&api.cache, &facts)
+        .await
+        .map_err(|deny| {
+            if deny.code == DenyCode::StoreUnavailable {
+                ApiError::store(StoreError::Unavailable("token lookup failed".into()))
+            } else {
+                unauthorized(deny.code.message())
+            }
+        })?;
+    let CachedScope::Workspace { role } = record.scope() else {
+        return Err(ApiError::forbidden(
+            "Only workspace tokens whose role has tokens:manage may manage tokens.",
+        ));
+    };
+    let permissions = api
+        .policy()
+        .roles
+        .get(role)
+        .map(|r| r.permissions)
+        .unwrap_or_default();
+    if !permissions.contains(TOKENS_MANAGE) {
+        return Err(ApiError::forbidden(format!(
+            "Role `{role}` does not have tokens:manage."
+        )));
+    }
+    Ok(Caller::Token {
+        id: record.id().to_owned(),
+        workspace_id: record.workspace_id().to_owned(),
+        permissions,
+        expires_at: record.expires_at(),
+    })
+}

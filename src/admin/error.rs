@@ -1,0 +1,237 @@
+//! [`ApiError`]: every way the admin API refuses or fails, and the one place
+//! the admin plane turns one into an answer
+//! (`{"error","message","fields"?}` with its status and headers).
+//!
+//! It never quotes a secret back: messages and field errors are redacted
+//! when rendered. It knows nothing of routes, callers or the store's
+//! internals beyond [`StoreError`].
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use thiserror::Error;
+
+use crate::store::{StoreError, UpdateError};
+use crate::token::{FieldErrors, TokenId};
+use crate::web::json as json_response;
+
+use super::wire::{ErrorBody, MAX_BODY};
+
+/// A refusal of the admin API. Each variant names the condition; its status,
+/// code and headers follow from it ([`ApiError::status`], [`ApiError::code`]).
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// No route has this path.
+    #[error("No such admin route; see docs/admin-api.yaml.")]
+    NoRoute,
+    /// The path exists under other methods (`allowed`, as in `Allow`).
+    #[error("This route accepts {allowed}.")]
+    MethodNotAllowed { allowed: String },
+    /// Too many wrong keys from this address.
+    #[error("Too many requests with a wrong key from this address; wait for Retry-After.")]
+    RateLimited { retry_after: HeaderValue },
+    /// No key, or not a valid one.
+    #[error("{0}")]
+    Unauthorized(Cow<'static, str>),
+    /// A valid caller that may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such token, or one the caller may not know of.
+    #[error("No token with id `{0}`.")]
+    NotFound(String),
+    /// The request is malformed; `fields` says where.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        fields: FieldErrors,
+    },
+    /// A well-formed token request with invalid fields.
+    #[error("The token request has invalid fields; see `fields`.")]
+    Validation(FieldErrors),
+    /// The token is in a state that forbids the action.
+    #[error("{message}")]
+    State {
+        code: &'static str,
+        message: &'static str,
+    },
+    /// The store already holds a token with the new id.
+    #[error("A token with this id already exists; try again.")]
+    IdTaken,
+    /// The store could not serve the request.
+    #[error("The token store cannot serve this request: {0}")]
+    StoreUnavailable(StoreError),
+    /// Token callers hold every request slot they may.
+    #[error("Token callers hold all the admin request slots they may; try again shortly.")]
+    Overloaded,
+    /// The body came too slowly (the listener answers it; this is for the
+    /// metrics and any caller outside a listener).
+    #[error("The request body came too slowly.")]
+    BodyTimeout,
+    /// The body is over [`MAX_BODY`].
+    #[error("The body is larger than {MAX_BODY} bytes.")]
+    PayloadTooLarge,
+}
+
+/// The error code of an answer, left in its extensions for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>, fields: FieldErrors) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            fields,
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::Unauthorized(message.into())
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::Forbidden(message.into())
+    }
+
+    pub fn not_found(id: &str) -> Self {
+        ApiError::NotFound(id.to_owned())
+    }
+
+    /// A store failure, logged here once.
+    pub fn store(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "admin operation failed in the store");
+        match e {
+            StoreError::Conflict => ApiError::IdTaken,
+            other => ApiError::StoreUnavailable(other),
+        }
+    }
+
+    /// A fault of the gate itself before the store (randomness), answered
+    /// as the store being unable to serve.
+    pub fn fault(e: impl std::fmt::Display) -> Self {
+        Self::store(StoreError::Unavailable(e.to_string()))
+    }
+
+    /// An [`update`](crate::store::update) that did not happen.
+    pub fn from_update(e: UpdateError<ApiError>, id: &TokenId) -> Self {
+        match e {
+            UpdateError::NotFound => Self::not_found(id.as_str()),
+            UpdateError::Refused(e) => e,
+            UpdateError::Store(e) => Self::store(e),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NoRoute | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::State { .. } | ApiError::IdTaken => StatusCode::CONFLICT,
+            ApiError::StoreUnavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// The documented error code (`error` in the body).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NoRoute | ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::State { code, .. } => code,
+            ApiError::IdTaken => "conflict",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::Overloaded => "overloaded",
+            ApiError::BodyTimeout => crate::refusal::Refusal::BodyTimeout.code(),
+            ApiError::PayloadTooLarge => "payload_too_large",
+        }
+    }
+
+    fn fields(&self) -> Option<&FieldErrors> {
+        match self {
+            ApiError::BadRequest { fields, .. } | ApiError::Validation(fields) => Some(fields),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // Messages may quote the caller's input; a token value or key in it
+        // (pasted into the wrong field) is not sent back.
+        let redact = |t: &str| crate::telemetry::redact_secrets(t).into_owned();
+        let status = self.status();
+        let body = ErrorBody {
+            error: self.code().to_owned(),
+            message: redact(&self.to_string()),
+            fields: self
+                .fields()
+                .map(|f| f.iter().map(|(k, v)| (redact(k), redact(v))).collect()),
+        };
+        let body = serde_json::to_value(&body).unwrap_or_default();
+        let mut res = json_response(status, &body).map(Body::new);
+        let h = res.headers_mut();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"hawzu-admin\""),
+                );
+            }
+            ApiError::StoreUnavailable(_) | ApiError::Overloaded => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited { retry_after } => {
+                h.insert(header::RETRY_AFTER, retry_after.clone());
+            }
+            ApiError::MethodNotAllowed { allowed } => {
+                if let Ok(v) = HeaderValue::from_str(allowed) {
+                    h.insert(header::ALLOW, v);
+                }
+            }
+            _ => {}
+        }
+        res.extensions_mut().insert(ErrorCode(self.code()));
+        res
+    }
+}
+
+/// One field error.
+pub fn field(name: &str, msg: impl Into<String>) -> FieldErrors {
+    BTreeMap::from([(name.to_owned(), msg.into())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::TokenSecret;
+
+    #[tokio::test]
+    async fn errors_never_send_back_a_secret_quoted_from_the_input() {
+        use http_body_util::BodyExt;
+        let t = TokenSecret::generate().unwrap();
+        let t = t.expose();
+        let e = ApiError::bad_request(
+            format!("unknown field `{t}`"),
+            field(t, format!("unknown role `{t}`; admin hwzadm_Abc")),
+        );
+        let res = e.into_response();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!body.contains(&t[4..]), "{body}");
+        assert!(!body.contains("Abc"), "{body}");
+        assert!(body.contains("unknown role `hwz_…redacted`"), "{body}");
+    }
+}

@@ -1,0 +1,279 @@
+//! The admin API's routes: the table ([`ROUTES`]), the axum [`Router`]
+//! built from it, and [`admit`], the middleware every matched route passes
+//! before its handler (wrong-key limit, who is calling, token callers'
+//! request slots, metrics).
+//!
+//! Owns where a request goes and who may get that far; never what a handler
+//! does to a token (`admin::tokens`, `admin::explain`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use http::Method;
+
+use super::caller::{Caller, authenticate};
+use super::error::{ApiError, ErrorCode};
+use super::state::{AdminState, Peer};
+use super::{explain, tokens};
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    List,
+    Show,
+    Disable,
+    Enable,
+    Revoke,
+    Rotate,
+    Explain,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::List => "list",
+            Op::Show => "show",
+            Op::Disable => "disable",
+            Op::Enable => "enable",
+            Op::Revoke => "revoke",
+            Op::Rotate => "rotate",
+            Op::Explain => "explain",
+        }
+    }
+}
+
+/// One route: method, path template (`{id}` captures a token id), operation.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    pub template: &'static str,
+    pub op: Op,
+}
+
+/// Every route of the admin API. The router is built from this table and
+/// serves nothing else, and a test checks that `docs/admin-api.yaml`
+/// describes each of them.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/tokens",
+        op: Op::Create,
+    },
+    Route {
+        method: Method::GET,
+        template: "/admin/v1/tokens",
+        op: Op::List,
+    },
+    Route {
+        method: Method::GET,
+        template: "/admin/v1/tokens/{id}",
+        op: Op::Show,
+    },
+    Route {
+        method: Method::DELETE,
+        template: "/admin/v1/tokens/{id}",
+        op: Op::Revoke,
+    },
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/tokens/{id}/disable",
+        op: Op::Disable,
+    },
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/tokens/{id}/enable",
+        op: Op::Enable,
+    },
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/tokens/{id}/rotate",
+        op: Op::Rotate,
+    },
+    Route {
+        method: Method::POST,
+        template: "/admin/v1/explain",
+        op: Op::Explain,
+    },
+];
+
+/// The methods a path template accepts, as in `Allow` (`POST, GET`).
+fn allowed(template: &str) -> String {
+    ROUTES
+        .iter()
+        .filter(|r| r.template == template)
+        .map(|r| r.method.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The router of the admin API over `state`.
+pub fn router(state: Arc<AdminState>) -> Router {
+    table(|op, methods| match op {
+        Op::Create => on(methods, tokens::create),
+        Op::List => on(methods, tokens::list),
+        Op::Show => on(methods, tokens::show),
+        Op::Disable => on(methods, tokens::disable),
+        Op::Enable => on(methods, tokens::enable),
+        Op::Revoke => on(methods, tokens::revoke),
+        Op::Rotate => on(methods, tokens::rotate),
+        Op::Explain => on(methods, explain::explain),
+    })
+    // Only matched routes are admitted: an unknown path (404) or method
+    // (405) is answered before any key is checked.
+    .route_layer(from_fn_with_state(state.clone(), admit))
+    .with_state(state)
+}
+
+/// The routes of [`ROUTES`], each served by `endpoint(op, method)`, with the
+/// answers for a path under another method (405 with `Allow`) and for no
+/// path at all (404).
+fn table<S>(endpoint: impl Fn(Op, MethodFilter) -> MethodRouter<S>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let mut router = Router::new();
+    let mut templates: Vec<&'static str> = Vec::new();
+    for r in ROUTES {
+        if !templates.contains(&r.template) {
+            templates.push(r.template);
+        }
+    }
+    for template in templates {
+        let mut methods = MethodRouter::new();
+        for r in ROUTES.iter().filter(|r| r.template == template) {
+            #[allow(clippy::expect_used)] // ROUTES holds only standard methods
+            let filter = MethodFilter::try_from(r.method.clone()).expect("a standard method");
+            methods = methods.merge(endpoint(r.op, filter));
+        }
+        let allowed = allowed(template);
+        methods = methods.fallback(move || {
+            let allowed = allowed.clone();
+            async move { ApiError::MethodNotAllowed { allowed } }
+        });
+        router = router.route(template, methods);
+    }
+    router.fallback(|| async { ApiError::NoRoute })
+}
+
+/// Between the router and a handler: a client that keeps presenting wrong
+/// keys is refused before its next one is checked; the caller is
+/// authenticated and put in the request's extensions; a token caller takes
+/// one of its share of the request slots (before any body is read: the
+/// admin key's reserve is never theirs, however slowly they send) and holds
+/// it until the answer. Counts every answer by operation and code.
+pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: Next) -> Response {
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    // `on(GET)` also answers HEAD; the admin API does not.
+    let Some(op) = ROUTES
+        .iter()
+        .find(|r| r.template == template && r.method == req.method())
+        .map(|r| r.op)
+    else {
+        return ApiError::MethodNotAllowed {
+            allowed: allowed(&template),
+        }
+        .into_response();
+    };
+    let metrics = api.cache.metrics();
+    let refuse = |e: ApiError| {
+        metrics.admin(op.as_str(), e.code());
+        e.into_response()
+    };
+    let Some(Peer(peer)) = req.extensions().get::<Peer>().copied() else {
+        // Only `AdminApi::handle` serves this router, and it names the peer.
+        return refuse(ApiError::fault("the admin request has no client address"));
+    };
+    let client = peer.ip().to_canonical();
+    if api.failed_auth.is_refused(client) {
+        return refuse(ApiError::RateLimited {
+            retry_after: api.failed_auth.retry_after().clone(),
+        });
+    }
+    let caller = match authenticate(&api, req.headers()).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let ApiError::Unauthorized(_) = e {
+                api.failed_auth.failed(client);
+            }
+            return refuse(e);
+        }
+    };
+    let _share = match &caller {
+        Caller::Admin => None,
+        Caller::Token { .. } => match api.token_share.take() {
+            Some(slot) => Some(slot),
+            None => return refuse(ApiError::Overloaded),
+        },
+    };
+    req.extensions_mut().insert(caller);
+    let res = next.run(req).await;
+    let code = res.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
+    metrics.admin(op.as_str(), code);
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// The table with handlers that name their operation.
+    fn named() -> Router {
+        table(|op, methods| on(methods, move || async move { op.as_str() }))
+    }
+
+    async fn send(method: Method, path: &str) -> (StatusCode, Option<String>, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let res = named().oneshot(req).await.unwrap();
+        let status = res.status();
+        let allow = res
+            .headers()
+            .get(http::header::ALLOW)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, allow, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn routes_match_their_templates_only() {
+        let (status, _, body) = send(
+            Method::POST,
+            "/admin/v1/tokens/tok_0123456789abcdef/disable",
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "disable"));
+        assert_eq!(send(Method::GET, "/admin/v1/tokens").await.2, "list");
+        assert_eq!(send(Method::DELETE, "/admin/v1/tokens/x").await.2, "revoke");
+        let (status, allow, body) = send(Method::PUT, "/admin/v1/tokens").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(allow.as_deref(), Some("POST, GET"));
+        assert!(body.contains("method_not_allowed"), "{body}");
+        for path in [
+            "/admin/v1/tokens/",
+            "/admin/v1/tokens/a/b",
+            "/admin/v2/tokens",
+        ] {
+            let (status, allow, body) = send(Method::GET, path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(allow, None, "{path}");
+            assert!(body.contains("\"not_found\""), "{body}");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! [`AdminState`]: what the admin API's handlers share (the cache they
+//! write through, the policy, the admin key, the wrong-key limit and the
+//! token callers' request slots), and [`Peer`], the client address the
+//! listener hands in.
+//!
+//! Plain state: no routing, no handlers, no answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::cache::TokenCache;
+use crate::clients::FailedAuth;
+use crate::doors::PolicyHandle;
+use crate::policy::Policy;
+use crate::store::Store;
+
+use super::AdminKey;
+
+/// What the admin API's handlers share. It writes through the cache, so
+/// this gate sees its own changes at once (and the Redis store tells the
+/// others).
+#[derive(Debug)]
+pub struct AdminState {
+    pub(super) cache: Arc<TokenCache<Store>>,
+    policy: PolicyHandle,
+    pub(super) key: AdminKey,
+    /// Wrong keys per client address: the same limit as the doors', its
+    /// own buckets.
+    pub(super) failed_auth: FailedAuth,
+    /// The request slots token callers may hold together.
+    pub(super) token_share: TokenShare,
+}
+
+/// The address of the client of a request (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl AdminState {
+    pub fn new(
+        cache: Arc<TokenCache<Store>>,
+        policy: PolicyHandle,
+        key: AdminKey,
+        failed_auth: FailedAuth,
+        token_requests: usize,
+    ) -> Self {
+        let token_share = TokenShare::new(
+            token_requests,
+            cache.metrics().overload("admin", ADMIN_RESERVE),
+        );
+        Self {
+            cache,
+            policy,
+            key,
+            failed_auth,
+            token_share,
+        }
+    }
+
+    /// The policy now (reloads swap it whole).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+}
+
+// === impl TokenShare ===
+
+/// The `limit` label of a token caller refused for the admin key's reserve.
+const ADMIN_RESERVE: &str = "admin_reserve";
+
+/// The admin listener's request slots that token callers may hold
+/// together: `limits.max_requests - admin.reserved_requests`.
+#[derive(Debug)]
+pub struct TokenShare {
+    max: usize,
+    held: AtomicUsize,
+    refused: prometheus::IntCounter,
+}
+
+/// A token caller's place in the [`TokenShare`], until dropped.
+#[derive(Debug)]
+pub struct TokenShareSlot<'a>(&'a TokenShare);
+
+impl TokenShare {
+    fn new(max: usize, refused: prometheus::IntCounter) -> Self {
+        Self {
+            max,
+            held: AtomicUsize::new(0),
+            refused,
+        }
+    }
+
+    /// A place, or `None` when token callers hold the whole share.
+    pub fn take(&self) -> Option<TokenShareSlot<'_>> {
+        if self.held.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            self.refused.inc();
+            return None;
+        }
+        Some(TokenShareSlot(self))
+    }
+}
+
+impl Drop for TokenShareSlot<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}

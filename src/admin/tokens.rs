@@ -1,0 +1,484 @@
+//! The token handlers of the admin API: create, list, show, disable,
+//! enable, revoke and rotate.
+//!
+//! Every action on an existing token passes `Caller::may_reach` (through
+//! `may_act_on`), inside the compare-and-set that writes it, so it judges
+//! the record written over, never an older read. A secret appears only in
+//! the answers of create and rotate. No routing, no authentication here
+//! (`admin::routes` did both before a handler runs).
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use http::StatusCode;
+use jiff::Timestamp;
+
+use crate::store::{Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, TokenStore, update};
+use crate::token::{
+    FieldErrors, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState, record::RECORD_VERSION,
+};
+
+use super::caller::{ADMIN_LABEL, Caller, Reach};
+use super::error::{ApiError, field};
+use super::extract::{JsonBody, PathId, Reply};
+use super::state::AdminState;
+use super::wire::{CreateRequest, Created, ListPage, TokenAnswer, TokenView};
+
+/// `POST /admin/v1/tokens`.
+pub async fn create(
+    State(api): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(mut req): JsonBody<CreateRequest>,
+) -> Result<Reply<Created>, ApiError> {
+    let now = Timestamp::now();
+    if let Caller::Token { .. } = caller {
+        // A token caller is the creator; it cannot claim to be someone else.
+        req.created_by = Some(caller.label());
+    }
+    let valid = req
+        .validate(&api.policy().roles, now)
+        .map_err(ApiError::Validation)?;
+    caller.may_reach(
+        &api.policy(),
+        &valid.workspace_id,
+        &valid.scope,
+        None,
+        Reach::Create,
+    )?;
+    if let Some(why) = caller.outlived_by(valid.expires_at) {
+        return Err(ApiError::Validation(field("expires", why)));
+    }
+    let secret = TokenSecret::generate().map_err(ApiError::fault)?;
+    let record = TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().map_err(ApiError::fault)?,
+        name: valid.name,
+        workspace_id: valid.workspace_id,
+        scope: valid.scope,
+        created_by: valid.created_by,
+        created_at: stamp(now),
+        expires_at: valid.expires_at,
+        disabled_at: None,
+        disabled_by: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+    };
+    api.cache
+        .create(&secret.hash(), &record)
+        .await
+        .map_err(ApiError::store)?;
+    tracing::info!(
+        target: "hawzu_gate::admin",
+        op = "create",
+        token_id = %record.id,
+        workspace_id = %record.workspace_id,
+        token_type = record.scope.kind().as_str(),
+        by = %caller.label(),
+        "token created"
+    );
+    Ok(Reply(
+        StatusCode::CREATED,
+        Created {
+            token: TokenView::of(&record, now),
+            secret: secret.expose().to_owned(),
+        },
+    ))
+}
+
+/// `GET /admin/v1/tokens`: one page, newest first. Each parameter at most
+/// once; every faulty one is named.
+pub async fn list(
+    State(api): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Reply<ListPage>, ApiError> {
+    let now = Timestamp::now();
+    // Percent-decoded pairs (`+` is a space), in order, repeats kept.
+    let Query(pairs) = query.map_err(|e| {
+        ApiError::bad_request(
+            "The list query cannot be read.",
+            field("query", e.body_text()),
+        )
+    })?;
+    let mut workspace = None;
+    let mut filter = ListFilter {
+        kind: None,
+        state: None,
+        now,
+    };
+    let mut cursor = None;
+    let mut limit = DEFAULT_PAGE;
+    let mut errors = FieldErrors::new();
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in pairs {
+        if !seen.insert(k.clone()) {
+            errors.insert(k.clone(), "is given more than once".into());
+            continue;
+        }
+        match k.as_str() {
+            "workspace" if crate::token::record::valid_id(&v) => workspace = Some(v),
+            "workspace" => {
+                errors.insert(
+                    k,
+                    "must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
+                );
+            }
+            "type" => match v.as_str() {
+                "workspace" => filter.kind = Some(TokenKind::Workspace),
+                "project" => filter.kind = Some(TokenKind::Project),
+                _ => {
+                    errors.insert(k, format!("`{v}` is not a type; use workspace or project"));
+                }
+            },
+            "state" => match TokenState::parse(&v) {
+                Some(s) => filter.state = Some(s),
+                None => {
+                    errors.insert(
+                        k,
+                        format!("`{v}` is not a state; use enabled, disabled, expired or revoked"),
+                    );
+                }
+            },
+            "cursor" => match Cursor::decode(&v) {
+                Some(c) => cursor = Some(c),
+                None => {
+                    errors.insert(k, "is not a next_cursor from a previous page".into());
+                }
+            },
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
+                _ => {
+                    errors.insert(k, format!("must be a number from 1 to {MAX_PAGE}"));
+                }
+            },
+            _ => {
+                errors.insert(
+                    k,
+                    "is not a parameter; use workspace, type, state, cursor, limit".into(),
+                );
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::bad_request(
+            "The list query has invalid parameters; see `fields`.",
+            errors,
+        ));
+    }
+    if let Some(own) = caller.workspace() {
+        match &workspace {
+            Some(ws) if ws != own => {
+                return Err(ApiError::forbidden(format!(
+                    "This token manages workspace `{own}` only."
+                )));
+            }
+            _ => workspace = Some(own.to_owned()),
+        }
+    }
+    let page = api
+        .cache
+        .list(ListQuery {
+            workspace,
+            cursor,
+            limit,
+            filter,
+        })
+        .await
+        .map_err(ApiError::store)?;
+    // A token caller sees only the tokens it may act on.
+    let policy = api.policy();
+    let tokens = page
+        .tokens
+        .iter()
+        .filter(|r| caller.may_act_on(&policy, r).is_ok())
+        .map(|r| TokenView::of(r, now))
+        .collect();
+    Ok(Reply(
+        StatusCode::OK,
+        ListPage {
+            tokens,
+            next_cursor: page.next.map(|c| c.encode()),
+        },
+    ))
+}
+
+/// Reads token `id` for `caller`: 404 when it does not exist or lies
+/// outside the caller's workspace, 403 when it is above the caller.
+pub(super) async fn find_for(
+    api: &AdminState,
+    caller: &Caller,
+    id: &TokenId,
+) -> Result<TokenRecord, ApiError> {
+    let stored = api
+        .cache
+        .find(id)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::not_found(id.as_str()))?;
+    caller.may_act_on(&api.policy(), &stored.record)?;
+    Ok(stored.record)
+}
+
+/// `GET /admin/v1/tokens/{id}`.
+pub async fn show(
+    State(api): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+) -> Result<Reply<TokenAnswer>, ApiError> {
+    let now = Timestamp::now();
+    let record = find_for(&api, &caller, &id).await?;
+    Ok(Reply(
+        StatusCode::OK,
+        TokenAnswer {
+            token: TokenView::of(&record, now),
+        },
+    ))
+}
+
+/// `POST /admin/v1/tokens/{id}/disable`.
+pub async fn disable(
+    State(api): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+) -> Result<Reply<TokenAnswer>, ApiError> {
+    change(&api, &caller, Change::Disable, &id).await
+}
+
+/// `POST /admin/v1/tokens/{id}/enable`.
+pub async fn enable(
+    State(api): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+) -> Result<Reply<TokenAnswer>, ApiError> {
+    change(&api, &caller, Change::Enable, &id).await
+}
+
+/// `DELETE /admin/v1/tokens/{id}`.
+pub async fn revoke(
+    State(api): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+) -> Result<Reply<TokenAnswer>, ApiError> {
+    change(&api, &caller, Change::Revoke, &id).await
+}
+
+/// Disable, enable or revoke: one compare-and-set.
+async fn change(
+    api: &AdminState,
+    caller: &Caller,
+    op: Change,
+    id: &TokenId,
+) -> Result<Reply<TokenAnswer>, ApiError> {
+    let now = Timestamp::now();
+    let policy = api.policy();
+    // The checks run inside the compare-and-set: they judge the record
+    // that is written over, never an older read.
+    let stored = update(&*api.cache, id, |r| {
+        caller.may_act_on(&policy, r)?;
+        let mut next = r.clone();
+        match op {
+            Change::Disable | Change::Enable if r.revoked_at.is_some() => {
+                return Err(ApiError::State {
+                    code: "token_revoked",
+                    message: "The token is revoked; a revoked token cannot be disabled or enabled.",
+                });
+            }
+            Change::Disable if r.disabled_at.is_none() => {
+                next.disabled_at = Some(stamp(now));
+                next.disabled_by = Some(caller.label());
+            }
+            Change::Enable if r.disabled_at.is_some() => {
+                // A disable by the admin key (or of unknown origin: one
+                // written before `disabled_by` was recorded) is an
+                // operator's decision; a token caller cannot undo it.
+                let by_admin = r.disabled_by.as_deref().is_none_or(|by| by == ADMIN_LABEL);
+                if by_admin && !matches!(caller, Caller::Admin) {
+                    return Err(ApiError::forbidden(
+                        "The token was disabled with the admin key; only the admin key can enable it.",
+                    ));
+                }
+                next.disabled_at = None;
+                next.disabled_by = None;
+            }
+            Change::Revoke if r.revoked_at.is_none() => next.revoked_at = Some(stamp(now)),
+            // Already in the asked state: nothing to write.
+            _ => return Ok(None),
+        }
+        Ok(Some(next))
+    })
+    .await
+    .map_err(|e| ApiError::from_update(e, id))?;
+    tracing::info!(
+        target: "hawzu_gate::admin",
+        op = op.as_str(),
+        token_id = %id,
+        workspace_id = %stored.record.workspace_id,
+        by = %caller.label(),
+        "token {}", op.past_tense()
+    );
+    Ok(Reply(
+        StatusCode::OK,
+        TokenAnswer {
+            token: TokenView::of(&stored.record, now),
+        },
+    ))
+}
+
+/// A new secret and id with the same name, scope, expiry and enabled
+/// state; the old token is revoked and named in `rotated_from`.
+///
+/// The old token's state check and its revocation are one
+/// compare-and-set, so of concurrent rotates (on any gate of a fleet)
+/// exactly one wins and the others answer 409 `token_revoked`. Only the
+/// winner creates the successor; should that write fail, the revocation
+/// is undone (again by compare-and-set) and the caller gets the error.
+pub async fn rotate(
+    State(api): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+) -> Result<Reply<Created>, ApiError> {
+    let id = &id;
+    let now = Timestamp::now();
+    let secret = TokenSecret::generate().map_err(ApiError::fault)?;
+    let new_id = TokenId::generate().map_err(ApiError::fault)?;
+    let policy = api.policy();
+    let revoked_at = stamp(now);
+    let old = update(&*api.cache, id, |r| {
+        caller.may_act_on(&policy, r)?;
+        match r.state(now) {
+            TokenState::Revoked => {
+                return Err(ApiError::State {
+                    code: "token_revoked",
+                    message: "The token is revoked; create a new token instead.",
+                });
+            }
+            TokenState::Expired => {
+                return Err(ApiError::State {
+                    code: "token_expired",
+                    message: "The token has expired; create a new token instead.",
+                });
+            }
+            TokenState::Enabled | TokenState::Disabled => {}
+        }
+        if let Some(why) = caller.outlived_by(r.expires_at) {
+            return Err(ApiError::forbidden(format!(
+                "A token cannot rotate a token that would outlive it: its expiry {why}."
+            )));
+        }
+        Ok(Some(TokenRecord {
+            revoked_at: Some(revoked_at),
+            ..r.clone()
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::from_update(e, id))?;
+    let new = TokenRecord {
+        id: new_id,
+        created_by: caller.label(),
+        created_at: stamp(now),
+        last_used_at: None,
+        revoked_at: None,
+        rotated_from: Some(old.record.id.clone()),
+        ..old.record
+    };
+    if let Err(e) = api.cache.create(&secret.hash(), &new).await {
+        // Give the old token back: nobody holds a successor.
+        let undone = update(&*api.cache, id, |r| {
+            Ok::<_, std::convert::Infallible>((r.revoked_at == Some(revoked_at)).then(|| {
+                TokenRecord {
+                    revoked_at: None,
+                    ..r.clone()
+                }
+            }))
+        })
+        .await;
+        if let Err(undo) = undone {
+            tracing::error!(
+                target: "hawzu_gate::admin",
+                op = "rotate",
+                token_id = %id,
+                error = %undo,
+                "a failed rotate could not restore the old token; it stays revoked"
+            );
+        }
+        return Err(ApiError::store(e));
+    }
+    tracing::info!(
+        target: "hawzu_gate::admin",
+        op = "rotate",
+        token_id = %new.id,
+        rotated_from = %id,
+        workspace_id = %new.workspace_id,
+        by = %caller.label(),
+        "token rotated"
+    );
+    Ok(Reply(
+        StatusCode::CREATED,
+        Created {
+            token: TokenView::of(&new, now),
+            secret: secret.expose().to_owned(),
+        },
+    ))
+}
+
+/// A timestamp as the admin API writes it: whole milliseconds, as the list
+/// index orders them. (States are judged at the precise instant.)
+fn stamp(now: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now)
+}
+
+/// The state changes of an existing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Disable,
+    Enable,
+    Revoke,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Disable => "disable",
+            Change::Enable => "enable",
+            Change::Revoke => "revoke",
+        }
+    }
+
+    fn past_tense(self) -> &'static str {
+        match self {
+            Change::Disable => "disabled",
+            Change::Enable => "enabled",
+            Change::Revoke => "revoked",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(query: &str) -> Vec<(String, String)> {
+        let uri: http::Uri = format!("/admin/v1/tokens?{query}").parse().unwrap();
+        Query::<Vec<(String, String)>>::try_from_uri(&uri)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        assert_eq!(
+            pairs("workspace=ws%5F1&state=enabled&x"),
+            vec![
+                ("workspace".into(), "ws_1".into()),
+                ("state".into(), "enabled".into()),
+                ("x".into(), String::new())
+            ]
+        );
+        assert_eq!(pairs("a=a%2")[0].1, "a%2");
+        assert_eq!(pairs("a=%zz")[0].1, "%zz");
+        assert_eq!(pairs("a=a+b")[0].1, "a b");
+    }
+}

@@ -1,0 +1,134 @@
+//! The admin API's wire format: the JSON bodies of its requests and answers,
+//! one `serde` struct each, used by the server (`admin::routes` and its
+//! handlers) and by the CLI's client alike, so the two cannot drift.
+//!
+//! Plain data: no I/O, no HTTP, no policy. It never carries a secret except
+//! in [`Created::secret`], the one answer that hands one out.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::token::{FieldErrors, Scope, TokenId, TokenRecord, TokenState};
+
+/// The body of `POST /admin/v1/tokens`.
+pub use crate::token::CreateToken as CreateRequest;
+
+/// Largest request body the admin API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A token as the API shows it: the record's fields (not its format
+/// version) and its `state` at the time of the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: TokenId,
+    pub name: String,
+    pub workspace_id: String,
+    pub scope: Scope,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub disabled_at: Option<Timestamp>,
+    /// Absent while enabled (as in the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_by: Option<String>,
+    pub revoked_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+    pub rotated_from: Option<TokenId>,
+    pub state: TokenState,
+}
+
+impl TokenView {
+    /// `record` as shown at `now`.
+    pub fn of(record: &TokenRecord, now: Timestamp) -> Self {
+        let r = record.clone();
+        Self {
+            state: record.state(now),
+            id: r.id,
+            name: r.name,
+            workspace_id: r.workspace_id,
+            scope: r.scope,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            disabled_at: r.disabled_at,
+            disabled_by: r.disabled_by,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+            rotated_from: r.rotated_from,
+        }
+    }
+}
+
+/// The answer of show, disable, enable and revoke.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenAnswer {
+    pub token: TokenView,
+}
+
+/// The answer of create and rotate: the token and, this once, its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Created {
+    pub token: TokenView,
+    pub secret: String,
+}
+
+/// One page of `GET /admin/v1/tokens`. `T` is [`TokenView`]; a client that
+/// only passes tokens on may keep them as JSON values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListPage<T = TokenView> {
+    pub tokens: Vec<T>,
+    /// Give it back as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// The body of `POST /admin/v1/explain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    pub token_id: String,
+    pub method: String,
+    /// The request path as a client sends it, query included.
+    pub path: String,
+}
+
+/// The answer of `POST /admin/v1/explain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Explained {
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The deny code; `null` when allowed.
+    pub code: Option<String>,
+    /// The HTTP status the doors would answer.
+    pub status: u16,
+    pub token: TokenView,
+    /// The rule that matched; `null` when none did.
+    pub rule: Option<RuleView>,
+    /// The role that allowed, or that was checked and refused.
+    pub role: Option<String>,
+    /// The project of the request, when allowed by a project grant's rule.
+    pub project: Option<String>,
+    /// The permission that allowed the request.
+    pub permission: Option<String>,
+    /// The walk in words; the last step repeats the verdict.
+    pub steps: Vec<String>,
+}
+
+/// A policy rule as `explain` names it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleView {
+    pub origin: String,
+    pub methods: String,
+    pub template: String,
+    pub permission: String,
+}
+
+/// Every error answer of the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error code (`not_found`, `validation_failed`, …).
+    pub error: String,
+    pub message: String,
+    /// Field path → what would be accepted, for a request with bad fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<FieldErrors>,
+}

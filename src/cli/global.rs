@@ -1,0 +1,111 @@
+//! The flags every command takes (`--config`, `--admin-url`, `--admin-key`,
+//! TLS, `--json`), the admin client they make, and the exit codes.
+//!
+//! Never prints the admin key, and never reads the store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::admin::client::{AdminClient, ClientTls};
+use crate::admin::{KEY_ENV, KEY_FILE, read_key_file};
+use crate::config::Loaded;
+
+/// Exit codes.
+pub(super) const OK: u8 = 0;
+pub(super) const REFUSED: u8 = 1;
+pub(super) const USAGE: u8 = 2;
+
+#[derive(Debug, Args)]
+pub(super) struct Global {
+    /// Config file (TOML). Default: $HAWZU_GATE_CONFIG, else ./hawzu-gate.toml if present.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
+
+    /// Admin API of the gate. Default: http://<listen.admin> from the config
+    /// (http://127.0.0.1:9091).
+    #[arg(long, global = true, env = "HAWZU_GATE_ADMIN_URL", value_name = "URL")]
+    pub(super) admin_url: Option<String>,
+
+    /// Admin key. Default: $HAWZU_GATE_ADMIN_KEY, admin.key from the config,
+    /// else <data_dir>/admin.key.
+    #[arg(long, global = true, value_name = "KEY", env = KEY_ENV, hide_env_values = true)]
+    pub(super) admin_key: Option<String>,
+
+    /// CA (PEM) trusted for an https:// admin URL, beside the public roots.
+    #[arg(long, global = true, env = "HAWZU_GATE_ADMIN_CA", value_name = "FILE")]
+    pub(super) admin_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for an admin listener that requires mTLS.
+    #[arg(
+        long,
+        global = true,
+        env = "HAWZU_GATE_ADMIN_CERT",
+        value_name = "FILE",
+        requires = "admin_cert_key"
+    )]
+    pub(super) admin_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --admin-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "HAWZU_GATE_ADMIN_CERT_KEY",
+        value_name = "FILE",
+        requires = "admin_cert"
+    )]
+    pub(super) admin_cert_key: Option<PathBuf>,
+
+    /// Machine-readable JSON output instead of tables.
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+}
+
+/// The admin client for `global` and `loaded`, or the exit code of why not.
+pub(super) fn client(global: &Global, loaded: &Loaded) -> Result<AdminClient, u8> {
+    let key = admin_key(global, loaded).map_err(|e| {
+        complain!("error: {e}");
+        USAGE
+    })?;
+    let tls = ClientTls {
+        ca_file: global.admin_ca.clone(),
+        identity: global.admin_cert.clone().zip(global.admin_cert_key.clone()),
+    };
+    AdminClient::new(&admin_url(global, loaded), key, &tls).map_err(|e| {
+        complain!("error: {e}");
+        USAGE
+    })
+}
+
+fn admin_url(global: &Global, loaded: &Loaded) -> String {
+    if let Some(u) = &global.admin_url {
+        return u.clone();
+    }
+    let mut addr: SocketAddr = loaded.settings.listen.admin;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let scheme = if loaded.settings.tls.admin.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
+}
+
+fn admin_key(global: &Global, loaded: &Loaded) -> Result<String, String> {
+    if let Some(k) = global.admin_key.as_ref().filter(|k| !k.is_empty()) {
+        return Ok(k.clone());
+    }
+    if let Some(k) = &loaded.settings.admin.key {
+        return Ok(k.clone());
+    }
+    let path = loaded.settings.data_dir.join(KEY_FILE);
+    read_key_file(&path).map_err(|e| {
+        format!(
+            "no admin key: pass --admin-key, set {KEY_ENV}, or run where {} is readable ({e})",
+            path.display()
+        )
+    })
+}

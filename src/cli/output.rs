@@ -1,0 +1,230 @@
+//! What a person or a script sees of an admin answer: `--json` prints the
+//! answer as the server sent it; otherwise the answer is read into its
+//! `admin::wire` struct and shown as text. Errors go to stderr, with each
+//! faulty field named by its flag.
+//!
+//! Prints and nothing else: no requests, no exit.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use http::StatusCode;
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::admin::client::ClientError;
+use crate::admin::wire::{Created, ErrorBody, TokenView};
+use crate::token::Scope;
+
+use super::global::{OK, REFUSED};
+
+/// How answers are shown.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints an answer: `show` its body (read as a `T`) for success, errors
+    /// on stderr. Returns the exit code.
+    pub fn finish<T: DeserializeOwned>(
+        &self,
+        answer: Result<(StatusCode, Value), ClientError>,
+        show: impl FnOnce(T),
+    ) -> u8 {
+        match answer {
+            Err(e) => {
+                complain!("error: {e}");
+                REFUSED
+            }
+            Ok((status, v)) if status.is_success() => {
+                if self.json {
+                    say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    return OK;
+                }
+                match serde_json::from_value(v) {
+                    Ok(body) => {
+                        show(body);
+                        OK
+                    }
+                    Err(e) => {
+                        complain!(
+                            "error: the admin API answered {status} with an unexpected body: {e}"
+                        );
+                        REFUSED
+                    }
+                }
+            }
+            Ok((status, v)) => {
+                if self.json {
+                    say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                }
+                let e: ErrorBody = serde_json::from_value(v).unwrap_or_else(|_| ErrorBody {
+                    error: String::new(),
+                    message: String::new(),
+                    fields: None,
+                });
+                complain!("error: {} ({}, {})", e.message, status.as_u16(), e.error);
+                for (field, msg) in e.fields.iter().flatten() {
+                    complain!("  {}: {}", flag_for(field), msg);
+                }
+                REFUSED
+            }
+        }
+    }
+
+    /// A token just made, and its secret, shown once.
+    pub fn created(&self, c: &Created, verb: &str) {
+        let t = &c.token;
+        say!("{verb} {} \"{}\"", t.id, t.name);
+        say!("  workspace  {}", t.workspace_id);
+        say!("  scope      {}", scope_text(&t.scope));
+        say!("  expires    {}", when(t.expires_at, "never"));
+        say!("");
+        say!("{}", c.secret);
+        say!("");
+        say!("Copy this token now: it is shown only once and will not be shown again.");
+    }
+
+    pub fn show(&self, t: &TokenView) {
+        let rows = [
+            ("id", t.id.to_string()),
+            ("name", t.name.clone()),
+            ("type", t.scope.kind().as_str().to_owned()),
+            ("workspace", t.workspace_id.clone()),
+            ("scope", scope_text(&t.scope)),
+            ("state", t.state.as_str().to_owned()),
+            ("created by", t.created_by.clone()),
+            ("created", when(Some(t.created_at), "")),
+            ("expires", when(t.expires_at, "never")),
+            ("disabled", when(t.disabled_at, "-")),
+            (
+                "disabled by",
+                t.disabled_by.as_deref().unwrap_or("-").to_owned(),
+            ),
+            ("revoked", when(t.revoked_at, "-")),
+            ("last used", when(t.last_used_at, "never")),
+            (
+                "rotated from",
+                t.rotated_from
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string),
+            ),
+        ];
+        for (k, v) in rows {
+            say!("{k:<13} {v}");
+        }
+    }
+}
+
+/// `workspace_member` or `proj_a=project_manager, proj_b=project_viewer`.
+fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::Workspace { role } => role.clone(),
+        Scope::Project { projects } => projects
+            .iter()
+            .map(|p| format!("{}={}", p.project_id, p.role))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// A timestamp as `2027-03-01 12:00 UTC`, or `none` when there is none.
+fn when(t: Option<Timestamp>, none: &str) -> String {
+    match t {
+        Some(t) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        None => none.to_owned(),
+    }
+}
+
+/// The tokens of a list, as a table.
+pub(super) fn print_table(tokens: &[TokenView]) {
+    let header = [
+        "ID",
+        "NAME",
+        "TYPE",
+        "WORKSPACE",
+        "ROLES",
+        "STATE",
+        "EXPIRES",
+        "CREATED",
+        "CREATED BY",
+        "LAST USED",
+    ];
+    let rows: Vec<[String; 10]> = tokens
+        .iter()
+        .map(|t| {
+            [
+                t.id.to_string(),
+                t.name.clone(),
+                t.scope.kind().as_str().to_owned(),
+                t.workspace_id.clone(),
+                scope_text(&t.scope),
+                t.state.as_str().to_owned(),
+                when(t.expires_at, "never"),
+                when(Some(t.created_at), ""),
+                t.created_by.clone(),
+                when(t.last_used_at, "never"),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<w$}  ");
+            }
+        }
+        out
+    };
+    say!("{}", line(&header.map(str::to_owned)));
+    for row in &rows {
+        say!("{}", line(row));
+    }
+    if rows.is_empty() {
+        say!("(no tokens)");
+    }
+}
+
+/// The flag a server-side field error is about.
+fn flag_for(field: &str) -> String {
+    let map: BTreeMap<&str, &str> = BTreeMap::from([
+        ("name", "--name"),
+        ("workspace_id", "--workspace"),
+        ("workspace", "--workspace"),
+        ("scope", "--role/--project"),
+        ("scope.role", "--role"),
+        ("scope.projects", "--project"),
+        ("expires", "--expires"),
+        ("created_by", "--created-by"),
+        ("state", "--state"),
+        ("type", "--type"),
+        ("cursor", "--cursor"),
+        ("limit", "--limit"),
+        ("id", "ID"),
+        ("token_id", "--token-id"),
+        ("method", "--method"),
+        ("path", "--path"),
+    ]);
+    if let Some(f) = map.get(field) {
+        return (*f).to_owned();
+    }
+    // scope.projects[1].role → --project #2 (role)
+    if let Some(rest) = field.strip_prefix("scope.projects[")
+        && let Some((n, what)) = rest.split_once("].")
+        && let Ok(n) = n.parse::<usize>()
+    {
+        let what = if what == "project_id" { "ID" } else { "ROLE" };
+        return format!("--project #{} ({what})", n + 1);
+    }
+    field.to_owned()
+}

@@ -1,0 +1,357 @@
+//! The token commands (`token create|list|show|disable|enable|revoke|rotate`)
+//! and `explain`: their flags, and one admin API call each, with request
+//! and answer bodies as the `admin::wire` structs.
+//!
+//! Never reads the store, and never prints a secret but the one a create or
+//! rotate answer hands out.
+
+use clap::{Args, Subcommand, ValueEnum};
+use http::Method;
+use serde_json::Value;
+
+use crate::admin::client::AdminClient;
+use crate::admin::wire::{
+    CreateRequest, Created, ExplainRequest, Explained, ListPage, TokenAnswer, TokenView,
+};
+use crate::config::Loaded;
+use crate::token::expiry::{EXPIRY_HELP, ExpirySpec};
+use crate::token::{ProjectGrant, Scope, TokenId};
+
+use super::global::{Global, OK, REFUSED, client};
+use super::output::{Output, print_table};
+
+#[derive(Debug, Args)]
+pub(super) struct ExplainArgs {
+    /// The token id (tok_…).
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    token_id: TokenId,
+    /// The request method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
+    #[arg(long, value_name = "M", value_parser = parse_method)]
+    method: String,
+    /// The request path, as the client sends it (`/api/v1/workspaces/…`).
+    #[arg(long, value_name = "P", value_parser = parse_path)]
+    path: String,
+}
+
+fn parse_method(s: &str) -> Result<String, String> {
+    const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    let upper = s.to_ascii_uppercase();
+    if METHODS.contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        Err(format!("use one of {}", METHODS.join(", ")))
+    }
+}
+
+fn parse_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.to_owned())
+    } else {
+        Err("a request path starts with `/`, like /api/v1/workspaces/ws_1/projects".into())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TokenCommand {
+    /// Create a token. Its value is printed once and can never be read again.
+    Create(CreateArgs),
+    /// List tokens, newest first.
+    List(ListArgs),
+    /// Show one token.
+    Show(IdArg),
+    /// Disable a token (refused until enabled again).
+    Disable(IdArg),
+    /// Enable a disabled token.
+    Enable(IdArg),
+    /// Revoke a token, permanently.
+    Revoke(IdArg),
+    /// Replace a token's value: a new token with the same name, scope and
+    /// expiry; the old one is revoked at once.
+    Rotate(IdArg),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["role", "project"])))]
+pub(super) struct CreateArgs {
+    /// A descriptive name, e.g. "CI Runner" (1-128 characters).
+    #[arg(long)]
+    name: String,
+    /// The workspace id the token belongs to.
+    #[arg(long, value_name = "WS")]
+    workspace: String,
+    /// Workspace token: its workspace role (workspace_viewer, workspace_member,
+    /// workspace_coordinator, workspace_manager, or a custom role).
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
+    /// Project token: a project and its role; repeat for more projects.
+    #[arg(long = "project", value_name = "ID=ROLE", value_parser = parse_grant)]
+    project: Vec<ProjectGrant>,
+    /// 1w, 1m, 6m, 1y, never, or an RFC 3339 date (2027-03-01 or 2027-03-01T12:00:00Z).
+    #[arg(long, value_name = "WHEN", value_parser = parse_expiry)]
+    expires: String,
+    /// Who the token is created by (default: $USER).
+    #[arg(long, value_name = "WHO")]
+    created_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StateArg {
+    Enabled,
+    Disabled,
+    Expired,
+    Revoked,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TypeArg {
+    Workspace,
+    Project,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ListArgs {
+    /// Only tokens of this workspace.
+    #[arg(long, value_name = "WS")]
+    workspace: Option<String>,
+    /// Only tokens in this state.
+    #[arg(long, value_enum)]
+    state: Option<StateArg>,
+    /// Only tokens of this type.
+    #[arg(long = "type", value_enum)]
+    kind: Option<TypeArg>,
+    /// Tokens per page (1-500).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+    limit: u16,
+    /// Resume after a previous page (its next_cursor).
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Follow every page (people: the whole list; --json: one array).
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct IdArg {
+    /// The token id (tok_…).
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    id: TokenId,
+}
+
+fn parse_grant(s: &str) -> Result<ProjectGrant, String> {
+    match s.split_once('=') {
+        Some((p, r)) if !p.is_empty() && !r.is_empty() => Ok(ProjectGrant {
+            project_id: p.to_owned(),
+            role: r.to_owned(),
+        }),
+        _ => Err(format!(
+            "`{s}` is not ID=ROLE; write it like --project proj_a=project_member"
+        )),
+    }
+}
+
+fn parse_expiry(s: &str) -> Result<String, String> {
+    s.parse::<ExpirySpec>()
+        .map(|_| s.to_owned())
+        .map_err(|_| format!("use {EXPIRY_HELP}"))
+}
+
+fn parse_id(s: &str) -> Result<TokenId, String> {
+    TokenId::parse(s).map_err(|e| e.to_string())
+}
+
+/// `explain`: why a token would be allowed or refused a request.
+pub(super) async fn explain(global: &Global, loaded: &Loaded, args: ExplainArgs) -> u8 {
+    let client = match client(global, loaded) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let out = Output { json: global.json };
+    let body = ExplainRequest {
+        token_id: args.token_id.to_string(),
+        method: args.method.clone(),
+        path: args.path.clone(),
+    };
+    let answer = client.send(Method::POST, "/admin/v1/explain", &body).await;
+    out.finish(answer, |v: Explained| {
+        let verdict = match &v.code {
+            Some(code) => format!("deny: {code} ({})", v.status),
+            None => "allow".to_owned(),
+        };
+        say!("{verdict}  {} {}", args.method, args.path);
+        // The last step repeats the verdict.
+        let shown = v.steps.len().saturating_sub(1);
+        for (i, step) in v.steps.iter().take(shown).enumerate() {
+            say!("  {}. {}", i + 1, step);
+        }
+    })
+}
+
+/// `token …`: one admin API call per command (`list --all`: one per page).
+pub(super) async fn token(global: &Global, loaded: &Loaded, cmd: TokenCommand) -> u8 {
+    let client = match client(global, loaded) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let out = Output { json: global.json };
+    match cmd {
+        TokenCommand::Create(args) => {
+            let scope = match args.role {
+                Some(role) => Scope::Workspace { role },
+                None => Scope::Project {
+                    projects: args.project,
+                },
+            };
+            let created_by = args
+                .created_by
+                .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+                .unwrap_or_else(|| "admin".into());
+            let body = CreateRequest {
+                name: Some(args.name),
+                workspace_id: Some(args.workspace),
+                scope: Some(scope),
+                expires: Some(args.expires),
+                created_by: Some(created_by),
+            };
+            let answer = client.send(Method::POST, "/admin/v1/tokens", &body).await;
+            out.finish(answer, |c: Created| out.created(&c, "Created"))
+        }
+        TokenCommand::List(args) => list(&client, &out, args).await,
+        TokenCommand::Show(a) => {
+            let answer = client
+                .call(Method::GET, &format!("/admin/v1/tokens/{}", a.id))
+                .await;
+            out.finish(answer, |a: TokenAnswer| out.show(&a.token))
+        }
+        TokenCommand::Disable(a) => {
+            change(&client, &out, Method::POST, &a.id, "/disable", "disabled").await
+        }
+        TokenCommand::Enable(a) => {
+            change(&client, &out, Method::POST, &a.id, "/enable", "enabled").await
+        }
+        TokenCommand::Revoke(a) => {
+            change(&client, &out, Method::DELETE, &a.id, "", "revoked").await
+        }
+        TokenCommand::Rotate(a) => {
+            let answer = client
+                .call(Method::POST, &format!("/admin/v1/tokens/{}/rotate", a.id))
+                .await;
+            out.finish(answer, |c: Created| {
+                out.created(&c, "Rotated; the old token is revoked. New token")
+            })
+        }
+    }
+}
+
+async fn change(
+    client: &AdminClient,
+    out: &Output,
+    method: Method,
+    id: &TokenId,
+    suffix: &str,
+    done: &str,
+) -> u8 {
+    let answer = client
+        .call(method, &format!("/admin/v1/tokens/{id}{suffix}"))
+        .await;
+    out.finish(answer, |a: TokenAnswer| {
+        let t = &a.token;
+        say!(
+            "Token {} ({}) is {}; state: {}.",
+            t.id,
+            t.name,
+            done,
+            t.state.as_str()
+        );
+    })
+}
+
+async fn list(client: &AdminClient, out: &Output, args: ListArgs) -> u8 {
+    let mut params = vec![format!("limit={}", args.limit)];
+    if let Some(ws) = &args.workspace {
+        params.push(format!("workspace={}", encode(ws)));
+    }
+    if let Some(st) = args.state {
+        let v = match st {
+            StateArg::Enabled => "enabled",
+            StateArg::Disabled => "disabled",
+            StateArg::Expired => "expired",
+            StateArg::Revoked => "revoked",
+        };
+        params.push(format!("state={v}"));
+    }
+    if let Some(k) = args.kind {
+        let v = match k {
+            TypeArg::Workspace => "workspace",
+            TypeArg::Project => "project",
+        };
+        params.push(format!("type={v}"));
+    }
+    let mut cursor = args.cursor.clone();
+    // Kept as the server sent them: `--json` passes them on unchanged.
+    let mut tokens: Vec<Value> = Vec::new();
+    loop {
+        let mut q = params.clone();
+        if let Some(c) = &cursor {
+            q.push(format!("cursor={}", encode(c)));
+        }
+        let answer = client
+            .call(Method::GET, &format!("/admin/v1/tokens?{}", q.join("&")))
+            .await;
+        let page: ListPage<Value> = match answer {
+            Ok((status, v)) if status.is_success() => match serde_json::from_value(v) {
+                Ok(page) => page,
+                Err(e) => {
+                    complain!(
+                        "error: the admin API answered {status} with an unexpected body: {e}"
+                    );
+                    return REFUSED;
+                }
+            },
+            other => return out.finish(other, |_: Value| {}),
+        };
+        tokens.extend(page.tokens);
+        cursor = page.next_cursor;
+        if !args.all || cursor.is_none() {
+            break;
+        }
+    }
+    if out.json {
+        // Through a `Value`: keys in the server's (sorted) order.
+        let page = serde_json::to_value(ListPage {
+            tokens,
+            next_cursor: cursor,
+        })
+        .unwrap_or_default();
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&page).unwrap_or_default()
+        );
+    } else {
+        let tokens: Vec<TokenView> = match tokens.into_iter().map(serde_json::from_value).collect()
+        {
+            Ok(t) => t,
+            Err(e) => {
+                complain!("error: the admin API listed a token this CLI cannot read: {e}");
+                return REFUSED;
+            }
+        };
+        print_table(&tokens);
+        if let Some(c) = cursor {
+            say!("(more: --cursor {c}, or --all)");
+        }
+    }
+    OK
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
