@@ -410,6 +410,51 @@ fn check_config_reports_the_key_and_file_at_fault() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// What serve would refuse, check-config refuses first, naming the key; and
+/// serve refuses it before it writes anything (no data dir, no key file).
+#[test]
+fn check_config_catches_what_serve_refuses_and_serve_writes_nothing_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (toml, key, hint) in [
+        (
+            "[upstream]\nurl = \"localhost:3000\"\n",
+            "upstream.url",
+            "http://localhost:3000",
+        ),
+        ("[log]\nlevel = \"verbose\"\n", "log.level", "debug"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, format!("data_dir = \"{}\"\n{toml}", data.display())).unwrap();
+        for command in ["check-config", "serve"] {
+            let out = Command::new(BIN)
+                .args([command, "--config"])
+                .arg(&bad)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+            assert!(err.contains(key) && err.contains(hint), "{command}: {err}");
+            assert!(!data.exists(), "{command} wrote {} first", data.display());
+        }
+    }
+
+    // A variable with one underscore sets nothing, and says so.
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("HAWZU_GATE_STORE__BACKEND", "redis")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: HAWZU_GATE_STORE__BACKEND sets nothing")
+            && err.contains("HAWZU_GATE__STORE__BACKEND"),
+        "{err}"
+    );
+}
+
 /// What the example's first line says: every value is the default but the
 /// custom role and the custom rule it shows.
 #[test]

@@ -12,12 +12,20 @@ use crate::server::{Bound, check_tls, signals};
 use super::global::{OK, REFUSED, USAGE};
 
 pub(super) fn serve(loaded: &Loaded) -> u8 {
+    // What check-config checks, before anything is written (data dir, key).
+    if let Err(e) = check_tls(&loaded.settings) {
+        complain!("error: {e}");
+        return USAGE;
+    }
     if let Err(e) = crate::telemetry::init(&loaded.settings.log) {
         complain!("error: {e}");
         return USAGE;
     }
     if let Some(f) = &loaded.origin.file {
         tracing::info!(file = %f.display(), "config file loaded");
+    }
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if loaded.settings.runtime.worker_threads > 0 {
@@ -50,6 +58,9 @@ pub(super) fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
     if let Err(e) = check_tls(s) {
         complain!("error: {e}");
         return USAGE;
+    }
+    for w in &loaded.warnings {
+        complain!("warning: {w}");
     }
     let mut effective = serde_json::to_value(s).unwrap_or(Value::Null);
     // Never print secrets.
