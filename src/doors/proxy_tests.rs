@@ -238,7 +238,7 @@ async fn rig(forward_authorization: bool) -> Rig {
         "listen.proxy",
         &LimitSettings::default(),
         Protocol::Http,
-        shared.headers.error.clone(),
+        shared.render.clone(),
         &shared.metrics,
     );
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
