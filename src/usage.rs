@@ -98,3 +98,7 @@ async fn flush(cache: &TokenCache<Store>, pending: &mut HashMap<TokenId, Timesta
         }
     }
 }
+
+#[cfg(test)]
+#[path = "usage_tests.rs"]
+mod tests;

@@ -179,17 +179,11 @@ async fn lifecycle(gate: InProcessGate) {
     );
     let two = gate
         .auth()
-        .send(
-            Method::GET,
-            "/auth/nginx",
-            &[
-                ("authorization", &format!("Bearer {new_secret}")),
-                ("authorization", "Bearer x"),
-                ("x-original-method", "GET"),
-                ("x-original-uri", common::WS1_PROJECTS),
-            ],
-            None,
-        )
+        .request(Method::GET, "/auth/nginx")
+        .token(&new_secret)
+        .header("authorization", "Bearer x")
+        .original("GET", common::WS1_PROJECTS)
+        .go()
         .await;
     assert_denied(&two, "malformed_token");
 }

@@ -143,18 +143,7 @@ fn admin_of(g: &GateProcess) -> Http {
 
 /// `/auth/nginx` of a gate process for a `ws_1` route.
 async fn auth_status(g: &GateProcess, token: &str) -> (StatusCode, Option<String>) {
-    let a = Http::new(format!("http://{}", g.auth))
-        .send(
-            http::Method::GET,
-            "/auth/nginx",
-            &[
-                ("authorization", &format!("Bearer {token}")),
-                ("x-original-method", "GET"),
-                ("x-original-uri", common::WS1_PROJECTS),
-            ],
-            None,
-        )
-        .await;
+    let a = common::nginx_check_at(g.auth, token, "GET", common::WS1_PROJECTS).await;
     (a.status, a.header("x-hawzu-error").map(str::to_owned))
 }
 

@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    InProcessGate, TestUpstream, curl, free_port, project_token, wait_until, workspace_token,
+    InProcessGate, TestUpstream, curl_async, curl_header, free_port, project_token, wait_until,
+    workspace_token,
 };
 use http::StatusCode;
 use serde_json::Value;
@@ -101,23 +102,6 @@ async fn secret(gate: &InProcessGate, body: Value) -> String {
     a.json()["secret"].as_str().unwrap().to_owned()
 }
 
-async fn curl_async(args: Vec<String>) -> (u16, Vec<String>, String) {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        curl(&args)
-    })
-    .await
-    .unwrap()
-}
-
-fn header<'h>(headers: &'h [String], name: &str) -> Vec<&'h str> {
-    let prefix = format!("{name}: ");
-    headers
-        .iter()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .collect()
-}
-
 /// What a client sends to smuggle: identity headers in every spelling,
 /// method and path overrides, and its token.
 fn hostile_headers(token: &str) -> Vec<String> {
@@ -193,7 +177,7 @@ async fn assert_upgrade_refused(base: &str, token: &str) {
     ])
     .await;
     assert_eq!(status, 400, "{headers:?} {body}");
-    assert_eq!(header(&headers, "x-hawzu-error"), ["upgrade_refused"]);
+    assert_eq!(curl_header(&headers, "x-hawzu-error"), ["upgrade_refused"]);
     // Any other upgrade too.
     let (status, _, _) = curl_async(vec![
         "-H".into(),
@@ -267,9 +251,9 @@ async fn caddy_forward_auth_passes_only_the_gates_identity_to_the_api() {
     let (status, headers, body) =
         curl_async(vec![format!("{base}/api/v1/workspaces/ws_1/projects")]).await;
     assert_eq!(status, 401);
-    assert_eq!(header(&headers, "x-hawzu-error"), ["missing_token"]);
+    assert_eq!(curl_header(&headers, "x-hawzu-error"), ["missing_token"]);
     assert_eq!(
-        header(&headers, "www-authenticate"),
+        curl_header(&headers, "www-authenticate"),
         [r#"bearer realm="hawzu""#]
     );
     assert!(body.contains("missing_token"), "{body}");
@@ -280,7 +264,10 @@ async fn caddy_forward_auth_passes_only_the_gates_identity_to_the_api() {
     ])
     .await;
     assert_eq!(status, 403);
-    assert_eq!(header(&headers, "x-hawzu-error"), ["workspace_mismatch"]);
+    assert_eq!(
+        curl_header(&headers, "x-hawzu-error"),
+        ["workspace_mismatch"]
+    );
     let (status, headers, _) = curl_async(vec![
         "--path-as-is".into(),
         "-H".into(),
@@ -289,7 +276,7 @@ async fn caddy_forward_auth_passes_only_the_gates_identity_to_the_api() {
     ])
     .await;
     assert_eq!(status, 400);
-    assert_eq!(header(&headers, "x-hawzu-error"), ["ambiguous_path"]);
+    assert_eq!(curl_header(&headers, "x-hawzu-error"), ["ambiguous_path"]);
     assert_eq!(
         upstream.count(),
         allowed,
@@ -326,6 +313,6 @@ async fn caddy_in_front_of_the_gates_proxy_passes_only_the_gates_identity() {
     let (status, headers, _) =
         curl_async(vec![format!("{base}/api/v1/workspaces/ws_1/projects")]).await;
     assert_eq!(status, 401);
-    assert_eq!(header(&headers, "x-hawzu-error"), ["missing_token"]);
+    assert_eq!(curl_header(&headers, "x-hawzu-error"), ["missing_token"]);
     assert_eq!(upstream.count(), 1, "a refused request reached the API");
 }

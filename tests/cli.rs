@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, GateProcess, free_port};
+use common::{BIN, GateProcess, curl, curl_header, free_port};
 
 /// `curl` against `/auth/nginx`: (status, X-Hawzu-Error).
 fn curl_auth(gate: &GateProcess, token: &str) -> (u16, String) {
@@ -16,29 +16,18 @@ fn curl_auth(gate: &GateProcess, token: &str) -> (u16, String) {
 
 /// `curl` against `/auth/nginx` for `GET path`.
 fn curl_auth_path(gate: &GateProcess, token: &str, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {token}"))
-        .args(["-H", "X-Original-Method: GET", "-H"])
-        .arg(format!("X-Original-URI: {path}"))
-        .arg(format!("http://{}/auth/nginx", gate.auth))
-        .output()
-        .expect("curl is installed (.ci/run installs it)");
-    let head = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    let error = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("x-hawzu-error: ")
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_default();
+    let (status, headers, _) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "-H",
+        "X-Original-Method: GET",
+        "-H",
+        &format!("X-Original-URI: {path}"),
+        &format!("http://{}/auth/nginx", gate.auth),
+    ]);
+    let error = curl_header(&headers, "x-hawzu-error")
+        .first()
+        .map_or_else(String::new, |v| (*v).to_owned());
     (status, error)
 }
 

@@ -28,15 +28,15 @@ async fn traefik_reads_only_traefik_headers() {
         workspace_token("Viewer", "ws_1", "workspace_viewer", "1m"),
     )
     .await;
-    let auth = format!("Bearer {viewer}");
     let ask = |extra: Vec<(&'static str, &'static str)>| {
-        let auth = auth.clone();
+        let viewer = &viewer;
         let gate = &gate;
         async move {
-            let mut headers = vec![("authorization", auth.as_str())];
-            headers.extend(extra);
             gate.auth()
-                .send(Method::GET, "/auth/traefik", &headers, None)
+                .request(Method::GET, "/auth/traefik")
+                .token(viewer)
+                .headers(&extra)
+                .go()
                 .await
         }
     };
@@ -77,16 +77,11 @@ async fn traefik_reads_only_traefik_headers() {
     // And nginx's endpoint ignores Traefik's headers.
     let a = gate
         .auth()
-        .send(
-            Method::GET,
-            "/auth/nginx",
-            &[
-                ("authorization", &format!("Bearer {viewer}")),
-                ("x-forwarded-method", "GET"),
-                ("x-forwarded-uri", WS1_PROJECTS),
-            ],
-            None,
-        )
+        .request(Method::GET, "/auth/nginx")
+        .token(&viewer)
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", WS1_PROJECTS)
+        .go()
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.body.is_empty());
@@ -101,21 +96,16 @@ async fn nginx_refuses_two_disagreeing_originals() {
     )
     .await;
     let send = |url: &'static str, uri: &'static str| {
-        let auth = format!("Bearer {viewer}");
+        let viewer = &viewer;
         let gate = &gate;
         async move {
             gate.auth()
-                .send(
-                    Method::GET,
-                    "/auth/nginx",
-                    &[
-                        ("authorization", auth.as_str()),
-                        ("x-original-method", "GET"),
-                        ("x-original-url", url),
-                        ("x-original-uri", uri),
-                    ],
-                    None,
-                )
+                .request(Method::GET, "/auth/nginx")
+                .token(viewer)
+                .header("x-original-method", "GET")
+                .header("x-original-url", url)
+                .header("x-original-uri", uri)
+                .go()
                 .await
         }
     };
@@ -144,16 +134,11 @@ async fn envoy_http_names_the_client_headers_to_remove() {
     .await;
     let a = gate
         .auth()
-        .send(
-            Method::GET,
-            "/envoy/api/v1/workspaces/ws_1/projects?page=1",
-            &[
-                ("authorization", &format!("Bearer {ws}")),
-                ("x-hawzu-role", "workspace_manager"),
-                ("x-hawzu-project-id", "proj_z"),
-            ],
-            None,
-        )
+        .request(Method::GET, "/envoy/api/v1/workspaces/ws_1/projects?page=1")
+        .token(&ws)
+        .header("x-hawzu-role", "workspace_manager")
+        .header("x-hawzu-project-id", "proj_z")
+        .go()
         .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.header("x-hawzu-role"), Some("workspace_viewer"));
@@ -170,12 +155,9 @@ async fn envoy_http_names_the_client_headers_to_remove() {
     // The method is the original request's.
     let a = gate
         .auth()
-        .send(
-            Method::DELETE,
-            "/envoy/api/v1/workspaces/ws_1/projects/p1",
-            &[("authorization", &format!("Bearer {ws}"))],
-            None,
-        )
+        .request(Method::DELETE, "/envoy/api/v1/workspaces/ws_1/projects/p1")
+        .token(&ws)
+        .go()
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert_eq!(a.json()["error"], "insufficient_role");

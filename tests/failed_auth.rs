@@ -210,18 +210,13 @@ async fn every_door_limits_and_the_limit_wears_off() {
     let traefik = |xff: &'static str| {
         let http = gate.auth();
         async move {
-            http.send(
-                Method::GET,
-                "/auth/traefik",
-                &[
-                    ("authorization", &format!("Bearer {unknown}")),
-                    ("x-forwarded-method", "GET"),
-                    ("x-forwarded-uri", WS1_PROJECTS),
-                    ("x-forwarded-for", xff),
-                ],
-                None,
-            )
-            .await
+            http.request(Method::GET, "/auth/traefik")
+                .token(unknown)
+                .header("x-forwarded-method", "GET")
+                .header("x-forwarded-uri", WS1_PROJECTS)
+                .header("x-forwarded-for", xff)
+                .go()
+                .await
         }
     };
     traefik("192.0.2.20").await;
@@ -232,15 +227,10 @@ async fn every_door_limits_and_the_limit_wears_off() {
     // Envoy over HTTP: the same client, the same bucket.
     let a = gate
         .auth()
-        .send(
-            Method::GET,
-            &format!("/envoy{WS1_PROJECTS}"),
-            &[
-                ("authorization", &format!("Bearer {unknown}")),
-                ("x-forwarded-for", "192.0.2.20"),
-            ],
-            None,
-        )
+        .request(Method::GET, &format!("/envoy{WS1_PROJECTS}"))
+        .token(unknown)
+        .header("x-forwarded-for", "192.0.2.20")
+        .go()
         .await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(a.json()["error"], "rate_limited");

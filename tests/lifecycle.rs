@@ -126,17 +126,7 @@ async fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     let check = |secret: String, method: &'static str| {
         let auth = gate.auth;
         async move {
-            Http::new(format!("http://{auth}"))
-                .send(
-                    http::Method::GET,
-                    "/auth/nginx",
-                    &[
-                        ("authorization", &format!("Bearer {secret}")),
-                        ("x-original-method", method),
-                        ("x-original-uri", path),
-                    ],
-                    None,
-                )
+            common::nginx_check_at(auth, &secret, method, path)
                 .await
                 .status
         }

@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{InProcessGate, Nginx, TestUpstream, curl, project_token, workspace_token};
+use common::{
+    InProcessGate, Nginx, TestUpstream, curl, curl_async, curl_header, project_token,
+    workspace_token,
+};
 use http::StatusCode;
 use serde_json::Value;
 
@@ -171,24 +174,6 @@ async fn nginx_auth_request_passes_identity_and_refuses_with_challenges() {
     );
 }
 
-/// curl through nginx on a blocking thread.
-async fn curl_async(args: Vec<String>) -> (u16, Vec<String>, String) {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        curl(&args)
-    })
-    .await
-    .unwrap()
-}
-
-fn header<'h>(headers: &'h [String], name: &str) -> Vec<&'h str> {
-    let prefix = format!("{name}: ");
-    headers
-        .iter()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_passes_each_refusal_on_with_the_gates_status_code_and_headers() {
     let upstream = TestUpstream::start().await;
@@ -213,7 +198,7 @@ async fn nginx_passes_each_refusal_on_with_the_gates_status_code_and_headers() {
     ])
     .await;
     assert_eq!(status, 400, "{headers:?} {body}");
-    assert_eq!(header(&headers, "x-hawzu-error"), ["ambiguous_path"]);
+    assert_eq!(curl_header(&headers, "x-hawzu-error"), ["ambiguous_path"]);
     assert!(
         body.contains("ambiguous_path"),
         "the body names the code: {body}"
@@ -223,9 +208,9 @@ async fn nginx_passes_each_refusal_on_with_the_gates_status_code_and_headers() {
     let (status, headers, _) =
         curl_async(vec![format!("{base}/api/v1/workspaces/ws_1/projects")]).await;
     assert_eq!(status, 401);
-    assert_eq!(header(&headers, "x-hawzu-error"), ["missing_token"]);
+    assert_eq!(curl_header(&headers, "x-hawzu-error"), ["missing_token"]);
     assert_eq!(
-        header(&headers, "www-authenticate"),
+        curl_header(&headers, "www-authenticate"),
         [r#"bearer realm="hawzu""#]
     );
     let (status, headers, _) = curl_async(vec![
@@ -237,9 +222,12 @@ async fn nginx_passes_each_refusal_on_with_the_gates_status_code_and_headers() {
     ])
     .await;
     assert_eq!(status, 403);
-    assert_eq!(header(&headers, "x-hawzu-error"), ["insufficient_role"]);
     assert_eq!(
-        header(&headers, "www-authenticate"),
+        curl_header(&headers, "x-hawzu-error"),
+        ["insufficient_role"]
+    );
+    assert_eq!(
+        curl_header(&headers, "www-authenticate"),
         [r#"bearer realm="hawzu", error="insufficient_scope""#]
     );
 
@@ -262,10 +250,10 @@ async fn nginx_passes_each_refusal_on_with_the_gates_status_code_and_headers() {
     ])
     .await;
     assert_eq!(status, 429, "{headers:?} {body}");
-    assert_eq!(header(&headers, "x-hawzu-error"), ["rate_limited"]);
-    assert_eq!(header(&headers, "retry-after").len(), 1, "{headers:?}");
+    assert_eq!(curl_header(&headers, "x-hawzu-error"), ["rate_limited"]);
+    assert_eq!(curl_header(&headers, "retry-after").len(), 1, "{headers:?}");
     assert!(
-        header(&headers, "www-authenticate").is_empty(),
+        curl_header(&headers, "www-authenticate").is_empty(),
         "{headers:?}"
     );
     // Nothing refused reached the API.
@@ -291,8 +279,11 @@ async fn nginx_says_503_when_the_gate_says_its_store_is_away() {
     ])
     .await;
     assert_eq!(status, 503, "{headers:?} {body}");
-    assert_eq!(header(&headers, "x-hawzu-error"), ["store_unavailable"]);
-    assert_eq!(header(&headers, "retry-after"), ["1"]);
+    assert_eq!(
+        curl_header(&headers, "x-hawzu-error"),
+        ["store_unavailable"]
+    );
+    assert_eq!(curl_header(&headers, "retry-after"), ["1"]);
     assert_eq!(upstream.count(), 0);
 }
 
@@ -308,7 +299,10 @@ async fn nginx_still_says_5xx_when_the_gate_cannot_be_reached() {
     ])
     .await;
     assert!((500..600).contains(&status), "{status} {headers:?}");
-    assert!(header(&headers, "x-hawzu-error").is_empty(), "{headers:?}");
+    assert!(
+        curl_header(&headers, "x-hawzu-error").is_empty(),
+        "{headers:?}"
+    );
     assert_eq!(upstream.count(), 0);
 }
 
@@ -360,7 +354,7 @@ async fn nginx_never_forwards_underscore_override_or_upgrade_headers() {
     let (status, headers, body) = curl_async(upgrade).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(
-        header(&headers, "x-hawzu-error"),
+        curl_header(&headers, "x-hawzu-error"),
         ["upgrade_refused"],
         "{headers:?}"
     );

@@ -33,43 +33,33 @@ async fn traffic(gate: &InProcessGate) -> String {
         .json();
     let secret = v["secret"].as_str().unwrap().to_owned();
     let id = v["token"]["id"].as_str().unwrap().to_owned();
-    let auth = format!("Bearer {secret}");
     for _ in 0..3 {
         assert_eq!(nginx_auth(gate, &secret).await.status, StatusCode::OK);
     }
     nginx_auth(gate, "hwz_notatoken").await;
     gate.auth()
-        .send(
-            Method::GET,
-            "/auth/traefik",
-            &[
-                ("authorization", &auth),
-                ("x-forwarded-method", "POST"),
-                ("x-forwarded-uri", WS1_PROJECTS),
-            ],
-            None,
-        )
+        .request(Method::GET, "/auth/traefik")
+        .token(&secret)
+        .header("x-forwarded-method", "POST")
+        .header("x-forwarded-uri", WS1_PROJECTS)
+        .go()
         .await;
     gate.auth()
-        .send(
-            Method::GET,
-            &format!("/envoy{WS1_PROJECTS}"),
-            &[("authorization", &auth)],
-            None,
-        )
+        .request(Method::GET, &format!("/envoy{WS1_PROJECTS}"))
+        .token(&secret)
+        .go()
         .await;
     let p = gate
         .proxy()
-        .send(Method::GET, WS1_PROJECTS, &[("authorization", &auth)], None)
+        .request(Method::GET, WS1_PROJECTS)
+        .token(&secret)
+        .go()
         .await;
     assert_eq!(p.status, StatusCode::OK);
     gate.proxy()
-        .send(
-            Method::GET,
-            "/settings/access-tokens",
-            &[("authorization", &auth)],
-            None,
-        )
+        .request(Method::GET, "/settings/access-tokens")
+        .token(&secret)
+        .go()
         .await;
     gate.admin().get(&format!("/admin/v1/tokens/{id}")).await;
     gate.admin()

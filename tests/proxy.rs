@@ -47,24 +47,23 @@ async fn allowed_requests_arrive_with_identity_and_forwarding_headers() {
     .await;
     let a = gate
         .proxy()
-        .send(
+        .request(
             Method::POST,
             &format!("{TESTCASES}/tc_1/steps?expand=all&x=%20y"),
-            &[
-                ("authorization", &format!("Bearer {secret}")),
-                ("x-hawzu-role", "workspace_manager"),
-                ("x-hawzu-project-id", "proj_z"),
-                ("x-hawzu-anything", "spoof"),
-                ("x-forwarded-for", "203.0.113.7"),
-                ("x-request-id", "req-123"),
-                ("connection", "x-drop-me"),
-                ("x-drop-me", "1"),
-                ("keep-alive", "timeout=5"),
-                ("te", "trailers"),
-                ("host", "api.hawzu.example"),
-            ],
-            Some(serde_json::json!({"name": "step"})),
         )
+        .token(&secret)
+        .header("x-hawzu-role", "workspace_manager")
+        .header("x-hawzu-project-id", "proj_z")
+        .header("x-hawzu-anything", "spoof")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-request-id", "req-123")
+        .header("connection", "x-drop-me")
+        .header("x-drop-me", "1")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("host", "api.hawzu.example")
+        .json(serde_json::json!({"name": "step"}))
+        .go()
         .await;
     assert_eq!(
         a.status,
@@ -118,12 +117,9 @@ async fn allowed_requests_arrive_with_identity_and_forwarding_headers() {
     // Without a request id, one is made and returned both ways.
     let a = gate
         .proxy()
-        .send(
-            Method::GET,
-            TESTCASES,
-            &[("authorization", &format!("Bearer {secret}"))],
-            None,
-        )
+        .request(Method::GET, TESTCASES)
+        .token(&secret)
+        .go()
         .await;
     let id = a.header("x-request-id").unwrap().to_owned();
     assert!(id.starts_with("hg-"), "{id}");
@@ -177,13 +173,11 @@ async fn refused_requests_never_reach_the_api() {
         ),
     ];
     for (method, path, tok, status, code) in cases {
-        let mut headers = vec![];
-        let auth;
+        let mut req = gate.proxy().request(method, path);
         if let Some(t) = tok {
-            auth = format!("Bearer {t}");
-            headers.push(("authorization", auth.as_str()));
+            req = req.token(t);
         }
-        let a = gate.proxy().send(method, path, &headers, None).await;
+        let a = req.go().await;
         assert_eq!(a.status, status, "{code}");
         assert_eq!(a.header("x-hawzu-error"), Some(code));
         let body = a.json();
@@ -212,12 +206,9 @@ async fn authorization_is_forwarded_only_when_configured() {
     .await;
     let a = gate
         .proxy()
-        .send(
-            Method::GET,
-            common::WS1_PROJECTS,
-            &[("authorization", &format!("Bearer {secret}"))],
-            None,
-        )
+        .request(Method::GET, common::WS1_PROJECTS)
+        .token(&secret)
+        .go()
         .await;
     assert_eq!(
         a.json()["headers"]["authorization"][0],
@@ -234,12 +225,9 @@ async fn authorization_is_forwarded_only_when_configured() {
     .await;
     let a = gate
         .proxy()
-        .send(
-            Method::GET,
-            common::WS1_PROJECTS,
-            &[("authorization", &format!("Bearer {secret}"))],
-            None,
-        )
+        .request(Method::GET, common::WS1_PROJECTS)
+        .token(&secret)
+        .go()
         .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(upstream.count(), 1, "the request reached the upstream");
@@ -266,12 +254,9 @@ async fn upstream_down_is_502_at_once_and_slow_is_504() {
     let start = Instant::now();
     let a = gate
         .proxy()
-        .send(
-            Method::GET,
-            common::WS1_PROJECTS,
-            &[("authorization", &format!("Bearer {secret}"))],
-            None,
-        )
+        .request(Method::GET, common::WS1_PROJECTS)
+        .token(&secret)
+        .go()
         .await;
     assert!(
         start.elapsed() < Duration::from_secs(1),
@@ -291,12 +276,12 @@ async fn upstream_down_is_502_at_once_and_slow_is_504() {
     let start = Instant::now();
     let a = gate
         .proxy()
-        .send(
+        .request(
             Method::GET,
             &format!("{}?slow_ms=2000", common::WS1_PROJECTS),
-            &[("authorization", &format!("Bearer {secret}"))],
-            None,
         )
+        .token(&secret)
+        .go()
         .await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(a.json()["error"], "upstream_timeout");
@@ -407,12 +392,9 @@ async fn an_https_upstream_with_a_private_ca() {
     .await;
     let a = gate
         .proxy()
-        .send(
-            Method::GET,
-            common::WS1_PROJECTS,
-            &[("authorization", &format!("Bearer {secret}"))],
-            None,
-        )
+        .request(Method::GET, common::WS1_PROJECTS)
+        .token(&secret)
+        .go()
         .await;
     assert_eq!(
         a.status,
@@ -430,12 +412,9 @@ async fn an_https_upstream_with_a_private_ca() {
     .await;
     let a = gate
         .proxy()
-        .send(
-            Method::GET,
-            common::WS1_PROJECTS,
-            &[("authorization", &format!("Bearer {secret}"))],
-            None,
-        )
+        .request(Method::GET, common::WS1_PROJECTS)
+        .token(&secret)
+        .go()
         .await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert_eq!(upstream.count(), 1);

@@ -256,12 +256,9 @@ async fn no_deny_answer_of_any_door_nor_the_metrics_carry_a_secret() {
     // And an allowed request, so every metric family has samples.
     let a = gate
         .proxy()
-        .send(
-            Method::GET,
-            p,
-            &[("authorization", &format!("Bearer {viewer}"))],
-            None,
-        )
+        .request(Method::GET, p)
+        .token(&viewer)
+        .go()
         .await;
     assert_eq!(a.status, StatusCode::OK);
     let m = gate.ops().get("/metrics").await;

@@ -323,3 +323,7 @@ fn append(h: &mut HeaderMap, name: http::HeaderName, value: &str) {
         h.insert(name, v);
     }
 }
+
+#[cfg(test)]
+#[path = "proxy_tests.rs"]
+mod tests;

@@ -1,0 +1,218 @@
+//! Single Redis servers for tests: a throwaway `redis-server` (`RedisServer`),
+//! a node a test may kill and restart (`RedisNode`), `redis-cli`, and a PING
+//! poll. Every process is stopped on drop; never touches the gate.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{eventually, free_port, port_open, stop_child, wait_until};
+
+// === redis-server ===
+
+/// A private `redis-server` on a free port, killed (with anything it
+/// forked) on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        // Owned before the wait, so a server that never listens is stopped too.
+        let server = Self {
+            child: Some(child),
+            port,
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_until("redis-server to listen", Duration::from_secs(10), || {
+            port_open(addr)
+        });
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`, with any child it forked (a save or a replica sync).
+    pub fn stop(&mut self) {
+        if let Some(c) = self.child.take() {
+            stop_child(c, None, Duration::ZERO);
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// === Redis nodes, Sentinel and Cluster (redis_faults, redis_topologies, chaos) ===
+
+/// Runs `redis-cli -p <port> <args…>` and returns what it printed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .expect("redis-cli must be installed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A `redis-server` (or sentinel) with its own arguments and directory,
+/// which a test may kill and restart on the same port; killed on drop.
+pub struct RedisNode {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+    pub dir: PathBuf,
+}
+
+impl RedisNode {
+    /// `redis-server --port <port> --bind 127.0.0.1 --dir <dir> <extra…>`.
+    pub fn start_with(port: u16, dir: &Path, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir.display().to_string(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut node = Self {
+            child: None,
+            port,
+            args,
+            dir: dir.to_owned(),
+        };
+        node.restart();
+        node
+    }
+
+    /// A server whose data survives `kill -9` (append-only file, fsync on
+    /// every write).
+    pub fn persistent(dir: &Path) -> Self {
+        Self::start_with(
+            free_port(),
+            dir,
+            &[
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--enable-debug-command",
+                "local",
+            ],
+        )
+    }
+
+    /// A sentinel from `conf` (written to `<dir>/sentinel.conf`).
+    pub fn sentinel(port: u16, dir: &Path, conf: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join("sentinel.conf");
+        std::fs::write(&file, format!("port {port}\nbind 127.0.0.1\n{conf}")).unwrap();
+        let mut node = Self {
+            child: None,
+            port,
+            args: vec![file.display().to_string(), "--sentinel".into()],
+            dir: dir.to_owned(),
+        };
+        node.restart();
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+
+    /// `kill -9`, with any child it forked (a save or a replica sync).
+    pub fn kill(&mut self) {
+        if let Some(c) = self.child.take() {
+            stop_child(c, None, Duration::ZERO);
+        }
+    }
+
+    /// (Re)starts it with the same arguments and waits until it answers
+    /// PING (after loading its data).
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("redis to answer PING", Duration::from_secs(10), || {
+            redis_cli(port, &["PING"]) == "PONG"
+        });
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls Redis at `url` with PING (each try bounded to 100 ms) until it
+/// answers; how long that took. Unlike `redis-cli`, never stuck behind a
+/// `CLIENT PAUSE`.
+pub async fn wait_redis_answers(url: &str, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    let client = redis::Client::open(url).unwrap();
+    eventually("Redis to answer PING", deadline, || {
+        let client = client.clone();
+        async move {
+            tokio::time::timeout(Duration::from_millis(100), async {
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+            })
+            .await
+            .ok()
+            .flatten()
+            .map(|_| ())
+        }
+    })
+    .await;
+    start.elapsed()
+}

@@ -1,0 +1,142 @@
+//! The token store reached behind the gates' backs: seeding tokens and
+//! changes that publish no event (a lost invalidation). Never goes through
+//! a gate.
+
+use std::time::Duration;
+
+use super::eventually;
+
+/// Marks `secret`'s record disabled straight in Redis, publishing nothing:
+/// a change whose invalidation was lost. Only a cache drop (or the cache
+/// lifetime) makes a gate see it.
+pub async fn disable_in_redis_silently(url: &str, prefix: &str, secret: &str) {
+    let hash = hawzu_gate::token::TokenSecret::parse(secret)
+        .unwrap()
+        .hash();
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}token:{}", hash.to_hex());
+    let json: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    v["disabled_at"] = serde_json::json!(jiff::Timestamp::now().to_string());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(v.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+// === steady load against the forward-auth door, judged by a change log ===
+
+/// Where a test's Redis is, for [`TestStore`].
+pub fn standalone(url: &str) -> hawzu_gate::store::redis::Topology {
+    hawzu_gate::store::redis::Topology::Standalone {
+        url: url.to_owned(),
+        ca: None,
+    }
+}
+
+/// The token store a test's gates use, reached directly (no gate, no
+/// request-path timeout): set-up that must not fail because a busy machine
+/// is slow, and changes made behind the gates' backs.
+#[derive(Clone)]
+pub struct TestStore {
+    store: hawzu_gate::store::RedisStore,
+}
+
+impl TestStore {
+    pub fn new(topology: hawzu_gate::store::redis::Topology, prefix: &str) -> Self {
+        let store = hawzu_gate::store::RedisStore::with_topology(
+            topology,
+            hawzu_gate::store::redis::RedisOptions {
+                url: String::new(),
+                key_prefix: prefix.to_owned(),
+                // Set-up, not the request path: a busy machine may be slow.
+                timeout: Duration::from_secs(10),
+                retention: Duration::from_secs(3600),
+            },
+        )
+        .unwrap();
+        Self { store }
+    }
+
+    /// `n` valid workspace tokens (viewer of `ws_1`, no expiry), written
+    /// straight into the store as the admin API would: their secrets and ids.
+    pub async fn seed(&self, n: usize) -> Vec<(String, String)> {
+        use hawzu_gate::store::TokenStore;
+        use hawzu_gate::token::record::RECORD_VERSION;
+        use hawzu_gate::token::{Scope, TokenId, TokenRecord, TokenSecret};
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let store = self.store.clone();
+            let count = n / 8 + usize::from(t < n % 8);
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let secret = TokenSecret::generate().unwrap();
+                    let record = TokenRecord {
+                        v: RECORD_VERSION,
+                        id: TokenId::generate().unwrap(),
+                        name: "seeded".into(),
+                        workspace_id: "ws_1".into(),
+                        scope: Scope::Workspace {
+                            role: "workspace_viewer".into(),
+                        },
+                        created_by: "test".into(),
+                        created_at: jiff::Timestamp::now(),
+                        expires_at: None,
+                        disabled_at: None,
+                        disabled_by: None,
+                        revoked_at: None,
+                        last_used_at: None,
+                        rotated_from: None,
+                    };
+                    let id = record.id.as_str().to_owned();
+                    store.create(&secret.hash(), &record).await.unwrap();
+                    out.push((secret.expose().to_owned(), id));
+                }
+                out
+            }));
+        }
+        let mut out = Vec::with_capacity(n);
+        for t in tasks {
+            out.extend(t.await.unwrap());
+        }
+        out
+    }
+
+    /// Whether token `id`'s record in the store is neither disabled nor
+    /// revoked (tries again while a connection is being re-made).
+    pub async fn is_valid(&self, id: &str) -> bool {
+        use hawzu_gate::store::TokenStore;
+        let id = hawzu_gate::token::TokenId::parse(id).unwrap();
+        eventually("a read of the store", Duration::from_secs(10), || async {
+            let stored = self.store.find(&id).await.ok()?.unwrap();
+            Some(stored.record.disabled_at.is_none() && stored.record.revoked_at.is_none())
+        })
+        .await
+    }
+
+    /// Marks token `id` disabled in the store without publishing an event:
+    /// a change whose invalidation was lost (only a cache drop, or the
+    /// cache lifetime, makes a gate see it).
+    pub async fn disable_silently(&self, id: &str) {
+        use hawzu_gate::store::TokenStore;
+        let id = hawzu_gate::token::TokenId::parse(id).unwrap();
+        // Tries again while the connection is being re-made (a test may
+        // have just cut every client's connection).
+        eventually("a silent disable", Duration::from_secs(10), || async {
+            let current = self.store.find(&id).await.ok()?.unwrap();
+            let mut next = current.record.clone();
+            next.disabled_at = Some(jiff::Timestamp::now());
+            // `touch` is the quiet write (for last_used_at): no event.
+            self.store.touch(&current, &next).await.ok().filter(|w| *w)
+        })
+        .await;
+    }
+}
