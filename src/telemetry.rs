@@ -150,9 +150,11 @@ pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
         let found = if rest.starts_with(b"bearer ") {
             let start = run(i + 7, |b| b == b' ');
             let end = run(start, |b| {
-                !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b'\\' | b',')
+                !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b'\\' | b',' | b'`')
             });
-            (end > start).then_some((start, end))
+            // `Bearer <key>` in a hint is a placeholder, not a secret.
+            let placeholder = tb.get(start) == Some(&b'<') && text[start..end].contains('>');
+            (end > start && !placeholder).then_some((start, end))
         } else if rest.starts_with(b"hwzadm_") {
             Some((
                 i + 7,
@@ -231,6 +233,16 @@ mod tests {
                 "nothing secret here".to_owned(),
             ),
             ("Bearer ".to_owned(), "Bearer ".to_owned()),
+            // A hint's placeholder is kept; a secret in backquotes is not.
+            (
+                "Send the admin key as `Authorization: Bearer <key>`.".to_owned(),
+                "Send the admin key as `Authorization: Bearer <key>`.".to_owned(),
+            ),
+            (
+                "sent `Authorization: Bearer s3cr3t`".to_owned(),
+                "sent `Authorization: Bearer …redacted`".to_owned(),
+            ),
+            ("Bearer <s3cr3t".to_owned(), "Bearer …redacted".to_owned()),
             ("hwz".to_owned(), "hwz".to_owned()),
             ("ü hwz_ü".to_owned(), "ü hwz_…redactedü".to_owned()),
         ];

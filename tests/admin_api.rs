@@ -282,6 +282,11 @@ async fn admin_key_is_required_and_checked() {
         .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(a.json()["error"], "unauthorized");
+    assert_eq!(
+        a.json()["message"],
+        "Send the admin key as `Authorization: Bearer <key>`.",
+        "the hint reaches the user whole (redaction leaves a placeholder alone)"
+    );
     assert!(a.header("www-authenticate").unwrap().starts_with("Bearer"));
     let wrong = common::Http::new(base.clone()).bearer(&format!("{}x", gate.admin_key));
     assert_eq!(

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use thiserror::Error;
 
+use crate::refusal::{DenyCode, Refusal};
 use crate::store::{StoreError, UpdateError};
 use crate::token::{FieldErrors, TokenId};
 use crate::web::json as json_response;
@@ -139,21 +140,23 @@ impl ApiError {
         }
     }
 
-    /// The documented error code (`error` in the body).
+    /// The documented error code (`error` in the body): a request refusal's
+    /// own code where the condition is the same (`crate::refusal`), else
+    /// one of the admin plane's.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::NoRoute | ApiError::NotFound(_) => "not_found",
+            ApiError::NoRoute | ApiError::NotFound(_) => Refusal::NotFound("").code(),
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RateLimited { .. } => DenyCode::RateLimited.as_str(),
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
-            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::BadRequest { .. } => Refusal::BadRequest.code(),
             ApiError::Validation(_) => "validation_failed",
             ApiError::State { code, .. } => code,
             ApiError::IdTaken => "conflict",
-            ApiError::StoreUnavailable(_) => "store_unavailable",
-            ApiError::Overloaded => "overloaded",
-            ApiError::BodyTimeout => crate::refusal::Refusal::BodyTimeout.code(),
+            ApiError::StoreUnavailable(_) => DenyCode::StoreUnavailable.as_str(),
+            ApiError::Overloaded => Refusal::Overloaded.code(),
+            ApiError::BodyTimeout => Refusal::BodyTimeout.code(),
             ApiError::PayloadTooLarge => "payload_too_large",
         }
     }
