@@ -99,12 +99,12 @@ pub enum Topology {
 impl std::fmt::Debug for Topology {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let redact = |urls: &[String]| -> Vec<String> {
-            urls.iter().map(|u| crate::config::redact_url(u)).collect()
+            urls.iter().map(|u| crate::redact::redact_url(u)).collect()
         };
         match self {
             Self::Standalone { url, .. } => f
                 .debug_struct("Standalone")
-                .field("url", &crate::config::redact_url(url))
+                .field("url", &crate::redact::redact_url(url))
                 .finish(),
             Self::Sentinel {
                 sentinels,
