@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Cursor, ListQuery, MAX_SCAN, Page, StoreError, Stored, TokenStore, created_ms};
+use super::list::Batch;
+use super::{Cursor, ListQuery, Page, StoreError, Stored, TokenStore, created_ms, paginate};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
 /// File name of the database inside `data_dir`.
@@ -201,44 +202,14 @@ impl TokenStore for EmbeddedStore {
     }
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
-        let mut tokens = Vec::with_capacity(query.limit.min(SCAN_BATCH));
-        let mut position = query.cursor.clone();
-        let mut scanned = 0;
-        loop {
-            let workspace = query.workspace.clone();
-            let after = position.clone();
-            let batch = self
-                .run(self.read_timeout, move |db| {
-                    scan_batch(db, workspace.as_deref(), after.as_ref())
-                })
-                .await?;
-            let exhausted = batch.len() < SCAN_BATCH;
-            for (cursor, record) in batch {
-                scanned += 1;
-                position = Some(cursor);
-                let Some(record) = record else { continue };
-                if !query.filter.matches(&record) {
-                    continue;
-                }
-                tokens.push(record);
-                if tokens.len() == query.limit {
-                    // More may follow; the client asks again from here.
-                    return Ok(Page {
-                        tokens,
-                        next: position,
-                    });
-                }
-            }
-            if exhausted {
-                return Ok(Page { tokens, next: None });
-            }
-            if scanned >= MAX_SCAN {
-                return Ok(Page {
-                    tokens,
-                    next: position,
-                });
-            }
-        }
+        let workspace = query.workspace.as_deref();
+        paginate(&query, SCAN_BATCH, |after| {
+            let workspace = workspace.map(str::to_owned);
+            self.run(self.read_timeout, move |db| {
+                scan_batch(db, workspace.as_deref(), after.as_ref())
+            })
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -257,7 +228,7 @@ fn scan_batch(
     db: &Database,
     workspace: Option<&str>,
     after: Option<&Cursor>,
-) -> Result<Vec<(Cursor, Option<TokenRecord>)>, StoreError> {
+) -> Result<Batch, StoreError> {
     let txn = db.begin_read().map_err(unavailable)?;
     let mut entries: Vec<(u64, String)> = Vec::with_capacity(SCAN_BATCH);
     match workspace {

@@ -36,7 +36,8 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-use super::{Cursor, ListQuery, MAX_SCAN, Page, StoreError, Stored, TokenStore, created_ms};
+use super::list::Batch;
+use super::{Cursor, ListQuery, Page, StoreError, Stored, TokenStore, created_ms, paginate};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
 /// Replaces a record only if it still holds the expected bytes.
@@ -725,37 +726,11 @@ impl TokenStore for RedisStore {
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         let index = self.index_key(query.workspace.as_deref());
-        let mut tokens = Vec::with_capacity(query.limit.min(SCAN_BATCH));
-        let mut position = query.cursor.clone();
-        let mut scanned = 0;
-        loop {
-            let batch = self.scan_batch(&index, position.as_ref()).await?;
-            let exhausted = batch.len() < SCAN_BATCH;
-            for (cursor, record) in batch {
-                scanned += 1;
-                position = Some(cursor);
-                let Some(record) = record else { continue };
-                if !query.filter.matches(&record) {
-                    continue;
-                }
-                tokens.push(record);
-                if tokens.len() == query.limit {
-                    return Ok(Page {
-                        tokens,
-                        next: position,
-                    });
-                }
-            }
-            if exhausted {
-                return Ok(Page { tokens, next: None });
-            }
-            if scanned >= MAX_SCAN {
-                return Ok(Page {
-                    tokens,
-                    next: position,
-                });
-            }
-        }
+        let index = index.as_str();
+        paginate(&query, SCAN_BATCH, |after| async move {
+            self.scan_batch(index, after.as_ref()).await
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -817,11 +792,7 @@ impl RedisStore {
     /// Up to [`SCAN_BATCH`] index entries older than `after`, newest first,
     /// each with its record. Entries whose record Redis has dropped
     /// (retention) are removed from the index on the way.
-    async fn scan_batch(
-        &self,
-        index: &str,
-        after: Option<&Cursor>,
-    ) -> Result<Vec<(Cursor, Option<TokenRecord>)>, StoreError> {
+    async fn scan_batch(&self, index: &str, after: Option<&Cursor>) -> Result<Batch, StoreError> {
         self.timed(|mut conn| async move {
             // Sorted-set order is (score, member); newest first is the reverse.
             // Entries tied with the cursor's score are filtered here, reading
