@@ -1,11 +1,14 @@
 //! Token stores: one contract, two backends.
 //!
 //! [`TokenStore`] is what the decision path and the admin API need from
-//! storage. `embedded` keeps tokens in a file under `data_dir` for a single
-//! gate; `redis` shares them across a fleet and publishes an invalidation
-//! event on every change. Every call is bounded in time; none blocks the
-//! async runtime. The store holds records keyed by the token hash, never a
-//! secret.
+//! storage; [`ChangeFeed`] (`feed`) is how a store tells caches what
+//! changed, and that they may have missed changes; `list` pages listings
+//! for both backends. `embedded` keeps tokens in a file under `data_dir`
+//! for a single gate; `redis` shares them across a fleet and publishes an
+//! invalidation event on every change. Every call is bounded in time; none
+//! blocks the async runtime. The store holds records keyed by the token
+//! hash, never a secret. It must never know about the cache, the decision
+//! or HTTP.
 
 use std::future::Future;
 
@@ -14,10 +17,12 @@ use thiserror::Error;
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
 pub mod embedded;
+mod feed;
 mod list;
 pub mod redis;
 
 pub use self::embedded::EmbeddedStore;
+pub use self::feed::{Change, ChangeFeed, Changes};
 pub(crate) use self::list::paginate;
 pub use self::list::{Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Page, created_ms};
 pub use self::redis::RedisStore;
@@ -237,6 +242,22 @@ impl TokenStore for Store {
         match self {
             Store::Embedded(s) => s.ping().await,
             Store::Redis(s) => s.ping().await,
+        }
+    }
+}
+
+impl ChangeFeed for Store {
+    async fn publish(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.publish(hash).await,
+            Store::Redis(s) => s.publish(hash).await,
+        }
+    }
+
+    fn changes(&self) -> Result<Changes, StoreError> {
+        match self {
+            Store::Embedded(s) => s.changes(),
+            Store::Redis(s) => s.changes(),
         }
     }
 }
