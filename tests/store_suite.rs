@@ -2,6 +2,9 @@
 //! store and against a real Redis (unique key prefix per test), plus the
 //! backend-specific promises (restart survival; key schema, retention TTL,
 //! invalidation events, timeouts and reconnection for Redis).
+//!
+//! Over 500 lines on purpose: one contract run against both backends; the
+//! suite must stay one list.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 

@@ -1,3 +1,6 @@
+// Over 500 lines on purpose: the rule tables and their property tests, beside
+// each other.
+
 use super::*;
 use proptest::prelude::*;
 
