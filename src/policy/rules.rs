@@ -22,8 +22,8 @@ use http::Method;
 use thiserror::Error;
 use unicode_normalization::UnicodeNormalization;
 
+use super::ids::valid_id;
 use super::roles::{Permission, PermissionError};
-use crate::token::record::valid_id;
 
 // === paths ===
 
