@@ -61,7 +61,9 @@ fn five_hundred_rules() -> RuleSet {
                 "/api/v1/workspaces/{{workspace}}/projects/{{project}}/custom{i}/**"
             ))
             .expect("template"),
-            permission: Permission::parse("testcases:read").expect("permission"),
+            access: Permission::parse("testcases:read")
+                .expect("permission")
+                .into(),
             origin: format!("policy.rules[{i}]"),
         });
     }

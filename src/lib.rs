@@ -21,6 +21,7 @@ pub mod doors;
 pub mod headers;
 pub mod metrics;
 pub mod ops;
+pub mod pass;
 pub mod policy;
 pub mod refusal;
 pub mod server;

@@ -127,7 +127,9 @@ fn custom(rules: &[CustomRule]) -> RuleSet {
         out.push(Rule {
             methods,
             template,
-            permission: Permission::parse(PERMISSIONS[i % PERMISSIONS.len()]).expect("valid"),
+            access: Permission::parse(PERMISSIONS[i % PERMISSIONS.len()])
+                .expect("valid")
+                .into(),
             origin: format!("custom[{i}]"),
         });
     }
