@@ -153,6 +153,7 @@ fn benches(c: &mut Criterion) {
         };
         match decide(&cache, &policy, &facts).await {
             Decision::Allow(p) => p,
+            Decision::Pass(p) => panic!("bench token passed unjudged: {p:?}"),
             Decision::Deny(d) => panic!("bench token refused: {:?}", d.code),
         }
     });
