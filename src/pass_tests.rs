@@ -267,3 +267,24 @@ fn a_rule_is_public_or_needs_a_permission_never_both() {
     let other = build(rule(None, Some("open"))).unwrap_err();
     assert!(other.contains("`open` is not an access"), "{other}");
 }
+
+#[test]
+fn other_credentials_is_refuse_by_default_and_a_bad_value_names_both_choices() {
+    use crate::config::{env_name, load_from};
+    let load = |v: Option<&str>| {
+        let env = v
+            .map(|v| (env_name("policy.other_credentials"), v.to_owned()))
+            .into_iter()
+            .collect();
+        load_from(None, env).map(|l| l.policy.other_credentials)
+    };
+    assert_eq!(load(None).unwrap(), OtherCredentials::Refuse);
+    assert_eq!(load(Some("pass")).unwrap(), OtherCredentials::Pass);
+    let err = load(Some("allow")).unwrap_err().to_string();
+    assert!(
+        err.contains("policy.other_credentials")
+            && err.contains("use refuse")
+            && err.contains("or pass"),
+        "{err}"
+    );
+}

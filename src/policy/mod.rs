@@ -19,6 +19,19 @@ pub struct Policy {
     pub other_credentials: OtherCredentials,
 }
 
+impl TryFrom<String> for OtherCredentials {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "refuse" => Ok(Self::Refuse),
+            "pass" => Ok(Self::Pass),
+            _ => Err(format!(
+                "`{s}` is not a choice; use refuse (a request without a Hawzu token is 401) or pass (it is forwarded with no identity for the API to judge)"
+            )),
+        }
+    }
+}
+
 /// What a rule asks of a request (`permission = "…"` or `access =
 /// "public"` in config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +62,7 @@ impl fmt::Display for Access {
 /// `policy.other_credentials`: what becomes of a request that presents no
 /// Hawzu token (a session cookie, another bearer such as a JWT, nothing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum OtherCredentials {
     /// Refused as today (`missing_token`, `malformed_token`), except on a
     /// public route.
