@@ -571,7 +571,44 @@ fn the_nginx_file_clears_the_token_and_overrides_for_the_api_only() {
         .next()
         .unwrap()
         .to_ascii_lowercase();
-    for h in NEVER_FORWARDED {
+    // Authorization reaches the API only when the gate passed a request
+    // that presents no Hawzu token (X-Hawzu-Passed); by default it is "".
+    let line = |text: &str, start: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("deploy/nginx/nginx.conf: no `{start}`"))
+            .to_owned()
+    };
+    assert_eq!(
+        line(&api, "proxy_set_header authorization "),
+        "proxy_set_header authorization $hawzu_authorization;"
+    );
+    assert_eq!(
+        line(&api, "proxy_set_header x-hawzu-passed "),
+        "proxy_set_header x-hawzu-passed       \"\";"
+    );
+    let map = conf
+        .split("map $hawzu_passed $hawzu_authorization {")
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap();
+    let entries: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|w: &Vec<&str>| !w.is_empty())
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            vec!["default", "\"\";"],
+            vec!["no_token", "$http_authorization;"],
+            vec!["public", "$http_authorization;"],
+        ]
+    );
+    for h in NEVER_FORWARDED.iter().filter(|h| **h != "authorization") {
         assert!(
             api.contains(&format!("proxy_set_header {h} ")) && {
                 let line = api
