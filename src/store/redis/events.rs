@@ -118,6 +118,8 @@ async fn follow(
     let mut backoff = RESUBSCRIBE_FIRST;
     // A probe this gate published and has not yet received back.
     let mut pending: Option<(String, Instant)> = None;
+    // Failed attempts are logged once, then at a backed-off interval.
+    let mut outage = Outage::default();
     let mut check = tokio::time::interval(PROBE_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -159,6 +161,7 @@ async fn follow(
                 Ok(Ok(())) => {
                     up = true;
                     backoff = RESUBSCRIBE_FIRST;
+                    outage.over();
                     let change = if ever {
                         // Back after a disconnect: messages may have been
                         // missed meanwhile, so nothing cached is trusted.
@@ -190,13 +193,22 @@ async fn follow(
                         return;
                     }
                     subscriber.reset();
-                    tracing::warn!(error = %e, "invalidation listener: cannot subscribe yet");
+                    if let Some(failures) = outage.failed() {
+                        tracing::warn!(
+                            error = %e,
+                            failures,
+                            "invalidation listener: cannot subscribe yet; retrying (logged again at a growing interval)"
+                        );
+                    }
                 }
                 Err(_) => {
                     subscriber.reset();
-                    tracing::warn!(
-                        "invalidation listener: no answer, or the probe did not come back; retrying"
-                    );
+                    if let Some(failures) = outage.failed() {
+                        tracing::warn!(
+                            failures,
+                            "invalidation listener: no answer, or the probe did not come back; retrying (logged again at a growing interval)"
+                        );
+                    }
                 }
             }
         }
@@ -289,6 +301,55 @@ async fn follow(
 /// moved). A subscription lost without a word is found within two of these.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// When a Redis that stays away is logged: the first failed attempt, then
+/// again after 10 s, 20 s, 40 s … up to every 5 minutes (attempts go on
+/// every 50–500 ms meanwhile), with how many attempts failed; once more
+/// when it is back.
+#[derive(Debug, Default)]
+struct Outage {
+    /// When the outage began and when it was last logged, if one is on.
+    since: Option<(Instant, Instant)>,
+    failures: u64,
+    next_log: Duration,
+}
+
+impl Outage {
+    const FIRST_REPEAT: Duration = Duration::from_secs(10);
+    const MAX_REPEAT: Duration = Duration::from_secs(300);
+
+    /// Counts a failed attempt; `Some(failures so far)` when it is to be
+    /// logged.
+    fn failed(&mut self) -> Option<u64> {
+        self.failures += 1;
+        let now = Instant::now();
+        match &mut self.since {
+            None => {
+                self.since = Some((now, now));
+                self.next_log = Self::FIRST_REPEAT;
+                Some(self.failures)
+            }
+            Some((_, logged)) if logged.elapsed() >= self.next_log => {
+                *logged = now;
+                self.next_log = (self.next_log * 2).min(Self::MAX_REPEAT);
+                Some(self.failures)
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The store answered again: logs how long it was away, if it was.
+    fn over(&mut self) {
+        if let Some((began, _)) = self.since.take() {
+            tracing::info!(
+                failures = self.failures,
+                down_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "invalidation listener: Redis answers again"
+            );
+        }
+        self.failures = 0;
+    }
+}
+
 /// After a resubscription, how long the listener waits for the store to
 /// answer reads (a restarted Redis loading its data) before it drops the
 /// cache anyway.
@@ -315,4 +376,27 @@ fn is_payload(value: &Value, expected: &str) -> bool {
 /// The hash a message's payload invalidates, if it is an invalidation.
 fn payload_hash(value: &Value) -> Option<TokenHash> {
     event_hash(payload(value)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_logged_once_then_at_a_growing_interval_and_when_over() {
+        let mut o = Outage::default();
+        assert_eq!(o.failed(), Some(1), "the first failure is logged");
+        for _ in 0..100 {
+            assert_eq!(o.failed(), None, "the next ones, within 10 s, are not");
+        }
+        // 10 s later (moved back instead of waited for).
+        if let Some((_, logged)) = &mut o.since {
+            *logged -= Duration::from_secs(10);
+        }
+        assert_eq!(o.failed(), Some(102), "logged again, with the count");
+        assert_eq!(o.next_log, Duration::from_secs(20), "then after 20 s");
+        o.over();
+        assert!(o.since.is_none());
+        assert_eq!(o.failed(), Some(1), "a new outage is logged at once");
+    }
 }
