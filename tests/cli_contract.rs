@@ -221,3 +221,59 @@ fn list_all_json_prints_what_its_help_says_and_times_have_one_format() {
         table.stdout
     );
 }
+
+#[test]
+fn roles_and_show_say_what_a_token_can_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(
+        dir.path(),
+        "[roles]\nexecution_runner = [\"executions:read\", \"executions:write\"]\n",
+    );
+    let run = gate.cli(&["roles"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = &run.stdout;
+    let (workspace, rest) = out.split_once("Project roles").expect("two sections");
+    let (project, custom) = rest.split_once("Roles from [roles]").expect("custom");
+    assert!(workspace.starts_with("Workspace roles"), "{out}");
+    assert!(workspace.contains("workspace_manager") && !workspace.contains("project_"));
+    assert!(project.contains("project_manager") && !project.contains("workspace_"));
+    let runner = custom
+        .lines()
+        .find(|l| l.contains("execution_runner"))
+        .unwrap();
+    assert!(
+        runner.contains("executions:read executions:write"),
+        "{runner}"
+    );
+    let json = gate.cli(&["roles", "--json"]).json();
+    assert_eq!(json["roles"].as_array().unwrap().len(), 9);
+
+    let v = create(
+        &gate,
+        &[
+            "--name",
+            "Nightly",
+            "--workspace",
+            "ws_1",
+            "--project",
+            "proj_a=project_member",
+            "--project",
+            "proj_b=execution_runner",
+            "--expires",
+            "1w",
+        ],
+    );
+    let id = v["token"]["id"].as_str().unwrap();
+    let run = gate.cli(&["token", "show", id]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let perms = run
+        .stdout
+        .split_once("\npermissions\n")
+        .expect("a permissions section")
+        .1;
+    let (a, b) = perms.split_once("project proj_b").unwrap();
+    assert!(a.contains("project proj_a (project_member)"), "{perms}");
+    assert!(a.contains("testcases:write") && !a.contains("testcases:delete"));
+    assert!(b.starts_with(" (execution_runner)"), "{perms}");
+    assert_eq!(b.trim_start_matches(" (execution_runner)").trim(), "executions:read executions:write");
+}

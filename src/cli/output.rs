@@ -143,7 +143,7 @@ impl Output {
 }
 
 /// `words` joined by spaces into lines of at most `width` characters.
-fn wrap(words: &[String], width: usize) -> Vec<String> {
+pub(super) fn wrap(words: &[String], width: usize) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     for w in words {
         match lines.last_mut() {

@@ -11,7 +11,10 @@ use crate::config::Loaded;
 use crate::policy::roles::RoleScope;
 
 use super::global::{Client, client};
-use super::output::Output;
+use super::output::{Output, wrap};
+
+/// The width the table is wrapped to.
+const LINE: usize = 100;
 
 #[derive(Debug, Args)]
 pub(super) struct RolesArgs {
@@ -55,7 +58,13 @@ fn print_roles(roles: &[RoleView]) {
         first = false;
         say!("{title}");
         for r in of_scope {
-            say!("  {:<width$}  {}", r.name, r.permissions.join(" "));
+            // Permissions wrapped beside the name, continued under the first.
+            let lines = wrap(&r.permissions, LINE.saturating_sub(width + 4).max(30));
+            let mut name = r.name.as_str();
+            for line in lines {
+                say!("  {name:<width$}  {line}");
+                name = "";
+            }
         }
     }
 }
