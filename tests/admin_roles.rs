@@ -1,7 +1,8 @@
 //! What a token can do, without guessing: `GET /admin/v1/roles` lists every
 //! role (built-in and from config) with its permissions, for any
 //! authenticated caller, and a token's show answer lists its permissions
-//! per scope.
+//! per scope. And which ids it may name: a workspace or project id off
+//! `policy.id_pattern` is refused at create, the pattern in the message.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -110,7 +111,11 @@ async fn show_lists_the_permissions_of_each_scope() {
         ),
     )
     .await;
-    let v = gate.admin().get(&format!("/admin/v1/tokens/{id}")).await.json();
+    let v = gate
+        .admin()
+        .get(&format!("/admin/v1/tokens/{id}"))
+        .await
+        .json();
     assert_eq!(v["token"]["id"], id.as_str());
     let scopes = v["permissions"].as_array().unwrap();
     assert_eq!(scopes.len(), 2, "{v}");
@@ -120,7 +125,10 @@ async fn show_lists_the_permissions_of_each_scope() {
     assert_eq!(scopes[0]["role_defined"], true);
     let a = strings(&scopes[0]["permissions"]);
     assert!(a.contains(&"testcases:delete") && a.contains(&"members:manage"));
-    assert!(!a.iter().any(|p| p.starts_with("tokens:") || p.starts_with("workspace:")));
+    assert!(
+        !a.iter()
+            .any(|p| p.starts_with("tokens:") || p.starts_with("workspace:"))
+    );
     assert_eq!(scopes[1]["project_id"], "proj_b");
     let b = strings(&scopes[1]["permissions"]);
     assert!(b.contains(&"testcases:read") && !b.contains(&"testcases:write"));
@@ -130,10 +138,94 @@ async fn show_lists_the_permissions_of_each_scope() {
         workspace_token("Member", "ws_1", "workspace_member", "1w"),
     )
     .await;
-    let v = gate.admin().get(&format!("/admin/v1/tokens/{id}")).await.json();
+    let v = gate
+        .admin()
+        .get(&format!("/admin/v1/tokens/{id}"))
+        .await
+        .json();
     let scopes = v["permissions"].as_array().unwrap();
     assert_eq!(scopes.len(), 1);
     assert_eq!(scopes[0]["scope"], "workspace");
     assert_eq!(scopes[0]["project_id"], Value::Null);
     assert!(strings(&scopes[0]["permissions"]).contains(&"executions:write"));
+}
+
+#[tokio::test]
+async fn an_id_off_the_pattern_is_refused_at_create_naming_field_and_pattern() {
+    // The default pattern: the shape of the Hawzu API's ids.
+    let gate = InProcessGate::embedded().await;
+    for ws in ["_ws", "-ws", "ws.1", "ws 1"] {
+        let a = gate
+            .admin()
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Odd", ws, "workspace_viewer", "1w"),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{ws:?}");
+        let why = a.json()["fields"]["workspace_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            why.contains("^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$") && why.contains("policy.id_pattern"),
+            "{ws:?}: {why}"
+        );
+    }
+    let a = gate
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            project_token(
+                "Odd",
+                "ws_1",
+                &[("proj_a", "project_viewer"), ("_b", "project_viewer")],
+                "1w",
+            ),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields = a.json()["fields"].clone();
+    assert!(
+        fields.get("scope.projects[0].project_id").is_none(),
+        "{fields}"
+    );
+    assert!(
+        fields["scope.projects[1].project_id"]
+            .as_str()
+            .unwrap()
+            .contains("id pattern"),
+        "{fields}"
+    );
+
+    // A configured pattern: only ids of that shape.
+    let gate = InProcessGate::start(&[("policy.id_pattern", "ws_[0-9]+|proj_[a-z]+")]).await;
+    let a = gate
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Acme", "acme", "workspace_viewer", "1w"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        a.json()["fields"]["workspace_id"]
+            .as_str()
+            .unwrap()
+            .contains("`ws_[0-9]+|proj_[a-z]+`"),
+    );
+    // Anchored: a prefix that matches is not enough.
+    let a = gate
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Prefix", "ws_1x", "workspace_viewer", "1w"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    create_token(
+        &gate,
+        project_token("Fine", "ws_7", &[("proj_abc", "project_viewer")], "1w"),
+    )
+    .await;
 }

@@ -50,7 +50,13 @@ fn exit_codes_tell_refused_from_bad_usage_from_unreachable() {
     for args in [
         &["token", "list", "--admin-url", &nobody][..],
         &["--admin-url", &nobody, "roles"][..],
-        &["explain", "--admin-url", &nobody, "--token-id", "tok_0000000000000000"][..],
+        &[
+            "explain",
+            "--admin-url",
+            &nobody,
+            "--token-id",
+            "tok_0000000000000000",
+        ][..],
     ] {
         let mut args = args.to_vec();
         if args[0] == "explain" {
@@ -143,7 +149,10 @@ fn help_groups_the_connection_flags_and_serve_shows_only_its_own() {
         "project_coordinator",
         "project_manager",
     ] {
-        assert!(project.contains(role), "--project help names {role}: {project}");
+        assert!(
+            project.contains(role),
+            "--project help names {role}: {project}"
+        );
     }
     assert!(own.contains("workspace_coordinator"), "{own}");
 
@@ -275,5 +284,50 @@ fn roles_and_show_say_what_a_token_can_do() {
     assert!(a.contains("project proj_a (project_member)"), "{perms}");
     assert!(a.contains("testcases:write") && !a.contains("testcases:delete"));
     assert!(b.starts_with(" (execution_runner)"), "{perms}");
-    assert_eq!(b.trim_start_matches(" (execution_runner)").trim(), "executions:read executions:write");
+    assert_eq!(
+        b.trim_start_matches(" (execution_runner)").trim(),
+        "executions:read executions:write"
+    );
+}
+
+#[test]
+fn ids_off_the_pattern_are_refused_with_the_pattern_and_a_bad_pattern_stops_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(
+        dir.path(),
+        "[policy]\nid_pattern = \"ws_[0-9]+|proj_[a-z]+\"\n",
+    );
+    let run = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "Acme",
+        "--workspace",
+        "acme",
+        "--project",
+        "proj_a=project_viewer",
+        "--expires",
+        "1w",
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("--workspace: must match the id pattern `ws_[0-9]+|proj_[a-z]+`"),
+        "{}",
+        run.stderr
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[policy]\nid_pattern = \"[a-z\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy.id_pattern") && err.contains("is not a regular expression"),
+        "{err}"
+    );
 }

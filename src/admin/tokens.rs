@@ -40,7 +40,7 @@ pub async fn create(
         req.created_by = Some(caller.label());
     }
     let valid = req
-        .validate(&api.policy().roles, now)
+        .validate(&api.policy(), now)
         .map_err(ApiError::Validation)?;
     caller.may_reach(
         &api.policy(),

@@ -141,7 +141,12 @@ impl ScopePermissions {
                 project_id: project.map(str::to_owned),
                 role: role.to_owned(),
                 permissions: found
-                    .map(|r| r.permissions.iter().map(|p| p.as_str().to_owned()).collect())
+                    .map(|r| {
+                        r.permissions
+                            .iter()
+                            .map(|p| p.as_str().to_owned())
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 role_defined: found.is_some(),
             }

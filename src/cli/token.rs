@@ -11,8 +11,7 @@ use serde_json::Value;
 
 use crate::admin::client::AdminClient;
 use crate::admin::wire::{
-    CreateRequest, Created, ExplainRequest, Explained, ListPage, ShownToken, TokenAnswer,
-    TokenView,
+    CreateRequest, Created, ExplainRequest, Explained, ListPage, ShownToken, TokenAnswer, TokenView,
 };
 use crate::config::Loaded;
 use crate::token::expiry::{EXPIRY_HELP, ExpirySpec};
@@ -96,7 +95,8 @@ pub(super) struct CreateArgs {
     /// A descriptive name, e.g. "CI Runner" (1-128 characters).
     #[arg(long)]
     name: String,
-    /// The workspace id the token belongs to.
+    /// The workspace id the token belongs to (as every project id: it must
+    /// match policy.id_pattern, by default ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$).
     #[arg(long, value_name = "WS")]
     workspace: String,
     #[arg(long, value_name = "ROLE", help = role_help(RoleScope::Workspace))]

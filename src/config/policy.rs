@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
+use crate::policy::ids::{DEFAULT_ID_PATTERN, IdPattern};
 use crate::policy::roles::{Permission, RoleScope, Roles};
 use crate::policy::rules::{MethodSet, Rule, RuleError, RuleSet, Template};
 
@@ -19,6 +20,9 @@ pub struct PolicySettings {
     pub default_rules: bool,
     /// Rules checked in order before the built-in ones; the first match wins.
     pub rules: Vec<RuleSettings>,
+    /// The workspace and project ids a token may name: a regular expression
+    /// the whole id must match (a create naming another is refused, 422).
+    pub id_pattern: String,
 }
 
 impl Default for PolicySettings {
@@ -26,6 +30,7 @@ impl Default for PolicySettings {
         Self {
             default_rules: true,
             rules: Vec::new(),
+            id_pattern: DEFAULT_ID_PATTERN.to_owned(),
         }
     }
 }
@@ -43,9 +48,10 @@ pub struct RuleSettings {
 }
 
 impl PolicySettings {
-    /// Builds the policy from the custom `roles` and these rules (yours
-    /// first, then the built-in ones unless turned off); a bad role or rule
-    /// is an error naming `roles` or `policy.rules[i]`.
+    /// Builds the policy from the custom `roles`, these rules (yours
+    /// first, then the built-in ones unless turned off) and the id pattern;
+    /// a bad role, rule or pattern is an error naming `roles`,
+    /// `policy.rules[i]` or `policy.id_pattern`.
     pub(crate) fn build<E>(
         &self,
         roles: &BTreeMap<String, Vec<String>>,
@@ -74,9 +80,11 @@ impl PolicySettings {
         if self.default_rules {
             rules.extend(RuleSet::defaults().rules().iter().cloned());
         }
+        let ids = IdPattern::new(&self.id_pattern).map_err(|e| invalid("policy.id_pattern", e))?;
         Ok(Policy {
             roles,
             rules: RuleSet::new(rules),
+            ids,
         })
     }
 }

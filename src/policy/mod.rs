@@ -1,9 +1,11 @@
-//! Policy: roles with their permissions, and route rules with path
-//! handling. Built once from config (and again on reload); pure data, no I/O.
+//! Policy: roles with their permissions, route rules with path handling,
+//! and the id pattern. Built once from config (and again on reload); pure data, no I/O.
 
+pub mod ids;
 pub mod roles;
 pub mod rules;
 
+use ids::IdPattern;
 use roles::Roles;
 use rules::RuleSet;
 
@@ -12,6 +14,8 @@ use rules::RuleSet;
 pub struct Policy {
     pub roles: Roles,
     pub rules: RuleSet,
+    /// The workspace and project ids a token may name (checked at create).
+    pub ids: IdPattern,
 }
 
 impl Default for Policy {
@@ -20,6 +24,7 @@ impl Default for Policy {
         Self {
             roles: Roles::default(),
             rules: RuleSet::defaults(),
+            ids: IdPattern::default(),
         }
     }
 }
