@@ -52,7 +52,7 @@ use self::token::{ExplainArgs, TokenArgs, explain, token};
 /// The root `--help`'s closing words: exit codes and time format.
 pub const AFTER_HELP: &str = "\
 Exit codes (token, explain, roles):
-  0  done (explain: the request would be allowed)
+  0  done (explain: the request would be allowed or passed)
   1  the server refused: a bad value, a token not found, a wrong admin key
      (explain: the request would be denied; --exit-zero turns that into 0)
   2  bad usage: a flag, the config, no admin key to send

@@ -34,9 +34,11 @@ pub(super) struct TokenArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct ExplainArgs {
-    /// The token id (tok_…).
+    /// The token id (tok_…). Left out: a request with no Hawzu token (a
+    /// cookie, another bearer, nothing): refused, or passed on a public
+    /// route or with policy.other_credentials = "pass".
     #[arg(long, value_name = "ID", value_parser = parse_id)]
-    token_id: TokenId,
+    token_id: Option<TokenId>,
     /// The request method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
     #[arg(long, value_name = "M", value_parser = parse_method)]
     method: String,
@@ -216,16 +218,20 @@ pub(super) async fn explain(loaded: &Loaded, args: ExplainArgs) -> u8 {
         json: args.client.json,
     };
     let body = ExplainRequest {
-        token_id: args.token_id.to_string(),
+        token_id: args.token_id.as_ref().map(TokenId::to_string),
         method: args.method.clone(),
         path: args.path.clone(),
     };
     let answer = client.send(Method::POST, "/admin/v1/explain", &body).await;
     // Read here as well as shown: `--json` prints the body as sent.
-    let denied = matches!(&answer, Ok((s, v)) if s.is_success() && v["decision"] != "allow");
+    // Only a deny exits 1: `allow` and `passed` (no Hawzu token, forwarded
+    // for the API to judge) are not refusals.
+    let denied = matches!(&answer, Ok((s, v)) if s.is_success() && v["decision"] == "deny");
     let code = out.finish(answer, |v: Explained| {
         let verdict = match &v.code {
             Some(code) => format!("deny: {code} ({})", v.status),
+            // `passed: …` says why.
+            None if v.decision == "passed" => v.steps.last().cloned().unwrap_or_default(),
             None => "allow".to_owned(),
         };
         say!("{verdict}  {} {}", args.method, args.path);

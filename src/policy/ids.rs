@@ -1,13 +1,25 @@
-//! The shape of workspace and project ids a token may name: the configured
-//! `policy.id_pattern` (default [`DEFAULT_ID_PATTERN`]), on top of the shape
-//! every id must have anyway (1-64 of `A-Z a-z 0-9 _ -`, as ids travel in
-//! paths and headers). Checked at create; pure, no I/O.
+//! The shape of workspace and project ids: [`valid_id`], the shape every id
+//! has (1-64 of `A-Z a-z 0-9 _ -`, as ids travel in paths and headers),
+//! used by the rules (a path segment that names one) and by token records;
+//! and [`IdPattern`], the configured `policy.id_pattern` (default
+//! [`DEFAULT_ID_PATTERN`]) a create's ids must also match. Pure; imports
+//! nothing of the crate.
 
 use std::fmt;
 
 use regex::Regex;
 
-use crate::token::record::valid_id;
+/// Longest workspace or project id, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Checks an id used in paths and headers: 1-64 of `A-Z a-z 0-9 _ -`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
 
 /// The default: the shape the Hawzu API's ids have (`ws_1`, `proj_a`,
 /// `a1b2c3`): a letter or digit, then up to 63 letters, digits, `_` or `-`.

@@ -1,3 +1,6 @@
+// Over 500 lines on purpose: the rule tables and their property tests, beside
+// each other.
+
 use super::*;
 use proptest::prelude::*;
 
@@ -18,7 +21,7 @@ fn find(
     let path = normalize(raw).unwrap();
     rules.find(&method, &path).map(|m| {
         (
-            m.rule.permission.to_string(),
+            m.rule.access.to_string(),
             m.captures.workspace.map(str::to_owned),
             m.captures.project.map(str::to_owned),
         )
@@ -244,7 +247,7 @@ fn first_match_wins() {
     let rule = |t: &str, p: &str, origin: &str| Rule {
         methods: MethodSet::parse(["GET"]).unwrap(),
         template: Template::parse(t).unwrap(),
-        permission: Permission::parse(p).unwrap(),
+        access: Permission::parse(p).unwrap().into(),
         origin: origin.into(),
     };
     let rules = RuleSet::new(vec![
@@ -427,7 +430,7 @@ proptest! {
 /// The rule a match names: origin, template and permission (the built-in
 /// rules share one origin).
 fn name(rule: &Rule) -> String {
-    format!("{} {:?} {}", rule.origin, rule.template, rule.permission)
+    format!("{} {:?} {}", rule.origin, rule.template, rule.access)
 }
 
 /// A plain reading of "the first rule whose methods and template match":
@@ -466,11 +469,11 @@ fn reference<'p>(rules: &RuleSet, m: &Method, raw: &'p str) -> Option<(String, C
                 "*" => true,
                 "{workspace}" => {
                     captures.workspace = Some(seg);
-                    crate::token::record::valid_id(seg)
+                    crate::policy::ids::valid_id(seg)
                 }
                 "{project}" => {
                     captures.project = Some(seg);
-                    crate::token::record::valid_id(seg)
+                    crate::policy::ids::valid_id(seg)
                 }
                 lit => lenient_reading(&format!("/{seg}")) == Some(vec![lit.to_owned()]),
             };
@@ -517,7 +520,7 @@ fn custom_rules() -> impl Strategy<Value = RuleSet> {
                     methods: MethodSet::parse(names).ok()?,
                     // Some of these are invalid (`**` not last, a capture twice).
                     template: Template::parse(&format!("/{}", segs.join("/"))).ok()?,
-                    permission: Permission::parse("testcases:read").ok()?,
+                    access: Permission::parse("testcases:read").ok()?.into(),
                     origin: format!("custom[{i}]"),
                 })
             })
