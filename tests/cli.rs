@@ -326,7 +326,7 @@ fn refusals_exit_1_and_name_the_field() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("No token with id"), "{}", run.stderr);
 
-    // A wrong key, and a gate that is not there.
+    // A wrong key (1), and a gate that is not there (3).
     let run = gate.cli(&[
         "token",
         "list",
@@ -345,7 +345,7 @@ fn refusals_exit_1_and_name_the_field() {
         "--admin-url",
         &format!("http://127.0.0.1:{}", free_port()),
     ]);
-    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.code, 3, "{run:?}");
     assert!(
         run.stderr.contains("cannot reach the admin API"),
         "{}",

@@ -323,8 +323,9 @@ async fn tls_on_every_listener_with_mtls_admin_and_certificates_reloaded_live() 
     assert_eq!(run.code, 0, "{run:?}");
     let secret = run.json()["secret"].as_str().unwrap().to_owned();
     // …and is refused without one.
+    // (exit 3: no HTTP answer, the handshake is refused).
     let run = gate.cli(&["token", "list", "--admin-url", &url, "--admin-ca", &ca]);
-    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.code, 3, "{run:?}");
 
     // The doors and ops answer over TLS (HTTP/2 by ALPN).
     let https = hyper_rustls::HttpsConnectorBuilder::new()

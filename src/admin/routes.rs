@@ -18,7 +18,7 @@ use http::Method;
 use super::caller::{Caller, authenticate};
 use super::error::{ApiError, ErrorCode};
 use super::state::{AdminState, Peer};
-use super::{explain, tokens};
+use super::{explain, roles, tokens};
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,7 @@ pub enum Op {
     Revoke,
     Rotate,
     Explain,
+    Roles,
 }
 
 impl Op {
@@ -44,6 +45,7 @@ impl Op {
             Op::Revoke => "revoke",
             Op::Rotate => "rotate",
             Op::Explain => "explain",
+            Op::Roles => "roles",
         }
     }
 }
@@ -100,6 +102,11 @@ pub const ROUTES: &[Route] = &[
         template: "/admin/v1/explain",
         op: Op::Explain,
     },
+    Route {
+        method: Method::GET,
+        template: "/admin/v1/roles",
+        op: Op::Roles,
+    },
 ];
 
 /// The methods a path template accepts, as in `Allow` (`POST, GET`).
@@ -123,6 +130,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         Op::Revoke => on(methods, tokens::revoke),
         Op::Rotate => on(methods, tokens::rotate),
         Op::Explain => on(methods, explain::explain),
+        Op::Roles => on(methods, roles::roles),
     })
     // Only matched routes are admitted: an unknown path (404) or method
     // (405) is answered before any key is checked.

@@ -24,7 +24,9 @@ use super::caller::{ADMIN_LABEL, Caller, Reach};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, PathId, Reply};
 use super::state::AdminState;
-use super::wire::{CreateRequest, Created, ListPage, TokenAnswer, TokenView};
+use super::wire::{
+    CreateRequest, Created, ListPage, ScopePermissions, ShownToken, TokenAnswer, TokenView,
+};
 
 /// `POST /admin/v1/tokens`.
 pub async fn create(
@@ -38,7 +40,7 @@ pub async fn create(
         req.created_by = Some(caller.label());
     }
     let valid = req
-        .validate(&api.policy().roles, now)
+        .validate(&api.policy(), now)
         .map_err(ApiError::Validation)?;
     caller.may_reach(
         &api.policy(),
@@ -227,12 +229,13 @@ pub async fn show(
     State(api): State<Arc<AdminState>>,
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
-) -> Result<Reply<TokenAnswer>, ApiError> {
+) -> Result<Reply<ShownToken>, ApiError> {
     let now = Timestamp::now();
     let record = find_for(&api, &caller, &id).await?;
     Ok(Reply(
         StatusCode::OK,
-        TokenAnswer {
+        ShownToken {
+            permissions: ScopePermissions::of(&record.scope, &api.policy().roles),
             token: TokenView::of(&record, now),
         },
     ))

@@ -2,12 +2,14 @@
 //! one `serde` struct each, used by the server (`admin::routes` and its
 //! handlers) and by the CLI's client alike, so the two cannot drift.
 //!
-//! Plain data: no I/O, no HTTP, no policy. It never carries a secret except
+//! Plain data: no I/O, no HTTP, no decisions (the role table is read, to
+//! show what a role grants). It never carries a secret except
 //! in [`Created::secret`], the one answer that hands one out.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::roles::{RoleScope, Roles};
 use crate::token::{FieldErrors, Scope, TokenId, TokenRecord, TokenState};
 
 /// The body of `POST /admin/v1/tokens`.
@@ -17,7 +19,8 @@ pub use crate::token::CreateToken as CreateRequest;
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// A token as the API shows it: the record's fields (not its format
-/// version) and its `state` at the time of the answer.
+/// version) and its `state` at the time of the answer. Times are RFC 3339
+/// in UTC to the second ([`seconds`]), as every CLI output shows them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenView {
     pub id: TokenId,
@@ -25,13 +28,18 @@ pub struct TokenView {
     pub workspace_id: String,
     pub scope: Scope,
     pub created_by: String,
+    #[serde(with = "seconds")]
     pub created_at: Timestamp,
+    #[serde(with = "seconds::option")]
     pub expires_at: Option<Timestamp>,
+    #[serde(with = "seconds::option")]
     pub disabled_at: Option<Timestamp>,
     /// Absent while enabled (as in the record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_by: Option<String>,
+    #[serde(with = "seconds::option")]
     pub revoked_at: Option<Timestamp>,
+    #[serde(with = "seconds::option")]
     pub last_used_at: Option<Timestamp>,
     pub rotated_from: Option<TokenId>,
     pub state: TokenState,
@@ -59,7 +67,145 @@ impl TokenView {
     }
 }
 
-/// The answer of show, disable, enable and revoke.
+/// Timestamps on the wire: RFC 3339 in UTC, to the second
+/// (`2027-03-01T12:00:00Z`), whatever the record holds (milliseconds; an
+/// expiry preset, nanoseconds). Shown times are truncated, never rounded
+/// up: a shown expiry is never later than the real one. Reading accepts any
+/// RFC 3339 instant.
+pub mod seconds {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// `t` truncated to its second.
+    pub fn truncate(t: Timestamp) -> Timestamp {
+        Timestamp::from_second(t.as_second()).unwrap_or(t)
+    }
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&truncate(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        Timestamp::deserialize(d)
+    }
+
+    /// The same for an optional time (`null` when there is none).
+    pub mod option {
+        use jiff::Timestamp;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.collect_str(&super::truncate(*t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+            Option::<Timestamp>::deserialize(d)
+        }
+    }
+}
+
+/// The answer of show: the token and what it may do, per scope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShownToken {
+    pub token: TokenView,
+    /// One entry per scope: the workspace (a workspace token), or each
+    /// project (a project token), in the token's order.
+    pub permissions: Vec<ScopePermissions>,
+}
+
+/// What a token may do in one scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopePermissions {
+    /// `workspace` or `project`.
+    pub scope: String,
+    /// The project; `null` for the workspace scope.
+    pub project_id: Option<String>,
+    pub role: String,
+    /// `resource:action`, in resource then action order. Empty when the
+    /// role is no longer defined (then the token is refused everywhere).
+    pub permissions: Vec<String>,
+    /// False when the config no longer defines the role.
+    pub role_defined: bool,
+}
+
+impl ScopePermissions {
+    /// The permissions `scope` grants under `roles`, per scope.
+    pub fn of(scope: &Scope, roles: &Roles) -> Vec<Self> {
+        let one = |kind: &str, project: Option<&str>, role: &str| {
+            let found = roles.get(role);
+            Self {
+                scope: kind.to_owned(),
+                project_id: project.map(str::to_owned),
+                role: role.to_owned(),
+                permissions: found
+                    .map(|r| {
+                        r.permissions
+                            .iter()
+                            .map(|p| p.as_str().to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                role_defined: found.is_some(),
+            }
+        };
+        match scope {
+            Scope::Workspace { role } => vec![one("workspace", None, role)],
+            Scope::Project { projects } => projects
+                .iter()
+                .map(|g| one("project", Some(&g.project_id), &g.role))
+                .collect(),
+        }
+    }
+}
+
+/// The answer of `GET /admin/v1/roles`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolesAnswer {
+    /// Built-in roles first (workspace, then project, each from viewer up),
+    /// then the config's `[roles]` by name.
+    pub roles: Vec<RoleView>,
+}
+
+/// One role and what it grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleView {
+    pub name: String,
+    /// The tokens it may be given to: `workspace`, `project`, or `any`
+    /// (a custom role, for either kind).
+    pub scope: RoleScope,
+    /// Built in, rather than from `[roles]` in the config.
+    pub builtin: bool,
+    /// `resource:action`, in resource then action order.
+    pub permissions: Vec<String>,
+}
+
+impl RolesAnswer {
+    /// Every role of `roles`.
+    pub fn of(roles: &Roles) -> Self {
+        Self {
+            roles: roles
+                .listed()
+                .into_iter()
+                .map(|l| RoleView {
+                    name: l.name.to_owned(),
+                    scope: l.role.scope,
+                    builtin: l.builtin,
+                    permissions: l
+                        .role
+                        .permissions
+                        .iter()
+                        .map(|p| p.as_str().to_owned())
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The answer of disable, enable and revoke.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenAnswer {
     pub token: TokenView,

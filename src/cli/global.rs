@@ -1,5 +1,7 @@
-//! The flags every command takes (`--config`, `--admin-url`, `--admin-key`,
-//! TLS, `--json`), the admin client they make, and the exit codes.
+//! The flags the client commands share (`--admin-url`, `--admin-key`, the
+//! admin TLS files, `--json`), the admin client they make, and the exit
+//! codes. `serve` and `check-config` take none of them: they read the
+//! config, not a running gate.
 //!
 //! Never prints the admin key, and never reads the store.
 
@@ -8,21 +10,41 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::admin::client::{AdminClient, ClientTls};
+use crate::admin::client::{AdminClient, ClientError, ClientTls};
 use crate::admin::{KEY_ENV, KEY_FILE, read_key_file};
 use crate::config::Loaded;
 
-/// Exit codes.
+/// Exit codes (the root `--help` and docs/design.md § Command line list them).
+/// 0: done (`explain`: allowed).
 pub(super) const OK: u8 = 0;
+/// 1: the server refused (a bad value, a token not found, a wrong admin key;
+/// `explain`: denied).
 pub(super) const REFUSED: u8 = 1;
+/// 2: bad usage: flags, the config, no admin key to send.
 pub(super) const USAGE: u8 = 2;
+/// 3: no answer from the admin API (refused connection, timeout, TLS failure).
+pub(super) const UNREACHABLE: u8 = 3;
+
+/// The help heading of the admin API connection flags.
+const CONNECTION: &str = "Admin API connection";
+
+/// The flags of every command that talks to a running gate (`token …`,
+/// `explain`, `roles`). Declared `global` so that, on `token`, they may
+/// come before or after the token subcommand.
+#[derive(Debug, Args)]
+pub(super) struct Client {
+    /// Machine-readable JSON output instead of tables.
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+
+    // Last: its heading holds for every flag after it.
+    #[command(flatten)]
+    pub(super) admin: Connection,
+}
 
 #[derive(Debug, Args)]
-pub(super) struct Global {
-    /// Config file (TOML). Default: $HAWZU_GATE_CONFIG, else ./hawzu-gate.toml if present.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub(super) config: Option<PathBuf>,
-
+#[command(next_help_heading = CONNECTION)]
+pub(super) struct Connection {
     /// Admin API of the gate. Default: http://<listen.admin> from the config
     /// (http://127.0.0.1:9091).
     #[arg(long, global = true, env = "HAWZU_GATE_ADMIN_URL", value_name = "URL")]
@@ -56,14 +78,10 @@ pub(super) struct Global {
         requires = "admin_cert"
     )]
     pub(super) admin_cert_key: Option<PathBuf>,
-
-    /// Machine-readable JSON output instead of tables.
-    #[arg(long, global = true)]
-    pub(super) json: bool,
 }
 
 /// The admin client for `global` and `loaded`, or the exit code of why not.
-pub(super) fn client(global: &Global, loaded: &Loaded) -> Result<AdminClient, u8> {
+pub(super) fn client(global: &Connection, loaded: &Loaded) -> Result<AdminClient, u8> {
     let key = admin_key(global, loaded).map_err(|e| {
         complain!("error: {e}");
         USAGE
@@ -78,7 +96,7 @@ pub(super) fn client(global: &Global, loaded: &Loaded) -> Result<AdminClient, u8
     })
 }
 
-fn admin_url(global: &Global, loaded: &Loaded) -> String {
+fn admin_url(global: &Connection, loaded: &Loaded) -> String {
     if let Some(u) = &global.admin_url {
         return u.clone();
     }
@@ -94,7 +112,7 @@ fn admin_url(global: &Global, loaded: &Loaded) -> String {
     format!("{scheme}://{addr}")
 }
 
-fn admin_key(global: &Global, loaded: &Loaded) -> Result<String, String> {
+fn admin_key(global: &Connection, loaded: &Loaded) -> Result<String, String> {
     if let Some(k) = global.admin_key.as_ref().filter(|k| !k.is_empty()) {
         return Ok(k.clone());
     }
@@ -108,4 +126,13 @@ fn admin_key(global: &Global, loaded: &Loaded) -> Result<String, String> {
             path.display()
         )
     })
+}
+
+/// The exit code of a call that got no answer.
+pub(super) fn no_answer(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Connect { .. } | ClientError::Timeout(_) => UNREACHABLE,
+        ClientError::Url(_) | ClientError::Tls(_) => USAGE,
+        ClientError::NotJson { .. } => REFUSED,
+    }
 }

@@ -1,15 +1,16 @@
-//! The command line: `serve`, `token …`, `check-config`.
+//! The command line: `serve`, `check-config`, `token …`, `explain`, `roles`.
 //!
-//! Token commands talk to the admin API of a running gate (never to the store
-//! directly). Exit codes: 0 ok, 1 refused by the server (or the server could
-//! not be reached), 2 bad usage (flags, config). Every error names the flag,
-//! field or key at fault and says what would be accepted.
+//! The client commands (`token`, `explain`, `roles`) talk to the admin API
+//! of a running gate (never to the store directly). Exit codes: 0 ok, 1
+//! refused by the server, 2 bad usage (flags, config), 3 the admin API
+//! could not be reached ([`AFTER_HELP`]). Every error names the flag, field
+//! or key at fault and says what would be accepted.
 //!
-//! This module parses the command line and hands off: `global` (common
-//! flags, the admin client, exit codes), `serve` (run the gate, check the
-//! config), `token` (token and explain commands, through the
-//! admin client and the `admin::wire` structs), `output` (what a person or
-//! a script sees). It never talks to the store.
+//! This module parses the command line and hands off: `global` (the client
+//! commands' flags, the admin client, exit codes), `serve` (run the gate,
+//! check the config), `token` (token and explain commands, through the
+//! admin client and the `admin::wire` structs), `roles` (the role table),
+//! `output` (what a person or a script sees). It never talks to the store.
 
 use std::process::ExitCode;
 
@@ -33,41 +34,88 @@ macro_rules! complain {
 
 mod global;
 mod output;
+mod roles;
 mod serve;
 mod token;
 
+use std::path::PathBuf;
+
+use clap::Args;
+
 use crate::config;
 
-use self::global::{Global, REFUSED, USAGE};
+use self::global::{REFUSED, USAGE};
+use self::roles::{RolesArgs, roles};
 use self::serve::{check_config, serve};
-use self::token::{ExplainArgs, TokenCommand, explain, token};
+use self::token::{ExplainArgs, TokenArgs, explain, token};
 
-const AFTER_HELP: &str = "\
-Exit codes: 0 ok, 1 refused by the server (or server unreachable), 2 bad usage.
+/// The root `--help`'s closing words: exit codes and time format.
+pub const AFTER_HELP: &str = "\
+Exit codes (token, explain, roles):
+  0  done (explain: the request would be allowed or passed)
+  1  the server refused: a bad value, a token not found, a wrong admin key
+     (explain: the request would be denied; --exit-zero turns that into 0)
+  2  bad usage: a flag, the config, no admin key to send
+  3  no answer from the admin API: connection refused, timeout, TLS failure
+serve and check-config: 0 ok (serve: stopped by a signal), 2 the config is
+refused or a listener cannot start (the message names the key).
+
+Times are shown in UTC as RFC 3339 to the second (2027-03-01T12:00:00Z),
+in tables and in --json alike.
 Docs: README.md and docs/ in the hawzu-gate repository.";
+
+/// What `serve --help` says beyond its one line: every listener.
+const SERVE_ABOUT: &str = "\
+Run the gate until SIGTERM or SIGINT (SIGHUP reloads rules, roles and
+certificates). Addresses come from [listen] in the config, TLS from [tls];
+every default is on 127.0.0.1 only.
+
+Listeners:
+  proxy  127.0.0.1:8080  reverse proxy: checks the access token, then forwards
+                         the request to upstream.url with X-Hawzu-* identity
+  auth   127.0.0.1:8081  forward auth: /auth/nginx (nginx auth_request),
+                         /auth/traefik (Traefik ForwardAuth, Caddy forward_auth)
+  grpc   127.0.0.1:9001  Envoy ext_authz (gRPC, envoy.service.auth.v3)
+  ops    127.0.0.1:9090  /metrics (Prometheus), /healthz, /readyz
+  admin  127.0.0.1:9091  the admin API that token, explain and roles call;
+                         its key is admin.key, else <data_dir>/admin.key
+                         (written on first start, mode 0600)
+
+Tokens live in the store (store.backend: embedded under data_dir, or redis).
+`hawzu-gate check-config` shows the effective settings first.";
 
 /// hawzu-gate: the authorization sidecar for the Hawzu API.
 #[derive(Debug, Parser)]
 #[command(name = "hawzu-gate", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
-    #[command(flatten)]
-    global: Global,
+    /// Config file (TOML). Default: $HAWZU_GATE_CONFIG, else ./hawzu-gate.toml if present.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gate: forward-auth and admin listeners over the configured store.
+    /// Run the gate: the proxy, forward-auth, gRPC, ops and admin listeners.
+    #[command(long_about = SERVE_ABOUT)]
     Serve,
     /// Create, list, show, disable, enable, revoke and rotate access tokens.
-    #[command(subcommand)]
-    Token(TokenCommand),
+    Token(TokenArgs),
     /// Check the configuration and print the effective settings.
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// Explain why a token would be allowed or refused a request: the rule
-    /// that matched, the role used, the permission needed.
+    /// that matched, the role used, the permission needed. Exits 1 on deny.
     Explain(ExplainArgs),
+    /// List every role (built-in and from [roles]) with its permissions.
+    Roles(RolesArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    /// The effective settings as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Parses the command line and runs it.
@@ -79,7 +127,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> u8 {
-    let file = config::config_path(cli.global.config.as_deref());
+    let file = config::config_path(cli.config.as_deref());
     let loaded = match config::load(file.as_deref()) {
         Ok(l) => l,
         Err(e) => {
@@ -89,9 +137,10 @@ fn run(cli: Cli) -> u8 {
     };
     match cli.command {
         Command::Serve => serve(&loaded),
-        Command::CheckConfig => check_config(&loaded, cli.global.json),
-        Command::Token(cmd) => client_runtime(token(&cli.global, &loaded, cmd)),
-        Command::Explain(args) => client_runtime(explain(&cli.global, &loaded, args)),
+        Command::CheckConfig(args) => check_config(&loaded, args.json),
+        Command::Token(args) => client_runtime(token(&loaded, args)),
+        Command::Explain(args) => client_runtime(explain(&loaded, args)),
+        Command::Roles(args) => client_runtime(roles(&loaded, args)),
     }
 }
 

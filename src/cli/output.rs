@@ -14,10 +14,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::admin::client::ClientError;
-use crate::admin::wire::{Created, ErrorBody, TokenView};
+use crate::admin::wire::{Created, ErrorBody, ScopePermissions, TokenView};
 use crate::token::Scope;
 
-use super::global::{OK, REFUSED};
+use super::global::{OK, REFUSED, no_answer};
 
 /// How answers are shown.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +36,7 @@ impl Output {
         match answer {
             Err(e) => {
                 complain!("error: {e}");
-                REFUSED
+                no_answer(&e)
             }
             Ok((status, v)) if status.is_success() => {
                 if self.json {
@@ -118,6 +118,45 @@ impl Output {
     }
 }
 
+impl Output {
+    /// What a token may do, per scope (after [`Output::show`]).
+    pub fn permissions(&self, scopes: &[ScopePermissions]) {
+        say!("");
+        say!("permissions");
+        for s in scopes {
+            let place = match &s.project_id {
+                Some(p) => format!("project {p}"),
+                None => "workspace".to_owned(),
+            };
+            say!("  {place} ({})", s.role);
+            if !s.role_defined {
+                say!(
+                    "    none: the config no longer defines role `{}`; the token is refused",
+                    s.role
+                );
+            }
+            for line in wrap(&s.permissions, 72) {
+                say!("    {line}");
+            }
+        }
+    }
+}
+
+/// `words` joined by spaces into lines of at most `width` characters.
+pub(super) fn wrap(words: &[String], width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for w in words {
+        match lines.last_mut() {
+            Some(line) if line.len() + 1 + w.len() <= width => {
+                line.push(' ');
+                line.push_str(w);
+            }
+            _ => lines.push(w.clone()),
+        }
+    }
+    lines
+}
+
 /// `workspace_member` or `proj_a=project_manager, proj_b=project_viewer`.
 fn scope_text(scope: &Scope) -> String {
     match scope {
@@ -130,10 +169,12 @@ fn scope_text(scope: &Scope) -> String {
     }
 }
 
-/// A timestamp as `2027-03-01 12:00 UTC`, or `none` when there is none.
-fn when(t: Option<Timestamp>, none: &str) -> String {
+/// A timestamp as every CLI output shows one: RFC 3339 in UTC, to the
+/// second (`2027-03-01T12:00:00Z`, as the admin API sends it); `none` when
+/// there is none.
+pub(super) fn when(t: Option<Timestamp>, none: &str) -> String {
     match t {
-        Some(t) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        Some(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
         None => none.to_owned(),
     }
 }

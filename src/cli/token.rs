@@ -11,14 +11,26 @@ use serde_json::Value;
 
 use crate::admin::client::AdminClient;
 use crate::admin::wire::{
-    CreateRequest, Created, ExplainRequest, Explained, ListPage, TokenAnswer, TokenView,
+    CreateRequest, Created, ExplainRequest, Explained, ListPage, ShownToken, TokenAnswer, TokenView,
 };
 use crate::config::Loaded;
 use crate::token::expiry::{EXPIRY_HELP, ExpirySpec};
 use crate::token::{ProjectGrant, Scope, TokenId};
 
-use super::global::{Global, OK, REFUSED, client};
+use crate::policy::roles::{RoleScope, Roles};
+
+use super::global::{Client, OK, REFUSED, client};
 use super::output::{Output, print_table};
+
+/// `token …`: the connection flags (before or after the token subcommand)
+/// and the subcommand.
+#[derive(Debug, Args)]
+pub(super) struct TokenArgs {
+    #[command(flatten)]
+    client: Client,
+    #[command(subcommand)]
+    command: TokenCommand,
+}
 
 #[derive(Debug, Args)]
 pub(super) struct ExplainArgs {
@@ -33,6 +45,13 @@ pub(super) struct ExplainArgs {
     /// The request path, as the client sends it (`/api/v1/workspaces/…`).
     #[arg(long, value_name = "P", value_parser = parse_path)]
     path: String,
+    /// Exit 0 on a deny too (the verdict is still printed); without it a
+    /// deny exits 1.
+    #[arg(long)]
+    exit_zero: bool,
+    // Last: its heading holds for every flag after it.
+    #[command(flatten)]
+    client: Client,
 }
 
 fn parse_method(s: &str) -> Result<String, String> {
@@ -78,15 +97,18 @@ pub(super) struct CreateArgs {
     /// A descriptive name, e.g. "CI Runner" (1-128 characters).
     #[arg(long)]
     name: String,
-    /// The workspace id the token belongs to.
+    /// The workspace id the token belongs to (as every project id: it must
+    /// match policy.id_pattern, by default ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$).
     #[arg(long, value_name = "WS")]
     workspace: String,
-    /// Workspace token: its workspace role (workspace_viewer, workspace_member,
-    /// workspace_coordinator, workspace_manager, or a custom role).
-    #[arg(long, value_name = "ROLE")]
+    #[arg(long, value_name = "ROLE", help = role_help(RoleScope::Workspace))]
     role: Option<String>,
-    /// Project token: a project and its role; repeat for more projects.
-    #[arg(long = "project", value_name = "ID=ROLE", value_parser = parse_grant)]
+    #[arg(
+        long = "project",
+        value_name = "ID=ROLE",
+        value_parser = parse_grant,
+        help = role_help(RoleScope::Project)
+    )]
     project: Vec<ProjectGrant>,
     /// 1w, 1m, 6m, 1y, never, or an RFC 3339 date (2027-03-01 or 2027-03-01T12:00:00Z).
     #[arg(long, value_name = "WHEN", value_parser = parse_expiry)]
@@ -127,7 +149,8 @@ pub(super) struct ListArgs {
     /// Resume after a previous page (its next_cursor).
     #[arg(long)]
     cursor: Option<String>,
-    /// Follow every page (people: the whole list; --json: one array).
+    /// Follow every page: the whole list (--json: one
+    /// {"tokens":[…],"next_cursor":null} object with every token).
     #[arg(long)]
     all: bool,
 }
@@ -137,6 +160,29 @@ pub(super) struct IdArg {
     /// The token id (tok_…).
     #[arg(value_name = "ID", value_parser = parse_id)]
     id: TokenId,
+}
+
+/// The help of `--role` or `--project`: the built-in roles of that kind.
+fn role_help(kind: RoleScope) -> String {
+    let roles = Roles::default();
+    let names = roles
+        .listed()
+        .into_iter()
+        .filter(|r| r.role.scope == kind)
+        .map(|r| r.name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match kind {
+        RoleScope::Project => format!(
+            "Project token: a project and its role, like proj_a=project_member; repeat \
+             for more projects. Project roles: {names}, or a role from [roles] in the \
+             config (`hawzu-gate roles` lists them all)"
+        ),
+        _ => format!(
+            "Workspace token: its workspace role: {names}, or a role from [roles] in the \
+             config (`hawzu-gate roles` lists them all)"
+        ),
+    }
 }
 
 fn parse_grant(s: &str) -> Result<ProjectGrant, String> {
@@ -161,20 +207,27 @@ fn parse_id(s: &str) -> Result<TokenId, String> {
     TokenId::parse(s).map_err(|e| e.to_string())
 }
 
-/// `explain`: why a token would be allowed or refused a request.
-pub(super) async fn explain(global: &Global, loaded: &Loaded, args: ExplainArgs) -> u8 {
-    let client = match client(global, loaded) {
+/// `explain`: why a token would be allowed or refused a request. Exits 1
+/// on a deny unless `--exit-zero`.
+pub(super) async fn explain(loaded: &Loaded, args: ExplainArgs) -> u8 {
+    let client = match client(&args.client.admin, loaded) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let out = Output { json: global.json };
+    let out = Output {
+        json: args.client.json,
+    };
     let body = ExplainRequest {
         token_id: args.token_id.as_ref().map(TokenId::to_string),
         method: args.method.clone(),
         path: args.path.clone(),
     };
     let answer = client.send(Method::POST, "/admin/v1/explain", &body).await;
-    out.finish(answer, |v: Explained| {
+    // Read here as well as shown: `--json` prints the body as sent.
+    // Only a deny exits 1: `allow` and `passed` (no Hawzu token, forwarded
+    // for the API to judge) are not refusals.
+    let denied = matches!(&answer, Ok((s, v)) if s.is_success() && v["decision"] == "deny");
+    let code = out.finish(answer, |v: Explained| {
         let verdict = match &v.code {
             Some(code) => format!("deny: {code} ({})", v.status),
             // `passed: …` says why.
@@ -187,17 +240,24 @@ pub(super) async fn explain(global: &Global, loaded: &Loaded, args: ExplainArgs)
         for (i, step) in v.steps.iter().take(shown).enumerate() {
             say!("  {}. {}", i + 1, step);
         }
-    })
+    });
+    if code == OK && denied && !args.exit_zero {
+        REFUSED
+    } else {
+        code
+    }
 }
 
 /// `token …`: one admin API call per command (`list --all`: one per page).
-pub(super) async fn token(global: &Global, loaded: &Loaded, cmd: TokenCommand) -> u8 {
-    let client = match client(global, loaded) {
+pub(super) async fn token(loaded: &Loaded, args: TokenArgs) -> u8 {
+    let client = match client(&args.client.admin, loaded) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let out = Output { json: global.json };
-    match cmd {
+    let out = Output {
+        json: args.client.json,
+    };
+    match args.command {
         TokenCommand::Create(args) => {
             let scope = match args.role {
                 Some(role) => Scope::Workspace { role },
@@ -224,7 +284,10 @@ pub(super) async fn token(global: &Global, loaded: &Loaded, cmd: TokenCommand) -
             let answer = client
                 .call(Method::GET, &format!("/admin/v1/tokens/{}", a.id))
                 .await;
-            out.finish(answer, |a: TokenAnswer| out.show(&a.token))
+            out.finish(answer, |a: ShownToken| {
+                out.show(&a.token);
+                out.permissions(&a.permissions);
+            })
         }
         TokenCommand::Disable(a) => {
             change(&client, &out, Method::POST, &a.id, "/disable", "disabled").await

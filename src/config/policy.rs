@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::ids::{DEFAULT_ID_PATTERN, IdPattern};
 use crate::policy::roles::{Permission, RoleScope, Roles};
 use crate::policy::rules::{MethodSet, Rule, RuleError, RuleSet, Template};
 use crate::policy::{Access, OtherCredentials, Policy};
@@ -19,6 +20,9 @@ pub struct PolicySettings {
     pub default_rules: bool,
     /// Rules checked in order before the built-in ones; the first match wins.
     pub rules: Vec<RuleSettings>,
+    /// The workspace and project ids a token may name: a regular expression
+    /// the whole id must match (a create naming another is refused, 422).
+    pub id_pattern: String,
     /// A request that presents no Hawzu token (a session cookie, another
     /// bearer such as a JWT, nothing): `refuse` (401) or `pass` (forwarded
     /// with no identity for the API to judge). A request with anything
@@ -31,6 +35,7 @@ impl Default for PolicySettings {
         Self {
             default_rules: true,
             rules: Vec::new(),
+            id_pattern: DEFAULT_ID_PATTERN.to_owned(),
             other_credentials: OtherCredentials::Refuse,
         }
     }
@@ -76,9 +81,10 @@ impl RuleSettings {
 }
 
 impl PolicySettings {
-    /// Builds the policy from the custom `roles` and these rules (yours
-    /// first, then the built-in ones unless turned off); a bad role or rule
-    /// is an error naming `roles` or `policy.rules[i]`.
+    /// Builds the policy from the custom `roles`, these rules (yours
+    /// first, then the built-in ones unless turned off) and the id pattern;
+    /// a bad role, rule or pattern is an error naming `roles`,
+    /// `policy.rules[i]` or `policy.id_pattern`.
     pub(crate) fn build<E>(
         &self,
         roles: &BTreeMap<String, Vec<String>>,
@@ -108,9 +114,11 @@ impl PolicySettings {
         if self.default_rules {
             rules.extend(RuleSet::defaults().rules().iter().cloned());
         }
+        let ids = IdPattern::new(&self.id_pattern).map_err(|e| invalid("policy.id_pattern", e))?;
         Ok(Policy {
             roles,
             rules: RuleSet::new(rules),
+            ids,
             other_credentials: self.other_credentials,
         })
     }

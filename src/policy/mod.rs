@@ -1,11 +1,13 @@
-//! Policy: roles with their permissions, and route rules with path
-//! handling. Built once from config (and again on reload); pure data, no I/O.
+//! Policy: roles with their permissions, route rules with path handling,
+//! and the id pattern. Built once from config (and again on reload); pure data, no I/O.
 
 pub mod ids;
 pub mod roles;
 pub mod rules;
 
 use std::fmt;
+
+use ids::IdPattern;
 
 use roles::{Permission, Roles};
 use rules::RuleSet;
@@ -18,6 +20,8 @@ pub struct Policy {
     pub roles: Roles,
     pub rules: RuleSet,
     pub other_credentials: OtherCredentials,
+    /// The workspace and project ids a token may name (checked at create).
+    pub ids: IdPattern,
 }
 
 impl TryFrom<String> for OtherCredentials {
@@ -80,6 +84,7 @@ impl Default for Policy {
         Self {
             roles: Roles::default(),
             rules: RuleSet::defaults(),
+            ids: IdPattern::default(),
             other_credentials: OtherCredentials::Refuse,
         }
     }

@@ -225,6 +225,15 @@ pub struct Role {
     pub permissions: PermissionSet,
 }
 
+/// One role of [`Roles::listed`].
+#[derive(Debug, Clone, Copy)]
+pub struct Listed<'a> {
+    pub name: &'a str,
+    pub role: &'a Role,
+    /// Built in, rather than from `[roles]` in the config.
+    pub builtin: bool,
+}
+
 /// The role table: built-in roles plus custom roles from config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Roles {
@@ -333,6 +342,29 @@ impl Roles {
 
     pub fn get(&self, name: &str) -> Option<&Role> {
         self.by_name.get(name)
+    }
+
+    /// Every role: the built-in ones in rank order (workspace roles, then
+    /// project roles, each from viewer up), then the custom ones by name.
+    pub fn listed(&self) -> Vec<Listed<'_>> {
+        let builtin = builtin_sets().map(|(name, _, _)| name);
+        let named = |name: &str, builtin: bool| {
+            self.by_name.get_key_value(name).map(|(name, role)| Listed {
+                name: name.as_str(),
+                role,
+                builtin,
+            })
+        };
+        let custom = self
+            .by_name
+            .keys()
+            .filter(|n| !builtin.contains(&n.as_str()))
+            .filter_map(|n| named(n, false));
+        builtin
+            .iter()
+            .filter_map(|n| named(n, true))
+            .chain(custom)
+            .collect()
     }
 
     /// Role names usable for a token of `kind`, sorted.

@@ -137,3 +137,37 @@ fn patterns_expand_wildcards() {
 fn tokens_manage_constant_is_the_parsed_permission() {
     assert_eq!(TOKENS_MANAGE, p("tokens:manage"));
 }
+
+#[test]
+fn listed_gives_builtin_roles_in_rank_order_then_custom_ones_by_name() {
+    let zeta = vec!["executions:read".to_owned()];
+    let alpha = vec!["reports:*".to_owned()];
+    let roles = Roles::with_custom([
+        ("zeta_runner", RoleScope::Any, zeta.as_slice()),
+        ("alpha_reporter", RoleScope::Any, alpha.as_slice()),
+    ])
+    .unwrap();
+    let listed = roles.listed();
+    let names: Vec<&str> = listed.iter().map(|l| l.name).collect();
+    assert_eq!(
+        names,
+        [
+            "workspace_viewer",
+            "workspace_member",
+            "workspace_coordinator",
+            "workspace_manager",
+            "project_viewer",
+            "project_member",
+            "project_coordinator",
+            "project_manager",
+            "alpha_reporter",
+            "zeta_runner",
+        ]
+    );
+    assert!(listed[..8].iter().all(|l| l.builtin));
+    assert!(!listed[8].builtin && listed[8].role.scope == RoleScope::Any);
+    assert_eq!(
+        listed[9].role.permissions.iter().collect::<Vec<_>>(),
+        [p("executions:read")]
+    );
+}

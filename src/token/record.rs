@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::expiry::{EXPIRY_HELP, ExpirySpec};
 use super::value::TokenId;
+use crate::policy::Policy;
 use crate::policy::roles::{RoleScope, Roles};
 
 /// Record format version written in every record.
@@ -173,11 +174,12 @@ pub struct ValidCreate {
     pub created_by: String,
 }
 
-const ID_HELP: &str = "must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`";
-
 impl CreateToken {
-    /// Validates every field against `roles` at `now`.
-    pub fn validate(&self, roles: &Roles, now: Timestamp) -> Result<ValidCreate, FieldErrors> {
+    /// Validates every field against `policy` (its roles and id pattern)
+    /// at `now`.
+    pub fn validate(&self, policy: &Policy, now: Timestamp) -> Result<ValidCreate, FieldErrors> {
+        let roles = &policy.roles;
+        let ids = &policy.ids;
         let mut errors = FieldErrors::new();
         let name = validate_text(self.name.as_deref(), "name", MAX_NAME_CHARS, &mut errors);
         let created_by = match self.created_by.as_deref() {
@@ -189,8 +191,8 @@ impl CreateToken {
             None => {
                 errors.insert("workspace_id".into(), "is required".into());
             }
-            Some(ws) if !valid_id(ws) => {
-                errors.insert("workspace_id".into(), ID_HELP.into());
+            Some(ws) if !ids.matches(ws) => {
+                errors.insert("workspace_id".into(), ids.help(ws));
             }
             Some(_) => {}
         }
@@ -221,8 +223,8 @@ impl CreateToken {
                 let mut seen = HashSet::new();
                 for (i, grant) in projects.iter().enumerate() {
                     let field = format!("scope.projects[{i}].project_id");
-                    if !valid_id(&grant.project_id) {
-                        errors.insert(field, ID_HELP.into());
+                    if !ids.matches(&grant.project_id) {
+                        errors.insert(field, ids.help(&grant.project_id));
                     } else if !seen.insert(grant.project_id.as_str()) {
                         errors.insert(
                             field,

@@ -30,14 +30,14 @@ fn project_req(grants: &[(&str, &str)]) -> CreateToken {
 }
 
 fn errors_of(req: &CreateToken) -> FieldErrors {
-    req.validate(&Roles::default(), now()).unwrap_err()
+    req.validate(&Policy::default(), now()).unwrap_err()
 }
 
 #[test]
 fn a_valid_workspace_request_passes_with_trimmed_name() {
     let mut req = workspace_req("workspace_member");
     req.name = Some("  Nightly Automation  ".into());
-    let ok = req.validate(&Roles::default(), now()).unwrap();
+    let ok = req.validate(&Policy::default(), now()).unwrap();
     assert_eq!(ok.name, "Nightly Automation");
     assert_eq!(ok.expires_at, Some("2027-02-01T00:00:00Z".parse().unwrap()));
 }
@@ -45,7 +45,7 @@ fn a_valid_workspace_request_passes_with_trimmed_name() {
 #[test]
 fn the_guides_project_example_passes() {
     let req = project_req(&[("proj_a", "project_manager"), ("proj_b", "project_viewer")]);
-    let ok = req.validate(&Roles::default(), now()).unwrap();
+    let ok = req.validate(&Policy::default(), now()).unwrap();
     assert_eq!(ok.scope.kind(), TokenKind::Project);
 }
 
@@ -62,7 +62,7 @@ fn names_must_be_1_to_128_characters_after_trimming() {
     let mut req = workspace_req("workspace_viewer");
     req.name = Some("é".repeat(128));
     assert!(
-        req.validate(&Roles::default(), now()).is_ok(),
+        req.validate(&Policy::default(), now()).is_ok(),
         "128 characters, 256 bytes"
     );
     req.name = Some("line\nbreak".into());
@@ -120,7 +120,7 @@ fn missing_fields_are_each_named() {
 #[test]
 fn state_follows_the_decision_order_and_expires_at_the_instant() {
     let ok = workspace_req("workspace_viewer")
-        .validate(&Roles::default(), now())
+        .validate(&Policy::default(), now())
         .unwrap();
     let mut rec = TokenRecord {
         v: RECORD_VERSION,
