@@ -18,7 +18,7 @@ use http::Method;
 use super::caller::{Caller, authenticate};
 use super::error::{ApiError, ErrorCode};
 use super::state::{AdminState, Peer};
-use super::{explain, tokens};
+use super::{change, explain, tokens};
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,7 @@ pub enum Op {
     Enable,
     Revoke,
     Rotate,
+    Update,
     Explain,
 }
 
@@ -43,6 +44,7 @@ impl Op {
             Op::Enable => "enable",
             Op::Revoke => "revoke",
             Op::Rotate => "rotate",
+            Op::Update => "update",
             Op::Explain => "explain",
         }
     }
@@ -74,6 +76,11 @@ pub const ROUTES: &[Route] = &[
         method: Method::GET,
         template: "/admin/v1/tokens/{id}",
         op: Op::Show,
+    },
+    Route {
+        method: Method::PATCH,
+        template: "/admin/v1/tokens/{id}",
+        op: Op::Update,
     },
     Route {
         method: Method::DELETE,
@@ -121,7 +128,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         Op::Disable => on(methods, tokens::disable),
         Op::Enable => on(methods, tokens::enable),
         Op::Revoke => on(methods, tokens::revoke),
-        Op::Rotate => on(methods, tokens::rotate),
+        Op::Rotate => on(methods, change::rotate),
+        Op::Update => on(methods, change::update_token),
         Op::Explain => on(methods, explain::explain),
     })
     // Only matched routes are admitted: an unknown path (404) or method
