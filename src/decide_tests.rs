@@ -515,6 +515,9 @@ fn a_future_revocation_ends_a_cached_token_at_its_instant() {
     let before = end - jiff::SignedDuration::from_nanos(1);
     assert_eq!(check_cached_state(&cached, before), Ok(()));
     assert_eq!(check_state(&rec, before), Ok(()));
-    assert_eq!(check_cached_state(&cached, end), Err(DenyCode::TokenRevoked));
+    assert_eq!(
+        check_cached_state(&cached, end),
+        Err(DenyCode::TokenRevoked)
+    );
     assert_eq!(check_state(&rec, end), Err(DenyCode::TokenRevoked));
 }

@@ -90,13 +90,13 @@ pub async fn rotate(
     if let Err(e) = api.cache.create(&secret.hash(), &new).await {
         // Give the old token back: nobody holds a successor.
         let undone = update(&*api.cache, id, |r| {
-            Ok::<_, std::convert::Infallible>((r.rotated_to.as_ref() == Some(&new.id)).then(
-                || TokenRecord {
+            Ok::<_, std::convert::Infallible>((r.rotated_to.as_ref() == Some(&new.id)).then(|| {
+                TokenRecord {
                     revoked_at: None,
                     rotated_to: None,
                     ..r.clone()
-                },
-            ))
+                }
+            }))
         })
         .await;
         if let Err(undo) = undone {

@@ -39,8 +39,7 @@ impl Described for CreateRequest {
 
 impl Described for RotateRequest {
     const WHAT: &'static str = "a rotate request";
-    const SHAPE: &'static str =
-        "empty, or a JSON object with optionally expires and overlap (e.g. {\"expires\":\"3mo\",\"overlap\":\"24h\"})";
+    const SHAPE: &'static str = "empty, or a JSON object with optionally expires and overlap (e.g. {\"expires\":\"3mo\",\"overlap\":\"24h\"})";
 }
 
 impl Described for UpdateRequest {

@@ -313,7 +313,11 @@ pub(super) async fn token(global: &Global, loaded: &Loaded, cmd: TokenCommand) -
                 overlap: a.overlap,
             };
             let answer = client
-                .send(Method::POST, &format!("/admin/v1/tokens/{}/rotate", a.id), &body)
+                .send(
+                    Method::POST,
+                    &format!("/admin/v1/tokens/{}/rotate", a.id),
+                    &body,
+                )
                 .await;
             out.finish(answer, |c: Created| {
                 out.created(&c, "Rotated. New token");

@@ -56,7 +56,10 @@ impl AdminSettings {
     }
 
     /// Checks the rotation limits: at most a year each (a typo guard).
-    pub(crate) fn validate_rotation<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+    pub(crate) fn validate_rotation<E>(
+        &self,
+        invalid: impl Fn(&str, String) -> E,
+    ) -> Result<(), E> {
         const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
         for (key, d) in [
             ("admin.max_rotation_overlap", self.max_rotation_overlap.0),

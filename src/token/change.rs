@@ -56,7 +56,10 @@ impl Default for RotationLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeRefusal {
     /// `code` and message of a state that forbids the change.
-    State { code: &'static str, message: String },
+    State {
+        code: &'static str,
+        message: String,
+    },
     Fields(FieldErrors),
 }
 
@@ -120,7 +123,8 @@ impl RotateToken {
         }
         let expired_at = old.expires_at.filter(|e| *e <= now);
         if let Some(at) = expired_at {
-            let grace = SignedDuration::try_from(limits.after_expiry).unwrap_or(SignedDuration::MAX);
+            let grace =
+                SignedDuration::try_from(limits.after_expiry).unwrap_or(SignedDuration::MAX);
             if at.checked_add(grace).map_or(true, |end| end <= now) {
                 return Err(ChangeRefusal::State {
                     code: "token_expired",

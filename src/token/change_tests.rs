@@ -75,7 +75,9 @@ fn rotate_keeps_the_expiry_by_default_and_takes_a_new_one() {
 fn an_overlap_is_capped_by_the_configured_maximum() {
     let old = record(None);
     let lim = RotationLimits::default();
-    let v = rotate(None, Some("24h")).validate(&old, lim, now()).unwrap();
+    let v = rotate(None, Some("24h"))
+        .validate(&old, lim, now())
+        .unwrap();
     assert_eq!(v.old_until, ts("2027-01-11T12:00:00Z"));
     let f = fields(rotate(None, Some("8d")).validate(&old, lim, now()));
     assert!(

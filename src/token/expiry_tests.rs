@@ -102,7 +102,8 @@ fn unknown_or_out_of_range_spellings_are_refused() {
     ] {
         let err = bad.parse::<ExpirySpec>().unwrap_err();
         assert!(
-            err.to_string().contains("7d, 2w, 3mo (or 3months), 1y, never"),
+            err.to_string()
+                .contains("7d, 2w, 3mo (or 3months), 1y, never"),
             "{bad}: {err}"
         );
     }
