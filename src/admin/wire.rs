@@ -78,7 +78,7 @@ impl TokenView {
     /// (the overlap's end, or the token's expiry if sooner).
     pub fn works_until(&self, now: Timestamp) -> Option<Timestamp> {
         let end = self.revoked_at.filter(|r| *r > now)?;
-        Some(self.expires_at.map_or(end, |e| e.min(end)))
+        Some(self.expires_at.map_or(end, |e| e.min(end))).filter(|t| *t > now)
     }
 }
 

@@ -107,7 +107,13 @@ impl Output {
                 "disabled by",
                 t.disabled_by.as_deref().unwrap_or("-").to_owned(),
             ),
-            ("revoked", when(t.revoked_at, "-")),
+            (
+                "revoked",
+                match t.works_until(Timestamp::now()) {
+                    Some(_) => format!("{} (end of the rotation overlap)", when(t.revoked_at, "-")),
+                    None => when(t.revoked_at, "-"),
+                },
+            ),
             ("last used", when(t.last_used_at, "never")),
             (
                 "rotated from",
@@ -152,7 +158,7 @@ fn state_text(t: &TokenView) -> String {
 }
 
 /// A timestamp as `2027-03-01 12:00 UTC`, or `none` when there is none.
-fn when(t: Option<Timestamp>, none: &str) -> String {
+pub(super) fn when(t: Option<Timestamp>, none: &str) -> String {
     match t {
         Some(t) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
         None => none.to_owned(),

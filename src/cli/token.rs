@@ -19,7 +19,7 @@ use crate::token::expiry::ExpirySpec;
 use crate::token::{ProjectGrant, Scope, TokenId};
 
 use super::global::{Global, OK, REFUSED, client};
-use super::output::{Output, print_table};
+use super::output::{Output, print_table, when};
 
 #[derive(Debug, Args)]
 pub(super) struct ExplainArgs {
@@ -91,7 +91,7 @@ pub(super) struct RotateArgs {
     /// Keep the old value working this long (30m, 24h, 3d; at most
     /// admin.max_rotation_overlap, default 7d), so clients can switch over.
     /// Default: the old value stops at once.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_overlap)]
     overlap: Option<String>,
 }
 
@@ -202,6 +202,12 @@ fn parse_expiry(s: &str) -> Result<String, String> {
     s.parse::<ExpirySpec>()
         .map(|_| s.to_owned())
         .map_err(|e| e.to_string())
+}
+
+fn parse_overlap(s: &str) -> Result<String, String> {
+    humantime::parse_duration(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 30m, 24h or 3d"))
 }
 
 fn parse_id(s: &str) -> Result<TokenId, String> {
@@ -336,7 +342,7 @@ fn rotated_note(c: &Created, old: &TokenId) {
     match c.old.as_ref().and_then(|t| t.works_until(now)) {
         Some(until) => say!(
             "The old token {old} keeps working until {} (then it is revoked).",
-            until.strftime("%Y-%m-%d %H:%M:%S UTC")
+            when(Some(until), "")
         ),
         None => say!("The old token {old} is revoked."),
     }

@@ -187,6 +187,10 @@ impl RotateToken {
         if !errors.is_empty() {
             return Err(ChangeRefusal::Fields(errors));
         }
+        if expired_at.is_some() {
+            // Its value is refused already: there is nothing to overlap.
+            old_until = now;
+        }
         Ok(ValidRotate {
             expires_at,
             expires_given: self.expires.is_some(),

@@ -94,8 +94,11 @@ fn an_expired_token_rotates_within_the_grace_period_with_a_new_expiry() {
     let lim = RotationLimits::default();
     let f = fields(rotate(None, None).validate(&old, lim, now()));
     assert!(f["expires"].starts_with("is required"), "{f:?}");
-    let v = rotate(Some("1w"), None).validate(&old, lim, now()).unwrap();
+    let v = rotate(Some("1w"), Some("1h"))
+        .validate(&old, lim, now())
+        .unwrap();
     assert_eq!(v.expires_at, Some(ts("2027-01-17T12:00:00Z")));
+    assert_eq!(v.old_until, now(), "an expired value gets no overlap");
     let long_ago = record(Some("2027-01-03T11:59:59Z"));
     let (code, msg) = state_code(rotate(Some("1w"), None).validate(&long_ago, lim, now()));
     assert_eq!(code, "token_expired");
