@@ -125,7 +125,7 @@ async fn rotate_takes_a_new_expiry_and_an_overlap_capped_by_the_config() {
     // Rotated already: the successor is the one to rotate.
     let a = rotate(&gate, &id, json!({})).await;
     assert_eq!(a.status, StatusCode::CONFLICT, "{}", body(&a));
-    assert_eq!(a.json()["error"], "token_rotated");
+    assert_eq!(a.json()["error"], "token_revoked");
     assert!(a.json()["message"].as_str().unwrap().contains(&new_id));
 
     // Revoking the old token ends the overlap now.

@@ -43,8 +43,8 @@ fn refused(r: ChangeRefusal) -> ApiError {
 ///
 /// The old token's state check and its revocation are one
 /// compare-and-set, so of concurrent rotates (on any gate of a fleet)
-/// exactly one wins and the others answer 409 (`token_revoked`, or
-/// `token_rotated` while an overlap runs). Only the winner creates the
+/// exactly one wins and the others answer 409 `token_revoked` (naming the
+/// successor while an overlap runs). Only the winner creates the
 /// successor; should that write fail, the revocation is undone (again by
 /// compare-and-set) and the caller gets the error.
 pub async fn rotate(

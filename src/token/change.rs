@@ -107,9 +107,12 @@ impl RotateToken {
                 message: "The token is revoked; create a new token instead.".into(),
             });
         }
+        // Rotated already, its overlap still running. The same code as a
+        // revoked token: the loser of concurrent rotates may see the
+        // winner's revocation stamped a moment after its own clock read.
         if let (Some(to), Some(until)) = (&old.rotated_to, old.revoked_at) {
             return Err(ChangeRefusal::State {
-                code: "token_rotated",
+                code: "token_revoked",
                 message: format!(
                     "The token was already rotated to {to}; its value works until {until}. Rotate {to} instead."
                 ),

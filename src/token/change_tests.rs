@@ -127,7 +127,7 @@ fn revoked_disabled_and_already_rotated_tokens_do_not_rotate() {
     assert_eq!(old.works_until(now()), old.revoked_at);
     assert_eq!(
         state_code(rotate(None, None).validate(&old, lim, now())).0,
-        "token_rotated"
+        "token_revoked"
     );
     assert_eq!(old.state(ts("2027-01-11T00:00:00Z")), TokenState::Revoked);
 }
