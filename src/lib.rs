@@ -22,6 +22,7 @@ pub mod headers;
 pub mod metrics;
 pub mod ops;
 pub mod policy;
+pub mod redact;
 pub mod refusal;
 pub mod server;
 pub mod store;

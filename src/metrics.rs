@@ -5,7 +5,7 @@
 //! class): never a token id, a secret or a raw path. The hot-path series are
 //! resolved once at start-up, so counting a decision is an atomic add. This
 //! module sits below everything that counts (cache, store, doors, admin,
-//! ops) and imports nothing of theirs; `listen.ops` serves it (`crate::ops`).
+//! ops) and imports nothing of theirs; `listen.ops` serves it.
 
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! the token lifecycle, the one-time secret, admin-key and delegated
 //! (tokens:manage) authentication, escalation attempts, validation and
 //! pagination.
+//!
+//! Over 500 lines on purpose: the admin API's contract, one endpoint after
+//! another.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 

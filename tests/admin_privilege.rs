@@ -3,6 +3,9 @@
 //! a disable by the admin key is undone only by the admin key, and every
 //! read-check-write (rotate above all) is one atomic step in both stores and
 //! across gates.
+//!
+//! Over 500 lines on purpose: one table (action × caller × target role) and
+//! the cases around it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 

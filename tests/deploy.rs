@@ -4,6 +4,9 @@
 //! lints clean (Helm's own library, through PyPI's `helm-sdkpy`) with its
 //! default values and with a values file for each mode, and renders to
 //! manifests that validate too.
+//!
+//! Over 500 lines on purpose: one test per deploy file, sharing the tool
+//! runners.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 

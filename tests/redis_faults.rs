@@ -5,6 +5,9 @@
 //! what the cache cannot answer, cached tokens served throughout, and the
 //! gate back (uncached tokens allowed, subscription up) within 2 s of Redis.
 //! The long version is `tests/chaos/` (see docs/reliability.md).
+//!
+//! Over 500 lines on purpose: one test per fault, all sharing one load-and-
+//! judge set-up that splitting would repeat.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 

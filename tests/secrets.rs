@@ -9,6 +9,9 @@
 //! with malformed requests at debug level), and the key file's mode for an
 //! in-process gate (`tests/admin_api.rs`, `admin_key_is_required_and_checked`,
 //! and the unit test in `src/admin/mod.rs`).
+//!
+//! Over 500 lines on purpose: every place a secret could leak, checked in one
+//! sweep.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 

@@ -3,6 +3,9 @@
 //! `limits.min_body_rate` on every listener that reads bodies, and token
 //! callers can never hold the admin listener's last request slots (the
 //! admin key's reserve, `admin.reserved_requests`).
+//!
+//! Over 500 lines on purpose: one test per listener and body path, sharing
+//! the trickling client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 

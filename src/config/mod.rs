@@ -35,6 +35,7 @@ mod settings;
 mod store;
 mod upstream;
 
+pub use crate::redact::redact_url;
 pub use admin::{AdminSettings, MIN_ADMIN_KEY_LEN};
 pub use cache::CacheSettings;
 pub use clients::{FailedAuthSettings, IpNet};
@@ -53,7 +54,6 @@ pub use runtime::{RuntimeSettings, ShutdownSettings};
 pub use settings::Settings;
 pub use store::{
     Backend, DEFAULT_REPLICA_ACKS, RedisMode, RedisSettings, SentinelSettings, StoreSettings,
-    redact_url,
 };
 pub use upstream::{ProxySettings, UpstreamSettings};
 

@@ -3,6 +3,7 @@
 //! checks of modes and URLs, and the redaction of passwords in URLs; it must
 //! never connect (the server opens the store).
 
+use crate::redact::redact_url;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -301,17 +302,5 @@ impl RedisSettings {
             ));
         }
         Ok(())
-    }
-}
-
-/// A URL with its password replaced by `***`, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }

@@ -1,3 +1,6 @@
+// Over 500 lines on purpose: one test per key check; a reader finds a key's
+// test by searching its name.
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

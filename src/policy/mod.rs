@@ -1,6 +1,7 @@
 //! Policy: roles with their permissions, and route rules with path
 //! handling. Built once from config (and again on reload); pure data, no I/O.
 
+pub mod ids;
 pub mod roles;
 pub mod rules;
 

@@ -1,3 +1,6 @@
+// Over 500 lines on purpose: the rule tables and their property tests, beside
+// each other.
+
 use super::*;
 use proptest::prelude::*;
 
@@ -466,11 +469,11 @@ fn reference<'p>(rules: &RuleSet, m: &Method, raw: &'p str) -> Option<(String, C
                 "*" => true,
                 "{workspace}" => {
                     captures.workspace = Some(seg);
-                    crate::token::record::valid_id(seg)
+                    crate::policy::ids::valid_id(seg)
                 }
                 "{project}" => {
                     captures.project = Some(seg);
-                    crate::token::record::valid_id(seg)
+                    crate::policy::ids::valid_id(seg)
                 }
                 lit => lenient_reading(&format!("/{seg}")) == Some(vec![lit.to_owned()]),
             };

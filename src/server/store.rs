@@ -105,7 +105,6 @@ pub(super) async fn start_store(
             background.push(tokio::spawn(listen_for_invalidations(
                 cache.clone(),
                 r.clone(),
-                s.store.timeout.0,
             )));
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! redb is synchronous, so every call runs on tokio's blocking pool and the
 //! async caller waits at most the configured timeout. Writes are ACID and
-//! durable when they return; the file survives restarts.
+//! durable when they return; the file survives restarts. Its change feed is
+//! local: the changes made through this process, never interrupted (one
+//! gate owns the file).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +12,12 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Cursor, ListQuery, MAX_SCAN, Page, StoreError, Stored, TokenStore, created_ms};
+use super::feed::LocalFeed;
+use super::list::Batch;
+use super::{
+    ChangeFeed, Changes, Cursor, ListQuery, Page, StoreError, Stored, TokenStore, created_ms,
+    paginate,
+};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
 /// File name of the database inside `data_dir`.
@@ -36,6 +43,8 @@ pub struct EmbeddedStore {
     path: PathBuf,
     read_timeout: Duration,
     write_timeout: Duration,
+    /// Every change written through any clone of this store.
+    feed: LocalFeed,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -76,6 +85,7 @@ impl EmbeddedStore {
             path,
             read_timeout: timeout,
             write_timeout: timeout * 10,
+            feed: LocalFeed::new(),
         })
     }
 
@@ -96,6 +106,44 @@ impl EmbeddedStore {
             Ok(Err(join)) => Err(StoreError::Unavailable(join.to_string())),
             Err(_) => Err(StoreError::Timeout(limit)),
         }
+    }
+}
+
+impl EmbeddedStore {
+    /// Compare-and-set of one record: `new` replaces `current` if the file
+    /// still holds `current`'s bytes.
+    async fn write(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        let hash = current.hash.0;
+        let expected = current.raw.clone();
+        let new = new.to_json();
+        self.run(self.write_timeout, move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+                let same = tokens
+                    .get(&hash[..])
+                    .map_err(unavailable)?
+                    .is_some_and(|raw| raw.value() == expected.as_slice());
+                if !same {
+                    return Ok(false);
+                }
+                tokens.insert(&hash[..], &new[..]).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+impl ChangeFeed for EmbeddedStore {
+    async fn publish(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        self.feed.publish(hash);
+        Ok(())
+    }
+
+    fn changes(&self) -> Result<Changes, StoreError> {
+        Ok(self.feed.changes())
     }
 }
 
@@ -145,100 +193,67 @@ impl TokenStore for EmbeddedStore {
     }
 
     async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
+        let changed = *hash;
         let hash = hash.0;
         let record = record.clone();
-        self.run(self.write_timeout, move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            {
-                let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
-                let mut ids = txn.open_table(IDS).map_err(unavailable)?;
-                if tokens.get(&hash[..]).map_err(unavailable)?.is_some()
-                    || ids.get(record.id.as_str()).map_err(unavailable)?.is_some()
+        let created = self
+            .run(self.write_timeout, move |db| {
+                let txn = db.begin_write().map_err(unavailable)?;
                 {
-                    return Err(StoreError::Conflict);
+                    let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+                    let mut ids = txn.open_table(IDS).map_err(unavailable)?;
+                    if tokens.get(&hash[..]).map_err(unavailable)?.is_some()
+                        || ids.get(record.id.as_str()).map_err(unavailable)?.is_some()
+                    {
+                        return Err(StoreError::Conflict);
+                    }
+                    tokens
+                        .insert(&hash[..], &record.to_json()[..])
+                        .map_err(unavailable)?;
+                    ids.insert(record.id.as_str(), &hash[..])
+                        .map_err(unavailable)?;
+                    let ms = created_ms(&record);
+                    txn.open_table(BY_WORKSPACE)
+                        .map_err(unavailable)?
+                        .insert((record.workspace_id.as_str(), ms, record.id.as_str()), ())
+                        .map_err(unavailable)?;
+                    txn.open_table(ALL)
+                        .map_err(unavailable)?
+                        .insert((ms, record.id.as_str()), ())
+                        .map_err(unavailable)?;
                 }
-                tokens
-                    .insert(&hash[..], &record.to_json()[..])
-                    .map_err(unavailable)?;
-                ids.insert(record.id.as_str(), &hash[..])
-                    .map_err(unavailable)?;
-                let ms = created_ms(&record);
-                txn.open_table(BY_WORKSPACE)
-                    .map_err(unavailable)?
-                    .insert((record.workspace_id.as_str(), ms, record.id.as_str()), ())
-                    .map_err(unavailable)?;
-                txn.open_table(ALL)
-                    .map_err(unavailable)?
-                    .insert((ms, record.id.as_str()), ())
-                    .map_err(unavailable)?;
-            }
-            txn.commit().map_err(unavailable)
-        })
-        .await
+                txn.commit().map_err(unavailable)
+            })
+            .await;
+        if created.is_ok() {
+            // A follower may hold a "no such token" for this hash.
+            self.feed.publish(&changed);
+        }
+        created
     }
 
     async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
-        let hash = current.hash.0;
-        let expected = current.raw.clone();
-        let new = new.to_json();
-        self.run(self.write_timeout, move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            {
-                let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
-                let same = tokens
-                    .get(&hash[..])
-                    .map_err(unavailable)?
-                    .is_some_and(|raw| raw.value() == expected.as_slice());
-                if !same {
-                    return Ok(false);
-                }
-                tokens.insert(&hash[..], &new[..]).map_err(unavailable)?;
-            }
-            txn.commit().map_err(unavailable)?;
-            Ok(true)
-        })
-        .await
+        let written = self.write(current, new).await;
+        if matches!(written, Ok(true)) {
+            self.feed.publish(&current.hash);
+        }
+        written
+    }
+
+    /// Not a change to any decision: followers are not told.
+    async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        self.write(current, new).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
-        let mut tokens = Vec::with_capacity(query.limit.min(SCAN_BATCH));
-        let mut position = query.cursor.clone();
-        let mut scanned = 0;
-        loop {
-            let workspace = query.workspace.clone();
-            let after = position.clone();
-            let batch = self
-                .run(self.read_timeout, move |db| {
-                    scan_batch(db, workspace.as_deref(), after.as_ref())
-                })
-                .await?;
-            let exhausted = batch.len() < SCAN_BATCH;
-            for (cursor, record) in batch {
-                scanned += 1;
-                position = Some(cursor);
-                let Some(record) = record else { continue };
-                if !query.filter.matches(&record) {
-                    continue;
-                }
-                tokens.push(record);
-                if tokens.len() == query.limit {
-                    // More may follow; the client asks again from here.
-                    return Ok(Page {
-                        tokens,
-                        next: position,
-                    });
-                }
-            }
-            if exhausted {
-                return Ok(Page { tokens, next: None });
-            }
-            if scanned >= MAX_SCAN {
-                return Ok(Page {
-                    tokens,
-                    next: position,
-                });
-            }
-        }
+        let workspace = query.workspace.as_deref();
+        paginate(&query, SCAN_BATCH, |after| {
+            let workspace = workspace.map(str::to_owned);
+            self.run(self.read_timeout, move |db| {
+                scan_batch(db, workspace.as_deref(), after.as_ref())
+            })
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -257,7 +272,7 @@ fn scan_batch(
     db: &Database,
     workspace: Option<&str>,
     after: Option<&Cursor>,
-) -> Result<Vec<(Cursor, Option<TokenRecord>)>, StoreError> {
+) -> Result<Batch, StoreError> {
     let txn = db.begin_read().map_err(unavailable)?;
     let mut entries: Vec<(u64, String)> = Vec::with_capacity(SCAN_BATCH);
     match workspace {

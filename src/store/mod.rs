@@ -1,29 +1,31 @@
 //! Token stores: one contract, two backends.
 //!
 //! [`TokenStore`] is what the decision path and the admin API need from
-//! storage. `embedded` keeps tokens in a file under `data_dir` for a single
-//! gate; `redis` shares them across a fleet and publishes an invalidation
-//! event on every change. Every call is bounded in time; none blocks the
-//! async runtime. The store holds records keyed by the token hash, never a
-//! secret.
+//! storage; [`ChangeFeed`] (`feed`) is how a store tells caches what
+//! changed, and that they may have missed changes; `list` pages listings
+//! for both backends. `embedded` keeps tokens in a file under `data_dir`
+//! for a single gate; `redis` shares them across a fleet and publishes an
+//! invalidation event on every change. Every call is bounded in time; none
+//! blocks the async runtime. The store holds records keyed by the token
+//! hash, never a secret. It must never know about the cache, the decision
+//! or HTTP.
 
 use std::future::Future;
 
-use jiff::Timestamp;
 use thiserror::Error;
 
-use crate::token::{TokenHash, TokenId, TokenKind, TokenRecord, TokenState};
+use crate::token::{TokenHash, TokenId, TokenRecord};
 
 pub mod embedded;
+mod feed;
+mod list;
 pub mod redis;
 
 pub use self::embedded::EmbeddedStore;
+pub use self::feed::{Change, ChangeFeed, Changes};
+pub(crate) use self::list::paginate;
+pub use self::list::{Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Page, created_ms};
 pub use self::redis::RedisStore;
-
-/// Largest page a list may ask for.
-pub const MAX_PAGE: usize = 500;
-/// Page size when a list does not say.
-pub const DEFAULT_PAGE: usize = 50;
 
 /// The store's own faults. A missing token is not an error (`Ok(None)`).
 #[derive(Debug, Clone, Error)]
@@ -46,72 +48,6 @@ pub struct Stored {
     pub record: TokenRecord,
     pub(crate) raw: Vec<u8>,
 }
-
-/// Where a listing resumes: after the token with this creation time and id
-/// (lists are newest first).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_ms: u64,
-    pub id: TokenId,
-}
-
-impl Cursor {
-    /// The opaque form handed to clients: `<ms>.<id>`.
-    pub fn encode(&self) -> String {
-        format!("{}.{}", self.created_ms, self.id)
-    }
-
-    pub fn decode(s: &str) -> Option<Self> {
-        let (ms, id) = s.split_once('.')?;
-        Some(Self {
-            created_ms: ms.parse().ok()?,
-            id: TokenId::parse(id).ok()?,
-        })
-    }
-}
-
-/// Creation time in milliseconds since the epoch: the index score.
-pub fn created_ms(record: &TokenRecord) -> u64 {
-    u64::try_from(record.created_at.as_millisecond()).unwrap_or(0)
-}
-
-/// Which tokens a listing keeps. Applied while scanning, so a page holds up
-/// to `limit` matching tokens.
-#[derive(Debug, Clone, Copy)]
-pub struct ListFilter {
-    pub kind: Option<TokenKind>,
-    pub state: Option<TokenState>,
-    /// The instant the state is judged at.
-    pub now: Timestamp,
-}
-
-impl ListFilter {
-    pub fn matches(&self, record: &TokenRecord) -> bool {
-        self.kind.is_none_or(|k| record.scope.kind() == k)
-            && self.state.is_none_or(|st| record.state(self.now) == st)
-    }
-}
-
-/// A listing request.
-#[derive(Debug, Clone)]
-pub struct ListQuery {
-    pub workspace: Option<String>,
-    pub cursor: Option<Cursor>,
-    pub limit: usize,
-    pub filter: ListFilter,
-}
-
-/// One page of a listing, newest first.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub tokens: Vec<TokenRecord>,
-    /// Present when more tokens may follow.
-    pub next: Option<Cursor>,
-}
-
-/// Most index entries one list call scans for matches before it returns a
-/// short page with a cursor (so a rare filter cannot make one call unbounded).
-pub(crate) const MAX_SCAN: usize = 5_000;
 
 /// What the gate needs from token storage. Both backends pass the same
 /// suite (`tests/store_suite.rs`).
@@ -306,6 +242,22 @@ impl TokenStore for Store {
         match self {
             Store::Embedded(s) => s.ping().await,
             Store::Redis(s) => s.ping().await,
+        }
+    }
+}
+
+impl ChangeFeed for Store {
+    async fn publish(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.publish(hash).await,
+            Store::Redis(s) => s.publish(hash).await,
+        }
+    }
+
+    fn changes(&self) -> Result<Changes, StoreError> {
+        match self {
+            Store::Embedded(s) => s.changes(),
+            Store::Redis(s) => s.changes(),
         }
     }
 }

@@ -17,8 +17,7 @@ use crate::policy::roles::{RoleScope, Roles};
 pub const RECORD_VERSION: u32 = 1;
 /// Longest token name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 128;
-/// Longest workspace or project id, in bytes.
-pub const MAX_ID_LEN: usize = 64;
+pub use crate::policy::ids::{MAX_ID_LEN, valid_id};
 /// Most projects one token may be linked to.
 pub const MAX_PROJECTS: usize = 256;
 
@@ -198,15 +197,6 @@ pub struct ValidCreate {
     pub scope: Scope,
     pub expires_at: Option<Timestamp>,
     pub created_by: String,
-}
-
-/// Checks an id used in paths and headers: 1-64 of `A-Z a-z 0-9 _ -`.
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 const ID_HELP: &str = "must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`";

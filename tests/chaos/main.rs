@@ -21,6 +21,9 @@
 //! `CHAOS_FAULT_SECS` (default 5) sets how long the long run holds each
 //! standalone fault. Faults are held for that long on purpose (a scenario,
 //! not a wait for something).
+//!
+//! Over 500 lines on purpose: the faults, the judge and the report are one
+//! harness.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 

@@ -1,6 +1,7 @@
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 
+use super::render::grpc_percent_encode;
 use super::*;
 
 /// Every refusal there is (one `NotFound` stands for all).

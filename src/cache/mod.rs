@@ -1,0 +1,374 @@
+//! The token cache: moka, keyed by the token hash, in front of the store,
+//! and the listener that keeps a fleet's caches honest (`listen`).
+//!
+//! It holds found records (`cache.ttl`) and "no such token" answers
+//! (`cache.negative_ttl`); concurrent misses for one hash share one store
+//! read; store errors are never cached. It never decides anything: the state
+//! of a cached record (expiry included) is checked by `decide` on every
+//! request. A hit does no I/O and takes no lock held across an await.
+//!
+//! Invalidation: writes through this gate invalidate locally; the store's
+//! change feed ([`ChangeFeed`], with Redis the `events` channel) invalidates
+//! what other gates (or a Hawzu back-end) changed, and the whole cache is
+//! dropped when the feed comes back after an interruption, since changes
+//! may have been missed meanwhile. It knows the store only through
+//! `crate::store`'s traits, never a backend.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+
+use crate::metrics::{Metrics, StoreOp};
+use crate::store::{ListQuery, Page, StoreError, Stored, TokenStore};
+use crate::token::{TokenHash, TokenId, TokenRecord};
+
+mod listen;
+mod record;
+
+pub use self::listen::listen_for_invalidations;
+pub use self::record::{CachedGrant, CachedRecord, CachedScope};
+
+/// Cache sizes and lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheOptions {
+    /// Longest a found record is served from memory.
+    pub ttl: Duration,
+    /// Longest a "no such token" answer is served from memory.
+    pub negative_ttl: Duration,
+    /// Most entries held; the least useful are evicted beyond it.
+    pub max_entries: u64,
+    /// How long past `ttl` a found record may still be served while the
+    /// store fails (zero: never). See [`TokenCache::lookup`].
+    pub stale_if_error: Duration,
+}
+
+/// A cached answer of the store. Every entry lives at most `cache.ttl` +
+/// `cache.stale_if_error` (one cache-wide lifetime: no per-entry timer,
+/// which costs memory); a found record is fresh until `cache.ttl` after it
+/// was read, a "no such token" answer carries its own, shorter deadline;
+/// both checked when read.
+#[derive(Debug, Clone)]
+enum Entry {
+    Found {
+        record: Arc<CachedRecord>,
+        fresh_until: Instant,
+    },
+    Missing {
+        until: Instant,
+    },
+}
+
+/// The store behind a cache. Reads by hash go through the cache; writes go
+/// to the store and then invalidate the hash they changed.
+pub struct TokenCache<S> {
+    store: S,
+    cache: Cache<TokenHash, Entry>,
+    negative_ttl: Duration,
+    metrics: Arc<Metrics>,
+    /// Bumped before every invalidation, so a load that raced with one can
+    /// tell (see [`TokenCache::lookup`]).
+    epoch: AtomicU64,
+    /// Whether the invalidation subscription is up (always true without Redis).
+    subscribed: AtomicBool,
+    ttl: Duration,
+    stale_if_error: Duration,
+    /// Concurrent refreshes of one stale record share one store read.
+    refreshes: Cache<TokenHash, Entry>,
+    /// Until when (ms after `started`) the store counts as failing: stale
+    /// records are then served without asking it again.
+    failing_until_ms: AtomicU64,
+    started: Instant,
+}
+
+/// How long one store failure lets stale records be served without a new
+/// attempt (any uncached lookup keeps probing meanwhile).
+const FAILING_FOR: Duration = Duration::from_secs(1);
+
+impl<S> std::fmt::Debug for TokenCache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: TokenStore> TokenCache<S> {
+    /// A cache with its own metrics (tools and tests).
+    pub fn new(store: S, options: CacheOptions) -> Self {
+        Self::with_metrics(store, options, Arc::new(Metrics::new()))
+    }
+
+    pub fn with_metrics(store: S, options: CacheOptions, metrics: Arc<Metrics>) -> Self {
+        let evictions = metrics.clone();
+        let cache = Cache::builder()
+            .max_capacity(options.max_entries)
+            .time_to_live(options.ttl.saturating_add(options.stale_if_error))
+            .eviction_listener(move |_, _, cause| match cause {
+                RemovalCause::Size => evictions.eviction("size"),
+                RemovalCause::Expired => evictions.eviction("expired"),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .build();
+        Self {
+            store,
+            cache,
+            negative_ttl: options.negative_ttl,
+            metrics,
+            epoch: AtomicU64::new(0),
+            subscribed: AtomicBool::new(true),
+            ttl: options.ttl,
+            stale_if_error: options.stale_if_error,
+            refreshes: Cache::builder()
+                .max_capacity(options.max_entries.min(100_000))
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+            failing_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Runs one store call, counted and timed.
+    async fn timed<T>(
+        &self,
+        op: StoreOp,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(StoreError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        self.metrics.store_call(op, outcome, start.elapsed());
+        result
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The record for `hash`: from memory on a hit, else one store read
+    /// shared by every concurrent caller for that hash.
+    ///
+    /// With `stale_if_error`, a found record past `ttl` (and within
+    /// `ttl + stale_if_error`) is read again; only if that read fails
+    /// (error or timeout) is the old record served, and only if nothing
+    /// invalidated it meanwhile. `decide` still checks its expiry, disabled
+    /// and revoked state on every request.
+    pub async fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
+        // Hot path: a hit is a hash-map read; no I/O, no await on a lock.
+        let mut stale = None;
+        match self.cache.get(hash).await {
+            Some(Entry::Found {
+                record,
+                fresh_until,
+            }) => {
+                if self.stale_if_error.is_zero() || Instant::now() < fresh_until {
+                    self.metrics.cache_hits.inc();
+                    return Ok(Some(record));
+                }
+                if self.store_failing() {
+                    self.metrics.cache_stale_served.inc();
+                    return Ok(Some(record));
+                }
+                stale = Some(record);
+            }
+            Some(Entry::Missing { until }) if Instant::now() < until => {
+                self.metrics.cache_negative_hits.inc();
+                return Ok(None);
+            }
+            // A "no such token" past its deadline: ask the store again.
+            Some(Entry::Missing { .. }) => self.cache.invalidate(hash).await,
+            None => {}
+        }
+        self.metrics.cache_misses.inc();
+        let Some(stale) = stale else {
+            return self.load(hash).await;
+        };
+        match self.refresh(hash).await {
+            Err(e @ (StoreError::Timeout(_) | StoreError::Unavailable(_))) => {
+                // Served only if still cached: an invalidation (a change
+                // this gate has seen) or a resubscription removed it.
+                match self.cache.get(hash).await {
+                    Some(Entry::Found { record, .. }) if Arc::ptr_eq(&record, &stale) => {
+                        self.metrics.cache_stale_served.inc();
+                        Ok(Some(stale))
+                    }
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// A miss: one store read shared by every concurrent caller.
+    async fn load(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
+        let before = self.epoch.load(Ordering::Acquire);
+        let entry = self
+            .cache
+            .entry(*hash)
+            .or_try_insert_with(self.read(hash))
+            .await
+            .map_err(|e| (*e).clone())?;
+        // An invalidation that arrived while this load was reading may have
+        // found nothing to remove; the value just inserted could predate it.
+        // Drop it (this request still uses it: it raced with the change).
+        if entry.is_fresh() && self.epoch.load(Ordering::Acquire) != before {
+            self.cache.invalidate(hash).await;
+        }
+        Ok(entry_record(entry.into_value()))
+    }
+
+    /// A stale record read again (concurrent callers share the read); the
+    /// answer replaces it unless an invalidation raced with the read.
+    async fn refresh(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
+        let before = self.epoch.load(Ordering::Acquire);
+        let read = self.refreshes.try_get_with(*hash, self.read(hash)).await;
+        self.refreshes.invalidate(hash).await;
+        let entry = read.map_err(|e| (*e).clone())?;
+        if self.epoch.load(Ordering::Acquire) == before {
+            self.cache.insert(*hash, entry.clone()).await;
+        } else {
+            self.cache.invalidate(hash).await;
+        }
+        Ok(entry_record(entry))
+    }
+
+    /// One store read, as a cache entry. A failure marks the store failing.
+    async fn read(&self, hash: &TokenHash) -> Result<Entry, StoreError> {
+        match self.timed(StoreOp::Get, self.store.get(hash)).await {
+            Ok(Some(r)) => Ok(Entry::Found {
+                record: Arc::new(CachedRecord::new(&r)),
+                fresh_until: Instant::now() + self.ttl,
+            }),
+            Ok(None) => Ok(Entry::Missing {
+                until: Instant::now() + self.negative_ttl,
+            }),
+            Err(e) => {
+                if matches!(e, StoreError::Timeout(_) | StoreError::Unavailable(_)) {
+                    let until = self.started.elapsed() + FAILING_FOR;
+                    self.failing_until_ms.fetch_max(
+                        u64::try_from(until.as_millis()).unwrap_or(u64::MAX),
+                        Ordering::AcqRel,
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a store read failed within the last [`FAILING_FOR`].
+    fn store_failing(&self) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < self.failing_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Forgets `hash` (a record changed).
+    pub async fn invalidate(&self, hash: &TokenHash) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate(hash).await;
+    }
+
+    /// Forgets everything (invalidations may have been missed).
+    pub fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate_all();
+    }
+
+    /// The record for `hash` when memory holds a fresh one (not one kept
+    /// only for `stale_if_error`); never reads the store.
+    pub async fn cached(&self, hash: &TokenHash) -> Option<Arc<CachedRecord>> {
+        match self.cache.get(hash).await {
+            Some(Entry::Found {
+                record,
+                fresh_until,
+            }) if Instant::now() < fresh_until => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Entries held now (approximate; for metrics and tests).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Runs moka's pending maintenance (tests and metrics want exact counts).
+    pub async fn sync(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_subscribed(&self, up: bool) {
+        self.subscribed.store(up, Ordering::Release);
+    }
+}
+
+fn entry_record(entry: Entry) -> Option<Arc<CachedRecord>> {
+    match entry {
+        Entry::Found { record, .. } => Some(record),
+        Entry::Missing { .. } => None,
+    }
+}
+
+/// The admin API writes through the cache, so its own changes are seen at
+/// once by this gate; other gates learn them from the events channel.
+impl<S: TokenStore> TokenStore for TokenCache<S> {
+    /// The whole record, from the store (the cache keeps a trimmed copy;
+    /// decisions use [`TokenCache::lookup`]).
+    async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.timed(StoreOp::Get, self.store.get(hash)).await
+    }
+
+    async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
+        self.timed(StoreOp::Find, self.store.find(id)).await
+    }
+
+    async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
+        let result = self
+            .timed(StoreOp::Create, self.store.create(hash, record))
+            .await;
+        self.invalidate(hash).await;
+        result
+    }
+
+    async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        let result = self
+            .timed(StoreOp::Replace, self.store.replace(current, new))
+            .await;
+        self.invalidate(&current.hash).await;
+        result
+    }
+
+    /// Not a change to any decision: the cached record stays.
+    async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        self.timed(StoreOp::Replace, self.store.touch(current, new))
+            .await
+    }
+
+    async fn confirm(&self, current: &Stored) -> Result<(), StoreError> {
+        self.timed(StoreOp::Replace, self.store.confirm(current))
+            .await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        self.timed(StoreOp::List, self.store.list(query)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(StoreOp::Ping, self.store.ping()).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

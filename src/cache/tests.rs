@@ -1,0 +1,340 @@
+//! The cache against a store double whose reads can be held open or made
+//! to fail: the race between a load and an invalidation (the epoch check),
+//! `stale_if_error`, and the listener's handling of a change feed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::store::{Change, ChangeFeed, Changes};
+use crate::token::record::RECORD_VERSION;
+use crate::token::{Scope, TokenSecret};
+
+// === the store double ===
+
+/// A store in memory. `get` reads the record when it starts; when a hold
+/// is set, it then says so and waits to be released, so a test can change
+/// the record (and invalidate) while a read of the old one is out.
+#[derive(Clone, Default)]
+struct Double {
+    inner: Arc<DoubleInner>,
+}
+
+#[derive(Default)]
+struct DoubleInner {
+    records: Mutex<HashMap<TokenHash, TokenRecord>>,
+    failing: AtomicBool,
+    gets: AtomicU64,
+    hold: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    /// The feed handed out by `changes` (once).
+    feed: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
+}
+
+impl Double {
+    fn put(&self, hash: TokenHash, record: TokenRecord) {
+        self.inner.records.lock().unwrap().insert(hash, record);
+    }
+
+    fn fail(&self, failing: bool) {
+        self.inner.failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn gets(&self) -> u64 {
+        self.inner.gets.load(Ordering::SeqCst)
+    }
+
+    /// Holds the next `get` after it read: returns "it has read" and the
+    /// release.
+    fn hold_next_get(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (read_tx, read_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *self.inner.hold.lock().unwrap() = Some((read_tx, release_rx));
+        (read_rx, release_tx)
+    }
+
+    /// The sending end of the feed `changes` will hand out.
+    fn feed(&self) -> mpsc::UnboundedSender<Change> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.inner.feed.lock().unwrap() = Some(rx);
+        tx
+    }
+}
+
+impl TokenStore for Double {
+    async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.gets.fetch_add(1, Ordering::SeqCst);
+        if self.inner.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the double is down".into()));
+        }
+        let record = self.inner.records.lock().unwrap().get(hash).cloned();
+        let hold = self.inner.hold.lock().unwrap().take();
+        if let Some((read, release)) = hold {
+            let _ = read.send(());
+            let _ = release.await;
+        }
+        Ok(record)
+    }
+
+    async fn find(&self, _: &TokenId) -> Result<Option<Stored>, StoreError> {
+        Ok(None)
+    }
+
+    async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
+        self.put(*hash, record.clone());
+        Ok(())
+    }
+
+    async fn replace(&self, _: &Stored, _: &TokenRecord) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn list(&self, _: ListQuery) -> Result<Page, StoreError> {
+        Ok(Page {
+            tokens: Vec::new(),
+            next: None,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl ChangeFeed for Double {
+    async fn publish(&self, _: &TokenHash) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn changes(&self) -> Result<Changes, StoreError> {
+        let rx = self.inner.feed.lock().unwrap().take().expect("a feed set");
+        let task = tokio::spawn(std::future::pending());
+        Ok(Changes::from_task("double", rx, task))
+    }
+}
+
+// === builders ===
+
+fn token() -> (TokenHash, TokenRecord) {
+    let record = TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().unwrap(),
+        name: "CI".into(),
+        workspace_id: "ws_1".into(),
+        scope: Scope::Workspace {
+            role: "workspace_viewer".into(),
+        },
+        created_by: "tests".into(),
+        created_at: Timestamp::now(),
+        expires_at: None,
+        disabled_at: None,
+        disabled_by: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+        description: None,
+        rotated_to: None,
+    };
+    (TokenSecret::generate().unwrap().hash(), record)
+}
+
+fn disabled(record: &TokenRecord) -> TokenRecord {
+    TokenRecord {
+        disabled_at: Some(Timestamp::now()),
+        ..record.clone()
+    }
+}
+
+fn cache(store: &Double, ttl: Duration, stale_if_error: Duration) -> Arc<TokenCache<Double>> {
+    Arc::new(TokenCache::new(
+        store.clone(),
+        CacheOptions {
+            ttl,
+            negative_ttl: Duration::from_secs(5),
+            max_entries: 100,
+            stale_if_error,
+        },
+    ))
+}
+
+async fn lookup(cache: &TokenCache<Double>, hash: &TokenHash) -> Arc<CachedRecord> {
+    cache.lookup(hash).await.unwrap().expect("a record")
+}
+
+/// Polls `cond` until it holds, for at most two seconds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// === the epoch check ===
+
+#[tokio::test]
+async fn a_load_that_read_before_an_invalidation_does_not_leave_its_record_cached() {
+    let store = Double::default();
+    let (hash, record) = token();
+    store.put(hash, record.clone());
+    let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
+
+    let (read, release) = store.hold_next_get();
+    let c = cache.clone();
+    let load = tokio::spawn(async move { c.lookup(&hash).await });
+    read.await.unwrap();
+    // The load holds the enabled record; the token is disabled and the
+    // invalidation arrives while the load is still out (nothing to remove).
+    store.put(hash, disabled(&record));
+    cache.invalidate(&hash).await;
+    release.send(()).unwrap();
+
+    let raced = load.await.unwrap().unwrap().unwrap();
+    assert!(!raced.is_disabled(), "the racing request uses what it read");
+    assert!(
+        lookup(&cache, &hash).await.is_disabled(),
+        "the next request must not be served the record read before the change"
+    );
+    assert_eq!(store.gets(), 2);
+}
+
+#[tokio::test]
+async fn a_stale_refresh_that_raced_with_an_invalidation_is_not_kept() {
+    let store = Double::default();
+    let (hash, record) = token();
+    store.put(hash, record.clone());
+    let ttl = Duration::from_millis(100);
+    let cache = cache(&store, ttl, Duration::from_secs(60));
+    assert!(!lookup(&cache, &hash).await.is_disabled());
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+
+    // Past ttl: the next lookup reads again; hold that read open.
+    let (read, release) = store.hold_next_get();
+    let c = cache.clone();
+    let refresh = tokio::spawn(async move { c.lookup(&hash).await });
+    read.await.unwrap();
+    store.put(hash, disabled(&record));
+    cache.invalidate(&hash).await;
+    release.send(()).unwrap();
+    refresh.await.unwrap().unwrap();
+
+    assert!(
+        lookup(&cache, &hash).await.is_disabled(),
+        "the refreshed record predates the change and must not be kept"
+    );
+    assert_eq!(store.gets(), 3);
+}
+
+// === stale_if_error ===
+
+#[tokio::test]
+async fn a_record_past_its_ttl_is_served_while_the_store_fails_only_within_stale_if_error() {
+    let store = Double::default();
+    let (hash, record) = token();
+    store.put(hash, record);
+    let ttl = Duration::from_millis(200);
+    let stale_if_error = Duration::from_secs(1);
+    let cache = cache(&store, ttl, stale_if_error);
+    let started = Instant::now();
+    lookup(&cache, &hash).await;
+
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    store.fail(true);
+    let served = cache.lookup(&hash).await;
+    assert!(
+        started.elapsed() < ttl + stale_if_error,
+        "the machine was too slow for this test's timing"
+    );
+    assert!(
+        matches!(served, Ok(Some(_))),
+        "stale record served while the store fails: {served:?}"
+    );
+    assert_eq!(cache.metrics().cache_stale_served.get(), 1);
+    assert_eq!(store.gets(), 2, "the store was asked first");
+
+    // Beyond ttl + stale_if_error the record is gone: the failure shows.
+    tokio::time::sleep(ttl + stale_if_error + Duration::from_millis(100) - started.elapsed()).await;
+    let after = cache.lookup(&hash).await;
+    assert!(
+        matches!(after, Err(StoreError::Unavailable(_))),
+        "nothing served past stale_if_error: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_record_is_not_served_once_the_store_answers_again() {
+    let store = Double::default();
+    let (hash, record) = token();
+    store.put(hash, record.clone());
+    let ttl = Duration::from_millis(100);
+    let cache = cache(&store, ttl, Duration::from_secs(60));
+    lookup(&cache, &hash).await;
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+
+    store.fail(true);
+    assert!(!lookup(&cache, &hash).await.is_disabled(), "served stale");
+    // The store comes back, holding a change this gate never heard of.
+    store.put(hash, disabled(&record));
+    store.fail(false);
+    // A failure lets stale records be served without asking for FAILING_FOR.
+    tokio::time::sleep(FAILING_FOR + Duration::from_millis(50)).await;
+
+    let gets = store.gets();
+    assert!(
+        lookup(&cache, &hash).await.is_disabled(),
+        "the store answers: its record, not the stale one"
+    );
+    assert_eq!(store.gets(), gets + 1);
+    // And it is fresh again: the next lookup is a hit.
+    assert!(lookup(&cache, &hash).await.is_disabled());
+    assert_eq!(store.gets(), gets + 1);
+}
+
+// === the listener ===
+
+#[tokio::test]
+async fn the_listener_drops_changed_tokens_and_everything_when_the_feed_resumes() {
+    let store = Double::default();
+    let ((a, rec_a), (b, rec_b)) = (token(), token());
+    store.put(a, rec_a.clone());
+    store.put(b, rec_b.clone());
+    let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
+    let feed = store.feed();
+    tokio::spawn(listen_for_invalidations(cache.clone(), store.clone()));
+    until("the listener to start", || !cache.is_subscribed()).await;
+
+    feed.send(Change::Started).unwrap();
+    until("the feed to be followed", || cache.is_subscribed()).await;
+    lookup(&cache, &a).await;
+    lookup(&cache, &b).await;
+    assert_eq!(store.gets(), 2);
+
+    // A change to a: a is read again, b stays cached.
+    store.put(a, disabled(&rec_a));
+    feed.send(Change::Token(a)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while cache.cached(&a).await.is_some() {
+        assert!(Instant::now() < deadline, "a was never dropped");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(lookup(&cache, &a).await.is_disabled());
+    assert!(!lookup(&cache, &b).await.is_disabled());
+    assert_eq!(store.gets(), 3);
+    assert_eq!(cache.metrics().invalidations.get(), 1);
+
+    // Interrupted: not following, but what is cached keeps serving.
+    feed.send(Change::Interrupted).unwrap();
+    until("the interruption", || !cache.is_subscribed()).await;
+    store.put(b, disabled(&rec_b)); // a change the feed missed
+    assert!(!lookup(&cache, &b).await.is_disabled());
+
+    // Resumed: nothing held is trusted.
+    feed.send(Change::Resumed).unwrap();
+    until("the feed to resume", || cache.is_subscribed()).await;
+    assert!(lookup(&cache, &b).await.is_disabled());
+}

@@ -1,0 +1,161 @@
+//! The deny codes of the decision: the documented strings, their HTTP
+//! status, message and `WWW-Authenticate` challenge.
+
+/// Why a request was refused. The string forms are the documented codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyCode {
+    MissingToken,
+    MalformedToken,
+    UnknownToken,
+    TokenRevoked,
+    TokenDisabled,
+    TokenExpired,
+    InsufficientRole,
+    WorkspaceMismatch,
+    ProjectNotGranted,
+    NoMatchingRule,
+    AmbiguousPath,
+    StoreUnavailable,
+    RateLimited,
+    MethodOverride,
+    UpgradeRefused,
+    MissingOriginal,
+}
+
+impl DenyCode {
+    /// Every code, in declaration order (metrics index by it).
+    pub const ALL: [DenyCode; 16] = [
+        DenyCode::MissingToken,
+        DenyCode::MalformedToken,
+        DenyCode::UnknownToken,
+        DenyCode::TokenRevoked,
+        DenyCode::TokenDisabled,
+        DenyCode::TokenExpired,
+        DenyCode::InsufficientRole,
+        DenyCode::WorkspaceMismatch,
+        DenyCode::ProjectNotGranted,
+        DenyCode::NoMatchingRule,
+        DenyCode::AmbiguousPath,
+        DenyCode::StoreUnavailable,
+        DenyCode::RateLimited,
+        DenyCode::MethodOverride,
+        DenyCode::UpgradeRefused,
+        DenyCode::MissingOriginal,
+    ];
+
+    /// The code in `X-Hawzu-Error` and in JSON bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyCode::MissingToken => "missing_token",
+            DenyCode::MalformedToken => "malformed_token",
+            DenyCode::UnknownToken => "unknown_token",
+            DenyCode::TokenRevoked => "token_revoked",
+            DenyCode::TokenDisabled => "token_disabled",
+            DenyCode::TokenExpired => "token_expired",
+            DenyCode::InsufficientRole => "insufficient_role",
+            DenyCode::WorkspaceMismatch => "workspace_mismatch",
+            DenyCode::ProjectNotGranted => "project_not_granted",
+            DenyCode::NoMatchingRule => "no_matching_rule",
+            DenyCode::AmbiguousPath => "ambiguous_path",
+            DenyCode::StoreUnavailable => "store_unavailable",
+            DenyCode::RateLimited => "rate_limited",
+            DenyCode::MethodOverride => "method_override",
+            DenyCode::UpgradeRefused => "upgrade_refused",
+            DenyCode::MissingOriginal => "missing_original",
+        }
+    }
+
+    /// The HTTP status every door uses for this code.
+    pub fn status(self) -> u16 {
+        match self {
+            DenyCode::MissingToken
+            | DenyCode::MalformedToken
+            | DenyCode::UnknownToken
+            | DenyCode::TokenRevoked
+            | DenyCode::TokenDisabled
+            | DenyCode::TokenExpired => 401,
+            DenyCode::InsufficientRole
+            | DenyCode::WorkspaceMismatch
+            | DenyCode::ProjectNotGranted
+            | DenyCode::NoMatchingRule => 403,
+            DenyCode::AmbiguousPath
+            | DenyCode::MethodOverride
+            | DenyCode::UpgradeRefused
+            | DenyCode::MissingOriginal => 400,
+            DenyCode::StoreUnavailable => 503,
+            DenyCode::RateLimited => 429,
+        }
+    }
+
+    /// One sentence for a person.
+    pub fn message(self) -> &'static str {
+        match self {
+            DenyCode::MissingToken => {
+                "No access token was sent; send `Authorization: Bearer hwz_…`."
+            }
+            DenyCode::MalformedToken => {
+                "The Authorization header does not hold a well-formed Hawzu access token."
+            }
+            DenyCode::UnknownToken => "This access token is not known.",
+            DenyCode::TokenRevoked => "This access token has been revoked.",
+            DenyCode::TokenDisabled => "This access token is disabled.",
+            DenyCode::TokenExpired => "This access token has expired.",
+            DenyCode::InsufficientRole => "The token's role does not allow this request.",
+            DenyCode::WorkspaceMismatch => "The token belongs to another workspace.",
+            DenyCode::ProjectNotGranted => "The token is not linked to this project.",
+            DenyCode::NoMatchingRule => {
+                "Access tokens cannot be used on this path; they work on API routes only."
+            }
+            DenyCode::AmbiguousPath => {
+                "The request path could be read more than one way and is refused."
+            }
+            DenyCode::StoreUnavailable => "The token store cannot be reached; try again shortly.",
+            DenyCode::RateLimited => {
+                "Too many requests with invalid tokens from this address; wait for Retry-After."
+            }
+            DenyCode::MethodOverride => {
+                "A `_method` query parameter asks for another method; send the request with the method it means."
+            }
+            DenyCode::UpgradeRefused => {
+                "Protocol upgrades (h2c, WebSocket) are not allowed through the gate."
+            }
+            DenyCode::MissingOriginal => {
+                "The proxy did not say which request it asks about: /auth/nginx needs X-Original-Method and X-Original-URI (or X-Original-URL), /auth/traefik needs X-Forwarded-Method and X-Forwarded-Uri (see deploy/)."
+            }
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge, where the code has one.
+    pub fn challenge(self) -> Option<&'static str> {
+        match self {
+            DenyCode::MissingToken => Some(r#"Bearer realm="hawzu""#),
+            DenyCode::MalformedToken => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="The Authorization header does not hold a well-formed Hawzu access token""#,
+            ),
+            DenyCode::UnknownToken => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token is not known""#,
+            ),
+            DenyCode::TokenRevoked => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token has been revoked""#,
+            ),
+            DenyCode::TokenDisabled => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token is disabled""#,
+            ),
+            DenyCode::TokenExpired => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token has expired""#,
+            ),
+            DenyCode::InsufficientRole
+            | DenyCode::WorkspaceMismatch
+            | DenyCode::ProjectNotGranted
+            | DenyCode::NoMatchingRule => {
+                Some(r#"Bearer realm="hawzu", error="insufficient_scope""#)
+            }
+            DenyCode::AmbiguousPath
+            | DenyCode::StoreUnavailable
+            | DenyCode::RateLimited
+            | DenyCode::MethodOverride
+            | DenyCode::UpgradeRefused
+            | DenyCode::MissingOriginal => None,
+        }
+    }
+}

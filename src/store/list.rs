@@ -1,0 +1,143 @@
+//! Listing: the query, the page, the cursor, and the one paging loop both
+//! backends share.
+//!
+//! A backend supplies only the raw walk of its index — a batch of entries
+//! older than a cursor, newest first, each with its record — and
+//! [`paginate`] applies the filter, the limit and the scan bound. It never
+//! does I/O of its own and knows no backend.
+
+use std::future::Future;
+
+use jiff::Timestamp;
+
+use super::StoreError;
+use crate::token::{TokenId, TokenKind, TokenRecord, TokenState};
+
+/// Largest page a list may ask for.
+pub const MAX_PAGE: usize = 500;
+/// Page size when a list does not say.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// Where a listing resumes: after the token with this creation time and id
+/// (lists are newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_ms: u64,
+    pub id: TokenId,
+}
+
+impl Cursor {
+    /// The opaque form handed to clients: `<ms>.<id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_ms, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (ms, id) = s.split_once('.')?;
+        Some(Self {
+            created_ms: ms.parse().ok()?,
+            id: TokenId::parse(id).ok()?,
+        })
+    }
+}
+
+/// Creation time in milliseconds since the epoch: the index score.
+pub fn created_ms(record: &TokenRecord) -> u64 {
+    u64::try_from(record.created_at.as_millisecond()).unwrap_or(0)
+}
+
+/// Which tokens a listing keeps. Applied while scanning, so a page holds up
+/// to `limit` matching tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct ListFilter {
+    pub kind: Option<TokenKind>,
+    pub state: Option<TokenState>,
+    /// The instant the state is judged at.
+    pub now: Timestamp,
+}
+
+impl ListFilter {
+    pub fn matches(&self, record: &TokenRecord) -> bool {
+        self.kind.is_none_or(|k| record.scope.kind() == k)
+            && self.state.is_none_or(|st| record.state(self.now) == st)
+    }
+}
+
+/// A listing request.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub workspace: Option<String>,
+    pub cursor: Option<Cursor>,
+    pub limit: usize,
+    pub filter: ListFilter,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub tokens: Vec<TokenRecord>,
+    /// Present when more tokens may follow.
+    pub next: Option<Cursor>,
+}
+
+/// Most index entries one list call scans for matches before it returns a
+/// short page with a cursor (so a rare filter cannot make one call unbounded).
+pub(crate) const MAX_SCAN: usize = 5_000;
+
+/// One step of a backend's index walk: up to `batch` index entries older
+/// than the cursor (all, with none), newest first, each with its record
+/// (`None` when the index points at nothing). Fewer than `batch` entries
+/// means the index ends there.
+pub(crate) type Batch = Vec<(Cursor, Option<TokenRecord>)>;
+
+/// A page of `query`, walking the index with `next_batch` (given the
+/// position to continue after) in batches of `batch` entries: matches are
+/// kept until `limit` of them, the end of the index, or [`MAX_SCAN`]
+/// entries scanned, whichever comes first. The cursor handed back is the
+/// last entry looked at, so the next call neither repeats nor skips one.
+pub(crate) async fn paginate<F, Fut>(
+    query: &ListQuery,
+    batch: usize,
+    mut next_batch: F,
+) -> Result<Page, StoreError>
+where
+    F: FnMut(Option<Cursor>) -> Fut,
+    Fut: Future<Output = Result<Batch, StoreError>>,
+{
+    let mut tokens = Vec::with_capacity(query.limit.min(batch));
+    let mut position = query.cursor.clone();
+    let mut scanned = 0;
+    loop {
+        let entries = next_batch(position.clone()).await?;
+        let exhausted = entries.len() < batch;
+        for (cursor, record) in entries {
+            scanned += 1;
+            position = Some(cursor);
+            let Some(record) = record else { continue };
+            if !query.filter.matches(&record) {
+                continue;
+            }
+            tokens.push(record);
+            if tokens.len() == query.limit {
+                // More may follow; the client asks again from here.
+                return Ok(Page {
+                    tokens,
+                    next: position,
+                });
+            }
+        }
+        if exhausted {
+            return Ok(Page { tokens, next: None });
+        }
+        if scanned >= MAX_SCAN {
+            return Ok(Page {
+                tokens,
+                next: position,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "list_tests.rs"]
+mod tests;

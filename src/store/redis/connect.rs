@@ -1,0 +1,430 @@
+//! How the Redis store reaches Redis: the three topologies (standalone,
+//! Sentinel, Cluster), connections made on first use, one bounded call on
+//! a connection (with Sentinel, a failure forgets the master so the next
+//! call asks the sentinels again), and `WAIT` for replicas.
+//!
+//! It owns connections, never keys or records: what a call does is the
+//! caller's (`mod.rs`, `events`).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{
+    Client, Cmd, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
+    RedisFuture, Value,
+};
+use tokio::sync::OnceCell;
+
+use super::{RedisStore, redis_err};
+use crate::store::StoreError;
+
+/// Where Redis is (`store.redis.mode` and its addresses).
+#[derive(Clone)]
+pub enum Topology {
+    /// One server (`store.redis.url`); over TLS (`rediss://`) its
+    /// certificate is checked against `ca` (PEM) when given, else the
+    /// system's CAs.
+    Standalone { url: String, ca: Option<Arc<[u8]>> },
+    /// The master that the sentinels at `sentinels` name `master_name`;
+    /// `username`/`password` are the data nodes' credentials (the
+    /// sentinels' own go in their URLs).
+    Sentinel {
+        sentinels: Vec<String>,
+        master_name: String,
+        username: Option<String>,
+        password: Option<String>,
+        /// Replicas that must hold each admin change before it is answered
+        /// (`WAIT`); 0: answered once the master has it.
+        replica_acks: u32,
+    },
+    /// A Redis Cluster reached through any of `nodes` (credentials in the
+    /// first URL apply to every node).
+    Cluster { nodes: Vec<String> },
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |urls: &[String]| -> Vec<String> {
+            urls.iter().map(|u| crate::redact::redact_url(u)).collect()
+        };
+        match self {
+            Self::Standalone { url, .. } => f
+                .debug_struct("Standalone")
+                .field("url", &crate::redact::redact_url(url))
+                .finish(),
+            Self::Sentinel {
+                sentinels,
+                master_name,
+                ..
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", &redact(sentinels))
+                .field("master_name", master_name)
+                .finish_non_exhaustive(),
+            Self::Cluster { nodes } => f
+                .debug_struct("Cluster")
+                .field("nodes", &redact(nodes))
+                .finish(),
+        }
+    }
+}
+
+impl Topology {
+    /// The mode's name, for logs.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Standalone { .. } => "standalone",
+            Self::Sentinel { .. } => "sentinel",
+            Self::Cluster { .. } => "cluster",
+        }
+    }
+}
+
+/// How the store reaches Redis.
+pub(super) enum Target {
+    Single {
+        client: Box<Client>,
+        conn: OnceCell<ConnectionManager>,
+    },
+    Sentinel(Arc<SentinelTarget>),
+    Cluster {
+        client: Box<ClusterClient>,
+        conn: OnceCell<ClusterConnection>,
+    },
+}
+
+impl Target {
+    /// The connection state for `topology`: addresses checked, nothing
+    /// connected yet.
+    pub(super) fn new(topology: &Topology, timeout: Duration) -> Result<Self, StoreError> {
+        let invalid =
+            |e: redis::RedisError| StoreError::Unavailable(format!("invalid redis URL: {e}"));
+        Ok(match topology {
+            Topology::Standalone { url, ca } => Target::Single {
+                client: Box::new(standalone_client(url.as_str(), ca.as_deref()).map_err(invalid)?),
+                conn: OnceCell::new(),
+            },
+            Topology::Sentinel {
+                sentinels,
+                master_name,
+                username,
+                password,
+                ..
+            } => Target::Sentinel(Arc::new(SentinelTarget {
+                sentinel: tokio::sync::Mutex::new(
+                    sentinel_client(
+                        sentinels,
+                        master_name,
+                        username.as_deref(),
+                        password.as_deref(),
+                        ProtocolVersion::RESP2,
+                    )
+                    .map_err(invalid)?,
+                ),
+                generation: AtomicU64::new(0),
+                current: Mutex::new(None),
+            })),
+            Topology::Cluster { nodes } => Target::Cluster {
+                client: Box::new(
+                    ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                        .connection_timeout(timeout)
+                        .response_timeout(timeout)
+                        .build()
+                        .map_err(invalid)?,
+                ),
+                conn: OnceCell::new(),
+            },
+        })
+    }
+}
+
+/// The master a Sentinel set-up names, and a connection to it. The
+/// connection is dropped after any failure (or when the invalidation
+/// listener sees the master move), and the next call asks the sentinels
+/// again.
+pub(super) struct SentinelTarget {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// Bumped whenever `current` is replaced or dropped.
+    generation: AtomicU64,
+    /// The master's address and a connection to it; no lock is held across
+    /// an await.
+    current: Mutex<Option<(u64, String, ConnectionManager)>>,
+}
+
+impl SentinelTarget {
+    fn current(&self) -> Option<(u64, ConnectionManager)> {
+        let guard = self.current.lock().ok()?;
+        guard.as_ref().map(|(g, _, c)| (*g, c.clone()))
+    }
+
+    /// Forgets the connection of `generation` (if still current).
+    fn forget(&self, generation: u64) {
+        if let Ok(mut guard) = self.current.lock()
+            && guard.as_ref().is_some_and(|(g, _, _)| *g == generation)
+        {
+            *guard = None;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Forgets the connection unless it goes to `master`.
+    pub(super) fn forget_unless(&self, master: &str) {
+        if let Ok(mut guard) = self.current.lock()
+            && guard.as_ref().is_some_and(|(_, addr, _)| addr != master)
+        {
+            *guard = None;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Asks the sentinels where the master is: its address and a client.
+    async fn master(&self) -> redis::RedisResult<(String, Client)> {
+        let client = self.sentinel.lock().await.async_get_client().await?;
+        let addr = client.get_connection_info().addr().to_string();
+        Ok((addr, client))
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<(u64, ConnectionManager), StoreError> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let (addr, client) = self.master().await.map_err(redis_err)?;
+        let conn = ConnectionManager::new_with_config(client, manager_config(timeout))
+            .await
+            .map_err(redis_err)?;
+        let mut guard = self
+            .current
+            .lock()
+            .map_err(|_| StoreError::Unavailable("sentinel state poisoned".into()))?;
+        if let Some((g, _, c)) = guard.as_ref() {
+            // Another call connected meanwhile: share its connection.
+            return Ok((*g, c.clone()));
+        }
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        *guard = Some((generation, addr, conn.clone()));
+        Ok((generation, conn))
+    }
+}
+
+pub(super) fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+}
+
+/// Credentials for the data nodes of a Sentinel set-up.
+fn sentinel_node_info(
+    username: Option<&str>,
+    password: Option<&str>,
+    protocol: ProtocolVersion,
+) -> SentinelNodeConnectionInfo {
+    let mut redis = RedisConnectionInfo::default().set_protocol(protocol);
+    if let Some(u) = username {
+        redis = redis.set_username(u);
+    }
+    if let Some(p) = password {
+        redis = redis.set_password(p);
+    }
+    SentinelNodeConnectionInfo::default().set_redis_connection_info(redis)
+}
+
+pub(super) fn sentinel_client(
+    sentinels: &[String],
+    master_name: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    protocol: ProtocolVersion,
+) -> redis::RedisResult<SentinelClient> {
+    SentinelClient::build(
+        sentinels.to_vec(),
+        master_name,
+        Some(sentinel_node_info(username, password, protocol)),
+        SentinelServerType::Master,
+    )
+}
+
+/// One connection, whatever the topology.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// Runs `cmds` (each on one key) and returns their answers in order: a
+    /// pipeline on one server, concurrent commands on a cluster (a
+    /// pipeline may not span hash slots).
+    pub(super) async fn each<T: FromRedisValue>(
+        &mut self,
+        cmds: Vec<Cmd>,
+    ) -> Result<Vec<T>, StoreError> {
+        match self {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(c).await.map_err(redis_err)
+            }
+            Conn::Cluster(c) => {
+                futures_util::future::try_join_all(cmds.into_iter().map(|cmd| {
+                    let mut c = c.clone();
+                    async move { cmd.query_async::<T>(&mut c).await.map_err(redis_err) }
+                }))
+                .await
+            }
+        }
+    }
+}
+
+impl RedisStore {
+    /// A connection, made on first use; with its Sentinel generation.
+    pub(super) async fn conn(&self) -> Result<(Conn, u64), StoreError> {
+        let inner = &self.inner;
+        match &inner.target {
+            Target::Single { client, conn } => conn
+                .get_or_try_init(|| async {
+                    ConnectionManager::new_with_config(
+                        Client::clone(client),
+                        manager_config(inner.timeout),
+                    )
+                    .await
+                    .map_err(redis_err)
+                })
+                .await
+                .map(|c| (Conn::Single(c.clone()), 0)),
+            Target::Sentinel(target) => target
+                .connect(inner.timeout)
+                .await
+                .map(|(g, c)| (Conn::Single(c), g)),
+            Target::Cluster { client, conn } => conn
+                .get_or_try_init(|| async {
+                    client.get_async_connection().await.map_err(redis_err)
+                })
+                .await
+                .map(|c| (Conn::Cluster(c.clone()), 0)),
+        }
+    }
+
+    /// Runs `f` with a connection, the whole bounded by the store timeout.
+    /// With Sentinel, a failure drops the connection, so that the next call
+    /// asks the sentinels where the master is now.
+    pub(super) async fn timed<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let limit = self.inner.timeout;
+        let generation = AtomicU64::new(u64::MAX);
+        // Boxed: one allocation per store call keeps the futures of the
+        // callers (every door) shallow.
+        let result = tokio::time::timeout(
+            limit,
+            Box::pin(async {
+                let (conn, g) = self.conn().await?;
+                generation.store(g, Ordering::Relaxed);
+                f(conn).await
+            }),
+        )
+        .await
+        .unwrap_or(Err(StoreError::Timeout(limit)));
+        if let (Err(StoreError::Unavailable(_) | StoreError::Timeout(_)), Target::Sentinel(t)) =
+            (&result, &self.inner.target)
+        {
+            let g = generation.load(Ordering::Relaxed);
+            if g != u64::MAX {
+                t.forget(g);
+            }
+        }
+        result
+    }
+
+    /// With `replica_acks`, waits until that many replicas hold every write
+    /// made so far on `conn` (`WAIT`, within the store timeout). Sentinel
+    /// replication is asynchronous: without it, a change the master took
+    /// just before a fail-over is answered 200 and then lost with the old
+    /// master (seen in the chaos run: 4–5 changes per fail-over).
+    pub(super) async fn replicated(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        let wanted = self.inner.replica_acks;
+        if wanted == 0 {
+            return Ok(());
+        }
+        // Half the store timeout: the answer must be read before the
+        // connection's own response timeout (the store timeout) fires.
+        let within = self.inner.timeout / 2;
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(conn)
+            .await
+            .map_err(redis_err)?;
+        if acked < i64::from(wanted) {
+            return Err(StoreError::Unavailable(format!(
+                "the change reached the master, but {acked} of {wanted} replicas confirmed it within {within:?}: a fail-over could lose it; try again"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A client for one server; with `ca`, a `rediss://` server's certificate
+/// must chain to it (the system's CAs otherwise).
+pub(super) fn standalone_client(
+    info: impl redis::IntoConnectionInfo,
+    ca: Option<&[u8]>,
+) -> redis::RedisResult<Client> {
+    match ca {
+        Some(ca) => Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        ),
+        None => Client::open(info),
+    }
+}
+
+pub(super) fn resp3(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+    let info = url.into_connection_info()?;
+    let redis = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Ok(info.set_redis_settings(redis))
+}

@@ -1,0 +1,318 @@
+//! The events channel: publishing a change (sharded on a cluster) and
+//! following the channel as a [`ChangeFeed`] — subscribe, prove with a
+//! probe that messages arrive, resubscribe after a disconnect or a moved
+//! master, and say [`Change::Resumed`] only once the store answers reads.
+//!
+//! Every one of those steps was paid for by a chaos test
+//! (docs/reliability.md); keep their comments with them. It passes
+//! changes on and never acts on them: what a follower drops is its own
+//! business.
+
+use std::time::{Duration, Instant};
+
+use redis::{PushKind, Value};
+use tokio::sync::mpsc;
+
+use super::connect::Conn;
+use super::keys::{event_hash, probe_payload};
+use super::subscriber::Subscriber;
+use super::{RedisStore, redis_err};
+use crate::store::{Change, ChangeFeed, Changes, StoreError, TokenStore};
+use crate::token::TokenHash;
+
+/// Tries of a cluster invalidation that no subscriber received, and the
+/// pause between them (kept well inside `store.timeout`).
+const PUBLISH_ATTEMPTS: u32 = 3;
+const PUBLISH_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+impl RedisStore {
+    /// Publishes the invalidation of `hash` (sharded on a cluster).
+    pub(super) async fn publish_on(
+        &self,
+        conn: &mut Conn,
+        hash: &TokenHash,
+    ) -> Result<(), StoreError> {
+        let channel = self.events_channel();
+        let event = Self::event(hash);
+        let Conn::Cluster(c) = conn else {
+            let _: Value = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&event)
+                .query_async(conn)
+                .await
+                .map_err(redis_err)?;
+            return Ok(());
+        };
+        // SPUBLISH answers how many subscribers of that node got the event.
+        // Every ready gate subscribes, this one included, so none means it
+        // went to a node nobody listens on — a slot map not yet caught up
+        // with a fail-over: refresh and send again, briefly.
+        for attempt in 0..PUBLISH_ATTEMPTS {
+            // A keyed read in the channel's slot first: right after a
+            // fail-over the slot map may still name the old master, now a
+            // replica, which takes an SPUBLISH for its own subscribers
+            // only; the read gets MOVED and refreshes the map.
+            let _: Value = redis::cmd("EXISTS")
+                .arg(&channel)
+                .query_async(c)
+                .await
+                .map_err(redis_err)?;
+            let receivers: i64 = redis::cmd("SPUBLISH")
+                .arg(&channel)
+                .arg(&event)
+                .query_async(c)
+                .await
+                .map_err(redis_err)?;
+            if receivers > 0 {
+                return Ok(());
+            }
+            if attempt + 1 < PUBLISH_ATTEMPTS {
+                tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
+            }
+        }
+        tracing::warn!(
+            "an invalidation reached no subscriber (a cluster fail-over in progress, or no gate subscribed yet); other gates enforce the change within cache.ttl"
+        );
+        Ok(())
+    }
+}
+
+/// Every gate follows the events channel of its store (plain pub/sub;
+/// sharded on a cluster).
+impl ChangeFeed for RedisStore {
+    async fn publish(&self, hash: &TokenHash) -> Result<(), StoreError> {
+        self.timed(|mut conn| async move { self.publish_on(&mut conn, hash).await })
+            .await
+    }
+
+    fn changes(&self) -> Result<Changes, StoreError> {
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let subscriber = self.subscriber(push_tx)?;
+        let channel = subscriber.channel().to_owned();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(follow(self.clone(), subscriber, push_rx, tx));
+        Ok(Changes::from_task(channel, rx, task))
+    }
+}
+
+// === the follower ===
+
+/// Follows the events channel of `store` and passes on what it hears, until
+/// the receiver of `tx` is dropped. Subscribes again after a disconnect
+/// (or, with Sentinel, when the master moved) and then says
+/// [`Change::Resumed`], since messages may have been missed meanwhile.
+/// While Redis is away it says [`Change::Interrupted`] and nothing more:
+/// a follower keeps what it holds (cached tokens keep working for their
+/// lifetime).
+async fn follow(
+    store: RedisStore,
+    mut subscriber: Subscriber,
+    mut rx: mpsc::UnboundedReceiver<redis::PushInfo>,
+    tx: mpsc::UnboundedSender<Change>,
+) {
+    let timeout = store.inner.timeout;
+    let send = |change| tx.send(change).is_ok();
+    // Whether a subscription was ever confirmed (nothing can be missed before).
+    let mut ever = false;
+    let mut up = false;
+    let mut backoff = RESUBSCRIBE_FIRST;
+    // A probe this gate published and has not yet received back.
+    let mut pending: Option<(String, Instant)> = None;
+    let mut check = tokio::time::interval(PROBE_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if !up {
+            let attempt = async {
+                subscriber.subscribe().await?;
+                // Proof that messages arrive: a probe published now must
+                // come back (after a cluster fail-over the subscription can
+                // land on a replica that never sees the channel's messages).
+                let probe = probe_payload();
+                subscriber.probe(&probe).await?;
+                loop {
+                    let Some(push) = rx.recv().await else {
+                        return Err(StoreError::Unavailable("listener closed".into()));
+                    };
+                    match push.kind {
+                        PushKind::Message | PushKind::SMessage => {
+                            if push.data.get(1).is_some_and(|p| is_payload(p, &probe)) {
+                                return Ok(());
+                            }
+                            if let Some(hash) = push.data.get(1).and_then(payload_hash)
+                                && !send(Change::Token(hash))
+                            {
+                                return Err(StoreError::Unavailable("follower gone".into()));
+                            }
+                        }
+                        PushKind::Disconnection
+                        | PushKind::Unsubscribe
+                        | PushKind::SUnsubscribe => {
+                            return Err(StoreError::Unavailable(
+                                "subscription lost while checked".into(),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            };
+            match tokio::time::timeout(timeout * 4, attempt).await {
+                Ok(Ok(())) => {
+                    up = true;
+                    backoff = RESUBSCRIBE_FIRST;
+                    let change = if ever {
+                        // Back after a disconnect: messages may have been
+                        // missed meanwhile, so nothing cached is trusted.
+                        // But the store must answer reads first: a Redis
+                        // that restarts takes SUBSCRIBE while it is still
+                        // loading its data and refuses reads (LOADING)
+                        // until done, and dropping the cache then would
+                        // turn every cached token into a 503 for the whole
+                        // load. Entries keep serving meanwhile (a loading
+                        // Redis takes no writes either; the wait is bounded,
+                        // and so is every entry, by cache.ttl).
+                        let waited = Instant::now();
+                        while store.ping().await.is_err()
+                            && waited.elapsed() < STORE_WAIT_BEFORE_DROP
+                        {
+                            tokio::time::sleep(RESUBSCRIBE_FIRST).await;
+                        }
+                        Change::Resumed
+                    } else {
+                        Change::Started
+                    };
+                    ever = true;
+                    if !send(change) {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    subscriber.reset();
+                    tracing::warn!(error = %e, "invalidation listener: cannot subscribe yet");
+                }
+                Err(_) => {
+                    subscriber.reset();
+                    tracing::warn!(
+                        "invalidation listener: no answer, or the probe did not come back; retrying"
+                    );
+                }
+            }
+        }
+        let wait = if up { Duration::MAX } else { backoff };
+        tokio::select! {
+            // Messages first: a probe's echo that is already here when the
+            // check ticks must count, or a busy machine (both ready at once,
+            // picked at random) would resubscribe and drop the whole cache
+            // for nothing — and lose the events sent meanwhile.
+            biased;
+            push = rx.recv() => {
+                let Some(push) = push else { return };
+                match push.kind {
+                    PushKind::Message | PushKind::SMessage => {
+                        if let Some((probe, _)) = &pending
+                            && push.data.get(1).is_some_and(|p| is_payload(p, probe))
+                        {
+                            pending = None;
+                            continue;
+                        }
+                        if let Some(hash) = push.data.get(1).and_then(payload_hash)
+                            && !send(Change::Token(hash))
+                        {
+                            return;
+                        }
+                    }
+                    PushKind::Disconnection => {
+                        if up {
+                            tracing::warn!("invalidation listener disconnected; resubscribing");
+                            if !send(Change::Interrupted) {
+                                return;
+                            }
+                        }
+                        up = false;
+                    }
+                    // This listener never unsubscribes: the server dropped
+                    // the subscription (a cluster node that lost the
+                    // channel's slot in a fail-over does so).
+                    PushKind::Unsubscribe | PushKind::SUnsubscribe => {
+                        tracing::warn!("invalidation listener unsubscribed by Redis; resubscribing");
+                        if up && !send(Change::Interrupted) {
+                            return;
+                        }
+                        up = false;
+                    }
+                    _ => {}
+                }
+            }
+            _ = check.tick(), if up => {
+                let lost = if !subscriber.check().await {
+                    true
+                } else if let Some((_, sent)) = &pending {
+                    // Redis took the probe but it did not come back: the
+                    // subscription is somewhere that does not see the
+                    // channel (a cluster fail-over can leave it on the old
+                    // master) or the connection is dead without a word.
+                    if sent.elapsed() >= PROBE_EVERY {
+                        tracing::warn!("invalidation listener: probe not received back; resubscribing");
+                        subscriber.reset();
+                        true
+                    } else {
+                        false
+                    }
+                } else {
+                    let probe = probe_payload();
+                    // Only a probe Redis accepted counts: while Redis is
+                    // paused nothing is lost, and the cache is kept.
+                    if let Ok(Ok(())) = tokio::time::timeout(timeout, subscriber.probe(&probe)).await {
+                        pending = Some((probe, Instant::now()));
+                    }
+                    false
+                };
+                if lost {
+                    up = false;
+                    pending = None;
+                    if !send(Change::Interrupted) {
+                        return;
+                    }
+                }
+            }
+            () = tokio::time::sleep(wait), if !up => {
+                backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
+            }
+        }
+    }
+}
+
+/// How often the listener publishes a probe on the channel and checks the
+/// previous one came back (and, with Sentinel, that the master has not
+/// moved). A subscription lost without a word is found within two of these.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// After a resubscription, how long the listener waits for the store to
+/// answer reads (a restarted Redis loading its data) before it drops the
+/// cache anyway.
+const STORE_WAIT_BEFORE_DROP: Duration = Duration::from_secs(30);
+
+/// First pause between subscription attempts, and the longest: recovery
+/// after Redis returns takes at most about this long.
+const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(50);
+const RESUBSCRIBE_MAX: Duration = Duration::from_millis(500);
+
+/// The bytes of a message's payload.
+fn payload(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b.as_slice()),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn is_payload(value: &Value, expected: &str) -> bool {
+    payload(value) == Some(expected.as_bytes())
+}
+
+/// The hash a message's payload invalidates, if it is an invalidation.
+fn payload_hash(value: &Value) -> Option<TokenHash> {
+    event_hash(payload(value)?)
+}

@@ -1,0 +1,95 @@
+//! The Redis key schema and the events' wire format, in one place
+//! (docs/design.md § Stores): key names under `store.redis.key_prefix`,
+//! when Redis may drop a record, and the JSON of an event on the channel.
+//!
+//! Pure: no I/O. Nothing here may change without a migration — other
+//! gates, and a Hawzu back-end, read and write the same keys.
+
+use jiff::Timestamp;
+
+use super::RedisStore;
+use crate::token::{TokenHash, TokenRecord};
+
+impl RedisStore {
+    pub(super) fn key(&self, kind: &str, rest: &str) -> String {
+        let mut k = String::with_capacity(self.inner.prefix.len() + kind.len() + rest.len());
+        k.push_str(&self.inner.prefix);
+        k.push_str(kind);
+        k.push_str(rest);
+        k
+    }
+
+    pub(super) fn token_key(&self, hash: &TokenHash) -> String {
+        self.key("token:", &hash.to_hex())
+    }
+
+    pub(super) fn id_key(&self, id: &str) -> String {
+        self.key("id:", id)
+    }
+
+    pub(super) fn index_key(&self, workspace: Option<&str>) -> String {
+        match workspace {
+            Some(ws) => self.key("ws:", ws),
+            None => self.key("all", ""),
+        }
+    }
+
+    /// The channel every gate subscribes to for invalidations.
+    pub fn events_channel(&self) -> String {
+        self.key("events", "")
+    }
+
+    /// The Redis key prefix of this store.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// When Redis may drop a record: `store.retention` after it was revoked
+    /// or after it expires, whichever comes first. `None`: keep it.
+    pub(super) fn expire_at(&self, record: &TokenRecord) -> Option<u64> {
+        let retention = jiff::SignedDuration::try_from(self.inner.retention).ok()?;
+        let after = |t: Timestamp| t.checked_add(retention).ok();
+        let at = match (
+            record.revoked_at.and_then(after),
+            record.expires_at.and_then(after),
+        ) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        u64::try_from(at.as_millisecond()).ok()
+    }
+
+    /// An event on the channel: `{"op":"invalidate","hash":"<hex>"}`.
+    pub(super) fn event(hash: &TokenHash) -> String {
+        format!(r#"{{"op":"invalidate","hash":"{}"}}"#, hash.to_hex())
+    }
+}
+
+/// The hash of an `{"op":"invalidate","hash":"<hex>"}` event; `None` for
+/// any other message (a probe, another op).
+pub(super) fn event_hash(bytes: &[u8]) -> Option<TokenHash> {
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        op: &'a str,
+        hash: &'a str,
+    }
+    let event: Event<'_> = serde_json::from_slice(bytes).ok()?;
+    (event.op == "invalidate")
+        .then(|| TokenHash::from_hex(event.hash))
+        .flatten()
+}
+
+/// A message no other gate acts on (`op` is not `invalidate`), unique to
+/// this attempt.
+pub(super) fn probe_payload() -> String {
+    let mut nonce = [0u8; 8];
+    // A clock-based nonce is as good here if the OS has no randomness.
+    if getrandom::fill(&mut nonce).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nonce = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    format!(r#"{{"op":"probe","id":"{hex}"}}"#)
+}

@@ -1,0 +1,388 @@
+//! The Redis store: tokens shared by a fleet of gates.
+//!
+//! Key schema (under `store.redis.key_prefix`, see docs/design.md):
+//! `token:{hash-hex}` → record JSON, `id:{token_id}` → hash hex,
+//! `ws:{workspace_id}` and `all` → sorted sets of token ids scored by
+//! creation time, channel `events` → `{"op":"invalidate","hash":…}`.
+//!
+//! Every call is bounded by `timeout`. Three topologies (`store.redis.mode`):
+//! a standalone server (a `ConnectionManager`, reconnecting by itself), a
+//! Sentinel set-up (a `ConnectionManager` to the master the sentinels name,
+//! looked up again after any failure, since a fail-over moves it) and a
+//! Redis Cluster (the `redis` crate's cluster connection, which follows
+//! `MOVED` and fail-overs). Connections are made on first use, so a gate
+//! starts even while Redis is away. Each command touches one key (the
+//! compare-and-set is a one-key script); what a standalone server gets as a
+//! pipeline, a cluster gets as concurrent single commands, since a pipeline
+//! may not span hash slots. In cluster mode the events go over sharded
+//! pub/sub (`SPUBLISH`/`SSUBSCRIBE`): one shard carries them instead of the
+//! whole cluster bus.
+//!
+//! By job: `connect` (the three topologies, a bounded call on a connection,
+//! `WAIT` for replicas), `keys` (the key schema and the events' wire
+//! format), `scripts` (the Lua and the `SET` forms), `events` (publishing
+//! and following the events channel: the [`ChangeFeed`]), `subscriber` (the
+//! subscription connection per topology). This file holds the store and its
+//! [`TokenStore`] calls. The key schema and the wire format are part of the
+//! contract (docs/design.md § Stores): a change there strands other gates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{Script, Value};
+
+use super::list::Batch;
+use super::{Cursor, ListQuery, Page, StoreError, Stored, TokenStore, created_ms, paginate};
+use crate::token::{TokenHash, TokenId, TokenRecord};
+
+mod connect;
+mod events;
+mod keys;
+mod scripts;
+mod subscriber;
+
+use self::connect::Target;
+pub use self::connect::Topology;
+use self::scripts::{COMPARE_AND_SET, set_cmd};
+
+/// Index entries fetched per round trip while listing.
+const SCAN_BATCH: usize = 200;
+
+/// Settings of the Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://` or `rediss://` URL (may carry a password; never logged).
+    pub url: String,
+    pub key_prefix: String,
+    /// Bound on every call, connection included.
+    pub timeout: Duration,
+    /// How long revoked and expired records are kept (Redis TTL).
+    pub retention: Duration,
+}
+
+/// A token store in Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    target: Target,
+    /// `WAIT` for this many replicas after each admin change (Sentinel).
+    replica_acks: u32,
+    prefix: String,
+    topology: Topology,
+    timeout: Duration,
+    retention: Duration,
+    compare_and_set: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redis_err(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisStore {
+    /// A standalone server at `options.url`. Checks the URL; connects
+    /// lazily, on first use.
+    pub fn new(options: RedisOptions) -> Result<Self, StoreError> {
+        let topology = Topology::Standalone {
+            url: options.url.clone(),
+            ca: None,
+        };
+        Self::with_topology(topology, options)
+    }
+
+    /// A store on `topology` (`options.url` is not used). Checks the
+    /// addresses; connects lazily, on first use.
+    pub fn with_topology(topology: Topology, options: RedisOptions) -> Result<Self, StoreError> {
+        let target = Target::new(&topology, options.timeout)?;
+        let replica_acks = match &topology {
+            Topology::Sentinel { replica_acks, .. } => *replica_acks,
+            _ => 0,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                target,
+                replica_acks,
+                topology,
+                prefix: options.key_prefix,
+                timeout: options.timeout,
+                retention: options.retention,
+                compare_and_set: Script::new(COMPARE_AND_SET),
+            }),
+        })
+    }
+
+    /// Where this store's Redis is.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+}
+
+impl TokenStore for RedisStore {
+    async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        let key = self.token_key(hash);
+        self.timed(|mut conn| async move {
+            let mut get = redis::cmd("GET");
+            get.arg(&key);
+            let raw: Option<Vec<u8>> = match get.query_async(&mut conn).await {
+                // The connection was found closed (a restart, `CLIENT
+                // KILL`): one more try on the reconnected one, within the
+                // same bound. A read, so a retry is harmless.
+                Err(e) if e.is_connection_dropped() => {
+                    get.query_async(&mut conn).await.map_err(redis_err)?
+                }
+                other => other.map_err(redis_err)?,
+            };
+            raw.map(|raw| TokenRecord::from_json(&raw).map_err(StoreError::Corrupt))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
+        let id_key = self.id_key(id.as_str());
+        self.timed(|mut conn| async move {
+            let hex: Option<String> = redis::cmd("GET")
+                .arg(&id_key)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            let Some(hex) = hex else { return Ok(None) };
+            let hash = TokenHash::from_hex(&hex)
+                .ok_or_else(|| StoreError::Corrupt(format!("{id_key} holds no hash")))?;
+            let raw: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(self.token_key(&hash))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            let Some(raw) = raw else { return Ok(None) };
+            let record = TokenRecord::from_json(&raw).map_err(StoreError::Corrupt)?;
+            Ok(Some(Stored { hash, record, raw }))
+        })
+        .await
+    }
+
+    async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
+        let expire_at = self.expire_at(record);
+        let id_key = self.id_key(record.id.as_str());
+        let token_key = self.token_key(hash);
+        self.timed(|mut conn| async move {
+            // The id first: once the token key exists the token works, and
+            // by then the admin API can already find it by id.
+            let claimed: Option<String> =
+                set_cmd(&id_key, hash.to_hex().as_bytes(), expire_at, true)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+            if claimed.is_none() {
+                return Err(StoreError::Conflict);
+            }
+            let stored: Option<String> = set_cmd(&token_key, &record.to_json(), expire_at, true)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if stored.is_none() {
+                let _: Value = redis::cmd("DEL")
+                    .arg(&id_key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+                return Err(StoreError::Conflict);
+            }
+            let score = created_ms(record);
+            let zadd = |index: String| {
+                let mut cmd = redis::cmd("ZADD");
+                cmd.arg(index).arg(score).arg(record.id.as_str());
+                cmd
+            };
+            let _: Vec<Value> = conn
+                .each(vec![
+                    zadd(self.index_key(Some(&record.workspace_id))),
+                    zadd(self.index_key(None)),
+                ])
+                .await?;
+            // A gate may hold a negative entry for this hash.
+            self.publish_on(&mut conn, hash).await?;
+            self.replicated(&mut conn).await
+        })
+        .await
+    }
+
+    async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        self.write(current, new, true).await
+    }
+
+    /// The same record again (a compare-and-set, so a newer change is never
+    /// overwritten), its event, and with `replica_acks` the wait: a retry
+    /// of a change whose first try timed out after Redis took it (so its
+    /// event was never sent) now tells the gates, and the replicas hold it.
+    async fn confirm(&self, current: &Stored) -> Result<(), StoreError> {
+        self.write(current, &current.record, true).await.map(drop)
+    }
+
+    async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        self.write(current, new, false).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
+        let index = self.index_key(query.workspace.as_deref());
+        let index = index.as_str();
+        paginate(&query, SCAN_BATCH, |after| async move {
+            self.scan_batch(index, after.as_ref()).await
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(|mut conn| async move {
+            let _: String = redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl RedisStore {
+    /// Compare-and-set of one record; `notify` publishes the invalidation.
+    async fn write(
+        &self,
+        current: &Stored,
+        new: &TokenRecord,
+        notify: bool,
+    ) -> Result<bool, StoreError> {
+        let expire_at = self.expire_at(new);
+
+        let token_key = self.token_key(&current.hash);
+        let id_key = self.id_key(new.id.as_str());
+        let new_raw = new.to_json();
+        self.timed(|mut conn| async move {
+            let swapped: i64 = self
+                .inner
+                .compare_and_set
+                .key(&token_key)
+                .arg(&current.raw[..])
+                .arg(&new_raw[..])
+                .arg(expire_at.unwrap_or(0))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if swapped == 0 {
+                return Ok(false);
+            }
+            if let Some(ms) = expire_at {
+                let _: Value = redis::cmd("PEXPIREAT")
+                    .arg(&id_key)
+                    .arg(ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+            }
+            if notify {
+                self.publish_on(&mut conn, &current.hash).await?;
+                self.replicated(&mut conn).await?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Up to [`SCAN_BATCH`] index entries older than `after`, newest first,
+    /// each with its record. Entries whose record Redis has dropped
+    /// (retention) are removed from the index on the way.
+    async fn scan_batch(&self, index: &str, after: Option<&Cursor>) -> Result<Batch, StoreError> {
+        self.timed(|mut conn| async move {
+            // Sorted-set order is (score, member); newest first is the reverse.
+            // Entries tied with the cursor's score are filtered here, reading
+            // further while a whole batch was tied.
+            let max = after.map_or_else(|| "+inf".to_owned(), |c| c.created_ms.to_string());
+            let mut entries: Vec<(String, u64)> = Vec::with_capacity(SCAN_BATCH);
+            let mut offset = 0;
+            loop {
+                let raw: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+                    .arg(index)
+                    .arg(&max)
+                    .arg("-inf")
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(offset)
+                    .arg(SCAN_BATCH)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+                let full = raw.len() == SCAN_BATCH;
+                offset += raw.len();
+                entries.extend(
+                    raw.into_iter()
+                        .map(|(id, score)| (id, score as u64))
+                        .filter(|(id, ms)| match after {
+                            Some(c) => *ms < c.created_ms || id.as_str() < c.id.as_str(),
+                            None => true,
+                        }),
+                );
+                if entries.len() >= SCAN_BATCH || !full {
+                    break;
+                }
+            }
+            entries.truncate(SCAN_BATCH);
+            if entries.is_empty() {
+                return Ok(Vec::new());
+            }
+
+            let get = |key: String| {
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(key);
+                cmd
+            };
+            let hashes: Vec<Option<String>> = conn
+                .each(entries.iter().map(|(id, _)| get(self.id_key(id))).collect())
+                .await?;
+            let raws: Vec<Option<Vec<u8>>> = conn
+                .each(
+                    hashes
+                        .iter()
+                        // An empty key name holds nothing; keeps positions aligned.
+                        .map(|hex| get(self.key("token:", hex.as_deref().unwrap_or(""))))
+                        .collect(),
+                )
+                .await?;
+
+            let mut out = Vec::with_capacity(entries.len());
+            let mut stale = Vec::new();
+            for ((id, ms), raw) in entries.into_iter().zip(raws) {
+                let record = match raw {
+                    Some(raw) => Some(TokenRecord::from_json(&raw).map_err(StoreError::Corrupt)?),
+                    None => {
+                        stale.push(id.clone());
+                        None
+                    }
+                };
+                let id = TokenId::parse(&id).map_err(|_| {
+                    StoreError::Corrupt(format!("index {index} holds a bad token id {id:?}"))
+                })?;
+                out.push((Cursor { created_ms: ms, id }, record));
+            }
+            if !stale.is_empty() {
+                let _: Value = redis::cmd("ZREM")
+                    .arg(index)
+                    .arg(&stale)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
