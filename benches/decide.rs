@@ -63,7 +63,9 @@ fn five_hundred_rules() -> RuleSet {
                 "/api/v1/workspaces/{{workspace}}/projects/{{project}}/custom{i}/**"
             ))
             .expect("template"),
-            permission: Permission::parse("testcases:read").expect("permission"),
+            access: Permission::parse("testcases:read")
+                .expect("permission")
+                .into(),
             origin: format!("policy.rules[{i}]"),
         });
     }
@@ -153,6 +155,7 @@ fn benches(c: &mut Criterion) {
         };
         match decide(&cache, &policy, &facts).await {
             Decision::Allow(p) => p,
+            Decision::Pass(p) => panic!("bench token passed unjudged: {p:?}"),
             Decision::Deny(d) => panic!("bench token refused: {:?}", d.code),
         }
     });

@@ -95,6 +95,10 @@ pub struct IdentityHeaders {
     pub permission: HeaderName,
     /// The deny code, on every refusal.
     pub error: HeaderName,
+    /// On a `/auth/nginx` pass of a request with no Hawzu token: the pass
+    /// reason, telling nginx the request's `Authorization` is its own, for
+    /// the API (never sent to the API).
+    pub passed: HeaderName,
 }
 
 impl Default for IdentityHeaders {
@@ -127,6 +131,7 @@ impl IdentityHeaders {
             role: name("role")?,
             permission: name("permission")?,
             error: name("error")?,
+            passed: name("passed")?,
             prefix: lower,
             strip: DEFAULT_STRIP.iter().map(|n| folded(n)).collect(),
         })
@@ -181,15 +186,20 @@ impl IdentityHeaders {
     }
 
     /// What an Envoy allow answer names for removal, given the names of the
-    /// client's headers: `authorization`, and every protected header the
+    /// client's headers: `authorization` (unless `keep_authorization`: a
+    /// passed request's own credentials), and every protected header the
     /// client sent that the answer does not set (Envoy removes after
     /// setting: a name both set and removed would reach the API nowhere).
     pub fn removals<'n>(
         &self,
         client: impl IntoIterator<Item = &'n str>,
         set: &[&HeaderName],
+        keep_authorization: bool,
     ) -> Vec<String> {
-        let mut remove = vec!["authorization".to_owned()];
+        let mut remove = Vec::with_capacity(2);
+        if !keep_authorization {
+            remove.push("authorization".to_owned());
+        }
         for name in client {
             if !self.is_protected(name) {
                 continue;

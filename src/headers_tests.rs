@@ -99,6 +99,7 @@ fn removals_name_protected_client_headers_but_never_one_the_answer_sets() {
             "content-type",
         ],
         &set,
+        false,
     );
     assert_eq!(
         got,

@@ -107,6 +107,37 @@ impl StoreOp {
     }
 }
 
+/// How a decision ended, as `hawzu_gate_decisions_total` labels it
+/// (`outcome`, `code`) and the access event's `code` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Allowed with an identity.
+    Allow,
+    /// Passed with none (no Hawzu token, or a public route).
+    Passed,
+    Deny(DenyCode),
+}
+
+impl Outcome {
+    /// Index in a door's row of decision counters.
+    fn index(self) -> usize {
+        match self {
+            Outcome::Allow => 0,
+            Outcome::Passed => 1,
+            Outcome::Deny(c) => 2 + c as usize,
+        }
+    }
+
+    /// `allow`, `passed`, or the deny code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Passed => "passed",
+            Outcome::Deny(c) => c.as_str(),
+        }
+    }
+}
+
 /// Upstream status classes, in `Metrics::upstream_requests` order.
 const UPSTREAM_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
 
@@ -125,7 +156,8 @@ const NET_BUCKETS: &[f64] = &[
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// `[door][outcome]`: index 0 is allow, then each deny code.
+    /// `[door][outcome]`: allow, passed, then each deny code
+    /// ([`Outcome::index`]).
     decisions: Vec<Vec<IntCounter>>,
     decision_seconds: Vec<Histogram>,
     pub cache_hits: IntCounter,
@@ -171,18 +203,20 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(decisions_vec.clone()));
-        let decisions = Door::ALL
-            .iter()
-            .map(|d| {
-                let mut row = vec![decisions_vec.with_label_values(&[d.as_str(), "allow", "none"])];
-                row.extend(
-                    DenyCode::ALL.iter().map(|c| {
+        let decisions =
+            Door::ALL
+                .iter()
+                .map(|d| {
+                    let mut row = vec![
+                        decisions_vec.with_label_values(&[d.as_str(), "allow", "none"]),
+                        decisions_vec.with_label_values(&[d.as_str(), "passed", "none"]),
+                    ];
+                    row.extend(DenyCode::ALL.iter().map(|c| {
                         decisions_vec.with_label_values(&[d.as_str(), "deny", c.as_str()])
-                    }),
-                );
-                row
-            })
-            .collect();
+                    }));
+                    row
+                })
+                .collect();
         let decision_vec = HistogramVec::new(
             HistogramOpts::new(names::DECISION_SECONDS, "Time to decide, by front door.")
                 .buckets(FAST_BUCKETS.to_vec()),
@@ -315,12 +349,11 @@ impl Metrics {
     }
 
     /// Counts one decision and its latency.
-    pub fn decision(&self, door: Door, code: Option<DenyCode>, elapsed: Duration) {
-        let outcome = code.map_or(0, |c| 1 + c as usize);
+    pub fn decision(&self, door: Door, outcome: Outcome, elapsed: Duration) {
         if let Some(c) = self
             .decisions
             .get(door.index())
-            .and_then(|row| row.get(outcome))
+            .and_then(|row| row.get(outcome.index()))
         {
             c.inc();
         }

@@ -46,7 +46,7 @@ pub struct Access<'a> {
     /// The request path; the query is never logged.
     pub path: &'a str,
     pub status: u16,
-    /// `allow`, a deny code, or a proxy fault (`upstream_timeout`, …).
+    /// `allow`, `passed`, a deny code, or a proxy fault (`upstream_timeout`, …).
     pub code: &'a str,
     pub record: Option<&'a crate::cache::CachedRecord>,
     pub elapsed: std::time::Duration,

@@ -8,7 +8,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::{
@@ -53,7 +53,7 @@ impl Caddy {
         }
         let path = dir.path().join("Caddyfile");
         std::fs::write(&path, conf).unwrap();
-        let child = Command::new("caddy")
+        let child = common::tool("caddy")
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(&path)
             // Caddy keeps state under these; keep it in the temp dir.
@@ -65,7 +65,7 @@ impl Caddy {
                 std::fs::File::create(dir.path().join("caddy.log")).unwrap(),
             ))
             .spawn()
-            .expect("caddy must be installed (.ci/run installs it)");
+            .unwrap();
         let mut c = Self {
             child: Some(child),
             port,

@@ -15,6 +15,11 @@ use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+// Only the harness's tool finder: a missing program or Python module stops
+// a test with one line naming what to install.
+#[path = "common/tools.rs"]
+mod tools;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_hawzu-gate");
 /// Kubernetes version the manifests target.
@@ -47,13 +52,11 @@ fn manifests() -> Vec<PathBuf> {
 /// Runs kubernetes-validate on `file`; fails on any error, and on a missing
 /// schema for anything but the known CRD kinds.
 fn kubernetes_validate(file: &Path) {
-    let out = Command::new("python3")
+    let out = tools::python3_with(&["kubernetes_validate"])
         .args(["-m", "kubernetes_validate", "--strict", "-k", K8S])
         .arg(file)
         .output()
-        .expect(
-            "kubernetes-validate must be installed (pip install kubernetes-validate; .ci/run does)",
-        );
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -220,16 +223,14 @@ fn lint_chart(values: Option<&str>, out: &Path) -> PathBuf {
         "{}.yaml",
         values.unwrap_or("default").replace('/', "_")
     ));
-    let mut cmd = Command::new("python3");
+    let mut cmd = tools::python3_with(&["yaml", "helm_sdkpy"]);
     cmd.arg(Path::new(ROOT).join("helm/lint_chart.py"));
     if let Some(v) = values {
         cmd.arg("-f")
             .arg(Path::new(ROOT).join("helm/hawzu-gate/ci").join(v));
     }
     cmd.arg("--render").arg(&rendered);
-    let result = cmd.output().expect(
-        "python3 with helm-sdkpy (pip install --ignore-requires-python helm-sdkpy; .ci/run does)",
-    );
+    let result = cmd.output().unwrap();
     assert!(
         result.status.success(),
         "helm lint ({values:?}) failed:\n{}{}",
@@ -273,7 +274,7 @@ fn a_bad_values_file_fails_the_lint() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "mode: sideways\n").unwrap();
-    let result = Command::new("python3")
+    let result = tools::python3_with(&["yaml", "helm_sdkpy"])
         .arg(Path::new(ROOT).join("helm/lint_chart.py"))
         .arg("-f")
         .arg(&bad)
@@ -495,7 +496,7 @@ fn split_chain(file: &str, mws: Vec<Yaml>) -> (Yaml, Vec<Yaml>) {
 /// Whether Python's `re` (the same syntax as Go's for this) finds `regex`
 /// in each name: one bool per name.
 fn regex_matches(regex: &str, names: &[&str]) -> Vec<bool> {
-    let out = Command::new("python3")
+    let out = tools::tool("python3")
         .args([
             "-c",
             "import re,sys; r=re.compile(sys.argv[1]); print(' '.join(str(bool(r.search(n))) for n in sys.argv[2:]))",
@@ -571,7 +572,44 @@ fn the_nginx_file_clears_the_token_and_overrides_for_the_api_only() {
         .next()
         .unwrap()
         .to_ascii_lowercase();
-    for h in NEVER_FORWARDED {
+    // Authorization reaches the API only when the gate passed a request
+    // that presents no Hawzu token (X-Hawzu-Passed); by default it is "".
+    let line = |text: &str, start: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("deploy/nginx/nginx.conf: no `{start}`"))
+            .to_owned()
+    };
+    assert_eq!(
+        line(&api, "proxy_set_header authorization "),
+        "proxy_set_header authorization $hawzu_authorization;"
+    );
+    assert_eq!(
+        line(&api, "proxy_set_header x-hawzu-passed "),
+        "proxy_set_header x-hawzu-passed       \"\";"
+    );
+    let map = conf
+        .split("map $hawzu_passed $hawzu_authorization {")
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap();
+    let entries: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|w: &Vec<&str>| !w.is_empty())
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            vec!["default", "\"\";"],
+            vec!["no_token", "$http_authorization;"],
+            vec!["public", "$http_authorization;"],
+        ]
+    );
+    for h in NEVER_FORWARDED.iter().filter(|h| **h != "authorization") {
         assert!(
             api.contains(&format!("proxy_set_header {h} ")) && {
                 let line = api

@@ -461,3 +461,72 @@ async fn explain_says_which_rule_role_and_permission_decided() {
     let fields = a.json()["fields"].clone();
     assert!(fields["method"].is_string() && fields["path"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_token_on_a_workspace_route_is_told_the_reason_explain_gives() {
+    let gate = InProcessGate::embedded().await;
+    let (id, p) = token(
+        &gate,
+        project_token("CI", "ws_1", &[("proj_a", "project_manager")], "1m"),
+    )
+    .await;
+    let reason = "the route names no project, and a project token acts only inside its projects";
+    let want = format!("The token's role does not allow this request: {reason}.");
+    // The JSON doors: the code stays, the message carries the reason.
+    let a = gate
+        .auth()
+        .request(Method::GET, "/auth/traefik")
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", WS1_PROJECTS)
+        .token(&p)
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(a.json()["error"], "insufficient_role");
+    assert_eq!(a.json()["message"], want.as_str());
+    let a = gate
+        .auth()
+        .request(Method::GET, &format!("/envoy{WS1_PROJECTS}"))
+        .token(&p)
+        .go()
+        .await;
+    assert_eq!(a.json()["message"], want.as_str());
+    let a = gate
+        .proxy()
+        .request(Method::GET, WS1_PROJECTS)
+        .token(&p)
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(a.json()["message"], want.as_str());
+    // A role that lacks the permission keeps the code's own message.
+    let (_, viewer) = token(
+        &gate,
+        project_token("View", "ws_1", &[("proj_a", "project_viewer")], "1m"),
+    )
+    .await;
+    let a = gate
+        .auth()
+        .request(
+            Method::DELETE,
+            &format!("/envoy{WS1_PROJECTS}/proj_a/testcases"),
+        )
+        .token(&viewer)
+        .go()
+        .await;
+    assert_eq!(a.json()["error"], "insufficient_role");
+    assert_eq!(
+        a.json()["message"],
+        "The token's role does not allow this request."
+    );
+    // …and explain gives the same reason.
+    let v = gate
+        .admin()
+        .post(
+            "/admin/v1/explain",
+            serde_json::json!({"token_id": id, "method": "GET", "path": WS1_PROJECTS}),
+        )
+        .await
+        .json();
+    assert!(v["steps"].to_string().contains(reason), "{v}");
+}

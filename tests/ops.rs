@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttrRequest,
@@ -163,13 +163,13 @@ async fn metrics_after_real_traffic_pass_promtool_and_hold_no_ids() {
     assert!(!text.contains("/api/v1"), "a path is a label");
 
     // Prometheus' own checker accepts the exposition.
-    let mut promtool = Command::new("promtool")
+    let mut promtool = common::tool("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool must be installed (.ci/run installs Debian's prometheus)");
+        .unwrap();
     promtool
         .stdin
         .take()

@@ -318,7 +318,7 @@ async fn redis_paused_by_debug_sleep_under_load() {
         10,
         |node| {
             // Blocks the server (and this redis-cli) for 1.5 s.
-            std::process::Command::new("redis-cli")
+            common::tool("redis-cli")
                 .args(["-p", &node.port.to_string(), "DEBUG", "SLEEP", "1.5"])
                 .stdout(std::process::Stdio::null())
                 .spawn()

@@ -8,7 +8,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -39,7 +39,7 @@ impl TlsRedis {
         let certs = TestCerts::new();
         let server = certs.issue(&["localhost", "127.0.0.1"]);
         let port = free_port();
-        let child = Command::new("redis-server")
+        let child = common::tool("redis-server")
             .args(["--port", "0", "--tls-port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--tls-cert-file")
@@ -52,7 +52,7 @@ impl TlsRedis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (.ci/run installs it)");
+            .unwrap();
         // Owned before the wait, so a server that never listens is stopped too.
         let ca = certs.ca.clone();
         let redis = Self {

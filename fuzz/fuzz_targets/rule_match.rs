@@ -127,7 +127,9 @@ fn custom(rules: &[CustomRule]) -> RuleSet {
         out.push(Rule {
             methods,
             template,
-            permission: Permission::parse(PERMISSIONS[i % PERMISSIONS.len()]).expect("valid"),
+            access: Permission::parse(PERMISSIONS[i % PERMISSIONS.len()])
+                .expect("valid")
+                .into(),
             origin: format!("custom[{i}]"),
         });
     }
@@ -155,12 +157,7 @@ fn percent_decode(raw: &str) -> Vec<u8> {
 
 /// Which rule: origin, template and permission (the built-in rules share an origin).
 fn name(rule: &Rule) -> String {
-    format!(
-        "{} {} {}",
-        rule.origin,
-        rule.template.as_str(),
-        rule.permission.as_str()
-    )
+    format!("{} {} {}", rule.origin, rule.template.as_str(), rule.access)
 }
 
 type Found<'p> = Option<(String, Option<&'p str>, Option<&'p str>)>;

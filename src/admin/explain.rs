@@ -16,8 +16,13 @@ use http::{Method, StatusCode};
 use jiff::Timestamp;
 
 use crate::cache::CachedRecord;
-use crate::decide::{Decision, Deny, Detail, Trace, authorize_traced, check_request, check_state};
-use crate::policy::rules::{AmbiguousPath, Captures, Rule};
+use crate::decide::pass::{public_route, without_token};
+use crate::decide::{
+    Credentials, Decision, Deny, Detail, NO_PROJECT, RequestFacts, Trace, authorize_traced,
+    check_request, check_state,
+};
+use crate::policy::rules::{AmbiguousPath, Captures, Rule, normalize};
+use crate::policy::{Access, OtherCredentials};
 use crate::refusal::DenyCode;
 use crate::token::{FieldErrors, TokenId};
 
@@ -54,13 +59,20 @@ impl Trace<'_> for Steps<'_> {
     }
 
     fn rule(&mut self, r: &Rule, captures: &Captures<'_>) {
-        self.words.push(format!(
-            "rule {} matches: {:?} {} needs {}",
-            r.origin,
-            r.methods,
-            r.template.as_str(),
-            r.permission
-        ));
+        self.words.push(match r.access {
+            Access::Permission(p) => format!(
+                "rule {} matches: {:?} {} needs {p}",
+                r.origin,
+                r.methods,
+                r.template.as_str(),
+            ),
+            Access::Public => format!(
+                "rule {} matches: {:?} {} is public (needs no credentials; a token is only checked valid)",
+                r.origin,
+                r.methods,
+                r.template.as_str(),
+            ),
+        });
         if let Some(ws) = captures.workspace {
             self.words.push(format!("the path's workspace is {ws}"));
         }
@@ -71,7 +83,7 @@ impl Trace<'_> for Steps<'_> {
             origin: r.origin.clone(),
             methods: format!("{:?}", r.methods),
             template: r.template.as_str().to_owned(),
-            permission: r.permission.to_string(),
+            permission: r.access.to_string(),
         });
     }
 }
@@ -84,9 +96,15 @@ pub async fn explain(
 ) -> Result<Reply<Explained>, ApiError> {
     let now = Timestamp::now();
     let mut errors = FieldErrors::new();
-    let id = TokenId::parse(&req.token_id)
-        .map_err(|e| errors.insert("token_id".into(), e.to_string()))
-        .ok();
+    // No token id: the request presents no Hawzu token.
+    let id = match req.token_id.as_deref().map(TokenId::parse) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => {
+            errors.insert("token_id".into(), e.to_string());
+            None
+        }
+    };
     let method = Method::from_bytes(req.method.as_bytes())
         .ok()
         .filter(|m| m.as_str().bytes().all(|b| b.is_ascii_uppercase()));
@@ -106,10 +124,16 @@ pub async fn explain(
             "must be a request path starting with `/`".into(),
         );
     }
-    let (Some(id), Some(method), true) = (id, method, errors.is_empty()) else {
+    let (Some(method), true) = (method, errors.is_empty()) else {
         return Err(ApiError::bad_request(
             "The explain request has invalid fields; see `fields`.",
             errors,
+        ));
+    };
+    let Some(id) = id else {
+        return Ok(Reply(
+            StatusCode::OK,
+            without_token_explained(&api, &method, raw_path, query, now),
         ));
     };
     let full = find_for(&api, &caller, &id).await?;
@@ -160,6 +184,7 @@ pub async fn explain(
                 Some(p.permission.to_string()),
             )
         }
+        Decision::Pass(_) => ("passed", None, None, None, None),
         Decision::Deny(d) => {
             let why = match (&d.code, &d.detail) {
                 (
@@ -170,10 +195,7 @@ pub async fn explain(
                         ..
                     }),
                 ) => format!("role {role} lacks {permission}"),
-                (DenyCode::InsufficientRole, _) => {
-                    "the route names no project, and a project token acts only inside its projects"
-                        .into()
-                }
+                (DenyCode::InsufficientRole, _) => NO_PROJECT.into(),
                 (DenyCode::WorkspaceMismatch, _) => {
                     format!("the token belongs to workspace {}", full.workspace_id)
                 }
@@ -191,9 +213,10 @@ pub async fn explain(
         }
     };
     let status = decision.code().map_or(200, DenyCode::status);
-    steps.push(match code {
-        None => "allow".to_owned(),
-        Some(c) => format!("deny: {c} ({status})"),
+    steps.push(match (&decision, code) {
+        (Decision::Pass(p), _) => p.reason.words().to_owned(),
+        (_, None) => "allow".to_owned(),
+        (_, Some(c)) => format!("deny: {c} ({status})"),
     });
     Ok(Reply(
         StatusCode::OK,
@@ -201,7 +224,7 @@ pub async fn explain(
             decision: verdict.to_owned(),
             code: code.map(str::to_owned),
             status,
-            token: TokenView::of(&full, now),
+            token: Some(TokenView::of(&full, now)),
             rule,
             role,
             project,
@@ -209,6 +232,79 @@ pub async fn explain(
             steps,
         },
     ))
+}
+
+/// The explanation for a request that presents no Hawzu token: passed on
+/// a public route or with `policy.other_credentials = "pass"`, else
+/// refused as the doors refuse it. The verdict is [`without_token`]'s, the
+/// doors' own.
+fn without_token_explained(
+    api: &AdminState,
+    method: &Method,
+    raw_path: &str,
+    query: Option<&str>,
+    now: Timestamp,
+) -> Explained {
+    let policy = api.policy();
+    let facts = RequestFacts {
+        method,
+        path: raw_path,
+        query,
+        upgrade: false,
+        credentials: Credentials::None,
+        now,
+    };
+    let decision = without_token(&policy, &facts, DenyCode::MissingToken);
+    let mut steps =
+        vec!["the request presents no Hawzu token (a session cookie, another bearer such as a JWT, or nothing)".to_owned()];
+    let public = public_route(&policy, method, raw_path);
+    if public {
+        steps.push(format!("the first rule for {method} {raw_path} is public"));
+    } else if policy.other_credentials == OtherCredentials::Pass {
+        steps.push(
+            "policy.other_credentials is \"pass\": the API judges the request's own credentials"
+                .to_owned(),
+        );
+    } else {
+        steps.push("policy.other_credentials is \"refuse\" and no public rule matches".to_owned());
+    }
+    let (verdict, code, status) = match &decision {
+        Decision::Pass(p) => {
+            steps.push("no identity headers are set".to_owned());
+            steps.push(p.reason.words().to_owned());
+            ("passed", None, 200)
+        }
+        Decision::Allow(_) => ("allow", None, 200),
+        Decision::Deny(d) => {
+            if d.code != DenyCode::MissingToken {
+                steps.push(d.code.message().trim_end_matches('.').to_owned());
+            }
+            steps.push(format!("deny: {} ({})", d.code.as_str(), d.code.status()));
+            ("deny", Some(d.code.as_str().to_owned()), d.code.status())
+        }
+    };
+    let rule = public
+        .then(|| normalize(raw_path).ok())
+        .flatten()
+        .and_then(|p| {
+            policy.rules.find(method, &p).map(|m| RuleView {
+                origin: m.rule.origin.clone(),
+                methods: format!("{:?}", m.rule.methods),
+                template: m.rule.template.as_str().to_owned(),
+                permission: m.rule.access.to_string(),
+            })
+        });
+    Explained {
+        decision: verdict.to_owned(),
+        code,
+        status,
+        token: None,
+        rule,
+        role: None,
+        project: None,
+        permission: None,
+        steps,
+    }
 }
 
 #[cfg(test)]

@@ -111,7 +111,10 @@ pub struct ListPage<T = TokenView> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExplainRequest {
-    pub token_id: String,
+    /// The token (`tok_…`); left out, the request presents no Hawzu token
+    /// (a session cookie, another bearer, nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
     pub method: String,
     /// The request path as a client sends it, query included.
     pub path: String,
@@ -120,13 +123,14 @@ pub struct ExplainRequest {
 /// The answer of `POST /admin/v1/explain`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Explained {
-    /// `allow` or `deny`.
+    /// `allow`, `passed` (let through with no identity) or `deny`.
     pub decision: String,
     /// The deny code; `null` when allowed.
     pub code: Option<String>,
     /// The HTTP status the doors would answer.
     pub status: u16,
-    pub token: TokenView,
+    /// The token; `null` when the request presents none.
+    pub token: Option<TokenView>,
     /// The rule that matched; `null` when none did.
     pub rule: Option<RuleView>,
     /// The role that allowed, or that was checked and refused.

@@ -23,9 +23,11 @@ use super::output::{Output, print_table, when};
 
 #[derive(Debug, Args)]
 pub(super) struct ExplainArgs {
-    /// The token id (tok_…).
+    /// The token id (tok_…). Left out: a request with no Hawzu token (a
+    /// cookie, another bearer, nothing): refused, or passed on a public
+    /// route or with policy.other_credentials = "pass".
     #[arg(long, value_name = "ID", value_parser = parse_id)]
-    token_id: TokenId,
+    token_id: Option<TokenId>,
     /// The request method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
     #[arg(long, value_name = "M", value_parser = parse_method)]
     method: String,
@@ -222,7 +224,7 @@ pub(super) async fn explain(global: &Global, loaded: &Loaded, args: ExplainArgs)
     };
     let out = Output { json: global.json };
     let body = ExplainRequest {
-        token_id: args.token_id.to_string(),
+        token_id: args.token_id.as_ref().map(TokenId::to_string),
         method: args.method.clone(),
         path: args.path.clone(),
     };
@@ -230,6 +232,8 @@ pub(super) async fn explain(global: &Global, loaded: &Loaded, args: ExplainArgs)
     out.finish(answer, |v: Explained| {
         let verdict = match &v.code {
             Some(code) => format!("deny: {code} ({})", v.status),
+            // `passed: …` says why.
+            None if v.decision == "passed" => v.steps.last().cloned().unwrap_or_default(),
             None => "allow".to_owned(),
         };
         say!("{verdict}  {} {}", args.method, args.path);

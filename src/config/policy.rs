@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
 use crate::policy::roles::{Permission, RoleScope, Roles};
 use crate::policy::rules::{MethodSet, Rule, RuleError, RuleSet, Template};
+use crate::policy::{Access, OtherCredentials, Policy};
 
 /// Route rules: yours first, then (unless turned off) the built-in set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,6 +19,11 @@ pub struct PolicySettings {
     pub default_rules: bool,
     /// Rules checked in order before the built-in ones; the first match wins.
     pub rules: Vec<RuleSettings>,
+    /// A request that presents no Hawzu token (a session cookie, another
+    /// bearer such as a JWT, nothing): `refuse` (401) or `pass` (forwarded
+    /// with no identity for the API to judge). A request with anything
+    /// shaped like a Hawzu token is always judged.
+    pub other_credentials: OtherCredentials,
 }
 
 impl Default for PolicySettings {
@@ -26,6 +31,7 @@ impl Default for PolicySettings {
         Self {
             default_rules: true,
             rules: Vec::new(),
+            other_credentials: OtherCredentials::Refuse,
         }
     }
 }
@@ -38,8 +44,35 @@ pub struct RuleSettings {
     pub path: String,
     /// Methods it applies to: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS.
     pub methods: Vec<String>,
-    /// The permission a token's role must have: `resource:action`.
-    pub permission: String,
+    /// The permission a token's role must have: `resource:action`. A rule
+    /// names this or `access`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
+    /// `"public"`: the path needs no credentials (instead of `permission`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+}
+
+impl RuleSettings {
+    /// What the rule asks: exactly one of `permission` and `access = "public"`.
+    fn access(&self) -> Result<Access, String> {
+        match (&self.permission, self.access.as_deref()) {
+            (Some(p), None) => Permission::parse(p)
+                .map(Access::Permission)
+                .map_err(|e| RuleError::from(e).to_string()),
+            (None, Some("public")) => Ok(Access::Public),
+            (None, Some(other)) => Err(format!(
+                "access: `{other}` is not an access; use access = \"public\" (or a `permission`)"
+            )),
+            (Some(_), Some(_)) => Err(
+                "names both `permission` and `access`; a rule needs a permission or is public, not both"
+                    .into(),
+            ),
+            (None, None) => Err(
+                "needs `permission = \"resource:action\"` or `access = \"public\"`".into(),
+            ),
+        }
+    }
 }
 
 impl PolicySettings {
@@ -61,14 +94,15 @@ impl PolicySettings {
         for (i, r) in self.rules.iter().enumerate() {
             let key = format!("policy.rules[{i}]");
             let rule = (|| {
-                Ok::<_, RuleError>(Rule {
-                    methods: MethodSet::parse(r.methods.iter().map(String::as_str))?,
-                    template: Template::parse(&r.path)?,
-                    permission: Permission::parse(&r.permission)?,
+                Ok::<_, String>(Rule {
+                    methods: MethodSet::parse(r.methods.iter().map(String::as_str))
+                        .map_err(|e| e.to_string())?,
+                    template: Template::parse(&r.path).map_err(|e| e.to_string())?,
+                    access: r.access()?,
                     origin: key.clone(),
                 })
             })()
-            .map_err(|e| invalid(&key, e.to_string()))?;
+            .map_err(|e| invalid(&key, e))?;
             rules.push(rule);
         }
         if self.default_rules {
@@ -77,6 +111,7 @@ impl PolicySettings {
         Ok(Policy {
             roles,
             rules: RuleSet::new(rules),
+            other_credentials: self.other_credentials,
         })
     }
 }

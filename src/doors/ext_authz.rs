@@ -26,7 +26,7 @@ use super::lifecycle::Exchange;
 use crate::decide::{Credentials, Decision, RequestFacts};
 use crate::headers::{HTTP2_SETTINGS, UPGRADE};
 use crate::metrics::Door;
-use crate::refusal::DenyCode;
+use crate::refusal::{DenyCode, Refusal};
 
 /// The gRPC door.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ impl ExtAuthz {
                 // Envoy did not say what request it asks about.
                 exchange.asked("", *path);
                 exchange.unjudgeable(DenyCode::AmbiguousPath);
-                (self.denied(DenyCode::AmbiguousPath, None), None)
+                (self.denied(DenyCode::AmbiguousPath.into(), None), None)
             }
         };
         exchange.finish(http_status(&res), request_id);
@@ -109,14 +109,30 @@ impl ExtAuthz {
                     );
                 }
                 let client = http.headers.keys().map(String::as_str);
-                for name in headers.removals(client, &set) {
+                for name in headers.removals(client, &set, false) {
                     ok.remove_header(&name);
                 }
                 let mut res = CheckResponse::with_status(tonic::Status::ok("allowed"));
                 res.set_http_response(ok);
                 res
             }
-            Decision::Deny(d) => self.denied(d.code, request_id),
+            Decision::Pass(p) => {
+                // No identity: only the protected headers the client sent
+                // go, and `authorization` unless it is the request's own.
+                let mut ok = OkHttpResponseBuilder::new();
+                let client = http.headers.keys().map(String::as_str);
+                for name in self
+                    .shared
+                    .headers
+                    .removals(client, &[], p.own_credentials())
+                {
+                    ok.remove_header(&name);
+                }
+                let mut res = CheckResponse::with_status(tonic::Status::ok("passed"));
+                res.set_http_response(ok);
+                res
+            }
+            Decision::Deny(d) => self.denied(d.refusal(), request_id),
         }
     }
 
@@ -141,11 +157,11 @@ impl ExtAuthz {
     }
 
     /// Envoy's answer to the client for a refused check.
-    fn denied(&self, code: DenyCode, request_id: Option<&str>) -> CheckResponse {
+    fn denied(&self, refusal: Refusal, request_id: Option<&str>) -> CheckResponse {
         let id = request_id
             .and_then(|v| HeaderValue::from_str(v).ok())
             .unwrap_or_else(|| self.shared.request_id(&http::HeaderMap::new()));
-        self.shared.render.envoy_denied(code.into(), &id)
+        self.shared.render.envoy_denied(refusal, &id)
     }
 }
 

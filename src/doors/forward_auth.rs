@@ -135,12 +135,43 @@ impl ForwardAuth {
                     // not set; name them for removal (never one we set:
                     // Envoy removes after setting).
                     let set = shared.headers.set_names(&p);
-                    let remove = shared
-                        .headers
-                        .removals(req.keys().map(http::HeaderName::as_str), &set);
+                    let remove = shared.headers.removals(
+                        req.keys().map(http::HeaderName::as_str),
+                        &set,
+                        false,
+                    );
                     if let Ok(v) = HeaderValue::from_str(&remove.join(",")) {
                         h.insert(X_ENVOY_AUTH_HEADERS_TO_REMOVE, v);
                     }
+                }
+                res
+            }
+            Decision::Pass(p) => {
+                // Allowed with no identity headers.
+                let mut res = Response::new(Full::new(Bytes::new()));
+                let h = res.headers_mut();
+                match asker {
+                    // nginx keeps the request's own `Authorization` only
+                    // when told so (deploy/nginx/nginx.conf).
+                    Asker::Nginx if p.own_credentials() => {
+                        h.insert(
+                            shared.headers.passed.clone(),
+                            HeaderValue::from_static(p.reason.as_str()),
+                        );
+                    }
+                    Asker::Envoy => {
+                        let remove = shared.headers.removals(
+                            req.keys().map(http::HeaderName::as_str),
+                            &[],
+                            p.own_credentials(),
+                        );
+                        if !remove.is_empty()
+                            && let Ok(v) = HeaderValue::from_str(&remove.join(","))
+                        {
+                            h.insert(X_ENVOY_AUTH_HEADERS_TO_REMOVE, v);
+                        }
+                    }
+                    Asker::Nginx | Asker::Traefik => {}
                 }
                 res
             }
@@ -149,7 +180,7 @@ impl ForwardAuth {
                 let id = request_id
                     .cloned()
                     .unwrap_or_else(|| shared.request_id(req));
-                shared.render.json(deny.code.into(), Some(&id))
+                shared.render.json(deny.refusal(), Some(&id))
             }
         }
     }

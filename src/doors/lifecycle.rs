@@ -28,8 +28,9 @@ use std::time::Instant;
 
 use crate::cache::CachedRecord;
 use crate::clients::is_failed_auth;
+use crate::decide::pass::would_pass;
 use crate::decide::{Decision, RequestFacts, decide};
-use crate::metrics::Door;
+use crate::metrics::{Door, Outcome};
 use crate::refusal::{DenyCode, Refusal};
 use crate::telemetry::{self, Access};
 
@@ -46,7 +47,7 @@ pub struct Exchange<'s, 'r> {
     asked: Option<(Cow<'r, str>, Cow<'r, str>)>,
     /// The token's record, when the decision found one (for the event).
     record: Option<Arc<CachedRecord>>,
-    /// `allow`, or the code of the refusal that ended the request.
+    /// `allow`, `passed`, or the code of the refusal that ended the request.
     outcome: &'static str,
 }
 
@@ -91,22 +92,25 @@ impl<'s, 'r> Exchange<'s, 'r> {
         let start = Instant::now();
         let limited =
             shared.failed_auth.anyone_refused() && shared.failed_auth.is_refused(client());
-        let decision = if limited && !shared.holds_valid(facts).await {
+        let policy = shared.policy.load();
+        // A limited client is refused before its token is looked up; a
+        // request that presents no Hawzu token looks nothing up, and passes
+        // where it would.
+        let decision = if limited && !shared.holds_valid(facts).await && !would_pass(&policy, facts)
+        {
             Decision::deny_only(DenyCode::RateLimited)
         } else {
-            let policy = shared.policy.load();
             decide(&shared.cache, &policy, facts).await
         };
         match &decision {
             Decision::Allow(p) => shared.usage.note(p, facts.now),
             Decision::Deny(d) if is_failed_auth(d.code) => shared.failed_auth.failed(client()),
-            Decision::Deny(_) => {}
+            Decision::Pass(_) | Decision::Deny(_) => {}
         }
-        shared
-            .metrics
-            .decision(self.door, decision.code(), start.elapsed());
+        let outcome = decision.outcome();
+        shared.metrics.decision(self.door, outcome, start.elapsed());
         self.record = decision.record();
-        self.outcome = decision.code().map_or("allow", DenyCode::as_str);
+        self.outcome = outcome.as_str();
         decision
     }
 
@@ -116,7 +120,7 @@ impl<'s, 'r> Exchange<'s, 'r> {
     pub fn unjudgeable(&mut self, code: DenyCode) -> Decision<'static> {
         self.shared
             .metrics
-            .decision(self.door, Some(code), self.start.elapsed());
+            .decision(self.door, Outcome::Deny(code), self.start.elapsed());
         self.outcome = code.as_str();
         Decision::deny_only(code)
     }

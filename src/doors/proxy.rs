@@ -171,10 +171,17 @@ impl Proxy {
             };
             let client = || shared.client(conn.peer.ip(), &parts.headers);
             match exchange.decide(&facts, client).await {
-                Decision::Allow(p) => shared.headers.values(&p),
-                Decision::Deny(d) => return Err(d.code.into()),
+                Decision::Allow(p) => (shared.headers.values(&p), self.forward_authorization),
+                // No identity; a request without a Hawzu token keeps its
+                // own credentials, for the API to judge.
+                Decision::Pass(p) => (
+                    Vec::new(),
+                    self.forward_authorization || p.own_credentials(),
+                ),
+                Decision::Deny(d) => return Err(d.refusal()),
             }
         };
+        let (identity, keep_authorization) = identity;
 
         // The request as the upstream sees it.
         let h = &mut parts.headers;
@@ -187,7 +194,7 @@ impl Proxy {
         }
         strip_hop_by_hop(h);
         shared.headers.strip(h);
-        if !self.forward_authorization {
+        if !keep_authorization {
             h.remove(header::AUTHORIZATION);
         }
         for (name, value) in identity {

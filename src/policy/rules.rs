@@ -22,6 +22,7 @@ use http::Method;
 use thiserror::Error;
 use unicode_normalization::UnicodeNormalization;
 
+use super::Access;
 use super::ids::valid_id;
 use super::roles::{Permission, PermissionError};
 
@@ -469,7 +470,8 @@ pub struct Captures<'p> {
 pub struct Rule {
     pub methods: MethodSet,
     pub template: Template,
-    pub permission: Permission,
+    /// The permission it needs, or `public`.
+    pub access: Access,
     /// Where the rule came from (`policy.rules[2]`, `default`), for explain.
     pub origin: String,
 }
@@ -485,6 +487,9 @@ pub struct Matched<'r, 'p> {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// Whether any rule is public (a request without a token skips the
+    /// rule walk when none is).
+    public: bool,
 }
 
 /// Resources of the built-in `…/projects/{project}/<R>/**` rules.
@@ -499,7 +504,13 @@ const PROJECT_RESOURCES: [&str; 6] = [
 
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> Self {
-        Self { rules }
+        let public = rules.iter().any(|r| r.access == Access::Public);
+        Self { rules, public }
+    }
+
+    /// Whether any rule says `access = "public"`.
+    pub fn has_public(&self) -> bool {
+        self.public
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -563,13 +574,13 @@ impl RuleSet {
                     rules.push(Rule {
                         methods,
                         template,
-                        permission,
+                        access: Access::Permission(permission),
                         origin: "default".into(),
                     });
                 }
             }
         }
-        Self { rules }
+        Self::new(rules)
     }
 
     /// The first rule matching `method` and the decoded `path`.

@@ -21,7 +21,7 @@ fn find(
     let path = normalize(raw).unwrap();
     rules.find(&method, &path).map(|m| {
         (
-            m.rule.permission.to_string(),
+            m.rule.access.to_string(),
             m.captures.workspace.map(str::to_owned),
             m.captures.project.map(str::to_owned),
         )
@@ -247,7 +247,7 @@ fn first_match_wins() {
     let rule = |t: &str, p: &str, origin: &str| Rule {
         methods: MethodSet::parse(["GET"]).unwrap(),
         template: Template::parse(t).unwrap(),
-        permission: Permission::parse(p).unwrap(),
+        access: Permission::parse(p).unwrap().into(),
         origin: origin.into(),
     };
     let rules = RuleSet::new(vec![
@@ -430,7 +430,7 @@ proptest! {
 /// The rule a match names: origin, template and permission (the built-in
 /// rules share one origin).
 fn name(rule: &Rule) -> String {
-    format!("{} {:?} {}", rule.origin, rule.template, rule.permission)
+    format!("{} {:?} {}", rule.origin, rule.template, rule.access)
 }
 
 /// A plain reading of "the first rule whose methods and template match":
@@ -520,7 +520,7 @@ fn custom_rules() -> impl Strategy<Value = RuleSet> {
                     methods: MethodSet::parse(names).ok()?,
                     // Some of these are invalid (`**` not last, a capture twice).
                     template: Template::parse(&format!("/{}", segs.join("/"))).ok()?,
-                    permission: Permission::parse("testcases:read").ok()?,
+                    access: Permission::parse("testcases:read").ok()?.into(),
                     origin: format!("custom[{i}]"),
                 })
             })

@@ -24,6 +24,9 @@ pub use render::{Render, json_answer};
 pub enum Refusal {
     /// The decision refused the request.
     Deny(DenyCode),
+    /// The decision refused the request, and the message says why more
+    /// closely than the code's own (as `explain` words it).
+    Because(DenyCode, &'static str),
     /// The listener is serving `limits.max_requests` already.
     Overloaded,
     /// The request body came too slowly (`limits.body_read_timeout`,
@@ -93,10 +96,18 @@ pub enum RetryAfter {
 }
 
 impl Refusal {
+    /// The refusal with its code's own message (for matching on the code).
+    pub(crate) fn plain(self) -> Self {
+        match self {
+            Refusal::Because(c, _) => Refusal::Deny(c),
+            r => r,
+        }
+    }
+
     /// The code in `X-Hawzu-Error`, in JSON bodies, metrics and logs.
     pub fn code(self) -> &'static str {
         match self {
-            Refusal::Deny(c) => c.as_str(),
+            Refusal::Deny(c) | Refusal::Because(c, _) => c.as_str(),
             Refusal::Overloaded => "overloaded",
             Refusal::BodyTimeout => "body_timeout",
             Refusal::BadRequest => "bad_request",
@@ -110,7 +121,9 @@ impl Refusal {
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            Refusal::Deny(c) => StatusCode::from_u16(c.status()).unwrap_or(StatusCode::FORBIDDEN),
+            Refusal::Deny(c) | Refusal::Because(c, _) => {
+                StatusCode::from_u16(c.status()).unwrap_or(StatusCode::FORBIDDEN)
+            }
             Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::BadRequest => StatusCode::BAD_REQUEST,
@@ -124,7 +137,7 @@ impl Refusal {
     /// itself for the listener's own refusals.
     pub fn grpc(self) -> GrpcCode {
         match self {
-            Refusal::Deny(c) => match c.status() {
+            Refusal::Deny(c) | Refusal::Because(c, _) => match c.status() {
                 401 => GrpcCode::Unauthenticated,
                 503 => GrpcCode::Unavailable,
                 429 => GrpcCode::ResourceExhausted,
@@ -144,6 +157,7 @@ impl Refusal {
     pub fn message(self) -> &'static str {
         match self {
             Refusal::Deny(c) => c.message(),
+            Refusal::Because(_, why) => why,
             Refusal::Overloaded => {
                 "The gate is serving as many connections or requests as it may; try again shortly."
             }
@@ -161,14 +175,14 @@ impl Refusal {
     /// The `WWW-Authenticate` challenge, where there is one.
     pub fn challenge(self) -> Option<&'static str> {
         match self {
-            Refusal::Deny(c) => c.challenge(),
+            Refusal::Deny(c) | Refusal::Because(c, _) => c.challenge(),
             _ => None,
         }
     }
 
     /// The `Retry-After` the answer carries, if any.
     pub fn retry_after(self) -> Option<RetryAfter> {
-        match self {
+        match self.plain() {
             Refusal::Deny(DenyCode::StoreUnavailable) | Refusal::Overloaded => {
                 Some(RetryAfter::OneSecond)
             }

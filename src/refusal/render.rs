@@ -76,7 +76,7 @@ impl Render {
     /// the code header still says which).
     pub fn empty(&self, r: Refusal) -> Response<Full<Bytes>> {
         let mut res = Response::new(Full::new(Bytes::new()));
-        *res.status_mut() = match r {
+        *res.status_mut() = match r.plain() {
             Refusal::Deny(DenyCode::RateLimited) => StatusCode::UNAUTHORIZED,
             r => r.status(),
         };

@@ -65,8 +65,25 @@ impl InProcessGate {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, None, extra).await
+    }
+
+    /// Starts a gate with `toml` as its config file (for what env variables
+    /// cannot say, such as `[[policy.rules]]`) and `extra` as env.
+    pub async fn start_with_toml(toml: &str, extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hawzu-gate.toml");
+        std::fs::write(&file, toml).unwrap();
+        Self::start_with(dir, Some(&file), extra).await
+    }
+
+    async fn start_with(
+        dir: tempfile::TempDir,
+        file: Option<&Path>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let env = test_config(&dir.path().join("data"), extra);
-        let loaded = config::load_from(None, env).expect("test config is valid");
+        let loaded = config::load_from(file, env).expect("test config is valid");
         let bound = Bound::new(&loaded).await.expect("gate starts");
         let addrs = bound.addresses();
         let admin_key = match &loaded.settings.admin.key {

@@ -17,6 +17,7 @@
 //! - `store`: the token store reached directly (`TestStore`).
 //! - `redis`, `topologies`: Redis servers, nodes, Cluster and Sentinel.
 //! - `upstream`, `nginx`, `certs`: the other servers and files a test needs.
+//! - `tools`: the programs a test runs, or one line naming what to install.
 //! - `load`, `changes`: steady load judged by a log of token changes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
@@ -32,6 +33,7 @@ mod process;
 mod redis;
 mod store;
 mod tokens;
+mod tools;
 mod topologies;
 mod upstream;
 
@@ -39,16 +41,27 @@ mod upstream;
 #[allow(unused_imports)]
 pub use self::{
     certs::*, changes::*, gate::*, http::*, load::*, nginx::*, process::*, redis::*, store::*,
-    tokens::*, topologies::*, upstream::*,
+    tokens::*, tools::*, topologies::*, upstream::*,
 };
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The shared Redis every Redis test uses, with its own key prefix.
+/// The shared Redis every Redis test uses, with its own key prefix. The
+/// default one must answer: a test stops with one line saying how to start
+/// it when nothing listens on 127.0.0.1:6379.
 pub fn redis_url() -> String {
-    std::env::var("HAWZU_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    if let Ok(url) = std::env::var("HAWZU_TEST_REDIS_URL") {
+        return url;
+    }
+    static LISTENING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let listening = *LISTENING.get_or_init(|| port_open(SocketAddr::from(([127, 0, 0, 1], 6379))));
+    assert!(
+        listening,
+        "no Redis on 127.0.0.1:6379: start one (redis-server --daemonize yes --save '' --appendonly no; .ci/run does) or set HAWZU_TEST_REDIS_URL"
+    );
+    "redis://127.0.0.1:6379".into()
 }
 
 /// A key prefix no other test (or run) uses.

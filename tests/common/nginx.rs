@@ -2,10 +2,10 @@
 //! gate and upstream; stopped with SIGTERM (then SIGKILL) on drop.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use super::{free_port, port_open, stop_child, wait_until};
+use super::{free_port, port_open, stop_child, tool, wait_until};
 
 // === nginx ===
 
@@ -46,7 +46,7 @@ impl Nginx {
             );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
-        let child = Command::new("nginx")
+        let child = tool("nginx")
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -55,7 +55,7 @@ impl Nginx {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("nginx must be installed (.ci/run installs nginx-light)");
+            .unwrap();
         let mut n = Self {
             child: Some(child),
             port,
@@ -86,5 +86,64 @@ impl Drop for Nginx {
         if let Some(c) = self.child.take() {
             stop_child(c, Some("-TERM"), Duration::from_secs(10));
         }
+    }
+}
+
+// === a stand-in gate ===
+
+/// A stand-in for the gate's auth listener that gives every request the
+/// same raw HTTP/1.1 answer (keep-alive): for what nginx does with an
+/// answer today's gate never gives, such as a newer gate's deny code.
+/// Stops accepting on drop.
+pub struct CannedGate {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CannedGate {
+    /// `head`: the status line and headers, without the blank line; an
+    /// empty body (`Content-Length: 0`) is added.
+    pub fn start(head: &str) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answer = format!("{head}\r\nContent-Length: 0\r\n\r\n").into_bytes();
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // One answer per request head (nginx sends no body).
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            if conn.write_all(&answer).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, stop }
+    }
+}
+
+impl Drop for CannedGate {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{eventually, free_port, port_open, stop_child, wait_until};
@@ -24,7 +24,7 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
+        let child = super::tool("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -38,7 +38,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (.ci/run installs it)");
+            .unwrap();
         // Owned before the wait, so a server that never listens is stopped too.
         let server = Self {
             child: Some(child),
@@ -73,12 +73,12 @@ impl Drop for RedisServer {
 
 /// Runs `redis-cli -p <port> <args…>` and returns what it printed.
 pub fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
+    let out = super::tool("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stderr(Stdio::null())
         .output()
-        .expect("redis-cli must be installed");
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -170,12 +170,12 @@ impl RedisNode {
     /// PING (after loading its data).
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
+        let child = super::tool("redis-server")
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed");
+            .unwrap();
         self.child = Some(child);
         let port = self.port;
         wait_until("redis to answer PING", Duration::from_secs(10), || {

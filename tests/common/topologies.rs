@@ -2,7 +2,6 @@
 //! three sentinels) set-ups built from [`RedisNode`]s, stopped on drop.
 //! Never talks to a gate.
 
-use std::process::Command;
 use std::time::Duration;
 
 use super::{RedisNode, free_port, wait_until};
@@ -44,13 +43,13 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let out = super::tool("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .output()
-            .expect("redis-cli must be installed");
+            .unwrap();
         assert!(
             out.status.success(),
             "cluster create failed: {}",

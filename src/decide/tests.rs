@@ -66,6 +66,7 @@ fn check(
 ) -> Result<(String, Option<String>), DenyCode> {
     match authorize(&policy(), token.clone(), &method, path) {
         Decision::Allow(p) => Ok((p.role().to_owned(), p.project_id().map(str::to_owned))),
+        Decision::Pass(p) => panic!("no public rule here, yet passed: {p:?}"),
         Decision::Deny(d) => Err(d.code),
     }
 }

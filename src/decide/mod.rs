@@ -13,12 +13,16 @@ use http::Method;
 use jiff::Timestamp;
 
 use crate::cache::{CachedRecord, CachedScope, TokenCache};
-use crate::policy::Policy;
+use crate::metrics::Outcome;
+pub mod pass;
+
 use crate::policy::roles::Permission;
 use crate::policy::rules::{AmbiguousPath, Captures, Rule, names_method_override, normalize};
-use crate::refusal::DenyCode;
+use crate::policy::{Access, Policy};
+use crate::refusal::{DenyCode, Refusal};
 use crate::store::TokenStore;
 use crate::token::{TokenKind, TokenRecord, TokenSecret};
+use pass::{PassReason, Passed, presents_token, without_token};
 
 /// The `Authorization` headers of a request, as the door found them.
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +106,8 @@ impl Principal<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision<'a> {
     Allow(Principal<'a>),
+    /// Let through with no identity (see [`pass`]).
+    Pass(Passed),
     Deny(Deny),
 }
 
@@ -113,6 +119,35 @@ pub struct Deny {
     /// The token, when it was found.
     pub record: Option<Arc<CachedRecord>>,
     pub detail: Option<Detail>,
+}
+
+/// Why a project token is refused a route that names no project: the
+/// reason `explain` gives, and (in [`NO_PROJECT_MESSAGE`]) the doors' deny
+/// message. One literal, so the two cannot drift.
+macro_rules! no_project {
+    () => {
+        "the route names no project, and a project token acts only inside its projects"
+    };
+}
+pub const NO_PROJECT: &str = no_project!();
+/// The deny message of [`NO_PROJECT`] (code `insufficient_role`).
+pub const NO_PROJECT_MESSAGE: &str = concat!(
+    "The token's role does not allow this request: ",
+    no_project!(),
+    "."
+);
+
+impl Deny {
+    /// The refusal the doors render: the code, with the closer reason in
+    /// the message where the gate knows one. No allocation.
+    pub fn refusal(&self) -> Refusal {
+        match (&self.code, &self.detail) {
+            (DenyCode::InsufficientRole, Some(Detail::Rule { role: None, .. })) => {
+                Refusal::Because(self.code, NO_PROJECT_MESSAGE)
+            }
+            _ => Refusal::Deny(self.code),
+        }
+    }
 }
 
 /// Why a rule or role step refused, for `explain`.
@@ -134,7 +169,17 @@ impl Decision<'_> {
     pub fn record(&self) -> Option<Arc<CachedRecord>> {
         match self {
             Decision::Allow(p) => Some(p.record.clone()),
+            Decision::Pass(p) => p.record.clone(),
             Decision::Deny(d) => d.record.clone(),
+        }
+    }
+
+    /// The outcome, as metrics and the access log count it.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Decision::Allow(_) => Outcome::Allow,
+            Decision::Pass(_) => Outcome::Passed,
+            Decision::Deny(d) => Outcome::Deny(d.code),
         }
     }
 
@@ -150,7 +195,7 @@ impl Decision<'_> {
     /// The deny code, if refused.
     pub fn code(&self) -> Option<DenyCode> {
         match self {
-            Decision::Allow(_) => None,
+            Decision::Allow(_) | Decision::Pass(_) => None,
             Decision::Deny(d) => Some(d.code),
         }
     }
@@ -239,6 +284,20 @@ pub async fn authenticate<S: TokenStore>(
         detail: None,
     };
     let secret = extract_token(facts.credentials).map_err(bare)?;
+    lookup(cache, &secret, facts.now).await
+}
+
+/// Steps 3-5 for a well-formed token: hash, look up, state.
+async fn lookup<S: TokenStore>(
+    cache: &TokenCache<S>,
+    secret: &TokenSecret,
+    now: Timestamp,
+) -> Result<Arc<CachedRecord>, Deny> {
+    let bare = |code| Deny {
+        code,
+        record: None,
+        detail: None,
+    };
     let record = match cache.lookup(&secret.hash()).await {
         Ok(Some(record)) => record,
         Ok(None) => return Err(bare(DenyCode::UnknownToken)),
@@ -247,7 +306,7 @@ pub async fn authenticate<S: TokenStore>(
             return Err(bare(DenyCode::StoreUnavailable));
         }
     };
-    if let Err(code) = check_cached_state(&record, facts.now) {
+    if let Err(code) = check_cached_state(&record, now) {
         return Err(Deny {
             code,
             record: Some(record),
@@ -257,13 +316,30 @@ pub async fn authenticate<S: TokenStore>(
     Ok(record)
 }
 
-/// The one decision every door calls.
+/// The one decision every door calls. A request that presents nothing
+/// shaped like a Hawzu token may pass (a public route, or
+/// `policy.other_credentials = "pass"`); anything else is judged.
 pub async fn decide<'a, S: TokenStore>(
     cache: &TokenCache<S>,
     policy: &Policy,
     facts: &RequestFacts<'a>,
 ) -> Decision<'a> {
-    match authenticate(cache, facts).await {
+    // Hot path: a well-formed token goes straight on; only a request
+    // without one is looked at again.
+    let secret = match extract_token(facts.credentials) {
+        Ok(secret) => secret,
+        Err(code) if presents_token(facts.credentials) => {
+            // Shaped like a token but not one (`Basic` with a token inside):
+            // it is a malformed token, not a missing one.
+            let code = match code {
+                DenyCode::MissingToken => DenyCode::MalformedToken,
+                code => code,
+            };
+            return Decision::deny_only(code);
+        }
+        Err(code) => return without_token(policy, facts, code),
+    };
+    match lookup(cache, &secret, facts.now).await {
         Ok(record) => match check_request(facts.query, facts.upgrade) {
             Ok(()) => authorize(policy, record, facts.method, facts.path),
             Err(code) => Decision::Deny(Deny {
@@ -347,6 +423,17 @@ pub fn authorize_traced<'a, 'r>(
     };
     let rule = found.rule;
     trace.rule(rule, &found.captures);
+    let permission = match rule.access {
+        Access::Permission(p) => p,
+        // A public route needs nothing: the valid token grants nothing
+        // here, and the request passes without an identity.
+        Access::Public => {
+            return Decision::Pass(Passed {
+                reason: PassReason::Public,
+                record: Some(record),
+            });
+        }
+    };
     let refuse = |code, role: Option<&str>, record: Arc<CachedRecord>| {
         Decision::Deny(Deny {
             code,
@@ -354,7 +441,7 @@ pub fn authorize_traced<'a, 'r>(
             detail: Some(Detail::Rule {
                 origin: rule.origin.clone(),
                 template: rule.template.as_str().to_owned(),
-                permission: rule.permission,
+                permission,
                 role: role.map(str::to_owned),
             }),
         })
@@ -381,7 +468,7 @@ pub fn authorize_traced<'a, 'r>(
     let allowed = policy
         .roles
         .get(role_name)
-        .is_some_and(|r| r.permissions.contains(rule.permission));
+        .is_some_and(|r| r.permissions.contains(permission));
     if !allowed {
         let role = role_name.to_owned();
         return refuse(DenyCode::InsufficientRole, Some(&role), record);
@@ -389,11 +476,10 @@ pub fn authorize_traced<'a, 'r>(
     Decision::Allow(Principal {
         record,
         grant,
-        permission: rule.permission,
+        permission,
         project: found.captures.project,
     })
 }
 
 #[cfg(test)]
-#[path = "decide_tests.rs"]
 mod tests;
