@@ -43,6 +43,8 @@ fn record() -> TokenRecord {
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
+        description: None,
+        rotated_to: None,
     }
 }
 

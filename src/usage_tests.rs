@@ -41,6 +41,8 @@ fn record(last_used_at: Option<Timestamp>) -> TokenRecord {
         revoked_at: None,
         last_used_at,
         rotated_from: None,
+        description: None,
+        rotated_to: None,
     }
 }
 

@@ -231,6 +231,8 @@ async fn a_token_expires_at_the_exact_instant() {
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
+        description: None,
+        rotated_to: None,
     };
     store.create(&secret.hash(), &record).await.unwrap();
     // Ask until a request is sent after the instant. No tolerance: an
@@ -567,9 +569,9 @@ async fn unnamed_methods_are_refused_before_the_key_is_checked() {
         (Method::HEAD, "/admin/v1/tokens", "POST, GET"),
         (Method::PUT, "/admin/v1/tokens", "POST, GET"),
         (
-            Method::PATCH,
+            Method::PUT,
             "/admin/v1/tokens/tok_0000000000000000",
-            "GET, DELETE",
+            "GET, PATCH, DELETE",
         ),
         (
             Method::GET,

@@ -66,7 +66,7 @@ fn a_new_user_creates_uses_disables_rotates_and_revokes_a_token() {
         "--role",
         "workspace_member",
         "--expires",
-        "1m",
+        "1mo",
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     let secret = secret_of(&run.stdout);
@@ -202,7 +202,7 @@ fn bad_usage_exits_2_and_names_the_flag() {
                 "--role",
                 "workspace_viewer",
                 "--expires",
-                "2d",
+                "soon",
             ],
             "--expires",
         ),
@@ -269,7 +269,7 @@ fn bad_usage_exits_2_and_names_the_flag() {
     // The expiry error says what would be accepted.
     let run = gate.cli(cases[0].0);
     assert!(
-        run.stderr.contains("1w, 1m, 6m, 1y, never"),
+        run.stderr.contains("7d, 2w, 3mo (or 3months), 1y, never"),
         "{}",
         run.stderr
     );

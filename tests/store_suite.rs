@@ -50,6 +50,8 @@ fn record(ws: &str, created_at: Timestamp) -> TokenRecord {
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
+        description: None,
+        rotated_to: None,
     }
 }
 

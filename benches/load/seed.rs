@@ -58,6 +58,8 @@ fn main() {
                         revoked_at: None,
                         last_used_at: None,
                         rotated_from: None,
+                        description: None,
+                        rotated_to: None,
                     };
                     store.create(&secret.hash(), &record).await.expect("create");
                     out.push(secret.expose().to_owned());

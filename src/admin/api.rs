@@ -24,6 +24,7 @@ use crate::cache::TokenCache;
 use crate::clients::FailedAuth;
 use crate::doors::PolicyHandle;
 use crate::store::Store;
+use crate::token::RotationLimits;
 
 use super::AdminKey;
 use super::state::{AdminState, Peer};
@@ -45,6 +46,7 @@ impl AdminApi {
         key: AdminKey,
         failed_auth: FailedAuth,
         token_requests: usize,
+        rotation: RotationLimits,
     ) -> Arc<Self> {
         let state = Arc::new(AdminState::new(
             cache,
@@ -52,6 +54,7 @@ impl AdminApi {
             key,
             failed_auth,
             token_requests,
+            rotation,
         ));
         Arc::new(Self {
             router: super::routes::router(state),

@@ -56,7 +56,7 @@ pub enum ApiError {
     #[error("{message}")]
     State {
         code: &'static str,
-        message: &'static str,
+        message: Cow<'static, str>,
     },
     /// The store already holds a token with the new id.
     #[error("A token with this id already exists; try again.")]

@@ -334,6 +334,8 @@ mod tests {
             revoked_at: None,
             last_used_at: None,
             rotated_from: None,
+            description: None,
+            rotated_to: None,
         }))
     }
 

@@ -1,5 +1,6 @@
 //! What the admin handlers take from a request and give back: a JSON body
-//! read under [`MAX_BODY`] ([`JsonBody`]), the token id of the path
+//! read under [`MAX_BODY`] ([`JsonBody`], or [`OptionalJsonBody`] where an
+//! empty body means the defaults), the token id of the path
 //! ([`PathId`]), and a JSON answer ([`Reply`]).
 //!
 //! Every refusal here is an [`ApiError`]; nothing else reads a body or
@@ -20,7 +21,7 @@ use crate::token::{FieldErrors, TokenId};
 use crate::web::json as json_response;
 
 use super::error::{ApiError, field};
-use super::wire::{CreateRequest, ExplainRequest, MAX_BODY};
+use super::wire::{CreateRequest, ExplainRequest, MAX_BODY, RotateRequest, UpdateRequest};
 
 /// A request body type, named for the refusal of one that does not parse.
 pub trait Described {
@@ -34,6 +35,16 @@ impl Described for CreateRequest {
     const WHAT: &'static str = "a token request";
     const SHAPE: &'static str =
         "a JSON object with name, workspace_id, scope, expires and optionally created_by";
+}
+
+impl Described for RotateRequest {
+    const WHAT: &'static str = "a rotate request";
+    const SHAPE: &'static str = "empty, or a JSON object with optionally expires and overlap (e.g. {\"expires\":\"3mo\",\"overlap\":\"24h\"})";
+}
+
+impl Described for UpdateRequest {
+    const WHAT: &'static str = "an update request";
+    const SHAPE: &'static str = "a JSON object with any of name, description and expires";
 }
 
 impl Described for ExplainRequest {
@@ -55,13 +66,37 @@ where
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let bytes = read_body(req.into_body()).await?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::bad_request(
-                format!("The body is not {}: {e}", T::WHAT),
-                field("body", T::SHAPE),
-            )
-        })
+        parse::<T>(&bytes).map(JsonBody)
     }
+}
+
+/// As [`JsonBody`], but an empty body (or only whitespace) is `T::default()`.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Described + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req.into_body()).await?;
+        if bytes.trim_ascii().is_empty() {
+            return Ok(Self(T::default()));
+        }
+        parse::<T>(&bytes).map(Self)
+    }
+}
+
+fn parse<T: DeserializeOwned + Described>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(
+            format!("The body is not {}: {e}", T::WHAT),
+            field("body", T::SHAPE),
+        )
+    })
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {

@@ -3,8 +3,9 @@
 //!
 //! The API is an axum router served by the gate's own listener: `api` (the
 //! service), `state` (what handlers share), `routes` (the table, the
-//! router, who may get in), `caller` (who is asking; `may_reach`), `tokens`, `explain`
-//! and `roles` (the handlers), `extract` (bodies, path ids, answers), `error` (every
+//! router, who may get in), `caller` (who is asking; `may_reach`), `tokens`,
+//! `change` (rotate, update), `explain` and `roles` (the handlers), `extract`
+//! (bodies, path ids, answers), `error` (every
 //! refusal, rendered in one place).
 //!
 //! The admin key is compared by hash in constant time and never logged.
@@ -23,6 +24,7 @@ use crate::token::value::fill_base62;
 
 pub mod api;
 mod caller;
+mod change;
 pub mod client;
 mod error;
 mod explain;

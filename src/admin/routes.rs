@@ -18,7 +18,7 @@ use http::Method;
 use super::caller::{Caller, authenticate};
 use super::error::{ApiError, ErrorCode};
 use super::state::{AdminState, Peer};
-use super::{explain, roles, tokens};
+use super::{change, explain, roles, tokens};
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,7 @@ pub enum Op {
     Enable,
     Revoke,
     Rotate,
+    Update,
     Explain,
     Roles,
 }
@@ -44,6 +45,7 @@ impl Op {
             Op::Enable => "enable",
             Op::Revoke => "revoke",
             Op::Rotate => "rotate",
+            Op::Update => "update",
             Op::Explain => "explain",
             Op::Roles => "roles",
         }
@@ -76,6 +78,11 @@ pub const ROUTES: &[Route] = &[
         method: Method::GET,
         template: "/admin/v1/tokens/{id}",
         op: Op::Show,
+    },
+    Route {
+        method: Method::PATCH,
+        template: "/admin/v1/tokens/{id}",
+        op: Op::Update,
     },
     Route {
         method: Method::DELETE,
@@ -128,7 +135,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         Op::Disable => on(methods, tokens::disable),
         Op::Enable => on(methods, tokens::enable),
         Op::Revoke => on(methods, tokens::revoke),
-        Op::Rotate => on(methods, tokens::rotate),
+        Op::Rotate => on(methods, change::rotate),
+        Op::Update => on(methods, change::update_token),
         Op::Explain => on(methods, explain::explain),
         Op::Roles => on(methods, roles::roles),
     })

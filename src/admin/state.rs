@@ -1,6 +1,6 @@
 //! [`AdminState`]: what the admin API's handlers share (the cache they
-//! write through, the policy, the admin key, the wrong-key limit and the
-//! token callers' request slots), and [`Peer`], the client address the
+//! write through, the policy, the admin key, the wrong-key limit, the
+//! token callers' request slots and the rotation limits), and [`Peer`], the client address the
 //! listener hands in.
 //!
 //! Plain state: no routing, no handlers, no answers.
@@ -14,6 +14,7 @@ use crate::clients::FailedAuth;
 use crate::doors::PolicyHandle;
 use crate::policy::Policy;
 use crate::store::Store;
+use crate::token::RotationLimits;
 
 use super::AdminKey;
 
@@ -30,6 +31,8 @@ pub struct AdminState {
     pub(super) failed_auth: FailedAuth,
     /// The request slots token callers may hold together.
     pub(super) token_share: TokenShare,
+    /// `admin.max_rotation_overlap` and `admin.rotate_after_expiry`.
+    pub(super) rotation: RotationLimits,
 }
 
 /// The address of the client of a request (a request extension).
@@ -43,6 +46,7 @@ impl AdminState {
         key: AdminKey,
         failed_auth: FailedAuth,
         token_requests: usize,
+        rotation: RotationLimits,
     ) -> Self {
         let token_share = TokenShare::new(
             token_requests,
@@ -54,6 +58,7 @@ impl AdminState {
             key,
             failed_auth,
             token_share,
+            rotation,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The token handlers of the admin API: create, list, show, disable,
-//! enable, revoke and rotate.
+//! enable and revoke (rotate and update: `admin::change`).
 //!
 //! Every action on an existing token passes `Caller::may_reach` (through
 //! `may_act_on`), inside the compare-and-set that writes it, so it judges
@@ -57,6 +57,7 @@ pub async fn create(
         v: RECORD_VERSION,
         id: TokenId::generate().map_err(ApiError::fault)?,
         name: valid.name,
+        description: valid.description,
         workspace_id: valid.workspace_id,
         scope: valid.scope,
         created_by: valid.created_by,
@@ -67,6 +68,7 @@ pub async fn create(
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
+        rotated_to: None,
     };
     api.cache
         .create(&secret.hash(), &record)
@@ -86,6 +88,7 @@ pub async fn create(
         Created {
             token: TokenView::of(&record, now),
             secret: secret.expose().to_owned(),
+            old: None,
         },
     ))
 }
@@ -283,10 +286,10 @@ async fn change(
         caller.may_act_on(&policy, r)?;
         let mut next = r.clone();
         match op {
-            Change::Disable | Change::Enable if r.revoked_at.is_some() => {
+            Change::Disable | Change::Enable if r.is_revoked_at(now) => {
                 return Err(ApiError::State {
                     code: "token_revoked",
-                    message: "The token is revoked; a revoked token cannot be disabled or enabled.",
+                    message: "The token is revoked; a revoked token cannot be disabled or enabled.".into(),
                 });
             }
             Change::Disable if r.disabled_at.is_none() => {
@@ -306,7 +309,8 @@ async fn change(
                 next.disabled_at = None;
                 next.disabled_by = None;
             }
-            Change::Revoke if r.revoked_at.is_none() => next.revoked_at = Some(stamp(now)),
+            // A rotated token whose overlap still runs is revoked now.
+            Change::Revoke if !r.is_revoked_at(now) => next.revoked_at = Some(stamp(now)),
             // Already in the asked state: nothing to write.
             _ => return Ok(None),
         }
@@ -330,106 +334,9 @@ async fn change(
     ))
 }
 
-/// A new secret and id with the same name, scope, expiry and enabled
-/// state; the old token is revoked and named in `rotated_from`.
-///
-/// The old token's state check and its revocation are one
-/// compare-and-set, so of concurrent rotates (on any gate of a fleet)
-/// exactly one wins and the others answer 409 `token_revoked`. Only the
-/// winner creates the successor; should that write fail, the revocation
-/// is undone (again by compare-and-set) and the caller gets the error.
-pub async fn rotate(
-    State(api): State<Arc<AdminState>>,
-    Extension(caller): Extension<Caller>,
-    PathId(id): PathId,
-) -> Result<Reply<Created>, ApiError> {
-    let id = &id;
-    let now = Timestamp::now();
-    let secret = TokenSecret::generate().map_err(ApiError::fault)?;
-    let new_id = TokenId::generate().map_err(ApiError::fault)?;
-    let policy = api.policy();
-    let revoked_at = stamp(now);
-    let old = update(&*api.cache, id, |r| {
-        caller.may_act_on(&policy, r)?;
-        match r.state(now) {
-            TokenState::Revoked => {
-                return Err(ApiError::State {
-                    code: "token_revoked",
-                    message: "The token is revoked; create a new token instead.",
-                });
-            }
-            TokenState::Expired => {
-                return Err(ApiError::State {
-                    code: "token_expired",
-                    message: "The token has expired; create a new token instead.",
-                });
-            }
-            TokenState::Enabled | TokenState::Disabled => {}
-        }
-        if let Some(why) = caller.outlived_by(r.expires_at) {
-            return Err(ApiError::forbidden(format!(
-                "A token cannot rotate a token that would outlive it: its expiry {why}."
-            )));
-        }
-        Ok(Some(TokenRecord {
-            revoked_at: Some(revoked_at),
-            ..r.clone()
-        }))
-    })
-    .await
-    .map_err(|e| ApiError::from_update(e, id))?;
-    let new = TokenRecord {
-        id: new_id,
-        created_by: caller.label(),
-        created_at: stamp(now),
-        last_used_at: None,
-        revoked_at: None,
-        rotated_from: Some(old.record.id.clone()),
-        ..old.record
-    };
-    if let Err(e) = api.cache.create(&secret.hash(), &new).await {
-        // Give the old token back: nobody holds a successor.
-        let undone = update(&*api.cache, id, |r| {
-            Ok::<_, std::convert::Infallible>((r.revoked_at == Some(revoked_at)).then(|| {
-                TokenRecord {
-                    revoked_at: None,
-                    ..r.clone()
-                }
-            }))
-        })
-        .await;
-        if let Err(undo) = undone {
-            tracing::error!(
-                target: "hawzu_gate::admin",
-                op = "rotate",
-                token_id = %id,
-                error = %undo,
-                "a failed rotate could not restore the old token; it stays revoked"
-            );
-        }
-        return Err(ApiError::store(e));
-    }
-    tracing::info!(
-        target: "hawzu_gate::admin",
-        op = "rotate",
-        token_id = %new.id,
-        rotated_from = %id,
-        workspace_id = %new.workspace_id,
-        by = %caller.label(),
-        "token rotated"
-    );
-    Ok(Reply(
-        StatusCode::CREATED,
-        Created {
-            token: TokenView::of(&new, now),
-            secret: secret.expose().to_owned(),
-        },
-    ))
-}
-
 /// A timestamp as the admin API writes it: whole milliseconds, as the list
 /// index orders them. (States are judged at the precise instant.)
-fn stamp(now: Timestamp) -> Timestamp {
+pub(super) fn stamp(now: Timestamp) -> Timestamp {
     Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now)
 }
 

@@ -14,6 +14,10 @@ use crate::token::{FieldErrors, Scope, TokenId, TokenRecord, TokenState};
 
 /// The body of `POST /admin/v1/tokens`.
 pub use crate::token::CreateToken as CreateRequest;
+/// The body of `POST /admin/v1/tokens/{id}/rotate` (may be empty).
+pub use crate::token::RotateToken as RotateRequest;
+/// The body of `PATCH /admin/v1/tokens/{id}`.
+pub use crate::token::UpdateToken as UpdateRequest;
 
 /// Largest request body the admin API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -25,6 +29,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct TokenView {
     pub id: TokenId,
     pub name: String,
+    /// Absent when the token has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     pub workspace_id: String,
     pub scope: Scope,
     pub created_by: String,
@@ -37,11 +44,16 @@ pub struct TokenView {
     /// Absent while enabled (as in the record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_by: Option<String>,
+    /// When the token stops working for good; a future instant while a
+    /// rotation's overlap lasts (the old value works until then).
     #[serde(with = "seconds::option")]
     pub revoked_at: Option<Timestamp>,
     #[serde(with = "seconds::option")]
     pub last_used_at: Option<Timestamp>,
     pub rotated_from: Option<TokenId>,
+    /// The successor, once rotated; absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_to: Option<TokenId>,
     pub state: TokenState,
 }
 
@@ -53,6 +65,7 @@ impl TokenView {
             state: record.state(now),
             id: r.id,
             name: r.name,
+            description: r.description,
             workspace_id: r.workspace_id,
             scope: r.scope,
             created_by: r.created_by,
@@ -63,6 +76,7 @@ impl TokenView {
             revoked_at: r.revoked_at,
             last_used_at: r.last_used_at,
             rotated_from: r.rotated_from,
+            rotated_to: r.rotated_to,
         }
     }
 }
@@ -205,17 +219,29 @@ impl RolesAnswer {
     }
 }
 
-/// The answer of disable, enable and revoke.
+impl TokenView {
+    /// While a rotation's overlap lasts: when the old value stops working
+    /// (the overlap's end, or the token's expiry if sooner).
+    pub fn works_until(&self, now: Timestamp) -> Option<Timestamp> {
+        let end = self.revoked_at.filter(|r| *r > now)?;
+        Some(self.expires_at.map_or(end, |e| e.min(end))).filter(|t| *t > now)
+    }
+}
+
+/// The answer of update, disable, enable and revoke.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenAnswer {
     pub token: TokenView,
 }
 
-/// The answer of create and rotate: the token and, this once, its secret.
+/// The answer of create and rotate: the token and, this once, its secret;
+/// for a rotate, also the old token as the rotate left it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Created {
     pub token: TokenView,
     pub secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<TokenView>,
 }
 
 /// One page of `GET /admin/v1/tokens`. `T` is [`TokenView`]; a client that

@@ -22,7 +22,10 @@ pub struct CachedRecord {
     scope: CachedScope,
     expires_at: Option<Timestamp>,
     disabled: bool,
-    revoked: bool,
+    /// When the token stops working for good (a rotation's overlap ends at
+    /// a future instant), so a cached record is refused after it with no
+    /// store read.
+    revoked_at: Option<Timestamp>,
     /// `last_used_at` in ms since the epoch (`i64::MIN`: never).
     last_used_ms: i64,
     noted_ms: AtomicI64,
@@ -70,7 +73,7 @@ impl CachedRecord {
             scope,
             expires_at: record.expires_at,
             disabled: record.disabled_at.is_some(),
-            revoked: record.revoked_at.is_some(),
+            revoked_at: record.revoked_at,
             last_used_ms: record.last_used_at.map_or(i64::MIN, |t| t.as_millisecond()),
             noted_ms: AtomicI64::new(i64::MIN / 2),
         }
@@ -103,8 +106,9 @@ impl CachedRecord {
         self.disabled
     }
 
-    pub fn is_revoked(&self) -> bool {
-        self.revoked
+    /// When the token is (or will be) revoked.
+    pub fn revoked_at(&self) -> Option<Timestamp> {
+        self.revoked_at
     }
 
     /// `last_used_at` in ms since the epoch, if ever used.
@@ -131,7 +135,7 @@ impl PartialEq for CachedRecord {
             && self.scope == other.scope
             && self.expires_at == other.expires_at
             && self.disabled == other.disabled
-            && self.revoked == other.revoked
+            && self.revoked_at == other.revoked_at
     }
 }
 

@@ -137,6 +137,8 @@ fn token() -> (TokenHash, TokenRecord) {
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
+        description: None,
+        rotated_to: None,
     };
     (TokenSecret::generate().unwrap().hash(), record)
 }

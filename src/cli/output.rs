@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::admin::client::ClientError;
 use crate::admin::wire::{Created, ErrorBody, ScopePermissions, TokenView};
-use crate::token::Scope;
+use crate::token::{Scope, TokenState};
 
 use super::global::{OK, REFUSED, no_answer};
 
@@ -91,10 +91,14 @@ impl Output {
         let rows = [
             ("id", t.id.to_string()),
             ("name", t.name.clone()),
+            (
+                "description",
+                t.description.clone().unwrap_or_else(|| "-".to_owned()),
+            ),
             ("type", t.scope.kind().as_str().to_owned()),
             ("workspace", t.workspace_id.clone()),
             ("scope", scope_text(&t.scope)),
-            ("state", t.state.as_str().to_owned()),
+            ("state", state_text(t)),
             ("created by", t.created_by.clone()),
             ("created", when(Some(t.created_at), "")),
             ("expires", when(t.expires_at, "never")),
@@ -103,11 +107,23 @@ impl Output {
                 "disabled by",
                 t.disabled_by.as_deref().unwrap_or("-").to_owned(),
             ),
-            ("revoked", when(t.revoked_at, "-")),
+            (
+                "revoked",
+                match t.works_until(Timestamp::now()) {
+                    Some(_) => format!("{} (end of the rotation overlap)", when(t.revoked_at, "-")),
+                    None => when(t.revoked_at, "-"),
+                },
+            ),
             ("last used", when(t.last_used_at, "never")),
             (
                 "rotated from",
                 t.rotated_from
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string),
+            ),
+            (
+                "rotated to",
+                t.rotated_to
                     .as_ref()
                     .map_or_else(|| "-".to_owned(), ToString::to_string),
             ),
@@ -169,6 +185,17 @@ fn scope_text(scope: &Scope) -> String {
     }
 }
 
+/// The state, and while a rotation's overlap runs, until when the old
+/// value works: `rotated, works until 2027-03-01 12:00 UTC`.
+fn state_text(t: &TokenView) -> String {
+    match (t.state, t.works_until(Timestamp::now())) {
+        (TokenState::Enabled, Some(until)) => {
+            format!("rotated, works until {}", when(Some(until), ""))
+        }
+        (state, _) => state.as_str().to_owned(),
+    }
+}
+
 /// A timestamp as every CLI output shows one: RFC 3339 in UTC, to the
 /// second (`2027-03-01T12:00:00Z`, as the admin API sends it); `none` when
 /// there is none.
@@ -202,7 +229,7 @@ pub(super) fn print_table(tokens: &[TokenView]) {
                 t.scope.kind().as_str().to_owned(),
                 t.workspace_id.clone(),
                 scope_text(&t.scope),
-                t.state.as_str().to_owned(),
+                state_text(t),
                 when(t.expires_at, "never"),
                 when(Some(t.created_at), ""),
                 t.created_by.clone(),
@@ -246,6 +273,8 @@ fn flag_for(field: &str) -> String {
         ("scope.role", "--role"),
         ("scope.projects", "--project"),
         ("expires", "--expires"),
+        ("overlap", "--overlap"),
+        ("description", "--description"),
         ("created_by", "--created-by"),
         ("state", "--state"),
         ("type", "--type"),

@@ -1,4 +1,4 @@
-//! The token commands (`token create|list|show|disable|enable|revoke|rotate`)
+//! The token commands (`token create|list|show|update|disable|enable|revoke|rotate`)
 //! and `explain`: their flags, and one admin API call each, with request
 //! and answer bodies as the `admin::wire` structs.
 //!
@@ -11,16 +11,17 @@ use serde_json::Value;
 
 use crate::admin::client::AdminClient;
 use crate::admin::wire::{
-    CreateRequest, Created, ExplainRequest, Explained, ListPage, ShownToken, TokenAnswer, TokenView,
+    CreateRequest, Created, ExplainRequest, Explained, ListPage, RotateRequest, ShownToken,
+    TokenAnswer, TokenView, UpdateRequest,
 };
 use crate::config::Loaded;
-use crate::token::expiry::{EXPIRY_HELP, ExpirySpec};
+use crate::token::expiry::ExpirySpec;
 use crate::token::{ProjectGrant, Scope, TokenId};
 
 use crate::policy::roles::{RoleScope, Roles};
 
 use super::global::{Client, OK, REFUSED, client};
-use super::output::{Output, print_table};
+use super::output::{Output, print_table, when};
 
 /// `token …`: the connection flags (before or after the token subcommand)
 /// and the subcommand.
@@ -80,15 +81,57 @@ pub(super) enum TokenCommand {
     List(ListArgs),
     /// Show one token.
     Show(IdArg),
+    /// Change a token's name or description, or make it expire sooner.
+    /// Never a later expiry, never another scope (create a new token).
+    Update(UpdateArgs),
     /// Disable a token (refused until enabled again).
     Disable(IdArg),
     /// Enable a disabled token.
     Enable(IdArg),
     /// Revoke a token, permanently.
     Revoke(IdArg),
-    /// Replace a token's value: a new token with the same name, scope and
-    /// expiry; the old one is revoked at once.
-    Rotate(IdArg),
+    /// Replace a token's value: a new token (new id and value) with the same
+    /// name, description and scope, and by default the same expiry. The old
+    /// value stops at once, or at the end of --overlap. An expired token can
+    /// be rotated up to admin.rotate_after_expiry (default 7d) after it
+    /// expired, with --expires. Disabled and revoked tokens cannot.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RotateArgs {
+    /// The token id (tok_…).
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    id: TokenId,
+    /// The new token's expiry, as at create: 7d, 2w, 1mo, 3mo, 6mo, 1y,
+    /// never, or a date (2027-03-01 means 00:00 UTC that day) or RFC 3339
+    /// instant. Default: the old token's expiry, unchanged (required when
+    /// the old token has expired).
+    #[arg(long, value_name = "WHEN", value_parser = parse_expiry)]
+    expires: Option<String>,
+    /// Keep the old value working this long (30m, 24h, 3d; at most
+    /// admin.max_rotation_overlap, default 7d), so clients can switch over.
+    /// Default: the old value stops at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_overlap)]
+    overlap: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["name", "description", "expires"])))]
+pub(super) struct UpdateArgs {
+    /// The token id (tok_…).
+    #[arg(value_name = "ID", value_parser = parse_id)]
+    id: TokenId,
+    /// A new name (1-128 characters).
+    #[arg(long)]
+    name: Option<String>,
+    /// A new description ("" removes it).
+    #[arg(long)]
+    description: Option<String>,
+    /// An earlier expiry (never a later one): 7d, 1mo, … from now, or a
+    /// date (00:00 UTC that day) or RFC 3339 instant.
+    #[arg(long, value_name = "WHEN", value_parser = parse_expiry)]
+    expires: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +140,9 @@ pub(super) struct CreateArgs {
     /// A descriptive name, e.g. "CI Runner" (1-128 characters).
     #[arg(long)]
     name: String,
+    /// What the token is for (optional, at most 1024 characters).
+    #[arg(long)]
+    description: Option<String>,
     /// The workspace id the token belongs to (as every project id: it must
     /// match policy.id_pattern, by default ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$).
     #[arg(long, value_name = "WS")]
@@ -110,7 +156,10 @@ pub(super) struct CreateArgs {
         help = role_help(RoleScope::Project)
     )]
     project: Vec<ProjectGrant>,
-    /// 1w, 1m, 6m, 1y, never, or an RFC 3339 date (2027-03-01 or 2027-03-01T12:00:00Z).
+    /// How long the token works: 7d, 2w, 1mo, 3mo (or 3months), 6mo, 1y,
+    /// never; or until a date, 2027-03-01 (it stops at 00:00 UTC, the start
+    /// of that day), or an RFC 3339 instant, 2027-03-01T12:00:00Z. `m` alone
+    /// is refused: write `mo` for months.
     #[arg(long, value_name = "WHEN", value_parser = parse_expiry)]
     expires: String,
     /// Who the token is created by (default: $USER).
@@ -200,7 +249,13 @@ fn parse_grant(s: &str) -> Result<ProjectGrant, String> {
 fn parse_expiry(s: &str) -> Result<String, String> {
     s.parse::<ExpirySpec>()
         .map(|_| s.to_owned())
-        .map_err(|_| format!("use {EXPIRY_HELP}"))
+        .map_err(|e| e.to_string())
+}
+
+fn parse_overlap(s: &str) -> Result<String, String> {
+    humantime::parse_duration(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 30m, 24h or 3d"))
 }
 
 fn parse_id(s: &str) -> Result<TokenId, String> {
@@ -269,15 +324,22 @@ pub(super) async fn token(loaded: &Loaded, args: TokenArgs) -> u8 {
                 .created_by
                 .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
                 .unwrap_or_else(|| "admin".into());
+            let date_only = ExpirySpec::is_date_only(&args.expires);
             let body = CreateRequest {
                 name: Some(args.name),
+                description: args.description,
                 workspace_id: Some(args.workspace),
                 scope: Some(scope),
                 expires: Some(args.expires),
                 created_by: Some(created_by),
             };
             let answer = client.send(Method::POST, "/admin/v1/tokens", &body).await;
-            out.finish(answer, |c: Created| out.created(&c, "Created"))
+            out.finish(answer, |c: Created| {
+                out.created(&c, "Created");
+                if date_only {
+                    say!("(A date alone means 00:00 UTC, the start of that day: the token stops working then.)");
+                }
+            })
         }
         TokenCommand::List(args) => list(&client, &out, args).await,
         TokenCommand::Show(a) => {
@@ -298,14 +360,58 @@ pub(super) async fn token(loaded: &Loaded, args: TokenArgs) -> u8 {
         TokenCommand::Revoke(a) => {
             change(&client, &out, Method::DELETE, &a.id, "", "revoked").await
         }
-        TokenCommand::Rotate(a) => {
+        TokenCommand::Update(a) => {
+            let date_only = a.expires.as_deref().is_some_and(ExpirySpec::is_date_only);
+            let body = UpdateRequest {
+                name: a.name,
+                description: a.description,
+                expires: a.expires,
+                other: Default::default(),
+            };
             let answer = client
-                .call(Method::POST, &format!("/admin/v1/tokens/{}/rotate", a.id))
+                .send(Method::PATCH, &format!("/admin/v1/tokens/{}", a.id), &body)
                 .await;
-            out.finish(answer, |c: Created| {
-                out.created(&c, "Rotated; the old token is revoked. New token")
+            out.finish(answer, |a: TokenAnswer| {
+                say!("Updated.");
+                out.show(&a.token);
+                if date_only {
+                    say!("(A date alone means 00:00 UTC, the start of that day.)");
+                }
             })
         }
+        TokenCommand::Rotate(a) => {
+            let date_only = a.expires.as_deref().is_some_and(ExpirySpec::is_date_only);
+            let body = RotateRequest {
+                expires: a.expires,
+                overlap: a.overlap,
+            };
+            let answer = client
+                .send(
+                    Method::POST,
+                    &format!("/admin/v1/tokens/{}/rotate", a.id),
+                    &body,
+                )
+                .await;
+            out.finish(answer, |c: Created| {
+                out.created(&c, "Rotated. New token");
+                if date_only {
+                    say!("(A date alone means 00:00 UTC, the start of that day.)");
+                }
+                rotated_note(&c, &a.id);
+            })
+        }
+    }
+}
+
+/// What became of the old token after a rotate.
+fn rotated_note(c: &Created, old: &TokenId) {
+    let now = jiff::Timestamp::now();
+    match c.old.as_ref().and_then(|t| t.works_until(now)) {
+        Some(until) => say!(
+            "The old token {old} keeps working until {} (then it is revoked).",
+            when(Some(until), "")
+        ),
+        None => say!("The old token {old} is revoked."),
     }
 }
 

@@ -1,18 +1,22 @@
-//! The `[admin]` section: the admin key and the admin listener's reserve
-//! for it. Owns their checks and keeps the key out of `Debug`; it must never
+//! The `[admin]` section: the admin key, the admin listener's reserve for
+//! it, and the limits of token rotation. Owns their checks and keeps the key out of `Debug`; it must never
 //! read or write the key file (`crate::admin` does).
 
 use std::fmt;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
+use super::duration::HumanDuration;
 use super::limits::LimitSettings;
+use crate::token::RotationLimits;
 
 /// Shortest admin key accepted from config.
 pub const MIN_ADMIN_KEY_LEN: usize = 32;
 
 /// Admin API settings.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// The admin key. When unset, one is generated into `<data_dir>/admin.key`.
@@ -23,9 +27,51 @@ pub struct AdminSettings {
     /// slot. Unset: a tenth of `limits.max_requests`, rounded up, leaving
     /// token callers at least one. 0: no reserve.
     pub reserved_requests: Option<usize>,
+    /// Longest `overlap` a rotate may give the old value (default 7d).
+    pub max_rotation_overlap: HumanDuration,
+    /// How long after its expiry a token may still be rotated (default 7d;
+    /// 0: never once expired).
+    pub rotate_after_expiry: HumanDuration,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        let limits = RotationLimits::default();
+        Self {
+            key: None,
+            reserved_requests: None,
+            max_rotation_overlap: HumanDuration(limits.max_overlap),
+            rotate_after_expiry: HumanDuration(limits.after_expiry),
+        }
+    }
 }
 
 impl AdminSettings {
+    /// The limits of token rotation.
+    pub fn rotation(&self) -> RotationLimits {
+        RotationLimits {
+            max_overlap: self.max_rotation_overlap.0,
+            after_expiry: self.rotate_after_expiry.0,
+        }
+    }
+
+    /// Checks the rotation limits: at most a year each (a typo guard).
+    pub(crate) fn validate_rotation<E>(
+        &self,
+        invalid: impl Fn(&str, String) -> E,
+    ) -> Result<(), E> {
+        const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
+        for (key, d) in [
+            ("admin.max_rotation_overlap", self.max_rotation_overlap.0),
+            ("admin.rotate_after_expiry", self.rotate_after_expiry.0),
+        ] {
+            if d > YEAR {
+                return Err(invalid(key, "must be at most 366d".into()));
+            }
+        }
+        Ok(())
+    }
+
     /// The admin key's reserve on the admin listener under `limits`.
     pub fn reserved_requests(&self, limits: &LimitSettings) -> usize {
         self.reserved_requests.unwrap_or_else(|| {
@@ -79,6 +125,8 @@ impl fmt::Debug for AdminSettings {
         f.debug_struct("AdminSettings")
             .field("key", &self.key.as_ref().map(|_| "***"))
             .field("reserved_requests", &self.reserved_requests)
+            .field("max_rotation_overlap", &self.max_rotation_overlap)
+            .field("rotate_after_expiry", &self.rotate_after_expiry)
             .finish()
     }
 }

@@ -112,6 +112,7 @@ impl Settings {
         self.upstream.validate(invalid)?;
         self.log.validate(invalid)?;
         self.admin.validate_key(invalid)?;
+        self.admin.validate_rotation(invalid)?;
         self.headers.validate(invalid)?;
         self.limits.validate(invalid)?;
         self.admin.validate_reserve(&self.limits, invalid)?;

@@ -238,7 +238,7 @@ pub fn extract_token(credentials: Credentials<'_>) -> Result<TokenSecret, DenyCo
 /// expired, in that order.
 pub fn check_state(record: &TokenRecord, now: Timestamp) -> Result<(), DenyCode> {
     state_at(
-        record.revoked_at.is_some(),
+        record.revoked_at,
         record.disabled_at.is_some(),
         record.expires_at,
         now,
@@ -248,7 +248,7 @@ pub fn check_state(record: &TokenRecord, now: Timestamp) -> Result<(), DenyCode>
 /// [`check_state`] for a cached token.
 pub fn check_cached_state(record: &CachedRecord, now: Timestamp) -> Result<(), DenyCode> {
     state_at(
-        record.is_revoked(),
+        record.revoked_at(),
         record.is_disabled(),
         record.expires_at(),
         now,
@@ -256,12 +256,13 @@ pub fn check_cached_state(record: &CachedRecord, now: Timestamp) -> Result<(), D
 }
 
 fn state_at(
-    revoked: bool,
+    revoked_at: Option<Timestamp>,
     disabled: bool,
     expires_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<(), DenyCode> {
-    if revoked {
+    // A future revocation is a rotation's overlap: the value works until then.
+    if revoked_at.is_some_and(|r| r <= now) {
         Err(DenyCode::TokenRevoked)
     } else if disabled {
         Err(DenyCode::TokenDisabled)

@@ -109,6 +109,8 @@ async fn store_with_token() -> (tempfile::TempDir, TokenCache<Store>, TokenSecre
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
+        description: None,
+        rotated_to: None,
     };
     cache.create(&secret.hash(), &rec).await.unwrap();
     (dir, cache, secret)

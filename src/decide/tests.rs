@@ -27,6 +27,8 @@ fn record(scope: Scope) -> TokenRecord {
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
+        description: None,
+        rotated_to: None,
     }
 }
 
@@ -496,4 +498,27 @@ proptest::proptest! {
             ),
         }
     }
+}
+
+/// A rotation's overlap is a revocation still to come: the value works
+/// until that instant, and a cached record is refused from it on, with no
+/// store read.
+#[test]
+fn a_future_revocation_ends_a_cached_token_at_its_instant() {
+    let end = now() + jiff::SignedDuration::from_hours(24);
+    let rec = TokenRecord {
+        revoked_at: Some(end),
+        ..record(Scope::Workspace {
+            role: "workspace_viewer".into(),
+        })
+    };
+    let cached = CachedRecord::new(&rec);
+    let before = end - jiff::SignedDuration::from_nanos(1);
+    assert_eq!(check_cached_state(&cached, before), Ok(()));
+    assert_eq!(check_state(&rec, before), Ok(()));
+    assert_eq!(
+        check_cached_state(&cached, end),
+        Err(DenyCode::TokenRevoked)
+    );
+    assert_eq!(check_state(&rec, end), Err(DenyCode::TokenRevoked));
 }

@@ -208,6 +208,8 @@ async fn rig(forward_authorization: bool) -> Rig {
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
+        description: None,
+        rotated_to: None,
     };
     cache.create(&secret.hash(), &record).await.unwrap();
     let (usage, writer) = crate::usage::start(cache.clone());

@@ -158,6 +158,7 @@ impl Bound {
                 s.limits
                     .max_requests
                     .saturating_sub(s.admin.reserved_requests(&s.limits)),
+                s.admin.rotation(),
             ),
             ops: Ops::new(cache, metrics, health.clone()),
             health,

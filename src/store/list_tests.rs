@@ -34,6 +34,8 @@ fn index(
                 revoked_at: None,
                 last_used_at: None,
                 rotated_from: None,
+                description: None,
+                rotated_to: None,
             });
             (Cursor { created_ms: ms, id }, record)
         })

@@ -1,10 +1,12 @@
 //! Access tokens: the value a client presents (format, checksum, hash), the
 //! record the gate keeps, and expiry. Pure data and validation, no I/O.
 
+pub mod change;
 pub mod expiry;
 pub mod record;
 pub mod value;
 
+pub use change::{ChangeRefusal, RotateToken, RotationLimits, UpdateToken};
 pub use expiry::{ExpiryError, ExpirySpec};
 pub use record::{
     CreateToken, FieldErrors, ProjectGrant, Scope, TokenKind, TokenRecord, TokenState, ValidCreate,

@@ -28,6 +28,9 @@ pub struct TokenRecord {
     pub v: u32,
     pub id: TokenId,
     pub name: String,
+    /// What the token is for, in the owner's words; absent when none was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     pub workspace_id: String,
     pub scope: Scope,
     pub created_by: String,
@@ -38,9 +41,14 @@ pub struct TokenRecord {
     /// enabled. A disable by the admin key is undone only by the admin key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_by: Option<String>,
+    /// When the token stops (or stopped) working for good. A future instant
+    /// is a rotation with an overlap: the old value works until then.
     pub revoked_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
     pub rotated_from: Option<TokenId>,
+    /// The successor of a rotated token; absent until rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_to: Option<TokenId>,
 }
 
 /// What a token may reach: one workspace role, or one role per project.
@@ -119,9 +127,10 @@ impl TokenState {
 }
 
 impl TokenRecord {
-    /// The state at `now`: an expiry is effective at its exact instant.
+    /// The state at `now`: an expiry or a revocation is effective at its
+    /// exact instant.
     pub fn state(&self, now: Timestamp) -> TokenState {
-        if self.revoked_at.is_some() {
+        if self.is_revoked_at(now) {
             TokenState::Revoked
         } else if self.disabled_at.is_some() {
             TokenState::Disabled
@@ -130,6 +139,18 @@ impl TokenRecord {
         } else {
             TokenState::Enabled
         }
+    }
+
+    /// Whether the token is revoked at `now` (a rotation's overlap has a
+    /// revocation still to come).
+    pub fn is_revoked_at(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_some_and(|r| r <= now)
+    }
+
+    /// The end of a rotation's overlap: the old value works until then.
+    /// `None` when not rotated with an overlap, or once it ended.
+    pub fn works_until(&self, now: Timestamp) -> Option<Timestamp> {
+        self.revoked_at.filter(|r| *r > now)
     }
 
     /// Reads a stored record, refusing other format versions.
@@ -154,9 +175,13 @@ impl TokenRecord {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: Option<String>,
+    /// Optional: what the token is for (at most 1024 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     pub workspace_id: Option<String>,
     pub scope: Option<Scope>,
-    /// `1w`, `1m`, `6m`, `1y`, `never` or an RFC 3339 date.
+    /// A length (`7d`, `3mo`, `1y`…), `never`, or a date or RFC 3339 instant;
+    /// see [`ExpirySpec::parse_api`].
     pub expires: Option<String>,
     pub created_by: Option<String>,
 }
@@ -168,6 +193,7 @@ pub type FieldErrors = BTreeMap<String, String>;
 #[derive(Debug, Clone)]
 pub struct ValidCreate {
     pub name: String,
+    pub description: Option<String>,
     pub workspace_id: String,
     pub scope: Scope,
     pub expires_at: Option<Timestamp>,
@@ -182,6 +208,7 @@ impl CreateToken {
         let ids = &policy.ids;
         let mut errors = FieldErrors::new();
         let name = validate_text(self.name.as_deref(), "name", MAX_NAME_CHARS, &mut errors);
+        let description = validate_description(self.description.as_deref(), &mut errors);
         let created_by = match self.created_by.as_deref() {
             None => Some("admin".to_owned()),
             some => validate_text(some, "created_by", MAX_NAME_CHARS, &mut errors),
@@ -245,7 +272,7 @@ impl CreateToken {
                 errors.insert("expires".into(), format!("is required; use {EXPIRY_HELP}"));
                 None
             }
-            Some(s) => match s.parse::<ExpirySpec>().and_then(|spec| spec.resolve(now)) {
+            Some(s) => match ExpirySpec::parse_api(s).and_then(|spec| spec.resolve(now)) {
                 Ok(at) => at,
                 Err(e) => {
                     errors.insert("expires".into(), e.to_string());
@@ -258,6 +285,7 @@ impl CreateToken {
             (Some(name), Some(created_by), Some(ws), Some(scope)) if errors.is_empty() => {
                 Ok(ValidCreate {
                     name,
+                    description: description.flatten(),
                     workspace_id: ws.clone(),
                     scope: scope.clone(),
                     expires_at,
@@ -269,7 +297,24 @@ impl CreateToken {
     }
 }
 
-fn validate_text(
+/// Longest description, in characters, after trimming.
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+
+/// An optional description: `Some(None)` when absent or empty after
+/// trimming (no description), `None` when refused (an error is recorded).
+pub(crate) fn validate_description(
+    value: Option<&str>,
+    errors: &mut FieldErrors,
+) -> Option<Option<String>> {
+    match value.map(str::trim) {
+        None | Some("") => Some(None),
+        Some(text) => {
+            validate_text(Some(text), "description", MAX_DESCRIPTION_CHARS, errors).map(Some)
+        }
+    }
+}
+
+pub(crate) fn validate_text(
     value: Option<&str>,
     field: &str,
     max_chars: usize,

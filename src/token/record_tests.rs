@@ -7,6 +7,7 @@ fn now() -> Timestamp {
 fn workspace_req(role: &str) -> CreateToken {
     CreateToken {
         name: Some("CI Runner".into()),
+        description: None,
         workspace_id: Some("ws_1".into()),
         scope: Some(Scope::Workspace { role: role.into() }),
         expires: Some("1m".into()),
@@ -136,6 +137,8 @@ fn state_follows_the_decision_order_and_expires_at_the_instant() {
         revoked_at: None,
         last_used_at: None,
         rotated_from: None,
+        description: None,
+        rotated_to: None,
     };
     let exp = rec.expires_at.unwrap();
     assert_eq!(

@@ -95,6 +95,8 @@ impl TestStore {
                         revoked_at: None,
                         last_used_at: None,
                         rotated_from: None,
+                        description: None,
+                        rotated_to: None,
                     };
                     let id = record.id.as_str().to_owned();
                     store.create(&secret.hash(), &record).await.unwrap();

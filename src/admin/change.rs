@@ -1,0 +1,163 @@
+//! The admin handlers that change a token's value or settings: rotate
+//! (`POST /admin/v1/tokens/{id}/rotate`) and update
+//! (`PATCH /admin/v1/tokens/{id}`).
+//!
+//! The rules are `token::change`'s; here they run inside the
+//! compare-and-set that writes the record, after `Caller::may_act_on`, so
+//! they judge the record written over, never an older read. A secret
+//! appears only in a rotate's answer.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Extension;
+use axum::extract::State;
+use http::StatusCode;
+use jiff::Timestamp;
+
+use crate::store::{TokenStore, update};
+use crate::token::change::{ValidRotate, successor};
+use crate::token::{ChangeRefusal, TokenId, TokenRecord, TokenSecret};
+
+use super::caller::Caller;
+use super::error::{ApiError, field};
+use super::extract::{JsonBody, OptionalJsonBody, PathId, Reply};
+use super::state::AdminState;
+use super::tokens::stamp;
+use super::wire::{Created, RotateRequest, TokenAnswer, TokenView, UpdateRequest};
+
+fn refused(r: ChangeRefusal) -> ApiError {
+    match r {
+        ChangeRefusal::State { code, message } => ApiError::State {
+            code,
+            message: message.into(),
+        },
+        ChangeRefusal::Fields(f) => ApiError::Validation(f),
+    }
+}
+
+/// A new secret and id with the same name, description and scope; the
+/// expiry asked for (default: the old one). The old token is revoked, at
+/// once or at the end of the asked overlap (`revoked_at` in the future, so
+/// every gate refuses it from that instant, cached or not), and names its
+/// successor in `rotated_to`.
+///
+/// The old token's state check and its revocation are one
+/// compare-and-set, so of concurrent rotates (on any gate of a fleet)
+/// exactly one wins and the others answer 409 `token_revoked` (naming the
+/// successor while an overlap runs). Only the winner creates the
+/// successor; should that write fail, the revocation is undone (again by
+/// compare-and-set) and the caller gets the error.
+pub async fn rotate(
+    State(api): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+    OptionalJsonBody(req): OptionalJsonBody<RotateRequest>,
+) -> Result<Reply<Created>, ApiError> {
+    let id = &id;
+    let now = Timestamp::now();
+    let secret = TokenSecret::generate().map_err(ApiError::fault)?;
+    let new_id = TokenId::generate().map_err(ApiError::fault)?;
+    let policy = api.policy();
+    // The validation of the record that was written over (the last run).
+    let chosen: Mutex<Option<ValidRotate>> = Mutex::new(None);
+    let old = update(&*api.cache, id, |r| {
+        caller.may_act_on(&policy, r)?;
+        let valid = req.validate(r, api.rotation, now).map_err(refused)?;
+        if let Some(why) = caller.outlived_by(valid.expires_at) {
+            return Err(if valid.expires_given {
+                ApiError::Validation(field("expires", why))
+            } else {
+                ApiError::forbidden(format!(
+                    "A token cannot rotate a token that would outlive it: its expiry {why}."
+                ))
+            });
+        }
+        let next = TokenRecord {
+            revoked_at: Some(stamp(valid.old_until)),
+            rotated_to: Some(new_id.clone()),
+            ..r.clone()
+        };
+        *chosen.lock().unwrap_or_else(PoisonError::into_inner) = Some(valid);
+        Ok(Some(next))
+    })
+    .await
+    .map_err(|e| ApiError::from_update(e, id))?;
+    let valid = chosen
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .ok_or_else(|| ApiError::fault("a rotate wrote no validated record"))?;
+    let new = successor(&old.record, new_id, &valid, caller.label(), stamp(now));
+    if let Err(e) = api.cache.create(&secret.hash(), &new).await {
+        // Give the old token back: nobody holds a successor.
+        let undone = update(&*api.cache, id, |r| {
+            Ok::<_, std::convert::Infallible>((r.rotated_to.as_ref() == Some(&new.id)).then(|| {
+                TokenRecord {
+                    revoked_at: None,
+                    rotated_to: None,
+                    ..r.clone()
+                }
+            }))
+        })
+        .await;
+        if let Err(undo) = undone {
+            tracing::error!(
+                target: "hawzu_gate::admin",
+                op = "rotate",
+                token_id = %id,
+                error = %undo,
+                "a failed rotate could not restore the old token; it stays revoked"
+            );
+        }
+        return Err(ApiError::store(e));
+    }
+    tracing::info!(
+        target: "hawzu_gate::admin",
+        op = "rotate",
+        token_id = %new.id,
+        rotated_from = %id,
+        old_works_until = %stamp(valid.old_until),
+        workspace_id = %new.workspace_id,
+        by = %caller.label(),
+        "token rotated"
+    );
+    Ok(Reply(
+        StatusCode::CREATED,
+        Created {
+            token: TokenView::of(&new, now),
+            secret: secret.expose().to_owned(),
+            old: Some(TokenView::of(&old.record, now)),
+        },
+    ))
+}
+
+/// `PATCH /admin/v1/tokens/{id}`: name, description and a shorter expiry;
+/// nothing else, and never a later expiry (422 naming the field).
+pub async fn update_token(
+    State(api): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+    JsonBody(req): JsonBody<UpdateRequest>,
+) -> Result<Reply<TokenAnswer>, ApiError> {
+    let now = Timestamp::now();
+    let policy = api.policy();
+    let stored = update(&*api.cache, &id, |r| {
+        caller.may_act_on(&policy, r)?;
+        req.apply(r, now).map_err(refused)
+    })
+    .await
+    .map_err(|e| ApiError::from_update(e, &id))?;
+    tracing::info!(
+        target: "hawzu_gate::admin",
+        op = "update",
+        token_id = %id,
+        workspace_id = %stored.record.workspace_id,
+        by = %caller.label(),
+        "token updated"
+    );
+    Ok(Reply(
+        StatusCode::OK,
+        TokenAnswer {
+            token: TokenView::of(&stored.record, now),
+        },
+    ))
+}
