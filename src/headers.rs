@@ -17,8 +17,6 @@ use crate::decide::Principal;
 
 /// Default prefix of the identity headers.
 pub const DEFAULT_PREFIX: &str = "X-Hawzu-";
-/// Kept when the client sent one, generated otherwise.
-pub use crate::web::REQUEST_ID;
 /// The realm of every `WWW-Authenticate` challenge.
 pub const REALM: &str = "hawzu";
 
