@@ -6,6 +6,8 @@
 //! against the families the gate registers (`Metrics::families`), so a
 //! renamed metric breaks this test, not an operator's pager.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
 #[path = "common/tools.rs"]
 mod tools;
 
