@@ -26,6 +26,7 @@ pub mod names {
     pub const CACHE_NEGATIVE_HITS: &str = "hawzu_gate_cache_negative_hits_total";
     pub const CACHE_MISSES: &str = "hawzu_gate_cache_misses_total";
     pub const CACHE_STALE_SERVED: &str = "hawzu_gate_cache_stale_served_total";
+    pub const CACHE_DROPS: &str = "hawzu_gate_cache_drops_total";
     pub const CACHE_EVICTIONS: &str = "hawzu_gate_cache_evictions_total";
     pub const CACHE_ENTRIES: &str = "hawzu_gate_cache_entries";
     pub const STORE_CALLS: &str = "hawzu_gate_store_calls_total";
@@ -166,6 +167,7 @@ pub struct Metrics {
     pub cache_negative_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_stale_served: IntCounter,
+    pub cache_drops: IntCounter,
     cache_evictions: IntCounterVec,
     pub cache_entries: IntGauge,
     store_calls: IntCounterVec,
@@ -283,6 +285,10 @@ impl Metrics {
             cache_stale_served: counter(
                 names::CACHE_STALE_SERVED,
                 "Token lookups answered by a record past cache.ttl while the store failed (cache.stale_if_error).",
+            ),
+            cache_drops: counter(
+                names::CACHE_DROPS,
+                "Whole-cache drops: the invalidation feed came back after an interruption, so changes may have been missed.",
             ),
             cache_evictions: counter_vec(
                 names::CACHE_EVICTIONS,
