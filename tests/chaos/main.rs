@@ -223,7 +223,7 @@ impl Row {
     fn print(&self) {
         let c = &self.counts;
         println!(
-            "| {} | {} | {} | {} | {} | {} ({}) | {} | {} ({}) | {} | {} ms | {} | {} ms ({} / {} ms) | {} ms ({} s) | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} ({}) | {} | {} ({}) | {} | {} ms | {} | {} ms ({} / {} ms) | {} ms ({} s) | {} ({}) | {} |",
             self.setup,
             self.fault,
             c.requests,
@@ -242,15 +242,12 @@ impl Row {
             self.in_doubt_bound.as_millis(),
             self.recovery.as_millis(),
             self.recovery_bound.as_secs(),
-            format!(
-                "{} ({})",
-                match self.flushed {
-                    Some(true) => "yes",
-                    Some(false) => "NO",
-                    None => "n/a",
-                },
-                self.drops
-            ),
+            match self.flushed {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "n/a",
+            },
+            self.drops,
             self.lost_writes,
         );
     }
