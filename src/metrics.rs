@@ -38,6 +38,9 @@ pub mod names {
     pub const READY: &str = "hawzu_gate_ready";
     pub const OPEN_CONNECTIONS: &str = "hawzu_gate_open_connections";
     pub const OVERLOAD: &str = "hawzu_gate_overload_refusals_total";
+    /// Audit events by result: `recorded`, or `failed` (the change stands;
+    /// the event is in the error log only).
+    pub const AUDIT_EVENTS: &str = "hawzu_gate_audit_events_total";
 }
 
 /// The front door a decision came through.
@@ -177,6 +180,7 @@ pub struct Metrics {
     pub ready: IntGauge,
     open_connections: IntGaugeVec,
     overload: IntCounterVec,
+    audit_events: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -333,8 +337,16 @@ impl Metrics {
                 "Connections and requests refused at a listener's limits.",
                 &["listener", "limit"],
             ),
+            audit_events: counter_vec(
+                names::AUDIT_EVENTS,
+                "Audit events of admin changes by result (recorded, failed).",
+                &["result"],
+            ),
             registry,
         };
+        for result in ["recorded", "failed"] {
+            m.audit_events.with_label_values(&[result]);
+        }
         // Every series exists from the start, so rates work from zero.
         for op in StoreOp::ALL {
             for result in ["ok", "error", "timeout"] {
@@ -404,6 +416,12 @@ impl Metrics {
     /// Counts one admin operation; `result` is `ok` or an error code.
     pub fn admin(&self, op: &'static str, result: &'static str) {
         self.admin_operations.with_label_values(&[op, result]).inc();
+    }
+
+    /// Counts one audit event: written to the log, or not.
+    pub fn audit(&self, recorded: bool) {
+        let result = if recorded { "recorded" } else { "failed" };
+        self.audit_events.with_label_values(&[result]).inc();
     }
 
     /// The text exposition.

@@ -349,6 +349,8 @@ pub(super) async fn token(loaded: &Loaded, args: TokenArgs) -> u8 {
             out.finish(answer, |a: ShownToken| {
                 out.show(&a.token);
                 out.permissions(&a.permissions);
+                say!("");
+                say!("history: hawzu-gate audit --token {}", a.token.id);
             })
         }
         TokenCommand::Disable(a) => {
