@@ -581,7 +581,7 @@ fn the_cli_lists_the_log_as_a_table_and_as_json() {
     let show = gate.cli(&["token", "show", &id]);
     assert!(
         show.stdout
-            .contains(&format!("history: hawzu-gate audit --token {id}")),
+            .contains(&format!("history       hawzu-gate audit --token {id}")),
         "{}",
         show.stdout
     );
