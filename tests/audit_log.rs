@@ -94,6 +94,33 @@ async fn pages_follow_the_cursor_without_repeats_or_gaps() {
 }
 
 #[tokio::test]
+async fn a_repeated_disable_is_an_event_that_changed_nothing() {
+    let gate = InProcessGate::embedded().await;
+    let admin = gate.admin();
+    let (id, _) = created(
+        admin
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Twice", "ws_1", "workspace_viewer", "7d"),
+            )
+            .await,
+    )
+    .await;
+    for _ in 0..2 {
+        let d = admin
+            .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+            .await;
+        assert_eq!(d.status, StatusCode::OK);
+    }
+    let seen = events(&admin, &format!("token={id}")).await;
+    let actions: Vec<&str> = seen.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["disable", "disable", "create"]);
+    assert_eq!(seen[0]["before"], serde_json::json!({}));
+    assert_eq!(seen[0]["after"], serde_json::json!({}));
+    assert_eq!(seen[1]["after"]["disabled_by"], "admin");
+}
+
+#[tokio::test]
 async fn a_token_caller_reads_its_own_workspace_only_and_is_the_actor() {
     let gate = InProcessGate::embedded().await;
     let admin = gate.admin();

@@ -5,7 +5,8 @@
 //! The rules are `token::change`'s; here they run inside the
 //! compare-and-set that writes the record, after `Caller::may_act_on`, so
 //! they judge the record written over, never an older read. A secret
-//! appears only in a rotate's answer.
+//! appears only in a rotate's answer. Each change that succeeded is then
+//! one audit event (`admin::audit::record`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 

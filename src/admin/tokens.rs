@@ -4,18 +4,18 @@
 //! Every action on an existing token passes `Caller::may_reach` (through
 //! `may_act_on`), inside the compare-and-set that writes it, so it judges
 //! the record written over, never an older read. A secret appears only in
-//! the answers of create and rotate. No routing, no authentication here
-//! (`admin::routes` did both before a handler runs).
+//! the answers of create and rotate. Each change that succeeded is then one
+//! audit event (`admin::audit::record`), with the record before and after.
+//! No routing, no authentication here (`admin::routes` did both before a
+//! handler runs).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use http::StatusCode;
 use jiff::Timestamp;
-
-use std::sync::{Mutex, PoisonError};
 
 use crate::audit::{Action, AuditEvent, Origin};
 use crate::store::{Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, TokenStore, update};
