@@ -120,46 +120,56 @@ async fn a_repeated_disable_is_an_event_that_changed_nothing() {
     assert_eq!(seen[1]["after"]["disabled_by"], "admin");
 }
 
+/// Creates a token through `http` (the admin key or a token caller).
+async fn make(http: &Http, name: &str, ws: &str, role: &str, expires: &str) -> (String, String) {
+    created(
+        http.post("/admin/v1/tokens", workspace_token(name, ws, role, expires))
+            .await,
+    )
+    .await
+}
+
 #[tokio::test]
-async fn a_token_caller_reads_its_own_workspace_only_and_is_the_actor() {
-    let gate = InProcessGate::embedded().await;
+async fn a_token_caller_reads_only_what_it_may_act_on_and_is_the_actor() {
+    // `token_admin` holds tokens:manage and nothing else.
+    let gate = InProcessGate::start(&[("roles.token_admin", "tokens:manage")]).await;
     let admin = gate.admin();
-    let (manager_id, manager) = created(
-        admin
-            .post(
-                "/admin/v1/tokens",
-                workspace_token("Manager", "ws_1", "workspace_manager", "30d"),
-            )
-            .await,
+    let as_token = |secret: &str| Http::new(format!("http://{}", gate.addrs.admin)).bearer(secret);
+    let (manager_id, manager) = make(&admin, "Manager", "ws_1", "workspace_manager", "30d").await;
+    make(&admin, "Other", "ws_2", "workspace_viewer", "7d").await;
+    let (helper_id, helper) = make(&admin, "Helper", "ws_1", "token_admin", "30d").await;
+    make(
+        &as_token(&manager),
+        "By manager",
+        "ws_1",
+        "workspace_viewer",
+        "7d",
     )
     .await;
-    created(
-        admin
-            .post(
-                "/admin/v1/tokens",
-                workspace_token("Other", "ws_2", "workspace_viewer", "7d"),
-            )
-            .await,
-    )
-    .await;
-    let caller = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&manager);
-    created(
-        caller
-            .post(
-                "/admin/v1/tokens",
-                workspace_token("Made by a token", "ws_1", "workspace_viewer", "7d"),
-            )
-            .await,
-    )
-    .await;
-    let seen = events(&caller, "").await;
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert!(seen.iter().all(|e| e["workspace_id"] == "ws_1"));
-    assert_eq!(seen[0]["actor"], format!("token:{manager_id}"));
-    let other = caller.get("/admin/v1/audit?workspace=ws_2").await;
+    make(&as_token(&helper), "By helper", "ws_1", "token_admin", "7d").await;
+
+    let names = |seen: &[Value]| -> Vec<String> {
+        seen.iter()
+            .map(|e| e["after"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The manager reaches every token of ws_1; nothing of ws_2.
+    let by_manager = events(&as_token(&manager), "").await;
+    assert_eq!(
+        names(&by_manager),
+        ["By helper", "By manager", "Helper", "Manager"]
+    );
+    assert_eq!(by_manager[0]["actor"], format!("token:{helper_id}"));
+    assert_eq!(by_manager[1]["actor"], format!("token:{manager_id}"));
+    // The helper sees only tokens within its own role, as its token list.
+    let by_helper = events(&as_token(&helper), "").await;
+    assert_eq!(names(&by_helper), ["By helper", "Helper"]);
+    let other = as_token(&manager)
+        .get("/admin/v1/audit?workspace=ws_2")
+        .await;
     assert_eq!(other.status, StatusCode::FORBIDDEN);
-    // The admin key reads all three.
-    assert_eq!(events(&admin, "").await.len(), 3);
+    // The admin key reads all five.
+    assert_eq!(events(&admin, "").await.len(), 5);
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@
 //! written (docs/design.md § Decisions): the event then goes to the error
 //! log whole, and `hawzu_gate_audit_events_total{result="failed"}` counts
 //! it. Events hold public fields only (`crate::audit`), never a secret. A
-//! token caller reads only its own workspace's events.
+//! token caller reads only its own workspace's events, of the tokens it
+//! may act on (`Caller::may_reach`, as a token list shows it).
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::audit::{AuditEvent, AuditQuery, DEFAULT_PAGE, MAX_PAGE, Position};
 use crate::store::AuditLog;
 use crate::token::{FieldErrors, TokenId};
 
-use super::caller::Caller;
+use super::caller::{Caller, Reach};
 use super::error::{ApiError, field};
 use super::extract::Reply;
 use super::state::AdminState;
@@ -79,12 +80,30 @@ pub async fn list(
             _ => q.workspace = Some(own.to_owned()),
         }
     }
-    let page = api
+    let mut page = api
         .cache
         .store()
         .audit_page(&q)
         .await
         .map_err(ApiError::store)?;
+    // A token caller sees the events of the tokens it may act on, as in a
+    // token list (an event without a scope: none).
+    if let Caller::Token { .. } = caller {
+        let policy = api.policy();
+        page.events.retain(|e| {
+            e.scope.as_ref().is_some_and(|scope| {
+                caller
+                    .may_reach(
+                        &policy,
+                        &e.workspace_id,
+                        scope,
+                        Some(&e.token_id),
+                        Reach::Existing,
+                    )
+                    .is_ok()
+            })
+        });
+    }
     Ok(Reply(
         StatusCode::OK,
         AuditAnswer {

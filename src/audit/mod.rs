@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::token::{TokenId, TokenRecord};
+use crate::token::{Scope, TokenId, TokenRecord};
 
 #[cfg(test)]
 mod tests;
@@ -165,6 +165,10 @@ pub struct AuditEvent {
     /// The token acted on (a rotate: the old token).
     pub token_id: TokenId,
     pub workspace_id: String,
+    /// The token's scope (which never changes, a rotate's successor
+    /// included): what the admin API judges a token caller's reach by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
     /// A rotate's successor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_token_id: Option<TokenId>,
@@ -188,6 +192,7 @@ impl AuditEvent {
             actor: origin.actor.clone(),
             token_id: token.id.clone(),
             workspace_id: token.workspace_id.clone(),
+            scope: Some(token.scope.clone()),
             new_token_id: None,
             before: Fields::new(),
             after: Fields::new(),
