@@ -166,10 +166,10 @@ fn parse(pairs: Vec<(String, String)>, now: Timestamp) -> Result<AuditQuery, Api
 }
 
 /// `since`: an RFC 3339 instant (`2026-12-01T00:00:00Z`), a date (00:00
-/// UTC that day), or a length of time back from `now` (`30m`, `24h`,
-/// `7d`, `2w`).
+/// UTC that day), or a length of time back from `now` (`30min`, `24h`,
+/// `7d`, `2w`, `1mo`; a bare `m` is refused).
 fn since(v: &str, now: Timestamp) -> Result<Timestamp, String> {
-    const HELP: &str = "write an RFC 3339 instant (2026-12-01T00:00:00Z), a date (2026-12-01, 00:00 UTC) or a time back from now (30m, 24h, 7d, 2w)";
+    const HELP: &str = "write an RFC 3339 instant (2026-12-01T00:00:00Z), a date (2026-12-01, 00:00 UTC) or a time back from now (30min, 24h, 7d, 2w, 1mo)";
     if let Ok(t) = v.parse::<Timestamp>() {
         return Ok(t);
     }
@@ -180,13 +180,44 @@ fn since(v: &str, now: Timestamp) -> Result<Timestamp, String> {
             .map_err(|e| format!("`{v}`: {e}"));
     }
     if v.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-        return humantime::parse_duration(v)
+        let spelled = months_spelled(v)?;
+        return humantime::parse_duration(&spelled)
             .ok()
             .and_then(|d| SignedDuration::try_from(d).ok())
             .and_then(|d| now.checked_sub(d).ok())
             .ok_or_else(|| format!("`{v}` cannot be read; {HELP}"));
     }
     Err(format!("`{v}` cannot be read; {HELP}"))
+}
+
+/// `v` with each `mo` unit written as humantime's `M` (a month); a bare
+/// `m` is refused, as in expiries: a minute or a month?
+fn months_spelled(v: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(v.len());
+    let mut unit = String::new();
+    let flush = |unit: &mut String, out: &mut String| -> Result<(), String> {
+        match unit.as_str() {
+            "m" => {
+                return Err(format!(
+                    "`{v}`: 1m, a minute or a month? write 1min for minutes, 1mo for months"
+                ));
+            }
+            "mo" => out.push('M'),
+            u => out.push_str(u),
+        }
+        unit.clear();
+        Ok(())
+    };
+    for c in v.chars() {
+        if c.is_ascii_alphabetic() {
+            unit.push(c);
+        } else {
+            flush(&mut unit, &mut out)?;
+            out.push(c);
+        }
+    }
+    flush(&mut unit, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -212,6 +243,11 @@ mod tests {
         let at = |v: &str| since(v, now).unwrap().to_string();
         assert_eq!(at("7d"), "2026-11-27T16:00:00Z");
         assert_eq!(at("24h"), "2026-12-03T16:00:00Z");
+        assert_eq!(at("30min"), "2026-12-04T15:30:00Z");
+        assert_eq!(at("1h30min"), "2026-12-04T14:30:00Z");
+        assert!(since("1mo", now).unwrap() < since("29d", now).unwrap());
+        let minute_or_month = since("1m", now).unwrap_err();
+        assert!(minute_or_month.contains("1mo"), "{minute_or_month}");
         assert_eq!(at("2026-12-01"), "2026-12-01T00:00:00Z");
         assert_eq!(at("2026-12-01T10:00:00+01:00"), "2026-12-01T09:00:00Z");
         for bad in ["yesterday", "7x", "", "2026-13-01"] {

@@ -25,8 +25,9 @@ pub(super) struct AuditArgs {
     /// Only events of this workspace.
     #[arg(long, value_name = "WS")]
     workspace: Option<String>,
-    /// Only events since then: a time back from now (30m, 24h, 7d, 2w), a
-    /// date (2026-12-01, from 00:00 UTC) or an RFC 3339 instant.
+    /// Only events since then: a time back from now (30min, 24h, 7d, 2w,
+    /// 1mo; `m` alone is refused: a minute or a month?), a date
+    /// (2026-12-01, from 00:00 UTC) or an RFC 3339 instant.
     #[arg(long, value_name = "WHEN")]
     since: Option<String>,
     /// Events per page (1-500).
