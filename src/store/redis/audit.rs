@@ -63,42 +63,46 @@ impl AuditLog for RedisStore {
         if query.cursor.is_some_and(|c| c <= floor) {
             return Ok(PageBuilder::new(query).end());
         }
-        self.timed(|mut conn| async move {
-            let mut page = PageBuilder::new(query);
-            loop {
-                // Exclusive of the last position looked at (Redis 6.2+).
-                let end = page
-                    .position()
-                    .map_or_else(|| "+".to_owned(), |p| format!("({p}"));
-                let entries: Vec<(String, Vec<Value>)> = redis::cmd("XREVRANGE")
-                    .arg(&key)
-                    .arg(&end)
-                    .arg(floor.to_string())
-                    .arg("COUNT")
-                    .arg(SCAN_BATCH)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_err)?;
-                let full = entries.len() == SCAN_BATCH;
-                for (id, fields) in entries {
-                    let position: Position = id.parse().map_err(|_| {
-                        StoreError::Corrupt(format!("{key} holds the entry id {id:?}"))
-                    })?;
-                    let raw = event_field(&fields).ok_or_else(|| {
-                        StoreError::Corrupt(format!("{key} entry {id} has no `{FIELD}` field"))
-                    })?;
-                    let event =
-                        AuditEvent::from_stored(position, raw).map_err(StoreError::Corrupt)?;
-                    if page.push(position, event) {
-                        return Ok(page.cut());
+        let mut page = PageBuilder::new(query);
+        loop {
+            // Exclusive of the last position looked at (Redis 6.2+).
+            let end = page
+                .position()
+                .map_or_else(|| "+".to_owned(), |p| format!("({p}"));
+            // One bounded call per batch, as token lists do.
+            let entries: Vec<(String, Vec<Value>)> = self
+                .timed(|mut conn| {
+                    let (key, end) = (&key, &end);
+                    async move {
+                        redis::cmd("XREVRANGE")
+                            .arg(key)
+                            .arg(end)
+                            .arg(floor.to_string())
+                            .arg("COUNT")
+                            .arg(SCAN_BATCH)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(redis_err)
                     }
-                }
-                if !full {
-                    return Ok(page.end());
+                })
+                .await?;
+            let full = entries.len() == SCAN_BATCH;
+            for (id, fields) in entries {
+                let position: Position = id
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("{key} holds the entry id {id:?}")))?;
+                let raw = event_field(&fields).ok_or_else(|| {
+                    StoreError::Corrupt(format!("{key} entry {id} has no `{FIELD}` field"))
+                })?;
+                let event = AuditEvent::from_stored(position, raw).map_err(StoreError::Corrupt)?;
+                if page.push(position, event) {
+                    return Ok(page.cut());
                 }
             }
-        })
-        .await
+            if !full {
+                return Ok(page.end());
+            }
+        }
     }
 }
 
