@@ -39,6 +39,9 @@ pub mod names {
     pub const READY: &str = "hawzu_gate_ready";
     pub const OPEN_CONNECTIONS: &str = "hawzu_gate_open_connections";
     pub const OVERLOAD: &str = "hawzu_gate_overload_refusals_total";
+    /// Audit events by result: `recorded`, or `failed` (the change stands;
+    /// the event is in the error log only).
+    pub const AUDIT_EVENTS: &str = "hawzu_gate_audit_events_total";
 }
 
 /// The front door a decision came through.
@@ -181,6 +184,7 @@ pub struct Metrics {
     pub ready: IntGauge,
     open_connections: IntGaugeVec,
     overload: IntCounterVec,
+    audit_events: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -345,10 +349,18 @@ impl Metrics {
                 "Connections and requests refused at a listener's limits.",
                 &["listener", "limit"],
             ),
+            audit_events: counter_vec(
+                names::AUDIT_EVENTS,
+                "Audit events of admin changes by result (recorded, failed).",
+                &["result"],
+            ),
             registry,
             families: Vec::new(),
         };
         m.families = families.take();
+        for result in ["recorded", "failed"] {
+            m.audit_events.with_label_values(&[result]);
+        }
         // Every series exists from the start, so rates work from zero.
         for op in StoreOp::ALL {
             for result in ["ok", "error", "timeout"] {
@@ -425,6 +437,12 @@ impl Metrics {
     /// against it: tests/alerts.rs).
     pub fn families(&self) -> &[String] {
         &self.families
+    }
+
+    /// Counts one audit event: written to the log, or not.
+    pub fn audit(&self, recorded: bool) {
+        let result = if recorded { "recorded" } else { "failed" };
+        self.audit_events.with_label_values(&[result]).inc();
     }
 
     /// The text exposition.

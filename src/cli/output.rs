@@ -263,6 +263,49 @@ pub(super) fn print_table(tokens: &[TokenView]) {
     }
 }
 
+/// A table: `header`, then `rows` (cells of each row under the header's
+/// columns, left-aligned); `empty` when there is no row.
+pub(super) fn print_rows(header: &[&str], rows: Vec<Vec<String>>, empty: &str) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<w$}  ");
+            }
+        }
+        out
+    };
+    let head: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    say!("{}", line(&head));
+    for row in &rows {
+        say!("{}", line(row));
+    }
+    if rows.is_empty() {
+        say!("{empty}");
+    }
+}
+
+/// Percent-encodes a query value.
+pub(super) fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// The flag a server-side field error is about.
 fn flag_for(field: &str) -> String {
     let map: BTreeMap<&str, &str> = BTreeMap::from([
@@ -284,6 +327,8 @@ fn flag_for(field: &str) -> String {
         ("token_id", "--token-id"),
         ("method", "--method"),
         ("path", "--path"),
+        ("token", "--token"),
+        ("since", "--since"),
     ]);
     if let Some(f) = map.get(field) {
         return (*f).to_owned();

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::Policy;
 
 use super::admin::AdminSettings;
+use super::audit::AuditSettings;
 use super::cache::CacheSettings;
 use super::clients::{self, FailedAuthSettings, IpNet};
 use super::headers::HeaderSettings;
@@ -46,6 +47,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// The admin API.
     pub admin: AdminSettings,
+    /// The audit log of admin actions.
+    pub audit: AuditSettings,
     /// Logging.
     pub log: LogSettings,
     /// Custom roles: name → permission patterns (`executions:write`, `*:read`).
@@ -80,6 +83,7 @@ impl Default for Settings {
             headers: HeaderSettings::default(),
             store: StoreSettings::default(),
             admin: AdminSettings::default(),
+            audit: AuditSettings::default(),
             log: LogSettings::default(),
             roles: BTreeMap::new(),
             policy: PolicySettings::default(),
@@ -118,6 +122,7 @@ impl Settings {
         self.admin.validate_reserve(&self.limits, invalid)?;
         self.failed_auth.validate(invalid)?;
         self.listen.validate(invalid)?;
+        self.audit.validate(invalid)?;
         self.policy.build(&self.roles, invalid)
     }
 }
