@@ -264,6 +264,10 @@ pub struct ExplainRequest {
     pub method: String,
     /// The request path as a client sends it, query included.
     pub path: String,
+    /// The client's address, as the doors would work it out (needed for a
+    /// token with `allow_from`; left out, such a token is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// The answer of `POST /admin/v1/explain`.

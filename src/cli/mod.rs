@@ -32,6 +32,7 @@ macro_rules! complain {
     }};
 }
 
+mod explain;
 mod global;
 mod output;
 mod roles;
@@ -47,7 +48,8 @@ use crate::config;
 use self::global::{REFUSED, USAGE};
 use self::roles::{RolesArgs, roles};
 use self::serve::{check_config, serve};
-use self::token::{ExplainArgs, TokenArgs, explain, token};
+use self::explain::{ExplainArgs, explain};
+use self::token::{TokenArgs, token};
 
 /// The root `--help`'s closing words: exit codes and time format.
 pub const AFTER_HELP: &str = "\

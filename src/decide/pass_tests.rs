@@ -111,6 +111,8 @@ async fn store_with_token() -> (tempfile::TempDir, TokenCache<Store>, TokenSecre
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     };
     cache.create(&secret.hash(), &rec).await.unwrap();
     (dir, cache, secret)

@@ -29,6 +29,8 @@ fn record(scope: Scope) -> TokenRecord {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 

@@ -24,9 +24,9 @@ use http_body_util::Full;
 use jiff::Timestamp;
 
 use super::{Shared, credentials};
-use crate::decide::{Decision, RequestFacts};
+use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
-    X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD,
+    HAWZU_TOKEN_EXPIRES, X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD,
     X_ORIGINAL_URI, X_ORIGINAL_URL, asks_upgrade,
 };
 use crate::metrics::Door;
@@ -86,6 +86,7 @@ impl ForwardAuth {
         };
         let shared = &self.shared;
         let mut exchange = shared.begin(asker.door());
+        let client = || shared.client(peer.ip(), headers);
         let decision = match &original {
             Ok((method, original, query)) => {
                 exchange.asked(method.as_str(), &**original);
@@ -96,9 +97,9 @@ impl ForwardAuth {
                     upgrade: asks_upgrade(headers),
                     credentials: credentials(headers),
                     now: Timestamp::now(),
+                    client: ClientAddr::Lazy(&client),
                 };
-                let client = || shared.client(peer.ip(), headers);
-                exchange.decide(&facts, client).await
+                exchange.decide(&facts).await
             }
             Err(code) => {
                 // The proxy did not say what request it asks about.
@@ -130,6 +131,12 @@ impl ForwardAuth {
                 *res.headers_mut() = HeaderMap::with_capacity(8);
                 let h = res.headers_mut();
                 shared.identity(h, &p);
+                // For a proxy that copies it to its client: nginx
+                // `auth_request_set` + `add_header`, Envoy
+                // `allowed_client_headers_on_success`.
+                if let Some(v) = p.record.expires_header() {
+                    h.insert(HAWZU_TOKEN_EXPIRES, v.clone());
+                }
                 if asker == Asker::Envoy {
                     // Envoy's HTTP mode keeps client headers the answer does
                     // not set; name them for removal (never one we set:

@@ -81,15 +81,18 @@ impl<'s, 'r> Exchange<'s, 'r> {
     }
 
     /// Decides for the request, with the failed-auth limit around it; counts
-    /// the decision and notes an allowed token's use. `client` is the
-    /// request's client address, worked out only when a limit needs it.
-    pub async fn decide<'a>(
-        &mut self,
-        facts: &RequestFacts<'a>,
-        client: impl Fn() -> IpAddr,
-    ) -> Decision<'a> {
+    /// the decision and notes an allowed token's use. The facts' client
+    /// address is worked out only when a limit (or a token's `allow_from`)
+    /// needs it.
+    pub async fn decide<'a>(&mut self, facts: &RequestFacts<'a>) -> Decision<'a> {
         let shared = self.shared;
         let start = Instant::now();
+        let client = || {
+            facts
+                .client
+                .get()
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        };
         let limited =
             shared.failed_auth.anyone_refused() && shared.failed_auth.is_refused(client());
         let policy = shared.policy.load();

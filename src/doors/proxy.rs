@@ -30,9 +30,9 @@ use thiserror::Error;
 use super::lifecycle::Exchange;
 use super::listener::{Conn, TimedBody, is_body_timeout};
 use super::{Shared, credentials};
-use crate::decide::{Decision, RequestFacts};
+use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade, strip_hop_by_hop,
+    HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade, strip_hop_by_hop,
     strip_underscored,
 };
 use crate::metrics::Door;
@@ -161,6 +161,7 @@ impl Proxy {
         let uri = std::mem::take(&mut parts.uri);
 
         let identity = {
+            let client = || shared.client(conn.peer.ip(), &parts.headers);
             let facts = RequestFacts {
                 method: &parts.method,
                 path: uri.path(),
@@ -168,20 +169,27 @@ impl Proxy {
                 upgrade: asks_upgrade(&parts.headers),
                 credentials: credentials(&parts.headers),
                 now: Timestamp::now(),
+                client: ClientAddr::Lazy(&client),
             };
-            let client = || shared.client(conn.peer.ip(), &parts.headers);
-            match exchange.decide(&facts, client).await {
-                Decision::Allow(p) => (shared.headers.values(&p), self.forward_authorization),
+            match exchange.decide(&facts).await {
+                Decision::Allow(p) => (
+                    shared.headers.values(&p),
+                    self.forward_authorization,
+                    Some(p.record.expires_header().cloned()),
+                ),
                 // No identity; a request without a Hawzu token keeps its
                 // own credentials, for the API to judge.
                 Decision::Pass(p) => (
                     Vec::new(),
                     self.forward_authorization || p.own_credentials(),
+                    None,
                 ),
                 Decision::Deny(d) => return Err(d.refusal()),
             }
         };
-        let (identity, keep_authorization) = identity;
+        // `expires`: on an allow, the token's expiry for the client (`None`
+        // inside: the token never expires).
+        let (identity, keep_authorization, expires) = identity;
 
         // The request as the upstream sees it.
         let h = &mut parts.headers;
@@ -235,6 +243,16 @@ impl Proxy {
                 res.headers_mut()
                     .entry(REQUEST_ID)
                     .or_insert(request_id.clone());
+                // The gate speaks for the token's expiry, never the upstream.
+                match expires {
+                    Some(Some(v)) => {
+                        res.headers_mut().insert(HAWZU_TOKEN_EXPIRES, v);
+                    }
+                    Some(None) => {
+                        res.headers_mut().remove(HAWZU_TOKEN_EXPIRES);
+                    }
+                    None => {}
+                }
                 Ok(res.map(Either::Left))
             }
             Ok(Err(e)) => {

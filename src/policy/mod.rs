@@ -2,6 +2,7 @@
 //! and the id pattern. Built once from config (and again on reload); pure data, no I/O.
 
 pub mod ids;
+pub mod net;
 pub mod roles;
 pub mod rules;
 

@@ -31,6 +31,8 @@ fn record(expires_at: Option<&str>) -> TokenRecord {
         last_used_at: None,
         rotated_from: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 

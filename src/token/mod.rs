@@ -2,10 +2,12 @@
 //! record the gate keeps, and expiry. Pure data and validation, no I/O.
 
 pub mod change;
+pub mod context;
 pub mod expiry;
 pub mod record;
 pub mod value;
 
+pub use context::ContextLimits;
 pub use change::{ChangeRefusal, RotateToken, RotationLimits, UpdateToken};
 pub use expiry::{ExpiryError, ExpirySpec};
 pub use record::{

@@ -139,6 +139,8 @@ fn state_follows_the_decision_order_and_expires_at_the_instant() {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     };
     let exp = rec.expires_at.unwrap();
     assert_eq!(
