@@ -176,7 +176,8 @@ pub async fn explain(
             detail: None,
         })
     };
-    let decision = match check_state(&full, now).and_then(|()| check_context(&record, now, client)) {
+    let decision = match check_state(&full, now).and_then(|()| check_context(&record, now, client))
+    {
         Err(code) => deny(code, None),
         Ok(()) => match check_request(query, false) {
             Err(code) => deny(code, Some(record)),

@@ -104,4 +104,3 @@ pub(super) async fn explain(loaded: &Loaded, args: ExplainArgs) -> u8 {
         code
     }
 }
-

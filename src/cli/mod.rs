@@ -45,10 +45,10 @@ use clap::Args;
 
 use crate::config;
 
+use self::explain::{ExplainArgs, explain};
 use self::global::{REFUSED, USAGE};
 use self::roles::{RolesArgs, roles};
 use self::serve::{check_config, serve};
-use self::explain::{ExplainArgs, explain};
 use self::token::{TokenArgs, token};
 
 /// The root `--help`'s closing words: exit codes and time format.

@@ -68,4 +68,3 @@ pub(super) fn ip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::
         .map(|s| s.parse().map_err(serde::de::Error::custom))
         .collect()
 }
-

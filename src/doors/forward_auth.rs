@@ -26,8 +26,8 @@ use jiff::Timestamp;
 use super::{Shared, credentials};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
-    HAWZU_TOKEN_EXPIRES, X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD,
-    X_ORIGINAL_URI, X_ORIGINAL_URL, asks_upgrade,
+    HAWZU_TOKEN_EXPIRES, X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI,
+    X_ORIGINAL_METHOD, X_ORIGINAL_URI, X_ORIGINAL_URL, asks_upgrade,
 };
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};

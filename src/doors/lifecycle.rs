@@ -87,12 +87,7 @@ impl<'s, 'r> Exchange<'s, 'r> {
     pub async fn decide<'a>(&mut self, facts: &RequestFacts<'a>) -> Decision<'a> {
         let shared = self.shared;
         let start = Instant::now();
-        let client = || {
-            facts
-                .client
-                .get()
-                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
-        };
+        let client = || facts.client.get().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let limited =
             shared.failed_auth.anyone_refused() && shared.failed_auth.is_refused(client());
         let policy = shared.policy.load();

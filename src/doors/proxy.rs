@@ -32,8 +32,8 @@ use super::listener::{Conn, TimedBody, is_body_timeout};
 use super::{Shared, credentials};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
-    HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade, strip_hop_by_hop,
-    strip_underscored,
+    HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade,
+    strip_hop_by_hop, strip_underscored,
 };
 use crate::metrics::Door;
 use crate::refusal::Refusal;

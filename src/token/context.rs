@@ -66,7 +66,10 @@ pub fn parse_allow_from(list: &[String], errors: &mut FieldErrors) -> Option<Vec
                 ok = false;
             }
             Ok(net) if !seen.insert(net) => {
-                errors.insert(field, format!("`{net}` is listed twice; give each network once"));
+                errors.insert(
+                    field,
+                    format!("`{net}` is listed twice; give each network once"),
+                );
                 ok = false;
             }
             Ok(net) => nets.push(net),
@@ -81,10 +84,12 @@ pub fn parse_not_before(s: &str, now: Timestamp) -> Result<Timestamp, String> {
     let refused = || format!("`{s}` is not a start time; use {NOT_BEFORE_HELP}");
     match s.trim().parse::<ExpirySpec>() {
         Ok(ExpirySpec::At(at)) => Ok(at),
+        // From now, to the whole second: shown as stored.
         Ok(spec @ ExpirySpec::In(_)) => spec
             .resolve(now)
             .ok()
             .flatten()
+            .and_then(|t| Timestamp::from_second(t.as_second()).ok())
             .ok_or_else(|| "is out of range".to_owned()),
         Ok(ExpirySpec::Never) => Err(refused()),
         Err(super::ExpiryError::Ambiguous(n)) => Err(format!(
@@ -133,9 +138,7 @@ pub fn check_window(
     {
         errors.insert(
             "not_before".into(),
-            format!(
-                "{nb} is not before the token's expiry ({exp}): the token would never work"
-            ),
+            format!("{nb} is not before the token's expiry ({exp}): the token would never work"),
         );
     }
 }
@@ -167,7 +170,9 @@ mod tests {
         assert!(e["allow_from[1]"].contains("listed twice"), "{e:?}");
         let e = nets(&["ten"]).unwrap_err();
         assert!(e["allow_from[0]"].contains("not an IP address"), "{e:?}");
-        let many: Vec<String> = (0..=MAX_ALLOW_FROM).map(|i| format!("10.0.{i}.0/24")).collect();
+        let many: Vec<String> = (0..=MAX_ALLOW_FROM)
+            .map(|i| format!("10.0.{i}.0/24"))
+            .collect();
         let mut errors = FieldErrors::new();
         assert!(parse_allow_from(&many, &mut errors).is_none());
         assert!(errors["allow_from"].contains("at most 64"));
@@ -191,7 +196,11 @@ mod tests {
         // A past start limits nothing, but is not an error.
         assert!(parse_not_before("2020-01-01", now).is_ok());
         assert!(parse_not_before("never", now).is_err());
-        assert!(parse_not_before("5m", now).unwrap_err().contains("minute or a month"));
+        assert!(
+            parse_not_before("5m", now)
+                .unwrap_err()
+                .contains("minute or a month")
+        );
         let mut errors = FieldErrors::new();
         let limits = validate(
             None,

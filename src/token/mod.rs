@@ -7,8 +7,8 @@ pub mod expiry;
 pub mod record;
 pub mod value;
 
-pub use context::ContextLimits;
 pub use change::{ChangeRefusal, RotateToken, RotationLimits, UpdateToken};
+pub use context::ContextLimits;
 pub use expiry::{ExpiryError, ExpirySpec};
 pub use record::{
     CreateToken, FieldErrors, ProjectGrant, Scope, TokenKind, TokenRecord, TokenState, ValidCreate,

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::expiry::{EXPIRY_HELP, ExpirySpec};
 use super::context::{self, ContextLimits};
+use super::expiry::{EXPIRY_HELP, ExpirySpec};
 use super::value::TokenId;
 use crate::policy::Policy;
 use crate::policy::net::IpNet;
