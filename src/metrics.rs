@@ -38,6 +38,7 @@ pub mod names {
     pub const READY: &str = "hawzu_gate_ready";
     pub const OPEN_CONNECTIONS: &str = "hawzu_gate_open_connections";
     pub const OVERLOAD: &str = "hawzu_gate_overload_refusals_total";
+    pub const TOKENS_EXPIRING: &str = "hawzu_gate_tokens_expiring";
 }
 
 /// The front door a decision came through.
@@ -177,6 +178,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     open_connections: IntGaugeVec,
     overload: IntCounterVec,
+    /// Set by the background expiry scan (`expiring`), never per request.
+    tokens_expiring: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -333,6 +336,18 @@ impl Metrics {
                 "Connections and requests refused at a listener's limits.",
                 &["listener", "limit"],
             ),
+            tokens_expiring: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        names::TOKENS_EXPIRING,
+                        "Usable tokens expiring within 1, 7 and 30 days, by workspace (the busiest tokens.expiring_workspaces, the rest as _other); set by a background scan.",
+                    ),
+                    &["workspace", "within"],
+                )
+                .expect("valid metric");
+                reg(Box::new(g.clone()));
+                g
+            },
             registry,
         };
         // Every series exists from the start, so rates work from zero.
@@ -365,6 +380,11 @@ impl Metrics {
     /// The open-connections gauge of a listener (`proxy`, `auth`, …).
     pub fn open_connections(&self, listener: &str) -> IntGauge {
         self.open_connections.with_label_values(&[listener])
+    }
+
+    /// The expiring-tokens gauge (`hawzu_gate_tokens_expiring`).
+    pub fn tokens_expiring(&self) -> &IntGaugeVec {
+        &self.tokens_expiring
     }
 
     /// The refusal counter of a listener's limit (`connections`, `requests`).

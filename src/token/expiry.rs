@@ -207,6 +207,17 @@ pub fn parse_within(s: &str) -> Result<ExpirySpec, String> {
     }
 }
 
+impl ExpirySpec {
+    /// The calendar span of a length (`90d`, `3mo`); `None` for anything
+    /// else.
+    pub fn span_of(s: &str) -> Option<Span> {
+        match s.parse::<ExpirySpec>() {
+            Ok(ExpirySpec::In(l)) => Some(l.span()),
+            _ => None,
+        }
+    }
+}
+
 /// The end of a window of `within` (a length) from `now`.
 pub fn window_end(within: ExpirySpec, now: Timestamp) -> Option<Timestamp> {
     within.resolve(now).ok().flatten()

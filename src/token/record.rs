@@ -325,6 +325,33 @@ impl CreateToken {
             },
         };
 
+        // Governance (`[tokens]`): the longest lifetime and the highest role
+        // for the workspace, each refusal naming its limit.
+        if let Some(ws) = self.workspace_id.as_deref() {
+            let gov = &policy.governance;
+            if !errors.contains_key("expires")
+                && let Err(why) = gov.check_expiry(ws, expires_at, now)
+            {
+                errors.insert("expires".into(), why);
+            }
+            let roles_of: Vec<(String, &str)> = match &self.scope {
+                Some(Scope::Workspace { role }) => vec![("scope.role".into(), role.as_str())],
+                Some(Scope::Project { projects }) => projects
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| (format!("scope.projects[{i}].role"), g.role.as_str()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            for (field, role) in roles_of {
+                if !errors.contains_key(&field)
+                    && let Err(why) = gov.check_role(roles, ws, role)
+                {
+                    errors.insert(field, why);
+                }
+            }
+        }
+
         let limits = context::validate(
             self.allow_from.as_deref(),
             self.not_before.as_deref(),
