@@ -137,11 +137,23 @@ mod tests {
         let line = |ws: &str, w: &str| {
             format!("hawzu_gate_tokens_expiring{{within=\"{w}\",workspace=\"{ws}\"}}")
         };
-        assert!(text.contains(&format!("{} 5", line("ws_a", "30d"))), "{text}");
-        assert!(text.contains(&format!("{} 1", line("ws_b", "7d"))), "{text}");
+        assert!(
+            text.contains(&format!("{} 5", line("ws_a", "30d"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1", line("ws_b", "7d"))),
+            "{text}"
+        );
         assert!(!text.contains("ws_c") && !text.contains("ws_d"), "{text}");
-        assert!(text.contains(&format!("{} 3", line("_other", "30d"))), "{text}");
-        assert!(text.contains(&format!("{} 1", line("_other", "1d"))), "{text}");
+        assert!(
+            text.contains(&format!("{} 3", line("_other", "30d"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1", line("_other", "1d"))),
+            "{text}"
+        );
         // A later scan replaces the series: gone workspaces disappear.
         publish(&metrics, Counts::from([("ws_z".to_owned(), [0, 0, 1])]), 2);
         let text = String::from_utf8(metrics.render()).unwrap();

@@ -49,15 +49,18 @@ pub enum Door {
     Traefik,
     EnvoyHttp,
     Grpc,
+    /// `GET /.well-known/hawzu-token` (proxy and auth listeners).
+    Inspect,
 }
 
 impl Door {
-    pub const ALL: [Door; 5] = [
+    pub const ALL: [Door; 6] = [
         Door::Proxy,
         Door::Nginx,
         Door::Traefik,
         Door::EnvoyHttp,
         Door::Grpc,
+        Door::Inspect,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Door {
             Door::Traefik => "traefik",
             Door::EnvoyHttp => "envoy_http",
             Door::Grpc => "grpc",
+            Door::Inspect => "inspect",
         }
     }
 

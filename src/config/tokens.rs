@@ -96,11 +96,7 @@ impl TokenSettings {
                 max_role: role.cloned(),
             })
         };
-        let global = level(
-            "tokens",
-            self.max_lifetime.as_ref(),
-            self.max_role.as_ref(),
-        )?;
+        let global = level("tokens", self.max_lifetime.as_ref(), self.max_role.as_ref())?;
         let mut workspaces = BTreeMap::new();
         for (ws, s) in &self.workspaces {
             let key = format!("tokens.workspaces.\"{ws}\"");

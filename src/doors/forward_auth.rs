@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use jiff::Timestamp;
 
-use super::{Shared, credentials};
+use super::{Shared, credentials, inspect};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
     HAWZU_TOKEN_EXPIRES, X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI,
@@ -68,6 +68,25 @@ impl ForwardAuth {
     pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         let headers = req.headers();
+        if inspect::asks(req.method(), path) {
+            let shared = &self.shared;
+            let mut exchange = shared.begin(Door::Inspect);
+            exchange.asked(req.method().as_str(), path);
+            let client = || shared.client(peer.ip(), headers);
+            let facts = RequestFacts {
+                method: req.method(),
+                path,
+                query: None,
+                upgrade: false,
+                credentials: credentials(headers),
+                now: Timestamp::now(),
+                client: ClientAddr::Lazy(&client),
+            };
+            let request_id = shared.request_id(headers);
+            let res = inspect::answer(shared, &mut exchange, &facts, &request_id).await;
+            exchange.finish(res.status().as_u16(), request_id.to_str().ok());
+            return res;
+        }
         let (asker, original) = match path {
             "/auth/nginx" => (Asker::Nginx, nginx_original(headers)),
             "/auth/traefik" => (Asker::Traefik, traefik_original(headers)),

@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use super::lifecycle::Exchange;
 use super::listener::{Conn, TimedBody, is_body_timeout};
-use super::{Shared, credentials};
+use super::{Shared, credentials, inspect};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
     HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade,
@@ -125,8 +125,26 @@ impl Proxy {
 
     /// Serves one request of the proxy listener, and logs it.
     pub async fn handle(&self, req: Request<TimedBody>, conn: Conn) -> Response<ProxyBody> {
-        let mut exchange = self.shared.begin(Door::Proxy);
         let request_id = self.shared.request_id(req.headers());
+        if inspect::asks(req.method(), req.uri().path()) {
+            // Answered here, never forwarded.
+            let mut exchange = self.shared.begin(Door::Inspect);
+            exchange.asked(req.method().as_str(), req.uri().path());
+            let client = || self.shared.client(conn.peer.ip(), req.headers());
+            let facts = RequestFacts {
+                method: req.method(),
+                path: req.uri().path(),
+                query: None,
+                upgrade: false,
+                credentials: credentials(req.headers()),
+                now: Timestamp::now(),
+                client: ClientAddr::Lazy(&client),
+            };
+            let res = inspect::answer(&self.shared, &mut exchange, &facts, &request_id).await;
+            exchange.finish(res.status().as_u16(), request_id.to_str().ok());
+            return res.map(Either::Right);
+        }
+        let mut exchange = self.shared.begin(Door::Proxy);
         // The request is consumed by forwarding: the event gets a copy.
         if exchange.logging() {
             exchange.asked(

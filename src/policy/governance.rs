@@ -147,7 +147,10 @@ mod tests {
         let e = g.check_expiry("ws_1", None, now).unwrap_err();
         assert!(e.contains("tokens.max_lifetime is 90d"), "{e}");
         let at = |s: &str| Some(s.parse::<Timestamp>().unwrap());
-        assert!(g.check_expiry("ws_1", at("2027-03-31T00:00:00Z"), now).is_ok());
+        assert!(
+            g.check_expiry("ws_1", at("2027-03-31T00:00:00Z"), now)
+                .is_ok()
+        );
         let e = g
             .check_expiry("ws_1", at("2027-04-02T00:00:00Z"), now)
             .unwrap_err();
@@ -156,7 +159,10 @@ mod tests {
         let e = g
             .check_expiry("ws_strict", at("2027-01-10T00:00:00Z"), now)
             .unwrap_err();
-        assert!(e.contains(r#"tokens.workspaces."ws_strict".max_lifetime (7d)"#), "{e}");
+        assert!(
+            e.contains(r#"tokens.workspaces."ws_strict".max_lifetime (7d)"#),
+            "{e}"
+        );
     }
 
     #[test]

@@ -34,10 +34,10 @@ use crate::doors::ext_authz::ExtAuthz;
 use crate::doors::forward_auth::ForwardAuth;
 use crate::doors::proxy::{Proxy, UpstreamError, UpstreamOptions};
 use crate::doors::{PolicyHandle, Shared};
+use crate::expiring;
 use crate::headers::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::ops::{Health, Ops};
-use crate::expiring;
 use crate::usage;
 
 mod error;
