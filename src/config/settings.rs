@@ -123,7 +123,7 @@ impl Settings {
         self.admin.validate_reserve(&self.limits, invalid)?;
         self.failed_auth.validate(invalid)?;
         self.listen.validate(invalid)?;
-        let mut policy = self.policy.build(&self.roles, &invalid)?;
+        let mut policy = self.policy.build(&self.roles, invalid)?;
         policy.governance = self.tokens.build(&policy.roles, invalid)?;
         Ok(policy)
     }
