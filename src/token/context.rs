@@ -9,13 +9,16 @@
 //! maps (`10.0.0.0/8`), and a network with bits set beyond its prefix
 //! (`10.1.2.3/8`) is refused as ambiguous, naming the network meant.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use jiff::Timestamp;
 
 use super::expiry::ExpirySpec;
-use super::record::FieldErrors;
 use crate::policy::net::IpNet;
+
+/// Field path → what would be accepted (`record::FieldErrors`, spelled
+/// out here: `record` imports this file).
+type FieldErrors = BTreeMap<String, String>;
 
 /// Most networks one token may list.
 pub const MAX_ALLOW_FROM: usize = 64;
