@@ -497,3 +497,99 @@ async fn the_expiring_filter_lists_usable_tokens_expiring_within_the_window() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.json()["fields"]["expiring"].is_string());
 }
+
+#[test]
+fn the_cli_sets_limits_lists_expiring_tokens_and_explains_with_a_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = common::GateProcess::start(dir.path(), "");
+    let run = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "Deploy",
+        "--workspace",
+        "ws_1",
+        "--role",
+        "workspace_viewer",
+        "--expires",
+        "3d",
+        "--allow-from",
+        "203.0.113.0/24",
+        "--allow-from",
+        "::ffff:198.51.100.0/120",
+        "--not-before",
+        "2020-01-01",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    let id = v["token"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        v["token"]["allow_from"],
+        json!(["203.0.113.0/24", "198.51.100.0/24"])
+    );
+    assert_eq!(v["token"]["not_before"], "2020-01-01T00:00:00Z");
+    let show = gate.cli(&["token", "show", &id]);
+    assert!(
+        show.stdout
+            .contains("allow from    203.0.113.0/24, 198.51.100.0/24"),
+        "{}",
+        show.stdout
+    );
+
+    // A network with host bits is refused naming the field (exit 1).
+    let run = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "Bad",
+        "--workspace",
+        "ws_1",
+        "--role",
+        "workspace_viewer",
+        "--expires",
+        "3d",
+        "--allow-from",
+        "10.1.2.3/8",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains("allow_from[0]"), "{}", run.stderr);
+
+    let list = gate.cli(&["token", "list", "--expiring", "7d", "--json"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert_eq!(list.json()["tokens"][0]["id"], id.as_str());
+    let list = gate.cli(&["token", "list", "--expiring", "1d", "--json"]);
+    assert_eq!(list.json()["tokens"], json!([]));
+
+    let explain = |client: &str| {
+        gate.cli(&[
+            "explain",
+            "--token-id",
+            &id,
+            "--method",
+            "GET",
+            "--path",
+            WS1_PROJECTS,
+            "--client",
+            client,
+        ])
+    };
+    let run = explain("203.0.113.9");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let run = explain("192.0.2.1");
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("deny: address_not_allowed (403)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("client 192.0.2.1 is not"),
+        "{}",
+        run.stdout
+    );
+
+    let run = gate.cli(&["token", "update", &id, "--allow-anywhere", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.json()["token"].get("allow_from").is_none());
+}
