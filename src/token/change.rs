@@ -161,6 +161,16 @@ impl RotateToken {
                 old.expires_at
             }
         };
+        // The successor keeps the old token's start: it must end after it.
+        if let (Some(nb), Some(exp)) = (old.not_before, expires_at)
+            && nb >= exp
+            && !errors.contains_key("expires")
+        {
+            errors.insert(
+                "expires".into(),
+                format!("{exp} is not after the token's not_before ({nb}): the new token would never work"),
+            );
+        }
         let mut old_until = now;
         if let Some(s) = self.overlap.as_deref() {
             match parse_overlap(s) {
