@@ -161,6 +161,8 @@ const NET_BUCKETS: &[f64] = &[
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// The name of every metric family registered, in order.
+    families: Vec<String>,
     /// `[door][outcome]`: allow, passed, then each deny code
     /// ([`Outcome::index`]).
     decisions: Vec<Vec<IntCounter>>,
@@ -198,7 +200,11 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
+        let families = std::cell::RefCell::new(Vec::new());
         let reg = |c: Box<dyn prometheus::core::Collector>| {
+            families
+                .borrow_mut()
+                .extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(c).expect("metric names are unique");
         };
         let decisions_vec = IntCounterVec::new(
@@ -269,7 +275,7 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(upstream_seconds.clone()));
-        let m = Self {
+        let mut m = Self {
             decisions,
             decision_seconds,
             cache_hits: counter(
@@ -353,7 +359,9 @@ impl Metrics {
                 g
             },
             registry,
+            families: Vec::new(),
         };
+        m.families = families.take();
         // Every series exists from the start, so rates work from zero.
         for op in StoreOp::ALL {
             for result in ["ok", "error", "timeout"] {
@@ -428,6 +436,13 @@ impl Metrics {
     /// Counts one admin operation; `result` is `ok` or an error code.
     pub fn admin(&self, op: &'static str, result: &'static str) {
         self.admin_operations.with_label_values(&[op, result]).inc();
+    }
+
+    /// The name of every metric family this gate exports, whether or not
+    /// it has a sample yet (alert rules and dashboards are checked
+    /// against it: tests/alerts.rs).
+    pub fn families(&self) -> &[String] {
+        &self.families
     }
 
     /// The text exposition.
