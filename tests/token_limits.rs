@@ -593,3 +593,33 @@ fn the_cli_sets_limits_lists_expiring_tokens_and_explains_with_a_client() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.json()["token"].get("allow_from").is_none());
 }
+
+#[tokio::test]
+async fn a_managing_token_is_held_to_its_addresses_at_the_admin_api_too() {
+    let gate = InProcessGate::embedded().await;
+    let base = format!("http://{}", gate.addrs.admin);
+    for (nets, want) in [
+        (json!(["10.0.0.0/8"]), StatusCode::FORBIDDEN),
+        (json!(["127.0.0.0/8"]), StatusCode::OK),
+    ] {
+        let mut body = workspace_token("Manager", "ws_1", "workspace_manager", "1mo");
+        body["allow_from"] = nets;
+        let (_, secret) = create(&gate, body).await;
+        // The admin listener's client is its peer (127.0.0.1 here).
+        let a = Http::new(base.clone())
+            .bearer(&secret)
+            .get("/admin/v1/tokens")
+            .await;
+        assert_eq!(a.status, want, "{:?}", a.body);
+        if want == StatusCode::FORBIDDEN {
+            assert!(
+                a.json()["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("client address"),
+                "{:?}",
+                a.body
+            );
+        }
+    }
+}
