@@ -45,6 +45,8 @@ fn record() -> TokenRecord {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 
@@ -80,7 +82,14 @@ fn cached_heap(r: &CachedRecord) -> usize {
                     .sum::<usize>()
         }
     };
-    r.workspace_id().len() + scope
+    // The expiry header value (made once per cached token) and the boxed
+    // context limits, when the token has them.
+    let expires = r.expires_header().map_or(0, |v| v.len());
+    let limits = r.limits().map_or(0, |l| {
+        std::mem::size_of::<hawzu_gate::cache::CachedLimits>()
+            + std::mem::size_of_val(&*l.allow_from)
+    });
+    r.workspace_id().len() + scope + expires + limits
 }
 
 impl TokenStore for Generator {

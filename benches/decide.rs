@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hawzu_gate::cache::{CacheOptions, TokenCache};
-use hawzu_gate::decide::{Credentials, Decision, RequestFacts, decide};
+use hawzu_gate::decide::{ClientAddr, Credentials, Decision, RequestFacts, decide};
 use hawzu_gate::headers::IdentityHeaders;
 use hawzu_gate::policy::Policy;
 use hawzu_gate::policy::roles::Permission;
@@ -50,6 +50,8 @@ fn record() -> TokenRecord {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 
@@ -115,6 +117,7 @@ fn benches(c: &mut Criterion) {
                 upgrade: false,
                 credentials: Credentials::One(header.as_bytes()),
                 now: Timestamp::now(),
+                client: ClientAddr::Known(std::net::IpAddr::from([127, 0, 0, 1])),
             };
             matches!(decide(&cache, &policy, &facts).await, Decision::Allow(_))
         })
@@ -152,6 +155,7 @@ fn benches(c: &mut Criterion) {
             upgrade: false,
             credentials: Credentials::One(header.as_bytes()),
             now: Timestamp::now(),
+            client: ClientAddr::Known(std::net::IpAddr::from([127, 0, 0, 1])),
         };
         match decide(&cache, &policy, &facts).await {
             Decision::Allow(p) => p,

@@ -40,6 +40,13 @@ pub const UPGRADE: HeaderName = http::header::UPGRADE;
 /// Sent with an h2c upgrade (RFC 7540 §3.2): refused like `Upgrade`.
 pub const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
+/// On an allowed answer the client reads (the proxy's response, the
+/// forward-auth allow answer for a proxy that copies it to its client, the
+/// gRPC door's `response_headers_to_add`): the token's expiry, RFC 3339 in
+/// UTC to the second. Absent for a token that never expires. Not under the
+/// configurable prefix: it is for clients, not the API.
+pub const HAWZU_TOKEN_EXPIRES: HeaderName = HeaderName::from_static("hawzu-token-expires");
+
 /// Default of `headers.strip`: method and path overrides that frameworks
 /// honour (Express method-override, Symfony/Laravel, IIS URL Rewrite) and
 /// that would make the API act on a request the gate never judged.
@@ -91,6 +98,9 @@ pub struct IdentityHeaders {
     pub project_id: HeaderName,
     pub role: HeaderName,
     pub permission: HeaderName,
+    /// The token's expiry (RFC 3339, UTC, whole seconds); not set for a
+    /// token that never expires.
+    pub token_expires: HeaderName,
     /// The deny code, on every refusal.
     pub error: HeaderName,
     /// On a `/auth/nginx` pass of a request with no Hawzu token: the pass
@@ -128,6 +138,7 @@ impl IdentityHeaders {
             project_id: name("project-id")?,
             role: name("role")?,
             permission: name("permission")?,
+            token_expires: name("token-expires")?,
             error: name("error")?,
             passed: name("passed")?,
             prefix: lower,
@@ -222,6 +233,9 @@ impl IdentityHeaders {
         if p.project_id().is_some() {
             names.push(&self.project_id);
         }
+        if p.record.expires_header().is_some() {
+            names.push(&self.token_expires);
+        }
         names
     }
 
@@ -236,7 +250,7 @@ impl IdentityHeaders {
     /// permissions are validated to header-safe characters, so none is
     /// skipped in practice.
     pub fn values(&self, p: &Principal<'_>) -> Vec<(&HeaderName, HeaderValue)> {
-        let mut out = Vec::with_capacity(6);
+        let mut out = Vec::with_capacity(7);
         // Fixed strings need no copy.
         out.push((
             &self.token_type,
@@ -246,6 +260,10 @@ impl IdentityHeaders {
             &self.permission,
             HeaderValue::from_static(p.permission.as_str()),
         ));
+        // Made once per cached token: a reference count, no formatting.
+        if let Some(v) = p.record.expires_header() {
+            out.push((&self.token_expires, v.clone()));
+        }
         let mut pairs: Vec<(&HeaderName, &str)> = vec![
             (&self.token_id, p.token_id()),
             (&self.workspace_id, p.workspace_id()),

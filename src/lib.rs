@@ -19,6 +19,7 @@ pub mod clients;
 pub mod config;
 pub mod decide;
 pub mod doors;
+pub mod expiring;
 pub mod headers;
 pub mod metrics;
 pub mod ops;

@@ -42,6 +42,7 @@ pub mod names {
     /// Audit events by result: `recorded`, or `failed` (the change stands;
     /// the event is in the error log only).
     pub const AUDIT_EVENTS: &str = "hawzu_gate_audit_events_total";
+    pub const TOKENS_EXPIRING: &str = "hawzu_gate_tokens_expiring";
 }
 
 /// The front door a decision came through.
@@ -52,15 +53,18 @@ pub enum Door {
     Traefik,
     EnvoyHttp,
     Grpc,
+    /// `GET /.well-known/hawzu-token` (proxy and auth listeners).
+    Inspect,
 }
 
 impl Door {
-    pub const ALL: [Door; 5] = [
+    pub const ALL: [Door; 6] = [
         Door::Proxy,
         Door::Nginx,
         Door::Traefik,
         Door::EnvoyHttp,
         Door::Grpc,
+        Door::Inspect,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl Door {
             Door::Traefik => "traefik",
             Door::EnvoyHttp => "envoy_http",
             Door::Grpc => "grpc",
+            Door::Inspect => "inspect",
         }
     }
 
@@ -185,6 +190,8 @@ pub struct Metrics {
     open_connections: IntGaugeVec,
     overload: IntCounterVec,
     audit_events: IntCounterVec,
+    /// Set by the background expiry scan (`expiring`), never per request.
+    tokens_expiring: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -354,6 +361,18 @@ impl Metrics {
                 "Audit events of admin changes by result (recorded, failed).",
                 &["result"],
             ),
+            tokens_expiring: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        names::TOKENS_EXPIRING,
+                        "Usable tokens expiring within 1, 7 and 30 days, by workspace (the busiest tokens.expiring_workspaces, the rest as _other); set by a background scan.",
+                    ),
+                    &["workspace", "within"],
+                )
+                .expect("valid metric");
+                reg(Box::new(g.clone()));
+                g
+            },
             registry,
             families: Vec::new(),
         };
@@ -391,6 +410,11 @@ impl Metrics {
     /// The open-connections gauge of a listener (`proxy`, `auth`, …).
     pub fn open_connections(&self, listener: &str) -> IntGauge {
         self.open_connections.with_label_values(&[listener])
+    }
+
+    /// The expiring-tokens gauge (`hawzu_gate_tokens_expiring`).
+    pub fn tokens_expiring(&self) -> &IntGaugeVec {
+        &self.tokens_expiring
     }
 
     /// The refusal counter of a listener's limit (`connections`, `requests`).

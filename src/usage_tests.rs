@@ -43,6 +43,8 @@ fn record(last_used_at: Option<Timestamp>) -> TokenRecord {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 

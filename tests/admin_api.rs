@@ -233,6 +233,8 @@ async fn a_token_expires_at_the_exact_instant() {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     };
     store.create(&secret.hash(), &record).await.unwrap();
     // Ask until a request is sent after the instant. No tolerance: an

@@ -223,6 +223,8 @@ fn record() -> TokenRecord {
         last_used_at: None,
         rotated_from: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 

@@ -32,7 +32,7 @@ async fn nginx_auth_request_passes_identity_to_the_api() {
     // Allowed: arrives with the identity headers; the client's spoofed
     // X-Hawzu-Role and its token never arrive.
     let url = format!("{base}/api/v1/workspaces/ws_1/projects/proj_a/testcases?page=2");
-    let (status, _, body) = tokio::task::spawn_blocking({
+    let (status, headers, body) = tokio::task::spawn_blocking({
         let project = project.clone();
         move || {
             curl(&[
@@ -40,6 +40,8 @@ async fn nginx_auth_request_passes_identity_to_the_api() {
                 "POST",
                 "-H",
                 &format!("Authorization: Bearer {project}"),
+                "-H",
+                "X-Hawzu-Token-Expires: 2999-01-01T00:00:00Z",
                 "-H",
                 "X-Hawzu-Role: workspace_manager",
                 "-H",
@@ -68,6 +70,19 @@ async fn nginx_auth_request_passes_identity_to_the_api() {
             .starts_with("tok_")
     );
     assert!(h.get("authorization").is_none(), "token forwarded: {h}");
+    // The token's expiry: to the API (never the client's own value), and
+    // back to the client on the API's answer.
+    let expires = h["x-hawzu-token-expires"][0].as_str().unwrap().to_owned();
+    assert!(
+        expires.ends_with('Z') && !expires.starts_with("2999"),
+        "{h}"
+    );
+    // (curl_header reads header lines in lower case)
+    let lower = expires.to_ascii_lowercase();
+    assert_eq!(
+        curl_header(&headers, "hawzu-token-expires"),
+        [lower.as_str()]
+    );
     assert_eq!(
         echo["uri"],
         "/api/v1/workspaces/ws_1/projects/proj_a/testcases?page=2"

@@ -262,6 +262,8 @@ async fn expired_token(gate: &InProcessGate, ago: SignedDuration) -> (String, St
         last_used_at: None,
         rotated_from: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     };
     store.create(&secret.hash(), &record).await.unwrap();
     (record.id.to_string(), secret.expose().to_owned())

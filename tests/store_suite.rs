@@ -52,6 +52,8 @@ fn record(ws: &str, created_at: Timestamp) -> TokenRecord {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 
@@ -103,6 +105,7 @@ fn all(ws: Option<&str>, cursor: Option<Cursor>, limit: usize) -> ListQuery {
             kind: None,
             state: None,
             now: Timestamp::now(),
+            expiring_by: None,
         },
     }
 }
@@ -270,6 +273,7 @@ async fn listing_filters_by_state_and_type(s: &impl TokenStore) {
             kind,
             state,
             now: at,
+            expiring_by: None,
         },
     };
     let ids =

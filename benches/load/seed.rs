@@ -60,6 +60,8 @@ fn main() {
                         rotated_from: None,
                         description: None,
                         rotated_to: None,
+                        allow_from: Vec::new(),
+                        not_before: None,
                     };
                     store.create(&secret.hash(), &record).await.expect("create");
                     out.push(secret.expose().to_owned());

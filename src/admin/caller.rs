@@ -10,7 +10,7 @@ use http::Method;
 use jiff::Timestamp;
 
 use crate::cache::CachedScope;
-use crate::decide::{self, Credentials, RequestFacts};
+use crate::decide::{self, ClientAddr, Credentials, RequestFacts};
 use crate::doors::credentials;
 use crate::policy::Policy;
 use crate::policy::roles::{PermissionSet, TOKENS_MANAGE};
@@ -170,8 +170,13 @@ fn permissions_of(policy: &Policy, scope: &Scope) -> PermissionSet {
 }
 
 /// Who is calling: the admin key, or a workspace token whose role holds
-/// `tokens:manage`. Never logs what was presented.
-pub async fn authenticate(api: &AdminState, headers: &http::HeaderMap) -> Result<Caller, ApiError> {
+/// `tokens:manage`, used from `client` within its context limits. Never
+/// logs what was presented.
+pub async fn authenticate(
+    api: &AdminState,
+    headers: &http::HeaderMap,
+    client: std::net::IpAddr,
+) -> Result<Caller, ApiError> {
     let unauthorized = |m: &'static str| ApiError::unauthorized(m);
     let creds = credentials(headers);
     let value = match creds {
@@ -203,12 +208,16 @@ pub async fn authenticate(api: &AdminState, headers: &http::HeaderMap) -> Result
         upgrade: false,
         credentials: creds,
         now: Timestamp::now(),
+        // The admin listener believes no forwarded address: its peer.
+        client: ClientAddr::Known(client),
     };
     let record = decide::authenticate(&api.cache, &facts)
         .await
         .map_err(|deny| {
             if deny.code == DenyCode::StoreUnavailable {
                 ApiError::store(StoreError::Unavailable("token lookup failed".into()))
+            } else if deny.code == DenyCode::AddressNotAllowed {
+                ApiError::forbidden(deny.code.message())
             } else {
                 unauthorized(deny.code.message())
             }

@@ -67,6 +67,7 @@ pub async fn rotate(
     let old = update(&*api.cache, id, |r| {
         caller.may_act_on(&policy, r)?;
         let valid = req.validate(r, api.rotation, now).map_err(refused)?;
+        governed_rotate(&policy, r, &valid, now)?;
         if let Some(why) = caller.outlived_by(valid.expires_at) {
             return Err(if valid.expires_given {
                 ApiError::Validation(field("expires", why))
@@ -139,6 +140,41 @@ pub async fn rotate(
     ))
 }
 
+/// The governance of a rotate (`[tokens]`): the successor's expiry within
+/// the longest lifetime (a 422 on `expires`, also when inherited), and its
+/// roles — the old token's — within the highest role (403: a rotate never
+/// changes a scope; create a new token).
+fn governed_rotate(
+    policy: &crate::policy::Policy,
+    old: &TokenRecord,
+    valid: &ValidRotate,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let gov = &policy.governance;
+    if let Err(why) = gov.check_expiry(&old.workspace_id, valid.expires_at, now) {
+        let why = if valid.expires_given {
+            why
+        } else {
+            format!("the old token's expiry {why}; give one within it")
+        };
+        return Err(ApiError::Validation(field("expires", why)));
+    }
+    let roles: Vec<&str> = match &old.scope {
+        crate::token::Scope::Workspace { role } => vec![role],
+        crate::token::Scope::Project { projects } => {
+            projects.iter().map(|g| g.role.as_str()).collect()
+        }
+    };
+    for role in roles {
+        if let Err(why) = gov.check_role(&policy.roles, &old.workspace_id, role) {
+            return Err(ApiError::forbidden(format!(
+                "The token cannot be rotated: {why}. Create a new token with a role within it."
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `PATCH /admin/v1/tokens/{id}`: name, description and a shorter expiry;
 /// nothing else, and never a later expiry (422 naming the field).
 pub async fn update_token(
@@ -155,7 +191,17 @@ pub async fn update_token(
     let stored = update(&*api.cache, &id, |r| {
         *before.lock().unwrap_or_else(PoisonError::into_inner) = Some(r.clone());
         caller.may_act_on(&policy, r)?;
-        req.apply(r, now).map_err(refused)
+        let next = req.apply(r, now).map_err(refused)?;
+        // A new expiry is held to `[tokens]` max_lifetime as at create.
+        if req.expires.is_some()
+            && let Some(n) = &next
+            && let Err(why) = policy
+                .governance
+                .check_expiry(&n.workspace_id, n.expires_at, now)
+        {
+            return Err(ApiError::Validation(field("expires", why)));
+        }
+        Ok(next)
     })
     .await
     .map_err(|e| ApiError::from_update(e, &id))?;

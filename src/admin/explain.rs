@@ -8,6 +8,7 @@
 //! the doors. It reads the token through the caller's reach; it never
 //! writes.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -18,13 +19,13 @@ use jiff::Timestamp;
 use crate::cache::CachedRecord;
 use crate::decide::pass::{public_route, without_token};
 use crate::decide::{
-    Credentials, Decision, Deny, Detail, NO_PROJECT, RequestFacts, Trace, authorize_traced,
-    check_request, check_state,
+    ClientAddr, Credentials, Decision, Deny, Detail, NO_PROJECT, RequestFacts, Trace,
+    authorize_traced, check_context, check_request, check_state,
 };
 use crate::policy::rules::{AmbiguousPath, Captures, Rule, normalize};
 use crate::policy::{Access, OtherCredentials};
 use crate::refusal::DenyCode;
-use crate::token::{FieldErrors, TokenId};
+use crate::token::{FieldErrors, TokenId, TokenRecord};
 
 use super::caller::Caller;
 use super::error::ApiError;
@@ -118,6 +119,19 @@ pub async fn explain(
         Some((p, q)) => (p, Some(q)),
         None => (req.path.as_str(), None),
     };
+    let client = match req.client.as_deref().map(str::trim) {
+        None => ClientAddr::Unknown,
+        Some(s) => match s.parse::<IpAddr>() {
+            Ok(ip) => ClientAddr::Known(ip.to_canonical()),
+            Err(_) => {
+                errors.insert(
+                    "client".into(),
+                    format!("`{s}` is not an IP address; write it like 192.0.2.7 or 2001:db8::7"),
+                );
+                ClientAddr::Unknown
+            }
+        },
+    };
     if !raw_path.starts_with('/') {
         errors.insert(
             "path".into(),
@@ -151,6 +165,7 @@ pub async fn explain(
         )],
         rule: None,
     };
+    context_steps(&full, now, client, &mut steps.words);
     // The rule walk is told even when an earlier check refuses: explain
     // shows where the request would have gone.
     let authorized = authorize_traced(&policy, record.clone(), &method, raw_path, &mut steps);
@@ -161,7 +176,8 @@ pub async fn explain(
             detail: None,
         })
     };
-    let decision = match check_state(&full, now) {
+    let decision = match check_state(&full, now).and_then(|()| check_context(&record, now, client))
+    {
         Err(code) => deny(code, None),
         Ok(()) => match check_request(query, false) {
             Err(code) => deny(code, Some(record)),
@@ -234,6 +250,36 @@ pub async fn explain(
     ))
 }
 
+/// What `explain` says of a token's context limits, before the rule walk.
+fn context_steps(
+    full: &TokenRecord,
+    now: Timestamp,
+    client: ClientAddr<'_>,
+    words: &mut Vec<String>,
+) {
+    if let Some(nb) = full.not_before {
+        words.push(if now < nb {
+            format!("the token is not valid before {nb}: refused until then")
+        } else {
+            format!("the token is valid from {nb}")
+        });
+    }
+    if full.allow_from.is_empty() {
+        return;
+    }
+    let nets: Vec<String> = full.allow_from.iter().map(ToString::to_string).collect();
+    let nets = nets.join(", ");
+    words.push(match client.get() {
+        None => format!(
+            "the token may be used only from {nets}; no client address was given (--client), so it is refused"
+        ),
+        Some(ip) if full.allow_from.iter().any(|n| n.contains(ip)) => {
+            format!("the token may be used only from {nets}; client {ip} is inside")
+        }
+        Some(ip) => format!("the token may be used only from {nets}; client {ip} is not"),
+    });
+}
+
 /// The explanation for a request that presents no Hawzu token: passed on
 /// a public route or with `policy.other_credentials = "pass"`, else
 /// refused as the doors refuse it. The verdict is [`without_token`]'s, the
@@ -253,6 +299,7 @@ fn without_token_explained(
         upgrade: false,
         credentials: Credentials::None,
         now,
+        client: ClientAddr::Unknown,
     };
     let decision = without_token(&policy, &facts, DenyCode::MissingToken);
     let mut steps =
@@ -336,6 +383,8 @@ mod tests {
             rotated_from: None,
             description: None,
             rotated_to: None,
+            allow_from: Vec::new(),
+            not_before: None,
         }))
     }
 

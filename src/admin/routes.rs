@@ -257,7 +257,7 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
             retry_after: api.failed_auth.retry_after().clone(),
         });
     }
-    let caller = match authenticate(&api, req.headers()).await {
+    let caller = match authenticate(&api, req.headers(), client).await {
         Ok(c) => c,
         Err(e) => {
             if let ApiError::Unauthorized(_) = e {

@@ -19,6 +19,7 @@ use jiff::Timestamp;
 
 use crate::audit::{Action, AuditEvent, Origin};
 use crate::store::{Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, TokenStore, update};
+use crate::token::expiry::{parse_within, window_end};
 use crate::token::{
     FieldErrors, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState, record::RECORD_VERSION,
 };
@@ -74,6 +75,8 @@ pub async fn create(
         last_used_at: None,
         rotated_from: None,
         rotated_to: None,
+        allow_from: valid.limits.allow_from,
+        not_before: valid.limits.not_before,
     };
     api.cache
         .create(&secret.hash(), &record)
@@ -115,11 +118,7 @@ pub async fn list(
         )
     })?;
     let mut workspace = None;
-    let mut filter = ListFilter {
-        kind: None,
-        state: None,
-        now,
-    };
+    let mut filter = ListFilter::all(now);
     let mut cursor = None;
     let mut limit = DEFAULT_PAGE;
     let mut errors = FieldErrors::new();
@@ -153,6 +152,12 @@ pub async fn list(
                     );
                 }
             },
+            "expiring" => match parse_within(&v) {
+                Ok(within) => filter.expiring_by = window_end(within, now),
+                Err(why) => {
+                    errors.insert(k, why);
+                }
+            },
             "cursor" => match Cursor::decode(&v) {
                 Some(c) => cursor = Some(c),
                 None => {
@@ -168,7 +173,8 @@ pub async fn list(
             _ => {
                 errors.insert(
                     k,
-                    "is not a parameter; use workspace, type, state, cursor, limit".into(),
+                    "is not a parameter; use workspace, type, state, expiring, cursor, limit"
+                        .into(),
                 );
             }
         }

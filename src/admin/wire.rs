@@ -54,6 +54,16 @@ pub struct TokenView {
     /// The successor, once rotated; absent before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_to: Option<TokenId>,
+    /// The client networks the token may be used from; absent: anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<String>,
+    /// The token is refused before this instant; absent: from creation.
+    #[serde(
+        default,
+        with = "seconds::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_before: Option<Timestamp>,
     pub state: TokenState,
 }
 
@@ -77,6 +87,8 @@ impl TokenView {
             last_used_at: r.last_used_at,
             rotated_from: r.rotated_from,
             rotated_to: r.rotated_to,
+            allow_from: r.allow_from.iter().map(ToString::to_string).collect(),
+            not_before: r.not_before,
         }
     }
 }
@@ -264,6 +276,10 @@ pub struct ExplainRequest {
     pub method: String,
     /// The request path as a client sends it, query included.
     pub path: String,
+    /// The client's address, as the doors would work it out (needed for a
+    /// token with `allow_from`; left out, such a token is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// The answer of `POST /admin/v1/explain`.

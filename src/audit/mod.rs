@@ -325,6 +325,15 @@ pub fn public_fields(r: &TokenRecord) -> Fields {
         ("created_by".into(), r.created_by.clone().into()),
         ("created_at".into(), time(Some(r.created_at))),
         ("expires_at".into(), time(r.expires_at)),
+        ("not_before".into(), time(r.not_before)),
+        (
+            "allow_from".into(),
+            r.allow_from
+                .iter()
+                .map(|n| Value::from(n.to_string()))
+                .collect::<Vec<_>>()
+                .into(),
+        ),
         ("disabled_at".into(), time(r.disabled_at)),
         ("disabled_by".into(), text(r.disabled_by.as_deref())),
         ("revoked_at".into(), time(r.revoked_at)),

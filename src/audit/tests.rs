@@ -23,6 +23,8 @@ fn record() -> TokenRecord {
         last_used_at: None,
         rotated_from: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 
@@ -66,6 +68,7 @@ fn a_create_shows_every_public_field_and_nothing_else() {
     assert_eq!(
         keys,
         [
+            "allow_from",
             "created_at",
             "created_by",
             "description",
@@ -73,6 +76,7 @@ fn a_create_shows_every_public_field_and_nothing_else() {
             "disabled_by",
             "expires_at",
             "name",
+            "not_before",
             "revoked_at",
             "rotated_from",
             "rotated_to",

@@ -29,7 +29,7 @@ mod listen;
 mod record;
 
 pub use self::listen::listen_for_invalidations;
-pub use self::record::{CachedGrant, CachedRecord, CachedScope};
+pub use self::record::{CachedGrant, CachedLimits, CachedRecord, CachedScope};
 
 /// Cache sizes and lifetimes.
 #[derive(Debug, Clone, Copy)]

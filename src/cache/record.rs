@@ -6,8 +6,10 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use http::HeaderValue;
 use jiff::Timestamp;
 
+use crate::policy::net::IpNet;
 use crate::token::{Scope, TokenKind, TokenRecord};
 
 /// A token as the cache holds it: what decisions, logs and token callers
@@ -29,6 +31,21 @@ pub struct CachedRecord {
     /// `last_used_at` in ms since the epoch (`i64::MIN`: never).
     last_used_ms: i64,
     noted_ms: AtomicI64,
+    /// `allow_from` and `not_before`, boxed: a token without them (most)
+    /// pays one null pointer.
+    limits: Option<Box<CachedLimits>>,
+    /// The expiry as the `X-Hawzu-Token-Expires` / `Hawzu-Token-Expires`
+    /// header value (RFC 3339, UTC, whole seconds), made once per cached
+    /// token so an allowed request only clones it (a reference count).
+    expires_header: Option<HeaderValue>,
+}
+
+/// The context limits of a cached token (see `token::context`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedLimits {
+    /// Empty: any client address.
+    pub allow_from: Box<[IpNet]>,
+    pub not_before: Option<Timestamp>,
 }
 
 /// The scope of a cached token.
@@ -76,7 +93,29 @@ impl CachedRecord {
             revoked_at: record.revoked_at,
             last_used_ms: record.last_used_at.map_or(i64::MIN, |t| t.as_millisecond()),
             noted_ms: AtomicI64::new(i64::MIN / 2),
+            limits: record.has_context_limits().then(|| {
+                Box::new(CachedLimits {
+                    allow_from: record.allow_from.as_slice().into(),
+                    not_before: record.not_before,
+                })
+            }),
+            expires_header: record.expires_at.and_then(|t| {
+                let whole = Timestamp::from_second(t.as_second()).unwrap_or(t);
+                HeaderValue::from_str(&whole.to_string()).ok()
+            }),
         }
+    }
+
+    /// Where and from when the token may be used; `None`: anywhere, at once.
+    pub fn limits(&self) -> Option<&CachedLimits> {
+        self.limits.as_deref()
+    }
+
+    /// The expiry as a header value (RFC 3339, UTC, truncated to the
+    /// second: never later than the real one); `None` for a token that
+    /// never expires.
+    pub fn expires_header(&self) -> Option<&HeaderValue> {
+        self.expires_header.as_ref()
     }
 
     pub fn id(&self) -> &str {
@@ -136,6 +175,7 @@ impl PartialEq for CachedRecord {
             && self.expires_at == other.expires_at
             && self.disabled == other.disabled
             && self.revoked_at == other.revoked_at
+            && self.limits == other.limits
     }
 }
 

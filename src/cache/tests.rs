@@ -139,6 +139,8 @@ fn token() -> (TokenHash, TokenRecord) {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     };
     (TokenSecret::generate().unwrap().hash(), record)
 }

@@ -35,6 +35,7 @@ macro_rules! complain {
 }
 
 mod audit;
+mod explain;
 mod global;
 mod output;
 mod roles;
@@ -48,10 +49,11 @@ use clap::Args;
 use crate::config;
 
 use self::audit::{AuditArgs, audit};
+use self::explain::{ExplainArgs, explain};
 use self::global::{REFUSED, USAGE};
 use self::roles::{RolesArgs, roles};
 use self::serve::{check_config, serve};
-use self::token::{ExplainArgs, TokenArgs, explain, token};
+use self::token::{TokenArgs, token};
 
 /// The root `--help`'s closing words: exit codes and time format.
 pub const AFTER_HELP: &str = "\

@@ -102,6 +102,15 @@ impl Output {
             ("created by", t.created_by.clone()),
             ("created", when(Some(t.created_at), "")),
             ("expires", when(t.expires_at, "never")),
+            ("not before", when(t.not_before, "-")),
+            (
+                "allow from",
+                if t.allow_from.is_empty() {
+                    "anywhere".to_owned()
+                } else {
+                    t.allow_from.join(", ")
+                },
+            ),
             ("disabled", when(t.disabled_at, "-")),
             (
                 "disabled by",

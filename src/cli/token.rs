@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::admin::client::AdminClient;
 use crate::admin::wire::{
-    CreateRequest, Created, ExplainRequest, Explained, ListPage, RotateRequest, ShownToken,
-    TokenAnswer, TokenView, UpdateRequest,
+    CreateRequest, Created, ListPage, RotateRequest, ShownToken, TokenAnswer, TokenView,
+    UpdateRequest,
 };
 use crate::config::Loaded;
 use crate::token::expiry::ExpirySpec;
@@ -31,46 +31,6 @@ pub(super) struct TokenArgs {
     client: Client,
     #[command(subcommand)]
     command: TokenCommand,
-}
-
-#[derive(Debug, Args)]
-pub(super) struct ExplainArgs {
-    /// The token id (tok_…). Left out: a request with no Hawzu token (a
-    /// cookie, another bearer, nothing): refused, or passed on a public
-    /// route or with policy.other_credentials = "pass".
-    #[arg(long, value_name = "ID", value_parser = parse_id)]
-    token_id: Option<TokenId>,
-    /// The request method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
-    #[arg(long, value_name = "M", value_parser = parse_method)]
-    method: String,
-    /// The request path, as the client sends it (`/api/v1/workspaces/…`).
-    #[arg(long, value_name = "P", value_parser = parse_path)]
-    path: String,
-    /// Exit 0 on a deny too (the verdict is still printed); without it a
-    /// deny exits 1.
-    #[arg(long)]
-    exit_zero: bool,
-    // Last: its heading holds for every flag after it.
-    #[command(flatten)]
-    client: Client,
-}
-
-fn parse_method(s: &str) -> Result<String, String> {
-    const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-    let upper = s.to_ascii_uppercase();
-    if METHODS.contains(&upper.as_str()) {
-        Ok(upper)
-    } else {
-        Err(format!("use one of {}", METHODS.join(", ")))
-    }
-}
-
-fn parse_path(s: &str) -> Result<String, String> {
-    if s.starts_with('/') {
-        Ok(s.to_owned())
-    } else {
-        Err("a request path starts with `/`, like /api/v1/workspaces/ws_1/projects".into())
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,7 +77,7 @@ pub(super) struct RotateArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["name", "description", "expires"])))]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["name", "description", "expires", "allow_from", "allow_anywhere", "not_before"])))]
 pub(super) struct UpdateArgs {
     /// The token id (tok_…).
     #[arg(value_name = "ID", value_parser = parse_id)]
@@ -132,6 +92,17 @@ pub(super) struct UpdateArgs {
     /// date (00:00 UTC that day) or RFC 3339 instant.
     #[arg(long, value_name = "WHEN", value_parser = parse_expiry)]
     expires: Option<String>,
+    /// Replace the client networks the token may be used from (repeat for
+    /// more): 10.0.0.0/8, 2001:db8::/32, 192.0.2.7.
+    #[arg(long, value_name = "CIDR", value_parser = parse_net, conflicts_with = "allow_anywhere")]
+    allow_from: Vec<String>,
+    /// Let the token be used from any address again (clears --allow-from).
+    #[arg(long)]
+    allow_anywhere: bool,
+    /// When the token starts to work (as at create); "" makes it work at
+    /// once.
+    #[arg(long, value_name = "WHEN")]
+    not_before: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +136,15 @@ pub(super) struct CreateArgs {
     /// Who the token is created by (default: $USER).
     #[arg(long, value_name = "WHO")]
     created_by: Option<String>,
+    /// Only from these client networks (repeat for more): 10.0.0.0/8,
+    /// 2001:db8::/32, 192.0.2.7. The client address is the one
+    /// trusted_proxies leads to. Default: any address.
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    allow_from: Vec<String>,
+    /// Not before this instant: 2027-03-01T09:00:00Z, a date (00:00 UTC
+    /// that day), or a length from now (12h, 2d). Default: at once.
+    #[arg(long, value_name = "WHEN")]
+    not_before: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -192,6 +172,9 @@ pub(super) struct ListArgs {
     /// Only tokens of this type.
     #[arg(long = "type", value_enum)]
     kind: Option<TypeArg>,
+    /// Only usable tokens that expire within this long (1d, 7d, 30d, 12h).
+    #[arg(long, value_name = "WITHIN", value_parser = parse_within)]
+    expiring: Option<String>,
     /// Tokens per page (1-500).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
     limit: u16,
@@ -252,55 +235,22 @@ fn parse_expiry(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_net(s: &str) -> Result<String, String> {
+    s.parse::<crate::config::IpNet>().map(|_| s.to_owned())
+}
+
+fn parse_within(s: &str) -> Result<String, String> {
+    crate::token::expiry::parse_within(s).map(|_| s.to_owned())
+}
+
 fn parse_overlap(s: &str) -> Result<String, String> {
     humantime::parse_duration(s)
         .map(|_| s.to_owned())
         .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 30m, 24h or 3d"))
 }
 
-fn parse_id(s: &str) -> Result<TokenId, String> {
+pub(super) fn parse_id(s: &str) -> Result<TokenId, String> {
     TokenId::parse(s).map_err(|e| e.to_string())
-}
-
-/// `explain`: why a token would be allowed or refused a request. Exits 1
-/// on a deny unless `--exit-zero`.
-pub(super) async fn explain(loaded: &Loaded, args: ExplainArgs) -> u8 {
-    let client = match client(&args.client.admin, loaded) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let out = Output {
-        json: args.client.json,
-    };
-    let body = ExplainRequest {
-        token_id: args.token_id.as_ref().map(TokenId::to_string),
-        method: args.method.clone(),
-        path: args.path.clone(),
-    };
-    let answer = client.send(Method::POST, "/admin/v1/explain", &body).await;
-    // Read here as well as shown: `--json` prints the body as sent.
-    // Only a deny exits 1: `allow` and `passed` (no Hawzu token, forwarded
-    // for the API to judge) are not refusals.
-    let denied = matches!(&answer, Ok((s, v)) if s.is_success() && v["decision"] == "deny");
-    let code = out.finish(answer, |v: Explained| {
-        let verdict = match &v.code {
-            Some(code) => format!("deny: {code} ({})", v.status),
-            // `passed: …` says why.
-            None if v.decision == "passed" => v.steps.last().cloned().unwrap_or_default(),
-            None => "allow".to_owned(),
-        };
-        say!("{verdict}  {} {}", args.method, args.path);
-        // The last step repeats the verdict.
-        let shown = v.steps.len().saturating_sub(1);
-        for (i, step) in v.steps.iter().take(shown).enumerate() {
-            say!("  {}. {}", i + 1, step);
-        }
-    });
-    if code == OK && denied && !args.exit_zero {
-        REFUSED
-    } else {
-        code
-    }
 }
 
 /// `token …`: one admin API call per command (`list --all`: one per page).
@@ -332,6 +282,8 @@ pub(super) async fn token(loaded: &Loaded, args: TokenArgs) -> u8 {
                 scope: Some(scope),
                 expires: Some(args.expires),
                 created_by: Some(created_by),
+                allow_from: (!args.allow_from.is_empty()).then_some(args.allow_from),
+                not_before: args.not_before,
             };
             let answer = client.send(Method::POST, "/admin/v1/tokens", &body).await;
             out.finish(answer, |c: Created| {
@@ -367,6 +319,12 @@ pub(super) async fn token(loaded: &Loaded, args: TokenArgs) -> u8 {
                 name: a.name,
                 description: a.description,
                 expires: a.expires,
+                allow_from: if a.allow_anywhere {
+                    Some(Vec::new())
+                } else {
+                    (!a.allow_from.is_empty()).then_some(a.allow_from)
+                },
+                not_before: a.not_before,
                 other: Default::default(),
             };
             let answer = client
@@ -459,6 +417,9 @@ async fn list(client: &AdminClient, out: &Output, args: ListArgs) -> u8 {
             TypeArg::Project => "project",
         };
         params.push(format!("type={v}"));
+    }
+    if let Some(within) = &args.expiring {
+        params.push(format!("expiring={}", encode(within)));
     }
     let mut cursor = args.cursor.clone();
     // Kept as the server sent them: `--json` passes them on unchanged.

@@ -16,7 +16,7 @@
 //! value came from. Nothing here may open a socket, a store
 //! or a file other than the config file and the CA files it checks. It
 //! imports only `policy` (to build the `Policy`), `headers` (defaults and
-//! the strip check) and `tls` (the CA check) — never the server, the doors,
+//! the strip check), `tls` (the CA check) and `token::expiry` (lifetimes) — never the server, the doors,
 //! the store or the admin plane.
 
 mod admin;
@@ -34,6 +34,7 @@ mod policy;
 mod runtime;
 mod settings;
 mod store;
+mod tokens;
 mod upstream;
 
 pub use crate::redact::redact_url;
@@ -57,6 +58,7 @@ pub use settings::Settings;
 pub use store::{
     Backend, DEFAULT_REPLICA_ACKS, RedisMode, RedisSettings, SentinelSettings, StoreSettings,
 };
+pub use tokens::{TokenSettings, WorkspaceTokenSettings};
 pub use upstream::{ProxySettings, UpstreamSettings};
 
 #[cfg(test)]

@@ -120,6 +120,7 @@ impl PolicySettings {
             rules: RuleSet::new(rules),
             ids,
             other_credentials: self.other_credentials,
+            governance: Default::default(),
         })
     }
 }

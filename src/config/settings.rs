@@ -23,6 +23,7 @@ use super::origin::{ConfigError, Origin};
 use super::policy::PolicySettings;
 use super::runtime::{RuntimeSettings, ShutdownSettings};
 use super::store::StoreSettings;
+use super::tokens::TokenSettings;
 use super::upstream::{ProxySettings, UpstreamSettings};
 
 /// The whole configuration.
@@ -69,6 +70,9 @@ pub struct Settings {
     /// `X-Forwarded-*` headers are replaced, never trusted.
     #[serde(deserialize_with = "clients::ip_nets")]
     pub trusted_proxies: Vec<IpNet>,
+    /// Governance of tokens (longest lifetime, highest role) and expiry
+    /// signals.
+    pub tokens: TokenSettings,
 }
 
 impl Default for Settings {
@@ -95,6 +99,7 @@ impl Default for Settings {
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
+            tokens: TokenSettings::default(),
         }
     }
 }
@@ -123,6 +128,8 @@ impl Settings {
         self.failed_auth.validate(invalid)?;
         self.listen.validate(invalid)?;
         self.audit.validate(invalid)?;
-        self.policy.build(&self.roles, invalid)
+        let mut policy = self.policy.build(&self.roles, invalid)?;
+        policy.governance = self.tokens.build(&policy.roles, invalid)?;
+        Ok(policy)
     }
 }

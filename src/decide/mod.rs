@@ -7,6 +7,7 @@
 //! is a `Decision`, not an error: even the gate's own faults end as a deny
 //! (`store_unavailable`), so the gate fails closed.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::Method;
@@ -50,6 +51,43 @@ pub struct RequestFacts<'a> {
     pub credentials: Credentials<'a>,
     /// The decision instant; expiry is exact to it.
     pub now: Timestamp,
+    /// The client's address, worked out only when a token limits it.
+    pub client: ClientAddr<'a>,
+}
+
+/// The client address of a request, as `trusted_proxies` says (see
+/// `clients`): worked out only when something needs it — a token with
+/// `allow_from`, or the failed-auth limit — so most requests never read
+/// `X-Forwarded-For`.
+#[derive(Clone, Copy)]
+pub enum ClientAddr<'a> {
+    /// Not known (`explain` without a client address): a token that limits
+    /// addresses is refused.
+    Unknown,
+    Known(IpAddr),
+    /// Worked out by the door when asked.
+    Lazy(&'a (dyn Fn() -> IpAddr + Sync)),
+}
+
+impl ClientAddr<'_> {
+    /// The address, in canonical form (IPv4-mapped IPv6 as IPv4).
+    pub fn get(&self) -> Option<IpAddr> {
+        match self {
+            ClientAddr::Unknown => None,
+            ClientAddr::Known(ip) => Some(ip.to_canonical()),
+            ClientAddr::Lazy(f) => Some(f().to_canonical()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientAddr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientAddr::Unknown => f.write_str("Unknown"),
+            ClientAddr::Known(ip) => write!(f, "Known({ip})"),
+            ClientAddr::Lazy(_) => f.write_str("Lazy"),
+        }
+    }
 }
 
 /// Which grant of the token allowed the request.
@@ -273,6 +311,33 @@ fn state_at(
     }
 }
 
+/// Step 5, continued: the token's context limits at `now` for the client
+/// `client` — not before its `not_before` (`token_not_yet_valid`), and
+/// only from its `allow_from` networks (`address_not_allowed`; an unknown
+/// client is refused). A token without limits costs one pointer test, and
+/// the client address is asked for only when the token lists networks.
+pub fn check_context(
+    record: &CachedRecord,
+    now: Timestamp,
+    client: ClientAddr<'_>,
+) -> Result<(), DenyCode> {
+    let Some(limits) = record.limits() else {
+        return Ok(());
+    };
+    if limits.not_before.is_some_and(|nb| now < nb) {
+        return Err(DenyCode::TokenNotYetValid);
+    }
+    if !limits.allow_from.is_empty() {
+        let allowed = client
+            .get()
+            .is_some_and(|ip| limits.allow_from.iter().any(|n| n.contains(ip)));
+        if !allowed {
+            return Err(DenyCode::AddressNotAllowed);
+        }
+    }
+    Ok(())
+}
+
 /// Steps 1-5: extract, parse, hash, look up (cache, then store), state.
 pub async fn authenticate<S: TokenStore>(
     cache: &TokenCache<S>,
@@ -284,14 +349,15 @@ pub async fn authenticate<S: TokenStore>(
         detail: None,
     };
     let secret = extract_token(facts.credentials).map_err(bare)?;
-    lookup(cache, &secret, facts.now).await
+    lookup(cache, &secret, facts.now, facts.client).await
 }
 
-/// Steps 3-5 for a well-formed token: hash, look up, state.
+/// Steps 3-5 for a well-formed token: hash, look up, state, context.
 async fn lookup<S: TokenStore>(
     cache: &TokenCache<S>,
     secret: &TokenSecret,
     now: Timestamp,
+    client: ClientAddr<'_>,
 ) -> Result<Arc<CachedRecord>, Deny> {
     let bare = |code| Deny {
         code,
@@ -306,7 +372,9 @@ async fn lookup<S: TokenStore>(
             return Err(bare(DenyCode::StoreUnavailable));
         }
     };
-    if let Err(code) = check_cached_state(&record, now) {
+    if let Err(code) =
+        check_cached_state(&record, now).and_then(|()| check_context(&record, now, client))
+    {
         return Err(Deny {
             code,
             record: Some(record),
@@ -339,7 +407,7 @@ pub async fn decide<'a, S: TokenStore>(
         }
         Err(code) => return without_token(policy, facts, code),
     };
-    match lookup(cache, &secret, facts.now).await {
+    match lookup(cache, &secret, facts.now, facts.client).await {
         Ok(record) => match check_request(facts.query, facts.upgrade) {
             Ok(()) => authorize(policy, record, facts.method, facts.path),
             Err(code) => Decision::Deny(Deny {

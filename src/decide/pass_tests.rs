@@ -52,7 +52,7 @@ use jiff::Timestamp;
 
 use crate::cache::{CacheOptions, TokenCache};
 use crate::config::RuleSettings;
-use crate::decide::decide;
+use crate::decide::{ClientAddr, decide};
 use crate::policy::roles::Permission;
 use crate::policy::rules::{MethodSet, Rule, RuleSet, Template};
 use crate::store::{EmbeddedStore, Store, TokenStore};
@@ -111,6 +111,8 @@ async fn store_with_token() -> (tempfile::TempDir, TokenCache<Store>, TokenSecre
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     };
     cache.create(&secret.hash(), &rec).await.unwrap();
     (dir, cache, secret)
@@ -136,6 +138,7 @@ async fn outcome(
         upgrade,
         credentials: auth.map_or(Credentials::None, |a| Credentials::One(a.as_bytes())),
         now: Timestamp::now(),
+        client: ClientAddr::Unknown,
     };
     match decide(cache, policy, &facts).await {
         Decision::Allow(_) => "allow".into(),

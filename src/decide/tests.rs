@@ -29,6 +29,8 @@ fn record(scope: Scope) -> TokenRecord {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 
@@ -353,6 +355,7 @@ async fn run(cache: &TokenCache<Store>, auth: Option<String>, now: Timestamp) ->
             .as_deref()
             .map_or(Credentials::None, |a| Credentials::One(a.as_bytes())),
         now,
+        client: ClientAddr::Known(std::net::IpAddr::from([192, 0, 2, 7])),
     };
     decide(cache, &policy(), &facts).await.code()
 }
@@ -521,4 +524,55 @@ fn a_future_revocation_ends_a_cached_token_at_its_instant() {
         Err(DenyCode::TokenRevoked)
     );
     assert_eq!(check_state(&rec, end), Err(DenyCode::TokenRevoked));
+}
+
+#[test]
+fn context_limits_refuse_early_use_and_other_addresses() {
+    let at = |s: &str| s.parse::<Timestamp>().unwrap();
+    let ip = |s: &str| ClientAddr::Known(s.parse().unwrap());
+    let mut r = record(Scope::Workspace {
+        role: "workspace_viewer".into(),
+    });
+    // No limits: no client address is ever asked for.
+    let plain = CachedRecord::new(&r);
+    assert!(plain.limits().is_none());
+    let asked = std::sync::atomic::AtomicBool::new(false);
+    let lazy = || {
+        asked.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::net::IpAddr::from([192, 0, 2, 7])
+    };
+    assert_eq!(
+        check_context(&plain, now(), ClientAddr::Lazy(&lazy)),
+        Ok(())
+    );
+    assert!(!asked.load(std::sync::atomic::Ordering::Relaxed));
+
+    r.not_before = Some(at("2027-01-02T00:00:00Z"));
+    r.allow_from = vec![
+        "10.0.0.0/8".parse().unwrap(),
+        "2001:db8::/32".parse().unwrap(),
+    ];
+    let limited = CachedRecord::new(&r);
+    // Before its start: not yet valid, whatever the address.
+    assert_eq!(
+        check_context(&limited, now(), ip("10.1.2.3")),
+        Err(DenyCode::TokenNotYetValid)
+    );
+    let later = at("2027-01-02T00:00:00Z");
+    assert_eq!(check_context(&limited, later, ip("10.1.2.3")), Ok(()));
+    // IPv4-mapped IPv6 is the IPv4 address.
+    assert_eq!(
+        check_context(&limited, later, ip("::ffff:10.9.9.9")),
+        Ok(())
+    );
+    assert_eq!(check_context(&limited, later, ip("2001:db8::1")), Ok(()));
+    assert_eq!(
+        check_context(&limited, later, ip("192.0.2.7")),
+        Err(DenyCode::AddressNotAllowed)
+    );
+    // An unknown client is refused: deny by default.
+    assert_eq!(
+        check_context(&limited, later, ClientAddr::Unknown),
+        Err(DenyCode::AddressNotAllowed)
+    );
 }

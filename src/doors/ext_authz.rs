@@ -23,8 +23,8 @@ use jiff::Timestamp;
 
 use super::Shared;
 use super::lifecycle::Exchange;
-use crate::decide::{Credentials, Decision, RequestFacts};
-use crate::headers::{HTTP2_SETTINGS, UPGRADE};
+use crate::decide::{ClientAddr, Credentials, Decision, RequestFacts};
+use crate::headers::{HAWZU_TOKEN_EXPIRES, HTTP2_SETTINGS, UPGRADE};
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
 
@@ -86,6 +86,7 @@ impl ExtAuthz {
             upgrade,
             credentials,
         } = checked;
+        let client = || self.client(req, peer);
         let facts = RequestFacts {
             method,
             path,
@@ -93,9 +94,9 @@ impl ExtAuthz {
             upgrade: *upgrade,
             credentials: *credentials,
             now: Timestamp::now(),
+            client: ClientAddr::Lazy(&client),
         };
-        let client = || self.client(req, peer);
-        match exchange.decide(&facts, client).await {
+        match exchange.decide(&facts).await {
             Decision::Allow(p) => {
                 let headers = &self.shared.headers;
                 let mut ok = OkHttpResponseBuilder::new();
@@ -111,6 +112,15 @@ impl ExtAuthz {
                 let client = http.headers.keys().map(String::as_str);
                 for name in headers.removals(client, &set, false) {
                     ok.remove_header(&name);
+                }
+                // Envoy adds it to the response its client gets.
+                if let Some(v) = p.record.expires_header() {
+                    ok.add_response_header(
+                        HAWZU_TOKEN_EXPIRES.as_str(),
+                        v.to_str().unwrap_or_default(),
+                        Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
+                        false,
+                    );
                 }
                 let mut res = CheckResponse::with_status(tonic::Status::ok("allowed"));
                 res.set_http_response(ok);

@@ -23,11 +23,11 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use jiff::Timestamp;
 
-use super::{Shared, credentials};
-use crate::decide::{Decision, RequestFacts};
+use super::{Shared, credentials, inspect};
+use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
-    X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD,
-    X_ORIGINAL_URI, X_ORIGINAL_URL, asks_upgrade,
+    HAWZU_TOKEN_EXPIRES, X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI,
+    X_ORIGINAL_METHOD, X_ORIGINAL_URI, X_ORIGINAL_URL, asks_upgrade,
 };
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
@@ -68,6 +68,25 @@ impl ForwardAuth {
     pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         let headers = req.headers();
+        if inspect::asks(req.method(), path) {
+            let shared = &self.shared;
+            let mut exchange = shared.begin(Door::Inspect);
+            exchange.asked(req.method().as_str(), path);
+            let client = || shared.client(peer.ip(), headers);
+            let facts = RequestFacts {
+                method: req.method(),
+                path,
+                query: None,
+                upgrade: false,
+                credentials: credentials(headers),
+                now: Timestamp::now(),
+                client: ClientAddr::Lazy(&client),
+            };
+            let request_id = shared.request_id(headers);
+            let res = inspect::answer(shared, &mut exchange, &facts, &request_id).await;
+            exchange.finish(res.status().as_u16(), request_id.to_str().ok());
+            return res;
+        }
         let (asker, original) = match path {
             "/auth/nginx" => (Asker::Nginx, nginx_original(headers)),
             "/auth/traefik" => (Asker::Traefik, traefik_original(headers)),
@@ -86,6 +105,7 @@ impl ForwardAuth {
         };
         let shared = &self.shared;
         let mut exchange = shared.begin(asker.door());
+        let client = || shared.client(peer.ip(), headers);
         let decision = match &original {
             Ok((method, original, query)) => {
                 exchange.asked(method.as_str(), &**original);
@@ -96,9 +116,9 @@ impl ForwardAuth {
                     upgrade: asks_upgrade(headers),
                     credentials: credentials(headers),
                     now: Timestamp::now(),
+                    client: ClientAddr::Lazy(&client),
                 };
-                let client = || shared.client(peer.ip(), headers);
-                exchange.decide(&facts, client).await
+                exchange.decide(&facts).await
             }
             Err(code) => {
                 // The proxy did not say what request it asks about.
@@ -130,6 +150,12 @@ impl ForwardAuth {
                 *res.headers_mut() = HeaderMap::with_capacity(8);
                 let h = res.headers_mut();
                 shared.identity(h, &p);
+                // For a proxy that copies it to its client: nginx
+                // `auth_request_set` + `add_header`, Envoy
+                // `allowed_client_headers_on_success`.
+                if let Some(v) = p.record.expires_header() {
+                    h.insert(HAWZU_TOKEN_EXPIRES, v.clone());
+                }
                 if asker == Asker::Envoy {
                     // Envoy's HTTP mode keeps client headers the answer does
                     // not set; name them for removal (never one we set:

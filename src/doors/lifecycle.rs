@@ -29,7 +29,7 @@ use std::time::Instant;
 use crate::cache::CachedRecord;
 use crate::clients::is_failed_auth;
 use crate::decide::pass::would_pass;
-use crate::decide::{Decision, RequestFacts, decide};
+use crate::decide::{Decision, Deny, RequestFacts, decide};
 use crate::metrics::{Door, Outcome};
 use crate::refusal::{DenyCode, Refusal};
 use crate::telemetry::{self, Access};
@@ -81,15 +81,13 @@ impl<'s, 'r> Exchange<'s, 'r> {
     }
 
     /// Decides for the request, with the failed-auth limit around it; counts
-    /// the decision and notes an allowed token's use. `client` is the
-    /// request's client address, worked out only when a limit needs it.
-    pub async fn decide<'a>(
-        &mut self,
-        facts: &RequestFacts<'a>,
-        client: impl Fn() -> IpAddr,
-    ) -> Decision<'a> {
+    /// the decision and notes an allowed token's use. The facts' client
+    /// address is worked out only when a limit (or a token's `allow_from`)
+    /// needs it.
+    pub async fn decide<'a>(&mut self, facts: &RequestFacts<'a>) -> Decision<'a> {
         let shared = self.shared;
         let start = Instant::now();
+        let client = || facts.client.get().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let limited =
             shared.failed_auth.anyone_refused() && shared.failed_auth.is_refused(client());
         let policy = shared.policy.load();
@@ -112,6 +110,46 @@ impl<'s, 'r> Exchange<'s, 'r> {
         self.record = decision.record();
         self.outcome = outcome.as_str();
         decision
+    }
+
+    /// Steps 1-5 alone (token, state, context limits), for a request that
+    /// asks about its own token (self-inspection): the failed-auth limit
+    /// around it, counted and logged as a decision (`allow` when the token
+    /// is valid).
+    pub async fn authenticate(
+        &mut self,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Arc<CachedRecord>, Deny> {
+        let shared = self.shared;
+        let start = Instant::now();
+        let client = || facts.client.get().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let limited =
+            shared.failed_auth.anyone_refused() && shared.failed_auth.is_refused(client());
+        let result = if limited && !shared.holds_valid(facts).await {
+            Err(Deny {
+                code: DenyCode::RateLimited,
+                record: None,
+                detail: None,
+            })
+        } else {
+            crate::decide::authenticate(&shared.cache, facts).await
+        };
+        let outcome = match &result {
+            Ok(_) => Outcome::Allow,
+            Err(d) => {
+                if is_failed_auth(d.code) {
+                    shared.failed_auth.failed(client());
+                }
+                Outcome::Deny(d.code)
+            }
+        };
+        shared.metrics.decision(self.door, outcome, start.elapsed());
+        self.record = match &result {
+            Ok(r) => Some(r.clone()),
+            Err(d) => d.record.clone(),
+        };
+        self.outcome = outcome.as_str();
+        result
     }
 
     /// The request does not say what it asks about (a proxy left out the

@@ -22,6 +22,7 @@ use crate::web::RequestIds;
 
 pub mod ext_authz;
 pub mod forward_auth;
+pub mod inspect;
 pub mod lifecycle;
 pub mod listener;
 pub mod proxy;

@@ -29,11 +29,11 @@ use thiserror::Error;
 
 use super::lifecycle::Exchange;
 use super::listener::{Conn, TimedBody, is_body_timeout};
-use super::{Shared, credentials};
-use crate::decide::{Decision, RequestFacts};
+use super::{Shared, credentials, inspect};
+use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade, strip_hop_by_hop,
-    strip_underscored,
+    HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade,
+    strip_hop_by_hop, strip_underscored,
 };
 use crate::metrics::Door;
 use crate::refusal::Refusal;
@@ -125,8 +125,26 @@ impl Proxy {
 
     /// Serves one request of the proxy listener, and logs it.
     pub async fn handle(&self, req: Request<TimedBody>, conn: Conn) -> Response<ProxyBody> {
-        let mut exchange = self.shared.begin(Door::Proxy);
         let request_id = self.shared.request_id(req.headers());
+        if inspect::asks(req.method(), req.uri().path()) {
+            // Answered here, never forwarded.
+            let mut exchange = self.shared.begin(Door::Inspect);
+            exchange.asked(req.method().as_str(), req.uri().path());
+            let client = || self.shared.client(conn.peer.ip(), req.headers());
+            let facts = RequestFacts {
+                method: req.method(),
+                path: req.uri().path(),
+                query: None,
+                upgrade: false,
+                credentials: credentials(req.headers()),
+                now: Timestamp::now(),
+                client: ClientAddr::Lazy(&client),
+            };
+            let res = inspect::answer(&self.shared, &mut exchange, &facts, &request_id).await;
+            exchange.finish(res.status().as_u16(), request_id.to_str().ok());
+            return res.map(Either::Right);
+        }
+        let mut exchange = self.shared.begin(Door::Proxy);
         // The request is consumed by forwarding: the event gets a copy.
         if exchange.logging() {
             exchange.asked(
@@ -161,6 +179,7 @@ impl Proxy {
         let uri = std::mem::take(&mut parts.uri);
 
         let identity = {
+            let client = || shared.client(conn.peer.ip(), &parts.headers);
             let facts = RequestFacts {
                 method: &parts.method,
                 path: uri.path(),
@@ -168,20 +187,27 @@ impl Proxy {
                 upgrade: asks_upgrade(&parts.headers),
                 credentials: credentials(&parts.headers),
                 now: Timestamp::now(),
+                client: ClientAddr::Lazy(&client),
             };
-            let client = || shared.client(conn.peer.ip(), &parts.headers);
-            match exchange.decide(&facts, client).await {
-                Decision::Allow(p) => (shared.headers.values(&p), self.forward_authorization),
+            match exchange.decide(&facts).await {
+                Decision::Allow(p) => (
+                    shared.headers.values(&p),
+                    self.forward_authorization,
+                    Some(p.record.expires_header().cloned()),
+                ),
                 // No identity; a request without a Hawzu token keeps its
                 // own credentials, for the API to judge.
                 Decision::Pass(p) => (
                     Vec::new(),
                     self.forward_authorization || p.own_credentials(),
+                    None,
                 ),
                 Decision::Deny(d) => return Err(d.refusal()),
             }
         };
-        let (identity, keep_authorization) = identity;
+        // `expires`: on an allow, the token's expiry for the client (`None`
+        // inside: the token never expires).
+        let (identity, keep_authorization, expires) = identity;
 
         // The request as the upstream sees it.
         let h = &mut parts.headers;
@@ -235,6 +261,16 @@ impl Proxy {
                 res.headers_mut()
                     .entry(REQUEST_ID)
                     .or_insert(request_id.clone());
+                // The gate speaks for the token's expiry, never the upstream.
+                match expires {
+                    Some(Some(v)) => {
+                        res.headers_mut().insert(HAWZU_TOKEN_EXPIRES, v);
+                    }
+                    Some(None) => {
+                        res.headers_mut().remove(HAWZU_TOKEN_EXPIRES);
+                    }
+                    None => {}
+                }
                 Ok(res.map(Either::Left))
             }
             Ok(Err(e)) => {

@@ -210,6 +210,8 @@ async fn rig(forward_authorization: bool) -> Rig {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     };
     cache.create(&secret.hash(), &record).await.unwrap();
     let (usage, writer) = crate::usage::start(cache.clone());

@@ -1,7 +1,9 @@
 //! Policy: roles with their permissions, route rules with path handling,
 //! and the id pattern. Built once from config (and again on reload); pure data, no I/O.
 
+pub mod governance;
 pub mod ids;
+pub mod net;
 pub mod roles;
 pub mod rules;
 
@@ -22,6 +24,8 @@ pub struct Policy {
     pub other_credentials: OtherCredentials,
     /// The workspace and project ids a token may name (checked at create).
     pub ids: IdPattern,
+    /// Longest lifetime and highest role per workspace (`[tokens]`).
+    pub governance: governance::Governance,
 }
 
 impl TryFrom<String> for OtherCredentials {
@@ -86,6 +90,7 @@ impl Default for Policy {
             rules: RuleSet::defaults(),
             ids: IdPattern::default(),
             other_credentials: OtherCredentials::Refuse,
+            governance: governance::Governance::default(),
         }
     }
 }

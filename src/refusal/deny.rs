@@ -20,11 +20,15 @@ pub enum DenyCode {
     MethodOverride,
     UpgradeRefused,
     MissingOriginal,
+    /// The token may not be used from the client's address (`allow_from`).
+    AddressNotAllowed,
+    /// The token's `not_before` is still to come.
+    TokenNotYetValid,
 }
 
 impl DenyCode {
     /// Every code, in declaration order (metrics index by it).
-    pub const ALL: [DenyCode; 16] = [
+    pub const ALL: [DenyCode; 18] = [
         DenyCode::MissingToken,
         DenyCode::MalformedToken,
         DenyCode::UnknownToken,
@@ -41,6 +45,8 @@ impl DenyCode {
         DenyCode::MethodOverride,
         DenyCode::UpgradeRefused,
         DenyCode::MissingOriginal,
+        DenyCode::AddressNotAllowed,
+        DenyCode::TokenNotYetValid,
     ];
 
     /// The code in `X-Hawzu-Error` and in JSON bodies.
@@ -62,6 +68,8 @@ impl DenyCode {
             DenyCode::MethodOverride => "method_override",
             DenyCode::UpgradeRefused => "upgrade_refused",
             DenyCode::MissingOriginal => "missing_original",
+            DenyCode::AddressNotAllowed => "address_not_allowed",
+            DenyCode::TokenNotYetValid => "token_not_yet_valid",
         }
     }
 
@@ -73,11 +81,13 @@ impl DenyCode {
             | DenyCode::UnknownToken
             | DenyCode::TokenRevoked
             | DenyCode::TokenDisabled
-            | DenyCode::TokenExpired => 401,
+            | DenyCode::TokenExpired
+            | DenyCode::TokenNotYetValid => 401,
             DenyCode::InsufficientRole
             | DenyCode::WorkspaceMismatch
             | DenyCode::ProjectNotGranted
-            | DenyCode::NoMatchingRule => 403,
+            | DenyCode::NoMatchingRule
+            | DenyCode::AddressNotAllowed => 403,
             DenyCode::AmbiguousPath
             | DenyCode::MethodOverride
             | DenyCode::UpgradeRefused
@@ -122,6 +132,10 @@ impl DenyCode {
             DenyCode::MissingOriginal => {
                 "The proxy did not say which request it asks about: /auth/nginx needs X-Original-Method and X-Original-URI (or X-Original-URL), /auth/traefik needs X-Forwarded-Method and X-Forwarded-Uri (see deploy/)."
             }
+            DenyCode::AddressNotAllowed => {
+                "This access token may not be used from this client address."
+            }
+            DenyCode::TokenNotYetValid => "This access token is not valid yet.",
         }
     }
 
@@ -144,12 +158,20 @@ impl DenyCode {
             DenyCode::TokenExpired => Some(
                 r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token has expired""#,
             ),
+            DenyCode::TokenNotYetValid => Some(
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token is not valid yet""#,
+            ),
             DenyCode::InsufficientRole
             | DenyCode::WorkspaceMismatch
             | DenyCode::ProjectNotGranted
             | DenyCode::NoMatchingRule => {
                 Some(r#"Bearer realm="hawzu", error="insufficient_scope""#)
             }
+            // RFC 6750 has one error for a 403: the token is valid but
+            // does not reach this request; the description says why.
+            DenyCode::AddressNotAllowed => Some(
+                r#"Bearer realm="hawzu", error="insufficient_scope", error_description="This access token may not be used from this client address""#,
+            ),
             DenyCode::AmbiguousPath
             | DenyCode::StoreUnavailable
             | DenyCode::RateLimited

@@ -209,7 +209,8 @@ fn every_code_has_the_documented_status_and_challenge() {
             | DenyCode::UnknownToken
             | DenyCode::TokenRevoked
             | DenyCode::TokenDisabled
-            | DenyCode::TokenExpired => {
+            | DenyCode::TokenExpired
+            | DenyCode::TokenNotYetValid => {
                 assert_eq!(code.status(), 401);
                 let c = challenge.unwrap();
                 assert!(
@@ -236,6 +237,17 @@ fn every_code_has_the_documented_status_and_challenge() {
             | DenyCode::MissingOriginal => {
                 assert_eq!(code.status(), 400);
                 assert_eq!(challenge, None);
+            }
+            DenyCode::AddressNotAllowed => {
+                assert_eq!(code.status(), 403);
+                let c = challenge.unwrap();
+                assert!(
+                    c.starts_with(
+                        r#"Bearer realm="hawzu", error="insufficient_scope", error_description=""#
+                    ),
+                    "{c}"
+                );
+                assert!(c.contains(code.message().trim_end_matches('.')), "{c}");
             }
             DenyCode::StoreUnavailable => {
                 assert_eq!(code.status(), 503);

@@ -34,6 +34,7 @@ use crate::doors::ext_authz::ExtAuthz;
 use crate::doors::forward_auth::ForwardAuth;
 use crate::doors::proxy::{Proxy, UpstreamError, UpstreamOptions};
 use crate::doors::{PolicyHandle, Shared};
+use crate::expiring;
 use crate::headers::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::ops::{Health, Ops};
@@ -103,7 +104,14 @@ impl Bound {
     pub async fn new(loaded: &Loaded) -> Result<Self, StartError> {
         let s = &loaded.settings;
         let metrics = Arc::new(Metrics::new());
-        let (cache, background) = store::start_store(loaded, &metrics).await?;
+        let (cache, mut background) = store::start_store(loaded, &metrics).await?;
+        // Expiry signals: a background scan, never on the request path.
+        background.extend(expiring::start(
+            cache.clone(),
+            metrics.clone(),
+            s.tokens.expiry_scan_interval.0,
+            s.tokens.expiring_workspaces,
+        ));
         let (key, source) = admin::load_or_generate(s.admin.key.as_deref(), &s.data_dir)?;
         match source {
             KeySource::Config => tracing::info!("admin key from config (admin.key)"),

@@ -54,12 +54,28 @@ pub struct ListFilter {
     pub state: Option<TokenState>,
     /// The instant the state is judged at.
     pub now: Timestamp,
+    /// Only usable tokens that expire by this instant (`expiring=7d`).
+    pub expiring_by: Option<Timestamp>,
 }
 
 impl ListFilter {
+    /// A filter at `now` that keeps every token.
+    pub fn all(now: Timestamp) -> Self {
+        Self {
+            kind: None,
+            state: None,
+            now,
+            expiring_by: None,
+        }
+    }
+
     pub fn matches(&self, record: &TokenRecord) -> bool {
         self.kind.is_none_or(|k| record.scope.kind() == k)
             && self.state.is_none_or(|st| record.state(self.now) == st)
+            && self.expiring_by.is_none_or(|by| {
+                record.state(self.now) == TokenState::Enabled
+                    && record.expires_at.is_some_and(|e| e <= by)
+            })
     }
 }
 

@@ -36,6 +36,8 @@ fn index(
                 rotated_from: None,
                 description: None,
                 rotated_to: None,
+                allow_from: Vec::new(),
+                not_before: None,
             });
             (Cursor { created_ms: ms, id }, record)
         })
@@ -51,6 +53,7 @@ fn query(limit: usize, cursor: Option<Cursor>, kind: Option<TokenKind>) -> ListQ
             kind,
             state: None,
             now: Timestamp::now(),
+            expiring_by: None,
         },
     }
 }

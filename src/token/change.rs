@@ -15,6 +15,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use super::context;
 use super::expiry::{EXPIRY_HELP, ExpirySpec};
 use super::record::{
     FieldErrors, MAX_NAME_CHARS, TokenRecord, validate_description, validate_text,
@@ -160,6 +161,16 @@ impl RotateToken {
                 old.expires_at
             }
         };
+        // The successor keeps the old token's start: it must end after it.
+        if let (Some(nb), Some(exp)) = (old.not_before, expires_at)
+            && nb >= exp
+            && !errors.contains_key("expires")
+        {
+            errors.insert(
+                "expires".into(),
+                format!("{exp} is not after the token's not_before ({nb}): the new token would never work"),
+            );
+        }
         let mut old_until = now;
         if let Some(s) = self.overlap.as_deref() {
             match parse_overlap(s) {
@@ -213,6 +224,13 @@ pub struct UpdateToken {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// The client networks the token may be used from, replacing the
+    /// current list; `[]`: anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_from: Option<Vec<String>>,
+    /// When the token starts to work; `""`: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
     /// Anything else, to be refused by name.
     #[serde(flatten, skip_serializing)]
     pub other: BTreeMap<String, serde_json::Value>,
@@ -229,7 +247,8 @@ fn unchangeable(field: &str) -> String {
         "expires_at" | "disabled_at" | "revoked_at" => {
             "cannot be set here; use expires, or disable, enable, revoke".into()
         }
-        _ => "is not a field of an update; use name, description, expires".into(),
+        _ => "is not a field of an update; use name, description, expires, allow_from, not_before"
+            .into(),
     }
 }
 
@@ -252,11 +271,16 @@ impl UpdateToken {
             .keys()
             .map(|k| (k.clone(), unchangeable(k)))
             .collect();
-        if self.name.is_none() && self.description.is_none() && self.expires.is_none() {
+        if self.name.is_none()
+            && self.description.is_none()
+            && self.expires.is_none()
+            && self.allow_from.is_none()
+            && self.not_before.is_none()
+        {
             if errors.is_empty() {
                 return Err(one(
                     "body",
-                    "give at least one of name, description, expires",
+                    "give at least one of name, description, expires, allow_from, not_before",
                 ));
             }
             return Err(ChangeRefusal::Fields(errors));
@@ -294,6 +318,24 @@ impl UpdateToken {
                     _ => next.expires_at = at,
                 },
             }
+        }
+        if let Some(list) = &self.allow_from
+            && let Some(nets) = context::parse_allow_from(list, &mut errors)
+        {
+            next.allow_from = nets;
+        }
+        match self.not_before.as_deref().map(str::trim) {
+            None => {}
+            Some("") => next.not_before = None,
+            Some(s) => match context::parse_not_before(s, now) {
+                Ok(at) => next.not_before = Some(at),
+                Err(why) => {
+                    errors.insert("not_before".into(), why);
+                }
+            },
+        }
+        if !errors.contains_key("not_before") && !errors.contains_key("expires") {
+            context::check_window(next.not_before, next.expires_at, &mut errors);
         }
         if !errors.is_empty() {
             return Err(ChangeRefusal::Fields(errors));

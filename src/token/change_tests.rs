@@ -31,6 +31,8 @@ fn record(expires_at: Option<&str>) -> TokenRecord {
         last_used_at: None,
         rotated_from: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
 
@@ -177,4 +179,32 @@ fn update_never_lengthens_nor_widens() {
         .unwrap()
         .unwrap();
     assert_eq!(next.expires_at, Some(ts("2027-01-17T12:00:00Z")));
+}
+
+#[test]
+fn update_replaces_and_clears_context_limits_and_keeps_them_workable() {
+    let r = record(Some("2027-03-01T00:00:00Z"));
+    let limited = update(r#"{"allow_from":["10.0.0.0/8"],"not_before":"2027-02-01T00:00:00Z"}"#)
+        .apply(&r, now())
+        .unwrap()
+        .unwrap();
+    assert_eq!(limited.allow_from[0].to_string(), "10.0.0.0/8");
+    assert_eq!(limited.not_before, Some(ts("2027-02-01T00:00:00Z")));
+    // An expiry shortened to before the start would never work.
+    let f = fields(update(r#"{"expires":"2027-01-20"}"#).apply(&limited, now()));
+    assert!(f["not_before"].contains("never work"), "{f:?}");
+    let cleared = update(r#"{"allow_from":[],"not_before":""}"#)
+        .apply(&limited, now())
+        .unwrap()
+        .unwrap();
+    assert!(!cleared.has_context_limits());
+    let f = fields(update(r#"{"allow_from":["10.1.2.3/8"]}"#).apply(&r, now()));
+    assert!(f["allow_from[0]"].contains("10.0.0.0"), "{f:?}");
+    // A rotate's successor keeps the start, so its expiry must be after it.
+    let f = fields(rotate(Some("2027-01-20"), None).validate(
+        &limited,
+        RotationLimits::default(),
+        now(),
+    ));
+    assert!(f["expires"].contains("not_before"), "{f:?}");
 }

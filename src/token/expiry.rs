@@ -193,6 +193,36 @@ impl ExpirySpec {
     }
 }
 
+/// A window ahead of now for "expiring within" (`7d`, `12h`, `1mo`): a
+/// length as an expiry is written, never an instant or `never`.
+pub fn parse_within(s: &str) -> Result<ExpirySpec, String> {
+    match s.parse::<ExpirySpec>() {
+        Ok(spec @ ExpirySpec::In(_)) => Ok(spec),
+        Err(ExpiryError::Ambiguous(n)) => Err(format!(
+            "{n}m: a minute or a month? write {n}mo for a month, or use h, d or w"
+        )),
+        _ => Err(format!(
+            "`{s}` is not a window; write a length such as 1d, 7d, 30d or 12h"
+        )),
+    }
+}
+
+impl ExpirySpec {
+    /// The calendar span of a length (`90d`, `3mo`); `None` for anything
+    /// else.
+    pub fn span_of(s: &str) -> Option<Span> {
+        match s.parse::<ExpirySpec>() {
+            Ok(ExpirySpec::In(l)) => Some(l.span()),
+            _ => None,
+        }
+    }
+}
+
+/// The end of a window of `within` (a length) from `now`.
+pub fn window_end(within: ExpirySpec, now: Timestamp) -> Option<Timestamp> {
+    within.resolve(now).ok().flatten()
+}
+
 #[cfg(test)]
 #[path = "expiry_tests.rs"]
 mod tests;

@@ -2,11 +2,13 @@
 //! record the gate keeps, and expiry. Pure data and validation, no I/O.
 
 pub mod change;
+pub mod context;
 pub mod expiry;
 pub mod record;
 pub mod value;
 
 pub use change::{ChangeRefusal, RotateToken, RotationLimits, UpdateToken};
+pub use context::ContextLimits;
 pub use expiry::{ExpiryError, ExpirySpec};
 pub use record::{
     CreateToken, FieldErrors, ProjectGrant, Scope, TokenKind, TokenRecord, TokenState, ValidCreate,

@@ -9,13 +9,20 @@ use std::collections::{BTreeMap, HashSet};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::context::{self, ContextLimits};
 use super::expiry::{EXPIRY_HELP, ExpirySpec};
 use super::value::TokenId;
 use crate::policy::Policy;
+use crate::policy::net::IpNet;
 use crate::policy::roles::{RoleScope, Roles};
 
-/// Record format version written in every record.
+/// Record format version written in every record without context limits.
 pub const RECORD_VERSION: u32 = 1;
+/// Record format version written when a record has context limits
+/// (`allow_from`, `not_before`): a gate that predates them refuses to read
+/// such a record (its token gets `store_unavailable`, fail closed) instead
+/// of ignoring a limit it does not know. Both versions are read.
+pub const RECORD_VERSION_LIMITS: u32 = 2;
 /// Longest token name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 128;
 pub use crate::policy::ids::{MAX_ID_LEN, valid_id};
@@ -49,6 +56,14 @@ pub struct TokenRecord {
     /// The successor of a rotated token; absent until rotated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_to: Option<TokenId>,
+    /// The client networks the token may be used from; empty (and absent
+    /// in JSON): anywhere. See `token::context`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<IpNet>,
+    /// The token is refused before this instant (`token_not_yet_valid`);
+    /// absent: valid from creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
 }
 
 /// What a token may reach: one workspace role, or one role per project.
@@ -153,18 +168,37 @@ impl TokenRecord {
         self.revoked_at.filter(|r| *r > now)
     }
 
-    /// Reads a stored record, refusing other format versions.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let rec: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if rec.v != RECORD_VERSION {
-            return Err(format!("record format version {} is not supported", rec.v));
-        }
-        Ok(rec)
+    /// Whether the record limits where or from when it may be used.
+    pub fn has_context_limits(&self) -> bool {
+        !self.allow_from.is_empty() || self.not_before.is_some()
     }
 
+    /// Reads a stored record, refusing other format versions (and a version
+    /// 1 record that carries context limits: they were never written so).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let rec: Self = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        match rec.v {
+            RECORD_VERSION if !rec.has_context_limits() => Ok(rec),
+            RECORD_VERSION_LIMITS => Ok(rec),
+            v => Err(format!("record format version {v} is not supported")),
+        }
+    }
+
+    /// The stored form: version 2 when the record has context limits,
+    /// else version 1 (readable by every gate).
     pub fn to_json(&self) -> Vec<u8> {
+        let v = if self.has_context_limits() {
+            RECORD_VERSION_LIMITS
+        } else {
+            RECORD_VERSION
+        };
+        let out = if v == self.v {
+            serde_json::to_vec(self)
+        } else {
+            serde_json::to_vec(&Self { v, ..self.clone() })
+        };
         // A record is plain data (strings, timestamps): serializing cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        out.unwrap_or_default()
     }
 }
 
@@ -184,6 +218,14 @@ pub struct CreateToken {
     /// see [`ExpirySpec::parse_api`].
     pub expires: Option<String>,
     pub created_by: Option<String>,
+    /// Optional: client networks the token may be used from (`10.0.0.0/8`,
+    /// `2001:db8::/32`, a single address); absent or empty: anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_from: Option<Vec<String>>,
+    /// Optional: the token is refused before this instant (an RFC 3339
+    /// instant, a date, or a length from now such as `2d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
 }
 
 /// Field-level validation errors: field path → what would be accepted.
@@ -198,6 +240,8 @@ pub struct ValidCreate {
     pub scope: Scope,
     pub expires_at: Option<Timestamp>,
     pub created_by: String,
+    /// `allow_from` and `not_before`, checked.
+    pub limits: ContextLimits,
 }
 
 impl CreateToken {
@@ -281,6 +325,41 @@ impl CreateToken {
             },
         };
 
+        // Governance (`[tokens]`): the longest lifetime and the highest role
+        // for the workspace, each refusal naming its limit.
+        if let Some(ws) = self.workspace_id.as_deref() {
+            let gov = &policy.governance;
+            if !errors.contains_key("expires")
+                && let Err(why) = gov.check_expiry(ws, expires_at, now)
+            {
+                errors.insert("expires".into(), why);
+            }
+            let roles_of: Vec<(String, &str)> = match &self.scope {
+                Some(Scope::Workspace { role }) => vec![("scope.role".into(), role.as_str())],
+                Some(Scope::Project { projects }) => projects
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| (format!("scope.projects[{i}].role"), g.role.as_str()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            for (field, role) in roles_of {
+                if !errors.contains_key(&field)
+                    && let Err(why) = gov.check_role(roles, ws, role)
+                {
+                    errors.insert(field, why);
+                }
+            }
+        }
+
+        let limits = context::validate(
+            self.allow_from.as_deref(),
+            self.not_before.as_deref(),
+            expires_at,
+            now,
+            &mut errors,
+        );
+
         match (name, created_by, &self.workspace_id, &self.scope) {
             (Some(name), Some(created_by), Some(ws), Some(scope)) if errors.is_empty() => {
                 Ok(ValidCreate {
@@ -290,6 +369,7 @@ impl CreateToken {
                     scope: scope.clone(),
                     expires_at,
                     created_by,
+                    limits,
                 })
             }
             _ => Err(errors),

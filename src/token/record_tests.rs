@@ -12,6 +12,8 @@ fn workspace_req(role: &str) -> CreateToken {
         scope: Some(Scope::Workspace { role: role.into() }),
         expires: Some("1m".into()),
         created_by: Some("alice".into()),
+        allow_from: None,
+        not_before: None,
     }
 }
 
@@ -139,6 +141,8 @@ fn state_follows_the_decision_order_and_expires_at_the_instant() {
         rotated_from: None,
         description: None,
         rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     };
     let exp = rec.expires_at.unwrap();
     assert_eq!(
@@ -155,4 +159,47 @@ fn state_follows_the_decision_order_and_expires_at_the_instant() {
     let json: serde_json::Value = serde_json::from_slice(&rec.to_json()).unwrap();
     assert_eq!(json["v"], 1);
     assert_eq!(json["scope"]["type"], "workspace");
+}
+
+#[test]
+fn context_limits_are_optional_and_written_as_version_2() {
+    let mut req = workspace_req("workspace_viewer");
+    req.allow_from = Some(vec!["10.0.0.0/8".into(), "::ffff:192.0.2.0/120".into()]);
+    req.not_before = Some("2027-01-01T06:00:00Z".into());
+    let ok = req.validate(&Policy::default(), now()).unwrap();
+    let shown: Vec<String> = ok
+        .limits
+        .allow_from
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(shown, ["10.0.0.0/8", "192.0.2.0/24"]);
+
+    // A record written before the limits existed still reads.
+    let old = r#"{"v":1,"id":"tok_0123456789abcdef","name":"CI","workspace_id":"ws_1",
+        "scope":{"type":"workspace","role":"workspace_viewer"},"created_by":"alice",
+        "created_at":"2027-01-01T00:00:00Z","expires_at":null,"disabled_at":null,
+        "revoked_at":null,"last_used_at":null,"rotated_from":null}"#;
+    let mut rec = TokenRecord::from_json(old.as_bytes()).unwrap();
+    assert!(rec.allow_from.is_empty() && rec.not_before.is_none());
+    let json: serde_json::Value = serde_json::from_slice(&rec.to_json()).unwrap();
+    assert_eq!(json["v"], 1);
+    assert!(json.get("allow_from").is_none() && json.get("not_before").is_none());
+
+    // With limits: version 2, so a gate that predates them cannot ignore them.
+    rec.allow_from = ok.limits.allow_from.clone();
+    rec.not_before = ok.limits.not_before;
+    let raw = rec.to_json();
+    let json: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(json["v"], 2);
+    assert_eq!(json["allow_from"][1], "192.0.2.0/24");
+    let back = TokenRecord::from_json(&raw).unwrap();
+    assert_eq!(back.allow_from, rec.allow_from);
+    assert_eq!(back.not_before, rec.not_before);
+    // Version 1 never carried limits: such a record is refused, not read
+    // without them.
+    let forged = String::from_utf8(raw)
+        .unwrap()
+        .replace(r#""v":2"#, r#""v":1"#);
+    assert!(TokenRecord::from_json(forged.as_bytes()).is_err());
 }

@@ -125,6 +125,7 @@ pub fn hostile_headers(token: &str) -> Vec<String> {
         "X-Hawzu-Role: workspace_manager".to_owned(),
         "X-Hawzu-Project-Id: proj_b".to_owned(),
         "X-Hawzu-Anything: else".to_owned(),
+        "X-Hawzu-Token-Expires: 2999-01-01T00:00:00Z".to_owned(),
         "X-HTTP-Method-Override: DELETE".to_owned(),
         "X-HTTP-Method: DELETE".to_owned(),
         "X-Method-Override: DELETE".to_owned(),
@@ -189,6 +190,14 @@ pub fn assert_clean(echo: &Value, role: &str, project: Option<&str>) {
         Some(p) => assert_eq!(h["x-hawzu-project-id"], serde_json::json!([p]), "{h:?}"),
         None => assert!(h.get("x-hawzu-project-id").is_none(), "{h:?}"),
     }
+    // The token's expiry, as the gate said it: never the client's.
+    let expires = h["x-hawzu-token-expires"].as_array().unwrap();
+    assert_eq!(expires.len(), 1, "{h:?}");
+    let expires = expires[0].as_str().unwrap();
+    assert!(
+        expires.ends_with('Z') && !expires.starts_with("2999"),
+        "{h:?}"
+    );
 }
 
 // === the scenario every proxy in front of the gate must pass ===
@@ -271,10 +280,24 @@ pub async fn proxy_judged_by_the_gate(
         host,
         "/api/v1/workspaces/ws_1/projects/proj_a/testcases?page=2",
     ));
-    let (status, _, body) = curl_async(args).await;
+    let (status, headers, body) = curl_async(args).await;
     assert_eq!(status, 200, "{name}: {body}\n{}", proxy.log());
     let echo: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["method"], "POST", "{name}");
+    // Envoy (HTTP and gRPC ext_authz, as shipped) hands the client its
+    // token's expiry; Traefik and Caddy's forward auth cannot (design.md,
+    // "Expiry for the client").
+    if name == "envoy" {
+        let sent = echo["headers"]["x-hawzu-token-expires"][0]
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert_eq!(
+            curl_header(&headers, "hawzu-token-expires"),
+            [sent.as_str()],
+            "{name}"
+        );
+    }
     assert_eq!(
         echo["uri"], "/api/v1/workspaces/ws_1/projects/proj_a/testcases?page=2",
         "{name}"

@@ -97,6 +97,8 @@ impl TestStore {
                         rotated_from: None,
                         description: None,
                         rotated_to: None,
+                        allow_from: Vec::new(),
+                        not_before: None,
                     };
                     let id = record.id.as_str().to_owned();
                     store.create(&secret.hash(), &record).await.unwrap();

@@ -1,0 +1,290 @@
+//! Governance (`[tokens]`: the longest lifetime and the highest role,
+//! globally and per workspace) at create, rotate and update; the
+//! `hawzu_gate_tokens_expiring` gauge from the background scan; and
+//! self-inspection (`GET /.well-known/hawzu-token`) on the proxy and auth
+//! listeners.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use common::{InProcessGate, TestUpstream, eventually, project_token, workspace_token};
+
+const GOVERNED: &str = r#"
+[tokens]
+max_lifetime = "90d"
+max_role = "workspace_member"
+
+[tokens.workspaces."ws_strict"]
+max_lifetime = "7d"
+max_role = "workspace_viewer"
+"#;
+
+async fn created(gate: &InProcessGate, body: Value) -> Value {
+    let a = gate.admin().post("/admin/v1/tokens", body).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    a.json()
+}
+
+async fn refused_fields(gate: &InProcessGate, body: Value) -> Value {
+    let a = gate.admin().post("/admin/v1/tokens", body).await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", a.body);
+    a.json()["fields"].clone()
+}
+
+#[tokio::test]
+async fn lifetimes_and_roles_are_held_to_the_limits_at_create_rotate_and_update() {
+    let gate = InProcessGate::start_with_toml(GOVERNED, &[]).await;
+    // Create: `never`, a later expiry and a higher role are refused, each
+    // naming its limit.
+    let f = refused_fields(
+        &gate,
+        workspace_token("A", "ws_1", "workspace_viewer", "never"),
+    )
+    .await;
+    assert!(
+        f["expires"]
+            .as_str()
+            .unwrap()
+            .contains("tokens.max_lifetime is 90d"),
+        "{f}"
+    );
+    let f = refused_fields(
+        &gate,
+        workspace_token("A", "ws_1", "workspace_viewer", "1y"),
+    )
+    .await;
+    assert!(f["expires"].as_str().unwrap().contains("90d"), "{f}");
+    let f = refused_fields(
+        &gate,
+        workspace_token("A", "ws_1", "workspace_manager", "30d"),
+    )
+    .await;
+    assert!(
+        f["scope.role"]
+            .as_str()
+            .unwrap()
+            .contains("tokens.max_role (`workspace_member`)"),
+        "{f}"
+    );
+    // Project roles too, by permission subset.
+    created(
+        &gate,
+        project_token("P", "ws_1", &[("proj_a", "project_member")], "30d"),
+    )
+    .await;
+    let f = refused_fields(
+        &gate,
+        project_token(
+            "P",
+            "ws_1",
+            &[("proj_a", "project_viewer"), ("proj_b", "project_manager")],
+            "30d",
+        ),
+    )
+    .await;
+    assert!(f["scope.projects[1].role"].is_string(), "{f}");
+    // A workspace's own limits apply on top of the global ones.
+    let f = refused_fields(
+        &gate,
+        workspace_token("S", "ws_strict", "workspace_member", "3d"),
+    )
+    .await;
+    assert!(
+        f["scope.role"].as_str().unwrap().contains("ws_strict"),
+        "{f}"
+    );
+    let f = refused_fields(
+        &gate,
+        workspace_token("S", "ws_strict", "workspace_viewer", "30d"),
+    )
+    .await;
+    assert!(
+        f["expires"]
+            .as_str()
+            .unwrap()
+            .contains(r#"tokens.workspaces."ws_strict".max_lifetime (7d)"#),
+        "{f}"
+    );
+
+    // Rotate: a successor's expiry within the limit; update: a new expiry too.
+    let ok = created(
+        &gate,
+        workspace_token("R", "ws_1", "workspace_member", "60d"),
+    )
+    .await;
+    let id = ok["token"]["id"].as_str().unwrap().to_owned();
+    let a = gate
+        .admin()
+        .post(
+            &format!("/admin/v1/tokens/{id}/rotate"),
+            json!({"expires": "1y"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", a.body);
+    assert!(
+        a.json()["fields"]["expires"]
+            .as_str()
+            .unwrap()
+            .contains("90d")
+    );
+    let a = gate
+        .admin()
+        .post(
+            &format!("/admin/v1/tokens/{id}/rotate"),
+            json!({"expires": "80d"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let new_id = a.json()["token"]["id"].as_str().unwrap().to_owned();
+    let a = gate
+        .admin()
+        .request(Method::PATCH, &format!("/admin/v1/tokens/{new_id}"))
+        .json(json!({"expires": "30d"}))
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+}
+
+#[tokio::test]
+async fn a_bad_limit_is_refused_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hawzu-gate.toml");
+    for (toml, key) in [
+        (
+            "[tokens]\nmax_lifetime = \"forever\"\n",
+            "tokens.max_lifetime",
+        ),
+        ("[tokens]\nmax_role = \"boss\"\n", "tokens.max_role"),
+        (
+            "[tokens.workspaces.\"ws_1\"]\nmax_lifetime = \"5m\"\n",
+            "tokens.workspaces.\"ws_1\".max_lifetime",
+        ),
+    ] {
+        std::fs::write(&file, toml).unwrap();
+        let env = common::test_config(dir.path(), &[]);
+        let err = hawzu_gate::config::load_from(Some(&file), env).unwrap_err();
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiring_gauge_counts_usable_tokens_per_workspace_and_window() {
+    let gate = InProcessGate::start(&[("tokens.expiry_scan_interval", "200ms")]).await;
+    for (ws, expires) in [
+        ("ws_1", "12h"),
+        ("ws_1", "5d"),
+        ("ws_1", "20d"),
+        ("ws_1", "never"),
+        ("ws_2", "3d"),
+    ] {
+        created(&gate, workspace_token("E", ws, "workspace_viewer", expires)).await;
+    }
+    let off = created(
+        &gate,
+        workspace_token("Off", "ws_2", "workspace_viewer", "2d"),
+    )
+    .await;
+    let off = off["token"]["id"].as_str().unwrap().to_owned();
+    gate.admin()
+        .post_empty(&format!("/admin/v1/tokens/{off}/disable"))
+        .await;
+    let want = [
+        ("ws_1", "1d", 1),
+        ("ws_1", "7d", 2),
+        ("ws_1", "30d", 3),
+        ("ws_2", "1d", 0),
+        ("ws_2", "7d", 1),
+        ("ws_2", "30d", 1),
+    ];
+    let ops = gate.ops();
+    eventually(
+        "the scan to count every token",
+        Duration::from_secs(10),
+        || {
+            let ops = ops.clone();
+            async move {
+                let text = String::from_utf8(ops.get("/metrics").await.body.to_vec()).unwrap();
+                want.iter()
+                    .all(|(ws, w, n)| {
+                        text.contains(&format!(
+                            "hawzu_gate_tokens_expiring{{within=\"{w}\",workspace=\"{ws}\"}} {n}\n"
+                        ))
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_can_ask_what_it_is_and_nothing_reaches_the_api() {
+    let upstream = TestUpstream::start().await;
+    let url = upstream.url();
+    let gate = InProcessGate::start(&[("upstream.url", url.as_str())]).await;
+    let body = project_token(
+        "CI Runner",
+        "ws_1",
+        &[("proj_a", "project_member"), ("proj_b", "project_viewer")],
+        "30d",
+    );
+    let made = created(&gate, body).await;
+    let id = made["token"]["id"].as_str().unwrap().to_owned();
+    let secret = made["secret"].as_str().unwrap().to_owned();
+    let expires = made["token"]["expires_at"].as_str().unwrap().to_owned();
+
+    for (listener, http) in [("proxy", gate.proxy()), ("auth", gate.auth())] {
+        let a = http
+            .request(Method::GET, "/.well-known/hawzu-token")
+            .token(&secret)
+            .go()
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{listener}: {:?}", a.body);
+        let v = a.json();
+        assert_eq!(v["id"], id.as_str(), "{listener}");
+        assert_eq!(v["name"], "CI Runner");
+        assert_eq!(v["type"], "project");
+        assert_eq!(v["workspace_id"], "ws_1");
+        assert_eq!(v["expires_at"], expires.as_str());
+        assert_eq!(v["scopes"][0]["project_id"], "proj_a");
+        assert_eq!(v["scopes"][1]["role"], "project_viewer");
+        let perms = v["scopes"][1]["permissions"].as_array().unwrap();
+        assert!(perms.iter().any(|p| p == "testcases:read"), "{v}");
+        assert!(!perms.iter().any(|p| p == "testcases:write"), "{v}");
+        assert!(!a.body.windows(4).any(|w| w == b"hwz_"), "never the secret");
+        assert_eq!(a.header("cache-control"), Some("no-store"));
+        assert_eq!(a.header("hawzu-token-expires"), Some(expires.as_str()));
+
+        // Refused like any request when the token is not valid.
+        let a = http
+            .request(Method::GET, "/.well-known/hawzu-token")
+            .go()
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{listener}");
+        assert_eq!(a.json()["error"], "missing_token");
+        let a = http
+            .request(Method::GET, "/.well-known/hawzu-token")
+            .token("hwz_000000000000000000000000000000AAAAAA")
+            .go()
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{listener}");
+    }
+    gate.admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    let a = gate
+        .proxy()
+        .request(Method::GET, "/.well-known/hawzu-token")
+        .token(&secret)
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.json()["error"], "token_disabled");
+    assert_eq!(upstream.count(), 0, "self-inspection is never forwarded");
+}
