@@ -3,7 +3,10 @@
 //! config they carry passes `hawzu-gate check-config`, and the Helm chart
 //! lints clean (Helm's own library, through PyPI's `helm-sdkpy`) with its
 //! default values and with a values file for each mode, and renders to
-//! manifests that validate too.
+//! manifests that validate too. The chart's `helm test` Pod renders for
+//! every values file, and its script passes against a gate started as the
+//! chart configures it (tests/deploy/helm.rs, with the chart README's
+//! values table).
 //!
 //! Over 500 lines on purpose: one test per deploy file, sharing the tool
 //! runners.

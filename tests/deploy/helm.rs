@@ -242,8 +242,13 @@ fn rewrite_urls(
         let local = ports[&container["containerPort"].as_i64().unwrap()];
         let from = format!("{host}:{}", p["port"].as_i64().unwrap());
         for v in env.values_mut() {
-            if v.contains(&format!("{from}/")) || v.ends_with(&from) {
-                *v = v.replace(&from, &local.to_string());
+            // "://host:port" then "/" or the end: never a longer port.
+            let Some(at) = v.find(&format!("://{from}")) else {
+                continue;
+            };
+            let end = at + 3 + from.len();
+            if v[end..].is_empty() || v[end..].starts_with('/') {
+                v.replace_range(at + 3..end, &local.to_string());
             }
         }
     }
