@@ -5,8 +5,8 @@
 //! default values and with a values file for each mode, and renders to
 //! manifests that validate too. The chart's `helm test` Pod renders for
 //! every values file, and its script passes against a gate started as the
-//! chart configures it (tests/deploy/helm.rs, with the chart README's
-//! values table).
+//! chart configures it (tests/deploy/helm.rs); the chart README's values
+//! table matches values.yaml (tests/deploy/values_table.rs).
 //!
 //! Over 500 lines on purpose: one test per deploy file, sharing the tool
 //! runners.
@@ -27,9 +27,11 @@ mod tools;
 #[path = "common/certs.rs"]
 #[allow(dead_code)]
 mod certs;
-// The chart's `helm test` hook and its README's values table.
+// The chart's `helm test` hook, and its README's values table.
 #[path = "deploy/helm.rs"]
 mod helm;
+#[path = "deploy/values_table.rs"]
+mod values_table;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_hawzu-gate");

@@ -1,18 +1,19 @@
-//! The chart's `helm test` hook (templates/tests/test-gate.yaml) and its
-//! README's values table. No cluster here: the hook Pod is checked as
+//! The chart's `helm test` hook (templates/tests/test-gate.yaml). No
+//! cluster here: the hook Pod is checked as
 //! rendered, then its own script (curl, as the Pod runs it) asks a gate
 //! started from the chart's rendered ConfigMap and container environment,
-//! reached through the rendered Service's port mapping.
+//! reached through the rendered Service's port mapping — once while that
+//! gate is not ready yet, which the hook must wait out.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::Yaml;
 
-use super::{BIN, ROOT, certs, documents, kubernetes_validate, run_lint_chart, tools};
+use super::{BIN, certs, documents, kubernetes_validate, run_lint_chart, tools};
 
 const LISTENERS: [&str; 5] = ["proxy", "auth", "grpc", "ops", "admin"];
 
@@ -132,15 +133,18 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// Starts the gate as the rendered chart configures it: the ConfigMap's
+/// The gate as the rendered chart configures it: the ConfigMap's
 /// hawzu-gate.toml (TLS files at `tls`), the gate container's environment
-/// with every listener moved to a free loopback port. Returns the gate and
-/// the chart's listener port -> the loopback address now serving it.
-fn start_gate(
-    docs: &[Yaml],
-    dir: &Path,
-    tls: &certs::TestCerts,
-) -> (Gate, BTreeMap<i64, SocketAddr>) {
+/// with every listener moved to a free loopback port; not started yet.
+struct Planned {
+    cmd: Command,
+    log: std::path::PathBuf,
+    ops: SocketAddr,
+    /// The chart's listener port -> the loopback address serving it.
+    ports: BTreeMap<i64, SocketAddr>,
+}
+
+fn plan_gate(docs: &[Yaml], dir: &Path, tls: &certs::TestCerts) -> Planned {
     let toml = find(docs, "ConfigMap")["data"]["hawzu-gate.toml"]
         .as_str()
         .unwrap()
@@ -162,6 +166,19 @@ fn start_gate(
         .find(|c| c["name"].as_str() == Some("hawzu-gate"))
         .unwrap();
     let mut env = env_of(gate);
+    // valueFrom.secretKeyRef, from the chart's own Secret, as the kubelet would.
+    for e in gate["env"].as_vec().unwrap() {
+        let r = &e["valueFrom"]["secretKeyRef"];
+        if r.is_badvalue() {
+            continue;
+        }
+        let secret = docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Secret") && d["metadata"]["name"] == r["name"])
+            .unwrap_or_else(|| panic!("no Secret {:?} rendered", r["name"]));
+        let value = secret["data"][r["key"].as_str().unwrap()].as_str().unwrap();
+        env.insert(e["name"].as_str().unwrap().to_owned(), base64(value));
+    }
     env.insert("HAWZU_GATE_CONFIG".into(), config.display().to_string());
     env.insert(
         "HAWZU_GATE__DATA_DIR".into(),
@@ -180,23 +197,31 @@ fn start_gate(
         }
     }
     let log = dir.join("gate.log");
-    let child = Command::new(BIN)
-        .args(
-            gate["args"]
-                .as_vec()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap()),
-        )
-        .env_clear()
-        .envs(&env)
-        .current_dir(dir)
-        .stdout(std::fs::File::create(dir.join("gate.out")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut gate = Gate(child, log);
-    let ops = ops.unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(
+        gate["args"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap()),
+    )
+    .env_clear()
+    .envs(&env)
+    .current_dir(dir)
+    .stdout(std::fs::File::create(dir.join("gate.out")).unwrap())
+    .stderr(std::fs::File::create(&log).unwrap());
+    Planned {
+        cmd,
+        log,
+        ops: ops.unwrap(),
+        ports,
+    }
+}
+
+/// Starts the planned gate; returns once it listens on ops.
+fn start(mut planned: Planned) -> Gate {
+    let mut gate = Gate(planned.cmd.spawn().unwrap(), planned.log);
+    let ops = planned.ops;
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(ops).is_err() {
         if let Some(status) = gate.0.try_wait().unwrap() {
@@ -208,7 +233,53 @@ fn start_gate(
         assert!(Instant::now() < deadline, "the gate never listened on ops");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (gate, ports)
+    gate
+}
+
+/// Answers the first request on `addr` with 503, as a gate that is not
+/// ready yet; returns once the client has closed (so the port is free).
+fn not_ready_once(addr: SocketAddr) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0_u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "the hook closed before asking");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+        // The client closes first: its side keeps the TIME_WAIT.
+        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    })
+}
+
+/// A Secret's `data` value (standard base64, padded).
+fn base64(text: &str) -> String {
+    let (mut bits, mut n, mut out) = (0_u32, 0, Vec::new());
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 /// The hook's URLs, with `<service host>:<service port>` replaced by the
@@ -262,8 +333,14 @@ fn rewrite_urls(
 }
 
 /// Runs the hook container's command and script as the Pod would, with
-/// `env`; (success, stdout + stderr).
-fn run_hook(container: &Yaml, env: &BTreeMap<String, String>) -> (bool, String) {
+/// `env`; when `late` is given, its ops port first answers 503 (a gate not
+/// ready yet) and the gate starts only once the hook has asked. Returns
+/// (success, stdout + stderr, the late gate).
+fn run_hook(
+    container: &Yaml,
+    env: &BTreeMap<String, String>,
+    late: Option<Planned>,
+) -> (bool, String, Option<Gate>) {
     let command: Vec<&str> = container["command"]
         .as_vec()
         .unwrap()
@@ -273,25 +350,49 @@ fn run_hook(container: &Yaml, env: &BTreeMap<String, String>) -> (bool, String) 
         .collect();
     assert_eq!(command[..2], ["/bin/sh", "-c"]);
     tools::tool("curl");
-    let out = Command::new(command[0])
+    let not_ready = late.as_ref().map(|p| not_ready_once(p.ops));
+    let child = Command::new(command[0])
         .args(&command[1..])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap())
         .envs(env)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let gate = late.map(|planned| {
+        not_ready.unwrap().join().unwrap();
+        start(planned)
+    });
+    let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text)
+    (out.status.success(), text, gate)
 }
 
 #[test]
 fn the_helm_test_hook_passes_against_the_gate_the_chart_configures_and_fails_on_a_wrong_answer() {
     let certs = certs::TestCerts::new();
+    let redis = std::env::var("HAWZU_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!(
+        "hawzu-test:helm:{}:{}:",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    // A fleet on Redis, the URL and admin key in the chart's Secret.
+    let fleet = format!(
+        "replicaCount: 2\nadmin: {{key: helm-test-admin-key-0123456789abcdefghij}}\n\
+         store: {{backend: redis, redis: {{url: \"{redis}\", keyPrefix: \"{prefix}\"}}}}\n"
+    );
     for (name, values) in [
+        ("standalone-redis", fleet.as_str()),
         ("standalone", ""),
         (
             "standalone-tls",
@@ -306,7 +407,7 @@ fn the_helm_test_hook_passes_against_the_gate_the_chart_configures_and_fails_on_
         let dir = tempfile::tempdir().unwrap();
         let docs = render(values, dir.path(), name).unwrap_or_else(|e| panic!("{name}: {e}"));
         check_test_hook(name, &docs);
-        let (_gate, ports) = start_gate(&docs, dir.path(), &certs);
+        let planned = plan_gate(&docs, dir.path(), &certs);
         let container = &hook_pod(&docs).unwrap()["spec"]["containers"][0];
         let mut env = env_of(container);
         assert_eq!(
@@ -314,10 +415,20 @@ fn the_helm_test_hook_passes_against_the_gate_the_chart_configures_and_fails_on_
             name.ends_with("-tls"),
             "{name}: {env:?}"
         );
-        rewrite_urls(&docs, &mut env, &ports);
-        let (ok, text) = run_hook(container, &env);
+        rewrite_urls(&docs, &mut env, &planned.ports);
+        // Plain standalone: the hook asks before the gate is ready (503),
+        // and waits for it.
+        let (_gate, late) = if name == "standalone" {
+            (None, Some(planned))
+        } else {
+            (Some(start(planned)), None)
+        };
+        let (ok, text, _late_gate) = run_hook(container, &env, late);
         assert!(ok, "{name}: the helm test failed:\n{text}");
         assert!(text.contains("/readyz -> 200"), "{name}: {text}");
+        if name == "standalone" {
+            assert!(text.contains("readyz answered 503"), "{name}: {text}");
+        }
         assert!(
             text.contains("without a token -> 401 missing_token"),
             "{name}: {text}"
@@ -325,7 +436,7 @@ fn the_helm_test_hook_passes_against_the_gate_the_chart_configures_and_fails_on_
         // Not vacuous: a door that lets the request through fails the test.
         let ops = env["HAWZU_OPS_URL"].clone();
         env.insert("HAWZU_DENY_URL".into(), format!("{ops}/readyz"));
-        let (ok, text) = run_hook(container, &env);
+        let (ok, text, _) = run_hook(container, &env, None);
         assert!(!ok, "{name}: a 200 passed the helm test:\n{text}");
         assert!(text.contains("want '401 missing_token'"), "{name}: {text}");
     }
@@ -370,82 +481,4 @@ fn the_helm_test_hook_is_optional_and_presents_a_client_certificate_where_one_is
         pod["volumes"][0]["secret"]["secretName"].as_str(),
         Some("helm-test-client")
     );
-}
-
-// === the chart README's values table ===
-
-/// Every leaf key path of values.yaml (a scalar, a list, or an empty map),
-/// with the value.
-fn leaves(prefix: &str, y: &Yaml, out: &mut Vec<(String, Yaml)>) {
-    match y.as_hash() {
-        Some(h) if !h.is_empty() => {
-            for (k, v) in h {
-                let k = k.as_str().unwrap();
-                let path = if prefix.is_empty() {
-                    k.to_owned()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                leaves(&path, v, out);
-            }
-        }
-        _ => out.push((prefix.to_owned(), y.clone())),
-    }
-}
-
-/// A scalar default as the README shows it: strings JSON-quoted.
-fn shown(y: &Yaml) -> Option<String> {
-    match y {
-        Yaml::String(s) => Some(format!("{s:?}")),
-        Yaml::Integer(i) => Some(i.to_string()),
-        Yaml::Real(r) => Some(r.clone()),
-        Yaml::Boolean(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-#[test]
-fn every_value_is_in_the_chart_readme_table_with_its_default() {
-    let chart = Path::new(ROOT).join("helm/hawzu-gate");
-    let values =
-        YamlLoader::load_from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
-            .unwrap()
-            .remove(0);
-    let mut all = Vec::new();
-    leaves("", &values, &mut all);
-    assert!(all.len() > 80, "{}", all.len());
-    let readme = std::fs::read_to_string(chart.join("README.md")).unwrap();
-    // | `key.path` | `default` | description |
-    let rows: BTreeMap<String, String> = readme
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|l| {
-            let cells: Vec<&str> = l.split(" | ").collect();
-            (
-                cells[0]
-                    .trim_start_matches("| ")
-                    .trim_matches('`')
-                    .to_owned(),
-                cells.get(1).copied().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    for (path, value) in &all {
-        let default = rows
-            .get(path)
-            .unwrap_or_else(|| panic!("helm/hawzu-gate/README.md: no row for the value `{path}`"));
-        if let Some(v) = shown(value) {
-            assert_eq!(
-                default,
-                &format!("`{v}`"),
-                "helm/hawzu-gate/README.md: the default of `{path}`"
-            );
-        }
-    }
-    for path in rows.keys() {
-        assert!(
-            all.iter().any(|(p, _)| p == path),
-            "helm/hawzu-gate/README.md: `{path}` is not in values.yaml"
-        );
-    }
 }
