@@ -69,9 +69,12 @@ def prepare(chart, values_file, render, namespace="hawzu"):
         with open(os.path.join(chart, "Chart.yaml")) as f:
             name = yaml.safe_load(f)["name"]
         tdir = os.path.join(dst, "templates")
+        # Subfolders too (templates/tests/: the `helm test` hooks).
         names = sorted(
-            n for n in os.listdir(tdir)
+            os.path.relpath(os.path.join(d, n), tdir)
+            for d, _, files in os.walk(tdir) for n in files
             if n.endswith((".yaml", ".yml", ".tpl", ".txt")) and not n.startswith("_")
+            and n != "zz-render-dump.yaml"
         )
         parts = " ".join(
             f'(printf "\\n---\\n# Source: {n}\\n%s" (include "{name}/templates/{n}" .))'

@@ -3,7 +3,10 @@
 //! config they carry passes `hawzu-gate check-config`, and the Helm chart
 //! lints clean (Helm's own library, through PyPI's `helm-sdkpy`) with its
 //! default values and with a values file for each mode, and renders to
-//! manifests that validate too.
+//! manifests that validate too. The chart's `helm test` Pod renders for
+//! every values file, and its script passes against a gate started as the
+//! chart configures it (tests/deploy/helm.rs); the chart README's values
+//! table matches values.yaml (tests/deploy/values_table.rs).
 //!
 //! Over 500 lines on purpose: one test per deploy file, sharing the tool
 //! runners.
@@ -11,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -19,6 +22,16 @@ use yaml_rust2::{Yaml, YamlLoader};
 // a test with one line naming what to install.
 #[path = "common/tools.rs"]
 mod tools;
+// A private CA and a localhost certificate (rcgen), for the TLS listeners
+// of the gate the chart's `helm test` hook asks.
+#[path = "common/certs.rs"]
+#[allow(dead_code)]
+mod certs;
+// The chart's `helm test` hook, and its README's values table.
+#[path = "deploy/helm.rs"]
+mod helm;
+#[path = "deploy/values_table.rs"]
+mod values_table;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_hawzu-gate");
@@ -216,21 +229,12 @@ fn manifests_run_non_root_on_a_read_only_root_filesystem_with_probes() {
     }
 }
 
-/// Runs `helm/lint_chart.py` (helm-sdkpy) with `values`; returns the
-/// rendered manifests file.
+/// Runs `helm/lint_chart.py` (helm-sdkpy) with `values` (a file in
+/// helm/hawzu-gate/ci/); returns the rendered manifests file.
 fn lint_chart(values: Option<&str>, out: &Path) -> PathBuf {
-    let rendered = out.join(format!(
-        "{}.yaml",
-        values.unwrap_or("default").replace('/', "_")
-    ));
-    let mut cmd = tools::python3_with(&["yaml", "helm_sdkpy"]);
-    cmd.arg(Path::new(ROOT).join("helm/lint_chart.py"));
-    if let Some(v) = values {
-        cmd.arg("-f")
-            .arg(Path::new(ROOT).join("helm/hawzu-gate/ci").join(v));
-    }
-    cmd.arg("--render").arg(&rendered);
-    let result = cmd.output().unwrap();
+    let path = values.map(|v| Path::new(ROOT).join("helm/hawzu-gate/ci").join(v));
+    let name = values.unwrap_or("default").replace('/', "_");
+    let (result, rendered) = run_lint_chart(path.as_deref(), &name, out);
     assert!(
         result.status.success(),
         "helm lint ({values:?}) failed:\n{}{}",
@@ -238,6 +242,18 @@ fn lint_chart(values: Option<&str>, out: &Path) -> PathBuf {
         String::from_utf8_lossy(&result.stderr)
     );
     rendered
+}
+
+/// `helm/lint_chart.py -f values --render <out>/<name>.yaml`, as it ran.
+fn run_lint_chart(values: Option<&Path>, name: &str, out: &Path) -> (Output, PathBuf) {
+    let rendered = out.join(format!("{name}.yaml"));
+    let mut cmd = tools::python3_with(&["yaml", "helm_sdkpy"]);
+    cmd.arg(Path::new(ROOT).join("helm/lint_chart.py"));
+    if let Some(v) = values {
+        cmd.arg("-f").arg(v);
+    }
+    cmd.arg("--render").arg(&rendered);
+    (cmd.output().unwrap(), rendered)
 }
 
 #[test]
@@ -261,6 +277,7 @@ fn the_helm_chart_lints_and_renders_valid_manifests_in_every_mode() {
             check_shape(&rendered, doc);
         }
         assert_eq!(check_gate_configs(&rendered, &docs), 1, "{values:?}");
+        helm::check_test_hook(&format!("{values:?}"), &docs);
         if values == Some("standalone-values.yaml") {
             assert!(kinds.contains(&"HorizontalPodAutoscaler"), "{kinds:?}");
             assert!(kinds.contains(&"PodDisruptionBudget"), "{kinds:?}");
