@@ -493,3 +493,33 @@ async fn two_hundred_megabytes_stream_both_ways_with_flat_memory() {
         "peak {peak} KiB vs {rss_before} KiB before"
     );
 }
+
+/// W3C trace context passes through the proxy door unchanged, so the API's
+/// spans join the caller's trace (issue 17 item 5, the propagation half).
+#[tokio::test]
+async fn trace_context_reaches_the_api_unchanged() {
+    let upstream = TestUpstream::start().await;
+    let gate = gate_for(&upstream, &[]).await;
+    let secret = token(
+        &gate,
+        workspace_token("Traced", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let state = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+    let a = gate
+        .proxy()
+        .request(Method::GET, "/api/v1/workspaces/ws_1/projects")
+        .token(&secret)
+        .header("traceparent", parent)
+        .header("tracestate", state)
+        .header("baggage", "userId=alice")
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let echo = a.json();
+    let h = &echo["headers"];
+    assert_eq!(h["traceparent"], serde_json::json!([parent]), "{h}");
+    assert_eq!(h["tracestate"], serde_json::json!([state]), "{h}");
+    assert_eq!(h["baggage"], serde_json::json!(["userId=alice"]), "{h}");
+}
