@@ -7,7 +7,6 @@
 //! is a `Decision`, not an error: even the gate's own faults end as a deny
 //! (`store_unavailable`), so the gate fails closed.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::Method;
@@ -18,77 +17,19 @@ use crate::metrics::Outcome;
 pub mod pass;
 
 use crate::policy::roles::Permission;
-use crate::policy::rules::{AmbiguousPath, Captures, Rule, names_method_override, normalize};
+use crate::policy::rules::{AmbiguousPath, Captures, Rule, normalize};
 use crate::policy::{Access, Policy};
 use crate::refusal::{DenyCode, Refusal};
 use crate::store::TokenStore;
-use crate::token::{TokenKind, TokenRecord, TokenSecret};
+use crate::token::{TokenKind, TokenSecret};
 use pass::{PassReason, Passed, presents_token, without_token};
 
-/// The `Authorization` headers of a request, as the door found them.
-#[derive(Debug, Clone, Copy)]
-pub enum Credentials<'a> {
-    /// No `Authorization` header.
-    None,
-    /// Exactly one, with this value.
-    One(&'a [u8]),
-    /// More than one: always refused.
-    Several,
-}
-
-/// What a door knows about a request.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestFacts<'a> {
-    pub method: &'a Method,
-    /// The raw path, without the query.
-    pub path: &'a str,
-    /// The raw query (after `?`), when the request has one. Read only for a
-    /// method override (`_method`); never for tokens.
-    pub query: Option<&'a str>,
-    /// The request asks to switch protocols: it has an `Upgrade` or an
-    /// `HTTP2-Settings` header (h2c, WebSocket).
-    pub upgrade: bool,
-    pub credentials: Credentials<'a>,
-    /// The decision instant; expiry is exact to it.
-    pub now: Timestamp,
-    /// The client's address, worked out only when a token limits it.
-    pub client: ClientAddr<'a>,
-}
-
-/// The client address of a request, as `trusted_proxies` says (see
-/// `clients`): worked out only when something needs it — a token with
-/// `allow_from`, or the failed-auth limit — so most requests never read
-/// `X-Forwarded-For`.
-#[derive(Clone, Copy)]
-pub enum ClientAddr<'a> {
-    /// Not known (`explain` without a client address): a token that limits
-    /// addresses is refused.
-    Unknown,
-    Known(IpAddr),
-    /// Worked out by the door when asked.
-    Lazy(&'a (dyn Fn() -> IpAddr + Sync)),
-}
-
-impl ClientAddr<'_> {
-    /// The address, in canonical form (IPv4-mapped IPv6 as IPv4).
-    pub fn get(&self) -> Option<IpAddr> {
-        match self {
-            ClientAddr::Unknown => None,
-            ClientAddr::Known(ip) => Some(ip.to_canonical()),
-            ClientAddr::Lazy(f) => Some(f().to_canonical()),
-        }
-    }
-}
-
-impl std::fmt::Debug for ClientAddr<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClientAddr::Unknown => f.write_str("Unknown"),
-            ClientAddr::Known(ip) => write!(f, "Known({ip})"),
-            ClientAddr::Lazy(_) => f.write_str("Lazy"),
-        }
-    }
-}
+mod checks;
+mod facts;
+pub use self::checks::{
+    check_cached_state, check_context, check_request, check_state, extract_token,
+};
+pub use self::facts::{ClientAddr, Credentials, RequestFacts};
 
 /// Which grant of the token allowed the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,105 +180,6 @@ impl Decision<'_> {
     }
 }
 
-/// The bearer token of a request, checked in memory. A malformed token never
-/// reaches the cache or the store.
-pub fn extract_token(credentials: Credentials<'_>) -> Result<TokenSecret, DenyCode> {
-    let value = match credentials {
-        Credentials::None => return Err(DenyCode::MissingToken),
-        Credentials::Several => return Err(DenyCode::MalformedToken),
-        Credentials::One(v) => v,
-    };
-    let looks_like_token = |v: &[u8]| v.windows(4).any(|w| w == b"hwz_");
-    // `Bearer` (any case), one or more spaces, the token, nothing else.
-    let Some((scheme, rest)) = value
-        .iter()
-        .position(|&b| b == b' ')
-        .map(|i| value.split_at(i))
-    else {
-        return Err(if looks_like_token(value) {
-            DenyCode::MalformedToken
-        } else {
-            DenyCode::MissingToken
-        });
-    };
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Err(if looks_like_token(rest) {
-            DenyCode::MalformedToken
-        } else {
-            DenyCode::MissingToken
-        });
-    }
-    let token = rest.trim_ascii_start();
-    let token = std::str::from_utf8(token).map_err(|_| DenyCode::MalformedToken)?;
-    TokenSecret::parse(token).map_err(|_| DenyCode::MalformedToken)
-}
-
-/// The state checks of the decision path, at `now`: revoked, disabled,
-/// expired, in that order.
-pub fn check_state(record: &TokenRecord, now: Timestamp) -> Result<(), DenyCode> {
-    state_at(
-        record.revoked_at,
-        record.disabled_at.is_some(),
-        record.expires_at,
-        now,
-    )
-}
-
-/// [`check_state`] for a cached token.
-pub fn check_cached_state(record: &CachedRecord, now: Timestamp) -> Result<(), DenyCode> {
-    state_at(
-        record.revoked_at(),
-        record.is_disabled(),
-        record.expires_at(),
-        now,
-    )
-}
-
-fn state_at(
-    revoked_at: Option<Timestamp>,
-    disabled: bool,
-    expires_at: Option<Timestamp>,
-    now: Timestamp,
-) -> Result<(), DenyCode> {
-    // A future revocation is a rotation's overlap: the value works until then.
-    if revoked_at.is_some_and(|r| r <= now) {
-        Err(DenyCode::TokenRevoked)
-    } else if disabled {
-        Err(DenyCode::TokenDisabled)
-    } else if expires_at.is_some_and(|e| e <= now) {
-        Err(DenyCode::TokenExpired)
-    } else {
-        Ok(())
-    }
-}
-
-/// Step 5, continued: the token's context limits at `now` for the client
-/// `client` — not before its `not_before` (`token_not_yet_valid`), and
-/// only from its `allow_from` networks (`address_not_allowed`; an unknown
-/// client is refused). A token without limits costs one pointer test, and
-/// the client address is asked for only when the token lists networks.
-pub fn check_context(
-    record: &CachedRecord,
-    now: Timestamp,
-    client: ClientAddr<'_>,
-) -> Result<(), DenyCode> {
-    let Some(limits) = record.limits() else {
-        return Ok(());
-    };
-    if limits.not_before.is_some_and(|nb| now < nb) {
-        return Err(DenyCode::TokenNotYetValid);
-    }
-    if !limits.allow_from.is_empty() {
-        let allowed = client
-            .get()
-            .is_some_and(|ip| limits.allow_from.iter().any(|n| n.contains(ip)));
-        if !allowed {
-            return Err(DenyCode::AddressNotAllowed);
-        }
-    }
-    Ok(())
-}
-
 /// Steps 1-5: extract, parse, hash, look up (cache, then store), state.
 pub async fn authenticate<S: TokenStore>(
     cache: &TokenCache<S>,
@@ -418,22 +260,6 @@ pub async fn decide<'a, S: TokenStore>(
         },
         Err(deny) => Decision::Deny(deny),
     }
-}
-
-/// The first checks of step 6, for a valid token: what the request asks
-/// beyond its method and path. No route allows a protocol upgrade (an h2c
-/// or WebSocket connection would carry requests the gate never judged), and
-/// a `_method` query parameter would have the API act on a method the gate
-/// never judged; neither can be removed without forwarding something other
-/// than what was judged, so both are refused. Pure: `explain` calls it too.
-pub fn check_request(query: Option<&str>, upgrade: bool) -> Result<(), DenyCode> {
-    if upgrade {
-        return Err(DenyCode::UpgradeRefused);
-    }
-    if query.is_some_and(names_method_override) {
-        return Err(DenyCode::MethodOverride);
-    }
-    Ok(())
 }
 
 /// Steps 6-7 for a valid token: the rule for the request, then the role.

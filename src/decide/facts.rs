@@ -1,0 +1,73 @@
+//! What a door knows about a request, in the decision's terms: its
+//! credentials, method, path, query, upgrade, instant and (lazily) its
+//! client address. Doors build it; `decide` and its checks read it.
+
+use std::net::IpAddr;
+
+use http::Method;
+use jiff::Timestamp;
+
+/// The `Authorization` headers of a request, as the door found them.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// No `Authorization` header.
+    None,
+    /// Exactly one, with this value.
+    One(&'a [u8]),
+    /// More than one: always refused.
+    Several,
+}
+
+/// What a door knows about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    /// The raw path, without the query.
+    pub path: &'a str,
+    /// The raw query (after `?`), when the request has one. Read only for a
+    /// method override (`_method`); never for tokens.
+    pub query: Option<&'a str>,
+    /// The request asks to switch protocols: it has an `Upgrade` or an
+    /// `HTTP2-Settings` header (h2c, WebSocket).
+    pub upgrade: bool,
+    pub credentials: Credentials<'a>,
+    /// The decision instant; expiry is exact to it.
+    pub now: Timestamp,
+    /// The client's address, worked out only when a token limits it.
+    pub client: ClientAddr<'a>,
+}
+
+/// The client address of a request, as `trusted_proxies` says (see
+/// `clients`): worked out only when something needs it — a token with
+/// `allow_from`, or the failed-auth limit — so most requests never read
+/// `X-Forwarded-For`.
+#[derive(Clone, Copy)]
+pub enum ClientAddr<'a> {
+    /// Not known (`explain` without a client address): a token that limits
+    /// addresses is refused.
+    Unknown,
+    Known(IpAddr),
+    /// Worked out by the door when asked.
+    Lazy(&'a (dyn Fn() -> IpAddr + Sync)),
+}
+
+impl ClientAddr<'_> {
+    /// The address, in canonical form (IPv4-mapped IPv6 as IPv4).
+    pub fn get(&self) -> Option<IpAddr> {
+        match self {
+            ClientAddr::Unknown => None,
+            ClientAddr::Known(ip) => Some(ip.to_canonical()),
+            ClientAddr::Lazy(f) => Some(f().to_canonical()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientAddr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientAddr::Unknown => f.write_str("Unknown"),
+            ClientAddr::Known(ip) => write!(f, "Known({ip})"),
+            ClientAddr::Lazy(_) => f.write_str("Lazy"),
+        }
+    }
+}
