@@ -101,6 +101,7 @@ fn all(ws: Option<&str>, cursor: Option<Cursor>, limit: usize) -> ListQuery {
         limit,
         filter: ListFilter {
             kind: None,
+            unused_since: None,
             state: None,
             now: Timestamp::now(),
         },
@@ -269,6 +270,7 @@ async fn listing_filters_by_state_and_type(s: &impl TokenStore) {
         filter: ListFilter {
             kind,
             state,
+            unused_since: None,
             now: at,
         },
     };

@@ -111,6 +111,7 @@ pub async fn list(
     let mut workspace = None;
     let mut filter = ListFilter {
         kind: None,
+        unused_since: None,
         state: None,
         now,
     };

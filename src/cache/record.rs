@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use jiff::Timestamp;
 
+use super::tally::Tally;
 use crate::token::{Scope, TokenKind, TokenRecord};
 
 /// A token as the cache holds it: what decisions, logs and token callers
@@ -29,6 +30,8 @@ pub struct CachedRecord {
     /// `last_used_at` in ms since the epoch (`i64::MIN`: never).
     last_used_ms: i64,
     noted_ms: AtomicI64,
+    /// Requests counted since the usage writer last took them.
+    tally: Tally,
 }
 
 /// The scope of a cached token.
@@ -76,6 +79,7 @@ impl CachedRecord {
             revoked_at: record.revoked_at,
             last_used_ms: record.last_used_at.map_or(i64::MIN, |t| t.as_millisecond()),
             noted_ms: AtomicI64::new(i64::MIN / 2),
+            tally: Tally::default(),
         }
     }
 
@@ -114,6 +118,11 @@ impl CachedRecord {
     /// `last_used_at` in ms since the epoch, if ever used.
     pub fn last_used_ms(&self) -> Option<i64> {
         (self.last_used_ms != i64::MIN).then_some(self.last_used_ms)
+    }
+
+    /// Usage counted since the last flush (see `usage`).
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     /// Claims the right to note a use at `now_ms` if none was noted in the

@@ -34,6 +34,7 @@ mod runtime;
 mod settings;
 mod store;
 mod upstream;
+mod usage;
 
 pub use crate::redact::redact_url;
 pub use admin::{AdminSettings, MIN_ADMIN_KEY_LEN};
@@ -56,6 +57,7 @@ pub use store::{
     Backend, DEFAULT_REPLICA_ACKS, RedisMode, RedisSettings, SentinelSettings, StoreSettings,
 };
 pub use upstream::{ProxySettings, UpstreamSettings};
+pub use usage::UsageSettings;
 
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@ use super::policy::PolicySettings;
 use super::runtime::{RuntimeSettings, ShutdownSettings};
 use super::store::StoreSettings;
 use super::upstream::{ProxySettings, UpstreamSettings};
+use super::usage::UsageSettings;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +67,8 @@ pub struct Settings {
     /// `X-Forwarded-*` headers are replaced, never trusted.
     #[serde(deserialize_with = "clients::ip_nets")]
     pub trusted_proxies: Vec<IpNet>,
+    /// Usage per token: retention, and disabling unused tokens.
+    pub usage: UsageSettings,
 }
 
 impl Default for Settings {
@@ -91,6 +94,7 @@ impl Default for Settings {
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
+            usage: UsageSettings::default(),
         }
     }
 }
@@ -118,6 +122,7 @@ impl Settings {
         self.admin.validate_reserve(&self.limits, invalid)?;
         self.failed_auth.validate(invalid)?;
         self.listen.validate(invalid)?;
+        self.usage.validate(invalid)?;
         self.policy.build(&self.roles, invalid)
     }
 }

@@ -95,7 +95,8 @@ impl ExtAuthz {
             now: Timestamp::now(),
         };
         let client = || self.client(req, peer);
-        match exchange.decide(&facts, client).await {
+        let agent = http.headers.get("user-agent").map(String::as_bytes);
+        match exchange.decide(&facts, client, agent).await {
             Decision::Allow(p) => {
                 let headers = &self.shared.headers;
                 let mut ok = OkHttpResponseBuilder::new();

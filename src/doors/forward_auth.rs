@@ -98,7 +98,8 @@ impl ForwardAuth {
                     now: Timestamp::now(),
                 };
                 let client = || shared.client(peer.ip(), headers);
-                exchange.decide(&facts, client).await
+                let agent = headers.get(http::header::USER_AGENT).map(|v| v.as_bytes());
+                exchange.decide(&facts, client, agent).await
             }
             Err(code) => {
                 // The proxy did not say what request it asks about.

@@ -170,7 +170,11 @@ impl Proxy {
                 now: Timestamp::now(),
             };
             let client = || shared.client(conn.peer.ip(), &parts.headers);
-            match exchange.decide(&facts, client).await {
+            let agent = parts.headers.get(http::header::USER_AGENT);
+            match exchange
+                .decide(&facts, client, agent.map(|v| v.as_bytes()))
+                .await
+            {
                 Decision::Allow(p) => (shared.headers.values(&p), self.forward_authorization),
                 // No identity; a request without a Hawzu token keeps its
                 // own credentials, for the API to judge.

@@ -103,7 +103,7 @@ impl Bound {
     pub async fn new(loaded: &Loaded) -> Result<Self, StartError> {
         let s = &loaded.settings;
         let metrics = Arc::new(Metrics::new());
-        let (cache, background) = store::start_store(loaded, &metrics).await?;
+        let (cache, mut background) = store::start_store(loaded, &metrics).await?;
         let (key, source) = admin::load_or_generate(s.admin.key.as_deref(), &s.data_dir)?;
         match source {
             KeySource::Config => tracing::info!("admin key from config (admin.key)"),
@@ -113,7 +113,15 @@ impl Bound {
             }
         }
         let policy: PolicyHandle = Arc::new(ArcSwap::new(loaded.policy.clone()));
-        let (recorder, usage_writer) = usage::start(cache.clone());
+        let (recorder, usage_writer) = usage::start_with(
+            cache.clone(),
+            usage::UsageOptions {
+                retention: s.usage.retention.0,
+            },
+        );
+        if let Some(after) = s.usage.disable_unused() {
+            background.push(usage::unused::start(cache.clone(), after));
+        }
         let shared = Arc::new(Shared::new(
             cache.clone(),
             policy.clone(),
@@ -240,7 +248,7 @@ impl Bound {
             t.abort();
         }
         // The doors are gone; dropping the last recorder lets the writer
-        // flush pending last-used times and end.
+        // flush pending last-used times and usage counts, and end.
         let Self {
             shared,
             proxy_doors,

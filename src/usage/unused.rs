@@ -1,0 +1,132 @@
+//! The unused-token policy (`usage.disable_unused_after`, off by default):
+//! a periodic task disables every enabled token unused that long — last
+//! used that long ago, or never used and created that long ago — recorded
+//! as `disabled_by = "policy:unused"` and logged.
+//!
+//! Safe when every gate of a fleet runs it: [`disable_unused`] judges and
+//! writes in one compare-and-set (`store::update`), so a token is disabled
+//! once, and one used or enabled in between is left alone. It is the one
+//! place a token is disabled by the policy (an audit event belongs there).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::cache::TokenCache;
+use crate::store::{
+    ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError, unused_since,
+    update,
+};
+use crate::token::{TokenId, TokenRecord, TokenState};
+
+/// `disabled_by` of a token the policy disabled.
+pub const DISABLED_BY: &str = "policy:unused";
+/// How often the policy looks at every token (the first time at start).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Whether `record` is enabled at `now` and has gone unused for `after`.
+pub fn is_unused(record: &TokenRecord, after: Duration, now: Timestamp) -> bool {
+    let Ok(after) = SignedDuration::try_from(after) else {
+        return false;
+    };
+    let Ok(since) = now.checked_sub(after) else {
+        return false;
+    };
+    record.state(now) == TokenState::Enabled && unused_since(record, since)
+}
+
+/// Disables token `id` if it is still enabled and unused for `after` at
+/// `now` (one compare-and-set). `Some` with the record written when this
+/// call disabled it; `None` when there was nothing to do (already
+/// disabled, used since, gone).
+pub async fn disable_unused(
+    cache: &TokenCache<Store>,
+    id: &TokenId,
+    after: Duration,
+    now: Timestamp,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let stamp = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
+    let written = update(cache, id, |r: &TokenRecord| {
+        Ok::<_, ()>(is_unused(r, after, now).then(|| TokenRecord {
+            disabled_at: Some(stamp),
+            disabled_by: Some(DISABLED_BY.to_owned()),
+            ..r.clone()
+        }))
+    })
+    .await;
+    let stored = match written {
+        Ok(stored) => stored,
+        Err(UpdateError::NotFound | UpdateError::Refused(())) => return Ok(None),
+        Err(UpdateError::Store(e)) => return Err(e),
+    };
+    // `update` hands back the record as found when nothing changed.
+    if stored.record.disabled_by.as_deref() != Some(DISABLED_BY)
+        || stored.record.disabled_at != Some(stamp)
+    {
+        return Ok(None);
+    }
+    let record = stored.record;
+    let unused_for = now.duration_since(record.last_used_at.unwrap_or(record.created_at));
+    tracing::info!(
+        target: "hawzu_gate::admin",
+        op = "disable",
+        token_id = %record.id,
+        workspace_id = %record.workspace_id,
+        by = DISABLED_BY,
+        unused_days = unused_for.as_hours() / 24,
+        "token disabled: unused for longer than usage.disable_unused_after"
+    );
+    Ok(Some(record))
+}
+
+/// One look at every enabled token; disables the unused ones. Returns how
+/// many this call disabled.
+pub async fn sweep(
+    cache: &TokenCache<Store>,
+    after: Duration,
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    let mut disabled = 0;
+    let mut cursor = None;
+    loop {
+        let page = cache
+            .list(ListQuery {
+                workspace: None,
+                cursor,
+                limit: MAX_PAGE,
+                filter: ListFilter {
+                    kind: None,
+                    state: Some(TokenState::Enabled),
+                    unused_since: None,
+                    now,
+                },
+            })
+            .await?;
+        for record in page.tokens.iter().filter(|r| is_unused(r, after, now)) {
+            if disable_unused(cache, &record.id, after, now).await?.is_some() {
+                disabled += 1;
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(disabled),
+        }
+    }
+}
+
+/// Runs [`sweep`] at start and every [`SWEEP_EVERY`] until aborted.
+pub fn start(cache: Arc<TokenCache<Store>>, after: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match sweep(&cache, after, Timestamp::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(disabled = n, "unused tokens disabled"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the unused-token sweep failed; trying again later");
+                }
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+    })
+}
