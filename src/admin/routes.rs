@@ -18,7 +18,7 @@ use http::Method;
 use super::caller::{Caller, authenticate};
 use super::error::{ApiError, ErrorCode};
 use super::state::{AdminState, Peer};
-use super::{change, explain, roles, tokens};
+use super::{change, explain, roles, tokens, usage};
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,7 @@ pub enum Op {
     Update,
     Explain,
     Roles,
+    Usage,
 }
 
 impl Op {
@@ -48,6 +49,7 @@ impl Op {
             Op::Update => "update",
             Op::Explain => "explain",
             Op::Roles => "roles",
+            Op::Usage => "usage",
         }
     }
 }
@@ -105,6 +107,11 @@ pub const ROUTES: &[Route] = &[
         op: Op::Rotate,
     },
     Route {
+        method: Method::GET,
+        template: "/admin/v1/tokens/{id}/usage",
+        op: Op::Usage,
+    },
+    Route {
         method: Method::POST,
         template: "/admin/v1/explain",
         op: Op::Explain,
@@ -139,6 +146,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         Op::Update => on(methods, change::update_token),
         Op::Explain => on(methods, explain::explain),
         Op::Roles => on(methods, roles::roles),
+        Op::Usage => on(methods, usage::usage),
     })
     // Only matched routes are admitted: an unknown path (404) or method
     // (405) is answered before any key is checked.

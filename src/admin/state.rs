@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::cache::TokenCache;
@@ -33,6 +34,8 @@ pub struct AdminState {
     pub(super) token_share: TokenShare,
     /// `admin.max_rotation_overlap` and `admin.rotate_after_expiry`.
     pub(super) rotation: RotationLimits,
+    /// `usage.retention`: the longest `since` of a usage query.
+    pub(super) usage_retention: Duration,
 }
 
 /// The address of the client of a request (a request extension).
@@ -47,6 +50,7 @@ impl AdminState {
         failed_auth: FailedAuth,
         token_requests: usize,
         rotation: RotationLimits,
+        usage_retention: Duration,
     ) -> Self {
         let token_share = TokenShare::new(
             token_requests,
@@ -59,6 +63,7 @@ impl AdminState {
             failed_auth,
             token_share,
             rotation,
+            usage_retention,
         }
     }
 

@@ -37,6 +37,7 @@ mod output;
 mod roles;
 mod serve;
 mod token;
+mod usage;
 
 use std::path::PathBuf;
 

@@ -167,6 +167,7 @@ impl Bound {
                     .max_requests
                     .saturating_sub(s.admin.reserved_requests(&s.limits)),
                 s.admin.rotation(),
+                s.usage.retention.0,
             ),
             ops: Ops::new(cache, metrics, health.clone()),
             health,
