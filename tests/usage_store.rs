@@ -105,16 +105,35 @@ async fn counts_of_several_flushes_sum_per_hour_and_per_day() {
             "{name}: hours with requests, oldest first"
         );
         let only_now = store.usage(&a, h, h).await.unwrap();
-        assert_eq!(only_now.hours.len(), 1, "{name}: the range bounds the hours");
+        assert_eq!(
+            only_now.hours.len(),
+            1,
+            "{name}: the range bounds the hours"
+        );
 
         let today = day_of_hour(h);
         let totals = store
-            .daily_totals(&[a.clone(), b.clone(), TokenId::generate().unwrap()], today - 6, today)
+            .daily_totals(
+                &[a.clone(), b.clone(), TokenId::generate().unwrap()],
+                today - 6,
+                today,
+            )
             .await
             .unwrap();
         assert_eq!(totals.len(), 3, "{name}");
-        assert_eq!(totals[0].total(), 13, "{name}: both hours are within the week");
-        assert_eq!(totals[1], Counts { allowed: 7, refused: 0 }, "{name}");
+        assert_eq!(
+            totals[0].total(),
+            13,
+            "{name}: both hours are within the week"
+        );
+        assert_eq!(
+            totals[1],
+            Counts {
+                allowed: 7,
+                refused: 0
+            },
+            "{name}"
+        );
         assert_eq!(totals[2], Counts::default(), "{name}: never used");
     }
 }
@@ -154,7 +173,10 @@ async fn clients_merge_per_address_and_agent_and_only_the_ten_latest_stay() {
         }
         let report = store.usage(&id, h, h).await.unwrap();
         assert_eq!(report.clients.len(), MAX_CLIENTS, "{name}");
-        assert_eq!(report.clients[0].address, "10.0.1.11", "{name}: newest first");
+        assert_eq!(
+            report.clients[0].address, "10.0.1.11",
+            "{name}: newest first"
+        );
         assert!(
             report.clients.iter().all(|c| c.address != "10.0.0.1"),
             "{name}: the client seen longest ago went"
@@ -218,10 +240,7 @@ async fn redis_keys_carry_the_retention_as_a_ttl_and_each_command_touches_one_ke
         .query_async(&mut conn)
         .await
         .unwrap();
-    let hour_key = format!(
-        "{prefix}usage:{id}:{}",
-        now.strftime("%Y%m%d%H")
-    );
+    let hour_key = format!("{prefix}usage:{id}:{}", now.strftime("%Y%m%d%H"));
     let day_key = format!("{prefix}usage-day:{id}:{}", now.strftime("%Y%m%d"));
     let mut expected = vec![
         hour_key.clone(),

@@ -75,8 +75,12 @@ impl Tally {
         Drained {
             allowed: counts & LOW,
             refused: counts >> 32,
-            refusal: (refusal != 0)
-                .then(|| (i64::try_from(refusal >> 8).unwrap_or(0), (refusal & 0xff) as u8)),
+            refusal: (refusal != 0).then(|| {
+                (
+                    i64::try_from(refusal >> 8).unwrap_or(0),
+                    (refusal & 0xff) as u8,
+                )
+            }),
         }
     }
 

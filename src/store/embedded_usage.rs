@@ -12,12 +12,12 @@ use jiff::Timestamp;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::StoreError;
 use super::embedded::{EmbeddedStore, USAGE_HOURS, USAGE_RECENT, unavailable};
 use super::usage::{
     ClientSeen, Counts, LastRefusal, UsageDelta, UsageReport, UsageStore, hour_of, hour_start,
     later_refusal, merge_client,
 };
-use super::StoreError;
 use crate::token::TokenId;
 
 /// A token's recent clients and last refusal, as stored.

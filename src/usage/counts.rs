@@ -74,7 +74,10 @@ pub fn fingerprint(address: IpAddr, agent: Option<&[u8]>) -> u64 {
     let agent = agent.unwrap_or(b"\xff");
     let mut chunks = agent.chunks_exact(8);
     for c in &mut chunks {
-        h = mix(h, u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        h = mix(
+            h,
+            u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        );
     }
     let mut last = [0u8; 8];
     let rest = chunks.remainder();
@@ -192,7 +195,8 @@ impl Tallies {
                     for c in &d.clients {
                         merge_client(&mut kept.clients, c);
                     }
-                    kept.last_refusal = later_refusal(kept.last_refusal.take(), d.last_refusal.as_ref());
+                    kept.last_refusal =
+                        later_refusal(kept.last_refusal.take(), d.last_refusal.as_ref());
                 }
                 None => {
                     self.carried.insert(key, d);

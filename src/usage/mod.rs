@@ -160,10 +160,7 @@ fn next_mark(now: Timestamp) -> (Timestamp, Duration) {
     let ms = now.as_millisecond();
     let mark = (ms.div_euclid(every) + 1) * every;
     let wait = Duration::from_millis(u64::try_from(mark - ms).unwrap_or(0));
-    (
-        Timestamp::from_millisecond(mark).unwrap_or(now),
-        wait,
-    )
+    (Timestamp::from_millisecond(mark).unwrap_or(now), wait)
 }
 
 async fn writer(

@@ -104,7 +104,10 @@ pub async fn sweep(
             })
             .await?;
         for record in page.tokens.iter().filter(|r| is_unused(r, after, now)) {
-            if disable_unused(cache, &record.id, after, now).await?.is_some() {
+            if disable_unused(cache, &record.id, after, now)
+                .await?
+                .is_some()
+            {
                 disabled += 1;
             }
         }

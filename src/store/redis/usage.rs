@@ -253,7 +253,9 @@ impl UsageStore for RedisStore {
         let days = (last_day + 1).saturating_sub(first_day) as usize;
         let cmds = ids
             .iter()
-            .flat_map(|id| (first_day..=last_day).map(|d| hmget(self.usage_day_key(id.as_str(), d))))
+            .flat_map(|id| {
+                (first_day..=last_day).map(|d| hmget(self.usage_day_key(id.as_str(), d)))
+            })
             .collect();
         self.timed(|mut conn| async move {
             let counts: Vec<Vec<Option<u64>>> = conn.each(cmds).await?;

@@ -1,0 +1,513 @@
+//! Usage per token, end to end: requests through the doors of two gates on
+//! one Redis are summed and read from either; a known token's refusals
+//! count with the last code, unknown tokens count nowhere; the counts of an
+//! embedded gate survive its restart (pending ones flushed at shutdown);
+//! `token list --unused` and the unused-token policy, also on a fleet.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::time::Duration;
+
+use hawzu_gate::store::redis::RedisOptions;
+use hawzu_gate::store::{RedisStore, TokenStore};
+use hawzu_gate::token::record::RECORD_VERSION;
+use hawzu_gate::token::{Scope, TokenId, TokenRecord, TokenSecret};
+use http::{Method, StatusCode};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
+
+use common::{
+    GateProcess, InProcessGate, WS1_PROJECTS, create_token, eventually, redis_url, send,
+    unique_prefix, workspace_token,
+};
+
+/// Longest wait for a flush (every 5 s) to reach the store.
+const FLUSHED: Duration = Duration::from_secs(20);
+
+async fn redis_gate(prefix: &str, extra: &[(&str, &str)]) -> InProcessGate {
+    let url = redis_url();
+    let mut env = vec![
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix),
+    ];
+    env.extend_from_slice(extra);
+    InProcessGate::start(&env).await
+}
+
+/// `/auth/nginx` for `GET path` with `secret`, from `client` with `agent`.
+async fn ask(
+    gate: &InProcessGate,
+    secret: &str,
+    path: &str,
+    client: &str,
+    agent: &str,
+) -> StatusCode {
+    send(gate.addrs.auth, Method::GET, "/auth/nginx")
+        .token(secret)
+        .original("GET", path)
+        .header("x-forwarded-for", client)
+        .header("user-agent", agent)
+        .go()
+        .await
+        .status
+}
+
+async fn usage(gate: &InProcessGate, id: &str, query: &str) -> Value {
+    let a = gate
+        .admin()
+        .get(&format!("/admin/v1/tokens/{id}/usage{query}"))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    a.json()
+}
+
+/// The usage of `id` on `gate` once its totals are `(allowed, refused)`.
+async fn usage_when(gate: &InProcessGate, id: &str, allowed: u64, refused: u64) -> Value {
+    eventually("the usage to be flushed", FLUSHED, || async {
+        let u = usage(gate, id, "").await;
+        (u["totals"]["allowed"] == allowed && u["totals"]["refused"] == refused).then_some(u)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn requests_through_two_gates_on_one_redis_are_summed_and_read_from_either() {
+    let prefix = unique_prefix("usage_fleet");
+    let a = redis_gate(&prefix, &[]).await;
+    let b = redis_gate(&prefix, &[]).await;
+    let (id, secret) = create_token(
+        &a,
+        workspace_token("CI Runner", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            ask(&a, &secret, WS1_PROJECTS, "203.0.113.7", "ci-runner/1.0").await,
+            200
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            ask(&b, &secret, WS1_PROJECTS, "198.51.100.4", "curl/8.5.0").await,
+            200
+        );
+    }
+    // A refusal of the known token on gate B (no rule for this path).
+    assert_eq!(
+        ask(
+            &b,
+            &secret,
+            "/settings/access-tokens",
+            "198.51.100.4",
+            "curl/8.5.0"
+        )
+        .await,
+        403
+    );
+
+    let from_a = usage_when(&a, &id, 5, 1).await;
+    let from_b = usage_when(&b, &id, 5, 1).await;
+    assert_eq!(from_a["totals"], from_b["totals"]);
+    let hours = from_b["hours"].as_array().unwrap();
+    let summed: u64 = hours.iter().map(|h| h["allowed"].as_u64().unwrap()).sum();
+    assert_eq!(summed, 5, "the hours add up to the totals: {hours:?}");
+    assert_eq!(from_b["last_refusal"]["code"], "no_matching_rule");
+
+    let clients: Vec<(String, String)> = from_a["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["address"].as_str().unwrap().to_owned(),
+                c["user_agent"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        clients.contains(&("203.0.113.7".into(), "ci-runner/1.0".into()))
+            && clients.contains(&("198.51.100.4".into(), "curl/8.5.0".into())),
+        "each gate's client, as trusted_proxies says: {clients:?}"
+    );
+
+    // The list shows the week's requests of each token.
+    let list = a
+        .admin()
+        .get("/admin/v1/tokens?workspace=ws_1")
+        .await
+        .json();
+    let listed = &list["tokens"][0];
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(
+        listed["requests_7d"],
+        serde_json::json!({"allowed": 5, "refused": 1})
+    );
+}
+
+#[tokio::test]
+async fn a_known_tokens_refusals_count_with_the_last_code_and_unknown_tokens_nowhere() {
+    let gate = InProcessGate::embedded().await;
+    let (id, secret) = create_token(
+        &gate,
+        workspace_token("Nightly", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
+    assert_eq!(
+        ask(&gate, &secret, WS1_PROJECTS, "192.0.2.1", "nightly/2").await,
+        200
+    );
+    let r = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        ask(&gate, &secret, WS1_PROJECTS, "192.0.2.1", "nightly/2").await,
+        401
+    );
+    // Not a token the gate knows: counted for no token.
+    let unknown = TokenSecret::generate().unwrap();
+    assert_eq!(
+        ask(&gate, unknown.expose(), WS1_PROJECTS, "192.0.2.1", "x").await,
+        401
+    );
+
+    let u = usage_when(&gate, &id, 1, 1).await;
+    assert_eq!(u["last_refusal"]["code"], "token_disabled");
+    assert!(u["last_refusal"]["at"].as_str().unwrap().ends_with('Z'));
+
+    // The caller check and the query's own checks.
+    let bad = gate
+        .admin()
+        .get(&format!("/admin/v1/tokens/{id}/usage?since=1m&x=1"))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let fields = &bad.json()["fields"];
+    assert!(
+        fields["since"].is_string() && fields["x"].is_string(),
+        "{fields}"
+    );
+    let missing = gate
+        .admin()
+        .get(&format!(
+            "/admin/v1/tokens/{}/usage",
+            TokenId::generate().unwrap()
+        ))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_token_caller_sees_usage_only_of_tokens_it_may_reach() {
+    let gate = InProcessGate::embedded().await;
+    let (_, manager) = create_token(
+        &gate,
+        workspace_token("Admin bot", "ws_1", "workspace_manager", "7d"),
+    )
+    .await;
+    let (viewer_id, _) = create_token(
+        &gate,
+        workspace_token("Viewer", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
+    let (other_ws, _) = create_token(
+        &gate,
+        workspace_token("Elsewhere", "ws_2", "workspace_viewer", "7d"),
+    )
+    .await;
+    let (mgr_id, _) = create_token(
+        &gate,
+        workspace_token("Another manager", "ws_1", "workspace_manager", "7d"),
+    )
+    .await;
+    let (_, coordinator) = create_token(
+        &gate,
+        workspace_token("Coordinator bot", "ws_1", "workspace_coordinator", "7d"),
+    )
+    .await;
+    let as_token =
+        |secret: &str| common::Http::new(format!("http://{}", gate.addrs.admin)).bearer(secret);
+    let ok = as_token(&manager)
+        .get(&format!("/admin/v1/tokens/{viewer_id}/usage"))
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let hidden = as_token(&manager)
+        .get(&format!("/admin/v1/tokens/{other_ws}/usage"))
+        .await;
+    assert_eq!(
+        hidden.status,
+        StatusCode::NOT_FOUND,
+        "another workspace's token"
+    );
+    // A coordinator has no tokens:manage: not a caller at all.
+    let refused = as_token(&coordinator)
+        .get(&format!("/admin/v1/tokens/{mgr_id}/usage"))
+        .await;
+    assert!(
+        refused.status == StatusCode::FORBIDDEN || refused.status == StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.status
+    );
+}
+
+#[tokio::test]
+async fn usage_survives_a_restart_of_an_embedded_gate_with_pending_counts_flushed_at_shutdown() {
+    let gate = InProcessGate::embedded().await;
+    let (id, secret) = create_token(
+        &gate,
+        workspace_token("Restart", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(
+            ask(&gate, &secret, WS1_PROJECTS, "192.0.2.9", "r/1").await,
+            200
+        );
+    }
+    let dir = gate.shutdown().await;
+    let again = InProcessGate::start_in(dir, &[]).await;
+    // No waiting: what was counted was written when the gate stopped.
+    let u = usage(&again, &id, "?since=24h").await;
+    assert_eq!(u["totals"], serde_json::json!({"allowed": 4, "refused": 0}));
+    assert_eq!(u["clients"][0]["address"], "192.0.2.9");
+    assert_eq!(u["clients"][0]["user_agent"], "r/1");
+}
+
+// === unused tokens ===
+
+fn aged(name: &str, created_days_ago: i64, used_days_ago: Option<i64>) -> TokenRecord {
+    let ago = |d: i64| {
+        let t = Timestamp::now() - SignedDuration::from_hours(24 * d);
+        Timestamp::from_second(t.as_second()).unwrap()
+    };
+    TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().unwrap(),
+        name: name.into(),
+        workspace_id: "ws_1".into(),
+        scope: Scope::Workspace {
+            role: "workspace_viewer".into(),
+        },
+        created_by: "tests".into(),
+        created_at: ago(created_days_ago),
+        expires_at: None,
+        disabled_at: None,
+        disabled_by: None,
+        revoked_at: None,
+        last_used_at: used_days_ago.map(ago),
+        rotated_from: None,
+        description: None,
+        rotated_to: None,
+    }
+}
+
+/// Writes `records` into the Redis store under `prefix`, as the admin API
+/// would have long ago.
+async fn seed(prefix: &str, records: &[&TokenRecord]) {
+    let store = RedisStore::new(RedisOptions {
+        url: redis_url(),
+        key_prefix: prefix.to_owned(),
+        timeout: Duration::from_secs(10),
+        retention: Duration::from_secs(30 * 24 * 3600),
+    })
+    .unwrap();
+    for r in records {
+        store
+            .create(&TokenSecret::generate().unwrap().hash(), r)
+            .await
+            .unwrap();
+    }
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn list_unused_shows_tokens_never_used_or_not_lately_and_never_a_new_one() {
+    let prefix = unique_prefix("usage_unused_list");
+    let never = aged("never used", 40, None);
+    let lately = aged("used lately", 40, Some(2));
+    let long_ago = aged("used long ago", 100, Some(45));
+    seed(&prefix, &[&never, &lately, &long_ago]).await;
+    let gate = redis_gate(&prefix, &[]).await;
+    let (fresh, _) = create_token(
+        &gate,
+        workspace_token("fresh", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
+    let mut unused = ids(&gate.admin().get("/admin/v1/tokens?unused=30d").await.json());
+    unused.sort();
+    let mut expected = vec![never.id.to_string(), long_ago.id.to_string()];
+    expected.sort();
+    assert_eq!(unused, expected);
+    assert!(
+        !unused.contains(&fresh),
+        "a new token is unused only since its creation"
+    );
+    let bad = gate.admin().get("/admin/v1/tokens?unused=soon").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.json()["fields"]["unused"].is_string());
+}
+
+#[tokio::test]
+async fn the_unused_policy_disables_each_unused_token_once_on_a_fleet_and_says_so() {
+    let prefix = unique_prefix("usage_unused_policy");
+    let never = aged("never used", 40, None);
+    let lately = aged("used lately", 40, Some(2));
+    let mut by_admin = aged("disabled by an operator", 40, None);
+    by_admin.disabled_at = Some(Timestamp::from_second(Timestamp::now().as_second() - 60).unwrap());
+    by_admin.disabled_by = Some("admin".into());
+    seed(&prefix, &[&never, &lately, &by_admin]).await;
+    // Two gates run the policy at once.
+    let policy = [("usage.disable_unused_after", "30d")];
+    let a = redis_gate(&prefix, &policy).await;
+    let b = redis_gate(&prefix, &policy).await;
+    let (fresh, _) = create_token(
+        &a,
+        workspace_token("fresh", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
+
+    let show = |gate: &InProcessGate, id: String| {
+        let admin = gate.admin();
+        async move { admin.get(&format!("/admin/v1/tokens/{id}")).await.json() }
+    };
+    let disabled = eventually(
+        "the policy to disable the unused token",
+        FLUSHED,
+        || async {
+            let t = show(&b, never.id.to_string()).await;
+            (t["token"]["state"] == "disabled").then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(disabled["token"]["disabled_by"], "policy:unused");
+    let at = disabled["token"]["disabled_at"].clone();
+    // Both gates swept; the second found nothing to do (one write).
+    let from_a = show(&a, never.id.to_string()).await;
+    assert_eq!(from_a["token"]["disabled_at"], at);
+    for (id, state, by) in [
+        (lately.id.to_string(), "enabled", Value::Null),
+        (fresh.clone(), "enabled", Value::Null),
+        (by_admin.id.to_string(), "disabled", Value::from("admin")),
+    ] {
+        let t = show(&a, id.clone()).await;
+        assert_eq!(t["token"]["state"], state, "{id}");
+        assert_eq!(
+            t["token"]
+                .get("disabled_by")
+                .cloned()
+                .unwrap_or(Value::Null),
+            by,
+            "{id}"
+        );
+    }
+    // A token caller may enable what the policy disabled (not an operator's
+    // decision).
+    let (_, manager) = create_token(
+        &a,
+        workspace_token("bot", "ws_1", "workspace_manager", "7d"),
+    )
+    .await;
+    let enabled = common::Http::new(format!("http://{}", a.addrs.admin))
+        .bearer(&manager)
+        .post_empty(&format!("/admin/v1/tokens/{}/enable", never.id))
+        .await;
+    assert_eq!(enabled.status, StatusCode::OK);
+}
+
+#[test]
+fn the_cli_shows_usage_and_lists_requests_of_the_last_week() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(dir.path(), "");
+    let created = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "CI Runner",
+        "--workspace",
+        "ws_1",
+        "--role",
+        "workspace_viewer",
+        "--expires",
+        "7d",
+        "--json",
+    ]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let v = created.json();
+    let id = v["token"]["id"].as_str().unwrap().to_owned();
+    let secret = v["secret"].as_str().unwrap().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..2 {
+            let s = send(gate.auth, Method::GET, "/auth/nginx")
+                .token(&secret)
+                .original("GET", WS1_PROJECTS)
+                .header("user-agent", "ci-runner/1.0")
+                .go()
+                .await
+                .status;
+            assert_eq!(s, 200);
+        }
+    });
+    common::wait_until("the usage to be flushed", FLUSHED, || {
+        gate.cli(&["token", "usage", &id, "--json"]).json()["totals"]["allowed"] == 2
+    });
+    let text = gate.cli(&["token", "usage", &id, "--since", "24h"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    for expected in [
+        "allowed       2",
+        "refused       0",
+        "ci-runner/1.0",
+        "127.0.0.1",
+        "HOUR",
+    ] {
+        assert!(
+            text.stdout.contains(expected),
+            "{expected:?} in:\n{}",
+            text.stdout
+        );
+    }
+    let list = gate.cli(&["token", "list"]);
+    assert!(
+        list.stdout.lines().next().unwrap().ends_with("REQ 7D"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.lines().nth(1).unwrap().ends_with(" 2"),
+        "{}",
+        list.stdout
+    );
+    let json = gate.cli(&["token", "list", "--json"]).json();
+    assert_eq!(json["tokens"][0]["requests_7d"]["allowed"], 2);
+    let unused = gate
+        .cli(&["token", "list", "--unused", "30d", "--json"])
+        .json();
+    assert_eq!(
+        unused["tokens"],
+        serde_json::json!([]),
+        "a new token is not unused"
+    );
+
+    let bad = gate.cli(&["token", "usage", &id, "--since", "400d"]);
+    assert_eq!(bad.code, 1, "beyond usage.retention: {}", bad.stderr);
+    assert!(bad.stderr.contains("--since"), "{}", bad.stderr);
+}
