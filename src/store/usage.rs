@@ -161,7 +161,7 @@ pub fn merge_client(clients: &mut Vec<ClientSeen>, seen: &ClientSeen) {
         }
         None => clients.push(seen.clone()),
     }
-    clients.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+    clients.sort_by_key(|c| std::cmp::Reverse(c.last_seen));
     clients.truncate(MAX_CLIENTS);
 }
 

@@ -69,7 +69,13 @@ fn a_record_is_handed_over_once_per_flush_and_a_client_once_while_the_same() {
     for _ in 0..100 {
         usage.count(&cached, None, now, HOME, Some(b"ci/1"));
     }
-    usage.count(&cached, Some(DenyCode::TokenDisabled), now, HOME, Some(b"ci/1"));
+    usage.count(
+        &cached,
+        Some(DenyCode::TokenDisabled),
+        now,
+        HOME,
+        Some(b"ci/1"),
+    );
     let notes = drain(&mut rx);
     assert_eq!(notes.len(), 2, "one record, one client: {notes:?}");
     assert!(matches!(notes[0], Note::Counted(_)));
@@ -100,8 +106,20 @@ fn another_client_is_noted_a_gap_later() {
     let t0 = Timestamp::now();
     let later = |ms| t0 + jiff::SignedDuration::from_millis(ms);
     usage.count(&cached, None, t0, HOME, None);
-    usage.count(&cached, None, later(10), || IpAddr::from([198, 51, 100, 1]), None);
-    usage.count(&cached, None, later(1_500), || IpAddr::from([198, 51, 100, 1]), None);
+    usage.count(
+        &cached,
+        None,
+        later(10),
+        || IpAddr::from([198, 51, 100, 1]),
+        None,
+    );
+    usage.count(
+        &cached,
+        None,
+        later(1_500),
+        || IpAddr::from([198, 51, 100, 1]),
+        None,
+    );
     let clients: Vec<String> = drain(&mut rx)
         .into_iter()
         .filter_map(|n| match n {
@@ -155,7 +173,10 @@ fn fingerprints_differ_by_address_and_agent() {
     let b = IpAddr::from([10, 0, 0, 2]);
     assert_eq!(fingerprint(a, Some(b"x")), fingerprint(a, Some(b"x")));
     assert_ne!(fingerprint(a, Some(b"x")), fingerprint(b, Some(b"x")));
-    assert_ne!(fingerprint(a, Some(b"curl/8.5.0")), fingerprint(a, Some(b"curl/8.6.0")));
+    assert_ne!(
+        fingerprint(a, Some(b"curl/8.5.0")),
+        fingerprint(a, Some(b"curl/8.6.0"))
+    );
     assert_ne!(fingerprint(a, None), fingerprint(a, Some(b"")));
 }
 

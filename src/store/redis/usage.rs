@@ -224,7 +224,7 @@ impl UsageStore for RedisStore {
                 .iter()
                 .filter_map(|(f, v)| read_client(f, v))
                 .collect();
-            clients.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+            clients.sort_by_key(|c| std::cmp::Reverse(c.last_seen));
             let last_refusal = refusal.and_then(|v| {
                 let (at, code) = v.split_once(' ')?;
                 Some(LastRefusal {
