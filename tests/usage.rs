@@ -180,6 +180,28 @@ async fn a_known_tokens_refusals_count_with_the_last_code_and_unknown_tokens_now
         401
     );
 
+    // The proxy door counts too (allowed, whatever the upstream on the
+    // default address, usually none, answered).
+    let (proxied, proxied_secret) = create_token(
+        &gate,
+        workspace_token("Proxied", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
+    let answer = gate
+        .proxy()
+        .request(Method::GET, WS1_PROJECTS)
+        .token(&proxied_secret)
+        .header("user-agent", "through-the-proxy/1")
+        .go()
+        .await;
+    assert!(
+        answer.status != StatusCode::UNAUTHORIZED && answer.status != StatusCode::FORBIDDEN,
+        "{}",
+        answer.status
+    );
+    let p = usage_when(&gate, &proxied, 1, 0).await;
+    assert_eq!(p["clients"][0]["user_agent"], "through-the-proxy/1");
+
     let u = usage_when(&gate, &id, 1, 1).await;
     assert_eq!(u["last_refusal"]["code"], "token_disabled");
     assert!(u["last_refusal"]["at"].as_str().unwrap().ends_with('Z'));

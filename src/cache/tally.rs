@@ -131,6 +131,11 @@ mod tests {
     }
 
     #[test]
+    fn a_tally_adds_at_most_forty_bytes_to_a_cached_token() {
+        assert!(std::mem::size_of::<Tally>() <= 40);
+    }
+
+    #[test]
     fn an_unclaimed_record_is_handed_over_by_the_next_count() {
         let t = Tally::default();
         assert!(t.allowed());
