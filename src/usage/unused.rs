@@ -133,3 +133,103 @@ pub fn start(cache: Arc<TokenCache<Store>>, after: Duration) -> tokio::task::Joi
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheOptions;
+    use crate::store::EmbeddedStore;
+    use crate::token::record::RECORD_VERSION;
+    use crate::token::{Scope, TokenSecret};
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn now() -> Timestamp {
+        "2027-06-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn days_ago(d: i64) -> Timestamp {
+        now() - SignedDuration::from_hours(24 * d)
+    }
+
+    fn record(created: i64, used: Option<i64>) -> TokenRecord {
+        TokenRecord {
+            v: RECORD_VERSION,
+            id: TokenId::generate().unwrap(),
+            name: "CI".into(),
+            workspace_id: "ws_1".into(),
+            scope: Scope::Workspace {
+                role: "workspace_viewer".into(),
+            },
+            created_by: "alice".into(),
+            created_at: days_ago(created),
+            expires_at: None,
+            disabled_at: None,
+            disabled_by: None,
+            revoked_at: None,
+            last_used_at: used.map(days_ago),
+            rotated_from: None,
+            description: None,
+            rotated_to: None,
+        }
+    }
+
+    #[test]
+    fn unused_means_enabled_and_neither_used_nor_created_within_the_window() {
+        let after = 30 * DAY;
+        assert!(is_unused(&record(40, None), after, now()));
+        assert!(is_unused(&record(100, Some(31)), after, now()));
+        assert!(!is_unused(&record(100, Some(29)), after, now()));
+        assert!(
+            !is_unused(&record(10, None), after, now()),
+            "unused only since its creation"
+        );
+        let mut expired = record(40, None);
+        expired.expires_at = Some(days_ago(1));
+        let mut revoked = record(40, None);
+        revoked.revoked_at = Some(days_ago(1));
+        let mut disabled = record(40, None);
+        disabled.disabled_at = Some(days_ago(1));
+        for r in [expired, revoked, disabled] {
+            assert!(!is_unused(&r, after, now()), "only enabled tokens");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_is_disabled_once_and_a_second_sweep_finds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let cache = TokenCache::new(
+            Store::Embedded(store),
+            CacheOptions {
+                ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(5),
+                max_entries: 100,
+                stale_if_error: Duration::ZERO,
+            },
+        );
+        let (old, used) = (record(40, None), record(40, Some(1)));
+        for r in [&old, &used] {
+            cache
+                .create(&TokenSecret::generate().unwrap().hash(), r)
+                .await
+                .unwrap();
+        }
+        // The one never used goes, once; the one used yesterday stays.
+        assert_eq!(sweep(&cache, 30 * DAY, now()).await.unwrap(), 1);
+        assert_eq!(sweep(&cache, 30 * DAY, now()).await.unwrap(), 0);
+        let found = cache.find(&old.id).await.unwrap().unwrap().record;
+        assert_eq!(found.disabled_by.as_deref(), Some(DISABLED_BY));
+        assert!(
+            disable_unused(&cache, &used.id, 30 * DAY, now())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Months later, the other one is unused too.
+        let later = now() + SignedDuration::from_hours(24 * 60);
+        assert_eq!(sweep(&cache, 30 * DAY, later).await.unwrap(), 1);
+    }
+}
