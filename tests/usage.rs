@@ -2,6 +2,7 @@
 //! one Redis are summed and read from either; a known token's refusals
 //! count with the last code, unknown tokens count nowhere; the counts of an
 //! embedded gate survive its restart (pending ones flushed at shutdown);
+//! the proxy, forward-auth and gRPC doors all count;
 //! `token list --unused` and the unused-token policy, also on a fleet.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
@@ -532,4 +533,54 @@ fn the_cli_shows_usage_and_lists_requests_of_the_last_week() {
     let bad = gate.cli(&["token", "usage", &id, "--since", "400d"]);
     assert_eq!(bad.code, 1, "beyond usage.retention: {}", bad.stderr);
     assert!(bad.stderr.contains("--since"), "{}", bad.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_door_counts_with_the_clients_user_agent() {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Request as AttrRequest,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+
+    let gate = InProcessGate::embedded().await;
+    let (id, secret) = create_token(
+        &gate,
+        workspace_token("Envoy", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", gate.addrs.grpc))
+        .await
+        .unwrap();
+    let check = |path: &str| CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: path.into(),
+                    headers: [
+                        ("authorization".to_owned(), format!("Bearer {secret}")),
+                        ("user-agent".to_owned(), "envoy-client/3".to_owned()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let ok = client
+        .check(check(WS1_PROJECTS))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.status.unwrap().code, 0, "allowed");
+    let no = client.check(check("/login")).await.unwrap().into_inner();
+    assert_eq!(no.status.unwrap().code, 7, "PERMISSION_DENIED");
+
+    let u = usage_when(&gate, &id, 1, 1).await;
+    assert_eq!(u["last_refusal"]["code"], "no_matching_rule");
+    assert_eq!(u["clients"][0]["user_agent"], "envoy-client/3");
 }
