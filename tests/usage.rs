@@ -2,8 +2,8 @@
 //! one Redis are summed and read from either; a known token's refusals
 //! count with the last code, unknown tokens count nowhere; the counts of an
 //! embedded gate survive its restart (pending ones flushed at shutdown);
-//! the proxy, forward-auth and gRPC doors all count;
-//! `token list --unused` and the unused-token policy, also on a fleet.
+//! the proxy, forward-auth and gRPC doors all count; the CLI shows it.
+//! Unused tokens: `tests/usage_unused.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -11,12 +11,8 @@ mod common;
 
 use std::time::Duration;
 
-use hawzu_gate::store::redis::RedisOptions;
-use hawzu_gate::store::{RedisStore, TokenStore};
-use hawzu_gate::token::record::RECORD_VERSION;
-use hawzu_gate::token::{Scope, TokenId, TokenRecord, TokenSecret};
+use hawzu_gate::token::{TokenId, TokenSecret};
 use http::{Method, StatusCode};
-use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 use common::{
@@ -302,155 +298,6 @@ async fn usage_survives_a_restart_of_an_embedded_gate_with_pending_counts_flushe
     assert_eq!(u["totals"], serde_json::json!({"allowed": 4, "refused": 0}));
     assert_eq!(u["clients"][0]["address"], "192.0.2.9");
     assert_eq!(u["clients"][0]["user_agent"], "r/1");
-}
-
-// === unused tokens ===
-
-fn aged(name: &str, created_days_ago: i64, used_days_ago: Option<i64>) -> TokenRecord {
-    let ago = |d: i64| {
-        let t = Timestamp::now() - SignedDuration::from_hours(24 * d);
-        Timestamp::from_second(t.as_second()).unwrap()
-    };
-    TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: name.into(),
-        workspace_id: "ws_1".into(),
-        scope: Scope::Workspace {
-            role: "workspace_viewer".into(),
-        },
-        created_by: "tests".into(),
-        created_at: ago(created_days_ago),
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: used_days_ago.map(ago),
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-    }
-}
-
-/// Writes `records` into the Redis store under `prefix`, as the admin API
-/// would have long ago.
-async fn seed(prefix: &str, records: &[&TokenRecord]) {
-    let store = RedisStore::new(RedisOptions {
-        url: redis_url(),
-        key_prefix: prefix.to_owned(),
-        timeout: Duration::from_secs(10),
-        retention: Duration::from_secs(30 * 24 * 3600),
-    })
-    .unwrap();
-    for r in records {
-        store
-            .create(&TokenSecret::generate().unwrap().hash(), r)
-            .await
-            .unwrap();
-    }
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    list["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-#[tokio::test]
-async fn list_unused_shows_tokens_never_used_or_not_lately_and_never_a_new_one() {
-    let prefix = unique_prefix("usage_unused_list");
-    let never = aged("never used", 40, None);
-    let lately = aged("used lately", 40, Some(2));
-    let long_ago = aged("used long ago", 100, Some(45));
-    seed(&prefix, &[&never, &lately, &long_ago]).await;
-    let gate = redis_gate(&prefix, &[]).await;
-    let (fresh, _) = create_token(
-        &gate,
-        workspace_token("fresh", "ws_1", "workspace_viewer", "7d"),
-    )
-    .await;
-    let mut unused = ids(&gate.admin().get("/admin/v1/tokens?unused=30d").await.json());
-    unused.sort();
-    let mut expected = vec![never.id.to_string(), long_ago.id.to_string()];
-    expected.sort();
-    assert_eq!(unused, expected);
-    assert!(
-        !unused.contains(&fresh),
-        "a new token is unused only since its creation"
-    );
-    let bad = gate.admin().get("/admin/v1/tokens?unused=soon").await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert!(bad.json()["fields"]["unused"].is_string());
-}
-
-#[tokio::test]
-async fn the_unused_policy_disables_each_unused_token_once_on_a_fleet_and_says_so() {
-    let prefix = unique_prefix("usage_unused_policy");
-    let never = aged("never used", 40, None);
-    let lately = aged("used lately", 40, Some(2));
-    let mut by_admin = aged("disabled by an operator", 40, None);
-    by_admin.disabled_at = Some(Timestamp::from_second(Timestamp::now().as_second() - 60).unwrap());
-    by_admin.disabled_by = Some("admin".into());
-    seed(&prefix, &[&never, &lately, &by_admin]).await;
-    // Two gates run the policy at once.
-    let policy = [("usage.disable_unused_after", "30d")];
-    let a = redis_gate(&prefix, &policy).await;
-    let b = redis_gate(&prefix, &policy).await;
-    let (fresh, _) = create_token(
-        &a,
-        workspace_token("fresh", "ws_1", "workspace_viewer", "7d"),
-    )
-    .await;
-
-    let show = |gate: &InProcessGate, id: String| {
-        let admin = gate.admin();
-        async move { admin.get(&format!("/admin/v1/tokens/{id}")).await.json() }
-    };
-    let disabled = eventually(
-        "the policy to disable the unused token",
-        FLUSHED,
-        || async {
-            let t = show(&b, never.id.to_string()).await;
-            (t["token"]["state"] == "disabled").then_some(t)
-        },
-    )
-    .await;
-    assert_eq!(disabled["token"]["disabled_by"], "policy:unused");
-    let at = disabled["token"]["disabled_at"].clone();
-    // Both gates swept; the second found nothing to do (one write).
-    let from_a = show(&a, never.id.to_string()).await;
-    assert_eq!(from_a["token"]["disabled_at"], at);
-    for (id, state, by) in [
-        (lately.id.to_string(), "enabled", Value::Null),
-        (fresh.clone(), "enabled", Value::Null),
-        (by_admin.id.to_string(), "disabled", Value::from("admin")),
-    ] {
-        let t = show(&a, id.clone()).await;
-        assert_eq!(t["token"]["state"], state, "{id}");
-        assert_eq!(
-            t["token"]
-                .get("disabled_by")
-                .cloned()
-                .unwrap_or(Value::Null),
-            by,
-            "{id}"
-        );
-    }
-    // A token caller may enable what the policy disabled (not an operator's
-    // decision).
-    let (_, manager) = create_token(
-        &a,
-        workspace_token("bot", "ws_1", "workspace_manager", "7d"),
-    )
-    .await;
-    let enabled = common::Http::new(format!("http://{}", a.addrs.admin))
-        .bearer(&manager)
-        .post_empty(&format!("/admin/v1/tokens/{}/enable", never.id))
-        .await;
-    assert_eq!(enabled.status, StatusCode::OK);
 }
 
 #[test]
