@@ -12,6 +12,7 @@
 #![recursion_limit = "256"]
 
 pub mod admin;
+pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod clients;

@@ -26,6 +26,7 @@ pub mod names {
     pub const CACHE_NEGATIVE_HITS: &str = "hawzu_gate_cache_negative_hits_total";
     pub const CACHE_MISSES: &str = "hawzu_gate_cache_misses_total";
     pub const CACHE_STALE_SERVED: &str = "hawzu_gate_cache_stale_served_total";
+    pub const CACHE_DROPS: &str = "hawzu_gate_cache_drops_total";
     pub const CACHE_EVICTIONS: &str = "hawzu_gate_cache_evictions_total";
     pub const CACHE_ENTRIES: &str = "hawzu_gate_cache_entries";
     pub const STORE_CALLS: &str = "hawzu_gate_store_calls_total";
@@ -38,6 +39,9 @@ pub mod names {
     pub const READY: &str = "hawzu_gate_ready";
     pub const OPEN_CONNECTIONS: &str = "hawzu_gate_open_connections";
     pub const OVERLOAD: &str = "hawzu_gate_overload_refusals_total";
+    /// Audit events by result: `recorded`, or `failed` (the change stands;
+    /// the event is in the error log only).
+    pub const AUDIT_EVENTS: &str = "hawzu_gate_audit_events_total";
 }
 
 /// The front door a decision came through.
@@ -156,6 +160,8 @@ const NET_BUCKETS: &[f64] = &[
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// The name of every metric family registered, in order.
+    families: Vec<String>,
     /// `[door][outcome]`: allow, passed, then each deny code
     /// ([`Outcome::index`]).
     decisions: Vec<Vec<IntCounter>>,
@@ -164,6 +170,7 @@ pub struct Metrics {
     pub cache_negative_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_stale_served: IntCounter,
+    pub cache_drops: IntCounter,
     cache_evictions: IntCounterVec,
     pub cache_entries: IntGauge,
     store_calls: IntCounterVec,
@@ -177,6 +184,7 @@ pub struct Metrics {
     pub ready: IntGauge,
     open_connections: IntGaugeVec,
     overload: IntCounterVec,
+    audit_events: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -191,7 +199,11 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
+        let families = std::cell::RefCell::new(Vec::new());
         let reg = |c: Box<dyn prometheus::core::Collector>| {
+            families
+                .borrow_mut()
+                .extend(c.desc().iter().map(|d| d.fq_name.clone()));
             registry.register(c).expect("metric names are unique");
         };
         let decisions_vec = IntCounterVec::new(
@@ -262,7 +274,7 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(upstream_seconds.clone()));
-        let m = Self {
+        let mut m = Self {
             decisions,
             decision_seconds,
             cache_hits: counter(
@@ -277,6 +289,10 @@ impl Metrics {
             cache_stale_served: counter(
                 names::CACHE_STALE_SERVED,
                 "Token lookups answered by a record past cache.ttl while the store failed (cache.stale_if_error).",
+            ),
+            cache_drops: counter(
+                names::CACHE_DROPS,
+                "Whole-cache drops: the invalidation feed came back after an interruption, so changes may have been missed.",
             ),
             cache_evictions: counter_vec(
                 names::CACHE_EVICTIONS,
@@ -333,8 +349,18 @@ impl Metrics {
                 "Connections and requests refused at a listener's limits.",
                 &["listener", "limit"],
             ),
+            audit_events: counter_vec(
+                names::AUDIT_EVENTS,
+                "Audit events of admin changes by result (recorded, failed).",
+                &["result"],
+            ),
             registry,
+            families: Vec::new(),
         };
+        m.families = families.take();
+        for result in ["recorded", "failed"] {
+            m.audit_events.with_label_values(&[result]);
+        }
         // Every series exists from the start, so rates work from zero.
         for op in StoreOp::ALL {
             for result in ["ok", "error", "timeout"] {
@@ -404,6 +430,19 @@ impl Metrics {
     /// Counts one admin operation; `result` is `ok` or an error code.
     pub fn admin(&self, op: &'static str, result: &'static str) {
         self.admin_operations.with_label_values(&[op, result]).inc();
+    }
+
+    /// The name of every metric family this gate exports, whether or not
+    /// it has a sample yet (alert rules and dashboards are checked
+    /// against it: tests/alerts.rs).
+    pub fn families(&self) -> &[String] {
+        &self.families
+    }
+
+    /// Counts one audit event: written to the log, or not.
+    pub fn audit(&self, recorded: bool) {
+        let result = if recorded { "recorded" } else { "failed" };
+        self.audit_events.with_label_values(&[result]).inc();
     }
 
     /// The text exposition.

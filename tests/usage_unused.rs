@@ -1,7 +1,8 @@
 //! Unused tokens: `token list --unused` (never used, or not lately; a new
 //! token is unused only since its creation) and the unused-token policy
 //! (`usage.disable_unused_after`) on a fleet of two gates, each running
-//! it: every unused token disabled once, as `policy:unused`.
+//! it: every unused token disabled once, as `policy:unused`, with one
+//! `auto_disable` audit event.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -162,6 +163,25 @@ async fn the_unused_policy_disables_each_unused_token_once_on_a_fleet_and_says_s
             "{id}"
         );
     }
+    // One audit event, by the gate, with the reason, readable from either gate.
+    let events = b
+        .admin()
+        .get(&format!("/admin/v1/audit?token={}", never.id))
+        .await
+        .json();
+    let events = events["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "auto_disable");
+    assert_eq!(events[0]["actor"], "gate");
+    assert!(
+        events[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unused for 40 days"),
+        "{}",
+        events[0]["reason"]
+    );
+    assert_eq!(events[0]["after"]["disabled_by"], "policy:unused");
     // A token caller may enable what the policy disabled (not an operator's
     // decision).
     let (_, manager) = create_token(

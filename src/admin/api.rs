@@ -25,9 +25,10 @@ use crate::clients::FailedAuth;
 use crate::doors::PolicyHandle;
 use crate::store::Store;
 use crate::token::RotationLimits;
+use crate::web::{REQUEST_ID, RequestIds};
 
 use super::AdminKey;
-use super::state::{AdminState, Peer};
+use super::state::{AdminState, Peer, RequestId};
 
 pub use super::routes::{Op, ROUTES, Route};
 pub use super::wire::MAX_BODY;
@@ -37,6 +38,7 @@ pub use super::wire::MAX_BODY;
 #[derive(Debug)]
 pub struct AdminApi {
     router: Router,
+    request_ids: RequestIds,
 }
 
 impl AdminApi {
@@ -60,20 +62,27 @@ impl AdminApi {
         ));
         Arc::new(Self {
             router: super::routes::router(state),
+            request_ids: RequestIds::new(),
         })
     }
 
-    /// Serves one request of the admin listener, from `peer`.
+    /// Serves one request of the admin listener, from `peer`. Every
+    /// answer carries the request's `X-Request-Id` (the client's, or a new
+    /// one), which the audit log records.
     pub async fn handle<B>(&self, mut req: Request<B>, peer: SocketAddr) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let id = self.request_ids.of(req.headers());
         req.extensions_mut().insert(Peer(peer));
+        req.extensions_mut().insert(RequestId(id.clone()));
         // A router clone is a reference count: the routes are shared.
-        match self.router.clone().oneshot(req).await {
+        let mut res = match self.router.clone().oneshot(req).await {
             Ok(res) => res,
             Err(never) => match never {},
-        }
+        };
+        res.headers_mut().insert(REQUEST_ID, id);
+        res
     }
 }

@@ -5,7 +5,8 @@
 //! The rules are `token::change`'s; here they run inside the
 //! compare-and-set that writes the record, after `Caller::may_act_on`, so
 //! they judge the record written over, never an older read. A secret
-//! appears only in a rotate's answer.
+//! appears only in a rotate's answer. Each change that succeeded is then
+//! one audit event (`admin::audit::record`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -14,10 +15,12 @@ use axum::extract::State;
 use http::StatusCode;
 use jiff::Timestamp;
 
+use crate::audit::{Action, AuditEvent, Origin};
 use crate::store::{TokenStore, update};
 use crate::token::change::{ValidRotate, successor};
 use crate::token::{ChangeRefusal, TokenId, TokenRecord, TokenSecret};
 
+use super::audit::record as audit;
 use super::caller::Caller;
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, OptionalJsonBody, PathId, Reply};
@@ -50,6 +53,7 @@ fn refused(r: ChangeRefusal) -> ApiError {
 pub async fn rotate(
     State(api): State<Arc<AdminState>>,
     Extension(caller): Extension<Caller>,
+    Extension(origin): Extension<Origin>,
     PathId(id): PathId,
     OptionalJsonBody(req): OptionalJsonBody<RotateRequest>,
 ) -> Result<Reply<Created>, ApiError> {
@@ -59,7 +63,7 @@ pub async fn rotate(
     let new_id = TokenId::generate().map_err(ApiError::fault)?;
     let policy = api.policy();
     // The validation of the record that was written over (the last run).
-    let chosen: Mutex<Option<ValidRotate>> = Mutex::new(None);
+    let chosen: Mutex<Option<(ValidRotate, TokenRecord)>> = Mutex::new(None);
     let old = update(&*api.cache, id, |r| {
         caller.may_act_on(&policy, r)?;
         let valid = req.validate(r, api.rotation, now).map_err(refused)?;
@@ -77,12 +81,12 @@ pub async fn rotate(
             rotated_to: Some(new_id.clone()),
             ..r.clone()
         };
-        *chosen.lock().unwrap_or_else(PoisonError::into_inner) = Some(valid);
+        *chosen.lock().unwrap_or_else(PoisonError::into_inner) = Some((valid, r.clone()));
         Ok(Some(next))
     })
     .await
     .map_err(|e| ApiError::from_update(e, id))?;
-    let valid = chosen
+    let (valid, before) = chosen
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner)
         .ok_or_else(|| ApiError::fault("a rotate wrote no validated record"))?;
@@ -120,6 +124,11 @@ pub async fn rotate(
         by = %caller.label(),
         "token rotated"
     );
+    audit(
+        &api,
+        AuditEvent::rotated(&origin, now, &before, &old.record, &new),
+    )
+    .await;
     Ok(Reply(
         StatusCode::CREATED,
         Created {
@@ -135,12 +144,16 @@ pub async fn rotate(
 pub async fn update_token(
     State(api): State<Arc<AdminState>>,
     Extension(caller): Extension<Caller>,
+    Extension(origin): Extension<Origin>,
     PathId(id): PathId,
     JsonBody(req): JsonBody<UpdateRequest>,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
     let now = Timestamp::now();
     let policy = api.policy();
+    // The record the last run judged: the one written over.
+    let before: Mutex<Option<TokenRecord>> = Mutex::new(None);
     let stored = update(&*api.cache, &id, |r| {
+        *before.lock().unwrap_or_else(PoisonError::into_inner) = Some(r.clone());
         caller.may_act_on(&policy, r)?;
         req.apply(r, now).map_err(refused)
     })
@@ -154,6 +167,15 @@ pub async fn update_token(
         by = %caller.label(),
         "token updated"
     );
+    let before = before
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .unwrap_or_else(|| stored.record.clone());
+    audit(
+        &api,
+        AuditEvent::changed(Action::Update, &origin, now, &before, &stored.record),
+    )
+    .await;
     Ok(Reply(
         StatusCode::OK,
         TokenAnswer {

@@ -4,7 +4,8 @@
 //! The API is an axum router served by the gate's own listener: `api` (the
 //! service), `state` (what handlers share), `routes` (the table, the
 //! router, who may get in), `caller` (who is asking; `may_reach`), `tokens`,
-//! `change` (rotate, update), `explain` and `roles` (the handlers), `extract`
+//! `change` (rotate, update), `explain`, `roles` and `audit` (the handlers;
+//! `audit` also records every change's event), `extract`
 //! (bodies, path ids, answers), `error` (every
 //! refusal, rendered in one place).
 //!
@@ -23,6 +24,7 @@ use thiserror::Error;
 use crate::token::value::fill_base62;
 
 pub mod api;
+mod audit;
 mod caller;
 mod change;
 pub mod client;

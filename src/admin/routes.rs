@@ -15,10 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use http::Method;
 
+use crate::audit::Origin;
+
 use super::caller::{Caller, authenticate};
 use super::error::{ApiError, ErrorCode};
-use super::state::{AdminState, Peer};
-use super::{change, explain, roles, tokens, usage};
+use super::state::{AdminState, Peer, RequestId};
+use super::{audit, change, explain, roles, tokens, usage};
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +36,19 @@ pub enum Op {
     Explain,
     Roles,
     Usage,
+    Audit,
 }
 
 impl Op {
+    /// Whether the operation changes a token (and is recorded in the audit
+    /// log when it succeeds).
+    pub fn is_change(self) -> bool {
+        matches!(
+            self,
+            Op::Create | Op::Disable | Op::Enable | Op::Revoke | Op::Rotate | Op::Update
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Create => "create",
@@ -50,6 +62,7 @@ impl Op {
             Op::Explain => "explain",
             Op::Roles => "roles",
             Op::Usage => "usage",
+            Op::Audit => "audit",
         }
     }
 }
@@ -121,6 +134,11 @@ pub const ROUTES: &[Route] = &[
         template: "/admin/v1/roles",
         op: Op::Roles,
     },
+    Route {
+        method: Method::GET,
+        template: "/admin/v1/audit",
+        op: Op::Audit,
+    },
 ];
 
 /// The methods a path template accepts, as in `Allow` (`POST, GET`).
@@ -147,6 +165,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         Op::Explain => on(methods, explain::explain),
         Op::Roles => on(methods, roles::roles),
         Op::Usage => on(methods, usage::usage),
+        Op::Audit => on(methods, audit::list),
     })
     // Only matched routes are admitted: an unknown path (404) or method
     // (405) is answered before any key is checked.
@@ -209,15 +228,38 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
         .into_response();
     };
     let metrics = api.cache.metrics();
-    let refuse = |e: ApiError| {
-        metrics.admin(op.as_str(), e.code());
-        e.into_response()
-    };
     let Some(Peer(peer)) = req.extensions().get::<Peer>().copied() else {
         // Only `AdminApi::handle` serves this router, and it names the peer.
-        return refuse(ApiError::fault("the admin request has no client address"));
+        metrics.admin(op.as_str(), "unavailable");
+        return ApiError::fault("the admin request has no client address").into_response();
     };
     let client = peer.ip().to_canonical();
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|r| r.0.to_str().ok())
+        .map(str::to_owned);
+    // A refused change is no change: not in the audit log (a caller
+    // could flood the bounded log with refusals and push real events out),
+    // but in the admin log, with who, from where and why.
+    let refused = |by: &str, code: &str| {
+        if op.is_change() {
+            tracing::info!(
+                target: "hawzu_gate::admin",
+                op = op.as_str(),
+                code,
+                by,
+                client = %client,
+                request_id = request_id.as_deref().unwrap_or(""),
+                "admin change not done"
+            );
+        }
+    };
+    let refuse = |e: ApiError| {
+        metrics.admin(op.as_str(), e.code());
+        refused("unauthenticated", e.code());
+        e.into_response()
+    };
     if api.failed_auth.is_refused(client) {
         return refuse(ApiError::RateLimited {
             retry_after: api.failed_auth.retry_after().clone(),
@@ -236,13 +278,26 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
         Caller::Admin => None,
         Caller::Token { .. } => match api.token_share.take() {
             Some(slot) => Some(slot),
-            None => return refuse(ApiError::Overloaded),
+            None => {
+                metrics.admin(op.as_str(), ApiError::Overloaded.code());
+                refused(&caller.label(), ApiError::Overloaded.code());
+                return ApiError::Overloaded.into_response();
+            }
         },
     };
+    let label = caller.label();
+    req.extensions_mut().insert(Origin {
+        actor: label.clone(),
+        client: Some(client.to_string()),
+        request_id: request_id.clone(),
+    });
     req.extensions_mut().insert(caller);
     let res = next.run(req).await;
     let code = res.extensions().get::<ErrorCode>().map_or("ok", |c| c.0);
     metrics.admin(op.as_str(), code);
+    if code != "ok" {
+        refused(&label, code);
+    }
     res
 }
 

@@ -1,7 +1,7 @@
 //! [`AdminState`]: what the admin API's handlers share (the cache they
 //! write through, the policy, the admin key, the wrong-key limit, the
-//! token callers' request slots and the rotation limits), and [`Peer`], the client address the
-//! listener hands in.
+//! token callers' request slots and the rotation limits), [`Peer`], the client address the
+//! listener hands in, and [`RequestId`], the request's id.
 //!
 //! Plain state: no routing, no handlers, no answers.
 
@@ -41,6 +41,11 @@ pub struct AdminState {
 /// The address of the client of a request (a request extension).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
+
+/// The request's `X-Request-Id` (a request extension): the client's when
+/// sane, else one the gate made; every admin answer carries it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub http::HeaderValue);
 
 impl AdminState {
     pub fn new(

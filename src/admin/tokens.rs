@@ -4,10 +4,12 @@
 //! Every action on an existing token passes `Caller::may_reach` (through
 //! `may_act_on`), inside the compare-and-set that writes it, so it judges
 //! the record written over, never an older read. A secret appears only in
-//! the answers of create and rotate. No routing, no authentication here
-//! (`admin::routes` did both before a handler runs).
+//! the answers of create and rotate. Each change that succeeded is then one
+//! audit event (`admin::audit::record`), with the record before and after.
+//! No routing, no authentication here (`admin::routes` did both before a
+//! handler runs).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
@@ -15,11 +17,13 @@ use axum::extract::{Query, State};
 use http::StatusCode;
 use jiff::{SignedDuration, Timestamp};
 
+use crate::audit::{Action, AuditEvent, Origin};
 use crate::store::{Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, TokenStore, update};
 use crate::token::{
     FieldErrors, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState, record::RECORD_VERSION,
 };
 
+use super::audit::record as audit;
 use super::caller::{ADMIN_LABEL, Caller, Reach};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, PathId, Reply};
@@ -33,6 +37,7 @@ use super::wire::{
 pub async fn create(
     State(api): State<Arc<AdminState>>,
     Extension(caller): Extension<Caller>,
+    Extension(origin): Extension<Origin>,
     JsonBody(mut req): JsonBody<CreateRequest>,
 ) -> Result<Reply<Created>, ApiError> {
     let now = Timestamp::now();
@@ -84,6 +89,7 @@ pub async fn create(
         by = %caller.label(),
         "token created"
     );
+    audit(&api, AuditEvent::created(&origin, now, &record)).await;
     Ok(Reply(
         StatusCode::CREATED,
         Created {
@@ -271,41 +277,48 @@ pub async fn show(
 pub async fn disable(
     State(api): State<Arc<AdminState>>,
     Extension(caller): Extension<Caller>,
+    Extension(origin): Extension<Origin>,
     PathId(id): PathId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
-    change(&api, &caller, Change::Disable, &id).await
+    change(&api, &caller, &origin, Change::Disable, &id).await
 }
 
 /// `POST /admin/v1/tokens/{id}/enable`.
 pub async fn enable(
     State(api): State<Arc<AdminState>>,
     Extension(caller): Extension<Caller>,
+    Extension(origin): Extension<Origin>,
     PathId(id): PathId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
-    change(&api, &caller, Change::Enable, &id).await
+    change(&api, &caller, &origin, Change::Enable, &id).await
 }
 
 /// `DELETE /admin/v1/tokens/{id}`.
 pub async fn revoke(
     State(api): State<Arc<AdminState>>,
     Extension(caller): Extension<Caller>,
+    Extension(origin): Extension<Origin>,
     PathId(id): PathId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
-    change(&api, &caller, Change::Revoke, &id).await
+    change(&api, &caller, &origin, Change::Revoke, &id).await
 }
 
-/// Disable, enable or revoke: one compare-and-set.
+/// Disable, enable or revoke: one compare-and-set, then its audit event.
 async fn change(
     api: &AdminState,
     caller: &Caller,
+    origin: &Origin,
     op: Change,
     id: &TokenId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
     let now = Timestamp::now();
     let policy = api.policy();
+    // The record the last run judged: the one written over.
+    let before: Mutex<Option<TokenRecord>> = Mutex::new(None);
     // The checks run inside the compare-and-set: they judge the record
     // that is written over, never an older read.
     let stored = update(&*api.cache, id, |r| {
+        *before.lock().unwrap_or_else(PoisonError::into_inner) = Some(r.clone());
         caller.may_act_on(&policy, r)?;
         let mut next = r.clone();
         match op {
@@ -349,6 +362,15 @@ async fn change(
         by = %caller.label(),
         "token {}", op.past_tense()
     );
+    let before = before
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .unwrap_or_else(|| stored.record.clone());
+    audit(
+        api,
+        AuditEvent::changed(op.action(), origin, now, &before, &stored.record),
+    )
+    .await;
     Ok(Reply(
         StatusCode::OK,
         TokenAnswer {
@@ -377,6 +399,14 @@ impl Change {
             Change::Disable => "disable",
             Change::Enable => "enable",
             Change::Revoke => "revoke",
+        }
+    }
+
+    fn action(self) -> Action {
+        match self {
+            Change::Disable => Action::Disable,
+            Change::Enable => Action::Enable,
+            Change::Revoke => Action::Revoke,
         }
     }
 

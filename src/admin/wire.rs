@@ -375,3 +375,16 @@ pub struct RefusalView {
     #[serde(with = "seconds")]
     pub at: Timestamp,
 }
+
+// === the audit log ===
+
+/// One audit event as the API shows it (the stored event, with its id).
+pub use crate::audit::AuditEvent;
+
+/// The answer of `GET /admin/v1/audit`: events newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditAnswer<T = AuditEvent> {
+    pub events: Vec<T>,
+    /// Give it back as `cursor` for older events; `null` on the last page.
+    pub next_cursor: Option<String>,
+}

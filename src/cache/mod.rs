@@ -281,6 +281,7 @@ impl<S: TokenStore> TokenCache<S> {
 
     /// Forgets everything (invalidations may have been missed).
     pub fn invalidate_all(&self) {
+        self.metrics.cache_drops.inc();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate_all();
     }

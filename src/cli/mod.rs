@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `token …`, `explain`, `roles`.
+//! The command line: `serve`, `check-config`, `token …`, `explain`, `roles`,
+//! `audit`.
 //!
 //! The client commands (`token`, `explain`, `roles`) talk to the admin API
 //! of a running gate (never to the store directly). Exit codes: 0 ok, 1
@@ -10,6 +11,7 @@
 //! commands' flags, the admin client, exit codes), `serve` (run the gate,
 //! check the config), `token` (token and explain commands, through the
 //! admin client and the `admin::wire` structs), `roles` (the role table),
+//! `audit` (the audit log),
 //! `output` (what a person or a script sees). It never talks to the store.
 
 use std::process::ExitCode;
@@ -32,6 +34,7 @@ macro_rules! complain {
     }};
 }
 
+mod audit;
 mod global;
 mod output;
 mod roles;
@@ -45,6 +48,7 @@ use clap::Args;
 
 use crate::config;
 
+use self::audit::{AuditArgs, audit};
 use self::global::{REFUSED, USAGE};
 use self::roles::{RolesArgs, roles};
 use self::serve::{check_config, serve};
@@ -52,7 +56,7 @@ use self::token::{ExplainArgs, TokenArgs, explain, token};
 
 /// The root `--help`'s closing words: exit codes and time format.
 pub const AFTER_HELP: &str = "\
-Exit codes (token, explain, roles):
+Exit codes (token, explain, roles, audit):
   0  done (explain: the request would be allowed or passed)
   1  the server refused: a bad value, a token not found, a wrong admin key
      (explain: the request would be denied; --exit-zero turns that into 0)
@@ -110,6 +114,9 @@ enum Command {
     Explain(ExplainArgs),
     /// List every role (built-in and from [roles]) with its permissions.
     Roles(RolesArgs),
+    /// The audit log: who created, updated, rotated, disabled, enabled or
+    /// revoked which token, when, from where. Newest first.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +149,7 @@ fn run(cli: Cli) -> u8 {
         Command::Token(args) => client_runtime(token(&loaded, args)),
         Command::Explain(args) => client_runtime(explain(&loaded, args)),
         Command::Roles(args) => client_runtime(roles(&loaded, args)),
+        Command::Audit(args) => client_runtime(audit(&loaded, args)),
     }
 }
 

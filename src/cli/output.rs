@@ -242,16 +242,12 @@ pub(super) fn print_table(tokens: &[TokenView]) {
             ]
         })
         .collect();
-    let empty = rows.is_empty();
-    print_rows("", &header, rows);
-    if empty {
-        say!("(no tokens)");
-    }
+    print_rows(&header, rows, "(no tokens)");
 }
 
-/// A table: `header`, then `rows`, columns padded to their widest cell,
-/// each line starting with `indent`.
-pub(super) fn print_rows(indent: &str, header: &[&str], rows: Vec<Vec<String>>) {
+/// A table as [`print_rows`], each line starting with `indent` (a table
+/// inside a section).
+pub(super) fn print_indented(indent: &str, header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -274,6 +270,49 @@ pub(super) fn print_rows(indent: &str, header: &[&str], rows: Vec<Vec<String>>) 
     for row in &rows {
         say!("{}", line(row));
     }
+}
+
+/// A table: `header`, then `rows` (cells of each row under the header's
+/// columns, left-aligned); `empty` when there is no row.
+pub(super) fn print_rows(header: &[&str], rows: Vec<Vec<String>>, empty: &str) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<w$}  ");
+            }
+        }
+        out
+    };
+    let head: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    say!("{}", line(&head));
+    for row in &rows {
+        say!("{}", line(row));
+    }
+    if rows.is_empty() {
+        say!("{empty}");
+    }
+}
+
+/// Percent-encodes a query value.
+pub(super) fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// The flag a server-side field error is about.
@@ -299,6 +338,8 @@ fn flag_for(field: &str) -> String {
         ("token_id", "--token-id"),
         ("method", "--method"),
         ("path", "--path"),
+        ("token", "--token"),
+        ("since", "--since"),
     ]);
     if let Some(f) = map.get(field) {
         return (*f).to_owned();

@@ -357,6 +357,7 @@ pub(super) async fn token(loaded: &Loaded, args: TokenArgs) -> u8 {
                 .await;
             out.finish(answer, |a: ShownToken| {
                 out.show(&a.token);
+                say!("{:<13} hawzu-gate audit --token {}", "history", a.token.id);
                 out.permissions(&a.permissions);
             })
         }

@@ -9,7 +9,7 @@ use crate::admin::client::AdminClient;
 use crate::admin::wire::UsageAnswer;
 use crate::token::TokenId;
 
-use super::output::{Output, print_rows, when};
+use super::output::{Output, print_indented, when};
 
 #[derive(Debug, Args)]
 pub(super) struct UsageArgs {
@@ -61,7 +61,7 @@ fn show(u: &UsageAnswer) {
     if u.clients.is_empty() {
         say!("  (none seen)");
     } else {
-        print_rows(
+        print_indented(
             "  ",
             &["ADDRESS", "USER AGENT", "FIRST SEEN", "LAST SEEN"],
             u.clients
@@ -86,7 +86,7 @@ fn show(u: &UsageAnswer) {
     if u.hours.is_empty() {
         say!("  (no requests)");
     } else {
-        print_rows(
+        print_indented(
             "  ",
             &["HOUR", "ALLOWED", "REFUSED"],
             u.hours

@@ -20,6 +20,7 @@
 //! the store or the admin plane.
 
 mod admin;
+mod audit;
 mod cache;
 mod clients;
 mod duration;
@@ -38,6 +39,7 @@ mod usage;
 
 pub use crate::redact::redact_url;
 pub use admin::{AdminSettings, MIN_ADMIN_KEY_LEN};
+pub use audit::AuditSettings;
 pub use cache::CacheSettings;
 pub use clients::{FailedAuthSettings, IpNet};
 pub use duration::HumanDuration;

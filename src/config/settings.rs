@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::Policy;
 
 use super::admin::AdminSettings;
+use super::audit::AuditSettings;
 use super::cache::CacheSettings;
 use super::clients::{self, FailedAuthSettings, IpNet};
 use super::headers::HeaderSettings;
@@ -47,6 +48,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// The admin API.
     pub admin: AdminSettings,
+    /// The audit log of admin actions.
+    pub audit: AuditSettings,
     /// Logging.
     pub log: LogSettings,
     /// Custom roles: name → permission patterns (`executions:write`, `*:read`).
@@ -83,6 +86,7 @@ impl Default for Settings {
             headers: HeaderSettings::default(),
             store: StoreSettings::default(),
             admin: AdminSettings::default(),
+            audit: AuditSettings::default(),
             log: LogSettings::default(),
             roles: BTreeMap::new(),
             policy: PolicySettings::default(),
@@ -123,6 +127,7 @@ impl Settings {
         self.failed_auth.validate(invalid)?;
         self.listen.validate(invalid)?;
         self.usage.validate(invalid)?;
+        self.audit.validate(invalid)?;
         self.policy.build(&self.roles, invalid)
     }
 }

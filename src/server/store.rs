@@ -20,7 +20,11 @@ pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
     Ok(match s.store.backend {
         Backend::Embedded => {
             admin::create_data_dir(&s.data_dir)?;
-            Store::Embedded(EmbeddedStore::open(&s.data_dir, s.store.timeout.0).await?)
+            Store::Embedded(
+                EmbeddedStore::open(&s.data_dir, s.store.timeout.0)
+                    .await?
+                    .with_audit_max_events(s.audit.max_events),
+            )
         }
         Backend::Redis => {
             let r = &s.store.redis;
@@ -54,15 +58,18 @@ pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
                     nodes: r.nodes.clone(),
                 },
             };
-            Store::Redis(RedisStore::with_topology(
-                topology,
-                RedisOptions {
-                    url: r.url.clone(),
-                    key_prefix: r.key_prefix.clone(),
-                    timeout: s.store.timeout.0,
-                    retention: s.store.retention.0,
-                },
-            )?)
+            Store::Redis(
+                RedisStore::with_topology(
+                    topology,
+                    RedisOptions {
+                        url: r.url.clone(),
+                        key_prefix: r.key_prefix.clone(),
+                        timeout: s.store.timeout.0,
+                        retention: s.store.retention.0,
+                    },
+                )?
+                .with_audit_max_events(s.audit.max_events),
+            )
         }
     })
 }

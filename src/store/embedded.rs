@@ -11,14 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::audit::AuditLog;
 use super::feed::LocalFeed;
 use super::list::Batch;
 use super::{
     ChangeFeed, Changes, Cursor, ListQuery, Page, StoreError, Stored, TokenStore, created_ms,
     paginate,
 };
+use crate::audit::{AuditEvent, AuditPage, AuditQuery, DEFAULT_MAX_EVENTS, PageBuilder, Position};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
 /// File name of the database inside `data_dir`.
@@ -40,6 +42,8 @@ pub(super) const USAGE_HOURS: TableDefinition<'_, (&str, u32), (u64, u64)> =
 /// token id → JSON of its recent clients and last refusal.
 pub(super) const USAGE_RECENT: TableDefinition<'_, &str, &[u8]> =
     TableDefinition::new("usage_recent");
+/// (ms, seq) → audit event JSON: the audit log, oldest first.
+const AUDIT: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("audit");
 
 /// Index entries read per blocking call while listing.
 const SCAN_BATCH: usize = 256;
@@ -55,6 +59,8 @@ pub struct EmbeddedStore {
     feed: LocalFeed,
     /// The hour whose usage past retention was last pruned.
     pub(super) pruned_hour: Arc<AtomicU32>,
+    /// The audit log keeps about this many events (`audit.max_events`).
+    audit_max: u64,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -87,6 +93,7 @@ impl EmbeddedStore {
             txn.open_table(ALL).map_err(unavailable)?;
             txn.open_table(USAGE_HOURS).map_err(unavailable)?;
             txn.open_table(USAGE_RECENT).map_err(unavailable)?;
+            txn.open_table(AUDIT).map_err(unavailable)?;
             txn.commit().map_err(unavailable)?;
             Ok(db)
         })
@@ -99,7 +106,14 @@ impl EmbeddedStore {
             write_timeout: timeout * 10,
             feed: LocalFeed::new(),
             pruned_hour: Arc::new(AtomicU32::new(0)),
+            audit_max: DEFAULT_MAX_EVENTS,
         })
+    }
+
+    /// Keeps the last `n` audit events (at least one).
+    pub fn with_audit_max_events(mut self, n: u64) -> Self {
+        self.audit_max = n.max(1);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -274,6 +288,69 @@ impl TokenStore for EmbeddedStore {
             let txn = db.begin_read().map_err(unavailable)?;
             txn.open_table(TOKENS).map_err(unavailable)?;
             Ok(())
+        })
+        .await
+    }
+}
+
+impl AuditLog for EmbeddedStore {
+    /// One write transaction: the event at the next position (this
+    /// millisecond, or after the last one should the clock have gone
+    /// back), then the oldest events beyond `audit_max` dropped.
+    async fn append(&self, event: &AuditEvent) -> Result<Position, StoreError> {
+        let raw = event.to_stored();
+        let max = self.audit_max;
+        let now = Position::at(jiff::Timestamp::now());
+        self.run(self.write_timeout, move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let position = {
+                let mut log = txn.open_table(AUDIT).map_err(unavailable)?;
+                let last = log.last().map_err(unavailable)?.map(|(k, _)| k.value());
+                let position = match last {
+                    Some((ms, seq)) if ms >= now.ms => Position { ms, seq: seq + 1 },
+                    _ => now,
+                };
+                log.insert((position.ms, position.seq), &raw[..])
+                    .map_err(unavailable)?;
+                let mut excess = log.len().map_err(unavailable)?.saturating_sub(max);
+                while excess > 0 && log.pop_first().map_err(unavailable)?.is_some() {
+                    excess -= 1;
+                }
+                position
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(position)
+        })
+        .await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let query = query.clone();
+        self.run(self.read_timeout, move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let log = txn.open_table(AUDIT).map_err(unavailable)?;
+            let floor = query.floor();
+            if query.cursor.is_some_and(|c| c <= floor) {
+                return Ok(PageBuilder::new(&query).end());
+            }
+            let from = (floor.ms, floor.seq);
+            let range = match query.cursor {
+                Some(c) => log.range(from..(c.ms, c.seq)),
+                None => log.range(from..),
+            }
+            .map_err(unavailable)?;
+            let mut page = PageBuilder::new(&query);
+            for entry in range.rev() {
+                let (k, v) = entry.map_err(unavailable)?;
+                let (ms, seq) = k.value();
+                let position = Position { ms, seq };
+                let event =
+                    AuditEvent::from_stored(position, v.value()).map_err(StoreError::Corrupt)?;
+                if page.push(position, event) {
+                    return Ok(page.cut());
+                }
+            }
+            Ok(page.end())
         })
         .await
     }

@@ -8,7 +8,8 @@
 //! invalidation event on every change. Every call is bounded in time; none
 //! blocks the async runtime. The store holds records keyed by the token
 //! hash, never a secret. It must never know about the cache, the decision
-//! or HTTP.
+//! or HTTP. [`AuditLog`] (`audit`) is its sibling: the audit log's events,
+//! kept by the same two backends.
 
 use std::future::Future;
 
@@ -16,6 +17,7 @@ use thiserror::Error;
 
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
+mod audit;
 pub mod embedded;
 mod embedded_usage;
 mod feed;
@@ -23,6 +25,7 @@ mod list;
 pub mod redis;
 pub mod usage;
 
+pub use self::audit::AuditLog;
 pub use self::embedded::EmbeddedStore;
 pub use self::feed::{Change, ChangeFeed, Changes};
 pub(crate) use self::list::paginate;

@@ -6,17 +6,19 @@
 //! Safe when every gate of a fleet runs it: [`disable_unused`] judges and
 //! writes in one compare-and-set (`store::update`), so a token is disabled
 //! once, and one used or enabled in between is left alone. It is the one
-//! place a token is disabled by the policy (an audit event belongs there).
+//! place a token is disabled by the policy, and writes its audit event
+//! (`auto_disable`, actor `gate`, with the reason).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::audit::AuditEvent;
 use crate::cache::TokenCache;
 use crate::store::{
-    ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError, unused_since,
-    update,
+    AuditLog, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError,
+    unused_since, update,
 };
 use crate::token::{TokenId, TokenRecord, TokenState};
 
@@ -47,8 +49,16 @@ pub async fn disable_unused(
     now: Timestamp,
 ) -> Result<Option<TokenRecord>, StoreError> {
     let stamp = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
+    // The record the write replaced, for the audit event.
+    let before = std::sync::Mutex::new(None);
     let written = update(cache, id, |r: &TokenRecord| {
-        Ok::<_, ()>(is_unused(r, after, now).then(|| TokenRecord {
+        if !is_unused(r, after, now) {
+            return Ok::<_, ()>(None);
+        }
+        if let Ok(mut b) = before.lock() {
+            *b = Some(r.clone());
+        }
+        Ok(Some(TokenRecord {
             disabled_at: Some(stamp),
             disabled_by: Some(DISABLED_BY.to_owned()),
             ..r.clone()
@@ -77,7 +87,46 @@ pub async fn disable_unused(
         unused_days = unused_for.as_hours() / 24,
         "token disabled: unused for longer than usage.disable_unused_after"
     );
+    if let Some(before) = before.into_inner().ok().flatten() {
+        let reason = format!(
+            "unused for {} days (usage.disable_unused_after = {})",
+            unused_for.as_hours() / 24,
+            humantime::format_duration(after)
+        );
+        record_event(
+            cache,
+            AuditEvent::auto_disabled(now, &before, &record, reason),
+        )
+        .await;
+    }
     Ok(Some(record))
+}
+
+/// Writes the policy's audit event, and logs it on `hawzu_gate::audit`
+/// (as the admin API does its own); a failed write is logged whole and
+/// counted, and the disable stands.
+async fn record_event(cache: &TokenCache<Store>, mut event: AuditEvent) {
+    let metrics = cache.metrics();
+    match cache.store().append(&event).await {
+        Ok(position) => {
+            metrics.audit(true);
+            event.id = position.to_string();
+            tracing::info!(
+                target: "hawzu_gate::audit",
+                event = %serde_json::to_string(&event).unwrap_or_default(),
+                "audit event"
+            );
+        }
+        Err(e) => {
+            metrics.audit(false);
+            tracing::error!(
+                target: "hawzu_gate::audit",
+                error = %e,
+                event = %serde_json::to_string(&event).unwrap_or_default(),
+                "audit event NOT recorded in the store; the change it describes stands"
+            );
+        }
+    }
 }
 
 /// One look at every enabled token; disables the unused ones. Returns how

@@ -17,6 +17,8 @@
 //! - `store`: the token store reached directly (`TestStore`).
 //! - `redis`, `topologies`: Redis servers, nodes, Cluster and Sentinel.
 //! - `upstream`, `nginx`, `certs`: the other servers and files a test needs.
+//! - `proxies`: Envoy, Traefik and Caddy running the files `deploy/` ships,
+//!   and what a client smuggles through them.
 //! - `tools`: the programs a test runs, or one line naming what to install.
 //! - `load`, `changes`: steady load judged by a log of token changes.
 
@@ -30,6 +32,7 @@ mod http;
 mod load;
 mod nginx;
 mod process;
+mod proxies;
 mod redis;
 mod store;
 mod tokens;
@@ -40,8 +43,8 @@ mod upstream;
 // Each test crate uses a part of the harness: unused re-exports are expected.
 #[allow(unused_imports)]
 pub use self::{
-    certs::*, changes::*, gate::*, http::*, load::*, nginx::*, process::*, redis::*, store::*,
-    tokens::*, tools::*, topologies::*, upstream::*,
+    certs::*, changes::*, gate::*, http::*, load::*, nginx::*, process::*, proxies::*, redis::*,
+    store::*, tokens::*, tools::*, topologies::*, upstream::*,
 };
 
 use std::net::{SocketAddr, TcpListener};

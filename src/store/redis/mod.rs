@@ -3,7 +3,8 @@
 //! Key schema (under `store.redis.key_prefix`, see docs/design.md):
 //! `token:{hash-hex}` → record JSON, `id:{token_id}` → hash hex,
 //! `ws:{workspace_id}` and `all` → sorted sets of token ids scored by
-//! creation time, channel `events` → `{"op":"invalidate","hash":…}`.
+//! creation time, channel `events` → `{"op":"invalidate","hash":…}`,
+//! stream `audit` → the audit log (`audit`).
 //!
 //! Every call is bounded by `timeout`. Three topologies (`store.redis.mode`):
 //! a standalone server (a `ConnectionManager`, reconnecting by itself), a
@@ -27,6 +28,7 @@
 //! contract (docs/design.md § Stores): a change there strands other gates.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use redis::{Script, Value};
@@ -35,6 +37,7 @@ use super::list::Batch;
 use super::{Cursor, ListQuery, Page, StoreError, Stored, TokenStore, created_ms, paginate};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
+mod audit;
 mod connect;
 mod events;
 mod keys;
@@ -76,6 +79,8 @@ struct Inner {
     timeout: Duration,
     retention: Duration,
     compare_and_set: Script,
+    /// The audit stream keeps about this many events (`audit.max_events`).
+    audit_max: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -118,6 +123,7 @@ impl RedisStore {
                 timeout: options.timeout,
                 retention: options.retention,
                 compare_and_set: Script::new(COMPARE_AND_SET),
+                audit_max: AtomicU64::new(crate::audit::DEFAULT_MAX_EVENTS),
             }),
         })
     }

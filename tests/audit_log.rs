@@ -1,0 +1,346 @@
+//! The audit log read back (issue 13 item 4): pages that follow the
+//! cursor, `since` and `workspace` filters, a token caller confined to its
+//! own workspace, bad queries named in a 400; both stores bounded by
+//! `audit.max_events` and paged past a Redis batch; `hawzu-gate audit` as a
+//! table and as JSON. (`tests/audit.rs`: each change, exactly its event.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use hawzu_gate::audit::{AuditEvent, AuditQuery, Origin, Position};
+use hawzu_gate::store::{AuditLog, EmbeddedStore, RedisStore, redis::RedisOptions};
+use hawzu_gate::token::record::RECORD_VERSION;
+use hawzu_gate::token::{Scope, TokenId, TokenRecord};
+use http::StatusCode;
+use jiff::Timestamp;
+use serde_json::Value;
+
+use common::{Answer, GateProcess, Http, InProcessGate, redis_url, unique_prefix, workspace_token};
+
+async fn created(a: Answer) -> (String, String) {
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let v = a.json();
+    (
+        v["token"]["id"].as_str().unwrap().to_owned(),
+        v["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Every event the query string selects, newest first, following cursors.
+async fn events(admin: &Http, query: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/admin/v1/audit?{query}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let a = admin.get(&path).await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let v = a.json();
+        out.extend(v["events"].as_array().unwrap().iter().cloned());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+// === pages, filters, confinement, bad queries ===
+
+#[tokio::test]
+async fn pages_follow_the_cursor_without_repeats_or_gaps() {
+    let gate = InProcessGate::embedded().await;
+    let admin = gate.admin();
+    for i in 0..5 {
+        created(
+            admin
+                .post(
+                    "/admin/v1/tokens",
+                    workspace_token(&format!("t{i}"), "ws_1", "workspace_viewer", "7d"),
+                )
+                .await,
+        )
+        .await;
+    }
+    let first = admin.get("/admin/v1/audit?limit=2").await.json();
+    assert_eq!(first["events"].as_array().unwrap().len(), 2);
+    assert!(first["next_cursor"].is_string());
+    let all = events(&admin, "limit=2").await;
+    let names: Vec<&str> = all
+        .iter()
+        .map(|e| e["after"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["t4", "t3", "t2", "t1", "t0"]);
+    let ids: BTreeSet<&str> = all.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 5);
+    assert_eq!(events(&admin, "since=1h").await.len(), 5);
+    let later = Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    assert!(events(&admin, &format!("since={later}")).await.is_empty());
+    assert!(events(&admin, "workspace=ws_2").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_repeated_disable_is_an_event_that_changed_nothing() {
+    let gate = InProcessGate::embedded().await;
+    let admin = gate.admin();
+    let (id, _) = created(
+        admin
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Twice", "ws_1", "workspace_viewer", "7d"),
+            )
+            .await,
+    )
+    .await;
+    for _ in 0..2 {
+        let d = admin
+            .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+            .await;
+        assert_eq!(d.status, StatusCode::OK);
+    }
+    let seen = events(&admin, &format!("token={id}")).await;
+    let actions: Vec<&str> = seen.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["disable", "disable", "create"]);
+    assert_eq!(seen[0]["before"], serde_json::json!({}));
+    assert_eq!(seen[0]["after"], serde_json::json!({}));
+    assert_eq!(seen[1]["after"]["disabled_by"], "admin");
+}
+
+/// Creates a token through `http` (the admin key or a token caller).
+async fn make(http: &Http, name: &str, ws: &str, role: &str, expires: &str) -> (String, String) {
+    created(
+        http.post("/admin/v1/tokens", workspace_token(name, ws, role, expires))
+            .await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_token_caller_reads_only_what_it_may_act_on_and_is_the_actor() {
+    // `token_admin` holds tokens:manage and nothing else.
+    let gate = InProcessGate::start(&[("roles.token_admin", "tokens:manage")]).await;
+    let admin = gate.admin();
+    let as_token = |secret: &str| Http::new(format!("http://{}", gate.addrs.admin)).bearer(secret);
+    let (manager_id, manager) = make(&admin, "Manager", "ws_1", "workspace_manager", "30d").await;
+    make(&admin, "Other", "ws_2", "workspace_viewer", "7d").await;
+    let (helper_id, helper) = make(&admin, "Helper", "ws_1", "token_admin", "30d").await;
+    make(
+        &as_token(&manager),
+        "By manager",
+        "ws_1",
+        "workspace_viewer",
+        "7d",
+    )
+    .await;
+    make(&as_token(&helper), "By helper", "ws_1", "token_admin", "7d").await;
+
+    let names = |seen: &[Value]| -> Vec<String> {
+        seen.iter()
+            .map(|e| e["after"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The manager reaches every token of ws_1; nothing of ws_2.
+    let by_manager = events(&as_token(&manager), "").await;
+    assert_eq!(
+        names(&by_manager),
+        ["By helper", "By manager", "Helper", "Manager"]
+    );
+    assert_eq!(by_manager[0]["actor"], format!("token:{helper_id}"));
+    assert_eq!(by_manager[1]["actor"], format!("token:{manager_id}"));
+    // The helper sees only tokens within its own role, as its token list.
+    let by_helper = events(&as_token(&helper), "").await;
+    assert_eq!(names(&by_helper), ["By helper", "Helper"]);
+    let other = as_token(&manager)
+        .get("/admin/v1/audit?workspace=ws_2")
+        .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    // The admin key reads all five.
+    assert_eq!(events(&admin, "").await.len(), 5);
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_named_in_a_400() {
+    let gate = InProcessGate::embedded().await;
+    let a = gate
+        .admin()
+        .get("/admin/v1/audit?token=tok_x&since=soon&limit=0&cursor=zz&workspace=a%20b&colour=red")
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let v = a.json();
+    assert_eq!(v["error"], "bad_request");
+    let named: BTreeSet<&str> = v["fields"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        named,
+        ["colour", "cursor", "limit", "since", "token", "workspace"]
+            .into_iter()
+            .collect()
+    );
+    let twice = gate.admin().get("/admin/v1/audit?limit=1&limit=2").await;
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST);
+    let anonymous = Http::new(format!("http://{}", gate.addrs.admin))
+        .get("/admin/v1/audit")
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+// === the stores: bounded, paged ===
+
+fn record() -> TokenRecord {
+    TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().unwrap(),
+        name: "bounded".into(),
+        description: None,
+        workspace_id: "ws_1".into(),
+        scope: Scope::Workspace {
+            role: "workspace_viewer".into(),
+        },
+        created_by: "tests".into(),
+        created_at: Timestamp::now(),
+        expires_at: None,
+        disabled_at: None,
+        disabled_by: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+        rotated_to: None,
+    }
+}
+
+fn everything(limit: usize) -> AuditQuery {
+    AuditQuery {
+        token: None,
+        workspace: None,
+        since: None,
+        cursor: None,
+        limit,
+    }
+}
+
+async fn append_n(log: &impl AuditLog, n: usize) -> Vec<Position> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let e = AuditEvent::created(&Origin::system("tests"), Timestamp::now(), &record());
+        out.push(log.append(&e).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn embedded_log_keeps_exactly_the_last_max_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), std::time::Duration::from_secs(5))
+        .await
+        .unwrap()
+        .with_audit_max_events(3);
+    let written = append_n(&store, 5).await;
+    assert!(written.windows(2).all(|w| w[0] < w[1]), "{written:?}");
+    let page = store.audit_page(&everything(10)).await.unwrap();
+    let kept: Vec<String> = page.events.iter().map(|e| e.id.clone()).collect();
+    let last3: Vec<String> = written[2..].iter().rev().map(|p| p.to_string()).collect();
+    assert_eq!(kept, last3);
+    assert_eq!(page.next, None);
+}
+
+#[tokio::test]
+async fn redis_stream_is_trimmed_near_max_events_and_pages_through_batches() {
+    let prefix = unique_prefix("audit-bound");
+    let store = RedisStore::new(RedisOptions {
+        url: redis_url(),
+        key_prefix: prefix.clone(),
+        timeout: std::time::Duration::from_secs(5),
+        retention: std::time::Duration::from_secs(3600),
+    })
+    .unwrap()
+    .with_audit_max_events(10);
+    let written = append_n(&store, 450).await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let len: usize = redis::cmd("XLEN")
+        .arg(format!("{prefix}audit"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // `MAXLEN ~` trims whole stream nodes (100 entries by default).
+    assert!((10..=110).contains(&len), "XLEN {len}");
+    // One page larger than a Redis batch (200), from a cursor.
+    let store = store.with_audit_max_events(1000);
+    append_n(&store, 240).await;
+    let first = store.audit_page(&everything(1)).await.unwrap();
+    let rest = store
+        .audit_page(&AuditQuery {
+            cursor: first.next,
+            ..everything(230)
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.events.len(), 230);
+    assert!(rest.events[0].id.parse::<Position>().unwrap() < first.next.unwrap());
+    assert!(written.len() == 450);
+}
+
+// === the CLI ===
+
+#[test]
+fn the_cli_lists_the_log_as_a_table_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(dir.path(), "");
+    let made = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "CLI",
+        "--workspace",
+        "ws_1",
+        "--role",
+        "workspace_viewer",
+        "--expires",
+        "7d",
+        "--json",
+    ]);
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let id = made.json()["token"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(gate.cli(&["token", "disable", &id]).code, 0);
+    let show = gate.cli(&["token", "show", &id]);
+    assert!(
+        show.stdout
+            .contains(&format!("history       hawzu-gate audit --token {id}")),
+        "{}",
+        show.stdout
+    );
+    let table = gate.cli(&["audit", "--token", &id]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].starts_with("TIME"), "{}", table.stdout);
+    assert!(lines[1].contains("disable") && lines[1].contains("disabled_at"));
+    assert!(lines[2].contains("create") && lines[2].contains("127.0.0.1"));
+    let json = gate
+        .cli(&["audit", "--json", "--since", "1h", "--all"])
+        .json();
+    assert_eq!(json["events"].as_array().unwrap().len(), 2);
+    assert_eq!(json["next_cursor"], Value::Null);
+    let bad = gate.cli(&["audit", "--since", "soon"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("--since"), "{}", bad.stderr);
+    let usage = gate.cli(&["audit", "--token", "nope"]);
+    assert_eq!(usage.code, 2);
+}
