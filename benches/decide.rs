@@ -1,6 +1,7 @@
 //! The decision on a cache hit, end to end (`decide`: extract, parse, hash,
 //! cache hit, state, rule, role), and its pieces: rule matching on the
-//! default set and on 500 rules, and the identity headers.
+//! default set and on 500 rules, the identity headers, and what usage
+//! counting adds per request.
 //! Numbers and the commit they were measured on: docs/performance.md.
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use hawzu_gate::policy::rules::{MethodSet, Rule, RuleSet, Template, normalize};
 use hawzu_gate::store::{EmbeddedStore, Store, TokenStore};
 use hawzu_gate::token::record::RECORD_VERSION;
 use hawzu_gate::token::{ProjectGrant, Scope, TokenId, TokenRecord, TokenSecret};
+use hawzu_gate::usage;
 use http::{HeaderMap, Method};
 use jiff::Timestamp;
 use std::hint::black_box;
@@ -163,6 +165,29 @@ fn benches(c: &mut Criterion) {
             Decision::Deny(d) => panic!("bench token refused: {:?}", d.code),
         }
     });
+    // What the lifecycle adds per request for usage (the doors already
+    // hold `now`): `usage/count` is the count of a known token (one atomic
+    // add, the client's fingerprint, two loads) from the same client as
+    // the last request, the common case; `usage/note` the last-use check
+    // that was there before.
+    let (usage, _writer) = rt.block_on(async { usage::start(cache.clone()) });
+    let peer = std::net::IpAddr::from([10, 1, 2, 3]);
+    let now = Timestamp::now();
+    c.bench_function("usage/count", |b| {
+        b.iter(|| {
+            usage.count(
+                &principal.record,
+                None,
+                black_box(now),
+                || black_box(peer),
+                Some(black_box(b"python-requests/2.31.0".as_slice())),
+            );
+        })
+    });
+    c.bench_function("usage/note", |b| {
+        b.iter(|| usage.note(&principal, black_box(now)))
+    });
+
     let mut incoming = HeaderMap::new();
     for (k, v) in [
         ("host", "api.hawzu.example"),

@@ -103,6 +103,7 @@ fn all(ws: Option<&str>, cursor: Option<Cursor>, limit: usize) -> ListQuery {
         limit,
         filter: ListFilter {
             kind: None,
+            unused_since: None,
             state: None,
             now: Timestamp::now(),
             expiring_by: None,
@@ -272,6 +273,7 @@ async fn listing_filters_by_state_and_type(s: &impl TokenStore) {
         filter: ListFilter {
             kind,
             state,
+            unused_since: None,
             now: at,
             expiring_by: None,
         },

@@ -49,6 +49,7 @@ impl AdminApi {
         failed_auth: FailedAuth,
         token_requests: usize,
         rotation: RotationLimits,
+        usage_retention: std::time::Duration,
     ) -> Arc<Self> {
         let state = Arc::new(AdminState::new(
             cache,
@@ -57,6 +58,7 @@ impl AdminApi {
             failed_auth,
             token_requests,
             rotation,
+            usage_retention,
         ));
         Arc::new(Self {
             router: super::routes::router(state),

@@ -35,6 +35,7 @@ mod roles;
 mod routes;
 mod state;
 mod tokens;
+mod usage;
 pub mod wire;
 
 pub use error::ApiError;

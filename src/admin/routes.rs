@@ -20,7 +20,7 @@ use crate::audit::Origin;
 use super::caller::{Caller, authenticate};
 use super::error::{ApiError, ErrorCode};
 use super::state::{AdminState, Peer, RequestId};
-use super::{audit, change, explain, roles, tokens};
+use super::{audit, change, explain, roles, tokens, usage};
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,7 @@ pub enum Op {
     Update,
     Explain,
     Roles,
+    Usage,
     Audit,
 }
 
@@ -60,6 +61,7 @@ impl Op {
             Op::Update => "update",
             Op::Explain => "explain",
             Op::Roles => "roles",
+            Op::Usage => "usage",
             Op::Audit => "audit",
         }
     }
@@ -118,6 +120,11 @@ pub const ROUTES: &[Route] = &[
         op: Op::Rotate,
     },
     Route {
+        method: Method::GET,
+        template: "/admin/v1/tokens/{id}/usage",
+        op: Op::Usage,
+    },
+    Route {
         method: Method::POST,
         template: "/admin/v1/explain",
         op: Op::Explain,
@@ -157,6 +164,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         Op::Update => on(methods, change::update_token),
         Op::Explain => on(methods, explain::explain),
         Op::Roles => on(methods, roles::roles),
+        Op::Usage => on(methods, usage::usage),
         Op::Audit => on(methods, audit::list),
     })
     // Only matched routes are admitted: an unknown path (404) or method

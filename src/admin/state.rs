@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crate::cache::TokenCache;
 use crate::clients::FailedAuth;
@@ -33,6 +34,8 @@ pub struct AdminState {
     pub(super) token_share: TokenShare,
     /// `admin.max_rotation_overlap` and `admin.rotate_after_expiry`.
     pub(super) rotation: RotationLimits,
+    /// `usage.retention`: the longest `since` of a usage query.
+    pub(super) usage_retention: Duration,
 }
 
 /// The address of the client of a request (a request extension).
@@ -52,6 +55,7 @@ impl AdminState {
         failed_auth: FailedAuth,
         token_requests: usize,
         rotation: RotationLimits,
+        usage_retention: Duration,
     ) -> Self {
         let token_share = TokenShare::new(
             token_requests,
@@ -64,6 +68,7 @@ impl AdminState {
             failed_auth,
             token_share,
             rotation,
+            usage_retention,
         }
     }
 

@@ -15,7 +15,7 @@ use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use http::StatusCode;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::audit::{Action, AuditEvent, Origin};
 use crate::store::{Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, TokenStore, update};
@@ -29,6 +29,7 @@ use super::caller::{ADMIN_LABEL, Caller, Reach};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, PathId, Reply};
 use super::state::AdminState;
+use super::usage::{parse_window, recent_requests};
 use super::wire::{
     CreateRequest, Created, ListPage, ScopePermissions, ShownToken, TokenAnswer, TokenView,
 };
@@ -102,6 +103,9 @@ pub async fn create(
     ))
 }
 
+/// The longest `unused` of a list: ten years.
+const UNUSED_MAX: std::time::Duration = std::time::Duration::from_secs(3660 * 24 * 3600);
+
 /// `GET /admin/v1/tokens`: one page, newest first. Each parameter at most
 /// once; every faulty one is named.
 pub async fn list(
@@ -170,10 +174,20 @@ pub async fn list(
                     errors.insert(k, format!("must be a number from 1 to {MAX_PAGE}"));
                 }
             },
+            // Unused for that long: last used before, or never used and
+            // created before.
+            "unused" => match parse_window("unused", &v, UNUSED_MAX) {
+                Ok(d) => {
+                    filter.unused_since = SignedDuration::try_from(d)
+                        .ok()
+                        .and_then(|d| now.checked_sub(d).ok());
+                }
+                Err(e) => errors.extend(e),
+            },
             _ => {
                 errors.insert(
                     k,
-                    "is not a parameter; use workspace, type, state, expiring, cursor, limit"
+                    "is not a parameter; use workspace, type, state, expiring, unused, cursor, limit"
                         .into(),
                 );
             }
@@ -207,11 +221,19 @@ pub async fn list(
         .map_err(ApiError::store)?;
     // A token caller sees only the tokens it may act on.
     let policy = api.policy();
-    let tokens = page
+    let shown: Vec<&TokenRecord> = page
         .tokens
         .iter()
         .filter(|r| caller.may_act_on(&policy, r).is_ok())
-        .map(|r| TokenView::of(r, now))
+        .collect();
+    let requests = recent_requests(&api, &shown, now).await;
+    let tokens = shown
+        .into_iter()
+        .zip(requests)
+        .map(|(r, requests)| TokenView {
+            requests_7d: Some(requests),
+            ..TokenView::of(r, now)
+        })
         .collect();
     Ok(Reply(
         StatusCode::OK,

@@ -65,6 +65,10 @@ pub struct TokenView {
     )]
     pub not_before: Option<Timestamp>,
     pub state: TokenState,
+    /// Requests today (UTC) and in the six days before: in a list only
+    /// (`null` there when usage could not be read), absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_7d: Option<Option<RequestCounts>>,
 }
 
 impl TokenView {
@@ -89,6 +93,7 @@ impl TokenView {
             rotated_to: r.rotated_to,
             allow_from: r.allow_from.iter().map(ToString::to_string).collect(),
             not_before: r.not_before,
+            requests_7d: None,
         }
     }
 }
@@ -323,6 +328,68 @@ pub struct ErrorBody {
     /// Field path → what would be accepted, for a request with bad fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<FieldErrors>,
+}
+
+// === usage (issue 13: usage per token) ===
+
+/// Requests allowed and refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    pub allowed: u64,
+    pub refused: u64,
+}
+
+/// The answer of `GET /admin/v1/tokens/{id}/usage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageAnswer {
+    pub token_id: TokenId,
+    /// The start of the first hour counted.
+    #[serde(with = "seconds")]
+    pub since: Timestamp,
+    /// The instant of the answer (the current hour counts so far).
+    #[serde(with = "seconds")]
+    pub until: Timestamp,
+    /// Every request of the window.
+    pub totals: RequestCounts,
+    /// The hours with any request, oldest first.
+    pub hours: Vec<HourUsage>,
+    /// The last distinct clients (address and user agent), most recently
+    /// seen first; kept `usage.retention`, whatever `since` says.
+    pub clients: Vec<ClientView>,
+    /// The last refusal of the token; `null` when none is kept.
+    pub last_refusal: Option<RefusalView>,
+}
+
+/// One hour's requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourUsage {
+    /// The start of the hour (UTC).
+    #[serde(with = "seconds")]
+    pub hour: Timestamp,
+    pub allowed: u64,
+    pub refused: u64,
+}
+
+/// A client of a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientView {
+    /// As the gate saw it (`trusted_proxies` applied).
+    pub address: String,
+    /// `""` when the requests had none; cut at 256 bytes.
+    pub user_agent: String,
+    #[serde(with = "seconds")]
+    pub first_seen: Timestamp,
+    #[serde(with = "seconds")]
+    pub last_seen: Timestamp,
+}
+
+/// A token's last refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalView {
+    /// The deny code (`token_disabled`, `insufficient_role`, …).
+    pub code: String,
+    #[serde(with = "seconds")]
+    pub at: Timestamp,
 }
 
 // === the audit log ===

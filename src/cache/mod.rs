@@ -27,9 +27,11 @@ use crate::token::{TokenHash, TokenId, TokenRecord};
 
 mod listen;
 mod record;
+mod tally;
 
 pub use self::listen::listen_for_invalidations;
 pub use self::record::{CachedGrant, CachedLimits, CachedRecord, CachedScope};
+pub use self::tally::{Drained, Tally};
 
 /// Cache sizes and lifetimes.
 #[derive(Debug, Clone, Copy)]

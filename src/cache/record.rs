@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use http::HeaderValue;
 use jiff::Timestamp;
 
+use super::tally::Tally;
 use crate::policy::net::IpNet;
 use crate::token::{Scope, TokenKind, TokenRecord};
 
@@ -38,6 +39,8 @@ pub struct CachedRecord {
     /// header value (RFC 3339, UTC, whole seconds), made once per cached
     /// token so an allowed request only clones it (a reference count).
     expires_header: Option<HeaderValue>,
+    /// Requests counted since the usage writer last took them.
+    tally: Tally,
 }
 
 /// The context limits of a cached token (see `token::context`).
@@ -103,6 +106,7 @@ impl CachedRecord {
                 let whole = Timestamp::from_second(t.as_second()).unwrap_or(t);
                 HeaderValue::from_str(&whole.to_string()).ok()
             }),
+            tally: Tally::default(),
         }
     }
 
@@ -153,6 +157,11 @@ impl CachedRecord {
     /// `last_used_at` in ms since the epoch, if ever used.
     pub fn last_used_ms(&self) -> Option<i64> {
         (self.last_used_ms != i64::MIN).then_some(self.last_used_ms)
+    }
+
+    /// Usage counted since the last flush (see `usage`).
+    pub fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     /// Claims the right to note a use at `now_ms` if none was noted in the

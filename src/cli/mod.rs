@@ -41,6 +41,7 @@ mod output;
 mod roles;
 mod serve;
 mod token;
+mod usage;
 
 use std::path::PathBuf;
 

@@ -228,11 +228,12 @@ pub(super) fn print_table(tokens: &[TokenView]) {
         "CREATED",
         "CREATED BY",
         "LAST USED",
+        "REQ 7D",
     ];
-    let rows: Vec<[String; 10]> = tokens
+    let rows: Vec<Vec<String>> = tokens
         .iter()
         .map(|t| {
-            [
+            vec![
                 t.id.to_string(),
                 t.name.clone(),
                 t.scope.kind().as_str().to_owned(),
@@ -243,18 +244,28 @@ pub(super) fn print_table(tokens: &[TokenView]) {
                 when(Some(t.created_at), ""),
                 t.created_by.clone(),
                 when(t.last_used_at, "never"),
+                // Allowed and refused: every request made with the token.
+                t.requests_7d
+                    .flatten()
+                    .map_or_else(|| "-".to_owned(), |c| (c.allowed + c.refused).to_string()),
             ]
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
+    print_rows(&header, rows, "(no tokens)");
+}
+
+/// A table as [`print_rows`], each line starting with `indent` (a table
+/// inside a section).
+pub(super) fn print_indented(indent: &str, header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let line = |cells: &[String]| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        let mut out = indent.to_owned();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
             if i + 1 == cells.len() {
                 out.push_str(cell);
             } else {
@@ -263,12 +274,10 @@ pub(super) fn print_table(tokens: &[TokenView]) {
         }
         out
     };
-    say!("{}", line(&header.map(str::to_owned)));
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    say!("{}", line(&header));
     for row in &rows {
         say!("{}", line(row));
-    }
-    if rows.is_empty() {
-        say!("(no tokens)");
     }
 }
 
@@ -332,6 +341,8 @@ fn flag_for(field: &str) -> String {
         ("type", "--type"),
         ("cursor", "--cursor"),
         ("limit", "--limit"),
+        ("unused", "--unused"),
+        ("since", "--since"),
         ("id", "ID"),
         ("token_id", "--token-id"),
         ("method", "--method"),

@@ -1,4 +1,4 @@
-//! The token commands (`token create|list|show|update|disable|enable|revoke|rotate`)
+//! The token commands (`token create|list|show|update|disable|enable|revoke|rotate|usage`)
 //! and `explain`: their flags, and one admin API call each, with request
 //! and answer bodies as the `admin::wire` structs.
 //!
@@ -22,6 +22,7 @@ use crate::policy::roles::{RoleScope, Roles};
 
 use super::global::{Client, OK, REFUSED, client};
 use super::output::{Output, print_table, when};
+use super::usage::{UsageArgs, parse_window, usage};
 
 /// `token …`: the connection flags (before or after the token subcommand)
 /// and the subcommand.
@@ -56,6 +57,9 @@ pub(super) enum TokenCommand {
     /// be rotated up to admin.rotate_after_expiry (default 7d) after it
     /// expired, with --expires. Disabled and revoked tokens cannot.
     Rotate(RotateArgs),
+    /// Show a token's requests per hour (allowed and refused), its last
+    /// clients (address and user agent) and its last refusal.
+    Usage(UsageArgs),
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +182,11 @@ pub(super) struct ListArgs {
     /// Tokens per page (1-500).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
     limit: u16,
+    /// Only tokens unused this long (30d, 12w): never used and created
+    /// before, or last used before. Combine with --state enabled to find
+    /// the ones still working.
+    #[arg(long, value_name = "DURATION", value_parser = parse_window)]
+    unused: Option<String>,
     /// Resume after a previous page (its next_cursor).
     #[arg(long)]
     cursor: Option<String>,
@@ -359,6 +368,7 @@ pub(super) async fn token(loaded: &Loaded, args: TokenArgs) -> u8 {
                 rotated_note(&c, &a.id);
             })
         }
+        TokenCommand::Usage(a) => usage(&client, &out, a).await,
     }
 }
 
@@ -420,6 +430,9 @@ async fn list(client: &AdminClient, out: &Output, args: ListArgs) -> u8 {
     }
     if let Some(within) = &args.expiring {
         params.push(format!("expiring={}", encode(within)));
+    }
+    if let Some(u) = &args.unused {
+        params.push(format!("unused={}", encode(u)));
     }
     let mut cursor = args.cursor.clone();
     // Kept as the server sent them: `--json` passes them on unchanged.

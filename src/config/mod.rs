@@ -36,6 +36,7 @@ mod settings;
 mod store;
 mod tokens;
 mod upstream;
+mod usage;
 
 pub use crate::redact::redact_url;
 pub use admin::{AdminSettings, MIN_ADMIN_KEY_LEN};
@@ -60,6 +61,7 @@ pub use store::{
 };
 pub use tokens::{TokenSettings, WorkspaceTokenSettings};
 pub use upstream::{ProxySettings, UpstreamSettings};
+pub use usage::UsageSettings;
 
 #[cfg(test)]
 mod tests;

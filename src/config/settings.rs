@@ -25,6 +25,7 @@ use super::runtime::{RuntimeSettings, ShutdownSettings};
 use super::store::StoreSettings;
 use super::tokens::TokenSettings;
 use super::upstream::{ProxySettings, UpstreamSettings};
+use super::usage::UsageSettings;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +74,8 @@ pub struct Settings {
     /// Governance of tokens (longest lifetime, highest role) and expiry
     /// signals.
     pub tokens: TokenSettings,
+    /// Usage per token: retention, and disabling unused tokens.
+    pub usage: UsageSettings,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
                 .filter_map(|s| s.parse().ok())
                 .collect(),
             tokens: TokenSettings::default(),
+            usage: UsageSettings::default(),
         }
     }
 }
@@ -127,6 +131,7 @@ impl Settings {
         self.admin.validate_reserve(&self.limits, invalid)?;
         self.failed_auth.validate(invalid)?;
         self.listen.validate(invalid)?;
+        self.usage.validate(invalid)?;
         self.audit.validate(invalid)?;
         let mut policy = self.policy.build(&self.roles, invalid)?;
         policy.governance = self.tokens.build(&policy.roles, invalid)?;

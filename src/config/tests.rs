@@ -563,3 +563,39 @@ fn a_gate_variable_with_one_underscore_is_named_as_setting_nothing() {
     );
     assert!(w[0].contains("HAWZU_GATE__STORE__BACKEND"), "{w:?}");
 }
+
+#[test]
+fn usage_settings_have_defaults_and_their_bounds_name_the_key() {
+    let loaded = load_from(None, BTreeMap::new()).unwrap();
+    assert_eq!(
+        loaded.settings.usage.retention.0,
+        Duration::from_secs(90 * 24 * 3600)
+    );
+    assert_eq!(
+        loaded.settings.usage.disable_unused(),
+        None,
+        "off by default"
+    );
+    let on = load_from(
+        None,
+        env(&[("HAWZU_GATE__USAGE__DISABLE_UNUSED_AFTER", "90d")]),
+    )
+    .unwrap();
+    assert_eq!(
+        on.settings.usage.disable_unused(),
+        Some(Duration::from_secs(90 * 24 * 3600))
+    );
+    for (var, value, key) in [
+        ("HAWZU_GATE__USAGE__RETENTION", "30m", "usage.retention"),
+        (
+            "HAWZU_GATE__USAGE__DISABLE_UNUSED_AFTER",
+            "2h",
+            "usage.disable_unused_after",
+        ),
+    ] {
+        let err = load_from(None, env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(var), "{err}");
+    }
+}

@@ -96,7 +96,8 @@ impl ExtAuthz {
             now: Timestamp::now(),
             client: ClientAddr::Lazy(&client),
         };
-        match exchange.decide(&facts).await {
+        let agent = http.headers.get("user-agent").map(String::as_bytes);
+        match exchange.decide(&facts, agent).await {
             Decision::Allow(p) => {
                 let headers = &self.shared.headers;
                 let mut ok = OkHttpResponseBuilder::new();

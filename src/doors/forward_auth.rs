@@ -118,7 +118,8 @@ impl ForwardAuth {
                     now: Timestamp::now(),
                     client: ClientAddr::Lazy(&client),
                 };
-                exchange.decide(&facts).await
+                let agent = headers.get(http::header::USER_AGENT).map(|v| v.as_bytes());
+                exchange.decide(&facts, agent).await
             }
             Err(code) => {
                 // The proxy did not say what request it asks about.

@@ -11,7 +11,8 @@
 //!   authentications is refused before its token is looked up, unless
 //!   memory holds that token as valid; a failed authentication counts
 //!   against the client;
-//! - **usage**: an allowed token's use is noted (written off the path);
+//! - **usage**: a known token's request is counted, allowed or refused,
+//!   with its client (written off the path);
 //! - **metrics**: every decision, judged or not, is counted once by door
 //!   and outcome;
 //! - **the access log**: one event per request, with the outcome code of
@@ -19,7 +20,7 @@
 //!
 //! A door never does any of these itself; it only turns its protocol into
 //! facts and renders what comes back. Nothing here blocks, and the client
-//! address is worked out only when a limit needs it.
+//! address is worked out only when a limit or a known token needs it.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -81,10 +82,14 @@ impl<'s, 'r> Exchange<'s, 'r> {
     }
 
     /// Decides for the request, with the failed-auth limit around it; counts
-    /// the decision and notes an allowed token's use. The facts' client
-    /// address is worked out only when a limit (or a token's `allow_from`)
-    /// needs it.
-    pub async fn decide<'a>(&mut self, facts: &RequestFacts<'a>) -> Decision<'a> {
+    /// the decision and notes a known token's use (allowed, or refused).
+    /// The facts' client address is worked out only when a limit, a token's
+    /// `allow_from` or its usage needs it; `agent` is the `User-Agent`.
+    pub async fn decide<'a>(
+        &mut self,
+        facts: &RequestFacts<'a>,
+        agent: Option<&[u8]>,
+    ) -> Decision<'a> {
         let shared = self.shared;
         let start = Instant::now();
         let client = || facts.client.get().unwrap_or(IpAddr::from([0, 0, 0, 0]));
@@ -101,9 +106,24 @@ impl<'s, 'r> Exchange<'s, 'r> {
             decide(&shared.cache, &policy, facts).await
         };
         match &decision {
-            Decision::Allow(p) => shared.usage.note(p, facts.now),
-            Decision::Deny(d) if is_failed_auth(d.code) => shared.failed_auth.failed(client()),
-            Decision::Pass(_) | Decision::Deny(_) => {}
+            Decision::Allow(p) => {
+                shared.usage.note(p, facts.now);
+                shared
+                    .usage
+                    .count(&p.record, None, facts.now, client, agent);
+            }
+            Decision::Deny(d) => {
+                // Refusals count per token only when the token is known.
+                if let Some(record) = &d.record {
+                    shared
+                        .usage
+                        .count(record, Some(d.code), facts.now, client, agent);
+                }
+                if is_failed_auth(d.code) {
+                    shared.failed_auth.failed(client());
+                }
+            }
+            Decision::Pass(_) => {}
         }
         let outcome = decision.outcome();
         shared.metrics.decision(self.door, outcome, start.elapsed());

@@ -189,7 +189,8 @@ impl Proxy {
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),
             };
-            match exchange.decide(&facts).await {
+            let agent = parts.headers.get(http::header::USER_AGENT);
+            match exchange.decide(&facts, agent.map(|v| v.as_bytes())).await {
                 Decision::Allow(p) => (
                     shared.headers.values(&p),
                     self.forward_authorization,

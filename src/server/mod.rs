@@ -121,7 +121,15 @@ impl Bound {
             }
         }
         let policy: PolicyHandle = Arc::new(ArcSwap::new(loaded.policy.clone()));
-        let (recorder, usage_writer) = usage::start(cache.clone());
+        let (recorder, usage_writer) = usage::start_with(
+            cache.clone(),
+            usage::UsageOptions {
+                retention: s.usage.retention.0,
+            },
+        );
+        if let Some(after) = s.usage.disable_unused() {
+            background.push(usage::unused::start(cache.clone(), after));
+        }
         let shared = Arc::new(Shared::new(
             cache.clone(),
             policy.clone(),
@@ -167,6 +175,7 @@ impl Bound {
                     .max_requests
                     .saturating_sub(s.admin.reserved_requests(&s.limits)),
                 s.admin.rotation(),
+                s.usage.retention.0,
             ),
             ops: Ops::new(cache, metrics, health.clone()),
             health,
@@ -248,7 +257,7 @@ impl Bound {
             t.abort();
         }
         // The doors are gone; dropping the last recorder lets the writer
-        // flush pending last-used times and end.
+        // flush pending last-used times and usage counts, and end.
         let Self {
             shared,
             proxy_doors,

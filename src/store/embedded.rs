@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -34,6 +35,13 @@ const BY_WORKSPACE: TableDefinition<'_, (&str, u64, &str), ()> =
     TableDefinition::new("by_workspace");
 /// (created ms, id): every token.
 const ALL: TableDefinition<'_, (u64, &str), ()> = TableDefinition::new("all");
+/// (token id, hour) → (allowed, refused): usage per token per hour
+/// (`embedded_usage`).
+pub(super) const USAGE_HOURS: TableDefinition<'_, (&str, u32), (u64, u64)> =
+    TableDefinition::new("usage_hours");
+/// token id → JSON of its recent clients and last refusal.
+pub(super) const USAGE_RECENT: TableDefinition<'_, &str, &[u8]> =
+    TableDefinition::new("usage_recent");
 /// (ms, seq) → audit event JSON: the audit log, oldest first.
 const AUDIT: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("audit");
 
@@ -45,10 +53,12 @@ const SCAN_BATCH: usize = 256;
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
-    read_timeout: Duration,
-    write_timeout: Duration,
+    pub(super) read_timeout: Duration,
+    pub(super) write_timeout: Duration,
     /// Every change written through any clone of this store.
     feed: LocalFeed,
+    /// The hour whose usage past retention was last pruned.
+    pub(super) pruned_hour: Arc<AtomicU32>,
     /// The audit log keeps about this many events (`audit.max_events`).
     audit_max: u64,
 }
@@ -61,7 +71,7 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-fn unavailable(e: impl Into<redb::Error>) -> StoreError {
+pub(super) fn unavailable(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(e.into().to_string())
 }
 
@@ -81,6 +91,8 @@ impl EmbeddedStore {
             txn.open_table(IDS).map_err(unavailable)?;
             txn.open_table(BY_WORKSPACE).map_err(unavailable)?;
             txn.open_table(ALL).map_err(unavailable)?;
+            txn.open_table(USAGE_HOURS).map_err(unavailable)?;
+            txn.open_table(USAGE_RECENT).map_err(unavailable)?;
             txn.open_table(AUDIT).map_err(unavailable)?;
             txn.commit().map_err(unavailable)?;
             Ok(db)
@@ -93,6 +105,7 @@ impl EmbeddedStore {
             read_timeout: timeout,
             write_timeout: timeout * 10,
             feed: LocalFeed::new(),
+            pruned_hour: Arc::new(AtomicU32::new(0)),
             audit_max: DEFAULT_MAX_EVENTS,
         })
     }
@@ -108,7 +121,7 @@ impl EmbeddedStore {
     }
 
     /// Runs `f` on the blocking pool, bounded by `limit`.
-    async fn run<T: Send + 'static>(
+    pub(super) async fn run<T: Send + 'static>(
         &self,
         limit: Duration,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,

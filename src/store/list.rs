@@ -52,6 +52,9 @@ pub fn created_ms(record: &TokenRecord) -> u64 {
 pub struct ListFilter {
     pub kind: Option<TokenKind>,
     pub state: Option<TokenState>,
+    /// Only tokens unused since this instant: last used at or before it,
+    /// or never used and created at or before it.
+    pub unused_since: Option<Timestamp>,
     /// The instant the state is judged at.
     pub now: Timestamp,
     /// Only usable tokens that expire by this instant (`expiring=7d`).
@@ -66,6 +69,7 @@ impl ListFilter {
             state: None,
             now,
             expiring_by: None,
+            unused_since: None,
         }
     }
 
@@ -76,7 +80,15 @@ impl ListFilter {
                 record.state(self.now) == TokenState::Enabled
                     && record.expires_at.is_some_and(|e| e <= by)
             })
+            && self.unused_since.is_none_or(|t| unused_since(record, t))
     }
+}
+
+/// Whether `record` went unused from `since` on: its last use (its
+/// creation, if never used) is at or before `since`. A token created
+/// recently and never used is unused since its creation.
+pub fn unused_since(record: &TokenRecord, since: Timestamp) -> bool {
+    record.last_used_at.unwrap_or(record.created_at) <= since
 }
 
 /// A listing request.

@@ -52,6 +52,7 @@ fn query(limit: usize, cursor: Option<Cursor>, kind: Option<TokenKind>) -> ListQ
         filter: ListFilter {
             kind,
             state: None,
+            unused_since: None,
             now: Timestamp::now(),
             expiring_by: None,
         },

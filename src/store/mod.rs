@@ -19,16 +19,21 @@ use crate::token::{TokenHash, TokenId, TokenRecord};
 
 mod audit;
 pub mod embedded;
+mod embedded_usage;
 mod feed;
 mod list;
 pub mod redis;
+pub mod usage;
 
 pub use self::audit::AuditLog;
 pub use self::embedded::EmbeddedStore;
 pub use self::feed::{Change, ChangeFeed, Changes};
 pub(crate) use self::list::paginate;
-pub use self::list::{Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Page, created_ms};
+pub use self::list::{
+    Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Page, created_ms, unused_since,
+};
 pub use self::redis::RedisStore;
+pub use self::usage::UsageStore;
 
 /// The store's own faults. A missing token is not an error (`Ok(None)`).
 #[derive(Debug, Clone, Error)]

@@ -43,6 +43,7 @@ mod events;
 mod keys;
 mod scripts;
 mod subscriber;
+mod usage;
 
 use self::connect::Target;
 pub use self::connect::Topology;

@@ -61,7 +61,13 @@ fn principal(record: &TokenRecord) -> Principal<'static> {
 /// A recorder whose queue the test reads instead of a writer.
 fn recorder(capacity: usize) -> (UsageRecorder, mpsc::Receiver<(TokenId, Timestamp)>) {
     let (tx, rx) = mpsc::channel(capacity);
-    (UsageRecorder { tx: Some(tx) }, rx)
+    (
+        UsageRecorder {
+            tx: Some(tx),
+            notes: None,
+        },
+        rx,
+    )
 }
 
 fn queued(rx: &mut mpsc::Receiver<(TokenId, Timestamp)>) -> Vec<(String, Timestamp)> {
@@ -176,7 +182,10 @@ fn a_full_queue_drops_the_note_and_lets_the_token_through_a_minute_later() {
 
 #[test]
 fn a_recorder_without_a_writer_notes_nothing_and_claims_nothing() {
-    let usage = UsageRecorder { tx: None };
+    let usage = UsageRecorder {
+        tx: None,
+        notes: None,
+    };
     let rec = record(None);
     let p = principal(&rec);
     usage.note(&p, t0());

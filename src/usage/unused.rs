@@ -1,0 +1,284 @@
+//! The unused-token policy (`usage.disable_unused_after`, off by default):
+//! a periodic task disables every enabled token unused that long — last
+//! used that long ago, or never used and created that long ago — recorded
+//! as `disabled_by = "policy:unused"` and logged.
+//!
+//! Safe when every gate of a fleet runs it: [`disable_unused`] judges and
+//! writes in one compare-and-set (`store::update`), so a token is disabled
+//! once, and one used or enabled in between is left alone. It is the one
+//! place a token is disabled by the policy, and writes its audit event
+//! (`auto_disable`, actor `gate`, with the reason).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::audit::AuditEvent;
+use crate::cache::TokenCache;
+use crate::store::{
+    AuditLog, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError,
+    unused_since, update,
+};
+use crate::token::{TokenId, TokenRecord, TokenState};
+
+/// `disabled_by` of a token the policy disabled.
+pub const DISABLED_BY: &str = "policy:unused";
+/// How often the policy looks at every token (the first time at start).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Whether `record` is enabled at `now` and has gone unused for `after`.
+pub fn is_unused(record: &TokenRecord, after: Duration, now: Timestamp) -> bool {
+    let Ok(after) = SignedDuration::try_from(after) else {
+        return false;
+    };
+    let Ok(since) = now.checked_sub(after) else {
+        return false;
+    };
+    record.state(now) == TokenState::Enabled && unused_since(record, since)
+}
+
+/// Disables token `id` if it is still enabled and unused for `after` at
+/// `now` (one compare-and-set). `Some` with the record written when this
+/// call disabled it; `None` when there was nothing to do (already
+/// disabled, used since, gone).
+pub async fn disable_unused(
+    cache: &TokenCache<Store>,
+    id: &TokenId,
+    after: Duration,
+    now: Timestamp,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let stamp = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
+    // The record the write replaced, for the audit event.
+    let before = std::sync::Mutex::new(None);
+    let written = update(cache, id, |r: &TokenRecord| {
+        if !is_unused(r, after, now) {
+            return Ok::<_, ()>(None);
+        }
+        if let Ok(mut b) = before.lock() {
+            *b = Some(r.clone());
+        }
+        Ok(Some(TokenRecord {
+            disabled_at: Some(stamp),
+            disabled_by: Some(DISABLED_BY.to_owned()),
+            ..r.clone()
+        }))
+    })
+    .await;
+    let stored = match written {
+        Ok(stored) => stored,
+        Err(UpdateError::NotFound | UpdateError::Refused(())) => return Ok(None),
+        Err(UpdateError::Store(e)) => return Err(e),
+    };
+    // `update` hands back the record as found when nothing changed.
+    if stored.record.disabled_by.as_deref() != Some(DISABLED_BY)
+        || stored.record.disabled_at != Some(stamp)
+    {
+        return Ok(None);
+    }
+    let record = stored.record;
+    let unused_for = now.duration_since(record.last_used_at.unwrap_or(record.created_at));
+    tracing::info!(
+        target: "hawzu_gate::admin",
+        op = "disable",
+        token_id = %record.id,
+        workspace_id = %record.workspace_id,
+        by = DISABLED_BY,
+        unused_days = unused_for.as_hours() / 24,
+        "token disabled: unused for longer than usage.disable_unused_after"
+    );
+    if let Some(before) = before.into_inner().ok().flatten() {
+        let reason = format!(
+            "unused for {} days (usage.disable_unused_after = {})",
+            unused_for.as_hours() / 24,
+            humantime::format_duration(after)
+        );
+        record_event(
+            cache,
+            AuditEvent::auto_disabled(now, &before, &record, reason),
+        )
+        .await;
+    }
+    Ok(Some(record))
+}
+
+/// Writes the policy's audit event, and logs it on `hawzu_gate::audit`
+/// (as the admin API does its own); a failed write is logged whole and
+/// counted, and the disable stands.
+async fn record_event(cache: &TokenCache<Store>, mut event: AuditEvent) {
+    let metrics = cache.metrics();
+    match cache.store().append(&event).await {
+        Ok(position) => {
+            metrics.audit(true);
+            event.id = position.to_string();
+            tracing::info!(
+                target: "hawzu_gate::audit",
+                event = %serde_json::to_string(&event).unwrap_or_default(),
+                "audit event"
+            );
+        }
+        Err(e) => {
+            metrics.audit(false);
+            tracing::error!(
+                target: "hawzu_gate::audit",
+                error = %e,
+                event = %serde_json::to_string(&event).unwrap_or_default(),
+                "audit event NOT recorded in the store; the change it describes stands"
+            );
+        }
+    }
+}
+
+/// One look at every enabled token; disables the unused ones. Returns how
+/// many this call disabled.
+pub async fn sweep(
+    cache: &TokenCache<Store>,
+    after: Duration,
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    let mut disabled = 0;
+    let mut cursor = None;
+    loop {
+        let page = cache
+            .list(ListQuery {
+                workspace: None,
+                cursor,
+                limit: MAX_PAGE,
+                filter: ListFilter {
+                    state: Some(TokenState::Enabled),
+                    ..ListFilter::all(now)
+                },
+            })
+            .await?;
+        for record in page.tokens.iter().filter(|r| is_unused(r, after, now)) {
+            if disable_unused(cache, &record.id, after, now)
+                .await?
+                .is_some()
+            {
+                disabled += 1;
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(disabled),
+        }
+    }
+}
+
+/// Runs [`sweep`] at start and every [`SWEEP_EVERY`] until aborted.
+pub fn start(cache: Arc<TokenCache<Store>>, after: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match sweep(&cache, after, Timestamp::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(disabled = n, "unused tokens disabled"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the unused-token sweep failed; trying again later");
+                }
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheOptions;
+    use crate::store::EmbeddedStore;
+    use crate::token::record::RECORD_VERSION;
+    use crate::token::{Scope, TokenSecret};
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn now() -> Timestamp {
+        "2027-06-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn days_ago(d: i64) -> Timestamp {
+        now() - SignedDuration::from_hours(24 * d)
+    }
+
+    fn record(created: i64, used: Option<i64>) -> TokenRecord {
+        TokenRecord {
+            v: RECORD_VERSION,
+            id: TokenId::generate().unwrap(),
+            name: "CI".into(),
+            workspace_id: "ws_1".into(),
+            scope: Scope::Workspace {
+                role: "workspace_viewer".into(),
+            },
+            created_by: "alice".into(),
+            created_at: days_ago(created),
+            expires_at: None,
+            disabled_at: None,
+            disabled_by: None,
+            revoked_at: None,
+            last_used_at: used.map(days_ago),
+            rotated_from: None,
+            description: None,
+            rotated_to: None,
+            allow_from: Vec::new(),
+            not_before: None,
+        }
+    }
+
+    #[test]
+    fn unused_means_enabled_and_neither_used_nor_created_within_the_window() {
+        let after = 30 * DAY;
+        assert!(is_unused(&record(40, None), after, now()));
+        assert!(is_unused(&record(100, Some(31)), after, now()));
+        assert!(!is_unused(&record(100, Some(29)), after, now()));
+        assert!(
+            !is_unused(&record(10, None), after, now()),
+            "unused only since its creation"
+        );
+        let mut expired = record(40, None);
+        expired.expires_at = Some(days_ago(1));
+        let mut revoked = record(40, None);
+        revoked.revoked_at = Some(days_ago(1));
+        let mut disabled = record(40, None);
+        disabled.disabled_at = Some(days_ago(1));
+        for r in [expired, revoked, disabled] {
+            assert!(!is_unused(&r, after, now()), "only enabled tokens");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_is_disabled_once_and_a_second_sweep_finds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let cache = TokenCache::new(
+            Store::Embedded(store),
+            CacheOptions {
+                ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(5),
+                max_entries: 100,
+                stale_if_error: Duration::ZERO,
+            },
+        );
+        let (old, used) = (record(40, None), record(40, Some(1)));
+        for r in [&old, &used] {
+            cache
+                .create(&TokenSecret::generate().unwrap().hash(), r)
+                .await
+                .unwrap();
+        }
+        // The one never used goes, once; the one used yesterday stays.
+        assert_eq!(sweep(&cache, 30 * DAY, now()).await.unwrap(), 1);
+        assert_eq!(sweep(&cache, 30 * DAY, now()).await.unwrap(), 0);
+        let found = cache.find(&old.id).await.unwrap().unwrap().record;
+        assert_eq!(found.disabled_by.as_deref(), Some(DISABLED_BY));
+        assert!(
+            disable_unused(&cache, &used.id, 30 * DAY, now())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Months later, the other one is unused too.
+        let later = now() + SignedDuration::from_hours(24 * 60);
+        assert_eq!(sweep(&cache, 30 * DAY, later).await.unwrap(), 1);
+    }
+}
