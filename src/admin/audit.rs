@@ -27,32 +27,11 @@ use super::extract::Reply;
 use super::state::AdminState;
 use super::wire::AuditAnswer;
 
-/// Writes `event` to the audit log, and to the log target
-/// `hawzu_gate::audit` (one JSON line per event, for shipping elsewhere).
-/// A failed write does not undo or fail the change: the event goes to the
-/// error log whole instead, and is counted.
-pub(super) async fn record(api: &AdminState, mut event: AuditEvent) {
-    let metrics = api.cache.metrics();
-    match api.cache.store().append(&event).await {
-        Ok(position) => {
-            metrics.audit(true);
-            event.id = position.to_string();
-            tracing::info!(
-                target: "hawzu_gate::audit",
-                event = %serde_json::to_string(&event).unwrap_or_default(),
-                "audit event"
-            );
-        }
-        Err(e) => {
-            metrics.audit(false);
-            tracing::error!(
-                target: "hawzu_gate::audit",
-                error = %e,
-                event = %serde_json::to_string(&event).unwrap_or_default(),
-                "audit event NOT recorded in the store; the change it describes stands"
-            );
-        }
-    }
+/// Writes `event` to the audit log (through the cache, as every admin
+/// change is; see `cache::audit`): counted, shipped on the log target
+/// `hawzu_gate::audit`, and never failing the change it describes.
+pub(super) async fn record(api: &AdminState, event: AuditEvent) {
+    api.cache.record_audit(event).await;
 }
 
 /// `GET /admin/v1/audit?token=&workspace=&since=&limit=&cursor=`: one page

@@ -25,6 +25,7 @@ use crate::metrics::{Metrics, StoreOp};
 use crate::store::{ListQuery, Page, StoreError, Stored, TokenStore};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
+mod audit;
 mod listen;
 mod record;
 mod tally;

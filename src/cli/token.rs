@@ -21,7 +21,7 @@ use crate::token::{ProjectGrant, Scope, TokenId};
 use crate::policy::roles::{RoleScope, Roles};
 
 use super::global::{Client, OK, REFUSED, client};
-use super::output::{Output, print_table, when};
+use super::output::{Output, encode, print_table, when};
 use super::usage::{UsageArgs, parse_window, usage};
 
 /// `token …`: the connection flags (before or after the token subcommand)
@@ -489,17 +489,4 @@ async fn list(client: &AdminClient, out: &Output, args: ListArgs) -> u8 {
         }
     }
     OK
-}
-
-/// Percent-encodes a query value.
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -17,8 +17,8 @@ use jiff::{SignedDuration, Timestamp};
 use crate::audit::AuditEvent;
 use crate::cache::TokenCache;
 use crate::store::{
-    AuditLog, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError,
-    unused_since, update,
+    ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError, unused_since,
+    update,
 };
 use crate::token::{TokenId, TokenRecord, TokenState};
 
@@ -93,40 +93,11 @@ pub async fn disable_unused(
             unused_for.as_hours() / 24,
             humantime::format_duration(after)
         );
-        record_event(
-            cache,
-            AuditEvent::auto_disabled(now, &before, &record, reason),
-        )
-        .await;
+        cache
+            .record_audit(AuditEvent::auto_disabled(now, &before, &record, reason))
+            .await;
     }
     Ok(Some(record))
-}
-
-/// Writes the policy's audit event, and logs it on `hawzu_gate::audit`
-/// (as the admin API does its own); a failed write is logged whole and
-/// counted, and the disable stands.
-async fn record_event(cache: &TokenCache<Store>, mut event: AuditEvent) {
-    let metrics = cache.metrics();
-    match cache.store().append(&event).await {
-        Ok(position) => {
-            metrics.audit(true);
-            event.id = position.to_string();
-            tracing::info!(
-                target: "hawzu_gate::audit",
-                event = %serde_json::to_string(&event).unwrap_or_default(),
-                "audit event"
-            );
-        }
-        Err(e) => {
-            metrics.audit(false);
-            tracing::error!(
-                target: "hawzu_gate::audit",
-                error = %e,
-                event = %serde_json::to_string(&event).unwrap_or_default(),
-                "audit event NOT recorded in the store; the change it describes stands"
-            );
-        }
-    }
 }
 
 /// One look at every enabled token; disables the unused ones. Returns how
