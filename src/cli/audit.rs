@@ -5,15 +5,13 @@
 //! Never reads the store; an event never holds a secret to print.
 
 use clap::Args;
-use http::Method;
-use serde_json::Value;
 
 use crate::admin::wire::{AuditAnswer, AuditEvent};
 use crate::audit::{Action, MAX_PAGE};
 use crate::config::Loaded;
 use crate::token::TokenId;
 
-use super::global::{Client, OK, REFUSED, client};
+use super::global::{Client, OK, REFUSED, client, fetch_pages};
 use super::output::{Output, encode, print_rows, when};
 
 #[derive(Debug, Args)]
@@ -68,35 +66,20 @@ pub(super) async fn audit(loaded: &Loaded, args: AuditArgs) -> u8 {
     if let Some(s) = &args.since {
         params.push(format!("since={}", encode(s)));
     }
-    let mut cursor = args.cursor.clone();
-    // Kept as the server sent them: `--json` passes them on unchanged.
-    let mut events: Vec<Value> = Vec::new();
-    loop {
-        let mut q = params.clone();
-        if let Some(c) = &cursor {
-            q.push(format!("cursor={}", encode(c)));
-        }
-        let answer = client
-            .call(Method::GET, &format!("/admin/v1/audit?{}", q.join("&")))
-            .await;
-        let page: AuditAnswer<Value> = match answer {
-            Ok((status, v)) if status.is_success() => match serde_json::from_value(v) {
-                Ok(page) => page,
-                Err(e) => {
-                    complain!(
-                        "error: the admin API answered {status} with an unexpected body: {e}"
-                    );
-                    return REFUSED;
-                }
-            },
-            other => return out.finish(other, |_: Value| {}),
-        };
-        events.extend(page.events);
-        cursor = page.next_cursor;
-        if !args.all || cursor.is_none() {
-            break;
-        }
-    }
+    let (events, cursor) = match fetch_pages(
+        &client,
+        &out,
+        "/admin/v1/audit",
+        &params,
+        "events",
+        args.cursor.clone(),
+        args.all,
+    )
+    .await
+    {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
     if out.json {
         let page = serde_json::to_value(AuditAnswer {
             events,

@@ -7,7 +7,6 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use http::Method;
-use serde_json::Value;
 
 use crate::admin::client::AdminClient;
 use crate::admin::wire::{
@@ -20,7 +19,7 @@ use crate::token::{ProjectGrant, Scope, TokenId};
 
 use crate::policy::roles::{RoleScope, Roles};
 
-use super::global::{Client, OK, REFUSED, client};
+use super::global::{Client, OK, REFUSED, client, fetch_pages};
 use super::output::{Output, encode, print_table, when};
 use super::usage::{UsageArgs, parse_window, usage};
 
@@ -434,35 +433,20 @@ async fn list(client: &AdminClient, out: &Output, args: ListArgs) -> u8 {
     if let Some(u) = &args.unused {
         params.push(format!("unused={}", encode(u)));
     }
-    let mut cursor = args.cursor.clone();
-    // Kept as the server sent them: `--json` passes them on unchanged.
-    let mut tokens: Vec<Value> = Vec::new();
-    loop {
-        let mut q = params.clone();
-        if let Some(c) = &cursor {
-            q.push(format!("cursor={}", encode(c)));
-        }
-        let answer = client
-            .call(Method::GET, &format!("/admin/v1/tokens?{}", q.join("&")))
-            .await;
-        let page: ListPage<Value> = match answer {
-            Ok((status, v)) if status.is_success() => match serde_json::from_value(v) {
-                Ok(page) => page,
-                Err(e) => {
-                    complain!(
-                        "error: the admin API answered {status} with an unexpected body: {e}"
-                    );
-                    return REFUSED;
-                }
-            },
-            other => return out.finish(other, |_: Value| {}),
-        };
-        tokens.extend(page.tokens);
-        cursor = page.next_cursor;
-        if !args.all || cursor.is_none() {
-            break;
-        }
-    }
+    let (tokens, cursor) = match fetch_pages(
+        client,
+        out,
+        "/admin/v1/tokens",
+        &params,
+        "tokens",
+        args.cursor.clone(),
+        args.all,
+    )
+    .await
+    {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
     if out.json {
         // Through a `Value`: keys in the server's (sorted) order.
         let page = serde_json::to_value(ListPage {
