@@ -11,8 +11,9 @@ use crate::audit::{Action, MAX_PAGE};
 use crate::config::Loaded;
 use crate::token::TokenId;
 
-use super::global::{Client, OK, REFUSED, client, fetch_pages};
+use super::global::{Client, OK, REFUSED, client};
 use super::output::{Output, encode, print_rows, when};
+use super::pages::fetch_pages;
 
 #[derive(Debug, Args)]
 pub(super) struct AuditArgs {

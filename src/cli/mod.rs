@@ -38,6 +38,7 @@ mod audit;
 mod explain;
 mod global;
 mod output;
+mod pages;
 mod roles;
 mod serve;
 mod token;

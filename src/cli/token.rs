@@ -19,8 +19,9 @@ use crate::token::{ProjectGrant, Scope, TokenId};
 
 use crate::policy::roles::{RoleScope, Roles};
 
-use super::global::{Client, OK, REFUSED, client, fetch_pages};
+use super::global::{Client, OK, REFUSED, client};
 use super::output::{Output, encode, print_table, when};
+use super::pages::fetch_pages;
 use super::usage::{UsageArgs, parse_window, usage};
 
 /// `token …`: the connection flags (before or after the token subcommand)
