@@ -169,6 +169,28 @@ async fn replace_is_compare_and_set(s: &impl TokenStore) {
     assert_eq!(s.get(&h).await.unwrap(), Some(disabled));
 }
 
+/// `confirm` (a retried change that found the record already as asked)
+/// answers success only for the record it was given: one read from an
+/// old Sentinel master and confirmed on the new one, which never had the
+/// change, must not be told "written" (it was answered 200 and lost).
+async fn confirm_is_compare_and_set(s: &impl TokenStore) {
+    let h = hash();
+    let r = record("ws_a", Timestamp::now());
+    s.create(&h, &r).await.unwrap();
+    let stale = s.find(&r.id).await.unwrap().unwrap();
+    let disabled = TokenRecord {
+        disabled_at: Some(Timestamp::now()),
+        ..r.clone()
+    };
+    assert!(s.replace(&stale, &disabled).await.unwrap());
+    s.confirm(&stale).await.unwrap();
+    assert_eq!(
+        s.get(&h).await.unwrap(),
+        Some(stale.record),
+        "confirm answered Ok for a record the store no longer holds"
+    );
+}
+
 async fn concurrent_updates_are_not_lost(s: &(impl TokenStore + Clone)) {
     let r = record("ws_a", Timestamp::now());
     s.create(&hash(), &r).await.unwrap();
@@ -393,6 +415,12 @@ macro_rules! suite {
             async fn replace_is_compare_and_set() {
                 let (s, _g) = $make;
                 super::replace_is_compare_and_set(&s).await;
+            }
+
+            #[tokio::test]
+            async fn confirm_is_compare_and_set() {
+                let (s, _g) = $make;
+                super::confirm_is_compare_and_set(&s).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
