@@ -183,12 +183,15 @@ async fn confirm_is_compare_and_set(s: &impl TokenStore) {
         ..r.clone()
     };
     assert!(s.replace(&stale, &disabled).await.unwrap());
-    s.confirm(&stale).await.unwrap();
-    assert_eq!(
-        s.get(&h).await.unwrap(),
-        Some(stale.record),
+    assert!(
+        !s.confirm(&stale).await.unwrap(),
         "confirm answered Ok for a record the store no longer holds"
     );
+    assert_eq!(s.get(&h).await.unwrap(), Some(disabled.clone()));
+    // The record it holds is confirmed (and, on Redis, written again).
+    let current = s.find(&r.id).await.unwrap().unwrap();
+    assert!(s.confirm(&current).await.unwrap());
+    assert_eq!(s.get(&h).await.unwrap(), Some(disabled));
 }
 
 async fn concurrent_updates_are_not_lost(s: &(impl TokenStore + Clone)) {

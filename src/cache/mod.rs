@@ -360,7 +360,7 @@ impl<S: TokenStore> TokenStore for TokenCache<S> {
             .await
     }
 
-    async fn confirm(&self, current: &Stored) -> Result<(), StoreError> {
+    async fn confirm(&self, current: &Stored) -> Result<bool, StoreError> {
         self.timed(StoreOp::Replace, self.store.confirm(current))
             .await
     }

@@ -153,11 +153,13 @@ pub struct SentinelSettings {
     pub username: Option<String>,
     /// The master's password, if any.
     pub password: Option<String>,
-    /// How many replicas must hold each admin change (create, disable,
-    /// enable, revoke, rotate) before it is answered (Redis `WAIT`, within
-    /// `store.timeout`); fewer → 503 `store_unavailable`, and the caller
-    /// tries again. Default 1: a change answered 200 survives a fail-over.
-    /// 0 answers once the master has it (a fail-over may lose it).
+    /// The fewest replicas that must hold each admin change (create,
+    /// disable, enable, revoke, rotate) before it is answered; the gate
+    /// also waits for every replica the sentinels hold up (Redis `WAIT`,
+    /// within `store.timeout`); fewer → 503 `store_unavailable`, and the
+    /// caller tries again. Default 1: a change answered 200 survives a
+    /// fail-over. 0 answers once the master has it (a fail-over may lose
+    /// it).
     pub replica_acks: Option<u32>,
 }
 

@@ -267,6 +267,22 @@ impl TokenStore for EmbeddedStore {
         written
     }
 
+    /// One file, written durably at commit: nothing to write again, only
+    /// whether the file still holds `current`.
+    async fn confirm(&self, current: &Stored) -> Result<bool, StoreError> {
+        let hash = current.hash.0;
+        let expected = current.raw.clone();
+        self.run(self.read_timeout, move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+            Ok(tokens
+                .get(&hash[..])
+                .map_err(unavailable)?
+                .is_some_and(|raw| raw.value() == expected.as_slice()))
+        })
+        .await
+    }
+
     /// Not a change to any decision: followers are not told.
     async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
         self.write(current, new).await

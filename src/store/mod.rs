@@ -96,14 +96,17 @@ pub trait TokenStore: Send + Sync + 'static {
     }
 
     /// Makes sure the state in `current`, which an admin call found
-    /// already as asked (an idempotent disable, enable or revoke), is as
-    /// safe as a fresh write: a store that acknowledges writes only once
-    /// replicas have them (Redis Sentinel, `replica_acks`) writes it again
-    /// and waits, so a retry after a lost write does not answer 200 for a
-    /// change a fail-over undid. Others have nothing to do.
-    fn confirm(&self, current: &Stored) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let _ = current;
-        std::future::ready(Ok(()))
+    /// already as asked (an idempotent disable, enable or revoke), is held
+    /// by the store and as safe as a fresh write. `false`: the store no
+    /// longer holds `current` (changed since it was read, or read from a
+    /// Sentinel master that has since been replaced and never passed it
+    /// on), and the caller reads again. A store that acknowledges writes
+    /// only once replicas have them (Redis Sentinel, `replica_acks`)
+    /// writes it again and waits, so a retry after a lost write does not
+    /// answer 200 for a change a fail-over undid. By default a
+    /// compare-and-set of the same record.
+    fn confirm(&self, current: &Stored) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.replace(current, &current.record)
     }
 
     /// A page of tokens, newest first.
@@ -165,10 +168,11 @@ where
     for _ in 0..UPDATE_RETRIES {
         let current = store.find(id).await?.ok_or(UpdateError::NotFound)?;
         let Some(new) = change(&current.record).map_err(UpdateError::Refused)? else {
-            if !quiet {
-                store.confirm(&current).await?;
+            if quiet || store.confirm(&current).await? {
+                return Ok(current);
             }
-            return Ok(current);
+            // Not held any more: read again.
+            continue;
         };
         let written = if quiet {
             store.touch(&current, &new).await?
@@ -232,7 +236,7 @@ impl TokenStore for Store {
         }
     }
 
-    async fn confirm(&self, current: &Stored) -> Result<(), StoreError> {
+    async fn confirm(&self, current: &Stored) -> Result<bool, StoreError> {
         match self {
             Store::Embedded(s) => s.confirm(current).await,
             Store::Redis(s) => s.confirm(current).await,

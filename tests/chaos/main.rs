@@ -181,7 +181,8 @@ struct Row {
     setup: &'static str,
     fault: String,
     counts: LoadCounts,
-    /// Changes sent while the fault was on.
+    /// Changes under way while the fault was on (sent during it, or sent
+    /// before it and retried through it).
     changes: usize,
     /// Tracked tokens whose stored state differs from the last change the
     /// admin API acknowledged (a write Redis lost).
@@ -328,14 +329,9 @@ impl Redis {
                 ("store.redis.mode", "sentinel".into()),
                 ("store.redis.nodes", set.sentinel_urls().join(",")),
                 ("store.redis.sentinel.master_name", set.name.clone()),
-                // One replica here: with `replica_acks = 1` a killed master
-                // leaves no replica to confirm a change until it is back,
-                // and a master brought back races the sentinels (a gate
-                // that reaches it before it has synced finds no tokens;
-                // open, docs/reliability.md). The chaos run judges the
-                // store's answers with the old acknowledgement;
-                // `replica_acks` has its own test in redis_topologies.rs.
-                ("store.redis.sentinel.replica_acks", "0".into()),
+                // Two replicas: a killed master (which stays down) leaves
+                // the promoted one a replica to confirm changes with.
+                ("store.redis.sentinel.replica_acks", "1".into()),
             ],
             Redis::Cluster(c) => vec![
                 ("store.redis.mode", "cluster".into()),
@@ -352,7 +348,7 @@ impl Redis {
                 master_name: set.name.clone(),
                 username: None,
                 password: None,
-                replica_acks: 0,
+                replica_acks: 1,
             },
             Redis::Cluster(c) => Topology::Cluster { nodes: c.urls() },
         }
@@ -543,7 +539,7 @@ impl Fleet {
         wait_ready(&self.b, Duration::from_secs(30)).await;
         let recovery = back.elapsed();
         self.load.run_for(settle, Duration::from_secs(30)).await;
-        let changes = self.changer.sent_between(start, service_back);
+        let changes = self.changer.under_way_between(start, service_back);
         self.changer.set_bound(EVENT);
         // Every change of the fault must be judged past its bound: the load
         // runs on until then (waiting out the bound itself, not an event).
@@ -648,10 +644,8 @@ impl Fleet {
                         set.sentinels[0].cli(&["SENTINEL", "FAILOVER", &set.name]),
                         "OK"
                     );
-                } else if set.master.port == old {
-                    set.master.kill();
                 } else {
-                    set.replica.kill();
+                    set.node(old).kill();
                 }
                 eventually("a new master", Duration::from_secs(30), || {
                     let moved = set.master_port().is_some_and(|p| p != old);
@@ -733,7 +727,7 @@ async fn standalone(plan: Plan, faults: &[Fault]) -> Vec<Row> {
 const FAILOVER_TTL: Duration = Duration::from_secs(8);
 
 async fn sentinel(plan: Plan, faults: &[Fault]) -> Vec<Row> {
-    let set = RedisSentinel::start();
+    let set = RedisSentinel::with_replicas(2);
     let mut fleet = Fleet::start("sentinel", Redis::Sentinel(set), FAILOVER_TTL, plan).await;
     for f in faults {
         if let Redis::Sentinel(set) = &fleet.redis {
@@ -861,10 +855,14 @@ async fn standalone_redis_killed_and_paused_under_judged_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sentinel_master_killed_under_judged_load() {
+async fn sentinel_failed_over_and_master_killed_under_judged_load() {
     let _serial = SERIAL.lock().await;
     Row::print_header();
-    let rows = sentinel(SHORT, &[Fault::SentinelMasterKilled]).await;
+    let rows = sentinel(
+        SHORT,
+        &[Fault::SentinelFailover, Fault::SentinelMasterKilled],
+    )
+    .await;
     check_all(&rows);
 }
 

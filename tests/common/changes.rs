@@ -109,7 +109,8 @@ impl Tracked {
 pub struct Changer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     bound_us: std::sync::Arc<AtomicU64>,
-    sent: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Duration)>>>,
+    /// Every change: when sent, and when answered 200 (`None`: not yet).
+    sent: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Option<Instant>)>>>,
     /// The latest `acked + bound` of any change so far.
     settled: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -194,7 +195,11 @@ impl Changer {
                             });
                             log.len() - 1
                         };
-                        sent.lock().unwrap().push((started, bound_at(&bound_us)));
+                        let slot = {
+                            let mut sent = sent.lock().unwrap();
+                            sent.push((started, None));
+                            sent.len() - 1
+                        };
                         let mut tries = 0;
                         loop {
                             tries += 1;
@@ -215,6 +220,7 @@ impl Changer {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         let acked = Instant::now();
+                        sent.lock().unwrap()[slot].1 = Some(acked);
                         let mut log = t.log.lock().unwrap();
                         let c = &mut log[index];
                         c.acked = Some(acked);
@@ -253,13 +259,15 @@ impl Changer {
             .store(bound.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// How many changes were sent in `[from, to]`.
-    pub fn sent_between(&self, from: Instant, to: Instant) -> usize {
+    /// How many changes were under way in `[from, to]`: sent by `to` and
+    /// not answered before `from` (sent during a fault, or sent before it
+    /// and retried through it).
+    pub fn under_way_between(&self, from: Instant, to: Instant) -> usize {
         self.sent
             .lock()
             .unwrap()
             .iter()
-            .filter(|(t, _)| *t >= from && *t <= to)
+            .filter(|(sent, acked)| *sent <= to && acked.is_none_or(|a| a >= from))
             .count()
     }
 

@@ -158,29 +158,41 @@ impl RedisCluster {
 /// One line of `CLUSTER NODES`: id, port, flags, master id, slot ranges.
 pub type ClusterNodeLine = (String, u16, String, String, Vec<(u16, u16)>);
 
-/// A Sentinel set-up: a master, one replica and three sentinels (quorum 2,
-/// down after 1 s) on loopback free ports, stopped on drop.
+/// A Sentinel set-up: a master, its replicas and three sentinels (quorum
+/// 2, down after 1 s) on loopback free ports, stopped on drop.
 pub struct RedisSentinel {
     pub master: RedisNode,
-    pub replica: RedisNode,
+    pub replicas: Vec<RedisNode>,
     pub sentinels: Vec<RedisNode>,
     pub name: String,
     _dir: tempfile::TempDir,
 }
 
 impl RedisSentinel {
+    /// A master with one replica.
     pub fn start() -> Self {
+        Self::with_replicas(1)
+    }
+
+    /// A master with `n` replicas (two keep `replica_acks = 1` answering
+    /// through a killed master: the promoted replica still has one).
+    pub fn with_replicas(n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let plain = ["--save", "", "--appendonly", "no"];
         let master = RedisNode::start_with(free_port(), &dir.path().join("master"), &plain);
         let of = master.port.to_string();
         let mut args = plain.to_vec();
         args.extend(["--replicaof", "127.0.0.1", &of]);
-        let replica = RedisNode::start_with(free_port(), &dir.path().join("replica"), &args);
-        wait_until("the replica to sync", Duration::from_secs(10), || {
-            replica
-                .cli(&["INFO", "replication"])
-                .contains("master_link_status:up")
+        let replicas: Vec<RedisNode> = (0..n)
+            .map(|i| {
+                RedisNode::start_with(free_port(), &dir.path().join(format!("replica{i}")), &args)
+            })
+            .collect();
+        wait_until("the replicas to sync", Duration::from_secs(10), || {
+            replicas.iter().all(|r| {
+                r.cli(&["INFO", "replication"])
+                    .contains("master_link_status:up")
+            })
         });
         let name = "hawzu-master".to_owned();
         let conf = format!(
@@ -194,7 +206,7 @@ impl RedisSentinel {
             .collect();
         let set = Self {
             master,
-            replica,
+            replicas,
             sentinels,
             name,
             _dir: dir,
@@ -203,8 +215,8 @@ impl RedisSentinel {
         set
     }
 
-    /// Waits until every sentinel knows the replica and the other sentinels
-    /// (a fail-over needs their votes).
+    /// Waits until every sentinel knows the replicas and the other
+    /// sentinels (a fail-over needs their votes).
     pub fn wait_ready(&self, deadline: Duration) {
         wait_until("the sentinels to know each other", deadline, || {
             self.sentinels.iter().all(|s| {
@@ -218,9 +230,18 @@ impl RedisSentinel {
                     }
                     String::new()
                 };
-                field("num-slaves") == "1" && field("num-other-sentinels") == "2"
+                field("num-slaves").parse::<usize>().unwrap_or(0) >= self.replicas.len()
+                    && field("num-other-sentinels") == "2"
             })
         });
+    }
+
+    /// The data node (master or replica) on `port`.
+    pub fn node(&mut self, port: u16) -> &mut RedisNode {
+        std::iter::once(&mut self.master)
+            .chain(self.replicas.iter_mut())
+            .find(|n| n.port == port)
+            .expect("a node of the set-up")
     }
 
     pub fn sentinel_urls(&self) -> Vec<String> {

@@ -232,8 +232,8 @@ impl TokenStore for RedisStore {
     /// overwritten), its event, and with `replica_acks` the wait: a retry
     /// of a change whose first try timed out after Redis took it (so its
     /// event was never sent) now tells the gates, and the replicas hold it.
-    async fn confirm(&self, current: &Stored) -> Result<(), StoreError> {
-        self.write(current, &current.record, true).await.map(drop)
+    async fn confirm(&self, current: &Stored) -> Result<bool, StoreError> {
+        self.write(current, &current.record, true).await
     }
 
     async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
