@@ -501,7 +501,8 @@ impl Metrics {
     /// from its start.
     pub fn webhook_registered(&self, webhook: &str) {
         for result in WEBHOOK_RESULTS {
-            self.webhook_deliveries.with_label_values(&[webhook, result]);
+            self.webhook_deliveries
+                .with_label_values(&[webhook, result]);
         }
         self.webhook_last_success.with_label_values(&[webhook]);
     }

@@ -265,9 +265,11 @@ async fn metrics(gate: &InProcessGate) -> String {
 }
 
 async fn settled(prefix: &str, group: &str) {
-    eventually("every event acknowledged", Duration::from_secs(20), || async {
-        (group_state(prefix, group).await == (0, 0)).then_some(())
-    })
+    eventually(
+        "every event acknowledged",
+        Duration::from_secs(20),
+        || async { (group_state(prefix, group).await == (0, 0)).then_some(()) },
+    )
     .await;
 }
 
@@ -286,8 +288,11 @@ async fn every_lifecycle_action_is_one_signed_post_with_its_audit_id() {
         )
         .await;
         let admin = g.admin();
-        let (id, secret) =
-            create_token(&g, workspace_token("CI Runner", "ws_1", "workspace_member", "30d")).await;
+        let (id, secret) = create_token(
+            &g,
+            workspace_token("CI Runner", "ws_1", "workspace_member", "30d"),
+        )
+        .await;
         let t = |p: &str| format!("/admin/v1/tokens/{id}{p}");
         let r = admin
             .send(
@@ -326,7 +331,11 @@ async fn every_lifecycle_action_is_one_signed_post_with_its_audit_id() {
         } else {
             got
         };
-        assert_eq!(got.len(), want.len(), "{backend}: exactly one POST each: {got:?}");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{backend}: exactly one POST each: {got:?}"
+        );
         for (i, d) in got.iter().enumerate() {
             let body = d.json();
             assert_eq!(d.kind, want[i], "{backend}: in order");
@@ -380,9 +389,15 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt() {
     let got = receiver.wait_for(3, "three attempts").await;
     let statuses: Vec<u16> = got.iter().map(|d| d.status).collect();
     assert_eq!(statuses, [500, 500, 200]);
-    assert!(got.iter().all(|d| d.id == got[0].id), "same event id: {got:?}");
+    assert!(
+        got.iter().all(|d| d.id == got[0].id),
+        "same event id: {got:?}"
+    );
     assert!(got.iter().all(|d| d.body == got[0].body), "same body");
-    assert!(got.iter().all(|d| signature_valid(SECRET, &d.signature, &d.body)));
+    assert!(
+        got.iter()
+            .all(|d| signature_valid(SECRET, &d.signature, &d.body))
+    );
     let metrics = eventually("the delivery counted", Duration::from_secs(5), || async {
         let m = metrics(&g).await;
         m.contains("result=\"delivered\",webhook=\"flaky\"} 1")
@@ -390,11 +405,14 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt() {
     })
     .await;
     assert!(
-        metrics.contains("hawzu_gate_webhook_deliveries_total{result=\"retried\",webhook=\"flaky\"} 2"),
+        metrics.contains(
+            "hawzu_gate_webhook_deliveries_total{result=\"retried\",webhook=\"flaky\"} 2"
+        ),
         "{metrics}"
     );
     assert!(
-        metrics.contains("hawzu_gate_webhook_deliveries_total{result=\"failed\",webhook=\"flaky\"} 0"),
+        metrics
+            .contains("hawzu_gate_webhook_deliveries_total{result=\"failed\",webhook=\"flaky\"} 0"),
         "{metrics}"
     );
     assert!(
@@ -417,13 +435,21 @@ async fn an_event_is_given_up_after_max_attempts_and_counted_failed() {
     create_token(&g, workspace_token("CI", "ws_1", "workspace_viewer", "30d")).await;
     let metrics = eventually("the event given up", Duration::from_secs(10), || async {
         let m = metrics(&g).await;
-        m.contains("result=\"failed\",webhook=\"down\"} 1").then_some(m)
+        m.contains("result=\"failed\",webhook=\"down\"} 1")
+            .then_some(m)
     })
     .await;
-    assert!(metrics.contains("result=\"retried\",webhook=\"down\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("result=\"retried\",webhook=\"down\"} 2"),
+        "{metrics}"
+    );
     assert_eq!(receiver.deliveries().len(), 3);
     // The next event is sent: a given-up one does not block the webhook.
-    create_token(&g, workspace_token("CI 2", "ws_1", "workspace_viewer", "30d")).await;
+    create_token(
+        &g,
+        workspace_token("CI 2", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
     receiver.wait_for(4, "the next event").await;
 }
 
@@ -443,8 +469,11 @@ async fn only_the_subscribed_events_are_sent() {
         .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
         .await;
     admin.delete(&format!("/admin/v1/tokens/{id}")).await;
-    let (later, _) =
-        create_token(&g, workspace_token("CI 2", "ws_1", "workspace_viewer", "30d")).await;
+    let (later, _) = create_token(
+        &g,
+        workspace_token("CI 2", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
     admin.delete(&format!("/admin/v1/tokens/{later}")).await;
     let got = receiver.wait_for(2, "two revocations").await;
     let kinds: Vec<&str> = got.iter().map(|d| d.kind.as_str()).collect();
@@ -463,7 +492,11 @@ async fn two_gates_on_one_redis_deliver_each_event_once() {
     let n = 12;
     for i in 0..n {
         let g = if i % 2 == 0 { &a } else { &b };
-        create_token(g, workspace_token(&format!("t{i}"), "ws_1", "workspace_viewer", "30d")).await;
+        create_token(
+            g,
+            workspace_token(&format!("t{i}"), "ws_1", "workspace_viewer", "30d"),
+        )
+        .await;
     }
     receiver.wait_for(n, "every event").await;
     settled(&prefix, "webhook:fleet").await;
@@ -538,7 +571,10 @@ async fn an_embedded_gate_killed_mid_delivery_sends_the_event_again_after_restar
     drop(a); // SIGKILL mid-delivery
     let b = GateProcess::start(dir.path(), &toml);
     let got = receiver.wait_for(2, "the event sent again").await;
-    assert_eq!((got[1].id.as_str(), got[1].status), (got[0].id.as_str(), 200));
+    assert_eq!(
+        (got[1].id.as_str(), got[1].status),
+        (got[0].id.as_str(), 200)
+    );
     // The cursor moved past it: the next event is the only new POST.
     process_admin(&b)
         .post(
@@ -574,7 +610,11 @@ async fn an_expiry_notice_goes_out_once_for_a_fleet() {
     let scan = [("tokens.expiry_scan_interval", "50ms")];
     let a = gate("redis", &prefix, &toml, &scan).await;
     let b = gate("redis", &prefix, &toml, &scan).await;
-    let (week, _) = create_token(&a, workspace_token("weekly", "ws_1", "workspace_viewer", "3d")).await;
+    let (week, _) = create_token(
+        &a,
+        workspace_token("weekly", "ws_1", "workspace_viewer", "3d"),
+    )
+    .await;
     let first = receiver.wait_for(1, "the 7-day notice").await;
     assert_eq!(first[0].kind, "token.expiring");
     let body = first[0].json();
@@ -584,7 +624,11 @@ async fn an_expiry_notice_goes_out_once_for_a_fleet() {
     assert!(signature_valid(SECRET, &first[0].signature, &first[0].body));
     // Both gates go on scanning; a token within a day gets the 1-day
     // notice, and by then the first one has been looked at many times.
-    let (day, _) = create_token(&b, workspace_token("daily", "ws_1", "workspace_viewer", "12h")).await;
+    let (day, _) = create_token(
+        &b,
+        workspace_token("daily", "ws_1", "workspace_viewer", "12h"),
+    )
+    .await;
     receiver.wait_for(2, "the 1-day notice").await;
     settled(&prefix, "webhook:expiry").await;
     let got = receiver.deliveries();
@@ -600,7 +644,10 @@ async fn an_expiry_notice_goes_out_once_for_a_fleet() {
         .collect();
     assert_eq!(
         seen,
-        [(week.clone(), "7d".to_owned()), (day.clone(), "1d".to_owned())],
+        [
+            (week.clone(), "7d".to_owned()),
+            (day.clone(), "1d".to_owned())
+        ],
         "one notice per token, from one gate"
     );
     // The notice is in the audit log, once.
@@ -621,7 +668,13 @@ async fn an_expiry_notice_goes_out_once_for_a_fleet() {
 #[tokio::test]
 async fn without_webhooks_nothing_is_read_or_created_in_redis() {
     let prefix = unique_prefix("webhooks_none");
-    let g = gate("redis", &prefix, "", &[("tokens.expiry_scan_interval", "50ms")]).await;
+    let g = gate(
+        "redis",
+        &prefix,
+        "",
+        &[("tokens.expiry_scan_interval", "50ms")],
+    )
+    .await;
     create_token(&g, workspace_token("CI", "ws_1", "workspace_viewer", "2d")).await;
     // The audit stream exists (the create) and has no consumer group; no
     // expiry notice is written.
@@ -744,5 +797,8 @@ fn check_config_redacts_the_secret_and_reads_the_secret_file() {
     ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("webhooks[0].secret_file") && !stderr.contains("tooshort"), "{stderr}");
+    assert!(
+        stderr.contains("webhooks[0].secret_file") && !stderr.contains("tooshort"),
+        "{stderr}"
+    );
 }

@@ -180,6 +180,7 @@ fn an_expiry_notice_is_the_gate_s_with_its_window_and_changes_nothing() {
     assert_eq!(json["action"], "expiry_notice");
     assert_eq!(json["within"], "7d");
     // Events without a window keep their shape.
-    let created = serde_json::to_value(AuditEvent::created(&origin(), Timestamp::now(), &r)).unwrap();
+    let created =
+        serde_json::to_value(AuditEvent::created(&origin(), Timestamp::now(), &r)).unwrap();
     assert!(created.get("within").is_none());
 }

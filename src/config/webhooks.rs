@@ -111,7 +111,9 @@ impl WebhookSettings {
 
     /// Whether this webhook is sent events of `event_type`.
     pub fn wants(&self, event_type: &str) -> bool {
-        self.events.iter().any(|e| e == ALL_EVENTS || e == event_type)
+        self.events
+            .iter()
+            .any(|e| e == ALL_EVENTS || e == event_type)
     }
 }
 
@@ -124,12 +126,10 @@ pub(crate) fn validate<E>(
     let mut names = std::collections::BTreeSet::new();
     for (i, w) in hooks.iter().enumerate() {
         let key = |k: &str| format!("webhooks[{i}].{k}");
-        let uri: http::Uri = w.url.parse().map_err(|_| {
-            invalid(
-                &key("url"),
-                "must be an http:// or https:// URL".to_owned(),
-            )
-        })?;
+        let uri: http::Uri = w
+            .url
+            .parse()
+            .map_err(|_| invalid(&key("url"), "must be an http:// or https:// URL".to_owned()))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(invalid(
                 &key("url"),

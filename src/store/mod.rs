@@ -31,11 +31,11 @@ pub mod usage;
 pub use self::audit::AuditLog;
 pub use self::embedded::EmbeddedStore;
 pub use self::feed::{Change, ChangeFeed, Changes};
-pub use self::outbox::{Outbox, Taken};
 pub(crate) use self::list::paginate;
 pub use self::list::{
     Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Page, created_ms, unused_since,
 };
+pub use self::outbox::{Outbox, Taken};
 pub use self::redis::RedisStore;
 pub use self::usage::UsageStore;
 

@@ -63,9 +63,9 @@ pub fn render(event: &AuditEvent, record: Option<&TokenRecord>) -> Vec<u8> {
                     .map(str::to_owned)
             }),
             workspace_id: &event.workspace_id,
-            expires_at: record.and_then(|r| r.expires_at).map(|t| {
-                Timestamp::from_second(t.as_second()).unwrap_or(t)
-            }),
+            expires_at: record
+                .and_then(|r| r.expires_at)
+                .map(|t| Timestamp::from_second(t.as_second()).unwrap_or(t)),
             new_token_id: event.new_token_id.as_ref().map(|t| t.as_str()),
         },
         actor: &event.actor,

@@ -39,9 +39,8 @@ pub fn verify(key: &hmac::Key, header: &str, body: &[u8], now: i64, tolerance: i
     }
     let mut msg = format!("{t}.").into_bytes();
     msg.extend_from_slice(body);
-    v1.iter().any(|sig| {
-        unhex(sig).is_some_and(|tag| hmac::verify(key, &msg, &tag).is_ok())
-    })
+    v1.iter()
+        .any(|sig| unhex(sig).is_some_and(|tag| hmac::verify(key, &msg, &tag).is_ok()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -86,8 +85,17 @@ mod tests {
         let k = key(b"whsec_0123456789abcdef");
         let sig = signature(&k, 1_700_000_000, b"{}");
         assert!(!verify(&k, &sig, b"{ }", 1_700_000_000, 300));
-        assert!(!verify(&key(b"whsec_other_secret_x"), &sig, b"{}", 1_700_000_000, 300));
-        assert!(!verify(&k, &sig, b"{}", 1_700_000_301, 300), "replayed late");
+        assert!(!verify(
+            &key(b"whsec_other_secret_x"),
+            &sig,
+            b"{}",
+            1_700_000_000,
+            300
+        ));
+        assert!(
+            !verify(&k, &sig, b"{}", 1_700_000_301, 300),
+            "replayed late"
+        );
         assert!(!verify(&k, "v1=00", b"{}", 1_700_000_000, 300), "no t");
     }
 }

@@ -206,7 +206,9 @@ impl Outbox for RedisStore {
                 return Err(e);
             }
         };
-        let until = until.as_millisecond().max(Timestamp::now().as_millisecond() + 1);
+        let until = until
+            .as_millisecond()
+            .max(Timestamp::now().as_millisecond() + 1);
         self.timed(|mut conn| {
             let claim = &claim;
             async move {
@@ -250,7 +252,9 @@ fn entries(list: &Value) -> Result<Vec<Taken>, StoreError> {
         };
         let event = match raw {
             Some(raw) => AuditEvent::from_stored(position, raw),
-            None => Err(format!("audit event {position} is gone or has no `event` field")),
+            None => Err(format!(
+                "audit event {position} is gone or has no `event` field"
+            )),
         };
         out.push((position, event));
     }
