@@ -695,6 +695,79 @@ async fn without_webhooks_nothing_is_read_or_created_in_redis() {
     assert!(keys.is_empty(), "{keys:?}");
 }
 
+#[tokio::test]
+async fn the_consumers_of_gates_that_are_gone_are_forgotten_but_never_one_holding_events() {
+    use hawzu_gate::audit::AuditEvent;
+    use hawzu_gate::store::{AuditLog, Outbox, RedisStore, redis::RedisOptions};
+    let prefix = unique_prefix("webhooks_prune");
+    let store = RedisStore::with_topology(
+        standalone(&redis_url()),
+        RedisOptions {
+            url: String::new(),
+            key_prefix: prefix.clone(),
+            timeout: Duration::from_secs(10),
+            retention: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    store.outbox_open("prune").await.unwrap();
+    let event: AuditEvent = serde_json::from_value(json!({
+        "time": "2026-12-04T00:00:00Z", "action": "create", "actor": "admin",
+        "token_id": "tok_0123456789abcdef", "workspace_id": "ws_1",
+        "before": {}, "after": {}, "client": null, "request_id": null
+    }))
+    .unwrap();
+    store.append(&event).await.unwrap();
+    let claim = Duration::from_secs(60);
+    // `holder` takes the event and dies with it; `idle` read nothing.
+    assert_eq!(
+        store
+            .outbox_take("prune", "holder", claim, 16)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .outbox_take("prune", "idle", claim, 16)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // (A read that finds nothing makes no consumer on Redis 7.0.)
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(format!("{prefix}audit"))
+        .arg("webhook:prune")
+        .arg("idle")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pruned = store
+        .outbox_prune("prune", "me", Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "only the consumer holding nothing");
+    // The event is still there for someone to take over.
+    assert_eq!(group_state(&prefix, "webhook:prune").await.0, 1);
+    let taken = store
+        .outbox_take("prune", "me", Duration::ZERO, 16)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "taken over from the dead holder");
+    // A recent consumer is kept: `me` was just seen.
+    assert_eq!(
+        store
+            .outbox_prune("prune", "other", Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 // === settings ===
 
 fn load(toml: &str) -> Result<hawzu_gate::config::Loaded, String> {

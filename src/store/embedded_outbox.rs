@@ -105,6 +105,16 @@ impl Outbox for EmbeddedStore {
         .await
     }
 
+    /// One consumer: nobody to forget.
+    async fn outbox_prune(
+        &self,
+        _name: &str,
+        _consumer: &str,
+        _idle: Duration,
+    ) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
     /// The claim and the event in one transaction; claims past their
     /// `until` are pruned on the way.
     async fn append_once(

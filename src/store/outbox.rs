@@ -59,6 +59,17 @@ pub trait Outbox: Send + Sync + 'static {
         position: Position,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Forgets the consumers of subscription `name` other than `consumer`
+    /// that hold nothing and have not been seen for `idle` (gates that are
+    /// gone). Holding nothing, they lose nothing; a live one that was only
+    /// slow is made again by its next read. Returns how many went.
+    fn outbox_prune(
+        &self,
+        name: &str,
+        consumer: &str,
+        idle: Duration,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
     /// Appends `event` unless an event was appended under `key` before
     /// (and `key` is not yet past `until`). `Some(position)` when this call
     /// appended it. Embedded: one transaction (exactly once). Redis: a
@@ -110,6 +121,18 @@ impl Outbox for Store {
         match self {
             Store::Embedded(s) => s.outbox_done(name, position).await,
             Store::Redis(s) => s.outbox_done(name, position).await,
+        }
+    }
+
+    async fn outbox_prune(
+        &self,
+        name: &str,
+        consumer: &str,
+        idle: Duration,
+    ) -> Result<usize, StoreError> {
+        match self {
+            Store::Embedded(s) => s.outbox_prune(name, consumer, idle).await,
+            Store::Redis(s) => s.outbox_prune(name, consumer, idle).await,
         }
     }
 

@@ -124,3 +124,31 @@ impl Webhook {
         full.mul_f64(1.0 - fraction / 2.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_retry_max_less_at_most_half() {
+        let settings = WebhookSettings {
+            url: "http://127.0.0.1:9/h".into(),
+            secret: Some("0123456789abcdef".into()),
+            events: vec!["*".into()],
+            ..WebhookSettings::default()
+        };
+        let hook = Webhook::new(0, &settings).unwrap();
+        let second = Duration::from_secs(1);
+        for _ in 0..50 {
+            let first = hook.backoff(1);
+            assert!(first <= second && first >= second / 2, "{first:?}");
+            let third = hook.backoff(3);
+            assert!(third <= 4 * second && third >= 2 * second, "{third:?}");
+            let late = hook.backoff(30);
+            let max = Duration::from_secs(60);
+            assert!(late <= max && late >= max / 2, "{late:?}");
+        }
+        assert!(format!("{hook:?}").contains("name"));
+        assert!(!format!("{hook:?}").contains("0123456789abcdef"));
+    }
+}

@@ -30,6 +30,11 @@ const BATCH: usize = 16;
 /// Longest wait between two tries to open a subscription or read it while
 /// the store fails.
 const MAX_STORE_WAIT: Duration = Duration::from_secs(30);
+/// How often a gate forgets the consumers of gates that are gone (Redis).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// A consumer holding nothing and unseen this long is a gate that is gone
+/// (a live one reads every `poll_interval`).
+const PRUNE_IDLE: Duration = Duration::from_secs(3600);
 
 /// What one loop needs.
 #[derive(Clone)]
@@ -67,7 +72,21 @@ impl Deliverer {
         }
         tracing::info!(webhook = %name, consumer = %self.consumer, "webhook deliveries started");
         let mut failing = false;
+        let mut pruned = Instant::now();
         loop {
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                let idle = PRUNE_IDLE.max(self.hook.claim_after * 2);
+                match self.store().outbox_prune(&name, &self.consumer, idle).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(webhook = %name, consumers = n, "forgot the consumers of gates that are gone")
+                    }
+                    Err(e) => {
+                        tracing::debug!(webhook = %name, error = %e, "cannot list the webhook's consumers")
+                    }
+                }
+            }
             let taken = self
                 .store()
                 .outbox_take(&name, &self.consumer, self.hook.claim_after, BATCH)

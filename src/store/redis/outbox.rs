@@ -160,6 +160,68 @@ impl Outbox for RedisStore {
         .await
     }
 
+    /// `XINFO CONSUMERS`, then `XGROUP DELCONSUMER` for each one gone.
+    async fn outbox_prune(
+        &self,
+        name: &str,
+        consumer: &str,
+        idle: Duration,
+    ) -> Result<usize, StoreError> {
+        let key = self.audit_key();
+        let group = Self::webhook_group(name);
+        let idle = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        let listed: Vec<Value> = self
+            .timed(|mut conn| {
+                let (key, group) = (&key, &group);
+                async move {
+                    redis::cmd("XINFO")
+                        .arg("CONSUMERS")
+                        .arg(key)
+                        .arg(group)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_err)
+                }
+            })
+            .await?;
+        let gone: Vec<String> = listed
+            .iter()
+            .filter_map(|c| {
+                let fields = field_map(c);
+                let text = |k: &str| match fields.iter().find(|(f, _)| f == k) {
+                    Some((_, Value::BulkString(b))) => {
+                        Some(String::from_utf8_lossy(b).into_owned())
+                    }
+                    Some((_, Value::SimpleString(s))) => Some(s.clone()),
+                    _ => None,
+                };
+                let int = |k: &str| match fields.iter().find(|(f, _)| f == k) {
+                    Some((_, Value::Int(i))) => Some(*i),
+                    _ => None,
+                };
+                let who = text("name")?;
+                (who != consumer && int("pending")? == 0 && int("idle")? >= idle).then_some(who)
+            })
+            .collect();
+        for who in &gone {
+            self.timed(|mut conn| {
+                let (key, group) = (&key, &group);
+                async move {
+                    redis::cmd("XGROUP")
+                        .arg("DELCONSUMER")
+                        .arg(key)
+                        .arg(group)
+                        .arg(who)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(redis_err)
+                }
+            })
+            .await?;
+        }
+        Ok(gone.len())
+    }
+
     async fn append_once(
         &self,
         key: &str,
@@ -222,6 +284,27 @@ impl Outbox for RedisStore {
         })
         .await?;
         Ok(Some(position))
+    }
+}
+
+/// The field/value pairs of an `XINFO` item (an array in RESP2, a map in
+/// RESP3), field names as text.
+fn field_map(item: &Value) -> Vec<(String, &Value)> {
+    let name = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        _ => String::new(),
+    };
+    match item {
+        Value::Array(flat) => flat
+            .chunks(2)
+            .filter_map(|kv| match kv {
+                [k, v] => Some((name(k), v)),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| (name(k), v)).collect(),
+        _ => Vec::new(),
     }
 }
 
