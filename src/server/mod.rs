@@ -140,12 +140,15 @@ impl Bound {
         }
         // Lifecycle events out, signed: one loop per `[[webhooks]]` entry
         // (none, and nothing in the store, without one).
-        background.extend(webhooks::start(
-            webhooks::prepare(&s.webhooks)?,
-            &cache,
-            &metrics,
-            s.tokens.expiry_scan_interval.0,
-        ));
+        background.extend(
+            webhooks::start(
+                webhooks::prepare(&s.webhooks)?,
+                &cache,
+                &metrics,
+                s.tokens.expiry_scan_interval.0,
+            )
+            .await,
+        );
         let shared = Arc::new(Shared::new(
             cache.clone(),
             policy.clone(),

@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::cache::TokenCache;
 use crate::config::WebhookSettings;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Outbox, Store};
 
 mod body;
 mod deliver;
@@ -47,9 +47,11 @@ pub fn prepare(settings: &[WebhookSettings]) -> Result<Vec<Webhook>, WebhookErro
 
 /// Starts one delivery loop per webhook, and the expiry-notice scan (every
 /// `notice_every`; `0s`: none) when a webhook wants `token.expiring`.
-/// Nothing at all when `hooks` is empty. Returns the tasks to abort at
-/// shutdown.
-pub fn start(
+/// Nothing at all when `hooks` is empty. Each webhook's subscription is
+/// opened before this returns (so every event after start-up is sent),
+/// or, while the store fails, by its loop as soon as it answers. Returns
+/// the tasks to abort at shutdown.
+pub async fn start(
     hooks: Vec<Webhook>,
     cache: &Arc<TokenCache<Store>>,
     metrics: &Arc<Metrics>,
@@ -60,20 +62,23 @@ pub fn start(
     }
     let consumer: Arc<str> = consumer_name().into();
     let notices = hooks.iter().any(|h| h.wants("token.expiring"));
-    let mut tasks: Vec<_> = hooks
-        .into_iter()
-        .map(|hook| {
-            tokio::spawn(
-                run::Deliverer {
-                    hook: Arc::new(hook),
-                    cache: cache.clone(),
-                    metrics: metrics.clone(),
-                    consumer: consumer.clone(),
-                }
-                .run(),
-            )
-        })
-        .collect();
+    let mut tasks = Vec::with_capacity(hooks.len() + 1);
+    for hook in hooks {
+        let opened = match cache.store().outbox_open(&hook.name).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(webhook = %hook.name, error = %e, "cannot open the webhook's subscription yet; trying again in the background");
+                false
+            }
+        };
+        let deliverer = run::Deliverer {
+            hook: Arc::new(hook),
+            cache: cache.clone(),
+            metrics: metrics.clone(),
+            consumer: consumer.clone(),
+        };
+        tasks.push(tokio::spawn(deliverer.run(opened)));
+    }
     if notices && !notice_every.is_zero() {
         tasks.push(notices::start(cache.clone(), notice_every));
     }

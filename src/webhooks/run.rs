@@ -60,12 +60,12 @@ impl Deliverer {
         self.cache.store()
     }
 
-    /// Runs until aborted.
-    pub async fn run(self) {
+    /// Runs until aborted; opens the subscription first unless `opened`.
+    pub async fn run(self, opened: bool) {
         let name = self.hook.name.clone();
         self.metrics.webhook_registered(&name);
         let mut wait = self.hook.poll_interval;
-        while let Err(e) = self.store().outbox_open(&name).await {
+        while !opened && let Err(e) = self.store().outbox_open(&name).await {
             tracing::warn!(webhook = %name, error = %e, "cannot open the webhook's subscription yet; trying again");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_STORE_WAIT);
