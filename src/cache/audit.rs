@@ -45,7 +45,7 @@ impl<S: TokenStore + AuditLog> TokenCache<S> {
 impl<S: TokenStore + AuditLog + Outbox> TokenCache<S> {
     /// Writes `event` unless one was written under `key` (until `until`)
     /// by any gate: true when this call wrote it. A failed write is logged
-    /// and counted, and tried again by the caller's next round.
+    /// and tried again by the caller's next round.
     pub async fn record_once(&self, key: &str, until: Timestamp, event: AuditEvent) -> bool {
         match self.store().append_once(key, until, &event).await {
             Ok(Some(position)) => {
@@ -53,8 +53,9 @@ impl<S: TokenStore + AuditLog + Outbox> TokenCache<S> {
                 true
             }
             Ok(None) => false,
+            // Not counted as a lost audit event: no change is missing its
+            // event, and the notice is tried again.
             Err(e) => {
-                self.metrics().audit(false);
                 tracing::warn!(
                     target: "hawzu_gate::audit",
                     error = %e,

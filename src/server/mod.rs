@@ -50,15 +50,15 @@ pub use error::StartError;
 pub use listeners::check_tls;
 pub use store::open_store;
 
+use listeners::{Handlers, Listener, Which, bind_all, door_threads, raise_open_files_limit};
+use reload::watch_tls_files;
+
 /// Checks what `serve` would read for `[[webhooks]]` (secret files) without
 /// starting anything: for `check-config`.
 pub fn check_webhooks(settings: &Settings) -> Result<(), StartError> {
     webhooks::prepare(&settings.webhooks)?;
     Ok(())
 }
-
-use listeners::{Handlers, Listener, Which, bind_all, door_threads, raise_open_files_limit};
-use reload::watch_tls_files;
 
 /// What a running gate can be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
