@@ -46,6 +46,13 @@ pub const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings")
 /// UTC to the second. Absent for a token that never expires. Not under the
 /// configurable prefix: it is for clients, not the API.
 pub const HAWZU_TOKEN_EXPIRES: HeaderName = HeaderName::from_static("hawzu-token-expires");
+/// A webhook POST's signature: `t=<unix seconds>,v1=<hex HMAC-SHA256 of
+/// "<t>.<body>">` (Stripe's scheme; `crate::webhooks`).
+pub const HAWZU_SIGNATURE: HeaderName = HeaderName::from_static("hawzu-signature");
+/// A webhook POST's event id (the same on every retry).
+pub const HAWZU_EVENT_ID: HeaderName = HeaderName::from_static("hawzu-event-id");
+/// A webhook POST's event type (`token.created`, …).
+pub const HAWZU_EVENT_TYPE: HeaderName = HeaderName::from_static("hawzu-event-type");
 
 /// Default of `headers.strip`: method and path overrides that frameworks
 /// honour (Express method-override, Symfony/Laravel, IIS URL Rewrite) and

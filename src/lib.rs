@@ -33,3 +33,4 @@ pub mod tls;
 pub mod token;
 pub mod usage;
 pub mod web;
+pub mod webhooks;

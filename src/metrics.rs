@@ -43,7 +43,16 @@ pub mod names {
     /// the event is in the error log only).
     pub const AUDIT_EVENTS: &str = "hawzu_gate_audit_events_total";
     pub const TOKENS_EXPIRING: &str = "hawzu_gate_tokens_expiring";
+    /// Webhook deliveries by webhook name and result: `delivered` (a 2xx),
+    /// `retried` (an attempt failed, another follows), `failed` (the last
+    /// attempt failed: the event is given up).
+    pub const WEBHOOK_DELIVERIES: &str = "hawzu_gate_webhook_deliveries_total";
+    /// Unix time of a webhook's last delivered event (0: none yet).
+    pub const WEBHOOK_LAST_SUCCESS: &str = "hawzu_gate_webhook_last_success_timestamp_seconds";
 }
+
+/// The results of `hawzu_gate_webhook_deliveries_total`.
+pub const WEBHOOK_RESULTS: [&str; 3] = ["delivered", "retried", "failed"];
 
 /// The front door a decision came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +201,8 @@ pub struct Metrics {
     audit_events: IntCounterVec,
     /// Set by the background expiry scan (`expiring`), never per request.
     tokens_expiring: IntGaugeVec,
+    webhook_deliveries: IntCounterVec,
+    webhook_last_success: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -373,6 +384,23 @@ impl Metrics {
                 reg(Box::new(g.clone()));
                 g
             },
+            webhook_deliveries: counter_vec(
+                names::WEBHOOK_DELIVERIES,
+                "Webhook delivery attempts by webhook and result (delivered, retried, failed: given up).",
+                &["webhook", "result"],
+            ),
+            webhook_last_success: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        names::WEBHOOK_LAST_SUCCESS,
+                        "Unix time of the last event this gate delivered to a webhook (0: none yet).",
+                    ),
+                    &["webhook"],
+                )
+                .expect("valid metric");
+                reg(Box::new(g.clone()));
+                g
+            },
             registry,
             families: Vec::new(),
         };
@@ -467,6 +495,30 @@ impl Metrics {
     pub fn audit(&self, recorded: bool) {
         let result = if recorded { "recorded" } else { "failed" };
         self.audit_events.with_label_values(&[result]).inc();
+    }
+
+    /// Makes a webhook's series exist (at zero), so rates and alerts work
+    /// from its start.
+    pub fn webhook_registered(&self, webhook: &str) {
+        for result in WEBHOOK_RESULTS {
+            self.webhook_deliveries
+                .with_label_values(&[webhook, result]);
+        }
+        self.webhook_last_success.with_label_values(&[webhook]);
+    }
+
+    /// Counts one delivery attempt of `webhook` (`result` one of
+    /// [`WEBHOOK_RESULTS`]); a delivered one also sets the last success.
+    pub fn webhook(&self, webhook: &str, result: &'static str) {
+        self.webhook_deliveries
+            .with_label_values(&[webhook, result])
+            .inc();
+        if result == WEBHOOK_RESULTS[0] {
+            let now = jiff::Timestamp::now().as_second();
+            self.webhook_last_success
+                .with_label_values(&[webhook])
+                .set(now);
+        }
     }
 
     /// The text exposition.

@@ -48,10 +48,14 @@ pub enum Action {
     AutoDisable,
     /// A leak of the token's secret was reported (and acted on).
     LeakReport,
+    /// The gate noticed that a token expires soon (within 7 days, or 1
+    /// day): written once per token, window and expiry across a fleet,
+    /// only while a webhook subscribes to `token.expiring`.
+    ExpiryNotice,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Create,
         Action::Update,
         Action::Rotate,
@@ -60,6 +64,7 @@ impl Action {
         Action::Revoke,
         Action::AutoDisable,
         Action::LeakReport,
+        Action::ExpiryNotice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,9 +77,42 @@ impl Action {
             Action::Revoke => "revoke",
             Action::AutoDisable => "auto_disable",
             Action::LeakReport => "leak_report",
+            Action::ExpiryNotice => "expiry_notice",
+        }
+    }
+
+    /// The webhook event type of this action (`token.created`, …): what a
+    /// `[[webhooks]]` entry subscribes to in `events`.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Action::Create => "token.created",
+            Action::Update => "token.updated",
+            Action::Rotate => "token.rotated",
+            Action::Disable => "token.disabled",
+            Action::Enable => "token.enabled",
+            Action::Revoke => "token.revoked",
+            Action::AutoDisable => "token.auto_disabled",
+            Action::LeakReport => "token.leaked",
+            Action::ExpiryNotice => "token.expiring",
         }
     }
 }
+
+/// Every webhook event type, in [`Action::ALL`] order.
+pub const EVENT_TYPES: [&str; 9] = [
+    "token.created",
+    "token.updated",
+    "token.rotated",
+    "token.disabled",
+    "token.enabled",
+    "token.revoked",
+    "token.auto_disabled",
+    "token.leaked",
+    "token.expiring",
+];
+
+/// The windows of expiry notices (`within`), narrowest first, in days.
+pub const NOTICE_WINDOWS: [(&str, i64); 2] = [("1d", 1), ("7d", 7)];
 
 /// Where an event sits in the log, and its id: `<ms>-<seq>`, the Redis
 /// stream entry id (the embedded store makes the same shape). Unique in
@@ -181,6 +219,9 @@ pub struct AuditEvent {
     /// Why, when the actor says (an auto-disable's policy, a leak's source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// An expiry notice's window: `7d` or `1d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<String>,
 }
 
 impl AuditEvent {
@@ -199,6 +240,7 @@ impl AuditEvent {
             client: origin.client.clone(),
             request_id: origin.request_id.clone(),
             reason: None,
+            within: None,
         }
     }
 
@@ -276,6 +318,19 @@ impl AuditEvent {
         Self {
             reason: Some(reason.into()),
             ..Self::changed(Action::LeakReport, origin, now, before, after)
+        }
+    }
+
+    /// The gate noticed that `record` expires within `within` (`7d`,
+    /// `1d`): actor `gate`, nothing changed, the expiry in `reason`.
+    pub fn expiry_notice(now: Timestamp, record: &TokenRecord, within: &str) -> Self {
+        let at = record
+            .expires_at
+            .map_or_else(|| "never".to_owned(), |t| whole_second(t).to_string());
+        Self {
+            reason: Some(format!("expires at {at}, within {within}")),
+            within: Some(within.to_owned()),
+            ..Self::new(Action::ExpiryNotice, &Origin::system("gate"), now, record)
         }
     }
 

@@ -155,3 +155,32 @@ fn queries_match_a_rotate_by_either_token() {
     assert!(q(&new.id).matches(&e));
     assert!(!q(&TokenId::generate().unwrap()).matches(&e));
 }
+
+#[test]
+fn every_action_has_its_webhook_event_type_in_the_list() {
+    let types: Vec<&str> = Action::ALL.iter().map(|a| a.event_type()).collect();
+    assert_eq!(types, EVENT_TYPES);
+    assert_eq!(Action::LeakReport.event_type(), "token.leaked");
+}
+
+#[test]
+fn an_expiry_notice_is_the_gate_s_with_its_window_and_changes_nothing() {
+    let mut r = record();
+    r.expires_at = Some("2026-12-10T16:00:00.5Z".parse().unwrap());
+    let e = AuditEvent::expiry_notice(Timestamp::now(), &r, "7d");
+    assert_eq!(e.action, Action::ExpiryNotice);
+    assert_eq!(e.actor, "gate");
+    assert_eq!(e.within.as_deref(), Some("7d"));
+    assert!(e.before.is_empty() && e.after.is_empty());
+    assert_eq!(
+        e.reason.as_deref(),
+        Some("expires at 2026-12-10T16:00:00Z, within 7d")
+    );
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(json["action"], "expiry_notice");
+    assert_eq!(json["within"], "7d");
+    // Events without a window keep their shape.
+    let created =
+        serde_json::to_value(AuditEvent::created(&origin(), Timestamp::now(), &r)).unwrap();
+    assert!(created.get("within").is_none());
+}

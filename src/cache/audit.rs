@@ -4,25 +4,21 @@
 //! `hawzu_gate::audit` (one JSON line per event). A failed write does not
 //! undo or fail the change it describes: the event goes to the error log
 //! whole instead, and is counted (`hawzu_gate_audit_events_total`).
+//! [`TokenCache::record_once`] is the same for a notice the gate writes
+//! once per key across a fleet (an expiry notice).
+
+use jiff::Timestamp;
 
 use crate::audit::AuditEvent;
-use crate::store::{AuditLog, TokenStore};
+use crate::store::{AuditLog, Outbox, TokenStore};
 
 use super::TokenCache;
 
 impl<S: TokenStore + AuditLog> TokenCache<S> {
     /// Writes `event` to the store's audit log; never fails the caller.
-    pub async fn record_audit(&self, mut event: AuditEvent) {
+    pub async fn record_audit(&self, event: AuditEvent) {
         match self.store().append(&event).await {
-            Ok(position) => {
-                self.metrics().audit(true);
-                event.id = position.to_string();
-                tracing::info!(
-                    target: "hawzu_gate::audit",
-                    event = %serde_json::to_string(&event).unwrap_or_default(),
-                    "audit event"
-                );
-            }
+            Ok(position) => self.recorded(event, position.to_string()),
             Err(e) => {
                 self.metrics().audit(false);
                 tracing::error!(
@@ -31,6 +27,42 @@ impl<S: TokenStore + AuditLog> TokenCache<S> {
                     event = %serde_json::to_string(&event).unwrap_or_default(),
                     "audit event NOT recorded in the store; the change it describes stands"
                 );
+            }
+        }
+    }
+
+    fn recorded(&self, mut event: AuditEvent, id: String) {
+        self.metrics().audit(true);
+        event.id = id;
+        tracing::info!(
+            target: "hawzu_gate::audit",
+            event = %serde_json::to_string(&event).unwrap_or_default(),
+            "audit event"
+        );
+    }
+}
+
+impl<S: TokenStore + AuditLog + Outbox> TokenCache<S> {
+    /// Writes `event` unless one was written under `key` (until `until`)
+    /// by any gate: true when this call wrote it. A failed write is logged
+    /// and tried again by the caller's next round.
+    pub async fn record_once(&self, key: &str, until: Timestamp, event: AuditEvent) -> bool {
+        match self.store().append_once(key, until, &event).await {
+            Ok(Some(position)) => {
+                self.recorded(event, position.to_string());
+                true
+            }
+            Ok(None) => false,
+            // Not counted as a lost audit event: no change is missing its
+            // event, and the notice is tried again.
+            Err(e) => {
+                tracing::warn!(
+                    target: "hawzu_gate::audit",
+                    error = %e,
+                    key,
+                    "notice not recorded; the next scan tries again"
+                );
+                false
             }
         }
     }

@@ -55,7 +55,7 @@ pub(super) fn serve(loaded: &Loaded) -> u8 {
 
 pub(super) fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
     let s = &loaded.settings;
-    if let Err(e) = check_tls(s) {
+    if let Err(e) = check_tls(s).and_then(|()| crate::server::check_webhooks(s)) {
         complain!("error: {e}");
         return USAGE;
     }
@@ -68,6 +68,13 @@ pub(super) fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
         && let Some(key) = effective.pointer_mut("/admin/key")
     {
         *key = json!("***");
+    }
+    for (i, w) in s.webhooks.iter().enumerate() {
+        if w.secret.is_some()
+            && let Some(secret) = effective.pointer_mut(&format!("/webhooks/{i}/secret"))
+        {
+            *secret = json!("***");
+        }
     }
     if let Some(url) = effective.pointer_mut("/store/redis/url") {
         *url = json!(config::redact_url(&s.store.redis.url));

@@ -16,7 +16,8 @@
 //! value came from. Nothing here may open a socket, a store
 //! or a file other than the config file and the CA files it checks. It
 //! imports only `policy` (to build the `Policy`), `headers` (defaults and
-//! the strip check), `tls` (the CA check) and `token::expiry` (lifetimes) — never the server, the doors,
+//! the strip check), `tls` (the CA check), `token::expiry` (lifetimes) and
+//! `audit` (the webhook event types) — never the server, the doors,
 //! the store or the admin plane.
 
 mod admin;
@@ -37,6 +38,7 @@ mod store;
 mod tokens;
 mod upstream;
 mod usage;
+mod webhooks;
 
 pub use crate::redact::redact_url;
 pub use admin::{AdminSettings, MIN_ADMIN_KEY_LEN};
@@ -62,6 +64,7 @@ pub use store::{
 pub use tokens::{TokenSettings, WorkspaceTokenSettings};
 pub use upstream::{ProxySettings, UpstreamSettings};
 pub use usage::UsageSettings;
+pub use webhooks::{ALL_EVENTS, MIN_WEBHOOK_SECRET_LEN, WebhookSettings, check_secret};
 
 #[cfg(test)]
 mod tests;

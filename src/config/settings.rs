@@ -26,6 +26,7 @@ use super::store::StoreSettings;
 use super::tokens::TokenSettings;
 use super::upstream::{ProxySettings, UpstreamSettings};
 use super::usage::UsageSettings;
+use super::webhooks::{self, WebhookSettings};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +77,9 @@ pub struct Settings {
     pub tokens: TokenSettings,
     /// Usage per token: retention, and disabling unused tokens.
     pub usage: UsageSettings,
+    /// Where lifecycle events are sent, signed (`[[webhooks]]`); none by
+    /// default.
+    pub webhooks: Vec<WebhookSettings>,
 }
 
 impl Default for Settings {
@@ -104,6 +108,7 @@ impl Default for Settings {
                 .collect(),
             tokens: TokenSettings::default(),
             usage: UsageSettings::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -133,6 +138,7 @@ impl Settings {
         self.listen.validate(invalid)?;
         self.usage.validate(invalid)?;
         self.audit.validate(invalid)?;
+        webhooks::validate(&self.webhooks, invalid)?;
         let mut policy = self.policy.build(&self.roles, invalid)?;
         policy.governance = self.tokens.build(&policy.roles, invalid)?;
         Ok(policy)

@@ -32,4 +32,7 @@ pub enum StartError {
     Headers(#[from] crate::headers::BadPrefix),
     #[error("headers.strip: {0}")]
     Strip(#[from] crate::headers::BadHeaderName),
+    /// Names the entry's key (`webhooks[0].secret_file: …`), never the secret.
+    #[error("{0}")]
+    Webhook(#[from] crate::webhooks::WebhookError),
 }

@@ -39,6 +39,7 @@ use crate::headers::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::ops::{Health, Ops};
 use crate::usage;
+use crate::webhooks;
 
 mod error;
 mod listeners;
@@ -51,6 +52,13 @@ pub use store::open_store;
 
 use listeners::{Handlers, Listener, Which, bind_all, door_threads, raise_open_files_limit};
 use reload::watch_tls_files;
+
+/// Checks what `serve` would read for `[[webhooks]]` (secret files) without
+/// starting anything: for `check-config`.
+pub fn check_webhooks(settings: &Settings) -> Result<(), StartError> {
+    webhooks::prepare(&settings.webhooks)?;
+    Ok(())
+}
 
 /// What a running gate can be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +138,17 @@ impl Bound {
         if let Some(after) = s.usage.disable_unused() {
             background.push(usage::unused::start(cache.clone(), after));
         }
+        // Lifecycle events out, signed: one loop per `[[webhooks]]` entry
+        // (none, and nothing in the store, without one).
+        background.extend(
+            webhooks::start(
+                webhooks::prepare(&s.webhooks)?,
+                &cache,
+                &metrics,
+                s.tokens.expiry_scan_interval.0,
+            )
+            .await,
+        );
         let shared = Arc::new(Shared::new(
             cache.clone(),
             policy.clone(),

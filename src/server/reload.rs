@@ -88,6 +88,7 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
                     "limits" => "limits",
                     "failed_auth" => "failed_auth",
                     "trusted_proxies" => "trusted_proxies",
+                    "webhooks" => "webhooks",
                     _ => "other",
                 });
             }

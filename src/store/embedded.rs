@@ -43,7 +43,13 @@ pub(super) const USAGE_HOURS: TableDefinition<'_, (&str, u32), (u64, u64)> =
 pub(super) const USAGE_RECENT: TableDefinition<'_, &str, &[u8]> =
     TableDefinition::new("usage_recent");
 /// (ms, seq) → audit event JSON: the audit log, oldest first.
-const AUDIT: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("audit");
+pub(super) const AUDIT: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("audit");
+/// webhook name → (ms, seq): the last audit event done for it
+/// (`embedded_outbox`).
+pub(super) const WEBHOOK_CURSORS: TableDefinition<'_, &str, (u64, u64)> =
+    TableDefinition::new("webhook_cursors");
+/// notice key → until (ms): notices written once (`embedded_outbox`).
+pub(super) const NOTICES: TableDefinition<'_, &str, u64> = TableDefinition::new("notices");
 
 /// Index entries read per blocking call while listing.
 const SCAN_BATCH: usize = 256;
@@ -94,6 +100,8 @@ impl EmbeddedStore {
             txn.open_table(USAGE_HOURS).map_err(unavailable)?;
             txn.open_table(USAGE_RECENT).map_err(unavailable)?;
             txn.open_table(AUDIT).map_err(unavailable)?;
+            txn.open_table(WEBHOOK_CURSORS).map_err(unavailable)?;
+            txn.open_table(NOTICES).map_err(unavailable)?;
             txn.commit().map_err(unavailable)?;
             Ok(db)
         })
@@ -114,6 +122,11 @@ impl EmbeddedStore {
     pub fn with_audit_max_events(mut self, n: u64) -> Self {
         self.audit_max = n.max(1);
         self
+    }
+
+    /// How many audit events the log keeps.
+    pub(super) fn audit_max(&self) -> u64 {
+        self.audit_max
     }
 
     pub fn path(&self) -> &Path {
@@ -319,21 +332,7 @@ impl AuditLog for EmbeddedStore {
         let now = Position::at(jiff::Timestamp::now());
         self.run(self.write_timeout, move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            let position = {
-                let mut log = txn.open_table(AUDIT).map_err(unavailable)?;
-                let last = log.last().map_err(unavailable)?.map(|(k, _)| k.value());
-                let position = match last {
-                    Some((ms, seq)) if ms >= now.ms => Position { ms, seq: seq + 1 },
-                    _ => now,
-                };
-                log.insert((position.ms, position.seq), &raw[..])
-                    .map_err(unavailable)?;
-                let mut excess = log.len().map_err(unavailable)?.saturating_sub(max);
-                while excess > 0 && log.pop_first().map_err(unavailable)?.is_some() {
-                    excess -= 1;
-                }
-                position
-            };
+            let position = append_in(&txn, &raw, max, now)?;
             txn.commit().map_err(unavailable)?;
             Ok(position)
         })
@@ -370,6 +369,30 @@ impl AuditLog for EmbeddedStore {
         })
         .await
     }
+}
+
+/// Appends `raw` to the audit log in `txn` at the next position (`now`,
+/// or after the last one should the clock have gone back), then drops the
+/// oldest events beyond `max`.
+pub(super) fn append_in(
+    txn: &redb::WriteTransaction,
+    raw: &[u8],
+    max: u64,
+    now: Position,
+) -> Result<Position, StoreError> {
+    let mut log = txn.open_table(AUDIT).map_err(unavailable)?;
+    let last = log.last().map_err(unavailable)?.map(|(k, _)| k.value());
+    let position = match last {
+        Some((ms, seq)) if ms >= now.ms => Position { ms, seq: seq + 1 },
+        _ => now,
+    };
+    log.insert((position.ms, position.seq), raw)
+        .map_err(unavailable)?;
+    let mut excess = log.len().map_err(unavailable)?.saturating_sub(max);
+    while excess > 0 && log.pop_first().map_err(unavailable)?.is_some() {
+        excess -= 1;
+    }
+    Ok(position)
 }
 
 /// Up to [`SCAN_BATCH`] index entries older than `after` (newest first),

@@ -9,7 +9,8 @@
 //! blocks the async runtime. The store holds records keyed by the token
 //! hash, never a secret. It must never know about the cache, the decision
 //! or HTTP. [`AuditLog`] (`audit`) is its sibling: the audit log's events,
-//! kept by the same two backends.
+//! kept by the same two backends; [`Outbox`] (`outbox`) reads that log
+//! for webhooks (a subscription per webhook, notices written once).
 
 use std::future::Future;
 
@@ -19,9 +20,11 @@ use crate::token::{TokenHash, TokenId, TokenRecord};
 
 mod audit;
 pub mod embedded;
+mod embedded_outbox;
 mod embedded_usage;
 mod feed;
 mod list;
+mod outbox;
 pub mod redis;
 pub mod usage;
 
@@ -32,6 +35,7 @@ pub(crate) use self::list::paginate;
 pub use self::list::{
     Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Page, created_ms, unused_since,
 };
+pub use self::outbox::{Outbox, Taken};
 pub use self::redis::RedisStore;
 pub use self::usage::UsageStore;
 

@@ -34,6 +34,16 @@ impl RedisStore {
         }
     }
 
+    /// The claim of a notice written once (`append_once`).
+    pub(super) fn notice_key(&self, key: &str) -> String {
+        self.key("notice:", key)
+    }
+
+    /// The consumer group of webhook `name` on the audit stream.
+    pub(super) fn webhook_group(name: &str) -> String {
+        format!("webhook:{name}")
+    }
+
     /// The channel every gate subscribes to for invalidations.
     pub fn events_channel(&self) -> String {
         self.key("events", "")

@@ -4,7 +4,9 @@
 //! `token:{hash-hex}` → record JSON, `id:{token_id}` → hash hex,
 //! `ws:{workspace_id}` and `all` → sorted sets of token ids scored by
 //! creation time, channel `events` → `{"op":"invalidate","hash":…}`,
-//! stream `audit` → the audit log (`audit`).
+//! stream `audit` → the audit log (`audit`), read by webhooks through
+//! consumer groups `webhook:<name>`, `notice:{key}` → a notice's claim
+//! (`outbox`).
 //!
 //! Every call is bounded by `timeout`. Three topologies (`store.redis.mode`):
 //! a standalone server (a `ConnectionManager`, reconnecting by itself), a
@@ -41,6 +43,7 @@ mod audit;
 mod connect;
 mod events;
 mod keys;
+mod outbox;
 mod scripts;
 mod subscriber;
 mod usage;
