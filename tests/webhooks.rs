@@ -584,6 +584,27 @@ async fn an_embedded_gate_killed_mid_delivery_sends_the_event_again_after_restar
         .await;
     let got = receiver.wait_for(3, "the next event").await;
     assert_ne!(got[2].id, got[0].id);
+    // Killed only once it has marked the event done (a kill between the
+    // receiver's 200 and the mark sends it again: at least once).
+    let ops = Http::new(format!("http://{}", b.ops));
+    common::eventually(
+        "the delivery to be marked done",
+        Duration::from_secs(10),
+        || {
+            let ops = ops.clone();
+            async move {
+                let text = String::from_utf8_lossy(&ops.get("/metrics").await.body).into_owned();
+                text.lines()
+                    .any(|l| {
+                        l.starts_with("hawzu_gate_webhook_deliveries_total{")
+                            && l.contains("result=\"delivered\"")
+                            && l.ends_with(" 2")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     drop(b);
     // Restarted once more, nothing is sent again.
     let c = GateProcess::start(dir.path(), &toml);

@@ -156,9 +156,11 @@ impl Deliverer {
             .await;
             match sent {
                 Ok(()) => {
+                    // Marked done first: `delivered` counts an event no
+                    // gate will send again (barring a store that failed).
+                    self.done(position).await;
                     self.metrics.webhook(name, WEBHOOK_RESULTS[0]);
                     tracing::debug!(webhook = %name, event_id = %event.id, event_type = kind, attempt = n, "webhook event delivered");
-                    self.done(position).await;
                     return;
                 }
                 Err(e) if n < self.hook.max_attempts => {
