@@ -31,5 +31,6 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod traces;
 pub mod usage;
 pub mod web;

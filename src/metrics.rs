@@ -43,6 +43,10 @@ pub mod names {
     /// the event is in the error log only).
     pub const AUDIT_EVENTS: &str = "hawzu_gate_audit_events_total";
     pub const TOKENS_EXPIRING: &str = "hawzu_gate_tokens_expiring";
+    /// Spans of the gate's own traces by result: `exported`, `dropped`
+    /// (the export queue was full), `failed` (the collector refused the
+    /// batch or did not take it in time). Zero while traces are off.
+    pub const TRACE_SPANS: &str = "hawzu_gate_trace_spans_total";
 }
 
 /// The front door a decision came through.
@@ -190,6 +194,7 @@ pub struct Metrics {
     open_connections: IntGaugeVec,
     overload: IntCounterVec,
     audit_events: IntCounterVec,
+    trace_spans: IntCounterVec,
     /// Set by the background expiry scan (`expiring`), never per request.
     tokens_expiring: IntGaugeVec,
 }
@@ -361,6 +366,11 @@ impl Metrics {
                 "Audit events of admin changes by result (recorded, failed).",
                 &["result"],
             ),
+            trace_spans: counter_vec(
+                names::TRACE_SPANS,
+                "Spans of the gate's own traces by result (exported, dropped: the export queue was full, failed: the collector refused or timed out).",
+                &["result"],
+            ),
             tokens_expiring: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -379,6 +389,9 @@ impl Metrics {
         m.families = families.take();
         for result in ["recorded", "failed"] {
             m.audit_events.with_label_values(&[result]);
+        }
+        for result in ["exported", "dropped", "failed"] {
+            m.trace_spans.with_label_values(&[result]);
         }
         // Every series exists from the start, so rates work from zero.
         for op in StoreOp::ALL {
@@ -467,6 +480,12 @@ impl Metrics {
     pub fn audit(&self, recorded: bool) {
         let result = if recorded { "recorded" } else { "failed" };
         self.audit_events.with_label_values(&[result]).inc();
+    }
+
+    /// Counts `n` spans of the gate's traces by result (`exported`,
+    /// `dropped`, `failed`).
+    pub fn trace_spans(&self, result: &str, n: u64) {
+        self.trace_spans.with_label_values(&[result]).inc_by(n);
     }
 
     /// The text exposition.

@@ -32,4 +32,7 @@ pub enum StartError {
     Headers(#[from] crate::headers::BadPrefix),
     #[error("headers.strip: {0}")]
     Strip(#[from] crate::headers::BadHeaderName),
+    /// The message names `telemetry.otlp_endpoint`.
+    #[error("{0}")]
+    Traces(#[from] crate::traces::TracesError),
 }
