@@ -203,7 +203,8 @@ impl RequestSpan {
 
     /// Ends the span with the answer's status: an error on 5xx.
     pub fn end(mut self, status: u16) {
-        self.span.set_attribute(KeyValue::new(attr::STATUS, i64::from(status)));
+        self.span
+            .set_attribute(KeyValue::new(attr::STATUS, i64::from(status)));
         if status >= 500 {
             self.span.set_status(Status::error(""));
         }

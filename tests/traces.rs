@@ -61,21 +61,23 @@ impl Receiver {
                 };
                 let kept = kept.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let kept = kept.clone();
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let bytes = req.into_body().collect().await?.to_bytes();
-                            kept.lock().unwrap().push((path, bytes));
-                            // An empty ExportTraceServiceResponse: all taken.
-                            let mut res = http::Response::new(Full::new(Bytes::new()));
-                            res.headers_mut().insert(
-                                http::header::CONTENT_TYPE,
-                                http::HeaderValue::from_static("application/x-protobuf"),
-                            );
-                            Ok::<_, hyper::Error>(res)
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let kept = kept.clone();
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let bytes = req.into_body().collect().await?.to_bytes();
+                                kept.lock().unwrap().push((path, bytes));
+                                // An empty ExportTraceServiceResponse: all taken.
+                                let mut res = http::Response::new(Full::new(Bytes::new()));
+                                res.headers_mut().insert(
+                                    http::header::CONTENT_TYPE,
+                                    http::HeaderValue::from_static("application/x-protobuf"),
+                                );
+                                Ok::<_, hyper::Error>(res)
+                            }
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -243,7 +245,7 @@ async fn proxy_spans_join_the_callers_trace_with_decision_cache_and_token_id() {
         assert!(!a.contains_key("hawzu.code"));
     }
     assert_eq!(third["hawzu.decision"], "deny", "{third:?}");
-    assert_eq!(third["hawzu.code"], "token_missing", "{third:?}");
+    assert_eq!(third["hawzu.code"], "missing_token", "{third:?}");
     assert_eq!(third["http.response.status_code"], "401");
     assert_eq!(
         spans[2].status.as_ref().map_or(0, |s| s.code),
@@ -284,12 +286,16 @@ async fn proxy_spans_join_the_callers_trace_with_decision_cache_and_token_id() {
     }
     // Counted once the collector took them.
     let ops = gate.ops();
-    eventually("exported spans counted", Duration::from_secs(10), || async {
-        let m = String::from_utf8(ops.get("/metrics").await.body.to_vec()).unwrap();
-        let zero = m.contains("hawzu_gate_trace_spans_total{result=\"exported\"} 0\n");
-        let dropped = m.contains("hawzu_gate_trace_spans_total{result=\"dropped\"} 0\n");
-        (!zero && dropped).then_some(())
-    })
+    eventually(
+        "exported spans counted",
+        Duration::from_secs(10),
+        || async {
+            let m = String::from_utf8(ops.get("/metrics").await.body.to_vec()).unwrap();
+            let zero = m.contains("hawzu_gate_trace_spans_total{result=\"exported\"} 0\n");
+            let dropped = m.contains("hawzu_gate_trace_spans_total{result=\"dropped\"} 0\n");
+            (!zero && dropped).then_some(())
+        },
+    )
     .await;
 }
 
@@ -393,7 +399,7 @@ async fn forward_auth_and_grpc_spans_join_the_callers_trace() {
     assert_eq!(n.status, StatusCode::OK);
     let t = send(gate.addrs.auth, Method::GET, "/auth/traefik")
         .token(&secret)
-        .header("x-forwarded-method", "DELETE")
+        .header("x-forwarded-method", "POST")
         .header("x-forwarded-uri", WS1_PROJECTS)
         .header("traceparent", SAMPLED)
         .go()
@@ -432,7 +438,11 @@ async fn forward_auth_and_grpc_spans_join_the_callers_trace() {
     let nginx = receiver.door_spans("nginx", 1).await;
     let traefik = receiver.door_spans("traefik", 1).await;
     let grpc = receiver.door_spans("grpc", 1).await;
-    for (span, decision) in [(&nginx[0], "allow"), (&traefik[0], "deny"), (&grpc[0], "allow")] {
+    for (span, decision) in [
+        (&nginx[0], "allow"),
+        (&traefik[0], "deny"),
+        (&grpc[0], "allow"),
+    ] {
         assert_child_of_caller(span);
         let a = attrs(span);
         assert_eq!(a["hawzu.decision"], decision, "{a:?}");
@@ -444,7 +454,7 @@ async fn forward_auth_and_grpc_spans_join_the_callers_trace() {
         );
     }
     assert_eq!(attrs(&traefik[0])["hawzu.code"], "insufficient_role");
-    assert_eq!(attrs(&traefik[0])["http.request.method"], "DELETE");
+    assert_eq!(attrs(&traefik[0])["http.request.method"], "POST");
     assert_eq!(attrs(&grpc[0])["http.response.status_code"], "200");
     let bytes = receiver.all_bytes();
     assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
