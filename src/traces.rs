@@ -14,7 +14,7 @@
 //! span says is given by `doors::lifecycle`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -62,6 +62,9 @@ const BATCH: usize = 512;
 /// How long the exporter waits for more spans before sending a batch that
 /// is not full.
 const LINGER: Duration = Duration::from_millis(200);
+
+/// A failing collector is logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// Why export could not be set up.
 #[derive(Debug, Error)]
@@ -260,9 +263,11 @@ impl SpanProcessor for Queue {
     }
 }
 
-/// Sends queued spans in batches until the queue is closed and empty. A
-/// batch the collector refuses or does not take in time is counted as
-/// failed and dropped: spans are never retried at the cost of memory.
+/// Sends queued spans in batches until the queue is closed and empty. The
+/// exporter retries OTLP's retryable answers (up to 3 times, back-off)
+/// within `timeout`; a batch still not taken is counted as failed and
+/// dropped, never kept. A failing collector is logged at most once per
+/// [`WARN_EVERY`].
 async fn export(
     mut rx: mpsc::Receiver<SpanData>,
     exporter: opentelemetry_otlp::SpanExporter,
@@ -270,6 +275,8 @@ async fn export(
     timeout: Duration,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut warned: Option<Instant> = None;
+    let mut failed_since = 0u64;
     loop {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             return;
@@ -287,18 +294,21 @@ async fn export(
             .await;
         }
         let n = batch.len() as u64;
-        let sent = tokio::time::timeout(timeout, exporter.export(std::mem::take(&mut batch))).await;
-        match sent {
-            Ok(Ok(())) => metrics.trace_spans("exported", n),
-            Ok(Err(e)) => {
-                metrics.trace_spans("failed", n);
-                tracing::warn!(error = %e, spans = n, "OTLP export failed; spans dropped");
+        let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+        let why = match tokio::time::timeout(timeout, exporter.export(spans)).await {
+            Ok(Ok(())) => {
+                metrics.trace_spans("exported", n);
+                continue;
             }
-            Err(_) => {
-                metrics.trace_spans("failed", n);
-                tracing::warn!(?timeout, spans = n, "OTLP export timed out; spans dropped");
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        metrics.trace_spans("failed", n);
+        failed_since += n;
+        if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            tracing::warn!(error = %why, spans = failed_since, "OTLP export failed; spans dropped");
+            warned = Some(Instant::now());
+            failed_since = 0;
         }
-        batch = Vec::with_capacity(BATCH);
     }
 }

@@ -48,8 +48,23 @@ impl Drop for Receiver {
     }
 }
 
+/// How the receiver answers an export.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// 200, all taken.
+    Take,
+    /// 503, as a collector that is overloaded.
+    Refuse,
+    /// Never answers (the body is kept first).
+    Hang,
+}
+
 impl Receiver {
     async fn start() -> Self {
+        Self::start_as(Mode::Take).await
+    }
+
+    async fn start_as(mode: Mode) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let bodies: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
@@ -68,8 +83,14 @@ impl Receiver {
                                 let path = req.uri().path().to_owned();
                                 let bytes = req.into_body().collect().await?.to_bytes();
                                 kept.lock().unwrap().push((path, bytes));
+                                if mode == Mode::Hang {
+                                    std::future::pending::<()>().await;
+                                }
                                 // An empty ExportTraceServiceResponse: all taken.
                                 let mut res = http::Response::new(Full::new(Bytes::new()));
+                                if mode == Mode::Refuse {
+                                    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                                }
                                 res.headers_mut().insert(
                                     http::header::CONTENT_TYPE,
                                     http::HeaderValue::from_static("application/x-protobuf"),
@@ -474,4 +495,82 @@ fn an_endpoint_that_is_not_an_http_url_is_refused_naming_the_key() {
     };
     let text = err.to_string();
     assert!(text.contains("telemetry.otlp_endpoint"), "{text}");
+}
+
+// === a collector that fails ===
+
+async fn trace_spans(gate: &InProcessGate, result: &str) -> u64 {
+    let m = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
+    let prefix = format!("hawzu_gate_trace_spans_total{{result=\"{result}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_hangs_or_refuses_never_holds_up_requests() {
+    let receiver = Receiver::start_as(Mode::Hang).await;
+    let upstream = TestUpstream::start().await;
+    let (endpoint, url) = (receiver.endpoint(), upstream.url());
+    let gate = InProcessGate::start(&[
+        ("upstream.url", &url),
+        ("telemetry.otlp_endpoint", &endpoint),
+        ("telemetry.queue_size", "1"),
+        ("telemetry.export_timeout", "300s"),
+    ])
+    .await;
+    let (_, secret) = create_token(
+        &gate,
+        workspace_token("Hung", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let ask = || {
+        gate.proxy()
+            .request(Method::GET, WS1_PROJECTS)
+            .token(&secret)
+            .header("traceparent", SAMPLED)
+            .go()
+    };
+    assert_eq!(ask().await.status, StatusCode::OK);
+    // The first span's batch is at the collector, which never answers.
+    eventually("the first export", Duration::from_secs(10), || async {
+        (receiver.requests() == 1).then_some(())
+    })
+    .await;
+    // One more span fits the queue; the rest are dropped, and counted,
+    // while every request is answered as usual.
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        assert_eq!(ask().await.status, StatusCode::OK);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    assert_eq!(trace_spans(&gate, "dropped").await, 4);
+    assert_eq!(trace_spans(&gate, "exported").await, 0);
+
+    // A collector that refuses: the batch is tried again a few times
+    // (OTLP's retryable 503, with back-off), then counted as failed.
+    let refusing = Receiver::start_as(Mode::Refuse).await;
+    let endpoint = refusing.endpoint();
+    let gate = InProcessGate::start(&[
+        ("upstream.url", &url),
+        ("telemetry.otlp_endpoint", &endpoint),
+    ])
+    .await;
+    let a = gate
+        .proxy()
+        .request(Method::GET, WS1_PROJECTS)
+        .header("traceparent", SAMPLED)
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    eventually(
+        "the failed batch counted",
+        Duration::from_secs(10),
+        || async { (trace_spans(&gate, "failed").await == 1).then_some(()) },
+    )
+    .await;
+    let tries = refusing.requests();
+    assert!((1..=4).contains(&tries), "at most 3 retries: {tries}");
 }
