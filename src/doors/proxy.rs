@@ -6,7 +6,9 @@
 //! identity prefix the client sent and every one on `headers.strip` (both
 //! with `_` read as `-`), and `Authorization` (unless
 //! `proxy.forward_authorization`); it sets the identity headers and
-//! `X-Request-Id`, and appends `X-Forwarded-For/-Proto/-Host`. The path is
+//! `X-Request-Id`, and appends `X-Forwarded-For/-Proto/-Host`; W3C trace
+//! headers go on as sent, except that a request whose span is recorded
+//! (traces on) gets a `traceparent` naming the gate's span. The path is
 //! forwarded exactly as received — the one `decide` judged. Upstream faults
 //! answer 502 (cannot connect, broken) or 504 (no answer in time) with the
 //! JSON error body.
