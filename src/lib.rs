@@ -31,6 +31,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod traces;
 pub mod usage;
 pub mod web;
 pub mod webhooks;

@@ -49,6 +49,10 @@ pub mod names {
     pub const WEBHOOK_DELIVERIES: &str = "hawzu_gate_webhook_deliveries_total";
     /// Unix time of a webhook's last delivered event (0: none yet).
     pub const WEBHOOK_LAST_SUCCESS: &str = "hawzu_gate_webhook_last_success_timestamp_seconds";
+    /// Spans of the gate's own traces by result: `exported`, `dropped`
+    /// (the export queue was full), `failed` (the collector refused the
+    /// batch or did not take it in time). Zero while traces are off.
+    pub const TRACE_SPANS: &str = "hawzu_gate_trace_spans_total";
 }
 
 /// The results of `hawzu_gate_webhook_deliveries_total`.
@@ -199,6 +203,7 @@ pub struct Metrics {
     open_connections: IntGaugeVec,
     overload: IntCounterVec,
     audit_events: IntCounterVec,
+    trace_spans: IntCounterVec,
     /// Set by the background expiry scan (`expiring`), never per request.
     tokens_expiring: IntGaugeVec,
     webhook_deliveries: IntCounterVec,
@@ -372,6 +377,11 @@ impl Metrics {
                 "Audit events of admin changes by result (recorded, failed).",
                 &["result"],
             ),
+            trace_spans: counter_vec(
+                names::TRACE_SPANS,
+                "Spans of the gate's own traces by result (exported, dropped: the export queue was full, failed: the collector refused or timed out).",
+                &["result"],
+            ),
             tokens_expiring: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -407,6 +417,9 @@ impl Metrics {
         m.families = families.take();
         for result in ["recorded", "failed"] {
             m.audit_events.with_label_values(&[result]);
+        }
+        for result in ["exported", "dropped", "failed"] {
+            m.trace_spans.with_label_values(&[result]);
         }
         // Every series exists from the start, so rates work from zero.
         for op in StoreOp::ALL {
@@ -519,6 +532,12 @@ impl Metrics {
                 .with_label_values(&[webhook])
                 .set(now);
         }
+    }
+
+    /// Counts `n` spans of the gate's traces by result (`exported`,
+    /// `dropped`, `failed`).
+    pub fn trace_spans(&self, result: &str, n: u64) {
+        self.trace_spans.with_label_values(&[result]).inc_by(n);
     }
 
     /// The text exposition.

@@ -5,7 +5,9 @@
 //! (`cache.negative_ttl`); concurrent misses for one hash share one store
 //! read; store errors are never cached. It never decides anything: the state
 //! of a cached record (expiry included) is checked by `decide` on every
-//! request. A hit does no I/O and takes no lock held across an await.
+//! request. A hit does no I/O and takes no lock held across an await. For
+//! a traced request only ([`noting`]), it notes how the lookup was
+//! answered (hit, miss, coalesced, …) and how long the store took.
 //!
 //! Invalidation: writes through this gate invalidate locally; the store's
 //! change feed ([`ChangeFeed`], with Redis the `events` channel) invalidates
@@ -14,6 +16,7 @@
 //! may have been missed meanwhile. It knows the store only through
 //! `crate::store`'s traits, never a backend.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -176,16 +179,19 @@ impl<S: TokenStore> TokenCache<S> {
             }) => {
                 if self.stale_if_error.is_zero() || Instant::now() < fresh_until {
                     self.metrics.cache_hits.inc();
+                    note(CacheUse::Hit, Duration::ZERO);
                     return Ok(Some(record));
                 }
                 if self.store_failing() {
                     self.metrics.cache_stale_served.inc();
+                    note(CacheUse::Stale, Duration::ZERO);
                     return Ok(Some(record));
                 }
                 stale = Some(record);
             }
             Some(Entry::Missing { until }) if Instant::now() < until => {
                 self.metrics.cache_negative_hits.inc();
+                note(CacheUse::NegativeHit, Duration::ZERO);
                 return Ok(None);
             }
             // A "no such token" past its deadline: ask the store again.
@@ -193,27 +199,44 @@ impl<S: TokenStore> TokenCache<S> {
             None => {}
         }
         self.metrics.cache_misses.inc();
+        let waited = Instant::now();
         let Some(stale) = stale else {
-            return self.load(hash).await;
+            let (found, coalesced) = self.load(hash).await?;
+            let used = if coalesced {
+                CacheUse::Coalesced
+            } else {
+                CacheUse::Miss
+            };
+            note(used, waited.elapsed());
+            return Ok(found);
         };
-        match self.refresh(hash).await {
+        let refreshed = self.refresh(hash).await;
+        match refreshed {
             Err(e @ (StoreError::Timeout(_) | StoreError::Unavailable(_))) => {
                 // Served only if still cached: an invalidation (a change
                 // this gate has seen) or a resubscription removed it.
                 match self.cache.get(hash).await {
                     Some(Entry::Found { record, .. }) if Arc::ptr_eq(&record, &stale) => {
                         self.metrics.cache_stale_served.inc();
+                        note(CacheUse::Stale, waited.elapsed());
                         Ok(Some(stale))
                     }
                     _ => Err(e),
                 }
             }
-            other => other,
+            other => {
+                note(CacheUse::Miss, waited.elapsed());
+                other
+            }
         }
     }
 
-    /// A miss: one store read shared by every concurrent caller.
-    async fn load(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
+    /// A miss: one store read shared by every concurrent caller; `true`
+    /// with the record when another caller's read answered this one.
+    async fn load(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<(Option<Arc<CachedRecord>>, bool), StoreError> {
         let before = self.epoch.load(Ordering::Acquire);
         let entry = self
             .cache
@@ -224,10 +247,11 @@ impl<S: TokenStore> TokenCache<S> {
         // An invalidation that arrived while this load was reading may have
         // found nothing to remove; the value just inserted could predate it.
         // Drop it (this request still uses it: it raced with the change).
-        if entry.is_fresh() && self.epoch.load(Ordering::Acquire) != before {
+        let fresh = entry.is_fresh();
+        if fresh && self.epoch.load(Ordering::Acquire) != before {
             self.cache.invalidate(hash).await;
         }
-        Ok(entry_record(entry.into_value()))
+        Ok((entry_record(entry.into_value()), !fresh))
     }
 
     /// A stale record read again (concurrent callers share the read); the
@@ -316,6 +340,65 @@ impl<S: TokenStore> TokenCache<S> {
     pub(crate) fn set_subscribed(&self, up: bool) {
         self.subscribed.store(up, Ordering::Release);
     }
+}
+
+// === the lookup note ===
+
+/// How the cache answered a token lookup, for the request's span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    Hit,
+    /// A cached "no such token".
+    NegativeHit,
+    /// This request read the store.
+    Miss,
+    /// Another request's store read for the same token answered this one.
+    Coalesced,
+    /// A record past `cache.ttl`, served while the store failed.
+    Stale,
+}
+
+impl CacheUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Hit => "hit",
+            CacheUse::NegativeHit => "negative_hit",
+            CacheUse::Miss => "miss",
+            CacheUse::Coalesced => "coalesced",
+            CacheUse::Stale => "stale",
+        }
+    }
+}
+
+/// What the lookups of one request did: the last cache use, and the time
+/// spent waiting on the store (a miss's read, or another's it shared).
+#[derive(Debug, Default)]
+pub struct LookupNote {
+    pub cache: Cell<Option<CacheUse>>,
+    pub store: Cell<Duration>,
+}
+
+tokio::task_local! {
+    static NOTE: LookupNote;
+}
+
+/// Runs `fut`, noting what its token lookups did. Only a traced request
+/// runs in a note; elsewhere [`note`] finds none and does nothing.
+pub async fn noting<F: Future>(fut: F) -> (F::Output, LookupNote) {
+    let fut = NOTE.scope(LookupNote::default(), fut);
+    let mut fut = std::pin::pin!(fut);
+    let out = fut.as_mut().await;
+    let note = fut.as_mut().take_value().unwrap_or_default();
+    (out, note)
+}
+
+/// Notes a lookup's answer when the request is traced (one thread-local
+/// read when it is not).
+fn note(used: CacheUse, store: Duration) {
+    let _ = NOTE.try_with(|n| {
+        n.cache.set(Some(used));
+        n.store.set(n.store.get() + store);
+    });
 }
 
 fn entry_record(entry: Entry) -> Option<Arc<CachedRecord>> {

@@ -340,3 +340,66 @@ async fn the_listener_drops_changed_tokens_and_everything_when_the_feed_resumes(
     until("the feed to resume", || cache.is_subscribed()).await;
     assert!(lookup(&cache, &b).await.is_disabled());
 }
+
+// === the lookup note (traced requests) ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_lookup_notes_miss_coalesced_hit_and_negative_hit() {
+    let store = Double::default();
+    let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
+
+    // Two lookups of one token while its read is held: the first reads,
+    // the second shares that read. Nothing shows when the second is
+    // waiting on moka's shared read, so a pause lets it get there, longer
+    // on each try; a second that came after the read is a plain hit.
+    let mut coalesced = false;
+    for attempt in 1..=5u32 {
+        let (hash, record) = token();
+        store.put(hash, record);
+        let gets = store.gets();
+        let (read, release) = store.hold_next_get();
+        let c = cache.clone();
+        let first = tokio::spawn(async move { noting(c.lookup(&hash)).await });
+        read.await.unwrap();
+        let c = cache.clone();
+        let second = tokio::spawn(async move { noting(c.lookup(&hash)).await });
+        tokio::time::sleep(Duration::from_millis(20) * attempt).await;
+        release.send(()).unwrap();
+        let (found, note) = first.await.unwrap();
+        assert!(found.unwrap().is_some());
+        assert_eq!(note.cache.get(), Some(CacheUse::Miss));
+        assert!(
+            note.store.get() >= Duration::from_millis(20),
+            "waited on the held read"
+        );
+        let (found, note) = second.await.unwrap();
+        assert!(found.unwrap().is_some());
+        assert_eq!(store.gets(), gets + 1, "one read for both");
+        match note.cache.get() {
+            Some(CacheUse::Coalesced) => {
+                coalesced = true;
+                break;
+            }
+            other => assert_eq!(other, Some(CacheUse::Hit)),
+        }
+    }
+    assert!(coalesced, "a lookup that shared another's read says so");
+
+    let (hash, record) = token();
+    store.put(hash, record);
+    let (_, note) = noting(cache.lookup(&hash)).await;
+    assert_eq!(note.cache.get(), Some(CacheUse::Miss));
+    let (_, note) = noting(cache.lookup(&hash)).await;
+    assert_eq!(note.cache.get(), Some(CacheUse::Hit));
+    assert_eq!(note.store.get(), Duration::ZERO);
+
+    let (unknown, _) = token();
+    let (_, note) = noting(cache.lookup(&unknown)).await;
+    assert_eq!(note.cache.get(), Some(CacheUse::Miss));
+    let (_, note) = noting(cache.lookup(&unknown)).await;
+    assert_eq!(note.cache.get(), Some(CacheUse::NegativeHit));
+
+    // Outside a note (traces off) a lookup notes nothing, and works.
+    assert!(cache.lookup(&hash).await.unwrap().is_some());
+    assert!(NOTE.try_with(|_| ()).is_err());
+}

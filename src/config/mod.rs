@@ -35,6 +35,7 @@ mod policy;
 mod runtime;
 mod settings;
 mod store;
+mod telemetry;
 mod tokens;
 mod upstream;
 mod usage;
@@ -61,6 +62,7 @@ pub use settings::Settings;
 pub use store::{
     Backend, DEFAULT_REPLICA_ACKS, RedisMode, RedisSettings, SentinelSettings, StoreSettings,
 };
+pub use telemetry::{TRACES_PATH, TelemetrySettings};
 pub use tokens::{TokenSettings, WorkspaceTokenSettings};
 pub use upstream::{ProxySettings, UpstreamSettings};
 pub use usage::UsageSettings;

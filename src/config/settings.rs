@@ -23,6 +23,7 @@ use super::origin::{ConfigError, Origin};
 use super::policy::PolicySettings;
 use super::runtime::{RuntimeSettings, ShutdownSettings};
 use super::store::StoreSettings;
+use super::telemetry::TelemetrySettings;
 use super::tokens::TokenSettings;
 use super::upstream::{ProxySettings, UpstreamSettings};
 use super::usage::UsageSettings;
@@ -54,6 +55,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Traces: the gate's own span per request, over OTLP (off when unset).
+    pub telemetry: TelemetrySettings,
     /// Custom roles: name → permission patterns (`executions:write`, `*:read`).
     /// Built-in roles cannot be redefined.
     pub roles: BTreeMap<String, Vec<String>>,
@@ -96,6 +99,7 @@ impl Default for Settings {
             admin: AdminSettings::default(),
             audit: AuditSettings::default(),
             log: LogSettings::default(),
+            telemetry: TelemetrySettings::default(),
             roles: BTreeMap::new(),
             policy: PolicySettings::default(),
             shutdown: ShutdownSettings::default(),
@@ -129,6 +133,7 @@ impl Settings {
         self.store.validate(invalid)?;
         self.upstream.validate(invalid)?;
         self.log.validate(invalid)?;
+        self.telemetry.validate(invalid)?;
         self.admin.validate_key(invalid)?;
         self.admin.validate_rotation(invalid)?;
         self.headers.validate(invalid)?;

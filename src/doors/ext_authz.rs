@@ -27,6 +27,7 @@ use crate::decide::{ClientAddr, Credentials, Decision, RequestFacts};
 use crate::headers::{HAWZU_TOKEN_EXPIRES, HTTP2_SETTINGS, UPGRADE};
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
+use crate::traces::{TRACEPARENT, TRACESTATE};
 
 /// The gRPC door.
 #[derive(Debug, Clone)]
@@ -49,6 +50,16 @@ impl ExtAuthz {
         // Read before the exchange begins: the access event borrows from it.
         let checked = facts_from_check(req);
         let mut exchange = self.shared.begin(Door::Grpc);
+        exchange.trace(|| {
+            let headers = req
+                .attributes
+                .as_ref()
+                .and_then(|a| a.request.as_ref())
+                .and_then(|r| r.http.as_ref())
+                .map(|h| &h.headers);
+            let get = |name: &str| headers.and_then(|h| h.get(name)).map(String::as_str);
+            (get(TRACEPARENT), get(TRACESTATE))
+        });
         let (res, request_id) = match &checked {
             Ok(checked) => {
                 exchange.asked(checked.method.as_str(), checked.path);

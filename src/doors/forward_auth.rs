@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use jiff::Timestamp;
 
-use super::{Shared, credentials, inspect};
+use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
     HAWZU_TOKEN_EXPIRES, X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI,
@@ -71,6 +71,7 @@ impl ForwardAuth {
         if inspect::asks(req.method(), path) {
             let shared = &self.shared;
             let mut exchange = shared.begin(Door::Inspect);
+            exchange.trace(|| trace_context(headers));
             exchange.asked(req.method().as_str(), path);
             let client = || shared.client(peer.ip(), headers);
             let facts = RequestFacts {
@@ -105,6 +106,7 @@ impl ForwardAuth {
         };
         let shared = &self.shared;
         let mut exchange = shared.begin(asker.door());
+        exchange.trace(|| trace_context(headers));
         let client = || shared.client(peer.ip(), headers);
         let decision = match &original {
             Ok((method, original, query)) => {

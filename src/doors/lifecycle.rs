@@ -16,7 +16,11 @@
 //! - **metrics**: every decision, judged or not, is counted once by door
 //!   and outcome;
 //! - **the access log**: one event per request, with the outcome code of
-//!   the decision or of the fault that ended it.
+//!   the decision or of the fault that ended it;
+//! - **the span** (only when traces are on, `telemetry.otlp_endpoint`): one
+//!   per request, a child of the caller's `traceparent`, with the decision,
+//!   the cache's answer and the store time, ended with the status. Off, the
+//!   exchange holds `None` and nothing is allocated.
 //!
 //! A door never does any of these itself; it only turns its protocol into
 //! facts and renders what comes back. Nothing here blocks, and the client
@@ -27,13 +31,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cache::CachedRecord;
+use crate::cache::{self, CachedRecord};
 use crate::clients::is_failed_auth;
 use crate::decide::pass::would_pass;
 use crate::decide::{Decision, Deny, RequestFacts, decide};
 use crate::metrics::{Door, Outcome};
 use crate::refusal::{DenyCode, Refusal};
-use crate::telemetry::{self, Access};
+use crate::telemetry::{self, Access, redact_path};
+use crate::traces::{RequestSpan, attr};
 
 use super::Shared;
 
@@ -50,6 +55,9 @@ pub struct Exchange<'s, 'r> {
     record: Option<Arc<CachedRecord>>,
     /// `allow`, `passed`, or the code of the refusal that ended the request.
     outcome: &'static str,
+    /// The request's span, when traces are on (boxed: an exchange without
+    /// one stays small).
+    span: Option<Box<RequestSpan>>,
 }
 
 impl Shared {
@@ -62,6 +70,7 @@ impl Shared {
             asked: None,
             record: None,
             outcome: "allow",
+            span: None,
         }
     }
 }
@@ -73,11 +82,44 @@ impl<'s, 'r> Exchange<'s, 'r> {
         telemetry::access_enabled()
     }
 
-    /// What the request asked for, as the access event shows it (the
-    /// original request's method and path at the forward-auth doors).
+    /// Starts the request's span when traces are on: `parent` gives the
+    /// caller's `traceparent` and `tracestate`, and is asked only then.
+    pub fn trace<'h>(&mut self, parent: impl FnOnce() -> (Option<&'h str>, Option<&'h str>)) {
+        if let Some(traces) = &self.shared.traces {
+            let (traceparent, tracestate) = parent();
+            let span = traces.span(self.door.as_str(), traceparent, tracestate);
+            self.span = Some(Box::new(span));
+        }
+    }
+
+    /// Whether this request has a span (traces are on).
+    pub fn traced(&self) -> bool {
+        self.span.is_some()
+    }
+
+    /// The `traceparent` for the upstream when this request's span is
+    /// recorded (it names the gate's span as the parent); `None` when
+    /// traces are off or the span is not sampled: the caller's header then
+    /// goes on unchanged.
+    pub fn traceparent(&self) -> Option<String> {
+        self.span.as_ref().and_then(|s| s.traceparent())
+    }
+
+    /// What the request asked for, as the access event and the span show
+    /// it (the original request's method and path at the forward-auth
+    /// doors).
     pub fn asked(&mut self, method: impl Into<Cow<'r, str>>, path: impl Into<Cow<'r, str>>) {
-        if self.logging() {
-            self.asked = Some((method.into(), path.into()));
+        let logging = self.logging();
+        if logging || self.span.is_some() {
+            let (method, path) = (method.into(), path.into());
+            if let Some(span) = self.span.as_deref_mut().filter(|s| s.is_recording()) {
+                let path = path.split_once('?').map_or(&*path, |(p, _)| p);
+                span.set(attr::METHOD, method.to_string());
+                span.set(attr::PATH, redact_path(path).into_owned());
+            }
+            if logging {
+                self.asked = Some((method, path));
+            }
         }
     }
 
@@ -86,6 +128,19 @@ impl<'s, 'r> Exchange<'s, 'r> {
     /// The facts' client address is worked out only when a limit, a token's
     /// `allow_from` or its usage needs it; `agent` is the `User-Agent`.
     pub async fn decide<'a>(
+        &mut self,
+        facts: &RequestFacts<'a>,
+        agent: Option<&[u8]>,
+    ) -> Decision<'a> {
+        if self.span.is_none() {
+            return self.decide_untraced(facts, agent).await;
+        }
+        let (decision, note) = cache::noting(self.decide_untraced(facts, agent)).await;
+        self.note_decision(decision.outcome(), &note);
+        decision
+    }
+
+    async fn decide_untraced<'a>(
         &mut self,
         facts: &RequestFacts<'a>,
         agent: Option<&[u8]>,
@@ -140,6 +195,22 @@ impl<'s, 'r> Exchange<'s, 'r> {
         &mut self,
         facts: &RequestFacts<'_>,
     ) -> Result<Arc<CachedRecord>, Deny> {
+        if self.span.is_none() {
+            return self.authenticate_untraced(facts).await;
+        }
+        let (result, note) = cache::noting(self.authenticate_untraced(facts)).await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Allow,
+            Err(d) => Outcome::Deny(d.code),
+        };
+        self.note_decision(outcome, &note);
+        result
+    }
+
+    async fn authenticate_untraced(
+        &mut self,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Arc<CachedRecord>, Deny> {
         let shared = self.shared;
         let start = Instant::now();
         let client = || facts.client.get().unwrap_or(IpAddr::from([0, 0, 0, 0]));
@@ -176,6 +247,7 @@ impl<'s, 'r> Exchange<'s, 'r> {
     /// original request, a check without HTTP attributes): refused with
     /// `code` without deciding, counted as a decision like any other.
     pub fn unjudgeable(&mut self, code: DenyCode) -> Decision<'static> {
+        self.note_decision(Outcome::Deny(code), &cache::LookupNote::default());
         self.shared
             .metrics
             .decision(self.door, Outcome::Deny(code), self.start.elapsed());
@@ -189,8 +261,40 @@ impl<'s, 'r> Exchange<'s, 'r> {
         self.outcome = refusal.code();
     }
 
-    /// Ends the request: logs its access event with the answer's status.
-    pub fn finish(self, status: u16, request_id: Option<&str>) {
+    /// Puts the decision and what the cache did on the span.
+    fn note_decision(&mut self, outcome: Outcome, note: &cache::LookupNote) {
+        let Some(span) = self.span.as_deref_mut().filter(|s| s.is_recording()) else {
+            return;
+        };
+        let decision = match outcome {
+            Outcome::Allow => "allow",
+            Outcome::Passed => "passed",
+            Outcome::Deny(_) => "deny",
+        };
+        span.set(attr::DECISION, decision);
+        if let Some(used) = note.cache.get() {
+            span.set(attr::CACHE, used.as_str());
+            let us = note.store.get().as_micros();
+            span.set(attr::STORE_TIME_US, i64::try_from(us).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Ends the request: ends its span and logs its access event with the
+    /// answer's status.
+    pub fn finish(mut self, status: u16, request_id: Option<&str>) {
+        if let Some(mut span) = self.span.take() {
+            if span.is_recording() {
+                if !matches!(self.outcome, "allow" | "passed") {
+                    span.set(attr::CODE, self.outcome);
+                }
+                if let Some(r) = &self.record {
+                    // The public id only: never the secret or its hash.
+                    span.set(attr::TOKEN_ID, r.id().to_owned());
+                    span.set(attr::WORKSPACE_ID, r.workspace_id().to_owned());
+                }
+            }
+            span.end(status);
+        }
         if !self.logging() {
             return;
         }

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::refusal::Render;
 use crate::store::Store;
+use crate::traces::{TRACEPARENT, TRACESTATE, Traces};
 use crate::usage::UsageRecorder;
 use crate::web::RequestIds;
 
@@ -26,6 +27,12 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod listener;
 pub mod proxy;
+
+/// The caller's W3C trace context in `headers` (for the request's span).
+pub fn trace_context(headers: &HeaderMap) -> (Option<&str>, Option<&str>) {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    (get(TRACEPARENT), get(TRACESTATE))
+}
 
 /// What every door needs: the cache over the store, the policy, the header
 /// names, the last-used recorder, who clients are and may they retry, and
@@ -40,6 +47,9 @@ pub struct Shared {
     pub trusted_proxies: TrustedProxies,
     pub failed_auth: FailedAuth,
     pub render: Render,
+    /// The tracer when traces are on (`telemetry.otlp_endpoint`); `None`
+    /// costs a request one branch.
+    pub traces: Option<Arc<Traces>>,
     request_ids: RequestIds,
 }
 
@@ -67,8 +77,15 @@ impl Shared {
             trusted_proxies,
             failed_auth,
             render,
+            traces: None,
             request_ids: RequestIds::new(),
         }
+    }
+
+    /// Spans for every request, exported by `traces`.
+    pub fn with_traces(mut self, traces: Option<Arc<Traces>>) -> Self {
+        self.traces = traces;
+        self
     }
 
     /// Whether the request's token is in memory and usable now (no store read).

@@ -6,7 +6,9 @@
 //! identity prefix the client sent and every one on `headers.strip` (both
 //! with `_` read as `-`), and `Authorization` (unless
 //! `proxy.forward_authorization`); it sets the identity headers and
-//! `X-Request-Id`, and appends `X-Forwarded-For/-Proto/-Host`. The path is
+//! `X-Request-Id`, and appends `X-Forwarded-For/-Proto/-Host`; W3C trace
+//! headers go on as sent, except that a request whose span is recorded
+//! (traces on) gets a `traceparent` naming the gate's span. The path is
 //! forwarded exactly as received — the one `decide` judged. Upstream faults
 //! answer 502 (cannot connect, broken) or 504 (no answer in time) with the
 //! JSON error body.
@@ -29,7 +31,7 @@ use thiserror::Error;
 
 use super::lifecycle::Exchange;
 use super::listener::{Conn, TimedBody, is_body_timeout};
-use super::{Shared, credentials, inspect};
+use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
     HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade,
@@ -37,6 +39,7 @@ use crate::headers::{
 };
 use crate::metrics::Door;
 use crate::refusal::Refusal;
+use crate::traces::TRACEPARENT;
 use crate::web::REQUEST_ID;
 
 /// Answers of the proxy: the upstream's streamed body, or the gate's own.
@@ -129,6 +132,7 @@ impl Proxy {
         if inspect::asks(req.method(), req.uri().path()) {
             // Answered here, never forwarded.
             let mut exchange = self.shared.begin(Door::Inspect);
+            exchange.trace(|| trace_context(req.headers()));
             exchange.asked(req.method().as_str(), req.uri().path());
             let client = || self.shared.client(conn.peer.ip(), req.headers());
             let facts = RequestFacts {
@@ -145,8 +149,9 @@ impl Proxy {
             return res.map(Either::Right);
         }
         let mut exchange = self.shared.begin(Door::Proxy);
+        exchange.trace(|| trace_context(req.headers()));
         // The request is consumed by forwarding: the event gets a copy.
-        if exchange.logging() {
+        if exchange.logging() || exchange.traced() {
             exchange.asked(
                 req.method().as_str().to_owned(),
                 req.uri().path().to_owned(),
@@ -228,6 +233,14 @@ impl Proxy {
             h.insert(name.clone(), value);
         }
         h.insert(REQUEST_ID, request_id.clone());
+        // Traces on and this request's span kept: the API's spans become
+        // children of the gate's. Otherwise the caller's trace context goes
+        // on as it came (tracestate always does).
+        if let Some(tp) = exchange.traceparent()
+            && let Ok(v) = HeaderValue::try_from(tp)
+        {
+            h.insert(TRACEPARENT, v);
+        }
         let trusted = shared.trusted_proxies.trusts(conn.peer.ip().to_canonical());
         forwarded(h, conn.peer, conn.tls, trusted);
 

@@ -35,4 +35,7 @@ pub enum StartError {
     /// Names the entry's key (`webhooks[0].secret_file: …`), never the secret.
     #[error("{0}")]
     Webhook(#[from] crate::webhooks::WebhookError),
+    /// The message names `telemetry.otlp_endpoint`.
+    #[error("{0}")]
+    Traces(#[from] crate::traces::TracesError),
 }

@@ -38,6 +38,7 @@ use crate::expiring;
 use crate::headers::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::ops::{Health, Ops};
+use crate::traces::{ExportTask, Traces};
 use crate::usage;
 use crate::webhooks;
 
@@ -86,6 +87,8 @@ pub struct Bound {
     config_file: Option<PathBuf>,
     background: Vec<tokio::task::JoinHandle<()>>,
     usage_writer: tokio::task::JoinHandle<()>,
+    /// Sends the last spans once the doors are gone (traces on).
+    trace_export: Option<ExportTask>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -149,14 +152,22 @@ impl Bound {
             )
             .await,
         );
-        let shared = Arc::new(Shared::new(
-            cache.clone(),
-            policy.clone(),
-            IdentityHeaders::new(&s.headers.prefix)?.with_strip(&s.headers.strip)?,
-            recorder,
-            TrustedProxies::new(&s.trusted_proxies),
-            FailedAuth::new(&s.failed_auth),
-        ));
+        // Traces: nothing is started unless telemetry.otlp_endpoint is set.
+        let (traces, trace_export) = Traces::start(&s.telemetry, &metrics)?.unzip();
+        if traces.is_some() {
+            tracing::info!(endpoint = ?s.telemetry.traces_url(), "exporting spans over OTLP/HTTP");
+        }
+        let shared = Arc::new(
+            Shared::new(
+                cache.clone(),
+                policy.clone(),
+                IdentityHeaders::new(&s.headers.prefix)?.with_strip(&s.headers.strip)?,
+                recorder,
+                TrustedProxies::new(&s.trusted_proxies),
+                FailedAuth::new(&s.failed_auth),
+            )
+            .with_traces(traces),
+        );
         let upstream = UpstreamOptions {
             url: s
                 .upstream
@@ -204,6 +215,7 @@ impl Bound {
             config_file: loaded.origin.file.clone(),
             background,
             usage_writer,
+            trace_export,
         })
     }
 
@@ -283,10 +295,15 @@ impl Bound {
             forward_auth,
             ext_authz,
             usage_writer,
+            trace_export,
             ..
         } = self;
         drop((shared, proxy_doors, forward_auth, ext_authz));
         let _ = tokio::time::timeout(Duration::from_secs(5), usage_writer).await;
+        // The tracer went with the doors: the exporter sends what is queued.
+        if let Some(t) = trace_export {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
         let _ = ops_tx.send(true);
         if let Some(t) = ops_task {
             let _ = t.await;

@@ -193,6 +193,11 @@ trusted_proxies = {{ .Values.config.trustedProxies | toJson }}
 [failed_auth]
 {{- include "hawzu-gate.tomlPairs" . }}
 {{- end }}
+{{- with .Values.config.telemetry }}
+
+[telemetry]
+{{- include "hawzu-gate.tomlPairs" . }}
+{{- end }}
 
 [store]
 timeout = {{ .Values.store.timeout | toString | toJson }}
