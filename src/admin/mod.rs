@@ -27,6 +27,7 @@ pub mod api;
 mod audit;
 mod caller;
 mod change;
+mod console;
 pub mod client;
 mod error;
 mod explain;

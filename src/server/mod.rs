@@ -176,6 +176,13 @@ impl Bound {
                     .saturating_sub(s.admin.reserved_requests(&s.limits)),
                 s.admin.rotation(),
                 s.usage.retention.0,
+                if s.admin.console {
+                    admin::api::ConsoleMode::On {
+                        tls: s.tls.admin.is_some(),
+                    }
+                } else {
+                    admin::api::ConsoleMode::Off
+                },
             ),
             ops: Ops::new(cache, metrics, health.clone()),
             health,
