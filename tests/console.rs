@@ -19,8 +19,8 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use common::{
-    Answer, Http, InProcessGate, TestUpstream, create_token, eventually, project_token,
-    redis_url, unique_prefix, workspace_token,
+    Answer, Http, InProcessGate, TestUpstream, create_token, eventually, project_token, redis_url,
+    unique_prefix, workspace_token,
 };
 use webdriver::{Browser, key};
 
@@ -72,7 +72,12 @@ async fn sign_in(gate: &InProcessGate, credential: &str) -> Answer {
 
 async fn session(gate: &InProcessGate, credential: &str) -> Session {
     let a = sign_in(gate, credential).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
     let set = a.header("set-cookie").unwrap().to_owned();
     let cookie = set.split(';').next().unwrap().to_owned();
     Session {
@@ -84,7 +89,13 @@ async fn session(gate: &InProcessGate, credential: &str) -> Session {
 
 impl Session {
     /// A request as the console's page sends it.
-    async fn send(&self, gate: &InProcessGate, method: Method, path: &str, body: Option<Value>) -> Answer {
+    async fn send(
+        &self,
+        gate: &InProcessGate,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         plain(gate)
             .send(
                 method,
@@ -103,7 +114,11 @@ impl Session {
 
 fn assert_console_headers(a: &Answer, what: &str) {
     assert_eq!(a.header("content-security-policy"), Some(CSP), "{what}");
-    assert_eq!(a.header("x-content-type-options"), Some("nosniff"), "{what}");
+    assert_eq!(
+        a.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
     assert_eq!(a.header("referrer-policy"), Some("no-referrer"), "{what}");
     assert_eq!(a.header("x-frame-options"), Some("DENY"), "{what}");
     assert_eq!(a.header("cache-control"), Some("no-store"), "{what}");
@@ -122,7 +137,12 @@ async fn the_console_is_off_unless_configured_and_its_cookie_is_then_no_credenti
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     // A cookie of the name is nothing to a gate without the console.
     let a = plain(&gate)
-        .send(Method::GET, "/admin/v1/tokens", &[("cookie", "hawzu_console=x")], None)
+        .send(
+            Method::GET,
+            "/admin/v1/tokens",
+            &[("cookie", "hawzu_console=x")],
+            None,
+        )
         .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
 }
@@ -133,9 +153,16 @@ async fn every_console_answer_carries_the_csp_and_the_page_is_all_from_the_binar
     let page = plain(&gate).get("/console/").await;
     assert_eq!(page.status, StatusCode::OK);
     assert_console_headers(&page, "page");
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
     let html = String::from_utf8_lossy(&page.body).into_owned();
-    assert!(!html.contains("<script>") && !html.contains("style="), "{html}");
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "{html}"
+    );
     for (path, ty) in [
         ("/console/app.js", "text/javascript"),
         ("/console/api.js", "text/javascript"),
@@ -178,7 +205,9 @@ async fn the_session_cookie_is_http_only_strict_and_ends_at_sign_out() {
     assert_eq!(a.status, StatusCode::OK);
     let a = s.send(&gate, Method::GET, "/console/session", None).await;
     assert_eq!(a.json()["csrf_token"], s.csrf.as_str());
-    let a = s.send(&gate, Method::DELETE, "/console/session", None).await;
+    let a = s
+        .send(&gate, Method::DELETE, "/console/session", None)
+        .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     assert!(a.header("set-cookie").unwrap().contains("Max-Age=0"));
     // Revoked on the server: the old cookie is nothing now.
@@ -207,11 +236,20 @@ async fn a_wrong_key_is_refused_and_counted_in_the_wrong_key_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_requests_riding_on_the_session_cookie_are_refused() {
     let gate = console_gate("console-csrf", None, true).await;
-    let (id, _) = create_token(&gate, workspace_token("Target", "ws_1", "workspace_viewer", "7d")).await;
+    let (id, _) = create_token(
+        &gate,
+        workspace_token("Target", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
     let s = session(&gate, &gate.admin_key).await;
     let disable = format!("/admin/v1/tokens/{id}/disable");
     let refused = |a: &Answer, what: &str| {
-        assert_eq!(a.status, StatusCode::FORBIDDEN, "{what}: {}", String::from_utf8_lossy(&a.body));
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{what}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
     };
     // A form on another site posting to the admin API: its Origin, its
     // Sec-Fetch-Site, no CSRF header (a form cannot send one).
@@ -231,14 +269,23 @@ async fn cross_site_requests_riding_on_the_session_cookie_are_refused() {
     refused(&a, "cross-site form post");
     // Each check alone: the CSRF header missing, or wrong…
     let a = plain(&gate)
-        .send(Method::POST, &disable, &[("cookie", &s.cookie), ("origin", &s.origin)], None)
+        .send(
+            Method::POST,
+            &disable,
+            &[("cookie", &s.cookie), ("origin", &s.origin)],
+            None,
+        )
         .await;
     refused(&a, "no CSRF header");
     let a = plain(&gate)
         .send(
             Method::POST,
             &disable,
-            &[("cookie", &s.cookie), ("origin", &s.origin), ("x-hawzu-csrf", "guess")],
+            &[
+                ("cookie", &s.cookie),
+                ("origin", &s.origin),
+                ("x-hawzu-csrf", "guess"),
+            ],
             None,
         )
         .await;
@@ -248,13 +295,22 @@ async fn cross_site_requests_riding_on_the_session_cookie_are_refused() {
         .send(
             Method::POST,
             &disable,
-            &[("cookie", &s.cookie), ("origin", "http://evil.example"), ("x-hawzu-csrf", &s.csrf)],
+            &[
+                ("cookie", &s.cookie),
+                ("origin", "http://evil.example"),
+                ("x-hawzu-csrf", &s.csrf),
+            ],
             None,
         )
         .await;
     refused(&a, "a foreign origin");
     let a = plain(&gate)
-        .send(Method::POST, &disable, &[("cookie", &s.cookie), ("x-hawzu-csrf", &s.csrf)], None)
+        .send(
+            Method::POST,
+            &disable,
+            &[("cookie", &s.cookie), ("x-hawzu-csrf", &s.csrf)],
+            None,
+        )
         .await;
     refused(&a, "no Origin");
     // A sign-in forced from another site.
@@ -268,14 +324,23 @@ async fn cross_site_requests_riding_on_the_session_cookie_are_refused() {
         .await;
     refused(&a, "a cross-site sign-in");
     // Nothing happened to the token; the console's own request works.
-    let shown = gate.admin().get(&format!("/admin/v1/tokens/{id}")).await.json();
+    let shown = gate
+        .admin()
+        .get(&format!("/admin/v1/tokens/{id}"))
+        .await
+        .json();
     assert_eq!(shown["token"]["state"], "enabled");
     let a = s.send(&gate, Method::POST, &disable, None).await;
     assert_eq!(a.status, StatusCode::OK);
     // A bearer and a cookie together are ambiguous.
     let a = gate
         .admin()
-        .send(Method::GET, "/admin/v1/tokens", &[("cookie", &s.cookie)], None)
+        .send(
+            Method::GET,
+            "/admin/v1/tokens",
+            &[("cookie", &s.cookie)],
+            None,
+        )
         .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
 }
@@ -283,25 +348,62 @@ async fn cross_site_requests_riding_on_the_session_cookie_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_tokens_session_sees_its_workspace_and_ends_with_the_token() {
     let gate = console_gate("console-manager", None, true).await;
-    let (manager_id, manager) =
-        create_token(&gate, workspace_token("WS2 manager", "ws_2", "workspace_manager", "7d")).await;
-    let (_, viewer) = create_token(&gate, workspace_token("WS2 viewer", "ws_2", "workspace_viewer", "7d")).await;
-    let (other, _) = create_token(&gate, workspace_token("WS1 token", "ws_1", "workspace_viewer", "7d")).await;
+    let (manager_id, manager) = create_token(
+        &gate,
+        workspace_token("WS2 manager", "ws_2", "workspace_manager", "7d"),
+    )
+    .await;
+    let (_, viewer) = create_token(
+        &gate,
+        workspace_token("WS2 viewer", "ws_2", "workspace_viewer", "7d"),
+    )
+    .await;
+    let (other, _) = create_token(
+        &gate,
+        workspace_token("WS1 token", "ws_1", "workspace_viewer", "7d"),
+    )
+    .await;
     // A token without tokens:manage does not sign in.
     assert_eq!(sign_in(&gate, &viewer).await.status, StatusCode::FORBIDDEN);
     let s = session(&gate, &manager).await;
-    let who = s.send(&gate, Method::GET, "/console/session", None).await.json();
+    let who = s
+        .send(&gate, Method::GET, "/console/session", None)
+        .await
+        .json();
     assert_eq!(who["caller"], format!("token:{manager_id}"));
     assert_eq!(who["workspace"], "ws_2");
-    let list = s.send(&gate, Method::GET, "/admin/v1/tokens", None).await.json();
-    let names: Vec<&str> = list["tokens"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"WS2 viewer") && !names.contains(&"WS1 token"), "{names:?}");
-    let a = s.send(&gate, Method::GET, &format!("/admin/v1/tokens/{other}"), None).await;
+    let list = s
+        .send(&gate, Method::GET, "/admin/v1/tokens", None)
+        .await
+        .json();
+    let names: Vec<&str> = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"WS2 viewer") && !names.contains(&"WS1 token"),
+        "{names:?}"
+    );
+    let a = s
+        .send(
+            &gate,
+            Method::GET,
+            &format!("/admin/v1/tokens/{other}"),
+            None,
+        )
+        .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    let a = s.send(&gate, Method::GET, "/admin/v1/tokens?workspace=ws_1", None).await;
+    let a = s
+        .send(&gate, Method::GET, "/admin/v1/tokens?workspace=ws_1", None)
+        .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     // Disabled by the admin: the session ends with it.
-    let a = gate.admin().post_empty(&format!("/admin/v1/tokens/{manager_id}/disable")).await;
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{manager_id}/disable"))
+        .await;
     assert_eq!(a.status, StatusCode::OK);
     let a = s.send(&gate, Method::GET, "/admin/v1/tokens", None).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
@@ -351,19 +453,34 @@ async fn wait_row(b: &Browser, name: &str) -> Value {
 /// Clicks `action` (`disable`, `rotate`…) in the row of `name`.
 async fn row_action(b: &Browser, name: &str, action: &str) {
     let id = row(b, name).await["id"].as_str().unwrap().to_owned();
-    b.click(&format!("tr[data-token-id='{id}'] button[data-action='{action}']")).await;
+    b.click(&format!(
+        "tr[data-token-id='{id}'] button[data-action='{action}']"
+    ))
+    .await;
 }
 
 async fn proxy_status(gate: &InProcessGate, secret: &str) -> StatusCode {
-    gate.proxy().request(Method::GET, TESTCASES).token(secret).go().await.status
+    gate.proxy()
+        .request(Method::GET, TESTCASES)
+        .token(secret)
+        .go()
+        .await
+        .status
 }
 
 /// The secret in the dialog; then the dialog is closed (by keyboard) and
 /// the value must be gone from the whole page.
 async fn take_secret(b: &Browser) -> String {
-    b.wait("the secret dialog", "document.getElementById('secret-dialog').open").await;
+    b.wait(
+        "the secret dialog",
+        "document.getElementById('secret-dialog').open",
+    )
+    .await;
     let secret = b
-        .js("return document.getElementById('secret-value').value;", json!([]))
+        .js(
+            "return document.getElementById('secret-value').value;",
+            json!([]),
+        )
         .await
         .as_str()
         .unwrap()
@@ -371,21 +488,29 @@ async fn take_secret(b: &Browser) -> String {
     assert!(secret.starts_with("hwz_"), "{secret}");
     assert_eq!(b.focused().await, "secret-copy", "the dialog opens on Copy");
     b.keys(&[key::ENTER]).await; // Copy
-    b.wait("the copy to be confirmed", "document.getElementById('secret-copied').textContent !== ''").await;
+    b.wait(
+        "the copy to be confirmed",
+        "document.getElementById('secret-copied').textContent !== ''",
+    )
+    .await;
     b.tab_to("secret-done").await;
     b.keys(&[key::ENTER]).await;
-    b.wait("the secret dialog to close", "!document.getElementById('secret-dialog').open").await;
-    let leftover = b
+    b.wait(
+        "the secret dialog to close",
+        "!document.getElementById('secret-dialog').open",
+    )
+    .await;
+    // Where the value could linger: the markup, every field, the
+    // selection, the URL and the title. Named by place, never printed.
+    let places = b
         .js(
-            "const all = [document.documentElement.outerHTML, location.href, document.title];
-             for (const i of document.querySelectorAll('input, textarea')) all.push(i.value);
-             all.push(String(window.getSelection()));
-             return all.join('\\n');",
-            json!([]),
+            "const places = { html: document.documentElement.outerHTML, url: location.href, title: document.title, selection: String(window.getSelection()) };
+             for (const i of document.querySelectorAll('input, textarea')) places['field #' + i.id] = i.value;
+             return Object.entries(places).filter(([, v]) => v.includes(arguments[0])).map(([k]) => k);",
+            json!([&secret[4..]]),
         )
         .await;
-    let leftover = leftover.as_str().unwrap();
-    assert!(!leftover.contains(&secret[4..]), "the secret is still in the page");
+    assert_eq!(places, json!([]), "the secret is still in the page");
     assert!(!b.url().await.contains(&secret[4..]));
     secret
 }
@@ -399,15 +524,31 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
 
     // Sign-in refused with a wrong key, the error next to the field.
     b.goto(&base).await;
-    b.wait("the sign-in form", "!document.getElementById('sign-in-view').hidden").await;
+    b.wait(
+        "the sign-in form",
+        "!document.getElementById('sign-in-view').hidden",
+    )
+    .await;
     screenshot(&b, "sign-in").await;
-    b.type_into("#credential", "hwzadm_wrong-key-0123456789012345678901").await;
+    b.type_into("#credential", "hwzadm_wrong-key-0123456789012345678901")
+        .await;
     b.keys(&[key::ENTER]).await;
-    b.wait("the sign-in error", "!document.getElementById('credential-error').hidden").await;
+    b.wait(
+        "the sign-in error",
+        "!document.getElementById('credential-error').hidden",
+    )
+    .await;
     let err = b.text("#credential-error").await;
-    assert!(err.contains("Admin key or access token") && err.contains("not valid"), "{err}");
+    assert!(
+        err.contains("Admin key or access token") && err.contains("not valid"),
+        "{err}"
+    );
     assert_eq!(
-        b.js("return document.getElementById('credential').getAttribute('aria-invalid')", json!([])).await,
+        b.js(
+            "return document.getElementById('credential').getAttribute('aria-invalid')",
+            json!([])
+        )
+        .await,
         "true"
     );
     assert!(b.cookies().await.is_empty(), "no session for a wrong key");
@@ -415,51 +556,103 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
     // Sign in with the admin key.
     b.type_into("#credential", &gate.admin_key).await;
     b.keys(&[key::ENTER]).await;
-    b.wait("the token list", "!document.getElementById('list-view').hidden").await;
+    b.wait(
+        "the token list",
+        "!document.getElementById('list-view').hidden",
+    )
+    .await;
     let cookies = b.cookies().await;
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     assert_eq!(cookies[0]["name"], "hawzu_console");
     assert_eq!(cookies[0]["httpOnly"], true);
     assert_eq!(cookies[0]["sameSite"], "Strict");
-    assert_eq!(b.js("return document.cookie", json!([])).await, "", "HttpOnly: no script sees it");
+    assert_eq!(
+        b.js("return document.cookie", json!([])).await,
+        "",
+        "HttpOnly: no script sees it"
+    );
 
     // Form errors name the field: the API's own field errors.
     b.click("#create-open").await;
-    b.wait("the create dialog", "document.getElementById('create-dialog').open").await;
+    b.wait(
+        "the create dialog",
+        "document.getElementById('create-dialog').open",
+    )
+    .await;
     b.click("#c-submit").await;
-    b.wait("the name's error", "!document.getElementById('c-name-error').hidden").await;
+    b.wait(
+        "the name's error",
+        "!document.getElementById('c-name-error').hidden",
+    )
+    .await;
     let err = b.text("#c-name-error").await;
-    assert!(err.starts_with("Token name:") && err.contains("required"), "{err}");
+    assert!(
+        err.starts_with("Token name:") && err.contains("required"),
+        "{err}"
+    );
     let err = b.text("#c-workspace-error").await;
     assert!(err.starts_with("Workspace:"), "{err}");
-    assert_eq!(b.focused().await, "c-name", "focus moves to the first field at fault");
+    assert_eq!(
+        b.focused().await,
+        "c-name",
+        "focus moves to the first field at fault"
+    );
 
     // A workspace token, with the mouse.
     b.type_into("#c-name", "Reporting").await;
     b.type_into("#c-workspace", "ws_1").await;
     b.click("#c-role option[value='workspace_viewer']").await;
     b.click("#c-expires option[value='never']").await;
-    assert!(b.js("return !document.getElementById('c-expires-warning').hidden", json!([])).await == true,
-        "never expires comes with the advice to avoid it");
+    assert!(
+        b.js(
+            "return !document.getElementById('c-expires-warning').hidden",
+            json!([])
+        )
+        .await
+            == true,
+        "never expires comes with the advice to avoid it"
+    );
     b.click("#c-expires option[value='1mo']").await;
     screenshot(&b, "create-workspace-token").await;
     b.click("#c-submit").await;
+    b.wait(
+        "the secret dialog",
+        "document.getElementById('secret-dialog').open",
+    )
+    .await;
+    wait_row(&b, "Reporting").await;
     screenshot(&b, "token-created").await;
     let reporting = take_secret(&b).await;
-    assert_eq!(b.focused().await, "create-open", "focus returns to Create Token");
+    assert_eq!(
+        b.focused().await,
+        "create-open",
+        "focus returns to Create Token"
+    );
 
     // A project token with two projects and two roles, keyboard only.
     b.keys(&[key::ENTER]).await; // Create Token has the focus
-    b.wait("the create dialog", "document.getElementById('create-dialog').open").await;
+    b.wait(
+        "the create dialog",
+        "document.getElementById('create-dialog').open",
+    )
+    .await;
     assert_eq!(b.focused().await, "c-name");
     b.keys(&["CI Runner", key::TAB, "ws_1"]).await;
     b.tab_to("c-scope-workspace").await;
     b.keys(&[key::ARROW_DOWN]).await; // the Project radio
-    b.wait("the project rows", "!document.getElementById('c-project-scope').hidden").await;
+    b.wait(
+        "the project rows",
+        "!document.getElementById('c-project-scope').hidden",
+    )
+    .await;
     b.keys(&[key::TAB, "proj_a", key::TAB, key::END]).await; // the last role: Project Manager
     b.tab_to("c-add-project").await;
     b.keys(&[key::ENTER]).await;
-    b.wait("a second project row", "document.querySelectorAll('#c-projects li').length === 2").await;
+    b.wait(
+        "a second project row",
+        "document.querySelectorAll('#c-projects li').length === 2",
+    )
+    .await;
     b.keys(&["proj_b", key::TAB, key::HOME]).await; // the first role: Project Viewer
     b.tab_to("c-expires").await;
     b.keys(&[key::ARROW_DOWN]).await; // 1 month → 6 months
@@ -469,7 +662,14 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
             json!([]),
         )
         .await;
-    assert_eq!(chosen, json!([["proj_a", "project_manager"], ["proj_b", "project_viewer"], ["6mo"]]));
+    assert_eq!(
+        chosen,
+        json!([
+            ["proj_a", "project_manager"],
+            ["proj_b", "project_viewer"],
+            ["6mo"]
+        ])
+    );
     screenshot(&b, "create-project-token").await;
     b.tab_to("c-submit").await;
     b.keys(&[key::ENTER]).await;
@@ -478,7 +678,10 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
     // Both in the list, every column of the guide.
     let r = wait_row(&b, "CI Runner").await;
     assert_eq!(r["type"], "Project");
-    assert_eq!(r["projects"], "proj_a: Project Managerproj_b: Project Viewer");
+    assert_eq!(
+        r["projects"],
+        "proj_a: Project Managerproj_b: Project Viewer"
+    );
     assert_eq!(r["creator"], "admin");
     assert!(r["created"].as_str().unwrap().starts_with("20"), "{r}");
     assert!(r["expiry"].as_str().unwrap().contains("(in 18"), "{r}");
@@ -494,7 +697,11 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
 
     // Search and a filter.
     b.type_into("#f-search", "CI Run").await;
-    b.wait("the search", "document.querySelectorAll('#token-rows tr').length === 1").await;
+    b.wait(
+        "the search",
+        "document.querySelectorAll('#token-rows tr').length === 1",
+    )
+    .await;
     b.type_into("#f-search", "").await;
     b.click("#f-type option[value='workspace']").await;
     b.wait("the type filter", "document.querySelectorAll('#token-rows tr').length === 1 && document.querySelector('#token-rows .token-name').textContent === 'Reporting'").await;
@@ -503,37 +710,66 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
 
     // Disable: the proxy refuses it.
     row_action(&b, "CI Runner", "disable").await;
-    b.wait("the disabled state", "document.querySelector(\"#token-rows tr[data-state='disabled']\") !== null").await;
+    b.wait(
+        "the disabled state",
+        "document.querySelector(\"#token-rows tr[data-state='disabled']\") !== null",
+    )
+    .await;
     assert_eq!(row(&b, "CI Runner").await["state"], "Disabled");
-    eventually("the proxy to refuse the disabled token", Duration::from_secs(10), || async {
-        (proxy_status(&gate, &ci).await == StatusCode::UNAUTHORIZED).then_some(())
-    })
+    eventually(
+        "the proxy to refuse the disabled token",
+        Duration::from_secs(10),
+        || async { (proxy_status(&gate, &ci).await == StatusCode::UNAUTHORIZED).then_some(()) },
+    )
     .await;
 
     // Rotate with an overlap: old and new values both work.
     row_action(&b, "Reporting", "rotate").await;
-    b.wait("the rotate dialog", "document.getElementById('rotate-dialog').open").await;
+    b.wait(
+        "the rotate dialog",
+        "document.getElementById('rotate-dialog').open",
+    )
+    .await;
     b.click("#r-overlap option[value='24h']").await;
     screenshot(&b, "rotate").await;
     b.click("#r-submit").await;
     let rotated = take_secret(&b).await;
     assert_ne!(rotated, reporting);
     assert_eq!(proxy_status(&gate, &rotated).await, StatusCode::OK);
-    assert_eq!(proxy_status(&gate, &reporting).await, StatusCode::OK, "the overlap");
+    assert_eq!(
+        proxy_status(&gate, &reporting).await,
+        StatusCode::OK,
+        "the overlap"
+    );
 
     // The token's page: usage per day, last addresses, audit events, explain.
-    b.wait("the rotated token's row", "document.querySelectorAll('#token-rows tr').length === 3").await;
+    b.wait(
+        "the rotated token's row",
+        "document.querySelectorAll('#token-rows tr').length === 3",
+    )
+    .await;
     let old_id = b
         .js("return [...document.querySelectorAll('#token-rows tr')].find(tr => tr.dataset.state === 'revoked' || tr.textContent.includes('old value works until')).dataset.tokenId", json!([]))
         .await;
     assert!(old_id.is_string(), "the old token shows its overlap");
-    let ci_id = row(&b, "CI Runner").await["id"].as_str().unwrap().to_owned();
-    b.click(&format!("tr[data-token-id='{ci_id}'] .token-name")).await;
+    let ci_id = row(&b, "CI Runner").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.click(&format!("tr[data-token-id='{ci_id}'] .token-name"))
+        .await;
     b.wait("the detail page", "document.getElementById('detail-title') && document.getElementById('detail-title').textContent === 'CI Runner'").await;
     assert!(b.url().await.ends_with(&format!("#/tokens/{ci_id}")));
-    b.wait("the audit events", "document.querySelector('#audit-events') !== null").await;
+    b.wait(
+        "the audit events",
+        "document.querySelector('#audit-events') !== null",
+    )
+    .await;
     let audit = b.text("#audit-events").await;
-    assert!(audit.contains("disable") && audit.contains("create"), "{audit}");
+    assert!(
+        audit.contains("disable") && audit.contains("create"),
+        "{audit}"
+    );
     // Usage is written every few seconds: reload the page until it shows.
     eventually("usage on the token's page", Duration::from_secs(30), || async {
         b.js("window.dispatchEvent(new HashChangeEvent('hashchange'))", json!([])).await;
@@ -547,10 +783,20 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
     b.click("#x-method option[value='GET']").await;
     b.type_into("#x-path", TESTCASES).await;
     b.click("#x-submit").await;
-    b.wait("the explanation", "document.querySelector('#explain-result .verdict') !== null").await;
+    b.wait(
+        "the explanation",
+        "document.querySelector('#explain-result .verdict') !== null",
+    )
+    .await;
     let verdict = b.text("#explain-result .verdict").await;
-    assert!(verdict.starts_with("DENY (401)") && verdict.contains("token_disabled"), "{verdict}");
+    assert!(
+        verdict.starts_with("DENY (401)") && verdict.contains("token_disabled"),
+        "{verdict}"
+    );
+    b.set_size(1280, 1500).await;
+    b.js("window.scrollTo(0, 0)", json!([])).await;
     screenshot(&b, "token-detail").await;
+    b.set_size(1280, 900).await;
 
     // Revoke (the new Reporting value), confirmed in a dialog.
     b.goto(&format!("{base}#/")).await;
@@ -559,13 +805,30 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
         .js("return [...document.querySelectorAll('#token-rows tr')].find(tr => tr.querySelector('.token-name').textContent === 'Reporting' && tr.dataset.state === 'enabled' && !tr.textContent.includes('old value works until')).dataset.tokenId", json!([]))
         .await;
     let new_id = new_id.as_str().unwrap().to_owned();
-    b.click(&format!("tr[data-token-id='{new_id}'] button[data-action='revoke']")).await;
-    b.wait("the confirm dialog", "document.getElementById('confirm-dialog').open").await;
+    b.click(&format!(
+        "tr[data-token-id='{new_id}'] button[data-action='revoke']"
+    ))
+    .await;
+    b.wait(
+        "the confirm dialog",
+        "document.getElementById('confirm-dialog').open",
+    )
+    .await;
     b.click("#confirm-ok").await;
-    b.wait("the revoked state", &format!("document.querySelector(\"tr[data-token-id='{new_id}']\").dataset.state === 'revoked'")).await;
-    eventually("the proxy to refuse the revoked value", Duration::from_secs(10), || async {
-        (proxy_status(&gate, &rotated).await == StatusCode::UNAUTHORIZED).then_some(())
-    })
+    b.wait(
+        "the revoked state",
+        &format!(
+            "document.querySelector(\"tr[data-token-id='{new_id}']\").dataset.state === 'revoked'"
+        ),
+    )
+    .await;
+    eventually(
+        "the proxy to refuse the revoked value",
+        Duration::from_secs(10),
+        || async {
+            (proxy_status(&gate, &rotated).await == StatusCode::UNAUTHORIZED).then_some(())
+        },
+    )
     .await;
 
     // A cross-site post with the browser's own session cookie: refused.
@@ -584,12 +847,22 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
         )
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
-    assert_eq!(proxy_status(&gate, &ci).await, StatusCode::UNAUTHORIZED, "still disabled");
+    assert_eq!(
+        proxy_status(&gate, &ci).await,
+        StatusCode::UNAUTHORIZED,
+        "still disabled"
+    );
 
     // At a phone's width.
     b.set_size(375, 812).await;
-    b.wait("the narrow layout", "window.innerWidth <= 400").await;
-    let fits = b.js("return document.documentElement.scrollWidth <= window.innerWidth + 1", json!([])).await;
+    b.wait("the narrow layout", "window.innerWidth <= 400")
+        .await;
+    let fits = b
+        .js(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+            json!([]),
+        )
+        .await;
     assert_eq!(fits, true, "no sideways scrolling at 375 px");
     screenshot(&b, "token-list-phone").await;
     b.set_size(1280, 900).await;
@@ -602,34 +875,104 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
     );
 
     // Sign out; a workspace-scoped manager sees only its workspace.
-    let (_, manager) = create_token(&gate, workspace_token("WS2 manager", "ws_2", "workspace_manager", "7d")).await;
-    create_token(&gate, project_token("WS2 CI", "ws_2", &[("proj_z", "project_member")], "7d")).await;
+    let (_, manager) = create_token(
+        &gate,
+        workspace_token("WS2 manager", "ws_2", "workspace_manager", "7d"),
+    )
+    .await;
+    create_token(
+        &gate,
+        project_token("WS2 CI", "ws_2", &[("proj_z", "project_member")], "7d"),
+    )
+    .await;
     b.click("#sign-out").await;
-    b.wait("signed out", "!document.getElementById('sign-in-view').hidden").await;
+    b.wait(
+        "signed out",
+        "!document.getElementById('sign-in-view').hidden",
+    )
+    .await;
     let a = plain(&gate)
-        .send(Method::GET, "/console/session", &[("cookie", &format!("hawzu_console={cookie}"))], None)
+        .send(
+            Method::GET,
+            "/console/session",
+            &[("cookie", &format!("hawzu_console={cookie}"))],
+            None,
+        )
         .await;
-    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "the session ended on the server");
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "the session ended on the server"
+    );
     b.type_into("#credential", &manager).await;
     b.keys(&[key::ENTER]).await;
     wait_row(&b, "WS2 CI").await;
     let names = b
         .js("return [...document.querySelectorAll('#token-rows .token-name')].map(a => a.textContent)", json!([]))
         .await;
-    let names: Vec<&str> = names.as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
-    assert!(!names.contains(&"CI Runner") && !names.contains(&"Reporting"), "{names:?}");
-    assert!(b.js("return document.getElementById('f-workspace-field').hidden", json!([])).await == true);
+    let names: Vec<&str> = names
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"CI Runner") && !names.contains(&"Reporting"),
+        "{names:?}"
+    );
+    assert!(
+        b.js(
+            "return document.getElementById('f-workspace-field').hidden",
+            json!([])
+        )
+        .await
+            == true
+    );
     b.goto(&format!("{base}#/tokens/{ci_id}")).await;
-    b.wait("the refusal", "document.querySelector('#detail-view .form-error') !== null").await;
+    b.wait(
+        "the refusal",
+        "document.querySelector('#detail-view .form-error') !== null",
+    )
+    .await;
     let err = b.text("#detail-view .form-error").await;
     assert!(err.contains("No token with id"), "{err}");
     // Its create dialog has the workspace fixed.
     b.goto(&format!("{base}#/")).await;
-    b.wait("the list", "!document.getElementById('list-view').hidden").await;
+    b.wait("the list", "!document.getElementById('list-view').hidden")
+        .await;
     b.click("#create-open").await;
-    b.wait("the create dialog", "document.getElementById('create-dialog').open").await;
-    assert_eq!(b.js("const w = document.getElementById('c-workspace'); return [w.value, w.readOnly]", json!([])).await, json!(["ws_2", true]));
+    b.wait(
+        "the create dialog",
+        "document.getElementById('create-dialog').open",
+    )
+    .await;
+    assert_eq!(
+        b.js(
+            "const w = document.getElementById('c-workspace'); return [w.value, w.readOnly]",
+            json!([])
+        )
+        .await,
+        json!(["ws_2", true])
+    );
+    b.keys(&[key::ESCAPE]).await;
+    b.wait(
+        "Escape to close the dialog",
+        "!document.getElementById('create-dialog').open",
+    )
+    .await;
+    assert_eq!(
+        b.focused().await,
+        "create-open",
+        "focus back on Create Token"
+    );
 
     // Nothing stored in the browser: no local or session storage.
-    assert_eq!(b.js("return localStorage.length + sessionStorage.length", json!([])).await, 0);
+    assert_eq!(
+        b.js(
+            "return localStorage.length + sessionStorage.length",
+            json!([])
+        )
+        .await,
+        0
+    );
 }

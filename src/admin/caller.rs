@@ -307,17 +307,22 @@ async fn token_caller(
     client: std::net::IpAddr,
 ) -> Result<Caller, ApiError> {
     // The admin listener believes no forwarded address: its peer.
-    let record = decide::lookup(&api.cache, hash, Timestamp::now(), ClientAddr::Known(client))
-        .await
-        .map_err(|deny| {
-            if deny.code == DenyCode::StoreUnavailable {
-                ApiError::store(StoreError::Unavailable("token lookup failed".into()))
-            } else if deny.code == DenyCode::AddressNotAllowed {
-                ApiError::forbidden(deny.code.message())
-            } else {
-                ApiError::unauthorized(deny.code.message())
-            }
-        })?;
+    let record = decide::lookup(
+        &api.cache,
+        hash,
+        Timestamp::now(),
+        ClientAddr::Known(client),
+    )
+    .await
+    .map_err(|deny| {
+        if deny.code == DenyCode::StoreUnavailable {
+            ApiError::store(StoreError::Unavailable("token lookup failed".into()))
+        } else if deny.code == DenyCode::AddressNotAllowed {
+            ApiError::forbidden(deny.code.message())
+        } else {
+            ApiError::unauthorized(deny.code.message())
+        }
+    })?;
     let CachedScope::Workspace { role } = record.scope() else {
         return Err(ApiError::forbidden(
             "Only workspace tokens whose role has tokens:manage may manage tokens.",

@@ -143,8 +143,12 @@ async fn sign_in(
         "console signed in"
     );
     let mut res = Reply(StatusCode::OK, answer(&opened.view, &caller)).into_response();
-    let cookie = console::set_cookie(console.tls, &opened.cookie, console.sessions.max_age().as_secs())
-        .ok_or_else(|| ApiError::fault("the session cookie is not a header value"))?;
+    let cookie = console::set_cookie(
+        console.tls,
+        &opened.cookie,
+        console.sessions.max_age().as_secs(),
+    )
+    .ok_or_else(|| ApiError::fault("the session cookie is not a header value"))?;
     res.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(res)
 }
@@ -158,7 +162,8 @@ fn session_of<'h>(
 ) -> Result<(&'h str, SessionView), ApiError> {
     console::same_origin(headers, method, uri, console.tls)
         .map_err(|e| ApiError::forbidden(format!("Refused as a cross-site request: {e}.")))?;
-    let ended = || ApiError::unauthorized("Not signed in to the console, or the session has ended.");
+    let ended =
+        || ApiError::unauthorized("Not signed in to the console, or the session has ended.");
     let SessionCookie::One(cookie) = session_cookie(headers, console::cookie_name(console.tls))
     else {
         return Err(ended());
@@ -178,9 +183,14 @@ async fn who(
 ) -> Result<Reply<SessionAnswer>, ApiError> {
     let console = console_of(&api)?;
     let (cookie, view) = session_of(console, &method, &uri, &headers)?;
-    let caller =
-        session_signed_in(&api, console, cookie, &view.signed_in, peer.ip().to_canonical())
-            .await?;
+    let caller = session_signed_in(
+        &api,
+        console,
+        cookie,
+        &view.signed_in,
+        peer.ip().to_canonical(),
+    )
+    .await?;
     Ok(Reply(StatusCode::OK, answer(&view, &caller)))
 }
 

@@ -58,7 +58,9 @@ pub struct ConsoleState {
 pub enum ConsoleMode {
     Off,
     /// Served; `tls`: the admin listener speaks TLS.
-    On { tls: bool },
+    On {
+        tls: bool,
+    },
 }
 
 /// The address of the client of a request (a request extension).

@@ -80,13 +80,23 @@ mod tests {
         for a in ASSETS {
             assert!(!a.body.is_empty(), "{}", a.name);
             // No inline script or style: the CSP would refuse them.
-            assert!(!a.body.contains("style=\""), "{} has a style attribute", a.name);
+            assert!(
+                !a.body.contains("style=\""),
+                "{} has a style attribute",
+                a.name
+            );
             assert!(!a.body.contains("setAttribute('style'"), "{}", a.name);
             assert!(!a.body.contains("innerHTML"), "{} uses innerHTML", a.name);
             // Everything from the binary, nothing from elsewhere.
             // (The SVG namespace is a name, not a fetch.)
             let body = a.body.replace("http://www.w3.org/2000/svg", "");
-            for bad in ["http://", "https://", "//cdn", "localStorage", "sessionStorage"] {
+            for bad in [
+                "http://",
+                "https://",
+                "//cdn",
+                "localStorage",
+                "sessionStorage",
+            ] {
                 assert!(!body.contains(bad), "{} contains {bad}", a.name);
             }
         }

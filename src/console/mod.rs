@@ -117,7 +117,10 @@ pub fn same_origin(
     if let Some(site) = headers.get("sec-fetch-site") {
         if site.as_bytes() != b"same-origin" {
             return Err(CrossSite::FetchSite(
-                String::from_utf8_lossy(site.as_bytes()).chars().take(32).collect(),
+                String::from_utf8_lossy(site.as_bytes())
+                    .chars()
+                    .take(32)
+                    .collect(),
             ));
         }
     }
@@ -187,10 +190,7 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_once_and_refused_twice() {
         let h = headers(&[("cookie", "a=1; hawzu_console=abc ; b=2")]);
-        assert_eq!(
-            session_cookie(&h, COOKIE_PLAIN),
-            SessionCookie::One("abc")
-        );
+        assert_eq!(session_cookie(&h, COOKIE_PLAIN), SessionCookie::One("abc"));
         let h = headers(&[("cookie", "hawzu_console=a"), ("cookie", "hawzu_console=b")]);
         assert_eq!(session_cookie(&h, COOKIE_PLAIN), SessionCookie::Several);
         let h = headers(&[("cookie", "xhawzu_console=a")]);
@@ -211,19 +211,28 @@ mod tests {
     fn changes_need_the_listeners_own_origin() {
         let uri: Uri = "/admin/v1/tokens".parse().unwrap();
         let post = Method::POST;
-        let ok = headers(&[("host", "127.0.0.1:9091"), ("origin", "http://127.0.0.1:9091")]);
+        let ok = headers(&[
+            ("host", "127.0.0.1:9091"),
+            ("origin", "http://127.0.0.1:9091"),
+        ]);
         assert_eq!(same_origin(&ok, &post, &uri, false), Ok(()));
         assert_eq!(
             same_origin(&ok, &post, &uri, true),
             Err(CrossSite::ForeignOrigin)
         );
-        let foreign = headers(&[("host", "127.0.0.1:9091"), ("origin", "http://evil.example")]);
+        let foreign = headers(&[
+            ("host", "127.0.0.1:9091"),
+            ("origin", "http://evil.example"),
+        ]);
         assert_eq!(
             same_origin(&foreign, &post, &uri, false),
             Err(CrossSite::ForeignOrigin)
         );
         let none = headers(&[("host", "127.0.0.1:9091")]);
-        assert_eq!(same_origin(&none, &post, &uri, false), Err(CrossSite::NoOrigin));
+        assert_eq!(
+            same_origin(&none, &post, &uri, false),
+            Err(CrossSite::NoOrigin)
+        );
         assert_eq!(same_origin(&none, &Method::GET, &uri, false), Ok(()));
         let site = headers(&[
             ("host", "127.0.0.1:9091"),

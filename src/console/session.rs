@@ -268,9 +268,15 @@ mod tests {
         let a = s.open_at(SignedIn::Admin, "admin".into(), t0).unwrap();
         // Used every 50 s: alive until five minutes after sign-in.
         for i in 1..6 {
-            assert!(s.find_at(&a.cookie, t0 + Duration::from_secs(50 * i)).is_some());
+            assert!(
+                s.find_at(&a.cookie, t0 + Duration::from_secs(50 * i))
+                    .is_some()
+            );
         }
-        assert!(s.find_at(&a.cookie, t0 + Duration::from_secs(300)).is_none());
+        assert!(
+            s.find_at(&a.cookie, t0 + Duration::from_secs(300))
+                .is_none()
+        );
         let b = s.open_at(SignedIn::Admin, "admin".into(), t0).unwrap();
         assert!(s.find_at(&b.cookie, t0 + Duration::from_secs(61)).is_none());
     }

@@ -41,7 +41,7 @@ impl Drop for Browser {
 }
 
 /// The element reference key of the W3C protocol.
-const ELEMENT: &str = "element-6066-11e4-a52f-4a2b2dd5d4a8";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium `width`×`height`.
@@ -59,6 +59,9 @@ impl Browser {
         eventually("chromedriver to answer", Duration::from_secs(20), || {
             let http = http.clone();
             async move {
+                // The client panics on a refused connection: ask only once
+                // the port answers.
+                std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
                 let a = tokio::time::timeout(Duration::from_secs(1), http.get("/status"))
                     .await
                     .ok()?;
@@ -88,10 +91,7 @@ impl Browser {
             "chromedriver starts a session: {}",
             String::from_utf8_lossy(&a.body)
         );
-        let session = a.json()["value"]["sessionId"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let session = a.json()["value"]["sessionId"].as_str().unwrap().to_owned();
         Self {
             driver: Some(driver),
             http,
@@ -101,15 +101,23 @@ impl Browser {
 
     /// One command; its `value`, or a panic naming the command and error.
     pub async fn cmd(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        match self.try_cmd(method.clone(), path, body).await {
+            Ok(v) => v,
+            Err(e) => panic!("WebDriver {method} {path}: {e}"),
+        }
+    }
+
+    /// One command: its `value`, or the error's.
+    async fn try_cmd(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let full = format!("/session/{}{path}", self.session);
-        let a = self.http.send(method.clone(), &full, &[], body).await;
-        let v = a.json();
-        assert!(
-            a.status.is_success(),
-            "WebDriver {method} {path}: {}",
-            v["value"]
-        );
-        v["value"].clone()
+        let a = self.http.send(method, &full, &[], body).await;
+        let v = a.json()["value"].clone();
+        if a.status.is_success() { Ok(v) } else { Err(v) }
     }
 
     pub async fn goto(&self, url: &str) {
@@ -134,20 +142,47 @@ impl Browser {
                 Some(json!({ "using": "css selector", "value": css })),
             )
             .await;
-        v[ELEMENT].as_str().unwrap().to_owned()
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element for `{css}`: {v}"))
+            .to_owned()
     }
 
+    /// Clicks the element `css` matches; found again if the page
+    /// re-rendered it between finding and clicking.
     pub async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.cmd(Method::POST, &format!("/element/{id}/click"), Some(json!({})))
-            .await;
+        for _ in 0..20 {
+            let id = self.find(css).await;
+            match self
+                .try_cmd(
+                    Method::POST,
+                    &format!("/element/{id}/click"),
+                    Some(json!({})),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e["error"] == "stale element reference" => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("WebDriver click on `{css}`: {e}"),
+            }
+        }
+        panic!("`{css}` kept being re-rendered");
     }
 
     /// Types `text` into the element `css` (after clearing it).
     pub async fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css).await;
-        self.cmd(Method::POST, &format!("/element/{id}/clear"), Some(json!({})))
-            .await;
+        self.cmd(
+            Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
+        if text.is_empty() {
+            return;
+        }
         self.cmd(
             Method::POST,
             &format!("/element/{id}/value"),
@@ -209,11 +244,14 @@ impl Browser {
 
     /// The id of the element that has the focus.
     pub async fn focused(&self) -> String {
-        self.js("return document.activeElement ? document.activeElement.id : '';", json!([]))
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.js(
+            "return document.activeElement ? document.activeElement.id : '';",
+            json!([]),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
     }
 
     /// Presses Tab until element `id` has the focus (at most 20 times).
@@ -224,7 +262,10 @@ impl Browser {
             }
             self.keys(&[key::TAB]).await;
         }
-        panic!("Tab never reached #{id}; the focus is on #{}", self.focused().await);
+        panic!(
+            "Tab never reached #{id}; the focus is on #{}",
+            self.focused().await
+        );
     }
 
     /// Every cookie of the page, `httpOnly` ones included.

@@ -306,13 +306,18 @@ async function copySecret() {
   }
 }
 
-function secretClosed() {
-  // Gone from the page: the field, its selection, the note.
+// Gone from the page: the field, its selection, the note. Run as the
+// dialog closes (Done, Escape), before the browser's `close` event.
+function forgetSecret() {
   const input = $('secret-value');
   input.value = '';
   input.setSelectionRange(0, 0);
   $('secret-copied').textContent = '';
   $('secret-note').textContent = '';
+}
+
+function secretClosed() {
+  forgetSecret();
   const back = secretOpener && document.body.contains(secretOpener) ? secretOpener : $('create-open');
   if (!$('list-view').hidden || !$('detail-view').hidden) back.focus();
 }
@@ -363,9 +368,14 @@ async function start() {
   for (const id of ['f-state', 'f-type', 'f-expiring', 'f-unused']) $(id).addEventListener('change', () => loadList(false));
   $('f-workspace').addEventListener('change', () => loadList(false));
   $('f-search').addEventListener('input', renderRows);
+  $('f-search').addEventListener('change', renderRows);
   $('list-more').addEventListener('click', () => loadList(true));
   $('secret-copy').addEventListener('click', copySecret);
-  $('secret-done').addEventListener('click', () => $('secret-dialog').close());
+  $('secret-done').addEventListener('click', () => {
+    forgetSecret();
+    $('secret-dialog').close();
+  });
+  $('secret-dialog').addEventListener('cancel', forgetSecret);
   $('secret-dialog').addEventListener('close', secretClosed);
   $('rotate-form').addEventListener('submit', rotate);
   clearOnInput($('rotate-form'));

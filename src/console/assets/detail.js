@@ -190,7 +190,7 @@ export async function showDetail(id, actions) {
 
   try {
     const u = await admin.usage(t.id, `${DAYS}d`);
-    usageCard.append(
+    const parts = [
       h('p', { id: 'usage-totals' }, `${u.totals.allowed} allowed and ${u.totals.refused} refused since ${day(u.since)}.`),
       chart(perDay(u)),
       u.last_refusal ? h('p', {}, `Last refusal: ${u.last_refusal.code} at ${when(u.last_refusal.at)}.`) : null,
@@ -198,7 +198,8 @@ export async function showDetail(id, actions) {
         ? table('Last addresses', ['Address', 'User agent', 'First seen', 'Last seen'],
           u.clients.map((c) => [c.address, c.user_agent || '—', when(c.first_seen), when(c.last_seen)]), 'clients')
         : h('p', { class: 'muted' }, 'No client seen yet.'),
-    );
+    ];
+    usageCard.append(...parts.filter(Boolean));
   } catch (e) {
     usageCard.append(h('p', { class: 'form-error' }, e.message));
   }
