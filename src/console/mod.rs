@@ -114,15 +114,15 @@ pub fn same_origin(
     uri: &Uri,
     tls: bool,
 ) -> Result<(), CrossSite> {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if site.as_bytes() != b"same-origin" {
-            return Err(CrossSite::FetchSite(
-                String::from_utf8_lossy(site.as_bytes())
-                    .chars()
-                    .take(32)
-                    .collect(),
-            ));
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return Err(CrossSite::FetchSite(
+            String::from_utf8_lossy(site.as_bytes())
+                .chars()
+                .take(32)
+                .collect(),
+        ));
     }
     if method == Method::GET {
         return Ok(());
