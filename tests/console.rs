@@ -19,8 +19,8 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use common::{
-    Answer, Http, InProcessGate, TestUpstream, create_token, eventually, project_token, redis_url,
-    unique_prefix, workspace_token,
+    Answer, Http, InProcessGate, TestCerts, TestUpstream, create_token, eventually, project_token,
+    redis_url, unique_prefix, workspace_token,
 };
 use webdriver::{Browser, key};
 
@@ -409,6 +409,108 @@ async fn a_manager_tokens_session_sees_its_workspace_and_ends_with_the_token() {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     let a = s.send(&gate, Method::GET, "/console/session", None).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+}
+
+/// One request over TLS to `localhost:port`, trusting the test CA: the
+/// status, the headers and the JSON body (`null` when there is none).
+async fn tls_send(
+    certs: &TestCerts,
+    port: u16,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, http::HeaderMap, Value) {
+    use http_body_util::{BodyExt, Full};
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(certs.client_config(&[]))
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Full<bytes::Bytes>>(https);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("https://localhost:{port}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let res = client
+        .request(req.body(Full::new(bytes::Bytes::from(bytes))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (parts.status, parts.headers, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_cookie_is_secure_and_host_prefixed_and_the_origin_https() {
+    let certs = TestCerts::new();
+    let (cert, key) = (certs.cert.display(), certs.key.display());
+    let gate = InProcessGate::start_with_toml(
+        &format!(
+            "[admin]\nconsole = true\n[tls.admin]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+        ),
+        &[],
+    )
+    .await;
+    let port = gate.addrs.admin.port();
+    let sign_in = |origin: String| {
+        let body = json!({ "credential": gate.admin_key });
+        let certs = &certs;
+        async move {
+            tls_send(
+                certs,
+                port,
+                Method::POST,
+                "/console/session",
+                &[("origin", &origin)],
+                Some(body),
+            )
+            .await
+        }
+    };
+    // The plain-HTTP origin of the same host is another origin.
+    let (status, _, _) = sign_in(format!("http://localhost:{port}")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, headers, body) = sign_in(format!("https://localhost:{port}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let set = headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(set.starts_with("__Host-hawzu_console="), "{set}");
+    for part in ["; Secure", "; HttpOnly", "; SameSite=Strict", "; Path=/"] {
+        assert!(set.contains(part), "{set} lacks {part}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    let (status, _, _) = tls_send(
+        &certs,
+        port,
+        Method::GET,
+        "/admin/v1/tokens",
+        &[("cookie", &cookie), ("x-hawzu-csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the __Host- cookie is the credential over TLS"
+    );
+    // The plain name is not this listener's cookie.
+    let plain_name = cookie.replace("__Host-", "");
+    let (status, _, _) = tls_send(
+        &certs,
+        port,
+        Method::GET,
+        "/admin/v1/tokens",
+        &[("cookie", &plain_name), ("x-hawzu-csrf", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 // === in Chromium ===
@@ -872,6 +974,33 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
     assert!(
         !log.iter().any(|m| m.contains("Content Security Policy") || m.contains("Content-Security-Policy")),
         "{log:?}"
+    );
+
+    // Chromium enforces that CSP on the page: a style attribute and an
+    // inline script put in by script do nothing (CSSOM property sets are
+    // not inline style, and do work; the page needs none).
+    let enforced = b
+        .js(
+            "const d = document.createElement('div');
+             d.textContent = 'x';
+             d.setAttribute('style', 'color: rgb(255, 0, 0)');
+             document.body.append(d);
+             const attribute = getComputedStyle(d).color === 'rgb(255, 0, 0)';
+             d.removeAttribute('style');
+             d.style.color = 'rgb(0, 0, 255)';
+             const cssom = getComputedStyle(d).color === 'rgb(0, 0, 255)';
+             d.remove();
+             const s = document.createElement('script');
+             s.textContent = 'window.inlineRan = true';
+             document.body.append(s);
+             s.remove();
+             return { attribute, cssom, inline_script: window.inlineRan === true };",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        enforced,
+        json!({ "attribute": false, "cssom": true, "inline_script": false })
     );
 
     // Sign out; a workspace-scoped manager sees only its workspace.
