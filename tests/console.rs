@@ -200,9 +200,26 @@ async fn the_session_cookie_is_http_only_strict_and_ends_at_sign_out() {
     assert_eq!(body["caller"], "admin");
     assert!(!String::from_utf8_lossy(&a.body).contains(&gate.admin_key));
 
-    let s = session(&gate, &gate.admin_key).await;
-    let a = s.send(&gate, Method::GET, "/admin/v1/tokens", None).await;
+    let first = session(&gate, &gate.admin_key).await;
+    let a = first
+        .send(&gate, Method::GET, "/admin/v1/tokens", None)
+        .await;
     assert_eq!(a.status, StatusCode::OK);
+    // Signing in again from the same browser ends its earlier session.
+    let a = plain(&gate)
+        .send(
+            Method::POST,
+            "/console/session",
+            &[("origin", &origin(&gate)), ("cookie", &first.cookie)],
+            Some(json!({ "credential": gate.admin_key })),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = first
+        .send(&gate, Method::GET, "/admin/v1/tokens", None)
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let s = session(&gate, &gate.admin_key).await;
     let a = s.send(&gate, Method::GET, "/console/session", None).await;
     assert_eq!(a.json()["csrf_token"], s.csrf.as_str());
     let a = s

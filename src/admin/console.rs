@@ -131,6 +131,10 @@ async fn sign_in(
             return Err(e);
         }
     };
+    // A browser signing in again leaves no session of its own behind.
+    if let SessionCookie::One(old) = session_cookie(&headers, console::cookie_name(console.tls)) {
+        console.sessions.close(old);
+    }
     let opened = console
         .sessions
         .open(signed_in, caller.label())

@@ -217,6 +217,14 @@ impl Bound {
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let a = self.addresses();
         tracing::info!(proxy = %a.proxy, auth = %a.auth, grpc = %a.grpc, admin = %a.admin, ops = %a.ops, "hawzu-gate listening");
+        if self.settings.admin.console {
+            let scheme = if self.settings.tls.admin.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!(url = %format!("{scheme}://{}/console/", a.admin), "token console on the admin listener (admin.console)");
+        }
         let grace = self.settings.shutdown.grace.0;
         let (doors_tx, doors_rx) = watch::channel(false);
         let (ops_tx, ops_rx) = watch::channel(false);
