@@ -56,6 +56,12 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let http = Http::new(format!("http://127.0.0.1:{port}"));
+        // Owned by the browser from here: a panic below still stops it.
+        let mut browser = Self {
+            driver: Some(driver),
+            http: http.clone(),
+            session: String::new(),
+        };
         eventually("chromedriver to answer", Duration::from_secs(20), || {
             let http = http.clone();
             async move {
@@ -91,12 +97,8 @@ impl Browser {
             "chromedriver starts a session: {}",
             String::from_utf8_lossy(&a.body)
         );
-        let session = a.json()["value"]["sessionId"].as_str().unwrap().to_owned();
-        Self {
-            driver: Some(driver),
-            http,
-            session,
-        }
+        browser.session = a.json()["value"]["sessionId"].as_str().unwrap().to_owned();
+        browser
     }
 
     /// One command; its `value`, or a panic naming the command and error.
