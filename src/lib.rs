@@ -17,6 +17,7 @@ pub mod cache;
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod decide;
 pub mod doors;
 pub mod expiring;

@@ -646,7 +646,8 @@ fn a_panic_message_is_logged_with_its_secrets_redacted() {
 
 /// The real binary: the generated admin key file is 0600 in a 0700
 /// directory, and a debug-level log of hostile traffic (including requests
-/// hyper refuses) holds no secret. Extends `tests/ops.rs`'s log test.
+/// hyper refuses, and the token console's sign-ins and a token created
+/// through it) holds no secret. Extends `tests/ops.rs`'s log test.
 #[test]
 fn the_binary_keeps_the_key_file_private_and_secrets_out_of_debug_logs() {
     let upstream_rt = tokio::runtime::Runtime::new().unwrap();
@@ -655,7 +656,7 @@ fn the_binary_keeps_the_key_file_private_and_secrets_out_of_debug_logs() {
     let mut gate = GateProcess::start(
         dir.path(),
         &format!(
-            "[log]\nformat = \"json\"\nlevel = \"debug\"\n[upstream]\nurl = \"{}\"\n",
+            "[log]\nformat = \"json\"\nlevel = \"debug\"\n[upstream]\nurl = \"{}\"\n[admin]\nconsole = true\n",
             upstream.url()
         ),
     );
@@ -711,8 +712,62 @@ fn the_binary_keeps_the_key_file_private_and_secrets_out_of_debug_logs() {
         format!("GET /admin/v1/tokens/{secret} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin_key}\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     assert!((400..500).contains(&status));
+    // The token console: sign-ins with the key, with a token (no
+    // tokens:manage: 403), with a body that does not parse around the key;
+    // then a token created through the session.
+    let admin = gate.admin;
+    let sign_in = |body: String| {
+        raw(
+            admin,
+            format!(
+                "POST /console/session HTTP/1.1\r\nHost: {admin}\r\nOrigin: http://{admin}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let (status, signed_in) = sign_in(format!("{{\"credential\":\"{admin_key}\"}}"));
+    assert_eq!(status, 200, "{signed_in}");
+    assert_eq!(sign_in(format!("{{\"credential\":\"{secret}\"}}")).0, 403);
+    assert_eq!(sign_in(format!("{{\"credential\":{admin_key}}}")).0, 400);
+    let cookie = signed_in
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let csrf = signed_in
+        .split("\"csrf_token\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let body = r#"{"name":"Console","workspace_id":"ws_1","scope":{"type":"workspace","role":"workspace_viewer"},"expires":"1w"}"#;
+    let (status, created) = raw(
+        admin,
+        format!(
+            "POST /admin/v1/tokens HTTP/1.1\r\nHost: {admin}\r\nOrigin: http://{admin}\r\nCookie: {cookie}\r\nX-Hawzu-Csrf: {csrf}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 201, "{created}");
+    let console_secret = created
+        .split("\"secret\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
     assert!(gate.terminate().success());
     let log = gate.log_text();
+    assert!(
+        log.contains("console signed in"),
+        "the sign-in is logged: {log}"
+    );
+    let session_id = cookie.split_once('=').unwrap().1;
+    assert!(!log.contains(session_id), "the session cookie in the log");
+    assert!(!log.contains(&csrf), "the CSRF token in the log");
+    assert_clean("debug log (console)", &log, &[&console_secret]);
     assert!(
         log.contains("\"level\":\"DEBUG\""),
         "debug events were on: {log}"

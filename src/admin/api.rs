@@ -31,6 +31,7 @@ use super::AdminKey;
 use super::state::{AdminState, Peer, RequestId};
 
 pub use super::routes::{Op, ROUTES, Route};
+pub use super::state::ConsoleMode;
 pub use super::wire::MAX_BODY;
 
 /// The admin API: the axum [`Router`] of `admin::routes` over one
@@ -42,6 +43,7 @@ pub struct AdminApi {
 }
 
 impl AdminApi {
+    #[allow(clippy::too_many_arguments)] // one per part of the state, each passed once
     pub fn new(
         cache: Arc<TokenCache<Store>>,
         policy: PolicyHandle,
@@ -50,6 +52,7 @@ impl AdminApi {
         token_requests: usize,
         rotation: RotationLimits,
         usage_retention: std::time::Duration,
+        console: ConsoleMode,
     ) -> Arc<Self> {
         let state = Arc::new(AdminState::new(
             cache,
@@ -59,6 +62,7 @@ impl AdminApi {
             token_requests,
             rotation,
             usage_retention,
+            console,
         ));
         Arc::new(Self {
             router: super::routes::router(state),

@@ -3,23 +3,26 @@
 //!
 //! The admin key reaches everything; a workspace token with `tokens:manage`
 //! reaches only tokens of its own workspace within its own permissions, and
-//! never hands out a secret that outlives it. This module decides; it never
-//! reads or writes the store, and never logs a presented key.
+//! never hands out a secret that outlives it. A console session stands for
+//! the caller its sign-in resolved to, and only with its CSRF header from
+//! the console's origin. This module decides; it never reads or writes the
+//! store, and never logs a presented key.
 
 use http::Method;
 use jiff::Timestamp;
 
 use crate::cache::CachedScope;
-use crate::decide::{self, ClientAddr, Credentials, RequestFacts};
+use crate::console::{self, CSRF_HEADER, SessionCookie, SignedIn, session_cookie};
+use crate::decide::{self, ClientAddr, Credentials};
 use crate::doors::credentials;
 use crate::policy::Policy;
 use crate::policy::roles::{PermissionSet, TOKENS_MANAGE};
 use crate::refusal::DenyCode;
 use crate::store::StoreError;
-use crate::token::{Scope, TokenId, TokenRecord};
+use crate::token::{Scope, TokenHash, TokenId, TokenRecord, TokenSecret};
 
 use super::error::ApiError;
-use super::state::AdminState;
+use super::state::{AdminState, ConsoleState};
 
 /// Who is calling the admin API.
 #[derive(Debug, Clone)]
@@ -170,58 +173,156 @@ fn permissions_of(policy: &Policy, scope: &Scope) -> PermissionSet {
 }
 
 /// Who is calling: the admin key, or a workspace token whose role holds
-/// `tokens:manage`, used from `client` within its context limits. Never
-/// logs what was presented.
+/// `tokens:manage`, used from `client` within its context limits; sent as
+/// a bearer, or (with the console on) as the console's session cookie
+/// with its CSRF header, from the console's own origin. Both at once are
+/// refused as ambiguous. Never logs what was presented.
 pub async fn authenticate(
     api: &AdminState,
+    method: &Method,
+    uri: &http::Uri,
     headers: &http::HeaderMap,
     client: std::net::IpAddr,
 ) -> Result<Caller, ApiError> {
     let unauthorized = |m: &'static str| ApiError::unauthorized(m);
     let creds = credentials(headers);
-    let value = match creds {
-        Credentials::One(v) => v,
-        Credentials::None => {
+    let cookie = match &api.console {
+        Some(c) => session_cookie(headers, console::cookie_name(c.tls)),
+        None => SessionCookie::None,
+    };
+    let value = match (creds, cookie) {
+        (Credentials::None, SessionCookie::None) => {
             return Err(unauthorized(
                 "Send the admin key as `Authorization: Bearer <key>`.",
             ));
         }
-        Credentials::Several => return Err(unauthorized("Send one Authorization header.")),
+        (Credentials::None, SessionCookie::Several) => {
+            return Err(unauthorized("Send the console's session cookie once."));
+        }
+        (Credentials::None, SessionCookie::One(value)) => {
+            return match &api.console {
+                Some(c) => session_caller(api, c, value, method, uri, headers, client).await,
+                None => Err(unauthorized("The console is off.")),
+            };
+        }
+        (_, SessionCookie::One(_) | SessionCookie::Several) => {
+            return Err(unauthorized(
+                "Send either an Authorization header or the console's session cookie, not both.",
+            ));
+        }
+        (Credentials::Several, SessionCookie::None) => {
+            return Err(unauthorized("Send one Authorization header."));
+        }
+        (Credentials::One(v), SessionCookie::None) => v,
     };
     let presented = value
         .split_at_checked(7)
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
         .map(|(_, rest)| rest.trim_ascii())
         .ok_or_else(|| unauthorized("Use the Bearer scheme: `Authorization: Bearer <key>`."))?;
+    caller_of(api, presented, client).await.map(|(c, _)| c)
+}
+
+/// Who a presented credential (a bearer's value, or what the console's
+/// sign-in form sent) is, and what a console session keeps of it: the
+/// admin key, or a workspace token with `tokens:manage` (by its hash).
+pub async fn caller_of(
+    api: &AdminState,
+    presented: &[u8],
+    client: std::net::IpAddr,
+) -> Result<(Caller, SignedIn), ApiError> {
     if !presented.starts_with(b"hwz_") {
         return if api.key.verify(presented) {
-            Ok(Caller::Admin)
+            Ok((Caller::Admin, SignedIn::Admin))
         } else {
-            Err(unauthorized("The admin key is not valid."))
+            Err(ApiError::unauthorized("The admin key is not valid."))
         };
     }
-    // A workspace token with `tokens:manage`.
-    let facts = RequestFacts {
-        method: &Method::POST,
-        path: "/admin/v1",
-        query: None,
-        upgrade: false,
-        credentials: creds,
-        now: Timestamp::now(),
-        // The admin listener believes no forwarded address: its peer.
-        client: ClientAddr::Known(client),
-    };
-    let record = decide::authenticate(&api.cache, &facts)
-        .await
-        .map_err(|deny| {
-            if deny.code == DenyCode::StoreUnavailable {
-                ApiError::store(StoreError::Unavailable("token lookup failed".into()))
-            } else if deny.code == DenyCode::AddressNotAllowed {
-                ApiError::forbidden(deny.code.message())
-            } else {
-                unauthorized(deny.code.message())
+    let secret = std::str::from_utf8(presented)
+        .ok()
+        .and_then(|s| TokenSecret::parse(s).ok())
+        .ok_or_else(|| ApiError::unauthorized(DenyCode::MalformedToken.message()))?;
+    let hash = secret.hash();
+    let caller = token_caller(api, &hash, client).await?;
+    Ok((caller, SignedIn::Token(hash)))
+}
+
+/// A console session's caller: the request must come from the console's
+/// origin and carry the session's CSRF token; a manager token is judged
+/// again (a token disabled, revoked, expired or stripped of
+/// `tokens:manage` since sign-in ends the session).
+async fn session_caller(
+    api: &AdminState,
+    console: &ConsoleState,
+    cookie: &str,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    client: std::net::IpAddr,
+) -> Result<Caller, ApiError> {
+    console::same_origin(headers, method, uri, console.tls)
+        .map_err(|e| ApiError::forbidden(format!("Refused as a cross-site request: {e}.")))?;
+    let session = console.sessions.find(cookie).ok_or_else(|| {
+        ApiError::unauthorized("The console session has ended or is not known; sign in again.")
+    })?;
+    let csrf = headers.get(CSRF_HEADER).ok_or_else(|| {
+        ApiError::forbidden(
+            "A request with the console's session cookie needs the session's X-Hawzu-Csrf header.",
+        )
+    })?;
+    if !session.csrf_matches(csrf.as_bytes()) {
+        return Err(ApiError::forbidden(
+            "The X-Hawzu-Csrf header does not match the console session.",
+        ));
+    }
+    session_signed_in(api, console, cookie, &session.signed_in, client).await
+}
+
+/// The caller a live session stands for now; a manager token that no
+/// longer may manage ends the session.
+pub async fn session_signed_in(
+    api: &AdminState,
+    console: &ConsoleState,
+    cookie: &str,
+    signed_in: &SignedIn,
+    client: std::net::IpAddr,
+) -> Result<Caller, ApiError> {
+    match signed_in {
+        SignedIn::Admin => Ok(Caller::Admin),
+        SignedIn::Token(hash) => {
+            let judged = token_caller(api, hash, client).await;
+            if let Err(ApiError::Unauthorized(_) | ApiError::Forbidden(_)) = &judged {
+                console.sessions.close(cookie);
             }
-        })?;
+            judged
+        }
+    }
+}
+
+/// A workspace token, by its hash, as a caller: usable now from `client`,
+/// and its role holds `tokens:manage`.
+async fn token_caller(
+    api: &AdminState,
+    hash: &TokenHash,
+    client: std::net::IpAddr,
+) -> Result<Caller, ApiError> {
+    // The admin listener believes no forwarded address: its peer.
+    let record = decide::lookup(
+        &api.cache,
+        hash,
+        Timestamp::now(),
+        ClientAddr::Known(client),
+    )
+    .await
+    .map_err(|deny| {
+        if deny.code == DenyCode::StoreUnavailable {
+            ApiError::store(StoreError::Unavailable("token lookup failed".into()))
+        } else if deny.code == DenyCode::AddressNotAllowed {
+            ApiError::forbidden(deny.code.message())
+        } else {
+            ApiError::unauthorized(deny.code.message())
+        }
+    })?;
     let CachedScope::Workspace { role } = record.scope() else {
         return Err(ApiError::forbidden(
             "Only workspace tokens whose role has tokens:manage may manage tokens.",

@@ -21,7 +21,9 @@ use crate::token::{FieldErrors, TokenId};
 use crate::web::json as json_response;
 
 use super::error::{ApiError, field};
-use super::wire::{CreateRequest, ExplainRequest, MAX_BODY, RotateRequest, UpdateRequest};
+use super::wire::{
+    CreateRequest, ExplainRequest, MAX_BODY, RotateRequest, SignInRequest, UpdateRequest,
+};
 
 /// A request body type, named for the refusal of one that does not parse.
 pub trait Described {
@@ -45,6 +47,11 @@ impl Described for RotateRequest {
 impl Described for UpdateRequest {
     const WHAT: &'static str = "an update request";
     const SHAPE: &'static str = "a JSON object with any of name, description and expires";
+}
+
+impl Described for SignInRequest {
+    const WHAT: &'static str = "a sign-in request";
+    const SHAPE: &'static str = "a JSON object with credential (the admin key or a token)";
 }
 
 impl Described for ExplainRequest {

@@ -28,6 +28,7 @@ mod audit;
 mod caller;
 mod change;
 pub mod client;
+mod console;
 mod error;
 mod explain;
 mod extract;

@@ -20,7 +20,7 @@ use crate::audit::Origin;
 use super::caller::{Caller, authenticate};
 use super::error::{ApiError, ErrorCode};
 use super::state::{AdminState, Peer, RequestId};
-use super::{audit, change, explain, roles, tokens, usage};
+use super::{audit, change, console, explain, roles, tokens, usage};
 
 /// What a route does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +153,7 @@ fn allowed(template: &str) -> String {
 
 /// The router of the admin API over `state`.
 pub fn router(state: Arc<AdminState>) -> Router {
-    table(|op, methods| match op {
+    let router = table(|op, methods| match op {
         Op::Create => on(methods, tokens::create),
         Op::List => on(methods, tokens::list),
         Op::Show => on(methods, tokens::show),
@@ -169,8 +169,15 @@ pub fn router(state: Arc<AdminState>) -> Router {
     })
     // Only matched routes are admitted: an unknown path (404) or method
     // (405) is answered before any key is checked.
-    .route_layer(from_fn_with_state(state.clone(), admit))
-    .with_state(state)
+    .route_layer(from_fn_with_state(state.clone(), admit));
+    // The console's pages and sign-in, outside `admit` (they are how a
+    // browser gets a credential); with the console off, /console/ is 404.
+    let router = if state.console.is_some() {
+        router.merge(console::router())
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 /// The routes of [`ROUTES`], each served by `endpoint(op, method)`, with the
@@ -265,7 +272,7 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
             retry_after: api.failed_auth.retry_after().clone(),
         });
     }
-    let caller = match authenticate(&api, req.headers(), client).await {
+    let caller = match authenticate(&api, req.method(), req.uri(), req.headers(), client).await {
         Ok(c) => c,
         Err(e) => {
             if let ApiError::Unauthorized(_) = e {

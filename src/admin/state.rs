@@ -1,6 +1,7 @@
 //! [`AdminState`]: what the admin API's handlers share (the cache they
 //! write through, the policy, the admin key, the wrong-key limit, the
-//! token callers' request slots and the rotation limits), [`Peer`], the client address the
+//! token callers' request slots, the rotation limits and the console's
+//! sessions), [`Peer`], the client address the
 //! listener hands in, and [`RequestId`], the request's id.
 //!
 //! Plain state: no routing, no handlers, no answers.
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use crate::cache::TokenCache;
 use crate::clients::FailedAuth;
+use crate::console::Sessions;
 use crate::doors::PolicyHandle;
 use crate::policy::Policy;
 use crate::store::Store;
@@ -36,6 +38,29 @@ pub struct AdminState {
     pub(super) rotation: RotationLimits,
     /// `usage.retention`: the longest `since` of a usage query.
     pub(super) usage_retention: Duration,
+    /// The token console (`admin.console`); `None`: off, and no session
+    /// cookie is a credential.
+    pub(super) console: Option<ConsoleState>,
+}
+
+/// The console's part of the admin state.
+#[derive(Debug)]
+pub struct ConsoleState {
+    /// The sign-ins of this gate.
+    pub(super) sessions: Sessions,
+    /// The admin listener speaks TLS: `Secure` `__Host-` cookie, `https`
+    /// origin.
+    pub(super) tls: bool,
+}
+
+/// Whether the console is served, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleMode {
+    Off,
+    /// Served; `tls`: the admin listener speaks TLS.
+    On {
+        tls: bool,
+    },
 }
 
 /// The address of the client of a request (a request extension).
@@ -48,6 +73,7 @@ pub struct Peer(pub SocketAddr);
 pub struct RequestId(pub http::HeaderValue);
 
 impl AdminState {
+    #[allow(clippy::too_many_arguments)] // one per part of the state, each passed once
     pub fn new(
         cache: Arc<TokenCache<Store>>,
         policy: PolicyHandle,
@@ -56,6 +82,7 @@ impl AdminState {
         token_requests: usize,
         rotation: RotationLimits,
         usage_retention: Duration,
+        console: ConsoleMode,
     ) -> Self {
         let token_share = TokenShare::new(
             token_requests,
@@ -69,6 +96,13 @@ impl AdminState {
             token_share,
             rotation,
             usage_retention,
+            console: match console {
+                ConsoleMode::Off => None,
+                ConsoleMode::On { tls } => Some(ConsoleState {
+                    sessions: Sessions::default(),
+                    tls,
+                }),
+            },
         }
     }
 

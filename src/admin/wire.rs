@@ -404,3 +404,35 @@ pub struct AuditAnswer<T = AuditEvent> {
     /// Give it back as `cursor` for older events; `null` on the last page.
     pub next_cursor: Option<String>,
 }
+
+// === the token console's sign-in (`/console/session`) ===
+
+/// The body of `POST /console/session`: the admin key, or a workspace
+/// token whose role has `tokens:manage`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInRequest {
+    pub credential: String,
+}
+
+impl std::fmt::Debug for SignInRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignInRequest(***)")
+    }
+}
+
+/// The answer of `POST` and `GET /console/session`: who is signed in, and
+/// the CSRF token every admin request of the session must carry in
+/// `X-Hawzu-Csrf`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionAnswer {
+    /// `admin` or `token:<id>`.
+    pub caller: String,
+    /// A token caller's workspace (the only one it sees); `null`: all.
+    pub workspace: Option<String>,
+    pub csrf_token: String,
+    /// Seconds until the session ends at the latest.
+    pub expires_in: u64,
+    /// Seconds without a request after which it ends.
+    pub idle_timeout: u64,
+}

@@ -87,7 +87,9 @@ Listeners:
   ops    127.0.0.1:9090  /metrics (Prometheus), /healthz, /readyz
   admin  127.0.0.1:9091  the admin API that token, explain and roles call;
                          its key is admin.key, else <data_dir>/admin.key
-                         (written on first start, mode 0600)
+                         (written on first start, mode 0600); with
+                         admin.console = true, also the token console in a
+                         browser at /console/
 
 Tokens live in the store (store.backend: embedded under data_dir, or redis).
 `hawzu-gate check-config` shows the effective settings first.";

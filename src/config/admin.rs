@@ -1,5 +1,6 @@
 //! The `[admin]` section: the admin key, the admin listener's reserve for
-//! it, and the limits of token rotation. Owns their checks and keeps the key out of `Debug`; it must never
+//! it, the limits of token rotation, and whether the token console is
+//! served. Owns their checks and keeps the key out of `Debug`; it must never
 //! read or write the key file (`crate::admin` does).
 
 use std::fmt;
@@ -32,6 +33,10 @@ pub struct AdminSettings {
     /// How long after its expiry a token may still be rotated (default 7d;
     /// 0: never once expired).
     pub rotate_after_expiry: HumanDuration,
+    /// Serve the token console at `/console/` on the admin listener
+    /// (default false: `/console/` answers 404 and the admin API accepts
+    /// no session cookie).
+    pub console: bool,
 }
 
 impl Default for AdminSettings {
@@ -42,6 +47,7 @@ impl Default for AdminSettings {
             reserved_requests: None,
             max_rotation_overlap: HumanDuration(limits.max_overlap),
             rotate_after_expiry: HumanDuration(limits.after_expiry),
+            console: false,
         }
     }
 }
@@ -127,6 +133,7 @@ impl fmt::Debug for AdminSettings {
             .field("reserved_requests", &self.reserved_requests)
             .field("max_rotation_overlap", &self.max_rotation_overlap)
             .field("rotate_after_expiry", &self.rotate_after_expiry)
+            .field("console", &self.console)
             .finish()
     }
 }

@@ -21,7 +21,7 @@ use crate::policy::rules::{AmbiguousPath, Captures, Rule, normalize};
 use crate::policy::{Access, Policy};
 use crate::refusal::{DenyCode, Refusal};
 use crate::store::TokenStore;
-use crate::token::{TokenKind, TokenSecret};
+use crate::token::{TokenHash, TokenKind};
 use pass::{PassReason, Passed, presents_token, without_token};
 
 mod checks;
@@ -191,13 +191,15 @@ pub async fn authenticate<S: TokenStore>(
         detail: None,
     };
     let secret = extract_token(facts.credentials).map_err(bare)?;
-    lookup(cache, &secret, facts.now, facts.client).await
+    lookup(cache, &secret.hash(), facts.now, facts.client).await
 }
 
-/// Steps 3-5 for a well-formed token: hash, look up, state, context.
-async fn lookup<S: TokenStore>(
+/// Steps 4-5 for the hash of a well-formed token: look up (cache, then
+/// store), state, context. The console's sessions keep a manager token's
+/// hash, never its value, and judge it again here on every request.
+pub async fn lookup<S: TokenStore>(
     cache: &TokenCache<S>,
-    secret: &TokenSecret,
+    hash: &TokenHash,
     now: Timestamp,
     client: ClientAddr<'_>,
 ) -> Result<Arc<CachedRecord>, Deny> {
@@ -206,7 +208,7 @@ async fn lookup<S: TokenStore>(
         record: None,
         detail: None,
     };
-    let record = match cache.lookup(&secret.hash()).await {
+    let record = match cache.lookup(hash).await {
         Ok(Some(record)) => record,
         Ok(None) => return Err(bare(DenyCode::UnknownToken)),
         Err(e) => {
@@ -249,7 +251,7 @@ pub async fn decide<'a, S: TokenStore>(
         }
         Err(code) => return without_token(policy, facts, code),
     };
-    match lookup(cache, &secret, facts.now, facts.client).await {
+    match lookup(cache, &secret.hash(), facts.now, facts.client).await {
         Ok(record) => match check_request(facts.query, facts.upgrade) {
             Ok(()) => authorize(policy, record, facts.method, facts.path),
             Err(code) => Decision::Deny(Deny {

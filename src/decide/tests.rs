@@ -4,7 +4,9 @@ use super::*;
 use crate::cache::CacheOptions;
 use crate::policy::roles::{RoleScope, Roles};
 use crate::store::{EmbeddedStore, RedisStore, Store, redis::RedisOptions};
-use crate::token::{ProjectGrant, Scope, TokenId, TokenRecord, record::RECORD_VERSION};
+use crate::token::{
+    ProjectGrant, Scope, TokenId, TokenRecord, TokenSecret, record::RECORD_VERSION,
+};
 
 const WS: &str = "/api/v1/workspaces/ws_1";
 

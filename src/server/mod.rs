@@ -206,6 +206,13 @@ impl Bound {
                     .saturating_sub(s.admin.reserved_requests(&s.limits)),
                 s.admin.rotation(),
                 s.usage.retention.0,
+                if s.admin.console {
+                    admin::api::ConsoleMode::On {
+                        tls: s.tls.admin.is_some(),
+                    }
+                } else {
+                    admin::api::ConsoleMode::Off
+                },
             ),
             ops: Ops::new(cache, metrics, health.clone()),
             health,
@@ -241,6 +248,14 @@ impl Bound {
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let a = self.addresses();
         tracing::info!(proxy = %a.proxy, auth = %a.auth, grpc = %a.grpc, admin = %a.admin, ops = %a.ops, "hawzu-gate listening");
+        if self.settings.admin.console {
+            let scheme = if self.settings.tls.admin.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!(url = %format!("{scheme}://{}/console/", a.admin), "token console on the admin listener (admin.console)");
+        }
         let grace = self.settings.shutdown.grace.0;
         let (doors_tx, doors_rx) = watch::channel(false);
         let (ops_tx, ops_rx) = watch::channel(false);

