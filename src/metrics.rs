@@ -43,6 +43,53 @@ pub mod names {
     /// the event is in the error log only).
     pub const AUDIT_EVENTS: &str = "hawzu_gate_audit_events_total";
     pub const TOKENS_EXPIRING: &str = "hawzu_gate_tokens_expiring";
+    /// Leaked-token reports by result (see [`super::LeakResult`]).
+    pub const LEAK_REPORTS: &str = "hawzu_gate_leak_reports_total";
+}
+
+/// What became of a leak report, as `hawzu_gate_leak_reports_total{result}`
+/// labels it: one per reported token once a request is verified, one per
+/// request refused before that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeakResult {
+    /// A real token, revoked by this report.
+    Revoked,
+    /// A real token that was revoked already (a replay, another report).
+    AlreadyRevoked,
+    /// Not a token of this gate: malformed, a bad checksum, or unknown.
+    FalsePositive,
+    /// A GitHub request refused: signature, key id or body shape.
+    Unverified,
+    /// A body over `leaks.max_body_bytes` (or too many tokens).
+    TooLarge,
+    /// A public report from a client over the failed-auth limit.
+    RateLimited,
+    /// The store failed; the reporter is asked to send it again.
+    StoreError,
+}
+
+impl LeakResult {
+    pub const ALL: [LeakResult; 7] = [
+        LeakResult::Revoked,
+        LeakResult::AlreadyRevoked,
+        LeakResult::FalsePositive,
+        LeakResult::Unverified,
+        LeakResult::TooLarge,
+        LeakResult::RateLimited,
+        LeakResult::StoreError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakResult::Revoked => "revoked",
+            LeakResult::AlreadyRevoked => "already_revoked",
+            LeakResult::FalsePositive => "false_positive",
+            LeakResult::Unverified => "unverified",
+            LeakResult::TooLarge => "too_large",
+            LeakResult::RateLimited => "rate_limited",
+            LeakResult::StoreError => "store_error",
+        }
+    }
 }
 
 /// The front door a decision came through.
@@ -190,6 +237,7 @@ pub struct Metrics {
     open_connections: IntGaugeVec,
     overload: IntCounterVec,
     audit_events: IntCounterVec,
+    leak_reports: IntCounterVec,
     /// Set by the background expiry scan (`expiring`), never per request.
     tokens_expiring: IntGaugeVec,
 }
@@ -361,6 +409,11 @@ impl Metrics {
                 "Audit events of admin changes by result (recorded, failed).",
                 &["result"],
             ),
+            leak_reports: counter_vec(
+                names::LEAK_REPORTS,
+                "Leaked-token reports by result (revoked, already_revoked, false_positive per token; unverified, too_large, rate_limited, store_error per request).",
+                &["result"],
+            ),
             tokens_expiring: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -379,6 +432,9 @@ impl Metrics {
         m.families = families.take();
         for result in ["recorded", "failed"] {
             m.audit_events.with_label_values(&[result]);
+        }
+        for result in LeakResult::ALL {
+            m.leak_reports.with_label_values(&[result.as_str()]);
         }
         // Every series exists from the start, so rates work from zero.
         for op in StoreOp::ALL {
@@ -467,6 +523,13 @@ impl Metrics {
     pub fn audit(&self, recorded: bool) {
         let result = if recorded { "recorded" } else { "failed" };
         self.audit_events.with_label_values(&[result]).inc();
+    }
+
+    /// Counts `n` leak reports that ended as `result`.
+    pub fn leak_reports(&self, result: LeakResult, n: u64) {
+        self.leak_reports
+            .with_label_values(&[result.as_str()])
+            .inc_by(n);
     }
 
     /// The text exposition.

@@ -193,7 +193,8 @@ pub async fn authenticate(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
         .map(|(_, rest)| rest.trim_ascii())
         .ok_or_else(|| unauthorized("Use the Bearer scheme: `Authorization: Bearer <key>`."))?;
-    if !presented.starts_with(b"hwz_") {
+    let policy = api.policy();
+    if !policy.prefixes.starts_any_case(presented) {
         return if api.key.verify(presented) {
             Ok(Caller::Admin)
         } else {
@@ -211,7 +212,7 @@ pub async fn authenticate(
         // The admin listener believes no forwarded address: its peer.
         client: ClientAddr::Known(client),
     };
-    let record = decide::authenticate(&api.cache, &facts)
+    let record = decide::authenticate(&api.cache, &policy.prefixes, &facts)
         .await
         .map_err(|deny| {
             if deny.code == DenyCode::StoreUnavailable {

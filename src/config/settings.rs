@@ -16,6 +16,7 @@ use super::audit::AuditSettings;
 use super::cache::CacheSettings;
 use super::clients::{self, FailedAuthSettings, IpNet};
 use super::headers::HeaderSettings;
+use super::leaks::LeakSettings;
 use super::limits::LimitSettings;
 use super::listen::{Listen, TlsSettings};
 use super::log::LogSettings;
@@ -76,6 +77,8 @@ pub struct Settings {
     pub tokens: TokenSettings,
     /// Usage per token: retention, and disabling unused tokens.
     pub usage: UsageSettings,
+    /// Leaked-token reports (`listen.leaks`): GitHub's keys, body limits.
+    pub leaks: LeakSettings,
 }
 
 impl Default for Settings {
@@ -104,6 +107,7 @@ impl Default for Settings {
                 .collect(),
             tokens: TokenSettings::default(),
             usage: UsageSettings::default(),
+            leaks: LeakSettings::default(),
         }
     }
 }
@@ -133,8 +137,19 @@ impl Settings {
         self.listen.validate(invalid)?;
         self.usage.validate(invalid)?;
         self.audit.validate(invalid)?;
+        self.leaks.validate(invalid)?;
         let mut policy = self.policy.build(&self.roles, invalid)?;
         policy.governance = self.tokens.build(&policy.roles, invalid)?;
+        policy.prefixes = self.tokens.prefixes(invalid)?;
+        if let Some(key) = &self.admin.key
+            && policy.prefixes.starts_any_case(key.as_bytes())
+        {
+            // The admin API tells a key from a token by its prefix.
+            return Err(invalid(
+                "admin.key",
+                "starts with a token prefix (tokens.prefix or tokens.accepted_prefixes); the admin API would read it as a token".into(),
+            ));
+        }
         Ok(policy)
     }
 }

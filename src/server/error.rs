@@ -32,4 +32,6 @@ pub enum StartError {
     Headers(#[from] crate::headers::BadPrefix),
     #[error("headers.strip: {0}")]
     Strip(#[from] crate::headers::BadHeaderName),
+    #[error("leaks: {0}")]
+    Leaks(crate::leaks::keys::KeyError),
 }
