@@ -56,9 +56,8 @@ impl SigningKey {
     fn new(id: &str) -> Self {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-                .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
         Self {
             id: id.to_owned(),
             pair,
@@ -304,11 +303,8 @@ async fn a_signed_github_report_revokes_the_token_on_every_gate_of_the_fleet() {
     let a = gate_with(&env).await;
     let b = gate_with(&redis_env(&prefix)).await;
     assert!(b.addrs.leaks.is_none(), "listen.leaks is off unless set");
-    let (id, secret) = create_token(
-        &a,
-        workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
-    )
-    .await;
+    let (id, secret) =
+        create_token(&a, workspace_token("CI", "ws_1", "workspace_viewer", "30d")).await;
     // Both gates hold the token in their caches.
     for g in [&a, &b] {
         assert_eq!(nginx_auth(g, &secret).await.status, StatusCode::OK);
@@ -317,7 +313,8 @@ async fn a_signed_github_report_revokes_the_token_on_every_gate_of_the_fleet() {
     let body = report(&[&secret]);
     let signature = github.sign(&body);
     let started = Instant::now();
-    let (status, feedback) = send_signed(leaks_addr(&a), &github.id, &signature, body.clone()).await;
+    let (status, feedback) =
+        send_signed(leaks_addr(&a), &github.id, &signature, body.clone()).await;
     assert_eq!(status, StatusCode::OK, "{feedback}");
     assert_eq!(
         feedback,
@@ -329,10 +326,14 @@ async fn a_signed_github_report_revokes_the_token_on_every_gate_of_the_fleet() {
     );
     // Every gate refuses it within the usual invalidation time.
     for g in [&a, &b] {
-        let refused = eventually("the revocation to reach the gate", Duration::from_secs(2), || async {
-            let r = nginx_auth(g, &secret).await;
-            (r.status == StatusCode::UNAUTHORIZED).then_some(r)
-        })
+        let refused = eventually(
+            "the revocation to reach the gate",
+            Duration::from_secs(2),
+            || async {
+                let r = nginx_auth(g, &secret).await;
+                (r.status == StatusCode::UNAUTHORIZED).then_some(r)
+            },
+        )
         .await;
         assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
     }
@@ -351,7 +352,10 @@ async fn a_signed_github_report_revokes_the_token_on_every_gate_of_the_fleet() {
         "{reason}"
     );
     assert!(e["after"]["revoked_at"].is_string(), "{e}");
-    assert!(!e.to_string().contains(&secret[4..]), "no secret in the event");
+    assert!(
+        !e.to_string().contains(&secret[4..]),
+        "no secret in the event"
+    );
 
     // A replayed (still valid) report is idempotent: same answer, no second event.
     let (status, again) = send_signed(leaks_addr(&a), &github.id, &signature, body).await;
@@ -363,7 +367,11 @@ async fn a_signed_github_report_revokes_the_token_on_every_gate_of_the_fleet() {
         1.0
     );
     assert_eq!(
-        metric(&a, "hawzu_gate_leak_reports_total{result=\"already_revoked\"}").await,
+        metric(
+            &a,
+            "hawzu_gate_leak_reports_total{result=\"already_revoked\"}"
+        )
+        .await,
         1.0
     );
 }
@@ -395,11 +403,21 @@ async fn forged_unknown_tampered_and_oversized_reports_change_nothing() {
     // A key id GitHub does not list: refused, and the list is not read
     // again for every forged id (at most once a minute).
     for n in 0..5 {
-        let (status, v) = send_signed(leaks, &format!("no-such-key-{n}"), &github.sign(&body), body.clone()).await;
+        let (status, v) = send_signed(
+            leaks,
+            &format!("no-such-key-{n}"),
+            &github.sign(&body),
+            body.clone(),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(v["error"], "unknown_key");
     }
-    assert_eq!(keys.fetches(), fetched, "unknown ids do not refetch within a minute");
+    assert_eq!(
+        keys.fetches(),
+        fetched,
+        "unknown ids do not refetch within a minute"
+    );
 
     // The body changed after signing.
     let signature = github.sign(&body);
@@ -439,7 +457,11 @@ async fn forged_unknown_tampered_and_oversized_reports_change_nothing() {
     assert_eq!(state_of(&gate, &id).await, "enabled");
     assert!(leak_events(&gate, &id).await.is_empty());
     assert_eq!(
-        metric(&gate, "hawzu_gate_leak_reports_total{result=\"unverified\"}").await,
+        metric(
+            &gate,
+            "hawzu_gate_leak_reports_total{result=\"unverified\"}"
+        )
+        .await,
         8.0
     );
     assert_eq!(
@@ -461,7 +483,10 @@ async fn ten_thousand_look_alikes_are_false_positives_without_a_store_read() {
     let look_alikes: Vec<String> = random
         .chunks(36)
         .map(|c| {
-            let body: String = c.iter().map(|b| BASE62[usize::from(*b) % 62] as char).collect();
+            let body: String = c
+                .iter()
+                .map(|b| BASE62[usize::from(*b) % 62] as char)
+                .collect();
             format!("hwz_{body}")
         })
         .filter(|t| TokenSecret::parse(t).is_err())
@@ -484,8 +509,52 @@ async fn ten_thousand_look_alikes_are_false_positives_without_a_store_read() {
         assert_eq!(f["label"], "false_positive");
         assert_eq!(f["token_hash"], sha256_hex(t));
     }
-    assert_eq!(metric(&gate, reads).await, before, "no store read for a bad checksum");
+    assert_eq!(
+        metric(&gate, reads).await,
+        before,
+        "no store read for a bad checksum"
+    );
     assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_real_and_unknown_matches_are_answered_well_inside_githubs_30_seconds() {
+    let github = SigningKey::new("gh-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let mut env = redis_env(&unique_prefix("leaks-many"));
+    env.extend(leaks_env(&keys));
+    let gate = gate_with(&env).await;
+    let real = common::create_tokens(&gate.admin(), 100, "30d").await;
+    // Well-formed values that are no token: each one a store read.
+    let unknown: Vec<String> = (0..2_000)
+        .map(|_| TokenSecret::generate().unwrap().expose().to_owned())
+        .collect();
+    let mut values: Vec<&str> = real.iter().map(|(secret, _)| secret.as_str()).collect();
+    values.extend(unknown.iter().map(String::as_str));
+    let body = report(&values);
+    let started = Instant::now();
+    let (status, feedback) =
+        send_signed(leaks_addr(&gate), &github.id, &github.sign(&body), body).await;
+    let took = started.elapsed();
+    eprintln!(
+        "{} real + {} unknown judged in {took:?}",
+        real.len(),
+        unknown.len()
+    );
+    assert_eq!(status, StatusCode::OK);
+    let labels: Vec<&str> = feedback
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), values.len());
+    assert!(labels[..100].iter().all(|l| *l == "true_positive"));
+    assert!(labels[100..].iter().all(|l| *l == "false_positive"));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    for (_, id) in real.iter().take(3) {
+        assert_eq!(state_of(&gate, id).await, "revoked");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,7 +636,8 @@ async fn the_public_door_revokes_a_real_token_and_answers_an_unknown_one_alike()
     .await;
     let unknown = TokenSecret::generate().unwrap();
 
-    let report = |t: &str| json!({"token": t, "url": "https://pastebin.example/x", "source": "a log"});
+    let report =
+        |t: &str| json!({"token": t, "url": "https://pastebin.example/x", "source": "a log"});
     let real_answer = door.post("/v1/leaks", report(&secret)).await;
     let unknown_answer = door.post("/v1/leaks", report(unknown.expose())).await;
     // Same status, same body but for the hash of what was sent.
@@ -589,7 +659,9 @@ async fn the_public_door_revokes_a_real_token_and_answers_an_unknown_one_alike()
                 let start = Instant::now();
                 let a = door.post("/v1/leaks", json!({"token": token})).await;
                 t.push(start.elapsed());
-                assert!(a.status == StatusCode::ACCEPTED || a.status == StatusCode::TOO_MANY_REQUESTS);
+                assert!(
+                    a.status == StatusCode::ACCEPTED || a.status == StatusCode::TOO_MANY_REQUESTS
+                );
             }
             t.sort();
             t[n / 2]
@@ -605,18 +677,19 @@ async fn the_public_door_revokes_a_real_token_and_answers_an_unknown_one_alike()
     );
 
     // The real token is revoked, with one event naming the public door.
-    eventually("the reported token to be revoked", Duration::from_secs(5), || async {
-        (state_of(&gate, &id).await == "revoked").then_some(())
-    })
+    eventually(
+        "the reported token to be revoked",
+        Duration::from_secs(5),
+        || async { (state_of(&gate, &id).await == "revoked").then_some(()) },
+    )
     .await;
     let events = leak_events(&gate, &id).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["actor"], "leaks:public");
     assert!(
-        events[0]["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("leaked (reported by public; source: a log; url: https://pastebin.example/x")
+        events[0]["reason"].as_str().unwrap().starts_with(
+            "leaked (reported by public; source: a log; url: https://pastebin.example/x"
+        )
     );
     // Not a token at all: said so (the format is public).
     let a = door.post("/v1/leaks", json!({"token": "hwz_nope"})).await;
@@ -637,14 +710,20 @@ async fn the_public_door_limits_each_client_like_failed_authentications() {
     let two = common::Http::new(base).bound_to("127.0.0.2".parse().unwrap());
     let guess = || json!({"token": TokenSecret::generate().unwrap().expose()});
     for _ in 0..3 {
-        assert_eq!(one.post("/v1/leaks", guess()).await.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            one.post("/v1/leaks", guess()).await.status,
+            StatusCode::ACCEPTED
+        );
     }
     let limited = one.post("/v1/leaks", guess()).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.json()["error"], "rate_limited");
     assert!(limited.header("retry-after").is_some());
     // Another client is not held back by the first.
-    assert_eq!(two.post("/v1/leaks", guess()).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        two.post("/v1/leaks", guess()).await.status,
+        StatusCode::ACCEPTED
+    );
 }
 
 // === the operator's prefix ===
@@ -706,22 +785,31 @@ fn a_bad_prefix_is_refused_at_start_up_naming_the_key() {
         ("tokens.accepted_prefixes", "hwz_,old"),
     ] {
         let env = common::test_config(dir.path(), &[(key, value)]);
-        let err = hawzu_gate::config::load_from(None, env).unwrap_err().to_string();
+        let err = hawzu_gate::config::load_from(None, env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(key), "{key}={value}: {err}");
     }
     // The leaks listener never shares the admin API's address.
     let env = common::test_config(
         dir.path(),
-        &[("listen.admin", "127.0.0.1:9191"), ("listen.leaks", "127.0.0.1:9191")],
+        &[
+            ("listen.admin", "127.0.0.1:9191"),
+            ("listen.leaks", "127.0.0.1:9191"),
+        ],
     );
-    let err = hawzu_gate::config::load_from(None, env).unwrap_err().to_string();
+    let err = hawzu_gate::config::load_from(None, env)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("listen.leaks"), "{err}");
     // Keys only over TLS (or loopback).
     let env = common::test_config(
         dir.path(),
         &[("leaks.github_keys_url", "http://keys.example/meta")],
     );
-    let err = hawzu_gate::config::load_from(None, env).unwrap_err().to_string();
+    let err = hawzu_gate::config::load_from(None, env)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("leaks.github_keys_url"), "{err}");
 }
 

@@ -78,7 +78,10 @@ impl LeakSettings {
             }
         }
         if self.github_keys_ttl.0 < Duration::from_secs(1) {
-            return Err(invalid("leaks.github_keys_ttl", "must be at least 1s".into()));
+            return Err(invalid(
+                "leaks.github_keys_ttl",
+                "must be at least 1s".into(),
+            ));
         }
         if self.github_keys_timeout.0.is_zero() {
             return Err(invalid(

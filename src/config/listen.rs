@@ -53,7 +53,10 @@ impl Listen {
     pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
         if let Some(leaks) = self.leaks
             && leaks.port() != 0
-            && let Some((key, _)) = self.all().into_iter().find(|&(k, a)| k != "listen.leaks" && a == leaks)
+            && let Some((key, _)) = self
+                .all()
+                .into_iter()
+                .find(|&(k, a)| k != "listen.leaks" && a == leaks)
         {
             // The admin API must never be reachable where reports are.
             return Err(invalid(

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use crate::cache::CachedRecord;
 use crate::decide::{Credentials, Decision, RequestFacts, check_request};
+use crate::policy::prefixes::TokenPrefixes;
 use crate::policy::rules::normalize;
 use crate::policy::{Access, OtherCredentials, Policy};
 use crate::refusal::DenyCode;
-use crate::policy::prefixes::TokenPrefixes;
 
 /// Why a request went through without the gate granting it anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -59,7 +59,9 @@ impl std::fmt::Debug for PublicKey {
 /// Why a key list or one of its keys cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum KeyListError {
-    #[error("the key list is not GitHub's JSON ({{\"public_keys\":[{{\"key_identifier\",\"key\"}}]}}): {0}")]
+    #[error(
+        "the key list is not GitHub's JSON ({{\"public_keys\":[{{\"key_identifier\",\"key\"}}]}}): {0}"
+    )]
     Shape(String),
     #[error("the key list holds no usable ECDSA P-256 key")]
     NoKeys,
@@ -204,10 +206,7 @@ mod tests {
         let keys = parse_key_list(json.to_string().as_bytes()).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].id, "good");
-        assert!(matches!(
-            parse_key_list(b"[]"),
-            Err(KeyListError::Shape(_))
-        ));
+        assert!(matches!(parse_key_list(b"[]"), Err(KeyListError::Shape(_))));
         assert_eq!(
             parse_key_list(br#"{"public_keys":[]}"#),
             Err(KeyListError::NoKeys)

@@ -46,7 +46,7 @@ pub enum KeyError {
 enum Source {
     Url {
         uri: Uri,
-        client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+        client: Box<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>>,
     },
     File(PathBuf),
 }
@@ -79,10 +79,9 @@ impl GithubKeys {
         let source = match &settings.github_keys_file {
             Some(path) => Source::File(path.clone()),
             None => {
-                let uri: Uri = settings
-                    .github_keys_url
-                    .parse()
-                    .map_err(|_| KeyError::Unavailable("leaks.github_keys_url is not a URL".into()))?;
+                let uri: Uri = settings.github_keys_url.parse().map_err(|_| {
+                    KeyError::Unavailable("leaks.github_keys_url is not a URL".into())
+                })?;
                 let tls = crate::tls::client_config(None)
                     .map_err(|e| KeyError::Unavailable(e.to_string()))?;
                 let mut http = HttpConnector::new();
@@ -95,7 +94,7 @@ impl GithubKeys {
                     .wrap_connector(http);
                 Source::Url {
                     uri,
-                    client: Client::builder(TokioExecutor::new()).build(connector),
+                    client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
                 }
             }
         };
@@ -142,7 +141,8 @@ impl GithubKeys {
         self.note_try();
         match self.read().await {
             Ok(keys) => {
-                self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(keys = keys.len(), "secret-scanning keys read");
                 let mut held = self.lock();
                 held.keys = keys;
@@ -194,10 +194,7 @@ impl GithubKeys {
             Source::File(path) => {
                 let path = path.clone();
                 tokio::fs::read(&path).await.map_err(|e| {
-                    KeyError::Unavailable(format!(
-                        "leaks.github_keys_file {}: {e}",
-                        path.display()
-                    ))
+                    KeyError::Unavailable(format!("leaks.github_keys_file {}: {e}", path.display()))
                 })?
             }
             Source::Url { uri, client } => {
@@ -227,7 +224,10 @@ impl GithubKeys {
                 tokio::time::timeout(self.timeout, fetch)
                     .await
                     .map_err(|_| {
-                        KeyError::Unavailable(format!("{uri} did not answer within {:?}", self.timeout))
+                        KeyError::Unavailable(format!(
+                            "{uri} did not answer within {:?}",
+                            self.timeout
+                        ))
                     })??
             }
         };

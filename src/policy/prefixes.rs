@@ -179,7 +179,15 @@ mod tests {
             assert_eq!(Prefix::parse(good).unwrap().as_str(), good);
         }
         for bad in [
-            "", "hwz", "Hwz_", "_hwz_", "hw-z_", "hwz1_", "a_", "abcdefghijklmnop_", "hwz_ ",
+            "",
+            "hwz",
+            "Hwz_",
+            "_hwz_",
+            "hw-z_",
+            "hwz1_",
+            "a_",
+            "abcdefghijklmnop_",
+            "hwz_ ",
         ] {
             assert!(
                 matches!(Prefix::parse(bad), Err(PrefixError::Shape(_))),

@@ -245,7 +245,10 @@ impl Bound {
     /// Serves until told to shut down; reloads when told to.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let a = self.addresses();
-        let leaks = a.leaks.map(|l| l.to_string()).unwrap_or_else(|| "off".into());
+        let leaks = a
+            .leaks
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "off".into());
         tracing::info!(proxy = %a.proxy, auth = %a.auth, grpc = %a.grpc, admin = %a.admin, ops = %a.ops, leaks = %leaks, "hawzu-gate listening");
         let grace = self.settings.shutdown.grace.0;
         let (doors_tx, doors_rx) = watch::channel(false);
