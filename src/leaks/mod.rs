@@ -180,6 +180,8 @@ impl Leaks {
         if let Some(res) = self.too_large(req.headers(), self.max_body) {
             return res;
         }
+        // The reporter as `trusted_proxies` says (an ingress in front).
+        let peer = self.trusted_proxies.client(peer, req.headers());
         let header = |name: &str| {
             req.headers()
                 .get(name)
