@@ -825,6 +825,22 @@ fn a_bad_prefix_is_refused_at_start_up_naming_the_key() {
             .to_string();
         assert!(err.contains(key), "{key}={value}: {err}");
     }
+    // An admin key the admin API would read as a token.
+    let env = common::test_config(
+        dir.path(),
+        &[
+            ("tokens.prefix", "acme_"),
+            ("admin.key", "acme_0123456789abcdefghijklmnopqrstuvwxyz"),
+        ],
+    );
+    let err = hawzu_gate::config::load_from(None, env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("admin.key"), "{err}");
+    assert!(
+        !err.contains("0123456789abcdef"),
+        "the key is not shown: {err}"
+    );
     // The leaks listener never shares the admin API's address.
     let env = common::test_config(
         dir.path(),
