@@ -85,20 +85,25 @@ pub async fn revoke_leaked(
     if record.is_revoked_at(now) {
         return Ok(Found::AlreadyRevoked);
     }
-    let stamp = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
     // The record the write replaced, for the audit event.
     let before = std::sync::Mutex::new(None);
+    // The closure's last run is the one that counts (a lost
+    // compare-and-set runs it again): `before` is set only when that run
+    // revokes, so a concurrent report that got there first is seen.
     let written = update(cache, &record.id, |r: &TokenRecord| {
-        // A rotated token whose overlap still runs is revoked now, as the
-        // admin API's revoke does.
-        if r.is_revoked_at(now) {
+        let mut b = before.lock().unwrap_or_else(|e| e.into_inner());
+        // Judged at this run's instant, not the report's: a concurrent
+        // report (on any gate) may have revoked it a moment after `now`.
+        // A rotated token whose overlap still runs (a `revoked_at` still
+        // to come) is revoked now, as the admin API's revoke does.
+        let at = Timestamp::now().max(now);
+        if r.is_revoked_at(at) {
+            *b = None;
             return Ok::<_, ()>(None);
         }
-        if let Ok(mut b) = before.lock() {
-            *b = Some(r.clone());
-        }
+        *b = Some(r.clone());
         Ok(Some(TokenRecord {
-            revoked_at: Some(stamp),
+            revoked_at: Some(Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at)),
             ..r.clone()
         }))
     })
@@ -109,12 +114,9 @@ pub async fn revoke_leaked(
         Err(UpdateError::Store(e)) => return Err(e),
     };
     // `update` hands back the record as found when nothing changed.
-    let Some(before) = before.into_inner().ok().flatten() else {
+    let Some(before) = before.into_inner().unwrap_or_else(|e| e.into_inner()) else {
         return Ok(Found::AlreadyRevoked);
     };
-    if stored.record.revoked_at != Some(stamp) {
-        return Ok(Found::AlreadyRevoked);
-    }
     let reason = sighting.reason();
     tracing::warn!(
         target: "hawzu_gate::admin",
