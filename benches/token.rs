@@ -6,6 +6,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hawzu_gate::decide::{Credentials, extract_token};
+use hawzu_gate::policy::prefixes::{Prefix, TokenPrefixes};
 use hawzu_gate::token::TokenSecret;
 use std::hint::black_box;
 
@@ -21,7 +22,19 @@ fn token_path(c: &mut Criterion) {
         b.iter(|| TokenSecret::parse(black_box(&value)).map(|t| t.hash()))
     });
     c.bench_function("token/extract+parse+hash", |b| {
-        b.iter(|| extract_token(Credentials::One(black_box(header.as_bytes()))).map(|t| t.hash()))
+        b.iter(|| {
+            extract_token(
+                Credentials::One(black_box(header.as_bytes())),
+                &TokenPrefixes::default(),
+            )
+            .map(|t| t.hash())
+        })
+    });
+    // An operator who changed prefix twice: the token under the oldest.
+    let p = |s| Prefix::parse(s).expect("a prefix");
+    let three = TokenPrefixes::new(p("acme_"), [p("acmeold_"), p("hwz_")]);
+    c.bench_function("token/parse_third_prefix", |b| {
+        b.iter(|| TokenSecret::parse_with(black_box(&value), &three).is_ok())
     });
     let mut bad = value.clone().into_bytes();
     bad[12] = if bad[12] == b'a' { b'b' } else { b'a' };

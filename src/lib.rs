@@ -22,6 +22,7 @@ pub mod decide;
 pub mod doors;
 pub mod expiring;
 pub mod headers;
+pub mod leaks;
 pub mod metrics;
 pub mod ops;
 pub mod policy;

@@ -53,6 +53,53 @@ pub mod names {
     /// (the export queue was full), `failed` (the collector refused the
     /// batch or did not take it in time). Zero while traces are off.
     pub const TRACE_SPANS: &str = "hawzu_gate_trace_spans_total";
+    /// Leaked-token reports by result (see [`super::LeakResult`]).
+    pub const LEAK_REPORTS: &str = "hawzu_gate_leak_reports_total";
+}
+
+/// What became of a leak report, as `hawzu_gate_leak_reports_total{result}`
+/// labels it: one per reported token once a request is verified, one per
+/// request refused before that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeakResult {
+    /// A real token, revoked by this report.
+    Revoked,
+    /// A real token that was revoked already (a replay, another report).
+    AlreadyRevoked,
+    /// Not a token of this gate: malformed, a bad checksum, or unknown.
+    FalsePositive,
+    /// A GitHub request refused: signature, key id or body shape.
+    Unverified,
+    /// A body over `leaks.max_body_bytes` (or too many tokens).
+    TooLarge,
+    /// A public report from a client over the failed-auth limit.
+    RateLimited,
+    /// The store failed; the reporter is asked to send it again.
+    StoreError,
+}
+
+impl LeakResult {
+    pub const ALL: [LeakResult; 7] = [
+        LeakResult::Revoked,
+        LeakResult::AlreadyRevoked,
+        LeakResult::FalsePositive,
+        LeakResult::Unverified,
+        LeakResult::TooLarge,
+        LeakResult::RateLimited,
+        LeakResult::StoreError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakResult::Revoked => "revoked",
+            LeakResult::AlreadyRevoked => "already_revoked",
+            LeakResult::FalsePositive => "false_positive",
+            LeakResult::Unverified => "unverified",
+            LeakResult::TooLarge => "too_large",
+            LeakResult::RateLimited => "rate_limited",
+            LeakResult::StoreError => "store_error",
+        }
+    }
 }
 
 /// The results of `hawzu_gate_webhook_deliveries_total`.
@@ -204,6 +251,7 @@ pub struct Metrics {
     overload: IntCounterVec,
     audit_events: IntCounterVec,
     trace_spans: IntCounterVec,
+    leak_reports: IntCounterVec,
     /// Set by the background expiry scan (`expiring`), never per request.
     tokens_expiring: IntGaugeVec,
     webhook_deliveries: IntCounterVec,
@@ -382,6 +430,11 @@ impl Metrics {
                 "Spans of the gate's own traces by result (exported, dropped: the export queue was full, failed: the collector refused or timed out).",
                 &["result"],
             ),
+            leak_reports: counter_vec(
+                names::LEAK_REPORTS,
+                "Leaked-token reports by result (revoked, already_revoked, false_positive per token; unverified, too_large, rate_limited, store_error per request).",
+                &["result"],
+            ),
             tokens_expiring: {
                 let g = IntGaugeVec::new(
                     Opts::new(
@@ -420,6 +473,9 @@ impl Metrics {
         }
         for result in ["exported", "dropped", "failed"] {
             m.trace_spans.with_label_values(&[result]);
+        }
+        for result in LeakResult::ALL {
+            m.leak_reports.with_label_values(&[result.as_str()]);
         }
         // Every series exists from the start, so rates work from zero.
         for op in StoreOp::ALL {
@@ -538,6 +594,13 @@ impl Metrics {
     /// `dropped`, `failed`).
     pub fn trace_spans(&self, result: &str, n: u64) {
         self.trace_spans.with_label_values(&[result]).inc_by(n);
+    }
+
+    /// Counts `n` leak reports that ended as `result`.
+    pub fn leak_reports(&self, result: LeakResult, n: u64) {
+        self.leak_reports
+            .with_label_values(&[result.as_str()])
+            .inc_by(n);
     }
 
     /// The text exposition.

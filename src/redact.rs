@@ -2,6 +2,46 @@
 //! values, admin keys, bearer credentials and URL passwords are replaced,
 //! keeping enough of the shape (the prefix, the user) for a reader to know
 //! what was there. Pure text functions; imports nothing of the crate.
+//!
+//! Token prefixes besides `hwz_` (`tokens.prefix`, `tokens.accepted_prefixes`)
+//! are told once at start-up ([`also_redact`]); the list only grows, so a
+//! value minted under any prefix this process has known stays redacted.
+
+use std::sync::RwLock;
+
+/// The token prefix redacted whatever the config says.
+const DEFAULT_PREFIX: &str = "hwz_";
+
+/// Token prefixes besides [`DEFAULT_PREFIX`], lowercase (see [`also_redact`]).
+static EXTRA_PREFIXES: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Redacts values starting with `prefix` too, from now on, in this process.
+pub fn also_redact(prefix: &str) {
+    let prefix = prefix.to_ascii_lowercase();
+    if prefix.is_empty() || prefix == DEFAULT_PREFIX {
+        return;
+    }
+    let mut extra = EXTRA_PREFIXES.write().unwrap_or_else(|e| e.into_inner());
+    if !extra.contains(&prefix) {
+        extra.push(prefix);
+    }
+}
+
+/// Calls `f` with every token prefix to redact (the default first).
+fn with_prefixes<T>(f: impl FnOnce(&[&str]) -> T) -> T {
+    let extra = EXTRA_PREFIXES.read().unwrap_or_else(|e| e.into_inner());
+    let mut all: [&str; 8] = [DEFAULT_PREFIX; 8];
+    if extra.len() < all.len() {
+        for (slot, p) in all[1..].iter_mut().zip(extra.iter()) {
+            *slot = p;
+        }
+        f(&all[..=extra.len()])
+    } else {
+        let mut all = vec![DEFAULT_PREFIX];
+        all.extend(extra.iter().map(String::as_str));
+        f(&all)
+    }
+}
 
 /// A URL with its password replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
@@ -18,36 +58,51 @@ pub fn redact_url(url: &str) -> String {
 /// A path with anything shaped like a token value replaced, so a secret
 /// pasted into a URL never reaches a log.
 pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
-    if !path.contains("hwz_") {
-        return std::borrow::Cow::Borrowed(path);
-    }
-    let mut out = String::with_capacity(path.len());
-    let mut rest = path;
-    while let Some(i) = rest.find("hwz_") {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i + 4..];
-        // `_` too: two values pasted together are one run, both redacted.
-        let run = tail
-            .bytes()
-            .take_while(|&b| b.is_ascii_alphanumeric() || b == b'_')
-            .count();
-        out.push_str("hwz_…redacted");
-        rest = &tail[run..];
-    }
-    out.push_str(rest);
-    std::borrow::Cow::Owned(out)
+    with_prefixes(|prefixes| {
+        if !prefixes.iter().any(|p| path.contains(p)) {
+            return std::borrow::Cow::Borrowed(path);
+        }
+        let mut out = String::with_capacity(path.len());
+        let mut rest = path;
+        // The earliest prefix found, each time.
+        while let Some((i, p)) = prefixes
+            .iter()
+            .filter_map(|p| rest.find(p).map(|i| (i, *p)))
+            .min_by_key(|&(i, _)| i)
+        {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i + p.len()..];
+            // `_` too: two values pasted together are one run, both redacted.
+            let run = tail
+                .bytes()
+                .take_while(|&b| b.is_ascii_alphanumeric() || b == b'_')
+                .count();
+            out.push_str(p);
+            out.push_str("…redacted");
+            rest = &tail[run..];
+        }
+        out.push_str(rest);
+        std::borrow::Cow::Owned(out)
+    })
 }
 
 /// Text with every secret-shaped part replaced by `…redacted`: token values
-/// (`hwz_` + base62), admin keys (`hwzadm_` + base62), and whatever follows
+/// (`hwz_` or another known token prefix + base62), admin keys (`hwzadm_` + base62), and whatever follows
 /// `Bearer ` (any case) up to whitespace, a quote, a backslash or a comma.
 /// A `hwz_` run takes `_` too, so values pasted together all go.
 /// The prefixes stay, so a reader still sees what kind of value it was.
 pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    with_prefixes(|prefixes| redact_secrets_with(text, prefixes))
+}
+
+fn redact_secrets_with<'t>(text: &'t str, prefixes: &[&str]) -> std::borrow::Cow<'t, str> {
     const REDACTED: &str = "…redacted";
     let lower = text.to_ascii_lowercase();
     let (lb, tb) = (lower.as_bytes(), text.as_bytes());
-    if !lower.contains("hwz") && !lower.contains("bearer ") {
+    if !lower.contains("hwz")
+        && !lower.contains("bearer ")
+        && !prefixes.iter().any(|p| lower.contains(p))
+    {
         return std::borrow::Cow::Borrowed(text);
     }
     let run = |from: usize, keep: fn(u8) -> bool| {
@@ -71,10 +126,11 @@ pub fn redact_secrets(text: &str) -> std::borrow::Cow<'_, str> {
                 i + 7,
                 run(i + 7, |b| b.is_ascii_alphanumeric() || b == b'_'),
             ))
-        } else if rest.starts_with(b"hwz_") {
+        } else if let Some(p) = prefixes.iter().find(|p| rest.starts_with(p.as_bytes())) {
+            let start = i + p.len();
             Some((
-                i + 4,
-                run(i + 4, |b| b.is_ascii_alphanumeric() || b == b'_'),
+                start,
+                run(start, |b| b.is_ascii_alphanumeric() || b == b'_'),
             ))
         } else {
             None
@@ -164,5 +220,18 @@ mod tests {
             redact_secrets("plain"),
             std::borrow::Cow::Borrowed("plain")
         ));
+    }
+
+    #[test]
+    fn values_under_a_configured_prefix_are_redacted_once_told() {
+        let secret = "zzleak_4Ab9xQ2mR7tP1sK8wE3yU6iO0pL5jH2gF9dC";
+        assert!(redact_secrets(secret).contains("4Ab9xQ"));
+        also_redact("zzleak_");
+        assert_eq!(redact_secrets(secret), "zzleak_…redacted");
+        assert_eq!(
+            redact_path(&format!("/x/{secret}/y")),
+            "/x/zzleak_…redacted/y"
+        );
+        assert_eq!(redact_path("/x/hwz_abc"), "/x/hwz_…redacted");
     }
 }

@@ -231,7 +231,8 @@ pub async fn caller_of(
     presented: &[u8],
     client: std::net::IpAddr,
 ) -> Result<(Caller, SignedIn), ApiError> {
-    if !presented.starts_with(b"hwz_") {
+    let policy = api.policy();
+    if !policy.prefixes.starts_any_case(presented) {
         return if api.key.verify(presented) {
             Ok((Caller::Admin, SignedIn::Admin))
         } else {
@@ -240,7 +241,7 @@ pub async fn caller_of(
     }
     let secret = std::str::from_utf8(presented)
         .ok()
-        .and_then(|s| TokenSecret::parse(s).ok())
+        .and_then(|s| TokenSecret::parse_with(s, &policy.prefixes).ok())
         .ok_or_else(|| ApiError::unauthorized(DenyCode::MalformedToken.message()))?;
     let hash = secret.hash();
     let caller = token_caller(api, &hash, client).await?;

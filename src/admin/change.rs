@@ -59,9 +59,9 @@ pub async fn rotate(
 ) -> Result<Reply<Created>, ApiError> {
     let id = &id;
     let now = Timestamp::now();
-    let secret = TokenSecret::generate().map_err(ApiError::fault)?;
-    let new_id = TokenId::generate().map_err(ApiError::fault)?;
     let policy = api.policy();
+    let secret = TokenSecret::generate_with(policy.prefixes.mint()).map_err(ApiError::fault)?;
+    let new_id = TokenId::generate().map_err(ApiError::fault)?;
     // The validation of the record that was written over (the last run).
     let chosen: Mutex<Option<(ValidRotate, TokenRecord)>> = Mutex::new(None);
     let old = update(&*api.cache, id, |r| {

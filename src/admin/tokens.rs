@@ -59,7 +59,8 @@ pub async fn create(
     if let Some(why) = caller.outlived_by(valid.expires_at) {
         return Err(ApiError::Validation(field("expires", why)));
     }
-    let secret = TokenSecret::generate().map_err(ApiError::fault)?;
+    let secret =
+        TokenSecret::generate_with(api.policy().prefixes.mint()).map_err(ApiError::fault)?;
     let record = TokenRecord {
         v: RECORD_VERSION,
         id: TokenId::generate().map_err(ApiError::fault)?,

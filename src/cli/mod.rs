@@ -1,5 +1,5 @@
 //! The command line: `serve`, `check-config`, `token …`, `explain`, `roles`,
-//! `audit`.
+//! `audit`, `leaks pattern`.
 //!
 //! The client commands (`token`, `explain`, `roles`) talk to the admin API
 //! of a running gate (never to the store directly). Exit codes: 0 ok, 1
@@ -11,7 +11,8 @@
 //! commands' flags, the admin client, exit codes), `serve` (run the gate,
 //! check the config), `token` (token and explain commands, through the
 //! admin client and the `admin::wire` structs), `roles` (the role table),
-//! `audit` (the audit log),
+//! `audit` (the audit log), `leaks` (the pattern to register with a secret
+//! scanner, from the config alone),
 //! `output` (what a person or a script sees). It never talks to the store.
 
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ macro_rules! complain {
 mod audit;
 mod explain;
 mod global;
+mod leaks;
 mod output;
 mod pages;
 mod roles;
@@ -53,6 +55,7 @@ use crate::config;
 use self::audit::{AuditArgs, audit};
 use self::explain::{ExplainArgs, explain};
 use self::global::{REFUSED, USAGE};
+use self::leaks::{LeaksArgs, leaks};
 use self::roles::{RolesArgs, roles};
 use self::serve::{check_config, serve};
 use self::token::{TokenArgs, token};
@@ -90,6 +93,10 @@ Listeners:
                          (written on first start, mode 0600); with
                          admin.console = true, also the token console in a
                          browser at /console/
+  leaks  off             leaked-token reports, only when listen.leaks is set:
+                         /v1/leaks/github (GitHub secret scanning, signed),
+                         /v1/leaks (anyone who found a token); meant to be
+                         reachable from the internet, unlike admin
 
 Tokens live in the store (store.backend: embedded under data_dir, or redis).
 `hawzu-gate check-config` shows the effective settings first.";
@@ -122,6 +129,10 @@ enum Command {
     /// The audit log: who created, updated, rotated, disabled, enabled or
     /// revoked which token, when, from where. Newest first.
     Audit(AuditArgs),
+    /// Leaked tokens: `leaks pattern` prints the regular expression to
+    /// register with GitHub secret scanning (from tokens.prefix and
+    /// tokens.accepted_prefixes).
+    Leaks(LeaksArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +166,7 @@ fn run(cli: Cli) -> u8 {
         Command::Explain(args) => client_runtime(explain(&loaded, args)),
         Command::Roles(args) => client_runtime(roles(&loaded, args)),
         Command::Audit(args) => client_runtime(audit(&loaded, args)),
+        Command::Leaks(args) => leaks(&loaded, args),
     }
 }
 

@@ -27,23 +27,43 @@ pub struct Listen {
     /// Metrics, liveness and readiness.
     #[serde(deserialize_with = "socket_addr")]
     pub ops: SocketAddr,
+    /// Leaked-token reports (GitHub secret scanning, the public report
+    /// door): meant to be reachable from the internet. Off unless set.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub leaks: Option<SocketAddr>,
 }
 
 impl Listen {
-    /// Every listener with its key, for messages and checks.
-    pub fn all(&self) -> [(&'static str, SocketAddr); 5] {
-        [
+    /// Every listener with its key, for messages and checks (the leaks
+    /// listener only when set).
+    pub fn all(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut all = vec![
             ("listen.proxy", self.proxy),
             ("listen.auth", self.auth),
             ("listen.grpc", self.grpc),
             ("listen.admin", self.admin),
             ("listen.ops", self.ops),
-        ]
+        ];
+        all.extend(self.leaks.map(|a| ("listen.leaks", a)));
+        all
     }
 
     /// Checks that listeners do not share an address; `invalid(key,
     /// message)` builds the error naming the key at fault.
     pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        if let Some(leaks) = self.leaks
+            && leaks.port() != 0
+            && let Some((key, _)) = self
+                .all()
+                .into_iter()
+                .find(|&(k, a)| k != "listen.leaks" && a == leaks)
+        {
+            // The admin API must never be reachable where reports are.
+            return Err(invalid(
+                "listen.leaks",
+                format!("{leaks} is also {key}; the leaks listener needs its own address"),
+            ));
+        }
         if self.auth == self.admin && self.auth.port() != 0 {
             return Err(invalid(
                 "listen.admin",
@@ -65,6 +85,7 @@ impl Default for Listen {
             grpc: SocketAddr::from(([127, 0, 0, 1], 9001)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9091)),
             ops: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            leaks: None,
         }
     }
 }
@@ -79,6 +100,19 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
     })
 }
 
+/// An optional `IP:port` address: empty or absent is off.
+fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not an IP:port address; write it like 0.0.0.0:8443 or [::]:8443"
+            ))
+        }),
+    }
+}
+
 /// TLS per listener; a listener without an entry is plain TCP. Certificates
 /// are read again on SIGHUP and when their files change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +123,7 @@ pub struct TlsSettings {
     pub grpc: Option<ListenerTls>,
     pub admin: Option<ListenerTls>,
     pub ops: Option<ListenerTls>,
+    pub leaks: Option<ListenerTls>,
 }
 
 /// Certificate and key of one listener (PEM files).

@@ -134,7 +134,9 @@ pub fn load_from(
             // `HAWZU_GATE__HEADERS__STRIP=X-HTTP-Method-Override,X-Original-URL`.
             .with_list_parse_key("headers.strip")
             // `HAWZU_GATE__STORE__REDIS__NODES=redis://a:7000,redis://b:7000`.
-            .with_list_parse_key("store.redis.nodes");
+            .with_list_parse_key("store.redis.nodes")
+            // `HAWZU_GATE__TOKENS__ACCEPTED_PREFIXES=hwz_,old_`.
+            .with_list_parse_key("tokens.accepted_prefixes");
         // Custom roles are lists: `HAWZU_GATE__ROLES__RUNNER=executions:read,executions:write`.
         for var in &origin.env_vars {
             if let Some(role) = var.strip_prefix(&format!("{ENV_PREFIX}__ROLES__")) {

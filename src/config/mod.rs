@@ -26,6 +26,7 @@ mod cache;
 mod clients;
 mod duration;
 mod headers;
+mod leaks;
 mod limits;
 mod listen;
 mod load;
@@ -48,6 +49,7 @@ pub use cache::CacheSettings;
 pub use clients::{FailedAuthSettings, IpNet};
 pub use duration::HumanDuration;
 pub use headers::HeaderSettings;
+pub use leaks::{GITHUB_KEYS_URL, LeakSettings};
 pub use limits::LimitSettings;
 pub use listen::{Listen, ListenerTls, TlsSettings};
 pub use load::{

@@ -121,6 +121,7 @@ impl PolicySettings {
             ids,
             other_credentials: self.other_credentials,
             governance: Default::default(),
+            prefixes: Default::default(),
         })
     }
 }

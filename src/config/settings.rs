@@ -16,6 +16,7 @@ use super::audit::AuditSettings;
 use super::cache::CacheSettings;
 use super::clients::{self, FailedAuthSettings, IpNet};
 use super::headers::HeaderSettings;
+use super::leaks::LeakSettings;
 use super::limits::LimitSettings;
 use super::listen::{Listen, TlsSettings};
 use super::log::LogSettings;
@@ -83,6 +84,8 @@ pub struct Settings {
     /// Where lifecycle events are sent, signed (`[[webhooks]]`); none by
     /// default.
     pub webhooks: Vec<WebhookSettings>,
+    /// Leaked-token reports (`listen.leaks`): GitHub's keys, body limits.
+    pub leaks: LeakSettings,
 }
 
 impl Default for Settings {
@@ -113,6 +116,7 @@ impl Default for Settings {
             tokens: TokenSettings::default(),
             usage: UsageSettings::default(),
             webhooks: Vec::new(),
+            leaks: LeakSettings::default(),
         }
     }
 }
@@ -144,8 +148,19 @@ impl Settings {
         self.usage.validate(invalid)?;
         self.audit.validate(invalid)?;
         webhooks::validate(&self.webhooks, invalid)?;
+        self.leaks.validate(invalid)?;
         let mut policy = self.policy.build(&self.roles, invalid)?;
         policy.governance = self.tokens.build(&policy.roles, invalid)?;
+        policy.prefixes = self.tokens.prefixes(invalid)?;
+        if let Some(key) = &self.admin.key
+            && policy.prefixes.starts_any_case(key.as_bytes())
+        {
+            // The admin API tells a key from a token by its prefix.
+            return Err(invalid(
+                "admin.key",
+                "starts with a token prefix (tokens.prefix or tokens.accepted_prefixes); the admin API would read it as a token".into(),
+            ));
+        }
         Ok(policy)
     }
 }

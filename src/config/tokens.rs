@@ -1,8 +1,9 @@
 //! The `[tokens]` section: governance of the tokens anyone may create (the
 //! longest lifetime and the highest role, globally and per workspace) and
 //! the expiry signals (the background scan behind the `tokens_expiring`
-//! gauge). Owns their defaults and checks; builds the policy's
-//! `Governance`. It must never look at a token or the store.
+//! gauge), and the token prefixes (`prefix`, `accepted_prefixes`). Owns
+//! their defaults and checks; builds the policy's `Governance` and
+//! `TokenPrefixes`. It must never look at a token or the store.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::HumanDuration;
 use crate::policy::governance::{Governance, Lifetime, TokenLimits};
+use crate::policy::prefixes::{DEFAULT_PREFIX, Prefix, TokenPrefixes};
 use crate::policy::roles::Roles;
 use crate::token::expiry::{ExpirySpec, Length, parse_within};
 
@@ -18,6 +20,13 @@ use crate::token::expiry::{ExpirySpec, Length, parse_within};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenSettings {
+    /// The prefix new tokens are minted with: 3 to 16 lowercase letters
+    /// and `_`, a letter first and `_` last. GitHub's secret scanning wants
+    /// one prefix per issuer; `hawzu-gate leaks pattern` prints the regex.
+    pub prefix: String,
+    /// Earlier prefixes whose tokens keep working (the store is keyed by
+    /// hash): a presented token may start with `prefix` or one of these.
+    pub accepted_prefixes: Vec<String>,
     /// Longest lifetime a token may be given at create, rotate or update
     /// (`90d`, `3mo`, `1y`): `never` and later expiries are refused.
     /// Absent: no limit.
@@ -46,6 +55,8 @@ pub struct WorkspaceTokenSettings {
 impl Default for TokenSettings {
     fn default() -> Self {
         Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            accepted_prefixes: Vec::new(),
             max_lifetime: None,
             max_role: None,
             workspaces: BTreeMap::new(),
@@ -56,6 +67,24 @@ impl Default for TokenSettings {
 }
 
 impl TokenSettings {
+    /// Checks `tokens.prefix` and `tokens.accepted_prefixes`; `invalid(key,
+    /// message)` names the key at fault.
+    pub(crate) fn prefixes<E>(
+        &self,
+        invalid: impl Fn(&str, String) -> E,
+    ) -> Result<TokenPrefixes, E> {
+        let mint =
+            Prefix::parse(&self.prefix).map_err(|e| invalid("tokens.prefix", e.to_string()))?;
+        let also = self
+            .accepted_prefixes
+            .iter()
+            .map(|p| {
+                Prefix::parse(p).map_err(|e| invalid("tokens.accepted_prefixes", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, E>>()?;
+        Ok(TokenPrefixes::new(mint, also))
+    }
+
     /// Checks `tokens.*` against `roles` and builds the governance;
     /// `invalid(key, message)` names the key at fault.
     pub(crate) fn build<E>(

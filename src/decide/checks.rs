@@ -8,19 +8,24 @@ use jiff::Timestamp;
 
 use super::facts::{ClientAddr, Credentials};
 use crate::cache::CachedRecord;
+use crate::policy::prefixes::TokenPrefixes;
 use crate::policy::rules::names_method_override;
 use crate::refusal::DenyCode;
 use crate::token::{TokenRecord, TokenSecret};
 
-/// The bearer token of a request, checked in memory. A malformed token never
-/// reaches the cache or the store.
-pub fn extract_token(credentials: Credentials<'_>) -> Result<TokenSecret, DenyCode> {
+/// The bearer token of a request, checked in memory against the
+/// deployment's `prefixes`. A malformed token never reaches the cache or
+/// the store.
+pub fn extract_token(
+    credentials: Credentials<'_>,
+    prefixes: &TokenPrefixes,
+) -> Result<TokenSecret, DenyCode> {
     let value = match credentials {
         Credentials::None => return Err(DenyCode::MissingToken),
         Credentials::Several => return Err(DenyCode::MalformedToken),
         Credentials::One(v) => v,
     };
-    let looks_like_token = |v: &[u8]| v.windows(4).any(|w| w == b"hwz_");
+    let looks_like_token = |v: &[u8]| prefixes.found_in(v);
     // `Bearer` (any case), one or more spaces, the token, nothing else.
     let Some((scheme, rest)) = value
         .iter()
@@ -42,7 +47,7 @@ pub fn extract_token(credentials: Credentials<'_>) -> Result<TokenSecret, DenyCo
     }
     let token = rest.trim_ascii_start();
     let token = std::str::from_utf8(token).map_err(|_| DenyCode::MalformedToken)?;
-    TokenSecret::parse(token).map_err(|_| DenyCode::MalformedToken)
+    TokenSecret::parse_with(token, prefixes).map_err(|_| DenyCode::MalformedToken)
 }
 
 /// The state checks of the decision path, at `now`: revoked, disabled,

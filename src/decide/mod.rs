@@ -16,6 +16,7 @@ use crate::cache::{CachedRecord, CachedScope, TokenCache};
 use crate::metrics::Outcome;
 pub mod pass;
 
+use crate::policy::prefixes::TokenPrefixes;
 use crate::policy::roles::Permission;
 use crate::policy::rules::{AmbiguousPath, Captures, Rule, normalize};
 use crate::policy::{Access, Policy};
@@ -183,6 +184,7 @@ impl Decision<'_> {
 /// Steps 1-5: extract, parse, hash, look up (cache, then store), state.
 pub async fn authenticate<S: TokenStore>(
     cache: &TokenCache<S>,
+    prefixes: &TokenPrefixes,
     facts: &RequestFacts<'_>,
 ) -> Result<Arc<CachedRecord>, Deny> {
     let bare = |code| Deny {
@@ -190,7 +192,7 @@ pub async fn authenticate<S: TokenStore>(
         record: None,
         detail: None,
     };
-    let secret = extract_token(facts.credentials).map_err(bare)?;
+    let secret = extract_token(facts.credentials, prefixes).map_err(bare)?;
     lookup(cache, &secret.hash(), facts.now, facts.client).await
 }
 
@@ -238,9 +240,9 @@ pub async fn decide<'a, S: TokenStore>(
 ) -> Decision<'a> {
     // Hot path: a well-formed token goes straight on; only a request
     // without one is looked at again.
-    let secret = match extract_token(facts.credentials) {
+    let secret = match extract_token(facts.credentials, &policy.prefixes) {
         Ok(secret) => secret,
-        Err(code) if presents_token(facts.credentials) => {
+        Err(code) if presents_token(facts.credentials, &policy.prefixes) => {
             // Shaped like a token but not one (`Basic` with a token inside):
             // it is a malformed token, not a missing one.
             let code = match code {

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use crate::cache::CachedRecord;
 use crate::decide::{Credentials, Decision, RequestFacts, check_request};
+use crate::policy::prefixes::TokenPrefixes;
 use crate::policy::rules::normalize;
 use crate::policy::{Access, OtherCredentials, Policy};
 use crate::refusal::DenyCode;
-use crate::token::value::TOKEN_PREFIX;
 
 /// Why a request went through without the gate granting it anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,16 +63,16 @@ impl Passed {
 }
 
 /// Whether the `Authorization` headers present anything shaped like a Hawzu
-/// token: a word (split at spaces, `,`, `=`, `"`, `:`) starting with `hwz_`
-/// in any case, in any scheme, also inside a `Basic` credential; or more
+/// token: a word (split at spaces, `,`, `=`, `"`, `:`) starting with one
+/// of the deployment's token `prefixes` (`hwz_` by default) in any case, in any scheme, also inside a `Basic` credential; or more
 /// than one header. Such a request is always judged, never passed. A JWT or
 /// another opaque bearer is one word that does not start so.
-pub fn presents_token(credentials: Credentials<'_>) -> bool {
+pub fn presents_token(credentials: Credentials<'_>, prefixes: &TokenPrefixes) -> bool {
     match credentials {
         Credentials::None => false,
         Credentials::Several => true,
         Credentials::One(v) => {
-            if has_token_word(v) {
+            if has_token_word(v, prefixes) {
                 return true;
             }
             // `Basic base64(user:password)`: a token sent as either.
@@ -81,7 +81,7 @@ pub fn presents_token(credentials: Credentials<'_>) -> bool {
                 .filter(|w| !w.is_empty());
             match (words.next(), words.next()) {
                 (Some(scheme), Some(cred)) if scheme.eq_ignore_ascii_case(b"basic") => {
-                    base64_decode(cred).is_some_and(|d| has_token_word(&d))
+                    base64_decode(cred).is_some_and(|d| has_token_word(&d, prefixes))
                 }
                 _ => false,
             }
@@ -89,10 +89,9 @@ pub fn presents_token(credentials: Credentials<'_>) -> bool {
     }
 }
 
-fn has_token_word(v: &[u8]) -> bool {
-    let prefix = TOKEN_PREFIX.as_bytes();
+fn has_token_word(v: &[u8], prefixes: &TokenPrefixes) -> bool {
     v.split(|b| b.is_ascii_whitespace() || matches!(b, b',' | b'=' | b'"' | b':'))
-        .any(|w| w.len() >= prefix.len() && w[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .any(|w| prefixes.starts_any_case(w))
 }
 
 /// Standard or URL-safe base64, padding optional; `None` when it is not.
@@ -164,7 +163,7 @@ pub fn without_token<'a>(
 /// (the failed-auth limit lets such a request through: it looks up
 /// nothing).
 pub fn would_pass(policy: &Policy, facts: &RequestFacts<'_>) -> bool {
-    !presents_token(facts.credentials)
+    !presents_token(facts.credentials, &policy.prefixes)
         && matches!(
             without_token(policy, facts, DenyCode::MissingToken),
             Decision::Pass(_)

@@ -1,7 +1,7 @@
 use super::*;
 
 fn one(v: &str) -> bool {
-    presents_token(Credentials::One(v.as_bytes()))
+    presents_token(Credentials::One(v.as_bytes()), &Default::default())
 }
 
 #[test]
@@ -19,7 +19,7 @@ fn anything_shaped_like_a_hawzu_token_is_presented_in_any_scheme_or_case() {
     ] {
         assert!(one(v), "{v}");
     }
-    assert!(presents_token(Credentials::Several));
+    assert!(presents_token(Credentials::Several, &Default::default()));
 }
 
 #[test]
@@ -33,7 +33,7 @@ fn other_credentials_are_not_a_hawzu_token() {
     ] {
         assert!(!one(v), "{v}");
     }
-    assert!(!presents_token(Credentials::None));
+    assert!(!presents_token(Credentials::None, &Default::default()));
 }
 
 #[test]

@@ -267,7 +267,7 @@ fn the_allow_names_the_role_and_permission_that_granted_it() {
 // === extraction and state ===
 
 fn extract(v: &str) -> Result<TokenSecret, DenyCode> {
-    extract_token(Credentials::One(v.as_bytes()))
+    extract_token(Credentials::One(v.as_bytes()), &Default::default())
 }
 
 #[test]
@@ -284,11 +284,11 @@ fn bearer_scheme_is_case_insensitive() {
 fn missing_and_malformed_are_told_apart() {
     let t = TokenSecret::generate().unwrap();
     assert_eq!(
-        extract_token(Credentials::None).unwrap_err(),
+        extract_token(Credentials::None, &Default::default()).unwrap_err(),
         DenyCode::MissingToken
     );
     assert_eq!(
-        extract_token(Credentials::Several).unwrap_err(),
+        extract_token(Credentials::Several, &Default::default()).unwrap_err(),
         DenyCode::MalformedToken
     );
     assert_eq!(
@@ -313,7 +313,7 @@ fn missing_and_malformed_are_told_apart() {
         DenyCode::MalformedToken
     );
     assert_eq!(
-        extract_token(Credentials::One(b"Bearer \xff\xfe")).unwrap_err(),
+        extract_token(Credentials::One(b"Bearer \xff\xfe"), &Default::default()).unwrap_err(),
         DenyCode::MalformedToken
     );
 }
@@ -488,7 +488,7 @@ proptest::proptest! {
 
     #[test]
     fn bearer_extraction_accepts_only_one_well_formed_token(value in authorization_value()) {
-        match extract_token(Credentials::One(&value)) {
+        match extract_token(Credentials::One(&value), &Default::default()) {
             Ok(secret) => {
                 // `Bearer` (any case), one or more spaces, the token, nothing else.
                 let (scheme, rest) = value.split_at(6);

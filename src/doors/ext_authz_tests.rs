@@ -127,9 +127,12 @@ fn http_door(method: &str, target: &str, headers: &HashMap<String, String>) -> O
     let path = normalize(req.uri().path())
         .ok()
         .map(|p| p.segments().iter().map(|s| s.to_string()).collect());
-    let token = extract_token(super::super::credentials(req.headers()))
-        .ok()
-        .map(|t| t.hash().0);
+    let token = extract_token(
+        super::super::credentials(req.headers()),
+        &Default::default(),
+    )
+    .ok()
+    .map(|t| t.hash().0);
     Some((req.method().clone(), path, token))
 }
 
@@ -216,7 +219,7 @@ proptest! {
         let ours = normalize(facts.path)
             .ok()
             .map(|p| p.segments().iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let our_token = extract_token(facts.credentials).ok().map(|t| t.hash().0);
+        let our_token = extract_token(facts.credentials, &Default::default()).ok().map(|t| t.hash().0);
         let (Some(ours), Some(our_token)) = (ours, our_token) else {
             return Ok(());
         };

@@ -45,7 +45,7 @@ pub async fn answer(
         Err(Deny { code, .. }) => return refuse(code),
     };
     // The full record, for its name: one store read.
-    let Ok(secret) = extract_token(facts.credentials) else {
+    let Ok(secret) = extract_token(facts.credentials, &shared.policy.load().prefixes) else {
         return refuse(DenyCode::MalformedToken);
     };
     let full = match shared.cache.store().get(&secret.hash()).await {

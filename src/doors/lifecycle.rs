@@ -223,7 +223,7 @@ impl<'s, 'r> Exchange<'s, 'r> {
                 detail: None,
             })
         } else {
-            crate::decide::authenticate(&shared.cache, facts).await
+            crate::decide::authenticate(&shared.cache, &shared.policy.load().prefixes, facts).await
         };
         let outcome = match &result {
             Ok(_) => Outcome::Allow,

@@ -90,7 +90,7 @@ impl Shared {
 
     /// Whether the request's token is in memory and usable now (no store read).
     pub(crate) async fn holds_valid(&self, facts: &RequestFacts<'_>) -> bool {
-        let Ok(secret) = extract_token(facts.credentials) else {
+        let Ok(secret) = extract_token(facts.credentials, &self.policy.load().prefixes) else {
             return false;
         };
         self.cache

@@ -4,6 +4,7 @@
 pub mod governance;
 pub mod ids;
 pub mod net;
+pub mod prefixes;
 pub mod roles;
 pub mod rules;
 
@@ -26,6 +27,9 @@ pub struct Policy {
     pub ids: IdPattern,
     /// Longest lifetime and highest role per workspace (`[tokens]`).
     pub governance: governance::Governance,
+    /// The prefix new tokens get and the prefixes a token may have
+    /// (`tokens.prefix`, `tokens.accepted_prefixes`).
+    pub prefixes: prefixes::TokenPrefixes,
 }
 
 impl TryFrom<String> for OtherCredentials {
@@ -91,6 +95,7 @@ impl Default for Policy {
             ids: IdPattern::default(),
             other_credentials: OtherCredentials::Refuse,
             governance: governance::Governance::default(),
+            prefixes: prefixes::TokenPrefixes::default(),
         }
     }
 }

@@ -38,4 +38,6 @@ pub enum StartError {
     /// The message names `telemetry.otlp_endpoint`.
     #[error("{0}")]
     Traces(#[from] crate::traces::TracesError),
+    #[error("leaks: {0}")]
+    Leaks(crate::leaks::keys::KeyError),
 }

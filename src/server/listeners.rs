@@ -18,6 +18,7 @@ use crate::doors::ext_authz::ExtAuthz;
 use crate::doors::forward_auth::ForwardAuth;
 use crate::doors::listener::{ListenerState, Protocol, TlsHandle, serve};
 use crate::doors::proxy::Proxy;
+use crate::leaks::Leaks;
 use crate::metrics::Metrics;
 use crate::ops::Ops;
 use crate::refusal::Render;
@@ -35,15 +36,18 @@ pub(super) enum Which {
     Grpc,
     Admin,
     Ops,
+    /// Leaked-token reports; bound only when `listen.leaks` is set.
+    Leaks,
 }
 
 impl Which {
-    const ALL: [Which; 5] = [
+    const ALL: [Which; 6] = [
         Which::Proxy,
         Which::Auth,
         Which::Grpc,
         Which::Admin,
         Which::Ops,
+        Which::Leaks,
     ];
 
     pub(super) fn listen_key(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Which {
             Which::Grpc => "listen.grpc",
             Which::Admin => "listen.admin",
             Which::Ops => "listen.ops",
+            Which::Leaks => "listen.leaks",
         }
     }
 
@@ -63,16 +68,19 @@ impl Which {
             Which::Grpc => "tls.grpc",
             Which::Admin => "tls.admin",
             Which::Ops => "tls.ops",
+            Which::Leaks => "tls.leaks",
         }
     }
 
-    fn addr(self, s: &Settings) -> SocketAddr {
+    /// The address to bind; `None` for a listener that is off.
+    fn addr(self, s: &Settings) -> Option<SocketAddr> {
         match self {
-            Which::Proxy => s.listen.proxy,
-            Which::Auth => s.listen.auth,
-            Which::Grpc => s.listen.grpc,
-            Which::Admin => s.listen.admin,
-            Which::Ops => s.listen.ops,
+            Which::Proxy => Some(s.listen.proxy),
+            Which::Auth => Some(s.listen.auth),
+            Which::Grpc => Some(s.listen.grpc),
+            Which::Admin => Some(s.listen.admin),
+            Which::Ops => Some(s.listen.ops),
+            Which::Leaks => s.listen.leaks,
         }
     }
 
@@ -83,6 +91,7 @@ impl Which {
             Which::Grpc => s.tls.grpc.as_ref(),
             Which::Admin => s.tls.admin.as_ref(),
             Which::Ops => s.tls.ops.as_ref(),
+            Which::Leaks => s.tls.leaks.as_ref(),
         }
     }
 
@@ -198,11 +207,13 @@ pub(super) async fn bind_all(
 ) -> Result<Vec<Listener>, StartError> {
     let mut listeners = Vec::new();
     for which in Which::ALL {
+        let Some(addr) = which.addr(s) else {
+            continue;
+        };
         let tls = which
             .tls(s)
             .map(|t| tls_config(which, t).map(|c| Arc::new(ArcSwap::new(c))))
             .transpose()?;
-        let addr = which.addr(s);
         let bind_error = |source| StartError::Bind {
             key: which.listen_key(),
             addr,
@@ -254,6 +265,8 @@ pub(super) struct Handlers<'a> {
     pub(super) ext_authz: &'a ExtAuthz,
     pub(super) admin_api: &'a Arc<AdminApi>,
     pub(super) ops: &'a Arc<Ops>,
+    /// Present when `listen.leaks` is set.
+    pub(super) leaks: Option<&'a Arc<Leaks>>,
 }
 
 /// Starts serving every bound listener with its handler: the door and
@@ -347,6 +360,23 @@ pub(super) fn start(
                     move |req, conn| {
                         let api = api.clone();
                         async move { api.handle(req, conn.peer).await }
+                    },
+                    stopped(doors_rx.clone()),
+                    grace,
+                )));
+            }
+            (Which::Leaks, Sockets::Shared(socket)) => {
+                let Some(leaks) = handlers.leaks.cloned() else {
+                    tracing::error!(listener = name, "no handler for the leaks listener");
+                    continue;
+                };
+                doors.push(tokio::spawn(serve(
+                    state,
+                    socket,
+                    l.tls,
+                    move |req, conn| {
+                        let leaks = leaks.clone();
+                        async move { leaks.handle(req, conn).await }
                     },
                     stopped(doors_rx.clone()),
                     grace,

@@ -36,6 +36,7 @@ use crate::doors::proxy::{Proxy, UpstreamError, UpstreamOptions};
 use crate::doors::{PolicyHandle, Shared};
 use crate::expiring;
 use crate::headers::IdentityHeaders;
+use crate::leaks::Leaks;
 use crate::metrics::Metrics;
 use crate::ops::{Health, Ops};
 use crate::traces::{ExportTask, Traces};
@@ -80,6 +81,8 @@ pub struct Bound {
     ext_authz: ExtAuthz,
     admin_api: Arc<AdminApi>,
     ops: Arc<Ops>,
+    /// The leaks listener's handler, when `listen.leaks` is set.
+    leaks: Option<Arc<Leaks>>,
     health: Arc<Health>,
     shared: Arc<Shared>,
     policy: PolicyHandle,
@@ -107,6 +110,8 @@ pub struct Addresses {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     pub ops: SocketAddr,
+    /// `None` when `listen.leaks` is not set.
+    pub leaks: Option<SocketAddr>,
 }
 
 impl Bound {
@@ -114,6 +119,10 @@ impl Bound {
     /// generates the admin key, and binds every listener.
     pub async fn new(loaded: &Loaded) -> Result<Self, StartError> {
         let s = &loaded.settings;
+        // Values under any configured prefix stay out of logs and errors.
+        for prefix in loaded.policy.prefixes.accepted() {
+            crate::redact::also_redact(prefix.as_str());
+        }
         let metrics = Arc::new(Metrics::new());
         let (cache, mut background) = store::start_store(loaded, &metrics).await?;
         // Expiry signals: a background scan, never on the request path.
@@ -187,6 +196,22 @@ impl Bound {
             .map(|_| Proxy::new(shared.clone(), &upstream))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let leaks = match s.listen.leaks {
+            None => None,
+            Some(_) => Some(
+                Leaks::new(
+                    cache.clone(),
+                    policy.clone(),
+                    &s.leaks,
+                    FailedAuth::new(&s.failed_auth),
+                    TrustedProxies::new(&s.trusted_proxies),
+                )
+                .map_err(StartError::Leaks)?,
+            ),
+        };
+        if let Some(l) = &leaks {
+            l.keys().preload().await.map_err(StartError::Leaks)?;
+        }
         let listeners = bind_all(s, threads, &shared.render, &metrics).await?;
         let health = Arc::new(Health::default());
         raise_open_files_limit();
@@ -215,6 +240,7 @@ impl Bound {
                 },
             ),
             ops: Ops::new(cache, metrics, health.clone()),
+            leaks,
             health,
             shared,
             policy,
@@ -240,14 +266,28 @@ impl Bound {
             grpc: addr(Which::Grpc),
             admin: addr(Which::Admin),
             ops: addr(Which::Ops),
+            leaks: self
+                .listeners
+                .iter()
+                .find(|l| l.which == Which::Leaks)
+                .and_then(|l| l.sockets.local_addr()),
         }
+    }
+
+    /// The leaks listener's handler, when `listen.leaks` is set.
+    pub fn leaks(&self) -> Option<&Arc<Leaks>> {
+        self.leaks.as_ref()
     }
 
     /// Serves until told to shut down; reloads when told to.
     /// Serves until told to shut down; reloads when told to.
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let a = self.addresses();
-        tracing::info!(proxy = %a.proxy, auth = %a.auth, grpc = %a.grpc, admin = %a.admin, ops = %a.ops, "hawzu-gate listening");
+        let leaks = a
+            .leaks
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "off".into());
+        tracing::info!(proxy = %a.proxy, auth = %a.auth, grpc = %a.grpc, admin = %a.admin, ops = %a.ops, leaks = %leaks, "hawzu-gate listening");
         if self.settings.admin.console {
             let scheme = if self.settings.tls.admin.is_some() {
                 "https"
@@ -271,6 +311,7 @@ impl Bound {
                 ext_authz: &self.ext_authz,
                 admin_api: &self.admin_api,
                 ops: &self.ops,
+                leaks: self.leaks.as_ref(),
             },
             doors_rx,
             ops_rx,

@@ -9,14 +9,20 @@ use std::sync::LazyLock;
 
 use thiserror::Error;
 
-/// Every token value starts with this.
-pub const TOKEN_PREFIX: &str = "hwz_";
+use crate::policy::prefixes::{MAX_PREFIX_LEN, Prefix, TokenPrefixes};
+
+/// The prefix of every token value when `tokens.prefix` does not say.
+pub const TOKEN_PREFIX: &str = crate::policy::prefixes::DEFAULT_PREFIX;
 /// Random base62 characters after the prefix.
 pub const RANDOM_LEN: usize = 30;
 /// Base62 characters of the CRC32 checksum at the end.
 pub const CHECKSUM_LEN: usize = 6;
-/// Total length of a token value: `hwz_` + 30 + 6.
-pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
+/// What follows the prefix: 30 random + 6 checksum base62 characters.
+pub const BODY_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
+/// Length of a token value with the default prefix: `hwz_` + 30 + 6.
+pub const TOKEN_LEN: usize = TOKEN_PREFIX.len() + BODY_LEN;
+/// Longest token value (the longest prefix allowed).
+pub const MAX_TOKEN_LEN: usize = MAX_PREFIX_LEN + BODY_LEN;
 /// BLAKE3 derive-key context for the lookup hash. Changing it orphans every token.
 pub const HASH_CONTEXT: &str = "hawzu-gate access token v1";
 
@@ -27,12 +33,15 @@ pub const ID_RANDOM_LEN: usize = 16;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// The default prefixes (`hwz_` only), for [`TokenSecret::parse`].
+static DEFAULT_PREFIXES: LazyLock<TokenPrefixes> = LazyLock::new(TokenPrefixes::default);
+
 /// Why a presented value is not a token. Carries no part of the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ParseError {
-    #[error("the token does not start with `hwz_`")]
+    #[error("the token does not start with an accepted prefix (`hwz_` unless tokens.prefix says)")]
     Prefix,
-    #[error("the token is not 40 characters long")]
+    #[error("the token is not its prefix and 36 characters long")]
     Length,
     #[error("the token contains a character outside 0-9, A-Z, a-z")]
     Alphabet,
@@ -47,44 +56,70 @@ pub struct RandomError(getrandom::Error);
 
 // === impl TokenSecret ===
 
-/// A well-formed token value. Redacted in `Debug` and `Display`; the only way
-/// to the characters is [`TokenSecret::expose`], used once, to show it at
-/// creation.
+/// A well-formed token value: a prefix, 30 random and 6 checksum base62
+/// characters, held inline (no allocation on the request path). Redacted in
+/// `Debug` and `Display`; the only way to the characters is
+/// [`TokenSecret::expose`], used once, to show it at creation.
 #[derive(Clone)]
-pub struct TokenSecret([u8; TOKEN_LEN]);
+pub struct TokenSecret {
+    bytes: [u8; MAX_TOKEN_LEN],
+    len: u8,
+}
 
 impl TokenSecret {
-    /// A new token value from the OS CSPRNG.
+    /// A new token value with the default prefix, from the OS CSPRNG.
     pub fn generate() -> Result<Self, RandomError> {
-        let mut out = [0u8; TOKEN_LEN];
-        out[..TOKEN_PREFIX.len()].copy_from_slice(TOKEN_PREFIX.as_bytes());
-        fill_base62(&mut out[TOKEN_PREFIX.len()..TOKEN_PREFIX.len() + RANDOM_LEN])?;
-        let body_len = TOKEN_PREFIX.len() + RANDOM_LEN;
-        let sum = crc32fast::hash(&out[..body_len]);
-        encode_checksum(sum, &mut out[body_len..]);
-        Ok(Self(out))
+        Self::generate_with(Prefix::default())
     }
 
-    /// Checks prefix, length, alphabet and checksum, in memory, in that order.
+    /// A new token value with `prefix` (`tokens.prefix`), from the OS CSPRNG.
+    pub fn generate_with(prefix: Prefix) -> Result<Self, RandomError> {
+        let p = prefix.len();
+        let mut bytes = [0u8; MAX_TOKEN_LEN];
+        bytes[..p].copy_from_slice(prefix.as_bytes());
+        fill_base62(&mut bytes[p..p + RANDOM_LEN])?;
+        let sum = crc32fast::hash(&bytes[..p + RANDOM_LEN]);
+        encode_checksum(sum, &mut bytes[p + RANDOM_LEN..p + BODY_LEN]);
+        Ok(Self {
+            bytes,
+            len: (p + BODY_LEN) as u8,
+        })
+    }
+
+    /// [`TokenSecret::parse_with`] the default prefix (`hwz_`) only.
     pub fn parse(value: &str) -> Result<Self, ParseError> {
+        Self::parse_with(value, &DEFAULT_PREFIXES)
+    }
+
+    /// Checks prefix (one of `prefixes`), length, alphabet and checksum, in
+    /// memory, in that order. The checksum covers the prefix, so a token
+    /// keeps the prefix it was minted with.
+    pub fn parse_with(value: &str, prefixes: &TokenPrefixes) -> Result<Self, ParseError> {
         let bytes = value.as_bytes();
-        if !bytes.starts_with(TOKEN_PREFIX.as_bytes()) {
-            return Err(ParseError::Prefix);
+        let mut fault = ParseError::Prefix;
+        for prefix in prefixes.accepted() {
+            if !bytes.starts_with(prefix.as_bytes()) {
+                continue;
+            }
+            match check_body(bytes, prefix.len()) {
+                Ok(()) => {
+                    let mut out = [0u8; MAX_TOKEN_LEN];
+                    out[..bytes.len()].copy_from_slice(bytes);
+                    return Ok(Self {
+                        bytes: out,
+                        len: bytes.len() as u8,
+                    });
+                }
+                // The first prefix that fits names the fault.
+                Err(e) if fault == ParseError::Prefix => fault = e,
+                Err(_) => {}
+            }
         }
-        let bytes: &[u8; TOKEN_LEN] = bytes.try_into().map_err(|_| ParseError::Length)?;
-        if !bytes[TOKEN_PREFIX.len()..]
-            .iter()
-            .all(u8::is_ascii_alphanumeric)
-        {
-            return Err(ParseError::Alphabet);
-        }
-        let body_len = TOKEN_PREFIX.len() + RANDOM_LEN;
-        let mut expected = [0u8; CHECKSUM_LEN];
-        encode_checksum(crc32fast::hash(&bytes[..body_len]), &mut expected);
-        if expected != bytes[body_len..] {
-            return Err(ParseError::Checksum);
-        }
-        Ok(Self(*bytes))
+        Err(fault)
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 
     /// The lookup key: BLAKE3 in derive-key mode over the whole value.
@@ -94,26 +129,49 @@ impl TokenSecret {
         static HASHER: LazyLock<blake3::Hasher> =
             LazyLock::new(|| blake3::Hasher::new_derive_key(HASH_CONTEXT));
         let mut h = HASHER.clone();
-        h.update(&self.0);
+        h.update(self.value());
         TokenHash(*h.finalize().as_bytes())
     }
 
     /// The value itself. Call it only to hand the value to its owner.
     pub fn expose(&self) -> &str {
         // Built only from ASCII in `generate`/`parse`.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        std::str::from_utf8(self.value()).unwrap_or_default()
     }
+
+    /// The token's prefix (public: it is in the pattern scanners match).
+    pub fn prefix(&self) -> &str {
+        let v = self.expose();
+        &v[..v.len() - BODY_LEN]
+    }
+}
+
+/// Length, alphabet and checksum of `bytes` after a prefix of `prefix_len`.
+fn check_body(bytes: &[u8], prefix_len: usize) -> Result<(), ParseError> {
+    if bytes.len() != prefix_len + BODY_LEN {
+        return Err(ParseError::Length);
+    }
+    if !bytes[prefix_len..].iter().all(u8::is_ascii_alphanumeric) {
+        return Err(ParseError::Alphabet);
+    }
+    let body_len = prefix_len + RANDOM_LEN;
+    let mut expected = [0u8; CHECKSUM_LEN];
+    encode_checksum(crc32fast::hash(&bytes[..body_len]), &mut expected);
+    if expected != bytes[body_len..] {
+        return Err(ParseError::Checksum);
+    }
+    Ok(())
 }
 
 impl fmt::Debug for TokenSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TokenSecret(hwz_…redacted)")
+        write!(f, "TokenSecret({}…redacted)", self.prefix())
     }
 }
 
 impl fmt::Display for TokenSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("hwz_…redacted")
+        write!(f, "{}…redacted", self.prefix())
     }
 }
 

@@ -100,6 +100,10 @@ impl Tracked {
     }
 }
 
+/// One change as the [`Changer`] logs it: when sent, and when answered 200
+/// (`None`: not yet).
+type Sent = (Instant, Option<Instant>);
+
 /// Changes tracked tokens through a gate's admin API, one at a time, at a
 /// steady pace: disable, enable, revoke. Every change goes into the
 /// token's log before it is sent and gets its answer time when a try
@@ -110,7 +114,7 @@ pub struct Changer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     bound_us: std::sync::Arc<AtomicU64>,
     /// Every change: when sent, and when answered 200 (`None`: not yet).
-    sent: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Option<Instant>)>>>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<Sent>>>,
     /// The latest `acked + bound` of any change so far.
     settled: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,

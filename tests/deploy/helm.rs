@@ -482,3 +482,38 @@ fn the_helm_test_hook_is_optional_and_presents_a_client_certificate_where_one_is
         Some("helm-test-client")
     );
 }
+
+#[test]
+fn the_leaks_listener_is_off_by_default_and_public_on_its_own_port_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate_container = |docs: &[Yaml]| {
+        find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"].as_str() == Some("hawzu-gate"))
+            .unwrap()
+            .clone()
+    };
+    let port_names = |y: &Yaml, key: &str| -> Vec<String> {
+        y[key]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let off = render("{}\n", dir.path(), "leaks-off").unwrap();
+    let c = gate_container(&off);
+    assert!(!env_of(&c).contains_key("HAWZU_GATE__LISTEN__LEAKS"));
+    assert!(!port_names(&c, "ports").contains(&"leaks".to_owned()));
+    assert!(!port_names(&find(&off, "Service")["spec"], "ports").contains(&"leaks".to_owned()));
+
+    let on = render("listeners: {leaks: 8443}\n", dir.path(), "leaks-on").unwrap();
+    let c = gate_container(&on);
+    assert_eq!(env_of(&c)["HAWZU_GATE__LISTEN__LEAKS"], "0.0.0.0:8443");
+    assert_eq!(env_of(&c)["HAWZU_GATE__LISTEN__ADMIN"], "127.0.0.1:9091");
+    assert!(port_names(&c, "ports").contains(&"leaks".to_owned()));
+    assert!(port_names(&find(&on, "Service")["spec"], "ports").contains(&"leaks".to_owned()));
+    assert!(render("listeners: {leaks: -1}\n", dir.path(), "leaks-bad").is_err());
+}

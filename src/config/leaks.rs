@@ -1,0 +1,106 @@
+//! The `[leaks]` section: where GitHub's secret-scanning keys come from, how
+//! long they are trusted, and how much a report may weigh. Owns defaults
+//! and checks; it must never fetch a key or read a report (`crate::leaks`).
+//! The listener itself is `listen.leaks` (off unless set).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::HumanDuration;
+
+/// GitHub's list of secret-scanning signing keys.
+pub const GITHUB_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secret_scanning";
+
+/// Leaked-token reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeakSettings {
+    /// Where GitHub's public keys are fetched (`https://`; `http://` only
+    /// to a loopback address, for tests).
+    pub github_keys_url: String,
+    /// Read the keys from this file (GitHub's JSON) instead of fetching
+    /// them: for air-gapped gates. Read at start and on every unknown key.
+    pub github_keys_file: Option<PathBuf>,
+    /// How long a fetched key list is trusted: a key GitHub stopped listing
+    /// is refused at most this long after (what "stale" means here).
+    pub github_keys_ttl: HumanDuration,
+    /// Longest wait for the key list.
+    pub github_keys_timeout: HumanDuration,
+    /// Largest report body; a larger one is refused with 413 before it is
+    /// read (by `Content-Length`) or as soon as it passes this.
+    pub max_body_bytes: usize,
+    /// Most tokens in one GitHub report (a longer one is 413).
+    pub max_tokens_per_report: usize,
+}
+
+impl Default for LeakSettings {
+    fn default() -> Self {
+        Self {
+            github_keys_url: GITHUB_KEYS_URL.to_owned(),
+            github_keys_file: None,
+            github_keys_ttl: HumanDuration(Duration::from_secs(3600)),
+            github_keys_timeout: HumanDuration(Duration::from_secs(10)),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_tokens_per_report: 10_000,
+        }
+    }
+}
+
+impl LeakSettings {
+    /// Checks `leaks.*`; `invalid(key, message)` names the key at fault.
+    pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        let url: http::Uri = self.github_keys_url.parse().map_err(|_| {
+            invalid(
+                "leaks.github_keys_url",
+                format!("`{}` is not a URL", self.github_keys_url),
+            )
+        })?;
+        let loopback = url.host().is_some_and(|h| {
+            h == "localhost"
+                || h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        match url.scheme_str() {
+            Some("https") if url.host().is_some() => {}
+            Some("http") if loopback => {}
+            _ => {
+                return Err(invalid(
+                    "leaks.github_keys_url",
+                    format!(
+                        "`{}` must be an https:// URL (keys fetched in the clear could be replaced on the way; http:// only to a loopback address)",
+                        self.github_keys_url
+                    ),
+                ));
+            }
+        }
+        if self.github_keys_ttl.0 < Duration::from_secs(1) {
+            return Err(invalid(
+                "leaks.github_keys_ttl",
+                "must be at least 1s".into(),
+            ));
+        }
+        if self.github_keys_timeout.0.is_zero() {
+            return Err(invalid(
+                "leaks.github_keys_timeout",
+                "must be more than 0s".into(),
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(invalid(
+                "leaks.max_body_bytes",
+                "must be between 1024 and 67108864".into(),
+            ));
+        }
+        if self.max_tokens_per_report == 0 {
+            return Err(invalid(
+                "leaks.max_tokens_per_report",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,509 @@
+//! Leaked tokens revoke themselves: the `listen.leaks` listener (off unless
+//! set; meant to be reachable from the internet, which the admin API never
+//! is) with two doors.
+//!
+//! - `POST /v1/leaks/github` — GitHub's secret-scanning partner protocol
+//!   (`github`): the body's signature is checked with the key GitHub names
+//!   (`keys`) before anything else is read from it; every reported value
+//!   that parses with the deployment's prefixes and checksum is looked up
+//!   by hash and, when real, revoked (`revoke`); the answer is GitHub's
+//!   feedback (`true_positive` / `false_positive` per value).
+//! - `POST /v1/leaks` — the public report door, for everyone else: no
+//!   authentication (the holder of a secret may always kill it), every
+//!   report counted against the client's failed-auth bucket, and the same
+//!   answer (202, same body shape, same work before it) for a real and an
+//!   unknown token: the lookup runs after the answer, so neither the
+//!   status, the body nor the time tells whether a guess was right.
+//!
+//! A body is refused with 413 by its `Content-Length` before it is read, or
+//! as soon as it passes `leaks.max_body_bytes`. A value that fails its
+//! checksum is answered from memory: no store read. This module never logs
+//! a reported value (only its token's id once found), and never answers an
+//! admin request.
+
+pub mod github;
+pub mod keys;
+pub mod revoke;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::{BodyExt, Full, Limited};
+use jiff::Timestamp;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::audit::Origin;
+use crate::cache::TokenCache;
+use crate::clients::{FailedAuth, TrustedProxies};
+use crate::config::LeakSettings;
+use crate::doors::PolicyHandle;
+use crate::doors::listener::{Conn, TimedBody, is_body_timeout};
+use crate::metrics::{LeakResult, Metrics};
+use crate::store::Store;
+use crate::token::TokenSecret;
+use crate::web::{REQUEST_ID, RequestIds, json};
+
+use github::{Feedback, KEY_ID_HEADER, Label, Match, SIGNATURE_HEADER, token_hash};
+use keys::{GithubKeys, KeyError};
+use revoke::{Found, Sighting, revoke_leaked};
+
+/// The GitHub door's path.
+pub const GITHUB_PATH: &str = "/v1/leaks/github";
+/// The public report door's path.
+pub const PUBLIC_PATH: &str = "/v1/leaks";
+/// Largest public report (one token and where it was seen).
+pub const PUBLIC_MAX_BODY: usize = 8 * 1024;
+/// Longest a GitHub report may take, well inside GitHub's 30 s.
+pub const GITHUB_DEADLINE: Duration = Duration::from_secs(20);
+/// Reported values looked up at once within one GitHub report.
+const LOOKUPS_AT_ONCE: usize = 16;
+/// Public reports being looked up after their answer, at most.
+const BACKGROUND_AT_ONCE: usize = 64;
+/// Longest a public report's lookup and revocation may take.
+const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The error codes of this listener (`error` in a refusal's JSON body).
+pub mod codes {
+    pub const NOT_FOUND: &str = "not_found";
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    pub const BODY_TIMEOUT: &str = "body_timeout";
+    pub const BAD_BODY: &str = "bad_body";
+    pub const SIGNATURE_MISSING: &str = "signature_missing";
+    pub const SIGNATURE_INVALID: &str = "signature_invalid";
+    pub const UNKNOWN_KEY: &str = "unknown_key";
+    pub const KEYS_UNAVAILABLE: &str = "keys_unavailable";
+    pub const NOT_A_TOKEN: &str = "not_a_token";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const OVERLOADED: &str = "overloaded";
+    pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+}
+
+/// A public report (other fields, such as a scanner's `type`, are ignored).
+#[derive(Debug, Deserialize)]
+struct PublicReport {
+    token: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    source: String,
+}
+
+/// The leaks listener's handler.
+#[derive(Debug)]
+pub struct Leaks {
+    cache: Arc<TokenCache<Store>>,
+    policy: PolicyHandle,
+    keys: GithubKeys,
+    max_body: usize,
+    max_tokens: usize,
+    /// Public reports per client: the doors' limit, its own buckets.
+    failed_auth: FailedAuth,
+    trusted_proxies: TrustedProxies,
+    metrics: Arc<Metrics>,
+    background: Arc<Semaphore>,
+    request_ids: RequestIds,
+}
+
+impl Leaks {
+    pub fn new(
+        cache: Arc<TokenCache<Store>>,
+        policy: PolicyHandle,
+        settings: &LeakSettings,
+        failed_auth: FailedAuth,
+        trusted_proxies: TrustedProxies,
+    ) -> Result<Arc<Self>, KeyError> {
+        let keys = GithubKeys::new(settings)?;
+        Ok(Arc::new(Self {
+            metrics: cache.metrics().clone(),
+            cache,
+            policy,
+            keys,
+            max_body: settings.max_body_bytes,
+            max_tokens: settings.max_tokens_per_report,
+            failed_auth,
+            trusted_proxies,
+            background: Arc::new(Semaphore::new(BACKGROUND_AT_ONCE)),
+            request_ids: RequestIds::new(),
+        }))
+    }
+
+    /// GitHub's keys (tests read how often they were fetched).
+    pub fn keys(&self) -> &GithubKeys {
+        &self.keys
+    }
+
+    /// Serves one request of the leaks listener.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<TimedBody>,
+        conn: Conn,
+    ) -> Response<Full<Bytes>> {
+        let request_id = self.request_ids.of(req.headers());
+        let http1 = req.version() < Version::HTTP_2;
+        let mut res = match req.uri().path() {
+            GITHUB_PATH | PUBLIC_PATH if req.method() != Method::POST => refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                codes::METHOD_NOT_ALLOWED,
+                "Send the report with POST.",
+            ),
+            GITHUB_PATH => self.github(req, conn.peer.ip(), &request_id).await,
+            PUBLIC_PATH => self.public(req, conn.peer.ip(), &request_id).await,
+            _ => refuse(
+                StatusCode::NOT_FOUND,
+                codes::NOT_FOUND,
+                "This listener serves POST /v1/leaks/github (GitHub secret scanning) and POST /v1/leaks (anyone).",
+            ),
+        };
+        if http1 && res.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is never read: the connection goes.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res.headers_mut().insert(REQUEST_ID, request_id);
+        res
+    }
+
+    // === the GitHub door ===
+
+    async fn github(
+        &self,
+        req: Request<TimedBody>,
+        peer: IpAddr,
+        request_id: &HeaderValue,
+    ) -> Response<Full<Bytes>> {
+        if let Some(res) = self.too_large(req.headers(), self.max_body) {
+            return res;
+        }
+        // The reporter as `trusted_proxies` says (an ingress in front).
+        let peer = self.trusted_proxies.client(peer, req.headers());
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (Some(key_id), Some(signature)) = (header(KEY_ID_HEADER), header(SIGNATURE_HEADER))
+        else {
+            self.metrics.leak_reports(LeakResult::Unverified, 1);
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                codes::SIGNATURE_MISSING,
+                "A report needs the Github-Public-Key-Identifier and Github-Public-Key-Signature headers.",
+            );
+        };
+        let body = match self.read(req.into_body(), self.max_body).await {
+            Ok(b) => b,
+            Err(res) => return res,
+        };
+        let key = match self.keys.key(&key_id).await {
+            Ok(k) => k,
+            Err(KeyError::Unknown(_)) => {
+                self.metrics.leak_reports(LeakResult::Unverified, 1);
+                tracing::warn!(client = %peer, "leak report refused: unknown key id");
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    codes::UNKNOWN_KEY,
+                    "GitHub does not list the key named in Github-Public-Key-Identifier (or no longer does).",
+                );
+            }
+            Err(e @ KeyError::Unavailable(_)) => {
+                self.metrics.leak_reports(LeakResult::Unverified, 1);
+                tracing::error!(error = %e, "leak report not judged: no keys");
+                return retry_later(
+                    codes::KEYS_UNAVAILABLE,
+                    "The secret-scanning keys cannot be read now; send the report again.",
+                );
+            }
+        };
+        if key.verify(&signature, &body).is_err() {
+            self.metrics.leak_reports(LeakResult::Unverified, 1);
+            tracing::warn!(client = %peer, key_id = %key.id, "leak report refused: bad signature");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                codes::SIGNATURE_INVALID,
+                "The signature does not match the body and the named key.",
+            );
+        }
+        let matches: Vec<Match> = match serde_json::from_slice(&body) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.leak_reports(LeakResult::Unverified, 1);
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    codes::BAD_BODY,
+                    &format!(
+                        "The body is not a JSON array of {{token, type, url, source}}: {}",
+                        crate::redact::redact_secrets(&e.to_string())
+                    ),
+                );
+            }
+        };
+        if matches.len() > self.max_tokens {
+            self.metrics.leak_reports(LeakResult::TooLarge, 1);
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::PAYLOAD_TOO_LARGE,
+                "The report holds more tokens than leaks.max_tokens_per_report; send them in parts.",
+            );
+        }
+        let origin = Origin {
+            actor: "leaks:github".to_owned(),
+            client: Some(peer.to_string()),
+            request_id: request_id.to_str().ok().map(str::to_owned),
+        };
+        let judged = tokio::time::timeout(GITHUB_DEADLINE, self.judge_all(&matches, &origin)).await;
+        match judged {
+            Ok(Ok(feedback)) => {
+                let value = serde_json::to_value(&feedback).unwrap_or_default();
+                json(StatusCode::OK, &value)
+            }
+            Ok(Err(())) => {
+                self.metrics.leak_reports(LeakResult::StoreError, 1);
+                retry_later(
+                    codes::STORE_UNAVAILABLE,
+                    "The token store failed; send the report again (what was revoked stays revoked).",
+                )
+            }
+            Err(_) => {
+                self.metrics.leak_reports(LeakResult::StoreError, 1);
+                retry_later(
+                    codes::STORE_UNAVAILABLE,
+                    "The report took too long; send it again (what was revoked stays revoked).",
+                )
+            }
+        }
+    }
+
+    /// Every match judged (some at once), in order; `Err` when the store
+    /// failed for one.
+    async fn judge_all(&self, matches: &[Match], origin: &Origin) -> Result<Vec<Feedback>, ()> {
+        let now = Timestamp::now();
+        let policy = self.policy.load_full();
+        let policy = &policy;
+        // By index: a closure over `&Match` would be higher-ranked, which
+        // the listener's `Send` check cannot see through.
+        let labels: Vec<Result<Label, ()>> = futures_util::stream::iter(0..matches.len())
+            .map(|i| async move {
+                let m = &matches[i];
+                // A value that does not parse (checksum included) is
+                // judged in memory: no store read.
+                let Ok(secret) = TokenSecret::parse_with(&m.token, &policy.prefixes) else {
+                    self.metrics.leak_reports(LeakResult::FalsePositive, 1);
+                    return Ok(Label::FalsePositive);
+                };
+                let sighting = Sighting {
+                    reporter: "github",
+                    url: &m.url,
+                    source: &m.source,
+                };
+                match revoke_leaked(&self.cache, &secret, origin, &sighting, now).await {
+                    Ok(found) => Ok(self.count(found)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a leak report could not be judged");
+                        Err(())
+                    }
+                }
+            })
+            .buffered(LOOKUPS_AT_ONCE)
+            .collect()
+            .await;
+        matches
+            .iter()
+            .zip(labels)
+            .map(|(m, label)| {
+                label.map(|label| Feedback {
+                    token_hash: token_hash(&m.token),
+                    token_type: m.token_type.clone(),
+                    label,
+                })
+            })
+            .collect()
+    }
+
+    fn count(&self, found: Found) -> Label {
+        match found {
+            Found::Revoked => {
+                self.metrics.leak_reports(LeakResult::Revoked, 1);
+                Label::TruePositive
+            }
+            Found::AlreadyRevoked => {
+                self.metrics.leak_reports(LeakResult::AlreadyRevoked, 1);
+                Label::TruePositive
+            }
+            Found::Unknown => {
+                self.metrics.leak_reports(LeakResult::FalsePositive, 1);
+                Label::FalsePositive
+            }
+        }
+    }
+
+    // === the public door ===
+
+    async fn public(
+        self: &Arc<Self>,
+        req: Request<TimedBody>,
+        peer: IpAddr,
+        request_id: &HeaderValue,
+    ) -> Response<Full<Bytes>> {
+        let request_id = request_id.to_str().ok().map(str::to_owned);
+        let client = self.trusted_proxies.client(peer, req.headers());
+        if self.failed_auth.is_refused(client) {
+            self.metrics.leak_reports(LeakResult::RateLimited, 1);
+            let mut res = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                "Too many reports from this address; wait and send it again.",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, self.failed_auth.retry_after().clone());
+            return res;
+        }
+        // Every report costs one failure, found or not: guessing at this
+        // door is as slow as at the others.
+        self.failed_auth.failed(client);
+        if let Some(res) = self.too_large(req.headers(), PUBLIC_MAX_BODY) {
+            return res;
+        }
+        let body = match self.read(req.into_body(), PUBLIC_MAX_BODY).await {
+            Ok(b) => b,
+            Err(res) => return res,
+        };
+        let report: PublicReport = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    codes::BAD_BODY,
+                    &format!(
+                        "The body is not a JSON object {{\"token\": \"…\", \"url\": \"…\", \"source\": \"…\"}}: {}",
+                        crate::redact::redact_secrets(&e.to_string())
+                    ),
+                );
+            }
+        };
+        let policy = self.policy.load_full();
+        // The format and checksum are public knowledge: saying a value is
+        // not a token tells a guesser nothing.
+        let Ok(secret) = TokenSecret::parse_with(report.token.trim(), &policy.prefixes) else {
+            self.metrics.leak_reports(LeakResult::FalsePositive, 1);
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                codes::NOT_A_TOKEN,
+                "The value is not an access token of this gate (prefix, length, characters or checksum).",
+            );
+        };
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            let mut res = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::OVERLOADED,
+                "Too many reports are being handled; send it again shortly.",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        };
+        let hash = token_hash(secret.expose());
+        // Looked up after the answer: real and unknown tokens are answered
+        // alike, in the same time.
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let origin = Origin {
+                actor: "leaks:public".to_owned(),
+                client: Some(client.to_string()),
+                request_id,
+            };
+            let sighting = Sighting {
+                reporter: "public",
+                url: &report.url,
+                source: &report.source,
+            };
+            let judged = tokio::time::timeout(
+                BACKGROUND_DEADLINE,
+                revoke_leaked(&this.cache, &secret, &origin, &sighting, Timestamp::now()),
+            )
+            .await;
+            match judged {
+                Ok(Ok(found)) => {
+                    this.count(found);
+                }
+                Ok(Err(e)) => {
+                    this.metrics.leak_reports(LeakResult::StoreError, 1);
+                    tracing::error!(error = %e, "a public leak report could not be judged");
+                }
+                Err(_) => {
+                    this.metrics.leak_reports(LeakResult::StoreError, 1);
+                    tracing::error!("a public leak report took too long to judge");
+                }
+            }
+        });
+        json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({
+                "status": "received",
+                "token_hash": hash,
+                "message": "Thank you. If this is a token of this gate, it is revoked now.",
+            }),
+        )
+    }
+
+    // === bodies ===
+
+    /// 413 when `Content-Length` says the body is over `max`.
+    fn too_large(&self, headers: &HeaderMap, max: usize) -> Option<Response<Full<Bytes>>> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())?;
+        (declared > max as u64).then(|| self.payload_too_large())
+    }
+
+    fn payload_too_large(&self) -> Response<Full<Bytes>> {
+        self.metrics.leak_reports(LeakResult::TooLarge, 1);
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::PAYLOAD_TOO_LARGE,
+            "The body is larger than this door accepts (leaks.max_body_bytes).",
+        )
+    }
+
+    /// The body, at most `max` bytes.
+    async fn read(&self, body: TimedBody, max: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+        match Limited::new(body, max).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(self.payload_too_large()),
+            Err(e) if is_body_timeout(&*e) => Err(refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                codes::BODY_TIMEOUT,
+                "The body came too slowly.",
+            )),
+            Err(_) => Err(refuse(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_BODY,
+                "The body could not be read.",
+            )),
+        }
+    }
+}
+
+/// A refusal: `{"error", "message"}`.
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    json(
+        status,
+        &serde_json::json!({ "error": code, "message": message }),
+    )
+}
+
+/// 503 with `Retry-After`: the reporter should send it again.
+fn retry_later(code: &str, message: &str) -> Response<Full<Bytes>> {
+    let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res
+}

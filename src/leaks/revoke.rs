@@ -1,0 +1,168 @@
+//! Revoking a leaked token: the one place a leak report changes a token.
+//! It looks the token up by hash and revokes it with the admin API's
+//! compare-and-set through the cache (`store::update`: the store's write,
+//! this gate's invalidation and the fleet's invalidation event), then writes
+//! one `leak_report` audit event (`TokenCache::record_audit`) with the
+//! reason `leaked` and where the report says the token was found.
+//!
+//! Idempotent: a token already revoked (a replayed report, a second
+//! scanner) is left as it is and gets no second event. The holder of a
+//! secret may always kill it, so no caller check applies; it never logs or
+//! records the secret, only the token's id.
+
+use jiff::Timestamp;
+
+use crate::audit::{AuditEvent, Origin};
+use crate::cache::TokenCache;
+use crate::redact::redact_secrets;
+use crate::store::{Store, StoreError, TokenStore, UpdateError, update};
+use crate::token::{TokenRecord, TokenSecret};
+
+/// The reason word of a leak's revocation (the audit event's `reason`
+/// starts with it).
+pub const REASON: &str = "leaked";
+/// Longest `url` or `source` kept from a report.
+const MAX_FIELD: usize = 512;
+
+/// What a report found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// A real token; this report revoked it.
+    Revoked,
+    /// A real token, revoked before (nothing written, no event).
+    AlreadyRevoked,
+    /// No token with this value.
+    Unknown,
+}
+
+/// Where a report says the token was seen, as the audit event keeps it.
+#[derive(Debug, Clone)]
+pub struct Sighting<'a> {
+    /// `github` or `public`.
+    pub reporter: &'a str,
+    pub url: &'a str,
+    pub source: &'a str,
+}
+
+impl Sighting<'_> {
+    /// `leaked (reported by github; source: content; url: https://…)`, with
+    /// control characters dropped, each field cut to 512 characters, and
+    /// anything shaped like a secret redacted (a URL may hold the token).
+    pub fn reason(&self) -> String {
+        let clean = |s: &str| -> String {
+            let kept: String = s
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_FIELD)
+                .collect();
+            redact_secrets(&kept).into_owned()
+        };
+        let mut reason = format!("{REASON} (reported by {}", self.reporter);
+        if !self.source.is_empty() {
+            reason.push_str("; source: ");
+            reason.push_str(&clean(self.source));
+        }
+        if !self.url.is_empty() {
+            reason.push_str("; url: ");
+            reason.push_str(&clean(self.url));
+        }
+        reason.push(')');
+        reason
+    }
+}
+
+/// Looks `secret` up by hash and revokes it (see the module header).
+pub async fn revoke_leaked(
+    cache: &TokenCache<Store>,
+    secret: &TokenSecret,
+    origin: &Origin,
+    sighting: &Sighting<'_>,
+    now: Timestamp,
+) -> Result<Found, StoreError> {
+    let Some(record) = cache.get(&secret.hash()).await? else {
+        return Ok(Found::Unknown);
+    };
+    if record.is_revoked_at(now) {
+        return Ok(Found::AlreadyRevoked);
+    }
+    // The record the write replaced, for the audit event.
+    let before = std::sync::Mutex::new(None);
+    // The closure's last run is the one that counts (a lost
+    // compare-and-set runs it again): `before` is set only when that run
+    // revokes, so a concurrent report that got there first is seen.
+    let written = update(cache, &record.id, |r: &TokenRecord| {
+        let mut b = before.lock().unwrap_or_else(|e| e.into_inner());
+        // Judged at this run's instant, not the report's: a concurrent
+        // report (on any gate) may have revoked it a moment after `now`.
+        // A rotated token whose overlap still runs (a `revoked_at` still
+        // to come) is revoked now, as the admin API's revoke does.
+        let at = Timestamp::now().max(now);
+        if r.is_revoked_at(at) {
+            *b = None;
+            return Ok::<_, ()>(None);
+        }
+        *b = Some(r.clone());
+        Ok(Some(TokenRecord {
+            revoked_at: Some(Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at)),
+            ..r.clone()
+        }))
+    })
+    .await;
+    let stored = match written {
+        Ok(stored) => stored,
+        Err(UpdateError::NotFound | UpdateError::Refused(())) => return Ok(Found::Unknown),
+        Err(UpdateError::Store(e)) => return Err(e),
+    };
+    // `update` hands back the record as found when nothing changed.
+    let Some(before) = before.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+        return Ok(Found::AlreadyRevoked);
+    };
+    let reason = sighting.reason();
+    tracing::warn!(
+        target: "hawzu_gate::admin",
+        op = "revoke",
+        token_id = %stored.record.id,
+        workspace_id = %stored.record.workspace_id,
+        by = %origin.actor,
+        reason = %reason,
+        "token revoked: its secret was reported leaked"
+    );
+    cache
+        .record_audit(AuditEvent::leak_reported(
+            origin,
+            now,
+            &before,
+            &stored.record,
+            reason,
+        ))
+        .await;
+    Ok(Found::Revoked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_says_leaked_and_where_without_secrets_or_control_characters() {
+        let t = TokenSecret::generate().unwrap();
+        let url = format!("https://github.com/o/r/blob/x/a.env?t={}\n", t.expose());
+        let reason = Sighting {
+            reporter: "github",
+            url: &url,
+            source: "content",
+        }
+        .reason();
+        assert!(reason.starts_with("leaked (reported by github; source: content; url: https://github.com/o/r/blob/x/a.env?t=hwz_…redacted"), "{reason}");
+        assert!(!reason.contains(&t.expose()[4..]));
+        assert!(!reason.contains('\n'));
+        let long = "x".repeat(5000);
+        let reason = Sighting {
+            reporter: "public",
+            url: &long,
+            source: "",
+        }
+        .reason();
+        assert!(reason.len() < 600, "{}", reason.len());
+    }
+}
