@@ -399,6 +399,22 @@ async fn a_sentinel_setup_serves_invalidates_and_survives_a_failover_under_load(
     outcome.check("sentinel: SENTINEL FAILOVER", Duration::from_secs(10));
 }
 
+/// A gate on `set` with the default `replica_acks`, its own key prefix,
+/// and room for `WAIT` on a busy machine (a replica answers in ~1 ms).
+async fn replica_acks_gate(set: &RedisSentinel, test: &str) -> InProcessGate {
+    let sentinels = set.sentinel_urls().join(",");
+    let prefix = common::unique_prefix(test);
+    InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.mode", "sentinel"),
+        ("store.redis.nodes", &sentinels),
+        ("store.redis.sentinel.master_name", &set.name),
+        ("store.redis.key_prefix", &prefix),
+        ("store.timeout", "2s"),
+    ])
+    .await
+}
+
 /// Sentinel replication is asynchronous: a change the master took just
 /// before a fail-over was answered 200 and then lost with the old master
 /// (4–5 per fail-over in the chaos run). With `replica_acks` (default 1)
@@ -408,18 +424,7 @@ async fn a_sentinel_setup_serves_invalidates_and_survives_a_failover_under_load(
 async fn a_sentinel_admin_change_is_answered_only_once_a_replica_holds_it() {
     let mut set = RedisSentinel::start();
     set.wait_ready(Duration::from_secs(30));
-    let sentinels = set.sentinel_urls().join(",");
-    let prefix = common::unique_prefix("replica_acks");
-    let gate = InProcessGate::start(&[
-        ("store.backend", "redis"),
-        ("store.redis.mode", "sentinel"),
-        ("store.redis.nodes", &sentinels),
-        ("store.redis.sentinel.master_name", &set.name),
-        ("store.redis.key_prefix", &prefix),
-        // Room for WAIT on a busy machine; the replica answers in ~1 ms.
-        ("store.timeout", "2s"),
-    ])
-    .await;
+    let gate = replica_acks_gate(&set, "replica_acks").await;
     let (id, _) = common::create_token(
         &gate,
         common::workspace_token("Replicated", "ws_1", "workspace_member", "1m"),
@@ -484,17 +489,7 @@ async fn a_sentinel_admin_change_waits_for_every_replica_the_sentinels_hold_up()
         }
     };
     slow("600000");
-    let sentinels = set.sentinel_urls().join(",");
-    let prefix = common::unique_prefix("replica_acks_all");
-    let gate = InProcessGate::start(&[
-        ("store.backend", "redis"),
-        ("store.redis.mode", "sentinel"),
-        ("store.redis.nodes", &sentinels),
-        ("store.redis.sentinel.master_name", &set.name),
-        ("store.redis.key_prefix", &prefix),
-        ("store.timeout", "2s"),
-    ])
-    .await;
+    let gate = replica_acks_gate(&set, "replica_acks_all").await;
     let (id, _) = common::create_token(
         &gate,
         common::workspace_token("Every replica", "ws_1", "workspace_member", "1m"),

@@ -101,7 +101,7 @@ impl DenyCode {
     pub fn message(self) -> &'static str {
         match self {
             DenyCode::MissingToken => {
-                "No access token was sent; send `Authorization: Bearer hwz_…`."
+                "No access token was sent; send `Authorization: Bearer <access token>`."
             }
             DenyCode::MalformedToken => {
                 "The Authorization header does not hold a well-formed Hawzu access token."
