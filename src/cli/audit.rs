@@ -6,14 +6,14 @@
 
 use clap::Args;
 
-use crate::admin::wire::{AuditAnswer, AuditEvent};
+use crate::admin::wire::AuditEvent;
 use crate::audit::{Action, MAX_PAGE};
 use crate::config::Loaded;
 use crate::token::TokenId;
 
 use super::global::{Client, OK, REFUSED, client};
 use super::output::{Output, encode, print_rows, when};
-use super::pages::fetch_pages;
+use super::pages::{fetch_pages, say_json_page};
 
 #[derive(Debug, Args)]
 pub(super) struct AuditArgs {
@@ -82,15 +82,7 @@ pub(super) async fn audit(loaded: &Loaded, args: AuditArgs) -> u8 {
         Err(code) => return code,
     };
     if out.json {
-        let page = serde_json::to_value(AuditAnswer {
-            events,
-            next_cursor: cursor,
-        })
-        .unwrap_or_default();
-        say!(
-            "{}",
-            serde_json::to_string_pretty(&page).unwrap_or_default()
-        );
+        say_json_page("events", events, cursor);
         return OK;
     }
     let events: Vec<AuditEvent> = match events.into_iter().map(serde_json::from_value).collect() {

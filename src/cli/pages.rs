@@ -6,6 +6,22 @@ use super::global::REFUSED;
 use super::output::{Output, encode};
 use crate::admin::client::AdminClient;
 
+/// Prints a listing as `--json` shows it: the server's page,
+/// `{"<items>": […], "next_cursor": …}` (keys sorted, as the server's
+/// JSON is), items as the server sent them.
+pub(super) fn say_json_page(items: &str, found: Vec<serde_json::Value>, cursor: Option<String>) {
+    let mut page = serde_json::Map::new();
+    page.insert(items.to_owned(), serde_json::Value::Array(found));
+    page.insert(
+        "next_cursor".to_owned(),
+        cursor.map_or(serde_json::Value::Null, serde_json::Value::String),
+    );
+    say!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::Value::Object(page)).unwrap_or_default()
+    );
+}
+
 /// The items of a paged listing (`GET path?params…`, answered as
 /// `{"<items>": […], "next_cursor": …}`): one page from `cursor`, or with
 /// `all` every next page until the server names no cursor. Items are kept

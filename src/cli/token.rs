@@ -10,8 +10,7 @@ use http::Method;
 
 use crate::admin::client::AdminClient;
 use crate::admin::wire::{
-    CreateRequest, Created, ListPage, RotateRequest, ShownToken, TokenAnswer, TokenView,
-    UpdateRequest,
+    CreateRequest, Created, RotateRequest, ShownToken, TokenAnswer, TokenView, UpdateRequest,
 };
 use crate::config::Loaded;
 use crate::token::expiry::ExpirySpec;
@@ -21,7 +20,7 @@ use crate::policy::roles::{RoleScope, Roles};
 
 use super::global::{Client, OK, REFUSED, client};
 use super::output::{Output, encode, print_table, when};
-use super::pages::fetch_pages;
+use super::pages::{fetch_pages, say_json_page};
 use super::usage::{UsageArgs, parse_window, usage};
 
 /// `token …`: the connection flags (before or after the token subcommand)
@@ -449,16 +448,7 @@ async fn list(client: &AdminClient, out: &Output, args: ListArgs) -> u8 {
         Err(code) => return code,
     };
     if out.json {
-        // Through a `Value`: keys in the server's (sorted) order.
-        let page = serde_json::to_value(ListPage {
-            tokens,
-            next_cursor: cursor,
-        })
-        .unwrap_or_default();
-        say!(
-            "{}",
-            serde_json::to_string_pretty(&page).unwrap_or_default()
-        );
+        say_json_page("tokens", tokens, cursor);
     } else {
         let tokens: Vec<TokenView> = match tokens.into_iter().map(serde_json::from_value).collect()
         {
