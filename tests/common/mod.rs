@@ -7,9 +7,10 @@
 //!   real binary, as a user would.
 //! - `eventually` polls with a deadline; no test sleeps a fixed time.
 //!
-//! This file holds only the small shared helpers (ports, prefixes, polling)
+//! This file holds only the small shared helpers (prefixes, polling)
 //! and re-exports the modules below, so a test keeps `use common::*`:
 //!
+//! - `ports`: loopback ports outside the ephemeral range, one per call.
 //! - `process`: stopping children (signal, grace, SIGKILL of descendants).
 //! - `gate`: `InProcessGate`, `GateProcess`, `CliRun`.
 //! - `http`: the `Http` client, the one request-with-a-token builder, `curl`.
@@ -31,6 +32,7 @@ mod gate;
 mod http;
 mod load;
 mod nginx;
+mod ports;
 mod process;
 mod proxies;
 mod redis;
@@ -43,11 +45,11 @@ mod upstream;
 // Each test crate uses a part of the harness: unused re-exports are expected.
 #[allow(unused_imports)]
 pub use self::{
-    certs::*, changes::*, gate::*, http::*, load::*, nginx::*, process::*, proxies::*, redis::*,
-    store::*, tokens::*, tools::*, topologies::*, upstream::*,
+    certs::*, changes::*, gate::*, http::*, load::*, nginx::*, ports::*, process::*, proxies::*,
+    redis::*, store::*, tokens::*, tools::*, topologies::*, upstream::*,
 };
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -79,15 +81,6 @@ pub fn unique_prefix(test: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls `check` until it returns `Some`, or panics after `deadline`.

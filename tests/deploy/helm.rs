@@ -127,10 +127,7 @@ impl Drop for Gate {
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], super::ports::free_port()))
 }
 
 /// The gate as the rendered chart configures it: the ConfigMap's
