@@ -14,11 +14,26 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(not(feature = "mimalloc"))]
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
 use hawzu_gate::cache::{CacheOptions, CachedGrant, CachedRecord, CachedScope, TokenCache};
 use hawzu_gate::store::{ListQuery, Page, StoreError, Stored, TokenStore};
 use hawzu_gate::token::record::RECORD_VERSION;
 use hawzu_gate::token::{ProjectGrant, Scope, TokenHash, TokenId, TokenRecord};
 use jiff::Timestamp;
+
+/// The gate's allocator (src/main.rs), so that the resident set is what the
+/// gate's would be.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Without it, the system allocator, counting the bytes asked of it: what
+/// the cache needs before any allocator's rounding and headers.
+#[cfg(not(feature = "mimalloc"))]
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 #[derive(Clone)]
 struct Generator;
@@ -184,6 +199,8 @@ fn main() {
         }
         cache.sync().await;
         let before = rss_kib();
+        #[cfg(not(feature = "mimalloc"))]
+        let region = Region::new(GLOBAL);
         let start = Instant::now();
         for i in 0..n {
             let mut h = [0u8; 32];
@@ -207,6 +224,16 @@ fn main() {
             "cache and key         {:.0} bytes per token beyond the cached record",
             per_entry - (cached_struct + cached_heap) as f64
         );
+        #[cfg(not(feature = "mimalloc"))]
+        {
+            let change = region.change();
+            let asked = change.bytes_allocated as f64 + change.bytes_reallocated as f64
+                - change.bytes_deallocated as f64;
+            println!(
+                "asked of the allocator {:.0} bytes per token (before its rounding and headers)",
+                asked / n as f64
+            );
+        }
         println!("(the full record, kept only in the store: {full} bytes)");
     });
 }

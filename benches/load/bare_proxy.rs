@@ -24,6 +24,12 @@ fn socket(addr: SocketAddr) -> std::net::TcpListener {
         None,
     )
     .expect("socket");
+
+    /// The gate's allocator (src/main.rs): the control and the null authorizer
+    /// are measured with what the gate itself runs on.
+    #[cfg(feature = "mimalloc")]
+    #[global_allocator]
+    static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     s.set_reuse_address(true).expect("reuseaddr");
     s.set_reuse_port(true).expect("reuseport");
     s.set_nonblocking(true).expect("nonblocking");

@@ -33,6 +33,9 @@ addresses rewritten, the same worker threads):
   m  Envoy + a null gRPC authorizer (examples/load-null-authz: OK without
      looking; the ceiling any gRPC authorizer can give Envoy)
   n  Envoy + a null HTTP authorizer (the upstream answers the check 200)
+
+Another build beside this one (--alt DIR, e.g. the system allocator):
+  D, E, H  as d, e, h, run by DIR/hawzu-gate and DIR/examples/load-bare-proxy
 """
 import argparse
 import json
@@ -200,8 +203,8 @@ def gate_config(tmp, name, redis_port, prefix, upstream_port, max_entries, threa
     return conf, ports, data
 
 
-def start_gate(procs, name, conf, ports, data):
-    p = procs.start(name, [os.path.join(RELEASE, "hawzu-gate"), "serve", "--config", conf], cwd=os.path.dirname(conf))
+def start_gate(procs, name, conf, ports, data, bin_dir=RELEASE):
+    p = procs.start(name, [os.path.join(bin_dir, "hawzu-gate"), "serve", "--config", conf], cwd=os.path.dirname(conf))
     for port in ports.values():
         wait_port(port, name)
     key = open(os.path.join(data, "admin.key")).read().strip()
@@ -341,6 +344,10 @@ def main():
     ap.add_argument("--revocation", action="store_true")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--alt", metavar="DIR",
+                    help="another build to set beside this one (DIR/hawzu-gate, DIR/examples/load-bare-proxy; e.g. "
+                         "built with --no-default-features, the system allocator): adds cases D, E, H, the same "
+                         "as d, e, h run by it, interleaved with the rest")
     opts = ap.parse_args()
 
     for tool in ("wrk", "nginx", "redis-server"):
@@ -401,6 +408,14 @@ def main():
         bare = procs.start("bare", [os.path.join(RELEASE, "examples", "load-bare-proxy"), f"127.0.0.1:{bare_port}",
                                     f"127.0.0.1:{up_port}", str(opts.threads)])
         wait_port(bare_port, "bare proxy")
+        alt_cases = {}
+        if opts.alt:
+            conf3, ports3, data3 = gate_config(tmp, "gate-alt", redis_port, prefix, up_port, 1_000_000, opts.threads)
+            gate3, _ = start_gate(procs, "gate-alt", conf3, ports3, data3, bin_dir=opts.alt)
+            alt_bare_port = free_port()
+            alt_bare = procs.start("bare-alt", [os.path.join(opts.alt, "examples", "load-bare-proxy"),
+                                                f"127.0.0.1:{alt_bare_port}", f"127.0.0.1:{up_port}", str(opts.threads)])
+            wait_port(alt_bare_port, "bare proxy (alt)")
 
         auth = f"Authorization: Bearer {token}"
         peer_cases = {}
@@ -454,6 +469,17 @@ def main():
                   [("bare", bare.pid), ("upstream", upstream.pid)]),
         }
         cases.update(peer_cases)
+        if opts.alt:
+            # The same token: both gates read one Redis under one prefix.
+            alt_cases = {
+                "D": ("d, alt build", f"http://127.0.0.1:{ports3['proxy']}{PATH}", [auth], None,
+                      [("gate", gate3.pid), ("upstream", upstream.pid)]),
+                "E": ("e, alt build", f"http://127.0.0.1:{ports3['auth']}/auth/nginx",
+                      [auth, "X-Original-Method: GET", f"X-Original-URI: {PATH}"], None, [("gate", gate3.pid)]),
+                "H": ("h, alt build", f"http://127.0.0.1:{alt_bare_port}{PATH}", [], None,
+                      [("bare", alt_bare.pid), ("upstream", upstream.pid)]),
+            }
+            cases.update(alt_cases)
         chosen = [c for c in opts.cases if c in cases]
         runs = {c: [] for c in chosen}
         for r in range(opts.rounds):
@@ -494,6 +520,11 @@ def main():
             "l/n: Envoy + gate HTTP vs Envoy + null authorizer (target >= 0.9)": ratio("l", "n"),
             "k/i: Envoy + gate gRPC vs Envoy alone": ratio("k", "i"),
             "m/i: Envoy + null gRPC authorizer vs Envoy alone": ratio("m", "i"),
+            "d/D: this build vs the alt build, proxy": ratio("d", "D"),
+            "e/E: this build vs the alt build, forward auth": ratio("e", "E"),
+            "h/H: this build vs the alt build, bare stack": ratio("h", "H"),
+            "D/b: the alt build's proxy vs nginx": ratio("D", "b"),
+            "D/H: the alt build vs its own bare stack": ratio("D", "H"),
         }
 
         if opts.scaling:

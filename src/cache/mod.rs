@@ -55,15 +55,17 @@ pub struct CacheOptions {
 /// `cache.stale_if_error` (one cache-wide lifetime: no per-entry timer,
 /// which costs memory); a found record is fresh until `cache.ttl` after it
 /// was read, a "no such token" answer carries its own, shorter deadline;
-/// both checked when read.
+/// both checked when read. Deadlines are ms since the cache started (see
+/// [`TokenCache::now_ms`]): an entry is 16 bytes, where an `Instant` made
+/// it 24 (moka holds one per cached token).
 #[derive(Debug, Clone)]
 enum Entry {
     Found {
         record: Arc<CachedRecord>,
-        fresh_until: Instant,
+        fresh_until_ms: u64,
     },
     Missing {
-        until: Instant,
+        until_ms: u64,
     },
 }
 
@@ -175,9 +177,9 @@ impl<S: TokenStore> TokenCache<S> {
         match self.cache.get(hash).await {
             Some(Entry::Found {
                 record,
-                fresh_until,
+                fresh_until_ms,
             }) => {
-                if self.stale_if_error.is_zero() || Instant::now() < fresh_until {
+                if self.stale_if_error.is_zero() || self.now_ms() < fresh_until_ms {
                     self.metrics.cache_hits.inc();
                     note(CacheUse::Hit, Duration::ZERO);
                     return Ok(Some(record));
@@ -189,7 +191,7 @@ impl<S: TokenStore> TokenCache<S> {
                 }
                 stale = Some(record);
             }
-            Some(Entry::Missing { until }) if Instant::now() < until => {
+            Some(Entry::Missing { until_ms }) if self.now_ms() < until_ms => {
                 self.metrics.cache_negative_hits.inc();
                 note(CacheUse::NegativeHit, Duration::ZERO);
                 return Ok(None);
@@ -274,16 +276,15 @@ impl<S: TokenStore> TokenCache<S> {
         match self.timed(StoreOp::Get, self.store.get(hash)).await {
             Ok(Some(r)) => Ok(Entry::Found {
                 record: Arc::new(CachedRecord::new(&r)),
-                fresh_until: Instant::now() + self.ttl,
+                fresh_until_ms: self.now_ms().saturating_add(millis(self.ttl)),
             }),
             Ok(None) => Ok(Entry::Missing {
-                until: Instant::now() + self.negative_ttl,
+                until_ms: self.now_ms().saturating_add(millis(self.negative_ttl)),
             }),
             Err(e) => {
                 if matches!(e, StoreError::Timeout(_) | StoreError::Unavailable(_)) {
-                    let until = self.started.elapsed() + FAILING_FOR;
                     self.failing_until_ms.fetch_max(
-                        u64::try_from(until.as_millis()).unwrap_or(u64::MAX),
+                        self.now_ms().saturating_add(millis(FAILING_FOR)),
                         Ordering::AcqRel,
                     );
                 }
@@ -294,8 +295,12 @@ impl<S: TokenStore> TokenCache<S> {
 
     /// Whether a store read failed within the last [`FAILING_FOR`].
     fn store_failing(&self) -> bool {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        now < self.failing_until_ms.load(Ordering::Acquire)
+        self.now_ms() < self.failing_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Milliseconds since this cache started: the clock of entry deadlines.
+    fn now_ms(&self) -> u64 {
+        millis(self.started.elapsed())
     }
 
     /// Forgets `hash` (a record changed).
@@ -317,8 +322,8 @@ impl<S: TokenStore> TokenCache<S> {
         match self.cache.get(hash).await {
             Some(Entry::Found {
                 record,
-                fresh_until,
-            }) if Instant::now() < fresh_until => Some(record),
+                fresh_until_ms,
+            }) if self.now_ms() < fresh_until_ms => Some(record),
             _ => None,
         }
     }
@@ -399,6 +404,12 @@ fn note(used: CacheUse, store: Duration) {
         n.cache.set(Some(used));
         n.store.set(n.store.get() + store);
     });
+}
+
+/// A duration in whole milliseconds (saturating: a deadline past the end
+/// of `u64` ms is never reached).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn entry_record(entry: Entry) -> Option<Arc<CachedRecord>> {

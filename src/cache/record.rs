@@ -23,12 +23,14 @@ pub struct CachedRecord {
     id: [u8; ID_LEN],
     workspace_id: Box<str>,
     scope: CachedScope,
-    expires_at: Option<Timestamp>,
+    /// The expiry; [`NEVER`] for a token that never expires (a sentinel,
+    /// not an `Option`: 8 bytes less per cached token).
+    expires_at: Timestamp,
     disabled: bool,
     /// When the token stops working for good (a rotation's overlap ends at
     /// a future instant), so a cached record is refused after it with no
-    /// store read.
-    revoked_at: Option<Timestamp>,
+    /// store read; [`NEVER`] when it is not revoked.
+    revoked_at: Timestamp,
     /// `last_used_at` in ms since the epoch (`i64::MIN`: never).
     last_used_ms: i64,
     noted_ms: AtomicI64,
@@ -65,6 +67,12 @@ pub struct CachedGrant {
     pub role: Box<str>,
 }
 
+/// "Not at any time": the expiry of a token that never expires, the
+/// revocation of one not revoked. (`Timestamp::MAX`, the last instant jiff
+/// knows, in 9999: no stored record holds it, and one that did would mean
+/// the same.)
+const NEVER: Timestamp = Timestamp::MAX;
+
 const ID_LEN: usize = crate::token::value::ID_PREFIX.len() + crate::token::value::ID_RANDOM_LEN;
 
 impl CachedRecord {
@@ -91,9 +99,9 @@ impl CachedRecord {
             id,
             workspace_id: record.workspace_id.as_str().into(),
             scope,
-            expires_at: record.expires_at,
+            expires_at: record.expires_at.unwrap_or(NEVER),
             disabled: record.disabled_at.is_some(),
-            revoked_at: record.revoked_at,
+            revoked_at: record.revoked_at.unwrap_or(NEVER),
             last_used_ms: record.last_used_at.map_or(i64::MIN, |t| t.as_millisecond()),
             noted_ms: AtomicI64::new(i64::MIN / 2),
             limits: record.has_context_limits().then(|| {
@@ -142,7 +150,7 @@ impl CachedRecord {
     }
 
     pub fn expires_at(&self) -> Option<Timestamp> {
-        self.expires_at
+        (self.expires_at != NEVER).then_some(self.expires_at)
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -151,7 +159,7 @@ impl CachedRecord {
 
     /// When the token is (or will be) revoked.
     pub fn revoked_at(&self) -> Option<Timestamp> {
-        self.revoked_at
+        (self.revoked_at != NEVER).then_some(self.revoked_at)
     }
 
     /// `last_used_at` in ms since the epoch, if ever used.

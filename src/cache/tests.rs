@@ -403,3 +403,13 @@ async fn a_traced_lookup_notes_miss_coalesced_hit_and_negative_hit() {
     assert!(cache.lookup(&hash).await.unwrap().is_some());
     assert!(NOTE.try_with(|_| ()).is_err());
 }
+
+/// moka holds one `Entry` per cached token, and an `Arc<CachedRecord>` is
+/// one allocation per token: both bounded, since a byte more in either is
+/// a megabyte more per million cached tokens (benches/cache_memory.rs).
+#[test]
+fn an_entry_and_a_cached_record_stay_small() {
+    assert!(std::mem::size_of::<Entry>() <= 16);
+    // 208 + the Arc's two counts fill a 224-byte allocator size class.
+    assert!(std::mem::size_of::<CachedRecord>() <= 208);
+}
