@@ -174,11 +174,12 @@ fn lock(stats: &Mutex<Stats>) -> MutexGuard<'_, Stats> {
 }
 
 /// How one request ended.
-enum Sent {
+enum Ended {
+    /// With its status, and whether the server closes the connection.
     Answered(http::StatusCode, bool),
     /// The connection closed before this request was written: not an error
     /// of the request (wrk reconnects the same way).
-    NotSent,
+    Unsent,
     Failed,
     TimedOut,
 }
@@ -186,10 +187,10 @@ enum Sent {
 async fn one_request(
     send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     req: http::Request<Empty<Bytes>>,
-) -> Sent {
+) -> Ended {
     let work = async {
         if send.ready().await.is_err() {
-            return Sent::NotSent;
+            return Ended::Unsent;
         }
         match send.send_request(req).await {
             Ok(res) => {
@@ -199,17 +200,17 @@ async fn one_request(
                     .get(http::header::CONNECTION)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                 match res.into_body().collect().await {
-                    Ok(_) => Sent::Answered(status, close),
-                    Err(_) => Sent::Failed,
+                    Ok(_) => Ended::Answered(status, close),
+                    Err(_) => Ended::Failed,
                 }
             }
-            Err(e) if e.is_canceled() => Sent::NotSent,
-            Err(_) => Sent::Failed,
+            Err(e) if e.is_canceled() => Ended::Unsent,
+            Err(_) => Ended::Failed,
         }
     };
     tokio::time::timeout(TIMEOUT, work)
         .await
-        .unwrap_or(Sent::TimedOut)
+        .unwrap_or(Ended::TimedOut)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -263,7 +264,7 @@ async fn connection(
             let took = start.elapsed();
             let mut s = lock(&stats);
             match sent {
-                Sent::Answered(status, close) => {
+                Ended::Answered(status, close) => {
                     let counted = epoch == s.epoch && s.mark_ms.is_some();
                     let first = counted && !std::mem::replace(&mut s.seen[rank], true);
                     let w = s.now();
@@ -280,12 +281,12 @@ async fn connection(
                         break;
                     }
                 }
-                Sent::NotSent => break,
-                Sent::Failed => {
+                Ended::Unsent => break,
+                Ended::Failed => {
                     s.errors(epoch).io += 1;
                     break;
                 }
-                Sent::TimedOut => {
+                Ended::TimedOut => {
                     s.errors(epoch).timeout += 1;
                     break;
                 }
