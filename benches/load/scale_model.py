@@ -411,14 +411,19 @@ def fleet(results, a):
         interval = a.expiry_scan_interval_s
         per_gate_tokens_per_s = min(n / interval, scan["tokens_per_s"])
         gets = per_gate_tokens_per_s * scan["gets_per_token"]
+        # Redis CPU per command of the scan itself (pipelined GETs).
+        scan_cmd_us = scan["redis_cpu_s"] / sum(scan["redis_calls"].values()) * 1e6
+        scan_shard_ops = 1e6 / scan_cmd_us * a.shard_util
         out["expiry_scan"] = {
             "measured_tokens_per_s_one_gate": scan["tokens_per_s"],
             "gets_per_token": scan["gets_per_token"],
+            "redis_cpu_us_per_command": round(scan_cmd_us, 2),
             "interval_s": interval,
             "scan_takes_s_per_gate": round(n / scan["tokens_per_s"]),
             "redis_gets_per_s_per_gate": round(gets),
             "by_gates": {g: {"redis_gets_per_s": round(gets * g),
-                             "shards_for_ops": math.ceil(gets * g / shard_ops)}
+                             "redis_cores_busy": round(gets * g * scan_cmd_us / 1e6, 1),
+                             "shards_for_ops": math.ceil(gets * g / scan_shard_ops)}
                          for g in sorted(set(a.gates + [gates_by_cpu]))},
         }
     return out
