@@ -8,14 +8,19 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use hawzu_gate::cache::CachedRecord;
 use hawzu_gate::store::redis::RedisOptions;
+use hawzu_gate::store::redis::USAGE_DELTAS_PER_PIPELINE;
 use hawzu_gate::store::usage::{
     ClientSeen, Counts, LastRefusal, MAX_CLIENTS, UsageDelta, UsageStore, day_of_hour, hour_of,
 };
 use hawzu_gate::store::{EmbeddedStore, RedisStore, Store};
-use hawzu_gate::token::TokenId;
+use hawzu_gate::token::record::RECORD_VERSION;
+use hawzu_gate::token::{Scope, TokenId, TokenRecord};
+use hawzu_gate::usage::counts::{Note, Tallies};
 use jiff::{SignedDuration, Timestamp};
 
 use common::{redis_url, unique_prefix};
@@ -270,6 +275,62 @@ async fn redis_keys_carry_the_retention_as_a_ttl_and_each_command_touches_one_ke
             ttl > 0 && ttl <= max,
             "{key}: a TTL of retention after its hour or day ({ttl} ms)"
         );
+    }
+}
+
+fn record() -> TokenRecord {
+    TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().unwrap(),
+        name: "CI".into(),
+        workspace_id: "ws_1".into(),
+        scope: Scope::Workspace {
+            role: "workspace_viewer".into(),
+        },
+        created_by: "alice".into(),
+        created_at: Timestamp::now(),
+        expires_at: None,
+        disabled_at: None,
+        disabled_by: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+        description: None,
+        rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
+    }
+}
+
+/// The writer's flush of more tokens than one Redis pipeline carries goes
+/// in several (token lookups share the connection and wait behind each),
+/// and every token is written once: none left out, none carried and
+/// written again by the next flush.
+#[tokio::test]
+async fn a_flush_larger_than_one_pipeline_writes_every_token_once() {
+    let (stores, _dir) = stores("usage_chunks").await;
+    let h = hour_of(Timestamp::now());
+    for (name, store) in stores {
+        let records: Vec<Arc<CachedRecord>> = (0..2 * USAGE_DELTAS_PER_PIPELINE + 1)
+            .map(|_| Arc::new(CachedRecord::new(&record())))
+            .collect();
+        let mut tallies = Tallies::default();
+        for r in &records {
+            assert!(r.tally().allowed(), "the first count since a flush");
+            tallies.note(Note::Counted(r.clone()));
+        }
+        tallies.flush(&store, h, RETENTION).await;
+        tallies.flush(&store, h, RETENTION).await;
+        let ids: Vec<TokenId> = records
+            .iter()
+            .map(|r| TokenId::parse(r.id()).unwrap())
+            .collect();
+        let day = day_of_hour(h);
+        let totals = store.daily_totals(&ids, day, day).await.unwrap();
+        assert_eq!(totals.len(), ids.len(), "{name}");
+        for (id, c) in ids.iter().zip(&totals) {
+            assert_eq!(c.allowed, 1, "{name}: token {id} counted once");
+        }
     }
 }
 

@@ -88,6 +88,12 @@ pub struct UsageReport {
 
 /// Where usage is kept: beside the tokens, in the same backend.
 pub trait UsageStore: Send + Sync + 'static {
+    /// The most deltas one [`UsageStore::add_usage`] call should carry; the
+    /// writer splits a larger flush into calls of at most this many.
+    fn deltas_per_call(&self) -> usize {
+        usize::MAX
+    }
+
     /// Adds one flush: counts to their hour (and day), clients and the last
     /// refusal merged into what is kept. What is older than `retention`
     /// is dropped (a Redis TTL; pruned in the embedded file).
@@ -175,6 +181,13 @@ pub fn later_refusal(a: Option<LastRefusal>, b: Option<&LastRefusal>) -> Option<
 }
 
 impl UsageStore for Store {
+    fn deltas_per_call(&self) -> usize {
+        match self {
+            Store::Embedded(s) => s.deltas_per_call(),
+            Store::Redis(s) => s.deltas_per_call(),
+        }
+    }
+
     async fn add_usage(&self, batch: &[UsageDelta], retention: Duration) -> Result<(), StoreError> {
         match self {
             Store::Embedded(s) => s.add_usage(batch, retention).await,

@@ -208,15 +208,23 @@ impl Tallies {
 
     /// Writes what is pending as counts of `hour`. A store that fails keeps
     /// the batch for the next flush.
+    ///
+    /// The batch goes in calls of at most [`UsageStore::deltas_per_call`]
+    /// deltas, one after the other; when one fails, it and the rest are
+    /// kept (what the earlier calls wrote is not written twice).
     pub async fn flush(&mut self, store: &Store, hour: u32, retention: Duration) {
-        let batch = self.take(hour);
-        if batch.is_empty() {
-            return;
-        }
-        if let Err(e) = store.add_usage(&batch, retention).await {
-            let tokens = batch.len();
-            let lost = self.carry(batch);
-            log_failure(&e, tokens, lost);
+        let mut batch = self.take(hour);
+        let per_call = store.deltas_per_call().max(1);
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(per_call));
+            if let Err(e) = store.add_usage(&batch, retention).await {
+                batch.extend(rest);
+                let tokens = batch.len();
+                let lost = self.carry(batch);
+                log_failure(&e, tokens, lost);
+                return;
+            }
+            batch = rest;
         }
     }
 }

@@ -51,6 +51,7 @@ mod usage;
 use self::connect::Target;
 pub use self::connect::Topology;
 use self::scripts::{COMPARE_AND_SET, set_cmd};
+pub use self::usage::USAGE_DELTAS_PER_PIPELINE;
 
 /// Index entries fetched per round trip while listing.
 const SCAN_BATCH: usize = 200;

@@ -12,7 +12,8 @@
 //!   refusal, a one-key script.
 //!
 //! Every command touches one key (Redis Cluster); a flush is one pipeline
-//! (concurrent commands on a cluster).
+//! per [`USAGE_DELTAS_PER_PIPELINE`] tokens (concurrent commands on a
+//! cluster).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -139,7 +140,18 @@ fn hmget(key: String) -> Cmd {
     c
 }
 
+/// Deltas per pipeline (about five commands each, one of them a script).
+/// The pipeline shares the connection with token lookups, which wait behind
+/// it: a few milliseconds for this many, where one pipeline for a whole
+/// flush of 50k tokens held them past `store.timeout` (503s, and a timed-out
+/// flush that Redis had applied was carried and counted again).
+pub const USAGE_DELTAS_PER_PIPELINE: usize = 256;
+
 impl UsageStore for RedisStore {
+    fn deltas_per_call(&self) -> usize {
+        USAGE_DELTAS_PER_PIPELINE
+    }
+
     async fn add_usage(&self, batch: &[UsageDelta], retention: Duration) -> Result<(), StoreError> {
         let keep = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let mut cmds = Vec::new();
