@@ -18,12 +18,11 @@ use hawzu_gate::store::usage::{
     ClientSeen, Counts, LastRefusal, MAX_CLIENTS, UsageDelta, UsageStore, day_of_hour, hour_of,
 };
 use hawzu_gate::store::{EmbeddedStore, RedisStore, Store};
-use hawzu_gate::token::record::RECORD_VERSION;
-use hawzu_gate::token::{Scope, TokenId, TokenRecord};
+use hawzu_gate::token::TokenId;
 use hawzu_gate::usage::counts::{Note, Tallies};
 use jiff::{SignedDuration, Timestamp};
 
-use common::{redis_url, unique_prefix};
+use common::{redis_url, unique_prefix, workspace_record};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -278,30 +277,6 @@ async fn redis_keys_carry_the_retention_as_a_ttl_and_each_command_touches_one_ke
     }
 }
 
-fn record() -> TokenRecord {
-    TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI".into(),
-        workspace_id: "ws_1".into(),
-        scope: Scope::Workspace {
-            role: "workspace_viewer".into(),
-        },
-        created_by: "alice".into(),
-        created_at: Timestamp::now(),
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
-    }
-}
-
 /// The writer's flush of more tokens than one Redis pipeline carries goes
 /// in several (token lookups share the connection and wait behind each),
 /// and every token is written once: none left out, none carried and
@@ -312,7 +287,7 @@ async fn a_flush_larger_than_one_pipeline_writes_every_token_once() {
     let h = hour_of(Timestamp::now());
     for (name, store) in stores {
         let records: Vec<Arc<CachedRecord>> = (0..2 * USAGE_DELTAS_PER_PIPELINE + 1)
-            .map(|_| Arc::new(CachedRecord::new(&record())))
+            .map(|_| Arc::new(CachedRecord::new(&workspace_record("CI"))))
             .collect();
         let mut tallies = Tallies::default();
         for r in &records {

@@ -4,7 +4,7 @@ microsecond of a request goes.
 
     python3 benches/load/profile.py [--no-build] [--duration 10] [--json F]
 
-Starts what `run.py` starts (upstream, private redis-server, the gate on
+Starts what `harness.py` starts (upstream, private redis-server, the gate on
 Redis, the bare hyper proxy), then for each of
 
   d  the gate's proxy, one valid token (cache hit)
@@ -30,7 +30,7 @@ import time
 import shutil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run  # noqa: E402  (the harness's process and wrk helpers)
+import harness  # noqa: E402  (the load harness's shared parts)
 
 # (group, dso pattern, symbol pattern): the first match wins; the order
 # puts specific groups before general ones.
@@ -85,13 +85,13 @@ def perf_rows(data):
 
 def profile_case(name, url, headers, pid, duration, connections, tmp):
     data = os.path.join(tmp, f"perf-{name}.data")
-    before = run.cpu_seconds(pid)
+    before = harness.cpu_seconds(pid)
     perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4999", "-p", str(pid), "-o", data],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    res = run.wrk(url, duration, connections, headers)
+    res = harness.wrk(url, duration, connections, headers)
     perf.send_signal(2)
     perf.wait(30)
-    cpu = run.cpu_seconds(pid) - before
+    cpu = harness.cpu_seconds(pid) - before
     requests = res["rps"] * duration
     us = cpu / requests * 1e6
     rows = perf_rows(data)
@@ -123,43 +123,43 @@ def main():
             sys.exit(f"{tool} is needed: apt-get install wrk linux-perf redis-server")
     if not opts.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "hawzu-gate", "--example", "load-upstream",
-                        "--example", "load-bare-proxy"], cwd=run.ROOT, check=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=run.ROOT, capture_output=True,
+                        "--example", "load-bare-proxy"], cwd=harness.ROOT, check=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=harness.ROOT, capture_output=True,
                             text=True).stdout.strip()
-    procs = run.Procs()
+    procs = harness.Procs()
     tmp = tempfile.mkdtemp(prefix="hawzu-profile-")
     results = {"commit": commit, "duration_s": opts.duration, "connections": opts.connections,
                "threads": opts.threads, "cases": {}}
     try:
-        redis_port = run.free_port()
+        redis_port = harness.free_port()
         procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"])
-        run.wait_port(redis_port, "redis")
-        up_port = run.free_port()
-        procs.start("upstream", [os.path.join(run.RELEASE, "examples", "load-upstream"), f"127.0.0.1:{up_port}",
+        harness.wait_port(redis_port, "redis")
+        up_port = harness.free_port()
+        procs.start("upstream", [os.path.join(harness.RELEASE, "examples", "load-upstream"), f"127.0.0.1:{up_port}",
                                  str(opts.threads)])
-        run.wait_port(up_port, "upstream")
+        harness.wait_port(up_port, "upstream")
         prefix = f"profile:{int(time.time())}:"
-        conf, ports, data = run.gate_config(tmp, "gate", redis_port, prefix, up_port, 1_000_000, opts.threads)
-        gate, key = run.start_gate(procs, "gate", conf, ports, data)
-        created = run.admin_call(ports["admin"], key, "POST", "/admin/v1/tokens", {
+        conf, ports, data = harness.gate_config(tmp, "gate", redis_port, prefix, up_port, 1_000_000, opts.threads)
+        gate, key = harness.start_gate(procs, "gate", conf, ports, data)
+        created = harness.admin_call(ports["admin"], key, "POST", "/admin/v1/tokens", {
             "name": "profile", "workspace_id": "ws_1", "scope": {"type": "workspace", "role": "workspace_viewer"},
             "expires": "never"})
         auth = f"Authorization: Bearer {created['secret']}"
-        bare_port = run.free_port()
-        bare = procs.start("bare", [os.path.join(run.RELEASE, "examples", "load-bare-proxy"),
+        bare_port = harness.free_port()
+        bare = procs.start("bare", [os.path.join(harness.RELEASE, "examples", "load-bare-proxy"),
                                     f"127.0.0.1:{bare_port}", f"127.0.0.1:{up_port}", str(opts.threads)])
-        run.wait_port(bare_port, "bare proxy")
+        harness.wait_port(bare_port, "bare proxy")
         cases = {
-            "d": ("gate proxy, cache hit", f"http://127.0.0.1:{ports['proxy']}{run.PATH}", [auth], gate.pid),
+            "d": ("gate proxy, cache hit", f"http://127.0.0.1:{ports['proxy']}{harness.PATH}", [auth], gate.pid),
             "e": ("gate /auth/nginx alone", f"http://127.0.0.1:{ports['auth']}/auth/nginx",
-                  [auth, "X-Original-Method: GET", f"X-Original-URI: {run.PATH}"], gate.pid),
-            "h": ("bare hyper proxy", f"http://127.0.0.1:{bare_port}{run.PATH}", [], bare.pid),
+                  [auth, "X-Original-Method: GET", f"X-Original-URI: {harness.PATH}"], gate.pid),
+            "h": ("bare hyper proxy", f"http://127.0.0.1:{bare_port}{harness.PATH}", [], bare.pid),
         }
         # A short warm-up of each, unmeasured (connections, cache, pools).
         for c in opts.cases:
             _, url, headers, _ = cases[c]
-            run.wrk(url, 2, opts.connections, headers)
+            harness.wrk(url, 2, opts.connections, headers)
         for c in opts.cases:
             name, url, headers, pid = cases[c]
             res = profile_case(c, url, headers, pid, opts.duration, opts.connections, tmp)

@@ -69,8 +69,7 @@ impl TestStore {
     /// straight into the store as the admin API would: their secrets and ids.
     pub async fn seed(&self, n: usize) -> Vec<(String, String)> {
         use hawzu_gate::store::TokenStore;
-        use hawzu_gate::token::record::RECORD_VERSION;
-        use hawzu_gate::token::{Scope, TokenId, TokenRecord, TokenSecret};
+        use hawzu_gate::token::TokenSecret;
         let mut tasks = Vec::new();
         for t in 0..8 {
             let store = self.store.clone();
@@ -79,27 +78,7 @@ impl TestStore {
                 let mut out = Vec::with_capacity(count);
                 for _ in 0..count {
                     let secret = TokenSecret::generate().unwrap();
-                    let record = TokenRecord {
-                        v: RECORD_VERSION,
-                        id: TokenId::generate().unwrap(),
-                        name: "seeded".into(),
-                        workspace_id: "ws_1".into(),
-                        scope: Scope::Workspace {
-                            role: "workspace_viewer".into(),
-                        },
-                        created_by: "test".into(),
-                        created_at: jiff::Timestamp::now(),
-                        expires_at: None,
-                        disabled_at: None,
-                        disabled_by: None,
-                        revoked_at: None,
-                        last_used_at: None,
-                        rotated_from: None,
-                        description: None,
-                        rotated_to: None,
-                        allow_from: Vec::new(),
-                        not_before: None,
-                    };
+                    let record = workspace_record("seeded");
                     let id = record.id.as_str().to_owned();
                     store.create(&secret.hash(), &record).await.unwrap();
                     out.push((secret.expose().to_owned(), id));
@@ -142,5 +121,34 @@ impl TestStore {
             self.store.touch(&current, &next).await.ok().filter(|w| *w)
         })
         .await;
+    }
+}
+
+/// A live workspace token's record (`workspace_viewer` on `ws_1`, never
+/// expires), named `name`, with a fresh id: for tests that write records
+/// straight into a store.
+pub fn workspace_record(name: &str) -> hawzu_gate::token::TokenRecord {
+    use hawzu_gate::token::record::RECORD_VERSION;
+    use hawzu_gate::token::{Scope, TokenId, TokenRecord};
+    TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().unwrap(),
+        name: name.into(),
+        workspace_id: "ws_1".into(),
+        scope: Scope::Workspace {
+            role: "workspace_viewer".into(),
+        },
+        created_by: "test".into(),
+        created_at: jiff::Timestamp::now(),
+        expires_at: None,
+        disabled_at: None,
+        disabled_by: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_from: None,
+        description: None,
+        rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
     }
 }
