@@ -10,6 +10,10 @@ Redis, the bare hyper proxy), then for each of
   d  the gate's proxy, one valid token (cache hit)
   e  the gate's /auth/nginx alone
   h  the bare hyper proxy (the gate's HTTP stack, no authorization)
+  k  the gate as Envoy's gRPC ext_authz (deploy/envoy/envoy.yaml; the gate
+     profiled, its CPU per request Envoy proxied)
+  m  the null gRPC authorizer in its place (examples/load-null-authz):
+     what any gRPC authorizer pays for the call alone
 
 drives wrk (1 thread, 50 connections) while `perf record -e cpu-clock`
 samples the server's process only. The server's CPU time over the run
@@ -47,11 +51,13 @@ GROUPS = [
     ("gate: cache (moka)", r".", r"hawzu_gate::cache|moka|crossbeam|quanta|tagptr"),
     ("gate: usage tally, metrics, access log", r".", r"hawzu_gate::(usage|metrics|telemetry|traces)|prometheus|tracing"),
     ("gate: doors and proxying (service, forwarding)", r".", r"hawzu_gate::"),
-    ("hyper HTTP/1 (parse, encode)", r".", r"hyper::proto|httparse|hyper::headers|http::header|http::uri|http::method|http::status|HeaderMap|HeaderValue|HeaderName|http::"),
+    ("hyper HTTP/1, `http` header types", r".", r"^(?!<?h2::)(.*(hyper::proto|httparse|hyper::headers|http::header|http::uri|http::method|http::status|HeaderMap|HeaderValue|HeaderName|http::))"),
     ("hyper client and pool (hyper-util)", r".", r"hyper_util::client|hyper::client|want::|pool"),
-    ("hyper server, body, service glue", r".", r"hyper|hyper_util|tower|bytes::"),
+    ("hyper server, body, service glue", r".", r"^(?!<?h2::)(.*(hyper|hyper_util|tower|bytes::))"),
+    ("h2 (HTTP/2 framing, HPACK; gRPC's transport)", r".", r"h2::"),
+    ("tonic, prost (gRPC, protobuf)", r".", r"tonic|prost|envoy_types"),
     ("tokio (runtime, I/O driver, timers)", r".", r"tokio|mio|parking_lot"),
-    ("Rust core/std (fmt, hashing, other)", r".", r"core::|std::|alloc::|__rust|<"),
+    ("Rust core/std (fmt, hashing, locks, other)", r".", r"core::|std::|alloc::|hashbrown|__rust"),
     ("libc other", r"libc", r"."),
     ("other", r".", r"."),
 ]
@@ -156,6 +162,18 @@ def main():
                   [auth, "X-Original-Method: GET", f"X-Original-URI: {harness.PATH}"], gate.pid),
             "h": ("bare hyper proxy", f"http://127.0.0.1:{bare_port}{harness.PATH}", [], bare.pid),
         }
+        if any(c in opts.cases for c in "km"):
+            null_port = harness.free_port()
+            null = procs.start("null-authz", [os.path.join(harness.RELEASE, "examples", "load-null-authz"),
+                                              f"127.0.0.1:{null_port}", str(opts.threads)])
+            harness.wait_port(null_port, "null authorizer")
+            for letter, name, authz_port, pid in (("k", "Envoy + gate, gRPC ext_authz", ports["grpc"], gate.pid),
+                                                  ("m", "Envoy + null gRPC authorizer", null_port, null.pid)):
+                port = harness.free_port()
+                conf_path = harness.envoy_conf(tmp, f"envoy-{letter}", "envoy.yaml", port, up_port,
+                                               ("port_value: 9001", authz_port))
+                harness.start_envoy(procs, f"envoy-{letter}", conf_path, port, opts.threads)
+                cases[letter] = (name, f"http://127.0.0.1:{port}{harness.PATH}", [auth], pid)
         # A short warm-up of each, unmeasured (connections, cache, pools).
         for c in opts.cases:
             _, url, headers, _ = cases[c]
