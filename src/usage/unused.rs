@@ -252,4 +252,38 @@ mod tests {
         let later = now() + SignedDuration::from_hours(24 * 60);
         assert_eq!(sweep(&cache, 30 * DAY, later).await.unwrap(), 1);
     }
+
+    /// Two gates whose sweeps started in the same millisecond both find a
+    /// token enabled in their listing and both call `disable_unused` with
+    /// the same instant: one disables it (and writes the audit event), the
+    /// other finds it already disabled and reports nothing — it must not
+    /// take the first one's write, with the same stamp, for its own.
+    #[tokio::test]
+    async fn a_token_disabled_by_another_sweep_at_the_same_instant_is_not_reported_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let cache = TokenCache::new(
+            Store::Embedded(store),
+            CacheOptions {
+                ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(5),
+                max_entries: 100,
+                stale_if_error: Duration::ZERO,
+            },
+        );
+        let old = record(40, None);
+        cache
+            .create(&TokenSecret::generate().unwrap().hash(), &old)
+            .await
+            .unwrap();
+        let first = disable_unused(&cache, &old.id, 30 * DAY, now()).await;
+        assert!(first.unwrap().is_some(), "the first sweep disables it");
+        let second = disable_unused(&cache, &old.id, 30 * DAY, now()).await;
+        assert!(
+            second.unwrap().is_none(),
+            "the second sweep did nothing and must not say it did"
+        );
+    }
 }
