@@ -49,14 +49,20 @@ pub async fn disable_unused(
     now: Timestamp,
 ) -> Result<Option<TokenRecord>, StoreError> {
     let stamp = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
-    // The record the write replaced, for the audit event.
+    // The record the write replaced, for the audit event: set by the last
+    // call of the closure that asked for a change, cleared by one that did
+    // not. `update` ends with a write of the last call's change, or with no
+    // write when the last call asked for none (another gate's sweep, at the
+    // same instant perhaps, disabled it first), so this says whether this
+    // call wrote — the record it finds cannot: it may be that other write.
     let before = std::sync::Mutex::new(None);
     let written = update(cache, id, |r: &TokenRecord| {
-        if !is_unused(r, after, now) {
-            return Ok::<_, ()>(None);
-        }
+        let unused = is_unused(r, after, now);
         if let Ok(mut b) = before.lock() {
-            *b = Some(r.clone());
+            *b = unused.then(|| r.clone());
+        }
+        if !unused {
+            return Ok::<_, ()>(None);
         }
         Ok(Some(TokenRecord {
             disabled_at: Some(stamp),
@@ -70,12 +76,9 @@ pub async fn disable_unused(
         Err(UpdateError::NotFound | UpdateError::Refused(())) => return Ok(None),
         Err(UpdateError::Store(e)) => return Err(e),
     };
-    // `update` hands back the record as found when nothing changed.
-    if stored.record.disabled_by.as_deref() != Some(DISABLED_BY)
-        || stored.record.disabled_at != Some(stamp)
-    {
+    let Some(before) = before.into_inner().ok().flatten() else {
         return Ok(None);
-    }
+    };
     let record = stored.record;
     let unused_for = now.duration_since(record.last_used_at.unwrap_or(record.created_at));
     tracing::info!(
@@ -87,16 +90,14 @@ pub async fn disable_unused(
         unused_days = unused_for.as_hours() / 24,
         "token disabled: unused for longer than usage.disable_unused_after"
     );
-    if let Some(before) = before.into_inner().ok().flatten() {
-        let reason = format!(
-            "unused for {} days (usage.disable_unused_after = {})",
-            unused_for.as_hours() / 24,
-            humantime::format_duration(after)
-        );
-        cache
-            .record_audit(AuditEvent::auto_disabled(now, &before, &record, reason))
-            .await;
-    }
+    let reason = format!(
+        "unused for {} days (usage.disable_unused_after = {})",
+        unused_for.as_hours() / 24,
+        humantime::format_duration(after)
+    );
+    cache
+        .record_audit(AuditEvent::auto_disabled(now, &before, &record, reason))
+        .await;
     Ok(Some(record))
 }
 
