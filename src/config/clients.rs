@@ -24,7 +24,7 @@ pub struct FailedAuthSettings {
     /// The time over which `limit` failures are forgiven.
     pub window: HumanDuration,
     /// Most client addresses tracked (least recently seen are dropped first);
-    /// bounds the memory to about 400 bytes each (`cargo bench --bench
+    /// bounds the memory to about 330 bytes each (`cargo bench --bench
     /// cache_memory -- clients`).
     pub max_clients: u64,
 }
