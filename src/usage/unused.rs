@@ -195,6 +195,22 @@ mod tests {
         }
     }
 
+    /// A cache over an embedded store in `dir`.
+    async fn embedded_cache(dir: &std::path::Path) -> TokenCache<Store> {
+        let store = EmbeddedStore::open(dir, Duration::from_secs(5))
+            .await
+            .unwrap();
+        TokenCache::new(
+            Store::Embedded(store),
+            CacheOptions {
+                ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(5),
+                max_entries: 100,
+                stale_if_error: Duration::ZERO,
+            },
+        )
+    }
+
     #[test]
     fn unused_means_enabled_and_neither_used_nor_created_within_the_window() {
         let after = 30 * DAY;
@@ -219,18 +235,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_is_disabled_once_and_a_second_sweep_finds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path(), Duration::from_secs(5))
-            .await
-            .unwrap();
-        let cache = TokenCache::new(
-            Store::Embedded(store),
-            CacheOptions {
-                ttl: Duration::from_secs(60),
-                negative_ttl: Duration::from_secs(5),
-                max_entries: 100,
-                stale_if_error: Duration::ZERO,
-            },
-        );
+        let cache = embedded_cache(dir.path()).await;
         let (old, used) = (record(40, None), record(40, Some(1)));
         for r in [&old, &used] {
             cache
@@ -262,18 +267,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_disabled_by_another_sweep_at_the_same_instant_is_not_reported_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path(), Duration::from_secs(5))
-            .await
-            .unwrap();
-        let cache = TokenCache::new(
-            Store::Embedded(store),
-            CacheOptions {
-                ttl: Duration::from_secs(60),
-                negative_ttl: Duration::from_secs(5),
-                max_entries: 100,
-                stale_if_error: Duration::ZERO,
-            },
-        );
+        let cache = embedded_cache(dir.path()).await;
         let old = record(40, None);
         cache
             .create(&TokenSecret::generate().unwrap().hash(), &old)
