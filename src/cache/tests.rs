@@ -206,6 +206,57 @@ async fn a_load_that_read_before_an_invalidation_does_not_leave_its_record_cache
 }
 
 #[tokio::test]
+async fn a_load_keeps_its_record_when_another_token_changes_while_it_reads() {
+    // A fleet hears changes all the time: a change to some other token
+    // must not cost a token just read its entry (it would be read again
+    // on its next request, and refused with 503 while the store is away).
+    let store = Double::default();
+    let (hash, record) = token();
+    let (other, other_record) = token();
+    store.put(hash, record);
+    store.put(other, other_record);
+    let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
+
+    let (read, release) = store.hold_next_get();
+    let c = cache.clone();
+    let load = tokio::spawn(async move { c.lookup(&hash).await });
+    read.await.unwrap();
+    cache.invalidate(&other).await;
+    release.send(()).unwrap();
+    load.await.unwrap().unwrap().expect("a record");
+
+    assert!(
+        cache.cached(&hash).await.is_some(),
+        "a change to another token dropped the record just read"
+    );
+    lookup(&cache, &hash).await;
+    assert_eq!(store.gets(), 1, "the token was read again");
+}
+
+#[tokio::test]
+async fn a_load_that_read_before_the_cache_was_dropped_does_not_leave_its_record_cached() {
+    let store = Double::default();
+    let (hash, record) = token();
+    store.put(hash, record.clone());
+    let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
+
+    let (read, release) = store.hold_next_get();
+    let c = cache.clone();
+    let load = tokio::spawn(async move { c.lookup(&hash).await });
+    read.await.unwrap();
+    // Changes may have been missed (the feed resumed): everything goes.
+    store.put(hash, disabled(&record));
+    cache.invalidate_all();
+    release.send(()).unwrap();
+    load.await.unwrap().unwrap().expect("a record");
+
+    assert!(
+        lookup(&cache, &hash).await.is_disabled(),
+        "a record read before the drop outlived it"
+    );
+}
+
+#[tokio::test]
 async fn a_stale_refresh_that_raced_with_an_invalidation_is_not_kept() {
     let store = Double::default();
     let (hash, record) = token();
