@@ -28,7 +28,10 @@ use crate::metrics::{Metrics, StoreOp};
 use crate::store::{ListQuery, Page, StoreError, Stored, TokenStore};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
+use self::epochs::Epochs;
+
 mod audit;
+mod epochs;
 mod listen;
 mod record;
 mod tally;
@@ -76,9 +79,9 @@ pub struct TokenCache<S> {
     cache: Cache<TokenHash, Entry>,
     negative_ttl: Duration,
     metrics: Arc<Metrics>,
-    /// Bumped before every invalidation, so a load that raced with one can
-    /// tell (see [`TokenCache::lookup`]).
-    epoch: AtomicU64,
+    /// Bumped before every invalidation, so a load that raced with one of
+    /// its hash can tell (see [`TokenCache::lookup`]).
+    epochs: Epochs,
     /// Whether the invalidation subscription is up (always true without Redis).
     subscribed: AtomicBool,
     ttl: Duration,
@@ -125,7 +128,7 @@ impl<S: TokenStore> TokenCache<S> {
             cache,
             negative_ttl: options.negative_ttl,
             metrics,
-            epoch: AtomicU64::new(0),
+            epochs: Epochs::new(),
             subscribed: AtomicBool::new(true),
             ttl: options.ttl,
             stale_if_error: options.stale_if_error,
@@ -239,7 +242,7 @@ impl<S: TokenStore> TokenCache<S> {
         &self,
         hash: &TokenHash,
     ) -> Result<(Option<Arc<CachedRecord>>, bool), StoreError> {
-        let before = self.epoch.load(Ordering::Acquire);
+        let before = self.epochs.seen(hash);
         let entry = self
             .cache
             .entry(*hash)
@@ -250,7 +253,7 @@ impl<S: TokenStore> TokenCache<S> {
         // found nothing to remove; the value just inserted could predate it.
         // Drop it (this request still uses it: it raced with the change).
         let fresh = entry.is_fresh();
-        if fresh && self.epoch.load(Ordering::Acquire) != before {
+        if fresh && self.epochs.seen(hash) != before {
             self.cache.invalidate(hash).await;
         }
         Ok((entry_record(entry.into_value()), !fresh))
@@ -259,11 +262,11 @@ impl<S: TokenStore> TokenCache<S> {
     /// A stale record read again (concurrent callers share the read); the
     /// answer replaces it unless an invalidation raced with the read.
     async fn refresh(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
-        let before = self.epoch.load(Ordering::Acquire);
+        let before = self.epochs.seen(hash);
         let read = self.refreshes.try_get_with(*hash, self.read(hash)).await;
         self.refreshes.invalidate(hash).await;
         let entry = read.map_err(|e| (*e).clone())?;
-        if self.epoch.load(Ordering::Acquire) == before {
+        if self.epochs.seen(hash) == before {
             self.cache.insert(*hash, entry.clone()).await;
         } else {
             self.cache.invalidate(hash).await;
@@ -305,14 +308,14 @@ impl<S: TokenStore> TokenCache<S> {
 
     /// Forgets `hash` (a record changed).
     pub async fn invalidate(&self, hash: &TokenHash) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.epochs.changed(hash);
         self.cache.invalidate(hash).await;
     }
 
     /// Forgets everything (invalidations may have been missed).
     pub fn invalidate_all(&self) {
         self.metrics.cache_drops.inc();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.epochs.dropped();
         self.cache.invalidate_all();
     }
 

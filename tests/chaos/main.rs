@@ -265,6 +265,11 @@ impl Row {
         assert_eq!(c.wrong_denies, 0, "{what}: a wrong deny");
         assert_eq!(c.hangs, 0, "{what}: a request hung");
         assert_eq!(c.other_5xx, 0, "{what}: a 5xx other than 503");
+        // First: without it, the next one proves nothing.
+        assert!(
+            self.covered,
+            "{what}: the fault outlasted the cached tokens' entries (the 503 column proves nothing)"
+        );
         assert_eq!(
             c.cached_unavailable, 0,
             "{what}: a cached token got 503 ({} whole-cache drops on gate b since it was cached)",
@@ -303,10 +308,6 @@ impl Row {
         assert_eq!(
             self.refused_fresh, self.refused_fresh_allowed,
             "{what}: a fresh token refused during the fault was refused after it"
-        );
-        assert!(
-            self.covered,
-            "{what}: the fault outlasted the cached tokens' entries (the 503 column proves nothing)"
         );
     }
 }
