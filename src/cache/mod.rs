@@ -176,8 +176,8 @@ impl<S: TokenStore> TokenCache<S> {
     /// and revoked state on every request.
     pub async fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         // Hot path: a hit is a hash-map read; no I/O, no await on a lock.
-        let mut stale = None;
-        match self.cache.get(hash).await {
+        let mut forget = false;
+        let stale = match self.cache.get(hash).await {
             Some(Entry::Found {
                 record,
                 fresh_until_ms,
@@ -192,7 +192,7 @@ impl<S: TokenStore> TokenCache<S> {
                     note(CacheUse::Stale, Duration::ZERO);
                     return Ok(Some(record));
                 }
-                stale = Some(record);
+                Some(record)
             }
             Some(Entry::Missing { until_ms }) if self.now_ms() < until_ms => {
                 self.metrics.cache_negative_hits.inc();
@@ -200,8 +200,29 @@ impl<S: TokenStore> TokenCache<S> {
                 return Ok(None);
             }
             // A "no such token" past its deadline: ask the store again.
-            Some(Entry::Missing { .. }) => self.cache.invalidate(hash).await,
-            None => {}
+            Some(Entry::Missing { .. }) => {
+                forget = true;
+                None
+            }
+            None => None,
+        };
+        // Boxed: the store's futures are large, and a future is as large as
+        // its largest path. Unboxed, every request's future (which hyper
+        // moves whole, per request) carried the store read of a miss.
+        Box::pin(self.uncached(hash, stale, forget)).await
+    }
+
+    /// Past a hit: a miss (one store read shared by every concurrent
+    /// caller) or a stale record read again; `forget` first removes an
+    /// expired "no such token".
+    async fn uncached(
+        &self,
+        hash: &TokenHash,
+        stale: Option<Arc<CachedRecord>>,
+        forget: bool,
+    ) -> Result<Option<Arc<CachedRecord>>, StoreError> {
+        if forget {
+            self.cache.invalidate(hash).await;
         }
         self.metrics.cache_misses.inc();
         let waited = Instant::now();

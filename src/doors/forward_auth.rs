@@ -84,7 +84,8 @@ impl ForwardAuth {
                 client: ClientAddr::Lazy(&client),
             };
             let request_id = shared.request_id(headers);
-            let res = inspect::answer(shared, &mut exchange, &facts, &request_id).await;
+            // Boxed: rare (see `TokenCache::lookup` on future sizes).
+            let res = Box::pin(inspect::answer(shared, &mut exchange, &facts, &request_id)).await;
             exchange.finish(res.status().as_u16(), request_id.to_str().ok());
             return res;
         }

@@ -135,7 +135,9 @@ impl<'s, 'r> Exchange<'s, 'r> {
         if self.span.is_none() {
             return self.decide_untraced(facts, agent).await;
         }
-        let (decision, note) = cache::noting(self.decide_untraced(facts, agent)).await;
+        // Boxed here and below: a traced request is the rare one, and each
+        // await's future is part of every request's (see `cache::lookup`).
+        let (decision, note) = Box::pin(cache::noting(self.decide_untraced(facts, agent))).await;
         self.note_decision(decision.outcome(), &note);
         decision
     }
@@ -154,12 +156,13 @@ impl<'s, 'r> Exchange<'s, 'r> {
         // A limited client is refused before its token is looked up; a
         // request that presents no Hawzu token looks nothing up, and passes
         // where it would.
-        let decision = if limited && !shared.holds_valid(facts).await && !would_pass(&policy, facts)
-        {
-            Decision::deny_only(DenyCode::RateLimited)
-        } else {
-            decide(&shared.cache, &policy, facts).await
-        };
+        let decision =
+            if limited && !Box::pin(shared.holds_valid(facts)).await && !would_pass(&policy, facts)
+            {
+                Decision::deny_only(DenyCode::RateLimited)
+            } else {
+                decide(&shared.cache, &policy, facts).await
+            };
         match &decision {
             Decision::Allow(p) => {
                 shared.usage.note(p, facts.now);

@@ -144,7 +144,15 @@ impl Proxy {
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),
             };
-            let res = inspect::answer(&self.shared, &mut exchange, &facts, &request_id).await;
+            // Boxed: rare, and its future would otherwise be part of every
+            // proxied request's (see `TokenCache::lookup`).
+            let res = Box::pin(inspect::answer(
+                &self.shared,
+                &mut exchange,
+                &facts,
+                &request_id,
+            ))
+            .await;
             exchange.finish(res.status().as_u16(), request_id.to_str().ok());
             return res.map(Either::Right);
         }

@@ -375,7 +375,12 @@ pub async fn serve<H, Fut, B>(
             let ctx = ctx.clone();
             service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move {
+                // Boxed: hyper keeps a request's future inline in its
+                // connection, and its memory stays with the connection
+                // while it idles; boxed it is freed with the request
+                // (benches/load/connections.py: 32.4 KB per kept-alive
+                // connection before, 22.1 KB after; throughput the same).
+                Box::pin(async move {
                     let _busy = Busy::new(&ctx.activity);
                     let Some(_slot) = ctx.state.begin_request() else {
                         return Ok::<_, Infallible>(ctx.state.overloaded().map(Either::Right));
@@ -401,7 +406,7 @@ pub async fn serve<H, Fut, B>(
                         _ => res.map(Either::Left),
                     };
                     Ok(res)
-                }
+                })
             })
         };
         let builder = builder.clone();
