@@ -178,6 +178,23 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Looks `hash` up with its store read held open (the record already read)
+/// while `change` runs: what that racing lookup answered.
+async fn lookup_racing(
+    cache: &Arc<TokenCache<Double>>,
+    store: &Double,
+    hash: TokenHash,
+    change: impl Future<Output = ()>,
+) -> Arc<CachedRecord> {
+    let (read, release) = store.hold_next_get();
+    let c = cache.clone();
+    let load = tokio::spawn(async move { c.lookup(&hash).await });
+    read.await.unwrap();
+    change.await;
+    release.send(()).unwrap();
+    load.await.unwrap().unwrap().expect("a record")
+}
+
 // === the epoch check ===
 
 #[tokio::test]
@@ -187,17 +204,13 @@ async fn a_load_that_read_before_an_invalidation_does_not_leave_its_record_cache
     store.put(hash, record.clone());
     let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
 
-    let (read, release) = store.hold_next_get();
-    let c = cache.clone();
-    let load = tokio::spawn(async move { c.lookup(&hash).await });
-    read.await.unwrap();
     // The load holds the enabled record; the token is disabled and the
     // invalidation arrives while the load is still out (nothing to remove).
-    store.put(hash, disabled(&record));
-    cache.invalidate(&hash).await;
-    release.send(()).unwrap();
-
-    let raced = load.await.unwrap().unwrap().unwrap();
+    let raced = lookup_racing(&cache, &store, hash, async {
+        store.put(hash, disabled(&record));
+        cache.invalidate(&hash).await;
+    })
+    .await;
     assert!(!raced.is_disabled(), "the racing request uses what it read");
     assert!(
         lookup(&cache, &hash).await.is_disabled(),
@@ -221,13 +234,7 @@ async fn a_load_keeps_its_record_when_another_token_changes_while_it_reads() {
     store.put(hash, record);
     store.put(other, other_record);
 
-    let (read, release) = store.hold_next_get();
-    let c = cache.clone();
-    let load = tokio::spawn(async move { c.lookup(&hash).await });
-    read.await.unwrap();
-    cache.invalidate(&other).await;
-    release.send(()).unwrap();
-    load.await.unwrap().unwrap().expect("a record");
+    lookup_racing(&cache, &store, hash, cache.invalidate(&other)).await;
 
     assert!(
         cache.cached(&hash).await.is_some(),
@@ -244,15 +251,12 @@ async fn a_load_that_read_before_the_cache_was_dropped_does_not_leave_its_record
     store.put(hash, record.clone());
     let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
 
-    let (read, release) = store.hold_next_get();
-    let c = cache.clone();
-    let load = tokio::spawn(async move { c.lookup(&hash).await });
-    read.await.unwrap();
     // Changes may have been missed (the feed resumed): everything goes.
-    store.put(hash, disabled(&record));
-    cache.invalidate_all();
-    release.send(()).unwrap();
-    load.await.unwrap().unwrap().expect("a record");
+    lookup_racing(&cache, &store, hash, async {
+        store.put(hash, disabled(&record));
+        cache.invalidate_all();
+    })
+    .await;
 
     assert!(
         lookup(&cache, &hash).await.is_disabled(),
@@ -271,14 +275,11 @@ async fn a_stale_refresh_that_raced_with_an_invalidation_is_not_kept() {
     tokio::time::sleep(ttl + Duration::from_millis(50)).await;
 
     // Past ttl: the next lookup reads again; hold that read open.
-    let (read, release) = store.hold_next_get();
-    let c = cache.clone();
-    let refresh = tokio::spawn(async move { c.lookup(&hash).await });
-    read.await.unwrap();
-    store.put(hash, disabled(&record));
-    cache.invalidate(&hash).await;
-    release.send(()).unwrap();
-    refresh.await.unwrap().unwrap();
+    lookup_racing(&cache, &store, hash, async {
+        store.put(hash, disabled(&record));
+        cache.invalidate(&hash).await;
+    })
+    .await;
 
     assert!(
         lookup(&cache, &hash).await.is_disabled(),
