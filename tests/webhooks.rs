@@ -482,6 +482,68 @@ async fn only_the_subscribed_events_are_sent() {
     assert_eq!(got[1].json()["token"]["id"], later);
 }
 
+#[tokio::test]
+async fn a_leak_report_is_one_token_leaked_post_with_the_reports_url_and_source() {
+    let receiver = Receiver::start(Script::default()).await;
+    let g = gate(
+        "embedded",
+        "",
+        &hook_toml("leaks", &receiver.url(), "[\"token.leaked\"]", ""),
+        &[("listen.leaks", "127.0.0.1:0")],
+    )
+    .await;
+    let (id, secret) =
+        create_token(&g, workspace_token("CI", "ws_1", "workspace_viewer", "30d")).await;
+    let door = Http::new(format!("http://{}", g.addrs.leaks.unwrap()));
+    let report = json!({"token": secret, "url": "https://pastebin.example/x", "source": "a log"});
+    assert_eq!(door.post("/v1/leaks", report.clone()).await.status, 202);
+
+    let got = receiver.wait_for(1, "the token.leaked event").await;
+    let d = &got[0];
+    assert_eq!(d.kind, "token.leaked", "{got:?}");
+    assert!(signature_valid(SECRET, &d.signature, &d.body));
+    let body = d.json();
+    assert_eq!(body["token"]["id"], id);
+    assert_eq!(body["actor"], "leaks:public");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("source: a log") && reason.contains("url: https://pastebin.example/x"),
+        "{reason}"
+    );
+    assert_eq!(body["audit"]["reason"], body["reason"]);
+    assert!(
+        !String::from_utf8_lossy(&d.body).contains(&secret[4..]),
+        "no secret in the webhook"
+    );
+
+    // Reported again: already revoked, no second event. Once that report
+    // is handled, another token's report follows: its event is the next
+    // (and only other) POST.
+    assert_eq!(door.post("/v1/leaks", report).await.status, 202);
+    eventually(
+        "the second report to be handled",
+        Duration::from_secs(5),
+        || async {
+            metrics(&g)
+                .await
+                .contains("hawzu_gate_leak_reports_total{result=\"already_revoked\"} 1")
+                .then_some(())
+        },
+    )
+    .await;
+    let (other, other_secret) = create_token(
+        &g,
+        workspace_token("CI 2", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
+    let report =
+        json!({"token": other_secret, "url": "https://pastebin.example/y", "source": "a log"});
+    assert_eq!(door.post("/v1/leaks", report).await.status, 202);
+    let got = receiver.wait_for(2, "the other token's event").await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].json()["token"]["id"], other);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gates_on_one_redis_deliver_each_event_once() {
     let receiver = Receiver::start(Script::default()).await;
