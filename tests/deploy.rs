@@ -428,6 +428,12 @@ fn envoy_passes_each_clients_own_address_to_the_gate() {
                 sent.contains(&"x-forwarded-for"),
                 "{file}: the gate never sees the client's address: {sent:?}"
             );
+            for trace in ["traceparent", "tracestate"] {
+                assert!(
+                    sent.contains(&trace),
+                    "{file}: the gate's span never joins the caller's trace (no {trace}): {sent:?}"
+                );
+            }
         }
     }
 }

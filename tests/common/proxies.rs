@@ -359,6 +359,11 @@ pub async fn proxy_judged_by_the_gate(
         ["workspace_mismatch"],
         "{name}"
     );
+    assert_eq!(
+        curl_header(&headers, "www-authenticate"),
+        [r#"bearer realm="hawzu", error="insufficient_scope""#],
+        "{name}"
+    );
     let mut args = vec!["-H".to_owned(), "Authorization: Bearer hwz_nope".to_owned()];
     args.extend(url_args(&base, host, "/api/v1/workspaces/ws_1/projects"));
     let (status, headers, _) = curl_async(args).await;
