@@ -65,6 +65,13 @@ const TTL_SLACK: Duration = Duration::from_millis(1500);
 /// Standalone: Redis answering again → an uncached token allowed and the
 /// gate ready (its subscription back, the cache dropped).
 const RECOVERY: Duration = Duration::from_secs(2);
+/// Clients killed → gate `b`'s cache dropped, what the listener guarantees:
+/// it resubscribes at once, then waits up to 30 s for the store to answer
+/// a read before it drops the cache (`STORE_WAIT_BEFORE_DROP` in
+/// src/store/redis/events.rs: a restarted Redis still loading), plus a
+/// subscription attempt (4 × `store.timeout`). 10 s was once seen too
+/// short after a planned cluster fail-over (tests/chaos/results-356e767.txt).
+const DROP_WAIT: Duration = Duration::from_secs(32);
 /// Sentinel and Cluster: the fault → service back (detection, election,
 /// the gate following the new master).
 const FAILOVER_SERVICE: Duration = Duration::from_secs(10);
@@ -495,15 +502,10 @@ impl Fleet {
         self.changer.set_bound(RECOVERY + EVENT);
         let began = Instant::now();
         self.redis.kill_clients();
-        eventually(
-            "gate b to drop its cache",
-            Duration::from_secs(10),
-            || async {
-                (nginx_auth(&self.b, &canary).await.header("x-hawzu-error")
-                    == Some("token_disabled"))
+        eventually("gate b to drop its cache", DROP_WAIT, || async {
+            (nginx_auth(&self.b, &canary).await.header("x-hawzu-error") == Some("token_disabled"))
                 .then_some(())
-            },
-        )
+        })
         .await;
         wait_ready(&self.b, Duration::from_secs(10)).await;
         let until = self.load.cache_epoch(began, self.ttl);
