@@ -504,49 +504,6 @@ async fn over_tls_the_cookie_is_secure_and_host_prefixed_and_the_origin_https() 
 // === in Chromium ===
 
 /// Writes a screenshot to docs/console/<name>.png when asked to.
-/// A page on another origin whose form posts to `action` as it loads;
-/// served until the handle is dropped.
-async fn foreign_form(action: &str) -> (std::net::SocketAddr, AbortOnDrop) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let page = format!(
-        "<!doctype html><form method=post action=\"{action}\"><input name=enable value=1></form>\
-         <script>document.forms[0].submit()</script>"
-    );
-    let answer = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
-        page.len()
-    );
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                // The request head (a GET: nothing else to read).
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    (addr, AbortOnDrop(task))
-}
-
-/// Ends a spawned task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn screenshot(b: &Browser, name: &str) {
     if std::env::var("HAWZU_CONSOLE_SCREENSHOTS").as_deref() != Ok("1") {
         return;
@@ -989,8 +946,14 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
     // port of 127.0.0.1 — the same site, so the Strict cookie goes along)
     // submits a form to the console's API as it loads.
     let action = format!("{}/admin/v1/tokens/{ci_id}/enable", origin(&gate));
-    let (foreign, _page) = foreign_form(&action).await;
-    b.goto(&format!("http://{foreign}/")).await;
+    let page = common::Canned::start(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html",
+        &format!(
+            "<!doctype html><form method=post action=\"{action}\"><input name=enable value=1></form>\
+             <script>document.forms[0].submit()</script>"
+        ),
+    );
+    b.goto(&format!("http://{}/", page.addr)).await;
     b.wait(
         "Chromium to submit the foreign form",
         "location.pathname.endsWith('/enable')",

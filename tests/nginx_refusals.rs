@@ -203,9 +203,12 @@ async fn nginx_keeps_the_gates_status_and_one_challenge_for_a_code_it_does_not_k
             r#"Bearer realm="hawzu", error="insufficient_scope""#,
         ),
     ] {
-        let gate = common::CannedGate::start(&format!(
-            "HTTP/1.1 {status}\r\nWWW-Authenticate: {challenge}\r\nX-Hawzu-Error: from_a_newer_gate"
-        ));
+        let gate = common::Canned::start(
+            &format!(
+                "HTTP/1.1 {status}\r\nWWW-Authenticate: {challenge}\r\nX-Hawzu-Error: from_a_newer_gate"
+            ),
+            "",
+        );
         let nginx = Nginx::start(gate.addr, upstream.addr);
         let (got, headers, _) = curl_async(vec![
             "-H".into(),

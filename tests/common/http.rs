@@ -299,3 +299,62 @@ pub async fn time_until_allowed(auth: SocketAddr, token: &str, deadline: Duratio
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+// === a canned server ===
+
+/// A server that gives every request the same raw HTTP/1.1 answer
+/// (keep-alive): a stand-in gate with an answer today's gate never gives
+/// (a newer gate's deny code), or a page on another origin. Stops
+/// accepting on drop.
+pub struct Canned {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Canned {
+    /// `head`: the status line and headers, without the blank line;
+    /// `Content-Length` is added for `body`.
+    pub fn start(head: &str, body: &str) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answer = format!("{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes();
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // One answer per request head (no request here has a body).
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            if conn.write_all(&answer).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, stop }
+    }
+}
+
+impl Drop for Canned {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
