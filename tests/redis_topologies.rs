@@ -525,3 +525,94 @@ async fn a_sentinel_admin_change_waits_for_every_replica_the_sentinels_hold_up()
     let left = set.replicas[1].port;
     assert_ne!(common::redis_cli(left, &["DBSIZE"]).trim(), "0");
 }
+
+/// A cluster shard that cannot be read (its master killed, its replica
+/// told not to take over) makes the gate unready for as long as it lasts,
+/// while the other shards keep serving: readiness (and the invalidation
+/// listener's wait before a cache drop) is "every shard answers a read",
+/// not "every master the client still holds a connection to answers
+/// PING" (the cluster client forgets a node it cannot reconnect to, and a
+/// PING to all masters then skips it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_shard_that_cannot_be_read_keeps_the_gate_unready() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = RedisCluster::start();
+    for n in &cluster.nodes {
+        // The other shards keep serving while one has no master.
+        assert_eq!(
+            n.cli(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]),
+            "OK"
+        );
+    }
+    let prefix = unique_prefix("cluster-shard-down");
+    let nodes = cluster.urls().join(",");
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.key_prefix", prefix.as_str()),
+        ("store.redis.mode", "cluster"),
+        ("store.redis.nodes", &nodes),
+        ("failed_auth.limit", "0"),
+    ])
+    .await;
+    wait_ready(&gate, Duration::from_secs(10)).await;
+    let store = TestStore::new(
+        Topology::Cluster {
+            nodes: cluster.urls(),
+        },
+        &prefix,
+    );
+    // Valid tokens, never asked: one on the shard that goes down, one on
+    // another.
+    let seeded = store.seed(40).await;
+    let key = |secret: &str| {
+        let hash = hawzu_gate::token::TokenSecret::parse(secret)
+            .unwrap()
+            .hash();
+        format!("{prefix}token:{}", hash.to_hex())
+    };
+    let down = cluster.master_for(&key(&seeded[0].0));
+    let on_down = &seeded[0].0;
+    let elsewhere = seeded
+        .iter()
+        .map(|(s, _)| s)
+        .find(|s| cluster.master_for(&key(s)) != down)
+        .expect("40 tokens span more than one shard");
+    let replica = cluster.replica_of(down);
+    assert_eq!(
+        redis_cli(replica, &["CONFIG", "SET", "cluster-replica-no-failover", "yes"]),
+        "OK"
+    );
+
+    cluster.node(down).kill();
+    // The shard is unreadable: its tokens get 503.
+    eventually(
+        "a token on the dead shard to get 503",
+        Duration::from_secs(10),
+        || async {
+            (nginx_auth(&gate, on_down).await.status == StatusCode::SERVICE_UNAVAILABLE)
+                .then_some(())
+        },
+    )
+    .await;
+    // Past the cluster's own verdict (node timeout 1 s) and the client's
+    // slot refreshes: unready the whole time, while the other shards serve.
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut probes = 0;
+    while Instant::now() < until {
+        let ready = gate.ops().get("/readyz").await;
+        assert_eq!(
+            ready.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ready while a shard cannot be read (probe {probes}): {}",
+            String::from_utf8_lossy(&ready.body)
+        );
+        assert_eq!(
+            nginx_auth(&gate, on_down).await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(nginx_auth(&gate, elsewhere).await.status, StatusCode::OK);
+    assert!(probes > 10, "only {probes} readiness probes in 4 s");
+}
