@@ -579,7 +579,10 @@ async fn a_cluster_shard_that_cannot_be_read_keeps_the_gate_unready() {
         .expect("40 tokens span more than one shard");
     let replica = cluster.replica_of(down);
     assert_eq!(
-        redis_cli(replica, &["CONFIG", "SET", "cluster-replica-no-failover", "yes"]),
+        redis_cli(
+            replica,
+            &["CONFIG", "SET", "cluster-replica-no-failover", "yes"]
+        ),
         "OK"
     );
 
@@ -614,5 +617,6 @@ async fn a_cluster_shard_that_cannot_be_read_keeps_the_gate_unready() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(nginx_auth(&gate, elsewhere).await.status, StatusCode::OK);
-    assert!(probes > 10, "only {probes} readiness probes in 4 s");
+    // Each probe may wait out the store timeout (250 ms) twice.
+    assert!(probes >= 3, "only {probes} readiness probes in 4 s");
 }

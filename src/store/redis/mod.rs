@@ -22,8 +22,8 @@
 //! whole cluster bus.
 //!
 //! By job: `connect` (the three topologies, a bounded call on a connection,
-//! `WAIT` for replicas), `keys` (the key schema and the events' wire
-//! format), `scripts` (the Lua and the `SET` forms), `events` (publishing
+//! `WAIT` for replicas), `shards` (whether every cluster shard answers a
+//! read: readiness), `keys` (the key schema and the events' wire format), `scripts` (the Lua and the `SET` forms), `events` (publishing
 //! and following the events channel: the [`ChangeFeed`]), `subscriber` (the
 //! subscription connection per topology). This file holds the store and its
 //! [`TokenStore`] calls. The key schema and the wire format are part of the
@@ -45,11 +45,12 @@ mod events;
 mod keys;
 mod outbox;
 mod scripts;
+mod shards;
 mod subscriber;
 mod usage;
 
-use self::connect::Target;
 pub use self::connect::Topology;
+use self::connect::{Conn, Target};
 use self::scripts::{COMPARE_AND_SET, set_cmd};
 pub use self::usage::USAGE_DELTAS_PER_PIPELINE;
 
@@ -253,8 +254,14 @@ impl TokenStore for RedisStore {
         .await
     }
 
+    /// A server answers `PING`; a cluster answers a read on every shard
+    /// (`shards`: a `PING` to all masters skips one the client forgot).
     async fn ping(&self) -> Result<(), StoreError> {
+        let prefix = self.inner.prefix.as_str();
         self.timed(|mut conn| async move {
+            if let Conn::Cluster(c) = &conn {
+                return shards::every_shard_reads(c, prefix).await;
+            }
             let _: String = redis::cmd("PING")
                 .query_async(&mut conn)
                 .await
