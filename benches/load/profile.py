@@ -7,6 +7,8 @@ microsecond of a request goes.
 Starts what `harness.py` starts (upstream, private redis-server, the gate on
 Redis, the bare hyper proxy), then for each of
 
+  a  the upstream alone (a bare hyper server answering 200): what e would
+     cost without the gate's work (its ceiling)
   d  the gate's proxy, one valid token (cache hit)
   e  the gate's /auth/nginx alone
   h  the bare hyper proxy (the gate's HTTP stack, no authorization)
@@ -142,8 +144,8 @@ def main():
                               "--appendonly", "no"])
         harness.wait_port(redis_port, "redis")
         up_port = harness.free_port()
-        procs.start("upstream", [os.path.join(harness.RELEASE, "examples", "load-upstream"), f"127.0.0.1:{up_port}",
-                                 str(opts.threads)])
+        upstream = procs.start("upstream", [os.path.join(harness.RELEASE, "examples", "load-upstream"),
+                                            f"127.0.0.1:{up_port}", str(opts.threads)])
         harness.wait_port(up_port, "upstream")
         prefix = f"profile:{int(time.time())}:"
         conf, ports, data = harness.gate_config(tmp, "gate", redis_port, prefix, up_port, 1_000_000, opts.threads)
@@ -157,6 +159,7 @@ def main():
                                     f"127.0.0.1:{bare_port}", f"127.0.0.1:{up_port}", str(opts.threads)])
         harness.wait_port(bare_port, "bare proxy")
         cases = {
+            "a": ("upstream alone", f"http://127.0.0.1:{up_port}{harness.PATH}", [], upstream.pid),
             "d": ("gate proxy, cache hit", f"http://127.0.0.1:{ports['proxy']}{harness.PATH}", [auth], gate.pid),
             "e": ("gate /auth/nginx alone", f"http://127.0.0.1:{ports['auth']}/auth/nginx",
                   [auth, "X-Original-Method: GET", f"X-Original-URI: {harness.PATH}"], gate.pid),

@@ -158,7 +158,7 @@ impl ForwardAuth {
                 // `auth_request_set` + `add_header`, Envoy
                 // `allowed_client_headers_on_success`.
                 if let Some(v) = p.record.expires_header() {
-                    h.insert(HAWZU_TOKEN_EXPIRES, v.clone());
+                    h.insert(HAWZU_TOKEN_EXPIRES, crate::headers::copied(v));
                 }
                 if asker == Asker::Envoy {
                     // Envoy's HTTP mode keeps client headers the answer does

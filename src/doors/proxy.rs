@@ -207,7 +207,7 @@ impl Proxy {
                 Decision::Allow(p) => (
                     shared.headers.values(&p),
                     self.forward_authorization,
-                    Some(p.record.expires_header().cloned()),
+                    Some(p.record.expires_header().map(crate::headers::copied)),
                 ),
                 // No identity; a request without a Hawzu token keeps its
                 // own credentials, for the API to judge.
