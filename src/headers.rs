@@ -136,6 +136,7 @@ impl IdentityHeaders {
         let lower = prefix.to_ascii_lowercase();
         let name = |suffix: &str| {
             HeaderName::from_bytes(format!("{lower}{suffix}").as_bytes())
+                .map(|n| interned(n.as_str()))
                 .map_err(|_| BadPrefix(prefix.to_owned()))
         };
         Ok(Self {
@@ -285,6 +286,29 @@ impl IdentityHeaders {
         }
         out
     }
+}
+
+/// `name` (as `HeaderName::as_str` gives it: valid, lower case, so
+/// `from_static` accepts it) as a name whose clones are pointer copies:
+/// made once per distinct name and kept for the process (a handful per
+/// `headers.prefix`). A name built from a `String` is reference-counted,
+/// and the identity names are cloned into every answer by every door
+/// thread: one shared cache line written per header per request.
+fn interned(name: &str) -> HeaderName {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let kept: &'static str = match names.get(name) {
+        Some(kept) => kept,
+        None => {
+            let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+            names.insert(kept);
+            kept
+        }
+    };
+    HeaderName::from_static(kept)
 }
 
 /// A copy of a value a cache entry holds, for one answer. Not a clone: a

@@ -113,3 +113,14 @@ fn upgrades_are_asked_by_upgrade_or_http2_settings() {
     assert!(asks_upgrade(&map(&["http2-settings"])));
     assert!(!asks_upgrade(&map(&["connection", "content-type"])));
 }
+
+#[test]
+fn identity_names_are_made_once_per_name_and_shared() {
+    let a = IdentityHeaders::new("X-Acme-").unwrap();
+    let b = IdentityHeaders::new("x-acme-").unwrap();
+    assert_eq!(a.token_id, "x-acme-token-id");
+    assert_eq!(a.passed, "x-acme-passed");
+    // The same kept bytes for both sets (built from a `String` each, they
+    // were two reference-counted copies).
+    assert_eq!(a.token_id.as_str().as_ptr(), b.token_id.as_str().as_ptr());
+}
