@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use redis::Value;
 use redis::cluster_async::ClusterConnection;
 
+use super::connect::Conn;
 use super::redis_err;
 use crate::store::StoreError;
 
@@ -60,18 +61,18 @@ pub(super) async fn every_shard_reads(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    futures_util::future::try_join_all(keys.into_iter().map(|key| {
-        let mut c = conn.clone();
-        async move {
-            redis::cmd("EXISTS")
-                .arg(key)
-                .query_async::<i64>(&mut c)
-                .await
-                .map_err(redis_err)
-        }
-    }))
-    .await
-    .map(drop)
+    let reads = keys
+        .into_iter()
+        .map(|key| {
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(key);
+            exists
+        })
+        .collect();
+    Conn::Cluster(conn.clone())
+        .each::<i64>(reads)
+        .await
+        .map(drop)
 }
 
 /// The key read for the `n`th candidate tag (never written).
