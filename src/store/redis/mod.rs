@@ -23,8 +23,9 @@
 //!
 //! By job: `connect` (the three topologies, a bounded call on a connection,
 //! `WAIT` for replicas), `shards` (whether every cluster shard answers a
-//! read: readiness), `keys` (the key schema and the events' wire format), `scripts` (the Lua and the `SET` forms), `events` (publishing
-//! and following the events channel: the [`ChangeFeed`]), `subscriber` (the
+//! read: readiness), `keys` (the key schema and the events' wire format),
+//! `scripts` (the Lua and the `SET` forms), `events` (publishing and
+//! following the events channel: the [`ChangeFeed`]), `subscriber` (the
 //! subscription connection per topology). This file holds the store and its
 //! [`TokenStore`] calls. The key schema and the wire format are part of the
 //! contract (docs/design.md § Stores): a change there strands other gates.
