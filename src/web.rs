@@ -2,6 +2,7 @@
 //! header and the ids the gate makes. Below the doors, ops and admin; knows
 //! nothing of tokens, decisions or configuration.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -87,12 +88,8 @@ impl RequestIds {
         let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
         // Exactly its length: the bytes become the value with no copy.
         let mut id = Vec::with_capacity(3 + self.prefix.len() + 1 + digits as usize);
-        id.extend_from_slice(b"hg-");
-        id.extend_from_slice(self.prefix.as_bytes());
-        id.push(b'-');
-        for i in (0..digits).rev() {
-            id.push(b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize]);
-        }
+        // Writing into a Vec cannot fail.
+        let _ = write!(id, "hg-{}-{n:x}", self.prefix);
         HeaderValue::from_maybe_shared(Bytes::from(id))
             .unwrap_or_else(|_| HeaderValue::from_static("hg-unknown"))
     }

@@ -564,12 +564,7 @@ async fn a_cluster_shard_that_cannot_be_read_keeps_the_gate_unready() {
     // Valid tokens, never asked: one on the shard that goes down, one on
     // another.
     let seeded = store.seed(40).await;
-    let key = |secret: &str| {
-        let hash = hawzu_gate::token::TokenSecret::parse(secret)
-            .unwrap()
-            .hash();
-        format!("{prefix}token:{}", hash.to_hex())
-    };
+    let key = |secret: &str| common::token_key(&prefix, secret);
     let down = cluster.master_for(&key(&seeded[0].0));
     let on_down = &seeded[0].0;
     let elsewhere = seeded

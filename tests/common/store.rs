@@ -6,16 +6,22 @@ use std::time::Duration;
 
 use super::eventually;
 
+/// The Redis key of `secret`'s record under `prefix` (docs/design.md §
+/// Stores: `token:{hash-hex}`).
+pub fn token_key(prefix: &str, secret: &str) -> String {
+    let hash = hawzu_gate::token::TokenSecret::parse(secret)
+        .unwrap()
+        .hash();
+    format!("{prefix}token:{}", hash.to_hex())
+}
+
 /// Marks `secret`'s record disabled straight in Redis, publishing nothing:
 /// a change whose invalidation was lost. Only a cache drop (or the cache
 /// lifetime) makes a gate see it.
 pub async fn disable_in_redis_silently(url: &str, prefix: &str, secret: &str) {
-    let hash = hawzu_gate::token::TokenSecret::parse(secret)
-        .unwrap()
-        .hash();
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{prefix}token:{}", hash.to_hex());
+    let key = token_key(prefix, secret);
     let json: String = redis::cmd("GET")
         .arg(&key)
         .query_async(&mut conn)
