@@ -518,3 +518,90 @@ async fn redis_restarted_while_loading_a_large_dataset_keeps_cached_tokens_serve
     println!("kill + restart with 1M keys took {:?}", restarted.elapsed());
     outcome.check("kill + restart, large dataset");
 }
+
+/// How many PINGs Redis refused so far (`INFO commandstats`).
+fn pings_refused(node: &RedisNode) -> u64 {
+    let stats = node.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("rejected_calls=")))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// A change another gate makes while this one cannot read the store is
+/// enforced here at once. After a resubscription the listener waits for
+/// the store to answer reads again (up to 30 s) before it drops the whole
+/// cache; the events that arrived meanwhile used to wait with it, so a
+/// token revoked during a partial outage (a Cluster shard down, the others
+/// serving) stayed allowed here for that long. Reads are made to fail by
+/// taking PING (the standalone store's read check) from the gate's Redis
+/// user; everything else it does still works.
+#[tokio::test]
+async fn a_change_heard_while_the_store_cannot_be_read_is_enforced_at_once() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = RedisNode::start_with(common::free_port(), dir.path(), &["--save", ""]);
+    let user = "gate_a";
+    assert_eq!(
+        node.cli(&["ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all"]),
+        "OK"
+    );
+    let prefix = unique_prefix("change-while-unreadable");
+    let url = format!("redis://{user}:pw@127.0.0.1:{}", node.port);
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ])
+    .await;
+    wait_ready(&gate, Duration::from_secs(10)).await;
+    let store = TestStore::new(common::standalone(&node.url()), &prefix);
+    let tokens = store.seed(1).await;
+    let (secret, id) = &tokens[0];
+    time_until_allowed(gate.addrs.auth, secret, Duration::from_secs(10)).await;
+
+    // Reads checks fail from now on; the subscription is cut, and comes
+    // back at once (SUBSCRIBE and the probe's PUBLISH are allowed).
+    let refused = pings_refused(&node);
+    assert_eq!(node.cli(&["ACL", "SETUSER", user, "-ping"]), "OK");
+    assert_eq!(
+        node.cli(&["CLIENT", "KILL", "TYPE", "pubsub", "USER", user]),
+        "1"
+    );
+    // (Polled from the test's runtime, which the gate shares: never block it.)
+    eventually(
+        "the listener waiting for the store to answer reads",
+        Duration::from_secs(10),
+        || async { (pings_refused(&node) >= refused + 2).then_some(()) },
+    )
+    .await;
+
+    store.disable(id).await;
+    let published = Instant::now();
+    let enforced = eventually("the change enforced", Duration::from_secs(5), || async {
+        (nginx_auth(&gate, secret).await.status == StatusCode::UNAUTHORIZED).then(Instant::now)
+    })
+    .await;
+    let took = enforced - published;
+    println!("disabled while the store could not be read: refused after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the change waited {took:?} for the store to answer reads"
+    );
+    // Still waiting (the cache was not dropped): the event did it.
+    let still = pings_refused(&node);
+    eventually(
+        "the listener still waiting",
+        Duration::from_secs(5),
+        || async { (pings_refused(&node) > still).then_some(()) },
+    )
+    .await;
+
+    assert_eq!(node.cli(&["ACL", "SETUSER", user, "+ping"]), "OK");
+    wait_ready(&gate, Duration::from_secs(10)).await;
+    assert_eq!(
+        nginx_auth(&gate, secret).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

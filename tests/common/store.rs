@@ -111,6 +111,24 @@ impl TestStore {
         .await
     }
 
+    /// Marks token `id` disabled in the store and publishes its
+    /// invalidation: the change as another gate's admin call makes it.
+    pub async fn disable(&self, id: &str) {
+        use hawzu_gate::store::TokenStore;
+        let id = hawzu_gate::token::TokenId::parse(id).unwrap();
+        eventually("a disable", Duration::from_secs(10), || async {
+            let current = self.store.find(&id).await.ok()?.unwrap();
+            let mut next = current.record.clone();
+            next.disabled_at = Some(jiff::Timestamp::now());
+            self.store
+                .replace(&current, &next)
+                .await
+                .ok()
+                .filter(|w| *w)
+        })
+        .await;
+    }
+
     /// Marks token `id` disabled in the store without publishing an event:
     /// a change whose invalidation was lost (only a cache drop, or the
     /// cache lifetime, makes a gate see it).
