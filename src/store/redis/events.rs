@@ -159,7 +159,6 @@ async fn follow(
             };
             match tokio::time::timeout(timeout * 4, attempt).await {
                 Ok(Ok(())) => {
-                    up = true;
                     backoff = RESUBSCRIBE_FIRST;
                     outage.over();
                     let change = if ever {
@@ -172,20 +171,30 @@ async fn follow(
                         // turn every cached token into a 503 for the whole
                         // load. Entries keep serving meanwhile (a loading
                         // Redis takes no writes either; the wait is bounded,
-                        // and so is every entry, by cache.ttl).
-                        let waited = Instant::now();
-                        while store.ping().await.is_err()
-                            && waited.elapsed() < STORE_WAIT_BEFORE_DROP
-                        {
-                            tokio::time::sleep(RESUBSCRIBE_FIRST).await;
+                        // and so is every entry, by cache.ttl), and the
+                        // changes heard meanwhile are passed on at once: on
+                        // a Cluster with one shard down the others take
+                        // writes, and a token revoked there must not wait.
+                        match wait_for_reads(&store, &mut rx, &send).await {
+                            Waited::Reads | Waited::GaveUp => Some(Change::Resumed),
+                            Waited::Lost => {
+                                tracing::warn!(
+                                    "invalidation listener: subscription lost while waiting for the store to answer reads; resubscribing"
+                                );
+                                subscriber.reset();
+                                None
+                            }
+                            Waited::Gone => return,
                         }
-                        Change::Resumed
                     } else {
-                        Change::Started
+                        Some(Change::Started)
                     };
-                    ever = true;
-                    if !send(change) {
-                        return;
+                    if let Some(change) = change {
+                        up = true;
+                        ever = true;
+                        if !send(change) {
+                            return;
+                        }
                     }
                 }
                 Ok(Err(e)) => {
@@ -291,6 +300,61 @@ async fn follow(
             }
             () = tokio::time::sleep(wait), if !up => {
                 backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
+            }
+        }
+    }
+}
+
+/// How [`wait_for_reads`] ended.
+enum Waited {
+    /// The store answers reads.
+    Reads,
+    /// It did not within [`STORE_WAIT_BEFORE_DROP`].
+    GaveUp,
+    /// The subscription was lost meanwhile: nothing is resumed.
+    Lost,
+    /// The follower is gone.
+    Gone,
+}
+
+/// Waits, at most [`STORE_WAIT_BEFORE_DROP`], for `store` to answer reads,
+/// passing on every invalidation heard meanwhile. A push waits at most one
+/// read check (bounded by `store.timeout`).
+async fn wait_for_reads(
+    store: &RedisStore,
+    rx: &mut mpsc::UnboundedReceiver<redis::PushInfo>,
+    send: &impl Fn(Change) -> bool,
+) -> Waited {
+    let began = Instant::now();
+    loop {
+        if store.ping().await.is_ok() {
+            return Waited::Reads;
+        }
+        if began.elapsed() >= STORE_WAIT_BEFORE_DROP {
+            return Waited::GaveUp;
+        }
+        let pause = tokio::time::sleep(RESUBSCRIBE_FIRST);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                biased;
+                push = rx.recv() => {
+                    let Some(push) = push else { return Waited::Gone };
+                    match push.kind {
+                        PushKind::Message | PushKind::SMessage => {
+                            if let Some(hash) = push.data.get(1).and_then(payload_hash)
+                                && !send(Change::Token(hash))
+                            {
+                                return Waited::Gone;
+                            }
+                        }
+                        PushKind::Disconnection
+                        | PushKind::Unsubscribe
+                        | PushKind::SUnsubscribe => return Waited::Lost,
+                        _ => {}
+                    }
+                }
+                () = &mut pause => break,
             }
         }
     }
