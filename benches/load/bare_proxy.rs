@@ -46,10 +46,13 @@ fn main() {
         .expect("LISTEN address");
     let upstream: String = args.next().expect("UPSTREAM host:port");
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    if std::env::var("BARE_POOL").as_deref() == Ok("conn") {
+        return conn_pool::main(listen, upstream, threads);
+    }
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let sock = socket(listen);
-            let upstream = upstream.clone();
+            let upstream: http::uri::Authority = upstream.parse().expect("UPSTREAM host:port");
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -69,12 +72,17 @@ fn main() {
                         tokio::spawn(async move {
                             let svc = service_fn(move |mut req: http::Request<Incoming>| {
                                 let client = client.clone();
-                                let uri: Uri = format!(
-                                    "http://{upstream}{}",
-                                    req.uri().path_and_query().map_or("/", |p| p.as_str())
-                                )
-                                .parse()
-                                .expect("uri");
+                                // Built from parts, as the gate's proxy door does.
+                                let pq =
+                                    req.uri().path_and_query().cloned().unwrap_or_else(|| {
+                                        http::uri::PathAndQuery::from_static("/")
+                                    });
+                                let uri = Uri::builder()
+                                    .scheme(http::uri::Scheme::HTTP)
+                                    .authority(upstream.clone())
+                                    .path_and_query(pq)
+                                    .build()
+                                    .expect("uri");
                                 *req.uri_mut() = uri;
                                 async move {
                                     Ok::<_, Infallible>(match client.request(req).await {
@@ -100,5 +108,174 @@ fn main() {
         .collect();
     for h in handles {
         let _ = h.join();
+    }
+}
+
+/// Experiment: a per-thread pool of `hyper::client::conn::http1` senders.
+mod conn_pool {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use hyper::body::Body as _;
+    use hyper::client::conn::http1::SendRequest;
+
+    #[derive(Default)]
+    struct Pool {
+        idle: Mutex<Vec<SendRequest<Incoming>>>,
+    }
+
+    impl Pool {
+        fn take(&self) -> Option<SendRequest<Incoming>> {
+            let mut idle = self.idle.lock().unwrap();
+            while let Some(s) = idle.pop() {
+                if s.is_ready() {
+                    return Some(s);
+                }
+            }
+            None
+        }
+        fn give(self: &Arc<Self>, mut s: SendRequest<Incoming>) {
+            if s.is_ready() {
+                self.idle.lock().unwrap().push(s);
+            } else if !s.is_closed() {
+                let pool = self.clone();
+                tokio::spawn(async move {
+                    if s.ready().await.is_ok() {
+                        pool.idle.lock().unwrap().push(s);
+                    }
+                });
+            }
+        }
+    }
+
+    struct PooledBody {
+        body: Incoming,
+        back: Option<(Arc<Pool>, SendRequest<Incoming>)>,
+    }
+
+    impl hyper::body::Body for PooledBody {
+        type Data = Bytes;
+        type Error = hyper::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+            let p = Pin::new(&mut self.body).poll_frame(cx);
+            if let Poll::Ready(None) = p
+                && let Some((pool, s)) = self.back.take()
+            {
+                pool.give(s);
+            }
+            p
+        }
+        fn is_end_stream(&self) -> bool {
+            self.body.is_end_stream()
+        }
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            self.body.size_hint()
+        }
+    }
+
+    impl Drop for PooledBody {
+        fn drop(&mut self) {
+            if self.body.is_end_stream()
+                && let Some((pool, s)) = self.back.take()
+            {
+                pool.give(s);
+            }
+        }
+    }
+
+    async fn connect(upstream: &str) -> Option<SendRequest<Incoming>> {
+        let stream = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        Some(s)
+    }
+
+    async fn forward(
+        pool: Arc<Pool>,
+        upstream: Arc<str>,
+        mut req: http::Request<Incoming>,
+    ) -> Option<http::Response<PooledBody>> {
+        let pq = req.uri().path_and_query().cloned();
+        *req.uri_mut() = Uri::from(pq?);
+        loop {
+            let (mut s, reused) = match pool.take() {
+                Some(s) => (s, true),
+                None => (connect(&upstream).await?, false),
+            };
+            match s.try_send_request(req).await {
+                Ok(res) => {
+                    return Some(res.map(|body| PooledBody {
+                        body,
+                        back: Some((pool, s)),
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => req = r,
+                    _ => return None,
+                },
+            }
+        }
+    }
+
+    pub fn main(listen: SocketAddr, upstream: String, threads: usize) {
+        let upstream: Arc<str> = upstream.into();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let sock = socket(listen);
+                let upstream = upstream.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(sock).expect("listener");
+                        let pool = Arc::new(Pool::default());
+                        loop {
+                            let Ok((stream, _)) = listener.accept().await else {
+                                continue;
+                            };
+                            let _ = stream.set_nodelay(true);
+                            let pool = pool.clone();
+                            let upstream = upstream.clone();
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req: http::Request<Incoming>| {
+                                    let pool = pool.clone();
+                                    let upstream = upstream.clone();
+                                    async move {
+                                        Ok::<_, Infallible>(
+                                            match forward(pool, upstream, req).await {
+                                                Some(res) => res.map(http_body_util::Either::Left),
+                                                None => http::Response::new(
+                                                    http_body_util::Either::Right(
+                                                        http_body_util::Full::new(
+                                                            Bytes::from_static(b"bad gateway"),
+                                                        ),
+                                                    ),
+                                                ),
+                                            },
+                                        )
+                                    }
+                                });
+                                let _ = auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .await;
+                            });
+                        }
+                    });
+                })
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
     }
 }
