@@ -4,6 +4,13 @@
 //! header work and no metrics. Whatever it cannot reach, the gate cannot.
 //!
 //! `cargo run --release --example load-bare-proxy -- LISTEN UPSTREAM [THREADS]`
+//!
+//! With `BARE_POOL=conn` in its environment it forwards over a per-thread
+//! pool of hyper's own `client::conn::http1` senders instead of
+//! hyper-util's pooled client (issue 16 item 3's experiment; measured in
+//! docs/performance.md § "A per-thread upstream pool, measured"): run it
+//! as the `--alt` build's bare proxy (a script that sets the variable and
+//! execs this binary) to set case H beside h.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -111,7 +118,11 @@ fn main() {
     }
 }
 
-/// Experiment: a per-thread pool of `hyper::client::conn::http1` senders.
+/// The experiment: one pool per thread of `hyper::client::conn::http1`
+/// senders (no shared pool, no key hashing, no checkout waiters; a sender
+/// goes back when its response body ends, or, if its connection is not
+/// ready yet, once it is). A request that a reused connection did not
+/// send is tried once on a new one, as hyper-util's client does.
 mod conn_pool {
     use super::*;
     use std::pin::Pin;
