@@ -376,6 +376,43 @@ async fn http2_clients_are_served_over_h2c_and_alpn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upstream_is_spoken_to_over_h2c() {
+    let upstream = TestUpstream::start().await;
+    let gate = gate_for(&upstream, &[("upstream.http2", "true")]).await;
+    let secret = token(
+        &gate,
+        workspace_token("H2", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    for _ in 0..3 {
+        let a = gate
+            .proxy()
+            .request(Method::GET, &format!("{}?page=2", common::WS1_PROJECTS))
+            .token(&secret)
+            .go()
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let echo = a.json();
+        assert_eq!(echo["version"], "HTTP/2.0");
+        assert!(
+            echo["uri"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("{}?page=2", common::WS1_PROJECTS)),
+            "{echo}"
+        );
+        assert_eq!(echo["headers"]["x-hawzu-workspace-id"][0], "ws_1");
+        assert!(echo["headers"].get("authorization").is_none());
+    }
+    assert_eq!(upstream.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_with_a_private_ca() {
     let certs = TestCerts::new();
     let server =

@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod listener;
 pub mod proxy;
+pub mod upstream;
 
 /// The caller's W3C trace context in `headers` (for the request's span).
 pub fn trace_context(headers: &HeaderMap) -> (Option<&str>, Option<&str>) {

@@ -11,7 +11,8 @@
 //! (traces on) gets a `traceparent` naming the gate's span. The path is
 //! forwarded exactly as received — the one `decide` judged. Upstream faults
 //! answer 502 (cannot connect, broken) or 504 (no answer in time) with the
-//! JSON error body.
+//! JSON error body. How connections to the upstream are kept is
+//! [`super::upstream`]'s business.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,18 +20,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jiff::Timestamp;
 use thiserror::Error;
 
 use super::lifecycle::Exchange;
 use super::listener::{Conn, TimedBody, is_body_timeout};
+use super::upstream::{self, Failed, Upstream, UpstreamBody};
 use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
@@ -43,7 +41,7 @@ use crate::traces::TRACEPARENT;
 use crate::web::REQUEST_ID;
 
 /// Answers of the proxy: the upstream's streamed body, or the gate's own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// How the proxy reaches the upstream.
 #[derive(Debug, Clone)]
@@ -76,12 +74,11 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub struct Proxy {
     shared: Arc<Shared>,
-    client: Client<HttpsConnector<HttpConnector>, TimedBody>,
-    scheme: Scheme,
+    upstream: Upstream,
+    /// The upstream's, for its log lines.
     authority: Authority,
     response_timeout: Duration,
     forward_authorization: bool,
-    http2: bool,
 }
 
 impl Proxy {
@@ -108,21 +105,20 @@ impl Proxy {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(up.pool_idle_timeout)
-            .pool_max_idle_per_host(up.pool_max_idle_per_host)
-            .http2_only(up.http2)
-            .build(connector);
+        let upstream = Upstream::new(upstream::Settings {
+            scheme,
+            authority: authority.clone(),
+            connector,
+            idle_timeout: up.pool_idle_timeout,
+            max_idle: up.pool_max_idle_per_host,
+            http2: up.http2,
+        });
         Ok(Arc::new(Self {
             shared,
-            client,
-            scheme,
+            upstream,
             authority,
             response_timeout: up.response_timeout,
             forward_authorization: up.forward_authorization,
-            http2: up.http2,
         }))
     }
 
@@ -252,29 +248,15 @@ impl Proxy {
         let trusted = shared.trusted_proxies.trusts(conn.peer.ip().to_canonical());
         forwarded(h, conn.peer, conn.tls, trusted);
 
-        let path_and_query = uri
+        let target = uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let built = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build();
-        let Ok(upstream_uri) = built else {
-            return Err(Refusal::UpstreamError);
-        };
-        parts.uri = upstream_uri;
-        parts.version = if self.http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
 
         let upstream = Request::from_parts(parts, body);
         let sent = Instant::now();
         let answer =
-            tokio::time::timeout(self.response_timeout, self.client.request(upstream)).await;
+            tokio::time::timeout(self.response_timeout, self.upstream.send(upstream, target)).await;
         let metrics = &shared.metrics;
         match answer {
             Ok(Ok(mut res)) => {
@@ -307,11 +289,15 @@ impl Proxy {
     }
 
     /// What a failed forward means for the client.
-    fn upstream_failed(&self, e: &hyper_util::client::legacy::Error) -> Refusal {
-        if e.is_connect() {
-            tracing::warn!(upstream = %self.authority, error = %e, "upstream unreachable");
-            Refusal::UpstreamUnavailable
-        } else if is_body_timeout(e) {
+    fn upstream_failed(&self, failed: &Failed) -> Refusal {
+        let e = match failed {
+            Failed::Connect(e) => {
+                tracing::warn!(upstream = %self.authority, error = %e, "upstream unreachable");
+                return Refusal::UpstreamUnavailable;
+            }
+            Failed::Exchange(e) => &**e,
+        };
+        if is_body_timeout(e) {
             // The client's body came too slowly (`limits.body_read_*`): the
             // upstream request was aborted with it.
             Refusal::BodyTimeout
@@ -329,8 +315,8 @@ impl Proxy {
 
 /// Whether a forward failed because the request body (the client's side)
 /// failed: hyper reports the body's error as a "user" error.
-fn client_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(err) = source {
         if let Some(h) = err.downcast_ref::<hyper::Error>()
             && h.is_user()

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 
 use arc_swap::ArcSwap;
 use http::HeaderName;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,0 +1,272 @@
+//! The HTTP/1.1 pool against a raw upstream that counts its connections:
+//! reuse, concurrency, a connection the upstream closes, `max_idle`, the
+//! idle timeout, a response not read to its end, and an upstream that
+//! cannot be reached.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Empty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+type TestUpstream = Upstream<Empty<Bytes>>;
+
+/// Connections the raw upstream accepted, and saw end.
+#[derive(Default)]
+struct Counts {
+    accepted: AtomicUsize,
+    ended: AtomicUsize,
+    /// Every request head received, in order.
+    heads: std::sync::Mutex<Vec<String>>,
+}
+
+impl Counts {
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+    fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
+    }
+}
+
+/// A keep-alive HTTP/1.1 upstream written by hand: `GET /ok` answers `ok`;
+/// `GET /close` answers `ok` and closes the connection without saying so
+/// first; `GET /endless` streams chunks until the client goes away.
+async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = tcp.accept().await else {
+                continue;
+            };
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                'requests: loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 1024];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break 'requests,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    c.heads.lock().unwrap().push(head.clone());
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if head.starts_with("GET /endless ") {
+                        let start = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                        if s.write_all(start).await.is_err() {
+                            break;
+                        }
+                        while s.write_all(b"5\r\nchunk\r\n").await.is_ok() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        break;
+                    }
+                    if s.write_all(ok).await.is_err() || head.starts_with("GET /close ") {
+                        break;
+                    }
+                }
+                c.ended.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, counts)
+}
+
+fn upstream(addr: SocketAddr, max_idle: usize, idle_timeout: Duration) -> TestUpstream {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(crate::tls::client_config(None).unwrap())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Upstream::new(Settings {
+        scheme: Scheme::HTTP,
+        authority: addr.to_string().parse().unwrap(),
+        connector,
+        idle_timeout,
+        max_idle,
+        http2: false,
+    })
+}
+
+/// Sends `GET path` and reads the answer to its end.
+async fn get(up: &TestUpstream, path: &'static str) -> Result<Bytes, Failed> {
+    let res = up
+        .send(Request::new(Empty::new()), PathAndQuery::from_static(path))
+        .await?;
+    assert_eq!(res.status(), 200);
+    Ok(res.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// Polls `check` every 10 ms until it holds, for at most `within`.
+async fn until(what: &str, within: Duration, check: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn requests_one_after_another_share_one_connection() {
+    let (addr, counts) = raw_upstream().await;
+    let up = upstream(addr, 8, Duration::from_secs(90));
+    for _ in 0..5 {
+        assert_eq!(get(&up, "/ok").await.unwrap(), "ok");
+    }
+    assert_eq!(counts.accepted(), 1);
+}
+
+#[tokio::test]
+async fn the_request_line_is_origin_form_and_a_missing_host_is_the_upstreams() {
+    let (addr, counts) = raw_upstream().await;
+    let up = upstream(addr, 8, Duration::from_secs(90));
+    let res = up
+        .send(
+            Request::new(Empty::new()),
+            PathAndQuery::from_static("/ok?a=1"),
+        )
+        .await;
+    assert!(res.is_ok());
+    let mut with_host = Request::new(Empty::new());
+    with_host
+        .headers_mut()
+        .insert(header::HOST, HeaderValue::from_static("api.example"));
+    up.send(with_host, PathAndQuery::from_static("/ok"))
+        .await
+        .unwrap();
+    let heads = counts.heads.lock().unwrap().clone();
+    assert!(
+        heads[0].starts_with("GET /ok?a=1 HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[0]
+            .to_ascii_lowercase()
+            .contains(&format!("\r\nhost: {addr}\r\n")),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[1]
+            .to_ascii_lowercase()
+            .contains("\r\nhost: api.example\r\n"),
+        "the client's Host is kept: {}",
+        heads[1]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_open_a_connection_each_and_both_are_kept() {
+    let (addr, counts) = raw_upstream().await;
+    let up = upstream(addr, 8, Duration::from_secs(90));
+    let (a, b) = tokio::join!(get(&up, "/ok"), get(&up, "/ok"));
+    assert_eq!(
+        (a.unwrap(), b.unwrap()),
+        (Bytes::from("ok"), Bytes::from("ok"))
+    );
+    assert_eq!(counts.accepted(), 2);
+    let (a, b) = tokio::join!(get(&up, "/ok"), get(&up, "/ok"));
+    assert!(a.is_ok() && b.is_ok());
+    assert_eq!(counts.accepted(), 2, "both connections were reused");
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closes_after_answering_costs_no_error() {
+    let (addr, counts) = raw_upstream().await;
+    let up = upstream(addr, 8, Duration::from_secs(90));
+    for _ in 0..5 {
+        assert_eq!(get(&up, "/close").await.unwrap(), "ok");
+    }
+    assert_eq!(counts.accepted(), 5, "a new connection for each");
+}
+
+#[tokio::test]
+async fn with_no_idle_connection_allowed_each_request_opens_one() {
+    let (addr, counts) = raw_upstream().await;
+    let up = upstream(addr, 0, Duration::from_secs(90));
+    for _ in 0..3 {
+        get(&up, "/ok").await.unwrap();
+    }
+    assert_eq!(counts.accepted(), 3);
+    until(
+        "the unkept connections closed",
+        Duration::from_secs(5),
+        || counts.ended() == 3,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let (addr, counts) = raw_upstream().await;
+    let idle_timeout = Duration::from_millis(400);
+    let up = upstream(addr, 8, idle_timeout);
+    get(&up, "/ok").await.unwrap();
+    let idle_from = Instant::now();
+    until("the idle connection closed", Duration::from_secs(5), || {
+        counts.ended() == 1
+    })
+    .await;
+    let idle_for = idle_from.elapsed();
+    // Closed between 7/8 of the timeout (swept by eighths) and a little
+    // past it; only the lower bound is asserted (a busy machine is late).
+    assert!(
+        idle_for >= idle_timeout * 7 / 8,
+        "closed after {idle_for:?}, idle timeout {idle_timeout:?}"
+    );
+    get(&up, "/ok").await.unwrap();
+    assert_eq!(counts.accepted(), 2, "a new connection after the timeout");
+}
+
+#[tokio::test]
+async fn a_response_dropped_before_its_end_closes_its_connection() {
+    let (addr, counts) = raw_upstream().await;
+    let up = upstream(addr, 8, Duration::from_secs(90));
+    let res = up
+        .send(
+            Request::new(Empty::new()),
+            PathAndQuery::from_static("/endless"),
+        )
+        .await
+        .unwrap();
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "chunk");
+    drop(body);
+    until(
+        "the half-read connection closed",
+        Duration::from_secs(5),
+        || counts.ended() == 1,
+    )
+    .await;
+    get(&up, "/ok").await.unwrap();
+    assert_eq!(counts.accepted(), 2, "never reused mid-response");
+}
+
+#[tokio::test]
+async fn an_upstream_that_cannot_be_reached_is_a_connect_failure() {
+    // A port that was just free: nothing listens on it.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let up = upstream(addr, 8, Duration::from_secs(90));
+    assert!(matches!(get(&up, "/ok").await, Err(Failed::Connect(_))));
+}
