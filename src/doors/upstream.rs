@@ -196,7 +196,9 @@ impl<B: SendBody> Pool<B> {
         loop {
             let (mut sender, reused) = match self.take() {
                 Some(s) => (s, true),
-                None => (self.connect().await?, false),
+                // Boxed: rare, and inline it would be most of every
+                // request's future (moved whole when the proxy starts it).
+                None => (Box::pin(self.connect()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(res) => {
