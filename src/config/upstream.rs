@@ -21,9 +21,9 @@ pub struct UpstreamSettings {
     pub connect_timeout: HumanDuration,
     /// Longest wait for the upstream's response headers (then 504).
     pub timeout: HumanDuration,
-    /// Idle pooled connections are closed after this.
+    /// Idle pooled connections are closed after this (`0s`: none is kept).
     pub pool_idle_timeout: HumanDuration,
-    /// Most idle pooled connections kept.
+    /// Most idle pooled connections kept, per door thread.
     pub pool_max_idle: usize,
     /// Speak HTTP/2 to the upstream.
     pub http2: bool,

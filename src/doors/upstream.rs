@@ -101,7 +101,8 @@ impl<B: SendBody> Upstream<B> {
                     .build()
                     .unwrap_or_default(),
                 idle: Mutex::new(VecDeque::new()),
-                max_idle: s.max_idle,
+                // No idle time allowed: none is kept.
+                max_idle: if s.idle_timeout.is_zero() { 0 } else { s.max_idle },
                 idle_timeout: s.idle_timeout,
                 epoch: AtomicU64::new(0),
                 sweeper: OnceLock::new(),
