@@ -75,7 +75,7 @@ fn main() {
                     let listener = tokio::net::TcpListener::from_std(sock).expect("listener");
                     let forward = Arc::new(if legacy {
                         Forward::Legacy(
-                            Client::builder(TokioExecutor::new()).build_http(),
+                            Box::new(Client::builder(TokioExecutor::new()).build_http()),
                             upstream,
                         )
                     } else {
@@ -106,13 +106,12 @@ fn main() {
     }
 }
 
-
 /// How a request goes upstream.
 enum Forward {
     /// The gate's own pool (`upstream.http2 = false`, the default).
     Gate(Upstream<Incoming>),
     /// hyper-util's pooled client.
-    Legacy(Client<HttpConnector, Incoming>, Authority),
+    Legacy(Box<Client<HttpConnector, Incoming>>, Authority),
 }
 
 type Answer = Response<Either<Either<UpstreamBody<Incoming>, Incoming>, Full<Bytes>>>;

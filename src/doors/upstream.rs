@@ -59,7 +59,8 @@ pub struct Upstream<B = TimedBody> {
 #[derive(Debug)]
 enum Kind<B> {
     Http1(Arc<Pool<B>>),
-    Http2(Client<HttpsConnector<HttpConnector>, B>),
+    /// Boxed: the client is large, the pool a pointer.
+    Http2(Box<Client<HttpsConnector<HttpConnector>, B>>),
 }
 
 /// What a request body must be to go upstream.
@@ -82,7 +83,7 @@ pub struct Settings {
 impl<B: SendBody> Upstream<B> {
     pub fn new(s: Settings) -> Self {
         let kind = if s.http2 {
-            Kind::Http2(
+            Kind::Http2(Box::new(
                 Client::builder(TokioExecutor::new())
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
@@ -90,7 +91,7 @@ impl<B: SendBody> Upstream<B> {
                     .pool_max_idle_per_host(s.max_idle)
                     .http2_only(true)
                     .build(s.connector),
-            )
+            ))
         } else {
             Kind::Http1(Arc::new(Pool {
                 connector: s.connector,
@@ -102,7 +103,11 @@ impl<B: SendBody> Upstream<B> {
                     .unwrap_or_default(),
                 idle: Mutex::new(VecDeque::new()),
                 // No idle time allowed: none is kept.
-                max_idle: if s.idle_timeout.is_zero() { 0 } else { s.max_idle },
+                max_idle: if s.idle_timeout.is_zero() {
+                    0
+                } else {
+                    s.max_idle
+                },
                 idle_timeout: s.idle_timeout,
                 epoch: AtomicU64::new(0),
                 sweeper: OnceLock::new(),
