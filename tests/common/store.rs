@@ -114,35 +114,32 @@ impl TestStore {
     /// Marks token `id` disabled in the store and publishes its
     /// invalidation: the change as another gate's admin call makes it.
     pub async fn disable(&self, id: &str) {
-        use hawzu_gate::store::TokenStore;
-        let id = hawzu_gate::token::TokenId::parse(id).unwrap();
-        eventually("a disable", Duration::from_secs(10), || async {
-            let current = self.store.find(&id).await.ok()?.unwrap();
-            let mut next = current.record.clone();
-            next.disabled_at = Some(jiff::Timestamp::now());
-            self.store
-                .replace(&current, &next)
-                .await
-                .ok()
-                .filter(|w| *w)
-        })
-        .await;
+        self.disable_with(id, true).await;
     }
 
     /// Marks token `id` disabled in the store without publishing an event:
     /// a change whose invalidation was lost (only a cache drop, or the
     /// cache lifetime, makes a gate see it).
     pub async fn disable_silently(&self, id: &str) {
+        self.disable_with(id, false).await;
+    }
+
+    async fn disable_with(&self, id: &str, publish: bool) {
         use hawzu_gate::store::TokenStore;
         let id = hawzu_gate::token::TokenId::parse(id).unwrap();
         // Tries again while the connection is being re-made (a test may
         // have just cut every client's connection).
-        eventually("a silent disable", Duration::from_secs(10), || async {
+        eventually("a disable", Duration::from_secs(10), || async {
             let current = self.store.find(&id).await.ok()?.unwrap();
             let mut next = current.record.clone();
             next.disabled_at = Some(jiff::Timestamp::now());
             // `touch` is the quiet write (for last_used_at): no event.
-            self.store.touch(&current, &next).await.ok().filter(|w| *w)
+            let written = if publish {
+                self.store.replace(&current, &next).await
+            } else {
+                self.store.touch(&current, &next).await
+            };
+            written.ok().filter(|w| *w)
         })
         .await;
     }
