@@ -213,6 +213,16 @@ async fn with_no_idle_connection_allowed_each_request_opens_one() {
 }
 
 #[tokio::test]
+async fn a_zero_idle_timeout_keeps_no_connection() {
+    let (addr, counts) = raw_upstream().await;
+    let up = upstream(addr, 8, Duration::ZERO);
+    for _ in 0..2 {
+        get(&up, "/ok").await.unwrap();
+    }
+    assert_eq!(counts.accepted(), 2);
+}
+
+#[tokio::test]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let (addr, counts) = raw_upstream().await;
     let idle_timeout = Duration::from_millis(400);
