@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -22,6 +22,8 @@ struct Counts {
     ended: AtomicUsize,
     /// Every request head received, in order.
     heads: std::sync::Mutex<Vec<String>>,
+    /// Every request body received (by `content-length`), in order.
+    bodies: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl Counts {
@@ -62,6 +64,23 @@ async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     buf.drain(..end);
                     c.heads.lock().unwrap().push(head.clone());
+                    let length = head
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(str::trim)
+                                .map(str::to_owned)
+                        })
+                        .map_or(0, |n| n.parse::<usize>().unwrap());
+                    while buf.len() < length {
+                        let mut chunk = [0u8; 1024];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break 'requests,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    c.bodies.lock().unwrap().push(buf.drain(..length).collect());
                     let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                     if head.starts_with("GET /endless ") {
                         let start = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -84,7 +103,7 @@ async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
     (addr, counts)
 }
 
-fn upstream(addr: SocketAddr, max_idle: usize, idle_timeout: Duration) -> TestUpstream {
+fn upstream<B: SendBody>(addr: SocketAddr, max_idle: usize, idle_timeout: Duration) -> Upstream<B> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -169,6 +188,28 @@ async fn the_request_line_is_origin_form_and_a_missing_host_is_the_upstreams() {
         "the client's Host is kept: {}",
         heads[1]
     );
+}
+
+#[tokio::test]
+async fn request_bodies_go_whole_and_their_connection_is_reused() {
+    let (addr, counts) = raw_upstream().await;
+    let up: Upstream<Full<Bytes>> = upstream(addr, 8, Duration::from_secs(90));
+    for i in 0..3 {
+        let body = format!("body number {i}").repeat(100);
+        let mut req = Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = http::Method::POST;
+        let res = up
+            .send(req, PathAndQuery::from_static("/ok"))
+            .await
+            .unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+    assert_eq!(counts.accepted(), 1);
+    let bodies = counts.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 3);
+    for (i, b) in bodies.iter().enumerate() {
+        assert_eq!(b, format!("body number {i}").repeat(100).as_bytes());
+    }
 }
 
 #[tokio::test]

@@ -120,6 +120,10 @@ async fn follow(
     let mut pending: Option<(String, Instant)> = None;
     // Failed attempts are logged once, then at a backed-off interval.
     let mut outage = Outage::default();
+    // When the wait for a readable store began: kept across subscriptions
+    // lost during it, so the cache is dropped at most
+    // `STORE_WAIT_BEFORE_DROP` after the first one.
+    let mut waiting_since: Option<Instant> = None;
     let mut check = tokio::time::interval(PROBE_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -159,8 +163,6 @@ async fn follow(
             };
             match tokio::time::timeout(timeout * 4, attempt).await {
                 Ok(Ok(())) => {
-                    backoff = RESUBSCRIBE_FIRST;
-                    outage.over();
                     let change = if ever {
                         // Back after a disconnect: messages may have been
                         // missed meanwhile, so nothing cached is trusted.
@@ -175,12 +177,21 @@ async fn follow(
                         // changes heard meanwhile are passed on at once: on
                         // a Cluster with one shard down the others take
                         // writes, and a token revoked there must not wait.
-                        match wait_for_reads(&store, &mut rx, &send).await {
-                            Waited::Reads | Waited::GaveUp => Some(Change::Resumed),
+                        let since = *waiting_since.get_or_insert_with(Instant::now);
+                        match wait_for_reads(&store, &mut rx, &send, since).await {
+                            Waited::Reads | Waited::GaveUp => {
+                                waiting_since = None;
+                                Some(Change::Resumed)
+                            }
                             Waited::Lost => {
-                                tracing::warn!(
-                                    "invalidation listener: subscription lost while waiting for the store to answer reads; resubscribing"
-                                );
+                                // Counted as a failed attempt: backed off,
+                                // and logged at a growing interval.
+                                if let Some(failures) = outage.failed() {
+                                    tracing::warn!(
+                                        failures,
+                                        "invalidation listener: subscription lost while waiting for the store to answer reads; resubscribing"
+                                    );
+                                }
                                 subscriber.reset();
                                 None
                             }
@@ -190,8 +201,12 @@ async fn follow(
                         Some(Change::Started)
                     };
                     if let Some(change) = change {
+                        backoff = RESUBSCRIBE_FIRST;
+                        outage.over();
                         up = true;
                         ever = true;
+                        // A probe of the lost subscription is not waited for.
+                        pending = None;
                         if !send(change) {
                             return;
                         }
@@ -317,20 +332,20 @@ enum Waited {
     Gone,
 }
 
-/// Waits, at most [`STORE_WAIT_BEFORE_DROP`], for `store` to answer reads,
-/// passing on every invalidation heard meanwhile. A push waits at most one
-/// read check (bounded by `store.timeout`).
+/// Waits until `store` answers reads or [`STORE_WAIT_BEFORE_DROP`] has
+/// passed since `since`, passing on every invalidation heard meanwhile. A
+/// push waits at most one read check (bounded by `store.timeout`).
 async fn wait_for_reads(
     store: &RedisStore,
     rx: &mut mpsc::UnboundedReceiver<redis::PushInfo>,
     send: &impl Fn(Change) -> bool,
+    since: Instant,
 ) -> Waited {
-    let began = Instant::now();
     loop {
         if store.ping().await.is_ok() {
             return Waited::Reads;
         }
-        if began.elapsed() >= STORE_WAIT_BEFORE_DROP {
+        if since.elapsed() >= STORE_WAIT_BEFORE_DROP {
             return Waited::GaveUp;
         }
         let pause = tokio::time::sleep(RESUBSCRIBE_FIRST);
