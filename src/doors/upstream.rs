@@ -122,7 +122,7 @@ impl<B: SendBody> Upstream<B> {
         }
     }
 
-    /// Sends `req` (its URI's path and query; `Host` set to the upstream's
+    /// Sends `req` to `target` (over HTTP/1.1, `Host` set to the upstream's
     /// if the client sent none) and waits for the response head.
     pub async fn send(
         &self,
