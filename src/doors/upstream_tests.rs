@@ -35,7 +35,9 @@ impl Counts {
     }
 }
 
-/// A keep-alive HTTP/1.1 upstream written by hand: `GET /ok` answers `ok`;
+/// A keep-alive HTTP/1.1 upstream written by hand: `GET /ok` answers `ok`
+/// (after reading a `content-length` body, if any); `POST /early` answers
+/// `ok` first and reads the body after;
 /// `GET /close` answers `ok` and closes the connection without saying so
 /// first; `GET /endless` streams chunks until the client goes away.
 async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
@@ -73,6 +75,13 @@ async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
                                 .map(str::to_owned)
                         })
                         .map_or(0, |n| n.parse::<usize>().unwrap());
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    // Answers before it reads the request's body (as an
+                    // upstream refusing an upload early does), then reads it.
+                    let early = head.starts_with("POST /early ");
+                    if early && s.write_all(ok).await.is_err() {
+                        break;
+                    }
                     while buf.len() < length {
                         let mut chunk = [0u8; 1024];
                         match s.read(&mut chunk).await {
@@ -81,7 +90,9 @@ async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
                         }
                     }
                     c.bodies.lock().unwrap().push(buf.drain(..length).collect());
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if early {
+                        continue;
+                    }
                     if head.starts_with("GET /endless ") {
                         let start = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
                         if s.write_all(start).await.is_err() {
@@ -210,6 +221,98 @@ async fn request_bodies_go_whole_and_their_connection_is_reused() {
     for (i, b) in bodies.iter().enumerate() {
         assert_eq!(b, format!("body number {i}").repeat(100).as_bytes());
     }
+}
+
+/// A request body sent as its chunks come through a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn a_connection_answered_before_its_request_body_is_sent_is_not_reused_until_it_is() {
+    let (addr, counts) = raw_upstream().await;
+    let up: Upstream<ChannelBody> = upstream(addr, 8, Duration::from_secs(90));
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut req = Request::new(ChannelBody(rx));
+    *req.method_mut() = http::Method::POST;
+    req.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+    tx.send(Bytes::from_static(b"first")).await.unwrap();
+    let res = up
+        .send(req, PathAndQuery::from_static("/early"))
+        .await
+        .unwrap();
+    // The whole answer read while half the body is still to come.
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+
+    // Its connection is still sending: another request gets a new one.
+    let (tx2, rx2) = tokio::sync::mpsc::channel(1);
+    drop(tx2);
+    let mut get = Request::new(ChannelBody(rx2));
+    *get.uri_mut() = Uri::from_static("/ok");
+    let res = up
+        .send(get, PathAndQuery::from_static("/ok"))
+        .await
+        .unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+    assert_eq!(counts.accepted(), 2, "not reused mid-body");
+
+    // The body ends: the first connection goes back, framing intact.
+    tx.send(Bytes::from_static(b"-last")).await.unwrap();
+    drop(tx);
+    until("both bodies received", Duration::from_secs(5), || {
+        counts.bodies.lock().unwrap().len() == 2
+    })
+    .await;
+    assert!(
+        counts
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b == b"first-last"),
+        "the early-answered body arrived whole"
+    );
+    let Kind::Http1(pool) = &up.kind else {
+        unreachable!("an HTTP/1.1 upstream")
+    };
+    until(
+        "the first connection back in the pool",
+        Duration::from_secs(5),
+        || pool.idle().len() == 2,
+    )
+    .await;
+    let empty = || {
+        let (t, r) = tokio::sync::mpsc::channel(1);
+        drop(t);
+        Request::new(ChannelBody(r))
+    };
+    for _ in 0..2 {
+        let (a, b) = tokio::join!(
+            up.send(empty(), PathAndQuery::from_static("/ok")),
+            up.send(empty(), PathAndQuery::from_static("/ok")),
+        );
+        for res in [a.unwrap(), b.unwrap()] {
+            assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+        }
+    }
+    assert_eq!(counts.accepted(), 2, "both kept and reused");
+    assert!(
+        counts.heads.lock().unwrap()[2..]
+            .iter()
+            .all(|h| h.starts_with("GET /ok HTTP/1.1\r\n")),
+        "every later request framed on its own"
+    );
 }
 
 #[tokio::test]
