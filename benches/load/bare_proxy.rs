@@ -9,7 +9,7 @@
 //! With `BARE_POOL=hyper-util` in its environment it forwards through
 //! hyper-util's pooled client instead, the gate's upstream path until
 //! issue 16 item 3 measured the two (docs/performance.md § "A per-thread
-//! upstream pool, measured"): run it so as the `--alt` build's bare proxy
+//! upstream pool, measured"): run it that way as the `--alt` build's bare proxy
 //! (a script that sets the variable and execs this binary) to set case H
 //! beside h.
 
