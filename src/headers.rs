@@ -79,6 +79,30 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// What a request tells of the hops before the gate: dropped unless the
+/// peer is a trusted proxy (`trusted_proxies`).
+pub const FORWARDED: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// What one pass over a request's header names found
+/// ([`IdentityHeaders::scan`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// A hop-by-hop header, or `Proxy-Connection`.
+    pub hop_by_hop: bool,
+    /// A protected header: the identity prefix, or on `headers.strip`.
+    pub protected: bool,
+    /// A name spelled with `_`.
+    pub underscored: bool,
+    /// One of [`FORWARDED`].
+    pub forwarded: bool,
+}
+
 /// A name on the strip list that is not a header name.
 #[derive(Debug, Error)]
 #[error("`{0}` is not a header name; use letters, digits and `-` (like X-HTTP-Method-Override)")]
@@ -184,6 +208,21 @@ impl IdentityHeaders {
                 .strip
                 .iter()
                 .any(|s| s.len() == b.len() && folded_starts_with(b, s.as_bytes()))
+    }
+
+    /// One pass over `headers`' names: which of the rewrites before
+    /// forwarding have anything to do. Most requests carry none of these
+    /// names, and then rewriting costs no lookup and no second scan.
+    pub fn scan(&self, headers: &HeaderMap) -> Found {
+        let mut found = Found::default();
+        for name in headers.keys() {
+            let n = name.as_str();
+            found.hop_by_hop |= HOP_BY_HOP.contains(&n) || n == "proxy-connection";
+            found.protected |= self.is_protected(n);
+            found.underscored |= n.as_bytes().contains(&b'_');
+            found.forwarded |= FORWARDED.contains(&n);
+        }
+        found
     }
 
     /// Removes every protected header (see [`Self::is_protected`]). One
@@ -317,6 +356,38 @@ fn interned(name: &str) -> HeaderName {
 /// request with two door threads, more than the copy of a short value).
 pub fn copied(v: &HeaderValue) -> HeaderValue {
     HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone())
+}
+
+/// `ip` as a header value (`X-Forwarded-For`): IPv4 written digit by
+/// digit, as the proxy does for every request; IPv6 as `Display` writes it.
+pub fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let v4 = match ip {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(_) => {
+            // An address is always header-safe: the fallback is never used.
+            return HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        }
+    };
+    let mut out = [0u8; 15];
+    let mut len = 0;
+    let mut put = |b: u8| {
+        out[len] = b;
+        len += 1;
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            put(b'.');
+        }
+        if octet >= 100 {
+            put(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            put(b'0' + octet / 10 % 10);
+        }
+        put(b'0' + octet % 10);
+    }
+    HeaderValue::from_bytes(&out[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Whether a request asks to switch protocols: an `Upgrade` or an

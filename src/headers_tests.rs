@@ -124,3 +124,97 @@ fn identity_names_are_made_once_per_name_and_shared() {
     // were two reference-counted copies).
     assert_eq!(a.token_id.as_str().as_ptr(), b.token_id.as_str().as_ptr());
 }
+
+#[test]
+fn one_scan_finds_each_kind_of_name_a_forward_rewrites() {
+    let h = IdentityHeaders::default();
+    let none = map(&["host", "authorization", "user-agent", "accept", "x-request-id"]);
+    assert_eq!(h.scan(&none), Found::default(), "nothing to rewrite");
+    let cases: [(&str, Found); 7] = [
+        (
+            "connection",
+            Found {
+                hop_by_hop: true,
+                ..Found::default()
+            },
+        ),
+        (
+            "proxy-connection",
+            Found {
+                hop_by_hop: true,
+                ..Found::default()
+            },
+        ),
+        (
+            "x-hawzu-role",
+            Found {
+                protected: true,
+                ..Found::default()
+            },
+        ),
+        (
+            "x-http-method-override",
+            Found {
+                protected: true,
+                ..Found::default()
+            },
+        ),
+        (
+            "x_hawzu_role",
+            Found {
+                protected: true,
+                underscored: true,
+                ..Found::default()
+            },
+        ),
+        (
+            "x-real-ip",
+            Found {
+                forwarded: true,
+                ..Found::default()
+            },
+        ),
+        (
+            "forwarded",
+            Found {
+                forwarded: true,
+                ..Found::default()
+            },
+        ),
+    ];
+    for (name, want) in cases {
+        let mut names = vec!["host", "authorization"];
+        names.push(name);
+        assert_eq!(h.scan(&map(&names)), want, "{name}");
+    }
+    for name in FORWARDED {
+        assert!(h.scan(&map(&[name])).forwarded, "{name}");
+    }
+    for name in HOP_BY_HOP {
+        assert!(h.scan(&map(&[name])).hop_by_hop, "{name}");
+    }
+}
+
+#[test]
+fn ip_values_read_as_display_writes_them() {
+    use std::net::{IpAddr, Ipv4Addr};
+    let mut seen = 0;
+    // Every octet value in every position, and the shapes around them.
+    for o in 0..=255u8 {
+        for ip in [
+            Ipv4Addr::new(o, 0, 0, 0),
+            Ipv4Addr::new(10, o, 9, 99),
+            Ipv4Addr::new(100, 1, o, 255),
+            Ipv4Addr::new(255, 255, 255, o),
+        ] {
+            let ip = IpAddr::V4(ip);
+            assert_eq!(ip_value(ip).to_str().unwrap(), ip.to_string());
+            seen += 1;
+        }
+    }
+    for ip in ["::1", "2001:db8::7", "::ffff:10.0.0.7", "fe80::1:2:3:4"] {
+        let ip: IpAddr = ip.parse().unwrap();
+        assert_eq!(ip_value(ip).to_str().unwrap(), ip.to_string());
+    }
+    assert_eq!(seen, 1024);
+}

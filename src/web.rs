@@ -2,7 +2,6 @@
 //! header and the ids the gate makes. Below the doors, ops and admin; knows
 //! nothing of tokens, decisions or configuration.
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -84,13 +83,7 @@ impl RequestIds {
 
     /// A new id: `hg-<prefix>-<counter in hex>`.
     pub fn next(&self) -> HeaderValue {
-        let n = self.take();
-        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
-        // Exactly its length: the bytes become the value with no copy.
-        let mut id = Vec::with_capacity(3 + self.prefix.len() + 1 + digits as usize);
-        // Writing into a Vec cannot fail.
-        let _ = write!(id, "hg-{}-{n:x}", self.prefix);
-        HeaderValue::from_maybe_shared(Bytes::from(id))
+        HeaderValue::from_maybe_shared(Bytes::from(id_bytes(&self.prefix, self.take())))
             .unwrap_or_else(|_| HeaderValue::from_static("hg-unknown"))
     }
 
@@ -110,6 +103,21 @@ impl RequestIds {
     }
 }
 
+/// `hg-<prefix>-<n in hex>`, exactly its length (the bytes become the
+/// header value with no copy). The hex is written by hand: `fmt` cost more
+/// than the rest of the id.
+fn id_bytes(prefix: &str, n: u64) -> Vec<u8> {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    let mut id = Vec::with_capacity(3 + prefix.len() + 1 + digits as usize);
+    id.extend_from_slice(b"hg-");
+    id.extend_from_slice(prefix.as_bytes());
+    id.push(b'-');
+    for shift in (0..digits).rev() {
+        id.push(b"0123456789abcdef"[(n >> (shift * 4)) as usize & 0xf]);
+    }
+    id
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -124,6 +132,15 @@ mod tests {
         assert!(!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()));
         assert!(!hex.starts_with('0') || hex == "0", "{s}");
         u64::from_str_radix(hex, 16).unwrap()
+    }
+
+    #[test]
+    fn ids_are_the_counter_in_lower_case_hex_without_leading_zeros() {
+        for n in [0, 1, 9, 0xa, 0xf, 0x10, 0xff, 0x100, 0xdead_beef, 1 << 63, u64::MAX] {
+            let id = id_bytes("3f2a9c1d", n);
+            assert_eq!(id.len(), id.capacity(), "{n:x}: exactly its length");
+            assert_eq!(String::from_utf8(id).unwrap(), format!("hg-3f2a9c1d-{n:x}"));
+        }
     }
 
     #[test]

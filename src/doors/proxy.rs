@@ -32,8 +32,8 @@ use super::upstream::{self, Failed, Upstream, UpstreamBody};
 use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
-    HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, asks_upgrade,
-    strip_hop_by_hop, strip_underscored,
+    FORWARDED, Found, HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    asks_upgrade, ip_value, strip_hop_by_hop, strip_underscored,
 };
 use crate::metrics::Door;
 use crate::refusal::Refusal;
@@ -228,11 +228,20 @@ impl Proxy {
             // HTTP/2 clients send `:authority` instead of Host.
             h.insert(header::HOST, v);
         }
-        strip_hop_by_hop(h);
-        shared.headers.strip(h);
+        // One pass over the client's names says which removals have
+        // anything to do: on most requests, none.
+        let found = shared.headers.scan(h);
+        if found.hop_by_hop {
+            strip_hop_by_hop(h);
+        }
+        if found.protected {
+            shared.headers.strip(h);
+        }
         if !keep_authorization {
             h.remove(header::AUTHORIZATION);
         }
+        // What is added below, in one growth of the map, not several.
+        h.reserve(identity.len() + 5);
         for (name, value) in identity {
             h.insert(name.clone(), value);
         }
@@ -246,7 +255,7 @@ impl Proxy {
             h.insert(TRACEPARENT, v);
         }
         let trusted = shared.trusted_proxies.trusts(conn.peer.ip().to_canonical());
-        forwarded(h, conn.peer, conn.tls, trusted);
+        forwarded(h, found, conn.peer, conn.tls, trusted);
 
         let target = uri
             .path_and_query()
@@ -332,45 +341,51 @@ fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
 /// untrusted peer sent in them (or in `Forwarded`, `X-Real-IP`) is dropped
 /// first: the upstream learns only what a trusted hop or the gate saw.
 /// Their `_` spellings (`X_Forwarded_For`) are dropped from anyone.
-fn forwarded(h: &mut HeaderMap, peer: SocketAddr, tls: bool, trusted: bool) {
-    strip_underscored(
-        h,
-        &[
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "x-real-ip",
-        ],
-    );
-    if !trusted {
-        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST] {
+/// `found` is what [`IdentityHeaders::scan`] found in `h`: with none of
+/// these names, nothing is looked up before the three are set.
+///
+/// [`IdentityHeaders::scan`]: crate::headers::IdentityHeaders::scan
+fn forwarded(h: &mut HeaderMap, found: Found, peer: SocketAddr, tls: bool, trusted: bool) {
+    if found.underscored {
+        strip_underscored(
+            h,
+            &[
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-real-ip",
+            ],
+        );
+    }
+    let keep = found.forwarded && trusted;
+    if found.forwarded && !trusted {
+        for name in FORWARDED {
             h.remove(name);
         }
-        h.remove(header::FORWARDED);
-        h.remove("x-real-ip");
     }
     let host = h.get(header::HOST).cloned();
-    append(h, X_FORWARDED_FOR, &peer.ip().to_string());
-    append(h, X_FORWARDED_PROTO, if tls { "https" } else { "http" });
-    if let Some(host) = host.as_ref().and_then(|v| v.to_str().ok()) {
-        append(h, X_FORWARDED_HOST, host);
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    set(h, X_FORWARDED_FOR, ip_value(peer.ip()), keep);
+    set(h, X_FORWARDED_PROTO, proto, keep);
+    if let Some(host) = host {
+        set(h, X_FORWARDED_HOST, host, keep);
     }
 }
 
-fn append(h: &mut HeaderMap, name: http::HeaderName, value: &str) {
-    let joined = {
-        let existing: Vec<&str> = h
-            .get_all(&name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if existing.is_empty() {
-            value.to_owned()
-        } else {
-            format!("{}, {value}", existing.join(", "))
-        }
-    };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+/// Sets `name` to `value`; with `keep`, after what `h` holds of it already
+/// (a trusted hop's list: several lines become one, joined in order).
+fn set(h: &mut HeaderMap, name: http::HeaderName, value: HeaderValue, keep: bool) {
+    if !keep || !h.contains_key(&name) {
+        h.insert(name, value);
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in h.get_all(&name) {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(value.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
         h.insert(name, v);
     }
 }

@@ -85,14 +85,55 @@ pub fn normalize(raw: &str) -> Result<NormalPath<'_>, AmbiguousPath> {
         });
     }
     let mut segments = Vec::with_capacity(12);
-    for seg in rest.split('/') {
+    // Split on `/` by hand: `str::split` sets up a searcher per segment,
+    // which cost more than the segments' own checks.
+    let mut rest = rest;
+    loop {
         if segments.len() == MAX_SEGMENTS {
             return Err(AmbiguousPath::TooLong);
         }
-        segments.push(segment(seg)?);
+        // A `/` is a char boundary: the slices cannot fail.
+        match rest.bytes().position(|b| b == b'/') {
+            Some(at) => {
+                segments.push(segment(&rest[..at])?);
+                rest = &rest[at + 1..];
+            }
+            None => {
+                segments.push(segment(rest)?);
+                break;
+            }
+        }
     }
     Ok(NormalPath { segments })
 }
+
+// Byte classes of a raw path segment, one bit each (`CLASS`).
+const PLAIN: u8 = 1;
+/// A raw space or `#` is never part of a request path (RFC 3986): a server
+/// may end the path there, reading a shorter one than we judged. `\`, `;`,
+/// controls and DEL are read differently by different servers.
+const FORBIDDEN: u8 = 2;
+const PERCENT: u8 = 4;
+const DOT: u8 = 8;
+/// Part of a non-ASCII character.
+const HIGH: u8 = 16;
+
+/// The class of every byte.
+static CLASS: [u8; 256] = {
+    let mut class = [PLAIN; 256];
+    let mut b = 0;
+    while b < 256 {
+        class[b] = match b as u8 {
+            b'\\' | b';' | b' ' | b'#' | 0..0x20 | 0x7f => FORBIDDEN,
+            b'%' => PERCENT,
+            b'.' => DOT,
+            0x80.. => HIGH,
+            _ => PLAIN,
+        };
+        b += 1;
+    }
+    class
+};
 
 fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     if seg.is_empty() {
@@ -102,16 +143,21 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
         return Err(AmbiguousPath::DotSegment);
     }
     let bytes = seg.as_bytes();
-    // A raw space or `#` is never part of a request path (RFC 3986): a
-    // server may end the path there, reading a shorter one than we judged.
-    if bytes
-        .iter()
-        .any(|&b| matches!(b, b'\\' | b';' | b' ' | b'#') || b < 0x20 || b == 0x7f)
-    {
+    // One pass: which classes of byte the segment holds — what is refused
+    // outright, and what the checks after it have to look at (most
+    // segments: plain ASCII, no `%`, not all dots).
+    let seen = bytes.iter().fold(0u8, |seen, &b| seen | CLASS[usize::from(b)]);
+    if seen & FORBIDDEN != 0 {
         return Err(AmbiguousPath::ForbiddenCharacter);
     }
-    if !bytes.contains(&b'%') {
-        if reads_as_dots(seg) {
+    let percent = seen & PERCENT != 0;
+    let ascii = seen & HIGH == 0;
+    let dots_only = seen == DOT;
+    if !percent {
+        // ASCII with no space (refused above) reads as dots only when it
+        // is dots alone; anything else is folded first.
+        let dots = if ascii { dots_only } else { reads_as_dots(seg) };
+        if dots {
             return Err(AmbiguousPath::LookAlikeDotSegment);
         }
         return Ok(Cow::Borrowed(seg));
