@@ -95,12 +95,30 @@ pub const FORWARDED: [&str; 5] = [
 pub struct Found {
     /// A hop-by-hop header, or `Proxy-Connection`.
     pub hop_by_hop: bool,
+    /// `Upgrade` or `HTTP2-Settings`: the request asks to switch protocols
+    /// (as [`asks_upgrade`] tells).
+    pub upgrade: bool,
     /// A protected header: the identity prefix, or on `headers.strip`.
     pub protected: bool,
-    /// A name spelled with `_`.
-    pub underscored: bool,
     /// One of [`FORWARDED`].
     pub forwarded: bool,
+    /// One of [`FORWARDED`] spelled with `_` (`X_Forwarded_For`).
+    pub forwarded_underscored: bool,
+}
+
+/// The first letters of the names a scan looks for, folded, one bit each.
+fn firsts(prefix: &str, strip: &[Box<str>]) -> u128 {
+    let hop = HOP_BY_HOP.iter().chain(&["proxy-connection", "http2-settings"]);
+    let names = hop
+        .chain(FORWARDED.iter())
+        .copied()
+        .chain(strip.iter().map(|s| &**s))
+        .chain([prefix]);
+    names
+        .filter_map(|n| n.bytes().next())
+        .map(fold)
+        .filter(|&b| b < 128)
+        .fold(0, |bits, b| bits | 1 << b)
 }
 
 /// A name on the strip list that is not a header name.
@@ -123,6 +141,9 @@ pub struct IdentityHeaders {
     /// Names removed before forwarding (`headers.strip`), lower case with
     /// `-` for `_`.
     strip: Box<[Box<str>]>,
+    /// The first letters (folded) of every name [`Self::scan`] looks for,
+    /// one bit each: most names a client sends start with none of them.
+    firsts: u128,
     pub token_id: HeaderName,
     pub token_type: HeaderName,
     pub workspace_id: HeaderName,
@@ -163,7 +184,9 @@ impl IdentityHeaders {
                 .map(|n| interned(n.as_str()))
                 .map_err(|_| BadPrefix(prefix.to_owned()))
         };
+        let strip: Box<[Box<str>]> = DEFAULT_STRIP.iter().map(|n| folded(n)).collect();
         Ok(Self {
+            firsts: firsts(&lower, &strip),
             token_id: name("token-id")?,
             token_type: name("token-type")?,
             workspace_id: name("workspace-id")?,
@@ -174,7 +197,7 @@ impl IdentityHeaders {
             error: name("error")?,
             passed: name("passed")?,
             prefix: lower,
-            strip: DEFAULT_STRIP.iter().map(|n| folded(n)).collect(),
+            strip,
         })
     }
 
@@ -189,6 +212,7 @@ impl IdentityHeaders {
             strip.push(folded(name));
         }
         self.strip = strip.into();
+        self.firsts = firsts(&self.prefix, &self.strip);
         Ok(self)
     }
 
@@ -212,15 +236,25 @@ impl IdentityHeaders {
 
     /// One pass over `headers`' names: which of the rewrites before
     /// forwarding have anything to do. Most requests carry none of these
-    /// names, and then rewriting costs no lookup and no second scan.
+    /// names, and then rewriting costs no lookup and no second scan; most
+    /// names start with a letter none of them starts with, and cost one
+    /// bit test.
     pub fn scan(&self, headers: &HeaderMap) -> Found {
         let mut found = Found::default();
         for name in headers.keys() {
             let n = name.as_str();
+            let first = n.as_bytes().first().map_or(0, |&b| fold(b));
+            if first >= 128 || self.firsts & (1 << first) == 0 {
+                continue;
+            }
             found.hop_by_hop |= HOP_BY_HOP.contains(&n) || n == "proxy-connection";
+            found.upgrade |= n == UPGRADE.as_str() || n == HTTP2_SETTINGS.as_str();
             found.protected |= self.is_protected(n);
-            found.underscored |= n.as_bytes().contains(&b'_');
             found.forwarded |= FORWARDED.contains(&n);
+            found.forwarded_underscored |= n.contains('_')
+                && FORWARDED
+                    .iter()
+                    .any(|c| c.len() == n.len() && folded_starts_with(n.as_bytes(), c.as_bytes()));
         }
         found
     }

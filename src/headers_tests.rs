@@ -130,7 +130,7 @@ fn one_scan_finds_each_kind_of_name_a_forward_rewrites() {
     let h = IdentityHeaders::default();
     let none = map(&["host", "authorization", "user-agent", "accept", "x-request-id"]);
     assert_eq!(h.scan(&none), Found::default(), "nothing to rewrite");
-    let cases: [(&str, Found); 7] = [
+    let cases: [(&str, Found); 10] = [
         (
             "connection",
             Found {
@@ -163,7 +163,28 @@ fn one_scan_finds_each_kind_of_name_a_forward_rewrites() {
             "x_hawzu_role",
             Found {
                 protected: true,
-                underscored: true,
+                ..Found::default()
+            },
+        ),
+        (
+            "x_forwarded_for",
+            Found {
+                forwarded_underscored: true,
+                ..Found::default()
+            },
+        ),
+        (
+            "upgrade",
+            Found {
+                hop_by_hop: true,
+                upgrade: true,
+                ..Found::default()
+            },
+        ),
+        (
+            "http2-settings",
+            Found {
+                upgrade: true,
                 ..Found::default()
             },
         ),
@@ -189,9 +210,36 @@ fn one_scan_finds_each_kind_of_name_a_forward_rewrites() {
     }
     for name in FORWARDED {
         assert!(h.scan(&map(&[name])).forwarded, "{name}");
+        let spelled = name.replace('-', "_");
+        if spelled != name {
+            assert!(h.scan(&map(&[&spelled])).forwarded_underscored, "{spelled}");
+        }
     }
     for name in HOP_BY_HOP {
         assert!(h.scan(&map(&[name])).hop_by_hop, "{name}");
+    }
+    for name in ["upgrade", "http2-settings", "x-forwarded-for", "host"] {
+        assert_eq!(
+            h.scan(&map(&[name])).upgrade,
+            asks_upgrade(&map(&[name])),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_scan_finds_names_under_another_prefix_and_strip_list() {
+    // The first-letter filter follows the configuration: names starting
+    // with letters the defaults never start with are still found.
+    let h = IdentityHeaders::new("Acme-")
+        .unwrap()
+        .with_strip(&["Q-Override", "_Rewrite"])
+        .unwrap();
+    for name in ["acme-role", "acme_role", "q-override", "q_override", "-rewrite", "_rewrite"] {
+        assert!(h.scan(&map(&[name])).protected, "{name}");
+    }
+    for name in ["x-hawzu-role", "accept", "q-overrides"] {
+        assert!(!h.scan(&map(&[name])).protected, "{name}");
     }
 }
 

@@ -33,7 +33,7 @@ use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
     FORWARDED, Found, HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    asks_upgrade, ip_value, strip_hop_by_hop, strip_underscored,
+    ip_value, strip_hop_by_hop, strip_underscored,
 };
 use crate::metrics::Door;
 use crate::refusal::Refusal;
@@ -161,7 +161,7 @@ impl Proxy {
                 req.uri().path().to_owned(),
             );
         }
-        let res = match self.forward(req, conn, &request_id, &mut exchange).await {
+        let res = match Box::pin(self.forward(req, conn, &request_id, &mut exchange)).await {
             Ok(res) => res,
             Err(refusal) => {
                 exchange.failed(refusal);
@@ -187,13 +187,17 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let uri = std::mem::take(&mut parts.uri);
 
+        // One pass over the client's names says which removals below have
+        // anything to do (on most requests, none), and whether it asks
+        // for an upgrade.
+        let found = shared.headers.scan(&parts.headers);
         let identity = {
             let client = || shared.client(conn.peer.ip(), &parts.headers);
             let facts = RequestFacts {
                 method: &parts.method,
                 path: uri.path(),
                 query: uri.query(),
-                upgrade: asks_upgrade(&parts.headers),
+                upgrade: found.upgrade,
                 credentials: credentials(&parts.headers),
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),
@@ -228,9 +232,6 @@ impl Proxy {
             // HTTP/2 clients send `:authority` instead of Host.
             h.insert(header::HOST, v);
         }
-        // One pass over the client's names says which removals have
-        // anything to do: on most requests, none.
-        let found = shared.headers.scan(h);
         if found.hop_by_hop {
             strip_hop_by_hop(h);
         }
@@ -346,7 +347,7 @@ fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
 ///
 /// [`IdentityHeaders::scan`]: crate::headers::IdentityHeaders::scan
 fn forwarded(h: &mut HeaderMap, found: Found, peer: SocketAddr, tls: bool, trusted: bool) {
-    if found.underscored {
+    if found.forwarded_underscored {
         strip_underscored(
             h,
             &[
