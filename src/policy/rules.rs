@@ -351,10 +351,15 @@ impl MethodSet {
     }
 
     pub fn contains(self, method: &Method) -> bool {
+        self.0 & Self::bit(method) != 0
+    }
+
+    /// `method`'s bit; 0 for a method no set holds.
+    fn bit(method: &Method) -> u8 {
         METHODS
             .iter()
             .position(|m| m == method)
-            .is_some_and(|i| self.0 & (1 << i) != 0)
+            .map_or(0, |i| 1 << i)
     }
 }
 
@@ -636,8 +641,10 @@ impl RuleSet {
         path: &NormalPath<'p>,
     ) -> Option<Matched<'r, 'p>> {
         let segs = path.segments();
+        // The method is looked up once, not once per rule.
+        let bit = MethodSet::bit(method);
         self.rules.iter().find_map(|rule| {
-            if !rule.methods.contains(method) {
+            if rule.methods.0 & bit == 0 {
                 return None;
             }
             rule.template

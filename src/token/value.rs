@@ -151,7 +151,12 @@ fn check_body(bytes: &[u8], prefix_len: usize) -> Result<(), ParseError> {
     if bytes.len() != prefix_len + BODY_LEN {
         return Err(ParseError::Length);
     }
-    if !bytes[prefix_len..].iter().all(u8::is_ascii_alphanumeric) {
+    // No early exit: a fold over every byte vectorizes (valid tokens, the
+    // common case, are read to the end anyway).
+    let alphabet = bytes[prefix_len..]
+        .iter()
+        .fold(true, |ok, b| ok & b.is_ascii_alphanumeric());
+    if !alphabet {
         return Err(ParseError::Alphabet);
     }
     let body_len = prefix_len + RANDOM_LEN;
