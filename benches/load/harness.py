@@ -170,6 +170,40 @@ def gate_config(tmp, name, redis_port, prefix, upstream_port, max_entries, threa
     return conf, ports, data
 
 
+def start_redis(procs):
+    """A private redis-server that keeps nothing on disk: (process, port)."""
+    port = free_port()
+    p = procs.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"])
+    wait_port(port, "redis")
+    return p, port
+
+
+def start_upstream(procs, threads):
+    """The minimal hyper upstream (`200 ok`) on `threads` threads: (process, port)."""
+    port = free_port()
+    p = procs.start("upstream", [os.path.join(RELEASE, "examples", "load-upstream"), f"127.0.0.1:{port}",
+                                 str(threads)])
+    wait_port(port, "upstream")
+    return p, port
+
+
+def create_token(admin_port, key, name):
+    """A workspace viewer token that never expires, made through the admin
+    API: its `Authorization` header line."""
+    created = admin_call(admin_port, key, "POST", "/admin/v1/tokens", {
+        "name": name, "workspace_id": "ws_1", "scope": {"type": "workspace", "role": "workspace_viewer"},
+        "expires": "never"})
+    return f"Authorization: Bearer {created['secret']}"
+
+
+def write_json(path, results):
+    """The run's results, when asked for (`--json`)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+
+
 def start_gate(procs, name, conf, ports, data, bin_dir=RELEASE):
     p = procs.start(name, [os.path.join(bin_dir, "hawzu-gate"), "serve", "--config", conf], cwd=os.path.dirname(conf))
     for port in ports.values():

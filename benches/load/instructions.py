@@ -28,7 +28,6 @@ each time) to show how repeatable the count is. The top functions of each
 case (inclusive of nothing: self cost) are kept in the JSON.
 """
 import argparse
-import json
 import os
 import re
 import shutil
@@ -153,24 +152,15 @@ def main():
     results = {"commit": commit, "alt": opts.alt, "seconds": opts.requests_for, "connections": opts.connections,
                "threads": opts.threads, "cases": {}}
     try:
-        redis_port = harness.free_port()
-        procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"])
-        harness.wait_port(redis_port, "redis")
-        up_port = harness.free_port()
-        procs.start("upstream", [os.path.join(harness.RELEASE, "examples", "load-upstream"),
-                                 f"127.0.0.1:{up_port}", str(opts.threads)])
-        harness.wait_port(up_port, "upstream")
+        _, redis_port = harness.start_redis(procs)
+        _, up_port = harness.start_upstream(procs, opts.threads)
         # One token, made by a native gate on the same Redis and key prefix
         # as every counted gate (a counted gate reads it at its first miss).
         prefix = f"instructions:{int(time.time())}:"
         conf, ports, data = harness.gate_config(tmp, "seed", redis_port, prefix, up_port, 1000, 1)
         _, key = harness.start_gate(procs, "seed", conf, ports, data)
-        created = harness.admin_call(ports["admin"], key, "POST", "/admin/v1/tokens", {
-            "name": "instructions", "workspace_id": "ws_1",
-            "scope": {"type": "workspace", "role": "workspace_viewer"}, "expires": "never"})
+        auth = harness.create_token(ports["admin"], key, "instructions")
         procs.stop("seed")
-        auth = f"Authorization: Bearer {created['secret']}"
 
         def plan(letter, bin_dir):
             if letter == "a":
@@ -212,9 +202,7 @@ def main():
                     "top": runs[0]["top"],
                 }
         report(results)
-        if opts.json:
-            with open(opts.json, "w") as f:
-                json.dump(results, f, indent=2)
+        harness.write_json(opts.json, results)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

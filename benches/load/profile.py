@@ -26,7 +26,6 @@ was inlined (the proxy's service closure holds most of the gate's own
 work). Needs `perf` (linux-perf) and wrk, nginx is not used.
 """
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -139,21 +138,12 @@ def main():
     results = {"commit": commit, "duration_s": opts.duration, "connections": opts.connections,
                "threads": opts.threads, "cases": {}}
     try:
-        redis_port = harness.free_port()
-        procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"])
-        harness.wait_port(redis_port, "redis")
-        up_port = harness.free_port()
-        upstream = procs.start("upstream", [os.path.join(harness.RELEASE, "examples", "load-upstream"),
-                                            f"127.0.0.1:{up_port}", str(opts.threads)])
-        harness.wait_port(up_port, "upstream")
+        _, redis_port = harness.start_redis(procs)
+        upstream, up_port = harness.start_upstream(procs, opts.threads)
         prefix = f"profile:{int(time.time())}:"
         conf, ports, data = harness.gate_config(tmp, "gate", redis_port, prefix, up_port, 1_000_000, opts.threads)
         gate, key = harness.start_gate(procs, "gate", conf, ports, data)
-        created = harness.admin_call(ports["admin"], key, "POST", "/admin/v1/tokens", {
-            "name": "profile", "workspace_id": "ws_1", "scope": {"type": "workspace", "role": "workspace_viewer"},
-            "expires": "never"})
-        auth = f"Authorization: Bearer {created['secret']}"
+        auth = harness.create_token(ports["admin"], key, "profile")
         bare_port = harness.free_port()
         bare = procs.start("bare", [os.path.join(harness.RELEASE, "examples", "load-bare-proxy"),
                                     f"127.0.0.1:{bare_port}", f"127.0.0.1:{up_port}", str(opts.threads)])
@@ -189,9 +179,7 @@ def main():
             print(f"{c} {name}: {res['rps']} req/s, {res['cpu_us_per_request']} µs CPU per request",
                   file=sys.stderr)
         report(results)
-        if opts.json:
-            with open(opts.json, "w") as f:
-                json.dump(results, f, indent=2)
+        harness.write_json(opts.json, results)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
