@@ -108,7 +108,9 @@ pub struct Found {
 
 /// The first letters of the names a scan looks for, folded, one bit each.
 fn firsts(prefix: &str, strip: &[Box<str>]) -> u128 {
-    let hop = HOP_BY_HOP.iter().chain(&["proxy-connection", "http2-settings"]);
+    let hop = HOP_BY_HOP
+        .iter()
+        .chain(&["proxy-connection", "http2-settings"]);
     let names = hop
         .chain(FORWARDED.iter())
         .copied()

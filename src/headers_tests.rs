@@ -128,7 +128,13 @@ fn identity_names_are_made_once_per_name_and_shared() {
 #[test]
 fn one_scan_finds_each_kind_of_name_a_forward_rewrites() {
     let h = IdentityHeaders::default();
-    let none = map(&["host", "authorization", "user-agent", "accept", "x-request-id"]);
+    let none = map(&[
+        "host",
+        "authorization",
+        "user-agent",
+        "accept",
+        "x-request-id",
+    ]);
     assert_eq!(h.scan(&none), Found::default(), "nothing to rewrite");
     let cases: [(&str, Found); 10] = [
         (
@@ -235,7 +241,14 @@ fn a_scan_finds_names_under_another_prefix_and_strip_list() {
         .unwrap()
         .with_strip(&["Q-Override", "_Rewrite"])
         .unwrap();
-    for name in ["acme-role", "acme_role", "q-override", "q_override", "-rewrite", "_rewrite"] {
+    for name in [
+        "acme-role",
+        "acme_role",
+        "q-override",
+        "q_override",
+        "-rewrite",
+        "_rewrite",
+    ] {
         assert!(h.scan(&map(&[name])).protected, "{name}");
     }
     for name in ["x-hawzu-role", "accept", "q-overrides"] {

@@ -136,7 +136,19 @@ mod tests {
 
     #[test]
     fn ids_are_the_counter_in_lower_case_hex_without_leading_zeros() {
-        for n in [0, 1, 9, 0xa, 0xf, 0x10, 0xff, 0x100, 0xdead_beef, 1 << 63, u64::MAX] {
+        for n in [
+            0,
+            1,
+            9,
+            0xa,
+            0xf,
+            0x10,
+            0xff,
+            0x100,
+            0xdead_beef,
+            1 << 63,
+            u64::MAX,
+        ] {
             let id = id_bytes("3f2a9c1d", n);
             assert_eq!(id.len(), id.capacity(), "{n:x}: exactly its length");
             assert_eq!(String::from_utf8(id).unwrap(), format!("hg-3f2a9c1d-{n:x}"));

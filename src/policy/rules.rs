@@ -146,7 +146,9 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     // One pass: which classes of byte the segment holds — what is refused
     // outright, and what the checks after it have to look at (most
     // segments: plain ASCII, no `%`, not all dots).
-    let seen = bytes.iter().fold(0u8, |seen, &b| seen | CLASS[usize::from(b)]);
+    let seen = bytes
+        .iter()
+        .fold(0u8, |seen, &b| seen | CLASS[usize::from(b)]);
     if seen & FORBIDDEN != 0 {
         return Err(AmbiguousPath::ForbiddenCharacter);
     }
