@@ -192,7 +192,15 @@ impl Proxy {
         // for an upgrade.
         let found = shared.headers.scan(&parts.headers);
         let identity = {
-            let client = || shared.client(conn.peer.ip(), &parts.headers);
+            // Without `X-Forwarded-For` (the scan saw none of its kind)
+            // the client is the peer, trusted proxy or not.
+            let client = || {
+                if found.forwarded {
+                    shared.client(conn.peer.ip(), &parts.headers)
+                } else {
+                    conn.peer.ip().to_canonical()
+                }
+            };
             let facts = RequestFacts {
                 method: &parts.method,
                 path: uri.path(),
@@ -255,7 +263,9 @@ impl Proxy {
         {
             h.insert(TRACEPARENT, v);
         }
-        let trusted = shared.trusted_proxies.trusts(conn.peer.ip().to_canonical());
+        // Trust matters only for what the client sent of these.
+        let trusted =
+            found.forwarded && shared.trusted_proxies.trusts(conn.peer.ip().to_canonical());
         forwarded(h, found, conn.peer, conn.tls, trusted);
 
         let target = uri
