@@ -374,7 +374,8 @@ fn forwarded(h: &mut HeaderMap, found: Found, peer: SocketAddr, tls: bool, trust
             h.remove(name);
         }
     }
-    let host = h.get(header::HOST).cloned();
+    // A Host that is not visible ASCII is not repeated.
+    let host = h.get(header::HOST).filter(|v| v.to_str().is_ok()).cloned();
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     set(h, X_FORWARDED_FOR, ip_value(peer.ip()), keep);
     set(h, X_FORWARDED_PROTO, proto, keep);
@@ -390,8 +391,9 @@ fn set(h: &mut HeaderMap, name: http::HeaderName, value: HeaderValue, keep: bool
         h.insert(name, value);
         return;
     }
+    // Only what reads as visible ASCII of what the hop sent.
     let mut joined = Vec::new();
-    for v in h.get_all(&name) {
+    for v in h.get_all(&name).iter().filter_map(|v| v.to_str().ok()) {
         joined.extend_from_slice(v.as_bytes());
         joined.extend_from_slice(b", ");
     }

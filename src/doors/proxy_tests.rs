@@ -131,6 +131,20 @@ fn without_a_host_no_forwarded_host_is_added() {
     assert_eq!(all(&h, "x-forwarded-host"), ["front.example"]);
 }
 
+#[test]
+fn only_visible_ascii_is_repeated_in_forwarded_headers() {
+    let odd = HeaderValue::from_bytes(b"caf\xe9.example").unwrap();
+    let mut h = HeaderMap::new();
+    h.insert("host", odd.clone());
+    forward_hop(&mut h, peer(), false, false);
+    assert!(h.get("x-forwarded-host").is_none(), "no Host to repeat");
+    let mut h = HeaderMap::new();
+    h.append("x-forwarded-for", odd);
+    h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+    forward_hop(&mut h, peer(), false, true);
+    assert_eq!(all(&h, "x-forwarded-for"), ["1.1.1.1, 10.0.0.7"]);
+}
+
 // === Proxy::handle between a client and an echoing upstream ===
 
 /// The upstream: answers with the request's headers as a JSON list of
