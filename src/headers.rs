@@ -253,10 +253,7 @@ impl IdentityHeaders {
             found.upgrade |= n == UPGRADE.as_str() || n == HTTP2_SETTINGS.as_str();
             found.protected |= self.is_protected(n);
             found.forwarded |= FORWARDED.contains(&n);
-            found.forwarded_underscored |= n.contains('_')
-                && FORWARDED
-                    .iter()
-                    .any(|c| c.len() == n.len() && folded_starts_with(n.as_bytes(), c.as_bytes()));
+            found.forwarded_underscored |= underscored_as(n, &FORWARDED);
         }
         found
     }
@@ -437,13 +434,7 @@ pub fn asks_upgrade(headers: &HeaderMap) -> bool {
 /// `HTTP_X_FORWARDED_FOR` to a CGI/WSGI/Rack upstream, and no proxy spells
 /// it so. One scan and no allocation when no name has a `_`.
 pub fn strip_underscored(headers: &mut HeaderMap, names: &[&str]) {
-    let spelled = |n: &HeaderName| {
-        let b = n.as_str().as_bytes();
-        b.contains(&b'_')
-            && names
-                .iter()
-                .any(|c| c.len() == b.len() && folded_starts_with(b, c.as_bytes()))
-    };
+    let spelled = |n: &HeaderName| underscored_as(n.as_str(), names);
     if !headers.keys().any(spelled) {
         return;
     }
@@ -451,6 +442,16 @@ pub fn strip_underscored(headers: &mut HeaderMap, names: &[&str]) {
     for name in found {
         headers.remove(&name);
     }
+}
+
+/// Whether `name` is spelled with `_` and reads as one of `names` (lower
+/// case, `-`) once `_` is read as `-`.
+fn underscored_as(name: &str, names: &[&str]) -> bool {
+    let b = name.as_bytes();
+    b.contains(&b'_')
+        && names
+            .iter()
+            .any(|c| c.len() == b.len() && folded_starts_with(b, c.as_bytes()))
 }
 
 /// `name` in lower case with `-` for `_`: the form protected names are

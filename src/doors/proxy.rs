@@ -358,15 +358,7 @@ fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
 /// [`IdentityHeaders::scan`]: crate::headers::IdentityHeaders::scan
 fn forwarded(h: &mut HeaderMap, found: Found, peer: SocketAddr, tls: bool, trusted: bool) {
     if found.forwarded_underscored {
-        strip_underscored(
-            h,
-            &[
-                "x-forwarded-for",
-                "x-forwarded-proto",
-                "x-forwarded-host",
-                "x-real-ip",
-            ],
-        );
+        strip_underscored(h, &FORWARDED);
     }
     let keep = found.forwarded && trusted;
     if found.forwarded && !trusted {
