@@ -25,10 +25,7 @@ use jiff::Timestamp;
 
 use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
-use crate::headers::{
-    HAWZU_TOKEN_EXPIRES, X_ENVOY_AUTH_HEADERS_TO_REMOVE, X_FORWARDED_METHOD, X_FORWARDED_URI,
-    X_ORIGINAL_METHOD, X_ORIGINAL_URI, X_ORIGINAL_URL, asks_upgrade,
-};
+use crate::headers::{HAWZU_TOKEN_EXPIRES, X_ENVOY_AUTH_HEADERS_TO_REMOVE};
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
 
@@ -89,9 +86,10 @@ impl ForwardAuth {
             exchange.finish(res.status().as_u16(), request_id.to_str().ok());
             return res;
         }
+        let read = Read::of(headers);
         let (asker, original) = match path {
-            "/auth/nginx" => (Asker::Nginx, nginx_original(headers)),
-            "/auth/traefik" => (Asker::Traefik, traefik_original(headers)),
+            "/auth/nginx" => (Asker::Nginx, nginx_original(&read)),
+            "/auth/traefik" => (Asker::Traefik, traefik_original(&read)),
             p if p == ENVOY_PREFIX || p.starts_with("/envoy/") => {
                 let original = p
                     .strip_prefix(ENVOY_PREFIX)
@@ -108,7 +106,14 @@ impl ForwardAuth {
         let shared = &self.shared;
         let mut exchange = shared.begin(asker.door());
         exchange.trace(|| trace_context(headers));
-        let client = || shared.client(peer.ip(), headers);
+        // No X-Forwarded-For: the client is the peer, trusted proxy or not.
+        let client = || {
+            if read.forwarded_for {
+                shared.client(peer.ip(), headers)
+            } else {
+                peer.ip().to_canonical()
+            }
+        };
         let decision = match &original {
             Ok((method, original, query)) => {
                 exchange.asked(method.as_str(), &**original);
@@ -116,7 +121,7 @@ impl ForwardAuth {
                     method,
                     path: original,
                     query: query.as_deref(),
-                    upgrade: asks_upgrade(headers),
+                    upgrade: read.upgrade,
                     credentials: credentials(headers),
                     now: Timestamp::now(),
                     client: ClientAddr::Lazy(&client),
@@ -223,16 +228,84 @@ const NOT_FOUND: Refusal =
 /// The original method, path and query a proxy asks about.
 type Original<'h> = (Method, Cow<'h, str>, Option<Cow<'h, str>>);
 
+/// What the door reads of a request's headers, found in one pass over
+/// them: a hashed lookup of each of these custom names cost more than the
+/// whole pass (~200 instructions each; docs/performance.md).
+#[derive(Debug, Default)]
+struct Read<'h> {
+    original_method: Values<'h>,
+    original_url: Values<'h>,
+    original_uri: Values<'h>,
+    forwarded_method: Values<'h>,
+    forwarded_uri: Values<'h>,
+    /// An `X-Forwarded-For`: the client may be other than the peer.
+    forwarded_for: bool,
+    /// `Upgrade` or `HTTP2-Settings` (as [`crate::headers::asks_upgrade`]).
+    upgrade: bool,
+}
+
+/// The values of one header: the first, and whether there are more.
+#[derive(Debug, Default, Clone, Copy)]
+struct Values<'h> {
+    first: Option<&'h HeaderValue>,
+    several: bool,
+}
+
+impl<'h> Values<'h> {
+    fn add(&mut self, v: &'h HeaderValue) {
+        match self.first {
+            None => self.first = Some(v),
+            Some(_) => self.several = true,
+        }
+    }
+
+    /// The single value; two values are ambiguous, and so is one that is
+    /// not visible ASCII.
+    fn one(self) -> Result<Option<&'h str>, DenyCode> {
+        match self.first {
+            None => Ok(None),
+            Some(_) if self.several => Err(DenyCode::AmbiguousPath),
+            Some(v) => v.to_str().map(Some).map_err(|_| DenyCode::AmbiguousPath),
+        }
+    }
+}
+
+impl<'h> Read<'h> {
+    fn of(h: &'h HeaderMap) -> Self {
+        let mut r = Read::default();
+        // Names come lower case; every value of a repeated name is visited.
+        for (name, value) in h {
+            if *name == http::header::UPGRADE {
+                r.upgrade = true;
+                continue;
+            }
+            match name.as_str().as_bytes() {
+                b"x-original-method" => r.original_method.add(value),
+                b"x-original-url" => r.original_url.add(value),
+                b"x-original-uri" => r.original_uri.add(value),
+                b"x-forwarded-method" => r.forwarded_method.add(value),
+                b"x-forwarded-uri" => r.forwarded_uri.add(value),
+                b"x-forwarded-for" => r.forwarded_for = true,
+                b"http2-settings" => r.upgrade = true,
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
 /// The original method, path and query as nginx reports them. ingress-nginx
 /// sends the full URL, a plain nginx config the request URI; when both come
 /// they must agree. Without them the request cannot be judged.
-fn nginx_original(h: &HeaderMap) -> Result<Original<'_>, DenyCode> {
-    let method = original_method(h.get(X_ORIGINAL_METHOD))?;
-    let from_url = one(h, &X_ORIGINAL_URL)?
+fn nginx_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
+    let method = original_method(h.original_method.first)?;
+    let from_url = h
+        .original_url
+        .one()?
         .map(|v| v.parse::<Uri>().map_err(|_| DenyCode::AmbiguousPath))
         .transpose()?
         .map(|u| (u.path().to_owned(), u.query().map(str::to_owned)));
-    let from_uri = one(h, &X_ORIGINAL_URI)?.map(split_target);
+    let from_uri = h.original_uri.one()?.map(split_target);
     let (path, query) = match (from_url, from_uri) {
         (Some((a, _)), Some((b, _))) if a != b => return Err(DenyCode::AmbiguousPath),
         // Two queries must agree too; when one header has none, the other's
@@ -254,9 +327,9 @@ fn nginx_original(h: &HeaderMap) -> Result<Original<'_>, DenyCode> {
 }
 
 /// The original method, path and query as Traefik reports them.
-fn traefik_original(h: &HeaderMap) -> Result<Original<'_>, DenyCode> {
-    let method = original_method(h.get(X_FORWARDED_METHOD))?;
-    let Some(uri) = one(h, &X_FORWARDED_URI)? else {
+fn traefik_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
+    let method = original_method(h.forwarded_method.first)?;
+    let Some(uri) = h.forwarded_uri.one()? else {
         tracing::warn!("/auth/traefik without X-Forwarded-Uri; see deploy/traefik");
         return Err(DenyCode::MissingOriginal);
     };
@@ -271,16 +344,6 @@ fn original_method(v: Option<&HeaderValue>) -> Result<Method, DenyCode> {
     Method::from_bytes(v.as_bytes()).map_err(|_| DenyCode::AmbiguousPath)
 }
 
-/// The single value of a header; two values are ambiguous.
-fn one<'h>(h: &'h HeaderMap, name: &http::HeaderName) -> Result<Option<&'h str>, DenyCode> {
-    let mut values = h.get_all(name).iter();
-    match (values.next(), values.next()) {
-        (None, _) => Ok(None),
-        (Some(v), None) => v.to_str().map(Some).map_err(|_| DenyCode::AmbiguousPath),
-        _ => Err(DenyCode::AmbiguousPath),
-    }
-}
-
 /// `/a/b?x=1` → (`/a/b`, `x=1`).
 fn split_target(uri: &str) -> (&str, Option<&str>) {
     match uri.split_once('?') {
@@ -288,3 +351,7 @@ fn split_target(uri: &str) -> (&str, Option<&str>) {
         None => (uri, None),
     }
 }
+
+#[cfg(test)]
+#[path = "forward_auth_tests.rs"]
+mod tests;
