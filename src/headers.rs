@@ -10,6 +10,8 @@
 //! CGI/WSGI/Rack upstream reads `X_Hawzu_Role` as `HTTP_X_HAWZU_ROLE`, the
 //! same variable as `X-Hawzu-Role`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use thiserror::Error;
 
@@ -161,6 +163,9 @@ pub struct IdentityHeaders {
     /// reason, telling nginx the request's `Authorization` is its own, for
     /// the API (never sent to the API).
     pub passed: HeaderName,
+    /// Tells this set of names from every other made in the process: the
+    /// per-thread rendered headers (`doors::rendered`) are keyed by it.
+    generation: u64,
 }
 
 impl Default for IdentityHeaders {
@@ -200,7 +205,18 @@ impl IdentityHeaders {
             passed: name("passed")?,
             prefix: lower,
             strip,
+            generation: {
+                static MADE: AtomicU64 = AtomicU64::new(0);
+                MADE.fetch_add(1, Ordering::Relaxed)
+            },
         })
+    }
+
+    /// Which set of names this is: equal only for copies of one
+    /// [`Self::new`] (the strip list is not part of it: it names no header
+    /// the gate sets).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The same headers with another strip list (`headers.strip`).

@@ -33,7 +33,7 @@ pub use self::checks::{
 pub use self::facts::{ClientAddr, Credentials, RequestFacts};
 
 /// Which grant of the token allowed the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Grant {
     /// The workspace role of a workspace token.
     Workspace,

@@ -23,9 +23,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use jiff::Timestamp;
 
+use super::rendered::{Rendered, rendered};
 use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
-use crate::headers::{HAWZU_TOKEN_EXPIRES, X_ENVOY_AUTH_HEADERS_TO_REMOVE};
+use crate::headers::X_ENVOY_AUTH_HEADERS_TO_REMOVE;
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
 
@@ -156,15 +157,12 @@ impl ForwardAuth {
         match decision {
             Decision::Allow(p) => {
                 let mut res = Response::new(Full::new(Bytes::new()));
-                *res.headers_mut() = HeaderMap::with_capacity(8);
+                // The identity headers and, for a proxy that copies it to
+                // its client (nginx `auth_request_set` + `add_header`, Envoy
+                // `allowed_client_headers_on_success`), Hawzu-Token-Expires.
+                *res.headers_mut() =
+                    HeaderMap::clone(&rendered(&shared.headers, &p, Rendered::Answer));
                 let h = res.headers_mut();
-                shared.identity(h, &p);
-                // For a proxy that copies it to its client: nginx
-                // `auth_request_set` + `add_header`, Envoy
-                // `allowed_client_headers_on_success`.
-                if let Some(v) = p.record.expires_header() {
-                    h.insert(HAWZU_TOKEN_EXPIRES, crate::headers::copied(v));
-                }
                 if asker == Asker::Envoy {
                     // Envoy's HTTP mode keeps client headers the answer does
                     // not set; name them for removal (never one we set:

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, header};
 
 use crate::cache::TokenCache;
 use crate::clients::{FailedAuth, TrustedProxies};
-use crate::decide::{Principal, RequestFacts, check_cached_state, extract_token};
+use crate::decide::{RequestFacts, check_cached_state, extract_token};
 use crate::headers::IdentityHeaders;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod listener;
 pub mod proxy;
+pub mod rendered;
 pub mod upstream;
 
 /// The caller's W3C trace context in `headers` (for the request's span).
@@ -109,11 +110,6 @@ impl Shared {
     /// new one.
     pub fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
         self.request_ids.of(headers)
-    }
-
-    /// Sets the identity headers of an allowed request.
-    pub fn identity(&self, h: &mut HeaderMap, p: &Principal<'_>) {
-        self.headers.insert(h, p);
     }
 }
 

@@ -28,6 +28,7 @@ use thiserror::Error;
 
 use super::lifecycle::Exchange;
 use super::listener::{Conn, TimedBody, is_body_timeout};
+use super::rendered::{Rendered, rendered};
 use super::upstream::{self, Failed, Upstream, UpstreamBody};
 use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
@@ -213,14 +214,14 @@ impl Proxy {
             let agent = parts.headers.get(http::header::USER_AGENT);
             match exchange.decide(&facts, agent.map(|v| v.as_bytes())).await {
                 Decision::Allow(p) => (
-                    shared.headers.values(&p),
+                    Some(rendered(&shared.headers, &p, Rendered::Upstream)),
                     self.forward_authorization,
                     Some(p.record.expires_header().map(crate::headers::copied)),
                 ),
                 // No identity; a request without a Hawzu token keeps its
                 // own credentials, for the API to judge.
                 Decision::Pass(p) => (
-                    Vec::new(),
+                    None,
                     self.forward_authorization || p.own_credentials(),
                     None,
                 ),
@@ -250,10 +251,11 @@ impl Proxy {
             h.remove(header::AUTHORIZATION);
         }
         // What is added below, in one growth of the map, not several.
-        h.reserve(identity.len() + 5);
-        for (name, value) in identity {
-            h.insert(name.clone(), value);
+        h.reserve(identity.as_ref().map_or(0, |m| m.len()) + 5);
+        for (name, value) in identity.iter().flat_map(|m| m.iter()) {
+            h.insert(name.clone(), value.clone());
         }
+        drop(identity);
         h.insert(REQUEST_ID, request_id.clone());
         // Traces on and this request's span kept: the API's spans become
         // children of the gate's. Otherwise the caller's trace context goes
