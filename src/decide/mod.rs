@@ -18,7 +18,7 @@ pub mod pass;
 
 use crate::policy::prefixes::TokenPrefixes;
 use crate::policy::roles::Permission;
-use crate::policy::rules::{AmbiguousPath, Captures, Rule, normalize};
+use crate::policy::rules::{AmbiguousPath, Captures, Rule};
 use crate::policy::{Access, Policy};
 use crate::refusal::{DenyCode, Refusal};
 use crate::store::TokenStore;
@@ -300,8 +300,8 @@ pub fn authorize_traced<'a, 'r>(
     raw_path: &'a str,
     trace: &mut impl Trace<'r>,
 ) -> Decision<'a> {
-    let path = match normalize(raw_path) {
-        Ok(p) => p,
+    let found = match policy.rules.find_raw(method, raw_path) {
+        Ok(found) => found,
         Err(why) => {
             trace.ambiguous(&why);
             return Decision::Deny(Deny {
@@ -311,7 +311,7 @@ pub fn authorize_traced<'a, 'r>(
             });
         }
     };
-    let Some(found) = policy.rules.find(method, &path) else {
+    let Some(found) = found else {
         trace.no_rule();
         return Decision::Deny(Deny {
             code: DenyCode::NoMatchingRule,

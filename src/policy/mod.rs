@@ -3,6 +3,7 @@
 
 pub mod governance;
 pub mod ids;
+mod memo;
 pub mod net;
 pub mod prefixes;
 pub mod roles;

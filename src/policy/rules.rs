@@ -357,7 +357,7 @@ impl MethodSet {
     }
 
     /// `method`'s bit; 0 for a method no set holds.
-    fn bit(method: &Method) -> u8 {
+    pub(super) fn bit(method: &Method) -> u8 {
         METHODS
             .iter()
             .position(|m| m == method)
@@ -543,6 +543,9 @@ pub struct RuleSet {
     /// Whether any rule is public (a request without a token skips the
     /// rule walk when none is).
     public: bool,
+    /// Tells this set from every other made in the process (copies share
+    /// it): the per-thread remembered walks (`memo.rs`) are keyed by it.
+    generation: u64,
 }
 
 /// Resources of the built-in `…/projects/{project}/<R>/**` rules.
@@ -557,8 +560,19 @@ const PROJECT_RESOURCES: [&str; 6] = [
 
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static MADE: AtomicU64 = AtomicU64::new(0);
         let public = rules.iter().any(|r| r.access == Access::Public);
-        Self { rules, public }
+        Self {
+            rules,
+            public,
+            generation: MADE.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Which set this is (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether any rule says `access = "public"`.

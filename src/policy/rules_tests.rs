@@ -670,3 +670,43 @@ proptest! {
         prop_assert!(names_method_override(&query), "{:?}", query);
     }
 }
+
+// === the remembered walk (memo.rs) ===
+
+/// What `find_raw` answers, or the walk: the rule's index and the captures.
+type Answer<'p> = Result<Option<(usize, Captures<'p>)>, AmbiguousPath>;
+
+fn answer<'p>(
+    rules: &RuleSet,
+    found: Result<Option<Matched<'_, 'p>>, AmbiguousPath>,
+) -> Answer<'p> {
+    found.map(|f| {
+        f.map(|m| {
+            let i = rules
+                .rules()
+                .iter()
+                .position(|r| std::ptr::eq(r, m.rule))
+                .unwrap();
+            (i, m.captures)
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn the_remembered_walk_answers_as_the_walk(
+        m in method(),
+        raw in prop_oneof![api_path(), path_strategy()],
+        custom in custom_rules(),
+    ) {
+        for rules in [RuleSet::defaults(), custom] {
+            let walked = answer(&rules, normalize(&raw).map(|p| rules.find(&m, &p)));
+            // First the walk is taken and kept, then the kept answer is used.
+            for _ in 0..2 {
+                prop_assert_eq!(answer(&rules, rules.find_raw(&m, &raw)), walked, "{} {:?}", m, raw);
+            }
+        }
+    }
+}
