@@ -34,7 +34,7 @@ use crate::refusal::{DenyCode, Refusal};
 pub const ENVOY_PREFIX: &str = "/envoy";
 
 /// The forward-auth door.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ForwardAuth {
     shared: Arc<Shared>,
 }
@@ -63,7 +63,11 @@ impl ForwardAuth {
     }
 
     /// Serves one request of the auth listener.
-    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         let headers = req.headers();
         if inspect::asks(req.method(), path) {

@@ -124,7 +124,11 @@ impl Proxy {
     }
 
     /// Serves one request of the proxy listener, and logs it.
-    pub async fn handle(&self, req: Request<TimedBody>, conn: Conn) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<TimedBody>,
+        conn: Conn,
+    ) -> Response<ProxyBody> {
         let request_id = self.shared.request_id(req.headers());
         if inspect::asks(req.method(), req.uri().path()) {
             // Answered here, never forwarded.

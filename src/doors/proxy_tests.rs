@@ -272,10 +272,7 @@ async fn rig(forward_authorization: bool) -> Rig {
         state,
         tcp,
         None,
-        move |req, conn| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, conn).await }
-        },
+        move |req, conn| proxy.clone().handle(req, conn),
         std::future::pending::<()>(),
         Duration::ZERO,
     ));

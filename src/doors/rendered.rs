@@ -6,9 +6,10 @@
 //! insert per name: 2.7k of a forward-auth answer's 23k instructions
 //! (benches/load/instructions.py). A clone of the rendered map costs two
 //! allocations and a reference count per value. The map is its thread's
-//! own, so no other thread writes its values' counts (a value shared by
-//! threads costs a contended cache line per request; see
-//! [`crate::headers::copied`]).
+//! own: on the door threads (one single-threaded runtime each, the
+//! upstream pool's connections included) its values' clones are written
+//! and dropped on the thread that rendered them, so no count is a cache
+//! line two threads take turns on (see [`crate::headers::copied`]).
 //!
 //! Never stale: an entry holds the cached record it was rendered from, so
 //! while the entry lives that record's address names it alone; a token
@@ -105,12 +106,6 @@ fn render(headers: &IdentityHeaders, p: &Principal<'_>, kind: Rendered) -> Heade
         h.insert(HAWZU_TOKEN_EXPIRES, copied(v));
     }
     h
-}
-
-/// Entries this thread holds (for tests).
-#[cfg(test)]
-fn held() -> usize {
-    MEMO.with_borrow(|memo| memo.iter().flatten().count())
 }
 
 #[cfg(test)]

@@ -141,10 +141,10 @@ fn within(raw: &str, part: Option<&str>) -> Option<Option<Range<usize>>> {
     (end <= raw.len()).then_some(Some(start..end))
 }
 
-/// Entries this thread holds (for tests).
+/// Whether this thread keeps an answer for `path` (for tests).
 #[cfg(test)]
-pub(crate) fn held() -> usize {
-    MEMO.with_borrow(|memo| memo.iter().flatten().count())
+fn holds(path: &str) -> bool {
+    MEMO.with_borrow(|memo| memo.iter().flatten().any(|e| *e.path == *path))
 }
 
 #[cfg(test)]

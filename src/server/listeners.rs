@@ -16,7 +16,7 @@ use crate::admin::api::AdminApi;
 use crate::config::{ListenerTls, Settings};
 use crate::doors::ext_authz::ExtAuthz;
 use crate::doors::forward_auth::ForwardAuth;
-use crate::doors::listener::{ListenerState, Protocol, TlsHandle, serve};
+use crate::doors::listener::{Conn, ListenerState, Protocol, TlsHandle, serve};
 use crate::doors::proxy::Proxy;
 use crate::leaks::Leaks;
 use crate::metrics::Metrics;
@@ -300,10 +300,9 @@ pub(super) fn start(
                         i,
                         socket,
                         l.tls.clone(),
-                        move |req, conn| {
-                            let door = door.clone();
-                            async move { door.handle(req, conn).await }
-                        },
+                        // The door's own future, not one wrapping it: each
+                        // layer moves the request (and its child) once more.
+                        move |req, conn| door.clone().handle(req, conn),
                         doors_rx.clone(),
                         grace,
                     ));
@@ -311,16 +310,16 @@ pub(super) fn start(
             }
             (Which::Auth, Sockets::PerCore(sockets)) => {
                 for (i, socket) in sockets.into_iter().enumerate() {
-                    let door = handlers.forward_auth.clone();
+                    // A door of its own per thread: each request takes a
+                    // reference to its door, and a count written by two
+                    // threads is a cache line both wait for.
+                    let door = Arc::new(ForwardAuth::clone(handlers.forward_auth));
                     doors.push(serve_on_own_thread(
                         state.clone(),
                         i,
                         socket,
                         l.tls.clone(),
-                        move |req, conn| {
-                            let door = door.clone();
-                            async move { door.handle(req, conn.peer).await }
-                        },
+                        move |req, conn: Conn| door.clone().handle(req, conn.peer),
                         doors_rx.clone(),
                         grace,
                     ));
