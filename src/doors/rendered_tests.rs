@@ -212,3 +212,49 @@ fn a_thread_holds_at_most_slots_entries() {
     let kept = records.iter().filter(|r| Arc::strong_count(r) > 1).count();
     assert!(kept > 0 && kept <= SLOTS, "{kept}");
 }
+
+#[test]
+fn an_entry_is_for_its_own_record_grant_permission_project_names_and_kind_alone() {
+    // The slot a key hashes to is no part of the check: two keys can share
+    // a slot, so the entry itself must tell them apart.
+    let headers = IdentityHeaders::default();
+    let rec = Arc::new(CachedRecord::new(&workspace("admin", true)));
+    let p = principal(&rec, Grant::Workspace, Some("pr_1"));
+    let entry = Entry {
+        record: rec.clone(),
+        grant: p.grant,
+        permission: p.permission,
+        project: Some("pr_1".into()),
+        generation: headers.generation(),
+        kind: Rendered::Upstream,
+        map: Arc::new(render(&headers, &p, Rendered::Upstream)),
+    };
+    assert!(entry.is_for(&headers, &p, Rendered::Upstream));
+    // The same token's content in another cached record.
+    let same = Arc::new(CachedRecord::new(&workspace("admin", true)));
+    assert!(!entry.is_for(
+        &headers,
+        &principal(&same, Grant::Workspace, Some("pr_1")),
+        Rendered::Upstream
+    ));
+    assert!(!entry.is_for(
+        &headers,
+        &principal(&rec, Grant::Project(0), Some("pr_1")),
+        Rendered::Upstream
+    ));
+    assert!(!entry.is_for(
+        &headers,
+        &principal(&rec, Grant::Workspace, Some("pr_2")),
+        Rendered::Upstream
+    ));
+    assert!(!entry.is_for(
+        &headers,
+        &principal(&rec, Grant::Workspace, None),
+        Rendered::Upstream
+    ));
+    let mut write = principal(&rec, Grant::Workspace, Some("pr_1"));
+    write.permission = Permission::parse("testcases:write").unwrap();
+    assert!(!entry.is_for(&headers, &write, Rendered::Upstream));
+    assert!(!entry.is_for(&headers, &p, Rendered::Answer));
+    assert!(!entry.is_for(&IdentityHeaders::default(), &p, Rendered::Upstream));
+}
