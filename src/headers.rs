@@ -137,7 +137,9 @@ pub struct BadHeaderName(pub String);
 )]
 pub struct BadPrefix(String);
 
-/// The identity header names for one prefix.
+/// The identity header names for one prefix, fixed at [`Self::new`] (the
+/// per-thread rendered headers, `doors::rendered`, rely on it: read them
+/// through methods, never assign them).
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
     /// Lower-case prefix, for matching incoming names.
@@ -148,21 +150,21 @@ pub struct IdentityHeaders {
     /// The first letters (folded) of every name [`Self::scan`] looks for,
     /// one bit each: most names a client sends start with none of them.
     firsts: u128,
-    pub token_id: HeaderName,
-    pub token_type: HeaderName,
-    pub workspace_id: HeaderName,
-    pub project_id: HeaderName,
-    pub role: HeaderName,
-    pub permission: HeaderName,
+    token_id: HeaderName,
+    token_type: HeaderName,
+    workspace_id: HeaderName,
+    project_id: HeaderName,
+    role: HeaderName,
+    permission: HeaderName,
     /// The token's expiry (RFC 3339, UTC, whole seconds); not set for a
     /// token that never expires.
-    pub token_expires: HeaderName,
+    token_expires: HeaderName,
     /// The deny code, on every refusal.
-    pub error: HeaderName,
+    error: HeaderName,
     /// On a `/auth/nginx` pass of a request with no Hawzu token: the pass
     /// reason, telling nginx the request's `Authorization` is its own, for
     /// the API (never sent to the API).
-    pub passed: HeaderName,
+    passed: HeaderName,
     /// Tells this set of names from every other made in the process: the
     /// per-thread rendered headers (`doors::rendered`) are keyed by it.
     generation: u64,
@@ -210,6 +212,16 @@ impl IdentityHeaders {
                 MADE.fetch_add(1, Ordering::Relaxed)
             },
         })
+    }
+
+    /// The deny code's header (`{prefix}Error`).
+    pub fn error(&self) -> &HeaderName {
+        &self.error
+    }
+
+    /// The `/auth/nginx` pass header (`{prefix}Passed`).
+    pub fn passed(&self) -> &HeaderName {
+        &self.passed
     }
 
     /// Which set of names this is: equal only for copies of one

@@ -192,7 +192,7 @@ impl ForwardAuth {
                     // when told so (deploy/nginx/nginx.conf).
                     Asker::Nginx if p.own_credentials() => {
                         h.insert(
-                            shared.headers.passed.clone(),
+                            shared.headers.passed().clone(),
                             HeaderValue::from_static(p.reason.as_str()),
                         );
                     }

@@ -69,7 +69,7 @@ impl Shared {
         failed_auth: FailedAuth,
     ) -> Self {
         let metrics = cache.metrics().clone();
-        let render = Render::new(headers.error.clone(), failed_auth.retry_after().clone());
+        let render = Render::new(headers.error().clone(), failed_auth.retry_after().clone());
         Self {
             cache,
             policy,
