@@ -14,7 +14,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::store::{Change, ChangeFeed, Changes};
-use crate::token::record::RECORD_VERSION;
 use crate::token::{Scope, TokenSecret};
 
 // === the store double ===
@@ -122,27 +121,12 @@ impl ChangeFeed for Double {
 // === builders ===
 
 fn token() -> (TokenHash, TokenRecord) {
-    let record = TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI".into(),
-        workspace_id: "ws_1".into(),
-        scope: Scope::Workspace {
+    let record = TokenRecord::sample(
+        Scope::Workspace {
             role: "workspace_viewer".into(),
         },
-        created_by: "tests".into(),
-        created_at: Timestamp::now(),
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
-    };
+        Timestamp::now(),
+    );
     (TokenSecret::generate().unwrap().hash(), record)
 }
 

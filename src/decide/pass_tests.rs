@@ -56,7 +56,7 @@ use crate::decide::{ClientAddr, decide};
 use crate::policy::roles::Permission;
 use crate::policy::rules::{MethodSet, Rule, RuleSet, Template};
 use crate::store::{EmbeddedStore, Store, TokenStore};
-use crate::token::{Scope, TokenId, TokenRecord, TokenSecret, record::RECORD_VERSION};
+use crate::token::{Scope, TokenRecord, TokenSecret};
 
 const WS_ROUTE: &str = "/api/v1/workspaces/ws_1/projects";
 
@@ -93,27 +93,12 @@ async fn store_with_token() -> (tempfile::TempDir, TokenCache<Store>, TokenSecre
         },
     );
     let secret = TokenSecret::generate().unwrap();
-    let rec = TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI".into(),
-        workspace_id: "ws_1".into(),
-        scope: Scope::Workspace {
+    let rec = TokenRecord::sample(
+        Scope::Workspace {
             role: "workspace_viewer".into(),
         },
-        created_by: "alice".into(),
-        created_at: Timestamp::UNIX_EPOCH,
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
-    };
+        Timestamp::UNIX_EPOCH,
+    );
     cache.create(&secret.hash(), &rec).await.unwrap();
     (dir, cache, secret)
 }

@@ -4,9 +4,7 @@ use super::*;
 use crate::cache::CacheOptions;
 use crate::policy::roles::{RoleScope, Roles};
 use crate::store::{EmbeddedStore, RedisStore, Store, redis::RedisOptions};
-use crate::token::{
-    ProjectGrant, Scope, TokenId, TokenRecord, TokenSecret, record::RECORD_VERSION,
-};
+use crate::token::{ProjectGrant, Scope, TokenRecord, TokenSecret};
 
 const WS: &str = "/api/v1/workspaces/ws_1";
 
@@ -15,25 +13,7 @@ fn now() -> Timestamp {
 }
 
 fn record(scope: Scope) -> TokenRecord {
-    TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI".into(),
-        workspace_id: "ws_1".into(),
-        scope,
-        created_by: "alice".into(),
-        created_at: now(),
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
-    }
+    TokenRecord::sample(scope, now())
 }
 
 fn workspace(role: &str) -> Arc<CachedRecord> {

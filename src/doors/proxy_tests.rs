@@ -22,8 +22,7 @@ use crate::doors::listener::{ListenerState, Protocol, serve};
 use crate::headers::IdentityHeaders;
 use crate::policy::Policy;
 use crate::store::{EmbeddedStore, Store, TokenStore};
-use crate::token::record::RECORD_VERSION;
-use crate::token::{Scope, TokenId, TokenRecord, TokenSecret};
+use crate::token::{Scope, TokenRecord, TokenSecret};
 
 // === forwarded() ===
 
@@ -213,27 +212,12 @@ async fn rig(forward_authorization: bool) -> Rig {
     };
     let cache = Arc::new(TokenCache::new(Store::Embedded(store), options));
     let secret = TokenSecret::generate().unwrap();
-    let record = TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI".into(),
-        workspace_id: "ws_1".into(),
-        scope: Scope::Workspace {
+    let record = TokenRecord::sample(
+        Scope::Workspace {
             role: "workspace_viewer".into(),
         },
-        created_by: "alice".into(),
-        created_at: Timestamp::now(),
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
-    };
+        Timestamp::now(),
+    );
     cache.create(&secret.hash(), &record).await.unwrap();
     let (usage, writer) = crate::usage::start(cache.clone());
     let shared = Arc::new(Shared::new(

@@ -6,29 +6,13 @@ use http::HeaderValue;
 use jiff::Timestamp;
 
 use super::*;
-use crate::token::record::RECORD_VERSION;
-use crate::token::{ProjectGrant, Scope, TokenId, TokenRecord};
+use crate::token::{ProjectGrant, Scope, TokenRecord};
 
 fn record(scope: Scope, expires: bool) -> TokenRecord {
     let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
     TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI".into(),
-        workspace_id: "ws_1".into(),
-        scope,
-        created_by: "alice".into(),
-        created_at: now,
         expires_at: expires.then(|| "2027-06-01T00:00:00Z".parse().unwrap()),
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
+        ..TokenRecord::sample(scope, now)
     }
 }
 

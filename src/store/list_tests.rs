@@ -8,7 +8,6 @@ use std::cell::Cell;
 use jiff::Timestamp;
 
 use super::*;
-use crate::token::record::RECORD_VERSION;
 use crate::token::{Scope, TokenId, TokenRecord};
 
 /// Index entries newest first: (created ms, record or a hole).
@@ -21,23 +20,12 @@ fn index(
         .map(|ms| {
             let id = TokenId::generate().unwrap();
             let record = kind_of(ms).map(|role| TokenRecord {
-                v: RECORD_VERSION,
                 id: id.clone(),
                 name: format!("t{ms}"),
-                workspace_id: "ws_1".into(),
-                scope: Scope::Workspace { role: role.into() },
-                created_by: "tests".into(),
-                created_at: Timestamp::from_millisecond(i64::try_from(ms).unwrap()).unwrap(),
-                expires_at: None,
-                disabled_at: None,
-                disabled_by: None,
-                revoked_at: None,
-                last_used_at: None,
-                rotated_from: None,
-                description: None,
-                rotated_to: None,
-                allow_from: Vec::new(),
-                not_before: None,
+                ..TokenRecord::sample(
+                    Scope::Workspace { role: role.into() },
+                    Timestamp::from_millisecond(i64::try_from(ms).unwrap()).unwrap(),
+                )
             });
             (Cursor { created_ms: ms, id }, record)
         })

@@ -455,6 +455,33 @@ fn check_role(roles: &Roles, role: &str, kind: RoleScope, field: &str, errors: &
     );
 }
 
+/// A token for unit tests: live, in `ws_1`, made by `alice` at `created_at`,
+/// never expiring, with nothing else set.
+#[cfg(test)]
+impl TokenRecord {
+    pub(crate) fn sample(scope: Scope, created_at: Timestamp) -> Self {
+        Self {
+            v: RECORD_VERSION,
+            id: TokenId::generate().expect("the OS gives random bytes"),
+            name: "CI".into(),
+            workspace_id: "ws_1".into(),
+            scope,
+            created_by: "alice".into(),
+            created_at,
+            expires_at: None,
+            disabled_at: None,
+            disabled_by: None,
+            revoked_at: None,
+            last_used_at: None,
+            rotated_from: None,
+            description: None,
+            rotated_to: None,
+            allow_from: Vec::new(),
+            not_before: None,
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "record_tests.rs"]
 mod tests;

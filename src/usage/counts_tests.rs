@@ -14,32 +14,16 @@ use crate::store::EmbeddedStore;
 use crate::store::redis::RedisOptions;
 use crate::store::usage::hour_of;
 use crate::store::{RedisStore, Store};
-use crate::token::record::RECORD_VERSION;
 use crate::token::{Scope, TokenRecord};
 use crate::usage::UsageRecorder;
 
 fn record() -> TokenRecord {
-    TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI".into(),
-        workspace_id: "ws_1".into(),
-        scope: Scope::Workspace {
+    TokenRecord::sample(
+        Scope::Workspace {
             role: "workspace_viewer".into(),
         },
-        created_by: "alice".into(),
-        created_at: Timestamp::now(),
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
-    }
+        Timestamp::now(),
+    )
 }
 
 fn recorder(capacity: usize) -> (UsageRecorder, mpsc::Receiver<Note>) {
