@@ -285,6 +285,12 @@ async fn upstream_down_is_502_at_once_and_slow_is_504() {
         .await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(a.json()["error"], "upstream_timeout");
+    // Never before the timeout, and not much after it.
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "took {:?}",
+        start.elapsed()
+    );
     assert!(
         start.elapsed() < Duration::from_secs(1),
         "took {:?}",

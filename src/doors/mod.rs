@@ -21,6 +21,7 @@ use crate::traces::{TRACEPARENT, TRACESTATE, Traces};
 use crate::usage::UsageRecorder;
 use crate::web::RequestIds;
 
+pub mod deadline;
 pub mod ext_authz;
 pub mod forward_auth;
 pub mod inspect;

@@ -26,6 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use jiff::Timestamp;
 use thiserror::Error;
 
+use super::deadline;
 use super::lifecycle::Exchange;
 use super::listener::{Conn, TimedBody, is_body_timeout};
 use super::rendered::{Rendered, rendered};
@@ -282,7 +283,7 @@ impl Proxy {
         let upstream = Request::from_parts(parts, body);
         let sent = Instant::now();
         let answer =
-            tokio::time::timeout(self.response_timeout, self.upstream.send(upstream, target)).await;
+            deadline::timeout(self.response_timeout, self.upstream.send(upstream, target)).await;
         let metrics = &shared.metrics;
         match answer {
             Ok(Ok(mut res)) => {

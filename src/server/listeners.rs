@@ -442,6 +442,8 @@ where
             }
         };
         runtime.block_on(async move {
+            // The thread's deadlines (header reads, upstream answers).
+            crate::doors::deadline::install();
             match TcpListener::from_std(socket) {
                 Ok(listener) => {
                     let mut stop = stop;

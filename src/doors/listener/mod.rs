@@ -48,6 +48,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::deadline::DoorTimer;
 use crate::config::LimitSettings;
 
 mod body;
@@ -311,7 +312,8 @@ pub async fn serve<H, Fut, B>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        // A door thread's deadlines: no tokio timer entry per request head.
+        .timer(DoorTimer::here())
         .header_read_timeout(header_read_timeout)
         // The read buffer bounds the request head: 431 when it fills first.
         .max_buf_size(limits.max_header_bytes.max(8192));
