@@ -12,17 +12,28 @@
 //! upstream pool, measured"): run it that way as the `--alt` build's bare proxy
 //! (a script that sets the variable and execs this binary) to set case H
 //! beside h.
+//!
+//! With `BARE_HEADERS=gate` it carries what the gate's proxy puts on the
+//! wire for case d, and nothing else of the gate: `Authorization` removed,
+//! the five identity headers of d's token (fixed values of the same
+//! length), `X-Request-Id` (a counter) and `X-Forwarded-For/-Proto/-Host`
+//! on the way up, `X-Request-Id` on the answer — the stack's cost of the
+//! headers themselves (hyper writing and parsing them, the upstream and
+//! wrk reading them, the bytes through the kernel), apart from the work
+//! that decides them (docs/performance.md § "What the headers cost").
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hawzu_gate::doors::upstream::{Settings, Upstream, UpstreamBody};
+use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -61,6 +72,7 @@ fn main() {
     let upstream: String = args.next().expect("UPSTREAM host:port");
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
     let legacy = std::env::var("BARE_POOL").as_deref() == Ok("hyper-util");
+    let headers = std::env::var("BARE_HEADERS").as_deref() == Ok("gate");
     let upstream: Authority = upstream.parse().expect("UPSTREAM host:port");
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -82,15 +94,23 @@ fn main() {
                         Forward::Gate(gate_upstream(upstream))
                     });
                     loop {
-                        let Ok((stream, _)) = listener.accept().await else {
+                        let Ok((stream, peer)) = listener.accept().await else {
                             continue;
                         };
                         let _ = stream.set_nodelay(true);
                         let forward = forward.clone();
                         tokio::spawn(async move {
-                            let svc = service_fn(move |req: Request<Incoming>| {
+                            let svc = service_fn(move |mut req: Request<Incoming>| {
                                 let forward = forward.clone();
-                                async move { Ok::<_, Infallible>(forward.send(req).await) }
+                                async move {
+                                    if !headers {
+                                        return Ok::<_, Infallible>(forward.send(req).await);
+                                    }
+                                    let id = gate_headers(req.headers_mut(), peer);
+                                    let mut res = forward.send(req).await;
+                                    res.headers_mut().insert(REQUEST_ID, id);
+                                    Ok(res)
+                                }
                             });
                             let _ = auto::Builder::new(TokioExecutor::new())
                                 .serve_connection(TokioIo::new(stream), svc)
@@ -104,6 +124,46 @@ fn main() {
     for h in handles {
         let _ = h.join();
     }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the gate's proxy does to case d's request headers, with the values
+/// it decided fixed: the request id, for the answer.
+fn gate_headers(h: &mut HeaderMap, peer: SocketAddr) -> HeaderValue {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = HeaderValue::from_str(&format!(
+        "hg-EwQ2yFAI9g-{:x}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+    .expect("id");
+    h.remove(header::AUTHORIZATION);
+    for (name, value) in [
+        ("x-hawzu-token-type", "workspace"),
+        ("x-hawzu-permission", "projects:read"),
+        ("x-hawzu-token-id", "tok_IFxhvsnSipZDL25h"),
+        ("x-hawzu-workspace-id", "ws_1"),
+        ("x-hawzu-role", "workspace_viewer"),
+    ] {
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    h.insert(REQUEST_ID, id.clone());
+    let host = h.get(header::HOST).cloned();
+    h.insert(
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderValue::from_str(&peer.ip().to_string()).expect("ip"),
+    );
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = host {
+        h.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    id
 }
 
 /// How a request goes upstream.

@@ -38,6 +38,9 @@ addresses rewritten, the same worker threads):
 
 Another build beside this one (--alt DIR, e.g. the system allocator):
   D, E, H  as d, e, h, run by DIR/hawzu-gate and DIR/examples/load-bare-proxy
+  (DIR/examples/load-bare-proxy may be a script that sets BARE_POOL or
+  BARE_HEADERS=gate and execs the real one: H is then h with hyper-util's
+  pool, or h carrying what the gate puts on the wire for d)
 
 Misses and cold starts (--misses; issue 16 item 5; docs/scale.md uses it):
   Zipf(--zipf, 1.1) traffic over every seeded token (rank k = line k of the

@@ -184,39 +184,39 @@ impl Proxy {
     /// Decides, then forwards: the upstream's answer, or why there is none.
     async fn forward(
         &self,
-        req: Request<TimedBody>,
+        mut req: Request<TimedBody>,
         conn: Conn,
         request_id: &HeaderValue,
         exchange: &mut Exchange<'_, '_>,
     ) -> Result<Response<ProxyBody>, Refusal> {
+        // The request is changed in place into the upstream's (not taken
+        // apart and rebuilt: each is a move of its parts).
         let shared = &self.shared;
-        let (mut parts, body) = req.into_parts();
-        let uri = std::mem::take(&mut parts.uri);
 
         // One pass over the client's names says which removals below have
         // anything to do (on most requests, none), and whether it asks
         // for an upgrade.
-        let found = shared.headers.scan(&parts.headers);
+        let found = shared.headers.scan(req.headers());
         let identity = {
             // Without `X-Forwarded-For` (the scan saw none of its kind)
             // the client is the peer, trusted proxy or not.
             let client = || {
                 if found.forwarded {
-                    shared.client(conn.peer.ip(), &parts.headers)
+                    shared.client(conn.peer.ip(), req.headers())
                 } else {
                     conn.peer.ip().to_canonical()
                 }
             };
             let facts = RequestFacts {
-                method: &parts.method,
-                path: uri.path(),
-                query: uri.query(),
+                method: req.method(),
+                path: req.uri().path(),
+                query: req.uri().query(),
                 upgrade: found.upgrade,
-                credentials: credentials(&parts.headers),
+                credentials: credentials(req.headers()),
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),
             };
-            let agent = parts.headers.get(http::header::USER_AGENT);
+            let agent = req.headers().get(http::header::USER_AGENT);
             match exchange.decide(&facts, agent.map(|v| v.as_bytes())).await {
                 Decision::Allow(p) => (
                     Some(rendered(&shared.headers, &p, Rendered::Upstream)),
@@ -237,13 +237,23 @@ impl Proxy {
         // inside: the token never expires).
         let (identity, keep_authorization, expires) = identity;
 
+        // What the upstream is asked for, before the headers change.
+        let target = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // HTTP/2 clients send `:authority` instead of Host.
+        let authority = match req.uri().authority() {
+            Some(a) if !req.headers().contains_key(header::HOST) => {
+                HeaderValue::from_str(a.as_str()).ok()
+            }
+            _ => None,
+        };
+
         // The request as the upstream sees it.
-        let h = &mut parts.headers;
-        if !h.contains_key(header::HOST)
-            && let Some(a) = uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            // HTTP/2 clients send `:authority` instead of Host.
+        let h = req.headers_mut();
+        if let Some(v) = authority {
             h.insert(header::HOST, v);
         }
         if found.hop_by_hop {
@@ -275,15 +285,9 @@ impl Proxy {
             found.forwarded && shared.trusted_proxies.trusts(conn.peer.ip().to_canonical());
         forwarded(h, found, conn.peer, conn.tls, trusted);
 
-        let target = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-
-        let upstream = Request::from_parts(parts, body);
         let sent = Instant::now();
         let answer =
-            deadline::timeout(self.response_timeout, self.upstream.send(upstream, target)).await;
+            deadline::timeout(self.response_timeout, self.upstream.send(req, target)).await;
         let metrics = &shared.metrics;
         match answer {
             Ok(Ok(mut res)) => {
