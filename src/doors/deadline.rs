@@ -1,6 +1,6 @@
 //! Coarse deadlines for the door threads: the request head's read timeout
 //! (`limits.header_read_timeout`, through hyper's timer) and the proxy's
-//! wait for the upstream's answer (`upstream.response_timeout`).
+//! wait for the upstream's answer (`upstream.timeout`).
 //!
 //! A door thread keeps its deadlines in one list that a single task of its
 //! runtime looks over when the earliest is due — instead of a tokio timer
@@ -49,15 +49,23 @@ fn here() -> Option<Deadlines> {
 pub fn timeout<F: Future>(after: Duration, fut: F) -> Timeout<F> {
     Timeout {
         fut,
-        sleep: Sleep::until(Instant::now() + after),
+        sleep: Sleep::until(from_now(after)),
     }
+}
+
+/// `after` from now; a time too far to name is 30 years away (as tokio's
+/// timers have it), never a panic.
+fn from_now(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365 * 30)))
+        .unwrap_or(now)
 }
 
 pin_project_lite::pin_project! {
     /// The future [`timeout`] returns. A named future, not an `async fn`:
     /// the inner future (the upstream exchange, the proxy's largest) is
-    /// held where it was made, not moved once more into a pinned slot
-    /// (~260 instructions a request).
+    /// held where it was made, not moved once more into a pinned slot.
     #[derive(Debug)]
     #[must_use = "futures do nothing unless polled"]
     pub struct Timeout<F> {
@@ -100,7 +108,7 @@ impl DoorTimer {
 
 impl hyper::rt::Timer for DoorTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(Instant::now() + duration)
+        self.sleep_until(from_now(duration))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -301,7 +309,12 @@ impl List {
     /// The driver's waker, if it must look by `deadline` and would look
     /// more than a grain later (or not at all).
     fn look_by(&mut self, deadline: Instant) -> Option<Waker> {
-        let late = self.next_look.is_none_or(|t| t > deadline + GRAIN);
+        // A deadline too far to add a grain to is never late.
+        let late = match (self.next_look, deadline.checked_add(GRAIN)) {
+            (None, _) => true,
+            (Some(t), Some(by)) => t > by,
+            (Some(_), None) => false,
+        };
         if late {
             self.next_look = Some(deadline);
             self.driver.take()

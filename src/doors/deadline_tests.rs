@@ -210,3 +210,24 @@ async fn the_task_looking_over_a_list_ends_with_the_list() {
         .expect("the driver ends")
         .unwrap();
 }
+
+#[test]
+fn a_deadline_too_far_to_name_waits_and_never_panics() {
+    let (out, pending_far) = on_a_door_thread(|| {
+        Box::pin(async {
+            let out = timeout(Duration::MAX, async { 5 }).await;
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            let mut far = Box::pin(hyper::rt::Timer::sleep(&DoorTimer::here(), Duration::MAX));
+            let first = far.as_mut().poll(&mut cx);
+            // Another sleep after it is not held up by it.
+            Sleep::until(Instant::now() + Duration::from_millis(10)).await;
+            (
+                out,
+                first.is_pending() && far.as_mut().poll(&mut cx).is_pending(),
+            )
+        })
+    });
+    assert_eq!(out, Ok(5));
+    assert!(pending_far, "a sleep of Duration::MAX stays pending");
+}
