@@ -42,6 +42,12 @@ Another build beside this one (--alt DIR, e.g. the system allocator):
   BARE_HEADERS=gate and execs the real one: H is then h with hyper-util's
   pool, or h carrying what the gate puts on the wire for d)
 
+The same request for every case (--same-requests): by default a, b, h, i,
+j and o are sent no Authorization (and o no X-Original-*), lighter requests
+than d and e get; with it, the proxies are sent d's request and o e's, so a
+ratio compares servers doing their work on the same request (and wrk, which
+shares the cores, builds the same request for both).
+
 Misses and cold starts (--misses; issue 16 item 5; docs/scale.md uses it):
   Zipf(--zipf, 1.1) traffic over every seeded token (rank k = line k of the
   seeder's output) against two gates of their own with the default
@@ -120,6 +126,9 @@ def main():
                     help="seconds of load after it (default 40: within one cache.ttl)")
     ap.add_argument("--fanout", default="10,100,1000",
                     help="subscriber counts of --misses' pub/sub fan-out measurement")
+    ap.add_argument("--same-requests", action="store_true",
+                    help="send a, b, h, H, i, j d's request (with its Authorization) and o e's (with "
+                         "X-Original-*): every ratio then compares servers given the same request")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--alt", metavar="DIR",
@@ -269,6 +278,17 @@ def main():
                       [("bare", alt_bare.pid), ("upstream", upstream.pid)]),
             }
             cases.update(alt_cases)
+        if opts.same_requests:
+            # Every case sent what d (a proxy) or e (an auth door) is sent:
+            # the references parse, forward and answer the same request.
+            proxied = [auth]
+            checked = [auth, "X-Original-Method: GET", f"X-Original-URI: {PATH}"]
+            for c, sent in (("a", proxied), ("b", proxied), ("h", proxied), ("H", proxied), ("i", proxied),
+                            ("j", proxied + [f"Host: {TRAEFIK_HOST}"]), ("o", checked)):
+                if c in cases:
+                    name, url, _, script, watch = cases[c]
+                    cases[c] = (name + ", same request", url, sent, script, watch)
+        results["same_requests"] = opts.same_requests
         chosen = [c for c in opts.cases if c in cases]
         runs = {c: [] for c in chosen}
         for r in range(opts.rounds):
