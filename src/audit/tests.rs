@@ -2,29 +2,17 @@
 
 use super::*;
 use crate::token::Scope;
-use crate::token::record::RECORD_VERSION;
 
 fn record() -> TokenRecord {
     TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
         name: "CI Runner".into(),
-        description: None,
-        workspace_id: "ws_1".into(),
-        scope: Scope::Workspace {
-            role: "workspace_member".into(),
-        },
         created_by: "admin".into(),
-        created_at: "2026-12-04T16:00:00.123Z".parse().unwrap(),
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
+        ..TokenRecord::sample(
+            Scope::Workspace {
+                role: "workspace_member".into(),
+            },
+            "2026-12-04T16:00:00.123Z".parse().unwrap(),
+        )
     }
 }
 

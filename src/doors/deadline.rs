@@ -225,10 +225,11 @@ impl Drop for Coarse {
 
 /// One thread's list of deadlines.
 #[derive(Debug, Clone, Default)]
-struct Deadlines(Arc<Shared>);
+struct Deadlines(Arc<Inner>);
 
+/// The list behind its lock; dropping it ends the task looking over it.
 #[derive(Debug, Default)]
-struct Shared {
+struct Inner {
     list: Mutex<List>,
 }
 
@@ -238,14 +239,14 @@ impl Deadlines {
     }
 }
 
-impl Shared {
+impl Inner {
     fn lock(&self) -> MutexGuard<'_, List> {
         // Never held across a panic point that could leave it half-changed.
         self.list.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl Drop for Shared {
+impl Drop for Inner {
     fn drop(&mut self) {
         // The driver holds no strong reference while it waits: woken, it
         // finds the list gone and ends.
@@ -342,22 +343,22 @@ impl List {
 /// Looks over the list whenever its earliest deadline is due (at most once
 /// a grain) or a new one is earlier than the next look; ends when the list
 /// is gone.
-async fn drive(shared: Weak<Shared>) {
+async fn drive(weak: Weak<Inner>) {
     let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
     let mut due = Vec::new();
     poll_fn(|cx| {
         loop {
-            let Some(shared) = shared.upgrade() else {
+            let Some(inner) = weak.upgrade() else {
                 return Poll::Ready(());
             };
             let now = Instant::now();
-            let mut list = shared.lock();
+            let mut list = inner.lock();
             let next = list.fire(now, &mut due);
             list.driver = Some(cx.waker().clone());
             list.next_look = next.map(|t| t.max(now + GRAIN));
             let look = list.next_look;
             drop(list);
-            drop(shared);
+            drop(inner);
             for w in due.drain(..) {
                 w.wake();
             }

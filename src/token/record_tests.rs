@@ -126,23 +126,11 @@ fn state_follows_the_decision_order_and_expires_at_the_instant() {
         .validate(&Policy::default(), now())
         .unwrap();
     let mut rec = TokenRecord {
-        v: RECORD_VERSION,
-        id: crate::token::TokenId::generate().unwrap(),
         name: ok.name,
         workspace_id: ok.workspace_id,
-        scope: ok.scope,
         created_by: ok.created_by,
-        created_at: now(),
         expires_at: Some("2027-01-02T00:00:00Z".parse().unwrap()),
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
+        ..TokenRecord::sample(ok.scope, now())
     };
     let exp = rec.expires_at.unwrap();
     assert_eq!(
