@@ -1,5 +1,6 @@
 //! The reverse-proxy door on real sockets: identity and forwarding headers,
-//! denies that never reach the API, upstream faults, HTTP/2 from clients
+//! denies that never reach the API, upstream faults (a kept connection the
+//! upstream closes as a request arrives among them), HTTP/2 from clients
 //! (h2c and ALPN over TLS), an https upstream with a private CA, and 200 MB
 //! streamed both ways with flat memory.
 
@@ -7,6 +8,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{
     GateProcess, InProcessGate, TestCerts, TestUpstream, curl, project_token, workspace_token,
@@ -296,6 +299,123 @@ async fn upstream_down_is_502_at_once_and_slow_is_504() {
         "took {:?}",
         start.elapsed()
     );
+}
+
+/// An upstream that answers the first request of each connection and
+/// closes the connection on the second without answering, as an API whose
+/// keep-alive timeout fires just as the gate sends on a kept connection.
+/// Every request head it read, in order.
+async fn closing_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", tcp.local_addr().unwrap());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = tcp.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for nth in 0.. {
+                    // The head, then as much body as it announces.
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length: usize = head
+                        .to_ascii_lowercase()
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|n| n.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + length {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + length);
+                    seen.lock().unwrap().push(head);
+                    if nth > 0 {
+                        return;
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nanswered";
+                    if s.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, heads)
+}
+
+#[tokio::test]
+async fn a_kept_connection_closed_unanswered_costs_a_get_nothing_and_a_post_a_502() {
+    let (url, heads) = closing_upstream().await;
+    // One door thread: one pool, so the second request finds the first's
+    // connection kept.
+    let gate = InProcessGate::start(&[
+        ("upstream.url", url.as_str()),
+        ("runtime.worker_threads", "1"),
+    ])
+    .await;
+    let secret = token(
+        &gate,
+        workspace_token("Kept", "ws_1", "workspace_manager", "1m"),
+    )
+    .await;
+    let path = common::WS1_PROJECTS;
+    let count = |line: &str| {
+        heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.starts_with(line))
+            .count()
+    };
+    let get = || gate.proxy().request(Method::GET, path).token(&secret).go();
+
+    let first = get().await;
+    assert_eq!(
+        (first.status, &first.body[..]),
+        (StatusCode::OK, &b"answered"[..])
+    );
+    // On the kept connection, closed unanswered: sent again on a new one.
+    let again = get().await;
+    assert_eq!(
+        (again.status, &again.body[..]),
+        (StatusCode::OK, &b"answered"[..])
+    );
+    assert_eq!(
+        count(&format!("GET {path} ")),
+        3,
+        "the second GET went twice"
+    );
+
+    // A POST is never sent twice: the client is told.
+    let post = gate
+        .proxy()
+        .request(Method::POST, path)
+        .token(&secret)
+        .json(serde_json::json!({"name": "run 1"}))
+        .go()
+        .await;
+    assert_eq!(post.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(post.json()["error"], "upstream_error");
+    assert_eq!(count(&format!("POST {path} ")), 1, "the POST went once");
+
+    // The gate goes on: a new connection answers.
+    assert_eq!(get().await.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,18 @@ use super::*;
 
 type TestUpstream = Upstream<Empty<Bytes>>;
 
+impl SendBody for Empty<Bytes> {
+    fn empty() -> Option<Self> {
+        Some(Empty::new())
+    }
+}
+
+impl SendBody for Full<Bytes> {
+    fn empty() -> Option<Self> {
+        Some(Full::default())
+    }
+}
+
 /// Connections the raw upstream accepted, and saw end.
 #[derive(Default)]
 struct Counts {
@@ -39,7 +51,11 @@ impl Counts {
 /// (after reading a `content-length` body, if any); `POST /early` answers
 /// `ok` first and reads the body after;
 /// `GET /close` answers `ok` and closes the connection without saying so
-/// first; `GET /endless` streams chunks until the client goes away.
+/// first; `GET /endless` streams chunks until the client goes away;
+/// `/stale` (any method) is answered `ok` as a connection's first request
+/// and otherwise read whole and the connection closed without an answer
+/// (an upstream whose keep-alive timeout fired as the request came);
+/// `/gone` is always read and the connection closed.
 async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
@@ -54,6 +70,7 @@ async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
             let c = c.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
+                let mut answered = 0usize;
                 'requests: loop {
                     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                         let mut chunk = [0u8; 1024];
@@ -93,6 +110,10 @@ async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
                     if early {
                         continue;
                     }
+                    let path = head.split(' ').nth(1).unwrap_or_default();
+                    if path == "/gone" || (path == "/stale" && answered > 0) {
+                        break;
+                    }
                     if head.starts_with("GET /endless ") {
                         let start = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
                         if s.write_all(start).await.is_err() {
@@ -106,6 +127,7 @@ async fn raw_upstream() -> (SocketAddr, Arc<Counts>) {
                     if s.write_all(ok).await.is_err() || head.starts_with("GET /close ") {
                         break;
                     }
+                    answered += 1;
                 }
                 c.ended.fetch_add(1, Ordering::SeqCst);
             });
@@ -226,6 +248,12 @@ async fn request_bodies_go_whole_and_their_connection_is_reused() {
 /// A request body sent as its chunks come through a channel.
 struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
 
+impl SendBody for ChannelBody {
+    fn empty() -> Option<Self> {
+        None
+    }
+}
+
 impl Body for ChannelBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
@@ -338,6 +366,84 @@ async fn a_connection_the_upstream_closes_after_answering_costs_no_error() {
         assert_eq!(get(&up, "/close").await.unwrap(), "ok");
     }
     assert_eq!(counts.accepted(), 5, "a new connection for each");
+}
+
+/// How many request heads for `path` the upstream received.
+fn sent(counts: &Counts, path: &str) -> usize {
+    let line = format!(" {path} HTTP/1.1\r\n");
+    let heads = counts.heads.lock().unwrap();
+    heads.iter().filter(|h| h.contains(&line)).count()
+}
+
+#[tokio::test]
+async fn a_request_the_upstream_closes_a_kept_connection_on_is_sent_again_on_a_new_one() {
+    let (addr, counts) = raw_upstream().await;
+    let up = upstream(addr, 8, Duration::from_secs(90));
+    for round in 1..=3 {
+        assert_eq!(get(&up, "/ok").await.unwrap(), "ok");
+        // The kept connection is taken, the request written, the
+        // connection closed unanswered: a new one answers.
+        assert_eq!(get(&up, "/stale").await.unwrap(), "ok", "round {round}");
+        assert_eq!(sent(&counts, "/stale"), 2 * round);
+    }
+    assert_eq!(counts.accepted(), 4, "one connection, then one per retry");
+}
+
+#[tokio::test]
+async fn a_request_is_sent_again_at_most_once_and_never_from_a_new_connection() {
+    let (addr, counts) = raw_upstream().await;
+    let up = upstream(addr, 8, Duration::from_secs(90));
+    get(&up, "/ok").await.unwrap();
+    // Closed unanswered on the kept connection, then on the new one.
+    assert!(matches!(get(&up, "/gone").await, Err(Failed::Exchange(_))));
+    assert_eq!(sent(&counts, "/gone"), 2);
+    // No connection kept now: a new one fails, and is not tried again.
+    assert!(matches!(get(&up, "/gone").await, Err(Failed::Exchange(_))));
+    assert_eq!(sent(&counts, "/gone"), 3);
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_or_a_method_not_idempotent_is_never_sent_again() {
+    let (addr, counts) = raw_upstream().await;
+    let up: Upstream<Full<Bytes>> = upstream(addr, 8, Duration::from_secs(90));
+    let send = |method: http::Method, path: &'static str, body: &'static str| {
+        let mut req = Request::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *req.method_mut() = method;
+        up.send(req, PathAndQuery::from_static(path))
+    };
+    let cases = [
+        (http::Method::POST, ""),
+        (http::Method::PATCH, ""),
+        (http::Method::PUT, "a body"),
+        (http::Method::DELETE, "a body"),
+    ];
+    for (i, (method, body)) in cases.into_iter().enumerate() {
+        let res = send(http::Method::GET, "/ok", "").await.unwrap();
+        res.into_body().collect().await.unwrap();
+        let failed = send(method.clone(), "/stale", body).await;
+        assert!(
+            matches!(failed, Err(Failed::Exchange(_))),
+            "{method} with body {body:?}"
+        );
+        assert_eq!(sent(&counts, "/stale"), i + 1, "{method} sent once");
+    }
+    // The same methods' idempotent kin without a body are sent again.
+    for method in [
+        http::Method::PUT,
+        http::Method::DELETE,
+        http::Method::OPTIONS,
+    ] {
+        let res = send(http::Method::GET, "/ok", "").await.unwrap();
+        res.into_body().collect().await.unwrap();
+        let before = sent(&counts, "/stale");
+        let res = send(method.clone(), "/stale", "").await;
+        assert_eq!(
+            res.map(|r| r.status()).ok(),
+            Some(http::StatusCode::OK),
+            "{method}"
+        );
+        assert_eq!(sent(&counts, "/stale"), before + 2, "{method} sent again");
+    }
 }
 
 #[tokio::test]

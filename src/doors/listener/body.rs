@@ -67,7 +67,8 @@ impl BodyLimits {
 /// clock reads.
 #[derive(Debug)]
 pub struct TimedBody<B = Incoming> {
-    inner: B,
+    /// `None`: an empty body made by the gate (a request sent again).
+    inner: Option<B>,
     /// `None` when the body had ended before the door saw it.
     watch: Option<BodyWatch>,
 }
@@ -102,6 +103,7 @@ impl<B: Body> TimedBody<B> {
         listener: &'static str,
     ) -> (Self, Option<Arc<AtomicBool>>) {
         if inner.is_end_stream() {
+            let inner = Some(inner);
             return (Self { inner, watch: None }, None);
         }
         let cut = Arc::new(AtomicBool::new(false));
@@ -118,11 +120,21 @@ impl<B: Body> TimedBody<B> {
         };
         (
             Self {
-                inner,
+                inner: Some(inner),
                 watch: Some(watch),
             },
             Some(cut),
         )
+    }
+}
+
+impl TimedBody {
+    /// An empty body, already ended.
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            watch: None,
+        }
     }
 }
 
@@ -172,13 +184,16 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
         let Some(w) = this.watch.as_mut() else {
-            return Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into);
+            return Pin::new(inner).poll_frame(cx).map_err(Into::into);
         };
         if w.cut.load(Ordering::Relaxed) {
             return Poll::Ready(Some(Err(BodyTimeout.into())));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 if let Some(since) = w.waiting_since.take() {
                     w.waited += since.elapsed();
@@ -224,11 +239,13 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
