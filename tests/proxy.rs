@@ -390,7 +390,10 @@ async fn a_kept_connection_closed_unanswered_costs_a_get_nothing_and_a_post_a_50
         (first.status, &first.body[..]),
         (StatusCode::OK, &b"answered"[..])
     );
-    // On the kept connection, closed unanswered: sent again on a new one.
+    // Idle long enough to be a connection the upstream may have closed
+    // unseen; taken, closed unanswered: sent again on a new one.
+    let idle = || tokio::time::sleep(hawzu_gate::doors::upstream::SENT_AGAIN_AFTER);
+    idle().await;
     let again = get().await;
     assert_eq!(
         (again.status, &again.body[..]),
@@ -403,6 +406,7 @@ async fn a_kept_connection_closed_unanswered_costs_a_get_nothing_and_a_post_a_50
     );
 
     // A POST is never sent twice: the client is told.
+    idle().await;
     let post = gate
         .proxy()
         .request(Method::POST, path)

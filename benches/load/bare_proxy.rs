@@ -185,7 +185,7 @@ impl Forward {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let sent = match self {
             Forward::Gate(up) => up
-                .send(req, target)
+                .send(req, target, std::time::Instant::now())
                 .await
                 .map(|res| res.map(|b| Either::Left(Either::Left(b))))
                 .ok(),

@@ -287,7 +287,7 @@ impl Proxy {
 
         let sent = Instant::now();
         let answer =
-            deadline::timeout(self.response_timeout, self.upstream.send(req, target)).await;
+            deadline::timeout(self.response_timeout, self.upstream.send(req, target, sent)).await;
         let metrics = &shared.metrics;
         match answer {
             Ok(Ok(mut res)) => {

@@ -9,9 +9,10 @@
 //! reused connection did not take (hyper saw it closed before writing) is
 //! sent on a new one. So is one the upstream closed a reused connection on
 //! without answering (its keep-alive timeout firing as the request came,
-//! or a restart closing idle connections) if it can safely be sent twice:
-//! an idempotent method and no body; once, on a new connection. Anything
-//! else failing on a connection is the proxy's 502 `upstream_error`.
+//! or a restart closing idle connections) if it can safely be sent twice —
+//! an idempotent method and no body — and the connection had been idle for
+//! [`SENT_AGAIN_AFTER`]; once, on a new connection. Anything else failing
+//! on a connection is the proxy's 502 `upstream_error`.
 //! Measured against hyper-util's pooled client
 //! on the bare stack: 1.09× the requests per second in one interleaved run
 //! (docs/performance.md § "A per-thread upstream pool, measured").
@@ -24,7 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -133,6 +134,8 @@ impl<B: SendBody> Upstream<B> {
                 idle_timeout: s.idle_timeout,
                 epoch: AtomicU64::new(0),
                 sweeper: OnceLock::new(),
+                origin: Instant::now(),
+                last_sent: AtomicU64::new(0),
             }))
         };
         Self {
@@ -143,11 +146,14 @@ impl<B: SendBody> Upstream<B> {
     }
 
     /// Sends `req` to `target` (over HTTP/1.1, `Host` set to the upstream's
-    /// if the client sent none) and waits for the response head.
+    /// if the client sent none) and waits for the response head. `now`:
+    /// the time it is sent (the caller's clock read; the pool reads none),
+    /// for how long a kept connection has been idle.
     pub async fn send(
         &self,
         mut req: Request<B>,
         target: PathAndQuery,
+        now: Instant,
     ) -> Result<Response<UpstreamBody<B>>, Failed> {
         match &self.kind {
             Kind::Http1(pool) => {
@@ -159,7 +165,7 @@ impl<B: SendBody> Upstream<B> {
                 // Origin form on the request line.
                 *req.uri_mut() = Uri::from(target);
                 *req.version_mut() = Version::HTTP_11;
-                pool.send(req).await
+                pool.send(req, now).await
             }
             Kind::Http2(client) => {
                 let uri = Uri::builder()
@@ -212,13 +218,32 @@ struct Pool<B> {
     epoch: AtomicU64,
     /// Started with the first connection, on its thread's runtime.
     sweeper: OnceLock<()>,
+    /// What [`Pool::last_sent`] counts from.
+    origin: Instant,
+    /// When the latest request was sent, in nanoseconds since `origin`
+    /// (its sender's clock read: the pool reads none).
+    last_sent: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Idle<B> {
     sender: SendRequest<B>,
     epoch: u64,
+    /// [`Pool::last_sent`] when it came back: its last request was sent no
+    /// later (so its idle time is never underestimated).
+    used: u64,
 }
+
+/// A kept connection idle at least this long (since its last request was
+/// sent) may have been closed by the upstream before the gate saw it: a
+/// request that may be sent twice keeps a copy to send again on a new
+/// connection. Connections in constant use, as under load, are idle far
+/// less; that the upstream closes one in that moment is a restart's rare
+/// race, and the copy (~2k instructions, 5 % of a proxied request) is not
+/// made.
+pub const SENT_AGAIN_AFTER: Duration = Duration::from_millis(10);
+#[allow(clippy::cast_possible_truncation)] // 10 ms in nanoseconds
+const AGAIN_AFTER_NANOS: u64 = SENT_AGAIN_AFTER.as_nanos() as u64;
 
 /// Sweeps per idle timeout: a connection is closed after between ⅞ of it
 /// and all of it idle (later only if its thread is too busy to sweep; it
@@ -236,21 +261,29 @@ impl<B: SendBody> Pool<B> {
     async fn send(
         self: &Arc<Self>,
         mut req: Request<B>,
+        now: Instant,
     ) -> Result<Response<UpstreamBody<B>>, Failed> {
+        let sent = self.nanos(now);
+        self.last_sent.store(sent, Ordering::Relaxed);
         // Set once the request has been sent again: then only on a new
         // connection, and never a third time.
         let mut again_sent = false;
         loop {
             let kept = if again_sent { None } else { self.take() };
             let (mut sender, reused) = match kept {
-                Some(s) => (s, true),
+                Some((s, used)) => (s, Some(used)),
                 // Boxed: rare, and inline it would be most of every
                 // request's future (moved whole when the proxy starts it).
-                None => (Box::pin(self.connect()).await?, false),
+                None => (Box::pin(self.connect()).await?, None),
             };
-            // A kept connection may be closed by the upstream as the request
-            // arrives: a copy to send again, if it may be.
-            let again = if reused { again(&req) } else { None };
+            // A kept connection idle a while may have been closed by the
+            // upstream as the request arrives: a copy to send again, if it
+            // may be.
+            let again = match reused {
+                Some(used) if sent.saturating_sub(used) >= AGAIN_AFTER_NANOS => again(&req),
+                _ => None,
+            };
+            let reused = reused.is_some();
             match sender.try_send_request(req).await {
                 Ok(res) => {
                     let pool = Arc::clone(self);
@@ -270,7 +303,7 @@ impl<B: SendBody> Pool<B> {
                             "upstream closed a kept connection without answering: \
                              the request goes again on a new one"
                         );
-                        req = copy;
+                        req = *copy;
                         again_sent = true;
                     }
                     _ => return Err(Failed::Exchange(e.into_error().into())),
@@ -279,13 +312,19 @@ impl<B: SendBody> Pool<B> {
         }
     }
 
-    /// The most recently used connection that can take a request.
-    fn take(&self) -> Option<SendRequest<B>> {
+    /// `t` in nanoseconds since the pool began.
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The most recently used connection that can take a request, and
+    /// [`Idle::used`].
+    fn take(&self) -> Option<(SendRequest<B>, u64)> {
         let now = self.epoch.load(Ordering::Relaxed);
         let mut idle = self.idle();
         while let Some(i) = idle.pop_back() {
             if i.sender.is_ready() && now.saturating_sub(i.epoch) < u64::from(SWEEPS) {
-                return Some(i.sender);
+                return Some((i.sender, i.used));
             }
         }
         None
@@ -311,9 +350,14 @@ impl<B: SendBody> Pool<B> {
 
     fn keep(&self, sender: SendRequest<B>) {
         let epoch = self.epoch.load(Ordering::Relaxed);
+        let used = self.last_sent.load(Ordering::Relaxed);
         let mut idle = self.idle();
         if idle.len() < self.max_idle {
-            idle.push_back(Idle { sender, epoch });
+            idle.push_back(Idle {
+                sender,
+                epoch,
+                used,
+            });
         }
     }
 
@@ -344,9 +388,10 @@ impl<B: SendBody> Pool<B> {
 /// A copy of `req` to send again if the connection it goes on is closed
 /// without an answer: only of a request that may be sent twice — an
 /// idempotent method (RFC 9110 § 9.2.2) and no body — and whose body type
-/// has an empty value. (Made for every such request on a kept connection:
-/// once the request is written, hyper gives it back no more.)
-fn again<B: SendBody>(req: &Request<B>) -> Option<Request<B>> {
+/// has an empty value. (Once the request is written, hyper gives it back
+/// no more. Boxed: the sending future holds it across its wait, and every
+/// request's future would otherwise be larger by a request.)
+fn again<B: SendBody>(req: &Request<B>) -> Option<Box<Request<B>>> {
     if !req.method().is_idempotent() || !req.body().is_end_stream() {
         return None;
     }
@@ -355,7 +400,7 @@ fn again<B: SendBody>(req: &Request<B>) -> Option<Request<B>> {
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    Some(Box::new(copy))
 }
 
 /// Whether an exchange failed because the connection closed before the
@@ -401,6 +446,7 @@ async fn sweep<B: SendBody>(pool: Weak<Pool<B>>, every: Duration) {
 #[derive(Debug)]
 pub struct UpstreamBody<B: SendBody = TimedBody> {
     body: Incoming,
+    /// Where the connection goes back.
     back: Option<(Arc<Pool<B>>, SendRequest<B>)>,
 }
 

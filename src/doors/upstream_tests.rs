@@ -158,7 +158,11 @@ fn upstream<B: SendBody>(addr: SocketAddr, max_idle: usize, idle_timeout: Durati
 /// Sends `GET path` and reads the answer to its end.
 async fn get(up: &TestUpstream, path: &'static str) -> Result<Bytes, Failed> {
     let res = up
-        .send(Request::new(Empty::new()), PathAndQuery::from_static(path))
+        .send(
+            Request::new(Empty::new()),
+            PathAndQuery::from_static(path),
+            Instant::now(),
+        )
         .await?;
     assert_eq!(res.status(), 200);
     Ok(res.into_body().collect().await.unwrap().to_bytes())
@@ -191,6 +195,7 @@ async fn the_request_line_is_origin_form_and_a_missing_host_is_the_upstreams() {
         .send(
             Request::new(Empty::new()),
             PathAndQuery::from_static("/ok?a=1"),
+            Instant::now(),
         )
         .await;
     assert!(res.is_ok());
@@ -198,7 +203,7 @@ async fn the_request_line_is_origin_form_and_a_missing_host_is_the_upstreams() {
     with_host
         .headers_mut()
         .insert(header::HOST, HeaderValue::from_static("api.example"));
-    up.send(with_host, PathAndQuery::from_static("/ok"))
+    up.send(with_host, PathAndQuery::from_static("/ok"), Instant::now())
         .await
         .unwrap();
     let heads = counts.heads.lock().unwrap().clone();
@@ -232,7 +237,7 @@ async fn request_bodies_go_whole_and_their_connection_is_reused() {
         let mut req = Request::new(Full::new(Bytes::from(body)));
         *req.method_mut() = http::Method::POST;
         let res = up
-            .send(req, PathAndQuery::from_static("/ok"))
+            .send(req, PathAndQuery::from_static("/ok"), Instant::now())
             .await
             .unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -277,7 +282,7 @@ async fn a_connection_answered_before_its_request_body_is_sent_is_not_reused_unt
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
     tx.send(Bytes::from_static(b"first")).await.unwrap();
     let res = up
-        .send(req, PathAndQuery::from_static("/early"))
+        .send(req, PathAndQuery::from_static("/early"), Instant::now())
         .await
         .unwrap();
     // The whole answer read while half the body is still to come.
@@ -289,7 +294,7 @@ async fn a_connection_answered_before_its_request_body_is_sent_is_not_reused_unt
     let mut get = Request::new(ChannelBody(rx2));
     *get.uri_mut() = Uri::from_static("/ok");
     let res = up
-        .send(get, PathAndQuery::from_static("/ok"))
+        .send(get, PathAndQuery::from_static("/ok"), Instant::now())
         .await
         .unwrap();
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -327,8 +332,8 @@ async fn a_connection_answered_before_its_request_body_is_sent_is_not_reused_unt
     };
     for _ in 0..2 {
         let (a, b) = tokio::join!(
-            up.send(empty(), PathAndQuery::from_static("/ok")),
-            up.send(empty(), PathAndQuery::from_static("/ok")),
+            up.send(empty(), PathAndQuery::from_static("/ok"), Instant::now()),
+            up.send(empty(), PathAndQuery::from_static("/ok"), Instant::now()),
         );
         for res in [a.unwrap(), b.unwrap()] {
             assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -368,6 +373,12 @@ async fn a_connection_the_upstream_closes_after_answering_costs_no_error() {
     assert_eq!(counts.accepted(), 5, "a new connection for each");
 }
 
+/// Leaves the kept connection idle long enough to be one the upstream may
+/// have closed unseen.
+async fn idle() {
+    tokio::time::sleep(SENT_AGAIN_AFTER).await;
+}
+
 /// How many request heads for `path` the upstream received.
 fn sent(counts: &Counts, path: &str) -> usize {
     let line = format!(" {path} HTTP/1.1\r\n");
@@ -381,6 +392,7 @@ async fn a_request_the_upstream_closes_a_kept_connection_on_is_sent_again_on_a_n
     let up = upstream(addr, 8, Duration::from_secs(90));
     for round in 1..=3 {
         assert_eq!(get(&up, "/ok").await.unwrap(), "ok");
+        idle().await;
         // The kept connection is taken, the request written, the
         // connection closed unanswered: a new one answers.
         assert_eq!(get(&up, "/stale").await.unwrap(), "ok", "round {round}");
@@ -394,6 +406,7 @@ async fn a_request_is_sent_again_at_most_once_and_never_from_a_new_connection() 
     let (addr, counts) = raw_upstream().await;
     let up = upstream(addr, 8, Duration::from_secs(90));
     get(&up, "/ok").await.unwrap();
+    idle().await;
     // Closed unanswered on the kept connection, then on the new one.
     assert!(matches!(get(&up, "/gone").await, Err(Failed::Exchange(_))));
     assert_eq!(sent(&counts, "/gone"), 2);
@@ -409,7 +422,7 @@ async fn a_request_with_a_body_or_a_method_not_idempotent_is_never_sent_again() 
     let send = |method: http::Method, path: &'static str, body: &'static str| {
         let mut req = Request::new(Full::new(Bytes::from_static(body.as_bytes())));
         *req.method_mut() = method;
-        up.send(req, PathAndQuery::from_static(path))
+        up.send(req, PathAndQuery::from_static(path), Instant::now())
     };
     let cases = [
         (http::Method::POST, ""),
@@ -420,6 +433,7 @@ async fn a_request_with_a_body_or_a_method_not_idempotent_is_never_sent_again() 
     for (i, (method, body)) in cases.into_iter().enumerate() {
         let res = send(http::Method::GET, "/ok", "").await.unwrap();
         res.into_body().collect().await.unwrap();
+        idle().await;
         let failed = send(method.clone(), "/stale", body).await;
         assert!(
             matches!(failed, Err(Failed::Exchange(_))),
@@ -435,6 +449,7 @@ async fn a_request_with_a_body_or_a_method_not_idempotent_is_never_sent_again() 
     ] {
         let res = send(http::Method::GET, "/ok", "").await.unwrap();
         res.into_body().collect().await.unwrap();
+        idle().await;
         let before = sent(&counts, "/stale");
         let res = send(method.clone(), "/stale", "").await;
         assert_eq!(
@@ -502,6 +517,7 @@ async fn a_response_dropped_before_its_end_closes_its_connection() {
         .send(
             Request::new(Empty::new()),
             PathAndQuery::from_static("/endless"),
+            Instant::now(),
         )
         .await
         .unwrap();
