@@ -35,6 +35,9 @@ pub mod names {
     pub const PUBSUB_CONNECTED: &str = "hawzu_gate_pubsub_connected";
     pub const UPSTREAM_REQUESTS: &str = "hawzu_gate_upstream_requests_total";
     pub const UPSTREAM_SECONDS: &str = "hawzu_gate_upstream_duration_seconds";
+    /// Requests sent upstream a second time, on a new connection, after a
+    /// kept one closed without answering.
+    pub const UPSTREAM_RESENT: &str = "hawzu_gate_upstream_resent_total";
     pub const ADMIN_OPERATIONS: &str = "hawzu_gate_admin_operations_total";
     pub const READY: &str = "hawzu_gate_ready";
     pub const OPEN_CONNECTIONS: &str = "hawzu_gate_open_connections";
@@ -245,6 +248,7 @@ pub struct Metrics {
     /// `[2xx, 3xx, 4xx, 5xx, error]`, resolved once.
     upstream_requests: Vec<IntCounter>,
     pub upstream_seconds: Histogram,
+    pub upstream_resent: IntCounter,
     admin_operations: IntCounterVec,
     pub ready: IntGauge,
     open_connections: IntGaugeVec,
@@ -397,6 +401,10 @@ impl Metrics {
                     .collect()
             },
             upstream_seconds,
+            upstream_resent: counter(
+                names::UPSTREAM_RESENT,
+                "Requests sent upstream again, on a new connection, after a kept one closed without answering (idempotent, without a body).",
+            ),
             admin_operations: counter_vec(
                 names::ADMIN_OPERATIONS,
                 "Admin API operations by operation and result.",

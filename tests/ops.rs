@@ -97,6 +97,7 @@ async fn metrics_after_real_traffic_pass_promtool_and_hold_no_ids() {
         "hawzu_gate_pubsub_connected",
         "hawzu_gate_upstream_requests_total",
         "hawzu_gate_upstream_duration_seconds_bucket",
+        "hawzu_gate_upstream_resent_total",
         "hawzu_gate_admin_operations_total",
     ] {
         assert!(text.contains(name), "{name} missing");

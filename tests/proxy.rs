@@ -420,6 +420,19 @@ async fn a_kept_connection_closed_unanswered_costs_a_get_nothing_and_a_post_a_50
 
     // The gate goes on: a new connection answers.
     assert_eq!(get().await.status, StatusCode::OK);
+
+    // Counted once: the GET sent again.
+    let metrics = gate.ops().get("/metrics").await;
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "hawzu_gate_upstream_resent_total 1"),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("resent"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,5 +228,6 @@ fn gate_upstream(authority: Authority) -> Upstream<Incoming> {
         idle_timeout: Duration::from_secs(90),
         max_idle: 256,
         http2: false,
+        resent: None,
     })
 }

@@ -114,6 +114,7 @@ impl Proxy {
             idle_timeout: up.pool_idle_timeout,
             max_idle: up.pool_max_idle_per_host,
             http2: up.http2,
+            resent: Some(shared.metrics.upstream_resent.clone()),
         });
         Ok(Arc::new(Self {
             shared,

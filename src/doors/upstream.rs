@@ -37,6 +37,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntCounter;
 use tower::ServiceExt;
 
 use super::listener::TimedBody;
@@ -101,6 +102,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub max_idle: usize,
     pub http2: bool,
+    /// Counts the requests sent again (`hawzu_gate_upstream_resent_total`).
+    pub resent: Option<IntCounter>,
 }
 
 impl<B: SendBody> Upstream<B> {
@@ -136,6 +139,7 @@ impl<B: SendBody> Upstream<B> {
                 sweeper: OnceLock::new(),
                 origin: Instant::now(),
                 last_sent: AtomicU64::new(0),
+                resent: s.resent,
             }))
         };
         Self {
@@ -223,6 +227,7 @@ struct Pool<B> {
     /// When the latest request was sent, in nanoseconds since `origin`
     /// (its sender's clock read: the pool reads none).
     last_sent: AtomicU64,
+    resent: Option<IntCounter>,
 }
 
 #[derive(Debug)]
@@ -303,6 +308,9 @@ impl<B: SendBody> Pool<B> {
                             "upstream closed a kept connection without answering: \
                              the request goes again on a new one"
                         );
+                        if let Some(c) = &self.resent {
+                            c.inc();
+                        }
                         req = *copy;
                         again_sent = true;
                     }

@@ -152,6 +152,7 @@ fn upstream<B: SendBody>(addr: SocketAddr, max_idle: usize, idle_timeout: Durati
         idle_timeout,
         max_idle,
         http2: false,
+        resent: Some(IntCounter::new("resent", "requests sent again").unwrap()),
     })
 }
 
@@ -379,6 +380,14 @@ async fn idle() {
     tokio::time::sleep(SENT_AGAIN_AFTER).await;
 }
 
+/// What the pool of `up` counted as sent again.
+fn resent<B: SendBody>(up: &Upstream<B>) -> u64 {
+    let Kind::Http1(pool) = &up.kind else {
+        unreachable!("an HTTP/1.1 upstream")
+    };
+    pool.resent.as_ref().map_or(0, IntCounter::get)
+}
+
 /// How many request heads for `path` the upstream received.
 fn sent(counts: &Counts, path: &str) -> usize {
     let line = format!(" {path} HTTP/1.1\r\n");
@@ -397,6 +406,7 @@ async fn a_request_the_upstream_closes_a_kept_connection_on_is_sent_again_on_a_n
         // connection closed unanswered: a new one answers.
         assert_eq!(get(&up, "/stale").await.unwrap(), "ok", "round {round}");
         assert_eq!(sent(&counts, "/stale"), 2 * round);
+        assert_eq!(resent(&up), u64::try_from(round).unwrap(), "counted");
     }
     assert_eq!(counts.accepted(), 4, "one connection, then one per retry");
 }
@@ -413,6 +423,7 @@ async fn a_request_is_sent_again_at_most_once_and_never_from_a_new_connection() 
     // No connection kept now: a new one fails, and is not tried again.
     assert!(matches!(get(&up, "/gone").await, Err(Failed::Exchange(_))));
     assert_eq!(sent(&counts, "/gone"), 3);
+    assert_eq!(resent(&up), 1);
 }
 
 #[tokio::test]
@@ -440,6 +451,7 @@ async fn a_request_with_a_body_or_a_method_not_idempotent_is_never_sent_again() 
             "{method} with body {body:?}"
         );
         assert_eq!(sent(&counts, "/stale"), i + 1, "{method} sent once");
+        assert_eq!(resent(&up), 0);
     }
     // The same methods' idempotent kin without a body are sent again.
     for method in [
