@@ -221,7 +221,7 @@ pub(super) async fn bind_all(
         };
         let sockets = match which {
             // The hot doors: a socket and a single-threaded runtime per core.
-            Which::Proxy | Which::Auth => {
+            Which::Proxy | Which::Auth | Which::Grpc => {
                 Sockets::PerCore(bind_per_core(addr, threads).map_err(bind_error)?)
             }
             _ => Sockets::Shared(TcpListener::bind(addr).await.map_err(bind_error)?),
@@ -325,30 +325,33 @@ pub(super) fn start(
                     ));
                 }
             }
+            (Which::Grpc, Sockets::PerCore(sockets)) => {
+                for (i, socket) in sockets.into_iter().enumerate() {
+                    let grpc = handlers.ext_authz.clone().service();
+                    doors.push(serve_on_own_thread(
+                        state.clone(),
+                        i,
+                        socket,
+                        l.tls.clone(),
+                        move |mut req, conn| {
+                            let grpc = grpc.clone();
+                            // The caller's address, for the door's client.
+                            req.extensions_mut().insert(conn);
+                            async move {
+                                use tower::ServiceExt;
+                                match grpc.oneshot(req).await {
+                                    Ok(res) => res,
+                                    Err(never) => match never {},
+                                }
+                            }
+                        },
+                        doors_rx.clone(),
+                        grace,
+                    ));
+                }
+            }
             (_, Sockets::PerCore(_)) => {
                 tracing::error!(listener = name, "no per-core server for this listener");
-            }
-            (Which::Grpc, Sockets::Shared(socket)) => {
-                let grpc = handlers.ext_authz.clone().service();
-                doors.push(tokio::spawn(serve(
-                    state,
-                    socket,
-                    l.tls,
-                    move |mut req, conn| {
-                        let grpc = grpc.clone();
-                        // The caller's address, for the door's client.
-                        req.extensions_mut().insert(conn);
-                        async move {
-                            use tower::ServiceExt;
-                            match grpc.oneshot(req).await {
-                                Ok(res) => res,
-                                Err(never) => match never {},
-                            }
-                        }
-                    },
-                    stopped(doors_rx.clone()),
-                    grace,
-                )));
             }
             (Which::Admin, Sockets::Shared(socket)) => {
                 let api = handlers.admin_api.clone();
