@@ -528,6 +528,91 @@ async fn a_sentinel_admin_change_waits_for_every_replica_the_sentinels_hold_up()
     assert_ne!(common::redis_cli(left, &["DBSIZE"]).trim(), "0");
 }
 
+/// `WAIT` blocks the connection it is sent on until the replicas answer
+/// or its time is up: an admin change waiting for a replica that is not
+/// answering must not hold up the request path. Here the only replica is
+/// stopped while the sentinels still count it (so the change waits the
+/// whole of `WAIT`'s time, 2 s), and meanwhile a token the gate has never
+/// seen is checked: a cache miss, read from the master. It is answered in
+/// milliseconds, not after the `WAIT` (it was, when both shared one
+/// connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_waiting_for_replicas_does_not_hold_up_the_request_path() {
+    let mut set = RedisSentinel::start();
+    set.wait_ready(Duration::from_secs(30));
+    for s in &set.sentinels {
+        assert_eq!(
+            s.cli(&[
+                "SENTINEL",
+                "SET",
+                &set.name,
+                "down-after-milliseconds",
+                "600000"
+            ]),
+            "OK"
+        );
+    }
+    let sentinels = set.sentinel_urls().join(",");
+    let prefix = unique_prefix("wait_apart");
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.mode", "sentinel"),
+        ("store.redis.nodes", &sentinels),
+        ("store.redis.sentinel.master_name", &set.name),
+        ("store.redis.key_prefix", &prefix),
+        // `WAIT` gets half: 2 s.
+        ("store.timeout", "4s"),
+    ])
+    .await;
+    let (changed, _) = common::create_token(
+        &gate,
+        common::workspace_token("Changed", "ws_1", "workspace_member", "1m"),
+    )
+    .await;
+    let (_, unseen) = common::create_token(
+        &gate,
+        common::workspace_token("Never checked", "ws_1", "workspace_member", "1m"),
+    )
+    .await;
+
+    set.replicas[0].kill();
+    let master = set.master.port;
+    let admin = gate.admin();
+    let change = tokio::spawn(async move {
+        admin
+            .post_empty(&format!("/admin/v1/tokens/{changed}/disable"))
+            .await
+    });
+    common::wait_until(
+        "the change to wait for the replica",
+        Duration::from_secs(10),
+        || {
+            redis_cli(master, &["CLIENT", "LIST"])
+                .lines()
+                .any(|l| l.contains("cmd=wait") && l.contains("flags=b"))
+        },
+    );
+    let started = Instant::now();
+    let check = nginx_auth(&gate, &unseen).await;
+    let took = started.elapsed();
+    assert_eq!(
+        check.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&check.body)
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "a cache miss waited {took:?} behind an admin change's WAIT"
+    );
+    assert!(
+        redis_cli(master, &["CLIENT", "LIST"]).contains("cmd=wait"),
+        "the check ran while the change was still waiting"
+    );
+    let answer = change.await.unwrap();
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
 /// A cluster shard that cannot be read (its master killed, its replica
 /// told not to take over) makes the gate unready for as long as it lasts,
 /// while the other shards keep serving: readiness (and the invalidation

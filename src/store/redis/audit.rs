@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use redis::Value;
 
+use super::connect::Use;
 use super::{RedisStore, redis_err};
 use crate::audit::{AuditEvent, AuditPage, AuditQuery, PageBuilder, Position};
 use crate::store::{AuditLog, StoreError};
@@ -37,7 +38,7 @@ impl AuditLog for RedisStore {
         let key = self.audit_key();
         let raw = event.to_stored();
         let max = self.inner.audit_max.load(Ordering::Relaxed);
-        self.timed(|mut conn| async move {
+        self.timed_on(Use::Change, |mut conn| async move {
             let id: String = redis::cmd("XADD")
                 .arg(&key)
                 .arg("MAXLEN")

@@ -1,7 +1,9 @@
 //! How the Redis store reaches Redis: the three topologies (standalone,
 //! Sentinel, Cluster), connections made on first use, one bounded call on
 //! a connection (with Sentinel, a failure forgets the master so the next
-//! call asks the sentinels again), and `WAIT` for replicas.
+//! call asks the sentinels again), and `WAIT` for replicas — on a
+//! connection of its own, since `WAIT` holds up every command sent after
+//! it on the same connection.
 //!
 //! It owns connections, never keys or records: what a call does is the
 //! caller's (`mod.rs`, `events`).
@@ -115,7 +117,7 @@ impl Target {
                 master_name,
                 username,
                 password,
-                ..
+                replica_acks,
             } => Target::Sentinel(Arc::new(SentinelTarget {
                 sentinel: tokio::sync::Mutex::new(
                     sentinel_client(
@@ -128,6 +130,7 @@ impl Target {
                     .map_err(invalid)?,
                 ),
                 master_name: master_name.clone(),
+                changes_apart: *replica_acks > 0,
                 generation: AtomicU64::new(0),
                 current: Mutex::new(None),
             })),
@@ -145,40 +148,74 @@ impl Target {
     }
 }
 
-/// The master a Sentinel set-up names, and a connection to it. The
-/// connection is dropped after any failure (or when the invalidation
-/// listener sees the master move), and the next call asks the sentinels
-/// again.
+/// The master a Sentinel set-up names, and connections to it. They are
+/// dropped after any failure (or when the invalidation listener sees the
+/// master move), and the next call asks the sentinels again.
 pub(super) struct SentinelTarget {
     sentinel: tokio::sync::Mutex<SentinelClient>,
     master_name: String,
+    /// Admin changes (which `WAIT` for replicas) go on a connection of
+    /// their own: `WAIT` blocks its connection until the replicas answer
+    /// or its time is up, and every command sent after it there — the
+    /// request path's reads among them — would wait as long.
+    changes_apart: bool,
     /// Bumped whenever `current` is replaced or dropped.
     generation: AtomicU64,
-    /// The master's address and a connection to it; no lock is held across
-    /// an await.
-    current: Mutex<Option<(u64, String, ConnectionManager)>>,
+    /// The master's address and the connections to it; no lock is held
+    /// across an await.
+    current: Mutex<Option<Master>>,
+}
+
+/// The connections to the master of one generation.
+struct Master {
+    generation: u64,
+    addr: String,
+    /// Everything but admin changes: the request path's reads, usage,
+    /// audit reads, webhooks.
+    shared: ConnectionManager,
+    /// Admin changes and their `WAIT`; the shared one when nothing waits.
+    changes: ConnectionManager,
+}
+
+impl Master {
+    fn pick(&self, use_: Use) -> (u64, ConnectionManager) {
+        let c = match use_ {
+            Use::Shared => &self.shared,
+            Use::Change => &self.changes,
+        };
+        (self.generation, c.clone())
+    }
+}
+
+/// What a connection is wanted for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Use {
+    /// Anything that does not `WAIT`.
+    Shared,
+    /// A change answered once replicas hold it (`RedisStore::replicated`).
+    Change,
 }
 
 impl SentinelTarget {
-    fn current(&self) -> Option<(u64, ConnectionManager)> {
+    fn current(&self, use_: Use) -> Option<(u64, ConnectionManager)> {
         let guard = self.current.lock().ok()?;
-        guard.as_ref().map(|(g, _, c)| (*g, c.clone()))
+        guard.as_ref().map(|m| m.pick(use_))
     }
 
-    /// Forgets the connection of `generation` (if still current).
+    /// Forgets the connections of `generation` (if still current).
     fn forget(&self, generation: u64) {
         if let Ok(mut guard) = self.current.lock()
-            && guard.as_ref().is_some_and(|(g, _, _)| *g == generation)
+            && guard.as_ref().is_some_and(|m| m.generation == generation)
         {
             *guard = None;
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
-    /// Forgets the connection unless it goes to `master`.
+    /// Forgets the connections unless they go to `master`.
     pub(super) fn forget_unless(&self, master: &str) {
         if let Ok(mut guard) = self.current.lock()
-            && guard.as_ref().is_some_and(|(_, addr, _)| addr != master)
+            && guard.as_ref().is_some_and(|m| m.addr != master)
         {
             *guard = None;
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -230,25 +267,41 @@ impl SentinelTarget {
             .unwrap_or(u32::MAX))
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<(u64, ConnectionManager), StoreError> {
-        if let Some(c) = self.current() {
+    async fn connect(
+        &self,
+        timeout: Duration,
+        use_: Use,
+    ) -> Result<(u64, ConnectionManager), StoreError> {
+        if let Some(c) = self.current(use_) {
             return Ok(c);
         }
         let (addr, client) = self.master().await.map_err(redis_err)?;
-        let conn = ConnectionManager::new_with_config(client, manager_config(timeout))
-            .await
-            .map_err(redis_err)?;
+        let shared = ConnectionManager::new_with_config(client.clone(), manager_config(timeout));
+        let (shared, changes) = if self.changes_apart {
+            let changes = ConnectionManager::new_with_config(client, manager_config(timeout));
+            let (shared, changes) = tokio::try_join!(shared, changes).map_err(redis_err)?;
+            (shared, changes)
+        } else {
+            let shared = shared.await.map_err(redis_err)?;
+            (shared.clone(), shared)
+        };
         let mut guard = self
             .current
             .lock()
             .map_err(|_| StoreError::Unavailable("sentinel state poisoned".into()))?;
-        if let Some((g, _, c)) = guard.as_ref() {
-            // Another call connected meanwhile: share its connection.
-            return Ok((*g, c.clone()));
+        if let Some(m) = guard.as_ref() {
+            // Another call connected meanwhile: share its connections.
+            return Ok(m.pick(use_));
         }
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        *guard = Some((generation, addr, conn.clone()));
-        Ok((generation, conn))
+        let master = Master {
+            generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
+            addr,
+            shared,
+            changes,
+        };
+        let picked = master.pick(use_);
+        *guard = Some(master);
+        Ok(picked)
     }
 }
 
@@ -376,8 +429,9 @@ impl Conn {
 }
 
 impl RedisStore {
-    /// A connection, made on first use; with its Sentinel generation.
-    pub(super) async fn conn(&self) -> Result<(Conn, u64), StoreError> {
+    /// A connection for `use_`, made on first use; with its Sentinel
+    /// generation.
+    pub(super) async fn conn(&self, use_: Use) -> Result<(Conn, u64), StoreError> {
         let inner = &self.inner;
         match &inner.target {
             Target::Single { client, conn } => conn
@@ -392,7 +446,7 @@ impl RedisStore {
                 .await
                 .map(|c| (Conn::Single(c.clone()), 0)),
             Target::Sentinel(target) => target
-                .connect(inner.timeout)
+                .connect(inner.timeout, use_)
                 .await
                 .map(|(g, c)| (Conn::Single(c), g)),
             Target::Cluster { client, conn } => conn
@@ -412,6 +466,16 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
+        self.timed_on(Use::Shared, f).await
+    }
+
+    /// As [`Self::timed`], on the connection for `use_`: a change that
+    /// ends in [`Self::replicated`] runs on `Use::Change`.
+    pub(super) async fn timed_on<T, F, Fut>(&self, use_: Use, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let limit = self.inner.timeout;
         let generation = AtomicU64::new(u64::MAX);
         // Boxed: one allocation per store call keeps the futures of the
@@ -419,7 +483,7 @@ impl RedisStore {
         let result = tokio::time::timeout(
             limit,
             Box::pin(async {
-                let (conn, g) = self.conn().await?;
+                let (conn, g) = self.conn(use_).await?;
                 generation.store(g, Ordering::Relaxed);
                 f(conn).await
             }),
@@ -439,7 +503,8 @@ impl RedisStore {
 
     /// With `replica_acks`, waits until every replica the sentinels hold
     /// up, and at least `replica_acks`, holds every write made so far on
-    /// `conn` (`WAIT`, within the store timeout). Sentinel replication is
+    /// `conn` (`WAIT`, within the store timeout): a connection of
+    /// [`Use::Change`], whose `WAIT` holds up no other caller. Sentinel replication is
     /// asynchronous: without it, a change the master took just before a
     /// fail-over is answered 200 and then lost with the old master (seen
     /// in the chaos run: 4–5 changes per fail-over). Every replica, not

@@ -51,7 +51,7 @@ mod subscriber;
 mod usage;
 
 pub use self::connect::Topology;
-use self::connect::{Conn, Target};
+use self::connect::{Conn, Target, Use};
 use self::scripts::{COMPARE_AND_SET, set_cmd};
 pub use self::usage::USAGE_DELTAS_PER_PIPELINE;
 
@@ -188,7 +188,7 @@ impl TokenStore for RedisStore {
         let expire_at = self.expire_at(record);
         let id_key = self.id_key(record.id.as_str());
         let token_key = self.token_key(hash);
-        self.timed(|mut conn| async move {
+        self.timed_on(Use::Change, |mut conn| async move {
             // The id first: once the token key exists the token works, and
             // by then the admin API can already find it by id.
             let claimed: Option<String> =
@@ -286,7 +286,9 @@ impl RedisStore {
         let token_key = self.token_key(&current.hash);
         let id_key = self.id_key(new.id.as_str());
         let new_raw = new.to_json();
-        self.timed(|mut conn| async move {
+        // A notified change waits for replicas: on the changes' connection.
+        let on = if notify { Use::Change } else { Use::Shared };
+        self.timed_on(on, |mut conn| async move {
             let swapped: i64 = self
                 .inner
                 .compare_and_set
