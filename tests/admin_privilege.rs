@@ -520,3 +520,130 @@ async fn token_names_with_bidirectional_controls_are_refused() {
         .await;
     assert_eq!(a.status, StatusCode::CREATED);
 }
+
+/// A manager token the admin limited to some networks (`allow_from`)
+/// cannot hand out a secret usable from elsewhere: not by creating one,
+/// not by widening or clearing a token's `allow_from` (its own above all),
+/// not by rotating a token that is usable from elsewhere. Within its own
+/// networks, all three work.
+#[tokio::test]
+async fn a_token_caller_limited_to_networks_cannot_mint_a_way_out_of_them() {
+    let gate = InProcessGate::start(&[TOKEN_ADMIN]).await;
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    let mut limited = workspace_token("Office manager", "ws_a", "token_admin", "1m");
+    limited["allow_from"] = json!(["127.0.0.0/8"]);
+    let (caller_id, secret) = create_token(&gate, limited).await;
+    let api = Http::new(admin_url).bearer(&secret);
+    let (wide_id, _) = create_token(
+        &gate,
+        workspace_token("Anywhere", "ws_a", "token_admin", "1w"),
+    )
+    .await;
+
+    let with = |nets: Value| {
+        let mut body = workspace_token("Made", "ws_a", "token_admin", "1w");
+        if !nets.is_null() {
+            body["allow_from"] = nets;
+        }
+        body
+    };
+    // Creating: usable from anywhere, or from a network beyond its own.
+    for nets in [
+        Value::Null,
+        json!([]),
+        json!(["10.0.0.0/8"]),
+        json!(["0.0.0.0/0"]),
+        json!(["126.0.0.0/7"]),
+    ] {
+        let a = api.post("/admin/v1/tokens", with(nets.clone())).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{nets}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let why = a.json()["fields"]["allow_from"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(why.contains("127.0.0.0/8"), "{why}");
+    }
+    // Widening or clearing one's own limits, or another token's.
+    for target in [caller_id.as_str(), wide_id.as_str()] {
+        for nets in [json!([]), json!(["10.0.0.0/8"])] {
+            let a = api
+                .send(
+                    http::Method::PATCH,
+                    &format!("/admin/v1/tokens/{target}"),
+                    &[],
+                    Some(json!({ "allow_from": nets })),
+                )
+                .await;
+            assert_eq!(
+                a.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{target} {nets}: {}",
+                String::from_utf8_lossy(&a.body)
+            );
+        }
+    }
+    assert_eq!(
+        state_of(&gate, &caller_id).await["allow_from"],
+        json!(["127.0.0.0/8"])
+    );
+    // Rotating a token usable from anywhere: a new secret usable from
+    // anywhere.
+    let a = api
+        .post_empty(&format!("/admin/v1/tokens/{wide_id}/rotate"))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(successors_of(&gate, &wide_id).await.is_empty());
+
+    // Within its own networks: all three.
+    let a = api
+        .post(
+            "/admin/v1/tokens",
+            with(json!(["127.0.0.1", "127.1.0.0/16"])),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let a = api
+        .send(
+            http::Method::PATCH,
+            &format!("/admin/v1/tokens/{wide_id}"),
+            &[],
+            Some(json!({ "allow_from": ["127.0.0.1"] })),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let a = api
+        .post_empty(&format!("/admin/v1/tokens/{wide_id}/rotate"))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    // The admin key is not limited.
+    let a = gate
+        .admin()
+        .post("/admin/v1/tokens", with(Value::Null))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+}

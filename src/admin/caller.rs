@@ -16,6 +16,7 @@ use crate::console::{self, CSRF_HEADER, SessionCookie, SignedIn, session_cookie}
 use crate::decide::{self, ClientAddr, Credentials};
 use crate::doors::credentials;
 use crate::policy::Policy;
+use crate::policy::net::IpNet;
 use crate::policy::roles::{PermissionSet, TOKENS_MANAGE};
 use crate::refusal::DenyCode;
 use crate::store::StoreError;
@@ -37,6 +38,9 @@ pub enum Caller {
         permissions: PermissionSet,
         /// The caller's own expiry: nothing it makes may outlive it.
         expires_at: Option<Timestamp>,
+        /// The caller's own `allow_from` (empty: anywhere): nothing it
+        /// makes may be usable from elsewhere.
+        allow_from: Box<[IpNet]>,
     },
 }
 
@@ -148,6 +152,45 @@ impl Caller {
                 "must not be `never`: the creating token expires at {own}, and what it creates must expire by then"
             )),
         }
+    }
+}
+
+impl Caller {
+    /// A token caller limited to some networks cannot hand out a secret
+    /// usable from elsewhere: what it creates, rotates or sets `allow_from`
+    /// on must be limited to networks within its own. `None` when allowed
+    /// (always, for a caller usable from anywhere), else why not.
+    pub fn widened_by(&self, allow_from: &[IpNet]) -> Option<String> {
+        let Caller::Token {
+            allow_from: own, ..
+        } = self
+        else {
+            return None;
+        };
+        if own.is_empty() {
+            return None;
+        }
+        let own_list = || {
+            own.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if allow_from.is_empty() {
+            return Some(format!(
+                "must list networks within the acting token's own allow_from ({}): a token limited to them cannot make one usable from anywhere",
+                own_list()
+            ));
+        }
+        allow_from
+            .iter()
+            .find(|net| !own.iter().any(|o| o.covers(net)))
+            .map(|net| {
+                format!(
+                    "`{net}` is not within the acting token's own allow_from ({})",
+                    own_list()
+                )
+            })
     }
 }
 
@@ -345,5 +388,9 @@ async fn token_caller(
         workspace_id: record.workspace_id().to_owned(),
         permissions,
         expires_at: record.expires_at(),
+        allow_from: record
+            .limits()
+            .map(|l| l.allow_from.clone())
+            .unwrap_or_default(),
     })
 }

@@ -77,6 +77,12 @@ pub async fn rotate(
                 ))
             });
         }
+        // The successor keeps the old token's networks.
+        if let Some(why) = caller.widened_by(&r.allow_from) {
+            return Err(ApiError::forbidden(format!(
+                "A token cannot rotate a token usable from networks beyond its own: its allow_from {why}. Narrow it first (PATCH allow_from)."
+            )));
+        }
         let next = TokenRecord {
             revoked_at: Some(stamp(valid.old_until)),
             rotated_to: Some(new_id.clone()),
@@ -192,6 +198,14 @@ pub async fn update_token(
         *before.lock().unwrap_or_else(PoisonError::into_inner) = Some(r.clone());
         caller.may_act_on(&policy, r)?;
         let next = req.apply(r, now).map_err(refused)?;
+        // Limits set by this caller stay within its own networks (also
+        // when they are already what it asks: none of its making).
+        if req.allow_from.is_some()
+            && let Some(why) =
+                caller.widened_by(next.as_ref().map_or(&r.allow_from, |n| &n.allow_from))
+        {
+            return Err(ApiError::Validation(field("allow_from", why)));
+        }
         // A new expiry is held to `[tokens]` max_lifetime as at create.
         if req.expires.is_some()
             && let Some(n) = &next

@@ -59,6 +59,9 @@ pub async fn create(
     if let Some(why) = caller.outlived_by(valid.expires_at) {
         return Err(ApiError::Validation(field("expires", why)));
     }
+    if let Some(why) = caller.widened_by(&valid.limits.allow_from) {
+        return Err(ApiError::Validation(field("allow_from", why)));
+    }
     let secret =
         TokenSecret::generate_with(api.policy().prefixes.mint()).map_err(ApiError::fault)?;
     let record = TokenRecord {

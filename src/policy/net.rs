@@ -35,6 +35,13 @@ impl IpNet {
             _ => false,
         }
     }
+
+    /// Whether every address of `other` is in this network.
+    pub fn covers(&self, other: &IpNet) -> bool {
+        self.addr.is_ipv4() == other.addr.is_ipv4()
+            && self.prefix <= other.prefix
+            && self.contains(other.addr)
+    }
 }
 
 impl std::str::FromStr for IpNet {
