@@ -11,6 +11,8 @@
 //! calls use tokio's timers, so nothing here is needed for correctness.
 
 use std::cell::OnceCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -22,6 +24,9 @@ use hyper_util::rt::TokioTimer;
 /// How late a deadline may fire: deadlines due within it of each other are
 /// fired by one look over the list.
 pub const GRAIN: Duration = Duration::from_millis(10);
+
+/// Entries a list keeps however few are in use (see [`List::fire`]).
+const KEPT: usize = 64;
 
 thread_local! {
     static HERE: OnceCell<Deadlines> = const { OnceCell::new() };
@@ -260,8 +265,9 @@ impl Drop for Inner {
 #[derive(Debug, Default)]
 struct List {
     entries: Vec<Entry>,
-    /// Indices of free entries.
-    free: Vec<usize>,
+    /// Indices of free entries, the lowest first: the entries in use
+    /// gather at the front, so that after a spike the back can be cut off.
+    free: BinaryHeap<Reverse<usize>>,
     /// When the driver will next look over the list; `None` while it waits
     /// for a first entry.
     next_look: Option<Instant>,
@@ -287,7 +293,7 @@ impl List {
             used: true,
         };
         match self.free.pop() {
-            Some(i) => {
+            Some(Reverse(i)) => {
                 self.entries[i] = entry;
                 i
             }
@@ -303,7 +309,7 @@ impl List {
         let e = &mut self.entries[i];
         e.used = false;
         e.fired = false;
-        self.free.push(i);
+        self.free.push(Reverse(i));
         e.waker.take()
     }
 
@@ -325,16 +331,35 @@ impl List {
     }
 
     /// Fires every waiting entry due at `now` (their wakers into `due`);
-    /// the earliest deadline still waiting.
+    /// the earliest deadline still waiting. After a spike (the entries in
+    /// use all in the front half), cuts the rest off: a list sized for a
+    /// burst of connections does not stay that size, nor this look that
+    /// long.
     fn fire(&mut self, now: Instant, due: &mut Vec<Waker>) -> Option<Instant> {
         let mut next: Option<Instant> = None;
-        for e in self.entries.iter_mut().filter(|e| e.used && !e.fired) {
+        let mut in_use = 0;
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            if !e.used {
+                continue;
+            }
+            in_use = i + 1;
+            if e.fired {
+                continue;
+            }
             if e.deadline <= now {
                 e.fired = true;
                 due.extend(e.waker.take());
             } else if next.is_none_or(|n| e.deadline < n) {
                 next = Some(e.deadline);
             }
+        }
+        if self.entries.len() > KEPT && in_use <= self.entries.len() / 2 {
+            self.entries.truncate(in_use);
+            self.entries.shrink_to(KEPT.max(in_use));
+            self.free = (0..in_use)
+                .filter(|&i| !self.entries[i].used)
+                .map(Reverse)
+                .collect();
         }
         next
     }

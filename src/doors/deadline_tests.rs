@@ -231,3 +231,42 @@ fn a_deadline_too_far_to_name_waits_and_never_panics() {
     assert_eq!(out, Ok(5));
     assert!(pending_far, "a sleep of Duration::MAX stays pending");
 }
+
+#[test]
+fn the_list_shrinks_back_after_a_spike() {
+    let (peak, after, capacity) = on_a_door_thread(|| {
+        Box::pin(async {
+            let deadlines = here().expect("installed");
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            let far = || Sleep::until(Instant::now() + Duration::from_secs(60));
+            // A spike: 10,000 connections waiting at once.
+            let mut spike: Vec<Sleep> = (0..10_000).map(|_| far()).collect();
+            for s in &mut spike {
+                assert_eq!(std::pin::Pin::new(s).poll(&mut cx), Poll::Pending);
+            }
+            let peak = deadlines.lock().entries.len();
+            // It ends; the ten connections that stay (the last to come)
+            // wait for their next request on a new deadline each, as
+            // hyper's head timer does.
+            let stay = spike.split_off(9_990);
+            drop(spike);
+            drop(stay);
+            let mut next: Vec<Sleep> = (0..10).map(|_| far()).collect();
+            for s in &mut next {
+                assert_eq!(std::pin::Pin::new(s).poll(&mut cx), Poll::Pending);
+            }
+            // A look over the list (one is due).
+            Sleep::until(Instant::now() + Duration::from_millis(20)).await;
+            let list = deadlines.lock();
+            let after = list.entries.len();
+            let capacity = list.entries.capacity();
+            drop(list);
+            drop(next);
+            (peak, after, capacity)
+        })
+    });
+    assert_eq!(peak, 10_000);
+    assert!(after <= 64, "{after} entries kept after the spike");
+    assert!(capacity <= 1024, "capacity {capacity} kept after the spike");
+}
