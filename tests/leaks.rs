@@ -676,6 +676,33 @@ async fn a_key_github_stopped_listing_is_refused_once_the_list_is_stale() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// While the key list cannot be read (GitHub unreachable, rate-limited,
+/// answering garbage), reports do not make the gate read it again one
+/// after another: at most once per `REFETCH_GAP` (a minute), whatever the
+/// reports name — or anyone on the internet could keep the gate fetching
+/// (and spend GitHub's 60 unauthenticated requests an hour, so that the
+/// real reports after it find no keys either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_list_that_cannot_be_read_is_not_read_again_for_every_report() {
+    let github = SigningKey::new("gh-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    *keys.list.lock().unwrap() = "<html>rate limited</html>".to_owned();
+    let gate = gate_with(&leaks_env(&keys)).await;
+    let leaks = leaks_addr(&gate);
+    let body = report(&["hwz_not-a-token"]);
+    for n in 0..10 {
+        let id = if n % 2 == 0 {
+            github.id.clone()
+        } else {
+            format!("forged-{n}")
+        };
+        let (status, v) = send_signed(leaks, &id, &github.sign(&body), body.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{n}: {v}");
+        assert_eq!(v["error"], "keys_unavailable", "{n}: {v}");
+    }
+    assert_eq!(keys.fetches(), 1, "the list was read once, not per report");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_can_come_from_a_file_for_air_gapped_gates() {
     let github = SigningKey::new("gh-file");

@@ -4,7 +4,8 @@
 //!
 //! A key id the list does not name makes the list be read again — at most
 //! once per [`REFETCH_GAP`], so forged ids cannot turn the gate into a
-//! fetch loop. A key GitHub stopped listing is refused once the list it came
+//! fetch loop; and so does a list that is stale, never read, or could not
+//! be read (the reports meanwhile answered from the last error). A key GitHub stopped listing is refused once the list it came
 //! in is older than the TTL and a new list no longer names it: that is what
 //! a "stale" report is (GitHub's signatures carry no time; a replayed report
 //! changes nothing, see `revoke`). Every fetch is bounded in time and size;
@@ -58,6 +59,8 @@ struct Held {
     read_at: Option<Instant>,
     /// The last attempt (successful or not), for [`REFETCH_GAP`].
     tried_at: Option<Instant>,
+    /// Why the last attempt failed, while it is the last.
+    failed: Option<KeyError>,
 }
 
 /// GitHub's keys, cached.
@@ -127,15 +130,15 @@ impl GithubKeys {
     }
 
     /// The key named `id`: from the list held while it is fresh, else from
-    /// a new read (an unknown id reads again at most once per
-    /// [`REFETCH_GAP`]).
+    /// a new read (at most one per [`REFETCH_GAP`], or per TTL when that is
+    /// shorter, whatever the reports name).
     pub async fn key(&self, id: &str) -> Result<PublicKey, KeyError> {
-        if let Some(found) = self.held_key(id) {
+        if let Some(found) = self.held_key(id, false) {
             return found;
         }
         let _one = self.fetching.lock().await;
-        // Another request may have read the list meanwhile.
-        if let Some(found) = self.held_key(id) {
+        // Another request may have read the list meanwhile, or tried to.
+        if let Some(found) = self.held_key(id, true) {
             return found;
         }
         self.note_try();
@@ -147,11 +150,13 @@ impl GithubKeys {
                 let mut held = self.lock();
                 held.keys = keys;
                 held.read_at = Some(Instant::now());
+                held.failed = None;
                 find(&held.keys, id)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the secret-scanning keys");
-                let held = self.lock();
+                let mut held = self.lock();
+                held.failed = Some(e.clone());
                 // A fresh list still answers for the ids it names.
                 if held.read_at.is_some_and(|t| t.elapsed() < self.ttl) {
                     find(&held.keys, id)
@@ -170,21 +175,26 @@ impl GithubKeys {
         self.lock().tried_at = Some(Instant::now());
     }
 
-    /// An answer from the held list, when it can give one: the key while
-    /// the list is fresh; "unknown" for an id it lacks when the last try is
-    /// within [`REFETCH_GAP`].
-    fn held_key(&self, id: &str) -> Option<Result<PublicKey, KeyError>> {
+    /// An answer without a new read, when one can be given: the key while
+    /// the list is fresh; "unknown" for an id it lacks, and the last read's
+    /// error for a list that is not fresh, while the last try is recent
+    /// (within [`REFETCH_GAP`], or the TTL when shorter) — that one only
+    /// `after_try` (holding the fetch lock: a try may be under way, and its
+    /// list is the answer). `None`: read.
+    fn held_key(&self, id: &str, after_try: bool) -> Option<Result<PublicKey, KeyError>> {
         let held = self.lock();
         let fresh = held.read_at.is_some_and(|t| t.elapsed() < self.ttl);
-        if !fresh {
-            return None;
-        }
-        match find(&held.keys, id) {
-            Ok(k) => Some(Ok(k)),
-            Err(e) => {
-                let recent = held.tried_at.is_some_and(|t| t.elapsed() < REFETCH_GAP);
-                recent.then_some(Err(e))
-            }
+        let recent = held
+            .tried_at
+            .is_some_and(|t| t.elapsed() < REFETCH_GAP.min(self.ttl));
+        match (fresh, find(&held.keys, id)) {
+            (true, Ok(k)) => Some(Ok(k)),
+            (true, Err(e)) => recent.then_some(Err(e)),
+            (false, _) => (after_try && recent).then(|| {
+                Err(held.failed.clone().unwrap_or_else(|| {
+                    KeyError::Unavailable("the key list is stale; read again shortly".into())
+                }))
+            }),
         }
     }
 
