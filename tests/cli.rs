@@ -399,6 +399,69 @@ fn check_config_reports_the_key_and_file_at_fault() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// `check-config` shows the effective settings — never a credential:
+/// not the admin key, a webhook secret, or a Redis password wherever it
+/// is set (the standalone URL, each sentinel or cluster node URL, the
+/// Sentinel master's password), in either output.
+#[test]
+fn check_config_never_prints_a_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gate.toml");
+    std::fs::write(
+        &file,
+        r#"
+[admin]
+key = "admin-key-that-must-not-show-0123456789"
+[store]
+backend = "redis"
+[store.redis]
+mode = "sentinel"
+url = "redis://:url-password-must-not-show@127.0.0.1:6379"
+nodes = ["redis://sentinel-user:node-password-must-not-show@127.0.0.1:26379", "redis://:second-node-password-hidden@127.0.0.2:26379"]
+[store.redis.sentinel]
+master_name = "hawzu"
+password = "master-password-must-not-show"
+[[webhooks]]
+url = "https://hooks.example.com/hawzu"
+secret = "webhook-secret-must-not-show-0123"
+events = ["*"]
+"#,
+    )
+    .unwrap();
+    for json in [false, true] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["check-config", "--config"]).arg(&file);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for secret in [
+            "admin-key-that-must-not-show",
+            "url-password-must-not-show",
+            "node-password-must-not-show",
+            "second-node-password-hidden",
+            "master-password-must-not-show",
+            "webhook-secret-must-not-show",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "--json {json}: {secret} shown in\n{text}"
+            );
+        }
+        // What is not secret is still shown.
+        assert!(
+            text.contains("127.0.0.1:26379") && text.contains("hawzu"),
+            "{text}"
+        );
+    }
+}
+
 /// What serve would refuse, check-config refuses first, naming the key; and
 /// serve refuses it before it writes anything (no data dir, no key file).
 #[test]

@@ -79,6 +79,21 @@ pub(super) fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
     if let Some(url) = effective.pointer_mut("/store/redis/url") {
         *url = json!(config::redact_url(&s.store.redis.url));
     }
+    if let Some(nodes) = effective.pointer_mut("/store/redis/nodes") {
+        *nodes = json!(
+            s.store
+                .redis
+                .nodes
+                .iter()
+                .map(|n| config::redact_url(n))
+                .collect::<Vec<_>>()
+        );
+    }
+    if s.store.redis.sentinel.password.is_some()
+        && let Some(password) = effective.pointer_mut("/store/redis/sentinel/password")
+    {
+        *password = json!("***");
+    }
     if as_json {
         say!(
             "{}",
