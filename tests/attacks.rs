@@ -709,6 +709,20 @@ async fn forward_auth_originals_that_disagree_or_repeat_are_refused() {
             AMBIGUOUS,
         ),
         (
+            // The `http` crate drops a fragment while parsing a URL: the
+            // part after `#` (which the API may read) would go unjudged.
+            "nginx: the URL has a fragment",
+            "/auth/nginx",
+            vec![
+                (b"X-Original-Method", b"GET"),
+                (
+                    b"X-Original-URL",
+                    b"https://api.hawzu.test/api/v1/workspaces/ws_1/projects/p1/testcases/t1#/../../../../members/x",
+                ),
+            ],
+            AMBIGUOUS,
+        ),
+        (
             "nginx: the URL is not a URL",
             "/auth/nginx",
             vec![

@@ -304,7 +304,14 @@ fn nginx_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
     let from_url = h
         .original_url
         .one()?
-        .map(|v| v.parse::<Uri>().map_err(|_| DenyCode::AmbiguousPath))
+        // A fragment is refused, not dropped as the `http` crate's parse
+        // drops it: what follows `#` would reach the API unjudged.
+        .map(|v| {
+            if v.contains('#') {
+                return Err(DenyCode::AmbiguousPath);
+            }
+            v.parse::<Uri>().map_err(|_| DenyCode::AmbiguousPath)
+        })
         .transpose()?
         .map(|u| (u.path().to_owned(), u.query().map(str::to_owned)));
     let from_uri = h.original_uri.one()?.map(split_target);
