@@ -317,12 +317,16 @@ impl IdentityHeaders {
         if !keep_authorization {
             remove.push("authorization".to_owned());
         }
+        // Names already listed: a set, not a scan of the list, so a
+        // request naming many protected headers (a direct caller of the
+        // gRPC door may send a large map) costs linear time.
+        let mut listed: std::collections::HashSet<String> = remove.iter().cloned().collect();
         for name in client {
             if !self.is_protected(name) {
                 continue;
             }
             let name = name.to_ascii_lowercase();
-            if !set.iter().any(|s| s.as_str() == name) && !remove.contains(&name) {
+            if !set.iter().any(|s| s.as_str() == name) && listed.insert(name.clone()) {
                 remove.push(name);
             }
         }

@@ -56,8 +56,27 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// A path with anything shaped like a token value replaced, so a secret
-/// pasted into a URL never reaches a log.
+/// pasted into a URL never reaches a log; and control characters escaped
+/// (`\x0a`), so a path cannot write lines of its own into a text log (the
+/// gRPC door takes any string Envoy sends; HTTP request lines cannot carry
+/// them).
 pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let redacted = redact_tokens_in_path(path);
+    if !redacted.bytes().any(|b| b.is_ascii_control()) {
+        return redacted;
+    }
+    let mut out = String::with_capacity(redacted.len() + 8);
+    for c in redacted.chars() {
+        if c.is_ascii_control() {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn redact_tokens_in_path(path: &str) -> std::borrow::Cow<'_, str> {
     with_prefixes(|prefixes| {
         if !prefixes.iter().any(|p| path.contains(p)) {
             return std::borrow::Cow::Borrowed(path);
@@ -152,6 +171,18 @@ fn redact_secrets_with<'t>(text: &'t str, prefixes: &[&str]) -> std::borrow::Cow
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_cannot_write_lines_into_a_log() {
+        assert_eq!(
+            redact_path("/api/v1\nlevel=ERROR forged\r\u{7f}/x"),
+            "/api/v1\\x0alevel=ERROR forged\\x0d\\x7f/x"
+        );
+        assert!(matches!(
+            redact_path("/api/v1/x"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn token_shaped_parts_of_paths_are_redacted() {
