@@ -647,3 +647,90 @@ async fn a_token_caller_limited_to_networks_cannot_mint_a_way_out_of_them() {
         .await;
     assert_eq!(a.status, StatusCode::CREATED);
 }
+
+/// A token caller's listing shows only the tokens it may act on, and its
+/// cursors name none of the others: paging one token at a time through a
+/// workspace whose tokens are mostly above the caller, every cursor and
+/// every token shown is one of the caller's own reach, every one of those
+/// is shown once, and a refusal to act on a token above it names none of
+/// that token's permissions.
+#[tokio::test]
+async fn a_token_callers_listing_and_cursors_reveal_no_token_above_it() {
+    listing_reveals_nothing_above(&InProcessGate::start(&[TOKEN_ADMIN]).await).await;
+    let prefix = common::unique_prefix("listing_cursors");
+    let url = common::redis_url();
+    let on_redis = InProcessGate::start(&[
+        TOKEN_ADMIN,
+        ("store.backend", "redis"),
+        ("store.redis.url", &url),
+        ("store.redis.key_prefix", &prefix),
+    ])
+    .await;
+    listing_reveals_nothing_above(&on_redis).await;
+}
+
+async fn listing_reveals_nothing_above(gate: &InProcessGate) {
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    let (caller_id, secret) =
+        create_token(gate, workspace_token("Lister", "ws_a", "token_admin", "1y")).await;
+    let mut reachable = BTreeSet::from([caller_id.clone()]);
+    let mut hidden = BTreeSet::new();
+    // Runs of six tokens above it: longer than one call reads with
+    // `limit=1`, so a page also ends on tokens it may not see.
+    for i in 0..15 {
+        let (role, set) = if i % 7 == 0 {
+            ("token_admin", &mut reachable)
+        } else {
+            ("workspace_manager", &mut hidden)
+        };
+        let (id, _) =
+            create_token(gate, workspace_token(&format!("t{i}"), "ws_a", role, "1y")).await;
+        set.insert(id);
+    }
+    let api = Http::new(admin_url).bearer(&secret);
+    let mut seen = Vec::new();
+    let mut cursors = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..50 {
+        let path = match &cursor {
+            Some(c) => format!("/admin/v1/tokens?limit=1&cursor={c}"),
+            None => "/admin/v1/tokens?limit=1".to_owned(),
+        };
+        let a = api.get(&path).await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let page = a.json();
+        let text = page.to_string();
+        for id in &hidden {
+            assert!(!text.contains(id.as_str()), "{id} revealed in {text}");
+        }
+        for t in page["tokens"].as_array().unwrap() {
+            seen.push(t["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                cursors.push(c.to_owned());
+                cursor = Some(c.to_owned());
+            }
+            None => break,
+        }
+    }
+    // Some page ended on tokens it may not see: its cursor is an instant.
+    assert!(
+        cursors.iter().any(|c| c.ends_with(".tok_zzzzzzzzzzzzzzzz")),
+        "{cursors:?}"
+    );
+    assert_eq!(seen.len(), reachable.len(), "{seen:?}");
+    assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), reachable);
+
+    let above = hidden.iter().next().unwrap();
+    let a = api.get(&format!("/admin/v1/tokens/{above}")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let message = a.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("above its own role"), "{message}");
+    assert!(!message.contains("workspace:"), "{message}");
+}

@@ -115,9 +115,9 @@ impl Caller {
             Reach::Create => format!(
                 "A token cannot create a token above its own role; the new token would add {named}."
             ),
-            Reach::Existing => format!(
-                "A token cannot act on a token above its own role; that token also holds {named}."
-            ),
+            // What that token holds is not shown: a caller learns nothing
+            // of a token above it.
+            Reach::Existing => "A token cannot act on a token above its own role.".to_owned(),
         }))
     }
 

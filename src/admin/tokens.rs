@@ -18,7 +18,9 @@ use http::StatusCode;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::audit::{Action, AuditEvent, Origin};
-use crate::store::{Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, TokenStore, update};
+use crate::store::{
+    Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, StoreError, TokenStore, update,
+};
 use crate::token::expiry::{parse_within, window_end};
 use crate::token::{
     FieldErrors, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState, record::RECORD_VERSION,
@@ -213,23 +215,12 @@ pub async fn list(
             _ => workspace = Some(own.to_owned()),
         }
     }
-    let page = api
-        .cache
-        .list(ListQuery {
-            workspace,
-            cursor,
-            limit,
-            filter,
-        })
-        .await
-        .map_err(ApiError::store)?;
-    // A token caller sees only the tokens it may act on.
     let policy = api.policy();
-    let shown: Vec<&TokenRecord> = page
-        .tokens
-        .iter()
-        .filter(|r| caller.may_act_on(&policy, r).is_ok())
-        .collect();
+    let (shown, next_cursor) =
+        visible_page(&api, &caller, &policy, workspace, cursor, limit, filter)
+            .await
+            .map_err(ApiError::store)?;
+    let shown: Vec<&TokenRecord> = shown.iter().collect();
     let requests = recent_requests(&api, &shown, now).await;
     let tokens = shown
         .into_iter()
@@ -243,9 +234,65 @@ pub async fn list(
         StatusCode::OK,
         ListPage {
             tokens,
-            next_cursor: page.next.map(|c| c.encode()),
+            next_cursor: next_cursor.map(|c| c.encode()),
         },
     ))
+}
+
+/// Store pages read for one token caller's listing page before it answers
+/// with what it found (each read scans a bounded number of entries).
+const CALLER_PAGE_READS: usize = 4;
+
+/// A page of the listing as `caller` may see it, and the cursor to go on
+/// from. The admin key sees the store's page as it is. A token caller sees
+/// only the tokens it may act on, and its cursor never names another: the
+/// store is read on from the last one shown until the page is full, the
+/// list ends, or [`CALLER_PAGE_READS`] reads; then the cursor is the last
+/// token shown — or, when the reads ended on tokens it may not see, that
+/// position's instant with no id (the tokens created in that very
+/// millisecond are listed again; none is skipped).
+async fn visible_page(
+    api: &AdminState,
+    caller: &Caller,
+    policy: &crate::policy::Policy,
+    workspace: Option<String>,
+    cursor: Option<Cursor>,
+    limit: usize,
+    filter: ListFilter,
+) -> Result<(Vec<TokenRecord>, Option<Cursor>), StoreError> {
+    let read = |cursor: Option<Cursor>| {
+        api.cache.list(ListQuery {
+            workspace: workspace.clone(),
+            cursor,
+            limit,
+            filter,
+        })
+    };
+    if let Caller::Admin = caller {
+        let page = read(cursor).await?;
+        return Ok((page.tokens, page.next));
+    }
+    let mut shown = Vec::with_capacity(limit);
+    let mut from = cursor;
+    for _ in 0..CALLER_PAGE_READS {
+        let page = read(from).await?;
+        for record in page.tokens {
+            if caller.may_act_on(policy, &record).is_err() {
+                continue;
+            }
+            shown.push(record);
+            if shown.len() == limit {
+                let next = shown.last().map(Cursor::of);
+                return Ok((shown, next));
+            }
+        }
+        match page.next {
+            None => return Ok((shown, None)),
+            Some(next) => from = Some(next),
+        }
+    }
+    let next = from.map(|at| Cursor::at_instant(at.created_ms));
+    Ok((shown, next))
 }
 
 /// Reads token `id` for `caller`: 404 when it does not exist or lies

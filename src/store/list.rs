@@ -32,6 +32,23 @@ impl Cursor {
         format!("{}.{}", self.created_ms, self.id)
     }
 
+    /// The position of `record` in the listing.
+    pub fn of(record: &TokenRecord) -> Self {
+        Self {
+            created_ms: created_ms(record),
+            id: record.id.clone(),
+        }
+    }
+
+    /// Before every token created at `created_ms` (and after the newer
+    /// ones): a position that names no token.
+    pub fn at_instant(created_ms: u64) -> Self {
+        Self {
+            created_ms,
+            id: TokenId::last(),
+        }
+    }
+
     pub fn decode(s: &str) -> Option<Self> {
         let (ms, id) = s.split_once('.')?;
         Some(Self {

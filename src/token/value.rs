@@ -257,6 +257,16 @@ impl TokenId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The greatest id there can be (`tok_zzzzzzzzzzzzzzzz`, in byte
+    /// order): a listing cursor with it stands before every token of its
+    /// instant, naming none.
+    pub fn last() -> Self {
+        let mut s = String::with_capacity(ID_PREFIX.len() + ID_RANDOM_LEN);
+        s.push_str(ID_PREFIX);
+        s.extend(std::iter::repeat_n('z', ID_RANDOM_LEN));
+        Self(s)
+    }
 }
 
 /// A string that is not a token id.
