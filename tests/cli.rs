@@ -399,6 +399,45 @@ fn check_config_reports_the_key_and_file_at_fault() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A custom rule that captures `{project}` but no `{workspace}` checks no
+/// workspace: a project token of any workspace naming that project id is
+/// allowed by it. Loading such a config warns, naming the rule (the
+/// built-in rules and rules with both captures do not).
+#[test]
+fn a_rule_that_checks_no_workspace_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gate.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[policy.rules]]
+path = "/api/v1/workspaces/{workspace}/projects/{project}/runs/**"
+methods = ["GET"]
+permission = "executions:read"
+[[policy.rules]]
+path = "/api/v2/projects/{project}/runs/**"
+methods = ["GET"]
+permission = "executions:read"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("policy.rules[1]")
+            && warnings[0].contains("/api/v2/projects/{project}/runs/**")
+            && warnings[0].contains("{workspace}"),
+        "{err}"
+    );
+}
+
 /// `check-config` shows the effective settings — never a credential:
 /// not the admin key, a webhook secret, or a Redis password wherever it
 /// is set (the standalone URL, each sentinel or cluster node URL, the

@@ -81,7 +81,9 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
         .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
         .collect();
     let mut loaded = load_from(file, env)?;
-    loaded.warnings = unread_env(names.iter().map(String::as_str));
+    loaded
+        .warnings
+        .extend(unread_env(names.iter().map(String::as_str)));
     Ok(loaded)
 }
 
@@ -156,10 +158,11 @@ pub fn load_from(
         })?;
 
     let policy = Arc::new(settings.validate(&origin)?);
+    let warnings = policy.rules.warnings();
     Ok(Loaded {
         settings,
         policy,
         origin,
-        warnings: Vec::new(),
+        warnings,
     })
 }

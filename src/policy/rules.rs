@@ -584,6 +584,30 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Rules that check no workspace: a `{project}` capture without a
+    /// `{workspace}` one. A project token is granted project ids, not
+    /// workspaces' projects, so on such a rule a token of any workspace
+    /// that names the project id is allowed; the API must check the
+    /// project against `X-Hawzu-Workspace-Id`. One warning per rule,
+    /// naming it; none for the built-in set.
+    pub fn warnings(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|r| {
+                let segs = &r.template.segs;
+                r.access != Access::Public
+                    && segs.contains(&Seg::Project)
+                    && !segs.contains(&Seg::Workspace)
+            })
+            .map(|r| {
+                format!(
+                    "{} (`{}`) captures {{project}} but no {{workspace}}: a project token of any workspace that names the project id is allowed by it; capture {{workspace}} too, or make sure the API checks the project against X-Hawzu-Workspace-Id",
+                    r.origin, r.template.text
+                )
+            })
+            .collect()
+    }
+
     /// The built-in rules for the Hawzu REST API (docs/design.md).
     pub fn defaults() -> Self {
         let ws = "/api/v1/workspaces/{workspace}";

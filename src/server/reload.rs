@@ -46,6 +46,9 @@ pub(super) fn reload(
             }
         }
     }
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
     let restart_needed = restart_only_changes(settings, &loaded.settings);
     if !restart_needed.is_empty() {
         tracing::warn!(keys = %restart_needed.join(", "), "these changes take effect only after a restart");
