@@ -518,6 +518,53 @@ async fn http2_clients_are_served_over_h2c_and_alpn() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+/// A client's request trailers never reach the API: an HTTP/1.1 upstream
+/// never got them (the gate strips `Trailer`, and hyper sends only
+/// declared ones), and an HTTP/2 upstream does not either — a trailer is
+/// a header the gate never judged (`X-Hawzu-Role: admin` here, which the
+/// gate strips from the head).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_never_reach_the_api() {
+    let upstream = TestUpstream::start().await;
+    let gate = gate_for(&upstream, &[("upstream.http2", "true")]).await;
+    let secret = token(
+        &gate,
+        workspace_token("Trailers", "ws_1", "workspace_member", "1m"),
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(gate.addrs.proxy)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-hawzu-role", "workspace_admin".parse().unwrap());
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let frames = futures_util::stream::iter([
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"run"))),
+        Ok(hyper::body::Frame::trailers(trailers)),
+    ]);
+    let req = Request::post(format!(
+        "http://{}{}/p1/testcases/t1?upload",
+        gate.addrs.proxy,
+        common::WS1_PROJECTS
+    ))
+    .header("authorization", format!("Bearer {secret}"))
+    .body(http_body_util::StreamBody::new(frames))
+    .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let seen: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["received"], 3, "{seen}");
+    assert_eq!(seen["trailers"], serde_json::json!([]), "{seen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_upstream_is_spoken_to_over_h2c() {
     let upstream = TestUpstream::start().await;

@@ -14,7 +14,8 @@ use hyper_util::rt::TokioExecutor;
 
 /// A small HTTP/1.1 + h2c upstream for proxy tests. Every request is
 /// counted. By query: `slow_ms=N` answers after N ms; `download=N` streams
-/// N bytes; `upload` counts the request body's bytes; otherwise it echoes the
+/// N bytes; `upload` counts the request body's bytes (and names its
+/// trailers); otherwise it echoes the
 /// request (method, uri, version, headers) as JSON.
 pub struct TestUpstream {
     pub addr: SocketAddr,
@@ -125,14 +126,20 @@ async fn upstream_answer(
     if query.contains_key("upload") {
         let mut body = req.into_body();
         let mut total = 0u64;
+        let mut trailers: Vec<String> = Vec::new();
         while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.map(|f| f.into_data()) {
-                total += data.map(|d| d.len() as u64).unwrap_or(0);
-            } else {
-                break;
+            let Ok(frame) = frame else { break };
+            match frame.into_data() {
+                Ok(data) => total += data.len() as u64,
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers.extend(t.keys().map(|k| k.as_str().to_owned()));
+                    }
+                }
             }
         }
-        let body = Full::new(Bytes::from(format!("{{\"received\":{total}}}")))
+        let answer = serde_json::json!({ "received": total, "trailers": trailers });
+        let body = Full::new(Bytes::from(answer.to_string()))
             .map_err(|never| match never {})
             .boxed();
         return Ok(http::Response::new(body));

@@ -188,7 +188,10 @@ where
             return Poll::Ready(None);
         };
         let Some(w) = this.watch.as_mut() else {
-            return Pin::new(inner).poll_frame(cx).map_err(Into::into);
+            return Pin::new(inner)
+                .poll_frame(cx)
+                .map(without_trailers)
+                .map_err(Into::into);
         };
         if w.cut.load(Ordering::Relaxed) {
             return Poll::Ready(Some(Err(BodyTimeout.into())));
@@ -201,7 +204,7 @@ where
                 if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
                     w.received += data.map_or(0, |d| d.len() as u64);
                 }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(without_trailers(frame).map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
                 let deadline = match w.waiting_since {
@@ -246,6 +249,18 @@ where
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// The client's trailers end the body instead of being passed on: they
+/// are headers no door judged (an `X-Hawzu-*` among them would reach the
+/// API past the identity headers' stripping), and no door reads them. An
+/// HTTP/1.1 upstream never got them anyway (`Trailer` is stripped, and
+/// hyper sends only declared ones); an HTTP/2 one would have.
+fn without_trailers<E>(frame: Option<Result<Frame<Bytes>, E>>) -> Option<Result<Frame<Bytes>, E>> {
+    match frame {
+        Some(Ok(f)) if f.is_trailers() => None,
+        other => other,
     }
 }
 
