@@ -290,6 +290,10 @@ async fn admin_answers_and_errors_never_show_an_existing_secret() {
     let secret = v["secret"].as_str().unwrap().to_owned();
     let id = v["token"]["id"].as_str().unwrap().to_owned();
     assert!(v["token"].get("secret").is_none());
+    // The answer's type, as the CLI reads it, never shows it in Debug.
+    let typed: hawzu_gate::admin::wire::Created = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(typed.secret, secret);
+    assert_clean("Created's Debug", &format!("{typed:?}"), &[&secret]);
     let s = secret.as_str();
     let t = format!("/admin/v1/tokens/{id}");
 

@@ -252,13 +252,24 @@ pub struct TokenAnswer {
 }
 
 /// The answer of create and rotate: the token and, this once, its secret;
-/// for a rotate, also the old token as the rotate left it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// for a rotate, also the old token as the rotate left it. `Debug` never
+/// shows the secret.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Created {
     pub token: TokenView,
     pub secret: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old: Option<TokenView>,
+}
+
+impl std::fmt::Debug for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Created")
+            .field("token", &self.token)
+            .field("secret", &"***")
+            .field("old", &self.old)
+            .finish()
+    }
 }
 
 /// One page of `GET /admin/v1/tokens`. `T` is [`TokenView`]; a client that
