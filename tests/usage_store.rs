@@ -345,3 +345,46 @@ async fn the_embedded_store_forgets_hours_past_retention_and_keeps_usage_across_
         )]
     );
 }
+
+/// A window longer than one pipeline (90 days: 2,161 hours) and a page of
+/// tokens whose week of days is more than one pipeline (60 × 7 days) read
+/// every hour and token, in order, on both stores (Redis reads them in
+/// bounded pipelines one after another, not one pipeline that holds the
+/// shared connection).
+#[tokio::test]
+async fn long_windows_and_many_tokens_are_read_whole() {
+    let (stores, _dir) = stores("usage_long").await;
+    let h = hour_of(Timestamp::now());
+    let first = h - 90 * 24;
+    for (name, store) in stores {
+        let id = TokenId::generate().unwrap();
+        let hours = [first, first + 255, first + 256, first + 1000, h];
+        let batch: Vec<UsageDelta> = hours
+            .iter()
+            .enumerate()
+            .map(|(i, hour)| delta(&id, *hour, i as u64 + 1, 0))
+            .collect();
+        store.add_usage(&batch, RETENTION).await.unwrap();
+        let report = store.usage(&id, first, h).await.unwrap();
+        let got: Vec<(u32, u64)> = report.hours.iter().map(|(h, c)| (*h, c.allowed)).collect();
+        let want: Vec<(u32, u64)> = hours
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, i as u64 + 1))
+            .collect();
+        assert_eq!(got, want, "{name}");
+
+        let today = day_of_hour(h);
+        let ids: Vec<TokenId> = (0..60).map(|_| TokenId::generate().unwrap()).collect();
+        let batch: Vec<UsageDelta> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| delta(id, h, i as u64 + 1, 0))
+            .collect();
+        store.add_usage(&batch, RETENTION).await.unwrap();
+        let totals = store.daily_totals(&ids, today - 6, today).await.unwrap();
+        let got: Vec<u64> = totals.iter().map(|c| c.allowed).collect();
+        let want: Vec<u64> = (1..=60).collect();
+        assert_eq!(got, want, "{name}");
+    }
+}

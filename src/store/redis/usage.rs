@@ -208,14 +208,25 @@ impl UsageStore for RedisStore {
     async fn usage(&self, id: &TokenId, first: u32, last: u32) -> Result<UsageReport, StoreError> {
         let id = id.as_str();
         let hours: Vec<u32> = (first..=last).collect();
-        let cmds = hours
-            .iter()
-            .map(|h| hmget(self.usage_hour_key(id, *h)))
-            .collect();
+        // One pipeline per `USAGE_DELTAS_PER_PIPELINE` hours, one after
+        // another, each bounded by the store timeout: a window of months
+        // (2,161 hours at 90 days, up to 87,841 at the longest retention)
+        // in one pipeline held the shared connection — the request path's
+        // cache misses behind it — for as long as Redis took over it.
+        let mut counts: Vec<Vec<Option<u64>>> = Vec::with_capacity(hours.len());
+        for chunk in hours.chunks(USAGE_DELTAS_PER_PIPELINE) {
+            let cmds = chunk
+                .iter()
+                .map(|h| hmget(self.usage_hour_key(id, *h)))
+                .collect();
+            let part: Vec<Vec<Option<u64>>> = self
+                .timed(|mut conn| async move { conn.each(cmds).await })
+                .await?;
+            counts.extend(part);
+        }
         let clients_key = self.usage_clients_key(id);
         let refusal_key = self.usage_refusal_key(id);
         self.timed(|mut conn| async move {
-            let counts: Vec<Vec<Option<u64>>> = conn.each(cmds).await?;
             let fields: HashMap<String, String> = redis::cmd("HGETALL")
                 .arg(&clients_key)
                 .query_async(&mut conn)
@@ -263,25 +274,34 @@ impl UsageStore for RedisStore {
             return Ok(Vec::new());
         }
         let days = (last_day + 1).saturating_sub(first_day) as usize;
-        let cmds = ids
-            .iter()
-            .flat_map(|id| {
-                (first_day..=last_day).map(|d| hmget(self.usage_day_key(id.as_str(), d)))
-            })
-            .collect();
-        self.timed(|mut conn| async move {
-            let counts: Vec<Vec<Option<u64>>> = conn.each(cmds).await?;
-            Ok(counts
-                .chunks(days.max(1))
-                .map(|per_token| {
-                    let mut total = Counts::default();
-                    for v in per_token {
-                        total.add(read_counts(v));
-                    }
-                    total
+        // As many tokens per pipeline as keep it near
+        // `USAGE_DELTAS_PER_PIPELINE` commands (see `usage`).
+        let per_pipeline = (USAGE_DELTAS_PER_PIPELINE / days.max(1)).max(1);
+        let mut totals = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(per_pipeline) {
+            let cmds = chunk
+                .iter()
+                .flat_map(|id| {
+                    (first_day..=last_day).map(|d| hmget(self.usage_day_key(id.as_str(), d)))
                 })
-                .collect())
-        })
-        .await
+                .collect();
+            let part: Vec<Counts> = self
+                .timed(|mut conn| async move {
+                    let counts: Vec<Vec<Option<u64>>> = conn.each(cmds).await?;
+                    Ok(counts
+                        .chunks(days.max(1))
+                        .map(|per_token| {
+                            let mut total = Counts::default();
+                            for v in per_token {
+                                total.add(read_counts(v));
+                            }
+                            total
+                        })
+                        .collect())
+                })
+                .await?;
+            totals.extend(part);
+        }
+        Ok(totals)
     }
 }
