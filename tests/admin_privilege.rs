@@ -734,3 +734,79 @@ async fn listing_reveals_nothing_above(gate: &InProcessGate) {
     assert!(message.contains("above its own role"), "{message}");
     assert!(!message.contains("workspace:"), "{message}");
 }
+
+/// The same for the audit log: a token caller following its cursors one
+/// event at a time sees the events of tokens within its reach, each once,
+/// and no cursor of its pages is the position of an event it may not see
+/// (which told when tokens above it changed, one by one).
+#[tokio::test]
+async fn a_token_callers_audit_cursors_reveal_no_event_above_it() {
+    let gate = InProcessGate::start(&[TOKEN_ADMIN]).await;
+    let (_, secret) = create_token(
+        &gate,
+        workspace_token("Auditor", "ws_a", "token_admin", "1y"),
+    )
+    .await;
+    let mut hidden_ids = Vec::new();
+    for i in 0..12 {
+        let role = if i % 6 == 0 {
+            "token_admin"
+        } else {
+            "workspace_manager"
+        };
+        let (id, _) =
+            create_token(&gate, workspace_token(&format!("a{i}"), "ws_a", role, "1y")).await;
+        if role == "workspace_manager" {
+            hidden_ids.push(id);
+        }
+    }
+    // Every event's position, from the admin key's view.
+    let all = gate.admin().get("/admin/v1/audit?limit=200").await.json();
+    let hidden_positions: Vec<String> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| hidden_ids.iter().any(|id| e["token_id"] == id.as_str()))
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(hidden_positions.len(), hidden_ids.len());
+
+    let api = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&secret);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..50 {
+        let path = match &cursor {
+            Some(c) => format!("/admin/v1/audit?limit=1&cursor={c}"),
+            None => "/admin/v1/audit?limit=1".to_owned(),
+        };
+        let a = api.get(&path).await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let page = a.json();
+        for e in page["events"].as_array().unwrap() {
+            assert!(
+                !hidden_ids.iter().any(|id| e["token_id"] == id.as_str()),
+                "{e}"
+            );
+            seen.push(e["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                assert!(
+                    !hidden_positions.iter().any(|p| p == c),
+                    "cursor {c} is a hidden event"
+                );
+                cursor = Some(c.to_owned());
+            }
+            None => break,
+        }
+    }
+    // The caller's own creation and the two token_admin tokens'.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "{seen:?}");
+}

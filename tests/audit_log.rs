@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use hawzu_gate::audit::{AuditEvent, AuditQuery, Origin, Position};
+use hawzu_gate::audit::{AuditEvent, AuditQuery, Origin, Position, Visible};
 use hawzu_gate::store::{AuditLog, EmbeddedStore, RedisStore, redis::RedisOptions};
 use hawzu_gate::token::record::RECORD_VERSION;
 use hawzu_gate::token::{Scope, TokenId, TokenRecord};
@@ -235,6 +235,7 @@ fn everything(limit: usize) -> AuditQuery {
         since: None,
         cursor: None,
         limit,
+        visible: Visible::all(),
     }
 }
 

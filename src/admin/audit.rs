@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use http::StatusCode;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::audit::{AuditEvent, AuditQuery, DEFAULT_PAGE, MAX_PAGE, Position};
+use crate::audit::{AuditEvent, AuditQuery, DEFAULT_PAGE, MAX_PAGE, Position, Visible};
 use crate::store::AuditLog;
 use crate::token::{FieldErrors, TokenId};
 
@@ -59,17 +59,15 @@ pub async fn list(
             _ => q.workspace = Some(own.to_owned()),
         }
     }
-    let mut page = api
-        .cache
-        .store()
-        .audit_page(&q)
-        .await
-        .map_err(ApiError::store)?;
     // A token caller sees the events of the tokens it may act on, as in a
-    // token list (an event without a scope: none).
+    // token list (an event without a scope: none) — judged while the log
+    // is read, so that its pages fill with them and each cursor is one of
+    // them (the position of an event it may not see told when a token
+    // above it changed).
     if let Caller::Token { .. } = caller {
         let policy = api.policy();
-        page.events.retain(|e| {
+        let caller = caller.clone();
+        q.visible = Visible::only(move |e| {
             e.scope.as_ref().is_some_and(|scope| {
                 caller
                     .may_reach(
@@ -83,6 +81,12 @@ pub async fn list(
             })
         });
     }
+    let page = api
+        .cache
+        .store()
+        .audit_page(&q)
+        .await
+        .map_err(ApiError::store)?;
     Ok(Reply(
         StatusCode::OK,
         AuditAnswer {
@@ -100,6 +104,7 @@ fn parse(pairs: Vec<(String, String)>, now: Timestamp) -> Result<AuditQuery, Api
         since: None,
         cursor: None,
         limit: DEFAULT_PAGE,
+        visible: Visible::all(),
     };
     let mut errors = FieldErrors::new();
     let mut seen = std::collections::HashSet::new();

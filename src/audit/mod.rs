@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -425,7 +426,50 @@ pub struct AuditQuery {
     /// Continue before this position (a previous page's `next_cursor`).
     pub cursor: Option<Position>,
     pub limit: usize,
+    /// Which events the asker may see (a token caller: those of tokens it
+    /// may act on); applied while scanning, so that a page fills with them
+    /// and its cursor is one of them.
+    pub visible: Visible,
 }
+
+/// A predicate over events: who may see which ([`Visible::all`]: every
+/// one). Queries compare equal whatever it is.
+#[derive(Clone, Default)]
+pub struct Visible(Option<Arc<dyn Fn(&AuditEvent) -> bool + Send + Sync>>);
+
+impl Visible {
+    /// Every event.
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    /// The events `f` keeps.
+    pub fn only(f: impl Fn(&AuditEvent) -> bool + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+
+    fn keeps(&self, e: &AuditEvent) -> bool {
+        self.0.as_ref().is_none_or(|f| f(e))
+    }
+}
+
+impl std::fmt::Debug for Visible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Visible(some)"
+        } else {
+            "Visible(all)"
+        })
+    }
+}
+
+impl PartialEq for Visible {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Visible {}
 
 impl AuditQuery {
     pub fn matches(&self, e: &AuditEvent) -> bool {
@@ -434,6 +478,7 @@ impl AuditQuery {
                 .workspace
                 .as_deref()
                 .is_none_or(|w| e.workspace_id == w)
+            && self.visible.keeps(e)
     }
 
     /// The oldest position the query reaches.

@@ -138,6 +138,7 @@ fn queries_match_a_rotate_by_either_token() {
         since: None,
         cursor: None,
         limit: 10,
+        visible: Visible::all(),
     };
     assert!(q(&old.id).matches(&e));
     assert!(q(&new.id).matches(&e));
