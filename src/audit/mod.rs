@@ -435,7 +435,10 @@ pub struct AuditQuery {
 /// A predicate over events: who may see which ([`Visible::all`]: every
 /// one). Queries compare equal whatever it is.
 #[derive(Clone, Default)]
-pub struct Visible(Option<Arc<dyn Fn(&AuditEvent) -> bool + Send + Sync>>);
+pub struct Visible(Option<Arc<KeepsEvent>>);
+
+/// The predicate [`Visible`] holds.
+type KeepsEvent = dyn Fn(&AuditEvent) -> bool + Send + Sync;
 
 impl Visible {
     /// Every event.
