@@ -300,6 +300,55 @@ async fn idle_connections_are_closed() {
     );
 }
 
+/// A connection that never starts a request — nothing sent, or only the
+/// HTTP/2 preface and settings, or a TLS handshake and then nothing — is
+/// closed once `limits.header_read_timeout` has passed, not after
+/// `limits.idle_timeout` (two minutes by default): holding a connection
+/// slot costs a slowloris client as much as a slow head does.
+#[tokio::test]
+async fn a_connection_that_starts_no_request_is_closed_at_the_head_timeout() {
+    let gate = InProcessGate::start(&[
+        ("limits.idle_timeout", "60s"),
+        ("limits.header_read_timeout", "500ms"),
+    ])
+    .await;
+    let closed_within = |mut s: tokio::net::TcpStream, first: &'static [u8]| async move {
+        s.write_all(first).await.unwrap();
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        (read.is_ok(), start.elapsed())
+    };
+    // Nothing at all.
+    let s = tokio::net::TcpStream::connect(gate.addrs.proxy)
+        .await
+        .unwrap();
+    let (closed, took) = closed_within(s, b"").await;
+    assert!(closed && took < Duration::from_secs(5), "silent: {took:?}");
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    let s = tokio::net::TcpStream::connect(gate.addrs.proxy)
+        .await
+        .unwrap();
+    let (closed, took) = closed_within(
+        s,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    )
+    .await;
+    assert!(
+        closed && took < Duration::from_secs(5),
+        "h2 preface: {took:?}"
+    );
+    // Half of the HTTP/2 preface.
+    let s = tokio::net::TcpStream::connect(gate.addrs.proxy)
+        .await
+        .unwrap();
+    let (closed, took) = closed_within(s, b"PRI * HTTP/2").await;
+    assert!(
+        closed && took < Duration::from_secs(5),
+        "half a preface: {took:?}"
+    );
+}
+
 #[test]
 fn ten_thousand_idle_connections_do_not_stop_fresh_requests() {
     let dir = tempfile::tempdir().unwrap();

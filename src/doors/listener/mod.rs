@@ -425,7 +425,7 @@ pub async fn serve<H, Fut, B>(
             let result = match acceptor {
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    drive(conn, stop, &ctx.activity, idle).await
+                    drive(conn, stop, &ctx.activity, header_read_timeout, idle).await
                 }
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(
@@ -445,7 +445,7 @@ pub async fn serve<H, Fut, B>(
                         }
                     };
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    drive(conn, stop, &ctx.activity, idle).await
+                    drive(conn, stop, &ctx.activity, header_read_timeout, idle).await
                 }
             };
             if let Err(e) = result {
@@ -467,7 +467,10 @@ pub async fn serve<H, Fut, B>(
 
 /// Runs one connection until it ends; shuts it down gracefully (open
 /// requests finish, keep-alive ends, HTTP/2 gets GOAWAY) when the listener
-/// stops or the connection has been idle for `idle`.
+/// stops or the connection has been idle for `idle` — or, when it has not
+/// started a request `first` after it opened, then: nothing sent, an
+/// HTTP/2 preface alone, half of one (hyper's head timer starts only once
+/// the protocol is known, and HTTP/2 has none).
 ///
 /// The stop signal and the idle tick are polled only when one of them woke
 /// the task, not on every wake-up of the connection (a `select!` polled all
@@ -476,6 +479,7 @@ async fn drive<C>(
     conn: C,
     mut stop: watch::Receiver<bool>,
     activity: &Activity,
+    first: Duration,
     idle: Duration,
 ) -> Result<(), C::Error>
 where
@@ -483,7 +487,10 @@ where
 {
     let mut conn = pin!(conn);
     let mut stopped = pin!(stop.wait_for(|s| *s));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    // The first look comes at `first`: a connection with no request begun
+    // by then is closed by the idle rule below (nothing started since the
+    // last look, nothing open).
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first.min(idle), idle);
     let control = Arc::new(ControlWake {
         // Polled once at the start, which registers them.
         woken: AtomicBool::new(true),
@@ -491,6 +498,10 @@ where
     });
     let control_waker = Waker::from(control.clone());
     let mut closing = false;
+    // Once closing: a connection with nothing in progress that has not
+    // ended `first` later is dropped (an HTTP/2 client that never answers
+    // the GOAWAY's ping keeps a gracefully closed connection open).
+    let mut hard_close = pin!(tokio::time::sleep(Duration::ZERO));
     let mut seen = activity.events.load(Ordering::Relaxed);
     poll_fn(|cx| {
         // Before the flag is read: a wake-up after the read reaches this task.
@@ -499,10 +510,18 @@ where
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 return Poll::Ready(result);
             }
-            if closing || !control.woken.swap(false, Ordering::AcqRel) {
+            if !control.woken.swap(false, Ordering::AcqRel) {
                 return Poll::Pending;
             }
             let mut ccx = Context::from_waker(&control_waker);
+            if closing {
+                if hard_close.as_mut().poll(&mut ccx).is_ready()
+                    && activity.open.load(Ordering::Relaxed) == 0
+                {
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
             // Sender gone or `true`: the listener stops.
             let mut close = stopped.as_mut().poll(&mut ccx).is_ready();
             while !close && tick.poll_tick(&mut ccx).is_ready() {
@@ -517,6 +536,11 @@ where
             }
             conn.as_mut().graceful_shutdown();
             closing = true;
+            hard_close
+                .as_mut()
+                .reset(tokio::time::Instant::now() + first.min(idle));
+            // Armed: its wake-up comes through `control`.
+            control.woken.store(true, Ordering::Release);
             // Polled again at once: the shutdown takes effect there.
         }
     })
