@@ -267,6 +267,56 @@ async fn the_admin_key_is_served_while_token_callers_hold_every_other_slot() {
     }
 }
 
+/// The same for the console's sign-in, which needs no credential to send:
+/// trickled sign-ins hold only the token callers' share, never the admin
+/// key's reserve.
+#[tokio::test]
+async fn trickled_console_sign_ins_leave_the_admin_key_its_reserve() {
+    let gate = InProcessGate::start(&[
+        ("admin.console", "true"),
+        ("limits.max_requests", "3"),
+        ("limits.body_read_timeout", "60s"),
+        ("limits.min_body_rate", "0"),
+    ])
+    .await;
+    let admin = gate.addrs.admin;
+    let head = format!(
+        "POST /console/session HTTP/1.1\r\nHost: {admin}\r\nOrigin: http://{admin}\r\n\
+         Sec-Fetch-Site: same-origin\r\nContent-Type: application/json\r\n\
+         Content-Length: {TRICKLE_BYTES}\r\n\r\n"
+    );
+    let trickles: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(trickle(admin, head.clone(), TRICKLE_BYTES, TRICKLE_EVERY)))
+        .collect();
+    let start = Instant::now();
+    let refused = loop {
+        if let Some(i) = trickles.iter().position(|t| t.is_finished()) {
+            break i;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no sign-in was refused its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut trickles = trickles;
+    let third = trickles.remove(refused).await.unwrap();
+    assert_eq!(third.status(), 503, "{third:?}");
+    assert_eq!(third.json()["error"], "overloaded");
+    let start = Instant::now();
+    let listed = gate.admin().get("/admin/v1/tokens").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(trickles.iter().all(|t| !t.is_finished()), "still held");
+    for t in trickles {
+        t.abort();
+    }
+}
+
 #[tokio::test]
 async fn a_body_below_the_minimum_rate_is_cut_after_the_grace() {
     // A byte every 100 ms never waits 2 s between reads, but 10 B/s is far

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, State};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -96,14 +96,16 @@ fn answer(view: &SessionView, caller: &Caller) -> SessionAnswer {
 
 /// `POST /console/session`: sign in. Refused from another origin (a
 /// sign-in forced on a browser), under the wrong-key limit, and counted in
-/// it when wrong.
+/// it when wrong. All three are judged before the body is read, and the
+/// sign-in holds one of the token callers' request slots while it is (the
+/// admin key's reserve is never a sign-in's, however slowly it sends).
 async fn sign_in(
     State(api): State<Arc<AdminState>>,
     Extension(Peer(peer)): Extension<Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<SignInRequest>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let console = console_of(&api)?;
     let client = peer.ip().to_canonical();
@@ -114,6 +116,8 @@ async fn sign_in(
     }
     console::same_origin(&headers, &method, &uri, console.tls)
         .map_err(|e| ApiError::forbidden(format!("Refused as a cross-site request: {e}.")))?;
+    let _share = api.token_share.take().ok_or(ApiError::Overloaded)?;
+    let JsonBody(req) = JsonBody::<SignInRequest>::from_request(request, &api).await?;
     let (caller, signed_in) = match caller_of(&api, req.credential.trim().as_bytes(), client).await
     {
         Ok(found) => found,

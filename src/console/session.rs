@@ -23,6 +23,9 @@ pub const IDLE: Duration = Duration::from_secs(30 * 60);
 pub const MAX_AGE: Duration = Duration::from_secs(8 * 3600);
 /// Sessions one gate keeps; past it, signing in ends the oldest.
 pub const MAX_SESSIONS: usize = 1024;
+/// Most sessions one caller (the admin key, or one token) holds at once;
+/// a sign-in past it ends that caller's oldest.
+pub const MAX_PER_CALLER: usize = 16;
 /// Random base62 characters of a session id and of a CSRF token (~256 bits).
 const RANDOM_LEN: usize = 43;
 const HASH_CONTEXT: &str = "hawzu-gate console session v1";
@@ -157,6 +160,18 @@ impl Sessions {
         let csrf = random()?;
         let mut map = self.by_hash.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, e| self.alive(e, now));
+        // One caller past its share ends its own oldest session, not
+        // another's: signing in over and over cannot push others out.
+        let own: Vec<([u8; 32], Instant)> = map
+            .iter()
+            .filter(|(_, e)| e.label == label)
+            .map(|(k, e)| (*k, e.created))
+            .collect();
+        if own.len() >= MAX_PER_CALLER
+            && let Some((oldest, _)) = own.iter().min_by_key(|(_, created)| *created)
+        {
+            map.remove(oldest);
+        }
         if map.len() >= MAX_SESSIONS
             && let Some(oldest) = map.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| *k)
         {
@@ -279,6 +294,34 @@ mod tests {
         );
         let b = s.open_at(SignedIn::Admin, "admin".into(), t0).unwrap();
         assert!(s.find_at(&b.cookie, t0 + Duration::from_secs(61)).is_none());
+    }
+
+    #[test]
+    fn one_caller_signing_in_over_and_over_ends_only_its_own_sessions() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let admin = s.open_at(SignedIn::Admin, "admin".into(), t0).unwrap();
+        let mut flood = Vec::new();
+        for i in 0..(MAX_SESSIONS as u64 + 50) {
+            let at = t0 + Duration::from_millis(i + 1);
+            let o = s
+                .open_at(
+                    SignedIn::Token(TokenHash([9; 32])),
+                    "token:tok_f".into(),
+                    at,
+                )
+                .unwrap();
+            flood.push(o.cookie);
+        }
+        let now = t0 + Duration::from_secs(2);
+        assert!(
+            s.find_at(&admin.cookie, now).is_some(),
+            "the admin's session ended"
+        );
+        let alive = flood.iter().filter(|c| s.find_at(c, now).is_some()).count();
+        assert_eq!(alive, MAX_PER_CALLER);
+        // Its newest are the ones kept.
+        assert!(s.find_at(flood.last().unwrap(), now).is_some());
     }
 
     #[test]
