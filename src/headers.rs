@@ -106,13 +106,56 @@ pub struct Found {
     pub forwarded: bool,
     /// One of [`FORWARDED`] spelled with `_` (`X_Forwarded_For`).
     pub forwarded_underscored: bool,
+    /// `Cookie` (see [`strip_console_cookie`]).
+    pub cookie: bool,
+}
+
+/// The console's session cookies (`hawzu_console`, and
+/// `__Host-hawzu_console` over TLS): the gate's own credential.
+const CONSOLE_COOKIES: [&[u8]; 2] = [b"hawzu_console", b"__Host-hawzu_console"];
+
+/// Removes the console's session cookie from `Cookie` headers, keeping
+/// every other cookie as sent (a header left empty goes): a browser sends
+/// it to every port of the host, and like the token in `Authorization` it
+/// never reaches the API. No allocation unless it is there.
+pub fn strip_console_cookie(headers: &mut HeaderMap) {
+    let has = |v: &HeaderValue| {
+        v.as_bytes()
+            .windows(b"hawzu_console=".len())
+            .any(|w| w == b"hawzu_console=")
+    };
+    if !headers.get_all(http::header::COOKIE).iter().any(has) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let pairs: Vec<&[u8]> = v
+                .as_bytes()
+                .split(|&b| b == b';')
+                .map(<[u8]>::trim_ascii)
+                .filter(|pair| {
+                    let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+                    !pair.is_empty() && !CONSOLE_COOKIES.contains(&name.trim_ascii())
+                })
+                .collect();
+            (!pairs.is_empty())
+                .then(|| HeaderValue::from_bytes(&pairs.join(&b"; "[..])).ok())
+                .flatten()
+        })
+        .collect();
+    headers.remove(http::header::COOKIE);
+    for v in kept {
+        headers.append(http::header::COOKIE, v);
+    }
 }
 
 /// The first letters of the names a scan looks for, folded, one bit each.
 fn firsts(prefix: &str, strip: &[Box<str>]) -> u128 {
     let hop = HOP_BY_HOP
         .iter()
-        .chain(&["proxy-connection", "http2-settings"]);
+        .chain(&["proxy-connection", "http2-settings", "cookie"]);
     let names = hop
         .chain(FORWARDED.iter())
         .copied()
@@ -282,6 +325,7 @@ impl IdentityHeaders {
             found.protected |= self.is_protected(n);
             found.forwarded |= FORWARDED.contains(&n);
             found.forwarded_underscored |= underscored_as(n, &FORWARDED);
+            found.cookie |= n == "cookie";
         }
         found
     }

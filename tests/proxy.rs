@@ -518,6 +518,58 @@ async fn http2_clients_are_served_over_h2c_and_alpn() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+/// The console's session cookie is the gate's credential, like the token
+/// in `Authorization`: a browser sends it to every port of the host (the
+/// API behind the proxy door among them), and it never reaches the API.
+/// The API's own cookies do, as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consoles_session_cookie_never_reaches_the_api() {
+    let upstream = TestUpstream::start().await;
+    let gate = gate_for(&upstream, &[]).await;
+    let secret = token(
+        &gate,
+        workspace_token("Cookies", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let cases: [(&[&str], Option<&str>); 4] = [
+        (
+            &["app=1; hawzu_console=s3cret; theme=dark"],
+            Some("app=1; theme=dark"),
+        ),
+        (&["__Host-hawzu_console=s3cret"], None),
+        (&["app=1", "hawzu_console=s3cret"], Some("app=1")),
+        (
+            &["xhawzu_console=kept; app=2"],
+            Some("xhawzu_console=kept; app=2"),
+        ),
+    ];
+    for (sent, want) in cases {
+        let mut req = gate
+            .proxy()
+            .request(Method::GET, common::WS1_PROJECTS)
+            .token(&secret);
+        for c in sent {
+            req = req.header("cookie", c);
+        }
+        let a = req.go().await;
+        assert_eq!(a.status, StatusCode::OK, "{sent:?}");
+        let echo = a.json();
+        let got: Vec<&str> = echo["headers"]["cookie"]
+            .as_array()
+            .map(|v| v.iter().map(|c| c.as_str().unwrap()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            got.join("; ").is_empty(),
+            want.is_none(),
+            "{sent:?}: {got:?}"
+        );
+        if let Some(want) = want {
+            assert_eq!(got.join("; "), want, "{sent:?}");
+        }
+        assert!(!echo.to_string().contains("s3cret"), "{sent:?}: {echo}");
+    }
+}
+
 /// A client's request trailers never reach the API: an HTTP/1.1 upstream
 /// never got them (the gate strips `Trailer`, and hyper sends only
 /// declared ones), and an HTTP/2 upstream does not either — a trailer is

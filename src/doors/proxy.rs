@@ -263,6 +263,9 @@ impl Proxy {
         if found.protected {
             shared.headers.strip(h);
         }
+        if found.cookie {
+            crate::headers::strip_console_cookie(h);
+        }
         if !keep_authorization {
             h.remove(header::AUTHORIZATION);
         }
