@@ -73,10 +73,7 @@ impl RequestIds {
     pub fn of(&self, headers: &HeaderMap) -> HeaderValue {
         headers
             .get(REQUEST_ID)
-            .filter(|v| {
-                let b = v.as_bytes();
-                !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
-            })
+            .filter(|v| sane_request_id(v.as_bytes()))
             .cloned()
             .unwrap_or_else(|| self.next())
     }
@@ -116,6 +113,11 @@ fn id_bytes(prefix: &str, n: u64) -> Vec<u8> {
         id.push(b"0123456789abcdef"[(n >> (shift * 4)) as usize & 0xf]);
     }
     id
+}
+
+/// Whether a client's request id is kept: 1–128 visible ASCII characters.
+pub fn sane_request_id(b: &[u8]) -> bool {
+    !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
 }
 
 #[cfg(test)]

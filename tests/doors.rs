@@ -286,6 +286,36 @@ async fn envoy_grpc_check_allows_with_headers_and_denies_with_status() {
         panic!("a DeniedHttpResponse")
     };
     assert_eq!(denied.status.unwrap().code, 401);
+
+    // A request id is kept only when sane, as at every door: 1–128
+    // visible ASCII characters; else the gate makes one.
+    for (sent, kept) in [
+        ("envoy-7f3a", true),
+        (&*"x".repeat(129), false),
+        ("line\nbreak", false),
+    ] {
+        let res = client
+            .check(check_request(
+                "GET",
+                "/api/v1/workspaces/ws_1/projects",
+                &[("x-request-id", sent)],
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(HttpResponse::DeniedResponse(denied)) = res.http_response else {
+            panic!("a DeniedHttpResponse")
+        };
+        let id = denied
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == "x-request-id")
+            .map(|h| h.value.clone())
+            .unwrap();
+        assert_eq!(id == sent, kept, "{sent:?} → {id:?}");
+        assert!(kept || id.starts_with("hg-"), "{id}");
+    }
 }
 
 /// The request path only notes a use; the store write is done later, in the

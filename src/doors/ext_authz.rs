@@ -63,7 +63,13 @@ impl ExtAuthz {
         let (res, request_id) = match &checked {
             Ok(checked) => {
                 exchange.asked(checked.method.as_str(), checked.path);
-                let request_id = checked.http.headers.get("x-request-id").map(String::as_str);
+                // As at every door: kept only when sane (logged, reflected).
+                let request_id = checked
+                    .http
+                    .headers
+                    .get("x-request-id")
+                    .map(String::as_str)
+                    .filter(|id| crate::web::sane_request_id(id.as_bytes()));
                 let res = self
                     .judge(&mut exchange, req, checked, request_id, peer)
                     .await;
