@@ -38,12 +38,21 @@ pub enum ClientError {
     NotJson { url: String, status: StatusCode },
 }
 
-/// A client of one admin API.
-#[derive(Debug, Clone)]
+/// A client of one admin API. `Debug` never shows the key.
+#[derive(Clone)]
 pub struct AdminClient {
     base: String,
     key: String,
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("base", &self.base)
+            .field("key", &"***")
+            .finish_non_exhaustive()
+    }
 }
 
 /// TLS settings of the client, for an `https://` admin URL.
@@ -154,5 +163,23 @@ impl AdminClient {
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .unwrap_or_else(|_| Err(ClientError::Timeout(self.base.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let c = AdminClient::new(
+            "http://127.0.0.1:9090",
+            "hwzadm_secretkeyvalue0123".into(),
+            &ClientTls::default(),
+        )
+        .unwrap();
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("secretkeyvalue"), "{dump}");
+        assert!(dump.contains("127.0.0.1:9090"), "{dump}");
     }
 }
