@@ -232,6 +232,39 @@ async fn the_session_cookie_is_http_only_strict_and_ends_at_sign_out() {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
 }
 
+/// A session works only from the address that signed in: its cookie and
+/// CSRF token, taken elsewhere (a log, another app on the host), are no
+/// session there — neither for the API nor to read the CSRF token back —
+/// and the session goes on for its own browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cookie_works_only_from_the_address_that_signed_in() {
+    let gate = console_gate("console-bound", None, true).await;
+    let s = session(&gate, &gate.admin_key).await;
+    let elsewhere = plain(&gate).bound_to("127.0.0.2".parse().unwrap());
+    for path in ["/admin/v1/tokens", "/console/session"] {
+        let a = elsewhere
+            .send(
+                Method::GET,
+                path,
+                &[
+                    ("cookie", &s.cookie),
+                    ("x-hawzu-csrf", &s.csrf),
+                    ("origin", &s.origin),
+                    ("sec-fetch-site", "same-origin"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            !String::from_utf8_lossy(&a.body).contains(&s.csrf),
+            "{path}"
+        );
+    }
+    let a = s.send(&gate, Method::GET, "/admin/v1/tokens", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_is_refused_and_counted_in_the_wrong_key_limit() {
     let gate = console_gate("console-wrong", None, true).await;

@@ -306,7 +306,7 @@ async fn session_caller(
 ) -> Result<Caller, ApiError> {
     console::same_origin(headers, method, uri, console.tls)
         .map_err(|e| ApiError::forbidden(format!("Refused as a cross-site request: {e}.")))?;
-    let session = console.sessions.find(cookie).ok_or_else(|| {
+    let session = console.sessions.find(cookie, client).ok_or_else(|| {
         ApiError::unauthorized("The console session has ended or is not known; sign in again.")
     })?;
     let csrf = headers.get(CSRF_HEADER).ok_or_else(|| {

@@ -141,7 +141,7 @@ async fn sign_in(
     }
     let opened = console
         .sessions
-        .open(signed_in, caller.label())
+        .open(signed_in, caller.label(), client)
         .map_err(ApiError::fault)?;
     tracing::info!(
         target: "hawzu_gate::admin",
@@ -167,6 +167,7 @@ fn session_of<'h>(
     method: &Method,
     uri: &Uri,
     headers: &'h HeaderMap,
+    client: std::net::IpAddr,
 ) -> Result<(&'h str, SessionView), ApiError> {
     console::same_origin(headers, method, uri, console.tls)
         .map_err(|e| ApiError::forbidden(format!("Refused as a cross-site request: {e}.")))?;
@@ -176,7 +177,7 @@ fn session_of<'h>(
     else {
         return Err(ended());
     };
-    let view = console.sessions.find(cookie).ok_or_else(ended)?;
+    let view = console.sessions.find(cookie, client).ok_or_else(ended)?;
     Ok((cookie, view))
 }
 
@@ -190,7 +191,7 @@ async fn who(
     headers: HeaderMap,
 ) -> Result<Reply<SessionAnswer>, ApiError> {
     let console = console_of(&api)?;
-    let (cookie, view) = session_of(console, &method, &uri, &headers)?;
+    let (cookie, view) = session_of(console, &method, &uri, &headers, peer.ip().to_canonical())?;
     let caller = session_signed_in(
         &api,
         console,
@@ -206,12 +207,13 @@ async fn who(
 /// and the cookie is cleared). Needs the session's CSRF header.
 async fn sign_out(
     State(api): State<Arc<AdminState>>,
+    Extension(Peer(peer)): Extension<Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let console = console_of(&api)?;
-    match session_of(console, &method, &uri, &headers) {
+    match session_of(console, &method, &uri, &headers, peer.ip().to_canonical()) {
         Ok((cookie, view)) => {
             let presented = headers.get(CSRF_HEADER).map(|v| v.as_bytes());
             if !presented.is_some_and(|p| view.csrf_matches(p)) {

@@ -8,6 +8,7 @@
 //! fleet, a session lives on the gate that signed it in.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,8 @@ impl std::fmt::Debug for Opened {
 struct Entry {
     signed_in: SignedIn,
     label: String,
+    /// Where it signed in from: the cookie works from there only.
+    client: IpAddr,
     csrf: String,
     created: Instant,
     last_seen: Instant,
@@ -146,14 +149,21 @@ impl Sessions {
     }
 
     /// Opens a session for `signed_in`.
-    pub fn open(&self, signed_in: SignedIn, label: String) -> Result<Opened, SessionError> {
-        self.open_at(signed_in, label, Instant::now())
+    /// Opens a session for `signed_in`, usable from `client` only.
+    pub fn open(
+        &self,
+        signed_in: SignedIn,
+        label: String,
+        client: IpAddr,
+    ) -> Result<Opened, SessionError> {
+        self.open_at(signed_in, label, client, Instant::now())
     }
 
     fn open_at(
         &self,
         signed_in: SignedIn,
         label: String,
+        client: IpAddr,
         now: Instant,
     ) -> Result<Opened, SessionError> {
         let cookie = random()?;
@@ -182,6 +192,7 @@ impl Sessions {
             Entry {
                 signed_in: signed_in.clone(),
                 label: label.clone(),
+                client,
                 csrf: csrf.clone(),
                 created: now,
                 last_seen: now,
@@ -198,17 +209,23 @@ impl Sessions {
         })
     }
 
-    /// The live session of a cookie value, marked as used now.
-    pub fn find(&self, cookie: &str) -> Option<SessionView> {
-        self.find_at(cookie, Instant::now())
+    /// The live session of a cookie value presented from `client`, marked
+    /// as used now. From another address the cookie is no session (a
+    /// stolen cookie is worth nothing elsewhere), and the session stays for
+    /// the address that signed in.
+    pub fn find(&self, cookie: &str, client: IpAddr) -> Option<SessionView> {
+        self.find_at(cookie, client, Instant::now())
     }
 
-    fn find_at(&self, cookie: &str, now: Instant) -> Option<SessionView> {
+    fn find_at(&self, cookie: &str, client: IpAddr, now: Instant) -> Option<SessionView> {
         let key = hash(cookie);
         let mut map = self.by_hash.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = map.get_mut(&key)?;
         if !self.alive(entry, now) {
             map.remove(&key);
+            return None;
+        }
+        if entry.client != client {
             return None;
         }
         entry.last_seen = now;
@@ -261,18 +278,20 @@ fn hash(cookie: &str) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn a_session_is_found_by_its_cookie_and_ends_at_sign_out() {
         let s = Sessions::default();
-        let opened = s.open(SignedIn::Admin, "admin".into()).unwrap();
+        let opened = s.open(SignedIn::Admin, "admin".into(), HERE).unwrap();
         assert_eq!(opened.cookie.len(), RANDOM_LEN);
-        let found = s.find(&opened.cookie).unwrap();
+        let found = s.find(&opened.cookie, HERE).unwrap();
         assert_eq!(found.signed_in, SignedIn::Admin);
         assert!(found.csrf_matches(opened.view.csrf().as_bytes()));
         assert!(!found.csrf_matches(b"wrong"));
-        assert!(s.find("not-a-session").is_none());
+        assert!(s.find("not-a-session", HERE).is_none());
         assert!(s.close(&opened.cookie));
-        assert!(s.find(&opened.cookie).is_none());
+        assert!(s.find(&opened.cookie, HERE).is_none());
         assert!(!s.close(&opened.cookie));
     }
 
@@ -280,27 +299,36 @@ mod tests {
     fn a_session_ends_when_idle_and_at_its_maximum_age() {
         let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(300));
         let t0 = Instant::now();
-        let a = s.open_at(SignedIn::Admin, "admin".into(), t0).unwrap();
+        let a = s
+            .open_at(SignedIn::Admin, "admin".into(), HERE, t0)
+            .unwrap();
         // Used every 50 s: alive until five minutes after sign-in.
         for i in 1..6 {
             assert!(
-                s.find_at(&a.cookie, t0 + Duration::from_secs(50 * i))
+                s.find_at(&a.cookie, HERE, t0 + Duration::from_secs(50 * i))
                     .is_some()
             );
         }
         assert!(
-            s.find_at(&a.cookie, t0 + Duration::from_secs(300))
+            s.find_at(&a.cookie, HERE, t0 + Duration::from_secs(300))
                 .is_none()
         );
-        let b = s.open_at(SignedIn::Admin, "admin".into(), t0).unwrap();
-        assert!(s.find_at(&b.cookie, t0 + Duration::from_secs(61)).is_none());
+        let b = s
+            .open_at(SignedIn::Admin, "admin".into(), HERE, t0)
+            .unwrap();
+        assert!(
+            s.find_at(&b.cookie, HERE, t0 + Duration::from_secs(61))
+                .is_none()
+        );
     }
 
     #[test]
     fn one_caller_signing_in_over_and_over_ends_only_its_own_sessions() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let admin = s.open_at(SignedIn::Admin, "admin".into(), t0).unwrap();
+        let admin = s
+            .open_at(SignedIn::Admin, "admin".into(), HERE, t0)
+            .unwrap();
         let mut flood = Vec::new();
         for i in 0..(MAX_SESSIONS as u64 + 50) {
             let at = t0 + Duration::from_millis(i + 1);
@@ -308,6 +336,7 @@ mod tests {
                 .open_at(
                     SignedIn::Token(TokenHash([9; 32])),
                     "token:tok_f".into(),
+                    HERE,
                     at,
                 )
                 .unwrap();
@@ -315,22 +344,39 @@ mod tests {
         }
         let now = t0 + Duration::from_secs(2);
         assert!(
-            s.find_at(&admin.cookie, now).is_some(),
+            s.find_at(&admin.cookie, HERE, now).is_some(),
             "the admin's session ended"
         );
-        let alive = flood.iter().filter(|c| s.find_at(c, now).is_some()).count();
+        let alive = flood
+            .iter()
+            .filter(|c| s.find_at(c, HERE, now).is_some())
+            .count();
         assert_eq!(alive, MAX_PER_CALLER);
         // Its newest are the ones kept.
-        assert!(s.find_at(flood.last().unwrap(), now).is_some());
+        assert!(s.find_at(flood.last().unwrap(), HERE, now).is_some());
+    }
+
+    #[test]
+    fn a_cookie_works_only_from_the_address_that_signed_in() {
+        let s = Sessions::default();
+        let opened = s.open(SignedIn::Admin, "admin".into(), HERE).unwrap();
+        let elsewhere: IpAddr = "203.0.113.7".parse().unwrap();
+        assert!(s.find(&opened.cookie, elsewhere).is_none());
+        // And the session is still there for its own address.
+        assert!(s.find(&opened.cookie, HERE).is_some());
     }
 
     #[test]
     fn debug_output_shows_no_cookie_csrf_or_token_hash() {
         let s = Sessions::default();
         let opened = s
-            .open(SignedIn::Token(TokenHash([7; 32])), "token:tok_x".into())
+            .open(
+                SignedIn::Token(TokenHash([7; 32])),
+                "token:tok_x".into(),
+                HERE,
+            )
             .unwrap();
-        let view = s.find(&opened.cookie).unwrap();
+        let view = s.find(&opened.cookie, HERE).unwrap();
         let dump = format!("{s:?} {view:?}");
         assert!(!dump.contains(&opened.cookie), "{dump}");
         assert!(!dump.contains(opened.view.csrf()), "{dump}");
