@@ -234,6 +234,30 @@ async fn oversized_heads_get_431() {
     )
     .await;
     assert!(a.starts_with("HTTP/1.1 401 "), "{a}");
+
+    // HTTP/2: the same count (hyper bounds it by size alone there).
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(auth).await.unwrap());
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<
+        _,
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioExecutor::new(), io)
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (n, want) in [(101, 431), (90, 401)] {
+        let mut req = http::Request::get(format!("http://{auth}/auth/nginx"))
+            .header("x-original-method", "GET")
+            .header("x-original-uri", "/api/v1/workspaces/ws_1/projects");
+        for i in 0..n {
+            req = req.header(format!("x-h{i}"), "v");
+        }
+        let res = send
+            .send_request(req.body(http_body_util::Empty::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), want, "{n} headers over HTTP/2");
+    }
 }
 
 #[tokio::test]

@@ -386,6 +386,16 @@ pub async fn serve<H, Fut, B>(
                 // (benches/load/connections.py: 32.4 KB per kept-alive
                 // connection before, 22.1 KB after; throughput the same).
                 Box::pin(async move {
+                    // hyper bounds HTTP/1.1 heads by `max_headers` (431);
+                    // HTTP/2 only by the header list's size: the same
+                    // count here.
+                    if req.version() == Version::HTTP_2
+                        && req.headers().len() > ctx.state.limits.max_headers
+                    {
+                        let mut res = Response::new(Either::Right(Full::new(Bytes::new())));
+                        *res.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                        return Ok::<_, Infallible>(res);
+                    }
                     let _busy = Busy::new(&ctx.activity);
                     let Some(_slot) = ctx.state.begin_request() else {
                         return Ok::<_, Infallible>(ctx.state.overloaded().map(Either::Right));
