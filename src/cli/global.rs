@@ -90,10 +90,46 @@ pub(super) fn client(global: &Connection, loaded: &Loaded) -> Result<AdminClient
         ca_file: global.admin_ca.clone(),
         identity: global.admin_cert.clone().zip(global.admin_cert_key.clone()),
     };
-    AdminClient::new(&admin_url(global, loaded), key, &tls).map_err(|e| {
+    let url = admin_url(global, loaded);
+    for w in key_warnings(std::env::args().skip(1), &url) {
+        complain!("warning: {w}");
+    }
+    AdminClient::new(&url, key, &tls).map_err(|e| {
         complain!("error: {e}");
         USAGE
     })
+}
+
+/// What to tell a user about how the admin key travels: given on the
+/// command line (other users see it in `ps`, the shell keeps it in its
+/// history), or about to cross a network in the clear (`http://` to a host
+/// that is not this one).
+fn key_warnings(args: impl Iterator<Item = String>, url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if args
+        .into_iter()
+        .any(|a| a == "--admin-key" || a.starts_with("--admin-key="))
+    {
+        out.push(format!(
+            "--admin-key on the command line is visible to other users (ps) and kept in shell history; set ${KEY_ENV} or let the key file be read instead"
+        ));
+    }
+    if let Ok(uri) = url.parse::<http::Uri>()
+        && uri.scheme_str() == Some("http")
+        && let Some(host) = uri.host()
+    {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let local = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !local {
+            out.push(format!(
+                "the admin key goes to {host} over plain http://: anyone on the way can read it; put tls.admin on that listener and use https://"
+            ));
+        }
+    }
+    out
 }
 
 fn admin_url(global: &Connection, loaded: &Loaded) -> String {
@@ -134,5 +170,28 @@ pub(super) fn no_answer(e: &ClientError) -> u8 {
         ClientError::Connect { .. } | ClientError::Timeout(_) => UNREACHABLE,
         ClientError::Url(_) | ClientError::Tls(_) => USAGE,
         ClientError::NotJson { .. } => REFUSED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_warnings;
+
+    fn warned(args: &[&str], url: &str) -> Vec<String> {
+        key_warnings(args.iter().map(|a| (*a).to_owned()), url)
+    }
+
+    #[test]
+    fn a_key_on_the_command_line_or_in_the_clear_is_warned_about() {
+        assert!(warned(&["token", "list"], "http://127.0.0.1:9091").is_empty());
+        assert!(warned(&["token", "list"], "http://localhost:9091").is_empty());
+        assert!(warned(&["token", "list"], "http://[::1]:9091").is_empty());
+        assert!(warned(&["token", "list"], "https://gate.example:9091").is_empty());
+        let w = warned(&["token", "list", "--admin-key", "k"], "http://127.0.0.1:9091");
+        assert!(w.len() == 1 && w[0].contains("command line"), "{w:?}");
+        let w = warned(&["--admin-key=k", "roles"], "http://127.0.0.1:9091");
+        assert_eq!(w.len(), 1, "{w:?}");
+        let w = warned(&["roles"], "http://10.0.0.5:9091");
+        assert!(w.len() == 1 && w[0].contains("10.0.0.5"), "{w:?}");
     }
 }
