@@ -599,3 +599,62 @@ async fn over_http2_a_slow_body_ends_its_stream_not_the_connection() {
     assert!(listed["tokens"].is_array(), "{listed}");
     assert!(!conn.is_finished());
 }
+
+/// The other way round: a client that asks for a large answer and stops
+/// reading it (slow read) loses its connection once a write has waited
+/// `limits.send_timeout` — it does not hold it, nor the upstream's, for as
+/// long as it likes. A client that reads, however slowly it started, gets
+/// the whole answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout() {
+    const SIZE: u64 = 64 * 1024 * 1024;
+    let upstream = common::TestUpstream::start().await;
+    let gate = InProcessGate::start(&[
+        ("upstream.url", &upstream.url()),
+        ("limits.send_timeout", "500ms"),
+    ])
+    .await;
+    let token = create_token(
+        &gate,
+        workspace_token("Reader", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await
+    .1;
+    let ask = |connection: &str| {
+        format!(
+            "GET {WS1_PROJECTS}?download={SIZE} HTTP/1.1\r\nHost: api\r\n\
+             Authorization: Bearer {token}\r\nConnection: {connection}\r\n\r\n"
+        )
+    };
+    // Asks, then reads nothing for 3 s: the gate gives up on it.
+    let mut s = tokio::net::TcpStream::connect(gate.addrs.proxy)
+        .await
+        .unwrap();
+    s.write_all(ask("keep-alive").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection was still open after 13 s");
+    assert!(total < SIZE, "the whole answer came: {total} bytes");
+
+    // A client that reads gets it all.
+    let mut s = tokio::net::TcpStream::connect(gate.addrs.proxy)
+        .await
+        .unwrap();
+    s.write_all(ask("close").as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.len() as u64 > SIZE, "{} bytes", out.len());
+}

@@ -187,7 +187,10 @@ mod tests {
         assert!(warned(&["token", "list"], "http://localhost:9091").is_empty());
         assert!(warned(&["token", "list"], "http://[::1]:9091").is_empty());
         assert!(warned(&["token", "list"], "https://gate.example:9091").is_empty());
-        let w = warned(&["token", "list", "--admin-key", "k"], "http://127.0.0.1:9091");
+        let w = warned(
+            &["token", "list", "--admin-key", "k"],
+            "http://127.0.0.1:9091",
+        );
         assert!(w.len() == 1 && w[0].contains("command line"), "{w:?}");
         let w = warned(&["--admin-key=k", "roles"], "http://127.0.0.1:9091");
         assert_eq!(w.len(), 1, "{w:?}");

@@ -42,6 +42,11 @@ pub struct LimitSettings {
     pub min_body_rate: u64,
     /// Waiting for the client's body that `min_body_rate` forgives first.
     pub body_rate_grace: HumanDuration,
+    /// Longest one write to a client may wait for it to read (nginx's
+    /// `send_timeout`: between two writes that move, not the whole
+    /// answer); beyond it the connection is closed, and a proxied answer's
+    /// upstream connection with it.
+    pub send_timeout: HumanDuration,
 }
 
 impl Default for LimitSettings {
@@ -56,6 +61,7 @@ impl Default for LimitSettings {
             body_read_timeout: HumanDuration(Duration::from_secs(10)),
             min_body_rate: 1024,
             body_rate_grace: HumanDuration(Duration::from_secs(5)),
+            send_timeout: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -91,6 +97,7 @@ impl LimitSettings {
         for (key, value) in [
             ("limits.body_read_timeout", l.body_read_timeout),
             ("limits.body_rate_grace", l.body_rate_grace),
+            ("limits.send_timeout", l.send_timeout),
         ] {
             if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&value.0) {
                 return Err(invalid(key, "must be between 100ms and 1h".into()));

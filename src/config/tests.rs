@@ -463,6 +463,8 @@ fn body_limits_and_the_admin_reserve_are_checked() {
         ("limits.body_read_timeout", "10ms", "between 100ms and 1h"),
         ("limits.body_read_timeout", "2h", "between 100ms and 1h"),
         ("limits.body_rate_grace", "0s", "between 100ms and 1h"),
+        ("limits.send_timeout", "0s", "between 100ms and 1h"),
+        ("limits.send_timeout", "2h", "between 100ms and 1h"),
     ] {
         let err = load(&[(key, value)]).unwrap_err().to_string();
         assert!(err.starts_with(key), "{err}");
@@ -486,6 +488,7 @@ fn body_limits_and_the_admin_reserve_are_checked() {
     assert_eq!(s.limits.body_read_timeout.0, Duration::from_secs(10));
     assert_eq!(s.limits.min_body_rate, 1024);
     assert_eq!(s.limits.body_rate_grace.0, Duration::from_secs(5));
+    assert_eq!(s.limits.send_timeout.0, Duration::from_secs(60));
     assert_eq!(s.admin.reserved_requests(&s.limits), 1000);
     for (max, reserved) in [("1", 0), ("2", 1), ("3", 1), ("11", 2), ("10000", 1000)] {
         let s = load(&[("limits.max_requests", max)]).unwrap().settings;

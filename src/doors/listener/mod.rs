@@ -48,10 +48,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use self::send::SendTimed;
 use super::deadline::DoorTimer;
 use crate::config::LimitSettings;
 
 mod body;
+mod send;
 use crate::metrics::Metrics;
 use crate::refusal::{Refusal, Render};
 use crate::web::REQUEST_ID;
@@ -428,19 +430,21 @@ pub async fn serve<H, Fut, B>(
         let stop = stop_rx.clone();
         let open = open_tx.clone();
         let idle = state.limits.idle_timeout.0;
+        let send_timeout = state.limits.send_timeout.0;
         let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.load_full()));
         tokio::spawn(async move {
             let _slot = slot;
             let _open = open;
             let result = match acceptor {
                 None => {
+                    let stream = SendTimed::new(stream, send_timeout);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     drive(conn, stop, &ctx.activity, header_read_timeout, idle).await
                 }
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(
                         header_read_timeout,
-                        acceptor.accept(stream),
+                        acceptor.accept(SendTimed::new(stream, send_timeout)),
                     )
                     .await
                     {
