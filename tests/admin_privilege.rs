@@ -688,35 +688,15 @@ async fn listing_reveals_nothing_above(gate: &InProcessGate) {
         set.insert(id);
     }
     let api = Http::new(admin_url).bearer(&secret);
+    let (pages, cursors) = follow_cursors(&api, "/admin/v1/tokens?limit=1").await;
     let mut seen = Vec::new();
-    let mut cursors = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..50 {
-        let path = match &cursor {
-            Some(c) => format!("/admin/v1/tokens?limit=1&cursor={c}"),
-            None => "/admin/v1/tokens?limit=1".to_owned(),
-        };
-        let a = api.get(&path).await;
-        assert_eq!(
-            a.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&a.body)
-        );
-        let page = a.json();
+    for page in &pages {
         let text = page.to_string();
         for id in &hidden {
             assert!(!text.contains(id.as_str()), "{id} revealed in {text}");
         }
         for t in page["tokens"].as_array().unwrap() {
             seen.push(t["id"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => {
-                cursors.push(c.to_owned());
-                cursor = Some(c.to_owned());
-            }
-            None => break,
         }
     }
     // Some page ended on tokens it may not see: its cursor is an instant.
@@ -772,12 +752,38 @@ async fn a_token_callers_audit_cursors_reveal_no_event_above_it() {
     assert_eq!(hidden_positions.len(), hidden_ids.len());
 
     let api = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&secret);
+    let (pages, cursors) = follow_cursors(&api, "/admin/v1/audit?limit=1").await;
+    for c in &cursors {
+        assert!(
+            !hidden_positions.iter().any(|p| p == c),
+            "cursor {c} is a hidden event"
+        );
+    }
     let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
+    for page in &pages {
+        for e in page["events"].as_array().unwrap() {
+            assert!(
+                !hidden_ids.iter().any(|id| e["token_id"] == id.as_str()),
+                "{e}"
+            );
+            seen.push(e["id"].as_str().unwrap().to_owned());
+        }
+    }
+    // The caller's own creation and the two token_admin tokens'.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "{seen:?}");
+}
+
+/// Every page of `first` (a path with `limit=`), following `next_cursor`
+/// to the end (at most 50 pages): the pages, and the cursors handed back.
+async fn follow_cursors(api: &Http, first: &str) -> (Vec<Value>, Vec<String>) {
+    let mut pages = Vec::new();
+    let mut cursors: Vec<String> = Vec::new();
     for _ in 0..50 {
-        let path = match &cursor {
-            Some(c) => format!("/admin/v1/audit?limit=1&cursor={c}"),
-            None => "/admin/v1/audit?limit=1".to_owned(),
+        let path = match cursors.last() {
+            Some(c) => format!("{first}&cursor={c}"),
+            None => first.to_owned(),
         };
         let a = api.get(&path).await;
         assert_eq!(
@@ -787,26 +793,12 @@ async fn a_token_callers_audit_cursors_reveal_no_event_above_it() {
             String::from_utf8_lossy(&a.body)
         );
         let page = a.json();
-        for e in page["events"].as_array().unwrap() {
-            assert!(
-                !hidden_ids.iter().any(|id| e["token_id"] == id.as_str()),
-                "{e}"
-            );
-            seen.push(e["id"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => {
-                assert!(
-                    !hidden_positions.iter().any(|p| p == c),
-                    "cursor {c} is a hidden event"
-                );
-                cursor = Some(c.to_owned());
-            }
-            None => break,
+        let next = page["next_cursor"].as_str().map(str::to_owned);
+        pages.push(page);
+        match next {
+            Some(c) => cursors.push(c),
+            None => return (pages, cursors),
         }
     }
-    // The caller's own creation and the two token_admin tokens'.
-    assert_eq!(seen.len(), 3, "{seen:?}");
-    let unique: BTreeSet<&String> = seen.iter().collect();
-    assert_eq!(unique.len(), seen.len(), "{seen:?}");
+    panic!("more than 50 pages of {first}");
 }

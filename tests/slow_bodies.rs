@@ -100,6 +100,22 @@ fn create_head(addr: SocketAddr, bearer: &str, len: usize) -> String {
     )
 }
 
+/// The first of `trickles` to be answered (within 5 s), taken out of
+/// them: the one refused a slot while the others hold theirs.
+async fn first_answered(trickles: &mut Vec<tokio::task::JoinHandle<Trickled>>) -> Trickled {
+    let start = Instant::now();
+    loop {
+        if let Some(i) = trickles.iter().position(|t| t.is_finished()) {
+            return trickles.remove(i).await.unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no trickle was refused its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A Prometheus sample value from the gate's `/metrics`.
 async fn sample(gate: &InProcessGate, series: &str) -> Option<f64> {
     let text = gate.ops().get("/metrics").await;
@@ -209,19 +225,8 @@ async fn the_admin_key_is_served_while_token_callers_hold_every_other_slot() {
         .collect();
     // With max_requests = 3 the default reserve is 1: two are held, the
     // third is told the token callers' share is full.
-    let start = Instant::now();
-    let refused = loop {
-        if let Some(i) = trickles.iter().position(|t| t.is_finished()) {
-            break i;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no trickle was refused its slot"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
     let mut trickles = trickles;
-    let third = trickles.remove(refused).await.unwrap();
+    let third = first_answered(&mut trickles).await;
     assert_eq!(third.status(), 503, "{third:?}");
     assert_eq!(third.json()["error"], "overloaded");
     assert_eq!(third.header("retry-after").as_deref(), Some("1"));
@@ -288,19 +293,8 @@ async fn trickled_console_sign_ins_leave_the_admin_key_its_reserve() {
     let trickles: Vec<_> = (0..3)
         .map(|_| tokio::spawn(trickle(admin, head.clone(), TRICKLE_BYTES, TRICKLE_EVERY)))
         .collect();
-    let start = Instant::now();
-    let refused = loop {
-        if let Some(i) = trickles.iter().position(|t| t.is_finished()) {
-            break i;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no sign-in was refused its slot"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
     let mut trickles = trickles;
-    let third = trickles.remove(refused).await.unwrap();
+    let third = first_answered(&mut trickles).await;
     assert_eq!(third.status(), 503, "{third:?}");
     assert_eq!(third.json()["error"], "overloaded");
     let start = Instant::now();
