@@ -258,6 +258,19 @@ async fn oversized_heads_get_431() {
             .unwrap();
         assert_eq!(res.status().as_u16(), want, "{n} headers over HTTP/2");
     }
+    // A browser's cookies, one field each (HTTP/2 allows it): one header,
+    // as HTTP/1.1 has them on one line.
+    let mut req = http::Request::get(format!("http://{auth}/auth/nginx"))
+        .header("x-original-method", "GET")
+        .header("x-original-uri", "/api/v1/workspaces/ws_1/projects");
+    for i in 0..150 {
+        req = req.header("cookie", format!("c{i}=v"));
+    }
+    let res = send
+        .send_request(req.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401, "150 cookie fields over HTTP/2");
 }
 
 #[tokio::test]

@@ -652,3 +652,53 @@ async fn a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout() {
         .unwrap();
     assert!(out.len() as u64 > SIZE, "{} bytes", out.len());
 }
+
+/// A long answer outlives the idle timeout: its request's service has
+/// returned (nothing counts it in progress) while the body still streams,
+/// and the idle close is graceful — the answer is sent whole, however many
+/// idle and head timeouts pass meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_answer_is_never_cut_by_the_idle_close() {
+    const SIZE: u64 = 4 * 1024 * 1024;
+    let upstream = common::TestUpstream::start().await;
+    let gate = InProcessGate::start(&[
+        ("upstream.url", &upstream.url()),
+        ("limits.idle_timeout", "200ms"),
+        ("limits.header_read_timeout", "200ms"),
+    ])
+    .await;
+    let token = create_token(
+        &gate,
+        workspace_token("Streamer", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await
+    .1;
+    let mut s = tokio::net::TcpStream::connect(gate.addrs.proxy)
+        .await
+        .unwrap();
+    s.write_all(
+        format!(
+            "GET {WS1_PROJECTS}?download={SIZE} HTTP/1.1\r\nHost: api\r\n\
+             Authorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // 64 KiB every 30 ms: about two seconds, ten idle timeouts.
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = Instant::now();
+    while total < SIZE && start.elapsed() < Duration::from_secs(30) {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n as u64,
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(
+        total > SIZE,
+        "cut after {total} bytes, {:?}",
+        start.elapsed()
+    );
+}

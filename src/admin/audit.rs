@@ -63,7 +63,8 @@ pub async fn list(
     // token list (an event without a scope: none) — judged while the log
     // is read, so that its pages fill with them and each cursor is one of
     // them (the position of an event it may not see told when a token
-    // above it changed).
+    // above it changed); only a walk that ends on the scan bound hands
+    // back the last position it looked at.
     if let Caller::Token { .. } = caller {
         let policy = api.policy();
         let caller = caller.clone();

@@ -250,7 +250,9 @@ const CALLER_PAGE_READS: usize = 4;
 /// list ends, or [`CALLER_PAGE_READS`] reads; then the cursor is the last
 /// token shown — or, when the reads ended on tokens it may not see, that
 /// position's instant with no id (the tokens created in that very
-/// millisecond are listed again; none is skipped).
+/// millisecond are listed again; none is skipped; and when a whole call
+/// stayed inside that millisecond, the position itself, so that paging
+/// always moves on).
 async fn visible_page(
     api: &AdminState,
     caller: &Caller,
@@ -273,6 +275,7 @@ async fn visible_page(
         return Ok((page.tokens, page.next));
     }
     let mut shown = Vec::with_capacity(limit);
+    let started = cursor.clone();
     let mut from = cursor;
     for _ in 0..CALLER_PAGE_READS {
         let page = read(from).await?;
@@ -291,7 +294,17 @@ async fn visible_page(
             Some(next) => from = Some(next),
         }
     }
-    let next = from.map(|at| Cursor::at_instant(at.created_ms));
+    // Their instant, unless this call began at that very instant: then
+    // the tokens of one millisecond fill more than its reads, and only
+    // the position itself goes on from there.
+    let next = from.map(|at| {
+        let instant = Cursor::at_instant(at.created_ms);
+        if started.as_ref() == Some(&instant) {
+            at
+        } else {
+            instant
+        }
+    });
     Ok((shown, next))
 }
 

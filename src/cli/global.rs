@@ -91,7 +91,10 @@ pub(super) fn client(global: &Connection, loaded: &Loaded) -> Result<AdminClient
         identity: global.admin_cert.clone().zip(global.admin_cert_key.clone()),
     };
     let url = admin_url(global, loaded);
-    for w in key_warnings(std::env::args().skip(1), &url) {
+    let args = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned());
+    for w in key_warnings(args, &url) {
         complain!("warning: {w}");
     }
     AdminClient::new(&url, key, &tls).map_err(|e| {

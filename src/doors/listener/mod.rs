@@ -270,6 +270,15 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// The header fields of an HTTP/2 request as HTTP/1.1 would count them:
+/// HTTP/2 lets a client split `Cookie` into one field per cookie (browsers
+/// do), which is one header line.
+fn h2_header_count(headers: &http::HeaderMap) -> usize {
+    let all = headers.len();
+    let cookies = headers.get_all(header::COOKIE).iter().count();
+    all - cookies + usize::from(cookies > 0)
+}
+
 /// Most connections beyond `max_connections` told so at once, per listener.
 const MAX_REFUSING: usize = 256;
 
@@ -391,8 +400,10 @@ pub async fn serve<H, Fut, B>(
                     // hyper bounds HTTP/1.1 heads by `max_headers` (431);
                     // HTTP/2 only by the header list's size: the same
                     // count here.
+                    let max = ctx.state.limits.max_headers;
                     if req.version() == Version::HTTP_2
-                        && req.headers().len() > ctx.state.limits.max_headers
+                        && req.headers().len() > max
+                        && h2_header_count(req.headers()) > max
                     {
                         let mut res = Response::new(Either::Right(Full::new(Bytes::new())));
                         *res.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
@@ -484,7 +495,8 @@ pub async fn serve<H, Fut, B>(
 /// stops or the connection has been idle for `idle` — or, when it has not
 /// started a request `first` after it opened, then: nothing sent, an
 /// HTTP/2 preface alone, half of one (hyper's head timer starts only once
-/// the protocol is known, and HTTP/2 has none).
+/// the protocol is known, and HTTP/2 has none); such a connection that
+/// has not gone `first` after that is dropped.
 ///
 /// The stop signal and the idle tick are polled only when one of them woke
 /// the task, not on every wake-up of the connection (a `select!` polled all
@@ -512,10 +524,13 @@ where
     });
     let control_waker = Waker::from(control.clone());
     let mut closing = false;
-    // Once closing: a connection with nothing in progress that has not
-    // ended `first` later is dropped (an HTTP/2 client that never answers
-    // the GOAWAY's ping keeps a gracefully closed connection open).
+    // A connection that never began a request, told to close, is dropped
+    // `first` later if it has not gone (an HTTP/2 client that never
+    // answers the GOAWAY's ping keeps it open). One that began any is left
+    // to end itself: an answer may still be streaming after its request's
+    // service returned (nothing counts it as in progress then).
     let mut hard_close = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut hard_close_armed = false;
     let mut seen = activity.events.load(Ordering::Relaxed);
     poll_fn(|cx| {
         // Before the flag is read: a wake-up after the read reaches this task.
@@ -529,8 +544,9 @@ where
             }
             let mut ccx = Context::from_waker(&control_waker);
             if closing {
-                if hard_close.as_mut().poll(&mut ccx).is_ready()
-                    && activity.open.load(Ordering::Relaxed) == 0
+                if hard_close_armed
+                    && hard_close.as_mut().poll(&mut ccx).is_ready()
+                    && activity.events.load(Ordering::Relaxed) == 0
                 {
                     return Poll::Ready(Ok(()));
                 }
@@ -550,11 +566,14 @@ where
             }
             conn.as_mut().graceful_shutdown();
             closing = true;
-            hard_close
-                .as_mut()
-                .reset(tokio::time::Instant::now() + first.min(idle));
-            // Armed: its wake-up comes through `control`.
-            control.woken.store(true, Ordering::Release);
+            if activity.events.load(Ordering::Relaxed) == 0 {
+                hard_close_armed = true;
+                hard_close
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + first.min(idle));
+                // Armed: its wake-up comes through `control`.
+                control.woken.store(true, Ordering::Release);
+            }
             // Polled again at once: the shutdown takes effect there.
         }
     })
