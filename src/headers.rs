@@ -110,19 +110,17 @@ pub struct Found {
     pub cookie: bool,
 }
 
-/// The console's session cookies (`hawzu_console`, and
-/// `__Host-hawzu_console` over TLS): the gate's own credential.
-const CONSOLE_COOKIES: [&[u8]; 2] = [b"hawzu_console", b"__Host-hawzu_console"];
-
 /// Removes the console's session cookie from `Cookie` headers, keeping
 /// every other cookie as sent (a header left empty goes): a browser sends
 /// it to every port of the host, and like the token in `Authorization` it
 /// never reaches the API. No allocation unless it is there.
 pub fn strip_console_cookie(headers: &mut HeaderMap) {
+    use crate::console::{COOKIE_PLAIN, COOKIE_TLS};
+    // Both names end with the plain one.
     let has = |v: &HeaderValue| {
         v.as_bytes()
-            .windows(b"hawzu_console=".len())
-            .any(|w| w == b"hawzu_console=")
+            .windows(COOKIE_PLAIN.len() + 1)
+            .any(|w| w.starts_with(COOKIE_PLAIN.as_bytes()) && w.ends_with(b"="))
     };
     if !headers.get_all(http::header::COOKIE).iter().any(has) {
         return;
@@ -137,7 +135,10 @@ pub fn strip_console_cookie(headers: &mut HeaderMap) {
                 .map(<[u8]>::trim_ascii)
                 .filter(|pair| {
                     let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
-                    !pair.is_empty() && !CONSOLE_COOKIES.contains(&name.trim_ascii())
+                    let name = name.trim_ascii();
+                    !pair.is_empty()
+                        && name != COOKIE_PLAIN.as_bytes()
+                        && name != COOKIE_TLS.as_bytes()
                 })
                 .collect();
             (!pairs.is_empty())

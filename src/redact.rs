@@ -68,7 +68,8 @@ pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(redacted.len() + 8);
     for c in redacted.chars() {
         if c.is_ascii_control() {
-            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+            // Writing to a String cannot fail.
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\x{:02x}", u32::from(c)));
         } else {
             out.push(c);
         }

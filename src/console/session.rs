@@ -172,15 +172,11 @@ impl Sessions {
         map.retain(|_, e| self.alive(e, now));
         // One caller past its share ends its own oldest session, not
         // another's: signing in over and over cannot push others out.
-        let own: Vec<([u8; 32], Instant)> = map
-            .iter()
-            .filter(|(_, e)| e.label == label)
-            .map(|(k, e)| (*k, e.created))
-            .collect();
-        if own.len() >= MAX_PER_CALLER
-            && let Some((oldest, _)) = own.iter().min_by_key(|(_, created)| *created)
+        let own = || map.iter().filter(|(_, e)| e.label == label);
+        if own().count() >= MAX_PER_CALLER
+            && let Some(oldest) = own().min_by_key(|(_, e)| e.created).map(|(k, _)| *k)
         {
-            map.remove(oldest);
+            map.remove(&oldest);
         }
         if map.len() >= MAX_SESSIONS
             && let Some(oldest) = map.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| *k)

@@ -25,7 +25,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -529,8 +529,7 @@ where
     // answers the GOAWAY's ping keeps it open). One that began any is left
     // to end itself: an answer may still be streaming after its request's
     // service returned (nothing counts it as in progress then).
-    let mut hard_close = pin!(tokio::time::sleep(Duration::ZERO));
-    let mut hard_close_armed = false;
+    let mut hard_close: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut seen = activity.events.load(Ordering::Relaxed);
     poll_fn(|cx| {
         // Before the flag is read: a wake-up after the read reaches this task.
@@ -544,8 +543,8 @@ where
             }
             let mut ccx = Context::from_waker(&control_waker);
             if closing {
-                if hard_close_armed
-                    && hard_close.as_mut().poll(&mut ccx).is_ready()
+                if let Some(sleep) = hard_close.as_mut()
+                    && sleep.as_mut().poll(&mut ccx).is_ready()
                     && activity.events.load(Ordering::Relaxed) == 0
                 {
                     return Poll::Ready(Ok(()));
@@ -567,10 +566,7 @@ where
             conn.as_mut().graceful_shutdown();
             closing = true;
             if activity.events.load(Ordering::Relaxed) == 0 {
-                hard_close_armed = true;
-                hard_close
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + first.min(idle));
+                hard_close = Some(Box::pin(tokio::time::sleep(first.min(idle))));
                 // Armed: its wake-up comes through `control`.
                 control.woken.store(true, Ordering::Release);
             }

@@ -40,23 +40,32 @@ impl<IO> SendTimed<IO> {
     }
 }
 
-/// A write that waited: `Pending` until `limit` has passed since it began
-/// to wait, then the error that ends the connection.
-fn waited<T>(
-    waiting: &mut Option<Sleep>,
-    limit: Duration,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<T>> {
-    let sleep = waiting.get_or_insert_with(|| {
-        let now = Instant::now();
-        Sleep::until(now.checked_add(limit).unwrap_or(now))
-    });
-    match Pin::new(sleep).poll(cx) {
-        Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client read nothing for limits.send_timeout",
-        ))),
-        Poll::Pending => Poll::Pending,
+impl<IO: AsyncWrite> SendTimed<IO> {
+    /// One write (`op`): through, it clears the clock; waiting, it starts
+    /// or reads the clock, and fails once `limit` has passed since the
+    /// wait began.
+    fn timed<T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut IO>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let this = self.project();
+        if let done @ Poll::Ready(_) = op(this.io, cx) {
+            *this.waiting = None;
+            return done;
+        }
+        let limit = *this.limit;
+        let sleep = this.waiting.get_or_insert_with(|| {
+            let now = Instant::now();
+            Sleep::until(now.checked_add(limit).unwrap_or(now))
+        });
+        match Pin::new(sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for limits.send_timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -66,14 +75,7 @@ impl<IO: AsyncWrite> AsyncWrite for SendTimed<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        match this.io.poll_write(cx, buf) {
-            Poll::Pending => waited(this.waiting, *this.limit, cx),
-            done => {
-                *this.waiting = None;
-                done
-            }
-        }
+        self.timed(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -81,14 +83,7 @@ impl<IO: AsyncWrite> AsyncWrite for SendTimed<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        match this.io.poll_write_vectored(cx, bufs) {
-            Poll::Pending => waited(this.waiting, *this.limit, cx),
-            done => {
-                *this.waiting = None;
-                done
-            }
-        }
+        self.timed(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -96,14 +91,7 @@ impl<IO: AsyncWrite> AsyncWrite for SendTimed<IO> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        match this.io.poll_flush(cx) {
-            Poll::Pending => waited(this.waiting, *this.limit, cx),
-            done => {
-                *this.waiting = None;
-                done
-            }
-        }
+        self.timed(cx, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
