@@ -62,7 +62,7 @@ pub enum ApiError {
     #[error("A token with this id already exists; try again.")]
     IdTaken,
     /// The store could not serve the request.
-    #[error("The token store cannot serve this request: {0}")]
+    #[error("The token store cannot serve this request: {}; try again shortly.", .0.public())]
     StoreUnavailable(StoreError),
     /// Token callers hold every request slot they may.
     #[error("Token callers hold all the admin request slots they may; try again shortly.")]
@@ -236,5 +236,24 @@ mod tests {
         assert!(!body.contains(&t[4..]), "{body}");
         assert!(!body.contains("Abc"), "{body}");
         assert!(body.contains("unknown role `hwz_…redacted`"), "{body}");
+    }
+
+    /// The store's own error text (a Redis message, an address, a path)
+    /// goes to the log, not to the caller, who may be a token holder.
+    #[tokio::test]
+    async fn a_store_failure_names_no_detail_of_the_store() {
+        use http_body_util::BodyExt;
+        for e in [
+            StoreError::Unavailable("Connection refused (os error 111) at 10.9.8.7:6379".into()),
+            StoreError::Corrupt("hawzu:tok:10.9.8.7 holds no hash".into()),
+        ] {
+            let res = ApiError::store(e).into_response();
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            assert!(!body.contains("10.9.8.7"), "{body}");
+            assert!(body.contains("\"store_unavailable\""), "{body}");
+            assert!(body.contains("try again"), "{body}");
+        }
     }
 }

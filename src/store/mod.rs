@@ -50,6 +50,32 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a token with this id or hash already exists")]
     Conflict,
+    /// A change written on the Sentinel master that fewer replicas than
+    /// required confirmed in time (`store.redis.sentinel.replica_acks`).
+    #[error(
+        "the change reached the master, but {acked} of {wanted} replicas confirmed it within {within:?}: a fail-over could lose it"
+    )]
+    Unconfirmed {
+        acked: i64,
+        wanted: u32,
+        within: std::time::Duration,
+    },
+}
+
+impl StoreError {
+    /// What a caller of the gate may be told: a timeout or an unconfirmed
+    /// change says what happened; anything else is the store's own text (a
+    /// Redis message, an address, a key, a path), which stays in the log.
+    pub fn public(&self) -> String {
+        match self {
+            StoreError::Timeout(_) | StoreError::Unconfirmed { .. } | StoreError::Conflict => {
+                self.to_string()
+            }
+            StoreError::Unavailable(_) | StoreError::Corrupt(_) => {
+                "it failed (the gate's log has its error)".to_owned()
+            }
+        }
+    }
 }
 
 /// A record as read, with the hash it is stored under and its stored bytes

@@ -490,8 +490,14 @@ impl RedisStore {
         )
         .await
         .unwrap_or(Err(StoreError::Timeout(limit)));
-        if let (Err(StoreError::Unavailable(_) | StoreError::Timeout(_)), Target::Sentinel(t)) =
-            (&result, &self.inner.target)
+        if let (
+            Err(
+                StoreError::Unavailable(_)
+                | StoreError::Timeout(_)
+                | StoreError::Unconfirmed { .. },
+            ),
+            Target::Sentinel(t),
+        ) = (&result, &self.inner.target)
         {
             let g = generation.load(Ordering::Relaxed);
             if g != u64::MAX {
@@ -533,9 +539,11 @@ impl RedisStore {
             .await
             .map_err(redis_err)?;
         if acked < i64::from(wanted) {
-            return Err(StoreError::Unavailable(format!(
-                "the change reached the master, but {acked} of {wanted} replicas confirmed it within {within:?}: a fail-over could lose it; try again"
-            )));
+            return Err(StoreError::Unconfirmed {
+                acked,
+                wanted,
+                within,
+            });
         }
         Ok(())
     }
