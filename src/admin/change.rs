@@ -100,14 +100,9 @@ pub async fn rotate(
     let new = successor(&old.record, new_id, &valid, caller.label(), stamp(now));
     if let Err(e) = api.cache.create(&secret.hash(), &new).await {
         // Give the old token back: nobody holds a successor.
+        let old_until = stamp(valid.old_until);
         let undone = update(&*api.cache, id, |r| {
-            Ok::<_, std::convert::Infallible>((r.rotated_to.as_ref() == Some(&new.id)).then(|| {
-                TokenRecord {
-                    revoked_at: None,
-                    rotated_to: None,
-                    ..r.clone()
-                }
-            }))
+            Ok::<_, std::convert::Infallible>(undo_rotate(r, &new.id, old_until))
         })
         .await;
         if let Err(undo) = undone {
@@ -150,6 +145,20 @@ pub async fn rotate(
 /// the longest lifetime (a 422 on `expires`, also when inherited), and its
 /// roles — the old token's — within the highest role (403: a rotate never
 /// changes a scope; create a new token).
+/// The old token given back after its successor could not be stored:
+/// only while it is still exactly as this rotate left it. A revocation
+/// made meanwhile — a `DELETE`, a leak report — also keeps `rotated_to`
+/// but moves `revoked_at`, and stays.
+fn undo_rotate(r: &TokenRecord, successor: &TokenId, old_until: Timestamp) -> Option<TokenRecord> {
+    (r.rotated_to.as_ref() == Some(successor) && r.revoked_at == Some(old_until)).then(|| {
+        TokenRecord {
+            revoked_at: None,
+            rotated_to: None,
+            ..r.clone()
+        }
+    })
+}
+
 fn governed_rotate(
     policy: &crate::policy::Policy,
     old: &TokenRecord,
@@ -242,4 +251,41 @@ pub async fn update_token(
             token: TokenView::of(&stored.record, now),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may panic
+
+    use super::*;
+    use crate::token::Scope;
+
+    #[test]
+    fn a_failed_rotate_gives_back_only_the_token_it_left_and_never_undoes_a_revocation() {
+        let now: Timestamp = "2026-12-06T16:00:00.000Z".parse().unwrap();
+        let until: Timestamp = "2026-12-07T16:00:00.000Z".parse().unwrap();
+        let successor = TokenId::generate().unwrap();
+        let rotated = TokenRecord {
+            revoked_at: Some(until),
+            rotated_to: Some(successor.clone()),
+            ..TokenRecord::sample(
+                Scope::Workspace {
+                    role: "workspace_member".into(),
+                },
+                now,
+            )
+        };
+        let back = undo_rotate(&rotated, &successor, until).unwrap();
+        assert_eq!((back.revoked_at, back.rotated_to), (None, None));
+        // Revoked meanwhile (DELETE or a leak report: `revoked_at` now,
+        // `rotated_to` kept): it stays revoked.
+        let revoked = TokenRecord {
+            revoked_at: Some(now),
+            ..rotated.clone()
+        };
+        assert!(undo_rotate(&revoked, &successor, until).is_none());
+        // Rotated again by someone else: not this rotate's to undo.
+        let other = TokenId::generate().unwrap();
+        assert!(undo_rotate(&rotated, &other, until).is_none());
+    }
 }
