@@ -56,6 +56,7 @@ fn record() -> TokenRecord {
         disabled_at: None,
         disabled_by: None,
         revoked_at: None,
+        revoked_by: None,
         last_used_at: None,
         rotated_from: None,
         description: None,

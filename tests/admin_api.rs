@@ -229,6 +229,7 @@ async fn a_token_expires_at_the_exact_instant() {
         disabled_at: None,
         disabled_by: None,
         revoked_at: None,
+        revoked_by: None,
         last_used_at: None,
         rotated_from: None,
         description: None,

@@ -352,6 +352,7 @@ async fn a_signed_github_report_revokes_the_token_on_every_gate_of_the_fleet() {
         "{reason}"
     );
     assert!(e["after"]["revoked_at"].is_string(), "{e}");
+    assert_eq!(e["after"]["revoked_by"], "leaks:github", "{e}");
     assert!(
         !e.to_string().contains(&secret[4..]),
         "no secret in the event"

@@ -122,6 +122,7 @@ async fn rotate_takes_a_new_expiry_and_an_overlap_capped_by_the_config() {
     assert_eq!(old["state"], "enabled");
     assert_eq!(ts(&old["revoked_at"]), until);
     assert_eq!(old["rotated_to"], new_id.as_str());
+    assert!(old.get("revoked_by").is_none(), "an overlap: {old}");
 
     // Rotated already: the successor is the one to rotate.
     let a = rotate(&gate, &id, json!({})).await;
@@ -132,6 +133,7 @@ async fn rotate_takes_a_new_expiry_and_an_overlap_capped_by_the_config() {
     // Revoking the old token ends the overlap now.
     let a = gate.admin().delete(&format!("/admin/v1/tokens/{id}")).await;
     assert_eq!(a.json()["token"]["state"], "revoked");
+    assert_eq!(a.json()["token"]["revoked_by"], "admin");
     assert_eq!(
         auth(&gate, &old_secret).await,
         (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
@@ -146,6 +148,7 @@ async fn rotate_takes_a_new_expiry_and_an_overlap_capped_by_the_config() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
     assert_eq!(ts(&a.json()["token"]["expires_at"]), expires);
     assert_eq!(a.json()["old"]["state"], "revoked");
+    assert_eq!(a.json()["old"]["revoked_by"], "admin");
     assert_eq!(
         auth(&gate, &new_secret).await,
         (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
@@ -259,6 +262,7 @@ async fn expired_token(gate: &InProcessGate, ago: SignedDuration) -> (String, St
         disabled_at: None,
         disabled_by: None,
         revoked_at: None,
+        revoked_by: None,
         last_used_at: None,
         rotated_from: None,
         rotated_to: None,

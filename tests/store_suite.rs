@@ -48,6 +48,7 @@ fn record(ws: &str, created_at: Timestamp) -> TokenRecord {
         disabled_at: None,
         disabled_by: None,
         revoked_at: None,
+        revoked_by: None,
         last_used_at: None,
         rotated_from: None,
         description: None,

@@ -53,6 +53,7 @@ fn aged(name: &str, created_days_ago: i64, used_days_ago: Option<i64>) -> TokenR
         disabled_at: None,
         disabled_by: None,
         revoked_at: None,
+        revoked_by: None,
         last_used_at: used_days_ago.map(ago),
         rotated_from: None,
         description: None,

@@ -85,6 +85,8 @@ pub async fn rotate(
         }
         let next = TokenRecord {
             revoked_at: Some(stamp(valid.old_until)),
+            // Without an overlap the old value is revoked at once.
+            revoked_by: (valid.old_until <= now).then(|| caller.label()),
             rotated_to: Some(new_id.clone()),
             ..r.clone()
         };
@@ -100,9 +102,8 @@ pub async fn rotate(
     let new = successor(&old.record, new_id, &valid, caller.label(), stamp(now));
     if let Err(e) = api.cache.create(&secret.hash(), &new).await {
         // Give the old token back: nobody holds a successor.
-        let old_until = stamp(valid.old_until);
         let undone = update(&*api.cache, id, |r| {
-            Ok::<_, std::convert::Infallible>(undo_rotate(r, &new.id, old_until))
+            Ok::<_, std::convert::Infallible>(undo_rotate(r, &old.record, &before))
         })
         .await;
         if let Err(undo) = undone {
@@ -145,17 +146,21 @@ pub async fn rotate(
 /// the longest lifetime (a 422 on `expires`, also when inherited), and its
 /// roles — the old token's — within the highest role (403: a rotate never
 /// changes a scope; create a new token).
-/// The old token given back after its successor could not be stored:
-/// only while it is still exactly as this rotate left it. A revocation
-/// made meanwhile — a `DELETE`, a leak report — also keeps `rotated_to`
-/// but moves `revoked_at`, and stays.
-fn undo_rotate(r: &TokenRecord, successor: &TokenId, old_until: Timestamp) -> Option<TokenRecord> {
-    (r.rotated_to.as_ref() == Some(successor) && r.revoked_at == Some(old_until)).then(|| {
-        TokenRecord {
-            revoked_at: None,
-            rotated_to: None,
-            ..r.clone()
-        }
+/// The old token given back after its successor could not be stored
+/// (`left`: as the rotate wrote it; `before`: as it found it), only while it
+/// is still exactly as the rotate left it but for its use: a revocation
+/// made meanwhile — a `DELETE`, a leak report — keeps `rotated_to` but
+/// moves `revoked_at` and sets `revoked_by`, and stays.
+fn undo_rotate(r: &TokenRecord, left: &TokenRecord, before: &TokenRecord) -> Option<TokenRecord> {
+    let unchanged = TokenRecord {
+        last_used_at: r.last_used_at,
+        ..left.clone()
+    };
+    (*r == unchanged).then(|| TokenRecord {
+        revoked_at: before.revoked_at,
+        revoked_by: before.revoked_by.clone(),
+        rotated_to: before.rotated_to.clone(),
+        ..r.clone()
     })
 }
 
@@ -264,28 +269,50 @@ mod tests {
     fn a_failed_rotate_gives_back_only_the_token_it_left_and_never_undoes_a_revocation() {
         let now: Timestamp = "2026-12-06T16:00:00.000Z".parse().unwrap();
         let until: Timestamp = "2026-12-07T16:00:00.000Z".parse().unwrap();
-        let successor = TokenId::generate().unwrap();
+        let before = TokenRecord::sample(
+            Scope::Workspace {
+                role: "workspace_member".into(),
+            },
+            now,
+        );
         let rotated = TokenRecord {
             revoked_at: Some(until),
-            rotated_to: Some(successor.clone()),
-            ..TokenRecord::sample(
-                Scope::Workspace {
-                    role: "workspace_member".into(),
-                },
-                now,
-            )
+            rotated_to: Some(TokenId::generate().unwrap()),
+            ..before.clone()
         };
-        let back = undo_rotate(&rotated, &successor, until).unwrap();
-        assert_eq!((back.revoked_at, back.rotated_to), (None, None));
+        // Used meanwhile: still given back.
+        let used = TokenRecord {
+            last_used_at: Some(now),
+            ..rotated.clone()
+        };
+        let back = undo_rotate(&used, &rotated, &before).unwrap();
+        assert_eq!(
+            back,
+            TokenRecord {
+                last_used_at: Some(now),
+                ..before.clone()
+            }
+        );
         // Revoked meanwhile (DELETE or a leak report: `revoked_at` now,
         // `rotated_to` kept): it stays revoked.
         let revoked = TokenRecord {
             revoked_at: Some(now),
+            revoked_by: Some("admin".into()),
             ..rotated.clone()
         };
-        assert!(undo_rotate(&revoked, &successor, until).is_none());
-        // Rotated again by someone else: not this rotate's to undo.
-        let other = TokenId::generate().unwrap();
-        assert!(undo_rotate(&rotated, &other, until).is_none());
+        assert!(undo_rotate(&revoked, &rotated, &before).is_none());
+        // Disabled meanwhile, or rotated again by someone else: not this
+        // rotate's to give back.
+        let disabled = TokenRecord {
+            disabled_at: Some(now),
+            disabled_by: Some("admin".into()),
+            ..rotated.clone()
+        };
+        assert!(undo_rotate(&disabled, &rotated, &before).is_none());
+        let other = TokenRecord {
+            rotated_to: Some(TokenId::generate().unwrap()),
+            ..rotated.clone()
+        };
+        assert!(undo_rotate(&other, &rotated, &before).is_none());
     }
 }

@@ -379,6 +379,7 @@ mod tests {
             disabled_at: None,
             disabled_by: None,
             revoked_at: None,
+            revoked_by: None,
             last_used_at: None,
             rotated_from: None,
             description: None,

@@ -79,6 +79,7 @@ pub async fn create(
         disabled_at: None,
         disabled_by: None,
         revoked_at: None,
+        revoked_by: None,
         last_used_at: None,
         rotated_from: None,
         rotated_to: None,
@@ -415,7 +416,10 @@ async fn change(
                 next.disabled_by = None;
             }
             // A rotated token whose overlap still runs is revoked now.
-            Change::Revoke if !r.is_revoked_at(now) => next.revoked_at = Some(stamp(now)),
+            Change::Revoke if !r.is_revoked_at(now) => {
+                next.revoked_at = Some(stamp(now));
+                next.revoked_by = Some(caller.label());
+            }
             // Already in the asked state: nothing to write.
             _ => return Ok(None),
         }

@@ -48,6 +48,10 @@ pub struct TokenView {
     /// rotation's overlap lasts (the old value works until then).
     #[serde(with = "seconds::option")]
     pub revoked_at: Option<Timestamp>,
+    /// Who revoked it at once; absent for a rotation's overlap (and while
+    /// not revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
     #[serde(with = "seconds::option")]
     pub last_used_at: Option<Timestamp>,
     pub rotated_from: Option<TokenId>,
@@ -88,6 +92,7 @@ impl TokenView {
             disabled_at: r.disabled_at,
             disabled_by: r.disabled_by,
             revoked_at: r.revoked_at,
+            revoked_by: r.revoked_by,
             last_used_at: r.last_used_at,
             rotated_from: r.rotated_from,
             rotated_to: r.rotated_to,
@@ -240,6 +245,11 @@ impl TokenView {
     /// While a rotation's overlap lasts: when the old value stops working
     /// (the overlap's end, or the token's expiry if sooner).
     pub fn works_until(&self, now: Timestamp) -> Option<Timestamp> {
+        // Revoked at once (see `TokenRecord::refused_from`): no overlap,
+        // whatever this clock reads.
+        if self.revoked_by.is_some() || self.rotated_to.is_none() {
+            return None;
+        }
         let end = self.revoked_at.filter(|r| *r > now)?;
         Some(self.expires_at.map_or(end, |e| e.min(end))).filter(|t| *t > now)
     }

@@ -393,6 +393,7 @@ pub fn public_fields(r: &TokenRecord) -> Fields {
         ("disabled_at".into(), time(r.disabled_at)),
         ("disabled_by".into(), text(r.disabled_by.as_deref())),
         ("revoked_at".into(), time(r.revoked_at)),
+        ("revoked_by".into(), text(r.revoked_by.as_deref())),
         ("rotated_from".into(), id(r.rotated_from.as_ref())),
         ("rotated_to".into(), id(r.rotated_to.as_ref())),
     ])

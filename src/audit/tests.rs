@@ -66,6 +66,7 @@ fn a_create_shows_every_public_field_and_nothing_else() {
             "name",
             "not_before",
             "revoked_at",
+            "revoked_by",
             "rotated_from",
             "rotated_to",
             "scope",

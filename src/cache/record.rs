@@ -28,8 +28,9 @@ pub struct CachedRecord {
     expires_at: Timestamp,
     disabled: bool,
     /// When the token stops working for good (a rotation's overlap ends at
-    /// a future instant), so a cached record is refused after it with no
-    /// store read; [`NEVER`] when it is not revoked.
+    /// a future instant; a revocation made at once is `Timestamp::MIN`:
+    /// see `TokenRecord::refused_from`), so a cached record is refused
+    /// after it with no store read; [`NEVER`] when it is not revoked.
     revoked_at: Timestamp,
     /// `last_used_at` in ms since the epoch (`i64::MIN`: never).
     last_used_ms: i64,
@@ -101,7 +102,7 @@ impl CachedRecord {
             scope,
             expires_at: record.expires_at.unwrap_or(NEVER),
             disabled: record.disabled_at.is_some(),
-            revoked_at: record.revoked_at.unwrap_or(NEVER),
+            revoked_at: record.refused_from().unwrap_or(NEVER),
             last_used_ms: record.last_used_at.map_or(i64::MIN, |t| t.as_millisecond()),
             noted_ms: AtomicI64::new(i64::MIN / 2),
             limits: record.has_context_limits().then(|| {
@@ -157,7 +158,7 @@ impl CachedRecord {
         self.disabled
     }
 
-    /// When the token is (or will be) revoked.
+    /// From when the token is refused as revoked.
     pub fn revoked_at(&self) -> Option<Timestamp> {
         (self.revoked_at != NEVER).then_some(self.revoked_at)
     }

@@ -123,6 +123,10 @@ impl Output {
                     None => when(t.revoked_at, "-"),
                 },
             ),
+            (
+                "revoked by",
+                t.revoked_by.as_deref().unwrap_or("-").to_owned(),
+            ),
             ("last used", when(t.last_used_at, "never")),
             (
                 "rotated from",

@@ -493,6 +493,7 @@ fn a_future_revocation_ends_a_cached_token_at_its_instant() {
     let end = now() + jiff::SignedDuration::from_hours(24);
     let rec = TokenRecord {
         revoked_at: Some(end),
+        rotated_to: Some(crate::token::TokenId::generate().unwrap()),
         ..record(Scope::Workspace {
             role: "workspace_viewer".into(),
         })
@@ -556,5 +557,39 @@ fn context_limits_refuse_early_use_and_other_addresses() {
     assert_eq!(
         check_context(&limited, later, ClientAddr::Unknown),
         Err(DenyCode::AddressNotAllowed)
+    );
+}
+
+/// A revocation stamped by a gate whose clock runs ahead is in force at
+/// once on a gate whose clock lags: only a rotation's overlap is a
+/// revocation still to come.
+#[test]
+fn a_revocation_stamped_by_a_clock_ahead_is_in_force_on_a_gate_behind() {
+    let ahead = now() + jiff::SignedDuration::from_secs(5);
+    let ws = || {
+        record(Scope::Workspace {
+            role: "workspace_member".into(),
+        })
+    };
+    let judged = |r: &TokenRecord| check_cached_state(&CachedRecord::new(r), now());
+    // Revoked at once (no successor) by a gate 5 s ahead.
+    let revoked = TokenRecord {
+        revoked_at: Some(ahead),
+        ..ws()
+    };
+    assert!(revoked.is_revoked_at(now()));
+    assert_eq!(judged(&revoked), Err(DenyCode::TokenRevoked));
+    // A rotation's overlap ending at that instant: works until then.
+    let successor = crate::token::TokenId::generate().unwrap();
+    let overlap = TokenRecord {
+        revoked_at: Some(ahead),
+        rotated_to: Some(successor),
+        ..ws()
+    };
+    assert!(!overlap.is_revoked_at(now()));
+    assert_eq!(judged(&overlap), Ok(()));
+    assert_eq!(
+        check_cached_state(&CachedRecord::new(&overlap), ahead),
+        Err(DenyCode::TokenRevoked)
     );
 }

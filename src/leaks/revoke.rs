@@ -104,6 +104,7 @@ pub async fn revoke_leaked(
         *b = Some(r.clone());
         Ok(Some(TokenRecord {
             revoked_at: Some(Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at)),
+            revoked_by: Some(origin.actor.clone()),
             ..r.clone()
         }))
     })

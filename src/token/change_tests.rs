@@ -28,6 +28,7 @@ fn record(expires_at: Option<&str>) -> TokenRecord {
         disabled_at: None,
         disabled_by: None,
         revoked_at: None,
+        revoked_by: None,
         last_used_at: None,
         rotated_from: None,
         rotated_to: None,

@@ -49,8 +49,15 @@ pub struct TokenRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_by: Option<String>,
     /// When the token stops (or stopped) working for good. A future instant
-    /// is a rotation with an overlap: the old value works until then.
+    /// is a rotation with an overlap — the old value works until then —
+    /// only while `rotated_to` is set and `revoked_by` is not: see
+    /// [`TokenRecord::refused_from`].
     pub revoked_at: Option<Timestamp>,
+    /// Who revoked the token at once (`admin`, `token:<id>`, `leaks:github`,
+    /// `leaks:public`; a rotation without an overlap: its caller); absent
+    /// while not revoked, and for a rotation's overlap, which ends by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
     pub last_used_at: Option<Timestamp>,
     pub rotated_from: Option<TokenId>,
     /// The successor of a rotated token; absent until rotated.
@@ -159,13 +166,25 @@ impl TokenRecord {
     /// Whether the token is revoked at `now` (a rotation's overlap has a
     /// revocation still to come).
     pub fn is_revoked_at(&self, now: Timestamp) -> bool {
-        self.revoked_at.is_some_and(|r| r <= now)
+        self.refused_from().is_some_and(|r| r <= now)
+    }
+
+    /// The instant from which the token is refused as revoked, on any
+    /// gate's clock: the end of a rotation's overlap, or — for a
+    /// revocation made at once — the earliest instant there is, so that a
+    /// gate whose clock lags the one that stamped `revoked_at` does not read
+    /// it as an overlap still to run. At once: `revoked_by` set, or no
+    /// successor (only a rotation writes a `revoked_at` to come).
+    pub fn refused_from(&self) -> Option<Timestamp> {
+        let at = self.revoked_at?;
+        let at_once = self.revoked_by.is_some() || self.rotated_to.is_none();
+        Some(if at_once { Timestamp::MIN } else { at })
     }
 
     /// The end of a rotation's overlap: the old value works until then.
     /// `None` when not rotated with an overlap, or once it ended.
     pub fn works_until(&self, now: Timestamp) -> Option<Timestamp> {
-        self.revoked_at.filter(|r| *r > now)
+        self.refused_from().filter(|r| *r > now)
     }
 
     /// Whether the record limits where or from when it may be used.
@@ -472,6 +491,7 @@ impl TokenRecord {
             disabled_at: None,
             disabled_by: None,
             revoked_at: None,
+            revoked_by: None,
             last_used_at: None,
             rotated_from: None,
             description: None,

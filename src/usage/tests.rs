@@ -39,6 +39,7 @@ fn record(last_used_at: Option<Timestamp>) -> TokenRecord {
         disabled_at: None,
         disabled_by: None,
         revoked_at: None,
+        revoked_by: None,
         last_used_at,
         rotated_from: None,
         description: None,

@@ -186,6 +186,7 @@ mod tests {
             disabled_at: None,
             disabled_by: None,
             revoked_at: None,
+            revoked_by: None,
             last_used_at: used.map(days_ago),
             rotated_from: None,
             description: None,

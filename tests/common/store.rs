@@ -165,6 +165,7 @@ pub fn workspace_record(name: &str) -> hawzu_gate::token::TokenRecord {
         disabled_at: None,
         disabled_by: None,
         revoked_at: None,
+        revoked_by: None,
         last_used_at: None,
         rotated_from: None,
         description: None,

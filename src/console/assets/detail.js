@@ -167,7 +167,7 @@ export async function showDetail(id, actions) {
   fact('Last used', t.last_used_at ? when(t.last_used_at) : 'Never');
   if (t.description) fact('Description', t.description);
   if (t.disabled_at) fact('Disabled', `${when(t.disabled_at)}${t.disabled_by ? ` by ${t.disabled_by}` : ''}`);
-  if (t.revoked_at) fact('Revoked', when(t.revoked_at));
+  if (t.revoked_at) fact('Revoked', `${when(t.revoked_at)}${t.revoked_by ? ` by ${t.revoked_by}` : ''}`);
   if (t.rotated_from) fact('Rotated from', h('a', { href: `#/tokens/${t.rotated_from}` }, t.rotated_from));
   if (t.rotated_to) fact('Rotated to', h('a', { href: `#/tokens/${t.rotated_to}` }, t.rotated_to));
   if (t.allow_from && t.allow_from.length) fact('Allowed from', t.allow_from.join(', '));
