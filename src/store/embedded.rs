@@ -151,11 +151,15 @@ impl EmbeddedStore {
 
 impl EmbeddedStore {
     /// Compare-and-set of one record: `new` replaces `current` if the file
-    /// still holds `current`'s bytes.
+    /// still holds `current`'s bytes. Followers are told from the blocking
+    /// task once the write is committed: a write that lands after its
+    /// caller stopped waiting (`Timeout`) is told all the same.
     async fn write(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+        let changed = current.hash;
         let hash = current.hash.0;
         let expected = current.raw.clone();
         let new = new.to_json();
+        let feed = self.feed.clone();
         self.run(self.write_timeout, move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
@@ -170,6 +174,7 @@ impl EmbeddedStore {
                 tokens.insert(&hash[..], &new[..]).map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)?;
+            feed.publish(&changed);
             Ok(true)
         })
         .await
@@ -236,64 +241,66 @@ impl TokenStore for EmbeddedStore {
         let changed = *hash;
         let hash = hash.0;
         let record = record.clone();
-        let created = self
-            .run(self.write_timeout, move |db| {
-                let txn = db.begin_write().map_err(unavailable)?;
+        let feed = self.feed.clone();
+        self.run(self.write_timeout, move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+                let mut ids = txn.open_table(IDS).map_err(unavailable)?;
+                if tokens.get(&hash[..]).map_err(unavailable)?.is_some()
+                    || ids.get(record.id.as_str()).map_err(unavailable)?.is_some()
                 {
-                    let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
-                    let mut ids = txn.open_table(IDS).map_err(unavailable)?;
-                    if tokens.get(&hash[..]).map_err(unavailable)?.is_some()
-                        || ids.get(record.id.as_str()).map_err(unavailable)?.is_some()
-                    {
-                        return Err(StoreError::Conflict);
-                    }
-                    tokens
-                        .insert(&hash[..], &record.to_json()[..])
-                        .map_err(unavailable)?;
-                    ids.insert(record.id.as_str(), &hash[..])
-                        .map_err(unavailable)?;
-                    let ms = created_ms(&record);
-                    txn.open_table(BY_WORKSPACE)
-                        .map_err(unavailable)?
-                        .insert((record.workspace_id.as_str(), ms, record.id.as_str()), ())
-                        .map_err(unavailable)?;
-                    txn.open_table(ALL)
-                        .map_err(unavailable)?
-                        .insert((ms, record.id.as_str()), ())
-                        .map_err(unavailable)?;
+                    return Err(StoreError::Conflict);
                 }
-                txn.commit().map_err(unavailable)
-            })
-            .await;
-        if created.is_ok() {
+                tokens
+                    .insert(&hash[..], &record.to_json()[..])
+                    .map_err(unavailable)?;
+                ids.insert(record.id.as_str(), &hash[..])
+                    .map_err(unavailable)?;
+                let ms = created_ms(&record);
+                txn.open_table(BY_WORKSPACE)
+                    .map_err(unavailable)?
+                    .insert((record.workspace_id.as_str(), ms, record.id.as_str()), ())
+                    .map_err(unavailable)?;
+                txn.open_table(ALL)
+                    .map_err(unavailable)?
+                    .insert((ms, record.id.as_str()), ())
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)?;
             // A follower may hold a "no such token" for this hash.
-            self.feed.publish(&changed);
-        }
-        created
+            feed.publish(&changed);
+            Ok(())
+        })
+        .await
     }
 
     async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
-        let written = self.write(current, new).await;
-        if matches!(written, Ok(true)) {
-            self.feed.publish(&current.hash);
-        }
-        written
+        self.write(current, new).await
     }
 
     /// One file, written durably at commit: nothing to write again, only
-    /// whether the file still holds `current`.
+    /// whether the file still holds `current` — and followers told again,
+    /// as the Redis store does (the write being confirmed may be one whose
+    /// caller gave up waiting).
     async fn confirm(&self, current: &Stored) -> Result<bool, StoreError> {
+        let changed = current.hash;
         let hash = current.hash.0;
         let expected = current.raw.clone();
-        self.run(self.read_timeout, move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
-            Ok(tokens
-                .get(&hash[..])
-                .map_err(unavailable)?
-                .is_some_and(|raw| raw.value() == expected.as_slice()))
-        })
-        .await
+        let holds = self
+            .run(self.read_timeout, move |db| {
+                let txn = db.begin_read().map_err(unavailable)?;
+                let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+                Ok(tokens
+                    .get(&hash[..])
+                    .map_err(unavailable)?
+                    .is_some_and(|raw| raw.value() == expected.as_slice()))
+            })
+            .await;
+        if matches!(holds, Ok(true)) {
+            self.feed.publish(&changed);
+        }
+        holds
     }
 
     /// Not a change to any decision: followers are not told.
@@ -451,4 +458,68 @@ fn scan_batch(
             Ok((Cursor { created_ms: ms, id }, record))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may panic
+
+    use super::*;
+    use crate::store::feed::Change;
+    use crate::token::{Scope, TokenSecret};
+    use jiff::Timestamp;
+
+    /// A write that outlives its caller's wait (the file busy with another
+    /// write transaction) still tells the followers once it lands: no
+    /// cache may keep the record it replaced until its lifetime ends.
+    #[tokio::test]
+    async fn a_write_that_lands_after_its_timeout_still_tells_the_followers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), Duration::from_millis(20))
+            .await
+            .unwrap();
+        let secret = TokenSecret::generate().unwrap();
+        let record = TokenRecord::sample(
+            Scope::Workspace {
+                role: "workspace_member".into(),
+            },
+            Timestamp::now(),
+        );
+        store.create(&secret.hash(), &record).await.unwrap();
+        let current = store.find(&record.id).await.unwrap().unwrap();
+        let mut changes = store.changes().unwrap();
+        assert!(matches!(changes.next().await, Some(Change::Started)));
+
+        // Another write transaction holds the file past the write timeout.
+        let db = store.db.clone();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let txn = db.begin_write().unwrap();
+            held_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            txn.abort().unwrap();
+        });
+        held_rx.recv().unwrap();
+        let revoked = TokenRecord {
+            revoked_at: Some(Timestamp::now()),
+            revoked_by: Some("admin".into()),
+            ..record.clone()
+        };
+        let answer = store.replace(&current, &revoked).await;
+        assert!(matches!(answer, Err(StoreError::Timeout(_))), "{answer:?}");
+        go_tx.send(()).unwrap();
+        holder.join().unwrap();
+
+        // The revoke lands after its caller gave up, and is told.
+        let told = tokio::time::timeout(Duration::from_secs(5), changes.next()).await;
+        assert!(
+            matches!(told, Ok(Some(Change::Token(h))) if h == current.hash),
+            "{told:?}"
+        );
+        assert_eq!(
+            store.find(&record.id).await.unwrap().unwrap().record,
+            revoked
+        );
+    }
 }
