@@ -40,6 +40,9 @@ pub async fn listen_for_invalidations<S: TokenStore, F: ChangeFeed>(
                 cache.invalidate(&hash).await;
             }
             Change::Started => {
+                // What was looked up before the first subscription (the
+                // doors answer from the start) may have changed unheard.
+                cache.invalidate_all();
                 tracing::info!(%channel, "invalidation listener subscribed");
                 cache.set_subscribed(true);
             }

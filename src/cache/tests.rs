@@ -381,6 +381,26 @@ async fn the_listener_drops_changed_tokens_and_everything_when_the_feed_resumes(
     assert!(lookup(&cache, &b).await.is_disabled());
 }
 
+/// Tokens looked up before the feed is first followed (the gate answers
+/// from its start; the subscription lands later) may have changed
+/// unheard: the first subscription drops them as a resumption does.
+#[tokio::test]
+async fn the_first_subscription_drops_what_was_cached_before_it() {
+    let store = Double::default();
+    let (a, rec_a) = token();
+    store.put(a, rec_a.clone());
+    let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
+    let feed = store.feed();
+    tokio::spawn(listen_for_invalidations(cache.clone(), store.clone()));
+    until("the listener to start", || !cache.is_subscribed()).await;
+    assert!(!lookup(&cache, &a).await.is_disabled());
+    store.put(a, disabled(&rec_a)); // before the subscription: unheard
+
+    feed.send(Change::Started).unwrap();
+    until("the feed to be followed", || cache.is_subscribed()).await;
+    assert!(lookup(&cache, &a).await.is_disabled());
+}
+
 // === the lookup note (traced requests) ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

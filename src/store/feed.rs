@@ -21,8 +21,8 @@ pub enum Change {
     /// The record stored under this hash changed (created, replaced,
     /// disabled, revoked): a copy held anywhere is stale.
     Token(TokenHash),
-    /// The feed follows the store's changes for the first time: nothing
-    /// was missed before (nothing was held).
+    /// The feed follows the store's changes for the first time: changes
+    /// made before it were not heard (a follower drops what it held).
     Started,
     /// The feed was cut off: changes made from now on may be missed until
     /// [`Change::Resumed`].
