@@ -28,7 +28,7 @@ use crate::metrics::{Metrics, StoreOp};
 use crate::store::{ListQuery, Page, StoreError, Stored, TokenStore};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
-use self::epochs::Epochs;
+use self::epochs::{Epochs, Seen};
 
 mod audit;
 mod epochs;
@@ -87,7 +87,7 @@ pub struct TokenCache<S> {
     ttl: Duration,
     stale_if_error: Duration,
     /// Concurrent refreshes of one stale record share one store read.
-    refreshes: Cache<TokenHash, Entry, KeyHasher>,
+    refreshes: Cache<TokenHash, (Seen, Entry), KeyHasher>,
     /// Until when (ms after `started`) the store counts as failing: stale
     /// records are then served without asking it again.
     failing_until_ms: AtomicU64,
@@ -286,15 +286,24 @@ impl<S: TokenStore> TokenCache<S> {
     }
 
     /// A stale record read again (concurrent callers share the read); the
-    /// answer replaces it unless an invalidation raced with the read.
+    /// answer replaces it unless an invalidation raced with the read. As in
+    /// [`Self::load`], the answer is inserted first and the counters checked
+    /// after (an invalidation between a check and the insert would find
+    /// nothing to remove), and the counters compared are those read when
+    /// the shared read began: a caller that joins it later must not take a
+    /// change made after it began for one made before.
     async fn refresh(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
-        let before = self.epochs.seen(hash);
-        let read = self.refreshes.try_get_with(*hash, self.read(hash)).await;
+        let read = self
+            .refreshes
+            .try_get_with(*hash, async {
+                let before = self.epochs.seen(hash);
+                self.read(hash).await.map(|entry| (before, entry))
+            })
+            .await;
         self.refreshes.invalidate(hash).await;
-        let entry = read.map_err(|e| (*e).clone())?;
-        if self.epochs.seen(hash) == before {
-            self.cache.insert(*hash, entry.clone()).await;
-        } else {
+        let (before, entry) = read.map_err(|e| (*e).clone())?;
+        self.cache.insert(*hash, entry.clone()).await;
+        if self.epochs.seen(hash) != before {
             self.cache.invalidate(hash).await;
         }
         Ok(entry_record(entry))
