@@ -758,6 +758,27 @@ async fn forward_auth_originals_that_disagree_or_repeat_are_refused() {
             MISSING,
         ),
         (
+            // Which one would the API see? Refused, as two URIs are.
+            "nginx: two methods",
+            "/auth/nginx",
+            vec![
+                (b"X-Original-Method", b"GET"),
+                (b"X-Original-Method", b"DELETE"),
+                (b"X-Original-URI", ws1),
+            ],
+            AMBIGUOUS,
+        ),
+        (
+            "traefik: two methods",
+            "/auth/traefik",
+            vec![
+                (b"X-Forwarded-Method", b"GET"),
+                (b"X-Forwarded-Method", b"DELETE"),
+                (b"X-Forwarded-Uri", ws1),
+            ],
+            AMBIGUOUS,
+        ),
+        (
             "nginx: a method that is not one",
             "/auth/nginx",
             vec![(b"X-Original-Method", b"GET /x"), (b"X-Original-URI", ws1)],

@@ -300,7 +300,7 @@ impl<'h> Read<'h> {
 /// sends the full URL, a plain nginx config the request URI; when both come
 /// they must agree. Without them the request cannot be judged.
 fn nginx_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
-    let method = original_method(h.original_method.first)?;
+    let method = original_method(h.original_method.one()?)?;
     let from_url = h
         .original_url
         .one()?
@@ -337,7 +337,7 @@ fn nginx_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
 
 /// The original method, path and query as Traefik reports them.
 fn traefik_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
-    let method = original_method(h.forwarded_method.first)?;
+    let method = original_method(h.forwarded_method.one()?)?;
     let Some(uri) = h.forwarded_uri.one()? else {
         tracing::warn!("/auth/traefik without X-Forwarded-Uri; see deploy/traefik");
         return Err(DenyCode::MissingOriginal);
@@ -346,9 +346,9 @@ fn traefik_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
     Ok((method, Cow::Borrowed(path), query.map(Cow::Borrowed)))
 }
 
-/// The original method: missing is `missing_original`, not a method is
-/// `ambiguous_path`.
-fn original_method(v: Option<&HeaderValue>) -> Result<Method, DenyCode> {
+/// The original method (one value: two are `ambiguous_path`, as two URIs
+/// are): missing is `missing_original`, not a method is `ambiguous_path`.
+fn original_method(v: Option<&str>) -> Result<Method, DenyCode> {
     let v = v.ok_or(DenyCode::MissingOriginal)?;
     Method::from_bytes(v.as_bytes()).map_err(|_| DenyCode::AmbiguousPath)
 }
