@@ -141,7 +141,7 @@ async fn sign_in(
     }
     let opened = console
         .sessions
-        .open(signed_in, caller.label(), client)
+        .open(signed_in, caller.label(), caller.workspace(), client)
         .map_err(ApiError::fault)?;
     tracing::info!(
         target: "hawzu_gate::admin",

@@ -106,11 +106,33 @@ impl std::fmt::Debug for Opened {
 struct Entry {
     signed_in: SignedIn,
     label: String,
+    /// The workspace of a token's session; `None`: the admin key's.
+    workspace: Option<Box<str>>,
     /// Where it signed in from: the cookie works from there only.
     client: IpAddr,
     csrf: String,
     created: Instant,
     last_seen: Instant,
+}
+
+/// The session to end for a sign-in to a full gate: the oldest of the
+/// workspace holding the most — however many tokens it signs in with, a
+/// workspace pushes out only its own. The admin key's sessions (at most
+/// [`MAX_PER_CALLER`]) make room only for the admin key (`for_admin`).
+fn oldest_of_the_fullest(map: &HashMap<[u8; 32], Entry>, for_admin: bool) -> Option<[u8; 32]> {
+    let mut held: HashMap<Option<&str>, usize> = HashMap::new();
+    for e in map.values() {
+        *held.entry(e.workspace.as_deref()).or_default() += 1;
+    }
+    let fullest = held
+        .into_iter()
+        .filter(|(w, _)| w.is_some() || for_admin)
+        .max_by_key(|(_, n)| *n)
+        .map(|(w, _)| w)?;
+    map.iter()
+        .filter(|(_, e)| e.workspace.as_deref() == fullest)
+        .min_by_key(|(_, e)| e.created)
+        .map(|(k, _)| *k)
 }
 
 /// The sign-ins of the console on this gate.
@@ -148,21 +170,23 @@ impl Sessions {
         self.max_age
     }
 
-    /// Opens a session for `signed_in`.
-    /// Opens a session for `signed_in`, usable from `client` only.
+    /// Opens a session for `signed_in` (`label`, of `workspace`: `None` for
+    /// the admin key), usable from `client` only.
     pub fn open(
         &self,
         signed_in: SignedIn,
         label: String,
+        workspace: Option<&str>,
         client: IpAddr,
     ) -> Result<Opened, SessionError> {
-        self.open_at(signed_in, label, client, Instant::now())
+        self.open_at(signed_in, label, workspace, client, Instant::now())
     }
 
     fn open_at(
         &self,
         signed_in: SignedIn,
         label: String,
+        workspace: Option<&str>,
         client: IpAddr,
         now: Instant,
     ) -> Result<Opened, SessionError> {
@@ -179,7 +203,7 @@ impl Sessions {
             map.remove(&oldest);
         }
         if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| *k)
+            && let Some(oldest) = oldest_of_the_fullest(&map, workspace.is_none())
         {
             map.remove(&oldest);
         }
@@ -188,6 +212,7 @@ impl Sessions {
             Entry {
                 signed_in: signed_in.clone(),
                 label: label.clone(),
+                workspace: workspace.map(Into::into),
                 client,
                 csrf: csrf.clone(),
                 created: now,
@@ -279,7 +304,7 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_cookie_and_ends_at_sign_out() {
         let s = Sessions::default();
-        let opened = s.open(SignedIn::Admin, "admin".into(), HERE).unwrap();
+        let opened = s.open(SignedIn::Admin, "admin".into(), None, HERE).unwrap();
         assert_eq!(opened.cookie.len(), RANDOM_LEN);
         let found = s.find(&opened.cookie, HERE).unwrap();
         assert_eq!(found.signed_in, SignedIn::Admin);
@@ -296,7 +321,7 @@ mod tests {
         let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(300));
         let t0 = Instant::now();
         let a = s
-            .open_at(SignedIn::Admin, "admin".into(), HERE, t0)
+            .open_at(SignedIn::Admin, "admin".into(), None, HERE, t0)
             .unwrap();
         // Used every 50 s: alive until five minutes after sign-in.
         for i in 1..6 {
@@ -310,7 +335,7 @@ mod tests {
                 .is_none()
         );
         let b = s
-            .open_at(SignedIn::Admin, "admin".into(), HERE, t0)
+            .open_at(SignedIn::Admin, "admin".into(), None, HERE, t0)
             .unwrap();
         assert!(
             s.find_at(&b.cookie, HERE, t0 + Duration::from_secs(61))
@@ -323,7 +348,7 @@ mod tests {
         let s = Sessions::default();
         let t0 = Instant::now();
         let admin = s
-            .open_at(SignedIn::Admin, "admin".into(), HERE, t0)
+            .open_at(SignedIn::Admin, "admin".into(), None, HERE, t0)
             .unwrap();
         let mut flood = Vec::new();
         for i in 0..(MAX_SESSIONS as u64 + 50) {
@@ -332,6 +357,7 @@ mod tests {
                 .open_at(
                     SignedIn::Token(TokenHash([9; 32])),
                     "token:tok_f".into(),
+                    Some("ws_1"),
                     HERE,
                     at,
                 )
@@ -352,10 +378,55 @@ mod tests {
         assert!(s.find_at(flood.last().unwrap(), HERE, now).is_some());
     }
 
+    /// A workspace's manager token can make tokens to sign in with, one
+    /// label each: a full gate ends the sessions of the fullest workspace,
+    /// never the admin key's, nor another workspace's few.
+    #[test]
+    fn a_workspace_signing_in_with_many_tokens_ends_only_its_own_sessions() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let admin = s
+            .open_at(SignedIn::Admin, "admin".into(), None, HERE, t0)
+            .unwrap();
+        let other = s
+            .open_at(
+                SignedIn::Token(TokenHash([8; 32])),
+                "token:tok_other".into(),
+                Some("ws_2"),
+                HERE,
+                t0,
+            )
+            .unwrap();
+        let mut at = t0;
+        for label in 0..(MAX_SESSIONS / MAX_PER_CALLER + 8) {
+            for _ in 0..MAX_PER_CALLER {
+                at += Duration::from_millis(1);
+                s.open_at(
+                    SignedIn::Token(TokenHash([9; 32])),
+                    format!("token:tok_{label}"),
+                    Some("ws_1"),
+                    HERE,
+                    at,
+                )
+                .unwrap();
+            }
+        }
+        let now = at + Duration::from_secs(1);
+        assert!(
+            s.find_at(&admin.cookie, HERE, now).is_some(),
+            "the admin's session was ended by one workspace"
+        );
+        assert!(
+            s.find_at(&other.cookie, HERE, now).is_some(),
+            "another workspace's session was ended"
+        );
+        assert!(s.len() <= MAX_SESSIONS);
+    }
+
     #[test]
     fn a_cookie_works_only_from_the_address_that_signed_in() {
         let s = Sessions::default();
-        let opened = s.open(SignedIn::Admin, "admin".into(), HERE).unwrap();
+        let opened = s.open(SignedIn::Admin, "admin".into(), None, HERE).unwrap();
         let elsewhere: IpAddr = "203.0.113.7".parse().unwrap();
         assert!(s.find(&opened.cookie, elsewhere).is_none());
         // And the session is still there for its own address.
@@ -369,6 +440,7 @@ mod tests {
             .open(
                 SignedIn::Token(TokenHash([7; 32])),
                 "token:tok_x".into(),
+                Some("ws_1"),
                 HERE,
             )
             .unwrap();
