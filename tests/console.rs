@@ -176,6 +176,14 @@ async fn every_console_answer_carries_the_csp_and_the_page_is_all_from_the_binar
     let a = plain(&gate).get("/console/nothing.js").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_console_headers(&a, "404");
+    // Deeper than the console's own routes: still a console answer.
+    let a = plain(&gate).get("/console/a/b").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_console_headers(&a, "404 two segments down");
+    // The admin API's JSON is never sniffed as something else either.
+    let a = plain(&gate).get("/admin/v1/tokens").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
     let a = plain(&gate).get("/console").await;
     assert_eq!(a.status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(a.header("location"), Some("/console/"));

@@ -79,6 +79,7 @@ impl AdminApi {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let id = self.request_ids.of(req.headers());
+        let console = req.uri().path().starts_with("/console");
         req.extensions_mut().insert(Peer(peer));
         req.extensions_mut().insert(RequestId(id.clone()));
         // A router clone is a reference count: the routes are shared.
@@ -86,7 +87,18 @@ impl AdminApi {
             Ok(res) => res,
             Err(never) => match never {},
         };
-        res.headers_mut().insert(REQUEST_ID, id);
+        let h = res.headers_mut();
+        h.insert(REQUEST_ID, id);
+        if console {
+            // Every answer under /console — its routes', and the table's
+            // 404 for a path deeper than they reach — is a console answer.
+            crate::console::secure_headers(h);
+        } else {
+            h.insert(
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                http::HeaderValue::from_static("nosniff"),
+            );
+        }
         res
     }
 }
