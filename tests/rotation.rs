@@ -149,6 +149,11 @@ async fn rotate_takes_a_new_expiry_and_an_overlap_capped_by_the_config() {
     assert_eq!(ts(&a.json()["token"]["expires_at"]), expires);
     assert_eq!(a.json()["old"]["state"], "revoked");
     assert_eq!(a.json()["old"]["revoked_by"], "admin");
+    assert!(
+        a.json()["token"].get("revoked_by").is_none(),
+        "{}",
+        body(&a)
+    );
     assert_eq!(
         auth(&gate, &new_secret).await,
         (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))

@@ -362,6 +362,7 @@ pub fn successor(
         disabled_by: None,
         last_used_at: None,
         revoked_at: None,
+        revoked_by: None,
         rotated_from: Some(old.id.clone()),
         rotated_to: None,
         ..old.clone()
