@@ -236,6 +236,7 @@ async fn a_token_expires_at_the_exact_instant() {
         rotated_to: None,
         allow_from: Vec::new(),
         not_before: None,
+        limits_by: None,
     };
     store.create(&secret.hash(), &record).await.unwrap();
     // Ask until a request is sent after the instant. No tolerance: an

@@ -323,6 +323,107 @@ async fn a_disable_by_the_admin_key_is_undone_only_by_the_admin_key() {
     );
 }
 
+/// Limits the admin key put on a token (an incident response: narrow a
+/// suspect CI token to the build network, or hold it back until later)
+/// are lifted only by the admin key, as its disable is undone only by it;
+/// a token caller may narrow them further.
+#[tokio::test]
+async fn limits_set_with_the_admin_key_are_lifted_only_by_the_admin_key() {
+    let gate = InProcessGate::start(&[TOKEN_ADMIN]).await;
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    let (_, manager) = create_token(
+        &gate,
+        workspace_token("Token-admin caller", "ws_a", "token_admin", "1y"),
+    )
+    .await;
+    let api = Http::new(admin_url).bearer(&manager);
+    let (id, _) = create_token(&gate, target_body("token_admin")).await;
+    let days = |n: i64| {
+        (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * n))
+            .round(jiff::Unit::Second)
+            .unwrap()
+            .to_string()
+    };
+    let patch = |body: Value| {
+        let path = format!("/admin/v1/tokens/{id}");
+        let api = &api;
+        async move { api.send(http::Method::PATCH, &path, &[], Some(body)).await }
+    };
+    let a = gate
+        .admin()
+        .send(
+            http::Method::PATCH,
+            &format!("/admin/v1/tokens/{id}"),
+            &[],
+            Some(json!({"allow_from": ["10.0.0.0/8"], "not_before": days(10)})),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(a.json()["token"]["limits_by"], "admin");
+    for lift in [
+        json!({"allow_from": []}),
+        json!({"allow_from": ["0.0.0.0/0"]}),
+        json!({"allow_from": ["10.0.0.0/8", "192.0.2.0/24"]}),
+        json!({"not_before": ""}),
+        json!({"not_before": days(5)}),
+    ] {
+        let a = patch(lift.clone()).await;
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{lift}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let message = a.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("admin key"), "{message}");
+    }
+    let shown = state_of(&gate, &id).await;
+    assert_eq!(shown["allow_from"], json!(["10.0.0.0/8"]));
+    // Narrowing is allowed, and the limits stay the admin key's.
+    let a = patch(json!({"allow_from": ["10.1.0.0/16"], "not_before": days(15)})).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(a.json()["token"]["limits_by"], "admin");
+    assert_eq!(
+        patch(json!({"allow_from": ["10.0.0.0/8"]})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // The admin key lifts them; limits a token caller sets, any caller
+    // that may act on the token may change.
+    let a = gate
+        .admin()
+        .send(
+            http::Method::PATCH,
+            &format!("/admin/v1/tokens/{id}"),
+            &[],
+            Some(json!({"allow_from": [], "not_before": ""})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.json()["token"].get("limits_by").is_none(),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let a = patch(json!({"allow_from": ["10.0.0.0/8"]})).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let by = a.json()["token"]["limits_by"].as_str().unwrap().to_owned();
+    assert!(by.starts_with("token:tok_"), "{by}");
+    assert_eq!(
+        patch(json!({"allow_from": []})).await.status,
+        StatusCode::OK
+    );
+}
+
 /// Six rotates of one token at once: exactly one succeeds, the others get
 /// 409 `token_revoked`, and exactly one successor exists.
 async fn concurrent_rotates_leave_one_successor(gates: &[&InProcessGate]) {

@@ -75,6 +75,7 @@ fn record() -> TokenRecord {
         rotated_to: None,
         allow_from: Vec::new(),
         not_before: None,
+        limits_by: None,
     }
 }
 

@@ -273,6 +273,7 @@ async fn expired_token(gate: &InProcessGate, ago: SignedDuration) -> (String, St
         rotated_to: None,
         allow_from: Vec::new(),
         not_before: None,
+        limits_by: None,
     };
     store.create(&secret.hash(), &record).await.unwrap();
     (record.id.to_string(), secret.expose().to_owned())

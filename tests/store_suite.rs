@@ -55,6 +55,7 @@ fn record(ws: &str, created_at: Timestamp) -> TokenRecord {
         rotated_to: None,
         allow_from: Vec::new(),
         not_before: None,
+        limits_by: None,
     }
 }
 

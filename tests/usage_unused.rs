@@ -60,6 +60,7 @@ fn aged(name: &str, created_days_ago: i64, used_days_ago: Option<i64>) -> TokenR
         rotated_to: None,
         allow_from: Vec::new(),
         not_before: None,
+        limits_by: None,
     }
 }
 

@@ -63,6 +63,7 @@ fn main() {
                         rotated_to: None,
                         allow_from: Vec::new(),
                         not_before: None,
+                        limits_by: None,
                     };
                     store.create(&secret.hash(), &record).await.expect("create");
                     out.push(secret.expose().to_owned());

@@ -21,7 +21,7 @@ use crate::token::change::{ValidRotate, successor};
 use crate::token::{ChangeRefusal, TokenId, TokenRecord, TokenSecret};
 
 use super::audit::record as audit;
-use super::caller::Caller;
+use super::caller::{ADMIN_LABEL, Caller};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, OptionalJsonBody, PathId, Reply};
 use super::state::AdminState;
@@ -164,6 +164,49 @@ fn undo_rotate(r: &TokenRecord, left: &TokenRecord, before: &TokenRecord) -> Opt
     })
 }
 
+/// Limits the admin key set (or of unknown origin: set before `limits_by`
+/// was recorded) are an operator's decision, as its disable is: a token
+/// caller may narrow them, not lift them — no network beyond those listed,
+/// no `not_before` still to come moved earlier or removed. Records in
+/// `next.limits_by` who set the limits it ends with.
+fn limits_kept(
+    caller: &Caller,
+    r: &TokenRecord,
+    next: &mut TokenRecord,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let same = next.allow_from == r.allow_from && next.not_before == r.not_before;
+    let by_admin =
+        r.has_context_limits() && r.limits_by.as_deref().is_none_or(|by| by == ADMIN_LABEL);
+    if by_admin && !same && !matches!(caller, Caller::Admin) {
+        let networks_lifted = !r.allow_from.is_empty()
+            && (next.allow_from.is_empty()
+                || !next
+                    .allow_from
+                    .iter()
+                    .all(|n| r.allow_from.iter().any(|own| own.covers(n))));
+        let start_lifted = r
+            .not_before
+            .is_some_and(|t| t > now && next.not_before.is_none_or(|n| n < t));
+        if networks_lifted || start_lifted {
+            return Err(ApiError::forbidden(
+                "The token's limits (allow_from, not_before) were set with the admin key; only the admin key can lift them.",
+            ));
+        }
+    }
+    next.limits_by = if !next.has_context_limits() {
+        None
+    } else if same {
+        r.limits_by.clone()
+    } else if by_admin {
+        // Narrowed by a token caller: still the admin key's to lift.
+        Some(ADMIN_LABEL.into())
+    } else {
+        Some(caller.label())
+    };
+    Ok(())
+}
+
 fn governed_rotate(
     policy: &crate::policy::Policy,
     old: &TokenRecord,
@@ -211,7 +254,7 @@ pub async fn update_token(
     let stored = update(&*api.cache, &id, |r| {
         *before.lock().unwrap_or_else(PoisonError::into_inner) = Some(r.clone());
         caller.may_act_on(&policy, r)?;
-        let next = req.apply(r, now).map_err(refused)?;
+        let mut next = req.apply(r, now).map_err(refused)?;
         // Limits set by this caller stay within its own networks (also
         // when they are already what it asks: none of its making).
         if req.allow_from.is_some()
@@ -219,6 +262,9 @@ pub async fn update_token(
                 caller.widened_by(next.as_ref().map_or(&r.allow_from, |n| &n.allow_from))
         {
             return Err(ApiError::Validation(field("allow_from", why)));
+        }
+        if let Some(n) = &mut next {
+            limits_kept(&caller, r, n, now)?;
         }
         // A new expiry is held to `[tokens]` max_lifetime as at create.
         if req.expires.is_some()

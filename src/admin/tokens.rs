@@ -66,6 +66,8 @@ pub async fn create(
     }
     let secret =
         TokenSecret::generate_with(api.policy().prefixes.mint()).map_err(ApiError::fault)?;
+    let limits_by = (!valid.limits.allow_from.is_empty() || valid.limits.not_before.is_some())
+        .then(|| caller.label());
     let record = TokenRecord {
         v: RECORD_VERSION,
         id: TokenId::generate().map_err(ApiError::fault)?,
@@ -85,6 +87,7 @@ pub async fn create(
         rotated_to: None,
         allow_from: valid.limits.allow_from,
         not_before: valid.limits.not_before,
+        limits_by,
     };
     api.cache
         .create(&secret.hash(), &record)

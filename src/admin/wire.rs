@@ -68,6 +68,10 @@ pub struct TokenView {
         skip_serializing_if = "Option::is_none"
     )]
     pub not_before: Option<Timestamp>,
+    /// Who set the limits (`admin`, `token:<id>`); absent without limits.
+    /// Limits the admin key set are lifted only by the admin key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_by: Option<String>,
     pub state: TokenState,
     /// Requests today (UTC) and in the six days before: in a list only
     /// (`null` there when usage could not be read), absent elsewhere.
@@ -98,6 +102,7 @@ impl TokenView {
             rotated_to: r.rotated_to,
             allow_from: r.allow_from.iter().map(ToString::to_string).collect(),
             not_before: r.not_before,
+            limits_by: r.limits_by,
             requests_7d: None,
         }
     }

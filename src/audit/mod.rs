@@ -382,6 +382,7 @@ pub fn public_fields(r: &TokenRecord) -> Fields {
         ("created_at".into(), time(Some(r.created_at))),
         ("expires_at".into(), time(r.expires_at)),
         ("not_before".into(), time(r.not_before)),
+        ("limits_by".into(), text(r.limits_by.as_deref())),
         (
             "allow_from".into(),
             r.allow_from

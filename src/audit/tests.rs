@@ -63,6 +63,7 @@ fn a_create_shows_every_public_field_and_nothing_else() {
             "disabled_at",
             "disabled_by",
             "expires_at",
+            "limits_by",
             "name",
             "not_before",
             "revoked_at",

@@ -111,6 +111,10 @@ impl Output {
                     t.allow_from.join(", ")
                 },
             ),
+            (
+                "limits by",
+                t.limits_by.as_deref().unwrap_or("-").to_owned(),
+            ),
             ("disabled", when(t.disabled_at, "-")),
             (
                 "disabled by",

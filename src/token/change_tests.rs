@@ -34,6 +34,7 @@ fn record(expires_at: Option<&str>) -> TokenRecord {
         rotated_to: None,
         allow_from: Vec::new(),
         not_before: None,
+        limits_by: None,
     }
 }
 

@@ -71,6 +71,11 @@ pub struct TokenRecord {
     /// absent: valid from creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Timestamp>,
+    /// Who set the context limits (`admin`, `token:<id>`); absent without
+    /// limits. Limits the admin key set — or set before this was recorded
+    /// — are lifted only by the admin key (`admin::change::update_token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_by: Option<String>,
 }
 
 /// What a token may reach: one workspace role, or one role per project.
@@ -498,6 +503,7 @@ impl TokenRecord {
             rotated_to: None,
             allow_from: Vec::new(),
             not_before: None,
+            limits_by: None,
         }
     }
 }

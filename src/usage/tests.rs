@@ -46,6 +46,7 @@ fn record(last_used_at: Option<Timestamp>) -> TokenRecord {
         rotated_to: None,
         allow_from: Vec::new(),
         not_before: None,
+        limits_by: None,
     }
 }
 

@@ -193,6 +193,7 @@ mod tests {
             rotated_to: None,
             allow_from: Vec::new(),
             not_before: None,
+            limits_by: None,
         }
     }
 

@@ -172,5 +172,6 @@ pub fn workspace_record(name: &str) -> hawzu_gate::token::TokenRecord {
         rotated_to: None,
         allow_from: Vec::new(),
         not_before: None,
+        limits_by: None,
     }
 }
