@@ -301,6 +301,7 @@ async fn a_cluster_serves_invalidates_and_survives_a_master_failover_under_load(
         ],
         Topology::Cluster {
             nodes: cluster.urls(),
+            replica_acks: 0,
         },
         // The bound on a lost event (see AFTER_FAILOVER).
         Duration::from_secs(5),
@@ -465,6 +466,66 @@ async fn a_sentinel_admin_change_is_answered_only_once_a_replica_holds_it() {
     let replica = set.replicas[0].port;
     let key_count = common::redis_cli(replica, &["DBSIZE"]);
     assert_ne!(key_count.trim(), "0", "the replica holds the tokens");
+}
+
+/// Redis Cluster replication is asynchronous too: a revoke the shard's
+/// master acknowledged and lost in a fail-over before any replica had it
+/// would let the token work again. With `store.redis.cluster.replica_acks`
+/// an admin change is answered only once a replica of the shard holding
+/// the token's record has it (`WAIT` routed to that shard's master, on
+/// the changes' own connections); with none to confirm, 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_admin_change_is_answered_only_once_a_replica_of_its_shard_holds_it() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = RedisCluster::start();
+    let prefix = unique_prefix("cluster-acks");
+    let nodes = cluster.urls().join(",");
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.key_prefix", prefix.as_str()),
+        ("store.redis.mode", "cluster"),
+        ("store.redis.nodes", &nodes),
+        ("store.redis.cluster.replica_acks", "1"),
+        ("store.timeout", "1s"),
+    ])
+    .await;
+    let (id, secret) = common::create_token(
+        &gate,
+        common::workspace_token("Replicated", "ws_1", "workspace_member", "1m"),
+    )
+    .await;
+    let master = cluster.master_for(&common::token_key(&prefix, &secret));
+    let replica = cluster.replica_of(master);
+
+    cluster.node(replica).kill();
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let message = a.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("0 of 1 replicas"), "{message}");
+
+    // The replica back: the retry is answered once it holds the change.
+    cluster.node(replica).restart();
+    common::wait_until("the replica to sync", Duration::from_secs(30), || {
+        redis_cli(master, &["INFO", "replication"]).contains("state=online")
+    });
+    let answered = common::eventually("the retry to be answered", Duration::from_secs(30), || {
+        let admin = gate.admin();
+        let path = format!("/admin/v1/tokens/{id}/disable");
+        async move {
+            let a = admin.post_empty(&path).await;
+            (a.status == StatusCode::OK).then_some(a)
+        }
+    })
+    .await;
+    assert_eq!(answered.json()["token"]["state"], "disabled");
 }
 
 /// With several replicas, one is not enough: in a planned fail-over the
@@ -645,6 +706,7 @@ async fn a_cluster_shard_that_cannot_be_read_keeps_the_gate_unready() {
     let store = TestStore::new(
         Topology::Cluster {
             nodes: cluster.urls(),
+            replica_acks: 0,
         },
         &prefix,
     );

@@ -62,7 +62,8 @@ pub use policy::{PolicySettings, RuleSettings};
 pub use runtime::{RuntimeSettings, ShutdownSettings};
 pub use settings::Settings;
 pub use store::{
-    Backend, DEFAULT_REPLICA_ACKS, RedisMode, RedisSettings, SentinelSettings, StoreSettings,
+    Backend, ClusterSettings, DEFAULT_REPLICA_ACKS, RedisMode, RedisSettings, SentinelSettings,
+    StoreSettings,
 };
 pub use telemetry::{TRACES_PATH, TelemetrySettings};
 pub use tokens::{TokenSettings, WorkspaceTokenSettings};

@@ -107,6 +107,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Sentinel mode only.
     pub sentinel: SentinelSettings,
+    /// Cluster mode only.
+    pub cluster: ClusterSettings,
 }
 
 /// How the gate finds Redis.
@@ -163,6 +165,21 @@ pub struct SentinelSettings {
     pub replica_acks: Option<u32>,
 }
 
+/// The Cluster set-up (`store.redis.mode = "cluster"`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Replicas of the shard holding a token's record that must hold each
+    /// admin change (create, disable, enable, revoke, rotate) before it is
+    /// answered (Redis `WAIT` on that shard's master, within
+    /// `store.timeout`); fewer → 503 `store_unavailable`, and the caller
+    /// tries again. Default 0: answered once the master has it — a
+    /// fail-over right after may lose it (a revoke undone). Set 1 when
+    /// every shard has a replica (two keep changes answered while a
+    /// promoted replica has none of its own).
+    pub replica_acks: Option<u32>,
+}
+
 /// [`SentinelSettings::replica_acks`] when not set.
 pub const DEFAULT_REPLICA_ACKS: u32 = 1;
 
@@ -175,6 +192,7 @@ impl Default for RedisSettings {
             nodes: Vec::new(),
             key_prefix: "hawzu-gate:v1:".into(),
             sentinel: SentinelSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -191,6 +209,7 @@ impl fmt::Debug for RedisSettings {
             )
             .field("key_prefix", &self.key_prefix)
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -301,6 +320,12 @@ impl RedisSettings {
             return Err(invalid(
                 "store.redis.sentinel",
                 format!("is only used when store.redis.mode is sentinel (it is {mode})"),
+            ));
+        }
+        if self.mode != RedisMode::Cluster && self.cluster.replica_acks.is_some() {
+            return Err(invalid(
+                "store.redis.cluster",
+                format!("is only used when store.redis.mode is cluster (it is {mode})"),
             ));
         }
         Ok(())

@@ -265,6 +265,10 @@ fn nodes_or_sentinel_settings_outside_their_mode_are_refused() {
         "[store.redis]\nmode = \"cluster\"\nnodes = [\"redis://a:7000\"]\n[store.redis.sentinel]\nmaster_name = \"m\"\n",
     );
     assert!(err.starts_with("store.redis.sentinel:"), "{err}");
+    let err = redis_err(
+        "[store.redis]\nmode = \"sentinel\"\nnodes = [\"redis://a:26379\"]\n[store.redis.sentinel]\nmaster_name = \"m\"\n[store.redis.cluster]\nreplica_acks = 1\n",
+    );
+    assert!(err.starts_with("store.redis.cluster:"), "{err}");
 }
 
 #[test]

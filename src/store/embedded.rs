@@ -151,15 +151,21 @@ impl EmbeddedStore {
 
 impl EmbeddedStore {
     /// Compare-and-set of one record: `new` replaces `current` if the file
-    /// still holds `current`'s bytes. Followers are told from the blocking
-    /// task once the write is committed: a write that lands after its
-    /// caller stopped waiting (`Timeout`) is told all the same.
-    async fn write(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
+    /// still holds `current`'s bytes. With `notify`, followers are told
+    /// from the blocking task once the write is committed: a write that
+    /// lands after its caller stopped waiting (`Timeout`) is told all the
+    /// same.
+    async fn write(
+        &self,
+        current: &Stored,
+        new: &TokenRecord,
+        notify: bool,
+    ) -> Result<bool, StoreError> {
         let changed = current.hash;
         let hash = current.hash.0;
         let expected = current.raw.clone();
         let new = new.to_json();
-        let feed = self.feed.clone();
+        let feed = notify.then(|| self.feed.clone());
         self.run(self.write_timeout, move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             {
@@ -174,7 +180,9 @@ impl EmbeddedStore {
                 tokens.insert(&hash[..], &new[..]).map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)?;
-            feed.publish(&changed);
+            if let Some(feed) = feed {
+                feed.publish(&changed);
+            }
             Ok(true)
         })
         .await
@@ -276,7 +284,7 @@ impl TokenStore for EmbeddedStore {
     }
 
     async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
-        self.write(current, new).await
+        self.write(current, new, true).await
     }
 
     /// One file, written durably at commit: nothing to write again, only
@@ -305,7 +313,7 @@ impl TokenStore for EmbeddedStore {
 
     /// Not a change to any decision: followers are not told.
     async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
-        self.write(current, new).await
+        self.write(current, new, false).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {

@@ -358,7 +358,10 @@ impl Redis {
                 password: None,
                 replica_acks: 1,
             },
-            Redis::Cluster(c) => Topology::Cluster { nodes: c.urls() },
+            Redis::Cluster(c) => Topology::Cluster {
+                nodes: c.urls(),
+                replica_acks: 0,
+            },
         }
     }
 

@@ -50,8 +50,8 @@ impl AuditLog for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_err)?;
-            // With Sentinel, answered once the replicas hold it too.
-            self.replicated(&mut conn).await?;
+            // With replica_acks, answered once the replicas hold it too.
+            self.replicated(&mut conn, &key).await?;
             id.parse()
                 .map_err(|_| StoreError::Corrupt(format!("XADD answered the id {id:?}")))
         })

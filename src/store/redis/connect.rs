@@ -16,6 +16,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
     Client, Cmd, FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
@@ -47,7 +48,13 @@ pub enum Topology {
     },
     /// A Redis Cluster reached through any of `nodes` (credentials in the
     /// first URL apply to every node).
-    Cluster { nodes: Vec<String> },
+    Cluster {
+        nodes: Vec<String>,
+        /// Replicas of the shard holding a token's record that must hold
+        /// each admin change before it is answered (`WAIT`); 0: answered
+        /// once the master has it.
+        replica_acks: u32,
+    },
 }
 
 impl std::fmt::Debug for Topology {
@@ -69,9 +76,13 @@ impl std::fmt::Debug for Topology {
                 .field("sentinels", &redact(sentinels))
                 .field("master_name", master_name)
                 .finish_non_exhaustive(),
-            Self::Cluster { nodes } => f
+            Self::Cluster {
+                nodes,
+                replica_acks,
+            } => f
                 .debug_struct("Cluster")
                 .field("nodes", &redact(nodes))
+                .field("replica_acks", replica_acks)
                 .finish(),
         }
     }
@@ -98,6 +109,9 @@ pub(super) enum Target {
     Cluster {
         client: Box<ClusterClient>,
         conn: OnceCell<ClusterConnection>,
+        /// With `replica_acks`: the changes' own connections, whose `WAIT`
+        /// holds up no other caller (a node's connection is multiplexed).
+        changes: Option<OnceCell<ClusterConnection>>,
     },
 }
 
@@ -134,7 +148,10 @@ impl Target {
                 generation: AtomicU64::new(0),
                 current: Mutex::new(None),
             })),
-            Topology::Cluster { nodes } => Target::Cluster {
+            Topology::Cluster {
+                nodes,
+                replica_acks,
+            } => Target::Cluster {
                 client: Box::new(
                     ClusterClientBuilder::new(nodes.iter().map(String::as_str))
                         .connection_timeout(timeout)
@@ -143,6 +160,7 @@ impl Target {
                         .map_err(invalid)?,
                 ),
                 conn: OnceCell::new(),
+                changes: (*replica_acks > 0).then(OnceCell::new),
             },
         })
     }
@@ -449,12 +467,21 @@ impl RedisStore {
                 .connect(inner.timeout, use_)
                 .await
                 .map(|(g, c)| (Conn::Single(c), g)),
-            Target::Cluster { client, conn } => conn
-                .get_or_try_init(|| async {
+            Target::Cluster {
+                client,
+                conn,
+                changes,
+            } => {
+                let cell = match (use_, changes) {
+                    (Use::Change, Some(changes)) => changes,
+                    _ => conn,
+                };
+                cell.get_or_try_init(|| async {
                     client.get_async_connection().await.map_err(redis_err)
                 })
                 .await
-                .map(|c| (Conn::Cluster(c.clone()), 0)),
+                .map(|c| (Conn::Cluster(c.clone()), 0))
+            }
         }
     }
 
@@ -519,7 +546,11 @@ impl RedisStore {
     /// them until they are moved to the new master, which never had them
     /// (2 changes lost per `SENTINEL FAILOVER` with two replicas and
     /// `WAIT 1`; tests/chaos).
-    pub(super) async fn replicated(&self, conn: &mut Conn) -> Result<(), StoreError> {
+    ///
+    /// On a Cluster, the replicas of the shard holding `key` (the token's
+    /// record, what decisions read): `WAIT` routed to that shard's master
+    /// over the changes' own connections, which made the write.
+    pub(super) async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
         let minimum = self.inner.replica_acks;
         if minimum == 0 {
             return Ok(());
@@ -532,12 +563,20 @@ impl RedisStore {
         // Half the store timeout: the answer must be read before the
         // connection's own response timeout (the store timeout) fires.
         let within = self.inner.timeout / 2;
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(wanted)
-            .arg(u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1))
-            .query_async(conn)
-            .await
-            .map_err(redis_err)?;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted)
+            .arg(u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1));
+        let acked: i64 = match conn {
+            Conn::Single(c) => wait.query_async(c).await.map_err(redis_err)?,
+            Conn::Cluster(c) => {
+                let shard = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(key, SlotAddr::Master),
+                ));
+                let answer = c.route_command(wait, shard).await.map_err(redis_err)?;
+                redis::from_redis_value(answer)
+                    .map_err(|e| StoreError::Unavailable(format!("redis: WAIT answered {e}")))?
+            }
+        };
         if acked < i64::from(wanted) {
             return Err(StoreError::Unconfirmed {
                 acked,

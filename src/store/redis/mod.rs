@@ -117,8 +117,10 @@ impl RedisStore {
     pub fn with_topology(topology: Topology, options: RedisOptions) -> Result<Self, StoreError> {
         let target = Target::new(&topology, options.timeout)?;
         let replica_acks = match &topology {
-            Topology::Sentinel { replica_acks, .. } => *replica_acks,
-            _ => 0,
+            Topology::Sentinel { replica_acks, .. } | Topology::Cluster { replica_acks, .. } => {
+                *replica_acks
+            }
+            Topology::Standalone { .. } => 0,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -225,7 +227,7 @@ impl TokenStore for RedisStore {
                 .await?;
             // A gate may hold a negative entry for this hash.
             self.publish_on(&mut conn, hash).await?;
-            self.replicated(&mut conn).await
+            self.replicated(&mut conn, &token_key).await
         })
         .await
     }
@@ -312,7 +314,7 @@ impl RedisStore {
             }
             if notify {
                 self.publish_on(&mut conn, &current.hash).await?;
-                self.replicated(&mut conn).await?;
+                self.replicated(&mut conn, &token_key).await?;
             }
             Ok(true)
         })

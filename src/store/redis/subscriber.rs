@@ -109,7 +109,7 @@ impl RedisStore {
             (Topology::Sentinel { .. }, _) => {
                 return Err(StoreError::Unavailable("sentinel target missing".into()));
             }
-            (Topology::Cluster { nodes }, _) => SubscriberKind::Cluster {
+            (Topology::Cluster { nodes, .. }, _) => SubscriberKind::Cluster {
                 nodes: nodes.clone(),
                 conn: None,
                 generation: Arc::new(AtomicU64::new(0)),
