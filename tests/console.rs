@@ -192,6 +192,32 @@ async fn every_console_answer_carries_the_csp_and_the_page_is_all_from_the_binar
     assert_console_headers(&a, "sign-in refused");
 }
 
+/// Another service on the same host (any port) can set a second cookie of
+/// the console's name for the browser to send: the 401s that follow are no
+/// guess at a credential and must not lock the admin's address out of the
+/// admin API (the wrong-key limit counts credentials that were wrong).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tossed_cookie_does_not_lock_the_browser_out() {
+    let gate = console_gate("console-tossed", None, true).await;
+    let a = sign_in(&gate, &gate.admin_key).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let two = "hawzu_console=planted; hawzu_console=other";
+    for _ in 0..40 {
+        let a = plain(&gate)
+            .send(Method::GET, "/admin/v1/tokens", &[("cookie", two)], None)
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert!(String::from_utf8_lossy(&a.body).contains("cookie once"));
+    }
+    let a = gate.admin().get("/admin/v1/tokens").await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_cookie_is_http_only_strict_and_ends_at_sign_out() {
     let gate = console_gate("console-cookie", None, true).await;

@@ -275,7 +275,13 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
     let caller = match authenticate(&api, req.method(), req.uri(), req.headers(), client).await {
         Ok(c) => c,
         Err(e) => {
-            if let ApiError::Unauthorized(_) = e {
+            // The limit counts credentials that were wrong: a session
+            // cookie is 256 random bits, guessed by no one, and a second
+            // one planted by another service of the host (any port) must
+            // not lock the browser's address out.
+            if let ApiError::Unauthorized(_) = e
+                && req.headers().contains_key(http::header::AUTHORIZATION)
+            {
                 api.failed_auth.failed(client);
             }
             return refuse(e);
