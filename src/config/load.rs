@@ -158,7 +158,8 @@ pub fn load_from(
         })?;
 
     let policy = Arc::new(settings.validate(&origin)?);
-    let warnings = policy.rules.warnings();
+    let mut warnings = policy.rules.warnings();
+    warnings.extend(super::exposed::exposed_secrets(&settings, &origin));
     Ok(Loaded {
         settings,
         policy,

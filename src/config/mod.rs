@@ -25,6 +25,7 @@ mod audit;
 mod cache;
 mod clients;
 mod duration;
+mod exposed;
 mod headers;
 mod leaks;
 mod limits;

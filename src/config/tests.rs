@@ -606,3 +606,55 @@ fn usage_settings_have_defaults_and_their_bounds_name_the_key() {
         assert!(err.contains(key) && err.contains(var), "{err}");
     }
 }
+
+/// A secret in a file every user can read is named at load (a warning,
+/// shown by `check-config` and logged at start): the config file holding
+/// `admin.key`, a webhook's `secret_file`; a private file is not.
+#[cfg(unix)]
+#[test]
+fn secrets_in_files_others_can_read_are_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hook.secret");
+    std::fs::write(&secret, "0123456789abcdef0123").unwrap();
+    let (_d, path) = file(&format!(
+        "[admin]\nkey = \"{}\"\n[[webhooks]]\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"{}\"\nevents = [\"*\"]\n",
+        "k".repeat(40),
+        secret.display()
+    ));
+    chmod(&path, 0o644);
+    chmod(&secret, 0o604);
+    let warnings = load_from(Some(&path), BTreeMap::new()).unwrap().warnings;
+    let about = |what: &str| warnings.iter().filter(|w| w.contains(what)).count();
+    assert_eq!(
+        about("the config file (it holds admin.key)"),
+        1,
+        "{warnings:?}"
+    );
+    assert_eq!(about("webhooks[0].secret_file"), 1, "{warnings:?}");
+    assert!(
+        warnings.iter().all(|w| !w.contains(&"k".repeat(40))),
+        "{warnings:?}"
+    );
+    assert!(warnings.iter().any(|w| w.contains("0644")), "{warnings:?}");
+
+    chmod(&path, 0o600);
+    chmod(&secret, 0o640);
+    let warnings = load_from(Some(&path), BTreeMap::new()).unwrap().warnings;
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // The key set by the environment: the file holds no secret.
+    chmod(&path, 0o644);
+    let (_d2, plain) = file(&format!(
+        "[[webhooks]]\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"{}\"\nevents = [\"*\"]\n",
+        secret.display()
+    ));
+    chmod(&plain, 0o644);
+    let key = "k".repeat(40);
+    let warnings = load_from(Some(&plain), env(&[("HAWZU_GATE__ADMIN__KEY", &key)]))
+        .unwrap()
+        .warnings;
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
