@@ -418,6 +418,40 @@ async fn replica_acks_gate(set: &RedisSentinel, test: &str) -> InProcessGate {
     .await
 }
 
+/// A disable through `gate` that too few replicas confirmed: 503
+/// `store_unavailable`, its message naming `confirmed` ("1 of 2 replicas").
+async fn disable_is_unconfirmed(gate: &InProcessGate, id: &str, confirmed: &str) {
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "answered without {confirmed}: {}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let body = a.json();
+    assert_eq!(body["error"], "store_unavailable");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(confirmed), "{message}");
+}
+
+/// The disable retried until answered 200 (the replicas back, or judged
+/// down), within 30 s.
+async fn disable_is_answered(gate: &InProcessGate, id: &str) {
+    let answered = common::eventually("the retry to be answered", Duration::from_secs(30), || {
+        let admin = gate.admin();
+        let path = format!("/admin/v1/tokens/{id}/disable");
+        async move {
+            let a = admin.post_empty(&path).await;
+            (a.status == StatusCode::OK).then_some(a)
+        }
+    })
+    .await;
+    assert_eq!(answered.json()["token"]["state"], "disabled");
+}
+
 /// Sentinel replication is asynchronous: a change the master took just
 /// before a fail-over was answered 200 and then lost with the old master
 /// (4–5 per fail-over in the chaos run). With `replica_acks` (default 1)
@@ -435,15 +469,7 @@ async fn a_sentinel_admin_change_is_answered_only_once_a_replica_holds_it() {
     .await;
 
     set.replicas[0].kill();
-    let a = gate
-        .admin()
-        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
-        .await;
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
-    let body = a.json();
-    assert_eq!(body["error"], "store_unavailable");
-    let message = body["message"].as_str().unwrap();
-    assert!(message.contains("replicas confirmed"), "{message}");
+    disable_is_unconfirmed(&gate, &id, "0 of 1 replicas confirmed").await;
 
     // The replica back: the retry finds the token already disabled on the
     // master, writes it again and waits — 200 only once the replica has it.
@@ -498,34 +524,14 @@ async fn a_cluster_admin_change_is_answered_only_once_a_replica_of_its_shard_hol
     let replica = cluster.replica_of(master);
 
     cluster.node(replica).kill();
-    let a = gate
-        .admin()
-        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
-        .await;
-    assert_eq!(
-        a.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
-    let message = a.json()["message"].as_str().unwrap().to_owned();
-    assert!(message.contains("0 of 1 replicas"), "{message}");
+    disable_is_unconfirmed(&gate, &id, "0 of 1 replicas").await;
 
     // The replica back: the retry is answered once it holds the change.
     cluster.node(replica).restart();
     common::wait_until("the replica to sync", Duration::from_secs(30), || {
         redis_cli(master, &["INFO", "replication"]).contains("state=online")
     });
-    let answered = common::eventually("the retry to be answered", Duration::from_secs(30), || {
-        let admin = gate.admin();
-        let path = format!("/admin/v1/tokens/{id}/disable");
-        async move {
-            let a = admin.post_empty(&path).await;
-            (a.status == StatusCode::OK).then_some(a)
-        }
-    })
-    .await;
-    assert_eq!(answered.json()["token"]["state"], "disabled");
+    disable_is_answered(&gate, &id).await;
 }
 
 /// With several replicas, one is not enough: in a planned fail-over the
@@ -560,31 +566,11 @@ async fn a_sentinel_admin_change_waits_for_every_replica_the_sentinels_hold_up()
     .await;
 
     set.replicas[0].kill();
-    let a = gate
-        .admin()
-        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
-        .await;
-    assert_eq!(
-        a.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "answered with one of two replicas: {}",
-        String::from_utf8_lossy(&a.body)
-    );
-    let message = a.json()["message"].as_str().unwrap().to_owned();
-    assert!(message.contains("1 of 2 replicas"), "{message}");
+    disable_is_unconfirmed(&gate, &id, "1 of 2 replicas").await;
 
     // Judged down: the change waits for the one replica left.
     slow("500");
-    let answered = common::eventually("the retry to be answered", Duration::from_secs(30), || {
-        let admin = gate.admin();
-        let path = format!("/admin/v1/tokens/{id}/disable");
-        async move {
-            let r = admin.post_empty(&path).await;
-            (r.status == StatusCode::OK).then_some(r)
-        }
-    })
-    .await;
-    assert_eq!(answered.json()["token"]["state"], "disabled");
+    disable_is_answered(&gate, &id).await;
     let left = set.replicas[1].port;
     assert_ne!(common::redis_cli(left, &["DBSIZE"]).trim(), "0");
 }
