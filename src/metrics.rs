@@ -367,7 +367,7 @@ impl Metrics {
             ),
             cache_drops: counter(
                 names::CACHE_DROPS,
-                "Whole-cache drops: the invalidation feed came back after an interruption, so changes may have been missed.",
+                "Whole-cache drops: the invalidation feed followed for the first time (one at start) or came back after an interruption, so changes may have been missed.",
             ),
             cache_evictions: counter_vec(
                 names::CACHE_EVICTIONS,

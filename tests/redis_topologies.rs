@@ -468,8 +468,39 @@ async fn a_sentinel_admin_change_is_answered_only_once_a_replica_holds_it() {
     )
     .await;
 
+    let (rotated, rotated_secret) = common::create_token(
+        &gate,
+        common::workspace_token("Rotated", "ws_1", "workspace_member", "1m"),
+    )
+    .await;
+
     set.replicas[0].kill();
     disable_is_unconfirmed(&gate, &id, "0 of 1 replicas confirmed").await;
+    // A rotate whose revocation the master took but no replica confirmed
+    // gives the old token back (it names no successor that was never
+    // made), so the retry can rotate it.
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{rotated}/rotate"))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let shown = gate
+        .admin()
+        .get(&format!("/admin/v1/tokens/{rotated}"))
+        .await
+        .json();
+    assert_eq!(shown["token"]["state"], "enabled", "{shown}");
+    assert!(shown["token"].get("rotated_to").is_none(), "{shown}");
+    assert_eq!(
+        nginx_auth(&gate, &rotated_secret).await.status,
+        StatusCode::OK,
+        "the old token works"
+    );
 
     // The replica back: the retry finds the token already disabled on the
     // master, writes it again and waits — 200 only once the replica has it.
@@ -489,6 +520,16 @@ async fn a_sentinel_admin_change_is_answered_only_once_a_replica_holds_it() {
         String::from_utf8_lossy(&a.body)
     );
     assert_eq!(a.json()["token"]["state"], "disabled");
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{rotated}/rotate"))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
     let replica = set.replicas[0].port;
     let key_count = common::redis_cli(replica, &["DBSIZE"]);
     assert_ne!(key_count.trim(), "0", "the replica holds the tokens");

@@ -16,7 +16,7 @@ use http::StatusCode;
 use jiff::Timestamp;
 
 use crate::audit::{Action, AuditEvent, Origin};
-use crate::store::{TokenStore, update};
+use crate::store::{StoreError, TokenStore, UpdateError, update};
 use crate::token::change::{ValidRotate, successor};
 use crate::token::{ChangeRefusal, TokenId, TokenRecord, TokenSecret};
 
@@ -62,8 +62,8 @@ pub async fn rotate(
     let policy = api.policy();
     let secret = TokenSecret::generate_with(policy.prefixes.mint()).map_err(ApiError::fault)?;
     let new_id = TokenId::generate().map_err(ApiError::fault)?;
-    // The validation of the record that was written over (the last run).
-    let chosen: Mutex<Option<(ValidRotate, TokenRecord)>> = Mutex::new(None);
+    // The last run's validation, the record it found and the one it wrote.
+    let chosen: Mutex<Option<(ValidRotate, TokenRecord, TokenRecord)>> = Mutex::new(None);
     let old = update(&*api.cache, id, |r| {
         caller.may_act_on(&policy, r)?;
         let valid = req.validate(r, api.rotation, now).map_err(refused)?;
@@ -90,31 +90,30 @@ pub async fn rotate(
             rotated_to: Some(new_id.clone()),
             ..r.clone()
         };
-        *chosen.lock().unwrap_or_else(PoisonError::into_inner) = Some((valid, r.clone()));
+        *chosen.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((valid, r.clone(), next.clone()));
         Ok(Some(next))
     })
-    .await
-    .map_err(|e| ApiError::from_update(e, id))?;
-    let (valid, before) = chosen
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .ok_or_else(|| ApiError::fault("a rotate wrote no validated record"))?;
+    .await;
+    let chosen = chosen.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let old = match (old, &chosen) {
+        (Ok(old), _) => old,
+        // The write may have landed (a timeout after Redis took it; a
+        // Sentinel or Cluster change too few replicas confirmed): give the
+        // old token back, so that the caller's retry can rotate it — left
+        // so, it would name a successor that was never made.
+        (Err(UpdateError::Store(e)), Some((_, before, left))) => {
+            give_back(&api, id, left, before).await;
+            return Err(ApiError::store(e));
+        }
+        (Err(e), _) => return Err(ApiError::from_update(e, id)),
+    };
+    let (valid, before, _) =
+        chosen.ok_or_else(|| ApiError::fault("a rotate wrote no validated record"))?;
     let new = successor(&old.record, new_id, &valid, caller.label(), stamp(now));
     if let Err(e) = api.cache.create(&secret.hash(), &new).await {
-        // Give the old token back: nobody holds a successor.
-        let undone = update(&*api.cache, id, |r| {
-            Ok::<_, std::convert::Infallible>(undo_rotate(r, &old.record, &before))
-        })
-        .await;
-        if let Err(undo) = undone {
-            tracing::error!(
-                target: "hawzu_gate::admin",
-                op = "rotate",
-                token_id = %id,
-                error = %undo,
-                "a failed rotate could not restore the old token; it stays revoked"
-            );
-        }
+        // Nobody holds a successor.
+        give_back(&api, id, &old.record, &before).await;
         return Err(ApiError::store(e));
     }
     tracing::info!(
@@ -142,21 +141,45 @@ pub async fn rotate(
     ))
 }
 
-/// The governance of a rotate (`[tokens]`): the successor's expiry within
-/// the longest lifetime (a 422 on `expires`, also when inherited), and its
-/// roles — the old token's — within the highest role (403: a rotate never
-/// changes a scope; create a new token).
+/// Undoes a rotate that made no successor (see [`undo_rotate`]); a failure
+/// is logged: the old token then stays rotated to a token never made.
+async fn give_back(api: &AdminState, id: &TokenId, left: &TokenRecord, before: &TokenRecord) {
+    let undone = update(&*api.cache, id, |r| {
+        Ok::<_, std::convert::Infallible>(undo_rotate(r, left, before))
+    })
+    .await;
+    match undone {
+        Ok(_) => {}
+        // In place on the master all the same.
+        Err(UpdateError::Store(e @ StoreError::Unconfirmed { .. })) => tracing::warn!(
+            target: "hawzu_gate::admin",
+            op = "rotate",
+            token_id = %id,
+            error = %e,
+            "a failed rotate gave the old token back on the master; replicas have not confirmed it"
+        ),
+        Err(undo) => tracing::error!(
+            target: "hawzu_gate::admin",
+            op = "rotate",
+            token_id = %id,
+            error = %undo,
+            "a failed rotate could not restore the old token; it stays revoked"
+        ),
+    }
+}
+
 /// The old token given back after its successor could not be stored
-/// (`left`: as the rotate wrote it; `before`: as it found it), only while it
-/// is still exactly as the rotate left it but for its use: a revocation
+/// (`left`: as the rotate wrote it; `before`: as it found it): the
+/// rotation's own fields (`revoked_at`, `revoked_by`, `rotated_to`) as they
+/// were, only while they are still as the rotate left them. A revocation
 /// made meanwhile — a `DELETE`, a leak report — keeps `rotated_to` but
-/// moves `revoked_at` and sets `revoked_by`, and stays.
+/// moves `revoked_at` and sets `revoked_by`, and stays; any other change
+/// made meanwhile (a rename, a disable) is kept.
 fn undo_rotate(r: &TokenRecord, left: &TokenRecord, before: &TokenRecord) -> Option<TokenRecord> {
-    let unchanged = TokenRecord {
-        last_used_at: r.last_used_at,
-        ..left.clone()
-    };
-    (*r == unchanged).then(|| TokenRecord {
+    let as_left = r.revoked_at == left.revoked_at
+        && r.revoked_by == left.revoked_by
+        && r.rotated_to == left.rotated_to;
+    as_left.then(|| TokenRecord {
         revoked_at: before.revoked_at,
         revoked_by: before.revoked_by.clone(),
         rotated_to: before.rotated_to.clone(),
@@ -207,6 +230,10 @@ fn limits_kept(
     Ok(())
 }
 
+/// The governance of a rotate (`[tokens]`): the successor's expiry within
+/// the longest lifetime (a 422 on `expires`, also when inherited), and its
+/// roles — the old token's — within the highest role (403: a rotate never
+/// changes a scope; create a new token).
 fn governed_rotate(
     policy: &crate::policy::Policy,
     old: &TokenRecord,
@@ -347,14 +374,20 @@ mod tests {
             ..rotated.clone()
         };
         assert!(undo_rotate(&revoked, &rotated, &before).is_none());
-        // Disabled meanwhile, or rotated again by someone else: not this
-        // rotate's to give back.
+        // Disabled or renamed meanwhile: given back, the change kept.
         let disabled = TokenRecord {
             disabled_at: Some(now),
             disabled_by: Some("admin".into()),
+            name: "Renamed".into(),
             ..rotated.clone()
         };
-        assert!(undo_rotate(&disabled, &rotated, &before).is_none());
+        let back = undo_rotate(&disabled, &rotated, &before).unwrap();
+        assert_eq!((back.revoked_at, back.rotated_to), (None, None));
+        assert_eq!(
+            (back.disabled_at, back.name.as_str()),
+            (Some(now), "Renamed")
+        );
+        // Rotated again by someone else: not this rotate's to give back.
         let other = TokenRecord {
             rotated_to: Some(TokenId::generate().unwrap()),
             ..rotated.clone()

@@ -4,8 +4,8 @@
 //! not always the gate's to choose.
 //!
 //! Read or written by others (the mode's last three bits): a private TLS
-//! key, a webhook's `secret_file`, and the config file itself when the
-//! admin key is set in it. Readable by the group is left alone: the file's
+//! key, a webhook's `secret_file`, and the config file itself when it sets
+//! a secret (the admin key, a webhook's secret, a Redis password). Readable by the group is left alone: the file's
 //! group may be the gate's alone (a Kubernetes `fsGroup` volume with
 //! `defaultMode: 0440`).
 
@@ -36,25 +36,68 @@ pub fn exposed_secrets(s: &Settings, origin: &Origin) -> Vec<String> {
             files.push((format!("webhooks[{i}].secret_file"), f.as_path()));
         }
     }
-    if s.admin.key.is_some()
-        && let Some(file) = &origin.file
-        && origin.of("admin.key").as_deref() == Some(&*file.display().to_string())
-    {
-        files.push((
-            "the config file (it holds admin.key)".into(),
-            file.as_path(),
-        ));
+    if let Some(file) = &origin.file {
+        let held = held_in(file);
+        if !held.is_empty() {
+            files.push((
+                format!("the config file (it holds {})", held.join(", ")),
+                file.as_path(),
+            ));
+        }
     }
+    let mut seen = std::collections::HashSet::new();
     files
         .into_iter()
+        .filter(|(_, path)| seen.insert(*path))
         .filter_map(|(what, path)| {
             let mode = others_mode(path)?;
             Some(format!(
-                "{what} {} can be read by every user of this machine (mode {mode:04o}): chmod o-rwx it (600, or 640 for a group of the gate's own)",
+                "{what} {} can be read or written by every user of this machine (mode {mode:04o}): chmod o-rwx it (600, or 640 for a group of the gate's own)",
                 path.display()
             ))
         })
         .collect()
+}
+
+/// The secrets the config file itself sets (whatever the environment sets
+/// over them): the admin key, a webhook's inline secret, the Sentinel
+/// master's password, a Redis URL with credentials.
+fn held_in(file: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return Vec::new();
+    };
+    let Ok(c) = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+    else {
+        return Vec::new();
+    };
+    let mut held: Vec<String> = ["admin.key", "store.redis.sentinel.password"]
+        .into_iter()
+        .filter(|key| c.get_string(key).is_ok())
+        .map(str::to_owned)
+        .collect();
+    let with_password = |u: &str| crate::redact::redact_url(u) != u;
+    if c.get_string("store.redis.url")
+        .is_ok_and(|u| with_password(&u))
+    {
+        held.push("store.redis.url".to_owned());
+    }
+    if let Ok(nodes) = c.get_array("store.redis.nodes")
+        && nodes
+            .into_iter()
+            .any(|n| n.into_string().is_ok_and(|u| with_password(&u)))
+    {
+        held.push("store.redis.nodes".to_owned());
+    }
+    if let Ok(hooks) = c.get_array("webhooks") {
+        for (i, hook) in hooks.into_iter().enumerate() {
+            if hook.into_table().is_ok_and(|t| t.contains_key("secret")) {
+                held.push(format!("webhooks[{i}].secret"));
+            }
+        }
+    }
+    held
 }
 
 /// The file's mode when others may read or write it; `None` when they may

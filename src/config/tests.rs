@@ -657,4 +657,13 @@ fn secrets_in_files_others_can_read_are_warned_of() {
         .unwrap()
         .warnings;
     assert!(warnings.is_empty(), "{warnings:?}");
+    // A Redis password in the file is a secret too; never shown.
+    let (_d3, redis) = file(
+        "[store]\nbackend = \"redis\"\n[store.redis]\nurl = \"redis://gate:hunter22@10.0.0.1:6379\"\n",
+    );
+    chmod(&redis, 0o644);
+    let warnings = load_from(Some(&redis), BTreeMap::new()).unwrap().warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("store.redis.url"), "{warnings:?}");
+    assert!(!warnings[0].contains("hunter22"), "{warnings:?}");
 }

@@ -54,7 +54,7 @@ pub fn extract_token(
 /// expired, in that order.
 pub fn check_state(record: &TokenRecord, now: Timestamp) -> Result<(), DenyCode> {
     state_at(
-        record.revoked_at,
+        record.refused_from(),
         record.disabled_at.is_some(),
         record.expires_at,
         now,

@@ -579,6 +579,8 @@ fn a_revocation_stamped_by_a_clock_ahead_is_in_force_on_a_gate_behind() {
     };
     assert!(revoked.is_revoked_at(now()));
     assert_eq!(judged(&revoked), Err(DenyCode::TokenRevoked));
+    // `explain` judges the record itself, the same way.
+    assert_eq!(check_state(&revoked, now()), Err(DenyCode::TokenRevoked));
     // A rotation's overlap ending at that instant: works until then.
     let successor = crate::token::TokenId::generate().unwrap();
     let overlap = TokenRecord {

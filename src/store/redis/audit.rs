@@ -51,7 +51,7 @@ impl AuditLog for RedisStore {
                 .await
                 .map_err(redis_err)?;
             // With replica_acks, answered once the replicas hold it too.
-            self.replicated(&mut conn, &key).await?;
+            self.replicated(&mut conn, &[&key]).await?;
             id.parse()
                 .map_err(|_| StoreError::Corrupt(format!("XADD answered the id {id:?}")))
         })

@@ -547,10 +547,15 @@ impl RedisStore {
     /// (2 changes lost per `SENTINEL FAILOVER` with two replicas and
     /// `WAIT 1`; tests/chaos).
     ///
-    /// On a Cluster, the replicas of the shard holding `key` (the token's
-    /// record, what decisions read): `WAIT` routed to that shard's master
-    /// over the changes' own connections, which made the write.
-    pub(super) async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
+    /// On a Cluster, the replicas of each shard holding one of `keys` (the
+    /// token's record, what decisions read; a create's id key too, what
+    /// the admin API finds it by): `WAIT` routed to each shard's master
+    /// over the changes' own connections, which made the writes.
+    pub(super) async fn replicated(
+        &self,
+        conn: &mut Conn,
+        keys: &[&str],
+    ) -> Result<(), StoreError> {
         let minimum = self.inner.replica_acks;
         if minimum == 0 {
             return Ok(());
@@ -569,12 +574,21 @@ impl RedisStore {
         let acked: i64 = match conn {
             Conn::Single(c) => wait.query_async(c).await.map_err(redis_err)?,
             Conn::Cluster(c) => {
-                let shard = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                    Route::with_key(key, SlotAddr::Master),
-                ));
-                let answer = c.route_command(wait, shard).await.map_err(redis_err)?;
-                redis::from_redis_value(answer)
-                    .map_err(|e| StoreError::Unavailable(format!("redis: WAIT answered {e}")))?
+                let mut fewest = i64::MAX;
+                for key in keys {
+                    let shard = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        Route::with_key(key, SlotAddr::Master),
+                    ));
+                    let answer = c
+                        .route_command(wait.clone(), shard)
+                        .await
+                        .map_err(redis_err)?;
+                    let acked: i64 = redis::from_redis_value(answer).map_err(|e| {
+                        StoreError::Unavailable(format!("redis: WAIT answered {e}"))
+                    })?;
+                    fewest = fewest.min(acked);
+                }
+                fewest
             }
         };
         if acked < i64::from(wanted) {

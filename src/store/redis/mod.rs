@@ -227,7 +227,7 @@ impl TokenStore for RedisStore {
                 .await?;
             // A gate may hold a negative entry for this hash.
             self.publish_on(&mut conn, hash).await?;
-            self.replicated(&mut conn, &token_key).await
+            self.replicated(&mut conn, &[&token_key, &id_key]).await
         })
         .await
     }
@@ -314,7 +314,7 @@ impl RedisStore {
             }
             if notify {
                 self.publish_on(&mut conn, &current.hash).await?;
-                self.replicated(&mut conn, &token_key).await?;
+                self.replicated(&mut conn, &[&token_key]).await?;
             }
             Ok(true)
         })
