@@ -62,6 +62,14 @@ pub(super) fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
     for w in &loaded.warnings {
         complain!("warning: {w}");
     }
+    if s.admin.key.is_none()
+        && let Some(w) = crate::config::exposed_file(
+            "the admin key file",
+            &s.data_dir.join(crate::admin::KEY_FILE),
+        )
+    {
+        complain!("warning: {w}");
+    }
     let mut effective = serde_json::to_value(s).unwrap_or(Value::Null);
     // Never print secrets.
     if s.admin.key.is_some()

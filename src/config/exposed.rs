@@ -49,14 +49,18 @@ pub fn exposed_secrets(s: &Settings, origin: &Origin) -> Vec<String> {
     files
         .into_iter()
         .filter(|(_, path)| seen.insert(*path))
-        .filter_map(|(what, path)| {
-            let mode = others_mode(path)?;
-            Some(format!(
-                "{what} {} can be read or written by every user of this machine (mode {mode:04o}): chmod o-rwx it (600, or 640 for a group of the gate's own)",
-                path.display()
-            ))
-        })
+        .filter_map(|(what, path)| exposed_file(&what, path))
         .collect()
+}
+
+/// The warning for `what` at `path` when every user of the machine may
+/// read or write it (the admin key file the gate reads at start too).
+pub fn exposed_file(what: &str, path: &Path) -> Option<String> {
+    let mode = others_mode(path)?;
+    Some(format!(
+        "{what} {} can be read or written by every user of this machine (mode {mode:04o}): chmod o-rwx it (600, or 640 for a group of the gate's own)",
+        path.display()
+    ))
 }
 
 /// The secrets the config file itself sets (whatever the environment sets

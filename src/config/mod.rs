@@ -49,6 +49,7 @@ pub use audit::AuditSettings;
 pub use cache::CacheSettings;
 pub use clients::{FailedAuthSettings, IpNet};
 pub use duration::HumanDuration;
+pub use exposed::exposed_file;
 pub use headers::HeaderSettings;
 pub use leaks::{GITHUB_KEYS_URL, LeakSettings};
 pub use limits::LimitSettings;

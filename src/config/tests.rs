@@ -666,4 +666,13 @@ fn secrets_in_files_others_can_read_are_warned_of() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("store.redis.url"), "{warnings:?}");
     assert!(!warnings[0].contains("hunter22"), "{warnings:?}");
+    // The same check the gate makes of `<data_dir>/admin.key` at start.
+    chmod(&secret, 0o604);
+    let w = super::exposed_file("the admin key file", &secret).unwrap();
+    assert!(
+        w.contains("the admin key file") && w.contains("0604"),
+        "{w}"
+    );
+    chmod(&secret, 0o600);
+    assert!(super::exposed_file("the admin key file", &secret).is_none());
 }

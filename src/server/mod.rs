@@ -135,7 +135,12 @@ impl Bound {
         let (key, source) = admin::load_or_generate(s.admin.key.as_deref(), &s.data_dir)?;
         match source {
             KeySource::Config => tracing::info!("admin key from config (admin.key)"),
-            KeySource::File(p) => tracing::info!(path = %p.display(), "admin key read from file"),
+            KeySource::File(p) => {
+                tracing::info!(path = %p.display(), "admin key read from file");
+                if let Some(w) = crate::config::exposed_file("the admin key file", &p) {
+                    tracing::warn!("{w}");
+                }
+            }
             KeySource::Generated(p) => {
                 tracing::info!(path = %p.display(), "admin key generated (mode 0600); the CLI reads it from there");
             }
