@@ -142,7 +142,8 @@ pub async fn rotate(
 }
 
 /// Undoes a rotate that made no successor (see [`undo_rotate`]); a failure
-/// is logged: the old token then stays rotated to a token never made.
+/// is logged: the old token then stays rotated, if it was, to a token never
+/// made.
 async fn give_back(api: &AdminState, id: &TokenId, left: &TokenRecord, before: &TokenRecord) {
     let undone = update(&*api.cache, id, |r| {
         Ok::<_, std::convert::Infallible>(undo_rotate(r, left, before))
@@ -163,7 +164,7 @@ async fn give_back(api: &AdminState, id: &TokenId, left: &TokenRecord, before: &
             op = "rotate",
             token_id = %id,
             error = %undo,
-            "a failed rotate could not restore the old token; it stays revoked"
+            "a failed rotate could not check or restore the old token: if its revocation landed, it stays rotated to a token never made: create a new token"
         ),
     }
 }
