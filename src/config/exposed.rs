@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::Origin;
+use super::origin::Origin;
 use super::settings::Settings;
 
 /// A warning for each secret-holding file others can read or write.
