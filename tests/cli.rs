@@ -501,6 +501,47 @@ events = ["*"]
     }
 }
 
+/// A URL carrying a password where the gate takes none (the OTLP collector,
+/// the GitHub keys URL) is refused, naming the key, and the refusal never
+/// quotes the password.
+#[test]
+fn a_url_with_a_password_is_refused_without_quoting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (toml, key) in [
+        (
+            "[telemetry]\notlp_endpoint = \"http://otel:otlp-password-hidden@127.0.0.1:4318\"\n",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "[leaks]\ngithub_keys_url = \"https://u:keys-password-hidden@keys.example.com/keys\"\n",
+            "leaks.github_keys_url",
+        ),
+        (
+            "[leaks]\ngithub_keys_url = \"http://u:keys-password-hidden@keys.example.com/keys\"\n",
+            "leaks.github_keys_url",
+        ),
+    ] {
+        let file = dir.path().join("gate.toml");
+        std::fs::write(&file, toml).unwrap();
+        for json in [false, true] {
+            let mut cmd = Command::new(BIN);
+            cmd.args(["check-config", "--config"]).arg(&file);
+            if json {
+                cmd.arg("--json");
+            }
+            let out = cmd.output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(2), "{toml}: {text}");
+            assert!(text.contains(key), "{toml}: {text}");
+            assert!(!text.contains("password-hidden"), "{toml}: {text}");
+        }
+    }
+}
+
 /// What serve would refuse, check-config refuses first, naming the key; and
 /// serve refuses it before it writes anything (no data dir, no key file).
 #[test]

@@ -1,8 +1,8 @@
 //! `serve` (run the gate on a multi-threaded runtime until a signal) and
 //! `check-config` (the effective settings, secrets masked).
 //!
-//! Never prints a secret: the admin key and the Redis URL's password are
-//! masked before anything is shown.
+//! Never prints a secret: every value under a name that holds one and
+//! every URL's password are masked before anything is shown.
 
 use serde_json::{Value, json};
 
@@ -71,37 +71,7 @@ pub(super) fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
         complain!("warning: {w}");
     }
     let mut effective = serde_json::to_value(s).unwrap_or(Value::Null);
-    // Never print secrets.
-    if s.admin.key.is_some()
-        && let Some(key) = effective.pointer_mut("/admin/key")
-    {
-        *key = json!("***");
-    }
-    for (i, w) in s.webhooks.iter().enumerate() {
-        if w.secret.is_some()
-            && let Some(secret) = effective.pointer_mut(&format!("/webhooks/{i}/secret"))
-        {
-            *secret = json!("***");
-        }
-    }
-    if let Some(url) = effective.pointer_mut("/store/redis/url") {
-        *url = json!(config::redact_url(&s.store.redis.url));
-    }
-    if let Some(nodes) = effective.pointer_mut("/store/redis/nodes") {
-        *nodes = json!(
-            s.store
-                .redis
-                .nodes
-                .iter()
-                .map(|n| config::redact_url(n))
-                .collect::<Vec<_>>()
-        );
-    }
-    if s.store.redis.sentinel.password.is_some()
-        && let Some(password) = effective.pointer_mut("/store/redis/sentinel/password")
-    {
-        *password = json!("***");
-    }
+    mask_secrets(&mut effective);
     if as_json {
         say!(
             "{}",
@@ -124,4 +94,66 @@ pub(super) fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
         serde_json::to_string_pretty(&effective).unwrap_or_default()
     );
     OK
+}
+
+/// The names a secret is set under, wherever they sit in the settings
+/// (`admin.key`, `webhooks[].secret`, `store.redis.sentinel.password`).
+const SECRET_NAMES: [&str; 3] = ["key", "secret", "password"];
+
+/// Masks every secret in the effective settings, by shape rather than by
+/// path, so that a setting added later is masked too: any value set under
+/// one of [`SECRET_NAMES`] (a string: a role or workspace of that name is
+/// still shown) becomes `***`, and every string that is a URL
+/// carrying a password (the Redis URL, each node's) loses the password.
+fn mask_secrets(v: &mut Value) {
+    match v {
+        Value::Object(fields) => {
+            for (name, value) in fields.iter_mut() {
+                if SECRET_NAMES.contains(&name.as_str()) && value.is_string() {
+                    *value = json!("***");
+                } else {
+                    mask_secrets(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        Value::String(text) if text.contains("://") => {
+            *text = config::redact_url(text);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_wherever_they_sit() {
+        let mut v = json!({
+            "admin": {"key": "k-hidden", "reserved_requests": 3},
+            "webhooks": [{"url": "https://h.example/x", "secret": "s-hidden", "events": ["*"]}],
+            "store": {"redis": {
+                "url": "redis://:u-hidden@h:6379",
+                "nodes": ["redis://user:n-hidden@a:26379", "redis://b:26379"],
+                "key_prefix": "hawzu:",
+                "sentinel": {"password": "p-hidden", "username": null},
+            }},
+            "somewhere": {"new": {"password": "later-hidden"}},
+            "roles": {"secret": ["tokens:read"]},
+        });
+        mask_secrets(&mut v);
+        let text = v.to_string();
+        assert!(!text.contains("hidden"), "{text}");
+        assert_eq!(v["admin"]["key"], "***");
+        assert_eq!(v["admin"]["reserved_requests"], 3);
+        assert_eq!(v["store"]["redis"]["url"], "redis://:***@h:6379");
+        assert_eq!(v["store"]["redis"]["nodes"][0], "redis://user:***@a:26379");
+        assert_eq!(v["store"]["redis"]["nodes"][1], "redis://b:26379");
+        assert_eq!(v["webhooks"][0]["url"], "https://h.example/x");
+        assert_eq!(v["store"]["redis"]["key_prefix"], "hawzu:");
+        assert_eq!(v["roles"]["secret"][0], "tokens:read");
+        // Unset is shown as unset, not as a mask.
+        assert!(v["store"]["redis"]["sentinel"]["username"].is_null());
+    }
 }

@@ -18,7 +18,7 @@ pub const GITHUB_KEYS_URL: &str = "https://api.github.com/meta/public_keys/secre
 #[serde(deny_unknown_fields, default)]
 pub struct LeakSettings {
     /// Where GitHub's public keys are fetched (`https://`; `http://` only
-    /// to a loopback address, for tests).
+    /// to a loopback address, for tests; no user info).
     pub github_keys_url: String,
     /// Read the keys from this file (GitHub's JSON) instead of fetching
     /// them: for air-gapped gates. Read at start and on every unknown key.
@@ -51,12 +51,20 @@ impl Default for LeakSettings {
 impl LeakSettings {
     /// Checks `leaks.*`; `invalid(key, message)` names the key at fault.
     pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
-        let url: http::Uri = self.github_keys_url.parse().map_err(|_| {
-            invalid(
+        // Never quote a password back, even one refused for being there.
+        let shown = crate::redact::redact_url(&self.github_keys_url);
+        let url: http::Uri = self
+            .github_keys_url
+            .parse()
+            .map_err(|_| invalid("leaks.github_keys_url", format!("`{shown}` is not a URL")))?;
+        if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(invalid(
                 "leaks.github_keys_url",
-                format!("`{}` is not a URL", self.github_keys_url),
-            )
-        })?;
+                format!(
+                    "`{shown}` must not carry a user or password (GitHub's key list is public)"
+                ),
+            ));
+        }
         let loopback = url.host().is_some_and(|h| {
             h == "localhost"
                 || h.trim_start_matches('[')
@@ -71,8 +79,7 @@ impl LeakSettings {
                 return Err(invalid(
                     "leaks.github_keys_url",
                     format!(
-                        "`{}` must be an https:// URL (keys fetched in the clear could be replaced on the way; http:// only to a loopback address)",
-                        self.github_keys_url
+                        "`{shown}` must be an https:// URL (keys fetched in the clear could be replaced on the way; http:// only to a loopback address)"
                     ),
                 ));
             }

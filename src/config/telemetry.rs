@@ -87,7 +87,9 @@ impl TelemetrySettings {
 pub const TRACES_PATH: &str = "/v1/traces";
 
 fn check_endpoint(url: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("`{url}` is not usable: {why}"));
+    // Never quote a password back, even one refused for being there.
+    let shown = crate::redact::redact_url(url);
+    let bad = |why: &str| Err(format!("`{shown}` is not usable: {why}"));
     let uri: http::Uri = match url.parse() {
         Ok(u) => u,
         Err(_) => return bad("not a URL"),
