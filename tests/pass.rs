@@ -11,6 +11,7 @@ mod common;
 
 use std::collections::HashMap;
 
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttrRequest,
 };
@@ -350,6 +351,51 @@ async fn the_envoy_doors_allow_a_passed_request_with_no_identity_and_keep_its_cr
     };
     assert!(ok.headers.is_empty(), "no identity: {:?}", ok.headers);
     assert_eq!(ok.headers_to_remove, ["x-hawzu-role"]);
+
+    // The same check with the headers as a list (Envoy's
+    // `encode_raw_headers`): the spoofed header is still removed, and a
+    // repeated one read as the list says.
+    let raw = |headers: &[(&str, &str)]| {
+        let mut req = check(PROJECTS, &[]);
+        let http = req
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        http.header_map = Some(HeaderMap {
+            headers: headers
+                .iter()
+                .map(|(k, v)| HeaderValue {
+                    key: (*k).into(),
+                    raw_value: v.as_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+        req
+    };
+    let res = client
+        .check(raw(&[
+            ("authorization", JWT),
+            ("x-hawzu-role", "workspace_manager"),
+            ("x-hawzu-role", "owner"),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.status.as_ref().unwrap().code, 0, "OK");
+    let Some(HttpResponse::OkResponse(ok)) = res.http_response else {
+        panic!("an OkHttpResponse")
+    };
+    assert!(ok.headers.is_empty(), "no identity: {:?}", ok.headers);
+    assert_eq!(ok.headers_to_remove, ["x-hawzu-role"]);
+    let res = client
+        .check(raw(&[("authorization", "Bearer hwz_nope")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(res.status.unwrap().code, 16, "UNAUTHENTICATED");
 
     let res = client
         .check(check(PROJECTS, &[("authorization", "Bearer hwz_nope")]))

@@ -24,17 +24,29 @@ use common::{
 /// Envoy with `deploy/envoy/<file>`: its listener, admin port, API and
 /// gate addresses replaced.
 fn envoy(file: &str, gate: (&str, u16), upstream: u16) -> ShippedProxy {
+    envoy_with(file, gate, upstream, &[])
+}
+
+/// [`envoy`] with more of the file replaced (`needle`, `with`).
+fn envoy_with(
+    file: &str,
+    gate: (&str, u16),
+    upstream: u16,
+    more: &[(&str, String)],
+) -> ShippedProxy {
     let port = free_port();
+    let mut replace = vec![
+        ("port_value: 9901", format!("port_value: {}", free_port())),
+        ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
+        ("port_value: 10000", format!("port_value: {port}")),
+        ("port_value: 3000", format!("port_value: {upstream}")),
+        (gate.0, format!("port_value: {}", gate.1)),
+    ];
+    replace.extend(more.iter().cloned());
     ShippedProxy::start(
         "envoy",
         &format!("envoy/{file}"),
-        &[
-            ("port_value: 9901", format!("port_value: {}", free_port())),
-            ("address: 0.0.0.0", "address: 127.0.0.1".to_owned()),
-            ("port_value: 10000", format!("port_value: {port}")),
-            ("port_value: 3000", format!("port_value: {upstream}")),
-            (gate.0, format!("port_value: {}", gate.1)),
-        ],
+        &replace,
         "envoy.yaml",
         port,
         |conf: &Path, _dir: &Path| {
@@ -99,6 +111,26 @@ async fn envoy_grpc_ext_authz_as_shipped_is_judged_by_the_gate() {
         upstream.addr.port(),
     );
     // status_on_error: ServiceUnavailable.
+    proxy_judged_by_the_gate(gate, &upstream, &proxy, None, Underscores::Refused, 503).await;
+}
+
+/// Envoy told to send the headers as a list (`encode_raw_headers: true`:
+/// `header_map`, not `headers`) is judged the same: the token read, a
+/// client's `X-Hawzu-*` removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_grpc_ext_authz_with_raw_headers_is_judged_by_the_gate() {
+    let upstream = TestUpstream::start().await;
+    let gate = InProcessGate::embedded().await;
+    let proxy = envoy_with(
+        "envoy.yaml",
+        ("port_value: 9001", gate.addrs.grpc.port()),
+        upstream.addr.port(),
+        &[(
+            "transport_api_version: V3\n",
+            "transport_api_version: V3\n                      encode_raw_headers: true\n"
+                .to_owned(),
+        )],
+    );
     proxy_judged_by_the_gate(gate, &upstream, &proxy, None, Underscores::Refused, 503).await;
 }
 

@@ -159,7 +159,14 @@ fuzz_target!(|input: Input| {
             return;
         }
     };
-    let http = facts.http;
+    let Some(http) = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    else {
+        unreachable!("judged without HTTP attributes");
+    };
     assert_eq!(facts.method.as_str(), http.method);
     assert!(http.path.starts_with(facts.path));
     assert!(!facts.path.contains('?'));

@@ -10,6 +10,9 @@
 //! nowhere). Deny → `DeniedHttpResponse` with the status, the challenge, the
 //! deny code header and the JSON body. The door translates; `decide` decides.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -17,7 +20,7 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
 };
 use envoy_types::ext_authz::v3::{CheckResponseExt, OkHttpResponseBuilder};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use envoy_types::pb::envoy::config::core::v3::HeaderValue as CoreHeaderValue;
 use http::{HeaderValue, Method};
 use jiff::Timestamp;
 
@@ -51,12 +54,7 @@ impl ExtAuthz {
         let checked = facts_from_check(req);
         let mut exchange = self.shared.begin(Door::Grpc);
         exchange.trace(|| {
-            let headers = req
-                .attributes
-                .as_ref()
-                .and_then(|a| a.request.as_ref())
-                .and_then(|r| r.http.as_ref())
-                .map(|h| &h.headers);
+            let headers = checked.as_ref().ok().map(|c| &c.headers);
             let get = |name: &str| headers.and_then(|h| h.get(name)).map(String::as_str);
             (get(TRACEPARENT), get(TRACESTATE))
         });
@@ -65,7 +63,6 @@ impl ExtAuthz {
                 exchange.asked(checked.method.as_str(), checked.path);
                 // As at every door: kept only when sane (logged, reflected).
                 let request_id = checked
-                    .http
                     .headers
                     .get("x-request-id")
                     .map(String::as_str)
@@ -96,7 +93,7 @@ impl ExtAuthz {
         peer: Option<IpAddr>,
     ) -> CheckResponse {
         let CheckFacts {
-            http,
+            headers: sent,
             method,
             path,
             query,
@@ -113,7 +110,7 @@ impl ExtAuthz {
             now: Timestamp::now(),
             client: ClientAddr::Lazy(&client),
         };
-        let agent = http.headers.get("user-agent").map(String::as_bytes);
+        let agent = sent.get("user-agent").map(String::as_bytes);
         match exchange.decide(&facts, agent).await {
             Decision::Allow(p) => {
                 let headers = &self.shared.headers;
@@ -127,7 +124,7 @@ impl ExtAuthz {
                         false,
                     );
                 }
-                let client = http.headers.keys().map(String::as_str);
+                let client = sent.keys().map(String::as_str);
                 for name in headers.removals(client, &set, false) {
                     ok.remove_header(&name);
                 }
@@ -148,7 +145,7 @@ impl ExtAuthz {
                 // No identity: only the protected headers the client sent
                 // go, and `authorization` unless it is the request's own.
                 let mut ok = OkHttpResponseBuilder::new();
-                let client = http.headers.keys().map(String::as_str);
+                let client = sent.keys().map(String::as_str);
                 for name in self
                     .shared
                     .headers
@@ -213,8 +210,10 @@ fn http_status(res: &CheckResponse) -> u16 {
 /// `ext_authz_facts` and the tests call it directly.
 #[derive(Debug, Clone)]
 pub struct CheckFacts<'a> {
-    /// The HTTP attributes of the check.
-    pub http: &'a HttpRequest,
+    /// The request's headers, names in lower case, a repeated name's values
+    /// joined with `,`: Envoy's `headers` as sent, or its `header_map` (the
+    /// list it sends instead with `encode_raw_headers`) read into that form.
+    pub headers: Cow<'a, HashMap<String, String>>,
     pub method: Method,
     /// The request target without its query, undecoded.
     pub path: &'a str,
@@ -227,7 +226,8 @@ pub struct CheckFacts<'a> {
 }
 
 /// A check that does not say what request it asks about: no HTTP
-/// attributes, or a method that is not a method. Carries the path (empty
+/// attributes, a method that is not a method, or its headers both as a map
+/// and as a list (Envoy sends one or the other). Carries the path (empty
 /// without attributes) for the access event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unjudgeable<'a> {
@@ -255,32 +255,85 @@ pub fn facts_from_check(req: &CheckRequest) -> Result<CheckFacts<'_>, Unjudgeabl
             Some(http.query.as_str()).filter(|q| !q.is_empty()),
         ),
     };
-    // Envoy lower-cases names and joins repeated headers with ","; a joined
-    // Authorization is not one bearer token and is refused as malformed. A
-    // check that spells the name in two cases (never Envoy; found by
-    // fuzzing) has two values, as an HTTP door would read them: `Several`.
-    // One pass over a map of a few dozen names at most.
-    let mut values = http
-        .headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"));
-    let credentials = match (values.next(), values.next()) {
-        (None, _) => Credentials::None,
-        (Some((_, v)), None) => Credentials::One(v.as_bytes()),
-        (Some(_), Some(_)) => Credentials::Several,
+    let listed = http.header_map.as_ref().filter(|m| !m.headers.is_empty());
+    let (headers, credentials) = match listed {
+        None => {
+            // Envoy lower-cases names and joins repeated headers with ","; a
+            // joined Authorization is not one bearer token and is refused as
+            // malformed. A check that spells the name in two cases (never
+            // Envoy; found by fuzzing) has two values, as an HTTP door would
+            // read them: `Several`. One pass over a few dozen names at most.
+            let values = http
+                .headers
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.as_bytes());
+            (Cow::Borrowed(&http.headers), credentials_of(values))
+        }
+        Some(_) if !http.headers.is_empty() => return Err(Unjudgeable { path: &http.path }),
+        Some(list) => {
+            // `encode_raw_headers`: one entry per header line, repeats kept
+            // apart, so two Authorization lines are `Several`, as at the
+            // HTTP doors.
+            let values = list
+                .headers
+                .iter()
+                .filter(|h| h.key.eq_ignore_ascii_case("authorization"))
+                .map(raw_value);
+            (Cow::Owned(merged(&list.headers)), credentials_of(values))
+        }
     };
-    let upgrade = http.headers.keys().any(|name| {
+    let upgrade = headers.keys().any(|name| {
         name.eq_ignore_ascii_case(UPGRADE.as_str())
             || name.eq_ignore_ascii_case(HTTP2_SETTINGS.as_str())
     });
     Ok(CheckFacts {
-        http,
+        headers,
         method,
         path,
         query,
         upgrade,
         credentials,
     })
+}
+
+/// None, one or several values of a header.
+fn credentials_of<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Credentials<'a> {
+    match (values.next(), values.next()) {
+        (None, _) => Credentials::None,
+        (Some(v), None) => Credentials::One(v),
+        (Some(_), Some(_)) => Credentials::Several,
+    }
+}
+
+/// A listed header's value: `raw_value` as Envoy fills it, else `value`.
+fn raw_value(h: &CoreHeaderValue) -> &[u8] {
+    if h.raw_value.is_empty() {
+        h.value.as_bytes()
+    } else {
+        &h.raw_value
+    }
+}
+
+/// A header list in the form of Envoy's `headers` map: names in lower case,
+/// a repeated name's values joined with `,` in order. A value that is not
+/// UTF-8 keeps its other characters (U+FFFD for the rest; Envoy writes `!`).
+fn merged(list: &[CoreHeaderValue]) -> HashMap<String, String> {
+    let mut map: HashMap<String, String> = HashMap::with_capacity(list.len());
+    for h in list {
+        let value = String::from_utf8_lossy(raw_value(h));
+        match map.entry(h.key.to_ascii_lowercase()) {
+            Entry::Occupied(mut joined) => {
+                let joined = joined.get_mut();
+                joined.push(',');
+                joined.push_str(&value);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(value.into_owned());
+            }
+        }
+    }
+    map
 }
 
 #[tonic::async_trait]

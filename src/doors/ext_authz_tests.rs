@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use proptest::prelude::*;
 
 use super::*;
@@ -96,6 +96,87 @@ fn a_check_that_does_not_name_its_request_is_unjudgeable() {
 /// Found by the `ext_authz_facts` fuzz target: a check carrying both
 /// `authorization` and `Authorization` was read as the lower-case one alone,
 /// where an HTTP door sees two values and refuses them.
+/// Envoy's `encode_raw_headers`: the headers as a list in `header_map`,
+/// `headers` empty. Read as Envoy would have merged them into `headers`.
+fn raw_check(method: &str, path: &str, headers: &[(&str, &[u8])]) -> CheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let mut req = check(method, path, &[]);
+    let http = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap();
+    http.header_map = Some(HeaderMap {
+        headers: headers
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: (*k).into(),
+                raw_value: v.to_vec(),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    req
+}
+
+#[test]
+fn a_check_with_the_headers_as_a_list_is_read_the_same() {
+    let auth = bearer();
+    let req = raw_check(
+        "GET",
+        "/api/v1/workspaces/w",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("Upgrade", b"websocket"),
+            ("x-hawzu-role", b"owner"),
+            ("x-request-id", b"abc"),
+        ],
+    );
+    let facts = facts_from_check(&req).unwrap();
+    assert!(matches!(facts.credentials, Credentials::One(v) if v == auth.as_bytes()));
+    assert!(facts.upgrade);
+    assert_eq!(
+        facts.headers.get("x-hawzu-role").map(String::as_str),
+        Some("owner")
+    );
+    assert_eq!(
+        facts.headers.get("upgrade").map(String::as_str),
+        Some("websocket")
+    );
+
+    // Repeated lines are kept apart in the list: two tokens are `Several`,
+    // never the first of them; other names are joined as in `headers`.
+    let req = raw_check(
+        "GET",
+        "/a",
+        &[
+            ("authorization", auth.as_bytes()),
+            ("Authorization", b"Bearer x"),
+            ("x-a", b"1"),
+            ("X-A", b"2\xff"),
+        ],
+    );
+    let facts = facts_from_check(&req).unwrap();
+    assert!(matches!(facts.credentials, Credentials::Several));
+    assert_eq!(
+        facts.headers.get("x-a").map(String::as_str),
+        Some("1,2\u{fffd}")
+    );
+
+    // Both forms at once is not something Envoy sends: refused.
+    let mut req = raw_check("GET", "/a", &[("x-a", b"1")]);
+    if let Some(http) = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers.insert("x-b".into(), "2".into());
+    }
+    assert!(facts_from_check(&req).is_err());
+}
+
 #[test]
 fn authorization_spelled_in_two_cases_is_two_values() {
     let auth = bearer();
