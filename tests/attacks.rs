@@ -723,6 +723,30 @@ async fn forward_auth_originals_that_disagree_or_repeat_are_refused() {
             AMBIGUOUS,
         ),
         (
+            // ingress-nginx builds it from the client's Host: `Host:
+            // api.hawzu.test:1?` makes the target the URL's query, and the
+            // `http` crate reads the path as `/`.
+            "nginx: the URL's host ends in `?`",
+            "/auth/nginx",
+            vec![
+                (b"X-Original-Method", b"GET"),
+                (
+                    b"X-Original-URL",
+                    b"https://api.hawzu.test:1?/api/v1/workspaces/ws_1/projects",
+                ),
+            ],
+            AMBIGUOUS,
+        ),
+        (
+            "nginx: the URL has no path",
+            "/auth/nginx",
+            vec![
+                (b"X-Original-Method", b"GET"),
+                (b"X-Original-URL", b"https://api.hawzu.test"),
+            ],
+            AMBIGUOUS,
+        ),
+        (
             "nginx: the URL is not a URL",
             "/auth/nginx",
             vec![

@@ -310,6 +310,17 @@ fn nginx_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
             if v.contains('#') {
                 return Err(DenyCode::AmbiguousPath);
             }
+            // The target follows the host and starts with `/`. ingress-nginx
+            // builds the URL from the client's Host: `Host: api:1?` puts the
+            // whole target in the query, and the parse reads the path as
+            // `/` (as it does for a URL with no target at all).
+            let target = match v.find("://") {
+                Some(i) => v[i + 3..].find(['/', '?']).map(|j| &v[i + 3 + j..]),
+                None => Some(v),
+            };
+            if !target.is_some_and(|t| t.starts_with('/')) {
+                return Err(DenyCode::AmbiguousPath);
+            }
             v.parse::<Uri>().map_err(|_| DenyCode::AmbiguousPath)
         })
         .transpose()?
