@@ -3,8 +3,8 @@
 //! It renders what [`crate::metrics`] counts and asks the store whether the
 //! gate is ready; it decides nothing and counts nothing of its own.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -41,6 +41,8 @@ pub struct Ops {
     cache: Arc<TokenCache<Store>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// The store error the last failed readiness check logged.
+    last_store_error: Mutex<Option<String>>,
 }
 
 impl Ops {
@@ -53,6 +55,7 @@ impl Ops {
             cache,
             metrics,
             health,
+            last_store_error: Mutex::new(None),
         })
     }
 
@@ -84,8 +87,16 @@ impl Ops {
 
     async fn readyz(&self) -> Response<Full<Bytes>> {
         let store = match self.cache.store().ping().await {
-            Ok(()) => "ok".to_owned(),
-            Err(e) => format!("unavailable: {e}"),
+            Ok(()) => {
+                self.told_store_error(None);
+                "ok".to_owned()
+            }
+            Err(e) => {
+                self.told_store_error(Some(e.to_string()));
+                // Whoever reaches the ops port is told what happened, not
+                // the store's own text (an address, a Redis message).
+                format!("unavailable: {}", e.public())
+            }
         };
         let subscription = match self.cache.store() {
             Store::Embedded(_) => "not used (embedded store)",
@@ -112,6 +123,25 @@ impl Ops {
                 },
             }),
         )
+    }
+}
+
+impl Ops {
+    /// Logs the store's error behind a failed readiness check once per
+    /// change (probes ask every few seconds), and its clearing.
+    fn told_store_error(&self, now: Option<String>) {
+        let mut last = self
+            .last_store_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *last == now {
+            return;
+        }
+        match &now {
+            Some(e) => tracing::warn!(error = %e, "readiness: the token store failed"),
+            None => tracing::info!("readiness: the token store answers again"),
+        }
+        *last = now;
     }
 }
 

@@ -198,7 +198,9 @@ async fn health_and_readiness_report_the_store() {
     assert_eq!(v["checks"]["store"], "ok");
     assert_eq!(v["checks"]["config"], "loaded");
 
-    // Redis away: alive, but not ready, and the detail says why.
+    // Redis away: alive, but not ready, and the detail says why — in the
+    // gate's terms: the store's own text (an address, a Redis message) is
+    // for the log, not for whoever can reach the ops port.
     let port = common::free_port();
     let gate = InProcessGate::start(&[
         ("store.backend", "redis"),
@@ -210,14 +212,52 @@ async fn health_and_readiness_report_the_store() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     let v = r.json();
     assert_eq!(v["ready"], false);
-    assert!(
-        v["checks"]["store"]
-            .as_str()
-            .unwrap()
-            .starts_with("unavailable"),
+    assert_eq!(
+        v["checks"]["store"], "unavailable: the token store did not answer within 250ms",
         "{v}"
     );
     assert_eq!(v["checks"]["subscription"], "down");
+
+    // A server answering every command with an error of its own: its words
+    // stay in the log.
+    let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refuser_addr = refuser.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = refuser.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    // One error per command: a command starts a line with `*`.
+                    let commands = (0..n)
+                        .filter(|&i| buf[i] == b'*' && (i == 0 || buf[..i].ends_with(b"\r\n")))
+                        .count()
+                        .max(1);
+                    let errors = "-ERR internal detail at 10.9.8.7\r\n".repeat(commands);
+                    if conn.write_all(errors.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", &format!("redis://{refuser_addr}")),
+    ])
+    .await;
+    let r = gate.ops().get("/readyz").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(!body.contains("10.9.8.7"), "{body}");
+    assert_eq!(
+        r.json()["checks"]["store"],
+        "unavailable: it failed (the gate's log has its error)",
+        "{body}"
+    );
 
     // Redis there: ready once subscribed.
     let gate = InProcessGate::redis("ready").await;
