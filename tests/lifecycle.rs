@@ -426,6 +426,93 @@ async fn tls_on_every_listener_with_mtls_admin_and_certificates_reloaded_live() 
     assert_eq!(ask_nginx(&mut open, &secret).await, 200);
 }
 
+/// Client certificates turned on by a SIGHUP stay on when the certificate
+/// files change next (the watcher reads the settings as reloaded, not as
+/// started); a reload cannot turn them off while running; and a listener a
+/// reload gives TLS says it needs a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_turned_on_by_a_reload_stay_on() {
+    let certs = TestCerts::new();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_tls = |ca: bool| {
+        let mut t = format!(
+            "[tls.admin]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            certs.cert.display(),
+            certs.key.display()
+        );
+        if ca {
+            t.push_str(&format!("client_ca_file = \"{}\"\n", certs.ca.display()));
+        }
+        t
+    };
+    let gate = GateProcess::start(dir.path(), &admin_tls(false));
+    let url = format!("https://localhost:{}", gate.admin.port());
+    let ca = certs.ca.display().to_string();
+    // Exit 3 when the handshake is refused for want of a client certificate.
+    let without_cert = || {
+        gate.cli(&["token", "list", "--admin-url", &url, "--admin-ca", &ca])
+            .code
+    };
+    assert_eq!(without_cert(), 0);
+    let rewrite = |from: &str, to: &str| {
+        let config = std::fs::read_to_string(&gate.config).unwrap();
+        assert!(config.contains(from), "{config}");
+        std::fs::write(&gate.config, config.replace(from, to)).unwrap();
+        signal(&gate, "-HUP");
+    };
+
+    rewrite(&admin_tls(false), &admin_tls(true));
+    eventually(
+        "client certificates required",
+        Duration::from_secs(10),
+        || async { (without_cert() == 3).then_some(()) },
+    )
+    .await;
+
+    // The certificate renewed in place: re-read, with the client CA.
+    let renewed = certs.renew();
+    std::fs::copy(&renewed.cert, &certs.cert).unwrap();
+    std::fs::copy(&renewed.key, &certs.key).unwrap();
+    eventually(
+        "the certificate reload to be logged",
+        Duration::from_secs(10),
+        || async {
+            gate.log_text()
+                .contains("certificate files changed; reloaded")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        without_cert(),
+        3,
+        "the renewal turned client certificates off"
+    );
+
+    // Off again by SIGHUP: refused, they stay required.
+    rewrite(&admin_tls(true), &admin_tls(false));
+    eventually(
+        "the refusal to be logged",
+        Duration::from_secs(5),
+        || async {
+            gate.log_text()
+                .contains("client certificates cannot be turned off while running")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(without_cert(), 3);
+
+    // TLS for a plain listener: it needs a restart, and the reload says so.
+    let ops_tls = admin_tls(false).replace("[tls.admin]", "[tls.ops]");
+    rewrite(&admin_tls(false), &format!("{}{ops_tls}", admin_tls(true)));
+    eventually("the restart notice", Duration::from_secs(5), || async {
+        let log = gate.log_text();
+        (log.contains("take effect only after a restart") && log.contains("tls.ops")).then_some(())
+    })
+    .await;
+}
+
 /// A second gate started on the ports of a running one (other ports free)
 /// must not start: with `SO_REUSEPORT` alone it would join the first gate's
 /// socket group and answer half its traffic with its own settings.

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::api::AdminApi;
-use crate::config::{ListenerTls, Settings};
+use crate::config::{ListenerTls, Settings, TlsSettings};
 use crate::doors::ext_authz::ExtAuthz;
 use crate::doors::forward_auth::ForwardAuth;
 use crate::doors::listener::{Conn, ListenerState, Protocol, TlsHandle, serve};
@@ -41,7 +41,7 @@ pub(super) enum Which {
 }
 
 impl Which {
-    const ALL: [Which; 6] = [
+    pub(super) const ALL: [Which; 6] = [
         Which::Proxy,
         Which::Auth,
         Which::Grpc,
@@ -85,13 +85,18 @@ impl Which {
     }
 
     pub(super) fn tls(self, s: &Settings) -> Option<&ListenerTls> {
+        self.tls_in(&s.tls)
+    }
+
+    /// This listener's entry of `tls`.
+    pub(super) fn tls_in(self, t: &TlsSettings) -> Option<&ListenerTls> {
         match self {
-            Which::Proxy => s.tls.proxy.as_ref(),
-            Which::Auth => s.tls.auth.as_ref(),
-            Which::Grpc => s.tls.grpc.as_ref(),
-            Which::Admin => s.tls.admin.as_ref(),
-            Which::Ops => s.tls.ops.as_ref(),
-            Which::Leaks => s.tls.leaks.as_ref(),
+            Which::Proxy => t.proxy.as_ref(),
+            Which::Auth => t.auth.as_ref(),
+            Which::Grpc => t.grpc.as_ref(),
+            Which::Admin => t.admin.as_ref(),
+            Which::Ops => t.ops.as_ref(),
+            Which::Leaks => t.leaks.as_ref(),
         }
     }
 

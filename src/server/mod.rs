@@ -53,7 +53,7 @@ pub use listeners::check_tls;
 pub use store::open_store;
 
 use listeners::{Handlers, Listener, Which, bind_all, door_threads, raise_open_files_limit};
-use reload::watch_tls_files;
+use reload::{TlsFiles, watch_tls_files};
 
 /// Checks what `serve` would read for `[[webhooks]]` (secret files) without
 /// starting anything: for `check-config`.
@@ -322,8 +322,13 @@ impl Bound {
             ops_rx,
             grace,
         );
-        // Certificates are also re-read when their files change.
-        let watcher = tokio::spawn(watch_tls_files(self.settings.clone(), tls_handles.clone()));
+        // Certificates are also re-read when their files change, with the
+        // TLS settings as last loaded (a reload swaps both under its lock).
+        let tls_files = Arc::new(std::sync::Mutex::new(TlsFiles::new(
+            self.settings.tls.clone(),
+            &tls_handles,
+        )));
+        let watcher = tokio::spawn(watch_tls_files(tls_files.clone(), tls_handles.clone()));
 
         // Until a shutdown (or every sender is gone), reload when asked.
         while let Some(Control::Reload) = control.recv().await {
@@ -331,7 +336,7 @@ impl Bound {
                 self.config_file.as_deref(),
                 &mut self.settings,
                 &self.policy,
-                &tls_handles,
+                (&tls_handles, &tls_files),
             );
         }
 

@@ -5,9 +5,10 @@
 //! or reopen the store (those changes wait for a restart, and say so).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{self, ListenerTls, Settings};
+use crate::config::{self, ListenerTls, Settings, TlsSettings};
 use crate::doors::PolicyHandle;
 use crate::doors::listener::TlsHandle;
 
@@ -19,7 +20,7 @@ pub(super) fn reload(
     config_file: Option<&Path>,
     settings: &mut Settings,
     policy: &PolicyHandle,
-    tls_handles: &[(Which, TlsHandle)],
+    (tls_handles, tls_files): (&[(Which, TlsHandle)], &Mutex<TlsFiles>),
 ) {
     let loaded = match config::load(config_file) {
         Ok(l) => l,
@@ -29,6 +30,9 @@ pub(super) fn reload(
         }
     };
     // Build every TLS config before swapping anything: all or nothing.
+    // Stamped first: a file changed while it is read is reread by the
+    // watcher.
+    let stamps = TlsFiles::new(loaded.settings.tls.clone(), tls_handles);
     let mut fresh = Vec::new();
     for (which, _) in tls_handles {
         match which.tls(&loaded.settings).map(|t| tls_config(*which, t)) {
@@ -45,17 +49,46 @@ pub(super) fn reload(
                 return;
             }
         }
+        // Nor client certificates: a SIGHUP must not quietly open a
+        // listener that required them.
+        let had_ca = which
+            .tls(settings)
+            .is_some_and(|t| t.client_ca_file.is_some());
+        let has_ca = which
+            .tls(&loaded.settings)
+            .is_some_and(|t| t.client_ca_file.is_some());
+        if had_ca && !has_ca {
+            tracing::error!(
+                key = which.tls_key(),
+                "reload refused: client certificates cannot be turned off while running; restart to change it"
+            );
+            return;
+        }
     }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let restart_needed = restart_only_changes(settings, &loaded.settings);
+    let mut restart_needed = restart_only_changes(settings, &loaded.settings);
+    // A listener serving plain TCP stays so until a restart.
+    restart_needed.extend(
+        Which::ALL
+            .into_iter()
+            .filter(|w| !tls_handles.iter().any(|(h, _)| h == w))
+            .filter(|w| w.tls(&loaded.settings).is_some())
+            .map(Which::tls_key),
+    );
     if !restart_needed.is_empty() {
         tracing::warn!(keys = %restart_needed.join(", "), "these changes take effect only after a restart");
     }
     policy.store(loaded.policy.clone());
-    for ((_, handle), config) in tls_handles.iter().zip(fresh) {
-        handle.store(config);
+    {
+        // The watcher builds and swaps under the same lock: it never swaps
+        // in a certificate built from the settings this reload replaces.
+        let mut files = tls_files.lock().unwrap_or_else(PoisonError::into_inner);
+        for ((_, handle), config) in tls_handles.iter().zip(fresh) {
+            handle.store(config);
+        }
+        *files = stamps;
     }
     let rules = loaded.policy.rules.rules().len();
     tracing::info!(
@@ -100,39 +133,64 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     changed
 }
 
+/// The TLS settings as last loaded (at start, then by each SIGHUP) and,
+/// per TLS listener, when the files they name were last seen changed: what
+/// the file watcher and a reload share, under one lock.
+#[derive(Debug)]
+pub(super) struct TlsFiles {
+    tls: TlsSettings,
+    stamps: Vec<Stamp>,
+}
+
+/// The modification times of a listener's certificate, key and client CA.
+type Stamp = Vec<Option<SystemTime>>;
+
+fn stamp(t: Option<&ListenerTls>) -> Stamp {
+    let Some(t) = t else { return Vec::new() };
+    [
+        Some(&t.cert_file),
+        Some(&t.key_file),
+        t.client_ca_file.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    .collect()
+}
+
+impl TlsFiles {
+    /// `tls` as loaded for `handles`, its files stamped now.
+    pub(super) fn new(tls: TlsSettings, handles: &[(Which, TlsHandle)]) -> Self {
+        let stamps = handles.iter().map(|(w, _)| stamp(w.tls_in(&tls))).collect();
+        Self { tls, stamps }
+    }
+}
+
 /// Re-reads a listener's certificate when its files change (polled every
 /// two seconds; a bad new file is logged and the old certificate kept).
-pub(super) async fn watch_tls_files(settings: Settings, handles: Vec<(Which, TlsHandle)>) {
+/// The files watched, and the settings a reread builds from, are those last
+/// loaded: a renewal never brings back what a reload replaced (a client CA
+/// added, another path). A reload swaps under the same lock, with the
+/// stamps it took before reading the files, so a change made while it
+/// read them is reread here.
+pub(super) async fn watch_tls_files(files: Arc<Mutex<TlsFiles>>, handles: Vec<(Which, TlsHandle)>) {
     if handles.is_empty() {
         return;
     }
-    let stamp = |t: &ListenerTls| -> Vec<Option<SystemTime>> {
-        [
-            Some(&t.cert_file),
-            Some(&t.key_file),
-            t.client_ca_file.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
-    };
-    let mut seen: Vec<Vec<Option<SystemTime>>> = handles
-        .iter()
-        .map(|(w, _)| w.tls(&settings).map(stamp).unwrap_or_default())
-        .collect();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        for (i, (which, handle)) in handles.iter().enumerate() {
-            let Some(t) = which.tls(&settings) else {
+        let mut files = files.lock().unwrap_or_else(PoisonError::into_inner);
+        let TlsFiles { tls, stamps } = &mut *files;
+        for ((which, handle), seen) in handles.iter().zip(stamps.iter_mut()) {
+            let Some(t) = which.tls_in(tls) else {
                 continue;
             };
-            let now = stamp(t);
-            if now == seen[i] {
+            let now = stamp(Some(t));
+            if now == *seen {
                 continue;
             }
-            seen[i] = now;
+            *seen = now;
             match tls_config(*which, t) {
                 Ok(c) => {
                     handle.store(c);
