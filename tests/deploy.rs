@@ -5,8 +5,10 @@
 //! default values and with a values file for each mode, and renders to
 //! manifests that validate too. The chart's `helm test` Pod renders for
 //! every values file, and its script passes against a gate started as the
-//! chart configures it (tests/deploy/helm.rs); the chart README's values
-//! table matches values.yaml (tests/deploy/values_table.rs).
+//! chart configures it (tests/deploy/helm.rs); its NetworkPolicy admits
+//! only the ports its Service serves (tests/deploy/network_policy.rs); the
+//! chart README's values table matches values.yaml
+//! (tests/deploy/values_table.rs).
 //!
 //! Over 500 lines on purpose: one test per deploy file, sharing the tool
 //! runners.
@@ -35,6 +37,8 @@ mod ports;
 mod helm;
 #[path = "deploy/values_table.rs"]
 mod values_table;
+#[path = "deploy/network_policy.rs"]
+mod network_policy;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_hawzu-gate");
@@ -187,6 +191,16 @@ fn every_manifest_validates_and_its_gate_config_is_accepted() {
     );
 }
 
+/// The plain manifests admit only the ports their Service serves, as the
+/// chart does.
+#[test]
+fn the_gate_manifests_admit_only_the_served_ports() {
+    for file in ["k8s/sidecar-proxy.yaml", "k8s/standalone.yaml"] {
+        let path = Path::new(ROOT).join("deploy").join(file);
+        network_policy::check(file, &documents(&path));
+    }
+}
+
 #[test]
 fn manifests_run_non_root_on_a_read_only_root_filesystem_with_probes() {
     for file in [
@@ -281,6 +295,7 @@ fn the_helm_chart_lints_and_renders_valid_manifests_in_every_mode() {
         }
         assert_eq!(check_gate_configs(&rendered, &docs), 1, "{values:?}");
         helm::check_test_hook(&format!("{values:?}"), &docs);
+        network_policy::check(&format!("{values:?}"), &docs);
         if values == Some("standalone-values.yaml") {
             assert!(kinds.contains(&"HorizontalPodAutoscaler"), "{kinds:?}");
             assert!(kinds.contains(&"PodDisruptionBudget"), "{kinds:?}");
