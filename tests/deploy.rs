@@ -35,10 +35,10 @@ mod ports;
 // The chart's `helm test` hook, and its README's values table.
 #[path = "deploy/helm.rs"]
 mod helm;
-#[path = "deploy/values_table.rs"]
-mod values_table;
 #[path = "deploy/network_policy.rs"]
 mod network_policy;
+#[path = "deploy/values_table.rs"]
+mod values_table;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_hawzu-gate");

@@ -80,6 +80,11 @@ pub(super) fn reload(
     if !restart_needed.is_empty() {
         tracing::warn!(keys = %restart_needed.join(", "), "these changes take effect only after a restart");
     }
+    // Values under a newly accepted prefix are redacted from now on, before
+    // the policy that accepts them is in force.
+    for prefix in loaded.policy.prefixes.accepted() {
+        crate::redact::also_redact(prefix.as_str());
+    }
     policy.store(loaded.policy.clone());
     {
         // The watcher builds and swaps under the same lock: it never swaps
@@ -106,9 +111,19 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let (a, b) = (json(old), json(new));
     let reloadable = ["roles", "policy", "tls"];
     let mut changed = Vec::new();
+    // `tokens` is the policy's (prefixes, lifetimes, roles: live) but for
+    // the expiry scan, which is started once.
+    for (key, name) in [
+        ("expiry_scan_interval", "tokens.expiry_scan_interval"),
+        ("expiring_workspaces", "tokens.expiring_workspaces"),
+    ] {
+        if a["tokens"][key] != b["tokens"][key] {
+            changed.push(name);
+        }
+    }
     if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
         for (k, v) in a {
-            if !reloadable.contains(&k.as_str()) && b.get(k) != Some(v) {
+            if k != "tokens" && !reloadable.contains(&k.as_str()) && b.get(k) != Some(v) {
                 changed.push(match k.as_str() {
                     "data_dir" => "data_dir",
                     "listen" => "listen",
@@ -201,5 +216,67 @@ pub(super) async fn watch_tls_files(files: Arc<Mutex<TlsFiles>>, handles: Vec<(W
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arc_swap::ArcSwap;
+
+    use super::*;
+
+    /// Loads `toml` (written to a file in `dir`) as the gate would.
+    fn load(dir: &Path, toml: &str) -> config::Loaded {
+        let file = dir.join("gate.toml");
+        std::fs::write(&file, toml).unwrap();
+        config::load(Some(&file)).unwrap()
+    }
+
+    #[test]
+    fn a_prefix_accepted_by_a_reload_is_redacted_and_needs_no_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = load(dir.path(), "");
+        let mut settings = before.settings.clone();
+        let policy: PolicyHandle = Arc::new(ArcSwap::new(before.policy.clone()));
+        // A prefix no other test uses: the redaction list is the process's.
+        let after = "[tokens]\naccepted_prefixes = [\"zzrl_\"]\n";
+        load(dir.path(), after);
+        let files = Mutex::new(TlsFiles::new(settings.tls.clone(), &[]));
+        reload(
+            Some(&dir.path().join("gate.toml")),
+            &mut settings,
+            &policy,
+            (&[], &files),
+        );
+        assert!(
+            policy
+                .load()
+                .prefixes
+                .accepted()
+                .iter()
+                .any(|p| p.as_str() == "zzrl_")
+        );
+        let value = format!("zzrl_{}", "a1B2".repeat(9));
+        assert_eq!(
+            crate::redact::redact_path(&format!("/x/{value}/y")),
+            "/x/zzrl_…redacted/y"
+        );
+        assert!(!crate::redact::redact_secrets(&value).contains("a1B2"));
+
+        // Governance and prefixes are live; only the expiry scan waits.
+        let old = load(dir.path(), "").settings;
+        let new = load(dir.path(), after).settings;
+        assert!(restart_only_changes(&old, &new).is_empty());
+        let new = load(
+            dir.path(),
+            "[tokens]\nmax_lifetime = \"90d\"\nexpiry_scan_interval = \"7m\"\n",
+        )
+        .settings;
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            ["tokens.expiry_scan_interval"]
+        );
     }
 }

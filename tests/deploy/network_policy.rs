@@ -31,8 +31,7 @@ pub fn check(what: &str, docs: &[Yaml]) {
     let deployment = only(what, docs, "Deployment");
     let service = only(what, docs, "Service");
     assert_eq!(
-        policy["spec"]["podSelector"]["matchLabels"],
-        deployment["spec"]["selector"]["matchLabels"],
+        policy["spec"]["podSelector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"],
         "{what}: the policy selects other pods than the Deployment's"
     );
     let types: Vec<&str> = policy["spec"]["policyTypes"]
@@ -59,5 +58,8 @@ pub fn check(what: &str, docs: &[Yaml]) {
         .iter()
         .map(|p| port_name(&p["targetPort"]))
         .collect();
-    assert_eq!(admitted, served, "{what}: admitted ports against served ones");
+    assert_eq!(
+        admitted, served,
+        "{what}: admitted ports against served ones"
+    );
 }
