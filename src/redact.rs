@@ -56,25 +56,51 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// A path with anything shaped like a token value replaced, so a secret
-/// pasted into a URL never reaches a log; and control characters escaped
-/// (`\x0a`), so a path cannot write lines of its own into a text log (the
+/// pasted into a URL never reaches a log; and every character a terminal or
+/// a log reader acts on escaped — ASCII controls as `\x0a`, the others
+/// (C1 controls such as CSI and NEL, the line and paragraph separators, the
+/// bidirectional formatting characters) as `\u{202e}` — so a path cannot
+/// write lines of its own into a text log or make one read otherwise. (The
 /// gRPC door takes any string Envoy sends; HTTP request lines cannot carry
-/// them).
+/// ASCII controls, but hyper takes UTF-8 in the target.)
 pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
     let redacted = redact_tokens_in_path(path);
-    if !redacted.bytes().any(|b| b.is_ascii_control()) {
+    if !redacted.chars().any(acts_on_a_reader) {
         return redacted;
     }
     let mut out = String::with_capacity(redacted.len() + 8);
     for c in redacted.chars() {
-        if c.is_ascii_control() {
-            // Writing to a String cannot fail.
-            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\x{:02x}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
+        // Writing to a String cannot fail.
+        let _ = match c {
+            _ if c.is_ascii_control() => {
+                std::fmt::Write::write_fmt(&mut out, format_args!("\\x{:02x}", u32::from(c)))
+            }
+            _ if acts_on_a_reader(c) => {
+                std::fmt::Write::write_fmt(&mut out, format_args!("\\u{{{:x}}}", u32::from(c)))
+            }
+            _ => {
+                out.push(c);
+                Ok(())
+            }
+        };
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// A character a terminal or a log reader acts on rather than shows: a
+/// control character, the line or paragraph separator, or a bidirectional
+/// formatting character.
+fn acts_on_a_reader(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_bidi_control(c)
+}
+
+/// The Unicode bidirectional formatting characters (UAX #9): they reorder
+/// the text around them, so what is shown differs from what is there.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 fn redact_tokens_in_path(path: &str) -> std::borrow::Cow<'_, str> {
@@ -183,6 +209,15 @@ mod tests {
             redact_path("/api/v1/x"),
             std::borrow::Cow::Borrowed(_)
         ));
+        // Beyond ASCII: C1 controls (CSI, NEL), the Unicode line and
+        // paragraph separators and the bidirectional overrides, which a
+        // terminal or a log reader also acts on.
+        assert_eq!(
+            redact_path("/a\u{9b}2J\u{85}b\u{2028}c\u{2029}d\u{202e}e\u{2066}f"),
+            "/a\\u{9b}2J\\u{85}b\\u{2028}c\\u{2029}d\\u{202e}e\\u{2066}f"
+        );
+        // Other text beyond ASCII is kept.
+        assert_eq!(redact_path("/caf\u{e9}/\u{65e5}"), "/caf\u{e9}/\u{65e5}");
     }
 
     #[test]

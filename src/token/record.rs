@@ -441,7 +441,8 @@ pub(crate) fn validate_text(
         errors.insert(field.into(), "must not contain control characters".into());
         return None;
     }
-    if trimmed.chars().any(is_bidi_control) {
+    // A list could show a name other than the stored one ("Trojan Source").
+    if trimmed.chars().any(crate::redact::is_bidi_control) {
         errors.insert(
             field.into(),
             "must not contain bidirectional control characters (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069): they make a name read differently from what it is".into(),
@@ -449,16 +450,6 @@ pub(crate) fn validate_text(
         return None;
     }
     Some(trimmed.to_owned())
-}
-
-/// The Unicode bidirectional formatting characters (UAX #9): they reorder
-/// the text around them, so a list could show a name other than the stored
-/// one ("Trojan Source").
-fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
 }
 
 fn check_role(roles: &Roles, role: &str, kind: RoleScope, field: &str, errors: &mut FieldErrors) {
