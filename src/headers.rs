@@ -579,6 +579,60 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// Removes from an upstream's answer what the gate owns there: hop-by-hop
+/// headers (and those `Connection` names), the gate's deny-code header
+/// (`error`: only the gate refuses) and every `Set-Cookie` of the console's
+/// session cookie (a browser would carry it to the console's port of the
+/// same host, ending or confusing the session there). One scan of the
+/// names finds that most answers carry none.
+pub fn strip_upstream_answer(headers: &mut HeaderMap, error: &HeaderName) {
+    let (mut hop, mut owned, mut cookie) = (false, false, false);
+    for k in headers.keys() {
+        let k = k.as_str();
+        hop |= HOP_BY_HOP.contains(&k) || k == "proxy-connection";
+        owned |= k == error.as_str();
+        cookie |= k == "set-cookie";
+    }
+    if hop {
+        strip_hop_by_hop(headers);
+    }
+    if owned {
+        headers.remove(error);
+    }
+    if cookie {
+        strip_console_set_cookie(headers);
+    }
+}
+
+/// Drops each `Set-Cookie` that sets the console's session cookie, keeping
+/// the others in order.
+fn strip_console_set_cookie(headers: &mut HeaderMap) {
+    use crate::console::{COOKIE_PLAIN, COOKIE_TLS};
+    let console = |v: &HeaderValue| {
+        let name = v
+            .as_bytes()
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default();
+        let name = name.trim_ascii();
+        name == COOKIE_PLAIN.as_bytes() || name == COOKIE_TLS.as_bytes()
+    };
+    let set_cookie = http::header::SET_COOKIE;
+    if !headers.get_all(&set_cookie).iter().any(console) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(&set_cookie)
+        .iter()
+        .filter(|v| !console(v))
+        .cloned()
+        .collect();
+    headers.remove(&set_cookie);
+    for v in kept {
+        headers.append(&set_cookie, v);
+    }
+}
+
 #[cfg(test)]
 #[path = "headers_tests.rs"]
 mod tests;

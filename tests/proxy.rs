@@ -570,6 +570,51 @@ async fn the_consoles_session_cookie_never_reaches_the_api() {
     }
 }
 
+/// What the gate owns on an answer never comes from the upstream: its
+/// deny-code header (a client reads it as the gate's refusal) and the
+/// console's session cookie (a browser would carry it to the console's port
+/// of the same host, ending the admin's session there). The upstream's
+/// other cookies and headers pass as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_cannot_answer_with_what_the_gate_owns() {
+    let upstream = common::Canned::start(
+        "HTTP/1.1 200 OK\r\nX-Hawzu-Error: token_revoked\r\n\
+         Set-Cookie: __Host-hawzu_console=planted; Path=/; Secure\r\n\
+         Set-Cookie: theme=dark; Path=/\r\n\
+         Set-Cookie: hawzu_console=planted; Path=/\r\n\
+         Set-Cookie: xhawzu_console=kept; Path=/\r\nX-Api-Version: 3",
+        "ok",
+    );
+    let url = format!("http://{}", upstream.addr);
+    let gate = InProcessGate::start(&[("upstream.url", url.as_str())]).await;
+    let secret = token(
+        &gate,
+        workspace_token("Answers", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let a = gate
+        .proxy()
+        .request(Method::GET, common::WS1_PROJECTS)
+        .token(&secret)
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.header("x-hawzu-error").is_none(), "{:?}", a.headers);
+    let cookies: Vec<&str> = a
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        cookies,
+        ["theme=dark; Path=/", "xhawzu_console=kept; Path=/"],
+        "{:?}",
+        a.headers
+    );
+    assert_eq!(a.header("x-api-version"), Some("3"));
+}
+
 /// A client's request trailers never reach the API: an HTTP/1.1 upstream
 /// never got them (the gate strips `Trailer`, and hyper sends only
 /// declared ones), and an HTTP/2 upstream does not either — a trailer is

@@ -35,7 +35,7 @@ use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{
     FORWARDED, Found, HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    ip_value, strip_hop_by_hop, strip_underscored,
+    ip_value, strip_hop_by_hop, strip_underscored, strip_upstream_answer,
 };
 use crate::metrics::Door;
 use crate::refusal::Refusal;
@@ -296,7 +296,7 @@ impl Proxy {
         match answer {
             Ok(Ok(mut res)) => {
                 metrics.upstream(Some(res.status()), sent.elapsed());
-                strip_hop_by_hop(res.headers_mut());
+                strip_upstream_answer(res.headers_mut(), shared.render.error_header());
                 res.headers_mut()
                     .entry(REQUEST_ID)
                     .or_insert(request_id.clone());
