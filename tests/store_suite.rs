@@ -490,6 +490,26 @@ async fn embedded_store_survives_a_restart() {
     );
 }
 
+/// The store file holds token names, the audit log and clients' addresses:
+/// only its owner reads it, whatever the umask, and a file an older gate
+/// left readable is tightened.
+#[tokio::test]
+async fn embedded_store_file_is_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.redb");
+    drop(EmbeddedStore::open(dir.path(), TIMEOUT).await.unwrap());
+    assert_eq!(mode(&file), 0o600);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let s = EmbeddedStore::open(dir.path(), TIMEOUT).await.unwrap();
+    assert_eq!(mode(&file), 0o600);
+    // Still the same store.
+    let (h, r) = (hash(), record("ws_mode", Timestamp::now()));
+    s.create(&h, &r).await.unwrap();
+    assert_eq!(s.get(&h).await.unwrap(), Some(r));
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn embedded_store_does_not_block_a_single_threaded_runtime() {
     // On a one-thread runtime a blocking store would stall this ticker.
@@ -608,6 +628,29 @@ async fn redis_gives_tombstones_and_expiring_records_the_retention_ttl() {
             (retention_ms - 60_000..=retention_ms).contains(&ttl),
             "{key}: ttl {ttl}"
         );
+    }
+
+    // Given back (a rotate undone): the revocation lifted, the record kept
+    // for good again — and its id key too, or the token could no longer be
+    // found by id (shown, revoked, rotated) once the old deadline passed.
+    let h = hash();
+    let r = record("ws_ret", Timestamp::now());
+    s.create(&h, &r).await.unwrap();
+    for revoked_at in [Some(Timestamp::now() + SignedDuration::from_hours(1)), None] {
+        update(&s, &r.id, |cur| {
+            Ok::<_, ()>(Some(TokenRecord {
+                revoked_at,
+                ..cur.clone()
+            }))
+        })
+        .await
+        .unwrap();
+    }
+    for key in [
+        format!("{prefix}token:{}", h.to_hex()),
+        format!("{prefix}id:{}", r.id),
+    ] {
+        assert_eq!(pttl(key.clone()).await, -1, "{key} still expires");
     }
     let _ = c.clone();
     let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();

@@ -121,21 +121,29 @@ pub fn load_or_generate(
     fill_base62(&mut buf)?;
     let mut key = String::from(KEY_PREFIX);
     key.extend(buf.iter().map(|&b| b as char));
-    let mut file = fs::OpenOptions::new()
+    // Written whole beside it, then linked into place: a crash never
+    // leaves a half-written key file that the next start refuses, and the
+    // link, like `create_new`, never replaces a key file that appeared
+    // meanwhile. A `.tmp` left by a crash is removed first, and the new one
+    // made with `create_new` (never through a planted symlink).
+    let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
-        .map_err(|source| KeyError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    file.write_all(format!("{key}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|source| KeyError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(format!("{key}\n").as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::hard_link(&tmp, &path))
+        .and_then(|()| fs::File::open(data_dir)?.sync_all());
+    let _ = fs::remove_file(&tmp);
+    written.map_err(|source| KeyError::Write {
+        path: path.clone(),
+        source,
+    })?;
     Ok((AdminKey::new(&key), KeySource::Generated(path)))
 }
 
@@ -197,6 +205,21 @@ mod tests {
         assert_eq!(source, KeySource::File(path));
         assert!(again.verify(text.as_bytes()));
         assert_eq!(format!("{key:?}"), "AdminKey(***)");
+    }
+
+    #[test]
+    fn a_key_write_cut_short_by_a_crash_does_not_stop_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a crash between creating and writing leaves: an empty file.
+        std::fs::write(dir.path().join("admin.key.tmp"), "").unwrap();
+        let (key, source) = load_or_generate(None, dir.path()).unwrap();
+        assert!(matches!(source, KeySource::Generated(_)));
+        assert!(!dir.path().join("admin.key.tmp").exists());
+        let text = read_key_file(&dir.path().join(KEY_FILE)).unwrap();
+        assert!(key.verify(text.as_bytes()));
+        let (again, source) = load_or_generate(None, dir.path()).unwrap();
+        assert!(matches!(source, KeySource::File(_)));
+        assert!(again.verify(text.as_bytes()));
     }
 
     #[test]

@@ -77,6 +77,30 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
+/// Makes `path` readable by its owner only: created empty with mode 0600
+/// when absent (redb initializes an empty file), whatever the umask, and
+/// tightened when present and open to others (names, the audit log and
+/// clients' addresses live in it).
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) fn unavailable(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(e.into().to_string())
 }
@@ -88,9 +112,11 @@ impl EmbeddedStore {
         let path = data_dir.join(FILE_NAME);
         let p = path.clone();
         let db = tokio::task::spawn_blocking(move || -> Result<Database, StoreError> {
-            let db = Database::create(&p).map_err(|e| {
+            let cannot = |e: &dyn std::fmt::Display| {
                 StoreError::Unavailable(format!("cannot open {}: {e}", p.display()))
-            })?;
+            };
+            owner_only(&p).map_err(|e| cannot(&e))?;
+            let db = Database::create(&p).map_err(|e| cannot(&e))?;
             // Create the tables so that read transactions always find them.
             let txn = db.begin_write().map_err(unavailable)?;
             txn.open_table(TOKENS).map_err(unavailable)?;

@@ -304,13 +304,22 @@ impl RedisStore {
             if swapped == 0 {
                 return Ok(false);
             }
-            if let Some(ms) = expire_at {
-                let _: Value = redis::cmd("PEXPIREAT")
-                    .arg(&id_key)
-                    .arg(ms)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_err)?;
+            // The id key lives as long as the record: its deadline moved
+            // with the record's, and dropped when the record's is (a
+            // revocation lifted when a rotate is given back) — or the token
+            // could no longer be found by id once the old deadline passed.
+            // Also on every notified change, to mend a drop an earlier
+            // write could not make; never on the frequent `last_used_at`
+            // writes of a token that keeps no deadline.
+            let ttl = match expire_at {
+                Some(ms) => Some(redis::cmd("PEXPIREAT").arg(&id_key).arg(ms).clone()),
+                None if notify || self.expire_at(&current.record).is_some() => {
+                    Some(redis::cmd("PERSIST").arg(&id_key).clone())
+                }
+                None => None,
+            };
+            if let Some(ttl) = ttl {
+                let _: Value = ttl.query_async(&mut conn).await.map_err(redis_err)?;
             }
             if notify {
                 self.publish_on(&mut conn, &current.hash).await?;
