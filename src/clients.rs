@@ -11,6 +11,8 @@
 //!   so guessing costs the store nothing and a shared address (NAT) keeps
 //!   working for the tokens it uses. Buckets live in a bounded cache
 //!   (`failed_auth.max_clients`, least recently used dropped first).
+//! - [`Buckets`]: the token buckets per key it counts with (the admin API
+//!   limits each workspace's changes with them too).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,65 +93,156 @@ fn client_key(ip: IpAddr) -> u128 {
 
 #[derive(Debug)]
 struct Bucket {
-    /// Failures the client may still make.
+    /// What the key may still spend.
     tokens: f64,
     at: Instant,
 }
 
-/// Failed authentications per client, bounded in memory.
-pub struct FailedAuth {
-    /// `None` when `failed_auth.limit` is 0.
-    clients: Option<moka::sync::Cache<u128, Arc<Mutex<Bucket>>>>,
+/// Token buckets per key: `limit` in a burst, refilled evenly over
+/// `window`, in a bounded cache (`max_keys`, least recently used dropped
+/// first; a bucket left alone for a window is full again, so forgotten).
+pub struct Buckets<K> {
+    /// `None` when the limit is 0 (no limit).
+    keys: Option<moka::sync::Cache<K, Arc<Mutex<Bucket>>>>,
     limit: f64,
-    /// Failures forgiven per second.
+    /// Tokens back per second.
     refill: f64,
-    /// Milliseconds since `epoch` until which some client is refused: while
-    /// it is past, nobody is, and a request costs one atomic load.
-    refused_until_ms: AtomicU64,
-    epoch: Instant,
+    /// One refill interval, in whole seconds: the `Retry-After` of a refusal.
     retry_after: HeaderValue,
 }
 
-impl std::fmt::Debug for FailedAuth {
+impl<K> std::fmt::Debug for Buckets<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FailedAuth")
+        f.debug_struct("Buckets")
             .field("limit", &self.limit)
             .field("refill", &self.refill)
             .finish_non_exhaustive()
     }
 }
 
-impl FailedAuth {
-    pub fn new(s: &FailedAuthSettings) -> Self {
-        let limit = f64::from(s.limit);
-        let window = s.window.0.as_secs_f64().max(0.001);
-        let refill = limit / window;
-        // A refused client may fail once more after one refill interval.
-        let retry = if s.limit == 0 {
+impl<K: std::hash::Hash + Eq + Send + Sync + 'static> Buckets<K> {
+    pub fn new(limit: u32, window: Duration, max_keys: u64) -> Self {
+        let per = window.as_secs_f64().max(0.001);
+        let retry = if limit == 0 {
             1
         } else {
-            (window / limit).ceil().max(1.0) as u64
+            (per / f64::from(limit)).ceil().max(1.0) as u64
         };
-        let clients = (s.limit > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(s.max_clients)
-                // A bucket left alone for a window is full again: forget it.
-                .time_to_idle(s.window.0)
-                .build()
-        });
         Self {
-            clients,
-            limit,
-            refill,
-            refused_until_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            keys: (limit > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(max_keys)
+                    .time_to_idle(window)
+                    .build()
+            }),
+            limit: f64::from(limit),
+            refill: f64::from(limit) / per,
             retry_after: HeaderValue::from(retry),
         }
     }
 
-    /// The `Retry-After` of a `rate_limited` answer: one refill interval.
+    /// Whether a limit is set at all.
+    pub fn is_on(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// The `Retry-After` of a refusal: one refill interval.
     pub fn retry_after(&self) -> &HeaderValue {
         &self.retry_after
+    }
+
+    /// Whether `key` has less than one left (nothing taken).
+    pub fn is_empty(&self, key: &K, now: Instant) -> bool {
+        self.keys.as_ref().is_some_and(|keys| {
+            keys.get(key).is_some_and(|b| {
+                let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+                self.refilled(&mut b, now);
+                b.tokens < 1.0
+            })
+        })
+    }
+
+    /// Takes one from `key` even when none is left (a failure happened
+    /// anyway); how long until one is back, when none is now.
+    pub fn spend(&self, key: K, now: Instant) -> Option<Duration> {
+        self.with_bucket(key, now, |b| {
+            b.tokens = (b.tokens - 1.0).max(0.0);
+            (b.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - b.tokens) / self.refill))
+        })?
+    }
+
+    /// Takes one from `key` if one is left: whether it may go ahead.
+    pub fn try_take(&self, key: K, now: Instant) -> bool {
+        self.with_bucket(key, now, |b| {
+            let ok = b.tokens >= 1.0;
+            if ok {
+                b.tokens -= 1.0;
+            }
+            ok
+        })
+        .unwrap_or(true)
+    }
+
+    /// `f` on `key`'s bucket, refilled to `now` (made full when new);
+    /// `None` without a limit.
+    fn with_bucket<R>(&self, key: K, now: Instant, f: impl FnOnce(&mut Bucket) -> R) -> Option<R> {
+        let keys = self.keys.as_ref()?;
+        let bucket = keys.get_with(key, || {
+            Arc::new(Mutex::new(Bucket {
+                tokens: self.limit,
+                at: now,
+            }))
+        });
+        let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
+        self.refilled(&mut b, now);
+        Some(f(&mut b))
+    }
+
+    fn refilled(&self, b: &mut Bucket, now: Instant) {
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.refill).min(self.limit);
+        b.at = now;
+    }
+
+    /// Keys tracked now (approximate).
+    pub fn tracked(&self) -> u64 {
+        self.keys.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
+    }
+}
+
+/// Failed authentications per client, bounded in memory.
+pub struct FailedAuth {
+    clients: Buckets<u128>,
+    /// Milliseconds since `epoch` until which some client is refused: while
+    /// it is past, nobody is, and a request costs one atomic load.
+    refused_until_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for FailedAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailedAuth")
+            .field("clients", &self.clients)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FailedAuth {
+    pub fn new(s: &FailedAuthSettings) -> Self {
+        Self {
+            clients: Buckets::new(s.limit, s.window.0, s.max_clients),
+            refused_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The `Retry-After` of a `rate_limited` answer: one refill interval
+    /// (a refused client may fail once more after it).
+    pub fn retry_after(&self) -> &HeaderValue {
+        self.clients.retry_after()
     }
 
     fn now_ms(&self, now: Instant) -> u64 {
@@ -159,60 +252,27 @@ impl FailedAuth {
     /// Whether any client may be refused now: when not, nobody is, and
     /// the caller need not even work out who the client is.
     pub fn anyone_refused(&self) -> bool {
-        self.clients.is_some()
+        self.clients.is_on()
             && self.now_ms(Instant::now()) < self.refused_until_ms.load(Ordering::Relaxed)
     }
 
     /// Whether `client` has used up its failures.
     pub fn is_refused(&self, client: IpAddr) -> bool {
-        let Some(clients) = &self.clients else {
-            return false;
-        };
-        if !self.anyone_refused() {
-            return false;
-        }
-        let now = Instant::now();
-        clients.get(&client_key(client)).is_some_and(|b| {
-            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
-            self.refilled(&mut b, now);
-            b.tokens < 1.0
-        })
+        self.anyone_refused() && self.clients.is_empty(&client_key(client), Instant::now())
     }
 
     /// Counts one failed authentication of `client`.
     pub fn failed(&self, client: IpAddr) {
-        let Some(clients) = &self.clients else {
-            return;
-        };
         let now = Instant::now();
-        let bucket = clients.get_with(client_key(client), || {
-            Arc::new(Mutex::new(Bucket {
-                tokens: self.limit,
-                at: now,
-            }))
-        });
-        let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
-        self.refilled(&mut b, now);
-        b.tokens = (b.tokens - 1.0).max(0.0);
-        if b.tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - b.tokens) / self.refill);
+        if let Some(wait) = self.clients.spend(client_key(client), now) {
             self.refused_until_ms
                 .fetch_max(self.now_ms(now + wait) + 1, Ordering::Relaxed);
         }
     }
 
-    fn refilled(&self, b: &mut Bucket, now: Instant) {
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.refill).min(self.limit);
-        b.at = now;
-    }
-
     /// Client addresses tracked now (approximate).
     pub fn tracked(&self) -> u64 {
-        self.clients.as_ref().map_or(0, |c| {
-            c.run_pending_tasks();
-            c.entry_count()
-        })
+        self.clients.tracked()
     }
 }
 

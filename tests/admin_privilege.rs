@@ -903,3 +903,75 @@ async fn follow_cursors(api: &Http, first: &str) -> (Vec<Value>, Vec<String>) {
     }
     panic!("more than 50 pages of {first}");
 }
+
+/// One workspace's tokens make at most `admin.change_limit` changes per
+/// `admin.change_window` on a gate: the next is 429 `rate_limited` with
+/// `Retry-After`, and logged as not done, never stored. Another workspace's
+/// tokens, reads, and the admin key go on.
+#[tokio::test]
+async fn one_workspaces_tokens_cannot_flood_the_shared_logs_with_changes() {
+    let gate = InProcessGate::start(&[
+        TOKEN_ADMIN,
+        ("admin.change_limit", "3"),
+        ("admin.change_window", "1h"),
+    ])
+    .await;
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    let caller = |ws: &str| workspace_token("Tenant tooling", ws, "token_admin", "1y");
+    let (_, a) = create_token(&gate, caller("ws_a")).await;
+    let (_, b) = create_token(&gate, caller("ws_b")).await;
+    let a = Http::new(admin_url.clone()).bearer(&a);
+    let b = Http::new(admin_url).bearer(&b);
+    let (id, _) = create_token(&gate, target_body("token_admin")).await;
+    // Three changes (the repeated disable too), then none.
+    for _ in 0..3 {
+        let r = a
+            .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let refused = a.post_empty(&format!("/admin/v1/tokens/{id}/enable")).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.json()["error"], "rate_limited");
+    assert_eq!(refused.header("retry-after"), Some("1200"));
+    let created = a
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("More", "ws_a", "token_admin", "1w"),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::TOO_MANY_REQUESTS);
+    // Reads go on.
+    assert_eq!(
+        a.get(&format!("/admin/v1/tokens/{id}")).await.status,
+        StatusCode::OK
+    );
+    // Another workspace's tokens, and the admin key, are not held back.
+    let other = b
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Theirs", "ws_b", "token_admin", "1w"),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    for _ in 0..5 {
+        let r = gate
+            .admin()
+            .post_empty(&format!("/admin/v1/tokens/{id}/enable"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // Refused changes are not in the audit log.
+    let events = gate
+        .admin()
+        .get("/admin/v1/audit?workspace=ws_a")
+        .await
+        .json();
+    let by_a = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"].as_str().is_some_and(|s| s.starts_with("token:")))
+        .count();
+    assert_eq!(by_a, 3, "{events}");
+}

@@ -21,7 +21,6 @@ use http::{Request, Response};
 use tower::ServiceExt;
 
 use crate::cache::TokenCache;
-use crate::clients::FailedAuth;
 use crate::doors::PolicyHandle;
 use crate::store::Store;
 use crate::token::RotationLimits;
@@ -31,7 +30,7 @@ use super::AdminKey;
 use super::state::{AdminState, Peer, RequestId};
 
 pub use super::routes::{Op, ROUTES, Route};
-pub use super::state::ConsoleMode;
+pub use super::state::{CallerLimits, ConsoleMode};
 pub use super::wire::MAX_BODY;
 
 /// The admin API: the axum [`Router`] of `admin::routes` over one
@@ -48,7 +47,7 @@ impl AdminApi {
         cache: Arc<TokenCache<Store>>,
         policy: PolicyHandle,
         key: AdminKey,
-        failed_auth: FailedAuth,
+        limits: CallerLimits,
         token_requests: usize,
         rotation: RotationLimits,
         usage_retention: std::time::Duration,
@@ -58,7 +57,7 @@ impl AdminApi {
             cache,
             policy,
             key,
-            failed_auth,
+            limits,
             token_requests,
             rotation,
             usage_retention,

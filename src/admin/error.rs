@@ -34,6 +34,11 @@ pub enum ApiError {
     /// Too many wrong keys from this address.
     #[error("Too many requests with a wrong key from this address; wait for Retry-After.")]
     RateLimited { retry_after: HeaderValue },
+    /// Too many changes by this workspace's tokens (`admin.change_limit`).
+    #[error(
+        "Too many token changes by this workspace's tokens on this gate (admin.change_limit); wait for Retry-After."
+    )]
+    ChangeLimited { retry_after: HeaderValue },
     /// No key, or not a valid one.
     #[error("{0}")]
     Unauthorized(Cow<'static, str>),
@@ -128,7 +133,9 @@ impl ApiError {
         match self {
             ApiError::NoRoute | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::ChangeLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -147,7 +154,9 @@ impl ApiError {
         match self {
             ApiError::NoRoute | ApiError::NotFound(_) => Refusal::NotFound("").code(),
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::RateLimited { .. } => DenyCode::RateLimited.as_str(),
+            ApiError::RateLimited { .. } | ApiError::ChangeLimited { .. } => {
+                DenyCode::RateLimited.as_str()
+            }
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest { .. } => Refusal::BadRequest.code(),
@@ -195,7 +204,7 @@ impl IntoResponse for ApiError {
             ApiError::StoreUnavailable(_) | ApiError::Overloaded => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::RateLimited { retry_after } => {
+            ApiError::RateLimited { retry_after } | ApiError::ChangeLimited { retry_after } => {
                 h.insert(header::RETRY_AFTER, retry_after.clone());
             }
             ApiError::MethodNotAllowed { allowed } => {

@@ -7,6 +7,7 @@
 //! does to a token (`admin::tokens`, `admin::explain`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -298,6 +299,19 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
             }
         },
     };
+    // One tenant's tokens cannot fill the shared audit log, the webhooks
+    // and the store with changes (the admin key is never limited).
+    if let Caller::Token { workspace_id, .. } = &caller
+        && op.is_change()
+        && !api.changes.try_take(workspace_id.clone(), Instant::now())
+    {
+        let e = ApiError::ChangeLimited {
+            retry_after: api.changes.retry_after().clone(),
+        };
+        metrics.admin(op.as_str(), e.code());
+        refused(&caller.label(), e.code());
+        return e.into_response();
+    }
     let label = caller.label();
     req.extensions_mut().insert(Origin {
         actor: label.clone(),

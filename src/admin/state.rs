@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::cache::TokenCache;
-use crate::clients::FailedAuth;
+use crate::clients::{Buckets, FailedAuth};
+use crate::config::{AdminSettings, FailedAuthSettings};
 use crate::console::Sessions;
 use crate::doors::PolicyHandle;
 use crate::policy::Policy;
@@ -32,6 +33,8 @@ pub struct AdminState {
     /// Wrong keys per client address: the same limit as the doors', its
     /// own buckets.
     pub(super) failed_auth: FailedAuth,
+    /// Token callers' changes per workspace (`admin.change_limit`).
+    pub(super) changes: Buckets<String>,
     /// The request slots token callers may hold together.
     pub(super) token_share: TokenShare,
     /// `admin.max_rotation_overlap` and `admin.rotate_after_expiry`.
@@ -63,6 +66,29 @@ pub enum ConsoleMode {
     },
 }
 
+/// What limits callers of the admin API by who they are: wrong keys per
+/// client address, token callers' changes per workspace.
+#[derive(Debug)]
+pub struct CallerLimits {
+    pub failed_auth: FailedAuth,
+    pub changes: Buckets<String>,
+}
+
+impl CallerLimits {
+    /// From `failed_auth.*` and `admin.change_limit` / `.change_window`.
+    pub fn new(failed_auth: &FailedAuthSettings, admin: &AdminSettings) -> Self {
+        Self {
+            failed_auth: FailedAuth::new(failed_auth),
+            // Workspaces tracked: as many as the doors' clients.
+            changes: Buckets::new(
+                admin.change_limit,
+                admin.change_window.0,
+                failed_auth.max_clients,
+            ),
+        }
+    }
+}
+
 /// The address of the client of a request (a request extension).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
@@ -78,7 +104,10 @@ impl AdminState {
         cache: Arc<TokenCache<Store>>,
         policy: PolicyHandle,
         key: AdminKey,
-        failed_auth: FailedAuth,
+        CallerLimits {
+            failed_auth,
+            changes,
+        }: CallerLimits,
         token_requests: usize,
         rotation: RotationLimits,
         usage_retention: Duration,
@@ -93,6 +122,7 @@ impl AdminState {
             policy,
             key,
             failed_auth,
+            changes,
             token_share,
             rotation,
             usage_retention,

@@ -1,6 +1,6 @@
 //! The `[admin]` section: the admin key, the admin listener's reserve for
-//! it, the limits of token rotation, and whether the token console is
-//! served. Owns their checks and keeps the key out of `Debug`; it must never
+//! it, the limits of token rotation, the limit of token callers' changes
+//! per workspace, and whether the token console is served. Owns their checks and keeps the key out of `Debug`; it must never
 //! read or write the key file (`crate::admin` does).
 
 use std::fmt;
@@ -37,6 +37,14 @@ pub struct AdminSettings {
     /// (default false: `/console/` answers 404 and the admin API accepts
     /// no session cookie).
     pub console: bool,
+    /// Changes (create, update, rotate, disable, enable, revoke) the token
+    /// callers of one workspace may make on one gate in a burst, and per
+    /// `change_window`; more is 429 `rate_limited`. Bounds what one tenant
+    /// can write into the shared audit log, the webhooks and the store.
+    /// The admin key is never limited. 0: no limit.
+    pub change_limit: u32,
+    /// The time over which `change_limit` changes come back.
+    pub change_window: HumanDuration,
 }
 
 impl Default for AdminSettings {
@@ -48,6 +56,8 @@ impl Default for AdminSettings {
             max_rotation_overlap: HumanDuration(limits.max_overlap),
             rotate_after_expiry: HumanDuration(limits.after_expiry),
             console: false,
+            change_limit: 300,
+            change_window: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -74,6 +84,13 @@ impl AdminSettings {
             if d > YEAR {
                 return Err(invalid(key, "must be at most 366d".into()));
             }
+        }
+        let w = self.change_window.0;
+        if w < Duration::from_secs(1) || w > Duration::from_secs(24 * 3600) {
+            return Err(invalid(
+                "admin.change_window",
+                "must be from 1s to 24h".into(),
+            ));
         }
         Ok(())
     }
@@ -134,6 +151,8 @@ impl fmt::Debug for AdminSettings {
             .field("max_rotation_overlap", &self.max_rotation_overlap)
             .field("rotate_after_expiry", &self.rotate_after_expiry)
             .field("console", &self.console)
+            .field("change_limit", &self.change_limit)
+            .field("change_window", &self.change_window)
             .finish()
     }
 }

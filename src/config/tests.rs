@@ -365,6 +365,8 @@ fn limits_are_checked() {
         ("limits.max_header_bytes", "100", "between 8192"),
         ("limits.header_read_timeout", "1ms", "at least 100ms"),
         ("failed_auth.window", "10ms", "at least 1s"),
+        ("admin.change_window", "10ms", "from 1s to 24h"),
+        ("admin.change_window", "2d", "from 1s to 24h"),
     ] {
         let err = load_from(None, one(key, value)).unwrap_err().to_string();
         assert!(err.starts_with(key), "{err}");

@@ -229,7 +229,7 @@ impl Bound {
                 cache.clone(),
                 policy.clone(),
                 key,
-                FailedAuth::new(&s.failed_auth),
+                admin::api::CallerLimits::new(&s.failed_auth, &s.admin),
                 // Validated below max_requests: token callers get at least one.
                 s.limits
                     .max_requests
