@@ -15,7 +15,7 @@
 //!   limits each workspace's changes with them too).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,27 +26,57 @@ use crate::refusal::DenyCode;
 
 /// The proxies whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    /// Whether [`TrustedProxies::untrusted_forwarder`] has spoken.
+    told: Arc<AtomicBool>,
+}
 
 impl TrustedProxies {
     pub fn new(nets: &[IpNet]) -> Self {
-        Self(nets.to_vec())
+        Self {
+            nets: nets.to_vec(),
+            told: Arc::default(),
+        }
     }
 
     pub fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|n| n.contains(ip))
+        self.nets.iter().any(|n| n.contains(ip))
+    }
+
+    /// Says once, naming `peer`, that a peer outside `trusted_proxies` sent
+    /// forwarding headers. Most often it is the operator's own ingress or
+    /// load balancer left off the list: then every client behind it counts
+    /// as that one address (one failed-auth bucket for all of them, and
+    /// `allow_from` judging the proxy). The first hour's pitfall, said
+    /// where it happens; a client forging the headers just gets the line
+    /// once.
+    pub fn untrusted_forwarder(&self, peer: IpAddr) {
+        if self.told.load(Ordering::Relaxed) || self.told.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            "{peer} is not in trusted_proxies but sent X-Forwarded-For (or another forwarding header): \
+             its requests count as its own address (failed_auth buckets, allow_from, the proxy's \
+             X-Forwarded-For). If it is your ingress, load balancer or proxy, add it or its network \
+             to trusted_proxies; said once"
+        );
     }
 
     /// The client of a request that came from `peer` with `headers`.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.trusts(peer) {
+            if headers.contains_key(X_FORWARDED_FOR) {
+                self.untrusted_forwarder(peer);
+            }
             return peer;
         }
         // Right to left over every X-Forwarded-For entry (headers in order):
         // the first address a trusted proxy did not add for another proxy.
         let entries = headers
-            .get_all(http::header::HeaderName::from_static("x-forwarded-for"))
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .rev()
             .flat_map(|v| v.as_bytes().rsplit(|&b| b == b','));
@@ -68,6 +98,9 @@ impl TrustedProxies {
         client
     }
 }
+
+const X_FORWARDED_FOR: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-forwarded-for");
 
 /// The codes that count as a failed authentication: a token was sent and
 /// it is not a usable one.

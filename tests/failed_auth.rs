@@ -322,3 +322,38 @@ async fn the_admin_listener_refuses_a_key_guesser() {
         StatusCode::OK
     );
 }
+
+/// A peer outside `trusted_proxies` that sends forwarding headers is most
+/// often the operator's own ingress left off the list (then everyone behind
+/// it shares one bucket): the gate says so once, naming the peer and the
+/// setting — not for a trusted proxy, and not again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_forwarder_is_pointed_out_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = common::GateProcess::start(dir.path(), "trusted_proxies = [\"127.0.0.1\"]\n");
+    let unknown = unknown();
+    let ask = |from: &str| {
+        let http = Http::new(format!("http://{}", gate.auth)).bound_to(ip(from));
+        let token = format!("Bearer {unknown}");
+        async move {
+            let headers = [
+                ("authorization", token.as_str()),
+                ("x-original-method", "GET"),
+                ("x-original-uri", WS1_PROJECTS),
+                ("x-forwarded-for", "192.0.2.10"),
+            ];
+            http.send(Method::GET, "/auth/nginx", &headers, None).await
+        }
+    };
+    let hint = "is not in trusted_proxies but sent X-Forwarded-For";
+    ask("127.0.0.1").await;
+    ask("127.0.0.2").await;
+    ask("127.0.0.3").await;
+    let log = common::eventually("the hint", Duration::from_secs(5), || async {
+        let log = gate.log_text();
+        log.contains(hint).then_some(log)
+    })
+    .await;
+    assert_eq!(log.matches(hint).count(), 1, "{log}");
+    assert!(log.contains("127.0.0.2 is not in trusted_proxies"), "{log}");
+}

@@ -285,8 +285,14 @@ impl Proxy {
             h.insert(TRACEPARENT, v);
         }
         // Trust matters only for what the client sent of these.
-        let trusted =
-            found.forwarded && shared.trusted_proxies.trusts(conn.peer.ip().to_canonical());
+        let trusted = found.forwarded && {
+            let peer = conn.peer.ip().to_canonical();
+            let trusted = shared.trusted_proxies.trusts(peer);
+            if !trusted {
+                shared.trusted_proxies.untrusted_forwarder(peer);
+            }
+            trusted
+        };
         forwarded(h, found, conn.peer, conn.tls, trusted);
 
         let sent = Instant::now();
