@@ -609,11 +609,16 @@ pub fn strip_upstream_answer(headers: &mut HeaderMap, error: &HeaderName) {
 fn strip_console_set_cookie(headers: &mut HeaderMap) {
     use crate::console::{COOKIE_PLAIN, COOKIE_TLS};
     let console = |v: &HeaderValue| {
-        let name = v
+        // A nameless cookie (`=hawzu_console=x`) comes back from a browser
+        // as `hawzu_console=x`: read it by what it will be sent as.
+        let pair = v
             .as_bytes()
-            .split(|&b| b == b'=')
+            .split(|&b| b == b';')
             .next()
             .unwrap_or_default();
+        let pair = pair.trim_ascii();
+        let pair = pair.strip_prefix(b"=").unwrap_or(pair);
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
         let name = name.trim_ascii();
         name == COOKIE_PLAIN.as_bytes() || name == COOKIE_TLS.as_bytes()
     };

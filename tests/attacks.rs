@@ -738,6 +738,20 @@ async fn forward_auth_originals_that_disagree_or_repeat_are_refused() {
             AMBIGUOUS,
         ),
         (
+            // A plain nginx config may send `$request_uri`: a `://` in its
+            // query is not a scheme.
+            "nginx: a relative URL with a URL in its query",
+            "/auth/nginx",
+            vec![
+                (b"X-Original-Method", b"GET"),
+                (
+                    b"X-Original-URL",
+                    b"/api/v1/workspaces/ws_1/projects?next=https://example.com/x",
+                ),
+            ],
+            Expect::Allow,
+        ),
+        (
             "nginx: the URL has no path",
             "/auth/nginx",
             vec![

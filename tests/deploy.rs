@@ -296,6 +296,7 @@ fn the_helm_chart_lints_and_renders_valid_manifests_in_every_mode() {
         assert_eq!(check_gate_configs(&rendered, &docs), 1, "{values:?}");
         helm::check_test_hook(&format!("{values:?}"), &docs);
         network_policy::check(&format!("{values:?}"), &docs);
+        network_policy::admits_the_test_pod(&format!("{values:?}"), &docs);
         if values == Some("standalone-values.yaml") {
             assert!(kinds.contains(&"HorizontalPodAutoscaler"), "{kinds:?}");
             assert!(kinds.contains(&"PodDisruptionBudget"), "{kinds:?}");

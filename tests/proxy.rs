@@ -582,6 +582,7 @@ async fn the_upstream_cannot_answer_with_what_the_gate_owns() {
          Set-Cookie: __Host-hawzu_console=planted; Path=/; Secure\r\n\
          Set-Cookie: theme=dark; Path=/\r\n\
          Set-Cookie: hawzu_console=planted; Path=/\r\n\
+         Set-Cookie: =hawzu_console=nameless; Path=/\r\n\
          Set-Cookie: xhawzu_console=kept; Path=/\r\nX-Api-Version: 3",
         "ok",
     );

@@ -121,30 +121,45 @@ pub fn load_or_generate(
     fill_base62(&mut buf)?;
     let mut key = String::from(KEY_PREFIX);
     key.extend(buf.iter().map(|&b| b as char));
-    // Written whole beside it, then linked into place: a crash never
-    // leaves a half-written key file that the next start refuses, and the
-    // link, like `create_new`, never replaces a key file that appeared
-    // meanwhile. A `.tmp` left by a crash is removed first, and the new one
-    // made with `create_new` (never through a planted symlink).
-    let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
-    let _ = fs::remove_file(&tmp);
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| {
-            file.write_all(format!("{key}\n").as_bytes())?;
-            file.sync_all()
-        })
-        .and_then(|()| fs::hard_link(&tmp, &path))
-        .and_then(|()| fs::File::open(data_dir)?.sync_all());
-    let _ = fs::remove_file(&tmp);
-    written.map_err(|source| KeyError::Write {
+    write_key_file(data_dir, &path, &key).map_err(|source| KeyError::Write {
         path: path.clone(),
         source,
     })?;
     Ok((AdminKey::new(&key), KeySource::Generated(path)))
+}
+
+/// Writes a new key file (mode 0600) that must not exist yet: written whole
+/// beside it (a name of this process's own), then linked into place, so a
+/// crash never leaves a half-written key file that the next start refuses,
+/// and the link, like `create_new`, never replaces a key file that appeared
+/// meanwhile. Where the filesystem has no hard links, written in place with
+/// `create_new` as before.
+fn write_key_file(data_dir: &Path, path: &Path, key: &str) -> io::Result<()> {
+    let write = |to: &Path| -> io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)?;
+        file.write_all(format!("{key}\n").as_bytes())?;
+        file.sync_all()
+    };
+    let tmp = data_dir.join(format!("{KEY_FILE}.{}.tmp", std::process::id()));
+    // One left by a crashed process of the same id is stale.
+    let _ = fs::remove_file(&tmp);
+    write(&tmp)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            // The new name made durable where the directory can be synced.
+            let _ = fs::File::open(data_dir).and_then(|d| d.sync_all());
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        // No hard links here (vfat, some FUSE and SMB mounts).
+        Err(_) => write(path),
+    }
 }
 
 /// Creates `data_dir` (mode 0700) if it does not exist.
@@ -211,10 +226,13 @@ mod tests {
     fn a_key_write_cut_short_by_a_crash_does_not_stop_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
         // What a crash between creating and writing leaves: an empty file.
-        std::fs::write(dir.path().join("admin.key.tmp"), "").unwrap();
+        let tmp = dir
+            .path()
+            .join(format!("admin.key.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, "").unwrap();
         let (key, source) = load_or_generate(None, dir.path()).unwrap();
         assert!(matches!(source, KeySource::Generated(_)));
-        assert!(!dir.path().join("admin.key.tmp").exists());
+        assert!(!tmp.exists());
         let text = read_key_file(&dir.path().join(KEY_FILE)).unwrap();
         assert!(key.verify(text.as_bytes()));
         let (again, source) = load_or_generate(None, dir.path()).unwrap();

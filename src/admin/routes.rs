@@ -308,7 +308,8 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
         let e = ApiError::ChangeLimited {
             retry_after: api.changes.retry_after().clone(),
         };
-        metrics.admin(op.as_str(), e.code());
+        // Told apart from wrong keys' `rate_limited` in the metric.
+        metrics.admin(op.as_str(), "change_limited");
         refused(&caller.label(), e.code());
         return e.into_response();
     }

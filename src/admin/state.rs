@@ -66,6 +66,10 @@ pub enum ConsoleMode {
     },
 }
 
+/// Workspaces whose change buckets are kept (least recently changing
+/// dropped first, so a workspace dropped starts full again): ~100 bytes each.
+const MAX_WORKSPACES_LIMITED: u64 = 100_000;
+
 /// What limits callers of the admin API by who they are: wrong keys per
 /// client address, token callers' changes per workspace.
 #[derive(Debug)]
@@ -79,11 +83,10 @@ impl CallerLimits {
     pub fn new(failed_auth: &FailedAuthSettings, admin: &AdminSettings) -> Self {
         Self {
             failed_auth: FailedAuth::new(failed_auth),
-            // Workspaces tracked: as many as the doors' clients.
             changes: Buckets::new(
                 admin.change_limit,
                 admin.change_window.0,
-                failed_auth.max_clients,
+                MAX_WORKSPACES_LIMITED,
             ),
         }
     }

@@ -93,9 +93,6 @@ fn a_check_that_does_not_name_its_request_is_unjudgeable() {
     );
 }
 
-/// Found by the `ext_authz_facts` fuzz target: a check carrying both
-/// `authorization` and `Authorization` was read as the lower-case one alone,
-/// where an HTTP door sees two values and refuses them.
 /// Envoy's `encode_raw_headers`: the headers as a list in `header_map`,
 /// `headers` empty. Read as Envoy would have merged them into `headers`.
 fn raw_check(method: &str, path: &str, headers: &[(&str, &[u8])]) -> CheckRequest {
@@ -177,6 +174,9 @@ fn a_check_with_the_headers_as_a_list_is_read_the_same() {
     assert!(facts_from_check(&req).is_err());
 }
 
+/// Found by the `ext_authz_facts` fuzz target: a check carrying both
+/// `authorization` and `Authorization` was read as the lower-case one alone,
+/// where an HTTP door sees two values and refuses them.
 #[test]
 fn authorization_spelled_in_two_cases_is_two_values() {
     let auth = bearer();

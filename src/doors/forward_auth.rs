@@ -315,6 +315,7 @@ fn nginx_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
             // whole target in the query, and the parse reads the path as
             // `/` (as it does for a URL with no target at all).
             let target = match v.find("://") {
+                _ if v.starts_with('/') => Some(v),
                 Some(i) => v[i + 3..].find(['/', '?']).map(|j| &v[i + 3 + j..]),
                 None => Some(v),
             };

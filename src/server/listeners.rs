@@ -73,7 +73,7 @@ impl Which {
     }
 
     /// The address to bind; `None` for a listener that is off.
-    fn addr(self, s: &Settings) -> Option<SocketAddr> {
+    pub(super) fn addr(self, s: &Settings) -> Option<SocketAddr> {
         match self {
             Which::Proxy => Some(s.listen.proxy),
             Which::Auth => Some(s.listen.auth),

@@ -74,7 +74,7 @@ pub(super) fn reload(
         Which::ALL
             .into_iter()
             .filter(|w| !tls_handles.iter().any(|(h, _)| h == w))
-            .filter(|w| w.tls(&loaded.settings).is_some())
+            .filter(|w| w.addr(&loaded.settings).is_some() && w.tls(&loaded.settings).is_some())
             .map(Which::tls_key),
     );
     if !restart_needed.is_empty() {

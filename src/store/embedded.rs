@@ -92,8 +92,18 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let mode = std::fs::metadata(path)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+            if mode & 0o077 != 0
+                && let Err(e) =
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+            {
+                // Not ours to change (another owner, a group-writable
+                // mount): it opened before, it opens now; say so.
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    error = %e,
+                    "the token store file is open to other users and cannot be made 0600"
+                );
             }
             Ok(())
         }

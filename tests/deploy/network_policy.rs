@@ -63,3 +63,21 @@ pub fn check(what: &str, docs: &[Yaml]) {
         "{what}: admitted ports against served ones"
     );
 }
+
+/// Where the policy narrows who may connect, the chart's own `helm test`
+/// Pod is still among them (its checks ask the serving and ops ports).
+pub fn admits_the_test_pod(what: &str, docs: &[Yaml]) {
+    let policy = only(what, docs, "NetworkPolicy");
+    for rule in policy["spec"]["ingress"].as_vec().unwrap() {
+        let Some(peers) = rule["from"].as_vec() else {
+            continue; // anyone
+        };
+        assert!(
+            peers.iter().any(|p| {
+                p["podSelector"]["matchLabels"]["app.kubernetes.io/component"].as_str()
+                    == Some("helm-test")
+            }),
+            "{what}: a narrowed rule leaves the helm test Pod out: {rule:?}"
+        );
+    }
+}
