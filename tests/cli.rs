@@ -501,6 +501,55 @@ events = ["*"]
     }
 }
 
+/// A token's secret pasted where its id goes is refused without being
+/// echoed (CI logs keep stderr), with a hint to the id; an id with the line
+/// break of a paste is read as the id.
+#[test]
+fn a_secret_pasted_for_an_id_is_never_echoed() {
+    let secret = "hwz_F21akBLlcCZs82PExeeW8ota9sdKrL1IQciG";
+    let bearer = format!("Bearer {secret}");
+    for args in [
+        vec!["token", "show", "SECRET"],
+        vec!["token", "revoke", "SECRET"],
+        vec!["token", "usage", "SECRET"],
+        vec!["audit", "--token", "SECRET"],
+        vec![
+            "explain",
+            "--token-id",
+            "SECRET",
+            "--method",
+            "GET",
+            "--path",
+            "/x",
+        ],
+    ] {
+        for value in [secret, bearer.as_str()] {
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| if *a == "SECRET" { value } else { a })
+                .collect();
+            let out = Command::new(BIN).args(&args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                !err.contains("F21akBLlcCZs82PExeeW8ota9sdKrL1IQciG"),
+                "{args:?}: {err}"
+            );
+            assert!(
+                err.contains("secret") && err.contains("tok_"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    // Not a secret: the typo is shown back.
+    let out = Command::new(BIN)
+        .args(["token", "show", "tok_short"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tok_short"), "{err}");
+}
+
 /// A URL carrying a password where the gate takes none (the OTLP collector,
 /// the GitHub keys URL) is refused, naming the key, and the refusal never
 /// quotes the password.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -28,6 +28,10 @@ pub enum ClientError {
     Url(String),
     #[error("TLS for the admin API: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(
+        "the admin key is empty or holds a character a header cannot carry (a line break inside it?); check --admin-key, $HAWZU_GATE_ADMIN_KEY or admin.key"
+    )]
+    Key,
     #[error(
         "cannot reach the admin API at {url}: {reason} (is `hawzu-gate serve` running? see --admin-url)"
     )]
@@ -73,6 +77,12 @@ impl AdminClient {
             .map_err(|_| ClientError::Url(base.to_owned()))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(ClientError::Url(base.to_owned()));
+        }
+        // A key pasted with its line break is the key; one no header can
+        // carry is the key's fault (said without the key).
+        let key = key.trim().to_owned();
+        if key.is_empty() || HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
+            return Err(ClientError::Key);
         }
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -181,5 +191,19 @@ mod tests {
         let dump = format!("{c:?}");
         assert!(!dump.contains("secretkeyvalue"), "{dump}");
         assert!(dump.contains("127.0.0.1:9090"), "{dump}");
+    }
+
+    /// A key pasted with its line break (`$(cat admin.key)` keeps none, an
+    /// editor or `echo` may) is the key; one that no header can carry is
+    /// named as the key's fault, never the URL's.
+    #[test]
+    fn the_key_is_trimmed_and_a_bad_one_is_named() {
+        let tls = ClientTls::default();
+        let c = AdminClient::new("http://127.0.0.1:9090", " hwzadm_k\n".into(), &tls).unwrap();
+        assert_eq!(c.key, "hwzadm_k");
+        let e = AdminClient::new("http://127.0.0.1:9090", "hwzadm_k\nx".into(), &tls)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin key") && !e.contains("--admin-url"), "{e}");
     }
 }

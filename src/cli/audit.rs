@@ -11,7 +11,7 @@ use crate::audit::{Action, MAX_PAGE};
 use crate::config::Loaded;
 use crate::token::TokenId;
 
-use super::global::{Client, OK, REFUSED, client};
+use super::global::{Client, OK, REFUSED, TokenIdParser, client};
 use super::output::{Output, encode, print_rows, when};
 use super::pages::{fetch_pages, say_json_page};
 
@@ -19,7 +19,7 @@ use super::pages::{fetch_pages, say_json_page};
 pub(super) struct AuditArgs {
     /// Only events about this token (tok_…; a rotate counts for both the
     /// old token and its successor).
-    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    #[arg(long, value_name = "ID", value_parser = TokenIdParser)]
     token: Option<TokenId>,
     /// Only events of this workspace.
     #[arg(long, value_name = "WS")]
@@ -42,10 +42,6 @@ pub(super) struct AuditArgs {
     // Last: its heading holds for every flag after it.
     #[command(flatten)]
     client: Client,
-}
-
-fn parse_id(s: &str) -> Result<TokenId, String> {
-    TokenId::parse(s).map_err(|e| e.to_string())
 }
 
 /// `audit`: one admin API call per page.

@@ -9,16 +9,15 @@ use crate::admin::wire::{ExplainRequest, Explained};
 use crate::config::Loaded;
 use crate::token::TokenId;
 
-use super::global::{Client, OK, REFUSED, client};
+use super::global::{Client, OK, REFUSED, TokenIdParser, client};
 use super::output::Output;
-use super::token::parse_id;
 
 #[derive(Debug, Args)]
 pub(super) struct ExplainArgs {
     /// The token id (tok_…). Left out: a request with no Hawzu token (a
     /// cookie, another bearer, nothing): refused, or passed on a public
     /// route or with policy.other_credentials = "pass".
-    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    #[arg(long, value_name = "ID", value_parser = TokenIdParser)]
     token_id: Option<TokenId>,
     /// The request method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
     #[arg(long, value_name = "M", value_parser = parse_method)]

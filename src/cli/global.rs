@@ -13,6 +13,8 @@ use clap::Args;
 use crate::admin::client::{AdminClient, ClientError, ClientTls};
 use crate::admin::{KEY_ENV, KEY_FILE, read_key_file};
 use crate::config::Loaded;
+use crate::token::TokenId;
+use crate::token::value::InvalidTokenId;
 
 /// Exit codes (the root `--help` and docs/design.md § Command line list them).
 /// 0: done (`explain`: allowed).
@@ -167,11 +169,51 @@ fn admin_key(global: &Connection, loaded: &Loaded) -> Result<String, String> {
     })
 }
 
+/// The parser of a token id argument (`tok_…`): trims what a paste adds,
+/// and refuses a token's secret value pasted there without showing it
+/// (clap would echo an invalid value, and CI logs keep stderr).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TokenIdParser;
+
+impl clap::builder::TypedValueParser for TokenIdParser {
+    type Value = TokenId;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<TokenId, clap::Error> {
+        let text = value.to_string_lossy();
+        let text = text.trim();
+        if let Ok(id) = TokenId::parse(text) {
+            return Ok(id);
+        }
+        let name = arg.map_or_else(|| "<ID>".to_owned(), ToString::to_string);
+        let secret = text.to_ascii_lowercase().starts_with("bearer ")
+            || crate::redact::redact_secrets(text) != text;
+        let why = if secret {
+            format!(
+                "{name} takes a token's id (tok_…), and this is a token's secret value (not shown \
+                 here: keep it out of command lines). Its id: `hawzu-gate token list`, or ask the \
+                 gate with the secret: curl -H \"Authorization: Bearer $TOKEN\" \
+                 http://127.0.0.1:8080/.well-known/hawzu-token"
+            )
+        } else {
+            format!("invalid value '{text}' for '{name}': {InvalidTokenId}")
+        };
+        Err(
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{why}\n"))
+                .with_cmd(cmd),
+        )
+    }
+}
+
 /// The exit code of a call that got no answer.
 pub(super) fn no_answer(e: &ClientError) -> u8 {
     match e {
         ClientError::Connect { .. } | ClientError::Timeout(_) => UNREACHABLE,
-        ClientError::Url(_) | ClientError::Tls(_) => USAGE,
+        ClientError::Url(_) | ClientError::Tls(_) | ClientError::Key => USAGE,
         ClientError::NotJson { .. } => REFUSED,
     }
 }

@@ -18,7 +18,7 @@ use crate::token::{ProjectGrant, Scope, TokenId};
 
 use crate::policy::roles::{RoleScope, Roles};
 
-use super::global::{Client, OK, REFUSED, client};
+use super::global::{Client, OK, REFUSED, TokenIdParser, client};
 use super::output::{Output, encode, print_table, when};
 use super::pages::{fetch_pages, say_json_page};
 use super::usage::{UsageArgs, parse_window, usage};
@@ -64,7 +64,7 @@ pub(super) enum TokenCommand {
 #[derive(Debug, Args)]
 pub(super) struct RotateArgs {
     /// The token id (tok_…).
-    #[arg(value_name = "ID", value_parser = parse_id)]
+    #[arg(value_name = "ID", value_parser = TokenIdParser)]
     id: TokenId,
     /// The new token's expiry, as at create: 7d, 2w, 1mo, 3mo, 6mo, 1y,
     /// never, or a date (2027-03-01 means 00:00 UTC that day) or RFC 3339
@@ -83,7 +83,7 @@ pub(super) struct RotateArgs {
 #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["name", "description", "expires", "allow_from", "allow_anywhere", "not_before"])))]
 pub(super) struct UpdateArgs {
     /// The token id (tok_…).
-    #[arg(value_name = "ID", value_parser = parse_id)]
+    #[arg(value_name = "ID", value_parser = TokenIdParser)]
     id: TokenId,
     /// A new name (1-128 characters).
     #[arg(long)]
@@ -198,7 +198,7 @@ pub(super) struct ListArgs {
 #[derive(Debug, Args)]
 pub(super) struct IdArg {
     /// The token id (tok_…).
-    #[arg(value_name = "ID", value_parser = parse_id)]
+    #[arg(value_name = "ID", value_parser = TokenIdParser)]
     id: TokenId,
 }
 
@@ -255,10 +255,6 @@ fn parse_overlap(s: &str) -> Result<String, String> {
     humantime::parse_duration(s)
         .map(|_| s.to_owned())
         .map_err(|e| format!("`{s}` is not a duration ({e}); write it like 30m, 24h or 3d"))
-}
-
-pub(super) fn parse_id(s: &str) -> Result<TokenId, String> {
-    TokenId::parse(s).map_err(|e| e.to_string())
 }
 
 /// `token …`: one admin API call per command (`list --all`: one per page).

@@ -9,21 +9,18 @@ use crate::admin::client::AdminClient;
 use crate::admin::wire::UsageAnswer;
 use crate::token::TokenId;
 
+use super::global::TokenIdParser;
 use super::output::{Output, print_indented, when};
 
 #[derive(Debug, Args)]
 pub(super) struct UsageArgs {
     /// The token id (tok_…).
-    #[arg(value_name = "ID", value_parser = parse_id)]
+    #[arg(value_name = "ID", value_parser = TokenIdParser)]
     id: TokenId,
     /// How far back: 24h, 7d, 2w, 90d (whole hours; at most
     /// usage.retention, default 90d).
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_window)]
     since: String,
-}
-
-fn parse_id(s: &str) -> Result<TokenId, String> {
-    TokenId::parse(s).map_err(|e| e.to_string())
 }
 
 /// A length of time: `24h`, `7d`, `2w` (`m` is minutes here).

@@ -51,12 +51,46 @@ pub fn unread_env<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         .filter(|n| !n.starts_with(&settings_prefix) && !COMMAND_LINE_ENV.contains(n))
         .map(|n| {
             let rest = &n[ENV_PREFIX.len() + 1..];
+            let meant = if rest.contains("__") {
+                format!("{ENV_PREFIX}__{rest}")
+            } else {
+                env_name_spelled(rest).unwrap_or_else(|| format!("{ENV_PREFIX}__UPSTREAM__URL"))
+            };
             format!(
-                "{n} sets nothing: settings are {ENV_PREFIX}__SECTION__KEY (two underscores after {ENV_PREFIX}, e.g. {ENV_PREFIX}__{rest}); the command line reads {}",
+                "{n} sets nothing: settings are {ENV_PREFIX}__SECTION__KEY (two underscores after {ENV_PREFIX} and between the parts of a key, e.g. {meant}); the command line reads {}",
                 COMMAND_LINE_ENV.join(", ")
             )
         })
         .collect()
+}
+
+/// The variable of the setting whose dotted key, `.` read as `_`, spells
+/// `rest` (`UPSTREAM_URL` → `HAWZU_GATE__UPSTREAM__URL`), if one does.
+fn env_name_spelled(rest: &str) -> Option<String> {
+    fn paths(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(fields) = v {
+            for (k, v) in fields {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                paths(v, &path, out);
+                out.push(path);
+            }
+        }
+    }
+    let defaults = serde_json::to_value(Settings::default()).ok()?;
+    let mut all = Vec::new();
+    paths(&defaults, "", &mut all);
+    all.into_iter()
+        .find(|p| p.replace('.', "_").eq_ignore_ascii_case(rest))
+        .map(|p| {
+            format!(
+                "{ENV_PREFIX}__{}",
+                p.to_ascii_uppercase().replace('.', "__")
+            )
+        })
 }
 
 /// Finds the config file: `explicit`, else `$HAWZU_GATE_CONFIG`, else

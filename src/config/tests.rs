@@ -571,6 +571,22 @@ fn a_gate_variable_with_one_underscore_is_named_as_setting_nothing() {
         "{w:?}"
     );
     assert!(w[0].contains("HAWZU_GATE__STORE__BACKEND"), "{w:?}");
+    // Single underscores throughout: the setting it most likely meant, when
+    // one spells so, else an example that works.
+    for (sent, meant) in [
+        ("HAWZU_GATE_UPSTREAM_URL", "e.g. HAWZU_GATE__UPSTREAM__URL)"),
+        (
+            "HAWZU_GATE_STORE_REDIS_KEY_PREFIX",
+            "e.g. HAWZU_GATE__STORE__REDIS__KEY_PREFIX)",
+        ),
+        (
+            "HAWZU_GATE_NO_SUCH_THING",
+            "e.g. HAWZU_GATE__UPSTREAM__URL)",
+        ),
+    ] {
+        let w = unread_env([sent]);
+        assert!(w[0].contains(meant), "{sent}: {w:?}");
+    }
 }
 
 #[test]
