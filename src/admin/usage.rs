@@ -43,7 +43,7 @@ pub fn parse_window(name: &str, v: &str, max: Duration) -> Result<Duration, Fiel
             name,
             format!(
                 "must be from 1h to {} (usage.retention)",
-                humantime::format_duration(max)
+                crate::config::short_duration(max)
             ),
         ));
     }

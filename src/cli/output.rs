@@ -65,7 +65,10 @@ impl Output {
                     message: String::new(),
                     fields: None,
                 });
-                complain!("error: {} ({}, {})", e.message, status.as_u16(), e.error);
+                // The fields follow: the API's pointer to them is not for
+                // the command line.
+                let message = e.message.replace("; see `fields`.", ":");
+                complain!("error: {} ({}, {})", message, status.as_u16(), e.error);
                 for (field, msg) in e.fields.iter().flatten() {
                     complain!("  {}: {}", flag_for(field), msg);
                 }
@@ -342,6 +345,8 @@ fn flag_for(field: &str) -> String {
         ("scope.role", "--role"),
         ("scope.projects", "--project"),
         ("expires", "--expires"),
+        ("not_before", "--not-before"),
+        ("allow_from", "--allow-from"),
         ("overlap", "--overlap"),
         ("description", "--description"),
         ("created_by", "--created-by"),

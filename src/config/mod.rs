@@ -48,7 +48,7 @@ pub use admin::{AdminSettings, MIN_ADMIN_KEY_LEN};
 pub use audit::AuditSettings;
 pub use cache::CacheSettings;
 pub use clients::{FailedAuthSettings, IpNet};
-pub use duration::HumanDuration;
+pub use duration::{HumanDuration, short as short_duration};
 pub use exposed::exposed_file;
 pub use headers::HeaderSettings;
 pub use leaks::{GITHUB_KEYS_URL, LeakSettings};

@@ -141,7 +141,9 @@ pub fn check_window(
     {
         errors.insert(
             "not_before".into(),
-            format!("{nb} is not before the token's expiry ({exp}): the token would never work"),
+            format!(
+                "{nb:.0} is not before the token's expiry ({exp:.0}): the token would never work"
+            ),
         );
     }
 }
