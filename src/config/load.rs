@@ -64,6 +64,35 @@ pub fn unread_env<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
+/// The variables an environment error is about: those under the key it
+/// names (`… for key `store.redis``, and the field of an `unknown field`),
+/// else every one set, when the message names none of them.
+fn vars_at_fault<'v>(vars: &'v [String], message: &str) -> Vec<&'v str> {
+    let quoted = |after: &str| {
+        let rest = &message[message.find(after)? + after.len()..];
+        rest.split('`').next()
+    };
+    let mut name = String::from(ENV_PREFIX);
+    for part in quoted("for key `").into_iter().flat_map(|k| k.split('.')) {
+        name.push_str("__");
+        name.push_str(&part.to_ascii_uppercase());
+    }
+    if let Some(field) = quoted("unknown field `") {
+        name.push_str("__");
+        name.push_str(&field.to_ascii_uppercase());
+    }
+    let at_fault: Vec<&str> = vars
+        .iter()
+        .map(String::as_str)
+        .filter(|v| *v == name || v.starts_with(&format!("{name}__")))
+        .collect();
+    if name == ENV_PREFIX || at_fault.is_empty() {
+        vars.iter().map(String::as_str).collect()
+    } else {
+        at_fault
+    }
+}
+
 /// The variable of the setting whose dotted key, `.` read as `_`, spells
 /// `rest` (`UPSTREAM_URL` → `HAWZU_GATE__UPSTREAM__URL`), if one does.
 fn env_name_spelled(rest: &str) -> Option<String> {
@@ -186,9 +215,12 @@ pub fn load_from(
     let settings: Settings = builder
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::Env {
-            vars: origin.env_vars.join(", "),
-            message: e.to_string(),
+        .map_err(|e| {
+            let message = e.to_string();
+            ConfigError::Env {
+                vars: vars_at_fault(&origin.env_vars, &message).join(", "),
+                message,
+            }
         })?;
 
     let policy = Arc::new(settings.validate(&origin)?);

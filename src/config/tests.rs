@@ -112,6 +112,23 @@ fn unknown_env_key_is_refused() {
         .to_string();
     assert!(err.contains("HAWZU_GATE__STORE__BACKNED"), "{err}");
     assert!(err.contains("backned"), "{err}");
+
+    // Among the other variables set, the one at fault is named alone.
+    let err = load_from(
+        None,
+        env(&[
+            ("HAWZU_GATE__LISTEN__ADMIN", "127.0.0.1:19091"),
+            ("HAWZU_GATE__LISTEN__PROXY", "127.0.0.1:18080"),
+            ("HAWZU_GATE__UPSTREAM__ULR", "http://127.0.0.1:3000"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("environment (HAWZU_GATE__UPSTREAM__ULR):"),
+        "{err}"
+    );
+    assert!(!err.contains("LISTEN"), "{err}");
 }
 
 #[test]
