@@ -104,7 +104,7 @@ impl DenyCode {
                 "No access token was sent; send `Authorization: Bearer <access token>`."
             }
             DenyCode::MalformedToken => {
-                "The Authorization header does not hold a well-formed Hawzu access token."
+                "The Authorization header does not hold a well-formed Hawzu access token; send `Authorization: Bearer <access token>`, the whole value as it was created."
             }
             DenyCode::UnknownToken => "This access token is not known.",
             DenyCode::TokenRevoked => "This access token has been revoked.",
