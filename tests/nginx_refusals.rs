@@ -93,7 +93,7 @@ async fn nginx_gives_every_refusal_the_gates_one_challenge() {
             401,
             "malformed_token",
             Some(invalid(
-                "the authorization header does not hold a well-formed hawzu access token",
+                "the authorization header does not hold a well-formed hawzu access token; send `authorization: bearer <access token>`, the whole value as it was created",
             )),
         ),
         (

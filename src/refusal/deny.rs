@@ -144,7 +144,7 @@ impl DenyCode {
         match self {
             DenyCode::MissingToken => Some(r#"Bearer realm="hawzu""#),
             DenyCode::MalformedToken => Some(
-                r#"Bearer realm="hawzu", error="invalid_token", error_description="The Authorization header does not hold a well-formed Hawzu access token""#,
+                r#"Bearer realm="hawzu", error="invalid_token", error_description="The Authorization header does not hold a well-formed Hawzu access token; send `Authorization: Bearer <access token>`, the whole value as it was created""#,
             ),
             DenyCode::UnknownToken => Some(
                 r#"Bearer realm="hawzu", error="invalid_token", error_description="This access token is not known""#,
