@@ -84,6 +84,14 @@ impl Output {
         say!("  workspace  {}", t.workspace_id);
         say!("  scope      {}", scope_text(&t.scope));
         say!("  expires    {}", when(t.expires_at, "never"));
+        // The limits set with it, when any: the holder's first request
+        // from elsewhere or too early is refused.
+        if let Some(at) = t.not_before {
+            say!("  not before {}", when(Some(at), ""));
+        }
+        if !t.allow_from.is_empty() {
+            say!("  allow from {}", t.allow_from.join(", "));
+        }
         say!("");
         say!("{}", c.secret);
         say!("");
