@@ -523,7 +523,12 @@ fn a_secret_pasted_for_an_id_is_never_echoed() {
             "/x",
         ],
     ] {
-        for value in [secret, bearer.as_str()] {
+        // A prefix of the deployment's own (`tokens.prefix`) as well.
+        for value in [
+            secret,
+            bearer.as_str(),
+            "acme_F21akBLlcCZs82PExeeW8ota9sdKrL1IQciG",
+        ] {
             let args: Vec<&str> = args
                 .iter()
                 .map(|a| if *a == "SECRET" { value } else { a })
@@ -536,7 +541,7 @@ fn a_secret_pasted_for_an_id_is_never_echoed() {
                 "{args:?}: {err}"
             );
             assert!(
-                err.contains("secret") && err.contains("tok_"),
+                err.contains("not shown") && err.contains("tok_"),
                 "{args:?}: {err}"
             );
         }

@@ -74,7 +74,7 @@ async fn rotate_takes_a_new_expiry_and_an_overlap_capped_by_the_config() {
         f["overlap"]
             .as_str()
             .unwrap()
-            .contains("admin.max_rotation_overlap (2days)"),
+            .contains("admin.max_rotation_overlap (2d)"),
         "{f}"
     );
     let a = rotate(&gate, &id, json!({"expires": "3m"})).await;
@@ -316,7 +316,7 @@ async fn a_token_that_expired_lately_rotates_with_a_new_expiry() {
         a.json()["message"]
             .as_str()
             .unwrap()
-            .contains("admin.rotate_after_expiry (7days)"),
+            .contains("admin.rotate_after_expiry (7d)"),
         "{}",
         body(&a)
     );

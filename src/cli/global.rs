@@ -154,7 +154,7 @@ fn admin_url(global: &Connection, loaded: &Loaded) -> String {
 }
 
 fn admin_key(global: &Connection, loaded: &Loaded) -> Result<String, String> {
-    if let Some(k) = global.admin_key.as_ref().filter(|k| !k.is_empty()) {
+    if let Some(k) = global.admin_key.as_ref().filter(|k| !k.trim().is_empty()) {
         return Ok(k.clone());
     }
     if let Some(k) = &loaded.settings.admin.key {
@@ -190,17 +190,18 @@ impl clap::builder::TypedValueParser for TokenIdParser {
             return Ok(id);
         }
         let name = arg.map_or_else(|| "<ID>".to_owned(), ToString::to_string);
-        let secret = text.to_ascii_lowercase().starts_with("bearer ")
-            || crate::redact::redact_secrets(text) != text;
-        let why = if secret {
-            format!(
-                "{name} takes a token's id (tok_…), and this is a token's secret value (not shown \
-                 here: keep it out of command lines). Its id: `hawzu-gate token list`, or ask the \
-                 gate with the secret: curl -H \"Authorization: Bearer $TOKEN\" \
-                 http://127.0.0.1:8080/.well-known/hawzu-token"
-            )
-        } else {
+        // Only what starts as an id is shown back: anything else may be a
+        // secret under a prefix this command cannot know (`tokens.prefix`
+        // is read after the arguments).
+        let why = if text.starts_with("tok_") {
             format!("invalid value '{text}' for '{name}': {InvalidTokenId}")
+        } else {
+            format!(
+                "{name} takes a token's id (tok_…); the value given is not one and is not shown \
+                 here, in case it is a secret (keep those out of command lines). A token's id: \
+                 `hawzu-gate token list`, or ask the proxy listener with the secret: \
+                 curl -H \"Authorization: Bearer $TOKEN\" http://<listen.proxy>/.well-known/hawzu-token"
+            )
         };
         Err(
             clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{why}\n"))

@@ -374,6 +374,14 @@ fn flag_for(field: &str) -> String {
     if let Some(f) = map.get(field) {
         return (*f).to_owned();
     }
+    // allow_from[1] → --allow-from #2
+    if let Some(n) = field
+        .strip_prefix("allow_from[")
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        return format!("--allow-from #{}", n + 1);
+    }
     // scope.projects[1].role → --project #2 (role)
     if let Some(rest) = field.strip_prefix("scope.projects[")
         && let Some((n, what)) = rest.split_once("].")

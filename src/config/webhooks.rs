@@ -230,7 +230,7 @@ pub(crate) fn validate<E>(
                 &key("claim_after"),
                 format!(
                     "must be at least twice timeout ({}), or a live gate's delivery could be taken over",
-                    humantime::format_duration(w.timeout.0)
+                    super::short_duration(w.timeout.0)
                 ),
             ));
         }

@@ -89,7 +89,7 @@ fn parse_overlap(s: &str) -> Result<Duration, String> {
 
 /// A duration as people read it: `7days`, `24h`.
 fn human(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    super::short_duration(d)
 }
 
 impl RotateToken {
@@ -168,7 +168,7 @@ impl RotateToken {
         {
             errors.insert(
                 "expires".into(),
-                format!("{exp} is not after the token's not_before ({nb}): the new token would never work"),
+                format!("{exp:.0} is not after the token's not_before ({nb:.0}): the new token would never work"),
             );
         }
         let mut old_until = now;

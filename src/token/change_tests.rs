@@ -85,7 +85,7 @@ fn an_overlap_is_capped_by_the_configured_maximum() {
     assert_eq!(v.old_until, ts("2027-01-11T12:00:00Z"));
     let f = fields(rotate(None, Some("8d")).validate(&old, lim, now()));
     assert!(
-        f["overlap"].contains("admin.max_rotation_overlap (7days)"),
+        f["overlap"].contains("admin.max_rotation_overlap (7d)"),
         "{f:?}"
     );
     let f = fields(rotate(None, Some("soon")).validate(&old, lim, now()));
@@ -106,7 +106,7 @@ fn an_expired_token_rotates_within_the_grace_period_with_a_new_expiry() {
     let long_ago = record(Some("2027-01-03T11:59:59Z"));
     let (code, msg) = state_code(rotate(Some("1w"), None).validate(&long_ago, lim, now()));
     assert_eq!(code, "token_expired");
-    assert!(msg.contains("admin.rotate_after_expiry (7days)"), "{msg}");
+    assert!(msg.contains("admin.rotate_after_expiry (7d)"), "{msg}");
 }
 
 #[test]

@@ -223,6 +223,31 @@ pub fn window_end(within: ExpirySpec, now: Timestamp) -> Option<Timestamp> {
     within.resolve(now).ok().flatten()
 }
 
+/// A duration in its shortest exact spelling, as one writes it in the
+/// config: `90d`, `24h`, `5min`, `30s`, `250ms` (read back as the same
+/// duration; `min`, never the `m` that reads as a month elsewhere), or
+/// humantime's long form when no one unit is exact (`1s 500us`).
+pub fn short_duration(d: std::time::Duration) -> String {
+    const UNITS: [(&str, u128); 5] = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("min", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let ms = d.as_millis();
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return humantime::format_duration(d).to_string();
+    }
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    UNITS
+        .iter()
+        .find(|(_, n)| ms.is_multiple_of(*n))
+        .map_or_else(|| format!("{ms}ms"), |(u, n)| format!("{}{u}", ms / n))
+}
+
 #[cfg(test)]
 #[path = "expiry_tests.rs"]
 mod tests;

@@ -9,7 +9,7 @@ pub mod value;
 
 pub use change::{ChangeRefusal, RotateToken, RotationLimits, UpdateToken};
 pub use context::ContextLimits;
-pub use expiry::{ExpiryError, ExpirySpec};
+pub use expiry::{ExpiryError, ExpirySpec, short_duration};
 pub use record::{
     CreateToken, FieldErrors, ProjectGrant, Scope, TokenKind, TokenRecord, TokenState, ValidCreate,
 };

@@ -93,7 +93,7 @@ pub async fn disable_unused(
     let reason = format!(
         "unused for {} days (usage.disable_unused_after = {})",
         unused_for.as_hours() / 24,
-        humantime::format_duration(after)
+        crate::config::short_duration(after)
     );
     cache
         .record_audit(AuditEvent::auto_disabled(now, &before, &record, reason))
