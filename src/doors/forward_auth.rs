@@ -300,7 +300,11 @@ impl<'h> Read<'h> {
 /// sends the full URL, a plain nginx config the request URI; when both come
 /// they must agree. Without them the request cannot be judged.
 fn nginx_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
-    let method = original_method(h.original_method.one()?)?;
+    let method = original_method(h.original_method.one()?).inspect_err(|c| {
+        if *c == DenyCode::MissingOriginal {
+            tracing::warn!("/auth/nginx without X-Original-Method; see deploy/nginx");
+        }
+    })?;
     let from_url = h
         .original_url
         .one()?
@@ -349,7 +353,11 @@ fn nginx_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
 
 /// The original method, path and query as Traefik reports them.
 fn traefik_original<'h>(h: &Read<'h>) -> Result<Original<'h>, DenyCode> {
-    let method = original_method(h.forwarded_method.one()?)?;
+    let method = original_method(h.forwarded_method.one()?).inspect_err(|c| {
+        if *c == DenyCode::MissingOriginal {
+            tracing::warn!("/auth/traefik without X-Forwarded-Method; see deploy/traefik");
+        }
+    })?;
     let Some(uri) = h.forwarded_uri.one()? else {
         tracing::warn!("/auth/traefik without X-Forwarded-Uri; see deploy/traefik");
         return Err(DenyCode::MissingOriginal);
