@@ -553,7 +553,7 @@ fn the_cli_sets_limits_lists_expiring_tokens_and_explains_with_a_client() {
         "10.1.2.3/8",
     ]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(run.stderr.contains("allow_from[0]"), "{}", run.stderr);
+    assert!(run.stderr.contains("--allow-from #1"), "{}", run.stderr);
 
     let list = gate.cli(&["token", "list", "--expiring", "7d", "--json"]);
     assert_eq!(list.code, 0, "{}", list.stderr);
