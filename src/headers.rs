@@ -553,13 +553,16 @@ fn folded_starts_with(name: &[u8], canon: &[u8]) -> bool {
     name.len() >= canon.len() && name.iter().zip(canon).all(|(&a, &b)| fold(a) == b)
 }
 
+/// A name that is hop-by-hop whatever `Connection` says.
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name) || name == "proxy-connection"
+}
+
 /// Removes hop-by-hop headers, including those named by `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most requests and responses carry none: one scan instead of nine
     // hashed removals.
-    let present = headers
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(&k.as_str()) || k.as_str() == "proxy-connection");
+    let present = headers.keys().any(|k| is_hop_by_hop(k.as_str()));
     if !present {
         return;
     }
@@ -589,7 +592,7 @@ pub fn strip_upstream_answer(headers: &mut HeaderMap, error: &HeaderName) {
     let (mut hop, mut owned, mut cookie) = (false, false, false);
     for k in headers.keys() {
         let k = k.as_str();
-        hop |= HOP_BY_HOP.contains(&k) || k == "proxy-connection";
+        hop |= is_hop_by_hop(k);
         owned |= k == error.as_str();
         cookie |= k == "set-cookie";
     }
