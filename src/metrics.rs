@@ -79,10 +79,13 @@ pub enum LeakResult {
     RateLimited,
     /// The store failed; the reporter is asked to send it again.
     StoreError,
+    /// Refused unread: too many reports at once (`leaks.max_unverified_bytes`
+    /// for GitHub's, the background lookups for the public door).
+    Overloaded,
 }
 
 impl LeakResult {
-    pub const ALL: [LeakResult; 7] = [
+    pub const ALL: [LeakResult; 8] = [
         LeakResult::Revoked,
         LeakResult::AlreadyRevoked,
         LeakResult::FalsePositive,
@@ -90,6 +93,7 @@ impl LeakResult {
         LeakResult::TooLarge,
         LeakResult::RateLimited,
         LeakResult::StoreError,
+        LeakResult::Overloaded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +105,7 @@ impl LeakResult {
             LeakResult::TooLarge => "too_large",
             LeakResult::RateLimited => "rate_limited",
             LeakResult::StoreError => "store_error",
+            LeakResult::Overloaded => "overloaded",
         }
     }
 }

@@ -560,6 +560,114 @@ async fn forged_unknown_tampered_and_oversized_reports_change_nothing() {
     );
 }
 
+/// Sends a GitHub report's head declaring `length` bytes and `sent` of
+/// them; the connection stays open for the caller.
+async fn head_and_part(
+    leaks: SocketAddr,
+    key_id: &str,
+    length: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(leaks).await.unwrap();
+    let head = format!(
+        "POST /v1/leaks/github HTTP/1.1\r\nhost: gate\r\ncontent-type: application/json\r\ncontent-length: {length}\r\ngithub-public-key-identifier: {key_id}\r\ngithub-public-key-signature: AAAA\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b' '; sent]).await.unwrap();
+    stream
+}
+
+/// The gate's answer on `stream` within `within`: its status line.
+async fn answer_on(stream: &mut tokio::net::TcpStream, within: Duration) -> String {
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(within, stream.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_bodies_cannot_fill_the_gates_memory() {
+    // The GitHub door faces the internet: before a report's signature is
+    // checked, its body is the only thing the gate holds for a stranger.
+    let github = SigningKey::new("gh-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let mut env = leaks_env(&keys);
+    env.extend([
+        ("leaks.max_body_bytes", (1024 * 1024).to_string()),
+        ("leaks.max_unverified_bytes", (2 * 1024 * 1024).to_string()),
+        ("limits.body_read_timeout", "2s".to_owned()),
+        ("limits.body_rate_grace", "30s".to_owned()),
+    ]);
+    let gate = gate_with(&env).await;
+    let leaks = leaks_addr(&gate);
+
+    // A key id GitHub does not list is refused from the head: the body is
+    // never read (it is never sent here).
+    let mut stream = head_and_part(leaks, "no-such-key", 1024 * 1024, 0).await;
+    let answer = answer_on(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("unknown_key"), "{answer}");
+
+    // Two reports under a listed key hold the whole budget (2 MiB) while
+    // their bodies trickle in, a byte every 200 ms; a third is refused at
+    // once, not read.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = head_and_part(leaks, &github.id, 1024 * 1024, 1000).await;
+        let (read, mut write) = stream.into_split();
+        let trickle = tokio::spawn(async move {
+            while write.write_all(b" ").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        held.push((read, trickle));
+    }
+    let started = Instant::now();
+    let answer = eventually(
+        "the third report to be refused",
+        Duration::from_secs(5),
+        || async {
+            let mut third = head_and_part(leaks, &github.id, 1024 * 1024, 0).await;
+            let answer = answer_on(&mut third, Duration::from_secs(5)).await;
+            answer.starts_with("HTTP/1.1 503").then_some(answer)
+        },
+    )
+    .await;
+    assert!(answer.contains("overloaded"), "{answer}");
+
+    // A body must come whole within limits.body_read_timeout, however
+    // steadily it trickles (the rate check forgives 30 s here): the two
+    // held are cut, which frees the budget.
+    for (read, trickle) in &mut held {
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), read.read(&mut answer))
+            .await
+            .expect("the trickling body is cut")
+            .unwrap_or(0);
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+        trickle.abort();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "cut after {:?}, not within the 2 s body_read_timeout",
+        started.elapsed()
+    );
+    let body = report(&["hwz_not-a-token"]);
+    eventually(
+        "a signed report to be judged again",
+        Duration::from_secs(5),
+        || async {
+            let (status, _) =
+                send_signed(leaks, &github.id, &github.sign(&body), body.clone()).await;
+            (status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_look_alikes_are_false_positives_without_a_store_read() {
     let github = SigningKey::new("gh-key-1");

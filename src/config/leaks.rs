@@ -33,6 +33,12 @@ pub struct LeakSettings {
     pub max_body_bytes: usize,
     /// Most tokens in one GitHub report (a longer one is 413).
     pub max_tokens_per_report: usize,
+    /// Most bytes of GitHub report bodies the gate holds at once before
+    /// their signatures are checked: what strangers can make it keep. A
+    /// report is given its declared length (`max_body_bytes` when it
+    /// declares none) before its body is read; one that does not fit is
+    /// answered 503 `overloaded` with `Retry-After` (GitHub sends again).
+    pub max_unverified_bytes: usize,
 }
 
 impl Default for LeakSettings {
@@ -44,6 +50,7 @@ impl Default for LeakSettings {
             github_keys_timeout: HumanDuration(Duration::from_secs(10)),
             max_body_bytes: 4 * 1024 * 1024,
             max_tokens_per_report: 10_000,
+            max_unverified_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -100,6 +107,15 @@ impl LeakSettings {
             return Err(invalid(
                 "leaks.max_body_bytes",
                 "must be between 1024 and 67108864".into(),
+            ));
+        }
+        if !(self.max_body_bytes..=1024 * 1024 * 1024).contains(&self.max_unverified_bytes) {
+            return Err(invalid(
+                "leaks.max_unverified_bytes",
+                format!(
+                    "must be between leaks.max_body_bytes ({}) and 1073741824",
+                    self.max_body_bytes
+                ),
             ));
         }
         if self.max_tokens_per_report == 0 {

@@ -527,6 +527,18 @@ fn body_limits_and_the_admin_reserve_are_checked() {
     assert_eq!(s.limits.min_body_rate, 0);
 }
 
+#[test]
+fn the_unverified_leak_budget_holds_at_least_one_body() {
+    let defaults = load_from(None, BTreeMap::new()).unwrap().settings;
+    assert_eq!(defaults.leaks.max_unverified_bytes, 16 * 1024 * 1024);
+    let m = refused("[leaks]\nmax_body_bytes = 2048\nmax_unverified_bytes = 2047\n");
+    assert!(m.contains("leaks.max_unverified_bytes"), "{m}");
+    assert!(m.contains("leaks.max_body_bytes (2048)"), "{m}");
+    let (_d, path) = file("[leaks]\nmax_body_bytes = 2048\nmax_unverified_bytes = 2048\n");
+    let s = load_from(Some(&path), BTreeMap::new()).unwrap().settings;
+    assert_eq!(s.leaks.max_unverified_bytes, 2048);
+}
+
 /// The message of a config that must be refused.
 fn refused(toml: &str) -> String {
     let (_d, path) = file(toml);

@@ -16,7 +16,12 @@
 //!   status, the body nor the time tells whether a guess was right.
 //!
 //! A body is refused with 413 by its `Content-Length` before it is read, or
-//! as soon as it passes `leaks.max_body_bytes`. A value that fails its
+//! as soon as it passes `leaks.max_body_bytes`. Before a GitHub report's
+//! signature is checked its body is all a stranger can make the gate hold,
+//! so it is read only under a key GitHub lists, only within the gate-wide
+//! `leaks.max_unverified_bytes` (a report that does not fit is 503
+//! `overloaded`), and only when it comes whole within
+//! `limits.body_read_timeout` (GitHub sends it at once; 408 `body_timeout`). A value that fails its
 //! checksum is answered from memory: no store read. This module never logs
 //! a reported value (only its token's id once found), and never answers an
 //! admin request.
@@ -40,7 +45,7 @@ use tokio::sync::Semaphore;
 use crate::audit::Origin;
 use crate::cache::TokenCache;
 use crate::clients::{FailedAuth, TrustedProxies};
-use crate::config::LeakSettings;
+use crate::config::Settings;
 use crate::doors::PolicyHandle;
 use crate::doors::listener::{Conn, TimedBody, is_body_timeout};
 use crate::metrics::{LeakResult, Metrics};
@@ -107,17 +112,23 @@ pub struct Leaks {
     trusted_proxies: TrustedProxies,
     metrics: Arc<Metrics>,
     background: Arc<Semaphore>,
+    /// Bytes of GitHub bodies held before their signature is checked
+    /// (`leaks.max_unverified_bytes`), one permit a byte.
+    unverified: Semaphore,
+    /// Longest a GitHub body may take to arrive whole.
+    body_deadline: Duration,
     request_ids: RequestIds,
 }
 
 impl Leaks {
+    /// The handler for `s.leaks`; public reports are limited like failed
+    /// authentications (`s.failed_auth`, buckets of its own).
     pub fn new(
         cache: Arc<TokenCache<Store>>,
         policy: PolicyHandle,
-        settings: &LeakSettings,
-        failed_auth: FailedAuth,
-        trusted_proxies: TrustedProxies,
+        s: &Settings,
     ) -> Result<Arc<Self>, KeyError> {
+        let settings = &s.leaks;
         let keys = GithubKeys::new(settings)?;
         Ok(Arc::new(Self {
             metrics: cache.metrics().clone(),
@@ -126,9 +137,11 @@ impl Leaks {
             keys,
             max_body: settings.max_body_bytes,
             max_tokens: settings.max_tokens_per_report,
-            failed_auth,
-            trusted_proxies,
+            failed_auth: FailedAuth::new(&s.failed_auth),
+            trusted_proxies: TrustedProxies::new(&s.trusted_proxies),
             background: Arc::new(Semaphore::new(BACKGROUND_AT_ONCE)),
+            unverified: Semaphore::new(settings.max_unverified_bytes),
+            body_deadline: s.limits.body_read_timeout.0,
             request_ids: RequestIds::new(),
         }))
     }
@@ -197,10 +210,6 @@ impl Leaks {
                 "A report needs the Github-Public-Key-Identifier and Github-Public-Key-Signature headers.",
             );
         };
-        let body = match self.read(req.into_body(), self.max_body).await {
-            Ok(b) => b,
-            Err(res) => return res,
-        };
         let key = match self.keys.key(&key_id).await {
             Ok(k) => k,
             Err(KeyError::Unknown(_)) => {
@@ -219,6 +228,46 @@ impl Leaks {
                     codes::KEYS_UNAVAILABLE,
                     "The secret-scanning keys cannot be read now; send the report again.",
                 );
+            }
+        };
+        // The body is held only within the budget, and only while it comes
+        // whole in time: the permit goes with the body, verified or not.
+        let reserved = declared_length(req.headers())
+            .map_or(self.max_body, |n| n.min(self.max_body as u64) as usize)
+            .max(1);
+        let Some(_held) = u32::try_from(reserved)
+            .ok()
+            .and_then(|n| self.unverified.try_acquire_many(n).ok())
+        else {
+            self.metrics.leak_reports(LeakResult::Overloaded, 1);
+            tracing::warn!(client = %peer, "leak report refused: leaks.max_unverified_bytes in use");
+            let mut res = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::OVERLOADED,
+                "Too many report bodies are being read (leaks.max_unverified_bytes); send it again shortly.",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return res;
+        };
+        let read = tokio::time::timeout(
+            self.body_deadline,
+            self.read(req.into_body(), self.max_body),
+        );
+        let body = match read.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(res)) => {
+                if res.status() != StatusCode::PAYLOAD_TOO_LARGE {
+                    self.metrics.leak_reports(LeakResult::Unverified, 1);
+                }
+                return res;
+            }
+            Err(_) => {
+                self.metrics.leak_reports(LeakResult::Unverified, 1);
+                let mut res = body_timeout();
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return res;
             }
         };
         if key.verify(&signature, &body).is_err() {
@@ -399,6 +448,7 @@ impl Leaks {
             );
         };
         let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            self.metrics.leak_reports(LeakResult::Overloaded, 1);
             let mut res = refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 codes::OVERLOADED,
@@ -457,10 +507,7 @@ impl Leaks {
 
     /// 413 when `Content-Length` says the body is over `max`.
     fn too_large(&self, headers: &HeaderMap, max: usize) -> Option<Response<Full<Bytes>>> {
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())?;
+        let declared = declared_length(headers)?;
         (declared > max as u64).then(|| self.payload_too_large())
     }
 
@@ -478,11 +525,7 @@ impl Leaks {
         match Limited::new(body, max).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(self.payload_too_large()),
-            Err(e) if is_body_timeout(&*e) => Err(refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                codes::BODY_TIMEOUT,
-                "The body came too slowly.",
-            )),
+            Err(e) if is_body_timeout(&*e) => Err(body_timeout()),
             Err(_) => Err(refuse(
                 StatusCode::BAD_REQUEST,
                 codes::BAD_BODY,
@@ -490,6 +533,23 @@ impl Leaks {
             )),
         }
     }
+}
+
+/// The body's `Content-Length`, when it declares one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// 408: the body came too slowly.
+fn body_timeout() -> Response<Full<Bytes>> {
+    refuse(
+        StatusCode::REQUEST_TIMEOUT,
+        codes::BODY_TIMEOUT,
+        "The body came too slowly.",
+    )
 }
 
 /// A refusal: `{"error", "message"}`.

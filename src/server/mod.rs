@@ -203,16 +203,9 @@ impl Bound {
 
         let leaks = match s.listen.leaks {
             None => None,
-            Some(_) => Some(
-                Leaks::new(
-                    cache.clone(),
-                    policy.clone(),
-                    &s.leaks,
-                    FailedAuth::new(&s.failed_auth),
-                    TrustedProxies::new(&s.trusted_proxies),
-                )
-                .map_err(StartError::Leaks)?,
-            ),
+            Some(_) => {
+                Some(Leaks::new(cache.clone(), policy.clone(), s).map_err(StartError::Leaks)?)
+            }
         };
         if let Some(l) = &leaks {
             l.keys().preload().await.map_err(StartError::Leaks)?;
