@@ -1791,6 +1791,10 @@ async fn a_method_override_in_the_query_is_refused_at_every_door() {
         "?%20method=DELETE",
         "?_method%5B%5D=DELETE",
         "?%255fmethod=DELETE",
+        // PHP (Laravel, Symfony) measures a name with strlen(): `_method`.
+        "?_method%00=DELETE",
+        "?_method%00x=DELETE",
+        "?%5Fmethod%00=DELETE",
     ];
     for query in refused {
         let target = format!("{base}{query}");

@@ -252,7 +252,8 @@ fn invisible(c: char) -> bool {
 /// whose name is `_method` in any case — percent-encoded or not (decoded
 /// until nothing changes, `+` as a space), with any mix of leading `_`,
 /// `.`, `-` or spaces (PHP reads a leading space away and ` ` and `.` as
-/// `_`), and any `[…]` after it (PHP arrays). Rails, Laravel, Symfony and
+/// `_`), and any `[…]`, NUL (PHP ends a name there) or other control
+/// byte after it. Rails, Laravel, Symfony and
 /// Express `method-override` route such a request by that method.
 /// Parameters are split at `&` and `;` (older parsers split at both).
 ///
@@ -283,7 +284,13 @@ fn is_method_override_name(raw: &[u8]) -> bool {
         }
         name = Cow::Owned(decoded);
     }
-    let name = name.split(|&b| b == b'[').next().unwrap_or_default();
+    // A name ends at a NUL where PHP reads it (strlen()), and at `[`
+    // (arrays); any other control byte is cut there too: whoever reads
+    // it, `_method` followed by a control is not a name to pass.
+    let name = name
+        .split(|&b| b == b'[' || b.is_ascii_control() && !b.is_ascii_whitespace())
+        .next()
+        .unwrap_or_default();
     let name = name.trim_ascii_end();
     let rest = name
         .iter()

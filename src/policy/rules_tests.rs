@@ -151,6 +151,13 @@ fn method_overrides_in_a_query_are_found_in_any_spelling() {
         "_method[]=x",
         "_method%5B%5D=x",
         "_method%20=x",
+        // PHP measures a name with strlen(): it ends at a NUL.
+        "_method%00=x",
+        "_method%00x=x",
+        "%5Fmethod%00=x",
+        "_method%2500=x",
+        "_method%00%5B%5D=x",
+        "_method%01=x",
     ] {
         assert!(names_method_override(q), "{q}");
     }
@@ -658,13 +665,14 @@ proptest! {
     #[test]
     fn a_method_override_is_found_however_it_is_spelled_and_wherever_it_stands(
         name in override_name(),
+        tail in prop::sample::select(vec!["", "%00", "%00junk", "%2500", "%5B%5D", "[x]", "%20"]),
         before in prop::collection::vec("[a-z]{1,5}=[a-z0-9]{0,5}", 0..3),
         after in prop::collection::vec("[a-z]{1,5}=[a-z0-9]{0,5}", 0..3),
         sep in prop::sample::select(vec!["&", ";"]),
         value in "[A-Za-z]{0,8}",
     ) {
         let mut params = before.clone();
-        params.push(format!("{name}={value}"));
+        params.push(format!("{name}{tail}={value}"));
         params.extend(after);
         let query = params.join(sep);
         prop_assert!(names_method_override(&query), "{:?}", query);
