@@ -584,6 +584,20 @@ fn path_cases() -> Vec<PathCase> {
         case("%EF%B9%92 (small full stop)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/%EF%B9%92%EF%B9%92/x", AMBIGUOUS),
         case("... (Windows drops trailing dots)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/.../x", AMBIGUOUS),
         case("..%20. (Windows drops trailing dots and spaces)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%20./x", AMBIGUOUS),
+        // Look-alike separators inside a segment: a server that folds NFKC
+        // reads `／` as `/` and climbs `..／..／` out of the project;
+        // Windows' best-fit code pages read `∕` as `/`, `¥` and `₩` as `\`.
+        case("..%EF%BC%8F (full-width solidus) into another project", "DELETE", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%EF%BC%8F..%EF%BC%8Fp2%EF%BC%8Ftestcases%EF%BC%8Fx", AMBIGUOUS),
+        case("..%EF%BC%8F climbing to the workspace", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%EF%BC%8F..%EF%BC%8F..%EF%BC%8Fmembers", AMBIGUOUS),
+        case("raw ..／..／", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..\u{ff0f}..\u{ff0f}p2", AMBIGUOUS),
+        case("%EF%BC%BC (full-width reverse solidus)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%EF%BC%BCx", AMBIGUOUS),
+        case("%EF%B9%A8 (small reverse solidus)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%EF%B9%A8x", AMBIGUOUS),
+        case("%EF%BC%85 (full-width percent: %2f once folded)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%EF%BC%85%EF%BC%92%EF%BD%86x", AMBIGUOUS),
+        case("%E2%88%95 (division slash, best-fit /)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%E2%88%95..%E2%88%95p2", AMBIGUOUS),
+        case("%E2%88%96 (set minus, best-fit \\)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%E2%88%96x", AMBIGUOUS),
+        case("%C2%A5 (yen sign, \\ on Japanese Windows)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%C2%A5..%C2%A5p2", AMBIGUOUS),
+        case("%E2%82%A9 (won sign, \\ on Korean Windows)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%E2%82%A9x", AMBIGUOUS),
+        case("%EF%BC%9F (full-width question mark)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/x%EF%BC%9F_method=DELETE", AMBIGUOUS),
         // Raw UTF-8 (hyper takes it in a request line; a header value that
         // is not ASCII is not read at all).
         case("raw full-width dots", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/\u{ff0e}\u{ff0e}/x", AMBIGUOUS),

@@ -42,6 +42,10 @@ pub enum AmbiguousPath {
         "the path has a segment of dots alone once spaces and invisible characters are dropped or Unicode is folded (NFKC), like `..%20` or full-width `．．`"
     )]
     LookAlikeDotSegment,
+    #[error(
+        "the path has a character a server may read as `/`, `\\`, `%`, `;`, `#` or `?` once it folds Unicode (NFKC, like full-width `／`) or maps it to its code page (Windows best-fit: `∕`, `¥`, `₩`)"
+    )]
+    LookAlikeSeparator,
     #[error("the path has an encoded `/`, `\\`, `.` or NUL")]
     EncodedSeparator,
     #[error("the path has a backslash, NUL, control character, space, `#` or `;`")]
@@ -158,9 +162,12 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     if !percent {
         // ASCII with no space (refused above) reads as dots only when it
         // is dots alone; anything else is folded first.
-        let dots = if ascii { dots_only } else { reads_as_dots(seg) };
-        if dots {
-            return Err(AmbiguousPath::LookAlikeDotSegment);
+        if ascii {
+            if dots_only {
+                return Err(AmbiguousPath::LookAlikeDotSegment);
+            }
+        } else {
+            folded_reading(seg)?;
         }
         return Ok(Cow::Borrowed(seg));
     }
@@ -195,22 +202,26 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
         return Err(AmbiguousPath::DoubleEncoding);
     }
     let decoded = String::from_utf8(out).map_err(|_| AmbiguousPath::NotUtf8)?;
-    if reads_as_dots(&decoded) {
-        return Err(AmbiguousPath::LookAlikeDotSegment);
-    }
+    folded_reading(&decoded)?;
     Ok(Cow::Owned(decoded))
 }
 
-/// Whether a decoded segment is dots alone (`.`, `..`, `...`) once a server
-/// trims or drops spaces and invisible characters, drops combining marks,
-/// folds Unicode compatibility forms (NFKC: full-width `．`, `‥`, `﹒`), or
-/// drops trailing dots (Windows). Such a server would read a dot segment
-/// where the gate read a name, and climb out of the rule that allowed it.
+/// Whether a decoded segment reads as something other than a name to a
+/// server that folds it: dots alone (`.`, `..`, `...`) once it trims or
+/// drops spaces and invisible characters, drops combining marks, folds
+/// Unicode compatibility forms (NFKC: full-width `．`, `‥`, `﹒`) or drops
+/// trailing dots (Windows) — `LookAlikeDotSegment`; or a separator (`/`,
+/// `\`, `%`, `;`, `#`, `?`) once it folds NFKC (full-width `／`, `＼`,
+/// `％`) or maps the name to a Windows code page (best-fit: `∕`, `∖`, `⁄`,
+/// `⧵` and `⧸`; `¥` and `₩`, the backslash of the Japanese and Korean
+/// pages) — `LookAlikeSeparator`. Either way such a server would climb out
+/// of the rule that allowed the path. A C1 control is refused as any
+/// control is.
 ///
 /// Hot path: a plain ASCII segment is one scan, no allocation; only a
 /// segment with non-ASCII characters is folded (an iterator, no buffer for
 /// any realistic segment).
-fn reads_as_dots(seg: &str) -> bool {
+fn folded_reading(seg: &str) -> Result<(), AmbiguousPath> {
     let mut dots = false;
     if seg.is_ascii() {
         // NFKC leaves ASCII alone, and the only space left here is ` `
@@ -219,19 +230,49 @@ fn reads_as_dots(seg: &str) -> bool {
             match b {
                 b'.' => dots = true,
                 b' ' => {}
-                _ => return false,
+                _ => return Ok(()),
             }
         }
-        return dots;
+        return if dots {
+            Err(AmbiguousPath::LookAlikeDotSegment)
+        } else {
+            Ok(())
+        };
     }
+    if seg.chars().any(best_fit_separator) {
+        return Err(AmbiguousPath::LookAlikeSeparator);
+    }
+    let mut name = false;
     for c in seg.chars().filter(|&c| !invisible(c)).nfkc() {
         match c {
             '.' => dots = true,
+            '/' | '\\' | '%' | ';' | '#' | '?' => return Err(AmbiguousPath::LookAlikeSeparator),
+            c if c.is_control() => return Err(AmbiguousPath::ForbiddenCharacter),
             c if invisible(c) => {}
-            _ => return false,
+            _ => name = true,
         }
     }
-    dots
+    if dots && !name {
+        Err(AmbiguousPath::LookAlikeDotSegment)
+    } else {
+        Ok(())
+    }
+}
+
+/// Characters Windows' best-fit mappings turn into `/` or `\` that NFKC
+/// leaves alone.
+fn best_fit_separator(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2215}'
+            | '\u{2216}'
+            | '\u{2044}'
+            | '\u{29F5}'
+            | '\u{29F8}'
+            | '\u{29F9}'
+            | '\u{00A5}'
+            | '\u{20A9}'
+    )
 }
 
 /// Characters a server may trim, drop or ignore in a name: Unicode

@@ -56,9 +56,7 @@ fn segment_as_before(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
         return Err(AmbiguousPath::ForbiddenCharacter);
     }
     if !bytes.contains(&b'%') {
-        if reads_as_dots(seg) {
-            return Err(AmbiguousPath::LookAlikeDotSegment);
-        }
+        folded_reading(seg)?;
         return Ok(Cow::Borrowed(seg));
     }
     segment(seg)
@@ -86,6 +84,41 @@ fn the_one_pass_segment_check_agrees_with_the_checks_it_replaced() {
         strings = longer;
     }
     assert_eq!(checked, 14 + 14 * 14 + 14 * 14 * 14 + 14 * 14 * 14 * 14);
+}
+
+#[test]
+fn look_alike_separators_are_refused() {
+    for raw in [
+        "/a/..%EF%BC%8F..%EF%BC%8Fp2",
+        "/a/..\u{ff0f}..\u{ff0f}p2",
+        "/a/x%EF%BC%BCy",
+        "/a/x%EF%B9%A8y",
+        "/a/x%EF%BC%85%EF%BC%92%EF%BD%86",
+        "/a/x%EF%BC%9Fy",
+        "/a/x%EF%BC%83y",
+        "/a/x%EF%BC%9By",
+        "/a/..%E2%88%95x",
+        "/a/..%E2%88%96x",
+        "/a/..%E2%81%84x",
+        "/a/..%C2%A5x",
+        "/a/..%E2%82%A9x",
+        "/a/x%E2%A7%B5y",
+    ] {
+        assert_eq!(
+            normalize(raw),
+            Err(AmbiguousPath::LookAlikeSeparator),
+            "{raw}"
+        );
+    }
+    // Other non-ASCII names stay names.
+    for (raw, seg) in [
+        ("/a/%EF%BC%A1%EF%BC%8E", "Ａ．"),
+        ("/a/caf%C3%A9", "café"),
+        ("/a/\u{65e5}\u{672c}", "日本"),
+        ("/a/%E2%82%AC5", "€5"),
+    ] {
+        assert_eq!(segs(raw)[1], seg, "{raw}");
+    }
 }
 
 #[test]
@@ -436,6 +469,13 @@ fn path_strategy() -> impl Strategy<Value = String> {
         "\u{2025}",
         "\u{a0}",
         "%E3%80%80",
+        // Look-alikes of separators a server may fold.
+        "%EF%BC%8F",
+        "\u{ff0f}",
+        "%EF%BC%BC",
+        "%EF%BC%85",
+        "%E2%88%95",
+        "%C2%A5",
     ]);
     prop::collection::vec(atoms, 0..12).prop_map(|parts| format!("/{}", parts.concat()))
 }
@@ -450,6 +490,14 @@ proptest! {
             prop_assert_eq!(Some(ours.clone()), lenient_reading(&raw), "raw {:?}", raw);
             for s in &ours {
                 prop_assert!(s != "." && s != ".." && !s.contains(['/', '\\', ';', '\0']));
+                // Nor does one that folds NFKC find a separator the name
+                // did not hold (`%`, `#`, `?` decoded from `%25`, `%23`,
+                // `%3F` are the name's own).
+                let folded: String = s.nfkc().collect();
+                prop_assert!(!folded.contains(['/', '\\', ';']), "{:?} folds to {:?}", raw, folded);
+                for c in ['%', '#', '?'] {
+                    prop_assert_eq!(folded.matches(c).count(), s.matches(c).count(), "{:?} folds to {:?}", raw, folded);
+                }
                 // A server that trims Unicode spaces, or folds NFKC and
                 // then trims, reads no dot segment either.
                 let folded: String = s.nfkc().collect();
