@@ -532,6 +532,69 @@ async fn enable_never_revives_a_concurrent_revoke_on_either_store() {
 }
 
 #[tokio::test]
+async fn a_rotated_managers_old_value_cannot_manage_tokens_during_the_overlap() {
+    // The overlap lets API traffic move to the new value; the old one is
+    // on its way out and must not mint what outlives it, nor take the
+    // successor from its rightful holder.
+    let gate = InProcessGate::start(&[TOKEN_ADMIN]).await;
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    let (manager, old) = create_token(
+        &gate,
+        workspace_token("Manager", "ws_a", "token_admin", "never"),
+    )
+    .await;
+    let rotated = gate
+        .admin()
+        .post(
+            &format!("/admin/v1/tokens/{manager}/rotate"),
+            json!({"overlap": "24h"}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED);
+    let rotated = rotated.json();
+    let successor = rotated["token"]["id"].as_str().unwrap().to_owned();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(authenticates(&gate, &old).await, "the overlap runs");
+
+    let by_old = Http::new(admin_url.clone()).bearer(&old);
+    let a = by_old
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Way back in", "ws_a", "token_admin", "never"),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(a.json()["message"].as_str().unwrap().contains("rotated"));
+    let a = by_old
+        .post_empty(&format!("/admin/v1/tokens/{successor}/rotate"))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(
+        authenticates(&gate, &new).await,
+        "the successor is untouched"
+    );
+    assert_eq!(
+        by_old.get("/admin/v1/tokens").await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The new value manages as the old one did.
+    let a = Http::new(admin_url)
+        .bearer(&new)
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("Made by the successor", "ws_a", "token_admin", "never"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
 async fn a_token_caller_cannot_mint_a_token_that_outlives_it() {
     let gate = InProcessGate::start(&[TOKEN_ADMIN]).await;
     let admin_url = format!("http://{}", gate.addrs.admin);

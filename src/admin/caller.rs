@@ -3,7 +3,8 @@
 //!
 //! The admin key reaches everything; a workspace token with `tokens:manage`
 //! reaches only tokens of its own workspace within its own permissions, and
-//! never hands out a secret that outlives it. A console session stands for
+//! never hands out a secret that outlives it (a rotated value in its
+//! overlap manages nothing). A console session stands for
 //! the caller its sign-in resolved to, and only with its CSRF header from
 //! the console's origin. This module decides; it never reads or writes the
 //! store, and never logs a presented key.
@@ -367,6 +368,14 @@ async fn token_caller(
             ApiError::unauthorized(deny.code.message())
         }
     })?;
+    // A value whose end is set (a rotation's overlap: it still opens the
+    // API) is on its way out: it must neither mint what outlives it nor
+    // take its successor from the successor's holder.
+    if let Some(until) = record.revoked_at() {
+        return Err(ApiError::forbidden(format!(
+            "This token was rotated: its old value works for API calls until {until:.0} but cannot manage tokens; use the new value."
+        )));
+    }
     let CachedScope::Workspace { role } = record.scope() else {
         return Err(ApiError::forbidden(
             "Only workspace tokens whose role has tokens:manage may manage tokens.",
