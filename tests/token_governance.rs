@@ -288,3 +288,48 @@ async fn a_token_can_ask_what_it_is_and_nothing_reaches_the_api() {
     assert_eq!(a.json()["error"], "token_disabled");
     assert_eq!(upstream.count(), 0, "self-inspection is never forwarded");
 }
+
+#[tokio::test]
+async fn a_token_caller_learns_nothing_of_another_workspaces_limits() {
+    // Another tenant's limits are its own business: a token of ws_1 asking
+    // to create in ws_secret is refused for the workspace, whatever it
+    // asked, never with ws_secret's limits.
+    let gate = InProcessGate::start_with_toml(
+        "[tokens.workspaces.\"ws_secret\"]\nmax_lifetime = \"7d\"\nmax_role = \"workspace_viewer\"\n",
+        &[("roles.token_admin", "tokens:manage")],
+    )
+    .await;
+    let caller = created(
+        &gate,
+        workspace_token("Manager", "ws_1", "token_admin", "never"),
+    )
+    .await;
+    let api = common::Http::new(format!("http://{}", gate.addrs.admin))
+        .bearer(caller["secret"].as_str().unwrap());
+    for (role, expires) in [
+        ("workspace_viewer", "never"),
+        ("workspace_member", "1d"),
+        ("no_such_role", "1d"),
+        ("workspace_viewer", "1d"),
+    ] {
+        for ws in ["ws_secret", "ws_other"] {
+            let a = api
+                .post(
+                    "/admin/v1/tokens",
+                    workspace_token("Probe", ws, role, expires),
+                )
+                .await;
+            let body = String::from_utf8_lossy(&a.body).into_owned();
+            assert_eq!(
+                a.status,
+                StatusCode::FORBIDDEN,
+                "{ws} {role} {expires}: {body}"
+            );
+            assert!(
+                !body.contains("ws_secret\"") && !body.contains("7d"),
+                "{body}"
+            );
+            assert!(body.contains("manages workspace `ws_1` only"), "{body}");
+        }
+    }
+}

@@ -94,7 +94,7 @@ impl Caller {
         if workspace_id != own {
             return Err(match id {
                 Some(id) => ApiError::not_found(id.as_str()),
-                None => ApiError::forbidden(format!("This token manages workspace `{own}` only.")),
+                None => other_workspace(own),
             });
         }
         let wanted = permissions_of(policy, scope);
@@ -120,6 +120,19 @@ impl Caller {
             // of a token above it.
             Reach::Existing => "A token cannot act on a token above its own role.".to_owned(),
         }))
+    }
+
+    /// Whether the caller may make tokens in `workspace_id` at all: the
+    /// admin key anywhere, a token caller in its own workspace only (403).
+    /// Checked before a create request is judged, so that nothing of
+    /// another workspace (its limits) shows in a refusal.
+    pub fn may_enter(&self, workspace_id: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Token {
+                workspace_id: own, ..
+            } if own != workspace_id => Err(other_workspace(own)),
+            _ => Ok(()),
+        }
     }
 
     /// [`Caller::may_reach`] for a stored record.
@@ -154,6 +167,11 @@ impl Caller {
             )),
         }
     }
+}
+
+/// A token caller of `own` asked to make a token elsewhere.
+fn other_workspace(own: &str) -> ApiError {
+    ApiError::forbidden(format!("This token manages workspace `{own}` only."))
 }
 
 impl Caller {

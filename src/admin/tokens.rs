@@ -48,6 +48,11 @@ pub async fn create(
         // A token caller is the creator; it cannot claim to be someone else.
         req.created_by = Some(caller.label());
     }
+    // Before the request is judged: another workspace's limits are not
+    // this caller's to learn from a refusal.
+    if let Some(workspace_id) = &req.workspace_id {
+        caller.may_enter(workspace_id)?;
+    }
     let valid = req
         .validate(&api.policy(), now)
         .map_err(ApiError::Validation)?;
