@@ -1038,3 +1038,76 @@ async fn one_workspaces_tokens_cannot_flood_the_shared_logs_with_changes() {
         .count();
     assert_eq!(by_a, 3, "{events}");
 }
+
+#[tokio::test]
+async fn a_token_whose_role_is_not_defined_is_reached_by_the_admin_key_alone() {
+    // A role taken out of the config for a while (a rollback, a rename)
+    // holds nothing today and everything again when it comes back: no
+    // token caller may act on such a token, and nobody may rotate it into
+    // a fresh secret that regains the role later.
+    let prefix = common::unique_prefix("undefined_role");
+    let url = common::redis_url();
+    let shared = [
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+        (
+            "admin.key",
+            "a-test-admin-key-that-is-long-enough-0123456789",
+        ),
+        TOKEN_ADMIN,
+    ];
+    let mut with_role = shared.to_vec();
+    with_role.push(("roles.deployer", "settings:manage,projects:read"));
+    let before = InProcessGate::start(&with_role).await;
+    let (target, _) = create_token(
+        &before,
+        workspace_token("Deployer", "ws_a", "deployer", "1m"),
+    )
+    .await;
+    let (_, clerk) = create_token(
+        &before,
+        workspace_token("Clerk", "ws_a", "token_admin", "1m"),
+    )
+    .await;
+    // With the role defined the clerk is below it.
+    let by_clerk = Http::new(format!("http://{}", before.addrs.admin)).bearer(&clerk);
+    assert_eq!(
+        Action::Rotate.run(&by_clerk, &target).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // A gate of the same fleet without the role.
+    let after = InProcessGate::start(&shared).await;
+    let by_clerk = Http::new(format!("http://{}", after.addrs.admin)).bearer(&clerk);
+    for action in ACTIONS {
+        let a = action.run(&by_clerk, &target).await;
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{action:?}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    let a = after
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{target}/rotate"))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(String::from_utf8_lossy(&a.body).contains("roles.deployer"));
+    assert!(successors_of(&after, &target).await.is_empty());
+    // The admin key still sees, disables and revokes it.
+    assert_eq!(
+        Action::Show.run(&after.admin(), &target).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        Action::Revoke.run(&after.admin(), &target).await.status,
+        StatusCode::OK
+    );
+}

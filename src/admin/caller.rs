@@ -97,6 +97,14 @@ impl Caller {
                 None => other_workspace(own),
             });
         }
+        // A role the policy does not define holds nothing today and
+        // whatever its definition grants when it comes back: only the
+        // admin key reaches such a token.
+        if let Some(undefined) = roles_of(scope).find(|r| policy.roles.get(r).is_none()) {
+            return Err(ApiError::forbidden(format!(
+                "A token cannot act on a token whose role `{undefined}` this gate does not define (roles.{undefined}); only the admin key can."
+            )));
+        }
         let wanted = permissions_of(policy, scope);
         if wanted.is_subset_of(*permissions) {
             return Ok(());
@@ -219,19 +227,24 @@ pub const ADMIN_LABEL: &str = "admin";
 /// The permissions a token of `scope` holds under `policy` (all its roles
 /// together; a role the policy no longer knows holds nothing).
 fn permissions_of(policy: &Policy, scope: &Scope) -> PermissionSet {
-    let role = |name: &str| {
-        policy
-            .roles
-            .get(name)
-            .map(|r| r.permissions)
-            .unwrap_or_default()
+    roles_of(scope).fold(PermissionSet::EMPTY, |acc, name| {
+        acc.union(
+            policy
+                .roles
+                .get(name)
+                .map(|r| r.permissions)
+                .unwrap_or_default(),
+        )
+    })
+}
+
+/// The role names a token of `scope` holds (one per project).
+pub fn roles_of(scope: &Scope) -> impl Iterator<Item = &str> {
+    let (one, many) = match scope {
+        Scope::Workspace { role } => (Some(role.as_str()), &[][..]),
+        Scope::Project { projects } => (None, &projects[..]),
     };
-    match scope {
-        Scope::Workspace { role: r } => role(r),
-        Scope::Project { projects } => projects
-            .iter()
-            .fold(PermissionSet::EMPTY, |acc, g| acc.union(role(&g.role))),
-    }
+    one.into_iter().chain(many.iter().map(|g| g.role.as_str()))
 }
 
 /// Who is calling: the admin key, or a workspace token whose role holds

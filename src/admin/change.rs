@@ -250,13 +250,14 @@ fn governed_rotate(
         };
         return Err(ApiError::Validation(field("expires", why)));
     }
-    let roles: Vec<&str> = match &old.scope {
-        crate::token::Scope::Workspace { role } => vec![role],
-        crate::token::Scope::Project { projects } => {
-            projects.iter().map(|g| g.role.as_str()).collect()
+    for role in super::caller::roles_of(&old.scope) {
+        // A successor of a role no longer defined would regain whatever a
+        // later definition grants; create holds the same line.
+        if policy.roles.get(role).is_none() {
+            return Err(ApiError::forbidden(format!(
+                "The token cannot be rotated: its role `{role}` is not defined (roles.{role}), and its successor would gain whatever a later definition grants. Create a new token with a defined role."
+            )));
         }
-    };
-    for role in roles {
         if let Err(why) = gov.check_role(&policy.roles, &old.workspace_id, role) {
             return Err(ApiError::forbidden(format!(
                 "The token cannot be rotated: {why}. Create a new token with a role within it."
