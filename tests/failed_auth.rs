@@ -291,7 +291,7 @@ async fn every_door_limits_and_the_limit_wears_off() {
 #[tokio::test]
 async fn the_admin_listener_refuses_a_key_guesser() {
     let upstream = TestUpstream::start().await;
-    let gate = limited_gate(&upstream, &[]).await;
+    let gate = limited_gate(&upstream, &[("roles.token_admin", "tokens:manage")]).await;
     let base = format!("http://{}", gate.addrs.admin);
     let guesser = Http::new(base.clone())
         .bound_to(ip("127.0.0.2"))
@@ -304,16 +304,31 @@ async fn the_admin_listener_refuses_a_key_guesser() {
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(a.json()["error"], "rate_limited");
     assert_eq!(a.header("retry-after"), Some("20"));
-    // Refused before the key is looked at: the right key from that address
-    // waits too…
+    // The admin key itself is never locked out: every operator behind one
+    // address (`kubectl port-forward` makes them all 127.0.0.1), and any
+    // page a browser there opens, shares the bucket — whoever fills it
+    // must not shut the operator out. Its check is one hash, no store read;
+    // a guess of it is still refused (and 256 bits are guessed by no one).
     let same = Http::new(base.clone())
         .bound_to(ip("127.0.0.2"))
         .bearer(&gate.admin_key);
+    assert_eq!(same.get("/admin/v1/tokens").await.status, StatusCode::OK);
+    let a = guesser.get("/admin/v1/tokens").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    // A token from that address waits: its check reads the store.
+    let (_, manager) = common::create_token(
+        &gate,
+        common::workspace_token("Manager", "ws_1", "token_admin", "1d"),
+    )
+    .await;
+    let token = Http::new(base.clone())
+        .bound_to(ip("127.0.0.2"))
+        .bearer(&manager);
     assert_eq!(
-        same.get("/admin/v1/tokens").await.status,
+        token.get("/admin/v1/tokens").await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
-    // …while the operator on another address is served.
+    // The operator on another address is served.
     let operator = Http::new(base)
         .bound_to(ip("127.0.0.3"))
         .bearer(&gate.admin_key);
