@@ -90,7 +90,7 @@ pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
 /// A character a terminal or a log reader acts on rather than shows: a
 /// control character, the line or paragraph separator, or a bidirectional
 /// formatting character.
-fn acts_on_a_reader(c: char) -> bool {
+pub fn acts_on_a_reader(c: char) -> bool {
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_bidi_control(c)
 }
 

@@ -46,13 +46,13 @@ pub struct Sighting<'a> {
 
 impl Sighting<'_> {
     /// `leaked (reported by github; source: content; url: https://…)`, with
-    /// control characters dropped, each field cut to 512 characters, and
+    /// control, line-separator and bidirectional characters dropped, each field cut to 512 characters, and
     /// anything shaped like a secret redacted (a URL may hold the token).
     pub fn reason(&self) -> String {
         let clean = |s: &str| -> String {
             let kept: String = s
                 .chars()
-                .filter(|c| !c.is_control())
+                .filter(|&c| !crate::redact::acts_on_a_reader(c))
                 .take(MAX_FIELD)
                 .collect();
             redact_secrets(&kept).into_owned()
@@ -165,5 +165,18 @@ mod tests {
         }
         .reason();
         assert!(reason.len() < 600, "{}", reason.len());
+        // What reorders or breaks the text where it is shown (the console,
+        // the CLI, a log) is dropped too: `txt.exe` is not `exe.txt`.
+        let reason = Sighting {
+            reporter: "public",
+            url: "https://x.example/a\u{202E}txt.exe\u{2028}b\u{2066}c",
+            source: "paste\u{200F}bin",
+        }
+        .reason();
+        assert!(
+            !reason.contains(['\u{202E}', '\u{2028}', '\u{2066}', '\u{200F}']),
+            "{reason:?}"
+        );
+        assert!(reason.contains("atxt.exebc"), "{reason:?}");
     }
 }

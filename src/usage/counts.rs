@@ -85,8 +85,8 @@ pub fn fingerprint(address: IpAddr, agent: Option<&[u8]>) -> u64 {
     mix(mix(h, u64::from_le_bytes(last)), agent.len() as u64)
 }
 
-/// A user agent as kept: at most [`MAX_USER_AGENT`] bytes of text, control
-/// characters as `?`, anything shaped like a secret redacted.
+/// A user agent as kept: at most [`MAX_USER_AGENT`] bytes of text, control,
+/// line-separator and bidirectional characters as `?`, anything shaped like a secret redacted.
 pub fn clean_agent(agent: Option<&[u8]>) -> String {
     let Some(agent) = agent else {
         return String::new();
@@ -97,7 +97,11 @@ pub fn clean_agent(agent: Option<&[u8]>) -> String {
         if cut.len() + ch.len_utf8() > MAX_USER_AGENT {
             break;
         }
-        cut.push(if ch.is_control() { '?' } else { ch });
+        cut.push(if crate::redact::acts_on_a_reader(ch) {
+            '?'
+        } else {
+            ch
+        });
     }
     redact_secrets(&cut).into_owned()
 }

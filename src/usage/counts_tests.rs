@@ -146,6 +146,11 @@ fn a_full_queue_loses_no_count() {
 fn user_agents_are_cut_cleaned_and_redacted() {
     assert_eq!(clean_agent(None), "");
     assert_eq!(clean_agent(Some(b"curl/8\x07x")), "curl/8?x");
+    // Bidirectional controls and line separators are shown as `?` too.
+    assert_eq!(
+        clean_agent(Some("bot\u{202E}gpj.exe\u{2028}x".as_bytes())),
+        "bot?gpj.exe?x"
+    );
     let long = vec![b'a'; 1000];
     assert_eq!(clean_agent(Some(&long)).len(), MAX_USER_AGENT);
     let secret = crate::token::TokenSecret::generate().unwrap();
