@@ -425,3 +425,47 @@ async fn a_change_whose_event_cannot_be_written_is_answered_as_done_counted_and_
     let read = admin.get("/admin/v1/audit").await;
     assert_eq!(read.status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn a_tenant_sees_the_address_of_its_own_tokens_changes_only() {
+    // The operator's address (an admin-key change) and a leak reporter's
+    // are not a tenant's to read; its own managers' addresses are.
+    let gate = InProcessGate::start(&[("roles.token_admin", "tokens:manage")]).await;
+    let admin = gate.admin();
+    let (_, manager) = created(
+        admin
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Manager", "ws_1", "token_admin", "30d"),
+            )
+            .await,
+    )
+    .await;
+    let tenant = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&manager);
+    let (target, _) = created(
+        tenant
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Deputy", "ws_1", "token_admin", "1d"),
+            )
+            .await,
+    )
+    .await;
+    let a = admin
+        .post_empty(&format!("/admin/v1/tokens/{target}/disable"))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+
+    let seen = events(&tenant, &format!("token={target}")).await;
+    let by = |actor: &str| {
+        seen.iter()
+            .find(|e| e["actor"].as_str().unwrap().starts_with(actor))
+            .unwrap_or_else(|| panic!("an event by {actor}: {seen:?}"))
+            .clone()
+    };
+    assert_eq!(by("token:")["client"], "127.0.0.1");
+    assert_eq!(by("admin")["client"], Value::Null, "{seen:?}");
+    // The admin key reads both.
+    let all = events(&admin, &format!("token={target}")).await;
+    assert!(all.iter().all(|e| e["client"] == "127.0.0.1"), "{all:?}");
+}

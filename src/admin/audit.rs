@@ -7,7 +7,8 @@
 //! log whole, and `hawzu_gate_audit_events_total{result="failed"}` counts
 //! it. Events hold public fields only (`crate::audit`), never a secret. A
 //! token caller reads only its own workspace's events, of the tokens it
-//! may act on (`Caller::may_reach`, as a token list shows it).
+//! may act on (`Caller::may_reach`, as a token list shows it), and the
+//! client address only of its own workspace's tokens' changes.
 
 use std::sync::Arc;
 
@@ -82,12 +83,22 @@ pub async fn list(
             })
         });
     }
-    let page = api
+    let mut page = api
         .cache
         .store()
         .audit_page(&q)
         .await
         .map_err(ApiError::store)?;
+    if let Caller::Token { .. } = caller {
+        // The operator's address (the admin key) and a leak reporter's
+        // are not a tenant's to read; its own tokens' are (a token caller
+        // acts in its own workspace only, so `token:` here is one of its).
+        for e in &mut page.events {
+            if !e.actor.starts_with("token:") {
+                e.client = None;
+            }
+        }
+    }
     Ok(Reply(
         StatusCode::OK,
         AuditAnswer {
