@@ -785,6 +785,45 @@ async fn a_key_github_stopped_listing_is_refused_once_the_list_is_stale() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A list that cannot be read again (GitHub down or rate-limited) does not
+/// stop the revocation of real leaks at once: the last list read answers
+/// for one more TTL, then the reports wait (503) for a list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_refresh_keeps_the_last_list_for_one_more_ttl() {
+    let github = SigningKey::new("gh-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let mut env = leaks_env(&keys);
+    env.push(("leaks.github_keys_ttl", "2s".to_owned()));
+    let gate = gate_with(&env).await;
+    let leaks = leaks_addr(&gate);
+    let body = report(&["hwz_not-a-token"]);
+    let send = || {
+        let body = body.clone();
+        let signature = github.sign(&body);
+        let id = github.id.clone();
+        async move { send_signed(leaks, &id, &signature, body).await }
+    };
+    assert_eq!(send().await.0, StatusCode::OK);
+    assert_eq!(keys.fetches(), 1);
+    *keys.list.lock().unwrap() = "<html>rate limited</html>".to_owned();
+    let (status, v) = eventually("a refresh to be tried", Duration::from_secs(10), || async {
+        let answer = send().await;
+        (keys.fetches() >= 2).then_some(answer)
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK, "answered from the last list: {v}");
+    eventually(
+        "the last list to be given up",
+        Duration::from_secs(10),
+        || async {
+            let (status, v) = send().await;
+            (status == StatusCode::SERVICE_UNAVAILABLE && v["error"] == "keys_unavailable")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// While the key list cannot be read (GitHub unreachable, rate-limited,
 /// answering garbage), reports do not make the gate read it again one
 /// after another: at most once per `REFETCH_GAP` (a minute), whatever the

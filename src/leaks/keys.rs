@@ -5,7 +5,8 @@
 //! A key id the list does not name makes the list be read again — at most
 //! once per [`REFETCH_GAP`], so forged ids cannot turn the gate into a
 //! fetch loop; and so does a list that is stale, never read, or could not
-//! be read (the reports meanwhile answered from the last error). A key GitHub stopped listing is refused once the list it came
+//! be read (the reports meanwhile answered from the last error, or — for
+//! one more TTL after the list went stale — from the last list read). A key GitHub stopped listing is refused once the list it came
 //! in is older than the TTL and a new list no longer names it: that is what
 //! a "stale" report is (GitHub's signatures carry no time; a replayed report
 //! changes nothing, see `revoke`). Every fetch is bounded in time and size;
@@ -157,14 +158,25 @@ impl GithubKeys {
                 tracing::warn!(error = %e, "cannot read the secret-scanning keys");
                 let mut held = self.lock();
                 held.failed = Some(e.clone());
-                // A fresh list still answers for the ids it names.
-                if held.read_at.is_some_and(|t| t.elapsed() < self.ttl) {
+                // The last list still answers for the ids it names, for
+                // one more TTL once stale.
+                if self.within_grace(&held) {
                     find(&held.keys, id)
                 } else {
                     Err(e)
                 }
             }
         }
+    }
+
+    /// Whether the last list read may still answer while a new one cannot
+    /// be read: for its TTL and one more. A failed read (GitHub down or
+    /// rate-limited) must not stop the revocation of real leaks at once;
+    /// a key GitHub stopped listing is refused as soon as a list is read
+    /// again.
+    fn within_grace(&self, held: &Held) -> bool {
+        held.read_at
+            .is_some_and(|t| t.elapsed() < self.ttl.saturating_mul(2))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -190,6 +202,13 @@ impl GithubKeys {
         match (fresh, find(&held.keys, id)) {
             (true, Ok(k)) => Some(Ok(k)),
             (true, Err(e)) => recent.then_some(Err(e)),
+            // Stale, and the last read failed lately: the last list, while
+            // it may still answer.
+            (false, Ok(k))
+                if after_try && recent && held.failed.is_some() && self.within_grace(&held) =>
+            {
+                Some(Ok(k))
+            }
             (false, _) => (after_try && recent).then(|| {
                 Err(held.failed.clone().unwrap_or_else(|| {
                     KeyError::Unavailable("the key list is stale; read again shortly".into())
