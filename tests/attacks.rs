@@ -597,6 +597,10 @@ fn path_cases() -> Vec<PathCase> {
         case("%E2%88%96 (set minus, best-fit \\)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%E2%88%96x", AMBIGUOUS),
         case("%C2%A5 (yen sign, \\ on Japanese Windows)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%C2%A5..%C2%A5p2", AMBIGUOUS),
         case("%E2%82%A9 (won sign, \\ on Korean Windows)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%E2%82%A9x", AMBIGUOUS),
+        case("%D9%AA (Arabic percent sign, best-fit %)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%D9%AA2f..%D9%AA2fp2", AMBIGUOUS),
+        case("%EF%BF%A6 (full-width won: ₩ once folded)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%EF%BF%A6x", AMBIGUOUS),
+        case("%C2%85 (NEL, a C1 control)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/x%C2%85y", AMBIGUOUS),
+        case("a name's own %3F beside non-ASCII", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/caf%C3%A9%3F", Expect::Allow),
         case("%EF%BC%9F (full-width question mark)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/x%EF%BC%9F_method=DELETE", AMBIGUOUS),
         // Raw UTF-8 (hyper takes it in a request line; a header value that
         // is not ASCII is not read at all).

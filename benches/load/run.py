@@ -35,6 +35,9 @@ addresses rewritten, the same worker threads):
   m  Envoy + a null gRPC authorizer (examples/load-null-authz: OK without
      looking; the ceiling any gRPC authorizer can give Envoy)
   n  Envoy + a null HTTP authorizer (the upstream answers the check 200)
+  p  Envoy + a null HTTP authorizer answering what the gate answers (the
+     upstream with `gate-headers`: the identity headers, the removal list):
+     l/p is the gate's own cost to Envoy, p/n what the identity headers cost
 
 Another build beside this one (--alt DIR, e.g. the system allocator):
   D, E, H  as d, e, h, run by DIR/hawzu-gate and DIR/examples/load-bare-proxy
@@ -110,7 +113,7 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--tokens", type=int, default=100_000)
     ap.add_argument("--small-cache", type=int, default=10_000)
-    ap.add_argument("--cases", default="abcdefgho", help="letters of the cases to run (peers: ijklmn)")
+    ap.add_argument("--cases", default="abcdefgho", help="letters of the cases to run (peers: ijklmnp)")
     ap.add_argument("--threads", type=int, default=2, help="worker threads of every server")
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--revocation", action="store_true")
@@ -145,7 +148,7 @@ def main():
                         "--example", "load-seed", "--example", "load-bare-proxy", "--example", "load-null-authz",
                         "--example", "load-zipf"],
                        cwd=ROOT, check=True)
-    peers = any(c in opts.cases for c in "ijklmn")
+    peers = any(c in opts.cases for c in "ijklmnp")
     if peers:
         for tool in ("envoy", "traefik"):
             if not shutil.which(tool):
@@ -220,13 +223,19 @@ def main():
             null = procs.start("null-authz", [os.path.join(RELEASE, "examples", "load-null-authz"),
                                               f"127.0.0.1:{null_port}", str(opts.threads)])
             wait_port(null_port, "null authorizer")
+            null_http_port = free_port()
+            null_http = procs.start("null-http", [os.path.join(RELEASE, "examples", "load-upstream"),
+                                                  f"127.0.0.1:{null_http_port}", str(opts.threads),
+                                                  "gate-headers"])
+            wait_port(null_http_port, "null HTTP authorizer with the gate's headers")
             envoys = {}
             for letter, rel, authz in (
                     ("i", "envoy.yaml", None),
                     ("k", "envoy.yaml", ("port_value: 9001", ports["grpc"])),
                     ("l", "envoy-http.yaml", ("port_value: 8081", ports["auth"])),
                     ("m", "envoy.yaml", ("port_value: 9001", null_port)),
-                    ("n", "envoy-http.yaml", ("port_value: 8081", up_port))):
+                    ("n", "envoy-http.yaml", ("port_value: 8081", up_port)),
+                    ("p", "envoy-http.yaml", ("port_value: 8081", null_http_port))):
                 port = free_port()
                 conf_path = envoy_conf(tmp, f"envoy-{letter}", rel, port, up_port, authz)
                 envoys[letter] = (start_envoy(procs, f"envoy-{letter}", conf_path, port, opts.threads), port)
@@ -245,6 +254,8 @@ def main():
                 "l": envoy_case("l", "Envoy + gate, HTTP ext_authz", [auth], ("gate", gate.pid)),
                 "m": envoy_case("m", "Envoy + null gRPC authorizer", [auth], ("null", null.pid)),
                 "n": envoy_case("n", "Envoy + null HTTP authorizer", [auth], None),
+                "p": envoy_case("p", "Envoy + null HTTP authorizer, the gate's answer", [auth],
+                                ("null", null_http.pid)),
             }
         cases = {
             "a": ("upstream direct", f"http://127.0.0.1:{up_port}{PATH}", [], None,
@@ -330,6 +341,8 @@ def main():
             "d/j: the gate with auth vs Traefik without": ratio("d", "j"),
             "k/m: Envoy + gate gRPC vs Envoy + null authorizer (target >= 0.9)": ratio("k", "m"),
             "l/n: Envoy + gate HTTP vs Envoy + null authorizer (target >= 0.9)": ratio("l", "n"),
+            "l/p: Envoy + gate HTTP vs a null authorizer answering the same headers": ratio("l", "p"),
+            "p/n: what the gate's identity headers cost Envoy (HTTP)": ratio("p", "n"),
             "k/i: Envoy + gate gRPC vs Envoy alone": ratio("k", "i"),
             "m/i: Envoy + null gRPC authorizer vs Envoy alone": ratio("m", "i"),
             "d/D: this build vs the alt build, proxy": ratio("d", "D"),

@@ -20,7 +20,6 @@ use std::fmt;
 
 use http::Method;
 use thiserror::Error;
-use unicode_normalization::UnicodeNormalization;
 
 use super::Access;
 use super::ids::valid_id;
@@ -210,17 +209,20 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
 /// server that folds it: dots alone (`.`, `..`, `...`) once it trims or
 /// drops spaces and invisible characters, drops combining marks, folds
 /// Unicode compatibility forms (NFKC: full-width `．`, `‥`, `﹒`) or drops
-/// trailing dots (Windows) — `LookAlikeDotSegment`; or a separator (`/`,
-/// `\`, `%`, `;`, `#`, `?`) once it folds NFKC (full-width `／`, `＼`,
-/// `％`) or maps the name to a Windows code page (best-fit: `∕`, `∖`, `⁄`,
-/// `⧵` and `⧸`; `¥` and `₩`, the backslash of the Japanese and Korean
-/// pages) — `LookAlikeSeparator`. Either way such a server would climb out
-/// of the rule that allowed the path. A C1 control is refused as any
-/// control is.
+/// trailing dots (Windows) — `LookAlikeDotSegment`; or a non-ASCII
+/// character read as a separator (`/`, `\`, `%`, `;`, `#`, `?`) once it
+/// is folded (full-width `／`, `＼`, `％`; `￦` to `₩`) or mapped to a
+/// Windows code page (best-fit: `∕`, `∖`, `⁄`, `⧵`, `⧸`, `⧹`, Arabic `٪`;
+/// `¥` and `₩`, the backslash of the Japanese and Korean pages) —
+/// `LookAlikeSeparator`. Either way such a server would climb out of the
+/// rule that allowed the path. ASCII `%`, `#` and `?` (decoded from `%25`,
+/// `%23`, `%3F`) are the name's own. A C1 control (NEL too, which
+/// Unicode counts as a space) is refused as any control is.
 ///
-/// Hot path: a plain ASCII segment is one scan, no allocation; only a
-/// segment with non-ASCII characters is folded (an iterator, no buffer for
-/// any realistic segment).
+/// Hot path: a plain ASCII segment is one scan, no allocation; a segment
+/// with non-ASCII characters is one more, each character decomposed
+/// (NFKD: what NFKC composes back never makes a dot or an ASCII
+/// separator), no buffer.
 fn folded_reading(seg: &str) -> Result<(), AmbiguousPath> {
     let mut dots = false;
     if seg.is_ascii() {
@@ -239,17 +241,32 @@ fn folded_reading(seg: &str) -> Result<(), AmbiguousPath> {
             Ok(())
         };
     }
-    if seg.chars().any(best_fit_separator) {
-        return Err(AmbiguousPath::LookAlikeSeparator);
-    }
     let mut name = false;
-    for c in seg.chars().filter(|&c| !invisible(c)).nfkc() {
-        match c {
+    for c in seg.chars() {
+        if c.is_control() {
+            return Err(AmbiguousPath::ForbiddenCharacter);
+        }
+        if c.is_ascii() {
+            match c {
+                '.' => dots = true,
+                ' ' => {}
+                _ => name = true,
+            }
+            continue;
+        }
+        if invisible(c) {
+            continue;
+        }
+        let mut separator = best_fit_separator(c);
+        unicode_normalization::char::decompose_compatible(c, |d| match d {
             '.' => dots = true,
-            '/' | '\\' | '%' | ';' | '#' | '?' => return Err(AmbiguousPath::LookAlikeSeparator),
-            c if c.is_control() => return Err(AmbiguousPath::ForbiddenCharacter),
-            c if invisible(c) => {}
+            '/' | '\\' | '%' | ';' | '#' | '?' => separator = true,
+            d if best_fit_separator(d) || d.is_control() => separator = true,
+            d if invisible(d) => {}
             _ => name = true,
+        });
+        if separator {
+            return Err(AmbiguousPath::LookAlikeSeparator);
         }
     }
     if dots && !name {
@@ -259,8 +276,8 @@ fn folded_reading(seg: &str) -> Result<(), AmbiguousPath> {
     }
 }
 
-/// Characters Windows' best-fit mappings turn into `/` or `\` that NFKC
-/// leaves alone.
+/// Characters Windows' best-fit mappings turn into `/`, `\` or `%` that
+/// NFKC leaves alone.
 fn best_fit_separator(c: char) -> bool {
     matches!(
         c,
@@ -272,6 +289,7 @@ fn best_fit_separator(c: char) -> bool {
             | '\u{29F9}'
             | '\u{00A5}'
             | '\u{20A9}'
+            | '\u{066A}'
     )
 }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use unicode_normalization::UnicodeNormalization;
 
 fn segs(raw: &str) -> Vec<String> {
     normalize(raw)
@@ -103,10 +104,23 @@ fn look_alike_separators_are_refused() {
         "/a/..%C2%A5x",
         "/a/..%E2%82%A9x",
         "/a/x%E2%A7%B5y",
+        // Arabic percent sign: `%` in Windows' best-fit code pages.
+        "/a/..%D9%AA2f..%D9%AA2fp2",
+        // Full-width won and yen fold (NFKC) to ₩ and ¥.
+        "/a/..%EF%BF%A6x",
+        "/a/..%EF%BF%A5x",
     ] {
         assert_eq!(
             normalize(raw),
             Err(AmbiguousPath::LookAlikeSeparator),
+            "{raw}"
+        );
+    }
+    // A C1 control is a control, NEL (U+0085, White_Space) included.
+    for raw in ["/a/x%C2%85y", "/a/x%C2%80y", "/a/x\u{85}y", "/a/x%C2%9Fy"] {
+        assert_eq!(
+            normalize(raw),
+            Err(AmbiguousPath::ForbiddenCharacter),
             "{raw}"
         );
     }
@@ -116,6 +130,10 @@ fn look_alike_separators_are_refused() {
         ("/a/caf%C3%A9", "café"),
         ("/a/\u{65e5}\u{672c}", "日本"),
         ("/a/%E2%82%AC5", "€5"),
+        // A name's own `?`, `%` and `#`, sent encoded beside non-ASCII.
+        ("/a/caf%C3%A9%3F", "café?"),
+        ("/a/100%25%20caf%C3%A9", "100% café"),
+        ("/a/C%23%20%C3%A9", "C# é"),
     ] {
         assert_eq!(segs(raw)[1], seg, "{raw}");
     }
