@@ -308,13 +308,33 @@ async fn a_wrong_key_is_refused_and_counted_in_the_wrong_key_limit() {
     assert!(a.header("set-cookie").is_none());
     let body = String::from_utf8_lossy(&a.body).into_owned();
     assert!(!body.contains("not-the-key"), "{body}");
+    let operator = session(&gate, &gate.admin_key).await;
     // The doors' limit: 30 wrong keys a minute, then 429 before any check.
+    let mut limited = false;
     for _ in 0..40 {
         if sign_in(&gate, "wrong").await.status == StatusCode::TOO_MANY_REQUESTS {
-            return;
+            limited = true;
+            break;
         }
     }
-    panic!("40 wrong keys were never limited");
+    assert!(limited, "40 wrong keys were never limited");
+    assert_eq!(
+        sign_in(&gate, "wrong").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Whoever shares the operator's address cannot shut the operator out:
+    // the (generated, unguessable) admin key's session goes on, and the key
+    // signs in again.
+    let a = operator
+        .send(&gate, Method::GET, "/admin/v1/tokens", None)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(sign_in(&gate, &gate.admin_key).await.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

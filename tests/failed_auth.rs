@@ -328,6 +328,24 @@ async fn the_admin_listener_refuses_a_key_guesser() {
         token.get("/admin/v1/tokens").await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
+    // A key the operator chose may be weaker than a generated one: it stays
+    // under the limit.
+    let chosen = "an-operator-chosen-admin-key-of-40-chars";
+    let gate = limited_gate(&upstream, &[("admin.key", chosen)]).await;
+    let base = format!("http://{}", gate.addrs.admin);
+    let guesser = Http::new(base.clone())
+        .bound_to(ip("127.0.0.2"))
+        .bearer("not-the-admin-key-but-long-enough-to-look-like-one");
+    for _ in 0..4 {
+        guesser.get("/admin/v1/tokens").await;
+    }
+    let same = Http::new(base.clone())
+        .bound_to(ip("127.0.0.2"))
+        .bearer(chosen);
+    assert_eq!(
+        same.get("/admin/v1/tokens").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // The operator on another address is served.
     let operator = Http::new(base)
         .bound_to(ip("127.0.0.3"))

@@ -303,13 +303,35 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
         .map(|(_, rest)| rest.trim_ascii())
 }
 
-/// Whether the request's one `Authorization` header is the admin key: one
-/// hash compared in constant time, no store read. The key is let through
-/// the wrong-key limit (whoever shares the operator's address could
-/// otherwise shut the operator out; 256 random bits are guessed by no one).
-pub fn presents_admin_key(api: &AdminState, headers: &http::HeaderMap) -> bool {
+/// Whether the request is the admin key's own, when that key has the
+/// generated form (`AdminKey::verify_unguessable`): its one
+/// `Authorization` is the key (one hash compared in constant time), or it
+/// has no `Authorization` and its console cookie names a live session the
+/// key signed in from this address (in memory). No store read either way.
+/// Such a request is let through the wrong-key limit: whoever shares the
+/// operator's address (a port-forward, a page the operator's browser
+/// opens) could otherwise shut the operator out.
+pub fn the_admin_keys_own(
+    api: &AdminState,
+    headers: &http::HeaderMap,
+    client: std::net::IpAddr,
+) -> bool {
     match credentials(headers) {
-        Credentials::One(v) => bearer(v).is_some_and(|k| api.key.verify(k)),
+        Credentials::One(v) => return bearer(v).is_some_and(|k| api.key.verify_unguessable(k)),
+        Credentials::Several => return false,
+        Credentials::None => {}
+    }
+    if !api.key.unguessable() {
+        return false;
+    }
+    let Some(console) = &api.console else {
+        return false;
+    };
+    match session_cookie(headers, console::cookie_name(console.tls)) {
+        SessionCookie::One(cookie) => console
+            .sessions
+            .find(cookie, client)
+            .is_some_and(|s| matches!(s.signed_in, SignedIn::Admin)),
         _ => false,
     }
 }

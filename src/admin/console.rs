@@ -95,8 +95,9 @@ fn answer(view: &SessionView, caller: &Caller) -> SessionAnswer {
 }
 
 /// `POST /console/session`: sign in. Refused from another origin (a
-/// sign-in forced on a browser), under the wrong-key limit, and counted in
-/// it when wrong. All three are judged before the body is read, and the
+/// sign-in forced on a browser), under the wrong-key limit (but for an
+/// unguessable admin key), and counted in it when wrong. All three are
+/// judged before the body is read (the admin key's exception after), and the
 /// sign-in holds one of the token callers' request slots while it is (the
 /// admin key's reserve is never a sign-in's, however slowly it sends).
 async fn sign_in(
@@ -109,15 +110,23 @@ async fn sign_in(
 ) -> Result<Response, ApiError> {
     let console = console_of(&api)?;
     let client = peer.ip().to_canonical();
-    if api.failed_auth.is_refused(client) {
-        return Err(ApiError::RateLimited {
-            retry_after: api.failed_auth.retry_after().clone(),
-        });
+    let rate_limited = || ApiError::RateLimited {
+        retry_after: api.failed_auth.retry_after().clone(),
+    };
+    // Under the limit only an unguessable admin key signs in (read from
+    // the body, so only then is it read): whoever shares the operator's
+    // address must not shut the operator out of the console either.
+    let refused = api.failed_auth.is_refused(client);
+    if refused && !api.key.unguessable() {
+        return Err(rate_limited());
     }
     console::same_origin(&headers, &method, &uri, console.tls)
         .map_err(|e| ApiError::forbidden(format!("Refused as a cross-site request: {e}.")))?;
     let _share = api.token_share.take().ok_or(ApiError::Overloaded)?;
     let JsonBody(req) = JsonBody::<SignInRequest>::from_request(request, &api).await?;
+    if refused && !api.key.verify_unguessable(req.credential.trim().as_bytes()) {
+        return Err(rate_limited());
+    }
     let (caller, signed_in) = match caller_of(&api, req.credential.trim().as_bytes(), client).await
     {
         Ok(found) => found,

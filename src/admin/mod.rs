@@ -53,6 +53,9 @@ const KEY_HASH_CONTEXT: &str = "hawzu-gate admin key v1";
 #[derive(Clone)]
 pub struct AdminKey {
     hash: [u8; 32],
+    /// The key has the generated form (`hwzadm_` and 43 letters and
+    /// digits: 256 random bits), so no limit on guessing it is needed.
+    unguessable: bool,
 }
 
 impl std::fmt::Debug for AdminKey {
@@ -63,8 +66,12 @@ impl std::fmt::Debug for AdminKey {
 
 impl AdminKey {
     pub fn new(secret: &str) -> Self {
+        let unguessable = secret.strip_prefix(KEY_PREFIX).is_some_and(|random| {
+            random.len() == KEY_RANDOM_LEN && random.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
         Self {
             hash: blake3::derive_key(KEY_HASH_CONTEXT, secret.as_bytes()),
+            unguessable,
         }
     }
 
@@ -73,6 +80,20 @@ impl AdminKey {
     pub fn verify(&self, presented: &[u8]) -> bool {
         let h = blake3::derive_key(KEY_HASH_CONTEXT, presented);
         h.ct_eq(&self.hash).into()
+    }
+
+    /// Whether the key has the generated form (256 random bits).
+    pub fn unguessable(&self) -> bool {
+        self.unguessable
+    }
+
+    /// Whether `presented` is the key *and* the key has the generated form
+    /// (256 random bits): what the wrong-key limit may let through, since
+    /// guessing it is hopeless however fast it is tried. A key an operator
+    /// chose may be weaker, and stays under the limit. At most 1 KiB of
+    /// what is presented is hashed.
+    pub fn verify_unguessable(&self, presented: &[u8]) -> bool {
+        self.unguessable && presented.len() <= 1024 && self.verify(presented)
     }
 }
 

@@ -18,7 +18,7 @@ use http::Method;
 
 use crate::audit::Origin;
 
-use super::caller::{Caller, authenticate, presents_admin_key};
+use super::caller::{Caller, authenticate, the_admin_keys_own};
 use super::error::{ApiError, ErrorCode};
 use super::state::{AdminState, Peer, RequestId};
 use super::{audit, change, console, explain, roles, tokens, usage};
@@ -268,7 +268,7 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
         refused("unauthenticated", e.code());
         e.into_response()
     };
-    if api.failed_auth.is_refused(client) && !presents_admin_key(&api, req.headers()) {
+    if api.failed_auth.is_refused(client) && !the_admin_keys_own(&api, req.headers(), client) {
         return refuse(ApiError::RateLimited {
             retry_after: api.failed_auth.retry_after().clone(),
         });
