@@ -110,6 +110,10 @@ pub enum KeyError {
     Permissions { path: PathBuf, mode: u32 },
     #[error("the admin key file {path} is empty or not one line of text")]
     Empty { path: PathBuf },
+    #[error(
+        "the admin key file {path} must hold at least 32 printable ASCII characters, no spaces (as admin.key must); delete it and a new key is made at start"
+    )]
+    Weak { path: PathBuf },
     #[error(transparent)]
     Random(#[from] crate::token::value::RandomError),
 }
@@ -218,6 +222,12 @@ pub fn read_key_file(path: &Path) -> Result<String, KeyError> {
             path: path.to_owned(),
         });
     }
+    // What `admin.key` must be, so a file the operator wrote is no weaker.
+    if key.len() < crate::config::MIN_ADMIN_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(KeyError::Weak {
+            path: path.to_owned(),
+        });
+    }
     Ok(key.to_owned())
 }
 
@@ -269,5 +279,27 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_key_file(&path).unwrap_err();
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_key_file_shorter_than_a_configured_key_may_be_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        for short in [
+            "s3cr3t\n",
+            "0123456789012345678901234567890\n",
+            "x y z 0123456789012345678901234567890\n",
+        ] {
+            fs::write(&path, short).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            let err = read_key_file(&path).unwrap_err().to_string();
+            assert!(err.contains("at least 32"), "{short}: {err}");
+            assert!(!err.contains(short.trim()), "the key is not shown: {err}");
+        }
+        fs::write(&path, "an-operator-chosen-admin-key-of-40-chars\n").unwrap();
+        assert_eq!(
+            read_key_file(&path).unwrap(),
+            "an-operator-chosen-admin-key-of-40-chars"
+        );
     }
 }
