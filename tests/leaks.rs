@@ -655,6 +655,28 @@ async fn unsigned_bodies_cannot_fill_the_gates_memory() {
         "cut after {:?}, not within the 2 s body_read_timeout",
         started.elapsed()
     );
+    // Cut by the gate (counted), not dropped: the unknown key and the two.
+    eventually(
+        "the cut bodies to be counted",
+        Duration::from_secs(5),
+        || async {
+            let n = metric(
+                &gate,
+                "hawzu_gate_leak_reports_total{result=\"unverified\"}",
+            )
+            .await;
+            (n == 3.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &gate,
+            "hawzu_gate_leak_reports_total{result=\"overloaded\"}"
+        )
+        .await,
+        1.0
+    );
     let body = report(&["hwz_not-a-token"]);
     eventually(
         "a signed report to be judged again",
@@ -666,6 +688,30 @@ async fn unsigned_bodies_cannot_fill_the_gates_memory() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_whose_reports_keep_failing_waits() {
+    // Forged reports count against the sender's address as wrong keys do:
+    // one address cannot keep the door (and its body budget) busy.
+    let github = SigningKey::new("gh-key-1");
+    let forger = SigningKey::new("gh-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let mut env = leaks_env(&keys);
+    env.extend([
+        ("failed_auth.limit", "3".to_owned()),
+        ("failed_auth.window", "60s".to_owned()),
+    ]);
+    let gate = gate_with(&env).await;
+    let leaks = leaks_addr(&gate);
+    let body = report(&["hwz_not-a-token"]);
+    for _ in 0..3 {
+        let (status, v) = send_signed(leaks, &github.id, &forger.sign(&body), body.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    let (status, v) = send_signed(leaks, &github.id, &github.sign(&body), body.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"], "rate_limited");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,7 +38,9 @@ pub struct LeakSettings {
     /// report is given its declared length (`max_body_bytes` when it
     /// declares none) before its body is read; one that does not fit is
     /// answered 503 `overloaded` with `Retry-After` (GitHub sends again).
-    pub max_unverified_bytes: usize,
+    /// Unset: the larger of 16 MiB and `max_body_bytes` (see
+    /// [`LeakSettings::unverified_budget`]).
+    pub max_unverified_bytes: Option<usize>,
 }
 
 impl Default for LeakSettings {
@@ -50,12 +52,24 @@ impl Default for LeakSettings {
             github_keys_timeout: HumanDuration(Duration::from_secs(10)),
             max_body_bytes: 4 * 1024 * 1024,
             max_tokens_per_report: 10_000,
-            max_unverified_bytes: 16 * 1024 * 1024,
+            max_unverified_bytes: None,
         }
     }
 }
 
+/// `leaks.max_unverified_bytes` when unset, unless one body is larger.
+pub const UNVERIFIED_BUDGET: usize = 16 * 1024 * 1024;
+
 impl LeakSettings {
+    /// Bytes of GitHub bodies held at once before their signatures are
+    /// checked: `max_unverified_bytes`, else the larger of
+    /// [`UNVERIFIED_BUDGET`] and `max_body_bytes` (a config that raised
+    /// the body limit needs no new key to start).
+    pub fn unverified_budget(&self) -> usize {
+        self.max_unverified_bytes
+            .unwrap_or_else(|| UNVERIFIED_BUDGET.max(self.max_body_bytes))
+    }
+
     /// Checks `leaks.*`; `invalid(key, message)` names the key at fault.
     pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
         // Never quote a password back, even one refused for being there.
@@ -109,7 +123,9 @@ impl LeakSettings {
                 "must be between 1024 and 67108864".into(),
             ));
         }
-        if !(self.max_body_bytes..=1024 * 1024 * 1024).contains(&self.max_unverified_bytes) {
+        if let Some(budget) = self.max_unverified_bytes
+            && !(self.max_body_bytes..=1024 * 1024 * 1024).contains(&budget)
+        {
             return Err(invalid(
                 "leaks.max_unverified_bytes",
                 format!(

@@ -530,13 +530,17 @@ fn body_limits_and_the_admin_reserve_are_checked() {
 #[test]
 fn the_unverified_leak_budget_holds_at_least_one_body() {
     let defaults = load_from(None, BTreeMap::new()).unwrap().settings;
-    assert_eq!(defaults.leaks.max_unverified_bytes, 16 * 1024 * 1024);
+    assert_eq!(defaults.leaks.unverified_budget(), 16 * 1024 * 1024);
+    // A config that raised the body limit starts as it did.
+    let (_d, path) = file("[leaks]\nmax_body_bytes = 33554432\n");
+    let raised = load_from(Some(&path), BTreeMap::new()).unwrap().settings;
+    assert_eq!(raised.leaks.unverified_budget(), 33554432);
     let m = refused("[leaks]\nmax_body_bytes = 2048\nmax_unverified_bytes = 2047\n");
     assert!(m.contains("leaks.max_unverified_bytes"), "{m}");
     assert!(m.contains("leaks.max_body_bytes (2048)"), "{m}");
     let (_d, path) = file("[leaks]\nmax_body_bytes = 2048\nmax_unverified_bytes = 2048\n");
     let s = load_from(Some(&path), BTreeMap::new()).unwrap().settings;
-    assert_eq!(s.leaks.max_unverified_bytes, 2048);
+    assert_eq!(s.leaks.unverified_budget(), 2048);
 }
 
 /// The message of a config that must be refused.

@@ -21,7 +21,9 @@
 //! so it is read only under a key GitHub lists, only within the gate-wide
 //! `leaks.max_unverified_bytes` (a report that does not fit is 503
 //! `overloaded`), and only when it comes whole within
-//! `limits.body_read_timeout` (GitHub sends it at once; 408 `body_timeout`). A value that fails its
+//! `limits.body_read_timeout` (GitHub sends it at once; 408 `body_timeout`);
+//! and an address whose reports keep failing waits (the failed-auth
+//! buckets the public door uses). A value that fails its
 //! checksum is answered from memory: no store read. This module never logs
 //! a reported value (only its token's id once found), and never answers an
 //! admin request.
@@ -140,7 +142,7 @@ impl Leaks {
             failed_auth: FailedAuth::new(&s.failed_auth),
             trusted_proxies: TrustedProxies::new(&s.trusted_proxies),
             background: Arc::new(Semaphore::new(BACKGROUND_AT_ONCE)),
-            unverified: Semaphore::new(settings.max_unverified_bytes),
+            unverified: Semaphore::new(settings.unverified_budget()),
             body_deadline: s.limits.body_read_timeout.0,
             request_ids: RequestIds::new(),
         }))
@@ -173,7 +175,12 @@ impl Leaks {
                 "This listener serves POST /v1/leaks/github (GitHub secret scanning) and POST /v1/leaks (anyone).",
             ),
         };
-        if http1 && res.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if http1
+            && matches!(
+                res.status(),
+                StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+            )
+        {
             // The rest of the body is never read: the connection goes.
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -195,6 +202,20 @@ impl Leaks {
         }
         // The reporter as `trusted_proxies` says (an ingress in front).
         let peer = self.trusted_proxies.client(peer, req.headers());
+        // An address whose reports keep failing (forged, unknown keys,
+        // bodies too slow or too large) waits, as a key guesser does: one
+        // address cannot keep the body budget full for everyone.
+        if self.failed_auth.is_refused(peer) {
+            self.metrics.leak_reports(LeakResult::RateLimited, 1);
+            let mut res = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                "Too many failed reports from this address; wait and send it again.",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, self.failed_auth.retry_after().clone());
+            return res;
+        }
         let header = |name: &str| {
             req.headers()
                 .get(name)
@@ -204,6 +225,7 @@ impl Leaks {
         let (Some(key_id), Some(signature)) = (header(KEY_ID_HEADER), header(SIGNATURE_HEADER))
         else {
             self.metrics.leak_reports(LeakResult::Unverified, 1);
+            self.failed_auth.failed(peer);
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 codes::SIGNATURE_MISSING,
@@ -214,6 +236,7 @@ impl Leaks {
             Ok(k) => k,
             Err(KeyError::Unknown(_)) => {
                 self.metrics.leak_reports(LeakResult::Unverified, 1);
+                self.failed_auth.failed(peer);
                 tracing::warn!(client = %peer, "leak report refused: unknown key id");
                 return refuse(
                     StatusCode::UNAUTHORIZED,
@@ -231,11 +254,12 @@ impl Leaks {
             }
         };
         // The body is held only within the budget, and only while it comes
-        // whole in time: the permit goes with the body, verified or not.
+        // whole in time; the permit is given back once the signature holds
+        // (or the report is refused).
         let reserved = declared_length(req.headers())
             .map_or(self.max_body, |n| n.min(self.max_body as u64) as usize)
             .max(1);
-        let Some(_held) = u32::try_from(reserved)
+        let Some(held) = u32::try_from(reserved)
             .ok()
             .and_then(|n| self.unverified.try_acquire_many(n).ok())
         else {
@@ -250,28 +274,26 @@ impl Leaks {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return res;
         };
-        let read = tokio::time::timeout(
-            self.body_deadline,
-            self.read(req.into_body(), self.max_body),
-        );
+        // At most what was reserved, whatever the HTTP stack lets through.
+        let read = tokio::time::timeout(self.body_deadline, self.read(req.into_body(), reserved));
         let body = match read.await {
             Ok(Ok(b)) => b,
             Ok(Err(res)) => {
                 if res.status() != StatusCode::PAYLOAD_TOO_LARGE {
                     self.metrics.leak_reports(LeakResult::Unverified, 1);
                 }
+                self.failed_auth.failed(peer);
                 return res;
             }
             Err(_) => {
                 self.metrics.leak_reports(LeakResult::Unverified, 1);
-                let mut res = body_timeout();
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return res;
+                self.failed_auth.failed(peer);
+                return body_timeout();
             }
         };
         if key.verify(&signature, &body).is_err() {
             self.metrics.leak_reports(LeakResult::Unverified, 1);
+            self.failed_auth.failed(peer);
             tracing::warn!(client = %peer, key_id = %key.id, "leak report refused: bad signature");
             return refuse(
                 StatusCode::UNAUTHORIZED,
@@ -279,6 +301,7 @@ impl Leaks {
                 "The signature does not match the body and the named key.",
             );
         }
+        drop(held);
         let matches: Vec<Match> = match serde_json::from_slice(&body) {
             Ok(m) => m,
             Err(e) => {
