@@ -1101,9 +1101,23 @@ async fn a_token_whose_role_is_not_defined_is_reached_by_the_admin_key_alone() {
     );
     assert!(String::from_utf8_lossy(&a.body).contains("roles.deployer"));
     assert!(successors_of(&after, &target).await.is_empty());
+    // Nor is it in the clerk's list.
+    let listed = by_clerk.get("/admin/v1/tokens?limit=500").await.json();
+    assert!(
+        !listed["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == target.as_str()),
+        "{listed}"
+    );
     // The admin key still sees, disables and revokes it.
     assert_eq!(
         Action::Show.run(&after.admin(), &target).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        Action::Disable.run(&after.admin(), &target).await.status,
         StatusCode::OK
     );
     assert_eq!(

@@ -430,7 +430,11 @@ async fn a_change_whose_event_cannot_be_written_is_answered_as_done_counted_and_
 async fn a_tenant_sees_the_address_of_its_own_tokens_changes_only() {
     // The operator's address (an admin-key change) and a leak reporter's
     // are not a tenant's to read; its own managers' addresses are.
-    let gate = InProcessGate::start(&[("roles.token_admin", "tokens:manage")]).await;
+    let gate = InProcessGate::start(&[
+        ("roles.token_admin", "tokens:manage"),
+        ("listen.leaks", "127.0.0.1:0"),
+    ])
+    .await;
     let admin = gate.admin();
     let (_, manager) = created(
         admin
@@ -442,7 +446,7 @@ async fn a_tenant_sees_the_address_of_its_own_tokens_changes_only() {
     )
     .await;
     let tenant = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&manager);
-    let (target, _) = created(
+    let (target, deputy) = created(
         tenant
             .post(
                 "/admin/v1/tokens",
@@ -455,8 +459,21 @@ async fn a_tenant_sees_the_address_of_its_own_tokens_changes_only() {
         .post_empty(&format!("/admin/v1/tokens/{target}/disable"))
         .await;
     assert_eq!(a.status, StatusCode::OK);
-
-    let seen = events(&tenant, &format!("token={target}")).await;
+    // Someone reports the secret at the public door: revoked, by them.
+    let leaks = Http::new(format!("http://{}", gate.addrs.leaks.unwrap()));
+    let a = leaks.post("/v1/leaks", json!({"token": deputy})).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let seen = common::eventually(
+        "the leak report's event",
+        std::time::Duration::from_secs(5),
+        || async {
+            let seen = events(&tenant, &format!("token={target}")).await;
+            seen.iter()
+                .any(|e| e["actor"] == "leaks:public")
+                .then_some(seen)
+        },
+    )
+    .await;
     let by = |actor: &str| {
         seen.iter()
             .find(|e| e["actor"].as_str().unwrap().starts_with(actor))
@@ -465,6 +482,7 @@ async fn a_tenant_sees_the_address_of_its_own_tokens_changes_only() {
     };
     assert_eq!(by("token:")["client"], "127.0.0.1");
     assert_eq!(by("admin")["client"], Value::Null, "{seen:?}");
+    assert_eq!(by("leaks:")["client"], Value::Null, "{seen:?}");
     // The admin key reads both.
     let all = events(&admin, &format!("token={target}")).await;
     assert!(all.iter().all(|e| e["client"] == "127.0.0.1"), "{all:?}");
