@@ -199,3 +199,34 @@ async fn the_unused_policy_disables_each_unused_token_once_on_a_fleet_and_says_s
         .await;
     assert_eq!(enabled.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_manager_token_used_only_on_the_admin_api_is_not_unused() {
+    // A CI job that only manages tokens calls the admin API, never the
+    // API behind the gate: that is use, and the unused policy must not
+    // take it for a forgotten token.
+    let gate = InProcessGate::start(&[("roles.token_admin", "tokens:manage")]).await;
+    let (id, manager) = common::create_token(
+        &gate,
+        common::workspace_token("Token manager", "ws_1", "token_admin", "30d"),
+    )
+    .await;
+    let api = common::Http::new(format!("http://{}", gate.addrs.admin)).bearer(&manager);
+    assert_eq!(
+        api.get("/admin/v1/tokens").await.status,
+        http::StatusCode::OK
+    );
+    common::eventually(
+        "the admin API use to be noted",
+        std::time::Duration::from_secs(15),
+        || async {
+            let v = gate
+                .admin()
+                .get(&format!("/admin/v1/tokens/{id}"))
+                .await
+                .json();
+            v["token"]["last_used_at"].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+}

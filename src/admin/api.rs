@@ -51,6 +51,7 @@ impl AdminApi {
         token_requests: usize,
         rotation: RotationLimits,
         usage_retention: std::time::Duration,
+        usage: crate::usage::UsageRecorder,
         console: ConsoleMode,
     ) -> Arc<Self> {
         let state = Arc::new(AdminState::new(
@@ -61,6 +62,7 @@ impl AdminApi {
             token_requests,
             rotation,
             usage_retention,
+            usage,
             console,
         ));
         Arc::new(Self {

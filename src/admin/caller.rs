@@ -461,6 +461,9 @@ async fn token_caller(
             "Role `{role}` does not have tokens:manage."
         )));
     }
+    // A manager that only manages is in use: `last_used_at` says so (the
+    // unused-token policy reads it), though no API request is counted.
+    api.usage.note_record(&record, Timestamp::now());
     Ok(Caller::Token {
         id: record.id().to_owned(),
         workspace_id: record.workspace_id().to_owned(),

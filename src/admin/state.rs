@@ -41,6 +41,8 @@ pub struct AdminState {
     pub(super) rotation: RotationLimits,
     /// `usage.retention`: the longest `since` of a usage query.
     pub(super) usage_retention: Duration,
+    /// Notes a manager token's use of the admin API (`last_used_at`).
+    pub(super) usage: crate::usage::UsageRecorder,
     /// The token console (`admin.console`); `None`: off, and no session
     /// cookie is a credential.
     pub(super) console: Option<ConsoleState>,
@@ -114,6 +116,7 @@ impl AdminState {
         token_requests: usize,
         rotation: RotationLimits,
         usage_retention: Duration,
+        usage: crate::usage::UsageRecorder,
         console: ConsoleMode,
     ) -> Self {
         let token_share = TokenShare::new(
@@ -129,6 +132,7 @@ impl AdminState {
             token_share,
             rotation,
             usage_retention,
+            usage,
             console: match console {
                 ConsoleMode::Off => None,
                 ConsoleMode::On { tls } => Some(ConsoleState {

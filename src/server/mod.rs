@@ -229,6 +229,7 @@ impl Bound {
                     .saturating_sub(s.admin.reserved_requests(&s.limits)),
                 s.admin.rotation(),
                 s.usage.retention.0,
+                shared.usage.clone(),
                 if s.admin.console {
                     admin::api::ConsoleMode::On {
                         tls: s.tls.admin.is_some(),

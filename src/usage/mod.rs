@@ -55,20 +55,27 @@ pub struct UsageRecorder {
 impl UsageRecorder {
     /// Notes that `p`'s token was used at `now`, if it is due.
     pub fn note(&self, p: &Principal<'_>, now: Timestamp) {
+        self.note_record(&p.record, now);
+    }
+
+    /// Notes that the token of `record` was used at `now` (`last_used_at`),
+    /// if it is due: a request's, or a manager token's call of the admin
+    /// API (not counted as a request).
+    pub fn note_record(&self, record: &CachedRecord, now: Timestamp) {
         let Some(tx) = &self.tx else { return };
         let now_ms = now.as_millisecond();
         let resolution = RESOLUTION.as_millis() as i64;
-        if p.record
+        if record
             .last_used_ms()
             .is_some_and(|t| now_ms - t < resolution)
         {
             return;
         }
-        if !p.record.note_use(now_ms, resolution) {
+        if !record.note_use(now_ms, resolution) {
             return;
         }
         // Full queue: drop; the atomic above lets it through again in a minute.
-        if let Ok(id) = TokenId::parse(p.record.id()) {
+        if let Ok(id) = TokenId::parse(record.id()) {
             let _ = tx.try_send((id, now));
         }
     }
