@@ -445,7 +445,7 @@ impl Metrics {
             ),
             leak_reports: counter_vec(
                 names::LEAK_REPORTS,
-                "Leaked-token reports by result (revoked, already_revoked, false_positive per token; unverified, too_large, rate_limited, store_error per request).",
+                "Leaked-token reports by result (revoked, already_revoked, false_positive per token; unverified, too_large, rate_limited, store_error, overloaded per request).",
                 &["result"],
             ),
             tokens_expiring: {

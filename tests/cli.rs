@@ -397,6 +397,41 @@ fn check_config_reports_the_key_and_file_at_fault() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+
+    // An admin key file serve would refuse is refused here too, the key
+    // never shown; settings whose default follows from others show the
+    // value in effect.
+    let data = dir.path().join("hawzu-gate-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let key = data.join("admin.key");
+    std::fs::write(&key, "hunter2\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let check = || {
+        Command::new(BIN)
+            .arg("check-config")
+            .env("HAWZU_GATE__LEAKS__MAX_BODY_BYTES", "33554432")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin.key") && err.contains("at least 32"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    std::fs::write(&key, "an-operator-chosen-admin-key-of-40-chars\n").unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("\"max_unverified_bytes\": 33554432"),
+        "{shown}"
+    );
+    assert!(shown.contains("\"reserved_requests\": 1000"), "{shown}");
 }
 
 /// A custom rule that captures `{project}` but no `{workspace}` checks no

@@ -125,8 +125,9 @@ fn rotate_with_an_overlap_and_update_as_a_user() {
     let new = secret_of(&run.stdout);
     let new_id = id_of(&run.stdout);
     assert!(
-        run.stdout
-            .contains(&format!("The old token {id} keeps working until")),
+        run.stdout.contains(&format!(
+            "The old token {id} keeps working for API calls until"
+        )),
         "{}",
         run.stdout
     );

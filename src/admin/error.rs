@@ -32,11 +32,15 @@ pub enum ApiError {
     #[error("This route accepts {allowed}.")]
     MethodNotAllowed { allowed: String },
     /// Too many wrong keys from this address.
-    #[error("Too many requests with a wrong key from this address; wait for Retry-After.")]
+    #[error(
+        "This address sent too many wrong keys: every key from it is refused for {} s more (Retry-After; failed_auth), a generated admin key excepted.",
+        seconds(.retry_after)
+    )]
     RateLimited { retry_after: HeaderValue },
     /// Too many changes by this workspace's tokens (`admin.change_limit`).
     #[error(
-        "Too many token changes by this workspace's tokens on this gate (admin.change_limit); wait for Retry-After."
+        "Too many token changes by this workspace's tokens on this gate (admin.change_limit); wait {} s (Retry-After).",
+        seconds(.retry_after)
     )]
     ChangeLimited { retry_after: HeaderValue },
     /// No key, or not a valid one.
@@ -222,6 +226,11 @@ impl IntoResponse for ApiError {
 /// One field error.
 pub fn field(name: &str, msg: impl Into<String>) -> FieldErrors {
     BTreeMap::from([(name.to_owned(), msg.into())])
+}
+
+/// A `Retry-After` value as the seconds it says.
+fn seconds(retry_after: &HeaderValue) -> &str {
+    retry_after.to_str().unwrap_or("some")
 }
 
 #[cfg(test)]

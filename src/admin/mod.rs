@@ -106,7 +106,9 @@ pub enum KeyError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write the admin key {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
-    #[error("the admin key {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "the admin key {path} can be read or written by its group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     Permissions { path: PathBuf, mode: u32 },
     #[error("the admin key file {path} is empty or not one line of text")]
     Empty { path: PathBuf },

@@ -191,7 +191,7 @@ pub async fn list(
             },
             // Unused for that long: last used before, or never used and
             // created before.
-            "unused" => match parse_window("unused", &v, UNUSED_MAX) {
+            "unused" => match parse_window("unused", &v, UNUSED_MAX, "ten years") {
                 Ok(d) => {
                     filter.unused_since = SignedDuration::try_from(d)
                         .ok()

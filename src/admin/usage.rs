@@ -30,8 +30,13 @@ use super::wire::{ClientView, HourUsage, RefusalView, RequestCounts, UsageAnswer
 pub const DEFAULT_SINCE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A length of time in a query (`since`, `unused`): `7d`, `24h`, `2w`, at
-/// least an hour and at most `max`.
-pub fn parse_window(name: &str, v: &str, max: Duration) -> Result<Duration, FieldErrors> {
+/// least an hour and at most `max`, which `bound` names in a refusal.
+pub fn parse_window(
+    name: &str,
+    v: &str,
+    max: Duration,
+    bound: &str,
+) -> Result<Duration, FieldErrors> {
     let d = humantime::parse_duration(v).map_err(|_| {
         field(
             name,
@@ -42,7 +47,7 @@ pub fn parse_window(name: &str, v: &str, max: Duration) -> Result<Duration, Fiel
         return Err(field(
             name,
             format!(
-                "must be from 1h to {} (usage.retention)",
+                "must be from 1h to {} ({bound})",
                 crate::config::short_duration(max)
             ),
         ));
@@ -81,7 +86,7 @@ pub async fn usage(
             }
             "since" => {
                 seen = true;
-                match parse_window("since", &v, api.usage_retention) {
+                match parse_window("since", &v, api.usage_retention, "usage.retention") {
                     Ok(d) => since = d,
                     Err(e) => errors.extend(e),
                 }

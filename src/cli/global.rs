@@ -52,8 +52,9 @@ pub(super) struct Connection {
     #[arg(long, global = true, env = "HAWZU_GATE_ADMIN_URL", value_name = "URL")]
     pub(super) admin_url: Option<String>,
 
-    /// Admin key. Default: $HAWZU_GATE_ADMIN_KEY, admin.key from the config,
-    /// else <data_dir>/admin.key.
+    /// Admin key, or a workspace token whose role has tokens:manage (it
+    /// manages its own workspace's tokens). Default: $HAWZU_GATE_ADMIN_KEY,
+    /// admin.key from the config, else <data_dir>/admin.key.
     #[arg(long, global = true, value_name = "KEY", env = KEY_ENV, hide_env_values = true)]
     pub(super) admin_key: Option<String>,
 

@@ -62,15 +62,27 @@ pub(super) fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
     for w in &loaded.warnings {
         complain!("warning: {w}");
     }
-    if s.admin.key.is_none()
-        && let Some(w) = crate::config::exposed_file(
-            "the admin key file",
-            &s.data_dir.join(crate::admin::KEY_FILE),
-        )
-    {
-        complain!("warning: {w}");
+    // The key file `serve` would read: judged as `serve` judges it (a
+    // missing one is made at start).
+    if s.admin.key.is_none() {
+        match crate::admin::read_key_file(&s.data_dir.join(crate::admin::KEY_FILE)) {
+            Err(crate::admin::KeyError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                complain!("error: admin key: {e}");
+                return USAGE;
+            }
+            Ok(_) => {}
+        }
     }
     let mut effective = serde_json::to_value(s).unwrap_or(Value::Null);
+    // Settings whose default follows from others: the value in effect.
+    if let Some(Value::Null) = effective.pointer("/leaks/max_unverified_bytes") {
+        effective["leaks"]["max_unverified_bytes"] = json!(s.leaks.unverified_budget());
+    }
+    if let Some(Value::Null) = effective.pointer("/admin/reserved_requests") {
+        effective["admin"]["reserved_requests"] = json!(s.admin.reserved_requests(&s.limits));
+    }
     mask_secrets(&mut effective);
     if as_json {
         say!(

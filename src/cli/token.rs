@@ -372,7 +372,7 @@ fn rotated_note(c: &Created, old: &TokenId) {
     let now = jiff::Timestamp::now();
     match c.old.as_ref().and_then(|t| t.works_until(now)) {
         Some(until) => say!(
-            "The old token {old} keeps working until {} (then it is revoked).",
+            "The old token {old} keeps working for API calls until {} (then it is revoked); it manages no tokens meanwhile.",
             when(Some(until), "")
         ),
         None => say!("The old token {old} is revoked."),

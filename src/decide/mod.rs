@@ -125,6 +125,9 @@ impl Deny {
             (DenyCode::InsufficientRole, Some(Detail::Rule { role: None, .. })) => {
                 Refusal::Because(self.code, NO_PROJECT_MESSAGE)
             }
+            (DenyCode::AmbiguousPath, Some(Detail::Ambiguous(why))) => {
+                Refusal::Because(self.code, why.message())
+            }
             _ => Refusal::Deny(self.code),
         }
     }

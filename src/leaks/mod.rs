@@ -206,15 +206,9 @@ impl Leaks {
         // bodies too slow or too large) waits, as a key guesser does: one
         // address cannot keep the body budget full for everyone.
         if self.failed_auth.is_refused(peer) {
-            self.metrics.leak_reports(LeakResult::RateLimited, 1);
-            let mut res = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                codes::RATE_LIMITED,
+            return self.rate_limited(
                 "Too many failed reports from this address; wait and send it again.",
             );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, self.failed_auth.retry_after().clone());
-            return res;
         }
         let header = |name: &str| {
             req.headers()
@@ -241,7 +235,7 @@ impl Leaks {
                 return refuse(
                     StatusCode::UNAUTHORIZED,
                     codes::UNKNOWN_KEY,
-                    "GitHub does not list the key named in Github-Public-Key-Identifier (or no longer does).",
+                    "The key list (leaks.github_keys_url or leaks.github_keys_file) does not name the key in Github-Public-Key-Identifier (or no longer does).",
                 );
             }
             Err(e @ KeyError::Unavailable(_)) => {
@@ -426,15 +420,8 @@ impl Leaks {
         let request_id = request_id.to_str().ok().map(str::to_owned);
         let client = self.trusted_proxies.client(peer, req.headers());
         if self.failed_auth.is_refused(client) {
-            self.metrics.leak_reports(LeakResult::RateLimited, 1);
-            let mut res = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                codes::RATE_LIMITED,
-                "Too many reports from this address; wait and send it again.",
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, self.failed_auth.retry_after().clone());
-            return res;
+            return self
+                .rate_limited("Too many reports from this address; wait and send it again.");
         }
         // Every report costs one failure, found or not: guessing at this
         // door is as slow as at the others.
@@ -524,6 +511,15 @@ impl Leaks {
                 "message": "Thank you. If this is a token of this gate, it is revoked now.",
             }),
         )
+    }
+
+    /// 429 for an address over its failed-auth bucket, counted.
+    fn rate_limited(&self, message: &str) -> Response<Full<Bytes>> {
+        self.metrics.leak_reports(LeakResult::RateLimited, 1);
+        let mut res = refuse(StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED, message);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, self.failed_auth.retry_after().clone());
+        res
     }
 
     // === bodies ===

@@ -62,6 +62,41 @@ pub enum AmbiguousPath {
 /// Most segments a path may have.
 pub const MAX_SEGMENTS: usize = 64;
 
+impl AmbiguousPath {
+    /// The doors' deny message for this reason: the code's own sentence
+    /// and why (static: a refusal allocates nothing).
+    pub fn message(&self) -> &'static str {
+        macro_rules! because {
+            ($why:literal) => {
+                concat!(
+                    "The request path could be read more than one way and is refused: ",
+                    $why,
+                    " (`hawzu-gate explain` shows the step)."
+                )
+            };
+        }
+        match self {
+            Self::NotAbsolute => because!("it does not start with `/`"),
+            Self::EmptySegment => because!("it has an empty segment (`//` or a trailing `/`)"),
+            Self::DotSegment => because!("it has a `.` or `..` segment"),
+            Self::LookAlikeDotSegment => because!(
+                "a segment is dots alone once spaces or invisible characters are dropped or Unicode is folded (like `..%20` or full-width `．．`)"
+            ),
+            Self::LookAlikeSeparator => because!(
+                "a character may be read as `/`, `\\`, `%`, `;`, `#` or `?` once Unicode is folded or mapped to a Windows code page (like full-width `／`)"
+            ),
+            Self::EncodedSeparator => because!("it has an encoded `/`, `\\`, `.` or NUL"),
+            Self::ForbiddenCharacter => {
+                because!("it has a backslash, control character, space, `#` or `;`")
+            }
+            Self::BadPercentEncoding => because!("a `%` is not followed by two hex digits"),
+            Self::DoubleEncoding => because!("it is percent-encoded twice"),
+            Self::NotUtf8 => because!("it does not decode to UTF-8"),
+            Self::TooLong => because!("it has more than 64 segments"),
+        }
+    }
+}
+
 /// A path read exactly one way: its decoded segments (borrowed from the raw
 /// path when nothing needed decoding).
 #[derive(Debug, Clone, PartialEq, Eq)]

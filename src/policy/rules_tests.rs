@@ -784,3 +784,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn each_ambiguous_reason_has_a_refusal_message_that_says_it() {
+    let reasons = [
+        AmbiguousPath::NotAbsolute,
+        AmbiguousPath::EmptySegment,
+        AmbiguousPath::DotSegment,
+        AmbiguousPath::LookAlikeDotSegment,
+        AmbiguousPath::LookAlikeSeparator,
+        AmbiguousPath::EncodedSeparator,
+        AmbiguousPath::ForbiddenCharacter,
+        AmbiguousPath::BadPercentEncoding,
+        AmbiguousPath::DoubleEncoding,
+        AmbiguousPath::NotUtf8,
+        AmbiguousPath::TooLong,
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for r in reasons {
+        let m = r.message();
+        assert!(
+            m.starts_with("The request path could be read more than one way and is refused: "),
+            "{m}"
+        );
+        assert!(seen.insert(m), "one message per reason: {m}");
+    }
+    assert!(
+        AmbiguousPath::TooLong
+            .message()
+            .contains(&format!("more than {MAX_SEGMENTS} segments"))
+    );
+    assert_eq!(
+        normalize("/a/..%EF%BC%8Fb").unwrap_err().message(),
+        AmbiguousPath::LookAlikeSeparator.message()
+    );
+}

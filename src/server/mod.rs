@@ -137,13 +137,15 @@ impl Bound {
             KeySource::Config => tracing::info!("admin key from config (admin.key)"),
             KeySource::File(p) => {
                 tracing::info!(path = %p.display(), "admin key read from file");
-                if let Some(w) = crate::config::exposed_file("the admin key file", &p) {
-                    tracing::warn!("{w}");
-                }
             }
             KeySource::Generated(p) => {
                 tracing::info!(path = %p.display(), "admin key generated (mode 0600); the CLI reads it from there");
             }
+        }
+        if !key.unguessable() {
+            tracing::info!(
+                "the admin key is one chosen by hand: like any credential it is refused from an address that sent too many wrong keys (failed_auth); a key of the generated form (hwzadm_ and 43 letters and digits) is let through"
+            );
         }
         let policy: PolicyHandle = Arc::new(ArcSwap::new(loaded.policy.clone()));
         let (recorder, usage_writer) = usage::start_with(

@@ -84,7 +84,22 @@ impl InProcessGate {
     ) -> Self {
         let env = test_config(&dir.path().join("data"), extra);
         let loaded = config::load_from(file, env).expect("test config is valid");
-        let bound = Bound::new(&loaded).await.expect("gate starts");
+        // A gate shut down on this directory a moment ago may still hold
+        // the embedded store's file lock in a background task winding down
+        // (a new process never meets this): poll, with a deadline.
+        let started = std::time::Instant::now();
+        let bound = loop {
+            match Bound::new(&loaded).await {
+                Ok(b) => break b,
+                Err(e)
+                    if e.to_string().contains("already open")
+                        && started.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("gate starts: {e:?}"),
+            }
+        };
         let addrs = bound.addresses();
         let admin_key = match &loaded.settings.admin.key {
             Some(k) => k.clone(),
