@@ -674,6 +674,43 @@ async fn token_names_with_bidirectional_controls_are_refused() {
         let why = a.json()["fields"]["name"].as_str().unwrap().to_owned();
         assert!(why.contains("bidirectional"), "{why}");
     }
+    // Nor characters that show nothing, or break a line where it is shown:
+    // "CI Runner" and "CI Runner\u{200B}" would look the same in a list.
+    for name in [
+        "CI Runner\u{200B}",
+        "CI\u{2060}Runner",
+        "\u{FEFF}Nightly",
+        "Sync\u{00AD}",
+        "line\u{2028}break",
+        "para\u{2029}graph",
+        "tag\u{E0041}",
+        "note\u{FFF9}x",
+    ] {
+        let a = gate
+            .admin()
+            .post(
+                "/admin/v1/tokens",
+                workspace_token(name, "ws_a", "workspace_viewer", "1w"),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{name:?}");
+        let why = a.json()["fields"]["name"].as_str().unwrap().to_owned();
+        assert!(why.contains("invisible"), "{why}");
+    }
+    // Joiners that scripts and emoji need stay (Persian ZWNJ, a family).
+    for name in [
+        "می\u{200C}خواهم",
+        "team \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}",
+    ] {
+        let a = gate
+            .admin()
+            .post(
+                "/admin/v1/tokens",
+                workspace_token(name, "ws_a", "workspace_viewer", "1w"),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{name:?}");
+    }
     // Ordinary Unicode is fine.
     let a = gate
         .admin()

@@ -449,7 +449,34 @@ pub(crate) fn validate_text(
         );
         return None;
     }
+    // Nor one that looks like another: characters that show nothing, or
+    // break the line where the name is shown. (The joiners scripts and
+    // emoji need, U+200C and U+200D, stay.)
+    if trimmed.chars().any(invisible_or_separator) {
+        errors.insert(
+            field.into(),
+            "must not contain invisible or line-separator characters (U+00AD, U+180E, U+200B, U+2028, U+2029, U+2060-U+2064, U+FEFF, U+FFF9-U+FFFB, tags U+E0000-U+E007F): two names would look the same".into(),
+        );
+        return None;
+    }
     Some(trimmed.to_owned())
+}
+
+/// A character that shows nothing where a name is shown, or breaks its
+/// line.
+fn invisible_or_separator(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
 }
 
 fn check_role(roles: &Roles, role: &str, kind: RoleScope, field: &str, errors: &mut FieldErrors) {
