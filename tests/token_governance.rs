@@ -333,3 +333,46 @@ async fn a_token_caller_learns_nothing_of_another_workspaces_limits() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_again_and_again_reads_the_store_once() {
+    // Any valid token, whatever its role, may ask what it is: at line rate
+    // that must not become a store read per request (counted, or not).
+    let gate = InProcessGate::start(&[]).await;
+    let made = created(
+        &gate,
+        workspace_token("CI Runner", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
+    let secret = made["secret"].as_str().unwrap().to_owned();
+    let gets = || async {
+        let text = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("hawzu_gate_store_calls_total{op=\"get\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    // The token in the cache first: its own lookup is then no read.
+    let a = gate
+        .proxy()
+        .request(Method::GET, "/api/v1/workspaces/ws_1/projects")
+        .token(&secret)
+        .go()
+        .await;
+    assert_ne!(a.status, StatusCode::UNAUTHORIZED);
+    let before = gets().await;
+    for _ in 0..20 {
+        let a = gate
+            .proxy()
+            .request(Method::GET, "/.well-known/hawzu-token")
+            .token(&secret)
+            .go()
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.json()["name"], "CI Runner");
+    }
+    // One read of the whole record, for the name, counted as every store
+    // call is.
+    let read = gets().await - before;
+    assert_eq!(read, 1.0, "store reads for 20 inspections");
+}

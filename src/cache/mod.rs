@@ -92,7 +92,16 @@ pub struct TokenCache<S> {
     /// records are then served without asking it again.
     failing_until_ms: AtomicU64,
     started: Instant,
+    /// Whole records (name included) read for self-inspection, for
+    /// [`WHOLE_FOR`]: a token holder asking again and again reads the store
+    /// once per that, not once per request.
+    whole: Cache<TokenHash, Option<Arc<TokenRecord>>, KeyHasher>,
 }
+
+/// How long a whole record read for self-inspection is kept (its name may
+/// show this much late after a rename; its state is judged from the cache
+/// above, as every request's is).
+pub const WHOLE_FOR: Duration = Duration::from_secs(10);
 
 /// The caches' key hasher. Keys are BLAKE3 outputs of presented values, and
 /// the seed is random per process: a client cannot aim keys at one bucket,
@@ -143,6 +152,10 @@ impl<S: TokenStore> TokenCache<S> {
                 .build_with_hasher(KeyHasher::default()),
             failing_until_ms: AtomicU64::new(0),
             started: Instant::now(),
+            whole: Cache::builder()
+                .max_capacity(options.max_entries.min(10_000))
+                .time_to_live(WHOLE_FOR)
+                .build_with_hasher(KeyHasher::default()),
         }
     }
 
@@ -169,6 +182,21 @@ impl<S: TokenStore> TokenCache<S> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The whole stored record of `hash` (name and all), for
+    /// self-inspection: read at most once per [`WHOLE_FOR`] per token,
+    /// shared by concurrent callers, counted and timed as every store
+    /// call is. `None`: not stored. A failed read is not kept.
+    pub async fn whole(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+        self.whole
+            .try_get_with(*hash, async {
+                self.timed(StoreOp::Get, self.store.get(hash))
+                    .await
+                    .map(|r| r.map(Arc::new))
+            })
+            .await
+            .map_err(|e| (*e).clone())
     }
 
     /// The record for `hash`: from memory on a hit, else one store read

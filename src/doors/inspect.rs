@@ -7,8 +7,10 @@
 //! codes, under the same failed-auth limit); no rule is looked for, and
 //! nothing is forwarded upstream.
 //!
-//! The name is not in the cache: an inspection reads the store once (with
-//! the store's timeout). It is not the request path of the API.
+//! The name is not in the cache: an inspection reads the whole record
+//! from the store (with the store's timeout), at most once per token per
+//! `cache::WHOLE_FOR`, shared by concurrent inspections. It is not the
+//! request path of the API.
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode};
@@ -20,7 +22,6 @@ use super::lifecycle::Exchange;
 use crate::decide::{Deny, RequestFacts, extract_token};
 use crate::headers::HAWZU_TOKEN_EXPIRES;
 use crate::refusal::{DenyCode, Refusal};
-use crate::store::TokenStore;
 use crate::token::Scope;
 
 /// The path served on the proxy and forward-auth listeners.
@@ -48,11 +49,11 @@ pub async fn answer(
     let Ok(secret) = extract_token(facts.credentials, &shared.policy.load().prefixes) else {
         return refuse(DenyCode::MalformedToken);
     };
-    let full = match shared.cache.store().get(&secret.hash()).await {
+    let full = match shared.cache.whole(&secret.hash()).await {
         Ok(Some(full)) if full.id.as_str() == record.id() => full,
         Ok(_) => return refuse(DenyCode::UnknownToken),
         Err(e) => {
-            tracing::warn!(error = %e, "self-inspection could not read the token; refusing");
+            tracing::debug!(error = %e, "self-inspection could not read the token; refusing");
             return refuse(DenyCode::StoreUnavailable);
         }
     };
