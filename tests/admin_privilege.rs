@@ -1162,3 +1162,54 @@ async fn a_token_whose_role_is_not_defined_is_reached_by_the_admin_key_alone() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn one_workspaces_tokens_cannot_hammer_the_shared_store_with_reads() {
+    // A read may scan thousands of audit entries or usage hours on the
+    // store every tenant's token checks share: token callers' reads are
+    // limited per workspace too (the admin key's never are).
+    let gate = InProcessGate::start(&[
+        TOKEN_ADMIN,
+        ("admin.read_limit", "3"),
+        ("admin.change_window", "1h"),
+    ])
+    .await;
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    let caller = |ws: &str| workspace_token("Tenant tooling", ws, "token_admin", "1y");
+    let (_, a) = create_token(&gate, caller("ws_a")).await;
+    let (_, b) = create_token(&gate, caller("ws_b")).await;
+    let a = Http::new(admin_url.clone()).bearer(&a);
+    let b = Http::new(admin_url).bearer(&b);
+    for path in ["/admin/v1/tokens", "/admin/v1/audit", "/admin/v1/roles"] {
+        assert_eq!(a.get(path).await.status, StatusCode::OK, "{path}");
+    }
+    let refused = a.get("/admin/v1/audit?limit=1").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.json()["error"], "rate_limited");
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("admin.read_limit"),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.header("retry-after"), Some("1200"));
+    // Changes are counted apart; another workspace and the admin key read on.
+    let made = a
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("More", "ws_a", "token_admin", "1w"),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    assert_eq!(b.get("/admin/v1/tokens").await.status, StatusCode::OK);
+    for _ in 0..5 {
+        assert_eq!(
+            gate.admin().get("/admin/v1/audit").await.status,
+            StatusCode::OK
+        );
+    }
+    let metrics = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
+    assert!(metrics.contains("result=\"read_limited\""), "{metrics}");
+}

@@ -43,6 +43,12 @@ pub enum ApiError {
         seconds(.retry_after)
     )]
     ChangeLimited { retry_after: HeaderValue },
+    /// Too many reads by this workspace's tokens (`admin.read_limit`).
+    #[error(
+        "Too many reads by this workspace's tokens on this gate (admin.read_limit); wait {} s (Retry-After).",
+        seconds(.retry_after)
+    )]
+    ReadLimited { retry_after: HeaderValue },
     /// No key, or not a valid one.
     #[error("{0}")]
     Unauthorized(Cow<'static, str>),
@@ -137,9 +143,9 @@ impl ApiError {
         match self {
             ApiError::NoRoute | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::RateLimited { .. } | ApiError::ChangeLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::ChangeLimited { .. }
+            | ApiError::ReadLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -158,9 +164,9 @@ impl ApiError {
         match self {
             ApiError::NoRoute | ApiError::NotFound(_) => Refusal::NotFound("").code(),
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::RateLimited { .. } | ApiError::ChangeLimited { .. } => {
-                DenyCode::RateLimited.as_str()
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::ChangeLimited { .. }
+            | ApiError::ReadLimited { .. } => DenyCode::RateLimited.as_str(),
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest { .. } => Refusal::BadRequest.code(),
@@ -208,7 +214,9 @@ impl IntoResponse for ApiError {
             ApiError::StoreUnavailable(_) | ApiError::Overloaded => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::RateLimited { retry_after } | ApiError::ChangeLimited { retry_after } => {
+            ApiError::RateLimited { retry_after }
+            | ApiError::ChangeLimited { retry_after }
+            | ApiError::ReadLimited { retry_after } => {
                 h.insert(header::RETRY_AFTER, retry_after.clone());
             }
             ApiError::MethodNotAllowed { allowed } => {

@@ -313,6 +313,18 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
         refused(&caller.label(), e.code());
         return e.into_response();
     }
+    // Nor with reads, which may scan thousands of audit entries or usage
+    // hours on the store every tenant's token checks share.
+    if let Caller::Token { workspace_id, .. } = &caller
+        && !op.is_change()
+        && !api.reads.try_take(workspace_id.clone(), Instant::now())
+    {
+        let e = ApiError::ReadLimited {
+            retry_after: api.reads.retry_after().clone(),
+        };
+        metrics.admin(op.as_str(), "read_limited");
+        return e.into_response();
+    }
     let label = caller.label();
     req.extensions_mut().insert(Origin {
         actor: label.clone(),

@@ -35,6 +35,8 @@ pub struct AdminState {
     pub(super) failed_auth: FailedAuth,
     /// Token callers' changes per workspace (`admin.change_limit`).
     pub(super) changes: Buckets<String>,
+    /// Token callers' reads per workspace (`admin.read_limit`).
+    pub(super) reads: Buckets<String>,
     /// The request slots token callers may hold together.
     pub(super) token_share: TokenShare,
     /// `admin.max_rotation_overlap` and `admin.rotate_after_expiry`.
@@ -78,15 +80,22 @@ const MAX_WORKSPACES_LIMITED: u64 = 100_000;
 pub struct CallerLimits {
     pub failed_auth: FailedAuth,
     pub changes: Buckets<String>,
+    pub reads: Buckets<String>,
 }
 
 impl CallerLimits {
-    /// From `failed_auth.*` and `admin.change_limit` / `.change_window`.
+    /// From `failed_auth.*` and `admin.change_limit` / `.read_limit` /
+    /// `.change_window`.
     pub fn new(failed_auth: &FailedAuthSettings, admin: &AdminSettings) -> Self {
         Self {
             failed_auth: FailedAuth::new(failed_auth),
             changes: Buckets::new(
                 admin.change_limit,
+                admin.change_window.0,
+                MAX_WORKSPACES_LIMITED,
+            ),
+            reads: Buckets::new(
+                admin.read_limit,
                 admin.change_window.0,
                 MAX_WORKSPACES_LIMITED,
             ),
@@ -112,6 +121,7 @@ impl AdminState {
         CallerLimits {
             failed_auth,
             changes,
+            reads,
         }: CallerLimits,
         token_requests: usize,
         rotation: RotationLimits,
@@ -129,6 +139,7 @@ impl AdminState {
             key,
             failed_auth,
             changes,
+            reads,
             token_share,
             rotation,
             usage_retention,

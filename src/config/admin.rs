@@ -43,8 +43,16 @@ pub struct AdminSettings {
     /// can write into the shared audit log, the webhooks and the store.
     /// The admin key is never limited. 0: no limit.
     pub change_limit: u32,
-    /// The time over which `change_limit` changes come back.
+    /// The time over which `change_limit` changes (and `read_limit`
+    /// reads) come back.
     pub change_window: HumanDuration,
+    /// Reads (list, show, audit, usage, explain, roles) the token callers
+    /// of one workspace may make on one gate in a burst, and per
+    /// `change_window`; more is 429 `rate_limited`. A read may scan
+    /// thousands of audit entries or usage hours on the store every
+    /// tenant's token checks share. The admin key is never limited. 0: no
+    /// limit.
+    pub read_limit: u32,
 }
 
 impl Default for AdminSettings {
@@ -58,6 +66,7 @@ impl Default for AdminSettings {
             console: false,
             change_limit: 300,
             change_window: HumanDuration(Duration::from_secs(60)),
+            read_limit: 600,
         }
     }
 }
@@ -153,6 +162,7 @@ impl fmt::Debug for AdminSettings {
             .field("console", &self.console)
             .field("change_limit", &self.change_limit)
             .field("change_window", &self.change_window)
+            .field("read_limit", &self.read_limit)
             .finish()
     }
 }
