@@ -226,6 +226,7 @@ pub fn load_from(
     let policy = Arc::new(settings.validate(&origin)?);
     let mut warnings = policy.rules.warnings();
     warnings.extend(super::exposed::exposed_secrets(&settings, &origin));
+    warnings.extend(super::webhooks::in_the_clear(&settings.webhooks));
     Ok(Loaded {
         settings,
         policy,

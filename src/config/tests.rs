@@ -727,3 +727,39 @@ fn secrets_in_files_others_can_read_are_warned_of() {
     chmod(&secret, 0o600);
     assert!(super::exposed_file("the admin key file", &secret).is_none());
 }
+
+/// A webhook to another host over plain `http://` sends names,
+/// descriptions and client addresses in the clear, and a captured signed
+/// request can be sent again within the receiver's tolerance: warned at
+/// load. Loopback (a local relay) is not.
+#[cfg(unix)]
+#[test]
+fn a_webhook_in_the_clear_to_another_host_is_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hook.secret");
+    std::fs::write(&secret, "0123456789abcdef0123").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let warnings = |url: &str| {
+        let (_d, path) = file(&format!(
+            "[[webhooks]]\nname = \"relay\"\nurl = \"{url}\"\nsecret_file = \"{}\"\nevents = [\"*\"]\n",
+            secret.display()
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        load_from(Some(&path), BTreeMap::new()).unwrap().warnings
+    };
+    let w = warnings("http://hooks.example.com/hawzu");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("webhooks[0].url") && w.contains("https://")),
+        "{w:?}"
+    );
+    for quiet in [
+        "https://hooks.example.com/hawzu",
+        "http://127.0.0.1:9/",
+        "http://localhost:9/",
+        "http://[::1]:9/",
+    ] {
+        assert!(warnings(quiet).is_empty(), "{quiet}");
+    }
+}

@@ -117,6 +117,32 @@ impl WebhookSettings {
     }
 }
 
+/// The warnings for webhooks sent over plain `http://` to a host other
+/// than this one: their bodies (names, descriptions, client addresses)
+/// travel in the clear, and a captured signed request can be sent again
+/// within the receiver's tolerance. A loopback relay is not warned of.
+pub(crate) fn in_the_clear(hooks: &[WebhookSettings]) -> Vec<String> {
+    hooks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let uri: http::Uri = w.url.parse().ok()?;
+            let host = uri.host()?;
+            let loopback = host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            (uri.scheme_str() == Some("http") && !loopback).then(|| {
+                format!(
+                    "webhooks[{i}].url sends token events (names, descriptions, client addresses) in the clear to {host}: use https:// (a captured signed request could also be sent again within the receiver's tolerance)"
+                )
+            })
+        })
+        .collect()
+}
+
 /// Checks every `webhooks[i]`; `invalid(key, message)` builds the error
 /// naming the key, never the secret.
 pub(crate) fn validate<E>(
