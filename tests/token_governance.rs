@@ -376,3 +376,53 @@ async fn asking_again_and_again_reads_the_store_once() {
     let read = gets().await - before;
     assert_eq!(read, 1.0, "store reads for 20 inspections");
 }
+
+async fn a_workspace_holds_at_most_max_per_workspace(gate: &InProcessGate) {
+    for n in 0..3 {
+        created(
+            gate,
+            workspace_token(&format!("CI {n}"), "ws_full", "workspace_viewer", "30d"),
+        )
+        .await;
+    }
+    let a = gate
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            workspace_token("One more", "ws_full", "workspace_viewer", "30d"),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{:?}", a.body);
+    assert_eq!(a.json()["error"], "workspace_full");
+    assert!(
+        a.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens.max_per_workspace"),
+        "{:?}",
+        a.body
+    );
+    // Another workspace is not held back.
+    created(
+        gate,
+        workspace_token("CI", "ws_other", "workspace_viewer", "30d"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_workspace_holds_at_most_max_per_workspace_tokens_on_either_store() {
+    // One tenant cannot fill the store every tenant shares.
+    let embedded = InProcessGate::start(&[("tokens.max_per_workspace", "3")]).await;
+    a_workspace_holds_at_most_max_per_workspace(&embedded).await;
+    let prefix = common::unique_prefix("max_per_workspace");
+    let url = common::redis_url();
+    let redis = InProcessGate::start(&[
+        ("tokens.max_per_workspace", "3"),
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ])
+    .await;
+    a_workspace_holds_at_most_max_per_workspace(&redis).await;
+}
