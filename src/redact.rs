@@ -62,9 +62,26 @@ pub fn redact_url(url: &str) -> String {
 /// bidirectional formatting characters) as `\u{202e}` — so a path cannot
 /// write lines of its own into a text log or make one read otherwise. (The
 /// gRPC door takes any string Envoy sends; HTTP request lines cannot carry
-/// ASCII controls, but hyper takes UTF-8 in the target.)
+/// ASCII controls, but hyper takes UTF-8 in the target.) At most
+/// [`MAX_LOGGED_PATH`] bytes are shown, the rest named by its length.
 pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let redacted = redact_tokens_in_path(path);
+    let shown = escape_path(redact_tokens_in_path(path));
+    if shown.len() <= MAX_LOGGED_PATH {
+        return shown;
+    }
+    // Cut after redaction and escaping, at a character's boundary.
+    let mut cut = MAX_LOGGED_PATH;
+    while !shown.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…(+{} bytes)", &shown[..cut], shown.len() - cut))
+}
+
+/// Most bytes of a path a log line or span shows; the rest is named by its
+/// length (a request may carry a path of `limits.max_header_bytes`).
+pub const MAX_LOGGED_PATH: usize = 1024;
+
+fn escape_path(redacted: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
     if !redacted.chars().any(acts_on_a_reader) {
         return redacted;
     }
@@ -232,6 +249,27 @@ mod tests {
         // Two values pasted together: neither survives.
         let twice = format!("/a/{}{}/b", t.expose(), t.expose());
         assert_eq!(redact_path(&twice), "/a/hwz_…redacted/b");
+    }
+
+    #[test]
+    fn a_long_path_is_logged_cut_with_what_was_left_out() {
+        // A client may send a 32 KiB path: each access line and span would
+        // carry it whole, whatever the request's answer.
+        let long = format!("/api/{}", "a".repeat(5000));
+        let r = redact_path(&long);
+        assert!(r.len() < MAX_LOGGED_PATH + 40, "{}", r.len());
+        assert!(
+            r.ends_with(&format!("…(+{} bytes)", long.len() - MAX_LOGGED_PATH)),
+            "{r}"
+        );
+        // Cut after redaction (a secret across the cut never shows) and
+        // at a character's boundary.
+        let t = crate::token::TokenSecret::generate().unwrap();
+        let p = format!("/{}{}", "é".repeat(MAX_LOGGED_PATH / 2 - 3), t.expose());
+        let r = redact_path(&p);
+        assert!(!r.contains(&t.expose()[4..12]), "{r}");
+        assert!(r.is_char_boundary(r.len()));
+        assert_eq!(redact_path("/short"), "/short");
     }
 
     #[test]
