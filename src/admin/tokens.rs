@@ -69,28 +69,6 @@ pub async fn create(
     if let Some(why) = caller.widened_by(&valid.limits.allow_from) {
         return Err(ApiError::Validation(field("allow_from", why)));
     }
-    // One tenant cannot fill the store every tenant shares. Counted, not
-    // reserved: concurrent creates may pass it by a few (bounded by
-    // admin.change_limit for token callers).
-    let max = api.policy().governance.max_per_workspace;
-    if max > 0 {
-        let held = api
-            .cache
-            .store()
-            .workspace_tokens(&valid.workspace_id)
-            .await
-            .map_err(ApiError::store)?;
-        if held >= max {
-            return Err(ApiError::State {
-                code: "workspace_full",
-                message: format!(
-                    "Workspace `{}` holds {held} tokens, the most tokens.max_per_workspace allows ({max}); revoked and expired ones count until store.retention ends.",
-                    valid.workspace_id
-                )
-                .into(),
-            });
-        }
-    }
     let secret =
         TokenSecret::generate_with(api.policy().prefixes.mint()).map_err(ApiError::fault)?;
     let limits_by = (!valid.limits.allow_from.is_empty() || valid.limits.not_before.is_some())

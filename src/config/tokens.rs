@@ -42,11 +42,6 @@ pub struct TokenSettings {
     /// Most workspaces the gauge names; the others are summed under
     /// `workspace="_other"` (bounded label cardinality).
     pub expiring_workspaces: usize,
-    /// Most tokens one workspace may hold (revoked and expired ones kept
-    /// as tombstones for `store.retention` included): a create beyond it
-    /// is 409 `conflict`. Bounds what one tenant can put in the store
-    /// every tenant shares. 0: no limit.
-    pub max_per_workspace: u64,
 }
 
 /// `[tokens.workspaces."<id>"]`.
@@ -67,7 +62,6 @@ impl Default for TokenSettings {
             workspaces: BTreeMap::new(),
             expiry_scan_interval: HumanDuration(Duration::from_secs(300)),
             expiring_workspaces: 100,
-            max_per_workspace: 100_000,
         }
     }
 }
@@ -146,10 +140,6 @@ impl TokenSettings {
                 "must be at least 1".into(),
             ));
         }
-        Ok(Governance {
-            global,
-            workspaces,
-            max_per_workspace: self.max_per_workspace,
-        })
+        Ok(Governance { global, workspaces })
     }
 }

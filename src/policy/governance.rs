@@ -37,8 +37,6 @@ pub struct TokenLimits {
 pub struct Governance {
     pub global: TokenLimits,
     pub workspaces: BTreeMap<String, TokenLimits>,
-    /// `tokens.max_per_workspace` (0: no limit).
-    pub max_per_workspace: u64,
 }
 
 impl Governance {
@@ -129,7 +127,6 @@ mod tests {
                 }),
                 max_role: Some("workspace_member".into()),
             },
-            max_per_workspace: 0,
             workspaces: BTreeMap::from([(
                 "ws_strict".to_owned(),
                 TokenLimits {

@@ -169,26 +169,6 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// How many tokens `workspace`'s index holds (see
-    /// `Store::workspace_tokens`).
-    pub async fn workspace_tokens(&self, workspace: &str) -> Result<u64, StoreError> {
-        let ws = workspace.to_owned();
-        self.run(self.read_timeout, move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let index = txn.open_table(BY_WORKSPACE).map_err(unavailable)?;
-            let mut n = 0;
-            for entry in index
-                .range((ws.as_str(), 0, "")..=(ws.as_str(), u64::MAX, ""))
-                .map_err(unavailable)?
-            {
-                entry.map_err(unavailable)?;
-                n += 1;
-            }
-            Ok(n)
-        })
-        .await
-    }
-
     /// Runs `f` on the blocking pool, bounded by `limit`.
     pub(super) async fn run<T: Send + 'static>(
         &self,

@@ -230,18 +230,6 @@ pub enum Store {
     Redis(RedisStore),
 }
 
-impl Store {
-    /// How many tokens `workspace`'s index holds: revoked and expired ones
-    /// kept for `store.retention` included (on Redis, also ones whose record
-    /// has gone until a list of the workspace passes them and drops them).
-    pub async fn workspace_tokens(&self, workspace: &str) -> Result<u64, StoreError> {
-        match self {
-            Store::Embedded(s) => s.workspace_tokens(workspace).await,
-            Store::Redis(s) => s.workspace_tokens(workspace).await,
-        }
-    }
-}
-
 impl TokenStore for Store {
     async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
         match self {

@@ -142,22 +142,6 @@ impl RedisStore {
     }
 }
 
-impl RedisStore {
-    /// How many tokens `workspace`'s index holds (see
-    /// `Store::workspace_tokens`): one `ZCARD`.
-    pub async fn workspace_tokens(&self, workspace: &str) -> Result<u64, StoreError> {
-        let key = self.index_key(Some(workspace));
-        self.timed(|mut conn| async move {
-            redis::cmd("ZCARD")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)
-        })
-        .await
-    }
-}
-
 impl TokenStore for RedisStore {
     async fn get(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
         let key = self.token_key(hash);
