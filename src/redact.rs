@@ -65,44 +65,37 @@ pub fn redact_url(url: &str) -> String {
 /// ASCII controls, but hyper takes UTF-8 in the target.) At most
 /// [`MAX_LOGGED_PATH`] bytes are shown, the rest named by its length.
 pub fn redact_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let shown = escape_path(redact_tokens_in_path(path));
-    if shown.len() <= MAX_LOGGED_PATH {
-        return shown;
+    use std::fmt::Write as _;
+    let redacted = redact_tokens_in_path(path);
+    if redacted.len() <= MAX_LOGGED_PATH && !redacted.chars().any(acts_on_a_reader) {
+        return redacted;
     }
-    // Cut after redaction and escaping, at a character's boundary.
-    let mut cut = MAX_LOGGED_PATH;
-    while !shown.is_char_boundary(cut) {
-        cut -= 1;
+    let mut out = String::with_capacity(redacted.len().min(MAX_LOGGED_PATH) + 24);
+    let mut piece = String::with_capacity(12);
+    for (at, c) in redacted.char_indices() {
+        piece.clear();
+        // Writing to a String cannot fail.
+        let _ = if c.is_ascii_control() {
+            write!(piece, "\\x{:02x}", u32::from(c))
+        } else if acts_on_a_reader(c) {
+            write!(piece, "\\u{{{:x}}}", u32::from(c))
+        } else {
+            piece.push(c);
+            Ok(())
+        };
+        // Cut between whole characters and whole escapes, after redaction.
+        if out.len() + piece.len() > MAX_LOGGED_PATH {
+            let _ = write!(out, "…(+{} bytes)", redacted.len() - at);
+            break;
+        }
+        out.push_str(&piece);
     }
-    std::borrow::Cow::Owned(format!("{}…(+{} bytes)", &shown[..cut], shown.len() - cut))
+    std::borrow::Cow::Owned(out)
 }
 
 /// Most bytes of a path a log line or span shows; the rest is named by its
 /// length (a request may carry a path of `limits.max_header_bytes`).
 pub const MAX_LOGGED_PATH: usize = 1024;
-
-fn escape_path(redacted: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
-    if !redacted.chars().any(acts_on_a_reader) {
-        return redacted;
-    }
-    let mut out = String::with_capacity(redacted.len() + 8);
-    for c in redacted.chars() {
-        // Writing to a String cannot fail.
-        let _ = match c {
-            _ if c.is_ascii_control() => {
-                std::fmt::Write::write_fmt(&mut out, format_args!("\\x{:02x}", u32::from(c)))
-            }
-            _ if acts_on_a_reader(c) => {
-                std::fmt::Write::write_fmt(&mut out, format_args!("\\u{{{:x}}}", u32::from(c)))
-            }
-            _ => {
-                out.push(c);
-                Ok(())
-            }
-        };
-    }
-    std::borrow::Cow::Owned(out)
-}
 
 /// A character a terminal or a log reader acts on rather than shows: a
 /// control character, the line or paragraph separator, or a bidirectional
@@ -268,8 +261,15 @@ mod tests {
         let p = format!("/{}{}", "é".repeat(MAX_LOGGED_PATH / 2 - 3), t.expose());
         let r = redact_path(&p);
         assert!(!r.contains(&t.expose()[4..12]), "{r}");
-        assert!(r.is_char_boundary(r.len()));
         assert_eq!(redact_path("/short"), "/short");
+        // Never half an escape: `\u{202e}` whole, or not at all.
+        let p = format!("/{}\u{202e}x", "a".repeat(MAX_LOGGED_PATH - 4));
+        let r = redact_path(&p);
+        assert!(
+            r.ends_with(&format!("{}…(+4 bytes)", "a".repeat(10))),
+            "{r}"
+        );
+        assert!(!r.contains("\\u{20"), "{r}");
     }
 
     #[test]

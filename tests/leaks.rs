@@ -628,18 +628,27 @@ async fn unsigned_bodies_cannot_fill_the_gates_memory() {
     // A body must come whole within limits.body_read_timeout, however
     // steadily it trickles (the rate check forgives 60 s here): the two
     // read are cut, which frees the budget.
+    // Each answer read as it comes (its own time), not one after another.
+    let readers: Vec<_> = held
+        .into_iter()
+        .map(|(mut read, trickle)| {
+            tokio::spawn(async move {
+                let mut answer = vec![0u8; 4096];
+                let n = tokio::time::timeout(Duration::from_secs(20), read.read(&mut answer))
+                    .await
+                    .expect("every trickling report is answered")
+                    .unwrap_or(0);
+                trickle.abort();
+                (
+                    String::from_utf8_lossy(&answer[..n]).into_owned(),
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
     let mut answers = Vec::new();
-    for (read, trickle) in &mut held {
-        let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(20), read.read(&mut answer))
-            .await
-            .expect("every trickling report is answered")
-            .unwrap_or(0);
-        answers.push((
-            String::from_utf8_lossy(&answer[..n]).into_owned(),
-            started.elapsed(),
-        ));
-        trickle.abort();
+    for r in readers {
+        answers.push(r.await.unwrap());
     }
     let refused: Vec<_> = answers
         .iter()
@@ -647,6 +656,8 @@ async fn unsigned_bodies_cannot_fill_the_gates_memory() {
         .collect();
     assert_eq!(refused.len(), 1, "{answers:?}");
     assert!(refused[0].0.contains("overloaded"), "{answers:?}");
+    // At once, unread: before any body could have been cut (4 s).
+    assert!(refused[0].1 < Duration::from_secs(4), "{answers:?}");
     for (answer, _) in answers
         .iter()
         .filter(|(a, _)| !a.starts_with("HTTP/1.1 503"))

@@ -93,14 +93,15 @@ pub struct TokenCache<S> {
     failing_until_ms: AtomicU64,
     started: Instant,
     /// Whole records (name included) read for self-inspection, for
-    /// [`WHOLE_FOR`]: a token holder asking again and again reads the store
-    /// once per that, not once per request.
+    /// [`WHOLE_FOR`] or until the token changes (invalidated with the
+    /// cache): a token holder asking again and again reads the store once
+    /// per that, not once per request.
     whole: Cache<TokenHash, Option<Arc<TokenRecord>>, KeyHasher>,
 }
 
-/// How long a whole record read for self-inspection is kept (its name may
-/// show this much late after a rename; its state is judged from the cache
-/// above, as every request's is).
+/// How long a whole record read for self-inspection is kept at most (a
+/// change to the token invalidates it at once, as the cache's entry; its
+/// state is judged from the cache above, as every request's is).
 pub const WHOLE_FOR: Duration = Duration::from_secs(10);
 
 /// The caches' key hasher. Keys are BLAKE3 outputs of presented values, and
@@ -373,6 +374,7 @@ impl<S: TokenStore> TokenCache<S> {
     pub async fn invalidate(&self, hash: &TokenHash) {
         self.epochs.changed(hash);
         self.cache.invalidate(hash).await;
+        self.whole.invalidate(hash).await;
     }
 
     /// Forgets everything (invalidations may have been missed).
@@ -380,6 +382,7 @@ impl<S: TokenStore> TokenCache<S> {
         self.metrics.cache_drops.inc();
         self.epochs.dropped();
         self.cache.invalidate_all();
+        self.whole.invalidate_all();
     }
 
     /// The record for `hash` when memory holds a fresh one (not one kept

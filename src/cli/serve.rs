@@ -63,16 +63,21 @@ pub(super) fn check_config(loaded: &Loaded, as_json: bool) -> u8 {
         complain!("warning: {w}");
     }
     // The key file `serve` would read: judged as `serve` judges it (a
-    // missing one is made at start).
+    // missing one is made at start). A file this user cannot read (the
+    // data_dir is the gate's own, mode 0700) is not judged, only said.
     if s.admin.key.is_none() {
+        use crate::admin::KeyError;
         match crate::admin::read_key_file(&s.data_dir.join(crate::admin::KEY_FILE)) {
-            Err(crate::admin::KeyError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(_) => {}
+            Err(KeyError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            }
+            Err(e @ KeyError::Read { .. }) => {
+                complain!("warning: admin key not judged as this user: {e}");
+            }
             Err(e) => {
                 complain!("error: admin key: {e}");
                 return USAGE;
             }
-            Ok(_) => {}
         }
     }
     let mut effective = serde_json::to_value(s).unwrap_or(Value::Null);

@@ -455,7 +455,7 @@ pub(crate) fn validate_text(
     if trimmed.chars().any(invisible_or_separator) {
         errors.insert(
             field.into(),
-            "must not contain invisible or line-separator characters (U+00AD, U+180E, U+200B, U+2028, U+2029, U+2060-U+2064, U+FEFF, U+FFF9-U+FFFB, tags U+E0000-U+E007F): two names would look the same".into(),
+            "must not contain invisible or line-separator characters (U+00AD, U+034F, Hangul fillers U+115F, U+1160, U+3164, U+FFA0, U+180E, U+200B, U+2028, U+2029, U+2060-U+206F, U+FEFF, U+FFF9-U+FFFB, U+1D173-U+1D17A, tags U+E0000-U+E007F): two names would look the same".into(),
         );
         return None;
     }
@@ -468,13 +468,20 @@ fn invisible_or_separator(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
             | '\u{180E}'
             | '\u{200B}'
             | '\u{2028}'
             | '\u{2029}'
             | '\u{2060}'..='\u{2064}'
+            | '\u{206A}'..='\u{206F}'
+            | '\u{3164}'
             | '\u{FEFF}'
+            | '\u{FFA0}'
             | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
             | '\u{E0000}'..='\u{E007F}'
     )
 }
