@@ -51,6 +51,8 @@ struct Script {
     hold: usize,
     /// Answer 500 to this many (after the held ones).
     fail: usize,
+    /// Take this long over each 200.
+    slow: Duration,
 }
 
 /// A webhook receiver on a loopback port: records every POST, answers as
@@ -133,6 +135,7 @@ async fn answer(
         header("user-agent"),
     );
     let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let slow = script.lock().unwrap().slow;
     let status = {
         let mut s = script.lock().unwrap();
         if s.hold > 0 {
@@ -156,6 +159,9 @@ async fn answer(
     if status == 0 {
         // Held: the sender waits until it gives up or dies.
         std::future::pending::<()>().await;
+    }
+    if status == 200 {
+        tokio::time::sleep(slow).await;
     }
     Ok(http::Response::builder()
         .status(status)
@@ -377,7 +383,12 @@ async fn every_lifecycle_action_is_one_signed_post_with_its_audit_id() {
 
 #[tokio::test]
 async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt() {
-    let receiver = Receiver::start(Script { hold: 0, fail: 2 }).await;
+    let receiver = Receiver::start(Script {
+        hold: 0,
+        fail: 2,
+        ..Script::default()
+    })
+    .await;
     let g = gate(
         "embedded",
         "",
@@ -424,7 +435,12 @@ async fn a_receiver_failing_twice_gets_the_event_on_the_third_attempt() {
 
 #[tokio::test]
 async fn an_event_is_given_up_after_max_attempts_and_counted_failed() {
-    let receiver = Receiver::start(Script { hold: 0, fail: 100 }).await;
+    let receiver = Receiver::start(Script {
+        hold: 0,
+        fail: 100,
+        ..Script::default()
+    })
+    .await;
     let g = gate(
         "embedded",
         "",
@@ -582,7 +598,11 @@ fn process_admin(gate: &GateProcess) -> Http {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_killed_mid_delivery_leaves_the_event_to_another_gate() {
-    let receiver = Receiver::start(Script { hold: 1, fail: 0 }).await;
+    let receiver = Receiver::start(Script {
+        hold: 1,
+        ..Script::default()
+    })
+    .await;
     let prefix = unique_prefix("webhooks_killed");
     let dir = tempfile::tempdir().unwrap();
     let store = format!(
@@ -617,7 +637,11 @@ async fn a_gate_killed_mid_delivery_leaves_the_event_to_another_gate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_gate_killed_mid_delivery_sends_the_event_again_after_restart() {
-    let receiver = Receiver::start(Script { hold: 1, fail: 0 }).await;
+    let receiver = Receiver::start(Script {
+        hold: 1,
+        ..Script::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let hook = hook_toml("restart", &receiver.url(), "[\"*\"]", "");
     let toml = process_toml("", &hook);
@@ -957,4 +981,59 @@ fn check_config_redacts_the_secret_and_reads_the_secret_file() {
         stderr.contains("webhooks[0].secret_file") && !stderr.contains("tooshort"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_retrying_one_event_leaves_no_other_event_to_be_sent_twice() {
+    // A gate that took several events at once and retries the first for
+    // longer than claim_after must not leave the others waiting in its
+    // name: another gate would take them over, and both would send them.
+    // The receiver holds one request (its attempt times out after 1 s) so
+    // that the next events pile up, then fails 40 (about 4 s of retries by
+    // both gates, past claim_after's 2 s), then takes 300 ms over each 200
+    // (so the two gates' sends overlap).
+    let receiver = Receiver::start(Script {
+        hold: 1,
+        fail: 40,
+        slow: Duration::from_millis(300),
+    })
+    .await;
+    let prefix = unique_prefix("webhooks_batch");
+    let toml = hook_toml(
+        "batch",
+        &receiver.url(),
+        "[\"token.created\"]",
+        "max_attempts = 100",
+    );
+    let a = gate("redis", &prefix, &toml, &[]).await;
+    let b = gate("redis", &prefix, &toml, &[]).await;
+    create_token(&a, workspace_token("t0", "ws_1", "workspace_viewer", "30d")).await;
+    receiver.wait_for(1, "the first event's held attempt").await;
+    futures_util::future::join_all((1..6).map(|i| {
+        create_token(
+            &b,
+            workspace_token(&format!("t{i}"), "ws_1", "workspace_viewer", "30d"),
+        )
+    }))
+    .await;
+    let delivered = |d: &[Delivery]| {
+        let mut ok: Vec<String> = d
+            .iter()
+            .filter(|d| d.status == 200)
+            .map(|d| d.id.clone())
+            .collect();
+        ok.sort_unstable();
+        ok
+    };
+    eventually("every event delivered", Duration::from_secs(40), || async {
+        let mut ok = delivered(&receiver.deliveries());
+        ok.dedup();
+        (ok.len() == 6).then_some(())
+    })
+    .await;
+    settled(&prefix, "webhook:batch").await;
+    let ok = delivered(&receiver.deliveries());
+    let mut once = ok.clone();
+    once.dedup();
+    assert_eq!(ok, once, "an event was delivered twice: {ok:?}");
 }

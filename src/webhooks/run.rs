@@ -25,8 +25,12 @@ use super::body;
 use super::deliver;
 use super::hook::Webhook;
 
-/// Events taken per store call.
-const BATCH: usize = 16;
+/// Events taken per store call: one. An event is held (touched) only
+/// while it is the one being sent; events taken with it would wait idle in
+/// this gate's name while it retries, past `claim_after`, and another gate
+/// would take them over and both would send them. Deliveries are HTTP
+/// requests: one store call each is small beside them.
+const BATCH: usize = 1;
 /// Longest wait between two tries to open a subscription or read it while
 /// the store fails.
 const MAX_STORE_WAIT: Duration = Duration::from_secs(30);
