@@ -300,30 +300,27 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
         },
     };
     // One tenant's tokens cannot fill the shared audit log, the webhooks
-    // and the store with changes (the admin key is never limited).
-    if let Caller::Token { workspace_id, .. } = &caller
-        && op.is_change()
-        && !api.changes.try_take(workspace_id.clone(), Instant::now())
-    {
-        let e = ApiError::ChangeLimited {
-            retry_after: api.changes.retry_after().clone(),
+    // and the store with changes, nor keep the store every tenant's token
+    // checks share busy with reads (a read may scan thousands of audit
+    // entries or usage hours). The admin key is never limited.
+    if let Caller::Token { workspace_id, .. } = &caller {
+        let (bucket, result) = if op.is_change() {
+            (&api.changes, "change_limited")
+        } else {
+            (&api.reads, "read_limited")
         };
-        // Told apart from wrong keys' `rate_limited` in the metric.
-        metrics.admin(op.as_str(), "change_limited");
-        refused(&caller.label(), e.code());
-        return e.into_response();
-    }
-    // Nor with reads, which may scan thousands of audit entries or usage
-    // hours on the store every tenant's token checks share.
-    if let Caller::Token { workspace_id, .. } = &caller
-        && !op.is_change()
-        && !api.reads.try_take(workspace_id.clone(), Instant::now())
-    {
-        let e = ApiError::ReadLimited {
-            retry_after: api.reads.retry_after().clone(),
-        };
-        metrics.admin(op.as_str(), "read_limited");
-        return e.into_response();
+        if !bucket.try_take(workspace_id.clone(), Instant::now()) {
+            let retry_after = bucket.retry_after().clone();
+            let e = if op.is_change() {
+                ApiError::ChangeLimited { retry_after }
+            } else {
+                ApiError::ReadLimited { retry_after }
+            };
+            // Told apart from wrong keys' `rate_limited` in the metric.
+            metrics.admin(op.as_str(), result);
+            refused(&caller.label(), e.code());
+            return e.into_response();
+        }
     }
     let label = caller.label();
     req.extensions_mut().insert(Origin {
