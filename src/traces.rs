@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceState, Tracer as _,
+    TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
@@ -149,33 +152,71 @@ impl Traces {
         Ok(Some((traces, task)))
     }
 
-    /// Starts the span of one request at `door`, a child of the caller's
-    /// span when `traceparent` is a valid W3C header (a malformed one is
-    /// ignored: the span starts a new trace).
-    pub fn span(
-        &self,
-        door: &'static str,
-        traceparent: Option<&str>,
-        tracestate: Option<&str>,
-    ) -> RequestSpan {
-        let parent = match traceparent {
-            Some(tp) => self.propagator.extract(&Incoming { tp, ts: tracestate }),
-            None => Context::new(),
-        };
-        let span = self
+    /// Starts the span of one request at `door`. From a trusted caller
+    /// (see [`CallerTrace`]) the span is a child of its `traceparent` when
+    /// that is a valid W3C header (a malformed one is ignored: the span
+    /// starts a new trace), and the caller's sampled flag decides. From
+    /// anyone else the span starts a trace of the gate's own, sampled by
+    /// `sample_ratio` alone, and links the caller's span (its `tracestate`
+    /// not taken).
+    pub fn span(&self, door: &'static str, caller: CallerTrace<'_>) -> RequestSpan {
+        let remote = caller.traceparent.map(|tp| {
+            self.propagator.extract(&Incoming {
+                tp,
+                ts: caller.tracestate.filter(|_| caller.trusted),
+            })
+        });
+        let builder = self
             .tracer
             .span_builder(door)
             .with_kind(SpanKind::Server)
-            .with_attributes([KeyValue::new(attr::DOOR, door)])
-            .start_with_context(&self.tracer, &parent);
-        RequestSpan { span }
+            .with_attributes([KeyValue::new(attr::DOOR, door)]);
+        let (builder, parent, restarted) = match remote {
+            Some(cx) if !caller.trusted => {
+                let sc = cx.span().span_context().clone();
+                let link = sc.is_valid().then(|| {
+                    Link::with_context(SpanContext::new(
+                        sc.trace_id(),
+                        sc.span_id(),
+                        sc.trace_flags(),
+                        true,
+                        TraceState::NONE,
+                    ))
+                });
+                let restarted = link.is_some();
+                (
+                    builder.with_links(link.into_iter().collect()),
+                    Context::new(),
+                    restarted,
+                )
+            }
+            Some(cx) => (builder, cx, false),
+            None => (builder, Context::new(), false),
+        };
+        let span = builder.start_with_context(&self.tracer, &parent);
+        RequestSpan { span, restarted }
     }
+}
+
+/// The trace context a request came with, and whether the gate takes it
+/// from this caller: only a peer in `trusted_proxies` (the proxies whose
+/// forwarding headers are believed) chooses the trace a span joins and
+/// whether it is recorded. Anyone else could otherwise have every request
+/// recorded past `sample_ratio`, and hang the gate's spans — and the API's
+/// under them — in a trace of their choosing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallerTrace<'h> {
+    pub traceparent: Option<&'h str>,
+    pub tracestate: Option<&'h str>,
+    pub trusted: bool,
 }
 
 /// The span of one request, open until [`RequestSpan::end`].
 #[derive(Debug)]
 pub struct RequestSpan {
     span: opentelemetry_sdk::trace::Span,
+    /// The caller's trace was not joined (an untrusted caller sent one).
+    restarted: bool,
 }
 
 impl RequestSpan {
@@ -202,6 +243,13 @@ impl RequestSpan {
             cx.span_id(),
             cx.trace_flags().to_u8()
         ))
+    }
+
+    /// Whether the upstream must not get the caller's `tracestate`: the
+    /// span is recorded in a trace of the gate's own, which the caller's
+    /// state does not belong to.
+    pub fn drops_tracestate(&self) -> bool {
+        self.restarted && self.span.is_recording()
     }
 
     /// Ends the span with the answer's status: an error on 5xx.

@@ -481,6 +481,153 @@ async fn forward_auth_and_grpc_spans_join_the_callers_trace() {
     assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
 }
 
+// === a caller the gate does not trust ===
+
+/// A gate exporting spans that trusts no peer (`trusted_proxies` empty):
+/// every test client is a stranger, as an internet client is to a gate at
+/// the edge.
+async fn edge_gate(receiver: &Receiver, upstream: &TestUpstream, ratio: &str) -> InProcessGate {
+    let endpoint = receiver.endpoint();
+    let url = upstream.url();
+    InProcessGate::start(&[
+        ("upstream.url", &url),
+        ("telemetry.otlp_endpoint", &endpoint),
+        ("telemetry.sample_ratio", ratio),
+        ("trusted_proxies", ""),
+    ])
+    .await
+}
+
+/// A check of `WS1_PROJECTS` over the gRPC door, with `headers`.
+async fn grpc_check(gate: &InProcessGate, headers: &[(&str, &str)]) -> i32 {
+    let mut client = AuthorizationClient::connect(format!("http://{}", gate.addrs.grpc))
+        .await
+        .unwrap();
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let check = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: WS1_PROJECTS.into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let res = client.check(check).await.unwrap().into_inner();
+    res.status.as_ref().unwrap().code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_s_sampled_flag_does_not_override_the_sample_ratio() {
+    // sample_ratio 0: the operator records nothing. A client outside
+    // trusted_proxies sending `-01` must not make every request of its own
+    // a recorded, exported span (the collector's load is the operator's
+    // to choose), at any door.
+    let receiver = Receiver::start().await;
+    let upstream = TestUpstream::start().await;
+    let gate = edge_gate(&receiver, &upstream, "0").await;
+    let (_, secret) = create_token(
+        &gate,
+        workspace_token("Edge", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    for _ in 0..5 {
+        let a = gate
+            .proxy()
+            .request(Method::GET, WS1_PROJECTS)
+            .token(&secret)
+            .header("traceparent", SAMPLED)
+            .header("tracestate", STATE)
+            .go()
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+        // Not recorded: the caller's context goes on as it came.
+        let h = &a.json()["headers"];
+        assert_eq!(h["traceparent"], serde_json::json!([SAMPLED]), "{h}");
+        let n = send(gate.addrs.auth, Method::GET, "/auth/nginx")
+            .token(&secret)
+            .original("GET", WS1_PROJECTS)
+            .header("traceparent", SAMPLED)
+            .go()
+            .await;
+        assert_eq!(n.status, StatusCode::OK);
+        let auth = format!("Bearer {secret}");
+        let code = grpc_check(&gate, &[("authorization", &auth), ("traceparent", SAMPLED)]).await;
+        assert_eq!(code, 0, "OK");
+    }
+    // Shutting down sends whatever was recorded.
+    gate.shutdown().await;
+    let spans = receiver.spans();
+    assert!(spans.is_empty(), "a stranger chose sampling: {spans:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_s_trace_is_linked_not_joined_and_its_tracestate_is_not_taken() {
+    // Recorded (sample_ratio 1): the span starts a trace of the gate's own
+    // and links the caller's span, so a stranger cannot hang the gate's
+    // spans (and the API's under them) into a trace of its choosing, nor
+    // put its tracestate on them; the API gets the gate's context only.
+    let receiver = Receiver::start().await;
+    let upstream = TestUpstream::start().await;
+    let gate = edge_gate(&receiver, &upstream, "1").await;
+    let (_, secret) = create_token(
+        &gate,
+        workspace_token("Edge", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let a = gate
+        .proxy()
+        .request(Method::GET, WS1_PROJECTS)
+        .token(&secret)
+        .header("traceparent", SAMPLED)
+        .header("tracestate", STATE)
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let auth = format!("Bearer {secret}");
+    let code = grpc_check(
+        &gate,
+        &[
+            ("authorization", &auth),
+            ("traceparent", SAMPLED),
+            ("tracestate", STATE),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "OK");
+    let proxy = receiver.door_spans("proxy", 1).await;
+    let grpc = receiver.door_spans("grpc", 1).await;
+    for span in [&proxy[0], &grpc[0]] {
+        assert_ne!(hex(&span.trace_id), TRACE_ID, "a trace of its own");
+        assert!(span.parent_span_id.is_empty(), "a root span: {span:?}");
+        assert!(span.trace_state.is_empty(), "{span:?}");
+        assert_eq!(span.links.len(), 1, "{span:?}");
+        let link = &span.links[0];
+        assert_eq!(hex(&link.trace_id), TRACE_ID);
+        assert_eq!(hex(&link.span_id), PARENT_ID);
+        assert!(link.trace_state.is_empty(), "{link:?}");
+    }
+    let h = &a.json()["headers"];
+    let want = format!(
+        "00-{}-{}-01",
+        hex(&proxy[0].trace_id),
+        hex(&proxy[0].span_id)
+    );
+    assert_eq!(h["traceparent"], serde_json::json!([want]), "{h}");
+    assert!(
+        h.get("tracestate").is_none(),
+        "the stranger's tracestate belongs to another trace: {h}"
+    );
+}
+
 // === an unusable endpoint ===
 
 #[test]

@@ -18,11 +18,13 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<String>,
     /// `service.name` of the spans.
     pub service_name: String,
-    /// Share of new traces recorded, 0.0..=1.0, for requests that arrive
-    /// without a `traceparent`; a request with one follows its sampled flag.
+    /// Share of new traces recorded, 0.0..=1.0: requests without a
+    /// `traceparent`, and every request from a peer outside
+    /// `trusted_proxies`; a trusted peer's `traceparent` decides by its
+    /// sampled flag.
     pub sample_ratio: f64,
     /// Finished spans held for export; past it, new spans are dropped and
-    /// counted (`hawzu_gate_trace_spans_dropped_total`), never waited for.
+    /// counted (`hawzu_gate_trace_spans_total{result="dropped"}`), never waited for.
     pub queue_size: usize,
     /// Longest wait for the collector to take one batch.
     pub export_timeout: HumanDuration,

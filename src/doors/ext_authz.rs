@@ -30,7 +30,7 @@ use crate::decide::{ClientAddr, Credentials, Decision, RequestFacts};
 use crate::headers::{HAWZU_TOKEN_EXPIRES, HTTP2_SETTINGS, UPGRADE};
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
-use crate::traces::{TRACEPARENT, TRACESTATE};
+use crate::traces::{CallerTrace, TRACEPARENT, TRACESTATE};
 
 /// The gRPC door.
 #[derive(Debug, Clone)]
@@ -56,7 +56,12 @@ impl ExtAuthz {
         exchange.trace(|| {
             let headers = checked.as_ref().ok().map(|c| &c.headers);
             let get = |name: &str| headers.and_then(|h| h.get(name)).map(String::as_str);
-            (get(TRACEPARENT), get(TRACESTATE))
+            CallerTrace {
+                traceparent: get(TRACEPARENT),
+                tracestate: get(TRACESTATE),
+                // As for the client's address: Envoy, when trusted or unknown.
+                trusted: peer.is_none_or(|p| self.shared.trusted_proxies.trusts(p.to_canonical())),
+            }
         });
         let (res, request_id) = match &checked {
             Ok(checked) => {

@@ -73,7 +73,7 @@ impl ForwardAuth {
         if inspect::asks(req.method(), path) {
             let shared = &self.shared;
             let mut exchange = shared.begin(Door::Inspect);
-            exchange.trace(|| trace_context(headers));
+            exchange.trace(|| trace_context(headers, peer.ip(), &shared.trusted_proxies));
             exchange.asked(req.method().as_str(), path);
             let client = || shared.client(peer.ip(), headers);
             let facts = RequestFacts {
@@ -110,7 +110,7 @@ impl ForwardAuth {
         };
         let shared = &self.shared;
         let mut exchange = shared.begin(asker.door());
-        exchange.trace(|| trace_context(headers));
+        exchange.trace(|| trace_context(headers, peer.ip(), &shared.trusted_proxies));
         // No X-Forwarded-For: the client is the peer, trusted proxy or not.
         let client = || {
             if read.forwarded_for {

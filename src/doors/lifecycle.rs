@@ -38,7 +38,7 @@ use crate::decide::{Decision, Deny, RequestFacts, decide};
 use crate::metrics::{Door, Outcome};
 use crate::refusal::{DenyCode, Refusal};
 use crate::telemetry::{self, Access, redact_path};
-use crate::traces::{RequestSpan, attr};
+use crate::traces::{CallerTrace, RequestSpan, attr};
 
 use super::Shared;
 
@@ -82,12 +82,12 @@ impl<'s, 'r> Exchange<'s, 'r> {
         telemetry::access_enabled()
     }
 
-    /// Starts the request's span when traces are on: `parent` gives the
-    /// caller's `traceparent` and `tracestate`, and is asked only then.
-    pub fn trace<'h>(&mut self, parent: impl FnOnce() -> (Option<&'h str>, Option<&'h str>)) {
+    /// Starts the request's span when traces are on: `caller` gives the
+    /// caller's `traceparent` and `tracestate` and whether the gate takes
+    /// them from this peer, and is asked only then.
+    pub fn trace<'h>(&mut self, caller: impl FnOnce() -> CallerTrace<'h>) {
         if let Some(traces) = &self.shared.traces {
-            let (traceparent, tracestate) = parent();
-            let span = traces.span(self.door.as_str(), traceparent, tracestate);
+            let span = traces.span(self.door.as_str(), caller());
             self.span = Some(Box::new(span));
         }
     }
@@ -103,6 +103,13 @@ impl<'s, 'r> Exchange<'s, 'r> {
     /// goes on unchanged.
     pub fn traceparent(&self) -> Option<String> {
         self.span.as_ref().and_then(|s| s.traceparent())
+    }
+
+    /// Whether the caller's `tracestate` must not reach the upstream: the
+    /// request's span is recorded in a trace of the gate's own (an
+    /// untrusted caller's trace is linked, not joined).
+    pub fn drops_tracestate(&self) -> bool {
+        self.span.as_ref().is_some_and(|s| s.drops_tracestate())
     }
 
     /// What the request asked for, as the access event and the span show

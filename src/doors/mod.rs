@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::refusal::Render;
 use crate::store::Store;
-use crate::traces::{TRACEPARENT, TRACESTATE, Traces};
+use crate::traces::{CallerTrace, TRACEPARENT, TRACESTATE, Traces};
 use crate::usage::UsageRecorder;
 use crate::web::RequestIds;
 
@@ -31,10 +31,19 @@ pub mod proxy;
 pub mod rendered;
 pub mod upstream;
 
-/// The caller's W3C trace context in `headers` (for the request's span).
-pub fn trace_context(headers: &HeaderMap) -> (Option<&str>, Option<&str>) {
+/// The caller's W3C trace context in `headers` (for the request's span),
+/// taken from `peer` only when it is a trusted proxy.
+pub fn trace_context<'h>(
+    headers: &'h HeaderMap,
+    peer: IpAddr,
+    trusted_proxies: &TrustedProxies,
+) -> CallerTrace<'h> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    (get(TRACEPARENT), get(TRACESTATE))
+    CallerTrace {
+        traceparent: get(TRACEPARENT),
+        tracestate: get(TRACESTATE),
+        trusted: trusted_proxies.trusts(peer.to_canonical()),
+    }
 }
 
 /// What every door needs: the cache over the store, the policy, the header

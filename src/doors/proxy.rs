@@ -39,7 +39,7 @@ use crate::headers::{
 };
 use crate::metrics::Door;
 use crate::refusal::Refusal;
-use crate::traces::TRACEPARENT;
+use crate::traces::{TRACEPARENT, TRACESTATE};
 use crate::web::REQUEST_ID;
 
 /// Answers of the proxy: the upstream's streamed body, or the gate's own.
@@ -135,7 +135,9 @@ impl Proxy {
         if inspect::asks(req.method(), req.uri().path()) {
             // Answered here, never forwarded.
             let mut exchange = self.shared.begin(Door::Inspect);
-            exchange.trace(|| trace_context(req.headers()));
+            exchange.trace(|| {
+                trace_context(req.headers(), conn.peer.ip(), &self.shared.trusted_proxies)
+            });
             exchange.asked(req.method().as_str(), req.uri().path());
             let client = || self.shared.client(conn.peer.ip(), req.headers());
             let facts = RequestFacts {
@@ -160,7 +162,8 @@ impl Proxy {
             return res.map(Either::Right);
         }
         let mut exchange = self.shared.begin(Door::Proxy);
-        exchange.trace(|| trace_context(req.headers()));
+        exchange
+            .trace(|| trace_context(req.headers(), conn.peer.ip(), &self.shared.trusted_proxies));
         // The request is consumed by forwarding: the event gets a copy.
         if exchange.logging() || exchange.traced() {
             exchange.asked(
@@ -278,11 +281,15 @@ impl Proxy {
         h.insert(REQUEST_ID, request_id.clone());
         // Traces on and this request's span kept: the API's spans become
         // children of the gate's. Otherwise the caller's trace context goes
-        // on as it came (tracestate always does).
+        // on as it came (tracestate too, unless the gate's span started a
+        // trace of its own: an untrusted caller's state is not of it).
         if let Some(tp) = exchange.traceparent()
             && let Ok(v) = HeaderValue::try_from(tp)
         {
             h.insert(TRACEPARENT, v);
+            if exchange.drops_tracestate() {
+                h.remove(TRACESTATE);
+            }
         }
         // Trust matters only for what the client sent of these.
         let trusted = found.forwarded && {
