@@ -349,27 +349,39 @@ impl IdentityHeaders {
 
     /// What an Envoy allow answer names for removal, given the names of the
     /// client's headers: `authorization` (unless `keep_authorization`: a
-    /// passed request's own credentials), and every protected header the
-    /// client sent that the answer does not set (Envoy removes after
-    /// setting: a name both set and removed would reach the API nowhere).
+    /// passed request's own credentials), every identity name the answer
+    /// does not set — whether the client was seen sending it or not: Envoy
+    /// shows an authorizer only the headers its config lists, so a forged
+    /// one may be there unseen — and every other protected header the
+    /// client sent (Envoy removes after setting: a name both set and
+    /// removed would reach the API nowhere).
     pub fn removals<'n>(
         &self,
         client: impl IntoIterator<Item = &'n str>,
         set: &[&HeaderName],
         keep_authorization: bool,
     ) -> Vec<String> {
-        let mut remove = Vec::with_capacity(2);
+        let mut remove = Vec::with_capacity(6);
         if !keep_authorization {
             remove.push("authorization".to_owned());
+        }
+        for name in self.names() {
+            if !set.contains(&name) {
+                remove.push(name.as_str().to_owned());
+            }
+        }
+        let mut client = client
+            .into_iter()
+            .filter(|name| self.is_protected(name))
+            .peekable();
+        if client.peek().is_none() {
+            return remove;
         }
         // Names already listed: a set, not a scan of the list, so a
         // request naming many protected headers (a direct caller of the
         // gRPC door may send a large map) costs linear time.
         let mut listed: std::collections::HashSet<String> = remove.iter().cloned().collect();
         for name in client {
-            if !self.is_protected(name) {
-                continue;
-            }
             let name = name.to_ascii_lowercase();
             if !set.iter().any(|s| s.as_str() == name) && listed.insert(name.clone()) {
                 remove.push(name);
@@ -378,22 +390,19 @@ impl IdentityHeaders {
         remove
     }
 
-    /// The names of the identity headers set for `p`, in order.
-    pub fn set_names(&self, p: &Principal<'_>) -> Vec<&HeaderName> {
-        let mut names = vec![
+    /// Every name the gate sets or answers with under the prefix.
+    fn names(&self) -> [&HeaderName; 9] {
+        [
             &self.token_id,
             &self.token_type,
             &self.workspace_id,
+            &self.project_id,
             &self.role,
             &self.permission,
-        ];
-        if p.project_id().is_some() {
-            names.push(&self.project_id);
-        }
-        if p.record.expires_header().is_some() {
-            names.push(&self.token_expires);
-        }
-        names
+            &self.token_expires,
+            &self.error,
+            &self.passed,
+        ]
     }
 
     /// Sets (overwrites) the identity headers for `p`.

@@ -163,6 +163,135 @@ async fn envoy_http_names_the_client_headers_to_remove() {
     assert_eq!(a.json()["error"], "insufficient_role");
 }
 
+/// Every identity name the gate may set (default prefix).
+const IDENTITY: [&str; 9] = [
+    "x-hawzu-token-id",
+    "x-hawzu-token-type",
+    "x-hawzu-workspace-id",
+    "x-hawzu-project-id",
+    "x-hawzu-role",
+    "x-hawzu-permission",
+    "x-hawzu-token-expires",
+    "x-hawzu-error",
+    "x-hawzu-passed",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_doors_remove_every_identity_name_they_do_not_set_seen_or_not() {
+    // Envoy shows an authorizer only the headers its config lets through
+    // (HTTP ext_authz: Host, Method, Path, Content-Length, Authorization by
+    // default; Envoy Gateway: headersToExtAuth). A client's X-Hawzu-Role
+    // the gate never saw must still not reach the API: on a pass (no
+    // identity) every identity name goes, on an allow every one not set.
+    let gate = InProcessGate::start(&[("policy.other_credentials", "pass")]).await;
+    let (_, ws) = token(
+        &gate,
+        workspace_token("Env", "ws_1", "workspace_viewer", "never"),
+    )
+    .await;
+    let listed = |v: Option<&str>| -> Vec<String> {
+        v.unwrap_or("")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    // HTTP, passed: another credential, nothing shown.
+    let a = gate
+        .auth()
+        .request(Method::GET, "/envoy/api/v1/workspaces/ws_1/projects")
+        .header("authorization", "Basic dXNlcjpwdw==")
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let remove = listed(a.header("x-envoy-auth-headers-to-remove"));
+    for name in IDENTITY {
+        assert!(
+            remove.contains(&name.to_owned()),
+            "pass: {name} in {remove:?}"
+        );
+    }
+    assert!(!remove.contains(&"authorization".to_owned()), "its own");
+    // HTTP, allowed (workspace token, never expires): the project id and
+    // the expiry are not set, so they go too.
+    let a = gate
+        .auth()
+        .request(Method::GET, "/envoy/api/v1/workspaces/ws_1/projects")
+        .token(&ws)
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let remove = listed(a.header("x-envoy-auth-headers-to-remove"));
+    for name in [
+        "x-hawzu-project-id",
+        "x-hawzu-token-expires",
+        "x-hawzu-error",
+        "x-hawzu-passed",
+    ] {
+        assert!(
+            remove.contains(&name.to_owned()),
+            "allow: {name} in {remove:?}"
+        );
+    }
+    for name in ["x-hawzu-role", "x-hawzu-token-id", "x-hawzu-workspace-id"] {
+        assert!(
+            !remove.contains(&name.to_owned()),
+            "set, not removed: {name}"
+        );
+    }
+
+    // gRPC, the same.
+    let mut client = AuthorizationClient::connect(format!("http://{}", gate.addrs.grpc))
+        .await
+        .unwrap();
+    let res = client
+        .check(check_request(
+            "GET",
+            WS1_PROJECTS,
+            &[("authorization", "Basic dXNlcjpwdw==")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(HttpResponse::OkResponse(ok)) = res.http_response else {
+        panic!("an OkHttpResponse")
+    };
+    for name in IDENTITY {
+        assert!(
+            ok.headers_to_remove.contains(&name.to_owned()),
+            "grpc pass: {name} in {:?}",
+            ok.headers_to_remove
+        );
+    }
+    let auth = format!("Bearer {ws}");
+    let res = client
+        .check(check_request(
+            "GET",
+            WS1_PROJECTS,
+            &[("authorization", &auth)],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(HttpResponse::OkResponse(ok)) = res.http_response else {
+        panic!("an OkHttpResponse")
+    };
+    for name in ["x-hawzu-project-id", "x-hawzu-token-expires"] {
+        assert!(
+            ok.headers_to_remove.contains(&name.to_owned()),
+            "grpc allow: {name} in {:?}",
+            ok.headers_to_remove
+        );
+    }
+    for h in &ok.headers {
+        let name = &h.header.as_ref().unwrap().key;
+        assert!(
+            !ok.headers_to_remove.contains(name),
+            "{name} set and removed"
+        );
+    }
+}
+
 fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     let headers: HashMap<String, String> = headers
         .iter()

@@ -21,7 +21,7 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use envoy_types::ext_authz::v3::{CheckResponseExt, OkHttpResponseBuilder};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue as CoreHeaderValue;
-use http::{HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
 use jiff::Timestamp;
 
 use super::Shared;
@@ -120,8 +120,11 @@ impl ExtAuthz {
             Decision::Allow(p) => {
                 let headers = &self.shared.headers;
                 let mut ok = OkHttpResponseBuilder::new();
-                let set = headers.set_names(&p);
-                for (name, value) in headers.values(&p) {
+                let values = headers.values(&p);
+                // What is set, as set: a value skipped (not header-safe)
+                // leaves its name to be removed, not the client's.
+                let set: Vec<&HeaderName> = values.iter().map(|(name, _)| *name).collect();
+                for (name, value) in &values {
                     ok.add_header(
                         name.as_str(),
                         value.to_str().unwrap_or_default(),

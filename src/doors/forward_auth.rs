@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::Full;
 use jiff::Timestamp;
 
@@ -171,7 +171,9 @@ impl ForwardAuth {
                     // Envoy's HTTP mode keeps client headers the answer does
                     // not set; name them for removal (never one we set:
                     // Envoy removes after setting).
-                    let set = shared.headers.set_names(&p);
+                    // What the answer sets, as set (a value skipped as not
+                    // header-safe leaves its name to be removed).
+                    let set: Vec<&HeaderName> = h.keys().collect();
                     let remove = shared.headers.removals(
                         req.keys().map(http::HeaderName::as_str),
                         &set,
