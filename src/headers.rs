@@ -308,6 +308,27 @@ impl IdentityHeaders {
                 .any(|s| s.len() == b.len() && folded_starts_with(b, s.as_bytes()))
     }
 
+    /// Whether `name` is a method override header (`X-HTTP-Method-Override`,
+    /// `X-HTTP-Method`, `X-Method-Override`; `_` read as `-`, case
+    /// ignored) that `headers.strip` keeps from the API. The doors that
+    /// cannot remove a header (`/auth/nginx`, `/auth/traefik`) refuse a
+    /// request carrying one. Most names are passed over by their length.
+    pub fn is_stripped_method_override(&self, name: &str) -> bool {
+        const OVERRIDES: [&str; 3] = [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ];
+        let b = name.as_bytes();
+        OVERRIDES
+            .iter()
+            .any(|o| o.len() == b.len() && folded_starts_with(b, o.as_bytes()))
+            && self
+                .strip
+                .iter()
+                .any(|s| s.len() == b.len() && folded_starts_with(b, s.as_bytes()))
+    }
+
     /// One pass over `headers`' names: which of the rewrites before
     /// forwarding have anything to do. Most requests carry none of these
     /// names, and then rewriting costs no lookup and no second scan; most

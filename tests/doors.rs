@@ -125,6 +125,72 @@ async fn nginx_refuses_two_disagreeing_originals() {
 }
 
 #[tokio::test]
+async fn nginx_and_traefik_refuse_a_method_override_header_they_cannot_remove() {
+    // /auth/nginx and /auth/traefik cannot take a header off the request
+    // the proxy forwards: an X-HTTP-Method-Override the proxy's config does
+    // not clear (ingress-nginx clears request headers only controller-wide)
+    // would have Symfony or Laravel run a DELETE the gate judged as a GET.
+    let gate = InProcessGate::embedded().await;
+    let (_, viewer) = token(
+        &gate,
+        workspace_token("Viewer", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    for name in [
+        "X-HTTP-Method-Override",
+        "x_http_method",
+        "X-Method-Override",
+    ] {
+        let a = gate
+            .auth()
+            .request(Method::GET, "/auth/nginx")
+            .token(&viewer)
+            .original("GET", WS1_PROJECTS)
+            .header(name, "DELETE")
+            .go()
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "nginx, {name}");
+        assert_eq!(a.header("x-hawzu-error"), Some("method_override"), "{name}");
+        let a = gate
+            .auth()
+            .request(Method::GET, "/auth/traefik")
+            .token(&viewer)
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", WS1_PROJECTS)
+            .header(name, "DELETE")
+            .go()
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "traefik, {name}");
+        assert_eq!(a.json()["error"], "method_override", "{name}");
+    }
+    // Not without one.
+    let a = gate
+        .auth()
+        .request(Method::GET, "/auth/nginx")
+        .token(&viewer)
+        .original("GET", WS1_PROJECTS)
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    // An operator whose API honours none takes them off headers.strip.
+    let open = InProcessGate::start(&[("headers.strip", "")]).await;
+    let (_, viewer) = token(
+        &open,
+        workspace_token("Viewer", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await;
+    let a = open
+        .auth()
+        .request(Method::GET, "/auth/nginx")
+        .token(&viewer)
+        .original("GET", WS1_PROJECTS)
+        .header("X-HTTP-Method-Override", "DELETE")
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn envoy_http_names_the_client_headers_to_remove() {
     let gate = InProcessGate::embedded().await;
     let (_, ws) = token(

@@ -105,8 +105,17 @@ async fn nginx_never_forwards_underscore_override_or_upgrade_headers() {
         nginx.url()
     );
     let other = "/api/v1/workspaces/ws_2/settings/x";
-    let mut args: Vec<String> = vec!["-X".into(), "POST".into()];
-    for h in [
+    let is_method_override = |h: &str| {
+        let h = h.to_ascii_lowercase().replace('_', "-");
+        [
+            "x-http-method-override:",
+            "x-http-method:",
+            "x-method-override:",
+        ]
+        .iter()
+        .any(|m| h.starts_with(m))
+    };
+    let hostile: Vec<String> = vec![
         format!("Authorization: Bearer {project}"),
         "X_Hawzu_Role: workspace_manager".into(),
         "x-hawzu_workspace_id: ws_2".into(),
@@ -119,9 +128,11 @@ async fn nginx_never_forwards_underscore_override_or_upgrade_headers() {
         format!("X-Rewrite-URL: {other}"),
         format!("X-Original-URI: {other}"),
         "X-Forwarded-Prefix: /api/v1/workspaces/ws_2".into(),
-    ] {
+    ];
+    let mut args: Vec<String> = vec!["-X".into(), "POST".into()];
+    for h in &hostile {
         args.push("-H".into());
-        args.push(h);
+        args.push(h.clone());
     }
     // An upgrade on top of all that is refused by the gate (nginx shows it
     // the client's headers) with its own status and code.
@@ -144,6 +155,25 @@ async fn nginx_never_forwards_underscore_override_or_upgrade_headers() {
     );
     assert_eq!(upstream.count(), 0, "an upgrade reached the API");
 
+    // A method override: /auth/nginx cannot take it off what nginx
+    // forwards (ingress-nginx clears request headers only controller-wide),
+    // so the gate refuses it, whatever the config does after.
+    let mut overridden = args.clone();
+    overridden.push(url.clone());
+    let (status, headers, body) = curl_async(overridden).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        curl_header(&headers, "x-hawzu-error"),
+        ["method_override"],
+        "{headers:?}"
+    );
+    assert_eq!(upstream.count(), 0, "an override reached the API");
+    // Without one, the path overrides and identity spoofs are cleared.
+    let mut args: Vec<String> = vec!["-X".into(), "POST".into()];
+    for h in hostile.iter().filter(|h| !is_method_override(h)) {
+        args.push("-H".into());
+        args.push(h.clone());
+    }
     args.push(url);
     let (status, _, body) = curl_async(args).await;
     assert_eq!(status, 200, "{body}");

@@ -18,7 +18,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    InProcessGate, ShippedProxy, TestUpstream, Underscores, free_port, proxy_judged_by_the_gate,
+    InProcessGate, Overrides, ShippedProxy, TestUpstream, Underscores, free_port,
+    proxy_judged_by_the_gate,
 };
 
 /// Envoy with `deploy/envoy/<file>`: its listener, admin port, API and
@@ -111,7 +112,16 @@ async fn envoy_grpc_ext_authz_as_shipped_is_judged_by_the_gate() {
         upstream.addr.port(),
     );
     // status_on_error: ServiceUnavailable.
-    proxy_judged_by_the_gate(gate, &upstream, &proxy, None, Underscores::Refused, 503).await;
+    proxy_judged_by_the_gate(
+        gate,
+        &upstream,
+        &proxy,
+        None,
+        Underscores::Refused,
+        Overrides::Removed,
+        503,
+    )
+    .await;
 }
 
 /// Envoy told to send the headers as a list (`encode_raw_headers: true`:
@@ -131,7 +141,16 @@ async fn envoy_grpc_ext_authz_with_raw_headers_is_judged_by_the_gate() {
                 .to_owned(),
         )],
     );
-    proxy_judged_by_the_gate(gate, &upstream, &proxy, None, Underscores::Refused, 503).await;
+    proxy_judged_by_the_gate(
+        gate,
+        &upstream,
+        &proxy,
+        None,
+        Underscores::Refused,
+        Overrides::Removed,
+        503,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +162,16 @@ async fn envoy_http_ext_authz_as_shipped_is_judged_by_the_gate() {
         ("port_value: 8081", gate.addrs.auth.port()),
         upstream.addr.port(),
     );
-    proxy_judged_by_the_gate(gate, &upstream, &proxy, None, Underscores::Refused, 503).await;
+    proxy_judged_by_the_gate(
+        gate,
+        &upstream,
+        &proxy,
+        None,
+        Underscores::Refused,
+        Overrides::Removed,
+        503,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,6 +186,7 @@ async fn traefik_forward_auth_as_shipped_is_judged_by_the_gate() {
         &proxy,
         Some(TRAEFIK_HOST),
         Underscores::Dropped,
+        Overrides::Refused,
         500,
     )
     .await;
@@ -195,7 +224,16 @@ async fn caddy_forward_auth_as_shipped_is_judged_by_the_gate() {
         ],
     );
     // Caddy answers 502 when forward_auth cannot reach the gate.
-    proxy_judged_by_the_gate(gate, &upstream, &proxy, None, Underscores::Dropped, 502).await;
+    proxy_judged_by_the_gate(
+        gate,
+        &upstream,
+        &proxy,
+        None,
+        Underscores::Dropped,
+        Overrides::Refused,
+        502,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,5 +242,14 @@ async fn caddy_in_front_of_the_gates_proxy_as_shipped_is_judged_by_the_gate() {
     let gate =
         InProcessGate::start(&[("upstream.url", &format!("http://{}", upstream.addr))]).await;
     let proxy = common::caddy("Caddyfile.sidecar", &[("127.0.0.1:8080", gate.addrs.proxy)]);
-    proxy_judged_by_the_gate(gate, &upstream, &proxy, None, Underscores::Dropped, 502).await;
+    proxy_judged_by_the_gate(
+        gate,
+        &upstream,
+        &proxy,
+        None,
+        Underscores::Dropped,
+        Overrides::Removed,
+        502,
+    )
+    .await;
 }

@@ -179,7 +179,7 @@ pub async fn explain(
     let decision = match check_state(&full, now).and_then(|()| check_context(&record, now, client))
     {
         Err(code) => deny(code, None),
-        Ok(()) => match check_request(query, false) {
+        Ok(()) => match check_request(query, false, false) {
             Err(code) => deny(code, Some(record)),
             Ok(()) => authorized,
         },
@@ -297,6 +297,7 @@ fn without_token_explained(
         path: raw_path,
         query,
         upgrade: false,
+        override_header: false,
         credentials: Credentials::None,
         now,
         client: ClientAddr::Unknown,

@@ -119,14 +119,20 @@ pub fn check_context(
 /// The first checks of step 6, for a valid token: what the request asks
 /// beyond its method and path. No route allows a protocol upgrade (an h2c
 /// or WebSocket connection would carry requests the gate never judged), and
-/// a `_method` query parameter would have the API act on a method the gate
-/// never judged; neither can be removed without forwarding something other
-/// than what was judged, so both are refused. Pure: `explain` calls it too.
-pub fn check_request(query: Option<&str>, upgrade: bool) -> Result<(), DenyCode> {
+/// a `_method` query parameter — or an override header the door cannot
+/// remove (`override_header`) — would have the API act on a method the
+/// gate never judged; none can be removed without forwarding something
+/// other than what was judged, so all are refused. Pure: `explain` calls
+/// it too.
+pub fn check_request(
+    query: Option<&str>,
+    upgrade: bool,
+    override_header: bool,
+) -> Result<(), DenyCode> {
     if upgrade {
         return Err(DenyCode::UpgradeRefused);
     }
-    if query.is_some_and(names_method_override) {
+    if override_header || query.is_some_and(names_method_override) {
         return Err(DenyCode::MethodOverride);
     }
     Ok(())

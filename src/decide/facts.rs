@@ -30,6 +30,10 @@ pub struct RequestFacts<'a> {
     /// The request asks to switch protocols: it has an `Upgrade` or an
     /// `HTTP2-Settings` header (h2c, WebSocket).
     pub upgrade: bool,
+    /// A method override header on `headers.strip` reached a door that
+    /// cannot remove it (`/auth/nginx`, `/auth/traefik`): the API might act
+    /// on the method it names. The proxy and the Envoy doors remove it.
+    pub override_header: bool,
     pub credentials: Credentials<'a>,
     /// The decision instant; expiry is exact to it.
     pub now: Timestamp,

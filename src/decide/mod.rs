@@ -257,7 +257,7 @@ pub async fn decide<'a, S: TokenStore>(
         Err(code) => return without_token(policy, facts, code),
     };
     match lookup(cache, &secret.hash(), facts.now, facts.client).await {
-        Ok(record) => match check_request(facts.query, facts.upgrade) {
+        Ok(record) => match check_request(facts.query, facts.upgrade, facts.override_header) {
             Ok(()) => authorize(policy, record, facts.method, facts.path),
             Err(code) => Decision::Deny(Deny {
                 code,

@@ -150,7 +150,7 @@ pub fn without_token<'a>(
     } else {
         return Decision::deny_only(code);
     };
-    match check_request(facts.query, facts.upgrade) {
+    match check_request(facts.query, facts.upgrade, facts.override_header) {
         Err(code) => Decision::deny_only(code),
         Ok(()) => Decision::Pass(Passed {
             reason,

@@ -121,6 +121,7 @@ async fn outcome(
         path,
         query,
         upgrade,
+        override_header: false,
         credentials: auth.map_or(Credentials::None, |a| Credentials::One(a.as_bytes())),
         now: Timestamp::now(),
         client: ClientAddr::Unknown,

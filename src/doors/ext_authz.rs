@@ -111,6 +111,8 @@ impl ExtAuthz {
             path,
             query: *query,
             upgrade: *upgrade,
+            // Named for removal in the answer.
+            override_header: false,
             credentials: *credentials,
             now: Timestamp::now(),
             client: ClientAddr::Lazy(&client),

@@ -26,7 +26,7 @@ use jiff::Timestamp;
 use super::rendered::{Rendered, rendered};
 use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{ClientAddr, Decision, RequestFacts};
-use crate::headers::X_ENVOY_AUTH_HEADERS_TO_REMOVE;
+use crate::headers::{IdentityHeaders, X_ENVOY_AUTH_HEADERS_TO_REMOVE};
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
 
@@ -81,6 +81,7 @@ impl ForwardAuth {
                 path,
                 query: None,
                 upgrade: false,
+                override_header: false,
                 credentials: credentials(headers),
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),
@@ -91,7 +92,7 @@ impl ForwardAuth {
             exchange.finish(res.status().as_u16(), request_id.to_str().ok());
             return res;
         }
-        let read = Read::of(headers);
+        let read = Read::of(headers, &self.shared.headers);
         let (asker, original) = match path {
             "/auth/nginx" => (Asker::Nginx, nginx_original(&read)),
             "/auth/traefik" => (Asker::Traefik, traefik_original(&read)),
@@ -127,6 +128,8 @@ impl ForwardAuth {
                     path: original,
                     query: query.as_deref(),
                     upgrade: read.upgrade,
+                    // The Envoy door names it for removal instead.
+                    override_header: read.override_header && asker != Asker::Envoy,
                     credentials: credentials(headers),
                     now: Timestamp::now(),
                     client: ClientAddr::Lazy(&client),
@@ -246,6 +249,8 @@ struct Read<'h> {
     forwarded_for: bool,
     /// `Upgrade` or `HTTP2-Settings` (as [`crate::headers::asks_upgrade`]).
     upgrade: bool,
+    /// A method override header on `headers.strip`.
+    override_header: bool,
 }
 
 /// The values of one header: the first, and whether there are more.
@@ -275,7 +280,7 @@ impl<'h> Values<'h> {
 }
 
 impl<'h> Read<'h> {
-    fn of(h: &'h HeaderMap) -> Self {
+    fn of(h: &'h HeaderMap, names: &IdentityHeaders) -> Self {
         let mut r = Read::default();
         // Names come lower case; every value of a repeated name is visited.
         for (name, value) in h {
@@ -291,7 +296,7 @@ impl<'h> Read<'h> {
                 b"x-forwarded-uri" => r.forwarded_uri.add(value),
                 b"x-forwarded-for" => r.forwarded_for = true,
                 b"http2-settings" => r.upgrade = true,
-                _ => {}
+                _ => r.override_header |= names.is_stripped_method_override(name.as_str()),
             }
         }
         r

@@ -145,6 +145,7 @@ impl Proxy {
                 path: req.uri().path(),
                 query: None,
                 upgrade: false,
+                override_header: false,
                 credentials: credentials(req.headers()),
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),
@@ -216,6 +217,8 @@ impl Proxy {
                 path: req.uri().path(),
                 query: req.uri().query(),
                 upgrade: found.upgrade,
+                // Removed before forwarding.
+                override_header: false,
                 credentials: credentials(req.headers()),
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),

@@ -124,7 +124,7 @@ impl DenyCode {
                 "Too many requests with invalid tokens from this address; wait for Retry-After."
             }
             DenyCode::MethodOverride => {
-                "A `_method` query parameter asks for another method; send the request with the method it means."
+                "A method override (a `_method` query parameter, or an X-HTTP-Method-Override, X-HTTP-Method or X-Method-Override header) asks for another method; send the request with the method it means."
             }
             DenyCode::UpgradeRefused => {
                 "Protocol upgrades (h2c, WebSocket) are not allowed through the gate."

@@ -116,7 +116,8 @@ pub fn deploy(file: &str) -> PathBuf {
 // === what a client smuggles, and what the API must not see ===
 
 /// What a client sends to smuggle: identity headers in every spelling,
-/// method and path overrides, and its token, as curl arguments.
+/// path overrides, and its token, as curl arguments (method overrides:
+/// [`METHOD_OVERRIDES`]).
 pub fn hostile_headers(token: &str) -> Vec<String> {
     let other = "/api/v1/workspaces/ws_2/settings/x";
     let mut args = Vec::new();
@@ -126,9 +127,6 @@ pub fn hostile_headers(token: &str) -> Vec<String> {
         "X-Hawzu-Project-Id: proj_b".to_owned(),
         "X-Hawzu-Anything: else".to_owned(),
         "X-Hawzu-Token-Expires: 2999-01-01T00:00:00Z".to_owned(),
-        "X-HTTP-Method-Override: DELETE".to_owned(),
-        "X-HTTP-Method: DELETE".to_owned(),
-        "X-Method-Override: DELETE".to_owned(),
         format!("X-Original-URL: {other}"),
         format!("X-Rewrite-URL: {other}"),
         format!("X-Original-URI: {other}"),
@@ -141,14 +139,15 @@ pub fn hostile_headers(token: &str) -> Vec<String> {
 }
 
 /// The same, plus header names spelled with `_` (which Envoy refuses
-/// outright, and nginx, Caddy and Traefik drop).
+/// outright, and nginx, Caddy and Traefik drop). A method override so
+/// spelled is a method override (the gate folds `_` to `-`): see
+/// [`METHOD_OVERRIDES`].
 pub fn hostile_headers_with_underscores(token: &str) -> Vec<String> {
     let mut args = hostile_headers(token);
     for h in [
         "X_Hawzu_Role: workspace_manager",
         "x-hawzu_workspace_id: ws_2",
         "X_HAWZU-PROJECT-ID: proj_b",
-        "X_HTTP_Method_Override: DELETE",
     ] {
         args.push("-H".to_owned());
         args.push(h.to_owned());
@@ -238,6 +237,24 @@ pub async fn wait_routed(base: &str, host: Option<&str>) {
     }
 }
 
+/// The method overrides a client sends to have the API run a method the
+/// gate did not judge.
+pub const METHOD_OVERRIDES: [&str; 3] = [
+    "X-HTTP-Method-Override: DELETE",
+    "X-HTTP-Method: DELETE",
+    "X-Method-Override: DELETE",
+];
+
+/// What a shipped setup does with a method override header.
+#[derive(Clone, Copy)]
+pub enum Overrides {
+    /// Removed before the API (the gate's proxy, the Envoy doors).
+    Removed,
+    /// Refused by the gate, 400 `method_override`: a forward-auth door
+    /// (`/auth/traefik`) cannot take a header off what its proxy forwards.
+    Refused,
+}
+
 /// What a proxy does with client header names spelled with `_`.
 #[derive(Clone, Copy)]
 pub enum Underscores {
@@ -255,6 +272,7 @@ pub async fn proxy_judged_by_the_gate(
     proxy: &ShippedProxy,
     host: Option<&str>,
     underscores: Underscores,
+    overrides: Overrides,
     gate_down_status: u16,
 ) {
     let name = proxy.name();
@@ -316,6 +334,35 @@ pub async fn proxy_judged_by_the_gate(
         None,
     );
     let mut allowed = 2;
+    assert_eq!(upstream.count(), allowed, "{name}");
+
+    // A method override on a POST the token may make.
+    let mut args = vec!["-X".to_owned(), "POST".to_owned()];
+    args.extend(hostile_headers(&project));
+    for h in METHOD_OVERRIDES {
+        args.push("-H".to_owned());
+        args.push(h.to_owned());
+    }
+    args.extend(url_args(
+        &base,
+        host,
+        "/api/v1/workspaces/ws_1/projects/proj_a/testcases",
+    ));
+    let (status, _, body) = curl_async(args).await;
+    match overrides {
+        Overrides::Refused => {
+            assert_eq!(status, 400, "{name}: {body}");
+            let refusal: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(refusal["error"], "method_override", "{name}");
+        }
+        Overrides::Removed => {
+            assert_eq!(status, 200, "{name}: {body}");
+            let echo: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(echo["method"], "POST", "{name}");
+            assert_clean(&echo, "project_member", Some("proj_a"));
+            allowed += 1;
+        }
+    }
     assert_eq!(upstream.count(), allowed, "{name}");
 
     // Header names with `_`: never read by the API as an identity.
