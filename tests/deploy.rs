@@ -246,6 +246,17 @@ fn manifests_run_non_root_on_a_read_only_root_filesystem_with_probes() {
     }
 }
 
+/// The value of `name` in the gate container's rendered env, if set.
+fn rendered_env(deployment: &Yaml, name: &str) -> Option<String> {
+    deployment["spec"]["template"]["spec"]["containers"]
+        .as_vec()?
+        .iter()
+        .filter(|c| c["name"].as_str() == Some("hawzu-gate"))
+        .flat_map(|c| c["env"].as_vec().cloned().unwrap_or_default())
+        .find(|e| e["name"].as_str() == Some(name))
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
 /// Runs `helm/lint_chart.py` (helm-sdkpy) with `values` (a file in
 /// helm/hawzu-gate/ci/); returns the rendered manifests file.
 fn lint_chart(values: Option<&str>, out: &Path) -> PathBuf {
@@ -297,6 +308,22 @@ fn the_helm_chart_lints_and_renders_valid_manifests_in_every_mode() {
         helm::check_test_hook(&format!("{values:?}"), &docs);
         network_policy::check(&format!("{values:?}"), &docs);
         network_policy::admits_the_test_pod(&format!("{values:?}"), &docs);
+        if values == Some("sidecar-values.yaml") {
+            check_ops_off_the_serving_service(&format!("{values:?}"), &docs);
+        }
+        // Gates with the Redis store get past deploy/k8s/redis.yaml's policy.
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("Deployment"))
+            .unwrap();
+        if rendered_env(deployment, "HAWZU_GATE__STORE__BACKEND").as_deref() == Some("redis") {
+            assert!(
+                network_policy::admitted_to_redis(
+                    &deployment["spec"]["template"]["metadata"]["labels"]
+                ),
+                "{values:?}: the gate's pods cannot reach deploy/k8s/redis.yaml's Redis"
+            );
+        }
         if values == Some("standalone-values.yaml") {
             assert!(kinds.contains(&"HorizontalPodAutoscaler"), "{kinds:?}");
             assert!(kinds.contains(&"PodDisruptionBudget"), "{kinds:?}");
@@ -743,7 +770,9 @@ fn ingress_nginx_clears_the_token_overrides_and_upgrade_connection_for_the_api()
             "{file}: the API would get Connection: upgrade with a client's Upgrade: h2c"
         );
         let data = cm["data"].as_hash().unwrap();
-        for h in NEVER_FORWARDED {
+        // Upgrade and h2c's HTTP2-Settings are cleared too, as in every
+        // other proxy file: the gate never sees them on the subrequest.
+        for h in NEVER_FORWARDED.iter().chain(&["upgrade", "http2-settings"]) {
             assert!(
                 data.iter().any(
                     |(k, v)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(h))
@@ -753,4 +782,240 @@ fn ingress_nginx_clears_the_token_overrides_and_upgrade_connection_for_the_api()
             );
         }
     }
+}
+
+// === holes found reviewing the deploy files ===
+
+/// No manifest carries a Secret with a placeholder: a file applied as it
+/// comes would run Redis and the admin API with a password everyone has
+/// read. Each file's "Try it" creates the Secrets with random values first.
+#[test]
+fn no_manifest_ships_a_placeholder_secret_and_try_it_makes_random_ones() {
+    for file in manifests() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for doc in documents(&file) {
+            assert_ne!(
+                doc["kind"].as_str(),
+                Some("Secret"),
+                "{}: ships a Secret ({:?}): applying the file applies its values",
+                file.display(),
+                doc["metadata"]["name"]
+            );
+        }
+        let uses = |name: &str| text.contains(&format!("name: {name}\n"));
+        for (secret, key) in [("hawzu-redis", "password"), ("hawzu-gate", "admin-key")] {
+            if !(text.contains("secretKeyRef")
+                && uses(secret)
+                && text.contains(&format!("key: {key}")))
+            {
+                continue;
+            }
+            let create = format!("create secret generic {secret}");
+            let at = text
+                .find(&create)
+                .unwrap_or_else(|| panic!("{}: Try it never creates {secret}", file.display()));
+            // The command, to the first line not continued with "\".
+            let mut command = String::new();
+            for line in text[at..].lines() {
+                command.push_str(line);
+                if !line.trim_end().ends_with('\\') {
+                    break;
+                }
+            }
+            let value = command
+                .split(&format!("--from-literal={key}="))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{}: {command}", file.display()));
+            assert!(
+                value.starts_with("\"$") && text.contains("openssl rand"),
+                "{}: {secret} made from a fixed value: {command}",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn envoy_gateway_shows_the_gate_upgrade_requests() {
+    // Envoy Gateway enables websocket upgrades on HTTPRoutes: the gate must
+    // see Upgrade (and h2c's HTTP2-Settings) to refuse them
+    // (upgrade_refused), or it judges a plain GET and the API gets a
+    // WebSocket.
+    let file = "deploy/k8s/envoy-gateway.yaml";
+    let docs = documents(&Path::new(ROOT).join(file));
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("SecurityPolicy"))
+        .unwrap();
+    let sent = strings(&policy["spec"]["extAuth"]["headersToExtAuth"]);
+    if sent.is_empty() {
+        return; // unset: Envoy sends the gate every header
+    }
+    for h in ["upgrade", "http2-settings"] {
+        assert!(
+            sent.iter().any(|s| s == h),
+            "{file}: headersToExtAuth hides {h} from the gate: {sent:?}"
+        );
+    }
+}
+
+/// nginx at the edge names the peer it accepted, never the client's own
+/// X-Forwarded-For with the peer appended: the gate walks the list right
+/// to left past trusted addresses, so a client whose own address is
+/// trusted would name any address (allow_from, a victim's failed-auth
+/// bucket).
+#[test]
+fn nginx_sends_the_peer_it_accepted_as_the_only_forwarded_for() {
+    let conf = read("deploy/nginx/nginx.conf");
+    let live: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(
+        !live
+            .iter()
+            .any(|l| l.contains("$proxy_add_x_forwarded_for")),
+        "deploy/nginx/nginx.conf appends to the client's own X-Forwarded-For"
+    );
+    for location in ["location = /_hawzu_auth {", "location / {"] {
+        let block = conf.split(location).nth(1).unwrap();
+        let block = block.split("location ").next().unwrap();
+        assert!(
+            block
+                .lines()
+                .any(|l| l.trim() == "proxy_set_header X-Forwarded-For $remote_addr;"),
+            "deploy/nginx/nginx.conf: {location} does not set X-Forwarded-For to $remote_addr"
+        );
+    }
+}
+
+/// Only the proxies belong in trusted_proxies, never the pod network:
+/// every pod is a client too, and a trusted client names any address in
+/// X-Forwarded-For. The shipped configs and the README's example trust
+/// no IPv4 range wider than a /24.
+#[test]
+fn no_shipped_config_trusts_a_whole_pod_network() {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for file in [
+        "deploy/k8s/standalone.yaml",
+        "deploy/k8s/sidecar-proxy.yaml",
+    ] {
+        for doc in documents(&Path::new(ROOT).join(file)) {
+            let Some(toml) = doc["data"]["hawzu-gate.toml"].as_str() else {
+                continue;
+            };
+            for line in toml.lines().map(str::trim) {
+                if let Some(list) = line.strip_prefix("trusted_proxies = ") {
+                    let list: Vec<String> = serde_json::from_str(list).unwrap();
+                    entries.extend(list.into_iter().map(|e| (file.to_owned(), e)));
+                }
+            }
+        }
+    }
+    for values in [
+        "helm/hawzu-gate/values.yaml",
+        "helm/hawzu-gate/ci/sidecar-values.yaml",
+        "helm/hawzu-gate/ci/standalone-values.yaml",
+        "helm/hawzu-gate/ci/embedded-values.yaml",
+    ] {
+        let doc = documents(&Path::new(ROOT).join(values)).remove(0);
+        for e in strings(&doc["config"]["trustedProxies"]) {
+            entries.push((values.to_owned(), e));
+        }
+    }
+    for file in ["README.md", "docs/operations.md"] {
+        for (i, _) in read(file).match_indices("TRUSTED_PROXIES=") {
+            let rest = &read(file)[i + "TRUSTED_PROXIES=".len()..];
+            let value: String = rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '`' && *c != ')')
+                .collect();
+            entries.extend(value.split(',').map(|e| (file.to_owned(), e.to_owned())));
+        }
+    }
+    assert!(entries.len() >= 3, "{entries:?}");
+    for (file, entry) in entries {
+        let Some((addr, bits)) = entry.split_once('/') else {
+            continue; // one address
+        };
+        let bits: u8 = bits.parse().unwrap();
+        if addr.contains('.') {
+            assert!(
+                bits >= 24,
+                "{file}: trusts {entry}, a whole network of clients"
+            );
+        } else {
+            assert!(
+                bits >= 120,
+                "{file}: trusts {entry}, a whole network of clients"
+            );
+        }
+    }
+}
+
+#[test]
+fn istio_sends_every_request_to_the_gate() {
+    // A notPaths exemption lets /healthz?anything reach the API unjudged,
+    // with the client's Authorization and X-Hawzu-* headers.
+    let file = "deploy/k8s/istio.yaml";
+    let docs = documents(&Path::new(ROOT).join(file));
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("AuthorizationPolicy"))
+        .unwrap();
+    assert_eq!(policy["spec"]["action"].as_str(), Some("CUSTOM"));
+    let rules = policy["spec"]["rules"].as_vec().unwrap();
+    assert!(
+        !rules.is_empty(),
+        "{file}: no rule: the policy matches nothing"
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.as_hash().is_some_and(|h| h.is_empty())),
+        "{file}: no rule matching every request: {rules:?}"
+    );
+}
+
+/// The sidecar's serving Service (the API's public entry, possibly a
+/// LoadBalancer) publishes the gate's proxy and nothing else: /metrics
+/// stays on a ClusterIP Service of its own.
+fn check_ops_off_the_serving_service(what: &str, docs: &[Yaml]) {
+    let services: Vec<&Yaml> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("Service"))
+        .collect();
+    let targets = |s: &Yaml| -> Vec<String> {
+        s["spec"]["ports"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["targetPort"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let serving = services
+        .iter()
+        .find(|s| targets(s).iter().any(|t| t == "proxy"))
+        .unwrap_or_else(|| panic!("{what}: no Service for the proxy"));
+    assert!(
+        !targets(serving).iter().any(|t| t == "ops"),
+        "{what}: the API's Service publishes the ops port: {:?}",
+        targets(serving)
+    );
+    let ops = services
+        .iter()
+        .find(|s| targets(s).iter().any(|t| t == "ops"))
+        .unwrap_or_else(|| panic!("{what}: no Service for the ops port"));
+    assert_eq!(
+        ops["spec"]["type"].as_str().unwrap_or("ClusterIP"),
+        "ClusterIP",
+        "{what}"
+    );
+}
+
+#[test]
+fn the_sidecar_manifest_keeps_ops_off_the_apis_service() {
+    let file = "deploy/k8s/sidecar-proxy.yaml";
+    check_ops_off_the_serving_service(file, &documents(&Path::new(ROOT).join(file)));
 }

@@ -287,12 +287,6 @@ fn rewrite_urls(
     env: &mut BTreeMap<String, String>,
     ports: &BTreeMap<i64, SocketAddr>,
 ) {
-    let service = find(docs, "Service");
-    let host = format!(
-        "{}.{}.svc",
-        service["metadata"]["name"].as_str().unwrap(),
-        service["metadata"]["namespace"].as_str().unwrap()
-    );
     let deployment = &find(docs, "Deployment")["spec"]["template"]["spec"];
     let container_ports: Vec<&Yaml> = deployment["containers"]
         .as_vec()
@@ -301,22 +295,33 @@ fn rewrite_urls(
         .filter(|c| c["name"].as_str() == Some("hawzu-gate"))
         .flat_map(|c| c["ports"].as_vec().unwrap())
         .collect();
-    for p in service["spec"]["ports"].as_vec().unwrap() {
-        let target = p["targetPort"].as_str().unwrap();
-        let container = container_ports
-            .iter()
-            .find(|c| c["name"].as_str() == Some(target))
-            .unwrap_or_else(|| panic!("Service targetPort {target} names no container port"));
-        let local = ports[&container["containerPort"].as_i64().unwrap()];
-        let from = format!("{host}:{}", p["port"].as_i64().unwrap());
-        for v in env.values_mut() {
-            // "://host:port" then "/" or the end: never a longer port.
-            let Some(at) = v.find(&format!("://{from}")) else {
-                continue;
-            };
-            let end = at + 3 + from.len();
-            if v[end..].is_empty() || v[end..].starts_with('/') {
-                v.replace_range(at + 3..end, &local.to_string());
+    // Every Service (in sidecar mode the ops port has one of its own).
+    for service in docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("Service"))
+    {
+        let host = format!(
+            "{}.{}.svc",
+            service["metadata"]["name"].as_str().unwrap(),
+            service["metadata"]["namespace"].as_str().unwrap()
+        );
+        for p in service["spec"]["ports"].as_vec().unwrap() {
+            let target = p["targetPort"].as_str().unwrap();
+            let container = container_ports
+                .iter()
+                .find(|c| c["name"].as_str() == Some(target))
+                .unwrap_or_else(|| panic!("Service targetPort {target} names no container port"));
+            let local = ports[&container["containerPort"].as_i64().unwrap()];
+            let from = format!("{host}:{}", p["port"].as_i64().unwrap());
+            for v in env.values_mut() {
+                // "://host:port" then "/" or the end: never a longer port.
+                let Some(at) = v.find(&format!("://{from}")) else {
+                    continue;
+                };
+                let end = at + 3 + from.len();
+                if v[end..].is_empty() || v[end..].starts_with('/') {
+                    v.replace_range(at + 3..end, &local.to_string());
+                }
             }
         }
     }
