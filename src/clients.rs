@@ -64,14 +64,32 @@ impl TrustedProxies {
         );
     }
 
-    /// The client of a request that came from `peer` with `headers`.
+    /// The client of a request that came from `peer` with `headers`, or —
+    /// when a trusted proxy forwarded something that is not an address —
+    /// the last hop known (that proxy): a key for what is counted per
+    /// address (failed-auth buckets), never a client to judge `allow_from`
+    /// by (see [`TrustedProxies::named_client`]).
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.resolve(peer, headers).0
+    }
+
+    /// The client of a request, when the request names one: `None` when a
+    /// trusted proxy forwarded something that is not an address (`unknown`,
+    /// garbage) as the client. The proxy is not the client then: a token
+    /// limited to the proxy's network would pass for everyone behind it.
+    pub fn named_client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+        let (client, named) = self.resolve(peer, headers);
+        named.then_some(client)
+    }
+
+    /// The client, and whether it was named (not the last hop known).
+    fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, bool) {
         let peer = peer.to_canonical();
         if !self.trusts(peer) {
             if headers.contains_key(X_FORWARDED_FOR) {
                 self.untrusted_forwarder(peer);
             }
-            return peer;
+            return (peer, true);
         }
         // Right to left over every X-Forwarded-For entry (headers in order):
         // the first address a trusted proxy did not add for another proxy.
@@ -82,21 +100,39 @@ impl TrustedProxies {
             .flat_map(|v| v.as_bytes().rsplit(|&b| b == b','));
         let mut client = peer;
         for entry in entries {
-            let Some(ip) = std::str::from_utf8(entry)
-                .ok()
-                .and_then(|s| s.trim().parse::<IpAddr>().ok())
-            else {
+            let Some(ip) = std::str::from_utf8(entry).ok().and_then(forwarded_address) else {
                 // A trusted proxy forwarded something that is not an
-                // address: stop at the last hop known.
-                return client;
+                // address: the client is not known.
+                return (client, false);
             };
             client = ip.to_canonical();
             if !self.trusts(client) {
-                return client;
+                return (client, true);
             }
         }
-        client
+        (client, true)
     }
+}
+
+/// The address in one `X-Forwarded-For` entry: an address, or one with a
+/// port as some proxies write it (`192.0.2.7:51000`, `[2001:db8::1]:443`,
+/// `[2001:db8::1]`).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    let port = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let ok = after.is_empty() || after.strip_prefix(':').is_some_and(port);
+        return ok.then(|| v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))?;
+    }
+    let (v4, p) = entry.split_once(':')?;
+    if !port(p) {
+        return None;
+    }
+    v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 const X_FORWARDED_FOR: http::header::HeaderName =
@@ -359,16 +395,51 @@ mod tests {
             t.client(ip("10.0.0.1"), &xff(&["10.9.9.9"])),
             ip("10.9.9.9")
         );
-        // Garbage where an address should be: the last hop known.
+        // Garbage where an address should be: the last hop known, as a
+        // key, but no client named.
         assert_eq!(
             t.client(ip("10.0.0.1"), &xff(&["6.6.6.6, nonsense"])),
             ip("10.0.0.1")
+        );
+        assert_eq!(
+            t.named_client(ip("10.0.0.1"), &xff(&["6.6.6.6, nonsense"])),
+            None
+        );
+        assert_eq!(t.named_client(ip("10.0.0.1"), &xff(&["unknown"])), None);
+        assert_eq!(t.named_client(ip("10.0.0.1"), &xff(&[""])), None);
+        assert_eq!(
+            t.named_client(ip("10.0.0.1"), &xff(&["198.51.100.7"])),
+            Some(ip("198.51.100.7"))
         );
         // IPv4-mapped IPv6 peers are their IPv4 address.
         assert_eq!(
             t.client(ip("::ffff:10.0.0.1"), &xff(&["192.0.2.1"])),
             ip("192.0.2.1")
         );
+    }
+
+    #[test]
+    fn an_entry_with_a_port_names_its_address_and_nothing_else_does() {
+        for (entry, want) in [
+            ("192.0.2.7", Some("192.0.2.7")),
+            (" 192.0.2.7 ", Some("192.0.2.7")),
+            ("192.0.2.7:51000", Some("192.0.2.7")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("192.0.2.7:", None),
+            ("192.0.2.7:123456", None),
+            ("192.0.2.7:80x", None),
+            ("[2001:db8::1]:", None),
+            ("[2001:db8::1]x", None),
+            ("[192.0.2.7]:80", None),
+            ("host.example:80", None),
+            ("unknown", None),
+            ("_hidden", None),
+            ("", None),
+        ] {
+            assert_eq!(forwarded_address(entry), want.map(ip), "{entry:?}");
+        }
     }
 
     fn limiter(limit: u32, window: Duration) -> FailedAuth {

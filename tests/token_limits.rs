@@ -623,3 +623,53 @@ async fn a_managing_token_is_held_to_its_addresses_at_the_admin_api_too() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_the_gate_cannot_name_is_not_the_proxy_in_front_of_it() {
+    // A token limited to the proxy's own network (127.0.0.1 here: the
+    // ingress's 10.0.0.0/8 in a cluster). A trusted proxy that forwards
+    // something other than an address as the client must not make the
+    // proxy the client: every client behind it would pass `allow_from`.
+    let upstream = TestUpstream::start().await;
+    let gate = with_upstream(&upstream, &[]).await;
+    let (_, secret) = create(
+        &gate,
+        viewer_with(serde_json::json!({"allow_from": ["127.0.0.1/32"]})),
+    )
+    .await;
+    for xff in ["unknown", "not an address", "198.51.100.7, garbage"] {
+        for (door, a) in http_doors(&gate, &secret, xff).await {
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "{door} from {xff:?}");
+            assert_eq!(
+                a.header("x-hawzu-error"),
+                Some("address_not_allowed"),
+                "{door} from {xff:?}"
+            );
+        }
+    }
+    // Envoy's source in a form no address parses from (and none at all).
+    for source in ["garbage", ""] {
+        let res = grpc_check(&gate, &secret, source).await;
+        assert_eq!(grpc_denied_status(&res), Some(403), "grpc from {source:?}");
+    }
+    // What proxies write with a port is still the address it names
+    // (Azure Application Gateway: `ip:port`; `[v6]:port`).
+    for (xff, allowed) in [
+        ("127.0.0.1:51000", true),
+        ("198.51.100.7:51000", false),
+        ("[::1]:443", false),
+    ] {
+        for (door, a) in http_doors(&gate, &secret, xff).await {
+            let want = if allowed {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(a.status, want, "{door} from {xff:?}");
+        }
+    }
+    // Still allowed where the client is named and inside the limit.
+    for (door, a) in http_doors(&gate, &secret, "127.0.0.1").await {
+        assert_eq!(a.status, StatusCode::OK, "{door}");
+    }
+}

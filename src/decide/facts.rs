@@ -51,8 +51,10 @@ pub enum ClientAddr<'a> {
     /// addresses is refused.
     Unknown,
     Known(IpAddr),
-    /// Worked out by the door when asked.
-    Lazy(&'a (dyn Fn() -> IpAddr + Sync)),
+    /// Worked out by the door when asked; `None` when the request does not
+    /// name its client (a trusted proxy forwarded something that is not an
+    /// address): as `Unknown`.
+    Lazy(&'a (dyn Fn() -> Option<IpAddr> + Sync)),
 }
 
 impl ClientAddr<'_> {
@@ -61,7 +63,7 @@ impl ClientAddr<'_> {
         match self {
             ClientAddr::Unknown => None,
             ClientAddr::Known(ip) => Some(ip.to_canonical()),
-            ClientAddr::Lazy(f) => Some(f().to_canonical()),
+            ClientAddr::Lazy(f) => f().map(|ip| ip.to_canonical()),
         }
     }
 }

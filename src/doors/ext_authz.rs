@@ -173,7 +173,9 @@ impl ExtAuthz {
 
     /// The client of a check: the downstream address Envoy reports, when the
     /// caller is a trusted proxy (or unknown); else the caller itself.
-    fn client(&self, req: &CheckRequest, peer: Option<IpAddr>) -> IpAddr {
+    /// `None` when a trusted caller reports none (or not an address): Envoy
+    /// is not the client.
+    fn client(&self, req: &CheckRequest, peer: Option<IpAddr>) -> Option<IpAddr> {
         use envoy_types::pb::envoy::config::core::v3::address::Address;
         let reported = || {
             let address = req.attributes.as_ref()?.source.as_ref()?.address.as_ref()?;
@@ -183,11 +185,10 @@ impl ExtAuthz {
             }
         };
         match peer {
-            Some(p) if !self.shared.trusted_proxies.trusts(p.to_canonical()) => p.to_canonical(),
-            _ => reported()
-                .or(peer)
-                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
-                .to_canonical(),
+            Some(p) if !self.shared.trusted_proxies.trusts(p.to_canonical()) => {
+                Some(p.to_canonical())
+            }
+            _ => reported().map(|ip| ip.to_canonical()),
         }
     }
 

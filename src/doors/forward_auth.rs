@@ -117,7 +117,7 @@ impl ForwardAuth {
             if read.forwarded_for {
                 shared.client(peer.ip(), headers)
             } else {
-                peer.ip().to_canonical()
+                Some(peer.ip().to_canonical())
             }
         };
         let decision = match &original {

@@ -111,9 +111,10 @@ impl Shared {
             .is_some_and(|r| check_cached_state(&r, facts.now).is_ok())
     }
 
-    /// The client a request came from (see [`TrustedProxies::client`]).
-    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        self.trusted_proxies.client(peer, headers)
+    /// The client a request came from, when it names one (see
+    /// [`TrustedProxies::named_client`]).
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+        self.trusted_proxies.named_client(peer, headers)
     }
 
     /// The request's id: the client's `X-Request-Id` when it is sane, else a

@@ -209,7 +209,7 @@ impl Proxy {
                 if found.forwarded {
                     shared.client(conn.peer.ip(), req.headers())
                 } else {
-                    conn.peer.ip().to_canonical()
+                    Some(conn.peer.ip().to_canonical())
                 }
             };
             let facts = RequestFacts {
