@@ -720,3 +720,61 @@ fn output_into_a_closed_pipe_ends_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A `hawzu-gate.toml` in the working directory (a cloned repository, a
+/// shared folder) is read by every command. It must not send the
+/// operator's admin key — `$HAWZU_GATE_ADMIN_KEY` kept exported — to an
+/// admin address it chose: the CLI names the file and refuses, unless the
+/// file is named (`--config`) or the address given (`--admin-url`).
+#[test]
+fn a_config_file_found_in_the_working_directory_does_not_choose_where_the_key_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port of this machine nothing listens on: a client that tries it is
+    // refused at once.
+    let closed = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.path().join("hawzu-gate.toml"),
+        "[listen]\nadmin = \"192.0.2.1:9091\"\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir.path())
+            .env_remove("HAWZU_GATE_CONFIG")
+            .env_remove("HAWZU_GATE_ADMIN_URL")
+            .env(
+                "HAWZU_GATE_ADMIN_KEY",
+                "hwzadm_the_operators_own_key_0123456789abcdef",
+            )
+            .arg("roles")
+            .args(extra);
+        cmd.output().unwrap()
+    };
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(err.contains("hawzu-gate.toml"), "names the file: {err}");
+    assert!(err.contains("192.0.2.1"), "names the address: {err}");
+    assert!(err.contains("--config"), "says how to use it: {err}");
+    assert!(!err.contains("hwzadm_the_operators_own_key"), "{err}");
+
+    // Named, the file is the operator's choice (the address is not
+    // reachable here: refused for another reason, not this one).
+    let out = run(&[
+        "--config",
+        "hawzu-gate.toml",
+        "--admin-url",
+        &format!("http://{closed}"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("found in the working directory"), "{err}");
+    // A file whose admin address is this machine's is used as before.
+    std::fs::write(
+        dir.path().join("hawzu-gate.toml"),
+        format!("[listen]\nadmin = \"{closed}\"\n"),
+    )
+    .unwrap();
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("found in the working directory"), "{err}");
+}

@@ -18,11 +18,13 @@ requests wrk completed: instructions per request.
   a  the upstream alone (hyper answering 200)
   d  the gate's proxy, one valid token (cache hit)
   e  the gate's /auth/nginx alone
+  v  the gate's /envoy door alone (Envoy's HTTP ext_authz check, as Envoy
+     sends it: the original method and path under /envoy, the token)
   h  the bare hyper proxy (the gate's HTTP stack, no authorization)
 
 With `--alt DIR` (a directory holding another build's `hawzu-gate` and
 `examples/load-bare-proxy`), cases d, e and h are counted for that build too
-(as D, E, H): a change's cost or saving in instructions, without the noise
+(as D, E, H; and v as V): a change's cost or saving in instructions, without the noise
 of a throughput run. `--repeat N` counts each case N times (a fresh server
 each time) to show how repeatable the count is. The top functions of each
 case (inclusive of nothing: self cost) are kept in the JSON.
@@ -168,12 +170,15 @@ def main():
                 return ("upstream alone",
                         [os.path.join(harness.RELEASE, "examples", "load-upstream"), f"127.0.0.1:{port}",
                          str(opts.threads)], port, "", [], tmp)
-            if letter in "de":
+            if letter in "dev":
                 n = f"gate-{letter}-{time.monotonic_ns()}"
                 conf, ports, data = harness.gate_config(tmp, n, redis_port, prefix, up_port, 1000, opts.threads)
                 if letter == "d":
                     return ("gate proxy, cache hit", [os.path.join(bin_dir, "hawzu-gate"), "serve", "--config", conf],
                             ports["proxy"], harness.PATH, [auth], os.path.dirname(conf))
+                if letter == "v":
+                    return ("gate /envoy alone", [os.path.join(bin_dir, "hawzu-gate"), "serve", "--config", conf],
+                            ports["auth"], "/envoy" + harness.PATH, [auth], os.path.dirname(conf))
                 return ("gate /auth/nginx alone", [os.path.join(bin_dir, "hawzu-gate"), "serve", "--config", conf],
                         ports["auth"], "/auth/nginx",
                         [auth, "X-Original-Method: GET", f"X-Original-URI: {harness.PATH}"], os.path.dirname(conf))
@@ -216,7 +221,7 @@ def report(results):
     for letter, c in cases.items():
         print(f"| {letter} | {c['case']} | {', '.join(f'{v:,}' for v in c['per_request'])} |")
     med = {k: sorted(v["per_request"])[len(v["per_request"]) // 2] for k, v in cases.items()}
-    for x, y in (("d", "h"), ("e", "a"), ("d", "D"), ("e", "E"), ("h", "H")):
+    for x, y in (("d", "h"), ("e", "a"), ("d", "D"), ("e", "E"), ("h", "H"), ("v", "V")):
         if x in med and y in med:
             print(f"{x} − {y}: {med[x] - med[y]:+,} instructions per request ({med[x] / med[y]:.3f} ×)")
 

@@ -7,7 +7,8 @@
 //! With `gate-headers` every answer also carries what the gate's Envoy
 //! HTTP door answers an allowed check with (the identity headers of the
 //! harness's token, values of the same length, and
-//! `x-envoy-auth-headers-to-remove: authorization`): as Envoy's HTTP
+//! `x-envoy-auth-headers-to-remove` naming `authorization` and the identity
+//! names it does not set): as Envoy's HTTP
 //! authorizer it is a null authorizer whose answer costs Envoy what the
 //! gate's does (case p of `run.py`).
 
@@ -30,7 +31,11 @@ const GATE_ANSWER: &[(&str, &str)] = &[
     ("x-hawzu-token-id", "tok_0123456789abcdef"),
     ("x-hawzu-workspace-id", "ws_1"),
     ("x-hawzu-role", "workspace_viewer"),
-    ("x-envoy-auth-headers-to-remove", "authorization"),
+    // Every identity name the answer does not set goes, seen or not.
+    (
+        "x-envoy-auth-headers-to-remove",
+        "authorization,x-hawzu-project-id,x-hawzu-token-expires,x-hawzu-error,x-hawzu-passed",
+    ),
 ];
 
 fn main() {

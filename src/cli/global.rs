@@ -85,6 +85,10 @@ pub(super) struct Connection {
 
 /// The admin client for `global` and `loaded`, or the exit code of why not.
 pub(super) fn client(global: &Connection, loaded: &Loaded) -> Result<AdminClient, u8> {
+    if let Some(e) = unchosen_address(global, loaded) {
+        complain!("error: {e}");
+        return Err(USAGE);
+    }
     let key = admin_key(global, loaded).map_err(|e| {
         complain!("error: {e}");
         USAGE
@@ -136,6 +140,25 @@ fn key_warnings(args: impl Iterator<Item = String>, url: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Why the admin address may not be used: it is another machine's, and it
+/// comes from a `./hawzu-gate.toml` nobody named — a file in a cloned
+/// repository or a shared folder would otherwise send the operator's key
+/// (`$HAWZU_GATE_ADMIN_KEY`, kept exported) to an address of its writer's
+/// choosing. Named (`--config`) or given (`--admin-url`), it is the
+/// operator's choice; this machine's own addresses are always allowed.
+fn unchosen_address(global: &Connection, loaded: &Loaded) -> Option<String> {
+    if global.admin_url.is_some() || !loaded.origin.found_in_cwd {
+        return None;
+    }
+    let addr = loaded.settings.listen.admin;
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        return None;
+    }
+    Some(format!(
+        "the admin address {addr} comes from ./hawzu-gate.toml, found in the working directory, and is not this machine's: the admin key is not sent where a file nobody named says. If it is your file, name it (--config ./hawzu-gate.toml) or pass --admin-url"
+    ))
 }
 
 fn admin_url(global: &Connection, loaded: &Loaded) -> String {

@@ -152,8 +152,12 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> u8 {
     let file = config::config_path(cli.config.as_deref());
+    let found_in_cwd = config::config_found_in_cwd(cli.config.as_deref());
     let loaded = match config::load(file.as_deref()) {
-        Ok(l) => l,
+        Ok(mut l) => {
+            l.origin.found_in_cwd = found_in_cwd;
+            l
+        }
         Err(e) => {
             complain!("error: {e}");
             return USAGE;

@@ -122,6 +122,14 @@ fn env_name_spelled(rest: &str) -> Option<String> {
         })
 }
 
+/// Whether [`config_path`] finds `./hawzu-gate.toml` by looking in the
+/// working directory (nothing named a file).
+pub fn config_found_in_cwd(explicit: Option<&Path>) -> bool {
+    explicit.is_none()
+        && std::env::var_os(CONFIG_ENV).is_none_or(|v| v.is_empty())
+        && Path::new(DEFAULT_CONFIG_FILE).is_file()
+}
+
 /// Finds the config file: `explicit`, else `$HAWZU_GATE_CONFIG`, else
 /// `./hawzu-gate.toml` if it exists, else none.
 pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {

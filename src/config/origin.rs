@@ -38,6 +38,10 @@ fn origin_hint(origin: &Option<String>) -> String {
 pub struct Origin {
     pub file: Option<PathBuf>,
     pub env_vars: Vec<String>,
+    /// `file` is `./hawzu-gate.toml`, found in the working directory, not
+    /// named (`--config`, `$HAWZU_GATE_CONFIG`): whoever wrote the
+    /// directory wrote it.
+    pub found_in_cwd: bool,
 }
 
 impl Origin {
