@@ -186,7 +186,7 @@ pub fn load_from(
             .and_then(|c| c.try_deserialize::<Settings>())
             .map_err(|e| ConfigError::File {
                 path: path.to_owned(),
-                message: e.to_string(),
+                message: without_values(&e.to_string()),
             })?;
         origin.file = Some(path.to_owned());
     }
@@ -227,7 +227,7 @@ pub fn load_from(
             let message = e.to_string();
             ConfigError::Env {
                 vars: vars_at_fault(&origin.env_vars, &message).join(", "),
-                message,
+                message: without_values(&message),
             }
         })?;
 
@@ -241,4 +241,67 @@ pub fn load_from(
         origin,
         warnings,
     })
+}
+
+/// The parser's message without the values it quotes: a TOML syntax error
+/// shows the offending line (a password with a stray `\`), a type error
+/// the string it could not take (`invalid type: string "redis://:pw@…"`).
+/// Where (line and column, the key) and why stay; a quoted string becomes
+/// its length.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for line in message.lines() {
+        // The excerpt under a TOML error: `  |`, `2 | password = "…"`.
+        let t = line.trim_start();
+        let excerpt = t.starts_with('|')
+            || t.split_once('|').is_some_and(|(n, _)| {
+                !n.trim().is_empty() && n.trim().bytes().all(|b| b.is_ascii_digit())
+            });
+        if excerpt {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&strings_as_lengths(line));
+    }
+    out
+}
+
+/// `string "…"` (serde's quoting, `\"` inside escaped) as `a string of N
+/// characters`.
+fn strings_as_lengths(line: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(QUOTED) {
+        out.push_str(&rest[..at]);
+        let body = &rest[at + QUOTED.len()..];
+        let mut chars = 0usize;
+        let mut escaped = false;
+        let mut end = None;
+        for (i, c) in body.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+            if !escaped {
+                chars += 1;
+            }
+        }
+        let Some(end) = end else {
+            // No closing quote: hide the rest.
+            out.push_str("a string (value hidden)");
+            return out;
+        };
+        out.push_str(&format!("a string of {chars} characters"));
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }

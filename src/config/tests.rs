@@ -763,3 +763,39 @@ fn a_webhook_in_the_clear_to_another_host_is_warned_of() {
         assert!(warnings(quiet).is_empty(), "{quiet}");
     }
 }
+
+/// A config the parser cannot read prints where and why, never the value:
+/// a TOML syntax error shows its line, and a type error the string it
+/// could not take — a Redis password with a `\`, a URL where a list goes.
+#[test]
+fn a_config_error_never_shows_the_value_it_names() {
+    let cases: [(&str, &[(&str, &str)], &str); 4] = [
+        (
+            "[store.redis.sentinel]\npassword = \"master-pw-SHOWN\\q\"\n",
+            &[],
+            "line 2",
+        ),
+        (
+            "[store.redis]\nnodes = \"redis://:node-pw-SHOWN@h:1\"\n",
+            &[],
+            "store.redis.nodes",
+        ),
+        (
+            "",
+            &[("HAWZU_GATE__STORE__REDIS", "rediss://:env-pw-SHOWN@h")],
+            "store.redis",
+        ),
+        (
+            "[admin]\nkey = [\"admin-key-SHOWN-0123456789012345678901\"]\n",
+            &[],
+            "admin.key",
+        ),
+    ];
+    for (text, vars, names) in cases {
+        let (_dir, path) = file(text);
+        let err = load_from(Some(&path), env(vars)).err().expect("refused");
+        let shown = err.to_string();
+        assert!(!shown.contains("SHOWN"), "{shown}");
+        assert!(shown.contains(names), "still says where: {shown}");
+    }
+}
