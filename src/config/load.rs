@@ -197,27 +197,39 @@ pub fn load_from(
         .collect();
     if !env.is_empty() {
         origin.env_vars = env.keys().cloned().collect();
-        let mut env_source = config::Environment::with_prefix(ENV_PREFIX)
+        // The parser lower-cases names: a workspace id is a map key there,
+        // and `Acme` would silently become `acme`.
+        if let Some(var) = env.keys().find(|var| {
+            var.strip_prefix(&format!("{ENV_PREFIX}__TOKENS__WORKSPACES__"))
+                .and_then(|rest| rest.split("__").next())
+                .is_some_and(|id| id.bytes().any(|b| b.is_ascii_uppercase()))
+        }) {
+            return Err(ConfigError::Env {
+                vars: var.clone(),
+                message: "environment names are read in lower case, so this workspace id would be another workspace's; set the limits of a workspace whose id has capitals in the config file ([tokens.workspaces.\"<id>\"])".into(),
+            });
+        }
+        // Lists are comma-separated; everything else is the text given, as
+        // text (the parser's own `try_parsing` read `007` as the number 7
+        // and a password of digits as a number): the settings' types parse
+        // numbers and bools from it.
+        let (lists, scalars): (BTreeMap<String, String>, BTreeMap<String, String>) = env
+            .into_iter()
+            .partition(|(var, _)| is_list_key(&key_of(var)));
+        for (var, value) in lists {
+            let items: Vec<String> = value.split(',').map(str::to_owned).collect();
+            builder = builder
+                .set_override(key_of(&var), items)
+                .map_err(|e| ConfigError::Env {
+                    vars: var.clone(),
+                    message: without_values(&e.to_string()),
+                })?;
+        }
+        let env_source = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            // `HAWZU_GATE__TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1`; empty: none.
-            .with_list_parse_key("trusted_proxies")
-            // `HAWZU_GATE__HEADERS__STRIP=X-HTTP-Method-Override,X-Original-URL`.
-            .with_list_parse_key("headers.strip")
-            // `HAWZU_GATE__STORE__REDIS__NODES=redis://a:7000,redis://b:7000`.
-            .with_list_parse_key("store.redis.nodes")
-            // `HAWZU_GATE__TOKENS__ACCEPTED_PREFIXES=hwz_,old_`.
-            .with_list_parse_key("tokens.accepted_prefixes");
-        // Custom roles are lists: `HAWZU_GATE__ROLES__RUNNER=executions:read,executions:write`.
-        for var in &origin.env_vars {
-            if let Some(role) = var.strip_prefix(&format!("{ENV_PREFIX}__ROLES__")) {
-                env_source =
-                    env_source.with_list_parse_key(&format!("roles.{}", role.to_lowercase()));
-            }
-        }
-        let env_source = env_source.source(Some(env.into_iter().collect()));
+            .try_parsing(false)
+            .source(Some(scalars.into_iter().collect()));
         builder = builder.add_source(env_source);
     }
     let settings: Settings = builder
@@ -304,4 +316,30 @@ fn strings_as_lengths(line: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The key a `HAWZU_GATE__…` variable sets: `HAWZU_GATE__STORE__REDIS__NODES`
+/// is `store.redis.nodes` (lower case, as the parser reads it).
+fn key_of(var: &str) -> String {
+    var.strip_prefix(&format!("{ENV_PREFIX}__"))
+        .unwrap_or(var)
+        .split("__")
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The keys whose variables are comma-separated lists:
+/// `HAWZU_GATE__TRUSTED_PROXIES=10.0.0.0/8,127.0.0.1` (empty: none),
+/// `HAWZU_GATE__HEADERS__STRIP=X-HTTP-Method-Override,X-Original-URL`,
+/// `HAWZU_GATE__STORE__REDIS__NODES=redis://a:7000,redis://b:7000`,
+/// `HAWZU_GATE__TOKENS__ACCEPTED_PREFIXES=hwz_,old_`, and custom roles
+/// (`HAWZU_GATE__ROLES__RUNNER=executions:read,executions:write`).
+fn is_list_key(key: &str) -> bool {
+    matches!(
+        key,
+        "trusted_proxies" | "headers.strip" | "store.redis.nodes" | "tokens.accepted_prefixes"
+    ) || key
+        .strip_prefix("roles.")
+        .is_some_and(|role| !role.is_empty() && !role.contains('.'))
 }

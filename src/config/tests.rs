@@ -769,7 +769,9 @@ fn a_webhook_in_the_clear_to_another_host_is_warned_of() {
 /// could not take — a Redis password with a `\`, a URL where a list goes.
 #[test]
 fn a_config_error_never_shows_the_value_it_names() {
-    let cases: [(&str, &[(&str, &str)], &str); 4] = [
+    // The file, the environment, and what the message must still name.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 4] = [
         (
             "[store.redis.sentinel]\npassword = \"master-pw-SHOWN\\q\"\n",
             &[],
@@ -793,9 +795,71 @@ fn a_config_error_never_shows_the_value_it_names() {
     ];
     for (text, vars, names) in cases {
         let (_dir, path) = file(text);
-        let err = load_from(Some(&path), env(vars)).err().expect("refused");
+        let Err(err) = load_from(Some(&path), env(vars)) else {
+            panic!("refused: {text}")
+        };
         let shown = err.to_string();
         assert!(!shown.contains("SHOWN"), "{shown}");
         assert!(shown.contains(names), "still says where: {shown}");
     }
+}
+
+/// An environment value is the text it was given: `007` is not the number
+/// 7, a password of digits keeps its leading zeros (the parser used to read
+/// every value that looked like a number or a bool as one).
+#[test]
+fn environment_values_come_through_byte_for_byte() {
+    let digits = "0123456789012345678901234567890123456789";
+    let loaded = load_from(
+        None,
+        env(&[
+            ("HAWZU_GATE__STORE__REDIS__KEY_PREFIX", "007"),
+            ("HAWZU_GATE__ADMIN__KEY", digits),
+            ("HAWZU_GATE__STORE__REDIS__SENTINEL__PASSWORD", "0042"),
+            // Numbers and lists still read as before.
+            ("HAWZU_GATE__CACHE__MAX_ENTRIES", "5000"),
+            ("HAWZU_GATE__TRUSTED_PROXIES", "10.1.0.0/16,127.0.0.1"),
+            ("HAWZU_GATE__TELEMETRY__SAMPLE_RATIO", "0.25"),
+        ]),
+    )
+    .unwrap();
+    let s = &loaded.settings;
+    assert_eq!(s.store.redis.key_prefix, "007");
+    assert_eq!(s.admin.key.as_deref(), Some(digits));
+    assert_eq!(s.store.redis.sentinel.password.as_deref(), Some("0042"));
+    assert_eq!(s.cache.max_entries, 5000);
+    assert_eq!(s.trusted_proxies.len(), 2);
+    assert!((s.telemetry.sample_ratio - 0.25).abs() < f64::EPSILON);
+}
+
+/// Environment names are read in lower case: a workspace's limits set for
+/// `Acme` from the environment would apply to `acme`, and never to `Acme`.
+/// Refused, naming the variable, rather than silently another workspace.
+#[test]
+fn a_workspace_id_with_capitals_from_the_environment_is_refused() {
+    let Err(err) = load_from(
+        None,
+        env(&[(
+            "HAWZU_GATE__TOKENS__WORKSPACES__Acme__MAX_ROLE",
+            "workspace_viewer",
+        )]),
+    ) else {
+        panic!("refused")
+    };
+    let shown = err.to_string();
+    assert!(
+        shown.contains("HAWZU_GATE__TOKENS__WORKSPACES__Acme__MAX_ROLE"),
+        "{shown}"
+    );
+    assert!(shown.contains("config file"), "says what to do: {shown}");
+    // Lower case is what it says.
+    let loaded = load_from(
+        None,
+        env(&[(
+            "HAWZU_GATE__TOKENS__WORKSPACES__acme__MAX_ROLE",
+            "workspace_viewer",
+        )]),
+    )
+    .unwrap();
+    assert!(loaded.settings.tokens.workspaces.contains_key("acme"));
 }
