@@ -39,6 +39,30 @@ impl HeaderSettings {
     }
 }
 
+impl HeaderSettings {
+    /// A warning for each default of `headers.strip` a configured list
+    /// leaves out: the list replaces the defaults, so writing one header
+    /// meant as an addition lets the method and path overrides through
+    /// (the API might act on a method or path the gate never judged).
+    pub(crate) fn dropped_defaults(&self) -> Vec<String> {
+        let kept = |d: &str| {
+            let canon = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+            self.strip.iter().any(|s| canon(s) == canon(d))
+        };
+        let dropped: Vec<&str> = crate::headers::DEFAULT_STRIP
+            .into_iter()
+            .filter(|d| !kept(d))
+            .collect();
+        if dropped.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "headers.strip replaces the default list and leaves out {}: the API gets them from clients (and /auth/nginx and /auth/traefik no longer refuse a method override). If your API honours none of them, ignore this; to add a header, list the defaults too",
+            dropped.join(", ")
+        )]
+    }
+}
+
 /// A list of header names, trimmed; empty entries (an empty environment
 /// variable) are skipped. Checked in [`HeaderSettings::validate`].
 fn header_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

@@ -247,6 +247,7 @@ pub fn load_from(
     let mut warnings = policy.rules.warnings();
     warnings.extend(super::exposed::exposed_secrets(&settings, &origin));
     warnings.extend(super::webhooks::in_the_clear(&settings.webhooks));
+    warnings.extend(settings.headers.dropped_defaults());
     Ok(Loaded {
         settings,
         policy,

@@ -863,3 +863,26 @@ fn a_workspace_id_with_capitals_from_the_environment_is_refused() {
     .unwrap();
     assert!(loaded.settings.tokens.workspaces.contains_key("acme"));
 }
+
+/// `headers.strip` replaces the defaults: one header meant as an addition
+/// lets the overrides through. Said, naming them; the defaults (and a
+/// list that keeps them) say nothing.
+#[test]
+fn a_strip_list_that_drops_the_default_overrides_is_warned_of() {
+    let loaded = load_from(None, env(&[("HAWZU_GATE__HEADERS__STRIP", "X-Debug")])).unwrap();
+    let said = loaded.warnings.join("\n");
+    assert!(said.contains("X-HTTP-Method-Override"), "{said}");
+    assert!(said.contains("headers.strip"), "{said}");
+    let defaults = load_from(None, env(&[])).unwrap();
+    assert!(
+        !defaults
+            .warnings
+            .iter()
+            .any(|w| w.contains("headers.strip")),
+        "{:?}",
+        defaults.warnings
+    );
+    let all = crate::headers::DEFAULT_STRIP.join(",") + ",X-Debug";
+    let kept = load_from(None, env(&[("HAWZU_GATE__HEADERS__STRIP", &all)])).unwrap();
+    assert!(!kept.warnings.iter().any(|w| w.contains("headers.strip")));
+}
