@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -43,7 +44,18 @@ pub struct Ops {
     health: Arc<Health>,
     /// The store error the last failed readiness check logged.
     last_store_error: Mutex<Option<String>>,
+    /// The last store ping and when it answered: readiness checks within
+    /// [`PING_FRESH`] of it share it, and checks at once wait for one
+    /// ping (whoever reaches the ops port cannot keep the shared store
+    /// busy).
+    last_ping: tokio::sync::Mutex<Option<(Instant, Ping)>>,
 }
+
+/// What a store ping said: `Err((log text, public text))`.
+type Ping = Result<(), (String, String)>;
+
+/// How long a store ping answers readiness checks.
+const PING_FRESH: Duration = Duration::from_secs(1);
 
 impl Ops {
     pub fn new(
@@ -56,6 +68,7 @@ impl Ops {
             metrics,
             health,
             last_store_error: Mutex::new(None),
+            last_ping: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -86,16 +99,16 @@ impl Ops {
     }
 
     async fn readyz(&self) -> Response<Full<Bytes>> {
-        let store = match self.cache.store().ping().await {
+        let store = match self.ping().await {
             Ok(()) => {
                 self.told_store_error(None);
                 "ok".to_owned()
             }
-            Err(e) => {
-                self.told_store_error(Some(e.to_string()));
+            Err((logged, public)) => {
+                self.told_store_error(Some(logged));
                 // Whoever reaches the ops port is told what happened, not
                 // the store's own text (an address, a Redis message).
-                format!("unavailable: {}", e.public())
+                format!("unavailable: {public}")
             }
         };
         let subscription = match self.cache.store() {
@@ -127,6 +140,21 @@ impl Ops {
 }
 
 impl Ops {
+    /// The store's answer to a ping, at most [`PING_FRESH`] old.
+    async fn ping(&self) -> Ping {
+        let mut last = self.last_ping.lock().await;
+        if let Some((at, ping)) = &*last
+            && at.elapsed() < PING_FRESH
+        {
+            return ping.clone();
+        }
+        let ping = TokenStore::ping(&*self.cache)
+            .await
+            .map_err(|e| (e.to_string(), e.public().to_string()));
+        *last = Some((Instant::now(), ping.clone()));
+        ping
+    }
+
     /// Logs the store's error behind a failed readiness check once per
     /// change (probes ask every few seconds), and its clearing.
     fn told_store_error(&self, now: Option<String>) {

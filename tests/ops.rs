@@ -493,3 +493,35 @@ async fn logs_have_one_access_event_per_request_and_no_secret() {
             .any(|e| e["op"] == "disable" && e["token_id"] == id.as_str())
     );
 }
+
+/// Whoever reaches the ops port (0.0.0.0 in the image; probes need it)
+/// must not be able to keep the shared store busy: a readiness check asks
+/// the store at most about once a second, however many probes come, and
+/// probes at once share one ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_share_one_store_ping_a_second() {
+    let gate = InProcessGate::embedded().await;
+    let pings = || async {
+        let m = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
+        m.lines()
+            .filter(|l| l.starts_with("hawzu_gate_store_calls_total{op=\"ping\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = pings().await;
+    let started = std::time::Instant::now();
+    let probes = (0..50).map(|_| async {
+        let r = gate.ops().get("/readyz").await;
+        assert_eq!(r.status, StatusCode::OK);
+    });
+    futures_util::future::join_all(probes).await;
+    for _ in 0..50 {
+        assert_eq!(gate.ops().get("/readyz").await.status, StatusCode::OK);
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil();
+    let asked = pings().await - before;
+    assert!(
+        asked <= seconds + 1.0,
+        "{asked} store pings for 100 probes in {seconds} s"
+    );
+}
