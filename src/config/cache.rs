@@ -35,3 +35,34 @@ impl Default for CacheSettings {
         }
     }
 }
+
+/// The longest `cache.ttl` and `cache.negative_ttl`: `ttl` is how long a
+/// revocation whose event was lost may go unenforced, so a slip of the
+/// unit (`5M`, five months) must not make it unbounded.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3_600);
+
+impl CacheSettings {
+    /// Checks the lifetimes; `invalid(key, message)` builds the error
+    /// naming the key at fault.
+    pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        for (key, d) in [
+            ("cache.ttl", self.ttl.0),
+            ("cache.negative_ttl", self.negative_ttl.0),
+            ("cache.stale_if_error", self.stale_if_error.0),
+        ] {
+            if d > MAX_TTL {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be at most 24h (a revocation whose event is lost is enforced only after it), not {}",
+                        super::duration::short(d)
+                    ),
+                ));
+            }
+        }
+        if self.ttl.0.is_zero() {
+            return Err(invalid("cache.ttl", "must be more than 0s".into()));
+        }
+        Ok(())
+    }
+}

@@ -135,6 +135,7 @@ impl Settings {
             return Err(invalid("data_dir", "must not be empty".into()));
         }
         self.store.validate(invalid)?;
+        self.cache.validate(invalid)?;
         self.upstream.validate(invalid)?;
         self.log.validate(invalid)?;
         self.telemetry.validate(invalid)?;

@@ -886,3 +886,23 @@ fn a_strip_list_that_drops_the_default_overrides_is_warned_of() {
     let kept = load_from(None, env(&[("HAWZU_GATE__HEADERS__STRIP", &all)])).unwrap();
     assert!(!kept.warnings.iter().any(|w| w.contains("headers.strip")));
 }
+
+/// `cache.ttl` bounds how long a revocation whose event was lost goes
+/// unenforced: a day at most, never "5M" (five months).
+#[test]
+fn cache_lifetimes_are_bounded_and_a_month_is_not_written_m() {
+    let Err(e) = load_from(None, env(&[("HAWZU_GATE__CACHE__TTL", "5M")])) else {
+        panic!("5M refused")
+    };
+    assert!(e.to_string().contains("month"), "{e}");
+    let Err(e) = load_from(None, env(&[("HAWZU_GATE__CACHE__TTL", "2d")])) else {
+        panic!("2d refused")
+    };
+    let said = e.to_string();
+    assert!(said.contains("cache.ttl") && said.contains("24h"), "{said}");
+    let Err(e) = load_from(None, env(&[("HAWZU_GATE__CACHE__STALE_IF_ERROR", "30d")])) else {
+        panic!("30d refused")
+    };
+    assert!(e.to_string().contains("cache.stale_if_error"), "{e}");
+    assert!(load_from(None, env(&[("HAWZU_GATE__CACHE__TTL", "5m")])).is_ok());
+}
