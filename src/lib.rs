@@ -21,6 +21,7 @@ pub mod console;
 pub mod decide;
 pub mod doors;
 pub mod expiring;
+pub mod files;
 pub mod headers;
 pub mod leaks;
 pub mod metrics;

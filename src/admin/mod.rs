@@ -110,6 +110,10 @@ pub enum KeyError {
         "the admin key {path} can be read or written by its group or others (mode {mode:o}); run `chmod 600 {path}`"
     )]
     Permissions { path: PathBuf, mode: u32 },
+    #[error(
+        "the admin key {path} belongs to uid {owner}, not to this user or root: whoever owns it chose the key; `chown` it to the user the gate runs as, or delete it and a new key is made at start"
+    )]
+    Owner { path: PathBuf, owner: u32 },
     #[error("the admin key file {path} is empty or not one line of text")]
     Empty { path: PathBuf },
     #[error(
@@ -207,6 +211,12 @@ pub fn read_key_file(path: &Path) -> Result<String, KeyError> {
         path: path.to_owned(),
         source,
     })?;
+    if let Some(owner) = crate::files::foreign_owner(&meta) {
+        return Err(KeyError::Owner {
+            path: path.to_owned(),
+            owner,
+        });
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(KeyError::Permissions {
@@ -236,6 +246,23 @@ pub fn read_key_file(path: &Path) -> Result<String, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key file another user owns could be that user's key: refused,
+    /// naming the owner. (Needs root to make one; the rule itself is
+    /// `files::foreign_owner`'s, tested there.)
+    #[test]
+    fn a_key_file_another_user_owns_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        fs::write(&path, "k".repeat(40)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_key_file(&path).is_ok(), "our own");
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+            let e = read_key_file(&path).unwrap_err().to_string();
+            assert!(e.contains("4242"), "{e}");
+        }
+    }
 
     #[test]
     fn generated_key_is_written_0600_and_read_back() {

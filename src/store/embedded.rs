@@ -91,7 +91,18 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mode = std::fs::metadata(path)?.permissions().mode();
+            let meta = std::fs::metadata(path)?;
+            if let Some(owner) = crate::files::foreign_owner(&meta) {
+                // Whoever owns it could have written token records of
+                // their choosing into it.
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "it belongs to uid {owner}, not to this user or root: whoever owns it could have written tokens into it; `chown` it to the user the gate runs as"
+                    ),
+                ));
+            }
+            let mode = meta.permissions().mode();
             if mode & 0o077 != 0
                 && let Err(e) =
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
@@ -509,6 +520,25 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests may panic
 
     use super::*;
+
+    /// A store file another user owns could hold that user's tokens: not
+    /// opened. (Needs root to make one; the rule is `files::foreign_owner`.)
+    #[tokio::test]
+    async fn a_store_file_another_user_owns_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(
+            EmbeddedStore::open(dir.path(), Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(dir.path().join(FILE_NAME), Some(4242), None).unwrap();
+            let Err(e) = EmbeddedStore::open(dir.path(), Duration::from_secs(5)).await else {
+                panic!("opened a file uid 4242 owns")
+            };
+            assert!(e.to_string().contains("4242"), "{e}");
+        }
+    }
     use crate::store::feed::Change;
     use crate::token::{Scope, TokenSecret};
     use jiff::Timestamp;
