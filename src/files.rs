@@ -4,13 +4,22 @@
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
-/// The owner of the file `meta` describes when it is neither this
-/// process's effective user nor root: that user may have written it (a
-/// key of theirs, token records of their choosing), so it is not trusted.
-/// Root's files are (a Kubernetes Secret volume's are root's).
-pub fn foreign_owner(meta: &Metadata) -> Option<u32> {
-    foreign(meta.uid(), rustix::process::geteuid().as_raw())
+/// The owner of the file at `path` (described by `meta`) when another user
+/// may have planted it there: it is neither this process's effective
+/// user's nor root's, and the directory holding it lets its group or
+/// others create files. Such a file may be a key of theirs, or token
+/// records of their choosing. A file of another owner in a directory only
+/// its owner writes (an NFS `all_squash` export, a volume whose files
+/// belong to another uid) was put there by whoever may write there, as
+/// before. Root's files are trusted (a Kubernetes Secret volume's are
+/// root's).
+pub fn planted(path: &Path, meta: &Metadata) -> Option<u32> {
+    let owner = foreign(meta.uid(), rustix::process::geteuid().as_raw())?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = std::fs::metadata(dir.unwrap_or(Path::new("."))).ok()?;
+    (dir.mode() & 0o022 != 0).then_some(owner)
 }
 
 fn foreign(owner: u32, me: u32) -> Option<u32> {

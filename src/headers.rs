@@ -371,10 +371,10 @@ impl IdentityHeaders {
     /// What an Envoy allow answer names for removal, given the names of the
     /// client's headers: `authorization` (unless `keep_authorization`: a
     /// passed request's own credentials), every identity name the answer
-    /// does not set — whether the client was seen sending it or not: Envoy
-    /// shows an authorizer only the headers its config lists, so a forged
-    /// one may be there unseen — and every other protected header the
-    /// client sent (Envoy removes after setting: a name both set and
+    /// does not set and every `headers.strip` name — whether the client
+    /// was seen sending it or not: Envoy shows an authorizer only the
+    /// headers its config lists, so a forged one may be there unseen — and
+    /// every other protected header the client sent (other spellings) (Envoy removes after setting: a name both set and
     /// removed would reach the API nowhere).
     pub fn removals<'n>(
         &self,
@@ -391,6 +391,8 @@ impl IdentityHeaders {
                 remove.push(name.as_str().to_owned());
             }
         }
+        // Every `headers.strip` name too, for the same reason.
+        remove.extend(self.strip.iter().map(|s| s.to_string()));
         let mut client = client
             .into_iter()
             .filter(|name| self.is_protected(name))

@@ -115,8 +115,16 @@ fn removals_name_protected_client_headers_but_never_one_the_answer_sets() {
             "x-hawzu-token-expires",
             "x-hawzu-error",
             "x-hawzu-passed",
+            // Every strip name, sent or not.
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-original-uri",
+            "x-forwarded-prefix",
+            // Other spellings the client sent.
             "x_hawzu_role",
-            "x-http-method-override"
         ]
     );
 }

@@ -230,10 +230,14 @@ impl RequestSpan {
     }
 
     /// The `traceparent` naming this span as the parent, for the upstream;
-    /// `None` when the span is not recorded (the caller's header is then
-    /// forwarded as it came, so the API never names a span nobody keeps).
+    /// `None` when the span is not recorded and the caller's trace was
+    /// joined (the caller's header is then forwarded as it came, so the API
+    /// never names a span nobody keeps). A span that started a trace of
+    /// its own (an untrusted caller's) always names itself — flag `00` when
+    /// not recorded —, so the API does not take the stranger's trace and
+    /// sampled flag either.
     pub fn traceparent(&self) -> Option<String> {
-        if !self.span.is_recording() {
+        if !self.span.is_recording() && !self.restarted {
             return None;
         }
         let cx = self.span.span_context();
@@ -246,10 +250,10 @@ impl RequestSpan {
     }
 
     /// Whether the upstream must not get the caller's `tracestate`: the
-    /// span is recorded in a trace of the gate's own, which the caller's
-    /// state does not belong to.
+    /// span is in a trace of the gate's own, which the caller's state does
+    /// not belong to.
     pub fn drops_tracestate(&self) -> bool {
-        self.restarted && self.span.is_recording()
+        self.restarted
     }
 
     /// Ends the span with the answer's status: an error on 5xx.

@@ -7,9 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-/// Every identity name (default prefix), as the Envoy doors name them for
-/// removal when they set none.
-const IDENTITY: [&str; 9] = [
+/// Every identity name (default prefix) and every `headers.strip` name,
+/// as the Envoy doors name them for removal when they set none.
+const REMOVED: [&str; 16] = [
     "x-hawzu-token-id",
     "x-hawzu-token-type",
     "x-hawzu-workspace-id",
@@ -19,6 +19,13 @@ const IDENTITY: [&str; 9] = [
     "x-hawzu-token-expires",
     "x-hawzu-error",
     "x-hawzu-passed",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-prefix",
 ];
 
 mod common;
@@ -366,7 +373,7 @@ async fn the_envoy_doors_allow_a_passed_request_with_no_identity_and_keep_its_cr
     assert!(ok.headers.is_empty(), "no identity: {:?}", ok.headers);
     // Every identity name, seen or not; never the request's own
     // credentials.
-    assert_eq!(ok.headers_to_remove, IDENTITY);
+    assert_eq!(ok.headers_to_remove, REMOVED);
 
     // The same check with the headers as a list (Envoy's
     // `encode_raw_headers`): the spoofed header is still removed, and a
@@ -407,7 +414,7 @@ async fn the_envoy_doors_allow_a_passed_request_with_no_identity_and_keep_its_cr
     assert!(ok.headers.is_empty(), "no identity: {:?}", ok.headers);
     // Every identity name, seen or not; never the request's own
     // credentials.
-    assert_eq!(ok.headers_to_remove, IDENTITY);
+    assert_eq!(ok.headers_to_remove, REMOVED);
     let res = client
         .check(raw(&[("authorization", "Bearer hwz_nope")]))
         .await
@@ -434,7 +441,7 @@ async fn the_envoy_doors_allow_a_passed_request_with_no_identity_and_keep_its_cr
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(
         a.header("x-envoy-auth-headers-to-remove"),
-        Some(IDENTITY.join(",").as_str())
+        Some(REMOVED.join(",").as_str())
     );
     assert!(a.header("x-hawzu-role").is_none());
     // Traefik: 200 with nothing to copy.

@@ -549,9 +549,13 @@ async fn a_stranger_s_sampled_flag_does_not_override_the_sample_ratio() {
             .go()
             .await;
         assert_eq!(a.status, StatusCode::OK);
-        // Not recorded: the caller's context goes on as it came.
+        // Not recorded, and not the stranger's to choose for the API
+        // either: the gate's own trace, flag 00, no tracestate.
         let h = &a.json()["headers"];
-        assert_eq!(h["traceparent"], serde_json::json!([SAMPLED]), "{h}");
+        let tp = h["traceparent"][0].as_str().unwrap();
+        assert!(!tp.contains(TRACE_ID), "{h}");
+        assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{h}");
+        assert!(h.get("tracestate").is_none(), "{h}");
         let n = send(gate.addrs.auth, Method::GET, "/auth/nginx")
             .token(&secret)
             .original("GET", WS1_PROJECTS)

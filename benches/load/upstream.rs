@@ -7,8 +7,8 @@
 //! With `gate-headers` every answer also carries what the gate's Envoy
 //! HTTP door answers an allowed check with (the identity headers of the
 //! harness's token, values of the same length, and
-//! `x-envoy-auth-headers-to-remove` naming `authorization` and the identity
-//! names it does not set): as Envoy's HTTP
+//! `x-envoy-auth-headers-to-remove` naming `authorization`, the identity
+//! names it does not set and the `headers.strip` names): as Envoy's HTTP
 //! authorizer it is a null authorizer whose answer costs Envoy what the
 //! gate's does (case p of `run.py`).
 
@@ -34,7 +34,9 @@ const GATE_ANSWER: &[(&str, &str)] = &[
     // Every identity name the answer does not set goes, seen or not.
     (
         "x-envoy-auth-headers-to-remove",
-        "authorization,x-hawzu-project-id,x-hawzu-token-expires,x-hawzu-error,x-hawzu-passed",
+        "authorization,x-hawzu-project-id,x-hawzu-token-expires,x-hawzu-error,x-hawzu-passed,\
+         x-http-method-override,x-http-method,x-method-override,x-original-url,x-rewrite-url,\
+         x-original-uri,x-forwarded-prefix",
     ),
 ];
 

@@ -111,7 +111,7 @@ pub enum KeyError {
     )]
     Permissions { path: PathBuf, mode: u32 },
     #[error(
-        "the admin key {path} belongs to uid {owner}, not to this user or root: whoever owns it chose the key; `chown` it to the user the gate runs as, or delete it and a new key is made at start"
+        "the admin key {path} belongs to uid {owner}, not to this user or root, in a directory others may write: whoever put it there chose the key; `chown` it to the user the gate runs as, or delete it and a new key is made at start"
     )]
     Owner { path: PathBuf, owner: u32 },
     #[error("the admin key file {path} is empty or not one line of text")]
@@ -142,7 +142,7 @@ pub fn load_or_generate(
         return Ok((AdminKey::new(k), KeySource::Config));
     }
     let path = data_dir.join(KEY_FILE);
-    match read_key_file(&path) {
+    match read_key_file(&path).and_then(|k| not_planted(&path).map(|()| k)) {
         Ok(k) => return Ok((AdminKey::new(&k), KeySource::File(path))),
         Err(KeyError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -205,18 +205,29 @@ pub fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
         })
 }
 
+/// Refuses a key file another user may have planted (see
+/// [`crate::files::planted`]): the server would take their key as the
+/// operator's. The CLI reading it only sends it, and is not asked.
+fn not_planted(path: &Path) -> Result<(), KeyError> {
+    let meta = fs::metadata(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    match crate::files::planted(path, &meta) {
+        Some(owner) => Err(KeyError::Owner {
+            path: path.to_owned(),
+            owner,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Reads a key file, refusing one that group or others may read.
 pub fn read_key_file(path: &Path) -> Result<String, KeyError> {
     let meta = fs::metadata(path).map_err(|source| KeyError::Read {
         path: path.to_owned(),
         source,
     })?;
-    if let Some(owner) = crate::files::foreign_owner(&meta) {
-        return Err(KeyError::Owner {
-            path: path.to_owned(),
-            owner,
-        });
-    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(KeyError::Permissions {
@@ -247,20 +258,30 @@ pub fn read_key_file(path: &Path) -> Result<String, KeyError> {
 mod tests {
     use super::*;
 
-    /// A key file another user owns could be that user's key: refused,
-    /// naming the owner. (Needs root to make one; the rule itself is
-    /// `files::foreign_owner`'s, tested there.)
+    /// A key file another user put in a directory others may write could
+    /// be that user's key: the server refuses it, naming the owner; the
+    /// CLI still reads it (it only sends it). In a directory only its owner
+    /// writes, it is used as before. (Needs root to make one.)
     #[test]
-    fn a_key_file_another_user_owns_is_refused() {
+    fn a_key_file_another_user_planted_is_refused_by_the_server() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(KEY_FILE);
         fs::write(&path, "k".repeat(40)).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(read_key_file(&path).is_ok(), "our own");
+        assert!(load_or_generate(None, dir.path()).is_ok(), "our own");
         if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
-            let e = read_key_file(&path).unwrap_err().to_string();
-            assert!(e.contains("4242"), "{e}");
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+            assert!(
+                load_or_generate(None, dir.path()).is_ok(),
+                "a directory only we write"
+            );
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+            let Err(e) = load_or_generate(None, dir.path()) else {
+                panic!("a planted key was taken")
+            };
+            assert!(e.to_string().contains("4242"), "{e}");
+            assert!(read_key_file(&path).is_ok(), "the CLI reads it");
         }
     }
 

@@ -152,12 +152,21 @@ fn unchosen_address(global: &Connection, loaded: &Loaded) -> Option<String> {
     if global.admin_url.is_some() || !loaded.origin.found_in_cwd {
         return None;
     }
+    // Set by the environment (`HAWZU_GATE__LISTEN__ADMIN`): the operator's.
+    if loaded
+        .origin
+        .env_vars
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case("HAWZU_GATE__LISTEN__ADMIN"))
+    {
+        return None;
+    }
     let addr = loaded.settings.listen.admin;
     if addr.ip().is_loopback() || addr.ip().is_unspecified() {
         return None;
     }
     Some(format!(
-        "the admin address {addr} comes from ./hawzu-gate.toml, found in the working directory, and is not this machine's: the admin key is not sent where a file nobody named says. If it is your file, name it (--config ./hawzu-gate.toml) or pass --admin-url"
+        "the admin address {addr} comes from ./hawzu-gate.toml, found in the working directory, and is not a loopback address: the admin key is not sent where a file nobody named says. If it is your file, name it (--config ./hawzu-gate.toml) or pass --admin-url"
     ))
 }
 

@@ -60,9 +60,6 @@ impl CacheSettings {
                 ));
             }
         }
-        if self.ttl.0.is_zero() {
-            return Err(invalid("cache.ttl", "must be more than 0s".into()));
-        }
         Ok(())
     }
 }

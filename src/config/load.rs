@@ -200,13 +200,15 @@ pub fn load_from(
         // The parser lower-cases names: a workspace id is a map key there,
         // and `Acme` would silently become `acme`.
         if let Some(var) = env.keys().find(|var| {
-            var.strip_prefix(&format!("{ENV_PREFIX}__TOKENS__WORKSPACES__"))
-                .and_then(|rest| rest.split("__").next())
-                .is_some_and(|id| id.bytes().any(|b| b.is_ascii_uppercase()))
+            let path: Vec<&str> = var.split("__").collect();
+            matches!(path.as_slice(), [_, t, w, id, ..]
+                if t.eq_ignore_ascii_case("tokens")
+                    && w.eq_ignore_ascii_case("workspaces")
+                    && id.bytes().any(|b| b.is_ascii_uppercase()))
         }) {
             return Err(ConfigError::Env {
                 vars: var.clone(),
-                message: "environment names are read in lower case, so this workspace id would be another workspace's; set the limits of a workspace whose id has capitals in the config file ([tokens.workspaces.\"<id>\"])".into(),
+                message: "environment names are read in lower case, so a workspace id with capitals is another workspace's: write the id in lower case if it is lower case (HAWZU_GATE__TOKENS__WORKSPACES__acme__MAX_ROLE), or set a workspace whose id has capitals in the config file ([tokens.workspaces.\"Acme\"])".into(),
             });
         }
         // Lists are comma-separated; everything else is the text given, as

@@ -106,8 +106,8 @@ impl<'s, 'r> Exchange<'s, 'r> {
     }
 
     /// Whether the caller's `tracestate` must not reach the upstream: the
-    /// request's span is recorded in a trace of the gate's own (an
-    /// untrusted caller's trace is linked, not joined).
+    /// request's span is in a trace of the gate's own (an untrusted
+    /// caller's trace is linked, not joined).
     pub fn drops_tracestate(&self) -> bool {
         self.span.as_ref().is_some_and(|s| s.drops_tracestate())
     }

@@ -283,9 +283,10 @@ impl Proxy {
         drop(identity);
         h.insert(REQUEST_ID, request_id.clone());
         // Traces on and this request's span kept: the API's spans become
-        // children of the gate's. Otherwise the caller's trace context goes
-        // on as it came (tracestate too, unless the gate's span started a
-        // trace of its own: an untrusted caller's state is not of it).
+        // children of the gate's. An untrusted caller's trace was not
+        // joined: the API gets the gate's own context (recorded or not) and
+        // no tracestate. Otherwise the caller's trace context goes on as it
+        // came.
         if let Some(tp) = exchange.traceparent()
             && let Ok(v) = HeaderValue::try_from(tp)
         {

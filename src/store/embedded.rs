@@ -92,13 +92,13 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let meta = std::fs::metadata(path)?;
-            if let Some(owner) = crate::files::foreign_owner(&meta) {
-                // Whoever owns it could have written token records of
+            if let Some(owner) = crate::files::planted(path, &meta) {
+                // Whoever put it there could have written token records of
                 // their choosing into it.
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
                     format!(
-                        "it belongs to uid {owner}, not to this user or root: whoever owns it could have written tokens into it; `chown` it to the user the gate runs as"
+                        "it belongs to uid {owner}, not to this user or root, in a directory others may write: whoever put it there could have written tokens into it; `chown` it to the user the gate runs as"
                     ),
                 ));
             }
@@ -521,10 +521,13 @@ mod tests {
 
     use super::*;
 
-    /// A store file another user owns could hold that user's tokens: not
-    /// opened. (Needs root to make one; the rule is `files::foreign_owner`.)
+    /// A store file another user put in a directory others may write
+    /// could hold that user's tokens: not opened. In a directory only its
+    /// owner writes, opened as before. (Needs root to make one; the rule is
+    /// `files::planted`.)
     #[tokio::test]
-    async fn a_store_file_another_user_owns_is_not_opened() {
+    async fn a_store_file_another_user_planted_is_not_opened() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         drop(
             EmbeddedStore::open(dir.path(), Duration::from_secs(5))
@@ -533,6 +536,14 @@ mod tests {
         );
         if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(dir.path().join(FILE_NAME), Some(4242), None).unwrap();
+            let mode = |m| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(m));
+            mode(0o700).unwrap();
+            drop(
+                EmbeddedStore::open(dir.path(), Duration::from_secs(5))
+                    .await
+                    .unwrap(),
+            );
+            mode(0o777).unwrap();
             let Err(e) = EmbeddedStore::open(dir.path(), Duration::from_secs(5)).await else {
                 panic!("opened a file uid 4242 owns")
             };
