@@ -212,6 +212,12 @@ pub struct IdentityHeaders {
     /// Tells this set of names from every other made in the process: the
     /// per-thread rendered headers (`doors::rendered`) are keyed by it.
     generation: u64,
+    /// The `x-envoy-auth-headers-to-remove` values of the common answers
+    /// (see [`Self::removal_value`]), made once: a pass keeping or
+    /// removing `authorization`, and an allow with or without a project
+    /// and an expiry. Static bytes: a clone copies nothing and writes no
+    /// shared counter.
+    envoy_removals: [HeaderValue; 6],
 }
 
 impl Default for IdentityHeaders {
@@ -238,7 +244,7 @@ impl IdentityHeaders {
                 .map_err(|_| BadPrefix(prefix.to_owned()))
         };
         let strip: Box<[Box<str>]> = DEFAULT_STRIP.iter().map(|n| folded(n)).collect();
-        Ok(Self {
+        let made = Self {
             firsts: firsts(&lower, &strip),
             token_id: name("token-id")?,
             token_type: name("token-type")?,
@@ -255,7 +261,82 @@ impl IdentityHeaders {
                 static MADE: AtomicU64 = AtomicU64::new(0);
                 MADE.fetch_add(1, Ordering::Relaxed)
             },
-        })
+            envoy_removals: std::array::from_fn(|_| HeaderValue::from_static("")),
+        };
+        Ok(made.with_removals())
+    }
+
+    /// Makes [`Self::envoy_removals`] for the names and strip list held.
+    fn with_removals(mut self) -> Self {
+        let value = |set: &[&HeaderName], keep: bool| {
+            HeaderValue::from_static(kept(&self.removals([], set, keep).join(",")))
+        };
+        let base = [
+            &self.token_id,
+            &self.token_type,
+            &self.workspace_id,
+            &self.role,
+            &self.permission,
+        ];
+        let with = |extra: &[&HeaderName]| {
+            let mut set = base.to_vec();
+            set.extend_from_slice(extra);
+            value(&set, false)
+        };
+        let removals = [
+            value(&[], true),
+            value(&[], false),
+            with(&[]),
+            with(&[&self.token_expires]),
+            with(&[&self.project_id]),
+            with(&[&self.project_id, &self.token_expires]),
+        ];
+        self.envoy_removals = removals;
+        self
+    }
+
+    /// The `x-envoy-auth-headers-to-remove` value of an Envoy HTTP answer
+    /// (see [`Self::removals`]): made once for the common answers — a
+    /// client that sent no protected name beyond the gate's own spellings
+    /// (most send none) — and built for the others.
+    /// `client` gives the names of the client's headers (asked twice at
+    /// most).
+    pub fn removal_value<'n, I: IntoIterator<Item = &'n str>>(
+        &self,
+        client: impl Fn() -> I,
+        set: &[&HeaderName],
+        keep_authorization: bool,
+    ) -> Option<HeaderValue> {
+        let own = |n: &str| {
+            self.names().iter().any(|k| k.as_str() == n) || self.strip.iter().any(|s| **s == *n)
+        };
+        let extra = client()
+            .into_iter()
+            .any(|n| self.is_protected(n) && !own(n));
+        if !extra && let Some(i) = self.common_answer(set, keep_authorization) {
+            return Some(self.envoy_removals[i].clone());
+        }
+        HeaderValue::from_str(&self.removals(client(), set, keep_authorization).join(",")).ok()
+    }
+
+    /// Which of [`Self::envoy_removals`] answers `set`, if one does.
+    fn common_answer(&self, set: &[&HeaderName], keep_authorization: bool) -> Option<usize> {
+        if set.is_empty() {
+            return Some(usize::from(!keep_authorization));
+        }
+        let has = |n: &HeaderName| set.contains(&n);
+        let base = [
+            &self.token_id,
+            &self.token_type,
+            &self.workspace_id,
+            &self.role,
+            &self.permission,
+        ];
+        let (project, expires) = (has(&self.project_id), has(&self.token_expires));
+        let common = !keep_authorization
+            && base.iter().all(|n| has(n))
+            && set.len() == 5 + usize::from(project) + usize::from(expires);
+        common.then(|| 2 + 2 * usize::from(project) + usize::from(expires))
     }
 
     /// The deny code's header (`{prefix}Error`).
@@ -287,7 +368,7 @@ impl IdentityHeaders {
         }
         self.strip = strip.into();
         self.firsts = firsts(&self.prefix, &self.strip);
-        Ok(self)
+        Ok(self.with_removals())
     }
 
     /// Whether `name` carries the identity prefix, with `_` read as `-` and
@@ -476,20 +557,25 @@ impl IdentityHeaders {
 /// and the identity names are cloned into every answer by every door
 /// thread: one shared cache line written per header per request.
 fn interned(name: &str) -> HeaderName {
-    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+    HeaderName::from_static(kept(name))
+}
+
+/// `text` kept for the process, once per distinct text (a handful per
+/// `headers.prefix` and strip list).
+fn kept(text: &str) -> &'static str {
+    static KEPT: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut names = NAMES
+    let mut all = KEPT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let kept: &'static str = match names.get(name) {
+    match all.get(text) {
         Some(kept) => kept,
         None => {
-            let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
-            names.insert(kept);
+            let kept: &'static str = Box::leak(text.to_owned().into_boxed_str());
+            all.insert(kept);
             kept
         }
-    };
-    HeaderName::from_static(kept)
+    }
 }
 
 /// A copy of a value a cache entry holds, for one answer. Not a clone: a

@@ -301,3 +301,50 @@ fn ip_values_read_as_display_writes_them() {
     }
     assert_eq!(seen, 1024);
 }
+
+/// The removal value made once for the common answers is the one
+/// `removals` builds, for every such answer, any prefix and strip list;
+/// a client's own protected spelling still gets it built.
+#[test]
+fn the_common_removal_values_are_what_removals_builds() {
+    let custom = IdentityHeaders::new("X-Acme-")
+        .unwrap()
+        .with_strip(&["X-Legacy-Override"])
+        .unwrap();
+    for h in [IdentityHeaders::default(), custom] {
+        let base = vec![
+            &h.token_id,
+            &h.token_type,
+            &h.workspace_id,
+            &h.role,
+            &h.permission,
+        ];
+        let mut sets: Vec<(Vec<&HeaderName>, bool)> = vec![(vec![], true), (vec![], false)];
+        for extra in [
+            vec![],
+            vec![&h.token_expires],
+            vec![&h.project_id],
+            vec![&h.project_id, &h.token_expires],
+        ] {
+            let mut set = base.clone();
+            set.extend(extra);
+            sets.push((set, false));
+        }
+        // Not common: built, and still right.
+        sets.push((base.clone(), true));
+        sets.push((vec![&h.token_id], false));
+        let role = h.role.as_str().to_owned();
+        let spelled = role.replace('-', "_");
+        for (set, keep) in &sets {
+            for client in [
+                vec!["content-type"],
+                vec![role.as_str(), "x-http-method-override"],
+                vec![spelled.as_str()],
+            ] {
+                let want = h.removals(client.clone(), set, *keep).join(",");
+                let got = h.removal_value(|| client.clone(), set, *keep).unwrap();
+                assert_eq!(got.to_str().unwrap(), want, "{set:?} {keep} {client:?}");
+            }
+        }
+    }
+}

@@ -427,34 +427,17 @@ async fn forward_auth_and_grpc_spans_join_the_callers_trace() {
         .await;
     assert_eq!(t.status, StatusCode::FORBIDDEN);
 
-    let mut client = AuthorizationClient::connect(format!("http://{}", gate.addrs.grpc))
-        .await
-        .unwrap();
     let auth = format!("Bearer {secret}");
-    let headers: HashMap<String, String> = [
-        ("authorization", auth.as_str()),
-        ("traceparent", SAMPLED),
-        ("tracestate", STATE),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    let check = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: WS1_PROJECTS.into(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    };
-    let res = client.check(check).await.unwrap().into_inner();
-    assert_eq!(res.status.as_ref().unwrap().code, 0, "OK");
+    let code = grpc_check(
+        &gate,
+        &[
+            ("authorization", &auth),
+            ("traceparent", SAMPLED),
+            ("tracestate", STATE),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "OK");
 
     let nginx = receiver.door_spans("nginx", 1).await;
     let traefik = receiver.door_spans("traefik", 1).await;

@@ -177,12 +177,12 @@ impl ForwardAuth {
                     // What the answer sets, as set (a value skipped as not
                     // header-safe leaves its name to be removed).
                     let set: Vec<&HeaderName> = h.keys().collect();
-                    let remove = shared.headers.removals(
-                        req.keys().map(http::HeaderName::as_str),
+                    let remove = shared.headers.removal_value(
+                        || req.keys().map(http::HeaderName::as_str),
                         &set,
                         false,
                     );
-                    if let Ok(v) = HeaderValue::from_str(&remove.join(",")) {
+                    if let Some(v) = remove {
                         h.insert(X_ENVOY_AUTH_HEADERS_TO_REMOVE, v);
                     }
                 }
@@ -202,14 +202,12 @@ impl ForwardAuth {
                         );
                     }
                     Asker::Envoy => {
-                        let remove = shared.headers.removals(
-                            req.keys().map(http::HeaderName::as_str),
+                        let remove = shared.headers.removal_value(
+                            || req.keys().map(http::HeaderName::as_str),
                             &[],
                             p.own_credentials(),
                         );
-                        if !remove.is_empty()
-                            && let Ok(v) = HeaderValue::from_str(&remove.join(","))
-                        {
+                        if let Some(v) = remove {
                             h.insert(X_ENVOY_AUTH_HEADERS_TO_REMOVE, v);
                         }
                     }
