@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue};
 
 use crate::config::{FailedAuthSettings, IpNet};
+use crate::decide::Client;
 use crate::refusal::DenyCode;
 
 /// The proxies whose `X-Forwarded-For` is believed.
@@ -78,8 +79,17 @@ impl TrustedProxies {
     /// garbage) as the client. The proxy is not the client then: a token
     /// limited to the proxy's network would pass for everyone behind it.
     pub fn named_client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
-        let (client, named) = self.resolve(peer, headers);
-        named.then_some(client)
+        self.request_client(peer, headers).named
+    }
+
+    /// The client of a request as the decision takes it: named, or not
+    /// (then keyed by the last hop known).
+    pub fn request_client(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
+        let (hop, named) = self.resolve(peer, headers);
+        Client {
+            named: named.then_some(hop),
+            hop,
+        }
     }
 
     /// The client, and whether it was named (not the last hop known).

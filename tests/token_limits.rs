@@ -673,3 +673,42 @@ async fn a_client_the_gate_cannot_name_is_not_the_proxy_in_front_of_it() {
         assert_eq!(a.status, StatusCode::OK, "{door}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_that_names_no_client_is_not_the_client() {
+    // At /auth/* and /envoy the peer is the proxy asking. Without
+    // X-Forwarded-For a trusted proxy names no client: a token limited to
+    // the proxy's network must not pass for everyone behind it.
+    let gate = InProcessGate::embedded().await;
+    let (_, secret) = create(
+        &gate,
+        viewer_with(serde_json::json!({"allow_from": ["127.0.0.1/32"]})),
+    )
+    .await;
+    let nginx = gate
+        .auth()
+        .request(Method::GET, "/auth/nginx")
+        .token(&secret)
+        .original("GET", WS1_PROJECTS)
+        .go()
+        .await;
+    assert_eq!(nginx.status, StatusCode::FORBIDDEN);
+    assert_eq!(nginx.header("x-hawzu-error"), Some("address_not_allowed"));
+    let envoy = gate
+        .auth()
+        .request(Method::GET, &format!("/envoy{WS1_PROJECTS}"))
+        .token(&secret)
+        .go()
+        .await;
+    assert_eq!(envoy.status, StatusCode::FORBIDDEN);
+    // Named, and inside the limit: allowed.
+    let named = gate
+        .auth()
+        .request(Method::GET, "/auth/nginx")
+        .token(&secret)
+        .original("GET", WS1_PROJECTS)
+        .header("x-forwarded-for", "127.0.0.1")
+        .go()
+        .await;
+    assert_eq!(named.status, StatusCode::OK);
+}

@@ -51,10 +51,30 @@ pub enum ClientAddr<'a> {
     /// addresses is refused.
     Unknown,
     Known(IpAddr),
-    /// Worked out by the door when asked; `None` when the request does not
-    /// name its client (a trusted proxy forwarded something that is not an
-    /// address): as `Unknown`.
-    Lazy(&'a (dyn Fn() -> Option<IpAddr> + Sync)),
+    /// Worked out by the door when asked.
+    Lazy(&'a (dyn Fn() -> Client + Sync)),
+}
+
+/// A request's client, as a door works it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The client, when the request names one; `None` when a trusted proxy
+    /// names none (forwards something that is not an address, or nothing
+    /// at a door where the peer is always the proxy): judged as unknown.
+    pub named: Option<IpAddr>,
+    /// The last hop known (the proxy when the client is not named): what
+    /// per-address counts key on (failed-auth buckets, usage).
+    pub hop: IpAddr,
+}
+
+impl Client {
+    /// A client that is the address itself.
+    pub fn is(ip: IpAddr) -> Self {
+        Self {
+            named: Some(ip),
+            hop: ip,
+        }
+    }
 }
 
 impl ClientAddr<'_> {
@@ -63,7 +83,20 @@ impl ClientAddr<'_> {
         match self {
             ClientAddr::Unknown => None,
             ClientAddr::Known(ip) => Some(ip.to_canonical()),
-            ClientAddr::Lazy(f) => f().map(|ip| ip.to_canonical()),
+            ClientAddr::Lazy(f) => f().named.map(|ip| ip.to_canonical()),
+        }
+    }
+
+    /// What per-address counts key on: the client, or when it is not named
+    /// the last hop known. `None` only for `Unknown`.
+    pub fn key(&self) -> Option<IpAddr> {
+        match self {
+            ClientAddr::Unknown => None,
+            ClientAddr::Known(ip) => Some(ip.to_canonical()),
+            ClientAddr::Lazy(f) => {
+                let c = f();
+                Some(c.named.unwrap_or(c.hop).to_canonical())
+            }
         }
     }
 }

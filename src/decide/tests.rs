@@ -523,7 +523,7 @@ fn context_limits_refuse_early_use_and_other_addresses() {
     let asked = std::sync::atomic::AtomicBool::new(false);
     let lazy = || {
         asked.store(true, std::sync::atomic::Ordering::Relaxed);
-        Some(std::net::IpAddr::from([192, 0, 2, 7]))
+        crate::decide::Client::is(std::net::IpAddr::from([192, 0, 2, 7]))
     };
     assert_eq!(
         check_context(&plain, now(), ClientAddr::Lazy(&lazy)),

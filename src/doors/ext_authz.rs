@@ -26,7 +26,7 @@ use jiff::Timestamp;
 
 use super::Shared;
 use super::lifecycle::Exchange;
-use crate::decide::{ClientAddr, Credentials, Decision, RequestFacts};
+use crate::decide::{Client, ClientAddr, Credentials, Decision, RequestFacts};
 use crate::headers::{HAWZU_TOKEN_EXPIRES, HTTP2_SETTINGS, UPGRADE};
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
@@ -173,9 +173,9 @@ impl ExtAuthz {
 
     /// The client of a check: the downstream address Envoy reports, when the
     /// caller is a trusted proxy (or unknown); else the caller itself.
-    /// `None` when a trusted caller reports none (or not an address): Envoy
-    /// is not the client.
-    fn client(&self, req: &CheckRequest, peer: Option<IpAddr>) -> Option<IpAddr> {
+    /// Unnamed when a trusted caller reports none (or not an address):
+    /// Envoy is not the client (it is the hop counts key on).
+    fn client(&self, req: &CheckRequest, peer: Option<IpAddr>) -> Client {
         use envoy_types::pb::envoy::config::core::v3::address::Address;
         let reported = || {
             let address = req.attributes.as_ref()?.source.as_ref()?.address.as_ref()?;
@@ -186,9 +186,12 @@ impl ExtAuthz {
         };
         match peer {
             Some(p) if !self.shared.trusted_proxies.trusts(p.to_canonical()) => {
-                Some(p.to_canonical())
+                Client::is(p.to_canonical())
             }
-            _ => reported().map(|ip| ip.to_canonical()),
+            _ => Client {
+                named: reported().map(|ip| ip.to_canonical()),
+                hop: peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.to_canonical()),
+            },
         }
     }
 

@@ -25,6 +25,7 @@ use jiff::Timestamp;
 
 use super::rendered::{Rendered, rendered};
 use super::{Shared, credentials, inspect, trace_context};
+use crate::decide::Client;
 use crate::decide::{ClientAddr, Decision, RequestFacts};
 use crate::headers::{IdentityHeaders, X_ENVOY_AUTH_HEADERS_TO_REMOVE};
 use crate::metrics::Door;
@@ -112,12 +113,22 @@ impl ForwardAuth {
         let shared = &self.shared;
         let mut exchange = shared.begin(asker.door());
         exchange.trace(|| trace_context(headers, peer.ip(), &shared.trusted_proxies));
-        // No X-Forwarded-For: the client is the peer, trusted proxy or not.
+        // The peer here is the proxy asking, never the client. A trusted
+        // proxy that names no client (no X-Forwarded-For) leaves it
+        // unnamed: taken for the client, a token limited to the proxy's
+        // network would pass for everyone behind it. An untrusted peer is
+        // its own client, as everywhere.
         let client = || {
+            let peer = peer.ip().to_canonical();
             if read.forwarded_for {
-                shared.client(peer.ip(), headers)
+                shared.client(peer, headers)
+            } else if shared.trusted_proxies.trusts(peer) {
+                Client {
+                    named: None,
+                    hop: peer,
+                }
             } else {
-                Some(peer.ip().to_canonical())
+                Client::is(peer)
             }
         };
         let decision = match &original {

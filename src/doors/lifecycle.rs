@@ -156,7 +156,7 @@ impl<'s, 'r> Exchange<'s, 'r> {
     ) -> Decision<'a> {
         let shared = self.shared;
         let start = Instant::now();
-        let client = || facts.client.get().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let client = || facts.client.key().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let limited =
             shared.failed_auth.anyone_refused() && shared.failed_auth.is_refused(client());
         let policy = shared.policy.load();
@@ -223,7 +223,7 @@ impl<'s, 'r> Exchange<'s, 'r> {
     ) -> Result<Arc<CachedRecord>, Deny> {
         let shared = self.shared;
         let start = Instant::now();
-        let client = || facts.client.get().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let client = || facts.client.key().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let limited =
             shared.failed_auth.anyone_refused() && shared.failed_auth.is_refused(client());
         let result = if limited && !shared.holds_valid(facts).await {

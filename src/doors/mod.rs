@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, header};
 
 use crate::cache::TokenCache;
 use crate::clients::{FailedAuth, TrustedProxies};
+use crate::decide::Client;
 use crate::decide::{RequestFacts, check_cached_state, extract_token};
 use crate::headers::IdentityHeaders;
 use crate::metrics::Metrics;
@@ -111,10 +112,10 @@ impl Shared {
             .is_some_and(|r| check_cached_state(&r, facts.now).is_ok())
     }
 
-    /// The client a request came from, when it names one (see
-    /// [`TrustedProxies::named_client`]).
-    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
-        self.trusted_proxies.named_client(peer, headers)
+    /// The client a request came from (see
+    /// [`TrustedProxies::request_client`]).
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
+        self.trusted_proxies.request_client(peer, headers)
     }
 
     /// The request's id: the client's `X-Request-Id` when it is sane, else a

@@ -32,7 +32,7 @@ use super::listener::{Conn, TimedBody, is_body_timeout};
 use super::rendered::{Rendered, rendered};
 use super::upstream::{self, Failed, Upstream, UpstreamBody};
 use super::{Shared, credentials, inspect, trace_context};
-use crate::decide::{ClientAddr, Decision, RequestFacts};
+use crate::decide::{Client, ClientAddr, Decision, RequestFacts};
 use crate::headers::{
     FORWARDED, Found, HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
     ip_value, strip_hop_by_hop, strip_underscored, strip_upstream_answer,
@@ -209,7 +209,7 @@ impl Proxy {
                 if found.forwarded {
                     shared.client(conn.peer.ip(), req.headers())
                 } else {
-                    Some(conn.peer.ip().to_canonical())
+                    Client::is(conn.peer.ip().to_canonical())
                 }
             };
             let facts = RequestFacts {
