@@ -69,37 +69,23 @@ impl TrustedProxies {
     /// when a trusted proxy forwarded something that is not an address —
     /// the last hop known (that proxy): a key for what is counted per
     /// address (failed-auth buckets), never a client to judge `allow_from`
-    /// by (see [`TrustedProxies::named_client`]).
+    /// by (see [`TrustedProxies::request_client`]).
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        self.resolve(peer, headers).0
+        self.request_client(peer, headers).hop
     }
 
-    /// The client of a request, when the request names one: `None` when a
-    /// trusted proxy forwarded something that is not an address (`unknown`,
-    /// garbage) as the client. The proxy is not the client then: a token
-    /// limited to the proxy's network would pass for everyone behind it.
-    pub fn named_client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
-        self.request_client(peer, headers).named
-    }
-
-    /// The client of a request as the decision takes it: named, or not
-    /// (then keyed by the last hop known).
+    /// The client of a request as the decision takes it: named, or — when
+    /// a trusted proxy forwarded something that is not an address
+    /// (`unknown`, garbage) — not, and then keyed by the last hop known.
+    /// The proxy is not the client then: a token limited to the proxy's
+    /// network would pass for everyone behind it.
     pub fn request_client(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
-        let (hop, named) = self.resolve(peer, headers);
-        Client {
-            named: named.then_some(hop),
-            hop,
-        }
-    }
-
-    /// The client, and whether it was named (not the last hop known).
-    fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, bool) {
         let peer = peer.to_canonical();
         if !self.trusts(peer) {
             if headers.contains_key(X_FORWARDED_FOR) {
                 self.untrusted_forwarder(peer);
             }
-            return (peer, true);
+            return Client::is(peer);
         }
         // Right to left over every X-Forwarded-For entry (headers in order):
         // the first address a trusted proxy did not add for another proxy.
@@ -113,14 +99,17 @@ impl TrustedProxies {
             let Some(ip) = std::str::from_utf8(entry).ok().and_then(forwarded_address) else {
                 // A trusted proxy forwarded something that is not an
                 // address: the client is not known.
-                return (client, false);
+                return Client {
+                    named: None,
+                    hop: client,
+                };
             };
             client = ip.to_canonical();
             if !self.trusts(client) {
-                return (client, true);
+                return Client::is(client);
             }
         }
-        (client, true)
+        Client::is(client)
     }
 }
 
@@ -412,13 +401,18 @@ mod tests {
             ip("10.0.0.1")
         );
         assert_eq!(
-            t.named_client(ip("10.0.0.1"), &xff(&["6.6.6.6, nonsense"])),
+            t.request_client(ip("10.0.0.1"), &xff(&["6.6.6.6, nonsense"]))
+                .named,
             None
         );
-        assert_eq!(t.named_client(ip("10.0.0.1"), &xff(&["unknown"])), None);
-        assert_eq!(t.named_client(ip("10.0.0.1"), &xff(&[""])), None);
         assert_eq!(
-            t.named_client(ip("10.0.0.1"), &xff(&["198.51.100.7"])),
+            t.request_client(ip("10.0.0.1"), &xff(&["unknown"])).named,
+            None
+        );
+        assert_eq!(t.request_client(ip("10.0.0.1"), &xff(&[""])).named, None);
+        assert_eq!(
+            t.request_client(ip("10.0.0.1"), &xff(&["198.51.100.7"]))
+                .named,
             Some(ip("198.51.100.7"))
         );
         // IPv4-mapped IPv6 peers are their IPv4 address.

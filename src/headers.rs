@@ -266,18 +266,24 @@ impl IdentityHeaders {
         Ok(made.with_removals())
     }
 
-    /// Makes [`Self::envoy_removals`] for the names and strip list held.
-    fn with_removals(mut self) -> Self {
-        let value = |set: &[&HeaderName], keep: bool| {
-            HeaderValue::from_static(kept(&self.removals([], set, keep).join(",")))
-        };
-        let base = [
+    /// The names every allow answer sets (the project and the expiry are
+    /// set when there is one).
+    fn always_set(&self) -> [&HeaderName; 5] {
+        [
             &self.token_id,
             &self.token_type,
             &self.workspace_id,
             &self.role,
             &self.permission,
-        ];
+        ]
+    }
+
+    /// Makes [`Self::envoy_removals`] for the names and strip list held.
+    fn with_removals(mut self) -> Self {
+        let value = |set: &[&HeaderName], keep: bool| {
+            HeaderValue::from_static(kept(&self.removals([], set, keep).join(",")))
+        };
+        let base = self.always_set();
         let with = |extra: &[&HeaderName]| {
             let mut set = base.to_vec();
             set.extend_from_slice(extra);
@@ -332,13 +338,7 @@ impl IdentityHeaders {
             a.len() == b.len() && std::ptr::eq(a.as_ptr(), b.as_ptr())
         };
         let has = |n: &HeaderName| set.iter().any(|s| same(s, n));
-        let base = [
-            &self.token_id,
-            &self.token_type,
-            &self.workspace_id,
-            &self.role,
-            &self.permission,
-        ];
+        let base = self.always_set();
         let (project, expires) = (has(&self.project_id), has(&self.token_expires));
         let common = !keep_authorization
             && base.iter().all(|n| has(n))
