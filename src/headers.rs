@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use thiserror::Error;
 
-use crate::decide::Principal;
+use crate::decide::{Override, Principal};
 
 /// Default prefix of the identity headers.
 pub const DEFAULT_PREFIX: &str = "X-Hawzu-";
@@ -396,25 +396,31 @@ impl IdentityHeaders {
                 .any(|s| s.len() == b.len() && folded_starts_with(b, s.as_bytes()))
     }
 
-    /// Whether `name` is a method override header (`X-HTTP-Method-Override`,
-    /// `X-HTTP-Method`, `X-Method-Override`; `_` read as `-`, case
-    /// ignored) that `headers.strip` keeps from the API. The doors that
-    /// cannot remove a header (`/auth/nginx`, `/auth/traefik`) refuse a
-    /// request carrying one. Most names are passed over by their length.
-    pub fn is_stripped_method_override(&self, name: &str) -> bool {
-        const OVERRIDES: [&str; 3] = [
-            "x-http-method-override",
-            "x-http-method",
-            "x-method-override",
+    /// Whether `name` is an override header that `headers.strip` keeps
+    /// from the API, and what it overrides: a method
+    /// (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`) or
+    /// a path (`X-Original-URL`, `X-Rewrite-URL`, `X-Original-URI`; not
+    /// `X-Forwarded-Prefix`, which proxies set themselves), `_` read as
+    /// `-`, case ignored. The doors that cannot remove a header
+    /// (`/auth/nginx`, `/auth/traefik`) refuse a request carrying one they
+    /// did not read themselves. Most names are passed over by their length.
+    pub fn stripped_override(&self, name: &str) -> Option<Override> {
+        const OVERRIDES: [(&str, Override); 6] = [
+            ("x-http-method-override", Override::Method),
+            ("x-http-method", Override::Method),
+            ("x-method-override", Override::Method),
+            ("x-original-url", Override::Path),
+            ("x-rewrite-url", Override::Path),
+            ("x-original-uri", Override::Path),
         ];
         let b = name.as_bytes();
-        OVERRIDES
+        let (_, kind) = OVERRIDES
             .iter()
-            .any(|o| o.len() == b.len() && folded_starts_with(b, o.as_bytes()))
-            && self
-                .strip
-                .iter()
-                .any(|s| s.len() == b.len() && folded_starts_with(b, s.as_bytes()))
+            .find(|(o, _)| o.len() == b.len() && folded_starts_with(b, o.as_bytes()))?;
+        self.strip
+            .iter()
+            .any(|s| s.len() == b.len() && folded_starts_with(b, s.as_bytes()))
+            .then_some(*kind)
     }
 
     /// One pass over `headers`' names: which of the rewrites before

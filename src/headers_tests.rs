@@ -69,6 +69,35 @@ fn the_strip_list_matches_whole_names_with_underscores_and_any_case() {
 }
 
 #[test]
+fn override_names_say_what_they_override_while_on_the_strip_list() {
+    let h = IdentityHeaders::default();
+    for name in [
+        "X-HTTP-Method-Override",
+        "x_http_method",
+        "X-Method-Override",
+    ] {
+        assert_eq!(h.stripped_override(name), Some(Override::Method), "{name}");
+    }
+    for name in ["X-Original-URL", "x_rewrite_url", "X-ORIGINAL-URI"] {
+        assert_eq!(h.stripped_override(name), Some(Override::Path), "{name}");
+    }
+    // Proxies set X-Forwarded-Prefix themselves; the rest are no overrides.
+    for name in [
+        "x-forwarded-prefix",
+        "x-original-urls",
+        "x-hawzu-role",
+        "host",
+    ] {
+        assert_eq!(h.stripped_override(name), None, "{name}");
+    }
+    // Off the strip list, an override is the API's business.
+    let h = h.with_strip(&["X-HTTP-Method"]).unwrap();
+    assert_eq!(h.stripped_override("x-http-method"), Some(Override::Method));
+    assert_eq!(h.stripped_override("x-http-method-override"), None);
+    assert_eq!(h.stripped_override("x-original-url"), None);
+}
+
+#[test]
 fn strip_removes_every_protected_header_and_keeps_the_rest() {
     let h = IdentityHeaders::default();
     let mut m = map(&[

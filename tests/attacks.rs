@@ -457,7 +457,8 @@ fn status_of(code: &str) -> u16 {
         "insufficient_role" | "workspace_mismatch" | "project_not_granted" | "no_matching_rule" => {
             403
         }
-        "ambiguous_path" | "method_override" | "upgrade_refused" | "missing_original" => 400,
+        "ambiguous_path" | "method_override" | "path_override" | "upgrade_refused"
+        | "missing_original" => 400,
         "store_unavailable" => 503,
         other => panic!("not a documented code: {other}"),
     }
@@ -865,6 +866,7 @@ async fn forward_auth_originals_that_disagree_or_repeat_are_refused() {
             Expect::Allow,
         ),
         (
+            // Not believed, and refused: Traefik would pass it to the API.
             "traefik: a client X-Original-URI is not believed",
             "/auth/traefik",
             vec![
@@ -873,7 +875,7 @@ async fn forward_auth_originals_that_disagree_or_repeat_are_refused() {
                 (b"X-Original-Method", b"GET"),
                 (b"X-Original-URI", ws1),
             ],
-            Expect::Deny("workspace_mismatch"),
+            Expect::Deny("path_override"),
         ),
         (
             "traefik: only nginx's headers",
@@ -1733,8 +1735,10 @@ async fn method_and_path_override_headers_never_reach_the_api() {
         if matches!(door, Door::Nginx | Door::Traefik) {
             // These doors cannot take a header off the request their proxy
             // forwards: a method override is refused, not trusted to the
-            // proxy's config; path overrides (nginx's own X-Original-URI)
-            // are left to the deploy files.
+            // proxy's config; so is a path override the proxy did not set
+            // (nginx sets X-Original-URI/-URL itself and the door reads
+            // them; Traefik sets none). X-Forwarded-Prefix is the proxies'
+            // own (Traefik's StripPrefix), left to the deploy files.
             let mut headers = sent.clone();
             headers.push((b"Authorization", &bearer));
             let got = w.ask(door, "POST", ok, &headers).await;
@@ -1745,6 +1749,24 @@ async fn method_and_path_override_headers_never_reach_the_api() {
                     && !name.eq_ignore_ascii_case(b"x-http-method")
                     && !name.eq_ignore_ascii_case(b"x-method-override")
                     && !name.eq_ignore_ascii_case(b"x_http_method_override")
+            });
+            for (name, value) in &sent {
+                if name.eq_ignore_ascii_case(b"x-forwarded-prefix")
+                    || name.eq_ignore_ascii_case(b"x-forwarded_prefix")
+                {
+                    continue;
+                }
+                let headers = [(*name, *value), (b"Authorization".as_slice(), &bearer)];
+                let got = w.ask(door, "POST", ok, &headers).await;
+                let what = format!(
+                    "a path override header ({}) at a door that cannot remove it",
+                    String::from_utf8_lossy(name)
+                );
+                check(&what, door, &got, Expect::Deny("path_override"));
+            }
+            sent.retain(|(name, _)| {
+                name.eq_ignore_ascii_case(b"x-forwarded-prefix")
+                    || name.eq_ignore_ascii_case(b"x-forwarded_prefix")
             });
         }
         let names: Vec<&[u8]> = sent.iter().map(|(n, _)| *n).collect();

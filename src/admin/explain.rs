@@ -179,7 +179,7 @@ pub async fn explain(
     let decision = match check_state(&full, now).and_then(|()| check_context(&record, now, client))
     {
         Err(code) => deny(code, None),
-        Ok(()) => match check_request(query, false, false) {
+        Ok(()) => match check_request(query, false, None) {
             Err(code) => deny(code, Some(record)),
             Ok(()) => authorized,
         },
@@ -297,7 +297,7 @@ fn without_token_explained(
         path: raw_path,
         query,
         upgrade: false,
-        override_header: false,
+        override_header: None,
         credentials: Credentials::None,
         now,
         client: ClientAddr::Unknown,

@@ -6,7 +6,7 @@
 
 use jiff::Timestamp;
 
-use super::facts::{ClientAddr, Credentials};
+use super::facts::{ClientAddr, Credentials, Override};
 use crate::cache::CachedRecord;
 use crate::policy::prefixes::TokenPrefixes;
 use crate::policy::rules::names_method_override;
@@ -120,20 +120,22 @@ pub fn check_context(
 /// beyond its method and path. No route allows a protocol upgrade (an h2c
 /// or WebSocket connection would carry requests the gate never judged), and
 /// a `_method` query parameter — or an override header the door cannot
-/// remove (`override_header`) — would have the API act on a method the
-/// gate never judged; none can be removed without forwarding something
+/// remove (`override_header`) — would have the API act on a method or path
+/// the gate never judged; none can be removed without forwarding something
 /// other than what was judged, so all are refused. Pure: `explain` calls
 /// it too.
 pub fn check_request(
     query: Option<&str>,
     upgrade: bool,
-    override_header: bool,
+    override_header: Option<Override>,
 ) -> Result<(), DenyCode> {
     if upgrade {
         return Err(DenyCode::UpgradeRefused);
     }
-    if override_header || query.is_some_and(names_method_override) {
-        return Err(DenyCode::MethodOverride);
+    match override_header {
+        Some(Override::Path) => Err(DenyCode::PathOverride),
+        Some(Override::Method) => Err(DenyCode::MethodOverride),
+        None if query.is_some_and(names_method_override) => Err(DenyCode::MethodOverride),
+        None => Ok(()),
     }
-    Ok(())
 }

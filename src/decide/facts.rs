@@ -30,15 +30,24 @@ pub struct RequestFacts<'a> {
     /// The request asks to switch protocols: it has an `Upgrade` or an
     /// `HTTP2-Settings` header (h2c, WebSocket).
     pub upgrade: bool,
-    /// A method override header on `headers.strip` reached a door that
-    /// cannot remove it (`/auth/nginx`, `/auth/traefik`): the API might act
-    /// on the method it names. The proxy and the Envoy doors remove it.
-    pub override_header: bool,
+    /// An override header on `headers.strip` reached a door that cannot
+    /// remove it (`/auth/nginx`, `/auth/traefik`): the API might act on the
+    /// method or path it names. The proxy and the Envoy doors remove it.
+    pub override_header: Option<Override>,
     pub credentials: Credentials<'a>,
     /// The decision instant; expiry is exact to it.
     pub now: Timestamp,
     /// The client's address, worked out only when a token limits it.
     pub client: ClientAddr<'a>,
+}
+
+/// What an override header asks the API for instead of what was judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Override {
+    /// Another method (`X-HTTP-Method-Override`, …).
+    Method,
+    /// Another path (`X-Original-URL`, `X-Rewrite-URL`, `X-Original-URI`).
+    Path,
 }
 
 /// The client address of a request, as `trusted_proxies` says (see

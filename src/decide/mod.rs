@@ -30,7 +30,7 @@ mod facts;
 pub use self::checks::{
     check_cached_state, check_context, check_request, check_state, extract_token,
 };
-pub use self::facts::{Client, ClientAddr, Credentials, RequestFacts};
+pub use self::facts::{Client, ClientAddr, Credentials, Override, RequestFacts};
 
 /// Which grant of the token allowed the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -121,7 +121,7 @@ async fn outcome(
         path,
         query,
         upgrade,
-        override_header: false,
+        override_header: None,
         credentials: auth.map_or(Credentials::None, |a| Credentials::One(a.as_bytes())),
         now: Timestamp::now(),
         client: ClientAddr::Unknown,

@@ -333,7 +333,7 @@ async fn run(cache: &TokenCache<Store>, auth: Option<String>, now: Timestamp) ->
         path: &path,
         query: None,
         upgrade: false,
-        override_header: false,
+        override_header: None,
         credentials: auth
             .as_deref()
             .map_or(Credentials::None, |a| Credentials::One(a.as_bytes())),

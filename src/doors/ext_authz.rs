@@ -112,7 +112,7 @@ impl ExtAuthz {
             query: *query,
             upgrade: *upgrade,
             // Named for removal in the answer.
-            override_header: false,
+            override_header: None,
             credentials: *credentials,
             now: Timestamp::now(),
             client: ClientAddr::Lazy(&client),

@@ -26,7 +26,7 @@ use jiff::Timestamp;
 use super::rendered::{Rendered, rendered};
 use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::Client;
-use crate::decide::{ClientAddr, Decision, RequestFacts};
+use crate::decide::{ClientAddr, Decision, Override, RequestFacts};
 use crate::headers::{IdentityHeaders, X_ENVOY_AUTH_HEADERS_TO_REMOVE};
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
@@ -82,7 +82,7 @@ impl ForwardAuth {
                 path,
                 query: None,
                 upgrade: false,
-                override_header: false,
+                override_header: None,
                 credentials: credentials(headers),
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),
@@ -139,8 +139,7 @@ impl ForwardAuth {
                     path: original,
                     query: query.as_deref(),
                     upgrade: read.upgrade,
-                    // The Envoy door names it for removal instead.
-                    override_header: read.override_header && asker != Asker::Envoy,
+                    override_header: read.override_by(asker, &shared.headers),
                     credentials: credentials(headers),
                     now: Timestamp::now(),
                     client: ClientAddr::Lazy(&client),
@@ -258,8 +257,9 @@ struct Read<'h> {
     forwarded_for: bool,
     /// `Upgrade` or `HTTP2-Settings` (as [`crate::headers::asks_upgrade`]).
     upgrade: bool,
-    /// A method override header on `headers.strip`.
-    override_header: bool,
+    /// An override header on `headers.strip` other than the two path
+    /// headers read above (a method override wins: it is named first).
+    override_header: Option<Override>,
 }
 
 /// The values of one header: the first, and whether there are more.
@@ -289,6 +289,26 @@ impl<'h> Values<'h> {
 }
 
 impl<'h> Read<'h> {
+    /// The override header the API would get from `asker`'s proxy. The
+    /// Envoy door names it for removal instead; nginx sets (and the door
+    /// reads) `X-Original-URL`/`-URI` itself, Traefik sets neither, so
+    /// there a client sent them.
+    fn override_by(&self, asker: Asker, names: &IdentityHeaders) -> Option<Override> {
+        match asker {
+            Asker::Envoy => None,
+            Asker::Nginx => self.override_header,
+            Asker::Traefik => self.override_header.or_else(|| {
+                [
+                    (&self.original_url, "x-original-url"),
+                    (&self.original_uri, "x-original-uri"),
+                ]
+                .into_iter()
+                .filter(|(v, _)| v.first.is_some())
+                .find_map(|(_, name)| names.stripped_override(name))
+            }),
+        }
+    }
+
     fn of(h: &'h HeaderMap, names: &IdentityHeaders) -> Self {
         let mut r = Read::default();
         // Names come lower case; every value of a repeated name is visited.
@@ -305,7 +325,13 @@ impl<'h> Read<'h> {
                 b"x-forwarded-uri" => r.forwarded_uri.add(value),
                 b"x-forwarded-for" => r.forwarded_for = true,
                 b"http2-settings" => r.upgrade = true,
-                _ => r.override_header |= names.is_stripped_method_override(name.as_str()),
+                _ => {
+                    // A method override wins over a path override.
+                    let found = names.stripped_override(name.as_str());
+                    if found.is_some() && r.override_header != Some(Override::Method) {
+                        r.override_header = found;
+                    }
+                }
             }
         }
         r

@@ -145,7 +145,7 @@ impl Proxy {
                 path: req.uri().path(),
                 query: None,
                 upgrade: false,
-                override_header: false,
+                override_header: None,
                 credentials: credentials(req.headers()),
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),
@@ -218,7 +218,7 @@ impl Proxy {
                 query: req.uri().query(),
                 upgrade: found.upgrade,
                 // Removed before forwarding.
-                override_header: false,
+                override_header: None,
                 credentials: credentials(req.headers()),
                 now: Timestamp::now(),
                 client: ClientAddr::Lazy(&client),

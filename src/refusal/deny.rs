@@ -18,6 +18,9 @@ pub enum DenyCode {
     StoreUnavailable,
     RateLimited,
     MethodOverride,
+    /// A path override header (`X-Original-URL`, …) at a door that cannot
+    /// remove it: the API might serve another path than the one judged.
+    PathOverride,
     UpgradeRefused,
     MissingOriginal,
     /// The token may not be used from the client's address (`allow_from`).
@@ -28,7 +31,7 @@ pub enum DenyCode {
 
 impl DenyCode {
     /// Every code, in declaration order (metrics index by it).
-    pub const ALL: [DenyCode; 18] = [
+    pub const ALL: [DenyCode; 19] = [
         DenyCode::MissingToken,
         DenyCode::MalformedToken,
         DenyCode::UnknownToken,
@@ -43,6 +46,7 @@ impl DenyCode {
         DenyCode::StoreUnavailable,
         DenyCode::RateLimited,
         DenyCode::MethodOverride,
+        DenyCode::PathOverride,
         DenyCode::UpgradeRefused,
         DenyCode::MissingOriginal,
         DenyCode::AddressNotAllowed,
@@ -66,6 +70,7 @@ impl DenyCode {
             DenyCode::StoreUnavailable => "store_unavailable",
             DenyCode::RateLimited => "rate_limited",
             DenyCode::MethodOverride => "method_override",
+            DenyCode::PathOverride => "path_override",
             DenyCode::UpgradeRefused => "upgrade_refused",
             DenyCode::MissingOriginal => "missing_original",
             DenyCode::AddressNotAllowed => "address_not_allowed",
@@ -90,6 +95,7 @@ impl DenyCode {
             | DenyCode::AddressNotAllowed => 403,
             DenyCode::AmbiguousPath
             | DenyCode::MethodOverride
+            | DenyCode::PathOverride
             | DenyCode::UpgradeRefused
             | DenyCode::MissingOriginal => 400,
             DenyCode::StoreUnavailable => 503,
@@ -125,6 +131,9 @@ impl DenyCode {
             }
             DenyCode::MethodOverride => {
                 "A method override (a `_method` query parameter, or an X-HTTP-Method-Override, X-HTTP-Method or X-Method-Override header) asks for another method; send the request with the method it means."
+            }
+            DenyCode::PathOverride => {
+                "A path override header (X-Original-URL, X-Rewrite-URL or X-Original-URI) asks for another path; send the request to the path it means, without it."
             }
             DenyCode::UpgradeRefused => {
                 "Protocol upgrades (h2c, WebSocket) are not allowed through the gate."
@@ -176,6 +185,7 @@ impl DenyCode {
             | DenyCode::StoreUnavailable
             | DenyCode::RateLimited
             | DenyCode::MethodOverride
+            | DenyCode::PathOverride
             | DenyCode::UpgradeRefused
             | DenyCode::MissingOriginal => None,
         }

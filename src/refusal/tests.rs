@@ -233,6 +233,7 @@ fn every_code_has_the_documented_status_and_challenge() {
             }
             DenyCode::AmbiguousPath
             | DenyCode::MethodOverride
+            | DenyCode::PathOverride
             | DenyCode::UpgradeRefused
             | DenyCode::MissingOriginal => {
                 assert_eq!(code.status(), 400);

@@ -116,26 +116,18 @@ pub fn deploy(file: &str) -> PathBuf {
 // === what a client smuggles, and what the API must not see ===
 
 /// What a client sends to smuggle: identity headers in every spelling,
-/// path overrides, and its token, as curl arguments (method overrides:
-/// [`METHOD_OVERRIDES`]).
+/// `X-Forwarded-Prefix`, and its token, as curl arguments (method and path
+/// overrides: [`METHOD_OVERRIDES`], [`PATH_OVERRIDES`]).
 pub fn hostile_headers(token: &str) -> Vec<String> {
-    let other = "/api/v1/workspaces/ws_2/settings/x";
-    let mut args = Vec::new();
-    for h in [
-        format!("Authorization: Bearer {token}"),
-        "X-Hawzu-Role: workspace_manager".to_owned(),
-        "X-Hawzu-Project-Id: proj_b".to_owned(),
-        "X-Hawzu-Anything: else".to_owned(),
-        "X-Hawzu-Token-Expires: 2999-01-01T00:00:00Z".to_owned(),
-        format!("X-Original-URL: {other}"),
-        format!("X-Rewrite-URL: {other}"),
-        format!("X-Original-URI: {other}"),
-        "X-Forwarded-Prefix: /api/v1/workspaces/ws_2".to_owned(),
-    ] {
-        args.push("-H".to_owned());
-        args.push(h);
-    }
-    args
+    let bearer = format!("Authorization: Bearer {token}");
+    header_args(&[
+        &bearer,
+        "X-Hawzu-Role: workspace_manager",
+        "X-Hawzu-Project-Id: proj_b",
+        "X-Hawzu-Anything: else",
+        "X-Hawzu-Token-Expires: 2999-01-01T00:00:00Z",
+        "X-Forwarded-Prefix: /api/v1/workspaces/ws_2",
+    ])
 }
 
 /// The same, plus header names spelled with `_` (which Envoy refuses
@@ -245,14 +237,31 @@ pub const METHOD_OVERRIDES: [&str; 3] = [
     "X-Method-Override: DELETE",
 ];
 
-/// What a shipped setup does with a method override header.
+/// The path overrides a client sends to have the API serve a path the gate
+/// did not judge.
+pub const PATH_OVERRIDES: [&str; 3] = [
+    "X-Original-URL: /api/v1/workspaces/ws_2/settings/x",
+    "X-Rewrite-URL: /api/v1/workspaces/ws_2/settings/x",
+    "X-Original-URI: /api/v1/workspaces/ws_2/settings/x",
+];
+
+/// What a shipped setup does with a method or path override header.
 #[derive(Clone, Copy)]
 pub enum Overrides {
     /// Removed before the API (the gate's proxy, the Envoy doors).
     Removed,
-    /// Refused by the gate, 400 `method_override`: a forward-auth door
-    /// (`/auth/traefik`) cannot take a header off what its proxy forwards.
+    /// Refused by the gate, 400 `method_override` or `path_override`: a
+    /// forward-auth door (`/auth/traefik`) cannot take a header off what
+    /// its proxy forwards.
     Refused,
+}
+
+/// `headers` as curl arguments.
+fn header_args(headers: &[&str]) -> Vec<String> {
+    headers
+        .iter()
+        .flat_map(|h| ["-H".to_owned(), (*h).to_owned()])
+        .collect()
 }
 
 /// What a proxy does with client header names spelled with `_`.
@@ -336,26 +345,33 @@ pub async fn proxy_judged_by_the_gate(
     let mut allowed = 2;
     assert_eq!(upstream.count(), allowed, "{name}");
 
-    // A method override on a POST the token may make.
-    let mut args = vec!["-X".to_owned(), "POST".to_owned()];
-    args.extend(hostile_headers(&project));
-    for h in METHOD_OVERRIDES {
-        args.push("-H".to_owned());
-        args.push(h.to_owned());
-    }
-    args.extend(url_args(
-        &base,
-        host,
-        "/api/v1/workspaces/ws_1/projects/proj_a/testcases",
-    ));
-    let (status, _, body) = curl_async(args).await;
+    // Method and path overrides on a POST the token may make.
+    let with = |overriding: &[&str]| {
+        let mut args = vec!["-X".to_owned(), "POST".to_owned()];
+        args.extend(hostile_headers(&project));
+        args.extend(header_args(overriding));
+        args.extend(url_args(
+            &base,
+            host,
+            "/api/v1/workspaces/ws_1/projects/proj_a/testcases",
+        ));
+        args
+    };
     match overrides {
         Overrides::Refused => {
-            assert_eq!(status, 400, "{name}: {body}");
-            let refusal: Value = serde_json::from_str(&body).unwrap();
-            assert_eq!(refusal["error"], "method_override", "{name}");
+            for (overriding, code) in [
+                (&METHOD_OVERRIDES, "method_override"),
+                (&PATH_OVERRIDES, "path_override"),
+            ] {
+                let (status, _, body) = curl_async(with(overriding)).await;
+                assert_eq!(status, 400, "{name}: {body}");
+                let refusal: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(refusal["error"], code, "{name}");
+            }
         }
         Overrides::Removed => {
+            let (status, _, body) =
+                curl_async(with(&[METHOD_OVERRIDES, PATH_OVERRIDES].concat())).await;
             assert_eq!(status, 200, "{name}: {body}");
             let echo: Value = serde_json::from_str(&body).unwrap();
             assert_eq!(echo["method"], "POST", "{name}");
