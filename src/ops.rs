@@ -112,7 +112,7 @@ impl Ops {
             }
         };
         let subscription = match self.cache.store() {
-            Store::Embedded(_) => "not used (embedded store)",
+            Store::Embedded(_) => "local (embedded store)",
             Store::Redis(_) if self.cache.is_subscribed() => "up",
             Store::Redis(_) => "down",
         };

@@ -523,9 +523,15 @@ impl<S: TokenStore> TokenStore for TokenCache<S> {
             .await
     }
 
+    /// What is confirmed may have landed after its caller gave up (a
+    /// timeout), past this cache: the record it replaced is dropped here
+    /// too, as `replace` drops it.
     async fn confirm(&self, current: &Stored) -> Result<bool, StoreError> {
-        self.timed(StoreOp::Replace, self.store.confirm(current))
-            .await
+        let result = self
+            .timed(StoreOp::Replace, self.store.confirm(current))
+            .await;
+        self.invalidate(&current.hash).await;
+        result
     }
 
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {

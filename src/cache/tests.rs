@@ -473,3 +473,28 @@ fn an_entry_and_a_cached_record_stay_small() {
     // 208 + the Arc's two counts fill a 224-byte allocator size class.
     assert!(std::mem::size_of::<CachedRecord>() <= 208);
 }
+
+// === confirming a change ===
+
+/// A change that landed after its caller gave up (a timeout) is confirmed
+/// on the retry: the cache must not keep what it replaced, whether or not
+/// anything follows the store's changes.
+#[tokio::test]
+async fn confirming_a_change_drops_the_record_it_replaced() {
+    let store = Double::default();
+    let (hash, record) = token();
+    store.put(hash, record.clone());
+    let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
+    assert!(!lookup(&cache, &hash).await.is_disabled());
+    // The late write: in the store, not through the cache.
+    let changed = disabled(&record);
+    store.put(hash, changed.clone());
+    let stored = Stored {
+        hash,
+        record: changed,
+        raw: Vec::new(),
+    };
+    cache.confirm(&stored).await.unwrap();
+    assert!(cache.cached(&hash).await.is_none());
+    assert!(lookup(&cache, &hash).await.is_disabled());
+}

@@ -99,6 +99,13 @@ pub(super) async fn start_store(
     match &store {
         Store::Embedded(e) => {
             tracing::info!(backend = "embedded", path = %e.path().display(), "token store open");
+            // Every write goes through the cache, but one that lands after
+            // its caller's timeout lands past it: the store's own feed
+            // tells the cache then.
+            background.push(tokio::spawn(listen_for_invalidations(
+                cache.clone(),
+                e.clone(),
+            )));
         }
         Store::Redis(r) => {
             let topology = format!("{:?}", r.topology());
@@ -117,4 +124,65 @@ pub(super) async fn start_store(
         }
     }
     Ok((cache, background))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::config;
+    use crate::token::{Scope, TokenRecord, TokenSecret};
+
+    /// On the embedded store too, a change written past the cache — a
+    /// revoke that landed after its caller's timeout, which the retry only
+    /// confirms — reaches the cache: the listener follows the store's own
+    /// change feed, as it follows Redis pub/sub.
+    #[tokio::test]
+    async fn a_change_written_past_the_cache_reaches_it_on_the_embedded_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gate.toml");
+        let data = dir.path().join("data");
+        std::fs::write(
+            &file,
+            format!("data_dir = {:?}\n", data.display().to_string()),
+        )
+        .unwrap();
+        let loaded = config::load(Some(&file)).unwrap();
+        let (cache, background) = start_store(&loaded, &Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let secret = TokenSecret::generate().unwrap();
+        let record = TokenRecord::sample(
+            Scope::Workspace {
+                role: "workspace_member".into(),
+            },
+            Timestamp::now(),
+        );
+        cache.create(&secret.hash(), &record).await.unwrap();
+        let live = cache.lookup(&secret.hash()).await.unwrap().unwrap();
+        assert!(live.revoked_at().is_none());
+
+        let current = cache.store().find(&record.id).await.unwrap().unwrap();
+        let revoked = TokenRecord {
+            revoked_at: Some(Timestamp::now()),
+            revoked_by: Some("admin".into()),
+            ..record.clone()
+        };
+        assert!(cache.store().replace(&current, &revoked).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let seen = cache.lookup(&secret.hash()).await.unwrap().unwrap();
+            if seen.revoked_at().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the cache kept the live record");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for task in background {
+            task.abort();
+        }
+    }
 }
