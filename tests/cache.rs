@@ -309,3 +309,46 @@ async fn an_in_process_gate_sees_its_own_admin_changes_at_once() {
         Some("token_revoked")
     );
 }
+
+/// A Redis that may evict keys under memory pressure (any
+/// `maxmemory-policy` but `noeviction`) is named at start: an evicted id
+/// index hides a live token from the admin API. One that never evicts is
+/// not.
+#[tokio::test]
+async fn a_redis_that_may_evict_tokens_is_warned_about_at_start() {
+    let server = RedisServer::start();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The policy is read before the listeners are bound: a gate that
+    // listens has read it.
+    let quiet = redis_gate(dir.path(), &server.url(), &unique_prefix("evict-quiet"));
+    let log = quiet.log_text();
+    assert!(log.contains("token store reachable"), "{log}");
+    assert!(!log.contains("maxmemory-policy"), "{log}");
+    drop(quiet);
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = redis_gate(dir.path(), &server.url(), &unique_prefix("evict-warned"));
+    let line = eventually("the warning", Duration::from_secs(10), || async {
+        gate.log_text()
+            .lines()
+            .find(|l| l.contains("maxmemory-policy noeviction"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(
+        line.contains("WARN") && line.contains("volatile-lru"),
+        "{line}"
+    );
+}

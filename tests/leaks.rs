@@ -377,6 +377,48 @@ async fn a_signed_github_report_revokes_the_token_on_every_gate_of_the_fleet() {
     );
 }
 
+/// A live token whose `id:` key Redis lost (evicted under a `maxmemory`
+/// policy, or a fail-over before it replicated) is still found by its
+/// secret: a leak report revokes it — it is not told a false positive —
+/// and the revocation makes the key again, so the admin API finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_token_whose_id_key_was_lost_is_still_revoked() {
+    let github = SigningKey::new("gh-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let prefix = unique_prefix("leaks-lost-id");
+    let mut env = redis_env(&prefix);
+    env.extend(leaks_env(&keys));
+    let a = gate_with(&env).await;
+    let (id, secret) =
+        create_token(&a, workspace_token("CI", "ws_1", "workspace_viewer", "30d")).await;
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}id:{id}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(nginx_auth(&a, &secret).await.status, StatusCode::OK);
+
+    let body = report(&[&secret]);
+    let signature = github.sign(&body);
+    let (status, feedback) = send_signed(leaks_addr(&a), &github.id, &signature, body).await;
+    assert_eq!(status, StatusCode::OK, "{feedback}");
+    assert_eq!(feedback[0]["label"], "true_positive", "{feedback}");
+    let refused = eventually("the revocation", Duration::from_secs(2), || async {
+        let r = nginx_auth(&a, &secret).await;
+        (r.status == StatusCode::UNAUTHORIZED).then_some(r)
+    })
+    .await;
+    assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
+    assert_eq!(state_of(&a, &id).await, "revoked");
+    assert_eq!(leak_events(&a, &id).await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reports_of_one_token_on_two_gates_revoke_it_once() {
     let github = SigningKey::new("gh-key-1");

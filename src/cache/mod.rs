@@ -501,6 +501,10 @@ impl<S: TokenStore> TokenStore for TokenCache<S> {
         self.timed(StoreOp::Find, self.store.find(id)).await
     }
 
+    async fn get_stored(&self, hash: &TokenHash) -> Result<Option<Stored>, StoreError> {
+        self.timed(StoreOp::Get, self.store.get_stored(hash)).await
+    }
+
     async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
         let result = self
             .timed(StoreOp::Create, self.store.create(hash, record))

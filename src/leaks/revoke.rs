@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use crate::audit::{AuditEvent, Origin};
 use crate::cache::TokenCache;
 use crate::redact::redact_secrets;
-use crate::store::{Store, StoreError, TokenStore, UpdateError, update};
+use crate::store::{Store, StoreError, TokenStore, UpdateError, update_by_hash};
 use crate::token::{TokenRecord, TokenSecret};
 
 /// The reason word of a leak's revocation (the audit event's `reason`
@@ -90,7 +90,9 @@ pub async fn revoke_leaked(
     // The closure's last run is the one that counts (a lost
     // compare-and-set runs it again): `before` is set only when that run
     // revokes, so a concurrent report that got there first is seen.
-    let written = update(cache, &record.id, |r: &TokenRecord| {
+    // By the secret's hash, not the id: the report holds the secret, and
+    // the id's index may be what a fault lost.
+    let written = update_by_hash(cache, &secret.hash(), |r: &TokenRecord| {
         let mut b = before.lock().unwrap_or_else(|e| e.into_inner());
         // Judged at this run's instant, not the report's: a concurrent
         // report (on any gate) may have revoked it a moment after `now`.

@@ -111,7 +111,8 @@ pub(super) async fn start_store(
             let topology = format!("{:?}", r.topology());
             match r.ping().await {
                 Ok(()) => {
-                    tracing::info!(backend = "redis", %topology, prefix = r.key_prefix(), "token store reachable")
+                    tracing::info!(backend = "redis", %topology, prefix = r.key_prefix(), "token store reachable");
+                    warn_if_evicting(r).await;
                 }
                 Err(e) => {
                     tracing::warn!(backend = "redis", %topology, error = %e, "token store not reachable yet; uncached tokens get store_unavailable until it is")
@@ -124,6 +125,22 @@ pub(super) async fn start_store(
         }
     }
     Ok((cache, background))
+}
+
+/// Logs a warning when Redis may evict keys under memory pressure: an
+/// evicted record makes its token unknown (refused), but an evicted `id:`
+/// key leaves a live token that cannot be found by id until its next
+/// change (the leak report, which holds the secret, still revokes it).
+async fn warn_if_evicting(r: &RedisStore) {
+    match r.eviction_policy().await {
+        Ok(Some(policy)) if policy != "noeviction" => tracing::warn!(
+            maxmemory_policy = %policy,
+            "Redis may evict token records under memory pressure: an evicted token is refused as unknown, an evicted id index hides a live token from the admin API until its next change, and the audit log and usage lose entries; set maxmemory-policy noeviction (docs/operations.md)"
+        ),
+        Ok(_) => {}
+        // A managed Redis may not answer INFO: nothing to say.
+        Err(e) => tracing::debug!(error = %e, "could not read Redis's maxmemory-policy"),
+    }
 }
 
 #[cfg(test)]

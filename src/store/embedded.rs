@@ -286,6 +286,21 @@ impl TokenStore for EmbeddedStore {
         .await
     }
 
+    async fn get_stored(&self, hash: &TokenHash) -> Result<Option<Stored>, StoreError> {
+        let hash = *hash;
+        self.run(self.read_timeout, move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+            let Some(raw) = tokens.get(&hash.0[..]).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let raw = raw.value().to_vec();
+            let record = TokenRecord::from_json(&raw).map_err(StoreError::Corrupt)?;
+            Ok(Some(Stored { hash, record, raw }))
+        })
+        .await
+    }
+
     async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
         let id = id.clone();
         self.run(self.read_timeout, move |db| read_stored(db, id.as_str()))

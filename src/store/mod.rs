@@ -100,6 +100,23 @@ pub trait TokenStore: Send + Sync + 'static {
     fn find(&self, id: &TokenId)
     -> impl Future<Output = Result<Option<Stored>, StoreError>> + Send;
 
+    /// The record stored under `hash` as [`TokenStore::find`] hands it
+    /// back, for a compare-and-set: found by the secret, whatever became of
+    /// its id's index. By default the record as [`TokenRecord::to_json`]
+    /// writes it (what both backends store); they hand back the bytes read.
+    fn get_stored(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = Result<Option<Stored>, StoreError>> + Send {
+        async move {
+            Ok(self.get(hash).await?.map(|record| Stored {
+                hash: *hash,
+                raw: record.to_json(),
+                record,
+            }))
+        }
+    }
+
     /// Stores a new record; [`StoreError::Conflict`] if the id or hash exists.
     fn create(
         &self,
@@ -171,7 +188,37 @@ pub async fn update<S, E>(
 where
     S: TokenStore,
 {
-    update_with(store, id, change, false).await
+    update_with(store, Key::Id(id), change, false).await
+}
+
+/// As [`update`], for the token whose secret hashes to `hash`: a leak
+/// report knows the secret, and must revoke it even if the id's index was
+/// lost (a Redis eviction or fail-over); the write makes the index again.
+pub async fn update_by_hash<S, E>(
+    store: &S,
+    hash: &TokenHash,
+    change: impl Fn(&TokenRecord) -> Result<Option<TokenRecord>, E>,
+) -> Result<Stored, UpdateError<E>>
+where
+    S: TokenStore,
+{
+    update_with(store, Key::Hash(hash), change, false).await
+}
+
+/// What [`update_with`] reads the record by.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Id(&'a TokenId),
+    Hash(&'a TokenHash),
+}
+
+impl Key<'_> {
+    async fn read<S: TokenStore>(self, store: &S) -> Result<Option<Stored>, StoreError> {
+        match self {
+            Key::Id(id) => store.find(id).await,
+            Key::Hash(hash) => store.get_stored(hash).await,
+        }
+    }
 }
 
 /// As [`update`], written with [`TokenStore::touch`]: for `last_used_at`.
@@ -183,12 +230,12 @@ pub async fn touch_update<S, E>(
 where
     S: TokenStore,
 {
-    update_with(store, id, change, true).await
+    update_with(store, Key::Id(id), change, true).await
 }
 
 async fn update_with<S, E>(
     store: &S,
-    id: &TokenId,
+    key: Key<'_>,
     change: impl Fn(&TokenRecord) -> Result<Option<TokenRecord>, E>,
     quiet: bool,
 ) -> Result<Stored, UpdateError<E>>
@@ -196,7 +243,7 @@ where
     S: TokenStore,
 {
     for _ in 0..UPDATE_RETRIES {
-        let current = store.find(id).await?.ok_or(UpdateError::NotFound)?;
+        let current = key.read(store).await?.ok_or(UpdateError::NotFound)?;
         let Some(new) = change(&current.record).map_err(UpdateError::Refused)? else {
             if quiet || store.confirm(&current).await? {
                 return Ok(current);
@@ -235,6 +282,13 @@ impl TokenStore for Store {
         match self {
             Store::Embedded(s) => s.get(hash).await,
             Store::Redis(s) => s.get(hash).await,
+        }
+    }
+
+    async fn get_stored(&self, hash: &TokenHash) -> Result<Option<Stored>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.get_stored(hash).await,
+            Store::Redis(s) => s.get_stored(hash).await,
         }
     }
 

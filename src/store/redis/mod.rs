@@ -163,6 +163,25 @@ impl TokenStore for RedisStore {
         .await
     }
 
+    async fn get_stored(&self, hash: &TokenHash) -> Result<Option<Stored>, StoreError> {
+        let key = self.token_key(hash);
+        self.timed(|mut conn| async move {
+            let raw: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            let Some(raw) = raw else { return Ok(None) };
+            let record = TokenRecord::from_json(&raw).map_err(StoreError::Corrupt)?;
+            Ok(Some(Stored {
+                hash: *hash,
+                record,
+                raw,
+            }))
+        })
+        .await
+    }
+
     async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
         let id_key = self.id_key(id.as_str());
         self.timed(|mut conn| async move {
@@ -276,6 +295,27 @@ impl TokenStore for RedisStore {
 }
 
 impl RedisStore {
+    /// Redis's `maxmemory-policy` (`INFO memory`) on the server a plain
+    /// command reaches, or on a Cluster the first policy other than
+    /// `noeviction` any node reports; `None` when the server does not say.
+    pub async fn eviction_policy(&self) -> Result<Option<String>, StoreError> {
+        self.timed(|mut conn| async move {
+            let info: Value = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            let mut policies = Vec::new();
+            info_field(&info, "maxmemory_policy", &mut policies);
+            Ok(policies
+                .iter()
+                .find(|p| *p != "noeviction")
+                .or(policies.first())
+                .cloned())
+        })
+        .await
+    }
+
     /// Compare-and-set of one record; `notify` publishes the invalidation.
     async fn write(
         &self,
@@ -308,22 +348,21 @@ impl RedisStore {
             // with the record's, and dropped when the record's is (a
             // revocation lifted when a rotate is given back) — or the token
             // could no longer be found by id once the old deadline passed.
-            // Also on every notified change, to mend a drop an earlier
-            // write could not make; never on the frequent `last_used_at`
-            // writes of a token that keeps no deadline.
-            let ttl = match expire_at {
-                Some(ms) => Some(redis::cmd("PEXPIREAT").arg(&id_key).arg(ms).clone()),
-                None if notify || self.expire_at(&current.record).is_some() => {
-                    Some(redis::cmd("PERSIST").arg(&id_key).clone())
-                }
-                None => None,
-            };
+            // Written whole, at the cost of a PEXPIREAT: that mends a drop
+            // an earlier write could not make, and a key Redis lost
+            // (evicted — a `volatile-*` policy evicts only keys with a
+            // deadline, and an id key is rarely read —, or a fail-over
+            // before it replicated), without which the token could not be
+            // shown, listed, disabled or revoked by id. Not on the frequent
+            // `last_used_at` writes of a token that keeps no deadline.
+            let ttl = (notify || expire_at.is_some() || self.expire_at(&current.record).is_some())
+                .then(|| set_cmd(&id_key, current.hash.to_hex().as_bytes(), expire_at, false));
             if let Some(ttl) = ttl {
                 let _: Value = ttl.query_async(&mut conn).await.map_err(redis_err)?;
             }
             if notify {
                 self.publish_on(&mut conn, &current.hash).await?;
-                self.replicated(&mut conn, &[&token_key]).await?;
+                self.replicated(&mut conn, &[&token_key, &id_key]).await?;
             }
             Ok(true)
         })
@@ -416,5 +455,34 @@ impl RedisStore {
             Ok(out)
         })
         .await
+    }
+}
+
+/// Every value of `field` in an `INFO` answer: one text, or (a Cluster's
+/// answer from every node) a map or list of them.
+fn info_field(info: &Value, field: &str, found: &mut Vec<String>) {
+    match info {
+        Value::BulkString(b) => {
+            let text = String::from_utf8_lossy(b);
+            found.extend(
+                text.lines()
+                    .filter_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                    .map(|v| v.trim().to_owned()),
+            );
+        }
+        Value::VerbatimString { text, .. } | Value::SimpleString(text) => {
+            info_field(&Value::BulkString(text.clone().into_bytes()), field, found);
+        }
+        Value::Array(items) | Value::Set(items) => {
+            for i in items {
+                info_field(i, field, found);
+            }
+        }
+        Value::Map(pairs) => {
+            for (_, v) in pairs {
+                info_field(v, field, found);
+            }
+        }
+        _ => {}
     }
 }
