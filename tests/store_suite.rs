@@ -541,6 +541,43 @@ async fn raw_conn() -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// One record no gate of this version can read (written by a newer gate
+/// during an upgrade, or damaged) is left out of a list, not made the
+/// whole list's failure: the others are listed, and its index entry stays.
+#[tokio::test]
+async fn an_unreadable_record_is_left_out_of_a_list_not_its_failure() {
+    let prefix = unique_prefix("unreadable");
+    let s = redis_store_at(&redis_url(), &prefix);
+    let t0 = Timestamp::now();
+    let (good, bad) = (hash(), hash());
+    let older = record("ws_u", t0 - SignedDuration::from_secs(60));
+    let newer = record("ws_u", t0);
+    s.create(&good, &older).await.unwrap();
+    s.create(&bad, &newer).await.unwrap();
+    let mut c = raw_conn().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}token:{}", bad.to_hex()))
+        .arg(r#"{"v":9,"id":"unreadable"}"#)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for ws in [Some("ws_u"), None] {
+        let page = s.list(all(ws, None, 10)).await.unwrap();
+        let ids: Vec<_> = page.tokens.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(ids, [older.id.clone()], "{ws:?}");
+    }
+    let indexed: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{prefix}ws:ws_u"))
+        .arg(newer.id.as_str())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        indexed.is_some(),
+        "the unreadable record's index entry stays"
+    );
+}
+
 #[tokio::test]
 async fn redis_store_uses_the_documented_key_schema() {
     let prefix = unique_prefix("schema");

@@ -135,6 +135,23 @@ pub(crate) const MAX_SCAN: usize = 5_000;
 /// means the index ends there.
 pub(crate) type Batch = Vec<(Cursor, Option<TokenRecord>)>;
 
+/// A listed record, or `None` — left out, and said — when this gate cannot
+/// read it (written by a newer gate during an upgrade, or damaged): one
+/// such record must not fail every list of its workspace, nor stop the
+/// sweeps that page through every token. The token itself is refused at
+/// the doors (`store_unavailable`: its record cannot be judged).
+pub(crate) fn readable(id: &str, raw: &[u8]) -> Option<TokenRecord> {
+    TokenRecord::from_json(raw)
+        .inspect_err(|e| {
+            tracing::error!(
+                token_id = %id,
+                error = %e,
+                "a stored token record cannot be read (written by a newer gate, or damaged): left out of the list"
+            );
+        })
+        .ok()
+}
+
 /// A page of `query`, walking the index with `next_batch` (given the
 /// position to continue after) in batches of `batch` entries: matches are
 /// kept until `limit` of them, the end of the index, or [`MAX_SCAN`]

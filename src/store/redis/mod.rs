@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use redis::{Script, Value};
 
-use super::list::Batch;
+use super::list::{Batch, readable};
 use super::{Cursor, ListQuery, Page, StoreError, Stored, TokenStore, created_ms, paginate};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
@@ -433,7 +433,7 @@ impl RedisStore {
             let mut stale = Vec::new();
             for ((id, ms), raw) in entries.into_iter().zip(raws) {
                 let record = match raw {
-                    Some(raw) => Some(TokenRecord::from_json(&raw).map_err(StoreError::Corrupt)?),
+                    Some(raw) => readable(&id, &raw),
                     None => {
                         stale.push(id.clone());
                         None
