@@ -103,6 +103,10 @@ pub enum ExpiryError {
     InPast(Timestamp),
     #[error("the expiry is out of range (at most {MAX_COUNT} of a unit)")]
     Range,
+    #[error(
+        "{0} is past the latest expiry date the gate can hold (9999-12-30); use a nearer date or never"
+    )]
+    DateRange(String),
 }
 
 impl FromStr for ExpirySpec {
@@ -135,7 +139,7 @@ impl FromStr for ExpirySpec {
             let date: jiff::civil::Date = s.parse().map_err(|_| syntax())?;
             let ts = date
                 .to_zoned_datetime(TimeZone::UTC)
-                .map_err(|_| ExpiryError::Range)?
+                .map_err(|_| ExpiryError::DateRange(s.to_owned()))?
                 .timestamp();
             Ok(Self::At(ts))
         } else {

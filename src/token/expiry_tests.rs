@@ -110,4 +110,9 @@ fn unknown_or_out_of_range_spellings_are_refused() {
     for big in ["1001y", "99999999999d"] {
         assert_eq!(big.parse::<ExpirySpec>(), Err(ExpiryError::Range), "{big}");
     }
+    // A date past the last instant the gate can hold says so, not "1000 of
+    // a unit".
+    let err = "9999-12-31".parse::<ExpirySpec>().unwrap_err();
+    assert_eq!(err, ExpiryError::DateRange("9999-12-31".into()));
+    assert!(err.to_string().contains("9999-12-31"), "{err}");
 }
