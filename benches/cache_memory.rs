@@ -116,6 +116,9 @@ impl TokenStore for Generator {
     async fn find(&self, _: &TokenId) -> Result<Option<Stored>, StoreError> {
         Ok(None)
     }
+    async fn get_stored(&self, _: &TokenHash) -> Result<Option<Stored>, StoreError> {
+        Ok(None)
+    }
     async fn create(&self, _: &TokenHash, _: &TokenRecord) -> Result<(), StoreError> {
         Ok(())
     }

@@ -39,6 +39,9 @@ impl<S: TokenStore + Clone> TokenStore for Counting<S> {
     async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
         self.inner.find(id).await
     }
+    async fn get_stored(&self, hash: &TokenHash) -> Result<Option<Stored>, StoreError> {
+        self.inner.get_stored(hash).await
+    }
     async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
         self.inner.create(hash, record).await
     }

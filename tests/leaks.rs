@@ -403,6 +403,9 @@ async fn a_leaked_token_whose_id_key_was_lost_is_still_revoked() {
         .unwrap();
     assert_eq!(deleted, 1);
     assert_eq!(nginx_auth(&a, &secret).await.status, StatusCode::OK);
+    // A list meanwhile cannot tell the lost key from a dropped record, and
+    // takes the token's index entries away.
+    assert!(!listed(&a, &id).await);
 
     let body = report(&[&secret]);
     let signature = github.sign(&body);
@@ -416,7 +419,20 @@ async fn a_leaked_token_whose_id_key_was_lost_is_still_revoked() {
     .await;
     assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
     assert_eq!(state_of(&a, &id).await, "revoked");
+    assert!(listed(&a, &id).await, "the revocation indexes it again");
     assert_eq!(leak_events(&a, &id).await.len(), 1);
+}
+
+/// Whether `ws_1`'s token list shows `id`.
+async fn listed(gate: &InProcessGate, id: &str) -> bool {
+    gate.admin()
+        .get("/admin/v1/tokens?workspace=ws_1")
+        .await
+        .json()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,9 +168,32 @@ async fn nginx_never_forwards_underscore_override_or_upgrade_headers() {
         "{headers:?}"
     );
     assert_eq!(upstream.count(), 0, "an override reached the API");
-    // Without one, the path overrides and identity spoofs are cleared.
+    // Nor X-Rewrite-URL, a path override nginx does not set (the door reads
+    // nginx's own X-Original-URI/-URL, which the config sets over the
+    // client's).
+    let is_rewrite = |h: &str| h.to_ascii_lowercase().starts_with("x-rewrite-url:");
     let mut args: Vec<String> = vec!["-X".into(), "POST".into()];
     for h in hostile.iter().filter(|h| !is_method_override(h)) {
+        args.push("-H".into());
+        args.push(h.clone());
+    }
+    let mut rewritten = args.clone();
+    rewritten.push(url.clone());
+    let (status, headers, body) = curl_async(rewritten).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        curl_header(&headers, "x-hawzu-error"),
+        ["path_override"],
+        "{headers:?}"
+    );
+    assert_eq!(upstream.count(), 0, "an override reached the API");
+    // Without either, the other path overrides and identity spoofs are
+    // cleared.
+    let mut args: Vec<String> = vec!["-X".into(), "POST".into()];
+    for h in hostile
+        .iter()
+        .filter(|h| !is_method_override(h) && !is_rewrite(h))
+    {
         args.push("-H".into());
         args.push(h.clone());
     }

@@ -85,6 +85,10 @@ impl TokenStore for Double {
         Ok(None)
     }
 
+    async fn get_stored(&self, _: &TokenHash) -> Result<Option<Stored>, StoreError> {
+        Ok(None)
+    }
+
     async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
         self.put(*hash, record.clone());
         Ok(())

@@ -101,21 +101,12 @@ pub trait TokenStore: Send + Sync + 'static {
     -> impl Future<Output = Result<Option<Stored>, StoreError>> + Send;
 
     /// The record stored under `hash` as [`TokenStore::find`] hands it
-    /// back, for a compare-and-set: found by the secret, whatever became of
-    /// its id's index. By default the record as [`TokenRecord::to_json`]
-    /// writes it (what both backends store); they hand back the bytes read.
+    /// back — with the bytes read, the compare-and-set's witness: found by
+    /// the secret, whatever became of its id's index.
     fn get_stored(
         &self,
         hash: &TokenHash,
-    ) -> impl Future<Output = Result<Option<Stored>, StoreError>> + Send {
-        async move {
-            Ok(self.get(hash).await?.map(|record| Stored {
-                hash: *hash,
-                raw: record.to_json(),
-                record,
-            }))
-        }
-    }
+    ) -> impl Future<Output = Result<Option<Stored>, StoreError>> + Send;
 
     /// Stores a new record; [`StoreError::Conflict`] if the id or hash exists.
     fn create(

@@ -361,6 +361,20 @@ impl RedisStore {
                 let _: Value = ttl.query_async(&mut conn).await.map_err(redis_err)?;
             }
             if notify {
+                // The index entries too (idempotent): a list that found the
+                // id key lost took them for a dropped record's.
+                let score = created_ms(new);
+                let zadd = |index: String| {
+                    let mut cmd = redis::cmd("ZADD");
+                    cmd.arg(index).arg(score).arg(new.id.as_str());
+                    cmd
+                };
+                let _: Vec<Value> = conn
+                    .each(vec![
+                        zadd(self.index_key(Some(&new.workspace_id))),
+                        zadd(self.index_key(None)),
+                    ])
+                    .await?;
                 self.publish_on(&mut conn, &current.hash).await?;
                 self.replicated(&mut conn, &[&token_key, &id_key]).await?;
             }
