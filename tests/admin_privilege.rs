@@ -1204,3 +1204,176 @@ async fn one_workspaces_tokens_cannot_hammer_the_shared_store_with_reads() {
     let metrics = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
     assert!(metrics.contains("result=\"read_limited\""), "{metrics}");
 }
+
+// === a caller revoked while its request is in flight ===
+
+/// Token reads the gate has made from its store (every result): a token
+/// caller's first request on a gate reads its record once, when it is
+/// authenticated, before any body is read.
+async fn store_reads(gate: &InProcessGate) -> f64 {
+    let metrics = gate.ops().get("/metrics").await;
+    String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .filter(|l| l.starts_with(r#"hawzu_gate_store_calls_total{op="get","#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A request to `gate`'s admin listener whose head and first `sent` body
+/// bytes are on the wire, and that was authenticated (its caller's record
+/// read); `finish` sends the rest and reads the answer.
+struct InFlight {
+    write: tokio::net::tcp::OwnedWriteHalf,
+    rest: Vec<u8>,
+    answer: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+impl InFlight {
+    async fn start(
+        gate: &InProcessGate,
+        method: &str,
+        path: &str,
+        secret: &str,
+        body: &Value,
+        sent: usize,
+    ) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = serde_json::to_vec(body).unwrap();
+        let reads = store_reads(gate).await;
+        let stream = tokio::net::TcpStream::connect(gate.addrs.admin)
+            .await
+            .unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let answer = tokio::spawn(async move {
+            let mut out = Vec::new();
+            read.read_to_end(&mut out).await.unwrap();
+            out
+        });
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {secret}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            gate.addrs.admin,
+            body.len()
+        );
+        write.write_all(head.as_bytes()).await.unwrap();
+        write.write_all(&body[..sent]).await.unwrap();
+        common::eventually(
+            "the in-flight request's caller to be read from the store",
+            std::time::Duration::from_secs(10),
+            || async { (store_reads(gate).await > reads).then_some(()) },
+        )
+        .await;
+        Self {
+            write,
+            rest: body[sent..].to_vec(),
+            answer,
+        }
+    }
+
+    /// Sends the rest of the body: the status and the JSON answer.
+    async fn finish(mut self) -> (u16, Value) {
+        use tokio::io::AsyncWriteExt;
+        self.write.write_all(&self.rest).await.unwrap();
+        let raw = tokio::time::timeout(std::time::Duration::from_secs(10), self.answer)
+            .await
+            .expect("answered")
+            .unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+/// A manager token revoked (by the admin key, on this gate or another of
+/// the fleet) while one of its requests is still sending its body changes
+/// nothing when the body ends: 401 as any request of a revoked token, no
+/// token made or changed, no audit event in its name. The caller is
+/// judged again, from the store, after the body is read.
+#[tokio::test]
+async fn a_manager_revoked_while_its_request_is_in_flight_changes_nothing() {
+    let prefix = common::unique_prefix("revoked_in_flight");
+    let url = common::redis_url();
+    let settings = [
+        TOKEN_ADMIN,
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+        (
+            "admin.key",
+            "a-test-admin-key-that-is-long-enough-0123456789",
+        ),
+    ];
+    let a = InProcessGate::start(&settings).await;
+    let b = InProcessGate::start(&settings).await;
+    let (target, _) = create_token(&a, target_body("workspace_member")).await;
+    let asks = [
+        (
+            "POST",
+            "/admin/v1/tokens".to_owned(),
+            workspace_token("Persisted", "ws_a", "token_admin", "1w"),
+        ),
+        (
+            "PATCH",
+            format!("/admin/v1/tokens/{target}"),
+            json!({"name": "Persisted"}),
+        ),
+        (
+            "POST",
+            format!("/admin/v1/tokens/{target}/rotate"),
+            json!({"expires": "1w"}),
+        ),
+    ];
+    for (revoker, where_) in [(&a, "the same gate"), (&b, "another gate")] {
+        for (method, path, body) in &asks {
+            let (manager_id, manager) = create_token(
+                revoker,
+                workspace_token("Manager", "ws_a", "token_admin", "1y"),
+            )
+            .await;
+            let flight = InFlight::start(&a, method, path, &manager, body, 10).await;
+            let revoked = revoker
+                .admin()
+                .delete(&format!("/admin/v1/tokens/{manager_id}"))
+                .await;
+            assert_eq!(revoked.status, StatusCode::OK);
+            assert_eq!(revoked.json()["token"]["state"], "revoked");
+            let (status, answer) = flight.finish().await;
+            assert_eq!(
+                status, 401,
+                "{method} {path}, revoked on {where_}: {answer}"
+            );
+            assert!(
+                answer["message"].as_str().unwrap().contains("revoked"),
+                "{answer}"
+            );
+            let listed = a
+                .admin()
+                .get("/admin/v1/tokens?workspace=ws_a&limit=500")
+                .await
+                .json();
+            let tokens = listed["tokens"].as_array().unwrap();
+            assert!(
+                tokens.iter().all(|t| t["name"] != "Persisted"),
+                "{method} {path}, revoked on {where_}: {listed}"
+            );
+            assert!(
+                tokens.iter().all(|t| t["rotated_from"] != target.as_str()),
+                "{method} {path}, revoked on {where_}: {listed}"
+            );
+            let events = a
+                .admin()
+                .get("/admin/v1/audit?workspace=ws_a&limit=500")
+                .await
+                .json();
+            let actor = format!("token:{manager_id}");
+            assert!(
+                events["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|e| e["actor"] != actor.as_str()),
+                "{method} {path}, revoked on {where_}: {events}"
+            );
+        }
+    }
+}

@@ -4,7 +4,8 @@
 //!
 //! The rules are `token::change`'s; here they run inside the
 //! compare-and-set that writes the record, after `Caller::may_act_on`, so
-//! they judge the record written over, never an older read. A secret
+//! they judge the record written over, never an older read — and the
+//! caller is the one `caller::judged_now` read again once the body was. A secret
 //! appears only in a rotate's answer. Each change that succeeded is then
 //! one audit event (`admin::audit::record`).
 
@@ -21,7 +22,7 @@ use crate::token::change::{ValidRotate, successor};
 use crate::token::{ChangeRefusal, TokenId, TokenRecord, TokenSecret};
 
 use super::audit::record as audit;
-use super::caller::{ADMIN_LABEL, Caller};
+use super::caller::{ADMIN_LABEL, Caller, judged_now};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, OptionalJsonBody, PathId, Reply};
 use super::state::AdminState;
@@ -57,6 +58,8 @@ pub async fn rotate(
     PathId(id): PathId,
     OptionalJsonBody(req): OptionalJsonBody<RotateRequest>,
 ) -> Result<Reply<Created>, ApiError> {
+    // The body is read: the caller as it is now, not as it came in.
+    let caller = judged_now(&api, caller).await?;
     let id = &id;
     let now = Timestamp::now();
     let policy = api.policy();
@@ -276,6 +279,8 @@ pub async fn update_token(
     PathId(id): PathId,
     JsonBody(req): JsonBody<UpdateRequest>,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
+    // The body is read: the caller as it is now, not as it came in.
+    let caller = judged_now(&api, caller).await?;
     let now = Timestamp::now();
     let policy = api.policy();
     // The record the last run judged: the one written over.

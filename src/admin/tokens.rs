@@ -7,7 +7,8 @@
 //! the answers of create and rotate. Each change that succeeded is then one
 //! audit event (`admin::audit::record`), with the record before and after.
 //! No routing, no authentication here (`admin::routes` did both before a
-//! handler runs).
+//! handler runs), but every change first judges a token caller again, as
+//! the store holds it once the body is read (`caller::judged_now`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -27,7 +28,7 @@ use crate::token::{
 };
 
 use super::audit::record as audit;
-use super::caller::{ADMIN_LABEL, Caller, Reach};
+use super::caller::{ADMIN_LABEL, Caller, Reach, judged_now};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, PathId, Reply};
 use super::state::AdminState;
@@ -43,6 +44,8 @@ pub async fn create(
     Extension(origin): Extension<Origin>,
     JsonBody(mut req): JsonBody<CreateRequest>,
 ) -> Result<Reply<Created>, ApiError> {
+    // The body is read: the caller as it is now, not as it came in.
+    let caller = judged_now(&api, caller).await?;
     let now = Timestamp::now();
     if let Caller::Token { .. } = caller {
         // A token caller is the creator; it cannot claim to be someone else.
@@ -389,6 +392,7 @@ async fn change(
     op: Change,
     id: &TokenId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
+    let caller = &judged_now(api, caller.clone()).await?;
     let now = Timestamp::now();
     let policy = api.policy();
     // The record the last run judged: the one written over.
