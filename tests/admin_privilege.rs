@@ -1377,3 +1377,101 @@ async fn a_manager_revoked_while_its_request_is_in_flight_changes_nothing() {
         }
     }
 }
+
+// === the admin key's repeat of a change takes it over ===
+
+/// A disable or limits a token caller made (or the unused-token policy's
+/// disable) that the admin key then asks for again — the state already
+/// so — become the admin key's: `disabled_by`/`limits_by` read `admin`,
+/// and the token caller can no longer undo them. Else an incident
+/// response that found a tenant's disable in place would leave the tenant
+/// in control.
+#[tokio::test]
+async fn the_admin_key_repeating_a_tenants_disable_or_limits_takes_them_over() {
+    let prefix = common::unique_prefix("admin_takes_over");
+    let url = common::redis_url();
+    let gate = InProcessGate::start(&[
+        TOKEN_ADMIN,
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ])
+    .await;
+    let (_, manager) = create_token(
+        &gate,
+        workspace_token("Manager", "ws_a", "token_admin", "1y"),
+    )
+    .await;
+    let m = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&manager);
+    let body = |a: &Answer| String::from_utf8_lossy(&a.body).into_owned();
+
+    // A disable.
+    let (id, _) = create_token(&gate, target_body("token_admin")).await;
+    let a = m
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", body(&a));
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", body(&a));
+    assert_eq!(a.json()["token"]["disabled_by"], "admin", "{}", body(&a));
+    let a = m.post_empty(&format!("/admin/v1/tokens/{id}/enable")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", body(&a));
+    assert_eq!(state_of(&gate, &id).await["state"], "disabled");
+
+    // The unused-token policy's disable.
+    let (id, _) = create_token(&gate, target_body("token_admin")).await;
+    let store = hawzu_gate::store::RedisStore::new(hawzu_gate::store::redis::RedisOptions {
+        url: url.clone(),
+        key_prefix: prefix.clone(),
+        timeout: std::time::Duration::from_secs(10),
+        retention: std::time::Duration::from_secs(24 * 3600),
+    })
+    .unwrap();
+    let token_id = hawzu_gate::token::TokenId::parse(&id).unwrap();
+    hawzu_gate::store::update(&store, &token_id, |r| {
+        Ok::<_, std::convert::Infallible>(Some(hawzu_gate::token::TokenRecord {
+            disabled_at: Some(jiff::Timestamp::now()),
+            disabled_by: Some("policy:unused".into()),
+            ..r.clone()
+        }))
+    })
+    .await
+    .unwrap();
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(a.json()["token"]["disabled_by"], "admin", "{}", body(&a));
+    let a = m.post_empty(&format!("/admin/v1/tokens/{id}/enable")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", body(&a));
+
+    // Limits.
+    let (id, _) = create_token(&gate, target_body("token_admin")).await;
+    let patch = |api: Http, body: Value| {
+        let path = format!("/admin/v1/tokens/{id}");
+        async move { api.send(http::Method::PATCH, &path, &[], Some(body)).await }
+    };
+    let limits = json!({"allow_from": ["10.0.0.0/8"]});
+    let a = patch(m.clone(), limits.clone()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", body(&a));
+    assert!(
+        a.json()["token"]["limits_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("token:"),
+        "{}",
+        body(&a)
+    );
+    let a = patch(gate.admin(), limits).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", body(&a));
+    assert_eq!(a.json()["token"]["limits_by"], "admin", "{}", body(&a));
+    let a = patch(m.clone(), json!({"allow_from": []})).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", body(&a));
+    assert_eq!(
+        state_of(&gate, &id).await["allow_from"],
+        json!(["10.0.0.0/8"])
+    );
+}

@@ -195,11 +195,13 @@ fn undo_rotate(r: &TokenRecord, left: &TokenRecord, before: &TokenRecord) -> Opt
 /// was recorded) are an operator's decision, as its disable is: a token
 /// caller may narrow them, not lift them — no network beyond those listed,
 /// no `not_before` still to come moved earlier or removed. Records in
-/// `next.limits_by` who set the limits it ends with.
+/// `next.limits_by` who set the limits it ends with: the admin key asking
+/// (`asked`) for limits already in place takes them over.
 fn limits_kept(
     caller: &Caller,
     r: &TokenRecord,
     next: &mut TokenRecord,
+    asked: bool,
     now: Timestamp,
 ) -> Result<(), ApiError> {
     let same = next.allow_from == r.allow_from && next.not_before == r.not_before;
@@ -223,6 +225,8 @@ fn limits_kept(
     }
     next.limits_by = if !next.has_context_limits() {
         None
+    } else if same && asked && matches!(caller, Caller::Admin) {
+        Some(ADMIN_LABEL.into())
     } else if same {
         r.limits_by.clone()
     } else if by_admin {
@@ -288,7 +292,13 @@ pub async fn update_token(
     let stored = update(&*api.cache, &id, |r| {
         *before.lock().unwrap_or_else(PoisonError::into_inner) = Some(r.clone());
         caller.may_act_on(&policy, r)?;
+        let asks_limits = req.allow_from.is_some() || req.not_before.is_some();
         let mut next = req.apply(r, now).map_err(refused)?;
+        // Limits already as asked: still the admin key's to take over
+        // (below), so judged as a change that may write `limits_by`.
+        if next.is_none() && asks_limits && r.has_context_limits() {
+            next = Some(r.clone());
+        }
         // Limits set by this caller stay within its own networks (also
         // when they are already what it asks: none of its making).
         if req.allow_from.is_some()
@@ -298,7 +308,11 @@ pub async fn update_token(
             return Err(ApiError::Validation(field("allow_from", why)));
         }
         if let Some(n) = &mut next {
-            limits_kept(&caller, r, n, now)?;
+            limits_kept(&caller, r, n, asks_limits, now)?;
+        }
+        // Nothing to write (the limits already as asked, and whose they were).
+        if next.as_ref() == Some(r) {
+            next = None;
         }
         // A new expiry is held to `[tokens]` max_lifetime as at create.
         if req.expires.is_some()

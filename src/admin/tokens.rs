@@ -414,12 +414,17 @@ async fn change(
                 next.disabled_at = Some(stamp(now));
                 next.disabled_by = Some(caller.label());
             }
+            // Disabled by a token caller or the unused-token policy: the
+            // admin key asking again takes the disable over (its own
+            // `disabled_at` kept), so that only the admin key enables it.
+            Change::Disable if matches!(caller, Caller::Admin) && !disabled_by_admin(r) => {
+                next.disabled_by = Some(caller.label());
+            }
             Change::Enable if r.disabled_at.is_some() => {
                 // A disable by the admin key (or of unknown origin: one
                 // written before `disabled_by` was recorded) is an
                 // operator's decision; a token caller cannot undo it.
-                let by_admin = r.disabled_by.as_deref().is_none_or(|by| by == ADMIN_LABEL);
-                if by_admin && !matches!(caller, Caller::Admin) {
+                if disabled_by_admin(r) && !matches!(caller, Caller::Admin) {
                     return Err(ApiError::forbidden(
                         "The token was disabled with the admin key; only the admin key can enable it.",
                     ));
@@ -462,6 +467,12 @@ async fn change(
             token: TokenView::of(&stored.record, now),
         },
     ))
+}
+
+/// Whether the disable of `r` is the admin key's: by it, or of unknown
+/// origin (written before `disabled_by` was recorded).
+fn disabled_by_admin(r: &TokenRecord) -> bool {
+    r.disabled_by.as_deref().is_none_or(|by| by == ADMIN_LABEL)
 }
 
 /// A timestamp as the admin API writes it: whole milliseconds, as the list
