@@ -327,23 +327,28 @@ pub async fn update_token(
     })
     .await
     .map_err(|e| ApiError::from_update(e, &id))?;
+    let before = before
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .unwrap_or_else(|| stored.record.clone());
+    // Nothing changed: no audit event, no webhook (see `tokens::change`).
+    let changed = before != stored.record;
     tracing::info!(
         target: "hawzu_gate::admin",
         op = "update",
         token_id = %id,
         workspace_id = %stored.record.workspace_id,
         by = %caller.label(),
+        changed,
         "token updated"
     );
-    let before = before
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .unwrap_or_else(|| stored.record.clone());
-    audit(
-        &api,
-        AuditEvent::changed(Action::Update, &origin, now, &before, &stored.record),
-    )
-    .await;
+    if changed {
+        audit(
+            &api,
+            AuditEvent::changed(Action::Update, &origin, now, &before, &stored.record),
+        )
+        .await;
+    }
     Ok(Reply(
         StatusCode::OK,
         TokenAnswer {

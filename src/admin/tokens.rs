@@ -444,23 +444,37 @@ async fn change(
     })
     .await
     .map_err(|e| ApiError::from_update(e, id))?;
-    tracing::info!(
-        target: "hawzu_gate::admin",
-        op = op.as_str(),
-        token_id = %id,
-        workspace_id = %stored.record.workspace_id,
-        by = %caller.label(),
-        "token {}", op.past_tense()
-    );
     let before = before
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner)
         .unwrap_or_else(|| stored.record.clone());
-    audit(
-        api,
-        AuditEvent::changed(op.action(), origin, now, &before, &stored.record),
-    )
-    .await;
+    // Found as asked: no change, so no audit event (nor webhook) — one
+    // tenant repeating a disable would push other workspaces' events out
+    // of the log they share. The admin log still names the caller.
+    if before == stored.record {
+        tracing::info!(
+            target: "hawzu_gate::admin",
+            op = op.as_str(),
+            token_id = %id,
+            workspace_id = %stored.record.workspace_id,
+            by = %caller.label(),
+            "token already {}: nothing changed", op.past_tense()
+        );
+    } else {
+        tracing::info!(
+            target: "hawzu_gate::admin",
+            op = op.as_str(),
+            token_id = %id,
+            workspace_id = %stored.record.workspace_id,
+            by = %caller.label(),
+            "token {}", op.past_tense()
+        );
+        audit(
+            api,
+            AuditEvent::changed(op.action(), origin, now, &before, &stored.record),
+        )
+        .await;
+    }
     Ok(Reply(
         StatusCode::OK,
         TokenAnswer {

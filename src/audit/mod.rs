@@ -253,9 +253,9 @@ impl AuditEvent {
         }
     }
 
-    /// An update, disable, enable or revoke of a token: what changed. An
-    /// action that found the token already as asked changes nothing and
-    /// has empty `before`/`after`.
+    /// An update, disable, enable or revoke of a token: what changed. (An
+    /// action that found the token already as asked changed nothing and
+    /// is no event: the admin API writes none.)
     pub fn changed(
         action: Action,
         origin: &Origin,
