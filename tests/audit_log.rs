@@ -167,6 +167,54 @@ async fn repeats_that_change_nothing_write_no_event_and_push_no_one_out() {
     }
 }
 
+/// A rotate makes a token: its event carries the successor whole
+/// (`new_token`, as a create's `after`: its expiry, creator, limits), not
+/// only its id — a manager rotating a one-week token into an eleven-month
+/// one leaves that trace.
+#[tokio::test]
+async fn a_rotate_event_records_the_successor_it_made() {
+    let prefix = unique_prefix("audit-rotate");
+    let url = redis_url();
+    let gate = InProcessGate::start(&[
+        ("roles.token_admin", "tokens:manage"),
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ])
+    .await;
+    let admin = gate.admin();
+    let (manager_id, manager) = make(&admin, "Manager", "ws_1", "token_admin", "1y").await;
+    let tenant = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&manager);
+    let (id, _) = make(&tenant, "CI", "ws_1", "token_admin", "1w").await;
+    let rotated = tenant
+        .post(
+            &format!("/admin/v1/tokens/{id}/rotate"),
+            serde_json::json!({"expires": "11mo"}),
+        )
+        .await;
+    assert_eq!(
+        rotated.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&rotated.body)
+    );
+    let new = rotated.json()["token"].clone();
+    let seen = events(&admin, &format!("token={id}")).await;
+    let rotate = seen.iter().find(|e| e["action"] == "rotate").unwrap();
+    assert_eq!(rotate["new_token_id"], new["id"]);
+    let successor = &rotate["new_token"];
+    assert_eq!(successor["expires_at"], new["expires_at"], "{rotate}");
+    assert_eq!(
+        successor["created_by"],
+        format!("token:{manager_id}"),
+        "{rotate}"
+    );
+    assert_eq!(successor["rotated_from"], id.as_str(), "{rotate}");
+    assert_eq!(successor["name"], "CI", "{rotate}");
+    // The old token's own change stays in before/after.
+    assert_eq!(rotate["after"]["rotated_to"], new["id"], "{rotate}");
+}
+
 /// Creates a token through `http` (the admin key or a token caller).
 async fn make(http: &Http, name: &str, ws: &str, role: &str, expires: &str) -> (String, String) {
     created(
