@@ -427,9 +427,9 @@ async fn a_change_whose_event_cannot_be_written_is_answered_as_done_counted_and_
 }
 
 #[tokio::test]
-async fn a_tenant_sees_the_address_of_its_own_tokens_changes_only() {
-    // The operator's address (an admin-key change) and a leak reporter's
-    // are not a tenant's to read; its own managers' addresses are.
+async fn a_tenant_sees_the_address_and_request_id_of_its_own_tokens_changes_only() {
+    // The operator's address and request id (an admin-key change) and a
+    // leak reporter's are not a tenant's to read; its own managers' are.
     let gate = InProcessGate::start(&[
         ("roles.token_admin", "tokens:manage"),
         ("listen.leaks", "127.0.0.1:0"),
@@ -456,7 +456,12 @@ async fn a_tenant_sees_the_address_of_its_own_tokens_changes_only() {
     )
     .await;
     let a = admin
-        .post_empty(&format!("/admin/v1/tokens/{target}/disable"))
+        .send(
+            http::Method::POST,
+            &format!("/admin/v1/tokens/{target}/disable"),
+            &[("x-request-id", "operator-change-42")],
+            None,
+        )
         .await;
     assert_eq!(a.status, StatusCode::OK);
     // Someone reports the secret at the public door: revoked, by them.
@@ -483,7 +488,15 @@ async fn a_tenant_sees_the_address_of_its_own_tokens_changes_only() {
     assert_eq!(by("token:")["client"], "127.0.0.1");
     assert_eq!(by("admin")["client"], Value::Null, "{seen:?}");
     assert_eq!(by("leaks:")["client"], Value::Null, "{seen:?}");
+    assert!(by("token:")["request_id"].is_string(), "{seen:?}");
+    assert_eq!(by("admin")["request_id"], Value::Null, "{seen:?}");
+    assert_eq!(by("leaks:")["request_id"], Value::Null, "{seen:?}");
     // The admin key reads both.
     let all = events(&admin, &format!("token={target}")).await;
     assert!(all.iter().all(|e| e["client"] == "127.0.0.1"), "{all:?}");
+    assert!(
+        all.iter()
+            .any(|e| e["actor"] == "admin" && e["request_id"] == "operator-change-42"),
+        "{all:?}"
+    );
 }

@@ -93,31 +93,126 @@ async fn pages_follow_the_cursor_without_repeats_or_gaps() {
     assert!(events(&admin, "workspace=ws_2").await.is_empty());
 }
 
+/// A disable, enable, revoke or update that finds the token already as
+/// asked changes nothing, and writes no event (nor, the audit log being
+/// the webhooks' outbox, any webhook): one tenant's token repeating one
+/// cannot push other workspaces' events out of the log all share
+/// (`audit.max_events`). On the embedded store (trimmed exactly) and on
+/// Redis (trimmed by whole stream nodes: the count is what is checked).
 #[tokio::test]
-async fn a_repeated_disable_is_an_event_that_changed_nothing() {
-    let gate = InProcessGate::embedded().await;
-    let admin = gate.admin();
-    let (id, _) = created(
-        admin
-            .post(
-                "/admin/v1/tokens",
-                workspace_token("Twice", "ws_1", "workspace_viewer", "7d"),
-            )
-            .await,
-    )
-    .await;
-    for _ in 0..2 {
-        let d = admin
-            .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
-            .await;
-        assert_eq!(d.status, StatusCode::OK);
+async fn repeats_that_change_nothing_write_no_event_and_push_no_one_out() {
+    let prefix = unique_prefix("audit-repeats");
+    let url = redis_url();
+    let common = [
+        ("roles.token_admin", "tokens:manage"),
+        ("audit.max_events", "8"),
+    ];
+    let redis = [
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ];
+    for (store, extra) in [("embedded", &[][..]), ("redis", &redis[..])] {
+        let mut settings = common.to_vec();
+        settings.extend_from_slice(extra);
+        let gate = InProcessGate::start(&settings).await;
+        let admin = gate.admin();
+        let (theirs, _) = make(&admin, "Theirs", "ws_b", "workspace_viewer", "7d").await;
+        let (_, manager) = make(&admin, "Manager", "ws_a", "token_admin", "30d").await;
+        let tenant = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&manager);
+        let (id, _) = make(&tenant, "Target", "ws_a", "token_admin", "7d").await;
+        let disable = format!("/admin/v1/tokens/{id}/disable");
+        let enable = format!("/admin/v1/tokens/{id}/enable");
+        let token = format!("/admin/v1/tokens/{id}");
+        // One real change each, then many that change nothing.
+        assert_eq!(tenant.post_empty(&disable).await.status, StatusCode::OK);
+        let before = events(&admin, "").await.len();
+        assert_eq!(before, 4, "{store}");
+        for _ in 0..6 {
+            assert_eq!(tenant.post_empty(&disable).await.status, StatusCode::OK);
+            let same = tenant
+                .send(
+                    http::Method::PATCH,
+                    &token,
+                    &[],
+                    Some(serde_json::json!({"name": "Target"})),
+                )
+                .await;
+            assert_eq!(same.status, StatusCode::OK, "{store}");
+        }
+        assert_eq!(tenant.post_empty(&enable).await.status, StatusCode::OK);
+        for _ in 0..6 {
+            assert_eq!(tenant.post_empty(&enable).await.status, StatusCode::OK);
+        }
+        assert_eq!(tenant.delete(&token).await.status, StatusCode::OK);
+        for _ in 0..6 {
+            assert_eq!(tenant.delete(&token).await.status, StatusCode::OK);
+        }
+        let seen = events(&admin, "").await;
+        let actions: Vec<&str> = seen.iter().map(|e| e["action"].as_str().unwrap()).collect();
+        assert_eq!(
+            actions,
+            ["revoke", "enable", "disable", "create", "create", "create"],
+            "{store}"
+        );
+        assert!(
+            seen.iter()
+                .filter(|e| e["action"] != "create")
+                .all(|e| e["before"] != serde_json::json!({})),
+            "{store}: {seen:?}"
+        );
+        let kept = events(&admin, "workspace=ws_b").await;
+        assert_eq!(kept.len(), 1, "{store}");
+        assert_eq!(kept[0]["token_id"], theirs.as_str(), "{store}");
     }
+}
+
+/// A rotate makes a token: its event carries the successor whole
+/// (`new_token`, as a create's `after`: its expiry, creator, limits), not
+/// only its id — a manager rotating a one-week token into an eleven-month
+/// one leaves that trace.
+#[tokio::test]
+async fn a_rotate_event_records_the_successor_it_made() {
+    let prefix = unique_prefix("audit-rotate");
+    let url = redis_url();
+    let gate = InProcessGate::start(&[
+        ("roles.token_admin", "tokens:manage"),
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ])
+    .await;
+    let admin = gate.admin();
+    let (manager_id, manager) = make(&admin, "Manager", "ws_1", "token_admin", "1y").await;
+    let tenant = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&manager);
+    let (id, _) = make(&tenant, "CI", "ws_1", "token_admin", "1w").await;
+    let rotated = tenant
+        .post(
+            &format!("/admin/v1/tokens/{id}/rotate"),
+            serde_json::json!({"expires": "11mo"}),
+        )
+        .await;
+    assert_eq!(
+        rotated.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&rotated.body)
+    );
+    let new = rotated.json()["token"].clone();
     let seen = events(&admin, &format!("token={id}")).await;
-    let actions: Vec<&str> = seen.iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["disable", "disable", "create"]);
-    assert_eq!(seen[0]["before"], serde_json::json!({}));
-    assert_eq!(seen[0]["after"], serde_json::json!({}));
-    assert_eq!(seen[1]["after"]["disabled_by"], "admin");
+    let rotate = seen.iter().find(|e| e["action"] == "rotate").unwrap();
+    assert_eq!(rotate["new_token_id"], new["id"]);
+    let successor = &rotate["new_token"];
+    assert_eq!(successor["expires_at"], new["expires_at"], "{rotate}");
+    assert_eq!(
+        successor["created_by"],
+        format!("token:{manager_id}"),
+        "{rotate}"
+    );
+    assert_eq!(successor["rotated_from"], id.as_str(), "{rotate}");
+    assert_eq!(successor["name"], "CI", "{rotate}");
+    // The old token's own change stays in before/after.
+    assert_eq!(rotate["after"]["rotated_to"], new["id"], "{rotate}");
 }
 
 /// Creates a token through `http` (the admin key or a token caller).

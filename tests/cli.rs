@@ -778,3 +778,35 @@ fn a_config_file_found_in_the_working_directory_does_not_choose_where_the_key_go
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("found in the working directory"), "{err}");
 }
+
+/// `token usage --since` takes what humantime reads, spaces included
+/// (`"1d 12h"`): the CLI percent-encodes it in the query, and the server
+/// answers the window. (It exited 2 blaming `--admin-url`.)
+#[test]
+fn token_usage_since_with_a_space_is_sent_encoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GateProcess::start(dir.path(), "");
+    let created = gate.cli(&[
+        "token",
+        "create",
+        "--name",
+        "Usage",
+        "--workspace",
+        "ws_1",
+        "--role",
+        "workspace_viewer",
+        "--expires",
+        "1w",
+    ]);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let id = id_of(&created.stdout);
+    let run = gate.cli(&["token", "usage", &id, "--since", "1d 12h", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("--admin-url"), "{}", run.stderr);
+    let answer = run.json();
+    let since: jiff::Timestamp = answer["since"].as_str().unwrap().parse().unwrap();
+    let until: jiff::Timestamp = answer["until"].as_str().unwrap().parse().unwrap();
+    // From the start of the hour 36 hours back.
+    let hours = until.duration_since(since).as_hours();
+    assert!((36..=37).contains(&hours), "{answer}");
+}

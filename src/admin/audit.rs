@@ -8,7 +8,8 @@
 //! it. Events hold public fields only (`crate::audit`), never a secret. A
 //! token caller reads only its own workspace's events, of the tokens it
 //! may act on (`Caller::may_reach`, as a token list shows it), and the
-//! client address only of its own workspace's tokens' changes.
+//! client address and request id only of its own workspace's tokens'
+//! changes.
 
 use std::sync::Arc;
 
@@ -90,12 +91,14 @@ pub async fn list(
         .await
         .map_err(ApiError::store)?;
     if let Caller::Token { .. } = caller {
-        // The operator's address (the admin key) and a leak reporter's
-        // are not a tenant's to read; its own tokens' are (a token caller
-        // acts in its own workspace only, so `token:` here is one of its).
+        // The operator's address and request id (the admin key) and a
+        // leak reporter's are not a tenant's to read; its own tokens' are
+        // (a token caller acts in its own workspace only, so `token:` here
+        // is one of its).
         for e in &mut page.events {
             if !e.actor.starts_with("token:") {
                 e.client = None;
+                e.request_id = None;
             }
         }
     }

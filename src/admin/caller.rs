@@ -6,13 +6,15 @@
 //! never hands out a secret that outlives it (a rotated value in its
 //! overlap manages nothing). A console session stands for
 //! the caller its sign-in resolved to, and only with its CSRF header from
-//! the console's origin. This module decides; it never reads or writes the
-//! store, and never logs a presented key.
+//! the console's origin. A token caller is judged when its request comes
+//! in and again, from its record in the store, right before a change
+//! ([`judged_now`]). This module decides; it reads only a caller's own
+//! record, never writes the store, and never logs a presented key.
 
 use http::Method;
 use jiff::Timestamp;
 
-use crate::cache::CachedScope;
+use crate::cache::{CachedRecord, CachedScope};
 use crate::console::{self, CSRF_HEADER, SessionCookie, SignedIn, session_cookie};
 use crate::decide::{self, ClientAddr, Credentials};
 use crate::doors::credentials;
@@ -20,7 +22,7 @@ use crate::policy::Policy;
 use crate::policy::net::IpNet;
 use crate::policy::roles::{PermissionSet, TOKENS_MANAGE};
 use crate::refusal::DenyCode;
-use crate::store::StoreError;
+use crate::store::{StoreError, TokenStore};
 use crate::token::{Scope, TokenHash, TokenId, TokenRecord, TokenSecret};
 
 use super::error::ApiError;
@@ -42,6 +44,9 @@ pub enum Caller {
         /// The caller's own `allow_from` (empty: anywhere): nothing it
         /// makes may be usable from elsewhere.
         allow_from: Box<[IpNet]>,
+        /// The address it called from (the admin listener's peer), against
+        /// which its `allow_from` is judged again before a change.
+        client: std::net::IpAddr,
     },
 }
 
@@ -428,15 +433,63 @@ async fn token_caller(
         ClientAddr::Known(client),
     )
     .await
-    .map_err(|deny| {
-        if deny.code == DenyCode::StoreUnavailable {
+    .map_err(|deny| refused_token(deny.code))?;
+    let caller = manager(api, &record, client)?;
+    // A manager that only manages is in use: `last_used_at` says so (the
+    // unused-token policy reads it), though no API request is counted.
+    api.usage.note_record(&record, Timestamp::now());
+    Ok(caller)
+}
+
+/// `caller` judged again, now, from its record as the store holds it (not
+/// the cache, nor what was judged when the request came in): what every
+/// change calls once the request's body is read, right before it writes.
+/// A manager token disabled, revoked (on this gate or any other of the
+/// fleet), expired, moved out of `allow_from` or stripped of
+/// `tokens:manage` while its request was in flight changes nothing — 401
+/// or 403 as its next request would get. The admin key is not read again.
+/// The answer is the caller as it is now (its permissions, expiry and
+/// networks), for the change's own checks.
+pub async fn judged_now(api: &AdminState, caller: Caller) -> Result<Caller, ApiError> {
+    let Caller::Token { id, client, .. } = &caller else {
+        return Ok(caller);
+    };
+    let client = *client;
+    let id = TokenId::parse(id).map_err(|_| ApiError::fault("a token caller has no token id"))?;
+    let stored = api
+        .cache
+        .find(&id)
+        .await
+        .map_err(ApiError::store)?
+        .ok_or_else(|| ApiError::unauthorized(DenyCode::UnknownToken.message()))?;
+    let record = CachedRecord::new(&stored.record);
+    let now = Timestamp::now();
+    decide::check_cached_state(&record, now)
+        .and_then(|()| decide::check_context(&record, now, ClientAddr::Known(client)))
+        .map_err(refused_token)?;
+    manager(api, &record, client)
+}
+
+/// The admin API's refusal of a token that the doors would refuse with
+/// `code`.
+fn refused_token(code: DenyCode) -> ApiError {
+    match code {
+        DenyCode::StoreUnavailable => {
             ApiError::store(StoreError::Unavailable("token lookup failed".into()))
-        } else if deny.code == DenyCode::AddressNotAllowed {
-            ApiError::forbidden(deny.code.message())
-        } else {
-            ApiError::unauthorized(deny.code.message())
         }
-    })?;
+        DenyCode::AddressNotAllowed => ApiError::forbidden(code.message()),
+        code => ApiError::unauthorized(code.message()),
+    }
+}
+
+/// The caller a usable token `record`, used from `client`, is: a workspace
+/// token whose role holds `tokens:manage`, and not a rotated value in its
+/// overlap.
+fn manager(
+    api: &AdminState,
+    record: &CachedRecord,
+    client: std::net::IpAddr,
+) -> Result<Caller, ApiError> {
     // A value whose end is set (a rotation's overlap: it still opens the
     // API) is on its way out: it must neither mint what outlives it nor
     // take its successor from the successor's holder.
@@ -461,9 +514,6 @@ async fn token_caller(
             "Role `{role}` does not have tokens:manage."
         )));
     }
-    // A manager that only manages is in use: `last_used_at` says so (the
-    // unused-token policy reads it), though no API request is counted.
-    api.usage.note_record(&record, Timestamp::now());
     Ok(Caller::Token {
         id: record.id().to_owned(),
         workspace_id: record.workspace_id().to_owned(),
@@ -473,5 +523,6 @@ async fn token_caller(
             .limits()
             .map(|l| l.allow_from.clone())
             .unwrap_or_default(),
+        client,
     })
 }

@@ -4,7 +4,8 @@
 //!
 //! The rules are `token::change`'s; here they run inside the
 //! compare-and-set that writes the record, after `Caller::may_act_on`, so
-//! they judge the record written over, never an older read. A secret
+//! they judge the record written over, never an older read — and the
+//! caller is the one `caller::judged_now` read again once the body was. A secret
 //! appears only in a rotate's answer. Each change that succeeded is then
 //! one audit event (`admin::audit::record`).
 
@@ -21,7 +22,7 @@ use crate::token::change::{ValidRotate, successor};
 use crate::token::{ChangeRefusal, TokenId, TokenRecord, TokenSecret};
 
 use super::audit::record as audit;
-use super::caller::{ADMIN_LABEL, Caller};
+use super::caller::{ADMIN_LABEL, Caller, judged_now};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, OptionalJsonBody, PathId, Reply};
 use super::state::AdminState;
@@ -57,6 +58,8 @@ pub async fn rotate(
     PathId(id): PathId,
     OptionalJsonBody(req): OptionalJsonBody<RotateRequest>,
 ) -> Result<Reply<Created>, ApiError> {
+    // The body is read: the caller as it is now, not as it came in.
+    let caller = judged_now(&api, caller).await?;
     let id = &id;
     let now = Timestamp::now();
     let policy = api.policy();
@@ -192,11 +195,13 @@ fn undo_rotate(r: &TokenRecord, left: &TokenRecord, before: &TokenRecord) -> Opt
 /// was recorded) are an operator's decision, as its disable is: a token
 /// caller may narrow them, not lift them — no network beyond those listed,
 /// no `not_before` still to come moved earlier or removed. Records in
-/// `next.limits_by` who set the limits it ends with.
+/// `next.limits_by` who set the limits it ends with: the admin key asking
+/// (`asked`) for limits already in place takes them over.
 fn limits_kept(
     caller: &Caller,
     r: &TokenRecord,
     next: &mut TokenRecord,
+    asked: bool,
     now: Timestamp,
 ) -> Result<(), ApiError> {
     let same = next.allow_from == r.allow_from && next.not_before == r.not_before;
@@ -220,6 +225,8 @@ fn limits_kept(
     }
     next.limits_by = if !next.has_context_limits() {
         None
+    } else if same && asked && matches!(caller, Caller::Admin) {
+        Some(ADMIN_LABEL.into())
     } else if same {
         r.limits_by.clone()
     } else if by_admin {
@@ -276,6 +283,8 @@ pub async fn update_token(
     PathId(id): PathId,
     JsonBody(req): JsonBody<UpdateRequest>,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
+    // The body is read: the caller as it is now, not as it came in.
+    let caller = judged_now(&api, caller).await?;
     let now = Timestamp::now();
     let policy = api.policy();
     // The record the last run judged: the one written over.
@@ -283,7 +292,13 @@ pub async fn update_token(
     let stored = update(&*api.cache, &id, |r| {
         *before.lock().unwrap_or_else(PoisonError::into_inner) = Some(r.clone());
         caller.may_act_on(&policy, r)?;
+        let asks_limits = req.allow_from.is_some() || req.not_before.is_some();
         let mut next = req.apply(r, now).map_err(refused)?;
+        // Limits already as asked: still the admin key's to take over
+        // (below), so judged as a change that may write `limits_by`.
+        if next.is_none() && asks_limits && r.has_context_limits() {
+            next = Some(r.clone());
+        }
         // Limits set by this caller stay within its own networks (also
         // when they are already what it asks: none of its making).
         if req.allow_from.is_some()
@@ -293,7 +308,11 @@ pub async fn update_token(
             return Err(ApiError::Validation(field("allow_from", why)));
         }
         if let Some(n) = &mut next {
-            limits_kept(&caller, r, n, now)?;
+            limits_kept(&caller, r, n, asks_limits, now)?;
+        }
+        // Nothing to write (the limits already as asked, and whose they were).
+        if next.as_ref() == Some(r) {
+            next = None;
         }
         // A new expiry is held to `[tokens]` max_lifetime as at create.
         if req.expires.is_some()
@@ -308,23 +327,28 @@ pub async fn update_token(
     })
     .await
     .map_err(|e| ApiError::from_update(e, &id))?;
+    let before = before
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .unwrap_or_else(|| stored.record.clone());
+    // Nothing changed: no audit event, no webhook (see `tokens::change`).
+    let changed = before != stored.record;
     tracing::info!(
         target: "hawzu_gate::admin",
         op = "update",
         token_id = %id,
         workspace_id = %stored.record.workspace_id,
         by = %caller.label(),
+        changed,
         "token updated"
     );
-    let before = before
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .unwrap_or_else(|| stored.record.clone());
-    audit(
-        &api,
-        AuditEvent::changed(Action::Update, &origin, now, &before, &stored.record),
-    )
-    .await;
+    if changed {
+        audit(
+            &api,
+            AuditEvent::changed(Action::Update, &origin, now, &before, &stored.record),
+        )
+        .await;
+    }
     Ok(Reply(
         StatusCode::OK,
         TokenAnswer {

@@ -26,6 +26,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum ClientError {
     #[error("--admin-url `{0}` is not an http:// or https:// URL such as http://127.0.0.1:9091")]
     Url(String),
+    /// The request could not be made (`http`'s reason, which quotes
+    /// nothing of it): a path or query the CLI built is not a valid URI.
+    #[error(
+        "the request cannot be sent to the admin API: {0} (a value on the command line that cannot be put in a URL?)"
+    )]
+    Request(String),
     #[error("TLS for the admin API: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error(
@@ -143,7 +149,7 @@ impl AdminClient {
         }
         let req = req
             .body(Full::new(body.unwrap_or_default()))
-            .map_err(|_| ClientError::Url(self.base.clone()))?;
+            .map_err(|e| ClientError::Request(e.to_string()))?;
         let exchange = async {
             let res = self.http.request(req).await.map_err(|e| {
                 let reason = std::error::Error::source(&e)
@@ -205,5 +211,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("admin key") && !e.contains("--admin-url"), "{e}");
+    }
+
+    /// A path or query that no URI can carry (an unencoded space) is said
+    /// to be the request's fault, never the `--admin-url`'s.
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_not_blamed_on_the_url() {
+        let c = AdminClient::new(
+            "http://127.0.0.1:9",
+            "hwzadm_k".into(),
+            &ClientTls::default(),
+        )
+        .unwrap();
+        let e = c
+            .call(Method::GET, "/admin/v1/tokens?since=1d 12h")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Request(_)), "{e:?}");
+        let e = e.to_string();
+        assert!(!e.contains("--admin-url"), "{e}");
+        assert!(e.contains("cannot be sent"), "{e}");
     }
 }

@@ -7,7 +7,8 @@
 //! the answers of create and rotate. Each change that succeeded is then one
 //! audit event (`admin::audit::record`), with the record before and after.
 //! No routing, no authentication here (`admin::routes` did both before a
-//! handler runs).
+//! handler runs), but every change first judges a token caller again, as
+//! the store holds it once the body is read (`caller::judged_now`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -27,7 +28,7 @@ use crate::token::{
 };
 
 use super::audit::record as audit;
-use super::caller::{ADMIN_LABEL, Caller, Reach};
+use super::caller::{ADMIN_LABEL, Caller, Reach, judged_now};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, PathId, Reply};
 use super::state::AdminState;
@@ -43,6 +44,8 @@ pub async fn create(
     Extension(origin): Extension<Origin>,
     JsonBody(mut req): JsonBody<CreateRequest>,
 ) -> Result<Reply<Created>, ApiError> {
+    // The body is read: the caller as it is now, not as it came in.
+    let caller = judged_now(&api, caller).await?;
     let now = Timestamp::now();
     if let Caller::Token { .. } = caller {
         // A token caller is the creator; it cannot claim to be someone else.
@@ -389,6 +392,7 @@ async fn change(
     op: Change,
     id: &TokenId,
 ) -> Result<Reply<TokenAnswer>, ApiError> {
+    let caller = &judged_now(api, caller.clone()).await?;
     let now = Timestamp::now();
     let policy = api.policy();
     // The record the last run judged: the one written over.
@@ -410,12 +414,17 @@ async fn change(
                 next.disabled_at = Some(stamp(now));
                 next.disabled_by = Some(caller.label());
             }
+            // Disabled by a token caller or the unused-token policy: the
+            // admin key asking again takes the disable over (its own
+            // `disabled_at` kept), so that only the admin key enables it.
+            Change::Disable if matches!(caller, Caller::Admin) && !disabled_by_admin(r) => {
+                next.disabled_by = Some(caller.label());
+            }
             Change::Enable if r.disabled_at.is_some() => {
                 // A disable by the admin key (or of unknown origin: one
                 // written before `disabled_by` was recorded) is an
                 // operator's decision; a token caller cannot undo it.
-                let by_admin = r.disabled_by.as_deref().is_none_or(|by| by == ADMIN_LABEL);
-                if by_admin && !matches!(caller, Caller::Admin) {
+                if disabled_by_admin(r) && !matches!(caller, Caller::Admin) {
                     return Err(ApiError::forbidden(
                         "The token was disabled with the admin key; only the admin key can enable it.",
                     ));
@@ -435,29 +444,49 @@ async fn change(
     })
     .await
     .map_err(|e| ApiError::from_update(e, id))?;
-    tracing::info!(
-        target: "hawzu_gate::admin",
-        op = op.as_str(),
-        token_id = %id,
-        workspace_id = %stored.record.workspace_id,
-        by = %caller.label(),
-        "token {}", op.past_tense()
-    );
     let before = before
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner)
         .unwrap_or_else(|| stored.record.clone());
-    audit(
-        api,
-        AuditEvent::changed(op.action(), origin, now, &before, &stored.record),
-    )
-    .await;
+    // Found as asked: no change, so no audit event (nor webhook) — one
+    // tenant repeating a disable would push other workspaces' events out
+    // of the log they share. The admin log still names the caller.
+    if before == stored.record {
+        tracing::info!(
+            target: "hawzu_gate::admin",
+            op = op.as_str(),
+            token_id = %id,
+            workspace_id = %stored.record.workspace_id,
+            by = %caller.label(),
+            "token already {}: nothing changed", op.past_tense()
+        );
+    } else {
+        tracing::info!(
+            target: "hawzu_gate::admin",
+            op = op.as_str(),
+            token_id = %id,
+            workspace_id = %stored.record.workspace_id,
+            by = %caller.label(),
+            "token {}", op.past_tense()
+        );
+        audit(
+            api,
+            AuditEvent::changed(op.action(), origin, now, &before, &stored.record),
+        )
+        .await;
+    }
     Ok(Reply(
         StatusCode::OK,
         TokenAnswer {
             token: TokenView::of(&stored.record, now),
         },
     ))
+}
+
+/// Whether the disable of `r` is the admin key's: by it, or of unknown
+/// origin (written before `disabled_by` was recorded).
+fn disabled_by_admin(r: &TokenRecord) -> bool {
+    r.disabled_by.as_deref().is_none_or(|by| by == ADMIN_LABEL)
 }
 
 /// A timestamp as the admin API writes it: whole milliseconds, as the list

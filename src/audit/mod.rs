@@ -211,6 +211,11 @@ pub struct AuditEvent {
     /// A rotate's successor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_token_id: Option<TokenId>,
+    /// A rotate's successor whole, as a create's `after` shows a new token
+    /// (its expiry, creator, limits): a rotate makes a token, and this is
+    /// its record in the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_token: Option<Fields>,
     pub before: Fields,
     pub after: Fields,
     /// The admin API client's address; `null` for the gate's own actions.
@@ -236,6 +241,7 @@ impl AuditEvent {
             workspace_id: token.workspace_id.clone(),
             scope: Some(token.scope.clone()),
             new_token_id: None,
+            new_token: None,
             before: Fields::new(),
             after: Fields::new(),
             client: origin.client.clone(),
@@ -253,9 +259,9 @@ impl AuditEvent {
         }
     }
 
-    /// An update, disable, enable or revoke of a token: what changed. An
-    /// action that found the token already as asked changes nothing and
-    /// has empty `before`/`after`.
+    /// An update, disable, enable or revoke of a token: what changed. (An
+    /// action that found the token already as asked changed nothing and
+    /// is no event: the admin API writes none.)
     pub fn changed(
         action: Action,
         origin: &Origin,
@@ -271,8 +277,8 @@ impl AuditEvent {
         }
     }
 
-    /// A rotate: the old token's change (its `revoked_at`, `rotated_to`)
-    /// and its successor's id.
+    /// A rotate: the old token's change (its `revoked_at`, `rotated_to`),
+    /// its successor's id, and the successor whole (`new_token`).
     pub fn rotated(
         origin: &Origin,
         now: Timestamp,
@@ -282,6 +288,7 @@ impl AuditEvent {
     ) -> Self {
         Self {
             new_token_id: Some(new.id.clone()),
+            new_token: Some(public_fields(new)),
             ..Self::changed(Action::Rotate, origin, now, old_before, old_after)
         }
     }

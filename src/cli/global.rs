@@ -247,7 +247,9 @@ impl clap::builder::TypedValueParser for TokenIdParser {
 pub(super) fn no_answer(e: &ClientError) -> u8 {
     match e {
         ClientError::Connect { .. } | ClientError::Timeout(_) => UNREACHABLE,
-        ClientError::Url(_) | ClientError::Tls(_) | ClientError::Key => USAGE,
+        ClientError::Url(_) | ClientError::Request(_) | ClientError::Tls(_) | ClientError::Key => {
+            USAGE
+        }
         ClientError::NotJson { .. } => REFUSED,
     }
 }

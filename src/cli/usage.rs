@@ -10,7 +10,7 @@ use crate::admin::wire::UsageAnswer;
 use crate::token::TokenId;
 
 use super::global::TokenIdParser;
-use super::output::{Output, print_indented, when};
+use super::output::{Output, encode, print_indented, when};
 
 #[derive(Debug, Args)]
 pub(super) struct UsageArgs {
@@ -34,7 +34,11 @@ pub(super) async fn usage(client: &AdminClient, out: &Output, args: UsageArgs) -
     let answer = client
         .call(
             Method::GET,
-            &format!("/admin/v1/tokens/{}/usage?since={}", args.id, args.since),
+            &format!(
+                "/admin/v1/tokens/{}/usage?since={}",
+                args.id,
+                encode(&args.since)
+            ),
         )
         .await;
     out.finish(answer, |u: UsageAnswer| show(&u))
