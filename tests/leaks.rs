@@ -1259,3 +1259,52 @@ fn leaks_pattern_prints_the_regex_for_the_configured_prefixes() {
     assert_eq!(re.find(&text).unwrap().as_str(), token.expose());
     assert!(!re.is_match("hwz_short"));
 }
+
+/// A leaked value that a rotation made takes the value it replaced with it
+/// while their overlap runs: whoever holds one may hold both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_successor_ends_its_predecessors_overlap() {
+    let keys = KeyServer::start(&[&SigningKey::new("k")]).await;
+    let gate = gate_with(&leaks_env(&keys)).await;
+    let door = common::Http::new(format!("http://{}", leaks_addr(&gate)));
+    let (id, old_secret) = create_token(
+        &gate,
+        workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
+    let rotated = gate
+        .admin()
+        .post(
+            &format!("/admin/v1/tokens/{id}/rotate"),
+            json!({"overlap": "7d"}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED);
+    let new_secret = rotated.json()["secret"].as_str().unwrap().to_owned();
+    assert_eq!(nginx_auth(&gate, &old_secret).await.status, StatusCode::OK);
+
+    let answer = door
+        .post(
+            "/v1/leaks",
+            json!({"token": new_secret, "url": "https://pastebin.example/x", "source": "a log"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    for secret in [&new_secret, &old_secret] {
+        let refused = eventually("both values refused", Duration::from_secs(2), || async {
+            let r = nginx_auth(&gate, secret).await;
+            (r.status == StatusCode::UNAUTHORIZED).then_some(r)
+        })
+        .await;
+        assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
+    }
+    let events = leak_events(&gate, &id).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("its successor"),
+        "{events:?}"
+    );
+}

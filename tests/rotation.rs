@@ -431,3 +431,41 @@ async fn update_changes_name_description_and_shortens_the_expiry_only() {
     assert_eq!(a.status, StatusCode::CONFLICT, "{}", body(&a));
     assert_eq!(a.json()["error"], "token_revoked");
 }
+
+/// Revoking the value a rotation made ends the overlap of the value it
+/// replaced: whoever revokes the token the list shows as current (a CI host
+/// holding both values was compromised) must not leave the other working
+/// for days. The old value is refused as revoked, at once, and says by whom.
+#[tokio::test]
+async fn revoking_a_successor_ends_its_predecessors_overlap() {
+    let gate = InProcessGate::embedded().await;
+    let (id, old_secret) = create_token(
+        &gate,
+        workspace_token("CI", "ws_1", "workspace_member", "1w"),
+    )
+    .await;
+    let a = rotate(&gate, &id, json!({"overlap": "7d"})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
+    let v = a.json();
+    let new_id = v["token"]["id"].as_str().unwrap().to_owned();
+    let new_secret = v["secret"].as_str().unwrap().to_owned();
+    assert_eq!(auth(&gate, &old_secret).await.0, StatusCode::OK);
+
+    let a = gate
+        .admin()
+        .request(Method::DELETE, &format!("/admin/v1/tokens/{new_id}"))
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", body(&a));
+    assert_eq!(
+        auth(&gate, &new_secret).await,
+        (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
+    );
+    assert_eq!(
+        auth(&gate, &old_secret).await,
+        (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
+    );
+    let old = show(&gate, &id).await;
+    assert_eq!(old["state"], "revoked", "{old}");
+    assert_eq!(old["revoked_by"], "admin", "{old}");
+}

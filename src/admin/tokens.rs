@@ -20,11 +20,13 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::audit::{Action, AuditEvent, Origin};
 use crate::store::{
-    Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, StoreError, TokenStore, update,
+    Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, StoreError, TokenStore, UpdateError,
+    update,
 };
 use crate::token::expiry::{parse_within, window_end};
 use crate::token::{
-    FieldErrors, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState, record::RECORD_VERSION,
+    FieldErrors, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState, overlap_ended,
+    record::RECORD_VERSION,
 };
 
 use super::audit::record as audit;
@@ -475,12 +477,64 @@ async fn change(
         )
         .await;
     }
+    // Revoking the value a rotation made ends the overlap of the value it
+    // replaced: also when this call found it revoked already, so a retry
+    // after a failure here ends it.
+    if let (Change::Revoke, Some(from)) = (op, &stored.record.rotated_from) {
+        end_overlap(api, caller, origin, from, &stored.record.id, now).await?;
+    }
     Ok(Reply(
         StatusCode::OK,
         TokenAnswer {
             token: TokenView::of(&stored.record, now),
         },
     ))
+}
+
+/// Revokes now the predecessor `from` of the revoked `successor` while its
+/// rotation overlap still runs (see [`overlap_ended`]), with its own audit
+/// event; a predecessor the caller may not act on is left as it is.
+async fn end_overlap(
+    api: &AdminState,
+    caller: &Caller,
+    origin: &Origin,
+    from: &TokenId,
+    successor: &TokenId,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let policy = api.policy();
+    let before: Mutex<Option<TokenRecord>> = Mutex::new(None);
+    let ended = update(&*api.cache, from, |r| {
+        caller.may_act_on(&policy, r)?;
+        let next = overlap_ended(r, successor, caller.label(), now);
+        *before.lock().unwrap_or_else(PoisonError::into_inner) = next.is_some().then(|| r.clone());
+        Ok::<_, ApiError>(next)
+    })
+    .await;
+    let stored = match ended {
+        Ok(stored) => stored,
+        // Gone (retention), or beyond this caller: nothing of its to end.
+        Err(UpdateError::NotFound | UpdateError::Refused(_)) => return Ok(()),
+        Err(UpdateError::Store(e)) => return Err(ApiError::store(e)),
+    };
+    let Some(before) = before.into_inner().unwrap_or_else(PoisonError::into_inner) else {
+        return Ok(());
+    };
+    tracing::info!(
+        target: "hawzu_gate::admin",
+        op = "revoke",
+        token_id = %from,
+        rotated_to = %successor,
+        workspace_id = %stored.record.workspace_id,
+        by = %caller.label(),
+        "token revoked: the overlap of its rotation ended with its successor's revocation"
+    );
+    audit(
+        api,
+        AuditEvent::changed(Action::Revoke, origin, now, &before, &stored.record),
+    )
+    .await;
+    Ok(())
 }
 
 /// Whether the disable of `r` is the admin key's: by it, or of unknown

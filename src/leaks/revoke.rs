@@ -15,8 +15,8 @@ use jiff::Timestamp;
 use crate::audit::{AuditEvent, Origin};
 use crate::cache::TokenCache;
 use crate::redact::redact_secrets;
-use crate::store::{Store, StoreError, TokenStore, UpdateError, update_by_hash};
-use crate::token::{TokenRecord, TokenSecret};
+use crate::store::{Store, StoreError, TokenStore, UpdateError, update, update_by_hash};
+use crate::token::{TokenRecord, TokenSecret, overlap_ended};
 
 /// The reason word of a leak's revocation (the audit event's `reason`
 /// starts with it).
@@ -83,6 +83,7 @@ pub async fn revoke_leaked(
         return Ok(Found::Unknown);
     };
     if record.is_revoked_at(now) {
+        end_overlap(cache, &record, origin, sighting, now).await?;
         return Ok(Found::AlreadyRevoked);
     }
     // The record the write replaced, for the audit event.
@@ -118,6 +119,7 @@ pub async fn revoke_leaked(
     };
     // `update` hands back the record as found when nothing changed.
     let Some(before) = before.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+        end_overlap(cache, &stored.record, origin, sighting, now).await?;
         return Ok(Found::AlreadyRevoked);
     };
     let reason = sighting.reason();
@@ -139,7 +141,58 @@ pub async fn revoke_leaked(
             reason,
         ))
         .await;
+    end_overlap(cache, &stored.record, origin, sighting, now).await?;
     Ok(Found::Revoked)
+}
+
+/// The value `revoked` replaced in a rotation, revoked now if its overlap
+/// still runs: whoever holds the leaked value may hold the one before it
+/// (see [`overlap_ended`]). Its own audit event names the same report.
+async fn end_overlap(
+    cache: &TokenCache<Store>,
+    revoked: &TokenRecord,
+    origin: &Origin,
+    sighting: &Sighting<'_>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let Some(from) = &revoked.rotated_from else {
+        return Ok(());
+    };
+    let before = std::sync::Mutex::new(None);
+    let ended = update(cache, from, |r: &TokenRecord| {
+        let at = Timestamp::now().max(now);
+        let next = overlap_ended(r, &revoked.id, origin.actor.clone(), at);
+        *before.lock().unwrap_or_else(|e| e.into_inner()) = next.is_some().then(|| r.clone());
+        Ok::<_, ()>(next)
+    })
+    .await;
+    let stored = match ended {
+        Ok(stored) => stored,
+        Err(UpdateError::NotFound | UpdateError::Refused(())) => return Ok(()),
+        Err(UpdateError::Store(e)) => return Err(e),
+    };
+    let Some(before) = before.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+        return Ok(());
+    };
+    tracing::warn!(
+        target: "hawzu_gate::admin",
+        op = "revoke",
+        token_id = %stored.record.id,
+        rotated_to = %revoked.id,
+        workspace_id = %stored.record.workspace_id,
+        by = %origin.actor,
+        "token revoked: the value its rotation made was reported leaked, and its overlap ended"
+    );
+    cache
+        .record_audit(AuditEvent::leak_reported(
+            origin,
+            now,
+            &before,
+            &stored.record,
+            format!("{} (its successor {})", sighting.reason(), revoked.id),
+        ))
+        .await;
+    Ok(())
 }
 
 #[cfg(test)]

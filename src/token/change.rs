@@ -369,6 +369,23 @@ pub fn successor(
     }
 }
 
+/// `old` with its rotation overlap ended at `now` by `by`, when it is the
+/// predecessor of `successor` (revoked itself) and its old value still
+/// works: revoking the value a rotation made revokes the value it
+/// replaced. `None` when there is nothing to end.
+pub fn overlap_ended(
+    old: &TokenRecord,
+    successor: &TokenId,
+    by: String,
+    now: Timestamp,
+) -> Option<TokenRecord> {
+    (old.rotated_to.as_ref() == Some(successor) && !old.is_revoked_at(now)).then(|| TokenRecord {
+        revoked_at: Some(Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now)),
+        revoked_by: Some(by),
+        ..old.clone()
+    })
+}
+
 #[cfg(test)]
 #[path = "change_tests.rs"]
 mod tests;

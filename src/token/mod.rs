@@ -7,7 +7,7 @@ pub mod expiry;
 pub mod record;
 pub mod value;
 
-pub use change::{ChangeRefusal, RotateToken, RotationLimits, UpdateToken};
+pub use change::{ChangeRefusal, RotateToken, RotationLimits, UpdateToken, overlap_ended};
 pub use context::ContextLimits;
 pub use expiry::{ExpiryError, ExpirySpec, short_duration};
 pub use record::{
