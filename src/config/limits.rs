@@ -23,8 +23,10 @@ pub struct LimitSettings {
     /// the TLS handshake. On HTTP/1.1 the clock also runs while a keep-alive
     /// connection waits for its next request.
     pub header_read_timeout: HumanDuration,
-    /// A connection with no request in progress for this long is closed
-    /// (HTTP/2: GOAWAY; checked at this interval, so it may live up to twice it).
+    /// A connection with no request in progress (an answer still being
+    /// sent counts) for this long is closed (HTTP/2: GOAWAY; checked at
+    /// this interval, so it may live up to twice it); one that ignores the
+    /// close is dropped `min(header_read_timeout, idle_timeout)` later.
     pub idle_timeout: HumanDuration,
     /// Largest request head (request line and headers), bytes: 431 beyond.
     pub max_header_bytes: usize,
