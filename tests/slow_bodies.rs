@@ -521,6 +521,138 @@ async fn a_slow_grpc_message_is_cut_with_deadline_exceeded() {
     );
 }
 
+/// A gRPC `Check` whose message the test feeds: the feeder, and the
+/// answer's head (status, `grpc-status`) once it comes.
+async fn fed_check(
+    addr: SocketAddr,
+) -> (
+    tokio::sync::mpsc::Sender<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+    tokio::task::JoinHandle<http::Response<hyper::body::Incoming>>,
+) {
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!(
+        "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(body)
+    .unwrap();
+    let answer = tokio::spawn(async move { send.send_request(req).await.unwrap() });
+    (tx, answer)
+}
+
+/// The gRPC message prefix: uncompressed, `len` bytes.
+fn grpc_prefix(len: u32) -> bytes::Bytes {
+    let mut p = vec![0u8];
+    p.extend_from_slice(&len.to_be_bytes());
+    bytes::Bytes::from(p)
+}
+
+fn grpc_status<B>(res: &http::Response<B>) -> Option<String> {
+    res.headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A `Check` is Envoy's request headers (bounded by Envoy's header limits,
+/// ~60–100 KiB) and no body (the gate reads none): a message declaring
+/// more than `limits.max_grpc_message_bytes` (256 KiB) is refused at its
+/// prefix with `RESOURCE_EXHAUSTED`, before anything is buffered — not
+/// held in memory up to tonic's 4 MiB while the client trickles it.
+#[tokio::test]
+async fn a_grpc_message_over_the_limit_is_refused_at_once() {
+    use hyper::body::Frame;
+    let gate = InProcessGate::start(&[]).await;
+    for declared in [4_000_000u32, 300 * 1024] {
+        let (tx, answer) = fed_check(gate.addrs.grpc).await;
+        tx.send(Ok(Frame::data(grpc_prefix(declared))))
+            .await
+            .unwrap();
+        tx.send(Ok(Frame::data(bytes::Bytes::from(vec![0u8; 64 * 1024]))))
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let res = tokio::time::timeout(Duration::from_secs(3), answer)
+            .await
+            .unwrap_or_else(|_| panic!("{declared} bytes declared: no answer within 3 s"))
+            .unwrap();
+        eprintln!(
+            "{declared} bytes declared: answered {:?} after {:?}",
+            grpc_status(&res),
+            start.elapsed()
+        );
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(grpc_status(&res).as_deref(), Some("8"), "{res:?}");
+        drop(tx);
+    }
+    assert_eq!(
+        sample(
+            &gate,
+            r#"hawzu_gate_overload_refusals_total{limit="message_size",listener="grpc"}"#
+        )
+        .await,
+        Some(2.0)
+    );
+}
+
+/// The rate rule cannot be paid for in advance: a message sent fast up to
+/// its last bytes (earning, at 1 KiB/s, minutes of waiting) and then
+/// trickled a byte every 300 ms — each wait well under the read timeout —
+/// is cut within about `limits.body_read_timeout`, not held for minutes.
+#[tokio::test]
+async fn a_front_loaded_then_trickled_grpc_message_is_cut() {
+    use hyper::body::Frame;
+    let gate = InProcessGate::start(&[
+        ("limits.body_read_timeout", "1s"),
+        ("limits.body_rate_grace", "500ms"),
+        ("limits.min_body_rate", "1024"),
+    ])
+    .await;
+    let (tx, mut answer) = fed_check(gate.addrs.grpc).await;
+    const LEN: u32 = 200 * 1024;
+    tx.send(Ok(Frame::data(grpc_prefix(LEN)))).await.unwrap();
+    tx.send(Ok(Frame::data(bytes::Bytes::from(vec![
+        0u8;
+        LEN as usize - 100
+    ]))))
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let mut trickled = 0;
+    let res = loop {
+        tokio::select! {
+            res = &mut answer => break res.unwrap(),
+            () = tokio::time::sleep(Duration::from_millis(300)) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "still held after 5 s of trickling ({trickled} bytes)"
+                );
+                if trickled < 99 && tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"\0")))).await.is_ok() {
+                    trickled += 1;
+                }
+            }
+        }
+    };
+    eprintln!(
+        "front-loaded message answered {:?} after {:?} ({trickled} bytes trickled)",
+        grpc_status(&res),
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(grpc_status(&res).as_deref(), Some("4"), "{res:?}");
+}
+
 /// A stream of what `rx` receives (no tokio-stream in the dependencies).
 fn tokio_stream_from<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<T>,

@@ -49,6 +49,11 @@ pub struct LimitSettings {
     /// answer); beyond it the connection is closed, and a proxied answer's
     /// upstream connection with it.
     pub send_timeout: HumanDuration,
+    /// Largest gRPC message the ext_authz door reads (a `Check`: Envoy's
+    /// request headers, bounded by Envoy's own header limits, and a body
+    /// only with `with_request_body`), bytes; a larger one is refused
+    /// with `RESOURCE_EXHAUSTED` at its prefix, before any is buffered.
+    pub max_grpc_message_bytes: usize,
 }
 
 impl Default for LimitSettings {
@@ -64,6 +69,7 @@ impl Default for LimitSettings {
             min_body_rate: 1024,
             body_rate_grace: HumanDuration(Duration::from_secs(5)),
             send_timeout: HumanDuration(Duration::from_secs(60)),
+            max_grpc_message_bytes: 256 * 1024,
         }
     }
 }
@@ -86,6 +92,12 @@ impl LimitSettings {
             return Err(invalid(
                 "limits.max_header_bytes",
                 "must be between 8192 and 1048576".into(),
+            ));
+        }
+        if !(16 << 10..=16 << 20).contains(&l.max_grpc_message_bytes) {
+            return Err(invalid(
+                "limits.max_grpc_message_bytes",
+                "must be between 16384 and 16777216".into(),
             ));
         }
         for (key, value) in [

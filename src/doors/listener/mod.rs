@@ -161,7 +161,7 @@ impl ListenerState {
         let (parts, body) = req.into_parts();
         let (body, cut) = TimedBody::new(
             body,
-            BodyLimits::of(&self.limits),
+            BodyLimits::of(&self.limits, self.protocol == Protocol::Grpc),
             &self.refused_bodies,
             self.name,
         );
