@@ -11,13 +11,17 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{InProcessGate, WS1_PROJECTS, create_token, workspace_token};
+use common::{
+    DATA, HEADERS, INITIAL_WINDOW_SIZE, InProcessGate, RST_STREAM, RawH2, WS1_PROJECTS,
+    create_token, eventually, workspace_token,
+};
 
 /// What a trickling client saw.
 #[derive(Debug)]
@@ -783,6 +787,87 @@ async fn a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout() {
         .unwrap()
         .unwrap();
     assert!(out.len() as u64 > SIZE, "{} bytes", out.len());
+}
+
+/// The slow read of HTTP/2: a client that grants no flow-control window
+/// (SETTINGS_INITIAL_WINDOW_SIZE = 0, never a WINDOW_UPDATE) gets its
+/// answers' heads but can take no DATA, so the gate never writes and
+/// `SendTimed`'s clock never starts. Each such stream is reset once its
+/// next frame has waited `limits.send_timeout`, and its upstream
+/// connection is closed with it — not held for as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_stream_granting_no_window_is_reset_after_the_send_timeout() {
+    const STREAMS: u32 = 8;
+    let upstream = common::TestUpstream::start().await;
+    let gate = InProcessGate::start(&[
+        ("upstream.url", &upstream.url()),
+        ("limits.send_timeout", "500ms"),
+    ])
+    .await;
+    let token = create_token(
+        &gate,
+        workspace_token("Reader", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await
+    .1;
+    let bearer = format!("Bearer {token}");
+    let path = format!("{WS1_PROJECTS}?download={}", 64 * 1024 * 1024);
+    let mut c = RawH2::connect(gate.addrs.proxy, &[(INITIAL_WINDOW_SIZE, 0)]).await;
+    for i in 0..STREAMS {
+        c.request(
+            1 + 2 * i,
+            "GET",
+            "api",
+            &path,
+            &[("authorization", &bearer)],
+        )
+        .await;
+    }
+    // Every stream answered (its head, from the upstream's), then reset:
+    // no DATA can go, and none of them is held.
+    let start = Instant::now();
+    let (mut heads, mut reset) = (HashSet::new(), HashSet::new());
+    let mut last_head = start;
+    let mut data = 0;
+    let ended = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.until(Duration::from_secs(60), |f| {
+            match f.kind {
+                HEADERS => {
+                    heads.insert(f.stream);
+                    last_head = Instant::now();
+                }
+                RST_STREAM => {
+                    reset.insert(f.stream);
+                }
+                DATA => data += f.payload.len(),
+                _ => {}
+            }
+            reset.len() == STREAMS as usize
+        }),
+    )
+    .await;
+    eprintln!(
+        "{} of {STREAMS} streams answered, {} reset {:?} after the last answer; {data} DATA bytes",
+        heads.len(),
+        reset.len(),
+        last_head.elapsed()
+    );
+    assert!(ended.is_ok(), "streams still held after 5 s");
+    assert_eq!(heads.len(), STREAMS as usize, "every stream was answered");
+    assert_eq!(upstream.count(), u64::from(STREAMS));
+    assert!(last_head.elapsed() < Duration::from_secs(3));
+    assert_eq!(data, 0, "no window, no DATA");
+    eventually(
+        "the upstream's connections closed",
+        Duration::from_secs(3),
+        || async { (upstream.open_connections() == 0).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "upstream connections closed {:?} after the last answer",
+        last_head.elapsed()
+    );
 }
 
 /// A long answer outlives the idle timeout: its request's service has

@@ -47,7 +47,9 @@ pub struct LimitSettings {
     /// Longest one write to a client may wait for it to read (nginx's
     /// `send_timeout`: between two writes that move, not the whole
     /// answer); beyond it the connection is closed, and a proxied answer's
-    /// upstream connection with it.
+    /// upstream connection with it. Over HTTP/2 also the longest an
+    /// answer's next frame may wait to be taken (a stream granted no
+    /// window): beyond it the stream is reset.
     pub send_timeout: HumanDuration,
     /// Largest gRPC message the ext_authz door reads (a `Check`: Envoy's
     /// request headers, bounded by Envoy's own header limits, and a body

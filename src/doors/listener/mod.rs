@@ -12,6 +12,8 @@
 //! - request heads must arrive within `limits.header_read_timeout`
 //!   (slowloris), stay under `limits.max_header_bytes` and
 //!   `limits.max_headers` (431 beyond);
+//! - an answer the client does not take: no write may wait longer than
+//!   `limits.send_timeout`, nor an HTTP/2 answer's next frame (`send.rs`);
 //! - a connection with no request in progress for `limits.idle_timeout` is
 //!   closed gracefully, and dropped a bounded time later if the client
 //!   ignores that (an HTTP/2 client never answering the GOAWAY's PING);
@@ -40,7 +42,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use prometheus::{IntCounter, IntGauge};
@@ -49,7 +51,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use self::send::SendTimed;
+use self::send::{SendTimed, StreamExecutor, StreamWatch};
 use super::deadline::DoorTimer;
 use crate::config::LimitSettings;
 
@@ -284,6 +286,18 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         busy: Option<Busy<H>>,
+        // HTTP/2: marks the waits for the client to take the next frame.
+        watch: Option<Arc<StreamWatch>>,
+    }
+}
+
+impl<B, H> Answer<B, H> {
+    fn new(body: B, busy: Option<Busy<H>>, watch: Option<Arc<StreamWatch>>) -> Self {
+        if let Some(w) = &watch {
+            // The head goes out; the body waits to be asked for.
+            w.waiting();
+        }
+        Self { body, busy, watch }
     }
 }
 
@@ -296,9 +310,18 @@ impl<B: Body, H> Body for Answer<B, H> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
         let this = self.project();
+        if let Some(w) = this.watch {
+            w.taken();
+        }
         let frame = this.body.poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            *this.busy = None;
+        match &frame {
+            Poll::Ready(Some(_)) => {
+                if let Some(w) = this.watch {
+                    w.waiting();
+                }
+            }
+            Poll::Ready(None) => *this.busy = None,
+            Poll::Pending => {}
         }
         frame
     }
@@ -362,7 +385,8 @@ pub async fn serve<H, Fut, B>(
     let name = state.name;
     let limits = &state.limits;
     let header_read_timeout = limits.header_read_timeout.0;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/2 streams run under `limits.send_timeout` too (`send.rs`).
+    let mut builder = auto::Builder::new(StreamExecutor::new(limits.send_timeout.0));
     builder
         .http1()
         // A door thread's deadlines: no tokio timer entry per request head.
@@ -439,6 +463,13 @@ pub async fn serve<H, Fut, B>(
                 // (benches/load/connections.py: 32.4 KB per kept-alive
                 // connection before, 22.1 KB after; throughput the same).
                 Box::pin(async move {
+                    // Before any `.await`: the stream task offers it on
+                    // its first poll only.
+                    let watch = if req.version() == Version::HTTP_2 {
+                        send::stream_watch()
+                    } else {
+                        None
+                    };
                     // hyper bounds HTTP/1.1 heads by `max_headers` (431);
                     // HTTP/2 only by the header list's size: the same
                     // count here.
@@ -449,14 +480,11 @@ pub async fn serve<H, Fut, B>(
                     {
                         let mut res = Response::new(Either::Right(Full::new(Bytes::new())));
                         *res.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-                        return Ok::<_, Infallible>(res.map(|body| Answer { body, busy: None }));
+                        return Ok::<_, Infallible>(res.map(|b| Answer::new(b, None, watch)));
                     }
                     let busy = Busy::new(ctx);
                     let res = respond(&busy.0, req).await;
-                    Ok(res.map(|body| Answer {
-                        body,
-                        busy: Some(busy),
-                    }))
+                    Ok(res.map(|b| Answer::new(b, Some(busy), watch)))
                 })
             })
         };
