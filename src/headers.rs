@@ -110,6 +110,26 @@ pub struct Found {
     pub cookie: bool,
 }
 
+/// Joins `Cookie` fields into one with "; " (RFC 9113 §8.2.3): HTTP/2 lets
+/// a client send each cookie as a field (browsers do), and an HTTP/1.1
+/// server must get one line. Nothing to do, and no allocation, with one
+/// field or none.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(http::header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(http::header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Made of valid values and "; ": always a valid value.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, v);
+    }
+}
+
 /// Removes the console's session cookie from `Cookie` headers, keeping
 /// every other cookie as sent (a header left empty goes): a browser sends
 /// it to every port of the host, and like the token in `Authorization` it

@@ -15,8 +15,8 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{
-    GateProcess, InProcessGate, TestUpstream, WS1_PROJECTS, create_token, eventually,
-    workspace_token,
+    ACK, GateProcess, HEADERS, InProcessGate, PING, RawH2, TestUpstream, WS1_PROJECTS,
+    create_token, eventually, workspace_token,
 };
 
 async fn valid_token(gate: &InProcessGate) -> String {
@@ -335,6 +335,66 @@ async fn idle_connections_are_closed() {
         "{:?}",
         start.elapsed()
     );
+}
+
+/// An HTTP/2 client that made one request and then ignores the gate's
+/// PING is closed all the same: the idle close's GOAWAY waits for the
+/// PING's answer, and a connection that never gives it is dropped a
+/// bounded time later (`limits.idle_timeout` or `limits.header_read_timeout`,
+/// the shorter), on every listener.
+#[tokio::test]
+async fn an_http2_client_that_never_acks_the_goaway_ping_is_dropped() {
+    let gate = InProcessGate::start(&[
+        ("limits.idle_timeout", "300ms"),
+        ("limits.header_read_timeout", "2s"),
+    ])
+    .await;
+    let listeners = [
+        ("ops", gate.addrs.ops, "/healthz"),
+        ("auth", gate.addrs.auth, "/auth/nginx"),
+        ("proxy", gate.addrs.proxy, WS1_PROJECTS),
+        (
+            "grpc",
+            gate.addrs.grpc,
+            "/envoy.service.auth.v3.Authorization/Check",
+        ),
+    ];
+    let clients = listeners.map(|(name, addr, path)| {
+        tokio::spawn(async move {
+            let mut c = RawH2::connect(addr, &[]).await;
+            c.request(1, "GET", "gate", path, &[]).await;
+            let start = Instant::now();
+            // Answered, then the GOAWAY's PING is never acked; the gate
+            // must end the connection on its own.
+            let mut answered = false;
+            let mut pinged = false;
+            let end = tokio::time::timeout(
+                Duration::from_secs(5),
+                c.until(Duration::from_secs(60), |f| {
+                    answered |= f.kind == HEADERS && f.stream == 1;
+                    pinged |= f.kind == PING && f.flags & ACK == 0;
+                    false
+                }),
+            )
+            .await;
+            // `None` inside: the gate ended the connection.
+            (name, answered, pinged, end.is_ok().then(|| start.elapsed()))
+        })
+    });
+    let mut outcomes = Vec::new();
+    for client in clients {
+        let outcome = client.await.unwrap();
+        eprintln!(
+            "{}: pinged {}, closed after {:?}",
+            outcome.0, outcome.2, outcome.3
+        );
+        outcomes.push(outcome);
+    }
+    for (name, answered, _, closed) in outcomes {
+        assert!(answered, "{name}: the request was answered");
+        let took = closed.unwrap_or_else(|| panic!("{name}: still open after 5 s"));
+        assert!(took < Duration::from_secs(3), "{name}: {took:?}");
+    }
 }
 
 /// A connection that never starts a request — nothing sent, or only the

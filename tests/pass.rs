@@ -456,3 +456,94 @@ async fn the_envoy_doors_allow_a_passed_request_with_no_identity_and_keep_its_cr
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.headers.keys().all(|n| !n.as_str().starts_with("x-hawzu")));
 }
+
+/// One HTTP/1.1 request written as given over a fresh connection; the
+/// whole answer as text.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Requests the gate cannot forward as it judged them are refused, never
+/// forwarded: two `Host` lines (RFC 9112 §3.2: 400; the gate would have
+/// forwarded both, and which one the API reads is its own guess), and a
+/// target that is not a path (authority form — judged as the path "",
+/// forwarded as "/"). In pass mode nothing else stops them: no token,
+/// nothing judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_lines_or_an_authority_form_target_are_refused_and_never_forwarded() {
+    let upstream = TestUpstream::start().await;
+    let gate = InProcessGate::start_with_toml(PASS, &[("upstream.url", &upstream.url())]).await;
+    let proxy = gate.addrs.proxy;
+    // The same request, once well-formed: forwarded (pass mode).
+    let ok = raw(
+        proxy,
+        &format!("GET {PROJECTS} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200 "), "{ok}");
+    assert_eq!(upstream.count(), 1);
+    let mut answers = Vec::new();
+    for request in [
+        format!(
+            "GET {PROJECTS} HTTP/1.1\r\nHost: api\r\nHost: internal\r\nConnection: close\r\n\r\n"
+        ),
+        "GET internal:443 HTTP/1.1\r\nHost: internal:443\r\nConnection: close\r\n\r\n".to_owned(),
+        "CONNECT internal:443 HTTP/1.1\r\nHost: internal:443\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+    ] {
+        let answer = raw(proxy, &request).await;
+        let first = request.lines().next().unwrap().to_owned();
+        eprintln!("{first}: {}", answer.lines().next().unwrap_or(""));
+        answers.push((first, answer));
+    }
+    for (first, answer) in answers {
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{first}: {answer}");
+        assert!(
+            answer.contains(r#""error":"ambiguous_path""#),
+            "{first}: {answer}"
+        );
+    }
+    assert_eq!(upstream.count(), 1, "nothing refused was forwarded");
+}
+
+/// HTTP/2 lets a client send each cookie as a field of its own (browsers
+/// do); an HTTP/1.1 upstream must get them as one `Cookie` line, joined
+/// with "; " (RFC 9113 §8.2.3), not several lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cookie_fields_reach_an_http1_upstream_as_one_cookie_line() {
+    use http_body_util::BodyExt;
+    let upstream = TestUpstream::start().await;
+    let gate = InProcessGate::start_with_toml(PASS, &[("upstream.url", &upstream.url())]).await;
+    let io = hyper_util::rt::TokioIo::new(
+        tokio::net::TcpStream::connect(gate.addrs.proxy)
+            .await
+            .unwrap(),
+    );
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<
+        _,
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioExecutor::new(), io)
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://api{PROJECTS}"))
+        .header("cookie", "session=abc")
+        .header("cookie", "theme=dark")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let h = echoed(&body);
+    assert_eq!(
+        h["cookie"],
+        serde_json::json!(["session=abc; theme=dark"]),
+        "{h}"
+    );
+}

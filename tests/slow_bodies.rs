@@ -11,13 +11,17 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{InProcessGate, WS1_PROJECTS, create_token, workspace_token};
+use common::{
+    DATA, HEADERS, INITIAL_WINDOW_SIZE, InProcessGate, RST_STREAM, RawH2, WS1_PROJECTS,
+    create_token, eventually, workspace_token,
+};
 
 /// What a trickling client saw.
 #[derive(Debug)]
@@ -521,6 +525,138 @@ async fn a_slow_grpc_message_is_cut_with_deadline_exceeded() {
     );
 }
 
+/// A gRPC `Check` whose message the test feeds: the feeder, and the
+/// answer's head (status, `grpc-status`) once it comes.
+async fn fed_check(
+    addr: SocketAddr,
+) -> (
+    tokio::sync::mpsc::Sender<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+    tokio::task::JoinHandle<http::Response<hyper::body::Incoming>>,
+) {
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!(
+        "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(body)
+    .unwrap();
+    let answer = tokio::spawn(async move { send.send_request(req).await.unwrap() });
+    (tx, answer)
+}
+
+/// The gRPC message prefix: uncompressed, `len` bytes.
+fn grpc_prefix(len: u32) -> bytes::Bytes {
+    let mut p = vec![0u8];
+    p.extend_from_slice(&len.to_be_bytes());
+    bytes::Bytes::from(p)
+}
+
+fn grpc_status<B>(res: &http::Response<B>) -> Option<String> {
+    res.headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A `Check` is Envoy's request headers (bounded by Envoy's header limits,
+/// ~60–100 KiB) and no body (the gate reads none): a message declaring
+/// more than `limits.max_grpc_message_bytes` (256 KiB) is refused at its
+/// prefix with `RESOURCE_EXHAUSTED`, before anything is buffered — not
+/// held in memory up to tonic's 4 MiB while the client trickles it.
+#[tokio::test]
+async fn a_grpc_message_over_the_limit_is_refused_at_once() {
+    use hyper::body::Frame;
+    let gate = InProcessGate::start(&[]).await;
+    for declared in [4_000_000u32, 300 * 1024] {
+        let (tx, answer) = fed_check(gate.addrs.grpc).await;
+        tx.send(Ok(Frame::data(grpc_prefix(declared))))
+            .await
+            .unwrap();
+        tx.send(Ok(Frame::data(bytes::Bytes::from(vec![0u8; 64 * 1024]))))
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let res = tokio::time::timeout(Duration::from_secs(3), answer)
+            .await
+            .unwrap_or_else(|_| panic!("{declared} bytes declared: no answer within 3 s"))
+            .unwrap();
+        eprintln!(
+            "{declared} bytes declared: answered {:?} after {:?}",
+            grpc_status(&res),
+            start.elapsed()
+        );
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(grpc_status(&res).as_deref(), Some("8"), "{res:?}");
+        drop(tx);
+    }
+    assert_eq!(
+        sample(
+            &gate,
+            r#"hawzu_gate_overload_refusals_total{limit="message_size",listener="grpc"}"#
+        )
+        .await,
+        Some(2.0)
+    );
+}
+
+/// The rate rule cannot be paid for in advance: a message sent fast up to
+/// its last bytes (earning, at 1 KiB/s, minutes of waiting) and then
+/// trickled a byte every 300 ms — each wait well under the read timeout —
+/// is cut within about `limits.body_read_timeout`, not held for minutes.
+#[tokio::test]
+async fn a_front_loaded_then_trickled_grpc_message_is_cut() {
+    use hyper::body::Frame;
+    let gate = InProcessGate::start(&[
+        ("limits.body_read_timeout", "1s"),
+        ("limits.body_rate_grace", "500ms"),
+        ("limits.min_body_rate", "1024"),
+    ])
+    .await;
+    let (tx, mut answer) = fed_check(gate.addrs.grpc).await;
+    const LEN: u32 = 200 * 1024;
+    tx.send(Ok(Frame::data(grpc_prefix(LEN)))).await.unwrap();
+    tx.send(Ok(Frame::data(bytes::Bytes::from(vec![
+        0u8;
+        LEN as usize - 100
+    ]))))
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let mut trickled = 0;
+    let res = loop {
+        tokio::select! {
+            res = &mut answer => break res.unwrap(),
+            () = tokio::time::sleep(Duration::from_millis(300)) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "still held after 5 s of trickling ({trickled} bytes)"
+                );
+                if trickled < 99 && tx.send(Ok(Frame::data(bytes::Bytes::from_static(b"\0")))).await.is_ok() {
+                    trickled += 1;
+                }
+            }
+        }
+    };
+    eprintln!(
+        "front-loaded message answered {:?} after {:?} ({trickled} bytes trickled)",
+        grpc_status(&res),
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(grpc_status(&res).as_deref(), Some("4"), "{res:?}");
+}
+
 /// A stream of what `rx` receives (no tokio-stream in the dependencies).
 fn tokio_stream_from<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<T>,
@@ -651,6 +787,87 @@ async fn a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout() {
         .unwrap()
         .unwrap();
     assert!(out.len() as u64 > SIZE, "{} bytes", out.len());
+}
+
+/// The slow read of HTTP/2: a client that grants no flow-control window
+/// (SETTINGS_INITIAL_WINDOW_SIZE = 0, never a WINDOW_UPDATE) gets its
+/// answers' heads but can take no DATA, so the gate never writes and
+/// `SendTimed`'s clock never starts. Each such stream is reset once its
+/// next frame has waited `limits.send_timeout`, and its upstream
+/// connection is closed with it — not held for as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_stream_granting_no_window_is_reset_after_the_send_timeout() {
+    const STREAMS: u32 = 8;
+    let upstream = common::TestUpstream::start().await;
+    let gate = InProcessGate::start(&[
+        ("upstream.url", &upstream.url()),
+        ("limits.send_timeout", "500ms"),
+    ])
+    .await;
+    let token = create_token(
+        &gate,
+        workspace_token("Reader", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await
+    .1;
+    let bearer = format!("Bearer {token}");
+    let path = format!("{WS1_PROJECTS}?download={}", 64 * 1024 * 1024);
+    let mut c = RawH2::connect(gate.addrs.proxy, &[(INITIAL_WINDOW_SIZE, 0)]).await;
+    for i in 0..STREAMS {
+        c.request(
+            1 + 2 * i,
+            "GET",
+            "api",
+            &path,
+            &[("authorization", &bearer)],
+        )
+        .await;
+    }
+    // Every stream answered (its head, from the upstream's), then reset:
+    // no DATA can go, and none of them is held.
+    let start = Instant::now();
+    let (mut heads, mut reset) = (HashSet::new(), HashSet::new());
+    let mut last_head = start;
+    let mut data = 0;
+    let ended = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.until(Duration::from_secs(60), |f| {
+            match f.kind {
+                HEADERS => {
+                    heads.insert(f.stream);
+                    last_head = Instant::now();
+                }
+                RST_STREAM => {
+                    reset.insert(f.stream);
+                }
+                DATA => data += f.payload.len(),
+                _ => {}
+            }
+            reset.len() == STREAMS as usize
+        }),
+    )
+    .await;
+    eprintln!(
+        "{} of {STREAMS} streams answered, {} reset {:?} after the last answer; {data} DATA bytes",
+        heads.len(),
+        reset.len(),
+        last_head.elapsed()
+    );
+    assert!(ended.is_ok(), "streams still held after 5 s");
+    assert_eq!(heads.len(), STREAMS as usize, "every stream was answered");
+    assert_eq!(upstream.count(), u64::from(STREAMS));
+    assert!(last_head.elapsed() < Duration::from_secs(3));
+    assert_eq!(data, 0, "no window, no DATA");
+    eventually(
+        "the upstream's connections closed",
+        Duration::from_secs(3),
+        || async { (upstream.open_connections() == 0).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "upstream connections closed {:?} after the last answer",
+        last_head.elapsed()
+    );
 }
 
 /// A long answer outlives the idle timeout: its request's service has

@@ -23,8 +23,10 @@ pub struct LimitSettings {
     /// the TLS handshake. On HTTP/1.1 the clock also runs while a keep-alive
     /// connection waits for its next request.
     pub header_read_timeout: HumanDuration,
-    /// A connection with no request in progress for this long is closed
-    /// (HTTP/2: GOAWAY; checked at this interval, so it may live up to twice it).
+    /// A connection with no request in progress (an answer still being
+    /// sent counts) for this long is closed (HTTP/2: GOAWAY; checked at
+    /// this interval, so it may live up to twice it); one that ignores the
+    /// close is dropped `min(header_read_timeout, idle_timeout)` later.
     pub idle_timeout: HumanDuration,
     /// Largest request head (request line and headers), bytes: 431 beyond.
     pub max_header_bytes: usize,
@@ -45,8 +47,15 @@ pub struct LimitSettings {
     /// Longest one write to a client may wait for it to read (nginx's
     /// `send_timeout`: between two writes that move, not the whole
     /// answer); beyond it the connection is closed, and a proxied answer's
-    /// upstream connection with it.
+    /// upstream connection with it. Over HTTP/2 also the longest an
+    /// answer's next frame may wait to be taken (a stream granted no
+    /// window): beyond it the stream is reset.
     pub send_timeout: HumanDuration,
+    /// Largest gRPC message the ext_authz door reads (a `Check`: Envoy's
+    /// request headers, bounded by Envoy's own header limits, and a body
+    /// only with `with_request_body`), bytes; a larger one is refused
+    /// with `RESOURCE_EXHAUSTED` at its prefix, before any is buffered.
+    pub max_grpc_message_bytes: usize,
 }
 
 impl Default for LimitSettings {
@@ -62,6 +71,7 @@ impl Default for LimitSettings {
             min_body_rate: 1024,
             body_rate_grace: HumanDuration(Duration::from_secs(5)),
             send_timeout: HumanDuration(Duration::from_secs(60)),
+            max_grpc_message_bytes: 256 * 1024,
         }
     }
 }
@@ -84,6 +94,12 @@ impl LimitSettings {
             return Err(invalid(
                 "limits.max_header_bytes",
                 "must be between 8192 and 1048576".into(),
+            ));
+        }
+        if !(16 << 10..=16 << 20).contains(&l.max_grpc_message_bytes) {
+            return Err(invalid(
+                "limits.max_grpc_message_bytes",
+                "must be between 16384 and 16777216".into(),
             ));
         }
         for (key, value) in [

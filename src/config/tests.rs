@@ -380,6 +380,8 @@ fn limits_are_checked() {
         ("limits.max_requests", "0", "must be more than 0"),
         ("limits.max_connections", "0", "must be more than 0"),
         ("limits.max_header_bytes", "100", "between 8192"),
+        ("limits.max_grpc_message_bytes", "1024", "between 16384"),
+        ("limits.max_grpc_message_bytes", "33554432", "between 16384"),
         ("limits.header_read_timeout", "1ms", "at least 100ms"),
         ("failed_auth.window", "10ms", "at least 1s"),
         ("admin.change_window", "10ms", "from 1s to 24h"),

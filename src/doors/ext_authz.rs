@@ -23,29 +23,61 @@ use envoy_types::ext_authz::v3::{CheckResponseExt, OkHttpResponseBuilder};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue as CoreHeaderValue;
 use http::{HeaderName, HeaderValue, Method};
 use jiff::Timestamp;
+use prometheus::IntCounter;
 
 use super::Shared;
 use super::lifecycle::Exchange;
 use crate::decide::{Client, ClientAddr, Credentials, Decision, RequestFacts};
 use crate::headers::{HAWZU_TOKEN_EXPIRES, HTTP2_SETTINGS, UPGRADE};
 use crate::metrics::Door;
-use crate::refusal::{DenyCode, Refusal};
+use crate::refusal::{DenyCode, GRPC_STATUS, GrpcCode, Refusal};
 use crate::traces::{CallerTrace, TRACEPARENT, TRACESTATE};
 
 /// The gRPC door.
 #[derive(Debug, Clone)]
 pub struct ExtAuthz {
     shared: Arc<Shared>,
+    /// `limits.max_grpc_message_bytes`.
+    max_message: usize,
+    /// Messages refused for their size.
+    too_large: IntCounter,
 }
 
 impl ExtAuthz {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    /// The door, reading messages of at most `max_message` bytes.
+    pub fn new(shared: Arc<Shared>, max_message: usize) -> Self {
+        let too_large = shared.metrics.overload("grpc", "message_size");
+        Self {
+            shared,
+            max_message,
+            too_large,
+        }
     }
 
-    /// The tonic service to serve on `listen.grpc`.
+    /// The tonic service to serve on `listen.grpc`. tonic reads a message
+    /// whole before decoding it: its limit (4 MiB by default) is what one
+    /// stream may hold, so it is the size of real checks, not tonic's.
     pub fn service(self) -> AuthorizationServer<Self> {
-        AuthorizationServer::new(self)
+        let max = self.max_message;
+        AuthorizationServer::new(self).max_decoding_message_size(max)
+    }
+
+    /// Renames tonic's refusal of a message over the limit — made from
+    /// the message's prefix, before any of it is buffered — to gRPC's code
+    /// for it: tonic says `OUT_OF_RANGE`, gRPC's own servers and status
+    /// table `RESOURCE_EXHAUSTED`. The door never answers `OUT_OF_RANGE`
+    /// itself, so that code is the limit here.
+    pub fn name_too_large<B>(&self, res: &mut http::Response<B>) {
+        if let Some(status) = res.headers_mut().get_mut(GRPC_STATUS)
+            && status == GrpcCode::OutOfRange.as_str()
+        {
+            *status = HeaderValue::from_static(GrpcCode::ResourceExhausted.as_str());
+            self.too_large.inc();
+            tracing::debug!(
+                limit = self.max_message,
+                "gRPC message over limits.max_grpc_message_bytes: refused"
+            );
+        }
     }
 
     /// Answers one check from `peer` (the caller, when known).

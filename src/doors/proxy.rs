@@ -9,7 +9,9 @@
 //! `X-Request-Id`, and appends `X-Forwarded-For/-Proto/-Host`; W3C trace
 //! headers go on as sent, except that a request whose span is recorded
 //! (traces on) gets a `traceparent` naming the gate's span. The path is
-//! forwarded exactly as received — the one `decide` judged. Upstream faults
+//! forwarded exactly as received — the one `decide` judged; a request that
+//! cannot be (a target that is not a path, two `Host` lines) is refused
+//! with 400 `ambiguous_path` before anything is decided. Upstream faults
 //! answer 502 (cannot connect, broken) or 504 (no answer in time) with the
 //! JSON error body. How connections to the upstream are kept is
 //! [`super::upstream`]'s business.
@@ -38,7 +40,7 @@ use crate::headers::{
     ip_value, strip_hop_by_hop, strip_underscored, strip_upstream_answer,
 };
 use crate::metrics::Door;
-use crate::refusal::Refusal;
+use crate::refusal::{DenyCode, Refusal};
 use crate::traces::{TRACEPARENT, TRACESTATE};
 use crate::web::REQUEST_ID;
 
@@ -197,6 +199,10 @@ impl Proxy {
         // The request is changed in place into the upstream's (not taken
         // apart and rebuilt: each is a move of its parts).
         let shared = &self.shared;
+        if let Some(why) = unforwardable(&req) {
+            exchange.unjudgeable(DenyCode::AmbiguousPath);
+            return Err(Refusal::Because(DenyCode::AmbiguousPath, why));
+        }
 
         // One pass over the client's names says which removals below have
         // anything to do (on most requests, none), and whether it asks
@@ -363,6 +369,25 @@ impl Proxy {
             Refusal::UpstreamError
         }
     }
+}
+
+/// Why a request cannot be forwarded as it would be judged, if it cannot:
+/// a target that is not a path (authority form, `CONNECT api:443` or
+/// `GET api:443`: judged as the path "", it would go on as "/"; asterisk
+/// form), or two `Host` lines (RFC 9112 §3.2 requires 400: which one the
+/// API reads is its guess). O(1) on most requests: a map with no repeated
+/// name has no second `Host`.
+fn unforwardable<B>(req: &Request<B>) -> Option<&'static str> {
+    if !req.uri().path().starts_with('/') {
+        return Some(
+            "The request target is not a path (authority or asterisk form); only paths are forwarded.",
+        );
+    }
+    let h = req.headers();
+    if h.len() != h.keys_len() && h.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some("The request has more than one Host header.");
+    }
+    None
 }
 
 /// Whether a forward failed because the request body (the client's side)

@@ -161,6 +161,10 @@ impl<B: SendBody> Upstream<B> {
     ) -> Result<Response<UpstreamBody<B>>, Failed> {
         match &self.kind {
             Kind::Http1(pool) => {
+                if req.version() == Version::HTTP_2 {
+                    // HTTP/2's cookie fields are one line in HTTP/1.1.
+                    crate::headers::join_cookies(req.headers_mut());
+                }
                 if !req.headers().contains_key(header::HOST)
                     && let Ok(v) = HeaderValue::from_str(&self.host())
                 {

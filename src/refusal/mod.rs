@@ -11,7 +11,7 @@
 //!
 //! This module decides nothing and imports nothing above [`crate::web`].
 
-use http::StatusCode;
+use http::{HeaderName, StatusCode};
 
 mod deny;
 mod render;
@@ -52,6 +52,10 @@ impl From<DenyCode> for Refusal {
     }
 }
 
+/// A gRPC answer's status code (in the trailers, or the headers of a
+/// trailers-only answer).
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// A gRPC status code (the numbers of `google.rpc.Code`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrpcCode {
@@ -60,6 +64,7 @@ pub enum GrpcCode {
     NotFound = 5,
     PermissionDenied = 7,
     ResourceExhausted = 8,
+    OutOfRange = 11,
     Internal = 13,
     Unavailable = 14,
     Unauthenticated = 16,
@@ -74,6 +79,7 @@ impl GrpcCode {
             GrpcCode::NotFound => "5",
             GrpcCode::PermissionDenied => "7",
             GrpcCode::ResourceExhausted => "8",
+            GrpcCode::OutOfRange => "11",
             GrpcCode::Internal => "13",
             GrpcCode::Unavailable => "14",
             GrpcCode::Unauthenticated => "16",

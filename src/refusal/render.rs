@@ -8,7 +8,7 @@ use envoy_types::ext_authz::v3::pb::{HeaderAppendAction, HttpStatusCode};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
-use super::{DenyCode, Refusal, RetryAfter};
+use super::{DenyCode, GRPC_STATUS, Refusal, RetryAfter};
 use crate::web::{REQUEST_ID, json};
 
 /// Renders refusals with this gate's configured names and values: the
@@ -153,7 +153,7 @@ impl Render {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        h.insert("grpc-status", HeaderValue::from_static(r.grpc().as_str()));
+        h.insert(GRPC_STATUS, HeaderValue::from_static(r.grpc().as_str()));
         let message = format!("hawzu-gate {}: {}", r.code(), r.message());
         if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&message)) {
             h.insert("grpc-message", v);

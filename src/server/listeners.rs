@@ -332,22 +332,25 @@ pub(super) fn start(
             }
             (Which::Grpc, Sockets::PerCore(sockets)) => {
                 for (i, socket) in sockets.into_iter().enumerate() {
-                    let grpc = handlers.ext_authz.clone().service();
+                    let door = handlers.ext_authz.clone();
+                    let grpc = door.clone().service();
                     doors.push(serve_on_own_thread(
                         state.clone(),
                         i,
                         socket,
                         l.tls.clone(),
                         move |mut req, conn| {
-                            let grpc = grpc.clone();
+                            let (door, grpc) = (door.clone(), grpc.clone());
                             // The caller's address, for the door's client.
                             req.extensions_mut().insert(conn);
                             async move {
                                 use tower::ServiceExt;
-                                match grpc.oneshot(req).await {
+                                let mut res = match grpc.oneshot(req).await {
                                     Ok(res) => res,
                                     Err(never) => match never {},
-                                }
+                                };
+                                door.name_too_large(&mut res);
+                                res
                             }
                         },
                         doors_rx.clone(),

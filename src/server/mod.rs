@@ -219,7 +219,7 @@ impl Bound {
             listeners,
             proxy_doors,
             forward_auth: ForwardAuth::new(shared.clone()),
-            ext_authz: ExtAuthz::new(shared.clone()),
+            ext_authz: ExtAuthz::new(shared.clone(), s.limits.max_grpc_message_bytes),
             admin_api: AdminApi::new(
                 cache.clone(),
                 policy.clone(),

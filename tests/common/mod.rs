@@ -13,6 +13,7 @@
 //! - `ports`: loopback ports outside the ephemeral range, one per call.
 //! - `process`: stopping children (signal, grace, SIGKILL of descendants).
 //! - `gate`: `InProcessGate`, `GateProcess`, `CliRun`.
+//! - `h2raw`: a raw HTTP/2 client for clients that break the rules.
 //! - `http`: the `Http` client, the one request-with-a-token builder, `curl`.
 //! - `tokens`: token create bodies and creating tokens through the admin API.
 //! - `store`: the token store reached directly (`TestStore`).
@@ -29,6 +30,7 @@
 mod certs;
 mod changes;
 mod gate;
+mod h2raw;
 mod http;
 mod load;
 mod nginx;
@@ -45,8 +47,8 @@ mod upstream;
 // Each test crate uses a part of the harness: unused re-exports are expected.
 #[allow(unused_imports)]
 pub use self::{
-    certs::*, changes::*, gate::*, http::*, load::*, nginx::*, ports::*, process::*, proxies::*,
-    redis::*, store::*, tokens::*, tools::*, topologies::*, upstream::*,
+    certs::*, changes::*, gate::*, h2raw::*, http::*, load::*, nginx::*, ports::*, process::*,
+    proxies::*, redis::*, store::*, tokens::*, tools::*, topologies::*, upstream::*,
 };
 
 use std::net::SocketAddr;

@@ -20,6 +20,8 @@ use hyper_util::rt::TokioExecutor;
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub requests: std::sync::Arc<AtomicU64>,
+    /// Connections open now.
+    open: std::sync::Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,6 +48,8 @@ impl TestUpstream {
         let addr = listener.local_addr().unwrap();
         let requests = std::sync::Arc::new(AtomicU64::new(0));
         let count = requests.clone();
+        let open = std::sync::Arc::new(AtomicU64::new(0));
+        let opened = open.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -53,7 +57,17 @@ impl TestUpstream {
                 };
                 let count = count.clone();
                 let tls = tls.clone();
+                let opened = opened.clone();
+                opened.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    // Counted open until this task ends (or is dropped).
+                    struct Closes(std::sync::Arc<AtomicU64>);
+                    impl Drop for Closes {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                    let _closes = Closes(opened);
                     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         count.fetch_add(1, Ordering::SeqCst);
                         upstream_answer(req)
@@ -76,6 +90,7 @@ impl TestUpstream {
         Self {
             addr,
             requests,
+            open,
             task,
         }
     }
@@ -86,6 +101,11 @@ impl TestUpstream {
 
     pub fn count(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The connections open to it now (the gate's, mostly).
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::SeqCst)
     }
 }
 

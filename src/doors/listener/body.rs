@@ -4,6 +4,13 @@
 //! `limits.min_body_rate` once `limits.body_rate_grace` of waiting has
 //! passed — or it fails with [`BodyTimeout`]. Only the time spent waiting on
 //! the client counts; time the reader spends elsewhere does not.
+//!
+//! The rate cannot be paid for in advance: what a body's bytes earn runs
+//! at most `body_read_timeout` of waiting ahead of the waiting already
+//! done, so a fast start followed by a trickle is cut about a read timeout
+//! into the trickle. A gRPC message must also arrive whole within
+//! `body_read_timeout` of waiting (`BodyLimits::whole`): Envoy sends a
+//! `Check` at once, and tonic buffers it whole.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,14 +52,20 @@ pub struct BodyLimits {
     /// Least bytes per second of waiting, after `grace`; 0: no rate check.
     pub min_rate: u64,
     pub grace: Duration,
+    /// Most waiting for the whole body; `None`: only the rules above.
+    pub whole: Option<Duration>,
 }
 
 impl BodyLimits {
-    pub fn of(limits: &LimitSettings) -> Self {
+    /// The limits of a listener's bodies; `whole_message` for a listener
+    /// whose bodies are one message read whole (gRPC): then the whole body
+    /// must come within `body_read_timeout` of waiting.
+    pub fn of(limits: &LimitSettings, whole_message: bool) -> Self {
         Self {
             read_timeout: limits.body_read_timeout.0,
             min_rate: limits.min_body_rate,
             grace: limits.body_rate_grace.0,
+            whole: whole_message.then_some(limits.body_read_timeout.0),
         }
     }
 }
@@ -82,6 +95,11 @@ struct BodyWatch {
     listener: &'static str,
     /// Body bytes received.
     received: u64,
+    /// Of them, those already counted into `earned`.
+    counted: u64,
+    /// The waiting the rate rule allows for the bytes counted, at most
+    /// `read_timeout` ahead of `waited` when it was counted.
+    earned: Duration,
     /// Time spent waiting for the client, before the wait in progress.
     waited: Duration,
     /// When the wait for the client in progress began.
@@ -113,6 +131,8 @@ impl<B: Body> TimedBody<B> {
             refused: refused.clone(),
             listener,
             received: 0,
+            counted: 0,
+            earned: Duration::ZERO,
             waited: Duration::ZERO,
             waiting_since: None,
             wait_limit: Duration::ZERO,
@@ -140,16 +160,25 @@ impl TimedBody {
 
 impl BodyWatch {
     /// How long the next wait may last: the read timeout, or until the
-    /// average rate would fall below the least.
-    fn wait_limit(&self) -> Duration {
+    /// average rate would fall below the least, or the whole body's
+    /// waiting run out. Called once per wait, at its start.
+    fn wait_limit(&mut self) -> Duration {
         let mut wait = self.limits.read_timeout;
         if self.limits.min_rate > 0 {
+            let fresh = self.received - self.counted;
+            self.counted = self.received;
             #[allow(clippy::cast_precision_loss)] // a deadline, not a count
-            let earned =
-                Duration::try_from_secs_f64(self.received as f64 / self.limits.min_rate as f64)
-                    .unwrap_or(Duration::MAX);
-            let allowed = self.limits.grace.max(earned);
+            let earned = Duration::try_from_secs_f64(fresh as f64 / self.limits.min_rate as f64)
+                .unwrap_or(Duration::MAX);
+            // Capped: a burst cannot pay for a trickle after it (without
+            // the cap, 4 MB at once earned an hour of 1 byte every 5 s).
+            let ahead = self.waited.saturating_add(self.limits.read_timeout);
+            self.earned = self.earned.saturating_add(earned).min(ahead);
+            let allowed = self.limits.grace.max(self.earned);
             wait = wait.min(allowed.saturating_sub(self.waited));
+        }
+        if let Some(whole) = self.limits.whole {
+            wait = wait.min(whole.saturating_sub(self.waited));
         }
         // At most the read timeout (validated to at most 1h): adding it to
         // an instant cannot overflow.

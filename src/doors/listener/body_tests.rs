@@ -17,6 +17,7 @@ fn limits(read_ms: u64, min_rate: u64, grace_ms: u64) -> BodyLimits {
         read_timeout: Duration::from_millis(read_ms),
         min_rate,
         grace: Duration::from_millis(grace_ms),
+        whole: None,
     }
 }
 
@@ -93,6 +94,67 @@ async fn a_body_under_the_minimum_rate_is_cut_once_the_grace_is_spent() {
     assert!(took >= Duration::from_millis(1000), "{took:?}");
     assert!(took <= Duration::from_millis(1400), "{took:?}");
     assert!(cut.unwrap().load(Ordering::Acquire));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_start_does_not_pay_for_a_trickle_after_it() {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let refused = counter();
+    // 200 KiB at once (200 s at 1 KiB/s), then a byte every 300 ms: each
+    // wait under the 1 s read timeout, far under the rate.
+    let (mut body, _cut) = TimedBody::new(fed(rx), limits(1000, 1024, 500), &refused, "test");
+    tx.send(Ok(Frame::data(Bytes::from(vec![b' '; 200 * 1024]))))
+        .await
+        .unwrap();
+    assert!(body.frame().await.unwrap().is_ok());
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if tx
+                .send(Ok(Frame::data(Bytes::from_static(b" "))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    let err = body.collect().await.unwrap_err();
+    assert!(is_body_timeout(&*err), "{err}");
+    // What the burst earned runs at most the read timeout ahead.
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1000), "{took:?}");
+    assert!(took <= Duration::from_millis(1400), "{took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_message_must_come_within_its_waiting() {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let refused = counter();
+    // 2 KiB every 200 ms is fast enough for the rate and the read
+    // timeout, but the whole body may take only 1 s of waiting.
+    let limits = BodyLimits {
+        whole: Some(Duration::from_millis(1000)),
+        ..limits(300, 1024, 500)
+    };
+    let (body, _cut) = TimedBody::new(fed(rx), limits, &refused, "test");
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if tx
+                .send(Ok(Frame::data(Bytes::from(vec![b' '; 2048]))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    let err = body.collect().await.unwrap_err();
+    assert!(is_body_timeout(&*err), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_millis(1000));
 }
 
 #[tokio::test(start_paused = true)]

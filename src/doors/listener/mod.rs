@@ -12,8 +12,11 @@
 //! - request heads must arrive within `limits.header_read_timeout`
 //!   (slowloris), stay under `limits.max_header_bytes` and
 //!   `limits.max_headers` (431 beyond);
+//! - an answer the client does not take: no write may wait longer than
+//!   `limits.send_timeout`, nor an HTTP/2 answer's next frame (`send.rs`);
 //! - a connection with no request in progress for `limits.idle_timeout` is
-//!   closed gracefully;
+//!   closed gracefully, and dropped a bounded time later if the client
+//!   ignores that (an HTTP/2 client never answering the GOAWAY's PING);
 //! - a request body a door reads must keep coming: no wait for the client
 //!   longer than `limits.body_read_timeout`, and on average at least
 //!   `limits.min_body_rate` once `limits.body_rate_grace` of waiting has
@@ -39,7 +42,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use prometheus::{IntCounter, IntGauge};
@@ -48,7 +51,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use self::send::SendTimed;
+use self::send::{SendTimed, StreamExecutor, StreamWatch};
 use super::deadline::DoorTimer;
 use crate::config::LimitSettings;
 
@@ -160,7 +163,7 @@ impl ListenerState {
         let (parts, body) = req.into_parts();
         let (body, cut) = TimedBody::new(
             body,
-            BodyLimits::of(&self.limits),
+            BodyLimits::of(&self.limits, self.protocol == Protocol::Grpc),
             &self.refused_bodies,
             self.name,
         );
@@ -245,28 +248,90 @@ struct PerConnection<H> {
 }
 
 /// What one connection is doing, for the idle timeout: requests in
-/// progress, and a count of request starts and ends.
+/// progress (from the service's call until its answer has been sent
+/// whole, or dropped), and a count of request starts and ends.
 #[derive(Debug, Default)]
 struct Activity {
     open: AtomicUsize,
     events: AtomicU64,
 }
 
-/// Marks a request in progress on its connection until dropped.
-struct Busy<'a>(&'a Activity);
+/// Marks a request in progress on its connection until dropped: held by
+/// the service while it runs, then by its answer's body ([`Answer`]).
+struct Busy<H>(Arc<PerConnection<H>>);
 
-impl<'a> Busy<'a> {
-    fn new(a: &'a Activity) -> Self {
-        a.open.fetch_add(1, Ordering::Relaxed);
-        a.events.fetch_add(1, Ordering::Relaxed);
-        Self(a)
+impl<H> Busy<H> {
+    fn new(ctx: Arc<PerConnection<H>>) -> Self {
+        ctx.activity.open.fetch_add(1, Ordering::Relaxed);
+        ctx.activity.events.fetch_add(1, Ordering::Relaxed);
+        Self(ctx)
     }
 }
 
-impl Drop for Busy<'_> {
+impl<H> Drop for Busy<H> {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-        self.0.events.fetch_add(1, Ordering::Relaxed);
+        let a = &self.0.activity;
+        a.open.fetch_sub(1, Ordering::Relaxed);
+        a.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body, keeping its request in progress until the body
+    /// has ended or is dropped: a connection streaming an answer is not
+    /// idle, and the hard close after a graceful one (`drive`) spares it.
+    /// No allocation: the connection's `Arc`, taken for the request
+    /// anyway, moves here.
+    struct Answer<B, H> {
+        #[pin]
+        body: B,
+        busy: Option<Busy<H>>,
+        // HTTP/2: marks the waits for the client to take the next frame.
+        watch: Option<Arc<StreamWatch>>,
+    }
+}
+
+impl<B, H> Answer<B, H> {
+    fn new(body: B, busy: Option<Busy<H>>, watch: Option<Arc<StreamWatch>>) -> Self {
+        if let Some(w) = &watch {
+            // The head goes out; the body waits to be asked for.
+            w.waiting();
+        }
+        Self { body, busy, watch }
+    }
+}
+
+impl<B: Body, H> Body for Answer<B, H> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        if let Some(w) = this.watch {
+            w.taken();
+        }
+        let frame = this.body.poll_frame(cx);
+        match &frame {
+            Poll::Ready(Some(_)) => {
+                if let Some(w) = this.watch {
+                    w.waiting();
+                }
+            }
+            Poll::Ready(None) => *this.busy = None,
+            Poll::Pending => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -320,7 +385,8 @@ pub async fn serve<H, Fut, B>(
     let name = state.name;
     let limits = &state.limits;
     let header_read_timeout = limits.header_read_timeout.0;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/2 streams run under `limits.send_timeout` too (`send.rs`).
+    let mut builder = auto::Builder::new(StreamExecutor::new(limits.send_timeout.0));
     builder
         .http1()
         // A door thread's deadlines: no tokio timer entry per request head.
@@ -389,7 +455,7 @@ pub async fn serve<H, Fut, B>(
         });
         let service = {
             let ctx = ctx.clone();
-            service_fn(move |req| {
+            service_fn(move |req: Request<Incoming>| {
                 let ctx = ctx.clone();
                 // Boxed: hyper keeps a request's future inline in its
                 // connection, and its memory stays with the connection
@@ -397,6 +463,13 @@ pub async fn serve<H, Fut, B>(
                 // (benches/load/connections.py: 32.4 KB per kept-alive
                 // connection before, 22.1 KB after; throughput the same).
                 Box::pin(async move {
+                    // Before any `.await`: the stream task offers it on
+                    // its first poll only.
+                    let watch = if req.version() == Version::HTTP_2 {
+                        send::stream_watch()
+                    } else {
+                        None
+                    };
                     // hyper bounds HTTP/1.1 heads by `max_headers` (431);
                     // HTTP/2 only by the header list's size: the same
                     // count here.
@@ -407,33 +480,11 @@ pub async fn serve<H, Fut, B>(
                     {
                         let mut res = Response::new(Either::Right(Full::new(Bytes::new())));
                         *res.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-                        return Ok::<_, Infallible>(res);
+                        return Ok::<_, Infallible>(res.map(|b| Answer::new(b, None, watch)));
                     }
-                    let _busy = Busy::new(&ctx.activity);
-                    let Some(_slot) = ctx.state.begin_request() else {
-                        return Ok::<_, Infallible>(ctx.state.overloaded().map(Either::Right));
-                    };
-                    let version = req.version();
-                    let (req, cut) = ctx.state.time_body(req);
-                    let res = (ctx.handle)(req, ctx.conn).await;
-                    // A body cut while the door read it: whatever the door
-                    // made of the error, the client is told why, the same
-                    // way on every listener (a door's own 408 is kept, with
-                    // the listener's headers).
-                    let res = match cut {
-                        Some(cut) if cut.load(Ordering::Acquire) => {
-                            if res.status() == StatusCode::REQUEST_TIMEOUT {
-                                let mut res = res.map(Either::Left);
-                                ctx.state.body_timeout_headers(&mut res, version);
-                                res
-                            } else {
-                                let id = res.headers().get(REQUEST_ID).cloned();
-                                ctx.state.body_timeout(version, id).map(Either::Right)
-                            }
-                        }
-                        _ => res.map(Either::Left),
-                    };
-                    Ok(res)
+                    let busy = Busy::new(ctx);
+                    let res = respond(&busy.0, req).await;
+                    Ok(res.map(|b| Answer::new(b, Some(busy), watch)))
                 })
             })
         };
@@ -490,13 +541,54 @@ pub async fn serve<H, Fut, B>(
     }
 }
 
+/// One request's answer, under the listener's request and body limits.
+async fn respond<H, Fut, B>(
+    ctx: &PerConnection<H>,
+    req: Request<Incoming>,
+) -> Response<Either<B, Full<Bytes>>>
+where
+    H: Fn(Request<TimedBody>, Conn) -> Fut,
+    Fut: Future<Output = Response<B>>,
+{
+    let Some(_slot) = ctx.state.begin_request() else {
+        return ctx.state.overloaded().map(Either::Right);
+    };
+    let version = req.version();
+    let (req, cut) = ctx.state.time_body(req);
+    let res = (ctx.handle)(req, ctx.conn).await;
+    // A body cut while the door read it: whatever the door made of the
+    // error, the client is told why, the same way on every listener (a
+    // door's own 408 is kept, with the listener's headers).
+    match cut {
+        Some(cut) if cut.load(Ordering::Acquire) => {
+            if res.status() == StatusCode::REQUEST_TIMEOUT {
+                let mut res = res.map(Either::Left);
+                ctx.state.body_timeout_headers(&mut res, version);
+                res
+            } else {
+                let id = res.headers().get(REQUEST_ID).cloned();
+                ctx.state.body_timeout(version, id).map(Either::Right)
+            }
+        }
+        _ => res.map(Either::Left),
+    }
+}
+
 /// Runs one connection until it ends; shuts it down gracefully (open
 /// requests finish, keep-alive ends, HTTP/2 gets GOAWAY) when the listener
 /// stops or the connection has been idle for `idle` — or, when it has not
 /// started a request `first` after it opened, then: nothing sent, an
 /// HTTP/2 preface alone, half of one (hyper's head timer starts only once
-/// the protocol is known, and HTTP/2 has none); such a connection that
-/// has not gone `first` after that is dropped.
+/// the protocol is known, and HTTP/2 has none).
+///
+/// A graceful close is always followed by a hard one: a connection still
+/// open `first.min(idle)` after it was told to close, with no request in
+/// progress and no answer streaming, is dropped — an HTTP/2 client that
+/// never answers the GOAWAY's PING (h2 waits for it without a bound), an
+/// HTTP/1.1 one that never sends its head. One with an answer still
+/// streaming is looked at again as long later: that answer is bounded by
+/// `limits.send_timeout` on every write (and every HTTP/2 stream's wait
+/// for window), not by the close.
 ///
 /// The stop signal and the idle tick are polled only when one of them woke
 /// the task, not on every wake-up of the connection (a `select!` polled all
@@ -524,11 +616,7 @@ where
     });
     let control_waker = Waker::from(control.clone());
     let mut closing = false;
-    // A connection that never began a request, told to close, is dropped
-    // `first` later if it has not gone (an HTTP/2 client that never
-    // answers the GOAWAY's ping keeps it open). One that began any is left
-    // to end itself: an answer may still be streaming after its request's
-    // service returned (nothing counts it as in progress then).
+    let hard_after = first.min(idle);
     let mut hard_close: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut seen = activity.events.load(Ordering::Relaxed);
     poll_fn(|cx| {
@@ -545,9 +633,17 @@ where
             if closing {
                 if let Some(sleep) = hard_close.as_mut()
                     && sleep.as_mut().poll(&mut ccx).is_ready()
-                    && activity.events.load(Ordering::Relaxed) == 0
                 {
-                    return Poll::Ready(Ok(()));
+                    if activity.open.load(Ordering::Relaxed) == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // An answer still streaming: look again later. (Armed
+                    // by the poll of the next turn.)
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + hard_after);
+                    control.woken.store(true, Ordering::Release);
+                    continue;
                 }
                 return Poll::Pending;
             }
@@ -565,11 +661,10 @@ where
             }
             conn.as_mut().graceful_shutdown();
             closing = true;
-            if activity.events.load(Ordering::Relaxed) == 0 {
-                hard_close = Some(Box::pin(tokio::time::sleep(first.min(idle))));
-                // Armed: its wake-up comes through `control`.
-                control.woken.store(true, Ordering::Release);
-            }
+            hard_close = Some(Box::pin(tokio::time::sleep(hard_after)));
+            // Armed by its first poll, next turn: its wake-up comes
+            // through `control`.
+            control.woken.store(true, Ordering::Release);
             // Polled again at once: the shutdown takes effect there.
         }
     })
