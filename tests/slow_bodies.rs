@@ -19,8 +19,8 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{
-    DATA, HEADERS, INITIAL_WINDOW_SIZE, InProcessGate, RST_STREAM, RawH2, WS1_PROJECTS,
-    create_token, eventually, workspace_token,
+    ACK, DATA, END_STREAM, HEADERS, INITIAL_WINDOW_SIZE, InProcessGate, RST_STREAM, RawH2,
+    SETTINGS, WS1_PROJECTS, create_token, eventually, workspace_token,
 };
 
 /// What a trickling client saw.
@@ -795,6 +795,62 @@ async fn a_client_that_stops_reading_an_answer_is_cut_after_the_send_timeout() {
 /// `SendTimed`'s clock never starts. Each such stream is reset once its
 /// next frame has waited `limits.send_timeout`, and its upstream
 /// connection is closed with it — not held for as long as the client likes.
+/// A client reading slowly but steadily over HTTP/2 is not cut: it takes
+/// a frame at a time well within `limits.send_timeout`, though a whole
+/// chunk from the upstream (hundreds of KiB) takes it longer than that.
+#[tokio::test]
+async fn over_http2_a_slow_but_steady_reader_gets_the_whole_answer() {
+    const TOTAL: usize = 160 * 1024;
+    const GRANT: usize = 4_096;
+    let upstream = common::TestUpstream::start().await;
+    let gate = InProcessGate::start(&[
+        ("upstream.url", &upstream.url()),
+        ("limits.send_timeout", "1s"),
+    ])
+    .await;
+    let token = create_token(
+        &gate,
+        workspace_token("Reader", "ws_1", "workspace_viewer", "1m"),
+    )
+    .await
+    .1;
+    let bearer = format!("Bearer {token}");
+    let path = format!("{WS1_PROJECTS}?download={TOTAL}");
+    // The windows start at 65,535 bytes (the protocol's default).
+    let mut c = RawH2::connect(gate.addrs.proxy, &[]).await;
+    c.request(1, "GET", "api", &path, &[("authorization", &bearer)])
+        .await;
+    let (mut got, mut granted) = (0, 65_535);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "{got} bytes in 20 s");
+        if got == granted {
+            // About 20 KiB/s: 4 KiB every 200 ms.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let grant = u32::try_from(GRANT).unwrap();
+            c.window_update(0, grant).await;
+            c.window_update(1, grant).await;
+            granted += GRANT;
+        }
+        let f = c
+            .next(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("the connection ended after {got} bytes"));
+        match f.kind {
+            SETTINGS if f.flags & ACK == 0 => c.ack_settings().await,
+            RST_STREAM => panic!("the stream was reset after {got} bytes"),
+            DATA => {
+                got += f.payload.len();
+                if f.flags & END_STREAM != 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(got, TOTAL);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_http2_a_stream_granting_no_window_is_reset_after_the_send_timeout() {
     const STREAMS: u32 = 8;

@@ -64,21 +64,8 @@ impl RawH2 {
         path: &str,
         headers: &[(&str, &str)],
     ) {
-        let mut block = Vec::new();
-        for (name, value) in [
-            (":method", method),
-            (":scheme", "http"),
-            (":authority", authority),
-            (":path", path),
-        ]
-        .into_iter()
-        .chain(headers.iter().copied())
-        {
-            literal(&mut block, name, value);
-        }
-        let mut out = Vec::new();
-        frame(&mut out, HEADERS, END_STREAM | END_HEADERS, id, &block);
-        self.stream.write_all(&out).await.unwrap();
+        let head = [method, authority, path];
+        self.head(id, END_STREAM | END_HEADERS, head, headers).await;
     }
 
     /// Sends a request head without END_STREAM (a body follows).
@@ -90,6 +77,14 @@ impl RawH2 {
         path: &str,
         headers: &[(&str, &str)],
     ) {
+        self.head(id, END_HEADERS, [method, authority, path], headers)
+            .await;
+    }
+
+    /// A HEADERS frame with `flags`: `[method, authority, path]` and
+    /// `headers`.
+    async fn head(&mut self, id: u32, flags: u8, head: [&str; 3], headers: &[(&str, &str)]) {
+        let [method, authority, path] = head;
         let mut block = Vec::new();
         for (name, value) in [
             (":method", method),
@@ -103,7 +98,7 @@ impl RawH2 {
             literal(&mut block, name, value);
         }
         let mut out = Vec::new();
-        frame(&mut out, HEADERS, END_HEADERS, id, &block);
+        frame(&mut out, HEADERS, flags, id, &block);
         self.stream.write_all(&out).await.unwrap();
     }
 
@@ -112,6 +107,14 @@ impl RawH2 {
         let mut out = Vec::new();
         frame(&mut out, DATA, if end { END_STREAM } else { 0 }, id, bytes);
         self.stream.write_all(&out).await.is_ok()
+    }
+
+    /// Grants `increment` more bytes of window to stream `id` (0: the
+    /// connection).
+    pub async fn window_update(&mut self, id: u32, increment: u32) {
+        let mut out = Vec::new();
+        frame(&mut out, WINDOW_UPDATE, 0, id, &increment.to_be_bytes());
+        self.stream.write_all(&out).await.unwrap();
     }
 
     /// Acknowledges the server's SETTINGS (a PING is never answered).

@@ -288,8 +288,17 @@ pin_project_lite::pin_project! {
         busy: Option<Busy<H>>,
         // HTTP/2: marks the waits for the client to take the next frame.
         watch: Option<Arc<StreamWatch>>,
+        // HTTP/2: what is left of a data frame handed out a piece at a
+        // time ([`H2_PIECE`]).
+        rest: Option<Bytes>,
     }
 }
+
+/// The most of an HTTP/2 answer handed to hyper at once: the send timeout
+/// runs from one piece to the next, so it measures a slow reader's
+/// progress, not how long it takes to drain a whole chunk from the
+/// upstream (64 KiB or more: at 1 KiB/s a minute's worth).
+const H2_PIECE: usize = 16 * 1024;
 
 impl<B, H> Answer<B, H> {
     fn new(body: B, busy: Option<Busy<H>>, watch: Option<Arc<StreamWatch>>) -> Self {
@@ -297,41 +306,76 @@ impl<B, H> Answer<B, H> {
             // The head goes out; the body waits to be asked for.
             w.waiting();
         }
-        Self { body, busy, watch }
+        Self {
+            body,
+            busy,
+            watch,
+            rest: None,
+        }
     }
 }
 
-impl<B: Body, H> Body for Answer<B, H> {
-    type Data = B::Data;
+impl<B: Body<Data = Bytes>, H> Body for Answer<B, H> {
+    type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, B::Error>>> {
         let this = self.project();
-        if let Some(w) = this.watch {
-            w.taken();
-        }
-        let frame = this.body.poll_frame(cx);
-        match &frame {
-            Poll::Ready(Some(_)) => {
-                if let Some(w) = this.watch {
-                    w.waiting();
-                }
+        let Some(w) = this.watch else {
+            // HTTP/1.1: the socket's writes are timed (`SendTimed`).
+            let frame = this.body.poll_frame(cx);
+            if let Poll::Ready(None) = frame {
+                *this.busy = None;
             }
-            Poll::Ready(None) => *this.busy = None,
-            Poll::Pending => {}
+            return frame;
+        };
+        w.taken();
+        let frame = match this.rest.take() {
+            Some(rest) => Poll::Ready(Some(Ok(hyper::body::Frame::data(rest)))),
+            None => this.body.poll_frame(cx),
+        };
+        match frame {
+            Poll::Ready(Some(Ok(f))) => {
+                let f = match f.into_data() {
+                    Ok(mut data) if data.len() > H2_PIECE => {
+                        *this.rest = Some(data.split_off(H2_PIECE));
+                        hyper::body::Frame::data(data)
+                    }
+                    Ok(data) => hyper::body::Frame::data(data),
+                    Err(f) => f,
+                };
+                w.waiting();
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                w.waiting();
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                *this.busy = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        let mut hint = self.body.size_hint();
+        if let Some(rest) = &self.rest {
+            let more = rest.len() as u64;
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper.saturating_add(more));
+            }
+            hint.set_lower(hint.lower().saturating_add(more));
+        }
+        hint
     }
 }
 
