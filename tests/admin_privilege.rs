@@ -1476,3 +1476,46 @@ async fn the_admin_key_repeating_a_tenants_disable_or_limits_takes_them_over() {
         json!(["10.0.0.0/8"])
     );
 }
+
+/// A manager whose `id:` key Redis lost (eviction, a fail-over) signs in by
+/// its secret's hash, and is judged again before a change by that hash too:
+/// its changes are not refused as an unknown token (which neither it nor
+/// the admin key, finding tokens by id, could mend), and the change writes
+/// the key again.
+#[tokio::test]
+async fn a_manager_whose_id_key_was_lost_still_makes_changes() {
+    let prefix = common::unique_prefix("lost_manager_id");
+    let url = common::redis_url();
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+        TOKEN_ADMIN,
+    ])
+    .await;
+    let (clerk_id, clerk) =
+        create_token(&gate, workspace_token("Clerk", "ws_a", "token_admin", "1m")).await;
+    let (target, _) =
+        create_token(&gate, workspace_token("Peer", "ws_a", "token_admin", "1m")).await;
+    let mut redis = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}id:{clerk_id}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let by_clerk = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&clerk);
+    let a = by_clerk
+        .post(&format!("/admin/v1/tokens/{target}/disable"), json!({}))
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+}

@@ -47,6 +47,10 @@ pub enum Caller {
         /// The address it called from (the admin listener's peer), against
         /// which its `allow_from` is judged again before a change.
         client: std::net::IpAddr,
+        /// Its secret's hash, by which it is read again before a change
+        /// (as it signed in: not through the id's index, which a Redis
+        /// fault may lose).
+        hash: TokenHash,
     },
 }
 
@@ -436,7 +440,7 @@ async fn token_caller(
     )
     .await
     .map_err(|deny| refused_token(deny.code))?;
-    let caller = manager(api, &record, client)?;
+    let caller = manager(api, &record, client, *hash)?;
     // A manager that only manages is in use: `last_used_at` says so (the
     // unused-token policy reads it), though no API request is counted.
     api.usage.note_record(&record, Timestamp::now());
@@ -453,23 +457,22 @@ async fn token_caller(
 /// The answer is the caller as it is now (its permissions, expiry and
 /// networks), for the change's own checks.
 pub async fn judged_now(api: &AdminState, caller: Caller) -> Result<Caller, ApiError> {
-    let Caller::Token { id, client, .. } = &caller else {
+    let Caller::Token { client, hash, .. } = &caller else {
         return Ok(caller);
     };
-    let client = *client;
-    let id = TokenId::parse(id).map_err(|_| ApiError::fault("a token caller has no token id"))?;
+    let (client, hash) = (*client, *hash);
     let stored = api
         .cache
-        .find(&id)
+        .get(&hash)
         .await
         .map_err(ApiError::store)?
         .ok_or_else(|| ApiError::unauthorized(DenyCode::UnknownToken.message()))?;
-    let record = CachedRecord::new(&stored.record);
+    let record = CachedRecord::new(&stored);
     let now = Timestamp::now();
     decide::check_cached_state(&record, now)
         .and_then(|()| decide::check_context(&record, now, ClientAddr::Known(client)))
         .map_err(refused_token)?;
-    manager(api, &record, client)
+    manager(api, &record, client, hash)
 }
 
 /// The admin API's refusal of a token that the doors would refuse with
@@ -491,6 +494,7 @@ fn manager(
     api: &AdminState,
     record: &CachedRecord,
     client: std::net::IpAddr,
+    hash: TokenHash,
 ) -> Result<Caller, ApiError> {
     // A value whose end is set (a rotation's overlap: it still opens the
     // API) is on its way out: it must neither mint what outlives it nor
@@ -526,5 +530,6 @@ fn manager(
             .map(|l| l.allow_from.clone())
             .unwrap_or_default(),
         client,
+        hash,
     })
 }

@@ -168,7 +168,18 @@ async fn end_overlap(
     .await;
     let stored = match ended {
         Ok(stored) => stored,
-        Err(UpdateError::NotFound | UpdateError::Refused(())) => return Ok(()),
+        // Dropped after `store.retention` — or its id's index lost, when
+        // only a report of its own value (which holds the secret) finds it.
+        Err(UpdateError::NotFound) => {
+            tracing::warn!(
+                target: "hawzu_gate::admin",
+                token_id = %from,
+                rotated_to = %revoked.id,
+                "the value a leaked token replaced cannot be found by id: if it may still work (a rotation overlap), revoke it by its own value or id"
+            );
+            return Ok(());
+        }
+        Err(UpdateError::Refused(())) => return Ok(()),
         Err(UpdateError::Store(e)) => return Err(e),
     };
     let Some(before) = before.into_inner().unwrap_or_else(|e| e.into_inner()) else {
