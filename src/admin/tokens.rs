@@ -453,24 +453,19 @@ async fn change(
     // Found as asked: no change, so no audit event (nor webhook) — one
     // tenant repeating a disable would push other workspaces' events out
     // of the log they share. The admin log still names the caller.
-    if before == stored.record {
-        tracing::info!(
-            target: "hawzu_gate::admin",
-            op = op.as_str(),
-            token_id = %id,
-            workspace_id = %stored.record.workspace_id,
-            by = %caller.label(),
-            "token already {}: nothing changed", op.past_tense()
-        );
-    } else {
-        tracing::info!(
-            target: "hawzu_gate::admin",
-            op = op.as_str(),
-            token_id = %id,
-            workspace_id = %stored.record.workspace_id,
-            by = %caller.label(),
-            "token {}", op.past_tense()
-        );
+    let changed = before != stored.record;
+    tracing::info!(
+        target: "hawzu_gate::admin",
+        op = op.as_str(),
+        token_id = %id,
+        workspace_id = %stored.record.workspace_id,
+        by = %caller.label(),
+        "token {}{}{}",
+        if changed { "" } else { "already " },
+        op.past_tense(),
+        if changed { "" } else { ": nothing changed" }
+    );
+    if changed {
         audit(
             api,
             AuditEvent::changed(op.action(), origin, now, &before, &stored.record),
