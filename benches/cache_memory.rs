@@ -125,6 +125,9 @@ impl TokenStore for Generator {
     async fn replace(&self, _: &Stored, _: &TokenRecord) -> Result<bool, StoreError> {
         Ok(false)
     }
+    async fn remove(&self, _: &Stored) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     async fn list(&self, _: ListQuery) -> Result<Page, StoreError> {
         Ok(Page {
             tokens: Vec::new(),

@@ -48,6 +48,9 @@ impl<S: TokenStore + Clone> TokenStore for Counting<S> {
     async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
         self.inner.replace(current, new).await
     }
+    async fn remove(&self, current: &Stored) -> Result<bool, StoreError> {
+        self.inner.remove(current).await
+    }
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         self.inner.list(query).await
     }

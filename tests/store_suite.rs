@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use hawzu_gate::store::{
-    Change, ChangeFeed, Changes, Cursor, EmbeddedStore, ListFilter, ListQuery, RedisStore,
-    StoreError, TokenStore, redis::RedisOptions, update,
+    Change, ChangeFeed, Changes, Cursor, EmbeddedStore, ListFilter, ListQuery, MAX_PAGE,
+    RedisStore, StoreError, TokenStore, redis::RedisOptions, update,
 };
 use hawzu_gate::token::record::RECORD_VERSION;
 use hawzu_gate::token::{
@@ -194,6 +194,47 @@ async fn confirm_is_compare_and_set(s: &impl TokenStore) {
     let current = s.find(&r.id).await.unwrap().unwrap();
     assert!(s.confirm(&current).await.unwrap());
     assert_eq!(s.get(&h).await.unwrap(), Some(disabled));
+}
+
+/// `remove` (a rotate's successor nobody was given) is compare-and-delete
+/// and leaves no trace: not by hash, not by id, not in a list; the id and
+/// hash are free again.
+async fn remove_is_compare_and_delete(s: &impl TokenStore) {
+    let ws = format!("ws_remove_{}", TokenId::generate().unwrap().as_str());
+    let h = hash();
+    let r = record(&ws, Timestamp::now());
+    s.create(&h, &r).await.unwrap();
+    let kept = record(&ws, Timestamp::now());
+    s.create(&hash(), &kept).await.unwrap();
+    let stale = s.find(&r.id).await.unwrap().unwrap();
+    let renamed = TokenRecord {
+        name: "Renamed".into(),
+        ..r.clone()
+    };
+    assert!(s.replace(&stale, &renamed).await.unwrap());
+    assert!(
+        !s.remove(&stale).await.unwrap(),
+        "a record changed since it was read was removed"
+    );
+    assert_eq!(s.get(&h).await.unwrap(), Some(renamed));
+    let current = s.find(&r.id).await.unwrap().unwrap();
+    assert!(s.remove(&current).await.unwrap());
+    assert_eq!(s.get(&h).await.unwrap(), None);
+    assert!(s.find(&r.id).await.unwrap().is_none());
+    let listed: Vec<TokenId> = s
+        .list(all(Some(&ws), None, 10))
+        .await
+        .unwrap()
+        .tokens
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, vec![kept.id.clone()]);
+    let everywhere = s.list(all(None, None, MAX_PAGE)).await.unwrap();
+    assert!(everywhere.tokens.iter().all(|t| t.id != r.id));
+    // Gone: removing again finds nothing; the id and hash are free.
+    assert!(!s.remove(&current).await.unwrap());
+    s.create(&h, &r).await.unwrap();
 }
 
 async fn concurrent_updates_are_not_lost(s: &(impl TokenStore + Clone)) {
@@ -426,6 +467,12 @@ macro_rules! suite {
             async fn confirm_is_compare_and_set() {
                 let (s, _g) = $make;
                 super::confirm_is_compare_and_set(&s).await;
+            }
+
+            #[tokio::test]
+            async fn remove_is_compare_and_delete() {
+                let (s, _g) = $make;
+                super::remove_is_compare_and_delete(&s).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

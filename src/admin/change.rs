@@ -17,7 +17,7 @@ use http::StatusCode;
 use jiff::Timestamp;
 
 use crate::audit::{Action, AuditEvent, Origin};
-use crate::store::{StoreError, TokenStore, UpdateError, update};
+use crate::store::{self, RotateError, Rotation, update};
 use crate::token::change::{ValidRotate, successor};
 use crate::token::{ChangeRefusal, TokenId, TokenRecord, TokenSecret};
 
@@ -45,12 +45,12 @@ fn refused(r: ChangeRefusal) -> ApiError {
 /// every gate refuses it from that instant, cached or not), and names its
 /// successor in `rotated_to`.
 ///
-/// The old token's state check and its revocation are one
-/// compare-and-set, so of concurrent rotates (on any gate of a fleet)
-/// exactly one wins and the others answer 409 `token_revoked` (naming the
-/// successor while an overlap runs). Only the winner creates the
-/// successor; should that write fail, the revocation is undone (again by
-/// compare-and-set) and the caller gets the error.
+/// The two writes are `store::rotate`'s: the successor first, then the
+/// old token's state check and revocation as one compare-and-set, so of
+/// concurrent rotates (on any gate of a fleet) exactly one wins and the
+/// others answer 409 `token_revoked` (naming the successor while an
+/// overlap runs), their successors withdrawn. A failure never undoes
+/// anything on the old token: a revocation made meanwhile stays.
 pub async fn rotate(
     State(api): State<Arc<AdminState>>,
     Extension(caller): Extension<Caller>,
@@ -65,9 +65,9 @@ pub async fn rotate(
     let policy = api.policy();
     let secret = TokenSecret::generate_with(policy.prefixes.mint()).map_err(ApiError::fault)?;
     let new_id = TokenId::generate().map_err(ApiError::fault)?;
-    // The last run's validation, the record it found and the one it wrote.
-    let chosen: Mutex<Option<(ValidRotate, TokenRecord, TokenRecord)>> = Mutex::new(None);
-    let old = update(&*api.cache, id, |r| {
+    // The last run's validation: the one of the record written over.
+    let chosen: Mutex<Option<ValidRotate>> = Mutex::new(None);
+    let plan = |r: &TokenRecord| {
         caller.may_act_on(&policy, r)?;
         let valid = req.validate(r, api.rotation, now).map_err(refused)?;
         governed_rotate(&policy, r, &valid, now)?;
@@ -86,39 +86,33 @@ pub async fn rotate(
                 "A token cannot rotate a token usable from networks beyond its own: its allow_from {why}. Narrow it first (PATCH allow_from)."
             )));
         }
-        let next = TokenRecord {
+        let old = TokenRecord {
             revoked_at: Some(stamp(valid.old_until)),
             // Without an overlap the old value is revoked at once.
             revoked_by: (valid.old_until <= now).then(|| caller.label()),
             rotated_to: Some(new_id.clone()),
             ..r.clone()
         };
-        *chosen.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((valid, r.clone(), next.clone()));
-        Ok(Some(next))
-    })
-    .await;
-    let chosen = chosen.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let old = match (old, &chosen) {
-        (Ok(old), _) => old,
-        // The write may have landed (a timeout after Redis took it; a
-        // Sentinel or Cluster change too few replicas confirmed): give the
-        // old token back, so that the caller's retry can rotate it — left
-        // so, it would name a successor that was never made.
-        (Err(UpdateError::Store(e)), Some((_, before, left))) => {
-            give_back(&api, id, left, before).await;
-            return Err(ApiError::store(e));
-        }
-        (Err(e), _) => return Err(ApiError::from_update(e, id)),
+        let successor = successor(r, new_id.clone(), &valid, caller.label(), stamp(now));
+        *chosen.lock().unwrap_or_else(PoisonError::into_inner) = Some(valid);
+        Ok(Rotation { old, successor })
     };
-    let (valid, before, _) =
-        chosen.ok_or_else(|| ApiError::fault("a rotate wrote no validated record"))?;
-    let new = successor(&old.record, new_id, &valid, caller.label(), stamp(now));
-    if let Err(e) = api.cache.create(&secret.hash(), &new).await {
-        // Nobody holds a successor.
-        give_back(&api, id, &old.record, &before).await;
-        return Err(ApiError::store(e));
-    }
+    let rotated = store::rotate(&*api.cache, id, &secret.hash(), plan)
+        .await
+        .map_err(|e| match e {
+            RotateError::NotFound => ApiError::not_found(id.as_str()),
+            RotateError::Refused(e) => e,
+            RotateError::Changed => ApiError::State {
+                code: "conflict",
+                message: "The token was changed while it was being rotated; nothing was rotated: rotate it again.".into(),
+            },
+            RotateError::Store(e) => ApiError::store(e),
+        })?;
+    let valid = chosen
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .ok_or_else(|| ApiError::fault("a rotate wrote no validated record"))?;
+    let (before, old, new) = (rotated.before, rotated.old, rotated.successor);
     tracing::info!(
         target: "hawzu_gate::admin",
         op = "rotate",
@@ -142,53 +136,6 @@ pub async fn rotate(
             old: Some(TokenView::of(&old.record, now)),
         },
     ))
-}
-
-/// Undoes a rotate that made no successor (see [`undo_rotate`]); a failure
-/// is logged: the old token then stays rotated, if it was, to a token never
-/// made.
-async fn give_back(api: &AdminState, id: &TokenId, left: &TokenRecord, before: &TokenRecord) {
-    let undone = update(&*api.cache, id, |r| {
-        Ok::<_, std::convert::Infallible>(undo_rotate(r, left, before))
-    })
-    .await;
-    match undone {
-        Ok(_) => {}
-        // In place on the master all the same.
-        Err(UpdateError::Store(e @ StoreError::Unconfirmed { .. })) => tracing::warn!(
-            target: "hawzu_gate::admin",
-            op = "rotate",
-            token_id = %id,
-            error = %e,
-            "a failed rotate gave the old token back on the master; replicas have not confirmed it"
-        ),
-        Err(undo) => tracing::error!(
-            target: "hawzu_gate::admin",
-            op = "rotate",
-            token_id = %id,
-            error = %undo,
-            "a failed rotate could not check or restore the old token: if its revocation landed, it stays rotated to a token never made: create a new token"
-        ),
-    }
-}
-
-/// The old token given back after its successor could not be stored
-/// (`left`: as the rotate wrote it; `before`: as it found it): the
-/// rotation's own fields (`revoked_at`, `revoked_by`, `rotated_to`) as they
-/// were, only while they are still as the rotate left them. A revocation
-/// made meanwhile — a `DELETE`, a leak report — keeps `rotated_to` but
-/// moves `revoked_at` and sets `revoked_by`, and stays; any other change
-/// made meanwhile (a rename, a disable) is kept.
-fn undo_rotate(r: &TokenRecord, left: &TokenRecord, before: &TokenRecord) -> Option<TokenRecord> {
-    let as_left = r.revoked_at == left.revoked_at
-        && r.revoked_by == left.revoked_by
-        && r.rotated_to == left.rotated_to;
-    as_left.then(|| TokenRecord {
-        revoked_at: before.revoked_at,
-        revoked_by: before.revoked_by.clone(),
-        rotated_to: before.rotated_to.clone(),
-        ..r.clone()
-    })
 }
 
 /// Limits the admin key set (or of unknown origin: set before `limits_by`
@@ -355,69 +302,4 @@ pub async fn update_token(
             token: TokenView::of(&stored.record, now),
         },
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)] // tests may panic
-
-    use super::*;
-    use crate::token::Scope;
-
-    #[test]
-    fn a_failed_rotate_gives_back_only_the_token_it_left_and_never_undoes_a_revocation() {
-        let now: Timestamp = "2026-12-06T16:00:00.000Z".parse().unwrap();
-        let until: Timestamp = "2026-12-07T16:00:00.000Z".parse().unwrap();
-        let before = TokenRecord::sample(
-            Scope::Workspace {
-                role: "workspace_member".into(),
-            },
-            now,
-        );
-        let rotated = TokenRecord {
-            revoked_at: Some(until),
-            rotated_to: Some(TokenId::generate().unwrap()),
-            ..before.clone()
-        };
-        // Used meanwhile: still given back.
-        let used = TokenRecord {
-            last_used_at: Some(now),
-            ..rotated.clone()
-        };
-        let back = undo_rotate(&used, &rotated, &before).unwrap();
-        assert_eq!(
-            back,
-            TokenRecord {
-                last_used_at: Some(now),
-                ..before.clone()
-            }
-        );
-        // Revoked meanwhile (DELETE or a leak report: `revoked_at` now,
-        // `rotated_to` kept): it stays revoked.
-        let revoked = TokenRecord {
-            revoked_at: Some(now),
-            revoked_by: Some("admin".into()),
-            ..rotated.clone()
-        };
-        assert!(undo_rotate(&revoked, &rotated, &before).is_none());
-        // Disabled or renamed meanwhile: given back, the change kept.
-        let disabled = TokenRecord {
-            disabled_at: Some(now),
-            disabled_by: Some("admin".into()),
-            name: "Renamed".into(),
-            ..rotated.clone()
-        };
-        let back = undo_rotate(&disabled, &rotated, &before).unwrap();
-        assert_eq!((back.revoked_at, back.rotated_to), (None, None));
-        assert_eq!(
-            (back.disabled_at, back.name.as_str()),
-            (Some(now), "Renamed")
-        );
-        // Rotated again by someone else: not this rotate's to give back.
-        let other = TokenRecord {
-            rotated_to: Some(TokenId::generate().unwrap()),
-            ..rotated.clone()
-        };
-        assert!(undo_rotate(&other, &rotated, &before).is_none());
-    }
 }

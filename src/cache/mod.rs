@@ -538,6 +538,14 @@ impl<S: TokenStore> TokenStore for TokenCache<S> {
         result
     }
 
+    async fn remove(&self, current: &Stored) -> Result<bool, StoreError> {
+        let result = self
+            .timed(StoreOp::Replace, self.store.remove(current))
+            .await;
+        self.invalidate(&current.hash).await;
+        result
+    }
+
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         self.timed(StoreOp::List, self.store.list(query)).await
     }

@@ -98,6 +98,10 @@ impl TokenStore for Double {
         Ok(false)
     }
 
+    async fn remove(&self, _: &Stored) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     async fn list(&self, _: ListQuery) -> Result<Page, StoreError> {
         Ok(Page {
             tokens: Vec::new(),

@@ -373,6 +373,51 @@ impl TokenStore for EmbeddedStore {
         holds
     }
 
+    /// One write transaction: the record (while it holds `current`), its
+    /// id and its index entries.
+    async fn remove(&self, current: &Stored) -> Result<bool, StoreError> {
+        let changed = current.hash;
+        let hash = current.hash.0;
+        let expected = current.raw.clone();
+        let record = current.record.clone();
+        let feed = self.feed.clone();
+        self.run(self.write_timeout, move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
+                let same = tokens
+                    .get(&hash[..])
+                    .map_err(unavailable)?
+                    .is_some_and(|raw| raw.value() == expected.as_slice());
+                if !same {
+                    return Ok(false);
+                }
+                tokens.remove(&hash[..]).map_err(unavailable)?;
+                let mut ids = txn.open_table(IDS).map_err(unavailable)?;
+                let ours = ids
+                    .get(record.id.as_str())
+                    .map_err(unavailable)?
+                    .is_some_and(|h| h.value() == &hash[..]);
+                if ours {
+                    ids.remove(record.id.as_str()).map_err(unavailable)?;
+                }
+                let ms = created_ms(&record);
+                txn.open_table(BY_WORKSPACE)
+                    .map_err(unavailable)?
+                    .remove((record.workspace_id.as_str(), ms, record.id.as_str()))
+                    .map_err(unavailable)?;
+                txn.open_table(ALL)
+                    .map_err(unavailable)?
+                    .remove((ms, record.id.as_str()))
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)?;
+            feed.publish(&changed);
+            Ok(true)
+        })
+        .await
+    }
+
     /// Not a change to any decision: followers are not told.
     async fn touch(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
         self.write(current, new, false).await

@@ -26,6 +26,7 @@ mod feed;
 mod list;
 mod outbox;
 pub mod redis;
+mod rotate;
 pub mod usage;
 
 pub use self::audit::AuditLog;
@@ -37,6 +38,7 @@ pub use self::list::{
 };
 pub use self::outbox::{Outbox, Taken};
 pub use self::redis::RedisStore;
+pub use self::rotate::{RotateError, Rotated, Rotation, rotate};
 pub use self::usage::UsageStore;
 
 /// The store's own faults. A missing token is not an error (`Ok(None)`).
@@ -146,6 +148,13 @@ pub trait TokenStore: Send + Sync + 'static {
     fn confirm(&self, current: &Stored) -> impl Future<Output = Result<bool, StoreError>> + Send {
         self.replace(current, &current.record)
     }
+
+    /// Deletes `current` — its record, its id key and its index entries —
+    /// if the stored record is still `current` (`Ok(false)`: changed since
+    /// it was read, or gone). Only for a record nobody was given the
+    /// secret of (a rotate's successor, withdrawn): a token anyone holds
+    /// is revoked, never removed, so that its refusal says why.
+    fn remove(&self, current: &Stored) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// A page of tokens, newest first.
     fn list(&self, query: ListQuery) -> impl Future<Output = Result<Page, StoreError>> + Send;
@@ -315,6 +324,13 @@ impl TokenStore for Store {
         match self {
             Store::Embedded(s) => s.confirm(current).await,
             Store::Redis(s) => s.confirm(current).await,
+        }
+    }
+
+    async fn remove(&self, current: &Stored) -> Result<bool, StoreError> {
+        match self {
+            Store::Embedded(s) => s.remove(current).await,
+            Store::Redis(s) => s.remove(current).await,
         }
     }
 

@@ -52,7 +52,7 @@ mod usage;
 
 pub use self::connect::Topology;
 use self::connect::{Conn, Target, Use};
-use self::scripts::{COMPARE_AND_SET, set_cmd};
+use self::scripts::{COMPARE_AND_DELETE, COMPARE_AND_SET, set_cmd};
 pub use self::usage::USAGE_DELTAS_PER_PIPELINE;
 
 /// Index entries fetched per round trip while listing.
@@ -85,6 +85,8 @@ struct Inner {
     timeout: Duration,
     retention: Duration,
     compare_and_set: Script,
+    /// The record key, and the id key, deleted while they hold what was read.
+    compare_and_delete: Script,
     /// The audit stream keeps about this many events (`audit.max_events`).
     audit_max: AtomicU64,
 }
@@ -131,6 +133,7 @@ impl RedisStore {
                 timeout: options.timeout,
                 retention: options.retention,
                 compare_and_set: Script::new(COMPARE_AND_SET),
+                compare_and_delete: Script::new(COMPARE_AND_DELETE),
                 audit_max: AtomicU64::new(crate::audit::DEFAULT_MAX_EVENTS),
             }),
         })
@@ -267,6 +270,51 @@ impl TokenStore for RedisStore {
         self.write(current, new, false).await
     }
 
+    /// The record by compare-and-delete, then its id key (while it names
+    /// this record), its index entries and an event; one key a command,
+    /// as every write here.
+    async fn remove(&self, current: &Stored) -> Result<bool, StoreError> {
+        let token_key = self.token_key(&current.hash);
+        let id_key = self.id_key(current.record.id.as_str());
+        let hex = current.hash.to_hex();
+        let id = current.record.id.as_str();
+        self.timed_on(Use::Change, |mut conn| async move {
+            let deleted: i64 = self
+                .inner
+                .compare_and_delete
+                .key(&token_key)
+                .arg(&current.raw[..])
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            let _: i64 = self
+                .inner
+                .compare_and_delete
+                .key(&id_key)
+                .arg(hex.as_bytes())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            let zrem = |index: String| {
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(index).arg(id);
+                cmd
+            };
+            let _: Vec<Value> = conn
+                .each(vec![
+                    zrem(self.index_key(Some(&current.record.workspace_id))),
+                    zrem(self.index_key(None)),
+                ])
+                .await?;
+            self.publish_on(&mut conn, &current.hash).await?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn list(&self, query: ListQuery) -> Result<Page, StoreError> {
         let index = self.index_key(query.workspace.as_deref());
         let index = index.as_str();
@@ -345,8 +393,7 @@ impl RedisStore {
                 return Ok(false);
             }
             // The id key lives as long as the record: its deadline moved
-            // with the record's, and dropped when the record's is (a
-            // revocation lifted when a rotate is given back) — or the token
+            // with the record's, and dropped when the record's is — or the token
             // could no longer be found by id once the old deadline passed.
             // Written whole, at the cost of a PEXPIREAT: that mends a drop
             // an earlier write could not make, and a key Redis lost

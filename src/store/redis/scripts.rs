@@ -16,6 +16,13 @@ end
 return 1
 ";
 
+/// Deletes a key only if it holds the expected bytes.
+/// ARGV: expected.
+pub(super) const COMPARE_AND_DELETE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+";
+
 /// `SET key value [PXAT ms]`.
 pub(super) fn set_cmd(key: &str, value: &[u8], expire_at: Option<u64>, nx: bool) -> redis::Cmd {
     let mut cmd = redis::cmd("SET");
