@@ -500,3 +500,100 @@ async fn a_tenant_sees_the_address_and_request_id_of_its_own_tokens_changes_only
         "{all:?}"
     );
 }
+
+/// A revoke or disable that Redis made but whose answer came after the
+/// gate stopped waiting (the caller got 503), retried: the retry finds it
+/// made. The change happened, so its event is in the log — written by the
+/// retry, once, with the change's own time. Before, the retry changed
+/// nothing and wrote nothing: a revocation no audit showed.
+#[tokio::test]
+async fn a_change_that_landed_after_its_timeout_is_audited_by_the_retry() {
+    let redis = common::RedisServer::start();
+    // The compare-and-set is a script: its answer comes 1 s late.
+    let relay =
+        common::LateAnswers::start(redis.port, b"EVALSHA", std::time::Duration::from_secs(1)).await;
+    let url = relay.url();
+    let prefix = unique_prefix("audit-late");
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+        ("store.timeout", "300ms"),
+    ])
+    .await;
+    let admin = gate.admin();
+    // A first compare-and-set loads the script (a NOSCRIPT answer held
+    // back would hold back a command Redis never ran).
+    let (warm, _) = created(
+        admin
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Warm", "ws_warm", "workspace_member", "7d"),
+            )
+            .await,
+    )
+    .await;
+    let warmed = admin
+        .post_empty(&format!("/admin/v1/tokens/{warm}/disable"))
+        .await;
+    assert_eq!(warmed.status, StatusCode::OK);
+    for (path, action, state) in [
+        ("", "revoke", "revoked"),
+        ("/disable", "disable", "disabled"),
+    ] {
+        let (id, _) = created(
+            admin
+                .post(
+                    "/admin/v1/tokens",
+                    workspace_token("Late", "ws_late", "workspace_member", "7d"),
+                )
+                .await,
+        )
+        .await;
+        let token = format!("/admin/v1/tokens/{id}");
+        let change = |rid: &'static str| {
+            let admin = admin.clone();
+            let path = format!("{token}{path}");
+            async move {
+                let method = if action == "revoke" {
+                    Method::DELETE
+                } else {
+                    Method::POST
+                };
+                act(&admin, method, &path, None, rid).await
+            }
+        };
+        relay.arm();
+        let first = change("late-first").await;
+        assert_eq!(
+            first.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{action}: {}",
+            String::from_utf8_lossy(&first.body)
+        );
+        // Redis made it all the same.
+        common::eventually(action, std::time::Duration::from_secs(10), || async {
+            let a = admin.get(&token).await;
+            (a.status == StatusCode::OK && a.json()["token"]["state"] == state).then_some(())
+        })
+        .await;
+        let retry = change("late-retry").await;
+        assert_eq!(retry.status, StatusCode::OK, "{action}");
+        // A third call is a repeat: no second event.
+        assert_eq!(change("late-repeat").await.status, StatusCode::OK);
+        let seen = events(&admin, &format!("token={id}")).await;
+        let actions: Vec<&str> = seen.iter().map(|e| e["action"].as_str().unwrap()).collect();
+        assert_eq!(actions, [action, "create"], "{seen:?}");
+        let event = &seen[0];
+        assert_eq!(event["actor"], "admin");
+        assert_eq!(event["request_id"], "late-retry");
+        // The change's own time, not the retry's.
+        let stamp = admin.get(&token).await.json()["token"][format!("{state}_at")].clone();
+        assert_eq!(event["time"], stamp, "{event}");
+        assert_eq!(
+            event["before"][format!("{state}_at")],
+            Value::Null,
+            "{event}"
+        );
+    }
+}

@@ -29,7 +29,7 @@ use crate::token::{
     record::RECORD_VERSION,
 };
 
-use super::audit::record as audit;
+use super::audit::{record as audit, record_late};
 use super::caller::{ADMIN_LABEL, Caller, Reach, judged_now};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, PathId, Reply};
@@ -465,12 +465,36 @@ async fn change(
         op.past_tense(),
         if changed { "" } else { ": nothing changed" }
     );
-    if changed {
-        audit(
-            api,
-            AuditEvent::changed(op.action(), origin, now, &before, &stored.record),
-        )
-        .await;
+    let r = &stored.record;
+    match op {
+        _ if changed => {
+            audit(
+                api,
+                AuditEvent::changed(op.action(), origin, now, &before, r),
+            )
+            .await;
+        }
+        // Found made: perhaps by this caller's try whose answer was lost.
+        Change::Disable => {
+            let unset = TokenRecord {
+                disabled_at: None,
+                disabled_by: None,
+                ..r.clone()
+            };
+            let (at, by) = (r.disabled_at, r.disabled_by.as_deref());
+            record_late(api, origin, caller, op.action(), at, by, unset, r, now).await;
+        }
+        Change::Revoke => {
+            let unset = TokenRecord {
+                revoked_at: None,
+                revoked_by: None,
+                ..r.clone()
+            };
+            let (at, by) = (r.revoked_at, r.revoked_by.as_deref());
+            record_late(api, origin, caller, op.action(), at, by, unset, r, now).await;
+        }
+        // No stamp tells when a token was enabled.
+        Change::Enable => {}
     }
     // Revoking the value a rotation made ends the overlap of the value it
     // replaced: also when this call found it revoked already, so a retry

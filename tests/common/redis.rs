@@ -1,6 +1,7 @@
 //! Single Redis servers for tests: a throwaway `redis-server` (`RedisServer`),
-//! a node a test may kill and restart (`RedisNode`), `redis-cli`, and a PING
-//! poll. Every process is stopped on drop; never touches the gate.
+//! a node a test may kill and restart (`RedisNode`), `redis-cli`, a PING
+//! poll, and a relay that holds back Redis's answers (`LateAnswers`).
+//! Every process is stopped on drop; never touches the gate.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -215,4 +216,75 @@ pub async fn wait_redis_answers(url: &str, deadline: Duration) -> Duration {
     })
     .await;
     start.elapsed()
+}
+
+// === answers that come late ===
+
+/// A TCP relay in front of a Redis server that, once armed, holds back
+/// the answer to the first command containing `trigger` (and whatever
+/// follows it on that connection) for `delay`: Redis has run the command,
+/// its client stops waiting first — a write that landed, reported as a
+/// timeout. Stops with the test's runtime.
+pub struct LateAnswers {
+    pub port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LateAnswers {
+    pub async fn start(redis_port: u16, trigger: &'static [u8], delay: Duration) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let arm = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
+                else {
+                    continue;
+                };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let hold = Arc::new(AtomicBool::new(false));
+                let (arm, hold_in) = (arm.clone(), hold.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                        let chunk = &buf[..n];
+                        if chunk.windows(trigger.len()).any(|w| w == trigger)
+                            && arm.swap(false, Ordering::SeqCst)
+                        {
+                            hold_in.store(true, Ordering::SeqCst);
+                        }
+                        if server_tx.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = server_rx.read(&mut buf).await {
+                        if hold.swap(false, Ordering::SeqCst) {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if client_tx.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, armed }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The next command containing the trigger gets its answer late.
+    pub fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
