@@ -19,8 +19,7 @@ use hawzu_gate::store::{
     EmbeddedStore, ListFilter, ListQuery, Page, RedisStore, RotateError, Rotation, StoreError,
     Stored, TokenStore, redis::RedisOptions, rotate, update,
 };
-use hawzu_gate::token::record::RECORD_VERSION;
-use hawzu_gate::token::{Scope, TokenHash, TokenId, TokenRecord, TokenSecret};
+use hawzu_gate::token::{TokenHash, TokenId, TokenRecord, TokenSecret};
 use jiff::Timestamp;
 
 use common::{redis_url, unique_prefix};
@@ -175,32 +174,6 @@ impl<S: TokenStore> TokenStore for Interfering<S> {
     }
 }
 
-fn record(created_at: Timestamp) -> TokenRecord {
-    TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI Runner".into(),
-        workspace_id: "ws_rotate".into(),
-        scope: Scope::Workspace {
-            role: "workspace_member".into(),
-        },
-        created_by: "tests".into(),
-        created_at,
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        revoked_by: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
-        limits_by: None,
-    }
-}
-
 /// A rotate without overlap, as the admin API plans one: refused once
 /// the old token is revoked; the old value revoked at once; the successor
 /// a copy under a new id.
@@ -251,7 +224,7 @@ impl Outcome {
 
 async fn scenario<S: TokenStore>(inner: S, fault: Fault, meanwhile: Meanwhile) -> Outcome {
     let now = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
-    let old = record(now);
+    let old = common::record("ws_rotate", now);
     inner
         .create(&TokenSecret::generate().unwrap().hash(), &old)
         .await

@@ -17,13 +17,12 @@ use hawzu_gate::store::{
     Change, ChangeFeed, Changes, Cursor, EmbeddedStore, ListFilter, ListQuery, MAX_PAGE,
     RedisStore, StoreError, TokenStore, redis::RedisOptions, update,
 };
-use hawzu_gate::token::record::RECORD_VERSION;
 use hawzu_gate::token::{
     ProjectGrant, Scope, TokenHash, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState,
 };
 use jiff::{SignedDuration, Timestamp};
 
-use common::{RedisServer, eventually, redis_url, unique_prefix};
+use common::{RedisServer, eventually, record, redis_url, unique_prefix};
 
 /// The stores' call timeout in the semantic tests: generous, so that a busy
 /// machine cannot turn a set-up step into a failure (the request path's
@@ -32,32 +31,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// The request path's default, for the test that checks calls are bounded.
 const REQUEST_PATH_TIMEOUT: Duration = Duration::from_millis(250);
 const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
-
-fn record(ws: &str, created_at: Timestamp) -> TokenRecord {
-    TokenRecord {
-        v: RECORD_VERSION,
-        id: TokenId::generate().unwrap(),
-        name: "CI Runner".into(),
-        workspace_id: ws.into(),
-        scope: Scope::Workspace {
-            role: "workspace_member".into(),
-        },
-        created_by: "tests".into(),
-        created_at,
-        expires_at: None,
-        disabled_at: None,
-        disabled_by: None,
-        revoked_at: None,
-        revoked_by: None,
-        last_used_at: None,
-        rotated_from: None,
-        description: None,
-        rotated_to: None,
-        allow_from: Vec::new(),
-        not_before: None,
-        limits_by: None,
-    }
-}
 
 fn project_record(ws: &str, created_at: Timestamp) -> TokenRecord {
     TokenRecord {

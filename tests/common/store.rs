@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+use hawzu_gate::token::record::RECORD_VERSION;
+use hawzu_gate::token::{Scope, TokenId, TokenRecord};
+use jiff::Timestamp;
+
 use super::eventually;
 
 /// The Redis key of `secret`'s record under `prefix` (docs/design.md §
@@ -161,6 +165,35 @@ pub fn workspace_record(name: &str) -> hawzu_gate::token::TokenRecord {
         },
         created_by: "test".into(),
         created_at: jiff::Timestamp::now(),
+        expires_at: None,
+        disabled_at: None,
+        disabled_by: None,
+        revoked_at: None,
+        revoked_by: None,
+        last_used_at: None,
+        rotated_from: None,
+        description: None,
+        rotated_to: None,
+        allow_from: Vec::new(),
+        not_before: None,
+        limits_by: None,
+    }
+}
+
+/// A live workspace token record in `ws`, made by `tests` at `created_at`,
+/// never expiring, nothing else set: for tests that write the store
+/// directly.
+pub fn record(ws: &str, created_at: Timestamp) -> TokenRecord {
+    TokenRecord {
+        v: RECORD_VERSION,
+        id: TokenId::generate().unwrap(),
+        name: "CI Runner".into(),
+        workspace_id: ws.into(),
+        scope: Scope::Workspace {
+            role: "workspace_member".into(),
+        },
+        created_by: "tests".into(),
+        created_at,
         expires_at: None,
         disabled_at: None,
         disabled_by: None,
