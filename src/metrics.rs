@@ -158,16 +158,18 @@ pub enum StoreOp {
     Find,
     Create,
     Replace,
+    Remove,
     List,
     Ping,
 }
 
 impl StoreOp {
-    const ALL: [StoreOp; 6] = [
+    const ALL: [StoreOp; 7] = [
         StoreOp::Get,
         StoreOp::Find,
         StoreOp::Create,
         StoreOp::Replace,
+        StoreOp::Remove,
         StoreOp::List,
         StoreOp::Ping,
     ];
@@ -178,6 +180,7 @@ impl StoreOp {
             StoreOp::Find => "find",
             StoreOp::Create => "create",
             StoreOp::Replace => "replace",
+            StoreOp::Remove => "remove",
             StoreOp::List => "list",
             StoreOp::Ping => "ping",
         }

@@ -597,3 +597,45 @@ async fn a_change_that_landed_after_its_timeout_is_audited_by_the_retry() {
         );
     }
 }
+
+/// Repeats of one revoke sent at once (a client retrying before its first
+/// try's answer came): one change, so one event — the repeats that find it
+/// made write it only if nobody did, under the change's claim. On both
+/// stores, several rounds (a check-then-write lets two through now and
+/// then).
+#[tokio::test]
+async fn concurrent_repeats_of_a_change_leave_exactly_one_event() {
+    let prefix = unique_prefix("audit-once");
+    let url = redis_url();
+    let redis = [
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ];
+    for (store, extra) in [("embedded", &[][..]), ("redis", &redis[..])] {
+        let gate = InProcessGate::start(extra).await;
+        let admin = gate.admin();
+        for round in 0..10 {
+            let (id, _) = created(
+                admin
+                    .post(
+                        "/admin/v1/tokens",
+                        workspace_token("Once", "ws_once", "workspace_member", "7d"),
+                    )
+                    .await,
+            )
+            .await;
+            let path = format!("/admin/v1/tokens/{id}");
+            let calls = (0..6).map(|_| {
+                let (admin, path) = (admin.clone(), path.clone());
+                async move { admin.delete(&path).await.status }
+            });
+            for status in futures_util::future::join_all(calls).await {
+                assert_eq!(status, StatusCode::OK, "{store} round {round}");
+            }
+            let seen = events(&admin, &format!("token={id}")).await;
+            let actions: Vec<&str> = seen.iter().map(|e| e["action"].as_str().unwrap()).collect();
+            assert_eq!(actions, ["revoke", "create"], "{store} round {round}");
+        }
+    }
+}

@@ -38,6 +38,13 @@ enum Fault {
     /// The old token's compare-and-set is written, then reported as a
     /// timeout (Redis took it; its answer came too late).
     ReplaceLandsThenTimesOut,
+    /// The old token's compare-and-set is written, then sent again (a
+    /// cluster client's retry after a dropped connection): the second try
+    /// finds the record changed.
+    ReplaceLandsThenSentAgain,
+    /// As `ReplaceLandsThenTimesOut`, and the old token cannot be read
+    /// back afterwards.
+    ReplaceLandsThenUnreadable,
 }
 
 /// What another writer does to the old token: at the fault's moment, or
@@ -124,6 +131,9 @@ impl<S: TokenStore> TokenStore for Interfering<S> {
     }
 
     async fn find(&self, id: &TokenId) -> Result<Option<Stored>, StoreError> {
+        if self.fault == Fault::ReplaceLandsThenUnreadable && !*self.fault_due.lock().unwrap() {
+            return Err(injected());
+        }
         self.inner.find(id).await
     }
 
@@ -144,15 +154,24 @@ impl<S: TokenStore> TokenStore for Interfering<S> {
     }
 
     async fn replace(&self, current: &Stored, new: &TokenRecord) -> Result<bool, StoreError> {
-        if self.fault_now(&[Fault::ReplaceFails, Fault::ReplaceLandsThenTimesOut]) {
-            if self.fault == Fault::ReplaceLandsThenTimesOut {
-                let written = self.inner.replace(current, new).await?;
-                assert!(written, "the rotate's write was meant to land");
-                self.meanwhile().await;
-                return Err(StoreError::Timeout(TIMEOUT));
-            }
+        let landing = [
+            Fault::ReplaceLandsThenTimesOut,
+            Fault::ReplaceLandsThenSentAgain,
+            Fault::ReplaceLandsThenUnreadable,
+        ];
+        if self.fault_now(&[Fault::ReplaceFails]) {
             self.meanwhile().await;
             return Err(injected());
+        }
+        if self.fault_now(&landing) {
+            let written = self.inner.replace(current, new).await?;
+            assert!(written, "the rotate's write was meant to land");
+            self.meanwhile().await;
+            if self.fault == Fault::ReplaceLandsThenSentAgain {
+                // The same write again: the record is no longer `current`.
+                return self.inner.replace(current, new).await;
+            }
+            return Err(StoreError::Timeout(TIMEOUT));
         }
         self.inner.replace(current, new).await
     }
@@ -332,6 +351,30 @@ async fn a_token_narrowed_between_the_writes_is_not_rotated_into_its_old_network
     assert!(o.withdrawn(), "{:?}", o.successor);
 }
 
+async fn a_write_that_landed_and_was_sent_again_is_the_rotate_done<S: TokenStore>(s: S) {
+    // The second try finds the token rotated — by this rotate: before, it
+    // was refused as `token_revoked` and the successor the old token now
+    // names was removed, leaving nobody a working value.
+    let o = scenario(s, Fault::ReplaceLandsThenSentAgain, Meanwhile::Nothing).await;
+    assert!(o.result.is_ok(), "{:?}", o.result);
+    assert!(o.old.is_revoked_at(o.now));
+    assert!(works(&o.successor, o.now), "{:?}", o.successor);
+    assert_eq!(o.old.rotated_to, o.successor.map(|s| s.id));
+}
+
+async fn a_write_in_doubt_that_cannot_be_read_back_leaves_the_successor<S: TokenStore>(s: S) {
+    // Unknown whether the old token names it: removing it could leave the
+    // old token rotated to nothing; left, it is a record nobody holds.
+    let o = scenario(s, Fault::ReplaceLandsThenUnreadable, Meanwhile::Nothing).await;
+    assert!(
+        matches!(o.result, Err(RotateError::Store(_))),
+        "{:?}",
+        o.result
+    );
+    assert!(works(&o.successor, o.now), "{:?}", o.successor);
+    assert_eq!(o.old.rotated_to, o.successor.map(|s| s.id));
+}
+
 async fn a_rotate_writes_both_records<S: TokenStore>(s: S) {
     let o = scenario(s, Fault::Nothing, Meanwhile::Nothing).await;
     assert!(o.result.is_ok(), "{:?}", o.result);
@@ -384,5 +427,7 @@ on_both_stores!(
     a_write_that_failed_leaves_the_old_token_and_withdraws_the_successor,
     a_token_revoked_between_the_writes_is_refused_and_the_successor_withdrawn,
     a_token_narrowed_between_the_writes_is_not_rotated_into_its_old_networks,
+    a_write_that_landed_and_was_sent_again_is_the_rotate_done,
+    a_write_in_doubt_that_cannot_be_read_back_leaves_the_successor,
     a_rotate_writes_both_records,
 );

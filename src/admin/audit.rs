@@ -41,18 +41,34 @@ pub(super) async fn record(api: &AdminState, event: AuditEvent) {
 /// How long after a change a repeat by the same caller may be the retry of
 /// a try whose answer was lost (a timeout after the store took it).
 const LATE_WINDOW: SignedDuration = SignedDuration::from_secs(3600);
-/// Pages of the log [`record_late`] reads back to the change, at most.
-const LATE_PAGES: usize = 4;
+/// How long a change's claim outlives [`LATE_WINDOW`].
+const CLAIM_MARGIN: SignedDuration = SignedDuration::from_secs(600);
+
+/// Writes the event of a change stamped `at` by `by` (a disable or a
+/// revoke: `disabled_at`/`revoked_at` and their `_by`) once across a
+/// fleet, under a claim (`change:<token>:<action>:<at ms>:<by>`) that a
+/// repeat of the change ([`record_late`]) finds for as long as it may
+/// write the event instead.
+pub(super) async fn record_stamped(api: &AdminState, at: Timestamp, by: &str, event: AuditEvent) {
+    let key = format!(
+        "change:{}:{}:{}:{by}",
+        event.token_id,
+        event.action.as_str(),
+        at.as_millisecond()
+    );
+    let until = at
+        .checked_add(LATE_WINDOW + CLAIM_MARGIN)
+        .unwrap_or(Timestamp::MAX);
+    api.cache.record_audit_once(&key, until, event).await;
+}
 
 /// A change that a repeat found made already: its state stamped `at`, by
 /// `by`. If it is this caller's own (the same label) and recent, it may be
 /// the earlier try whose answer was lost after the store took it — and
-/// whose event was therefore never written. Unless the log holds an event
-/// of it (`action`, or a rotate that revoked at once) since `at`, it is
-/// written now, with the change's own time and `before` as the change
-/// found the record as far as the record still tells (the stamp and its
-/// author unset). A log that cannot be read back far enough writes nothing
-/// (a duplicate would mislead as much), and says so.
+/// whose event was therefore never written. Written now under the change's
+/// claim ([`record_stamped`]): once, whichever of the two writes it, with
+/// the change's own time and `before` as the change found the record as
+/// far as the record still tells (the stamp and its author unset).
 #[allow(clippy::too_many_arguments)] // one change's facts, each needed
 pub(super) async fn record_late(
     api: &AdminState,
@@ -66,59 +82,13 @@ pub(super) async fn record_late(
     now: Timestamp,
 ) {
     let Some(at) = at else { return };
+    let label = caller.label();
     let recent = at <= now && now.duration_since(at) <= LATE_WINDOW;
-    if !recent || by != Some(caller.label().as_str()) {
+    if !recent || by != Some(label.as_str()) {
         return;
     }
-    let mut q = AuditQuery {
-        token: Some(after.id.clone()),
-        workspace: None,
-        since: Some(at),
-        cursor: None,
-        limit: DEFAULT_PAGE,
-        visible: Visible::all(),
-    };
-    for _ in 0..LATE_PAGES {
-        let page = match api.cache.store().audit_page(&q).await {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::warn!(
-                    target: "hawzu_gate::audit",
-                    token_id = %after.id,
-                    error = %e,
-                    "a repeated change could not check the log for its first try's event"
-                );
-                return;
-            }
-        };
-        let recorded = page.events.iter().any(|e| {
-            e.token_id == after.id
-                && (e.action == action || action == Action::Revoke && e.action == Action::Rotate)
-        });
-        if recorded {
-            return;
-        }
-        match page.next {
-            Some(next) => q.cursor = Some(next),
-            None => {
-                tracing::info!(
-                    target: "hawzu_gate::audit",
-                    token_id = %after.id,
-                    action = action.as_str(),
-                    at = %at,
-                    "a change whose answer was lost is recorded by its repeat"
-                );
-                record(api, AuditEvent::changed(action, origin, at, &before, after)).await;
-                return;
-            }
-        }
-    }
-    tracing::warn!(
-        target: "hawzu_gate::audit",
-        token_id = %after.id,
-        action = action.as_str(),
-        "a repeated change could not read the log back to its first try: no event written for it"
-    );
+    let event = AuditEvent::changed(action, origin, at, &before, after);
+    record_stamped(api, at, &label, event).await;
 }
 
 /// `GET /admin/v1/audit?token=&workspace=&since=&limit=&cursor=`: one page

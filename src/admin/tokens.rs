@@ -29,7 +29,7 @@ use crate::token::{
     record::RECORD_VERSION,
 };
 
-use super::audit::{record as audit, record_late};
+use super::audit::{record as audit, record_late, record_stamped};
 use super::caller::{ADMIN_LABEL, Caller, Reach, judged_now};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, PathId, Reply};
@@ -466,14 +466,18 @@ async fn change(
         if changed { "" } else { ": nothing changed" }
     );
     let r = &stored.record;
+    let event = || AuditEvent::changed(op.action(), origin, now, &before, r);
     match op {
-        _ if changed => {
-            audit(
-                api,
-                AuditEvent::changed(op.action(), origin, now, &before, r),
-            )
-            .await;
+        // Under the change's claim, which a repeat finds (below).
+        Change::Disable if changed => {
+            let (at, by) = (r.disabled_at.unwrap_or(now), r.disabled_by.as_deref());
+            record_stamped(api, at, by.unwrap_or_default(), event()).await;
         }
+        Change::Revoke if changed => {
+            let (at, by) = (r.revoked_at.unwrap_or(now), r.revoked_by.as_deref());
+            record_stamped(api, at, by.unwrap_or_default(), event()).await;
+        }
+        _ if changed => audit(api, event()).await,
         // Found made: perhaps by this caller's try whose answer was lost.
         Change::Disable => {
             let unset = TokenRecord {

@@ -5,7 +5,9 @@
 //! undo or fail the change it describes: the event goes to the error log
 //! whole instead, and is counted (`hawzu_gate_audit_events_total`).
 //! [`TokenCache::record_once`] is the same for a notice the gate writes
-//! once per key across a fleet (an expiry notice).
+//! once per key across a fleet (an expiry notice), and
+//! [`TokenCache::record_audit_once`] for a change's event that its repeat
+//! may write instead.
 
 use jiff::Timestamp;
 
@@ -19,16 +21,18 @@ impl<S: TokenStore + AuditLog> TokenCache<S> {
     pub async fn record_audit(&self, event: AuditEvent) {
         match self.store().append(&event).await {
             Ok(position) => self.recorded(event, position.to_string()),
-            Err(e) => {
-                self.metrics().audit(false);
-                tracing::error!(
-                    target: "hawzu_gate::audit",
-                    error = %e,
-                    event = %serde_json::to_string(&event).unwrap_or_default(),
-                    "audit event NOT recorded in the store; the change it describes stands"
-                );
-            }
+            Err(e) => self.not_recorded(&event, &e),
         }
+    }
+
+    fn not_recorded(&self, event: &AuditEvent, e: &crate::store::StoreError) {
+        self.metrics().audit(false);
+        tracing::error!(
+            target: "hawzu_gate::audit",
+            error = %e,
+            event = %serde_json::to_string(event).unwrap_or_default(),
+            "audit event NOT recorded in the store; the change it describes stands"
+        );
     }
 
     fn recorded(&self, mut event: AuditEvent, id: String) {
@@ -43,6 +47,18 @@ impl<S: TokenStore + AuditLog> TokenCache<S> {
 }
 
 impl<S: TokenStore + AuditLog + Outbox> TokenCache<S> {
+    /// As [`TokenCache::record_audit`], unless an event was written under
+    /// `key` (until `until`) by any gate: a change's event, which a repeat
+    /// of the change may write if the change's own try could not (its
+    /// answer lost after the store took it) — never both.
+    pub async fn record_audit_once(&self, key: &str, until: Timestamp, event: AuditEvent) {
+        match self.store().append_once(key, until, &event).await {
+            Ok(Some(position)) => self.recorded(event, position.to_string()),
+            Ok(None) => {}
+            Err(e) => self.not_recorded(&event, &e),
+        }
+    }
+
     /// Writes `event` unless one was written under `key` (until `until`)
     /// by any gate: true when this call wrote it. A failed write is logged
     /// and tried again by the caller's next round.

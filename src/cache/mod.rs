@@ -540,7 +540,7 @@ impl<S: TokenStore> TokenStore for TokenCache<S> {
 
     async fn remove(&self, current: &Stored) -> Result<bool, StoreError> {
         let result = self
-            .timed(StoreOp::Replace, self.store.remove(current))
+            .timed(StoreOp::Remove, self.store.remove(current))
             .await;
         self.invalidate(&current.hash).await;
         result

@@ -53,18 +53,23 @@ enum Step<E> {
 /// The successor is written first. Until the old token names it, nobody
 /// holds its secret and nothing refers to it, so a failure from there on
 /// leaves the old token as it was and only withdraws the successor
-/// (revoked: it never works). The old token is then rotated by
-/// compare-and-set, `plan` judging the record written over; one that
-/// changed since the successor was planned from it in a way the
-/// successor would copy (its networks narrowed, its expiry shortened, a
-/// rename) is [`RotateError::Changed`]. Nothing is ever undone on the old
-/// token: a revocation made meanwhile — which finds the token revoked by
-/// the rotate and writes nothing — always stays.
+/// (removed). The old token is then rotated by compare-and-set, `plan`
+/// judging the record written over; one that changed since the successor
+/// was planned from it in a way the successor would copy (any field it
+/// copies: networks, expiry, name, description…) is
+/// [`RotateError::Changed`]. Nothing is ever undone on the old token: a
+/// revocation made meanwhile — which finds the token revoked by the
+/// rotate and writes nothing — always stays.
 ///
-/// A compare-and-set reported failed may have landed (a timeout after
-/// Redis took it): the old token is read again, and if it names this
-/// successor the rotate took place — confirmed once more, so that other
-/// gates are told and replicas hold it — and is answered as such.
+/// A compare-and-set may land and be reported otherwise: a timeout after
+/// Redis took it, or a cluster client that sent it again after a
+/// dropped connection (the second try finds the record changed). A run
+/// that finds the old token naming this successor takes it as done, and
+/// a store error reads the old token again: naming the successor, the
+/// rotate took place — confirmed once more, so that other gates are told
+/// and replicas hold it — and is answered as such; unreadable, the
+/// successor is left (nobody holds its secret) rather than removed from
+/// under an old token that may name it.
 pub async fn rotate<S, E>(
     store: &S,
     id: &TokenId,
@@ -77,15 +82,19 @@ where
     let found = store.find(id).await?.ok_or(RotateError::NotFound)?;
     let successor = plan(&found.record).map_err(RotateError::Refused)?.successor;
     if let Err(e) = store.create(successor_hash, &successor).await {
-        // A conflict is another token's hash or id: not ours to withdraw.
-        if !matches!(e, StoreError::Conflict) {
-            withdraw(store, successor_hash, &successor).await;
-        }
+        // Stored in part, or whole with its answer lost: the hash and id
+        // are fresh, so whatever is under them is this rotate's.
+        withdraw(store, successor_hash, &successor).await;
         return Err(e.into());
     }
-    // The record the last run judged: the one written over.
+    // The record the run that wrote judged: the one written over.
     let before: Mutex<Option<TokenRecord>> = Mutex::new(None);
     let written = update(store, id, |r| {
+        // Rotated by this very rotate (its write landed, then was reported
+        // otherwise): confirmed, not judged again.
+        if r.rotated_to.as_ref() == Some(&successor.id) {
+            return Ok(None);
+        }
         let p = plan(r).map_err(Step::Refused)?;
         if p.successor != successor {
             return Err(Step::Changed);
@@ -94,25 +103,39 @@ where
         Ok(Some(p.old))
     })
     .await;
-    let before = before.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let before = before
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .unwrap_or_else(|| found.record.clone());
     let failed = match written {
         Ok(old) => {
             return Ok(Rotated {
-                before: before.unwrap_or_else(|| found.record.clone()),
+                before,
                 old,
                 successor,
             });
         }
         Err(UpdateError::Store(e)) => match landed(store, id, &successor).await {
-            Some(old) => {
+            Landed::Yes(old) => {
                 return Ok(Rotated {
-                    before: before.unwrap_or_else(|| found.record.clone()),
-                    old,
+                    before,
+                    old: *old,
                     successor,
                 });
             }
-            None => RotateError::Store(e),
+            Landed::No => RotateError::Store(e),
+            Landed::Unknown => {
+                tracing::warn!(
+                    token_id = %id,
+                    rotated_to = %successor.id,
+                    error = %e,
+                    "a rotate whose write failed could not read the old token back; its successor is left (nobody was given its secret)"
+                );
+                return Err(RotateError::Store(e));
+            }
         },
+        // A later run found the token changed (not by this rotate: it
+        // would name the successor) or gone.
         Err(UpdateError::NotFound) => RotateError::NotFound,
         Err(UpdateError::Refused(Step::Refused(e))) => RotateError::Refused(e),
         Err(UpdateError::Refused(Step::Changed)) => RotateError::Changed,
@@ -121,26 +144,53 @@ where
     Err(failed)
 }
 
-/// The old token `id`, if the compare-and-set reported failed in fact
-/// rotated it to `successor` (its id is new: no other write names it),
-/// confirmed again: the event other gates may have missed is sent, and
-/// replicas asked for are waited on.
-async fn landed<S: TokenStore>(store: &S, id: &TokenId, successor: &TokenRecord) -> Option<Stored> {
-    let old = store.find(id).await.ok()??;
-    if old.record.rotated_to.as_ref() != Some(&successor.id) {
-        return None;
+/// Whether a compare-and-set reported failed rotated the old token.
+enum Landed {
+    Yes(Box<Stored>),
+    No,
+    /// The old token could not be read.
+    Unknown,
+}
+
+/// How many times [`landed`] reads the old token, and confirms it.
+const READ_BACK_TRIES: usize = 2;
+
+/// Whether the old token `id` names `successor` (its id is new: no other
+/// write names it) — then confirmed again: the event other gates may have
+/// missed is sent, and replicas asked for are waited on. A confirm that
+/// keeps failing is logged, and the rotate still answered as done: its
+/// successor's secret must reach the caller.
+async fn landed<S: TokenStore>(store: &S, id: &TokenId, successor: &TokenRecord) -> Landed {
+    let mut read = Err(StoreError::Unavailable("not read".into()));
+    for _ in 0..READ_BACK_TRIES {
+        read = store.find(id).await;
+        if read.is_ok() {
+            break;
+        }
     }
-    match store.confirm(&old).await {
-        // Changed since: a later write, which told the gates itself.
-        Ok(_) => {}
-        Err(e) => tracing::warn!(
+    let old = match read {
+        Ok(Some(old)) if old.record.rotated_to.as_ref() == Some(&successor.id) => old,
+        Ok(_) => return Landed::No,
+        Err(_) => return Landed::Unknown,
+    };
+    let mut confirmed = Err(StoreError::Unavailable("not confirmed".into()));
+    for _ in 0..READ_BACK_TRIES {
+        // `Ok(false)`: changed since, by a later write that told the
+        // gates itself.
+        confirmed = store.confirm(&old).await;
+        if confirmed.is_ok() {
+            break;
+        }
+    }
+    if let Err(e) = confirmed {
+        tracing::warn!(
             token_id = %id,
             rotated_to = %successor.id,
             error = %e,
-            "a rotate whose write was reported failed had rotated the token; confirming it failed: other gates learn of it by their cache's lifetime, and a fail-over may lose it"
-        ),
+            "a rotate whose write was reported failed had rotated the token, and confirming it failed: answered as done (the successor's secret must reach the caller); other gates learn of it within their cache's lifetime, and a fail-over before a replica has it would bring the old token back"
+        );
     }
-    Some(old)
+    Landed::Yes(Box::new(old))
 }
 
 /// How many times [`withdraw`] reads again a successor that changed
@@ -173,12 +223,12 @@ async fn withdraw<S: TokenStore>(store: &S, hash: &TokenHash, successor: &TokenR
         ),
         Ok(false) => tracing::error!(
             token_id = %successor.id,
-            "the successor of a rotate that did not take place kept changing and was not removed: nobody was given its secret; revoke it by id"
+            "the successor of a rotate that did not take place kept changing and was not removed: nobody was given its secret; revoke it by id (`token show` finds it)"
         ),
         Err(e) => tracing::error!(
             token_id = %successor.id,
             error = %e,
-            "the successor of a rotate that did not take place could not be removed: nobody was given its secret; revoke it by id"
+            "the successor of a rotate that did not take place could not be removed, or only in part: nobody was given its secret; if `token show` still finds it by id, revoke it"
         ),
     }
 }
