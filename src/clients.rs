@@ -152,7 +152,7 @@ pub fn is_failed_auth(code: DenyCode) -> bool {
 
 /// Clients are counted by address; IPv6 clients by their /64, which one
 /// host usually holds whole.
-fn client_key(ip: IpAddr) -> u128 {
+pub(crate) fn client_key(ip: IpAddr) -> u128 {
     match ip.to_canonical() {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         IpAddr::V6(v6) => u128::from(v6) & !u128::from(u64::MAX),

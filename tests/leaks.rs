@@ -626,9 +626,22 @@ async fn head_and_part(
     length: usize,
     sent: usize,
 ) -> tokio::net::TcpStream {
+    head_and_part_from(leaks, None, key_id, length, sent).await
+}
+
+/// As [`head_and_part`], from client address `from` as a trusted proxy
+/// in front names it (`X-Forwarded-For`).
+async fn head_and_part_from(
+    leaks: SocketAddr,
+    from: Option<&str>,
+    key_id: &str,
+    length: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(leaks).await.unwrap();
+    let forwarded = from.map_or(String::new(), |a| format!("x-forwarded-for: {a}\r\n"));
     let head = format!(
-        "POST /v1/leaks/github HTTP/1.1\r\nhost: gate\r\ncontent-type: application/json\r\ncontent-length: {length}\r\ngithub-public-key-identifier: {key_id}\r\ngithub-public-key-signature: AAAA\r\n\r\n"
+        "POST /v1/leaks/github HTTP/1.1\r\nhost: gate\r\n{forwarded}content-type: application/json\r\ncontent-length: {length}\r\ngithub-public-key-identifier: {key_id}\r\ngithub-public-key-signature: AAAA\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&vec![b' '; sent]).await.unwrap();
@@ -668,12 +681,14 @@ async fn unsigned_bodies_cannot_fill_the_gates_memory() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(answer.contains("unknown_key"), "{answer}");
 
-    // Three reports under a listed key, their bodies trickling in a byte
-    // every 200 ms: two hold the whole budget (2 MiB), whichever comes
-    // last is refused at once, unread (503 overloaded).
+    // Three reports under a listed key from three addresses (one each:
+    // `one_address_cannot_hold_the_whole_report_budget`), their bodies
+    // trickling in a byte every 200 ms: two hold the whole budget (2 MiB),
+    // whichever comes last is refused at once, unread (503 overloaded).
     let mut held = Vec::new();
-    for _ in 0..3 {
-        let stream = head_and_part(leaks, &github.id, 1024 * 1024, 1000).await;
+    for i in 0..3 {
+        let from = format!("203.0.113.{}", 10 + i);
+        let stream = head_and_part_from(leaks, Some(&from), &github.id, 1024 * 1024, 1000).await;
         let (read, mut write) = stream.into_split();
         let trickle = tokio::spawn(async move {
             while write.write_all(b" ").await.is_ok() {
@@ -763,6 +778,71 @@ async fn unsigned_bodies_cannot_fill_the_gates_memory() {
         },
     )
     .await;
+}
+
+/// One address (an IPv6 /64) holds at most one report body's worth of the
+/// budget at a time: four bodies declaring `leaks.max_body_bytes` each,
+/// trickling in just fast enough and each cut only after
+/// `body_read_timeout` — fewer failures a minute than `failed_auth`
+/// allows — filled the whole budget, and GitHub's own reports got 503
+/// for as long as the stranger kept it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_the_whole_report_budget() {
+    let github = SigningKey::new("gh-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let mut env = leaks_env(&keys);
+    env.extend([
+        ("leaks.max_body_bytes", (1024 * 1024).to_string()),
+        ("leaks.max_unverified_bytes", (4 * 1024 * 1024).to_string()),
+        ("limits.body_read_timeout", "10s".to_owned()),
+        ("limits.body_rate_grace", "60s".to_owned()),
+    ]);
+    let gate = gate_with(&env).await;
+    let leaks = leaks_addr(&gate);
+    let stranger = "203.0.113.66";
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let stream = head_and_part_from(leaks, Some(stranger), &github.id, 1024 * 1024, 1000).await;
+        let (read, mut write) = stream.into_split();
+        let trickle = tokio::spawn(async move {
+            while write.write_all(b" ").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        held.push((read, trickle));
+    }
+    // The stranger's later bodies are refused at once, unread: 429.
+    let mut refused = 0;
+    for (read, _) in &mut held {
+        let mut answer = vec![0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(1500), read.read(&mut answer)).await
+        {
+            let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+            assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+            assert!(answer.contains("rate_limited"), "{answer}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3, "one body per address is read at a time");
+    // GitHub's report, from its own address, is judged meanwhile.
+    let body = report(&["hwz_not-a-token"]);
+    let (status, answer) = post_raw(
+        leaks,
+        "/v1/leaks/github",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", "192.0.2.10"),
+            ("github-public-key-identifier", &github.id),
+            ("github-public-key-signature", &github.sign(&body)),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    for (_, trickle) in held {
+        trickle.abort();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,8 @@
 //! signature is checked its body is all a stranger can make the gate hold,
 //! so it is read only under a key GitHub lists, only within the gate-wide
 //! `leaks.max_unverified_bytes` (a report that does not fit is 503
-//! `overloaded`), and only when it comes whole within
+//! `overloaded`) and one report's worth per client address at a time
+//! (`share`; 429), and only when it comes whole within
 //! `limits.body_read_timeout` (GitHub sends it at once; 408 `body_timeout`);
 //! and an address whose reports keep failing waits (the failed-auth
 //! buckets the public door uses). A value that fails its
@@ -31,6 +32,7 @@
 pub mod github;
 pub mod keys;
 pub mod revoke;
+mod share;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -58,6 +60,7 @@ use crate::web::{REQUEST_ID, RequestIds, json};
 use github::{Feedback, KEY_ID_HEADER, Label, Match, SIGNATURE_HEADER, token_hash};
 use keys::{GithubKeys, KeyError};
 use revoke::{Found, Sighting, revoke_leaked};
+use share::Shares;
 
 /// The GitHub door's path.
 pub const GITHUB_PATH: &str = "/v1/leaks/github";
@@ -117,6 +120,8 @@ pub struct Leaks {
     /// Bytes of GitHub bodies held before their signature is checked
     /// (`leaks.max_unverified_bytes`), one permit a byte.
     unverified: Semaphore,
+    /// What each client address holds of it: one report's worth at most.
+    shares: Shares,
     /// Longest a GitHub body may take to arrive whole.
     body_deadline: Duration,
     request_ids: RequestIds,
@@ -143,6 +148,7 @@ impl Leaks {
             trusted_proxies: TrustedProxies::new(&s.trusted_proxies),
             background: Arc::new(Semaphore::new(BACKGROUND_AT_ONCE)),
             unverified: Semaphore::new(settings.unverified_budget()),
+            shares: Shares::new(settings.max_body_bytes),
             body_deadline: s.limits.body_read_timeout.0,
             request_ids: RequestIds::new(),
         }))
@@ -253,6 +259,21 @@ impl Leaks {
         let reserved = declared_length(req.headers())
             .map_or(self.max_body, |n| n.min(self.max_body as u64) as usize)
             .max(1);
+        // One address reads one report's worth at a time: bodies that
+        // trickle in just fast enough, each failing only when cut, cannot
+        // hold the whole budget from one address.
+        let Some(share) = self.shares.take(peer, reserved) else {
+            self.metrics.leak_reports(LeakResult::RateLimited, 1);
+            tracing::warn!(client = %peer, "leak report refused: this address already has a report body being read");
+            let mut res = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                "This address already has a report body being read (one report's worth, leaks.max_body_bytes, at a time); send it again when that one is done.",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return res;
+        };
         let Some(held) = u32::try_from(reserved)
             .ok()
             .and_then(|n| self.unverified.try_acquire_many(n).ok())
@@ -296,6 +317,7 @@ impl Leaks {
             );
         }
         drop(held);
+        drop(share);
         let matches: Vec<Match> = match serde_json::from_slice(&body) {
             Ok(m) => m,
             Err(e) => {
