@@ -171,6 +171,67 @@ async fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     .await;
 }
 
+/// A SIGHUP that finds the file empty or half written (rewritten in place
+/// while the signal came: `cat > gate.toml`, a reloader that fires on the
+/// truncate) is not the running config: its listeners, store and data
+/// directory are the defaults. Before, it parsed, the gate warned that
+/// those wait for a restart — and swapped in default roles, rules and no
+/// `[tokens]` governance: a custom role gone, tokens made meanwhile free
+/// of `max_lifetime` for good. Now such a reload is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_a_file_that_is_not_the_running_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[roles]\nexecution_runner = [\"executions:read\", \"executions:write\"]\n[tokens]\nmax_lifetime = \"30d\"\n";
+    let gate = GateProcess::start(dir.path(), good);
+    let secret = token(&gate, &["--project", "proj_a=execution_runner"]);
+    let path = "/api/v1/workspaces/ws_1/projects/proj_a/executions/run";
+    let check = |secret: String| {
+        let auth = gate.auth;
+        async move {
+            common::nginx_check_at(auth, &secret, "POST", path)
+                .await
+                .status
+        }
+    };
+    assert_eq!(check(secret.clone()).await, StatusCode::OK);
+    let config = std::fs::read_to_string(&gate.config).unwrap();
+    for written in ["", "[roles]\nexecution_runner = [\"executions:read\"]\n"] {
+        std::fs::write(&gate.config, written).unwrap();
+        signal(&gate, "-HUP");
+        eventually(
+            "the refusal to be logged",
+            Duration::from_secs(5),
+            || async {
+                let log = gate.log_text();
+                (log.matches("reload refused").count() > usize::from(!written.is_empty()))
+                    .then_some(())
+            },
+        )
+        .await;
+        let log = gate.log_text();
+        assert!(log.contains("listen"), "{log}");
+        assert!(!log.contains("config reloaded"), "{log}");
+        assert_eq!(check(secret.clone()).await, StatusCode::OK, "{written:?}");
+        // Governance stands: no never-expiring token. (The file put back
+        // first, unsignalled: the CLI finds the gate through it.)
+        std::fs::write(&gate.config, &config).unwrap();
+        let never = gate.cli(&[
+            "token",
+            "create",
+            "--name",
+            "n",
+            "--workspace",
+            "ws_1",
+            "--role",
+            "workspace_member",
+            "--expires",
+            "never",
+        ]);
+        assert_ne!(never.code, 0, "{never:?}");
+        assert!(never.stderr.contains("max_lifetime"), "{never:?}");
+    }
+}
+
 fn tls_config_toml(certs: &TestCerts, client_ca: bool) -> String {
     let mut out = String::new();
     for listener in ["proxy", "auth", "grpc", "admin", "ops"] {

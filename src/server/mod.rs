@@ -328,6 +328,7 @@ impl Bound {
 
         // Until a shutdown (or every sender is gone), reload when asked.
         while let Some(Control::Reload) = control.recv().await {
+            reload::settled(self.config_file.as_deref()).await;
             reload::reload(
                 self.config_file.as_deref(),
                 &mut self.settings,

@@ -29,6 +29,18 @@ pub(super) fn reload(
             return;
         }
     };
+    // Another gate's listeners, store or data: not this gate's config as
+    // it runs — most often a file read while being rewritten in place
+    // (empty, or cut short), whose defaults would otherwise replace the
+    // roles, rules and `[tokens]` governance. Refused whole.
+    let foreign = not_this_gate(settings, &loaded.settings);
+    if !foreign.is_empty() {
+        tracing::error!(
+            keys = %foreign.join(", "),
+            "reload refused: the file's listen, store or data_dir differ from the running gate's (a file read while being rewritten? write a new file and rename it over the old); they change only with a restart; the current config keeps serving"
+        );
+        return;
+    }
     // Build every TLS config before swapping anything: all or nothing.
     // Stamped first: a file changed while it is read is reread by the
     // watcher.
@@ -103,6 +115,41 @@ pub(super) fn reload(
     settings.roles = loaded.settings.roles;
     settings.policy = loaded.settings.policy;
     settings.tls = loaded.settings.tls;
+}
+
+/// The sections that make a config this gate's — where it listens, its
+/// store, its data — that differ in `new`.
+fn not_this_gate(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let json = |s: &Settings| serde_json::to_value(s).unwrap_or_default();
+    let (a, b) = (json(old), json(new));
+    ["listen", "store", "data_dir"]
+        .into_iter()
+        .filter(|k| a.get(k) != b.get(k))
+        .collect()
+}
+
+/// How long [`settled`] waits for a config file to stop changing.
+const SETTLE_STEP: Duration = Duration::from_millis(200);
+const SETTLE_MAX_STEPS: usize = 10;
+
+/// Waits until `path` reads the same twice, [`SETTLE_STEP`] apart (at most
+/// about 2 s): a SIGHUP sent while the file is being written reads it
+/// whole.
+pub(super) async fn settled(path: Option<&Path>) {
+    let Some(path) = path else { return };
+    let mut last = std::fs::read(path).ok();
+    for _ in 0..SETTLE_MAX_STEPS {
+        tokio::time::sleep(SETTLE_STEP).await;
+        let now = std::fs::read(path).ok();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+    tracing::warn!(
+        file = %path.display(),
+        "the config file kept changing for 2 s; reading it as it is now"
+    );
 }
 
 /// Top-level sections that differ and cannot change without a restart.
