@@ -1068,6 +1068,54 @@ async fn one_workspaces_tokens_cannot_flood_the_shared_logs_with_changes() {
     assert_eq!(by_a, 1, "{events}");
 }
 
+/// Under the minute's limit, a tenant's tokens still make at most
+/// `admin.daily_change_limit` changes a day on a gate (300 a minute alone
+/// is 432,000 audit events a day, enough to push every other workspace's
+/// events out of the shared log in a few days); the next is 429 naming
+/// the daily limit, with the refill interval as `Retry-After`.
+#[tokio::test]
+async fn one_workspaces_tokens_make_at_most_the_daily_limit_of_changes() {
+    let gate = InProcessGate::start(&[TOKEN_ADMIN, ("admin.daily_change_limit", "4")]).await;
+    let admin_url = format!("http://{}", gate.addrs.admin);
+    let (_, a) = create_token(
+        &gate,
+        workspace_token("Tenant tooling", "ws_a", "token_admin", "1y"),
+    )
+    .await;
+    let a = Http::new(admin_url).bearer(&a);
+    let (id, _) = create_token(&gate, target_body("token_admin")).await;
+    for i in 0..4 {
+        let op = if i % 2 == 0 { "disable" } else { "enable" };
+        let r = a.post_empty(&format!("/admin/v1/tokens/{id}/{op}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{i}");
+    }
+    let refused = a
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.json()["error"], "rate_limited");
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("admin.daily_change_limit"),
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    // A day over four changes: one every 6 h.
+    assert_eq!(refused.header("retry-after"), Some("21600"));
+    // Reads and the admin key go on.
+    assert_eq!(
+        a.get(&format!("/admin/v1/tokens/{id}")).await.status,
+        StatusCode::OK
+    );
+    let r = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_token_whose_role_is_not_defined_is_reached_by_the_admin_key_alone() {
     // A role taken out of the config for a while (a rollback, a rename)

@@ -43,6 +43,13 @@ pub enum ApiError {
         seconds(.retry_after)
     )]
     ChangeLimited { retry_after: HeaderValue },
+    /// Too many changes by this workspace's tokens today
+    /// (`admin.daily_change_limit`).
+    #[error(
+        "Too many token changes by this workspace's tokens on this gate today (admin.daily_change_limit); the next may come in {} s (Retry-After).",
+        seconds(.retry_after)
+    )]
+    DailyChangeLimited { retry_after: HeaderValue },
     /// Too many reads by this workspace's tokens (`admin.read_limit`).
     #[error(
         "Too many reads by this workspace's tokens on this gate (admin.read_limit); wait {} s (Retry-After).",
@@ -145,6 +152,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RateLimited { .. }
             | ApiError::ChangeLimited { .. }
+            | ApiError::DailyChangeLimited { .. }
             | ApiError::ReadLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -166,6 +174,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::RateLimited { .. }
             | ApiError::ChangeLimited { .. }
+            | ApiError::DailyChangeLimited { .. }
             | ApiError::ReadLimited { .. } => DenyCode::RateLimited.as_str(),
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
@@ -216,6 +225,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::RateLimited { retry_after }
             | ApiError::ChangeLimited { retry_after }
+            | ApiError::DailyChangeLimited { retry_after }
             | ApiError::ReadLimited { retry_after } => {
                 h.insert(header::RETRY_AFTER, retry_after.clone());
             }

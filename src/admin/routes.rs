@@ -309,13 +309,25 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
         } else {
             (&api.reads, "read_limited")
         };
-        if !bucket.try_take(workspace_id.clone(), Instant::now()) {
-            let retry_after = bucket.retry_after().clone();
-            let e = if op.is_change() {
-                ApiError::ChangeLimited { retry_after }
+        let now = Instant::now();
+        let refused_by = if !bucket.try_take(workspace_id.clone(), now) {
+            Some(if op.is_change() {
+                ApiError::ChangeLimited {
+                    retry_after: bucket.retry_after().clone(),
+                }
             } else {
-                ApiError::ReadLimited { retry_after }
-            };
+                ApiError::ReadLimited {
+                    retry_after: bucket.retry_after().clone(),
+                }
+            })
+        } else if op.is_change() && !api.daily_changes.try_take(workspace_id.clone(), now) {
+            Some(ApiError::DailyChangeLimited {
+                retry_after: api.daily_changes.retry_after().clone(),
+            })
+        } else {
+            None
+        };
+        if let Some(e) = refused_by {
             // Told apart from wrong keys' `rate_limited` in the metric.
             metrics.admin(op.as_str(), result);
             refused(&caller.label(), e.code());

@@ -35,6 +35,8 @@ pub struct AdminState {
     pub(super) failed_auth: FailedAuth,
     /// Token callers' changes per workspace (`admin.change_limit`).
     pub(super) changes: Buckets<String>,
+    /// The same per day (`admin.daily_change_limit`).
+    pub(super) daily_changes: Buckets<String>,
     /// Token callers' reads per workspace (`admin.read_limit`).
     pub(super) reads: Buckets<String>,
     /// The request slots token callers may hold together.
@@ -80,18 +82,24 @@ const MAX_WORKSPACES_LIMITED: u64 = 100_000;
 pub struct CallerLimits {
     pub failed_auth: FailedAuth,
     pub changes: Buckets<String>,
+    pub daily_changes: Buckets<String>,
     pub reads: Buckets<String>,
 }
 
 impl CallerLimits {
     /// From `failed_auth.*` and `admin.change_limit` / `.read_limit` /
-    /// `.change_window`.
+    /// `.change_window` / `.daily_change_limit`.
     pub fn new(failed_auth: &FailedAuthSettings, admin: &AdminSettings) -> Self {
         Self {
             failed_auth: FailedAuth::new(failed_auth),
             changes: Buckets::new(
                 admin.change_limit,
                 admin.change_window.0,
+                MAX_WORKSPACES_LIMITED,
+            ),
+            daily_changes: Buckets::new(
+                admin.daily_change_limit,
+                Duration::from_secs(24 * 3600),
                 MAX_WORKSPACES_LIMITED,
             ),
             reads: Buckets::new(
@@ -121,6 +129,7 @@ impl AdminState {
         CallerLimits {
             failed_auth,
             changes,
+            daily_changes,
             reads,
         }: CallerLimits,
         token_requests: usize,
@@ -139,6 +148,7 @@ impl AdminState {
             key,
             failed_auth,
             changes,
+            daily_changes,
             reads,
             token_share,
             rotation,

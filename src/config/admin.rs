@@ -53,6 +53,13 @@ pub struct AdminSettings {
     /// tenant's token checks share. The admin key is never limited. 0: no
     /// limit.
     pub read_limit: u32,
+    /// Changes the token callers of one workspace may make on one gate in
+    /// a day (a burst of as many, coming back evenly over 24 h), on top of
+    /// `change_limit`: the minute's limit alone lets one tenant write
+    /// 432,000 events a day into the audit log every workspace shares
+    /// (`audit.max_events`), pushing the others' out. The admin key is
+    /// never limited. 0: no limit.
+    pub daily_change_limit: u32,
 }
 
 impl Default for AdminSettings {
@@ -67,6 +74,7 @@ impl Default for AdminSettings {
             change_limit: 300,
             change_window: HumanDuration(Duration::from_secs(60)),
             read_limit: 600,
+            daily_change_limit: 10_000,
         }
     }
 }
@@ -162,6 +170,7 @@ impl fmt::Debug for AdminSettings {
             .field("console", &self.console)
             .field("change_limit", &self.change_limit)
             .field("change_window", &self.change_window)
+            .field("daily_change_limit", &self.daily_change_limit)
             .field("read_limit", &self.read_limit)
             .finish()
     }
