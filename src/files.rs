@@ -22,6 +22,40 @@ pub fn planted(path: &Path, meta: &Metadata) -> Option<u32> {
     (dir.mode() & 0o022 != 0).then_some(owner)
 }
 
+/// Why a file nobody named — found by looking in the working directory —
+/// may be another user's: it is owned by another user (not root), others
+/// (or a group not the user's own) may write it, or its directory lets
+/// them replace it (writable by others, or by a group not the user's own,
+/// without the sticky bit). `None`: the user's own, used as named. A
+/// symbolic link is judged as itself and as what it points to.
+pub fn unclaimed(path: &Path) -> Option<String> {
+    let me = rustix::process::geteuid().as_raw();
+    let my_group = rustix::process::getegid().as_raw();
+    let link = std::fs::symlink_metadata(path).ok()?;
+    let target = std::fs::metadata(path).ok()?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = std::fs::metadata(dir.unwrap_or(Path::new("."))).ok()?;
+    let others_write = |m: &Metadata| {
+        m.mode() & 0o002 != 0 || (m.mode() & 0o020 != 0 && m.gid() != my_group)
+    };
+    if let Some(owner) = foreign(link.uid(), me).or_else(|| foreign(target.uid(), me)) {
+        return Some(format!("it belongs to another user (uid {owner})"));
+    }
+    if others_write(&target) {
+        return Some(format!(
+            "another user may write it (mode {:o})",
+            target.mode() & 0o7777
+        ));
+    }
+    if others_write(&dir) && dir.mode() & 0o1000 == 0 {
+        return Some(format!(
+            "its directory lets another user replace it (mode {:o}, no sticky bit)",
+            dir.mode() & 0o7777
+        ));
+    }
+    None
+}
+
 fn foreign(owner: u32, me: u32) -> Option<u32> {
     (owner != me && owner != 0).then_some(owner)
 }

@@ -779,6 +779,77 @@ fn a_config_file_found_in_the_working_directory_does_not_choose_where_the_key_go
     assert!(!err.contains("found in the working directory"), "{err}");
 }
 
+/// A `hawzu-gate.toml` nobody named is another user's when they may have
+/// put it there: owned by another user (not root), writable by others, or
+/// in a directory others may write without the sticky bit (they could
+/// swap it). Such a file chose the admin address (a loopback port anyone
+/// may bind), the data directory (whose key file is read and sent) and,
+/// for `serve`, the admin key and rules: every command refuses it, naming
+/// the file and `--config`. The user's own file in a `/tmp`-like
+/// directory (sticky) is used as before.
+#[test]
+fn a_config_file_found_in_the_working_directory_that_another_user_may_have_put_there_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = rustix::process::geteuid().is_root();
+    let case = |file_mode: u32, dir_mode: u32, owner: Option<u32>| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hawzu-gate.toml");
+        let squatted = format!("127.0.0.1:{}", free_port());
+        std::fs::write(&file, format!("[listen]\nadmin = \"{squatted}\"\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(file_mode)).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&file, Some(uid), None).unwrap();
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(dir_mode)).unwrap();
+        let mut outs = Vec::new();
+        for args in [
+            &["roles"][..],
+            &["token", "list"][..],
+            &["check-config"][..],
+        ] {
+            let out = Command::new(BIN)
+                .current_dir(dir.path())
+                .env_remove("HAWZU_GATE_CONFIG")
+                .env_remove("HAWZU_GATE_ADMIN_URL")
+                .env(
+                    "HAWZU_GATE_ADMIN_KEY",
+                    "hwzadm_the_operators_own_key_0123456789abcdef",
+                )
+                .args(args)
+                .output()
+                .unwrap();
+            outs.push((args.join(" "), out));
+        }
+        // Back to the test's own, so the directory can be removed.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        outs
+    };
+    let refused = |outs: Vec<(String, std::process::Output)>, why: &str| {
+        for (args, out) in outs {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{why}: {args}: {err}");
+            assert!(err.contains("hawzu-gate.toml"), "{why}: {args}: {err}");
+            assert!(err.contains("another user"), "{why}: {args}: {err}");
+            assert!(err.contains("--config"), "{why}: {args}: {err}");
+            assert!(!err.contains("hwzadm_the_operators_own_key"), "{err}");
+        }
+    };
+    refused(case(0o646, 0o755, None), "writable by others");
+    refused(case(0o644, 0o777, None), "in a directory others may write");
+    if root {
+        refused(case(0o644, 0o755, Some(4242)), "another user's");
+    }
+    // The user's own file in a shared directory with the sticky bit: used
+    // (check-config reads it and says so).
+    for (args, out) in case(0o644, 0o1777, None) {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("another user"), "{args}: {err}");
+        if args == "check-config" {
+            assert_eq!(out.status.code(), Some(0), "{err}");
+        }
+    }
+}
+
 /// `token usage --since` takes what humantime reads, spaces included
 /// (`"1d 12h"`): the CLI percent-encodes it in the query, and the server
 /// answers the window. (It exited 2 blaming `--admin-url`.)

@@ -467,38 +467,18 @@ async fn change(
     );
     let r = &stored.record;
     let event = || AuditEvent::changed(op.action(), origin, now, &before, r);
-    match op {
+    match (changed, op.stamp(r)) {
         // Under the change's claim, which a repeat finds (below).
-        Change::Disable if changed => {
-            let (at, by) = (r.disabled_at.unwrap_or(now), r.disabled_by.as_deref());
-            record_stamped(api, at, by.unwrap_or_default(), event()).await;
+        (true, Some(Stamp { at, by, .. })) => {
+            record_stamped(api, at.unwrap_or(now), by.unwrap_or_default(), event()).await;
         }
-        Change::Revoke if changed => {
-            let (at, by) = (r.revoked_at.unwrap_or(now), r.revoked_by.as_deref());
-            record_stamped(api, at, by.unwrap_or_default(), event()).await;
-        }
-        _ if changed => audit(api, event()).await,
+        (true, None) => audit(api, event()).await,
         // Found made: perhaps by this caller's try whose answer was lost.
-        Change::Disable => {
-            let unset = TokenRecord {
-                disabled_at: None,
-                disabled_by: None,
-                ..r.clone()
-            };
-            let (at, by) = (r.disabled_at, r.disabled_by.as_deref());
-            record_late(api, origin, caller, op.action(), at, by, unset, r, now).await;
-        }
-        Change::Revoke => {
-            let unset = TokenRecord {
-                revoked_at: None,
-                revoked_by: None,
-                ..r.clone()
-            };
-            let (at, by) = (r.revoked_at, r.revoked_by.as_deref());
+        (false, Some(Stamp { at, by, unset })) => {
             record_late(api, origin, caller, op.action(), at, by, unset, r, now).await;
         }
         // No stamp tells when a token was enabled.
-        Change::Enable => {}
+        (false, None) => {}
     }
     // Revoking the value a rotation made ends the overlap of the value it
     // replaced: also when this call found it revoked already, so a retry
@@ -580,6 +560,13 @@ enum Change {
     Revoke,
 }
 
+/// What a disable or revoke leaves on a record ([`Change::stamp`]).
+struct Stamp<'a> {
+    at: Option<Timestamp>,
+    by: Option<&'a str>,
+    unset: TokenRecord,
+}
+
 impl Change {
     fn as_str(self) -> &'static str {
         match self {
@@ -594,6 +581,32 @@ impl Change {
             Change::Disable => Action::Disable,
             Change::Enable => Action::Enable,
             Change::Revoke => Action::Revoke,
+        }
+    }
+
+    /// The stamp this change leaves on `r` — when, and by whom — and `r`
+    /// with it unset; `None` for an enable, which leaves none.
+    fn stamp(self, r: &TokenRecord) -> Option<Stamp<'_>> {
+        match self {
+            Change::Disable => Some(Stamp {
+                at: r.disabled_at,
+                by: r.disabled_by.as_deref(),
+                unset: TokenRecord {
+                    disabled_at: None,
+                    disabled_by: None,
+                    ..r.clone()
+                },
+            }),
+            Change::Revoke => Some(Stamp {
+                at: r.revoked_at,
+                by: r.revoked_by.as_deref(),
+                unset: TokenRecord {
+                    revoked_at: None,
+                    revoked_by: None,
+                    ..r.clone()
+                },
+            }),
+            Change::Enable => None,
         }
     }
 

@@ -153,6 +153,20 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> u8 {
     let file = config::config_path(cli.config.as_deref());
     let found_in_cwd = config::config_found_in_cwd(cli.config.as_deref());
+    // A file nobody named may be another user's: it would choose where the
+    // admin key goes, which key file is read and, for `serve`, the key and
+    // rules themselves.
+    if found_in_cwd
+        && let Some(path) = &file
+        && let Some(why) = crate::files::unclaimed(path)
+    {
+        complain!(
+            "error: {} was found in the working directory, but {why}: another user may have put it there, and it is not read. If you trust it, name it (--config {}) or fix its ownership and mode",
+            path.display(),
+            path.display()
+        );
+        return USAGE;
+    }
     let loaded = match config::load(file.as_deref()) {
         Ok(mut l) => {
             l.origin.found_in_cwd = found_in_cwd;

@@ -248,6 +248,7 @@ impl Leaks {
                 self.metrics.leak_reports(LeakResult::Unverified, 1);
                 tracing::error!(error = %e, "leak report not judged: no keys");
                 return retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
                     codes::KEYS_UNAVAILABLE,
                     "The secret-scanning keys cannot be read now; send the report again.",
                 );
@@ -265,14 +266,11 @@ impl Leaks {
         let Some(share) = self.shares.take(peer, reserved) else {
             self.metrics.leak_reports(LeakResult::RateLimited, 1);
             tracing::warn!(client = %peer, "leak report refused: this address already has a report body being read");
-            let mut res = refuse(
+            return retry_later(
                 StatusCode::TOO_MANY_REQUESTS,
                 codes::RATE_LIMITED,
                 "This address already has a report body being read (one report's worth, leaks.max_body_bytes, at a time); send it again when that one is done.",
             );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return res;
         };
         let Some(held) = u32::try_from(reserved)
             .ok()
@@ -280,14 +278,11 @@ impl Leaks {
         else {
             self.metrics.leak_reports(LeakResult::Overloaded, 1);
             tracing::warn!(client = %peer, "leak report refused: leaks.max_unverified_bytes in use");
-            let mut res = refuse(
+            return retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
                 codes::OVERLOADED,
                 "Too many report bodies are being read (leaks.max_unverified_bytes); send it again shortly.",
             );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return res;
         };
         // At most what was reserved, whatever the HTTP stack lets through.
         let read = tokio::time::timeout(self.body_deadline, self.read(req.into_body(), reserved));
@@ -354,6 +349,7 @@ impl Leaks {
             Ok(Err(())) => {
                 self.metrics.leak_reports(LeakResult::StoreError, 1);
                 retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
                     codes::STORE_UNAVAILABLE,
                     "The token store failed; send the report again (what was revoked stays revoked).",
                 )
@@ -361,6 +357,7 @@ impl Leaks {
             Err(_) => {
                 self.metrics.leak_reports(LeakResult::StoreError, 1);
                 retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
                     codes::STORE_UNAVAILABLE,
                     "The report took too long; send it again (what was revoked stays revoked).",
                 )
@@ -601,9 +598,10 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>
     )
 }
 
-/// 503 with `Retry-After`: the reporter should send it again.
-fn retry_later(code: &str, message: &str) -> Response<Full<Bytes>> {
-    let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, code, message);
+/// `status` (503, or 429 for this reporter alone) with `Retry-After`: the
+/// reporter should send it again.
+fn retry_later(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let mut res = refuse(status, code, message);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     res

@@ -217,11 +217,7 @@ impl EmbeddedStore {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
-                let same = tokens
-                    .get(&hash[..])
-                    .map_err(unavailable)?
-                    .is_some_and(|raw| raw.value() == expected.as_slice());
-                if !same {
+                if !holds(&tokens, &hash, &expected)? {
                     return Ok(false);
                 }
                 tokens.insert(&hash[..], &new[..]).map_err(unavailable)?;
@@ -245,6 +241,19 @@ impl ChangeFeed for EmbeddedStore {
     fn changes(&self) -> Result<Changes, StoreError> {
         Ok(self.feed.changes())
     }
+}
+
+/// Whether `tokens` holds exactly `expected` under `hash`: the
+/// compare of every compare-and-set here.
+fn holds(
+    tokens: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    hash: &[u8; 32],
+    expected: &[u8],
+) -> Result<bool, StoreError> {
+    Ok(tokens
+        .get(&hash[..])
+        .map_err(unavailable)?
+        .is_some_and(|raw| raw.value() == expected))
 }
 
 fn read_stored(db: &Database, id: &str) -> Result<Option<Stored>, StoreError> {
@@ -361,10 +370,7 @@ impl TokenStore for EmbeddedStore {
             .run(self.read_timeout, move |db| {
                 let txn = db.begin_read().map_err(unavailable)?;
                 let tokens = txn.open_table(TOKENS).map_err(unavailable)?;
-                Ok(tokens
-                    .get(&hash[..])
-                    .map_err(unavailable)?
-                    .is_some_and(|raw| raw.value() == expected.as_slice()))
+                holds(&tokens, &hash, &expected)
             })
             .await;
         if matches!(holds, Ok(true)) {
@@ -385,11 +391,7 @@ impl TokenStore for EmbeddedStore {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut tokens = txn.open_table(TOKENS).map_err(unavailable)?;
-                let same = tokens
-                    .get(&hash[..])
-                    .map_err(unavailable)?
-                    .is_some_and(|raw| raw.value() == expected.as_slice());
-                if !same {
+                if !holds(&tokens, &hash, &expected)? {
                     return Ok(false);
                 }
                 tokens.remove(&hash[..]).map_err(unavailable)?;
