@@ -35,9 +35,8 @@ pub fn unclaimed(path: &Path) -> Option<String> {
     let target = std::fs::metadata(path).ok()?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = std::fs::metadata(dir.unwrap_or(Path::new("."))).ok()?;
-    let others_write = |m: &Metadata| {
-        m.mode() & 0o002 != 0 || (m.mode() & 0o020 != 0 && m.gid() != my_group)
-    };
+    let others_write =
+        |m: &Metadata| m.mode() & 0o002 != 0 || (m.mode() & 0o020 != 0 && m.gid() != my_group);
     if let Some(owner) = foreign(link.uid(), me).or_else(|| foreign(target.uid(), me)) {
         return Some(format!("it belongs to another user (uid {owner})"));
     }
