@@ -639,3 +639,66 @@ async fn concurrent_repeats_of_a_change_leave_exactly_one_event() {
         }
     }
 }
+
+/// A revoke stamped by a rotate without overlap, or by the end of an
+/// overlap (its successor revoked), is that event's: a `DELETE` of the old
+/// token by the same caller afterwards finds it revoked and writes no
+/// second, false `revoke` event (whose `before` would show a rotated token
+/// never revoked).
+#[tokio::test]
+async fn a_delete_after_a_rotate_or_an_ended_overlap_writes_no_second_revoke() {
+    let gate = InProcessGate::start(&[]).await;
+    let admin = gate.admin();
+    let make = || async {
+        created(
+            admin
+                .post(
+                    "/admin/v1/tokens",
+                    workspace_token("Rotated", "ws_rot", "workspace_member", "7d"),
+                )
+                .await,
+        )
+        .await
+        .0
+    };
+    let actions = |id: String| {
+        let admin = admin.clone();
+        async move {
+            let seen = events(&admin, &format!("token={id}")).await;
+            seen.iter()
+                .filter(|e| e["token_id"] == id.as_str())
+                .map(|e| e["action"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Rotated without overlap: revoked at once.
+    let a = make().await;
+    let r = admin
+        .post_empty(&format!("/admin/v1/tokens/{a}/rotate"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        admin.delete(&format!("/admin/v1/tokens/{a}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(actions(a).await, ["rotate", "create"]);
+    // Rotated with an overlap, then its successor revoked: the overlap ends.
+    let a = make().await;
+    let r = admin
+        .post(
+            &format!("/admin/v1/tokens/{a}/rotate"),
+            json!({"overlap": "1h"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let b = r.json()["token"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        admin.delete(&format!("/admin/v1/tokens/{b}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        admin.delete(&format!("/admin/v1/tokens/{a}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(actions(a).await, ["revoke", "rotate", "create"]);
+}

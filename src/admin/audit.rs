@@ -35,7 +35,9 @@ use super::wire::AuditAnswer;
 /// change is; see `cache::audit`): counted, shipped on the log target
 /// `hawzu_gate::audit`, and never failing the change it describes.
 pub(super) async fn record(api: &AdminState, event: AuditEvent) {
-    api.cache.record_audit(event).await;
+    // In a task of its own: a client gone meanwhile does not cut it short.
+    let cache = api.cache.clone();
+    let _ = tokio::spawn(async move { cache.record_audit(event).await }).await;
 }
 
 /// How long after a change a repeat by the same caller may be the retry of
@@ -44,22 +46,37 @@ const LATE_WINDOW: SignedDuration = SignedDuration::from_secs(3600);
 /// How long a change's claim outlives [`LATE_WINDOW`].
 const CLAIM_MARGIN: SignedDuration = SignedDuration::from_secs(600);
 
-/// Writes the event of a change stamped `at` by `by` (a disable or a
-/// revoke: `disabled_at`/`revoked_at` and their `_by`) once across a
-/// fleet, under a claim (`change:<token>:<action>:<at ms>:<by>`) that a
-/// repeat of the change ([`record_late`]) finds for as long as it may
-/// write the event instead.
-pub(super) async fn record_stamped(api: &AdminState, at: Timestamp, by: &str, event: AuditEvent) {
+/// Writes the event of a change that stamped `at` by `by` (`stamp`: a
+/// disable, or a revoke — a `DELETE`, a rotate without overlap, an
+/// overlap ended — `disabled_at`/`revoked_at` and their `_by`) once
+/// across a fleet, under a claim (`change:<token>:<stamp>:<at ms>:<by>`)
+/// that a repeat of the change ([`record_late`]) finds for as long as it
+/// may write the event instead. `first`: the change's own try, which
+/// writes its event without the claim should the claim fail (a duplicate
+/// beats a loss). In a task of its own, so that a client gone between the
+/// claim and the event cannot leave the claim without its event.
+pub(super) async fn record_stamped(
+    api: &AdminState,
+    stamp: Action,
+    at: Timestamp,
+    by: &str,
+    event: AuditEvent,
+    first: bool,
+) {
     let key = format!(
         "change:{}:{}:{}:{by}",
         event.token_id,
-        event.action.as_str(),
+        stamp.as_str(),
         at.as_millisecond()
     );
     let until = at
         .checked_add(LATE_WINDOW + CLAIM_MARGIN)
         .unwrap_or(Timestamp::MAX);
-    api.cache.record_audit_once(&key, until, event).await;
+    let cache = api.cache.clone();
+    let _ = tokio::spawn(async move {
+        cache.record_audit_once(&key, until, event, first).await;
+    })
+    .await;
 }
 
 /// A change that a repeat found made already: its state stamped `at`, by
@@ -88,7 +105,7 @@ pub(super) async fn record_late(
         return;
     }
     let event = AuditEvent::changed(action, origin, at, &before, after);
-    record_stamped(api, at, &label, event).await;
+    record_stamped(api, action, at, &label, event, false).await;
 }
 
 /// `GET /admin/v1/audit?token=&workspace=&since=&limit=&cursor=`: one page

@@ -21,7 +21,7 @@ use crate::store::{self, RotateError, Rotation, update};
 use crate::token::change::{ValidRotate, successor};
 use crate::token::{ChangeRefusal, TokenId, TokenRecord, TokenSecret};
 
-use super::audit::record as audit;
+use super::audit::{record as audit, record_stamped};
 use super::caller::{ADMIN_LABEL, Caller, judged_now};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, OptionalJsonBody, PathId, Reply};
@@ -123,11 +123,13 @@ pub async fn rotate(
         by = %caller.label(),
         "token rotated"
     );
-    audit(
-        &api,
-        AuditEvent::rotated(&origin, now, &before, &old.record, &new),
-    )
-    .await;
+    let event = AuditEvent::rotated(&origin, now, &before, &old.record, &new);
+    match (&old.record.revoked_at, &old.record.revoked_by) {
+        // Revoked at once: under the revoke's claim, so that a `DELETE` of
+        // the old token by this caller later finds its event.
+        (Some(at), Some(by)) => record_stamped(&api, Action::Revoke, *at, by, event, true).await,
+        _ => audit(&api, event).await,
+    }
     Ok(Reply(
         StatusCode::CREATED,
         Created {

@@ -470,7 +470,8 @@ async fn change(
     match (changed, op.stamp(r)) {
         // Under the change's claim, which a repeat finds (below).
         (true, Some(Stamp { at, by, .. })) => {
-            record_stamped(api, at.unwrap_or(now), by.unwrap_or_default(), event()).await;
+            let (at, by) = (at.unwrap_or(now), by.unwrap_or_default());
+            record_stamped(api, op.action(), at, by, event(), true).await;
         }
         (true, None) => audit(api, event()).await,
         // Found made: perhaps by this caller's try whose answer was lost.
@@ -532,11 +533,12 @@ async fn end_overlap(
         by = %caller.label(),
         "token revoked: the overlap of its rotation ended with its successor's revocation"
     );
-    audit(
-        api,
-        AuditEvent::changed(Action::Revoke, origin, now, &before, &stored.record),
-    )
-    .await;
+    // Under the revoke's claim: a `DELETE` of it by this caller later
+    // finds its event.
+    let r = &stored.record;
+    let event = AuditEvent::changed(Action::Revoke, origin, now, &before, r);
+    let (at, by) = (r.revoked_at.unwrap_or(now), caller.label());
+    record_stamped(api, Action::Revoke, at, &by, event, true).await;
     Ok(())
 }
 

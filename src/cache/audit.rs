@@ -51,10 +51,19 @@ impl<S: TokenStore + AuditLog + Outbox> TokenCache<S> {
     /// `key` (until `until`) by any gate: a change's event, which a repeat
     /// of the change may write if the change's own try could not (its
     /// answer lost after the store took it) — never both.
-    pub async fn record_audit_once(&self, key: &str, until: Timestamp, event: AuditEvent) {
+    /// `first`: the change's own try, which writes the event without the
+    /// claim should the claim fail (a duplicate beats a loss).
+    pub async fn record_audit_once(
+        &self,
+        key: &str,
+        until: Timestamp,
+        event: AuditEvent,
+        first: bool,
+    ) {
         match self.store().append_once(key, until, &event).await {
             Ok(Some(position)) => self.recorded(event, position.to_string()),
             Ok(None) => {}
+            Err(_) if first => self.record_audit(event).await,
             Err(e) => self.not_recorded(&event, &e),
         }
     }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -65,6 +65,8 @@ pub struct EmbeddedStore {
     feed: LocalFeed,
     /// The hour whose usage past retention was last pruned.
     pub(super) pruned_hour: Arc<AtomicU32>,
+    /// The minute whose lapsed notice claims were last pruned.
+    pub(super) pruned_minute: Arc<AtomicU64>,
     /// The audit log keeps about this many events (`audit.max_events`).
     audit_max: u64,
 }
@@ -161,6 +163,7 @@ impl EmbeddedStore {
             write_timeout: timeout * 10,
             feed: LocalFeed::new(),
             pruned_hour: Arc::new(AtomicU32::new(0)),
+            pruned_minute: Arc::new(AtomicU64::new(0)),
             audit_max: DEFAULT_MAX_EVENTS,
         })
     }

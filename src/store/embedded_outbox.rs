@@ -7,6 +7,7 @@
 //! one done (a delivery cut short by a crash is sent again: at least once).
 //! A notice and its claim are one write transaction: exactly once.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -129,14 +130,24 @@ impl Outbox for EmbeddedStore {
         let now = Timestamp::now();
         let until = u64::try_from(until.as_millisecond()).unwrap_or(0);
         let now_ms = u64::try_from(now.as_millisecond()).unwrap_or(0);
+        // Lapsed claims are pruned once a minute, not on every call: a
+        // disable or revoke writes one.
+        let minute = now_ms / 60_000;
+        let prune = self.pruned_minute.swap(minute, Ordering::Relaxed) != minute;
         self.run(self.write_timeout, move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
             let written = {
                 let mut notices = txn.open_table(NOTICES).map_err(unavailable)?;
-                notices
-                    .retain(|_, until| until >= now_ms)
-                    .map_err(unavailable)?;
-                if notices.get(key.as_str()).map_err(unavailable)?.is_some() {
+                if prune {
+                    notices
+                        .retain(|_, until| until >= now_ms)
+                        .map_err(unavailable)?;
+                }
+                let held = notices
+                    .get(key.as_str())
+                    .map_err(unavailable)?
+                    .is_some_and(|until| until.value() >= now_ms);
+                if held {
                     None
                 } else {
                     notices.insert(key.as_str(), until).map_err(unavailable)?;

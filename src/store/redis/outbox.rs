@@ -271,18 +271,24 @@ impl Outbox for RedisStore {
         let until = until
             .as_millisecond()
             .max(Timestamp::now().as_millisecond() + 1);
-        self.timed(|mut conn| {
-            let claim = &claim;
-            async move {
-                redis::cmd("PEXPIREAT")
-                    .arg(claim)
-                    .arg(until)
-                    .query_async::<i64>(&mut conn)
-                    .await
-                    .map_err(redis_err)
-            }
-        })
-        .await?;
+        let kept = self
+            .timed(|mut conn| {
+                let claim = &claim;
+                async move {
+                    redis::cmd("PEXPIREAT")
+                        .arg(claim)
+                        .arg(until)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(redis_err)
+                }
+            })
+            .await;
+        // The event is in the stream: written, whatever the claim's
+        // deadline (it then lapses after its first minute).
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, key, "a notice's claim keeps only its first minute");
+        }
         Ok(Some(position))
     }
 }
