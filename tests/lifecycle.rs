@@ -173,13 +173,14 @@ async fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
 
 /// A SIGHUP that finds the file empty or half written (rewritten in place
 /// while the signal came: `cat > gate.toml`, a reloader that fires on the
-/// truncate) is not the running config: its listeners, store and data
-/// directory are the defaults. Before, it parsed, the gate warned that
-/// those wait for a restart — and swapped in default roles, rules and no
-/// `[tokens]` governance: a custom role gone, tokens made meanwhile free
-/// of `max_lifetime` for good. Now such a reload is refused whole.
+/// truncate) lacks sections the running config's file had. Before, it
+/// parsed, and default roles, rules and no `[tokens]` governance went into
+/// force: a custom role gone, tokens made meanwhile free of
+/// `max_lifetime` for good. Now such a reload is refused whole; an edit
+/// that keeps every section (here one that also changes `[store]`, which
+/// waits for a restart) applies as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_of_a_file_that_is_not_the_running_config_is_refused() {
+async fn a_reload_of_a_file_that_lost_sections_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let good = "[roles]\nexecution_runner = [\"executions:read\", \"executions:write\"]\n[tokens]\nmax_lifetime = \"30d\"\n";
     let gate = GateProcess::start(dir.path(), good);
@@ -195,21 +196,20 @@ async fn a_reload_of_a_file_that_is_not_the_running_config_is_refused() {
     };
     assert_eq!(check(secret.clone()).await, StatusCode::OK);
     let config = std::fs::read_to_string(&gate.config).unwrap();
-    for written in ["", "[roles]\nexecution_runner = [\"executions:read\"]\n"] {
+    for (i, written) in ["", "[roles]\nexecution_runner = [\"executions:read\"]\n"]
+        .into_iter()
+        .enumerate()
+    {
         std::fs::write(&gate.config, written).unwrap();
         signal(&gate, "-HUP");
         eventually(
             "the refusal to be logged",
             Duration::from_secs(5),
-            || async {
-                let log = gate.log_text();
-                (log.matches("reload refused").count() > usize::from(!written.is_empty()))
-                    .then_some(())
-            },
+            || async { (gate.log_text().matches("reload refused").count() > i).then_some(()) },
         )
         .await;
         let log = gate.log_text();
-        assert!(log.contains("listen"), "{log}");
+        assert!(log.contains("tokens"), "names what it lacks: {log}");
         assert!(!log.contains("config reloaded"), "{log}");
         assert_eq!(check(secret.clone()).await, StatusCode::OK, "{written:?}");
         // Governance stands: no never-expiring token. (The file put back
@@ -230,6 +230,24 @@ async fn a_reload_of_a_file_that_is_not_the_running_config_is_refused() {
         assert_ne!(never.code, 0, "{never:?}");
         assert!(never.stderr.contains("max_lifetime"), "{never:?}");
     }
+    // Every section kept, one more added: applied (the role loses write),
+    // the store's change logged as waiting for a restart.
+    let edited = config.replace(", \"executions:write\"", "") + "\n[store]\ntimeout = \"300ms\"\n";
+    std::fs::write(&gate.config, edited).unwrap();
+    signal(&gate, "-HUP");
+    eventually("the new roles to apply", Duration::from_secs(5), || async {
+        (check(secret.clone()).await == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
+    eventually(
+        "the reload to be logged",
+        Duration::from_secs(5),
+        || async {
+            let log = gate.log_text();
+            (log.contains("config reloaded") && log.contains("store")).then_some(())
+        },
+    )
+    .await;
 }
 
 fn tls_config_toml(certs: &TestCerts, client_ca: bool) -> String {

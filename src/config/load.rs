@@ -122,6 +122,21 @@ fn env_name_spelled(rest: &str) -> Option<String> {
         })
 }
 
+/// The top-level keys and sections written in the config file at `path`,
+/// as written (not merged with defaults or the environment); none when it
+/// cannot be read as TOML.
+pub fn file_sections(path: &Path) -> std::collections::BTreeSet<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Default::default();
+    };
+    config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize::<BTreeMap<String, config::Value>>())
+        .map(|m| m.into_keys().collect())
+        .unwrap_or_default()
+}
+
 /// Whether [`config_path`] finds `./hawzu-gate.toml` by looking in the
 /// working directory (nothing named a file).
 pub fn config_found_in_cwd(explicit: Option<&Path>) -> bool {

@@ -56,7 +56,7 @@ pub use limits::LimitSettings;
 pub use listen::{Listen, ListenerTls, TlsSettings};
 pub use load::{
     COMMAND_LINE_ENV, CONFIG_ENV, DEFAULT_CONFIG_FILE, Loaded, config_found_in_cwd, config_path,
-    load, load_from, unread_env,
+    file_sections, load, load_from, unread_env,
 };
 pub use log::{LogFormat, LogSettings};
 pub use origin::{ConfigError, ENV_PREFIX, Origin, env_name};

@@ -88,6 +88,9 @@ pub struct Bound {
     policy: PolicyHandle,
     settings: Settings,
     config_file: Option<PathBuf>,
+    /// The sections of the config file as last accepted (at start, then by
+    /// each reload).
+    file_sections: reload::Sections,
     background: Vec<tokio::task::JoinHandle<()>>,
     usage_writer: tokio::task::JoinHandle<()>,
     /// Sends the last spans once the doors are gone (traces on).
@@ -247,6 +250,7 @@ impl Bound {
             policy,
             settings: s.clone(),
             config_file: loaded.origin.file.clone(),
+            file_sections: reload::Sections::of(loaded.origin.file.as_deref()),
             background,
             usage_writer,
             trace_export,
@@ -330,7 +334,7 @@ impl Bound {
         while let Some(Control::Reload) = control.recv().await {
             reload::settled(self.config_file.as_deref()).await;
             reload::reload(
-                self.config_file.as_deref(),
+                (self.config_file.as_deref(), &mut self.file_sections),
                 &mut self.settings,
                 &self.policy,
                 (&tls_handles, &tls_files),

@@ -17,7 +17,7 @@ use super::listeners::{Which, tls_config};
 /// Reads the config again and swaps what can change while running:
 /// rules and roles, and TLS certificates. A bad config changes nothing.
 pub(super) fn reload(
-    config_file: Option<&Path>,
+    (config_file, sections): (Option<&Path>, &mut Sections),
     settings: &mut Settings,
     policy: &PolicyHandle,
     (tls_handles, tls_files): (&[(Which, TlsHandle)], &Mutex<TlsFiles>),
@@ -29,15 +29,16 @@ pub(super) fn reload(
             return;
         }
     };
-    // Another gate's listeners, store or data: not this gate's config as
-    // it runs — most often a file read while being rewritten in place
-    // (empty, or cut short), whose defaults would otherwise replace the
-    // roles, rules and `[tokens]` governance. Refused whole.
-    let foreign = not_this_gate(settings, &loaded.settings);
-    if !foreign.is_empty() {
+    // A file that lost sections the running config's file had — most
+    // often one read while being rewritten in place (empty, or cut short)
+    // — would put their defaults in force: default roles and rules, no
+    // `[tokens]` limits. Refused whole.
+    let now = Sections::of(config_file);
+    let lost = sections.lost_in(&now);
+    if !lost.is_empty() {
         tracing::error!(
-            keys = %foreign.join(", "),
-            "reload refused: the file's listen, store or data_dir differ from the running gate's (a file read while being rewritten? write a new file and rename it over the old); they change only with a restart; the current config keeps serving"
+            sections = %lost.join(", "),
+            "reload refused: the config file lacks sections it had (a file read while being rewritten? write a new file and rename it over the old; to drop a section, leave it empty or restart); the current config keeps serving"
         );
         return;
     }
@@ -115,17 +116,25 @@ pub(super) fn reload(
     settings.roles = loaded.settings.roles;
     settings.policy = loaded.settings.policy;
     settings.tls = loaded.settings.tls;
+    *sections = now;
 }
 
-/// The sections that make a config this gate's — where it listens, its
-/// store, its data — that differ in `new`.
-fn not_this_gate(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let json = |s: &Settings| serde_json::to_value(s).unwrap_or_default();
-    let (a, b) = (json(old), json(new));
-    ["listen", "store", "data_dir"]
-        .into_iter()
-        .filter(|k| a.get(k) != b.get(k))
-        .collect()
+/// The top-level keys and sections of a config file, as written (not
+/// merged with the environment).
+#[derive(Debug, Default)]
+pub(super) struct Sections(std::collections::BTreeSet<String>);
+
+impl Sections {
+    /// Those of `path` (none when there is no file, or it cannot be read
+    /// as TOML: the load that follows says why).
+    pub(super) fn of(path: Option<&Path>) -> Self {
+        Self(path.map(config::file_sections).unwrap_or_default())
+    }
+
+    /// The sections of `self` that `now` lacks.
+    fn lost_in(&self, now: &Sections) -> Vec<String> {
+        self.0.difference(&now.0).cloned().collect()
+    }
 }
 
 /// How long [`settled`] waits for a config file to stop changing.
@@ -137,10 +146,10 @@ const SETTLE_MAX_STEPS: usize = 10;
 /// whole.
 pub(super) async fn settled(path: Option<&Path>) {
     let Some(path) = path else { return };
-    let mut last = std::fs::read(path).ok();
+    let mut last = tokio::fs::read(path).await.ok();
     for _ in 0..SETTLE_MAX_STEPS {
         tokio::time::sleep(SETTLE_STEP).await;
-        let now = std::fs::read(path).ok();
+        let now = tokio::fs::read(path).await.ok();
         if now == last {
             return;
         }
