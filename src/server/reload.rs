@@ -300,8 +300,9 @@ mod tests {
         let after = "[tokens]\naccepted_prefixes = [\"zzrl_\"]\n";
         load(dir.path(), after);
         let files = Mutex::new(TlsFiles::new(settings.tls.clone(), &[]));
+        let file = dir.path().join("gate.toml");
         reload(
-            Some(&dir.path().join("gate.toml")),
+            (Some(&file), &mut Sections::default()),
             &mut settings,
             &policy,
             (&[], &files),
