@@ -19,9 +19,9 @@
 //! as soon as it passes `leaks.max_body_bytes`. Before a GitHub report's
 //! signature is checked its body is all a stranger can make the gate hold,
 //! so it is read only under a key GitHub lists, only within the gate-wide
-//! `leaks.max_unverified_bytes` (a report that does not fit is 503
-//! `overloaded`) and one report's worth per client address at a time
-//! (`share`; 429), and only when it comes whole within
+//! `leaks.max_unverified_bytes`, counted by the bytes that came, and one
+//! report's worth per client address (`share`; past either, 503
+//! `overloaded`), and only when it comes whole within
 //! `limits.body_read_timeout` (GitHub sends it at once; 408 `body_timeout`);
 //! and an address whose reports keep failing waits (the failed-auth
 //! buckets the public door uses). A value that fails its
@@ -60,7 +60,7 @@ use crate::web::{REQUEST_ID, RequestIds, json};
 use github::{Feedback, KEY_ID_HEADER, Label, Match, SIGNATURE_HEADER, token_hash};
 use keys::{GithubKeys, KeyError};
 use revoke::{Found, Sighting, revoke_leaked};
-use share::Shares;
+use share::{Exhausted, Held, Shares};
 
 /// The GitHub door's path.
 pub const GITHUB_PATH: &str = "/v1/leaks/github";
@@ -254,41 +254,35 @@ impl Leaks {
                 );
             }
         };
-        // The body is held only within the budget, and only while it comes
-        // whole in time; the permit is given back once the signature holds
-        // (or the report is refused).
-        let reserved = declared_length(req.headers())
-            .map_or(self.max_body, |n| n.min(self.max_body as u64) as usize)
-            .max(1);
-        // One address reads one report's worth at a time: bodies that
-        // trickle in just fast enough, each failing only when cut, cannot
-        // hold the whole budget from one address.
-        let Some(share) = self.shares.take(peer, reserved) else {
-            self.metrics.leak_reports(LeakResult::RateLimited, 1);
-            tracing::warn!(client = %peer, "leak report refused: this address already has a report body being read");
-            return retry_later(
-                StatusCode::TOO_MANY_REQUESTS,
-                codes::RATE_LIMITED,
-                "This address already has a report body being read (one report's worth, leaks.max_body_bytes, at a time); send it again when that one is done.",
-            );
-        };
-        let Some(held) = u32::try_from(reserved)
-            .ok()
-            .and_then(|n| self.unverified.try_acquire_many(n).ok())
-        else {
-            self.metrics.leak_reports(LeakResult::Overloaded, 1);
-            tracing::warn!(client = %peer, "leak report refused: leaks.max_unverified_bytes in use");
-            return retry_later(
-                StatusCode::SERVICE_UNAVAILABLE,
-                codes::OVERLOADED,
-                "Too many report bodies are being read (leaks.max_unverified_bytes); send it again shortly.",
-            );
-        };
-        // At most what was reserved, whatever the HTTP stack lets through.
-        let read = tokio::time::timeout(self.body_deadline, self.read(req.into_body(), reserved));
+        // The body is held only within the budget, counted by the bytes
+        // that came (a body trickling in holds what it sent, not what it
+        // declared), at most one report's worth per address, and only
+        // while it comes whole in time; given back once the signature
+        // holds (or the report is refused).
+        let mut held = self.shares.hold(&self.unverified, peer);
+        let read = tokio::time::timeout(
+            self.body_deadline,
+            self.read_held(req.into_body(), self.max_body, &mut held),
+        );
         let body = match read.await {
             Ok(Ok(b)) => b,
-            Ok(Err(res)) => {
+            Ok(Err(Unread::Full(full))) => {
+                self.metrics.leak_reports(LeakResult::Overloaded, 1);
+                tracing::warn!(client = %peer, ?full, "leak report refused: leaks.max_unverified_bytes in use");
+                return retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    codes::OVERLOADED,
+                    match full {
+                        Exhausted::Budget => {
+                            "Too many report bodies are being read (leaks.max_unverified_bytes); send it again shortly."
+                        }
+                        Exhausted::Share => {
+                            "This address has as many report bytes being read as one report may hold (leaks.max_body_bytes); send it again shortly."
+                        }
+                    },
+                );
+            }
+            Ok(Err(Unread::Refused(res))) => {
                 if res.status() != StatusCode::PAYLOAD_TOO_LARGE {
                     self.metrics.leak_reports(LeakResult::Unverified, 1);
                 }
@@ -312,7 +306,6 @@ impl Leaks {
             );
         }
         drop(held);
-        drop(share);
         let matches: Vec<Match> = match serde_json::from_slice(&body) {
             Ok(m) => m,
             Err(e) => {
@@ -559,6 +552,42 @@ impl Leaks {
     }
 
     /// The body, at most `max` bytes.
+    /// A GitHub body, at most `max` bytes, each held in `held` as it
+    /// comes.
+    async fn read_held(
+        &self,
+        mut body: TimedBody,
+        max: usize,
+        held: &mut Held<'_>,
+    ) -> Result<Bytes, Unread> {
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Unread::Refused(self.unreadable(&*e)))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buf.len().saturating_add(data.len()) > max {
+                return Err(Unread::Refused(self.payload_too_large()));
+            }
+            held.grow(data.len()).map_err(Unread::Full)?;
+            buf.extend_from_slice(&data);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// The answer to a body that could not be read: too slow, or broken.
+    fn unreadable(&self, e: &(dyn std::error::Error + 'static)) -> Response<Full<Bytes>> {
+        if is_body_timeout(e) {
+            body_timeout()
+        } else {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_BODY,
+                "The body could not be read.",
+            )
+        }
+    }
+
     async fn read(&self, body: TimedBody, max: usize) -> Result<Bytes, Response<Full<Bytes>>> {
         match Limited::new(body, max).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
@@ -571,6 +600,14 @@ impl Leaks {
             )),
         }
     }
+}
+
+/// Why a GitHub body was not read whole.
+enum Unread {
+    /// The budget, or the sender's share of it, is in use.
+    Full(Exhausted),
+    /// Refused for the body itself (too large, too slow, broken).
+    Refused(Response<Full<Bytes>>),
 }
 
 /// The body's `Content-Length`, when it declares one.

@@ -1,12 +1,16 @@
-//! [`Shares`]: how much of the unverified-body budget
-//! (`leaks.max_unverified_bytes`) each client address holds. One address
-//! (an IPv6 /64) holds at most one report's worth (`leaks.max_body_bytes`)
-//! at a time, so no single stranger keeps the budget full with bodies that
-//! trickle in just fast enough, each failing only when cut.
+//! The unverified-body budget (`leaks.max_unverified_bytes`), counted by
+//! the bytes of GitHub bodies received before their signatures are
+//! checked: [`Held`], one body's part of it, grown as its bytes arrive;
+//! [`Shares`], what each client address holds of it — one report's worth
+//! (`leaks.max_body_bytes`) at most per address (an IPv6 /64). A body that
+//! trickles in holds what it sent, not what it declared; one that sends
+//! fast then stalls holds at most one report's worth per address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::Semaphore;
 
 use crate::clients::client_key;
 
@@ -17,41 +21,53 @@ pub(super) struct Shares {
     per_address: usize,
 }
 
-/// One body's share, given back when dropped.
+/// The bytes one body holds of the budget and of its address's share,
+/// given back when dropped.
 #[derive(Debug)]
-pub(super) struct Share<'a> {
+pub(super) struct Held<'a> {
+    budget: &'a Semaphore,
     shares: &'a Shares,
     key: u128,
     bytes: usize,
 }
 
-impl Shares {
-    pub(super) fn new(per_address: usize) -> Self {
-        Self {
-            held: Mutex::new(HashMap::new()),
-            per_address,
-        }
-    }
+/// Why [`Held::grow`] could not take more.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Exhausted {
+    /// The gate-wide budget.
+    Budget,
+    /// This address's share.
+    Share,
+}
 
-    /// `bytes` more for `client`, if that keeps it within its share.
-    pub(super) fn take(&self, client: IpAddr, bytes: usize) -> Option<Share<'_>> {
-        let key = client_key(client);
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = held.get(&key).copied().unwrap_or(0);
-        if now.saturating_add(bytes) > self.per_address {
-            return None;
+impl Held<'_> {
+    /// `bytes` more, if the budget and the address's share have them.
+    pub(super) fn grow(&mut self, bytes: usize) -> Result<(), Exhausted> {
+        {
+            let mut held = self
+                .shares
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = held.get(&self.key).copied().unwrap_or(0);
+            if now.saturating_add(bytes) > self.shares.per_address {
+                return Err(Exhausted::Share);
+            }
+            let permits = u32::try_from(bytes).map_err(|_| Exhausted::Budget)?;
+            self.budget
+                .try_acquire_many(permits)
+                .map_err(|_| Exhausted::Budget)?
+                .forget();
+            held.insert(self.key, now + bytes);
         }
-        held.insert(key, now + bytes);
-        Some(Share {
-            shares: self,
-            key,
-            bytes,
-        })
+        self.bytes += bytes;
+        Ok(())
     }
 }
 
-impl Drop for Share<'_> {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
+        self.budget.add_permits(self.bytes);
         let mut held = self
             .shares
             .held
@@ -66,28 +82,58 @@ impl Drop for Share<'_> {
     }
 }
 
+impl Shares {
+    /// A body from `client`, holding nothing yet of `budget`.
+    pub(super) fn hold<'a>(&'a self, budget: &'a Semaphore, client: IpAddr) -> Held<'a> {
+        Held {
+            budget,
+            shares: self,
+            key: client_key(client),
+            bytes: 0,
+        }
+    }
+
+    pub(super) fn new(per_address: usize) -> Self {
+        Self {
+            held: Mutex::new(HashMap::new()),
+            per_address,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn one_address_holds_one_share_and_gets_it_back() {
+    fn a_body_holds_what_it_received_within_its_address_share_and_gives_it_back() {
+        let budget = Semaphore::new(250);
         let shares = Shares::new(100);
-        let a: IpAddr = "203.0.113.66".parse().unwrap_or(IpAddr::from([0; 4]));
-        let b: IpAddr = "192.0.2.10".parse().unwrap_or(IpAddr::from([0; 4]));
-        let first = shares.take(a, 60);
-        assert!(first.is_some());
-        assert!(shares.take(a, 60).is_none(), "past its share");
-        assert!(shares.take(a, 40).is_some(), "within it");
-        assert!(shares.take(b, 100).is_some(), "another address's own");
-        drop(first);
-        assert!(shares.take(a, 100).is_some(), "given back");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0; 4]));
+        let mut a = shares.hold(&budget, ip("203.0.113.66"));
+        assert_eq!(a.grow(60), Ok(()));
+        let mut a2 = shares.hold(&budget, ip("203.0.113.66"));
+        assert_eq!(
+            a2.grow(60),
+            Err(Exhausted::Share),
+            "past the address's share"
+        );
+        assert_eq!(a2.grow(40), Ok(()), "within it");
+        let mut b = shares.hold(&budget, ip("192.0.2.10"));
+        assert_eq!(b.grow(100), Ok(()), "another address's own");
+        let mut c = shares.hold(&budget, ip("198.51.100.1"));
+        assert_eq!(c.grow(60), Err(Exhausted::Budget), "250 − 200 left");
+        assert_eq!(budget.available_permits(), 50);
+        drop((a, a2));
+        assert_eq!(budget.available_permits(), 150, "given back");
+        assert_eq!(c.grow(100), Ok(()));
         // An IPv6 /64 is one address.
-        let v6 = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0; 16]));
-        let held = shares.take(v6("2001:db8::1"), 100);
-        assert!(held.is_some());
-        assert!(shares.take(v6("2001:db8::ffff"), 1).is_none());
-        assert!(shares.take(v6("2001:db8:0:1::1"), 1).is_some());
-        assert!(shares.held.lock().map(|h| h.len()).unwrap_or(0) > 0);
+        let mut d = shares.hold(&budget, ip("2001:db8::1"));
+        assert_eq!(d.grow(40), Ok(()));
+        let mut e = shares.hold(&budget, ip("2001:db8::ffff"));
+        assert_eq!(e.grow(61), Err(Exhausted::Share));
+        drop((b, c, d, e));
+        assert_eq!(budget.available_permits(), 250);
+        assert!(shares.held.lock().map(|h| h.is_empty()).unwrap_or(false));
     }
 }
