@@ -1104,6 +1104,17 @@ async fn one_workspaces_tokens_make_at_most_the_daily_limit_of_changes() {
     );
     // A day over four changes: one every 6 h.
     assert_eq!(refused.header("retry-after"), Some("21600"));
+    // A revoke is never held to the day's limit (an incident's revokes are
+    // not slowed; a token is revoked once).
+    let (other, _) = create_token(&gate, target_body("token_admin")).await;
+    let revoked = a.delete(&format!("/admin/v1/tokens/{other}")).await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    let m = gate.ops().get("/metrics").await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("result=\"daily_change_limited\""),
+        "told apart in the metric"
+    );
     // Reads and the admin key go on.
     assert_eq!(
         a.get(&format!("/admin/v1/tokens/{id}")).await.status,

@@ -310,22 +310,27 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
             (&api.reads, "read_limited")
         };
         let now = Instant::now();
-        let refused_by = if !bucket.try_take(workspace_id.clone(), now) {
-            Some(if op.is_change() {
-                ApiError::ChangeLimited {
-                    retry_after: bucket.retry_after().clone(),
-                }
+        // A revoke is not held to the day's limit: a tenant revoking its
+        // tokens in an incident is never slowed to one every few seconds
+        // (a token is revoked once, so revokes are bounded anyway).
+        let daily = op.is_change() && op != Op::Revoke;
+        let (result, refused_by) = if daily && api.daily_changes.is_empty(workspace_id, now) {
+            let retry_after = api.daily_changes.retry_after().clone();
+            let e = ApiError::DailyChangeLimited { retry_after };
+            ("daily_change_limited", Some(e))
+        } else if !bucket.try_take(workspace_id.clone(), now) {
+            let retry_after = bucket.retry_after().clone();
+            let e = if op.is_change() {
+                ApiError::ChangeLimited { retry_after }
             } else {
-                ApiError::ReadLimited {
-                    retry_after: bucket.retry_after().clone(),
-                }
-            })
-        } else if op.is_change() && !api.daily_changes.try_take(workspace_id.clone(), now) {
-            Some(ApiError::DailyChangeLimited {
-                retry_after: api.daily_changes.retry_after().clone(),
-            })
+                ApiError::ReadLimited { retry_after }
+            };
+            (result, Some(e))
         } else {
-            None
+            if daily {
+                api.daily_changes.try_take(workspace_id.clone(), now);
+            }
+            (result, None)
         };
         if let Some(e) = refused_by {
             // Told apart from wrong keys' `rate_limited` in the metric.
