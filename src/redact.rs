@@ -43,7 +43,9 @@ fn with_prefixes<T>(f: impl FnOnce(&[&str]) -> T) -> T {
     }
 }
 
-/// A URL with its password replaced by `***`, for logs and errors.
+/// A URL with its password replaced by `***`, for logs and errors. One
+/// written without `scheme://` (a typo, `user:pw@host`) has everything
+/// before its last `@` replaced: it may all be a password.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
@@ -51,6 +53,7 @@ pub fn redact_url(url: &str) -> String {
             let user = userinfo.split_once(':').map_or("", |(u, _)| u);
             format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
         }
+        (None, Some(at)) => format!("***{}", &url[at..]),
         _ => url.to_owned(),
     }
 }

@@ -171,6 +171,24 @@ fn redis_url_password_is_redacted() {
         "rediss://user:***@host"
     );
     assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+    // No scheme (a typo): everything before the `@` may be a password.
+    assert_eq!(redact_url("default:S3cret@redis:6379"), "***@redis:6379");
+    assert_eq!(redact_url("redis:/:pw@h"), "***@h");
+    assert_eq!(redact_url("svc:pw@api:3000"), "***@api:3000");
+    let err = load_from(
+        None,
+        BTreeMap::from([
+            ("HAWZU_GATE__STORE__BACKEND".to_owned(), "redis".to_owned()),
+            (
+                "HAWZU_GATE__STORE__REDIS__URL".to_owned(),
+                "default:S3cret@redis:6379".to_owned(),
+            ),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("store.redis.url"), "{err}");
+    assert!(!err.contains("S3cret"), "{err}");
     let s = RedisSettings {
         url: "redis://:s3cret@host".into(),
         key_prefix: "p:".into(),
