@@ -102,6 +102,10 @@ impl AdminKey {
 pub enum KeyError {
     #[error("cannot create data_dir {path}: {source}")]
     DataDir { path: PathBuf, source: io::Error },
+    #[error(
+        "data_dir {path} belongs to uid {owner}, not to this user or root, in a directory others may write: whoever made it there chose its key and token records; use a data_dir of this user's (`chown` it, or set data_dir elsewhere)"
+    )]
+    DataDirOwner { path: PathBuf, owner: u32 },
     #[error("cannot read the admin key {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("cannot write the admin key {path}: {source}")]
@@ -193,7 +197,10 @@ fn write_key_file(data_dir: &Path, path: &Path, key: &str) -> io::Result<()> {
     }
 }
 
-/// Creates `data_dir` (mode 0700) if it does not exist.
+/// Creates `data_dir` (mode 0700) if it does not exist; refuses one
+/// another user may have made (see [`crate::files::planted`]): made in a
+/// directory anyone may write (`/tmp`) before the gate's first start, its
+/// key file and store would be theirs, in a directory only they write.
 pub fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
     fs::DirBuilder::new()
         .recursive(true)
@@ -202,7 +209,18 @@ pub fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
         .map_err(|source| KeyError::DataDir {
             path: data_dir.to_owned(),
             source,
-        })
+        })?;
+    let meta = fs::metadata(data_dir).map_err(|source| KeyError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    match crate::files::planted(data_dir, &meta) {
+        Some(owner) => Err(KeyError::DataDirOwner {
+            path: data_dir.to_owned(),
+            owner,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a key file another user may have planted (see
@@ -283,6 +301,32 @@ mod tests {
             assert!(e.to_string().contains("4242"), "{e}");
             assert!(read_key_file(&path).is_ok(), "the CLI reads it");
         }
+    }
+
+    /// A data directory another user made where anyone may make one
+    /// (`/tmp/hawzu-gate-data` before the gate's first start, its mode
+    /// 0755 and its files theirs) holds their key and token records: the
+    /// key file and store inside it look like "a directory only its owner
+    /// writes". Refused at start, naming the owner. (Needs root.)
+    #[test]
+    fn a_data_dir_another_user_made_where_anyone_may_is_refused() {
+        let shared = tempfile::tempdir().unwrap();
+        fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let data = shared.path().join("data");
+        assert!(create_data_dir(&data).is_ok(), "made by us");
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&data, Some(4242), None).unwrap();
+            let Err(e) = create_data_dir(&data) else {
+                panic!("a data_dir uid 4242 made in a shared directory was taken")
+            };
+            assert!(e.to_string().contains("4242"), "{e}");
+            assert!(load_or_generate(None, &data).is_err());
+            // In a directory only its owner writes (an NFS export, a
+            // volume of another uid): used as before.
+            fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o755)).unwrap();
+            assert!(create_data_dir(&data).is_ok());
+        }
+        fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o700)).unwrap();
     }
 
     #[test]
