@@ -694,20 +694,29 @@ fn unsigned_report(
     })
 }
 
+/// A gate whose GitHub door reads bodies of 1 MiB at most, `mib` MiB of
+/// them at once, each within `deadline` (the rate check forgiving 60 s).
+async fn gate_with_budget(keys: &KeyServer, mib: usize, deadline: &str) -> InProcessGate {
+    let mut env = leaks_env(keys);
+    env.extend([
+        ("leaks.max_body_bytes", (1024 * 1024).to_string()),
+        (
+            "leaks.max_unverified_bytes",
+            (mib * 1024 * 1024).to_string(),
+        ),
+        ("limits.body_read_timeout", deadline.to_owned()),
+        ("limits.body_rate_grace", "60s".to_owned()),
+    ]);
+    gate_with(&env).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_bodies_cannot_fill_the_gates_memory() {
     // The GitHub door faces the internet: before a report's signature is
     // checked, its body is the only thing the gate holds for a stranger.
     let github = SigningKey::new("gh-key-1");
     let keys = KeyServer::start(&[&github]).await;
-    let mut env = leaks_env(&keys);
-    env.extend([
-        ("leaks.max_body_bytes", (1024 * 1024).to_string()),
-        ("leaks.max_unverified_bytes", (2 * 1024 * 1024).to_string()),
-        ("limits.body_read_timeout", "4s".to_owned()),
-        ("limits.body_rate_grace", "60s".to_owned()),
-    ]);
-    let gate = gate_with(&env).await;
+    let gate = gate_with_budget(&keys, 2, "4s").await;
     let leaks = leaks_addr(&gate);
     let signed = |from: &'static str| {
         let body = report(&["hwz_not-a-token"]);
@@ -841,14 +850,7 @@ async fn unsigned_bodies_cannot_fill_the_gates_memory() {
 async fn one_address_cannot_hold_the_whole_report_budget() {
     let github = SigningKey::new("gh-key-1");
     let keys = KeyServer::start(&[&github]).await;
-    let mut env = leaks_env(&keys);
-    env.extend([
-        ("leaks.max_body_bytes", (1024 * 1024).to_string()),
-        ("leaks.max_unverified_bytes", (4 * 1024 * 1024).to_string()),
-        ("limits.body_read_timeout", "10s".to_owned()),
-        ("limits.body_rate_grace", "60s".to_owned()),
-    ]);
-    let gate = gate_with(&env).await;
+    let gate = gate_with_budget(&keys, 4, "10s").await;
     let leaks = leaks_addr(&gate);
     let started = Instant::now();
     let stalled: Vec<_> = (0..4)
