@@ -105,7 +105,8 @@ Tokens live in the store (store.backend: embedded under data_dir, or redis).
 #[derive(Debug, Parser)]
 #[command(name = "hawzu-gate", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Config file (TOML). Default: $HAWZU_GATE_CONFIG, else ./hawzu-gate.toml if present.
+    /// Config file (TOML). Default: $HAWZU_GATE_CONFIG, else ./hawzu-gate.toml if present
+    /// (refused when another user may have put it there; name it to use it).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
