@@ -227,11 +227,14 @@ pub fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
 /// [`crate::files::planted`]): the server would take their key as the
 /// operator's. The CLI reading it only sends it, and is not asked.
 fn not_planted(path: &Path) -> Result<(), KeyError> {
-    let meta = fs::metadata(path).map_err(|source| KeyError::Read {
+    let read = |source| KeyError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    match crate::files::planted(path, &meta) {
+    };
+    // A link is judged as itself too: another user's link is theirs.
+    let link = fs::symlink_metadata(path).map_err(read)?;
+    let meta = fs::metadata(path).map_err(read)?;
+    match crate::files::planted(path, &link).or_else(|| crate::files::planted(path, &meta)) {
         Some(owner) => Err(KeyError::Owner {
             path: path.to_owned(),
             owner,

@@ -93,8 +93,14 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // A link is judged as itself too: another user's link in a
+            // directory others may write is theirs, whatever it points at
+            // (a root gate would otherwise make its target 0600).
+            let link = std::fs::symlink_metadata(path)?;
             let meta = std::fs::metadata(path)?;
-            if let Some(owner) = crate::files::planted(path, &meta) {
+            let planted =
+                crate::files::planted(path, &link).or_else(|| crate::files::planted(path, &meta));
+            if let Some(owner) = planted {
                 // Whoever put it there could have written token records of
                 // their choosing into it.
                 return Err(std::io::Error::new(
@@ -612,6 +618,32 @@ mod tests {
             };
             assert!(e.to_string().contains("4242"), "{e}");
         }
+    }
+
+    /// A link another user put where the store file goes, in a directory
+    /// others may write, pointing at a file root owns: judged as the link
+    /// (theirs), never followed — a gate running as root once made the
+    /// target 0600 (`/etc/passwd`, say) before the store failed to open.
+    #[tokio::test]
+    async fn a_link_another_user_planted_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("roots-file");
+        std::fs::write(&target, "not a store").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join(FILE_NAME);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(4242), None).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let Err(e) = EmbeddedStore::open(dir.path(), Duration::from_secs(5)).await else {
+            panic!("opened through a link uid 4242 owns")
+        };
+        assert!(e.to_string().contains("4242"), "{e}");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "the link's target was changed");
     }
     use crate::store::feed::Change;
     use crate::token::{Scope, TokenSecret};
