@@ -1443,3 +1443,52 @@ async fn a_leaked_successor_ends_its_predecessors_overlap() {
         "{events:?}"
     );
 }
+
+/// Along a chain too: the value before the leaked one's predecessor, still
+/// in its own overlap, goes with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_value_ends_every_overlap_of_its_chain() {
+    let keys = KeyServer::start(&[&SigningKey::new("k")]).await;
+    let gate = gate_with(&leaks_env(&keys)).await;
+    let door = common::Http::new(format!("http://{}", leaks_addr(&gate)));
+    let (id, first) = create_token(
+        &gate,
+        workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
+    let mut secrets = vec![first];
+    let mut current = id.clone();
+    for _ in 0..2 {
+        let rotated = gate
+            .admin()
+            .post(
+                &format!("/admin/v1/tokens/{current}/rotate"),
+                json!({"overlap": "7d"}),
+            )
+            .await;
+        assert_eq!(rotated.status, StatusCode::CREATED);
+        let v = rotated.json();
+        current = v["token"]["id"].as_str().unwrap().to_owned();
+        secrets.push(v["secret"].as_str().unwrap().to_owned());
+    }
+    for s in &secrets {
+        assert_eq!(nginx_auth(&gate, s).await.status, StatusCode::OK);
+    }
+    let answer = door
+        .post(
+            "/v1/leaks",
+            json!({"token": secrets[2], "url": "https://pastebin.example/x", "source": "a log"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    for secret in secrets.iter().rev() {
+        let refused = eventually("every value refused", Duration::from_secs(2), || async {
+            let r = nginx_auth(&gate, secret).await;
+            (r.status == StatusCode::UNAUTHORIZED).then_some(r)
+        })
+        .await;
+        assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
+    }
+    let events = leak_events(&gate, &id).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+}

@@ -469,3 +469,87 @@ async fn revoking_a_successor_ends_its_predecessors_overlap() {
     assert_eq!(old["state"], "revoked", "{old}");
     assert_eq!(old["revoked_by"], "admin", "{old}");
 }
+
+/// The same along a chain: a token rotated again while the value before it
+/// still works leaves two earlier values working. Revoking the newest, or
+/// rotating the middle one without an overlap (a revoke of it), ends every
+/// overlap behind it — not only the one of the value it replaced.
+#[tokio::test]
+async fn revoking_the_newest_value_ends_every_overlap_of_its_chain() {
+    let gate = InProcessGate::embedded().await;
+    let (a_id, a_secret) = create_token(
+        &gate,
+        workspace_token("CI", "ws_1", "workspace_member", "1w"),
+    )
+    .await;
+    let a = rotate(&gate, &a_id, json!({"overlap": "7d"})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
+    let (b_id, b_secret) = (
+        a.json()["token"]["id"].as_str().unwrap().to_owned(),
+        a.json()["secret"].as_str().unwrap().to_owned(),
+    );
+    let a = rotate(&gate, &b_id, json!({"overlap": "7d"})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
+    let (c_id, c_secret) = (
+        a.json()["token"]["id"].as_str().unwrap().to_owned(),
+        a.json()["secret"].as_str().unwrap().to_owned(),
+    );
+    for s in [&a_secret, &b_secret, &c_secret] {
+        assert_eq!(auth(&gate, s).await.0, StatusCode::OK);
+    }
+
+    let a = gate
+        .admin()
+        .request(Method::DELETE, &format!("/admin/v1/tokens/{c_id}"))
+        .go()
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", body(&a));
+    for s in [&c_secret, &b_secret, &a_secret] {
+        assert_eq!(
+            auth(&gate, s).await,
+            (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
+        );
+    }
+    let first = show(&gate, &a_id).await;
+    assert_eq!(first["state"], "revoked", "{first}");
+    assert_eq!(first["revoked_by"], "admin", "{first}");
+    let events = gate
+        .admin()
+        .get(&format!("/admin/v1/audit?token={a_id}"))
+        .await
+        .json();
+    let actions: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["revoke", "rotate", "create"], "{events}");
+}
+
+#[tokio::test]
+async fn rotating_a_value_without_an_overlap_ends_the_overlap_of_the_one_before_it() {
+    let gate = InProcessGate::embedded().await;
+    let (a_id, a_secret) = create_token(
+        &gate,
+        workspace_token("CI", "ws_1", "workspace_member", "1w"),
+    )
+    .await;
+    let a = rotate(&gate, &a_id, json!({"overlap": "7d"})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
+    let (b_id, b_secret) = (
+        a.json()["token"]["id"].as_str().unwrap().to_owned(),
+        a.json()["secret"].as_str().unwrap().to_owned(),
+    );
+    // B is revoked at once, as a `DELETE` of it would: A goes with it.
+    let a = rotate(&gate, &b_id, json!({})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
+    let c_secret = a.json()["secret"].as_str().unwrap().to_owned();
+    assert_eq!(auth(&gate, &c_secret).await.0, StatusCode::OK);
+    for s in [&b_secret, &a_secret] {
+        assert_eq!(
+            auth(&gate, s).await,
+            (StatusCode::UNAUTHORIZED, Some("token_revoked".into()))
+        );
+    }
+}

@@ -210,6 +210,88 @@ async fn remove_is_compare_and_delete(s: &impl TokenStore) {
     s.create(&h, &r).await.unwrap();
 }
 
+/// `end_overlaps` follows `rotated_from` back from a revoked value: it ends
+/// every overlap still running, walks past a value already revoked (a
+/// shorter overlap that ended first) and one its judge refuses (left as it
+/// is), and stops at a value that does not name the one after it.
+async fn end_overlaps_walks_the_whole_chain(s: &impl TokenStore) {
+    let ws = format!("ws_chain_{}", TokenId::generate().unwrap().as_str());
+    let now = Timestamp::now();
+    let week = now + SignedDuration::from_hours(7 * 24);
+    // e ← d ← c ← b ← a ← stray (stray is not rotated to a: a broken link).
+    let ids: Vec<TokenId> = (0..6).map(|_| TokenId::generate().unwrap()).collect();
+    let (stray, a, b, c, d, e) = (&ids[0], &ids[1], &ids[2], &ids[3], &ids[4], &ids[5]);
+    let link = |id: &TokenId, from: Option<&TokenId>, to: Option<&TokenId>, until| TokenRecord {
+        id: id.clone(),
+        rotated_from: from.cloned(),
+        rotated_to: to.cloned(),
+        revoked_at: until,
+        name: "refused".into(),
+        ..record(&ws, now)
+    };
+    let chain = [
+        link(stray, None, None, None),
+        // Still in its overlap, but the one after it does not name it.
+        TokenRecord {
+            name: "a".into(),
+            ..link(a, Some(stray), Some(b), Some(week))
+        },
+        TokenRecord {
+            name: "b".into(),
+            ..link(b, Some(a), Some(c), Some(week))
+        },
+        // Refused by the judge: left working.
+        link(c, Some(b), Some(d), Some(week)),
+        // Its overlap ended by itself an hour ago: walked past.
+        TokenRecord {
+            name: "d".into(),
+            ..link(
+                d,
+                Some(c),
+                Some(e),
+                Some(now - SignedDuration::from_hours(1)),
+            )
+        },
+        TokenRecord {
+            name: "e".into(),
+            ..link(e, Some(d), None, Some(now))
+        },
+    ];
+    for r in &chain {
+        s.create(&hash(), r).await.unwrap();
+    }
+    let walk = hawzu_gate::store::end_overlaps(s, &chain[5], "admin", now, |r| {
+        if r.name == "refused" { Err(()) } else { Ok(()) }
+    })
+    .await;
+    assert!(walk.cut.is_none(), "{:?}", walk.cut);
+    let ended: Vec<(&TokenId, &TokenId)> = walk
+        .ended
+        .iter()
+        .map(|x| (&x.after.record.id, &x.successor))
+        .collect();
+    assert_eq!(ended, [(b, c), (a, b)]);
+    for (id, works) in [(a, false), (b, false), (c, true), (stray, true)] {
+        let r = s.find(id).await.unwrap().unwrap().record;
+        assert_eq!(!r.is_revoked_at(Timestamp::now()), works, "{id}: {r:?}");
+    }
+    assert_eq!(
+        s.find(b)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .revoked_by
+            .as_deref(),
+        Some("admin")
+    );
+    // Again: nothing left to end.
+    let again =
+        hawzu_gate::store::end_overlaps(s, &chain[5], "admin", now, |_| Ok::<_, ()>(())).await;
+    let ended: Vec<&TokenId> = again.ended.iter().map(|x| &x.after.record.id).collect();
+    assert_eq!(ended, [c], "only the one refused before");
+}
+
 async fn concurrent_updates_are_not_lost(s: &(impl TokenStore + Clone)) {
     let r = record("ws_a", Timestamp::now());
     s.create(&hash(), &r).await.unwrap();
@@ -446,6 +528,12 @@ macro_rules! suite {
             async fn remove_is_compare_and_delete() {
                 let (s, _g) = $make;
                 super::remove_is_compare_and_delete(&s).await;
+            }
+
+            #[tokio::test]
+            async fn end_overlaps_walks_the_whole_chain() {
+                let (s, _g) = $make;
+                super::end_overlaps_walks_the_whole_chain(&s).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

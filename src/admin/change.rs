@@ -26,7 +26,7 @@ use super::caller::{ADMIN_LABEL, Caller, judged_now};
 use super::error::{ApiError, field};
 use super::extract::{JsonBody, OptionalJsonBody, PathId, Reply};
 use super::state::AdminState;
-use super::tokens::stamp;
+use super::tokens::{end_overlaps, stamp};
 use super::wire::{Created, RotateRequest, TokenAnswer, TokenView, UpdateRequest};
 
 fn refused(r: ChangeRefusal) -> ApiError {
@@ -126,8 +126,21 @@ pub async fn rotate(
     let event = AuditEvent::rotated(&origin, now, &before, &old.record, &new);
     match (&old.record.revoked_at, &old.record.revoked_by) {
         // Revoked at once: under the revoke's claim, so that a `DELETE` of
-        // the old token by this caller later finds its event.
-        (Some(at), Some(by)) => record_stamped(&api, Action::Revoke, *at, by, event, true).await,
+        // the old token by this caller later finds its event. A revoke as
+        // a `DELETE` is, it ends the overlaps of the values before it.
+        (Some(at), Some(by)) => {
+            record_stamped(&api, Action::Revoke, *at, by, event, true).await;
+            // The rotate took place: its answer (the one showing of the
+            // new secret) is not lost to a failure here.
+            if let Err(e) = end_overlaps(&api, &caller, &origin, &old.record, now).await {
+                tracing::warn!(
+                    target: "hawzu_gate::admin",
+                    token_id = %id,
+                    error = %e,
+                    "the token was rotated and revoked, but the overlaps of the values before it could not be ended now: revoke it again (DELETE) to end them"
+                );
+            }
+        }
         _ => audit(&api, event).await,
     }
     Ok(Reply(

@@ -20,13 +20,12 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::audit::{Action, AuditEvent, Origin};
 use crate::store::{
-    Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, StoreError, TokenStore, UpdateError,
+    self, Cursor, Cut, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, StoreError, TokenStore,
     update,
 };
 use crate::token::expiry::{parse_within, window_end};
 use crate::token::{
-    FieldErrors, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState, overlap_ended,
-    record::RECORD_VERSION,
+    FieldErrors, TokenId, TokenKind, TokenRecord, TokenSecret, TokenState, record::RECORD_VERSION,
 };
 
 use super::audit::{record as audit, record_late, record_stamped};
@@ -484,8 +483,8 @@ async fn change(
     // Revoking the value a rotation made ends the overlap of the value it
     // replaced: also when this call found it revoked already, so a retry
     // after a failure here ends it.
-    if let (Change::Revoke, Some(from)) = (op, &stored.record.rotated_from) {
-        end_overlap(api, caller, origin, from, &stored.record.id, now).await?;
+    if op == Change::Revoke {
+        end_overlaps(api, caller, origin, &stored.record, now).await?;
     }
     Ok(Reply(
         StatusCode::OK,
@@ -495,51 +494,53 @@ async fn change(
     ))
 }
 
-/// Revokes now the predecessor `from` of the revoked `successor` while its
-/// rotation overlap still runs (see [`overlap_ended`]), with its own audit
-/// event; a predecessor the caller may not act on is left as it is.
-async fn end_overlap(
+/// Revokes now every value the rotations of the revoked token `revoked`
+/// replaced whose overlap still runs (see [`store::end_overlaps`]), each
+/// with its own audit event; a value the caller may not act on is left as
+/// it is.
+pub(super) async fn end_overlaps(
     api: &AdminState,
     caller: &Caller,
     origin: &Origin,
-    from: &TokenId,
-    successor: &TokenId,
+    revoked: &TokenRecord,
     now: Timestamp,
 ) -> Result<(), ApiError> {
     let policy = api.policy();
-    let before: Mutex<Option<TokenRecord>> = Mutex::new(None);
-    let ended = update(&*api.cache, from, |r| {
-        caller.may_act_on(&policy, r)?;
-        let next = overlap_ended(r, successor, caller.label(), now);
-        *before.lock().unwrap_or_else(PoisonError::into_inner) = next.is_some().then(|| r.clone());
-        Ok::<_, ApiError>(next)
+    let by = caller.label();
+    let walk = store::end_overlaps(&*api.cache, revoked, &by, now, |r| {
+        caller.may_act_on(&policy, r)
     })
     .await;
-    let stored = match ended {
-        Ok(stored) => stored,
-        // Gone (retention), or beyond this caller: nothing of its to end.
-        Err(UpdateError::NotFound | UpdateError::Refused(_)) => return Ok(()),
-        Err(UpdateError::Store(e)) => return Err(ApiError::store(e)),
-    };
-    let Some(before) = before.into_inner().unwrap_or_else(PoisonError::into_inner) else {
-        return Ok(());
-    };
-    tracing::info!(
-        target: "hawzu_gate::admin",
-        op = "revoke",
-        token_id = %from,
-        rotated_to = %successor,
-        workspace_id = %stored.record.workspace_id,
-        by = %caller.label(),
-        "token revoked: the overlap of its rotation ended with its successor's revocation"
-    );
-    // Under the revoke's claim: a `DELETE` of it by this caller later
-    // finds its event.
-    let r = &stored.record;
-    let event = AuditEvent::changed(Action::Revoke, origin, now, &before, r);
-    let (at, by) = (r.revoked_at.unwrap_or(now), caller.label());
-    record_stamped(api, Action::Revoke, at, &by, event, true).await;
-    Ok(())
+    for ended in walk.ended {
+        let r = &ended.after.record;
+        tracing::info!(
+            target: "hawzu_gate::admin",
+            op = "revoke",
+            token_id = %r.id,
+            rotated_to = %ended.successor,
+            workspace_id = %r.workspace_id,
+            by = %by,
+            "token revoked: the overlap of its rotation ended with a later value's revocation"
+        );
+        // Under the revoke's claim: a `DELETE` of it by this caller later
+        // finds its event.
+        let event = AuditEvent::changed(Action::Revoke, origin, now, &ended.before, r);
+        record_stamped(
+            api,
+            Action::Revoke,
+            r.revoked_at.unwrap_or(now),
+            &by,
+            event,
+            true,
+        )
+        .await;
+    }
+    match walk.cut {
+        // A retry (found revoked, the walk runs again) goes on from there.
+        Some(Cut::Store(_, e)) => Err(ApiError::store(e)),
+        // Gone (retention): nothing of its works. Too long: logged.
+        Some(Cut::NotFound(_) | Cut::TooLong(_)) | None => Ok(()),
+    }
 }
 
 /// Whether the disable of `r` is the admin key's: by it, or of unknown

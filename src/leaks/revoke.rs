@@ -15,8 +15,8 @@ use jiff::Timestamp;
 use crate::audit::{AuditEvent, Origin};
 use crate::cache::TokenCache;
 use crate::redact::redact_secrets;
-use crate::store::{Store, StoreError, TokenStore, UpdateError, update, update_by_hash};
-use crate::token::{TokenRecord, TokenSecret, overlap_ended};
+use crate::store::{self, Cut, Store, StoreError, TokenStore, UpdateError, update_by_hash};
+use crate::token::{TokenRecord, TokenSecret};
 
 /// The reason word of a leak's revocation (the audit event's `reason`
 /// starts with it).
@@ -145,9 +145,10 @@ pub async fn revoke_leaked(
     Ok(Found::Revoked)
 }
 
-/// The value `revoked` replaced in a rotation, revoked now if its overlap
-/// still runs: whoever holds the leaked value may hold the one before it
-/// (see [`overlap_ended`]). Its own audit event names the same report.
+/// Every value the rotations of `revoked` replaced, revoked now if its
+/// overlap still runs: whoever holds the leaked value may hold the ones
+/// before it (see [`store::end_overlaps`]). Each has its own audit event,
+/// naming the same report.
 async fn end_overlap(
     cache: &TokenCache<Store>,
     revoked: &TokenRecord,
@@ -155,55 +156,43 @@ async fn end_overlap(
     sighting: &Sighting<'_>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let Some(from) = &revoked.rotated_from else {
-        return Ok(());
-    };
-    let before = std::sync::Mutex::new(None);
-    let ended = update(cache, from, |r: &TokenRecord| {
-        let at = Timestamp::now().max(now);
-        let next = overlap_ended(r, &revoked.id, origin.actor.clone(), at);
-        *before.lock().unwrap_or_else(|e| e.into_inner()) = next.is_some().then(|| r.clone());
-        Ok::<_, ()>(next)
-    })
-    .await;
-    let stored = match ended {
-        Ok(stored) => stored,
+    let walk = store::end_overlaps(cache, revoked, &origin.actor, now, |_| Ok::<_, ()>(())).await;
+    for ended in walk.ended {
+        let r = &ended.after.record;
+        tracing::warn!(
+            target: "hawzu_gate::admin",
+            op = "revoke",
+            token_id = %r.id,
+            rotated_to = %ended.successor,
+            workspace_id = %r.workspace_id,
+            by = %origin.actor,
+            "token revoked: a later value of its chain of rotations was reported leaked, and its overlap ended"
+        );
+        cache
+            .record_audit(AuditEvent::leak_reported(
+                origin,
+                now,
+                &ended.before,
+                r,
+                format!("{} (its successor {})", sighting.reason(), ended.successor),
+            ))
+            .await;
+    }
+    match walk.cut {
+        Some(Cut::Store(_, e)) => Err(e),
         // Dropped after `store.retention` — or its id's index lost, when
         // only a report of its own value (which holds the secret) finds it.
-        Err(UpdateError::NotFound) => {
+        Some(Cut::NotFound(id)) => {
             tracing::warn!(
                 target: "hawzu_gate::admin",
-                token_id = %from,
-                rotated_to = %revoked.id,
-                "the value a leaked token replaced cannot be found by id: if it may still work (a rotation overlap), revoke it by its own value or id"
+                token_id = %id,
+                leaked = %revoked.id,
+                "a value a leaked token's chain of rotations replaced cannot be found by id: if it may still work (a rotation overlap), revoke it by its own value or id"
             );
-            return Ok(());
+            Ok(())
         }
-        Err(UpdateError::Refused(())) => return Ok(()),
-        Err(UpdateError::Store(e)) => return Err(e),
-    };
-    let Some(before) = before.into_inner().unwrap_or_else(|e| e.into_inner()) else {
-        return Ok(());
-    };
-    tracing::warn!(
-        target: "hawzu_gate::admin",
-        op = "revoke",
-        token_id = %stored.record.id,
-        rotated_to = %revoked.id,
-        workspace_id = %stored.record.workspace_id,
-        by = %origin.actor,
-        "token revoked: the value its rotation made was reported leaked, and its overlap ended"
-    );
-    cache
-        .record_audit(AuditEvent::leak_reported(
-            origin,
-            now,
-            &before,
-            &stored.record,
-            format!("{} (its successor {})", sighting.reason(), revoked.id),
-        ))
-        .await;
-    Ok(())
+        Some(Cut::TooLong(_)) | None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod embedded_usage;
 mod feed;
 mod list;
 mod outbox;
+mod overlaps;
 pub mod redis;
 mod rotate;
 pub mod usage;
@@ -37,6 +38,7 @@ pub use self::list::{
     Cursor, DEFAULT_PAGE, ListFilter, ListQuery, MAX_PAGE, Page, created_ms, unused_since,
 };
 pub use self::outbox::{Outbox, Taken};
+pub use self::overlaps::{CHAIN_LIMIT, Cut, EndedOverlap, Walk, end_overlaps};
 pub use self::redis::RedisStore;
 pub use self::rotate::{RotateError, Rotated, Rotation, rotate};
 pub use self::usage::UsageStore;
