@@ -6,9 +6,10 @@
 //! before a request is forwarded, so a client can never speak for the gate.
 //! So is every header on the strip list (`headers.strip`: method and path
 //! overrides by default), so the API never acts on what the gate did not
-//! judge. Both match names with `_` read as `-` and case ignored: a
-//! CGI/WSGI/Rack upstream reads `X_Hawzu_Role` as `HTTP_X_HAWZU_ROLE`, the
-//! same variable as `X-Hawzu-Role`.
+//! judge. Both match names with every separator (`_`, `.`, `+`, `~`…) read
+//! as `-` and case ignored: a CGI/WSGI/Rack upstream reads `X_Hawzu_Role`,
+//! and lighttpd or PHP `X-Hawzu.Role`, as `HTTP_X_HAWZU_ROLE`, the same
+//! variable as `X-Hawzu-Role` (see [`fold`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -104,8 +105,9 @@ pub struct Found {
     pub protected: bool,
     /// One of [`FORWARDED`].
     pub forwarded: bool,
-    /// One of [`FORWARDED`] spelled with `_` (`X_Forwarded_For`).
-    pub forwarded_underscored: bool,
+    /// One of [`FORWARDED`] spelled with `_` or another separator than `-`
+    /// (`X_Forwarded_For`, `X.Forwarded.For`).
+    pub forwarded_misspelled: bool,
     /// `Cookie` (see [`strip_console_cookie`]).
     pub cookie: bool,
 }
@@ -336,9 +338,7 @@ impl IdentityHeaders {
         let own = |n: &str| {
             self.names().iter().any(|k| k.as_str() == n) || self.strip.iter().any(|s| **s == *n)
         };
-        let extra = client()
-            .into_iter()
-            .any(|n| self.is_protected(n) && !own(n));
+        let extra = client().into_iter().any(|n| self.removable(n) && !own(n));
         if !extra && let Some(i) = self.common_answer(set, keep_authorization) {
             return Some(self.envoy_removals[i].clone());
         }
@@ -398,15 +398,15 @@ impl IdentityHeaders {
         Ok(self.with_removals())
     }
 
-    /// Whether `name` carries the identity prefix, with `_` read as `-` and
-    /// case ignored.
+    /// Whether `name` carries the identity prefix, with every separator
+    /// read as `-` and case ignored (see [`fold`]).
     pub fn is_identity(&self, name: &str) -> bool {
         folded_starts_with(name.as_bytes(), self.prefix.as_bytes())
     }
 
     /// Whether the API must never get `name` from the client: it carries the
-    /// identity prefix or is on the strip list, with `_` read as `-` and
-    /// case ignored. No allocation.
+    /// identity prefix or is on the strip list, with every separator read
+    /// as `-` and case ignored (see [`fold`]). No allocation.
     pub fn is_protected(&self, name: &str) -> bool {
         let b = name.as_bytes();
         self.is_identity(name)
@@ -416,12 +416,28 @@ impl IdentityHeaders {
                 .any(|s| s.len() == b.len() && folded_starts_with(b, s.as_bytes()))
     }
 
+    /// Whether `name` is a protected header or one of [`FORWARDED`] spelled
+    /// with a byte other than a letter, digit or `-` (`X_Hawzu_Role`,
+    /// `X-Hawzu.Role`, `X.Forwarded.For`): no proxy spells them so, and a
+    /// CGI-style API reads them as the names they fold into. The doors that
+    /// cannot remove a header refuse a request carrying one.
+    pub fn misspells_protected(&self, name: &str) -> bool {
+        misspelled(name) && self.removable(name)
+    }
+
+    /// Whether a client's `name` is taken off the request before the API
+    /// gets it: a protected header, or one of [`FORWARDED`] misspelled (the
+    /// gate's own proxy, or the one in front, sets those as spelled).
+    fn removable(&self, name: &str) -> bool {
+        self.is_protected(name) || misspelled_as(name, &FORWARDED)
+    }
+
     /// Whether `name` is an override header that `headers.strip` keeps
     /// from the API, and what it overrides: a method
     /// (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`) or
     /// a path (`X-Original-URL`, `X-Rewrite-URL`, `X-Original-URI`; not
-    /// `X-Forwarded-Prefix`, which proxies set themselves), `_` read as
-    /// `-`, case ignored. The doors that cannot remove a header
+    /// `X-Forwarded-Prefix`, which proxies set themselves), every separator
+    /// read as `-`, case ignored. The doors that cannot remove a header
     /// (`/auth/nginx`, `/auth/traefik`) refuse a request carrying one they
     /// did not read themselves. Most names are passed over by their length.
     pub fn stripped_override(&self, name: &str) -> Option<Override> {
@@ -460,7 +476,7 @@ impl IdentityHeaders {
             found.upgrade |= n == UPGRADE.as_str() || n == HTTP2_SETTINGS.as_str();
             found.protected |= self.is_protected(n);
             found.forwarded |= FORWARDED.contains(&n);
-            found.forwarded_underscored |= underscored_as(n, &FORWARDED);
+            found.forwarded_misspelled |= misspelled_as(n, &FORWARDED);
             found.cookie |= n == "cookie";
         }
         found
@@ -509,7 +525,7 @@ impl IdentityHeaders {
         remove.extend(self.strip.iter().map(|s| s.to_string()));
         let mut client = client
             .into_iter()
-            .filter(|name| self.is_protected(name))
+            .filter(|name| self.removable(name))
             .peekable();
         if client.peek().is_none() {
             return remove;
@@ -657,12 +673,13 @@ pub fn asks_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE) || headers.contains_key(HTTP2_SETTINGS)
 }
 
-/// Removes every header spelled with `_` that reads as one of `names`
-/// (lower case, `-`) once `_` is read as `-`: `X_Forwarded_For` is
-/// `HTTP_X_FORWARDED_FOR` to a CGI/WSGI/Rack upstream, and no proxy spells
-/// it so. One scan and no allocation when no name has a `_`.
-pub fn strip_underscored(headers: &mut HeaderMap, names: &[&str]) {
-    let spelled = |n: &HeaderName| underscored_as(n.as_str(), names);
+/// Removes every header spelled with a separator other than `-` that reads
+/// as one of `names` (lower case, `-`) once folded: `X_Forwarded_For` and
+/// `X.Forwarded.For` are `HTTP_X_FORWARDED_FOR` to a CGI/WSGI/Rack or
+/// lighttpd upstream, and no proxy spells them so. One scan and no
+/// allocation when no name is misspelled.
+pub fn strip_misspelled(headers: &mut HeaderMap, names: &[&str]) {
+    let spelled = |n: &HeaderName| misspelled_as(n.as_str(), names);
     if !headers.keys().any(spelled) {
         return;
     }
@@ -672,18 +689,23 @@ pub fn strip_underscored(headers: &mut HeaderMap, names: &[&str]) {
     }
 }
 
-/// Whether `name` is spelled with `_` and reads as one of `names` (lower
-/// case, `-`) once `_` is read as `-`.
-fn underscored_as(name: &str, names: &[&str]) -> bool {
+/// Whether `name` holds a byte other than a letter, digit or `-`.
+fn misspelled(name: &str) -> bool {
+    name.bytes()
+        .any(|b| !b.is_ascii_alphanumeric() && b != b'-')
+}
+
+/// Whether `name` is [`misspelled`] and reads as one of `names` (lower
+/// case, `-`) once folded.
+fn misspelled_as(name: &str, names: &[&str]) -> bool {
     let b = name.as_bytes();
-    b.contains(&b'_')
+    misspelled(name)
         && names
             .iter()
             .any(|c| c.len() == b.len() && folded_starts_with(b, c.as_bytes()))
 }
 
-/// `name` in lower case with `-` for `_`: the form protected names are
-/// matched in.
+/// `name` folded (see [`fold`]): the form protected names are matched in.
 fn folded(name: &str) -> Box<str> {
     name.bytes()
         .map(|b| char::from(fold(b)))
@@ -691,11 +713,17 @@ fn folded(name: &str) -> Box<str> {
         .into()
 }
 
+/// A name's byte as protected names are matched: letters in lower case,
+/// digits as they are, and every other byte a name may hold (`_`, `.`,
+/// `+`, `~`, `!`…) as `-`. A CGI-style upstream folds them all into one
+/// `HTTP_X_HAWZU_ROLE`: lighttpd maps every byte that is not a letter or
+/// digit to `_`, PHP maps `.` (Caddy's `php_fastcgi` and FrankenPHP keep
+/// it in the name), WSGI and Rack map `-`.
 fn fold(b: u8) -> u8 {
-    if b == b'_' {
-        b'-'
-    } else {
+    if b.is_ascii_alphanumeric() {
         b.to_ascii_lowercase()
+    } else {
+        b'-'
     }
 }
 

@@ -226,7 +226,7 @@ fn one_scan_finds_each_kind_of_name_a_forward_rewrites() {
         (
             "x_forwarded_for",
             Found {
-                forwarded_underscored: true,
+                forwarded_misspelled: true,
                 ..Found::default()
             },
         ),
@@ -269,7 +269,7 @@ fn one_scan_finds_each_kind_of_name_a_forward_rewrites() {
         assert!(h.scan(&map(&[name])).forwarded, "{name}");
         let spelled = name.replace('-', "_");
         if spelled != name {
-            assert!(h.scan(&map(&[&spelled])).forwarded_underscored, "{spelled}");
+            assert!(h.scan(&map(&[&spelled])).forwarded_misspelled, "{spelled}");
         }
     }
     for name in HOP_BY_HOP {
@@ -376,4 +376,37 @@ fn the_common_removal_values_are_what_removals_builds() {
             }
         }
     }
+}
+
+/// A CGI-style upstream folds more than `_`: lighttpd maps every byte
+/// that is not a letter or digit to `_`, PHP maps `.` and space; so
+/// `X-Hawzu.Role`, `X+Hawzu+Role` and `X-HTTP-Method.Override` reach the API
+/// as the gate's own names. Every separator a header name may hold reads
+/// as `-`.
+#[test]
+fn names_match_with_any_separator() {
+    let h = IdentityHeaders::default();
+    // Every byte RFC 9110 allows in a name besides letters, digits and `-`.
+    for sep in "!#$%&'*+.^_`|~".chars() {
+        let role = format!("x{sep}hawzu{sep}role");
+        assert!(h.is_identity(&role), "{role}");
+        assert!(h.is_protected(&role), "{role}");
+        assert!(h.misspells_protected(&role), "{role}");
+        let method = format!("x-http-method{sep}override");
+        assert_eq!(
+            h.stripped_override(&method),
+            Some(Override::Method),
+            "{method}"
+        );
+        let prefix = format!("x-forwarded{sep}prefix");
+        assert!(h.is_protected(&prefix), "{prefix}");
+        let xff = format!("x{sep}forwarded{sep}for");
+        assert!(h.scan(&map(&[&xff])).forwarded_misspelled, "{xff}");
+        assert!(h.misspells_protected(&xff), "{xff}");
+    }
+    // Spelled as the gate spells them, or not folding into one: no.
+    for name in ["x-hawzu-role", "x-forwarded-for", "x-hawzu", "x.hawzurole"] {
+        assert!(!h.misspells_protected(name), "{name}");
+    }
+    assert!(!h.scan(&map(&["x-forwarded-for"])).forwarded_misspelled);
 }

@@ -120,6 +120,10 @@ async fn nginx_never_forwards_underscore_override_or_upgrade_headers() {
         "X_Hawzu_Role: workspace_manager".into(),
         "x-hawzu_workspace_id: ws_2".into(),
         "X_HAWZU-PROJECT-ID: proj_b".into(),
+        // lighttpd and PHP read these as HTTP_X_HAWZU_ROLE and
+        // HTTP_X_FORWARDED_FOR; nginx drops such names (ignore_invalid_headers).
+        "X-Hawzu.Role: workspace_manager".into(),
+        "X.Forwarded.For: 203.0.113.9".into(),
         "X-HTTP-Method-Override: DELETE".into(),
         "X-HTTP-Method: DELETE".into(),
         "X-Method-Override: DELETE".into(),

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    InProcessGate, Overrides, ShippedProxy, TestUpstream, Underscores, free_port,
+    Forged, InProcessGate, Misspelled, Overrides, ShippedProxy, TestUpstream, free_port,
     proxy_judged_by_the_gate,
 };
 
@@ -117,8 +117,11 @@ async fn envoy_grpc_ext_authz_as_shipped_is_judged_by_the_gate() {
         &upstream,
         &proxy,
         None,
-        Underscores::Refused,
-        Overrides::Removed,
+        Forged {
+            underscores: Misspelled::Refused,
+            separators: Misspelled::Dropped,
+            overrides: Overrides::Removed,
+        },
         503,
     )
     .await;
@@ -146,8 +149,11 @@ async fn envoy_grpc_ext_authz_with_raw_headers_is_judged_by_the_gate() {
         &upstream,
         &proxy,
         None,
-        Underscores::Refused,
-        Overrides::Removed,
+        Forged {
+            underscores: Misspelled::Refused,
+            separators: Misspelled::Dropped,
+            overrides: Overrides::Removed,
+        },
         503,
     )
     .await;
@@ -167,8 +173,11 @@ async fn envoy_http_ext_authz_as_shipped_is_judged_by_the_gate() {
         &upstream,
         &proxy,
         None,
-        Underscores::Refused,
-        Overrides::Removed,
+        Forged {
+            underscores: Misspelled::Refused,
+            separators: Misspelled::Dropped,
+            overrides: Overrides::Removed,
+        },
         503,
     )
     .await;
@@ -185,8 +194,11 @@ async fn traefik_forward_auth_as_shipped_is_judged_by_the_gate() {
         &upstream,
         &proxy,
         Some(TRAEFIK_HOST),
-        Underscores::Dropped,
-        Overrides::Refused,
+        Forged {
+            underscores: Misspelled::Refused,
+            separators: Misspelled::Refused,
+            overrides: Overrides::Refused,
+        },
         500,
     )
     .await;
@@ -229,8 +241,11 @@ async fn caddy_forward_auth_as_shipped_is_judged_by_the_gate() {
         &upstream,
         &proxy,
         None,
-        Underscores::Dropped,
-        Overrides::Refused,
+        Forged {
+            underscores: Misspelled::Dropped,
+            separators: Misspelled::Refused,
+            overrides: Overrides::Refused,
+        },
         502,
     )
     .await;
@@ -247,8 +262,11 @@ async fn caddy_in_front_of_the_gates_proxy_as_shipped_is_judged_by_the_gate() {
         &upstream,
         &proxy,
         None,
-        Underscores::Dropped,
-        Overrides::Removed,
+        Forged {
+            underscores: Misspelled::Dropped,
+            separators: Misspelled::Dropped,
+            overrides: Overrides::Removed,
+        },
         502,
     )
     .await;

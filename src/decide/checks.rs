@@ -135,6 +135,7 @@ pub fn check_request(
     match override_header {
         Some(Override::Path) => Err(DenyCode::PathOverride),
         Some(Override::Method) => Err(DenyCode::MethodOverride),
+        Some(Override::Identity) => Err(DenyCode::AmbiguousHeader),
         None if query.is_some_and(names_method_override) => Err(DenyCode::MethodOverride),
         None => Ok(()),
     }

@@ -48,6 +48,9 @@ pub enum Override {
     Method,
     /// Another path (`X-Original-URL`, `X-Rewrite-URL`, `X-Original-URI`).
     Path,
+    /// Another identity: a header the gate sets or removes, spelled with
+    /// another separator than `-` (`X-Hawzu.Role`, `X_Forwarded_For`).
+    Identity,
 }
 
 /// The client address of a request, as `trusted_proxies` says (see

@@ -326,15 +326,29 @@ impl<'h> Read<'h> {
                 b"x-forwarded-for" => r.forwarded_for = true,
                 b"http2-settings" => r.upgrade = true,
                 _ => {
-                    // A method override wins over a path override.
-                    let found = names.stripped_override(name.as_str());
-                    if found.is_some() && r.override_header != Some(Override::Method) {
+                    // A method override wins over a path override, and
+                    // both over another spelling of a protected name.
+                    let n = name.as_str();
+                    let found = names
+                        .stripped_override(n)
+                        .or_else(|| names.misspells_protected(n).then_some(Override::Identity));
+                    if rank(found) > rank(r.override_header) {
                         r.override_header = found;
                     }
                 }
             }
         }
         r
+    }
+}
+
+/// Which of two override headers a refusal names: the higher.
+fn rank(o: Option<Override>) -> u8 {
+    match o {
+        None => 0,
+        Some(Override::Identity) => 1,
+        Some(Override::Path) => 2,
+        Some(Override::Method) => 3,
     }
 }
 

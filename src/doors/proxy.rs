@@ -4,7 +4,7 @@
 //!
 //! On the way up it removes hop-by-hop headers, every header with the
 //! identity prefix the client sent and every one on `headers.strip` (both
-//! with `_` read as `-`), and `Authorization` (unless
+//! with every separator read as `-`: `X_Hawzu_Role`, `X-Hawzu.Role`), and `Authorization` (unless
 //! `proxy.forward_authorization`); it sets the identity headers and
 //! `X-Request-Id`, and appends `X-Forwarded-For/-Proto/-Host`; W3C trace
 //! headers go on as sent, except that a request whose span is recorded
@@ -37,7 +37,7 @@ use super::{Shared, credentials, inspect, trace_context};
 use crate::decide::{Client, ClientAddr, Decision, RequestFacts};
 use crate::headers::{
     FORWARDED, Found, HAWZU_TOKEN_EXPIRES, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    ip_value, strip_hop_by_hop, strip_underscored, strip_upstream_answer,
+    ip_value, strip_hop_by_hop, strip_misspelled, strip_upstream_answer,
 };
 use crate::metrics::Door;
 use crate::refusal::{DenyCode, Refusal};
@@ -408,14 +408,15 @@ fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
 /// Appends this hop to `X-Forwarded-For`, `-Proto` and `-Host`. What an
 /// untrusted peer sent in them (or in `Forwarded`, `X-Real-IP`) is dropped
 /// first: the upstream learns only what a trusted hop or the gate saw.
-/// Their `_` spellings (`X_Forwarded_For`) are dropped from anyone.
+/// Their other spellings (`X_Forwarded_For`, `X.Forwarded.For`) are
+/// dropped from anyone.
 /// `found` is what [`IdentityHeaders::scan`] found in `h`: with none of
 /// these names, nothing is looked up before the three are set.
 ///
 /// [`IdentityHeaders::scan`]: crate::headers::IdentityHeaders::scan
 fn forwarded(h: &mut HeaderMap, found: Found, peer: SocketAddr, tls: bool, trusted: bool) {
-    if found.forwarded_underscored {
-        strip_underscored(h, &FORWARDED);
+    if found.forwarded_misspelled {
+        strip_misspelled(h, &FORWARDED);
     }
     let keep = found.forwarded && trusted;
     if found.forwarded && !trusted {

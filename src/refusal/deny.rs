@@ -23,6 +23,10 @@ pub enum DenyCode {
     PathOverride,
     UpgradeRefused,
     MissingOriginal,
+    /// A protected header spelled with another separator than `-`
+    /// (`X-Hawzu.Role`, `X_Forwarded_For`) at a door that cannot remove
+    /// it: a CGI-style API reads it as the gate's own.
+    AmbiguousHeader,
     /// The token may not be used from the client's address (`allow_from`).
     AddressNotAllowed,
     /// The token's `not_before` is still to come.
@@ -31,7 +35,7 @@ pub enum DenyCode {
 
 impl DenyCode {
     /// Every code, in declaration order (metrics index by it).
-    pub const ALL: [DenyCode; 19] = [
+    pub const ALL: [DenyCode; 20] = [
         DenyCode::MissingToken,
         DenyCode::MalformedToken,
         DenyCode::UnknownToken,
@@ -49,6 +53,7 @@ impl DenyCode {
         DenyCode::PathOverride,
         DenyCode::UpgradeRefused,
         DenyCode::MissingOriginal,
+        DenyCode::AmbiguousHeader,
         DenyCode::AddressNotAllowed,
         DenyCode::TokenNotYetValid,
     ];
@@ -73,6 +78,7 @@ impl DenyCode {
             DenyCode::PathOverride => "path_override",
             DenyCode::UpgradeRefused => "upgrade_refused",
             DenyCode::MissingOriginal => "missing_original",
+            DenyCode::AmbiguousHeader => "ambiguous_header",
             DenyCode::AddressNotAllowed => "address_not_allowed",
             DenyCode::TokenNotYetValid => "token_not_yet_valid",
         }
@@ -97,7 +103,8 @@ impl DenyCode {
             | DenyCode::MethodOverride
             | DenyCode::PathOverride
             | DenyCode::UpgradeRefused
-            | DenyCode::MissingOriginal => 400,
+            | DenyCode::MissingOriginal
+            | DenyCode::AmbiguousHeader => 400,
             DenyCode::StoreUnavailable => 503,
             DenyCode::RateLimited => 429,
         }
@@ -140,6 +147,9 @@ impl DenyCode {
             }
             DenyCode::MissingOriginal => {
                 "The proxy did not say which request it asks about: /auth/nginx needs X-Original-Method and X-Original-URI (or X-Original-URL), /auth/traefik needs X-Forwarded-Method and X-Forwarded-Uri (see deploy/)."
+            }
+            DenyCode::AmbiguousHeader => {
+                "A header name spelled with `_`, `.` or another separator than `-` reads as one the gate sets or removes (X-Hawzu-*, X-Forwarded-For, an override); send it spelled with `-`, or not at all."
             }
             DenyCode::AddressNotAllowed => {
                 "This access token may not be used from this client address."
@@ -187,7 +197,8 @@ impl DenyCode {
             | DenyCode::MethodOverride
             | DenyCode::PathOverride
             | DenyCode::UpgradeRefused
-            | DenyCode::MissingOriginal => None,
+            | DenyCode::MissingOriginal
+            | DenyCode::AmbiguousHeader => None,
         }
     }
 }

@@ -235,7 +235,8 @@ fn every_code_has_the_documented_status_and_challenge() {
             | DenyCode::MethodOverride
             | DenyCode::PathOverride
             | DenyCode::UpgradeRefused
-            | DenyCode::MissingOriginal => {
+            | DenyCode::MissingOriginal
+            | DenyCode::AmbiguousHeader => {
                 assert_eq!(code.status(), 400);
                 assert_eq!(challenge, None);
             }
