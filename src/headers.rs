@@ -210,8 +210,8 @@ pub struct BadPrefix(String);
 pub struct IdentityHeaders {
     /// Lower-case prefix, for matching incoming names.
     prefix: String,
-    /// Names removed before forwarding (`headers.strip`), lower case with
-    /// `-` for `_`.
+    /// Names removed before forwarding (`headers.strip`), folded (see
+    /// [`fold`]).
     strip: Box<[Box<str>]>,
     /// The first letters (folded) of every name [`Self::scan`] looks for,
     /// one bit each: most names a client sends start with none of them.
@@ -416,6 +416,13 @@ impl IdentityHeaders {
                 .any(|s| s.len() == b.len() && folded_starts_with(b, s.as_bytes()))
     }
 
+    /// Whether `name` may be one [`Self::scan`] looks for: its first byte,
+    /// folded, starts one of them. One bit test; most names are not.
+    pub fn may_protect(&self, name: &str) -> bool {
+        let first = name.as_bytes().first().map_or(0, |&b| fold(b));
+        first < 128 && self.firsts & (1 << first) != 0
+    }
+
     /// Whether `name` is a protected header or one of [`FORWARDED`] spelled
     /// with a byte other than a letter, digit or `-` (`X_Hawzu_Role`,
     /// `X-Hawzu.Role`, `X.Forwarded.For`): no proxy spells them so, and a
@@ -468,8 +475,7 @@ impl IdentityHeaders {
         let mut found = Found::default();
         for name in headers.keys() {
             let n = name.as_str();
-            let first = n.as_bytes().first().map_or(0, |&b| fold(b));
-            if first >= 128 || self.firsts & (1 << first) == 0 {
+            if !self.may_protect(n) {
                 continue;
             }
             found.hop_by_hop |= HOP_BY_HOP.contains(&n) || n == "proxy-connection";
@@ -699,14 +705,13 @@ fn misspelled(name: &str) -> bool {
 /// case, `-`) once folded.
 fn misspelled_as(name: &str, names: &[&str]) -> bool {
     let b = name.as_bytes();
-    misspelled(name)
-        && names
-            .iter()
-            .any(|c| c.len() == b.len() && folded_starts_with(b, c.as_bytes()))
+    // The lengths first: most names match none, and cost no byte scan.
+    let mut same = names.iter().filter(|c| c.len() == b.len()).peekable();
+    same.peek().is_some() && misspelled(name) && same.any(|c| folded_starts_with(b, c.as_bytes()))
 }
 
 /// `name` folded (see [`fold`]): the form protected names are matched in.
-fn folded(name: &str) -> Box<str> {
+pub(crate) fn folded(name: &str) -> Box<str> {
     name.bytes()
         .map(|b| char::from(fold(b)))
         .collect::<String>()

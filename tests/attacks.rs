@@ -1715,6 +1715,17 @@ async fn protected_headers_spelled_with_any_separator_never_reach_the_api() {
         (b"X-Forwarded.Prefix", b"/api/v1/workspaces/ws_2"),
     ];
     let method: Vec<(&[u8], &[u8])> = vec![(b"X-HTTP-Method.Override", b"DELETE")];
+    // Beside a path override the door cannot remove, the override is named.
+    let headers = [
+        (
+            b"X-Original-URL".as_slice(),
+            b"/api/v1/workspaces/ws_2".as_slice(),
+        ),
+        (b"X-Hawzu.Role", b"spoof_manager"),
+        (b"Authorization", &bearer),
+    ];
+    let got = w.ask(Door::Traefik, "POST", ok, &headers).await;
+    check("both", Door::Traefik, &got, Expect::Deny("path_override"));
     for door in DOORS {
         for (what, sent, refused) in [
             (

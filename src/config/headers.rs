@@ -9,10 +9,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderSettings {
     /// Prefix of every identity header; incoming headers with it are removed
-    /// (`_` read as `-`, case ignored).
+    /// (every separator — `_`, `.`, `+`… — read as `-`, case ignored).
     pub prefix: String,
     /// Client headers removed by the proxy before forwarding, and named for
-    /// removal in Envoy allow answers (`_` read as `-`, case ignored): method
+    /// removal in Envoy allow answers (every separator read as `-`, case
+    /// ignored): method
     /// and path overrides by default, which would make the API act on a
     /// request the gate never judged. Environment: comma-separated.
     #[serde(deserialize_with = "header_names")]
@@ -46,7 +47,7 @@ impl HeaderSettings {
     /// (the API might act on a method or path the gate never judged).
     pub(crate) fn dropped_defaults(&self) -> Vec<String> {
         let kept = |d: &str| {
-            let canon = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+            let canon = |s: &str| crate::headers::folded(s);
             self.strip.iter().any(|s| canon(s) == canon(d))
         };
         let dropped: Vec<&str> = crate::headers::DEFAULT_STRIP

@@ -4,8 +4,9 @@
 //! Contour.
 //!
 //! Allow → `OkHttpResponse`: the identity headers in `headers`, overwriting;
-//! in `headers_to_remove`, `authorization` and every identity-prefixed
-//! header the client sent that the answer does not set (Envoy removes after
+//! in `headers_to_remove`, `authorization` and every protected header the
+//! client sent (identity-prefixed, on `headers.strip`, or a forwarded header
+//! spelled with another separator than `-`) that the answer does not set (Envoy removes after
 //! setting, so a header both set and removed would reach the upstream
 //! nowhere). Deny → `DeniedHttpResponse` with the status, the challenge, the
 //! deny code header and the JSON body. The door translates; `decide` decides.

@@ -297,15 +297,20 @@ impl<'h> Read<'h> {
         match asker {
             Asker::Envoy => None,
             Asker::Nginx => self.override_header,
-            Asker::Traefik => self.override_header.or_else(|| {
-                [
+            Asker::Traefik => {
+                let path = [
                     (&self.original_url, "x-original-url"),
                     (&self.original_uri, "x-original-uri"),
                 ]
                 .into_iter()
                 .filter(|(v, _)| v.first.is_some())
-                .find_map(|(_, name)| names.stripped_override(name))
-            }),
+                .find_map(|(_, name)| names.stripped_override(name));
+                if rank(path) > rank(self.override_header) {
+                    path
+                } else {
+                    self.override_header
+                }
+            }
         }
     }
 
@@ -329,6 +334,9 @@ impl<'h> Read<'h> {
                     // A method override wins over a path override, and
                     // both over another spelling of a protected name.
                     let n = name.as_str();
+                    if !names.may_protect(n) {
+                        continue;
+                    }
                     let found = names
                         .stripped_override(n)
                         .or_else(|| names.misspells_protected(n).then_some(Override::Identity));
