@@ -214,7 +214,7 @@ async fn remove_is_compare_and_delete(s: &impl TokenStore) {
 /// every overlap still running, walks past a value already revoked (a
 /// shorter overlap that ended first) and one its judge refuses (left as it
 /// is), and stops at a value that does not name the one after it.
-async fn end_overlaps_walks_the_whole_chain(s: &impl TokenStore) {
+async fn end_overlaps_walks_the_whole_chain(s: &(impl TokenStore + ChangeFeed)) {
     let ws = format!("ws_chain_{}", TokenId::generate().unwrap().as_str());
     let now = Timestamp::now();
     let week = now + SignedDuration::from_hours(7 * 24);
@@ -290,6 +290,21 @@ async fn end_overlaps_walks_the_whole_chain(s: &impl TokenStore) {
         hawzu_gate::store::end_overlaps(s, &chain[5], "admin", now, |_| Ok::<_, ()>(())).await;
     let ended: Vec<&TokenId> = again.ended.iter().map(|x| &x.after.record.id).collect();
     assert_eq!(ended, [c], "only the one refused before");
+    // Once more, with nothing to end: values passed are read, never
+    // written (a write is an event to every gate, and a tenant could make
+    // every revoke of a long chain cost a write per value).
+    let mut changes = s.changes().unwrap();
+    assert_eq!(next_change(&mut changes).await, Change::Started);
+    let again =
+        hawzu_gate::store::end_overlaps(s, &chain[5], "admin", now, |_| Ok::<_, ()>(())).await;
+    assert!(again.ended.is_empty() && again.cut.is_none(), "{again:?}");
+    let marker = hash();
+    s.publish(&marker).await.unwrap();
+    assert_eq!(
+        next_change(&mut changes).await,
+        Change::Token(marker),
+        "the walk wrote a value it passed"
+    );
 }
 
 async fn concurrent_updates_are_not_lost(s: &(impl TokenStore + Clone)) {

@@ -131,15 +131,19 @@ pub async fn rotate(
         (Some(at), Some(by)) => {
             record_stamped(&api, Action::Revoke, *at, by, event, true).await;
             // The rotate took place: its answer (the one showing of the
-            // new secret) is not lost to a failure here.
-            if let Err(e) = end_overlaps(&api, &caller, &origin, &old.record, now).await {
-                tracing::warn!(
-                    target: "hawzu_gate::admin",
-                    token_id = %id,
-                    error = %e,
-                    "the token was rotated and revoked, but the overlaps of the values before it could not be ended now: revoke it again (DELETE) to end them"
-                );
-            }
+            // new secret) waits neither for the walk nor on its failure.
+            let (api, caller, origin) = (api.clone(), caller.clone(), origin.clone());
+            let (old, id) = (old.record.clone(), id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = end_overlaps(&api, &caller, &origin, &old, now).await {
+                    tracing::warn!(
+                        target: "hawzu_gate::admin",
+                        token_id = %id,
+                        error = %e,
+                        "the token was rotated and revoked, but the overlaps of the values before it could not be ended: revoke it again (DELETE) to end them"
+                    );
+                }
+            });
         }
         _ => audit(&api, event).await,
     }

@@ -312,7 +312,8 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
         let now = Instant::now();
         // A revoke is not held to the day's limit: a tenant revoking its
         // tokens in an incident is never slowed to one every few seconds
-        // (a token is revoked once, so revokes are bounded anyway).
+        // (a token is revoked once, and so is each value of the chain of
+        // rotations a revoke walks: revokes are bounded anyway).
         let daily = op.is_change() && op != Op::Revoke;
         let (result, refused_by) = if daily && api.daily_changes.is_empty(workspace_id, now) {
             let retry_after = api.daily_changes.retry_after().clone();

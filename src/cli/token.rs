@@ -375,7 +375,9 @@ fn rotated_note(c: &Created, old: &TokenId) {
             "The old token {old} keeps working for API calls until {} (then it is revoked); it manages no tokens meanwhile.",
             when(Some(until), "")
         ),
-        None => say!("The old token {old} is revoked."),
+        None => say!(
+            "The old token {old} is revoked, and so is any value before it still in a rotation overlap."
+        ),
     }
 }
 

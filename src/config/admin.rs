@@ -88,9 +88,14 @@ impl AdminSettings {
         }
     }
 
-    /// Checks the rotation limits: at most a year each (a typo guard).
+    /// Checks the rotation limits: at most a year each (a typo guard), and
+    /// the overlap within `retention` (`store.retention`): a rotated value
+    /// is dropped `retention` after its own overlap ends, and must outlive
+    /// the overlap of the value before it, or revoking a later value of
+    /// the chain could not find the older one to end.
     pub(crate) fn validate_rotation<E>(
         &self,
+        retention: Duration,
         invalid: impl Fn(&str, String) -> E,
     ) -> Result<(), E> {
         const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -101,6 +106,15 @@ impl AdminSettings {
             if d > YEAR {
                 return Err(invalid(key, "must be at most 366d".into()));
             }
+        }
+        if self.max_rotation_overlap.0 > retention {
+            return Err(invalid(
+                "admin.max_rotation_overlap",
+                format!(
+                    "must be at most store.retention ({}): a revoked value's record is kept that long, and revoking the newest value of a chain of rotations must still find the older ones whose overlaps run",
+                    humantime::format_duration(retention)
+                ),
+            ));
         }
         let w = self.change_window.0;
         if w < Duration::from_secs(1) || w > Duration::from_secs(24 * 3600) {

@@ -140,7 +140,8 @@ impl Settings {
         self.log.validate(invalid)?;
         self.telemetry.validate(invalid)?;
         self.admin.validate_key(invalid)?;
-        self.admin.validate_rotation(invalid)?;
+        self.admin
+            .validate_rotation(self.store.retention.0, invalid)?;
         self.headers.validate(invalid)?;
         self.limits.validate(invalid)?;
         self.admin.validate_reserve(&self.limits, invalid)?;

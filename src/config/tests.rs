@@ -415,6 +415,24 @@ fn limits_are_checked() {
     assert!(err.contains("max_requests"), "{err}");
 }
 
+/// A rotated value's record is dropped `store.retention` after its own
+/// overlap ends: with a longer overlap allowed, revoking the newest value
+/// of a chain could not find an older one still working.
+#[test]
+fn the_rotation_overlap_must_fit_within_the_store_retention() {
+    let both = |overlap: &str, retention: &str| {
+        BTreeMap::from([
+            (env_name("admin.max_rotation_overlap"), overlap.to_owned()),
+            (env_name("store.retention"), retention.to_owned()),
+        ])
+    };
+    let err = load_from(None, both("7d", "1d")).unwrap_err().to_string();
+    assert!(err.starts_with("admin.max_rotation_overlap"), "{err}");
+    assert!(err.contains("at most store.retention (1day)"), "{err}");
+    assert!(load_from(None, both("1d", "1d")).is_ok());
+    assert!(load_from(None, both("7d", "30d")).is_ok());
+}
+
 #[test]
 fn tls_to_redis_is_standalone_only_and_its_ca_file_is_checked() {
     let load = |pairs: &[(&str, &str)]| {

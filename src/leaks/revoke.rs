@@ -10,6 +10,8 @@
 //! secret may always kill it, so no caller check applies; it never logs or
 //! records the secret, only the token's id.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 
 use crate::audit::{AuditEvent, Origin};
@@ -73,7 +75,7 @@ impl Sighting<'_> {
 
 /// Looks `secret` up by hash and revokes it (see the module header).
 pub async fn revoke_leaked(
-    cache: &TokenCache<Store>,
+    cache: &Arc<TokenCache<Store>>,
     secret: &TokenSecret,
     origin: &Origin,
     sighting: &Sighting<'_>,
@@ -93,7 +95,7 @@ pub async fn revoke_leaked(
     // revokes, so a concurrent report that got there first is seen.
     // By the secret's hash, not the id: the report holds the secret, and
     // the id's index may be what a fault lost.
-    let written = update_by_hash(cache, &secret.hash(), |r: &TokenRecord| {
+    let written = update_by_hash(&**cache, &secret.hash(), |r: &TokenRecord| {
         let mut b = before.lock().unwrap_or_else(|e| e.into_inner());
         // Judged at this run's instant, not the report's: a concurrent
         // report (on any gate) may have revoked it a moment after `now`.
@@ -148,12 +150,27 @@ pub async fn revoke_leaked(
 /// Every value the rotations of `revoked` replaced, revoked now if its
 /// overlap still runs: whoever holds the leaked value may hold the ones
 /// before it (see [`store::end_overlaps`]). Each has its own audit event,
-/// naming the same report.
+/// naming the same report. In a task of its own, awaited: a report cut
+/// off by its deadline leaves no value ended without its event.
 async fn end_overlap(
-    cache: &TokenCache<Store>,
+    cache: &Arc<TokenCache<Store>>,
     revoked: &TokenRecord,
     origin: &Origin,
     sighting: &Sighting<'_>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let (cache, revoked, origin) = (cache.clone(), revoked.clone(), origin.clone());
+    let reason = sighting.reason();
+    tokio::spawn(async move { end_overlap_now(&cache, &revoked, &origin, &reason, now).await })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("ending rotation overlaps failed: {e}")))?
+}
+
+async fn end_overlap_now(
+    cache: &TokenCache<Store>,
+    revoked: &TokenRecord,
+    origin: &Origin,
+    reason: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let walk = store::end_overlaps(cache, revoked, &origin.actor, now, |_| Ok::<_, ()>(())).await;
@@ -174,7 +191,7 @@ async fn end_overlap(
                 now,
                 &ended.before,
                 r,
-                format!("{} (its successor {})", sighting.reason(), ended.successor),
+                format!("{reason} (its successor {})", ended.successor),
             ))
             .await;
     }
@@ -191,7 +208,8 @@ async fn end_overlap(
             );
             Ok(())
         }
-        Some(Cut::TooLong(_)) | None => Ok(()),
+        // Logged by the walk.
+        Some(Cut::TooLong(_) | Cut::Cycle(_)) | None => Ok(()),
     }
 }
 

@@ -9,15 +9,22 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::{StoreError, Stored, TokenStore, UpdateError, update};
 use crate::token::{TokenId, TokenRecord, overlap_ended};
 
-/// How many values back [`end_overlaps`] follows a chain: far more than
-/// `store.retention` keeps of any chain rotated at a sane rate (every
-/// value is dropped `store.retention` after its revocation).
+/// How many values back [`end_overlaps`] follows a chain. Values are read
+/// to be passed (a write only ends an overlap), and the walk stops where no
+/// value behind can still work ([`OVERLAP_CEILING`]); a chain longer than
+/// this within that time is one rotated every few hours with overlaps of
+/// days — its oldest values are logged, not followed.
 pub const CHAIN_LIMIT: usize = 1000;
+
+/// The longest overlap `admin.max_rotation_overlap` can ever have allowed:
+/// every value behind a value created at `t` was rotated by `t`, so none
+/// works past `t` plus this, whatever the setting was then.
+pub const OVERLAP_CEILING: SignedDuration = SignedDuration::from_hours(366 * 24);
 
 /// A value whose overlap [`end_overlaps`] ended.
 #[derive(Debug)]
@@ -41,6 +48,8 @@ pub enum Cut {
     /// The store failed reading or writing this one: a retry of the whole
     /// call walks the chain again.
     Store(TokenId, StoreError),
+    /// This value was met before: the records loop (corrupt data).
+    Cycle(TokenId),
 }
 
 /// What [`end_overlaps`] did.
@@ -57,8 +66,10 @@ pub struct Walk {
 /// ([`overlap_ended`]). A value `judge` refuses (one the caller may not
 /// act on) is left as it is, and the walk goes on past it; a value already
 /// revoked does not stop it either (an overlap shorter than the one before
-/// it ends first). Stops at the chain's first value, a broken link (a
-/// value not rotated to the one after it), or a [`Cut`].
+/// it ends first). A value passed is only read; one ended is written by
+/// compare-and-set. Stops at the chain's first value, a broken link (a
+/// value not rotated to the one after it), where no value behind can still
+/// work ([`OVERLAP_CEILING`]), or at a [`Cut`].
 pub async fn end_overlaps<S, E>(
     store: &S,
     revoked: &TokenRecord,
@@ -71,10 +82,27 @@ where
 {
     let mut walk = Walk::default();
     let mut successor = revoked.id.clone();
+    // When the value after the next one was made: the next one's rotation.
+    let mut rotated_at = revoked.created_at;
     let mut next = revoked.rotated_from.clone();
-    let mut walked = 0;
+    let mut seen = std::collections::HashSet::from([revoked.id.clone()]);
     while let Some(id) = next.take() {
-        if walked == CHAIN_LIMIT {
+        if rotated_at
+            .checked_add(OVERLAP_CEILING)
+            .is_ok_and(|end| end <= now)
+        {
+            break;
+        }
+        if !seen.insert(id.clone()) {
+            tracing::warn!(
+                target: "hawzu_gate::admin",
+                token_id = %id,
+                "a chain of rotations loops back to this token (corrupt records): not followed further"
+            );
+            walk.cut = Some(Cut::Cycle(id));
+            break;
+        }
+        if seen.len() > CHAIN_LIMIT {
             tracing::warn!(
                 target: "hawzu_gate::admin",
                 token_id = %id,
@@ -85,50 +113,78 @@ where
             walk.cut = Some(Cut::TooLong(id));
             break;
         }
-        walked += 1;
-        // The last run's record, and whether that run ended its overlap
-        // (a lost compare-and-set runs it again).
-        let seen: Mutex<Option<(TokenRecord, bool)>> = Mutex::new(None);
-        let ended = update(store, &id, |r| {
-            let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-            *seen = Some((r.clone(), false));
-            judge(r)?;
-            // Judged at this run's instant: a concurrent revoke (on any
-            // gate) may have come a moment after `now`.
-            let at = Timestamp::now().max(now);
-            let next = overlap_ended(r, &successor, by.to_owned(), at);
-            *seen = Some((r.clone(), next.is_some()));
-            Ok::<_, E>(next)
-        })
-        .await;
-        let seen = seen.into_inner().unwrap_or_else(PoisonError::into_inner);
-        match ended {
-            Ok(stored) => {
-                if let Some((before, true)) = &seen {
-                    walk.ended.push(EndedOverlap {
-                        before: before.clone(),
-                        after: stored,
-                        successor: successor.clone(),
-                    });
-                }
-            }
-            Err(UpdateError::Refused(_)) => {}
-            Err(UpdateError::NotFound) => {
+        let found = match store.find(&id).await {
+            Ok(Some(found)) => found.record,
+            Ok(None) => {
                 walk.cut = Some(Cut::NotFound(id));
                 break;
             }
-            Err(UpdateError::Store(e)) => {
+            Err(e) => {
                 walk.cut = Some(Cut::Store(id, e));
                 break;
             }
-        }
-        let Some((found, _)) = seen else { break };
+        };
         // A link only where the value names the one after it.
         if found.rotated_to.as_ref() != Some(&successor) {
             break;
         }
+        let at = Timestamp::now().max(now);
+        if overlap_ended(&found, &successor, by.to_owned(), at).is_some() && judge(&found).is_ok() {
+            match end_one(store, &id, &successor, by, now, &judge).await {
+                Ok(Some(ended)) => walk.ended.push(ended),
+                // Ended meanwhile by another writer, or refused now.
+                Ok(None) => {}
+                Err(UpdateError::NotFound) => {
+                    walk.cut = Some(Cut::NotFound(id));
+                    break;
+                }
+                Err(UpdateError::Store(e)) => {
+                    walk.cut = Some(Cut::Store(id, e));
+                    break;
+                }
+                Err(UpdateError::Refused(())) => {}
+            }
+        }
         next = found.rotated_from;
+        rotated_at = found.created_at;
         successor = id;
     }
     walk
+}
+
+/// Ends the overlap of `id` (rotated to `successor`) by compare-and-set,
+/// judged again at each run; `None` when the last run found nothing to end.
+async fn end_one<S, E>(
+    store: &S,
+    id: &TokenId,
+    successor: &TokenId,
+    by: &str,
+    now: Timestamp,
+    judge: impl Fn(&TokenRecord) -> Result<(), E>,
+) -> Result<Option<EndedOverlap>, UpdateError<()>>
+where
+    S: TokenStore,
+{
+    // The last run's record, if that run ended its overlap (a lost
+    // compare-and-set runs it again).
+    let before: Mutex<Option<TokenRecord>> = Mutex::new(None);
+    let stored = update(store, id, |r| {
+        let mut before = before.lock().unwrap_or_else(PoisonError::into_inner);
+        *before = None;
+        if judge(r).is_err() {
+            return Ok(None);
+        }
+        // Judged at this run's instant: a concurrent revoke (on any gate)
+        // may have come a moment after `now`.
+        let next = overlap_ended(r, successor, by.to_owned(), Timestamp::now().max(now));
+        *before = next.is_some().then(|| r.clone());
+        Ok::<_, ()>(next)
+    })
+    .await?;
+    let before = before.into_inner().unwrap_or_else(PoisonError::into_inner);
+    Ok(before.map(|before| EndedOverlap {
+        before,
+        after: stored,
+        successor: successor.clone(),
+    }))
 }
