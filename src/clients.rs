@@ -53,16 +53,36 @@ impl TrustedProxies {
     /// where it happens; a client forging the headers just gets the line
     /// once.
     pub fn untrusted_forwarder(&self, peer: IpAddr) {
-        if self.told.load(Ordering::Relaxed) || self.told.swap(true, Ordering::Relaxed) {
-            return;
+        if self.tell_once() {
+            tracing::warn!(
+                %peer,
+                "{peer} is not in trusted_proxies but sent X-Forwarded-For (or another forwarding header): \
+                 its requests count as its own address (failed_auth buckets, allow_from, the proxy's \
+                 X-Forwarded-For). If it is your ingress, load balancer or proxy, add it or its network \
+                 to trusted_proxies; said once"
+            );
         }
-        tracing::warn!(
-            %peer,
-            "{peer} is not in trusted_proxies but sent X-Forwarded-For (or another forwarding header): \
-             its requests count as its own address (failed_auth buckets, allow_from, the proxy's \
-             X-Forwarded-For). If it is your ingress, load balancer or proxy, add it or its network \
-             to trusted_proxies; said once"
-        );
+    }
+
+    /// The same for a gRPC ext_authz caller (Envoy, Envoy Gateway, an
+    /// Istio sidecar) outside `trusted_proxies` whose check names a client
+    /// other than itself: every client behind it counts as it.
+    pub fn untrusted_checker(&self, peer: IpAddr) {
+        if self.tell_once() {
+            tracing::warn!(
+                %peer,
+                "{peer} is not in trusted_proxies but reported a client address in its ext_authz check: \
+                 every client behind it counts as {peer} (one failed_auth bucket for all of them, \
+                 allow_from judging {peer}). If it is your Envoy (Envoy Gateway's proxies, the API \
+                 pods' Istio sidecars), add its address or network to trusted_proxies and let only it \
+                 reach listen.grpc; said once"
+            );
+        }
+    }
+
+    /// True the first time only.
+    fn tell_once(&self) -> bool {
+        !(self.told.load(Ordering::Relaxed) || self.told.swap(true, Ordering::Relaxed))
     }
 
     /// The client of a request that came from `peer` with `headers`, or —

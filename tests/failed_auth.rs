@@ -390,3 +390,50 @@ async fn an_untrusted_forwarder_is_pointed_out_once() {
     assert_eq!(log.matches(hint).count(), 1, "{log}");
     assert!(log.contains("127.0.0.2 is not in trusted_proxies"), "{log}");
 }
+
+/// The same over gRPC: an Envoy (Envoy Gateway's, or an Istio sidecar)
+/// whose address is not in `trusted_proxies` reports each client's address
+/// in the check, and the gate counts them all as that Envoy — one client's
+/// bad tokens get everyone behind it refused. Said once, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_grpc_caller_naming_clients_is_pointed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = common::GateProcess::start(dir.path(), "trusted_proxies = [\"10.9.9.9\"]\n");
+    let mut grpc = AuthorizationClient::connect(format!("http://{}", gate.grpc))
+        .await
+        .unwrap();
+    let unknown = unknown();
+    let check = |source: &str| CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(Address {
+                    address: Some(EnvoyAddress::SocketAddress(SocketAddress {
+                        address: source.to_owned(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: WS1_PROJECTS.into(),
+                    headers: [("authorization".to_owned(), format!("Bearer {unknown}"))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    for source in ["192.0.2.10", "192.0.2.11"] {
+        grpc.check(check(source)).await.unwrap();
+    }
+    let hint = "127.0.0.1 is not in trusted_proxies but reported a client address";
+    let log = common::eventually("the hint", Duration::from_secs(5), || async {
+        let log = gate.log_text();
+        log.contains(hint).then_some(log)
+    })
+    .await;
+    assert_eq!(log.matches("is not in trusted_proxies").count(), 1, "{log}");
+}

@@ -219,7 +219,11 @@ impl ExtAuthz {
         };
         match peer {
             Some(p) if !self.shared.trusted_proxies.trusts(p.to_canonical()) => {
-                Client::is(p.to_canonical())
+                let p = p.to_canonical();
+                if reported().is_some_and(|ip| ip.to_canonical() != p) {
+                    self.shared.trusted_proxies.untrusted_checker(p);
+                }
+                Client::is(p)
             }
             _ => Client {
                 named: reported().map(|ip| ip.to_canonical()),
