@@ -332,6 +332,29 @@ fn the_helm_chart_lints_and_renders_valid_manifests_in_every_mode() {
     }
 }
 
+/// The worked examples the README installs with hold no key or password:
+/// one applied as it comes would be a secret everyone has read (in sidecar
+/// mode the admin listener shares loopback with the API's container).
+#[test]
+fn no_values_file_ships_a_secret() {
+    for values in [
+        "helm/hawzu-gate/values.yaml",
+        "helm/hawzu-gate/ci/sidecar-values.yaml",
+        "helm/hawzu-gate/ci/standalone-values.yaml",
+        "helm/hawzu-gate/ci/embedded-values.yaml",
+    ] {
+        let doc = documents(&Path::new(ROOT).join(values)).remove(0);
+        let key = doc["admin"]["key"].as_str().unwrap_or_default();
+        assert!(key.is_empty(), "{values}: admin.key is set");
+        let url = doc["store"]["redis"]["url"].as_str().unwrap_or_default();
+        let userinfo = url.split_once("://").map_or(url, |(_, rest)| rest);
+        assert!(
+            !userinfo.split('/').next().unwrap_or_default().contains('@'),
+            "{values}: store.redis.url holds a password"
+        );
+    }
+}
+
 #[test]
 fn a_bad_values_file_fails_the_lint() {
     let dir = tempfile::tempdir().unwrap();
