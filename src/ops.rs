@@ -90,7 +90,13 @@ impl Ops {
                 res
             }
             "/healthz" => json(StatusCode::OK, &serde_json::json!({ "status": "alive" })),
-            "/readyz" => self.readyz().await,
+            "/readyz" => match Exclude::parse(req.uri().query()) {
+                Ok(exclude) => self.readyz(exclude).await,
+                Err(message) => json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": "bad_request", "message": message }),
+                ),
+            },
             _ => json_answer(
                 Refusal::NotFound("This listener serves /metrics, /healthz and /readyz."),
                 None,
@@ -98,7 +104,7 @@ impl Ops {
         }
     }
 
-    async fn readyz(&self) -> Response<Full<Bytes>> {
+    async fn readyz(&self, exclude: Exclude) -> Response<Full<Bytes>> {
         let store = match self.ping().await {
             Ok(()) => {
                 self.told_store_error(None);
@@ -117,25 +123,60 @@ impl Ops {
             Store::Redis(_) => "down",
         };
         let shutting_down = self.health.is_shutting_down();
-        let ready = store == "ok" && subscription != "down" && !shutting_down;
-        self.metrics.ready.set(i64::from(ready));
+        let store_ready = store == "ok" && subscription != "down";
+        // The gauge is the whole answer, whatever a probe leaves out.
+        self.metrics
+            .ready
+            .set(i64::from(store_ready && !shutting_down));
+        let ready = (store_ready || exclude.store) && !shutting_down;
         let status = if ready {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        json(
-            status,
-            &serde_json::json!({
-                "ready": ready,
-                "checks": {
-                    "config": "loaded",
-                    "store": store,
-                    "subscription": subscription,
-                    "shutting_down": shutting_down,
-                },
-            }),
-        )
+        let mut body = serde_json::json!({
+            "ready": ready,
+            "checks": {
+                "config": "loaded",
+                "store": store,
+                "subscription": subscription,
+                "shutting_down": shutting_down,
+            },
+        });
+        if exclude.store {
+            body["excluded"] = serde_json::json!(["store"]);
+        }
+        json(status, &body)
+    }
+}
+
+/// The checks a `/readyz?exclude=store` leaves out of its answer (they are
+/// still reported): an orchestrator's readiness probe asks so, since every
+/// gate of a fleet shares one store, and a store outage that made them all
+/// unready at once would leave nothing to route to — cached tokens keep
+/// working meanwhile. As the Kubernetes API server's `/readyz?exclude=`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Exclude {
+    /// The store's ping and the invalidation subscription.
+    store: bool,
+}
+
+impl Exclude {
+    fn parse(query: Option<&str>) -> Result<Self, String> {
+        let mut exclude = Self::default();
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            match pair {
+                "exclude=store" => exclude.store = true,
+                _ => {
+                    return Err("/readyz takes one parameter, exclude=store (the store and its subscription left out of the answer); nothing else".into());
+                }
+            }
+        }
+        Ok(exclude)
     }
 }
 

@@ -258,6 +258,30 @@ async fn health_and_readiness_report_the_store() {
         "unavailable: it failed (the gate's log has its error)",
         "{body}"
     );
+    // What an orchestrator's readiness probe asks: a store shared by every
+    // gate of a fleet down takes no gate out of service (cached tokens keep
+    // working; every gate unready at once would leave nothing to route
+    // to). The checks are still told.
+    let r = gate.ops().get("/readyz?exclude=store").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["ready"], true);
+    assert_eq!(
+        r.json()["checks"]["store"],
+        "unavailable: it failed (the gate's log has its error)"
+    );
+    assert_eq!(r.json()["excluded"], serde_json::json!(["store"]));
+    let r = gate.ops().get("/readyz?exclude=config").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("exclude=store"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
 
     // Redis there: ready once subscribed.
     let gate = InProcessGate::redis("ready").await;
