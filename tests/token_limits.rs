@@ -701,6 +701,15 @@ async fn a_trusted_proxy_that_names_no_client_is_not_the_client() {
         .go()
         .await;
     assert_eq!(envoy.status, StatusCode::FORBIDDEN);
+    // Self-inspection on the same listener: the same rule.
+    let inspect = gate
+        .auth()
+        .request(Method::GET, "/.well-known/hawzu-token")
+        .token(&secret)
+        .go()
+        .await;
+    assert_eq!(inspect.status, StatusCode::FORBIDDEN);
+    assert_eq!(inspect.json()["error"], "address_not_allowed");
     // Named, and inside the limit: allowed.
     let named = gate
         .auth()

@@ -199,6 +199,25 @@ async fn a_known_tokens_refusals_count_with_the_last_code_and_unknown_tokens_now
     let p = usage_when(&gate, &proxied, 1, 0).await;
     assert_eq!(p["clients"][0]["user_agent"], "through-the-proxy/1");
 
+    // Asking the gate what a token is (self-inspection) is a use of it too:
+    // whoever holds a leaked value and looks it up leaves a trace.
+    let answer = gate
+        .proxy()
+        .request(Method::GET, "/.well-known/hawzu-token")
+        .token(&proxied_secret)
+        .header("user-agent", "who-am-i/1")
+        .go()
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let p = usage_when(&gate, &proxied, 2, 0).await;
+    let agents: Vec<&str> = p["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["user_agent"].as_str())
+        .collect();
+    assert!(agents.contains(&"who-am-i/1"), "{p}");
+
     let u = usage_when(&gate, &id, 1, 1).await;
     assert_eq!(u["last_refusal"]["code"], "token_disabled");
     assert!(u["last_refusal"]["at"].as_str().unwrap().ends_with('Z'));

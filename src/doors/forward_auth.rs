@@ -76,7 +76,8 @@ impl ForwardAuth {
             let mut exchange = shared.begin(Door::Inspect);
             exchange.trace(|| trace_context(headers, peer.ip(), &shared.trusted_proxies));
             exchange.asked(req.method().as_str(), path);
-            let client = || shared.client(peer.ip(), headers);
+            let forwarded_for = headers.contains_key(crate::headers::X_FORWARDED_FOR);
+            let client = || asker_client(shared, peer, headers, forwarded_for);
             let facts = RequestFacts {
                 method: req.method(),
                 path,
@@ -89,7 +90,15 @@ impl ForwardAuth {
             };
             let request_id = shared.request_id(headers);
             // Boxed: rare (see `TokenCache::lookup` on future sizes).
-            let res = Box::pin(inspect::answer(shared, &mut exchange, &facts, &request_id)).await;
+            let agent = headers.get(http::header::USER_AGENT);
+            let res = Box::pin(inspect::answer(
+                shared,
+                &mut exchange,
+                &facts,
+                &request_id,
+                agent,
+            ))
+            .await;
             exchange.finish(res.status().as_u16(), request_id.to_str().ok());
             return res;
         }
@@ -113,24 +122,7 @@ impl ForwardAuth {
         let shared = &self.shared;
         let mut exchange = shared.begin(asker.door());
         exchange.trace(|| trace_context(headers, peer.ip(), &shared.trusted_proxies));
-        // The peer here is the proxy asking, never the client. A trusted
-        // proxy that names no client (no X-Forwarded-For) leaves it
-        // unnamed: taken for the client, a token limited to the proxy's
-        // network would pass for everyone behind it. An untrusted peer is
-        // its own client, as everywhere.
-        let client = || {
-            let peer = peer.ip().to_canonical();
-            if read.forwarded_for {
-                shared.client(peer, headers)
-            } else if shared.trusted_proxies.trusts(peer) {
-                Client {
-                    named: None,
-                    hop: peer,
-                }
-            } else {
-                Client::is(peer)
-            }
-        };
+        let client = || asker_client(shared, peer, headers, read.forwarded_for);
         let decision = match &original {
             Ok((method, original, query)) => {
                 exchange.asked(method.as_str(), &**original);
@@ -347,6 +339,30 @@ impl<'h> Read<'h> {
             }
         }
         r
+    }
+}
+
+/// The client of a request `peer` asks about. The peer here is the proxy
+/// asking, never the client. A trusted proxy that names no client (no
+/// X-Forwarded-For) leaves it unnamed: taken for the client, a token
+/// limited to the proxy's network would pass for everyone behind it. An
+/// untrusted peer is its own client, as everywhere.
+fn asker_client(
+    shared: &Shared,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    forwarded_for: bool,
+) -> Client {
+    let peer = peer.ip().to_canonical();
+    if forwarded_for {
+        shared.client(peer, headers)
+    } else if shared.trusted_proxies.trusts(peer) {
+        Client {
+            named: None,
+            hop: peer,
+        }
+    } else {
+        Client::is(peer)
     }
 }
 

@@ -39,9 +39,11 @@ pub async fn answer(
     exchange: &mut Exchange<'_, '_>,
     facts: &RequestFacts<'_>,
     request_id: &HeaderValue,
+    agent: Option<&HeaderValue>,
 ) -> Response<Full<Bytes>> {
     let refuse = |code: DenyCode| shared.render.json(Refusal::Deny(code), Some(request_id));
-    let record = match exchange.authenticate(facts).await {
+    let agent = agent.map(HeaderValue::as_bytes);
+    let record = match exchange.authenticate(facts, agent).await {
         Ok(r) => r,
         Err(Deny { code, .. }) => return refuse(code),
     };

@@ -200,15 +200,17 @@ impl<'s, 'r> Exchange<'s, 'r> {
     /// Steps 1-5 alone (token, state, context limits), for a request that
     /// asks about its own token (self-inspection): the failed-auth limit
     /// around it, counted and logged as a decision (`allow` when the token
-    /// is valid).
+    /// is valid), and a use of a known token as a decision's is (its usage:
+    /// whoever holds a leaked value and looks it up leaves a trace).
     pub async fn authenticate(
         &mut self,
         facts: &RequestFacts<'_>,
+        agent: Option<&[u8]>,
     ) -> Result<Arc<CachedRecord>, Deny> {
         if self.span.is_none() {
-            return self.authenticate_untraced(facts).await;
+            return self.authenticate_untraced(facts, agent).await;
         }
-        let (result, note) = cache::noting(self.authenticate_untraced(facts)).await;
+        let (result, note) = cache::noting(self.authenticate_untraced(facts, agent)).await;
         let outcome = match &result {
             Ok(_) => Outcome::Allow,
             Err(d) => Outcome::Deny(d.code),
@@ -220,6 +222,7 @@ impl<'s, 'r> Exchange<'s, 'r> {
     async fn authenticate_untraced(
         &mut self,
         facts: &RequestFacts<'_>,
+        agent: Option<&[u8]>,
     ) -> Result<Arc<CachedRecord>, Deny> {
         let shared = self.shared;
         let start = Instant::now();
@@ -236,8 +239,17 @@ impl<'s, 'r> Exchange<'s, 'r> {
             crate::decide::authenticate(&shared.cache, &shared.policy.load().prefixes, facts).await
         };
         let outcome = match &result {
-            Ok(_) => Outcome::Allow,
+            Ok(record) => {
+                shared.usage.note_record(record, facts.now);
+                shared.usage.count(record, None, facts.now, client, agent);
+                Outcome::Allow
+            }
             Err(d) => {
+                if let Some(record) = &d.record {
+                    shared
+                        .usage
+                        .count(record, Some(d.code), facts.now, client, agent);
+                }
                 if is_failed_auth(d.code) {
                     shared.failed_auth.failed(client());
                 }

@@ -159,6 +159,7 @@ impl Proxy {
                 &mut exchange,
                 &facts,
                 &request_id,
+                req.headers().get(http::header::USER_AGENT),
             ))
             .await;
             exchange.finish(res.status().as_u16(), request_id.to_str().ok());
