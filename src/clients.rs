@@ -29,8 +29,10 @@ use crate::refusal::DenyCode;
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
-    /// Whether [`TrustedProxies::untrusted_forwarder`] has spoken.
-    told: Arc<AtomicBool>,
+    /// Whether [`TrustedProxies::untrusted_forwarder`] and
+    /// [`TrustedProxies::untrusted_checker`] have spoken, each its own
+    /// (a client's forged `X-Forwarded-For` must not use up the other).
+    told: Arc<[AtomicBool; 2]>,
 }
 
 impl TrustedProxies {
@@ -53,7 +55,7 @@ impl TrustedProxies {
     /// where it happens; a client forging the headers just gets the line
     /// once.
     pub fn untrusted_forwarder(&self, peer: IpAddr) {
-        if self.tell_once() {
+        if self.tell_once(0) {
             tracing::warn!(
                 %peer,
                 "{peer} is not in trusted_proxies but sent X-Forwarded-For (or another forwarding header): \
@@ -68,7 +70,7 @@ impl TrustedProxies {
     /// Istio sidecar) outside `trusted_proxies` whose check names a client
     /// other than itself: every client behind it counts as it.
     pub fn untrusted_checker(&self, peer: IpAddr) {
-        if self.tell_once() {
+        if self.tell_once(1) {
             tracing::warn!(
                 %peer,
                 "{peer} is not in trusted_proxies but reported a client address in its ext_authz check: \
@@ -80,9 +82,10 @@ impl TrustedProxies {
         }
     }
 
-    /// True the first time only.
-    fn tell_once(&self) -> bool {
-        !(self.told.load(Ordering::Relaxed) || self.told.swap(true, Ordering::Relaxed))
+    /// True the first time only, for warning `which`.
+    fn tell_once(&self, which: usize) -> bool {
+        let told = &self.told[which];
+        !(told.load(Ordering::Relaxed) || told.swap(true, Ordering::Relaxed))
     }
 
     /// The client of a request that came from `peer` with `headers`, or —

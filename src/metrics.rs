@@ -418,7 +418,10 @@ impl Metrics {
                 "Admin API operations by operation and result.",
                 &["op", "result"],
             ),
-            ready: gauge(names::READY, "1 while /readyz answers 200."),
+            ready: gauge(
+                names::READY,
+                "1 while the whole /readyz answer (the store never left out) is ready.",
+            ),
             open_connections: {
                 let g = IntGaugeVec::new(
                     Opts::new(

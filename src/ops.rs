@@ -49,6 +49,10 @@ pub struct Ops {
     /// ping (whoever reaches the ops port cannot keep the shared store
     /// busy).
     last_ping: tokio::sync::Mutex<Option<(Instant, Ping)>>,
+    /// Whether a readiness check ever found the store answering and the
+    /// subscription up: until then `exclude=store` excuses nothing (a gate
+    /// that never reached its store has nothing cached to serve).
+    was_ready: AtomicBool,
 }
 
 /// What a store ping said: `Err((log text, public text))`.
@@ -56,6 +60,10 @@ type Ping = Result<(), (String, String)>;
 
 /// How long a store ping answers readiness checks.
 const PING_FRESH: Duration = Duration::from_secs(1);
+
+/// How long a `/readyz?exclude=store` waits for the store's ping: well
+/// inside a probe's timeout (the shipped ones: 2 s).
+const EXCLUDED_PING_WAIT: Duration = Duration::from_millis(500);
 
 impl Ops {
     pub fn new(
@@ -69,6 +77,7 @@ impl Ops {
             health,
             last_store_error: Mutex::new(None),
             last_ping: tokio::sync::Mutex::new(None),
+            was_ready: AtomicBool::new(false),
         })
     }
 
@@ -105,7 +114,22 @@ impl Ops {
     }
 
     async fn readyz(&self, exclude: Exclude) -> Response<Full<Bytes>> {
-        let store = match self.ping().await {
+        // A probe that leaves the store out is not held by it beyond
+        // `EXCLUDED_PING_WAIT` (a store that does not answer, under a long
+        // `store.timeout`, would outlast the probe's own timeout).
+        let ping = if exclude.store {
+            tokio::time::timeout(EXCLUDED_PING_WAIT, self.ping())
+                .await
+                .unwrap_or_else(|_| {
+                    Err((
+                        "no answer within the readiness check".into(),
+                        "it timed out".into(),
+                    ))
+                })
+        } else {
+            self.ping().await
+        };
+        let store = match ping {
             Ok(()) => {
                 self.told_store_error(None);
                 "ok".to_owned()
@@ -124,11 +148,19 @@ impl Ops {
         };
         let shutting_down = self.health.is_shutting_down();
         let store_ready = store == "ok" && subscription != "down";
+        if store_ready {
+            self.was_ready.store(true, Ordering::Relaxed);
+        }
         // The gauge is the whole answer, whatever a probe leaves out.
         self.metrics
             .ready
             .set(i64::from(store_ready && !shutting_down));
-        let ready = (store_ready || exclude.store) && !shutting_down;
+        // Excused: a store that does not answer, once this gate has been
+        // ready (its cache serves). Not a subscription down while the store
+        // answers: that is this gate's own fault, and it would serve
+        // revoked tokens until `cache.ttl`.
+        let excused = exclude.store && store != "ok" && self.was_ready.load(Ordering::Relaxed);
+        let ready = (store_ready || excused) && !shutting_down;
         let status = if ready {
             StatusCode::OK
         } else {
@@ -154,7 +186,10 @@ impl Ops {
 /// still reported): an orchestrator's readiness probe asks so, since every
 /// gate of a fleet shares one store, and a store outage that made them all
 /// unready at once would leave nothing to route to — cached tokens keep
-/// working meanwhile. As the Kubernetes API server's `/readyz?exclude=`.
+/// working meanwhile. Only once the gate has been ready (before, it has
+/// nothing cached), and only a store that does not answer (a subscription
+/// down while it answers is this gate's own fault). As the Kubernetes API
+/// server's `/readyz?exclude=`.
 #[derive(Debug, Default, Clone, Copy)]
 struct Exclude {
     /// The store's ping and the invalidation subscription.

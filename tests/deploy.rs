@@ -234,13 +234,9 @@ fn manifests_run_non_root_on_a_read_only_root_filesystem_with_probes() {
             gate["livenessProbe"]["httpGet"]["path"].as_str(),
             Some("/healthz")
         );
-        // Started once the store answers; then not taken out of service
-        // by a store every gate shares (all unready at once would leave
+        // Ready once the store answers; then not taken out of service by
+        // a store every gate shares (all unready at once would leave
         // nothing to route to), only by a shutdown.
-        assert_eq!(
-            gate["startupProbe"]["httpGet"]["path"].as_str(),
-            Some("/readyz")
-        );
         assert_eq!(
             gate["readinessProbe"]["httpGet"]["path"].as_str(),
             Some("/readyz?exclude=store")

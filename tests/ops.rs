@@ -258,22 +258,10 @@ async fn health_and_readiness_report_the_store() {
         "unavailable: it failed (the gate's log has its error)",
         "{body}"
     );
-    // What an orchestrator's readiness probe asks: a store shared by every
-    // gate of a fleet down takes no gate out of service (cached tokens keep
-    // working; every gate unready at once would leave nothing to route
-    // to). The checks are still told.
+    // A gate that never reached its store has nothing cached: leaving the
+    // store out does not make it ready.
     let r = gate.ops().get("/readyz?exclude=store").await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    assert_eq!(r.json()["ready"], true);
-    assert_eq!(
-        r.json()["checks"]["store"],
-        "unavailable: it failed (the gate's log has its error)"
-    );
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["excluded"], serde_json::json!(["store"]));
     let r = gate.ops().get("/readyz?exclude=config").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -291,6 +279,52 @@ async fn health_and_readiness_report_the_store() {
     })
     .await;
     assert_eq!(v["checks"]["subscription"], "up");
+}
+
+/// What an orchestrator's readiness probe asks: once a gate has been
+/// ready, a store shared by every gate of a fleet going away takes it out
+/// of service no more (cached tokens keep working; every gate unready at
+/// once would leave nothing to route to). `/readyz` and the gauge still
+/// say it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_without_the_store_holds_once_ready() {
+    let mut redis = common::RedisServer::start();
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", &redis.url()),
+    ])
+    .await;
+    common::eventually("readiness", std::time::Duration::from_secs(10), || async {
+        let r = gate.ops().get("/readyz?exclude=store").await;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    redis.stop();
+    let whole = common::eventually(
+        "the store gone",
+        std::time::Duration::from_secs(10),
+        || async {
+            let r = gate.ops().get("/readyz").await;
+            (r.json()["checks"]["store"] != "ok").then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(whole.json()["ready"], false);
+    let r = gate.ops().get("/readyz?exclude=store").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["ready"], true);
+    assert_ne!(r.json()["checks"]["store"], "ok");
+    assert_eq!(r.json()["excluded"], serde_json::json!(["store"]));
+    let metrics = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "hawzu_gate_ready 0"),
+        "the gauge says the whole answer"
+    );
 }
 
 /// Every door — the proxy, `/auth/nginx`, `/auth/traefik`, `/envoy/…` and
