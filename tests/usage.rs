@@ -206,17 +206,18 @@ async fn a_known_tokens_refusals_count_with_the_last_code_and_unknown_tokens_now
         .request(Method::GET, "/.well-known/hawzu-token")
         .token(&proxied_secret)
         .header("user-agent", "who-am-i/1")
+        .header("x-forwarded-for", "192.0.2.77")
         .go()
         .await;
     assert_eq!(answer.status, StatusCode::OK);
     let p = usage_when(&gate, &proxied, 2, 0).await;
-    let agents: Vec<&str> = p["clients"]
+    let clients: Vec<(&str, &str)> = p["clients"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|c| c["user_agent"].as_str())
+        .filter_map(|c| Some((c["address"].as_str()?, c["user_agent"].as_str()?)))
         .collect();
-    assert!(agents.contains(&"who-am-i/1"), "{p}");
+    assert!(clients.contains(&("192.0.2.77", "who-am-i/1")), "{p}");
 
     let u = usage_when(&gate, &id, 1, 1).await;
     assert_eq!(u["last_refusal"]["code"], "token_disabled");
