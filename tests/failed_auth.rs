@@ -236,29 +236,7 @@ async fn every_door_limits_and_the_limit_wears_off() {
     assert_eq!(a.json()["error"], "rate_limited");
 
     // gRPC: the downstream address Envoy reports is the client.
-    let check = |source: &str| CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                address: Some(Address {
-                    address: Some(EnvoyAddress::SocketAddress(SocketAddress {
-                        address: source.to_owned(),
-                        ..Default::default()
-                    })),
-                }),
-                ..Default::default()
-            }),
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: WS1_PROJECTS.into(),
-                    headers: [("authorization".to_owned(), format!("Bearer {unknown}"))].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    };
+    let check = |source: &str| check_from(source, unknown);
     let denied =
         |res: envoy_types::pb::envoy::service::auth::v3::CheckResponse| match res.http_response {
             Some(HttpResponse::DeniedResponse(d)) => {
@@ -403,7 +381,23 @@ async fn an_untrusted_grpc_caller_naming_clients_is_pointed_out() {
         .await
         .unwrap();
     let unknown = unknown();
-    let check = |source: &str| CheckRequest {
+    let check = |source: &str| check_from(source, &unknown);
+    for source in ["192.0.2.10", "192.0.2.11"] {
+        grpc.check(check(source)).await.unwrap();
+    }
+    let hint = "127.0.0.1 is not in trusted_proxies but reported a client address";
+    let log = common::eventually("the hint", Duration::from_secs(5), || async {
+        let log = gate.log_text();
+        log.contains(hint).then_some(log)
+    })
+    .await;
+    assert_eq!(log.matches("is not in trusted_proxies").count(), 1, "{log}");
+}
+
+/// A check of `GET` on a workspace route with `bearer`, naming `source` as
+/// the downstream client, as Envoy sends it.
+fn check_from(source: &str, bearer: &str) -> CheckRequest {
+    CheckRequest {
         attributes: Some(AttributeContext {
             source: Some(Peer {
                 address: Some(Address {
@@ -418,22 +412,12 @@ async fn an_untrusted_grpc_caller_naming_clients_is_pointed_out() {
                 http: Some(HttpRequest {
                     method: "GET".into(),
                     path: WS1_PROJECTS.into(),
-                    headers: [("authorization".to_owned(), format!("Bearer {unknown}"))].into(),
+                    headers: [("authorization".to_owned(), format!("Bearer {bearer}"))].into(),
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
             ..Default::default()
         }),
-    };
-    for source in ["192.0.2.10", "192.0.2.11"] {
-        grpc.check(check(source)).await.unwrap();
     }
-    let hint = "127.0.0.1 is not in trusted_proxies but reported a client address";
-    let log = common::eventually("the hint", Duration::from_secs(5), || async {
-        let log = gate.log_text();
-        log.contains(hint).then_some(log)
-    })
-    .await;
-    assert_eq!(log.matches("is not in trusted_proxies").count(), 1, "{log}");
 }

@@ -31,6 +31,17 @@ async fn rotate(gate: &InProcessGate, id: &str, body: Value) -> Answer {
         .await
 }
 
+/// Rotates `id` with `body`: the successor's id and secret.
+async fn rotated(gate: &InProcessGate, id: &str, with: Value) -> (String, String) {
+    let a = rotate(gate, id, with).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
+    let v = a.json();
+    (
+        v["token"]["id"].as_str().unwrap().to_owned(),
+        v["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
 async fn patch(gate: &InProcessGate, id: &str, body: Value) -> Answer {
     gate.admin()
         .request(Method::PATCH, &format!("/admin/v1/tokens/{id}"))
@@ -482,18 +493,8 @@ async fn revoking_the_newest_value_ends_every_overlap_of_its_chain() {
         workspace_token("CI", "ws_1", "workspace_member", "1w"),
     )
     .await;
-    let a = rotate(&gate, &a_id, json!({"overlap": "7d"})).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
-    let (b_id, b_secret) = (
-        a.json()["token"]["id"].as_str().unwrap().to_owned(),
-        a.json()["secret"].as_str().unwrap().to_owned(),
-    );
-    let a = rotate(&gate, &b_id, json!({"overlap": "7d"})).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
-    let (c_id, c_secret) = (
-        a.json()["token"]["id"].as_str().unwrap().to_owned(),
-        a.json()["secret"].as_str().unwrap().to_owned(),
-    );
+    let (b_id, b_secret) = rotated(&gate, &a_id, json!({"overlap": "7d"})).await;
+    let (c_id, c_secret) = rotated(&gate, &b_id, json!({"overlap": "7d"})).await;
     for s in [&a_secret, &b_secret, &c_secret] {
         assert_eq!(auth(&gate, s).await.0, StatusCode::OK);
     }
@@ -535,12 +536,7 @@ async fn rotating_a_value_without_an_overlap_ends_the_overlap_of_the_one_before_
         workspace_token("CI", "ws_1", "workspace_member", "1w"),
     )
     .await;
-    let a = rotate(&gate, &a_id, json!({"overlap": "7d"})).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", body(&a));
-    let (b_id, b_secret) = (
-        a.json()["token"]["id"].as_str().unwrap().to_owned(),
-        a.json()["secret"].as_str().unwrap().to_owned(),
-    );
+    let (b_id, b_secret) = rotated(&gate, &a_id, json!({"overlap": "7d"})).await;
     // B is revoked at once, as a `DELETE` of it would: A goes with it —
     // just after the answer (the rotate does not wait for the walk).
     let a = rotate(&gate, &b_id, json!({})).await;
