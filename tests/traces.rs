@@ -222,6 +222,21 @@ async fn proxy_spans_join_the_callers_trace_with_decision_cache_and_token_id() {
         workspace_token("Traced", "ws_1", "workspace_viewer", "1m"),
     )
     .await;
+    // The create's own change event reaches the cache's listener in a task
+    // of its own: heard after the first request cached the token, it
+    // would drop it, and the second would miss (seen on a loaded machine).
+    common::eventually(
+        "the create's event heard",
+        Duration::from_secs(10),
+        || async {
+            let text = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("hawzu_gate_invalidations_received_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|n| *n >= 1.0)
+        },
+    )
+    .await;
 
     let mut forwarded = Vec::new();
     for _ in 0..2 {
