@@ -102,7 +102,10 @@ impl ForwardAuth {
             exchange.finish(res.status().as_u16(), request_id.to_str().ok());
             return res;
         }
-        let read = Read::of(headers, &self.shared.headers);
+        // The Envoy door names another spelling of a protected header for
+        // removal instead of refusing it: its one pass does not look.
+        let envoy = path == ENVOY_PREFIX || path.starts_with("/envoy/");
+        let read = Read::of(headers, &self.shared.headers, !envoy);
         let (asker, original) = match path {
             "/auth/nginx" => (Asker::Nginx, nginx_original(&read)),
             "/auth/traefik" => (Asker::Traefik, traefik_original(&read)),
@@ -306,7 +309,9 @@ impl<'h> Read<'h> {
         }
     }
 
-    fn of(h: &'h HeaderMap, names: &IdentityHeaders) -> Self {
+    /// `misspelled`: whether to look for a protected name spelled with
+    /// another separator (the doors that refuse one).
+    fn of(h: &'h HeaderMap, names: &IdentityHeaders, misspelled: bool) -> Self {
         let mut r = Read::default();
         // Names come lower case; every value of a repeated name is visited.
         for (name, value) in h {
@@ -329,9 +334,9 @@ impl<'h> Read<'h> {
                     if !names.may_protect(n) {
                         continue;
                     }
-                    let found = names
-                        .stripped_override(n)
-                        .or_else(|| names.misspells_protected(n).then_some(Override::Identity));
+                    let found = names.stripped_override(n).or_else(|| {
+                        (misspelled && names.misspells_protected(n)).then_some(Override::Identity)
+                    });
                     if rank(found) > rank(r.override_header) {
                         r.override_header = found;
                     }

@@ -58,7 +58,7 @@ fn one_pass_finds_what_the_hashed_lookups_found() {
                 c /= n;
                 h.append(name.clone(), values[(i + code) % values.len()].clone());
             }
-            let r = Read::of(&h, &IdentityHeaders::default());
+            let r = Read::of(&h, &IdentityHeaders::default(), true);
             assert_eq!(seen(r.original_method), looked_up(&h, &X_ORIGINAL_METHOD));
             assert_eq!(seen(r.original_url), looked_up(&h, &X_ORIGINAL_URL));
             assert_eq!(seen(r.original_uri), looked_up(&h, &X_ORIGINAL_URI));
@@ -77,22 +77,28 @@ fn a_single_value_is_one_two_are_ambiguous() {
     let mut h = HeaderMap::new();
     h.append(X_ORIGINAL_URI, HeaderValue::from_static("/a"));
     assert_eq!(
-        Read::of(&h, &IdentityHeaders::default()).original_uri.one(),
+        Read::of(&h, &IdentityHeaders::default(), true)
+            .original_uri
+            .one(),
         Ok(Some("/a"))
     );
     h.append(X_ORIGINAL_URI, HeaderValue::from_static("/a"));
     assert_eq!(
-        Read::of(&h, &IdentityHeaders::default()).original_uri.one(),
+        Read::of(&h, &IdentityHeaders::default(), true)
+            .original_uri
+            .one(),
         Err(DenyCode::AmbiguousPath)
     );
     let mut h = HeaderMap::new();
     h.append(X_ORIGINAL_URI, HeaderValue::from_bytes(b"/\xff").unwrap());
     assert_eq!(
-        Read::of(&h, &IdentityHeaders::default()).original_uri.one(),
+        Read::of(&h, &IdentityHeaders::default(), true)
+            .original_uri
+            .one(),
         Err(DenyCode::AmbiguousPath)
     );
     assert_eq!(
-        Read::of(&HeaderMap::new(), &IdentityHeaders::default())
+        Read::of(&HeaderMap::new(), &IdentityHeaders::default(), true)
             .original_uri
             .one(),
         Ok(None)
