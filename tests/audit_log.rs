@@ -359,6 +359,16 @@ async fn embedded_log_keeps_exactly_the_last_max_events() {
     let last3: Vec<String> = written[2..].iter().rev().map(|p| p.to_string()).collect();
     assert_eq!(kept, last3);
     assert_eq!(page.next, None);
+    // The workspace's index dropped the trimmed events with them.
+    let by_ws = store
+        .audit_page(&AuditQuery {
+            workspace: Some("ws_1".into()),
+            ..everything(10)
+        })
+        .await
+        .unwrap();
+    let kept: Vec<String> = by_ws.events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(kept, last3);
 }
 
 #[tokio::test]
@@ -396,6 +406,214 @@ async fn redis_stream_is_trimmed_near_max_events_and_pages_through_batches() {
     assert_eq!(rest.events.len(), 230);
     assert!(rest.events[0].id.parse::<Position>().unwrap() < first.next.unwrap());
     assert!(written.len() == 450);
+}
+
+/// `n` creates in workspace `ws`, in order.
+async fn append_in_workspace(log: &impl AuditLog, ws: &str, n: usize) -> Vec<Position> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let r = TokenRecord {
+            workspace_id: ws.into(),
+            ..record()
+        };
+        let e = AuditEvent::created(&Origin::system("tests"), Timestamp::now(), &r);
+        out.push(log.append(&e).await.unwrap());
+    }
+    out
+}
+
+/// A workspace's pages hold its events and positions only: however many
+/// events of other workspaces lie between its own, a page neither stops
+/// short at the scan bound nor hands back as its cursor the position of
+/// another workspace's event (which told one tenant when others changed
+/// their tokens, and how many changes they made).
+async fn a_workspace_page_reveals_no_other_workspace(log: &impl AuditLog) {
+    let own_old = append_in_workspace(log, "ws_1", 1).await;
+    let others = append_in_workspace(log, "ws_2", hawzu_gate::audit::MAX_SCAN + 1).await;
+    let own_new = append_in_workspace(log, "ws_1", 1).await;
+    let others: BTreeSet<Position> = others.into_iter().collect();
+    let query = AuditQuery {
+        workspace: Some("ws_1".into()),
+        ..everything(10)
+    };
+    let page = log.audit_page(&query).await.unwrap();
+    let seen: Vec<Position> = page.events.iter().map(|e| e.id.parse().unwrap()).collect();
+    assert!(
+        page.next.is_none_or(|c| !others.contains(&c)),
+        "the cursor {:?} is another workspace's event",
+        page.next
+    );
+    assert_eq!(seen, [own_new[0], own_old[0]], "next: {:?}", page.next);
+    assert_eq!(page.next, None);
+    // From a cursor: the older one, then the end.
+    let older = log
+        .audit_page(&AuditQuery {
+            limit: 1,
+            cursor: Some(own_new[0]),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = older.events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, [own_old[0].to_string()]);
+    assert!(older.next.is_none_or(|c| !others.contains(&c)), "{older:?}");
+}
+
+#[tokio::test]
+async fn embedded_workspace_pages_reveal_no_other_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    a_workspace_page_reveals_no_other_workspace(&store).await;
+}
+
+/// A store file from before the workspace index: its events are indexed
+/// when it is opened, so a tenant still reads its history.
+#[tokio::test]
+async fn embedded_events_from_before_the_index_are_indexed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = std::time::Duration::from_secs(5);
+    let written = {
+        let store = EmbeddedStore::open(dir.path(), timeout).await.unwrap();
+        let mut w = append_in_workspace(&store, "ws_1", 2).await;
+        append_in_workspace(&store, "ws_2", 1).await;
+        w.extend(append_in_workspace(&store, "ws_1", 1).await);
+        w
+    };
+    let file = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "redb"))
+        .expect("the store file");
+    {
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        let index: redb::TableDefinition<'_, (&str, u64, u64), ()> =
+            redb::TableDefinition::new("audit_by_workspace");
+        assert!(txn.delete_table(index).unwrap(), "the index table exists");
+        txn.commit().unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path(), timeout).await.unwrap();
+    let page = store
+        .audit_page(&AuditQuery {
+            workspace: Some("ws_1".into()),
+            ..everything(10)
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = page.events.iter().map(|e| e.id.clone()).collect();
+    let want: Vec<String> = written.iter().rev().map(|p| p.to_string()).collect();
+    assert_eq!(ids, want);
+}
+
+/// Events a gate wrote without indexing them (a gate of an earlier
+/// version, during a rolling upgrade) are indexed by the next gate's
+/// start; a second pass looks only at what came after the first.
+#[tokio::test]
+async fn redis_events_written_without_the_index_are_indexed_at_start() {
+    let prefix = unique_prefix("audit-backfill");
+    let store = RedisStore::new(RedisOptions {
+        url: redis_url(),
+        key_prefix: prefix.clone(),
+        timeout: std::time::Duration::from_secs(5),
+        retention: std::time::Duration::from_secs(3600),
+    })
+    .unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // As an earlier gate wrote them: the stream only.
+    let mut old = Vec::new();
+    for ws in ["ws_1", "ws_2", "ws_1"] {
+        let r = TokenRecord {
+            workspace_id: ws.into(),
+            ..record()
+        };
+        let e = AuditEvent::created(&Origin::system("tests"), Timestamp::now(), &r);
+        let id: String = redis::cmd("XADD")
+            .arg(format!("{prefix}audit"))
+            .arg("*")
+            .arg("event")
+            .arg(e.to_stored())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        old.push((ws, id));
+    }
+    let ws1 = AuditQuery {
+        workspace: Some("ws_1".into()),
+        ..everything(10)
+    };
+    assert!(store.audit_page(&ws1).await.unwrap().events.is_empty());
+    assert_eq!(store.index_audit_log().await.unwrap(), 3);
+    let ids: Vec<String> = store
+        .audit_page(&ws1)
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.id.clone())
+        .collect();
+    assert_eq!(ids, [old[2].1.clone(), old[0].1.clone()]);
+    // Indexed as they are written from now on; the next start looks at
+    // those only.
+    append_in_workspace(&store, "ws_1", 2).await;
+    assert_eq!(store.audit_page(&ws1).await.unwrap().events.len(), 4);
+    assert_eq!(store.index_audit_log().await.unwrap(), 2);
+    assert_eq!(store.index_audit_log().await.unwrap(), 0);
+}
+
+/// A workspace's index entry whose event the stream trimmed is skipped
+/// (and removed), not an error or a hole in the page.
+#[tokio::test]
+async fn redis_a_trimmed_event_leaves_no_hole_in_its_workspace_pages() {
+    let prefix = unique_prefix("audit-trimmed");
+    let store = RedisStore::new(RedisOptions {
+        url: redis_url(),
+        key_prefix: prefix.clone(),
+        timeout: std::time::Duration::from_secs(5),
+        retention: std::time::Duration::from_secs(3600),
+    })
+    .unwrap();
+    let written = append_in_workspace(&store, "ws_1", 4).await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Exactly, as `MAXLEN ~` does in whole nodes once the log is full.
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(format!("{prefix}audit"))
+        .arg("MAXLEN")
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let page = store
+        .audit_page(&AuditQuery {
+            workspace: Some("ws_1".into()),
+            ..everything(10)
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = page.events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, [written[3].to_string(), written[2].to_string()]);
+    assert_eq!(page.next, None);
+    let left: i64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}audit-ws:ws_1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 2, "the trimmed events' entries removed");
+}
+
+#[tokio::test]
+async fn redis_workspace_pages_reveal_no_other_workspace() {
+    let store = RedisStore::new(RedisOptions {
+        url: redis_url(),
+        key_prefix: unique_prefix("audit-ws"),
+        timeout: std::time::Duration::from_secs(5),
+        retention: std::time::Duration::from_secs(3600),
+    })
+    .unwrap();
+    a_workspace_page_reveals_no_other_workspace(&store).await;
 }
 
 // === the CLI ===

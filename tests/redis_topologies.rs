@@ -311,6 +311,19 @@ async fn a_cluster_serves_invalidates_and_survives_a_master_failover_under_load(
         .invalidation_reaches_the_other_gate(Duration::from_secs(2))
         .await;
     println!("cluster: invalidation (sharded pub/sub) reached the other gate in {took:?}");
+    // A workspace's audit page on a cluster: its index (one key) and the
+    // stream (another slot) read apart, each command on one key.
+    let page = fleet.b.admin().get("/admin/v1/audit?workspace=ws_1").await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    let actions: Vec<String> = page.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    // (A create tried again after a 503 may have made a second token.)
+    assert_eq!(actions[0], "disable", "{actions:?}");
+    assert!(actions[1..].iter().all(|a| a == "create"), "{actions:?}");
 
     // Fail over the master that carries the events channel: the sharded
     // subscription must follow it.

@@ -138,7 +138,9 @@ pub async fn list(
     // is read, so that its pages fill with them and each cursor is one of
     // them (the position of an event it may not see told when a token
     // above it changed); only a walk that ends on the scan bound hands
-    // back the last position it looked at.
+    // back the last position it looked at, and that walk is its own
+    // workspace's index (the store reads a query with a workspace there):
+    // never another tenant's event.
     if let Caller::Token { .. } = caller {
         let policy = api.policy();
         let caller = caller.clone();

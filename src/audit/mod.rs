@@ -355,6 +355,18 @@ impl AuditEvent {
         serde_json::to_vec(&stored).unwrap_or_default()
     }
 
+    /// The workspace of a stored event (the JSON of [`AuditEvent::to_stored`]),
+    /// read without the rest: what the stores index it under.
+    pub fn stored_workspace(raw: &[u8]) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Only {
+            workspace_id: String,
+        }
+        serde_json::from_slice::<Only>(raw)
+            .ok()
+            .map(|o| o.workspace_id)
+    }
+
     /// An event read back from the store at `position`.
     pub fn from_stored(position: Position, raw: &[u8]) -> Result<Self, String> {
         let mut e: Self = serde_json::from_slice(raw)

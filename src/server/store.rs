@@ -122,9 +122,28 @@ pub(super) async fn start_store(
                 cache.clone(),
                 r.clone(),
             )));
+            background.push(tokio::spawn(index_audit_log(r.clone())));
         }
     }
     Ok((cache, background))
+}
+
+/// Indexes the audit events written since the last gate's start under
+/// their workspaces (all of them, the first time: events from gates that
+/// did not index), trying again every 30 s until the store answers.
+async fn index_audit_log(r: RedisStore) {
+    loop {
+        match r.index_audit_log().await {
+            Ok(looked) => {
+                tracing::debug!(events = looked, "audit log indexed by workspace");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit log not indexed by workspace yet; a tenant's audit pages may miss events written before this gate started until it is");
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            }
+        }
+    }
 }
 
 /// Logs a warning when Redis may evict keys under memory pressure: an

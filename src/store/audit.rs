@@ -1,7 +1,10 @@
 //! [`AuditLog`]: the store's side of the audit log, beside the
 //! [`TokenStore`](super::TokenStore) contract and kept by the same two
 //! backends — a bounded Redis stream (`<prefix>audit`, one key, so
-//! Cluster-safe) in a fleet, a redb table in the embedded store.
+//! Cluster-safe) in a fleet, a redb table in the embedded store — each
+//! with an index by workspace, which a query with a workspace reads
+//! instead of the whole log (a tenant's pages never pass over another's
+//! events).
 //!
 //! The store appends and pages events (`crate::audit`); it decides nothing
 //! about who may read them (the admin API does) and never sees a secret:

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 
 use super::audit::AuditLog;
 use super::feed::LocalFeed;
@@ -44,6 +46,11 @@ pub(super) const USAGE_RECENT: TableDefinition<'_, &str, &[u8]> =
     TableDefinition::new("usage_recent");
 /// (ms, seq) → audit event JSON: the audit log, oldest first.
 pub(super) const AUDIT: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("audit");
+/// (workspace id, ms, seq): the audit log's events by workspace, so that
+/// a workspace's pages read its own events only (a tenant's page never
+/// stops on, nor hands back the position of, another's event).
+pub(super) const AUDIT_BY_WORKSPACE: TableDefinition<'_, (&str, u64, u64), ()> =
+    TableDefinition::new("audit_by_workspace");
 /// webhook name → (ms, seq): the last audit event done for it
 /// (`embedded_outbox`).
 pub(super) const WEBHOOK_CURSORS: TableDefinition<'_, &str, (u64, u64)> =
@@ -148,6 +155,10 @@ impl EmbeddedStore {
             let db = Database::create(&p).map_err(|e| cannot(&e))?;
             // Create the tables so that read transactions always find them.
             let txn = db.begin_write().map_err(unavailable)?;
+            let indexed = txn
+                .list_tables()
+                .map_err(unavailable)?
+                .any(|t| t.name() == AUDIT_BY_WORKSPACE.name());
             txn.open_table(TOKENS).map_err(unavailable)?;
             txn.open_table(IDS).map_err(unavailable)?;
             txn.open_table(BY_WORKSPACE).map_err(unavailable)?;
@@ -155,6 +166,11 @@ impl EmbeddedStore {
             txn.open_table(USAGE_HOURS).map_err(unavailable)?;
             txn.open_table(USAGE_RECENT).map_err(unavailable)?;
             txn.open_table(AUDIT).map_err(unavailable)?;
+            txn.open_table(AUDIT_BY_WORKSPACE).map_err(unavailable)?;
+            if !indexed {
+                // A file from before the index: its events indexed once.
+                index_audit_log(&txn)?;
+            }
             txn.open_table(WEBHOOK_CURSORS).map_err(unavailable)?;
             txn.open_table(NOTICES).map_err(unavailable)?;
             txn.commit().map_err(unavailable)?;
@@ -481,13 +497,38 @@ impl AuditLog for EmbeddedStore {
             if query.cursor.is_some_and(|c| c <= floor) {
                 return Ok(PageBuilder::new(&query).end());
             }
+            let mut page = PageBuilder::new(&query);
+            if let Some(ws) = query.workspace.as_deref() {
+                // A workspace's events only, through its index.
+                let index = txn.open_table(AUDIT_BY_WORKSPACE).map_err(unavailable)?;
+                let from = (ws, floor.ms, floor.seq);
+                let range = match query.cursor {
+                    Some(c) => index.range(from..(ws, c.ms, c.seq)),
+                    None => index.range(from..=(ws, u64::MAX, u64::MAX)),
+                }
+                .map_err(unavailable)?;
+                for entry in range.rev() {
+                    let (k, _) = entry.map_err(unavailable)?;
+                    let (_, ms, seq) = k.value();
+                    let position = Position { ms, seq };
+                    let Some(raw) = log.get((ms, seq)).map_err(unavailable)? else {
+                        // Dropped with the event; not reached in practice.
+                        continue;
+                    };
+                    let event = AuditEvent::from_stored(position, raw.value())
+                        .map_err(StoreError::Corrupt)?;
+                    if page.push(position, event) {
+                        return Ok(page.cut());
+                    }
+                }
+                return Ok(page.end());
+            }
             let from = (floor.ms, floor.seq);
             let range = match query.cursor {
                 Some(c) => log.range(from..(c.ms, c.seq)),
                 None => log.range(from..),
             }
             .map_err(unavailable)?;
-            let mut page = PageBuilder::new(&query);
             for entry in range.rev() {
                 let (k, v) = entry.map_err(unavailable)?;
                 let (ms, seq) = k.value();
@@ -505,8 +546,9 @@ impl AuditLog for EmbeddedStore {
 }
 
 /// Appends `raw` to the audit log in `txn` at the next position (`now`,
-/// or after the last one should the clock have gone back), then drops the
-/// oldest events beyond `max`.
+/// or after the last one should the clock have gone back), indexed under
+/// its workspace, then drops the oldest events beyond `max` (and their
+/// index entries).
 pub(super) fn append_in(
     txn: &redb::WriteTransaction,
     raw: &[u8],
@@ -514,6 +556,7 @@ pub(super) fn append_in(
     now: Position,
 ) -> Result<Position, StoreError> {
     let mut log = txn.open_table(AUDIT).map_err(unavailable)?;
+    let mut index = txn.open_table(AUDIT_BY_WORKSPACE).map_err(unavailable)?;
     let last = log.last().map_err(unavailable)?.map(|(k, _)| k.value());
     let position = match last {
         Some((ms, seq)) if ms >= now.ms => Position { ms, seq: seq + 1 },
@@ -521,11 +564,40 @@ pub(super) fn append_in(
     };
     log.insert((position.ms, position.seq), raw)
         .map_err(unavailable)?;
+    if let Some(ws) = AuditEvent::stored_workspace(raw) {
+        index
+            .insert((ws.as_str(), position.ms, position.seq), ())
+            .map_err(unavailable)?;
+    }
     let mut excess = log.len().map_err(unavailable)?.saturating_sub(max);
-    while excess > 0 && log.pop_first().map_err(unavailable)?.is_some() {
+    while excess > 0 {
+        let Some((k, v)) = log.pop_first().map_err(unavailable)? else {
+            break;
+        };
+        let (ms, seq) = k.value();
+        if let Some(ws) = AuditEvent::stored_workspace(v.value()) {
+            index.remove((ws.as_str(), ms, seq)).map_err(unavailable)?;
+        }
         excess -= 1;
     }
     Ok(position)
+}
+
+/// Indexes every event of the audit log under its workspace: once, for a
+/// file written before the index was.
+fn index_audit_log(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let log = txn.open_table(AUDIT).map_err(unavailable)?;
+    let mut index = txn.open_table(AUDIT_BY_WORKSPACE).map_err(unavailable)?;
+    for entry in log.iter().map_err(unavailable)? {
+        let (k, v) = entry.map_err(unavailable)?;
+        let (ms, seq) = k.value();
+        if let Some(ws) = AuditEvent::stored_workspace(v.value()) {
+            index
+                .insert((ws.as_str(), ms, seq), ())
+                .map_err(unavailable)?;
+        }
+    }
+    Ok(())
 }
 
 /// Up to [`SCAN_BATCH`] index entries older than `after` (newest first),

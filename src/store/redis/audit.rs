@@ -4,6 +4,15 @@
 //! `XREVRANGE` pages newest first. One key per command: Cluster-safe.
 //!
 //! Each entry has one field, `event`: the event's JSON without its id.
+//!
+//! Beside it, one sorted set per workspace, `<prefix>audit-ws:<id>`: the
+//! positions of that workspace's events (members `<ms>-<seq>`, each part
+//! 20 digits so that their bytes sort as the positions do; every score
+//! 0), at most `audit.max_events`. A query with a workspace — every token
+//! caller's — pages that set (`ZRANGE … BYLEX REV`) and reads each event
+//! from the stream, so its pages never stop on, nor hand back the position
+//! of, another workspace's event. A position whose event the stream has
+//! trimmed is skipped and removed.
 
 use std::sync::atomic::Ordering;
 
@@ -13,6 +22,8 @@ use super::connect::Use;
 use super::{RedisStore, redis_err};
 use crate::audit::{AuditEvent, AuditPage, AuditQuery, PageBuilder, Position};
 use crate::store::{AuditLog, StoreError};
+
+use super::connect::Conn;
 
 /// Stream entries fetched per round trip while paging.
 const SCAN_BATCH: usize = 200;
@@ -36,6 +47,7 @@ impl RedisStore {
 impl AuditLog for RedisStore {
     async fn append(&self, event: &AuditEvent) -> Result<Position, StoreError> {
         let key = self.audit_key();
+        let index = self.audit_index_key(&event.workspace_id);
         let raw = event.to_stored();
         let max = self.inner.audit_max.load(Ordering::Relaxed);
         self.timed_on(Use::Change, |mut conn| async move {
@@ -50,15 +62,38 @@ impl AuditLog for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(redis_err)?;
+            let position: Position = id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("XADD answered the id {id:?}")))?;
+            // The event is written: a lost index entry hides it from its
+            // workspace's pages only (the next gate's start indexes it).
+            let indexed: Result<i64, _> = self
+                .inner
+                .audit_index
+                .key(&index)
+                .arg(member(position))
+                .arg(max)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(e) = indexed {
+                tracing::warn!(
+                    event = %position,
+                    workspace = %event.workspace_id,
+                    error = %redis_err(e),
+                    "audit event written but not indexed under its workspace"
+                );
+            }
             // With replica_acks, answered once the replicas hold it too.
-            self.replicated(&mut conn, &[&key]).await?;
-            id.parse()
-                .map_err(|_| StoreError::Corrupt(format!("XADD answered the id {id:?}")))
+            self.replicated(&mut conn, &[&key, &index]).await?;
+            Ok(position)
         })
         .await
     }
 
     async fn audit_page(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        if let Some(ws) = query.workspace.as_deref() {
+            return self.workspace_page(ws, query).await;
+        }
         let key = self.audit_key();
         let floor = query.floor();
         if query.cursor.is_some_and(|c| c <= floor) {
@@ -105,6 +140,198 @@ impl AuditLog for RedisStore {
             }
         }
     }
+}
+
+impl RedisStore {
+    /// A page of one workspace's events: its index read newest first, each
+    /// event from the stream.
+    async fn workspace_page(&self, ws: &str, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        let key = self.audit_key();
+        let index = self.audit_index_key(ws);
+        let floor = query.floor();
+        if query.cursor.is_some_and(|c| c <= floor) {
+            return Ok(PageBuilder::new(query).end());
+        }
+        let min = format!("[{}", member(floor));
+        let mut page = PageBuilder::new(query);
+        // The last index entry read (a trimmed event's too).
+        let mut after = query.cursor;
+        loop {
+            let max = after.map_or_else(|| "+".to_owned(), |p| format!("({}", member(p)));
+            let members: Vec<String> = self
+                .timed(|mut conn| {
+                    let (index, max, min) = (&index, &max, &min);
+                    async move {
+                        redis::cmd("ZRANGE")
+                            .arg(index)
+                            .arg(max)
+                            .arg(min)
+                            .arg("BYLEX")
+                            .arg("REV")
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(SCAN_BATCH)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(redis_err)
+                    }
+                })
+                .await?;
+            let full = members.len() == SCAN_BATCH;
+            let positions = members
+                .iter()
+                .map(|m| {
+                    m.parse::<Position>()
+                        .map_err(|_| StoreError::Corrupt(format!("{index} holds {m:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if positions.is_empty() {
+                return Ok(page.end());
+            }
+            let entries: Vec<Vec<(String, Vec<Value>)>> = self
+                .timed(|mut conn: Conn| {
+                    let cmds = positions
+                        .iter()
+                        .map(|p| {
+                            let mut cmd = redis::cmd("XRANGE");
+                            cmd.arg(&key).arg(p.to_string()).arg(p.to_string());
+                            cmd
+                        })
+                        .collect();
+                    async move { conn.each(cmds).await }
+                })
+                .await?;
+            let mut trimmed = Vec::new();
+            let mut done = false;
+            for (position, found) in positions.into_iter().zip(entries) {
+                after = Some(position);
+                let Some((_, fields)) = found.first() else {
+                    trimmed.push(member(position));
+                    continue;
+                };
+                let raw = event_field(fields).ok_or_else(|| {
+                    StoreError::Corrupt(format!("{key} entry {position} has no `{FIELD}` field"))
+                })?;
+                let event = AuditEvent::from_stored(position, raw).map_err(StoreError::Corrupt)?;
+                if page.push(position, event) {
+                    done = true;
+                    break;
+                }
+            }
+            if !trimmed.is_empty() {
+                self.forget(&index, trimmed).await;
+            }
+            if done {
+                return Ok(page.cut());
+            }
+            if !full {
+                return Ok(page.end());
+            }
+        }
+    }
+
+    /// Removes index entries whose events the stream has trimmed; a failure
+    /// leaves them for the next read to skip again.
+    async fn forget(&self, index: &str, members: Vec<String>) {
+        let members = &members;
+        let removed: Result<i64, _> = self
+            .timed_on(Use::Change, |mut conn| async move {
+                redis::cmd("ZREM")
+                    .arg(index)
+                    .arg(members)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)
+            })
+            .await;
+        if let Err(e) = removed {
+            tracing::debug!(error = %e, "trimmed audit events left in a workspace's index");
+        }
+    }
+
+    /// Indexes under its workspace every audit event written since the
+    /// last gate's start looked (every event, the first time): the events
+    /// of gates from before the index, and any whose index entry was lost.
+    /// Idempotent, so gates starting together do no harm. Answers how many
+    /// events it looked at.
+    pub async fn index_audit_log(&self) -> Result<u64, StoreError> {
+        let key = self.audit_key();
+        let marker = self.audit_indexed_key();
+        let from: Option<String> = self
+            .timed(|mut conn| {
+                let marker = &marker;
+                async move {
+                    redis::cmd("GET")
+                        .arg(marker)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_err)
+                }
+            })
+            .await?;
+        let mut after = from.and_then(|p| p.parse::<Position>().ok());
+        let mut looked = 0;
+        loop {
+            let start = after.map_or_else(|| "-".to_owned(), |p| format!("({p}"));
+            let entries: Vec<(String, Vec<Value>)> = self
+                .timed(|mut conn| {
+                    let (key, start) = (&key, &start);
+                    async move {
+                        redis::cmd("XRANGE")
+                            .arg(key)
+                            .arg(start)
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(SCAN_BATCH)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(redis_err)
+                    }
+                })
+                .await?;
+            let Some((last, _)) = entries.last() else {
+                return Ok(looked);
+            };
+            let last: Position = last
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("{key} holds the entry id {last:?}")))?;
+            // Plain adds, a batch at a time: what is indexed here is in
+            // the stream, so the stream's bound bounds it.
+            let adds: Vec<redis::Cmd> = entries
+                .iter()
+                .filter_map(|(id, fields)| {
+                    let position = id.parse::<Position>().ok()?;
+                    let ws = event_field(fields).and_then(AuditEvent::stored_workspace)?;
+                    let mut add = redis::cmd("ZADD");
+                    add.arg(self.audit_index_key(&ws))
+                        .arg(0)
+                        .arg(member(position));
+                    Some(add)
+                })
+                .collect();
+            let marker = &marker;
+            self.timed_on(Use::Change, |mut conn| async move {
+                if !adds.is_empty() {
+                    conn.each::<i64>(adds).await?;
+                }
+                redis::cmd("SET")
+                    .arg(marker)
+                    .arg(last.to_string())
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(redis_err)
+            })
+            .await?;
+            looked += entries.len() as u64;
+            after = Some(last);
+        }
+    }
+}
+
+/// A position as a member of a workspace's index: both parts 20 digits
+/// (a `u64`'s most), so that the members' bytes sort as the positions.
+fn member(p: Position) -> String {
+    format!("{:020}-{:020}", p.ms, p.seq)
 }
 
 /// The value of the `event` field among an entry's field/value pairs.

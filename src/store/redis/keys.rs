@@ -34,6 +34,17 @@ impl RedisStore {
         }
     }
 
+    /// The audit log's positions of one workspace's events.
+    pub(super) fn audit_index_key(&self, workspace: &str) -> String {
+        self.key("audit-ws:", workspace)
+    }
+
+    /// The position of the last audit event the indexing at a gate's
+    /// start looked at.
+    pub(super) fn audit_indexed_key(&self) -> String {
+        self.key("audit-indexed", "")
+    }
+
     /// The claim of a notice written once (`append_once`).
     pub(super) fn notice_key(&self, key: &str) -> String {
         self.key("notice:", key)

@@ -4,7 +4,8 @@
 //! `token:{hash-hex}` → record JSON, `id:{token_id}` → hash hex,
 //! `ws:{workspace_id}` and `all` → sorted sets of token ids scored by
 //! creation time, channel `events` → `{"op":"invalidate","hash":…}`,
-//! stream `audit` → the audit log (`audit`), read by webhooks through
+//! stream `audit` → the audit log (`audit`), sorted sets `audit-ws:{workspace_id}`
+//! → its events' positions by workspace, read by webhooks through
 //! consumer groups `webhook:<name>`, `notice:{key}` → a notice's claim
 //! (`outbox`).
 //!
@@ -52,7 +53,7 @@ mod usage;
 
 pub use self::connect::Topology;
 use self::connect::{Conn, Target, Use};
-use self::scripts::{COMPARE_AND_DELETE, COMPARE_AND_SET, set_cmd};
+use self::scripts::{AUDIT_INDEX, COMPARE_AND_DELETE, COMPARE_AND_SET, set_cmd};
 pub use self::usage::USAGE_DELTAS_PER_PIPELINE;
 
 /// Index entries fetched per round trip while listing.
@@ -89,6 +90,8 @@ struct Inner {
     compare_and_delete: Script,
     /// The audit stream keeps about this many events (`audit.max_events`).
     audit_max: AtomicU64,
+    /// An event's position added to its workspace's audit index.
+    audit_index: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -135,6 +138,7 @@ impl RedisStore {
                 compare_and_set: Script::new(COMPARE_AND_SET),
                 compare_and_delete: Script::new(COMPARE_AND_DELETE),
                 audit_max: AtomicU64::new(crate::audit::DEFAULT_MAX_EVENTS),
+                audit_index: Script::new(AUDIT_INDEX),
             }),
         })
     }

@@ -23,6 +23,17 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 ";
 
+/// Adds an audit event's position to its workspace's index (a sorted set
+/// of positions, every score 0, so ordered by the members' bytes) and
+/// drops the oldest beyond the log's bound.
+/// ARGV: the member, the most members kept.
+pub(super) const AUDIT_INDEX: &str = r"
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1) end
+return 1
+";
+
 /// `SET key value [PXAT ms]`.
 pub(super) fn set_cmd(key: &str, value: &[u8], expire_at: Option<u64>, nx: bool) -> redis::Cmd {
     let mut cmd = redis::cmd("SET");
