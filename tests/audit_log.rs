@@ -382,6 +382,7 @@ async fn redis_stream_is_trimmed_near_max_events_and_pages_through_batches() {
     })
     .unwrap()
     .with_audit_max_events(10);
+    append_in_workspace(&store, "ws_idle", 5).await;
     let written = append_n(&store, 450).await;
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -392,6 +393,31 @@ async fn redis_stream_is_trimmed_near_max_events_and_pages_through_batches() {
         .unwrap();
     // `MAXLEN ~` trims whole stream nodes (100 entries by default).
     assert!((10..=110).contains(&len), "XLEN {len}");
+    // A workspace's index goes with the stream as it is written to…
+    let zcard = |ws: &'static str| {
+        let key = store.audit_index_key(ws);
+        let client = client.clone();
+        async move {
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("ZCARD")
+                .arg(key)
+                .query_async::<usize>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(zcard("ws_1").await, len);
+    // … and an idle one's is rid of what the stream trimmed by the
+    // fleet's periodic pass.
+    assert_eq!(zcard("ws_idle").await, 5);
+    assert!(store.index_audit_log().await.unwrap().is_some());
+    assert_eq!(zcard("ws_idle").await, 0);
+    let indexed: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{{{prefix}audit}}-ws"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(indexed, ["ws_1"]);
     // One page larger than a Redis batch (200), from a cursor.
     let store = store.with_audit_max_events(1000);
     append_n(&store, 240).await;
@@ -545,7 +571,19 @@ async fn redis_events_written_without_the_index_are_indexed_at_start() {
         ..everything(10)
     };
     assert!(store.audit_page(&ws1).await.unwrap().events.is_empty());
-    assert_eq!(store.index_audit_log().await.unwrap(), 3);
+    // One gate of a fleet at a time: the pass takes a claim for a minute.
+    let claim = format!("{{{prefix}audit}}-indexing");
+    let release = || async {
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: i64 = redis::cmd("DEL")
+            .arg(&claim)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    };
+    assert_eq!(store.index_audit_log().await.unwrap(), Some(3));
+    assert_eq!(store.index_audit_log().await.unwrap(), None, "claimed");
+    release().await;
     let ids: Vec<String> = store
         .audit_page(&ws1)
         .await
@@ -559,8 +597,9 @@ async fn redis_events_written_without_the_index_are_indexed_at_start() {
     // those only.
     append_in_workspace(&store, "ws_1", 2).await;
     assert_eq!(store.audit_page(&ws1).await.unwrap().events.len(), 4);
-    assert_eq!(store.index_audit_log().await.unwrap(), 2);
-    assert_eq!(store.index_audit_log().await.unwrap(), 0);
+    assert_eq!(store.index_audit_log().await.unwrap(), Some(2));
+    release().await;
+    assert_eq!(store.index_audit_log().await.unwrap(), Some(0));
 }
 
 /// A workspace's index entry whose event the stream trimmed is skipped
@@ -597,11 +636,63 @@ async fn redis_a_trimmed_event_leaves_no_hole_in_its_workspace_pages() {
     assert_eq!(ids, [written[3].to_string(), written[2].to_string()]);
     assert_eq!(page.next, None);
     let left: i64 = redis::cmd("ZCARD")
-        .arg(format!("{prefix}audit-ws:ws_1"))
+        .arg(store.audit_index_key("ws_1"))
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(left, 2, "the trimmed events' entries removed");
+}
+
+/// A workspace's pages past one batch of its index (200), from cursors at
+/// every page size, interleaved with another workspace's events: each of
+/// its events once, newest first, none of the other's.
+#[tokio::test]
+async fn redis_workspace_pages_follow_the_cursor_across_index_batches() {
+    let store = RedisStore::new(RedisOptions {
+        url: redis_url(),
+        key_prefix: unique_prefix("audit-ws-pages"),
+        timeout: std::time::Duration::from_secs(5),
+        retention: std::time::Duration::from_secs(3600),
+    })
+    .unwrap();
+    let mut own = Vec::new();
+    for _ in 0..150 {
+        own.extend(append_in_workspace(&store, "ws_1", 3).await);
+        append_in_workspace(&store, "ws_2", 1).await;
+    }
+    own.reverse();
+    for limit in [1, 199, 200, 201, 500] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .audit_page(&AuditQuery {
+                    workspace: Some("ws_1".into()),
+                    cursor,
+                    ..everything(limit)
+                })
+                .await
+                .unwrap();
+            seen.extend(
+                page.events
+                    .iter()
+                    .map(|e| e.id.parse::<Position>().unwrap()),
+            );
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+            if limit == 1 && seen.len() > 20 {
+                break;
+            }
+        }
+        let want = if limit == 1 {
+            &own[..seen.len()]
+        } else {
+            &own[..]
+        };
+        assert_eq!(seen, want, "limit {limit}");
+    }
 }
 
 #[tokio::test]

@@ -556,6 +556,14 @@ impl<'q> PageBuilder<'q> {
         self.events.len() >= self.query.limit || self.scanned >= MAX_SCAN
     }
 
+    /// Passes a position whose event is gone (an index entry the log has
+    /// trimmed): counted toward the scan bound, as an entry looked at.
+    pub fn pass(&mut self, position: Position) -> bool {
+        self.scanned += 1;
+        self.last = Some(position);
+        self.scanned >= MAX_SCAN
+    }
+
     /// The page, with a cursor: more may follow.
     pub fn cut(self) -> AuditPage {
         AuditPage {

@@ -128,21 +128,27 @@ pub(super) async fn start_store(
     Ok((cache, background))
 }
 
-/// Indexes the audit events written since the last gate's start under
-/// their workspaces (all of them, the first time: events from gates that
-/// did not index), trying again every 30 s until the store answers.
+/// Every 10 minutes (and at start), one gate of the fleet at a time:
+/// indexes by workspace the audit events written without the index (all
+/// of them the first time; then those of gates from before it, during a
+/// rolling upgrade) and drops from every workspace's index what the
+/// stream has trimmed. Tries again after 30 s while the store does not
+/// answer.
 async fn index_audit_log(r: RedisStore) {
+    let every = std::time::Duration::from_secs(600);
     loop {
-        match r.index_audit_log().await {
-            Ok(looked) => {
+        let wait = match r.index_audit_log().await {
+            Ok(Some(looked)) => {
                 tracing::debug!(events = looked, "audit log indexed by workspace");
-                return;
+                every
             }
+            Ok(None) => every,
             Err(e) => {
-                tracing::warn!(error = %e, "audit log not indexed by workspace yet; a tenant's audit pages may miss events written before this gate started until it is");
-                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                tracing::warn!(error = %e, "audit log not indexed by workspace; a tenant's audit pages miss the events of gates from before the index until it is");
+                std::time::Duration::from_secs(30)
             }
-        }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 

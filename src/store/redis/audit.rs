@@ -5,14 +5,16 @@
 //!
 //! Each entry has one field, `event`: the event's JSON without its id.
 //!
-//! Beside it, one sorted set per workspace, `<prefix>audit-ws:<id>`: the
-//! positions of that workspace's events (members `<ms>-<seq>`, each part
-//! 20 digits so that their bytes sort as the positions do; every score
-//! 0), at most `audit.max_events`. A query with a workspace — every token
-//! caller's — pages that set (`ZRANGE … BYLEX REV`) and reads each event
-//! from the stream, so its pages never stop on, nor hand back the position
-//! of, another workspace's event. A position whose event the stream has
-//! trimmed is skipped and removed.
+//! Beside it, in the stream's hash slot (`audit_index_key`), one sorted
+//! set per workspace, `audit-ws:<id>`: the positions of that workspace's
+//! events (members `<ms>-<seq>`, each part 20 digits so that their bytes
+//! sort as the positions do; every score 0), and the set `audit-ws` of
+//! the workspaces that have one. One script appends, indexes and drops
+//! from the index what the stream has trimmed, so the index never lacks
+//! an event the stream has and is bounded by it. A query with a workspace
+//! — every token caller's — pages that set (`ZRANGE … BYLEX REV`) and
+//! reads each event from the stream, so its pages never stop on, nor hand
+//! back the position of, another workspace's event.
 
 use std::sync::atomic::Ordering;
 
@@ -47,45 +49,23 @@ impl RedisStore {
 impl AuditLog for RedisStore {
     async fn append(&self, event: &AuditEvent) -> Result<Position, StoreError> {
         let key = self.audit_key();
-        let index = self.audit_index_key(&event.workspace_id);
         let raw = event.to_stored();
         let max = self.inner.audit_max.load(Ordering::Relaxed);
+        let mut append = self.inner.audit_append.key(&key);
+        append
+            .key(self.audit_index_key(&event.workspace_id))
+            .key(self.audit_indexes_key())
+            .arg(max)
+            .arg(&raw[..])
+            .arg(&event.workspace_id);
+        let append = &append;
         self.timed_on(Use::Change, |mut conn| async move {
-            let id: String = redis::cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(max)
-                .arg("*")
-                .arg(FIELD)
-                .arg(&raw[..])
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            let position: Position = id
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("XADD answered the id {id:?}")))?;
-            // The event is written: a lost index entry hides it from its
-            // workspace's pages only (the next gate's start indexes it).
-            let indexed: Result<i64, _> = self
-                .inner
-                .audit_index
-                .key(&index)
-                .arg(member(position))
-                .arg(max)
-                .invoke_async(&mut conn)
-                .await;
-            if let Err(e) = indexed {
-                tracing::warn!(
-                    event = %position,
-                    workspace = %event.workspace_id,
-                    error = %redis_err(e),
-                    "audit event written but not indexed under its workspace"
-                );
-            }
-            // With replica_acks, answered once the replicas hold it too.
-            self.replicated(&mut conn, &[&key, &index]).await?;
-            Ok(position)
+            let id: String = append.invoke_async(&mut conn).await.map_err(redis_err)?;
+            // With replica_acks, answered once the replicas hold it too
+            // (the index is in the stream's slot: one shard).
+            self.replicated(&mut conn, &[&key]).await?;
+            id.parse()
+                .map_err(|_| StoreError::Corrupt(format!("XADD answered the id {id:?}")))
         })
         .await
     }
@@ -152,6 +132,9 @@ impl RedisStore {
         if query.cursor.is_some_and(|c| c <= floor) {
             return Ok(PageBuilder::new(query).end());
         }
+        // What the stream trimmed since this workspace's last change goes
+        // first, so that a page reads live positions.
+        self.trim_index(ws).await?;
         let min = format!("[{}", member(floor));
         let mut page = PageBuilder::new(query);
         // The last index entry read (a trimmed event's too).
@@ -206,7 +189,13 @@ impl RedisStore {
             for (position, found) in positions.into_iter().zip(entries) {
                 after = Some(position);
                 let Some((_, fields)) = found.first() else {
+                    // Trimmed meanwhile, or lost with a shard: counted as
+                    // looked at, so that the scan bound holds.
                     trimmed.push(member(position));
+                    if page.pass(position) {
+                        done = true;
+                        break;
+                    }
                     continue;
                 };
                 let raw = event_field(fields).ok_or_else(|| {
@@ -230,6 +219,22 @@ impl RedisStore {
         }
     }
 
+    /// Drops from `ws`'s index what the stream has trimmed.
+    async fn trim_index(&self, ws: &str) -> Result<(), StoreError> {
+        let mut trim = self.inner.audit_trim.key(self.audit_key());
+        trim.key(self.audit_index_key(ws))
+            .key(self.audit_indexes_key())
+            .arg(ws);
+        let trim = &trim;
+        self.timed_on(Use::Change, |mut conn| async move {
+            trim.invoke_async::<i64>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(redis_err)
+        })
+        .await
+    }
+
     /// Removes index entries whose events the stream has trimmed; a failure
     /// leaves them for the next read to skip again.
     async fn forget(&self, index: &str, members: Vec<String>) {
@@ -250,13 +255,38 @@ impl RedisStore {
     }
 
     /// Indexes under its workspace every audit event written since the
-    /// last gate's start looked (every event, the first time): the events
-    /// of gates from before the index, and any whose index entry was lost.
-    /// Idempotent, so gates starting together do no harm. Answers how many
-    /// events it looked at.
-    pub async fn index_audit_log(&self) -> Result<u64, StoreError> {
+    /// last pass looked (every event, the first time): the events of gates
+    /// from before the index (during a rolling upgrade too). Then drops
+    /// from every workspace's index what the stream has trimmed (a
+    /// workspace without changes is otherwise rid of it only when read).
+    /// One gate of the fleet at a time (a claim held for a minute); answers
+    /// how many events it looked at, `None` when another gate holds the
+    /// claim. Idempotent: a claim that lapses mid-pass costs repeated work,
+    /// never a wrong index.
+    pub async fn index_audit_log(&self) -> Result<Option<u64>, StoreError> {
         let key = self.audit_key();
         let marker = self.audit_indexed_key();
+        let claim = self.audit_indexing_key();
+        let indexes = self.audit_indexes_key();
+        let claimed: Option<String> = self
+            .timed(|mut conn| {
+                let claim = &claim;
+                async move {
+                    redis::cmd("SET")
+                        .arg(claim)
+                        .arg(1)
+                        .arg("PX")
+                        .arg(60_000)
+                        .arg("NX")
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_err)
+                }
+            })
+            .await?;
+        if claimed.is_none() {
+            return Ok(None);
+        }
         let from: Option<String> = self
             .timed(|mut conn| {
                 let marker = &marker;
@@ -290,41 +320,54 @@ impl RedisStore {
                 })
                 .await?;
             let Some((last, _)) = entries.last() else {
-                return Ok(looked);
+                break;
             };
             let last: Position = last
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("{key} holds the entry id {last:?}")))?;
-            // Plain adds, a batch at a time: what is indexed here is in
-            // the stream, so the stream's bound bounds it.
-            let adds: Vec<redis::Cmd> = entries
-                .iter()
-                .filter_map(|(id, fields)| {
-                    let position = id.parse::<Position>().ok()?;
-                    let ws = event_field(fields).and_then(AuditEvent::stored_workspace)?;
-                    let mut add = redis::cmd("ZADD");
-                    add.arg(self.audit_index_key(&ws))
-                        .arg(0)
-                        .arg(member(position));
-                    Some(add)
-                })
-                .collect();
-            let marker = &marker;
+            // Plain adds, a batch at a time (one slot: a pipeline on a
+            // cluster too); what they add is in the stream, and the sweep
+            // below drops what it trims.
+            let mut adds = redis::pipe();
+            for (id, fields) in &entries {
+                let (Ok(position), Some(ws)) = (
+                    id.parse::<Position>(),
+                    event_field(fields).and_then(AuditEvent::stored_workspace),
+                ) else {
+                    continue;
+                };
+                adds.cmd("ZADD")
+                    .arg(self.audit_index_key(&ws))
+                    .arg(0)
+                    .arg(member(position))
+                    .ignore();
+                adds.cmd("SADD").arg(&indexes).arg(&ws).ignore();
+            }
+            adds.cmd("SET").arg(&marker).arg(last.to_string()).ignore();
+            let adds = &adds;
             self.timed_on(Use::Change, |mut conn| async move {
-                if !adds.is_empty() {
-                    conn.each::<i64>(adds).await?;
-                }
-                redis::cmd("SET")
-                    .arg(marker)
-                    .arg(last.to_string())
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .map_err(redis_err)
+                adds.query_async::<()>(&mut conn).await.map_err(redis_err)
             })
             .await?;
             looked += entries.len() as u64;
             after = Some(last);
         }
+        let workspaces: Vec<String> = self
+            .timed(|mut conn| {
+                let indexes = &indexes;
+                async move {
+                    redis::cmd("SMEMBERS")
+                        .arg(indexes)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_err)
+                }
+            })
+            .await?;
+        for ws in workspaces {
+            self.trim_index(&ws).await?;
+        }
+        Ok(Some(looked))
     }
 }
 

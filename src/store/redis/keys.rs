@@ -8,6 +8,7 @@
 use jiff::Timestamp;
 
 use super::RedisStore;
+use crate::store::StoreError;
 use crate::token::{TokenHash, TokenRecord};
 
 impl RedisStore {
@@ -34,15 +35,26 @@ impl RedisStore {
         }
     }
 
-    /// The audit log's positions of one workspace's events.
-    pub(super) fn audit_index_key(&self, workspace: &str) -> String {
-        self.key("audit-ws:", workspace)
+    /// The audit log's positions of one workspace's events, in the audit
+    /// stream's slot.
+    pub fn audit_index_key(&self, workspace: &str) -> String {
+        format!("{}-ws:{workspace}", self.inner.audit_slot)
     }
 
-    /// The position of the last audit event the indexing at a gate's
-    /// start looked at.
+    /// The set of workspaces with an audit index, in the stream's slot.
+    pub(super) fn audit_indexes_key(&self) -> String {
+        format!("{}-ws", self.inner.audit_slot)
+    }
+
+    /// The position of the last audit event the indexing of events written
+    /// without the index looked at.
     pub(super) fn audit_indexed_key(&self) -> String {
-        self.key("audit-indexed", "")
+        format!("{}-indexed", self.inner.audit_slot)
+    }
+
+    /// The claim of the gate doing that indexing now.
+    pub(super) fn audit_indexing_key(&self) -> String {
+        format!("{}-indexing", self.inner.audit_slot)
     }
 
     /// The claim of a notice written once (`append_once`).
@@ -86,6 +98,28 @@ impl RedisStore {
     }
 }
 
+/// What the audit stream's workspace indexes are named after, so that a
+/// cluster puts them in the stream's hash slot (one script writes both):
+/// `<prefix>audit` when the prefix holds a hash tag (`{hawzu}:`), else
+/// `{<prefix>audit}`, whose tag is the stream's whole name. A prefix with
+/// a `}` but no tag cannot be given the stream's slot: refused.
+pub(super) fn audit_slot(prefix: &str) -> Result<String, StoreError> {
+    let stream = format!("{prefix}audit");
+    let tagged = stream
+        .find('{')
+        .and_then(|i| stream[i + 1..].find('}'))
+        .is_some_and(|j| j > 0);
+    if tagged {
+        Ok(stream)
+    } else if !stream.contains('}') {
+        Ok(format!("{{{stream}}}"))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "store.redis.key_prefix {prefix:?}: a `}}` outside a hash tag; use a prefix without braces, or with one hash tag such as `{{hawzu}}:`"
+        )))
+    }
+}
+
 /// The hash of an `{"op":"invalidate","hash":"<hex>"}` event; `None` for
 /// any other message (a probe, another op).
 pub(super) fn event_hash(bytes: &[u8]) -> Option<TokenHash> {
@@ -113,4 +147,33 @@ pub(super) fn probe_payload() -> String {
     }
     let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
     format!(r#"{{"op":"probe","id":"{hex}"}}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audit_slot;
+
+    /// The indexes' names hash as the stream's (Redis's rule: the text
+    /// between the first `{` and the first `}` after it, when not empty;
+    /// else the whole name).
+    #[test]
+    fn audit_indexes_share_the_streams_slot() {
+        fn tag(key: &str) -> &str {
+            key.find('{')
+                .and_then(|i| {
+                    let j = key[i + 1..].find('}')?;
+                    (j > 0).then(|| &key[i + 1..i + 1 + j])
+                })
+                .unwrap_or(key)
+        }
+        for prefix in ["hawzu-gate:v1:", "{hawzu}:", "a{b}c{d}:", "x{:", "", "p{q"] {
+            let slot = audit_slot(prefix).unwrap();
+            let stream = format!("{prefix}audit");
+            assert_eq!(tag(&format!("{slot}-ws:ws_1")), tag(&stream), "{prefix:?}");
+            assert_eq!(tag(&format!("{slot}-indexed")), tag(&stream), "{prefix:?}");
+        }
+        for prefix in ["a}b:", "}{:", "{}:"] {
+            assert!(audit_slot(prefix).is_err(), "{prefix:?}");
+        }
+    }
 }

@@ -4,10 +4,12 @@
 //! `token:{hash-hex}` → record JSON, `id:{token_id}` → hash hex,
 //! `ws:{workspace_id}` and `all` → sorted sets of token ids scored by
 //! creation time, channel `events` → `{"op":"invalidate","hash":…}`,
-//! stream `audit` → the audit log (`audit`), sorted sets `audit-ws:{workspace_id}`
-//! → its events' positions by workspace, read by webhooks through
-//! consumer groups `webhook:<name>`, `notice:{key}` → a notice's claim
-//! (`outbox`).
+//! stream `audit` → the audit log (`audit`), read by webhooks through
+//! consumer groups `webhook:<name>`; beside it, in its slot, sorted sets
+//! `audit-ws:{workspace_id}` (its events' positions), the set
+//! `audit-ws` of indexed workspaces, `audit-indexed`/`audit-indexing`
+//! (the indexing of events written without the index); `notice:{key}` →
+//! a notice's claim (`outbox`).
 //!
 //! Every call is bounded by `timeout`. Three topologies (`store.redis.mode`):
 //! a standalone server (a `ConnectionManager`, reconnecting by itself), a
@@ -53,7 +55,7 @@ mod usage;
 
 pub use self::connect::Topology;
 use self::connect::{Conn, Target, Use};
-use self::scripts::{AUDIT_INDEX, COMPARE_AND_DELETE, COMPARE_AND_SET, set_cmd};
+use self::scripts::{COMPARE_AND_DELETE, COMPARE_AND_SET, audit_append, audit_trim, set_cmd};
 pub use self::usage::USAGE_DELTAS_PER_PIPELINE;
 
 /// Index entries fetched per round trip while listing.
@@ -90,8 +92,13 @@ struct Inner {
     compare_and_delete: Script,
     /// The audit stream keeps about this many events (`audit.max_events`).
     audit_max: AtomicU64,
-    /// An event's position added to its workspace's audit index.
-    audit_index: Script,
+    /// An audit event appended and indexed under its workspace.
+    audit_append: Script,
+    /// A workspace's audit index rid of what the stream has trimmed.
+    audit_trim: Script,
+    /// The part of the audit stream's key that places it in a slot, which
+    /// its workspaces' indexes share (see `audit_index_key`).
+    audit_slot: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -121,6 +128,7 @@ impl RedisStore {
     /// addresses; connects lazily, on first use.
     pub fn with_topology(topology: Topology, options: RedisOptions) -> Result<Self, StoreError> {
         let target = Target::new(&topology, options.timeout)?;
+        let audit_slot = keys::audit_slot(&options.key_prefix)?;
         let replica_acks = match &topology {
             Topology::Sentinel { replica_acks, .. } | Topology::Cluster { replica_acks, .. } => {
                 *replica_acks
@@ -138,7 +146,9 @@ impl RedisStore {
                 compare_and_set: Script::new(COMPARE_AND_SET),
                 compare_and_delete: Script::new(COMPARE_AND_DELETE),
                 audit_max: AtomicU64::new(crate::audit::DEFAULT_MAX_EVENTS),
-                audit_index: Script::new(AUDIT_INDEX),
+                audit_append: Script::new(&audit_append()),
+                audit_trim: Script::new(&audit_trim()),
+                audit_slot,
             }),
         })
     }

@@ -1,7 +1,8 @@
 //! The Lua script and the command forms of the Redis store's writes.
 //!
-//! Each touches one key (a cluster routes it to one slot); none does I/O
-//! by itself.
+//! Each touches one key (a cluster routes it to one slot), but the audit
+//! log's, whose keys share the stream's slot (`audit_index_key`); none
+//! does I/O by itself.
 
 /// Replaces a record only if it still holds the expected bytes.
 /// ARGV: expected, new, expire-at in ms since the epoch (0 = no expiry).
@@ -23,16 +24,56 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 ";
 
-/// Adds an audit event's position to its workspace's index (a sorted set
-/// of positions, every score 0, so ordered by the members' bytes) and
-/// drops the oldest beyond the log's bound.
-/// ARGV: the member, the most members kept.
-pub(super) const AUDIT_INDEX: &str = r"
-redis.call('ZADD', KEYS[1], 0, ARGV[1])
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
-if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1) end
-return 1
+/// A stream id as a member of a workspace's audit index: both parts in 20
+/// digits, so that the members' bytes sort as the positions do (as
+/// `redis::audit::member`).
+const MEMBER: &str = r"
+local function member(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return string.rep('0', 20 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq
+end
+local function trim(stream, index)
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  if first then
+    redis.call('ZREMRANGEBYLEX', index, '-', '(' .. member(first[1]))
+  else
+    redis.call('DEL', index)
+  end
+end
 ";
+
+/// Appends an audit event and indexes it under its workspace, in one
+/// step: the index never lacks an event the stream has, and what the
+/// stream has trimmed leaves the index with it.
+/// KEYS: the stream, the workspace's index, the set of indexed
+/// workspaces (one hash slot). ARGV: the stream's bound, the event's JSON,
+/// the workspace. Answers the event's id.
+pub(super) fn audit_append() -> String {
+    format!(
+        "{MEMBER}{}",
+        r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[2])
+redis.call('ZADD', KEYS[2], 0, member(id))
+redis.call('SADD', KEYS[3], ARGV[3])
+trim(KEYS[1], KEYS[2])
+return id
+"
+    )
+}
+
+/// Drops from a workspace's index the positions the stream has trimmed,
+/// and the workspace from the set of indexed ones once its index is empty.
+/// KEYS and ARGV[1] as [`audit_append`]'s (ARGV: the workspace).
+pub(super) fn audit_trim() -> String {
+    format!(
+        "{MEMBER}{}",
+        r"
+trim(KEYS[1], KEYS[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
+return 1
+"
+    )
+}
 
 /// `SET key value [PXAT ms]`.
 pub(super) fn set_cmd(key: &str, value: &[u8], expire_at: Option<u64>, nx: bool) -> redis::Cmd {
