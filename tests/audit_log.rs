@@ -369,6 +369,13 @@ async fn embedded_log_keeps_exactly_the_last_max_events() {
         .unwrap();
     let kept: Vec<String> = by_ws.events.iter().map(|e| e.id.clone()).collect();
     assert_eq!(kept, last3);
+    drop(store);
+    use redb::{ReadableDatabase as _, ReadableTableMetadata as _};
+    let db = redb::Database::create(dir.path().join("tokens.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let index: redb::TableDefinition<'_, (&str, u64, u64), ()> =
+        redb::TableDefinition::new("audit_by_workspace");
+    assert_eq!(txn.open_table(index).unwrap().len().unwrap(), 3);
 }
 
 #[tokio::test]

@@ -301,7 +301,7 @@ async fn a_cluster_serves_invalidates_and_survives_a_master_failover_under_load(
         ],
         Topology::Cluster {
             nodes: cluster.urls(),
-            replica_acks: 0,
+            replica_acks: Some(0),
         },
         // The bound on a lost event (see AFTER_FAILOVER).
         Duration::from_secs(5),
@@ -588,6 +588,82 @@ async fn a_cluster_admin_change_is_answered_only_once_a_replica_of_its_shard_hol
     disable_is_answered(&gate, &id).await;
 }
 
+/// A cluster's default (`store.redis.cluster.replica_acks` not set) waits
+/// for every replica the shard's master has connected, as Sentinel's
+/// waits for every replica the sentinels hold up: here the replica of the
+/// token record's shard is asleep (`DEBUG SLEEP`: still connected), so a
+/// disable is not answered 200 — it was, the default answering once the
+/// master had it, and a fail-over right after could undo a revoke — and
+/// once it wakes the retry is. A shard whose replica is gone (its master
+/// lists none) answers at once: no replica, nothing to wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_change_waits_by_default_for_the_replicas_its_shard_has() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = RedisCluster::start();
+    let prefix = unique_prefix("cluster-follow");
+    let nodes = cluster.urls().join(",");
+    let gate = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.key_prefix", prefix.as_str()),
+        ("store.redis.mode", "cluster"),
+        ("store.redis.nodes", &nodes),
+        ("store.timeout", "1s"),
+    ])
+    .await;
+    let (id, secret) = common::create_token(
+        &gate,
+        common::workspace_token("Followed", "ws_1", "workspace_member", "1m"),
+    )
+    .await;
+    let master = cluster.master_for(&common::token_key(&prefix, &secret));
+    let replica = cluster.replica_of(master);
+
+    let mut sleeper = common::tool("redis-cli")
+        .args(["-p", &replica.to_string(), "DEBUG", "SLEEP", "5"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Asleep once a PING goes unanswered for a while.
+    common::eventually("the replica to sleep", Duration::from_secs(5), || async {
+        let mut ping = common::tool("redis-cli")
+            .args(["-p", &replica.to_string(), "PING"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let probe = Instant::now();
+        while probe.elapsed() < Duration::from_millis(300) {
+            if ping.try_wait().unwrap().is_some() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = ping.kill();
+        let _ = ping.wait();
+        Some(())
+    })
+    .await;
+    disable_is_unconfirmed(&gate, &id, "0 of 1 replicas").await;
+    sleeper.wait().unwrap();
+    disable_is_answered(&gate, &id).await;
+
+    cluster.node(replica).kill();
+    common::wait_until(
+        "the master to list no replica",
+        Duration::from_secs(30),
+        || redis_cli(master, &["INFO", "replication"]).contains("connected_slaves:0"),
+    );
+    let enabled = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/enable"))
+        .await;
+    assert_eq!(
+        enabled.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&enabled.body)
+    );
+}
+
 /// With several replicas, one is not enough: in a planned fail-over the
 /// old master keeps taking writes after a replica was promoted, and the
 /// replicas not yet moved acknowledge them — then resync from the new
@@ -746,7 +822,7 @@ async fn a_cluster_shard_that_cannot_be_read_keeps_the_gate_unready() {
     let store = TestStore::new(
         Topology::Cluster {
             nodes: cluster.urls(),
-            replica_acks: 0,
+            replica_acks: Some(0),
         },
         &prefix,
     );

@@ -173,10 +173,11 @@ pub struct ClusterSettings {
     /// admin change (create, disable, enable, revoke, rotate) before it is
     /// answered (Redis `WAIT` on that shard's master, within
     /// `store.timeout`); fewer → 503 `store_unavailable`, and the caller
-    /// tries again. Default 0: answered once the master has it — a
-    /// fail-over right after may lose it (a revoke undone). Set 1 when
-    /// every shard has a replica (two keep changes answered while a
-    /// promoted replica has none of its own).
+    /// tries again. Not set (the default): every replica the shard's
+    /// master has connected when the change is made (`ROLE`), so that a
+    /// change answered survives a fail-over, and a shard without a replica
+    /// answers at once. `0`: answered once the master has it — a fail-over
+    /// right after may lose it (a revoke undone).
     pub replica_acks: Option<u32>,
 }
 

@@ -56,7 +56,7 @@ pub async fn open_store(loaded: &Loaded) -> Result<Store, StartError> {
                 },
                 RedisMode::Cluster => Topology::Cluster {
                     nodes: r.nodes.clone(),
-                    replica_acks: r.cluster.replica_acks.unwrap_or(0),
+                    replica_acks: r.cluster.replica_acks,
                 },
             };
             Store::Redis(

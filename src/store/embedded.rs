@@ -520,7 +520,13 @@ impl AuditLog for EmbeddedStore {
                     };
                     let event = AuditEvent::from_stored(position, raw.value())
                         .map_err(StoreError::Corrupt)?;
-                    if page.push(position, event) {
+                    // Only this workspace's event is shown here.
+                    let full = if event.workspace_id == ws {
+                        page.push(position, event)
+                    } else {
+                        page.pass(position)
+                    };
+                    if full {
                         return Ok(page.cut());
                     }
                 }

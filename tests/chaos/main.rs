@@ -360,7 +360,7 @@ impl Redis {
             },
             Redis::Cluster(c) => Topology::Cluster {
                 nodes: c.urls(),
-                replica_acks: 0,
+                replica_acks: Some(0),
             },
         }
     }

@@ -202,7 +202,15 @@ impl RedisStore {
                     StoreError::Corrupt(format!("{key} entry {position} has no `{FIELD}` field"))
                 })?;
                 let event = AuditEvent::from_stored(position, raw).map_err(StoreError::Corrupt)?;
-                if page.push(position, event) {
+                let full = if event.workspace_id == ws {
+                    page.push(position, event)
+                } else {
+                    // Not this workspace's (its position reused after a
+                    // lost stream): never shown here.
+                    trimmed.push(member(position));
+                    page.pass(position)
+                };
+                if full {
                     done = true;
                     break;
                 }

@@ -51,9 +51,10 @@ pub enum Topology {
     Cluster {
         nodes: Vec<String>,
         /// Replicas of the shard holding a token's record that must hold
-        /// each admin change before it is answered (`WAIT`); 0: answered
-        /// once the master has it.
-        replica_acks: u32,
+        /// each admin change before it is answered (`WAIT`); `None`: every
+        /// replica its master has connected then (none: answered at once);
+        /// `Some(0)`: answered once the master has it.
+        replica_acks: Option<u32>,
     },
 }
 
@@ -160,7 +161,7 @@ impl Target {
                         .map_err(invalid)?,
                 ),
                 conn: OnceCell::new(),
-                changes: (*replica_acks > 0).then(OnceCell::new),
+                changes: (*replica_acks != Some(0)).then(OnceCell::new),
             },
         })
     }
@@ -551,13 +552,19 @@ impl RedisStore {
     /// token's record, what decisions read; a create's id key too, what
     /// the admin API finds it by): `WAIT` routed to each shard's master
     /// over the changes' own connections, which made the writes.
+    ///
+    /// A cluster's default (`replica_acks` not set) is every replica the
+    /// shard's master has connected when the change is made (`ROLE`), as
+    /// Sentinel's is every replica the sentinels hold up: a change a
+    /// replicated shard answered survives its fail-over, and a shard with
+    /// no replica (or none connected) answers at once.
     pub(super) async fn replicated(
         &self,
         conn: &mut Conn,
         keys: &[&str],
     ) -> Result<(), StoreError> {
         let minimum = self.inner.replica_acks;
-        if minimum == 0 {
+        if minimum == 0 && !self.inner.follow_replicas {
             return Ok(());
         }
         let known = match &self.inner.target {
@@ -574,27 +581,47 @@ impl RedisStore {
         let acked: i64 = match conn {
             Conn::Single(c) => wait.query_async(c).await.map_err(redis_err)?,
             Conn::Cluster(c) => {
-                let mut fewest = i64::MAX;
+                let mut fewest = (i64::MAX, wanted);
                 for key in keys {
                     let shard = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
                         Route::with_key(key, SlotAddr::Master),
                     ));
-                    let answer = c
-                        .route_command(wait.clone(), shard)
-                        .await
-                        .map_err(redis_err)?;
+                    let wanted = if self.inner.follow_replicas {
+                        let role = c
+                            .route_command(redis::cmd("ROLE"), shard.clone())
+                            .await
+                            .map_err(redis_err)?;
+                        connected_replicas(&role).max(minimum)
+                    } else {
+                        wanted
+                    };
+                    if wanted == 0 {
+                        continue;
+                    }
+                    let mut wait = redis::cmd("WAIT");
+                    wait.arg(wanted)
+                        .arg(u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1));
+                    let answer = c.route_command(wait, shard).await.map_err(redis_err)?;
                     let acked: i64 = redis::from_redis_value(answer).map_err(|e| {
                         StoreError::Unavailable(format!("redis: WAIT answered {e}"))
                     })?;
-                    fewest = fewest.min(acked);
                     // One shortfall answers the call: a WAIT short of its
                     // replicas takes its whole bound, and two in a row
                     // would outlast the store timeout.
-                    if fewest < i64::from(wanted) {
+                    if acked < i64::from(wanted) {
+                        fewest = (acked, wanted);
                         break;
                     }
+                    fewest = (fewest.0.min(acked), fewest.1);
                 }
-                fewest
+                if fewest.0 < i64::from(fewest.1) {
+                    return Err(StoreError::Unconfirmed {
+                        acked: fewest.0,
+                        wanted: fewest.1,
+                        within,
+                    });
+                }
+                return Ok(());
             }
         };
         if acked < i64::from(wanted) {
@@ -605,6 +632,21 @@ impl RedisStore {
             });
         }
         Ok(())
+    }
+}
+
+/// How many replicas a master's `ROLE` answer lists as connected (`master`,
+/// its offset, then one `[ip, port, offset]` per connected replica); 0
+/// for any other answer.
+fn connected_replicas(role: &redis::Value) -> u32 {
+    match role {
+        redis::Value::Array(parts) => match parts.get(2) {
+            Some(redis::Value::Array(replicas)) => {
+                u32::try_from(replicas.len()).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        },
+        _ => 0,
     }
 }
 

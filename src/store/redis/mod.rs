@@ -83,6 +83,9 @@ struct Inner {
     target: Target,
     /// `WAIT` for this many replicas after each admin change (Sentinel).
     replica_acks: u32,
+    /// A cluster without `replica_acks`: each change waits for every
+    /// replica its shard's master has connected.
+    follow_replicas: bool,
     prefix: String,
     topology: Topology,
     timeout: Duration,
@@ -129,16 +132,18 @@ impl RedisStore {
     pub fn with_topology(topology: Topology, options: RedisOptions) -> Result<Self, StoreError> {
         let target = Target::new(&topology, options.timeout)?;
         let audit_slot = keys::audit_slot(&options.key_prefix)?;
-        let replica_acks = match &topology {
-            Topology::Sentinel { replica_acks, .. } | Topology::Cluster { replica_acks, .. } => {
-                *replica_acks
+        let (replica_acks, follow_replicas) = match &topology {
+            Topology::Sentinel { replica_acks, .. } => (*replica_acks, false),
+            Topology::Cluster { replica_acks, .. } => {
+                (replica_acks.unwrap_or(0), replica_acks.is_none())
             }
-            Topology::Standalone { .. } => 0,
+            Topology::Standalone { .. } => (0, false),
         };
         Ok(Self {
             inner: Arc::new(Inner {
                 target,
                 replica_acks,
+                follow_replicas,
                 topology,
                 prefix: options.key_prefix,
                 timeout: options.timeout,
