@@ -417,10 +417,16 @@ async fn redis_stream_is_trimmed_near_max_events_and_pages_through_batches() {
     // … and an idle one's is rid of what the stream trimmed by the
     // fleet's periodic pass.
     assert_eq!(zcard("ws_idle").await, 5);
-    assert!(store.index_audit_log().await.unwrap().is_some());
+    assert!(
+        store
+            .index_audit_log(std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(zcard("ws_idle").await, 0);
     let indexed: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(format!("{{{prefix}audit}}-ws"))
+        .arg(format!("{prefix}audit-ws{{{prefix}audit}}"))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -519,25 +525,64 @@ async fn embedded_events_from_before_the_index_are_indexed_at_open() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "redb"))
         .expect("the store file");
+    let ws1 = AuditQuery {
+        workspace: Some("ws_1".into()),
+        ..everything(10)
+    };
+    let index: redb::TableDefinition<'_, (&str, u64, u64), ()> =
+        redb::TableDefinition::new("audit_by_workspace");
     {
         let db = redb::Database::create(&file).unwrap();
         let txn = db.begin_write().unwrap();
-        let index: redb::TableDefinition<'_, (&str, u64, u64), ()> =
-            redb::TableDefinition::new("audit_by_workspace");
         assert!(txn.delete_table(index).unwrap(), "the index table exists");
+        let indexed: redb::TableDefinition<'_, &str, (u64, u64)> =
+            redb::TableDefinition::new("audit_indexed");
+        assert!(txn.delete_table(indexed).unwrap(), "the marker exists");
         txn.commit().unwrap();
     }
     let store = EmbeddedStore::open(dir.path(), timeout).await.unwrap();
-    let page = store
-        .audit_page(&AuditQuery {
-            workspace: Some("ws_1".into()),
-            ..everything(10)
-        })
-        .await
-        .unwrap();
+    let page = store.audit_page(&ws1).await.unwrap();
     let ids: Vec<String> = page.events.iter().map(|e| e.id.clone()).collect();
     let want: Vec<String> = written.iter().rev().map(|p| p.to_string()).collect();
     assert_eq!(ids, want);
+    drop(store);
+
+    // A downgrade: a version without the index appends one event and
+    // trims the oldest; back on this one, the index follows both.
+    use redb::{ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _};
+    let newer = {
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        let log: redb::TableDefinition<'_, (u64, u64), &[u8]> = redb::TableDefinition::new("audit");
+        let newer = {
+            let mut log = txn.open_table(log).unwrap();
+            let (ms, _) = log.last().unwrap().unwrap().0.value();
+            let r = TokenRecord {
+                workspace_id: "ws_1".into(),
+                ..record()
+            };
+            let e = AuditEvent::created(&Origin::system("tests"), Timestamp::now(), &r);
+            log.insert((ms + 1, 0), &e.to_stored()[..]).unwrap();
+            log.pop_first().unwrap();
+            Position { ms: ms + 1, seq: 0 }
+        };
+        txn.commit().unwrap();
+        newer
+    };
+    let store = EmbeddedStore::open(dir.path(), timeout).await.unwrap();
+    let page = store.audit_page(&ws1).await.unwrap();
+    let ids: Vec<String> = page.events.iter().map(|e| e.id.clone()).collect();
+    let mut want = vec![newer.to_string()];
+    want.extend(written[1..].iter().rev().map(|p| p.to_string()));
+    assert_eq!(ids, want);
+    drop(store);
+    let db = redb::Database::create(&file).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert_eq!(
+        txn.open_table(index).unwrap().len().unwrap(),
+        4,
+        "the trimmed event's entry dropped: 3 of ws_1, 1 of ws_2"
+    );
 }
 
 /// Events a gate wrote without indexing them (a gate of an earlier
@@ -579,7 +624,7 @@ async fn redis_events_written_without_the_index_are_indexed_at_start() {
     };
     assert!(store.audit_page(&ws1).await.unwrap().events.is_empty());
     // One gate of a fleet at a time: the pass takes a claim for a minute.
-    let claim = format!("{{{prefix}audit}}-indexing");
+    let claim = format!("{prefix}audit-indexing{{{prefix}audit}}");
     let release = || async {
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let _: i64 = redis::cmd("DEL")
@@ -588,8 +633,21 @@ async fn redis_events_written_without_the_index_are_indexed_at_start() {
             .await
             .unwrap();
     };
-    assert_eq!(store.index_audit_log().await.unwrap(), Some(3));
-    assert_eq!(store.index_audit_log().await.unwrap(), None, "claimed");
+    assert_eq!(
+        store
+            .index_audit_log(std::time::Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Some(3)
+    );
+    assert_eq!(
+        store
+            .index_audit_log(std::time::Duration::from_secs(60))
+            .await
+            .unwrap(),
+        None,
+        "claimed"
+    );
     release().await;
     let ids: Vec<String> = store
         .audit_page(&ws1)
@@ -604,9 +662,21 @@ async fn redis_events_written_without_the_index_are_indexed_at_start() {
     // those only.
     append_in_workspace(&store, "ws_1", 2).await;
     assert_eq!(store.audit_page(&ws1).await.unwrap().events.len(), 4);
-    assert_eq!(store.index_audit_log().await.unwrap(), Some(2));
+    assert_eq!(
+        store
+            .index_audit_log(std::time::Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Some(2)
+    );
     release().await;
-    assert_eq!(store.index_audit_log().await.unwrap(), Some(0));
+    assert_eq!(
+        store
+            .index_audit_log(std::time::Duration::from_secs(60))
+            .await
+            .unwrap(),
+        Some(0)
+    );
 }
 
 /// A workspace's index entry whose event the stream trimmed is skipped

@@ -311,8 +311,9 @@ async fn a_cluster_serves_invalidates_and_survives_a_master_failover_under_load(
         .invalidation_reaches_the_other_gate(Duration::from_secs(2))
         .await;
     println!("cluster: invalidation (sharded pub/sub) reached the other gate in {took:?}");
-    // A workspace's audit page on a cluster: its index (one key) and the
-    // stream (another slot) read apart, each command on one key.
+    // A workspace's audit page on a cluster: its index and the stream, in
+    // one slot, written by one script and read apart. (These gates wait
+    // for replicas by default: every change above was confirmed.)
     let page = fleet.b.admin().get("/admin/v1/audit?workspace=ws_1").await;
     assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
     let actions: Vec<String> = page.json()["events"]
@@ -591,7 +592,7 @@ async fn a_cluster_admin_change_is_answered_only_once_a_replica_of_its_shard_hol
 /// A cluster's default (`store.redis.cluster.replica_acks` not set) waits
 /// for every replica the shard's master has connected, as Sentinel's
 /// waits for every replica the sentinels hold up: here the replica of the
-/// token record's shard is asleep (`DEBUG SLEEP`: still connected), so a
+/// token record's shard is frozen (`SIGSTOP`: still connected), so a
 /// disable is not answered 200 — it was, the default answering once the
 /// master had it, and a fail-over right after could undo a revoke — and
 /// once it wakes the retry is. A shard whose replica is gone (its master
@@ -618,32 +619,9 @@ async fn a_cluster_change_waits_by_default_for_the_replicas_its_shard_has() {
     let master = cluster.master_for(&common::token_key(&prefix, &secret));
     let replica = cluster.replica_of(master);
 
-    let mut sleeper = common::tool("redis-cli")
-        .args(["-p", &replica.to_string(), "DEBUG", "SLEEP", "5"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Asleep once a PING goes unanswered for a while.
-    common::eventually("the replica to sleep", Duration::from_secs(5), || async {
-        let mut ping = common::tool("redis-cli")
-            .args(["-p", &replica.to_string(), "PING"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let probe = Instant::now();
-        while probe.elapsed() < Duration::from_millis(300) {
-            if ping.try_wait().unwrap().is_some() {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = ping.kill();
-        let _ = ping.wait();
-        Some(())
-    })
-    .await;
+    cluster.node(replica).pause();
     disable_is_unconfirmed(&gate, &id, "0 of 1 replicas").await;
-    sleeper.wait().unwrap();
+    cluster.node(replica).resume();
     disable_is_answered(&gate, &id).await;
 
     cluster.node(replica).kill();

@@ -67,6 +67,19 @@ impl StoreSettings {
                 "must be non-empty, with no spaces or control characters".into(),
             ));
         }
+        // The audit log's keys must share the stream's cluster slot: a
+        // prefix with braces must begin with a whole hash tag's worth.
+        let tagged = prefix
+            .find('{')
+            .and_then(|i| prefix[i + 1..].find('}'))
+            .is_some_and(|j| j > 0);
+        if !tagged && prefix.contains(['{', '}']) {
+            return Err(invalid(
+                "store.redis.key_prefix",
+                "has a brace outside a hash tag; use no braces, or one hash tag such as `{hawzu}:`"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 }

@@ -955,3 +955,19 @@ fn cache_lifetimes_are_bounded() {
     assert!(e.to_string().contains("cache.stale_if_error"), "{e}");
     assert!(load_from(None, env(&[("HAWZU_GATE__CACHE__TTL", "5m")])).is_ok());
 }
+
+/// The audit log's keys share the stream's cluster slot by a hash tag: a
+/// prefix with a brace outside a whole tag could not give them one, and is
+/// refused naming the setting; one tag, or none, is taken.
+#[test]
+fn a_key_prefix_with_a_stray_brace_is_refused() {
+    let prefix = |p: &str| load_from(None, env(&[("HAWZU_GATE__STORE__REDIS__KEY_PREFIX", p)]));
+    for bad in ["a}b:", "x{:", "{}:"] {
+        let err = prefix(bad).unwrap_err().to_string();
+        assert!(err.contains("store.redis.key_prefix"), "{bad}: {err}");
+        assert!(err.contains("brace outside a hash tag"), "{bad}: {err}");
+    }
+    for good in ["{hawzu}:", "hawzu:v2:"] {
+        assert_eq!(prefix(good).unwrap().settings.store.redis.key_prefix, good);
+    }
+}

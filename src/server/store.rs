@@ -137,7 +137,7 @@ pub(super) async fn start_store(
 async fn index_audit_log(r: RedisStore) {
     let every = std::time::Duration::from_secs(600);
     loop {
-        let wait = match r.index_audit_log().await {
+        let wait = match r.index_audit_log(every).await {
             Ok(Some(looked)) => {
                 tracing::debug!(events = looked, "audit log indexed by workspace");
                 every

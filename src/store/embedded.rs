@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::audit::AuditLog;
 use super::feed::LocalFeed;
@@ -51,6 +49,9 @@ pub(super) const AUDIT: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition
 /// stops on, nor hands back the position of, another's event).
 pub(super) const AUDIT_BY_WORKSPACE: TableDefinition<'_, (&str, u64, u64), ()> =
     TableDefinition::new("audit_by_workspace");
+/// `"to"` → (ms, seq): the last audit event indexed by workspace; behind
+/// the log's last event when a version without the index wrote to it.
+const AUDIT_INDEXED: TableDefinition<'_, &str, (u64, u64)> = TableDefinition::new("audit_indexed");
 /// webhook name → (ms, seq): the last audit event done for it
 /// (`embedded_outbox`).
 pub(super) const WEBHOOK_CURSORS: TableDefinition<'_, &str, (u64, u64)> =
@@ -155,10 +156,6 @@ impl EmbeddedStore {
             let db = Database::create(&p).map_err(|e| cannot(&e))?;
             // Create the tables so that read transactions always find them.
             let txn = db.begin_write().map_err(unavailable)?;
-            let indexed = txn
-                .list_tables()
-                .map_err(unavailable)?
-                .any(|t| t.name() == AUDIT_BY_WORKSPACE.name());
             txn.open_table(TOKENS).map_err(unavailable)?;
             txn.open_table(IDS).map_err(unavailable)?;
             txn.open_table(BY_WORKSPACE).map_err(unavailable)?;
@@ -167,10 +164,9 @@ impl EmbeddedStore {
             txn.open_table(USAGE_RECENT).map_err(unavailable)?;
             txn.open_table(AUDIT).map_err(unavailable)?;
             txn.open_table(AUDIT_BY_WORKSPACE).map_err(unavailable)?;
-            if !indexed {
-                // A file from before the index: its events indexed once.
-                index_audit_log(&txn)?;
-            }
+            // A file written by a version without the index (first, or
+            // between two with it): its events indexed now.
+            index_audit_log(&txn)?;
             txn.open_table(WEBHOOK_CURSORS).map_err(unavailable)?;
             txn.open_table(NOTICES).map_err(unavailable)?;
             txn.commit().map_err(unavailable)?;
@@ -578,6 +574,10 @@ pub(super) fn append_in(
             .insert((ws.as_str(), position.ms, position.seq), ())
             .map_err(unavailable)?;
     }
+    txn.open_table(AUDIT_INDEXED)
+        .map_err(unavailable)?
+        .insert("to", (position.ms, position.seq))
+        .map_err(unavailable)?;
     let mut excess = log.len().map_err(unavailable)?.saturating_sub(max);
     while excess > 0 {
         let Some((k, v)) = log.pop_first().map_err(unavailable)? else {
@@ -592,12 +592,32 @@ pub(super) fn append_in(
     Ok(position)
 }
 
-/// Indexes every event of the audit log under its workspace: once, for a
-/// file written before the index was.
+/// Brings the index by workspace level with the audit log when a version
+/// without the index wrote to it (the file's first open by this one, or
+/// one after a downgrade): indexes the events after the last one indexed
+/// (all of them the first time) and drops the entries of events it
+/// trimmed. Nothing to do, and no scan, when the index is level.
 fn index_audit_log(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let log = txn.open_table(AUDIT).map_err(unavailable)?;
     let mut index = txn.open_table(AUDIT_BY_WORKSPACE).map_err(unavailable)?;
-    for entry in log.iter().map_err(unavailable)? {
+    let mut indexed = txn.open_table(AUDIT_INDEXED).map_err(unavailable)?;
+    let (Some((first, _)), Some((last, _))) = (
+        log.first().map_err(unavailable)?,
+        log.last().map_err(unavailable)?,
+    ) else {
+        return Ok(());
+    };
+    let (first, last) = (first.value(), last.value());
+    let to = indexed.get("to").map_err(unavailable)?.map(|v| v.value());
+    if to == Some(last) {
+        return Ok(());
+    }
+    let range = match to {
+        Some(to) if to >= first => log.range((to.0, to.1)..),
+        _ => log.range(first..),
+    }
+    .map_err(unavailable)?;
+    for entry in range {
         let (k, v) = entry.map_err(unavailable)?;
         let (ms, seq) = k.value();
         if let Some(ws) = AuditEvent::stored_workspace(v.value()) {
@@ -606,6 +626,10 @@ fn index_audit_log(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
                 .map_err(unavailable)?;
         }
     }
+    index
+        .retain(|(_, ms, seq), ()| (ms, seq) >= first)
+        .map_err(unavailable)?;
+    indexed.insert("to", last).map_err(unavailable)?;
     Ok(())
 }
 

@@ -160,6 +160,29 @@ impl RedisNode {
         redis_cli(self.port, args)
     }
 
+    /// Freezes the server (`SIGSTOP`): its connections stay open, it
+    /// answers nothing until [`RedisNode::resume`].
+    #[allow(dead_code)] // not every test binary freezes a server
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a server [`RedisNode::pause`] froze (`SIGCONT`).
+    #[allow(dead_code)]
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// `kill -9`, with any child it forked (a save or a replica sync).
     pub fn kill(&mut self) {
         if let Some(c) = self.child.take() {

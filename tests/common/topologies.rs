@@ -35,9 +35,6 @@ impl RedisCluster {
                         &bus,
                         "--cluster-node-timeout",
                         "1000",
-                        // `DEBUG SLEEP`: a replica connected but silent.
-                        "--enable-debug-command",
-                        "local",
                     ],
                 )
             })

@@ -1,7 +1,7 @@
 //! The audit log in Redis: one stream, `<prefix>audit`, shared by the
 //! fleet. `XADD … MAXLEN ~ <audit.max_events> *` appends (Redis gives the
 //! id, so two gates never collide, and trims the oldest in whole nodes);
-//! `XREVRANGE` pages newest first. One key per command: Cluster-safe.
+//! `XREVRANGE` pages newest first.
 //!
 //! Each entry has one field, `event`: the event's JSON without its id.
 //!
@@ -17,6 +17,7 @@
 //! back the position of, another workspace's event.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use redis::Value;
 
@@ -61,11 +62,23 @@ impl AuditLog for RedisStore {
         let append = &append;
         self.timed_on(Use::Change, |mut conn| async move {
             let id: String = append.invoke_async(&mut conn).await.map_err(redis_err)?;
+            let position: Position = id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("XADD answered the id {id:?}")))?;
             // With replica_acks, answered once the replicas hold it too
-            // (the index is in the stream's slot: one shard).
-            self.replicated(&mut conn, &[&key]).await?;
-            id.parse()
-                .map_err(|_| StoreError::Corrupt(format!("XADD answered the id {id:?}")))
+            // (the index is in the stream's slot: one shard). Short of
+            // them, the event is still written: recorded (an error would
+            // have it written again), said.
+            match self.replicated(&mut conn, &[&key]).await {
+                Ok(()) => {}
+                Err(e @ StoreError::Unconfirmed { .. }) => tracing::warn!(
+                    event = %position,
+                    error = %e,
+                    "audit event written on the master, not yet on its replicas"
+                ),
+                Err(e) => return Err(e),
+            }
+            Ok(position)
         })
         .await
     }
@@ -134,7 +147,10 @@ impl RedisStore {
         }
         // What the stream trimmed since this workspace's last change goes
         // first, so that a page reads live positions.
-        self.trim_index(ws).await?;
+        if let Err(e) = self.trim_index(ws).await {
+            // The walk skips what is gone anyway.
+            tracing::debug!(workspace = %ws, error = %e, "audit index not trimmed before a read");
+        }
         let min = format!("[{}", member(floor));
         let mut page = PageBuilder::new(query);
         // The last index entry read (a trimmed event's too).
@@ -234,7 +250,7 @@ impl RedisStore {
             .key(self.audit_indexes_key())
             .arg(ws);
         let trim = &trim;
-        self.timed_on(Use::Change, |mut conn| async move {
+        self.timed_on(Use::Shared, |mut conn| async move {
             trim.invoke_async::<i64>(&mut conn)
                 .await
                 .map(drop)
@@ -248,7 +264,7 @@ impl RedisStore {
     async fn forget(&self, index: &str, members: Vec<String>) {
         let members = &members;
         let removed: Result<i64, _> = self
-            .timed_on(Use::Change, |mut conn| async move {
+            .timed_on(Use::Shared, |mut conn| async move {
                 redis::cmd("ZREM")
                     .arg(index)
                     .arg(members)
@@ -267,24 +283,23 @@ impl RedisStore {
     /// from before the index (during a rolling upgrade too). Then drops
     /// from every workspace's index what the stream has trimmed (a
     /// workspace without changes is otherwise rid of it only when read).
-    /// One gate of the fleet at a time (a claim held for a minute); answers
-    /// how many events it looked at, `None` when another gate holds the
-    /// claim. Idempotent: a claim that lapses mid-pass costs repeated work,
-    /// never a wrong index.
-    pub async fn index_audit_log(&self) -> Result<Option<u64>, StoreError> {
-        let key = self.audit_key();
-        let marker = self.audit_indexed_key();
+    /// One gate of the fleet per `every` (a claim held that long, given
+    /// back if the pass fails); answers how many events it looked at,
+    /// `None` when another gate holds the claim. Idempotent: passes that
+    /// overlap cost repeated work, never a wrong index.
+    pub async fn index_audit_log(&self, every: Duration) -> Result<Option<u64>, StoreError> {
         let claim = self.audit_indexing_key();
-        let indexes = self.audit_indexes_key();
+        let mine = super::keys::probe_payload();
+        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
         let claimed: Option<String> = self
             .timed(|mut conn| {
-                let claim = &claim;
+                let (claim, mine) = (&claim, &mine);
                 async move {
                     redis::cmd("SET")
                         .arg(claim)
-                        .arg(1)
+                        .arg(mine)
                         .arg("PX")
-                        .arg(60_000)
+                        .arg(ms)
                         .arg("NX")
                         .query_async(&mut conn)
                         .await
@@ -295,6 +310,32 @@ impl RedisStore {
         if claimed.is_none() {
             return Ok(None);
         }
+        match self.index_pass().await {
+            Ok(looked) => Ok(Some(looked)),
+            Err(e) => {
+                // Let the next try (this gate's, in 30 s, or another's) run.
+                let release = self.inner.compare_and_delete.key(&claim);
+                let mut release = release;
+                release.arg(&mine);
+                let release = &release;
+                let _ = self
+                    .timed(|mut conn| async move {
+                        release
+                            .invoke_async::<i64>(&mut conn)
+                            .await
+                            .map_err(redis_err)
+                    })
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// One indexing pass (see [`Self::index_audit_log`]).
+    async fn index_pass(&self) -> Result<u64, StoreError> {
+        let key = self.audit_key();
+        let marker = self.audit_indexed_key();
+        let indexes = self.audit_indexes_key();
         let from: Option<String> = self
             .timed(|mut conn| {
                 let marker = &marker;
@@ -353,29 +394,51 @@ impl RedisStore {
             }
             adds.cmd("SET").arg(&marker).arg(last.to_string()).ignore();
             let adds = &adds;
-            self.timed_on(Use::Change, |mut conn| async move {
+            self.timed_on(Use::Shared, |mut conn| async move {
                 adds.query_async::<()>(&mut conn).await.map_err(redis_err)
             })
             .await?;
             looked += entries.len() as u64;
             after = Some(last);
         }
-        let workspaces: Vec<String> = self
-            .timed(|mut conn| {
-                let indexes = &indexes;
-                async move {
-                    redis::cmd("SMEMBERS")
-                        .arg(indexes)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(redis_err)
+        // Every indexed workspace, a batch of names at a time; one that
+        // cannot be trimmed now is tried again at the next pass.
+        let mut cursor = 0u64;
+        let mut failed = 0u32;
+        loop {
+            let (next, workspaces): (u64, Vec<String>) = self
+                .timed(|mut conn| {
+                    let indexes = &indexes;
+                    async move {
+                        redis::cmd("SSCAN")
+                            .arg(indexes)
+                            .arg(cursor)
+                            .arg("COUNT")
+                            .arg(SCAN_BATCH)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(redis_err)
+                    }
+                })
+                .await?;
+            for ws in workspaces {
+                if let Err(e) = self.trim_index(&ws).await {
+                    failed += 1;
+                    tracing::debug!(workspace = %ws, error = %e, "a workspace's audit index not trimmed");
                 }
-            })
-            .await?;
-        for ws in workspaces {
-            self.trim_index(&ws).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        Ok(Some(looked))
+        if failed > 0 {
+            tracing::warn!(
+                workspaces = failed,
+                "audit indexes not trimmed this pass (the store did not answer); tried again at the next"
+            );
+        }
+        Ok(looked)
     }
 }
 

@@ -587,11 +587,16 @@ impl RedisStore {
                         Route::with_key(key, SlotAddr::Master),
                     ));
                     let wanted = if self.inner.follow_replicas {
-                        let role = c
-                            .route_command(redis::cmd("ROLE"), shard.clone())
-                            .await
-                            .map_err(redis_err)?;
-                        connected_replicas(&role).max(minimum)
+                        match c.route_command(redis::cmd("ROLE"), shard.clone()).await {
+                            Ok(role) => connected_replicas(&role)?,
+                            // An ACL without `ROLE` (`-@dangerous`): as with
+                            // `replica_acks = 0`, said once.
+                            Err(e) if e.code() == Some("NOPERM") => {
+                                role_refused(&e);
+                                0
+                            }
+                            Err(e) => return Err(redis_err(e)),
+                        }
                     } else {
                         wanted
                     };
@@ -635,18 +640,31 @@ impl RedisStore {
     }
 }
 
-/// How many replicas a master's `ROLE` answer lists as connected (`master`,
-/// its offset, then one `[ip, port, offset]` per connected replica); 0
-/// for any other answer.
-fn connected_replicas(role: &redis::Value) -> u32 {
-    match role {
-        redis::Value::Array(parts) => match parts.get(2) {
-            Some(redis::Value::Array(replicas)) => {
-                u32::try_from(replicas.len()).unwrap_or(u32::MAX)
-            }
-            _ => 0,
-        },
-        _ => 0,
+/// How many replicas a master's `ROLE` answer lists as connected (those
+/// past their first sync). A node answering as a replica — a slot map not
+/// yet moved after a fail-over — is an error, not "no replicas": the
+/// change is not answered as kept until its shard's master says so.
+fn connected_replicas(role: &redis::Value) -> Result<u32, StoreError> {
+    match redis::from_redis_value::<redis::Role>(role.clone()) {
+        Ok(redis::Role::Primary { replicas, .. }) => {
+            Ok(u32::try_from(replicas.len()).unwrap_or(u32::MAX))
+        }
+        Ok(_) => Err(StoreError::Unavailable(
+            "redis: the node holding the change's slot answered ROLE as a replica (a fail-over under way); try again".into(),
+        )),
+        Err(e) => Err(StoreError::Unavailable(format!("redis: ROLE answered {e}"))),
+    }
+}
+
+/// Warns, once per process, that the Redis user may not run `ROLE`, so a
+/// cluster's changes are answered without waiting for replicas.
+fn role_refused(e: &redis::RedisError) {
+    static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !TOLD.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            error = %e,
+            "the Redis user may not run ROLE: admin changes are answered once the shard's master has them, without waiting for its replicas (a fail-over may undo a revoke); allow ROLE (+role) or set store.redis.cluster.replica_acks"
+        );
     }
 }
 

@@ -36,25 +36,34 @@ impl RedisStore {
     }
 
     /// The audit log's positions of one workspace's events, in the audit
-    /// stream's slot.
+    /// stream's slot: `<prefix>audit-ws:<tag><workspace>`.
     pub fn audit_index_key(&self, workspace: &str) -> String {
-        format!("{}-ws:{workspace}", self.inner.audit_slot)
+        format!(
+            "{}audit-ws:{}{workspace}",
+            self.inner.prefix, self.inner.audit_slot
+        )
     }
 
     /// The set of workspaces with an audit index, in the stream's slot.
     pub(super) fn audit_indexes_key(&self) -> String {
-        format!("{}-ws", self.inner.audit_slot)
+        format!("{}audit-ws{}", self.inner.prefix, self.inner.audit_slot)
     }
 
     /// The position of the last audit event the indexing of events written
     /// without the index looked at.
     pub(super) fn audit_indexed_key(&self) -> String {
-        format!("{}-indexed", self.inner.audit_slot)
+        format!(
+            "{}audit-indexed{}",
+            self.inner.prefix, self.inner.audit_slot
+        )
     }
 
     /// The claim of the gate doing that indexing now.
     pub(super) fn audit_indexing_key(&self) -> String {
-        format!("{}-indexing", self.inner.audit_slot)
+        format!(
+            "{}audit-indexing{}",
+            self.inner.prefix, self.inner.audit_slot
+        )
     }
 
     /// The claim of a notice written once (`append_once`).
@@ -98,24 +107,25 @@ impl RedisStore {
     }
 }
 
-/// What the audit stream's workspace indexes are named after, so that a
-/// cluster puts them in the stream's hash slot (one script writes both):
-/// `<prefix>audit` when the prefix holds a hash tag (`{hawzu}:`), else
-/// `{<prefix>audit}`, whose tag is the stream's whole name. A prefix with
-/// a `}` but no tag cannot be given the stream's slot: refused.
+/// The hash tag the audit log's other keys end their kind with, so that a
+/// cluster puts them in the stream's slot (one script writes both) while
+/// every key still begins with the prefix (an ACL by key pattern, a scan
+/// by prefix): none when the prefix holds a hash tag (`{hawzu}:`: every
+/// key shares it), else `{<prefix>audit}`, whose text is the stream's
+/// whole name, what a cluster hashes it by. A prefix with a brace outside
+/// a hash tag can be given neither: refused (as config validation does).
 pub(super) fn audit_slot(prefix: &str) -> Result<String, StoreError> {
-    let stream = format!("{prefix}audit");
-    let tagged = stream
+    let tagged = prefix
         .find('{')
-        .and_then(|i| stream[i + 1..].find('}'))
+        .and_then(|i| prefix[i + 1..].find('}'))
         .is_some_and(|j| j > 0);
     if tagged {
-        Ok(stream)
-    } else if !stream.contains('}') {
-        Ok(format!("{{{stream}}}"))
+        Ok(String::new())
+    } else if !prefix.contains(['{', '}']) {
+        Ok(format!("{{{prefix}audit}}"))
     } else {
         Err(StoreError::Unavailable(format!(
-            "store.redis.key_prefix {prefix:?}: a `}}` outside a hash tag; use a prefix without braces, or with one hash tag such as `{{hawzu}}:`"
+            "store.redis.key_prefix {prefix:?}: a brace outside a hash tag; use a prefix without braces, or with one hash tag such as `{{hawzu}}:`"
         )))
     }
 }
@@ -166,13 +176,23 @@ mod tests {
                 })
                 .unwrap_or(key)
         }
-        for prefix in ["hawzu-gate:v1:", "{hawzu}:", "a{b}c{d}:", "x{:", "", "p{q"] {
+        for prefix in [
+            "hawzu-gate:v1:",
+            "{hawzu}:",
+            "a{b}c{d}:",
+            "a{b}c}:",
+            "",
+            "p",
+        ] {
             let slot = audit_slot(prefix).unwrap();
             let stream = format!("{prefix}audit");
-            assert_eq!(tag(&format!("{slot}-ws:ws_1")), tag(&stream), "{prefix:?}");
-            assert_eq!(tag(&format!("{slot}-indexed")), tag(&stream), "{prefix:?}");
+            for kind in ["audit-ws:", "audit-ws", "audit-indexed", "audit-indexing"] {
+                let key = format!("{prefix}{kind}{slot}ws_1");
+                assert!(key.starts_with(prefix), "{key}");
+                assert_eq!(tag(&key), tag(&stream), "{prefix:?} {kind}");
+            }
         }
-        for prefix in ["a}b:", "}{:", "{}:"] {
+        for prefix in ["a}b:", "}{:", "{}:", "x{:", "p{q"] {
             assert!(audit_slot(prefix).is_err(), "{prefix:?}");
         }
     }
