@@ -608,7 +608,9 @@ async fn a_cluster_change_waits_by_default_for_the_replicas_its_shard_has() {
         ("store.redis.key_prefix", prefix.as_str()),
         ("store.redis.mode", "cluster"),
         ("store.redis.nodes", &nodes),
-        ("store.timeout", "1s"),
+        // Room for ROLE, the write and a busy machine beside the 1.5 s
+        // WAIT (half the timeout): a timeout would hide the shortfall.
+        ("store.timeout", "3s"),
     ])
     .await;
     let (id, secret) = common::create_token(
