@@ -336,6 +336,17 @@ fn everything(limit: usize) -> AuditQuery {
     }
 }
 
+/// A Redis store under `prefix` (its own keys), as the gate opens one.
+fn redis_store(prefix: &str) -> RedisStore {
+    RedisStore::new(RedisOptions {
+        url: redis_url(),
+        key_prefix: prefix.to_owned(),
+        timeout: std::time::Duration::from_secs(5),
+        retention: std::time::Duration::from_secs(3600),
+    })
+    .unwrap()
+}
+
 async fn append_n(log: &impl AuditLog, n: usize) -> Vec<Position> {
     let mut out = Vec::new();
     for _ in 0..n {
@@ -381,14 +392,7 @@ async fn embedded_log_keeps_exactly_the_last_max_events() {
 #[tokio::test]
 async fn redis_stream_is_trimmed_near_max_events_and_pages_through_batches() {
     let prefix = unique_prefix("audit-bound");
-    let store = RedisStore::new(RedisOptions {
-        url: redis_url(),
-        key_prefix: prefix.clone(),
-        timeout: std::time::Duration::from_secs(5),
-        retention: std::time::Duration::from_secs(3600),
-    })
-    .unwrap()
-    .with_audit_max_events(10);
+    let store = redis_store(&prefix).with_audit_max_events(10);
     append_in_workspace(&store, "ws_idle", 5).await;
     let written = append_n(&store, 450).await;
     let client = redis::Client::open(redis_url()).unwrap();
@@ -591,13 +595,7 @@ async fn embedded_events_from_before_the_index_are_indexed_at_open() {
 #[tokio::test]
 async fn redis_events_written_without_the_index_are_indexed_at_start() {
     let prefix = unique_prefix("audit-backfill");
-    let store = RedisStore::new(RedisOptions {
-        url: redis_url(),
-        key_prefix: prefix.clone(),
-        timeout: std::time::Duration::from_secs(5),
-        retention: std::time::Duration::from_secs(3600),
-    })
-    .unwrap();
+    let store = redis_store(&prefix);
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     // As an earlier gate wrote them: the stream only.
@@ -684,13 +682,7 @@ async fn redis_events_written_without_the_index_are_indexed_at_start() {
 #[tokio::test]
 async fn redis_a_trimmed_event_leaves_no_hole_in_its_workspace_pages() {
     let prefix = unique_prefix("audit-trimmed");
-    let store = RedisStore::new(RedisOptions {
-        url: redis_url(),
-        key_prefix: prefix.clone(),
-        timeout: std::time::Duration::from_secs(5),
-        retention: std::time::Duration::from_secs(3600),
-    })
-    .unwrap();
+    let store = redis_store(&prefix);
     let written = append_in_workspace(&store, "ws_1", 4).await;
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -725,13 +717,7 @@ async fn redis_a_trimmed_event_leaves_no_hole_in_its_workspace_pages() {
 /// its events once, newest first, none of the other's.
 #[tokio::test]
 async fn redis_workspace_pages_follow_the_cursor_across_index_batches() {
-    let store = RedisStore::new(RedisOptions {
-        url: redis_url(),
-        key_prefix: unique_prefix("audit-ws-pages"),
-        timeout: std::time::Duration::from_secs(5),
-        retention: std::time::Duration::from_secs(3600),
-    })
-    .unwrap();
+    let store = redis_store(&unique_prefix("audit-ws-pages"));
     let mut own = Vec::new();
     for _ in 0..150 {
         own.extend(append_in_workspace(&store, "ws_1", 3).await);
@@ -774,13 +760,7 @@ async fn redis_workspace_pages_follow_the_cursor_across_index_batches() {
 
 #[tokio::test]
 async fn redis_workspace_pages_reveal_no_other_workspace() {
-    let store = RedisStore::new(RedisOptions {
-        url: redis_url(),
-        key_prefix: unique_prefix("audit-ws"),
-        timeout: std::time::Duration::from_secs(5),
-        retention: std::time::Duration::from_secs(3600),
-    })
-    .unwrap();
+    let store = redis_store(&unique_prefix("audit-ws"));
     a_workspace_page_reveals_no_other_workspace(&store).await;
 }
 

@@ -298,6 +298,10 @@ async fn a_cluster_serves_invalidates_and_survives_a_master_failover_under_load(
         &[
             ("store.redis.mode", "cluster"),
             ("store.redis.nodes", &nodes),
+            // Serving and invalidation through a fail-over, timed against
+            // the cache's lifetime: changes answered without waiting for
+            // replicas (the default's wait is the next tests').
+            ("store.redis.cluster.replica_acks", "0"),
         ],
         Topology::Cluster {
             nodes: cluster.urls(),
@@ -559,24 +563,15 @@ async fn a_sentinel_admin_change_is_answered_only_once_a_replica_holds_it() {
 async fn a_cluster_admin_change_is_answered_only_once_a_replica_of_its_shard_holds_it() {
     let _serial = SERIAL.lock().await;
     let mut cluster = RedisCluster::start();
-    let prefix = unique_prefix("cluster-acks");
-    let nodes = cluster.urls().join(",");
-    let gate = InProcessGate::start(&[
-        ("store.backend", "redis"),
-        ("store.redis.key_prefix", prefix.as_str()),
-        ("store.redis.mode", "cluster"),
-        ("store.redis.nodes", &nodes),
-        ("store.redis.cluster.replica_acks", "1"),
-        ("store.timeout", "1s"),
-    ])
-    .await;
-    let (id, secret) = common::create_token(
-        &gate,
-        common::workspace_token("Replicated", "ws_1", "workspace_member", "1m"),
+    let (gate, id, master, replica) = cluster_token(
+        &cluster,
+        "cluster-acks",
+        &[
+            ("store.redis.cluster.replica_acks", "1"),
+            ("store.timeout", "1s"),
+        ],
     )
     .await;
-    let master = cluster.master_for(&common::token_key(&prefix, &secret));
-    let replica = cluster.replica_of(master);
 
     cluster.node(replica).kill();
     disable_is_unconfirmed(&gate, &id, "0 of 1 replicas").await;
@@ -587,6 +582,34 @@ async fn a_cluster_admin_change_is_answered_only_once_a_replica_of_its_shard_hol
         redis_cli(master, &["INFO", "replication"]).contains("state=online")
     });
     disable_is_answered(&gate, &id).await;
+}
+
+/// A gate on `cluster` (its own key prefix, `settings` added), a token it
+/// made, and the ports of the master and the replica of the shard holding
+/// that token's record.
+async fn cluster_token(
+    cluster: &RedisCluster,
+    name: &str,
+    settings: &[(&str, &str)],
+) -> (InProcessGate, String, u16, u16) {
+    let prefix = unique_prefix(name);
+    let nodes = cluster.urls().join(",");
+    let mut all = vec![
+        ("store.backend", "redis"),
+        ("store.redis.key_prefix", prefix.as_str()),
+        ("store.redis.mode", "cluster"),
+        ("store.redis.nodes", &nodes),
+    ];
+    all.extend_from_slice(settings);
+    let gate = InProcessGate::start(&all).await;
+    let (id, secret) = common::create_token(
+        &gate,
+        common::workspace_token("Replicated", "ws_1", "workspace_member", "1m"),
+    )
+    .await;
+    let master = cluster.master_for(&common::token_key(&prefix, &secret));
+    let replica = cluster.replica_of(master);
+    (gate, id, master, replica)
 }
 
 /// A cluster's default (`store.redis.cluster.replica_acks` not set) waits
@@ -601,29 +624,35 @@ async fn a_cluster_admin_change_is_answered_only_once_a_replica_of_its_shard_hol
 async fn a_cluster_change_waits_by_default_for_the_replicas_its_shard_has() {
     let _serial = SERIAL.lock().await;
     let mut cluster = RedisCluster::start();
-    let prefix = unique_prefix("cluster-follow");
-    let nodes = cluster.urls().join(",");
-    let gate = InProcessGate::start(&[
-        ("store.backend", "redis"),
-        ("store.redis.key_prefix", prefix.as_str()),
-        ("store.redis.mode", "cluster"),
-        ("store.redis.nodes", &nodes),
-        // Room for ROLE, the write and a busy machine beside the 1.5 s
-        // WAIT (half the timeout): a timeout would hide the shortfall.
-        ("store.timeout", "3s"),
-    ])
-    .await;
-    let (id, secret) = common::create_token(
-        &gate,
-        common::workspace_token("Followed", "ws_1", "workspace_member", "1m"),
-    )
-    .await;
-    let master = cluster.master_for(&common::token_key(&prefix, &secret));
-    let replica = cluster.replica_of(master);
+    // Room for ROLE, the write and a busy machine beside the 1.5 s WAIT
+    // (half the timeout): a timeout would hide the shortfall.
+    let (gate, id, master, replica) =
+        cluster_token(&cluster, "cluster-follow", &[("store.timeout", "3s")]).await;
+    // A replica the master counts: past its first sync.
+    common::wait_until("the replica to be online", Duration::from_secs(30), || {
+        redis_cli(master, &["INFO", "replication"]).contains("state=online")
+    });
 
     cluster.node(replica).pause();
-    disable_is_unconfirmed(&gate, &id, "0 of 1 replicas").await;
+    // Not answered as kept: 503, the replica's silence named — or, should
+    // the cluster client meanwhile wait on the frozen node while it learns
+    // the cluster's view of it, the store's timeout.
+    let a = gate
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
     cluster.node(replica).resume();
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "answered without its replica: {}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let message = a.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("0 of 1 replicas") || message.contains("did not answer within"),
+        "{message}"
+    );
     disable_is_answered(&gate, &id).await;
 
     cluster.node(replica).kill();
