@@ -21,12 +21,10 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::connect::Use;
+use super::connect::{Conn, Use};
 use super::{RedisStore, redis_err};
 use crate::audit::{AuditEvent, AuditPage, AuditQuery, PageBuilder, Position};
 use crate::store::{AuditLog, StoreError};
-
-use super::connect::Conn;
 
 /// Stream entries fetched per round trip while paging.
 const SCAN_BATCH: usize = 200;
@@ -314,8 +312,7 @@ impl RedisStore {
             Ok(looked) => Ok(Some(looked)),
             Err(e) => {
                 // Let the next try (this gate's, in 30 s, or another's) run.
-                let release = self.inner.compare_and_delete.key(&claim);
-                let mut release = release;
+                let mut release = self.inner.compare_and_delete.key(&claim);
                 release.arg(&mine);
                 let release = &release;
                 let _ = self

@@ -575,11 +575,14 @@ impl RedisStore {
         // Half the store timeout: the answer must be read before the
         // connection's own response timeout (the store timeout) fires.
         let within = self.inner.timeout / 2;
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(wanted)
-            .arg(u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1));
+        let within_ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1);
+        let wait = |n: u32| {
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(n).arg(within_ms);
+            cmd
+        };
         let acked: i64 = match conn {
-            Conn::Single(c) => wait.query_async(c).await.map_err(redis_err)?,
+            Conn::Single(c) => wait(wanted).query_async(c).await.map_err(redis_err)?,
             Conn::Cluster(c) => {
                 let mut fewest = (i64::MAX, wanted);
                 for key in keys {
@@ -603,10 +606,10 @@ impl RedisStore {
                     if wanted == 0 {
                         continue;
                     }
-                    let mut wait = redis::cmd("WAIT");
-                    wait.arg(wanted)
-                        .arg(u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1));
-                    let answer = c.route_command(wait, shard).await.map_err(redis_err)?;
+                    let answer = c
+                        .route_command(wait(wanted), shard)
+                        .await
+                        .map_err(redis_err)?;
                     let acked: i64 = redis::from_redis_value(answer).map_err(|e| {
                         StoreError::Unavailable(format!("redis: WAIT answered {e}"))
                     })?;

@@ -18,7 +18,8 @@
 //! Redis Cluster (the `redis` crate's cluster connection, which follows
 //! `MOVED` and fail-overs). Connections are made on first use, so a gate
 //! starts even while Redis is away. Each command touches one key (the
-//! compare-and-set is a one-key script); what a standalone server gets as a
+//! compare-and-set is a one-key script), but the audit log's scripts, whose
+//! keys share the stream's hash slot; what a standalone server gets as a
 //! pipeline, a cluster gets as concurrent single commands, since a pipeline
 //! may not span hash slots. In cluster mode the events go over sharded
 //! pub/sub (`SPUBLISH`/`SSUBSCRIBE`): one shard carries them instead of the
