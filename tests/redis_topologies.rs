@@ -634,9 +634,11 @@ async fn a_cluster_change_waits_by_default_for_the_replicas_its_shard_has() {
     });
 
     cluster.node(replica).pause();
-    // Not answered as kept: 503, the replica's silence named — or, should
-    // the cluster client meanwhile wait on the frozen node while it learns
-    // the cluster's view of it, the store's timeout.
+    // Not answered as kept: 503 `store_unavailable`. Its message names the
+    // replica's silence ("0 of 1 replicas") — or, should the cluster client
+    // meanwhile wait on or fail over the frozen node while it learns the
+    // cluster's view of it, the store's timeout or its error: each seen on
+    // a loaded machine; what matters is that no 200 says it is kept.
     let a = gate
         .admin()
         .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
@@ -648,11 +650,7 @@ async fn a_cluster_change_waits_by_default_for_the_replicas_its_shard_has() {
         "answered without its replica: {}",
         String::from_utf8_lossy(&a.body)
     );
-    let message = a.json()["message"].as_str().unwrap().to_owned();
-    assert!(
-        message.contains("0 of 1 replicas") || message.contains("did not answer within"),
-        "{message}"
-    );
+    assert_eq!(a.json()["error"], "store_unavailable");
     disable_is_answered(&gate, &id).await;
 
     cluster.node(replica).kill();
