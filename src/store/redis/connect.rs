@@ -157,6 +157,8 @@ impl Target {
                     ClusterClientBuilder::new(nodes.iter().map(String::as_str))
                         .connection_timeout(timeout)
                         .response_timeout(timeout)
+                        .min_retry_wait(CLUSTER_RETRY_WAIT_MS.start)
+                        .max_retry_wait(CLUSTER_RETRY_WAIT_MS.end)
                         .build()
                         .map_err(invalid)?,
                 ),
@@ -166,6 +168,14 @@ impl Target {
         })
     }
 }
+
+/// How long the cluster client waits before asking again after a slot
+/// answered `CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN` or `LOADING` (a slot
+/// in a fail-over or a migration), in ms: 10, then up to 20, 40, 80, then
+/// 100 at most, each try within the call's `store.timeout`. The client's
+/// own first wait (1.28 s at least) outlasts the 250 ms default timeout,
+/// which made every such answer a 503 however soon the slot was back.
+const CLUSTER_RETRY_WAIT_MS: std::ops::Range<u64> = 10..100;
 
 /// The master a Sentinel set-up names, and connections to it. They are
 /// dropped after any failure (or when the invalidation listener sees the
