@@ -146,7 +146,11 @@ pub fn load_or_generate(
         return Ok((AdminKey::new(k), KeySource::Config));
     }
     let path = data_dir.join(KEY_FILE);
-    match read_key_file(&path).and_then(|k| not_planted(&path).map(|()| k)) {
+    match KeyFile::open(&path).and_then(|mut file| {
+        let key = file.read()?;
+        file.not_planted()?;
+        Ok(key)
+    }) {
         Ok(k) => return Ok((AdminKey::new(&k), KeySource::File(path))),
         Err(KeyError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -223,56 +227,85 @@ pub fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
     }
 }
 
-/// Refuses a key file another user may have planted (see
-/// [`crate::files::planted`]): the server would take their key as the
-/// operator's. The CLI reading it only sends it, and is not asked.
-fn not_planted(path: &Path) -> Result<(), KeyError> {
-    let read = |source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    // A link is judged as itself too: another user's link is theirs.
-    let link = fs::symlink_metadata(path).map_err(read)?;
-    let meta = fs::metadata(path).map_err(read)?;
-    match crate::files::planted(path, &link).or_else(|| crate::files::planted(path, &meta)) {
-        Some(owner) => Err(KeyError::Owner {
+/// A key file opened once: its owner and mode are judged, and its key
+/// read, from the one file opened (`fstat` of the descriptor), never by
+/// its name again, which whoever may write the directory could point
+/// elsewhere between a check and the read.
+struct KeyFile {
+    path: PathBuf,
+    file: fs::File,
+    meta: fs::Metadata,
+}
+
+impl KeyFile {
+    fn open(path: &Path) -> Result<Self, KeyError> {
+        let read = |source| KeyError::Read {
             path: path.to_owned(),
-            owner,
-        }),
-        None => Ok(()),
+            source,
+        };
+        let file = fs::File::open(path).map_err(read)?;
+        let meta = file.metadata().map_err(read)?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            meta,
+        })
+    }
+
+    /// The key, refusing a file that group or others may read.
+    fn read(&mut self) -> Result<String, KeyError> {
+        let path = &self.path;
+        let mode = self.meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions {
+                path: path.clone(),
+                mode,
+            });
+        }
+        let mut text = String::new();
+        io::Read::read_to_string(&mut self.file, &mut text).map_err(|source| KeyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let key = text.trim();
+        if key.is_empty() || key.contains(['\n', '\r']) {
+            return Err(KeyError::Empty { path: path.clone() });
+        }
+        // What `admin.key` must be, so a file the operator wrote is no
+        // weaker.
+        if key.len() < crate::config::MIN_ADMIN_KEY_LEN
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(KeyError::Weak { path: path.clone() });
+        }
+        Ok(key.to_owned())
+    }
+
+    /// Refuses a key file another user may have planted (see
+    /// [`crate::files::planted`]): the server would take their key as the
+    /// operator's. The CLI reading it only sends it, and is not asked. The
+    /// file judged is the one read; a link to it, by its name, is judged as
+    /// itself too (another user's link is theirs).
+    fn not_planted(&self) -> Result<(), KeyError> {
+        let link = fs::symlink_metadata(&self.path).map_err(|source| KeyError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        match crate::files::planted(&self.path, &link)
+            .or_else(|| crate::files::planted(&self.path, &self.meta))
+        {
+            Some(owner) => Err(KeyError::Owner {
+                path: self.path.clone(),
+                owner,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
 /// Reads a key file, refusing one that group or others may read.
 pub fn read_key_file(path: &Path) -> Result<String, KeyError> {
-    let meta = fs::metadata(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let text = fs::read_to_string(path).map_err(|source| KeyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let key = text.trim();
-    if key.is_empty() || key.contains(['\n', '\r']) {
-        return Err(KeyError::Empty {
-            path: path.to_owned(),
-        });
-    }
-    // What `admin.key` must be, so a file the operator wrote is no weaker.
-    if key.len() < crate::config::MIN_ADMIN_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(KeyError::Weak {
-            path: path.to_owned(),
-        });
-    }
-    Ok(key.to_owned())
+    KeyFile::open(path)?.read()
 }
 
 #[cfg(test)]
@@ -366,6 +399,87 @@ mod tests {
         let (again, source) = load_or_generate(None, dir.path()).unwrap();
         assert!(matches!(source, KeySource::File(_)));
         assert!(again.verify(text.as_bytes()));
+    }
+
+    /// Every check of a key file is of the file read. Checked by name and
+    /// then read by name, the path could be swapped in between by whoever
+    /// may write its directory: a key of theirs read, the operator's file's
+    /// owner and mode judged. Here a thread swaps the path, as fast as it
+    /// can, between the operator's key and one that must be refused —
+    /// another user's in a directory anyone may write (as root, the
+    /// server's reading), else one others may read (every reader's) — and
+    /// no read may return the refused one's key.
+    #[test]
+    fn a_key_file_swapped_while_read_is_judged_as_the_file_read() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let ours = format!("{KEY_PREFIX}{}", "o".repeat(KEY_RANDOM_LEN));
+        let theirs = format!("{KEY_PREFIX}{}", "t".repeat(KEY_RANDOM_LEN));
+        let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
+        fs::write(&good, format!("{ours}\n")).unwrap();
+        fs::write(&bad, format!("{theirs}\n")).unwrap();
+        fs::set_permissions(&good, fs::Permissions::from_mode(0o600)).unwrap();
+        let as_server = rustix::process::geteuid().is_root();
+        if as_server {
+            std::os::unix::fs::chown(&bad, Some(4242), None).unwrap();
+            fs::set_permissions(&bad, fs::Permissions::from_mode(0o600)).unwrap();
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        } else {
+            fs::set_permissions(&bad, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        fs::hard_link(&good, &path).unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, path, tmp) = (stop.clone(), path.clone(), dir.path().join("swap"));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for from in [&bad, &good] {
+                        fs::hard_link(from, &tmp).unwrap();
+                        fs::rename(&tmp, &path).unwrap();
+                    }
+                }
+            })
+        };
+        let (mut accepted, mut refused, mut wrong) = (0u32, 0u32, 0u32);
+        let started = std::time::Instant::now();
+        while accepted + refused < 5_000 && started.elapsed() < std::time::Duration::from_secs(10) {
+            let key = if as_server {
+                load_or_generate(None, dir.path())
+                    .map(|(key, _)| {
+                        if key.verify(ours.as_bytes()) {
+                            &ours
+                        } else {
+                            &theirs
+                        }
+                    })
+                    .cloned()
+            } else {
+                read_key_file(&path)
+            };
+            match key {
+                Ok(k) if k == ours => accepted += 1,
+                Ok(_) => wrong += 1,
+                Err(KeyError::Owner { owner: 4242, .. } | KeyError::Permissions { .. }) => {
+                    refused += 1
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(
+            wrong, 0,
+            "the refused file's key was read {wrong} times ({accepted} accepted, {refused} refused)"
+        );
+        // The race was run: both files were met.
+        assert!(
+            accepted > 0 && refused > 0,
+            "{accepted} accepted, {refused} refused"
+        );
     }
 
     #[test]
