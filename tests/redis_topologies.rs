@@ -38,11 +38,26 @@ const AFTER_FAILOVER: Duration = Duration::from_secs(8);
 /// Fail-overs measure times: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Waits for `/readyz` 200; a timeout names what the last answer said
+/// (which check failed).
 async fn wait_ready(gate: &InProcessGate, deadline: Duration) {
-    eventually("/readyz to be 200", deadline, || async {
-        (gate.ops().get("/readyz").await.status == StatusCode::OK).then_some(())
+    let last = std::sync::Mutex::new(String::new());
+    let ready = tokio::time::timeout(deadline, async {
+        loop {
+            let r = gate.ops().get("/readyz").await;
+            if r.status == StatusCode::OK {
+                return;
+            }
+            *last.lock().unwrap() = format!("{} {}", r.status, String::from_utf8_lossy(&r.body));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await;
+    assert!(
+        ready.is_ok(),
+        "/readyz not 200 within {deadline:?}; it last said: {}",
+        last.lock().unwrap()
+    );
 }
 
 /// Two gates on one topology: `a` takes admin writes, `b` serves the load.
@@ -288,6 +303,10 @@ async fn failover_under_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_serves_invalidates_and_survives_a_master_failover_under_load() {
+    // The listener's, the store's and the cluster client's log, shown
+    // only if the test fails (once, in CI, gate `b` was not ready 10 s
+    // after the fail-back).
+    common::log_until_a_panic("hawzu_gate::store::redis=info,hawzu_gate::cache=info,redis=info");
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
     let cluster = RedisCluster::start();

@@ -872,36 +872,12 @@ async fn sentinel_failed_over_and_master_killed_under_judged_load() {
     check_all(&rows);
 }
 
-/// Sends the log `filter` lets through to the test's output until the
-/// first panic in this binary, then nothing more: the tasks a failed test
-/// leaves behind (the cluster client reconnecting to nodes being stopped)
-/// would otherwise log past the panic message and push it out of what a CI
-/// log keeps of the end of the output (the CI failure of 2026-12-07 showed
-/// neither the message nor the row: only the client's reconnections).
-fn log_until_a_panic(filter: &str) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt};
-    static PANICKED: AtomicBool = AtomicBool::new(false);
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICKED.store(true, Ordering::SeqCst);
-        previous(info);
-        // Once more below a backtrace (RUST_BACKTRACE), for the same reason.
-        eprintln!("{info}");
-    }));
-    let layer = tracing_subscriber::fmt::layer()
-        .with_test_writer()
-        .with_filter(EnvFilter::new(filter))
-        .with_filter(filter_fn(|_| !PANICKED.load(Ordering::SeqCst)));
-    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_events_master_killed_under_judged_load() {
     // The listener's, the store's and the cluster client's (`redis`) log,
     // shown only if the test fails (see docs/reliability.md, "A cluster
     // shard the client forgot").
-    log_until_a_panic("hawzu_gate::store::redis=info,hawzu_gate::cache=info,redis=info");
+    common::log_until_a_panic("hawzu_gate::store::redis=info,hawzu_gate::cache=info,redis=info");
     let _serial = SERIAL.lock().await;
     Row::print_header();
     let rows = cluster(SHORT, &[Fault::ClusterMasterKilled]).await;

@@ -119,3 +119,27 @@ pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> boo
 fn port_open(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
 }
+
+/// Sends the log `filter` lets through to the test's output until the
+/// first panic in this binary, then nothing more: the tasks a failed test
+/// leaves behind (the cluster client reconnecting to nodes being stopped)
+/// would otherwise log past the panic message and push it out of what a CI
+/// log keeps of the end of the output (the CI failure of 2026-12-07 showed
+/// neither the message nor the row: only the client's reconnections).
+pub fn log_until_a_panic(filter: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt};
+    static PANICKED: AtomicBool = AtomicBool::new(false);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICKED.store(true, Ordering::SeqCst);
+        previous(info);
+        // Once more below a backtrace (RUST_BACKTRACE), for the same reason.
+        eprintln!("{info}");
+    }));
+    let layer = tracing_subscriber::fmt::layer()
+        .with_test_writer()
+        .with_filter(EnvFilter::new(filter))
+        .with_filter(filter_fn(|_| !PANICKED.load(Ordering::SeqCst)));
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+}
