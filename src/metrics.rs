@@ -46,6 +46,9 @@ pub mod names {
     /// the event is in the error log only).
     pub const AUDIT_EVENTS: &str = "hawzu_gate_audit_events_total";
     pub const TOKENS_EXPIRING: &str = "hawzu_gate_tokens_expiring";
+    /// Runs of a fleet-wide chore by this gate, by chore and result
+    /// (`done`, `failed`); one gate of a fleet runs each at a time.
+    pub const CHORE_RUNS: &str = "hawzu_gate_chore_runs_total";
     /// Webhook deliveries by webhook name and result: `delivered` (a 2xx),
     /// `retried` (an attempt failed, another follows), `failed` (the last
     /// attempt failed: the event is given up).
@@ -266,6 +269,7 @@ pub struct Metrics {
     leak_reports: IntCounterVec,
     /// Set by the background expiry scan (`expiring`), never per request.
     tokens_expiring: IntGaugeVec,
+    chore_runs: IntCounterVec,
     webhook_deliveries: IntCounterVec,
     webhook_last_success: IntGaugeVec,
 }
@@ -466,6 +470,11 @@ impl Metrics {
                 reg(Box::new(g.clone()));
                 g
             },
+            chore_runs: counter_vec(
+                names::CHORE_RUNS,
+                "Runs of fleet-wide chores by this gate (expiry-scan: the scan behind hawzu_gate_tokens_expiring), by result (done, failed); one gate of a fleet runs each at a time, the others read its result.",
+                &["chore", "result"],
+            ),
             webhook_deliveries: counter_vec(
                 names::WEBHOOK_DELIVERIES,
                 "Webhook delivery attempts by webhook and result (delivered, retried, failed: given up).",
@@ -531,6 +540,21 @@ impl Metrics {
     /// The expiring-tokens gauge (`hawzu_gate_tokens_expiring`).
     pub fn tokens_expiring(&self) -> &IntGaugeVec {
         &self.tokens_expiring
+    }
+
+    /// Makes the run counters of fleet chore `chore` exist from zero (a
+    /// gate that never runs it shows 0, so rates work).
+    pub fn chore_started(&self, chore: &str) {
+        for result in ["done", "failed"] {
+            self.chore_runs.with_label_values(&[chore, result]);
+        }
+    }
+
+    /// Counts a run of fleet chore `chore` by this gate.
+    pub fn chore_run(&self, chore: &str, done: bool) {
+        self.chore_runs
+            .with_label_values(&[chore, if done { "done" } else { "failed" }])
+            .inc();
     }
 
     /// The refusal counter of a listener's limit (`connections`, `requests`).

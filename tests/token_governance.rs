@@ -223,6 +223,89 @@ async fn the_expiring_gauge_counts_usable_tokens_per_workspace_and_window() {
     .await;
 }
 
+/// `hawzu_gate_chore_runs_total{chore="expiry-scan",result="done"}` of a
+/// gate.
+async fn scans_done(gate: &InProcessGate) -> u64 {
+    let text = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("hawzu_gate_chore_runs_total{chore=\"expiry-scan\",result=\"done\"} ")
+        })
+        .expect("the chore's run counter in /metrics")
+        .parse()
+        .unwrap()
+}
+
+async fn gauge_shows(gate: &InProcessGate, ws: &str, within: &str, n: u64) -> bool {
+    let text = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
+    text.contains(&format!(
+        "hawzu_gate_tokens_expiring{{within=\"{within}\",workspace=\"{ws}\"}} {n}\n"
+    ))
+}
+
+/// The expiry scan reads every token: a fleet runs it on one gate at a
+/// time, and every gate's gauge shows what that gate counted. Two gates on
+/// one Redis: while both run, one scans round after round and the other
+/// only reads the rows it shared; when the scanning gate stops, the other
+/// takes the chore over within two intervals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_scans_for_expiring_tokens_on_one_gate_at_a_time() {
+    let prefix = common::unique_prefix("expiry-chore");
+    let redis = common::redis_url();
+    let settings = [
+        ("store.backend", "redis"),
+        ("store.redis.url", redis.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+        ("tokens.expiry_scan_interval", "500ms"),
+    ];
+    let a = InProcessGate::start(&settings).await;
+    let b = InProcessGate::start(&settings).await;
+    created(&a, workspace_token("E", "ws_1", "workspace_viewer", "5d")).await;
+    for gate in [&a, &b] {
+        eventually(
+            "both gauges to count the token",
+            Duration::from_secs(10),
+            || async { gauge_shows(gate, "ws_1", "7d", 1).await.then_some(()) },
+        )
+        .await;
+    }
+    // Six more scans: all by the gate that scanned (it keeps the chore),
+    // none by the other.
+    let before = [scans_done(&a).await, scans_done(&b).await];
+    let ran = eventually("six more scans", Duration::from_secs(20), || async {
+        let ran = [
+            scans_done(&a).await - before[0],
+            scans_done(&b).await - before[1],
+        ];
+        (ran[0] + ran[1] >= 6).then_some(ran)
+    })
+    .await;
+    assert!(
+        ran[0] == 0 || ran[1] == 0,
+        "scans per gate: {ran:?} (one gate at a time)"
+    );
+
+    // The scanning gate stops: the other takes over, and its own count
+    // moves with the store.
+    let (scanning, other) = if ran[0] > 0 { (a, b) } else { (b, a) };
+    scanning.shutdown().await;
+    let taken = scans_done(&other).await;
+    created(
+        &other,
+        workspace_token("E", "ws_1", "workspace_viewer", "5d"),
+    )
+    .await;
+    eventually(
+        "the other gate to take the scan over",
+        Duration::from_secs(10),
+        || async {
+            (scans_done(&other).await > taken && gauge_shows(&other, "ws_1", "7d", 2).await)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_can_ask_what_it_is_and_nothing_reaches_the_api() {
     let upstream = TestUpstream::start().await;

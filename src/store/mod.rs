@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
 mod audit;
+mod chores;
 pub mod embedded;
 mod embedded_outbox;
 mod embedded_usage;
@@ -31,6 +32,7 @@ mod rotate;
 pub mod usage;
 
 pub use self::audit::AuditLog;
+pub use self::chores::{ChoreHold, Chores, holder_value};
 pub use self::embedded::EmbeddedStore;
 pub use self::feed::{Change, ChangeFeed, Changes};
 pub(crate) use self::list::paginate;

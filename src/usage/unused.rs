@@ -3,9 +3,10 @@
 //! used that long ago, or never used and created that long ago — recorded
 //! as `disabled_by = "policy:unused"` and logged.
 //!
-//! Safe when every gate of a fleet runs it: [`disable_unused`] judges and
-//! writes in one compare-and-set (`store::update`), so a token is disabled
-//! once, and one used or enabled in between is left alone. It is the one
+//! One gate of a fleet sweeps at a time (a [`ChoreHold`]); safe even when
+//! two do (a hand-over): [`disable_unused`] judges and writes in one
+//! compare-and-set (`store::update`), so a token is disabled once, and one
+//! used or enabled in between is left alone. It is the one
 //! place a token is disabled by the policy, and writes its audit event
 //! (`auto_disable`, actor `gate`, with the reason).
 
@@ -17,8 +18,8 @@ use jiff::{SignedDuration, Timestamp};
 use crate::audit::AuditEvent;
 use crate::cache::TokenCache;
 use crate::store::{
-    ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError, unused_since,
-    update,
+    ChoreHold, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError,
+    holder_value, unused_since, update,
 };
 use crate::token::{TokenId, TokenRecord, TokenState};
 
@@ -101,12 +102,17 @@ pub async fn disable_unused(
     Ok(Some(record))
 }
 
+/// The fleet chore of the sweep (`<prefix>chore:unused-sweep` in Redis).
+pub const CHORE: &str = "unused-sweep";
+
 /// One look at every enabled token; disables the unused ones. Returns how
-/// many this call disabled.
+/// many this call disabled. With a `holding`, the chore's hold is kept
+/// between pages, and the sweep stops where another gate took it over.
 pub async fn sweep(
     cache: &TokenCache<Store>,
     after: Duration,
     now: Timestamp,
+    mut holding: Option<&mut ChoreHold<'_, Store>>,
 ) -> Result<usize, StoreError> {
     let mut disabled = 0;
     let mut cursor = None;
@@ -134,18 +140,37 @@ pub async fn sweep(
             Some(next) => cursor = Some(next),
             None => return Ok(disabled),
         }
+        if let Some(holding) = holding.as_deref_mut()
+            && !holding.keep().await?
+        {
+            return Ok(disabled);
+        }
     }
 }
 
-/// Runs [`sweep`] at start and every [`SWEEP_EVERY`] until aborted.
+/// Runs [`sweep`] at start and every [`SWEEP_EVERY`] until aborted, on
+/// one gate of a fleet at a time (the chore [`CHORE`], held for two
+/// rounds and extended every round: the others skip it).
 pub fn start(cache: Arc<TokenCache<Store>>, after: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let holder = holder_value();
         loop {
-            match sweep(&cache, after, Timestamp::now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(disabled = n, "unused tokens disabled"),
+            let store = cache.store();
+            match ChoreHold::take(store, CHORE, &holder, SWEEP_EVERY * 2).await {
+                Ok(Some(mut holding)) => {
+                    match sweep(&cache, after, Timestamp::now(), Some(&mut holding)).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(disabled = n, "unused tokens disabled"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the unused-token sweep failed; trying again later");
+                            holding.leave().await;
+                        }
+                    }
+                }
+                // Another gate sweeps.
+                Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "the unused-token sweep failed; trying again later");
+                    tracing::warn!(error = %e, "the unused-token sweep: the store did not say which gate sweeps; trying again later");
                 }
             }
             tokio::time::sleep(SWEEP_EVERY).await;
@@ -246,8 +271,8 @@ mod tests {
                 .unwrap();
         }
         // The one never used goes, once; the one used yesterday stays.
-        assert_eq!(sweep(&cache, 30 * DAY, now()).await.unwrap(), 1);
-        assert_eq!(sweep(&cache, 30 * DAY, now()).await.unwrap(), 0);
+        assert_eq!(sweep(&cache, 30 * DAY, now(), None).await.unwrap(), 1);
+        assert_eq!(sweep(&cache, 30 * DAY, now(), None).await.unwrap(), 0);
         let found = cache.find(&old.id).await.unwrap().unwrap().record;
         assert_eq!(found.disabled_by.as_deref(), Some(DISABLED_BY));
         assert!(
@@ -258,7 +283,7 @@ mod tests {
         );
         // Months later, the other one is unused too.
         let later = now() + SignedDuration::from_hours(24 * 60);
-        assert_eq!(sweep(&cache, 30 * DAY, later).await.unwrap(), 1);
+        assert_eq!(sweep(&cache, 30 * DAY, later, None).await.unwrap(), 1);
     }
 
     /// Two gates whose sweeps started in the same millisecond both find a

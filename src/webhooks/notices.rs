@@ -14,7 +14,9 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::audit::{AuditEvent, NOTICE_WINDOWS};
 use crate::cache::TokenCache;
-use crate::store::{ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore};
+use crate::store::{
+    ChoreHold, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, holder_value,
+};
 use crate::token::TokenState;
 
 /// A claim outlives the expiry it is about by this much.
@@ -32,9 +34,18 @@ pub fn window(expires_at: Timestamp, now: Timestamp) -> Option<&'static str> {
     })
 }
 
+/// The fleet chore of the scan (`<prefix>chore:expiry-notices` in Redis).
+pub const CHORE: &str = "expiry-notices";
+
 /// One look at the tokens expiring within the widest window; writes the
-/// notices not written yet. Returns how many this call wrote.
-pub async fn scan(cache: &TokenCache<Store>, now: Timestamp) -> Result<usize, StoreError> {
+/// notices not written yet. Returns how many this call wrote. With a
+/// `holding`, the chore's hold is kept between pages, and the scan stops
+/// where another gate took it over.
+pub async fn scan(
+    cache: &TokenCache<Store>,
+    now: Timestamp,
+    mut holding: Option<&mut ChoreHold<'_, Store>>,
+) -> Result<usize, StoreError> {
     let widest = NOTICE_WINDOWS[NOTICE_WINDOWS.len() - 1].1;
     let by = now
         .checked_add(SignedDuration::from_hours(24 * widest))
@@ -72,21 +83,42 @@ pub async fn scan(cache: &TokenCache<Store>, now: Timestamp) -> Result<usize, St
             Some(next) => cursor = Some(next),
             None => return Ok(written),
         }
+        if let Some(holding) = holding.as_deref_mut()
+            && !holding.keep().await?
+        {
+            return Ok(written);
+        }
     }
 }
 
-/// Runs [`scan`] soon after start and every `every` until aborted.
+/// Runs [`scan`] soon after start and every `every` until aborted, on one
+/// gate of a fleet at a time (the chore [`CHORE`], held for two rounds and
+/// extended every round: the others skip it).
 pub fn start(cache: Arc<TokenCache<Store>>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let holder = holder_value();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match scan(&cache, Timestamp::now()).await {
+            let store = cache.store();
+            let mut holding = match ChoreHold::take(store, CHORE, &holder, every.saturating_mul(2))
+                .await
+            {
+                Ok(Some(holding)) => holding,
+                // Another gate scans.
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the expiry-notice scan: the store did not say which gate scans; trying again later");
+                    continue;
+                }
+            };
+            match scan(&cache, Timestamp::now(), Some(&mut holding)).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(notices = n, "expiry notices written"),
                 Err(e) => {
                     tracing::warn!(error = %e, "the expiry-notice scan failed; trying again later");
+                    holding.leave().await;
                 }
             }
         }

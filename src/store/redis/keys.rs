@@ -71,6 +71,17 @@ impl RedisStore {
         self.key("notice:", key)
     }
 
+    /// The hold of the gate doing fleet chore `name` now (see
+    /// [`crate::store::Chores`]).
+    pub(super) fn chore_key(&self, name: &str) -> String {
+        self.key("chore:", name)
+    }
+
+    /// The last result the gate doing fleet chore `name` shared.
+    pub(super) fn chore_result_key(&self, name: &str) -> String {
+        self.key("chore-result:", name)
+    }
+
     /// The consumer group of webhook `name` on the audit stream.
     pub(super) fn webhook_group(name: &str) -> String {
         format!("webhook:{name}")

@@ -45,6 +45,7 @@ use super::{Cursor, ListQuery, Page, StoreError, Stored, TokenStore, created_ms,
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
 mod audit;
+mod chores;
 mod connect;
 mod events;
 mod keys;
@@ -56,7 +57,9 @@ mod usage;
 
 pub use self::connect::Topology;
 use self::connect::{Conn, Target, Use};
-use self::scripts::{COMPARE_AND_DELETE, COMPARE_AND_SET, audit_append, audit_trim, set_cmd};
+use self::scripts::{
+    COMPARE_AND_DELETE, COMPARE_AND_SET, HOLD_CHORE, audit_append, audit_trim, set_cmd,
+};
 pub use self::usage::USAGE_DELTAS_PER_PIPELINE;
 
 /// Index entries fetched per round trip while listing.
@@ -92,8 +95,11 @@ struct Inner {
     timeout: Duration,
     retention: Duration,
     compare_and_set: Script,
-    /// The record key, and the id key, deleted while they hold what was read.
+    /// The record key, and the id key, deleted while they hold what was
+    /// read; a fleet chore given up by its holder.
     compare_and_delete: Script,
+    /// A fleet chore taken, or its hold extended (`chores`).
+    hold_chore: Script,
     /// The audit stream keeps about this many events (`audit.max_events`).
     audit_max: AtomicU64,
     /// An audit event appended and indexed under its workspace.
@@ -151,6 +157,7 @@ impl RedisStore {
                 retention: options.retention,
                 compare_and_set: Script::new(COMPARE_AND_SET),
                 compare_and_delete: Script::new(COMPARE_AND_DELETE),
+                hold_chore: Script::new(HOLD_CHORE),
                 audit_max: AtomicU64::new(crate::audit::DEFAULT_MAX_EVENTS),
                 audit_append: Script::new(&audit_append()),
                 audit_trim: Script::new(&audit_trim()),

@@ -24,6 +24,22 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 ";
 
+/// Takes a chore's hold for a holder when nobody holds it, or extends it
+/// when that holder does; answers 1 then, 0 while another holds it.
+/// ARGV: the holder's value, the hold in ms.
+pub(super) const HOLD_CHORE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
 /// A stream id as a member of a workspace's audit index: both parts in 20
 /// digits, so that the members' bytes sort as the positions do (as
 /// `redis::audit::member`).
