@@ -149,6 +149,9 @@ pub fn load_or_generate(
     match KeyFile::open(&path).and_then(|mut file| {
         let key = file.read()?;
         file.not_planted()?;
+        // The file's own directory may be one only its maker writes: the
+        // data_dir another user made (where anyone may) is theirs too.
+        data_dir_is_ours(data_dir)?;
         Ok(key)
     }) {
         Ok(k) => return Ok((AdminKey::new(&k), KeySource::File(path))),
@@ -214,6 +217,12 @@ pub fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
             path: data_dir.to_owned(),
             source,
         })?;
+    data_dir_is_ours(data_dir)
+}
+
+/// Refuses a `data_dir` another user may have made (see
+/// [`crate::files::planted`]).
+fn data_dir_is_ours(data_dir: &Path) -> Result<(), KeyError> {
     let meta = fs::metadata(data_dir).map_err(|source| KeyError::DataDir {
         path: data_dir.to_owned(),
         source,
@@ -287,10 +296,20 @@ impl KeyFile {
     /// file judged is the one read; a link to it, by its name, is judged as
     /// itself too (another user's link is theirs).
     fn not_planted(&self) -> Result<(), KeyError> {
-        let link = fs::symlink_metadata(&self.path).map_err(|source| KeyError::Read {
+        use std::os::unix::fs::MetadataExt;
+        // Whatever the name holds now must be the file opened (or a link):
+        // a name swapped since is refused, not judged in its place; and a
+        // file gone since is no reason to make a new key.
+        let changed = || KeyError::Read {
             path: self.path.clone(),
-            source,
-        })?;
+            source: io::Error::other("it changed while it was read"),
+        };
+        let link = fs::symlink_metadata(&self.path).map_err(|_| changed())?;
+        if !link.file_type().is_symlink()
+            && (link.dev(), link.ino()) != (self.meta.dev(), self.meta.ino())
+        {
+            return Err(changed());
+        }
         match crate::files::planted(&self.path, &link)
             .or_else(|| crate::files::planted(&self.path, &self.meta))
         {
@@ -365,6 +384,37 @@ mod tests {
         fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o700)).unwrap();
     }
 
+    /// The same data_dir holding a key file already (the attacker's, or
+    /// made to look the operator's: owned by them, 0600, in their own 0700
+    /// directory) is refused too: the file's own directory is only they
+    /// may write, so the file alone passes; the data_dir must not. (Needs
+    /// root to make one.)
+    #[test]
+    fn a_key_in_a_data_dir_another_user_made_is_refused() {
+        let shared = tempfile::tempdir().unwrap();
+        fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let data = shared.path().join("data");
+        create_data_dir(&data).unwrap();
+        let path = data.join(KEY_FILE);
+        fs::write(
+            &path,
+            format!("{KEY_PREFIX}{}\n", "t".repeat(KEY_RANDOM_LEN)),
+        )
+        .unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_or_generate(None, &data).is_ok(), "ours");
+        if rustix::process::geteuid().is_root() {
+            for p in [&data, &path] {
+                std::os::unix::fs::chown(p, Some(4242), None).unwrap();
+            }
+            let Err(e) = load_or_generate(None, &data) else {
+                panic!("the key in a data_dir uid 4242 made in a shared directory was taken")
+            };
+            assert!(e.to_string().contains("4242"), "{e}");
+        }
+        fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
     #[test]
     fn generated_key_is_written_0600_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -433,20 +483,30 @@ mod tests {
         fs::hard_link(&good, &path).unwrap();
 
         let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let swapper = {
-            let (stop, path, tmp) = (stop.clone(), path.clone(), dir.path().join("swap"));
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            let (path, tmp) = (path.clone(), dir.path().join("swap"));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     for from in [&bad, &good] {
                         fs::hard_link(from, &tmp).unwrap();
                         fs::rename(&tmp, &path).unwrap();
                     }
+                    swaps.fetch_add(1, Ordering::Relaxed);
                 }
             })
         };
+        while swaps.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
         let (mut accepted, mut refused, mut wrong) = (0u32, 0u32, 0u32);
         let started = std::time::Instant::now();
-        while accepted + refused < 5_000 && started.elapsed() < std::time::Duration::from_secs(10) {
+        // 5,000 reads at least, and both files met (on a loaded machine
+        // the swapper may run seldom), within 20 s.
+        while (accepted + refused < 5_000 || accepted == 0 || refused == 0)
+            && started.elapsed() < std::time::Duration::from_secs(20)
+        {
             let key = if as_server {
                 load_or_generate(None, dir.path())
                     .map(|(key, _)| {
@@ -463,9 +523,13 @@ mod tests {
             match key {
                 Ok(k) if k == ours => accepted += 1,
                 Ok(_) => wrong += 1,
-                Err(KeyError::Owner { owner: 4242, .. } | KeyError::Permissions { .. }) => {
-                    refused += 1
-                }
+                // Theirs judged as theirs, or the name swapped under the
+                // read and refused as changed.
+                Err(
+                    KeyError::Owner { owner: 4242, .. }
+                    | KeyError::Permissions { .. }
+                    | KeyError::Read { .. },
+                ) => refused += 1,
                 Err(e) => panic!("{e}"),
             }
         }
