@@ -154,13 +154,12 @@ impl Target {
                 replica_acks,
             } => Target::Cluster {
                 client: Box::new(
-                    ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-                        .connection_timeout(timeout)
-                        .response_timeout(timeout)
-                        .min_retry_wait(CLUSTER_RETRY_WAIT_MS.start)
-                        .max_retry_wait(CLUSTER_RETRY_WAIT_MS.end)
-                        .build()
-                        .map_err(invalid)?,
+                    cluster_builder(
+                        ClusterClientBuilder::new(nodes.iter().map(String::as_str)),
+                        timeout,
+                    )
+                    .build()
+                    .map_err(invalid)?,
                 ),
                 conn: OnceCell::new(),
                 changes: (*replica_acks != Some(0)).then(OnceCell::new),
@@ -169,13 +168,30 @@ impl Target {
     }
 }
 
-/// How long the cluster client waits before asking again after a slot
-/// answered `CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN` or `LOADING` (a slot
-/// in a fail-over or a migration), in ms: 10, then up to 20, 40, 80, then
-/// 100 at most, each try within the call's `store.timeout`. The client's
-/// own first wait (1.28 s at least) outlasts the 250 ms default timeout,
-/// which made every such answer a 503 however soon the slot was back.
-const CLUSTER_RETRY_WAIT_MS: std::ops::Range<u64> = 10..100;
+/// A cluster client's timeouts and retries for calls bounded by
+/// `timeout` (the store's and the subscriber's clients alike): a slot that
+/// answers `CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN` or `LOADING` (in a
+/// fail-over or a migration) is asked again after a random 10–20 ms, then
+/// up to 40, 80 and 100 ms at most, as often as fits in `timeout`. The
+/// client's own first wait (1.28 s at least) outlasted the 250 ms default
+/// timeout, which made every such answer a 503 however soon the slot was
+/// back; and its 16 tries would now be spent in about a second, short of a
+/// longer `timeout`.
+pub(super) fn cluster_builder(
+    builder: ClusterClientBuilder,
+    timeout: Duration,
+) -> ClusterClientBuilder {
+    const WAIT_MS: std::ops::Range<u64> = 10..100;
+    let tries = u32::try_from(timeout.as_millis() / 50)
+        .unwrap_or(u32::MAX)
+        .max(16);
+    builder
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .min_retry_wait(WAIT_MS.start)
+        .max_retry_wait(WAIT_MS.end)
+        .retries(tries)
+}
 
 /// The master a Sentinel set-up names, and connections to it. They are
 /// dropped after any failure (or when the invalidation listener sees the

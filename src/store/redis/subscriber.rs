@@ -17,7 +17,8 @@ use redis::sentinel::SentinelClient;
 use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, Value};
 
 use super::connect::{
-    SentinelTarget, Target, Topology, manager_config, resp3, sentinel_client, standalone_client,
+    SentinelTarget, Target, Topology, cluster_builder, manager_config, resp3, sentinel_client,
+    standalone_client,
 };
 use super::{RedisStore, redis_err};
 use crate::store::StoreError;
@@ -198,10 +199,8 @@ impl Subscriber {
                     let mine = generation.fetch_add(1, Ordering::AcqRel) + 1;
                     let push = self.push.clone();
                     let current = generation.clone();
-                    let client = ClusterClientBuilder::new(infos)
+                    let client = cluster_builder(ClusterClientBuilder::new(infos), timeout)
                         .use_protocol(ProtocolVersion::RESP3)
-                        .connection_timeout(timeout)
-                        .response_timeout(timeout)
                         .push_sender(move |info: PushInfo| {
                             if current.load(Ordering::Acquire) == mine {
                                 push.send(info).map_err(|_| redis::aio::SendError)
