@@ -22,7 +22,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::cache::TokenCache;
 use crate::metrics::Metrics;
 use crate::store::{
-    ChoreHold, Chores, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, holder_value,
+    ChoreHold, Chores, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore,
 };
 
 /// The windows of the gauge, as labelled, in days.
@@ -109,6 +109,33 @@ pub fn rows(counts: Counts, max: usize) -> Rows {
     rows
 }
 
+/// Rows another gate shared, cut to this gate's own bound (its
+/// `tokens.expiring_workspaces` may be lower): the named workspaces past
+/// `max` join [`OTHER`].
+pub fn recut(shared: Rows, max: usize) -> Rows {
+    let mut other = [0i64; 3];
+    let mut named = Counts::new();
+    for (ws, row) in shared {
+        if ws == OTHER {
+            other = row;
+        } else {
+            named.insert(ws, row);
+        }
+    }
+    let mut out = rows(named, max);
+    if other[2] > 0 {
+        match out.last_mut() {
+            Some((ws, row)) if ws == OTHER => {
+                for j in 0..3 {
+                    row[j] += other[j];
+                }
+            }
+            _ => out.push((OTHER.to_owned(), other)),
+        }
+    }
+    out
+}
+
 /// Sets the gauge to `rows`; series of workspaces no longer in them are
 /// removed.
 pub fn publish(metrics: &Metrics, rows: &Rows) {
@@ -138,13 +165,12 @@ pub fn start(
         return None;
     }
     metrics.chore_started(CHORE);
-    let holder = holder_value();
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            round(cache.store(), &metrics, &holder, interval, max_workspaces).await;
+            round(cache.store(), &metrics, interval, max_workspaces).await;
         }
     }))
 }
@@ -153,12 +179,11 @@ pub fn start(
 async fn round<S: TokenStore + Chores>(
     store: &S,
     metrics: &Metrics,
-    holder: &str,
     interval: Duration,
     max_workspaces: usize,
 ) {
     let hold = interval.saturating_mul(2);
-    match ChoreHold::take(store, CHORE, holder, hold).await {
+    match ChoreHold::take(store, CHORE, hold).await {
         Ok(Some(mut holding)) => match scan(store, &mut holding, Timestamp::now()).await {
             Ok(Some(counts)) => {
                 let rows = rows(counts, max_workspaces);
@@ -177,13 +202,15 @@ async fn round<S: TokenStore + Chores>(
         },
         Ok(None) => match store.chore_result(CHORE).await {
             Ok(Some(bytes)) => match serde_json::from_slice::<Shared>(&bytes) {
-                Ok(shared) => publish(metrics, &shared.rows),
+                Ok(shared) => publish(metrics, &recut(shared.rows, max_workspaces)),
                 Err(e) => {
                     tracing::warn!(error = %e, "the expiring-tokens rows another gate shared could not be read; the gauge keeps its last values")
                 }
             },
-            // The holder's first scan is not done yet.
-            Ok(None) => {}
+            // Nothing shared within three intervals: the holder's first
+            // scan is not done yet, or no gate has scanned for that long.
+            // Nothing is known: no series, rather than old counts.
+            Ok(None) => metrics.tokens_expiring().reset(),
             Err(e) => {
                 tracing::warn!(error = %e, "the expiring-tokens rows another gate shared could not be read; the gauge keeps its last values");
             }
@@ -216,15 +243,19 @@ async fn share<S: Chores>(store: &S, rows: &Rows, interval: Duration) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_gauge_names_the_busiest_workspaces_and_sums_the_rest() {
-        let metrics = Metrics::new();
-        let counts = Counts::from([
+    fn sample_counts() -> Counts {
+        Counts::from([
             ("ws_a".to_owned(), [1, 2, 5]),
             ("ws_b".to_owned(), [0, 1, 3]),
             ("ws_c".to_owned(), [1, 1, 1]),
             ("ws_d".to_owned(), [0, 0, 2]),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn the_gauge_names_the_busiest_workspaces_and_sums_the_rest() {
+        let metrics = Metrics::new();
+        let counts = sample_counts();
         publish(&metrics, &rows(counts, 2));
         let text = String::from_utf8(metrics.render()).unwrap();
         let line = |ws: &str, w: &str| {
@@ -246,6 +277,15 @@ mod tests {
         assert!(
             text.contains(&format!("{} 1", line("_other", "1d"))),
             "{text}"
+        );
+        // Rows another gate shared (3 named), cut to 1 named here.
+        let shared = rows(sample_counts(), 3);
+        assert_eq!(
+            recut(shared, 1),
+            vec![
+                ("ws_a".to_owned(), [1, 2, 5]),
+                (OTHER.to_owned(), [1, 2, 6])
+            ]
         );
         // A later scan replaces the series: gone workspaces disappear.
         publish(

@@ -257,6 +257,7 @@ async fn a_fleet_scans_for_expiring_tokens_on_one_gate_at_a_time() {
         ("store.redis.url", redis.as_str()),
         ("store.redis.key_prefix", prefix.as_str()),
         ("tokens.expiry_scan_interval", "500ms"),
+        ("store.timeout", "2s"),
     ];
     let a = InProcessGate::start(&settings).await;
     let b = InProcessGate::start(&settings).await;
@@ -269,10 +270,13 @@ async fn a_fleet_scans_for_expiring_tokens_on_one_gate_at_a_time() {
         )
         .await;
     }
-    // Six more scans: all by the gate that scanned (it keeps the chore),
-    // none by the other.
+    // One scan a round, not one per gate: six more scans take six rounds
+    // (a round late on a loaded machine only slows them), where two gates
+    // scanning each would do them in three. A hand-over in between (a
+    // store error gives the chore up) adds one scan at most.
     let before = [scans_done(&a).await, scans_done(&b).await];
-    let ran = eventually("six more scans", Duration::from_secs(20), || async {
+    let started = std::time::Instant::now();
+    let ran = eventually("six more scans", Duration::from_secs(30), || async {
         let ran = [
             scans_done(&a).await - before[0],
             scans_done(&b).await - before[1],
@@ -280,14 +284,14 @@ async fn a_fleet_scans_for_expiring_tokens_on_one_gate_at_a_time() {
         (ran[0] + ran[1] >= 6).then_some(ran)
     })
     .await;
+    let rounds = started.elapsed().as_millis() / 500;
     assert!(
-        ran[0] == 0 || ran[1] == 0,
-        "scans per gate: {ran:?} (one gate at a time)"
+        u128::from(ran[0] + ran[1]) <= rounds + 2,
+        "{ran:?} scans in {rounds} rounds: both gates scanned"
     );
-
     // The scanning gate stops: the other takes over, and its own count
     // moves with the store.
-    let (scanning, other) = if ran[0] > 0 { (a, b) } else { (b, a) };
+    let (scanning, other) = if ran[0] >= ran[1] { (a, b) } else { (b, a) };
     scanning.shutdown().await;
     let taken = scans_done(&other).await;
     created(

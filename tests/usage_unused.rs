@@ -127,7 +127,7 @@ async fn the_unused_policy_disables_each_unused_token_once_on_a_fleet_and_says_s
     by_admin.disabled_at = Some(Timestamp::from_second(Timestamp::now().as_second() - 60).unwrap());
     by_admin.disabled_by = Some("admin".into());
     seed(&prefix, &[&never, &lately, &by_admin]).await;
-    // Two gates run the policy at once.
+    // Two gates run the policy (one of them sweeps: a fleet chore).
     let policy = [("usage.disable_unused_after", "30d")];
     let a = redis_gate(&prefix, &policy).await;
     let b = redis_gate(&prefix, &policy).await;
@@ -148,7 +148,7 @@ async fn the_unused_policy_disables_each_unused_token_once_on_a_fleet_and_says_s
     .await;
     assert_eq!(disabled["token"]["disabled_by"], "policy:unused");
     let at = disabled["token"]["disabled_at"].clone();
-    // Both gates swept; the second found nothing to do (one write).
+    // One write, seen alike through both gates.
     let from_a = show(&a, never.id.to_string()).await;
     assert_eq!(from_a["token"]["disabled_at"], at);
     for (id, state, by) in [

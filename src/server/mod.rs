@@ -354,6 +354,17 @@ impl Bound {
         for t in &self.background {
             t.abort();
         }
+        // Another gate takes this one's fleet chores over at its next
+        // round, not once the holds lapse (the unused sweep's: two hours).
+        crate::store::leave_chores(
+            self.shared.cache.store(),
+            &[
+                crate::expiring::CHORE,
+                crate::webhooks::NOTICES_CHORE,
+                crate::usage::unused::CHORE,
+            ],
+        )
+        .await;
         // The doors are gone; dropping the last recorder lets the writer
         // flush pending last-used times and usage counts, and end.
         let Self {

@@ -2,7 +2,8 @@
 //! behind `hawzu_gate_tokens_expiring` — done by one gate of the fleet at
 //! a time instead of by every gate.
 //!
-//! A gate holds a chore for a while, under a value of its own, and extends
+//! A gate holds a chore for a while, under a value of its own store's
+//! (random, one per store opened: one per gate), and extends
 //! the hold while it keeps at it; the other gates skip the chore and read
 //! what the holder shared. A gate that stops (dies, or loses the store)
 //! lets its hold lapse, and another takes the chore over. Redis: the hold
@@ -21,24 +22,19 @@ use super::{Store, StoreError};
 /// Periodic fleet-wide work, one gate at a time (tested in
 /// `tests/token_governance.rs`: two gates on one Redis, then a hand-over).
 pub trait Chores: Send + Sync + 'static {
-    /// Whether the gate that is `holder` (a value of its own, the same on
-    /// every call) does `chore` now: it takes the chore for `hold` when no
-    /// gate holds it, extends its hold to `hold` from now when it holds it
-    /// already; `false` while another gate holds it.
+    /// Whether this gate does `chore` now: it takes the chore for `hold`
+    /// when no gate holds it, extends its hold to `hold` from now when it
+    /// holds it already; `false` while another gate holds it.
     fn hold_chore(
         &self,
         chore: &str,
-        holder: &str,
         hold: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Gives `chore` up at once if `holder` holds it (its run failed:
-    /// another gate may try now rather than when the hold lapses).
-    fn leave_chore(
-        &self,
-        chore: &str,
-        holder: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Gives `chore` up at once if this gate holds it (its run failed, or
+    /// the gate stops: another gate may take it at its next round rather
+    /// than when the hold lapses).
+    fn leave_chore(&self, chore: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Shares the result of a run of `chore` with the other gates, kept
     /// for `keep` (in place of the last one).
@@ -57,23 +53,18 @@ pub trait Chores: Send + Sync + 'static {
 }
 
 impl Chores for Store {
-    async fn hold_chore(
-        &self,
-        chore: &str,
-        holder: &str,
-        hold: Duration,
-    ) -> Result<bool, StoreError> {
+    async fn hold_chore(&self, chore: &str, hold: Duration) -> Result<bool, StoreError> {
         match self {
             // One gate opens the file: it does every chore.
             Store::Embedded(_) => Ok(true),
-            Store::Redis(s) => s.hold_chore(chore, holder, hold).await,
+            Store::Redis(s) => s.hold_chore(chore, hold).await,
         }
     }
 
-    async fn leave_chore(&self, chore: &str, holder: &str) -> Result<(), StoreError> {
+    async fn leave_chore(&self, chore: &str) -> Result<(), StoreError> {
         match self {
             Store::Embedded(_) => Ok(()),
-            Store::Redis(s) => s.leave_chore(chore, holder).await,
+            Store::Redis(s) => s.leave_chore(chore).await,
         }
     }
 
@@ -98,6 +89,14 @@ impl Chores for Store {
     }
 }
 
+/// Gives up every chore in `chores` that this gate holds (at its stop:
+/// another gate takes them over at its next round, not once the holds
+/// lapse). Best effort, all at once (a stop waits one `store.timeout` at
+/// most): a failure leaves a hold to lapse.
+pub async fn leave_chores<S: Chores>(store: &S, chores: &[&str]) {
+    futures_util::future::join_all(chores.iter().map(|chore| store.leave_chore(chore))).await;
+}
+
 /// A chore held for one run of it, which may outlast the hold (a scan of
 /// many millions of tokens): [`ChoreHold::keep`] extends the hold once a
 /// quarter of it has passed, so a long run is not taken up by a second
@@ -105,9 +104,11 @@ impl Chores for Store {
 pub struct ChoreHold<'a, S> {
     store: &'a S,
     chore: &'a str,
-    holder: &'a str,
     hold: Duration,
+    /// When the hold was last taken or extended.
     since: Instant,
+    /// When it was last tried (a failed try is not tried again at once).
+    tried: Instant,
 }
 
 impl<S> std::fmt::Debug for ChoreHold<'_, S> {
@@ -125,45 +126,41 @@ impl<'a, S: Chores> ChoreHold<'a, S> {
     pub async fn take(
         store: &'a S,
         chore: &'a str,
-        holder: &'a str,
         hold: Duration,
     ) -> Result<Option<Self>, StoreError> {
-        let held = store.hold_chore(chore, holder, hold).await?;
+        let held = store.hold_chore(chore, hold).await?;
         Ok(held.then(|| Self {
             store,
             chore,
-            holder,
             hold,
             since: Instant::now(),
+            tried: Instant::now(),
         }))
     }
 
     /// Called between steps of the run: `false` when another gate holds
-    /// the chore now (this hold lapsed): the run should stop.
+    /// the chore now (this hold lapsed): the run should stop. A failed try
+    /// is an error only once the hold may have lapsed (three quarters of
+    /// it gone since it was last extended); before, the run goes on and
+    /// the next step tries again.
     pub async fn keep(&mut self) -> Result<bool, StoreError> {
-        if self.since.elapsed() < self.hold / 4 {
+        if self.tried.elapsed() < self.hold / 4 {
             return Ok(true);
         }
-        self.since = Instant::now();
-        self.store
-            .hold_chore(self.chore, self.holder, self.hold)
-            .await
+        self.tried = Instant::now();
+        match self.store.hold_chore(self.chore, self.hold).await {
+            Ok(held) => {
+                self.since = Instant::now();
+                Ok(held)
+            }
+            Err(_) if self.since.elapsed() < self.hold / 4 * 3 => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// Gives the chore up (the run failed): another gate may try at once.
     /// A failure to do so only leaves the hold to lapse.
     pub async fn leave(self) {
-        let _ = self.store.leave_chore(self.chore, self.holder).await;
-    }
-}
-
-/// A value of this gate's own for chore holds: 16 random letters and
-/// digits (without randomness, the process id and the time tell gates
-/// apart). One per task; the same on every call of that task.
-pub fn holder_value() -> String {
-    let mut buf = [0u8; 16];
-    match crate::token::value::fill_base62(&mut buf) {
-        Ok(()) => buf.iter().map(|&b| b as char).collect(),
-        Err(_) => format!("{}-{:?}", std::process::id(), std::time::SystemTime::now()),
+        let _ = self.store.leave_chore(self.chore).await;
     }
 }

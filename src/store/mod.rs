@@ -32,7 +32,7 @@ mod rotate;
 pub mod usage;
 
 pub use self::audit::AuditLog;
-pub use self::chores::{ChoreHold, Chores, holder_value};
+pub use self::chores::{ChoreHold, Chores, leave_chores};
 pub use self::embedded::EmbeddedStore;
 pub use self::feed::{Change, ChangeFeed, Changes};
 pub(crate) use self::list::paginate;

@@ -19,7 +19,7 @@ use crate::audit::AuditEvent;
 use crate::cache::TokenCache;
 use crate::store::{
     ChoreHold, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError,
-    holder_value, unused_since, update,
+    unused_since, update,
 };
 use crate::token::{TokenId, TokenRecord, TokenState};
 
@@ -153,10 +153,9 @@ pub async fn sweep(
 /// rounds and extended every round: the others skip it).
 pub fn start(cache: Arc<TokenCache<Store>>, after: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let holder = holder_value();
         loop {
             let store = cache.store();
-            match ChoreHold::take(store, CHORE, &holder, SWEEP_EVERY * 2).await {
+            match ChoreHold::take(store, CHORE, SWEEP_EVERY * 2).await {
                 Ok(Some(mut holding)) => {
                     match sweep(&cache, after, Timestamp::now(), Some(&mut holding)).await {
                         Ok(0) => {}

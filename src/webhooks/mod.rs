@@ -33,7 +33,7 @@ pub mod sign;
 
 pub use self::deliver::AGENT;
 pub use self::hook::{Webhook, WebhookError};
-pub use self::notices::{scan as scan_expiring, window as notice_window};
+pub use self::notices::{CHORE as NOTICES_CHORE, scan as scan_expiring, window as notice_window};
 
 /// The webhooks of `[[webhooks]]`, made ready (secrets read): a start-up
 /// error names the entry's key.

@@ -14,9 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::audit::{AuditEvent, NOTICE_WINDOWS};
 use crate::cache::TokenCache;
-use crate::store::{
-    ChoreHold, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, holder_value,
-};
+use crate::store::{ChoreHold, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore};
 use crate::token::TokenState;
 
 /// A claim outlives the expiry it is about by this much.
@@ -96,15 +94,12 @@ pub async fn scan(
 /// extended every round: the others skip it).
 pub fn start(cache: Arc<TokenCache<Store>>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let holder = holder_value();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let store = cache.store();
-            let mut holding = match ChoreHold::take(store, CHORE, &holder, every.saturating_mul(2))
-                .await
-            {
+            let mut holding = match ChoreHold::take(store, CHORE, every.saturating_mul(2)).await {
                 Ok(Some(holding)) => holding,
                 // Another gate scans.
                 Ok(None) => continue,

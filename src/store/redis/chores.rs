@@ -1,5 +1,5 @@
 //! [`Chores`] in Redis: a chore's hold is `<prefix>chore:<name>`, holding
-//! its holder's value for a lifetime (taken or extended by one script,
+//! its holder's value (this store's [`holder_value`]) for a lifetime (taken or extended by one script,
 //! given up by compare-and-delete), its last result
 //! `<prefix>chore-result:<name>`. One key per command.
 
@@ -14,14 +14,9 @@ fn px(d: Duration) -> u64 {
 }
 
 impl Chores for RedisStore {
-    async fn hold_chore(
-        &self,
-        chore: &str,
-        holder: &str,
-        hold: Duration,
-    ) -> Result<bool, StoreError> {
+    async fn hold_chore(&self, chore: &str, hold: Duration) -> Result<bool, StoreError> {
         let mut hold_cmd = self.inner.hold_chore.key(self.chore_key(chore));
-        hold_cmd.arg(holder).arg(px(hold));
+        hold_cmd.arg(&self.inner.chore_holder).arg(px(hold));
         let hold_cmd = &hold_cmd;
         let held: i64 = self
             .timed(
@@ -31,9 +26,9 @@ impl Chores for RedisStore {
         Ok(held == 1)
     }
 
-    async fn leave_chore(&self, chore: &str, holder: &str) -> Result<(), StoreError> {
+    async fn leave_chore(&self, chore: &str) -> Result<(), StoreError> {
         let mut leave = self.inner.compare_and_delete.key(self.chore_key(chore));
-        leave.arg(holder);
+        leave.arg(&self.inner.chore_holder);
         let leave = &leave;
         self.timed(|mut conn| async move {
             leave
@@ -69,5 +64,16 @@ impl Chores for RedisStore {
         let get = &get;
         self.timed(|mut conn| async move { get.query_async(&mut conn).await.map_err(redis_err) })
             .await
+    }
+}
+
+/// A value of this store's own — one per store opened, so one per gate —
+/// for the chores it holds: 16 random letters and digits (without
+/// randomness, the process id and the time tell gates apart).
+pub(super) fn holder_value() -> String {
+    let mut buf = [0u8; 16];
+    match crate::token::value::fill_base62(&mut buf) {
+        Ok(()) => buf.iter().map(|&b| b as char).collect(),
+        Err(_) => format!("{}-{:?}", std::process::id(), std::time::SystemTime::now()),
     }
 }

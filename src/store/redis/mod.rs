@@ -100,6 +100,8 @@ struct Inner {
     compare_and_delete: Script,
     /// A fleet chore taken, or its hold extended (`chores`).
     hold_chore: Script,
+    /// This store's value in the chores it holds (one per gate).
+    chore_holder: String,
     /// The audit stream keeps about this many events (`audit.max_events`).
     audit_max: AtomicU64,
     /// An audit event appended and indexed under its workspace.
@@ -158,6 +160,7 @@ impl RedisStore {
                 compare_and_set: Script::new(COMPARE_AND_SET),
                 compare_and_delete: Script::new(COMPARE_AND_DELETE),
                 hold_chore: Script::new(HOLD_CHORE),
+                chore_holder: chores::holder_value(),
                 audit_max: AtomicU64::new(crate::audit::DEFAULT_MAX_EVENTS),
                 audit_append: Script::new(&audit_append()),
                 audit_trim: Script::new(&audit_trim()),
