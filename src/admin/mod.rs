@@ -252,8 +252,18 @@ impl KeyFile {
             path: path.to_owned(),
             source,
         };
-        let file = fs::File::open(path).map_err(read)?;
+        // Not waiting in `open`: a FIFO put where the key goes would hold
+        // the start until someone writes to it.
+        let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nonblock)
+            .open(path)
+            .map_err(read)?;
         let meta = file.metadata().map_err(read)?;
+        if !meta.is_file() {
+            return Err(read(io::Error::other("it is not a regular file")));
+        }
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -544,6 +554,32 @@ mod tests {
             accepted > 0 && refused > 0,
             "{accepted} accepted, {refused} refused"
         );
+    }
+
+    /// A key file that is not a regular file is refused at once: a FIFO
+    /// (another user's, where the key goes) was opened for reading, which
+    /// waits for a writer — the gate never started, and neither did the
+    /// CLI's command.
+    #[test]
+    fn a_key_file_that_is_not_a_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fifo = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_key_file(&fifo).map(drop).map_err(|e| e.to_string()));
+        });
+        let answer = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reading a FIFO as the key file did not end within 5 s");
+        let err = answer.unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]
