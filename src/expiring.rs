@@ -207,10 +207,11 @@ async fn round<S: TokenStore + Chores>(
                     tracing::warn!(error = %e, "the expiring-tokens rows another gate shared could not be read; the gauge keeps its last values")
                 }
             },
-            // Nothing shared within three intervals: the holder's first
-            // scan is not done yet, or no gate has scanned for that long.
-            // Nothing is known: no series, rather than old counts.
-            Ok(None) => metrics.tokens_expiring().reset(),
+            // Nothing shared yet (the holder's first pass), or for three
+            // intervals (a pass longer than that, at many millions of
+            // tokens): another gate holds the scan, so the last values
+            // stand, as after a failed scan.
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "the expiring-tokens rows another gate shared could not be read; the gauge keeps its last values");
             }

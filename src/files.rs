@@ -17,6 +17,15 @@ use std::path::Path;
 /// root's).
 pub fn planted(path: &Path, meta: &Metadata) -> Option<u32> {
     let owner = foreign(meta.uid(), rustix::process::geteuid().as_raw())?;
+    // `.` (or `..`, `/`) names no entry of a parent: judge the directory
+    // that holds it, not itself.
+    let whole;
+    let path = if path.file_name().is_none() {
+        whole = std::fs::canonicalize(path).ok()?;
+        whole.as_path()
+    } else {
+        path
+    };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = std::fs::metadata(dir.unwrap_or(Path::new("."))).ok()?;
     (dir.mode() & 0o022 != 0).then_some(owner)

@@ -354,6 +354,11 @@ impl Bound {
         for t in &self.background {
             t.abort();
         }
+        // Stopped for sure (a task on another thread could still be taking
+        // a hold), then its chores given up.
+        for t in std::mem::take(&mut self.background) {
+            let _ = t.await;
+        }
         // Another gate takes this one's fleet chores over at its next
         // round, not once the holds lapse (the unused sweep's: two hours).
         crate::store::leave_chores(

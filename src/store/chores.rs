@@ -128,13 +128,16 @@ impl<'a, S: Chores> ChoreHold<'a, S> {
         chore: &'a str,
         hold: Duration,
     ) -> Result<Option<Self>, StoreError> {
+        // The hold runs from before the call: Redis may have set it at
+        // any point of it.
+        let asked = Instant::now();
         let held = store.hold_chore(chore, hold).await?;
-        Ok(held.then(|| Self {
+        Ok(held.then_some(Self {
             store,
             chore,
             hold,
-            since: Instant::now(),
-            tried: Instant::now(),
+            since: asked,
+            tried: asked,
         }))
     }
 
@@ -147,10 +150,11 @@ impl<'a, S: Chores> ChoreHold<'a, S> {
         if self.tried.elapsed() < self.hold / 4 {
             return Ok(true);
         }
-        self.tried = Instant::now();
+        let asked = Instant::now();
+        self.tried = asked;
         match self.store.hold_chore(self.chore, self.hold).await {
             Ok(held) => {
-                self.since = Instant::now();
+                self.since = asked;
                 Ok(held)
             }
             Err(_) if self.since.elapsed() < self.hold / 4 * 3 => Ok(true),

@@ -182,9 +182,11 @@ pub(super) fn cluster_builder(
     timeout: Duration,
 ) -> ClusterClientBuilder {
     const WAIT_MS: std::ops::Range<u64> = 10..100;
+    // At most 50: the crate computes each wait as 10 ms × 2^try, which
+    // overflows past 60 tries.
     let tries = u32::try_from(timeout.as_millis() / 50)
         .unwrap_or(u32::MAX)
-        .max(16);
+        .clamp(16, 50);
     builder
         .connection_timeout(timeout)
         .response_timeout(timeout)
