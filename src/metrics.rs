@@ -472,7 +472,7 @@ impl Metrics {
             },
             chore_runs: counter_vec(
                 names::CHORE_RUNS,
-                "Runs of fleet-wide chores by this gate (expiry-scan: the scan behind hawzu_gate_tokens_expiring), by result (done, failed); one gate of a fleet runs each at a time, the others read its result.",
+                "Runs of fleet-wide chores by this gate (expiry-scan: the scan behind hawzu_gate_tokens_expiring; expiry-notices: the webhooks' token.expiring notices; unused-sweep: usage.disable_unused_after), by result (done, failed); one gate of a fleet runs each at a time.",
                 &["chore", "result"],
             ),
             webhook_deliveries: counter_vec(

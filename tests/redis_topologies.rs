@@ -306,7 +306,9 @@ async fn a_cluster_serves_invalidates_and_survives_a_master_failover_under_load(
     // The listener's, the store's and the cluster client's log, shown
     // only if the test fails (once, in CI, gate `b` was not ready 10 s
     // after the fail-back).
-    common::log_until_a_panic("hawzu_gate::store::redis=info,hawzu_gate::cache=info,redis=info");
+    common::log_until_a_panic(
+        "hawzu_gate::store::redis=info,hawzu_gate::cache=info,hawzu_gate::ops=warn,redis=info",
+    );
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
     let cluster = RedisCluster::start();
@@ -629,61 +631,6 @@ async fn cluster_token(
     let master = cluster.master_for(&common::token_key(&prefix, &secret));
     let replica = cluster.replica_of(master);
     (gate, id, master, replica)
-}
-
-/// A slot answering `CLUSTERDOWN` for a moment (a node's view of a slot in
-/// a fail-over, or a master whose slot map has a hole) is asked again
-/// within `store.timeout`: the cluster client's own first wait before a
-/// retry (1.28 s at least) outlasted the 250 ms default, so a read that
-/// met one was a 503 however soon the slot was back — four cached tokens,
-/// dropped by the resubscription after a `CLUSTER FAILOVER`, got one in
-/// CI. Here the master of a never-read token's slot gives the slot up and
-/// takes it back 50 ms later; the read is allowed within the timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_read_meeting_clusterdown_is_retried_within_the_store_timeout() {
-    let _serial = SERIAL.lock().await;
-    let cluster = RedisCluster::start();
-    let prefix = unique_prefix("cluster-down");
-    let nodes = cluster.urls().join(",");
-    let settings = [
-        ("store.backend", "redis"),
-        ("store.redis.key_prefix", prefix.as_str()),
-        ("store.redis.mode", "cluster"),
-        ("store.redis.nodes", nodes.as_str()),
-        ("store.timeout", "500ms"),
-    ];
-    let writer = InProcessGate::start(&settings).await;
-    let (_, secret) = common::create_token(
-        &writer,
-        common::workspace_token("Reader", "ws_1", "workspace_viewer", "1w"),
-    )
-    .await;
-    // A gate that has never looked the token up: its first request reads.
-    let reader = InProcessGate::start(&settings).await;
-    wait_ready(&reader, Duration::from_secs(20)).await;
-    let key = common::token_key(&prefix, &secret);
-    let master = cluster.master_for(&key);
-    let slot = redis_cli(master, &["CLUSTER", "KEYSLOT", &key]);
-
-    assert_eq!(redis_cli(master, &["CLUSTER", "DELSLOTS", &slot]), "OK");
-    let restore = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        redis_cli(master, &["CLUSTER", "ADDSLOTS", &slot])
-    });
-    let sent = Instant::now();
-    let answer = nginx_auth(&reader, &secret).await;
-    let took = sent.elapsed();
-    assert_eq!(restore.join().unwrap(), "OK");
-    println!(
-        "a read that met CLUSTERDOWN: {} after {took:?}",
-        answer.status
-    );
-    assert_eq!(
-        answer.status,
-        StatusCode::OK,
-        "a read that met CLUSTERDOWN was not asked again in time (answered after {took:?}): {}",
-        String::from_utf8_lossy(&answer.body)
-    );
 }
 
 /// A cluster's default (`store.redis.cluster.replica_acks` not set) waits

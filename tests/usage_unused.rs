@@ -151,6 +151,36 @@ async fn the_unused_policy_disables_each_unused_token_once_on_a_fleet_and_says_s
     // One write, seen alike through both gates.
     let from_a = show(&a, never.id.to_string()).await;
     assert_eq!(from_a["token"]["disabled_at"], at);
+    // One of the two swept (a fleet chore; the next sweep is an hour on).
+    let sweeps = |gate: &InProcessGate| {
+        let ops = gate.ops();
+        async move {
+            let text = String::from_utf8(ops.get("/metrics").await.body.to_vec()).unwrap();
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(
+                        "hawzu_gate_chore_runs_total{chore=\"unused-sweep\",result=\"done\"} ",
+                    )
+                })
+                .expect("the sweep's run counter in /metrics")
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    let ran = eventually(
+        "the sweep to be counted",
+        Duration::from_secs(10),
+        || async {
+            let ran = (sweeps(&a).await, sweeps(&b).await);
+            (ran.0 + ran.1 >= 1).then_some(ran)
+        },
+    )
+    .await;
+    assert_eq!(
+        ran.0 + ran.1,
+        1,
+        "{ran:?}: one gate sweeps, the other skips"
+    );
     for (id, state, by) in [
         (lately.id.to_string(), "enabled", Value::Null),
         (fresh.clone(), "enabled", Value::Null),

@@ -158,7 +158,7 @@ impl Bound {
             },
         );
         if let Some(after) = s.usage.disable_unused() {
-            background.push(usage::unused::start(cache.clone(), after));
+            background.push(usage::unused::start(cache.clone(), metrics.clone(), after));
         }
         // Lifecycle events out, signed: one loop per `[[webhooks]]` entry
         // (none, and nothing in the store, without one).

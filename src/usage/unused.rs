@@ -17,6 +17,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::audit::AuditEvent;
 use crate::cache::TokenCache;
+use crate::metrics::Metrics;
 use crate::store::{
     ChoreHold, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore, UpdateError,
     unused_since, update,
@@ -151,16 +152,26 @@ pub async fn sweep(
 /// Runs [`sweep`] at start and every [`SWEEP_EVERY`] until aborted, on
 /// one gate of a fleet at a time (the chore [`CHORE`], held for two
 /// rounds and extended every round: the others skip it).
-pub fn start(cache: Arc<TokenCache<Store>>, after: Duration) -> tokio::task::JoinHandle<()> {
+pub fn start(
+    cache: Arc<TokenCache<Store>>,
+    metrics: Arc<Metrics>,
+    after: Duration,
+) -> tokio::task::JoinHandle<()> {
+    metrics.chore_started(CHORE);
     tokio::spawn(async move {
         loop {
             let store = cache.store();
             match ChoreHold::take(store, CHORE, SWEEP_EVERY * 2).await {
                 Ok(Some(mut holding)) => {
                     match sweep(&cache, after, Timestamp::now(), Some(&mut holding)).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(disabled = n, "unused tokens disabled"),
+                        Ok(n) => {
+                            metrics.chore_run(CHORE, true);
+                            if n > 0 {
+                                tracing::info!(disabled = n, "unused tokens disabled");
+                            }
+                        }
                         Err(e) => {
+                            metrics.chore_run(CHORE, false);
                             tracing::warn!(error = %e, "the unused-token sweep failed; trying again later");
                             holding.leave().await;
                         }

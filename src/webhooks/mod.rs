@@ -80,7 +80,7 @@ pub async fn start(
         tasks.push(tokio::spawn(deliverer.run(opened)));
     }
     if notices && !notice_every.is_zero() {
-        tasks.push(notices::start(cache.clone(), notice_every));
+        tasks.push(notices::start(cache.clone(), metrics.clone(), notice_every));
     }
     tasks
 }

@@ -14,6 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::audit::{AuditEvent, NOTICE_WINDOWS};
 use crate::cache::TokenCache;
+use crate::metrics::Metrics;
 use crate::store::{ChoreHold, ListFilter, ListQuery, MAX_PAGE, Store, StoreError, TokenStore};
 use crate::token::TokenState;
 
@@ -92,7 +93,12 @@ pub async fn scan(
 /// Runs [`scan`] soon after start and every `every` until aborted, on one
 /// gate of a fleet at a time (the chore [`CHORE`], held for two rounds and
 /// extended every round: the others skip it).
-pub fn start(cache: Arc<TokenCache<Store>>, every: Duration) -> tokio::task::JoinHandle<()> {
+pub fn start(
+    cache: Arc<TokenCache<Store>>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    metrics.chore_started(CHORE);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -109,9 +115,14 @@ pub fn start(cache: Arc<TokenCache<Store>>, every: Duration) -> tokio::task::Joi
                 }
             };
             match scan(&cache, Timestamp::now(), Some(&mut holding)).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(notices = n, "expiry notices written"),
+                Ok(n) => {
+                    metrics.chore_run(CHORE, true);
+                    if n > 0 {
+                        tracing::info!(notices = n, "expiry notices written");
+                    }
+                }
                 Err(e) => {
+                    metrics.chore_run(CHORE, false);
                     tracing::warn!(error = %e, "the expiry-notice scan failed; trying again later");
                     holding.leave().await;
                 }

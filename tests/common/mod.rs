@@ -141,5 +141,9 @@ pub fn log_until_a_panic(filter: &str) {
         .with_test_writer()
         .with_filter(EnvFilter::new(filter))
         .with_filter(filter_fn(|_| !PANICKED.load(Ordering::SeqCst)));
-    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    // `try_init` also bridges the `log` crate, which the `redis` crate
+    // logs through (a plain `set_global_default` showed none of it).
+    let _ = tracing_subscriber::util::SubscriberInitExt::try_init(
+        tracing_subscriber::registry().with(layer),
+    );
 }

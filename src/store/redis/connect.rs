@@ -168,31 +168,19 @@ impl Target {
     }
 }
 
-/// A cluster client's timeouts and retries for calls bounded by
-/// `timeout` (the store's and the subscriber's clients alike): a slot that
-/// answers `CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN` or `LOADING` (in a
-/// fail-over or a migration) is asked again after a random 10–20 ms, then
-/// up to 40, 80 and 100 ms at most, as often as fits in `timeout`. The
-/// client's own first wait (1.28 s at least) outlasted the 250 ms default
-/// timeout, which made every such answer a 503 however soon the slot was
-/// back; and its 16 tries would now be spent in about a second, short of a
-/// longer `timeout`.
+/// A cluster client's timeouts, the store's and the subscriber's alike.
+/// Its retry waits stay the crate's: a slot answering `CLUSTERDOWN` or
+/// `TRYAGAIN` is asked again only after 1.28 s, past the default
+/// `store.timeout` (a 503), but the same waits pace its slot-map refreshes
+/// after a request finds no node for a slot; waits of 10–100 ms were tried
+/// and taken back (docs/reliability.md, "A slot in transition").
 pub(super) fn cluster_builder(
     builder: ClusterClientBuilder,
     timeout: Duration,
 ) -> ClusterClientBuilder {
-    const WAIT_MS: std::ops::Range<u64> = 10..100;
-    // At most 50: the crate computes each wait as 10 ms × 2^try, which
-    // overflows past 60 tries.
-    let tries = u32::try_from(timeout.as_millis() / 50)
-        .unwrap_or(u32::MAX)
-        .clamp(16, 50);
     builder
         .connection_timeout(timeout)
         .response_timeout(timeout)
-        .min_retry_wait(WAIT_MS.start)
-        .max_retry_wait(WAIT_MS.end)
-        .retries(tries)
 }
 
 /// The master a Sentinel set-up names, and connections to it. They are
