@@ -375,11 +375,11 @@ impl Metrics {
             cache_misses: counter(names::CACHE_MISSES, "Token lookups that read the store."),
             cache_stale_served: counter(
                 names::CACHE_STALE_SERVED,
-                "Token lookups answered by a record past cache.ttl while the store failed (cache.stale_if_error).",
+                "Token lookups answered by a record the store could not confirm: past cache.ttl while the store failed (cache.stale_if_error), or read before a resubscription and its read again failing (within cache.ttl).",
             ),
             cache_drops: counter(
                 names::CACHE_DROPS,
-                "Whole-cache drops: the invalidation feed followed for the first time (one at start) or came back after an interruption, so changes may have been missed.",
+                "Whole-cache drops: the invalidation feed followed for the first time (one at start) or came back after an interruption, so changes may have been missed: every cached token is read again before its next use (kept within cache.ttl only if that read fails).",
             ),
             cache_evictions: counter_vec(
                 names::CACHE_EVICTIONS,

@@ -1,6 +1,6 @@
 //! The token cache: coalesced loads, fleet-wide invalidation over Redis
-//! pub/sub between two gate processes (timed), and the whole cache dropped
-//! when the subscription comes back.
+//! pub/sub between two gate processes (timed), and the whole cache
+//! distrusted (read again) when the subscription comes back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -218,7 +218,7 @@ async fn a_token_disabled_on_one_gate_is_refused_by_another_long_before_its_cach
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cache_is_dropped_when_the_subscription_comes_back() {
+async fn the_cache_is_read_again_when_the_subscription_comes_back() {
     let server = RedisServer::start();
     let prefix = "flush:";
     let dir = tempfile::tempdir().unwrap();
@@ -231,7 +231,7 @@ async fn the_cache_is_dropped_when_the_subscription_comes_back() {
     .await;
     let drops = || {
         gate.log_text()
-            .matches("resubscribed; cache dropped")
+            .matches("resubscribed; cache distrusted")
             .count()
     };
     let mut attempt = 0;
@@ -280,7 +280,7 @@ async fn the_cache_is_dropped_when_the_subscription_comes_back() {
         .await
         .unwrap();
     let refused = eventually(
-        "the cache to be dropped",
+        "the cache to be read again",
         Duration::from_secs(10),
         || async {
             let (status, code) = auth_status(&gate, &secret).await;
@@ -289,8 +289,8 @@ async fn the_cache_is_dropped_when_the_subscription_comes_back() {
     )
     .await;
     assert_eq!(refused.as_deref(), Some("token_disabled"));
-    // The drop comes first, then its log line (written a moment later).
-    common::wait_until("the drop to be logged", Duration::from_secs(5), || {
+    // The distrust comes first, then its log line (a moment later).
+    common::wait_until("the distrust to be logged", Duration::from_secs(5), || {
         drops() > dropped_before
     });
 }

@@ -477,6 +477,58 @@ async fn stale_if_error_serves_cached_tokens_past_ttl_only_while_redis_fails() {
     assert_eq!(nginx_auth(&bench.gate, &valid).await.status, StatusCode::OK);
 }
 
+/// A resubscription distrusts the cache rather than dropping it: a cached
+/// token whose first read after it times out is still served (within
+/// `cache.ttl`), and a change missed meanwhile is enforced once Redis
+/// answers. Dropped, every cached token got 503 if Redis stalled right
+/// after the resubscription (CI, stop 36: a Cluster slot in transition
+/// after a fail-over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_is_served_when_its_first_read_after_a_resubscription_times_out() {
+    let _serial = SERIAL.lock().await;
+    let mut bench = Bench::start("fault-resubscribed", &[]).await;
+    let valid = bench.mix.cached[0].clone();
+    let lost = bench.lost_change().await;
+    let drops = metric(&bench.gate, "hawzu_gate_cache_drops_total").await;
+    assert_eq!(bench.node.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]), "1");
+    eventually("the resubscription", Duration::from_secs(10), || async {
+        (metric(&bench.gate, "hawzu_gate_cache_drops_total").await > drops).then_some(())
+    })
+    .await;
+
+    // Redis stalls right after it: the cached token's read times out.
+    let pause = Duration::from_millis(1500);
+    assert_eq!(bench.node.cli(&["CLIENT", "PAUSE", "1500", "ALL"]), "OK");
+    let paused = Instant::now();
+    let r = nginx_auth(&bench.gate, &valid).await;
+    let took = paused.elapsed();
+    assert!(
+        took < pause,
+        "the machine was too slow for this test ({took:?})"
+    );
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "a cached token whose first read after a resubscription timed out ({took:?})"
+    );
+    assert!(metric(&bench.gate, "hawzu_gate_cache_stale_served_total").await > 0);
+
+    // Redis answers again: the change missed before the resubscription is
+    // enforced at its first answer (a distrusted entry is always asked).
+    let status = eventually("Redis to answer", Duration::from_secs(5), || async {
+        let s = nginx_auth(&bench.gate, &lost).await.status;
+        (s != StatusCode::OK).then_some(s)
+    })
+    .await;
+    assert!(
+        paused.elapsed() < pause + STORE_TIMEOUT + SLACK,
+        "the missed change was enforced only {:?} after the pause began",
+        paused.elapsed()
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(nginx_auth(&bench.gate, &valid).await.status, StatusCode::OK);
+}
+
 /// A counter's value from `/metrics`.
 async fn metric(gate: &InProcessGate, name: &str) -> u64 {
     let text = gate.ops().get("/metrics").await.body;

@@ -20,7 +20,7 @@ const STRIPES: usize = 1024;
 pub(super) struct Epochs {
     /// Bumped before each invalidation of a hash in the stripe.
     stripes: Box<[AtomicU64]>,
-    /// Bumped before the whole cache is dropped.
+    /// Bumped before the whole cache is distrusted.
     drops: AtomicU64,
 }
 

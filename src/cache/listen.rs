@@ -1,6 +1,7 @@
 //! The invalidation listener: follows the store's change feed and keeps
-//! the cache honest — a changed token is dropped, everything is dropped
-//! when the feed comes back after an interruption, and the cache says
+//! the cache honest — a changed token is dropped, everything is distrusted
+//! (read again before its next use) when the feed comes back after an
+//! interruption, and the cache says
 //! whether it is following (readiness, `pubsub_connected`).
 //!
 //! It consumes [`Changes`] and never names a backend: how changes travel,
@@ -14,8 +15,8 @@ use crate::store::{Change, ChangeFeed, TokenStore};
 /// Follows the changes of `feed` and invalidates `cache` accordingly, until
 /// the feed ends (never, for a live store). While the feed is interrupted
 /// the cache is kept: cached tokens keep working for their lifetime; when
-/// it resumes, the whole cache is dropped, since changes may have been
-/// missed meanwhile.
+/// it resumes, the whole cache is distrusted, since changes may have been
+/// missed meanwhile (see [`TokenCache::invalidate_all`]).
 pub async fn listen_for_invalidations<S: TokenStore, F: ChangeFeed>(
     cache: Arc<TokenCache<S>>,
     feed: F,
@@ -49,7 +50,10 @@ pub async fn listen_for_invalidations<S: TokenStore, F: ChangeFeed>(
             Change::Interrupted => cache.set_subscribed(false),
             Change::Resumed => {
                 cache.invalidate_all();
-                tracing::info!(%channel, "invalidation listener resubscribed; cache dropped");
+                tracing::info!(
+                    %channel,
+                    "invalidation listener resubscribed; cache distrusted (each token read again before its next use)"
+                );
                 cache.set_subscribed(true);
             }
         }

@@ -12,8 +12,9 @@
 //! Invalidation: writes through this gate invalidate locally; the store's
 //! change feed ([`ChangeFeed`], with Redis the `events` channel) invalidates
 //! what other gates (or a Hawzu back-end) changed, and the whole cache is
-//! dropped when the feed comes back after an interruption, since changes
-//! may have been missed meanwhile. It knows the store only through
+//! distrusted when the feed comes back after an interruption, since changes
+//! may have been missed meanwhile: each entry is read again before its next
+//! use, and kept (within its `ttl`) only if that read fails. It knows the store only through
 //! `crate::store`'s traits, never a backend.
 
 use std::cell::Cell;
@@ -91,6 +92,10 @@ pub struct TokenCache<S> {
     /// Until when (ms after `started`) the store counts as failing: stale
     /// records are then served without asking it again.
     failing_until_ms: AtomicU64,
+    /// Entries read before this instant (ms after `started`, plus one; 0:
+    /// never) are distrusted: changes to them may have gone unheard (see
+    /// [`TokenCache::invalidate_all`]).
+    distrusted_before_ms: AtomicU64,
     started: Instant,
     /// Whole records (name included) read for self-inspection, for
     /// [`WHOLE_FOR`] or until the token changes (invalidated with the
@@ -152,6 +157,7 @@ impl<S: TokenStore> TokenCache<S> {
                 .time_to_live(Duration::from_secs(5))
                 .build_with_hasher(KeyHasher::default()),
             failing_until_ms: AtomicU64::new(0),
+            distrusted_before_ms: AtomicU64::new(0),
             started: Instant::now(),
             whole: Cache::builder()
                 .max_capacity(options.max_entries.min(10_000))
@@ -203,37 +209,53 @@ impl<S: TokenStore> TokenCache<S> {
     /// The record for `hash`: from memory on a hit, else one store read
     /// shared by every concurrent caller for that hash.
     ///
-    /// With `stale_if_error`, a found record past `ttl` (and within
-    /// `ttl + stale_if_error`) is read again; only if that read fails
-    /// (error or timeout) is the old record served, and only if nothing
-    /// invalidated it meanwhile. `decide` still checks its expiry, disabled
-    /// and revoked state on every request.
+    /// A found record that is distrusted (read before the last
+    /// [`Self::invalidate_all`]) or, with `stale_if_error`, past `ttl` (and
+    /// within `ttl + stale_if_error`) is read again; only if that read
+    /// fails (error or timeout) is the old record served, only if nothing
+    /// invalidated it meanwhile, and a distrusted one only within its
+    /// `ttl`. `decide` still checks its expiry, disabled and revoked state
+    /// on every request.
     pub async fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
-        // Hot path: a hit is a hash-map read; no I/O, no await on a lock.
+        // Hot path: a hit is a hash-map read and an atomic load; no I/O, no
+        // await on a lock.
         let mut forget = false;
         let stale = match self.cache.get(hash).await {
             Some(Entry::Found {
                 record,
                 fresh_until_ms,
             }) => {
-                if self.stale_if_error.is_zero() || self.now_ms() < fresh_until_ms {
+                let trusted = self.trusted(fresh_until_ms, self.ttl);
+                if trusted && (self.stale_if_error.is_zero() || self.now_ms() < fresh_until_ms) {
                     self.metrics.cache_hits.inc();
                     note(CacheUse::Hit, Duration::ZERO);
                     return Ok(Some(record));
                 }
-                if self.store_failing() {
+                // Kept past `ttl` only for `stale_if_error` (the cache's
+                // lifetime bounds it): served without asking while the
+                // store is failing. Distrusted: asked every time (a change
+                // missed is enforced as soon as the store answers), never
+                // served past `ttl`.
+                let serve_until_ms = if trusted { u64::MAX } else { fresh_until_ms };
+                if trusted && self.store_failing() {
                     self.metrics.cache_stale_served.inc();
                     note(CacheUse::Stale, Duration::ZERO);
                     return Ok(Some(record));
                 }
-                Some(record)
+                Some(Stale {
+                    record,
+                    serve_until_ms,
+                })
             }
-            Some(Entry::Missing { until_ms }) if self.now_ms() < until_ms => {
+            Some(Entry::Missing { until_ms })
+                if self.now_ms() < until_ms && self.trusted(until_ms, self.negative_ttl) =>
+            {
                 self.metrics.cache_negative_hits.inc();
                 note(CacheUse::NegativeHit, Duration::ZERO);
                 return Ok(None);
             }
-            // A "no such token" past its deadline: ask the store again.
+            // A "no such token" past its deadline or distrusted: ask the
+            // store again.
             Some(Entry::Missing { .. }) => {
                 forget = true;
                 None
@@ -247,12 +269,12 @@ impl<S: TokenStore> TokenCache<S> {
     }
 
     /// Past a hit: a miss (one store read shared by every concurrent
-    /// caller) or a stale record read again; `forget` first removes an
-    /// expired "no such token".
+    /// caller) or a stale or distrusted record read again; `forget` first
+    /// removes an expired "no such token".
     async fn uncached(
         &self,
         hash: &TokenHash,
-        stale: Option<Arc<CachedRecord>>,
+        stale: Option<Stale>,
         forget: bool,
     ) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         if forget {
@@ -273,13 +295,16 @@ impl<S: TokenStore> TokenCache<S> {
         let refreshed = self.refresh(hash).await;
         match refreshed {
             Err(e @ (StoreError::Timeout(_) | StoreError::Unavailable(_))) => {
-                // Served only if still cached: an invalidation (a change
-                // this gate has seen) or a resubscription removed it.
+                // Served only if still cached (an invalidation, a change
+                // this gate has seen, removed it) and within its bound.
                 match self.cache.get(hash).await {
-                    Some(Entry::Found { record, .. }) if Arc::ptr_eq(&record, &stale) => {
+                    Some(Entry::Found { record, .. })
+                        if Arc::ptr_eq(&record, &stale.record)
+                            && self.now_ms() < stale.serve_until_ms =>
+                    {
                         self.metrics.cache_stale_served.inc();
                         note(CacheUse::Stale, waited.elapsed());
-                        Ok(Some(stale))
+                        Ok(Some(stale.record))
                     }
                     _ => Err(e),
                 }
@@ -365,6 +390,13 @@ impl<S: TokenStore> TokenCache<S> {
         self.now_ms() < self.failing_until_ms.load(Ordering::Acquire)
     }
 
+    /// Whether an entry whose deadline is `until_ms`, `lifetime` after it
+    /// was read, was read after the cache was last distrusted.
+    fn trusted(&self, until_ms: u64, lifetime: Duration) -> bool {
+        until_ms.saturating_sub(millis(lifetime))
+            >= self.distrusted_before_ms.load(Ordering::Acquire)
+    }
+
     /// Milliseconds since this cache started: the clock of entry deadlines.
     fn now_ms(&self) -> u64 {
         millis(self.started.elapsed())
@@ -377,16 +409,26 @@ impl<S: TokenStore> TokenCache<S> {
         self.whole.invalidate(hash).await;
     }
 
-    /// Forgets everything (invalidations may have been missed).
+    /// Distrusts everything held (invalidations may have been missed):
+    /// every entry is read again before it is next used, and served only if
+    /// that read fails, within its `ttl` (see [`Self::lookup`]). Dropped
+    /// instead, every cached token got 503 whenever the store stalled just
+    /// after the feed came back (a Cluster slot in transition after a
+    /// fail-over), with nothing gained: while the feed was down the same
+    /// entries were served for the same lifetime. Loads under way when it
+    /// is called drop what they read (the epoch check).
     pub fn invalidate_all(&self) {
         self.metrics.cache_drops.inc();
         self.epochs.dropped();
-        self.cache.invalidate_all();
+        // Entries read in this very millisecond count as read before.
+        self.distrusted_before_ms
+            .fetch_max(self.now_ms().saturating_add(1), Ordering::AcqRel);
         self.whole.invalidate_all();
     }
 
-    /// The record for `hash` when memory holds a fresh one (not one kept
-    /// only for `stale_if_error`); never reads the store.
+    /// The record for `hash` when memory holds one within its `ttl` (not
+    /// one kept only for `stale_if_error`; perhaps a distrusted one, which
+    /// a lookup reads again); never reads the store.
     pub async fn cached(&self, hash: &TokenHash) -> Option<Arc<CachedRecord>> {
         match self.cache.get(hash).await {
             Some(Entry::Found {
@@ -414,6 +456,13 @@ impl<S: TokenStore> TokenCache<S> {
     pub(crate) fn set_subscribed(&self, up: bool) {
         self.subscribed.store(up, Ordering::Release);
     }
+}
+
+/// A record to read again before it is used, and until when it may be
+/// served should that read fail.
+struct Stale {
+    record: Arc<CachedRecord>,
+    serve_until_ms: u64,
 }
 
 // === the lookup note ===

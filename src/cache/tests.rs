@@ -389,6 +389,85 @@ async fn the_listener_drops_changed_tokens_and_everything_when_the_feed_resumes(
     assert!(lookup(&cache, &b).await.is_disabled());
 }
 
+/// A resumption distrusts what is cached without taking it away: each
+/// entry is read again before it is used, and only if that read fails is
+/// it served, within its `cache.ttl` (the bound a lost change always had).
+/// Dropped instead, a cached token got 503 whenever its first read after a
+/// resubscription met a store still settling (a Cluster slot in
+/// transition after a fail-over: CI, stop 36).
+#[tokio::test]
+async fn a_token_cached_before_a_resumption_is_read_again_and_kept_if_that_read_fails() {
+    let store = Double::default();
+    let ((a, rec_a), (b, rec_b)) = (token(), token());
+    store.put(a, rec_a.clone());
+    store.put(b, rec_b.clone());
+    let ttl = Duration::from_millis(1500);
+    let cache = cache(&store, ttl, Duration::ZERO);
+    let feed = store.feed();
+    tokio::spawn(listen_for_invalidations(cache.clone(), store.clone()));
+    until("the listener to start", || !cache.is_subscribed()).await;
+    feed.send(Change::Started).unwrap();
+    until("the feed to be followed", || cache.is_subscribed()).await;
+    let cached_at = Instant::now();
+    lookup(&cache, &a).await;
+    lookup(&cache, &b).await;
+    assert_eq!(store.gets(), 2);
+
+    feed.send(Change::Interrupted).unwrap();
+    until("the interruption", || !cache.is_subscribed()).await;
+    store.put(b, disabled(&rec_b)); // a change the feed missed
+    feed.send(Change::Resumed).unwrap();
+    until("the feed to resume", || cache.is_subscribed()).await;
+
+    // The store fails the first read after the resumption: a is kept.
+    store.fail(true);
+    let kept = cache.lookup(&a).await;
+    assert!(
+        cached_at.elapsed() < ttl,
+        "the machine was too slow for this test's timing"
+    );
+    assert!(
+        matches!(&kept, Ok(Some(r)) if !r.is_disabled()),
+        "a cached token read again after a resumption, the read failing: {kept:?}"
+    );
+    assert_eq!(store.gets(), 3, "the store was asked first");
+    assert_eq!(cache.metrics().cache_stale_served.get(), 1);
+
+    // The store answers again: the missed change is seen at once (a
+    // distrusted entry is not served without asking, as a stale one is
+    // for FAILING_FOR after a failure), and a token read again is trusted
+    // again (a hit).
+    store.fail(false);
+    let gets = store.gets();
+    assert!(lookup(&cache, &b).await.is_disabled(), "the missed change");
+    assert_eq!(store.gets(), gets + 1);
+    assert!(!lookup(&cache, &a).await.is_disabled());
+    assert!(!lookup(&cache, &a).await.is_disabled());
+    assert_eq!(store.gets(), gets + 2, "a read once, then a hit");
+}
+
+/// A distrusted entry is never served past its `cache.ttl`, whatever
+/// `cache.stale_if_error` says: the stale grace covers only records whose
+/// changes would have been heard.
+#[tokio::test]
+async fn a_distrusted_record_past_its_ttl_is_not_served_stale() {
+    let store = Double::default();
+    let (a, rec_a) = token();
+    store.put(a, rec_a);
+    let ttl = Duration::from_millis(200);
+    let cache = cache(&store, ttl, Duration::from_secs(60));
+    lookup(&cache, &a).await;
+    cache.invalidate_all();
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    store.fail(true);
+    let after = cache.lookup(&a).await;
+    assert!(
+        matches!(after, Err(StoreError::Unavailable(_))),
+        "a distrusted record past its ttl: {after:?}"
+    );
+    assert_eq!(cache.metrics().cache_stale_served.get(), 0);
+}
+
 /// Tokens looked up before the feed is first followed (the gate answers
 /// from its start; the subscription lands later) may have changed
 /// unheard: the first subscription drops them as a resumption does.

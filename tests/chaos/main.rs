@@ -54,7 +54,7 @@ const DELIVERED: Duration = Duration::from_millis(600);
 /// What the gate guarantees for a change answered in one try with no fault
 /// under way: its event is delivered ([`DELIVERED`]), or — should the
 /// listener's probe not come back in time on an overloaded machine — the
-/// listener takes its subscription again and drops the whole cache, which
+/// listener takes its subscription again and distrusts the whole cache, which
 /// the probe finds within about 2 s. Asserted; the slowest seen is printed.
 const EVENT: Duration = DELIVERED.saturating_add(Duration::from_secs(2));
 /// Slack on a bound that is a cache lifetime: an entry may be put in by a
@@ -63,11 +63,11 @@ const EVENT: Duration = DELIVERED.saturating_add(Duration::from_secs(2));
 /// rest (seen: 6.1 s against a 5 s `cache.ttl` with 0.5 s of slack).
 const TTL_SLACK: Duration = Duration::from_millis(1500);
 /// Standalone: Redis answering again → an uncached token allowed and the
-/// gate ready (its subscription back, the cache dropped).
+/// gate ready (its subscription back, the cache distrusted).
 const RECOVERY: Duration = Duration::from_secs(2);
-/// Clients killed → gate `b`'s cache dropped, what the listener guarantees:
+/// Clients killed → gate `b`'s cache distrusted, what the listener guarantees:
 /// it resubscribes at once, then waits up to 30 s for the store to answer
-/// a read before it drops the cache (`STORE_WAIT_BEFORE_DROP` in
+/// a read before it distrusts the cache (`STORE_WAIT_BEFORE_DROP` in
 /// src/store/redis/events.rs: a restarted Redis still loading), plus a
 /// subscription attempt (4 × `store.timeout`). 10 s was once seen too
 /// short after a planned cluster fail-over (tests/chaos/results-356e767.txt).
@@ -152,7 +152,7 @@ impl Fault {
     /// - a pause loses no event (the subscription stays up, and a write
     ///   is answered only after its event was published): `EVENT`;
     /// - a kill or `CLIENT KILL` can publish while the other gate's
-    ///   subscription is down; it resubscribes and drops its cache within
+    ///   subscription is down; it resubscribes and distrusts its cache within
     ///   the recovery bound;
     /// - a fail-over can lose an event (published to a node nobody listens
     ///   on): the documented bound, `cache.ttl`.
@@ -177,7 +177,7 @@ impl Fault {
     }
 
     /// Drops the gates' connections: a change the gate never heard of is
-    /// seen after it (the cache was dropped).
+    /// seen after it (the cache was distrusted: the token read again).
     fn drops_connections(self) -> bool {
         matches!(self, Fault::Kill | Fault::ClientKill)
     }
@@ -202,7 +202,7 @@ struct Row {
     recovery: Duration,
     recovery_bound: Duration,
     /// A change made behind the gates' backs before the fault was seen
-    /// after it (the cache dropped), for faults that drop connections.
+    /// after it (the cache distrusted), for faults that drop connections.
     flushed: Option<bool>,
     /// Fresh tokens refused with 503 during the fault / of those allowed at
     /// the first ask after recovery.
@@ -493,7 +493,7 @@ impl Fleet {
         }
     }
 
-    /// Drops gate `b`'s whole cache and proves it (a token disabled behind
+    /// Has gate `b` distrust its whole cache and proves it (a token disabled behind
     /// its back is refused), then caches every cached token again: from
     /// here on they are surely cached until `returned`.
     async fn fresh_cache(&mut self) -> Instant {
