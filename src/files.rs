@@ -16,7 +16,7 @@ use std::path::Path;
 /// before. Root's files are trusted (a Kubernetes Secret volume's are
 /// root's).
 pub fn planted(path: &Path, meta: &Metadata) -> Option<u32> {
-    let owner = foreign(meta.uid(), rustix::process::geteuid().as_raw())?;
+    foreign(meta.uid(), rustix::process::geteuid().as_raw())?;
     // `.` (or `..`, `/`) names no entry of a parent: judge the directory
     // that holds it, not itself.
     let whole;
@@ -28,7 +28,14 @@ pub fn planted(path: &Path, meta: &Metadata) -> Option<u32> {
     };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = std::fs::metadata(dir.unwrap_or(Path::new("."))).ok()?;
-    (dir.mode() & 0o022 != 0).then_some(owner)
+    planted_in(meta.uid(), dir.mode())
+}
+
+/// [`planted`] for a file of `owner` in a directory of mode `dir_mode`,
+/// both known already (from descriptors opened, not names).
+pub fn planted_in(owner: u32, dir_mode: u32) -> Option<u32> {
+    let owner = foreign(owner, rustix::process::geteuid().as_raw())?;
+    (dir_mode & 0o022 != 0).then_some(owner)
 }
 
 /// Why a file nobody named — found by looking in the working directory —

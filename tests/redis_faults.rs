@@ -132,7 +132,7 @@ impl Bench {
     }
 
     /// Disables `secret`'s record in Redis without publishing anything (an
-    /// invalidation lost). Only a dropped cache makes the gate see it.
+    /// invalidation lost). Only a distrusted cache makes the gate see it.
     async fn disable_silently(&self, secret: &str) {
         disable_in_redis_silently(&self.node.url(), &self.prefix, secret).await;
     }

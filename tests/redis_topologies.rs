@@ -661,14 +661,18 @@ async fn a_cached_token_whose_slot_is_in_transition_after_a_resubscription_is_se
     .await;
     time_until_allowed(gate.addrs.auth, &secret, Duration::from_secs(10)).await;
 
-    let drops = || async {
-        let text = gate.ops().get("/metrics").await.body;
-        String::from_utf8_lossy(&text)
-            .lines()
-            .find_map(|l| l.strip_prefix("hawzu_gate_cache_drops_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .expect("hawzu_gate_cache_drops_total")
+    let metric = |name: &'static str| {
+        let gate = &gate;
+        async move {
+            let text = gate.ops().get("/metrics").await.body;
+            String::from_utf8_lossy(&text)
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} in /metrics"))
+        }
     };
+    let drops = || metric("hawzu_gate_cache_drops_total");
     let before = drops().await;
     for port in cluster.topology().iter().map(|n| n.1) {
         redis_cli(port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
@@ -696,6 +700,9 @@ async fn a_cached_token_whose_slot_is_in_transition_after_a_resubscription_is_se
         "a cached token whose read met CLUSTERDOWN after a resubscription (after {took:?}): {}",
         String::from_utf8_lossy(&answer.body)
     );
+    // Served from the cache because its read failed, not because it
+    // happened to work.
+    assert!(metric("hawzu_gate_cache_stale_served_total").await >= 1.0);
 }
 
 /// A cluster's default (`store.redis.cluster.replica_acks` not set) waits

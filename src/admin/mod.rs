@@ -146,16 +146,22 @@ pub fn load_or_generate(
         return Ok((AdminKey::new(k), KeySource::Config));
     }
     let path = data_dir.join(KEY_FILE);
-    match KeyFile::open(&path).and_then(|mut file| {
+    // The data_dir is opened once, judged as the directory opened, and the
+    // key read from it: never by its name again, which whoever may rename
+    // entries of its parent could point at a directory of theirs between
+    // the looks.
+    match DataDir::open(data_dir).and_then(|dir| {
+        // The key file's own directory may be one only its maker writes:
+        // the data_dir another user made (where anyone may) is theirs too.
+        dir.not_planted()?;
+        let mut file = KeyFile::open_in(&dir, &path)?;
         let key = file.read()?;
-        file.not_planted()?;
-        // The file's own directory may be one only its maker writes: the
-        // data_dir another user made (where anyone may) is theirs too.
-        data_dir_is_ours(data_dir)?;
+        file.not_planted(&dir)?;
         Ok(key)
     }) {
         Ok(k) => return Ok((AdminKey::new(&k), KeySource::File(path))),
-        Err(KeyError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        Err(KeyError::Read { source, .. } | KeyError::DataDir { source, .. })
+            if source.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     create_data_dir(data_dir)?;
@@ -236,6 +242,50 @@ fn data_dir_is_ours(data_dir: &Path) -> Result<(), KeyError> {
     }
 }
 
+/// The data_dir opened once (a descriptor of the directory): judged, and
+/// its key file opened, through it.
+struct DataDir {
+    path: PathBuf,
+    dir: rustix::fd::OwnedFd,
+    meta: fs::Metadata,
+}
+
+impl DataDir {
+    fn open(path: &Path) -> Result<Self, KeyError> {
+        use rustix::fs::{Mode, OFlags};
+        let failed = |source: io::Error| KeyError::DataDir {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| failed(e.into()))?;
+        let meta = fs::File::from(dir.try_clone().map_err(failed)?)
+            .metadata()
+            .map_err(failed)?;
+        Ok(Self {
+            path: path.to_owned(),
+            dir,
+            meta,
+        })
+    }
+
+    /// Refuses a data_dir another user may have made (see
+    /// [`crate::files::planted`]), judged as the directory opened.
+    fn not_planted(&self) -> Result<(), KeyError> {
+        match crate::files::planted(&self.path, &self.meta) {
+            Some(owner) => Err(KeyError::DataDirOwner {
+                path: self.path.clone(),
+                owner,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A key file opened once: its owner and mode are judged, and its key
 /// read, from the one file opened (`fstat` of the descriptor), never by
 /// its name again, which whoever may write the directory could point
@@ -246,20 +296,36 @@ struct KeyFile {
     meta: fs::Metadata,
 }
 
+/// How a key file is opened: for reading, and without waiting (a FIFO put
+/// where the key goes would hold the start until someone writes to it).
+fn key_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC
+}
+
 impl KeyFile {
+    /// The key file at `path` (the CLI's: judged only by its mode).
     fn open(path: &Path) -> Result<Self, KeyError> {
+        let file = rustix::fs::open(path, key_flags(), rustix::fs::Mode::empty());
+        Self::opened(path, file)
+    }
+
+    /// The key file of `dir` (the server's), opened through the directory
+    /// judged.
+    fn open_in(dir: &DataDir, path: &Path) -> Result<Self, KeyError> {
+        let file = rustix::fs::openat(&dir.dir, KEY_FILE, key_flags(), rustix::fs::Mode::empty());
+        Self::opened(path, file)
+    }
+
+    fn opened(
+        path: &Path,
+        file: rustix::io::Result<rustix::fd::OwnedFd>,
+    ) -> Result<Self, KeyError> {
         let read = |source| KeyError::Read {
             path: path.to_owned(),
             source,
         };
-        // Not waiting in `open`: a FIFO put where the key goes would hold
-        // the start until someone writes to it.
-        let nonblock = i32::try_from(rustix::fs::OFlags::NONBLOCK.bits()).unwrap_or(0);
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nonblock)
-            .open(path)
-            .map_err(read)?;
+        let file = fs::File::from(file.map_err(|e| read(e.into()))?);
         let meta = file.metadata().map_err(read)?;
         if !meta.is_file() {
             return Err(read(io::Error::other("it is not a regular file")));
@@ -301,11 +367,13 @@ impl KeyFile {
     }
 
     /// Refuses a key file another user may have planted (see
-    /// [`crate::files::planted`]): the server would take their key as the
-    /// operator's. The CLI reading it only sends it, and is not asked. The
-    /// file judged is the one read; a link to it, by its name, is judged as
-    /// itself too (another user's link is theirs).
-    fn not_planted(&self) -> Result<(), KeyError> {
+    /// [`crate::files::planted`]) in `dir`, the directory it was opened
+    /// from: the server would take their key as the operator's. The CLI
+    /// reading it only sends it, and is not asked. The file judged is the
+    /// one read; a link to it, by its name in `dir`, is judged as itself
+    /// too (another user's link is theirs).
+    fn not_planted(&self, dir: &DataDir) -> Result<(), KeyError> {
+        use rustix::fs::{AtFlags, FileType};
         use std::os::unix::fs::MetadataExt;
         // Whatever the name holds now must be the file opened (or a link):
         // a name swapped since is refused, not judged in its place; and a
@@ -314,14 +382,15 @@ impl KeyFile {
             path: self.path.clone(),
             source: io::Error::other("it changed while it was read"),
         };
-        let link = fs::symlink_metadata(&self.path).map_err(|_| changed())?;
-        if !link.file_type().is_symlink()
-            && (link.dev(), link.ino()) != (self.meta.dev(), self.meta.ino())
-        {
+        let link = rustix::fs::statat(&dir.dir, KEY_FILE, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|_| changed())?;
+        let is_link = FileType::from_raw_mode(link.st_mode) == FileType::Symlink;
+        if !is_link && (link.st_dev, link.st_ino) != (self.meta.dev(), self.meta.ino()) {
             return Err(changed());
         }
-        match crate::files::planted(&self.path, &link)
-            .or_else(|| crate::files::planted(&self.path, &self.meta))
+        let dir_mode = dir.meta.mode();
+        match crate::files::planted_in(link.st_uid, dir_mode)
+            .or_else(|| crate::files::planted_in(self.meta.uid(), dir_mode))
         {
             Some(owner) => Err(KeyError::Owner {
                 path: self.path.clone(),
@@ -556,6 +625,91 @@ mod tests {
         assert!(
             accepted > 0 && refused > 0,
             "{accepted} accepted, {refused} refused, {changed} changed"
+        );
+    }
+
+    /// The data_dir is judged as the directory the key was read from. Its
+    /// name was judged after the read, and the key file's directory by
+    /// name too: where the data_dir's parent lets others rename entries
+    /// (writable, no sticky bit), another user could swap their own
+    /// directory (theirs, 0700, their 0600 key inside) for the operator's
+    /// between those looks, and the server took their key. Here a thread
+    /// exchanges the two as fast as it can; no start may take their key.
+    /// (Needs root to make another user's directory.)
+    #[test]
+    fn a_data_dir_swapped_while_its_key_is_read_is_judged_as_the_one_read() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let shared = tempfile::tempdir().unwrap();
+        fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let (data, evil) = (shared.path().join("data"), shared.path().join("evil"));
+        let ours = format!("{KEY_PREFIX}{}", "o".repeat(KEY_RANDOM_LEN));
+        let theirs = format!("{KEY_PREFIX}{}", "t".repeat(KEY_RANDOM_LEN));
+        for (dir, key, owner) in [(&data, &ours, None), (&evil, &theirs, Some(4242))] {
+            fs::create_dir(dir).unwrap();
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+            let file = dir.join(KEY_FILE);
+            fs::write(&file, format!("{key}\n")).unwrap();
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&file, owner, None).unwrap();
+            std::os::unix::fs::chown(dir, owner, None).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicU64::new(0));
+        let swapper = {
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            let (a, b) = (data.clone(), evil.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        &a,
+                        rustix::fs::CWD,
+                        &b,
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        while swaps.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        let (mut accepted, mut refused, mut other, mut wrong) = (0u32, 0u32, 0u32, 0u32);
+        let started = std::time::Instant::now();
+        while (accepted + refused < 20_000 || accepted == 0 || refused == 0)
+            && started.elapsed() < std::time::Duration::from_secs(20)
+        {
+            match load_or_generate(None, &data) {
+                Ok((key, _)) if key.verify(ours.as_bytes()) => accepted += 1,
+                Ok(_) => wrong += 1,
+                Err(
+                    KeyError::DataDirOwner { owner: 4242, .. }
+                    | KeyError::Owner { owner: 4242, .. },
+                ) => refused += 1,
+                Err(e) => {
+                    if other == 0 {
+                        println!("another refusal: {e}");
+                    }
+                    other += 1
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        println!("{accepted} accepted, {refused} refused, {other} other refusals, {wrong} wrong");
+        assert_eq!(
+            wrong, 0,
+            "their key was taken {wrong} times ({accepted} accepted, {refused} refused, {other} other refusals)"
+        );
+        assert!(
+            accepted > 0 && refused > 0,
+            "{accepted} accepted, {refused} refused, {other} other refusals"
         );
     }
 

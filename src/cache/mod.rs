@@ -78,14 +78,15 @@ enum Entry {
 pub struct TokenCache<S> {
     store: S,
     cache: Cache<TokenHash, Entry, KeyHasher>,
-    negative_ttl: Duration,
     metrics: Arc<Metrics>,
     /// Bumped before every invalidation, so a load that raced with one of
     /// its hash can tell (see [`TokenCache::lookup`]).
     epochs: Epochs,
     /// Whether the invalidation subscription is up (always true without Redis).
     subscribed: AtomicBool,
-    ttl: Duration,
+    /// `cache.ttl` and `cache.negative_ttl` in ms (entry deadlines' unit).
+    ttl_ms: u64,
+    negative_ttl_ms: u64,
     stale_if_error: Duration,
     /// Concurrent refreshes of one stale record share one store read.
     refreshes: Cache<TokenHash, (Seen, Entry), KeyHasher>,
@@ -146,11 +147,11 @@ impl<S: TokenStore> TokenCache<S> {
         Self {
             store,
             cache,
-            negative_ttl: options.negative_ttl,
             metrics,
             epochs: Epochs::new(),
             subscribed: AtomicBool::new(true),
-            ttl: options.ttl,
+            ttl_ms: millis(options.ttl),
+            negative_ttl_ms: millis(options.negative_ttl),
             stale_if_error: options.stale_if_error,
             refreshes: Cache::builder()
                 .max_capacity(options.max_entries.min(100_000))
@@ -225,7 +226,7 @@ impl<S: TokenStore> TokenCache<S> {
                 record,
                 fresh_until_ms,
             }) => {
-                let trusted = self.trusted(fresh_until_ms, self.ttl);
+                let trusted = self.trusted(fresh_until_ms, self.ttl_ms);
                 if trusted && (self.stale_if_error.is_zero() || self.now_ms() < fresh_until_ms) {
                     self.metrics.cache_hits.inc();
                     note(CacheUse::Hit, Duration::ZERO);
@@ -235,20 +236,16 @@ impl<S: TokenStore> TokenCache<S> {
                 // lifetime bounds it): served without asking while the
                 // store is failing. Distrusted: asked every time (a change
                 // missed is enforced as soon as the store answers), never
-                // served past `ttl`.
-                let serve_until_ms = if trusted { u64::MAX } else { fresh_until_ms };
+                // served past `ttl` (see `Self::servable`).
                 if trusted && self.store_failing() {
                     self.metrics.cache_stale_served.inc();
                     note(CacheUse::Stale, Duration::ZERO);
                     return Ok(Some(record));
                 }
-                Some(Stale {
-                    record,
-                    serve_until_ms,
-                })
+                Some(record)
             }
             Some(Entry::Missing { until_ms })
-                if self.now_ms() < until_ms && self.trusted(until_ms, self.negative_ttl) =>
+                if self.now_ms() < until_ms && self.trusted(until_ms, self.negative_ttl_ms) =>
             {
                 self.metrics.cache_negative_hits.inc();
                 note(CacheUse::NegativeHit, Duration::ZERO);
@@ -274,7 +271,7 @@ impl<S: TokenStore> TokenCache<S> {
     async fn uncached(
         &self,
         hash: &TokenHash,
-        stale: Option<Stale>,
+        stale: Option<Arc<CachedRecord>>,
         forget: bool,
     ) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         if forget {
@@ -296,15 +293,17 @@ impl<S: TokenStore> TokenCache<S> {
         match refreshed {
             Err(e @ (StoreError::Timeout(_) | StoreError::Unavailable(_))) => {
                 // Served only if still cached (an invalidation, a change
-                // this gate has seen, removed it) and within its bound.
+                // this gate has seen, removed it) and within its bound,
+                // judged now: the cache may have been distrusted while the
+                // read was out.
                 match self.cache.get(hash).await {
-                    Some(Entry::Found { record, .. })
-                        if Arc::ptr_eq(&record, &stale.record)
-                            && self.now_ms() < stale.serve_until_ms =>
-                    {
+                    Some(Entry::Found {
+                        record,
+                        fresh_until_ms,
+                    }) if Arc::ptr_eq(&record, &stale) && self.servable(fresh_until_ms) => {
                         self.metrics.cache_stale_served.inc();
                         note(CacheUse::Stale, waited.elapsed());
-                        Ok(Some(stale.record))
+                        Ok(Some(stale))
                     }
                     _ => Err(e),
                 }
@@ -323,6 +322,7 @@ impl<S: TokenStore> TokenCache<S> {
         hash: &TokenHash,
     ) -> Result<(Option<Arc<CachedRecord>>, bool), StoreError> {
         let before = self.epochs.seen(hash);
+        let guard = RaceCheck::new(self, hash, before);
         let entry = self
             .cache
             .entry(*hash)
@@ -336,42 +336,64 @@ impl<S: TokenStore> TokenCache<S> {
         if fresh && self.epochs.seen(hash) != before {
             self.cache.invalidate(hash).await;
         }
+        guard.done();
         Ok((entry_record(entry.into_value()), !fresh))
     }
 
-    /// A stale record read again (concurrent callers share the read); the
-    /// answer replaces it unless an invalidation raced with the read. As in
-    /// [`Self::load`], the answer is inserted first and the counters checked
+    /// A stale or distrusted record read again (concurrent callers share
+    /// the read); the answer replaces it unless an invalidation raced with
+    /// the read. The counters compared are those read when the shared read
+    /// began; a caller that finds a change (or a distrust) made after that
+    /// and before it asked — it joined late, or the answer of a caller gone
+    /// since was left behind — reads again rather than take an answer older
+    /// than a change it must see. As in [`Self::load`], an answer that
+    /// passed that check is inserted first and the counters checked again
     /// after (an invalidation between a check and the insert would find
-    /// nothing to remove), and the counters compared are those read when
-    /// the shared read began: a caller that joins it later must not take a
-    /// change made after it began for one made before.
+    /// nothing to remove).
     async fn refresh(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
-        let read = self
-            .refreshes
-            .try_get_with(*hash, async {
-                let before = self.epochs.seen(hash);
-                self.read(hash).await.map(|entry| (before, entry))
-            })
-            .await;
+        let mine = self.epochs.seen(hash);
+        let mut read = self.shared_read(hash).await;
+        if matches!(&read, Ok((before, _)) if *before != mine) {
+            self.refreshes.invalidate(hash).await;
+            read = self.shared_read(hash).await;
+        }
         self.refreshes.invalidate(hash).await;
-        let (before, entry) = read.map_err(|e| (*e).clone())?;
-        self.cache.insert(*hash, entry.clone()).await;
-        if self.epochs.seen(hash) != before {
-            self.cache.invalidate(hash).await;
+        let (before, entry) = read?;
+        if self.epochs.seen(hash) == before {
+            let guard = RaceCheck::new(self, hash, before);
+            self.cache.insert(*hash, entry.clone()).await;
+            if self.epochs.seen(hash) != before {
+                self.cache.invalidate(hash).await;
+            }
+            guard.done();
         }
         Ok(entry_record(entry))
     }
 
-    /// One store read, as a cache entry. A failure marks the store failing.
+    /// One store read of `hash` shared by concurrent refreshes, with the
+    /// counters seen when it began.
+    async fn shared_read(&self, hash: &TokenHash) -> Result<(Seen, Entry), StoreError> {
+        self.refreshes
+            .try_get_with(*hash, async {
+                let before = self.epochs.seen(hash);
+                self.read(hash).await.map(|entry| (before, entry))
+            })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    /// One store read, as a cache entry. Its lifetime counts from when the
+    /// read began: one begun before the cache was distrusted is distrusted
+    /// however late it answers. A failure marks the store failing.
     async fn read(&self, hash: &TokenHash) -> Result<Entry, StoreError> {
+        let began_ms = self.now_ms();
         match self.timed(StoreOp::Get, self.store.get(hash)).await {
             Ok(Some(r)) => Ok(Entry::Found {
                 record: Arc::new(CachedRecord::new(&r)),
-                fresh_until_ms: self.now_ms().saturating_add(millis(self.ttl)),
+                fresh_until_ms: began_ms.saturating_add(self.ttl_ms),
             }),
             Ok(None) => Ok(Entry::Missing {
-                until_ms: self.now_ms().saturating_add(millis(self.negative_ttl)),
+                until_ms: began_ms.saturating_add(self.negative_ttl_ms),
             }),
             Err(e) => {
                 if matches!(e, StoreError::Timeout(_) | StoreError::Unavailable(_)) {
@@ -390,11 +412,17 @@ impl<S: TokenStore> TokenCache<S> {
         self.now_ms() < self.failing_until_ms.load(Ordering::Acquire)
     }
 
-    /// Whether an entry whose deadline is `until_ms`, `lifetime` after it
-    /// was read, was read after the cache was last distrusted.
-    fn trusted(&self, until_ms: u64, lifetime: Duration) -> bool {
-        until_ms.saturating_sub(millis(lifetime))
-            >= self.distrusted_before_ms.load(Ordering::Acquire)
+    /// Whether an entry whose deadline is `until_ms`, `lifetime_ms` after
+    /// its read began, was read after the cache was last distrusted.
+    fn trusted(&self, until_ms: u64, lifetime_ms: u64) -> bool {
+        until_ms.saturating_sub(lifetime_ms) >= self.distrusted_before_ms.load(Ordering::Acquire)
+    }
+
+    /// Whether a found record whose read failed again may still be served:
+    /// a distrusted one within its `ttl`, a trusted one for as long as it
+    /// is kept (`ttl + stale_if_error`, the cache's own lifetime).
+    fn servable(&self, fresh_until_ms: u64) -> bool {
+        self.trusted(fresh_until_ms, self.ttl_ms) || self.now_ms() < fresh_until_ms
     }
 
     /// Milliseconds since this cache started: the clock of entry deadlines.
@@ -418,23 +446,27 @@ impl<S: TokenStore> TokenCache<S> {
     /// entries were served for the same lifetime. Loads under way when it
     /// is called drop what they read (the epoch check).
     pub fn invalidate_all(&self) {
-        self.metrics.cache_drops.inc();
         self.epochs.dropped();
-        // Entries read in this very millisecond count as read before.
+        // Reads begun in this very millisecond count as begun before.
         self.distrusted_before_ms
             .fetch_max(self.now_ms().saturating_add(1), Ordering::AcqRel);
         self.whole.invalidate_all();
+        // Counted once in force (tests and the chaos run take the count
+        // for "distrusted").
+        self.metrics.cache_drops.inc();
     }
 
-    /// The record for `hash` when memory holds one within its `ttl` (not
-    /// one kept only for `stale_if_error`; perhaps a distrusted one, which
-    /// a lookup reads again); never reads the store.
+    /// The record for `hash` when memory holds a fresh one (not one kept
+    /// only for `stale_if_error`, nor a distrusted one); never reads the
+    /// store.
     pub async fn cached(&self, hash: &TokenHash) -> Option<Arc<CachedRecord>> {
         match self.cache.get(hash).await {
             Some(Entry::Found {
                 record,
                 fresh_until_ms,
-            }) if self.now_ms() < fresh_until_ms => Some(record),
+            }) if self.now_ms() < fresh_until_ms && self.trusted(fresh_until_ms, self.ttl_ms) => {
+                Some(record)
+            }
             _ => None,
         }
     }
@@ -458,11 +490,45 @@ impl<S: TokenStore> TokenCache<S> {
     }
 }
 
-/// A record to read again before it is used, and until when it may be
-/// served should that read fail.
-struct Stale {
-    record: Arc<CachedRecord>,
-    serve_until_ms: u64,
+/// The epoch check of a load or refresh that may be cancelled (a client
+/// gone) between its insert and its check: dropped before [`Self::done`],
+/// it removes the hash if a change raced with the read, as the check would
+/// have (on a task of its own: removal is async). Without it a record read
+/// before a revoke could stay cached for `cache.ttl`.
+struct RaceCheck<'a> {
+    cache: &'a Cache<TokenHash, Entry, KeyHasher>,
+    epochs: &'a Epochs,
+    hash: TokenHash,
+    before: Seen,
+    done: bool,
+}
+
+impl<'a> RaceCheck<'a> {
+    fn new<S>(cache: &'a TokenCache<S>, hash: &TokenHash, before: Seen) -> Self {
+        Self {
+            cache: &cache.cache,
+            epochs: &cache.epochs,
+            hash: *hash,
+            before,
+            done: false,
+        }
+    }
+
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for RaceCheck<'_> {
+    fn drop(&mut self) {
+        if self.done || self.epochs.seen(&self.hash) == self.before {
+            return;
+        }
+        let (cache, hash) = (self.cache.clone(), self.hash);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { cache.invalidate(&hash).await });
+        }
+    }
 }
 
 // === the lookup note ===
@@ -477,7 +543,8 @@ pub enum CacheUse {
     Miss,
     /// Another request's store read for the same token answered this one.
     Coalesced,
-    /// A record past `cache.ttl`, served while the store failed.
+    /// A record the store could not confirm, served while it failed: past
+    /// `cache.ttl` (`stale_if_error`), or distrusted and within it.
     Stale,
 }
 

@@ -77,6 +77,10 @@ impl TokenStore for Double {
         if let Some((read, release)) = hold {
             let _ = read.send(());
             let _ = release.await;
+            // Failed while held: the read fails after all.
+            if self.inner.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("the double went down".into()));
+            }
         }
         Ok(record)
     }
@@ -418,6 +422,9 @@ async fn a_token_cached_before_a_resumption_is_read_again_and_kept_if_that_read_
     store.put(b, disabled(&rec_b)); // a change the feed missed
     feed.send(Change::Resumed).unwrap();
     until("the feed to resume", || cache.is_subscribed()).await;
+    // Reads begun in the millisecond of the resumption count as begun
+    // before it: the ones below that must be trusted begin later.
+    tokio::time::sleep(Duration::from_millis(2)).await;
 
     // The store fails the first read after the resumption: a is kept.
     store.fail(true);
@@ -464,6 +471,35 @@ async fn a_distrusted_record_past_its_ttl_is_not_served_stale() {
     assert!(
         matches!(after, Err(StoreError::Unavailable(_))),
         "a distrusted record past its ttl: {after:?}"
+    );
+    assert_eq!(cache.metrics().cache_stale_served.get(), 0);
+}
+
+/// A stale record whose read again is out when the cache is distrusted is
+/// judged as distrusted when that read fails: not served past its `ttl`.
+/// (Judged when the lookup began, it was served: the refresh had started
+/// while it was still trusted.)
+#[tokio::test]
+async fn a_stale_record_distrusted_while_its_read_is_out_is_not_served() {
+    let store = Double::default();
+    let (a, rec_a) = token();
+    store.put(a, rec_a);
+    let ttl = Duration::from_millis(200);
+    let cache = cache(&store, ttl, Duration::from_secs(60));
+    lookup(&cache, &a).await;
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+
+    let (read, release) = store.hold_next_get();
+    let c = cache.clone();
+    let refresh = tokio::spawn(async move { c.lookup(&a).await });
+    read.await.unwrap();
+    cache.invalidate_all();
+    store.fail(true);
+    release.send(()).unwrap();
+    let got = refresh.await.unwrap();
+    assert!(
+        matches!(got, Err(StoreError::Unavailable(_))),
+        "a record past its ttl, distrusted while its read was out: {got:?}"
     );
     assert_eq!(cache.metrics().cache_stale_served.get(), 0);
 }

@@ -20,8 +20,8 @@ pub fn token_key(prefix: &str, secret: &str) -> String {
 }
 
 /// Marks `secret`'s record disabled straight in Redis, publishing nothing:
-/// a change whose invalidation was lost. Only a cache drop (or the cache
-/// lifetime) makes a gate see it.
+/// a change whose invalidation was lost. Only a distrusted cache (read
+/// again after a resubscription) or the cache lifetime makes a gate see it.
 pub async fn disable_in_redis_silently(url: &str, prefix: &str, secret: &str) {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -122,8 +122,8 @@ impl TestStore {
     }
 
     /// Marks token `id` disabled in the store without publishing an event:
-    /// a change whose invalidation was lost (only a cache drop, or the
-    /// cache lifetime, makes a gate see it).
+    /// a change whose invalidation was lost (only a distrusted cache, or
+    /// the cache lifetime, makes a gate see it).
     pub async fn disable_silently(&self, id: &str) {
         self.disable_with(id, false).await;
     }

@@ -169,9 +169,9 @@ async fn follow(
                         // But the store must answer reads first: a Redis
                         // that restarts takes SUBSCRIBE while it is still
                         // loading its data and refuses reads (LOADING)
-                        // until done, and dropping the cache then would
-                        // turn every cached token into a 503 for the whole
-                        // load. Entries keep serving meanwhile (a loading
+                        // until done, and distrusting the cache then would
+                        // make every cached token wait out a failed read
+                        // (`store.timeout`) for the whole load. Entries keep serving meanwhile (a loading
                         // Redis takes no writes either; the wait is bounded,
                         // and so is every entry, by cache.ttl), and the
                         // changes heard meanwhile are passed on at once: on
