@@ -195,16 +195,24 @@ impl<S: TokenStore> TokenCache<S> {
     /// The whole stored record of `hash` (name and all), for
     /// self-inspection: read at most once per [`WHOLE_FOR`] per token,
     /// shared by concurrent callers, counted and timed as every store
-    /// call is. `None`: not stored. A failed read is not kept.
+    /// call is. `None`: not stored. A failed read is not kept, nor one
+    /// that raced with a change of its token (the epoch check, as
+    /// [`Self::lookup`]'s).
     pub async fn whole(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
-        self.whole
+        let before = self.epochs.seen(hash);
+        let read = self
+            .whole
             .try_get_with(*hash, async {
                 self.timed(StoreOp::Get, self.store.get(hash))
                     .await
                     .map(|r| r.map(Arc::new))
             })
             .await
-            .map_err(|e| (*e).clone())
+            .map_err(|e| (*e).clone());
+        if self.epochs.seen(hash) != before {
+            self.whole.invalidate(hash).await;
+        }
+        read
     }
 
     /// The record for `hash`: from memory on a hit, else one store read

@@ -504,6 +504,36 @@ async fn a_stale_record_distrusted_while_its_read_is_out_is_not_served() {
     assert_eq!(cache.metrics().cache_stale_served.get(), 0);
 }
 
+/// The whole record kept for self-inspection gets the epoch check too: a
+/// read that was out when its token changed is not kept (it was, for
+/// `WHOLE_FOR`: a renamed or disabled token showed its old record).
+#[tokio::test]
+async fn a_whole_record_read_before_a_change_is_not_kept() {
+    let store = Double::default();
+    let (a, rec_a) = token();
+    store.put(a, rec_a.clone());
+    let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
+
+    let (read, release) = store.hold_next_get();
+    let c = cache.clone();
+    let first = tokio::spawn(async move { c.whole(&a).await });
+    read.await.unwrap();
+    let renamed = TokenRecord {
+        name: "Renamed".into(),
+        ..rec_a
+    };
+    store.put(a, renamed);
+    cache.invalidate(&a).await;
+    release.send(()).unwrap();
+    let raced = first.await.unwrap().unwrap().expect("a record");
+    assert_ne!(raced.name, "Renamed", "the racing read had the old record");
+
+    let gets = store.gets();
+    let again = cache.whole(&a).await.unwrap().expect("a record");
+    assert_eq!(again.name, "Renamed", "the old record was kept");
+    assert_eq!(store.gets(), gets + 1);
+}
+
 /// Tokens looked up before the feed is first followed (the gate answers
 /// from its start; the subscription lands later) may have changed
 /// unheard: the first subscription drops them as a resumption does.
