@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -357,4 +358,160 @@ async fn a_redis_that_may_evict_tokens_is_warned_about_at_start() {
         line.contains("WARN") && line.contains("volatile-lru"),
         "{line}"
     );
+}
+
+/// What a subscriber to the events channel and to every probe channel
+/// (`<events>:probe:*`) of `url` heard until each of `gates` probe channels
+/// had carried two probes (or 10 s passed): probes per probe channel, and
+/// the probes heard on the events channel itself.
+async fn probes_heard(url: &str, events: &str, gates: usize) -> (HashMap<String, u32>, u32) {
+    use futures_util::StreamExt;
+    let client = redis::Client::open(url).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(events).await.unwrap();
+    pubsub
+        .psubscribe(format!("{events}:probe:*"))
+        .await
+        .unwrap();
+    let mut messages = pubsub.on_message();
+    let (mut own, mut on_events) = (HashMap::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while own.len() < gates || own.values().any(|n| *n < 2) {
+        let Ok(Some(msg)) = tokio::time::timeout_at(deadline.into(), messages.next()).await else {
+            break;
+        };
+        let payload: String = msg.get_payload().unwrap();
+        if !payload.contains(r#""op":"probe""#) {
+            continue;
+        }
+        let channel = msg.get_channel_name().to_owned();
+        if channel == events {
+            on_events += 1;
+        } else {
+            *own.entry(channel).or_insert(0) += 1;
+        }
+    }
+    (own, on_events)
+}
+
+async fn ready(gate: &common::InProcessGate) {
+    eventually("the gate to be ready", Duration::from_secs(10), || async {
+        (gate.ops().get("/readyz").await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+}
+
+/// Each gate's probe (the proof, once a second, that its subscription
+/// still hears the channel) travels on a channel of its own, in the events
+/// channel's slot: on the events channel, every gate received every gate's
+/// probe — G² deliveries a second, a million at 1,000 gates
+/// (docs/scale.md) — where each needs only its own back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_gate_probes_on_a_channel_of_its_own() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("own-probes");
+    let url = server.url();
+    let settings = [
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ];
+    let (a, b) = (
+        common::InProcessGate::start(&settings).await,
+        common::InProcessGate::start(&settings).await,
+    );
+    ready(&a).await;
+    ready(&b).await;
+    let events = format!("{prefix}events");
+    let (own, on_events) = probes_heard(&url, &events, 2).await;
+    println!("probes per gate channel: {own:?}; on the events channel: {on_events}");
+    assert_eq!(
+        on_events, 0,
+        "probes sent to every gate on the events channel"
+    );
+    assert_eq!(own.len(), 2, "one probe channel per gate: {own:?}");
+    for channel in own.keys() {
+        let numsub = common::redis_cli(server.port, &["PUBSUB", "NUMSUB", channel]);
+        assert!(
+            numsub.ends_with('1'),
+            "{channel} has one subscriber: {numsub}"
+        );
+    }
+    // Invalidation still travels on the events channel.
+    let (_, secret) =
+        common::create_token(&a, workspace_token("Own", "ws_1", "workspace_viewer", "1w")).await;
+    assert_eq!(nginx_auth(&b, &secret).await.status, StatusCode::OK);
+    let created = a
+        .admin()
+        .get("/admin/v1/tokens?workspace=ws_1")
+        .await
+        .json();
+    let id = created["tokens"][0]["id"].as_str().unwrap().to_owned();
+    a.admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    eventually(
+        "b to refuse the disabled token",
+        Duration::from_secs(5),
+        || async {
+            (nginx_auth(&b, &secret).await.status == StatusCode::UNAUTHORIZED).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A Redis user allowed the events channel and nothing else still has a
+/// working listener: its gate probes on the events channel, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_allowed_only_the_events_channel_probes_on_it() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("events-only");
+    let events = format!("{prefix}events");
+    let allowed = format!("&{events}");
+    let keys = format!("~{prefix}*");
+    assert_eq!(
+        common::redis_cli(
+            server.port,
+            &[
+                "ACL",
+                "SETUSER",
+                "gate",
+                "on",
+                ">pw",
+                &keys,
+                "resetchannels",
+                &allowed,
+                "+@all"
+            ]
+        ),
+        "OK"
+    );
+    let url = format!("redis://gate:pw@127.0.0.1:{}", server.port);
+    let gate = common::InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", url.as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ])
+    .await;
+    ready(&gate).await;
+    let mut heard = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    {
+        use futures_util::StreamExt;
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.subscribe(&events).await.unwrap();
+        let mut messages = pubsub.on_message();
+        while heard < 2 {
+            let Ok(Some(msg)) = tokio::time::timeout_at(deadline.into(), messages.next()).await
+            else {
+                break;
+            };
+            let payload: String = msg.get_payload().unwrap();
+            if payload.contains(r#""op":"probe""#) {
+                heard += 1;
+            }
+        }
+    }
+    assert_eq!(heard, 2, "the gate's probes on the events channel");
 }

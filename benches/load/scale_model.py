@@ -337,7 +337,7 @@ def fleet(results, a):
         model = ttl_model(r, n, s, ttl, h)
         cmds = commands_per_request(r, model["reads_per_s"], n, s, h)
         fleet_cmds = rps * sum(cmds.values())
-        probes = g * g  # every gate publishes one probe a second, every gate receives it
+        probes = g  # every gate publishes one probe a second on its own channel: only it receives it
         shards_ops = math.ceil(fleet_cmds / shard_ops)
         shards_mem = math.ceil((n * per_token + usage_bytes) / (a.shard_memory_gib * 2 ** 30))
         shards_mem_tokens = math.ceil(n * per_token / (a.shard_memory_gib * 2 ** 30))

@@ -158,21 +158,63 @@ pub(super) fn event_hash(bytes: &[u8]) -> Option<TokenHash> {
 /// A message no other gate acts on (`op` is not `invalidate`), unique to
 /// this attempt.
 pub(super) fn probe_payload() -> String {
+    format!(r#"{{"op":"probe","id":"{}"}}"#, nonce())
+}
+
+/// 16 hex digits, random (a clock-based value is as good for what they
+/// tell apart if the OS has no randomness).
+pub(super) fn nonce() -> String {
     let mut nonce = [0u8; 8];
-    // A clock-based nonce is as good here if the OS has no randomness.
     if getrandom::fill(&mut nonce).is_err() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         nonce = (nanos ^ u64::from(std::process::id())).to_le_bytes();
     }
-    let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-    format!(r#"{{"op":"probe","id":"{hex}"}}"#)
+    nonce.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The channel one gate's probes travel on (`id` is the gate's): only that
+/// gate subscribes to it, so a probe is delivered once, not to every gate
+/// of the fleet as on the events channel (G² deliveries a second). It
+/// begins with the events channel's name (an ACL granting `&<prefix>*`
+/// covers it) and lies in its hash slot — the events channel's name as its
+/// hash tag, or the prefix's own tag — so that on a Cluster the probe's
+/// echo proves the subscription is on the shard that carries the events.
+/// `None` for a channel name no such name can share a slot with.
+pub(super) fn probe_channel(events: &str, id: &str) -> Option<String> {
+    use super::shards::key_slot;
+    let slot = key_slot(events.as_bytes());
+    [
+        format!("{events}:probe:{id}"),
+        format!("{events}:probe:{{{events}}}{id}"),
+    ]
+    .into_iter()
+    .find(|c| key_slot(c.as_bytes()) == slot)
 }
 
 #[cfg(test)]
 mod tests {
     use super::audit_slot;
+
+    /// A gate's probe channel lies in the events channel's slot, begins
+    /// with its name, and is the gate's own.
+    #[test]
+    fn a_probe_channel_shares_the_events_channels_slot() {
+        use super::super::shards::key_slot;
+        use super::probe_channel;
+        for prefix in ["hawzu-gate:v1:", "{hawzu}:", "", "a:b:", "x{y}z:"] {
+            let events = format!("{prefix}events");
+            let a = probe_channel(&events, "0123456789abcdef").unwrap();
+            let b = probe_channel(&events, "fedcba9876543210").unwrap();
+            for c in [&a, &b] {
+                assert!(c.starts_with(&events), "{c}");
+                assert_eq!(key_slot(c.as_bytes()), key_slot(events.as_bytes()), "{c}");
+            }
+            assert_ne!(a, b);
+            assert_ne!(a, events);
+        }
+    }
 
     /// The indexes' names hash as the stream's (Redis's rule: the text
     /// between the first `{` and the first `}` after it, when not empty;

@@ -135,7 +135,7 @@ fn slot_of(v: Option<&Value>) -> Option<u16> {
 /// The hash slot of `key`, by Redis Cluster's rule: CRC16 (XMODEM) of the
 /// hash tag (the part inside the first `{…}`, when not empty) or of the
 /// whole key, modulo 16,384.
-fn key_slot(key: &[u8]) -> u16 {
+pub(super) fn key_slot(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(hash_tag(key).unwrap_or(key)) % SLOTS
 }
 

@@ -31,6 +31,11 @@ use crate::store::StoreError;
 pub struct Subscriber {
     kind: SubscriberKind,
     channel: String,
+    /// This gate's own channel for its probes (see
+    /// [`super::keys::probe_channel`]); `None`: probes go on the events
+    /// channel, every gate receiving every one (a Redis user not allowed
+    /// the probe channel, told once).
+    probe_channel: Option<String>,
     timeout: Duration,
     push: tokio::sync::mpsc::UnboundedSender<PushInfo>,
 }
@@ -116,9 +121,11 @@ impl RedisStore {
                 generation: Arc::new(AtomicU64::new(0)),
             },
         };
+        let channel = self.events_channel();
         Ok(Subscriber {
             kind,
-            channel: self.events_channel(),
+            probe_channel: super::keys::probe_channel(&channel, &super::keys::nonce()),
+            channel,
             timeout: self.inner.timeout,
             push,
         })
@@ -131,9 +138,43 @@ impl Subscriber {
         &self.channel
     }
 
-    /// (Re)subscribes; `Ok` once Redis confirmed. Not bounded here: the
-    /// caller puts a deadline on it.
+    /// The channel probes go on: this gate's own, or the events channel.
+    fn probe_target(&self) -> &str {
+        self.probe_channel.as_deref().unwrap_or(&self.channel)
+    }
+
+    /// (Re)subscribes to the events channel and this gate's probe channel;
+    /// `Ok` once Redis confirmed. Not bounded here: the caller puts a
+    /// deadline on it.
     pub async fn subscribe(&mut self) -> Result<(), StoreError> {
+        self.subscribe_events().await?;
+        let Some(probes) = self.probe_channel.clone() else {
+            return Ok(());
+        };
+        let subscribed = match &mut self.kind {
+            SubscriberKind::Single { conn: Some(c), .. } => c.subscribe(&probes).await,
+            SubscriberKind::Sentinel { conn: Some(c), .. } => c.subscribe(&probes).await,
+            SubscriberKind::Cluster { conn: Some(c), .. } => c.ssubscribe(&probes).await,
+            _ => return Err(StoreError::Unavailable("not subscribed".into())),
+        };
+        match subscribed {
+            Ok(()) => Ok(()),
+            // A user allowed the events channel alone: probes go there.
+            Err(e) if e.code() == Some("NOPERM") => {
+                tracing::warn!(
+                    channel = %probes,
+                    "invalidation listener: the Redis user may not subscribe to this gate's probe channel; probing on the events channel instead, which every gate receives (allow the channels `{}:probe:*` to the gate's Redis user, or `&{}*`)",
+                    self.channel,
+                    self.channel,
+                );
+                self.probe_channel = None;
+                Ok(())
+            }
+            Err(e) => Err(redis_err(e)),
+        }
+    }
+
+    async fn subscribe_events(&mut self) -> Result<(), StoreError> {
         let timeout = self.timeout;
         match &mut self.kind {
             SubscriberKind::Single { client, conn } => {
@@ -230,16 +271,17 @@ impl Subscriber {
         }
     }
 
-    /// Publishes `payload` on the channel from the subscriber's own
-    /// connection (the listener checks that it comes back: proof that the
-    /// subscription is on a server that sees the channel's messages).
+    /// Publishes `payload` on this gate's probe channel from the
+    /// subscriber's own connection (the listener checks that it comes
+    /// back: proof that the subscription is on a server that sees the
+    /// events channel's messages — the probe channel is in its slot).
     pub async fn probe(&mut self, payload: &str) -> Result<(), StoreError> {
         let verb = match self.kind {
             SubscriberKind::Cluster { .. } => "SPUBLISH",
             _ => "PUBLISH",
         };
         let mut cmd = redis::cmd(verb);
-        cmd.arg(&self.channel).arg(payload);
+        cmd.arg(self.probe_target()).arg(payload);
         let result: redis::RedisResult<Value> = match &mut self.kind {
             SubscriberKind::Single { conn: Some(c), .. } => cmd.query_async(c).await,
             SubscriberKind::Sentinel { conn: Some(c), .. } => cmd.query_async(c).await,
