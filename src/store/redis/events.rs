@@ -128,6 +128,18 @@ async fn follow(
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if !up {
+            // What was queued before this attempt is news of the
+            // subscription being replaced (a slot that moved unsubscribes
+            // both channels, one push each: the second would fail the
+            // attempt for nothing). Its invalidations are passed on.
+            while let Ok(push) = rx.try_recv() {
+                if matches!(push.kind, PushKind::Message | PushKind::SMessage)
+                    && let Some(hash) = push.data.get(1).and_then(payload_hash)
+                    && !send(Change::Token(hash))
+                {
+                    return;
+                }
+            }
             let attempt = async {
                 subscriber.subscribe().await?;
                 // Proof that messages arrive: a probe published now must

@@ -32,10 +32,15 @@ pub struct Subscriber {
     kind: SubscriberKind,
     channel: String,
     /// This gate's own channel for its probes (see
-    /// [`super::keys::probe_channel`]); `None`: probes go on the events
-    /// channel, every gate receiving every one (a Redis user not allowed
-    /// the probe channel, told once).
+    /// [`super::keys::probe_channel`]; `None` only for a channel name no
+    /// such channel can share a slot with).
     probe_channel: Option<String>,
+    /// Whether the last subscription took the probe channel: a Redis user
+    /// not allowed it probes on the events channel, every gate receiving
+    /// every one (tried again at every subscription: an ACL may change).
+    own_probes: bool,
+    /// Whether that refusal was told (once per process).
+    told: bool,
     timeout: Duration,
     push: tokio::sync::mpsc::UnboundedSender<PushInfo>,
 }
@@ -125,6 +130,8 @@ impl RedisStore {
         Ok(Subscriber {
             kind,
             probe_channel: super::keys::probe_channel(&channel, &super::keys::nonce()),
+            own_probes: false,
+            told: false,
             channel,
             timeout: self.inner.timeout,
             push,
@@ -140,41 +147,50 @@ impl Subscriber {
 
     /// The channel probes go on: this gate's own, or the events channel.
     fn probe_target(&self) -> &str {
-        self.probe_channel.as_deref().unwrap_or(&self.channel)
+        match &self.probe_channel {
+            Some(own) if self.own_probes => own,
+            _ => &self.channel,
+        }
     }
 
-    /// (Re)subscribes to the events channel and this gate's probe channel;
-    /// `Ok` once Redis confirmed. Not bounded here: the caller puts a
-    /// deadline on it.
+    /// (Re)subscribes to the events channel and this gate's probe channel,
+    /// in one command (the two are in one slot: on a Cluster they cannot
+    /// land on two nodes, so the probe's echo speaks for the events);
+    /// `Ok` once Redis confirmed. A user refused the probe channel
+    /// subscribes to the events channel alone and probes there. Not
+    /// bounded here: the caller puts a deadline on it.
     pub async fn subscribe(&mut self) -> Result<(), StoreError> {
-        self.subscribe_events().await?;
-        let Some(probes) = self.probe_channel.clone() else {
-            return Ok(());
+        let events = vec![self.channel.clone()];
+        let Some(own) = self.probe_channel.clone() else {
+            return self.subscribe_to(&events).await.map_err(redis_err);
         };
-        let subscribed = match &mut self.kind {
-            SubscriberKind::Single { conn: Some(c), .. } => c.subscribe(&probes).await,
-            SubscriberKind::Sentinel { conn: Some(c), .. } => c.subscribe(&probes).await,
-            SubscriberKind::Cluster { conn: Some(c), .. } => c.ssubscribe(&probes).await,
-            _ => return Err(StoreError::Unavailable("not subscribed".into())),
-        };
-        match subscribed {
-            Ok(()) => Ok(()),
-            // A user allowed the events channel alone: probes go there.
-            Err(e) if e.code() == Some("NOPERM") => {
-                tracing::warn!(
-                    channel = %probes,
-                    "invalidation listener: the Redis user may not subscribe to this gate's probe channel; probing on the events channel instead, which every gate receives (allow the channels `{}:probe:*` to the gate's Redis user, or `&{}*`)",
-                    self.channel,
-                    self.channel,
-                );
-                self.probe_channel = None;
+        match self.subscribe_to(&[self.channel.clone(), own]).await {
+            Ok(()) => {
+                self.own_probes = true;
                 Ok(())
+            }
+            Err(e) if e.code() == Some("NOPERM") => {
+                self.refused_own_probes();
+                self.subscribe_to(&events).await.map_err(redis_err)
             }
             Err(e) => Err(redis_err(e)),
         }
     }
 
-    async fn subscribe_events(&mut self) -> Result<(), StoreError> {
+    /// The Redis user may not use this gate's probe channel: probes go on
+    /// the events channel (told once).
+    fn refused_own_probes(&mut self) {
+        self.own_probes = false;
+        if !self.told {
+            self.told = true;
+            tracing::warn!(
+                "invalidation listener: the Redis user may not use this gate's probe channel; probing on the events channel instead, where every gate receives every gate's probe (allow the gate's Redis user the channels `&{}:probe:*`, or `&<prefix>*`, and restart or wait for the next resubscription)",
+                self.channel,
+            );
+        }
+    }
+
+    async fn subscribe_to(&mut self, channels: &[String]) -> Result<(), redis::RedisError> {
         let timeout = self.timeout;
         match &mut self.kind {
             SubscriberKind::Single { client, conn } => {
@@ -182,14 +198,10 @@ impl Subscriber {
                     let config = manager_config(timeout)
                         .set_push_sender(self.push.clone())
                         .set_automatic_resubscription();
-                    *conn = Some(
-                        ConnectionManager::new_with_config(client.clone(), config)
-                            .await
-                            .map_err(redis_err)?,
-                    );
+                    *conn = Some(ConnectionManager::new_with_config(client.clone(), config).await?);
                 }
                 if let Some(c) = conn {
-                    c.subscribe(&self.channel).await.map_err(redis_err)?;
+                    c.subscribe(channels).await?;
                 }
                 Ok(())
             }
@@ -203,7 +215,7 @@ impl Subscriber {
                 // Always a fresh connection to the master of the moment.
                 let mine = generation.fetch_add(1, Ordering::AcqRel) + 1;
                 *conn = None;
-                let client = sentinel.async_get_client().await.map_err(redis_err)?;
+                let client = sentinel.async_get_client().await?;
                 let addr = client.get_connection_info().addr().to_string();
                 let push = self.push.clone();
                 let current = generation.clone();
@@ -219,9 +231,8 @@ impl Subscriber {
                     });
                 let mut c = client
                     .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(redis_err)?;
-                c.subscribe(&self.channel).await.map_err(redis_err)?;
+                    .await?;
+                c.subscribe(channels).await?;
                 store.forget_unless(&addr);
                 *master = Some(addr);
                 *conn = Some(c);
@@ -235,7 +246,7 @@ impl Subscriber {
                 if conn.is_none() {
                     let mut infos = Vec::with_capacity(nodes.len());
                     for n in nodes.iter() {
-                        infos.push(resp3(n).map_err(redis_err)?);
+                        infos.push(resp3(n)?);
                     }
                     let mine = generation.fetch_add(1, Ordering::AcqRel) + 1;
                     let push = self.push.clone();
@@ -249,9 +260,8 @@ impl Subscriber {
                                 Ok(())
                             }
                         })
-                        .build()
-                        .map_err(redis_err)?;
-                    *conn = Some(client.get_async_connection().await.map_err(redis_err)?);
+                        .build()?;
+                    *conn = Some(client.get_async_connection().await?);
                 }
                 if let Some(c) = conn {
                     // A keyed read in the channel's slot first: after a
@@ -262,9 +272,8 @@ impl Subscriber {
                     let _: Value = redis::cmd("EXISTS")
                         .arg(&self.channel)
                         .query_async(c)
-                        .await
-                        .map_err(redis_err)?;
-                    c.ssubscribe(&self.channel).await.map_err(redis_err)?;
+                        .await?;
+                    c.ssubscribe(channels).await?;
                 }
                 Ok(())
             }
@@ -298,7 +307,18 @@ impl Subscriber {
             }
             _ => return Err(StoreError::Unavailable("not subscribed".into())),
         };
-        result.map(|_| ()).map_err(redis_err)
+        match result {
+            Ok(_) => Ok(()),
+            // Subscribing allowed, publishing not (an ACL selector): the
+            // next attempt probes on the events channel, and so do all
+            // after it (a subscription would be taken again every time).
+            Err(e) if e.code() == Some("NOPERM") && self.own_probes => {
+                self.refused_own_probes();
+                self.probe_channel = None;
+                Err(redis_err(e))
+            }
+            Err(e) => Err(redis_err(e)),
+        }
     }
 
     /// Drops the connection (Sentinel, Cluster), so that the next
