@@ -458,21 +458,42 @@ async fn a_token_cached_before_a_resumption_is_read_again_and_kept_if_that_read_
 /// changes would have been heard.
 #[tokio::test]
 async fn a_distrusted_record_past_its_ttl_is_not_served_stale() {
+    let (store, a, cache) = cached_with_stale_if_error().await;
+    cache.invalidate_all();
+    tokio::time::sleep(STALE_TTL + Duration::from_millis(50)).await;
+    store.fail(true);
+    not_served(
+        cache.lookup(&a).await,
+        &cache,
+        "a distrusted record past its ttl",
+    );
+}
+
+/// `ttl` of [`cached_with_stale_if_error`].
+const STALE_TTL: Duration = Duration::from_millis(200);
+
+/// A token cached (`ttl` [`STALE_TTL`], `stale_if_error` 60 s), its store,
+/// and the cache.
+async fn cached_with_stale_if_error() -> (Double, TokenHash, Arc<TokenCache<Double>>) {
     let store = Double::default();
     let (a, rec_a) = token();
     store.put(a, rec_a);
-    let ttl = Duration::from_millis(200);
-    let cache = cache(&store, ttl, Duration::from_secs(60));
+    let cache = cache(&store, STALE_TTL, Duration::from_secs(60));
     lookup(&cache, &a).await;
-    cache.invalidate_all();
-    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
-    store.fail(true);
-    let after = cache.lookup(&a).await;
+    (store, a, cache)
+}
+
+/// `got` is the store's failure, nothing served from the cache.
+fn not_served(
+    got: Result<Option<Arc<CachedRecord>>, StoreError>,
+    cache: &TokenCache<Double>,
+    what: &str,
+) {
     assert!(
-        matches!(after, Err(StoreError::Unavailable(_))),
-        "a distrusted record past its ttl: {after:?}"
+        matches!(got, Err(StoreError::Unavailable(_))),
+        "{what}: {got:?}"
     );
-    assert_eq!(cache.metrics().cache_stale_served.get(), 0);
+    assert_eq!(cache.metrics().cache_stale_served.get(), 0, "{what}");
 }
 
 /// A stale record whose read again is out when the cache is distrusted is
@@ -481,13 +502,8 @@ async fn a_distrusted_record_past_its_ttl_is_not_served_stale() {
 /// while it was still trusted.)
 #[tokio::test]
 async fn a_stale_record_distrusted_while_its_read_is_out_is_not_served() {
-    let store = Double::default();
-    let (a, rec_a) = token();
-    store.put(a, rec_a);
-    let ttl = Duration::from_millis(200);
-    let cache = cache(&store, ttl, Duration::from_secs(60));
-    lookup(&cache, &a).await;
-    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    let (store, a, cache) = cached_with_stale_if_error().await;
+    tokio::time::sleep(STALE_TTL + Duration::from_millis(50)).await;
 
     let (read, release) = store.hold_next_get();
     let c = cache.clone();
@@ -496,12 +512,11 @@ async fn a_stale_record_distrusted_while_its_read_is_out_is_not_served() {
     cache.invalidate_all();
     store.fail(true);
     release.send(()).unwrap();
-    let got = refresh.await.unwrap();
-    assert!(
-        matches!(got, Err(StoreError::Unavailable(_))),
-        "a record past its ttl, distrusted while its read was out: {got:?}"
+    not_served(
+        refresh.await.unwrap(),
+        &cache,
+        "a record past its ttl, distrusted while its read was out",
     );
-    assert_eq!(cache.metrics().cache_stale_served.get(), 0);
 }
 
 /// The whole record kept for self-inspection gets the epoch check too: a
