@@ -102,6 +102,8 @@ impl AdminKey {
 pub enum KeyError {
     #[error("cannot create data_dir {path}: {source}")]
     DataDir { path: PathBuf, source: io::Error },
+    #[error("cannot open data_dir {path}: {source}")]
+    DataDirOpen { path: PathBuf, source: io::Error },
     #[error(
         "data_dir {path} belongs to uid {owner}, not to this user or root, in a directory others may write: whoever made it there chose its key and token records; use a data_dir of this user's (`chown` it, or set data_dir elsewhere)"
     )]
@@ -160,7 +162,7 @@ pub fn load_or_generate(
         Ok(key)
     }) {
         Ok(k) => return Ok((AdminKey::new(&k), KeySource::File(path))),
-        Err(KeyError::Read { source, .. } | KeyError::DataDir { source, .. })
+        Err(KeyError::Read { source, .. } | KeyError::DataDirOpen { source, .. })
             if source.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -253,7 +255,7 @@ struct DataDir {
 impl DataDir {
     fn open(path: &Path) -> Result<Self, KeyError> {
         use rustix::fs::{Mode, OFlags};
-        let failed = |source: io::Error| KeyError::DataDir {
+        let failed = |source: io::Error| KeyError::DataDirOpen {
             path: path.to_owned(),
             source,
         };
@@ -642,6 +644,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
         if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to make another user's directory");
             return;
         }
         let shared = tempfile::tempdir().unwrap();
@@ -678,6 +681,8 @@ mod tests {
             })
         };
         while swaps.load(Ordering::Relaxed) == 0 {
+            // A filesystem without RENAME_EXCHANGE fails the swapper.
+            assert!(!swapper.is_finished(), "the swapper stopped");
             std::thread::yield_now();
         }
         let (mut accepted, mut refused, mut other, mut wrong) = (0u32, 0u32, 0u32, 0u32);

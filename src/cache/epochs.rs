@@ -14,12 +14,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::token::TokenHash;
 
-/// Stripes of hashes with a counter each (8 KiB in all).
+/// Stripes of hashes with a counter each (8 KiB in all, and as much for
+/// the instants of their last changes).
 const STRIPES: usize = 1024;
 
 pub(super) struct Epochs {
     /// Bumped before each invalidation of a hash in the stripe.
     stripes: Box<[AtomicU64]>,
+    /// Per stripe: reads that began before this instant (ms on the cache's
+    /// clock, plus one; 0: none) began before a change of the stripe. A
+    /// request that joins a read already under way takes its answer; this
+    /// tells it whether that read may predate a change it came after.
+    changed_before_ms: Box<[AtomicU64]>,
     /// Bumped before the whole cache is distrusted.
     drops: AtomicU64,
 }
@@ -35,14 +41,25 @@ impl Epochs {
     pub(super) fn new() -> Self {
         Self {
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            changed_before_ms: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             drops: AtomicU64::new(0),
         }
     }
 
-    fn stripe(&self, hash: &TokenHash) -> &AtomicU64 {
+    fn index(hash: &TokenHash) -> usize {
         // The hash is BLAKE3: any of its bytes are uniform.
-        let i = usize::from(u16::from_le_bytes([hash.0[0], hash.0[1]])) % STRIPES;
-        &self.stripes[i]
+        usize::from(u16::from_le_bytes([hash.0[0], hash.0[1]])) % STRIPES
+    }
+
+    fn stripe(&self, hash: &TokenHash) -> &AtomicU64 {
+        &self.stripes[Self::index(hash)]
+    }
+
+    /// Whether a read of `hash` that began at `began_ms` may predate a
+    /// change of its stripe (one begun in the change's millisecond counts
+    /// as before).
+    pub(super) fn began_before_a_change(&self, hash: &TokenHash, began_ms: u64) -> bool {
+        began_ms < self.changed_before_ms[Self::index(hash)].load(Ordering::Acquire)
     }
 
     /// The counters a load of `hash` compares after it inserted.
@@ -53,8 +70,10 @@ impl Epochs {
         }
     }
 
-    /// Before `hash` is invalidated.
-    pub(super) fn changed(&self, hash: &TokenHash) {
+    /// Before `hash` is invalidated, at `now_ms` on the cache's clock.
+    pub(super) fn changed(&self, hash: &TokenHash, now_ms: u64) {
+        self.changed_before_ms[Self::index(hash)]
+            .fetch_max(now_ms.saturating_add(1), Ordering::AcqRel);
         self.stripe(hash).fetch_add(1, Ordering::AcqRel);
     }
 
@@ -86,7 +105,7 @@ mod tests {
         let epochs = Epochs::new();
         let (a, b) = (hash(1, 0), hash(2, 0));
         let (a0, b0) = (epochs.seen(&a), epochs.seen(&b));
-        epochs.changed(&a);
+        epochs.changed(&a, 10);
         assert_ne!(epochs.seen(&a), a0);
         assert_eq!(epochs.seen(&b), b0, "another stripe moved");
         let b1 = epochs.seen(&b);
@@ -95,7 +114,16 @@ mod tests {
         // Hashes a stripe apart share its counter.
         let (c, d) = (hash(3, 0), hash(3, 4));
         let d0 = epochs.seen(&d);
-        epochs.changed(&c);
+        epochs.changed(&c, 20);
+        assert!(
+            epochs.began_before_a_change(&d, 20),
+            "a read begun in its millisecond"
+        );
+        assert!(!epochs.began_before_a_change(&d, 21));
+        assert!(
+            !epochs.began_before_a_change(&hash(9, 0), 0),
+            "a stripe never changed"
+        );
         assert_ne!(epochs.seen(&d), d0);
     }
 }

@@ -153,9 +153,11 @@ impl<S: TokenStore> TokenCache<S> {
             ttl_ms: millis(options.ttl),
             negative_ttl_ms: millis(options.negative_ttl),
             stale_if_error: options.stale_if_error,
+            // An answer left by a refresh cancelled before it took it out
+            // must not outlive a record's own lifetime.
             refreshes: Cache::builder()
                 .max_capacity(options.max_entries.min(100_000))
-                .time_to_live(Duration::from_secs(5))
+                .time_to_live(options.ttl.min(Duration::from_secs(5)))
                 .build_with_hasher(KeyHasher::default()),
             failing_until_ms: AtomicU64::new(0),
             distrusted_before_ms: AtomicU64::new(0),
@@ -329,23 +331,57 @@ impl<S: TokenStore> TokenCache<S> {
         &self,
         hash: &TokenHash,
     ) -> Result<(Option<Arc<CachedRecord>>, bool), StoreError> {
-        let before = self.epochs.seen(hash);
-        let guard = RaceCheck::new(self, hash, before);
-        let entry = self
-            .cache
-            .entry(*hash)
-            .or_try_insert_with(self.read(hash))
-            .await
-            .map_err(|e| (*e).clone())?;
-        // An invalidation that arrived while this load was reading may have
-        // found nothing to remove; the value just inserted could predate it.
-        // Drop it (this request still uses it: it raced with the change).
-        let fresh = entry.is_fresh();
-        if fresh && self.epochs.seen(hash) != before {
-            self.cache.invalidate(hash).await;
+        let mut again = false;
+        loop {
+            let before = self.epochs.seen(hash);
+            let guard = RaceCheck::new(self, hash, before);
+            let entry = self
+                .cache
+                .entry(*hash)
+                .or_try_insert_with(self.read(hash))
+                .await;
+            let entry = match entry {
+                Ok(entry) => entry,
+                // Nothing inserted: nothing to check.
+                Err(e) => {
+                    guard.done();
+                    return Err((*e).clone());
+                }
+            };
+            // An invalidation that arrived while this load was reading may
+            // have found nothing to remove; the value just inserted could
+            // predate it. Drop it (this request still uses it: it raced
+            // with the change).
+            let fresh = entry.is_fresh();
+            if fresh && self.epochs.seen(hash) != before {
+                self.cache.invalidate(hash).await;
+            }
+            guard.done();
+            // Another caller's read answered this one. If that read may
+            // have begun before a change of this token this gate made or
+            // heard, this request may have come after the change (a revoke
+            // answered 200 here, then a request joining a read begun
+            // before it): it reads again, once.
+            if !fresh
+                && !again
+                && self
+                    .epochs
+                    .began_before_a_change(hash, self.began_ms(entry.value()))
+            {
+                again = true;
+                self.cache.invalidate(hash).await;
+                continue;
+            }
+            return Ok((entry_record(entry.into_value()), !fresh));
         }
-        guard.done();
-        Ok((entry_record(entry.into_value()), !fresh))
+    }
+
+    /// When the read behind `entry` began (ms on the cache's clock).
+    fn began_ms(&self, entry: &Entry) -> u64 {
+        match entry {
+            Entry::Found { fresh_until_ms, .. } => fresh_until_ms.saturating_sub(self.ttl_ms),
+            Entry::Missing { until_ms } => until_ms.saturating_sub(self.negative_ttl_ms),
+        }
     }
 
     /// A stale or distrusted record read again (concurrent callers share
@@ -440,7 +476,7 @@ impl<S: TokenStore> TokenCache<S> {
 
     /// Forgets `hash` (a record changed).
     pub async fn invalidate(&self, hash: &TokenHash) {
-        self.epochs.changed(hash);
+        self.epochs.changed(hash, self.now_ms());
         self.cache.invalidate(hash).await;
         self.whole.invalidate(hash).await;
     }
@@ -464,17 +500,19 @@ impl<S: TokenStore> TokenCache<S> {
         self.metrics.cache_drops.inc();
     }
 
-    /// The record for `hash` when memory holds a fresh one (not one kept
-    /// only for `stale_if_error`, nor a distrusted one); never reads the
-    /// store.
+    /// The record for `hash` when memory holds one within its `ttl` (not
+    /// one kept only for `stale_if_error`); never reads the store. It may
+    /// be a distrusted one (read before a resubscription): the limiter
+    /// asks only whether a client holds a token known valid, and the
+    /// lookup that follows reads a distrusted one again (refusing those, a
+    /// limited client behind a shared address got 429 after every
+    /// resubscription and could not have its token read again).
     pub async fn cached(&self, hash: &TokenHash) -> Option<Arc<CachedRecord>> {
         match self.cache.get(hash).await {
             Some(Entry::Found {
                 record,
                 fresh_until_ms,
-            }) if self.now_ms() < fresh_until_ms && self.trusted(fresh_until_ms, self.ttl_ms) => {
-                Some(record)
-            }
+            }) if self.now_ms() < fresh_until_ms => Some(record),
             _ => None,
         }
     }

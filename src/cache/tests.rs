@@ -519,6 +519,42 @@ async fn a_stale_record_distrusted_while_its_read_is_out_is_not_served() {
     );
 }
 
+/// A request that joins a read begun before a change of its token, and
+/// came after the change (a revoke through this gate, answered), reads
+/// again: it took that read's answer, and was allowed once after the
+/// revoke was acknowledged.
+#[tokio::test]
+async fn a_lookup_joining_a_read_begun_before_a_change_reads_again() {
+    let store = Double::default();
+    let (a, rec_a) = token();
+    store.put(a, rec_a.clone());
+    let cache = cache(&store, Duration::from_secs(60), Duration::ZERO);
+
+    let (read, release) = store.hold_next_get();
+    let c = cache.clone();
+    let first = tokio::spawn(async move { c.lookup(&a).await });
+    read.await.unwrap();
+    // The change, made and acknowledged while the first read is out.
+    store.put(a, disabled(&rec_a));
+    cache.invalidate(&a).await;
+    // A request after it joins the read under way.
+    let c = cache.clone();
+    let second = tokio::spawn(async move { c.lookup(&a).await });
+    // (One thread: the second lookup ran until it waited on the read.)
+    until("the second lookup to join", || {
+        cache.metrics().cache_misses.get() >= 2
+    })
+    .await;
+    release.send(()).unwrap();
+    // The first raced with the change: it may use the old record.
+    first.await.unwrap().unwrap().expect("a record");
+    let after = second.await.unwrap().unwrap().expect("a record");
+    assert!(
+        after.is_disabled(),
+        "a request after the change got the read begun before it"
+    );
+}
+
 /// The whole record kept for self-inspection gets the epoch check too: a
 /// read that was out when its token changed is not kept (it was, for
 /// `WHOLE_FOR`: a renamed or disabled token showed its old record).
