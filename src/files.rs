@@ -4,7 +4,47 @@
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A directory opened once (a descriptor): judged, and its files opened,
+/// through it, never by its name again — which whoever may rename entries
+/// of its parent could point at a directory of theirs between the looks.
+#[derive(Debug)]
+pub struct OpenedDir {
+    pub path: PathBuf,
+    pub fd: rustix::fd::OwnedFd,
+    pub meta: Metadata,
+}
+
+impl OpenedDir {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let meta = std::fs::File::from(fd.try_clone()?).metadata()?;
+        Ok(Self {
+            path: path.to_owned(),
+            fd,
+            meta,
+        })
+    }
+
+    /// [`planted`] for the directory opened.
+    pub fn planted(&self) -> Option<u32> {
+        planted(&self.path, &self.meta)
+    }
+
+    /// [`planted`] for the entry `name` of the directory opened, described
+    /// by `link` (its `lstat`) and `target` (what was opened): another
+    /// user's link is theirs, whatever it points at.
+    pub fn planted_entry(&self, link_owner: u32, target: &Metadata) -> Option<u32> {
+        let mode = self.meta.mode();
+        planted_in(link_owner, mode).or_else(|| planted_in(target.uid(), mode))
+    }
+}
 
 /// The owner of the file at `path` (described by `meta`) when another user
 /// may have planted it there: it is neither this process's effective

@@ -244,43 +244,26 @@ fn data_dir_is_ours(data_dir: &Path) -> Result<(), KeyError> {
     }
 }
 
-/// The data_dir opened once (a descriptor of the directory): judged, and
+/// The data_dir opened once (see [`crate::files::OpenedDir`]): judged, and
 /// its key file opened, through it.
-struct DataDir {
-    path: PathBuf,
-    dir: rustix::fd::OwnedFd,
-    meta: fs::Metadata,
-}
+struct DataDir(crate::files::OpenedDir);
 
 impl DataDir {
     fn open(path: &Path) -> Result<Self, KeyError> {
-        use rustix::fs::{Mode, OFlags};
-        let failed = |source: io::Error| KeyError::DataDirOpen {
-            path: path.to_owned(),
-            source,
-        };
-        let dir = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| failed(e.into()))?;
-        let meta = fs::File::from(dir.try_clone().map_err(failed)?)
-            .metadata()
-            .map_err(failed)?;
-        Ok(Self {
-            path: path.to_owned(),
-            dir,
-            meta,
-        })
+        crate::files::OpenedDir::open(path)
+            .map(Self)
+            .map_err(|source| KeyError::DataDirOpen {
+                path: path.to_owned(),
+                source,
+            })
     }
 
     /// Refuses a data_dir another user may have made (see
     /// [`crate::files::planted`]), judged as the directory opened.
     fn not_planted(&self) -> Result<(), KeyError> {
-        match crate::files::planted(&self.path, &self.meta) {
+        match self.0.planted() {
             Some(owner) => Err(KeyError::DataDirOwner {
-                path: self.path.clone(),
+                path: self.0.path.clone(),
                 owner,
             }),
             None => Ok(()),
@@ -315,7 +298,7 @@ impl KeyFile {
     /// The key file of `dir` (the server's), opened through the directory
     /// judged.
     fn open_in(dir: &DataDir, path: &Path) -> Result<Self, KeyError> {
-        let file = rustix::fs::openat(&dir.dir, KEY_FILE, key_flags(), rustix::fs::Mode::empty());
+        let file = rustix::fs::openat(&dir.0.fd, KEY_FILE, key_flags(), rustix::fs::Mode::empty());
         Self::opened(path, file)
     }
 
@@ -384,16 +367,13 @@ impl KeyFile {
             path: self.path.clone(),
             source: io::Error::other("it changed while it was read"),
         };
-        let link = rustix::fs::statat(&dir.dir, KEY_FILE, AtFlags::SYMLINK_NOFOLLOW)
+        let link = rustix::fs::statat(&dir.0.fd, KEY_FILE, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|_| changed())?;
         let is_link = FileType::from_raw_mode(link.st_mode) == FileType::Symlink;
         if !is_link && (link.st_dev, link.st_ino) != (self.meta.dev(), self.meta.ino()) {
             return Err(changed());
         }
-        let dir_mode = dir.meta.mode();
-        match crate::files::planted_in(link.st_uid, dir_mode)
-            .or_else(|| crate::files::planted_in(self.meta.uid(), dir_mode))
-        {
+        match dir.0.planted_entry(link.st_uid, &self.meta) {
             Some(owner) => Err(KeyError::Owner {
                 path: self.path.clone(),
                 owner,

@@ -87,55 +87,64 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-/// Makes `path` readable by its owner only: created empty with mode 0600
-/// when absent (redb initializes an empty file), whatever the umask, and
-/// tightened when present and open to others (names, the audit log and
-/// clients' addresses live in it).
-fn owner_only(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // A link is judged as itself too: another user's link in a
-            // directory others may write is theirs, whatever it points at
-            // (a root gate would otherwise make its target 0600).
-            let link = std::fs::symlink_metadata(path)?;
-            let meta = std::fs::metadata(path)?;
-            let planted =
-                crate::files::planted(path, &link).or_else(|| crate::files::planted(path, &meta));
-            if let Some(owner) = planted {
-                // Whoever put it there could have written token records of
-                // their choosing into it.
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "it belongs to uid {owner}, not to this user or root, in a directory others may write: whoever put it there could have written tokens into it; `chown` it to the user the gate runs as"
-                    ),
-                ));
-            }
-            let mode = meta.permissions().mode();
-            if mode & 0o077 != 0
-                && let Err(e) =
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
-            {
-                // Not ours to change (another owner, a group-writable
-                // mount): it opened before, it opens now; say so.
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = format!("{:o}", mode & 0o777),
-                    error = %e,
-                    "the token store file is open to other users and cannot be made 0600"
-                );
-            }
-            Ok(())
-        }
-        Err(e) => Err(e),
+/// Opens `name` in `dir` (the data_dir, opened once and judged: see
+/// [`crate::files::OpenedDir`]) for reading and writing, readable by its
+/// owner only: created empty with mode 0600 when absent (redb initializes
+/// an empty file), whatever the umask, and tightened when present and open
+/// to others (names, the audit log and clients' addresses live in it). The
+/// file is judged as the one opened, through the directory opened: never
+/// by a name that another user could point elsewhere meanwhile.
+fn open_owner_only(dir: &crate::files::OpenedDir, name: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let rw = OFlags::RDWR | OFlags::CLOEXEC;
+    match rustix::fs::openat(
+        &dir.fd,
+        name,
+        rw | OFlags::CREATE | OFlags::EXCL,
+        Mode::RUSR | Mode::WUSR,
+    ) {
+        Ok(fd) => return Ok(std::fs::File::from(fd)),
+        Err(e) if e != rustix::io::Errno::EXIST => return Err(e.into()),
+        Err(_) => {}
     }
+    let file = std::fs::File::from(rustix::fs::openat(&dir.fd, name, rw, Mode::empty())?);
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    // Whatever the name holds now must be the file opened (or a link to
+    // it): a name swapped since is refused, not judged in its place.
+    let link = rustix::fs::statat(&dir.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(link.st_mode) != FileType::Symlink
+        && (link.st_dev, link.st_ino) != (meta.dev(), meta.ino())
+    {
+        return Err(std::io::Error::other("it changed while it was opened"));
+    }
+    if let Some(owner) = dir.planted_entry(link.st_uid, &meta) {
+        // Whoever put it there could have written token records of their
+        // choosing into it.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "it belongs to uid {owner}, not to this user or root, in a directory others may write: whoever put it there could have written tokens into it; `chown` it to the user the gate runs as"
+            ),
+        ));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0
+        && let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))
+    {
+        // Not ours to change (another owner, a group-writable mount): it
+        // opened before, it opens now; say so.
+        tracing::warn!(
+            path = %dir.path.join(name).display(),
+            mode = format!("{:o}", mode & 0o777),
+            error = %e,
+            "the token store file is open to other users and cannot be made 0600"
+        );
+    }
+    Ok(file)
 }
 
 pub(super) fn unavailable(e: impl Into<redb::Error>) -> StoreError {
@@ -148,12 +157,24 @@ impl EmbeddedStore {
     pub async fn open(data_dir: &Path, timeout: Duration) -> Result<Self, StoreError> {
         let path = data_dir.join(FILE_NAME);
         let p = path.clone();
+        let dir_path = data_dir.to_owned();
         let db = tokio::task::spawn_blocking(move || -> Result<Database, StoreError> {
             let cannot = |e: &dyn std::fmt::Display| {
                 StoreError::Unavailable(format!("cannot open {}: {e}", p.display()))
             };
-            owner_only(&p).map_err(|e| cannot(&e))?;
-            let db = Database::create(&p).map_err(|e| cannot(&e))?;
+            // The data_dir judged as the directory the file is opened
+            // from (the start judged it by name, before).
+            let dir = crate::files::OpenedDir::open(&dir_path).map_err(|e| cannot(&e))?;
+            if let Some(owner) = dir.planted() {
+                return Err(cannot(&format!(
+                    "its directory belongs to uid {owner}, not to this user or root, in a directory others may write"
+                )));
+            }
+            let file = open_owner_only(&dir, FILE_NAME).map_err(|e| cannot(&e))?;
+            let backend = redb::backends::FileBackend::new(file).map_err(|e| cannot(&e))?;
+            let db = Database::builder()
+                .create_with_backend(backend)
+                .map_err(|e| cannot(&e))?;
             // Create the tables so that read transactions always find them.
             let txn = db.begin_write().map_err(unavailable)?;
             txn.open_table(TOKENS).map_err(unavailable)?;
@@ -723,6 +744,103 @@ mod tests {
             };
             assert!(e.to_string().contains("4242"), "{e}");
         }
+    }
+
+    /// The data_dir is judged as the directory the store file is opened
+    /// from. The start judged it by name (`admin::create_data_dir`), then
+    /// opened `<data_dir>/tokens.redb` by name: where the data_dir's parent
+    /// lets others rename its entries, another user could exchange their
+    /// directory (theirs, 0700, their store inside) for the operator's in
+    /// between, and the gate served their token records. Here the caller's
+    /// check by name is made as the start makes it, and a thread exchanges
+    /// the two directories as fast as it can. (Needs root.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_data_dir_swapped_before_the_store_opens_is_judged_as_the_one_opened() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to make another user's directory");
+            return;
+        }
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (data, evil) = (shared.path().join("data"), shared.path().join("evil"));
+        let scope = Scope::Workspace {
+            role: "workspace_manager".into(),
+        };
+        let theirs = TokenSecret::generate().unwrap().hash();
+        for dir in [&data, &evil] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+            let store = EmbeddedStore::open(dir, Duration::from_secs(5))
+                .await
+                .unwrap();
+            if dir == &evil {
+                let record = TokenRecord::sample(scope.clone(), Timestamp::now());
+                store.create(&theirs, &record).await.unwrap();
+            }
+            drop(store);
+        }
+        std::os::unix::fs::chown(evil.join(FILE_NAME), Some(4242), None).unwrap();
+        std::os::unix::fs::chown(&evil, Some(4242), None).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicU64::new(0));
+        let swapper = {
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            let (a, b) = (data.clone(), evil.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        &a,
+                        rustix::fs::CWD,
+                        &b,
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        while swaps.load(Ordering::Relaxed) == 0 {
+            assert!(!swapper.is_finished(), "the swapper stopped");
+            std::thread::yield_now();
+        }
+        let (mut ours, mut refused, mut wrong) = (0u32, 0u32, 0u32);
+        let started = std::time::Instant::now();
+        while (ours + refused + wrong < 1_000 || ours == 0 || refused == 0)
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            // The start's check, by name (admin::create_data_dir).
+            let named = std::fs::metadata(&data).unwrap();
+            if crate::files::planted(&data, &named).is_some() {
+                refused += 1;
+                continue;
+            }
+            match EmbeddedStore::open(&data, Duration::from_secs(5)).await {
+                Ok(store) => {
+                    if store.get(&theirs).await.unwrap().is_some() {
+                        wrong += 1;
+                    } else {
+                        ours += 1;
+                    }
+                }
+                Err(e) => {
+                    if refused == 0 {
+                        println!("refused: {e}");
+                    }
+                    refused += 1
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        println!("{ours} ours, {refused} refused, {wrong} theirs");
+        assert_eq!(
+            wrong, 0,
+            "their store was opened {wrong} times ({ours} ours, {refused} refused)"
+        );
+        assert!(ours > 0 && refused > 0, "{ours} ours, {refused} refused");
     }
 
     /// A link another user put where the store file goes, in a directory
