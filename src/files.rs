@@ -32,9 +32,16 @@ impl OpenedDir {
         })
     }
 
-    /// [`planted`] for the directory opened.
+    /// [`planted`] for the directory opened, judged in the directory that
+    /// holds it (its `..`) as well as in the one its name is in: a
+    /// data_dir named through a link into a directory others may write
+    /// (`/tmp`) is judged there, not beside the link.
     pub fn planted(&self) -> Option<u32> {
-        planted(&self.path, &self.meta)
+        let holder = rustix::fs::statat(&self.fd, "..", rustix::fs::AtFlags::empty());
+        holder
+            .ok()
+            .and_then(|h| planted_in(self.meta.uid(), h.st_mode))
+            .or_else(|| planted(&self.path, &self.meta))
     }
 
     /// [`planted`] for the entry `name` of the directory opened, described
@@ -117,7 +124,36 @@ fn foreign(owner: u32, me: u32) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // tests may panic
+
     use super::*;
+
+    /// A directory another user made where others may write (`/tmp`),
+    /// named through a link of the operator's in a directory only they
+    /// write, is judged where it is: theirs. Judged beside the link, it
+    /// passed. (Needs root to make another user's directory.)
+    #[test]
+    fn a_directory_named_through_a_link_is_judged_where_it_is() {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            println!("skipped: needs root to make another user's directory");
+            return;
+        }
+        let (shared, own) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::set_permissions(own.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let theirs = shared.path().join("data");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4242), None).unwrap();
+        let named = own.path().join("data");
+        std::os::unix::fs::symlink(&theirs, &named).unwrap();
+        assert_eq!(OpenedDir::open(&named).unwrap().planted(), Some(4242));
+        assert_eq!(OpenedDir::open(&theirs).unwrap().planted(), Some(4242));
+        // Ours, so named: trusted.
+        let ours = shared.path().join("ours");
+        std::fs::create_dir(&ours).unwrap();
+        assert_eq!(OpenedDir::open(&ours).unwrap().planted(), None);
+    }
 
     #[test]
     fn only_this_user_and_root_own_a_trusted_file() {
