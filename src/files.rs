@@ -122,6 +122,63 @@ fn foreign(owner: u32, me: u32) -> Option<u32> {
     (owner != me && owner != 0).then_some(owner)
 }
 
+/// Test support: a thread that exchanges two directories
+/// (`renameat2(RENAME_EXCHANGE)`) as fast as it can, from when it is
+/// started (once it has exchanged them once) until it is dropped — what
+/// another user who may rename entries of their parent could do.
+#[cfg(test)]
+pub(crate) struct Exchanger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(test)]
+impl Exchanger {
+    #[allow(clippy::unwrap_used)] // tests may panic
+    pub(crate) fn start(a: &Path, b: &Path) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, swaps) = (stop.clone(), swaps.clone());
+            let (a, b) = (a.to_owned(), b.to_owned());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        &a,
+                        rustix::fs::CWD,
+                        &b,
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        while swaps.load(Ordering::Relaxed) == 0 {
+            // A filesystem without RENAME_EXCHANGE fails the thread.
+            assert!(!thread.is_finished(), "the exchanging thread stopped");
+            std::thread::yield_now();
+        }
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for Exchanger {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // tests may panic

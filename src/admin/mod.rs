@@ -620,9 +620,6 @@ mod tests {
     /// (Needs root to make another user's directory.)
     #[test]
     fn a_data_dir_swapped_while_its_key_is_read_is_judged_as_the_one_read() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
         if !rustix::process::geteuid().is_root() {
             println!("skipped: needs root to make another user's directory");
             return;
@@ -641,30 +638,7 @@ mod tests {
             std::os::unix::fs::chown(&file, owner, None).unwrap();
             std::os::unix::fs::chown(dir, owner, None).unwrap();
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let swaps = Arc::new(AtomicU64::new(0));
-        let swapper = {
-            let (stop, swaps) = (stop.clone(), swaps.clone());
-            let (a, b) = (data.clone(), evil.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    rustix::fs::renameat_with(
-                        rustix::fs::CWD,
-                        &a,
-                        rustix::fs::CWD,
-                        &b,
-                        rustix::fs::RenameFlags::EXCHANGE,
-                    )
-                    .unwrap();
-                    swaps.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        };
-        while swaps.load(Ordering::Relaxed) == 0 {
-            // A filesystem without RENAME_EXCHANGE fails the swapper.
-            assert!(!swapper.is_finished(), "the swapper stopped");
-            std::thread::yield_now();
-        }
+        let exchanger = crate::files::Exchanger::start(&data, &evil);
         let (mut accepted, mut refused, mut other, mut wrong) = (0u32, 0u32, 0u32, 0u32);
         let started = std::time::Instant::now();
         while (accepted + refused < 20_000 || accepted == 0 || refused == 0)
@@ -685,8 +659,7 @@ mod tests {
                 }
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        swapper.join().unwrap();
+        drop(exchanger);
         println!("{accepted} accepted, {refused} refused, {other} other refusals, {wrong} wrong");
         assert_eq!(
             wrong, 0,

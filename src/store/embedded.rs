@@ -757,7 +757,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_data_dir_swapped_before_the_store_opens_is_judged_as_the_one_opened() {
         use std::os::unix::fs::PermissionsExt;
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         if !rustix::process::geteuid().is_root() {
             println!("skipped: needs root to make another user's directory");
             return;
@@ -783,29 +782,7 @@ mod tests {
         }
         std::os::unix::fs::chown(evil.join(FILE_NAME), Some(4242), None).unwrap();
         std::os::unix::fs::chown(&evil, Some(4242), None).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let swaps = Arc::new(AtomicU64::new(0));
-        let swapper = {
-            let (stop, swaps) = (stop.clone(), swaps.clone());
-            let (a, b) = (data.clone(), evil.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    rustix::fs::renameat_with(
-                        rustix::fs::CWD,
-                        &a,
-                        rustix::fs::CWD,
-                        &b,
-                        rustix::fs::RenameFlags::EXCHANGE,
-                    )
-                    .unwrap();
-                    swaps.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        };
-        while swaps.load(Ordering::Relaxed) == 0 {
-            assert!(!swapper.is_finished(), "the swapper stopped");
-            std::thread::yield_now();
-        }
+        let exchanger = crate::files::Exchanger::start(&data, &evil);
         let (mut ours, mut refused, mut wrong) = (0u32, 0u32, 0u32);
         let started = std::time::Instant::now();
         while (ours + refused + wrong < 1_000 || ours == 0 || refused == 0)
@@ -833,8 +810,7 @@ mod tests {
                 }
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        swapper.join().unwrap();
+        drop(exchanger);
         println!("{ours} ours, {refused} refused, {wrong} theirs");
         assert_eq!(
             wrong, 0,
