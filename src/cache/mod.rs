@@ -236,18 +236,22 @@ impl<S: TokenStore> TokenCache<S> {
                 record,
                 fresh_until_ms,
             }) => {
+                // The deadline is judged here, not left to the cache's
+                // lifetime: that counts from the insert, `ttl` from when
+                // the read began, so a slow read would stretch it.
+                let now = self.now_ms();
                 let trusted = self.trusted(fresh_until_ms, self.ttl_ms);
-                if trusted && (self.stale_if_error.is_zero() || self.now_ms() < fresh_until_ms) {
+                if trusted && now < fresh_until_ms {
                     self.metrics.cache_hits.inc();
                     note(CacheUse::Hit, Duration::ZERO);
                     return Ok(Some(record));
                 }
-                // Kept past `ttl` only for `stale_if_error` (the cache's
-                // lifetime bounds it): served without asking while the
-                // store is failing. Distrusted: asked every time (a change
-                // missed is enforced as soon as the store answers), never
-                // served past `ttl` (see `Self::servable`).
-                if trusted && self.store_failing() {
+                // Past `ttl`, within `stale_if_error`: served without
+                // asking while the store is failing. Distrusted: asked
+                // every time (a change missed is enforced as soon as the
+                // store answers), never served past `ttl` (see
+                // `Self::servable`).
+                if trusted && now < self.stale_until(fresh_until_ms) && self.store_failing() {
                     self.metrics.cache_stale_served.inc();
                     note(CacheUse::Stale, Duration::ZERO);
                     return Ok(Some(record));
@@ -463,10 +467,18 @@ impl<S: TokenStore> TokenCache<S> {
     }
 
     /// Whether a found record whose read failed again may still be served:
-    /// a distrusted one within its `ttl`, a trusted one for as long as it
-    /// is kept (`ttl + stale_if_error`, the cache's own lifetime).
+    /// a distrusted one within its `ttl`, a trusted one within `ttl +
+    /// stale_if_error`.
     fn servable(&self, fresh_until_ms: u64) -> bool {
-        self.trusted(fresh_until_ms, self.ttl_ms) || self.now_ms() < fresh_until_ms
+        let now = self.now_ms();
+        now < fresh_until_ms
+            || (self.trusted(fresh_until_ms, self.ttl_ms) && now < self.stale_until(fresh_until_ms))
+    }
+
+    /// Until when a trusted record past its `ttl` may be served while the
+    /// store fails.
+    fn stale_until(&self, fresh_until_ms: u64) -> u64 {
+        fresh_until_ms.saturating_add(millis(self.stale_if_error))
     }
 
     /// Milliseconds since this cache started: the clock of entry deadlines.

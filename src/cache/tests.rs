@@ -284,6 +284,62 @@ async fn a_stale_refresh_that_raced_with_an_invalidation_is_not_kept() {
     assert_eq!(store.gets(), 3);
 }
 
+/// `cache.ttl` bounds how long a record is used unread, counted from when
+/// its read began (a change may land while the read is out): a slow read
+/// does not stretch it, with or without `stale_if_error`.
+#[tokio::test]
+async fn a_record_is_not_used_past_its_ttl_counted_from_its_read() {
+    let store = Double::default();
+    let (hash, record) = token();
+    store.put(hash, record.clone());
+    let ttl = Duration::from_millis(300);
+    let cache = cache(&store, ttl, Duration::ZERO);
+    let started = Instant::now();
+    let (read, release) = store.hold_next_get();
+    let first = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.lookup(&hash).await }
+    });
+    read.await.unwrap();
+    // A slow read: it answers 200 ms after it began.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.send(()).unwrap();
+    assert!(!first.await.unwrap().unwrap().unwrap().is_disabled());
+    // A change whose event was lost: only the ttl bounds the old record.
+    store.put(hash, disabled(&record));
+
+    tokio::time::sleep((ttl + Duration::from_millis(50)).saturating_sub(started.elapsed())).await;
+    // (Past 500 ms the cache's own lifetime has dropped it anyway.)
+    let later = lookup(&cache, &hash).await;
+    assert!(
+        later.is_disabled(),
+        "a record read {:?} ago was used unread past its ttl ({ttl:?})",
+        started.elapsed()
+    );
+    assert_eq!(store.gets(), 2);
+
+    // Without `stale_if_error`, nothing past `ttl` is served while the
+    // store fails either: a read answering past `ttl`, then a failure.
+    cache.invalidate(&hash).await;
+    let started = Instant::now();
+    let (read, release) = store.hold_next_get();
+    let second = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.lookup(&hash).await }
+    });
+    tokio::time::sleep(ttl + Duration::from_millis(10)).await;
+    read.await.unwrap();
+    release.send(()).unwrap();
+    assert!(second.await.unwrap().unwrap().is_some());
+    store.fail(true);
+    tokio::time::sleep((ttl + Duration::from_millis(50)).saturating_sub(started.elapsed())).await;
+    let failing = cache.lookup(&hash).await;
+    assert!(
+        matches!(failing, Err(StoreError::Unavailable(_))),
+        "nothing served past ttl without stale_if_error: {failing:?}"
+    );
+}
+
 // === stale_if_error ===
 
 #[tokio::test]
