@@ -189,7 +189,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     c.bench_function("usage/note", |b| {
-        b.iter(|| usage.note(&principal, black_box(now)))
+        b.iter(|| usage.note(&principal, || None, black_box(now)))
     });
 
     let mut incoming = HeaderMap::new();

@@ -581,6 +581,67 @@ fn pings_refused(node: &RedisNode) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// A change that landed is heard by every gate even when the writes that
+/// follow it (the `id:` key, the list's index entries) fail: the event goes
+/// out right after the compare-and-set. Here they fail because gate `a`'s
+/// Redis user may only read `id:` keys; its disable answers 503 (the
+/// caller is told something failed), and gate `b`, which had the token
+/// cached, refuses it at once, not a `cache.ttl` later.
+#[tokio::test]
+async fn a_change_whose_bookkeeping_fails_is_still_heard_by_every_gate() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = RedisNode::start_with(common::free_port(), dir.path(), &["--save", ""]);
+    let prefix = unique_prefix("bookkeeping-fails");
+    let user = "gate_a";
+    let writable = format!("~{prefix}[^i]*");
+    let read_only = format!("%R~{prefix}id:*");
+    assert_eq!(
+        node.cli(&[
+            "ACL", "SETUSER", user, "on", ">pw", &writable, &read_only, "&*", "+@all"
+        ]),
+        "OK"
+    );
+    let start = |url: String| {
+        let prefix = prefix.clone();
+        async move {
+            InProcessGate::start(&[
+                ("store.backend", "redis"),
+                ("store.redis.url", url.as_str()),
+                ("store.redis.key_prefix", prefix.as_str()),
+            ])
+            .await
+        }
+    };
+    let a = start(format!("redis://{user}:pw@127.0.0.1:{}", node.port)).await;
+    let b = start(node.url()).await;
+    wait_ready(&a, Duration::from_secs(10)).await;
+    wait_ready(&b, Duration::from_secs(10)).await;
+    let (id, secret) = common::create_token(
+        &b,
+        common::workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
+    assert_eq!(nginx_auth(&b, &secret).await.status, StatusCode::OK);
+
+    let disabled = a
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{id}/disable"))
+        .await;
+    assert_eq!(
+        disabled.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the id key's write refused: {}",
+        String::from_utf8_lossy(&disabled.body)
+    );
+    let refused = eventually("b to refuse the token", Duration::from_secs(3), || async {
+        let r = nginx_auth(&b, &secret).await;
+        (r.status == StatusCode::UNAUTHORIZED).then_some(r)
+    })
+    .await;
+    assert_eq!(refused.header("x-hawzu-error"), Some("token_disabled"));
+}
+
 /// A change another gate makes while this one cannot read the store is
 /// enforced here at once. After a resubscription the listener waits for
 /// the store to answer reads again (up to 30 s) before it drops the whole

@@ -251,6 +251,67 @@ async fn a_known_tokens_refusals_count_with_the_last_code_and_unknown_tokens_now
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
+/// A token whose `id:` key Redis lost (evicted under a `volatile-*`
+/// policy, or a fail-over before it replicated) still authorizes by its
+/// secret, and a list meanwhile takes its index entries away (it cannot
+/// tell the lost key from a dropped record's). Its next use makes both
+/// again, so it can be shown, listed and revoked by id: with an expiry and
+/// without one.
+#[tokio::test]
+async fn a_token_whose_id_key_was_lost_is_found_by_id_again_once_used() {
+    let prefix = unique_prefix("usage_lost_id");
+    let gate = redis_gate(&prefix, &[]).await;
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for expires in ["30d", "never"] {
+        let (id, secret) = create_token(
+            &gate,
+            workspace_token("CI", "ws_1", "workspace_viewer", expires),
+        )
+        .await;
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(format!("{prefix}id:{id}"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+        assert!(!listed(&gate, &id).await, "{expires}: the list lost it");
+        let show = format!("/admin/v1/tokens/{id}");
+        assert_eq!(gate.admin().get(&show).await.status, StatusCode::NOT_FOUND);
+
+        assert_eq!(
+            ask(&gate, &secret, WS1_PROJECTS, "192.0.2.1", "ci/1").await,
+            StatusCode::OK
+        );
+        eventually("the token found by id again", FLUSHED, || async {
+            (gate.admin().get(&show).await.status == StatusCode::OK).then_some(())
+        })
+        .await;
+        assert!(listed(&gate, &id).await, "{expires}: listed again");
+        let revoked = gate.admin().delete(&show).await;
+        assert_eq!(revoked.status, StatusCode::OK, "{expires}: revoked by id");
+        assert_eq!(
+            ask(&gate, &secret, WS1_PROJECTS, "192.0.2.1", "ci/1").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+/// Whether `ws_1`'s token list shows `id`.
+async fn listed(gate: &InProcessGate, id: &str) -> bool {
+    gate.admin()
+        .get("/admin/v1/tokens?workspace=ws_1")
+        .await
+        .json()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == id)
+}
+
 #[tokio::test]
 async fn a_token_caller_sees_usage_only_of_tokens_it_may_reach() {
     let gate = InProcessGate::embedded().await;

@@ -443,7 +443,8 @@ async fn token_caller(
     let caller = manager(api, &record, client, *hash)?;
     // A manager that only manages is in use: `last_used_at` says so (the
     // unused-token policy reads it), though no API request is counted.
-    api.usage.note_record(&record, Timestamp::now());
+    api.usage
+        .note_record(&record, || Some(*hash), Timestamp::now());
     Ok(caller)
 }
 

@@ -34,10 +34,12 @@ use std::time::Instant;
 use crate::cache::{self, CachedRecord};
 use crate::clients::is_failed_auth;
 use crate::decide::pass::would_pass;
-use crate::decide::{Decision, Deny, RequestFacts, decide};
+use crate::decide::{Decision, Deny, RequestFacts, decide, extract_token};
 use crate::metrics::{Door, Outcome};
+use crate::policy::Policy;
 use crate::refusal::{DenyCode, Refusal};
 use crate::telemetry::{self, Access, redact_path};
+use crate::token::TokenHash;
 use crate::traces::{CallerTrace, RequestSpan, attr};
 
 use super::Shared;
@@ -58,6 +60,14 @@ pub struct Exchange<'s, 'r> {
     /// The request's span, when traces are on (boxed: an exchange without
     /// one stays small).
     span: Option<Box<RequestSpan>>,
+}
+
+/// The hash of the token `facts` present, for the usage writer (asked once
+/// a minute per token: the request path already looked it up by it).
+fn token_hash(facts: &RequestFacts<'_>, policy: &Policy) -> Option<TokenHash> {
+    extract_token(facts.credentials, &policy.prefixes)
+        .ok()
+        .map(|s| s.hash())
 }
 
 impl Shared {
@@ -172,7 +182,9 @@ impl<'s, 'r> Exchange<'s, 'r> {
             };
         match &decision {
             Decision::Allow(p) => {
-                shared.usage.note(p, facts.now);
+                shared
+                    .usage
+                    .note(p, || token_hash(facts, &policy), facts.now);
                 shared
                     .usage
                     .count(&p.record, None, facts.now, client, agent);
@@ -240,7 +252,8 @@ impl<'s, 'r> Exchange<'s, 'r> {
         };
         let outcome = match &result {
             Ok(record) => {
-                shared.usage.note_record(record, facts.now);
+                let hash = || token_hash(facts, &shared.policy.load());
+                shared.usage.note_record(record, hash, facts.now);
                 shared.usage.count(record, None, facts.now, client, agent);
                 Outcome::Allow
             }

@@ -225,16 +225,18 @@ impl Key<'_> {
     }
 }
 
-/// As [`update`], written with [`TokenStore::touch`]: for `last_used_at`.
+/// As [`update_by_hash`], written with [`TokenStore::touch`]: for
+/// `last_used_at`. By the hash: a token whose `id:` key Redis lost still
+/// authorizes by its secret, and its use makes the key again.
 pub async fn touch_update<S, E>(
     store: &S,
-    id: &TokenId,
+    hash: &TokenHash,
     change: impl Fn(&TokenRecord) -> Result<Option<TokenRecord>, E>,
 ) -> Result<Stored, UpdateError<E>>
 where
     S: TokenStore,
 {
-    update_with(store, Key::Id(id), change, true).await
+    update_with(store, Key::Hash(hash), change, true).await
 }
 
 async fn update_with<S, E>(

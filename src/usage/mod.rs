@@ -25,7 +25,7 @@ use crate::decide::Principal;
 use crate::refusal::DenyCode;
 use crate::store::usage::{MAX_USER_AGENT, hour_of};
 use crate::store::{Store, UpdateError, touch_update};
-use crate::token::{TokenId, TokenRecord};
+use crate::token::{TokenHash, TokenId, TokenRecord};
 
 pub mod counts;
 pub mod unused;
@@ -44,24 +44,41 @@ const QUEUE: usize = 16_384;
 /// (`usage.retention`).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
+/// A use of a token for its `last_used_at`: its id (for the log) and its
+/// hash, which the write reads it by — the `id:` key may be the one Redis
+/// lost, and that write makes it again.
+type Used = (TokenId, TokenHash, Timestamp);
+
 /// The request path's handle: notes uses.
 #[derive(Debug, Clone)]
 pub struct UsageRecorder {
-    tx: Option<mpsc::Sender<(TokenId, Timestamp)>>,
+    tx: Option<mpsc::Sender<Used>>,
     /// Counted records and clients, for the writer.
     notes: Option<mpsc::Sender<Note>>,
 }
 
 impl UsageRecorder {
-    /// Notes that `p`'s token was used at `now`, if it is due.
-    pub fn note(&self, p: &Principal<'_>, now: Timestamp) {
-        self.note_record(&p.record, now);
+    /// Notes that `p`'s token was used at `now`, if it is due; `hash`
+    /// gives its hash (asked only then).
+    pub fn note(
+        &self,
+        p: &Principal<'_>,
+        hash: impl FnOnce() -> Option<TokenHash>,
+        now: Timestamp,
+    ) {
+        self.note_record(&p.record, hash, now);
     }
 
     /// Notes that the token of `record` was used at `now` (`last_used_at`),
     /// if it is due: a request's, or a manager token's call of the admin
-    /// API (not counted as a request).
-    pub fn note_record(&self, record: &CachedRecord, now: Timestamp) {
+    /// API (not counted as a request). `hash` gives the token's hash, asked
+    /// only when the use is due (once a minute per token).
+    pub fn note_record(
+        &self,
+        record: &CachedRecord,
+        hash: impl FnOnce() -> Option<TokenHash>,
+        now: Timestamp,
+    ) {
         let Some(tx) = &self.tx else { return };
         let now_ms = now.as_millisecond();
         let resolution = RESOLUTION.as_millis() as i64;
@@ -75,8 +92,8 @@ impl UsageRecorder {
             return;
         }
         // Full queue: drop; the atomic above lets it through again in a minute.
-        if let Ok(id) = TokenId::parse(record.id()) {
-            let _ = tx.try_send((id, now));
+        if let (Ok(id), Some(hash)) = (TokenId::parse(record.id()), hash()) {
+            let _ = tx.try_send((id, hash, now));
         }
     }
 }
@@ -172,20 +189,20 @@ fn next_mark(now: Timestamp) -> (Timestamp, Duration) {
 
 async fn writer(
     cache: Arc<TokenCache<Store>>,
-    mut rx: mpsc::Receiver<(TokenId, Timestamp)>,
+    mut rx: mpsc::Receiver<Used>,
     mut notes: mpsc::Receiver<Note>,
     options: UsageOptions,
 ) {
-    let mut pending: HashMap<TokenId, Timestamp> = HashMap::new();
+    let mut pending: Pending = HashMap::new();
     let mut tallies = Tallies::default();
     let (mut mark, wait) = next_mark(Timestamp::now());
     let mut deadline = tokio::time::Instant::now() + wait;
     loop {
         tokio::select! {
             note = rx.recv() => match note {
-                Some((id, at)) => {
-                    let slot = pending.entry(id).or_insert(at);
-                    *slot = (*slot).max(at);
+                Some((id, hash, at)) => {
+                    let slot = pending.entry(hash).or_insert((id, at));
+                    slot.1 = slot.1.max(at);
                 }
                 None => break,
             },
@@ -212,9 +229,12 @@ async fn writer(
         .await;
 }
 
-async fn flush(cache: &TokenCache<Store>, pending: &mut HashMap<TokenId, Timestamp>) {
-    for (id, at) in pending.drain() {
-        let result = touch_update(cache, &id, |r: &TokenRecord| {
+/// Uses waiting for the next flush: the latest per token.
+type Pending = HashMap<TokenHash, (TokenId, Timestamp)>;
+
+async fn flush(cache: &TokenCache<Store>, pending: &mut Pending) {
+    for (hash, (id, at)) in pending.drain() {
+        let result = touch_update(cache, &hash, |r: &TokenRecord| {
             Ok::<_, ()>(r.last_used_at.is_none_or(|t| t < at).then(|| TokenRecord {
                 last_used_at: Some(at),
                 ..r.clone()

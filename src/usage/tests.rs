@@ -50,6 +50,18 @@ fn record(last_used_at: Option<Timestamp>) -> TokenRecord {
     }
 }
 
+/// A token hash, for the notes of tests that do not write them.
+fn any_hash() -> Option<TokenHash> {
+    Some(TokenSecret::generate().unwrap().hash())
+}
+
+/// `record` created in `cache`'s store; its hash.
+async fn stored(cache: &TokenCache<Store>, record: &TokenRecord) -> TokenHash {
+    let hash = TokenSecret::generate().unwrap().hash();
+    cache.create(&hash, record).await.unwrap();
+    hash
+}
+
 /// An allowed request's principal for (a fresh cache entry of) `record`.
 fn principal(record: &TokenRecord) -> Principal<'static> {
     Principal {
@@ -61,7 +73,7 @@ fn principal(record: &TokenRecord) -> Principal<'static> {
 }
 
 /// A recorder whose queue the test reads instead of a writer.
-fn recorder(capacity: usize) -> (UsageRecorder, mpsc::Receiver<(TokenId, Timestamp)>) {
+fn recorder(capacity: usize) -> (UsageRecorder, mpsc::Receiver<Used>) {
     let (tx, rx) = mpsc::channel(capacity);
     (
         UsageRecorder {
@@ -72,9 +84,9 @@ fn recorder(capacity: usize) -> (UsageRecorder, mpsc::Receiver<(TokenId, Timesta
     )
 }
 
-fn queued(rx: &mut mpsc::Receiver<(TokenId, Timestamp)>) -> Vec<(String, Timestamp)> {
+fn queued(rx: &mut mpsc::Receiver<Used>) -> Vec<(String, Timestamp)> {
     let mut out = Vec::new();
-    while let Ok((id, at)) = rx.try_recv() {
+    while let Ok((id, _, at)) = rx.try_recv() {
         out.push((id.as_str().to_owned(), at));
     }
     out
@@ -124,12 +136,12 @@ fn a_use_is_queued_at_most_once_a_minute_per_cache_entry() {
     let (usage, mut rx) = recorder(16);
     let rec = record(None);
     let p = principal(&rec);
-    usage.note(&p, t0());
+    usage.note(&p, any_hash, t0());
     assert_eq!(queued(&mut rx), [(rec.id.as_str().to_owned(), t0())]);
-    usage.note(&p, after(1));
-    usage.note(&p, after(59));
+    usage.note(&p, any_hash, after(1));
+    usage.note(&p, any_hash, after(59));
     assert_eq!(queued(&mut rx), [], "within the minute: nothing more");
-    usage.note(&p, after(60));
+    usage.note(&p, any_hash, after(60));
     assert_eq!(queued(&mut rx), [(rec.id.as_str().to_owned(), after(60))]);
 }
 
@@ -138,10 +150,10 @@ fn a_use_within_a_minute_of_the_stored_last_use_is_not_queued() {
     let (usage, mut rx) = recorder(16);
     let rec = record(Some(after(-30)));
     let p = principal(&rec);
-    usage.note(&p, t0());
-    usage.note(&p, after(29));
+    usage.note(&p, any_hash, t0());
+    usage.note(&p, any_hash, after(29));
     assert_eq!(queued(&mut rx), [], "the store already holds a recent use");
-    usage.note(&p, after(30));
+    usage.note(&p, any_hash, after(30));
     assert_eq!(queued(&mut rx), [(rec.id.as_str().to_owned(), after(30))]);
 }
 
@@ -149,8 +161,8 @@ fn a_use_within_a_minute_of_the_stored_last_use_is_not_queued() {
 fn each_token_has_its_own_minute() {
     let (usage, mut rx) = recorder(16);
     let (a, b) = (record(None), record(None));
-    usage.note(&principal(&a), t0());
-    usage.note(&principal(&b), after(1));
+    usage.note(&principal(&a), any_hash, t0());
+    usage.note(&principal(&b), any_hash, after(1));
     assert_eq!(
         queued(&mut rx),
         [
@@ -164,21 +176,21 @@ fn each_token_has_its_own_minute() {
 fn a_full_queue_drops_the_note_and_lets_the_token_through_a_minute_later() {
     let (usage, mut rx) = recorder(1);
     let other = record(None);
-    usage.note(&principal(&other), t0());
+    usage.note(&principal(&other), any_hash, t0());
     let rec = record(None);
     let p = principal(&rec);
     // The queue is full: `note` returns at once, the note is lost…
-    usage.note(&p, after(1));
-    usage.note(&p, after(2));
+    usage.note(&p, any_hash, after(1));
+    usage.note(&p, any_hash, after(2));
     assert_eq!(queued(&mut rx), [(other.id.as_str().to_owned(), t0())]);
     // …and the same entry is let through again a minute after the drop.
-    usage.note(&p, after(60));
+    usage.note(&p, any_hash, after(60));
     assert_eq!(
         queued(&mut rx),
         [],
         "still within the dropped note's minute"
     );
-    usage.note(&p, after(61));
+    usage.note(&p, any_hash, after(61));
     assert_eq!(queued(&mut rx), [(rec.id.as_str().to_owned(), after(61))]);
 }
 
@@ -190,7 +202,7 @@ fn a_recorder_without_a_writer_notes_nothing_and_claims_nothing() {
     };
     let rec = record(None);
     let p = principal(&rec);
-    usage.note(&p, t0());
+    usage.note(&p, any_hash, t0());
     assert!(
         p.record.note_use(t0().as_millisecond(), 1),
         "the entry's minute was not claimed"
@@ -204,15 +216,12 @@ async fn the_writer_keeps_the_latest_of_several_notes_of_one_token() {
     let dir = tempfile::tempdir().unwrap();
     let cache = embedded(&dir).await;
     let rec = record(None);
-    cache
-        .create(&TokenSecret::generate().unwrap().hash(), &rec)
-        .await
-        .unwrap();
+    let hash = stored(&cache, &rec).await;
     let (usage, task) = start(cache.clone());
     // Two cache entries of one token (as after a reload): each notes once;
     // the later use arrives first.
-    usage.note(&principal(&rec), after(120));
-    usage.note(&principal(&rec), after(60));
+    usage.note(&principal(&rec), || Some(hash), after(120));
+    usage.note(&principal(&rec), || Some(hash), after(60));
     // Dropping the last recorder ends the writer after a last flush.
     drop(usage);
     tokio::time::timeout(Duration::from_secs(10), task)
@@ -227,13 +236,11 @@ async fn a_flush_writes_each_pending_use_and_empties_the_batch() {
     let dir = tempfile::tempdir().unwrap();
     let cache = embedded(&dir).await;
     let (a, b) = (record(None), record(Some(after(-600))));
-    for r in [&a, &b] {
-        cache
-            .create(&TokenSecret::generate().unwrap().hash(), r)
-            .await
-            .unwrap();
-    }
-    let mut pending = HashMap::from([(a.id.clone(), after(5)), (b.id.clone(), after(6))]);
+    let (hash_a, hash_b) = (stored(&cache, &a).await, stored(&cache, &b).await);
+    let mut pending = HashMap::from([
+        (hash_a, (a.id.clone(), after(5))),
+        (hash_b, (b.id.clone(), after(6))),
+    ]);
     flush(&cache, &mut pending).await;
     assert!(pending.is_empty());
     assert_eq!(last_used(&cache, &a.id).await, Some(after(5)));
@@ -245,11 +252,8 @@ async fn a_flush_never_moves_last_used_at_back() {
     let dir = tempfile::tempdir().unwrap();
     let cache = embedded(&dir).await;
     let rec = record(Some(after(300)));
-    cache
-        .create(&TokenSecret::generate().unwrap().hash(), &rec)
-        .await
-        .unwrap();
-    let mut pending = HashMap::from([(rec.id.clone(), after(60))]);
+    let hash = stored(&cache, &rec).await;
+    let mut pending = HashMap::from([(hash, (rec.id.clone(), after(60)))]);
     flush(&cache, &mut pending).await;
     assert_eq!(last_used(&cache, &rec.id).await, Some(after(300)));
 }
@@ -259,12 +263,12 @@ async fn a_flush_skips_a_token_that_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let cache = embedded(&dir).await;
     let kept = record(None);
-    cache
-        .create(&TokenSecret::generate().unwrap().hash(), &kept)
-        .await
-        .unwrap();
+    let hash = stored(&cache, &kept).await;
     let gone = record(None);
-    let mut pending = HashMap::from([(gone.id.clone(), after(1)), (kept.id.clone(), after(2))]);
+    let mut pending = HashMap::from([
+        (any_hash().unwrap(), (gone.id.clone(), after(1))),
+        (hash, (kept.id.clone(), after(2))),
+    ]);
     flush(&cache, &mut pending).await;
     assert!(pending.is_empty());
     assert_eq!(last_used(&cache, &kept.id).await, Some(after(2)));
@@ -278,7 +282,7 @@ async fn a_flush_skips_a_token_that_is_gone() {
 async fn a_failing_store_drops_the_batch_and_the_writer_keeps_going() {
     let cache = unreachable();
     let rec = record(None);
-    let mut pending = HashMap::from([(rec.id.clone(), after(1))]);
+    let mut pending = HashMap::from([(any_hash().unwrap(), (rec.id.clone(), after(1)))]);
     tokio::time::timeout(Duration::from_secs(5), flush(&cache, &mut pending))
         .await
         .expect("a failing store is given up on within its timeout");
@@ -289,8 +293,8 @@ async fn a_failing_store_drops_the_batch_and_the_writer_keeps_going() {
 
     // The writer survives store errors and still ends cleanly.
     let (usage, task) = start(cache);
-    usage.note(&principal(&rec), after(1));
-    usage.note(&principal(&record(None)), after(2));
+    usage.note(&principal(&rec), any_hash, after(1));
+    usage.note(&principal(&record(None)), any_hash, after(2));
     drop(usage);
     tokio::time::timeout(Duration::from_secs(10), task)
         .await

@@ -422,24 +422,42 @@ impl RedisStore {
             if swapped == 0 {
                 return Ok(false);
             }
-            // The id key lives as long as the record: its deadline moved
-            // with the record's, and dropped when the record's is — or the token
-            // could no longer be found by id once the old deadline passed.
-            // Written whole, at the cost of a PEXPIREAT: that mends a drop
-            // an earlier write could not make, and a key Redis lost
-            // (evicted — a `volatile-*` policy evicts only keys with a
-            // deadline, and an id key is rarely read —, or a fail-over
-            // before it replicated), without which the token could not be
-            // shown, listed, disabled or revoked by id. Not on the frequent
-            // `last_used_at` writes of a token that keeps no deadline.
-            let ttl = (notify || expire_at.is_some() || self.expire_at(&current.record).is_some())
-                .then(|| set_cmd(&id_key, current.hash.to_hex().as_bytes(), expire_at, false));
-            if let Some(ttl) = ttl {
-                let _: Value = ttl.query_async(&mut conn).await.map_err(redis_err)?;
-            }
+            // The change has landed: every gate hears of it before anything
+            // else is written. Had the writes below come first, one failing
+            // (or this future dropped) would leave the change unheard, and
+            // other gates serving their cached record for a `cache.ttl`.
             if notify {
-                // The index entries too (idempotent): a list that found the
-                // id key lost took them for a dropped record's.
+                self.publish_on(&mut conn, &current.hash).await?;
+            }
+            // The id key lives as long as the record: its deadline moved
+            // with the record's, and dropped when the record's is — or the
+            // token could no longer be found by id once the old deadline
+            // passed. Written whole, on every write: that mends a drop an
+            // earlier write could not make, and a key Redis lost (evicted —
+            // a `volatile-*` policy evicts only keys with a deadline, and
+            // an id key is rarely read —, or a fail-over before it
+            // replicated), without which the token could not be shown,
+            // listed, disabled or revoked by id. The `last_used_at` writes
+            // (a touch, by the token's hash) mend it at the token's next
+            // use; `GET` says whether it was lost.
+            let mut set = set_cmd(&id_key, current.hash.to_hex().as_bytes(), expire_at, false);
+            let index = if notify {
+                set.query_async::<Value>(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+                true
+            } else {
+                let was: Option<Vec<u8>> = set
+                    .arg("GET")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_err)?;
+                was.is_none()
+            };
+            // The index entries too (idempotent) on a change, and on a
+            // touch that found the id key lost: a list that found it lost
+            // took them for a dropped record's.
+            if index {
                 let score = created_ms(new);
                 let zadd = |index: String| {
                     let mut cmd = redis::cmd("ZADD");
@@ -452,7 +470,8 @@ impl RedisStore {
                         zadd(self.index_key(None)),
                     ])
                     .await?;
-                self.publish_on(&mut conn, &current.hash).await?;
+            }
+            if notify {
                 self.replicated(&mut conn, &[&token_key, &id_key]).await?;
             }
             Ok(true)
