@@ -584,6 +584,8 @@ fn path_cases() -> Vec<PathCase> {
         case("%E2%80%A4 (one dot leader)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/%E2%80%A4%E2%80%A4/x", AMBIGUOUS),
         case("%EF%B9%92 (small full stop)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/%EF%B9%92%EF%B9%92/x", AMBIGUOUS),
         case("... (Windows drops trailing dots)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/.../x", AMBIGUOUS),
+        case("..+ (a path decoded as a form reads + as a space)", "DELETE", "/api/v1/workspaces/ws_1/projects/p1/testcases/..+/..+/p2/testcases/7", AMBIGUOUS),
+        case("..%2B (the same, encoded)", "DELETE", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%2B/..%2B/p2/testcases/7", AMBIGUOUS),
         case("..%20. (Windows drops trailing dots and spaces)", "GET", "/api/v1/workspaces/ws_1/projects/p1/testcases/..%20./x", AMBIGUOUS),
         // Look-alike separators inside a segment: a server that folds NFKC
         // reads `／` as `/` and climbs `..／..／` out of the project;

@@ -38,7 +38,7 @@ pub enum AmbiguousPath {
     #[error("the path has a `.` or `..` segment")]
     DotSegment,
     #[error(
-        "the path has a segment of dots alone once spaces and invisible characters are dropped or Unicode is folded (NFKC), like `..%20` or full-width `．．`"
+        "the path has a segment of dots alone once spaces (`+` too) and invisible characters are dropped or Unicode is folded (NFKC), like `..%20`, `..+` or full-width `．．`"
     )]
     LookAlikeDotSegment,
     #[error(
@@ -80,7 +80,7 @@ impl AmbiguousPath {
             Self::EmptySegment => because!("it has an empty segment (`//` or a trailing `/`)"),
             Self::DotSegment => because!("it has a `.` or `..` segment"),
             Self::LookAlikeDotSegment => because!(
-                "a segment is dots alone once spaces or invisible characters are dropped or Unicode is folded (like `..%20` or full-width `．．`)"
+                "a segment is dots alone once spaces (`+` too) or invisible characters are dropped or Unicode is folded (like `..%20`, `..+` or full-width `．．`)"
             ),
             Self::LookAlikeSeparator => because!(
                 "a character may be read as `/`, `\\`, `%`, `;`, `#` or `?` once Unicode is folded or mapped to a Windows code page (like full-width `／`)"
@@ -155,6 +155,10 @@ const PERCENT: u8 = 4;
 const DOT: u8 = 8;
 /// Part of a non-ASCII character.
 const HIGH: u8 = 16;
+/// `+`: a space to a server that decodes a path as a form (PHP's
+/// `urldecode`, Python's `unquote_plus`, Java's `URLDecoder`), so `..+`
+/// reads as `.. ` there, and then as `..` to one that trims.
+const PLUS: u8 = 32;
 
 /// The class of every byte.
 static CLASS: [u8; 256] = {
@@ -165,6 +169,7 @@ static CLASS: [u8; 256] = {
             b'\\' | b';' | b' ' | b'#' | 0..0x20 | 0x7f => FORBIDDEN,
             b'%' => PERCENT,
             b'.' => DOT,
+            b'+' => PLUS,
             0x80.. => HIGH,
             _ => PLAIN,
         };
@@ -192,10 +197,11 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     }
     let percent = seen & PERCENT != 0;
     let ascii = seen & HIGH == 0;
-    let dots_only = seen == DOT;
+    // Dots, and `+` if any (a space to some servers), alone.
+    let dots_only = seen & DOT != 0 && seen & !(DOT | PLUS) == 0;
     if !percent {
         // ASCII with no space (refused above) reads as dots only when it
-        // is dots alone; anything else is folded first.
+        // is dots (and `+`) alone; anything else is folded first.
         if ascii {
             if dots_only {
                 return Err(AmbiguousPath::LookAlikeDotSegment);
@@ -242,7 +248,7 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
 
 /// Whether a decoded segment reads as something other than a name to a
 /// server that folds it: dots alone (`.`, `..`, `...`) once it trims or
-/// drops spaces and invisible characters, drops combining marks, folds
+/// drops spaces (`+` too, a space to a form decoder) and invisible characters, drops combining marks, folds
 /// Unicode compatibility forms (NFKC: full-width `．`, `‥`, `﹒`) or drops
 /// trailing dots (Windows) — `LookAlikeDotSegment`; or a non-ASCII
 /// character read as a separator (`/`, `\`, `%`, `;`, `#`, `?`) once it
@@ -261,12 +267,13 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
 fn folded_reading(seg: &str) -> Result<(), AmbiguousPath> {
     let mut dots = false;
     if seg.is_ascii() {
-        // NFKC leaves ASCII alone, and the only space left here is ` `
-        // (decoded from `%20`): controls were refused before.
+        // NFKC leaves ASCII alone, and the only spaces left here are ` `
+        // (decoded from `%20`) and `+` (a space to a form decoder):
+        // controls were refused before.
         for b in seg.bytes() {
             match b {
                 b'.' => dots = true,
-                b' ' => {}
+                b' ' | b'+' => {}
                 _ => return Ok(()),
             }
         }
@@ -284,7 +291,7 @@ fn folded_reading(seg: &str) -> Result<(), AmbiguousPath> {
         if c.is_ascii() {
             match c {
                 '.' => dots = true,
-                ' ' => {}
+                ' ' | '+' => {}
                 _ => name = true,
             }
             continue;
@@ -295,6 +302,7 @@ fn folded_reading(seg: &str) -> Result<(), AmbiguousPath> {
         let mut separator = best_fit_separator(c);
         unicode_normalization::char::decompose_compatible(c, |d| match d {
             '.' => dots = true,
+            '+' => {}
             '/' | '\\' | '%' | ';' | '#' | '?' => separator = true,
             d if best_fit_separator(d) || d.is_control() => separator = true,
             d if invisible(d) => {}
