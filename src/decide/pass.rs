@@ -16,6 +16,8 @@ use crate::policy::prefixes::TokenPrefixes;
 use crate::policy::rules::normalize;
 use crate::policy::{Access, OtherCredentials, Policy};
 use crate::refusal::DenyCode;
+use crate::token::TokenSecret;
+use crate::token::value::BODY_LEN;
 
 /// Why a request went through without the gate granting it anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +66,14 @@ impl Passed {
 
 /// Whether the `Authorization` headers present anything shaped like a Hawzu
 /// token: a word (split at spaces, `,`, `=`, `"`, `:`) starting with one
-/// of the deployment's token `prefixes` (`hwz_` by default) in any case, in any scheme, also inside a `Basic` credential; or more
-/// than one header. Such a request is always judged, never passed. A JWT or
-/// another opaque bearer is one word that does not start so.
+/// of the deployment's token `prefixes` (`hwz_` by default) in any case,
+/// in any scheme, or a well-formed token (its checksum right) anywhere,
+/// whatever surrounds it (`Bearer;hwz_…`, quoted, glued) — also inside a
+/// `Basic` credential; or more than one header. Such a request is always
+/// judged, never passed. A JWT or another opaque bearer is one word that
+/// does not start so, and holds a well-formed token only where it holds
+/// the prefix and 36 base62 characters whose checksum (CRC32) happens to
+/// match: a chance of one in 2³².
 pub fn presents_token(credentials: Credentials<'_>, prefixes: &TokenPrefixes) -> bool {
     match credentials {
         Credentials::None => false,
@@ -92,6 +99,19 @@ pub fn presents_token(credentials: Credentials<'_>, prefixes: &TokenPrefixes) ->
 fn has_token_word(v: &[u8], prefixes: &TokenPrefixes) -> bool {
     v.split(|b| b.is_ascii_whitespace() || matches!(b, b',' | b'=' | b'"' | b':'))
         .any(|w| prefixes.starts_any_case(w))
+        || holds_token(v, prefixes)
+}
+
+/// Whether `v` holds a well-formed token anywhere.
+fn holds_token(v: &[u8], prefixes: &TokenPrefixes) -> bool {
+    prefixes.accepted().iter().any(|p| {
+        let p = p.as_bytes();
+        v.windows(p.len() + BODY_LEN).any(|w| {
+            w.starts_with(p)
+                && std::str::from_utf8(w)
+                    .is_ok_and(|w| TokenSecret::parse_with(w, prefixes).is_ok())
+        })
+    })
 }
 
 /// Standard or URL-safe base64, padding optional; `None` when it is not.

@@ -22,6 +22,27 @@ fn anything_shaped_like_a_hawzu_token_is_presented_in_any_scheme_or_case() {
     assert!(presents_token(Credentials::Several, &Default::default()));
 }
 
+/// A well-formed token is presented whatever surrounds it: no word split
+/// can know every wrapping (`Bearer;`, quotes, slashes, glued to other
+/// characters), and its checksum tells it from a look-alike inside
+/// another credential.
+#[test]
+fn a_well_formed_token_is_presented_in_any_wrapping() {
+    let t = crate::token::TokenSecret::generate().unwrap();
+    let t = t.expose();
+    for v in [
+        format!("Bearer;{t}"),
+        format!("Bearer/{t}"),
+        format!("Bearer.{t}"),
+        format!("Bearer '{t}'"),
+        format!("Token token='{t}'"),
+        format!("Bearer x{t}y"),
+        format!("Bearer eyJhbGciOiJIUzI1NiJ9.{t}.c2ln"),
+    ] {
+        assert!(one(&v), "{v}");
+    }
+}
+
 #[test]
 fn other_credentials_are_not_a_hawzu_token() {
     for v in [
@@ -192,11 +213,13 @@ async fn pass_lets_other_credentials_through_and_judges_every_hawzu_token() {
         run(Method::GET, WS_ROUTE, Some(&unknown)).await,
         "unknown_token"
     );
+    let wrapped = format!("Bearer;{}", secret.expose());
     for malformed in [
         "Bearer hwz_short",
         "bearer HWZ_abc",
         "Token hwz_abc",
         "Basic Y2k6aHd6X3NlY3JldA==",
+        &wrapped,
     ] {
         assert_eq!(
             run(Method::GET, WS_ROUTE, Some(malformed)).await,
