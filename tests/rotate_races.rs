@@ -57,6 +57,9 @@ enum Meanwhile {
     Revoke,
     /// A `PATCH` of its allowed networks, narrowed.
     Narrow,
+    /// An admin `DELETE` of the successor (listed once stored), before
+    /// the old token names it.
+    RevokeSuccessor,
 }
 
 /// A real store that fails the first write of `fault`'s kind and lets
@@ -94,15 +97,28 @@ impl<S: TokenStore> Interfering<S> {
         now
     }
 
-    /// The other writer's change, once.
-    async fn meanwhile(&self) {
+    /// The other writer's change, once; `created` the successor's id, when
+    /// it is stored.
+    async fn meanwhile(&self, created: Option<&TokenId>) {
         let due = std::mem::replace(&mut *self.meanwhile_due.lock().unwrap(), false);
         if !due {
             return;
         }
         let now = Timestamp::now();
+        if self.meanwhile == Meanwhile::RevokeSuccessor {
+            let successor = created.expect("the successor is stored");
+            let revoke = |r: &TokenRecord| {
+                Ok::<_, ()>(Some(TokenRecord {
+                    revoked_at: Some(now),
+                    revoked_by: Some("someone".into()),
+                    ..r.clone()
+                }))
+            };
+            update(&self.inner, successor, revoke).await.unwrap();
+            return;
+        }
         let change = |r: &TokenRecord| match self.meanwhile {
-            Meanwhile::Nothing => None,
+            Meanwhile::Nothing | Meanwhile::RevokeSuccessor => None,
             // Found revoked already: nothing to write (`admin::tokens`).
             Meanwhile::Revoke if r.is_revoked_at(now) => None,
             Meanwhile::Revoke => Some(TokenRecord {
@@ -143,12 +159,12 @@ impl<S: TokenStore> TokenStore for Interfering<S> {
 
     async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
         if self.fault_now(&[Fault::CreateFails]) {
-            self.meanwhile().await;
+            self.meanwhile(None).await;
             return Err(injected());
         }
         self.inner.create(hash, record).await?;
         if self.fault == Fault::Nothing {
-            self.meanwhile().await;
+            self.meanwhile(Some(&record.id)).await;
         }
         Ok(())
     }
@@ -160,13 +176,13 @@ impl<S: TokenStore> TokenStore for Interfering<S> {
             Fault::ReplaceLandsThenUnreadable,
         ];
         if self.fault_now(&[Fault::ReplaceFails]) {
-            self.meanwhile().await;
+            self.meanwhile(None).await;
             return Err(injected());
         }
         if self.fault_now(&landing) {
             let written = self.inner.replace(current, new).await?;
             assert!(written, "the rotate's write was meant to land");
-            self.meanwhile().await;
+            self.meanwhile(None).await;
             if self.fault == Fault::ReplaceLandsThenSentAgain {
                 // The same write again: the record is no longer `current`.
                 return self.inner.replace(current, new).await;
@@ -226,6 +242,8 @@ fn plan(
 /// What a scenario left behind.
 struct Outcome {
     result: Result<(), RotateError<&'static str>>,
+    /// The successor as the rotate reported it.
+    reported: Option<TokenRecord>,
     old: TokenRecord,
     /// The successor's record, if one is stored.
     successor: Option<TokenRecord>,
@@ -251,9 +269,9 @@ async fn scenario<S: TokenStore>(inner: S, fault: Fault, meanwhile: Meanwhile) -
     let store = Interfering::new(inner, fault, meanwhile, old.id.clone());
     let new_id = TokenId::generate().unwrap();
     let new_hash = TokenSecret::generate().unwrap().hash();
-    let result = rotate(&store, &old.id, &new_hash, plan(&new_id, now))
-        .await
-        .map(|_| ());
+    let rotated = rotate(&store, &old.id, &new_hash, plan(&new_id, now)).await;
+    let reported = rotated.as_ref().ok().map(|r| r.successor.clone());
+    let result = rotated.map(|_| ());
     let listed = store
         .inner
         .list(ListQuery {
@@ -266,6 +284,7 @@ async fn scenario<S: TokenStore>(inner: S, fault: Fault, meanwhile: Meanwhile) -
         .unwrap();
     Outcome {
         result,
+        reported,
         old: store.inner.find(&old.id).await.unwrap().unwrap().record,
         successor: store.inner.get(&new_hash).await.unwrap(),
         successor_found: store.inner.find(&new_id).await.unwrap().is_some()
@@ -375,6 +394,21 @@ async fn a_write_in_doubt_that_cannot_be_read_back_leaves_the_successor<S: Token
     assert_eq!(o.old.rotated_to, o.successor.map(|s| s.id));
 }
 
+/// A successor revoked by id between the two writes is reported as
+/// stored, revoked: the revoke's walk back found the old token not yet
+/// naming it, so the caller (`admin::change::rotate`) ends the old value's
+/// overlap.
+async fn a_successor_revoked_between_the_writes_is_reported_revoked<S: TokenStore>(s: S) {
+    let o = scenario(s, Fault::Nothing, Meanwhile::RevokeSuccessor).await;
+    assert!(o.result.is_ok(), "{:?}", o.result);
+    let reported = o.reported.expect("a rotate that took place");
+    assert!(
+        reported.revoked_at.is_some(),
+        "reported as planned, not as stored: {reported:?}"
+    );
+    assert_eq!(Some(&reported), o.successor.as_ref());
+}
+
 async fn a_rotate_writes_both_records<S: TokenStore>(s: S) {
     let o = scenario(s, Fault::Nothing, Meanwhile::Nothing).await;
     assert!(o.result.is_ok(), "{:?}", o.result);
@@ -429,5 +463,6 @@ on_both_stores!(
     a_token_narrowed_between_the_writes_is_not_rotated_into_its_old_networks,
     a_write_that_landed_and_was_sent_again_is_the_rotate_done,
     a_write_in_doubt_that_cannot_be_read_back_leaves_the_successor,
+    a_successor_revoked_between_the_writes_is_reported_revoked,
     a_rotate_writes_both_records,
 );

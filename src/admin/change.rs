@@ -145,7 +145,27 @@ pub async fn rotate(
                 }
             });
         }
-        _ => audit(&api, event).await,
+        _ => {
+            audit(&api, event).await;
+            // The successor revoked by id between the two writes (listed
+            // from the first): that revoke's walk found the old token not
+            // yet naming it, so its overlap is ended here — whoever holds
+            // one value may hold both.
+            if new.is_revoked_at(Timestamp::now()) {
+                let (api, caller, origin) = (api.clone(), caller.clone(), origin.clone());
+                let (new, id) = (new.clone(), id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = end_overlaps(&api, &caller, &origin, &new, now).await {
+                        tracing::warn!(
+                            target: "hawzu_gate::admin",
+                            token_id = %id,
+                            error = %e,
+                            "the token was rotated to a successor revoked meanwhile, but its overlap could not be ended: revoke it (DELETE)"
+                        );
+                    }
+                });
+            }
+        }
     }
     Ok(Reply(
         StatusCode::CREATED,

@@ -25,7 +25,10 @@ pub struct Rotated {
     pub before: TokenRecord,
     /// The old token as stored now.
     pub old: Stored,
-    /// The successor as stored.
+    /// The successor as stored once the old token named it: revoked if
+    /// someone revoked it by id between the two writes (it is listed from
+    /// the first), whose walk back along `rotated_from` then found the old
+    /// token not yet naming it — the caller ends the old value's overlap.
     pub successor: TokenRecord,
 }
 
@@ -112,7 +115,7 @@ where
             return Ok(Rotated {
                 before,
                 old,
-                successor,
+                successor: as_stored(store, successor_hash, successor).await,
             });
         }
         Err(UpdateError::Store(e)) => match landed(store, id, &successor).await {
@@ -120,7 +123,7 @@ where
                 return Ok(Rotated {
                     before,
                     old: *old,
-                    successor,
+                    successor: as_stored(store, successor_hash, successor).await,
                 });
             }
             Landed::No => RotateError::Store(e),
@@ -142,6 +145,19 @@ where
     };
     withdraw(store, successor_hash, &successor).await;
     Err(failed)
+}
+
+/// The successor of a rotate that took place, read again: changed only
+/// if someone changed it by id meanwhile. Unreadable, as planned.
+async fn as_stored<S: TokenStore>(
+    store: &S,
+    hash: &TokenHash,
+    planned: TokenRecord,
+) -> TokenRecord {
+    match store.get(hash).await {
+        Ok(Some(stored)) if stored.id == planned.id => stored,
+        _ => planned,
+    }
 }
 
 /// Whether a compare-and-set reported failed rotated the old token.
