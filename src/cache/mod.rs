@@ -57,20 +57,56 @@ pub struct CacheOptions {
 
 /// A cached answer of the store. Every entry lives at most `cache.ttl` +
 /// `cache.stale_if_error` (one cache-wide lifetime: no per-entry timer,
-/// which costs memory); a found record is fresh until `cache.ttl` after it
-/// was read, a "no such token" answer carries its own, shorter deadline;
-/// both checked when read. Deadlines are ms since the cache started (see
-/// [`TokenCache::now_ms`]): an entry is 16 bytes, where an `Instant` made
-/// it 24 (moka holds one per cached token).
+/// which costs memory); a found record is fresh until `cache.ttl` after its
+/// read began, a "no such token" answer carries its own, shorter deadline;
+/// both judged when read (see [`FreshUntil`]). Deadlines are ms since the
+/// cache started (see [`TokenCache::now_ms`]): an entry is 16 bytes, where
+/// an `Instant` made it 24 (moka holds one per cached token).
 #[derive(Debug, Clone)]
 enum Entry {
     Found {
         record: Arc<CachedRecord>,
-        fresh_until_ms: u64,
+        fresh_until: FreshUntil,
     },
     Missing {
         until_ms: u64,
     },
+}
+
+/// How late after its read began an entry may be inserted and still be
+/// left to the cache's lifetime (see [`FreshUntil`]).
+const LATE_MS: u64 = 4;
+
+/// When a found record stops being fresh (ms on the cache's clock), and
+/// whether a hit must read the clock to judge it. The cache's lifetime
+/// counts from the insert, the deadline from when the read began: an entry
+/// inserted within [`LATE_MS`] of that (nearly every one) is gone at most
+/// 5 ms past its deadline without a hit reading the clock (with `cache.
+/// stale_if_error` 0, the default); one inserted later (a slow read, or a
+/// shared refresh's answer taken late) is judged against the clock on
+/// every hit. Whether it is, in the top bit: ms since the start never
+/// reach it, and the entry stays 16 bytes.
+#[derive(Debug, Clone, Copy)]
+struct FreshUntil(u64);
+
+impl FreshUntil {
+    const CHECKED: u64 = 1 << 63;
+
+    /// `ttl_ms` after `began_ms`, for an entry inserted at `now_ms`.
+    fn new(began_ms: u64, ttl_ms: u64, now_ms: u64) -> Self {
+        let ms = began_ms.saturating_add(ttl_ms) & !Self::CHECKED;
+        let late = now_ms.saturating_sub(began_ms) >= LATE_MS;
+        Self(if late { ms | Self::CHECKED } else { ms })
+    }
+
+    fn ms(self) -> u64 {
+        self.0 & !Self::CHECKED
+    }
+
+    /// Whether a hit reads the clock to judge it.
+    fn checked(self) -> bool {
+        self.0 & Self::CHECKED != 0
+    }
 }
 
 /// The store behind a cache. Reads by hash go through the cache; writes go
@@ -221,11 +257,11 @@ impl<S: TokenStore> TokenCache<S> {
     /// shared by every concurrent caller for that hash.
     ///
     /// A found record that is distrusted (read before the last
-    /// [`Self::invalidate_all`]) or, with `stale_if_error`, past `ttl` (and
-    /// within `ttl + stale_if_error`) is read again; only if that read
-    /// fails (error or timeout) is the old record served, only if nothing
-    /// invalidated it meanwhile, and a distrusted one only within its
-    /// `ttl`. `decide` still checks its expiry, disabled and revoked state
+    /// [`Self::invalidate_all`]) or past `ttl` (counted from when its read
+    /// began) and still held is read again; only if that read fails (error
+    /// or timeout) is the old record served, only if nothing invalidated it
+    /// meanwhile: a trusted one within `ttl + stale_if_error`, a distrusted
+    /// one within its `ttl`. `decide` still checks its expiry, disabled and revoked state
     /// on every request.
     pub async fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         // Hot path: a hit is a hash-map read and an atomic load; no I/O, no
@@ -234,18 +270,21 @@ impl<S: TokenStore> TokenCache<S> {
         let stale = match self.cache.get(hash).await {
             Some(Entry::Found {
                 record,
-                fresh_until_ms,
+                fresh_until,
             }) => {
-                // The deadline is judged here, not left to the cache's
-                // lifetime: that counts from the insert, `ttl` from when
-                // the read began, so a slow read would stretch it.
-                let now = self.now_ms();
+                let fresh_until_ms = fresh_until.ms();
                 let trusted = self.trusted(fresh_until_ms, self.ttl_ms);
-                if trusted && now < fresh_until_ms {
+                // The deadline left to the cache's lifetime only where that
+                // ends with it (see `FreshUntil`): a slow read's is judged.
+                if trusted
+                    && ((self.stale_if_error.is_zero() && !fresh_until.checked())
+                        || self.now_ms() < fresh_until_ms)
+                {
                     self.metrics.cache_hits.inc();
                     note(CacheUse::Hit, Duration::ZERO);
                     return Ok(Some(record));
                 }
+                let now = self.now_ms();
                 // Past `ttl`, within `stale_if_error`: served without
                 // asking while the store is failing. Distrusted: asked
                 // every time (a change missed is enforced as soon as the
@@ -313,8 +352,8 @@ impl<S: TokenStore> TokenCache<S> {
                 match self.cache.get(hash).await {
                     Some(Entry::Found {
                         record,
-                        fresh_until_ms,
-                    }) if Arc::ptr_eq(&record, &stale) && self.servable(fresh_until_ms) => {
+                        fresh_until,
+                    }) if Arc::ptr_eq(&record, &stale) && self.servable(fresh_until.ms()) => {
                         self.metrics.cache_stale_served.inc();
                         note(CacheUse::Stale, waited.elapsed());
                         Ok(Some(stale))
@@ -380,10 +419,27 @@ impl<S: TokenStore> TokenCache<S> {
         }
     }
 
+    /// `entry` as inserted now: a found record inserted late is judged
+    /// against the clock on every hit (see [`FreshUntil`]).
+    fn inserted_now(&self, entry: &Entry) -> Entry {
+        match entry {
+            Entry::Found { record, .. } => Entry::Found {
+                record: record.clone(),
+                fresh_until: FreshUntil::new(self.began_ms(entry), self.ttl_ms, self.now_ms()),
+            },
+            missing => missing.clone(),
+        }
+    }
+
+    /// Whether a found record's `ttl` has run out.
+    fn past_deadline(&self, entry: &Entry) -> bool {
+        matches!(entry, Entry::Found { fresh_until, .. } if self.now_ms() >= fresh_until.ms())
+    }
+
     /// When the read behind `entry` began (ms on the cache's clock).
     fn began_ms(&self, entry: &Entry) -> u64 {
         match entry {
-            Entry::Found { fresh_until_ms, .. } => fresh_until_ms.saturating_sub(self.ttl_ms),
+            Entry::Found { fresh_until, .. } => fresh_until.ms().saturating_sub(self.ttl_ms),
             Entry::Missing { until_ms } => until_ms.saturating_sub(self.negative_ttl_ms),
         }
     }
@@ -401,7 +457,9 @@ impl<S: TokenStore> TokenCache<S> {
     async fn refresh(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         let mine = self.epochs.seen(hash);
         let mut read = self.shared_read(hash).await;
-        if matches!(&read, Ok((before, _)) if *before != mine) {
+        // Also an answer past its own deadline: one left behind by a caller
+        // gone since, taken up to its (5 s) lifetime later.
+        if matches!(&read, Ok((before, entry)) if *before != mine || self.past_deadline(entry)) {
             self.refreshes.invalidate(hash).await;
             read = self.shared_read(hash).await;
         }
@@ -409,7 +467,9 @@ impl<S: TokenStore> TokenCache<S> {
         let (before, entry) = read?;
         if self.epochs.seen(hash) == before {
             let guard = RaceCheck::new(self, hash, before);
-            self.cache.insert(*hash, entry.clone()).await;
+            // Judged late by when it is inserted: a shared answer may be
+            // taken a while after its read.
+            self.cache.insert(*hash, self.inserted_now(&entry)).await;
             if self.epochs.seen(hash) != before {
                 self.cache.invalidate(hash).await;
             }
@@ -438,7 +498,7 @@ impl<S: TokenStore> TokenCache<S> {
         match self.timed(StoreOp::Get, self.store.get(hash)).await {
             Ok(Some(r)) => Ok(Entry::Found {
                 record: Arc::new(CachedRecord::new(&r)),
-                fresh_until_ms: began_ms.saturating_add(self.ttl_ms),
+                fresh_until: FreshUntil::new(began_ms, self.ttl_ms, self.now_ms()),
             }),
             Ok(None) => Ok(Entry::Missing {
                 until_ms: began_ms.saturating_add(self.negative_ttl_ms),
@@ -523,8 +583,8 @@ impl<S: TokenStore> TokenCache<S> {
         match self.cache.get(hash).await {
             Some(Entry::Found {
                 record,
-                fresh_until_ms,
-            }) if self.now_ms() < fresh_until_ms => Some(record),
+                fresh_until,
+            }) if self.now_ms() < fresh_until.ms() => Some(record),
             _ => None,
         }
     }

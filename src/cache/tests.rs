@@ -730,6 +730,11 @@ async fn a_traced_lookup_notes_miss_coalesced_hit_and_negative_hit() {
 #[test]
 fn an_entry_and_a_cached_record_stay_small() {
     assert!(std::mem::size_of::<Entry>() <= 16);
+    // The lateness rides in the deadline's top bit.
+    let fast = FreshUntil::new(1_000, 60_000, 1_000 + LATE_MS - 1);
+    let late = FreshUntil::new(1_000, 60_000, 1_000 + LATE_MS);
+    assert_eq!((fast.ms(), fast.checked()), (61_000, false));
+    assert_eq!((late.ms(), late.checked()), (61_000, true));
     // 208 + the Arc's two counts fill a 224-byte allocator size class.
     assert!(std::mem::size_of::<CachedRecord>() <= 208);
 }
