@@ -642,6 +642,66 @@ async fn a_change_whose_bookkeeping_fails_is_still_heard_by_every_gate() {
     assert_eq!(refused.header("x-hawzu-error"), Some("token_disabled"));
 }
 
+/// A change whose event cannot be published (here gate `a`'s Redis user
+/// may use no channel at all) still has its `id:` key and index entries
+/// written: the revoke's deadline reaches the id key, so it is dropped with
+/// the record after `store.retention`. The caller is told (503) and tries
+/// again.
+#[tokio::test]
+async fn a_change_whose_event_fails_still_writes_its_id_key() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = RedisNode::start_with(common::free_port(), dir.path(), &["--save", ""]);
+    let prefix = unique_prefix("event-fails");
+    let user = "gate_a";
+    let keys = format!("~{prefix}*");
+    assert_eq!(
+        node.cli(&[
+            "ACL",
+            "SETUSER",
+            user,
+            "on",
+            ">pw",
+            &keys,
+            "resetchannels",
+            "+@all"
+        ]),
+        "OK"
+    );
+    let a = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        (
+            "store.redis.url",
+            format!("redis://{user}:pw@127.0.0.1:{}", node.port).as_str(),
+        ),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ])
+    .await;
+    let b = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", node.url().as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+    ])
+    .await;
+    let (id, _) = common::create_token(
+        &b,
+        common::workspace_token("CI", "ws_1", "workspace_viewer", "never"),
+    )
+    .await;
+    let id_key = format!("{prefix}id:{id}");
+    assert_eq!(node.cli(&["PTTL", &id_key]), "-1", "no deadline before");
+
+    let revoked = a.admin().delete(&format!("/admin/v1/tokens/{id}")).await;
+    assert_eq!(
+        revoked.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the event refused: {}",
+        String::from_utf8_lossy(&revoked.body)
+    );
+    let ttl: i64 = node.cli(&["PTTL", &id_key]).parse().unwrap();
+    assert!(ttl > 0, "the revoke's deadline on the id key: PTTL {ttl}");
+}
+
 /// A change another gate makes while this one cannot read the store is
 /// enforced here at once. After a resubscription the listener waits for
 /// the store to answer reads again (up to 30 s) before it drops the whole

@@ -145,27 +145,27 @@ pub async fn rotate(
                 }
             });
         }
-        _ => {
-            audit(&api, event).await;
-            // The successor revoked by id between the two writes (listed
-            // from the first): that revoke's walk found the old token not
-            // yet naming it, so its overlap is ended here — whoever holds
-            // one value may hold both.
-            if new.is_revoked_at(Timestamp::now()) {
-                let (api, caller, origin) = (api.clone(), caller.clone(), origin.clone());
-                let (new, id) = (new.clone(), id.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = end_overlaps(&api, &caller, &origin, &new, now).await {
-                        tracing::warn!(
-                            target: "hawzu_gate::admin",
-                            token_id = %id,
-                            error = %e,
-                            "the token was rotated to a successor revoked meanwhile, but its overlap could not be ended: revoke it (DELETE)"
-                        );
-                    }
-                });
-            }
+        // The successor revoked by id between the two writes (listed from
+        // the first): that revoke's walk found the old token not yet
+        // naming it, so its overlap is ended here — whoever holds one value
+        // may hold both. In a task of its own (a caller gone now leaves
+        // nothing undone), the rotate's event first.
+        _ if new.is_revoked_at(Timestamp::now()) => {
+            let (api, caller, origin) = (api.clone(), caller.clone(), origin.clone());
+            let (new, id) = (new.clone(), id.clone());
+            tokio::spawn(async move {
+                audit(&api, event).await;
+                if let Err(e) = end_overlaps(&api, &caller, &origin, &new, now).await {
+                    tracing::warn!(
+                        target: "hawzu_gate::admin",
+                        token_id = %id,
+                        error = %e,
+                        "the token was rotated to a successor revoked meanwhile, but its overlap could not be ended: revoke it (DELETE)"
+                    );
+                }
+            });
         }
+        _ => audit(&api, event).await,
     }
     Ok(Reply(
         StatusCode::CREATED,

@@ -148,15 +148,30 @@ where
 }
 
 /// The successor of a rotate that took place, read again: changed only
-/// if someone changed it by id meanwhile. Unreadable, as planned.
+/// if someone changed it by id meanwhile. Unreadable (twice), as planned,
+/// and said: a revoke of it meanwhile would not have ended the old value's
+/// overlap.
 async fn as_stored<S: TokenStore>(
     store: &S,
     hash: &TokenHash,
     planned: TokenRecord,
 ) -> TokenRecord {
-    match store.get(hash).await {
+    let mut read = store.get(hash).await;
+    if read.is_err() {
+        read = store.get(hash).await;
+    }
+    match read {
         Ok(Some(stored)) if stored.id == planned.id => stored,
-        _ => planned,
+        Ok(_) => planned,
+        Err(e) => {
+            tracing::warn!(
+                token_id = %planned.id,
+                rotated_from = ?planned.rotated_from.as_ref().map(TokenId::as_str),
+                error = %e,
+                "a rotated token's successor could not be read back: if it was revoked meanwhile, revoke the old token too (DELETE) to end its overlap"
+            );
+            planned
+        }
     }
 }
 

@@ -425,39 +425,38 @@ impl RedisStore {
             // The change has landed: every gate hears of it before anything
             // else is written. Had the writes below come first, one failing
             // (or this future dropped) would leave the change unheard, and
-            // other gates serving their cached record for a `cache.ttl`.
-            if notify {
-                self.publish_on(&mut conn, &current.hash).await?;
-            }
-            // The id key lives as long as the record: its deadline moved
-            // with the record's, and dropped when the record's is — or the
-            // token could no longer be found by id once the old deadline
-            // passed. Written whole, on every write: that mends a drop an
-            // earlier write could not make, and a key Redis lost (evicted —
-            // a `volatile-*` policy evicts only keys with a deadline, and
-            // an id key is rarely read —, or a fail-over before it
-            // replicated), without which the token could not be shown,
-            // listed, disabled or revoked by id. The `last_used_at` writes
-            // (a touch, by the token's hash) mend it at the token's next
-            // use; `GET` says whether it was lost.
-            let mut set = set_cmd(&id_key, current.hash.to_hex().as_bytes(), expire_at, false);
-            let index = if notify {
-                set.query_async::<Value>(&mut conn)
-                    .await
-                    .map_err(redis_err)?;
-                true
+            // other gates serving their cached record for a `cache.ttl`. A
+            // publish that fails still leaves them written (then the error
+            // is answered: the caller tries again).
+            let published = if notify {
+                self.publish_on(&mut conn, &current.hash).await
             } else {
-                let was: Option<Vec<u8>> = set
-                    .arg("GET")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_err)?;
-                was.is_none()
+                Ok(())
             };
+            // The id key lives as long as the record: its deadline moved
+            // with the record's on a change, and dropped when the record's
+            // is — or the token could no longer be found by id once the old
+            // deadline passed. A change writes it whole: that mends a drop
+            // an earlier write could not make, and a key Redis lost
+            // (evicted — a `volatile-*` policy evicts only keys with a
+            // deadline, and an id key is rarely read —, or a fail-over
+            // before it replicated), without which the token could not be
+            // shown, listed, disabled or revoked by id. A `last_used_at`
+            // write (a touch, which reads the record by its hash and moves
+            // no deadline) makes it only where it is missing (`NX`, so that
+            // it never undoes a change's deadline it raced with): a lost
+            // key is mended at the token's next use.
+            let set = set_cmd(
+                &id_key,
+                current.hash.to_hex().as_bytes(),
+                expire_at,
+                !notify,
+            );
+            let made: Option<String> = set.query_async(&mut conn).await.map_err(redis_err)?;
             // The index entries too (idempotent) on a change, and on a
             // touch that found the id key lost: a list that found it lost
             // took them for a dropped record's.
-            if index {
+            if notify || made.is_some() {
                 let score = created_ms(new);
                 let zadd = |index: String| {
                     let mut cmd = redis::cmd("ZADD");
@@ -471,6 +470,7 @@ impl RedisStore {
                     ])
                     .await?;
             }
+            published?;
             if notify {
                 self.replicated(&mut conn, &[&token_key, &id_key]).await?;
             }
