@@ -42,6 +42,10 @@ pub enum AmbiguousPath {
     )]
     LookAlikeDotSegment,
     #[error(
+        "the path has a segment that is blank once spaces (`+` too) and invisible characters are dropped, like `%20` or `+`: a server that trims them reads an empty segment"
+    )]
+    LookAlikeEmptySegment,
+    #[error(
         "the path has a character a server may read as `/`, `\\`, `%`, `;`, `#` or `?` once it folds Unicode (NFKC, like full-width `／`) or maps it to its code page (Windows best-fit: `∕`, `¥`, `₩`)"
     )]
     LookAlikeSeparator,
@@ -81,6 +85,9 @@ impl AmbiguousPath {
             Self::DotSegment => because!("it has a `.` or `..` segment"),
             Self::LookAlikeDotSegment => because!(
                 "a segment is dots alone once spaces (`+` too) or invisible characters are dropped or Unicode is folded (like `..%20`, `..+` or full-width `．．`)"
+            ),
+            Self::LookAlikeEmptySegment => because!(
+                "a segment is blank once spaces (`+` too) or invisible characters are dropped (like `%20` or `+`): a server that trims them reads an empty segment"
             ),
             Self::LookAlikeSeparator => because!(
                 "a character may be read as `/`, `\\`, `%`, `;`, `#` or `?` once Unicode is folded or mapped to a Windows code page (like full-width `／`)"
@@ -206,6 +213,9 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
             if dots_only {
                 return Err(AmbiguousPath::LookAlikeDotSegment);
             }
+            if seen == PLUS {
+                return Err(AmbiguousPath::LookAlikeEmptySegment);
+            }
         } else {
             folded_reading(seg)?;
         }
@@ -255,8 +265,10 @@ fn segment(seg: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
 /// is folded (full-width `／`, `＼`, `％`; `￦` to `₩`) or mapped to a
 /// Windows code page (best-fit: `∕`, `∖`, `⁄`, `⧵`, `⧸`, `⧹`, Arabic `٪`;
 /// `¥` and `₩`, the backslash of the Japanese and Korean pages) —
-/// `LookAlikeSeparator`. Either way such a server would climb out of the
-/// rule that allowed the path. ASCII `%`, `#` and `?` (decoded from `%25`,
+/// `LookAlikeSeparator`; or blank once it trims (spaces, `+`, invisible
+/// characters alone: `%20`, `+`) — `LookAlikeEmptySegment`, an empty
+/// segment there. Either way such a server would read another path than
+/// the rule that allowed it. ASCII `%`, `#` and `?` (decoded from `%25`,
 /// `%23`, `%3F`) are the name's own. A C1 control (NEL too, which
 /// Unicode counts as a space) is refused as any control is.
 ///
@@ -277,11 +289,11 @@ fn folded_reading(seg: &str) -> Result<(), AmbiguousPath> {
                 _ => return Ok(()),
             }
         }
-        return if dots {
-            Err(AmbiguousPath::LookAlikeDotSegment)
+        return Err(if dots {
+            AmbiguousPath::LookAlikeDotSegment
         } else {
-            Ok(())
-        };
+            AmbiguousPath::LookAlikeEmptySegment
+        });
     }
     let mut name = false;
     for c in seg.chars() {
@@ -312,10 +324,10 @@ fn folded_reading(seg: &str) -> Result<(), AmbiguousPath> {
             return Err(AmbiguousPath::LookAlikeSeparator);
         }
     }
-    if dots && !name {
-        Err(AmbiguousPath::LookAlikeDotSegment)
-    } else {
-        Ok(())
+    match (dots, name) {
+        (_, true) => Ok(()),
+        (true, false) => Err(AmbiguousPath::LookAlikeDotSegment),
+        (false, false) => Err(AmbiguousPath::LookAlikeEmptySegment),
     }
 }
 
