@@ -60,6 +60,20 @@ fn record() -> TokenRecord {
 }
 
 /// 499 rules that do not match `PATH`, then the default set.
+/// A `POST` of [`PATH`] from loopback with `authorization`, now.
+fn post_with(authorization: &str) -> RequestFacts<'_> {
+    RequestFacts {
+        method: &Method::POST,
+        path: black_box(PATH),
+        query: None,
+        upgrade: false,
+        override_header: None,
+        credentials: Credentials::One(authorization.as_bytes()),
+        now: Timestamp::now(),
+        client: ClientAddr::Known(std::net::IpAddr::from([127, 0, 0, 1])),
+    }
+}
+
 fn five_hundred_rules() -> RuleSet {
     let mut rules = Vec::new();
     for i in 0..499 {
@@ -114,16 +128,7 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("decide/cache_hit_allow", |b| {
         b.to_async(&rt).iter(|| async {
-            let facts = RequestFacts {
-                method: &Method::POST,
-                path: black_box(PATH),
-                query: None,
-                upgrade: false,
-                override_header: None,
-                credentials: Credentials::One(header.as_bytes()),
-                now: Timestamp::now(),
-                client: ClientAddr::Known(std::net::IpAddr::from([127, 0, 0, 1])),
-            };
+            let facts = post_with(&header);
             matches!(decide(&cache, &policy, &facts).await, Decision::Allow(_))
         })
     });
@@ -141,16 +146,7 @@ fn benches(c: &mut Criterion) {
     );
     c.bench_function("decide/pass_jwt", |b| {
         b.to_async(&rt).iter(|| async {
-            let facts = RequestFacts {
-                method: &Method::POST,
-                path: black_box(PATH),
-                query: None,
-                upgrade: false,
-                override_header: None,
-                credentials: Credentials::One(jwt.as_bytes()),
-                now: Timestamp::now(),
-                client: ClientAddr::Known(std::net::IpAddr::from([127, 0, 0, 1])),
-            };
+            let facts = post_with(&jwt);
             matches!(decide(&cache, &pass, &facts).await, Decision::Pass(_))
         })
     });

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{
-    BIN, InProcessGate, create_token, eventually, nginx_auth, redis_url, unique_prefix,
+    BIN, InProcessGate, create_token, eventually, listed, nginx_auth, redis_url, unique_prefix,
     workspace_token,
 };
 
@@ -421,18 +421,6 @@ async fn a_leaked_token_whose_id_key_was_lost_is_still_revoked() {
     assert_eq!(state_of(&a, &id).await, "revoked");
     assert!(listed(&a, &id).await, "the revocation indexes it again");
     assert_eq!(leak_events(&a, &id).await.len(), 1);
-}
-
-/// Whether `ws_1`'s token list shows `id`.
-async fn listed(gate: &InProcessGate, id: &str) -> bool {
-    gate.admin()
-        .get("/admin/v1/tokens?workspace=ws_1")
-        .await
-        .json()["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|t| t["id"] == id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 
 use common::{
-    GateProcess, InProcessGate, WS1_PROJECTS, create_token, eventually, redis_url, send,
+    GateProcess, InProcessGate, WS1_PROJECTS, create_token, eventually, listed, redis_url, send,
     unique_prefix, workspace_token,
 };
 
@@ -298,18 +298,6 @@ async fn a_token_whose_id_key_was_lost_is_found_by_id_again_once_used() {
             StatusCode::UNAUTHORIZED
         );
     }
-}
-
-/// Whether `ws_1`'s token list shows `id`.
-async fn listed(gate: &InProcessGate, id: &str) -> bool {
-    gate.admin()
-        .get("/admin/v1/tokens?workspace=ws_1")
-        .await
-        .json()["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|t| t["id"] == id)
 }
 
 #[tokio::test]

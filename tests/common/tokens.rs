@@ -46,6 +46,18 @@ pub fn project_token(
     })
 }
 
+/// Whether `ws_1`'s token list on `gate` shows `id`.
+pub async fn listed(gate: &InProcessGate, id: &str) -> bool {
+    gate.admin()
+        .get("/admin/v1/tokens?workspace=ws_1")
+        .await
+        .json()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == id)
+}
+
 /// Creates `n` workspace tokens (viewer of `ws_1`) through the admin API,
 /// trying again on 503 within 20 s; their secrets and ids.
 pub async fn create_tokens(admin: &Http, n: usize, expires: &str) -> Vec<(String, String)> {
