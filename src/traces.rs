@@ -86,6 +86,8 @@ pub enum TracesError {
 pub struct Traces {
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
+    /// `telemetry.join_proxy_traces`.
+    join_proxy_traces: bool,
 }
 
 impl std::fmt::Debug for Traces {
@@ -148,18 +150,24 @@ impl Traces {
         let traces = Arc::new(Self {
             tracer,
             propagator: TraceContextPropagator::new(),
+            join_proxy_traces: settings.join_proxy_traces,
         });
         Ok(Some((traces, task)))
     }
 
     /// Starts the span of one request at `door`. From a trusted caller
-    /// (see [`CallerTrace`]) the span is a child of its `traceparent` when
+    /// (see [`CallerTrace`]), when `telemetry.join_proxy_traces` says the
+    /// trusted proxies trace, the span is a child of its `traceparent` when
     /// that is a valid W3C header (a malformed one is ignored: the span
     /// starts a new trace), and the caller's sampled flag decides. From
     /// anyone else the span starts a trace of the gate's own, sampled by
     /// `sample_ratio` alone, and links the caller's span (its `tracestate`
     /// not taken).
     pub fn span(&self, door: &'static str, caller: CallerTrace<'_>) -> RequestSpan {
+        let caller = CallerTrace {
+            trusted: caller.trusted && self.join_proxy_traces,
+            ..caller
+        };
         let remote = caller.traceparent.map(|tp| {
             self.propagator.extract(&Incoming {
                 tp,
@@ -200,8 +208,10 @@ impl Traces {
 
 /// The trace context a request came with, and whether the gate takes it
 /// from this caller: only a peer in `trusted_proxies` (the proxies whose
-/// forwarding headers are believed) chooses the trace a span joins and
-/// whether it is recorded. Anyone else could otherwise have every request
+/// forwarding headers are believed), and only with
+/// `telemetry.join_proxy_traces` (a proxy that does not trace relays the
+/// client's header), chooses the trace a span joins and whether it is
+/// recorded. Anyone else could otherwise have every request
 /// recorded past `sample_ratio`, and hang the gate's spans — and the API's
 /// under them — in a trace of their choosing.
 #[derive(Debug, Clone, Copy, Default)]

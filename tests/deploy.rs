@@ -500,7 +500,7 @@ fn envoy_passes_each_clients_own_address_to_the_gate() {
             for trace in ["traceparent", "tracestate"] {
                 assert!(
                     sent.contains(&trace),
-                    "{file}: the gate's span never joins the caller's trace (no {trace}): {sent:?}"
+                    "{file}: the gate's span never links (or, with telemetry.join_proxy_traces, joins) the caller's trace (no {trace}): {sent:?}"
                 );
             }
             // A name the API may read as the gate's own, spelled with

@@ -193,12 +193,15 @@ const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 const STATE: &str = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
 
+/// A gate exporting spans whose trusted proxies trace themselves
+/// (`telemetry.join_proxy_traces`): their `traceparent` is the parent.
 async fn traced_gate(receiver: &Receiver, upstream: &TestUpstream) -> InProcessGate {
     let endpoint = receiver.endpoint();
     let url = upstream.url();
     InProcessGate::start(&[
         ("upstream.url", &url),
         ("telemetry.otlp_endpoint", &endpoint),
+        ("telemetry.join_proxy_traces", "true"),
     ])
     .await
 }
@@ -477,6 +480,62 @@ async fn forward_auth_and_grpc_spans_join_the_callers_trace() {
     assert_eq!(attrs(&grpc[0])["http.response.status_code"], "200");
     let bytes = receiver.all_bytes();
     assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+}
+
+/// By default a trusted proxy's `traceparent` is only linked: a proxy that
+/// does not trace itself (Envoy, Traefik, Caddy as shipped) relays the
+/// client's, which would otherwise choose the trace and whether it is
+/// recorded. Here the client's header reaches `/auth/nginx` and the gRPC
+/// door from loopback, a trusted peer, with its sampled flag set while
+/// `sample_ratio` is 0: no span; with the ratio at 1, spans of the gate's
+/// own trace, linked to the client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_relayed_trace_is_linked_unless_its_proxies_trace() {
+    let upstream = TestUpstream::start().await;
+    for ratio in ["0", "1"] {
+        let receiver = Receiver::start().await;
+        let endpoint = receiver.endpoint();
+        let url = upstream.url();
+        let gate = InProcessGate::start(&[
+            ("upstream.url", &url),
+            ("telemetry.otlp_endpoint", &endpoint),
+            ("telemetry.sample_ratio", ratio),
+        ])
+        .await;
+        let (_, secret) = create_token(
+            &gate,
+            workspace_token("Relayed", "ws_1", "workspace_viewer", "1m"),
+        )
+        .await;
+        let n = send(gate.addrs.auth, Method::GET, "/auth/nginx")
+            .token(&secret)
+            .original("GET", WS1_PROJECTS)
+            .header("traceparent", SAMPLED)
+            .go()
+            .await;
+        assert_eq!(n.status, StatusCode::OK);
+        let auth = format!("Bearer {secret}");
+        let code = grpc_check(&gate, &[("authorization", &auth), ("traceparent", SAMPLED)]).await;
+        assert_eq!(code, 0, "OK");
+        if ratio == "0" {
+            // Shutting down sends whatever was recorded.
+            gate.shutdown().await;
+            let spans = receiver.spans();
+            assert!(
+                spans.is_empty(),
+                "the relayed flag chose sampling: {spans:?}"
+            );
+            continue;
+        }
+        let nginx = receiver.door_spans("nginx", 1).await;
+        let grpc = receiver.door_spans("grpc", 1).await;
+        for span in [&nginx[0], &grpc[0]] {
+            assert_ne!(hex(&span.trace_id), TRACE_ID, "a trace of its own");
+            assert!(span.parent_span_id.is_empty(), "a root span: {span:?}");
+            assert_eq!(span.links.len(), 1, "{span:?}");
+            assert_eq!(hex(&span.links[0].trace_id), TRACE_ID);
+        }
+    }
 }
 
 // === a caller the gate does not trust ===

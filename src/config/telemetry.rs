@@ -23,6 +23,13 @@ pub struct TelemetrySettings {
     /// `trusted_proxies`; a trusted peer's `traceparent` decides by its
     /// sampled flag.
     pub sample_ratio: f64,
+    /// Whether a `traceparent` from a peer in `trusted_proxies` is the
+    /// parent of the gate's span (and its sampled flag decides). Off (the
+    /// default), it is only linked, as a stranger's is: a proxy that does
+    /// not trace itself — Envoy, Traefik, Caddy as shipped — relays the
+    /// client's header, which would choose the trace and whether it is
+    /// recorded. On when every trusted proxy traces and sets it.
+    pub join_proxy_traces: bool,
     /// Finished spans held for export; past it, new spans are dropped and
     /// counted (`hawzu_gate_trace_spans_total{result="dropped"}`), never waited for.
     pub queue_size: usize,
@@ -36,6 +43,7 @@ impl Default for TelemetrySettings {
             otlp_endpoint: None,
             service_name: "hawzu-gate".into(),
             sample_ratio: 1.0,
+            join_proxy_traces: false,
             queue_size: 2048,
             export_timeout: HumanDuration(Duration::from_secs(10)),
         }
