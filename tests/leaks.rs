@@ -34,8 +34,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{
-    BIN, InProcessGate, create_token, eventually, listed, nginx_auth, redis_url, unique_prefix,
-    workspace_token,
+    BIN, InProcessGate, create_token, eventually, listed, lose_id_key, nginx_auth, redis_url,
+    unique_prefix, workspace_token,
 };
 
 // === GitHub, played by the test ===
@@ -391,17 +391,7 @@ async fn a_leaked_token_whose_id_key_was_lost_is_still_revoked() {
     let a = gate_with(&env).await;
     let (id, secret) =
         create_token(&a, workspace_token("CI", "ws_1", "workspace_viewer", "30d")).await;
-    let mut redis = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let deleted: i64 = redis::cmd("DEL")
-        .arg(format!("{prefix}id:{id}"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(deleted, 1);
+    lose_id_key(&prefix, &id).await;
     assert_eq!(nginx_auth(&a, &secret).await.status, StatusCode::OK);
     // A list meanwhile cannot tell the lost key from a dropped record, and
     // takes the token's index entries away.

@@ -16,8 +16,8 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 
 use common::{
-    GateProcess, InProcessGate, WS1_PROJECTS, create_token, eventually, listed, redis_url, send,
-    unique_prefix, workspace_token,
+    GateProcess, InProcessGate, WS1_PROJECTS, create_token, eventually, listed, lose_id_key,
+    redis_url, send, unique_prefix, workspace_token,
 };
 
 /// Longest wait for a flush (every 5 s) to reach the store.
@@ -261,23 +261,13 @@ async fn a_known_tokens_refusals_count_with_the_last_code_and_unknown_tokens_now
 async fn a_token_whose_id_key_was_lost_is_found_by_id_again_once_used() {
     let prefix = unique_prefix("usage_lost_id");
     let gate = redis_gate(&prefix, &[]).await;
-    let mut redis = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     for expires in ["30d", "never"] {
         let (id, secret) = create_token(
             &gate,
             workspace_token("CI", "ws_1", "workspace_viewer", expires),
         )
         .await;
-        let deleted: i64 = redis::cmd("DEL")
-            .arg(format!("{prefix}id:{id}"))
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        assert_eq!(deleted, 1);
+        lose_id_key(&prefix, &id).await;
         assert!(!listed(&gate, &id).await, "{expires}: the list lost it");
         let show = format!("/admin/v1/tokens/{id}");
         assert_eq!(gate.admin().get(&show).await.status, StatusCode::NOT_FOUND);

@@ -10,6 +10,22 @@ use jiff::Timestamp;
 
 use super::eventually;
 
+/// Deletes token `id`'s `id:` key under `prefix` in the shared Redis, as an
+/// eviction or a fail-over that lost it would.
+pub async fn lose_id_key(prefix: &str, id: &str) {
+    let mut redis = redis::Client::open(super::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}id:{id}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "the id key of {id} was there");
+}
+
 /// The Redis key of `secret`'s record under `prefix` (docs/design.md §
 /// Stores: `token:{hash-hex}`).
 pub fn token_key(prefix: &str, secret: &str) -> String {
