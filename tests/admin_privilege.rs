@@ -1556,17 +1556,7 @@ async fn a_manager_whose_id_key_was_lost_still_makes_changes() {
         create_token(&gate, workspace_token("Clerk", "ws_a", "token_admin", "1m")).await;
     let (target, _) =
         create_token(&gate, workspace_token("Peer", "ws_a", "token_admin", "1m")).await;
-    let mut redis = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let deleted: i64 = redis::cmd("DEL")
-        .arg(format!("{prefix}id:{clerk_id}"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(deleted, 1);
+    common::lose_id_key(&prefix, &clerk_id).await;
     let by_clerk = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&clerk);
     let a = by_clerk
         .post(&format!("/admin/v1/tokens/{target}/disable"), json!({}))

@@ -398,13 +398,7 @@ async fn without_an_endpoint_nothing_is_sent_and_trace_context_reaches_the_api_u
     let h = &a.json()["headers"];
     assert_eq!(h["traceparent"], serde_json::json!([SAMPLED]), "{h}");
     assert_eq!(h["tracestate"], serde_json::json!([STATE]), "{h}");
-    let n = send(gate.addrs.auth, Method::GET, "/auth/nginx")
-        .token(&secret)
-        .original("GET", WS1_PROJECTS)
-        .header("traceparent", SAMPLED)
-        .go()
-        .await;
-    assert_eq!(n.status, StatusCode::OK);
+    assert_eq!(nginx_sampled(&gate, &secret).await, StatusCode::OK);
     let metrics = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
     for result in ["exported", "dropped", "failed"] {
         let line = format!("hawzu_gate_trace_spans_total{{result=\"{result}\"}} 0");
@@ -429,13 +423,7 @@ async fn forward_auth_and_grpc_spans_join_the_callers_trace() {
     )
     .await;
 
-    let n = send(gate.addrs.auth, Method::GET, "/auth/nginx")
-        .token(&secret)
-        .original("GET", WS1_PROJECTS)
-        .header("traceparent", SAMPLED)
-        .go()
-        .await;
-    assert_eq!(n.status, StatusCode::OK);
+    assert_eq!(nginx_sampled(&gate, &secret).await, StatusCode::OK);
     let t = send(gate.addrs.auth, Method::GET, "/auth/traefik")
         .token(&secret)
         .header("x-forwarded-method", "POST")
@@ -507,16 +495,8 @@ async fn a_trusted_proxys_relayed_trace_is_linked_unless_its_proxies_trace() {
             workspace_token("Relayed", "ws_1", "workspace_viewer", "1m"),
         )
         .await;
-        let n = send(gate.addrs.auth, Method::GET, "/auth/nginx")
-            .token(&secret)
-            .original("GET", WS1_PROJECTS)
-            .header("traceparent", SAMPLED)
-            .go()
-            .await;
-        assert_eq!(n.status, StatusCode::OK);
-        let auth = format!("Bearer {secret}");
-        let code = grpc_check(&gate, &[("authorization", &auth), ("traceparent", SAMPLED)]).await;
-        assert_eq!(code, 0, "OK");
+        assert_eq!(nginx_sampled(&gate, &secret).await, StatusCode::OK);
+        assert_eq!(grpc_sampled(&gate, &secret).await, 0, "OK");
         if ratio == "0" {
             // Shutting down sends whatever was recorded.
             gate.shutdown().await;
@@ -553,6 +533,24 @@ async fn edge_gate(receiver: &Receiver, upstream: &TestUpstream, ratio: &str) ->
         ("trusted_proxies", ""),
     ])
     .await
+}
+
+/// `/auth/nginx` for `GET WS1_PROJECTS` with `secret` and a sampled
+/// `traceparent` (the caller's trace, [`TRACE_ID`]).
+async fn nginx_sampled(gate: &InProcessGate, secret: &str) -> StatusCode {
+    send(gate.addrs.auth, Method::GET, "/auth/nginx")
+        .token(secret)
+        .original("GET", WS1_PROJECTS)
+        .header("traceparent", SAMPLED)
+        .go()
+        .await
+        .status
+}
+
+/// The same over the gRPC door: its gRPC code.
+async fn grpc_sampled(gate: &InProcessGate, secret: &str) -> i32 {
+    let auth = format!("Bearer {secret}");
+    grpc_check(gate, &[("authorization", &auth), ("traceparent", SAMPLED)]).await
 }
 
 /// A check of `WS1_PROJECTS` over the gRPC door, with `headers`.
@@ -613,16 +611,8 @@ async fn a_stranger_s_sampled_flag_does_not_override_the_sample_ratio() {
         assert!(!tp.contains(TRACE_ID), "{h}");
         assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{h}");
         assert!(h.get("tracestate").is_none(), "{h}");
-        let n = send(gate.addrs.auth, Method::GET, "/auth/nginx")
-            .token(&secret)
-            .original("GET", WS1_PROJECTS)
-            .header("traceparent", SAMPLED)
-            .go()
-            .await;
-        assert_eq!(n.status, StatusCode::OK);
-        let auth = format!("Bearer {secret}");
-        let code = grpc_check(&gate, &[("authorization", &auth), ("traceparent", SAMPLED)]).await;
-        assert_eq!(code, 0, "OK");
+        assert_eq!(nginx_sampled(&gate, &secret).await, StatusCode::OK);
+        assert_eq!(grpc_sampled(&gate, &secret).await, 0, "OK");
     }
     // Shutting down sends whatever was recorded.
     gate.shutdown().await;

@@ -261,8 +261,8 @@ impl<S: TokenStore> TokenCache<S> {
     /// began) and still held is read again; only if that read fails (error
     /// or timeout) is the old record served, only if nothing invalidated it
     /// meanwhile: a trusted one within `ttl + stale_if_error`, a distrusted
-    /// one within its `ttl`. `decide` still checks its expiry, disabled and revoked state
-    /// on every request.
+    /// one within its `ttl`. `decide` still checks its expiry, disabled and
+    /// revoked state on every request.
     pub async fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<CachedRecord>>, StoreError> {
         // Hot path: a hit is a hash-map read and an atomic load; no I/O, no
         // await on a lock.
