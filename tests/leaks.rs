@@ -413,6 +413,111 @@ async fn a_leaked_token_whose_id_key_was_lost_is_still_revoked() {
     assert_eq!(leak_events(&a, &id).await.len(), 1);
 }
 
+/// A report whose revocation Redis made but whose answer came after the
+/// gate stopped waiting (GitHub got 503), sent again: the retry finds the
+/// token revoked — by this reporter, a moment ago — so it is the same
+/// revocation. It is told to every gate (the first try's event never went
+/// out: another gate would serve the token from its cache for its whole
+/// `cache.ttl`) and written in the audit log, once. Before, the retry
+/// answered `true_positive` from the record alone, told nobody and wrote
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_whose_revocation_landed_after_its_timeout_is_told_and_audited_by_the_retry() {
+    let github = SigningKey::new("gh-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let redis = common::RedisServer::start();
+    // The compare-and-set is a script: its answer comes 1 s late.
+    let relay = common::LateAnswers::start(redis.port, b"EVALSHA", Duration::from_secs(1)).await;
+    let prefix = unique_prefix("leaks-late");
+    let direct = format!("redis://127.0.0.1:{}", redis.port);
+    let store = |url: &str| {
+        vec![
+            ("store.backend", "redis".to_owned()),
+            ("store.redis.url", url.to_owned()),
+            ("store.redis.key_prefix", prefix.clone()),
+        ]
+    };
+    let mut env = store(&relay.url());
+    env.extend(leaks_env(&keys));
+    env.push(("store.timeout", "300ms".to_owned()));
+    let a = gate_with(&env).await;
+    let mut env = store(&direct);
+    env.push(("cache.ttl", "1h".to_owned()));
+    let b = gate_with(&env).await;
+    // A first compare-and-set loads the script (a NOSCRIPT answer held
+    // back would hold back a command Redis never ran).
+    let (warm, _) = create_token(
+        &a,
+        workspace_token("Warm", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
+    let warmed = a
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{warm}/disable"))
+        .await;
+    assert_eq!(warmed.status, StatusCode::OK);
+    let (id, secret) =
+        create_token(&a, workspace_token("CI", "ws_1", "workspace_viewer", "30d")).await;
+    // Gate b holds it in its cache.
+    assert_eq!(nginx_auth(&b, &secret).await.status, StatusCode::OK);
+
+    let body = report(&[&secret]);
+    let signature = github.sign(&body);
+    relay.arm();
+    let (status, first) = send_signed(leaks_addr(&a), &github.id, &signature, body.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{first}");
+    // Redis made it all the same (read through gate a: its connection's
+    // held answers have come by then).
+    eventually(
+        "the revocation in Redis",
+        Duration::from_secs(10),
+        || async { (state_of(&a, &id).await == "revoked").then_some(()) },
+    )
+    .await;
+    let (status, feedback) =
+        send_signed(leaks_addr(&a), &github.id, &signature, body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{feedback}");
+    assert_eq!(feedback[0]["label"], "true_positive", "{feedback}");
+    let refused = eventually(
+        "the revocation to reach gate b",
+        Duration::from_secs(5),
+        || async {
+            let r = nginx_auth(&b, &secret).await;
+            (r.status == StatusCode::UNAUTHORIZED).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
+    let events = eventually("the leak_report event", Duration::from_secs(5), || async {
+        let events = leak_events(&a, &id).await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["actor"], "leaks:github");
+    // The revocation's own time, and the record as it found it.
+    let revoked_at = a
+        .admin()
+        .get(&format!("/admin/v1/tokens/{id}"))
+        .await
+        .json()["token"]["revoked_at"]
+        .clone();
+    assert_eq!(e["time"], revoked_at, "{e}");
+    assert_eq!(e["before"]["revoked_at"], Value::Null, "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("leaked (reported by github"),
+        "{e}"
+    );
+    // A third report is a replay: no second event.
+    let (status, _) = send_signed(leaks_addr(&a), &github.id, &signature, body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(leak_events(&a, &id).await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reports_of_one_token_on_two_gates_revoke_it_once() {
     let github = SigningKey::new("gh-key-1");

@@ -22,6 +22,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::audit::{
     Action, AuditEvent, AuditQuery, DEFAULT_PAGE, MAX_PAGE, Origin, Position, Visible,
 };
+use crate::cache::late_repeat;
 use crate::store::AuditLog;
 use crate::token::{FieldErrors, TokenId, TokenRecord};
 
@@ -40,21 +41,10 @@ pub(super) async fn record(api: &AdminState, event: AuditEvent) {
     let _ = tokio::spawn(async move { cache.record_audit(event).await }).await;
 }
 
-/// How long after a change a repeat by the same caller may be the retry of
-/// a try whose answer was lost (a timeout after the store took it).
-const LATE_WINDOW: SignedDuration = SignedDuration::from_secs(3600);
-/// How long a change's claim outlives [`LATE_WINDOW`].
-const CLAIM_MARGIN: SignedDuration = SignedDuration::from_secs(600);
-
-/// Writes the event of a change that stamped `at` by `by` (`stamp`: a
-/// disable, or a revoke — a `DELETE`, a rotate without overlap, an
-/// overlap ended — `disabled_at`/`revoked_at` and their `_by`) once
-/// across a fleet, under a claim (`change:<token>:<stamp>:<at ms>:<by>`)
-/// that a repeat of the change ([`record_late`]) finds for as long as it
-/// may write the event instead. `first`: the change's own try, which
-/// writes its event without the claim should the claim fail (a duplicate
-/// beats a loss). In a task of its own, so that a client gone between the
-/// claim and the event cannot leave the claim without its event.
+/// Writes the event of a change that stamped `at` by `by` once across a
+/// fleet ([`TokenCache::record_change`](crate::cache::TokenCache::record_change)),
+/// in a task of its own, so that a client gone between the claim and the
+/// event cannot leave the claim without its event.
 pub(super) async fn record_stamped(
     api: &AdminState,
     stamp: Action,
@@ -63,29 +53,19 @@ pub(super) async fn record_stamped(
     event: AuditEvent,
     first: bool,
 ) {
-    let key = format!(
-        "change:{}:{}:{}:{by}",
-        event.token_id,
-        stamp.as_str(),
-        at.as_millisecond()
-    );
-    let until = at
-        .checked_add(LATE_WINDOW + CLAIM_MARGIN)
-        .unwrap_or(Timestamp::MAX);
-    let cache = api.cache.clone();
+    let (cache, by) = (api.cache.clone(), by.to_owned());
     let _ = tokio::spawn(async move {
-        cache.record_audit_once(&key, until, event, first).await;
+        cache.record_change(stamp, at, &by, event, first).await;
     })
     .await;
 }
 
 /// A change that a repeat found made already: its state stamped `at`, by
-/// `by`. If it is this caller's own (the same label) and recent, it may be
-/// the earlier try whose answer was lost after the store took it — and
-/// whose event was therefore never written. Written now under the change's
-/// claim ([`record_stamped`]): once, whichever of the two writes it, with
-/// the change's own time and `before` as the change found the record as
-/// far as the record still tells (the stamp and its author unset).
+/// `by`. If it may be this caller's try whose answer was lost
+/// ([`late_repeat`]), its event is written now under the change's claim
+/// ([`record_stamped`]): once, whichever of the two writes it, with the
+/// change's own time and `before` as the change found the record as far
+/// as the record still tells (the stamp and its author unset).
 #[allow(clippy::too_many_arguments)] // one change's facts, each needed
 pub(super) async fn record_late(
     api: &AdminState,
@@ -98,12 +78,10 @@ pub(super) async fn record_late(
     after: &TokenRecord,
     now: Timestamp,
 ) {
-    let Some(at) = at else { return };
     let label = caller.label();
-    let recent = at <= now && now.duration_since(at) <= LATE_WINDOW;
-    if !recent || by != Some(label.as_str()) {
+    let Some(at) = at.filter(|_| late_repeat(at, by, &label, now)) else {
         return;
-    }
+    };
     let event = AuditEvent::changed(action, origin, at, &before, after);
     record_stamped(api, action, at, &label, event, false).await;
 }

@@ -6,15 +6,30 @@
 //! whole instead, and is counted (`hawzu_gate_audit_events_total`).
 //! [`TokenCache::record_once`] is the same for a notice the gate writes
 //! once per key across a fleet (an expiry notice), and
-//! [`TokenCache::record_audit_once`] for a change's event that its repeat
+//! [`TokenCache::record_change`] for a change's event that its repeat
 //! may write instead.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
-use crate::audit::AuditEvent;
+use crate::audit::{Action, AuditEvent};
 use crate::store::{AuditLog, Outbox, TokenStore};
 
 use super::TokenCache;
+
+/// How long after a change a repeat by the same caller may be the retry of
+/// a try whose answer was lost (a timeout after the store took it).
+const LATE_WINDOW: SignedDuration = SignedDuration::from_secs(3600);
+/// How long a change's claim outlives [`LATE_WINDOW`].
+const CLAIM_MARGIN: SignedDuration = SignedDuration::from_secs(600);
+
+/// Whether a change found made already — its state stamped `at` by `by` —
+/// may be the earlier try of `caller` (a label, as `by` holds it) whose
+/// answer was lost after the store took it, and whose event was therefore
+/// never written: the caller's own, and recent. Such a repeat writes the
+/// event under the change's claim ([`TokenCache::record_change`]).
+pub fn late_repeat(at: Option<Timestamp>, by: Option<&str>, caller: &str, now: Timestamp) -> bool {
+    at.is_some_and(|at| at <= now && now.duration_since(at) <= LATE_WINDOW) && by == Some(caller)
+}
 
 impl<S: TokenStore + AuditLog> TokenCache<S> {
     /// Writes `event` to the store's audit log; never fails the caller.
@@ -47,20 +62,33 @@ impl<S: TokenStore + AuditLog> TokenCache<S> {
 }
 
 impl<S: TokenStore + AuditLog + Outbox> TokenCache<S> {
-    /// As [`TokenCache::record_audit`], unless an event was written under
-    /// `key` (until `until`) by any gate: a change's event, which a repeat
-    /// of the change may write if the change's own try could not (its
-    /// answer lost after the store took it) — never both.
-    /// `first`: the change's own try, which writes the event without the
-    /// claim should the claim fail (a duplicate beats a loss).
-    pub async fn record_audit_once(
+    /// Writes the event of a change that stamped `at` by `by` (`stamp`: a
+    /// disable, or a revoke — by the admin API or a leak report —
+    /// `disabled_at`/`revoked_at` and their `_by`) once across a fleet,
+    /// under a claim (`change:<token>:<stamp>:<at ms>:<by>`) that a repeat
+    /// of the change finds for as long as it may write the event instead
+    /// ([`late_repeat`]): the change's own try, or a repeat that found it
+    /// made because the try's answer was lost after the store took it —
+    /// never both. `first`: the change's own try, which writes the event
+    /// without the claim should the claim fail (a duplicate beats a loss).
+    pub async fn record_change(
         &self,
-        key: &str,
-        until: Timestamp,
+        stamp: Action,
+        at: Timestamp,
+        by: &str,
         event: AuditEvent,
         first: bool,
     ) {
-        match self.store().append_once(key, until, &event).await {
+        let key = format!(
+            "change:{}:{}:{}:{by}",
+            event.token_id,
+            stamp.as_str(),
+            at.as_millisecond()
+        );
+        let until = at
+            .checked_add(LATE_WINDOW + CLAIM_MARGIN)
+            .unwrap_or(Timestamp::MAX);
+        match self.store().append_once(&key, until, &event).await {
             Ok(Some(position)) => self.recorded(event, position.to_string()),
             Ok(None) => {}
             Err(_) if first => self.record_audit(event).await,

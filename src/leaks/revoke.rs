@@ -6,7 +6,11 @@
 //! reason `leaked` and where the report says the token was found.
 //!
 //! Idempotent: a token already revoked (a replayed report, a second
-//! scanner) is left as it is and gets no second event. The holder of a
+//! scanner) is left as it is and gets no second event; it is confirmed
+//! (written again and told to every gate), and if this reporter revoked it
+//! within the hour — perhaps a try whose answer was lost after Redis took
+//! it — its event is written unless that try wrote it (one claim per
+//! revocation, as the admin API's). The holder of a
 //! secret may always kill it, so no caller check applies; it never logs or
 //! records the secret, only the token's id.
 
@@ -14,8 +18,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use crate::audit::{AuditEvent, Origin};
-use crate::cache::TokenCache;
+use crate::audit::{Action, AuditEvent, Origin};
+use crate::cache::{TokenCache, late_repeat};
 use crate::redact::redact_secrets;
 use crate::store::{self, Cut, Store, StoreError, TokenStore, UpdateError, update_by_hash};
 use crate::token::{TokenRecord, TokenSecret};
@@ -81,12 +85,10 @@ pub async fn revoke_leaked(
     sighting: &Sighting<'_>,
     now: Timestamp,
 ) -> Result<Found, StoreError> {
-    let Some(record) = cache.get(&secret.hash()).await? else {
+    // Through the cache: its negative entries spare the store a read for
+    // each value guessed at the public door.
+    if cache.get(&secret.hash()).await?.is_none() {
         return Ok(Found::Unknown);
-    };
-    if record.is_revoked_at(now) {
-        end_overlap(cache, &record, origin, sighting, now).await?;
-        return Ok(Found::AlreadyRevoked);
     }
     // The record the write replaced, for the audit event.
     let before = std::sync::Mutex::new(None);
@@ -119,9 +121,31 @@ pub async fn revoke_leaked(
         Err(UpdateError::NotFound | UpdateError::Refused(())) => return Ok(Found::Unknown),
         Err(UpdateError::Store(e)) => return Err(e),
     };
-    // `update` hands back the record as found when nothing changed.
+    // `update` hands back the record as found when nothing changed, and
+    // confirmed: written again and told to every gate — this may be the
+    // retry of a report whose revocation Redis made while its answer was
+    // lost, so that its event never went out.
     let Some(before) = before.into_inner().unwrap_or_else(|e| e.into_inner()) else {
-        end_overlap(cache, &stored.record, origin, sighting, now).await?;
+        let r = &stored.record;
+        // Revoked by this reporter a moment ago: perhaps by that try, whose
+        // audit event is written now, under the revocation's claim (once).
+        if let Some(at) = r.revoked_at.filter(|_| {
+            late_repeat(
+                r.revoked_at,
+                r.revoked_by.as_deref(),
+                &origin.actor,
+                Timestamp::now(),
+            )
+        }) {
+            let unset = TokenRecord {
+                revoked_at: None,
+                revoked_by: None,
+                ..r.clone()
+            };
+            let event = AuditEvent::leak_reported(origin, at, &unset, r, sighting.reason());
+            record_revocation(cache, at, &origin.actor, event, false).await;
+        }
+        end_overlap(cache, r, origin, sighting, now).await?;
         return Ok(Found::AlreadyRevoked);
     };
     let reason = sighting.reason();
@@ -134,17 +158,31 @@ pub async fn revoke_leaked(
         reason = %reason,
         "token revoked: its secret was reported leaked"
     );
-    cache
-        .record_audit(AuditEvent::leak_reported(
-            origin,
-            now,
-            &before,
-            &stored.record,
-            reason,
-        ))
-        .await;
+    let event = AuditEvent::leak_reported(origin, now, &before, &stored.record, reason);
+    let at = stored.record.revoked_at.unwrap_or(now);
+    record_revocation(cache, at, &origin.actor, event, true).await;
     end_overlap(cache, &stored.record, origin, sighting, now).await?;
     Ok(Found::Revoked)
+}
+
+/// Writes the event of a revocation stamped `at` by `by` under its claim
+/// (`TokenCache::record_change`), which a report's retry finds: once,
+/// whichever writes it. In a task of its own, awaited: a report cut off by
+/// its deadline cannot leave the claim without its event.
+async fn record_revocation(
+    cache: &Arc<TokenCache<Store>>,
+    at: Timestamp,
+    by: &str,
+    event: AuditEvent,
+    first: bool,
+) {
+    let (cache, by) = (cache.clone(), by.to_owned());
+    let _ = tokio::spawn(async move {
+        cache
+            .record_change(Action::Revoke, at, &by, event, first)
+            .await;
+    })
+    .await;
 }
 
 /// Every value the rotations of `revoked` replaced, revoked now if its
