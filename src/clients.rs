@@ -50,8 +50,10 @@ impl TrustedProxies {
     /// Says once, naming `peer`, that a peer outside `trusted_proxies` sent
     /// forwarding headers. Most often it is the operator's own ingress or
     /// load balancer left off the list: then every client behind it counts
-    /// as that one address (one failed-auth bucket for all of them, and
-    /// `allow_from` judging the proxy). The first hour's pitfall, said
+    /// as that one address (one failed-auth bucket for all of them; at the
+    /// reverse proxy `allow_from` judges the proxy, and at the forward-auth
+    /// doors, where the proxy is never the client, no client is named: a
+    /// token limited by address is refused). The first hour's pitfall, said
     /// where it happens; a client forging the headers just gets the line
     /// once.
     pub fn untrusted_forwarder(&self, peer: IpAddr) {
@@ -59,23 +61,25 @@ impl TrustedProxies {
             tracing::warn!(
                 %peer,
                 "{peer} is not in trusted_proxies but sent X-Forwarded-For (or another forwarding header): \
-                 its requests count as its own address (failed_auth buckets, allow_from, the proxy's \
-                 X-Forwarded-For). If it is your ingress, load balancer or proxy, add it or its network \
-                 to trusted_proxies; said once"
+                 its requests count as its own address (failed_auth buckets, the proxy's X-Forwarded-For; \
+                 allow_from judges it at the proxy listener and refuses tokens limited by address at \
+                 /auth/* and /envoy). If it is your ingress, load balancer or proxy, add it or its \
+                 network to trusted_proxies; said once"
             );
         }
     }
 
     /// The same for a gRPC ext_authz caller (Envoy, Envoy Gateway, an
     /// Istio sidecar) outside `trusted_proxies` whose check names a client
-    /// other than itself: every client behind it counts as it.
+    /// other than itself: every client behind it counts as it, and none is
+    /// named (a token limited by address is refused).
     pub fn untrusted_checker(&self, peer: IpAddr) {
         if self.tell_once(1) {
             tracing::warn!(
                 %peer,
                 "{peer} is not in trusted_proxies but reported a client address in its ext_authz check: \
-                 every client behind it counts as {peer} (one failed_auth bucket for all of them, \
-                 allow_from judging {peer}). If it is your Envoy (Envoy Gateway's proxies, the API \
+                 every client behind it counts as {peer} (one failed_auth bucket for all of them) and \
+                 tokens limited by allow_from are refused. If it is your Envoy (Envoy Gateway's proxies, the API \
                  pods' Istio sidecars), add its address or network to trusted_proxies and let only it \
                  reach listen.grpc; said once"
             );

@@ -674,6 +674,55 @@ async fn a_client_the_gate_cannot_name_is_not_the_proxy_in_front_of_it() {
     }
 }
 
+/// At `/auth/*`, `/envoy` and the gRPC door the peer is the proxy asking,
+/// never the client. A proxy outside `trusted_proxies` (an ingress whose
+/// pod network is not listed: the shipped default) cannot name the client
+/// either — and it is not the client: a token limited to the proxy's
+/// network would pass for every client on the Internet behind it. Before,
+/// each of these answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_proxy_asking_is_not_the_client() {
+    let upstream = TestUpstream::start().await;
+    let gate = with_upstream(&upstream, &[("trusted_proxies", "192.0.2.0/24")]).await;
+    let (_, secret) = create(
+        &gate,
+        viewer_with(serde_json::json!({"allow_from": ["127.0.0.1/32"]})),
+    )
+    .await;
+    for xff in [Some("203.0.113.9"), Some("127.0.0.1"), None] {
+        let mut asked = http_doors(&gate, &secret, xff.unwrap_or("")).await;
+        // The reverse proxy's peer is its client: judged as itself.
+        let (door, proxy) = asked.remove(0);
+        assert_eq!(door, "proxy");
+        assert_eq!(proxy.status, StatusCode::OK, "proxy: {:?}", proxy.body);
+        if xff.is_none() {
+            asked = Vec::new();
+            for (door, path, original) in [
+                ("nginx", "/auth/nginx".to_owned(), true),
+                ("envoy", format!("/envoy{WS1_PROJECTS}"), false),
+            ] {
+                let mut req = gate.auth().request(Method::GET, &path).token(&secret);
+                if original {
+                    req = req.original("GET", WS1_PROJECTS);
+                }
+                asked.push((door, req.go().await));
+            }
+        }
+        for (door, a) in asked {
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "{door} from {xff:?}");
+            assert_eq!(
+                a.header("x-hawzu-error"),
+                Some("address_not_allowed"),
+                "{door} from {xff:?}"
+            );
+        }
+    }
+    for source in ["203.0.113.9", "127.0.0.1"] {
+        let res = grpc_check(&gate, &secret, source).await;
+        assert_eq!(grpc_denied_status(&res), Some(403), "grpc from {source:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxy_that_names_no_client_is_not_the_client() {
     // At /auth/* and /envoy the peer is the proxy asking. Without

@@ -205,9 +205,10 @@ impl ExtAuthz {
     }
 
     /// The client of a check: the downstream address Envoy reports, when the
-    /// caller is a trusted proxy (or unknown); else the caller itself.
-    /// Unnamed when a trusted caller reports none (or not an address):
-    /// Envoy is not the client (it is the hop counts key on).
+    /// caller is a trusted proxy (or unknown). Unnamed when a trusted caller
+    /// reports none (or not an address), or when the caller is outside
+    /// `trusted_proxies` (its word is not taken): Envoy is not the client
+    /// (it is the hop counts key on).
     fn client(&self, req: &CheckRequest, peer: Option<IpAddr>) -> Client {
         use envoy_types::pb::envoy::config::core::v3::address::Address;
         let reported = || {
@@ -223,7 +224,11 @@ impl ExtAuthz {
                 if reported().is_some_and(|ip| ip.to_canonical() != p) {
                     self.shared.trusted_proxies.untrusted_checker(p);
                 }
-                Client::is(p)
+                // Envoy is not the client, and its word is not taken.
+                Client {
+                    named: None,
+                    hop: p,
+                }
             }
             _ => Client {
                 named: reported().map(|ip| ip.to_canonical()),

@@ -348,10 +348,11 @@ impl<'h> Read<'h> {
 }
 
 /// The client of a request `peer` asks about. The peer here is the proxy
-/// asking, never the client. A trusted proxy that names no client (no
-/// X-Forwarded-For) leaves it unnamed: taken for the client, a token
-/// limited to the proxy's network would pass for everyone behind it. An
-/// untrusted peer is its own client, as everywhere.
+/// asking, never the client: a trusted proxy names it (X-Forwarded-For);
+/// one that names none, or a proxy outside `trusted_proxies` (whose word
+/// is not taken), leaves it unnamed — taken for the client, a token
+/// limited to the proxy's network would pass for everyone behind it. The
+/// peer is still the hop that per-address counts key on.
 fn asker_client(
     shared: &Shared,
     peer: SocketAddr,
@@ -359,15 +360,16 @@ fn asker_client(
     forwarded_for: bool,
 ) -> Client {
     let peer = peer.ip().to_canonical();
+    if forwarded_for && shared.trusted_proxies.trusts(peer) {
+        return shared.client(peer, headers);
+    }
     if forwarded_for {
-        shared.client(peer, headers)
-    } else if shared.trusted_proxies.trusts(peer) {
-        Client {
-            named: None,
-            hop: peer,
-        }
-    } else {
-        Client::is(peer)
+        // Said once: its clients count as it.
+        shared.trusted_proxies.untrusted_forwarder(peer);
+    }
+    Client {
+        named: None,
+        hop: peer,
     }
 }
 
