@@ -44,9 +44,9 @@ impl FailedAuthSettings {
     /// naming the key at fault.
     pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
         if self.limit > 0 {
-            if self.window.0 < Duration::from_secs(1) {
-                return Err(invalid("failed_auth.window", "must be at least 1s".into()));
-            }
+            self.window
+                .within(Duration::from_secs(1), Duration::from_secs(86_400))
+                .map_err(|why| invalid("failed_auth.window", why))?;
             if self.max_clients == 0 {
                 return Err(invalid(
                     "failed_auth.max_clients",

@@ -13,6 +13,26 @@ pub use crate::token::short_duration as short;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// Longer than any setting can mean: refused as it is read, so that no
+/// check or use downstream (a doubling, a deadline, a cache's lifetime)
+/// can overflow.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+impl HumanDuration {
+    /// `Err("must be between <min> and <max>, not <self>")` when outside.
+    pub fn within(self, min: Duration, max: Duration) -> Result<(), String> {
+        if (min..=max).contains(&self.0) {
+            return Ok(());
+        }
+        Err(format!(
+            "must be between {} and {}, not {}",
+            short(min),
+            short(max),
+            short(self.0)
+        ))
+    }
+}
+
 impl fmt::Debug for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&short(self.0))
@@ -28,13 +48,17 @@ impl Serialize for HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{s}` is not a duration ({e}); write it like 250ms, 60s, 5m, 30d"
-                ))
-            })
+        let d = humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration ({e}); write it like 250ms, 60s, 5m, 30d"
+            ))
+        })?;
+        if d > LONGEST {
+            return Err(serde::de::Error::custom(format!(
+                "`{s}` is longer than any setting can mean (100 years)"
+            )));
+        }
+        Ok(HumanDuration(d))
     }
 }
 

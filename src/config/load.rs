@@ -293,9 +293,30 @@ fn without_values(message: &str) -> String {
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(&strings_as_lengths(line));
+        out.push_str(&dotted_key(&strings_as_lengths(line)));
     }
     out
+}
+
+/// The parser's key path as the docs write it: `webhooks[0]timeout` (its
+/// spelling) → `webhooks[0].timeout`.
+fn dotted_key(line: &str) -> String {
+    const KEY: &str = "for key `";
+    let Some(at) = line.find(KEY) else {
+        return line.to_owned();
+    };
+    let start = at + KEY.len();
+    let end = line[start..].find('`').map_or(line.len(), |n| start + n);
+    let mut key = String::with_capacity(end - start + 4);
+    let mut after_index = false;
+    for c in line[start..end].chars() {
+        if after_index && c != '.' && c != '[' {
+            key.push('.');
+        }
+        after_index = c == ']';
+        key.push(c);
+    }
+    format!("{}{key}{}", &line[..start], &line[end..])
 }
 
 /// `string "…"` (serde's quoting, `\"` inside escaped) as `a string of N

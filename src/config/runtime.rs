@@ -24,6 +24,16 @@ pub struct ShutdownSettings {
     pub grace: HumanDuration,
 }
 
+impl ShutdownSettings {
+    /// Checks `shutdown.grace`; `invalid(key, message)` builds the error.
+    pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        // An orchestrator kills the gate long before an hour.
+        self.grace
+            .within(Duration::ZERO, Duration::from_secs(3600))
+            .map_err(|why| invalid("shutdown.grace", why))
+    }
+}
+
 impl Default for ShutdownSettings {
     fn default() -> Self {
         Self {

@@ -146,6 +146,7 @@ impl Settings {
         self.limits.validate(invalid)?;
         self.admin.validate_reserve(&self.limits, invalid)?;
         self.failed_auth.validate(invalid)?;
+        self.shutdown.validate(invalid)?;
         self.listen.validate(invalid)?;
         self.usage.validate(invalid)?;
         self.audit.validate(invalid)?;

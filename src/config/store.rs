@@ -51,9 +51,10 @@ impl StoreSettings {
     /// Checks `store.*` (and `store.redis.*` when the backend is Redis);
     /// `invalid(key, message)` builds the error naming the key at fault.
     pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
-        if self.timeout.0.is_zero() {
-            return Err(invalid("store.timeout", "must be more than 0".into()));
-        }
+        // Every request that misses the cache may wait this long.
+        self.timeout
+            .within(Duration::from_millis(1), Duration::from_secs(60))
+            .map_err(|why| invalid("store.timeout", why))?;
         if self.retention.0 < Duration::from_secs(60) {
             return Err(invalid("store.retention", "must be at least 1m".into()));
         }

@@ -400,8 +400,8 @@ fn limits_are_checked() {
         ("limits.max_header_bytes", "100", "between 8192"),
         ("limits.max_grpc_message_bytes", "1024", "between 16384"),
         ("limits.max_grpc_message_bytes", "33554432", "between 16384"),
-        ("limits.header_read_timeout", "1ms", "at least 100ms"),
-        ("failed_auth.window", "10ms", "at least 1s"),
+        ("limits.header_read_timeout", "1ms", "between 100ms and 1h"),
+        ("failed_auth.window", "10ms", "between 1s and 1d"),
         ("admin.change_window", "10ms", "from 1s to 24h"),
         ("admin.change_window", "2d", "from 1s to 24h"),
     ] {
@@ -969,5 +969,77 @@ fn a_key_prefix_with_a_stray_brace_is_refused() {
     }
     for good in ["{hawzu}:", "hawzu:v2:"] {
         assert_eq!(prefix(good).unwrap().settings.store.redis.key_prefix, good);
+    }
+}
+
+/// A duration no setting can mean is refused naming its key — never
+/// turned into a panic that `check-config` does not foresee and that kills
+/// a running gate on SIGHUP (a webhook's `timeout` doubled for its
+/// `claim_after` check; moka's 1000-year bound on `failed_auth.window`).
+/// Timeouts a connection or a request waits on are bounded (humantime's
+/// `M` is a month) and more than 0 (an upstream timeout of `0s` fails
+/// every request).
+#[test]
+fn durations_no_setting_can_mean_are_refused_naming_the_key() {
+    let (_d, path) = file(
+        "[[webhooks]]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"0123456789abcdef0123\"\nevents = [\"*\"]\ntimeout = \"10000000000000000000s\"\n",
+    );
+    let Err(e) = load_from(Some(&path), BTreeMap::new()) else {
+        panic!("a timeout of 3 × 10^11 years refused")
+    };
+    assert!(e.to_string().contains("webhooks[0].timeout"), "{e}");
+    for (var, value, key) in [
+        (
+            "HAWZU_GATE__FAILED_AUTH__WINDOW",
+            "1001y",
+            "failed_auth.window",
+        ),
+        (
+            "HAWZU_GATE__LIMITS__HEADER_READ_TIMEOUT",
+            "1M",
+            "limits.header_read_timeout",
+        ),
+        (
+            "HAWZU_GATE__LIMITS__IDLE_TIMEOUT",
+            "1M",
+            "limits.idle_timeout",
+        ),
+        ("HAWZU_GATE__STORE__TIMEOUT", "1M", "store.timeout"),
+        ("HAWZU_GATE__UPSTREAM__TIMEOUT", "0s", "upstream.timeout"),
+        ("HAWZU_GATE__UPSTREAM__TIMEOUT", "1M", "upstream.timeout"),
+        (
+            "HAWZU_GATE__UPSTREAM__CONNECT_TIMEOUT",
+            "0s",
+            "upstream.connect_timeout",
+        ),
+        (
+            "HAWZU_GATE__UPSTREAM__CONNECT_TIMEOUT",
+            "1M",
+            "upstream.connect_timeout",
+        ),
+        ("HAWZU_GATE__SHUTDOWN__GRACE", "1M", "shutdown.grace"),
+        (
+            "HAWZU_GATE__CACHE__NEGATIVE_TTL",
+            "1001y",
+            "cache.negative_ttl",
+        ),
+        ("HAWZU_GATE__STORE__RETENTION", "1001y", "store.retention"),
+    ] {
+        let Err(e) = load_from(None, env(&[(var, value)])) else {
+            panic!("{key} = {value} refused")
+        };
+        assert!(e.to_string().contains(key), "{key} = {value}: {e}");
+    }
+    // What these settings are for still loads.
+    for (var, value) in [
+        ("HAWZU_GATE__FAILED_AUTH__WINDOW", "10m"),
+        ("HAWZU_GATE__LIMITS__IDLE_TIMEOUT", "1h"),
+        ("HAWZU_GATE__UPSTREAM__TIMEOUT", "10m"),
+        ("HAWZU_GATE__STORE__RETENTION", "3650d"),
+    ] {
+        assert!(
+            load_from(None, env(&[(var, value)])).is_ok(),
+            "{var} = {value}"
+        );
     }
 }

@@ -48,6 +48,13 @@ impl UpstreamSettings {
     /// here so that `check-config` refuses what `serve` could not use, before
     /// `serve` writes anything.
     pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
+        // `0s` would fail every request; a month holds a slot that long.
+        self.connect_timeout
+            .within(Duration::from_millis(1), Duration::from_secs(300))
+            .map_err(|why| invalid("upstream.connect_timeout", why))?;
+        self.timeout
+            .within(Duration::from_millis(1), Duration::from_secs(3600))
+            .map_err(|why| invalid("upstream.timeout", why))?;
         let url = self.url.trim();
         let shown = super::redact_url(url);
         let fix = |why: &str| {

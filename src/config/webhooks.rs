@@ -251,7 +251,7 @@ pub(crate) fn validate<E>(
                 "must be at least 10ms".to_owned(),
             ));
         }
-        if w.claim_after.0 < w.timeout.0 * 2 {
+        if w.claim_after.0 < w.timeout.0.saturating_mul(2) {
             return Err(invalid(
                 &key("claim_after"),
                 format!(
