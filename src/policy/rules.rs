@@ -591,8 +591,9 @@ impl Template {
 
     /// Matches decoded segments; returns the captures. A capture must be an
     /// id (`A-Z a-z 0-9 _ -`, as ids are validated at creation), so it was
-    /// never percent-decoded and borrows from the raw path.
-    fn capture<'p>(&self, path: &[Cow<'p, str>]) -> Option<Captures<'p>> {
+    /// never percent-decoded and borrows from the raw path; a path whose
+    /// shape fits but whose capture is no id is [`Fit::NotAnId`].
+    fn capture<'p>(&self, path: &[Cow<'p, str>]) -> Fit<'p> {
         // Match the shape first; check captured ids only once it matched
         // (most rules fail on a literal, and cheaply).
         let (mut workspace, mut project) = (None, None);
@@ -604,9 +605,9 @@ impl Template {
                     rest = true;
                     break;
                 }
-                _ if i == path.len() => return None,
+                _ if i == path.len() => return Fit::No,
                 Seg::Literal(l) if **l == *path[i] => {}
-                Seg::Literal(_) => return None,
+                Seg::Literal(_) => return Fit::No,
                 Seg::Workspace => workspace = Some(i),
                 Seg::Project => project = Some(i),
                 Seg::One => {}
@@ -614,20 +615,32 @@ impl Template {
             i += 1;
         }
         if !rest && i != path.len() {
-            return None;
+            return Fit::No;
         }
-        let id = |at: Option<usize>| -> Option<Option<&'p str>> {
+        let id = |at: Option<usize>| -> Result<Option<&'p str>, ()> {
             match at.map(|i| &path[i]) {
-                None => Some(None),
-                Some(Cow::Borrowed(s)) if valid_id(s) => Some(Some(*s)),
-                Some(_) => None,
+                None => Ok(None),
+                Some(Cow::Borrowed(s)) if valid_id(s) => Ok(Some(*s)),
+                Some(_) => Err(()),
             }
         };
-        Some(Captures {
-            workspace: id(workspace)?,
-            project: id(project)?,
-        })
+        match (id(workspace), id(project)) {
+            (Ok(workspace), Ok(project)) => Fit::Captured(Captures { workspace, project }),
+            _ => Fit::NotAnId,
+        }
     }
+}
+
+/// How a path fits a template.
+enum Fit<'p> {
+    No,
+    Captured(Captures<'p>),
+    /// The shape fits, but a `{workspace}` or `{project}` segment is no id
+    /// (percent-encoded, or with a character ids never hold): the API may
+    /// read it as one (`p%31` is `p1` decoded, `p1.json` is `p1` to a
+    /// framework that strips a format), so no later, looser rule judges
+    /// it — the walk ends with no rule.
+    NotAnId,
 }
 
 /// What a template captured.
@@ -795,7 +808,8 @@ impl RuleSet {
         Self::new(rules)
     }
 
-    /// The first rule matching `method` and the decoded `path`.
+    /// The first rule matching `method` and the decoded `path` (none when
+    /// the first whose shape fits captures a segment that is no id).
     pub fn find<'r, 'p>(
         &'r self,
         method: &Method,
@@ -804,14 +818,17 @@ impl RuleSet {
         let segs = path.segments();
         // The method is looked up once, not once per rule.
         let bit = MethodSet::bit(method);
-        self.rules.iter().find_map(|rule| {
+        for rule in self.rules.iter() {
             if rule.methods.0 & bit == 0 {
-                return None;
+                continue;
             }
-            rule.template
-                .capture(segs)
-                .map(|captures| Matched { rule, captures })
-        })
+            match rule.template.capture(segs) {
+                Fit::No => {}
+                Fit::Captured(captures) => return Some(Matched { rule, captures }),
+                Fit::NotAnId => return None,
+            }
+        }
+        None
     }
 }
 

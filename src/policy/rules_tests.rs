@@ -434,6 +434,57 @@ fn first_match_wins() {
     assert!(rules.find(&Method::GET, &path).is_none());
 }
 
+/// A segment where a rule captures `{workspace}` or `{project}` that is
+/// no id (percent-encoded, or with a `.`) ends the walk: no rule, so the
+/// request is refused — never judged by a later, looser rule, when the API
+/// may read it as the id (`p%31` decoded is `p1`; `p1.json` is `p1` to a
+/// framework that strips the format). Before, the walk went on to the
+/// catch-all here and allowed `projects:read`.
+#[test]
+fn a_capture_that_is_no_id_ends_the_walk_rather_than_reach_a_looser_rule() {
+    let rule = |t: &str, p: &str, origin: &str| Rule {
+        methods: MethodSet::parse(["GET"]).unwrap(),
+        template: Template::parse(t).unwrap(),
+        access: Permission::parse(p).unwrap().into(),
+        origin: origin.into(),
+    };
+    let rules = RuleSet::new(vec![
+        rule(
+            "/api/v1/workspaces/{workspace}/projects/{project}/settings/**",
+            "settings:read",
+            "strict",
+        ),
+        rule(
+            "/api/v1/workspaces/{workspace}/projects/*/**",
+            "projects:read",
+            "loose",
+        ),
+    ]);
+    let origin = |raw: &str| {
+        let path = normalize(raw).unwrap();
+        rules
+            .find(&Method::GET, &path)
+            .map(|m| m.rule.origin.clone())
+    };
+    assert_eq!(
+        origin("/api/v1/workspaces/w/projects/p1/settings/k").as_deref(),
+        Some("strict")
+    );
+    for raw in [
+        "/api/v1/workspaces/w/projects/p%31/settings/k",
+        "/api/v1/workspaces/w/projects/p1.json/settings/k",
+        "/api/v1/workspaces/w/projects/caf%C3%A9/settings/k",
+        "/api/v1/workspaces/w%5F1/projects/p1/settings/k",
+    ] {
+        assert_eq!(origin(raw), None, "{raw}");
+    }
+    // A segment the strict rule does not capture is the loose rule's.
+    assert_eq!(
+        origin("/api/v1/workspaces/w/projects/p%31/runs").as_deref(),
+        Some("loose")
+    );
+}
+
 #[test]
 fn bad_templates_and_methods_are_refused() {
     for t in [
@@ -613,9 +664,11 @@ fn reference<'p>(rules: &RuleSet, m: &Method, raw: &'p str) -> Option<(String, C
         }
     };
     let path = split(raw);
+    // A rule whose shape fits but whose capture is no id ends the walk.
+    let mut not_an_id = false;
     rules.rules().iter().find_map(|rule| {
         let names = format!("{:?}", rule.methods);
-        if !names.split(',').any(|n| n == m.as_str()) {
+        if not_an_id || !names.split(',').any(|n| n == m.as_str()) {
             return None;
         }
         let text = rule.template.as_str().to_owned();
@@ -625,6 +678,7 @@ fn reference<'p>(rules: &RuleSet, m: &Method, raw: &'p str) -> Option<(String, C
             text[1..].split('/').collect()
         };
         let mut captures = Captures::default();
+        let mut ids = true;
         let mut i = 0;
         for t in template {
             if t == "**" {
@@ -632,24 +686,29 @@ fn reference<'p>(rules: &RuleSet, m: &Method, raw: &'p str) -> Option<(String, C
                 break;
             }
             let seg = *path.get(i)?;
-            let ok = match t {
-                "*" => true,
+            match t {
+                "*" => {}
                 "{workspace}" => {
                     captures.workspace = Some(seg);
-                    crate::policy::ids::valid_id(seg)
+                    ids &= crate::policy::ids::valid_id(seg);
                 }
                 "{project}" => {
                     captures.project = Some(seg);
-                    crate::policy::ids::valid_id(seg)
+                    ids &= crate::policy::ids::valid_id(seg);
                 }
-                lit => lenient_reading(&format!("/{seg}")) == Some(vec![lit.to_owned()]),
-            };
-            if !ok {
-                return None;
+                lit => {
+                    if lenient_reading(&format!("/{seg}")) != Some(vec![lit.to_owned()]) {
+                        return None;
+                    }
+                }
             }
             i += 1;
         }
-        (i == path.len()).then(|| (name(rule), captures))
+        if i != path.len() {
+            return None;
+        }
+        not_an_id = !ids;
+        ids.then(|| (name(rule), captures))
     })
 }
 
