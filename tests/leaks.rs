@@ -1319,6 +1319,65 @@ async fn the_public_door_revokes_a_real_token_and_answers_an_unknown_one_alike()
     assert_eq!(a.json()["error"], "not_a_token");
 }
 
+/// The public door answers 202 ("if this is a token of this gate, it is
+/// revoked now") before the lookup, so its reporter never sends it again:
+/// a lookup the store fails is tried again until the store answers. Before,
+/// a report made while Redis was away was counted, logged and dropped: the
+/// leaked token kept working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_report_made_while_the_store_is_away_is_judged_once_it_is_back() {
+    let keys = KeyServer::start(&[&SigningKey::new("k")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::RedisNode::start_with(common::free_port(), dir.path(), &["--save", ""]);
+    let mut env = vec![
+        ("store.backend", "redis".to_owned()),
+        (
+            "store.redis.url",
+            format!("redis://127.0.0.1:{}", node.port),
+        ),
+        ("store.redis.key_prefix", unique_prefix("leaks-away")),
+    ];
+    env.extend(leaks_env(&keys));
+    let gate = gate_with(&env).await;
+    let door = common::Http::new(format!("http://{}", leaks_addr(&gate)));
+    let (id, secret) = create_token(
+        &gate,
+        workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
+
+    node.pause();
+    let answer = door.post("/v1/leaks", json!({"token": secret})).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    eventually("the lookup to fail", Duration::from_secs(15), || async {
+        let failed = metric(
+            &gate,
+            "hawzu_gate_leak_reports_total{result=\"store_error\"}",
+        )
+        .await;
+        (failed >= 1.0).then_some(())
+    })
+    .await;
+    node.resume();
+    eventually(
+        "the reported token to be revoked",
+        Duration::from_secs(15),
+        || async { (state_of(&gate, &id).await == "revoked").then_some(()) },
+    )
+    .await;
+    let events = eventually("the leak_report event", Duration::from_secs(5), || async {
+        let events = leak_events(&gate, &id).await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["actor"], "leaks:public");
+    assert_eq!(
+        metric(&gate, "hawzu_gate_leak_reports_total{result=\"revoked\"}").await,
+        1.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_door_limits_each_client_like_failed_authentications() {
     let keys = KeyServer::start(&[&SigningKey::new("k")]).await;

@@ -74,8 +74,12 @@ pub const GITHUB_DEADLINE: Duration = Duration::from_secs(20);
 const LOOKUPS_AT_ONCE: usize = 16;
 /// Public reports being looked up after their answer, at most.
 const BACKGROUND_AT_ONCE: usize = 64;
-/// Longest a public report's lookup and revocation may take.
+/// Longest a public report's lookup and revocation may take, each try.
 const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a public report the store fails is tried again.
+const PUBLIC_RETRY_FOR: Duration = Duration::from_secs(3600);
+/// The longest wait between two tries of a public report.
+const PUBLIC_RETRY_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// The error codes of this listener (`error` in a refusal's JSON body).
 pub mod codes {
@@ -483,7 +487,7 @@ impl Leaks {
         let hash = token_hash(secret.expose());
         // Looked up after the answer: real and unknown tokens are answered
         // alike, in the same time.
-        let this = self.clone();
+        let (this, hash_shown) = (self.clone(), hash.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let origin = Origin {
@@ -496,23 +500,45 @@ impl Leaks {
                 url: &report.url,
                 source: &report.source,
             };
-            let judged = tokio::time::timeout(
-                BACKGROUND_DEADLINE,
-                revoke_leaked(&this.cache, &secret, &origin, &sighting, Timestamp::now()),
-            )
-            .await;
-            match judged {
-                Ok(Ok(found)) => {
-                    this.count(found);
+            // The reporter was told it is revoked and will not send it
+            // again: a lookup the store fails is tried again, backing off,
+            // until the store answers (or for PUBLIC_RETRY_FOR), holding
+            // its slot — reports beyond them meanwhile are told to wait.
+            let give_up = tokio::time::Instant::now() + PUBLIC_RETRY_FOR;
+            let mut wait = Duration::from_secs(1);
+            loop {
+                let judged = tokio::time::timeout(
+                    BACKGROUND_DEADLINE,
+                    revoke_leaked(&this.cache, &secret, &origin, &sighting, Timestamp::now()),
+                )
+                .await;
+                let why = match judged {
+                    Ok(Ok(found)) => {
+                        this.count(found);
+                        return;
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "it took too long".to_owned(),
+                };
+                this.metrics.leak_reports(LeakResult::StoreError, 1);
+                let token_hash = hash_shown.as_str();
+                if tokio::time::Instant::now() + wait > give_up {
+                    tracing::error!(
+                        error = %why,
+                        token_hash,
+                        "a public leak report could not be judged for {}: if the value is a token of this gate, it is NOT revoked; revoke it by hand",
+                        crate::config::short_duration(PUBLIC_RETRY_FOR)
+                    );
+                    return;
                 }
-                Ok(Err(e)) => {
-                    this.metrics.leak_reports(LeakResult::StoreError, 1);
-                    tracing::error!(error = %e, "a public leak report could not be judged");
-                }
-                Err(_) => {
-                    this.metrics.leak_reports(LeakResult::StoreError, 1);
-                    tracing::error!("a public leak report took too long to judge");
-                }
+                tracing::warn!(
+                    error = %why,
+                    token_hash,
+                    "a public leak report could not be judged; trying again in {}",
+                    crate::config::short_duration(wait)
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(PUBLIC_RETRY_MAX_WAIT);
             }
         });
         json(
