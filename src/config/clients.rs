@@ -59,12 +59,35 @@ impl FailedAuthSettings {
 }
 
 /// A list of networks; empty entries (an empty environment variable) are
-/// skipped.
+/// skipped, and a network with address bits beyond its prefix
+/// (`10.1.2.3/8`) is refused as ambiguous, as in a token's `allow_from`.
 pub(super) fn ip_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     Vec::<String>::deserialize(d)?
         .iter()
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .map(|s| {
+            let net: IpNet = s.parse().map_err(serde::de::Error::custom)?;
+            if net.has_host_bits() {
+                return Err(serde::de::Error::custom(format!(
+                    "`{s}` has address bits set beyond its prefix; write the network's first address (like {})",
+                    net.network()
+                )));
+            }
+            Ok(net)
+        })
+        .collect()
+}
+
+/// A warning for each `trusted_proxies` entry that trusts every address:
+/// every client is then a proxy, and names any address it likes.
+pub(crate) fn trusting_everyone(nets: &[IpNet]) -> Vec<String> {
+    nets.iter()
+        .filter(|n| n.prefix() == 0)
+        .map(|n| {
+            format!(
+                "trusted_proxies lists {n}, every address: every client is then a trusted proxy and names any address it likes in X-Forwarded-For (another client's failed-auth bucket, an address a token's allow_from admits); list only your proxies' addresses"
+            )
+        })
         .collect()
 }

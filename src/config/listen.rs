@@ -48,6 +48,18 @@ impl Listen {
         all
     }
 
+    /// A warning when the admin listener is reachable off this host
+    /// without TLS: the admin key, token callers' tokens and a console
+    /// sign-in would cross the network in the clear.
+    pub(crate) fn admin_in_the_clear(&self, tls: bool) -> Option<String> {
+        (!tls && !self.admin.ip().is_loopback()).then(|| {
+            format!(
+                "listen.admin is {} without tls.admin: the admin key, token callers' tokens and console sign-ins cross the network in the clear; set tls.admin (or keep the admin API on loopback and reach it with a port-forward)",
+                self.admin
+            )
+        })
+    }
+
     /// Checks that listeners do not share an address; `invalid(key,
     /// message)` builds the error naming the key at fault.
     pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {

@@ -264,6 +264,12 @@ pub fn load_from(
     let mut warnings = policy.rules.warnings();
     warnings.extend(super::exposed::exposed_secrets(&settings, &origin));
     warnings.extend(super::webhooks::in_the_clear(&settings.webhooks));
+    warnings.extend(super::clients::trusting_everyone(&settings.trusted_proxies));
+    warnings.extend(
+        settings
+            .listen
+            .admin_in_the_clear(settings.tls.admin.is_some()),
+    );
     warnings.extend(settings.headers.dropped_defaults());
     Ok(Loaded {
         settings,

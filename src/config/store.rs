@@ -60,6 +60,13 @@ impl StoreSettings {
         }
         if self.backend == Backend::Redis {
             self.redis.validate(&invalid)?;
+        } else if let Some(key) = self.redis.first_set() {
+            // A fleet whose backend was forgotten: each gate would keep its
+            // own tokens, and a revocation would reach one gate only.
+            return Err(invalid(
+                &format!("store.redis.{key}"),
+                "is set, but store.backend is `embedded` (the default): this gate would keep its own tokens, and no other gate would see its changes; set store.backend = \"redis\" (HAWZU_GATE__STORE__BACKEND=redis), or remove it".into(),
+            ));
         }
         let prefix = &self.redis.key_prefix;
         if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -241,6 +248,16 @@ impl fmt::Debug for SentinelSettings {
 }
 
 impl RedisSettings {
+    /// The first key set to other than its default, but `key_prefix`
+    /// (which names the embedded store's nothing and harms nothing).
+    fn first_set(&self) -> Option<&'static str> {
+        let mine = serde_json::to_value(self).ok()?;
+        let default = serde_json::to_value(Self::default()).ok()?;
+        ["mode", "url", "ca_file", "nodes", "sentinel", "cluster"]
+            .into_iter()
+            .find(|k| mine.get(k) != default.get(k))
+    }
+
     /// Checks the mode and its addresses; `invalid(key, message)` builds
     /// the error naming the key at fault.
     fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {

@@ -853,6 +853,10 @@ fn environment_values_come_through_byte_for_byte() {
         env(&[
             ("HAWZU_GATE__STORE__REDIS__KEY_PREFIX", "007"),
             ("HAWZU_GATE__ADMIN__KEY", digits),
+            ("HAWZU_GATE__STORE__BACKEND", "redis"),
+            ("HAWZU_GATE__STORE__REDIS__MODE", "sentinel"),
+            ("HAWZU_GATE__STORE__REDIS__NODES", "redis://127.0.0.1:26379"),
+            ("HAWZU_GATE__STORE__REDIS__SENTINEL__MASTER_NAME", "mymaster"),
             ("HAWZU_GATE__STORE__REDIS__SENTINEL__PASSWORD", "0042"),
             // Numbers and lists still read as before.
             ("HAWZU_GATE__CACHE__MAX_ENTRIES", "5000"),
@@ -1042,4 +1046,100 @@ fn durations_no_setting_can_mean_are_refused_naming_the_key() {
             "{var} = {value}"
         );
     }
+}
+
+/// A Redis setting with the embedded store (`store.backend` forgotten) is
+/// refused, naming it: each replica would keep its own tokens, and a
+/// revocation on one gate would never reach another. Before, it was
+/// silently ignored.
+#[test]
+fn a_redis_setting_without_the_redis_backend_is_refused() {
+    for (var, value, key) in [
+        (
+            "HAWZU_GATE__STORE__REDIS__URL",
+            "redis://redis.prod:6379",
+            "store.redis.url",
+        ),
+        (
+            "HAWZU_GATE__STORE__REDIS__MODE",
+            "cluster",
+            "store.redis.mode",
+        ),
+    ] {
+        let Err(e) = load_from(None, env(&[(var, value)])) else {
+            panic!("{key} without store.backend = redis refused")
+        };
+        let said = e.to_string();
+        assert!(
+            said.contains(key) && said.contains("store.backend"),
+            "{said}"
+        );
+    }
+    assert!(
+        load_from(
+            None,
+            env(&[
+                ("HAWZU_GATE__STORE__BACKEND", "redis"),
+                ("HAWZU_GATE__STORE__REDIS__URL", "redis://redis.prod:6379"),
+            ])
+        )
+        .is_ok()
+    );
+}
+
+/// `trusted_proxies` is a list of the proxies in front: a network with
+/// address bits beyond its prefix is ambiguous (as in a token's
+/// `allow_from`) and refused; one that trusts every address is loaded
+/// with a warning (every client then names any address it likes).
+#[test]
+fn trusted_proxies_that_are_ambiguous_are_refused_and_everyone_is_warned_of() {
+    let Err(e) = load_from(None, env(&[("HAWZU_GATE__TRUSTED_PROXIES", "10.1.2.3/8")])) else {
+        panic!("10.1.2.3/8 refused")
+    };
+    let said = e.to_string();
+    assert!(
+        said.contains("trusted_proxies") && said.contains("10.0.0.0/8"),
+        "{said}"
+    );
+    let loaded = load_from(
+        None,
+        env(&[("HAWZU_GATE__TRUSTED_PROXIES", "0.0.0.0/0,::/0")]),
+    )
+    .unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("trusted_proxies") && w.contains("0.0.0.0/0")),
+        "{:?}",
+        loaded.warnings
+    );
+    let loaded = load_from(
+        None,
+        env(&[("HAWZU_GATE__TRUSTED_PROXIES", "10.0.200.0/26")]),
+    )
+    .unwrap();
+    assert!(
+        !loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("trusted_proxies"))
+    );
+}
+
+/// The admin listener off loopback without TLS sends the admin key (and a
+/// console sign-in) in the clear: warned of, as the CLI does.
+#[test]
+fn an_admin_listener_off_loopback_in_the_clear_is_warned_of() {
+    let loaded = load_from(None, env(&[("HAWZU_GATE__LISTEN__ADMIN", "0.0.0.0:9091")])).unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("listen.admin") && w.contains("tls.admin")),
+        "{:?}",
+        loaded.warnings
+    );
+    let loaded = load_from(None, BTreeMap::new()).unwrap();
+    assert!(!loaded.warnings.iter().any(|w| w.contains("listen.admin")));
 }

@@ -116,6 +116,11 @@ impl IpNet {
         }
     }
 
+    /// The prefix length (`0`: every address of its family).
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether bits beyond the prefix are set (`10.1.2.3/8`): the network
     /// is then better written as its first address.
     pub fn has_host_bits(&self) -> bool {
