@@ -1212,4 +1212,38 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
         .await,
         0
     );
+
+    // A sign-in in another tab replaces the cookie, and this page's CSRF
+    // token with it: its Sign out still ends the session the browser
+    // holds. Before, the stale token got 403, the page said "Signed out."
+    // and the session lived on (30 min idle, 8 h in all).
+    b.js(
+        "fetch('/console/session', {method: 'POST', headers: {'Content-Type': 'application/json'},
+           body: JSON.stringify({credential: arguments[0]})}).then(r => { window.resigned = r.status; });
+         return null;",
+        json!([manager]),
+    )
+    .await;
+    b.wait("the other tab's sign-in", "window.resigned === 200")
+        .await;
+    let held = b.cookies().await[0]["value"].as_str().unwrap().to_owned();
+    b.click("#sign-out").await;
+    b.wait(
+        "signed out",
+        "!document.getElementById('sign-in-view').hidden",
+    )
+    .await;
+    let a = plain(&gate)
+        .send(
+            Method::GET,
+            "/console/session",
+            &[("cookie", &format!("hawzu_console={held}"))],
+            None,
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "the session the browser held ended on the server"
+    );
 }

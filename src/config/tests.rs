@@ -856,7 +856,10 @@ fn environment_values_come_through_byte_for_byte() {
             ("HAWZU_GATE__STORE__BACKEND", "redis"),
             ("HAWZU_GATE__STORE__REDIS__MODE", "sentinel"),
             ("HAWZU_GATE__STORE__REDIS__NODES", "redis://127.0.0.1:26379"),
-            ("HAWZU_GATE__STORE__REDIS__SENTINEL__MASTER_NAME", "mymaster"),
+            (
+                "HAWZU_GATE__STORE__REDIS__SENTINEL__MASTER_NAME",
+                "mymaster",
+            ),
             ("HAWZU_GATE__STORE__REDIS__SENTINEL__PASSWORD", "0042"),
             // Numbers and lists still read as before.
             ("HAWZU_GATE__CACHE__MAX_ENTRIES", "5000"),

@@ -63,12 +63,27 @@ export const session = {
     csrf = s.csrf_token;
     return s;
   },
+  // Ends the session this browser holds, or throws (the page then says
+  // it is still open). A sign-in in another tab replaces the cookie and
+  // the CSRF token this page holds: refused for the stale token, the
+  // current one is read and the sign-out sent again.
   async signOut() {
     try {
       await call('DELETE', '/console/session');
-    } finally {
-      csrf = null;
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 403)) throw e;
+      try {
+        await this.current();
+      } catch (gone) {
+        // No live session behind the cookie: nothing left to end.
+        if (!(gone instanceof ApiError && gone.status === 401)) throw gone;
+        csrf = null;
+        return;
+      }
+      await call('DELETE', '/console/session');
     }
+    // Kept until the session has ended: a failed sign-out can be sent again.
+    csrf = null;
   },
   forget() {
     csrf = null;

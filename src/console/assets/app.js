@@ -74,7 +74,10 @@ async function signOut() {
   try {
     await session.signOut();
   } catch (e) {
-    // The session ends on the server either way once it expires.
+    // Never "Signed out." while the session lives on: on a shared machine
+    // the next person would be signed in.
+    formError(state.detail ? 'detail-error' : 'list-error', `Sign-out failed: ${e.message} The session is still open; try again.`);
+    return;
   }
   state.tokens = [];
   clear($('token-rows'));
