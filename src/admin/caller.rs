@@ -258,6 +258,23 @@ pub fn roles_of(scope: &Scope) -> impl Iterator<Item = &str> {
     one.into_iter().chain(many.iter().map(|g| g.role.as_str()))
 }
 
+/// Whether [`authenticate`] judges a credential of this request — one
+/// `Authorization` header and no session cookie — so that its refusal is a
+/// wrong credential, counted in the wrong-key limit. A request refused as
+/// ambiguous (a bearer with a cookie, two bearers) had nothing judged:
+/// no guess was tried, and a script's left-over cookie must not lock out an
+/// admin key the operator chose.
+pub fn judges_a_credential(api: &AdminState, headers: &http::HeaderMap) -> bool {
+    let cookie = match &api.console {
+        Some(c) => session_cookie(headers, console::cookie_name(c.tls)),
+        None => SessionCookie::None,
+    };
+    matches!(
+        (credentials(headers), cookie),
+        (Credentials::One(_), SessionCookie::None)
+    )
+}
+
 /// Who is calling: the admin key, or a workspace token whose role holds
 /// `tokens:manage`, used from `client` within its context limits; sent as
 /// a bearer, or (with the console on) as the console's session cookie

@@ -18,7 +18,7 @@ use http::Method;
 
 use crate::audit::Origin;
 
-use super::caller::{Caller, authenticate, the_admin_keys_own};
+use super::caller::{Caller, authenticate, judges_a_credential, the_admin_keys_own};
 use super::error::{ApiError, ErrorCode};
 use super::state::{AdminState, Peer, RequestId};
 use super::{audit, change, console, explain, roles, tokens, usage};
@@ -281,7 +281,7 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
             // one planted by another service of the host (any port) must
             // not lock the browser's address out.
             if let ApiError::Unauthorized(_) = e
-                && req.headers().contains_key(http::header::AUTHORIZATION)
+                && judges_a_credential(&api, req.headers())
             {
                 api.failed_auth.failed(client);
             }
