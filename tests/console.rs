@@ -299,6 +299,55 @@ async fn a_session_cookie_works_only_from_the_address_that_signed_in() {
     assert_eq!(a.status, StatusCode::OK);
 }
 
+/// DNS rebinding: a page at `http://rebound.example:<port>` whose name is
+/// pointed at the gate sends requests its browser calls same-origin (the
+/// Host, the Origin and `Sec-Fetch-Site` all agree). Over plain HTTP the
+/// console takes a sign-in or a change only at an address or `localhost`:
+/// before, this page could sign in with guesses, reading the answers, and
+/// use up the operator's wrong-key allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_pointed_at_a_plain_console_cannot_sign_in() {
+    let gate = console_gate("console-rebind", None, true).await;
+    let port = gate.addrs.admin.port();
+    let rebound = format!("rebound.example:{port}");
+    let a = plain(&gate)
+        .send(
+            Method::POST,
+            "/console/session",
+            &[
+                ("host", &rebound),
+                ("origin", &format!("http://{rebound}")),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            Some(json!({ "credential": gate.admin_key })),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(a.header("set-cookie").is_none());
+    assert!(a.json()["message"].as_str().unwrap().contains("tls.admin"));
+    // At its address, and at localhost, it signs in.
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let a = plain(&gate)
+            .send(
+                Method::POST,
+                "/console/session",
+                &[
+                    ("host", &host),
+                    ("origin", &format!("http://{host}")),
+                    ("sec-fetch-site", "same-origin"),
+                ],
+                Some(json!({ "credential": gate.admin_key })),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{host}");
+    }
+}
+
 /// A bearer sent with a session cookie is refused as ambiguous without
 /// being judged, so it is no wrong key and uses up nothing of the wrong-key
 /// allowance: a script with a cookie jar must not lock out an admin key

@@ -24,7 +24,7 @@ pub const PATH: &str = "/console/";
 /// `Secure`, `Path=/` and no `Domain`, which is why it is only used when
 /// the admin listener speaks TLS.
 pub const COOKIE_TLS: &str = "__Host-hawzu_console";
-/// The session cookie over plain HTTP (loopback, a TLS-terminating proxy).
+/// The session cookie over plain HTTP (loopback, a port-forward).
 pub const COOKIE_PLAIN: &str = "hawzu_console";
 
 /// The header a console request carries its session's CSRF token in. A
@@ -102,12 +102,36 @@ pub enum CrossSite {
     NoOrigin,
     #[error("the request's Origin is not this console's origin")]
     ForeignOrigin,
+    #[error(
+        "over plain HTTP the console takes a sign-in or a change only at an address or localhost, not at `{0}` (a name another site could point at this gate): open it at the address, or set tls.admin"
+    )]
+    NamedHost(String),
+}
+
+/// Whether `host` (a Host header: name or address, and a port) is an IP
+/// address or `localhost`: what a plain-HTTP console is reached at
+/// (loopback, a port-forward). A DNS name could be rebound by another
+/// site to this gate, making its pages same-origin with the console.
+fn address_or_localhost(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[v6]:port`, `v4:port`, `name:port`; a bare v6 has several `:`.
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    let name = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Whether a request that rides on the console's cookie came from the
 /// console's own pages: a `Sec-Fetch-Site` other than `same-origin` is
 /// refused, and a change (any method but GET) must carry an `Origin`
-/// equal to this listener's (`http(s)://` + the Host it was sent to).
+/// equal to this listener's (`http(s)://` + the Host it was sent to) —
+/// over plain HTTP, a Host that is an address or `localhost`.
 pub fn same_origin(
     headers: &HeaderMap,
     method: &Method,
@@ -133,6 +157,9 @@ pub fn same_origin(
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .ok_or(CrossSite::ForeignOrigin)?;
+    if !tls && !address_or_localhost(host) {
+        return Err(CrossSite::NamedHost(host.chars().take(64).collect()));
+    }
     let scheme = if tls { "https://" } else { "http://" };
     let origin = origin.as_bytes();
     if origin.len() == scheme.len() + host.len()
@@ -175,6 +202,30 @@ pub fn secure_headers(h: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_console_is_reached_at_an_address_or_localhost_only() {
+        for host in [
+            "127.0.0.1:9091",
+            "127.0.0.1",
+            "[::1]:9091",
+            "[::1]",
+            "::1",
+            "LOCALHOST:9091",
+            "10.0.0.7:9091",
+        ] {
+            assert!(address_or_localhost(host), "{host}");
+        }
+        for host in [
+            "rebound.example:9091",
+            "127.0.0.1.nip.io:9091",
+            "localhost.example",
+            "gate:9091",
+            "",
+        ] {
+            assert!(!address_or_localhost(host), "{host}");
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
