@@ -833,8 +833,16 @@ fn ingress_nginx_clears_the_token_overrides_and_upgrade_connection_for_the_api()
         );
         let data = cm["data"].as_hash().unwrap();
         // Upgrade and h2c's HTTP2-Settings are cleared too, as in every
-        // other proxy file: the gate never sees them on the subrequest.
-        for h in NEVER_FORWARDED.iter().chain(&["upgrade", "http2-settings"]) {
+        // other proxy file: the gate never sees them on the subrequest. So
+        // are the two X-Hawzu-* names a gate answer carries but the
+        // auth-response-headers list does not (nginx.conf clears them): a
+        // client's own `X-Hawzu-Passed: public` would reach the API.
+        for h in NEVER_FORWARDED.iter().chain(&[
+            "upgrade",
+            "http2-settings",
+            "x-hawzu-error",
+            "x-hawzu-passed",
+        ]) {
             assert!(
                 data.iter().any(
                     |(k, v)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(h))
