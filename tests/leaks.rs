@@ -1005,6 +1005,29 @@ async fn an_address_whose_reports_keep_failing_waits() {
     let (status, v) = send_signed(leaks, &github.id, &github.sign(&body), body.clone()).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
     assert_eq!(v["error"], "rate_limited");
+
+    // So do bodies declared too large, refused before they are read (they
+    // were not counted before, and an address already waiting was told
+    // 413, not 429).
+    env.push(("leaks.max_body_bytes", "1024".to_owned()));
+    let gate = gate_with(&env).await;
+    let leaks = leaks_addr(&gate);
+    let large = vec![b' '; 1025];
+    for _ in 0..3 {
+        let (status, v) = send_signed(leaks, &github.id, &github.sign(&large), large.clone()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("leaks.max_body_bytes"),
+            "{v}"
+        );
+    }
+    let (status, v) = send_signed(leaks, &github.id, &github.sign(&large), large).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    let (status, v) = send_signed(leaks, &github.id, &github.sign(&body), body).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,8 @@ pub struct LeakSettings {
     /// to a loopback address, for tests; no user info).
     pub github_keys_url: String,
     /// Read the keys from this file (GitHub's JSON) instead of fetching
-    /// them: for air-gapped gates. Read at start and on every unknown key.
+    /// them: for air-gapped gates. Read at start and again for an unknown
+    /// key, at most once a minute (or per `github_keys_ttl` if shorter).
     pub github_keys_file: Option<PathBuf>,
     /// How long a fetched key list is trusted: a key GitHub stopped listing
     /// is refused at most this long after (what "stale" means here).
@@ -35,8 +36,7 @@ pub struct LeakSettings {
     pub max_tokens_per_report: usize,
     /// Most bytes of GitHub report bodies the gate holds at once before
     /// their signatures are checked: what strangers can make it keep. A
-    /// report is given its declared length (`max_body_bytes` when it
-    /// declares none) before its body is read; one that does not fit is
+    /// report's bytes are counted as they arrive; one that does not fit is
     /// answered 503 `overloaded` with `Retry-After` (GitHub sends again).
     /// Unset: the larger of 16 MiB and `max_body_bytes` (see
     /// [`LeakSettings::unverified_budget`]).

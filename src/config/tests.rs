@@ -755,7 +755,9 @@ fn secrets_in_files_others_can_read_are_warned_of() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("store.redis.url"), "{warnings:?}");
     assert!(!warnings[0].contains("hunter22"), "{warnings:?}");
-    // The same check the gate makes of `<data_dir>/admin.key` at start.
+    // Any secret file others may read is named with its mode (the gate
+    // refuses `<data_dir>/admin.key` with any group or other bit, more
+    // tightly: `admin::KeyError::Permissions`).
     chmod(&secret, 0o604);
     let w = super::exposed_file("the admin key file", &secret).unwrap();
     assert!(

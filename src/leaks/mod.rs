@@ -68,8 +68,13 @@ pub const GITHUB_PATH: &str = "/v1/leaks/github";
 pub const PUBLIC_PATH: &str = "/v1/leaks";
 /// Largest public report (one token and where it was seen).
 pub const PUBLIC_MAX_BODY: usize = 8 * 1024;
-/// Longest a GitHub report may take, well inside GitHub's 30 s.
+/// Longest a GitHub report may take — its key list read, its body, its
+/// judging — well inside GitHub's 30 s.
 pub const GITHUB_DEADLINE: Duration = Duration::from_secs(20);
+/// The GitHub door's body limit, as a refusal names it.
+const GITHUB_LIMIT: &str = "leaks.max_body_bytes";
+/// The public door's body limit, as a refusal names it.
+const PUBLIC_LIMIT: &str = "8 KiB";
 /// Reported values looked up at once within one GitHub report.
 const LOOKUPS_AT_ONCE: usize = 16;
 /// Public reports being looked up after their answer, at most.
@@ -207,9 +212,9 @@ impl Leaks {
         peer: IpAddr,
         request_id: &HeaderValue,
     ) -> Response<Full<Bytes>> {
-        if let Some(res) = self.too_large(req.headers(), self.max_body) {
-            return res;
-        }
+        // The whole report — its key, its body, its judging — within
+        // GITHUB_DEADLINE, well inside GitHub's 30 s.
+        let deadline = tokio::time::Instant::now() + GITHUB_DEADLINE;
         // The reporter as `trusted_proxies` says (an ingress in front).
         let peer = self.trusted_proxies.client(peer, req.headers());
         // An address whose reports keep failing (forged, unknown keys,
@@ -219,6 +224,10 @@ impl Leaks {
             return self.rate_limited(
                 "Too many failed reports from this address; wait and send it again.",
             );
+        }
+        if let Some(res) = self.too_large(req.headers(), self.max_body, GITHUB_LIMIT) {
+            self.failed_auth.failed(peer);
+            return res;
         }
         let header = |name: &str| {
             req.headers()
@@ -236,7 +245,14 @@ impl Leaks {
                 "A report needs the Github-Public-Key-Identifier and Github-Public-Key-Signature headers.",
             );
         };
-        let key = match self.keys.key(&key_id).await {
+        let key = tokio::time::timeout_at(deadline, self.keys.key(&key_id))
+            .await
+            .unwrap_or_else(|_| {
+                Err(KeyError::Unavailable(
+                    "the key list took too long to read".into(),
+                ))
+            });
+        let key = match key {
             Ok(k) => k,
             Err(KeyError::Unknown(_)) => {
                 self.metrics.leak_reports(LeakResult::Unverified, 1);
@@ -264,8 +280,8 @@ impl Leaks {
         // while it comes whole in time; given back once the signature
         // holds (or the report is refused).
         let mut held = self.shares.hold(&self.unverified, peer);
-        let read = tokio::time::timeout(
-            self.body_deadline,
+        let read = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + self.body_deadline),
             self.read_held(req.into_body(), self.max_body, &mut held),
         );
         let body = match read.await {
@@ -337,7 +353,7 @@ impl Leaks {
             client: Some(peer.to_string()),
             request_id: request_id.to_str().ok().map(str::to_owned),
         };
-        let judged = tokio::time::timeout(GITHUB_DEADLINE, self.judge_all(&matches, &origin)).await;
+        let judged = tokio::time::timeout_at(deadline, self.judge_all(&matches, &origin)).await;
         match judged {
             Ok(Ok(feedback)) => {
                 let value = serde_json::to_value(&feedback).unwrap_or_default();
@@ -442,10 +458,13 @@ impl Leaks {
         // Every report costs one failure, found or not: guessing at this
         // door is as slow as at the others.
         self.failed_auth.failed(client);
-        if let Some(res) = self.too_large(req.headers(), PUBLIC_MAX_BODY) {
+        if let Some(res) = self.too_large(req.headers(), PUBLIC_MAX_BODY, PUBLIC_LIMIT) {
             return res;
         }
-        let body = match self.read(req.into_body(), PUBLIC_MAX_BODY).await {
+        let body = match self
+            .read(req.into_body(), PUBLIC_MAX_BODY, PUBLIC_LIMIT)
+            .await
+        {
             Ok(b) => b,
             Err(res) => return res,
         };
@@ -562,18 +581,24 @@ impl Leaks {
 
     // === bodies ===
 
-    /// 413 when `Content-Length` says the body is over `max`.
-    fn too_large(&self, headers: &HeaderMap, max: usize) -> Option<Response<Full<Bytes>>> {
+    /// 413 when `Content-Length` says the body is over `max` (`limit`
+    /// names it).
+    fn too_large(
+        &self,
+        headers: &HeaderMap,
+        max: usize,
+        limit: &str,
+    ) -> Option<Response<Full<Bytes>>> {
         let declared = declared_length(headers)?;
-        (declared > max as u64).then(|| self.payload_too_large())
+        (declared > max as u64).then(|| self.payload_too_large(limit))
     }
 
-    fn payload_too_large(&self) -> Response<Full<Bytes>> {
+    fn payload_too_large(&self, limit: &str) -> Response<Full<Bytes>> {
         self.metrics.leak_reports(LeakResult::TooLarge, 1);
         refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             codes::PAYLOAD_TOO_LARGE,
-            "The body is larger than this door accepts (leaks.max_body_bytes).",
+            &format!("The body is larger than this door accepts ({limit})."),
         )
     }
 
@@ -593,7 +618,7 @@ impl Leaks {
                 continue;
             };
             if buf.len().saturating_add(data.len()) > max {
-                return Err(Unread::Refused(self.payload_too_large()));
+                return Err(Unread::Refused(self.payload_too_large(GITHUB_LIMIT)));
             }
             held.grow(data.len()).map_err(Unread::Full)?;
             buf.extend_from_slice(&data);
@@ -614,10 +639,17 @@ impl Leaks {
         }
     }
 
-    async fn read(&self, body: TimedBody, max: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+    async fn read(
+        &self,
+        body: TimedBody,
+        max: usize,
+        limit: &str,
+    ) -> Result<Bytes, Response<Full<Bytes>>> {
         match Limited::new(body, max).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(self.payload_too_large()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(self.payload_too_large(limit))
+            }
             Err(e) if is_body_timeout(&*e) => Err(body_timeout()),
             Err(_) => Err(refuse(
                 StatusCode::BAD_REQUEST,

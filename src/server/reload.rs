@@ -108,6 +108,9 @@ pub(super) fn reload(
         }
         *files = stamps;
     }
+    for what in loosened(settings, &loaded.settings) {
+        tracing::warn!("config reloaded, letting more through: {what}");
+    }
     let rules = loaded.policy.rules.rules().len();
     tracing::info!(
         rules,
@@ -161,6 +164,93 @@ pub(super) async fn settled(path: Option<&Path>) {
     );
 }
 
+/// Every top-level section a reload may find changed, by name.
+const SECTIONS: [&str; 23] = [
+    "data_dir",
+    "listen",
+    "tls",
+    "upstream",
+    "proxy",
+    "cache",
+    "headers",
+    "store",
+    "admin",
+    "audit",
+    "log",
+    "telemetry",
+    "roles",
+    "policy",
+    "shutdown",
+    "runtime",
+    "limits",
+    "failed_auth",
+    "trusted_proxies",
+    "tokens",
+    "usage",
+    "webhooks",
+    "leaks",
+];
+
+/// What a reload from `old` to `new` lets through that `old` did not, one
+/// line each: requests without a Hawzu token passed, routes made public,
+/// token limits lifted. Logged as warnings, so that a loosening is never
+/// only "config reloaded".
+fn loosened(old: &Settings, new: &Settings) -> Vec<String> {
+    use crate::policy::OtherCredentials;
+    let mut said = Vec::new();
+    if old.policy.other_credentials == OtherCredentials::Refuse
+        && new.policy.other_credentials == OtherCredentials::Pass
+    {
+        said.push(
+            "policy.other_credentials is now `pass`: requests without a Hawzu token go to the API unjudged"
+                .to_owned(),
+        );
+    }
+    let public = |s: &Settings| -> Vec<String> {
+        s.policy
+            .rules
+            .iter()
+            .filter(|r| r.access.as_deref() == Some("public"))
+            .map(|r| format!("{} {}", r.methods.join(","), r.path))
+            .collect()
+    };
+    let before = public(old);
+    for rule in public(new).into_iter().filter(|r| !before.contains(r)) {
+        said.push(format!(
+            "policy.rules: `{rule}` is now public (passed with no token judged for it)"
+        ));
+    }
+    let lifted = |what: &str, old: &Option<String>, new: &Option<String>| {
+        (old.is_some() && new.is_none())
+            .then(|| format!("{what} is no longer set: tokens may be made without that limit"))
+    };
+    said.extend(lifted(
+        "tokens.max_role",
+        &old.tokens.max_role,
+        &new.tokens.max_role,
+    ));
+    said.extend(lifted(
+        "tokens.max_lifetime",
+        &old.tokens.max_lifetime,
+        &new.tokens.max_lifetime,
+    ));
+    for (id, was) in &old.tokens.workspaces {
+        let now = new.tokens.workspaces.get(id);
+        let none = None;
+        said.extend(lifted(
+            &format!("tokens.workspaces.\"{id}\".max_role"),
+            &was.max_role,
+            now.map_or(&none, |w| &w.max_role),
+        ));
+        said.extend(lifted(
+            &format!("tokens.workspaces.\"{id}\".max_lifetime"),
+            &was.max_lifetime,
+            now.map_or(&none, |w| &w.max_lifetime),
+        ));
+    }
+    said
+}
+
 /// Top-level sections that differ and cannot change without a restart.
 fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let json = |s: &Settings| serde_json::to_value(s).unwrap_or_default();
@@ -180,24 +270,13 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
         for (k, v) in a {
             if k != "tokens" && !reloadable.contains(&k.as_str()) && b.get(k) != Some(v) {
-                changed.push(match k.as_str() {
-                    "data_dir" => "data_dir",
-                    "listen" => "listen",
-                    "upstream" => "upstream",
-                    "proxy" => "proxy",
-                    "cache" => "cache",
-                    "headers" => "headers",
-                    "store" => "store",
-                    "admin" => "admin",
-                    "log" => "log",
-                    "shutdown" => "shutdown",
-                    "runtime" => "runtime",
-                    "limits" => "limits",
-                    "failed_auth" => "failed_auth",
-                    "trusted_proxies" => "trusted_proxies",
-                    "webhooks" => "webhooks",
-                    _ => "other",
-                });
+                changed.push(
+                    SECTIONS
+                        .iter()
+                        .find(|s| **s == k.as_str())
+                        .copied()
+                        .unwrap_or("other"),
+                );
             }
         }
     }
@@ -335,5 +414,58 @@ mod tests {
             restart_only_changes(&old, &new),
             ["tokens.expiry_scan_interval"]
         );
+    }
+
+    /// A change that waits for a restart is named by its section, every
+    /// section (`telemetry` was "other").
+    #[test]
+    fn every_section_that_waits_for_a_restart_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = load(dir.path(), "").settings;
+        for (toml, section) in [
+            ("[telemetry]\nservice_name = \"gate-b\"\n", "telemetry"),
+            ("[audit]\nmax_events = 5000\n", "audit"),
+            ("[usage]\nretention = \"30d\"\n", "usage"),
+            ("[leaks]\nmax_tokens_per_report = 10\n", "leaks"),
+        ] {
+            let new = load(dir.path(), toml).settings;
+            assert_eq!(restart_only_changes(&old, &new), [section], "{toml}");
+        }
+        // Every section has its name: one added later is not "other".
+        let all = serde_json::to_value(&old).unwrap();
+        for key in all.as_object().unwrap().keys() {
+            assert!(SECTIONS.contains(&key.as_str()), "{key} has no name");
+        }
+    }
+
+    /// A reload that lets more through says so, naming what: the operator
+    /// reading the log sees more than "config reloaded".
+    #[test]
+    fn a_reload_that_loosens_the_policy_says_what() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = load(
+            dir.path(),
+            "[tokens]\nmax_role = \"workspace_member\"\nmax_lifetime = \"90d\"\n",
+        )
+        .settings;
+        let new = load(
+            dir.path(),
+            "[policy]\nother_credentials = \"pass\"\n[[policy.rules]]\npath = \"/api/v1/status\"\nmethods = [\"GET\"]\naccess = \"public\"\n",
+        )
+        .settings;
+        let said = loosened(&old, &new).join("\n");
+        for what in [
+            "policy.other_credentials",
+            "/api/v1/status",
+            "tokens.max_role",
+            "tokens.max_lifetime",
+        ] {
+            assert!(said.contains(what), "{what}: {said}");
+        }
+        assert!(
+            loosened(&new, &old).is_empty(),
+            "tightening is not loosening"
+        );
+        assert!(loosened(&old, &old).is_empty());
     }
 }
