@@ -881,3 +881,29 @@ fn token_usage_since_with_a_space_is_sent_encoded() {
     let hours = until.duration_since(since).as_hours();
     assert!((36..=37).contains(&hours), "{answer}");
 }
+
+/// The client certificate's private key the CLI is given, readable by
+/// every user of the machine, is warned of (naming the file and mode), as
+/// the gate warns of its own TLS key files. Before, it was read silently.
+#[cfg(unix)]
+#[test]
+fn a_client_key_every_user_may_read_is_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("client.key");
+    std::fs::write(&key, "not a key").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(BIN)
+        .args(["token", "list", "--admin-url", "https://127.0.0.1:1"])
+        .args(["--admin-cert", "/dev/null", "--admin-cert-key"])
+        .arg(&key)
+        .env("HAWZU_GATE_ADMIN_KEY", "k".repeat(40))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning:") && err.contains("client.key") && err.contains("0644"),
+        "{err}"
+    );
+}

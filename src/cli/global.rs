@@ -104,6 +104,14 @@ pub(super) fn client(global: &Connection, loaded: &Loaded) -> Result<AdminClient
     for w in key_warnings(args, &url) {
         complain!("warning: {w}");
     }
+    // The client certificate's key, held as the gate's own TLS keys are.
+    if let Some(w) = global
+        .admin_cert_key
+        .as_deref()
+        .and_then(|k| crate::config::exposed_file("--admin-cert-key", k))
+    {
+        complain!("warning: {w}");
+    }
     AdminClient::new(&url, key, &tls).map_err(|e| {
         complain!("error: {e}");
         USAGE
