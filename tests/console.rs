@@ -446,7 +446,7 @@ async fn cross_site_requests_riding_on_the_session_cookie_are_refused() {
     };
     // Each request rides on the session's cookie and lacks one thing.
     let evil = "http://evil.example";
-    let cases: [(&str, Vec<(&str, &str)>); 5] = [
+    let cases: [(&str, Vec<(&str, &str)>); 7] = [
         // A form on another site posting to the admin API: its Origin,
         // its Sec-Fetch-Site, no CSRF header (a form cannot send one).
         (
@@ -469,6 +469,24 @@ async fn cross_site_requests_riding_on_the_session_cookie_are_refused() {
             vec![("origin", evil), ("x-hawzu-csrf", &s.csrf)],
         ),
         ("no Origin", vec![("x-hawzu-csrf", &s.csrf)]),
+        // …or everything right but the browser's word that another site
+        // (a sibling port, a subdomain) sent it.
+        (
+            "Sec-Fetch-Site same-site",
+            vec![
+                ("origin", &s.origin),
+                ("x-hawzu-csrf", &s.csrf),
+                ("sec-fetch-site", "same-site"),
+            ],
+        ),
+        (
+            "Sec-Fetch-Site cross-site",
+            vec![
+                ("origin", &s.origin),
+                ("x-hawzu-csrf", &s.csrf),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ),
     ];
     for (what, mut headers) in cases {
         headers.push(("cookie", &s.cookie));
@@ -573,6 +591,39 @@ async fn a_manager_tokens_session_sees_its_workspace_and_ends_with_the_token() {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     let a = s.send(&gate, Method::GET, "/console/session", None).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+
+    // So does a session whose token is revoked, or rotated (its old value
+    // only overlaps for its clients: it manages nothing more).
+    for end in ["revoke", "rotate"] {
+        let (id, secret) = create_token(
+            &gate,
+            workspace_token("WS2 manager 2", "ws_2", "workspace_manager", "7d"),
+        )
+        .await;
+        let s = session(&gate, &secret).await;
+        let a = s.send(&gate, Method::GET, "/admin/v1/tokens", None).await;
+        assert_eq!(a.status, StatusCode::OK, "{end}");
+        let path = format!("/admin/v1/tokens/{id}");
+        let a = if end == "revoke" {
+            gate.admin().delete(&path).await
+        } else {
+            gate.admin()
+                .post(&format!("{path}/rotate"), json!({"overlap": "1h"}))
+                .await
+        };
+        assert!(a.status.is_success(), "{end}: {:?}", a.body);
+        // Refused (the rotated value: 403, it may not manage tokens), and
+        // the session is over.
+        let a = s.send(&gate, Method::GET, "/admin/v1/tokens", None).await;
+        let want = if end == "revoke" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(a.status, want, "{end}: {:?}", a.body);
+        let a = s.send(&gate, Method::GET, "/console/session", None).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{end}");
+    }
 }
 
 /// One request over TLS to `localhost:port`, trusting the test CA: the
