@@ -460,11 +460,20 @@ fn the_helm_test_hook_is_optional_and_presents_a_client_certificate_where_one_is
         assert!(render(bad, dir.path(), "bad").is_err(), "{bad}");
     }
 
+    // Client certificates on ops: the kubelet's probes present none, so no
+    // pod would ever be ready — refused, saying why.
+    let probed = "tls: {enabled: true, secretName: gate-tls, listeners: [auth, ops], \
+                  clientCa: {key: ca.crt, listeners: [ops]}}\n";
+    let refused = render(probed, dir.path(), "mtls-ops").unwrap_err();
+    assert!(
+        refused.contains("kubelet") && refused.contains("tls.clientCa.listeners"),
+        "{refused}"
+    );
     let mtls = "tls: {enabled: true, secretName: gate-tls, listeners: [auth, ops], \
-                clientCa: {key: ca.crt, listeners: [ops]}}\n";
+                clientCa: {key: ca.crt, listeners: [auth]}}\n";
     let refused = render(mtls, dir.path(), "mtls").unwrap_err();
     assert!(
-        refused.contains("tests.clientCertSecret") && refused.contains("ops"),
+        refused.contains("tests.clientCertSecret") && refused.contains("auth"),
         "{refused}"
     );
     let docs = render(
@@ -518,4 +527,46 @@ fn the_leaks_listener_is_off_by_default_and_public_on_its_own_port_when_set() {
     assert!(port_names(&c, "ports").contains(&"leaks".to_owned()));
     assert!(port_names(&find(&on, "Service")["spec"], "ports").contains(&"leaks".to_owned()));
     assert!(render("listeners: {leaks: -1}\n", dir.path(), "leaks-bad").is_err());
+    // The one listener meant for the Internet can have TLS of its own.
+    let tls = render(
+        "listeners: {leaks: 8443}\ntls: {enabled: true, secretName: gate-tls, listeners: [auth, grpc, leaks]}\n",
+        dir.path(),
+        "leaks-tls",
+    )
+    .unwrap();
+    let toml = find(&tls, "ConfigMap")["data"]["hawzu-gate.toml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(toml.contains("[tls.leaks]"), "{toml}");
+}
+
+/// A disruption budget a fleet can never satisfy blocks every node drain:
+/// refused, saying which values to change.
+#[test]
+fn a_disruption_budget_that_would_block_node_drains_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (values, says) in [
+        (
+            "store: {backend: redis, redis: {url: \"redis://redis:6379\"}}\nautoscaling: {enabled: true, minReplicas: 1}\n",
+            "autoscaling.minReplicas",
+        ),
+        (
+            "store: {backend: redis, redis: {url: \"redis://redis:6379\"}}\nreplicaCount: 2\npodDisruptionBudget: {enabled: true, minAvailable: 2}\n",
+            "replicaCount",
+        ),
+    ] {
+        let refused = render(values, dir.path(), "pdb").unwrap_err();
+        assert!(refused.contains(says), "{values}: {refused}");
+    }
+    let fine = render(
+        "store: {backend: redis, redis: {url: \"redis://redis:6379\"}}\nautoscaling: {enabled: true, minReplicas: 2}\n",
+        dir.path(),
+        "pdb-ok",
+    )
+    .unwrap();
+    assert_eq!(
+        find(&fine, "PodDisruptionBudget")["spec"]["minAvailable"].as_i64(),
+        Some(1)
+    );
 }

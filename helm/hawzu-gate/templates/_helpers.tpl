@@ -129,9 +129,18 @@ Checks on the values; `helm install/template` stop with the message.
 {{- fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret)" }}
 {{- end }}
 {{- range concat .Values.tls.listeners .Values.tls.clientCa.listeners }}
-{{- if not (has . (list "proxy" "auth" "grpc" "ops" "admin")) }}
-{{- fail (printf "tls listeners must be among proxy, auth, grpc, ops, admin, not %q" .) }}
+{{- if not (has . (list "proxy" "auth" "grpc" "ops" "admin" "leaks")) }}
+{{- fail (printf "tls listeners must be among proxy, auth, grpc, ops, admin, leaks, not %q" .) }}
 {{- end }}
+{{- end }}
+{{- if has "ops" .Values.tls.clientCa.listeners }}
+{{- fail "tls.clientCa.listeners cannot hold ops: the kubelet's liveness and readiness probes present no client certificate, so every pod would restart and never be ready; keep ops on TLS without client certificates (tls.listeners), and limit who reaches it with networkPolicy" }}
+{{- end }}
+{{- if and .Values.podDisruptionBudget.enabled .Values.autoscaling.enabled (le (int .Values.autoscaling.minReplicas) (int .Values.podDisruptionBudget.minAvailable)) }}
+{{- fail (printf "autoscaling.minReplicas (%v) must be above podDisruptionBudget.minAvailable (%v), or no pod may ever be evicted and node drains block; raise minReplicas or set podDisruptionBudget.enabled=false" .Values.autoscaling.minReplicas .Values.podDisruptionBudget.minAvailable) }}
+{{- end }}
+{{- if and .Values.podDisruptionBudget.enabled (not .Values.autoscaling.enabled) (gt (int .Values.replicaCount) 1) (le (int .Values.replicaCount) (int .Values.podDisruptionBudget.minAvailable)) }}
+{{- fail (printf "replicaCount (%v) must be above podDisruptionBudget.minAvailable (%v), or node drains block" .Values.replicaCount .Values.podDisruptionBudget.minAvailable) }}
 {{- end }}
 {{- range .Values.tls.clientCa.listeners }}
 {{- if not (has . $.Values.tls.listeners) }}
