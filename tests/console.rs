@@ -348,6 +348,60 @@ async fn a_name_pointed_at_a_plain_console_cannot_sign_in() {
     }
 }
 
+/// The same rebound page with bearer guesses instead of a sign-in: a
+/// browser's request (it carries `Origin` or `Sec-Fetch-Site`) to a name
+/// over plain HTTP is refused before any credential is judged, so it reads
+/// no answer to a guess and uses up nothing of the wrong-key allowance.
+/// Before, 31 guesses locked the operator's chosen key out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_pointed_at_a_plain_admin_api_cannot_guess_keys_from_a_browser() {
+    let chosen = "an-admin-key-chosen-by-hand-0123456789";
+    let gate = InProcessGate::start(&[("admin.key", chosen)]).await;
+    let rebound = format!("rebound.example:{}", gate.addrs.admin.port());
+    for _ in 0..40 {
+        let a = plain(&gate)
+            .send(
+                Method::GET,
+                "/admin/v1/tokens",
+                &[
+                    ("host", &rebound),
+                    ("origin", &format!("http://{rebound}")),
+                    ("authorization", "Bearer a-guess-0123456789-0123456789-0123"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    let a = plain(&gate)
+        .send(
+            Method::GET,
+            "/admin/v1/tokens",
+            &[("authorization", &format!("Bearer {chosen}"))],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    // The CLI (no Origin, no Sec-Fetch-Site) may name the gate by a name.
+    let a = plain(&gate)
+        .send(
+            Method::GET,
+            "/admin/v1/tokens",
+            &[
+                ("host", &rebound),
+                ("authorization", &format!("Bearer {chosen}")),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
 /// A bearer sent with a session cookie is refused as ambiguous without
 /// being judged, so it is no wrong key and uses up nothing of the wrong-key
 /// allowance: a script with a cookie jar must not lock out an admin key

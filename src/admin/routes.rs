@@ -268,6 +268,13 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
         refused("unauthenticated", e.code());
         e.into_response()
     };
+    // Before any credential is judged: a rebound page reads no answer to a
+    // guess and uses up nothing of the wrong-key allowance.
+    if let Some(host) = crate::console::rebound_host(req.headers(), req.uri(), api.tls) {
+        return refuse(ApiError::forbidden(format!(
+            "A browser's request over plain HTTP is taken at an address or localhost only, not at `{host}` (a name another site could point at this gate): open it at the address, or set tls.admin."
+        )));
+    }
     if api.failed_auth.is_refused(client) && !the_admin_keys_own(&api, req.headers(), client) {
         return refuse(ApiError::RateLimited {
             retry_after: api.failed_auth.retry_after().clone(),

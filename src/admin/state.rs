@@ -50,6 +50,9 @@ pub struct AdminState {
     /// The token console (`admin.console`); `None`: off, and no session
     /// cookie is a credential.
     pub(super) console: Option<ConsoleState>,
+    /// The admin listener speaks TLS (a browser's request to it at a DNS
+    /// name is then no rebinding: the name's certificate would not match).
+    pub(super) tls: bool,
 }
 
 /// The console's part of the admin state.
@@ -65,11 +68,10 @@ pub struct ConsoleState {
 /// Whether the console is served, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsoleMode {
-    Off,
+    /// Not served; `tls`: the admin listener speaks TLS.
+    Off { tls: bool },
     /// Served; `tls`: the admin listener speaks TLS.
-    On {
-        tls: bool,
-    },
+    On { tls: bool },
 }
 
 /// Workspaces whose change buckets are kept (least recently changing
@@ -155,11 +157,14 @@ impl AdminState {
             usage_retention,
             usage,
             console: match console {
-                ConsoleMode::Off => None,
+                ConsoleMode::Off { .. } => None,
                 ConsoleMode::On { tls } => Some(ConsoleState {
                     sessions: Sessions::default(),
                     tls,
                 }),
+            },
+            tls: match console {
+                ConsoleMode::Off { tls } | ConsoleMode::On { tls } => tls,
             },
         }
     }

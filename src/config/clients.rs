@@ -45,7 +45,7 @@ impl FailedAuthSettings {
     pub(crate) fn validate<E>(&self, invalid: impl Fn(&str, String) -> E) -> Result<(), E> {
         if self.limit > 0 {
             self.window
-                .within(Duration::from_secs(1), Duration::from_secs(86_400))
+                .within(Duration::from_secs(1), Duration::from_secs(30 * 86_400))
                 .map_err(|why| invalid("failed_auth.window", why))?;
             if self.max_clients == 0 {
                 return Err(invalid(

@@ -27,7 +27,8 @@ pub struct LeakSettings {
     /// How long a fetched key list is trusted: a key GitHub stopped listing
     /// is refused at most this long after (what "stale" means here).
     pub github_keys_ttl: HumanDuration,
-    /// Longest wait for the key list.
+    /// Longest wait for the key list (1ms–10s: a report is answered within
+    /// 20 s, its key read included).
     pub github_keys_timeout: HumanDuration,
     /// Largest report body; a larger one is refused with 413 before it is
     /// read (by `Content-Length`) or as soon as it passes this.
@@ -111,12 +112,11 @@ impl LeakSettings {
                 "must be at least 1s".into(),
             ));
         }
-        if self.github_keys_timeout.0.is_zero() {
-            return Err(invalid(
-                "leaks.github_keys_timeout",
-                "must be more than 0s".into(),
-            ));
-        }
+        // A report (its key list read included) must be answered within
+        // 20 s, well inside GitHub's 30 s.
+        self.github_keys_timeout
+            .within(Duration::from_millis(1), Duration::from_secs(10))
+            .map_err(|why| invalid("leaks.github_keys_timeout", why))?;
         if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(invalid(
                 "leaks.max_body_bytes",

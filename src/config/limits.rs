@@ -104,9 +104,13 @@ impl LimitSettings {
         }
         // How long a connection may hold a slot doing nothing: bounded
         // (humantime's `M` is a month).
+        // An idle keep-alive may match a load balancer's (AWS ALB: up to
+        // 4000 s).
+        l.idle_timeout
+            .within(Duration::from_millis(100), Duration::from_secs(86_400))
+            .map_err(|why| invalid("limits.idle_timeout", why))?;
         for (key, value) in [
             ("limits.header_read_timeout", l.header_read_timeout),
-            ("limits.idle_timeout", l.idle_timeout),
             ("limits.body_read_timeout", l.body_read_timeout),
             ("limits.body_rate_grace", l.body_rate_grace),
             ("limits.send_timeout", l.send_timeout),

@@ -108,6 +108,24 @@ pub enum CrossSite {
     NamedHost(String),
 }
 
+/// The Host a browser's request names when it must be refused as a
+/// possible DNS rebinding: over plain HTTP, a request that carries
+/// `Origin` or `Sec-Fetch-Site` (a browser sends one on every fetch) to a
+/// DNS name other than `localhost`. A page whose name was pointed at this
+/// gate is same-origin with it: it could send credentials and read the
+/// answers. The CLI sends neither header, and may name the gate as it
+/// likes.
+pub fn rebound_host(headers: &HeaderMap, uri: &Uri, tls: bool) -> Option<String> {
+    if tls || !(headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site")) {
+        return None;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))?;
+    (!address_or_localhost(host)).then(|| host.chars().take(64).collect())
+}
+
 /// Whether `host` (a Host header: name or address, and a port) is an IP
 /// address or `localhost`: what a plain-HTTP console is reached at
 /// (loopback, a port-forward). A DNS name could be rebound by another

@@ -245,14 +245,10 @@ impl Leaks {
                 "A report needs the Github-Public-Key-Identifier and Github-Public-Key-Signature headers.",
             );
         };
-        let key = tokio::time::timeout_at(deadline, self.keys.key(&key_id))
-            .await
-            .unwrap_or_else(|_| {
-                Err(KeyError::Unavailable(
-                    "the key list took too long to read".into(),
-                ))
-            });
-        let key = match key {
+        // Not cut short: a fetch cancelled midway would leave the key list
+        // marked tried but not failed (its last list then not served past
+        // its TTL); `leaks.github_keys_timeout` (≤ 10 s) bounds it.
+        let key = match self.keys.key(&key_id).await {
             Ok(k) => k,
             Err(KeyError::Unknown(_)) => {
                 self.metrics.leak_reports(LeakResult::Unverified, 1);
@@ -280,8 +276,9 @@ impl Leaks {
         // while it comes whole in time; given back once the signature
         // holds (or the report is refused).
         let mut held = self.shares.hold(&self.unverified, peer);
+        let body_due = tokio::time::Instant::now() + self.body_deadline;
         let read = tokio::time::timeout_at(
-            deadline.min(tokio::time::Instant::now() + self.body_deadline),
+            deadline.min(body_due),
             self.read_held(req.into_body(), self.max_body, &mut held),
         );
         let body = match read.await {
@@ -308,6 +305,16 @@ impl Leaks {
                 }
                 self.failed_auth.failed(peer);
                 return res;
+            }
+            // Cut by the report's own deadline, which the gate's key read
+            // took part of: not the sender's fault, sent again.
+            Err(_) if deadline < body_due => {
+                self.metrics.leak_reports(LeakResult::StoreError, 1);
+                return retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    codes::OVERLOADED,
+                    "The report took too long; send it again.",
+                );
             }
             Err(_) => {
                 self.metrics.leak_reports(LeakResult::Unverified, 1);

@@ -1,16 +1,19 @@
 //! Revoking a leaked token: the one place a leak report changes a token.
 //! It looks the token up by hash and revokes it with the admin API's
-//! compare-and-set through the cache (`store::update`: the store's write,
-//! this gate's invalidation and the fleet's invalidation event), then writes
-//! one `leak_report` audit event (`TokenCache::record_audit`) with the
-//! reason `leaked` and where the report says the token was found.
+//! compare-and-set through the cache (`store::update_by_hash`: the store's
+//! write, this gate's invalidation and the fleet's invalidation event), then
+//! writes one `leak_report` audit event under the revocation's claim
+//! (`TokenCache::record_change`) with the reason `leaked` and where the
+//! report says the token was found.
 //!
 //! Idempotent: a token already revoked (a replayed report, a second
-//! scanner) is left as it is and gets no second event; it is confirmed
-//! (written again and told to every gate), and if this reporter revoked it
-//! within the hour — perhaps a try whose answer was lost after Redis took
-//! it — its event is written unless that try wrote it (one claim per
-//! revocation, as the admin API's). The holder of a
+//! scanner) is left as it is and gets no second event. Only when this
+//! reporter revoked it within the hour — perhaps a try whose answer was
+//! lost after Redis took it, so that no gate was told and no event written
+//! — is it confirmed (written again and told to every gate) and its event
+//! written unless that try wrote it (one claim per revocation, as the admin
+//! API's); any other replay of a public value costs one read, never a
+//! fleet-wide write. The holder of a
 //! secret may always kill it, so no caller check applies; it never logs or
 //! records the secret, only the token's id.
 
@@ -35,7 +38,8 @@ const MAX_FIELD: usize = 512;
 pub enum Found {
     /// A real token; this report revoked it.
     Revoked,
-    /// A real token, revoked before (nothing written, no event).
+    /// A real token, revoked before: no second event (and nothing written
+    /// unless it may be this reporter's own lost try).
     AlreadyRevoked,
     /// No token with this value.
     Unknown,
@@ -85,10 +89,21 @@ pub async fn revoke_leaked(
     sighting: &Sighting<'_>,
     now: Timestamp,
 ) -> Result<Found, StoreError> {
-    // Through the cache: its negative entries spare the store a read for
-    // each value guessed at the public door.
-    if cache.get(&secret.hash()).await?.is_none() {
+    let Some(found) = cache.get(&secret.hash()).await? else {
         return Ok(Found::Unknown);
+    };
+    // Revoked before, and not by this reporter lately: nothing to confirm.
+    // A replay of a public value must not make every gate re-read it.
+    if found.is_revoked_at(now)
+        && !late_repeat(
+            found.revoked_at,
+            found.revoked_by.as_deref(),
+            &origin.actor,
+            Timestamp::now(),
+        )
+    {
+        end_overlap(cache, &found, origin, sighting, now).await?;
+        return Ok(Found::AlreadyRevoked);
     }
     // The record the write replaced, for the audit event.
     let before = std::sync::Mutex::new(None);

@@ -240,7 +240,9 @@ impl Bound {
                         tls: s.tls.admin.is_some(),
                     }
                 } else {
-                    admin::api::ConsoleMode::Off
+                    admin::api::ConsoleMode::Off {
+                        tls: s.tls.admin.is_some(),
+                    }
                 },
             ),
             ops: Ops::new(cache, metrics, health.clone()),
