@@ -631,6 +631,39 @@ impl Template {
     }
 }
 
+impl Template {
+    /// Whether some path `later` matches also fits this template's shape
+    /// with a literal of `later` that is no id where this template captures
+    /// `{workspace}` or `{project}`: that capture and the literal.
+    fn captures_a_non_id_of(&self, later: &Template) -> Option<(&'static str, String)> {
+        let mut witness = None;
+        let mut k = 0;
+        loop {
+            match (self.segs.get(k), later.segs.get(k)) {
+                // This one takes the rest: the shapes meet.
+                (Some(Seg::Rest), _) | (None, Some(Seg::Rest)) => return witness,
+                (None, None) => return witness,
+                // `later` takes the rest: a path of this one's length is one.
+                (Some(_), Some(Seg::Rest)) => return witness,
+                (None, Some(_)) | (Some(_), None) => return None,
+                (Some(Seg::Literal(a)), Some(Seg::Literal(b))) if a != b => return None,
+                (Some(s @ (Seg::Workspace | Seg::Project)), Some(Seg::Literal(l)))
+                    if !valid_id(l) =>
+                {
+                    let capture = if *s == Seg::Workspace {
+                        "{workspace}"
+                    } else {
+                        "{project}"
+                    };
+                    witness.get_or_insert((capture, l.to_string()));
+                }
+                _ => {}
+            }
+            k += 1;
+        }
+    }
+}
+
 /// How a path fits a template.
 enum Fit<'p> {
     No,
@@ -725,7 +758,8 @@ impl RuleSet {
     /// project against `X-Hawzu-Workspace-Id`. One warning per rule,
     /// naming it; none for the built-in set.
     pub fn warnings(&self) -> Vec<String> {
-        self.rules
+        let mut said: Vec<String> = self
+            .rules
             .iter()
             .filter(|r| {
                 let segs = &r.template.segs;
@@ -739,7 +773,23 @@ impl RuleSet {
                     r.origin, r.template.text
                 )
             })
-            .collect()
+            .collect();
+        // A rule an earlier one shadows through a capture of no id.
+        for (j, later) in self.rules.iter().enumerate() {
+            let earlier = self.rules[..j].iter().find_map(|r| {
+                (r.methods.0 & later.methods.0 != 0)
+                    .then(|| r.template.captures_a_non_id_of(&later.template))
+                    .flatten()
+                    .map(|(capture, literal)| (r, capture, literal))
+            });
+            if let Some((r, capture, literal)) = earlier {
+                said.push(format!(
+                    "{} (`{}`) is never reached for the paths where {} (`{}`) captures {capture} `{literal}`, which is no id: a path that fits a capturing rule but is no id there matches no rule; put {} first",
+                    later.origin, later.template.text, r.origin, r.template.text, later.origin
+                ));
+            }
+        }
+        said
     }
 
     /// The built-in rules for the Hawzu REST API (docs/design.md).

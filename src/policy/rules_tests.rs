@@ -485,6 +485,79 @@ fn a_capture_that_is_no_id_ends_the_walk_rather_than_reach_a_looser_rule() {
     );
 }
 
+/// A later rule that can only be reached through a segment an earlier
+/// rule captures as an id, where the later one has a literal that is no
+/// id, never matches (the walk ends there): warned of at load, naming both
+/// and saying to put the later one first.
+#[test]
+fn a_rule_an_earlier_capture_shadows_is_warned_of() {
+    let rule = |t: &str, methods: &[&str], access: Access, origin: &str| Rule {
+        methods: MethodSet::parse(methods.iter().copied()).unwrap(),
+        template: Template::parse(t).unwrap(),
+        access,
+        origin: origin.into(),
+    };
+    let read = || Access::from(Permission::parse("projects:read").unwrap());
+    let shadowed = RuleSet::new(vec![
+        rule("/{workspace}/**", &["GET"], read(), "policy.rules[0]"),
+        rule("/favicon.ico", &["GET"], Access::Public, "policy.rules[1]"),
+        rule(
+            "/api/v1/workspaces/{workspace}",
+            &["GET"],
+            read(),
+            "policy.rules[2]",
+        ),
+        rule(
+            "/api/v1/workspaces/export.csv",
+            &["GET", "HEAD"],
+            read(),
+            "policy.rules[3]",
+        ),
+    ]);
+    let said = shadowed.warnings().join("\n");
+    for what in [
+        "policy.rules[1] (`/favicon.ico`)",
+        "policy.rules[0]",
+        "policy.rules[3] (`/api/v1/workspaces/export.csv`)",
+        "policy.rules[2]",
+        "first",
+    ] {
+        assert!(said.contains(what), "{what}: {said}");
+    }
+    // In the other order, with methods that do not meet, or with a literal
+    // that is an id (the earlier rule takes it, as it always did), nothing.
+    let fine = RuleSet::new(vec![
+        rule("/favicon.ico", &["GET"], Access::Public, "policy.rules[0]"),
+        rule("/{workspace}/x/**", &["GET"], read(), "policy.rules[1]"),
+        rule(
+            "/api/v1/workspaces/{workspace}",
+            &["POST"],
+            read(),
+            "policy.rules[2]",
+        ),
+        rule(
+            "/api/v1/workspaces/export.csv",
+            &["GET"],
+            read(),
+            "policy.rules[3]",
+        ),
+        rule(
+            "/api/v1/workspaces/{workspace}/x",
+            &["GET"],
+            read(),
+            "policy.rules[4]",
+        ),
+        rule(
+            "/api/v1/workspaces/ws_1/x",
+            &["GET"],
+            read(),
+            "policy.rules[5]",
+        ),
+    ]);
+    assert!(fine.warnings().is_empty(), "{:?}", fine.warnings());
+    assert!(RuleSet::defaults().warnings().is_empty());
+}
+
 #[test]
 fn bad_templates_and_methods_are_refused() {
     for t in [
