@@ -206,23 +206,64 @@ fn loosened(old: &Settings, new: &Settings) -> Vec<String> {
                 .to_owned(),
         );
     }
-    let public = |s: &Settings| -> Vec<String> {
+    if !old.policy.default_rules && new.policy.default_rules {
+        said.push("policy.default_rules is now on: the built-in routes are served".to_owned());
+    }
+    // Each method and path a rule names, with what it asks.
+    let asks = |s: &Settings| -> Vec<(String, String)> {
         s.policy
             .rules
             .iter()
-            .filter(|r| r.access.as_deref() == Some("public"))
-            .map(|r| format!("{} {}", r.methods.join(","), r.path))
+            .flat_map(|r| {
+                let asks = match (&r.access, &r.permission) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(p)) => p.clone(),
+                    (None, None) => String::new(),
+                };
+                r.methods
+                    .iter()
+                    .map(move |m| (format!("{m} {}", r.path), asks.clone()))
+            })
             .collect()
     };
-    let before = public(old);
-    for rule in public(new).into_iter().filter(|r| !before.contains(r)) {
-        said.push(format!(
-            "policy.rules: `{rule}` is now public (passed with no token judged for it)"
-        ));
+    let before = asks(old);
+    for (route, now) in asks(new) {
+        let was = before.iter().find(|(r, _)| *r == route).map(|(_, a)| a);
+        match was {
+            Some(was) if *was == now => {}
+            Some(was) => said.push(format!(
+                "policy.rules: `{route}` now asks `{now}` (was `{was}`)"
+            )),
+            None if now == "public" => said.push(format!(
+                "policy.rules: `{route}` is now public (passed with no token judged for it)"
+            )),
+            None => {}
+        }
     }
-    let lifted = |what: &str, old: &Option<String>, new: &Option<String>| {
-        (old.is_some() && new.is_none())
-            .then(|| format!("{what} is no longer set: tokens may be made without that limit"))
+    for (role, perms) in &new.roles {
+        let Some(had) = old.roles.get(role) else {
+            continue;
+        };
+        let gained: Vec<&str> = perms
+            .iter()
+            .filter(|p| !had.contains(p))
+            .map(String::as_str)
+            .collect();
+        if !gained.is_empty() {
+            said.push(format!(
+                "roles.{role} gains {}: every token with that role has it now",
+                gained.join(", ")
+            ));
+        }
+    }
+    let lifted = |what: &str, old: &Option<String>, new: &Option<String>| match (old, new) {
+        (Some(_), None) => Some(format!(
+            "{what} is no longer set: tokens may be made without that limit"
+        )),
+        (Some(a), Some(b)) if a != b => Some(format!(
+            "{what} changed from `{a}` to `{b}` (tokens made from now on are held to it)"
+        )),
+        _ => None,
     };
     said.extend(lifted(
         "tokens.max_role",
@@ -467,5 +508,27 @@ mod tests {
             "tightening is not loosening"
         );
         assert!(loosened(&old, &old).is_empty());
+
+        // A role that gains a permission, a rule that asks less or is made
+        // public for another method, a limit changed.
+        let old = load(
+            dir.path(),
+            "[roles]\nci = [\"testcases:read\"]\n[[policy.rules]]\npath = \"/api/v1/status\"\nmethods = [\"GET\"]\naccess = \"public\"\n[[policy.rules]]\npath = \"/api/v1/reports/**\"\nmethods = [\"GET\"]\npermission = \"reports:read\"\n[tokens]\nmax_role = \"workspace_viewer\"\n",
+        )
+        .settings;
+        let new = load(
+            dir.path(),
+            "[roles]\nci = [\"testcases:read\", \"tokens:manage\"]\n[[policy.rules]]\npath = \"/api/v1/status\"\nmethods = [\"GET\", \"POST\"]\naccess = \"public\"\n[[policy.rules]]\npath = \"/api/v1/reports/**\"\nmethods = [\"GET\"]\npermission = \"testcases:read\"\n[tokens]\nmax_role = \"workspace_manager\"\n",
+        )
+        .settings;
+        let said = loosened(&old, &new).join("\n");
+        for what in [
+            "roles.ci gains tokens:manage",
+            "`POST /api/v1/status` is now public",
+            "`GET /api/v1/reports/**` now asks `testcases:read` (was `reports:read`)",
+            "tokens.max_role changed from `workspace_viewer` to `workspace_manager`",
+        ] {
+            assert!(said.contains(what), "{what}: {said}");
+        }
     }
 }
