@@ -1657,3 +1657,87 @@ async fn a_leaked_value_ends_every_overlap_of_its_chain() {
     let events = leak_events(&gate, &id).await;
     assert_eq!(events.len(), 1, "{events:?}");
 }
+
+/// A leaked successor whose predecessor's overlap Redis ended while the
+/// answer was lost (GitHub got 503): GitHub sends the report again, the
+/// walk finds the predecessor ended by this reporter a moment ago, and its
+/// `leak_report` event — never written by the first try — is written now,
+/// once. Before, the retry found it revoked and wrote nothing for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predecessor_whose_overlap_end_landed_after_its_timeout_is_audited_by_the_retry() {
+    let github = SigningKey::new("gh-key-1");
+    let keys = KeyServer::start(&[&github]).await;
+    let redis = common::RedisServer::start();
+    // Only a write of the predecessor names its successor: that
+    // compare-and-set's answer comes 1 s late.
+    let relay =
+        common::LateAnswers::start(redis.port, b"\"rotated_to\":\"", Duration::from_secs(1)).await;
+    let mut env = vec![
+        ("store.backend", "redis".to_owned()),
+        ("store.redis.url", relay.url()),
+        ("store.redis.key_prefix", unique_prefix("leaks-late-chain")),
+        ("store.timeout", "300ms".to_owned()),
+    ];
+    env.extend(leaks_env(&keys));
+    let gate = gate_with(&env).await;
+    let (old_id, old_secret) = create_token(
+        &gate,
+        workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
+    let rotated = gate
+        .admin()
+        .post(
+            &format!("/admin/v1/tokens/{old_id}/rotate"),
+            json!({"overlap": "7d"}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED);
+    let new_id = rotated.json()["token"]["id"].as_str().unwrap().to_owned();
+    let new_secret = rotated.json()["secret"].as_str().unwrap().to_owned();
+
+    let body = report(&[&new_secret]);
+    let signature = github.sign(&body);
+    relay.arm();
+    let (status, first) =
+        send_signed(leaks_addr(&gate), &github.id, &signature, body.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{first}");
+    // Redis ended the overlap all the same.
+    eventually(
+        "the predecessor revoked",
+        Duration::from_secs(10),
+        || async { (state_of(&gate, &old_id).await == "revoked").then_some(()) },
+    )
+    .await;
+    let (status, feedback) =
+        send_signed(leaks_addr(&gate), &github.id, &signature, body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{feedback}");
+    let events = eventually(
+        "the predecessor's event",
+        Duration::from_secs(5),
+        || async {
+            let events = leak_events(&gate, &old_id).await;
+            (!events.is_empty()).then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("its successor"),
+        "{events:?}"
+    );
+    assert_eq!(events[0]["before"]["revoked_at"], Value::Null, "{events:?}");
+    assert_eq!(leak_events(&gate, &new_id).await.len(), 1);
+    // A third report: no second event for either.
+    let (status, _) = send_signed(leaks_addr(&gate), &github.id, &signature, body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(leak_events(&gate, &old_id).await.len(), 1);
+    assert_eq!(leak_events(&gate, &new_id).await.len(), 1);
+    assert_eq!(
+        nginx_auth(&gate, &old_secret).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

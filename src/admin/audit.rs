@@ -20,9 +20,9 @@ use http::StatusCode;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::audit::{
-    Action, AuditEvent, AuditQuery, DEFAULT_PAGE, MAX_PAGE, Origin, Position, Visible,
+    Action, AuditEvent, AuditQuery, DEFAULT_PAGE, MAX_PAGE, Origin, Position, Visible, late_repeat,
 };
-use crate::cache::late_repeat;
+
 use crate::store::AuditLog;
 use crate::token::{FieldErrors, TokenId, TokenRecord};
 

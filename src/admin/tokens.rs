@@ -550,6 +550,14 @@ async fn end_overlaps_now(
         )
         .await;
     }
+    // Ended by this caller within the hour: perhaps by a try whose answer
+    // was lost, its event never written — written now, unless it was.
+    for late in walk.late {
+        let r = &late.after.record;
+        let Some(at) = r.revoked_at else { continue };
+        let event = AuditEvent::changed(Action::Revoke, origin, at, &late.before, r);
+        record_stamped(api, Action::Revoke, at, &by, event, false).await;
+    }
     match walk.cut {
         // A retry (found revoked, the walk runs again) goes on from there.
         Some(Cut::Store(_, e)) => Err(ApiError::store(e)),

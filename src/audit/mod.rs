@@ -14,11 +14,24 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::token::{Scope, TokenId, TokenRecord};
+
+/// How long after a change a repeat by the same caller may be the retry of
+/// a try whose answer was lost (a timeout after the store took it).
+pub const LATE_WINDOW: SignedDuration = SignedDuration::from_secs(3600);
+
+/// Whether a change found made already — its state stamped `at` by `by` —
+/// may be the earlier try of `caller` (a label, as `by` holds it) whose
+/// answer was lost after the store took it, and whose event was therefore
+/// never written: the caller's own, and recent. Such a repeat writes the
+/// event under the change's claim (`TokenCache::record_change`).
+pub fn late_repeat(at: Option<Timestamp>, by: Option<&str>, caller: &str, now: Timestamp) -> bool {
+    at.is_some_and(|at| at <= now && now.duration_since(at) <= LATE_WINDOW) && by == Some(caller)
+}
 
 #[cfg(test)]
 mod tests;

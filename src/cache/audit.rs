@@ -11,25 +11,13 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::audit::{Action, AuditEvent};
+use crate::audit::{Action, AuditEvent, LATE_WINDOW};
 use crate::store::{AuditLog, Outbox, TokenStore};
 
 use super::TokenCache;
 
-/// How long after a change a repeat by the same caller may be the retry of
-/// a try whose answer was lost (a timeout after the store took it).
-const LATE_WINDOW: SignedDuration = SignedDuration::from_secs(3600);
 /// How long a change's claim outlives [`LATE_WINDOW`].
 const CLAIM_MARGIN: SignedDuration = SignedDuration::from_secs(600);
-
-/// Whether a change found made already — its state stamped `at` by `by` —
-/// may be the earlier try of `caller` (a label, as `by` holds it) whose
-/// answer was lost after the store took it, and whose event was therefore
-/// never written: the caller's own, and recent. Such a repeat writes the
-/// event under the change's claim ([`TokenCache::record_change`]).
-pub fn late_repeat(at: Option<Timestamp>, by: Option<&str>, caller: &str, now: Timestamp) -> bool {
-    at.is_some_and(|at| at <= now && now.duration_since(at) <= LATE_WINDOW) && by == Some(caller)
-}
 
 impl<S: TokenStore + AuditLog> TokenCache<S> {
     /// Writes `event` to the store's audit log; never fails the caller.
@@ -67,7 +55,7 @@ impl<S: TokenStore + AuditLog + Outbox> TokenCache<S> {
     /// `disabled_at`/`revoked_at` and their `_by`) once across a fleet,
     /// under a claim (`change:<token>:<stamp>:<at ms>:<by>`) that a repeat
     /// of the change finds for as long as it may write the event instead
-    /// ([`late_repeat`]): the change's own try, or a repeat that found it
+    /// ([`late_repeat`](crate::audit::late_repeat)): the change's own try, or a repeat that found it
     /// made because the try's answer was lost after the store took it —
     /// never both. `first`: the change's own try, which writes the event
     /// without the claim should the claim fail (a duplicate beats a loss).

@@ -37,7 +37,6 @@ mod listen;
 mod record;
 mod tally;
 
-pub use self::audit::late_repeat;
 pub use self::listen::listen_for_invalidations;
 pub use self::record::{CachedGrant, CachedLimits, CachedRecord, CachedScope};
 pub use self::tally::{Drained, Tally};

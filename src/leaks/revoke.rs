@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use crate::audit::late_repeat;
 use crate::audit::{Action, AuditEvent, Origin};
-use crate::cache::{TokenCache, late_repeat};
+use crate::cache::TokenCache;
 use crate::redact::redact_secrets;
 use crate::store::{self, Cut, Store, StoreError, TokenStore, UpdateError, update_by_hash};
 use crate::token::{TokenRecord, TokenSecret};
@@ -158,7 +159,9 @@ pub async fn revoke_leaked(
                 ..r.clone()
             };
             let event = AuditEvent::leak_reported(origin, at, &unset, r, sighting.reason());
-            record_revocation(cache, at, &origin.actor, event, false).await;
+            cache
+                .record_change(Action::Revoke, at, &origin.actor, event, false)
+                .await;
         }
         end_overlap(cache, r, origin, sighting, now).await?;
         return Ok(Found::AlreadyRevoked);
@@ -238,14 +241,39 @@ async fn end_overlap_now(
             by = %origin.actor,
             "token revoked: a later value of its chain of rotations was reported leaked, and its overlap ended"
         );
+        let event = AuditEvent::leak_reported(
+            origin,
+            now,
+            &ended.before,
+            r,
+            format!("{reason} (its successor {})", ended.successor),
+        );
+        // In this task already: under the revocation's claim, as the
+        // leaked value's own event.
         cache
-            .record_audit(AuditEvent::leak_reported(
-                origin,
-                now,
-                &ended.before,
-                r,
-                format!("{reason} (its successor {})", ended.successor),
-            ))
+            .record_change(
+                Action::Revoke,
+                r.revoked_at.unwrap_or(now),
+                &origin.actor,
+                event,
+                true,
+            )
+            .await;
+    }
+    // Ended by this reporter within the hour: perhaps by a try whose answer
+    // was lost, its event never written — written now, unless it was.
+    for late in walk.late {
+        let r = &late.after.record;
+        let Some(at) = r.revoked_at else { continue };
+        let event = AuditEvent::leak_reported(
+            origin,
+            at,
+            &late.before,
+            r,
+            format!("{reason} (its successor {})", late.successor),
+        );
+        cache
+            .record_change(Action::Revoke, at, &origin.actor, event, false)
             .await;
     }
     match walk.cut {

@@ -12,6 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use jiff::{SignedDuration, Timestamp};
 
 use super::{StoreError, Stored, TokenStore, UpdateError, update};
+use crate::audit::late_repeat;
 use crate::token::{TokenId, TokenRecord, overlap_ended};
 
 /// How many values back [`end_overlaps`] follows a chain. Values are read
@@ -57,6 +58,11 @@ pub enum Cut {
 pub struct Walk {
     /// The values whose overlaps it ended, newest first.
     pub ended: Vec<EndedOverlap>,
+    /// The values it found ended already by `by` within the hour
+    /// ([`late_repeat`]): perhaps by an earlier try of this call whose
+    /// answer was lost after the store took it — whose event the caller
+    /// writes now, under the revocation's claim (once).
+    pub late: Vec<EndedOverlap>,
     /// Where it stopped short, if it did.
     pub cut: Option<Cut>,
 }
@@ -113,8 +119,8 @@ where
             walk.cut = Some(Cut::TooLong(id));
             break;
         }
-        let found = match store.find(&id).await {
-            Ok(Some(found)) => found.record,
+        let stored = match store.find(&id).await {
+            Ok(Some(found)) => found,
             Ok(None) => {
                 walk.cut = Some(Cut::NotFound(id));
                 break;
@@ -124,12 +130,28 @@ where
                 break;
             }
         };
+        let found = stored.record.clone();
         // A link only where the value names the one after it.
         if found.rotated_to.as_ref() != Some(&successor) {
             break;
         }
         let at = Timestamp::now().max(now);
-        if overlap_ended(&found, &successor, by.to_owned(), at).is_some() && judge(&found).is_ok() {
+        let ends = overlap_ended(&found, &successor, by.to_owned(), at).is_some();
+        if !ends
+            && found.is_revoked_at(at)
+            && late_repeat(found.revoked_at, found.revoked_by.as_deref(), by, at)
+            && judge(&found).is_ok()
+        {
+            walk.late.push(EndedOverlap {
+                before: TokenRecord {
+                    revoked_at: None,
+                    revoked_by: None,
+                    ..found.clone()
+                },
+                after: stored,
+                successor: successor.clone(),
+            });
+        } else if ends && judge(&found).is_ok() {
             match end_one(store, &id, &successor, by, now, &judge).await {
                 Ok(Some(ended)) => walk.ended.push(ended),
                 // Ended meanwhile by another writer, or refused now.
