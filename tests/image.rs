@@ -163,6 +163,24 @@ fn the_image_is_built_from_scratch_and_runs_read_only_as_non_root() {
     assert!(!root.join("bin/sh").exists(), "a shell in the image");
     let files = walk(&root);
     assert!(files.len() < 15, "unexpected files in the image: {files:?}");
+    // data_dir belongs to the image's user, private: a runtime's anonymous
+    // volume for it (podman run, docker run) copies this owner and mode.
+    // COPY makes what it copies root's unless told otherwise.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let data = std::fs::metadata(root.join("var/lib/hawzu-gate")).unwrap();
+        assert_eq!(
+            (data.uid(), data.gid(), data.mode() & 0o022),
+            (65532, 65532, 0),
+            "data_dir's owner, and no one else may write it"
+        );
+        let parent = std::fs::metadata(root.join("var/lib")).unwrap();
+        assert_eq!(
+            (parent.uid(), parent.mode() & 0o022),
+            (0, 0),
+            "/var/lib stays root's"
+        );
+    }
 
     // Run it as a runtime would: a private mount namespace, the image root
     // read-only, tmpfs at data_dir, the image's user and environment; the

@@ -2,7 +2,8 @@
 # Lays out the root filesystem of the from-scratch image: the hawzu-gate
 # binary, the shared libraries it links (as ldd names them: glibc, libm,
 # libgcc_s and the loader), the system CA bundle, a passwd/group naming
-# the non-root user 65532, and data_dir owned by it. Nothing else: no
+# the non-root user 65532; and beside it an empty data/ that the
+# Containerfile makes data_dir, owned by that user. Nothing else: no
 # shell, no package manager. Needs no registry and no daemon, so it works
 # where `docker build` (deploy/Dockerfile, which pulls rust and distroless
 # base images) cannot.
@@ -16,7 +17,10 @@ set -eu
 bin=${1:?usage: assemble.sh <hawzu-gate binary> <rootfs dir>}
 root=${2:?usage: assemble.sh <hawzu-gate binary> <rootfs dir>}
 
-mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/var/lib/hawzu-gate"
+# data_dir is not in the root filesystem: the Containerfile copies an empty
+# directory beside it (<context>/data) there, owned by the image's user.
+data="$(dirname "$root")/data"
+mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/var/lib" "$data"
 install -m 0755 "$bin" "$root/usr/local/bin/hawzu-gate"
 
 # Every library the binary loads, at the path the loader looks for it.
@@ -33,5 +37,4 @@ fi
 printf 'nonroot:x:65532:65532:nonroot:/var/lib/hawzu-gate:/sbin/nologin\n' > "$root/etc/passwd"
 printf 'nonroot:x:65532:\n' > "$root/etc/group"
 chmod 1777 "$root/tmp"
-chown -R 65532:65532 "$root/var/lib/hawzu-gate" 2>/dev/null || true
-chmod 0700 "$root/var/lib/hawzu-gate"
+chmod 0700 "$data"
