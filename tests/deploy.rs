@@ -1094,3 +1094,130 @@ fn the_sidecar_manifest_keeps_ops_off_the_apis_service() {
     let file = "deploy/k8s/sidecar-proxy.yaml";
     check_ops_off_the_serving_service(file, &documents(&Path::new(ROOT).join(file)));
 }
+
+// === memory: what the limits let the gate hold fits its memory limit ===
+
+/// Bytes of a Kubernetes quantity (`256Mi`, `1Gi`, `500M`).
+fn quantity(q: &str) -> u64 {
+    let (n, unit) = q.split_at(q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len()));
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("quantity {q}"));
+    n * match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        other => panic!("quantity unit {other}"),
+    }
+}
+
+/// For each gate container in `docs`: its memory limit holds what its
+/// settings let it hold at worst (docs/operations.md "Sizing"): ~17 MiB
+/// idle, ~660 bytes per cached token, ~330 bytes per failed-auth client,
+/// ~22 KB per kept-alive connection on each listener bound off loopback.
+/// An OOM kill empties the cache of a whole pod.
+fn memory_fits(what: &str, docs: &[Yaml]) -> usize {
+    let mut checked = 0;
+    let toml = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .find_map(|d| d["data"]["hawzu-gate.toml"].as_str());
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("Deployment"))
+    {
+        let Some(containers) = d["spec"]["template"]["spec"]["containers"].as_vec() else {
+            continue;
+        };
+        let Some(gate) = containers
+            .iter()
+            .find(|c| c["name"].as_str() == Some("hawzu-gate"))
+        else {
+            continue;
+        };
+        let limit = quantity(
+            gate["resources"]["limits"]["memory"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: the gate has no memory limit")),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hawzu-gate.toml");
+        // TLS files and the like are checked elsewhere: the limits only.
+        let kept: String = toml
+            .unwrap_or("")
+            .split("\n[tls")
+            .next()
+            .unwrap()
+            .to_owned();
+        std::fs::write(&file, kept).unwrap();
+        let env: std::collections::BTreeMap<String, String> = gate["env"]
+            .as_vec()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|e| {
+                        Some((
+                            e["name"].as_str()?.to_owned(),
+                            e["value"].as_str()?.to_owned(),
+                        ))
+                    })
+                    .filter(|(k, _)| k.starts_with("HAWZU_GATE__"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let s = hawzu_gate::config::load_from(Some(&file), env)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .settings;
+        let public = s
+            .listen
+            .all()
+            .iter()
+            .filter(|(_, a)| !a.ip().is_loopback())
+            .count() as u64;
+        let failed_auth = if s.failed_auth.limit > 0 {
+            s.failed_auth.max_clients as u64 * 330
+        } else {
+            0
+        };
+        let worst = (17 << 20)
+            + s.cache.max_entries as u64 * 660
+            + failed_auth
+            + public * s.limits.max_connections as u64 * 22_000;
+        assert!(
+            worst <= limit,
+            "{what}: at worst {} MiB (cache {} entries, {public} listeners off loopback × {} connections) against a memory limit of {} MiB: lower cache.max_entries or limits.max_connections, or raise the limit",
+            worst >> 20,
+            s.cache.max_entries,
+            s.limits.max_connections,
+            limit >> 20
+        );
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn the_gates_memory_limit_holds_what_its_settings_let_it_hold() {
+    for file in [
+        "deploy/k8s/standalone.yaml",
+        "deploy/k8s/sidecar-proxy.yaml",
+    ] {
+        let docs = documents(&Path::new(ROOT).join(file));
+        assert_eq!(memory_fits(file, &docs), 1, "{file}");
+    }
+    let out = tempfile::tempdir().unwrap();
+    for values in [
+        None,
+        Some("sidecar-values.yaml"),
+        Some("standalone-values.yaml"),
+        Some("embedded-values.yaml"),
+    ] {
+        let docs = documents(&lint_chart(values, out.path()));
+        assert_eq!(
+            memory_fits(&format!("chart {values:?}"), &docs),
+            1,
+            "{values:?}"
+        );
+    }
+}
