@@ -542,9 +542,10 @@ fn the_leaks_listener_is_off_by_default_and_public_on_its_own_port_when_set() {
 }
 
 /// A disruption budget a fleet can never satisfy blocks every node drain:
-/// refused, saying which values to change.
+/// refused, saying which values to change. A fleet's pods are spread over
+/// nodes by default.
 #[test]
-fn a_disruption_budget_that_would_block_node_drains_is_refused() {
+fn a_fleet_neither_blocks_node_drains_nor_sits_on_one_node() {
     let dir = tempfile::tempdir().unwrap();
     for (values, says) in [
         (
@@ -568,5 +569,18 @@ fn a_disruption_budget_that_would_block_node_drains_is_refused() {
     assert_eq!(
         find(&fine, "PodDisruptionBudget")["spec"]["minAvailable"].as_i64(),
         Some(1)
+    );
+    // A fleet is spread over nodes unless told otherwise; one pod is not.
+    let spread =
+        &find(&fine, "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"];
+    assert_eq!(
+        spread[0]["topologyKey"].as_str(),
+        Some("kubernetes.io/hostname"),
+        "{spread:?}"
+    );
+    let single = render("{}\n", dir.path(), "single").unwrap();
+    assert!(
+        find(&single, "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+            .is_badvalue()
     );
 }
