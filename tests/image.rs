@@ -163,8 +163,9 @@ fn the_image_is_built_from_scratch_and_runs_read_only_as_non_root() {
     assert!(!root.join("bin/sh").exists(), "a shell in the image");
     let files = walk(&root);
     assert!(files.len() < 15, "unexpected files in the image: {files:?}");
-    // data_dir belongs to the image's user, private: a runtime's anonymous
-    // volume for it (podman run, docker run) copies this owner and mode.
+    // data_dir belongs to the image's user, and no one else may write it:
+    // a runtime's anonymous volume for it (podman run, docker run) copies
+    // this owner and mode.
     // COPY makes what it copies root's unless told otherwise.
     {
         use std::os::unix::fs::MetadataExt;

@@ -1401,6 +1401,57 @@ async fn a_public_report_made_while_the_store_is_away_is_judged_once_it_is_back(
     );
 }
 
+/// A leaked value is public: anyone may report it again and again. Once
+/// it is revoked, a fresh public report costs reads only — never a write
+/// that every gate hears and re-reads the token for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_replays_of_a_revoked_value_write_nothing() {
+    let keys = KeyServer::start(&[&SigningKey::new("k")]).await;
+    let mut env = redis_env(&unique_prefix("leaks-replay"));
+    env.extend(leaks_env(&keys));
+    let gate = gate_with(&env).await;
+    let door = common::Http::new(format!("http://{}", leaks_addr(&gate)));
+    let (id, secret) = create_token(
+        &gate,
+        workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
+    )
+    .await;
+    let report = json!({"token": secret});
+    assert_eq!(
+        door.post("/v1/leaks", report.clone()).await.status,
+        StatusCode::ACCEPTED
+    );
+    eventually("the revocation", Duration::from_secs(5), || async {
+        (state_of(&gate, &id).await == "revoked").then_some(())
+    })
+    .await;
+    let writes = || async {
+        let text = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(r#"hawzu_gate_store_calls_total{op="replace","#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = writes().await;
+    for _ in 0..5 {
+        assert_eq!(
+            door.post("/v1/leaks", report.clone()).await.status,
+            StatusCode::ACCEPTED
+        );
+    }
+    eventually("the replays judged", Duration::from_secs(5), || async {
+        let judged = metric(
+            &gate,
+            "hawzu_gate_leak_reports_total{result=\"already_revoked\"}",
+        )
+        .await;
+        (judged == 5.0).then_some(())
+    })
+    .await;
+    assert_eq!(writes().await, before, "a replay wrote the record");
+    assert_eq!(leak_events(&gate, &id).await.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_door_limits_each_client_like_failed_authentications() {
     let keys = KeyServer::start(&[&SigningKey::new("k")]).await;

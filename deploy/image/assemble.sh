@@ -20,6 +20,10 @@ root=${2:?usage: assemble.sh <hawzu-gate binary> <rootfs dir>}
 # data_dir is not in the root filesystem: the Containerfile copies an empty
 # directory beside it (<context>/data) there, owned by the image's user.
 data="$(dirname "$root")/data"
+if [ -n "$(ls -A "$data" 2>/dev/null)" ]; then
+  echo "assemble.sh: $data is not empty; it becomes the image's data_dir (move its files away)" >&2
+  exit 1
+fi
 mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/var/lib" "$data"
 install -m 0755 "$bin" "$root/usr/local/bin/hawzu-gate"
 

@@ -276,7 +276,8 @@ impl Leaks {
         // while it comes whole in time; given back once the signature
         // holds (or the report is refused).
         let mut held = self.shares.hold(&self.unverified, peer);
-        let body_due = tokio::time::Instant::now() + self.body_deadline;
+        let body_start = tokio::time::Instant::now();
+        let body_due = body_start + self.body_deadline;
         let read = tokio::time::timeout_at(
             deadline.min(body_due),
             self.read_held(req.into_body(), self.max_body, &mut held),
@@ -306,10 +307,15 @@ impl Leaks {
                 self.failed_auth.failed(peer);
                 return res;
             }
-            // Cut by the report's own deadline, which the gate's key read
-            // took part of: not the sender's fault, sent again.
-            Err(_) if deadline < body_due => {
-                self.metrics.leak_reports(LeakResult::StoreError, 1);
+            // Cut by the report's own deadline before the body had its
+            // time (the gate's key read took the rest): not the sender's
+            // failure, sent again. A body that had half the deadline or its
+            // own timeout is the sender's, as any slow body.
+            Err(_)
+                if deadline < body_due
+                    && deadline - body_start < self.body_deadline.min(GITHUB_DEADLINE / 2) =>
+            {
+                self.metrics.leak_reports(LeakResult::Overloaded, 1);
                 return retry_later(
                     StatusCode::SERVICE_UNAVAILABLE,
                     codes::OVERLOADED,
@@ -407,7 +413,8 @@ impl Leaks {
                     url: &m.url,
                     source: &m.source,
                 };
-                match revoke_leaked(&self.cache, &secret, origin, &sighting, now).await {
+                // Only GitHub signs these: a repeat is GitHub's retry.
+                match revoke_leaked(&self.cache, &secret, origin, &sighting, now, true).await {
                     Ok(found) => Ok(self.count(found)),
                     Err(e) => {
                         tracing::error!(error = %e, "a leak report could not be judged");
@@ -532,10 +539,21 @@ impl Leaks {
             // its slot — reports beyond them meanwhile are told to wait.
             let give_up = tokio::time::Instant::now() + PUBLIC_RETRY_FOR;
             let mut wait = Duration::from_secs(1);
+            let mut tried = false;
             loop {
                 let judged = tokio::time::timeout(
                     BACKGROUND_DEADLINE,
-                    revoke_leaked(&this.cache, &secret, &origin, &sighting, Timestamp::now()),
+                    // Anyone may send a public report again; only this
+                    // loop's own next try may repeat one whose answer was
+                    // lost.
+                    revoke_leaked(
+                        &this.cache,
+                        &secret,
+                        &origin,
+                        &sighting,
+                        Timestamp::now(),
+                        tried,
+                    ),
                 )
                 .await;
                 let why = match judged {
@@ -565,6 +583,7 @@ impl Leaks {
                 );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(PUBLIC_RETRY_MAX_WAIT);
+                tried = true;
             }
         });
         json(

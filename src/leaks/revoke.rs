@@ -7,13 +7,15 @@
 //! report says the token was found.
 //!
 //! Idempotent: a token already revoked (a replayed report, a second
-//! scanner) is left as it is and gets no second event. Only when this
-//! reporter revoked it within the hour — perhaps a try whose answer was
-//! lost after Redis took it, so that no gate was told and no event written
-//! — is it confirmed (written again and told to every gate) and its event
-//! written unless that try wrote it (one claim per revocation, as the admin
-//! API's); any other replay of a public value costs one read, never a
-//! fleet-wide write. The holder of a
+//! scanner) is left as it is and gets no second event. Only when the
+//! report may repeat this reporter's own try (a GitHub report, or the
+//! public door's next try of one report) and the reporter revoked it within
+//! the hour — perhaps by that try, whose answer was lost after Redis took
+//! it, so that no gate was told and no event written — is it confirmed
+//! (written again and told to every gate) and its event written unless
+//! that try wrote it (one claim per revocation, as the admin API's); a
+//! fresh public report of a revoked value costs reads, never a fleet-wide
+//! write. The holder of a
 //! secret may always kill it, so no caller check applies; it never logs or
 //! records the secret, only the token's id.
 
@@ -83,18 +85,28 @@ impl Sighting<'_> {
 }
 
 /// Looks `secret` up by hash and revokes it (see the module header).
+/// `retry`: this report may repeat a try of the same reporter whose answer
+/// was lost — a GitHub report (only GitHub signs them), or the public
+/// door's own next try; never a fresh public report, which anyone may
+/// send again.
 pub async fn revoke_leaked(
     cache: &Arc<TokenCache<Store>>,
     secret: &TokenSecret,
     origin: &Origin,
     sighting: &Sighting<'_>,
     now: Timestamp,
+    retry: bool,
 ) -> Result<Found, StoreError> {
     let Some(found) = cache.get(&secret.hash()).await? else {
         return Ok(Found::Unknown);
     };
-    // Revoked before, and not by this reporter lately: nothing to confirm.
-    // A replay of a public value must not make every gate re-read it.
+    // Revoked before, and not by this reporter's own lost try: nothing to
+    // confirm. A replay of a public value must not make every gate re-read
+    // it.
+    if found.is_revoked_at(now) && !retry {
+        end_overlap(cache, &found, origin, sighting, now).await?;
+        return Ok(Found::AlreadyRevoked);
+    }
     if found.is_revoked_at(now)
         && !late_repeat(
             found.revoked_at,

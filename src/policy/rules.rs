@@ -647,6 +647,10 @@ impl Template {
                 (Some(_), Some(Seg::Rest)) => return witness,
                 (None, Some(_)) | (Some(_), None) => return None,
                 (Some(Seg::Literal(a)), Some(Seg::Literal(b))) if a != b => return None,
+                // The later rule's capture takes ids only: never this one.
+                (Some(Seg::Literal(l)), Some(Seg::Workspace | Seg::Project)) if !valid_id(l) => {
+                    return None;
+                }
                 (Some(s @ (Seg::Workspace | Seg::Project)), Some(Seg::Literal(l)))
                     if !valid_id(l) =>
                 {

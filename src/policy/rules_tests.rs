@@ -555,6 +555,12 @@ fn a_rule_an_earlier_capture_shadows_is_warned_of() {
         ),
     ]);
     assert!(fine.warnings().is_empty(), "{:?}", fine.warnings());
+    // No path reaches both: the later capture takes ids only.
+    let apart = RuleSet::new(vec![
+        rule("/{workspace}/foo.json", &["GET"], read(), "policy.rules[0]"),
+        rule("/x.y/{workspace}", &["GET"], read(), "policy.rules[1]"),
+    ]);
+    assert!(apart.warnings().is_empty(), "{:?}", apart.warnings());
     assert!(RuleSet::defaults().warnings().is_empty());
 }
 

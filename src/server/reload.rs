@@ -119,6 +119,14 @@ pub(super) fn reload(
     settings.roles = loaded.settings.roles;
     settings.policy = loaded.settings.policy;
     settings.tls = loaded.settings.tls;
+    // The token limits and prefixes are in force now too (the next
+    // reload's "letting more through" compares with them); the expiry
+    // scan's settings wait for a restart, as said above.
+    settings.tokens = crate::config::TokenSettings {
+        expiry_scan_interval: settings.tokens.expiry_scan_interval,
+        expiring_workspaces: settings.tokens.expiring_workspaces,
+        ..loaded.settings.tokens
+    };
     *sections = now;
 }
 
@@ -477,6 +485,34 @@ mod tests {
         for key in all.as_object().unwrap().keys() {
             assert!(SECTIONS.contains(&key.as_str()), "{key} has no name");
         }
+    }
+
+    /// Each reload is judged against what is in force — the last reload's
+    /// token limits, not the start's: a limit set by one reload and lifted
+    /// by the next is a loosening.
+    #[test]
+    fn a_reload_compares_with_the_last_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = load(dir.path(), "");
+        let mut settings = start.settings.clone();
+        let policy: PolicyHandle = Arc::new(ArcSwap::new(start.policy.clone()));
+        let files = Mutex::new(TlsFiles::new(settings.tls.clone(), &[]));
+        let file = dir.path().join("gate.toml");
+        load(dir.path(), "[tokens]\nmax_role = \"workspace_viewer\"\n");
+        let mut sections = Sections::default();
+        reload(
+            (Some(&file), &mut sections),
+            &mut settings,
+            &policy,
+            (&[], &files),
+        );
+        assert_eq!(
+            settings.tokens.max_role.as_deref(),
+            Some("workspace_viewer")
+        );
+        let lifted = load(dir.path(), "[tokens]\n").settings;
+        let said = loosened(&settings, &lifted).join("\n");
+        assert!(said.contains("tokens.max_role is no longer set"), "{said}");
     }
 
     /// A reload that lets more through says so, naming what: the operator
