@@ -1649,7 +1649,16 @@ async fn a_leaked_successor_ends_its_predecessors_overlap() {
         .await;
         assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
     }
-    let events = leak_events(&gate, &id).await;
+    // Each ended value's event is written just after its revocation.
+    let events = eventually(
+        "the predecessor's event",
+        Duration::from_secs(5),
+        || async {
+            let events = leak_events(&gate, &id).await;
+            (!events.is_empty()).then_some(events)
+        },
+    )
+    .await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(
         events[0]["reason"]
@@ -1705,7 +1714,16 @@ async fn a_leaked_value_ends_every_overlap_of_its_chain() {
         .await;
         assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
     }
-    let events = leak_events(&gate, &id).await;
+    // Each ended value's event is written just after its revocation.
+    let events = eventually(
+        "the first value's event",
+        Duration::from_secs(5),
+        || async {
+            let events = leak_events(&gate, &id).await;
+            (!events.is_empty()).then_some(events)
+        },
+    )
+    .await;
     assert_eq!(events.len(), 1, "{events:?}");
 }
 
