@@ -785,6 +785,30 @@ async fn over_tls_the_cookie_is_secure_and_host_prefixed_and_the_origin_https() 
 // === in Chromium ===
 
 /// Writes a screenshot to docs/console/<name>.png when asked to.
+/// Clicks Sign out, waits for the sign-in view, and checks that the
+/// session cookie `held` names no live session on the server.
+async fn signs_out_on_the_server(b: &Browser, gate: &InProcessGate, held: &str) {
+    b.click("#sign-out").await;
+    b.wait(
+        "signed out",
+        "!document.getElementById('sign-in-view').hidden",
+    )
+    .await;
+    let a = plain(gate)
+        .send(
+            Method::GET,
+            "/console/session",
+            &[("cookie", &format!("hawzu_console={held}"))],
+            None,
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "the session the browser held ended on the server"
+    );
+}
+
 async fn screenshot(b: &Browser, name: &str) {
     if std::env::var("HAWZU_CONSOLE_SCREENSHOTS").as_deref() != Ok("1") {
         return;
@@ -1316,25 +1340,7 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
         project_token("WS2 CI", "ws_2", &[("proj_z", "project_member")], "7d"),
     )
     .await;
-    b.click("#sign-out").await;
-    b.wait(
-        "signed out",
-        "!document.getElementById('sign-in-view').hidden",
-    )
-    .await;
-    let a = plain(&gate)
-        .send(
-            Method::GET,
-            "/console/session",
-            &[("cookie", &format!("hawzu_console={cookie}"))],
-            None,
-        )
-        .await;
-    assert_eq!(
-        a.status,
-        StatusCode::UNAUTHORIZED,
-        "the session ended on the server"
-    );
+    signs_out_on_the_server(&b, &gate, &cookie).await;
     b.type_into("#credential", &manager).await;
     b.keys(&[key::ENTER]).await;
     wait_row(&b, "WS2 CI").await;
@@ -1421,23 +1427,5 @@ async fn the_guide_flow_works_end_to_end_in_chromium() {
     b.wait("the other tab's sign-in", "window.resigned === 200")
         .await;
     let held = b.cookies().await[0]["value"].as_str().unwrap().to_owned();
-    b.click("#sign-out").await;
-    b.wait(
-        "signed out",
-        "!document.getElementById('sign-in-view').hidden",
-    )
-    .await;
-    let a = plain(&gate)
-        .send(
-            Method::GET,
-            "/console/session",
-            &[("cookie", &format!("hawzu_console={held}"))],
-            None,
-        )
-        .await;
-    assert_eq!(
-        a.status,
-        StatusCode::UNAUTHORIZED,
-        "the session the browser held ended on the server"
-    );
+    signs_out_on_the_server(&b, &gate, &held).await;
 }

@@ -274,6 +274,44 @@ async fn leak_events(gate: &InProcessGate, id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The `leak_report` events of token `id` once there are any: each is
+/// written just after its revocation, which a test sees first.
+async fn written_leak_events(gate: &InProcessGate, id: &str) -> Vec<Value> {
+    eventually("the leak_report event", Duration::from_secs(5), || async {
+        let events = leak_events(gate, id).await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await
+}
+
+/// Sends `body`, signed, while `relay` holds back the answer to its write
+/// (503: Redis made it, the gate stopped waiting); waits until token `id`
+/// reads revoked through `gate` (its connection's held answers have come
+/// by then), and sends it again, as GitHub does. The retry's feedback.
+async fn sent_again_after_a_lost_answer(
+    relay: &common::LateAnswers,
+    gate: &InProcessGate,
+    github: &SigningKey,
+    body: &[u8],
+    id: &str,
+) -> Value {
+    let signature = github.sign(body);
+    relay.arm();
+    let (status, first) =
+        send_signed(leaks_addr(gate), &github.id, &signature, body.to_vec()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{first}");
+    eventually(
+        "the revocation in Redis",
+        Duration::from_secs(10),
+        || async { (state_of(gate, id).await == "revoked").then_some(()) },
+    )
+    .await;
+    let (status, feedback) =
+        send_signed(leaks_addr(gate), &github.id, &signature, body.to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{feedback}");
+    feedback
+}
+
 /// One series of the gate's metrics (`name{labels}` as exposed).
 async fn metric(gate: &InProcessGate, series: &str) -> f64 {
     let text = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
@@ -463,20 +501,7 @@ async fn a_report_whose_revocation_landed_after_its_timeout_is_told_and_audited_
 
     let body = report(&[&secret]);
     let signature = github.sign(&body);
-    relay.arm();
-    let (status, first) = send_signed(leaks_addr(&a), &github.id, &signature, body.clone()).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{first}");
-    // Redis made it all the same (read through gate a: its connection's
-    // held answers have come by then).
-    eventually(
-        "the revocation in Redis",
-        Duration::from_secs(10),
-        || async { (state_of(&a, &id).await == "revoked").then_some(()) },
-    )
-    .await;
-    let (status, feedback) =
-        send_signed(leaks_addr(&a), &github.id, &signature, body.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{feedback}");
+    let feedback = sent_again_after_a_lost_answer(&relay, &a, &github, &body, &id).await;
     assert_eq!(feedback[0]["label"], "true_positive", "{feedback}");
     let refused = eventually(
         "the revocation to reach gate b",
@@ -488,11 +513,7 @@ async fn a_report_whose_revocation_landed_after_its_timeout_is_told_and_audited_
     )
     .await;
     assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
-    let events = eventually("the leak_report event", Duration::from_secs(5), || async {
-        let events = leak_events(&a, &id).await;
-        (!events.is_empty()).then_some(events)
-    })
-    .await;
+    let events = written_leak_events(&a, &id).await;
     assert_eq!(events.len(), 1, "{events:?}");
     let e = &events[0];
     assert_eq!(e["actor"], "leaks:github");
@@ -1285,11 +1306,7 @@ async fn the_public_door_revokes_a_real_token_and_answers_an_unknown_one_alike()
     .await;
     // The event is written just after the revoke (the report was answered
     // before either): wait for it, then make sure no second one follows.
-    let events = eventually("the leak_report event", Duration::from_secs(5), || async {
-        let events = leak_events(&gate, &id).await;
-        (!events.is_empty()).then_some(events)
-    })
-    .await;
+    let events = written_leak_events(&gate, &id).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["actor"], "leaks:public");
     assert!(
@@ -1388,11 +1405,7 @@ async fn a_public_report_made_while_the_store_is_away_is_judged_once_it_is_back(
         || async { (state_of(&gate, &id).await == "revoked").then_some(()) },
     )
     .await;
-    let events = eventually("the leak_report event", Duration::from_secs(5), || async {
-        let events = leak_events(&gate, &id).await;
-        (!events.is_empty()).then_some(events)
-    })
-    .await;
+    let events = written_leak_events(&gate, &id).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["actor"], "leaks:public");
     assert_eq!(
@@ -1650,15 +1663,7 @@ async fn a_leaked_successor_ends_its_predecessors_overlap() {
         assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
     }
     // Each ended value's event is written just after its revocation.
-    let events = eventually(
-        "the predecessor's event",
-        Duration::from_secs(5),
-        || async {
-            let events = leak_events(&gate, &id).await;
-            (!events.is_empty()).then_some(events)
-        },
-    )
-    .await;
+    let events = written_leak_events(&gate, &id).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(
         events[0]["reason"]
@@ -1715,15 +1720,7 @@ async fn a_leaked_value_ends_every_overlap_of_its_chain() {
         assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
     }
     // Each ended value's event is written just after its revocation.
-    let events = eventually(
-        "the first value's event",
-        Duration::from_secs(5),
-        || async {
-            let events = leak_events(&gate, &id).await;
-            (!events.is_empty()).then_some(events)
-        },
-    )
-    .await;
+    let events = written_leak_events(&gate, &id).await;
     assert_eq!(events.len(), 1, "{events:?}");
 }
 
@@ -1767,29 +1764,9 @@ async fn a_predecessor_whose_overlap_end_landed_after_its_timeout_is_audited_by_
 
     let body = report(&[&new_secret]);
     let signature = github.sign(&body);
-    relay.arm();
-    let (status, first) =
-        send_signed(leaks_addr(&gate), &github.id, &signature, body.clone()).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{first}");
-    // Redis ended the overlap all the same.
-    eventually(
-        "the predecessor revoked",
-        Duration::from_secs(10),
-        || async { (state_of(&gate, &old_id).await == "revoked").then_some(()) },
-    )
-    .await;
-    let (status, feedback) =
-        send_signed(leaks_addr(&gate), &github.id, &signature, body.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{feedback}");
-    let events = eventually(
-        "the predecessor's event",
-        Duration::from_secs(5),
-        || async {
-            let events = leak_events(&gate, &old_id).await;
-            (!events.is_empty()).then_some(events)
-        },
-    )
-    .await;
+    // Redis ends the predecessor's overlap all the same.
+    sent_again_after_a_lost_answer(&relay, &gate, &github, &body, &old_id).await;
+    let events = written_leak_events(&gate, &old_id).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(
         events[0]["reason"]

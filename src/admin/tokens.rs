@@ -526,37 +526,24 @@ async fn end_overlaps_now(
         caller.may_act_on(&policy, r)
     })
     .await;
-    for ended in walk.ended {
+    for (ended, at, first) in walk.to_record(now) {
         let r = &ended.after.record;
-        tracing::info!(
-            target: "hawzu_gate::admin",
-            op = "revoke",
-            token_id = %r.id,
-            rotated_to = %ended.successor,
-            workspace_id = %r.workspace_id,
-            by = %by,
-            "token revoked: the overlap of its rotation ended with a later value's revocation"
-        );
+        if first {
+            tracing::info!(
+                target: "hawzu_gate::admin",
+                op = "revoke",
+                token_id = %r.id,
+                rotated_to = %ended.successor,
+                workspace_id = %r.workspace_id,
+                by = %by,
+                "token revoked: the overlap of its rotation ended with a later value's revocation"
+            );
+        }
         // Under the revoke's claim: a `DELETE` of it by this caller later
         // finds its event.
-        let event = AuditEvent::changed(Action::Revoke, origin, now, &ended.before, r);
-        record_stamped(
-            api,
-            Action::Revoke,
-            r.revoked_at.unwrap_or(now),
-            &by,
-            event,
-            true,
-        )
-        .await;
-    }
-    // Ended by this caller within the hour: perhaps by a try whose answer
-    // was lost, its event never written — written now, unless it was.
-    for late in walk.late {
-        let r = &late.after.record;
-        let Some(at) = r.revoked_at else { continue };
-        let event = AuditEvent::changed(Action::Revoke, origin, at, &late.before, r);
-        record_stamped(api, Action::Revoke, at, &by, event, false).await;
+        let time = if first { now } else { at };
+        let event = AuditEvent::changed(Action::Revoke, origin, time, &ended.before, r);
+        record_stamped(api, Action::Revoke, at, &by, event, first).await;
     }
     match walk.cut {
         // A retry (found revoked, the walk runs again) goes on from there.

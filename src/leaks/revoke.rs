@@ -242,20 +242,22 @@ async fn end_overlap_now(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let walk = store::end_overlaps(cache, revoked, &origin.actor, now, |_| Ok::<_, ()>(())).await;
-    for ended in walk.ended {
+    for (ended, at, first) in walk.to_record(now) {
         let r = &ended.after.record;
-        tracing::warn!(
-            target: "hawzu_gate::admin",
-            op = "revoke",
-            token_id = %r.id,
-            rotated_to = %ended.successor,
-            workspace_id = %r.workspace_id,
-            by = %origin.actor,
-            "token revoked: a later value of its chain of rotations was reported leaked, and its overlap ended"
-        );
+        if first {
+            tracing::warn!(
+                target: "hawzu_gate::admin",
+                op = "revoke",
+                token_id = %r.id,
+                rotated_to = %ended.successor,
+                workspace_id = %r.workspace_id,
+                by = %origin.actor,
+                "token revoked: a later value of its chain of rotations was reported leaked, and its overlap ended"
+            );
+        }
         let event = AuditEvent::leak_reported(
             origin,
-            now,
+            if first { now } else { at },
             &ended.before,
             r,
             format!("{reason} (its successor {})", ended.successor),
@@ -263,29 +265,7 @@ async fn end_overlap_now(
         // In this task already: under the revocation's claim, as the
         // leaked value's own event.
         cache
-            .record_change(
-                Action::Revoke,
-                r.revoked_at.unwrap_or(now),
-                &origin.actor,
-                event,
-                true,
-            )
-            .await;
-    }
-    // Ended by this reporter within the hour: perhaps by a try whose answer
-    // was lost, its event never written — written now, unless it was.
-    for late in walk.late {
-        let r = &late.after.record;
-        let Some(at) = r.revoked_at else { continue };
-        let event = AuditEvent::leak_reported(
-            origin,
-            at,
-            &late.before,
-            r,
-            format!("{reason} (its successor {})", late.successor),
-        );
-        cache
-            .record_change(Action::Revoke, at, &origin.actor, event, false)
+            .record_change(Action::Revoke, at, &origin.actor, event, first)
             .await;
     }
     match walk.cut {

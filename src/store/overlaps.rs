@@ -67,6 +67,28 @@ pub struct Walk {
     pub cut: Option<Cut>,
 }
 
+impl Walk {
+    /// The values whose events the walk's caller writes, each under its
+    /// revocation's claim: with the revocation's time, and whether this
+    /// walk ended it (`true`: the change's own event) or found it ended by
+    /// the caller lately (`false`: perhaps a lost try's, written unless
+    /// that try wrote it).
+    pub fn to_record(
+        &self,
+        now: Timestamp,
+    ) -> impl Iterator<Item = (&EndedOverlap, Timestamp, bool)> {
+        let ended = self
+            .ended
+            .iter()
+            .map(move |e| (e, e.after.record.revoked_at.unwrap_or(now), true));
+        let late = self
+            .late
+            .iter()
+            .filter_map(|e| Some((e, e.after.record.revoked_at?, false)));
+        ended.chain(late)
+    }
+}
+
 /// Walks back from `revoked` along `rotated_from` and revokes, by `by`,
 /// each value rotated to the one after it whose overlap still runs
 /// ([`overlap_ended`]). A value `judge` refuses (one the caller may not
