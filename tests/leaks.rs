@@ -312,6 +312,23 @@ async fn sent_again_after_a_lost_answer(
     feedback
 }
 
+/// Rotates token `id` with a week's overlap: the successor's id and secret.
+async fn rotated_with_overlap(gate: &InProcessGate, id: &str) -> (String, String) {
+    let rotated = gate
+        .admin()
+        .post(
+            &format!("/admin/v1/tokens/{id}/rotate"),
+            json!({"overlap": "7d"}),
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::CREATED);
+    let v = rotated.json();
+    (
+        v["token"]["id"].as_str().unwrap().to_owned(),
+        v["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// One series of the gate's metrics (`name{labels}` as exposed).
 async fn metric(gate: &InProcessGate, series: &str) -> f64 {
     let text = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
@@ -1636,15 +1653,7 @@ async fn a_leaked_successor_ends_its_predecessors_overlap() {
         workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
     )
     .await;
-    let rotated = gate
-        .admin()
-        .post(
-            &format!("/admin/v1/tokens/{id}/rotate"),
-            json!({"overlap": "7d"}),
-        )
-        .await;
-    assert_eq!(rotated.status, StatusCode::CREATED);
-    let new_secret = rotated.json()["secret"].as_str().unwrap().to_owned();
+    let (_, new_secret) = rotated_with_overlap(&gate, &id).await;
     assert_eq!(nginx_auth(&gate, &old_secret).await.status, StatusCode::OK);
 
     let answer = door
@@ -1689,17 +1698,9 @@ async fn a_leaked_value_ends_every_overlap_of_its_chain() {
     let mut secrets = vec![first];
     let mut current = id.clone();
     for _ in 0..2 {
-        let rotated = gate
-            .admin()
-            .post(
-                &format!("/admin/v1/tokens/{current}/rotate"),
-                json!({"overlap": "7d"}),
-            )
-            .await;
-        assert_eq!(rotated.status, StatusCode::CREATED);
-        let v = rotated.json();
-        current = v["token"]["id"].as_str().unwrap().to_owned();
-        secrets.push(v["secret"].as_str().unwrap().to_owned());
+        let (next, secret) = rotated_with_overlap(&gate, &current).await;
+        current = next;
+        secrets.push(secret);
     }
     for s in &secrets {
         assert_eq!(nginx_auth(&gate, s).await.status, StatusCode::OK);
@@ -1751,16 +1752,7 @@ async fn a_predecessor_whose_overlap_end_landed_after_its_timeout_is_audited_by_
         workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
     )
     .await;
-    let rotated = gate
-        .admin()
-        .post(
-            &format!("/admin/v1/tokens/{old_id}/rotate"),
-            json!({"overlap": "7d"}),
-        )
-        .await;
-    assert_eq!(rotated.status, StatusCode::CREATED);
-    let new_id = rotated.json()["token"]["id"].as_str().unwrap().to_owned();
-    let new_secret = rotated.json()["secret"].as_str().unwrap().to_owned();
+    let (new_id, new_secret) = rotated_with_overlap(&gate, &old_id).await;
 
     let body = report(&[&new_secret]);
     let signature = github.sign(&body);
