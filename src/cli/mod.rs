@@ -85,7 +85,8 @@ Listeners:
   proxy  127.0.0.1:8080  reverse proxy: checks the access token, then forwards
                          the request to upstream.url with X-Hawzu-* identity
   auth   127.0.0.1:8081  forward auth: /auth/nginx (nginx auth_request),
-                         /auth/traefik (Traefik ForwardAuth, Caddy forward_auth)
+                         /auth/traefik (Traefik ForwardAuth, Caddy forward_auth),
+                         /envoy/<path> (Envoy HTTP ext_authz)
   grpc   127.0.0.1:9001  Envoy ext_authz (gRPC, envoy.service.auth.v3)
   ops    127.0.0.1:9090  /metrics (Prometheus), /healthz, /readyz
   admin  127.0.0.1:9091  the admin API that token, explain and roles call;
