@@ -188,6 +188,35 @@ async fn clients_merge_per_address_and_agent_and_only_the_ten_latest_stay() {
     }
 }
 
+/// A client last seen longer ago than `usage.retention` is forgotten once
+/// the token is used again (an address and user agent are personal data,
+/// kept only as long as the operator said). Before, Redis kept it as long
+/// as the token stayed in use (the list's TTL renewed at every use).
+#[tokio::test]
+async fn a_client_seen_longer_ago_than_the_retention_is_forgotten() {
+    let (stores, _dir) = stores("usage_clients_retention").await;
+    let t0 = Timestamp::now();
+    let h = hour_of(t0);
+    let retention = Duration::from_secs(3600);
+    for (name, store) in stores {
+        let id = TokenId::generate().unwrap();
+        let mut old = delta(&id, h, 0, 0);
+        old.clients = vec![client(
+            "10.0.0.1",
+            "curl/8.5",
+            secs(t0, -3 * 3600),
+            secs(t0, -3 * 3600),
+        )];
+        store.add_usage(&[old], RETENTION).await.unwrap();
+        let mut now = delta(&id, h, 1, 0);
+        now.clients = vec![client("10.0.0.2", "curl/8.5", secs(t0, 0), secs(t0, 0))];
+        store.add_usage(&[now], retention).await.unwrap();
+        let report = store.usage(&id, h, h).await.unwrap();
+        let seen: Vec<&str> = report.clients.iter().map(|c| c.address.as_str()).collect();
+        assert_eq!(seen, ["10.0.0.2"], "{name}");
+    }
+}
+
 #[tokio::test]
 async fn the_later_refusal_is_kept_whatever_order_the_flushes_come_in() {
     let (stores, _dir) = stores("usage_refusal").await;

@@ -142,9 +142,17 @@ pub async fn usage(
             until: now,
             totals: counts(totals),
             hours,
+            // Kept `usage.retention` at most, whatever a store still
+            // holds (the embedded file prunes hourly).
             clients: report
                 .clients
                 .into_iter()
+                .filter(|c| {
+                    SignedDuration::try_from(api.usage_retention)
+                        .ok()
+                        .and_then(|r| now.checked_sub(r).ok())
+                        .is_none_or(|oldest| c.last_seen >= oldest)
+                })
                 .map(|c| ClientView {
                     address: c.address,
                     user_agent: c.user_agent,
