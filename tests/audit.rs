@@ -501,6 +501,72 @@ async fn a_tenant_sees_the_address_and_request_id_of_its_own_tokens_changes_only
     );
 }
 
+/// A manager sees the address and request id of changes only by tokens it
+/// may act on (itself, or one within its role): a narrower manager reading
+/// the log does not learn where a workspace manager works from — as it may
+/// not read that token's usage or record. Before, every `token:` actor's
+/// were shown to every manager of the workspace.
+#[tokio::test]
+async fn a_manager_sees_no_address_of_a_manager_above_its_role() {
+    let gate = InProcessGate::start(&[
+        ("roles.token_admin", "tokens:manage,testcases:read"),
+        ("roles.ci_reader", "testcases:read"),
+    ])
+    .await;
+    let admin = gate.admin();
+    let (_, high) = created(
+        admin
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("High", "ws_1", "workspace_manager", "30d"),
+            )
+            .await,
+    )
+    .await;
+    let (_, low) = created(
+        admin
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Low", "ws_1", "token_admin", "30d"),
+            )
+            .await,
+    )
+    .await;
+    let (target, _) = created(
+        admin
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Target", "ws_1", "ci_reader", "30d"),
+            )
+            .await,
+    )
+    .await;
+    let as_high = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&high);
+    let a = as_high
+        .send(
+            Method::POST,
+            &format!("/admin/v1/tokens/{target}/disable"),
+            &[("x-request-id", "high-change-7")],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let as_low = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&low);
+    let seen = events(&as_low, &format!("token={target}")).await;
+    let disable = seen
+        .iter()
+        .find(|e| e["action"] == "disable")
+        .unwrap_or_else(|| panic!("the disable: {seen:?}"));
+    assert!(disable["actor"].as_str().unwrap().starts_with("token:"));
+    assert_eq!(disable["client"], Value::Null, "{disable}");
+    assert_eq!(disable["request_id"], Value::Null, "{disable}");
+    // The workspace manager reads its own change whole.
+    let mine = events(&as_high, &format!("token={target}")).await;
+    let disable = mine.iter().find(|e| e["action"] == "disable").unwrap();
+    assert_eq!(disable["client"], "127.0.0.1");
+    assert_eq!(disable["request_id"], "high-change-7");
+}
+
 /// A revoke or disable that Redis made but whose answer came after the
 /// gate stopped waiting (the caller got 503), retried: the retry finds it
 /// made. The change happened, so its event is in the log — written by the

@@ -23,7 +23,7 @@ use crate::audit::{
     Action, AuditEvent, AuditQuery, DEFAULT_PAGE, MAX_PAGE, Origin, Position, Visible, late_repeat,
 };
 
-use crate::store::AuditLog;
+use crate::store::{AuditLog, TokenStore};
 use crate::token::{FieldErrors, TokenId, TokenRecord};
 
 use super::caller::{Caller, Reach};
@@ -142,13 +142,37 @@ pub async fn list(
         .audit_page(&q)
         .await
         .map_err(ApiError::store)?;
-    if let Caller::Token { .. } = caller {
+    if let Caller::Token { id: own, .. } = &caller {
         // The operator's address and request id (the admin key) and a
-        // leak reporter's are not a tenant's to read; its own tokens' are
-        // (a token caller acts in its own workspace only, so `token:` here
-        // is one of its).
+        // leak reporter's are not a tenant's to read; a manager's are to
+        // the managers that may act on it (itself, or one above its role),
+        // as its record and usage are: a narrower manager does not learn
+        // where a workspace manager works from. Each actor judged once a
+        // page, on its record now (a dropped one: not shown).
+        let policy = api.policy();
+        let mut judged: std::collections::HashMap<String, bool> = Default::default();
         for e in &mut page.events {
-            if !e.actor.starts_with("token:") {
+            let shown = match e.actor.strip_prefix("token:") {
+                None => false,
+                Some(actor) if actor == own => true,
+                Some(actor) => match judged.get(actor) {
+                    Some(&shown) => shown,
+                    None => {
+                        let shown = match TokenId::parse(actor) {
+                            Ok(id) => api
+                                .cache
+                                .find(&id)
+                                .await
+                                .map_err(ApiError::store)?
+                                .is_some_and(|s| caller.may_act_on(&policy, &s.record).is_ok()),
+                            Err(_) => false,
+                        };
+                        judged.insert(actor.to_owned(), shown);
+                        shown
+                    }
+                },
+            };
+            if !shown {
                 e.client = None;
                 e.request_id = None;
             }
