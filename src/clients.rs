@@ -268,10 +268,18 @@ impl<K: std::hash::Hash + Eq + Send + Sync + 'static> Buckets<K> {
 
     /// Takes one from `key` if one is left: whether it may go ahead.
     pub fn try_take(&self, key: K, now: Instant) -> bool {
+        self.try_take_n(key, 1, now)
+    }
+
+    /// Takes `n` from `key` if as many are left — the whole burst when `n`
+    /// is more than the limit, so that a costly call is still possible on
+    /// a small limit: whether it may go ahead.
+    pub fn try_take_n(&self, key: K, n: u32, now: Instant) -> bool {
+        let n = f64::from(n).min(self.limit);
         self.with_bucket(key, now, |b| {
-            let ok = b.tokens >= 1.0;
+            let ok = b.tokens >= n;
             if ok {
-                b.tokens -= 1.0;
+                b.tokens -= n;
             }
             ok
         })

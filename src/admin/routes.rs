@@ -50,6 +50,18 @@ impl Op {
         )
     }
 
+    /// What a token caller's read is charged against `admin.read_limit`:
+    /// what it may cost the store every tenant's token checks share. A
+    /// list may walk four index pages, an audit read scan 5,000 entries,
+    /// a usage read one key per hour of its window.
+    pub fn read_cost(self) -> u32 {
+        match self {
+            Op::Audit | Op::Usage => 10,
+            Op::List => 4,
+            _ => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Create => "create",
@@ -326,7 +338,11 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
             let retry_after = api.daily_changes.retry_after().clone();
             let e = ApiError::DailyChangeLimited { retry_after };
             ("daily_change_limited", Some(e))
-        } else if !bucket.try_take(workspace_id.clone(), now) {
+        } else if !bucket.try_take_n(
+            workspace_id.clone(),
+            if op.is_change() { 1 } else { op.read_cost() },
+            now,
+        ) {
             let retry_after = bucket.retry_after().clone();
             let e = if op.is_change() {
                 ApiError::ChangeLimited { retry_after }
