@@ -275,15 +275,21 @@ impl<K: std::hash::Hash + Eq + Send + Sync + 'static> Buckets<K> {
     /// is more than the limit, so that a costly call is still possible on
     /// a small limit: whether it may go ahead.
     pub fn try_take_n(&self, key: K, n: u32, now: Instant) -> bool {
+        self.take_n(key, n, now).is_none()
+    }
+
+    /// As [`Buckets::try_take_n`]; when refused, how long until `n` are
+    /// back (the `Retry-After` of a costly call: not one refill interval).
+    pub fn take_n(&self, key: K, n: u32, now: Instant) -> Option<Duration> {
         let n = f64::from(n).min(self.limit);
         self.with_bucket(key, now, |b| {
-            let ok = b.tokens >= n;
-            if ok {
+            if b.tokens >= n {
                 b.tokens -= n;
+                return None;
             }
-            ok
+            Some(Duration::from_secs_f64((n - b.tokens) / self.refill))
         })
-        .unwrap_or(true)
+        .flatten()
     }
 
     /// `f` on `key`'s bucket, refilled to `now` (made full when new);

@@ -560,6 +560,33 @@ async fn a_manager_sees_no_address_of_a_manager_above_its_role() {
     assert!(disable["actor"].as_str().unwrap().starts_with("token:"));
     assert_eq!(disable["client"], Value::Null, "{disable}");
     assert_eq!(disable["request_id"], Value::Null, "{disable}");
+    // A manager within its role (the same role here) is shown whole.
+    let (_, peer) = created(
+        admin
+            .post(
+                "/admin/v1/tokens",
+                workspace_token("Peer", "ws_1", "token_admin", "30d"),
+            )
+            .await,
+    )
+    .await;
+    let as_peer = Http::new(format!("http://{}", gate.addrs.admin)).bearer(&peer);
+    let a = as_peer
+        .send(
+            Method::POST,
+            &format!("/admin/v1/tokens/{target}/enable"),
+            &[("x-request-id", "peer-change-8")],
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let seen = events(&as_low, &format!("token={target}")).await;
+    let enable = seen
+        .iter()
+        .find(|e| e["action"] == "enable")
+        .unwrap_or_else(|| panic!("the enable: {seen:?}"));
+    assert_eq!(enable["client"], "127.0.0.1", "{enable}");
+    assert_eq!(enable["request_id"], "peer-change-8", "{enable}");
     // The workspace manager reads its own change whole.
     let mine = events(&as_high, &format!("token={target}")).await;
     let disable = mine.iter().find(|e| e["action"] == "disable").unwrap();

@@ -14,7 +14,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use http::Method;
+use http::{HeaderValue, Method};
 
 use crate::audit::Origin;
 
@@ -338,12 +338,13 @@ pub async fn admit(State(api): State<Arc<AdminState>>, mut req: Request, next: N
             let retry_after = api.daily_changes.retry_after().clone();
             let e = ApiError::DailyChangeLimited { retry_after };
             ("daily_change_limited", Some(e))
-        } else if !bucket.try_take_n(
+        } else if let Some(wait) = bucket.take_n(
             workspace_id.clone(),
             if op.is_change() { 1 } else { op.read_cost() },
             now,
         ) {
-            let retry_after = bucket.retry_after().clone();
+            // Until the call's whole cost is back, in whole seconds.
+            let retry_after = HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64);
             let e = if op.is_change() {
                 ApiError::ChangeLimited { retry_after }
             } else {

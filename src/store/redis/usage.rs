@@ -31,8 +31,8 @@ use crate::token::TokenId;
 
 /// Adds a client to `usage-clients:{id}`: KEYS[1]; ARGV: field, first ms,
 /// last ms, most fields kept, retention ms. Drops the clients last seen
-/// more than the retention before this one, then the oldest beyond the
-/// most kept.
+/// more than the retention ago (by Redis's clock), then the oldest beyond
+/// the most kept.
 const ADD_CLIENT: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local first = tonumber(ARGV[2])
@@ -45,9 +45,10 @@ if old then
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f,%.0f', first, last))
--- Clients last seen before the retention (counted back from this one's
--- last sight) go: the list's TTL is renewed at every use.
-local cutoff = last - tonumber(ARGV[5])
+-- Clients last seen before the retention (counted back from Redis's own
+-- clock, not a gate's) go: the list's TTL is renewed at every use.
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[5])
 local kept = redis.call('HGETALL', KEYS[1])
 for i = 1, #kept, 2 do
   local l = tonumber(string.match(kept[i + 1], ',(%d+)$') or '0')
