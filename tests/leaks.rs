@@ -1451,10 +1451,14 @@ async fn public_replays_of_a_revoked_value_write_nothing() {
         door.post("/v1/leaks", report.clone()).await.status,
         StatusCode::ACCEPTED
     );
+    // The first report judged whole (its write counted once it returned,
+    // a moment after the revocation is visible).
     eventually("the revocation", Duration::from_secs(5), || async {
-        (state_of(&gate, &id).await == "revoked").then_some(())
+        let judged = metric(&gate, "hawzu_gate_leak_reports_total{result=\"revoked\"}").await;
+        (judged == 1.0).then_some(())
     })
     .await;
+    assert_eq!(state_of(&gate, &id).await, "revoked");
     let writes = || async {
         let text = String::from_utf8(gate.ops().get("/metrics").await.body.to_vec()).unwrap();
         text.lines()

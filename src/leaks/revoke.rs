@@ -100,21 +100,18 @@ pub async fn revoke_leaked(
     let Some(found) = cache.get(&secret.hash()).await? else {
         return Ok(Found::Unknown);
     };
-    // Revoked before, and not by this reporter's own lost try: nothing to
-    // confirm. A replay of a public value must not make every gate re-read
-    // it.
-    if found.is_revoked_at(now) && !retry {
-        end_overlap(cache, &found, origin, sighting, now).await?;
-        return Ok(Found::AlreadyRevoked);
-    }
-    if found.is_revoked_at(now)
-        && !late_repeat(
+    // Revoked before, and not perhaps by this reporter's own lost try (a
+    // report that may repeat one, of a revocation it made within the
+    // hour): nothing to confirm. A replay of a public value must not make
+    // every gate re-read it.
+    let own_lost_try = retry
+        && late_repeat(
             found.revoked_at,
             found.revoked_by.as_deref(),
             &origin.actor,
             Timestamp::now(),
-        )
-    {
+        );
+    if found.is_revoked_at(now) && !own_lost_try {
         end_overlap(cache, &found, origin, sighting, now).await?;
         return Ok(Found::AlreadyRevoked);
     }
