@@ -61,6 +61,7 @@ pub mod names {
     pub const TRACE_SPANS: &str = "hawzu_gate_trace_spans_total";
     /// Leaked-token reports by result (see [`super::LeakResult`]).
     pub const LEAK_REPORTS: &str = "hawzu_gate_leak_reports_total";
+    pub const LEAK_UNVERIFIED_BYTES: &str = "hawzu_gate_leak_unverified_bytes";
 }
 
 /// What became of a leak report, as `hawzu_gate_leak_reports_total{result}`
@@ -267,6 +268,9 @@ pub struct Metrics {
     audit_events: IntCounterVec,
     trace_spans: IntCounterVec,
     leak_reports: IntCounterVec,
+    /// Bytes of GitHub report bodies held before their signatures are
+    /// checked (of `leaks.max_unverified_bytes`).
+    pub leak_unverified_bytes: IntGauge,
     /// Set by the background expiry scan (`expiring`), never per request.
     tokens_expiring: IntGaugeVec,
     chore_runs: IntCounterVec,
@@ -457,6 +461,10 @@ impl Metrics {
                 names::LEAK_REPORTS,
                 "Leaked-token reports by result (revoked, already_revoked, false_positive per token; unverified, too_large, rate_limited, store_error, overloaded per request).",
                 &["result"],
+            ),
+            leak_unverified_bytes: gauge(
+                names::LEAK_UNVERIFIED_BYTES,
+                "Bytes of GitHub leak-report bodies held before their signatures are checked (at most leaks.max_unverified_bytes).",
             ),
             tokens_expiring: {
                 let g = IntGaugeVec::new(

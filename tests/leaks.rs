@@ -885,7 +885,15 @@ async fn unsigned_bodies_cannot_fill_the_gates_memory() {
             )
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        "the trickling bodies to be read",
+        Duration::from_secs(5),
+        || async {
+            let held = metric(&gate, "hawzu_gate_leak_unverified_bytes").await;
+            (held >= 3000.0).then_some(())
+        },
+    )
+    .await;
     let (status, answer) = signed("192.0.2.10").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     // A body must come whole within limits.body_read_timeout, however
@@ -915,20 +923,29 @@ async fn unsigned_bodies_cannot_fill_the_gates_memory() {
             )
         })
         .collect();
+    // Watched on the gauge, not probed: a probe's own body, held while
+    // the stalled ones come, could take the bytes one of them needs.
     eventually(
         "the stalled bodies to hold the budget",
         Duration::from_secs(3),
         || async {
-            let (status, answer) = signed("192.0.2.11").await;
-            (status == StatusCode::SERVICE_UNAVAILABLE && answer["error"] == "overloaded")
-                .then_some(())
+            let held = metric(&gate, "hawzu_gate_leak_unverified_bytes").await;
+            (held == (2 * (1024 * 1024 - 16)) as f64).then_some(())
         },
     )
     .await;
+    let (status, answer) = signed("192.0.2.11").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"], "overloaded", "{answer}");
     for t in stalled {
         let (answer, _) = t.await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     }
+    assert_eq!(
+        metric(&gate, "hawzu_gate_leak_unverified_bytes").await,
+        0.0,
+        "the cut bodies give their bytes back"
+    );
     eventually(
         "a signed report to be judged again",
         Duration::from_secs(5),
@@ -990,7 +1007,19 @@ async fn one_address_cannot_hold_the_whole_report_budget() {
         })
         .collect();
     // GitHub's report, from its own address, is judged meanwhile.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    eventually(
+        "the stranger's bodies past its share to be refused",
+        Duration::from_secs(5),
+        || async {
+            let n = metric(
+                &gate,
+                "hawzu_gate_leak_reports_total{result=\"overloaded\"}",
+            )
+            .await;
+            (n >= 3.0).then_some(())
+        },
+    )
+    .await;
     let body = report(&["hwz_not-a-token"]);
     let (status, answer) = post_raw(
         leaks,

@@ -146,6 +146,10 @@ impl Leaks {
     ) -> Result<Arc<Self>, KeyError> {
         let settings = &s.leaks;
         let keys = GithubKeys::new(settings)?;
+        let shares = Shares::new(
+            settings.max_body_bytes,
+            cache.metrics().leak_unverified_bytes.clone(),
+        );
         Ok(Arc::new(Self {
             metrics: cache.metrics().clone(),
             cache,
@@ -157,7 +161,7 @@ impl Leaks {
             trusted_proxies: TrustedProxies::new(&s.trusted_proxies),
             background: Arc::new(Semaphore::new(BACKGROUND_AT_ONCE)),
             unverified: Semaphore::new(settings.unverified_budget()),
-            shares: Shares::new(settings.max_body_bytes),
+            shares,
             body_deadline: s.limits.body_read_timeout.0,
             request_ids: RequestIds::new(),
         }))

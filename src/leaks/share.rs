@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
+use prometheus::IntGauge;
 use tokio::sync::Semaphore;
 
 use crate::clients::client_key;
@@ -19,6 +20,8 @@ use crate::clients::client_key;
 pub(super) struct Shares {
     held: Mutex<HashMap<u128, usize>>,
     per_address: usize,
+    /// All bodies' bytes held (`hawzu_gate_leak_unverified_bytes`).
+    gauge: IntGauge,
 }
 
 /// The bytes one body holds of the budget and of its address's share,
@@ -61,6 +64,7 @@ impl Held<'_> {
             held.insert(self.key, now + bytes);
         }
         self.bytes += bytes;
+        self.shares.gauge.add(gauge_bytes(bytes));
         Ok(())
     }
 }
@@ -68,6 +72,7 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.budget.add_permits(self.bytes);
+        self.shares.gauge.sub(gauge_bytes(self.bytes));
         let mut held = self
             .shares
             .held
@@ -93,12 +98,20 @@ impl Shares {
         }
     }
 
-    pub(super) fn new(per_address: usize) -> Self {
+    /// Shares of one report's worth (`per_address` bytes) each, all
+    /// bodies' bytes shown on `gauge`.
+    pub(super) fn new(per_address: usize, gauge: IntGauge) -> Self {
         Self {
             held: Mutex::new(HashMap::new()),
             per_address,
+            gauge,
         }
     }
+}
+
+/// `bytes` as the gauge counts them (a budget is far below `i64::MAX`).
+fn gauge_bytes(bytes: usize) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -108,7 +121,8 @@ mod tests {
     #[test]
     fn a_body_holds_what_it_received_within_its_address_share_and_gives_it_back() {
         let budget = Semaphore::new(250);
-        let shares = Shares::new(100);
+        let gauge = IntGauge::new("held", "bytes held").unwrap_or_else(|e| panic!("{e}"));
+        let shares = Shares::new(100, gauge.clone());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0; 4]));
         let mut a = shares.hold(&budget, ip("203.0.113.66"));
         assert_eq!(a.grow(60), Ok(()));
@@ -124,8 +138,10 @@ mod tests {
         let mut c = shares.hold(&budget, ip("198.51.100.1"));
         assert_eq!(c.grow(60), Err(Exhausted::Budget), "250 − 200 left");
         assert_eq!(budget.available_permits(), 50);
+        assert_eq!(gauge.get(), 200, "the gauge shows what is held");
         drop((a, a2));
         assert_eq!(budget.available_permits(), 150, "given back");
+        assert_eq!(gauge.get(), 100);
         assert_eq!(c.grow(100), Ok(()));
         // An IPv6 /64 is one address.
         let mut d = shares.hold(&budget, ip("2001:db8::1"));
@@ -134,6 +150,7 @@ mod tests {
         assert_eq!(e.grow(61), Err(Exhausted::Share));
         drop((b, c, d, e));
         assert_eq!(budget.available_permits(), 250);
+        assert_eq!(gauge.get(), 0);
         assert!(shares.held.lock().map(|h| h.is_empty()).unwrap_or(false));
     }
 }
