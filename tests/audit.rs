@@ -670,6 +670,8 @@ async fn a_change_that_landed_after_its_timeout_is_audited_by_the_retry() {
             (a.status == StatusCode::OK && a.json()["token"]["state"] == state).then_some(())
         })
         .await;
+        // The changes' connection answers again.
+        relay.wait_released().await;
         let retry = change("late-retry").await;
         assert_eq!(retry.status, StatusCode::OK, "{action}");
         // A third call is a repeat: no second event.

@@ -286,8 +286,8 @@ async fn written_leak_events(gate: &InProcessGate, id: &str) -> Vec<Value> {
 
 /// Sends `body`, signed, while `relay` holds back the answer to its write
 /// (503: Redis made it, the gate stopped waiting); waits until token `id`
-/// reads revoked through `gate` (its connection's held answers have come
-/// by then), and sends it again, as GitHub does. The retry's feedback.
+/// reads revoked through `gate` and the held answers have come, and sends
+/// it again, as GitHub does. The retry's feedback.
 async fn sent_again_after_a_lost_answer(
     relay: &common::LateAnswers,
     gate: &InProcessGate,
@@ -306,6 +306,7 @@ async fn sent_again_after_a_lost_answer(
         || async { (state_of(gate, id).await == "revoked").then_some(()) },
     )
     .await;
+    relay.wait_released().await;
     let (status, feedback) =
         send_signed(leaks_addr(gate), &github.id, &signature, body.to_vec()).await;
     assert_eq!(status, StatusCode::OK, "{feedback}");

@@ -642,6 +642,110 @@ async fn a_change_whose_bookkeeping_fails_is_still_heard_by_every_gate() {
     assert_eq!(refused.header("x-hawzu-error"), Some("token_disabled"));
 }
 
+/// A change whose compare-and-set Redis ran but whose answer came after
+/// `store.timeout` (the caller told 503) is still told to every gate, with
+/// no retry: the write runs to its end (within ten store timeouts) even
+/// when its caller stops waiting. Before, the timeout dropped the write
+/// after the script and before its event, and gate `b` served the revoked
+/// token from its cache for its whole `cache.ttl` (here an hour).
+#[tokio::test]
+async fn a_change_whose_answer_comes_after_its_timeout_is_still_heard_by_every_gate() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = RedisNode::start_with(common::free_port(), dir.path(), &["--save", ""]);
+    // The compare-and-set is a script: its answer comes 1 s late.
+    let relay = common::LateAnswers::start(node.port, b"EVALSHA", Duration::from_secs(1)).await;
+    let prefix = unique_prefix("late-answer");
+    let start = |url: String, extra: (&'static str, &'static str)| {
+        let prefix = prefix.clone();
+        async move {
+            InProcessGate::start(&[
+                ("store.backend", "redis"),
+                ("store.redis.url", url.as_str()),
+                ("store.redis.key_prefix", prefix.as_str()),
+                extra,
+            ])
+            .await
+        }
+    };
+    let a = start(relay.url(), ("store.timeout", "300ms")).await;
+    let b = start(node.url(), ("cache.ttl", "1h")).await;
+    wait_ready(&a, Duration::from_secs(10)).await;
+    wait_ready(&b, Duration::from_secs(10)).await;
+    // A first compare-and-set loads the script (a NOSCRIPT answer held
+    // back would hold back a command Redis never ran).
+    let token = || common::workspace_token("CI", "ws_1", "workspace_viewer", "30d");
+    let (warm, _) = common::create_token(&a, token()).await;
+    let warmed = a
+        .admin()
+        .post_empty(&format!("/admin/v1/tokens/{warm}/disable"))
+        .await;
+    assert_eq!(warmed.status, StatusCode::OK);
+    let (id, secret) = common::create_token(&a, token()).await;
+    assert_eq!(nginx_auth(&b, &secret).await.status, StatusCode::OK);
+
+    relay.arm();
+    let revoked = a.admin().delete(&format!("/admin/v1/tokens/{id}")).await;
+    assert_eq!(
+        revoked.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the answer came late: {}",
+        String::from_utf8_lossy(&revoked.body)
+    );
+    // Not sent again.
+    let refused = eventually("b to refuse the token", Duration::from_secs(5), || async {
+        let r = nginx_auth(&b, &secret).await;
+        (r.status == StatusCode::UNAUTHORIZED).then_some(r)
+    })
+    .await;
+    assert_eq!(refused.header("x-hawzu-error"), Some("token_revoked"));
+}
+
+/// A create whose answer came too late (the caller told 503, so nobody
+/// holds the secret) leaves nothing behind: the record Redis stored is
+/// withdrawn once its answer comes. Before, the token key and id key
+/// stayed (without index entries: a token no list showed), usable only
+/// with a secret nobody was given.
+#[tokio::test]
+async fn a_create_answered_as_failed_leaves_no_token_behind() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = RedisNode::start_with(common::free_port(), dir.path(), &["--save", ""]);
+    // The record's own write (its JSON names the scope): its answer comes
+    // 1 s late.
+    let relay = common::LateAnswers::start(node.port, b"\"scope\"", Duration::from_secs(1)).await;
+    let prefix = unique_prefix("late-create");
+    let a = InProcessGate::start(&[
+        ("store.backend", "redis"),
+        ("store.redis.url", relay.url().as_str()),
+        ("store.redis.key_prefix", prefix.as_str()),
+        ("store.timeout", "300ms"),
+    ])
+    .await;
+    wait_ready(&a, Duration::from_secs(10)).await;
+    let keys = || node.cli(&["--raw", "KEYS", &format!("{prefix}*")]);
+    relay.arm();
+    let created = a
+        .admin()
+        .post(
+            "/admin/v1/tokens",
+            common::workspace_token("CI", "ws_1", "workspace_viewer", "30d"),
+        )
+        .await;
+    assert_eq!(
+        created.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the answer came late: {}",
+        String::from_utf8_lossy(&created.body)
+    );
+    assert!(keys().contains("token:"), "Redis stored it: {}", keys());
+    eventually("the record withdrawn", Duration::from_secs(5), || async {
+        let left = keys();
+        (!left.contains("token:") && !left.contains("id:")).then_some(())
+    })
+    .await;
+}
+
 /// A change whose event cannot be published (here gate `a`'s Redis user
 /// may use no channel at all) still has its `id:` key and index entries
 /// written: the revoke's deadline reaches the id key, so it is dropped with

@@ -156,7 +156,7 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Deletes `current` — its record, its id key and its index entries —
     /// if the stored record is still `current` (`Ok(false)`: changed since
     /// it was read, or gone). Only for a record nobody was given the
-    /// secret of (a rotate's successor, withdrawn): a token anyone holds
+    /// secret of ([`withdraw`]n): a token anyone holds
     /// is revoked, never removed, so that its refusal says why.
     fn remove(&self, current: &Stored) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
@@ -165,6 +165,51 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Checks that the store answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// How many times [`withdraw`] reads again a record that changed under it
+/// (nothing writes one nobody holds, but a confirm may).
+const WITHDRAW_TRIES: usize = 3;
+
+/// What [`withdraw`] removes, as its log says: a rotate's successor…
+const UNROTATED: &str = "the successor of a rotate that did not take place";
+/// …or a created token whose answer (its secret) never reached the caller.
+const UNCREATED: &str = "a token whose creation was answered as failed";
+
+/// Removes `record`, stored under `hash` for a caller that was never given
+/// its secret (`what` it is: [`UNROTATED`], [`UNCREATED`]), so it leaves no
+/// trace in the lists. A failure is logged: the record then stays, usable
+/// only with a secret nobody holds.
+async fn withdraw<S: TokenStore>(store: &S, hash: &TokenHash, record: &TokenRecord, what: &str) {
+    let mut outcome = Ok(false);
+    for _ in 0..WITHDRAW_TRIES {
+        outcome = match store.get_stored(hash).await {
+            // Never stored, or not this one.
+            Ok(None) => return,
+            Ok(Some(s)) if s.record.id != record.id => return,
+            Ok(Some(s)) => store.remove(&s).await,
+            Err(e) => Err(e),
+        };
+        if !matches!(outcome, Ok(false)) {
+            break;
+        }
+    }
+    match outcome {
+        Ok(true) => tracing::info!(
+            token_id = %record.id,
+            rotated_from = ?record.rotated_from.as_ref().map(TokenId::as_str),
+            "{what} was removed; nobody was given its secret"
+        ),
+        Ok(false) => tracing::error!(
+            token_id = %record.id,
+            "{what} kept changing and was not removed: nobody was given its secret; revoke it by id (`token show` finds it)"
+        ),
+        Err(e) => tracing::error!(
+            token_id = %record.id,
+            error = %e,
+            "{what} could not be removed, or only in part: nobody was given its secret; if `token show` still finds it by id, revoke it"
+        ),
+    }
 }
 
 /// How many times a read-modify-write retries after a concurrent change.

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use thiserror::Error;
 
-use super::{StoreError, Stored, TokenStore, UpdateError, update};
+use super::{StoreError, Stored, TokenStore, UNROTATED, UpdateError, update, withdraw};
 use crate::token::{TokenHash, TokenId, TokenRecord};
 
 /// What a rotate writes, computed from the old token's record as found.
@@ -87,7 +87,7 @@ where
     if let Err(e) = store.create(successor_hash, &successor).await {
         // Stored in part, or whole with its answer lost: the hash and id
         // are fresh, so whatever is under them is this rotate's.
-        withdraw(store, successor_hash, &successor).await;
+        withdraw(store, successor_hash, &successor, UNROTATED).await;
         return Err(e.into());
     }
     // The record the run that wrote judged: the one written over.
@@ -143,7 +143,7 @@ where
         Err(UpdateError::Refused(Step::Refused(e))) => RotateError::Refused(e),
         Err(UpdateError::Refused(Step::Changed)) => RotateError::Changed,
     };
-    withdraw(store, successor_hash, &successor).await;
+    withdraw(store, successor_hash, &successor, UNROTATED).await;
     Err(failed)
 }
 
@@ -222,44 +222,4 @@ async fn landed<S: TokenStore>(store: &S, id: &TokenId, successor: &TokenRecord)
         );
     }
     Landed::Yes(Box::new(old))
-}
-
-/// How many times [`withdraw`] reads again a successor that changed
-/// under it (nothing writes one nobody holds, but a confirm may).
-const WITHDRAW_TRIES: usize = 3;
-
-/// Removes `successor`, stored for a rotate that did not take place:
-/// nobody was given its secret, so it leaves no trace in the lists. A
-/// failure is logged: the record then stays, usable only with a secret
-/// nobody holds.
-async fn withdraw<S: TokenStore>(store: &S, hash: &TokenHash, successor: &TokenRecord) {
-    let mut outcome = Ok(false);
-    for _ in 0..WITHDRAW_TRIES {
-        outcome = match store.get_stored(hash).await {
-            // Never stored, or not ours.
-            Ok(None) => return,
-            Ok(Some(s)) if s.record.id != successor.id => return,
-            Ok(Some(s)) => store.remove(&s).await,
-            Err(e) => Err(e),
-        };
-        if !matches!(outcome, Ok(false)) {
-            break;
-        }
-    }
-    match outcome {
-        Ok(true) => tracing::info!(
-            token_id = %successor.id,
-            rotated_from = ?successor.rotated_from.as_ref().map(TokenId::as_str),
-            "the successor of a rotate that did not take place was removed; nobody was given its secret"
-        ),
-        Ok(false) => tracing::error!(
-            token_id = %successor.id,
-            "the successor of a rotate that did not take place kept changing and was not removed: nobody was given its secret; revoke it by id (`token show` finds it)"
-        ),
-        Err(e) => tracing::error!(
-            token_id = %successor.id,
-            error = %e,
-            "the successor of a rotate that did not take place could not be removed, or only in part: nobody was given its secret; if `token show` still finds it by id, revoke it"
-        ),
-    }
 }

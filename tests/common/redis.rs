@@ -251,6 +251,10 @@ pub async fn wait_redis_answers(url: &str, deadline: Duration) -> Duration {
 pub struct LateAnswers {
     pub port: u16,
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How many held answers have been passed on, and how many had been
+    /// at the last [`Self::arm`].
+    released: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    released_at_arm: std::sync::atomic::AtomicUsize,
 }
 
 impl LateAnswers {
@@ -262,6 +266,8 @@ impl LateAnswers {
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
         let arm = armed.clone();
+        let released = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let passed = released.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
@@ -271,7 +277,7 @@ impl LateAnswers {
                 let (mut client_rx, mut client_tx) = client.into_split();
                 let (mut server_rx, mut server_tx) = server.into_split();
                 let hold = Arc::new(AtomicBool::new(false));
-                let (arm, hold_in) = (arm.clone(), hold.clone());
+                let (arm, hold_in, passed) = (arm.clone(), hold.clone(), passed.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
@@ -289,17 +295,26 @@ impl LateAnswers {
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     while let Ok(n @ 1..) = server_rx.read(&mut buf).await {
-                        if hold.swap(false, Ordering::SeqCst) {
+                        let held = hold.swap(false, Ordering::SeqCst);
+                        if held {
                             tokio::time::sleep(delay).await;
                         }
                         if client_tx.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
+                        if held {
+                            passed.fetch_add(1, Ordering::SeqCst);
+                        }
                     }
                 });
             }
         });
-        Self { port, armed }
+        Self {
+            port,
+            armed,
+            released,
+            released_at_arm: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -308,6 +323,25 @@ impl LateAnswers {
 
     /// The next command containing the trigger gets its answer late.
     pub fn arm(&self) {
-        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering;
+        self.released_at_arm
+            .store(self.released.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits (up to 10 s) until the answers held since the last
+    /// [`Self::arm`] have been passed on: the connection they were held
+    /// on answers again at once. (Changes go on a connection of their
+    /// own: a read answering says nothing about it.)
+    #[allow(dead_code)] // not every test binary waits
+    pub async fn wait_released(&self) {
+        use std::sync::atomic::Ordering;
+        let before = self.released_at_arm.load(Ordering::SeqCst);
+        eventually(
+            "the held answer passed on",
+            Duration::from_secs(10),
+            || async { (self.released.load(Ordering::SeqCst) > before).then_some(()) },
+        )
+        .await;
     }
 }

@@ -27,6 +27,10 @@ use tokio::sync::OnceCell;
 use super::{RedisStore, redis_err};
 use crate::store::StoreError;
 
+/// Store timeouts a change may take to land once begun, its caller waiting
+/// one ([`RedisStore::landing`]); the embedded store's writes get as many.
+const LANDING: u32 = 10;
+
 /// Where Redis is (`store.redis.mode` and its addresses).
 #[derive(Clone)]
 pub enum Topology {
@@ -105,14 +109,19 @@ pub(super) enum Target {
     Single {
         client: Box<Client>,
         conn: OnceCell<ConnectionManager>,
+        /// The changes' own connection: its answers are waited for up to
+        /// [`LANDING`] store timeouts ([`RedisStore::landing`]).
+        changes: OnceCell<ConnectionManager>,
     },
     Sentinel(Arc<SentinelTarget>),
     Cluster {
         client: Box<ClusterClient>,
         conn: OnceCell<ClusterConnection>,
-        /// With `replica_acks`: the changes' own connections, whose `WAIT`
-        /// holds up no other caller (a node's connection is multiplexed).
-        changes: Option<OnceCell<ClusterConnection>>,
+        /// The changes' own client and connections: answers waited for up
+        /// to [`LANDING`] store timeouts, and a `WAIT` that holds up no
+        /// other caller (a node's connection is multiplexed).
+        changes_client: Box<ClusterClient>,
+        changes: OnceCell<ClusterConnection>,
     },
 }
 
@@ -126,13 +135,14 @@ impl Target {
             Topology::Standalone { url, ca } => Target::Single {
                 client: Box::new(standalone_client(url.as_str(), ca.as_deref()).map_err(invalid)?),
                 conn: OnceCell::new(),
+                changes: OnceCell::new(),
             },
             Topology::Sentinel {
                 sentinels,
                 master_name,
                 username,
                 password,
-                replica_acks,
+                replica_acks: _,
             } => Target::Sentinel(Arc::new(SentinelTarget {
                 sentinel: tokio::sync::Mutex::new(
                     sentinel_client(
@@ -145,25 +155,26 @@ impl Target {
                     .map_err(invalid)?,
                 ),
                 master_name: master_name.clone(),
-                changes_apart: *replica_acks > 0,
                 generation: AtomicU64::new(0),
                 current: Mutex::new(None),
             })),
-            Topology::Cluster {
-                nodes,
-                replica_acks,
-            } => Target::Cluster {
-                client: Box::new(
+            Topology::Cluster { nodes, .. } => {
+                let client = |response: Duration| {
                     cluster_builder(
                         ClusterClientBuilder::new(nodes.iter().map(String::as_str)),
                         timeout,
                     )
+                    .response_timeout(response)
                     .build()
-                    .map_err(invalid)?,
-                ),
-                conn: OnceCell::new(),
-                changes: (*replica_acks != Some(0)).then(OnceCell::new),
-            },
+                    .map_err(invalid)
+                };
+                Target::Cluster {
+                    client: Box::new(client(timeout)?),
+                    conn: OnceCell::new(),
+                    changes_client: Box::new(client(timeout * LANDING)?),
+                    changes: OnceCell::new(),
+                }
+            }
         })
     }
 }
@@ -189,11 +200,6 @@ pub(super) fn cluster_builder(
 pub(super) struct SentinelTarget {
     sentinel: tokio::sync::Mutex<SentinelClient>,
     master_name: String,
-    /// Admin changes (which `WAIT` for replicas) go on a connection of
-    /// their own: `WAIT` blocks its connection until the replicas answer
-    /// or its time is up, and every command sent after it there — the
-    /// request path's reads among them — would wait as long.
-    changes_apart: bool,
     /// Bumped whenever `current` is replaced or dropped.
     generation: AtomicU64,
     /// The master's address and the connections to it; no lock is held
@@ -208,7 +214,11 @@ struct Master {
     /// Everything but admin changes: the request path's reads, usage,
     /// audit reads, webhooks.
     shared: ConnectionManager,
-    /// Admin changes and their `WAIT`; the shared one when nothing waits.
+    /// Admin changes and their `WAIT`, on a connection of their own:
+    /// answers waited for up to [`LANDING`] store timeouts, and `WAIT`
+    /// blocks its connection until the replicas answer or its time is up
+    /// (every command sent after it there — the request path's reads
+    /// among them — would wait as long).
     changes: ConnectionManager,
 }
 
@@ -312,14 +322,8 @@ impl SentinelTarget {
         }
         let (addr, client) = self.master().await.map_err(redis_err)?;
         let shared = ConnectionManager::new_with_config(client.clone(), manager_config(timeout));
-        let (shared, changes) = if self.changes_apart {
-            let changes = ConnectionManager::new_with_config(client, manager_config(timeout));
-            let (shared, changes) = tokio::try_join!(shared, changes).map_err(redis_err)?;
-            (shared, changes)
-        } else {
-            let shared = shared.await.map_err(redis_err)?;
-            (shared.clone(), shared)
-        };
+        let changes = ConnectionManager::new_with_config(client, change_config(timeout));
+        let (shared, changes) = tokio::try_join!(shared, changes).map_err(redis_err)?;
         let mut guard = self
             .current
             .lock()
@@ -368,6 +372,12 @@ pub(super) fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(1)
+}
+
+/// As [`manager_config`], for the changes' connection: an answer is waited
+/// for up to [`LANDING`] store timeouts ([`RedisStore::landing`]).
+fn change_config(timeout: Duration) -> ConnectionManagerConfig {
+    manager_config(timeout).set_response_timeout(Some(timeout * LANDING))
 }
 
 /// Credentials for the data nodes of a Sentinel set-up.
@@ -469,17 +479,23 @@ impl RedisStore {
     pub(super) async fn conn(&self, use_: Use) -> Result<(Conn, u64), StoreError> {
         let inner = &self.inner;
         match &inner.target {
-            Target::Single { client, conn } => conn
-                .get_or_try_init(|| async {
-                    ConnectionManager::new_with_config(
-                        Client::clone(client),
-                        manager_config(inner.timeout),
-                    )
-                    .await
-                    .map_err(redis_err)
+            Target::Single {
+                client,
+                conn,
+                changes,
+            } => {
+                let (cell, config) = match use_ {
+                    Use::Shared => (conn, manager_config(inner.timeout)),
+                    Use::Change => (changes, change_config(inner.timeout)),
+                };
+                cell.get_or_try_init(|| async {
+                    ConnectionManager::new_with_config(Client::clone(client), config)
+                        .await
+                        .map_err(redis_err)
                 })
                 .await
-                .map(|c| (Conn::Single(c.clone()), 0)),
+                .map(|c| (Conn::Single(c.clone()), 0))
+            }
             Target::Sentinel(target) => target
                 .connect(inner.timeout, use_)
                 .await
@@ -487,11 +503,12 @@ impl RedisStore {
             Target::Cluster {
                 client,
                 conn,
+                changes_client,
                 changes,
             } => {
-                let cell = match (use_, changes) {
-                    (Use::Change, Some(changes)) => changes,
-                    _ => conn,
+                let (cell, client) = match use_ {
+                    Use::Shared => (conn, client),
+                    Use::Change => (changes, changes_client),
                 };
                 cell.get_or_try_init(|| async {
                     client.get_async_connection().await.map_err(redis_err)
@@ -520,7 +537,20 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let limit = self.inner.timeout;
+        self.timed_within(use_, self.inner.timeout, f).await
+    }
+
+    /// As [`Self::timed_on`], the whole bounded by `limit`.
+    async fn timed_within<T, F, Fut>(
+        &self,
+        use_: Use,
+        limit: Duration,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let generation = AtomicU64::new(u64::MAX);
         // Boxed: one allocation per store call keeps the futures of the
         // callers (every door) shallow.
@@ -549,6 +579,49 @@ impl RedisStore {
             }
         }
         result
+    }
+
+    /// Runs the change `f` on a connection of [`Use::Change`] in a task of
+    /// its own, bounded by [`LANDING`] store timeouts, its caller waiting
+    /// one: a change whose answer comes late, or whose caller is gone (it
+    /// timed out, or its client hung up), still runs to its end — its
+    /// event, bookkeeping and replica wait. Dropped with its caller, the
+    /// change would stop wherever it was: a compare-and-set Redis took but
+    /// answered late never told the other gates, which served their cached
+    /// record for a whole `cache.ttl`. `landed` hears whether its answer
+    /// reached the caller (`false`: it was told a timeout, or nothing).
+    pub(super) async fn landing<T, F, Fut, L, LFut>(&self, f: F, landed: L) -> Result<T, StoreError>
+    where
+        T: Clone + Send + 'static,
+        F: FnOnce(RedisStore, Conn) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send,
+        L: FnOnce(RedisStore, Result<T, StoreError>, bool) -> LFut + Send + 'static,
+        LFut: Future<Output = ()> + Send,
+    {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let store = self.clone();
+        let limit = self.inner.timeout;
+        tokio::spawn(async move {
+            let on = store.clone();
+            let result = store
+                .timed_within(Use::Change, limit * LANDING, |conn| f(on, conn))
+                .await;
+            let heard = tx.send(result.clone()).is_ok();
+            landed(store, result, heard).await;
+        });
+        match tokio::time::timeout(limit, &mut rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::Unavailable(
+                "a change's task ended without an answer".to_owned(),
+            )),
+            // Closed, then read: an answer sent at the last moment is taken
+            // (its sender saw it heard), any later one is refused (its
+            // sender sees it was not).
+            Err(_) => {
+                rx.close();
+                rx.try_recv().unwrap_or(Err(StoreError::Timeout(limit)))
+            }
+        }
     }
 
     /// With `replica_acks`, waits until every replica the sentinels hold
@@ -717,6 +790,19 @@ pub(super) fn resp3(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_options_never_show_a_password() {
+        let o = super::super::RedisOptions {
+            url: "redis://:s3cret@h:6379".into(),
+            key_prefix: "p:".into(),
+            timeout: Duration::from_millis(250),
+            retention: Duration::from_secs(60),
+        };
+        let dump = format!("{o:?}");
+        assert!(!dump.contains("s3cret"), "{dump}");
+        assert!(dump.contains("h:6379"), "{dump}");
+    }
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())

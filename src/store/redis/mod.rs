@@ -11,7 +11,9 @@
 //! (the indexing of events written without the index); `notice:{key}` →
 //! a notice's claim (`outbox`).
 //!
-//! Every call is bounded by `timeout`. Three topologies (`store.redis.mode`):
+//! Every call is bounded by `timeout`; a token change runs to its end in a
+//! task of its own (up to ten timeouts, its caller waiting one) so that a
+//! change Redis took is always told. Three topologies (`store.redis.mode`):
 //! a standalone server (a `ConnectionManager`, reconnecting by itself), a
 //! Sentinel set-up (a `ConnectionManager` to the master the sentinels name,
 //! looked up again after any failure, since a fail-over moves it) and a
@@ -65,8 +67,8 @@ pub use self::usage::USAGE_DELTAS_PER_PIPELINE;
 /// Index entries fetched per round trip while listing.
 const SCAN_BATCH: usize = 200;
 
-/// Settings of the Redis store.
-#[derive(Debug, Clone)]
+/// Settings of the Redis store. `Debug` never shows a password.
+#[derive(Clone)]
 pub struct RedisOptions {
     /// `redis://` or `rediss://` URL (may carry a password; never logged).
     pub url: String,
@@ -75,6 +77,17 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// How long revoked and expired records are kept (Redis TTL).
     pub retention: Duration,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &crate::redact::redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("retention", &self.retention)
+            .finish()
+    }
 }
 
 /// A token store in Redis.
@@ -238,49 +251,26 @@ impl TokenStore for RedisStore {
         .await
     }
 
+    /// Runs to its end even when its caller stops waiting
+    /// ([`Self::landing`]); a token stored whose answer did not reach the
+    /// caller as made (a timeout, an error after the record was written,
+    /// a caller gone) is withdrawn: nobody was given its secret.
     async fn create(&self, hash: &TokenHash, record: &TokenRecord) -> Result<(), StoreError> {
-        let expire_at = self.expire_at(record);
-        let id_key = self.id_key(record.id.as_str());
-        let token_key = self.token_key(hash);
-        self.timed_on(Use::Change, |mut conn| async move {
-            // The id first: once the token key exists the token works, and
-            // by then the admin API can already find it by id.
-            let claimed: Option<String> =
-                set_cmd(&id_key, hash.to_hex().as_bytes(), expire_at, true)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_err)?;
-            if claimed.is_none() {
-                return Err(StoreError::Conflict);
-            }
-            let stored: Option<String> = set_cmd(&token_key, &record.to_json(), expire_at, true)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            if stored.is_none() {
-                let _: Value = redis::cmd("DEL")
-                    .arg(&id_key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_err)?;
-                return Err(StoreError::Conflict);
-            }
-            let score = created_ms(record);
-            let zadd = |index: String| {
-                let mut cmd = redis::cmd("ZADD");
-                cmd.arg(index).arg(score).arg(record.id.as_str());
-                cmd
-            };
-            let _: Vec<Value> = conn
-                .each(vec![
-                    zadd(self.index_key(Some(&record.workspace_id))),
-                    zadd(self.index_key(None)),
-                ])
-                .await?;
-            // A gate may hold a negative entry for this hash.
-            self.publish_on(&mut conn, hash).await?;
-            self.replicated(&mut conn, &[&token_key, &id_key]).await
-        })
+        let (hash, record) = (*hash, record.clone());
+        let made = record.clone();
+        self.landing(
+            move |store, conn| async move { store.create_on(conn, &hash, &record).await },
+            move |store, result, heard| async move {
+                let unshown = match result {
+                    Ok(()) => !heard,
+                    Err(StoreError::Conflict) => false,
+                    Err(_) => true,
+                };
+                if unshown {
+                    super::withdraw(&store, &hash, &made, super::UNCREATED).await;
+                }
+            },
+        )
         .await
     }
 
@@ -302,46 +292,14 @@ impl TokenStore for RedisStore {
 
     /// The record by compare-and-delete, then its id key (while it names
     /// this record), its index entries and an event; one key a command,
-    /// as every write here.
+    /// as every write here. Runs to its end even when its caller stops
+    /// waiting ([`Self::landing`]).
     async fn remove(&self, current: &Stored) -> Result<bool, StoreError> {
-        let token_key = self.token_key(&current.hash);
-        let id_key = self.id_key(current.record.id.as_str());
-        let hex = current.hash.to_hex();
-        let id = current.record.id.as_str();
-        self.timed_on(Use::Change, |mut conn| async move {
-            let deleted: i64 = self
-                .inner
-                .compare_and_delete
-                .key(&token_key)
-                .arg(&current.raw[..])
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            if deleted == 0 {
-                return Ok(false);
-            }
-            let _: i64 = self
-                .inner
-                .compare_and_delete
-                .key(&id_key)
-                .arg(hex.as_bytes())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            let zrem = |index: String| {
-                let mut cmd = redis::cmd("ZREM");
-                cmd.arg(index).arg(id);
-                cmd
-            };
-            let _: Vec<Value> = conn
-                .each(vec![
-                    zrem(self.index_key(Some(&current.record.workspace_id))),
-                    zrem(self.index_key(None)),
-                ])
-                .await?;
-            self.publish_on(&mut conn, &current.hash).await?;
-            Ok(true)
-        })
+        let current = current.clone();
+        self.landing(
+            move |store, conn| async move { store.remove_on(conn, &current).await },
+            |_, _, _| async {},
+        )
         .await
     }
 
@@ -368,11 +326,28 @@ impl TokenStore for RedisStore {
                 .map_err(redis_err)?;
             Ok(())
         })
-        .await
+        .await?;
+        self.touch_changes().await;
+        Ok(())
     }
 }
 
+/// How long [`RedisStore::touch_changes`] waits for its `PING`.
+const TOUCH: Duration = Duration::from_millis(50);
+
 impl RedisStore {
+    /// A `PING` on the changes' own connection (standalone and Sentinel),
+    /// its answer not the store's (a `WAIT` may hold that connection): a
+    /// connection Redis closed (a restart) answers its next command with
+    /// an error and then reconnects, and that command is now this one,
+    /// not the next admin change.
+    async fn touch_changes(&self) {
+        if let Ok((mut conn @ Conn::Single(_), _)) = self.conn(Use::Change).await {
+            let ping = redis::cmd("PING");
+            let _ = tokio::time::timeout(TOUCH, ping.query_async::<Value>(&mut conn)).await;
+        }
+    }
+
     /// Redis's `maxmemory-policy` (`INFO memory`) on the server a plain
     /// command reaches, or on a Cluster the first policy other than
     /// `noeviction` any node reports; `None` when the server does not say.
@@ -394,89 +369,194 @@ impl RedisStore {
         .await
     }
 
-    /// Compare-and-set of one record; `notify` publishes the invalidation.
+    /// [`TokenStore::create`] on `conn`.
+    async fn create_on(
+        &self,
+        mut conn: Conn,
+        hash: &TokenHash,
+        record: &TokenRecord,
+    ) -> Result<(), StoreError> {
+        let expire_at = self.expire_at(record);
+        let id_key = self.id_key(record.id.as_str());
+        let token_key = self.token_key(hash);
+        // The id first: once the token key exists the token works, and
+        // by then the admin API can already find it by id.
+        let claimed: Option<String> = set_cmd(&id_key, hash.to_hex().as_bytes(), expire_at, true)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if claimed.is_none() {
+            return Err(StoreError::Conflict);
+        }
+        let stored: Option<String> = set_cmd(&token_key, &record.to_json(), expire_at, true)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if stored.is_none() {
+            let _: Value = redis::cmd("DEL")
+                .arg(&id_key)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            return Err(StoreError::Conflict);
+        }
+        let score = created_ms(record);
+        let zadd = |index: String| {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(index).arg(score).arg(record.id.as_str());
+            cmd
+        };
+        let _: Vec<Value> = conn
+            .each(vec![
+                zadd(self.index_key(Some(&record.workspace_id))),
+                zadd(self.index_key(None)),
+            ])
+            .await?;
+        // A gate may hold a negative entry for this hash.
+        self.publish_on(&mut conn, hash).await?;
+        self.replicated(&mut conn, &[&token_key, &id_key]).await
+    }
+
+    /// [`TokenStore::remove`] on `conn`.
+    async fn remove_on(&self, mut conn: Conn, current: &Stored) -> Result<bool, StoreError> {
+        let token_key = self.token_key(&current.hash);
+        let id_key = self.id_key(current.record.id.as_str());
+        let hex = current.hash.to_hex();
+        let id = current.record.id.as_str();
+        let deleted: i64 = self
+            .inner
+            .compare_and_delete
+            .key(&token_key)
+            .arg(&current.raw[..])
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if deleted == 0 {
+            return Ok(false);
+        }
+        let _: i64 = self
+            .inner
+            .compare_and_delete
+            .key(&id_key)
+            .arg(hex.as_bytes())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let zrem = |index: String| {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(index).arg(id);
+            cmd
+        };
+        let _: Vec<Value> = conn
+            .each(vec![
+                zrem(self.index_key(Some(&current.record.workspace_id))),
+                zrem(self.index_key(None)),
+            ])
+            .await?;
+        self.publish_on(&mut conn, &current.hash).await?;
+        Ok(true)
+    }
+
+    /// Compare-and-set of one record; `notify` publishes the invalidation
+    /// (a change: it runs to its end even when its caller stops waiting,
+    /// [`Self::landing`]; a touch does not).
     async fn write(
         &self,
         current: &Stored,
         new: &TokenRecord,
         notify: bool,
     ) -> Result<bool, StoreError> {
-        let expire_at = self.expire_at(new);
+        if !notify {
+            return self
+                .timed(|conn| self.write_on(conn, current, new, false))
+                .await;
+        }
+        let (current, new) = (current.clone(), new.clone());
+        self.landing(
+            move |store, conn| async move { store.write_on(conn, &current, &new, true).await },
+            |_, _, _| async {},
+        )
+        .await
+    }
 
+    /// [`Self::write`] on `conn`.
+    async fn write_on(
+        &self,
+        mut conn: Conn,
+        current: &Stored,
+        new: &TokenRecord,
+        notify: bool,
+    ) -> Result<bool, StoreError> {
+        let expire_at = self.expire_at(new);
         let token_key = self.token_key(&current.hash);
         let id_key = self.id_key(new.id.as_str());
         let new_raw = new.to_json();
-        // A notified change waits for replicas: on the changes' connection.
-        let on = if notify { Use::Change } else { Use::Shared };
-        self.timed_on(on, |mut conn| async move {
-            let swapped: i64 = self
-                .inner
-                .compare_and_set
-                .key(&token_key)
-                .arg(&current.raw[..])
-                .arg(&new_raw[..])
-                .arg(expire_at.unwrap_or(0))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(redis_err)?;
-            if swapped == 0 {
-                return Ok(false);
-            }
-            // The change has landed: every gate hears of it before anything
-            // else is written. Had the writes below come first, one failing
-            // (or this future dropped) would leave the change unheard, and
-            // other gates serving their cached record for a `cache.ttl`. A
-            // publish that fails still leaves them written (then the error
-            // is answered: the caller tries again).
-            let published = if notify {
-                self.publish_on(&mut conn, &current.hash).await
-            } else {
-                Ok(())
+        let swapped: i64 = self
+            .inner
+            .compare_and_set
+            .key(&token_key)
+            .arg(&current.raw[..])
+            .arg(&new_raw[..])
+            .arg(expire_at.unwrap_or(0))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if swapped == 0 {
+            return Ok(false);
+        }
+        // The change has landed: every gate hears of it before anything
+        // else is written. Had the writes below come first, one failing
+        // would leave the change unheard, and other gates serving their
+        // cached record for a `cache.ttl`. A
+        // publish that fails still leaves them written (then the error
+        // is answered: the caller tries again).
+        let published = if notify {
+            self.publish_on(&mut conn, &current.hash).await
+        } else {
+            Ok(())
+        };
+        // The id key lives as long as the record: its deadline moved
+        // with the record's on a change, and dropped when the record's
+        // is — or the token could no longer be found by id once the old
+        // deadline passed. A change writes it whole: that mends a drop
+        // an earlier write could not make, and a key Redis lost
+        // (evicted — a `volatile-*` policy evicts only keys with a
+        // deadline, and an id key is rarely read —, or a fail-over
+        // before it replicated), without which the token could not be
+        // shown, listed, disabled or revoked by id. A `last_used_at`
+        // write (a touch, which reads the record by its hash and moves
+        // no deadline) makes it only where it is missing (`NX`, so that
+        // it never undoes a change's deadline it raced with): a lost
+        // key is mended at the token's next use.
+        let set = set_cmd(
+            &id_key,
+            current.hash.to_hex().as_bytes(),
+            expire_at,
+            !notify,
+        );
+        let made: Option<String> = set.query_async(&mut conn).await.map_err(redis_err)?;
+        // The index entries too (idempotent) on a change, and on a
+        // touch that found the id key lost: a list that found it lost
+        // took them for a dropped record's.
+        if notify || made.is_some() {
+            let score = created_ms(new);
+            let zadd = |index: String| {
+                let mut cmd = redis::cmd("ZADD");
+                cmd.arg(index).arg(score).arg(new.id.as_str());
+                cmd
             };
-            // The id key lives as long as the record: its deadline moved
-            // with the record's on a change, and dropped when the record's
-            // is — or the token could no longer be found by id once the old
-            // deadline passed. A change writes it whole: that mends a drop
-            // an earlier write could not make, and a key Redis lost
-            // (evicted — a `volatile-*` policy evicts only keys with a
-            // deadline, and an id key is rarely read —, or a fail-over
-            // before it replicated), without which the token could not be
-            // shown, listed, disabled or revoked by id. A `last_used_at`
-            // write (a touch, which reads the record by its hash and moves
-            // no deadline) makes it only where it is missing (`NX`, so that
-            // it never undoes a change's deadline it raced with): a lost
-            // key is mended at the token's next use.
-            let set = set_cmd(
-                &id_key,
-                current.hash.to_hex().as_bytes(),
-                expire_at,
-                !notify,
-            );
-            let made: Option<String> = set.query_async(&mut conn).await.map_err(redis_err)?;
-            // The index entries too (idempotent) on a change, and on a
-            // touch that found the id key lost: a list that found it lost
-            // took them for a dropped record's.
-            if notify || made.is_some() {
-                let score = created_ms(new);
-                let zadd = |index: String| {
-                    let mut cmd = redis::cmd("ZADD");
-                    cmd.arg(index).arg(score).arg(new.id.as_str());
-                    cmd
-                };
-                let _: Vec<Value> = conn
-                    .each(vec![
-                        zadd(self.index_key(Some(&new.workspace_id))),
-                        zadd(self.index_key(None)),
-                    ])
-                    .await?;
-            }
-            published?;
-            if notify {
-                self.replicated(&mut conn, &[&token_key, &id_key]).await?;
-            }
-            Ok(true)
-        })
-        .await
+            let _: Vec<Value> = conn
+                .each(vec![
+                    zadd(self.index_key(Some(&new.workspace_id))),
+                    zadd(self.index_key(None)),
+                ])
+                .await?;
+        }
+        published?;
+        if notify {
+            self.replicated(&mut conn, &[&token_key, &id_key]).await?;
+        }
+        Ok(true)
     }
 
     /// Up to [`SCAN_BATCH`] index entries older than `after`, newest first,
