@@ -116,8 +116,11 @@ pub fn deploy(file: &str) -> PathBuf {
 // === what a client smuggles, and what the API must not see ===
 
 /// What a client sends to smuggle: identity headers in every spelling,
-/// `X-Forwarded-Prefix`, and its token, as curl arguments (method and path
-/// overrides: [`METHOD_OVERRIDES`], [`PATH_OVERRIDES`]).
+/// `X-Forwarded-Prefix`, its token, and a `Connection` header naming the
+/// gate's identity headers (a proxy that applies it after setting them
+/// from the gate's answer hands the API a request without them), as curl
+/// arguments (method and path overrides: [`METHOD_OVERRIDES`],
+/// [`PATH_OVERRIDES`]).
 pub fn hostile_headers(token: &str) -> Vec<String> {
     let bearer = format!("Authorization: Bearer {token}");
     header_args(&[
@@ -127,6 +130,7 @@ pub fn hostile_headers(token: &str) -> Vec<String> {
         "X-Hawzu-Anything: else",
         "X-Hawzu-Token-Expires: 2999-01-01T00:00:00Z",
         "X-Forwarded-Prefix: /api/v1/workspaces/ws_2",
+        "Connection: X-Hawzu-Permission, X-Hawzu-Project-Id, X-Hawzu-Token-Expires, X-Hawzu-Role",
     ])
 }
 
@@ -193,6 +197,7 @@ pub fn assert_clean(echo: &Value, role: &str, project: Option<&str>) {
         );
     }
     assert_eq!(h["x-hawzu-role"], serde_json::json!([role]), "{h:?}");
+    assert!(h.contains_key("x-hawzu-permission"), "{h:?}");
     assert_eq!(
         h["x-hawzu-workspace-id"],
         serde_json::json!(["ws_1"]),
