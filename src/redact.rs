@@ -45,7 +45,10 @@ fn with_prefixes<T>(f: impl FnOnce(&[&str]) -> T) -> T {
 
 /// A URL with its password replaced by `***`, for logs and errors. One
 /// written without `scheme://` (a typo, `user:pw@host`) has everything
-/// before its last `@` replaced: it may all be a password.
+/// before its last `@` replaced: it may all be a password; one whose
+/// authority has no `@` but a `:` followed by other than a port
+/// (`redis://:pa`, a value cut inside its password) has its whole
+/// authority replaced.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
@@ -54,6 +57,23 @@ pub fn redact_url(url: &str) -> String {
             format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
         }
         (None, Some(at)) => format!("***{}", &url[at..]),
+        (Some(scheme_end), _) => {
+            let start = scheme_end + 3;
+            let end = url[start..]
+                .find(['/', '?', '#'])
+                .map_or(url.len(), |i| start + i);
+            let authority = &url[start..end];
+            // A bracketed IPv6 host's colons are not a password's.
+            let after_host = authority
+                .rfind(']')
+                .map_or(authority, |i| &authority[i + 1..]);
+            match after_host.rsplit_once(':') {
+                Some((_, port)) if !port.bytes().all(|b| b.is_ascii_digit()) => {
+                    format!("{}***{}", &url[..start], &url[end..])
+                }
+                _ => url.to_owned(),
+            }
+        }
         _ => url.to_owned(),
     }
 }
@@ -116,8 +136,35 @@ pub fn is_bidi_control(c: char) -> bool {
     )
 }
 
+/// The ways a secret's prefix is written in a path: as it is, and with its
+/// closing `_` percent-encoded (`hwz%5F…`); admin keys' (`hwzadm_`) too.
+fn path_prefixes(prefixes: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = Vec::with_capacity(prefixes.len() * 3 + 3);
+    for p in prefixes.iter().copied().chain([ADMIN_KEY_PREFIX]) {
+        all.push(p.to_owned());
+        if let Some(stem) = p.strip_suffix('_') {
+            all.push(format!("{stem}%5F"));
+            all.push(format!("{stem}%5f"));
+        }
+    }
+    all
+}
+
+/// What an admin key starts with (`hwzadm_` + base62).
+const ADMIN_KEY_PREFIX: &str = "hwzadm_";
+
 fn redact_tokens_in_path(path: &str) -> std::borrow::Cow<'_, str> {
     with_prefixes(|prefixes| {
+        // Every prefix starts with its stem (`hwz`): most paths hold none.
+        if !prefixes
+            .iter()
+            .chain([&ADMIN_KEY_PREFIX])
+            .any(|p| path.contains(p.trim_end_matches('_')))
+        {
+            return std::borrow::Cow::Borrowed(path);
+        }
+        let written = path_prefixes(prefixes);
+        let prefixes: Vec<&str> = written.iter().map(String::as_str).collect();
         if !prefixes.iter().any(|p| path.contains(p)) {
             return std::borrow::Cow::Borrowed(path);
         }
@@ -127,7 +174,7 @@ fn redact_tokens_in_path(path: &str) -> std::borrow::Cow<'_, str> {
         while let Some((i, p)) = prefixes
             .iter()
             .filter_map(|p| rest.find(p).map(|i| (i, *p)))
-            .min_by_key(|&(i, _)| i)
+            .min_by_key(|&(i, p)| (i, std::cmp::Reverse(p.len())))
         {
             out.push_str(&rest[..i]);
             let tail = &rest[i + p.len()..];
@@ -160,6 +207,7 @@ fn redact_secrets_with<'t>(text: &'t str, prefixes: &[&str]) -> std::borrow::Cow
     let (lb, tb) = (lower.as_bytes(), text.as_bytes());
     if !lower.contains("hwz")
         && !lower.contains("bearer ")
+        && !lower.contains("basic ")
         && !prefixes.iter().any(|p| lower.contains(p))
     {
         return std::borrow::Cow::Borrowed(text);
@@ -180,6 +228,18 @@ fn redact_secrets_with<'t>(text: &'t str, prefixes: &[&str]) -> std::borrow::Cow
             // `Bearer <key>` in a hint is a placeholder, not a secret.
             let placeholder = tb.get(start) == Some(&b'<') && text[start..end].contains('>');
             (end > start && !placeholder).then_some((start, end))
+        } else if rest.starts_with(b"basic ") {
+            // `Basic base64(user:password)`: only what decodes so, not the
+            // word.
+            let start = run(i + 6, |b| b == b' ');
+            let end = run(start, |b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
+            });
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(&text[start..end])
+                .is_ok_and(|d| d.contains(&b':'))
+                .then_some((start, end))
         } else if rest.starts_with(b"hwzadm_") {
             Some((
                 i + 7,
@@ -245,6 +305,13 @@ mod tests {
         // Two values pasted together: neither survives.
         let twice = format!("/a/{}{}/b", t.expose(), t.expose());
         assert_eq!(redact_path(&twice), "/a/hwz_…redacted/b");
+        // An admin key pasted into a URL, and a token percent-encoded.
+        assert_eq!(redact_path("/a/hwzadm_Abc123/b"), "/a/hwzadm_…redacted/b");
+        let encoded = format!("/a/hwz%5F{}/b", &t.expose()[4..]);
+        assert_eq!(redact_path(&encoded), "/a/hwz%5F…redacted/b");
+        let encoded = format!("/a/hwz%5f{}/b", &t.expose()[4..]);
+        assert_eq!(redact_path(&encoded), "/a/hwz%5f…redacted/b");
+        assert_eq!(redact_path("/a/hwzadm%5FAbc123"), "/a/hwzadm%5F…redacted");
     }
 
     #[test]
@@ -303,6 +370,18 @@ mod tests {
                 "Bearer …redacted after".to_owned(),
             ),
             ("Bearer\tx".to_owned(), "Bearer\tx".to_owned()),
+            // Basic user:password (base64 of `ci:hwz_ABC` and `u:p`).
+            (
+                "Authorization: Basic Y2k6aHd6X0FCQw== next".to_owned(),
+                "Authorization: Basic …redacted next".to_owned(),
+            ),
+            ("basic dTpw".to_owned(), "basic …redacted".to_owned()),
+            // Not a credential: the word, and base64 without a `:`.
+            (
+                "basic authentication failed".to_owned(),
+                "basic authentication failed".to_owned(),
+            ),
+            ("Basic aGVsbG8=".to_owned(), "Basic aGVsbG8=".to_owned()),
             (
                 "nothing secret here".to_owned(),
                 "nothing secret here".to_owned(),

@@ -26,6 +26,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum ClientError {
     #[error("--admin-url `{0}` is not an http:// or https:// URL such as http://127.0.0.1:9091")]
     Url(String),
+    #[error(
+        "--admin-url `{0}` carries a user and password: the admin API takes the key (--admin-key, $HAWZU_GATE_ADMIN_KEY), never credentials in the URL"
+    )]
+    UrlCredentials(String),
     /// The request could not be made (`http`'s reason, which quotes
     /// nothing of it): a path or query the CLI built is not a valid URI.
     #[error(
@@ -78,11 +82,15 @@ impl AdminClient {
     /// `base` is like `http://127.0.0.1:9091` or `https://gate:9091`.
     pub fn new(base: &str, key: String, tls: &ClientTls) -> Result<Self, ClientError> {
         let trimmed = base.trim_end_matches('/');
-        let uri: Uri = trimmed
-            .parse()
-            .map_err(|_| ClientError::Url(base.to_owned()))?;
+        let shown = || crate::redact::redact_url(base);
+        let uri: Uri = trimmed.parse().map_err(|_| ClientError::Url(shown()))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(ClientError::Url(base.to_owned()));
+            return Err(ClientError::Url(shown()));
+        }
+        // The admin API takes the key: a user and password in the URL
+        // would be sent nowhere, and shown in every error naming it.
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(ClientError::UrlCredentials(shown()));
         }
         // A key pasted with its line break is the key; one no header can
         // carry is the key's fault (said without the key).
@@ -197,6 +205,24 @@ mod tests {
         let dump = format!("{c:?}");
         assert!(!dump.contains("secretkeyvalue"), "{dump}");
         assert!(dump.contains("127.0.0.1:9090"), "{dump}");
+    }
+
+    /// A password in `--admin-url` is never shown (the admin API takes
+    /// the key, never credentials in the URL: such a URL is refused), and
+    /// neither is one in a URL that cannot be read.
+    #[test]
+    fn a_password_in_the_admin_url_is_refused_unshown() {
+        let tls = ClientTls::default();
+        for url in [
+            "http://u:s3cret@gate:9091",
+            "http://u:s3cret@",
+            "ftp://u:s3cret@gate",
+        ] {
+            let e = AdminClient::new(url, "hwzadm_k".into(), &tls).unwrap_err();
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("--admin-url"), "{shown}");
+        }
     }
 
     /// A key pasted with its line break (`$(cat admin.key)` keeps none, an

@@ -449,8 +449,8 @@ impl std::fmt::Debug for SignInRequest {
 
 /// The answer of `POST` and `GET /console/session`: who is signed in, and
 /// the CSRF token every admin request of the session must carry in
-/// `X-Hawzu-Csrf`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `X-Hawzu-Csrf`. `Debug` never shows the CSRF token.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct SessionAnswer {
     /// `admin` or `token:<id>`.
     pub caller: String,
@@ -461,4 +461,35 @@ pub struct SessionAnswer {
     pub expires_in: u64,
     /// Seconds without a request after which it ends.
     pub idle_timeout: u64,
+}
+
+impl std::fmt::Debug for SessionAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionAnswer")
+            .field("caller", &self.caller)
+            .field("workspace", &self.workspace)
+            .field("csrf_token", &"***")
+            .field("expires_in", &self.expires_in)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_answer_never_shows_its_csrf_token() {
+        let a = SessionAnswer {
+            caller: "admin".into(),
+            workspace: None,
+            csrf_token: "s3cretcsrf".into(),
+            expires_in: 60,
+            idle_timeout: 30,
+        };
+        let dump = format!("{a:?}");
+        assert!(!dump.contains("s3cretcsrf"), "{dump}");
+        assert!(dump.contains("admin"), "{dump}");
+    }
 }

@@ -44,7 +44,7 @@ pub(super) struct Client {
     pub(super) admin: Connection,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 #[command(next_help_heading = CONNECTION)]
 pub(super) struct Connection {
     /// Admin API of the gate. Default: http://<listen.admin> from the config
@@ -81,6 +81,22 @@ pub(super) struct Connection {
         requires = "admin_cert"
     )]
     pub(super) admin_cert_key: Option<PathBuf>,
+}
+
+/// Never shows the key, nor a password in the URL.
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field(
+                "admin_url",
+                &self.admin_url.as_deref().map(crate::redact::redact_url),
+            )
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "***"))
+            .field("admin_ca", &self.admin_ca)
+            .field("admin_cert", &self.admin_cert)
+            .field("admin_cert_key", &self.admin_cert_key)
+            .finish()
+    }
 }
 
 /// The admin client for `global` and `loaded`, or the exit code of why not.
@@ -255,9 +271,11 @@ impl clap::builder::TypedValueParser for TokenIdParser {
 pub(super) fn no_answer(e: &ClientError) -> u8 {
     match e {
         ClientError::Connect { .. } | ClientError::Timeout(_) => UNREACHABLE,
-        ClientError::Url(_) | ClientError::Request(_) | ClientError::Tls(_) | ClientError::Key => {
-            USAGE
-        }
+        ClientError::Url(_)
+        | ClientError::UrlCredentials(_)
+        | ClientError::Request(_)
+        | ClientError::Tls(_)
+        | ClientError::Key => USAGE,
         ClientError::NotJson { .. } => REFUSED,
     }
 }
@@ -268,6 +286,21 @@ mod tests {
 
     fn warned(args: &[&str], url: &str) -> Vec<String> {
         key_warnings(args.iter().map(|a| (*a).to_owned()), url)
+    }
+
+    #[test]
+    fn the_parsed_command_line_never_shows_the_key() {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([
+            "hawzu-gate",
+            "token",
+            "--admin-key",
+            "hwzadm_s3cretkey",
+            "list",
+        ])
+        .unwrap();
+        let dump = format!("{cli:?}");
+        assert!(!dump.contains("s3cretkey"), "{dump}");
     }
 
     #[test]

@@ -234,7 +234,11 @@ pub fn load_from(
             .into_iter()
             .partition(|(var, _)| is_list_key(&key_of(var)));
         for (var, value) in lists {
-            let items: Vec<String> = value.split(',').map(str::to_owned).collect();
+            let items = if key_of(&var) == "store.redis.nodes" {
+                split_urls(&value)
+            } else {
+                value.split(',').map(str::to_owned).collect()
+            };
             builder = builder
                 .set_override(key_of(&var), items)
                 .map_err(|e| ConfigError::Env {
@@ -380,6 +384,24 @@ fn key_of(var: &str) -> String {
 /// `HAWZU_GATE__STORE__REDIS__NODES=redis://a:7000,redis://b:7000`,
 /// `HAWZU_GATE__TOKENS__ACCEPTED_PREFIXES=hwz_,old_`, and custom roles
 /// (`HAWZU_GATE__ROLES__RUNNER=executions:read,executions:write`).
+/// A comma-separated list of URLs, split only where a URL starts (a
+/// `redis://` or `rediss://` after the comma and any spaces), each item
+/// trimmed: a password may hold a comma.
+fn split_urls(value: &str) -> Vec<String> {
+    let mut items: Vec<String> = Vec::new();
+    for piece in value.split(',') {
+        let starts = piece.trim_start();
+        match items.last_mut() {
+            Some(last) if !(starts.starts_with("redis://") || starts.starts_with("rediss://")) => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => items.push(starts.to_owned()),
+        }
+    }
+    items.iter().map(|i| i.trim_end().to_owned()).collect()
+}
+
 fn is_list_key(key: &str) -> bool {
     matches!(
         key,

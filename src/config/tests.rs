@@ -175,6 +175,11 @@ fn redis_url_password_is_redacted() {
     assert_eq!(redact_url("default:S3cret@redis:6379"), "***@redis:6379");
     assert_eq!(redact_url("redis:/:pw@h"), "***@h");
     assert_eq!(redact_url("svc:pw@api:3000"), "***@api:3000");
+    // No `@`, but a `:` that is no port: a password cut short.
+    assert_eq!(redact_url("redis://:s3c"), "redis://***");
+    assert_eq!(redact_url("redis://u:s3c/0"), "redis://***/0");
+    assert_eq!(redact_url("redis://[::1]:6379/0"), "redis://[::1]:6379/0");
+    assert_eq!(redact_url("http://h:80/p:q"), "http://h:80/p:q");
     let err = load_from(
         None,
         BTreeMap::from([
@@ -331,6 +336,36 @@ fn cluster_nodes_and_stale_if_error_come_from_the_environment() {
     assert_eq!(s.store.redis.mode, RedisMode::Cluster);
     assert_eq!(s.store.redis.nodes.len(), 3);
     assert_eq!(s.cache.stale_if_error.0, Duration::from_secs(30));
+}
+
+/// A password may hold a comma: the list is split only where a URL
+/// starts, and an address that cannot be read is never echoed with a
+/// piece of a password in it. Before, `redis://:s3c,r3t@r0:6379` became
+/// two "nodes" and the error showed `redis://:s3c`.
+#[test]
+fn a_comma_in_a_node_password_neither_splits_the_node_nor_reaches_the_error() {
+    let nodes = |value: &str| {
+        load_from(
+            None,
+            env(&[
+                ("HAWZU_GATE__STORE__BACKEND", "redis"),
+                ("HAWZU_GATE__STORE__REDIS__MODE", "cluster"),
+                ("HAWZU_GATE__STORE__REDIS__NODES", value),
+            ]),
+        )
+        .map(|l| l.settings.store.redis.nodes)
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        nodes("redis://:s3c,r3t@r0:6379, redis://:p,w@r1:6379").unwrap(),
+        ["redis://:s3c,r3t@r0:6379", "redis://:p,w@r1:6379"]
+    );
+    // A node cut in its password (the value is its own user's typo).
+    let e = nodes("redis://:s3c").unwrap_err();
+    assert!(e.starts_with("store.redis.nodes[0]:"), "{e}");
+    assert!(!e.contains("s3c"), "no piece of the password: {e}");
+    let e = nodes("redis://u:s3c/0").unwrap_err();
+    assert!(!e.contains("s3c"), "no piece of the password: {e}");
 }
 
 #[test]

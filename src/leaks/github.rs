@@ -124,7 +124,8 @@ pub fn parse_key_list(json: &[u8]) -> Result<Vec<PublicKey>, KeyListError> {
 }
 
 /// One match in a report. Unknown fields are ignored (GitHub may add some).
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` never shows the token.
+#[derive(Clone, Deserialize)]
 pub struct Match {
     pub token: String,
     #[serde(rename = "type", default)]
@@ -133,6 +134,17 @@ pub struct Match {
     pub url: String,
     #[serde(default)]
     pub source: String,
+}
+
+impl std::fmt::Debug for Match {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Match")
+            .field("token", &"***")
+            .field("token_type", &self.token_type)
+            .field("url", &self.url)
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// What a reported token was.
@@ -163,6 +175,16 @@ pub fn token_hash(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_match_never_shows_its_token() {
+        let m: Match =
+            serde_json::from_str(r#"{"token":"hwz_s3cretvalue","type":"hawzu","url":"u"}"#)
+                .unwrap();
+        let dump = format!("{m:?}");
+        assert!(!dump.contains("s3cretvalue"), "{dump}");
+        assert!(dump.contains("hawzu"), "{dump}");
+    }
     use ring::rand::SystemRandom;
     use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 

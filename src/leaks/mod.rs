@@ -104,13 +104,24 @@ pub mod codes {
 }
 
 /// A public report (other fields, such as a scanner's `type`, are ignored).
-#[derive(Debug, Deserialize)]
+/// `Debug` never shows the token.
+#[derive(Deserialize)]
 struct PublicReport {
     token: String,
     #[serde(default)]
     url: String,
     #[serde(default)]
     source: String,
+}
+
+impl std::fmt::Debug for PublicReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicReport")
+            .field("token", &"***")
+            .field("url", &self.url)
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// The leaks listener's handler.
@@ -730,4 +741,18 @@ fn retry_later(status: StatusCode, code: &str, message: &str) -> Response<Full<B
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_report_never_shows_its_token() {
+        let r: PublicReport =
+            serde_json::from_str(r#"{"token":"hwz_s3cretvalue","url":"https://x"}"#).unwrap();
+        let dump = format!("{r:?}");
+        assert!(!dump.contains("s3cretvalue"), "{dump}");
+        assert!(dump.contains("https://x"), "{dump}");
+    }
 }
