@@ -583,3 +583,62 @@ async fn readiness_probes_share_one_store_ping_a_second() {
         "{asked} store pings for 100 probes in {seconds} s"
     );
 }
+
+/// A write the token file could not take (a full disk; here the gate's
+/// file-size limit, set with `prlimit`) stops redb until the file is
+/// opened again. Before, every later call — the revoke below among them —
+/// answered 503 until the gate was restarted (and without its SIGXFSZ
+/// handler the limit killed the gate). Now the file is opened again at the
+/// failure: once there is room, the revoke goes through.
+#[tokio::test]
+async fn the_embedded_store_takes_writes_again_once_the_disk_has_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gate = GateProcess::start(dir.path(), "");
+    let key = hawzu_gate::admin::read_key_file(&dir.path().join("data/admin.key")).unwrap();
+    let admin = common::Http::new(format!("http://{}", gate.admin)).bearer(&key);
+    let token = || workspace_token("Disk", "ws_1", "workspace_viewer", "1w");
+    let made = admin.post("/admin/v1/tokens", token()).await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let id = made.json()["token"]["id"].as_str().unwrap().to_owned();
+    let fsize = |limit: &str| {
+        let pid = gate.pid().to_string();
+        let out = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={limit}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    // No write past the file's first 4 KiB.
+    fsize("4096:unlimited");
+    let refused = admin.post("/admin/v1/tokens", token()).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    let revoke = admin.delete(&format!("/admin/v1/tokens/{id}")).await;
+    assert_eq!(revoke.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Room again.
+    fsize("unlimited:unlimited");
+    common::eventually(
+        "the revoke to go through",
+        std::time::Duration::from_secs(10),
+        || async {
+            let r = admin.delete(&format!("/admin/v1/tokens/{id}")).await;
+            (r.status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+    let shown = admin.get(&format!("/admin/v1/tokens/{id}")).await;
+    assert_eq!(shown.json()["token"]["state"], "revoked");
+    let made = admin.post("/admin/v1/tokens", token()).await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let ready = common::Http::new(format!("http://{}", gate.ops))
+        .get("/readyz")
+        .await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert!(
+        gate.log_text().contains("opened again and takes calls"),
+        "{}",
+        gate.log_text()
+    );
+    gate.terminate();
+}

@@ -397,24 +397,39 @@ impl Bound {
     }
 }
 
-/// Turns SIGTERM/SIGINT into `Shutdown` and SIGHUP into `Reload`.
+/// Turns SIGTERM/SIGINT into `Shutdown` and SIGHUP into `Reload`; takes
+/// SIGXFSZ, so that a write past a file-size limit (`ulimit -f`) fails as
+/// any write to a full disk does (the store answers 503 and recovers once
+/// the limit is lifted) instead of killing the gate.
 pub fn signals() -> mpsc::Receiver<Control> {
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        let too_large = SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw());
+        let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut xfsz)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::hangup()),
+            signal(too_large),
         ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
+        let mut told = None;
         loop {
             let control = tokio::select! {
                 _ = term.recv() => Control::Shutdown,
                 _ = int.recv() => Control::Shutdown,
                 _ = hup.recv() => Control::Reload,
+                _ = xfsz.recv() => {
+                    // Once a minute at most: the log itself may be the file
+                    // past the limit, each of its writes one more signal.
+                    if told.is_none_or(|at: std::time::Instant| at.elapsed() >= Duration::from_secs(60)) {
+                        told = Some(std::time::Instant::now());
+                        tracing::warn!("a write went past the file-size limit (ulimit -f) and failed");
+                    }
+                    continue;
+                }
             };
             if tx.send(control).await.is_err() || control == Control::Shutdown {
                 return;

@@ -7,8 +7,8 @@
 //! gate owns the file).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -65,7 +65,7 @@ const SCAN_BATCH: usize = 256;
 /// A token store in one local file.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Arc<Handle>,
     path: PathBuf,
     pub(super) read_timeout: Duration,
     pub(super) write_timeout: Duration,
@@ -147,8 +147,76 @@ fn open_owner_only(dir: &crate::files::OpenedDir, name: &str) -> std::io::Result
     Ok(file)
 }
 
+/// The open file, and its reopening after an I/O error: redb then refuses
+/// every later call ("Previous I/O error occurred") until the file is
+/// opened again — a disk that was full once, or a write past `ulimit -f`,
+/// would stop every revoke until the gate restarted.
+struct Handle {
+    /// `None` while being reopened (or when reopening failed: the next
+    /// call tries again).
+    current: std::sync::RwLock<Option<Arc<Database>>>,
+    /// One reopening at a time, and when the last one that found none
+    /// open began (those are tried at most every [`REOPEN_PAUSE`]).
+    reopening: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// The least time between two tries to open a file that could not be
+/// opened again: each call meanwhile is refused at once.
+const REOPEN_PAUSE: Duration = Duration::from_millis(200);
+
+/// How an error that stopped the file starts its text (see [`unavailable`]).
+const STOPPED: &str = "the token store file failed an I/O";
+
 pub(super) fn unavailable(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Unavailable(e.into().to_string())
+    let e = e.into();
+    match e {
+        // The file takes no more calls until reopened ([`Handle`]).
+        redb::Error::Io(_) | redb::Error::PreviousIo => {
+            StoreError::Unavailable(format!("{STOPPED}: {e}"))
+        }
+        e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Opens (or creates) `<data_dir>/tokens.redb`, owner-only, its tables
+/// made; blocking.
+fn open_file(data_dir: &Path) -> Result<Database, StoreError> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        StoreError::Unavailable(format!(
+            "cannot open {}: {e}",
+            data_dir.join(FILE_NAME).display()
+        ))
+    };
+    // The data_dir judged as the directory the file is opened from (the
+    // start judged it by name, before).
+    let dir = crate::files::OpenedDir::open(data_dir).map_err(|e| cannot(&e))?;
+    if let Some(owner) = dir.planted() {
+        return Err(cannot(&format!(
+            "its directory belongs to uid {owner}, not to this user or root, in a directory others may write"
+        )));
+    }
+    let file = open_owner_only(&dir, FILE_NAME).map_err(|e| cannot(&e))?;
+    let backend = redb::backends::FileBackend::new(file).map_err(|e| cannot(&e))?;
+    let db = Database::builder()
+        .create_with_backend(backend)
+        .map_err(|e| cannot(&e))?;
+    // Create the tables so that read transactions always find them.
+    let txn = db.begin_write().map_err(unavailable)?;
+    txn.open_table(TOKENS).map_err(unavailable)?;
+    txn.open_table(IDS).map_err(unavailable)?;
+    txn.open_table(BY_WORKSPACE).map_err(unavailable)?;
+    txn.open_table(ALL).map_err(unavailable)?;
+    txn.open_table(USAGE_HOURS).map_err(unavailable)?;
+    txn.open_table(USAGE_RECENT).map_err(unavailable)?;
+    txn.open_table(AUDIT).map_err(unavailable)?;
+    txn.open_table(AUDIT_BY_WORKSPACE).map_err(unavailable)?;
+    // A file written by a version without the index (first, or between
+    // two with it): its events indexed now.
+    index_audit_log(&txn)?;
+    txn.open_table(WEBHOOK_CURSORS).map_err(unavailable)?;
+    txn.open_table(NOTICES).map_err(unavailable)?;
+    txn.commit().map_err(unavailable)?;
+    Ok(db)
 }
 
 impl EmbeddedStore {
@@ -156,47 +224,15 @@ impl EmbeddedStore {
     /// `timeout`; writes, which sync to disk, at most ten times that.
     pub async fn open(data_dir: &Path, timeout: Duration) -> Result<Self, StoreError> {
         let path = data_dir.join(FILE_NAME);
-        let p = path.clone();
-        let dir_path = data_dir.to_owned();
-        let db = tokio::task::spawn_blocking(move || -> Result<Database, StoreError> {
-            let cannot = |e: &dyn std::fmt::Display| {
-                StoreError::Unavailable(format!("cannot open {}: {e}", p.display()))
-            };
-            // The data_dir judged as the directory the file is opened
-            // from (the start judged it by name, before).
-            let dir = crate::files::OpenedDir::open(&dir_path).map_err(|e| cannot(&e))?;
-            if let Some(owner) = dir.planted() {
-                return Err(cannot(&format!(
-                    "its directory belongs to uid {owner}, not to this user or root, in a directory others may write"
-                )));
-            }
-            let file = open_owner_only(&dir, FILE_NAME).map_err(|e| cannot(&e))?;
-            let backend = redb::backends::FileBackend::new(file).map_err(|e| cannot(&e))?;
-            let db = Database::builder()
-                .create_with_backend(backend)
-                .map_err(|e| cannot(&e))?;
-            // Create the tables so that read transactions always find them.
-            let txn = db.begin_write().map_err(unavailable)?;
-            txn.open_table(TOKENS).map_err(unavailable)?;
-            txn.open_table(IDS).map_err(unavailable)?;
-            txn.open_table(BY_WORKSPACE).map_err(unavailable)?;
-            txn.open_table(ALL).map_err(unavailable)?;
-            txn.open_table(USAGE_HOURS).map_err(unavailable)?;
-            txn.open_table(USAGE_RECENT).map_err(unavailable)?;
-            txn.open_table(AUDIT).map_err(unavailable)?;
-            txn.open_table(AUDIT_BY_WORKSPACE).map_err(unavailable)?;
-            // A file written by a version without the index (first, or
-            // between two with it): its events indexed now.
-            index_audit_log(&txn)?;
-            txn.open_table(WEBHOOK_CURSORS).map_err(unavailable)?;
-            txn.open_table(NOTICES).map_err(unavailable)?;
-            txn.commit().map_err(unavailable)?;
-            Ok(db)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        let dir = data_dir.to_owned();
+        let db = tokio::task::spawn_blocking(move || open_file(&dir))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
         Ok(Self {
-            db: Arc::new(db),
+            db: Arc::new(Handle {
+                current: std::sync::RwLock::new(Some(Arc::new(db))),
+                reopening: tokio::sync::Mutex::new(None),
+            }),
             path,
             read_timeout: timeout,
             write_timeout: timeout * 10,
@@ -228,12 +264,110 @@ impl EmbeddedStore {
         limit: Duration,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
+        let db = match self.database() {
+            Some(db) => db,
+            None => {
+                self.reopen(None).await;
+                self.database().ok_or_else(|| {
+                    StoreError::Unavailable(format!("{STOPPED} and cannot be opened again yet"))
+                })?
+            }
+        };
+        let opened = Arc::as_ptr(&db) as usize;
         let task = tokio::task::spawn_blocking(move || f(&db));
-        match tokio::time::timeout(limit, task).await {
+        let result = match tokio::time::timeout(limit, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(StoreError::Unavailable(join.to_string())),
             Err(_) => Err(StoreError::Timeout(limit)),
+        };
+        if matches!(&result, Err(StoreError::Unavailable(m)) if m.starts_with(STOPPED)) {
+            self.reopen(Some(opened)).await;
+        }
+        result
+    }
+
+    /// The file as open now; `None` while it is being opened again.
+    fn database(&self) -> Option<Arc<Database>> {
+        self.db
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Opens the file again after the I/O error a call on `failed` (the
+    /// address of the one it used; `None`: none is open) met: once every
+    /// other call has let go of it (at most two write timeouts: one still
+    /// running then keeps it, and the next failure tries again), the old
+    /// one is dropped and the file opened anew. A failure to open leaves
+    /// none open: the next call tries again.
+    async fn reopen(&self, failed: Option<usize>) {
+        let Ok(mut last) = self.db.reopening.try_lock() else {
+            return; // another call is at it
+        };
+        let now = tokio::time::Instant::now();
+        if failed.is_none() && last.is_some_and(|at| now < at + REOPEN_PAUSE) {
+            return;
+        }
+        *last = failed.is_none().then_some(now);
+        let old = {
+            let mut current = self
+                .db
+                .current
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            match (current.as_ref(), failed) {
+                (Some(db), Some(f)) if Arc::as_ptr(db) as usize == f => current.take(),
+                (None, _) => None,
+                // Opened again already, by another call.
+                (Some(_), _) => return,
+            }
+        };
+        if let Some(mut old) = old {
+            let deadline = tokio::time::Instant::now() + self.write_timeout * 2;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still) if tokio::time::Instant::now() < deadline => {
+                        old = still;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(still) => {
+                        tracing::error!(
+                            path = %self.path.display(),
+                            "the token store file failed an I/O and is still in use; it will be opened again at the next failure"
+                        );
+                        *self
+                            .db
+                            .current
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner) = Some(still);
+                        return;
+                    }
+                }
+            }
+        }
+        let dir = self.path.parent().map(Path::to_owned).unwrap_or_default();
+        match tokio::task::spawn_blocking(move || open_file(&dir)).await {
+            Ok(Ok(db)) => {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "the token store file failed an I/O (a full disk, a file-size limit?); it was opened again and takes calls"
+                );
+                *self
+                    .db
+                    .current
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
+            }
+            Ok(Err(e)) => tracing::error!(
+                error = %e,
+                "the token store file failed an I/O and cannot be opened again yet (a full disk?); the next call tries again"
+            ),
+            Err(e) => tracing::error!(error = %e, "opening the token store file again stopped"),
         }
     }
 }
@@ -868,7 +1002,7 @@ mod tests {
             .await
             .unwrap();
         store.create(&bad_hash, &bad).await.unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.database().unwrap().begin_write().unwrap();
         txn.open_table(TOKENS)
             .unwrap()
             .insert(&bad_hash.0[..], &br#"{"v":9}"#[..])
@@ -909,7 +1043,7 @@ mod tests {
         assert!(matches!(changes.next().await, Some(Change::Started)));
 
         // Another write transaction holds the file past the write timeout.
-        let db = store.db.clone();
+        let db = store.database().unwrap();
         let (held_tx, held_rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let holder = std::thread::spawn(move || {
