@@ -267,7 +267,8 @@ impl EmbeddedStore {
         let db = match self.database() {
             Some(db) => db,
             None => {
-                self.reopen(None).await;
+                // Boxed: the rare path keeps every call's future shallow.
+                Box::pin(self.reopen(None)).await;
                 self.database().ok_or_else(|| {
                     StoreError::Unavailable(format!("{STOPPED} and cannot be opened again yet"))
                 })?
@@ -281,7 +282,7 @@ impl EmbeddedStore {
             Err(_) => Err(StoreError::Timeout(limit)),
         };
         if matches!(&result, Err(StoreError::Unavailable(m)) if m.starts_with(STOPPED)) {
-            self.reopen(Some(opened)).await;
+            Box::pin(self.reopen(Some(opened))).await;
         }
         result
     }

@@ -327,7 +327,9 @@ impl TokenStore for RedisStore {
             Ok(())
         })
         .await?;
-        self.touch_changes().await;
+        // Boxed, as every call's connection work (`timed`): the callers'
+        // futures stay shallow.
+        Box::pin(self.touch_changes()).await;
         Ok(())
     }
 }
