@@ -603,8 +603,18 @@ impl RedisStore {
         let limit = self.inner.timeout;
         tokio::spawn(async move {
             let on = store.clone();
+            let caller = &tx;
             let result = store
-                .timed_within(Use::Change, limit * LANDING, |conn| f(on, conn))
+                .timed_within(Use::Change, limit * LANDING, |conn| async move {
+                    // A change not begun before its caller gave up (a
+                    // connection still being made) is never begun: the
+                    // caller, told 503, may already be judging the store
+                    // as it found it (a rotate withdrawing its successor).
+                    if caller.is_closed() {
+                        return Err(StoreError::Timeout(limit));
+                    }
+                    f(on, conn).await
+                })
                 .await;
             let heard = tx.send(result.clone()).is_ok();
             landed(store, result, heard).await;

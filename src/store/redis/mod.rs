@@ -14,7 +14,7 @@
 //! Every call is bounded by `timeout`; a token change runs to its end in a
 //! task of its own (up to ten timeouts, its caller waiting one) so that a
 //! change Redis took is always told. Three topologies (`store.redis.mode`):
-//! a standalone server (a `ConnectionManager`, reconnecting by itself), a
+//! a standalone server (`ConnectionManager`s, reconnecting by themselves), a
 //! Sentinel set-up (a `ConnectionManager` to the master the sentinels name,
 //! looked up again after any failure, since a fail-over moves it) and a
 //! Redis Cluster (the `redis` crate's cluster connection, which follows
